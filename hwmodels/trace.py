@@ -1,0 +1,430 @@
+"""The contract between workloads and the hardware model: NetworkGraph + EventTrace (numpy only).
+
+Any event source (a lowered SpikingJelly model, a NIR graph, a Brian2 network, a recorded trace) produces these
+two objects; `hwmodels` consumes nothing else. See ../shared/DESIGN.md, "The contract".
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+NEURON_KINDS = ("input", "IF", "LIF", "PLIF", "sLIF")
+PROJECTION_KINDS = ("dense", "conv")
+STORAGE_FORMATS = ("dense", "sparse", "conv")
+TRACE_FORMAT_VERSION = 1
+
+
+def _check_choice(field_name: str, value: str, accepted: tuple[str, ...]) -> None:
+    """Raise ValueError naming `field_name` when `value` is not one of `accepted`."""
+    if value not in accepted:
+        raise ValueError(f"{field_name}: {value!r} is not one of {', '.join(accepted)}")
+
+
+@dataclass(frozen=True)
+class NeuronModel:
+    """Discrete-time neuron model of a population.
+
+    kind: one of NEURON_KINDS ("input" marks an encoder population with no neuron state).
+    threshold: firing threshold theta (dimensionless, same units as the membrane potential).
+    tau: membrane time constant in timesteps (LIF family; SpikingJelly H = V + (X - (V - V_reset)) / tau);
+        None for IF (no leak).
+    v_reset: hard-reset value, or None for soft reset (subtract theta).
+    decay_input: SpikingJelly's `decay_input` flag (input divided by tau as well).
+    """
+
+    kind: str = "IF"
+    threshold: float = 1.0
+    tau: float | None = None
+    v_reset: float | None = 0.0
+    decay_input: bool = True
+
+    def __post_init__(self) -> None:
+        _check_choice("neuron.kind", self.kind, NEURON_KINDS)
+        if self.tau is not None and self.tau < 1.0:
+            raise ValueError(f"neuron.tau: {self.tau} must be >= 1 timestep or None")
+
+
+@dataclass(frozen=True)
+class Population:
+    """A group of neurons with one shape and one neuron model (a layer's spiking output, or the input).
+
+    shape: tensor shape of one timestep's output without batch, e.g. (C, H, W) or (N,); neurons are numbered in
+        C-order (row-major) over this shape, as torch's `flatten` numbers them.
+    state_bits: bits of membrane state per neuron held in core memory.
+    graded: True when spikes carry a real value (direct-encoded input, graded/ternary spikes); the trace then
+        stores a value per event.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    neuron: NeuronModel = field(default_factory=NeuronModel)
+    state_bits: int = 16
+    graded: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ValueError("population.name: must be a non-empty string")
+        if len(self.shape) == 0 or any(int(s) <= 0 for s in self.shape):
+            raise ValueError(f"population.shape: {self.shape} must be a non-empty tuple of positive ints")
+        object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
+        if not 1 <= self.state_bits <= 64:
+            raise ValueError(f"population.state_bits: {self.state_bits} must be in 1..64")
+
+    @property
+    def size(self) -> int:
+        """Number of neurons (product of `shape`)."""
+        return int(np.prod(self.shape))
+
+    @property
+    def is_input(self) -> bool:
+        """True for an encoder population (no neuron state to update)."""
+        return self.neuron.kind == "input"
+
+
+@dataclass(frozen=True, eq=False)
+class Projection:
+    """Synapses from one population to another.
+
+    kind "dense": `weight` has shape (n_target, n_source) over flattened neuron indices.
+    kind "conv": `weight` has shape (C_out, C_in / groups, kh, kw); source shape (C_in, H, W), target shape
+        (C_out, H_out, W_out), torch.nn.Conv2d geometry (stride, padding, dilation, groups).
+    A synapse exists where the weight is non-zero (`synapse count = non-zero synapses`); the structural
+    fan-out (all in-bounds kernel positions / all matrix entries) is what a dense storage format walks.
+    weight_bits: bits per stored weight (1..32). storage: one of STORAGE_FORMATS; decides memory and which
+    synaptic events the chip pays (see hwmodels.connectivity).
+    bias: optional per-target-neuron constant input (shape (n_target,)), e.g. a folded BatchNorm shift.
+    """
+
+    name: str
+    source: str
+    target: str
+    kind: str
+    weight: np.ndarray
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+    dilation: tuple[int, int] = (1, 1)
+    groups: int = 1
+    weight_bits: int = 8
+    storage: str = ""
+    bias: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        _check_choice("projection.kind", self.kind, PROJECTION_KINDS)
+        storage = self.storage or ("conv" if self.kind == "conv" else "dense")
+        _check_choice("projection.storage", storage, STORAGE_FORMATS)
+        if storage == "conv" and self.kind != "conv":
+            raise ValueError(f"projection.storage: 'conv' needs kind 'conv', got kind {self.kind!r}")
+        object.__setattr__(self, "storage", storage)
+        want_ndim = 4 if self.kind == "conv" else 2
+        w = np.asarray(self.weight, dtype=np.float32)
+        if w.ndim != want_ndim:
+            raise ValueError(f"projection.weight: {self.kind} needs {want_ndim} dims, got shape {w.shape}")
+        object.__setattr__(self, "weight", w)
+        for name in ("stride", "padding", "dilation"):
+            object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
+        if not 1 <= self.weight_bits <= 32:
+            raise ValueError(f"projection.weight_bits: {self.weight_bits} must be in 1..32")
+
+    @property
+    def nonzero_synapses(self) -> int:
+        """Number of stored weights that are non-zero (conv: kernel entries, not unrolled synapses)."""
+        return int(np.count_nonzero(self.weight))
+
+
+class NetworkGraph:
+    """Populations and projections of one lowered network, in topological (layer) order.
+
+    Raises ValueError when a projection names an unknown population, when names repeat, or when the graph
+    has a cycle.
+    """
+
+    def __init__(self, populations: list[Population], projections: list[Projection], name: str = "network",
+                 metadata: dict | None = None):
+        self.name = name
+        self.metadata = dict(metadata or {})
+        self.populations: dict[str, Population] = {}
+        for pop in populations:
+            if pop.name in self.populations:
+                raise ValueError(f"population.name: {pop.name!r} appears twice")
+            self.populations[pop.name] = pop
+        names = set()
+        for proj in projections:
+            for end in (proj.source, proj.target):
+                if end not in self.populations:
+                    raise ValueError(f"projection.source/target: {end!r} (in {proj.name!r}) is not one of "
+                                     f"{', '.join(self.populations)}")
+            if proj.name in names:
+                raise ValueError(f"projection.name: {proj.name!r} appears twice")
+            names.add(proj.name)
+        self.projections: list[Projection] = list(projections)
+        self._depth = self._compute_depth()
+
+    def _compute_depth(self) -> dict[str, int]:
+        """Longest path (in projections) from a source population to each population."""
+        depth = {name: 0 for name in self.populations}
+        for _ in range(len(self.populations) + 1):
+            changed = False
+            for proj in self.projections:
+                if depth[proj.target] < depth[proj.source] + 1:
+                    depth[proj.target] = depth[proj.source] + 1
+                    changed = True
+            if not changed:
+                return depth
+        raise ValueError("network graph: projections form a cycle; only feed-forward graphs are supported")
+
+    def depth(self, population: str) -> int:
+        """Layer depth of `population`: 0 for inputs, longest projection path from an input otherwise."""
+        return self._depth[population]
+
+    @property
+    def n_layers(self) -> int:
+        """Largest population depth (number of synaptic stages on the longest path)."""
+        return max(self._depth.values())
+
+    def in_projections(self, population: str) -> list[Projection]:
+        """Projections whose target is `population`."""
+        return [p for p in self.projections if p.target == population]
+
+    def out_projections(self, population: str) -> list[Projection]:
+        """Projections whose source is `population`."""
+        return [p for p in self.projections if p.source == population]
+
+    @property
+    def n_neurons(self) -> int:
+        """Total neurons over all populations."""
+        return sum(p.size for p in self.populations.values())
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the graph to one `.npz` (weights as arrays, everything else as JSON); atomic."""
+        meta = {"format_version": TRACE_FORMAT_VERSION, "name": self.name, "metadata": self.metadata,
+                "populations": [_pop_to_dict(p) for p in self.populations.values()], "projections": []}
+        arrays = {}
+        for i, proj in enumerate(self.projections):
+            d = {k: getattr(proj, k) for k in ("name", "source", "target", "kind", "stride", "padding",
+                                               "dilation", "groups", "weight_bits", "storage")}
+            d["has_bias"] = proj.bias is not None
+            meta["projections"].append(d)
+            arrays[f"w{i}"] = proj.weight
+            if proj.bias is not None:
+                arrays[f"b{i}"] = np.asarray(proj.bias, dtype=np.float32)
+        arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+        _atomic_savez(path, arrays)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "NetworkGraph":
+        """Read a graph written by `save`. Raises ValueError on an unknown format version."""
+        with np.load(path) as z:
+            meta = json.loads(bytes(z["meta"]).decode())
+            _check_version(meta, path)
+            pops = [_pop_from_dict(d) for d in meta["populations"]]
+            projs = []
+            for i, d in enumerate(meta["projections"]):
+                has_bias = d.pop("has_bias")
+                projs.append(Projection(weight=z[f"w{i}"], bias=z[f"b{i}"] if has_bias else None, **d))
+        return cls(pops, projs, name=meta["name"], metadata=meta["metadata"])
+
+
+def _pop_to_dict(pop: Population) -> dict:
+    d = asdict(pop)
+    d["shape"] = list(pop.shape)
+    return d
+
+
+def _pop_from_dict(d: dict) -> Population:
+    return Population(name=d["name"], shape=tuple(d["shape"]), neuron=NeuronModel(**d["neuron"]),
+                      state_bits=d["state_bits"], graded=d["graded"])
+
+
+def _check_version(meta: dict, path) -> None:
+    if meta.get("format_version") != TRACE_FORMAT_VERSION:
+        raise ValueError(f"{path}: format_version {meta.get('format_version')!r} is not {TRACE_FORMAT_VERSION}")
+
+
+def _atomic_savez(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
+    """np.savez to a temp file in the same folder, then rename, so no half-written file is ever visible."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+@dataclass(frozen=True)
+class StepSpikes:
+    """Spikes of one population at one timestep of one sample: neuron indices (int32) and values (float32)."""
+
+    indices: np.ndarray
+    values: np.ndarray
+
+
+class EventTrace:
+    """Which neuron spiked, at which timestep, per sample and population (CSR layout).
+
+    Row r = (sample * n_timesteps + t) * n_populations + p holds the sorted int32 neuron indices
+    `indices[offsets[r]:offsets[r+1]]` of population `populations[p]` that spiked at timestep t of `sample`.
+    `values` (float32, same length as `indices`) carries graded/ternary spike values; None means every spike is
+    1.0. `labels` (int64, shape (n_samples,)) optionally holds the class of each sample.
+
+    Raises ValueError when offsets/indices/values are inconsistent.
+    """
+
+    def __init__(self, populations: list[str], n_samples: int, n_timesteps: int, offsets: np.ndarray,
+                 indices: np.ndarray, values: np.ndarray | None = None, labels: np.ndarray | None = None):
+        self.populations = tuple(populations)
+        self.n_samples = int(n_samples)
+        self.n_timesteps = int(n_timesteps)
+        self.offsets = np.asarray(offsets, dtype=np.int64)
+        self.indices = np.asarray(indices, dtype=np.int32)
+        self.values = None if values is None else np.asarray(values, dtype=np.float32)
+        self.labels = None if labels is None else np.asarray(labels, dtype=np.int64)
+        self._pop_index = {name: i for i, name in enumerate(self.populations)}
+        self._validate()
+
+    def _validate(self) -> None:
+        rows = self.n_samples * self.n_timesteps * len(self.populations)
+        if self.offsets.shape != (rows + 1,):
+            raise ValueError(f"trace.offsets: shape {self.offsets.shape} should be ({rows + 1},)")
+        if self.offsets[0] != 0 or self.offsets[-1] != len(self.indices) or np.any(np.diff(self.offsets) < 0):
+            raise ValueError("trace.offsets: must start at 0, be non-decreasing and end at len(indices)")
+        if self.values is not None and self.values.shape != self.indices.shape:
+            raise ValueError(f"trace.values: shape {self.values.shape} != indices shape {self.indices.shape}")
+        if self.labels is not None and self.labels.shape != (self.n_samples,):
+            raise ValueError(f"trace.labels: shape {self.labels.shape} should be ({self.n_samples},)")
+
+    def _row(self, sample: int, t: int, population: str) -> int:
+        if population not in self._pop_index:
+            raise KeyError(f"population: {population!r} is not one of {', '.join(self.populations)}")
+        return (sample * self.n_timesteps + t) * len(self.populations) + self._pop_index[population]
+
+    def spikes(self, sample: int, t: int, population: str) -> StepSpikes:
+        """Spikes of `population` at timestep `t` of `sample` (views, no copy)."""
+        r = self._row(sample, t, population)
+        lo, hi = self.offsets[r], self.offsets[r + 1]
+        vals = np.ones(hi - lo, np.float32) if self.values is None else self.values[lo:hi]
+        return StepSpikes(self.indices[lo:hi], vals)
+
+    def counts(self) -> np.ndarray:
+        """Spike counts, shape (n_samples, n_timesteps, n_populations), int64."""
+        return np.diff(self.offsets).reshape(self.n_samples, self.n_timesteps, len(self.populations))
+
+    def sample_view(self, s: int) -> "EventTrace":
+        """Sample `s` as a single-sample EventTrace (views into this trace's arrays, no copy)."""
+        if not 0 <= s < self.n_samples:
+            raise IndexError(f"sample: {s} is outside 0..{self.n_samples - 1}")
+        rows = self.n_timesteps * len(self.populations)
+        lo, hi = self.offsets[s * rows], self.offsets[(s + 1) * rows]
+        return EventTrace(self.populations, 1, self.n_timesteps, self.offsets[s * rows:(s + 1) * rows + 1] - lo,
+                          self.indices[lo:hi], None if self.values is None else self.values[lo:hi],
+                          None if self.labels is None else self.labels[s:s + 1])
+
+    def iter_samples(self) -> Iterator["EventTrace"]:
+        """Yield one single-sample EventTrace per sample (views), so consumers hold one sample at a time."""
+        for s in range(self.n_samples):
+            yield self.sample_view(s)
+
+    def select(self, samples: slice | np.ndarray) -> "EventTrace":
+        """A new trace with only the given samples (copies)."""
+        picked = np.arange(self.n_samples)[samples]
+        return concat_traces([self.sample_view(int(s)) for s in picked])
+
+    @classmethod
+    def from_dense(cls, spikes: dict[str, np.ndarray], labels: np.ndarray | None = None,
+                   graded: tuple[str, ...] = ()) -> "EventTrace":
+        """Build a trace from dense spike tensors.
+
+        spikes: {population: array of shape (n_samples, n_timesteps, *population_shape)}, in population order;
+            an event is any non-zero entry. Populations in `graded` keep their values; the others store 1.0.
+        Raises ValueError when sample or timestep counts differ between populations.
+        """
+        names = list(spikes)
+        first = np.asarray(spikes[names[0]])
+        n_s, n_t = first.shape[:2]
+        flat = {}
+        for name in names:
+            a = np.asarray(spikes[name])
+            if a.shape[:2] != (n_s, n_t):
+                raise ValueError(f"spikes[{name!r}]: leading shape {a.shape[:2]} != ({n_s}, {n_t})")
+            flat[name] = a.reshape(n_s, n_t, -1)
+        counts, idx_parts, val_parts = [], [], []
+        any_graded = any(name in graded for name in names)
+        for s in range(n_s):
+            for t in range(n_t):
+                for name in names:
+                    row = flat[name][s, t]
+                    nz = np.flatnonzero(row).astype(np.int32)
+                    counts.append(len(nz))
+                    idx_parts.append(nz)
+                    if any_graded:
+                        val_parts.append(row[nz].astype(np.float32) if name in graded
+                                         else np.ones(len(nz), np.float32))
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        indices = np.concatenate(idx_parts) if idx_parts else np.zeros(0, np.int32)
+        values = np.concatenate(val_parts) if any_graded else None
+        return cls(names, n_s, n_t, offsets, indices, values, labels)
+
+    def to_dense(self, population: str, shape: tuple[int, ...]) -> np.ndarray:
+        """Dense float32 array (n_samples, n_timesteps, *shape) of one population's spike values."""
+        size = int(np.prod(shape))
+        out = np.zeros((self.n_samples, self.n_timesteps, size), np.float32)
+        for s in range(self.n_samples):
+            for t in range(self.n_timesteps):
+                st = self.spikes(s, t, population)
+                out[s, t, st.indices] = st.values
+        return out.reshape((self.n_samples, self.n_timesteps) + tuple(shape))
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the trace to `.npz` (atomic: temp file, then rename)."""
+        meta = {"format_version": TRACE_FORMAT_VERSION, "populations": list(self.populations),
+                "n_samples": self.n_samples, "n_timesteps": self.n_timesteps}
+        arrays = {"offsets": self.offsets, "indices": self.indices,
+                  "meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)}
+        if self.values is not None:
+            arrays["values"] = self.values
+        if self.labels is not None:
+            arrays["labels"] = self.labels
+        _atomic_savez(path, arrays)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "EventTrace":
+        """Read a trace written by `save`. Raises ValueError on an unknown format version."""
+        with np.load(path) as z:
+            meta = json.loads(bytes(z["meta"]).decode())
+            _check_version(meta, path)
+            return cls(meta["populations"], meta["n_samples"], meta["n_timesteps"], z["offsets"], z["indices"],
+                       z["values"] if "values" in z else None, z["labels"] if "labels" in z else None)
+
+
+def concat_traces(traces: list[EventTrace]) -> EventTrace:
+    """Concatenate traces with the same populations and timesteps along the sample axis.
+
+    Raises ValueError when populations or timestep counts differ, or the list is empty.
+    """
+    if not traces:
+        raise ValueError("concat_traces: needs at least one trace")
+    first = traces[0]
+    for tr in traces[1:]:
+        if tr.populations != first.populations or tr.n_timesteps != first.n_timesteps:
+            raise ValueError("concat_traces: populations and n_timesteps must match")
+    offsets, base = [np.zeros(1, np.int64)], 0
+    for tr in traces:
+        offsets.append(tr.offsets[1:] + base)
+        base += int(tr.offsets[-1])
+    any_vals = any(tr.values is not None for tr in traces)
+    values = np.concatenate([tr.values if tr.values is not None else np.ones(len(tr.indices), np.float32)
+                             for tr in traces]) if any_vals else None
+    labels = (np.concatenate([tr.labels for tr in traces])
+              if all(tr.labels is not None for tr in traces) else None)
+    return EventTrace(first.populations, sum(tr.n_samples for tr in traces), first.n_timesteps,
+                      np.concatenate(offsets), np.concatenate([tr.indices for tr in traces]), values, labels)
