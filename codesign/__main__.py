@@ -1,0 +1,4 @@
+"""`python -m codesign` runs the CLI."""
+from codesign.cli import main
+
+main()

@@ -1,0 +1,94 @@
+"""The `codesign` command line (typer + rich): `run` and `presets`.
+
+Errors in user input print one line (`error: <field>: <problem>`) and exit with status 2; `--debug` shows the
+traceback instead.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Neuromorphic hardware co-design for compressed spiking neural networks.")
+presets_app = typer.Typer(no_args_is_help=True, help="List and show chip presets.")
+app.add_typer(presets_app, name="presets")
+EXIT_USAGE = 2
+
+
+def _fail(exc: BaseException, debug: bool) -> None:
+    """Print `exc` as one line on stderr (or the traceback with --debug) and exit with status 2."""
+    if debug:
+        raise exc
+    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    Console(stderr=True).print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
+    raise typer.Exit(EXIT_USAGE)
+
+
+def _summary_table(df) -> Table:
+    from codesign.report import display_table, _fmt
+    shown = display_table(df)
+    table = Table(title="Design points (per inference)")
+    for col in shown.columns:
+        table.add_column(col, justify="right")
+    for row in shown.astype(object).itertuples(index=False):
+        table.add_row(*[_fmt(v) for v in row])
+    return table
+
+
+@app.command()
+def run(config: Optional[Path] = typer.Argument(None, help="YAML run config; default: the embedded default"),
+        set_: list[str] = typer.Option([], "--set", help="override a config key, e.g. --set train.epochs=2"),
+        no_progress: bool = typer.Option(False, "--no-progress", help="hide progress bars"),
+        debug: bool = typer.Option(False, "--debug", help="show tracebacks")) -> None:
+    """Train, compress at every ratio, lower, map, simulate and write reports/<run>/.
+
+    Examples:
+      codesign run
+      codesign run my.yaml --set compression.ratios=[0,0.5] --set hardware.n_samples=20
+    """
+    from codesign.config import ConfigError, load_config
+    console = Console()
+    try:
+        cfg = load_config(config, set_)
+        from codesign.pipeline import run as run_pipeline
+        result = run_pipeline(cfg, progress=not no_progress, log=console.print)
+    except (ConfigError, ValueError, FileNotFoundError) as exc:
+        _fail(exc, debug)
+    console.print(_summary_table(result.table))
+    for line in result.summary:
+        console.print(f"- {line}")
+    console.print(f"report: {result.run_dir / 'report.html'}")
+
+
+@presets_app.command("list")
+def presets_list() -> None:
+    """List the chip presets shipped with hwmodels."""
+    import hwmodels
+    for name in hwmodels.list_presets():
+        print(name)
+
+
+@presets_app.command("show")
+def presets_show(name: str, debug: bool = typer.Option(False, "--debug", help="show tracebacks")) -> None:
+    """Show a preset's resolved parameters (SI units) as YAML."""
+    import yaml
+    import hwmodels
+    try:
+        chip = hwmodels.load_preset(name)
+    except ValueError as exc:
+        _fail(exc, debug)
+    print(yaml.safe_dump(chip.model_dump(mode="json"), sort_keys=False))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app(prog_name="codesign")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

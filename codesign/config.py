@@ -1,0 +1,169 @@
+"""Run configuration: one pydantic model per section, loaded from YAML and validated with one-line errors.
+
+Every field is declared once here, with its type, bound and description; the resolved config is written
+beside every result (`config.resolved.yaml`).
+"""
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class ConfigError(ValueError):
+    """A config problem, phrased as one line naming the field and the accepted values."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Section):
+    """Dataset and input encoding."""
+
+    dataset: str = Field("mnist5k", description="dataset name: mnist5k (shipped MNIST-5k) or digits (sklearn 8x8)")
+    encoding: str = Field("direct", description="input encoder: direct (repeat image over T) or poisson")
+    n_timesteps: int = Field(4, ge=1, le=1000, description="algorithmic timesteps T per sample")
+
+
+class ModelConfig(_Section):
+    """Network architecture (a name in workloads.models.MODELS)."""
+
+    name: str = Field("mnist_conv", description="architecture name in the workloads model registry")
+    neuron: Literal["IF", "LIF"] = Field("LIF", description="spiking neuron model")
+    tau: float = Field(2.0, ge=1.0, description="LIF membrane time constant in timesteps")
+    v_threshold: float = Field(1.0, gt=0.0, description="firing threshold")
+
+
+class TrainConfig(_Section):
+    """Dense training with a surrogate gradient."""
+
+    epochs: int = Field(5, ge=0, le=1000)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(2e-3, gt=0.0)
+    optimizer: Literal["adam", "sgd"] = "adam"
+    weight_decay: float = Field(0.0, ge=0.0)
+
+
+class CompressionConfig(_Section):
+    """Compression method, the ratios to sweep, and its fine-tuning schedule."""
+
+    method: str = Field("sca", description="compression method in workloads.compression.METHODS")
+    ratios: list[float] = Field([0.0, 0.25, 0.5, 0.75], min_length=1,
+                                description="pruning ratios p in [0, 1): fraction of channels removed")
+    epochs: int = Field(3, ge=0, le=1000, description="fine-tuning epochs per ratio")
+    lr: float = Field(1e-3, gt=0.0, description="fine-tuning learning rate")
+    q: float = Field(0.1, ge=0.0, lt=1.0, description="SCA regrowth (exploration) fraction")
+    l1_lambda: float = Field(3e-5, ge=0.0, description="SCA L1 gradient term on conv weights")
+
+    @field_validator("ratios")
+    @classmethod
+    def _ratios_in_range(cls, ratios: list[float]) -> list[float]:
+        for r in ratios:
+            if not 0.0 <= r < 1.0:
+                raise ValueError(f"{r} is outside [0, 1)")
+        return ratios
+
+
+class HardwareConfig(_Section):
+    """Chip preset, overrides, mapping and simulation."""
+
+    preset: str = Field("loihi", description="chip preset name (codesign presets list)")
+    overrides: dict[str, Any] = Field(default_factory=dict,
+                                      description="dotted preset overrides, e.g. core.synapse_memory_bits: 65536")
+    placement: str = Field("in_order", description="placement of cores on the mesh")
+    model: Literal["des", "analytic"] = Field("des", description="simulator: discrete-event or analytic")
+    n_samples: int = Field(100, ge=1, description="test samples lowered to event traces and simulated")
+    weight_bits: int = Field(8, ge=1, le=16, description="bits per stored weight")
+
+
+class RunConfig(_Section):
+    """A whole `codesign run`: data -> model -> train -> compress -> lower -> map -> simulate -> report."""
+
+    run_name: str | None = Field(None, description="folder name under output_dir; default: <method>-<time>")
+    output_dir: str = Field("reports", description="where run folders are written")
+    seed: int = Field(0, ge=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    compression: CompressionConfig = CompressionConfig()
+    hardware: HardwareConfig = HardwareConfig()
+
+
+def _accepted_keys(loc: tuple) -> list[str]:
+    """Field names accepted at the config path `loc` (a tuple of keys from the root)."""
+    cls: type[BaseModel] = RunConfig
+    for key in loc:
+        field = cls.model_fields.get(str(key))
+        ann = getattr(field, "annotation", None)
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return []
+        cls = ann
+    return list(cls.model_fields)
+
+
+def _one_line(err: ValidationError) -> str:
+    """The first validation error as `config: <dotted.path>: <problem>; accepted: ...`."""
+    e = err.errors()[0]
+    loc = tuple(e["loc"])
+    path = ".".join(str(p) for p in loc) or "<root>"
+    if e["type"] == "extra_forbidden":
+        return f"config: unknown key '{path}'; accepted keys here: {', '.join(_accepted_keys(loc[:-1]))}"
+    msg = e["msg"].removeprefix("Value error, ")
+    return f"config: {path}: {msg} (got {e.get('input')!r})"
+
+
+def set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    """Set tree['a']['b'] = value for dotted = 'a.b', creating sub-dicts as needed."""
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"config: '{dotted}': '{key}' is not a section")
+    node[keys[-1]] = value
+
+
+def default_config_text() -> str:
+    """The embedded default config (package data codesign/configs/default.yaml) as YAML text."""
+    return resources.files("codesign").joinpath("configs/default.yaml").read_text()
+
+
+def load_config(path: str | Path | None = None, sets: list[str] | None = None) -> RunConfig:
+    """Load and validate a run config.
+
+    path: YAML file, or None for the embedded default. sets: overrides "dotted.key=yaml_value" applied on top.
+    Raises ConfigError (one line naming the field and accepted values) on a missing file, bad YAML, an
+    unknown key or an out-of-range value.
+    """
+    if path is None:
+        text = default_config_text()
+    else:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config: file '{p}' does not exist")
+        text = p.read_text()
+    try:
+        tree = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config: '{path}' is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"config: '{path}' must hold a mapping of sections, got {type(tree).__name__}")
+    for item in sets or []:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set: '{item}' must look like section.key=value")
+        set_dotted(tree, key.strip(), yaml.safe_load(raw))
+    try:
+        return RunConfig.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(_one_line(err)) from None
+
+
+def dump_config(cfg: RunConfig) -> str:
+    """The resolved config as YAML (every field, defaults included)."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,112 @@
+"""Pipeline stages that join workloads (torch) and hwmodels (numpy): each a plain function of the config.
+
+This is the only module that knows both sides of the contract (DESIGN.md: codesign knows both).
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+
+import hwmodels
+from codesign.config import ConfigError, RunConfig
+from workloads import compression, data, encoding, lowering, models, train
+
+#: test samples lowered for the before-training fit check (enough to build every population)
+FIT_CHECK_SAMPLES = 2
+
+
+def _check_one(field: str, value: str, accepted) -> None:
+    accepted = list(accepted)
+    if value not in accepted:
+        raise ConfigError(f"{field}: '{value}' is not one of {', '.join(accepted)}")
+
+
+def check_names(cfg: RunConfig) -> None:
+    """Every registry name in the config exists. Raises ConfigError naming the field and accepted names."""
+    _check_one("data.dataset", cfg.data.dataset, data.DATASETS)
+    _check_one("data.encoding", cfg.data.encoding, encoding.ENCODERS)
+    _check_one("model.name", cfg.model.name, models.MODELS)
+    _check_one("compression.method", cfg.compression.method, compression.METHODS)
+    _check_one("hardware.preset", cfg.hardware.preset, hwmodels.list_presets())
+    _check_one("hardware.placement", cfg.hardware.placement, hwmodels.PLACEMENTS)
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> CUDA when available, else CPU. Raises ConfigError for 'cuda' without a GPU."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device: 'cuda' requested but no CUDA device is available; use auto or cpu")
+    if name == "auto":
+        return train.default_device()
+    return torch.device(name)
+
+
+def make_dataset(cfg: RunConfig) -> data.Dataset:
+    """Load the configured dataset with the run seed (fixed, seeded split)."""
+    return data.load_dataset(cfg.data.dataset, seed=cfg.seed)
+
+
+def make_model(cfg: RunConfig, dataset: data.Dataset) -> torch.nn.Sequential:
+    """Build the configured architecture, seeded by the run seed."""
+    torch.manual_seed(cfg.seed)
+    return models.build_model(cfg.model.name, dataset.in_shape, dataset.n_classes, neuron=cfg.model.neuron,
+                              tau=cfg.model.tau, v_threshold=cfg.model.v_threshold)
+
+
+def train_config(cfg: RunConfig, fine_tune: bool = False) -> train.TrainConfig:
+    """workloads' TrainConfig for dense training, or for fine-tuning after compression."""
+    return train.TrainConfig(
+        epochs=cfg.compression.epochs if fine_tune else cfg.train.epochs,
+        batch_size=cfg.train.batch_size,
+        lr=cfg.compression.lr if fine_tune else cfg.train.lr,
+        optimizer=cfg.train.optimizer, weight_decay=cfg.train.weight_decay,
+        n_timesteps=cfg.data.n_timesteps, encoding=cfg.data.encoding)
+
+
+def encoded_test_inputs(dataset: data.Dataset, cfg: RunConfig, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first `n` test samples encoded over T (seeded Poisson draws), shape (T, n, C, H, W), and labels."""
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    x = dataset.x_test[:n]
+    return encoding.encode(x, cfg.data.n_timesteps, cfg.data.encoding, generator=gen), dataset.y_test[:n]
+
+
+def check_fits(model, dataset, cfg: RunConfig, chip, device) -> None:
+    """Lower the untrained model on a couple of samples and map it, so a network that cannot fit the chip
+    fails before training (raises hwmodels.MappingError naming the population and the shortfall)."""
+    x, _ = encoded_test_inputs(dataset, cfg, FIT_CHECK_SAMPLES)
+    graph, _ = lowering.lower(copy.deepcopy(model), x, weight_bits=cfg.hardware.weight_bits, device=device)
+    hwmodels.map_network(graph, chip, placement=cfg.hardware.placement)
+
+
+def train_dense(model, dataset, cfg: RunConfig, device, progress: bool) -> tuple[torch.nn.Sequential, float]:
+    """Train the dense model; return it and its test accuracy in [0, 1]."""
+    tcfg = train_config(cfg)
+    train.train(model, dataset, tcfg, seed=cfg.seed, device=device, progress=progress)
+    return model, train.evaluate(model, dataset.x_test, dataset.y_test, tcfg, device=device, seed=cfg.seed)
+
+
+def compress_point(model, dataset, cfg: RunConfig, ratio: float, device, progress: bool):
+    """Compress a copy of the dense model at `ratio` with the configured method (fine-tuning included)."""
+    c = cfg.compression
+    return compression.compress(c.method, copy.deepcopy(model), dataset, ratio,
+                                train_cfg=train_config(cfg, fine_tune=True), seed=cfg.seed, device=device,
+                                progress=progress, q=c.q, l1_lambda=c.l1_lambda)
+
+
+def simulate_point(model, info, dataset, cfg: RunConfig, chip, device, artifact_dir: Path) -> dict:
+    """Accuracy, lowering, mapping and simulation of one compressed model -> one results row (SI units)."""
+    tcfg = train_config(cfg)
+    acc = train.evaluate(model, dataset.x_test, dataset.y_test, tcfg, device=device, seed=cfg.seed)
+    x, y = encoded_test_inputs(dataset, cfg, cfg.hardware.n_samples)
+    tag = f"{info.method}-r{info.ratio:g}"
+    graph, trace = lowering.lower(model, x, labels=y, weight_bits=cfg.hardware.weight_bits, device=device, name=tag)
+    artifact_dir.mkdir(parents=True, exist_ok=True)
+    graph.save(artifact_dir / f"{tag}.graph.npz")
+    trace.save(artifact_dir / f"{tag}.trace.npz")
+    mapping = hwmodels.map_network(graph, chip, placement=cfg.hardware.placement)
+    sim = hwmodels.simulate(graph, trace, chip, mapping=mapping, model=cfg.hardware.model)
+    row = {"method": info.method, "ratio": info.ratio, "accuracy": acc, "params": models.count_parameters(model)}
+    row.update(sim.as_row())
+    row.update({f"energy_{k}_j": v for k, v in sim.energy_breakdown_j.items()})
+    return row
