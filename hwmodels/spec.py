@@ -1,0 +1,171 @@
+"""Chip description as frozen, validated parameter records: CoreSpec, RouterSpec and ChipSpec (pydantic v2).
+
+Behaviour (mapping, simulation) lives elsewhere; these records only hold numbers, in SI units named by suffix
+(_j, _s, _bits, _w). Construction errors are ValueErrors with a one-line message naming the field and its bounds.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+_Energy = Field(ge=0.0, description="energy per event in J")
+_Latency = Field(ge=0.0, description="latency per event in s")
+
+
+def _accepted_fields(model: type[BaseModel], loc: tuple) -> list[str]:
+    """Field names of the (nested) model that `loc` points into; [] when loc leaves the model tree."""
+    for part in loc:
+        info = model.model_fields.get(str(part))
+        ann = info.annotation if info is not None else None
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return []
+        model = ann
+    return list(model.model_fields)
+
+
+class SpecError(ValueError):
+    """A one-line validation error of a spec record: '<Model>.<field path>: <problem>'."""
+
+    def __init__(self, model_name: str, fields: tuple, problem: str):
+        self.fields, self.problem = tuple(str(f) for f in fields), problem
+        super().__init__(f"{'.'.join((model_name,) + self.fields)}: {problem}")
+
+
+def one_line_error(model: type[BaseModel], err: ValidationError) -> SpecError:
+    """Summarise a pydantic ValidationError as one SpecError naming the full field path and its bounds.
+
+    Errors raised by nested records (which pydantic wraps as 'Value error, ...') are unwrapped so the message
+    names the path from the outermost record, e.g. 'ChipSpec.core.synapse_memory_bits: ...'.
+    """
+    errors = err.errors()
+    first = errors[0]
+    loc = tuple(first["loc"])
+    inner = (first.get("ctx") or {}).get("error")
+    if isinstance(inner, SpecError):
+        loc, problem = loc + inner.fields, inner.problem
+    elif first["type"] == "extra_forbidden":
+        problem = f"unknown field; accepted: {', '.join(_accepted_fields(model, loc[:-1]))}"
+    else:
+        got = repr(first.get("input"))
+        problem = f"{first['msg']} (got {got if len(got) <= 80 else got[:77] + '...'})"
+    more = f" [+{len(errors) - 1} more]" if len(errors) > 1 else ""
+    return SpecError(model.__name__, loc, problem + more)
+
+
+class _Spec(BaseModel):
+    """Base of all spec records: frozen, unknown fields rejected, one-line ValueError on bad input."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as err:
+            raise one_line_error(type(self), err) from None
+
+
+class FormatCosts(_Spec):
+    """One cost per synaptic storage format (see hwmodels.trace.STORAGE_FORMATS); unit given by the owner field."""
+
+    dense: float = Field(ge=0.0)
+    sparse: float = Field(ge=0.0)
+    conv: float = Field(ge=0.0)
+
+    def of(self, storage: str) -> float:
+        """Cost of storage format `storage` ('dense', 'sparse' or 'conv'). Raises ValueError otherwise."""
+        if storage not in type(self).model_fields:
+            raise ValueError(f"storage: {storage!r} is not one of {', '.join(type(self).model_fields)}")
+        return float(getattr(self, storage))
+
+
+class CoreSpec(_Spec):
+    """One neuromorphic core: capacity limits and per-event energy (J) and latency (s).
+
+    neurons_per_core: neurons (compartments) a core holds.
+    synapse_memory_bits: synapse memory per core; weights are stored per storage format (hwmodels.mapping).
+    max_fan_in: largest number of synapses (as the storage format stores them) into one neuron; None = no limit.
+    synop_*: one synaptic operation (one stored synapse visited when a spike arrives), per storage format.
+    neuron_active_* / neuron_inactive_*: one neuron update in a hardware step in which the neuron spiked / did not.
+    message_out_*: injecting one spike message into the router; message_in_*: receiving one message at a core.
+    static_power_w: leakage power per used core.
+    """
+
+    neurons_per_core: int = Field(gt=0)
+    synapse_memory_bits: int = Field(gt=0)
+    max_fan_in: int | None = Field(default=None, gt=0)
+    synop_energy_j: FormatCosts
+    synop_latency_s: FormatCosts
+    neuron_active_energy_j: float = _Energy
+    neuron_inactive_energy_j: float = _Energy
+    neuron_active_latency_s: float = _Latency
+    neuron_inactive_latency_s: float = _Latency
+    message_out_energy_j: float = _Energy
+    message_out_latency_s: float = _Latency
+    message_in_energy_j: float = _Energy
+    message_in_latency_s: float = _Latency
+    static_power_w: float = Field(ge=0.0)
+
+
+class RouterSpec(_Spec):
+    """Mesh router and links: XY dimension-ordered routing between tiles.
+
+    hop_*_ew / hop_*_ns: energy (J) and latency (s) of one message crossing one tile hop east-west / north-south.
+    link_bandwidth_msgs_per_s: messages per second one directed link carries (per-message link time = 1/value).
+    buffer_depth: router input-buffer depth in messages; None = unbounded (the only case modelled so far).
+    """
+
+    hop_energy_ew_j: float = _Energy
+    hop_energy_ns_j: float = _Energy
+    hop_latency_ew_s: float = _Latency
+    hop_latency_ns_s: float = _Latency
+    link_bandwidth_msgs_per_s: float = Field(gt=0.0)
+    buffer_depth: int | None = Field(default=None, gt=0)
+
+    @property
+    def link_time_s(self) -> float:
+        """Time one message occupies a directed link, s (1 / link_bandwidth_msgs_per_s)."""
+        return 1.0 / self.link_bandwidth_msgs_per_s
+
+
+class ChipSpec(_Spec):
+    """A chip: a mesh_width x mesh_height mesh of tiles, each with a router and cores_per_tile cores.
+
+    barrier_sync_s: {tiles in use: seconds} of the end-of-timestep barrier, interpolated linearly in the number
+        of tiles in use and held constant outside the table (see `barrier_latency_s`).
+    sources: {key: full citation} for the numbers of a preset (kept for provenance; not used by the models).
+    """
+
+    name: str = Field(min_length=1)
+    description: str = ""
+    mesh_width: int = Field(gt=0)
+    mesh_height: int = Field(gt=0)
+    cores_per_tile: int = Field(gt=0)
+    core: CoreSpec
+    router: RouterSpec
+    barrier_sync_s: dict[int, float]
+    sources: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("barrier_sync_s")
+    @classmethod
+    def _check_barrier(cls, table: dict[int, float]) -> dict[int, float]:
+        if not table or any(k < 1 for k in table) or any(not v >= 0.0 for v in table.values()):
+            raise ValueError("must be a non-empty map {tiles >= 1: seconds >= 0}")
+        return dict(sorted(table.items()))
+
+    @property
+    def n_tiles(self) -> int:
+        """Tiles on the chip (mesh_width * mesh_height)."""
+        return self.mesh_width * self.mesh_height
+
+    @property
+    def n_cores(self) -> int:
+        """Cores on the chip (tiles * cores_per_tile)."""
+        return self.n_tiles * self.cores_per_tile
+
+    def barrier_latency_s(self, tiles: int) -> float:
+        """Barrier-sync latency (s) with `tiles` tiles in use: linear interpolation of `barrier_sync_s`."""
+        keys = np.array(list(self.barrier_sync_s), dtype=float)
+        vals = np.array(list(self.barrier_sync_s.values()), dtype=float)
+        return float(np.interp(float(tiles), keys, vals))

@@ -1,0 +1,116 @@
+"""Chip specs and presets: every preset loads, every YAML number is sourced, overrides and bounds are validated."""
+import numpy as np
+import pydantic
+import pytest
+import yaml
+
+from hwmodels import list_presets, load_preset, override_keys
+from hwmodels.presets import PRESET_DIR, strip_sources
+from hwmodels.spec import ChipSpec
+
+
+@pytest.mark.parametrize("name", list_presets())
+def test_every_preset_loads(name):
+    chip = load_preset(name)
+    assert isinstance(chip, ChipSpec) and chip.name == name
+    assert chip.n_cores == chip.mesh_width * chip.mesh_height * chip.cores_per_tile
+
+
+def _numeric_leaves(node, path=""):
+    """Yield (path, parent dict or None) for every number in a raw YAML tree (independent of the loader)."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                yield f"{path}.{k}", node
+            else:
+                yield from _numeric_leaves(v, f"{path}.{k}")
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _numeric_leaves(v, f"{path}[{i}]")
+
+
+@pytest.mark.parametrize("name", list_presets())
+def test_every_number_has_a_resolvable_source(name):
+    raw = yaml.safe_load((PRESET_DIR / f"{name}.yaml").read_text())
+    leaves = list(_numeric_leaves(raw))
+    assert len(leaves) >= 25
+    for path, parent in leaves:
+        assert path.endswith(".value"), f"{path} is a bare number"
+        assert parent["source"] in raw["sources"], path
+        assert len(raw["sources"][parent["source"]]) > 20
+
+
+def test_loihi_numbers_are_the_papers():
+    """Davies et al. 2018, as listed in the issue brief."""
+    c = load_preset("loihi")
+    assert (c.mesh_width, c.mesh_height, c.cores_per_tile, c.n_cores) == (8, 4, 4, 128)
+    assert (c.core.neurons_per_core, c.core.synapse_memory_bits) == (1024, 128 * 1024 * 8)
+    assert (c.core.message_out_energy_j, c.core.message_out_latency_s) == (1.7e-12, 2.1e-9)
+    assert (c.router.hop_energy_ew_j, c.router.hop_energy_ns_j) == (3.0e-12, 4.0e-12)
+    assert (c.router.hop_latency_ew_s, c.router.hop_latency_ns_s) == (4.1e-9, 6.5e-9)
+    assert c.core.synop_energy_j.of("sparse") == 23.6e-12 and c.core.synop_latency_s.of("conv") == 3.5e-9
+    assert (c.core.neuron_active_energy_j, c.core.neuron_active_latency_s) == (81e-12, 8.4e-9)
+    assert (c.core.neuron_inactive_energy_j, c.core.neuron_inactive_latency_s) == (52e-12, 5.3e-9)
+    assert c.router.link_time_s == 1 / 3.44e9 and c.core.static_power_w == 0.0
+    assert "Loihi" in c.sources["davies2018"] and "IEEE Micro" in c.sources["davies2018"]
+
+
+def test_barrier_interpolates_linearly_in_tiles():
+    c = load_preset("loihi")
+    assert c.barrier_latency_s(1) == 113e-9 and c.barrier_latency_s(32) == 465e-9
+    assert c.barrier_latency_s(16) == pytest.approx(113e-9 + (465e-9 - 113e-9) * 15 / 31, rel=1e-12)
+    assert c.barrier_latency_s(64) == 465e-9
+
+
+def test_loader_rejects_unsourced_or_unknown_sources():
+    with pytest.raises(ValueError, match=r"core\.x: number 3 has no source"):
+        strip_sources({"core": {"x": 3}}, {"a": "A"})
+    with pytest.raises(ValueError, match=r"core\.x\.source: 'b' is not one of a"):
+        strip_sources({"core": {"x": {"value": 3, "source": "b"}}}, {"a": "A"})
+    with pytest.raises(ValueError, match="is not a number"):
+        strip_sources({"x": {"value": "1e-9", "source": "a"}}, {"a": "A"})
+    assert strip_sources({"t": {1: {"value": 2.0, "source": "a", "note": "n"}}, "s": "k"}, {"a": "A"}) == \
+        {"t": {1: 2.0}, "s": "k"}
+
+
+def test_overrides_apply_and_validate():
+    c = load_preset("loihi", {"core.synapse_memory_bits": 65536, "router.hop_energy_ns_j": 1e-12,
+                              "barrier_sync_s": {1: 1e-7}})
+    assert c.core.synapse_memory_bits == 65536 and c.router.hop_energy_ns_j == 1e-12
+    assert c.barrier_latency_s(7) == 1e-7
+    assert load_preset("loihi").core.synapse_memory_bits == 1048576  # the preset itself is unchanged
+    with pytest.raises(ValueError) as err:
+        load_preset("loihi", {"core.synapse_bits": 1})
+    msg = str(err.value)
+    assert "'core.synapse_bits'" in msg and "core.synapse_memory_bits" in msg and "router.buffer_depth" in msg
+    assert set(override_keys()) >= {"mesh_width", "core.synop_energy_j.dense", "router.link_bandwidth_msgs_per_s"}
+
+
+@pytest.mark.parametrize("key,value,needle", [
+    ("core.synapse_memory_bits", -5, "ChipSpec.core.synapse_memory_bits: Input should be greater than 0"),
+    ("core.synop_energy_j.dense", "abc", "ChipSpec.core.synop_energy_j.dense: Input should be a valid number"),
+    ("router.link_bandwidth_msgs_per_s", 0, "ChipSpec.router.link_bandwidth_msgs_per_s: Input should be greater"),
+    ("mesh_width", 2.5, "ChipSpec.mesh_width:"),
+    ("barrier_sync_s", {0: 1e-9}, "ChipSpec.barrier_sync_s:"),
+])
+def test_bad_override_value_names_the_field_on_one_line(key, value, needle):
+    with pytest.raises(ValueError) as err:
+        load_preset("loihi", {key: value})
+    assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+def test_unknown_preset_lists_presets():
+    with pytest.raises(ValueError, match="preset: 'truenorth9' is not one of .*loihi"):
+        load_preset("truenorth9")
+
+
+def test_specs_are_frozen_and_reject_unknown_fields():
+    c = load_preset("loihi")
+    with pytest.raises(pydantic.ValidationError):
+        c.mesh_width = 3
+    data = c.model_dump()
+    data["core"]["leak_j"] = 1.0
+    with pytest.raises(ValueError, match=r"ChipSpec\.core\.leak_j: unknown field; accepted: neurons_per_core"):
+        ChipSpec(**data)
+    assert ChipSpec(**c.model_dump()) == c
+    assert np.isclose(c.router.link_time_s * c.router.link_bandwidth_msgs_per_s, 1.0)

@@ -1,0 +1,171 @@
+"""Golden energy/latency tests on hand-built networks, DES vs analytic agreement, SimResult contents."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from hwmodels import MappingError, load_preset, map_network, simulate
+from hwmodels import analytic, des
+from hwmodels.actions import action_times, build_fanout, count_actions
+from hwmodels.trace import EventTrace, NetworkGraph, Population, Projection
+
+NS = 1e-9
+
+
+def _one_spike(nets):
+    """input (10) -dense-> IF (2); 2 neurons per core, 1 core per tile on a 3 x 2 mesh: the input neurons sit on
+    tiles (0,0)..(1,1), the IF neurons on tile (2,1). Input neuron 0 spikes at t=0, IF neuron 1 at t=0."""
+    chip = load_preset("loihi", {"mesh_width": 3, "mesh_height": 2, "cores_per_tile": 1,
+                                 "core.neurons_per_core": 2})
+    g = NetworkGraph([Population("in", (10,), nets.INPUT), Population("if", (2,))],
+                     [Projection("fc", "in", "if", "dense", np.ones((2, 10)))])
+    spikes = {"in": np.zeros((1, 1, 10)), "if": np.zeros((1, 1, 2))}
+    spikes["in"][0, 0, 0] = spikes["if"][0, 0, 1] = 1
+    return g, EventTrace.from_dense(spikes), chip
+
+
+@pytest.mark.parametrize("model", ["des", "analytic"])
+def test_one_spike_over_three_hops_costs_the_hand_sum(nets, model):
+    g, tr, chip = _one_spike(nets)
+    r = simulate(g, tr, chip, model=model)
+    assert map_network(g, chip).tile_xy[-1].tolist() == [2, 1]
+    # energy: 1 message out, 2 E-W + 1 N-S hops, 2 synaptic events (dense), 1 active + 1 inactive update
+    e = r.energy_breakdown_j
+    assert e["network"] == pytest.approx(1.7e-12 + 2 * 3.0e-12 + 1 * 4.0e-12, rel=1e-12)
+    assert e["synapse"] == pytest.approx(2 * 23.6e-12, rel=1e-12)
+    assert e["neuron"] == pytest.approx(81e-12 + 52e-12, rel=1e-12) and e["static"] == 0.0
+    assert r.energy_j == pytest.approx(1.7e-12 + 10e-12 + 47.2e-12 + 133e-12, rel=1e-12)
+    assert (r.synops, r.messages, r.hops, r.spikes, r.hardware_steps) == (2, 1, 3, 2, 2)
+    # latency: step 0 = message out + 2 x 4.1 + 6.5 + link time + 2 x 3.5 ns; step 1 = 8.4 + 5.3 ns updates
+    barrier = (113 + (465 - 113) * (6 - 1) / 31) * NS
+    step0 = 2.1 * NS + 2 * 4.1 * NS + 6.5 * NS + 1 / 3.44e9 + 2 * 3.5 * NS + barrier
+    step1 = 8.4 * NS + 5.3 * NS + barrier
+    assert r.latency_per_step_s == pytest.approx([step0, step1], rel=1e-12)
+    assert r.latency_s == pytest.approx(step0 + step1, rel=1e-12)
+    pops = r.populations
+    assert pops.loc["if", "energy_synapse_j"] == pytest.approx(47.2e-12) and pops.loc["if", "synops"] == 2
+    assert pops.loc["in", "energy_network_j"] == pytest.approx(11.7e-12) and pops.loc["in", "energy_neuron_j"] == 0
+
+
+def _two_senders(nets, chip, w):
+    """Input cores 0 and 1 (2 neurons each) and two idle filler cores, then 'out' (4 neurons on cores 4, 5);
+    input neurons 0 and 2 (one on each input core) spike at t=0; sparse storage, so only non-zeros send."""
+    g = NetworkGraph([Population("in", (4,), nets.INPUT), Population("filler", (4,), nets.INPUT),
+                      Population("out", (4,))], [Projection("fc", "in", "out", "dense", w, storage="sparse")])
+    spikes = {"in": np.zeros((1, 1, 4)), "filler": np.zeros((1, 1, 4)), "out": np.zeros((1, 1, 4))}
+    spikes["in"][0, 0, [0, 2]] = 1
+    return g, EventTrace.from_dense(spikes), chip
+
+
+def test_two_flows_sharing_a_link_wait_exactly_one_train(nets):
+    """Cores 0, 1 on tile (0,0) each send 1 message (2 events) to cores 4, 5 on tile (2,0): both flows cross
+    links (0,0)->(1,0)->(2,0). Link time overridden to 10 ns (1e8 messages/s)."""
+    chip = load_preset("loihi", {"mesh_width": 3, "mesh_height": 1, "cores_per_tile": 2,
+                                 "core.neurons_per_core": 2, "router.link_bandwidth_msgs_per_s": 1e8})
+    w = np.zeros((4, 4))
+    w[0:2, 0] = w[2:4, 2] = 1.0
+    g, tr, chip = _two_senders(nets, chip, w)
+    d, a = simulate(g, tr, chip, model="des"), simulate(g, tr, chip, model="analytic")
+    barrier = (113 + (465 - 113) * 2 / 31) * NS
+    step0 = 2.1 * NS + 2 * 4.1 * NS + 10 * NS + 2 * 3.5 * NS + barrier
+    assert a.latency_per_step_s[0] == pytest.approx(step0, rel=1e-12)
+    # the second flow waits for the first one's 1-message train (10 ns) on the first link; it reaches the
+    # second link exactly when the first flow releases it, so the extra delay is 10 ns in all
+    assert d.latency_per_step_s[0] - a.latency_per_step_s[0] == pytest.approx(10 * NS, rel=1e-9)
+    assert d.latency_per_step_s[1] == a.latency_per_step_s[1] == pytest.approx(2 * 5.3 * NS + barrier, rel=1e-12)
+    assert d.energy_breakdown_j == a.energy_breakdown_j and d.hops == 4
+
+
+def test_two_flows_to_one_destination_are_served_one_after_another(nets):
+    """Both input cores send 1 message (2 events) to core 4, all cores on tile (0,0): equal arrival, then the
+    synapse unit serves 4 events; the same in both models (no link is used)."""
+    w = np.zeros((4, 4))
+    w[0:2, 0] = w[0:2, 2] = 1.0
+    g, tr, chip = _two_senders(nets, load_preset("loihi", {"cores_per_tile": 8, "core.neurons_per_core": 2}), w)
+    a, d = simulate(g, tr, chip, model="analytic"), simulate(g, tr, chip, model="des")
+    assert a.latency_per_step_s[0] == pytest.approx(2.1 * NS + 1 / 3.44e9 + 4 * 3.5 * NS + 113 * NS, rel=1e-12)
+    assert d.latency_per_step_s == pytest.approx(a.latency_per_step_s, rel=1e-12)
+    assert a.cores.loc[4, "synops"] == 4 and a.cores.loc[4, "messages_in"] == 2
+
+
+def _per_step(g, tr, chip):
+    m = map_network(g, chip)
+    acts = count_actions(g, tr, m, build_fanout(g, m), range(tr.n_samples))
+    times = action_times(acts, chip, m)
+    return des.step_latencies(acts, times, m, chip), analytic.step_latencies(acts, times)
+
+
+def test_des_equals_analytic_without_links(nets, rng):
+    """All cores on one tile: no link to contend for, only destination queues, which both models serve alike."""
+    g = nets.mixed_graph(rng)
+    tr = nets.random_trace(g, rng, n_samples=4, n_timesteps=3, rate=0.3)
+    d, a = _per_step(g, tr, load_preset("loihi", {"core.neurons_per_core": 16, "cores_per_tile": 32}))
+    assert d == pytest.approx(a, rel=1e-12) and d.shape == (4, 3 + 4)
+
+
+def test_des_never_below_analytic_with_contention(nets, rng):
+    g = nets.mixed_graph(rng)
+    tr = nets.random_trace(g, rng, n_samples=4, n_timesteps=3, rate=0.3)
+    chip = load_preset("loihi", {"core.neurons_per_core": 16, "cores_per_tile": 1,
+                                 "router.link_bandwidth_msgs_per_s": 2e8})
+    d, a = _per_step(g, tr, chip)
+    assert np.all(d >= a * (1 - 1e-12)) and np.any(d > a * (1 + 1e-6))
+
+
+def test_energy_is_identical_in_both_models(nets, rng):
+    g = nets.mixed_graph(rng)
+    tr = nets.random_trace(g, rng, n_samples=5, n_timesteps=4, rate=0.25)
+    chip = load_preset("loihi", {"core.neurons_per_core": 8, "router.link_bandwidth_msgs_per_s": 2e8})
+    d, a = simulate(g, tr, chip, model="des"), simulate(g, tr, chip, model="analytic")
+    assert d.energy_j == a.energy_j and d.energy_breakdown_j == a.energy_breakdown_j
+    assert d.populations["energy_j"].equals(a.populations["energy_j"])
+    assert d.latency_s > a.latency_s
+
+
+def test_result_tables_add_up_and_batching_does_not_matter(nets, rng):
+    g = nets.mixed_graph(rng)
+    tr = nets.random_trace(g, rng, n_samples=5, n_timesteps=4, rate=0.25)
+    chip = load_preset("loihi", {"core.neurons_per_core": 8, "core.static_power_w": 1e-3})
+    r = simulate(g, tr, chip, model="analytic", batch_samples=2)
+    one = simulate(g, tr, chip, model="analytic", batch_samples=64)
+    assert one.energy_j == pytest.approx(r.energy_j, rel=1e-12)
+    assert one.latency_s == pytest.approx(r.latency_s, rel=1e-12) and one.synops == r.synops
+    assert r.energy_breakdown_j["static"] == pytest.approx(1e-3 * r.cores_used * r.latency_s, rel=1e-12)
+    assert sum(r.energy_breakdown_j.values()) == pytest.approx(r.energy_j, rel=1e-12)
+    assert r.populations["energy_j"].sum() == pytest.approx(r.energy_j, rel=1e-12)
+    assert r.populations["spikes"].sum() == pytest.approx(r.spikes) == tr.counts().sum() / tr.n_samples
+    assert r.latency_per_step_s.sum() == pytest.approx(r.latency_s, rel=1e-12)
+    assert list(r.populations.index) == list(g.populations)
+    assert r.cores["busy_s"].max() <= r.latency_s and len(r.cores) == r.cores_used
+    assert r.synops_structural >= r.synops >= r.synops_nonzero > 0  # conv + dense pay zeros, sparse does not
+
+
+def test_as_row_keys(nets):
+    row = simulate(*_one_spike(nets)).as_row()
+    assert list(row) == ["chip", "model", "placement", "semantics", "energy_j", "energy_synapse_j",
+                         "energy_neuron_j", "energy_network_j", "energy_static_j", "latency_s", "synops",
+                         "synops_structural", "synops_nonzero", "spikes", "messages", "hops", "cores_used",
+                         "tiles_used", "n_samples", "timesteps", "hardware_steps"]
+    assert all(np.isscalar(v) for v in row.values()) and row["model"] == "des" and row["chip"] == "loihi"
+
+
+def test_bad_arguments_raise(nets):
+    g, tr, chip = _one_spike(nets)
+    with pytest.raises(ValueError, match="model: 'spice' is not one of des, analytic"):
+        simulate(g, tr, chip, model="spice")
+    with pytest.raises(ValueError, match="semantics: 'serial' is not one of pipelined"):
+        simulate(g, tr, chip, semantics="serial")
+    other = NetworkGraph([Population("in", (10,), nets.INPUT), Population("if", (3,))],
+                         [Projection("fc", "in", "if", "dense", np.ones((3, 10)))])
+    with pytest.raises(ValueError, match="mapping: population 'if'"):
+        simulate(g, tr, chip, mapping=map_network(other, load_preset("loihi")))
+    with pytest.raises(MappingError):
+        simulate(g, tr, load_preset("loihi", {"core.synapse_memory_bits": 16}))
+
+
+def test_hwmodels_imports_no_forbidden_package():
+    code = ("import sys, hwmodels; bad = {'torch', 'spikingjelly', 'brian2', 'workloads', 'codesign', "
+            "'torchvision'} & {m.split('.')[0] for m in sys.modules}; print(sorted(bad))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
