@@ -1,0 +1,338 @@
+"""Per-layer lowering rules: walk a SpikingJelly multi-step nn.Sequential and emit populations and projections.
+
+Each supported module type has one small converter, found by exact type in LAYER_RULES (the plain torch layer
+and its SpikingJelly `layer.*` wrapper) or NEURON_RULES. The linear stage between two populations (Conv2d or
+Linear, with BatchNorm and AvgPool2d folded in) becomes one projection; MaxPool2d becomes an OR population.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+from spikingjelly.activation_based import layer, neuron
+from torch import nn
+from torch.nn.utils import parametrize
+
+from hwmodels.trace import NeuronModel, Population, Projection
+
+
+@dataclass
+class _Weight:
+    """A pending weight stage: weights (float64), bias per output channel/feature and torch conv geometry."""
+
+    kind: str
+    w: torch.Tensor
+    b: torch.Tensor | None
+    out_shape: tuple[int, ...]
+    origin: str
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+    dilation: tuple[int, int] = (1, 1)
+    groups: int = 1
+
+
+@dataclass
+class Walk:
+    """State of one lowering walk (passed to every rule, returned at the end).
+
+    src: the population feeding the pending stage; shape: per-sample shape of the tensor at this point of the
+    model (after pending pools/flatten); pools: pending average-pool kernels (kh, kw) to fold into the next
+    weight layer; spatial: the (C, H, W) shape just before the last Flatten; hooks: population -> module whose
+    forward output is that population's spike tensor.
+    """
+
+    src: Population
+    shape: tuple[int, ...]
+    weight_bits: int
+    storage: str | None
+    populations: list[Population] = field(default_factory=list)
+    projections: list[Projection] = field(default_factory=list)
+    hooks: dict[str, nn.Module] = field(default_factory=dict)
+    origin: dict[str, str] = field(default_factory=dict)
+    layers: dict[str, dict[str, list[str]]] = field(default_factory=lambda: {"populations": {}, "projections": {}})
+    pools: list[tuple[int, int]] = field(default_factory=list)
+    spatial: tuple[int, ...] | None = None
+    weight: _Weight | None = None
+    tags: list[str] = field(default_factory=list)
+    counters: dict[str, int] = field(default_factory=dict)
+
+    def next_name(self, prefix: str) -> str:
+        """`prefix` followed by a 1-based counter per prefix (conv1, conv2, fc1, lif1, ...)."""
+        self.counters[prefix] = self.counters.get(prefix, 0) + 1
+        return f"{prefix}{self.counters[prefix]}"
+
+    def storage_for(self, kind: str) -> str:
+        """Storage format of a projection of `kind`: the requested one, or "conv"/"dense" by kind; a "conv"
+        request applies to conv projections only (dense projections stay "dense")."""
+        if self.storage is None or (self.storage == "conv" and kind != "conv"):
+            return "conv" if kind == "conv" else "dense"
+        return self.storage
+
+
+def _tag(index: str, module: nn.Module) -> str:
+    return f"{index}:{type(module).__name__}"
+
+
+def _err(index: str, module: nn.Module, msg: str) -> ValueError:
+    return ValueError(f"layer {index} ({type(module).__name__}): {msg}")
+
+
+def _pair(v) -> tuple[int, int]:
+    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+# ---------------------------------------------------------------- weight layers (and what folds into them)
+
+def _conv_padding(m: nn.Conv2d, index: str) -> tuple[int, int]:
+    """Symmetric zero padding of a Conv2d; 'same' needs dilation*(k-1) even. Raises ValueError otherwise."""
+    if m.padding_mode != "zeros":
+        raise _err(index, m, f"padding_mode {m.padding_mode!r} is not supported (only 'zeros')")
+    if m.padding == "valid":
+        return (0, 0)
+    if m.padding == "same":
+        span = [d * (k - 1) for d, k in zip(m.dilation, m.kernel_size)]
+        if any(s % 2 for s in span):
+            raise _err(index, m, "padding='same' with an even kernel span is asymmetric; not supported")
+        return (span[0] // 2, span[1] // 2)
+    return _pair(m.padding)
+
+
+def _conv_out(shape, c_out, k, stride, padding, dilation, index, m) -> tuple[int, int, int]:
+    size = [(shape[1 + i] + 2 * padding[i] - dilation[i] * (k[i] - 1) - 1) // stride[i] + 1 for i in range(2)]
+    if min(size) <= 0:
+        raise _err(index, m, f"input of shape {shape} is smaller than the kernel")
+    return (int(c_out), size[0], size[1])
+
+
+def _fold_pool_into_conv(w, stride, padding, dilation, pool, index, m):
+    """Conv after AvgPool2d(k, k) == conv on the un-pooled map with kernel kron(w, ones(k))/k^2, stride k*s,
+    padding k*p (exact when the pooled map tiles the input, checked by the pool rule; needs dilation 1)."""
+    if dilation != (1, 1):
+        raise _err(index, m, f"cannot fold a preceding AvgPool2d into a conv with dilation {dilation}")
+    kh, kw = pool
+    w = w.repeat_interleave(kh, dim=2).repeat_interleave(kw, dim=3) / (kh * kw)
+    return w, (stride[0] * kh, stride[1] * kw), (padding[0] * kh, padding[1] * kw)
+
+
+def _conv(walk: Walk, m: nn.Conv2d, index: str) -> None:
+    if walk.weight is not None:
+        raise _err(index, m, "two weight layers without a spiking neuron between them are not supported")
+    if len(walk.shape) != 3 or walk.shape[0] != m.in_channels:
+        raise _err(index, m, f"expects input (C={m.in_channels}, H, W), got per-sample shape {walk.shape}")
+    padding, stride, dilation = _conv_padding(m, index), _pair(m.stride), _pair(m.dilation)
+    out_shape = _conv_out(walk.shape, m.out_channels, m.kernel_size, stride, padding, dilation, index, m)
+    w = m.weight.detach().cpu().double()
+    for pool in reversed(walk.pools):
+        w, stride, padding = _fold_pool_into_conv(w, stride, padding, dilation, pool, index, m)
+    b = None if m.bias is None else m.bias.detach().cpu().double()
+    walk.weight = _Weight("conv", w, b, out_shape, "Conv2d", stride, padding, dilation, int(m.groups))
+    walk.shape, walk.pools = out_shape, []
+    walk.tags.append(_tag(index, m))
+
+
+def _linear(walk: Walk, m: nn.Linear, index: str) -> None:
+    if walk.weight is not None:
+        raise _err(index, m, "two weight layers without a spiking neuron between them are not supported")
+    if len(walk.shape) != 1 or walk.shape[0] != m.in_features:
+        raise _err(index, m, f"expects a flat input of {m.in_features} features, got per-sample shape "
+                             f"{walk.shape} (a Flatten is needed after a (C, H, W) layer)")
+    w = m.weight.detach().cpu().double()
+    if walk.pools:  # Linear after AvgPool+Flatten: each pooled input spreads evenly over its k x k window
+        w = w.reshape((m.out_features,) + walk.spatial)
+        for kh, kw in reversed(walk.pools):
+            w = w.repeat_interleave(kh, dim=2).repeat_interleave(kw, dim=3) / (kh * kw)
+        w = w.reshape(m.out_features, -1)
+    b = None if m.bias is None else m.bias.detach().cpu().double()
+    walk.weight = _Weight("dense", w, b, (int(m.out_features),), "Linear")
+    walk.shape, walk.pools = (int(m.out_features),), []
+    walk.tags.append(_tag(index, m))
+
+
+def _batchnorm(walk: Walk, m: nn.modules.batchnorm._BatchNorm, index: str) -> None:
+    """Fold eval-mode BN into the pending weights: w' = w*gamma/sqrt(var+eps), b' = (b-mean)*scale + beta."""
+    wt = walk.weight
+    if wt is None or walk.shape != wt.out_shape:
+        raise _err(index, m, "BatchNorm must directly follow a Conv2d or Linear layer")
+    if m.num_features != wt.out_shape[0]:
+        raise _err(index, m, f"num_features {m.num_features} != {wt.out_shape[0]} channels of the layer before")
+    if m.running_mean is None:
+        raise _err(index, m, "track_running_stats=False uses batch statistics at eval; cannot be folded")
+    scale = (m.running_var.detach().cpu().double() + m.eps).rsqrt()
+    shift = torch.zeros_like(scale)
+    if m.affine:
+        scale = scale * m.weight.detach().cpu().double()
+        shift = m.bias.detach().cpu().double()
+    b = torch.zeros_like(scale) if wt.b is None else wt.b
+    wt.w = wt.w * scale.reshape((-1,) + (1,) * (wt.w.dim() - 1))
+    wt.b = (b - m.running_mean.detach().cpu().double()) * scale + shift
+    walk.tags.append(_tag(index, m))
+
+
+def _add_pool(walk: Walk, m: nn.Module, index: str, kernel: tuple[int, int]) -> None:
+    if walk.weight is not None or len(walk.shape) != 3:
+        raise _err(index, m, "average pooling must follow a spiking layer (it is folded into the next "
+                             "Conv2d/Linear); pooling of currents before a neuron is not supported")
+    c, h, w = walk.shape
+    if h % kernel[0] or w % kernel[1]:
+        raise _err(index, m, f"input {h}x{w} is not divisible by the pooling window {kernel}: folding would "
+                             "not be exact")
+    walk.pools.append(kernel)
+    walk.shape = (c, h // kernel[0], w // kernel[1])
+    walk.tags.append(_tag(index, m))
+
+
+def _avgpool(walk: Walk, m: nn.AvgPool2d, index: str) -> None:
+    kernel = _pair(m.kernel_size)
+    stride = kernel if m.stride is None else _pair(m.stride)
+    if stride != kernel or _pair(m.padding) != (0, 0) or m.divisor_override is not None:
+        raise _err(index, m, f"only non-overlapping windows fold exactly (stride == kernel_size, padding 0, no "
+                             f"divisor_override); got kernel {kernel}, stride {stride}, padding {m.padding}")
+    _add_pool(walk, m, index, kernel)
+
+
+def _adaptive_avgpool(walk: Walk, m: nn.AdaptiveAvgPool2d, index: str) -> None:
+    if len(walk.shape) != 3:
+        raise _err(index, m, f"expects a (C, H, W) input, got per-sample shape {walk.shape}")
+    out = m.output_size if isinstance(m.output_size, (tuple, list)) else (m.output_size,) * 2
+    out = [walk.shape[1 + i] if o is None else int(o) for i, o in enumerate(out)]
+    if walk.shape[1] % out[0] or walk.shape[2] % out[1]:
+        raise _err(index, m, f"input {walk.shape[1:]} is not divisible by output_size {tuple(out)}")
+    _add_pool(walk, m, index, (walk.shape[1] // out[0], walk.shape[2] // out[1]))
+
+
+def _flatten(walk: Walk, m: nn.Flatten, index: str) -> None:
+    if (m.start_dim, m.end_dim) != (1, -1):
+        raise _err(index, m, f"only start_dim=1, end_dim=-1 is supported, got ({m.start_dim}, {m.end_dim})")
+    if len(walk.shape) > 1:
+        walk.spatial = walk.shape
+    walk.shape = (int(np.prod(walk.shape)),)
+
+
+def _identity(walk: Walk, m: nn.Module, index: str) -> None:
+    """Dropout (identity at eval) and Identity change nothing."""
+
+
+# ---------------------------------------------------------------- populations
+
+def _emit(walk: Walk, pop: Population, tags: list[str], hook: nn.Module | None) -> None:
+    """Turn the pending weight stage into a projection from walk.src to the new population `pop`."""
+    wt = walk.weight
+    prefix = "conv" if wt.kind == "conv" else "fc"
+    name = walk.next_name(prefix)
+    bias = None
+    if wt.b is not None:
+        per_channel = wt.b.numpy().astype(np.float32)
+        bias = np.repeat(per_channel, pop.size // len(per_channel))
+    walk.projections.append(Projection(
+        name=name, source=walk.src.name, target=pop.name, kind=wt.kind, weight=wt.w.numpy().astype(np.float32),
+        stride=wt.stride, padding=wt.padding, dilation=wt.dilation, groups=wt.groups,
+        weight_bits=walk.weight_bits, storage=walk.storage_for(wt.kind), bias=bias))
+    walk.origin[name] = wt.origin
+    walk.layers["projections"][name] = list(walk.tags)
+    _add_population(walk, pop, tags, hook)
+
+
+def _add_population(walk: Walk, pop: Population, tags: list[str], hook: nn.Module | None) -> None:
+    if hook is not None and any(h is hook for h in walk.hooks.values()):
+        raise ValueError(f"{tags[0]}: the same module object is used twice; its recorded spikes would mix")
+    walk.populations.append(pop)
+    walk.layers["populations"][pop.name] = tags
+    if hook is not None:
+        walk.hooks[pop.name] = hook
+    walk.src, walk.weight, walk.tags = pop, None, []
+
+
+def _maxpool(walk: Walk, m: nn.MaxPool2d, index: str) -> None:
+    """MaxPool of binary spikes == OR over the window == IF(threshold 1, reset 0) fed by a depthwise all-ones
+    conv (zero padding: torch pads max-pool with -inf, so both see only the in-bounds spikes)."""
+    if walk.weight is not None or walk.pools or walk.shape != walk.src.shape:
+        raise _err(index, m, "MaxPool2d must directly follow a spiking neuron layer or the input")
+    if walk.src.graded:
+        raise _err(index, m, f"max-pooling graded values of {walk.src.name!r} is not an OR; not supported")
+    if m.return_indices:
+        raise _err(index, m, "return_indices=True is not supported")
+    k, s = _pair(m.kernel_size), _pair(m.kernel_size if m.stride is None else m.stride)
+    p, d = _pair(m.padding), _pair(m.dilation)
+    out = _conv_out(walk.shape, walk.shape[0], k, s, p, d, index, m)
+    if m.ceil_mode and tuple(torch.nn.functional.max_pool2d(
+            torch.zeros((1,) + walk.shape), k, s, p, d, ceil_mode=True).shape[1:]) != out:
+        raise _err(index, m, "ceil_mode=True adds a partial window here; a conv projection cannot express it")
+    c = walk.shape[0]
+    name, pop = walk.next_name("maxpool"), Population(walk.next_name("pool"), out,
+                                                      NeuronModel("IF", 1.0, None, 0.0))
+    walk.projections.append(Projection(
+        name=name, source=walk.src.name, target=pop.name, kind="conv", weight=np.ones((c, 1) + k, np.float32),
+        stride=s, padding=p, dilation=d, groups=c, weight_bits=1, storage=walk.storage_for("conv")))
+    walk.origin[name] = "MaxPool2d"
+    walk.layers["projections"][name] = [_tag(index, m)]
+    _add_population(walk, pop, [_tag(index, m)], m)
+    walk.shape = out
+
+
+def _threshold(m: neuron.BaseNode) -> float:
+    return float(m.v_threshold)
+
+
+def _reset(m: neuron.BaseNode) -> float | None:
+    return None if m.v_reset is None else float(m.v_reset)
+
+
+NEURON_RULES: dict[type, Callable[[nn.Module], NeuronModel]] = {
+    neuron.IFNode: lambda m: NeuronModel("IF", _threshold(m), None, _reset(m)),
+    neuron.LIFNode: lambda m: NeuronModel("LIF", _threshold(m), float(m.tau), _reset(m), bool(m.decay_input)),
+    neuron.ParametricLIFNode: lambda m: NeuronModel(  # learned tau = 1 / sigmoid(w) (Fang et al., ICCV 2021)
+        "PLIF", _threshold(m), float(1.0 / torch.sigmoid(m.w.detach().cpu().double())), _reset(m),
+        bool(m.decay_input)),
+}
+
+
+def _neuron(walk: Walk, m: neuron.BaseNode, index: str) -> None:
+    if walk.weight is None:
+        raise _err(index, m, "a spiking neuron layer needs a Conv2d or Linear layer before it")
+    model = NEURON_RULES[type(m)](m)
+    number = walk.next_name("")  # one counter over all neuron layers: lif1, if2, plif3, ...
+    pop = Population(f"{model.kind.lower()}{number}", walk.weight.out_shape, model)
+    _emit(walk, pop, [_tag(index, m)], m)
+
+
+def finish(walk: Walk) -> None:
+    """Close the walk: a trailing weight stage becomes the non-spiking readout population "output"."""
+    if walk.pools:
+        raise ValueError("model: trailing average pooling has no Conv2d/Linear after it to fold into")
+    if walk.weight is not None:
+        readout = NeuronModel("IF", float("inf"), None, 0.0)
+        _emit(walk, Population("output", walk.weight.out_shape, readout), list(walk.tags[-1:]), None)
+
+
+_LAYER_RULES_BY_NAME: dict[str, Callable[[Walk, nn.Module, str], None]] = {
+    "Conv2d": _conv, "Linear": _linear, "BatchNorm1d": _batchnorm, "BatchNorm2d": _batchnorm,
+    "AvgPool2d": _avgpool, "AdaptiveAvgPool2d": _adaptive_avgpool, "MaxPool2d": _maxpool, "Flatten": _flatten,
+    "Dropout": _identity, "Dropout2d": _identity, "Identity": _identity,
+}
+#: exact module type -> rule, for the plain torch class and its SpikingJelly multi-step wrapper. Exact types,
+#: not isinstance: a subclass (layer.WSConv2d, a fake-quantized conv) computes something else from its weights.
+LAYER_RULES: dict[type, Callable[[Walk, nn.Module, str], None]] = {
+    cls: rule for name, rule in _LAYER_RULES_BY_NAME.items()
+    for cls in (getattr(nn, name), getattr(layer, name, None)) if cls is not None
+}
+
+
+def _base_type(module: nn.Module) -> type:
+    """type(module), seen through torch.nn.utils.parametrize (which swaps in a dynamic subclass)."""
+    if parametrize.is_parametrized(module):
+        return type(module).__bases__[0]
+    return type(module)
+
+
+def find_rule(module: nn.Module) -> Callable[[Walk, nn.Module, str], None] | None:
+    """The rule for `module` (exact type, see LAYER_RULES and NEURON_RULES); None when unsupported."""
+    if type(module) in NEURON_RULES:
+        return _neuron
+    return LAYER_RULES.get(_base_type(module))
+
+
+def supported_types() -> list[str]:
+    """Names of all supported module types (for error messages)."""
+    return sorted({c.__name__ for c in list(LAYER_RULES) + list(NEURON_RULES)})
