@@ -11,28 +11,12 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from hwmodels.trace import EventTrace, NetworkGraph, Projection
+from hwmodels.trace import EventTrace, NetworkGraph, Projection, conv_output_shape
 
 COUNT_KINDS = ("structural", "nonzero")
 #: which count a storage format pays per synaptic event (dense crossbar rows and shared conv kernels are walked
 #: entry by entry, zeros included; a compressed sparse format stores and visits only the non-zeros)
 PAID_COUNT = {"dense": "structural", "conv": "structural", "sparse": "nonzero"}
-
-
-def conv_output_shape(proj: Projection, src_shape: tuple[int, ...]) -> tuple[int, int, int]:
-    """(C_out, H_out, W_out) of a conv projection on a (C_in, H, W) source, torch.nn.Conv2d arithmetic.
-
-    Raises ValueError when the source is not 3-D or the channel counts disagree with the weight.
-    """
-    if len(src_shape) != 3:
-        raise ValueError(f"projection {proj.name!r}: conv source shape {src_shape} must be (C, H, W)")
-    c_out, c_in_g, kh, kw = proj.weight.shape
-    if src_shape[0] != c_in_g * proj.groups:
-        raise ValueError(f"projection {proj.name!r}: source has {src_shape[0]} channels, weight expects "
-                         f"{c_in_g * proj.groups} (C_in/groups={c_in_g}, groups={proj.groups})")
-    h_out = (src_shape[1] + 2 * proj.padding[0] - proj.dilation[0] * (kh - 1) - 1) // proj.stride[0] + 1
-    w_out = (src_shape[2] + 2 * proj.padding[1] - proj.dilation[1] * (kw - 1) - 1) // proj.stride[1] + 1
-    return c_out, h_out, w_out
 
 
 def _mask(proj: Projection, count: str) -> np.ndarray:

@@ -162,6 +162,7 @@ class NetworkGraph:
             if proj.name in names:
                 raise ValueError(f"projection.name: {proj.name!r} appears twice")
             names.add(proj.name)
+            _check_shapes(proj, self.populations[proj.source], self.populations[proj.target])
         self.projections: list[Projection] = list(projections)
         self._depth = self._compute_depth()
 
@@ -228,6 +229,36 @@ class NetworkGraph:
                 has_bias = d.pop("has_bias")
                 projs.append(Projection(weight=z[f"w{i}"], bias=z[f"b{i}"] if has_bias else None, **d))
         return cls(pops, projs, name=meta["name"], metadata=meta["metadata"])
+
+
+def conv_output_shape(proj: Projection, src_shape: tuple[int, ...]) -> tuple[int, int, int]:
+    """(C_out, H_out, W_out) of a conv projection on a (C_in, H, W) source, torch.nn.Conv2d arithmetic.
+
+    Raises ValueError when the source is not 3-D or the channel counts disagree with the weight.
+    """
+    if len(src_shape) != 3:
+        raise ValueError(f"projection {proj.name!r}: conv source shape {src_shape} must be (C, H, W)")
+    c_out, c_in_g, kh, kw = proj.weight.shape
+    if src_shape[0] != c_in_g * proj.groups:
+        raise ValueError(f"projection {proj.name!r}: source has {src_shape[0]} channels, weight expects "
+                         f"{c_in_g * proj.groups} (C_in/groups={c_in_g}, groups={proj.groups})")
+    h_out = (src_shape[1] + 2 * proj.padding[0] - proj.dilation[0] * (kh - 1) - 1) // proj.stride[0] + 1
+    w_out = (src_shape[2] + 2 * proj.padding[1] - proj.dilation[1] * (kw - 1) - 1) // proj.stride[1] + 1
+    return c_out, h_out, w_out
+
+
+def _check_shapes(proj: Projection, src: Population, tgt: Population) -> None:
+    """Raise ValueError when the weight (and bias) of `proj` do not fit its source and target populations."""
+    if proj.kind == "dense":
+        want = (tgt.size, src.size)
+        if proj.weight.shape != want:
+            raise ValueError(f"projection {proj.name!r}: dense weight shape {proj.weight.shape} should be "
+                             f"(target size, source size) = {want}")
+    elif conv_output_shape(proj, src.shape) != tgt.shape:
+        raise ValueError(f"projection {proj.name!r}: conv output shape {conv_output_shape(proj, src.shape)} "
+                         f"!= target shape {tgt.shape}")
+    if proj.bias is not None and np.shape(proj.bias) != (tgt.size,):
+        raise ValueError(f"projection {proj.name!r}: bias shape {np.shape(proj.bias)} should be ({tgt.size},)")
 
 
 def _pop_to_dict(pop: Population) -> dict:

@@ -1,0 +1,97 @@
+"""The trace contract: CSR layout, save/load round trips, per-sample views and input validation."""
+import numpy as np
+import pytest
+
+from hwmodels.trace import (EventTrace, NetworkGraph, NeuronModel, Population, Projection, concat_traces,
+                            conv_output_shape)
+
+
+def _trace(rng, n_samples=3, graded=True):
+    spikes = {"input": rng.random((n_samples, 2, 4)) * (rng.random((n_samples, 2, 4)) < 0.5),
+              "lif": (rng.random((n_samples, 2, 2, 3)) < 0.4).astype(np.float32)}
+    return spikes, EventTrace.from_dense(spikes, labels=np.arange(n_samples),
+                                         graded=("input",) if graded else ())
+
+
+def test_csr_rows_hold_the_spiking_indices():
+    spikes = {"a": np.array([[[0, 1, 1], [0, 0, 0]]]), "b": np.array([[[1, 0], [1, 1]]])}
+    tr = EventTrace.from_dense(spikes)
+    # rows: (s0,t0,a) (s0,t0,b) (s0,t1,a) (s0,t1,b)
+    assert tr.offsets.tolist() == [0, 2, 3, 3, 5]
+    assert tr.indices.tolist() == [1, 2, 0, 0, 1]
+    assert tr.counts().tolist() == [[[2, 1], [0, 2]]]
+    assert tr.spikes(0, 1, "b").indices.tolist() == [0, 1]
+    assert tr.values is None and tr.spikes(0, 0, "a").values.tolist() == [1.0, 1.0]
+
+
+def test_save_load_round_trip(tmp_path):
+    spikes, tr = _trace(np.random.default_rng(0))
+    tr.save(tmp_path / "t.npz")
+    back = EventTrace.load(tmp_path / "t.npz")
+    assert back.populations == tr.populations and back.n_timesteps == 2 and back.n_samples == 3
+    for name in ("offsets", "indices", "values", "labels"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(tr, name))
+    np.testing.assert_allclose(back.to_dense("input", (4,)), spikes["input"].astype(np.float32))
+    np.testing.assert_array_equal(back.to_dense("lif", (2, 3)), spikes["lif"])
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_sample_views_select_and_concat_agree():
+    _, tr = _trace(np.random.default_rng(1), n_samples=4)
+    views = list(tr.iter_samples())
+    assert [v.n_samples for v in views] == [1] * 4
+    joined = concat_traces(views)
+    for name in ("offsets", "indices", "values", "labels"):
+        np.testing.assert_array_equal(getattr(joined, name), getattr(tr, name))
+    picked = tr.select(np.array([2, 0]))
+    assert picked.labels.tolist() == [2, 0]
+    np.testing.assert_array_equal(picked.spikes(0, 1, "lif").indices, tr.spikes(2, 1, "lif").indices)
+
+
+def test_graph_round_trip_and_depth(tmp_path):
+    pops = [Population("in", (1, 4, 4), NeuronModel("input")), Population("c", (2, 4, 4), NeuronModel("LIF", tau=2.0)),
+            Population("o", (3,), NeuronModel("IF", threshold=float("inf")))]
+    w = np.arange(18, dtype=np.float32).reshape(2, 1, 3, 3)
+    projs = [Projection("conv", "in", "c", "conv", w, padding=(1, 1), bias=np.ones(32)),
+             Projection("fc", "c", "o", "dense", np.ones((3, 32)), storage="sparse", weight_bits=4)]
+    g = NetworkGraph(pops, projs, name="g", metadata={"k": 1})
+    assert [g.depth(p) for p in ("in", "c", "o")] == [0, 1, 2] and g.n_layers == 2
+    g.save(tmp_path / "g.npz")
+    back = NetworkGraph.load(tmp_path / "g.npz")
+    assert back.populations == g.populations and back.metadata == {"k": 1}
+    for a, b in zip(back.projections, g.projections):
+        np.testing.assert_array_equal(a.weight, b.weight)
+        assert (a.storage, a.weight_bits, a.padding) == (b.storage, b.weight_bits, b.padding)
+    np.testing.assert_array_equal(back.projections[0].bias, np.ones(32))
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: NeuronModel("XYZ"), "neuron.kind: 'XYZ' is not one of input, IF"),
+    (lambda: Population("p", (0,)), "population.shape"),
+    (lambda: Projection("p", "a", "b", "pool", np.ones((1, 1))), "projection.kind: 'pool' is not one of dense, conv"),
+    (lambda: Projection("p", "a", "b", "dense", np.ones((1, 1)), storage="conv"), "storage: 'conv' needs kind 'conv'"),
+    (lambda: Projection("p", "a", "b", "dense", np.ones(3)), "dense needs 2 dims"),
+    (lambda: EventTrace(["a"], 1, 1, np.array([0, 2]), np.array([0])), "must start at 0"),
+])
+def test_bad_contract_values_are_named(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+def test_graph_rejects_shapes_that_do_not_fit():
+    a, b = Population("a", (1, 5, 5), NeuronModel("input")), Population("b", (2, 3, 3))
+    conv = Projection("c", "a", "b", "conv", np.ones((2, 1, 3, 3)))
+    assert conv_output_shape(conv, a.shape) == (2, 3, 3)
+    NetworkGraph([a, b], [conv])
+    with pytest.raises(ValueError, match="conv output shape"):
+        NetworkGraph([a, b], [Projection("c", "a", "b", "conv", np.ones((2, 1, 3, 3)), padding=(1, 1))])
+    with pytest.raises(ValueError, match=r"should be \(target size, source size\) = \(18, 25\)"):
+        NetworkGraph([a, b], [Projection("d", "a", "b", "dense", np.ones((25, 18)))])
+    with pytest.raises(ValueError, match="bias shape"):
+        NetworkGraph([a, b], [Projection("c", "a", "b", "conv", np.ones((2, 1, 3, 3)), bias=np.ones(2))])
+    with pytest.raises(ValueError, match="is not one of a, b"):
+        NetworkGraph([a, b], [Projection("c", "a", "zz", "conv", np.ones((2, 1, 3, 3)))])
+    with pytest.raises(ValueError, match="cycle"):
+        NetworkGraph([b, Population("b2", (2, 3, 3))],
+                     [Projection("x", "b", "b2", "conv", np.ones((2, 2, 1, 1))),
+                      Projection("y", "b2", "b", "conv", np.ones((2, 2, 1, 1)))])
