@@ -18,6 +18,14 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 presets_app = typer.Typer(no_args_is_help=True, help="List and show chip presets.")
 app.add_typer(presets_app, name="presets")
 EXIT_USAGE = 2
+#: the summary table needs this many columns; narrower (or captured) output would truncate its headers
+MIN_WIDTH = 120
+
+
+def _quiet_torch_logs() -> None:
+    """Silence torch's one-line 'Triton not available' warnings (CPU machines) in CLI output."""
+    import logging
+    logging.getLogger("torch._library.triton").setLevel(logging.ERROR)
 
 
 def _fail(exc: BaseException, debug: bool) -> None:
@@ -52,7 +60,8 @@ def run(config: Optional[Path] = typer.Argument(None, help="YAML run config; def
       codesign run my.yaml --set compression.ratios=[0,0.5] --set hardware.n_samples=20
     """
     from codesign.config import ConfigError, load_config
-    console = Console()
+    console = Console(width=max(Console().width, MIN_WIDTH))
+    _quiet_torch_logs()
     try:
         cfg = load_config(config, set_)
         from codesign.pipeline import run as run_pipeline

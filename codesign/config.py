@@ -39,25 +39,26 @@ class ModelConfig(_Section):
 
 
 class TrainConfig(_Section):
-    """Dense training with a surrogate gradient."""
+    """Dense training with a surrogate gradient (workloads.train.TrainConfig)."""
 
-    epochs: int = Field(5, ge=0, le=1000)
+    epochs: int = Field(8, ge=0, le=10000)
     batch_size: int = Field(64, ge=1)
-    lr: float = Field(2e-3, gt=0.0)
+    lr: float = Field(5e-3, gt=0.0)
     optimizer: Literal["adam", "sgd"] = "adam"
+    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD momentum")
     weight_decay: float = Field(0.0, ge=0.0)
+    lr_schedule: Literal["cosine", "constant"] = "cosine"
 
 
 class CompressionConfig(_Section):
-    """Compression method, the ratios to sweep, and its fine-tuning schedule."""
+    """Compression method, the ratios to sweep, and the method's own parameters."""
 
     method: str = Field("sca", description="compression method in workloads.compression.METHODS")
     ratios: list[float] = Field([0.0, 0.25, 0.5, 0.75], min_length=1,
-                                description="pruning ratios p in [0, 1): fraction of channels removed")
-    epochs: int = Field(3, ge=0, le=1000, description="fine-tuning epochs per ratio")
-    lr: float = Field(1e-3, gt=0.0, description="fine-tuning learning rate")
-    q: float = Field(0.1, ge=0.0, lt=1.0, description="SCA regrowth (exploration) fraction")
-    l1_lambda: float = Field(3e-5, ge=0.0, description="SCA L1 gradient term on conv weights")
+                                description="compression ratios in [0, 1) (SCA: fraction of conv channels removed)")
+    params: dict[str, Any] = Field(default_factory=dict,
+                                   description="the method's config fields (SCA: epochs, finetune_epochs, q, "
+                                               "l1_lambda, lr, optimizer, finetune_lr, spatial)")
 
     @field_validator("ratios")
     @classmethod

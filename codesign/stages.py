@@ -5,6 +5,7 @@ This is the only module that knows both sides of the contract (DESIGN.md: codesi
 from __future__ import annotations
 
 import copy
+import dataclasses
 from pathlib import Path
 
 import torch
@@ -31,6 +32,7 @@ def check_names(cfg: RunConfig) -> None:
     _check_one("compression.method", cfg.compression.method, compression.METHODS)
     _check_one("hardware.preset", cfg.hardware.preset, hwmodels.list_presets())
     _check_one("hardware.placement", cfg.hardware.placement, hwmodels.PLACEMENTS)
+    method_config(cfg)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -48,20 +50,34 @@ def make_dataset(cfg: RunConfig) -> data.Dataset:
 
 
 def make_model(cfg: RunConfig, dataset: data.Dataset) -> torch.nn.Sequential:
-    """Build the configured architecture, seeded by the run seed."""
-    torch.manual_seed(cfg.seed)
+    """Build the configured architecture, its initial weights seeded by the run seed."""
     return models.build_model(cfg.model.name, dataset.in_shape, dataset.n_classes, neuron=cfg.model.neuron,
-                              tau=cfg.model.tau, v_threshold=cfg.model.v_threshold)
+                              tau=cfg.model.tau, v_threshold=cfg.model.v_threshold, seed=cfg.seed)
 
 
-def train_config(cfg: RunConfig, fine_tune: bool = False) -> train.TrainConfig:
-    """workloads' TrainConfig for dense training, or for fine-tuning after compression."""
-    return train.TrainConfig(
-        epochs=cfg.compression.epochs if fine_tune else cfg.train.epochs,
-        batch_size=cfg.train.batch_size,
-        lr=cfg.compression.lr if fine_tune else cfg.train.lr,
-        optimizer=cfg.train.optimizer, weight_decay=cfg.train.weight_decay,
-        n_timesteps=cfg.data.n_timesteps, encoding=cfg.data.encoding)
+def train_config(cfg: RunConfig) -> train.TrainConfig:
+    """workloads' TrainConfig from the run config (batch size, T and encoding also drive fine-tuning)."""
+    t = cfg.train
+    return train.TrainConfig(epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, optimizer=t.optimizer,
+                             momentum=t.momentum, weight_decay=t.weight_decay, lr_schedule=t.lr_schedule,
+                             n_timesteps=cfg.data.n_timesteps, encoding=cfg.data.encoding)
+
+
+def method_config(cfg: RunConfig):
+    """The compression method's own config object from `compression.params`.
+
+    Raises ConfigError naming `compression.params.<key>` for an unknown key or a bad value.
+    """
+    cls = compression.CONFIGS[cfg.compression.method]
+    accepted = [f.name for f in dataclasses.fields(cls)]
+    for key in cfg.compression.params:
+        if key not in accepted:
+            raise ConfigError(f"compression.params: unknown key '{key}' for method "
+                              f"'{cfg.compression.method}'; accepted keys: {', '.join(accepted)}")
+    try:
+        return cls(**cfg.compression.params)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"compression.params: {exc}") from None
 
 
 def encoded_test_inputs(dataset: data.Dataset, cfg: RunConfig, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -88,10 +104,8 @@ def train_dense(model, dataset, cfg: RunConfig, device, progress: bool) -> tuple
 
 def compress_point(model, dataset, cfg: RunConfig, ratio: float, device, progress: bool):
     """Compress a copy of the dense model at `ratio` with the configured method (fine-tuning included)."""
-    c = cfg.compression
-    return compression.compress(c.method, copy.deepcopy(model), dataset, ratio,
-                                train_cfg=train_config(cfg, fine_tune=True), seed=cfg.seed, device=device,
-                                progress=progress, q=c.q, l1_lambda=c.l1_lambda)
+    return compression.compress(cfg.compression.method, model, dataset, ratio, cfg=method_config(cfg),
+                                seed=cfg.seed, train_cfg=train_config(cfg), device=device, progress=progress)
 
 
 def simulate_point(model, info, dataset, cfg: RunConfig, chip, device, artifact_dir: Path) -> dict:
@@ -108,5 +122,4 @@ def simulate_point(model, info, dataset, cfg: RunConfig, chip, device, artifact_
     sim = hwmodels.simulate(graph, trace, chip, mapping=mapping, model=cfg.hardware.model)
     row = {"method": info.method, "ratio": info.ratio, "accuracy": acc, "params": models.count_parameters(model)}
     row.update(sim.as_row())
-    row.update({f"energy_{k}_j": v for k, v in sim.energy_breakdown_j.items()})
     return row

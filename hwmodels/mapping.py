@@ -109,8 +109,8 @@ def _pop_costs(graph: NetworkGraph, name: str, chip: ChipSpec) -> tuple[np.ndarr
         paid_fan_in += fan_in(proj, src_shape, "nonzero" if proj.storage == "sparse" else "structural")
     limit = chip.core.max_fan_in
     if limit is not None and pop.size and paid_fan_in.max() > limit:
-        raise MappingError(f"population {name!r} neuron has fan-in {int(paid_fan_in.max()):,} but a core accepts "
-                           f"at most {limit:,}")
+        raise MappingError(f"network does not fit chip {chip.name!r}: population {name!r} neuron has fan-in "
+                           f"{int(paid_fan_in.max()):,} but a core accepts at most {limit:,}")
     return per_neuron, per_channel, hw
 
 
@@ -128,8 +128,8 @@ def _chunks(name: str, per_neuron: np.ndarray, per_channel: int, hw: int, chip: 
         cost = csum[ends] - csum[start] + per_channel * ((ends - 1) // hw - start // hw + 1)
         fits = int(np.count_nonzero(cost <= mem))
         if fits == 0:
-            raise MappingError(f"population {name!r} neuron needs {int(cost[0]):,} bits of synapse memory but a "
-                               f"core has {mem:,}")
+            raise MappingError(f"network does not fit chip {chip.name!r}: population {name!r} neuron needs "
+                               f"{int(cost[0]):,} bits of synapse memory but a core has {mem:,}")
         out.append((start, int(ends[fits - 1]), int(cost[fits - 1])))
         start = int(ends[fits - 1])
     return out
@@ -141,13 +141,14 @@ def partition(graph: NetworkGraph, chip: ChipSpec) -> Partition:
     Raises MappingError naming the population when a neuron does not fit a core, or when the chip runs out of
     cores ("population 'lif2' needs 40 cores but only 12 of 128 are left").
     """
+    all_chunks = {name: _chunks(name, *_pop_costs(graph, name, chip), chip) for name in graph.populations}
+    needed = sum(len(c) for c in all_chunks.values())
     pops, neurons, bits, core_of = [], [], [], {}
-    for name, pop in graph.populations.items():
-        chunks = _chunks(name, *_pop_costs(graph, name, chip), chip)
+    for name, chunks in all_chunks.items():
         left = chip.n_cores - len(pops)
         if len(chunks) > left:
-            raise MappingError(f"population {name!r} needs {len(chunks)} cores but only {left} of {chip.n_cores} "
-                               f"are left")
+            raise MappingError(f"network does not fit chip {chip.name!r}: population {name!r} needs {len(chunks)} "
+                               f"cores but only {left} of {chip.n_cores} are left (the network needs {needed} cores)")
         sizes = [e - s for s, e, _ in chunks]
         core_of[name] = np.repeat(np.arange(len(pops), len(pops) + len(chunks)), sizes).astype(np.int64)
         pops += [name] * len(chunks)

@@ -1,0 +1,89 @@
+"""Models, training and evaluation: shapes, parameter count by hand, exact accuracy, learning and reproducibility."""
+import pytest
+import torch
+from spikingjelly.activation_based import layer
+
+from workloads.models import build_model, count_parameters
+from workloads.train import TrainConfig, evaluate, predict_logits, train
+
+
+@pytest.mark.parametrize("hw", [28, 8])
+def test_model_output_shape(hw):
+    model = build_model("mnist_conv", (1, hw, hw), 10, seed=0)
+    assert model(torch.rand(4, 3, 1, hw, hw)).shape == (4, 3, 10)
+
+
+def test_count_parameters_by_hand():
+    # conv1 1*16*3*3 = 144; bn1 gamma+beta 2*16 = 32; conv2 16*32*3*3 = 4608; bn2 2*32 = 64;
+    # fc (32*7*7)*10 + 10 = 15680 + 10 = 15690 at 28x28  -> 144 + 32 + 4608 + 64 + 15690 = 20538
+    assert count_parameters(build_model("mnist_conv", (1, 28, 28), 10)) == 20538
+    # at 8x8 the fc is (32*2*2)*10 + 10 = 1290 -> 144 + 32 + 4608 + 64 + 1290 = 6138
+    assert count_parameters(build_model("mnist_conv", (1, 8, 8), 10, neuron="IF")) == 6138
+
+
+def test_model_layer_sequence():
+    model = build_model("mnist_conv", (1, 28, 28), 10)
+    kinds = [type(m).__name__ for m in model]
+    assert kinds == ["Conv2d", "BatchNorm2d", "LIFNode", "MaxPool2d"] * 2 + ["Flatten", "Linear"]
+    assert all(getattr(m, "step_mode", "m") == "m" for m in model)
+    assert model[0].bias is None and model[0].padding == (1, 1) and model[9].in_features == 1568
+
+
+def test_seeded_build_is_reproducible_and_leaves_global_rng():
+    state = torch.random.get_rng_state()
+    a, b = build_model("mnist_conv", (1, 8, 8), 10, seed=5), build_model("mnist_conv", (1, 8, 8), 10, seed=5)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+
+
+def test_bad_model_arguments():
+    with pytest.raises(ValueError, match="model"):
+        build_model("resnet", (1, 28, 28), 10)
+    with pytest.raises(ValueError, match="neuron"):
+        build_model("mnist_conv", (1, 28, 28), 10, neuron="Izhikevich")
+    with pytest.raises(ValueError, match="in_shape"):
+        build_model("mnist_conv", (1, 30, 30), 10)
+
+
+def test_train_config_validation():
+    with pytest.raises(ValueError, match="optimizer"):
+        TrainConfig(optimizer="rmsprop")
+    with pytest.raises(ValueError, match="lr"):
+        TrainConfig(lr=0.0)
+    with pytest.raises(ValueError, match="encoding"):
+        TrainConfig(encoding="latency")
+
+
+def test_evaluate_exact_accuracy_on_a_fixed_linear_readout():
+    # Flatten + identity Linear: the readout is the 2 pixels themselves, so the prediction is the brighter pixel.
+    model = torch.nn.Sequential(layer.Flatten(step_mode="m"), layer.Linear(2, 2, step_mode="m"))
+    with torch.no_grad():
+        model[1].weight.copy_(torch.eye(2))
+        model[1].bias.zero_()
+    x = torch.tensor([[0.9, 0.1], [0.2, 0.7], [0.6, 0.3], [0.4, 0.5]]).reshape(4, 1, 1, 2)
+    y = torch.tensor([0, 1, 1, 1])  # predictions 0, 1, 0, 1 -> 3 of 4 correct
+    cfg = TrainConfig(n_timesteps=3, eval_batch_size=3)
+    assert evaluate(model, x, y, cfg) == 0.75
+    torch.testing.assert_close(predict_logits(model, x, cfg), x.reshape(4, 2), rtol=0, atol=1e-7)
+
+
+@pytest.mark.slow
+def test_training_on_digits_learns(digits_ds, fast_train_cfg):
+    model = build_model("mnist_conv", digits_ds.in_shape, digits_ds.n_classes, seed=0)
+    history = train(model, digits_ds, fast_train_cfg, seed=0, device=torch.device("cpu"), progress=False)
+    assert [h["epoch"] for h in history] == [0, 1, 2]
+    assert history[-1]["loss"] < history[0]["loss"]
+    assert evaluate(model, digits_ds.x_test, digits_ds.y_test, fast_train_cfg, torch.device("cpu")) > 0.8
+
+
+def test_same_seed_same_weights(digits_ds):
+    cfg = TrainConfig(epochs=1, batch_size=128, lr=5e-3, encoding="poisson")
+    small = type(digits_ds)("digits", digits_ds.x_train[:512], digits_ds.y_train[:512], digits_ds.x_test,
+                            digits_ds.y_test, 10, (1, 8, 8))
+    runs = []
+    for seed in (1, 1, 2):
+        model = build_model("mnist_conv", small.in_shape, 10, seed=0)
+        train(model, small, cfg, seed=seed, device=torch.device("cpu"), progress=False)
+        runs.append(model.state_dict())
+    assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
+    assert not all(torch.equal(runs[0][k], runs[2][k]) for k in runs[0])  # other shuffle and spikes

@@ -1,0 +1,192 @@
+"""Shared pieces of structured (channel) compression: the result record, the ratio check, the conv units of a flat
+SpikingJelly Sequential, channel masking (zeroing) and physical channel removal (a smaller dense Sequential).
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import torch
+from spikingjelly.activation_based.neuron import BaseNode
+from torch import nn
+
+# Layers that carry a conv's channels unchanged to the next weighted layer.
+CHANNEL_PRESERVING = (nn.BatchNorm2d, BaseNode, nn.MaxPool2d, nn.AvgPool2d, nn.Dropout, nn.Identity)
+
+
+@dataclass
+class CompressionResult:
+    """What a compression method did. params_* count scalar parameters; kept_channels maps a conv layer's name in
+    the Sequential (e.g. "4") to its kept output-channel indices (sorted); channels_before/after map the same names
+    to channel counts; history holds one dict per epoch (with "phase"); seconds is the wall time of the method."""
+
+    method: str
+    ratio: float
+    params_before: int
+    params_after: int
+    kept_channels: dict[str, list[int]] = field(default_factory=dict)
+    channels_before: dict[str, int] = field(default_factory=dict)
+    channels_after: dict[str, int] = field(default_factory=dict)
+    history: list[dict] = field(default_factory=list)
+    notes: str = ""
+    seconds: float = 0.0
+
+
+def check_ratio(ratio: float) -> float:
+    """Return ratio as float if it lies in [0, 1) (fraction of channels removed), else raise ValueError."""
+    if not 0.0 <= float(ratio) < 1.0:
+        raise ValueError(f"ratio must be in [0, 1), got {ratio!r}")
+    return float(ratio)
+
+
+@dataclass(frozen=True)
+class ConvUnit:
+    """A prunable conv and the layers its output channels reach, by module name in the Sequential.
+
+    bn: the BatchNorm2d right after the conv (None if absent); node: the spiking neuron after it (None if absent);
+    consumer: the next Conv2d or Linear (None if the conv is last); flattened: a Flatten lies before the consumer.
+    """
+
+    conv: str
+    bn: str | None
+    node: str | None
+    consumer: str | None
+    flattened: bool
+
+
+def _unit_at(names: list[str], mods: list[nn.Module], i: int) -> ConvUnit:
+    """Build the ConvUnit of the conv at position i; ValueError if a layer between it and its consumer would
+    mix or reshape channels in a way the removal cannot follow."""
+    bn = names[i + 1] if i + 1 < len(mods) and isinstance(mods[i + 1], nn.BatchNorm2d) else None
+    j = i + (2 if bn else 1)
+    node = names[j] if j < len(mods) and isinstance(mods[j], BaseNode) else None
+    flattened = False
+    for name, mod in zip(names[i + 1:], mods[i + 1:]):
+        if isinstance(mod, (nn.Conv2d, nn.Linear)):
+            if isinstance(mod, nn.Linear) != flattened:
+                raise ValueError(f"layer {name}: a Linear must follow Flatten and a Conv2d must not")
+            return ConvUnit(names[i], bn, node, name, flattened)
+        if isinstance(mod, nn.Flatten):
+            flattened = True
+        elif not isinstance(mod, CHANNEL_PRESERVING):
+            raise ValueError(f"layer {name}: {type(mod).__name__} is not supported between a conv and its consumer")
+    return ConvUnit(names[i], bn, node, None, flattened)
+
+
+def find_conv_units(model: nn.Sequential) -> list[ConvUnit]:
+    """ConvUnits of every Conv2d of a flat nn.Sequential, in order. Raises ValueError for grouped convs or a
+    non-Sequential model."""
+    if not isinstance(model, nn.Sequential):
+        raise ValueError(f"model must be a flat nn.Sequential, got {type(model).__name__}")
+    names, mods = zip(*model.named_children()) if len(model) else ((), ())
+    units = []
+    for i, mod in enumerate(mods):
+        if isinstance(mod, nn.Conv2d):
+            if mod.groups != 1:
+                raise ValueError(f"layer {names[i]}: groups must be 1, got {mod.groups}")
+            units.append(_unit_at(list(names), list(mods), i))
+    return units
+
+
+@torch.no_grad()
+def apply_channel_mask(model: nn.Sequential, units: list[ConvUnit], masks: dict[str, torch.Tensor]) -> None:
+    """Zero, in place, the filters (and conv bias) and the BN gamma and beta of every channel whose mask is False.
+
+    masks: conv name -> bool tensor (C_out,). The parameters stay trainable. With gamma = beta = 0 a masked
+    channel feeds 0 to its neuron, which (threshold > 0, starting from V_reset = 0) never fires.
+    """
+    for unit in units:
+        drop = ~masks[unit.conv]
+        for p in masked_params(model, unit):
+            p[drop.to(p.device)] = 0.0
+
+
+def masked_params(model: nn.Sequential, unit: ConvUnit) -> list[torch.Tensor]:
+    """The per-output-channel parameters a channel mask zeroes: conv weight (and bias), BN gamma and beta."""
+    conv = model.get_submodule(unit.conv)
+    params = [conv.weight, conv.bias]
+    if unit.bn is not None:
+        bn = model.get_submodule(unit.bn)
+        params += [bn.weight, bn.bias]
+    return [p for p in params if p is not None]
+
+
+def _copy_into(new: nn.Module, tensors: dict[str, torch.Tensor]) -> nn.Module:
+    """Copy tensors (parameters or buffers by attribute name) into `new`, which has matching shapes."""
+    with torch.no_grad():
+        for name, value in tensors.items():
+            getattr(new, name).copy_(value)
+    return new
+
+
+def _step(mod: nn.Module) -> dict:
+    """The step_mode keyword of a SpikingJelly layer (empty for a plain torch layer)."""
+    return {"step_mode": mod.step_mode} if hasattr(mod, "step_mode") else {}
+
+
+def slice_conv(conv: nn.Conv2d, out_idx: torch.Tensor, in_idx: torch.Tensor) -> nn.Conv2d:
+    """A new conv of the same type keeping output channels out_idx and input channels in_idx."""
+    new = type(conv)(len(in_idx), len(out_idx), conv.kernel_size, conv.stride, conv.padding, conv.dilation,
+                     1, conv.bias is not None, conv.padding_mode, **_step(conv)).to(conv.weight.device)
+    tensors = {"weight": conv.weight[out_idx][:, in_idx]}
+    if conv.bias is not None:
+        tensors["bias"] = conv.bias[out_idx]
+    return _copy_into(new, tensors)
+
+
+def slice_bn(bn: nn.BatchNorm2d, idx: torch.Tensor) -> nn.BatchNorm2d:
+    """A new BatchNorm2d of the same type keeping channels idx (affine parameters and running statistics)."""
+    device = next(iter([*bn.parameters(), *bn.buffers()])).device
+    idx = idx.to(device)
+    new = type(bn)(len(idx), bn.eps, bn.momentum, bn.affine, bn.track_running_stats, **_step(bn)).to(device)
+    names = [n for n in ("weight", "bias", "running_mean", "running_var") if getattr(bn, n) is not None]
+    new = _copy_into(new, {n: getattr(bn, n)[idx] for n in names})
+    if bn.num_batches_tracked is not None:
+        new.num_batches_tracked.copy_(bn.num_batches_tracked)
+    return new
+
+
+def slice_linear_inputs(fc: nn.Linear, idx: torch.Tensor) -> nn.Linear:
+    """A new Linear of the same type keeping input features idx."""
+    new = type(fc)(len(idx), fc.out_features, fc.bias is not None, **_step(fc)).to(fc.weight.device)
+    tensors = {"weight": fc.weight[:, idx]}
+    if fc.bias is not None:
+        tensors["bias"] = fc.bias
+    return _copy_into(new, tensors)
+
+
+def flat_feature_index(kept: torch.Tensor, n_channels: int, in_features: int) -> torch.Tensor:
+    """Flattened-feature indices owned by the kept channels after a C-order Flatten of (C, H, W):
+    channel c owns features c*H*W .. c*H*W + H*W - 1. Raises ValueError if in_features is not a multiple of C."""
+    if in_features % n_channels:
+        raise ValueError(f"in_features {in_features} is not a multiple of the {n_channels} channels before Flatten")
+    hw = in_features // n_channels
+    return (kept[:, None] * hw + torch.arange(hw, device=kept.device)[None, :]).reshape(-1)
+
+
+def remove_channels(model: nn.Sequential, units: list[ConvUnit], masks: dict[str, torch.Tensor]) -> nn.Sequential:
+    """A new, smaller dense Sequential without the masked channels: each conv loses its masked output channels,
+    its BN their entries, and its consumer the matching input channels (or, after Flatten, the H*W input features
+    each channel owns). Layer types are unchanged. Outputs equal those of the masked model (apply_channel_mask)
+    because a masked channel carries exactly zero spikes. Raises ValueError if a mask keeps no channel."""
+    new = copy.deepcopy(model)
+    for unit in units:
+        mask = masks[unit.conv]
+        if not bool(mask.any()):
+            raise ValueError(f"layer {unit.conv}: a conv must keep at least one channel")
+        kept = torch.nonzero(mask.cpu()).flatten()
+        conv = new.get_submodule(unit.conv)
+        setattr(new, unit.conv, slice_conv(conv, kept.to(conv.weight.device),
+                                           torch.arange(conv.in_channels, device=conv.weight.device)))
+        if unit.bn is not None:
+            setattr(new, unit.bn, slice_bn(new.get_submodule(unit.bn), kept))
+        if unit.consumer is None:
+            continue
+        nxt = new.get_submodule(unit.consumer)
+        if unit.flattened:
+            idx = flat_feature_index(kept, len(mask), nxt.in_features).to(nxt.weight.device)
+            setattr(new, unit.consumer, slice_linear_inputs(nxt, idx))
+        else:
+            out_all = torch.arange(nxt.out_channels, device=nxt.weight.device)
+            setattr(new, unit.consumer, slice_conv(nxt, out_all, kept.to(nxt.weight.device)))
+    return new
