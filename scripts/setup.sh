@@ -13,12 +13,19 @@ if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && [ -x "$VENV/bin/codesig
 fi
 echo "setup: creating $VENV and installing pinned packages (first run takes a few minutes)" >&2
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
-PIP="$VENV/bin/python -m pip --disable-pip-version-check -q"
+# pip warns about local index folders named in this machine's pip config that do not exist: noise, filtered
+pipq() {
+    "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@" \
+        2> >(grep -vE "^WARNING: Location 'file:|^spikingjelly 2.0.0 requires|dependency resolver does not" >&2)
+}
 FIND=()
 [ -d /opt/wheels ] && FIND=(--find-links /opt/wheels)   # local CPU torch wheel (DEVELOPERS.md)
 C=(-c requirements/constraints.txt)
-$PIP install "${FIND[@]}" "${C[@]}" "torch==2.13.0"
-$PIP install --no-deps "spikingjelly==2.0.0"
-$PIP install "${FIND[@]}" "${C[@]}" -e ".[dev]"
+pipq install "${FIND[@]}" "${C[@]}" "torch==2.13.0"
+pipq install --no-deps "spikingjelly==2.0.0"
+pipq install "${FIND[@]}" "${C[@]}" -e ".[dev]"
+# Peers for cross-check tests and benchmarks (optional extras, never imported by the packages):
+# SANA-FE (GPL-3.0, run only), NeuroBench metrics and snntorch, whose declared deps are not needed here.
+pipq install --no-deps "${C[@]}" sanafe neurobench snntorch
 echo "$want" > "$STAMP"
 echo "setup: done" >&2
