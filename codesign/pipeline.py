@@ -98,12 +98,12 @@ def summarize(df: pd.DataFrame, cfg: RunConfig, chip, seconds: float) -> list[st
     return lines
 
 
-def write_outputs(staging: Path, df: pd.DataFrame, cfg: RunConfig, summary: list[str]) -> None:
-    """results.csv, config.resolved.yaml, report.md/html and figures into the staging folder."""
+def write_outputs(staging: Path, name: str, df: pd.DataFrame, cfg: RunConfig, summary: list[str]) -> None:
+    """results.csv, config.resolved.yaml (with the run name filled in), report.md/html and figures."""
     df.to_csv(staging / "results.csv", index=False)
-    config_yaml = dump_config(cfg)
+    config_yaml = dump_config(cfg.model_copy(update={"run_name": name}))
     (staging / "config.resolved.yaml").write_text(config_yaml)
-    write_report(staging, df, config_yaml, summary, title=f"Co-design run: {staging.name.split('.tmp-')[0]}")
+    write_report(staging, df, config_yaml, summary, title=f"Co-design run: {name}")
 
 
 def run(cfg: RunConfig, progress: bool = True, log=print) -> RunResult:
@@ -121,7 +121,7 @@ def run(cfg: RunConfig, progress: bool = True, log=print) -> RunResult:
         rows = design_points(cfg, chip, device, staging, progress, log)
         df = results_table(rows)
         summary = summarize(df, cfg, chip, time.perf_counter() - start)
-        write_outputs(staging, df, cfg, summary)
+        write_outputs(staging, out.name, df, cfg, summary)
         staging.rename(out)
     finally:
         if staging.exists():

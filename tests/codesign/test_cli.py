@@ -6,6 +6,8 @@ import sys
 import pandas as pd
 import pytest
 
+from codesign.config import load_config
+
 QUICK = ["--set", "data.dataset=digits", "--set", "train.epochs=3", "--set", "compression.ratios=[0,0.5]",
          "--set", "compression.params.epochs=1", "--set", "compression.params.finetune_epochs=1",
          "--set", "hardware.n_samples=20", "--no-progress"]
@@ -35,6 +37,9 @@ def test_end_to_end_run_on_digits(tmp_path):
     for name in ("config.resolved.yaml", "report.md", "report.html", "figures/energy.png",
                  "artifacts/sca-r0.graph.npz", "artifacts/sca-r0.5.trace.npz"):
         assert (run / name).is_file(), name
+    resolved = load_config(run / "config.resolved.yaml")
+    assert resolved.run_name == "e2e" and resolved.data.dataset == "digits" and resolved.hardware.n_samples == 20
+    assert (run / "report.md").read_text().startswith("# Co-design run: e2e\n")
     assert "SynOps / inf." in proc.stdout and "(uJ)" in proc.stdout
     assert not [p for p in (tmp_path / "reports").iterdir() if p.name.startswith(".")]
 
