@@ -51,6 +51,7 @@ def _summary_table(df) -> Table:
 @app.command()
 def run(config: Optional[Path] = typer.Argument(None, help="YAML run config; default: the embedded default"),
         set_: list[str] = typer.Option([], "--set", help="override a config key, e.g. --set train.epochs=2"),
+        resume: bool = typer.Option(False, "--resume", help="continue the run folder named by run_name"),
         no_progress: bool = typer.Option(False, "--no-progress", help="hide progress bars"),
         debug: bool = typer.Option(False, "--debug", help="show tracebacks")) -> None:
     """Train, compress at every ratio, lower, map, simulate and write reports/<run>/.
@@ -65,7 +66,7 @@ def run(config: Optional[Path] = typer.Argument(None, help="YAML run config; def
     try:
         cfg = load_config(config, set_)
         from codesign.pipeline import run as run_pipeline
-        result = run_pipeline(cfg, progress=not no_progress, log=console.print)
+        result = run_pipeline(cfg, progress=not no_progress, log=console.print, resume=resume)
     except (ConfigError, ValueError, FileNotFoundError) as exc:
         _fail(exc, debug)
     console.print(_summary_table(result.table))

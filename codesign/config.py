@@ -86,6 +86,7 @@ class RunConfig(_Section):
 
     run_name: str | None = Field(None, description="folder name under output_dir; default: <method>-<time>")
     output_dir: str = Field("reports", description="where run folders are written")
+    cache_dir: str = Field(".cache/codesign", description="cache of trained/compressed models and traces")
     seed: int = Field(0, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     data: DataConfig = DataConfig()

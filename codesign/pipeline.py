@@ -1,7 +1,8 @@
 """The `codesign run` pipeline: config -> data -> train -> compress at each ratio -> lower -> map -> simulate.
 
-Each stage is a plain function; `run` composes them and writes the run folder atomically (everything goes to
-a staging folder that is renamed into place only when the whole run succeeded).
+`run` validates everything (names, preset, overrides, and that the untrained network fits the chip) before it
+creates the run folder, so bad input leaves nothing behind; then each ratio is one design point, evaluated with
+cached stages and stored the moment it finishes (a killed run resumes with `--resume`).
 """
 from __future__ import annotations
 
@@ -14,10 +15,14 @@ from pathlib import Path
 import pandas as pd
 
 import hwmodels
+from codesign.cache import StageCache
 from codesign.config import ConfigError, RunConfig, dump_config
+from codesign.evaluate import stage_keys
+from codesign.executor import run_points
 from codesign.report import write_report
-from codesign.stages import (check_names, check_fits, compress_point, make_dataset, make_model,
-                             resolve_device, simulate_point, train_dense)
+from codesign.spec import ExecutionConfig
+from codesign.stages import check_fits, check_names, make_dataset, make_model, resolve_device
+from codesign.store import ResultStore
 
 #: results.csv columns that every run writes first, in this order
 LEAD_COLUMNS = ["method", "ratio", "accuracy", "params", "synops", "energy_j", "latency_s"]
@@ -41,47 +46,28 @@ def run_name(cfg: RunConfig) -> str:
     return f"{cfg.compression.method}-{cfg.data.dataset}-{stamp}"
 
 
-def prepare(cfg: RunConfig) -> tuple[hwmodels.ChipSpec, Path]:
-    """Validate every name and the chip before any work; return the chip and the final run folder.
-
-    Raises ConfigError (unknown dataset/model/method/encoding/preset/placement, bad override, run folder
-    already present).
-    """
-    check_names(cfg)
+def load_chip(cfg: RunConfig) -> hwmodels.ChipSpec:
+    """The configured chip preset with its overrides. Raises ConfigError naming `hardware`."""
     try:
-        chip = hwmodels.load_preset(cfg.hardware.preset, cfg.hardware.overrides)
+        return hwmodels.load_preset(cfg.hardware.preset, cfg.hardware.overrides)
     except ValueError as exc:
         raise ConfigError(f"hardware: {exc}") from None
-    out = Path(cfg.output_dir) / run_name(cfg)
-    if out.exists():
-        raise ConfigError(f"run_name: '{out}' already exists; choose another run_name or remove it")
-    return chip, out
 
 
-def design_points(cfg: RunConfig, chip, device, staging: Path, progress: bool, log) -> list[dict]:
-    """Train the dense model once, then compress, lower, map and simulate it at every configured ratio."""
-    dataset = make_dataset(cfg)
-    model = make_model(cfg, dataset)
-    check_fits(model, dataset, cfg, chip, device)
-    log(f"training the dense model ({cfg.train.epochs} epochs on {cfg.data.dataset})")
-    model, dense_acc = train_dense(model, dataset, cfg, device, progress)
-    log(f"dense test accuracy {dense_acc:.2%}")
-    rows = []
-    for ratio in cfg.compression.ratios:
-        log(f"{cfg.compression.method} at ratio {ratio:g}")
-        small, info = compress_point(model, dataset, cfg, ratio, device, progress)
-        row = simulate_point(small, info, dataset, cfg, chip, device, staging / "artifacts")
-        rows.append(row)
-        log(f"  accuracy {row['accuracy']:.2%}, {row['params']:,} params, "
-            f"{row['energy_j'] * 1e6:.3f} uJ, {row['latency_s'] * 1e6:.2f} us per inference")
-    return rows
+def run_folder(output_dir: str, name: str, resume: bool) -> Path:
+    """The run folder; raises ConfigError when it exists and resume is False (or is missing and resume True)."""
+    out = Path(output_dir) / name
+    if out.exists() and not resume:
+        raise ConfigError(f"run_name: '{out}' already exists; pass --resume to continue it or choose another name")
+    if resume and not out.exists():
+        raise ConfigError(f"--resume: '{out}' does not exist; set run_name to the run to continue")
+    return out
 
 
-def results_table(rows: list[dict]) -> pd.DataFrame:
-    """Rows -> DataFrame with LEAD_COLUMNS first."""
-    df = pd.DataFrame(rows)
-    rest = [c for c in df.columns if c not in LEAD_COLUMNS]
-    return df[LEAD_COLUMNS + rest]
+def ratio_points(cfg: RunConfig) -> list[RunConfig]:
+    """One design point per configured ratio."""
+    return [cfg.model_copy(update={"compression": cfg.compression.model_copy(update={"ratios": [r]})})
+            for r in cfg.compression.ratios]
 
 
 def summarize(df: pd.DataFrame, cfg: RunConfig, chip, seconds: float) -> list[str]:
@@ -98,32 +84,42 @@ def summarize(df: pd.DataFrame, cfg: RunConfig, chip, seconds: float) -> list[st
     return lines
 
 
-def write_outputs(staging: Path, name: str, df: pd.DataFrame, cfg: RunConfig, summary: list[str]) -> None:
-    """results.csv, config.resolved.yaml (with the run name filled in), report.md/html and figures."""
-    df.to_csv(staging / "results.csv", index=False)
-    config_yaml = dump_config(cfg.model_copy(update={"run_name": name}))
-    (staging / "config.resolved.yaml").write_text(config_yaml)
-    write_report(staging, df, config_yaml, summary, title=f"Co-design run: {name}")
+def copy_artifacts(points: list[RunConfig], cache: StageCache, run_dir: Path) -> None:
+    """Copy each point's lowered graph and trace from the cache to run_dir/artifacts/<method>-r<ratio>.*.npz."""
+    art = run_dir / "artifacts"
+    art.mkdir(exist_ok=True)
+    for cfg in points:
+        src = cache.path("lowered", stage_keys(cfg).lowered)
+        tag = f"{cfg.compression.method}-r{cfg.compression.ratios[0]:g}"
+        for kind in ("graph", "trace"):
+            shutil.copyfile(src / f"{kind}.npz", art / f"{tag}.{kind}.npz")
 
 
-def run(cfg: RunConfig, progress: bool = True, log=print) -> RunResult:
-    """Run every design point of `cfg` and write `<output_dir>/<run>/` atomically.
+def run(cfg: RunConfig, progress: bool = True, log=print, resume: bool = False) -> RunResult:
+    """Run every ratio of `cfg` and write `<output_dir>/<run>/`.
 
-    Raises ConfigError for bad names or settings (before any work is done) and hwmodels.MappingError when a
-    network does not fit the chip; in every failure case nothing is left in the output folder.
+    Raises ConfigError for bad names or settings and hwmodels.MappingError when the network does not fit the
+    chip; both before the run folder is created.
     """
     start = time.perf_counter()
-    chip, out = prepare(cfg)
-    device = resolve_device(cfg.device)
-    staging = out.parent / f".{out.name}.tmp-{int(time.time() * 1e3)}"
-    staging.mkdir(parents=True)
-    try:
-        rows = design_points(cfg, chip, device, staging, progress, log)
-        df = results_table(rows)
-        summary = summarize(df, cfg, chip, time.perf_counter() - start)
-        write_outputs(staging, out.name, df, cfg, summary)
-        staging.rename(out)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
+    check_names(cfg)
+    chip = load_chip(cfg)
+    out = run_folder(cfg.output_dir, run_name(cfg), resume)
+    dataset = make_dataset(cfg)
+    check_fits(make_model(cfg, dataset), dataset, cfg, chip, resolve_device(cfg.device))
+    points = ratio_points(cfg)
+    store = ResultStore(out, LEAD_COLUMNS)
+
+    def on_row(point: RunConfig, row: dict) -> None:
+        log(f"{row['method']} at ratio {row['ratio']:g}: accuracy {row['accuracy']:.2%}, {row['params']:,} params, "
+            f"{row['energy_j'] * 1e6:.3f} uJ, {row['latency_s'] * 1e6:.2f} us per inference")
+
+    log(f"{len(points)} design points; trained and compressed models are cached in {cfg.cache_dir}")
+    run_points(points, store, cfg.cache_dir, ExecutionConfig(), progress, log, on_row)
+    copy_artifacts(points, StageCache(cfg.cache_dir), out)
+    df = store.table().sort_values("ratio", kind="stable").reset_index(drop=True)
+    summary = summarize(df, cfg, chip, time.perf_counter() - start)
+    config_yaml = dump_config(cfg.model_copy(update={"run_name": out.name}))
+    (out / "config.resolved.yaml").write_text(config_yaml)
+    write_report(out, df, config_yaml, summary, title=f"Co-design run: {out.name}")
     return RunResult(df, out, time.perf_counter() - start, summary)

@@ -1,0 +1,122 @@
+"""Evaluate one design point with cached stages: dense model -> compressed model -> lowered trace -> simulation.
+
+Each stage's output is cached under the hash of the config fields that produce it (codesign.cache), so a
+hardware-only sweep reuses trained models and traces, and a resumed sweep never retrains a finished stage.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+
+import hwmodels
+from codesign.cache import StageCache, config_key
+from codesign.config import RunConfig
+from codesign.stages import (encoded_test_inputs, make_dataset, make_model, method_config, resolve_device,
+                             train_config)
+from workloads import checkpoint, compression, lowering, models, train
+
+#: config fields that do not change any result (excluded from keys)
+NON_RESULT_FIELDS = {"run_name", "output_dir", "cache_dir", "device"}
+
+
+@dataclasses.dataclass(frozen=True)
+class StageKeys:
+    """Cache keys of the stages of one design point, and the point's own id."""
+
+    dense: str
+    compressed: str
+    lowered: str
+    point: str
+
+
+def ratio_of(cfg: RunConfig) -> float:
+    """The single compression ratio of a design point (its `compression.ratios` has one entry)."""
+    if len(cfg.compression.ratios) != 1:
+        raise ValueError(f"compression.ratios: a design point needs exactly one ratio, got {cfg.compression.ratios}")
+    return cfg.compression.ratios[0]
+
+
+def stage_keys(cfg: RunConfig) -> StageKeys:
+    """Hashes of exactly the fields each stage depends on."""
+    dense = config_key("dense", cfg.seed, cfg.data.model_dump(), cfg.model.model_dump(), cfg.train.model_dump())
+    comp = config_key("compressed", dense, cfg.compression.method, ratio_of(cfg), cfg.compression.params)
+    low = config_key("lowered", comp, cfg.hardware.n_samples, cfg.hardware.weight_bits)
+    point = config_key("point", cfg.model_dump(mode="json", exclude=NON_RESULT_FIELDS))
+    return StageKeys(dense, comp, low, point)
+
+
+def _dense(cfg: RunConfig, cache: StageCache, key: str, dataset, device, progress: bool) -> Path:
+    def make(folder: Path) -> None:
+        model = make_model(cfg, dataset)
+        tcfg = train_config(cfg)
+        history = train.train(model, dataset, tcfg, seed=cfg.seed, device=device, progress=progress)
+        acc = train.evaluate(model, dataset.x_test, dataset.y_test, tcfg, device=device, seed=cfg.seed)
+        checkpoint.save(model, folder / "model.pt", config=cfg.model_dump(mode="json"),
+                        extra={"accuracy": acc, "history": history})
+    return cache.get_or_make("dense", key, make, meta={"stage": "dense", "seed": cfg.seed})
+
+
+def _compressed(cfg: RunConfig, cache: StageCache, keys: StageKeys, dataset, device, progress: bool) -> Path:
+    def make(folder: Path) -> None:
+        dense = checkpoint.load(_dense(cfg, cache, keys.dense, dataset, device, progress) / "model.pt")["model"]
+        small, info = compression.compress(cfg.compression.method, dense, dataset, ratio_of(cfg),
+                                           cfg=method_config(cfg), seed=cfg.seed, train_cfg=train_config(cfg),
+                                           device=device, progress=progress)
+        acc = train.evaluate(small, dataset.x_test, dataset.y_test, train_config(cfg), device=device, seed=cfg.seed)
+        checkpoint.save(small, folder / "model.pt", extra={"accuracy": acc})
+        (folder / "result.json").write_text(json.dumps(dataclasses.asdict(info), default=str))
+    return cache.get_or_make("compressed", keys.compressed, make, meta={"stage": "compressed"})
+
+
+def _lowered(cfg: RunConfig, cache: StageCache, keys: StageKeys, dataset, device, progress: bool) -> Path:
+    def make(folder: Path) -> None:
+        model = checkpoint.load(_compressed(cfg, cache, keys, dataset, device, progress) / "model.pt")["model"]
+        x, y = encoded_test_inputs(dataset, cfg, cfg.hardware.n_samples)
+        graph, trace = lowering.lower(model, x, labels=y, weight_bits=cfg.hardware.weight_bits, device=device,
+                                      name=f"{cfg.compression.method}-r{ratio_of(cfg):g}")
+        graph.save(folder / "graph.npz")
+        trace.save(folder / "trace.npz")
+    return cache.get_or_make("lowered", keys.lowered, make, meta={"stage": "lowered"})
+
+
+def model_row(cfg: RunConfig, cache: StageCache, progress: bool = False) -> tuple[dict, Path]:
+    """Accuracy/parameter part of a point's row and the folder of its lowered graph + trace (all cached)."""
+    keys = stage_keys(cfg)
+    device = resolve_device(cfg.device)
+    if cache.has("lowered", keys.lowered) and cache.has("compressed", keys.compressed):
+        dataset = None
+    else:
+        dataset = make_dataset(cfg)
+    low = _lowered(cfg, cache, keys, dataset, device, progress)
+    comp = cache.path("compressed", keys.compressed)
+    payload = checkpoint.load(comp / "model.pt")
+    row = {"point_id": keys.point, "method": cfg.compression.method, "ratio": ratio_of(cfg),
+           "accuracy": float(payload["extra"]["accuracy"]), "params": models.count_parameters(payload["model"])}
+    return row, low
+
+
+def hardware_row(cfg: RunConfig, graph: hwmodels.NetworkGraph, trace: hwmodels.EventTrace) -> dict:
+    """Map and simulate on the configured chip; a network that does not fit gives fits=False and the reason."""
+    chip = hwmodels.load_preset(cfg.hardware.preset, cfg.hardware.overrides)
+    row = {"preset": cfg.hardware.preset}
+    try:
+        mapping = hwmodels.map_network(graph, chip, placement=cfg.hardware.placement)
+    except hwmodels.MappingError as exc:
+        return {**row, "fits": False, "error": str(exc), "energy_j": np.nan, "latency_s": np.nan}
+    sim = hwmodels.simulate(graph, trace, chip, mapping=mapping, model=cfg.hardware.model)
+    row.update(sim.as_row())
+    row.update({"fits": True, "error": "", "memory_bits": int(mapping.core_synapse_bits.sum())})
+    return row
+
+
+def evaluate_point(cfg: RunConfig, cache_dir: str | Path, progress: bool = False) -> dict:
+    """One results row for the design point `cfg` (a RunConfig with one ratio), using and filling the cache."""
+    cache = StageCache(cache_dir)
+    row, low = model_row(cfg, cache, progress)
+    graph = hwmodels.NetworkGraph.load(low / "graph.npz")
+    trace = hwmodels.EventTrace.load(low / "trace.npz")
+    row.update(hardware_row(cfg, graph, trace))
+    return row

@@ -1,0 +1,97 @@
+"""Run design points serially or on dask.distributed, appending each finished row to the ResultStore.
+
+With dask, shared upstream stages run first (one task per distinct trained model, then per distinct compressed
+and lowered model), so no two workers ever train the same model; then every point is its own task and is stored
+the moment it finishes.
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+import torch
+
+from codesign.cache import StageCache
+from codesign.config import RunConfig
+from codesign.evaluate import evaluate_point, model_row, stage_keys
+from codesign.spec import ExecutionConfig
+from codesign.store import ResultStore
+
+
+def _prepare_model(cfg_json: dict, cache_dir: str, threads: int) -> str:
+    """Worker task: make sure the trained, compressed and lowered stages of a point are cached."""
+    torch.set_num_threads(threads)
+    cfg = RunConfig.model_validate(cfg_json)
+    model_row(cfg, StageCache(cache_dir))
+    return stage_keys(cfg).lowered
+
+
+def _evaluate(cfg_json: dict, cache_dir: str, threads: int) -> dict:
+    """Worker task: one design point's results row."""
+    torch.set_num_threads(threads)
+    return evaluate_point(RunConfig.model_validate(cfg_json), cache_dir)
+
+
+@contextlib.contextmanager
+def dask_client(execution: ExecutionConfig) -> Iterator:
+    """A dask Client: to `execution.scheduler` if set, else a LocalCluster of `execution.workers` processes."""
+    from dask.distributed import Client, LocalCluster
+    if execution.scheduler:
+        with Client(execution.scheduler) as client:
+            yield client
+        return
+    with LocalCluster(n_workers=execution.workers, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        yield client
+
+
+def _unique_by(points: list[RunConfig], attr: str) -> list[RunConfig]:
+    seen, out = set(), []
+    for cfg in points:
+        key = getattr(stage_keys(cfg), attr)
+        if key not in seen:
+            seen.add(key)
+            out.append(cfg)
+    return out
+
+
+def run_points(points: list[RunConfig], store: ResultStore, cache_dir: str, execution: ExecutionConfig,
+               progress: bool = True, log: Callable[[str], None] = print,
+               on_row: Callable[[RunConfig, dict], None] | None = None) -> int:
+    """Evaluate every point not yet in `store`; returns how many were evaluated now.
+
+    Serial when execution.workers == 0 and no scheduler is given, else on dask (see module docstring).
+    on_row(cfg, row) is called after each row is stored (e.g. to log it).
+    """
+    todo = [p for p in points if stage_keys(p).point not in store.done]
+    if len(todo) < len(points):
+        log(f"resuming: {len(points) - len(todo)} of {len(points)} points already finished")
+    if not todo:
+        return 0
+    if execution.workers == 0 and not execution.scheduler:
+        for cfg in todo:
+            row = evaluate_point(cfg, cache_dir, progress=progress)
+            store.append(row)
+            if on_row:
+                on_row(cfg, row)
+        return len(todo)
+    return _run_dask(todo, store, cache_dir, execution, log, on_row)
+
+
+def _run_dask(todo, store, cache_dir, execution, log, on_row) -> int:
+    from dask.distributed import as_completed
+    threads = execution.torch_threads
+    with dask_client(execution) as client:
+        for attr in ("dense", "lowered"):
+            group = _unique_by(todo, attr)
+            log(f"preparing {len(group)} distinct {attr} stage(s) on {len(client.scheduler_info()['workers'])} workers")
+            client.gather(client.map(_prepare_model, [c.model_dump(mode="json") for c in group],
+                                     cache_dir=cache_dir, threads=threads, pure=False))
+        futures = {client.submit(_evaluate, c.model_dump(mode="json"), cache_dir, threads, pure=False): c
+                   for c in todo}
+        for fut in as_completed(futures):
+            row = fut.result()
+            store.append(row)
+            if on_row:
+                on_row(futures[fut], row)
+    return len(todo)

@@ -1,0 +1,162 @@
+"""Sweep specification (YAML, validated): a base run config plus axes; shared by grid sweeps and searches.
+
+Axis keys are dotted RunConfig paths. Three shorthands: `compression.ratio` sets the single ratio of a design
+point; `compression.params.<name>` sets one method parameter; `hardware.overrides.<dotted preset key>` sets one
+chip override (e.g. `hardware.overrides.core.synapse_memory_bits`).
+"""
+from __future__ import annotations
+
+import copy
+import itertools
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from codesign.config import ConfigError, RunConfig, _one_line, default_config_text, set_dotted
+
+DICT_FIELDS = ("compression.params.", "hardware.overrides.")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Range(_Section):
+    """A numeric search range: float (or int when `step` is an int and bounds are ints), optionally log-scaled."""
+
+    low: float
+    high: float
+    step: float | None = None
+    log: bool = False
+    integer: bool = False
+
+
+class ExecutionConfig(_Section):
+    """Where design points run: in this process (workers 0), a local dask cluster, or a dask scheduler."""
+
+    workers: int = Field(0, ge=0, description="0: serial in-process; N: local dask cluster of N worker processes")
+    scheduler: str | None = Field(None, description="address of a running dask scheduler, e.g. tcp://host:8786")
+    torch_threads: int = Field(1, ge=1, description="torch intra-op threads per worker process")
+
+
+class SearchConfig(_Section):
+    """optuna multi-objective search over `space` (codesign search)."""
+
+    n_trials: int = Field(30, ge=1)
+    sampler: Literal["nsga2", "tpe"] = "nsga2"
+    seed: int = Field(0, ge=0)
+    objectives: dict[str, Literal["max", "min"]] = Field(
+        default_factory=lambda: {"accuracy": "max", "energy_j": "min", "latency_s": "min"})
+    min_accuracy: float | None = Field(None, ge=0.0, le=1.0, description="constraint: accuracy >= this")
+    max_chips: int | None = Field(None, ge=1, description="constraint: the network fits on this many chips")
+    space: dict[str, list[Any] | Range] = Field(default_factory=dict,
+                                                description="axis -> choices (list) or a numeric range")
+    storage: str | None = Field(None, description="optuna RDB URL; default sqlite:///<run>/study.db")
+    population_size: int = Field(10, ge=2, description="NSGA-II population size")
+
+
+class SweepSpec(_Section):
+    """A sweep: base config (inline mapping, a YAML path, or None for the embedded default) and its axes."""
+
+    base: dict[str, Any] | str | None = None
+    run_name: str | None = None
+    output_dir: str = "reports"
+    cache_dir: str = ".cache/codesign"
+    axes: dict[str, list[Any]] = Field(default_factory=dict, description="dotted key -> values (grid product)")
+    execution: ExecutionConfig = ExecutionConfig()
+    search: SearchConfig = SearchConfig()
+
+    @field_validator("axes")
+    @classmethod
+    def _non_empty(cls, axes: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        for key, values in axes.items():
+            if not values:
+                raise ValueError(f"axis '{key}' has no values")
+        return axes
+
+
+def load_spec(path: str | Path | None, sets: list[str] | None = None) -> SweepSpec:
+    """Load and validate a sweep spec (None: the default config as base with no axes).
+
+    Raises ConfigError with a one-line message naming the field.
+    """
+    tree: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"sweep: file '{p}' does not exist")
+        try:
+            tree = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"sweep: '{p}' is not valid YAML: {str(exc).splitlines()[0]}") from None
+        if isinstance(tree.get("base"), str):
+            tree["base"] = str((p.parent / tree["base"]).resolve())
+    for item in sets or []:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set: '{item}' must look like section.key=value")
+        set_dotted(tree, key.strip(), yaml.safe_load(raw))
+    try:
+        return SweepSpec.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(_one_line(err).replace("config:", "sweep:", 1)) from None
+
+
+def base_tree(spec: SweepSpec) -> dict:
+    """The base run config as a plain dict (defaults not yet applied)."""
+    if spec.base is None:
+        return yaml.safe_load(default_config_text())
+    if isinstance(spec.base, str):
+        p = Path(spec.base)
+        if not p.is_file():
+            raise ConfigError(f"sweep.base: file '{p}' does not exist")
+        return yaml.safe_load(p.read_text()) or {}
+    return copy.deepcopy(spec.base)
+
+
+def apply_axis(tree: dict, key: str, value: Any) -> None:
+    """Set one axis value in a run-config tree, expanding the shorthands of the module docstring."""
+    if key == "compression.ratio":
+        set_dotted(tree, "compression.ratios", [value])
+        return
+    for prefix in DICT_FIELDS:
+        if key.startswith(prefix):
+            section, field = prefix.rstrip(".").split(".")
+            tree.setdefault(section, {}).setdefault(field, {})[key[len(prefix):]] = value
+            return
+    set_dotted(tree, key, value)
+
+
+def point_config(spec: SweepSpec, values: dict[str, Any]) -> RunConfig:
+    """The RunConfig of one design point: base + axis values, validated; run/output/cache from the spec.
+
+    Raises ConfigError naming the axis field when a value is invalid.
+    """
+    tree = base_tree(spec)
+    for key, value in values.items():
+        apply_axis(tree, key, value)
+    tree["output_dir"] = spec.output_dir
+    try:
+        cfg = RunConfig.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(_one_line(err)) from None
+    return cfg
+
+
+def grid_points(spec: SweepSpec, base_ratios: bool = True) -> list[tuple[dict, RunConfig]]:
+    """Every design point of the grid: (axis values, RunConfig with one ratio).
+
+    Without a ratio axis, the base config's `compression.ratios` list becomes one more axis when base_ratios.
+    """
+    axes = dict(spec.axes)
+    if base_ratios and "compression.ratio" not in axes:
+        ratios = RunConfig.model_validate(base_tree(spec)).compression.ratios
+        axes = {"compression.ratio": ratios, **axes}
+    keys = list(axes)
+    out = []
+    for combo in itertools.product(*(axes[k] for k in keys)):
+        values = dict(zip(keys, combo))
+        out.append((values, point_config(spec, values)))
+    return out
