@@ -75,6 +75,64 @@ def run(config: Optional[Path] = typer.Argument(None, help="YAML run config; def
     console.print(f"report: {result.run_dir / 'report.html'}")
 
 
+@app.command()
+def sweep(spec: Optional[Path] = typer.Argument(None, help="YAML sweep spec (base config + axes)"),
+          set_: list[str] = typer.Option([], "--set", help="override a spec key, e.g. --set execution.workers=2"),
+          workers: Optional[int] = typer.Option(None, "--workers", help="local dask workers (0 = serial)"),
+          scheduler: Optional[str] = typer.Option(None, "--scheduler", help="dask scheduler, e.g. tcp://host:8786"),
+          resume: bool = typer.Option(False, "--resume", help="continue the run folder named by run_name"),
+          debug: bool = typer.Option(False, "--debug", help="show tracebacks")) -> None:
+    """Evaluate every point of a grid over the spec's axes (methods, ratios, bits, chip presets and overrides).
+
+    Examples:
+      codesign sweep sweep.yaml
+      codesign sweep sweep.yaml --workers 2
+      codesign sweep sweep.yaml --set run_name=s1 --resume
+    """
+    from codesign.config import ConfigError
+    from codesign.spec import load_spec
+    _quiet_torch_logs()
+    console = Console(width=max(Console().width, MIN_WIDTH))
+    extra = ([f"execution.workers={workers}"] if workers is not None else []) + \
+        ([f"execution.scheduler={scheduler}"] if scheduler else [])
+    try:
+        from codesign.sweep import sweep as run_sweep
+        result = run_sweep(load_spec(spec, [*set_, *extra]), resume=resume, log=console.print)
+    except (ConfigError, ValueError, FileNotFoundError) as exc:
+        _fail(exc, debug)
+    console.print(_summary_table(result.table))
+    for line in result.summary:
+        console.print(f"- {line}")
+    console.print(f"report: {result.run_dir / 'report.html'}")
+
+
+@app.command()
+def search(spec: Path = typer.Argument(..., help="YAML sweep spec with a `search` section (space, objectives)"),
+           set_: list[str] = typer.Option([], "--set", help="override a spec key, e.g. --set search.n_trials=10"),
+           resume: bool = typer.Option(False, "--resume", help="continue the study of the run named by run_name"),
+           debug: bool = typer.Option(False, "--debug", help="show tracebacks")) -> None:
+    """Multi-objective optuna search (NSGA-II or TPE) with the simulator in the loop; writes the Pareto front.
+
+    Examples:
+      codesign search search.yaml
+      codesign search search.yaml --set search.n_trials=30 --set search.sampler=tpe
+      codesign search search.yaml --set run_name=s1 --resume
+    """
+    from codesign.config import ConfigError
+    from codesign.spec import load_spec
+    _quiet_torch_logs()
+    console = Console(width=max(Console().width, MIN_WIDTH))
+    try:
+        from codesign.search import search as run_search
+        result = run_search(load_spec(spec, set_), resume=resume, log=console.print)
+    except (ConfigError, ValueError, FileNotFoundError) as exc:
+        _fail(exc, debug)
+    console.print(_summary_table(result.table[result.table["pareto"]]))
+    for line in result.summary:
+        console.print(f"- {line}")
+    console.print(f"report: {result.run_dir / 'report.html'}")
+
+
 @presets_app.command("list")
 def presets_list() -> None:
     """List the chip presets shipped with hwmodels."""

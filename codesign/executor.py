@@ -57,12 +57,15 @@ def _unique_by(points: list[RunConfig], attr: str) -> list[RunConfig]:
 
 def run_points(points: list[RunConfig], store: ResultStore, cache_dir: str, execution: ExecutionConfig,
                progress: bool = True, log: Callable[[str], None] = print,
-               on_row: Callable[[RunConfig, dict], None] | None = None) -> int:
+               on_row: Callable[[RunConfig, dict], None] | None = None, labels: list[dict] | None = None) -> int:
     """Evaluate every point not yet in `store`; returns how many were evaluated now.
 
     Serial when execution.workers == 0 and no scheduler is given, else on dask (see module docstring).
-    on_row(cfg, row) is called after each row is stored (e.g. to log it).
+    labels[i] (e.g. the point's axis values) is merged into point i's row before it is stored; on_row(cfg, row)
+    is called after each row is stored (e.g. to log it).
     """
+    label_of = {stage_keys(p).point: (labels[i] if labels else {}) for i, p in enumerate(points)}
+    store = _Labelled(store, label_of)
     todo = [p for p in points if stage_keys(p).point not in store.done]
     if len(todo) < len(points):
         log(f"resuming: {len(points) - len(todo)} of {len(points)} points already finished")
@@ -76,6 +79,20 @@ def run_points(points: list[RunConfig], store: ResultStore, cache_dir: str, exec
                 on_row(cfg, row)
         return len(todo)
     return _run_dask(todo, store, cache_dir, execution, log, on_row)
+
+
+class _Labelled:
+    """A ResultStore view that merges each point's labels into its row before appending."""
+
+    def __init__(self, store: ResultStore, label_of: dict[str, dict]):
+        self.store, self.label_of = store, label_of
+
+    @property
+    def done(self) -> set[str]:
+        return self.store.done
+
+    def append(self, row: dict) -> None:
+        self.store.append({**self.label_of.get(row["point_id"], {}), **row})
 
 
 def _run_dask(todo, store, cache_dir, execution, log, on_row) -> int:

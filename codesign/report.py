@@ -21,10 +21,10 @@ ENERGY_PREFIX = "energy_"
 ENERGY_SUFFIX = "_j"
 #: columns shown in the report table, with the unit factor and label used for people
 DISPLAY_COLUMNS = {
-    "method": (None, "method"), "ratio": (None, "ratio"), "accuracy": (100.0, "accuracy (%)"),
+    "series": (None, "series"), "method": (None, "method"), "ratio": (None, "ratio"), "accuracy": (100.0, "accuracy (%)"),
     "params": (None, "params"), "synops": (None, "SynOps / inf."), "spikes": (None, "spikes / inf."),
     "cores_used": (None, "cores"), "energy_j": (1e6, "energy / inf. (uJ)"),
-    "latency_s": (1e6, "latency / inf. (us)"),
+    "latency_s": (1e6, "latency / inf. (us)"), "fits": (None, "fits"), "pareto": (None, "Pareto"),
 }
 
 
@@ -50,23 +50,42 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
+def series_of(df: pd.DataFrame) -> pd.Series:
+    """The curve each row belongs to: the `series` column of a sweep, else the method."""
+    return df["series"] if "series" in df.columns else df["method"]
+
+
 def _line_figure(df: pd.DataFrame, column: str, scale: float, ylabel: str, title: str) -> bytes:
     fig, ax = plt.subplots(figsize=(4.6, 3.2))
-    for method, part in df.groupby("method", sort=False):
+    for method, part in df.groupby(series_of(df), sort=False):
         part = part.sort_values("ratio")
         ax.plot(part["ratio"], part[column] * scale, marker="o", label=str(method))
     ax.set_xlabel("pruning ratio")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def _pareto_figure(df: pd.DataFrame) -> bytes:
+    fig, ax = plt.subplots(figsize=(4.6, 3.2))
+    front = df["pareto"].astype(bool)
+    ax.scatter(df.loc[~front, "energy_j"] * 1e6, df.loc[~front, "accuracy"] * 100, c="#999", s=14, label="point")
+    part = df[front].sort_values("energy_j")
+    ax.plot(part["energy_j"] * 1e6, part["accuracy"] * 100, "o-", c="C3", label="Pareto front")
+    ax.set_xlabel("energy per inference (uJ)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title("Accuracy vs energy (front over accuracy, energy, latency)", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
     return _png(fig)
 
 
 def _energy_figure(df: pd.DataFrame) -> bytes:
     comps = energy_components(df)
     fig, ax = plt.subplots(figsize=(4.6, 3.2))
-    labels = [f"{m}\n{r:g}" for m, r in zip(df["method"], df["ratio"])]
+    labels = [f"{m}\n{r:g}" for m, r in zip(series_of(df), df["ratio"])]
     bottom = pd.Series(0.0, index=df.index)
     for comp in comps:
         vals = df[f"{ENERGY_PREFIX}{comp}{ENERGY_SUFFIX}"] * 1e6
@@ -81,7 +100,10 @@ def _energy_figure(df: pd.DataFrame) -> bytes:
 
 def make_figures(df: pd.DataFrame) -> list[Figure]:
     """The four standard figures: accuracy, parameters, energy (stacked by component) and latency vs ratio."""
-    return [
+    df = df[df["energy_j"].notna()] if "energy_j" in df.columns else df
+    figs = [Figure("pareto", "Pareto front: accuracy against energy per inference", _pareto_figure(df))] \
+        if "pareto" in df.columns else []
+    return figs + [
         Figure("accuracy", "Test accuracy against the pruning ratio",
                _line_figure(df, "accuracy", 100.0, "accuracy (%)", "Accuracy")),
         Figure("params", "Parameters against the pruning ratio",

@@ -1,0 +1,163 @@
+"""`codesign search`: optuna multi-objective search (NSGA-II or TPE) with the simulator in the loop.
+
+Objectives come from each design point's results row (default: accuracy up, energy and latency per inference
+down); constraints (accuracy >= x, fits on N chips) go to the sampler's constraints function. The study lives in
+an RDB (SQLite in the run folder by default) and every finished point is stored durably, so a killed search resumes
+without losing or repeating a point: a trial that was running when the process died is told its stored result if
+its point finished, else failed and re-enqueued with the same parameters.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import optuna
+import yaml
+
+from codesign.config import ConfigError, RunConfig
+from codesign.evaluate import evaluate_point, stage_keys
+from codesign.pareto import pareto_mask
+from codesign.pipeline import LEAD_COLUMNS, RunResult, run_folder
+from codesign.report import write_report
+from codesign.spec import Range, SweepSpec, point_config
+from codesign.store import ResultStore
+from codesign.sweep import default_name, series_label, validate_points
+
+STUDY_NAME = "codesign"
+
+
+def _suggest(trial: optuna.Trial, key: str, dist) -> object:
+    """One parameter value from a list (categorical) or a Range."""
+    if isinstance(dist, Range):
+        if dist.integer:
+            return trial.suggest_int(key, int(dist.low), int(dist.high), step=int(dist.step or 1), log=dist.log)
+        return trial.suggest_float(key, dist.low, dist.high, step=dist.step, log=dist.log)
+    return trial.suggest_categorical(key, dist)
+
+
+def _constraints(trial: optuna.trial.FrozenTrial) -> list[float]:
+    """Constraint values stored on the trial (<= 0 means satisfied)."""
+    return trial.user_attrs.get("constraints", [0.0])
+
+
+def make_sampler(spec: SweepSpec) -> optuna.samplers.BaseSampler:
+    """NSGA-II or TPE, seeded, with the constraints function."""
+    s = spec.search
+    if s.sampler == "nsga2":
+        return optuna.samplers.NSGAIISampler(population_size=s.population_size, seed=s.seed,
+                                             constraints_func=_constraints)
+    return optuna.samplers.TPESampler(seed=s.seed, constraints_func=_constraints, multivariate=True)
+
+
+def point_for(spec: SweepSpec, values: dict) -> RunConfig:
+    """The design point of a trial; a max_chips constraint becomes the chip override n_chips."""
+    values = dict(values)
+    if spec.search.max_chips is not None:
+        values.setdefault("hardware.overrides.n_chips", spec.search.max_chips)
+    return point_config(spec, values)
+
+
+def objective_values(spec: SweepSpec, row: dict) -> list[float]:
+    """The row's objectives in spec order (a point that does not fit gets inf for minimised objectives)."""
+    out = []
+    for col, sense in spec.search.objectives.items():
+        v = row.get(col, np.nan)
+        if v is None or not np.isfinite(v):
+            v = -np.inf if sense == "max" else np.inf
+        out.append(float(v))
+    return out
+
+
+def constraint_values(spec: SweepSpec, row: dict) -> list[float]:
+    """[min_accuracy - accuracy, 0 if the point fits else 1] (<= 0 satisfied)."""
+    s = spec.search
+    acc_gap = (s.min_accuracy - row["accuracy"]) if s.min_accuracy is not None else 0.0
+    return [float(acc_gap), 0.0 if row.get("fits", True) else 1.0]
+
+
+def _validate_space(spec: SweepSpec) -> None:
+    """Every categorical choice and both ends of every range give a valid design point."""
+    if not spec.search.space:
+        raise ConfigError("search.space: empty; give at least one axis, e.g. compression.ratio: {low: 0, high: 0.9}")
+    pts = []
+    for key, dist in spec.search.space.items():
+        choices = [dist.low, dist.high] if isinstance(dist, Range) else dist
+        if isinstance(dist, Range) and dist.low >= dist.high:
+            raise ConfigError(f"search.space.{key}: low {dist.low} must be < high {dist.high}")
+        pts += [({key: c}, point_for(spec, {key: c})) for c in choices]
+    validate_points(pts)
+
+
+def _recover(study: optuna.Study, log) -> None:
+    """Settle trials left RUNNING by a killed process: fail them and re-enqueue their parameters.
+
+    A re-enqueued trial whose point had finished finds its row in the store and completes without evaluating
+    it again (run_trial), so no finished point is lost or repeated.
+    """
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+        study.enqueue_trial(t.params, skip_if_exists=False)
+        log(f"resume: trial {t.number} was running when the search stopped; re-enqueued its parameters")
+
+
+def _complete(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+
+
+def run_trial(study: optuna.Study, spec: SweepSpec, store: ResultStore, log) -> dict:
+    """Ask one trial, evaluate its point (or reuse the stored row of an identical point), tell the study."""
+    trial = study.ask()
+    values = {k: _suggest(trial, k, d) for k, d in spec.search.space.items()}
+    cfg = point_for(spec, values)
+    pid = stage_keys(cfg).point
+    trial.set_user_attr("point_id", pid)
+    stored = {r["point_id"]: r for r in store.rows}.get(pid)
+    if stored is None:
+        row = evaluate_point(cfg, spec.cache_dir)
+        stored = {**{k: v for k, v in values.items()}, "series": series_label(values, cfg),
+                  "trial": trial.number, **row}
+        store.append(stored)
+    trial.set_user_attr("constraints", constraint_values(spec, stored))
+    study.tell(trial, objective_values(spec, stored))
+    log(f"trial {trial.number}: {values} -> accuracy {stored['accuracy']:.2%}, "
+        f"energy {stored.get('energy_j', float('nan')) * 1e6:.3f} uJ, "
+        f"latency {stored.get('latency_s', float('nan')) * 1e6:.2f} us")
+    return stored
+
+
+def feasible_front(spec: SweepSpec, df) -> np.ndarray:
+    """Pareto mask over the feasible rows (fits, and accuracy >= min_accuracy when set)."""
+    ok = df["fits"].astype(bool) if "fits" in df.columns else np.ones(len(df), bool)
+    if spec.search.min_accuracy is not None:
+        ok &= df["accuracy"] >= spec.search.min_accuracy
+    mask = np.zeros(len(df), bool)
+    if ok.any():
+        mask[np.flatnonzero(ok)] = pareto_mask(df[ok].reset_index(drop=True), dict(spec.search.objectives))
+    return mask
+
+
+def search(spec: SweepSpec, resume: bool = False, log=print) -> RunResult:
+    """Run (or resume) the search of `spec` and write `<output_dir>/<run>/` with results, front and report."""
+    start = time.perf_counter()
+    _validate_space(spec)
+    out = run_folder(spec.output_dir, spec.run_name or default_name("search"), resume)
+    store = ResultStore(out, LEAD_COLUMNS)
+    (out / "search.yaml").write_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
+    storage = spec.search.storage or f"sqlite:///{Path(out).resolve() / 'study.db'}"
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    directions = ["maximize" if s == "max" else "minimize" for s in spec.search.objectives.values()]
+    study = optuna.create_study(study_name=STUDY_NAME, storage=storage, load_if_exists=resume,
+                                directions=directions, sampler=make_sampler(spec))
+    _recover(study, log)
+    while _complete(study) < spec.search.n_trials:
+        run_trial(study, spec, store, log)
+    df = store.table()
+    df["pareto"] = feasible_front(spec, df)
+    df[df["pareto"]].to_csv(out / "pareto.csv", index=False)
+    summary = [f"{spec.search.sampler} search, {spec.search.n_trials} trials over {', '.join(spec.search.space)}",
+               f"{int(df['pareto'].sum())} points on the feasible Pareto front "
+               f"({', '.join(f'{k} {v}' for k, v in spec.search.objectives.items())})",
+               f"search took {time.perf_counter() - start:.0f} s; study: {storage}"]
+    write_report(out, df, (out / "search.yaml").read_text(), summary, title=f"Search: {out.name}")
+    return RunResult(df, Path(out), time.perf_counter() - start, summary)

@@ -1,0 +1,91 @@
+"""Units of the co-design loop: Pareto masks, the durable results store, the stage cache and sweep specs."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from codesign.cache import StageCache, config_key
+from codesign.config import ConfigError
+from codesign.pareto import pareto_mask
+from codesign.spec import grid_points, load_spec, point_config
+from codesign.store import ResultStore
+
+
+def test_pareto_mask_hand_example():
+    df = pd.DataFrame({"acc": [0.9, 0.8, 0.95, 0.85, 0.9, np.nan], "e": [2.0, 1.0, 5.0, 3.0, 2.0, 0.1]})
+    # row 3 is dominated by row 0 (lower acc, higher energy); rows 0 and 4 tie (neither dominates the other);
+    # row 5 has a NaN objective
+    assert pareto_mask(df, {"acc": "max", "e": "min"}).tolist() == [True, True, True, False, True, False]
+    with pytest.raises(ValueError, match="objectives.acc: 'up' is not one of max, min"):
+        pareto_mask(df, {"acc": "up"})
+    with pytest.raises(ValueError, match="column 'zz'"):
+        pareto_mask(df, {"zz": "max"})
+
+
+def test_store_is_durable_and_drops_a_torn_line(tmp_path):
+    store = ResultStore(tmp_path, lead_columns=["b"])
+    store.append({"point_id": "p1", "a": 1, "b": 2.5})
+    store.append({"point_id": "p2", "a": 2, "b": 3.5, "extra": "x"})
+    with pytest.raises(ValueError, match="already stored"):
+        store.append({"point_id": "p1", "a": 9})
+    with open(tmp_path / "results.jsonl", "a") as fh:  # a SIGKILL in the middle of a write
+        fh.write('{"point_id": "p3", "a"')
+    again = ResultStore(tmp_path)
+    assert again.done == {"p1", "p2"}
+    assert (tmp_path / "results.jsonl").read_text().count("\n") == 2
+    again.append({"point_id": "p3", "a": 3, "b": 1.0})
+    assert [json.loads(x)["point_id"] for x in (tmp_path / "results.jsonl").read_text().splitlines()] == \
+        ["p1", "p2", "p3"]
+    csv = pd.read_csv(tmp_path / "results.csv")
+    assert csv["point_id"].tolist() == ["p1", "p2", "p3"]
+    assert pd.read_parquet(tmp_path / "results.parquet")["a"].tolist() == [1, 2, 3]
+    assert list(store.table().columns[:2]) == ["b", "point_id"]
+
+
+def test_stage_cache_builds_once_and_leaves_nothing_on_failure(tmp_path):
+    cache = StageCache(tmp_path)
+    calls = []
+
+    def make(folder):
+        calls.append(1)
+        (folder / "x.txt").write_text("hi")
+
+    key = config_key({"a": 1, "b": 2}, [2, 3])
+    assert key == config_key({"b": 2, "a": 1}, [2, 3])  # dict key order does not matter
+    assert key != config_key({"a": 1, "b": 3}, [2, 3]) and len(key) == 16
+    p = cache.get_or_make("s", key, make, meta={"m": 1})
+    assert (p / "x.txt").read_text() == "hi" and json.loads((p / "meta.json").read_text()) == {"m": 1}
+    cache.get_or_make("s", key, make)
+    assert len(calls) == 1
+
+    def boom(folder):
+        (folder / "half").write_text("x")
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError):
+        cache.get_or_make("s", "other", boom)
+    assert not cache.has("s", "other")
+    assert [p.name for p in (tmp_path / "s").iterdir()] == [key]
+
+
+def test_spec_axes_expand_to_validated_points(tmp_path):
+    path = tmp_path / "sweep.yaml"
+    path.write_text("base: {data: {dataset: digits}, compression: {ratios: [0.0, 0.5]}}\n"
+                    "axes:\n  hardware.overrides.core.synapse_memory_bits: [65536, 131072]\n"
+                    "  compression.params.q: [0.2]\n")
+    spec = load_spec(path)
+    points = grid_points(spec)
+    assert len(points) == 2 * 2 * 1
+    values, cfg = points[-1]
+    assert values == {"compression.ratio": 0.5, "hardware.overrides.core.synapse_memory_bits": 131072,
+                      "compression.params.q": 0.2}
+    assert cfg.compression.ratios == [0.5] and cfg.data.dataset == "digits"
+    assert cfg.hardware.overrides == {"core.synapse_memory_bits": 131072}
+    assert cfg.compression.params == {"q": 0.2}
+    with pytest.raises(ConfigError, match="compression.ratios: 1.5 is outside"):
+        point_config(spec, {"compression.ratio": 1.5})
+    with pytest.raises(ConfigError, match="unknown key 'axez'"):
+        load_spec(None, ["axez={}"])
+    with pytest.raises(ConfigError, match="axis 'hardware.model' has no values"):
+        load_spec(None, ["axes={hardware.model: []}"])
