@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Callable, Optional
 
 import torch
+from spikingjelly.activation_based import neuron
 
 
 def encode_direct(x: torch.Tensor, n_timesteps: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
@@ -25,7 +26,25 @@ def encode_poisson(x: torch.Tensor, n_timesteps: int, generator: Optional[torch.
     return torch.bernoulli(probs, generator=generator)
 
 
-ENCODERS: dict[str, Callable[..., torch.Tensor]] = {"direct": encode_direct, "poisson": encode_poisson}
+def encode_ternary(x: torch.Tensor, n_timesteps: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """Ternary encoding, spikes in {-1, 0, 1} (ternary spikes as in QT-SNN, arXiv 2407.05310), (N, ...) -> (T, N, ...).
+
+    Rule (ours; QT-SNN's adaptive threshold was not available): each sample is standardised,
+    d = (x - mean) / std over its C*H*W values (population std; d = 0 when std = 0), and d drives a ternary IF
+    neuron with threshold 1 and soft reset (SpikingJelly TernaryIFNode): U[t] = U[t-1] + d, S[t] = +1 if
+    U[t] >= 1, -1 if U[t] <= -1, else 0, then U[t] -= S[t]. So the spike count over T carries sign and size of
+    the deviation from the sample mean (|d| >= 1 fires every step). Deterministic; `generator` is unused.
+    """
+    flat = x.flatten(1)
+    mean, std = flat.mean(1, keepdim=True), flat.std(1, unbiased=False, keepdim=True)
+    d = torch.where(std > 0, (flat - mean) / std.clamp_min(torch.finfo(x.dtype).tiny), torch.zeros_like(flat))
+    node = neuron.TernaryIFNode(v_threshold=1.0, v_reset=None, step_mode="m")
+    with torch.no_grad():
+        return node(d.reshape(x.shape).unsqueeze(0).expand(n_timesteps, *x.shape).contiguous())
+
+
+ENCODERS: dict[str, Callable[..., torch.Tensor]] = {"direct": encode_direct, "poisson": encode_poisson,
+                                                    "ternary": encode_ternary}
 
 
 def encode(x: torch.Tensor, n_timesteps: int, kind: str = "direct",
