@@ -33,7 +33,7 @@ class ModelConfig(_Section):
     """Network architecture (a name in workloads.models.MODELS)."""
 
     name: str = Field("mnist_conv", description="architecture name in the workloads model registry")
-    neuron: Literal["IF", "LIF"] = Field("LIF", description="spiking neuron model")
+    neuron: str = Field("LIF", description="spiking neuron model (workloads.neurons: IF, LIF, PLIF, sLIF, QLIF)")
     tau: float = Field(2.0, ge=1.0, description="LIF membrane time constant in timesteps")
     v_threshold: float = Field(1.0, gt=0.0, description="firing threshold")
 

@@ -12,7 +12,7 @@ import torch
 
 import hwmodels
 from codesign.config import ConfigError, RunConfig
-from workloads import compression, data, encoding, lowering, models, train
+from workloads import compression, data, encoding, lowering, models, neurons, train
 
 #: test samples lowered for the before-training fit check (enough to build every population)
 FIT_CHECK_SAMPLES = 2
@@ -29,6 +29,7 @@ def check_names(cfg: RunConfig) -> None:
     _check_one("data.dataset", cfg.data.dataset, data.DATASETS)
     _check_one("data.encoding", cfg.data.encoding, encoding.ENCODERS)
     _check_one("model.name", cfg.model.name, models.MODELS)
+    _check_one("model.neuron", cfg.model.neuron, neurons.NEURONS)
     _check_one("compression.method", cfg.compression.method, compression.METHODS)
     _check_one("hardware.preset", cfg.hardware.preset, hwmodels.list_presets())
     _check_one("hardware.placement", cfg.hardware.placement, hwmodels.PLACEMENTS)
