@@ -1,12 +1,19 @@
-"""Synaptic fan-out of projections: per source neuron, and per source neuron and destination core.
+"""Synaptic fan-out and fan-in of projections: per neuron, per destination core, and per range of targets.
 
 Two counts, as the peers define them (../shared/PEERS.md):
 - "structural": every in-bounds kernel position / matrix entry, zero weights included (SpikingJelly's
-  `SynOpCounter`, and what a dense or shared-kernel storage format walks);
-- "nonzero": only synapses with a non-zero weight (NeuroBench's effective ACs, and what a compressed sparse
-  format walks).
+  `SynOpCounter`, and what a dense, bitmap-less crossbar or a shared-kernel storage format walks);
+- "nonzero": only synapses with a non-zero weight (NeuroBench's effective ACs, and what a compressed sparse or
+  bitmap format visits).
+
+Convolutions are never unrolled: a core holding whole output channels sees every input through the same
+per-tap "cover" map, so its fan-out is one small matrix product (kernel sums x cover); only channels split
+between cores get their own cover. Memory and time are O(kernel + cores x inputs), not O(unrolled synapses).
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import scipy.sparse as sp
@@ -14,52 +21,176 @@ import scipy.sparse as sp
 from hwmodels.trace import EventTrace, NetworkGraph, Projection, conv_output_shape
 
 COUNT_KINDS = ("structural", "nonzero")
-#: which count a storage format pays per synaptic event (dense crossbar rows and shared conv kernels are walked
-#: entry by entry, zeros included; a compressed sparse format stores and visits only the non-zeros)
-PAID_COUNT = {"dense": "structural", "conv": "structural", "sparse": "nonzero"}
+#: which count a storage format pays per synaptic event: a dense crossbar row and a shared conv kernel are
+#: walked entry by entry, zeros included; a compressed sparse format stores only the non-zeros, and a bitmap
+#: format skips the zero bits of its bitmap (hwmodels.storage gives each format's memory rule)
+PAID_COUNT = {"dense": "structural", "conv": "structural", "sparse": "nonzero", "bitmap": "nonzero"}
+_BLOCK_FLOATS = 1 << 22  # floats per streamed block of conv fan-out (16 MB in float32)
+
+
+def _check_count(count: str) -> None:
+    if count not in COUNT_KINDS:
+        raise ValueError(f"count: {count!r} is not one of {', '.join(COUNT_KINDS)}")
 
 
 def _mask(proj: Projection, count: str) -> np.ndarray:
-    if count not in COUNT_KINDS:
-        raise ValueError(f"count: {count!r} is not one of {', '.join(COUNT_KINDS)}")
-    return (proj.weight != 0).astype(np.float64) if count == "nonzero" else np.ones(proj.weight.shape)
+    """float32 array shaped like proj.weight: 1 where a synapse is counted (all entries, or the non-zeros)."""
+    _check_count(count)
+    return (proj.weight != 0).astype(np.float32) if count == "nonzero" else np.ones(proj.weight.shape, np.float32)
 
 
-def _valid_offsets(n_in: int, n_out: int, k: int, stride: int, pad: int, dil: int) -> np.ndarray:
-    """V[k_idx, out_idx, in_idx] = 1 where input position in_idx feeds output out_idx through kernel tap k_idx."""
-    v = np.zeros((k, n_out, n_in))
-    out = np.arange(n_out)
-    for kk in range(k):
-        pos = out * stride - pad + kk * dil
-        ok = (pos >= 0) & (pos < n_in)
-        v[kk, out[ok], pos[ok]] = 1.0
-    return v
+@dataclass(frozen=True)
+class _ConvGeom:
+    """Geometry of a conv projection: source (C_in, H, W), target (C_out, Ho, Wo), kernel, stride/pad/dilation."""
+
+    c_in: int
+    h: int
+    w: int
+    c_out: int
+    ho: int
+    wo: int
+    kh: int
+    kw: int
+    c_in_g: int
+    out_per_g: int
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    dilation: tuple[int, int]
+
+    @classmethod
+    def of(cls, proj: Projection, src_shape: tuple[int, ...]) -> "_ConvGeom":
+        c_out, ho, wo = conv_output_shape(proj, src_shape)
+        _, c_in_g, kh, kw = proj.weight.shape
+        return cls(src_shape[0], src_shape[1], src_shape[2], c_out, ho, wo, kh, kw, c_in_g, c_out // proj.groups,
+                   proj.stride, proj.padding, proj.dilation)
+
+    def _taps(self, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Input (y, x) read by every kernel tap (rows) of every output position in `pos` (flat, columns), and
+        the in-bounds mask; int64 / bool arrays of shape (kh*kw, len(pos))."""
+        oy, ox = np.divmod(np.asarray(pos, np.int64), self.wo)
+        ky, kx = np.divmod(np.arange(self.kh * self.kw), self.kw)
+        y = oy[None, :] * self.stride[0] - self.padding[0] + ky[:, None] * self.dilation[0]
+        x = ox[None, :] * self.stride[1] - self.padding[1] + kx[:, None] * self.dilation[1]
+        return y, x, (y >= 0) & (y < self.h) & (x >= 0) & (x < self.w)
+
+    def cover(self, pos: np.ndarray) -> np.ndarray:
+        """float32 (kh*kw, H*W): [tap, input position] = 1 where some output position in `pos` (flat indices
+        over Ho x Wo) reads that input through that kernel tap (0/1: a tap maps positions one to one)."""
+        y, x, ok = self._taps(pos)
+        tap = np.broadcast_to(np.arange(self.kh * self.kw)[:, None], y.shape)
+        idx = (tap[ok] * self.h + y[ok]) * self.w + x[ok]
+        n = self.kh * self.kw * self.h * self.w
+        return np.bincount(idx, minlength=n).reshape(self.kh * self.kw, self.h * self.w).astype(np.float32)
+
+    def in_bounds(self) -> np.ndarray:
+        """float32 (kh*kw, Ho*Wo): 1 where that kernel tap of that output position reads an in-bounds input."""
+        return self._taps(np.arange(self.ho * self.wo))[2].astype(np.float32)
+
+
+def _group_kernel_sums(mask: np.ndarray, geom: _ConvGeom, owner: np.ndarray, chans: np.ndarray,
+                       n_owner: int) -> np.ndarray:
+    """Sum the kernels (mask rows, (C_out, c_in_g, k2)) of output channels `chans` per owner, placed at their
+    group's input channels: float32 (n_owner, C_in, k2)."""
+    groups = geom.c_out // geom.out_per_g
+    k2 = geom.kh * geom.kw
+    out = np.zeros((n_owner, groups, geom.c_in_g * k2), np.float32)
+    if len(chans):
+        key = owner * groups + chans // geom.out_per_g
+        pairs, inv = np.unique(key, return_inverse=True)
+        onehot = sp.csr_matrix((np.ones(len(chans), np.float32), (inv, np.arange(len(chans)))),
+                               shape=(len(pairs), len(chans)))
+        sums = np.asarray(onehot @ mask[chans].reshape(len(chans), -1))
+        out[pairs // groups, pairs % groups] = sums
+    return out.reshape(n_owner, groups * geom.c_in_g, k2)
+
+
+def _conv_counts(proj: Projection, src_shape: tuple[int, ...], owner: np.ndarray, n_owner: int,
+                 count: str) -> sp.csr_matrix:
+    """Synapses from every source neuron to the targets of each owner: CSR float64 (n_source, n_owner).
+
+    owner: int array (n_target,) in C-order, the owner (0..n_owner-1) of each target, or -1 (not counted).
+    Whole channels of one owner share one cover map (one matrix product per block of owners); channels split
+    between owners get a cover of their own positions. Exact: every count is an integer < 2^24 in float32.
+    """
+    geom = _ConvGeom.of(proj, src_shape)
+    k2, hw_in, hw_out = geom.kh * geom.kw, geom.h * geom.w, geom.ho * geom.wo
+    mask = _mask(proj, count).reshape(geom.c_out, geom.c_in_g, k2)
+    tc = np.asarray(owner, np.int64).reshape(geom.c_out, hw_out)
+    whole = (tc == tc[:, :1]).all(axis=1) & (tc[:, 0] >= 0)
+    rows, cols, vals = [], [], []
+    chans = np.flatnonzero(whole)
+    if len(chans):
+        kern = _group_kernel_sums(mask, geom, tc[chans, 0], chans, n_owner)
+        cover = geom.cover(np.arange(hw_out))
+        used = np.unique(tc[chans, 0])
+        step = max(1, _BLOCK_FLOATS // max(1, geom.c_in * hw_in))
+        for lo in range(0, len(used), step):
+            block = used[lo:lo + step]
+            f = (kern[block] @ cover).reshape(len(block), -1)
+            b, s = np.nonzero(f)
+            rows.append(s)
+            cols.append(block[b])
+            vals.append(f[b, s])
+    for o in np.flatnonzero(~whole & (tc >= 0).any(axis=1)):
+        first_in = (o // geom.out_per_g) * geom.c_in_g
+        for g in np.unique(tc[o][tc[o] >= 0]):
+            f = mask[o] @ geom.cover(np.flatnonzero(tc[o] == g))
+            r, s = np.nonzero(f)
+            rows.append((first_in + r) * hw_in + s)
+            cols.append(np.full(len(r), g))
+            vals.append(f[r, s])
+    n_src = geom.c_in * hw_in
+    if not rows:
+        return sp.csr_matrix((n_src, n_owner))
+    coo = sp.coo_matrix((np.concatenate(vals).astype(np.float64), (np.concatenate(rows), np.concatenate(cols))),
+                        shape=(n_src, n_owner))
+    return coo.tocsr()
 
 
 def conv_core_fanout(proj: Projection, src_shape: tuple[int, ...], indicator: np.ndarray,
                      count: str = "structural") -> np.ndarray:
     """Synapses from every source neuron into each group of target neurons (a transposed convolution).
 
-    indicator: (G, C_out, H_out, W_out) 0/1 array, G target groups (e.g. cores).
+    indicator: (G, C_out, H_out, W_out) 0/1 array, G target groups (e.g. cores; groups may overlap).
     Returns float64 array (n_source, G): entry [i, g] = number of synapses from source neuron i (C-order over
-    (C_in, H, W)) to targets marked in group g.
+    (C_in, H, W)) to targets marked in group g. Streams one group at a time (hwmodels.connectivity module doc).
     """
-    c_out, c_in_g, kh, kw = proj.weight.shape
+    ind = np.asarray(indicator).reshape(len(indicator), -1)
+    cols = [_conv_counts(proj, src_shape, np.where(row > 0, 0, -1), 1, count).toarray() for row in ind]
+    return np.hstack(cols) if cols else np.zeros((int(np.prod(src_shape)), 0))
+
+
+def fan_in(proj: Projection, src_shape: tuple[int, ...], count: str) -> np.ndarray:
+    """Synapses into every target neuron of `proj` (C-order), shape (n_target,), int64.
+
+    count "structural": every matrix entry / in-bounds kernel tap, zeros included; "nonzero": non-zero weights.
+    """
     mask = _mask(proj, count)
-    vy = _valid_offsets(src_shape[1], indicator.shape[2], kh, proj.stride[0], proj.padding[0], proj.dilation[0])
-    vx = _valid_offsets(src_shape[2], indicator.shape[3], kw, proj.stride[1], proj.padding[1], proj.dilation[1])
-    g = proj.groups
-    out_per_g = c_out // g
-    n_groups = indicator.shape[0]
-    result = np.zeros((n_groups, src_shape[0], src_shape[1], src_shape[2]))
-    for grp in range(g):
-        o_sl = slice(grp * out_per_g, (grp + 1) * out_per_g)
-        # ind[G, o, oy, ox] * mask[o, c, ky, kx] * vy[ky, oy, y] * vx[kx, ox, x] -> [G, c, y, x]
-        t = np.einsum("goyx,ockl->gcklyx", indicator[:, o_sl], mask[o_sl], optimize=True)
-        t = np.einsum("gcklyx,kyY->gclYx", t, vy, optimize=True)
-        t = np.einsum("gclYx,lxX->gcYX", t, vx, optimize=True)
-        result[:, grp * c_in_g:(grp + 1) * c_in_g] = t
-    return result.reshape(n_groups, -1).T
+    if proj.kind == "dense":
+        return mask.sum(axis=1).astype(np.int64)
+    geom = _ConvGeom.of(proj, src_shape)
+    taps = mask.sum(axis=1).reshape(geom.c_out, -1)  # (C_out, k2): counted input channels per tap
+    return np.rint(taps @ geom.in_bounds()).astype(np.int64).reshape(-1)
+
+
+def range_counter(proj: Projection, src_shape: tuple[int, ...], count: str) -> Callable[[int, int], np.ndarray]:
+    """A function (start, end) -> float64 (n_source,): synapses from each source neuron into the targets
+    start..end-1 (C-order; end is clipped to the target count). Used to count a core's input axons (sources
+    with a count > 0) while chunking."""
+    _check_count(count)
+    if proj.kind == "dense":
+        n_target = proj.weight.shape[0]
+        if count == "structural":
+            return lambda start, end: np.full(proj.weight.shape[1], float(max(min(end, n_target) - start, 0)))
+        nonzero = proj.weight != 0
+        return lambda start, end: nonzero[start:end].sum(axis=0, dtype=np.float64)
+    n_target = int(np.prod(conv_output_shape(proj, src_shape)))
+
+    def counts(start: int, end: int) -> np.ndarray:
+        owner = np.full(n_target, -1, np.int64)
+        owner[start:end] = 0
+        return _conv_counts(proj, src_shape, owner, 1, count).toarray()[:, 0]
+    return counts
 
 
 def fanout(proj: Projection, src_shape: tuple[int, ...], count: str = "structural") -> np.ndarray:
@@ -70,9 +201,9 @@ def fanout(proj: Projection, src_shape: tuple[int, ...], count: str = "structura
     """
     if proj.kind == "dense":
         return _mask(proj, count).sum(axis=0).astype(np.int64)
-    dst = conv_output_shape(proj, src_shape)
-    ones = np.ones((1,) + dst)
-    return np.rint(conv_core_fanout(proj, src_shape, ones, count)[:, 0]).astype(np.int64)
+    n_target = int(np.prod(conv_output_shape(proj, src_shape)))
+    f = _conv_counts(proj, src_shape, np.zeros(n_target, np.int64), 1, count)
+    return np.rint(f.toarray()[:, 0]).astype(np.int64)
 
 
 def core_fanout(proj: Projection, src_shape: tuple[int, ...], target_core: np.ndarray,
@@ -84,16 +215,24 @@ def core_fanout(proj: Projection, src_shape: tuple[int, ...], target_core: np.nd
     core ids of its columns. A spike of source neuron i sends one message to every core with F[i, k] > 0 and
     causes F[i, k] synaptic events there.
     """
+    _check_count(count)
     cores, col = np.unique(np.asarray(target_core), return_inverse=True)
     if proj.kind == "dense":
         onehot = sp.csr_matrix((np.ones(len(col)), (np.arange(len(col)), col)), shape=(len(col), len(cores)))
-        f = sp.csr_matrix(_mask(proj, count).T) @ onehot
+        f = sp.csr_matrix(proj.weight != 0 if count == "nonzero" else np.ones(proj.weight.shape)).T @ onehot
         return sp.csr_matrix(f, dtype=np.int64), cores
-    dst = conv_output_shape(proj, src_shape)
-    indicator = np.zeros((len(cores), int(np.prod(dst))))
-    indicator[col, np.arange(len(col))] = 1.0
-    f = conv_core_fanout(proj, src_shape, indicator.reshape((len(cores),) + dst), count)
-    return sp.csr_matrix(np.rint(f).astype(np.int64)), cores
+    f = _conv_counts(proj, src_shape, col, len(cores), count)
+    f.data = np.rint(f.data)
+    return sp.csr_matrix(f, dtype=np.int64), cores
+
+
+def spike_counts(trace: EventTrace, population: str, size: int) -> np.ndarray:
+    """Spikes per neuron of `population` summed over all samples and timesteps of `trace`, int64 (size,)."""
+    pop_i = trace.populations.index(population)
+    rows = np.arange(trace.n_samples * trace.n_timesteps) * len(trace.populations) + pop_i
+    lo, hi = trace.offsets[rows], trace.offsets[rows + 1]
+    pos = np.repeat(lo - np.cumsum(hi - lo) + (hi - lo), hi - lo) + np.arange(int((hi - lo).sum()))
+    return np.bincount(trace.indices[pos], minlength=size).astype(np.int64)
 
 
 def synaptic_events(graph: NetworkGraph, trace: EventTrace, count: str = "structural") -> dict[str, int]:
@@ -104,11 +243,5 @@ def synaptic_events(graph: NetworkGraph, trace: EventTrace, count: str = "struct
     out = {}
     for proj in graph.projections:
         src = graph.populations[proj.source]
-        fo = fanout(proj, src.shape, count)
-        hits = np.zeros(src.size, np.int64)
-        pop_i = trace.populations.index(proj.source)
-        rows = np.arange(trace.n_samples * trace.n_timesteps) * len(trace.populations) + pop_i
-        for r in rows:
-            np.add.at(hits, trace.indices[trace.offsets[r]:trace.offsets[r + 1]], 1)
-        out[proj.name] = int(hits @ fo)
+        out[proj.name] = int(spike_counts(trace, proj.source, src.size) @ fanout(proj, src.shape, count))
     return out

@@ -5,10 +5,10 @@ Behaviour (mapping, simulation) lives elsewhere; these records only hold numbers
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 _Energy = Field(ge=0.0, description="energy per event in J")
 _Latency = Field(ge=0.0, description="latency per event in s")
@@ -67,25 +67,42 @@ class _Spec(BaseModel):
 
 
 class FormatCosts(_Spec):
-    """One cost per synaptic storage format (see hwmodels.trace.STORAGE_FORMATS); unit given by the owner field."""
+    """One cost per synaptic storage format (see hwmodels.trace.STORAGE_FORMATS); unit given by the owner field.
+
+    bitmap: optional; None means "as sparse" (a bitmap-indexed synapse unit visits only the non-zero weights,
+        as a compressed sparse one does, so it reuses the sparse cost unless a chip publishes its own).
+    """
 
     dense: float = Field(ge=0.0)
     sparse: float = Field(ge=0.0)
     conv: float = Field(ge=0.0)
+    bitmap: float | None = Field(default=None, ge=0.0)
 
     def of(self, storage: str) -> float:
-        """Cost of storage format `storage` ('dense', 'sparse' or 'conv'). Raises ValueError otherwise."""
+        """Cost of storage format `storage` (a field name; 'bitmap' falls back to 'sparse' when unset).
+
+        Raises ValueError for any other name.
+        """
         if storage not in type(self).model_fields:
             raise ValueError(f"storage: {storage!r} is not one of {', '.join(type(self).model_fields)}")
-        return float(getattr(self, storage))
+        value = getattr(self, storage)
+        return float(self.sparse if value is None else value)
 
 
 class CoreSpec(_Spec):
     """One neuromorphic core: capacity limits and per-event energy (J) and latency (s).
 
     neurons_per_core: neurons (compartments) a core holds.
-    synapse_memory_bits: synapse memory per core; weights are stored per storage format (hwmodels.mapping).
+    synapse_memory_bits: synapse memory per core; weights are stored per storage format (hwmodels.storage).
     max_fan_in: largest number of synapses (as the storage format stores them) into one neuron; None = no limit.
+    max_axons: largest number of distinct source neurons with at least one stored synapse into the core (input
+        axons, as Loihi and SANA-FE count them); None = no limit.
+    neuron_memory_bits: neuron-state memory per core; every neuron holds its population's state_bits (or
+        stored_state_bits); None = state is not limited (or not separate from other memory).
+    stored_weight_bits / stored_state_bits: fixed width of a stored weight / neuron state on this chip (e.g. a
+        1-bit crossbar, 8-bit kernel entries); None = the projection's weight_bits / population's state_bits.
+    memory_layout: "packed" (bits add up exactly) or "pow2" (DYNAP-CNN addressing: kernel and neuron memories
+        are padded to powers of two, sinabs DynapcnnLayer.memory_summary); see hwmodels.storage.
     synop_*: one synaptic operation (one stored synapse visited when a spike arrives), per storage format.
     neuron_active_* / neuron_inactive_*: one neuron update in a hardware step in which the neuron spiked / did not.
     message_out_*: injecting one spike message into the router; message_in_*: receiving one message at a core.
@@ -95,6 +112,11 @@ class CoreSpec(_Spec):
     neurons_per_core: int = Field(gt=0)
     synapse_memory_bits: int = Field(gt=0)
     max_fan_in: int | None = Field(default=None, gt=0)
+    max_axons: int | None = Field(default=None, gt=0)
+    neuron_memory_bits: int | None = Field(default=None, gt=0)
+    stored_weight_bits: int | None = Field(default=None, ge=1, le=64)
+    stored_state_bits: int | None = Field(default=None, ge=1, le=64)
+    memory_layout: Literal["packed", "pow2"] = "packed"
     synop_energy_j: FormatCosts
     synop_latency_s: FormatCosts
     neuron_active_energy_j: float = _Energy
@@ -114,6 +136,9 @@ class RouterSpec(_Spec):
     hop_*_ew / hop_*_ns: energy (J) and latency (s) of one message crossing one tile hop east-west / north-south.
     link_bandwidth_msgs_per_s: messages per second one directed link carries (per-message link time = 1/value).
     buffer_depth: router input-buffer depth in messages; None = unbounded (the only case modelled so far).
+    chip_link_energy_j / chip_link_latency_s: one message crossing one chip-to-chip link (replacing the tile hop
+        at a chip boundary); None = not given, which ChipSpec accepts only when n_chips == 1. No shipped preset
+        publishes a chip-to-chip cost, so multi-chip runs must set both (a modelling assumption of the user).
     """
 
     hop_energy_ew_j: float = _Energy
@@ -122,6 +147,8 @@ class RouterSpec(_Spec):
     hop_latency_ns_s: float = _Latency
     link_bandwidth_msgs_per_s: float = Field(gt=0.0)
     buffer_depth: int | None = Field(default=None, gt=0)
+    chip_link_energy_j: float | None = Field(default=None, ge=0.0)
+    chip_link_latency_s: float | None = Field(default=None, ge=0.0)
 
     @property
     def link_time_s(self) -> float:
@@ -132,6 +159,12 @@ class RouterSpec(_Spec):
 class ChipSpec(_Spec):
     """A chip: a mesh_width x mesh_height mesh of tiles, each with a router and cores_per_tile cores.
 
+    n_chips: identical chips joined by chip-to-chip links, laid out chips_per_row per row (None = one row);
+        global tile (x, y) = (chip column * mesh_width + x, chip row * mesh_height + y), and an XY route that
+        crosses a chip boundary uses a chip-to-chip link for that hop (hwmodels.mapping.Mapping.hop_counts).
+        n_chips > 1 needs router.chip_link_energy_j and router.chip_link_latency_s.
+    max_cores_per_population: most cores one population may be split over (DYNAP-CNN/Speck: 1, a layer is one
+        core); None = no limit.
     barrier_sync_s: {tiles in use: seconds} of the end-of-timestep barrier, interpolated linearly in the number
         of tiles in use and held constant outside the table (see `barrier_latency_s`).
     sources: {key: full citation} for the numbers of a preset (kept for provenance; not used by the models).
@@ -146,6 +179,9 @@ class ChipSpec(_Spec):
     router: RouterSpec
     barrier_sync_s: dict[int, float]
     sources: dict[str, str] = Field(default_factory=dict)
+    n_chips: int = Field(default=1, gt=0)
+    chips_per_row: int | None = Field(default=None, gt=0)
+    max_cores_per_population: int | None = Field(default=None, gt=0)
 
     @field_validator("barrier_sync_s")
     @classmethod
@@ -153,6 +189,27 @@ class ChipSpec(_Spec):
         if not table or any(k < 1 for k in table) or any(not v >= 0.0 for v in table.values()):
             raise ValueError("must be a non-empty map {tiles >= 1: seconds >= 0}")
         return dict(sorted(table.items()))
+
+    @model_validator(mode="after")
+    def _check_chip_links(self) -> "ChipSpec":
+        if self.n_chips > 1:
+            for name in ("chip_link_energy_j", "chip_link_latency_s"):
+                if getattr(self.router, name) is None:
+                    raise SpecError("ChipSpec", ("router", name),
+                                    f"required when n_chips > 1 (n_chips={self.n_chips}); no shipped preset "
+                                    "publishes a chip-to-chip cost, give it as an override")
+        return self
+
+    @property
+    def chip_grid(self) -> tuple[int, int]:
+        """(chips per row, chip rows) of the multi-chip layout."""
+        per_row = min(self.chips_per_row or self.n_chips, self.n_chips)
+        return per_row, -(-self.n_chips // per_row)
+
+    @property
+    def n_cores_total(self) -> int:
+        """Cores on all n_chips chips."""
+        return self.n_cores * self.n_chips
 
     @property
     def n_tiles(self) -> int:

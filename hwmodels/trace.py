@@ -14,9 +14,9 @@ from typing import Iterator
 
 import numpy as np
 
-NEURON_KINDS = ("input", "IF", "LIF", "PLIF", "sLIF")
+NEURON_KINDS = ("input", "IF", "LIF", "PLIF", "sLIF", "relay")
 PROJECTION_KINDS = ("dense", "conv")
-STORAGE_FORMATS = ("dense", "sparse", "conv")
+STORAGE_FORMATS = ("dense", "sparse", "conv", "bitmap")
 TRACE_FORMAT_VERSION = 1
 
 
@@ -30,7 +30,9 @@ def _check_choice(field_name: str, value: str, accepted: tuple[str, ...]) -> Non
 class NeuronModel:
     """Discrete-time neuron model of a population.
 
-    kind: one of NEURON_KINDS ("input" marks an encoder population with no neuron state).
+    kind: one of NEURON_KINDS ("input" marks an encoder population with no neuron state; "relay" a non-spiking
+        dendritic relay that emits its graded value every timestep it holds one, e.g. the rank-r middle of a
+        low-rank projection, see hwmodels.storage).
     threshold: firing threshold theta (dimensionless, same units as the membrane potential).
     tau: membrane time constant in timesteps (LIF family; SpikingJelly H = V + (X - (V - V_reset)) / tau);
         None for IF (no leak).
@@ -435,6 +437,13 @@ class EventTrace:
             _check_version(meta, path)
             return cls(meta["populations"], meta["n_samples"], meta["n_timesteps"], z["offsets"], z["indices"],
                        z["values"] if "values" in z else None, z["labels"] if "labels" in z else None)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> "EventTrace":
+        """Open a trace folder written by hwmodels.stream.TraceWriter, memory-mapped (read-only, nothing is read
+        until used), so simulate() streams it batch by batch. Raises FileNotFoundError for an incomplete folder."""
+        from hwmodels.stream import open_trace  # stream imports this module
+        return open_trace(path)
 
 
 def concat_traces(traces: list[EventTrace]) -> EventTrace:

@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 
 from hwmodels import FormatCosts, Mapping, MappingError, load_preset, map_network
-from hwmodels.mapping import STORAGE_BITS, fan_in
+from hwmodels.connectivity import PAID_COUNT
+from hwmodels.mapping import fan_in
+from hwmodels.storage import FORMATS
 from hwmodels.trace import STORAGE_FORMATS, NetworkGraph, Population, Projection
 
 
@@ -36,7 +38,8 @@ def test_mapping_round_trips(nets, rng, tmp_path):
 
 
 def test_every_storage_format_has_a_memory_rule():
-    assert set(STORAGE_BITS) == set(STORAGE_FORMATS) == set(FormatCosts.model_fields)
+    assert set(FORMATS) == set(STORAGE_FORMATS) == set(FormatCosts.model_fields) == set(PAID_COUNT)
+    assert all(FORMATS[f].paid_count == PAID_COUNT[f] for f in FORMATS)
 
 
 def test_placement_in_order_and_snake(nets):
@@ -120,3 +123,52 @@ def test_maps_a_100k_neuron_network_fast(nets, rng):
     m = map_network(g, load_preset("loihi"))
     assert time.perf_counter() - t0 < 1.0
     assert g.n_neurons == 110_592 and m.cores_used == 12 + 64 + 32
+
+
+def _band(n_target, n_source, width):
+    """Target j connects to sources j .. j + width - 1 (weights 1), zeros elsewhere."""
+    w = np.zeros((n_target, n_source))
+    for j in range(n_target):
+        w[j, j:j + width] = 1.0
+    return w
+
+
+def test_axon_limit_chunks_by_distinct_source_neurons(nets):
+    """Band of width 4: targets [s, e) read sources s .. e + 2, i.e. e - s + 3 axons; max 8 -> 5 targets a core."""
+    proj = Projection("fc", "in", "out", "dense", _band(16, 20, 4), storage="sparse")
+    g = _two_pops(nets.INPUT, (20,), (16,), proj)
+    m = map_network(g, load_preset("loihi", {"core.max_axons": 8}))
+    assert m.core_neurons.tolist() == [20, 5, 5, 5, 1] and m.core_axons.tolist() == [0, 8, 8, 8, 4]
+    dense = Projection("fc", "in", "out", "dense", _band(16, 20, 4))  # dense storage keeps every column
+    with pytest.raises(MappingError, match="population 'out' neuron has 20 input axons but a core accepts at most 8"):
+        map_network(_two_pops(nets.INPUT, (20,), (16,), dense), load_preset("loihi", {"core.max_axons": 8}))
+
+
+def test_conv_axon_chunks_are_greedy_and_maximal(nets):
+    """3x3 conv (pad 1) on one 6x6 channel, at most 12 input axons a core. By hand: row 0 of the output reads
+    input rows 0-1 (12 axons); (1,0)-(1,2) read rows 0-2, cols 0-3 (12); (1,3)-(1,5) rows 0-2, cols 2-5 (12).
+    Every chunk is checked against the unrolled matrix: within the limit, and one more target would break it."""
+    proj = Projection("c", "in", "out", "conv", np.ones((1, 1, 3, 3)), padding=(1, 1))
+    g = _two_pops(nets.INPUT, (1, 6, 6), (1, 6, 6), proj)
+    m = map_network(g, load_preset("loihi", {"core.max_axons": 12}))
+    sizes = m.core_neurons.tolist()[1:]
+    assert sizes[:3] == [6, 3, 3] and sum(sizes) == 36
+    _, inb = nets.unroll(proj, (1, 6, 6), (1, 6, 6))
+    start = 0
+    for size, axons in zip(sizes, m.core_axons.tolist()[1:]):
+        assert axons == inb[start:start + size].any(axis=0).sum() <= 12
+        if start + size < 36:
+            assert inb[start:start + size + 1].any(axis=0).sum() > 12
+        start += size
+
+
+def test_new_limits_round_trip_and_appear_in_the_table(nets, tmp_path):
+    proj = Projection("fc", "in", "out", "dense", _band(16, 20, 4), storage="sparse")
+    m = map_network(_two_pops(nets.INPUT, (20,), (16,), proj), load_preset("loihi", {"core.max_axons": 8}))
+    m.save(tmp_path / "m.npz")
+    back = Mapping.load(tmp_path / "m.npz")
+    for name in ("core_axons", "core_state_bits", "chip_xy"):
+        assert np.array_equal(getattr(back, name), getattr(m, name))
+    t = m.table()
+    assert t["axons"].tolist() == [0, 8, 8, 8, 4] and t["chip"].tolist() == [0] * 5
+    assert t["state_bits"].tolist() == [0, 80, 80, 80, 16]  # 16-bit states, reported (loihi does not limit them)

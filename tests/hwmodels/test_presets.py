@@ -114,3 +114,69 @@ def test_specs_are_frozen_and_reject_unknown_fields():
         ChipSpec(**data)
     assert ChipSpec(**c.model_dump()) == c
     assert np.isclose(c.router.link_time_s * c.router.link_bandwidth_msgs_per_s, 1.0)
+
+
+def test_truenorth_numbers_are_the_papers():
+    """Merolla et al. 2014 / Akopyan et al. 2015: 4,096 cores on a 64 x 64 mesh, 256 x 256 binary crossbar."""
+    c = load_preset("truenorth")
+    assert (c.mesh_width, c.mesh_height, c.cores_per_tile, c.n_cores) == (64, 64, 1, 4096)
+    k = c.core
+    assert (k.neurons_per_core, k.max_axons, k.max_fan_in, k.stored_weight_bits) == (256, 256, 256, 1)
+    assert k.synapse_memory_bits == 256 * 256 and k.synop_energy_j.of("dense") == 26e-12
+    assert c.barrier_latency_s(1) == c.barrier_latency_s(4096) == 1e-3
+    assert "Science 345" in c.sources["merolla2014"] and "IEEE" in c.sources["akopyan2015"]
+
+
+def test_spinnaker2_numbers_are_the_papers():
+    c = load_preset("spinnaker2")
+    assert c.n_cores == 152 and c.cores_per_tile == 4  # 38 QPEs of 4 PEs
+    assert c.core.synapse_memory_bits == 128 * 1024 * 8 and c.core.synop_energy_j.of("sparse") == 10e-12
+    assert "2401.04491" in c.sources["gonzalez2024"] and "1187252" in c.sources["tang2023"]
+
+
+def test_speck_memory_limits_are_sinabs_constraints():
+    """sinabs get_constraints, cores 0-2: 16 Ki kernel entries x 8 bits, 64 Ki neuron entries x 16 bits."""
+    c = load_preset("speck")
+    assert c.n_cores == 9 and c.max_cores_per_population == 1 and c.core.memory_layout == "pow2"
+    assert (c.core.synapse_memory_bits, c.core.neuron_memory_bits) == (16 * 1024 * 8, 64 * 1024 * 16)
+    assert (c.core.stored_weight_bits, c.core.stored_state_bits) == (8, 16)
+    assert c.core.static_power_w == pytest.approx(0.42e-3 / 9, rel=1e-3)
+
+
+def test_a_layer_too_big_for_one_speck_core_is_rejected():
+    """Conv 64 -> 128 channels, 3x3: kernel memory 64 x 2^(4 + 7) = 131,072 entries, 8x one core's 16 Ki."""
+    from hwmodels.mapping import MappingError, map_network
+    from hwmodels.trace import NetworkGraph, NeuronModel, Population, Projection
+    g = NetworkGraph([Population("in", (64, 16, 16), NeuronModel(kind="input")), Population("c", (128, 16, 16))],
+                     [Projection("conv", "in", "c", "conv", np.ones((128, 64, 3, 3)), padding=(1, 1))])
+    with pytest.raises(MappingError, match="population 'c' needs 8 cores but the chip holds a population on at most 1"):
+        map_network(g, load_preset("speck"))
+
+
+@pytest.mark.parametrize("name", ["truenorth", "spinnaker2", "speck"])
+def test_assumptions_are_marked_in_their_notes(name):
+    """A leaf whose source is the 'assumption' key must say so in its note (convention of these presets)."""
+    raw = yaml.safe_load((PRESET_DIR / f"{name}.yaml").read_text())
+    for path, parent in _numeric_leaves(raw):
+        if parent.get("source") == "assumption":
+            assert "ASSUMPTION" in parent.get("note", ""), path
+
+
+@pytest.mark.parametrize("key,value,needle", [
+    ("core.memory_layout", "tiled", "ChipSpec.core.memory_layout: Input should be 'packed' or 'pow2'"),
+    ("core.max_axons", 0, "ChipSpec.core.max_axons: Input should be greater than 0"),
+    ("core.stored_weight_bits", 99, "ChipSpec.core.stored_weight_bits: Input should be less than or equal to 64"),
+    ("n_chips", 2, "ChipSpec.router.chip_link_energy_j: required when n_chips > 1"),
+])
+def test_new_override_keys_are_validated(key, value, needle):
+    with pytest.raises(ValueError) as err:
+        load_preset("loihi", {key: value})
+    assert needle in str(err.value) and "\n" not in str(err.value)
+    assert {"core.max_axons", "core.neuron_memory_bits", "n_chips", "router.chip_link_energy_j",
+            "core.synop_energy_j.bitmap"} <= set(override_keys())
+
+
+def test_bitmap_cost_falls_back_to_sparse():
+    c = load_preset("loihi", {"core.synop_energy_j.sparse": 2e-12})
+    assert c.core.synop_energy_j.of("bitmap") == 2e-12
+    assert load_preset("loihi", {"core.synop_energy_j.bitmap": 5e-12}).core.synop_energy_j.of("bitmap") == 5e-12

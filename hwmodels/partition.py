@@ -1,0 +1,167 @@
+"""Partition a NetworkGraph into core-sized chunks under every per-core limit of a CoreSpec: neurons, synapse
+memory (per storage format, hwmodels.storage), neuron-state memory, fan-in and input axons.
+
+Each population is cut, in graph order, into contiguous chunks of its C-order neurons; each chunk is the
+longest prefix that fits (every limit grows monotonically with the chunk). A network that does not fit raises
+MappingError naming the population and the shortfall.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from hwmodels.connectivity import PAID_COUNT, fan_in, range_counter
+from hwmodels.spec import ChipSpec, CoreSpec
+from hwmodels.storage import chunk_state_bits, chunk_synapse_bits, memory_terms
+from hwmodels.trace import NetworkGraph, conv_output_shape
+
+
+class MappingError(ValueError):
+    """The network does not fit the chip; the message names the population and the shortfall."""
+
+
+@dataclass(frozen=True, eq=False)
+class Partition:
+    """Cores before placement, numbered 0..n-1 in graph order.
+
+    core_population: population name per core; core_neurons / core_synapse_bits / core_state_bits / core_axons:
+    int64 arrays (n_cores,) (neurons, synapse-memory bits, neuron-state bits, distinct input axons);
+    core_of_neuron: {population: int64 array (size,)} core id of every neuron (C-order).
+    """
+
+    core_population: tuple[str, ...]
+    core_neurons: np.ndarray
+    core_synapse_bits: np.ndarray
+    core_of_neuron: dict[str, np.ndarray]
+    core_state_bits: np.ndarray | None = None
+    core_axons: np.ndarray | None = None
+
+    @property
+    def n_cores(self) -> int:
+        """Number of cores of the partition."""
+        return len(self.core_population)
+
+
+@dataclass(frozen=True, eq=False)
+class _PopCosts:
+    """Per-population inputs of the chunker: cumulative synapse bits, per-channel bits, neurons per channel,
+    and one input-axon counter per source population (fn(start, end) -> bool mask over its neurons)."""
+
+    csum: np.ndarray
+    per_channel: int
+    channel_neurons: int
+    axon_sources: list[Callable[[int, int], np.ndarray]]
+
+    def axons(self, start: int, end: int) -> int:
+        """Distinct source neurons with a stored synapse into targets [start, end)."""
+        return int(sum(np.count_nonzero(hits(start, end)) for hits in self.axon_sources))
+
+
+def _union(counters: list[Callable]) -> Callable[[int, int], np.ndarray]:
+    return lambda start, end: np.logical_or.reduce([c(start, end) > 0 for c in counters])
+
+
+def _pop_costs(graph: NetworkGraph, name: str, chip: ChipSpec) -> _PopCosts:
+    """Costs of population `name` from its in-projections. Raises MappingError when a neuron's fan-in (in the
+    count its storage format stores) exceeds core.max_fan_in."""
+    pop, core = graph.populations[name], chip.core
+    per_neuron, per_channel, channel_neurons = np.zeros(pop.size, np.int64), 0, 1
+    paid_fan_in = np.zeros(pop.size, np.int64)
+    by_source: dict[str, list[Callable]] = {}
+    for proj in graph.in_projections(name):
+        src_shape = graph.populations[proj.source].shape
+        if proj.kind == "conv":
+            out = conv_output_shape(proj, src_shape)
+            channel_neurons = out[1] * out[2]
+        terms = memory_terms(proj, src_shape, core)
+        per_neuron += terms.per_neuron
+        per_channel += terms.per_channel
+        paid = PAID_COUNT[proj.storage]
+        paid_fan_in += fan_in(proj, src_shape, paid)
+        by_source.setdefault(proj.source, []).append(range_counter(proj, src_shape, paid))
+    if core.max_fan_in is not None and pop.size and paid_fan_in.max() > core.max_fan_in:
+        raise MappingError(f"network does not fit chip {chip.name!r}: population {name!r} neuron has fan-in "
+                           f"{int(paid_fan_in.max()):,} but a core accepts at most {core.max_fan_in:,}")
+    return _PopCosts(np.concatenate([[0], np.cumsum(per_neuron)]), per_channel, channel_neurons,
+                     [_union(c) for c in by_source.values()])
+
+
+def _memory_fit(name: str, costs: _PopCosts, chip: ChipSpec, graph: NetworkGraph, start: int) -> tuple:
+    """(candidate ends, synapse bits, state bits, how many leading ends fit both memories) for a chunk at start."""
+    core, pop = chip.core, graph.populations[name]
+    ends = np.arange(start + 1, min(start + core.neurons_per_core, pop.size) + 1)
+    syn = chunk_synapse_bits(costs.csum, costs.per_channel, start, ends, costs.channel_neurons, core.memory_layout)
+    state = chunk_state_bits(pop, core, start, ends)
+    ok = syn <= core.synapse_memory_bits
+    if core.neuron_memory_bits is not None:
+        ok &= state <= core.neuron_memory_bits
+    fits = len(ok) if ok.all() else int(np.argmin(ok))
+    if fits == 0:
+        what, need, have = ("synapse", syn[0], core.synapse_memory_bits) if syn[0] > core.synapse_memory_bits \
+            else ("neuron-state", state[0], core.neuron_memory_bits)
+        raise MappingError(f"network does not fit chip {chip.name!r}: population {name!r} neuron needs "
+                           f"{int(need):,} bits of {what} memory but a core has {int(have):,}")
+    return ends, syn, state, fits
+
+
+def _axon_fit(name: str, costs: _PopCosts, core: CoreSpec, chip_name: str, start: int, ends: np.ndarray,
+              fits: int) -> int:
+    """Largest count of leading `ends` whose chunk has at most core.max_axons input axons (binary search)."""
+    limit = core.max_axons
+    if limit is None or costs.axons(start, int(ends[fits - 1])) <= limit:
+        return fits
+    if costs.axons(start, int(ends[0])) > limit:
+        raise MappingError(f"network does not fit chip {chip_name!r}: population {name!r} neuron has "
+                           f"{costs.axons(start, int(ends[0])):,} input axons but a core accepts at most {limit:,}")
+    lo, hi = 1, fits - 1  # ends[lo - 1] fits, ends[hi] does not
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        if costs.axons(start, int(ends[mid])) <= limit:
+            lo = mid + 1
+        else:
+            hi = mid - 1
+    return lo
+
+
+def _chunks(graph: NetworkGraph, name: str, chip: ChipSpec) -> list[tuple[int, int, int, int, int]]:
+    """Greedy chunks [(start, end, synapse bits, state bits, axons)] of population `name`."""
+    costs = _pop_costs(graph, name, chip)
+    out, start, n = [], 0, graph.populations[name].size
+    while start < n:
+        ends, syn, state, fits = _memory_fit(name, costs, chip, graph, start)
+        k = _axon_fit(name, costs, chip.core, chip.name, start, ends, fits) - 1
+        end = int(ends[k])
+        out.append((start, end, int(syn[k]), int(state[k]), costs.axons(start, end)))
+        start = end
+    return out
+
+
+def partition(graph: NetworkGraph, chip: ChipSpec) -> Partition:
+    """Split every population, in graph order, into contiguous chunks of its C-order neurons, one per core.
+
+    The cores of all chip.n_chips chips are available. Raises MappingError naming the population when a neuron
+    does not fit a core (memory, fan-in or axons), when a population needs more than
+    chip.max_cores_per_population cores, or when the chips run out of cores ("population 'lif2' needs
+    40 cores but only 12 of 128 are left ...", with the number of chips that would hold the network).
+    """
+    all_chunks = {name: _chunks(graph, name, chip) for name in graph.populations}
+    needed = sum(len(c) for c in all_chunks.values())
+    total = chip.n_cores_total
+    pops, core_of, rows = [], {}, []
+    for name, chunks in all_chunks.items():
+        if chip.max_cores_per_population is not None and len(chunks) > chip.max_cores_per_population:
+            raise MappingError(f"network does not fit chip {chip.name!r}: population {name!r} needs {len(chunks)} "
+                               f"cores but the chip holds a population on at most {chip.max_cores_per_population}")
+        left = total - len(pops)
+        if len(chunks) > left:
+            raise MappingError(f"network does not fit chip {chip.name!r} x {chip.n_chips}: population {name!r} needs "
+                               f"{len(chunks)} cores but only {left} of {total} are left (the network needs "
+                               f"{needed} cores: {-(-needed // chip.n_cores)} chips of {chip.n_cores} cores)")
+        sizes = [e - s for s, e, *_ in chunks]
+        core_of[name] = np.repeat(np.arange(len(pops), len(pops) + len(chunks)), sizes).astype(np.int64)
+        pops += [name] * len(chunks)
+        rows += [(e - s, syn, st, ax) for s, e, syn, st, ax in chunks]
+    cols = np.array(rows, np.int64).reshape(-1, 4).T
+    return Partition(tuple(pops), cols[0], cols[1], core_of, cols[2], cols[3])

@@ -1,0 +1,156 @@
+"""Synapse storage formats (registry FORMATS): the memory a chunk of target neurons takes on a core, and which
+synaptic count (structural or non-zero, hwmodels.connectivity.PAID_COUNT) a spike pays in each format.
+
+Formats, per target neuron n with structural fan-in S_n, non-zero fan-in Z_n and b weight bits:
+- dense: S_n x b (every matrix entry / in-bounds tap is stored, zeros included: a crossbar row);
+- sparse (compressed sparse rows): Z_n x (b + index bits) + one pointer per neuron, index bits =
+  ceil(log2(source neurons)), pointer bits = ceil(log2(core synapse memory bits)) (a bit address; modelling
+  choice, no chip here publishes its pointer width);
+- bitmap: S_n x 1 (one presence bit per structural synapse) + Z_n x b (the non-zero weights only);
+- conv (shared kernel): nothing per neuron; each output channel with neurons on a core stores its kernel slice
+  (C_in/groups x kh x kw x b) once on that core, however many of the channel's neurons it holds.
+Low-rank is not a format: a rank-r projection W ~ A B (A: out x r, B: r x in) is two synaptic stages through a
+"relay" population of r non-spiking neurons (trace.NeuronModel kind "relay", graded values each timestep):
+`low_rank_layers` builds it, and its memory r x (in + out) x b with dense storage falls out of the two
+projections (B: r neurons x in fan-in, A: out neurons x r fan-in); the relay adds r neurons and one layer of
+depth (one more hardware timestep of pipeline delay).
+
+Chip memory layout (CoreSpec.memory_layout): "packed" sums bits exactly; "pow2" follows DYNAP-CNN/Speck
+addressing (sinabs DynapcnnLayer.memory_summary): kernel memory c_in x 2^ceil(log2(kh kw)) x 2^ceil(log2 f)
+entries for f output channels, neuron memory f x 2^ceil(log2 H) x 2^ceil(log2 W) entries; here applied to the
+channels a core holds. CoreSpec.stored_weight_bits / stored_state_bits fix the stored widths of a chip.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from hwmodels.connectivity import PAID_COUNT, fan_in
+from hwmodels.spec import CoreSpec
+from hwmodels.trace import NeuronModel, Population, Projection, conv_output_shape
+
+
+@dataclass(frozen=True)
+class MemoryTerms:
+    """Synapse memory of one projection's targets: per_neuron int64 (n_target,) bits that grow with every target
+    neuron on a core; per_channel bits stored once per output channel that has neurons on a core."""
+
+    per_neuron: np.ndarray
+    per_channel: int
+
+
+@dataclass(frozen=True)
+class StorageFormat:
+    """A storage format: which count a synaptic event pays, and its memory rule fn(projection, source shape,
+    core) -> MemoryTerms."""
+
+    paid_count: str
+    memory: Callable[[Projection, tuple, CoreSpec], MemoryTerms]
+
+
+def _ceil_log2(n: int) -> int:
+    return max(1, int(np.ceil(np.log2(max(int(n), 2)))))
+
+
+def pow2ceil(n: np.ndarray) -> np.ndarray:
+    """Smallest power of two >= n, elementwise (int64); 0 stays 0."""
+    n = np.asarray(n, np.int64)
+    out = np.left_shift(1, np.ceil(np.log2(np.maximum(n, 1))).astype(np.int64))
+    return np.where(n > 0, out, 0)
+
+
+def stored_weight_bits(proj: Projection, core: CoreSpec) -> int:
+    """Bits one stored weight of `proj` takes on `core`: core.stored_weight_bits if the chip fixes it, else the
+    projection's weight_bits."""
+    return int(core.stored_weight_bits or proj.weight_bits)
+
+
+def _dense(proj: Projection, src_shape: tuple, core: CoreSpec) -> MemoryTerms:
+    return MemoryTerms(fan_in(proj, src_shape, "structural") * stored_weight_bits(proj, core), 0)
+
+
+def _sparse(proj: Projection, src_shape: tuple, core: CoreSpec) -> MemoryTerms:
+    index_bits = _ceil_log2(int(np.prod(src_shape)))
+    pointer_bits = _ceil_log2(core.synapse_memory_bits)
+    per = fan_in(proj, src_shape, "nonzero") * (stored_weight_bits(proj, core) + index_bits) + pointer_bits
+    return MemoryTerms(per, 0)
+
+
+def _bitmap(proj: Projection, src_shape: tuple, core: CoreSpec) -> MemoryTerms:
+    per = fan_in(proj, src_shape, "structural") + fan_in(proj, src_shape, "nonzero") * stored_weight_bits(proj, core)
+    return MemoryTerms(per, 0)
+
+
+def _conv(proj: Projection, src_shape: tuple, core: CoreSpec) -> MemoryTerms:
+    _, c_in_g, kh, kw = proj.weight.shape
+    taps = int(pow2ceil(kh * kw)) if core.memory_layout == "pow2" else kh * kw
+    n_target = int(np.prod(conv_output_shape(proj, src_shape)))
+    return MemoryTerms(np.zeros(n_target, np.int64), c_in_g * taps * stored_weight_bits(proj, core))
+
+
+#: storage format name -> StorageFormat; keys equal hwmodels.trace.STORAGE_FORMATS and PAID_COUNT
+FORMATS: dict[str, StorageFormat] = {
+    "dense": StorageFormat(PAID_COUNT["dense"], _dense),
+    "sparse": StorageFormat(PAID_COUNT["sparse"], _sparse),
+    "conv": StorageFormat(PAID_COUNT["conv"], _conv),
+    "bitmap": StorageFormat(PAID_COUNT["bitmap"], _bitmap),
+}
+
+
+def memory_terms(proj: Projection, src_shape: tuple[int, ...], core: CoreSpec) -> MemoryTerms:
+    """MemoryTerms of `proj` stored in its format on `core`. Raises ValueError for an unknown format."""
+    if proj.storage not in FORMATS:
+        raise ValueError(f"projection.storage: {proj.storage!r} is not one of {', '.join(FORMATS)}")
+    return FORMATS[proj.storage].memory(proj, src_shape, core)
+
+
+def channels_touched(start: int, ends: np.ndarray, per_channel_neurons: int) -> np.ndarray:
+    """Output channels with neurons in [start, end) for every end (C-order neurons, `per_channel_neurons` each)."""
+    return (np.asarray(ends) - 1) // per_channel_neurons - start // per_channel_neurons + 1
+
+
+def chunk_synapse_bits(csum: np.ndarray, per_channel: int, start: int, ends: np.ndarray, per_channel_neurons: int,
+                       layout: str) -> np.ndarray:
+    """Synapse memory bits of the chunks [start, end) for every end: sum of per-neuron bits (csum = cumulative
+    sum with a leading 0) + per_channel x channels held (rounded up to a power of two for layout "pow2")."""
+    chans = channels_touched(start, ends, per_channel_neurons)
+    if layout == "pow2":
+        chans = pow2ceil(chans)
+    return csum[ends] - csum[start] + per_channel * chans
+
+
+def state_bits_per_neuron(pop: Population, core: CoreSpec) -> int:
+    """State bits one neuron of `pop` takes on `core` (0 for input populations, which hold no state)."""
+    return 0 if pop.is_input else int(core.stored_state_bits or pop.state_bits)
+
+
+def chunk_state_bits(pop: Population, core: CoreSpec, start: int, ends: np.ndarray) -> np.ndarray:
+    """Neuron-state memory bits of the chunks [start, end) of `pop` for every end. Layout "pow2" with a (C, H, W)
+    population: channels held x 2^ceil(log2 H) x 2^ceil(log2 W) neurons' worth (sinabs neuron memory)."""
+    bits = state_bits_per_neuron(pop, core)
+    ends = np.asarray(ends, np.int64)
+    if core.memory_layout == "pow2" and len(pop.shape) == 3:
+        plane = int(pow2ceil(pop.shape[1]) * pow2ceil(pop.shape[2]))
+        return channels_touched(start, ends, pop.shape[1] * pop.shape[2]) * plane * bits
+    return (ends - start) * bits
+
+
+def low_rank_layers(name: str, source: Population, target: str, a: np.ndarray, b: np.ndarray, weight_bits: int = 8,
+                    storage: str = "dense", state_bits: int = 16) -> tuple[Population, list[Projection]]:
+    """A rank-r projection W ~ a @ b from `source` to population `target` as two synaptic stages.
+
+    a: (n_target, r), b: (r, source.size). Returns the relay Population f"{name}_relay" (shape (r,), kind
+    "relay", graded) and the projections f"{name}_b" (source -> relay, weight b) and f"{name}_a" (relay -> target,
+    weight a). Method: DSP low-rank factorisation (../shared/METHODS.md); on hardware two synop stages.
+    Raises ValueError when the factor shapes disagree.
+    """
+    a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0] or b.shape[1] != source.size:
+        raise ValueError(f"low_rank_layers: factors a {a.shape} and b {b.shape} must be (n_target, r) and "
+                         f"(r, {source.size})")
+    relay = Population(f"{name}_relay", (a.shape[1],), NeuronModel(kind="relay"), state_bits=state_bits, graded=True)
+    projs = [Projection(f"{name}_b", source.name, relay.name, "dense", b, weight_bits=weight_bits, storage=storage),
+             Projection(f"{name}_a", relay.name, target, "dense", a, weight_bits=weight_bits, storage=storage)]
+    return relay, projs
