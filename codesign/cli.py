@@ -40,9 +40,12 @@ def _fail(exc: BaseException, debug: bool) -> None:
 def _summary_table(df) -> Table:
     from codesign.report import display_table, _fmt
     shown = display_table(df)
+    if "series" in shown.columns:
+        shown = shown.drop(columns=["method"])
     table = Table(title="Design points (per inference)")
     for col in shown.columns:
-        table.add_column(col, justify="right")
+        table.add_column(col, justify="left" if col == "series" else "right",
+                         min_width=30 if col == "series" else None)
     for row in shown.astype(object).itertuples(index=False):
         table.add_row(*[_fmt(v) for v in row])
     return table

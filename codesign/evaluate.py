@@ -103,7 +103,7 @@ def hardware_row(cfg: RunConfig, graph: hwmodels.NetworkGraph, trace: hwmodels.E
     chip = hwmodels.load_preset(cfg.hardware.preset, cfg.hardware.overrides)
     row = {"preset": cfg.hardware.preset}
     try:
-        mapping = hwmodels.map_network(graph, chip, placement=cfg.hardware.placement)
+        mapping = hwmodels.map_network(graph, chip, placement=cfg.hardware.placement, traffic=trace)
     except hwmodels.MappingError as exc:
         return {**row, "fits": False, "error": str(exc), "energy_j": np.nan, "latency_s": np.nan}
     sim = hwmodels.simulate(graph, trace, chip, mapping=mapping, model=cfg.hardware.model)

@@ -9,27 +9,26 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 
-import torch
-
 from codesign.cache import StageCache
 from codesign.config import RunConfig
 from codesign.evaluate import evaluate_point, model_row, stage_keys
 from codesign.spec import ExecutionConfig
 from codesign.store import ResultStore
+from workloads.train import torch_threads
 
 
 def _prepare_model(cfg_json: dict, cache_dir: str, threads: int) -> str:
     """Worker task: make sure the trained, compressed and lowered stages of a point are cached."""
-    torch.set_num_threads(threads)
     cfg = RunConfig.model_validate(cfg_json)
-    model_row(cfg, StageCache(cache_dir))
+    with torch_threads(threads):
+        model_row(cfg, StageCache(cache_dir))
     return stage_keys(cfg).lowered
 
 
 def _evaluate(cfg_json: dict, cache_dir: str, threads: int) -> dict:
     """Worker task: one design point's results row."""
-    torch.set_num_threads(threads)
-    return evaluate_point(RunConfig.model_validate(cfg_json), cache_dir)
+    with torch_threads(threads):
+        return evaluate_point(RunConfig.model_validate(cfg_json), cache_dir)
 
 
 @contextlib.contextmanager
@@ -73,7 +72,8 @@ def run_points(points: list[RunConfig], store: ResultStore, cache_dir: str, exec
         return 0
     if execution.workers == 0 and not execution.scheduler:
         for cfg in todo:
-            row = evaluate_point(cfg, cache_dir, progress=progress)
+            with torch_threads(execution.torch_threads):
+                row = evaluate_point(cfg, cache_dir, progress=progress)
             store.append(row)
             if on_row:
                 on_row(cfg, row)
@@ -97,7 +97,7 @@ class _Labelled:
 
 def _run_dask(todo, store, cache_dir, execution, log, on_row) -> int:
     from dask.distributed import as_completed
-    threads = execution.torch_threads
+    threads = execution.torch_threads or 1
     with dask_client(execution) as client:
         for attr in ("dense", "lowered"):
             group = _unique_by(todo, attr)

@@ -38,7 +38,8 @@ class ExecutionConfig(_Section):
 
     workers: int = Field(0, ge=0, description="0: serial in-process; N: local dask cluster of N worker processes")
     scheduler: str | None = Field(None, description="address of a running dask scheduler, e.g. tcp://host:8786")
-    torch_threads: int = Field(1, ge=1, description="torch intra-op threads per worker process")
+    torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads: None = torch's default "
+                                      "when serial, 1 per dask worker process")
 
 
 class SearchConfig(_Section):

@@ -47,7 +47,7 @@ def test_end_to_end_run_on_digits(tmp_path):
 @pytest.mark.parametrize("args, expected", [
     (["--set", "train.epochz=1"], "config: unknown key 'train.epochz'; accepted keys here: epochs"),
     (["--set", "compression.ratios=[0.5,1.0]"], "config: compression.ratios: 1.0 is outside [0, 1)"),
-    (["--set", "hardware.preset=nochip"], "hardware.preset: 'nochip' is not one of loihi"),
+    (["--set", "hardware.preset=nochip"], "hardware.preset: 'nochip' is not one of generic-45nm, loihi"),
     (["--set", "data.dataset=cifar"], "data.dataset: 'cifar' is not one of mnist5k, digits"),
     (["--set", "compression.params.qq=1"], "compression.params: unknown key 'qq' for method 'sca'"),
     (["--set", "hardware.overrides={core.bogus: 1}"], "hardware: "),

@@ -1,0 +1,103 @@
+"""Sweeps and searches as users run them: kill and resume, a real dask cluster against a serial run, search fronts."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+import yaml
+
+from codesign.spec import load_spec
+from codesign.sweep import sweep
+
+BASE = {"data": {"dataset": "digits"}, "train": {"epochs": 2},
+        "compression": {"method": "sca", "ratios": [0.0, 0.5], "params": {"epochs": 1, "finetune_epochs": 0}},
+        "hardware": {"n_samples": 10}}
+
+
+def _spec(tmp_path, name, axes, **extra):
+    tree = {"base": BASE, "run_name": name, "output_dir": str(tmp_path / "reports"),
+            "cache_dir": str(tmp_path / extra.pop("cache", "cache")), "axes": axes, **extra}
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(tree))
+    return path
+
+
+def _rows(run_dir):
+    return [json.loads(x) for x in (run_dir / "results.jsonl").read_text().splitlines()]
+
+
+RESULT_COLUMNS = ["point_id", "accuracy", "params", "energy_j", "latency_s", "synops", "spikes", "cores_used"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill_after_rows", [0, 2])
+def test_sigkill_and_resume_lose_and_repeat_nothing(tmp_path, kill_after_rows):
+    axes = {"hardware.overrides.core.neurons_per_core": [256, 512, 1024]}
+    path = _spec(tmp_path, "k", axes)
+    cmd = [sys.executable, "-m", "codesign", "sweep", str(path)]
+    run_dir = tmp_path / "reports" / "k"
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    log = run_dir / "results.jsonl"
+    while time.time() < deadline:  # kill once `kill_after_rows` points are stored (0: while training)
+        n = len(log.read_text().splitlines()) if log.exists() else 0
+        if n >= kill_after_rows and (kill_after_rows or run_dir.exists()):
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = _rows(run_dir) if log.exists() else []
+    done = subprocess.run(cmd + ["--resume"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    after = _rows(run_dir)
+    assert len(after) == 6 and len({r["point_id"] for r in after}) == 6
+    assert after[:len(before)] == before  # finished points kept as they were, not re-run
+    assert pd.read_csv(run_dir / "results.csv")["point_id"].tolist() == [r["point_id"] for r in after]
+
+
+@pytest.mark.slow
+def test_local_dask_cluster_equals_serial_run(tmp_path):
+    axes = {"hardware.overrides.core.neurons_per_core": [256, 1024], "hardware.model": ["des", "analytic"]}
+    serial = sweep(load_spec(_spec(tmp_path, "serial", axes, cache="c1",
+                                   execution={"workers": 0, "torch_threads": 1})), log=lambda _: None)
+    dask = sweep(load_spec(_spec(tmp_path, "dask", axes, cache="c2", execution={"workers": 2})),
+                 log=lambda _: None)
+    a = serial.table.set_index("point_id").sort_index()
+    b = dask.table.set_index("point_id").sort_index()
+    assert len(a) == 8 and list(a.index) == list(b.index)
+    cols = [c for c in RESULT_COLUMNS if c != "point_id"]
+    pd.testing.assert_frame_equal(a[cols], b[cols])
+    # both caches hold exactly one trained model: the dask run never trained the same model twice
+    for c in ("c1", "c2"):
+        assert len(list((tmp_path / c / "dense").iterdir())) == 1
+
+
+@pytest.mark.slow
+def test_search_reports_a_front_and_resumes(tmp_path):
+    search_cfg = {"n_trials": 6, "sampler": "nsga2", "population_size": 4, "seed": 1,
+                  "space": {"compression.ratio": [0.0, 0.5],
+                            "hardware.overrides.core.neurons_per_core": [128, 256, 1024]}}
+    path = _spec(tmp_path, "s", {}, search=search_cfg)
+    cmd = [sys.executable, "-m", "codesign", "search", str(path)]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    run_dir = tmp_path / "reports" / "s"
+    rows = _rows(run_dir)
+    assert 1 <= len(rows) <= 6 and len({r["point_id"] for r in rows}) == len(rows)
+    front = pd.read_csv(run_dir / "pareto.csv")
+    assert len(front) >= 1 and set(front["point_id"]) <= {r["point_id"] for r in rows}
+    import optuna
+    study = optuna.load_study(study_name="codesign", storage=f"sqlite:///{run_dir / 'study.db'}")
+    assert len([t for t in study.trials if t.state.name == "COMPLETE"]) == 6
+    # resuming a finished search with more trials continues the same study and store
+    more = subprocess.run(cmd + ["--resume", "--set", "search.n_trials=8"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)
+    assert more.returncode == 0, more.stderr
+    study = optuna.load_study(study_name="codesign", storage=f"sqlite:///{run_dir / 'study.db'}")
+    assert len([t for t in study.trials if t.state.name == "COMPLETE"]) == 8
+    again = _rows(run_dir)
+    assert again[:len(rows)] == rows and len({r["point_id"] for r in again}) == len(again)
