@@ -1,7 +1,8 @@
-"""Per-hardware-timestep action counts (spikes, neuron updates, message flows, synaptic events) shared by the
-DES and the analytic model, and their conversion to per-action times on a given chip.
+"""Per-hardware-timestep action counts (spikes, neuron updates, message flows and their deliveries, synaptic
+events) shared by the DES and the analytic model, under a timestep semantics (SEMANTICS registry).
 
-Fan-out tables are built once per (graph, mapping) and reused for every batch of samples.
+Fan-out tables are built once per (graph, mapping) and reused for every batch of samples. With multicast, a
+spike is one message to the set of cores it has synapses on; without, one message per destination core.
 """
 from __future__ import annotations
 
@@ -13,24 +14,29 @@ import scipy.sparse as sp
 
 from hwmodels.connectivity import PAID_COUNT, core_fanout
 from hwmodels.mapping import Mapping
-from hwmodels.spec import ChipSpec
 from hwmodels.trace import STORAGE_FORMATS, EventTrace, NetworkGraph, Projection
 
 
 def pipelined(graph: NetworkGraph, n_timesteps: int) -> tuple[int, dict[str, np.ndarray]]:
-    """Layer-pipelined timesteps, as on Loihi: population at depth d emits its timestep-t spikes at hardware
-    step h = t + d; T + L hardware steps per inference (L = graph.n_layers). Returns (n_steps, {pop: h[t]})."""
+    """Layer-pipelined timesteps, as on Loihi (Davies et al. 2018): a population at depth d emits its
+    timestep-t spikes at hardware step h = t + d, so every layer adds one step of delay; T + L hardware steps
+    per inference (L = graph.n_layers). Returns (n_steps, {population: h[t]})."""
     return n_timesteps + graph.n_layers, {p: np.arange(n_timesteps) + graph.depth(p) for p in graph.populations}
 
 
+def layer_serial(graph: NetworkGraph, n_timesteps: int) -> tuple[int, dict[str, np.ndarray]]:
+    """Layer-serial timesteps: timestep t runs its layers one after another, one barrier-closed hardware step
+    per layer: population at depth d acts at h = t * L + d (L = max(n_layers, 1)). The output layer's update
+    of timestep t shares its step with the input's spikes of t + 1 (they do not depend on each other), so an
+    inference takes T * L + 1 steps (T steps when the graph has no projection)."""
+    n_l = max(graph.n_layers, 1)
+    steps = (n_timesteps - 1) * n_l + graph.n_layers + 1
+    return steps, {p: np.arange(n_timesteps) * n_l + graph.depth(p) for p in graph.populations}
+
+
 #: timestep semantics name -> fn(graph, T) -> (hardware steps, {population: hardware step of each timestep t})
-SEMANTICS: dict[str, Callable[[NetworkGraph, int], tuple[int, dict[str, np.ndarray]]]] = {"pipelined": pipelined}
-
-
-def _global_cols(f: sp.csr_matrix, cores: np.ndarray, n_cores: int) -> sp.csr_matrix:
-    """Re-index the columns of a core_fanout matrix from `cores` positions to global core ids."""
-    c = f.tocoo()
-    return sp.csr_matrix((c.data, (c.row, cores[c.col])), shape=(f.shape[0], n_cores), dtype=np.int64)
+SEMANTICS: dict[str, Callable[[NetworkGraph, int], tuple[int, dict[str, np.ndarray]]]] = {
+    "pipelined": pipelined, "layer_serial": layer_serial}
 
 
 def _proj_fanout(proj: Projection, src_shape: tuple, target_core: np.ndarray, n_cores: int, count: str):
@@ -42,7 +48,9 @@ def _proj_fanout(proj: Projection, src_shape: tuple, target_core: np.ndarray, n_
         rows = np.repeat(np.arange(n_src), len(cols))
         return sp.csr_matrix((np.tile(per_core[cols], n_src), (rows, np.tile(cols, n_src))),
                              shape=(n_src, n_cores), dtype=np.int64)
-    return _global_cols(*core_fanout(proj, src_shape, target_core, count), n_cores)
+    f, cores = core_fanout(proj, src_shape, target_core, count)
+    c = f.tocoo()
+    return sp.csr_matrix((c.data, (c.row, cores[c.col])), shape=(f.shape[0], n_cores), dtype=np.int64)
 
 
 @dataclass(frozen=True, eq=False)
@@ -54,6 +62,8 @@ class FanoutTables:
         sends a message to core k (it has >= 1 synapse there that the storage format stores, i.e. a paid count
         > 0, union over its out-projections); block 1 + j the synaptic events paid in format formats[j].
     structural / nonzero: {population: int64 (n_source,)} total fan-out per neuron, for reporting.
+    routes: None (unicast) or the multicast destination sets: route id -> sorted int64 destination cores, ids in
+        lexicographic order of the sets; dest_set: {population: int64 (n_source,)} route id per neuron (-1: none).
     """
 
     formats: tuple[str, ...]
@@ -61,10 +71,26 @@ class FanoutTables:
     stack: dict[str, sp.csr_matrix]
     structural: dict[str, np.ndarray]
     nonzero: dict[str, np.ndarray]
+    routes: tuple[np.ndarray, ...] | None = None
+    dest_set: dict[str, np.ndarray] | None = None
 
 
-def build_fanout(graph: NetworkGraph, mapping: Mapping) -> FanoutTables:
-    """Fan-out tables of `graph` on `mapping` (hwmodels.connectivity.core_fanout with the paid count)."""
+def _dest_sets(stack: dict[str, sp.csr_matrix], n: int) -> tuple[tuple[np.ndarray, ...], dict[str, np.ndarray]]:
+    """Multicast destination sets: the distinct rows of every block-0 pattern, numbered in sorted order."""
+    rows = {}
+    for name, st in stack.items():
+        msg = st[:, :n].tocsr()
+        msg.sort_indices()
+        rows[name] = [tuple(msg.indices[msg.indptr[i]:msg.indptr[i + 1]].tolist()) for i in range(msg.shape[0])]
+    sets = sorted({r for per in rows.values() for r in per if r})
+    ids = {s: i for i, s in enumerate(sets)}
+    dest = {name: np.array([ids.get(r, -1) for r in per], np.int64) for name, per in rows.items()}
+    return tuple(np.array(s, np.int64) for s in sets), dest
+
+
+def build_fanout(graph: NetworkGraph, mapping: Mapping, multicast: bool = False) -> FanoutTables:
+    """Fan-out tables of `graph` on `mapping` (hwmodels.connectivity.core_fanout with the paid count);
+    `multicast` adds the destination sets (FanoutTables.routes)."""
     formats = tuple(f for f in STORAGE_FORMATS if any(p.storage == f for p in graph.projections))
     n = mapping.cores_used
     stack, structural, nonzero = {}, {}, {}
@@ -83,7 +109,8 @@ def build_fanout(graph: NetworkGraph, mapping: Mapping) -> FanoutTables:
         total = sum(paid.values())
         msgs = sp.csr_matrix((total > 0).astype(np.int64))
         stack[name] = sp.hstack([msgs] + [paid[f] for f in formats], format="csr", dtype=np.int64)
-    return FanoutTables(formats, n, stack, structural, nonzero)
+    routes, dest = _dest_sets(stack, n) if multicast else (None, None)
+    return FanoutTables(formats, n, stack, structural, nonzero, routes, dest)
 
 
 @dataclass(frozen=True, eq=False)
@@ -94,9 +121,13 @@ class Actions:
         each hardware step; neuron updates of neurons that spiked / did not spike in that step. Every non-input
         neuron is updated once in every hardware step in which its population is active (its timestep t maps
         to that step); input neurons are never updated.
-    flow_*: one entry per flow = all messages from one source core to one destination core in one step, sorted
-        by (sample, step, src, dst). flow_messages: int64 (n_flows,); flow_events: int64 (n_flows, n_formats)
-        synaptic events paid per storage format in `formats`.
+    flow_*: one entry per flow = the messages one source core sends along one route in one step, sorted by
+        (sample, step, src, route). Unicast: route = destination core; multicast: route = id into `routes`.
+        flow_messages: int64 messages (one per spike with synapses on the route's cores).
+    deliv_*: one entry per (flow, destination core), sorted by (flow, dst): deliv_flow (flow index), deliv_dst,
+        deliv_messages (messages that core receives), deliv_events int64 (n_deliv, n_formats) synaptic events
+        paid per storage format in `formats`. Unicast: exactly one delivery per flow.
+    routes: None (unicast) or the multicast destination sets (FanoutTables.routes).
     synops_structural / synops_nonzero: int64 (n_samples,) totals of the two reporting counts.
     """
 
@@ -110,11 +141,20 @@ class Actions:
     flow_sample: np.ndarray
     flow_step: np.ndarray
     flow_src: np.ndarray
-    flow_dst: np.ndarray
+    flow_route: np.ndarray
     flow_messages: np.ndarray
-    flow_events: np.ndarray
+    deliv_flow: np.ndarray
+    deliv_dst: np.ndarray
+    deliv_messages: np.ndarray
+    deliv_events: np.ndarray
+    routes: tuple[np.ndarray, ...] | None
     synops_structural: np.ndarray
     synops_nonzero: np.ndarray
+
+    def route_cores(self, flow: int) -> tuple[int, ...]:
+        """Destination cores of flow `flow`'s route."""
+        r = int(self.flow_route[flow])
+        return (r,) if self.routes is None else tuple(int(c) for c in self.routes[r])
 
 
 def _gather(trace: EventTrace, samples: range, pop_i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -122,41 +162,42 @@ def _gather(trace: EventTrace, samples: range, pop_i: int) -> tuple[np.ndarray, 
     n_t, n_p = trace.n_timesteps, len(trace.populations)
     s, t = np.meshgrid(np.arange(samples.start, samples.stop), np.arange(n_t), indexing="ij")
     rows = ((s * n_t + t) * n_p + pop_i).ravel()
-    lo, hi = trace.offsets[rows], trace.offsets[rows + 1]
+    lo, hi = np.asarray(trace.offsets[rows]), np.asarray(trace.offsets[rows + 1])
     lengths = hi - lo
     pos = np.repeat(lo - np.cumsum(lengths) + lengths, lengths) + np.arange(int(lengths.sum()))
-    return (trace.indices[pos].astype(np.int64), np.repeat((s - samples.start).ravel(), lengths),
+    return (np.asarray(trace.indices[pos], np.int64), np.repeat((s - samples.start).ravel(), lengths),
             np.repeat(t.ravel(), lengths))
 
 
-def _flows(g: sp.csr_matrix, n_cores: int, n_formats: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Split the (group row, block * n_cores + dst) count matrix into sorted flow keys, messages and events."""
-    c = g.tocoo()
-    block, dst = c.col // n_cores, c.col % n_cores
-    keys = c.row.astype(np.int64) * n_cores + dst
+def _split(m: sp.csr_matrix, n: int, nf: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(group row, dst, messages, events (., nf)) of the non-zero (group, dst) message entries of block 0,
+    sorted by (row, dst)."""
+    c = m.tocoo()
+    block, dst = c.col // n, c.col % n
+    keys = c.row.astype(np.int64) * n + dst
     is_msg = block == 0
     order = np.argsort(keys[is_msg], kind="stable")
-    flow_keys, messages = keys[is_msg][order], c.data[is_msg][order].astype(np.int64)
-    events = np.zeros((len(flow_keys), n_formats), np.int64)
-    for j in range(n_formats):
+    k, msgs = keys[is_msg][order], c.data[is_msg][order].astype(np.int64)
+    events = np.zeros((len(k), nf), np.int64)
+    for j in range(nf):
         sel = block == j + 1
-        events[np.searchsorted(flow_keys, keys[sel]), j] = c.data[sel]
-    return flow_keys, messages, events
+        events[np.searchsorted(k, keys[sel]), j] = c.data[sel]
+    return k // n, k % n, msgs, events
 
 
 def count_actions(graph: NetworkGraph, trace: EventTrace, mapping: Mapping, tables: FanoutTables,
                   samples: range, semantics: str = "pipelined") -> Actions:
-    """Action counts of `samples` of `trace` (see Actions), under timestep `semantics` (SEMANTICS key).
+    """Action counts of `samples` of `trace` (see Actions), under timestep `semantics` (SEMANTICS key);
+    multicast when `tables` holds destination sets.
 
     Raises ValueError when a graph population is missing from the trace or a spike index is out of range.
     """
     n_steps, step_of = SEMANTICS[semantics](graph, trace.n_timesteps)
     nb, n, nf = len(samples), tables.n_cores, len(tables.formats)
     n_rows = nb * n_steps * n
-    g = sp.csr_matrix((n_rows, n * (1 + nf)), dtype=np.int64)
-    spikes = np.zeros(n_rows, np.int64)
+    spikes, updated = np.zeros(n_rows, np.int64), np.zeros((n_steps, n), bool)
     struct, nonzero = np.zeros(nb), np.zeros(nb)
-    updated = np.zeros((n_steps, n), bool)
+    sending = []
     for name, pop in graph.populations.items():
         if name not in trace.populations:
             raise ValueError(f"trace.populations: graph population {name!r} is missing; trace has "
@@ -169,54 +210,41 @@ def count_actions(graph: NetworkGraph, trace: EventTrace, mapping: Mapping, tabl
         if not pop.is_input:
             updated[np.ix_(step_of[name], np.unique(mapping.core_of_neuron[name]))] = True
         if name in tables.stack:
-            a = sp.csr_matrix((np.ones(len(idx), np.int64), (row, idx)), shape=(n_rows, pop.size))
-            g = g + a @ tables.stack[name]
+            sending.append((name, idx, row))
             struct += np.bincount(s, weights=tables.structural[name][idx], minlength=nb)
             nonzero += np.bincount(s, weights=tables.nonzero[name][idx], minlength=nb)
+    flows, deliv = (_multicast if tables.routes is not None else _unicast)(sending, tables, n_rows)
     spikes = spikes.reshape(nb, n_steps, n)
-    active = spikes * updated
-    inactive = (mapping.core_neurons[None, None, :] - spikes) * updated
-    keys, messages, events = _flows(g, n, nf)
-    row, dst = keys // n, keys % n
-    return Actions(tables.formats, nb, n_steps, n, spikes, active, inactive, row // (n_steps * n),
-                   (row // n) % n_steps, row % n, dst, messages, events, np.rint(struct).astype(np.int64),
-                   np.rint(nonzero).astype(np.int64))
+    row = flows[0]
+    return Actions(tables.formats, nb, n_steps, n, spikes, spikes * updated,
+                   (mapping.core_neurons[None, None, :] - spikes) * updated, row // (n_steps * n),
+                   (row // n) % n_steps, row % n, flows[1], flows[2], *deliv, tables.routes,
+                   np.rint(struct).astype(np.int64), np.rint(nonzero).astype(np.int64))
 
 
-@dataclass(frozen=True, eq=False)
-class ActionTimes:
-    """Durations (s) of the actions on a chip, the same for the DES and the analytic model.
-
-    update_s: (n_samples, n_steps, n_cores) serial neuron-update time (active x t_active + inactive x t_inactive).
-    flow_send_s: (n_flows,) messages x message_out latency (the source injects them one after another).
-    flow_head_s: (n_flows,) contention-free head delay: XY hops x hop latency + one link time.
-    flow_hold_s: (n_flows,) messages x link time, how long the flow holds each link it crosses.
-    flow_work_s: (n_flows,) destination work: messages x message_in latency + sum_f events_f x synop latency_f.
-    link_time_s: one message on one link; barrier_s: end-of-step barrier for the tiles in use.
-    """
-
-    update_s: np.ndarray
-    flow_send_s: np.ndarray
-    flow_head_s: np.ndarray
-    flow_hold_s: np.ndarray
-    flow_work_s: np.ndarray
-    link_time_s: float
-    barrier_s: float
+def _unicast(sending: list, tables: FanoutTables, n_rows: int) -> tuple[tuple, tuple]:
+    """Flows = (row, destination core) pairs; one delivery per flow."""
+    n, nf = tables.n_cores, len(tables.formats)
+    g = sp.csr_matrix((n_rows, n * (1 + nf)), dtype=np.int64)
+    for name, idx, row in sending:
+        a = sp.csr_matrix((np.ones(len(idx), np.int64), (row, idx)), shape=(n_rows, len(tables.structural[name])))
+        g = g + a @ tables.stack[name]
+    row, dst, msgs, events = _split(g, n, nf)
+    return (row, dst, msgs), (np.arange(len(row)), dst, msgs, events)
 
 
-def action_times(actions: Actions, chip: ChipSpec, mapping: Mapping) -> ActionTimes:
-    """Convert the counts of `actions` into durations on `chip` (see ActionTimes)."""
-    core, router = chip.core, chip.router
-    ew, ns = mapping.hops()
-    src, dst = actions.flow_src, actions.flow_dst
-    synop_s = np.array([core.synop_latency_s.of(f) for f in actions.formats])
-    msgs = actions.flow_messages.astype(float)
-    return ActionTimes(
-        update_s=actions.active * core.neuron_active_latency_s + actions.inactive * core.neuron_inactive_latency_s,
-        flow_send_s=msgs * core.message_out_latency_s,
-        flow_head_s=ew[src, dst] * router.hop_latency_ew_s + ns[src, dst] * router.hop_latency_ns_s
-        + router.link_time_s,
-        flow_hold_s=msgs * router.link_time_s,
-        flow_work_s=msgs * core.message_in_latency_s + actions.flow_events @ synop_s,
-        link_time_s=router.link_time_s,
-        barrier_s=chip.barrier_latency_s(mapping.tiles_used))
+def _multicast(sending: list, tables: FanoutTables, n_rows: int) -> tuple[tuple, tuple]:
+    """Flows = (row, destination set) groups of spikes; deliveries = their (flow, destination core) pairs."""
+    n, nf, n_routes = tables.n_cores, len(tables.formats), max(len(tables.routes), 1)
+    keys = [row * n_routes + tables.dest_set[name][idx] for name, idx, row in sending]
+    keep = [tables.dest_set[name][idx] >= 0 for name, idx, _ in sending]
+    all_keys = np.concatenate([k[m] for k, m in zip(keys, keep)]) if keys else np.zeros(0, np.int64)
+    groups, counts = np.unique(all_keys, return_counts=True)
+    g = sp.csr_matrix((len(groups), n * (1 + nf)), dtype=np.int64)
+    for (name, idx, _), k, m in zip(sending, keys, keep):
+        gi = np.searchsorted(groups, k[m])
+        size = len(tables.structural[name])
+        a = sp.csr_matrix((np.ones(len(gi), np.int64), (gi, idx[m])), shape=(len(groups), size))
+        g = g + a @ tables.stack[name]
+    flow, dst, msgs, events = _split(g, n, nf)
+    return (groups // n_routes, groups % n_routes, counts.astype(np.int64)), (flow, dst, msgs, events)

@@ -1,71 +1,46 @@
-"""Analytic latency model: the DES's schedule computed in closed form, without link contention.
+"""Analytic latency model: the per-core pipeline of hwmodels.pipeline with a network that never waits.
 
-Per hardware step and core: the core updates its neurons, then sends its flows one after another (in
-destination order, as the DES does); a flow's head reaches its destination `flow_head_s` after its send
-finishes (XY hop latencies + one link time, never waiting for a link); the destination's synapse unit serves
-its incoming flows one at a time in arrival order (work-conserving, as simpy's FIFO Resource in the DES). The
-step ends when the last core is idle, then the barrier is added.
-
-Because only link waits are left out, the analytic latency equals the DES latency whenever no flow waits for a
-link (in particular when no two flows of a step share a link), and is never larger: delaying arrivals cannot
-make a work-conserving single server finish earlier.
+Every flow's head reaches a destination router after the hop latencies of its XY route (no channel is ever
+busy), then one link time to eject. Everything else (soma, messages out, message in, the FIFO synapse unit per
+core, the barrier) is the code the DES uses too, so the analytic latency equals the DES latency whenever no flow
+waits for a channel (in particular when no two flows of a step share a link), and is never larger: waits only
+delay head arrivals, and the makespan of a work-conserving FIFO server never decreases when arrivals move later.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from hwmodels.actions import Actions, ActionTimes
+from hwmodels import pipeline
+from hwmodels.actions import Actions
+from hwmodels.network import Network, RouteUse
+from hwmodels.pipeline import ActionTimes
 
 
-def _group_starts(keys: np.ndarray) -> np.ndarray:
-    """Boolean mask marking the first element of every run of equal values in sorted `keys`."""
-    first = np.ones(len(keys), bool)
-    first[1:] = keys[1:] != keys[:-1]
-    return first
+@dataclass(frozen=True, eq=False)
+class Timing:
+    """What a latency model returns for a batch: step_s (n_samples, n_steps) step latencies with the barrier,
+    s; link_ids int64 (n_links,) and link_held_s (n_links,): time each directed link was held by flows
+    (grant of a flow's head to release after its tail), summed over the batch, s; core_done_s (n_samples,
+    n_steps, n_cores): when each core's units are all idle, from the step start, s."""
+
+    step_s: np.ndarray
+    link_ids: np.ndarray
+    link_held_s: np.ndarray
+    core_done_s: np.ndarray
 
 
-def send_finish(actions: Actions, times: ActionTimes) -> np.ndarray:
-    """Time (s, from the step start) at which each flow's last message has left its source core, (n_flows,).
-
-    A source core first updates its neurons (update_s), then injects its flows in (src, dst) order.
-    """
-    a = actions
-    src_key = (a.flow_sample * a.n_steps + a.flow_step) * a.n_cores + a.flow_src
-    csum = np.cumsum(times.flow_send_s)
-    start = np.maximum.accumulate(np.where(_group_starts(src_key), np.arange(len(csum)), 0))
-    sent_in_group = csum - (csum[start] - times.flow_send_s[start])
-    return times.update_s[a.flow_sample, a.flow_step, a.flow_src] + sent_in_group
+def head_arrival(actions: Actions, times: ActionTimes, net: Network) -> np.ndarray:
+    """Contention-free time each delivery's first message enters its destination core, (n_deliv,): head ready
+    at the source router + XY route latency to the destination router + one link time to eject."""
+    f = actions.deliv_flow
+    return times.flow_ready_s[f] + net.path_s[actions.flow_src[f], actions.deliv_dst] + times.link_s
 
 
-def destination_finish(actions: Actions, arrival: np.ndarray, work: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Finish time of every destination's synapse unit, serving its flows in arrival order.
-
-    Returns (group keys (sample * n_steps + step) * n_cores + dst, finish time s) for each destination that
-    receives at least one flow. Makespan of a work-conserving single server: max_j (a_j + sum_{i >= j} w_i)
-    over flows sorted by arrival a.
-    """
-    a = actions
-    key = (a.flow_sample * a.n_steps + a.flow_step) * a.n_cores + a.flow_dst
-    order = np.lexsort((arrival, key))
-    key, arr, w = key[order], arrival[order], work[order]
-    first = _group_starts(key)
-    starts = np.flatnonzero(first)
-    gid = np.cumsum(first) - 1
-    csum = np.cumsum(w)
-    last = np.append(starts[1:], len(w)) - 1
-    suffix = csum[last][gid] - (csum - w)  # work of this flow and of every later flow at the same unit
-    finish = np.maximum.reduceat(arr + suffix, starts) if len(w) else arr
-    return key[starts], finish
-
-
-def step_latencies(actions: Actions, times: ActionTimes) -> np.ndarray:
-    """Latency (s) of every hardware step of every sample, (n_samples, n_steps), barrier included."""
-    a = actions
-    sent = send_finish(a, times)
-    own = times.update_s.copy().reshape(-1)
-    np.add.at(own, (a.flow_sample * a.n_steps + a.flow_step) * a.n_cores + a.flow_src, times.flow_send_s)
-    busy = own.reshape(a.n_samples, a.n_steps, a.n_cores).max(axis=2, initial=0.0)
-    keys, finish = destination_finish(a, sent + times.flow_head_s, times.flow_work_s)
-    step_max = busy.reshape(-1)
-    np.maximum.at(step_max, keys // a.n_cores, finish)
-    return step_max.reshape(a.n_samples, a.n_steps) + times.barrier_s
+def timing(actions: Actions, times: ActionTimes, net: Network, use: RouteUse,
+           buffer_depth: int | None = None) -> Timing:
+    """Step latencies and uncontended link hold times of a batch (buffer_depth has no effect without waits)."""
+    done = pipeline.core_done_s(actions, times, head_arrival(actions, times, net))
+    ids, _, held = use.link_totals(times.link_s, times.out_s)
+    return Timing(pipeline.step_latencies(done, times.barrier_s), ids, held, done)

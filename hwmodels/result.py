@@ -25,8 +25,14 @@ class SimResult:
         energy_j and one energy_<component>_j column per component.
     cores: DataFrame indexed by core: population, tile_x, tile_y, neurons, synapse_bits, spikes, synops,
         messages_out, messages_in, busy_s (serial work: updates + sends + incoming flows), utilization
-        (busy_s / latency_s), energy_j.
-    model / chip / placement / semantics: names of what produced the result.
+        (busy_s / latency_s), energy_j. busy_s per step is the longer of the core's send side (soma + messages
+        out) and its synapse unit's work, which run in parallel (hwmodels.pipeline.core_busy_s).
+    links: DataFrame indexed by directed link '(x,y)->(x2,y2)': src_x, src_y, dst_x, dst_y, messages (crossing
+        it), busy_s (messages x link time), held_s (time flows owned the channel, waits behind full buffers
+        included; the DES's, or the contention-free value for the analytic model), utilization (busy_s /
+        latency_s). Empty when no message leaves its tile.
+    model / chip / placement / semantics: names of what produced the result; multicast: whether spikes were
+        sent as one multicast message per spike.
     """
 
     energy_j: float
@@ -46,10 +52,12 @@ class SimResult:
     hardware_steps: int
     populations: pd.DataFrame = field(repr=False)
     cores: pd.DataFrame = field(repr=False)
+    links: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
     model: str = "des"
     chip: str = ""
     placement: str = ""
     semantics: str = "pipelined"
+    multicast: bool = False
 
     def as_row(self) -> dict:
         """The scalar fields as one flat dict for a results table (breakdown as energy_<component>_j)."""

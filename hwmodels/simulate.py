@@ -1,21 +1,24 @@
-"""Entry point: simulate a NetworkGraph + EventTrace on a chip (map, count actions, cost energy, time with the
-DES or the analytic model) and return a SimResult. Energy is computed once from the action counts, identically
-for both latency models; only static energy (power x latency) depends on the model's latency.
+"""Entry point: simulate a NetworkGraph + EventTrace on a chip (map, count actions batch by batch, cost energy,
+time with the DES or the analytic model) and return a SimResult. Energy is computed once from the action counts,
+identically for both latency models; only static energy (power x latency) depends on the model's latency.
 """
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
-from hwmodels import analytic, des
-from hwmodels.actions import SEMANTICS, Actions, ActionTimes, action_times, build_fanout, count_actions
+from hwmodels import analytic, des, pipeline
+from hwmodels.actions import SEMANTICS, Actions, build_fanout, count_actions
+from hwmodels.analytic import Timing
 from hwmodels.mapping import Mapping, map_network
+from hwmodels.network import Network, RouteUse, route_use
+from hwmodels.pipeline import ActionTimes, action_times
 from hwmodels.result import ENERGY_COMPONENTS, SimResult
 from hwmodels.spec import ChipSpec
 from hwmodels.trace import EventTrace, NetworkGraph
 
-#: latency model name -> fn(actions, times, mapping, chip) -> (n_samples, n_steps) step latencies in s
-MODELS = {"des": des.step_latencies,
-          "analytic": lambda actions, times, mapping, chip: analytic.step_latencies(actions, times)}
+#: latency model name -> fn(actions, times, network, route use, buffer depth) -> Timing
+MODELS = {"des": des.timing, "analytic": analytic.timing}
 
 
 def _per_core(index: np.ndarray, weights: np.ndarray, n_cores: int) -> np.ndarray:
@@ -24,39 +27,43 @@ def _per_core(index: np.ndarray, weights: np.ndarray, n_cores: int) -> np.ndarra
 
 
 class _Totals:
-    """Sums over samples of the per-core counts, energies (J) and work (s) of one simulation."""
+    """Sums over samples of the per-core counts, energies (J) and work (s), and per-link loads."""
 
     def __init__(self, n_cores: int, n_steps: int):
         self.core = {k: np.zeros(n_cores) for k in ("synapse_j", "neuron_j", "network_j", "busy_s", "synops",
                                                      "spikes", "messages_out", "messages_in")}
-        self.latency: list[float] = []
+        self.latency_sum, self.samples = 0.0, 0
         self.step_latency = np.zeros(n_steps)
         self.synops_structural = self.synops_nonzero = self.hops = 0.0
+        self.links: dict[str, dict[int, float]] = {"messages": {}, "held_s": {}}
 
-    def add(self, a: Actions, t: ActionTimes, chip: ChipSpec, mapping: Mapping, latency: np.ndarray) -> None:
-        """Accumulate one batch: its actions `a`, their durations `t` and step latencies (n_samples, n_steps)."""
-        c, r, n, k = chip.core, chip.router, a.n_cores, self.core
-        ew, ns = (h[a.flow_src, a.flow_dst] for h in mapping.hops())
-        msgs = a.flow_messages.astype(float)
-        synop_j = np.array([c.synop_energy_j.of(f) for f in a.formats])
-        src, dst = a.flow_src, a.flow_dst
-        k["synapse_j"] += _per_core(dst, a.flow_events @ synop_j, n)
+    def add(self, a: Actions, t: ActionTimes, chip: ChipSpec, use: RouteUse, timing: Timing) -> None:
+        """Accumulate one batch: its actions `a`, their durations `t`, routes `use` and the model's `timing`."""
+        c, n, k = chip.core, a.n_cores, self.core
+        msgs, dmsgs = a.flow_messages.astype(float), a.deliv_messages.astype(float)
+        synop_j = np.array([c.synop_energy_j.of(f) for f in a.formats]) + pipeline.dendrite_costs(chip)[1]
+        src, dst = a.flow_src, a.deliv_dst
+        k["synapse_j"] += _per_core(dst, a.deliv_events @ synop_j, n)
         k["neuron_j"] += (a.active.sum(axis=(0, 1)) * c.neuron_active_energy_j
                           + a.inactive.sum(axis=(0, 1)) * c.neuron_inactive_energy_j)
-        k["network_j"] += (_per_core(src, msgs * (c.message_out_energy_j + ew * r.hop_energy_ew_j
-                                                  + ns * r.hop_energy_ns_j), n)
-                           + _per_core(dst, msgs * c.message_in_energy_j, n))
-        k["busy_s"] += (t.update_s.sum(axis=(0, 1)) + _per_core(src, t.flow_send_s, n)
-                        + _per_core(dst, t.flow_work_s, n))
-        k["synops"] += _per_core(dst, a.flow_events.sum(axis=1).astype(float), n)
+        k["network_j"] += (_per_core(src, msgs * (c.message_out_energy_j + use.hop_j), n)
+                           + _per_core(dst, dmsgs * c.message_in_energy_j, n))
+        k["busy_s"] += pipeline.core_busy_s(a, t)
+        k["synops"] += _per_core(dst, a.deliv_events.sum(axis=1).astype(float), n)
         k["spikes"] += a.spikes.sum(axis=(0, 1))
         k["messages_out"] += _per_core(src, msgs, n)
-        k["messages_in"] += _per_core(dst, msgs, n)
-        self.hops += float(msgs @ (ew + ns))
+        k["messages_in"] += _per_core(dst, dmsgs, n)
+        self.hops += float(msgs @ use.hops)
         self.synops_structural += float(a.synops_structural.sum())
         self.synops_nonzero += float(a.synops_nonzero.sum())
-        self.latency.extend(latency.sum(axis=1).tolist())
-        self.step_latency += latency.sum(axis=0)
+        self.latency_sum += float(timing.step_s.sum())
+        self.samples += timing.step_s.shape[0]
+        self.step_latency += timing.step_s.sum(axis=0)
+        ids, link_msgs, _ = use.link_totals(t.link_s, t.out_s)
+        for name, vals in (("messages", link_msgs), ("held_s", timing.link_held_s)):
+            acc = self.links[name]
+            for i, v in zip(ids.tolist(), vals.tolist()):
+                acc[i] = acc.get(i, 0.0) + v
 
 
 def _tables(tot: _Totals, mapping: Mapping, chip: ChipSpec, n: int, latency_s: float) -> tuple:
@@ -76,6 +83,31 @@ def _tables(tot: _Totals, mapping: Mapping, chip: ChipSpec, n: int, latency_s: f
     return cores, pops
 
 
+def _links_table(tot: _Totals, net: Network, link_s: float, n: int, latency_s: float) -> pd.DataFrame:
+    """One row per directed link used: link name, end tiles, messages, busy_s (messages x link time), held_s
+    (time owned by flows, waits behind full buffers included) and utilization (busy_s / latency), per inference."""
+    ids = sorted(tot.links["messages"])
+    ends = [net.link_of(i) for i in ids]
+    msgs = np.array([tot.links["messages"][i] for i in ids], float) / n
+    held = np.array([tot.links["held_s"].get(i, 0.0) for i in ids], float) / n
+    df = pd.DataFrame({"link": [net.link_name(i) for i in ids], "src_x": [e[0] for e in ends],
+                       "src_y": [e[1] for e in ends], "dst_x": [e[0] + e[2] for e in ends],
+                       "dst_y": [e[1] + e[3] for e in ends], "messages": msgs, "busy_s": msgs * link_s,
+                       "held_s": held})
+    df["utilization"] = df["busy_s"] / latency_s if latency_s > 0 else 0.0
+    return df.set_index("link")
+
+
+def _check_args(model: str, semantics: str, batch_samples: int) -> None:
+    """Raise ValueError for an unknown model/semantics or a bad batch size."""
+    if model not in MODELS:
+        raise ValueError(f"model: {model!r} is not one of {', '.join(MODELS)}")
+    if semantics not in SEMANTICS:
+        raise ValueError(f"semantics: {semantics!r} is not one of {', '.join(SEMANTICS)}")
+    if batch_samples < 1:
+        raise ValueError(f"batch_samples: {batch_samples} must be >= 1")
+
+
 def _check_mapping(graph: NetworkGraph, mapping: Mapping) -> None:
     """Raise ValueError when `mapping` does not cover exactly the populations (and sizes) of `graph`."""
     for name, pop in graph.populations.items():
@@ -85,35 +117,36 @@ def _check_mapping(graph: NetworkGraph, mapping: Mapping) -> None:
 
 
 def simulate(graph: NetworkGraph, trace: EventTrace, chip: ChipSpec, mapping: Mapping | None = None,
-             model: str = "des", semantics: str = "pipelined", batch_samples: int = 32) -> SimResult:
+             model: str = "des", semantics: str = "pipelined", batch_samples: int = 32,
+             multicast: bool = False) -> SimResult:
     """Simulate `trace` of `graph` on `chip`; returns a SimResult of per-inference means over the samples.
 
-    mapping: from `map_network(graph, chip)` when None. model: "des" (simpy, link and synapse-unit contention)
-    or "analytic" (no link contention). semantics: timestep semantics (hwmodels.actions.SEMANTICS).
-    batch_samples: samples counted at once (bounds memory). Energy (J): synapse = events x synop energy of their
-    storage format; neuron = active/inactive updates x their energies; network = messages x (message_out +
-    message_in) + messages x (E-W hops x E_ew + N-S hops x E_ns); static = static_power_w x cores_used x latency.
-    Raises ValueError for an unknown model/semantics, a mapping or trace that does not match the graph, and
-    MappingError when the network does not fit.
+    mapping: from `map_network(graph, chip)` when None. model: "des" (simpy, channel contention, finite buffers
+    router.buffer_depth) or "analytic" (no waits in the network); see hwmodels.pipeline for the core pipeline.
+    semantics: "pipelined" or "layer_serial" (hwmodels.actions.SEMANTICS). multicast: one message per spike,
+    copied at the forks of its XY tree, instead of one message per destination core. batch_samples: samples
+    counted at once; memory stays bounded by one batch (a memory-mapped trace, EventTrace.open, streams).
+    Energy (J): synapse = events x (synop energy of their format + dendrite energy); neuron = active/inactive
+    updates x their energies; network = messages out x message_out + message copies received x message_in +
+    message-hops x hop energy by direction (chip-to-chip links at their cost); static = static_power_w x
+    cores_used x latency. Raises ValueError for an unknown model/semantics, a mapping or trace that does not
+    match the graph, and MappingError when the network does not fit.
     """
-    if model not in MODELS:
-        raise ValueError(f"model: {model!r} is not one of {', '.join(MODELS)}")
-    if semantics not in SEMANTICS:
-        raise ValueError(f"semantics: {semantics!r} is not one of {', '.join(SEMANTICS)}")
-    if batch_samples < 1:
-        raise ValueError(f"batch_samples: {batch_samples} must be >= 1")
+    _check_args(model, semantics, batch_samples)
     mapping = map_network(graph, chip) if mapping is None else mapping
     _check_mapping(graph, mapping)
-    tables = build_fanout(graph, mapping)
+    tables = build_fanout(graph, mapping, multicast)
+    net = Network(mapping, chip)
     n_steps = SEMANTICS[semantics](graph, trace.n_timesteps)[0]
     tot = _Totals(mapping.cores_used, n_steps)
     for s0 in range(0, trace.n_samples, batch_samples):
         acts = count_actions(graph, trace, mapping, tables, range(s0, min(s0 + batch_samples, trace.n_samples)),
                              semantics)
         times = action_times(acts, chip, mapping)
-        tot.add(acts, times, chip, mapping, MODELS[model](acts, times, mapping, chip))
+        use = route_use(acts.flow_src, acts.flow_route, acts.flow_messages, acts.routes, net)
+        tot.add(acts, times, chip, use, MODELS[model](acts, times, net, use, chip.router.buffer_depth))
     n = max(trace.n_samples, 1)
-    latency_s = float(np.mean(tot.latency)) if tot.latency else 0.0
+    latency_s = tot.latency_sum / tot.samples if tot.samples else 0.0
     cores, pops = _tables(tot, mapping, chip, n, latency_s)
     breakdown = {c: float(cores[f"energy_{c}_j"].sum()) for c in ENERGY_COMPONENTS}
     return SimResult(
@@ -122,5 +155,6 @@ def simulate(graph: NetworkGraph, trace: EventTrace, chip: ChipSpec, mapping: Ma
         synops_structural=tot.synops_structural / n, synops_nonzero=tot.synops_nonzero / n,
         spikes=float(cores["spikes"].sum()), messages=float(cores["messages_out"].sum()), hops=tot.hops / n,
         cores_used=mapping.cores_used, tiles_used=mapping.tiles_used, n_samples=trace.n_samples,
-        timesteps=trace.n_timesteps, hardware_steps=n_steps, populations=pops, cores=cores, model=model,
-        chip=chip.name, placement=mapping.placement, semantics=semantics)
+        timesteps=trace.n_timesteps, hardware_steps=n_steps, populations=pops, cores=cores,
+        links=_links_table(tot, net, chip.router.link_time_s, n, latency_s), model=model, chip=chip.name,
+        placement=mapping.placement, semantics=semantics, multicast=multicast)

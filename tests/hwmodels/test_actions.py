@@ -47,13 +47,58 @@ def test_flows_match_brute_force(setup):
     acts = count_actions(g, tr, m, build_fanout(g, m), range(tr.n_samples))
     assert acts.formats == ("dense", "sparse", "conv") and acts.n_steps == 4 + 4
     brute = _brute_flows(g, m, tr, nets)
+    assert np.array_equal(acts.deliv_flow, np.arange(len(acts.flow_messages)))  # unicast: one delivery per flow
+    assert np.array_equal(acts.flow_route, acts.deliv_dst) and np.array_equal(acts.flow_messages, acts.deliv_messages)
     got = {}
     for k in range(len(acts.flow_messages)):
-        key = tuple(int(v[k]) for v in (acts.flow_sample, acts.flow_step, acts.flow_src, acts.flow_dst))
-        got[key] = (int(acts.flow_messages[k]), {f: int(e) for f, e in zip(acts.formats, acts.flow_events[k]) if e})
+        key = tuple(int(v[k]) for v in (acts.flow_sample, acts.flow_step, acts.flow_src, acts.deliv_dst))
+        got[key] = (int(acts.flow_messages[k]), {f: int(e) for f, e in zip(acts.formats, acts.deliv_events[k]) if e})
     assert got == {k: (v[0], dict(v[1])) for k, v in brute.items()}
-    order = np.lexsort((acts.flow_dst, acts.flow_src, acts.flow_step, acts.flow_sample))
+    order = np.lexsort((acts.flow_route, acts.flow_src, acts.flow_step, acts.flow_sample))
     assert np.array_equal(order, np.arange(len(order)))  # sorted by (sample, step, src, dst)
+
+
+def test_multicast_flows_group_spikes_by_destination_set(setup):
+    """One flow per (sample, step, source core, set of destination cores), one message per spike; its
+    deliveries carry the same per-core events as the unicast flows."""
+    g, m, tr, nets = setup
+    uni = count_actions(g, tr, m, build_fanout(g, m), range(tr.n_samples))
+    tables = build_fanout(g, m, multicast=True)
+    multi = count_actions(g, tr, m, tables, range(tr.n_samples))
+    assert [tuple(r) for r in tables.routes] == sorted(tuple(r) for r in tables.routes)
+    brute = defaultdict(int)
+    for s in range(tr.n_samples):
+        for t in range(tr.n_timesteps):
+            for name in g.populations:
+                if name not in tables.dest_set:
+                    continue
+                for i in tr.spikes(s, t, name).indices:
+                    cores = nets_dests(tables, name, i)
+                    if cores:
+                        brute[(s, t + g.depth(name), int(m.core_of_neuron[name][i]), cores)] += 1
+    got = {(int(multi.flow_sample[f]), int(multi.flow_step[f]), int(multi.flow_src[f]), multi.route_cores(f)):
+           int(multi.flow_messages[f]) for f in range(len(multi.flow_messages))}
+    assert got == dict(brute)
+    for f, dst, msgs in zip(multi.deliv_flow, multi.deliv_dst, multi.deliv_messages):
+        assert dst in multi.route_cores(f) and msgs == multi.flow_messages[f]
+    # synaptic events per (sample, step, src, dst) do not depend on multicast
+    for got_part, want_part in zip(_events_per_pair(multi), _events_per_pair(uni)):
+        assert np.array_equal(got_part, want_part)
+
+
+def _events_per_pair(acts):
+    """(sorted (sample, step, src, dst) keys, synaptic events of each)."""
+    f = acts.deliv_flow
+    k = ((acts.flow_sample[f] * acts.n_steps + acts.flow_step[f]) * acts.n_cores + acts.flow_src[f]) \
+        * acts.n_cores + acts.deliv_dst
+    keys, inv = np.unique(k, return_inverse=True)
+    return keys, np.bincount(inv, weights=acts.deliv_events.sum(axis=1))
+
+
+def nets_dests(tables, name, i):
+    """Destination cores of neuron i of `name` from the block-0 message pattern (independent of dest_set)."""
+    row = tables.stack[name][int(i), :tables.n_cores].toarray().ravel()
+    return tuple(int(c) for c in np.flatnonzero(row))
 
 
 def test_neuron_updates_and_spikes_per_core(setup):
@@ -78,7 +123,7 @@ def test_totals_match_connectivity_synaptic_events(setup):
     acts = count_actions(g, tr, m, build_fanout(g, m), range(tr.n_samples))
     for count, got in (("structural", acts.synops_structural), ("nonzero", acts.synops_nonzero)):
         assert got.sum() == sum(synaptic_events(g, tr, count).values())
-    per_format = dict(zip(acts.formats, acts.flow_events.sum(axis=0)))
+    per_format = dict(zip(acts.formats, acts.deliv_events.sum(axis=0)))
     for fmt in per_format:
         want = sum(synaptic_events(g, tr, PAID_COUNT[fmt])[p.name] for p in g.projections if p.storage == fmt)
         assert per_format[fmt] == want > 0

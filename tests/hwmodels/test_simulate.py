@@ -7,7 +7,9 @@ import pytest
 
 from hwmodels import MappingError, load_preset, map_network, simulate
 from hwmodels import analytic, des
-from hwmodels.actions import action_times, build_fanout, count_actions
+from hwmodels.actions import build_fanout, count_actions
+from hwmodels.network import Network, route_use
+from hwmodels.pipeline import action_times
 from hwmodels.trace import EventTrace, NetworkGraph, Population, Projection
 
 NS = 1e-9
@@ -70,7 +72,7 @@ def test_two_flows_sharing_a_link_wait_exactly_one_train(nets):
     barrier = (113 + (465 - 113) * 2 / 31) * NS
     step0 = 2.1 * NS + 2 * 4.1 * NS + 10 * NS + 2 * 3.5 * NS + barrier
     assert a.latency_per_step_s[0] == pytest.approx(step0, rel=1e-12)
-    # the second flow waits for the first one's 1-message train (10 ns) on the first link; it reaches the
+    # the second flow waits until the first one's message has crossed the first link (10 ns); it reaches the
     # second link exactly when the first flow releases it, so the extra delay is 10 ns in all
     assert d.latency_per_step_s[0] - a.latency_per_step_s[0] == pytest.approx(10 * NS, rel=1e-9)
     assert d.latency_per_step_s[1] == a.latency_per_step_s[1] == pytest.approx(2 * 5.3 * NS + barrier, rel=1e-12)
@@ -93,7 +95,10 @@ def _per_step(g, tr, chip):
     m = map_network(g, chip)
     acts = count_actions(g, tr, m, build_fanout(g, m), range(tr.n_samples))
     times = action_times(acts, chip, m)
-    return des.step_latencies(acts, times, m, chip), analytic.step_latencies(acts, times)
+    net = Network(m, chip)
+    use = route_use(acts.flow_src, acts.flow_route, acts.flow_messages, acts.routes, net)
+    depth = chip.router.buffer_depth
+    return des.timing(acts, times, net, use, depth).step_s, analytic.timing(acts, times, net, use, depth).step_s
 
 
 def test_des_equals_analytic_without_links(nets, rng):
@@ -154,7 +159,7 @@ def test_bad_arguments_raise(nets):
     g, tr, chip = _one_spike(nets)
     with pytest.raises(ValueError, match="model: 'spice' is not one of des, analytic"):
         simulate(g, tr, chip, model="spice")
-    with pytest.raises(ValueError, match="semantics: 'serial' is not one of pipelined"):
+    with pytest.raises(ValueError, match="semantics: 'serial' is not one of pipelined, layer_serial"):
         simulate(g, tr, chip, semantics="serial")
     other = NetworkGraph([Population("in", (10,), nets.INPUT), Population("if", (3,))],
                          [Projection("fc", "in", "if", "dense", np.ones((3, 10)))])
@@ -169,3 +174,80 @@ def test_hwmodels_imports_no_forbidden_package():
             "'torchvision'} & {m.split('.')[0] for m in sys.modules}; print(sorted(bad))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def _chain(nets, input_spike_t=None):
+    """in (2, input) -> h (2, IF) -> out (1, IF), all on one tile (one core each), T = 2."""
+    g = NetworkGraph([Population("in", (2,), nets.INPUT), Population("h", (2,)), Population("out", (1,))],
+                     [Projection("ih", "in", "h", "dense", np.ones((2, 2))),
+                      Projection("ho", "h", "out", "dense", np.ones((1, 2)))])
+    spikes = {"in": np.zeros((1, 2, 2)), "h": np.zeros((1, 2, 2)), "out": np.zeros((1, 2, 1))}
+    if input_spike_t is not None:
+        spikes["in"][0, input_spike_t, 0] = 1
+    chip = load_preset("loihi", {"cores_per_tile": 8, "core.neurons_per_core": 2})
+    return g, EventTrace.from_dense(spikes), chip
+
+
+def test_layer_serial_runs_layers_one_step_each_and_shares_output_with_next_input(nets):
+    """Inactive updates only (5.3 ns each): h = 2 neurons, out = 1. Pipelined h = t + d: steps
+    [in0, h0, h1 + out0, out1]; layer-serial h = 2 t + d: [in0, h0, out0 + in1, h1, out1]; barrier 113 ns."""
+    g, tr, chip = _chain(nets)
+    pipe, serial = simulate(g, tr, chip, semantics="pipelined"), simulate(g, tr, chip, semantics="layer_serial")
+    b = 113 * NS
+    assert pipe.latency_per_step_s == pytest.approx([b, 10.6 * NS + b, 10.6 * NS + b, 5.3 * NS + b], rel=1e-12)
+    assert serial.latency_per_step_s == pytest.approx(
+        [b, 10.6 * NS + b, 5.3 * NS + b, 10.6 * NS + b, 5.3 * NS + b], rel=1e-12)
+    assert (pipe.hardware_steps, serial.hardware_steps) == (4, 5)
+    assert serial.energy_j == pipe.energy_j  # same updates, only their steps differ (no static power)
+
+
+def test_layer_serial_sends_the_input_of_t1_in_step_two(nets):
+    g, tr, chip = _chain(nets, input_spike_t=1)
+    m = map_network(g, chip)
+    for semantics, step in (("pipelined", 1), ("layer_serial", 2)):
+        acts = count_actions(g, tr, m, build_fanout(g, m), range(1), semantics)
+        assert acts.spikes[0, :, 0].tolist() == [int(h == step) for h in range(acts.n_steps)]
+        assert acts.flow_step.tolist() == [step] and acts.deliv_events.sum() == 2
+
+
+@pytest.mark.parametrize("model", ["des", "analytic"])
+def test_links_table_of_one_spike_over_three_hops(nets, model):
+    """Links (0,0)->(1,0), (1,0)->(2,0) (E-W, 4.1 ns) and (2,0)->(2,1) (N-S, 6.5 ns) carry the one message; a
+    one-message flow holds each for max(hop, link time); nothing waits, so both models agree."""
+    g, tr, chip = _one_spike(nets)
+    r = simulate(g, tr, chip, model=model)
+    links = r.links
+    assert list(links.index) == ["(0,0)->(1,0)", "(1,0)->(2,0)", "(2,0)->(2,1)"]
+    assert links["messages"].tolist() == [1, 1, 1] and links["dst_y"].tolist() == [0, 0, 1]
+    assert links["busy_s"].tolist() == pytest.approx([1 / 3.44e9] * 3, rel=1e-12)
+    assert links["held_s"].tolist() == pytest.approx([4.1 * NS, 4.1 * NS, 6.5 * NS], rel=1e-12)
+    assert links["utilization"].tolist() == pytest.approx((links["busy_s"] / r.latency_s).tolist(), rel=1e-12)
+    assert r.multicast is False and r.hops == len(links)
+
+
+def test_multicast_keeps_synops_and_lowers_network_energy(nets, rng):
+    g = nets.mixed_graph(rng)
+    tr = nets.random_trace(g, rng, n_samples=3, n_timesteps=3, rate=0.3)
+    chip = load_preset("loihi", {"core.neurons_per_core": 16, "cores_per_tile": 1})
+    uni, multi = simulate(g, tr, chip), simulate(g, tr, chip, multicast=True)
+    assert multi.synops == uni.synops and multi.energy_breakdown_j["synapse"] == uni.energy_breakdown_j["synapse"]
+    assert multi.messages < uni.messages and multi.hops < uni.hops
+    assert multi.energy_breakdown_j["network"] < uni.energy_breakdown_j["network"]
+    assert multi.cores["messages_in"].sum() == uni.cores["messages_in"].sum() == uni.messages
+
+
+@pytest.mark.parametrize("model", ["des", "analytic"])
+def test_hop_across_a_chip_boundary_costs_the_chip_link(nets, model):
+    """Two 1 x 1-tile chips: input core on chip 0, target on chip 1; the one hop is a chip-to-chip link (10 pJ,
+    20 ns). Step 0 = message out 2.1 + link 20 + eject 1/3.44e9 + 2 synops (dense) x 3.5 ns + barrier(2 tiles)."""
+    chip = load_preset("loihi", {"mesh_width": 1, "mesh_height": 1, "cores_per_tile": 1, "n_chips": 2,
+                                 "core.neurons_per_core": 2, "router.chip_link_energy_j": 10e-12,
+                                 "router.chip_link_latency_s": 20e-9})
+    g = NetworkGraph([Population("in", (2,), nets.INPUT), Population("o", (2,))],
+                     [Projection("p", "in", "o", "dense", np.ones((2, 2)))])
+    tr = EventTrace.from_dense({"in": np.array([[[1.0, 0.0]]]), "o": np.zeros((1, 1, 2))})
+    r = simulate(g, tr, chip, model=model)
+    assert r.energy_breakdown_j["network"] == pytest.approx((1.7 + 10.0) * 1e-12, rel=1e-12)
+    barrier = (113 + (465 - 113) / 31) * NS
+    assert r.latency_per_step_s[0] == pytest.approx(2.1 * NS + 20 * NS + 1 / 3.44e9 + 7 * NS + barrier, rel=1e-12)
+    assert list(r.links.index) == ["(0,0)->(1,0)"] and r.links["held_s"].iloc[0] == pytest.approx(20 * NS)

@@ -1,0 +1,211 @@
+"""The network-on-chip of a mapping: XY dimension-ordered routes and multicast trees between tiles, the directed
+links (channels) they use, their hop latency and energy, and per-link names for reports.
+
+A route from one source tile to a set of destination tiles is the union of the XY paths (X first, then Y); routes
+from one source form a tree, so a multicast message forks where paths part (dimension-order routing and tree
+multicast as in Dally & Towles, "Principles and Practices of Interconnection Networks", 2004). A hop that
+crosses a chip boundary (Mapping.mesh_shape set: multi-chip) uses the chip-to-chip link cost.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from hwmodels.mapping import Mapping
+from hwmodels.spec import ChipSpec
+
+#: link directions (dx, dy): east, west, north (+y), south (-y)
+DIRECTIONS = ((1, 0), (-1, 0), (0, 1), (0, -1))
+NO_TERM = np.iinfo(np.int64).max
+
+
+@dataclass(frozen=True, eq=False)
+class Tree:
+    """The channels (directed links) of one route, parents before children.
+
+    links: int64 (n,) global link ids (Network.link_id); parent: int64 (n,), -1 for a channel leaving the source
+    tile; children: child channel indices of each channel; depth: int64 (n,), 1 for root channels.
+    hop_s / hop_j: float (n,) latency (s) and energy (J) of one message crossing the channel.
+    before_s: float (n,) latency from the source router to the upstream router of each channel (sum of the
+        hop latencies of its strict ancestors).
+    eject: {tile (x, y): channel whose downstream router is that tile, or -1 for the source tile}.
+    blocking: bool (n,): the channel's far router forwards to exactly one child channel and delivers to no core
+        there, so a message leaves its far buffer only when it starts on that child (finite buffers can fill);
+        at a fork or a delivery, messages are copied out on arrival (hwmodels.des).
+    up: int64 (n, n): up[i, x] = depth[i] - depth[x] when i is a strict descendant of x reached through
+        blocking channels only (x, ..., parent(i) all blocking), NO_TERM elsewhere (the closed form of
+        hwmodels.des: buffers climbed from i back to x).
+    """
+
+    links: np.ndarray
+    parent: np.ndarray
+    children: tuple[tuple[int, ...], ...]
+    depth: np.ndarray
+    hop_s: np.ndarray
+    hop_j: np.ndarray
+    before_s: np.ndarray
+    eject: dict
+    blocking: np.ndarray
+    up: np.ndarray
+
+    @property
+    def roots(self) -> tuple[int, ...]:
+        """Channels that leave the source tile."""
+        return tuple(int(c) for c in np.flatnonzero(self.parent < 0))
+
+    @property
+    def n_channels(self) -> int:
+        """Channels (directed links) of the tree."""
+        return len(self.links)
+
+
+def xy_links(src: tuple[int, int], dst: tuple[int, int]) -> list[tuple[int, int, int, int]]:
+    """Directed links (x, y, dx, dy) of the XY route from tile `src` to tile `dst` (X first, then Y)."""
+    (x, y), (x1, y1) = src, dst
+    sx, sy = (1 if x1 > x else -1), (1 if y1 > y else -1)
+    return [(xi, y, sx, 0) for xi in range(x, x1, sx)] + [(x1, yi, 0, sy) for yi in range(y, y1, sy)]
+
+
+class Network:
+    """Routes of one mapping on one chip: link ids and costs, per-pair path latency/energy, cached trees.
+
+    path_s / path_j: float (n_cores, n_cores) latency (s) from the source core's router to the destination
+    core's router along the XY route, and energy (J) of one message over it; path_hops: int64 hops.
+    """
+
+    def __init__(self, mapping: Mapping, chip: ChipSpec):
+        self.chip = chip
+        self.mesh = getattr(mapping, "mesh_shape", None)
+        self.tiles = [tuple(int(v) for v in xy) for xy in mapping.tile_xy]
+        self.width = int(mapping.tile_xy[:, 0].max(initial=0)) + 1
+        self._trees: dict = {}
+        self.path_s, self.path_j, self.path_hops = self._pair_tables(np.asarray(mapping.tile_xy, np.int64))
+
+    def link_id(self, link: tuple[int, int, int, int]) -> int:
+        """Global id of directed link (x, y, dx, dy): ((y * width + x) * 4 + direction)."""
+        x, y, dx, dy = link
+        return (y * self.width + x) * 4 + DIRECTIONS.index((dx, dy))
+
+    def link_of(self, link_id: int) -> tuple[int, int, int, int]:
+        """Inverse of link_id: (x, y, dx, dy)."""
+        tile, d = divmod(int(link_id), 4)
+        y, x = divmod(tile, self.width)
+        return (x, y) + DIRECTIONS[d]
+
+    def link_name(self, link_id: int) -> str:
+        """'(x,y)->(x2,y2)' for a link id."""
+        x, y, dx, dy = self.link_of(link_id)
+        return f"({x},{y})->({x + dx},{y + dy})"
+
+    def link_cost(self, link: tuple[int, int, int, int]) -> tuple[float, float]:
+        """(latency s, energy J) of one message crossing `link`: the tile hop by direction, or the chip-to-chip
+        link (router.chip_link_*) when it joins two chips."""
+        r, (x, y, dx, dy) = self.chip.router, link
+        if self.mesh and (x // self.mesh[0] != (x + dx) // self.mesh[0] or y // self.mesh[1] != (y + dy) // self.mesh[1]):
+            return float(r.chip_link_latency_s), float(r.chip_link_energy_j)
+        return (r.hop_latency_ew_s, r.hop_energy_ew_j) if dy == 0 else (r.hop_latency_ns_s, r.hop_energy_ns_j)
+
+    def _pair_tables(self, xy: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Latency, energy and hop count of every core pair's XY route, vectorised over pairs."""
+        r = self.chip.router
+        dx = np.abs(xy[:, None, 0] - xy[None, :, 0])
+        dy = np.abs(xy[:, None, 1] - xy[None, :, 1])
+        bx = by = np.zeros_like(dx)
+        if self.mesh:
+            bx = np.abs(xy[:, None, 0] // self.mesh[0] - xy[None, :, 0] // self.mesh[0])
+            by = np.abs(xy[:, None, 1] // self.mesh[1] - xy[None, :, 1] // self.mesh[1])
+        chip_s = float(getattr(r, "chip_link_latency_s", None) or 0.0)
+        chip_j = float(getattr(r, "chip_link_energy_j", None) or 0.0)
+        lat = (dx - bx) * r.hop_latency_ew_s + (dy - by) * r.hop_latency_ns_s + (bx + by) * chip_s
+        en = (dx - bx) * r.hop_energy_ew_j + (dy - by) * r.hop_energy_ns_j + (bx + by) * chip_j
+        return lat, en, dx + dy
+
+    def tree(self, src_core: int, dst_cores: tuple[int, ...]) -> Tree:
+        """The route tree from `src_core`'s tile to the tiles of `dst_cores` (cached by tiles)."""
+        key = (self.tiles[src_core], tuple(sorted({self.tiles[d] for d in dst_cores})))
+        if key not in self._trees:
+            self._trees[key] = self._build(*key)
+        return self._trees[key]
+
+    def _build(self, src: tuple[int, int], dsts: tuple) -> Tree:
+        index: dict[tuple, int] = {}
+        parent, eject = [], {}
+        for dst in dsts:
+            prev = -1
+            for link in xy_links(src, dst):
+                if link not in index:
+                    index[link] = len(parent)
+                    parent.append(prev)
+                prev = index[link]
+            eject[dst] = prev
+        links = list(index)
+        n = len(links)
+        par = np.array(parent, np.int64)
+        cost = np.array([self.link_cost(lk) for lk in links], float).reshape(n, 2)
+        depth, before = np.zeros(n, np.int64), np.zeros(n)
+        for i, p in enumerate(parent):  # parents come first
+            depth[i], before[i] = (1, 0.0) if p < 0 else (depth[p] + 1, before[p] + cost[p, 0])
+        children = tuple(tuple(int(c) for c in np.flatnonzero(par == i)) for i in range(n))
+        ejecting = set(eject.values())
+        blocking = np.array([len(children[i]) == 1 and i not in ejecting for i in range(n)], bool)
+        return Tree(np.array([self.link_id(lk) for lk in links], np.int64), par, children, depth,
+                    cost[:, 0].copy(), cost[:, 1].copy(), before, eject, blocking, _climbs(parent, depth, blocking))
+
+
+def _climbs(parent: list[int], depth: np.ndarray, blocking: np.ndarray) -> np.ndarray:
+    """Tree.up: for every channel i, walk up through blocking parents and record the depth difference."""
+    n = len(parent)
+    up = np.full((n, n), NO_TERM, np.int64)
+    for i in range(n):
+        x = parent[i]
+        while x >= 0 and blocking[x]:
+            up[i, x] = depth[i] - depth[x]
+            x = parent[x]
+    return up
+
+
+@dataclass(frozen=True, eq=False)
+class RouteUse:
+    """The distinct (source core, route) pairs of a batch of flows and what crosses the network on them.
+
+    flow_route: int64 (n_flows,) index of each flow's pair in `trees`; trees: the route tree of each pair;
+    flows / messages: int64 (n_pairs,) flows and messages on each pair; hop_j / hops: float / int64 (n_flows,)
+    energy (J) of one message over its route and the channels (tree links) on it.
+    """
+
+    flow_route: np.ndarray
+    trees: tuple[Tree, ...]
+    flows: np.ndarray
+    messages: np.ndarray
+    hop_j: np.ndarray
+    hops: np.ndarray
+
+    def link_totals(self, link_s: float, out_s: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(sorted link ids, messages, contention-free hold time s) per directed link, summed over the batch. A
+        flow of m messages holds a channel for max(hop latency, link time) + (m - 1) x max(link time, message
+        out) when nothing waits (hwmodels.des closed form with every grant at the head's arrival)."""
+        ids, msgs, held = [], [], []
+        for tree, n_f, n_m in zip(self.trees, self.flows, self.messages):
+            ids.append(tree.links)
+            msgs.append(np.full(len(tree.links), n_m, np.int64))
+            held.append(n_f * np.maximum(tree.hop_s, link_s) + (n_m - n_f) * max(link_s, out_s))
+        if not ids:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
+        uniq, inv = np.unique(np.concatenate(ids), return_inverse=True)
+        return (uniq, np.bincount(inv, weights=np.concatenate(msgs)).astype(np.int64),
+                np.bincount(inv, weights=np.concatenate(held)))
+
+
+def route_use(flow_src: np.ndarray, flow_route: np.ndarray, flow_messages: np.ndarray,
+              routes: tuple[np.ndarray, ...] | None, net: Network) -> RouteUse:
+    """RouteUse of a batch of flows (unicast when `routes` is None: route = destination core)."""
+    key = flow_src.astype(np.int64) * (1 << 32) + flow_route
+    uniq, inv = np.unique(key, return_inverse=True)
+    trees = tuple(net.tree(int(k >> 32), (int(k & 0xFFFFFFFF),) if routes is None
+                           else tuple(int(c) for c in routes[int(k & 0xFFFFFFFF)])) for k in uniq)
+    hop_j = np.array([t.hop_j.sum() for t in trees] or [0.0])[inv]
+    hops = np.array([len(t.links) for t in trees] or [0], np.int64)[inv]
+    flows = np.bincount(inv, minlength=len(uniq)).astype(np.int64)
+    msgs = np.bincount(inv, weights=flow_messages, minlength=len(uniq)).astype(np.int64)
+    return RouteUse(inv.astype(np.int64), trees, flows, msgs, hop_j, hops)

@@ -1,0 +1,131 @@
+"""Streaming EventTraces: write a trace batch of samples by batch into a folder of .npy files, and open a saved
+folder memory-mapped, so a long trace (10,000 samples and more) never has to sit in memory at once.
+
+Folder layout (TRACE_FORMAT_VERSION of hwmodels.trace): offsets.npy (int64, CSR row offsets), indices.npy
+(int32), values.npy (float32, graded traces only), labels.npy (int64, when labelled), meta.json (populations,
+n_samples, n_timesteps, format_version). meta.json is written last, so a folder without it is incomplete.
+"""
+from __future__ import annotations
+
+import json
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+
+from hwmodels.trace import TRACE_FORMAT_VERSION, EventTrace
+
+_HEADER_BYTES = 128  # fixed .npy v1.0 header, rewritten with the final length on close
+
+
+def _npy_header(dtype: np.dtype, length: int) -> bytes:
+    """A .npy v1.0 header of exactly _HEADER_BYTES bytes for a 1-D C-order array."""
+    text = "{'descr': %r, 'fortran_order': False, 'shape': (%d,), }" % (np.dtype(dtype).str, length)
+    body = text.ljust(_HEADER_BYTES - 10 - 1) + "\n"
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(body)) + body.encode("latin1")
+
+
+class _Column:
+    """One growing 1-D .npy file: a placeholder header, raw appends, the real header on close."""
+
+    def __init__(self, path: Path, dtype):
+        self.path, self.dtype, self.length = path, np.dtype(dtype), 0
+        self.fh = open(path, "wb")
+        self.fh.write(_npy_header(self.dtype, 0))
+
+    def append(self, values: np.ndarray) -> None:
+        a = np.ascontiguousarray(values, dtype=self.dtype)
+        self.fh.write(a.tobytes())
+        self.length += len(a)
+
+    def close(self) -> None:
+        self.fh.seek(0)
+        self.fh.write(_npy_header(self.dtype, self.length))
+        self.fh.close()
+
+
+class TraceWriter:
+    """Append EventTrace batches (same populations and timesteps) to a trace folder; use as a context manager.
+
+    path: the folder (created; must not hold a trace already). graded: store spike values (float32); batches
+    without values store 1.0. labels: store one label per sample (every batch must then carry labels).
+    Raises ValueError when a batch's populations or timesteps differ, when a batch has values but graded is
+    False, or labels are missing; FileExistsError when `path` already holds a meta.json.
+    """
+
+    def __init__(self, path: str | os.PathLike, populations: list[str], n_timesteps: int, graded: bool = False,
+                 labels: bool = False):
+        self.path = Path(path)
+        if (self.path / "meta.json").exists():
+            raise FileExistsError(f"{self.path}: already holds a trace (meta.json)")
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.populations, self.n_timesteps, self.n_samples = tuple(populations), int(n_timesteps), 0
+        self.graded, self.labels = graded, labels
+        self._cols = {"offsets": _Column(self.path / "offsets.npy", np.int64),
+                      "indices": _Column(self.path / "indices.npy", np.int32)}
+        if graded:
+            self._cols["values"] = _Column(self.path / "values.npy", np.float32)
+        if labels:
+            self._cols["labels"] = _Column(self.path / "labels.npy", np.int64)
+        self._cols["offsets"].append(np.zeros(1, np.int64))
+        self._base = 0
+
+    def append(self, batch: EventTrace) -> None:
+        """Write the samples of `batch` after those already written."""
+        if batch.populations != self.populations or batch.n_timesteps != self.n_timesteps:
+            raise ValueError("trace batch: populations and n_timesteps must match the writer's")
+        if batch.values is not None and not self.graded:
+            raise ValueError("trace batch: has spike values but the writer was opened with graded=False")
+        if self.labels and batch.labels is None:
+            raise ValueError("trace batch: labels missing (the writer was opened with labels=True)")
+        self._cols["offsets"].append(np.asarray(batch.offsets[1:]) + self._base)
+        self._cols["indices"].append(batch.indices)
+        if self.graded:
+            self._cols["values"].append(np.ones(len(batch.indices)) if batch.values is None else batch.values)
+        if self.labels:
+            self._cols["labels"].append(batch.labels)
+        self._base += int(batch.offsets[-1])
+        self.n_samples += batch.n_samples
+
+    def close(self) -> None:
+        """Finish the .npy headers and write meta.json (the trace is complete only then)."""
+        for col in self._cols.values():
+            col.close()
+        meta = {"format_version": TRACE_FORMAT_VERSION, "populations": list(self.populations),
+                "n_samples": self.n_samples, "n_timesteps": self.n_timesteps}
+        (self.path / "meta.json").write_text(json.dumps(meta))
+
+    def __enter__(self) -> "TraceWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            for col in self._cols.values():
+                col.fh.close()
+
+
+def write_trace(path: str | os.PathLike, trace: EventTrace, batch_samples: int = 256) -> None:
+    """Write a whole in-memory `trace` as a trace folder (TraceWriter), batch_samples samples at a time."""
+    with TraceWriter(path, list(trace.populations), trace.n_timesteps, trace.values is not None,
+                     trace.labels is not None) as w:
+        for s0 in range(0, trace.n_samples, batch_samples):
+            w.append(trace.select(slice(s0, min(s0 + batch_samples, trace.n_samples))))
+
+
+def open_trace(path: str | os.PathLike) -> EventTrace:
+    """Open a trace folder written by TraceWriter as an EventTrace whose arrays are read-only memory maps.
+
+    Raises FileNotFoundError when meta.json is missing (incomplete folder) and ValueError on an unknown
+    format version.
+    """
+    path = Path(path)
+    meta = json.loads((path / "meta.json").read_text())
+    if meta.get("format_version") != TRACE_FORMAT_VERSION:
+        raise ValueError(f"{path}: format_version {meta.get('format_version')!r} is not {TRACE_FORMAT_VERSION}")
+    load = {name: np.load(path / f"{name}.npy", mmap_mode="r") if (path / f"{name}.npy").exists() else None
+            for name in ("offsets", "indices", "values", "labels")}
+    return EventTrace(meta["populations"], meta["n_samples"], meta["n_timesteps"], load["offsets"],
+                      load["indices"], load["values"], load["labels"])
