@@ -106,6 +106,9 @@ class CoreSpec(_Spec):
     synop_*: one synaptic operation (one stored synapse visited when a spike arrives), per storage format.
     neuron_active_* / neuron_inactive_*: one neuron update in a hardware step in which the neuron spiked / did not.
     message_out_*: injecting one spike message into the router; message_in_*: receiving one message at a core.
+    receive_mode: "overlap" (reading the next message in overlaps the synapse unit's work on the previous one, as
+    on Loihi) or "serial" (each message is read in, then processed; SANA-FE's timing model).
+    dendrite_*: one dendritic accumulation per synaptic event (0 when the chip folds it into the synaptic op).
     static_power_w: leakage power per used core.
     """
 
@@ -127,6 +130,9 @@ class CoreSpec(_Spec):
     message_out_latency_s: float = _Latency
     message_in_energy_j: float = _Energy
     message_in_latency_s: float = _Latency
+    receive_mode: Literal["overlap", "serial"] = "overlap"
+    dendrite_energy_j: float = Field(default=0.0, ge=0.0)
+    dendrite_latency_s: float = Field(default=0.0, ge=0.0)
     static_power_w: float = Field(ge=0.0)
 
 
@@ -135,7 +141,7 @@ class RouterSpec(_Spec):
 
     hop_*_ew / hop_*_ns: energy (J) and latency (s) of one message crossing one tile hop east-west / north-south.
     link_bandwidth_msgs_per_s: messages per second one directed link carries (per-message link time = 1/value).
-    buffer_depth: router input-buffer depth in messages; None = unbounded (the only case modelled so far).
+    buffer_depth: router input-buffer depth in messages; None = unbounded.
     chip_link_energy_j / chip_link_latency_s: one message crossing one chip-to-chip link (replacing the tile hop
         at a chip boundary); None = not given, which ChipSpec accepts only when n_chips == 1. No shipped preset
         publishes a chip-to-chip cost, so multi-chip runs must set both (a modelling assumption of the user).
