@@ -110,7 +110,8 @@ def sweep(spec: Optional[Path] = typer.Argument(None, help="YAML sweep spec (bas
 
 
 @app.command()
-def search(spec: Path = typer.Argument(..., help="YAML sweep spec with a `search` section (space, objectives)"),
+def search(spec: Optional[Path] = typer.Argument(None, help="YAML sweep spec with a `search` section; default: "
+                                                          "the embedded MNIST search (codesign/configs/search.yaml)"),
            set_: list[str] = typer.Option([], "--set", help="override a spec key, e.g. --set search.n_trials=10"),
            resume: bool = typer.Option(False, "--resume", help="continue the study of the run named by run_name"),
            debug: bool = typer.Option(False, "--debug", help="show tracebacks")) -> None:
@@ -127,13 +128,19 @@ def search(spec: Path = typer.Argument(..., help="YAML sweep spec with a `search
     console = Console(width=max(Console().width, MIN_WIDTH))
     try:
         from codesign.search import search as run_search
-        result = run_search(load_spec(spec, set_), resume=resume, log=console.print)
+        result = run_search(load_spec(spec or default_search_path(), set_), resume=resume, log=console.print)
     except (ConfigError, ValueError, FileNotFoundError) as exc:
         _fail(exc, debug)
     console.print(_summary_table(result.table[result.table["pareto"]]))
     for line in result.summary:
         console.print(f"- {line}")
     console.print(f"report: {result.run_dir / 'report.html'}")
+
+
+def default_search_path() -> Path:
+    """Path of the embedded default search spec (package data)."""
+    from importlib import resources
+    return Path(str(resources.files("codesign").joinpath("configs/search.yaml")))
 
 
 @presets_app.command("list")

@@ -1,7 +1,7 @@
 """`codesign search`: optuna multi-objective search (NSGA-II or TPE) with the simulator in the loop.
 
 Objectives come from each design point's results row (default: accuracy up, energy and latency per inference
-down); constraints (accuracy >= x, fits on N chips) go to the sampler's constraints function. The study lives in
+down); constraints (accuracy >= x, fits on N chips) are set on each trial (Trial.set_constraint), which both samplers read. The study lives in
 an RDB (SQLite in the run folder by default) and every finished point is stored durably, so a killed search resumes
 without losing or repeating a point: a trial that was running when the process died is told its stored result if
 its point finished, else failed and re-enqueued with the same parameters.
@@ -36,18 +36,12 @@ def _suggest(trial: optuna.Trial, key: str, dist) -> object:
     return trial.suggest_categorical(key, dist)
 
 
-def _constraints(trial: optuna.trial.FrozenTrial) -> list[float]:
-    """Constraint values stored on the trial (<= 0 means satisfied)."""
-    return trial.user_attrs.get("constraints", [0.0])
-
-
 def make_sampler(spec: SweepSpec) -> optuna.samplers.BaseSampler:
-    """NSGA-II or TPE, seeded, with the constraints function."""
+    """NSGA-II or TPE, seeded; both read the constraints each trial sets (Trial.set_constraint, optuna >= 5)."""
     s = spec.search
     if s.sampler == "nsga2":
-        return optuna.samplers.NSGAIISampler(population_size=s.population_size, seed=s.seed,
-                                             constraints_func=_constraints)
-    return optuna.samplers.TPESampler(seed=s.seed, constraints_func=_constraints, multivariate=True)
+        return optuna.samplers.NSGAIISampler(population_size=s.population_size, seed=s.seed)
+    return optuna.samplers.TPESampler(seed=s.seed, multivariate=True)
 
 
 def point_for(spec: SweepSpec, values: dict) -> RunConfig:
@@ -69,11 +63,11 @@ def objective_values(spec: SweepSpec, row: dict) -> list[float]:
     return out
 
 
-def constraint_values(spec: SweepSpec, row: dict) -> list[float]:
-    """[min_accuracy - accuracy, 0 if the point fits else 1] (<= 0 satisfied)."""
+def constraint_values(spec: SweepSpec, row: dict) -> dict[str, float]:
+    """{"accuracy": min_accuracy - accuracy, "fits": 0 if the point fits else 1} (<= 0 satisfied)."""
     s = spec.search
     acc_gap = (s.min_accuracy - row["accuracy"]) if s.min_accuracy is not None else 0.0
-    return [float(acc_gap), 0.0 if row.get("fits", True) else 1.0]
+    return {"accuracy": float(acc_gap), "fits": 0.0 if row.get("fits", True) else 1.0}
 
 
 def _validate_space(spec: SweepSpec) -> None:
@@ -118,7 +112,8 @@ def run_trial(study: optuna.Study, spec: SweepSpec, store: ResultStore, log) -> 
         stored = {**{k: v for k, v in values.items()}, "series": series_label(values, cfg),
                   "trial": trial.number, **row}
         store.append(stored)
-    trial.set_user_attr("constraints", constraint_values(spec, stored))
+    for name, value in constraint_values(spec, stored).items():
+        trial.set_constraint(name, value)
     study.tell(trial, objective_values(spec, stored))
     log(f"trial {trial.number}: {values} -> accuracy {stored['accuracy']:.2%}, "
         f"energy {stored.get('energy_j', float('nan')) * 1e6:.3f} uJ, "
