@@ -20,7 +20,8 @@ _TIME_AGNOSTIC = (nn.Linear, nn.Dropout, nn.Dropout2d, nn.Identity)
 
 
 def lower(model: nn.Module, inputs: torch.Tensor, *, labels=None, weight_bits: int = 8, storage: str | None = None,
-          batch_size: int = 64, name: str = "network", device=None) -> tuple[NetworkGraph, EventTrace]:
+          compression=None, batch_size: int = 64, name: str = "network",
+          device=None) -> tuple[NetworkGraph, EventTrace]:
     """Lower `model` and record its spikes on `inputs`.
 
     model: a SpikingJelly multi-step nn.Sequential of Conv2d, BatchNorm1d/2d, AvgPool2d, AdaptiveAvgPool2d,
@@ -29,9 +30,16 @@ def lower(model: nn.Module, inputs: torch.Tensor, *, labels=None, weight_bits: i
     inputs: encoded input, shape (T, N, C, H, W) or (T, N, F). The population "input" is graded (its trace
         events carry the values) when any value is not 0 or 1 (direct encoding).
     labels: optional (N,) class labels stored in the trace.
-    weight_bits: bits per stored weight on every weight projection (max-pool projections use 1).
-    storage: "dense", "sparse", "conv" or None (None: "conv" for conv projections, "dense" for dense ones;
-        "conv" applies to conv projections only).
+    weight_bits: bits per stored weight on every weight projection the compression does not set (max-pool
+        projections use 1).
+    storage: one of hwmodels.trace.STORAGE_FORMATS, forced on every weight projection ("conv" on conv projections
+        only), or None: the compression's per-layer format, else "conv" for conv and "dense" for dense ones.
+    compression: the CompressionResult of the method that produced `model` (or its dataclasses.asdict form, e.g.
+        read back from JSON), or None. Its per-layer settings, keyed by module index ("4", "3.1"), reach the
+        lowered layers: weight_bits (quantized layers; BN folding keeps b-bit levels times a per-channel scale),
+        storage (e.g. "sparse" after unstructured pruning), state_bits (membrane bits of a neuron layer; a QLIF
+        node's own bits otherwise). Low-rank layers (workloads.compression.dsp) lower by type, each to
+        "<base>_b" -> population "<base>_relay" (kind "relay", graded, r neurons per position) -> "<base>_a".
     batch_size: samples per forward pass; device: torch device for the forward passes (None: CUDA when
         available, else CPU). The model goes back to its original device and train/eval mode afterwards.
 
@@ -58,7 +66,7 @@ def lower(model: nn.Module, inputs: torch.Tensor, *, labels=None, weight_bits: i
         raise ValueError(f"batch_size: {batch_size} must be >= 1")
     graded = not bool(((inputs == 0) | (inputs == 1)).all())
     walk = _walk(model, Population("input", tuple(inputs.shape[2:]), NeuronModel("input"), graded=graded),
-                 weight_bits, storage)
+                 weight_bits, storage, _per_layer(compression))
     graph = NetworkGraph(walk.populations, walk.projections, name=name,
                          metadata={"origin": walk.origin, "layers": walk.layers, "n_timesteps": int(n_t)})
     trace = _record_trace(model, inputs, graph, walk.hooks, labels, int(batch_size), device)
@@ -81,9 +89,28 @@ def _check_labels(labels, n_samples: int) -> np.ndarray | None:
     return arr
 
 
-def _walk(model: nn.Module, input_pop: Population, weight_bits: int, storage: str | None) -> Walk:
+def _per_layer(compression) -> dict[str, dict]:
+    """{"layer_bits", "layer_storage", "state_bits"} from a CompressionResult, its asdict form or None; ValueError
+    for bits outside 1..32 or an unknown storage format."""
+    if compression is None:
+        return {}
+    get = compression.get if isinstance(compression, dict) else lambda key: getattr(compression, key, None)
+    out = {"layer_bits": dict(get("weight_bits") or {}), "layer_storage": dict(get("storage") or {}),
+           "state_bits": dict(get("state_bits") or {})}
+    for key, field_name in (("layer_bits", "weight_bits"), ("state_bits", "state_bits")):
+        for layer_name, bits in out[key].items():
+            if not 1 <= int(bits) <= 32:
+                raise ValueError(f"compression.{field_name}[{layer_name!r}]: {bits} must be in 1..32")
+    for layer_name, fmt in out["layer_storage"].items():
+        if fmt not in STORAGE_FORMATS:
+            raise ValueError(f"compression.storage[{layer_name!r}]: {fmt!r} is not one of {', '.join(STORAGE_FORMATS)}")
+    return out
+
+
+def _walk(model: nn.Module, input_pop: Population, weight_bits: int, storage: str | None,
+          per_layer: dict[str, dict]) -> Walk:
     """Apply the lowering rule of every layer in order; returns the finished walk."""
-    walk = Walk(input_pop, input_pop.shape, weight_bits, storage)
+    walk = Walk(input_pop, input_pop.shape, weight_bits, storage, **per_layer)
     walk.populations.append(input_pop)
     walk.layers["populations"]["input"] = []
     for index, module, in_container in _layers(model):

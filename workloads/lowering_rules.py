@@ -2,7 +2,9 @@
 
 Each supported module type has one small converter, found by exact type in LAYER_RULES (the plain torch layer
 and its SpikingJelly `layer.*` wrapper) or NEURON_RULES. The linear stage between two populations (Conv2d or
-Linear, with BatchNorm and AvgPool2d folded in) becomes one projection; MaxPool2d becomes an OR population.
+Linear, with BatchNorm and AvgPool2d folded in) becomes one projection; MaxPool2d becomes an OR population; a
+low-rank layer (DSP) two projections through a relay population. Per-layer weight bits, storage format and
+neuron state bits of a compressed model come in through the Walk (from a CompressionResult).
 """
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from hwmodels.trace import NeuronModel, Population, Projection
+from workloads.compression.dsp import LowRankConv2d, LowRankLinear
+from workloads.neurons import QLIFNode, SLIFNode
 
 
 @dataclass
@@ -31,6 +35,9 @@ class _Weight:
     padding: tuple[int, int] = (0, 0)
     dilation: tuple[int, int] = (1, 1)
     groups: int = 1
+    bits: int | None = None
+    storage: str | None = None
+    name: str | None = None
 
 
 @dataclass
@@ -40,13 +47,17 @@ class Walk:
     src: the population feeding the pending stage; shape: per-sample shape of the tensor at this point of the
     model (after pending pools/flatten); pools: pending average-pool kernels (kh, kw) to fold into the next
     weight layer; spatial: the (C, H, W) shape just before the last Flatten; hooks: population -> module whose
-    forward output is that population's spike tensor.
+    forward output is that population's spike tensor. layer_bits / layer_storage / state_bits: per-layer
+    settings by module index (a CompressionResult's weight_bits / storage / state_bits), see `hardware_of`.
     """
 
     src: Population
     shape: tuple[int, ...]
     weight_bits: int
     storage: str | None
+    layer_bits: dict[str, int] = field(default_factory=dict)
+    layer_storage: dict[str, str] = field(default_factory=dict)
+    state_bits: dict[str, int] = field(default_factory=dict)
     populations: list[Population] = field(default_factory=list)
     projections: list[Projection] = field(default_factory=list)
     hooks: dict[str, nn.Module] = field(default_factory=dict)
@@ -63,12 +74,19 @@ class Walk:
         self.counters[prefix] = self.counters.get(prefix, 0) + 1
         return f"{prefix}{self.counters[prefix]}"
 
-    def storage_for(self, kind: str) -> str:
-        """Storage format of a projection of `kind`: the requested one, or "conv"/"dense" by kind; a "conv"
-        request applies to conv projections only (dense projections stay "dense")."""
-        if self.storage is None or (self.storage == "conv" and kind != "conv"):
+    def storage_for(self, kind: str, layer: str | None = None) -> str:
+        """Storage format of a projection of `kind`: the requested one (lower's storage=, for every projection),
+        else the layer's own (`layer`, e.g. "sparse" after unstructured pruning), else "conv"/"dense" by kind; a
+        "conv" request applies to conv projections only (dense projections stay "dense")."""
+        wanted = self.storage if self.storage is not None else layer
+        if wanted is None or (wanted == "conv" and kind != "conv"):
             return "conv" if kind == "conv" else "dense"
-        return self.storage
+        return wanted
+
+    def hardware_of(self, index: str, weight: "_Weight") -> None:
+        """Stamp the per-layer weight bits and storage of module `index` (if any) on the pending weight stage."""
+        weight.bits = self.layer_bits.get(index)
+        weight.storage = self.layer_storage.get(index)
 
 
 def _tag(index: str, module: nn.Module) -> str:
@@ -128,6 +146,7 @@ def _conv(walk: Walk, m: nn.Conv2d, index: str) -> None:
         w, stride, padding = _fold_pool_into_conv(w, stride, padding, dilation, pool, index, m)
     b = None if m.bias is None else m.bias.detach().cpu().double()
     walk.weight = _Weight("conv", w, b, out_shape, "Conv2d", stride, padding, dilation, int(m.groups))
+    walk.hardware_of(index, walk.weight)
     walk.shape, walk.pools = out_shape, []
     walk.tags.append(_tag(index, m))
 
@@ -146,6 +165,7 @@ def _linear(walk: Walk, m: nn.Linear, index: str) -> None:
         w = w.reshape(m.out_features, -1)
     b = None if m.bias is None else m.bias.detach().cpu().double()
     walk.weight = _Weight("dense", w, b, (int(m.out_features),), "Linear")
+    walk.hardware_of(index, walk.weight)
     walk.shape, walk.pools = (int(m.out_features),), []
     walk.tags.append(_tag(index, m))
 
@@ -216,11 +236,11 @@ def _identity(walk: Walk, m: nn.Module, index: str) -> None:
 
 # ---------------------------------------------------------------- populations
 
-def _emit(walk: Walk, pop: Population, tags: list[str], hook: nn.Module | None) -> None:
-    """Turn the pending weight stage into a projection from walk.src to the new population `pop`."""
+def _emit(walk: Walk, pop: Population, tags: list[str], hook: nn.Module | None, name: str | None = None) -> None:
+    """Turn the pending weight stage into a projection (named `name`, else conv<k>/fc<k>) from walk.src to the new
+    population `pop`; its weight bits and storage are the layer's (Walk.hardware_of) or the walk's defaults."""
     wt = walk.weight
-    prefix = "conv" if wt.kind == "conv" else "fc"
-    name = walk.next_name(prefix)
+    name = name or wt.name or walk.next_name("conv" if wt.kind == "conv" else "fc")
     bias = None
     if wt.b is not None:
         per_channel = wt.b.numpy().astype(np.float32)
@@ -228,7 +248,7 @@ def _emit(walk: Walk, pop: Population, tags: list[str], hook: nn.Module | None) 
     walk.projections.append(Projection(
         name=name, source=walk.src.name, target=pop.name, kind=wt.kind, weight=wt.w.numpy().astype(np.float32),
         stride=wt.stride, padding=wt.padding, dilation=wt.dilation, groups=wt.groups,
-        weight_bits=walk.weight_bits, storage=walk.storage_for(wt.kind), bias=bias))
+        weight_bits=wt.bits or walk.weight_bits, storage=walk.storage_for(wt.kind, wt.storage), bias=bias))
     walk.origin[name] = wt.origin
     walk.layers["projections"][name] = list(walk.tags)
     _add_population(walk, pop, tags, hook)
@@ -279,13 +299,45 @@ def _reset(m: neuron.BaseNode) -> float | None:
     return None if m.v_reset is None else float(m.v_reset)
 
 
+def _if(m: neuron.BaseNode) -> NeuronModel:
+    return NeuronModel("IF", _threshold(m), None, _reset(m))
+
+
+def _lif(m: neuron.BaseNode) -> NeuronModel:
+    return NeuronModel("LIF", _threshold(m), float(m.tau), _reset(m), bool(m.decay_input))
+
+
+def _mean_theta(m: SLIFNode) -> float:
+    """Mean learned threshold of an sLIF node; ValueError while it is still lazily uninitialised."""
+    if isinstance(m.theta, nn.parameter.UninitializedParameter):
+        raise ValueError("sLIF node: threshold not initialised; run one forward pass before lowering")
+    return float(m.theta.detach().double().mean())
+
+
+def _decay(kind: str, threshold: Callable[[nn.Module], float]) -> Callable[[nn.Module], NeuronModel]:
+    """workloads.neurons.DecayNode family, H = (1 - 1/tau) V + X: SpikingJelly's LIF form without input decay."""
+    return lambda m: NeuronModel(kind, threshold(m), float(m.tau), _reset(m), False)
+
+
 NEURON_RULES: dict[type, Callable[[nn.Module], NeuronModel]] = {
-    neuron.IFNode: lambda m: NeuronModel("IF", _threshold(m), None, _reset(m)),
-    neuron.LIFNode: lambda m: NeuronModel("LIF", _threshold(m), float(m.tau), _reset(m), bool(m.decay_input)),
+    neuron.IFNode: _if, neuron.TernaryIFNode: _if, neuron.LIFNode: _lif, neuron.TernaryLIFNode: _lif,
     neuron.ParametricLIFNode: lambda m: NeuronModel(  # learned tau = 1 / sigmoid(w) (Fang et al., ICCV 2021)
         "PLIF", _threshold(m), float(1.0 / torch.sigmoid(m.w.detach().cpu().double())), _reset(m),
         bool(m.decay_input)),
+    # Q-SNN neuron: a LIF whose state after each reset is Q_b(tanh V); the graph keeps the LIF charge and the b
+    # bits of state (STATE_BITS), the tanh/rounding is the chip's state format
+    QLIFNode: _decay("LIF", _threshold),
+    # sLIF: learnable per-neuron thresholds; NeuronModel holds one threshold, their mean
+    SLIFNode: _decay("sLIF", lambda m: _mean_theta(m)),
 }
+#: node type -> bits of membrane state it keeps (others: Population's default); a CompressionResult overrides
+STATE_BITS: dict[type, Callable[[nn.Module], int]] = {QLIFNode: lambda m: int(m.bits)}
+
+
+def _is_ternary(m: nn.Module) -> bool:
+    """True when the node emits {-1, 0, 1} spikes (SpikingJelly Ternary*Node or a workloads.neurons node with
+    ternary=True): its population is graded so the trace keeps the signs."""
+    return isinstance(m, (neuron.TernaryIFNode, neuron.TernaryLIFNode)) or bool(getattr(m, "ternary", False))
 
 
 def _neuron(walk: Walk, m: neuron.BaseNode, index: str) -> None:
@@ -293,8 +345,28 @@ def _neuron(walk: Walk, m: neuron.BaseNode, index: str) -> None:
         raise _err(index, m, "a spiking neuron layer needs a Conv2d or Linear layer before it")
     model = NEURON_RULES[type(m)](m)
     number = walk.next_name("")  # one counter over all neuron layers: lif1, if2, plif3, ...
-    pop = Population(f"{model.kind.lower()}{number}", walk.weight.out_shape, model)
+    bits = walk.state_bits.get(index) or (STATE_BITS[type(m)](m) if type(m) in STATE_BITS else None)
+    pop = Population(f"{model.kind.lower()}{number}", walk.weight.out_shape, model, graded=_is_ternary(m),
+                     **({"state_bits": int(bits)} if bits else {}))
     _emit(walk, pop, [_tag(index, m)], m)
+
+
+def _lowrank(walk: Walk, m: nn.Module, index: str) -> None:
+    """A DSP low-rank layer (workloads.compression.dsp) = two projections through a relay population (hwmodels
+    storage.low_rank_layers naming): "<base>_b" from the source to "<base>_relay" (r neurons, or r channels x
+    the output positions for a conv; kind "relay", graded: it forwards the value B s every timestep) and
+    "<base>_a" from the relay to the next population, into which BN folds as usual; <base> is conv<k>/fc<k>.
+    The layer's weight bits (CompressionResult key = the low-rank module's index) apply to both stages."""
+    stage = _conv if isinstance(m.first, nn.Conv2d) else _linear
+    stage(walk, m.first, f"{index}.first")
+    walk.hardware_of(index, walk.weight)
+    base = walk.next_name("conv" if walk.weight.kind == "conv" else "fc")
+    relay = Population(f"{base}_relay", walk.weight.out_shape, NeuronModel("relay"), graded=True)
+    walk.weight.origin = type(m).__name__
+    _emit(walk, relay, [_tag(index, m) + ".first"], m.first, name=f"{base}_b")
+    stage(walk, m.second, f"{index}.second")
+    walk.hardware_of(index, walk.weight)
+    walk.weight.origin, walk.weight.name = type(m).__name__, f"{base}_a"
 
 
 def finish(walk: Walk) -> None:
@@ -314,8 +386,9 @@ _LAYER_RULES_BY_NAME: dict[str, Callable[[Walk, nn.Module, str], None]] = {
 #: exact module type -> rule, for the plain torch class and its SpikingJelly multi-step wrapper. Exact types,
 #: not isinstance: a subclass (layer.WSConv2d, a fake-quantized conv) computes something else from its weights.
 LAYER_RULES: dict[type, Callable[[Walk, nn.Module, str], None]] = {
-    cls: rule for name, rule in _LAYER_RULES_BY_NAME.items()
-    for cls in (getattr(nn, name), getattr(layer, name, None)) if cls is not None
+    **{cls: rule for name, rule in _LAYER_RULES_BY_NAME.items()
+       for cls in (getattr(nn, name), getattr(layer, name, None)) if cls is not None},
+    LowRankLinear: _lowrank, LowRankConv2d: _lowrank,
 }
 
 

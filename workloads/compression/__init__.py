@@ -1,7 +1,8 @@
 """Compression methods for SpikingJelly models: a registry of methods and one dispatcher, `compress`.
 
 Every method has the signature (model, dataset, ratio, cfg, train_cfg, seed, device, progress) and returns
-(compressed model, CompressionResult); the input model is left unchanged.
+(compressed model, CompressionResult); the input model is left unchanged. QUANTIZERS and PRUNERS name the stages
+`compose(quantizer, pruner)` chains (quantize, then prune channels, then fine-tune).
 """
 from __future__ import annotations
 
@@ -10,19 +11,43 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
-from workloads.compression.base import CompressionResult, check_ratio
+from workloads.compression.base import CompressionResult, check_ratio, model_size_bits
+from workloads.compression.binary import BinaryAttention, BinaryConfig, binary, binary_stage
+from workloads.compression.compose import ComposeConfig, FineTuneConfig, compose
+from workloads.compression.dsp import DSPConfig, LowRankConv2d, LowRankLinear, dsp
+from workloads.compression.l1p import L1PConfig, l1p
+from workloads.compression.magnitude import ChannelPruneConfig, l1_filter_masks, magnitude_channel
+from workloads.compression.q_snn import QSNNConfig, q_snn, qsnn_stage
+from workloads.compression.qp_snn import QPSNNConfig, qp_snn, rescaw_stage, svs_masks
+from workloads.compression.random_prune import random_channels, random_masks
 from workloads.compression.sca import SCAConfig, sca_prune
 from workloads.data import Dataset
 from workloads.train import TrainConfig
 
-METHODS: dict[str, Callable[..., tuple[nn.Module, CompressionResult]]] = {"sca": sca_prune}
-CONFIGS: dict[str, type] = {"sca": SCAConfig}
+METHODS: dict[str, Callable[..., tuple[nn.Module, CompressionResult]]] = {
+    "sca": sca_prune, "magnitude_channel": magnitude_channel, "random": random_channels, "l1p": l1p, "dsp": dsp,
+    "qp_snn": qp_snn, "q_snn": q_snn, "binary": binary,
+}
+CONFIGS: dict[str, type] = {
+    "sca": SCAConfig, "magnitude_channel": ChannelPruneConfig, "random": ChannelPruneConfig, "l1p": L1PConfig,
+    "dsp": DSPConfig, "qp_snn": QPSNNConfig, "q_snn": QSNNConfig, "binary": BinaryConfig,
+}
+#: name -> (quantizer stage fn(model, cfg, train_cfg) -> QuantStage, its config class), for `compose`
+QUANTIZERS: dict[str, tuple[Callable, type]] = {
+    "qp_snn": (rescaw_stage, QPSNNConfig), "q_snn": (qsnn_stage, QSNNConfig), "binary": (binary_stage, BinaryConfig),
+}
+#: name -> (channel pruner fn(model, units, counts, ctx) -> keep-masks, the config of its fine-tuning), for `compose`
+PRUNERS: dict[str, tuple[Callable, type]] = {
+    "magnitude_channel": (l1_filter_masks, ChannelPruneConfig), "random": (random_masks, ChannelPruneConfig),
+    "svs": (svs_masks, QPSNNConfig),
+}
 
 
 def compress(method: str, model: nn.Module, dataset: Dataset, ratio: float, cfg=None, seed: int = 0,
              train_cfg: Optional[TrainConfig] = None, device: Optional[torch.device] = None,
              progress: bool = True) -> tuple[nn.Module, CompressionResult]:
-    """Compress `model` with `method` (a key of METHODS) to remove `ratio` in [0, 1) of its prunable units.
+    """Compress `model` with `method` (a key of METHODS) at `ratio` in [0, 1) (what the ratio removes is the
+    method's: channels, weights, rank; see each method's docstring).
 
     cfg: the method's config (CONFIGS[method]; None -> its defaults); train_cfg: batch size, T and encoding
     (None -> TrainConfig()). Raises ValueError for an unknown method or a ratio outside [0, 1).
@@ -30,7 +55,13 @@ def compress(method: str, model: nn.Module, dataset: Dataset, ratio: float, cfg=
     if method not in METHODS:
         raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}")
     check_ratio(ratio)
-    return METHODS[method](model, dataset, ratio, cfg, train_cfg, seed, device=device, progress=progress)
+    small, info = METHODS[method](model, dataset, ratio, cfg, train_cfg, seed, device=device, progress=progress)
+    if not info.size_bits:  # methods that do not fill it (sca)
+        info.size_bits = model_size_bits(small, info.weight_bits)
+    return small, info
 
 
-__all__ = ["METHODS", "CONFIGS", "CompressionResult", "SCAConfig", "compress", "sca_prune"]
+__all__ = ["METHODS", "CONFIGS", "QUANTIZERS", "PRUNERS", "CompressionResult", "compress", "compose",
+           "SCAConfig", "sca_prune", "ChannelPruneConfig", "magnitude_channel", "random_channels", "L1PConfig", "l1p",
+           "DSPConfig", "dsp", "LowRankLinear", "LowRankConv2d", "QPSNNConfig", "qp_snn", "QSNNConfig", "q_snn",
+           "BinaryConfig", "binary", "BinaryAttention", "ComposeConfig", "FineTuneConfig"]

@@ -1,14 +1,19 @@
-"""Shared pieces of structured (channel) compression: the result record, the ratio check, the conv units of a flat
-SpikingJelly Sequential, channel masking (zeroing) and physical channel removal (a smaller dense Sequential).
+"""Shared pieces of compression: the result record, the ratio check, the conv units of a flat SpikingJelly
+Sequential, channel masking (zeroing), physical channel removal (a smaller dense Sequential), parametrization
+handling, model size and the fine-tuning loop every method uses.
 """
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Callable, Optional
 
 import torch
 from spikingjelly.activation_based.neuron import BaseNode
 from torch import nn
+from torch.nn.utils import parametrize
+
+from workloads.train import TrainConfig, make_optimizer, make_scheduler, run_epoch
 
 # Layers that carry a conv's channels unchanged to the next weighted layer.
 CHANNEL_PRESERVING = (nn.BatchNorm2d, BaseNode, nn.MaxPool2d, nn.AvgPool2d, nn.Dropout, nn.Identity)
@@ -18,7 +23,16 @@ CHANNEL_PRESERVING = (nn.BatchNorm2d, BaseNode, nn.MaxPool2d, nn.AvgPool2d, nn.D
 class CompressionResult:
     """What a compression method did. params_* count scalar parameters; kept_channels maps a conv layer's name in
     the Sequential (e.g. "4") to its kept output-channel indices (sorted); channels_before/after map the same names
-    to channel counts; history holds one dict per epoch (with "phase"); seconds is the wall time of the method."""
+    to channel counts; history holds one dict per epoch (with "phase"); seconds is the wall time of the method.
+
+    What lowering needs (workloads.lowering.lower(..., compression=result)), keyed by module name in the returned
+    model (`model.named_modules()`, e.g. "4" or "3.1", the index lowering reports): weight_bits: bits per stored
+    weight of quantized weight layers (layers absent keep lower()'s weight_bits; full-precision layers are absent);
+    storage: storage format of a weight layer ("sparse" for unstructured zeros); state_bits: membrane-state bits
+    of a spiking-neuron layer; ranks: rank r of a low-rank layer (workloads.compression.dsp), lowered as two
+    projections through a relay population of r neurons (per position for a conv). size_bits: model size as
+    QP-SNN (Wei et al., ICLR 2025) counts it, quantized weights x their bits + every other parameter x 32
+    (`model_size_bits`); unstructured zeros are not subtracted (their index cost is the hardware model's)."""
 
     method: str
     ratio: float
@@ -30,6 +44,11 @@ class CompressionResult:
     history: list[dict] = field(default_factory=list)
     notes: str = ""
     seconds: float = 0.0
+    weight_bits: dict[str, int] = field(default_factory=dict)
+    storage: dict[str, str] = field(default_factory=dict)
+    state_bits: dict[str, int] = field(default_factory=dict)
+    ranks: dict[str, int] = field(default_factory=dict)
+    size_bits: int = 0
 
 
 def check_ratio(ratio: float) -> float:
@@ -168,8 +187,18 @@ def remove_channels(model: nn.Sequential, units: list[ConvUnit], masks: dict[str
     """A new, smaller dense Sequential without the masked channels: each conv loses its masked output channels,
     its BN their entries, and its consumer the matching input channels (or, after Flatten, the H*W input features
     each channel owns). Layer types are unchanged. Outputs equal those of the masked model (apply_channel_mask)
-    because a masked channel carries exactly zero spikes. Raises ValueError if a mask keeps no channel."""
+    because a masked channel carries exactly zero spikes. Weight parametrizations (fake quantizers, see
+    workloads.compression.quant) are taken off, the latent weights sliced, and the same parametrization objects
+    put back, so they must not hold per-channel state. Raises ValueError if a mask keeps no channel."""
     new = copy.deepcopy(model)
+    saved = strip_parametrizations(new)
+    _slice_units(new, units, masks)
+    restore_parametrizations(new, saved)
+    return new
+
+
+def _slice_units(new: nn.Sequential, units: list[ConvUnit], masks: dict[str, torch.Tensor]) -> None:
+    """remove_channels' in-place slicing of `new` (plain, unparametrized modules)."""
     for unit in units:
         mask = masks[unit.conv]
         if not bool(mask.any()):
@@ -189,4 +218,66 @@ def remove_channels(model: nn.Sequential, units: list[ConvUnit], masks: dict[str
         else:
             out_all = torch.arange(nxt.out_channels, device=nxt.weight.device)
             setattr(new, unit.consumer, slice_conv(nxt, out_all, kept.to(nxt.weight.device)))
-    return new
+
+
+def strip_parametrizations(model: nn.Module) -> dict[str, dict[str, list[nn.Module]]]:
+    """Remove every torch.nn.utils.parametrize parametrization of `model` in place, keeping the latent (original)
+    tensors as plain parameters; returns {module name: {tensor name: [parametrization modules]}} for
+    `restore_parametrizations`."""
+    saved: dict[str, dict[str, list[nn.Module]]] = {}
+    for name, mod in list(model.named_modules()):
+        if not parametrize.is_parametrized(mod):
+            continue
+        saved[name] = {t: list(plist) for t, plist in mod.parametrizations.items()}
+        for t in saved[name]:
+            parametrize.remove_parametrizations(mod, t, leave_parametrized=False)
+    return saved
+
+
+def restore_parametrizations(model: nn.Module, saved: dict[str, dict[str, list[nn.Module]]]) -> None:
+    """Register again, in order, the parametrizations `strip_parametrizations` returned (modules found by name)."""
+    for name, tensors in saved.items():
+        mod = model.get_submodule(name)
+        for t, plist in tensors.items():
+            for p in plist:
+                parametrize.register_parametrization(mod, t, p)
+
+
+def latent_weight(module: nn.Module) -> torch.Tensor:
+    """The trained (latent) weight of a layer: the original tensor under a parametrization, else .weight."""
+    if parametrize.is_parametrized(module, "weight"):
+        return module.parametrizations.weight.original
+    return module.weight
+
+
+def model_size_bits(model: nn.Module, weight_bits: dict[str, int]) -> int:
+    """Model size in bits as QP-SNN reports it (Wei et al., ICLR 2025): the weight of every module named in
+    weight_bits x its bits + every other parameter x 32 (biases, BN, full-precision layers)."""
+    bits_of = {}
+    for name, bits in weight_bits.items():
+        prefix = f"{name}." if name else ""
+        bits_of[prefix + "weight"] = bits_of[prefix + "parametrizations.weight.original"] = int(bits)
+    return int(sum(p.numel() * bits_of.get(n, 32) for n, p in model.named_parameters()))
+
+
+def check_fields(obj: object, checks: dict[str, bool]) -> None:
+    """Raise ValueError naming the first field of a config dataclass `obj` whose check is False."""
+    for name, ok in checks.items():
+        if not ok:
+            raise ValueError(f"{type(obj).__name__}.{name} out of range: {getattr(obj, name)!r}")
+
+
+def finetune(model: nn.Module, x: torch.Tensor, y: torch.Tensor, train_cfg: TrainConfig, epochs: int, lr: float,
+             optimizer: str, generator: torch.Generator, progress: bool, phase: str = "finetune",
+             after_backward: Optional[Callable[[], None]] = None) -> list[dict]:
+    """Train `model` (on x's device) for `epochs` with workloads.train.run_epoch: optimizer (a key of
+    workloads.train.OPTIMIZERS) at `lr` with a per-step cosine schedule to 0; batch size, T and encoding from
+    train_cfg. after_backward: gradient hook (L1 term, mask). Returns one dict per epoch with "phase"/"epoch"."""
+    if epochs == 0:
+        return []
+    cfg = replace(train_cfg, epochs=epochs, lr=lr, optimizer=optimizer, lr_schedule="cosine")
+    opt = make_optimizer(model.parameters(), cfg)
+    sched = make_scheduler(opt, cfg, epochs * -(-len(y) // cfg.batch_size))
+    return [{"phase": phase, "epoch": e, **run_epoch(model, x, y, cfg, opt, generator, sched, after_backward,
+                                                      progress=progress, desc=f"{phase} {e}")}
+            for e in range(epochs)]
