@@ -73,10 +73,12 @@ def _compressed(cfg: RunConfig, cache: StageCache, keys: StageKeys, dataset, dev
 
 def _lowered(cfg: RunConfig, cache: StageCache, keys: StageKeys, dataset, device, progress: bool) -> Path:
     def make(folder: Path) -> None:
-        model = checkpoint.load(_compressed(cfg, cache, keys, dataset, device, progress) / "model.pt")["model"]
+        comp = _compressed(cfg, cache, keys, dataset, device, progress)
+        model = checkpoint.load(comp / "model.pt")["model"]
+        info = json.loads((comp / "result.json").read_text())
         x, y = encoded_test_inputs(dataset, cfg, cfg.hardware.n_samples)
         graph, trace = lowering.lower(model, x, labels=y, weight_bits=cfg.hardware.weight_bits, device=device,
-                                      name=f"{cfg.compression.method}-r{ratio_of(cfg):g}")
+                                      name=f"{cfg.compression.method}-r{ratio_of(cfg):g}", compression=info)
         graph.save(folder / "graph.npz")
         trace.save(folder / "trace.npz")
     return cache.get_or_make("lowered", keys.lowered, make, meta={"stage": "lowered"})
@@ -93,8 +95,10 @@ def model_row(cfg: RunConfig, cache: StageCache, progress: bool = False) -> tupl
     low = _lowered(cfg, cache, keys, dataset, device, progress)
     comp = cache.path("compressed", keys.compressed)
     payload = checkpoint.load(comp / "model.pt")
+    info = json.loads((comp / "result.json").read_text())
     row = {"point_id": keys.point, "method": cfg.compression.method, "ratio": ratio_of(cfg),
-           "accuracy": float(payload["extra"]["accuracy"]), "params": models.count_parameters(payload["model"])}
+           "accuracy": float(payload["extra"]["accuracy"]), "params": int(info["params_after"]),
+           "model_bits": int(info.get("size_bits") or 32 * models.count_parameters(payload["model"]))}
     return row, low
 
 

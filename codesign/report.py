@@ -23,7 +23,8 @@ ENERGY_SUFFIX = "_j"
 DISPLAY_COLUMNS = {
     "series": (None, "series"), "method": (None, "method"), "ratio": (None, "ratio"), "accuracy": (100.0, "accuracy (%)"),
     "params": (None, "params"), "synops": (None, "SynOps / inf."), "spikes": (None, "spikes / inf."),
-    "cores_used": (None, "cores"), "energy_j": (1e6, "energy / inf. (uJ)"),
+    "cores_used": (None, "cores"), "model_bits": (1 / 8192, "model (KiB)"),
+    "memory_bits": (1 / 8192, "synapse mem. (KiB)"), "energy_j": (1e6, "energy / inf. (uJ)"),
     "latency_s": (1e6, "latency / inf. (us)"), "fits": (None, "fits"), "pareto": (None, "Pareto"),
 }
 

@@ -66,6 +66,16 @@ def test_random_keeps_the_same_counts_seeded(trained, small_ds):
     assert a.kept_channels != mag.kept_channels
 
 
+def test_per_layer_ratios_override_the_global_ratio(trained, small_ds):
+    cfg = ChannelPruneConfig(finetune_epochs=0, layer_ratios={"0": 0.25, "4": 0.75})
+    _, info = magnitude_channel(trained, small_ds, 0.5, cfg, FAST, progress=False)
+    assert info.channels_after == {"0": 16 - 4, "4": 32 - 24}
+    _, rnd = random_channels(trained, small_ds, 0.5, cfg, FAST, seed=3, progress=False)
+    assert rnd.channels_after == info.channels_after
+    with pytest.raises(ValueError, match="layer_ratios: '9' is not one of the convs"):
+        magnitude_channel(trained, small_ds, 0.5, ChannelPruneConfig(layer_ratios={"9": 0.5}), FAST, progress=False)
+
+
 def test_channel_methods_at_ratio_zero_return_an_unchanged_copy(trained, small_ds):
     small, info = magnitude_channel(trained, small_ds, 0.0, None, FAST, progress=False)
     assert small is not trained and info.params_after == info.params_before

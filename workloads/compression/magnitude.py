@@ -17,7 +17,13 @@ from workloads.train import TrainConfig
 @dataclass(frozen=True)
 class ChannelPruneConfig(FineTuneConfig):
     """Config of the one-shot channel pruners (magnitude_channel, random): fine-tuning epochs (default 2), lr
-    (1e-3, cosine) and optimizer ("adam") of the pruned model. See FineTuneConfig."""
+    (1e-3, cosine) and optimizer ("adam") of the pruned model (see FineTuneConfig); layer_ratios: optional
+    {conv name: ratio} overriding the global ratio per layer (e.g. from codesign's hardware-aware allocator)."""
+
+    layer_ratios: Optional[dict] = None
+
+    def _checks(self) -> dict[str, bool]:
+        return {**super()._checks(), "layer_ratios": self.layer_ratios is None or isinstance(self.layer_ratios, dict)}
 
 
 def l1_filter_scores(model: nn.Sequential, units: list[ConvUnit]) -> dict[str, torch.Tensor]:
@@ -48,5 +54,6 @@ def magnitude_channel(model: nn.Sequential, dataset: Dataset, ratio: float,
     Returns (smaller Sequential, CompressionResult with kept_channels); ratio 0 returns an unchanged deep copy.
     Raises ValueError for a ratio outside [0, 1) or a model without conv units (base.find_conv_units).
     """
-    return quantize_then_prune(model, dataset, ratio, "magnitude_channel", cfg or ChannelPruneConfig(), train_cfg,
-                               seed, device, progress, pruner=l1_filter_masks)
+    cfg = cfg or ChannelPruneConfig()
+    return quantize_then_prune(model, dataset, ratio, "magnitude_channel", cfg, train_cfg, seed, device, progress,
+                               pruner=l1_filter_masks, overrides=cfg.layer_ratios)

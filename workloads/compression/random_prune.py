@@ -34,5 +34,6 @@ def random_channels(model: nn.Sequential, dataset: Dataset, ratio: float, cfg: O
     fine-tune as magnitude_channel does: the baseline any importance criterion must beat (e.g. Li et al.,
     ICLR 2017, compare L1-norm against random filter selection). Returns (smaller Sequential, CompressionResult);
     ratio 0 returns an unchanged deep copy. Raises ValueError for a ratio outside [0, 1)."""
-    return quantize_then_prune(model, dataset, ratio, "random", cfg or ChannelPruneConfig(), train_cfg, seed, device,
-                               progress, pruner=random_masks)
+    cfg = cfg or ChannelPruneConfig()
+    return quantize_then_prune(model, dataset, ratio, "random", cfg, train_cfg, seed, device, progress,
+                               pruner=random_masks, overrides=cfg.layer_ratios)
