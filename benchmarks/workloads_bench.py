@@ -1,0 +1,62 @@
+"""The benchmark workloads: the default MNIST net (100 samples) and VGG-11 at 32x32 (T=4, 16 samples), untrained but
+spiking (BatchNorm statistics calibrated on the samples), lowered to a graph + trace, with the chip each runs on."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from benchutil import calibrate_bn
+from hwmodels import ChipSpec, EventTrace, NetworkGraph, load_preset
+from workloads.data import load_dataset
+from workloads.encoding import encode
+from workloads.lowering import lower
+from workloads.models import build_model
+
+
+@dataclass
+class Workload:
+    """A model, its encoded input (T, N, ...), the lowered graph + trace, the chip and how it was made."""
+
+    name: str
+    model: nn.Module
+    x: torch.Tensor
+    graph: NetworkGraph
+    trace: EventTrace
+    chip: ChipSpec
+    lower_s: float
+    description: str
+
+
+def _lowered(name: str, model: nn.Module, x: torch.Tensor, chip: ChipSpec, description: str) -> Workload:
+    calibrate_bn(model, x)
+    t0 = time.perf_counter()
+    graph, trace = lower(model, x, name=name, device="cpu")
+    return Workload(name, model, x, graph, trace, chip, time.perf_counter() - t0, description)
+
+
+def mnist_default(n_samples: int = 100, n_timesteps: int = 4) -> Workload:
+    """The default co-design net (mnist_conv 16C3-BN-LIF-MP2-32C3-BN-LIF-MP2-FC10, LIF tau 2) on the first
+    mnist5k test digits, direct encoding, on the `loihi` preset (codesign/configs/default.yaml)."""
+    ds = load_dataset("mnist5k", seed=0)
+    model = build_model("mnist_conv", (1, 28, 28), 10, neuron="LIF", tau=2.0, seed=0)
+    x = encode(ds.x_test[:n_samples], n_timesteps, "direct")
+    return _lowered("mnist_conv", model, x, load_preset("loihi"),
+                    f"mnist_conv (LIF), {n_samples} mnist5k test digits, T={n_timesteps}, direct encoding, "
+                    "untrained with BN statistics calibrated on the samples, preset loihi")
+
+
+def vgg11_32(n_samples: int = 16, n_timesteps: int = 4) -> Workload:
+    """VGG-11 (workloads.models 'vgg11', IF neurons) at 3x32x32 on seeded uniform-noise images (no CIFAR-10 on this
+    offline machine), direct encoding, on `generic-45nm` with a 1 MB synapse SRAM per core (Horowitz's largest
+    SRAM): VGG-11's ~185k neurons need ~185 cores, more than one Loihi (128) holds."""
+    model = build_model("vgg11", (3, 32, 32), 10, neuron="IF", v_threshold=1.0, seed=0)
+    images = torch.rand((n_samples, 3, 32, 32), generator=torch.Generator().manual_seed(0))
+    x = encode(images, n_timesteps, "direct")
+    chip = load_preset("generic-45nm", {"core.synapse_memory_bits": 8 * 1024 * 1024})
+    return _lowered("vgg11", model, x, chip,
+                    f"vgg11 (IF), {n_samples} uniform-noise 3x32x32 images, T={n_timesteps}, direct encoding, "
+                    "untrained with BN statistics calibrated on the samples, preset generic-45nm with "
+                    "core.synapse_memory_bits = 8 Mbit")
