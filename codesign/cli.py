@@ -143,6 +143,35 @@ def default_search_path() -> Path:
     return Path(str(resources.files("codesign").joinpath("configs/search.yaml")))
 
 
+@app.command()
+def allocate(config: Optional[Path] = typer.Argument(None, help="YAML run config (its method needs per-layer "
+                                                               "ratios, e.g. magnitude_channel)"),
+             ratio: float = typer.Option(0.5, "--ratio", help="uniform ratio whose parameter budget both share"),
+             set_: list[str] = typer.Option([], "--set", help="override a config key"),
+             energy_weight: float = typer.Option(1.0, help="weight of the energy saving in the layer score"),
+             latency_weight: float = typer.Option(1.0, help="weight of the latency saving in the layer score"),
+             debug: bool = typer.Option(False, "--debug", help="show tracebacks")) -> None:
+    """Hardware-aware per-layer pruning ratios from the simulator, against uniform ratios at equal parameters.
+
+    Examples:
+      codesign allocate --set compression.method=magnitude_channel --ratio 0.5
+    """
+    from codesign.config import ConfigError, load_config
+    _quiet_torch_logs()
+    console = Console(width=max(Console().width, MIN_WIDTH))
+    try:
+        from codesign.allocator import AllocatorConfig, run_allocator
+        cfg = load_config(config, set_)
+        result, table = run_allocator(cfg, ratio, AllocatorConfig(energy_weight=energy_weight,
+                                                                  latency_weight=latency_weight), log=console.print)
+    except (ConfigError, ValueError, FileNotFoundError) as exc:
+        _fail(exc, debug)
+    console.print(_summary_table(result.table))
+    for line in result.summary:
+        console.print(f"- {line}")
+    console.print(f"report: {result.run_dir / 'report.html'}")
+
+
 @presets_app.command("list")
 def presets_list() -> None:
     """List the chip presets shipped with hwmodels."""

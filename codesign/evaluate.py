@@ -48,7 +48,8 @@ def stage_keys(cfg: RunConfig) -> StageKeys:
     return StageKeys(dense, comp, low, point)
 
 
-def _dense(cfg: RunConfig, cache: StageCache, key: str, dataset, device, progress: bool) -> Path:
+def dense_stage(cfg: RunConfig, cache: StageCache, key: str, dataset, device, progress: bool) -> Path:
+    """Folder of the trained dense model of `cfg` (model.pt with its test accuracy), training it if not cached."""
     def make(folder: Path) -> None:
         model = make_model(cfg, dataset)
         tcfg = train_config(cfg)
@@ -61,7 +62,7 @@ def _dense(cfg: RunConfig, cache: StageCache, key: str, dataset, device, progres
 
 def _compressed(cfg: RunConfig, cache: StageCache, keys: StageKeys, dataset, device, progress: bool) -> Path:
     def make(folder: Path) -> None:
-        dense = checkpoint.load(_dense(cfg, cache, keys.dense, dataset, device, progress) / "model.pt")["model"]
+        dense = checkpoint.load(dense_stage(cfg, cache, keys.dense, dataset, device, progress) / "model.pt")["model"]
         small, info = compression.compress(cfg.compression.method, dense, dataset, ratio_of(cfg),
                                            cfg=method_config(cfg), seed=cfg.seed, train_cfg=train_config(cfg),
                                            device=device, progress=progress)

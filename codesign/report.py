@@ -155,17 +155,20 @@ _CSS = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;
 
 
 def render_markdown(title: str, summary: list[str], df: pd.DataFrame, figures: list[Figure],
-                    config_yaml: str) -> str:
-    """report.md: summary lines, the results table, links to the PNG figures, the resolved config."""
+                    config_yaml: str, tables: dict[str, pd.DataFrame] | None = None) -> str:
+    """report.md: summary lines, the results table, extra tables, links to the PNG figures, the resolved config."""
     parts = [f"# {title}", "", *[f"- {s}" for s in summary], "", "## Results", "",
-             markdown_table(display_table(df)), "", "## Figures", ""]
+             markdown_table(display_table(df)), ""]
+    for name, table in (tables or {}).items():
+        parts += [f"## {name}", "", markdown_table(table), ""]
+    parts += ["## Figures", ""]
     parts += [f"![{f.caption}](figures/{f.name}.png)" for f in figures]
     parts += ["", "## Resolved config", "", "```yaml", config_yaml.rstrip(), "```", ""]
     return "\n".join(parts)
 
 
 def render_html(title: str, summary: list[str], df: pd.DataFrame, figures: list[Figure],
-                config_yaml: str) -> str:
+                config_yaml: str, tables: dict[str, pd.DataFrame] | None = None) -> str:
     """report.html: self-contained page (inline CSS, figures as base64 PNG data URIs, no scripts)."""
     figs = "".join(
         f'<figure><img alt="{html.escape(f.caption)}" src="data:image/png;base64,'
@@ -174,17 +177,19 @@ def render_html(title: str, summary: list[str], df: pd.DataFrame, figures: list[
     items = "".join(f"<li>{html.escape(s)}</li>" for s in summary)
     return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1><ul>{items}</ul>"
-            f"<h2>Results</h2>{_html_table(display_table(df))}<h2>Figures</h2><div class='figs'>{figs}</div>"
+            f"<h2>Results</h2>{_html_table(display_table(df))}"
+            + "".join(f"<h2>{html.escape(n)}</h2>{_html_table(t)}" for n, t in (tables or {}).items())
+            + f"<h2>Figures</h2><div class='figs'>{figs}</div>"
             f"<h2>Resolved config</h2><pre>{html.escape(config_yaml)}</pre></body></html>")
 
 
 def write_report(run_dir: Path, df: pd.DataFrame, config_yaml: str, summary: list[str],
-                 title: str = "Co-design run") -> None:
-    """Write figures/, report.md and report.html into `run_dir` (the caller makes the folder atomic)."""
+                 title: str = "Co-design run", tables: dict[str, pd.DataFrame] | None = None) -> None:
+    """Write figures/, report.md and report.html into `run_dir`; `tables` adds named sections after the results."""
     figures = make_figures(df)
     fig_dir = run_dir / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
     for f in figures:
         (fig_dir / f"{f.name}.png").write_bytes(f.png)
-    (run_dir / "report.md").write_text(render_markdown(title, summary, df, figures, config_yaml))
-    (run_dir / "report.html").write_text(render_html(title, summary, df, figures, config_yaml))
+    (run_dir / "report.md").write_text(render_markdown(title, summary, df, figures, config_yaml, tables))
+    (run_dir / "report.html").write_text(render_html(title, summary, df, figures, config_yaml, tables))
