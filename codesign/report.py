@@ -1,122 +1,37 @@
-"""Run reports: figures against the compression ratio, `report.md` and a self-contained `report.html`.
+"""Run reports: `report.md`, a self-contained `report.html` and figures as PNG and SVG.
 
-Inputs are the results table (one row per design point, SI units) and the resolved config; figures are
-drawn with matplotlib and embedded in the HTML as base64 PNG so the page needs no network or side files.
+The page holds the summary, the table of every design point, extra tables (e.g. claim verdicts, allocations), the
+result figures (codesign.figures), the hardware figures of highlighted points (codesign.hwfigures: core occupancy,
+NoC link load, per-layer SynOps and energy, latency per timestep), the provenance and the resolved config. Figures
+are embedded as base64 PNG, so the HTML needs no network or side files. Everything the page shows is read from
+files in the run folder, so `rebuild_report(run_dir)` (`codesign report RUN_DIR`) recreates it.
 """
 from __future__ import annotations
 
 import base64
 import html
-import io
-from dataclasses import dataclass
+import json
 from pathlib import Path
 
-import matplotlib
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
+from codesign.figures import Figure, render, result_figures
+from codesign.hwfigures import PointDetails, detail_figures
 
-ENERGY_PREFIX = "energy_"
-ENERGY_SUFFIX = "_j"
+META_NAME = "report_meta.json"
 #: columns shown in the report table, with the unit factor and label used for people
 DISPLAY_COLUMNS = {
-    "series": (None, "series"), "method": (None, "method"), "ratio": (None, "ratio"), "accuracy": (100.0, "accuracy (%)"),
-    "params": (None, "params"), "synops": (None, "SynOps / inf."), "spikes": (None, "spikes / inf."),
-    "cores_used": (None, "cores"), "model_bits": (1 / 8192, "model (KiB)"),
+    "series": (None, "series"), "method": (None, "method"), "ratio": (None, "ratio"),
+    "accuracy": (100.0, "accuracy (%)"), "params": (None, "params"), "synops": (None, "SynOps / inf."),
+    "spikes": (None, "spikes / inf."), "cores_used": (None, "cores"), "model_bits": (1 / 8192, "model (KiB)"),
     "memory_bits": (1 / 8192, "synapse mem. (KiB)"), "energy_j": (1e6, "energy / inf. (uJ)"),
     "latency_s": (1e6, "latency / inf. (us)"), "fits": (None, "fits"), "pareto": (None, "Pareto"),
 }
-
-
-@dataclass(frozen=True)
-class Figure:
-    """One report figure: file stem, caption and PNG bytes."""
-
-    name: str
-    caption: str
-    png: bytes
-
-
-def energy_components(df: pd.DataFrame) -> list[str]:
-    """Names of the energy components present as `energy_<component>_j` columns (total excluded)."""
-    return [c[len(ENERGY_PREFIX):-len(ENERGY_SUFFIX)] for c in df.columns
-            if c.startswith(ENERGY_PREFIX) and c.endswith(ENERGY_SUFFIX) and c != "energy_j"]
-
-
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue()
-
-
-def series_of(df: pd.DataFrame) -> pd.Series:
-    """The curve each row belongs to: the `series` column of a sweep, else the method."""
-    return df["series"] if "series" in df.columns else df["method"]
-
-
-def _line_figure(df: pd.DataFrame, column: str, scale: float, ylabel: str, title: str) -> bytes:
-    fig, ax = plt.subplots(figsize=(4.6, 3.2))
-    for method, part in df.groupby(series_of(df), sort=False):
-        part = part.sort_values("ratio")
-        ax.plot(part["ratio"], part[column] * scale, marker="o", label=str(method))
-    ax.set_xlabel("pruning ratio")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    return _png(fig)
-
-
-def _pareto_figure(df: pd.DataFrame) -> bytes:
-    fig, ax = plt.subplots(figsize=(4.6, 3.2))
-    front = df["pareto"].astype(bool)
-    ax.scatter(df.loc[~front, "energy_j"] * 1e6, df.loc[~front, "accuracy"] * 100, c="#999", s=14, label="point")
-    part = df[front].sort_values("energy_j")
-    ax.plot(part["energy_j"] * 1e6, part["accuracy"] * 100, "o-", c="C3", label="Pareto front")
-    ax.set_xlabel("energy per inference (uJ)")
-    ax.set_ylabel("accuracy (%)")
-    ax.set_title("Accuracy vs energy (front over accuracy, energy, latency)", fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    return _png(fig)
-
-
-def _energy_figure(df: pd.DataFrame) -> bytes:
-    comps = energy_components(df)
-    fig, ax = plt.subplots(figsize=(4.6, 3.2))
-    labels = [f"{m}\n{r:g}" for m, r in zip(series_of(df), df["ratio"])]
-    bottom = pd.Series(0.0, index=df.index)
-    for comp in comps:
-        vals = df[f"{ENERGY_PREFIX}{comp}{ENERGY_SUFFIX}"] * 1e6
-        ax.bar(labels, vals, bottom=bottom, label=comp)
-        bottom = bottom + vals
-    ax.set_ylabel("energy per inference (uJ)")
-    ax.set_title("Energy per inference by component")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3, axis="y")
-    return _png(fig)
-
-
-def make_figures(df: pd.DataFrame) -> list[Figure]:
-    """The four standard figures: accuracy, parameters, energy (stacked by component) and latency vs ratio."""
-    df = df[df["energy_j"].notna()] if "energy_j" in df.columns else df
-    figs = [Figure("pareto", "Pareto front: accuracy against energy per inference", _pareto_figure(df))] \
-        if "pareto" in df.columns else []
-    return figs + [
-        Figure("accuracy", "Test accuracy against the pruning ratio",
-               _line_figure(df, "accuracy", 100.0, "accuracy (%)", "Accuracy")),
-        Figure("params", "Parameters against the pruning ratio",
-               _line_figure(df, "params", 1.0, "parameters", "Parameters")),
-        Figure("energy", "Energy per inference, stacked by component", _energy_figure(df)),
-        Figure("latency", "Latency per inference against the pruning ratio",
-               _line_figure(df, "latency_s", 1e6, "latency per inference (us)", "Latency")),
-    ]
+MAX_HIGHLIGHTS = 3
 
 
 def display_table(df: pd.DataFrame) -> pd.DataFrame:
-    """The results converted to people's units (%, uJ, us) with readable column names."""
+    """The results converted to people's units (%, KiB, uJ, us) with readable column names."""
     out = {}
     for col, (scale, label) in DISPLAY_COLUMNS.items():
         if col in df.columns:
@@ -134,7 +49,7 @@ def _fmt(v) -> str:
 
 def markdown_table(df: pd.DataFrame) -> str:
     """A GitHub-flavoured markdown table of `df`."""
-    head = "| " + " | ".join(df.columns) + " |"
+    head = "| " + " | ".join(map(str, df.columns)) + " |"
     sep = "|" + "|".join("---" for _ in df.columns) + "|"
     rows = ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in df.astype(object).itertuples(index=False)]
     return "\n".join([head, sep, *rows])
@@ -147,49 +62,138 @@ def _html_table(df: pd.DataFrame) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-_CSS = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
-        "table{border-collapse:collapse;font-size:14px}td,th{border:1px solid #ccc;padding:4px 8px;"
-        "text-align:right}th{background:#f3f3f3}.figs{display:flex;flex-wrap:wrap;gap:12px}"
+_CSS = ("body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}"
+        "table{border-collapse:collapse;font-size:13px;margin-bottom:1em}td,th{border:1px solid #ccc;"
+        "padding:3px 7px;text-align:right}th{background:#f3f3f3}.figs{display:flex;flex-wrap:wrap;gap:12px}"
         "figure{margin:0}figcaption{font-size:13px;color:#555}pre{background:#f7f7f7;padding:8px;"
-        "overflow:auto;font-size:12px}")
+        "overflow:auto;font-size:12px}img{max-width:100%}")
 
 
-def render_markdown(title: str, summary: list[str], df: pd.DataFrame, figures: list[Figure],
-                    config_yaml: str, tables: dict[str, pd.DataFrame] | None = None) -> str:
-    """report.md: summary lines, the results table, extra tables, links to the PNG figures, the resolved config."""
-    parts = [f"# {title}", "", *[f"- {s}" for s in summary], "", "## Results", "",
+def highlight_points(df: pd.DataFrame) -> list[str]:
+    """point_ids whose hardware figures the report shows: the lowest and highest ratio of the first series and
+    the lowest-energy Pareto point (at most MAX_HIGHLIGHTS, no repeats)."""
+    if "point_id" not in df.columns or df.empty:
+        return []
+    ok = df[df["energy_j"].notna()] if "energy_j" in df.columns else df
+    if ok.empty:
+        return []
+    first = ok[ok.get("series", ok["method"]) == ok.get("series", ok["method"]).iloc[0]].sort_values("ratio")
+    picks = [first["point_id"].iloc[0], first["point_id"].iloc[-1]]
+    if "pareto" in ok.columns and ok["pareto"].astype(bool).any():
+        picks.append(ok[ok["pareto"].astype(bool)].sort_values("energy_j")["point_id"].iloc[0])
+    return list(dict.fromkeys(picks))[:MAX_HIGHLIGHTS]
+
+
+def _point_label(df: pd.DataFrame, pid: str) -> str:
+    row = df[df["point_id"] == pid].iloc[0]
+    series = row["series"] if "series" in df.columns else row["method"]
+    return f"{series}, ratio {row['ratio']:g}"
+
+
+def point_figures(run_dir: Path, df: pd.DataFrame) -> list[tuple[str, list[Figure]]]:
+    """Hardware figures of the highlighted points whose details are stored under run_dir/points/<id>/."""
+    out = []
+    for pid in highlight_points(df):
+        folder = run_dir / "points" / str(pid)
+        if not (folder / "cores.csv").exists():
+            continue
+        figs = [render(f"{name}-{pid}", cap, fig) for name, cap, fig in detail_figures(PointDetails.load(folder))]
+        out.append((_point_label(df, pid), figs))
+    return out
+
+
+def _img(f: Figure) -> str:
+    return (f'<figure><img alt="{html.escape(f.caption)}" src="data:image/png;base64,'
+            f'{base64.b64encode(f.png).decode()}"><figcaption>{html.escape(f.caption)}</figcaption></figure>')
+
+
+def render_markdown(meta: dict, df: pd.DataFrame, figures: list[Figure], points: list, tables: dict,
+                    provenance: dict, config_yaml: str) -> str:
+    """report.md: summary, results, extra tables, figures (PNG links), hardware figures, provenance, config."""
+    parts = [f"# {meta['title']}", "", *[f"- {s}" for s in meta["summary"]], "", "## Results", "",
              markdown_table(display_table(df)), ""]
-    for name, table in (tables or {}).items():
+    for name, table in tables.items():
         parts += [f"## {name}", "", markdown_table(table), ""]
-    parts += ["## Figures", ""]
-    parts += [f"![{f.caption}](figures/{f.name}.png)" for f in figures]
-    parts += ["", "## Resolved config", "", "```yaml", config_yaml.rstrip(), "```", ""]
+    parts += ["## Figures", "", *[f"![{f.caption}](figures/{f.name}.png)" for f in figures], ""]
+    for label, figs in points:
+        parts += [f"## Hardware view: {label}", "", *[f"![{f.caption}](figures/{f.name}.png)" for f in figs], ""]
+    parts += ["## Provenance", "", "```json", json.dumps(provenance, indent=1), "```", "",
+              "## Resolved config", "", "```yaml", config_yaml.rstrip(), "```", ""]
     return "\n".join(parts)
 
 
-def render_html(title: str, summary: list[str], df: pd.DataFrame, figures: list[Figure],
-                config_yaml: str, tables: dict[str, pd.DataFrame] | None = None) -> str:
+def render_html(meta: dict, df: pd.DataFrame, figures: list[Figure], points: list, tables: dict,
+                provenance: dict, config_yaml: str) -> str:
     """report.html: self-contained page (inline CSS, figures as base64 PNG data URIs, no scripts)."""
-    figs = "".join(
-        f'<figure><img alt="{html.escape(f.caption)}" src="data:image/png;base64,'
-        f'{base64.b64encode(f.png).decode()}"><figcaption>{html.escape(f.caption)}</figcaption></figure>'
-        for f in figures)
-    items = "".join(f"<li>{html.escape(s)}</li>" for s in summary)
-    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1><ul>{items}</ul>"
-            f"<h2>Results</h2>{_html_table(display_table(df))}"
-            + "".join(f"<h2>{html.escape(n)}</h2>{_html_table(t)}" for n, t in (tables or {}).items())
-            + f"<h2>Figures</h2><div class='figs'>{figs}</div>"
-            f"<h2>Resolved config</h2><pre>{html.escape(config_yaml)}</pre></body></html>")
+    title = html.escape(meta["title"])
+    items = "".join(f"<li>{html.escape(s)}</li>" for s in meta["summary"])
+    body = [f"<h1>{title}</h1><ul>{items}</ul><h2>Results</h2>{_html_table(display_table(df))}"]
+    body += [f"<h2>{html.escape(n)}</h2>{_html_table(t)}" for n, t in tables.items()]
+    body.append(f"<h2>Figures</h2><div class='figs'>{''.join(_img(f) for f in figures)}</div>")
+    body += [f"<h2>Hardware view: {html.escape(label)}</h2><div class='figs'>{''.join(_img(f) for f in figs)}</div>"
+             for label, figs in points]
+    body.append(f"<h2>Provenance</h2><pre>{html.escape(json.dumps(provenance, indent=1))}</pre>"
+                f"<h2>Resolved config</h2><pre>{html.escape(config_yaml)}</pre>")
+    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{title}</title>"
+            f"<style>{_CSS}</style></head><body>{''.join(body)}</body></html>")
+
+
+def _read_tables(run_dir: Path, meta: dict) -> dict[str, pd.DataFrame]:
+    return {name: pd.read_csv(run_dir / "tables" / file, dtype=str).fillna("")
+            for name, file in meta.get("tables", {}).items()}
+
+
+def _claims_table(run_dir: Path) -> dict[str, pd.DataFrame]:
+    path = run_dir / "claims.json"
+    if not path.exists():
+        return {}
+    from codesign.claims import verdict_table
+    return {"Claims": verdict_table(json.loads(path.read_text()))}
+
+
+def rebuild_report(run_dir: str | Path) -> Path:
+    """Recreate figures/, report.md and report.html from the files of a run folder; returns report.html.
+
+    Raises FileNotFoundError when the folder has no results.csv or no report_meta.json.
+    """
+    run_dir = Path(run_dir)
+    for need in ("results.csv", META_NAME):
+        if not (run_dir / need).exists():
+            raise FileNotFoundError(f"report: '{run_dir / need}' does not exist (is '{run_dir}' a run folder?)")
+    meta = json.loads((run_dir / META_NAME).read_text())
+    df = pd.read_csv(run_dir / "results.csv", dtype={"point_id": str})
+    tables = {**_read_tables(run_dir, meta), **_claims_table(run_dir)}
+    figures = result_figures(df)
+    points = point_figures(run_dir, df)
+    prov_path = run_dir / "provenance.json"
+    provenance = json.loads(prov_path.read_text()) if prov_path.exists() else {}
+    config_yaml = (run_dir / meta["config_file"]).read_text() if (run_dir / meta["config_file"]).exists() else ""
+    fig_dir = run_dir / "figures"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    for f in figures + [f for _, figs in points for f in figs]:
+        (fig_dir / f"{f.name}.png").write_bytes(f.png)
+        (fig_dir / f"{f.name}.svg").write_bytes(f.svg)
+    args = (meta, df, figures, points, tables, provenance, config_yaml)
+    (run_dir / "report.md").write_text(render_markdown(*args))
+    (run_dir / "report.html").write_text(render_html(*args))
+    return run_dir / "report.html"
 
 
 def write_report(run_dir: Path, df: pd.DataFrame, config_yaml: str, summary: list[str],
-                 title: str = "Co-design run", tables: dict[str, pd.DataFrame] | None = None) -> None:
-    """Write figures/, report.md and report.html into `run_dir`; `tables` adds named sections after the results."""
-    figures = make_figures(df)
-    fig_dir = run_dir / "figures"
-    fig_dir.mkdir(parents=True, exist_ok=True)
-    for f in figures:
-        (fig_dir / f"{f.name}.png").write_bytes(f.png)
-    (run_dir / "report.md").write_text(render_markdown(title, summary, df, figures, config_yaml, tables))
-    (run_dir / "report.html").write_text(render_html(title, summary, df, figures, config_yaml, tables))
+                 title: str = "Co-design run", tables: dict[str, pd.DataFrame] | None = None,
+                 config_file: str = "config.resolved.yaml") -> Path:
+    """Store what the report shows (results.csv, report_meta.json, tables/*.csv, the config file when given as
+    text) and build the page with `rebuild_report`. Returns the path of report.html."""
+    run_dir = Path(run_dir)
+    df.to_csv(run_dir / "results.csv", index=False)
+    if not (run_dir / config_file).exists():
+        (run_dir / config_file).write_text(config_yaml)
+    names = {}
+    if tables:
+        (run_dir / "tables").mkdir(exist_ok=True)
+        for i, (name, table) in enumerate(tables.items()):
+            names[name] = f"table{i}.csv"
+            table.to_csv(run_dir / "tables" / names[name], index=False)
+    meta = {"title": title, "summary": summary, "tables": names, "config_file": config_file}
+    (run_dir / META_NAME).write_text(json.dumps(meta, indent=1))
+    return rebuild_report(run_dir)

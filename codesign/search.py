@@ -154,5 +154,5 @@ def search(spec: SweepSpec, resume: bool = False, log=print) -> RunResult:
                f"{int(df['pareto'].sum())} points on the feasible Pareto front "
                f"({', '.join(f'{k} {v}' for k, v in spec.search.objectives.items())})",
                f"search took {time.perf_counter() - start:.0f} s; study: {storage}"]
-    write_report(out, df, (out / "search.yaml").read_text(), summary, title=f"Search: {out.name}")
+    write_report(out, df, "", summary, title=f"Search: {out.name}", config_file="search.yaml")
     return RunResult(df, Path(out), time.perf_counter() - start, summary)

@@ -65,17 +65,30 @@ class SweepSpec(_Section):
     run_name: str | None = None
     output_dir: str = "reports"
     cache_dir: str = ".cache/codesign"
-    axes: dict[str, list[Any]] = Field(default_factory=dict, description="dotted key -> values (grid product)")
+    axes: dict[str, list[Any]] | list[dict[str, list[Any]]] = Field(
+        default_factory=dict, description="dotted key -> values (grid product), or a list of such grids (their "
+                                          "union, e.g. one grid per method with its own parameters)")
     execution: ExecutionConfig = ExecutionConfig()
     search: SearchConfig = SearchConfig()
 
     @field_validator("axes")
     @classmethod
-    def _non_empty(cls, axes: dict[str, list[Any]]) -> dict[str, list[Any]]:
-        for key, values in axes.items():
-            if not values:
-                raise ValueError(f"axis '{key}' has no values")
+    def _non_empty(cls, axes):
+        for grid in (axes if isinstance(axes, list) else [axes]):
+            for key, values in grid.items():
+                if not values:
+                    raise ValueError(f"axis '{key}' has no values")
         return axes
+
+    @property
+    def grids(self) -> list[dict[str, list[Any]]]:
+        """The axes as a list of grids (one grid when `axes` is a mapping)."""
+        return self.axes if isinstance(self.axes, list) else [self.axes]
+
+    @property
+    def axis_names(self) -> list[str]:
+        """Every axis name over all grids, in first-seen order."""
+        return list(dict.fromkeys(k for g in self.grids for k in g))
 
 
 def load_spec(path: str | Path | None, sets: list[str] | None = None) -> SweepSpec:
@@ -147,17 +160,22 @@ def point_config(spec: SweepSpec, values: dict[str, Any]) -> RunConfig:
 
 
 def grid_points(spec: SweepSpec, base_ratios: bool = True) -> list[tuple[dict, RunConfig]]:
-    """Every design point of the grid: (axis values, RunConfig with one ratio).
+    """Every design point of the grid(s): (axis values, RunConfig with one ratio), duplicates removed.
 
-    Without a ratio axis, the base config's `compression.ratios` list becomes one more axis when base_ratios.
+    A grid without a ratio axis gets the base config's `compression.ratios` as one more axis when base_ratios.
     """
-    axes = dict(spec.axes)
-    if base_ratios and "compression.ratio" not in axes:
-        ratios = RunConfig.model_validate(base_tree(spec)).compression.ratios
-        axes = {"compression.ratio": ratios, **axes}
-    keys = list(axes)
-    out = []
-    for combo in itertools.product(*(axes[k] for k in keys)):
-        values = dict(zip(keys, combo))
-        out.append((values, point_config(spec, values)))
+    out, seen = [], set()
+    for grid in spec.grids:
+        axes = dict(grid)
+        if base_ratios and "compression.ratio" not in axes:
+            ratios = RunConfig.model_validate(base_tree(spec)).compression.ratios
+            axes = {"compression.ratio": ratios, **axes}
+        keys = list(axes)
+        for combo in itertools.product(*(axes[k] for k in keys)):
+            values = dict(zip(keys, combo))
+            cfg = point_config(spec, values)
+            dump = cfg.model_dump_json()
+            if dump not in seen:
+                seen.add(dump)
+                out.append((values, cfg))
     return out

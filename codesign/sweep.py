@@ -70,8 +70,8 @@ def sweep(spec: SweepSpec, resume: bool = False, progress: bool = False, log=pri
     df = store.table()
     objectives = {"accuracy": "max", "energy_j": "min", "latency_s": "min"}
     df["pareto"] = pareto_mask(df, objectives)
-    summary = [f"{len(df)} design points over axes: {', '.join(spec.axes) or 'ratio only'}",
+    summary = [f"{len(df)} design points over axes: {', '.join(spec.axis_names) or 'ratio only'}",
                f"{int(df['pareto'].sum())} on the accuracy / energy / latency Pareto front",
                f"sweep took {time.perf_counter() - start:.0f} s"]
-    write_report(out, df, (out / "sweep.yaml").read_text(), summary, title=f"Sweep: {out.name}")
+    write_report(out, df, "", summary, title=f"Sweep: {out.name}", config_file="sweep.yaml")
     return RunResult(df, Path(out), time.perf_counter() - start, summary)

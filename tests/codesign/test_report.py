@@ -4,7 +4,8 @@ import re
 
 import pandas as pd
 
-from codesign.report import display_table, energy_components, markdown_table, write_report
+from codesign.figures import energy_components
+from codesign.report import display_table, markdown_table, write_report
 
 
 def _table():

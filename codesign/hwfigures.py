@@ -1,0 +1,130 @@
+"""Figures of one simulated design point: core occupancy on the mesh, NoC link load, per-layer SynOps and energy,
+latency per hardware step. Inputs are the per-point tables a run stores (points/<id>/*.csv, from SimResult)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.collections import LineCollection  # noqa: E402
+
+DETAIL_TABLES = ("populations", "cores", "links", "steps")
+
+
+@dataclass(frozen=True)
+class PointDetails:
+    """Per-population, per-core, per-link and per-step tables of one design point (SimResult's DataFrames)."""
+
+    populations: pd.DataFrame
+    cores: pd.DataFrame
+    links: pd.DataFrame
+    steps: pd.DataFrame
+
+    @classmethod
+    def from_sim(cls, sim) -> "PointDetails":
+        """From a hwmodels.SimResult."""
+        steps = pd.DataFrame({"step": np.arange(len(sim.latency_per_step_s)), "latency_s": sim.latency_per_step_s})
+        return cls(sim.populations.reset_index(), sim.cores.reset_index(), sim.links.reset_index(), steps)
+
+    def save(self, folder: Path) -> None:
+        """Write the four tables as CSV into `folder`."""
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in DETAIL_TABLES:
+            getattr(self, name).to_csv(folder / f"{name}.csv", index=False)
+
+    @classmethod
+    def load(cls, folder: Path) -> "PointDetails":
+        """Read tables written by `save` (an empty links.csv gives an empty table)."""
+        def read(name: str) -> pd.DataFrame:
+            path = folder / f"{name}.csv"
+            try:
+                return pd.read_csv(path)
+            except pd.errors.EmptyDataError:
+                return pd.DataFrame()
+        return cls(*(read(n) for n in DETAIL_TABLES))
+
+
+def core_map(cores: pd.DataFrame, ax) -> None:
+    """Mesh heatmap: neurons mapped per tile, annotated with cores used per tile."""
+    w, h = int(cores["tile_x"].max()) + 1, int(cores["tile_y"].max()) + 1
+    grid = np.zeros((h, w))
+    count = np.zeros((h, w), int)
+    for _, c in cores.iterrows():
+        grid[int(c["tile_y"]), int(c["tile_x"])] += c["neurons"]
+        count[int(c["tile_y"]), int(c["tile_x"])] += 1
+    im = ax.imshow(grid, cmap="viridis", origin="upper")
+    for y in range(h):
+        for x in range(w):
+            if count[y, x]:
+                ax.text(x, y, str(count[y, x]), ha="center", va="center", color="w", fontsize=7)
+    ax.set_xlabel("tile x")
+    ax.set_ylabel("tile y")
+    ax.set_title("Neurons per tile (number: cores used)", fontsize=9)
+    plt.colorbar(im, ax=ax, shrink=0.8, label="neurons")
+
+
+def link_heatmap(links: pd.DataFrame, ax) -> None:
+    """Directed links of the mesh colored by messages per inference (offset so both directions show)."""
+    if links.empty:
+        ax.text(0.5, 0.5, "no message leaves its tile", ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+        return
+    src = links[["src_x", "src_y"]].to_numpy(float)
+    dst = links[["dst_x", "dst_y"]].to_numpy(float)
+    d = dst - src
+    norm = np.linalg.norm(d, axis=1, keepdims=True)
+    normal = np.stack([-d[:, 1], d[:, 0]], axis=1) / np.where(norm == 0, 1, norm) * 0.12
+    segs = np.stack([src + 0.15 * d + normal, dst - 0.15 * d + normal], axis=1)
+    lc = LineCollection(segs, array=links["messages"].to_numpy(float), cmap="inferno_r", linewidths=3)
+    ax.add_collection(lc)
+    ax.set_xlim(min(src[:, 0].min(), dst[:, 0].min()) - 0.5, max(src[:, 0].max(), dst[:, 0].max()) + 0.5)
+    ax.set_ylim(max(src[:, 1].max(), dst[:, 1].max()) + 0.5, min(src[:, 1].min(), dst[:, 1].min()) - 0.5)
+    ax.set_xlabel("tile x")
+    ax.set_ylabel("tile y")
+    ax.set_title("NoC link load (messages per inference)", fontsize=9)
+    plt.colorbar(lc, ax=ax, shrink=0.8, label="messages")
+
+
+def per_layer(populations: pd.DataFrame, ax) -> None:
+    """SynOps (bars) and energy (line, right axis) per population."""
+    names = populations["population"].astype(str).tolist()
+    x = np.arange(len(names))
+    ax.bar(x, populations["synops"], color="C0", label="SynOps")
+    ax.set_ylabel("SynOps per inference")
+    ax.set_xticks(x, names, rotation=45, ha="right", fontsize=7)
+    ax2 = ax.twinx()
+    ax2.plot(x, populations["energy_j"] * 1e6, "o-", color="C3", label="energy")
+    ax2.set_ylabel("energy per inference (uJ)")
+    ax.set_title("Per-layer SynOps (bars) and energy (line)", fontsize=9)
+
+
+def step_latency(steps: pd.DataFrame, ax) -> None:
+    """Latency of every hardware step of one inference."""
+    ax.bar(steps["step"], steps["latency_s"] * 1e6, color="C2")
+    ax.set_xlabel("hardware step")
+    ax.set_ylabel("latency (us)")
+    ax.set_title("Latency per hardware timestep", fontsize=9)
+
+
+#: figure name -> (caption, drawing function, table it needs)
+DETAIL_FIGURES = {
+    "core_map": ("Core occupancy of the mesh", core_map, "cores"),
+    "link_load": ("NoC link-load heatmap", link_heatmap, "links"),
+    "per_layer": ("Per-layer SynOps and energy", per_layer, "populations"),
+    "step_latency": ("Latency per hardware timestep", step_latency, "steps"),
+}
+
+
+def detail_figures(details: PointDetails):
+    """(name, caption, matplotlib Figure) for each detail figure of one point."""
+    out = []
+    for name, (caption, draw, table) in DETAIL_FIGURES.items():
+        fig, ax = plt.subplots(figsize=(4.6, 3.4))
+        draw(getattr(details, table), ax)
+        out.append((name, caption, fig))
+    return out
