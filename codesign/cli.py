@@ -172,6 +172,100 @@ def allocate(config: Optional[Path] = typer.Argument(None, help="YAML run config
     console.print(f"report: {result.run_dir / 'report.html'}")
 
 
+@app.command()
+def validate(claims: Path = typer.Argument(..., help="claims YAML (e.g. codesign/claims/hardware_friendliness.yaml)"),
+             run_dir: Path = typer.Argument(..., help="a run folder with results.csv"),
+             debug: bool = typer.Option(False, "--debug", help="show tracebacks")) -> None:
+    """Judge declarative hardware-friendliness claims on a run's results: PASS, FAIL or UNDECIDED per claim,
+    with the numbers and design points behind it (claims.json, and a section of the rebuilt report).
+
+    Examples:
+      codesign validate codesign/claims/hardware_friendliness.yaml reports/claims
+    """
+    import json
+    import pandas as pd
+    from codesign.claims import load_claims, validate as judge, verdict_table
+    from codesign.config import ConfigError
+    from codesign.report import rebuild_report
+    console = Console(width=max(Console().width, MIN_WIDTH))
+    try:
+        spec = load_claims(claims)
+        results = run_dir / "results.csv"
+        if not results.exists():
+            raise FileNotFoundError(f"validate: '{results}' does not exist (is '{run_dir}' a run folder?)")
+        verdicts = judge(pd.read_csv(results, dtype={"point_id": str}), spec)
+        (run_dir / "claims.json").write_text(json.dumps(verdicts, indent=1, default=float))
+        report = rebuild_report(run_dir) if (run_dir / "report_meta.json").exists() else None
+    except (ConfigError, ValueError, FileNotFoundError) as exc:
+        _fail(exc, debug)
+    table = Table(title="Claims")
+    for col in ("claim", "verdict", "pairs", "median a/b", "reason"):
+        table.add_column(col)
+    colors = {"PASS": "green", "FAIL": "red", "UNDECIDED": "yellow"}
+    for row in verdict_table(verdicts).itertuples(index=False):
+        table.add_row(row.claim, f"[{colors[row.verdict]}]{row.verdict}[/]", str(row.pairs),
+                      f"{row[3]:.3g}", row.reason)
+    console.print(table)
+    console.print(f"verdicts: {run_dir / 'claims.json'}" + (f"; report: {report}" if report else ""))
+
+
+@app.command()
+def report(run_dir: Path = typer.Argument(..., help="a run folder written by run, sweep, search or allocate"),
+           debug: bool = typer.Option(False, "--debug", help="show tracebacks")) -> None:
+    """Rebuild report.md, report.html and figures/ of a run folder from its stored results.
+
+    Examples:
+      codesign report reports/sca-mnist5k-20261123-162923
+    """
+    from codesign.report import rebuild_report
+    try:
+        path = rebuild_report(run_dir)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(exc, debug)
+    print(f"report: {path}")
+
+
+@app.command()
+def simulate(graph: Path = typer.Argument(..., help="lowered graph .npz (e.g. reports/<run>/artifacts/*.graph.npz)"),
+             trace: Path = typer.Argument(..., help="event trace .npz or streamed trace folder"),
+             preset: str = typer.Option("loihi", help="chip preset (codesign presets list)"),
+             set_: list[str] = typer.Option([], "--set", help="chip override, e.g. --set core.neurons_per_core=256"),
+             model: str = typer.Option("des", help="des or analytic"),
+             placement: str = typer.Option("in_order", help="in_order, snake or comm_aware"),
+             semantics: str = typer.Option("pipelined", help="pipelined or layer_serial"),
+             debug: bool = typer.Option(False, "--debug", help="show tracebacks")) -> None:
+    """Map and simulate a saved graph + trace on a chip preset (no torch needed) and print the result.
+
+    Examples:
+      codesign simulate g.npz t.npz --preset loihi --model analytic
+      codesign simulate g.npz t.npz --preset loihi --set core.neurons_per_core=256 --placement comm_aware
+    """
+    import yaml
+    import hwmodels
+    console = Console(width=max(Console().width, MIN_WIDTH))
+    try:
+        overrides = {}
+        for item in set_:
+            key, sep, raw = item.partition("=")
+            if not sep:
+                raise ValueError(f"--set: '{item}' must look like key=value")
+            overrides[key.strip()] = yaml.safe_load(raw)
+        chip = hwmodels.load_preset(preset, overrides)
+        g = hwmodels.NetworkGraph.load(graph)
+        tr = hwmodels.EventTrace.open(trace) if trace.is_dir() else hwmodels.EventTrace.load(trace)
+        mapping = hwmodels.map_network(g, chip, placement=placement, traffic=tr)
+        sim = hwmodels.simulate(g, tr, chip, mapping=mapping, model=model, semantics=semantics)
+    except (ValueError, FileNotFoundError, KeyError) as exc:
+        _fail(exc, debug)
+    table = Table(title=f"{g.name} on {chip.name} ({model}, {semantics}, {tr.n_samples} samples)")
+    table.add_column("quantity")
+    table.add_column("per inference", justify="right")
+    for key, value in sim.as_row().items():
+        table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
+    console.print(table)
+    console.print(sim.populations.round(4).to_string())
+
+
 @presets_app.command("list")
 def presets_list() -> None:
     """List the chip presets shipped with hwmodels."""
