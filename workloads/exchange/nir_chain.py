@@ -1,0 +1,122 @@
+"""Shared pieces of the NIR import: the result type (NirModel), the walk state, per-neuron parameter readers, the
+exact folding of an input gain/offset into the preceding weight layer, and the chain order of a NIR graph.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import nir
+import numpy as np
+import torch
+from torch import nn
+
+
+@dataclass
+class NirModel:
+    """A NIR graph as a SpikingJelly model plus what lowering needs to reproduce the exported hardware settings.
+
+    model: multi-step nn.Sequential (inputs (T, N, *input_shape)). compression: {"weight_bits", "storage",
+    "state_bits"} keyed by module index (the form `workloads.lower(..., compression=)` takes). kinds: neuron module
+    index -> NeuronModel kind written by `to_nir` ("PLIF", "sLIF"); graded_input: the Input node's "graded" flag;
+    nodes: module index -> NIR node key; dt: seconds per timestep used.
+    """
+
+    model: nn.Sequential
+    input_shape: tuple[int, ...]
+    dt: float
+    compression: dict[str, dict] = field(default_factory=lambda: {"weight_bits": {}, "storage": {},
+                                                                  "state_bits": {}})
+    kinds: dict[str, str] = field(default_factory=dict)
+    nodes: dict[str, str] = field(default_factory=dict)
+    graded_input: bool = False
+
+
+@dataclass
+class Chain:
+    """Walk state: layers so far, per-sample shape, pending sum-pool gain, the weight layer awaiting its neuron."""
+
+    out: NirModel
+    layers: list[nn.Module] = field(default_factory=list)
+    shape: tuple[int, ...] = ()
+    gain: float = 1.0
+    last_weight: nn.Module | None = None
+    relay: bool = False
+    maxpool: str | None = None
+    readout: str | None = None
+
+    @property
+    def index(self) -> str:
+        """Module index the next appended layer gets."""
+        return str(len(self.layers))
+
+    def add(self, key: str, module: nn.Module) -> str:
+        """Append `module` for NIR node `key`; returns its index."""
+        index = self.index
+        self.layers.append(module)
+        self.out.nodes[index] = key
+        return index
+
+
+def scalar(node: nir.NIRNode, name: str, key: str) -> float:
+    """The one value of a per-neuron parameter; ValueError when it varies across neurons or is empty."""
+    a = np.asarray(getattr(node, name), np.float64).ravel()
+    if a.size == 0 or np.any(a != a[0]):
+        raise ValueError(f"{type(node).__name__} node {key!r}: {name} must be one value for all neurons "
+                         f"(SpikingJelly nodes take a scalar), got {np.unique(a)[:5]}")
+    return float(a[0])
+
+
+def meta(node: nir.NIRNode, name: str, default=None):
+    """node.metadata[name] as a plain Python value (HDF5 gives numpy scalars), or default."""
+    v = (node.metadata or {}).get(name, default)
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def pair(v) -> tuple[int, int]:
+    """(a, b) ints from a scalar or a 1- or 2-element array (NIR stores stride/padding/kernel either way)."""
+    a = np.asarray(v).ravel()
+    return (int(a[0]), int(a[0])) if a.size == 1 else (int(a[0]), int(a[1]))
+
+
+def fold(st: Chain, key: str, gain: float, offset: float) -> None:
+    """Fold X' = gain * X + offset into the weight layer before neuron node `key` (exact; ValueError without one)."""
+    if gain == 1.0 and offset == 0.0:
+        return
+    target = st.last_weight
+    if target is None:
+        raise ValueError(f"node {key!r}: input gain {gain} / offset {offset} needs a weight layer before it")
+    target = getattr(target, "second", target)
+    with torch.no_grad():
+        target.weight.mul_(gain)
+        if target.bias is None:
+            target.bias = nn.Parameter(torch.zeros(target.weight.shape[0]))
+        target.bias.mul_(gain).add_(offset)
+
+
+def chain_order(graph: nir.NIRGraph) -> list[str]:
+    """Node keys of a chain-shaped NIR graph from its Input to its Output.
+
+    Raises ValueError for nested graphs (e.g. snnTorch's recurrent RLeaky subgraph), not exactly one Input,
+    branches or merges, or nodes off the chain.
+    """
+    for key, node in graph.nodes.items():
+        if isinstance(node, nir.NIRGraph):
+            raise ValueError(f"node {key!r}: nested NIR graphs (recurrent subgraphs) are not supported")
+    inputs = [k for k, n in graph.nodes.items() if isinstance(n, nir.Input)]
+    if len(inputs) != 1:
+        raise ValueError(f"NIR graph: needs exactly one Input node, got {inputs}")
+    succ: dict[str, list[str]] = {k: [] for k in graph.nodes}
+    indeg = {k: 0 for k in graph.nodes}
+    for a, b in graph.edges:
+        succ[a].append(b)
+        indeg[b] += 1
+    order = [inputs[0]]
+    while succ[order[-1]]:
+        nxt = succ[order[-1]]
+        if len(nxt) > 1 or indeg[nxt[0]] > 1 or nxt[0] in order:
+            raise ValueError(f"NIR graph: node {order[-1]!r} -> {nxt} is not a chain; only chain-shaped graphs "
+                             "import (no branches, merges or recurrence)")
+        order.append(nxt[0])
+    if len(order) != len(graph.nodes):
+        raise ValueError(f"NIR graph: nodes {sorted(set(graph.nodes) - set(order))} are not on the input chain")
+    return order

@@ -1,0 +1,162 @@
+"""Export a NetworkGraph (a lowered, possibly compressed model, or an imported Brian2 network) to a NIR graph.
+
+One small converter per population kind (NEURON_EXPORT) and per projection kind (WEIGHT_EXPORT). Time constants
+are written in seconds, tau_s = tau_steps * dt. What NIR has no field for (weight bits, storage format, state bits,
+graded input, soft reset, the PLIF/sLIF kind, max-pool origin) travels in the nodes' `metadata`, which `nir.write`
+and `nir.read` keep; `workloads.exchange.nir_import` reads it back.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import nir
+import numpy as np
+
+from hwmodels.trace import NetworkGraph, Population, Projection
+from workloads.exchange.recurrent import has_cycle
+
+#: seconds per timestep used when a caller gives none: snnTorch's NIR export convention (dt = 1e-4 s)
+DT_S = 1e-4
+#: metadata key of the graph-level producer tag
+PRODUCER = "snn_codesign"
+
+
+def _full(pop: Population, value: float) -> np.ndarray:
+    """A float64 array of the population's shape filled with `value` (NIR neuron parameters are per neuron)."""
+    return np.full(pop.shape, float(value), np.float64)
+
+
+def _reset_fields(pop: Population) -> tuple[np.ndarray, dict]:
+    """(v_reset array, extra metadata): a soft reset (v_reset None) is written as v_reset 0 + {"reset": "subtract"}."""
+    if pop.neuron.v_reset is None:
+        return _full(pop, 0.0), {"reset": "subtract"}
+    return _full(pop, pop.neuron.v_reset), {}
+
+
+def _if(pop: Population, dt: float) -> nir.NIRNode:
+    """IF: v[t+1] = v[t] + R I[t] with R = 1 (the per-timestep convention of Sinabs and Norse)."""
+    v_reset, meta = _reset_fields(pop)
+    return nir.IF(r=_full(pop, 1.0), v_threshold=_full(pop, pop.neuron.threshold), v_reset=v_reset, metadata=meta)
+
+
+def _lif(pop: Population, dt: float) -> nir.NIRNode:
+    """LIF family: tau_s = tau * dt; r = 1 when the input decays (SpikingJelly decay_input=True), r = tau (in
+    timesteps, as snnTorch writes it) when it does not; v_leak = the potential the leak pulls to (v_reset, or 0 for a
+    soft reset). Forward Euler with step dt then gives back SpikingJelly's H = V + (X - (V - V_reset)) / tau."""
+    n = pop.neuron
+    v_reset, meta = _reset_fields(pop)
+    meta.update(kind=n.kind, tau_steps=float(n.tau))  # tau_steps: exact tau back despite tau * dt / dt rounding
+    r = 1.0 if n.decay_input else n.tau
+    return nir.LIF(tau=_full(pop, n.tau * dt), r=_full(pop, r), v_leak=v_reset.copy(),
+                   v_threshold=_full(pop, n.threshold), v_reset=v_reset, metadata=meta)
+
+
+def _relay(pop: Population, dt: float) -> nir.NIRNode:
+    """A non-spiking relay (the rank-r middle of a low-rank layer) forwards its input: a Scale by ones."""
+    return nir.Scale(scale=_full(pop, 1.0), metadata={"kind": "relay"})
+
+
+#: NeuronModel.kind -> fn(population, dt) -> NIR node
+NEURON_EXPORT: dict[str, Callable[[Population, float], nir.NIRNode]] = {
+    "IF": _if, "LIF": _lif, "PLIF": _lif, "sLIF": _lif, "relay": _relay}
+
+
+def _dense(proj: Projection, src_shape: tuple[int, ...]) -> nir.NIRNode:
+    """Dense (n_target, n_source) weights -> nir.Affine (with bias) or nir.Linear (without)."""
+    if proj.bias is None:
+        return nir.Linear(weight=proj.weight.copy())
+    return nir.Affine(weight=proj.weight.copy(), bias=np.asarray(proj.bias, np.float32).copy())
+
+
+def _conv(proj: Projection, src_shape: tuple[int, ...]) -> nir.NIRNode:
+    """Conv -> nir.Conv2d; our per-target-neuron bias must be constant over each output channel (ValueError
+    otherwise); no bias is written as zeros plus metadata {"bias": False}."""
+    c_out = proj.weight.shape[0]
+    meta = {}
+    if proj.bias is None:
+        bias, meta["bias"] = np.zeros(c_out, np.float32), False
+    else:
+        per = np.asarray(proj.bias, np.float32).reshape(c_out, -1)
+        if np.any(per != per[:, :1]):
+            raise ValueError(f"projection {proj.name!r}: conv bias varies within an output channel; NIR Conv2d "
+                             "holds one bias per channel")
+        bias = per[:, 0].copy()
+    node = nir.Conv2d(input_shape=tuple(src_shape[1:]), weight=proj.weight.copy(), stride=proj.stride,
+                      padding=proj.padding, dilation=proj.dilation, groups=proj.groups, bias=bias, metadata=meta)
+    node.input_type = {"input": np.array(src_shape)}  # nir 1.0.8 takes C_in = weight.shape[1], ignoring groups
+    return node
+
+
+#: Projection.kind -> fn(projection, source shape) -> NIR node
+WEIGHT_EXPORT: dict[str, Callable[[Projection, tuple[int, ...]], nir.NIRNode]] = {"dense": _dense, "conv": _conv}
+
+
+def _is_readout(graph: NetworkGraph, pop: Population) -> bool:
+    """A non-spiking readout (IF with an infinite threshold, as lowering's "output") that feeds nothing."""
+    return pop.neuron.kind == "IF" and np.isinf(pop.neuron.threshold) and not graph.out_projections(pop.name)
+
+
+def _population_node(graph: NetworkGraph, pop: Population, dt: float) -> nir.NIRNode:
+    """The NIR node of one population (Input, Output for a readout, else its neuron converter)."""
+    if pop.is_input:
+        return nir.Input(input_type=np.array(pop.shape), metadata={"graded": bool(pop.graded)})
+    if _is_readout(graph, pop):
+        return nir.Output(output_type=np.array(pop.shape))
+    if pop.graded and pop.neuron.kind != "relay":
+        raise ValueError(f"population {pop.name!r}: graded (ternary) spikes have no NIR equivalent")
+    if pop.neuron.kind not in NEURON_EXPORT:
+        raise ValueError(f"population {pop.name!r}: neuron kind {pop.neuron.kind!r} is not one of "
+                         f"{', '.join(NEURON_EXPORT)}")
+    node = NEURON_EXPORT[pop.neuron.kind](pop, dt)
+    node.metadata["state_bits"] = int(pop.state_bits)
+    return node
+
+
+def _projection_nodes(graph: NetworkGraph, proj: Projection) -> tuple[dict[str, nir.NIRNode], list[tuple]]:
+    """Nodes and edges of one projection: [Flatten ->] weight node, wired from source to target population."""
+    src = graph.populations[proj.source]
+    if getattr(proj, "gate", None) is not None:
+        raise ValueError(f"projection {proj.name!r}: gated (spike-valued, e.g. attention) weights have no NIR "
+                         "equivalent")
+    node = WEIGHT_EXPORT[proj.kind](proj, src.shape)
+    node.metadata.update({"weight_bits": int(proj.weight_bits), "storage": proj.storage})
+    origin = graph.metadata.get("origin", {}).get(proj.name)
+    if origin:
+        node.metadata["origin"] = str(origin)
+    nodes, head = {proj.name: node}, proj.source
+    if proj.kind == "dense" and len(src.shape) > 1:
+        flat = f"{proj.name}_flatten"
+        nodes[flat] = nir.Flatten(input_type={"input": np.array(src.shape)}, start_dim=0, end_dim=-1)
+        head = flat
+        return nodes, [(proj.source, flat), (flat, proj.name), (proj.name, proj.target)]
+    return nodes, [(head, proj.name), (proj.name, proj.target)]
+
+
+def to_nir(graph: NetworkGraph, dt: float = DT_S) -> nir.NIRGraph:
+    """NIR graph of `graph`: one node per population and per projection, named like them.
+
+    Populations: "input" kind -> nir.Input; IF -> nir.IF (r 1); LIF/PLIF/sLIF -> nir.LIF (tau_s = tau * dt,
+    r = 1 if decay_input else tau, v_leak = v_reset); relay -> nir.Scale(1); a trailing non-spiking readout
+    (IF, threshold inf, no out-projection) -> nir.Output; every other population without out-projections is
+    followed by an Output node "<name>_out". Projections: dense -> nir.Affine / nir.Linear (a nir.Flatten
+    "<name>_flatten" first when the source is not 1-D), conv -> nir.Conv2d. Recurrent graphs export too (NIR
+    edges may form cycles). dt: seconds per timestep (> 0), stored in graph.metadata["dt"].
+    Raises ValueError for dt <= 0, an unknown neuron kind, graded (ternary) spiking populations, gated
+    (attention) projections, or a conv bias that varies within a channel.
+    """
+    if not dt > 0:
+        raise ValueError(f"dt: {dt} must be > 0 seconds")
+    nodes: dict[str, nir.NIRNode] = {}
+    edges: list[tuple[str, str]] = []
+    for pop in graph.populations.values():
+        nodes[pop.name] = _population_node(graph, pop, float(dt))
+        if not pop.is_input and not graph.out_projections(pop.name) and not _is_readout(graph, pop):
+            nodes[f"{pop.name}_out"] = nir.Output(output_type=np.array(pop.shape))
+            edges.append((pop.name, f"{pop.name}_out"))
+    for proj in graph.projections:
+        more_nodes, more_edges = _projection_nodes(graph, proj)
+        nodes.update(more_nodes)
+        edges.extend(more_edges)
+    meta = {"dt": float(dt), "name": graph.name, "producer": PRODUCER}
+    recurrent = has_cycle(list(graph.populations), graph.projections)
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta, type_check=not recurrent)

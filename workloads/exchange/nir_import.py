@@ -1,0 +1,243 @@
+"""Build a SpikingJelly multi-step nn.Sequential from a chain-shaped NIR graph, so `workloads.lower` turns it into a
+NetworkGraph + EventTrace. One small converter per NIR node type (IMPORTERS).
+
+Discretisation (dt seconds per timestep): NIR LIF  tau dv/dt = (v_leak - v) + R I  by forward Euler is
+v' = v + (dt/tau)(v_leak - v + R I); with tau_steps = tau/dt this is SpikingJelly's LIFNode
+H = V + (X - (V - V_reset)) / tau_steps with X = R I + (v_leak - V_reset) (decay_input=True), or, when
+R = tau_steps (snnTorch's export), H = V - (V - V_reset) / tau_steps + X with X = I + (v_leak - V_reset) / tau_steps
+(decay_input=False). A gain R != 1 and an offset v_leak != V_reset are folded exactly into the weight layer before
+the neuron. NIR IF  dv/dt = R I  is read per timestep, v' = v + R I (as Sinabs and Norse use it), i.e. IFNode.
+NIR fires on v > theta, SpikingJelly on H >= theta: they differ only when H equals theta exactly. NIR leaves the
+initial state open; the imported model starts at v = v_reset (SpikingJelly's initial state; 0 for a soft reset).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import nir
+import numpy as np
+import torch
+from spikingjelly.activation_based import layer, neuron
+from torch import nn
+
+from workloads.compression.dsp import LowRankConv2d, LowRankLinear
+from workloads.exchange.nir_chain import Chain, NirModel, chain_order, fold, meta, pair, scalar
+from workloads.exchange.nir_export import DT_S
+
+
+def _reset(node: nir.NIRNode, key: str) -> float | None:
+    return None if meta(node, "reset") == "subtract" else scalar(node, "v_reset", key)
+
+
+def _neuron_done(st: Chain, key: str, node: nir.NIRNode, module: nn.Module) -> None:
+    index = st.add(key, module)
+    if meta(node, "state_bits") is not None:
+        st.out.compression["state_bits"][index] = int(meta(node, "state_bits"))
+    if meta(node, "kind") is not None:
+        st.out.kinds[index] = str(meta(node, "kind"))
+    st.last_weight = None
+
+
+def _tau_steps(node: nir.NIRNode, dt: float, key: str) -> float:
+    """tau / dt: to_nir's exact metadata["tau_steps"] when it agrees, else snapped to the nearest integer within
+    float32 rounding (1e-6 relative; snnTorch writes float32 time constants). ValueError if <= 1."""
+    x = scalar(node, "tau", key) / dt
+    exact = meta(node, "tau_steps")
+    if exact is not None and np.isclose(float(exact), x, rtol=1e-6, atol=0.0):
+        x = float(exact)
+    elif abs(x - round(x)) <= 1e-6 * abs(x):
+        x = float(round(x))
+    if not x > 1.0:
+        raise ValueError(f"LIF node {key!r}: tau/dt = {x:g} timesteps must be > 1 (SpikingJelly LIFNode); "
+                         f"pass a smaller dt (now {dt:g} s)")
+    return x
+
+
+def _lif(st: Chain, key: str, node: nir.LIF) -> None:
+    if _maxpool_neuron(st, key, node):
+        return
+    tau = _tau_steps(node, st.out.dt, key)
+    r, v_leak, v_reset = scalar(node, "r", key), scalar(node, "v_leak", key), _reset(node, key)
+    base = 0.0 if v_reset is None else v_reset
+    decay_input = not np.isclose(r, tau, rtol=1e-6, atol=0.0) or np.isclose(r, 1.0, rtol=1e-9, atol=0.0)
+    if decay_input:
+        fold(st, key, r, v_leak - base)
+    else:
+        fold(st, key, 1.0, (v_leak - base) / tau)
+    _neuron_done(st, key, node, neuron.LIFNode(tau=tau, decay_input=bool(decay_input),
+                                               v_threshold=scalar(node, "v_threshold", key), v_reset=v_reset,
+                                               step_mode="m"))
+
+
+def _if(st: Chain, key: str, node: nir.IF) -> None:
+    if _maxpool_neuron(st, key, node):
+        return
+    fold(st, key, scalar(node, "r", key), 0.0)
+    _neuron_done(st, key, node, neuron.IFNode(v_threshold=scalar(node, "v_threshold", key),
+                                              v_reset=_reset(node, key), step_mode="m"))
+
+
+def _maxpool_neuron(st: Chain, key: str, node: nir.NIRNode) -> bool:
+    """True when `node` is the OR neuron of a max-pool written by to_nir (IF, threshold 1), already emitted."""
+    if st.maxpool is None:
+        return False
+    if not isinstance(node, nir.IF) or scalar(node, "v_threshold", key) != 1.0:
+        raise ValueError(f"node {key!r}: a MaxPool2d conv {st.maxpool!r} must be followed by IF(threshold 1)")
+    st.maxpool = None
+    return True
+
+
+def _weight(st: Chain, key: str, node: nir.NIRNode, module: nn.Module) -> None:
+    """Append a weight layer (scaled by a pending sum-pool gain), merging a relay pair into a low-rank layer."""
+    if st.gain != 1.0:
+        with torch.no_grad():
+            module.weight.mul_(st.gain)
+        st.gain = 1.0
+    if st.relay:
+        module = _low_rank(st.layers.pop(), module, key)
+        st.relay = False
+    index = st.add(key, module)
+    for name in ("weight_bits", "storage"):
+        if meta(node, name) is not None and index not in st.out.compression[name]:
+            st.out.compression[name][index] = meta(node, name)
+    st.last_weight = module
+
+
+def _low_rank(first: nn.Module, second: nn.Module, key: str) -> nn.Module:
+    """LowRankLinear / LowRankConv2d holding `first` (B) and `second` (A) weights."""
+    if isinstance(first, layer.Linear) and isinstance(second, layer.Linear):
+        lr = LowRankLinear(first.in_features, second.out_features, first.out_features, second.bias is not None)
+    elif isinstance(first, layer.Conv2d) and isinstance(second, layer.Conv2d) and second.kernel_size == (1, 1):
+        template = layer.Conv2d(first.in_channels, second.out_channels, first.kernel_size, first.stride,
+                                first.padding, first.dilation, bias=second.bias is not None, step_mode="m")
+        lr = LowRankConv2d(template, first.out_channels)
+    else:
+        raise ValueError(f"node {key!r}: a relay must sit between two Affine/Linear or a Conv2d and a 1x1 Conv2d")
+    lr.first.load_state_dict(first.state_dict())
+    lr.second.load_state_dict(second.state_dict())
+    return lr
+
+
+def _linear(st: Chain, key: str, node: nir.NIRNode) -> None:
+    w = torch.as_tensor(np.asarray(node.weight), dtype=torch.float32)
+    if w.dim() != 2 or st.shape != (w.shape[1],):
+        raise ValueError(f"{type(node).__name__} node {key!r}: weight {tuple(w.shape)} does not fit the per-sample "
+                         f"input shape {st.shape} (a Flatten is needed after a (C, H, W) layer)")
+    has_bias = isinstance(node, nir.Affine)
+    m = layer.Linear(w.shape[1], w.shape[0], bias=has_bias, step_mode="m")
+    with torch.no_grad():
+        m.weight.copy_(w)
+        if has_bias:
+            m.bias.copy_(torch.as_tensor(np.asarray(node.bias), dtype=torch.float32).reshape(-1))
+    st.shape = (int(w.shape[0]),)
+    _weight(st, key, node, m)
+
+
+def _conv(st: Chain, key: str, node: nir.Conv2d) -> None:
+    w = torch.as_tensor(np.asarray(node.weight), dtype=torch.float32)
+    pad = node.padding if isinstance(node.padding, str) else pair(node.padding)
+    has_bias = meta(node, "bias", True) is not False
+    if meta(node, "origin") == "MaxPool2d":
+        st.maxpool = key
+        st.add(key, layer.MaxPool2d(tuple(w.shape[2:]), pair(node.stride), pad, pair(node.dilation),
+                                    step_mode="m"))
+        st.shape = _conv_shape(st.shape, w.shape[0], tuple(w.shape[2:]), node, pad)
+        return
+    m = layer.Conv2d(w.shape[1] * int(node.groups), w.shape[0], tuple(w.shape[2:]), pair(node.stride), pad,
+                     pair(node.dilation), int(node.groups), bias=has_bias, step_mode="m")
+    with torch.no_grad():
+        m.weight.copy_(w)
+        if has_bias:
+            m.bias.copy_(torch.as_tensor(np.asarray(node.bias), dtype=torch.float32).reshape(-1))
+    st.shape = _conv_shape(st.shape, w.shape[0], tuple(w.shape[2:]), node, pad)
+    _weight(st, key, node, m)
+
+
+def _conv_shape(shape, c_out, k, node, pad) -> tuple[int, ...]:
+    """Output (C, H, W) of a conv/pool node on `shape` (torch arithmetic; 'same' keeps H, W)."""
+    if pad == "same":
+        return (int(c_out),) + tuple(shape[1:])
+    p = (0, 0) if pad == "valid" else pad
+    s, d = pair(node.stride), pair(getattr(node, "dilation", 1))
+    return (int(c_out),) + tuple((shape[1 + i] + 2 * p[i] - d[i] * (k[i] - 1) - 1) // s[i] + 1 for i in range(2))
+
+
+def _pool(st: Chain, key: str, node: nir.NIRNode) -> None:
+    """AvgPool2d -> layer.AvgPool2d; SumPool2d = AvgPool2d times kh*kw, the factor going into the next weights."""
+    k, s, p = pair(node.kernel_size), pair(node.stride), pair(node.padding)
+    st.add(key, layer.AvgPool2d(k, s, p, step_mode="m"))
+    if isinstance(node, nir.SumPool2d):
+        st.gain *= k[0] * k[1]
+    st.shape = (st.shape[0],) + tuple((st.shape[1 + i] + 2 * p[i] - k[i]) // s[i] + 1 for i in range(2))
+
+
+def _flatten(st: Chain, key: str, node: nir.Flatten) -> None:
+    """Flatten of all per-sample dims: NIR start_dim 0, or 1 when the node's input type includes the batch axis
+    (Sinabs writes torch's dims); a flatten of an already 1-D input is dropped."""
+    in_type = (node.input_type or {}).get("input")
+    rank = len(st.shape)
+    batch_rank = in_type is not None and len(np.atleast_1d(in_type)) == rank + 1
+    if int(node.end_dim) != -1 or int(node.start_dim) not in ((0, 1) if batch_rank else (0,)):
+        raise ValueError(f"Flatten node {key!r}: only a flatten of all per-sample dims is supported "
+                         f"(start_dim 0, end_dim -1), got ({node.start_dim}, {node.end_dim})")
+    if rank > 1:
+        st.add(key, layer.Flatten(step_mode="m"))
+        st.shape = (int(np.prod(st.shape)),)
+
+
+def _scale(st: Chain, key: str, node: nir.Scale) -> None:
+    """A relay Scale (to_nir's low-rank middle) pairs the weight layers around it; another Scale with one value
+    folds into the weight layer before it."""
+    if meta(node, "kind") == "relay":
+        if st.last_weight is None or st.relay:
+            raise ValueError(f"Scale node {key!r}: a relay must follow a weight layer")
+        st.relay = True
+        return
+    fold(st, key, scalar(node, "scale", key), 0.0)
+
+
+def _readout(st: Chain, key: str, node: nir.NIRNode) -> None:
+    """A trailing LI / I (non-spiking readout): the weight layer before it becomes lowering's "output"."""
+    st.readout = key
+
+
+def _input(st: Chain, key: str, node: nir.Input) -> None:
+    st.shape = tuple(int(s) for s in np.atleast_1d(node.input_type["input"]))
+    st.out.input_shape = st.shape
+    st.out.graded_input = bool(meta(node, "graded", False))
+
+
+def _output(st: Chain, key: str, node: nir.Output) -> None:
+    """The end of the chain."""
+
+
+#: NIR node type -> converter(state, node key, node)
+IMPORTERS: dict[type, Callable[[Chain, str, nir.NIRNode], None]] = {
+    nir.Input: _input, nir.Output: _output, nir.Affine: _linear, nir.Linear: _linear, nir.Conv2d: _conv,
+    nir.LIF: _lif, nir.IF: _if, nir.Flatten: _flatten, nir.SumPool2d: _pool, nir.AvgPool2d: _pool,
+    nir.Scale: _scale, nir.LI: _readout, nir.I: _readout,
+}
+
+
+def build_model(graph: nir.NIRGraph, dt: float | None = None) -> NirModel:
+    """SpikingJelly model of a chain-shaped NIR graph (see the module docstring for the neuron mapping).
+
+    dt: seconds per timestep; None: graph.metadata["dt"] when present, else DT_S (1e-4 s, snnTorch's export).
+    Raises ValueError for an unsupported node type (naming it and the supported ones), a non-chain graph,
+    parameters that vary across neurons, tau/dt <= 1, or nodes after a trailing LI/I readout.
+    """
+    dt = float(dt if dt is not None else (graph.metadata or {}).get("dt", DT_S))
+    if not dt > 0:
+        raise ValueError(f"dt: {dt} must be > 0 seconds")
+    st = Chain(NirModel(nn.Sequential(), (), dt))
+    for key in chain_order(graph):
+        node = graph.nodes[key]
+        rule = IMPORTERS.get(type(node))
+        if rule is None:
+            raise ValueError(f"node {key!r}: NIR type {type(node).__name__} is not supported; supported: "
+                             f"{', '.join(sorted(t.__name__ for t in IMPORTERS))}")
+        if st.readout is not None and not isinstance(node, nir.Output):
+            raise ValueError(f"node {key!r}: only an Output may follow the readout {st.readout!r}")
+        rule(st, key, node)
+    st.out.model = nn.Sequential(*st.layers)
+    return st.out

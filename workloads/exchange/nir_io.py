@@ -1,0 +1,117 @@
+"""Model exchange through NIR (Neuromorphic Intermediate Representation, Pedersen et al., Nat. Commun. 2024):
+export a NetworkGraph to NIR, import a NIR graph (ours, or one written by snnTorch, Norse or Sinabs) as a
+SpikingJelly model that `workloads.lower` turns into a NetworkGraph + EventTrace, and read/write `.nir` files.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+
+import nir
+import torch
+
+from hwmodels.trace import EventTrace, NetworkGraph, Population
+from workloads.exchange.nir_export import DT_S, to_nir
+from workloads.exchange.nir_import import IMPORTERS, NirModel, build_model
+from workloads.lowering import lower
+
+__all__ = ["DT_S", "IMPORTERS", "NirModel", "from_nir", "graph_from_nir", "load_nir", "nir_workload",
+           "save_nir", "to_nir"]
+
+
+def save_nir(graph: NetworkGraph, path: str | os.PathLike, dt: float = DT_S) -> None:
+    """Write `to_nir(graph, dt)` to an HDF5 `.nir` file (nir.write)."""
+    nir.write(path, to_nir(graph, dt))
+
+
+def load_nir(path: str | os.PathLike) -> nir.NIRGraph:
+    """Read a `.nir` file (nir.read without NIR's type check: nir 1.0.8 derives a Conv2d's input channels from
+    weight.shape[1], ignoring groups, so grouped convs, e.g. our max-pools, fail it; shapes are checked on import
+    instead). Raises FileNotFoundError when the file does not exist."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"path: {path} does not exist")
+    return nir.read(path, type_check=False)
+
+
+def from_nir(source: nir.NIRGraph | str | os.PathLike, dt: float | None = None) -> NirModel:
+    """SpikingJelly model of a chain-shaped NIR graph or `.nir` file (`workloads.exchange.nir_import`).
+
+    dt: seconds per timestep for LIF time constants; None: the graph's metadata["dt"] (written by to_nir), else
+    DT_S = 1e-4 s (snnTorch). Norse graphs usually need dt=1e-3, Sinabs graphs (tau in timesteps) dt=1.
+    Raises ValueError for unsupported nodes or shapes (the message names the node).
+    """
+    graph = source if isinstance(source, nir.NIRGraph) else load_nir(source)
+    return build_model(graph, dt)
+
+
+def nir_workload(source: nir.NIRGraph | str | os.PathLike, inputs: torch.Tensor, *, dt: float | None = None,
+                 labels=None, weight_bits: int = 8, batch_size: int = 64,
+                 device=None) -> tuple[NetworkGraph, EventTrace]:
+    """Import a NIR graph and run it on `inputs`: the NetworkGraph + EventTrace the hardware model simulates.
+
+    inputs: (T, N, *input_shape) with input_shape the Input node's shape. weight_bits: bits of weight layers whose
+    node metadata gives none. Per-layer weight bits, storage format and state bits written by to_nir are kept, and
+    so is the PLIF/sLIF kind. graph.metadata["nir"] = {"dt", "nodes": {population/projection: NIR node key}}.
+    Raises ValueError as from_nir and workloads.lower do.
+    """
+    res = from_nir(source, dt)
+    graph, trace = lower(res.model, inputs, labels=labels, weight_bits=weight_bits, compression=res.compression,
+                         batch_size=batch_size, name=_name(source), device=device)
+    return _restore(graph, res, graded_input=None), trace
+
+
+def graph_from_nir(source: nir.NIRGraph | str | os.PathLike, dt: float | None = None) -> NetworkGraph:
+    """The NetworkGraph of a NIR graph without running it on data (the input population's `graded` flag comes
+    from the Input node's metadata). For a graph written by `to_nir` from a lowered model this gives back the
+    same populations and projections (names, shapes, neuron models, weights, biases, bits, storage)."""
+    res = from_nir(source, dt)
+    zeros = torch.zeros((1, 1) + tuple(res.input_shape))
+    graph, _ = lower(res.model, zeros, compression=res.compression, batch_size=1, name=_name(source),
+                     device="cpu")
+    return _restore(graph, res, graded_input=res.graded_input)
+
+
+def _name(source) -> str:
+    """The graph name stored by to_nir, else "nir"."""
+    if isinstance(source, nir.NIRGraph):
+        return str((source.metadata or {}).get("name", "nir"))
+    return os.path.splitext(os.path.basename(str(source)))[0]
+
+
+def _index(graph: NetworkGraph, kind: str, name: str) -> str | None:
+    """Module index lowering recorded for population/projection `name` (its first "<index>:<Type>" tag)."""
+    tags = graph.metadata.get("layers", {}).get(kind, {}).get(name) or []
+    weights = [t for t in tags if any(w in t for w in ("Conv2d", "Linear", "MaxPool2d"))]
+    picked = weights or tags
+    return picked[0].split(":")[0] if picked else None
+
+
+def _restore(graph: NetworkGraph, res: NirModel, graded_input: bool | None) -> NetworkGraph:
+    """Give back the neuron kinds (PLIF/sLIF, renaming "lif<k>" to "plif<k>"/"slif<k>" as lowering names them) and,
+    when not None, the input's graded flag that NIR keeps only in metadata; record dt and the NIR node of every
+    population and projection in metadata["nir"]."""
+    pops: list[Population] = []
+    renamed, nodes = {}, {}
+    for name, pop in graph.populations.items():
+        index = _index(graph, "populations", name)
+        kind = res.kinds.get(index) if index is not None else None
+        if kind in ("PLIF", "sLIF") and kind != pop.neuron.kind:
+            old = pop.neuron.kind.lower()
+            new_name = kind.lower() + name[len(old):] if name.startswith(old) else name
+            renamed[name] = new_name
+            pop = replace(pop, name=new_name, neuron=replace(pop.neuron, kind=kind))
+        if pop.is_input and graded_input is not None:
+            pop = replace(pop, graded=graded_input)
+        pops.append(pop)
+        if index is not None and index in res.nodes:
+            nodes[pop.name] = res.nodes[index]
+    projs = [replace(p, source=renamed.get(p.source, p.source), target=renamed.get(p.target, p.target))
+             for p in graph.projections]
+    for proj in projs:
+        index = _index(graph, "projections", proj.name)
+        if index is not None and index in res.nodes:
+            nodes[proj.name] = res.nodes[index]
+    layers = dict(graph.metadata.get("layers", {}))
+    layers["populations"] = {renamed.get(k, k): v for k, v in layers.get("populations", {}).items()}
+    meta = dict(graph.metadata, layers=layers, nir={"dt": res.dt, "nodes": nodes})
+    return NetworkGraph(pops, projs, name=graph.name, metadata=meta)

@@ -1,0 +1,74 @@
+"""Recurrent networks in the hardware contract: a NetworkGraph whose projections may form cycles (e.g. the E->E, E->I,
+I->E, I->I projections of a balanced Brian2 network). Only the depth of a population changes meaning.
+"""
+from __future__ import annotations
+
+from hwmodels.trace import NetworkGraph, Population, Projection
+
+
+class RecurrentGraph(NetworkGraph):
+    """A NetworkGraph that accepts cycles (self-projections included).
+
+    depth(p) is the shortest projection path from a population with no in-projection (an input) to p, found
+    breadth-first; populations reached from no input get depth 0. With the hardware model's pipelined semantics a
+    population at depth d acts at hardware step t + d, as in the feed-forward case; a recurrent projection's
+    spikes of timestep t act on their targets' timestep t + 1 in the recorded trace (the source simulator already
+    applied the one-step synaptic delay), so no extra pipeline stage is counted for it.
+    Raises ValueError as NetworkGraph does, except for cycles. Save with `save`, read back with
+    `RecurrentGraph.load` (NetworkGraph.load refuses the cycles).
+    """
+
+    def _compute_depth(self) -> dict[str, int]:
+        links = edges(self.projections)
+        incoming = {b for _, b in links}
+        frontier = [name for name in self.populations if name not in incoming]
+        depth = {name: 0 for name in self.populations}
+        seen = set(frontier)
+        d = 0
+        while frontier:
+            d += 1
+            nxt = []
+            for a, b in links:
+                if a in frontier and b not in seen:
+                    seen.add(b)
+                    depth[b] = d
+                    nxt.append(b)
+            frontier = nxt
+        return depth
+
+
+def edges(projections: list[Projection]) -> list[tuple[str, str]]:
+    """(source, target) population pairs a target depends on: every projection's source and, for a gated
+    projection (hwmodels.trace Projection.gate, when the contract has it), its gate population."""
+    out = [(p.source, p.target) for p in projections]
+    return out + [(p.gate, p.target) for p in projections if getattr(p, "gate", None) is not None]
+
+
+def has_cycle(population_names: list[str], projections: list[Projection]) -> bool:
+    """True when the projections form a directed cycle (Kahn's algorithm: some population is never freed)."""
+    links = edges(projections)
+    indeg = {name: 0 for name in population_names}
+    for _, b in links:
+        indeg[b] += 1
+    ready = [n for n, k in indeg.items() if k == 0]
+    freed = 0
+    while ready:
+        n = ready.pop()
+        freed += 1
+        for a, b in links:
+            if a == n:
+                indeg[b] -= 1
+                if indeg[b] == 0:
+                    ready.append(b)
+    return freed < len(indeg)
+
+
+def make_graph(populations: list[Population], projections: list[Projection], name: str = "network",
+               metadata: dict | None = None) -> NetworkGraph:
+    """A plain NetworkGraph when the projections are acyclic (depth = longest path), else a RecurrentGraph.
+    Raises ValueError as NetworkGraph does (unknown population, repeated names, shapes)."""
+    names = [p.name for p in populations]
+    if any(end not in set(names) for p in projections for end in (p.source, p.target)):
+        return NetworkGraph(populations, projections, name, metadata)  # raises the contract's own error
+    cls = RecurrentGraph if has_cycle(names, projections) else NetworkGraph
+    return cls(populations, projections, name, metadata)
