@@ -235,13 +235,51 @@ def spike_counts(trace: EventTrace, population: str, size: int) -> np.ndarray:
     return np.bincount(trace.indices[pos], minlength=size).astype(np.int64)
 
 
+def _step_rows(trace: EventTrace, population: str) -> tuple[np.ndarray, np.ndarray]:
+    """(lo, hi) offsets of every (sample, timestep) row of `population`, in sample-major order."""
+    pop_i = trace.populations.index(population)
+    rows = np.arange(trace.n_samples * trace.n_timesteps) * len(trace.populations) + pop_i
+    return np.asarray(trace.offsets[rows]), np.asarray(trace.offsets[rows + 1])
+
+
+def gated_events(graph: NetworkGraph, trace: EventTrace, proj: Projection) -> int:
+    """Non-zero synaptic events of a gated projection (trace.Projection.gate) over the whole trace.
+
+    At each (sample, timestep) the counted synapses are the non-zero weight entries whose gate neuron emitted a
+    value at that timestep; each source spike counts its fan-out over them (a conv's in-bounds taps, as
+    `fanout`). E.g. spiking attention's K^T V stage (source K, gate V) counts, per timestep, the pairs of
+    coincident K and V spikes of the same token and head. The hardware model pays gated projections their
+    structural count (storage "dense"/"conv"); its SimResult.synops_nonzero reports their static non-zero pattern,
+    not this count. Raises ValueError for an ungated projection.
+    """
+    if proj.gate is None:
+        raise ValueError(f"projection {proj.name!r}: not gated (gate is None)")
+    src, gate = graph.populations[proj.source], graph.populations[proj.gate]
+    (s_lo, s_hi), (g_lo, g_hi) = _step_rows(trace, proj.source), _step_rows(trace, proj.gate)
+    stored = proj.weight != 0
+    total = 0
+    for r in np.flatnonzero(s_hi > s_lo):
+        fired = np.zeros(gate.size, bool)
+        fired[trace.indices[g_lo[r]:g_hi[r]]] = True
+        mask = (stored & fired[proj.gate_index]).astype(np.float32)
+        plain = Projection(proj.name, proj.source, proj.target, proj.kind, mask, proj.stride, proj.padding,
+                           proj.dilation, proj.groups)
+        total += int(fanout(plain, src.shape, "nonzero")[trace.indices[s_lo[r]:s_hi[r]]].sum())
+    return total
+
+
 def synaptic_events(graph: NetworkGraph, trace: EventTrace, count: str = "structural") -> dict[str, int]:
     """Total synaptic events per projection over the whole trace: sum over spikes of the source's fan-out.
 
-    Graded spikes count one event per synapse, as binary ones do. Returns {projection name: events}.
+    Graded spikes count one event per synapse, as binary ones do. A gated projection's "nonzero" count is
+    `gated_events` (only synapses whose gate fired); its "structural" count is the static fan-out.
+    Returns {projection name: events}.
     """
     out = {}
     for proj in graph.projections:
         src = graph.populations[proj.source]
+        if proj.gate is not None and count == "nonzero":
+            out[proj.name] = gated_events(graph, trace, proj)
+            continue
         out[proj.name] = int(spike_counts(trace, proj.source, src.size) @ fanout(proj, src.shape, count))
     return out

@@ -101,6 +101,15 @@ class Projection:
     weight_bits: bits per stored weight (1..32). storage: one of STORAGE_FORMATS; decides memory and which
     synaptic events the chip pays (see hwmodels.connectivity).
     bias: optional per-target-neuron constant input (shape (n_target,)), e.g. a folded BatchNorm shift.
+    gate, gate_index: a gated ("dynamic") projection, whose weights change every timestep because they are
+        themselves spikes, e.g. spiking self-attention Q K^T V (Zhou et al., Spikformer, ICLR 2023). gate names a
+        population and gate_index (int, shape of `weight`) a neuron of it for every weight entry; at timestep t of
+        a sample the effective weight of entry j is weight[j] x (value of neuron gate_index[j] of `gate` at t, 0
+        when it emitted nothing). The input a target receives is the usual sum over source spikes of value x
+        effective weight. Synaptic events: "structural" = the static fan-out (a walk over the whole stored operand
+        row, what the hardware model pays: storage must be "dense" or "conv", whose paid count is structural);
+        "nonzero" = only entries whose gate fired (hwmodels.connectivity.gated_events). The target depends on the
+        gate as on the source (NetworkGraph.depth). Both None for an ordinary projection.
     """
 
     name: str
@@ -115,6 +124,8 @@ class Projection:
     weight_bits: int = 8
     storage: str = ""
     bias: np.ndarray | None = None
+    gate: str | None = None
+    gate_index: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         _check_choice("projection.kind", self.kind, PROJECTION_KINDS)
@@ -132,6 +143,21 @@ class Projection:
             object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
         if not 1 <= self.weight_bits <= 32:
             raise ValueError(f"projection.weight_bits: {self.weight_bits} must be in 1..32")
+        if self.gate is not None or self.gate_index is not None:
+            self._check_gate()
+
+    def _check_gate(self) -> None:
+        """Validate gate/gate_index (both set, int index shaped like the weight, >= 0, paid count structural)."""
+        if self.gate is None or self.gate_index is None:
+            raise ValueError(f"projection.gate/gate_index: {self.name!r} needs both or neither")
+        idx = np.asarray(self.gate_index)
+        if idx.shape != self.weight.shape or not np.issubdtype(idx.dtype, np.integer) or (idx.size and idx.min() < 0):
+            raise ValueError(f"projection.gate_index: {self.name!r} needs non-negative ints of the weight's shape "
+                             f"{self.weight.shape}, got {idx.dtype} {idx.shape}")
+        object.__setattr__(self, "gate_index", idx.astype(np.int64))
+        if self.storage not in ("dense", "conv"):
+            raise ValueError(f"projection.storage: gated projection {self.name!r} must be 'dense' or 'conv' (the "
+                             f"hardware model pays gated synapses structurally), got {self.storage!r}")
 
     @property
     def nonzero_synapses(self) -> int:
@@ -165,6 +191,8 @@ class NetworkGraph:
                 raise ValueError(f"projection.name: {proj.name!r} appears twice")
             names.add(proj.name)
             _check_shapes(proj, self.populations[proj.source], self.populations[proj.target])
+            if proj.gate is not None:
+                _check_gate_population(proj, self.populations.get(proj.gate), self.populations)
         self.projections: list[Projection] = list(projections)
         self._depth = self._compute_depth()
 
@@ -174,9 +202,10 @@ class NetworkGraph:
         for _ in range(len(self.populations) + 1):
             changed = False
             for proj in self.projections:
-                if depth[proj.target] < depth[proj.source] + 1:
-                    depth[proj.target] = depth[proj.source] + 1
-                    changed = True
+                for src in (proj.source,) if proj.gate is None else (proj.source, proj.gate):
+                    if depth[proj.target] < depth[src] + 1:
+                        depth[proj.target] = depth[src] + 1
+                        changed = True
             if not changed:
                 return depth
         raise ValueError("network graph: projections form a cycle; only feed-forward graphs are supported")
@@ -212,6 +241,9 @@ class NetworkGraph:
             d = {k: getattr(proj, k) for k in ("name", "source", "target", "kind", "stride", "padding",
                                                "dilation", "groups", "weight_bits", "storage")}
             d["has_bias"] = proj.bias is not None
+            if proj.gate is not None:
+                d["gate"] = proj.gate
+                arrays[f"g{i}"] = proj.gate_index
             meta["projections"].append(d)
             arrays[f"w{i}"] = proj.weight
             if proj.bias is not None:
@@ -229,7 +261,8 @@ class NetworkGraph:
             projs = []
             for i, d in enumerate(meta["projections"]):
                 has_bias = d.pop("has_bias")
-                projs.append(Projection(weight=z[f"w{i}"], bias=z[f"b{i}"] if has_bias else None, **d))
+                gate = {"gate": d.pop("gate"), "gate_index": z[f"g{i}"]} if "gate" in d else {}
+                projs.append(Projection(weight=z[f"w{i}"], bias=z[f"b{i}"] if has_bias else None, **d, **gate))
         return cls(pops, projs, name=meta["name"], metadata=meta["metadata"])
 
 
@@ -261,6 +294,15 @@ def _check_shapes(proj: Projection, src: Population, tgt: Population) -> None:
                          f"!= target shape {tgt.shape}")
     if proj.bias is not None and np.shape(proj.bias) != (tgt.size,):
         raise ValueError(f"projection {proj.name!r}: bias shape {np.shape(proj.bias)} should be ({tgt.size},)")
+
+
+def _check_gate_population(proj: Projection, gate: Population | None, populations: dict) -> None:
+    """Raise ValueError when the gate of `proj` is not a population of the graph or an index is out of range."""
+    if gate is None:
+        raise ValueError(f"projection.gate: {proj.gate!r} (in {proj.name!r}) is not one of {', '.join(populations)}")
+    if proj.gate_index.size and proj.gate_index.max() >= gate.size:
+        raise ValueError(f"projection.gate_index: {proj.name!r} indexes neuron {int(proj.gate_index.max())} of "
+                         f"{gate.name!r}, which has {gate.size}")
 
 
 def _pop_to_dict(pop: Population) -> dict:

@@ -26,7 +26,10 @@ def lower(model: nn.Module, inputs: torch.Tensor, *, labels=None, weight_bits: i
 
     model: a SpikingJelly multi-step nn.Sequential of Conv2d, BatchNorm1d/2d, AvgPool2d, AdaptiveAvgPool2d,
         MaxPool2d, Flatten, Linear, Dropout, Identity (SpikingJelly `layer.*` in step_mode "m", or plain torch
-        layers inside `layer.SeqToANNContainer`) and IFNode / LIFNode / ParametricLIFNode (step_mode "m").
+        layers inside `layer.SeqToANNContainer`) and IFNode / LIFNode / ParametricLIFNode (step_mode "m"); or an
+        nn.Module with its own forward over such layers, residual additions and Spikformer's token modules and
+        attention (spiking ResNets, Spikformer: workloads.lowering_graph, which documents the residual and
+        attention representation; keys of `compression` are then module names, "stages.layer1.0.conv1").
     inputs: encoded input, shape (T, N, C, H, W) or (T, N, F). The population "input" is graded (its trace
         events carry the values) when any value is not 0 or 1 (direct encoding).
     labels: optional (N,) class labels stored in the trace.
@@ -65,8 +68,13 @@ def lower(model: nn.Module, inputs: torch.Tensor, *, labels=None, weight_bits: i
     if int(batch_size) < 1:
         raise ValueError(f"batch_size: {batch_size} must be >= 1")
     graded = not bool(((inputs == 0) | (inputs == 1)).all())
-    walk = _walk(model, Population("input", tuple(inputs.shape[2:]), NeuronModel("input"), graded=graded),
-                 weight_bits, storage, _per_layer(compression))
+    input_pop = Population("input", tuple(inputs.shape[2:]), NeuronModel("input"), graded=graded)
+    from workloads import lowering_graph  # imports this module's rules; deferred to avoid an import cycle
+    if lowering_graph.is_graph_model(model):
+        graph, recorder, hooks = lowering_graph.build_graph(model, input_pop, weight_bits, storage,
+                                                            _per_layer(compression), name, n_t)
+        return graph, _record_trace(recorder, inputs, graph, hooks, labels, int(batch_size), device)
+    walk = _walk(model, input_pop, weight_bits, storage, _per_layer(compression))
     graph = NetworkGraph(walk.populations, walk.projections, name=name,
                          metadata={"origin": walk.origin, "layers": walk.layers, "n_timesteps": int(n_t)})
     trace = _record_trace(model, inputs, graph, walk.hooks, labels, int(batch_size), device)
@@ -128,7 +136,8 @@ def _layers(model: nn.Module, prefix: str = "",
             in_container: bool = False) -> Iterator[tuple[str, nn.Module, bool]]:
     """(index, module, inside SeqToANNContainer) for every leaf layer; nested Sequentials are opened."""
     if not prefix and (not isinstance(model, nn.Sequential) or type(model).forward is not nn.Sequential.forward):
-        raise ValueError(f"model: {type(model).__name__} must be a torch.nn.Sequential (without its own forward)")
+        raise ValueError(f"model: {type(model).__name__} must be a torch.nn.Sequential (without its own forward) "
+                         "or a module with submodules")
     for i, m in enumerate(model):
         index = f"{prefix}{i}"
         if type(m) is nn.Sequential or type(m) is layer.SeqToANNContainer:

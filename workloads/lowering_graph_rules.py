@@ -1,0 +1,198 @@
+"""Per-module rules of the graph lowering (workloads.lowering_graph): each maps a traced module call on symbolic
+values (lowering_values.Feed / Current) to its result, emitting populations and projections on the way.
+
+Weight layers, BatchNorm, pooling and Flatten reuse the Sequential rules of workloads.lowering_rules on a
+one-layer Walk (same folding, same checks); tokens (Spikformer's (L, D) layout) are handled here: a token-wise
+Linear is a 1x1 conv over the (D, H, W) population, and a Linear after TokenMean spreads its weight over the tokens.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from spikingjelly.activation_based import layer
+from torch import nn
+
+from hwmodels.trace import NeuronModel, Population
+from workloads.compression.dsp import LowRankConv2d, LowRankLinear
+from workloads.lowering_rules import (NEURON_RULES, STATE_BITS, Walk, _adaptive_avgpool, _avgpool, _base_type,
+                                      _batchnorm, _conv, _conv_out, _flatten, _is_ternary, _linear, _pair, _Weight)
+from workloads.lowering_values import (Current, Feed, GraphBuild, Term, add_currents, as_current,
+                                       emit, layout_fn, relay_of_sum)
+from workloads.models.spikformer import TokenBatchNorm, TokenMean, ToTokens
+
+Rule = Callable[[GraphBuild, nn.Module, str, object, list], object]
+
+
+def _err(tag: str, msg: str) -> ValueError:
+    return ValueError(f"layer {tag}: {msg}")
+
+
+def _one_layer_walk(build: GraphBuild, feed: Feed, shape: tuple[int, ...] | None = None) -> Walk:
+    """A Walk positioned on `feed` (its population, tensor shape or `shape`, pending pools), sharing the per-layer
+    settings, on which one Sequential rule of workloads.lowering_rules runs."""
+    w = build.walk
+    return Walk(feed.pop, shape or feed.shape, w.weight_bits, w.storage, w.layer_bits, w.layer_storage,
+                w.state_bits, pools=list(feed.pools), spatial=feed.chw if feed.flat else None)
+
+
+def _feed(value, tag: str, what: str) -> Feed:
+    if not isinstance(value, Feed):
+        raise _err(tag, f"{what} needs spikes (a neuron layer's output) as input, got a current: two weight layers "
+                        "or a pooling of currents without a spiking neuron between them are not supported")
+    return value
+
+
+def _term(wt: _Weight, source: str, tags: list[str]) -> Term:
+    return Term(source, wt.kind, wt.w, wt.origin, tags, wt.stride, wt.padding, wt.dilation, wt.groups, wt.bits,
+                wt.storage)
+
+
+def weight_stage(build: GraphBuild, m: nn.Module, name: str, feed: Feed, tag: str) -> Current:
+    """Conv2d or Linear `m` (module name `name`) on a Feed: one Term (pools folded in, lowering_rules) and the
+    layer bias as the Current's bias. Tokens: a Linear acts per token (1x1 conv); after TokenMean its weight is
+    spread over the L tokens (w / L each)."""
+    is_conv = isinstance(m, nn.Conv2d)
+    if feed.layout == "tokens" and not is_conv:
+        return _token_linear(build, m, name, feed, tag)
+    if feed.layout == "tokens":
+        raise _err(tag, "a Conv2d on tokens is not supported")
+    walk = _one_layer_walk(build, feed)
+    (_conv if is_conv else _linear)(walk, m, name)
+    wt = walk.weight
+    return Current([_term(wt, feed.pop.name, list(feed.tags) + walk.tags)], wt.b, wt.out_shape,
+                   "chw" if is_conv else "flat")
+
+
+def _token_linear(build: GraphBuild, m: nn.Linear, name: str, feed: Feed, tag: str) -> Current:
+    d, h, w = feed.pop.shape
+    walk = _one_layer_walk(build, feed, (d,))
+    _linear(walk, m, name)
+    wt, tags = walk.weight, list(feed.tags) + walk.tags
+    if feed.mean:  # TokenMean then Linear: neuron (c, l) of the population reaches every output with w[:, c] / L
+        wt.w = wt.w.repeat_interleave(h * w, dim=1) / (h * w)
+        return Current([_term(wt, feed.pop.name, tags)], wt.b, wt.out_shape, "flat")
+    wt.kind, wt.w = "conv", wt.w.reshape(wt.w.shape + (1, 1))
+    return Current([_term(wt, feed.pop.name, tags)], wt.b, (wt.w.shape[0], h, w), "tokens")
+
+
+def _weight(build, m, name, node, args):
+    return weight_stage(build, m, name, _feed(args[0], _tag(name, m), type(m).__name__), _tag(name, m))
+
+
+def _lowrank(build, m, name, node, args):
+    """DSP low-rank layer: "<base>_b" -> relay population "<base>_relay" (graded, rank r per position/token) ->
+    "<base>_a", as lowering_rules._lowrank does for Sequentials; both stages take the layer's bits/storage."""
+    feed = _feed(args[0], _tag(name, m), type(m).__name__)
+    first = weight_stage(build, m.first, f"{name}.first", feed, _tag(f"{name}.first", m.first))
+    base = build.walk.next_name("conv" if isinstance(m, LowRankConv2d) else "fc")
+    relay = Population(f"{base}_relay", first.out_shape, NeuronModel("relay"), graded=True)
+    _stamp(build, first, name, f"{base}_b", type(m).__name__)
+    emit(build, first, relay, [_tag(f"{name}.first", m.first)], m.first, layout_fn(first.layout))
+    second = weight_stage(build, m.second, f"{name}.second", Feed(relay, first.layout),
+                          _tag(f"{name}.second", m.second))
+    return _stamp(build, second, name, f"{base}_a", type(m).__name__)
+
+
+def _stamp(build: GraphBuild, cur: Current, key: str, name: str, origin: str) -> Current:
+    """Name the (single) term of a low-rank stage and give it the bits/storage of the low-rank layer `key`."""
+    for t in cur.terms:
+        t.name, t.origin = name, origin
+        t.bits, t.storage = build.walk.layer_bits.get(key), build.walk.layer_storage.get(key)
+    return cur
+
+
+def _batchnorm_rule(layouts: tuple[str, ...]) -> Rule:
+    """Fold an eval BatchNorm into every term of the current it normalises (per channel)."""
+    def rule(build, m, name, node, args):
+        tag, cur = _tag(name, m), args[0]
+        if not isinstance(cur, Current) or cur.layout not in layouts:
+            raise _err(tag, f"BatchNorm must follow a weight layer (or a sum of them) with a {'/'.join(layouts)} "
+                            "output")
+        c = cur.out_shape[0]
+        probe = Walk(None, cur.out_shape, 1, None)
+        probe.weight = _Weight("dense", torch.ones(c, 1, dtype=torch.float64), None, cur.out_shape, "")
+        _batchnorm(probe, m, name)  # validates and gives w = scale, b = shift - mean * scale
+        return cur.scaled(probe.weight.w[:, 0], probe.weight.b, tag)
+    return rule
+
+
+def _neuron(build, m, name, node, args):
+    tag, cur = _tag(name, m), args[0]
+    if not isinstance(cur, Current):
+        raise _err(tag, "a spiking neuron layer needs a weight layer (Conv2d/Linear, or a sum) before it")
+    model = NEURON_RULES[type(m)](m)
+    bits = build.walk.state_bits.get(name) or (STATE_BITS[type(m)](m) if type(m) in STATE_BITS else None)
+    pop = Population(f"{model.kind.lower()}{build.walk.next_name('')}", cur.out_shape, model, graded=_is_ternary(m),
+                     **({"state_bits": int(bits)} if bits else {}))
+    emit(build, cur, pop, [tag], node.name, layout_fn(cur.layout))
+    return Feed(pop, cur.layout)
+
+
+def _maxpool(build, m, name, node, args):
+    """MaxPool2d of binary spikes = OR over the window: an IF(threshold 1) population fed by a depthwise all-ones
+    conv (lowering_rules._maxpool)."""
+    tag, feed = _tag(name, m), _feed(args[0], _tag(name, m), "MaxPool2d")
+    if not feed.plain or feed.layout != "chw" or feed.pop.graded or m.return_indices or m.ceil_mode:
+        raise _err(tag, "MaxPool2d needs the plain binary (C, H, W) spikes of a population (no ceil_mode, no "
+                        "return_indices)")
+    k, s = _pair(m.kernel_size), _pair(m.kernel_size if m.stride is None else m.stride)
+    p, d = _pair(m.padding), _pair(m.dilation)
+    c = feed.pop.shape[0]
+    out = _conv_out(feed.pop.shape, c, k, s, p, d, name, m)
+    pop = Population(build.walk.next_name("pool"), out, NeuronModel("IF", 1.0, None, 0.0))
+    term = Term(feed.pop.name, "conv", torch.ones((c, 1) + k, dtype=torch.float64), "MaxPool2d", [tag], s, p, d, c,
+                bits=1, name=build.walk.next_name("maxpool"))
+    emit(build, Current([term], None, out, "chw"), pop, [tag], node.name, layout_fn("chw"))
+    return Feed(pop, "chw")
+
+
+def _feed_op(op) -> Rule:
+    """AvgPool2d / AdaptiveAvgPool2d / Flatten on spikes: the Sequential rule on a one-layer walk, kept pending."""
+    def rule(build, m, name, node, args):
+        feed = _feed(args[0], _tag(name, m), type(m).__name__)
+        if feed.layout != "chw" or feed.flat:
+            raise _err(_tag(name, m), f"expects a (C, H, W) input, got {feed.layout} of shape {feed.shape}")
+        walk = _one_layer_walk(build, feed)
+        op(walk, m, name)
+        return Feed(feed.pop, "chw", tuple(walk.pools), flat=len(walk.shape) == 1, tags=feed.tags + tuple(walk.tags))
+    return rule
+
+
+def _to_tokens(build, m, name, node, args):
+    feed = _feed(args[0], _tag(name, m), "ToTokens")
+    if not feed.plain or feed.layout != "chw":
+        raise _err(_tag(name, m), "ToTokens needs a plain (D, H, W) population output")
+    return Feed(feed.pop, "tokens")
+
+
+def _token_mean(build, m, name, node, args):
+    feed = _feed(args[0], _tag(name, m), "TokenMean")
+    if not feed.plain or feed.layout != "tokens":
+        raise _err(_tag(name, m), "TokenMean needs plain tokens")
+    return Feed(feed.pop, "tokens", mean=True, tags=(_tag(name, m),))
+
+
+def add_rule(build: GraphBuild, a, b, tag: str, node: object):
+    """a + b. Currents add (their target neurons receive both: two incoming projections); a current plus spikes
+    takes the spikes through an identity projection; spikes plus spikes become a graded relay population."""
+    if isinstance(a, Feed) and isinstance(b, Feed):
+        return relay_of_sum(build, a, b, tag, node)
+    return add_currents(as_current(a, tag), as_current(b, tag), tag)
+
+
+def _tag(name: str, m: nn.Module) -> str:
+    return f"{name}:{_base_type(m).__name__}"
+
+
+RULES: dict[type, Rule] = {
+    layer.Conv2d: _weight, layer.Linear: _weight, nn.Linear: _weight,
+    LowRankLinear: _lowrank, LowRankConv2d: _lowrank,
+    layer.BatchNorm2d: _batchnorm_rule(("chw",)), layer.BatchNorm1d: _batchnorm_rule(("flat",)),
+    TokenBatchNorm: _batchnorm_rule(("tokens",)),
+    layer.MaxPool2d: _maxpool, layer.AvgPool2d: _feed_op(_avgpool), layer.AdaptiveAvgPool2d: _feed_op(_adaptive_avgpool),
+    layer.Flatten: _feed_op(_flatten), ToTokens: _to_tokens, TokenMean: _token_mean,
+    nn.Identity: lambda build, m, name, node, args: args[0], nn.Dropout: lambda build, m, name, node, args: args[0],
+    layer.Dropout: lambda build, m, name, node, args: args[0],
+    **{t: _neuron for t in NEURON_RULES},
+}
