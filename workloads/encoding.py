@@ -1,4 +1,5 @@
-"""Input encoders: turn a static image batch into a (T, N, C, H, W) input sequence for a multi-step SNN."""
+"""Input encoders: turn a static image batch into a (T, N, C, H, W) input sequence for a multi-step SNN, or
+pass event frames (N, T, C, H, W) of an event dataset through in time-major order."""
 from __future__ import annotations
 
 from typing import Callable, Optional
@@ -43,18 +44,37 @@ def encode_ternary(x: torch.Tensor, n_timesteps: int, generator: Optional[torch.
         return node(d.reshape(x.shape).unsqueeze(0).expand(n_timesteps, *x.shape).contiguous())
 
 
+def encode_events(x: torch.Tensor, n_timesteps: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """Event frames as they are: (N, T, C, H, W) -> (T, N, C, H, W), a contiguous copy of x.transpose(0, 1).
+
+    For event datasets (`workloads.data.Dataset.temporal`), whose frames already are the time steps; T must equal
+    n_timesteps (checked in `encode`). Deterministic; `generator` is unused.
+    """
+    return x.transpose(0, 1).contiguous()
+
+
 ENCODERS: dict[str, Callable[..., torch.Tensor]] = {"direct": encode_direct, "poisson": encode_poisson,
-                                                    "ternary": encode_ternary}
+                                                    "ternary": encode_ternary, "events": encode_events}
+#: encoders whose input already carries time, (N, T, C, H, W)
+TEMPORAL_ENCODERS = frozenset({"events"})
 
 
 def encode(x: torch.Tensor, n_timesteps: int, kind: str = "direct",
            generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """Encode images x (N, C, H, W) into a (T, N, C, H, W) sequence with encoder `kind` (a key of ENCODERS).
+    """Encode images x (N, C, H, W) into a (T, N, C, H, W) sequence with encoder `kind` (a key of ENCODERS);
+    with kind "events", x is event frames (N, T, C, H, W) with T = n_timesteps, returned as (T, N, C, H, W).
 
-    Raises ValueError for an unknown `kind` or n_timesteps < 1.
+    Raises ValueError for an unknown `kind`, n_timesteps < 1, "events" on x that is not 5-D with
+    x.shape[1] == n_timesteps, or a static encoder on 5-D x (event frames need "events").
     """
     if kind not in ENCODERS:
         raise ValueError(f"encoding must be one of {sorted(ENCODERS)}, got {kind!r}")
     if n_timesteps < 1:
         raise ValueError(f"n_timesteps must be >= 1, got {n_timesteps}")
+    if kind in TEMPORAL_ENCODERS and (x.dim() != 5 or x.shape[1] != n_timesteps):
+        raise ValueError(f"encoding {kind!r} needs event frames (N, T={n_timesteps}, C, H, W), got shape "
+                         f"{tuple(x.shape)}; set n_timesteps to the dataset's frame count")
+    if kind not in TEMPORAL_ENCODERS and x.dim() == 5:
+        raise ValueError(f"encoding {kind!r} needs static images (N, C, H, W), got shape {tuple(x.shape)}; "
+                         f"event frames (N, T, C, H, W) need encoding 'events'")
     return ENCODERS[kind](x, n_timesteps, generator)

@@ -2,6 +2,7 @@
 
 Loss: cross-entropy on the readout, the mean over T of the model output (T, N, n_classes). Neuron state is reset
 with `functional.reset_net` after every batch; shuffling and Poisson encoding draw from explicit torch.Generators.
+Static datasets (x (N, C, H, W)) go through a static encoder; event datasets (x (N, T, C, H, W)) through "events".
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from workloads.data import Dataset
-from workloads.encoding import ENCODERS, encode
+from workloads.encoding import ENCODERS, TEMPORAL_ENCODERS, encode
 
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
     "adam": lambda params, lr, wd, momentum: torch.optim.Adam(params, lr=lr, weight_decay=wd),
@@ -92,8 +93,21 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_ste
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
 
 
+def check_dataset(dataset: Dataset, cfg: TrainConfig) -> None:
+    """Event datasets need a temporal encoding ("events") with n_timesteps equal to their frame count; static
+    datasets a static one. Raises ValueError naming TrainConfig.encoding or TrainConfig.n_timesteps."""
+    if dataset.temporal != (cfg.encoding in TEMPORAL_ENCODERS):
+        kind = "event frames need" if dataset.temporal else "static images need one of"
+        need = sorted(TEMPORAL_ENCODERS) if dataset.temporal else sorted(set(ENCODERS) - TEMPORAL_ENCODERS)
+        raise ValueError(f"TrainConfig.encoding {cfg.encoding!r} does not fit dataset {dataset.name!r}: {kind} {need}")
+    if dataset.temporal and cfg.n_timesteps != dataset.n_frames:
+        raise ValueError(f"TrainConfig.n_timesteps must equal the {dataset.n_frames} frames of dataset "
+                         f"{dataset.name!r}, got {cfg.n_timesteps}")
+
+
 def _readout(model: nn.Module, x: torch.Tensor, cfg: TrainConfig, generator: torch.Generator) -> torch.Tensor:
-    """Encode x (N, C, H, W), run the model, return the mean over T of its output, (N, n_classes)."""
+    """Encode x (N, C, H, W), or event frames (N, T, C, H, W), run the model, return the mean over T of its
+    output, (N, n_classes)."""
     return model(encode(x, cfg.n_timesteps, cfg.encoding, generator)).mean(0)
 
 
@@ -132,7 +146,9 @@ def train(model: nn.Module, dataset: Dataset, cfg: TrainConfig, seed: int, devic
 
     Reproducible: the shuffle and Poisson spikes come from torch.Generator(seed) on the device; the weights are
     whatever the caller built (build_model(..., seed=...)). device: default_device() when None.
+    Raises ValueError (`check_dataset`) when cfg's encoding or n_timesteps does not fit the dataset.
     """
+    check_dataset(dataset, cfg)
     device = device or default_device()
     model.to(device)
     x, y = dataset.x_train.to(device), dataset.y_train.to(device)
@@ -154,7 +170,8 @@ def train(model: nn.Module, dataset: Dataset, cfg: TrainConfig, seed: int, devic
 @torch.no_grad()
 def predict_logits(model: nn.Module, x: torch.Tensor, cfg: TrainConfig, device: Optional[torch.device] = None,
                    seed: int = 0) -> torch.Tensor:
-    """Readout (mean over T of the model output) for images x (N, C, H, W) in eval mode: (N, n_classes) on CPU.
+    """Readout (mean over T of the model output) for images x (N, C, H, W), or event frames (N, T, C, H, W) with
+    cfg.encoding "events", in eval mode: (N, n_classes) on CPU.
 
     Batches of cfg.eval_batch_size; Poisson encoding draws from torch.Generator(seed). Restores the model's
     train/eval mode and resets neuron state afterwards.
@@ -174,5 +191,6 @@ def predict_logits(model: nn.Module, x: torch.Tensor, cfg: TrainConfig, device: 
 
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
              device: Optional[torch.device] = None, seed: int = 0) -> float:
-    """Top-1 accuracy in [0, 1] of `model` on images x (N, C, H, W) with labels y (N,), eval mode."""
+    """Top-1 accuracy in [0, 1] of `model` on images x (N, C, H, W) (or event frames (N, T, C, H, W) with
+    cfg.encoding "events") with labels y (N,), eval mode."""
     return float((predict_logits(model, x, cfg, device, seed).argmax(1) == y.cpu()).float().mean())

