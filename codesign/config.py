@@ -24,9 +24,17 @@ class _Section(BaseModel):
 class DataConfig(_Section):
     """Dataset and input encoding."""
 
-    dataset: str = Field("mnist5k", description="dataset name: mnist5k (shipped MNIST-5k) or digits (sklearn 8x8)")
-    encoding: str = Field("direct", description="input encoder: direct (repeat image over T) or poisson")
-    n_timesteps: int = Field(4, ge=1, le=1000, description="algorithmic timesteps T per sample")
+    dataset: str = Field("mnist5k", description="dataset name (workloads.data.DATASETS): mnist5k, digits, "
+                                                "mnist_dvs_emu (shipped); cifar10, cifar100, dvs_gesture, dvs_cifar10 "
+                                                "(local files under root)")
+    encoding: str = Field("direct", description="input encoder (workloads.encoding.ENCODERS): direct, poisson, "
+                                                "ternary; events for event datasets")
+    n_timesteps: int = Field(4, ge=1, le=1000, description="algorithmic timesteps T per sample (event datasets: "
+                                                           "frames per sample)")
+    root: str | None = Field(None, description="folder of local dataset files (default $CODESIGN_DATA_DIR or ./data)")
+    options: dict[str, Any] = Field(default_factory=dict,
+                                    description="dataset options (workloads.data.dataset_options), e.g. n_train, "
+                                                "n_test, size, binary")
 
 
 class ModelConfig(_Section):

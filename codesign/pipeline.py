@@ -21,7 +21,8 @@ from codesign.evaluate import stage_keys
 from codesign.executor import run_points
 from codesign.report import write_report
 from codesign.spec import ExecutionConfig
-from codesign.stages import check_fits, check_names, make_dataset, make_model, resolve_device
+from codesign.stages import check_fits, check_names, make_dataset, make_model, resolve_device, train_config
+from workloads.train import check_dataset
 from codesign.store import ResultStore
 
 #: results.csv columns that every run writes first, in this order
@@ -106,6 +107,10 @@ def run(cfg: RunConfig, progress: bool = True, log=print, resume: bool = False) 
     chip = load_chip(cfg)
     out = run_folder(cfg.output_dir, run_name(cfg), resume)
     dataset = make_dataset(cfg)
+    try:
+        check_dataset(dataset, train_config(cfg))
+    except ValueError as exc:
+        raise ConfigError(f"data: {exc}") from None
     check_fits(make_model(cfg, dataset), dataset, cfg, chip, resolve_device(cfg.device))
     points = ratio_points(cfg)
     store = ResultStore(out, LEAD_COLUMNS)

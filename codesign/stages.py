@@ -28,6 +28,7 @@ def check_names(cfg: RunConfig) -> None:
     """Every registry name in the config exists. Raises ConfigError naming the field and accepted names."""
     _check_one("data.dataset", cfg.data.dataset, data.DATASETS)
     _check_one("data.encoding", cfg.data.encoding, encoding.ENCODERS)
+    dataset_options(cfg)
     _check_one("model.name", cfg.model.name, models.MODELS)
     _check_one("model.neuron", cfg.model.neuron, neurons.NEURONS)
     _check_one("compression.method", cfg.compression.method, compression.METHODS)
@@ -45,9 +46,29 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def dataset_options(cfg: RunConfig) -> dict:
+    """The dataset's options from `data.options`, plus n_frames = T for event datasets that take it.
+
+    Raises ConfigError naming `data.options.<key>` for an option the dataset does not accept.
+    """
+    accepted = data.dataset_options(cfg.data.dataset)
+    for key in cfg.data.options:
+        if key not in accepted:
+            raise ConfigError(f"data.options: unknown key '{key}' for dataset '{cfg.data.dataset}'; accepted keys: "
+                              f"{', '.join(accepted) or '(none)'}")
+    opts = dict(cfg.data.options)
+    if "n_frames" in accepted:
+        opts.setdefault("n_frames", cfg.data.n_timesteps)
+    return opts
+
+
 def make_dataset(cfg: RunConfig) -> data.Dataset:
-    """Load the configured dataset with the run seed (fixed, seeded split)."""
-    return data.load_dataset(cfg.data.dataset, seed=cfg.seed)
+    """Load the configured dataset with the run seed (fixed, seeded split). Raises ConfigError when its files are
+    missing (the message names the expected path and format)."""
+    try:
+        return data.load_dataset(cfg.data.dataset, seed=cfg.seed, root=cfg.data.root, **dataset_options(cfg))
+    except ValueError as exc:
+        raise ConfigError(f"data: {exc}") from None
 
 
 def make_model(cfg: RunConfig, dataset: data.Dataset) -> torch.nn.Sequential:
