@@ -21,11 +21,31 @@ from workloads.compression.q_snn import QSNNConfig, q_snn, qsnn_stage
 from workloads.compression.qp_snn import QPSNNConfig, qp_snn, rescaw_stage, svs_masks
 from workloads.compression.random_prune import random_channels, random_masks
 from workloads.compression.sca import SCAConfig, sca_prune
+from workloads.compression.sca_resnet import ChannelUnit, find_resnet_units, sca_prune_resnet
 from workloads.data import Dataset
+from workloads.models.resnet import SpikingResNet
 from workloads.train import TrainConfig
 
+#: model type -> SCA implementation for it (first isinstance match): spiking ResNets, flat Sequential chains
+SCA_PATHS: dict[type, Callable[..., tuple[nn.Module, CompressionResult]]] = {
+    SpikingResNet: sca_prune_resnet, nn.Sequential: sca_prune,
+}
+
+
+def sca(model: nn.Module, dataset: Dataset, ratio: float, cfg: Optional[SCAConfig] = None,
+        train_cfg: Optional[TrainConfig] = None, seed: int = 0, device: Optional[torch.device] = None,
+        progress: bool = True) -> tuple[nn.Module, CompressionResult]:
+    """SCA (Li et al., ICML 2024) on any model SCA_PATHS covers: `sca_prune` for flat conv Sequentials,
+    `sca_prune_resnet` for spiking ResNets (pre-activation rule). Same arguments and result as those. Raises
+    ValueError for another model type (or what the chosen path raises)."""
+    for kind, path in SCA_PATHS.items():
+        if isinstance(model, kind):
+            return path(model, dataset, ratio, cfg, train_cfg, seed, device=device, progress=progress)
+    raise ValueError(f"model: SCA supports {[t.__name__ for t in SCA_PATHS]}, got {type(model).__name__}")
+
+
 METHODS: dict[str, Callable[..., tuple[nn.Module, CompressionResult]]] = {
-    "sca": sca_prune, "magnitude_channel": magnitude_channel, "random": random_channels, "l1p": l1p, "dsp": dsp,
+    "sca": sca, "magnitude_channel": magnitude_channel, "random": random_channels, "l1p": l1p, "dsp": dsp,
     "qp_snn": qp_snn, "q_snn": q_snn, "binary": binary,
 }
 CONFIGS: dict[str, type] = {
@@ -62,6 +82,7 @@ def compress(method: str, model: nn.Module, dataset: Dataset, ratio: float, cfg=
 
 
 __all__ = ["METHODS", "CONFIGS", "QUANTIZERS", "PRUNERS", "CompressionResult", "compress", "compose",
-           "SCAConfig", "sca_prune", "ChannelPruneConfig", "magnitude_channel", "random_channels", "L1PConfig", "l1p",
+           "SCAConfig", "sca", "sca_prune", "sca_prune_resnet", "find_resnet_units", "ChannelUnit", "SCA_PATHS",
+           "ChannelPruneConfig", "magnitude_channel", "random_channels", "L1PConfig", "l1p",
            "DSPConfig", "dsp", "LowRankLinear", "LowRankConv2d", "QPSNNConfig", "qp_snn", "QSNNConfig", "q_snn",
            "BinaryConfig", "binary", "BinaryAttention", "ComposeConfig", "FineTuneConfig"]

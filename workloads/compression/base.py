@@ -16,7 +16,8 @@ from torch.nn.utils import parametrize
 from workloads.train import TrainConfig, make_optimizer, make_scheduler, run_epoch
 
 # Layers that carry a conv's channels unchanged to the next weighted layer.
-CHANNEL_PRESERVING = (nn.BatchNorm2d, BaseNode, nn.MaxPool2d, nn.AvgPool2d, nn.Dropout, nn.Identity)
+CHANNEL_PRESERVING = (nn.BatchNorm2d, BaseNode, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Dropout,
+                      nn.Identity)
 
 
 @dataclass
@@ -120,10 +121,14 @@ def apply_channel_mask(model: nn.Sequential, units: list[ConvUnit], masks: dict[
             p[drop.to(p.device)] = 0.0
 
 
-def masked_params(model: nn.Sequential, unit: ConvUnit) -> list[torch.Tensor]:
-    """The per-output-channel parameters a channel mask zeroes: conv weight (and bias), BN gamma and beta."""
-    conv = model.get_submodule(unit.conv)
-    params = [conv.weight, conv.bias]
+def masked_params(model: nn.Module, unit: ConvUnit) -> list[torch.Tensor]:
+    """The per-output-channel parameters a channel mask zeroes: conv weight (and bias), BN gamma and beta. A unit
+    with several writer convs (`unit.writers`, e.g. workloads.compression.sca_resnet.ChannelUnit: a block's conv2
+    and its 1x1 shortcut, both summed into one BN) gives the weight (and bias) of every writer."""
+    params = []
+    for name in getattr(unit, "writers", (unit.conv,)):
+        conv = model.get_submodule(name)
+        params += [conv.weight, conv.bias]
     if unit.bn is not None:
         bn = model.get_submodule(unit.bn)
         params += [bn.weight, bn.bias]
@@ -144,17 +149,18 @@ def _step(mod: nn.Module) -> dict:
 
 
 def slice_conv(conv: nn.Conv2d, out_idx: torch.Tensor, in_idx: torch.Tensor) -> nn.Conv2d:
-    """A new conv of the same type keeping output channels out_idx and input channels in_idx."""
+    """A new conv of the same type keeping output channels out_idx and input channels in_idx (and train/eval mode)."""
     new = type(conv)(len(in_idx), len(out_idx), conv.kernel_size, conv.stride, conv.padding, conv.dilation,
                      1, conv.bias is not None, conv.padding_mode, **_step(conv)).to(conv.weight.device)
     tensors = {"weight": conv.weight[out_idx][:, in_idx]}
     if conv.bias is not None:
         tensors["bias"] = conv.bias[out_idx]
-    return _copy_into(new, tensors)
+    return _copy_into(new, tensors).train(conv.training)
 
 
 def slice_bn(bn: nn.BatchNorm2d, idx: torch.Tensor) -> nn.BatchNorm2d:
-    """A new BatchNorm2d of the same type keeping channels idx (affine parameters and running statistics)."""
+    """A new BatchNorm2d of the same type keeping channels idx (affine parameters, running statistics and the
+    train/eval mode)."""
     device = next(iter([*bn.parameters(), *bn.buffers()])).device
     idx = idx.to(device)
     new = type(bn)(len(idx), bn.eps, bn.momentum, bn.affine, bn.track_running_stats, **_step(bn)).to(device)
@@ -162,16 +168,16 @@ def slice_bn(bn: nn.BatchNorm2d, idx: torch.Tensor) -> nn.BatchNorm2d:
     new = _copy_into(new, {n: getattr(bn, n)[idx] for n in names})
     if bn.num_batches_tracked is not None:
         new.num_batches_tracked.copy_(bn.num_batches_tracked)
-    return new
+    return new.train(bn.training)
 
 
 def slice_linear_inputs(fc: nn.Linear, idx: torch.Tensor) -> nn.Linear:
-    """A new Linear of the same type keeping input features idx."""
+    """A new Linear of the same type keeping input features idx (and train/eval mode)."""
     new = type(fc)(len(idx), fc.out_features, fc.bias is not None, **_step(fc)).to(fc.weight.device)
     tensors = {"weight": fc.weight[:, idx]}
     if fc.bias is not None:
         tensors["bias"] = fc.bias
-    return _copy_into(new, tensors)
+    return _copy_into(new, tensors).train(fc.training)
 
 
 def flat_feature_index(kept: torch.Tensor, n_channels: int, in_features: int) -> torch.Tensor:

@@ -8,7 +8,7 @@ import copy
 import math
 import time
 from dataclasses import dataclass, replace
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from torch import nn
@@ -24,6 +24,9 @@ from workloads.train import (OPTIMIZERS, TrainConfig, default_device, make_optim
 
 # Reduction of |H| over a channel's H x W map: "sum" is the paper's L1 norm.
 SPATIAL = {"sum": lambda a: a.sum(-1), "mean": lambda a: a.mean(-1)}
+#: remove(model, units, final masks) -> (reduced model, hold): hold is None, or a gradient hook (called after each
+#: backward of the fine-tuning) that keeps at zero the masked parameters the reduced model still holds
+Remover = Callable[[nn.Module, list, dict[str, torch.Tensor]], tuple[nn.Module, Optional[Callable[[], None]]]]
 
 
 @dataclass(frozen=True)
@@ -151,6 +154,11 @@ class GammaGradMeter:
         return dict(self.sums)
 
 
+def all_convs(model: nn.Module) -> list[nn.Conv2d]:
+    """Every Conv2d of `model`, nested ones included (the weights SCA's L1 term acts on), in module order."""
+    return [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+
+
 @torch.no_grad()
 def add_l1_subgradient(convs: list[nn.Conv2d], l1_lambda: float) -> None:
     """After backward: grad(W) += l1_lambda * sign(W) for every conv weight (L1 penalty, METHODS.md/SCA)."""
@@ -210,8 +218,9 @@ def zero_optimizer_state(optimizer: torch.optim.Optimizer, model: nn.Sequential,
 
 def _schedule_epoch(model, units, x, y, cfg: SCAConfig, ft: TrainConfig, optimizer, generator, budget, final,
                     progress, desc) -> tuple[dict[str, torch.Tensor], dict]:
-    """Train one epoch with the L1 term while recording importance and |dL/dgamma|; return the next mask."""
-    convs = [model.get_submodule(u.conv) for u in units]
+    """Train one epoch with the L1 term (every conv) while recording importance and |dL/dgamma|; return the next
+    mask."""
+    convs = all_convs(model)
     meter = GammaGradMeter(model, units)
 
     def after_backward() -> None:
@@ -231,19 +240,50 @@ def _schedule_epoch(model, units, x, y, cfg: SCAConfig, ft: TrainConfig, optimiz
     return masks, {**stats, "channels_kept": n_final, "regrown": 0 if final else n_final - n_top}
 
 
-def _finetune(model, x, y, cfg: SCAConfig, train_cfg: TrainConfig, generator, progress) -> list[dict]:
-    """Fine-tune the physically reduced model for cfg.finetune_epochs (cosine LR, L1 term kept)."""
+def _finetune(model, x, y, cfg: SCAConfig, train_cfg: TrainConfig, generator, progress,
+              hold: Optional[Callable[[], None]] = None) -> list[dict]:
+    """Fine-tune the physically reduced model for cfg.finetune_epochs (cosine LR, L1 term kept; then `hold`, if
+    given, after every backward)."""
     if cfg.finetune_epochs == 0:
         return []
     ft = replace(train_cfg, epochs=cfg.finetune_epochs, lr=cfg.finetune_lr or cfg.lr, optimizer=cfg.optimizer,
                  lr_schedule="cosine")
     optimizer = make_optimizer(model.parameters(), ft)
     scheduler = make_scheduler(optimizer, ft, ft.epochs * -(-len(y) // ft.batch_size))
-    convs = [m for m in model if isinstance(m, nn.Conv2d)]
+    convs = all_convs(model)
+
+    def after_backward() -> None:
+        add_l1_subgradient(convs, cfg.l1_lambda)
+        if hold is not None:
+            hold()
+
     return [{"phase": "finetune", "epoch": e,
              **run_epoch(model, x, y, ft, optimizer, generator, scheduler, progress=progress, desc=f"finetune {e}",
-                         after_backward=lambda: add_l1_subgradient(convs, cfg.l1_lambda))}
+                         after_backward=after_backward)}
             for e in range(ft.epochs)]
+
+
+def run_schedule(work: nn.Module, units: list, remove: Remover, dataset: Dataset, p: float, cfg: SCAConfig,
+                 train_cfg: TrainConfig, seed: int, device: torch.device,
+                 progress: bool) -> tuple[nn.Module, dict[str, torch.Tensor], list[dict]]:
+    """The SCA schedule shared by every model family (see `sca_prune`), on `work` (on `device`; trained and masked
+    in place): cfg.epochs prune/regrow epochs over `units` (ConvUnit, or anything with conv/bn/node names such as
+    sca_resnet.ChannelUnit), `remove(work, units, final masks)`, then cfg.finetune_epochs of the reduced model.
+    Returns (reduced model, final masks {unit.conv: bool (C_out,)}, history)."""
+    budget = channel_budget(p, cfg.q, sum(work.get_submodule(u.conv).out_channels for u in units), len(units))
+    ft = replace(train_cfg, epochs=cfg.epochs, lr=cfg.lr, optimizer=cfg.optimizer, lr_schedule="constant")
+    x, y = dataset.x_train.to(device), dataset.y_train.to(device)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    optimizer = make_optimizer(work.parameters(), ft)
+    history = []
+    with torch_threads(train_cfg.num_threads):
+        for epoch in range(cfg.epochs):
+            masks, record = _schedule_epoch(work, units, x, y, cfg, ft, optimizer, generator, budget,
+                                            epoch == cfg.epochs - 1, progress, f"sca p={p} epoch {epoch}")
+            history.append({"phase": "prune", "epoch": epoch, **record})
+        pruned, hold = remove(work, units, masks)
+        history += _finetune(pruned, x, y, cfg, train_cfg, generator, progress, hold)
+    return pruned, masks, history
 
 
 def sca_prune(model: nn.Sequential, dataset: Dataset, ratio: float, cfg: Optional[SCAConfig] = None,
@@ -271,7 +311,8 @@ def sca_prune(model: nn.Sequential, dataset: Dataset, ratio: float, cfg: Optiona
     update; the schedule uses a constant LR (cfg.lr, Adam by default instead of the paper's SGD 0.01, for a
     short run), and the reduced model is fine-tuned cfg.finetune_epochs with a cosine LR and the L1 term.
     Randomness: shuffling and Poisson spikes from torch.Generator(seed) on the device.
-    Raises ValueError for ratio outside [0, 1) or a model without conv -> BN -> spiking-node units.
+    Raises ValueError for ratio outside [0, 1) or a model without conv -> BN -> spiking-node units. Spiking ResNets
+    take workloads.compression.sca_resnet.sca_prune_resnet (compress("sca", ...) picks it by model type).
     """
     start = time.perf_counter()
     p, cfg, train_cfg = check_ratio(ratio), cfg or SCAConfig(), train_cfg or TrainConfig()
@@ -284,22 +325,11 @@ def sca_prune(model: nn.Sequential, dataset: Dataset, ratio: float, cfg: Optiona
         return work, CompressionResult("sca", 0.0, params_before, params_before,
                                        {n: list(range(c)) for n, c in before.items()}, before, dict(before), [],
                                        "ratio 0: unchanged deep copy", time.perf_counter() - start)
-    budget = channel_budget(p, cfg.q, sum(before.values()), len(units))
-    ft = replace(train_cfg, epochs=cfg.epochs, lr=cfg.lr, optimizer=cfg.optimizer, lr_schedule="constant")
-    x, y = dataset.x_train.to(device), dataset.y_train.to(device)
-    generator = torch.Generator(device=device).manual_seed(seed)
-    optimizer = make_optimizer(work.parameters(), ft)
-    history = []
-    with torch_threads(train_cfg.num_threads):
-        for epoch in range(cfg.epochs):
-            masks, record = _schedule_epoch(work, units, x, y, cfg, ft, optimizer, generator, budget,
-                                            epoch == cfg.epochs - 1, progress, f"sca p={p} epoch {epoch}")
-            history.append({"phase": "prune", "epoch": epoch, **record})
-        pruned = remove_channels(work, units, masks)
-        history += _finetune(pruned, x, y, cfg, train_cfg, generator, progress)
+    pruned, masks, history = run_schedule(work, units, lambda m, u, k: (remove_channels(m, u, k), None), dataset,
+                                          p, cfg, train_cfg, seed, device, progress)
     kept = {n: torch.nonzero(m).flatten().tolist() for n, m in masks.items()}
-    notes = (f"SCA p={p} q={cfg.q} lambda={cfg.l1_lambda}: {budget[1]}/{sum(before.values())} conv channels kept, "
-             f"{cfg.epochs} prune/regrow epochs + {cfg.finetune_epochs} fine-tune epochs")
+    notes = (f"SCA p={p} q={cfg.q} lambda={cfg.l1_lambda}: {sum(map(len, kept.values()))}/{sum(before.values())} "
+             f"conv channels kept, {cfg.epochs} prune/regrow epochs + {cfg.finetune_epochs} fine-tune epochs")
     return pruned, CompressionResult("sca", p, params_before, count_parameters(pruned), kept, before,
                                      {n: len(k) for n, k in kept.items()}, history, notes,
                                      time.perf_counter() - start)
