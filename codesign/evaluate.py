@@ -103,25 +103,34 @@ def model_row(cfg: RunConfig, cache: StageCache, progress: bool = False) -> tupl
     return row, low
 
 
-def hardware_row(cfg: RunConfig, graph: hwmodels.NetworkGraph, trace: hwmodels.EventTrace) -> dict:
-    """Map and simulate on the configured chip; a network that does not fit gives fits=False and the reason."""
+def hardware_row(cfg: RunConfig, graph: hwmodels.NetworkGraph, trace: hwmodels.EventTrace,
+                 sim_cache: hwmodels.SimCache | None = None) -> dict:
+    """Map and simulate on the configured chip; a network that does not fit gives fits=False and the reason.
+    sim_cache: reuse mappings, action counts and timings of earlier points on the same graph and trace
+    (hwmodels.SimCache; the row is the same with or without it)."""
     chip = hwmodels.load_preset(cfg.hardware.preset, cfg.hardware.overrides)
     row = {"preset": cfg.hardware.preset}
+    mapper = hwmodels.map_network if sim_cache is None else sim_cache.mapping
     try:
-        mapping = hwmodels.map_network(graph, chip, placement=cfg.hardware.placement, traffic=trace)
+        mapping = mapper(graph, chip, placement=cfg.hardware.placement, traffic=trace)
     except hwmodels.MappingError as exc:
         return {**row, "fits": False, "error": str(exc), "energy_j": np.nan, "latency_s": np.nan}
-    sim = hwmodels.simulate(graph, trace, chip, mapping=mapping, model=cfg.hardware.model)
+    sim = hwmodels.simulate(graph, trace, chip, mapping=mapping, model=cfg.hardware.model, cache=sim_cache)
     row.update(sim.as_row())
     row.update({"fits": True, "error": "", "memory_bits": int(mapping.core_synapse_bits.sum())})
     return row
 
 
-def evaluate_point(cfg: RunConfig, cache_dir: str | Path, progress: bool = False) -> dict:
-    """One results row for the design point `cfg` (a RunConfig with one ratio), using and filling the cache."""
+def evaluate_point(cfg: RunConfig, cache_dir: str | Path, progress: bool = False,
+                   sim_cache: hwmodels.SimCache | None = None) -> dict:
+    """One results row for the design point `cfg` (a RunConfig with one ratio), using and filling the cache.
+    sim_cache: shared by the points of a serial sweep, it keeps each lowered graph + trace loaded and reuses
+    their mappings, action counts and timings across hardware-only points (hwmodels.SimCache)."""
     cache = StageCache(cache_dir)
     row, low = model_row(cfg, cache, progress)
-    graph = hwmodels.NetworkGraph.load(low / "graph.npz")
-    trace = hwmodels.EventTrace.load(low / "trace.npz")
-    row.update(hardware_row(cfg, graph, trace))
+
+    def load() -> tuple[hwmodels.NetworkGraph, hwmodels.EventTrace]:
+        return hwmodels.NetworkGraph.load(low / "graph.npz"), hwmodels.EventTrace.load(low / "trace.npz")
+    graph, trace = load() if sim_cache is None else sim_cache.keep(("lowered", str(low)), load)
+    row.update(hardware_row(cfg, graph, trace, sim_cache))
     return row

@@ -14,6 +14,7 @@ from codesign.config import RunConfig
 from codesign.evaluate import evaluate_point, model_row, stage_keys
 from codesign.spec import ExecutionConfig
 from codesign.store import ResultStore
+from hwmodels import SimCache
 from workloads.train import torch_threads
 
 
@@ -71,9 +72,10 @@ def run_points(points: list[RunConfig], store: ResultStore, cache_dir: str, exec
     if not todo:
         return 0
     if execution.workers == 0 and not execution.scheduler:
+        sim_cache = SimCache()  # hardware-only points of one lowered model reuse mapping, actions and timing
         for cfg in todo:
             with torch_threads(execution.torch_threads):
-                row = evaluate_point(cfg, cache_dir, progress=progress)
+                row = evaluate_point(cfg, cache_dir, progress=progress, sim_cache=sim_cache)
             store.append(row)
             if on_row:
                 on_row(cfg, row)

@@ -44,3 +44,8 @@ def timing(actions: Actions, times: ActionTimes, net: Network, use: RouteUse,
     done = pipeline.core_done_s(actions, times, head_arrival(actions, times, net))
     ids, _, held = use.link_totals(times.link_s, times.out_s)
     return Timing(pipeline.step_latencies(done, times.barrier_s), ids, held, done)
+
+
+def timing_batches(batches: list, net: Network, buffer_depth: int | None = None) -> list[Timing]:
+    """`timing` of every (actions, times, route use) batch."""
+    return [timing(a, t, net, u, buffer_depth) for a, t, u in batches]

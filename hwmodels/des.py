@@ -1,4 +1,4 @@
-"""Discrete-event latency model (simpy): the network of every hardware step is played flow by flow, with channel
+"""Discrete-event latency model: the network of every hardware step is played flow by flow, with channel
 contention, finite router buffers that back-pressure upstream links, and optional multicast trees. The core
 pipeline stages around it (soma, messages out, message in, synapse + dendrite) are hwmodels.pipeline's.
 
@@ -49,144 +49,28 @@ Hence, under hwmodels.pipeline.exactness (max(i, O, L) <= min synop + dendrite l
 B L >= every hop latency), the DES step latencies equal the message-by-message ones; the tests check this
 exactly on random traces with contention, finite buffers and multicast. Outside these conditions the DES is an
 approximation, and still never below the analytic latency.
+
+Engines (ENGINES): "simpy" (hwmodels.des_simpy) plays each step's event chains as above on a simpy
+Environment; "vector" (hwmodels.des_vector) solves the same grant/release equations for every step of a group
+of batches at once with numpy and gives bit-identical grants, releases and step latencies when every hop
+latency is > 0 (its module docstring proves it; tests/hwmodels/test_des_engines.py checks it). "auto" (the
+default) uses "vector" when every hop latency is > 0 and "simpy" otherwise (zero-latency routers, e.g. the
+spinnaker2 and truenorth presets). Link hold times are summed per link in channel order (flow, then tree
+channel), the same for both engines.
 """
 from __future__ import annotations
 
-from heapq import heappop, heappush
-
 import numpy as np
-import simpy
-from simpy.events import NORMAL
 
-from hwmodels import analytic, pipeline
+from hwmodels import analytic, des_simpy, des_vector, pipeline
 from hwmodels.actions import Actions
 from hwmodels.analytic import Timing
-from hwmodels.network import Network, RouteUse, Tree
+from hwmodels.des_nodes import Nodes, Queues
+from hwmodels.network import Network, RouteUse
 from hwmodels.pipeline import ActionTimes
 
-
-class _Call:
-    """A pre-triggered event that runs one callback when the environment reaches its time (cheaper than
-    simpy.Event; simpy.Environment.step only needs `callbacks` and `_ok`)."""
-
-    __slots__ = ("callbacks", "_ok", "_value")
-
-    def __init__(self, fn):
-        self.callbacks, self._ok, self._value = [fn], True, None
-
-
-class _Env(simpy.Environment):
-    """simpy Environment that can schedule a callback at an absolute time (no now + delay rounding)."""
-
-    def at(self, time: float, fn) -> None:
-        heappush(self._queue, (time, NORMAL, next(self._eid), _Call(fn)))
-
-
-class _Channel:
-    """A directed link and its far buffer: the owning flow (or None) and a heap of waiting requests."""
-
-    __slots__ = ("owner", "pending", "armed")
-
-    def __init__(self):
-        self.owner, self.pending, self.armed = None, [], False
-
-
-class _Plan:
-    """A tree as Python lists, and per K = (m-1)//B (capped at the tree depth) which grants each channel's
-    release needs (`count`, `dependents`) and the descendant terms of the closed form (`terms`)."""
-
-    def __init__(self, tree: Tree, k: int):
-        n = len(tree.links)
-        self.links, self.hop, self.before = tree.links.tolist(), tree.hop_s.tolist(), tree.before_s.tolist()
-        self.children, self.blocking, self.roots = tree.children, tree.blocking.tolist(), tree.roots
-        self.terms = [[(int(i), int(tree.up[i, z])) for i in np.flatnonzero(tree.up[:, z] <= k)] for z in range(n)]
-        ends = [(x,) + (tree.children[x] if tree.blocking[x] else ()) for x in range(n)]
-        deps = [{z for z in ends[x]} | {i for z in ends[x] for i, _ in self.terms[z]} for x in range(n)]
-        self.count = [len(d) for d in deps]
-        self.dependents = [[x for x in range(n) if i in deps[x]] for i in range(n)]
-
-
-class _Step:
-    """One hardware step: the environment, its channels, and the batch-wide arrays flows write into."""
-
-    def __init__(self, link_s: float, depth: int | None, down: np.ndarray, held: list):
-        self.env, self.channels = _Env(), {}
-        self.link_s, self.depth, self.down, self.held = link_s, depth, down, held
-
-    def request(self, flow: "_Flow", c: int) -> None:
-        link = flow.plan.links[c]
-        ch = self.channels.get(link)
-        if ch is None:
-            ch = self.channels[link] = _Channel()
-        heappush(ch.pending, (self.env.now, flow.key, c, flow))
-        self._arm(ch)
-
-    def _arm(self, ch: _Channel) -> None:
-        if ch.owner is None and ch.pending and not ch.armed:
-            ch.armed = True
-            self.env.at(self.env.now, lambda _ev: self._grant(ch))
-
-    def _grant(self, ch: _Channel) -> None:
-        ch.armed = False
-        if ch.owner is None and ch.pending:
-            _, _, c, flow = heappop(ch.pending)
-            ch.owner = flow
-            flow.granted(c)
-
-    def release(self, link: int) -> None:
-        ch = self.channels[link]
-        ch.owner = None
-        self._arm(ch)
-
-    def check_idle(self) -> None:
-        """Raise RuntimeError if a channel is still owned or requested (a deadlock; the model has none)."""
-        stuck = [link for link, ch in self.channels.items() if ch.owner is not None or ch.pending]
-        if stuck:
-            raise RuntimeError(f"DES: channels {stuck} still held at the end of a step (deadlock)")
-
-
-class _Flow:
-    """The event chain of one flow: request channels as its head reaches them, release them by the closed form."""
-
-    __slots__ = ("step", "plan", "key", "m", "tail", "grant", "missing", "off")
-
-    def __init__(self, step: _Step, plan: _Plan, key: int, m: int, tail: float, off: int):
-        self.step, self.plan, self.key, self.m, self.tail, self.off = step, plan, key, m, tail, off
-        self.grant = [0.0] * len(plan.links)
-        self.missing = list(plan.count)
-
-    def start(self, _ev) -> None:
-        for c in self.plan.roots:
-            self.step.request(self, c)
-
-    def granted(self, c: int) -> None:
-        step, plan, now = self.step, self.plan, self.step.env.now
-        self.grant[c] = now
-        reach = now + plan.hop[c]
-        step.down[self.off + c] = reach
-        for child in plan.children[c]:
-            step.env.at(reach, lambda _ev, ch=child: step.request(self, ch))
-        for x in plan.dependents[c]:
-            self.missing[x] -= 1
-            if self.missing[x] == 0:
-                rel, link = self._release_time(x), plan.links[x]
-                step.held.append((link, rel - self.grant[x]))
-                step.env.at(rel, lambda _ev, lk=link: step.release(lk))
-
-    def _tail_start(self, z: int) -> float:
-        """s[m, z] of the module docstring's closed form."""
-        link_s, g, m, b = self.step.link_s, self.grant, self.m, self.step.depth
-        v = max(g[z] + (m - 1) * link_s, self.tail + self.plan.before[z])
-        for i, up in self.plan.terms[z]:
-            v = max(v, g[i] + (m - 1 - b * up) * link_s)
-        return v
-
-    def _release_time(self, x: int) -> float:
-        """The tail has crossed link x and left its far buffer (started its only child, or was copied out)."""
-        tail_x = self._tail_start(x)
-        if self.plan.blocking[x]:
-            return max(tail_x + self.step.link_s, self._tail_start(self.plan.children[x][0]))
-        return tail_x + max(self.step.link_s, self.plan.hop[x])
+#: one batch: its action counts, their durations and its routes
+Batch = tuple[Actions, ActionTimes, RouteUse]
 
 
 def _eject_channels(actions: Actions, use: RouteUse, net: Network) -> np.ndarray:
@@ -198,39 +82,89 @@ def _eject_channels(actions: Actions, use: RouteUse, net: Network) -> np.ndarray
     return np.array(ej, np.int64)[inv] if len(uniq) else np.zeros(0, np.int64)
 
 
-def _play(actions: Actions, times: ActionTimes, use: RouteUse, buffer_depth: int | None,
-          off: np.ndarray) -> tuple[np.ndarray, list]:
-    """Run every step that has a flow leaving its tile; returns (time each channel's head reached its far
-    router, flat over flows by `off`) and [(link id, hold time s)]."""
-    a = actions
-    down, held, plans = np.zeros(int(off[-1])), [], {}
-    step_key = a.flow_sample * a.n_steps + a.flow_step
-    bounds = np.searchsorted(step_key, np.arange(a.n_samples * a.n_steps + 1))
-    ready, tail, msgs = times.flow_ready_s.tolist(), times.flow_tail_s.tolist(), a.flow_messages.tolist()
-    route, n_ch = use.flow_route.tolist(), use.hops.tolist()
-    depth_max = [int(t.depth.max(initial=0)) for t in use.trees]
-    for g in np.unique(step_key[use.hops > 0]).tolist():
-        step = _Step(times.link_s, buffer_depth, down, held)
-        for f in range(int(bounds[g]), int(bounds[g + 1])):
-            if n_ch[f] == 0:
-                continue
-            r = route[f]
-            k = 0 if buffer_depth is None else min((msgs[f] - 1) // buffer_depth, depth_max[r])
-            plan = plans.get((r, k))
-            if plan is None:
-                plan = plans[r, k] = _Plan(use.trees[r], k)
-            step.env.at(ready[f], _Flow(step, plan, f, msgs[f], tail[f], int(off[f])).start)
-        step.env.run()
-        step.check_idle()
-    return down, held
+def _offsets(use: RouteUse) -> np.ndarray:
+    """Channel-node offset of every flow (node off[f] + c is channel c of flow f), (n_flows + 1,)."""
+    return np.concatenate([[0], np.cumsum(use.hops)]).astype(np.int64)
 
 
-def timing(actions: Actions, times: ActionTimes, net: Network, use: RouteUse,
-           buffer_depth: int | None = None) -> Timing:
-    """Step latencies (with channel contention) and link hold times of a batch; see the module docstring."""
-    a = actions
-    off = np.concatenate([[0], np.cumsum(use.hops)]).astype(np.int64)
-    down, held = _play(a, times, use, buffer_depth, off)
+def _play_simpy(batches: list[Batch], buffer_depth: int | None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(head down s, held s) per channel node of each batch, one simpy run per step (hwmodels.des_simpy)."""
+    return [des_simpy.play(a, t, u, buffer_depth, _offsets(u)) for a, t, u in batches]
+
+
+def _group_nodes(batches: list[Batch], buffer_depth: int | None) -> tuple[Nodes, Queues]:
+    """Channel nodes and queues of all batches at once (steps numbered across batches), kept on the first
+    batch's RouteUse so that a later call on the same routes and message counts (e.g. from a hwmodels.SimCache
+    with other core latencies) skips building them."""
+    uses = [u for _, _, u in batches]
+    link_s = batches[0][1].link_s
+    key = ("des_nodes", tuple(id(u) for u in uses), buffer_depth, link_s)
+    hit = uses[0].memo.get(key)
+    msgs = [a.flow_messages for a, _, _ in batches]
+    if hit is not None and all(np.array_equal(x, y) for x, y in zip(hit[2], msgs)):
+        return hit[0], hit[1]
+    tree_off = np.cumsum([0] + [len(u.trees) for u in uses])
+    step_off = np.cumsum([0] + [a.n_samples * a.n_steps for a, _, _ in batches])
+    nodes = Nodes(tuple(t for u in uses for t in u.trees),
+                  np.concatenate([u.flow_route + o for u, o in zip(uses, tree_off)]),
+                  np.concatenate([u.hops for u in uses]), np.concatenate(msgs),
+                  np.concatenate([a.flow_sample * a.n_steps + a.flow_step + o
+                                  for (a, _, _), o in zip(batches, step_off)]), link_s, buffer_depth)
+    queues = Queues(nodes)
+    uses[0].memo[key] = (nodes, queues, msgs, uses)
+    return nodes, queues
+
+
+def _play_vector(batches: list[Batch], buffer_depth: int | None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The same as _play_simpy with hwmodels.des_vector, every batch of the group in one solve (every hop
+    latency must be > 0)."""
+    nodes, queues = _group_nodes(batches, buffer_depth)
+    ready = np.concatenate([t.flow_ready_s for _, t, _ in batches])
+    tail = np.concatenate([t.flow_tail_s for _, t, _ in batches])
+    grant, rel = des_vector.grants(nodes, queues, ready, tail, batches[0][1].link_s)
+    ends = np.cumsum([0] + [int(u.hops.sum()) for _, _, u in batches])
+    return [(grant[a:b] + nodes.hop[a:b], rel[a:b] - grant[a:b]) for a, b in zip(ends[:-1], ends[1:])]
+
+
+#: DES engine name -> fn(batches, buffer depth) -> [(head down s, held s) per channel node of each batch]
+ENGINES = {"simpy": _play_simpy, "vector": _play_vector}
+
+
+def _engine(name: str, batches: list[Batch]) -> str:
+    """Resolve "auto"; raise ValueError for an unknown name or "vector" with a zero hop latency."""
+    if name not in (*ENGINES, "auto"):
+        raise ValueError(f"engine: {name!r} is not one of auto, {', '.join(ENGINES)}")
+    positive = all(float(t.hop_s.min(initial=1.0)) > 0 for _, _, u in batches for t in u.trees)
+    if name == "vector" and not positive:
+        raise ValueError("engine: 'vector' needs every hop latency > 0; use 'simpy' or 'auto'")
+    return name if name != "auto" else ("vector" if positive else "simpy")
+
+
+def _play(batches: list[Batch], buffer_depth: int | None, engine: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Network play of the batches with the chosen engine; "auto" falls back to simpy when the input is outside
+    the vector engine's proof (hwmodels.des_vector.NotApplicable)."""
+    name = _engine(engine, batches)
+    try:
+        return ENGINES[name](batches, buffer_depth)
+    except des_vector.NotApplicable:
+        if engine != "auto":
+            raise
+        return _play_simpy(batches, buffer_depth)
+
+
+def _node_links(use: RouteUse, off: np.ndarray) -> np.ndarray:
+    """Global link id of every channel node (flat over flows by `off`)."""
+    sizes = np.array([len(t.links) for t in use.trees], np.int64)
+    t_off = np.concatenate([[0], np.cumsum(sizes)])
+    links = np.concatenate([t.links for t in use.trees]) if use.trees else np.zeros(0, np.int64)
+    flow = np.repeat(np.arange(len(use.hops)), use.hops)
+    return links[t_off[use.flow_route[flow]] + np.arange(int(off[-1])) - off[flow]].astype(np.int64)
+
+
+def _finish(batch: Batch, net: Network, down: np.ndarray, held: np.ndarray) -> Timing:
+    """A batch's Timing from its channels' head arrivals and hold times."""
+    a, times, use = batch
+    off = _offsets(use)
     ej = _eject_channels(a, use, net)
     f = a.deliv_flow
     via = down[np.minimum(off[f] + np.maximum(ej, 0), max(len(down) - 1, 0))] if len(down) else 0.0
@@ -240,8 +174,21 @@ def timing(actions: Actions, times: ActionTimes, net: Network, use: RouteUse,
     # evaluation orders from putting the DES a few ulp under the analytic model
     done = np.maximum(done, pipeline.core_done_s(a, times, analytic.head_arrival(a, times, net)))
     ids, _, _ = use.link_totals(times.link_s, times.out_s)
-    held_s = np.zeros(len(ids))
-    if held:
-        lk, hs = np.array([h[0] for h in held], np.int64), np.array([h[1] for h in held])
-        held_s = np.bincount(np.searchsorted(ids, lk), weights=hs, minlength=len(ids))
+    held_s = np.bincount(np.searchsorted(ids, _node_links(use, off)), weights=held, minlength=len(ids))
     return Timing(pipeline.step_latencies(done, times.barrier_s), ids, held_s, done)
+
+
+def timing_batches(batches: list[Batch], net: Network, buffer_depth: int | None = None,
+                   engine: str = "auto") -> list[Timing]:
+    """Timing of every batch (the steps of all batches are independent; the vector engine solves them in one
+    go). engine: "auto", "simpy" or "vector" (ENGINES). Raises ValueError for an unknown engine."""
+    if not batches:
+        return []
+    return [_finish(b, net, d, h) for b, (d, h) in zip(batches, _play(batches, buffer_depth, engine))]
+
+
+def timing(actions: Actions, times: ActionTimes, net: Network, use: RouteUse,
+           buffer_depth: int | None = None, engine: str = "auto") -> Timing:
+    """Step latencies (with channel contention) and link hold times of a batch; see the module docstring.
+    engine: "auto", "simpy" or "vector" (ENGINES). Raises ValueError for an unknown engine."""
+    return timing_batches([(actions, times, use)], net, buffer_depth, engine)[0]

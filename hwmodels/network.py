@@ -8,7 +8,8 @@ crosses a chip boundary (Mapping.mesh_shape set: multi-chip) uses the chip-to-ch
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -47,7 +48,11 @@ class Tree:
     before_s: np.ndarray
     eject: dict
     blocking: np.ndarray
-    up: np.ndarray
+
+    @cached_property
+    def up(self) -> np.ndarray:
+        """int64 (n, n), see the class docstring (computed on first use: only finite buffers need it)."""
+        return _climbs(self.parent, self.depth, self.blocking)
 
     @property
     def roots(self) -> tuple[int, ...]:
@@ -141,27 +146,32 @@ class Network:
             eject[dst] = prev
         links = list(index)
         n = len(links)
-        par = np.array(parent, np.int64)
-        cost = np.array([self.link_cost(lk) for lk in links], float).reshape(n, 2)
-        depth, before = np.zeros(n, np.int64), np.zeros(n)
+        cost = [self.link_cost(lk) for lk in links]
+        depth, before, kids = [0] * n, [0.0] * n, [[] for _ in range(n)]
         for i, p in enumerate(parent):  # parents come first
-            depth[i], before[i] = (1, 0.0) if p < 0 else (depth[p] + 1, before[p] + cost[p, 0])
-        children = tuple(tuple(int(c) for c in np.flatnonzero(par == i)) for i in range(n))
+            if p >= 0:
+                depth[i], before[i] = depth[p] + 1, before[p] + cost[p][0]
+                kids[p].append(i)
+            else:
+                depth[i] = 1
         ejecting = set(eject.values())
-        blocking = np.array([len(children[i]) == 1 and i not in ejecting for i in range(n)], bool)
-        return Tree(np.array([self.link_id(lk) for lk in links], np.int64), par, children, depth,
-                    cost[:, 0].copy(), cost[:, 1].copy(), before, eject, blocking, _climbs(parent, depth, blocking))
+        blocking = [len(kids[i]) == 1 and i not in ejecting for i in range(n)]
+        return Tree(np.array([self.link_id(lk) for lk in links], np.int64), np.array(parent, np.int64),
+                    tuple(tuple(k) for k in kids), np.array(depth, np.int64),
+                    np.array([c[0] for c in cost], float), np.array([c[1] for c in cost], float),
+                    np.array(before, float), eject, np.array(blocking, bool))
 
 
-def _climbs(parent: list[int], depth: np.ndarray, blocking: np.ndarray) -> np.ndarray:
+def _climbs(parent: np.ndarray, depth: np.ndarray, blocking: np.ndarray) -> np.ndarray:
     """Tree.up: for every channel i, walk up through blocking parents and record the depth difference."""
     n = len(parent)
     up = np.full((n, n), NO_TERM, np.int64)
+    par, dep, blk = parent.tolist(), depth.tolist(), blocking.tolist()
     for i in range(n):
-        x = parent[i]
-        while x >= 0 and blocking[x]:
-            up[i, x] = depth[i] - depth[x]
-            x = parent[x]
+        x = par[i]
+        while x >= 0 and blk[x]:
+            up[i, x] = dep[i] - dep[x]
+            x = par[x]
     return up
 
 
@@ -171,7 +181,8 @@ class RouteUse:
 
     flow_route: int64 (n_flows,) index of each flow's pair in `trees`; trees: the route tree of each pair;
     flows / messages: int64 (n_pairs,) flows and messages on each pair; hop_j / hops: float / int64 (n_flows,)
-    energy (J) of one message over its route and the channels (tree links) on it.
+    energy (J) of one message over its route and the channels (tree links) on it. memo: derived data that
+    depends only on these routes (e.g. hwmodels.des keeps its channel nodes there), filled on first use.
     """
 
     flow_route: np.ndarray
@@ -180,21 +191,27 @@ class RouteUse:
     messages: np.ndarray
     hop_j: np.ndarray
     hops: np.ndarray
+    memo: dict = field(default_factory=dict, repr=False)
 
     def link_totals(self, link_s: float, out_s: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(sorted link ids, messages, contention-free hold time s) per directed link, summed over the batch. A
         flow of m messages holds a channel for max(hop latency, link time) + (m - 1) x max(link time, message
         out) when nothing waits (hwmodels.des closed form with every grant at the head's arrival)."""
-        ids, msgs, held = [], [], []
-        for tree, n_f, n_m in zip(self.trees, self.flows, self.messages):
-            ids.append(tree.links)
-            msgs.append(np.full(len(tree.links), n_m, np.int64))
-            held.append(n_f * np.maximum(tree.hop_s, link_s) + (n_m - n_f) * max(link_s, out_s))
-        if not ids:
+        if not self.trees:
             return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
-        uniq, inv = np.unique(np.concatenate(ids), return_inverse=True)
-        return (uniq, np.bincount(inv, weights=np.concatenate(msgs)).astype(np.int64),
-                np.bincount(inv, weights=np.concatenate(held)))
+        uniq, inv, tree, hop_s = self._channels
+        n_f, n_m = self.flows[tree], self.messages[tree]
+        held = n_f * np.maximum(hop_s, link_s) + (n_m - n_f) * max(link_s, out_s)
+        return uniq, np.bincount(inv, weights=n_m).astype(np.int64), np.bincount(inv, weights=held)
+
+    @cached_property
+    def _channels(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(sorted link ids, index of each tree channel into them, tree of each channel, hop latency s) over
+        the channels of every tree in order (computed once per RouteUse)."""
+        sizes = [len(t.links) for t in self.trees]
+        uniq, inv = np.unique(np.concatenate([t.links for t in self.trees]), return_inverse=True)
+        return (uniq, inv, np.repeat(np.arange(len(self.trees)), sizes),
+                np.concatenate([t.hop_s for t in self.trees]))
 
 
 def route_use(flow_src: np.ndarray, flow_route: np.ndarray, flow_messages: np.ndarray,

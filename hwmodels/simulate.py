@@ -8,17 +8,21 @@ import numpy as np
 import pandas as pd
 
 from hwmodels import analytic, des, pipeline
-from hwmodels.actions import SEMANTICS, Actions, build_fanout, count_actions
+from hwmodels.actions import SEMANTICS, Actions, FanoutTables, build_fanout, count_actions
 from hwmodels.analytic import Timing
 from hwmodels.mapping import Mapping, map_network
 from hwmodels.network import Network, RouteUse, route_use
 from hwmodels.pipeline import ActionTimes, action_times
 from hwmodels.result import ENERGY_COMPONENTS, SimResult
+from hwmodels.simcache import SimCache
 from hwmodels.spec import ChipSpec
 from hwmodels.trace import EventTrace, NetworkGraph
 
-#: latency model name -> fn(actions, times, network, route use, buffer depth) -> Timing
-MODELS = {"des": des.timing, "analytic": analytic.timing}
+#: latency model name -> fn(batches [(actions, times, route use)], network, buffer depth) -> [Timing per batch]
+MODELS = {"des": des.timing_batches, "analytic": analytic.timing_batches}
+#: samples of consecutive batches a model times together (the DES's vector engine solves all their steps in one
+#: go); memory holds one group of batches
+GROUP_SAMPLES = {"des": 128, "analytic": 1}
 
 
 def _per_core(index: np.ndarray, weights: np.ndarray, n_cores: int) -> np.ndarray:
@@ -35,7 +39,7 @@ class _Totals:
         self.latency_sum, self.samples = 0.0, 0
         self.step_latency = np.zeros(n_steps)
         self.synops_structural = self.synops_nonzero = self.hops = 0.0
-        self.links: dict[str, dict[int, float]] = {"messages": {}, "held_s": {}}
+        self.links = {"messages": np.zeros(0), "held_s": np.zeros(0), "seen": np.zeros(0, bool)}
 
     def add(self, a: Actions, t: ActionTimes, chip: ChipSpec, use: RouteUse, timing: Timing) -> None:
         """Accumulate one batch: its actions `a`, their durations `t`, routes `use` and the model's `timing`."""
@@ -60,23 +64,24 @@ class _Totals:
         self.samples += timing.step_s.shape[0]
         self.step_latency += timing.step_s.sum(axis=0)
         ids, link_msgs, _ = use.link_totals(t.link_s, t.out_s)
-        for name, vals in (("messages", link_msgs), ("held_s", timing.link_held_s)):
-            acc = self.links[name]
-            for i, v in zip(ids.tolist(), vals.tolist()):
-                acc[i] = acc.get(i, 0.0) + v
+        if len(ids) and ids[-1] >= len(self.links["seen"]):  # ids are sorted: grow the per-link-id arrays
+            grow = int(ids[-1]) + 1 - len(self.links["seen"])
+            self.links = {k: np.concatenate([v, np.zeros(grow, v.dtype)]) for k, v in self.links.items()}
+        self.links["messages"][ids] += link_msgs
+        self.links["held_s"][ids] += timing.link_held_s
+        self.links["seen"][ids] = True
 
 
 def _tables(tot: _Totals, mapping: Mapping, chip: ChipSpec, n: int, latency_s: float) -> tuple:
     """Per-core and per-population DataFrames (means per inference) from the totals."""
     k = {name: v / n for name, v in tot.core.items()}
     k["static_j"] = np.full(mapping.cores_used, chip.core.static_power_w * latency_s)
-    cores = mapping.table().set_index("core")
-    for name in ("spikes", "synops", "messages_out", "messages_in", "busy_s"):
-        cores[name] = k[name]
-    cores["utilization"] = k["busy_s"] / latency_s if latency_s > 0 else 0.0
-    for comp in ENERGY_COMPONENTS:
-        cores[f"energy_{comp}_j"] = k[f"{comp}_j"]
-    cores["energy_j"] = sum(k[f"{comp}_j"] for comp in ENERGY_COMPONENTS)
+    cols = {c: v for c, v in mapping.table().items() if c != "core"}
+    cols.update({name: k[name] for name in ("spikes", "synops", "messages_out", "messages_in", "busy_s")})
+    cols["utilization"] = k["busy_s"] / latency_s if latency_s > 0 else np.zeros(mapping.cores_used)
+    cols.update({f"energy_{comp}_j": k[f"{comp}_j"] for comp in ENERGY_COMPONENTS})
+    cols["energy_j"] = sum(k[f"{comp}_j"] for comp in ENERGY_COMPONENTS)
+    cores = pd.DataFrame(cols, index=pd.Index(np.arange(mapping.cores_used), name="core"))
     cols = ["neurons", "spikes", "synops", "energy_j"] + [f"energy_{c}_j" for c in ENERGY_COMPONENTS]
     pops = cores.groupby("population", sort=False)[cols].sum()
     pops.insert(0, "cores", cores.groupby("population", sort=False).size())
@@ -86,11 +91,10 @@ def _tables(tot: _Totals, mapping: Mapping, chip: ChipSpec, n: int, latency_s: f
 def _links_table(tot: _Totals, net: Network, link_s: float, n: int, latency_s: float) -> pd.DataFrame:
     """One row per directed link used: link name, end tiles, messages, busy_s (messages x link time), held_s
     (time owned by flows, waits behind full buffers included) and utilization (busy_s / latency), per inference."""
-    ids = sorted(tot.links["messages"])
-    ends = [net.link_of(i) for i in ids]
-    msgs = np.array([tot.links["messages"][i] for i in ids], float) / n
-    held = np.array([tot.links["held_s"].get(i, 0.0) for i in ids], float) / n
-    df = pd.DataFrame({"link": [net.link_name(i) for i in ids], "src_x": [e[0] for e in ends],
+    ids = np.flatnonzero(tot.links["seen"])
+    ends = [net.link_of(i) for i in ids.tolist()]
+    msgs, held = tot.links["messages"][ids] / n, tot.links["held_s"][ids] / n
+    df = pd.DataFrame({"link": [net.link_name(i) for i in ids.tolist()], "src_x": [e[0] for e in ends],
                        "src_y": [e[1] for e in ends], "dst_x": [e[0] + e[2] for e in ends],
                        "dst_y": [e[1] + e[3] for e in ends], "messages": msgs, "busy_s": msgs * link_s,
                        "held_s": held})
@@ -116,16 +120,49 @@ def _check_mapping(graph: NetworkGraph, mapping: Mapping) -> None:
             raise ValueError(f"mapping: population {name!r} ({pop.size} neurons) is not mapped as in the graph")
 
 
+def _inputs(graph: NetworkGraph, chip: ChipSpec, mapping: Mapping | None, multicast: bool,
+            cache: SimCache | None) -> tuple[Mapping, FanoutTables, Network]:
+    """Mapping, fan-out tables and network of a run, from `cache` when given (the same values either way)."""
+    if cache is None:
+        mapping = map_network(graph, chip) if mapping is None else mapping
+        _check_mapping(graph, mapping)
+        return mapping, build_fanout(graph, mapping, multicast), Network(mapping, chip)
+    mapping = cache.mapping(graph, chip) if mapping is None else mapping
+    _check_mapping(graph, mapping)
+    return mapping, cache.tables(graph, mapping, multicast), cache.network(mapping, chip)
+
+
+def _batch(graph: NetworkGraph, trace: EventTrace, mapping: Mapping, tables: FanoutTables, net: Network,
+           samples: range, semantics: str, cache: SimCache | None) -> tuple[Actions, RouteUse]:
+    """Action counts and routes of one batch of samples, from `cache` when given."""
+    if cache is None:
+        acts = count_actions(graph, trace, mapping, tables, samples, semantics)
+        return acts, route_use(acts.flow_src, acts.flow_route, acts.flow_messages, acts.routes, net)
+    acts = cache.actions(graph, trace, mapping, tables, samples, semantics)
+    return acts, cache.routes(acts, net)
+
+
+def _timings(model: str, group: list, net: Network, chip: ChipSpec, cache: SimCache | None) -> list[Timing]:
+    """The latency model's Timing of each batch of `group`, from `cache` when given."""
+    run = lambda: MODELS[model](group, net, chip.router.buffer_depth)
+    return run() if cache is None else cache.timings(model, group, chip, run)
+
+
 def simulate(graph: NetworkGraph, trace: EventTrace, chip: ChipSpec, mapping: Mapping | None = None,
              model: str = "des", semantics: str = "pipelined", batch_samples: int = 32,
-             multicast: bool = False) -> SimResult:
+             multicast: bool = False, cache: SimCache | None = None) -> SimResult:
     """Simulate `trace` of `graph` on `chip`; returns a SimResult of per-inference means over the samples.
 
-    mapping: from `map_network(graph, chip)` when None. model: "des" (simpy, channel contention, finite buffers
-    router.buffer_depth) or "analytic" (no waits in the network); see hwmodels.pipeline for the core pipeline.
+    mapping: from `map_network(graph, chip)` when None. model: "des" (discrete-event network, hwmodels.des:
+    channel contention, finite buffers router.buffer_depth) or "analytic" (no waits in the network); see
+    hwmodels.pipeline for the core pipeline.
     semantics: "pipelined" or "layer_serial" (hwmodels.actions.SEMANTICS). multicast: one message per spike,
     copied at the forks of its XY tree, instead of one message per destination core. batch_samples: samples
-    counted at once; memory stays bounded by one batch (a memory-mapped trace, EventTrace.open, streams).
+    counted at once; memory stays bounded by one group of batches (GROUP_SAMPLES; a memory-mapped trace,
+    EventTrace.open, streams).
+    cache: a hwmodels.SimCache to reuse the mapping, fan-out tables, action counts, routes and timings of
+    earlier calls on the same graph and trace objects (results are bit-identical; a cache keeps up to its
+    max_entries batches, so a long streamed trace should not use one); None (default) recomputes everything.
     Energy (J): synapse = events x (synop energy of their format + dendrite energy); neuron = active/inactive
     updates x their energies; network = messages out x message_out + message copies received x message_in +
     message-hops x hop energy by direction (chip-to-chip links at their cost); static = static_power_w x
@@ -133,18 +170,19 @@ def simulate(graph: NetworkGraph, trace: EventTrace, chip: ChipSpec, mapping: Ma
     match the graph, and MappingError when the network does not fit.
     """
     _check_args(model, semantics, batch_samples)
-    mapping = map_network(graph, chip) if mapping is None else mapping
-    _check_mapping(graph, mapping)
-    tables = build_fanout(graph, mapping, multicast)
-    net = Network(mapping, chip)
+    mapping, tables, net = _inputs(graph, chip, mapping, multicast, cache)
     n_steps = SEMANTICS[semantics](graph, trace.n_timesteps)[0]
     tot = _Totals(mapping.cores_used, n_steps)
+    group, in_group = [], 0
     for s0 in range(0, trace.n_samples, batch_samples):
-        acts = count_actions(graph, trace, mapping, tables, range(s0, min(s0 + batch_samples, trace.n_samples)),
-                             semantics)
-        times = action_times(acts, chip, mapping)
-        use = route_use(acts.flow_src, acts.flow_route, acts.flow_messages, acts.routes, net)
-        tot.add(acts, times, chip, use, MODELS[model](acts, times, net, use, chip.router.buffer_depth))
+        samples = range(s0, min(s0 + batch_samples, trace.n_samples))
+        acts, use = _batch(graph, trace, mapping, tables, net, samples, semantics, cache)
+        group.append((acts, action_times(acts, chip, mapping), use))
+        in_group += len(samples)
+        if in_group >= GROUP_SAMPLES[model] or samples.stop == trace.n_samples:
+            for (a, t, u), tm in zip(group, _timings(model, group, net, chip, cache)):
+                tot.add(a, t, chip, u, tm)
+            group, in_group = [], 0
     n = max(trace.n_samples, 1)
     latency_s = tot.latency_sum / tot.samples if tot.samples else 0.0
     cores, pops = _tables(tot, mapping, chip, n, latency_s)

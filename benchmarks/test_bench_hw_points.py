@@ -1,0 +1,121 @@
+"""Hardware-only design points per second: one lowered graph + trace (the default MNIST net, 100 samples) simulated
+on many chip configurations, with a hwmodels.SimCache shared by the sweep (as codesign's serial executor does) and
+without one.
+
+Writes reports/benchmarks/hw_points.{md,csv,json}. Target (issue 5): >= 20 hardware-only design points per second
+on the default network, 100 samples, with reused traces. Sweep totals are medians of 3 repeats, each with a fresh
+cache, on a shared 2-core machine (load in the header).
+"""
+import itertools
+import statistics
+import time
+
+import pandas as pd
+import pytest
+
+from benchutil import machine_info, target_row, write_report
+from hwmodels import ChipSpec, MappingError, SimCache, apply_overrides, override_keys, simulate
+from workloads_bench import mnist_default
+
+#: the sweep: mapping axes outermost, then latency, then energy (codesign expands axes in a fixed order too)
+AXES = {"neurons_per_core": [256, 512, 1024], "cores_per_tile": [2, 4], "latency_scale": [1.0, 2.0],
+        "energy_scale": [0.5, 1.0, 2.0, 4.0]}
+MODELS = ("analytic", "des")
+REPEATS = 3
+TARGET = 20.0
+
+
+def _scaled(chip: ChipSpec, suffix: str, scale: float) -> dict:
+    """Overrides multiplying every set core or router cost whose key ends in `suffix` by `scale`."""
+    out = {}
+    for key in override_keys():
+        if key.endswith(suffix) and key.startswith(("core.", "router.")):
+            node = chip.model_dump()
+            for part in key.split("."):
+                node = node[part]
+            if node is not None:
+                out[key] = node * scale
+    return out
+
+
+def _chips(base: ChipSpec) -> list[tuple[dict, ChipSpec]]:
+    """(axis values, chip) of every point: the loihi preset with energies (J, W) and latencies (s, and link
+    bandwidth inversely) scaled, neurons per core and cores per tile set."""
+    points = []
+    for npc, cpt, lat, en in itertools.product(*AXES.values()):
+        over = {"core.neurons_per_core": npc, "cores_per_tile": cpt, **_scaled(base, "_j", en),
+                **_scaled(base, "_w", en), **_scaled(base, "_s", lat),
+                "router.link_bandwidth_msgs_per_s": base.router.link_bandwidth_msgs_per_s / lat}
+        points.append((dict(zip(AXES, (npc, cpt, lat, en))), apply_overrides(base, over)))
+    return points
+
+
+def _kind(i: int) -> str:
+    """What a cached point recomputes: a new mapping, a new timing (latencies changed) or costs only."""
+    n_en, n_lat = len(AXES["energy_scale"]), len(AXES["latency_scale"])
+    return "new mapping" if i % (n_en * n_lat) == 0 else ("new timing" if i % n_en == 0 else "costs only")
+
+
+def _sweep(w, chips, model: str, cached: bool) -> tuple[float, list[float], list[dict]]:
+    """One pass over the sweep: (total wall s, wall s per point, result row per point)."""
+    cache = SimCache() if cached else None
+    walls, rows = [], []
+    t_all = time.perf_counter()
+    for labels, chip in chips:
+        t0 = time.perf_counter()
+        try:
+            row = simulate(w.graph, w.trace, chip, model=model, cache=cache).as_row()
+        except MappingError as exc:
+            row = {"error": str(exc)}
+        walls.append(time.perf_counter() - t0)
+        rows.append({**labels, **row})
+    return time.perf_counter() - t_all, walls, rows
+
+
+def _measure(w, chips, model: str, cached: bool) -> tuple[dict, list[dict]]:
+    passes = [_sweep(w, chips, model, cached) for _ in range(REPEATS)]
+    total = statistics.median(p[0] for p in passes)
+    walls = [statistics.median(p[1][i] for p in passes) for i in range(len(chips))]
+    rows = passes[-1][2]
+    fits = sum("error" not in r for r in rows)
+    row = {"model": model, "sim_cache": cached, "points": len(chips), "fitting_points": fits,
+           "sweep_s": total, "points_per_s": len(chips) / total, "fitting_points_per_s": fits / total,
+           "median_point_s": statistics.median(walls), "sweep_repeats_s": " ".join(f"{p[0]:.2f}" for p in passes)}
+    for kind in ("new mapping", "new timing", "costs only"):
+        sel = [wall for i, wall in enumerate(walls) if _kind(i) == kind and "error" not in rows[i]]
+        row[f"median_{kind.replace(' ', '_')}_s"] = statistics.median(sel) if sel else float("nan")
+    return row, rows
+
+
+@pytest.mark.benchmark
+def test_hardware_only_points_per_second():
+    machine = machine_info()
+    w = mnist_default()
+    chips = _chips(w.chip)
+    table, results = [], {}
+    for model, cached in itertools.product(MODELS, (False, True)):
+        row, results[model, cached] = _measure(w, chips, model, cached)
+        table.append(row)
+    for model in MODELS:  # the cache changes no result
+        assert results[model, True] == results[model, False]
+    table = pd.DataFrame(table)
+    cached = table[table["sim_cache"]].set_index("model")
+    targets = [target_row(f"{m} hardware-only points/s (SimCache, fitting points)",
+                          float(cached.loc[m, "fitting_points_per_s"]), TARGET, "points/s", better="higher")
+               for m in MODELS]
+    notes = [w.description,
+             f"axes {AXES}: {len(chips)} chips per model; neurons_per_core 256 with 2 cores per tile needs 99 cores "
+             "and does not fit one 64-core chip (MappingError, a cheap point: the cache keeps the error).",
+             "energy_scale multiplies every per-event energy and the static power; latency_scale every per-event "
+             "latency and hop latency, and divides the link bandwidth (the barrier is kept).",
+             "points_per_s: all points / sweep wall; fitting_points_per_s: points that simulate / the same wall "
+             "(the target row). median_<kind>_s: median wall of the fitting points that needed a new mapping "
+             "(first of each neurons_per_core x cores_per_tile), a new timing (latencies changed: DES replayed), "
+             "or costs only (energies changed: SimCache reuses mapping, action counts, routes and timing).",
+             "The rows with and without the cache are checked equal (SimResult.as_row of every point).",
+             f"load average at start {machine['load_avg_1min']} on {machine['cores']} cores: other jobs ran alongside."]
+    write_report("hw_points", "Hardware-only design points per second",
+                 "hwmodels.simulate of one lowered graph + trace on a sweep of chip configurations, sequentially, "
+                 "with one hwmodels.SimCache for the sweep (sim_cache True) and without (False).", table, targets,
+                 notes, machine)
+    assert (table["points_per_s"] > 0).all()

@@ -1,0 +1,152 @@
+"""The channel nodes of the DES network play as flat arrays: one node per (flow, tree channel), its link, parent,
+children, hop latency, release dependencies and queue (link, step), for hwmodels.des_vector. Everything here
+depends only on the routes, message counts, link time and buffer depth, so it is built once per batch group
+and reused when only core latencies change (hwmodels.des caches it on the RouteUse)."""
+from __future__ import annotations
+
+import numpy as np
+
+from hwmodels.network import NO_TERM, Tree
+
+
+def seg(ptr: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Flat positions of the CSR segments ptr[i]..ptr[i+1] for i in idx, and the index into idx owning each."""
+    cnt = ptr[idx + 1] - ptr[idx]
+    own = np.repeat(np.arange(len(idx)), cnt)
+    return np.arange(len(own)) - np.repeat(np.cumsum(cnt) - cnt, cnt) + np.repeat(ptr[idx], cnt), own
+
+
+def _csr(rows: np.ndarray, vals: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(ptr, values) of a CSR with the given (row, value) entries, values of a row in input order."""
+    o = np.argsort(rows, kind="stable")
+    return np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=n))]).astype(np.int64), vals[o]
+
+
+def dense_unique(keys: np.ndarray, size: int, first: bool = False):
+    """np.unique(keys, return_inverse=True), or (unique, an index of each) when `first`, for non-negative keys
+    below `size`: a lookup table instead of a sort when the table is small."""
+    if size > 8 * len(keys) + (1 << 20):
+        return np.unique(keys, return_index=first, return_inverse=not first)
+    table = np.zeros(size, np.int64)
+    table[keys] = 1
+    uniq = np.flatnonzero(table)
+    if first:
+        table[keys] = np.arange(len(keys))
+        return uniq, table[uniq]
+    return uniq, (np.cumsum(table) - 1)[keys]
+
+
+class Nodes:
+    """Channel nodes of a group of flows: node off[f] + c is channel c of flow f's tree (hwmodels.des layout).
+
+    trees: route trees; flow_route / hops / msgs / flow_step: int64 (n_flows,) tree index, channels, messages and
+    step id (distinct across the samples and batches of the group) of each flow; link_s: link time s; depth:
+    router buffer depth (None: unbounded). Arrays per node: flow, step, link, parent (-1: root), hop (s),
+    before (s, from the tree), blocking, cm = (m - 1) L (s); CSR children (ch_ptr, child), first_child; slot
+    terms (tm_ptr, term_node, term_const s); dependents (dp_ptr, dependent) and missing = how many grants
+    each release needs.
+    """
+
+    def __init__(self, trees: tuple[Tree, ...], flow_route: np.ndarray, hops: np.ndarray, msgs: np.ndarray,
+                 flow_step: np.ndarray, link_s: float, depth: int | None):
+        sizes = np.array([len(t.links) for t in trees], np.int64)
+        t_off = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        def cat(name, dt):
+            return np.concatenate([getattr(t, name) for t in trees]).astype(dt) if trees else np.zeros(0, dt)
+        self.off = np.concatenate([[0], np.cumsum(hops)]).astype(np.int64)
+        self.n = n = int(self.off[-1])
+        fl = np.flatnonzero(hops > 0)
+        self.flow = np.repeat(fl, hops[fl])
+        self.step = flow_step[self.flow]
+        self.base = self.off[self.flow]
+        tidx = t_off[flow_route[self.flow]] + np.arange(n) - self.base
+        self.link, self.hop = cat("links", np.int64)[tidx], cat("hop_s", float)[tidx]
+        self.before, self.blocking = cat("before_s", float)[tidx], cat("blocking", bool)[tidx]
+        tpar = cat("parent", np.int64)[tidx]
+        self.parent = np.where(tpar >= 0, tpar + self.base, -1)
+        kids = np.flatnonzero(self.parent >= 0)
+        self.ch_ptr, self.child = _csr(self.parent[kids], kids, n)
+        self.first_child = np.full(n, -1, np.int64)
+        self.first_child[self.parent[kids[::-1]]] = kids[::-1]
+        m = msgs[self.flow]
+        self.cm = (m - 1) * link_s
+        k_cap = np.array([int(t.depth.max(initial=0)) for t in trees], np.int64)[flow_route[self.flow]] \
+            if trees else np.zeros(0, np.int64)
+        self._terms(trees, t_off, tidx, m, depth, link_s, k_cap)
+        self.single_child = bool(np.all(np.diff(self.ch_ptr) <= 1))
+        self.plain = len(self.term_node) == 0
+        self._dependents()
+
+    def _terms(self, trees, t_off: np.ndarray, tidx: np.ndarray, m: np.ndarray, depth: int | None,
+               link_s: float, k_cap: np.ndarray) -> None:
+        """Slot terms of every node z with finite buffers: (node i, (m - 1 - B up) L) for the descendants i of z
+        reached through blocking channels with up = depth difference <= K (hwmodels.des closed form)."""
+        n = self.n
+        if depth is None or n == 0:
+            self.tm_ptr, self.term_node, self.term_const = np.zeros(n + 1, np.int64), np.zeros(0, np.int64), np.zeros(0)
+            return
+        trip = [np.nonzero(t.up < NO_TERM) for t in trees]
+        tz = np.concatenate([z + o for (_, z), o in zip(trip, t_off[:-1])])
+        o = np.argsort(tz, kind="stable")
+        ti = np.concatenate([i for i, _ in trip])[o]
+        tu = np.concatenate([t.up[i, z] for t, (i, z) in zip(trees, trip)])[o]
+        pos, own = seg(np.concatenate([[0], np.cumsum(np.bincount(tz, minlength=int(t_off[-1])))]), tidx)
+        keep = tu[pos] <= np.minimum((m - 1) // depth, k_cap)[own]
+        pos, own = pos[keep], own[keep]
+        self.tm_ptr = np.concatenate([[0], np.cumsum(np.bincount(own, minlength=n))]).astype(np.int64)
+        self.term_node = ti[pos] + self.base[own]
+        self.term_const = (m[own] - 1 - depth * tu[pos]) * link_s
+
+    def _dependents(self) -> None:
+        """CSR node j -> nodes x whose release needs j's grant; missing[x] = number of such distinct j."""
+        n, x = self.n, np.arange(self.n)
+        b = np.flatnonzero(self.blocking)
+        rows, cols = [x, self.first_child[b]], [x, b]
+        pos, own = seg(self.tm_ptr, x)
+        rows.append(self.term_node[pos]), cols.append(own)
+        pos, own = seg(self.tm_ptr, self.first_child[b])
+        rows.append(self.term_node[pos]), cols.append(b[own])
+        rows, cols = np.concatenate(rows), np.concatenate(cols)
+        if not self.plain:  # a slot term may repeat the child or another term: count each grant once
+            pair = np.unique(rows * max(n, 1) + cols)
+            rows, cols = pair // max(n, 1), pair % max(n, 1)
+        self.dp_ptr, self.dependent = _csr(rows, cols, n)
+        self.missing = np.bincount(cols, minlength=n)
+
+    def tail_start(self, z: np.ndarray, g: np.ndarray, tb: np.ndarray) -> np.ndarray:
+        """s[m, z] of hwmodels.des: the tail's start on channel z from the grants g; tb = tail + before (s)."""
+        v = np.maximum(g[z] + self.cm[z], tb[z])
+        if self.plain:
+            return v
+        pos, own = seg(self.tm_ptr, z)
+        if len(pos):
+            np.maximum.at(v, own, g[self.term_node[pos]] + self.term_const[pos])
+        return v
+
+    def release(self, x: np.ndarray, g: np.ndarray, tb: np.ndarray, link_s: float) -> np.ndarray:
+        """Release time (s) of channel nodes x (hwmodels.des._Flow._release_time) from the grants g."""
+        tx = self.tail_start(x, g, tb)
+        out = tx + np.maximum(link_s, self.hop[x])
+        b = self.blocking[x]
+        if b.any():
+            out[b] = np.maximum(tx[b] + link_s, self.tail_start(self.first_child[x[b]], g, tb))
+        return out
+
+
+class Queues:
+    """The queues (step, link) of a Nodes group: queue of each node (`of`), step of each queue, users and
+    non-root users per queue, and the feeder pairs (fed queue f_q, feeding queue f_src, hop latency f_h s of
+    the feeding link) sorted by fed queue."""
+
+    def __init__(self, nd: Nodes):
+        nl = int(nd.link.max(initial=0)) + 1
+        uniq, self.of = dense_unique(nd.step * nl + nd.link, (int(nd.step.max(initial=0)) + 1) * nl)
+        self.n, self.step = len(uniq), uniq // nl
+        self.roots = np.flatnonzero(nd.parent < 0)
+        w = np.flatnonzero(nd.parent >= 0)
+        self.unknown = np.bincount(self.of[w], minlength=self.n)
+        self.users = np.bincount(self.of, minlength=self.n)
+        # a feeding link is fixed by the fed queue and its direction (Network.link_id: id % 4)
+        pair, first = dense_unique(self.of[w] * 4 + nd.link[nd.parent[w]] % 4, 4 * self.n, first=True)
+        rep = nd.parent[w[first]]
+        self.f_q, self.f_src, self.f_h = pair // 4, self.of[rep], nd.hop[rep]

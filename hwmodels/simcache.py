@@ -1,0 +1,128 @@
+"""SimCache: reuse, across repeated hwmodels.simulate calls on the same graph and trace, the work that does not
+depend on the parameters that changed: the mapping, fan-out tables and action counts depend only on the
+mapping-relevant chip fields (MAPPING_EXCLUDED lists the others), the placement, multicast and semantics; the
+routes also on the router; the step latencies (the DES) only on the latency-relevant fields (TIMING_EXCLUDED
+lists the others). A design point that only changes per-event latencies recomputes costs and timing; one that
+only changes energies recomputes costs only.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any, Callable
+
+from hwmodels.actions import Actions, FanoutTables, build_fanout, count_actions
+from hwmodels.mapping import Mapping, MappingError, map_network
+from hwmodels.network import Network, RouteUse, route_use
+from hwmodels.placement import USES_TRAFFIC
+from hwmodels.spec import ChipSpec, CoreSpec, RouterSpec
+from hwmodels.trace import EventTrace, NetworkGraph
+
+#: ChipSpec fields that never change a mapping: the router, the barrier, provenance text, and every per-event
+#: cost of a core (names ending in _j, _s or _w) and its receive mode; every other field is mapping-relevant
+#: (core capacity and memory limits, mesh, cores_per_tile, chips, the chip name kept in Mapping.chip_name)
+MAPPING_EXCLUDED = {"router": True, "barrier_sync_s": True, "description": True, "sources": True,
+                    "core": {f for f in CoreSpec.model_fields if f.endswith(("_j", "_s", "_w")) or f == "receive_mode"}}
+
+
+#: ChipSpec fields that never change a latency: every energy and power (names ending in _j or _w, in the core
+#: and the router) and the provenance text; the timing of a batch depends on every other field
+TIMING_EXCLUDED = {"name": True, "description": True, "sources": True,
+                   "core": {f for f in CoreSpec.model_fields if f.endswith(("_j", "_w"))},
+                   "router": {f for f in RouterSpec.model_fields if f.endswith(("_j", "_w"))}}
+
+
+def _frozen(value: Any) -> Any:
+    """A hashable copy of nested dicts/lists of plain values."""
+    if isinstance(value, dict):
+        return tuple(sorted((k, _frozen(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple, set)):
+        return tuple(_frozen(v) for v in value)
+    return value
+
+
+def mapping_signature(chip: ChipSpec) -> tuple:
+    """The mapping-relevant fields of `chip` as a hashable value (chips with equal signatures map alike)."""
+    return _frozen(chip.model_dump(exclude=MAPPING_EXCLUDED))
+
+
+def timing_signature(chip: ChipSpec) -> tuple:
+    """The latency-relevant fields of `chip` as a hashable value (equal signatures: equal step latencies)."""
+    return _frozen(chip.model_dump(exclude=TIMING_EXCLUDED))
+
+
+class SimCache:
+    """Least-recently-used store of simulation inputs keyed by the identity of the graph, trace and mapping
+    objects and by the parameters they depend on; pass one to hwmodels.simulate(..., cache=...).
+
+    max_entries: entries kept (a mapping, a fan-out table, one batch's action counts, one batch's routes each
+    count one); older ones are dropped. The cache holds references to the objects of its keys, so an id is
+    never reused while its entry lives. It assumes graphs, traces and mappings are not modified in place.
+    Results are bit-identical with and without a cache (tests/hwmodels/test_simcache.py).
+    """
+
+    def __init__(self, max_entries: int = 128):
+        if max_entries < 1:
+            raise ValueError(f"max_entries: {max_entries} must be >= 1")
+        self.max_entries = max_entries
+        self._store: OrderedDict = OrderedDict()
+        self.hits = self.misses = 0
+
+    def keep(self, key: tuple, make: Callable[[], Any], pins: tuple = ()) -> Any:
+        """The value stored under `key`, made by make() on first use; `pins` are kept alive with it (objects
+        whose id() is part of the key)."""
+        if key in self._store:
+            self._store.move_to_end(key)
+            self.hits += 1
+            return self._store[key][0]
+        self.misses += 1
+        value = make()
+        self._store[key] = (value, pins)
+        while len(self._store) > self.max_entries:
+            self._store.popitem(last=False)
+        return value
+
+    def mapping(self, graph: NetworkGraph, chip: ChipSpec, placement: str = "in_order",
+                traffic: EventTrace | None = None, seed: int = 0) -> Mapping:
+        """hwmodels.map_network(graph, chip, placement, traffic, seed), once per mapping signature; a network
+        that does not fit raises the same MappingError every time."""
+        uses = placement in USES_TRAFFIC and traffic is not None
+        key = ("map", id(graph), mapping_signature(chip), placement, id(traffic) if uses else None, seed)
+
+        def make():
+            try:
+                return map_network(graph, chip, placement, traffic if uses else None, seed)
+            except MappingError as exc:
+                return exc
+        out = self.keep(key, make, (graph, traffic))
+        if isinstance(out, MappingError):
+            raise MappingError(str(out))
+        return out
+
+    def tables(self, graph: NetworkGraph, mapping: Mapping, multicast: bool) -> FanoutTables:
+        """hwmodels.actions.build_fanout, once per (graph, mapping, multicast)."""
+        return self.keep(("tables", id(graph), id(mapping), multicast),
+                         lambda: build_fanout(graph, mapping, multicast), (graph, mapping))
+
+    def network(self, mapping: Mapping, chip: ChipSpec) -> Network:
+        """hwmodels.network.Network (routes and their costs), once per (mapping, router, chip name)."""
+        return self.keep(("net", id(mapping), _frozen(chip.router.model_dump()), chip.name),
+                         lambda: Network(mapping, chip), (mapping,))
+
+    def actions(self, graph: NetworkGraph, trace: EventTrace, mapping: Mapping, tables: FanoutTables,
+                samples: range, semantics: str) -> Actions:
+        """hwmodels.actions.count_actions, once per (graph, trace, mapping, tables, samples, semantics)."""
+        key = ("actions", id(graph), id(trace), id(mapping), id(tables), samples.start, samples.stop, semantics)
+        return self.keep(key, lambda: count_actions(graph, trace, mapping, tables, samples, semantics),
+                         (graph, trace, mapping, tables))
+
+    def timings(self, model: str, group: list, chip: ChipSpec, compute: Callable[[], list]) -> list:
+        """compute() (the Timing of each (actions, times, routes) batch of `group` under latency model `model`),
+        once per (model, action counts, latency signature of chip)."""
+        key = ("timing", model, tuple(id(b[0]) for b in group), timing_signature(chip))
+        return self.keep(key, compute, tuple(b[0] for b in group))
+
+    def routes(self, actions: Actions, net: Network) -> RouteUse:
+        """hwmodels.network.route_use of a batch's flows, once per (actions, network)."""
+        return self.keep(("routes", id(actions), id(net)),
+                         lambda: route_use(actions.flow_src, actions.flow_route, actions.flow_messages,
+                                           actions.routes, net), (actions, net))

@@ -1,0 +1,120 @@
+"""SimCache: bit-identical results with and without it, what it reuses for which change, and its signatures."""
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import hwmodels.simcache as simcache
+from hwmodels import MappingError, SimCache, load_preset, simulate
+from hwmodels.simcache import mapping_signature, timing_signature
+
+
+def _same(a, b) -> None:
+    """Every field of two SimResults equal exactly (DataFrames value for value)."""
+    for f in dataclasses.fields(a):
+        x, y = getattr(a, f.name), getattr(b, f.name)
+        if isinstance(x, pd.DataFrame):
+            pd.testing.assert_frame_equal(x, y, check_exact=True)
+        elif isinstance(x, np.ndarray):
+            assert np.array_equal(x, y), f.name
+        else:
+            assert x == y, f.name
+
+
+def _chips():
+    """A hardware-only sweep: energies x 2, latencies x 2, fewer neurons per core, finite buffers, 2 per tile."""
+    base = load_preset("loihi")
+    return [base,
+            load_preset("loihi", {"core.synop_energy_j.dense": 2 * base.core.synop_energy_j.dense,
+                                  "router.hop_energy_ew_j": 2 * base.router.hop_energy_ew_j}),
+            load_preset("loihi", {"core.message_out_latency_s": 2 * base.core.message_out_latency_s,
+                                  "router.hop_latency_ns_s": 2 * base.router.hop_latency_ns_s}),
+            load_preset("loihi", {"core.neurons_per_core": 8}),
+            load_preset("loihi", {"core.neurons_per_core": 8, "router.buffer_depth": 2}),
+            load_preset("loihi", {"core.neurons_per_core": 8, "cores_per_tile": 2})]
+
+
+@pytest.mark.parametrize("multicast", [False, True])
+def test_results_are_bit_identical_with_and_without_the_cache(nets, rng, multicast):
+    g = nets.mixed_graph(rng)
+    tr = nets.random_trace(g, rng, 5, 3, 0.3)
+    cache = SimCache()
+    for _ in range(2):  # the second pass is served from the cache
+        for chip in _chips():
+            for model in ("des", "analytic"):
+                for semantics in ("pipelined", "layer_serial"):
+                    kw = dict(model=model, semantics=semantics, batch_samples=2, multicast=multicast)
+                    _same(simulate(g, tr, chip, **kw), simulate(g, tr, chip, cache=cache, **kw))
+    assert cache.hits > cache.misses
+
+
+def _counting(monkeypatch) -> dict:
+    """Count the calls of the functions SimCache wraps."""
+    calls = {}
+    for name in ("map_network", "build_fanout", "count_actions", "route_use"):
+        fn = getattr(simcache, name)
+
+        def wrapped(*a, _fn=fn, _name=name, **k):
+            calls[_name] = calls.get(_name, 0) + 1
+            return _fn(*a, **k)
+        monkeypatch.setattr(simcache, name, wrapped)
+    return calls
+
+
+def test_an_energy_change_reuses_everything_and_a_latency_change_recomputes_only_timing(nets, rng, monkeypatch):
+    g = nets.mixed_graph(rng)
+    tr = nets.random_trace(g, rng, 4, 3, 0.3)
+    calls, cache = _counting(monkeypatch), SimCache()
+    base, energy, latency, npc = _chips()[0], _chips()[1], _chips()[2], _chips()[3]
+    simulate(g, tr, base, batch_samples=2, cache=cache)  # 2 batches in one DES group
+    assert calls == {"map_network": 1, "build_fanout": 1, "count_actions": 2, "route_use": 2}
+    keys = set(cache._store)
+    simulate(g, tr, energy, batch_samples=2, cache=cache)  # new router costs: new routes, same timing
+    new = set(cache._store) - keys
+    assert calls == {"map_network": 1, "build_fanout": 1, "count_actions": 2, "route_use": 4}
+    assert {k[0] for k in new} == {"net", "routes"}
+    simulate(g, tr, latency, batch_samples=2, cache=cache)
+    assert calls["count_actions"] == 2 and calls["map_network"] == 1
+    assert sum(k[0] == "timing" for k in cache._store) == 2
+    simulate(g, tr, npc, batch_samples=2, cache=cache)  # a new mapping: everything is rebuilt
+    assert calls == {"map_network": 2, "build_fanout": 2, "count_actions": 4, "route_use": 8}
+
+
+def test_signatures_separate_mapping_timing_and_energy_fields():
+    base = load_preset("loihi")
+    energy = load_preset("loihi", {"core.synop_energy_j.dense": 1e-12, "core.static_power_w": 1.0,
+                                   "router.hop_energy_ns_j": 1e-12})
+    latency = load_preset("loihi", {"core.synop_latency_s.dense": 1e-9, "router.link_bandwidth_msgs_per_s": 1e8,
+                                    "barrier_sync_s": {1: 1e-6}})
+    assert mapping_signature(energy) == mapping_signature(latency) == mapping_signature(base)
+    assert timing_signature(energy) == timing_signature(base) != timing_signature(latency)
+    for over in ({"core.neurons_per_core": 512}, {"cores_per_tile": 2}, {"mesh_width": 4},
+                 {"core.synapse_memory_bits": 65536}, {"core.max_fan_in": 100}, {"core.max_axons": 100},
+                 {"core.memory_layout": "pow2"}, {"max_cores_per_population": 3}):
+        assert mapping_signature(load_preset("loihi", over)) != mapping_signature(base), over
+
+
+def test_a_network_that_does_not_fit_raises_the_same_error_from_the_cache(nets, rng):
+    g = nets.mixed_graph(rng)
+    tr = nets.random_trace(g, rng, 2, 2, 0.3)
+    tiny = load_preset("loihi", {"mesh_width": 1, "mesh_height": 1, "cores_per_tile": 1,
+                                 "core.neurons_per_core": 16})
+    cache = SimCache()
+    msgs = []
+    for _ in range(2):
+        with pytest.raises(MappingError) as err:
+            simulate(g, tr, tiny, cache=cache)
+        msgs.append(str(err.value))
+    assert msgs[0] == msgs[1] and "does not fit" in msgs[0] and cache.hits == 1
+
+
+def test_least_recently_used_entries_are_dropped(nets, rng):
+    g = nets.mixed_graph(rng)
+    tr = nets.random_trace(g, rng, 4, 2, 0.3)
+    cache = SimCache(max_entries=3)
+    simulate(g, tr, load_preset("loihi"), batch_samples=1, cache=cache)
+    assert len(cache._store) == 3
+    assert cache.keep(("k",), lambda: 1) == 1 and cache.keep(("k",), lambda: 2) == 1
+    with pytest.raises(ValueError, match="max_entries: 0 must be >= 1"):
+        SimCache(max_entries=0)
