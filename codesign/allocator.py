@@ -22,6 +22,7 @@ from codesign.cache import StageCache
 from codesign.config import ConfigError, RunConfig, dump_config
 from codesign.evaluate import dense_stage, stage_keys
 from codesign.pipeline import RunResult, load_chip, run_folder
+from codesign.provenance import write_provenance
 from codesign.report import write_report
 from codesign.stages import (check_names, encoded_test_inputs, make_dataset, method_config, resolve_device,
                              train_config)
@@ -181,6 +182,7 @@ def run_allocator(cfg: RunConfig, ratio: float, acfg: AllocatorConfig, log=print
     log(f"probing {len(find_conv_units(dense))} conv layers at ratio {ratio:g} on {chip.name}")
     df, table = compare(dense, dataset, cfg, chip, ratio, acfg, device)
     out.mkdir(parents=True, exist_ok=True)
+    write_provenance(out, cfg.seed)
     df.to_csv(out / "results.csv", index=False)
     table.to_csv(out / "allocation.csv", index=False)
     u, a = df.iloc[0], df.iloc[1]

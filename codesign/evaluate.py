@@ -14,6 +14,7 @@ import numpy as np
 import hwmodels
 from codesign.cache import StageCache, config_key
 from codesign.config import RunConfig
+from codesign.hwfigures import PointDetails
 from codesign.stages import (encoded_test_inputs, make_dataset, make_model, method_config, resolve_device,
                              train_config)
 from workloads import checkpoint, compression, lowering, models, train
@@ -104,33 +105,39 @@ def model_row(cfg: RunConfig, cache: StageCache, progress: bool = False) -> tupl
 
 
 def hardware_row(cfg: RunConfig, graph: hwmodels.NetworkGraph, trace: hwmodels.EventTrace,
-                 sim_cache: hwmodels.SimCache | None = None) -> dict:
-    """Map and simulate on the configured chip; a network that does not fit gives fits=False and the reason.
-    sim_cache: reuse mappings, action counts and timings of earlier points on the same graph and trace
-    (hwmodels.SimCache; the row is the same with or without it)."""
+                 sim_cache: hwmodels.SimCache | None = None) -> tuple[dict, hwmodels.SimResult | None]:
+    """Map and simulate on the configured chip: (row, SimResult); a network that does not fit gives fits=False,
+    the reason and no SimResult. sim_cache: reuse mappings, action counts and timings of earlier points on the same
+    graph and trace (hwmodels.SimCache; the row is the same with or without it)."""
     chip = hwmodels.load_preset(cfg.hardware.preset, cfg.hardware.overrides)
     row = {"preset": cfg.hardware.preset}
     mapper = hwmodels.map_network if sim_cache is None else sim_cache.mapping
     try:
         mapping = mapper(graph, chip, placement=cfg.hardware.placement, traffic=trace)
     except hwmodels.MappingError as exc:
-        return {**row, "fits": False, "error": str(exc), "energy_j": np.nan, "latency_s": np.nan}
+        return {**row, "fits": False, "error": str(exc), "energy_j": np.nan, "latency_s": np.nan}, None
     sim = hwmodels.simulate(graph, trace, chip, mapping=mapping, model=cfg.hardware.model, cache=sim_cache)
     row.update(sim.as_row())
     row.update({"fits": True, "error": "", "memory_bits": int(mapping.core_synapse_bits.sum())})
-    return row
+    return row, sim
 
 
 def evaluate_point(cfg: RunConfig, cache_dir: str | Path, progress: bool = False,
-                   sim_cache: hwmodels.SimCache | None = None) -> dict:
+                   sim_cache: hwmodels.SimCache | None = None, details_root: str | Path | None = None) -> dict:
     """One results row for the design point `cfg` (a RunConfig with one ratio), using and filling the cache.
     sim_cache: shared by the points of a serial sweep, it keeps each lowered graph + trace loaded and reuses
-    their mappings, action counts and timings across hardware-only points (hwmodels.SimCache)."""
+    their mappings, action counts and timings across hardware-only points (hwmodels.SimCache).
+    details_root: when given, the point's per-population, per-core, per-link and per-step tables are written to
+    <details_root>/<point_id>/ (codesign.hwfigures.PointDetails) before the row is returned."""
     cache = StageCache(cache_dir)
     row, low = model_row(cfg, cache, progress)
 
     def load() -> tuple[hwmodels.NetworkGraph, hwmodels.EventTrace]:
         return hwmodels.NetworkGraph.load(low / "graph.npz"), hwmodels.EventTrace.load(low / "trace.npz")
     graph, trace = load() if sim_cache is None else sim_cache.keep(("lowered", str(low)), load)
-    row.update(hardware_row(cfg, graph, trace, sim_cache))
+    hw, sim = hardware_row(cfg, graph, trace, sim_cache)
+    row.update(hw)
+    if details_root is not None and sim is not None:
+        chip = hwmodels.load_preset(cfg.hardware.preset, cfg.hardware.overrides)
+        PointDetails.from_sim(sim, chip).save(Path(details_root) / row["point_id"])
     return row

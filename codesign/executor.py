@@ -26,10 +26,10 @@ def _prepare_model(cfg_json: dict, cache_dir: str, threads: int) -> str:
     return stage_keys(cfg).lowered
 
 
-def _evaluate(cfg_json: dict, cache_dir: str, threads: int) -> dict:
-    """Worker task: one design point's results row."""
+def _evaluate(cfg_json: dict, cache_dir: str, threads: int, details_root: str) -> dict:
+    """Worker task: one design point's results row (its detail tables written under details_root)."""
     with torch_threads(threads):
-        return evaluate_point(RunConfig.model_validate(cfg_json), cache_dir)
+        return evaluate_point(RunConfig.model_validate(cfg_json), cache_dir, details_root=details_root)
 
 
 @contextlib.contextmanager
@@ -65,6 +65,7 @@ def run_points(points: list[RunConfig], store: ResultStore, cache_dir: str, exec
     is called after each row is stored (e.g. to log it).
     """
     label_of = {stage_keys(p).point: (labels[i] if labels else {}) for i, p in enumerate(points)}
+    details_root = str(store.run_dir / "points")
     store = _Labelled(store, label_of)
     todo = [p for p in points if stage_keys(p).point not in store.done]
     if len(todo) < len(points):
@@ -75,12 +76,13 @@ def run_points(points: list[RunConfig], store: ResultStore, cache_dir: str, exec
         sim_cache = SimCache()  # hardware-only points of one lowered model reuse mapping, actions and timing
         for cfg in todo:
             with torch_threads(execution.torch_threads):
-                row = evaluate_point(cfg, cache_dir, progress=progress, sim_cache=sim_cache)
+                row = evaluate_point(cfg, cache_dir, progress=progress, sim_cache=sim_cache,
+                                     details_root=details_root)
             store.append(row)
             if on_row:
                 on_row(cfg, row)
         return len(todo)
-    return _run_dask(todo, store, cache_dir, execution, log, on_row)
+    return _run_dask(todo, store, cache_dir, execution, log, on_row, details_root)
 
 
 class _Labelled:
@@ -97,7 +99,7 @@ class _Labelled:
         self.store.append({**self.label_of.get(row["point_id"], {}), **row})
 
 
-def _run_dask(todo, store, cache_dir, execution, log, on_row) -> int:
+def _run_dask(todo, store, cache_dir, execution, log, on_row, details_root: str) -> int:
     from dask.distributed import as_completed
     threads = execution.torch_threads or 1
     with dask_client(execution) as client:
@@ -106,7 +108,7 @@ def _run_dask(todo, store, cache_dir, execution, log, on_row) -> int:
             log(f"preparing {len(group)} distinct {attr} stage(s) on {len(client.scheduler_info()['workers'])} workers")
             client.gather(client.map(_prepare_model, [c.model_dump(mode="json") for c in group],
                                      cache_dir=cache_dir, threads=threads, pure=False))
-        futures = {client.submit(_evaluate, c.model_dump(mode="json"), cache_dir, threads, pure=False): c
+        futures = {client.submit(_evaluate, c.model_dump(mode="json"), cache_dir, threads, details_root, pure=False): c
                    for c in todo}
         for fut in as_completed(futures):
             row = fut.result()

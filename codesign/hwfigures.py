@@ -26,10 +26,15 @@ class PointDetails:
     steps: pd.DataFrame
 
     @classmethod
-    def from_sim(cls, sim) -> "PointDetails":
-        """From a hwmodels.SimResult."""
+    def from_sim(cls, sim, chip=None) -> "PointDetails":
+        """From a hwmodels.SimResult; with its ChipSpec, the cores table also records the whole mesh extent
+        (mesh_width, mesh_height over all chips) so the occupancy map shows unused tiles too."""
         steps = pd.DataFrame({"step": np.arange(len(sim.latency_per_step_s)), "latency_s": sim.latency_per_step_s})
-        return cls(sim.populations.reset_index(), sim.cores.reset_index(), sim.links.reset_index(), steps)
+        cores = sim.cores.reset_index()
+        if chip is not None:
+            per_row, rows = chip.chip_grid
+            cores["mesh_width"], cores["mesh_height"] = chip.mesh_width * per_row, chip.mesh_height * rows
+        return cls(sim.populations.reset_index(), cores, sim.links.reset_index(), steps)
 
     def save(self, folder: Path) -> None:
         """Write the four tables as CSV into `folder`."""
@@ -50,8 +55,10 @@ class PointDetails:
 
 
 def core_map(cores: pd.DataFrame, ax) -> None:
-    """Mesh heatmap: neurons mapped per tile, annotated with cores used per tile."""
+    """Mesh heatmap: neurons mapped per tile, annotated with cores used per tile (whole mesh when known)."""
     w, h = int(cores["tile_x"].max()) + 1, int(cores["tile_y"].max()) + 1
+    if "mesh_width" in cores.columns:
+        w, h = max(w, int(cores["mesh_width"].iloc[0])), max(h, int(cores["mesh_height"].iloc[0]))
     grid = np.zeros((h, w))
     count = np.zeros((h, w), int)
     for _, c in cores.iterrows():
@@ -62,6 +69,9 @@ def core_map(cores: pd.DataFrame, ax) -> None:
         for x in range(w):
             if count[y, x]:
                 ax.text(x, y, str(count[y, x]), ha="center", va="center", color="w", fontsize=7)
+    ax.set_xticks(range(w))
+    ax.set_yticks(range(h))
+    ax.tick_params(labelsize=6)
     ax.set_xlabel("tile x")
     ax.set_ylabel("tile y")
     ax.set_title("Neurons per tile (number: cores used)", fontsize=9)
@@ -82,8 +92,11 @@ def link_heatmap(links: pd.DataFrame, ax) -> None:
     segs = np.stack([src + 0.15 * d + normal, dst - 0.15 * d + normal], axis=1)
     lc = LineCollection(segs, array=links["messages"].to_numpy(float), cmap="inferno_r", linewidths=3)
     ax.add_collection(lc)
-    ax.set_xlim(min(src[:, 0].min(), dst[:, 0].min()) - 0.5, max(src[:, 0].max(), dst[:, 0].max()) + 0.5)
-    ax.set_ylim(max(src[:, 1].max(), dst[:, 1].max()) + 0.5, min(src[:, 1].min(), dst[:, 1].min()) - 0.5)
+    ax.set_xlim(-0.5, max(src[:, 0].max(), dst[:, 0].max()) + 0.5)
+    ax.set_ylim(max(src[:, 1].max(), dst[:, 1].max(), 1) + 0.5, -0.5)
+    ax.set_aspect("equal")
+    ax.set_xticks(range(int(ax.get_xlim()[1]) + 1))
+    ax.set_yticks(range(int(ax.get_ylim()[0]) + 1))
     ax.set_xlabel("tile x")
     ax.set_ylabel("tile y")
     ax.set_title("NoC link load (messages per inference)", fontsize=9)

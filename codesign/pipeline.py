@@ -23,6 +23,7 @@ from codesign.report import write_report
 from codesign.spec import ExecutionConfig
 from codesign.stages import check_fits, check_names, make_dataset, make_model, resolve_device, train_config
 from workloads.train import check_dataset
+from codesign.provenance import write_provenance
 from codesign.store import ResultStore
 
 #: results.csv columns that every run writes first, in this order
@@ -114,6 +115,7 @@ def run(cfg: RunConfig, progress: bool = True, log=print, resume: bool = False) 
     check_fits(make_model(cfg, dataset), dataset, cfg, chip, resolve_device(cfg.device))
     points = ratio_points(cfg)
     store = ResultStore(out, LEAD_COLUMNS)
+    write_provenance(out, cfg.seed)
 
     def on_row(point: RunConfig, row: dict) -> None:
         log(f"{row['method']} at ratio {row['ratio']:g}: accuracy {row['accuracy']:.2%}, {row['params']:,} params, "

@@ -21,6 +21,7 @@ from codesign.pareto import pareto_mask
 from codesign.pipeline import LEAD_COLUMNS, RunResult, run_folder
 from codesign.report import write_report
 from codesign.spec import Range, SweepSpec, point_config
+from codesign.provenance import write_provenance
 from codesign.store import ResultStore
 from codesign.sweep import default_name, series_label, validate_points
 
@@ -108,7 +109,7 @@ def run_trial(study: optuna.Study, spec: SweepSpec, store: ResultStore, log) -> 
     trial.set_user_attr("point_id", pid)
     stored = {r["point_id"]: r for r in store.rows}.get(pid)
     if stored is None:
-        row = evaluate_point(cfg, spec.cache_dir)
+        row = evaluate_point(cfg, spec.cache_dir, details_root=store.run_dir / "points")
         stored = {**{k: v for k, v in values.items()}, "series": series_label(values, cfg),
                   "trial": trial.number, **row}
         store.append(stored)
@@ -138,6 +139,7 @@ def search(spec: SweepSpec, resume: bool = False, log=print) -> RunResult:
     _validate_space(spec)
     out = run_folder(spec.output_dir, spec.run_name or default_name("search"), resume)
     store = ResultStore(out, LEAD_COLUMNS)
+    write_provenance(out, spec.search.seed)
     (out / "search.yaml").write_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
     storage = spec.search.storage or f"sqlite:///{Path(out).resolve() / 'study.db'}"
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -14,6 +14,7 @@ from codesign.pipeline import LEAD_COLUMNS, RunResult, load_chip, run_folder
 from codesign.report import write_report
 from codesign.spec import SweepSpec, grid_points
 from codesign.stages import check_names
+from codesign.provenance import write_provenance
 from codesign.store import ResultStore
 
 
@@ -58,6 +59,7 @@ def sweep(spec: SweepSpec, resume: bool = False, progress: bool = False, log=pri
     labels = [{**{k: v for k, v in values.items() if k != "compression.ratio"},
                "series": series_label(values, cfg)} for values, cfg in points]
     store = ResultStore(out, LEAD_COLUMNS)
+    write_provenance(out, points[0][1].seed)
     (out / "sweep.yaml").write_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
 
     def on_row(cfg: RunConfig, row: dict) -> None:

@@ -34,9 +34,15 @@ def test_end_to_end_run_on_digits(tmp_path):
     assert (abs(parts - df["energy_j"]) <= 1e-12 * df["energy_j"]).all()
     assert df["synops"].iloc[1] < df["synops"].iloc[0]
     assert df["energy_j"].iloc[1] < df["energy_j"].iloc[0]
-    for name in ("config.resolved.yaml", "report.md", "report.html", "figures/energy.png",
-                 "artifacts/sca-r0.graph.npz", "artifacts/sca-r0.5.trace.npz"):
+    for name in ("config.resolved.yaml", "report.md", "report.html", "figures/energy.png", "figures/energy.svg",
+                 "provenance.json", "results.parquet", "artifacts/sca-r0.graph.npz", "artifacts/sca-r0.5.trace.npz"):
         assert (run / name).is_file(), name
+    # every point's hardware tables are stored, and the report shows the hardware views of both points
+    for pid in df["point_id"]:
+        for table in ("populations", "cores", "links", "steps"):
+            assert (run / "points" / pid / f"{table}.csv").is_file()
+    md = (run / "report.md").read_text()
+    assert md.count("## Hardware view:") == 2 and "figures/core_map-" in md and "figures/link_load-" in md
     resolved = load_config(run / "config.resolved.yaml")
     assert resolved.run_name == "e2e" and resolved.data.dataset == "digits" and resolved.hardware.n_samples == 20
     assert (run / "report.md").read_text().startswith("# Co-design run: e2e\n")
