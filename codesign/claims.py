@@ -14,10 +14,9 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from codesign.config import ConfigError, _one_line
+from codesign.config import ConfigError, _one_line, read_tree
 
 RELATIONS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
 VERDICTS = ("PASS", "FAIL", "UNDECIDED")
@@ -49,13 +48,8 @@ class ClaimsFile(BaseModel):
 
 def load_claims(path: str | Path) -> ClaimsFile:
     """Load and validate a claims file. Raises ConfigError (one line naming the field)."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"claims: file '{p}' does not exist")
     try:
-        return ClaimsFile.model_validate(yaml.safe_load(p.read_text()) or {})
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"claims: '{p}' is not valid YAML: {str(exc).splitlines()[0]}") from None
+        return ClaimsFile.model_validate(read_tree(path, "claims"))
     except ValidationError as err:
         raise ConfigError(_one_line(err).replace("config:", "claims:", 1)) from None
 

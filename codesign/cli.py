@@ -38,7 +38,7 @@ def _fail(exc: BaseException, debug: bool) -> None:
 
 
 def _summary_table(df) -> Table:
-    from codesign.report import display_table, _fmt
+    from codesign.report import _fmt, display_table
     shown = display_table(df)
     if "series" in shown.columns:
         shown = shown.drop(columns=["method"])
@@ -49,6 +49,14 @@ def _summary_table(df) -> Table:
     for row in shown.astype(object).itertuples(index=False):
         table.add_row(*[_fmt(v) for v in row])
     return table
+
+
+def _print_result(console: Console, result, table=None) -> None:
+    """The summary table (of `table`, default every point), the summary lines and the report path."""
+    console.print(_summary_table(result.table if table is None else table))
+    for line in result.summary:
+        console.print(f"- {line}")
+    console.print(f"report: {result.run_dir / 'report.html'}")
 
 
 @app.command()
@@ -72,10 +80,7 @@ def run(config: Optional[Path] = typer.Argument(None, help="YAML run config; def
         result = run_pipeline(cfg, progress=not no_progress, log=console.print, resume=resume)
     except (ConfigError, ValueError, FileNotFoundError) as exc:
         _fail(exc, debug)
-    console.print(_summary_table(result.table))
-    for line in result.summary:
-        console.print(f"- {line}")
-    console.print(f"report: {result.run_dir / 'report.html'}")
+    _print_result(console, result)
 
 
 @app.command()
@@ -103,10 +108,7 @@ def sweep(spec: Optional[Path] = typer.Argument(None, help="YAML sweep spec (bas
         result = run_sweep(load_spec(spec, [*set_, *extra]), resume=resume, log=console.print)
     except (ConfigError, ValueError, FileNotFoundError) as exc:
         _fail(exc, debug)
-    console.print(_summary_table(result.table))
-    for line in result.summary:
-        console.print(f"- {line}")
-    console.print(f"report: {result.run_dir / 'report.html'}")
+    _print_result(console, result)
 
 
 @app.command()
@@ -131,10 +133,7 @@ def search(spec: Optional[Path] = typer.Argument(None, help="YAML sweep spec wit
         result = run_search(load_spec(spec or default_search_path(), set_), resume=resume, log=console.print)
     except (ConfigError, ValueError, FileNotFoundError) as exc:
         _fail(exc, debug)
-    console.print(_summary_table(result.table[result.table["pareto"]]))
-    for line in result.summary:
-        console.print(f"- {line}")
-    console.print(f"report: {result.run_dir / 'report.html'}")
+    _print_result(console, result, result.table[result.table["pareto"]])
 
 
 def default_search_path() -> Path:
@@ -166,10 +165,7 @@ def allocate(config: Optional[Path] = typer.Argument(None, help="YAML run config
                                                                   latency_weight=latency_weight), log=console.print)
     except (ConfigError, ValueError, FileNotFoundError) as exc:
         _fail(exc, debug)
-    console.print(_summary_table(result.table))
-    for line in result.summary:
-        console.print(f"- {line}")
-    console.print(f"report: {result.run_dir / 'report.html'}")
+    _print_result(console, result)
 
 
 @app.command()

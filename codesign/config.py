@@ -143,6 +143,38 @@ def default_config_text() -> str:
     return resources.files("codesign").joinpath("configs/default.yaml").read_text()
 
 
+def read_tree(path: str | Path, what: str = "config") -> dict:
+    """A YAML file as a dict. Raises ConfigError ('<what>: ...') for a missing file, bad YAML or a non-mapping."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{what}: file '{p}' does not exist")
+    return parse_tree(p.read_text(), str(p), what)
+
+
+def parse_tree(text: str, name: str, what: str = "config") -> dict:
+    """YAML text as a dict (empty text -> {}). Raises ConfigError for bad YAML or a non-mapping."""
+    try:
+        tree = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{what}: '{name}' is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{what}: '{name}' must hold a mapping of sections, got {type(tree).__name__}")
+    return tree
+
+
+def apply_sets(tree: dict, sets: list[str] | None) -> dict:
+    """Apply command-line overrides "dotted.key=yaml_value" to `tree` in place; returns it.
+
+    Raises ConfigError for an item without '='.
+    """
+    for item in sets or []:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set: '{item}' must look like section.key=value")
+        set_dotted(tree, key.strip(), yaml.safe_load(raw))
+    return tree
+
+
 def load_config(path: str | Path | None = None, sets: list[str] | None = None) -> RunConfig:
     """Load and validate a run config.
 
@@ -150,24 +182,8 @@ def load_config(path: str | Path | None = None, sets: list[str] | None = None) -
     Raises ConfigError (one line naming the field and accepted values) on a missing file, bad YAML, an
     unknown key or an out-of-range value.
     """
-    if path is None:
-        text = default_config_text()
-    else:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config: file '{p}' does not exist")
-        text = p.read_text()
-    try:
-        tree = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config: '{path}' is not valid YAML: {str(exc).splitlines()[0]}") from None
-    if not isinstance(tree, dict):
-        raise ConfigError(f"config: '{path}' must hold a mapping of sections, got {type(tree).__name__}")
-    for item in sets or []:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--set: '{item}' must look like section.key=value")
-        set_dotted(tree, key.strip(), yaml.safe_load(raw))
+    tree = parse_tree(default_config_text(), "default.yaml") if path is None else read_tree(path)
+    apply_sets(tree, sets)
     try:
         return RunConfig.model_validate(tree)
     except ValidationError as err:

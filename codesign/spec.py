@@ -14,7 +14,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from codesign.config import ConfigError, RunConfig, _one_line, default_config_text, set_dotted
+from codesign.config import (ConfigError, RunConfig, _one_line, apply_sets, default_config_text, read_tree,
+                             set_dotted)
 
 DICT_FIELDS = ("compression.params.", "hardware.overrides.")
 
@@ -98,20 +99,10 @@ def load_spec(path: str | Path | None, sets: list[str] | None = None) -> SweepSp
     """
     tree: dict = {}
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"sweep: file '{p}' does not exist")
-        try:
-            tree = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"sweep: '{p}' is not valid YAML: {str(exc).splitlines()[0]}") from None
+        tree = read_tree(path, "sweep")
         if isinstance(tree.get("base"), str):
-            tree["base"] = str((p.parent / tree["base"]).resolve())
-    for item in sets or []:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--set: '{item}' must look like section.key=value")
-        set_dotted(tree, key.strip(), yaml.safe_load(raw))
+            tree["base"] = str((Path(path).parent / tree["base"]).resolve())
+    apply_sets(tree, sets)
     try:
         return SweepSpec.model_validate(tree)
     except ValidationError as err:
@@ -123,10 +114,7 @@ def base_tree(spec: SweepSpec) -> dict:
     if spec.base is None:
         return yaml.safe_load(default_config_text())
     if isinstance(spec.base, str):
-        p = Path(spec.base)
-        if not p.is_file():
-            raise ConfigError(f"sweep.base: file '{p}' does not exist")
-        return yaml.safe_load(p.read_text()) or {}
+        return read_tree(spec.base, "sweep.base")
     return copy.deepcopy(spec.base)
 
 

@@ -193,7 +193,7 @@ def count_actions(graph: NetworkGraph, trace: EventTrace, mapping: Mapping, tabl
     Raises ValueError when a graph population is missing from the trace or a spike index is out of range.
     """
     n_steps, step_of = SEMANTICS[semantics](graph, trace.n_timesteps)
-    nb, n, nf = len(samples), tables.n_cores, len(tables.formats)
+    nb, n = len(samples), tables.n_cores
     n_rows = nb * n_steps * n
     spikes, updated = np.zeros(n_rows, np.int64), np.zeros((n_steps, n), bool)
     struct, nonzero = np.zeros(nb), np.zeros(nb)
