@@ -1,12 +1,16 @@
 """Hardware-aware per-layer pruning ratios, compared with uniform ratios at the same parameter budget.
 
-1. Probe: prune each conv layer alone at the probe ratio (no fine-tuning), lower the real test spikes and simulate
-   them: the change in energy and latency per inference (simulator) and in accuracy is that layer's sensitivity.
-2. Allocate: greedily raise, in `step` increments, the ratio of the layer with the largest hardware saving
-   (weighted energy + latency fractions) per point of accuracy lost, until the network has no more parameters
-   than the uniform-ratio network.
-3. Compare: compress with the uniform ratio and with the allocated ratios (same method, same fine-tuning), then
-   accuracy, parameters, energy and latency of both on the simulator.
+1. Probe: prune each conv layer alone at a few ratios (no fine-tuning), lower the real test spikes and simulate
+   them: the changes in energy and latency per inference (simulator), parameters and accuracy give each layer's
+   hardware-saving and accuracy-sensitivity curves.
+2. Candidates: for each trade-off weight lambda, greedily raise (in `step` increments) the ratio of the layer with the
+   best (hardware saving - lambda x accuracy lost) per parameter removed, until the network has no more parameters
+   than the uniform-ratio network (lambda 0: hardware only; large lambda: accuracy first); also with one layer held
+   at each probe ratio (the greedy then fills the budget with the others). Uniform is a candidate.
+3. Select on the simulator: compress every candidate with the method's fine-tuning, measure accuracy, energy and
+   latency (analytic model, probe samples) and keep the one with the lowest weighted energy + latency whose
+   accuracy is within `accuracy_tolerance` of the uniform network's.
+4. Compare: the selected and the uniform network on the configured simulator and samples (results.csv).
 """
 from __future__ import annotations
 
@@ -34,13 +38,16 @@ EPS_ACCURACY = 1e-3
 
 @dataclass(frozen=True)
 class AllocatorConfig:
-    """Probe and greedy-allocation settings: weights of the energy, latency and parameter fractions in the saving
-    score, the probe ratios, the ratio step, the largest per-layer ratio, and the samples simulated per probe."""
+    """Allocator settings: weights of the energy and latency fractions in the hardware saving, probe ratios,
+    trade-off weights lambda of the candidate allocations, accuracy tolerance of the selection (fraction, 0.005 =
+    half a point), ratio step, largest per-layer ratio, and samples simulated per probe and candidate."""
 
     energy_weight: float = 1.0
     latency_weight: float = 1.0
-    params_weight: float = 1.0
     probe_ratios: tuple[float, ...] = (0.25, 0.5, 0.75)
+    lambdas: tuple[float, ...] = (0.0, 1.0, 3.0, 10.0, 30.0)
+    accuracy_tolerance: float = 0.005
+    max_candidates: int = 10
     step: float = 0.05
     max_ratio: float = 0.9
     probe_samples: int = 50
@@ -96,6 +103,10 @@ def probe(dense, dataset, cfg: RunConfig, chip, acfg: AllocatorConfig, device) -
     return pd.DataFrame(rows)
 
 
+def _n_params(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
 def _curve(table: pd.DataFrame, layer: str, column: str, ratio: float) -> float:
     """Probe curve of `layer` at `ratio`: piecewise linear through (0, 0) and the probe points, extended with the
     last segment's slope."""
@@ -108,60 +119,100 @@ def _curve(table: pd.DataFrame, layer: str, column: str, ratio: float) -> float:
     return float(ys[-1] + slope * (ratio - xs[-1]))
 
 
-def layer_score(table: pd.DataFrame, layer: str, r: float, acfg: AllocatorConfig) -> float:
-    """Marginal saving per point of accuracy lost when `layer` goes from ratio r to r + step:
-    (w_E dE + w_L dL + w_P dP) / (max(d accuracy, 0) + EPS), from the probe curves."""
+def layer_score(table: pd.DataFrame, layer: str, r: float, acfg: AllocatorConfig, lam: float) -> float:
+    """Marginal (hardware saving - lam x accuracy lost) per fraction of parameters removed when `layer` goes from
+    ratio r to r + step, from the probe curves; saving = energy_weight dE + latency_weight dL (fractions)."""
     def delta(col: str) -> float:
         return _curve(table, layer, col, r + acfg.step) - _curve(table, layer, col, r)
-    saving = (acfg.energy_weight * delta("d_energy_frac") + acfg.latency_weight * delta("d_latency_frac")
-              + acfg.params_weight * delta("d_params_frac"))
-    return saving / (max(delta("d_accuracy"), 0.0) + EPS_ACCURACY)
+    saving = acfg.energy_weight * delta("d_energy_frac") + acfg.latency_weight * delta("d_latency_frac")
+    return (saving - lam * max(delta("d_accuracy"), 0.0)) / max(delta("d_params_frac"), 1e-9)
 
 
-def _n_params(model) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def allocate(table: pd.DataFrame, budget_params: int, params_of, acfg: AllocatorConfig) -> dict[str, float]:
-    """Greedy per-layer ratios: raise the layer with the best marginal score (layer_score) by `step` until
-    params_of(ratios) <= budget_params (params_of(ratios) -> parameters after pruning).
+def allocate(table: pd.DataFrame, budget_params: int, params_of, acfg: AllocatorConfig,
+             lam: float = 0.0, fixed: dict[str, float] | None = None) -> dict[str, float]:
+    """Greedy per-layer ratios: raise the layer with the best marginal score (layer_score with `lam`) by `step`
+    until params_of(ratios) <= budget_params (params_of(ratios) -> parameters after pruning). Layers in `fixed`
+    keep the given ratio.
 
     Raises ValueError when even max_ratio everywhere does not reach the budget.
     """
-    ratios = {layer: 0.0 for layer in table["layer"].unique()}
+    fixed = fixed or {}
+    ratios = {layer: fixed.get(layer, 0.0) for layer in table["layer"].unique()}
     while params_of(ratios) > budget_params:
-        open_layers = [layer for layer in ratios if ratios[layer] + acfg.step <= acfg.max_ratio + 1e-9]
+        open_layers = [layer for layer in ratios
+                       if layer not in fixed and ratios[layer] + acfg.step <= acfg.max_ratio + 1e-9]
         if not open_layers:
             raise ValueError(f"allocator: {budget_params:,} parameters cannot be reached with ratios <= "
                              f"{acfg.max_ratio}")
-        best = max(open_layers, key=lambda layer: layer_score(table, layer, ratios[layer], acfg))
+        best = max(open_layers, key=lambda layer: layer_score(table, layer, ratios[layer], acfg, lam))
         ratios[best] = round(ratios[best] + acfg.step, 6)
     return ratios
 
 
+def candidates(table: pd.DataFrame, ratio: float, budget: int, params_of, acfg: AllocatorConfig) -> list[dict]:
+    """Distinct candidate allocations (at most max_candidates): uniform first, one greedy allocation per lambda,
+    then, for each layer held at 0 or a probe ratio, the greedy (lambda 1) allocation of the other layers."""
+    layers = list(table["layer"].unique())
+    out = [{layer: ratio for layer in layers}]
+    tries = [(lam, None) for lam in acfg.lambdas]
+    tries += [(1.0, {layer: r}) for layer in layers for r in (0.0, *acfg.probe_ratios)]
+    for lam, fixed in tries:
+        try:
+            r = allocate(table, budget, params_of, acfg, lam, fixed)
+        except ValueError:
+            continue
+        if r not in out:
+            out.append(r)
+    return out[:acfg.max_candidates]
+
+
+def select(rows: pd.DataFrame, acfg: AllocatorConfig) -> int:
+    """Index of the candidate with the lowest weighted energy + latency (relative to uniform, row 0) among those
+    whose accuracy is within the tolerance of uniform's; 0 (uniform) when none is better."""
+    base = rows.iloc[0]
+    cost = (acfg.energy_weight * rows["energy_j"] / base["energy_j"]
+            + acfg.latency_weight * rows["latency_s"] / base["latency_s"])
+    ok = rows["accuracy"] >= base["accuracy"] - acfg.accuracy_tolerance
+    return int(cost[ok].idxmin())
+
+
+def _label(ratios: dict[str, float]) -> str:
+    return ", ".join(f"{k}:{v:g}" for k, v in ratios.items())
+
+
 def compare(dense, dataset, cfg: RunConfig, chip, ratio: float, acfg: AllocatorConfig, device):
-    """Probe, allocate and compare: returns (comparison rows, probe table with the allocated ratios)."""
+    """Probe, build candidates, select on the simulator and compare with uniform.
+
+    Returns (comparison rows: uniform and hardware-aware on the configured simulator, candidates table, probe table).
+    """
     check_method(cfg)
     table = probe(dense, dataset, cfg, chip, acfg, device)
-    uniform, u_info = _compress(dense, dataset, cfg, ratio, None, True, device)
+    budget = _compress(dense, dataset, cfg, ratio, None, False, device)[1].params_after
 
     def params_of(ratios: dict[str, float]) -> int:
         if not any(ratios.values()):
             return _n_params(dense)
         return _compress(dense, dataset, cfg, max(ratios.values()), ratios, False, device)[1].params_after
 
-    ratios = allocate(table, u_info.params_after, params_of, acfg)
-    table = table.assign(allocated_ratio=table["layer"].map(ratios))
-    aware, a_info = _compress(dense, dataset, cfg, max(ratios.values()), ratios, True, device)
+    cands = candidates(table, ratio, budget, params_of, acfg)
+    models, cand_rows = [], []
+    for i, ratios in enumerate(cands):
+        model, info = _compress(dense, dataset, cfg, max(ratios.values()), None if i == 0 else ratios, True, device)
+        m = measure(model, info, dataset, cfg, chip, acfg.probe_samples, device, "analytic")
+        m.pop("sim")
+        models.append((model, info))
+        cand_rows.append({"candidate": "uniform" if i == 0 else f"greedy #{i}", "layer_ratios": _label(ratios), **m})
+    cand_df = pd.DataFrame(cand_rows)
+    best = select(cand_df, acfg)
+    cand_df["selected"] = cand_df.index == best
     rows = []
-    for name, model, info in (("uniform", uniform, u_info), ("hardware-aware", aware, a_info)):
+    for name, i in (("uniform", 0), ("hardware-aware", best)):
+        model, info = models[i]
         m = measure(model, info, dataset, cfg, chip, cfg.hardware.n_samples, device, cfg.hardware.model)
         m.pop("sim")
         rows.append({"method": cfg.compression.method, "series": name, "ratio": ratio,
-                     "layer_ratios": ", ".join(f"{k}:{v:g}" for k, v in
-                                               (ratios if name != "uniform" else {k: ratio for k in ratios}).items()),
-                     **m})
-    return pd.DataFrame(rows), table
+                     "layer_ratios": _label(cands[i]), **m})
+    return pd.DataFrame(rows), cand_df, table
 
 
 def run_allocator(cfg: RunConfig, ratio: float, acfg: AllocatorConfig, log=print, resume: bool = False):
@@ -180,19 +231,28 @@ def run_allocator(cfg: RunConfig, ratio: float, acfg: AllocatorConfig, log=print
     dense_dir = dense_stage(point, StageCache(cfg.cache_dir), stage_keys(point).dense, dataset, device, False)
     dense = checkpoint.load(dense_dir / "model.pt")["model"]
     log(f"probing {len(find_conv_units(dense))} conv layers at ratio {ratio:g} on {chip.name}")
-    df, table = compare(dense, dataset, cfg, chip, ratio, acfg, device)
+    df, cand_df, table = compare(dense, dataset, cfg, chip, ratio, acfg, device)
     out.mkdir(parents=True, exist_ok=True)
     write_provenance(out, cfg.seed)
     df.to_csv(out / "results.csv", index=False)
     table.to_csv(out / "allocation.csv", index=False)
+    cand_df.to_csv(out / "candidates.csv", index=False)
     u, a = df.iloc[0], df.iloc[1]
     summary = [f"{cfg.compression.method} on {cfg.model.name}/{cfg.data.dataset}, chip {chip.name}; uniform ratio "
                f"{ratio:g} vs hardware-aware per-layer ratios ({a['layer_ratios']}) at <= {int(u['params']):,} params",
                f"hardware-aware vs uniform: energy x{a['energy_j'] / u['energy_j']:.3f}, latency "
                f"x{a['latency_s'] / u['latency_s']:.3f}, accuracy {100 * (a['accuracy'] - u['accuracy']):+.2f} points, "
-               f"params {int(a['params']):,} vs {int(u['params']):,}"]
+               f"params {int(a['params']):,} vs {int(u['params']):,}",
+               f"{len(cand_df)} distinct candidates (uniform, greedy per lambda in {list(acfg.lambdas)}, greedy with one "
+               f"layer held at a probe ratio), "
+               f"selected: {cand_df.loc[cand_df['selected'], 'candidate'].iloc[0]} (lowest weighted energy + latency "
+               f"with accuracy within {100 * acfg.accuracy_tolerance:g} points of uniform); lowest-energy candidate "
+               f"overall: energy x{cand_df['energy_j'].min() / cand_df['energy_j'].iloc[0]:.3f} at accuracy "
+               f"{100 * (cand_df.loc[cand_df['energy_j'].idxmin(), 'accuracy'] - cand_df['accuracy'].iloc[0]):+.2f} "
+               f"points"]
     config_yaml = dump_config(cfg.model_copy(update={"run_name": out.name}))
     (out / "config.resolved.yaml").write_text(config_yaml)
     write_report(out, df, config_yaml, summary, title=f"Hardware-aware allocation: {out.name}",
-                 tables={"Per-layer probe (each conv pruned alone, no fine-tuning) and allocated ratios": table.round(4)})
+                 tables={"Candidates (fine-tuned, analytic model on the probe samples)": cand_df.round(6),
+                         "Per-layer probe (each conv pruned alone, no fine-tuning)": table.round(4)})
     return RunResult(df, out, time.perf_counter() - start, summary), table

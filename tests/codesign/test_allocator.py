@@ -5,7 +5,7 @@ import sys
 import pandas as pd
 import pytest
 
-from codesign.allocator import AllocatorConfig, _curve, allocate, layer_score
+from codesign.allocator import AllocatorConfig, _curve, allocate, candidates, layer_score, select
 from codesign.config import ConfigError, load_config
 from codesign.allocator import check_method
 
@@ -31,19 +31,36 @@ def test_curve_interpolates_and_extends_the_last_slope():
 
 def test_score_and_greedy_allocation_by_hand():
     t, cfg = _probe(), AllocatorConfig(step=0.25, max_ratio=0.75)
-    # a at 0 -> 0.25: saving 0.6*.25 + 0.4*.25 + 0.2*.25 = 0.3, accuracy lost 0.0025 -> 0.3 / 0.0035
-    assert layer_score(t, "a", 0.0, cfg) == pytest.approx(0.3 / (0.0025 + 1e-3))
-    # b at 0 -> 0.25: saving (0.1 + 0.1 + 0.8) * .25 = 0.25, accuracy lost 0.05 -> 0.25 / 0.051
-    assert layer_score(t, "b", 0.0, cfg) == pytest.approx(0.25 / 0.051)
+    # a at 0 -> 0.25: saving (0.6 + 0.4) * .25 = 0.25, params removed 0.2 * .25 = 0.05, accuracy lost 0.0025
+    assert layer_score(t, "a", 0.0, cfg, lam=0.0) == pytest.approx(0.25 / 0.05)
+    assert layer_score(t, "a", 0.0, cfg, lam=10.0) == pytest.approx((0.25 - 10 * 0.0025) / 0.05)
+    # b at 0 -> 0.25: saving 0.05, params 0.2, accuracy lost 0.8 * .25^2 = 0.05
+    assert layer_score(t, "b", 0.0, cfg, lam=10.0) == pytest.approx((0.05 - 10 * 0.05) / 0.2)
     params = {"a": 100, "b": 400}  # parameters removed per unit ratio
 
     def params_of(ratios):
         return 1000 - sum(params[k] * v for k, v in ratios.items())
 
     # budget 850: a goes 0 -> 0.25 -> 0.5 -> 0.75 (removes 75), then b must take 0.25 (removes 100): 825 <= 850
-    assert allocate(t, 850, params_of, cfg) == {"a": 0.75, "b": 0.25}
+    assert allocate(t, 850, params_of, cfg, lam=0.0) == {"a": 0.75, "b": 0.25}
     with pytest.raises(ValueError, match="cannot be reached"):
         allocate(t, 100, params_of, cfg)
+    # candidates: uniform first, then distinct greedy allocations that all meet the budget; holding b at 0.5
+    # leaves nothing for a to do (800 <= 850); holding a at 0.5 needs b at 0.25 (850), a at 0.25 needs b at 0.5
+    cands = candidates(t, 0.5, 850, params_of, AllocatorConfig(step=0.25, max_ratio=0.75, lambdas=(0.0, 0.0)))
+    assert cands[:2] == [{"a": 0.5, "b": 0.5}, {"a": 0.75, "b": 0.25}]
+    assert {"a": 0.0, "b": 0.5} in cands and {"a": 0.5, "b": 0.25} in cands and {"a": 0.25, "b": 0.5} in cands
+    assert len({tuple(c.items()) for c in cands}) == len(cands)
+    assert all(params_of(c) <= 850 for c in cands[1:])
+
+
+def test_selection_keeps_accuracy_within_tolerance():
+    rows = pd.DataFrame({"accuracy": [0.95, 0.90, 0.948, 0.96], "energy_j": [10.0, 5.0, 8.0, 9.5],
+                         "latency_s": [1.0, 1.0, 1.0, 1.0]})
+    # row 1 is cheapest but loses 5 points; row 2 is within 0.5 points and cheaper than row 3
+    assert select(rows, AllocatorConfig()) == 2
+    assert select(rows, AllocatorConfig(accuracy_tolerance=0.1)) == 1
+    assert select(rows.iloc[[0, 1]], AllocatorConfig()) == 0
 
 
 def test_method_without_layer_ratios_is_refused():
@@ -67,3 +84,5 @@ def test_allocate_cli_on_digits(tmp_path):
     assert set(probe["layer"]) == {"0", "4"} and len(probe) == 6
     assert (probe["d_energy_frac"] > 0).all()  # pruning any conv alone saves energy on the chip
     assert "Per-layer probe" in (run / "report.md").read_text()
+    cands = pd.read_csv(run / "candidates.csv")
+    assert cands["candidate"].iloc[0] == "uniform" and cands["selected"].sum() == 1
