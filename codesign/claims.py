@@ -4,7 +4,8 @@ A claim compares one metric between two groups of design points (`a` and `b`, se
 by nearest parameter count, by ratio, or not at all (`match: none` compares medians). It holds when
 `a.metric <relation> factor * b.metric` for every pair (or for the medians). Verdicts:
 PASS — every pair holds by more than `margin` (relative); FAIL — some pair fails by more than `margin`;
-UNDECIDED — no pair could be formed, or some pair lies within the margin (the simulator cannot separate them).
+UNDECIDED — no pair could be formed, or some pair lies within a non-zero margin (the simulator cannot separate
+them). With margin 0 a tie is judged by the relation itself (a tie fails "<" and holds "<=").
 """
 from __future__ import annotations
 
@@ -88,7 +89,7 @@ def _pair_outcome(va: float, vb: float, claim: Claim) -> str:
     rhs = claim.factor * vb
     if not (np.isfinite(va) and np.isfinite(rhs)):
         return "UNDECIDED"
-    if abs(va - rhs) <= claim.margin * max(abs(rhs), 1e-300):
+    if claim.margin > 0 and abs(va - rhs) <= claim.margin * max(abs(rhs), 1e-300):
         return "UNDECIDED"
     return "PASS" if RELATIONS[claim.relation](va, rhs) else "FAIL"
 
