@@ -85,6 +85,9 @@ class HardwareConfig(_Section):
                                       description="dotted preset overrides, e.g. core.synapse_memory_bits: 65536")
     placement: str = Field("in_order", description="placement of cores on the mesh")
     model: Literal["des", "analytic"] = Field("des", description="simulator: discrete-event or analytic")
+    semantics: Literal["pipelined", "layer_serial"] = Field("pipelined", description="timestep semantics: "
+                                                            "layer-pipelined (as on Loihi) or layer-serial")
+    multicast: bool = Field(False, description="send a spike as one multicast message along an XY tree")
     n_samples: int = Field(100, ge=1, description="test samples lowered to event traces and simulated")
     weight_bits: int = Field(8, ge=1, le=16, description="bits per stored weight")
 

@@ -116,7 +116,8 @@ def hardware_row(cfg: RunConfig, graph: hwmodels.NetworkGraph, trace: hwmodels.E
         mapping = mapper(graph, chip, placement=cfg.hardware.placement, traffic=trace)
     except hwmodels.MappingError as exc:
         return {**row, "fits": False, "error": str(exc), "energy_j": np.nan, "latency_s": np.nan}, None
-    sim = hwmodels.simulate(graph, trace, chip, mapping=mapping, model=cfg.hardware.model, cache=sim_cache)
+    sim = hwmodels.simulate(graph, trace, chip, mapping=mapping, model=cfg.hardware.model, cache=sim_cache,
+                            semantics=cfg.hardware.semantics, multicast=cfg.hardware.multicast)
     row.update(sim.as_row())
     row.update({"fits": True, "error": "", "memory_bits": int(mapping.core_synapse_bits.sum())})
     return row, sim

@@ -7,6 +7,7 @@ the moment it finishes.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Iterator
 
 from codesign.cache import StageCache
@@ -40,9 +41,21 @@ def dask_client(execution: ExecutionConfig) -> Iterator:
         with Client(execution.scheduler) as client:
             yield client
         return
-    with LocalCluster(n_workers=execution.workers, threads_per_worker=1, processes=True,
+    with LocalCluster(n_workers=local_workers(execution), threads_per_worker=1, processes=True,
                       dashboard_address=None) as cluster, Client(cluster) as client:
         yield client
+
+
+def local_workers(execution: ExecutionConfig) -> int:
+    """Worker processes of the local cluster: execution.workers, or one per core when it is None."""
+    return execution.workers if execution.workers is not None else (os.cpu_count() or 1)
+
+
+def serial(execution: ExecutionConfig, n_points: int) -> bool:
+    """Run in this process: workers 0, or a single point (or a single core) with no scheduler given."""
+    if execution.scheduler:
+        return False
+    return local_workers(execution) <= 1 or n_points <= 1
 
 
 def _unique_by(points: list[RunConfig], attr: str) -> list[RunConfig]:
@@ -60,7 +73,8 @@ def run_points(points: list[RunConfig], store: ResultStore, cache_dir: str, exec
                on_row: Callable[[RunConfig, dict], None] | None = None, labels: list[dict] | None = None) -> int:
     """Evaluate every point not yet in `store`; returns how many were evaluated now.
 
-    Serial when execution.workers == 0 and no scheduler is given, else on dask (see module docstring).
+    On dask (a local cluster of one worker per core by default, or execution.scheduler) unless `serial` says
+    this process (workers 0, one core, or one point to compute); see the module docstring.
     labels[i] (e.g. the point's axis values) is merged into point i's row before it is stored; on_row(cfg, row)
     is called after each row is stored (e.g. to log it).
     """
@@ -72,7 +86,7 @@ def run_points(points: list[RunConfig], store: ResultStore, cache_dir: str, exec
         log(f"resuming: {len(points) - len(todo)} of {len(points)} points already finished")
     if not todo:
         return 0
-    if execution.workers == 0 and not execution.scheduler:
+    if serial(execution, len(todo)):
         sim_cache = SimCache()  # hardware-only points of one lowered model reuse mapping, actions and timing
         for cfg in todo:
             with torch_threads(execution.torch_threads):

@@ -122,7 +122,7 @@ def run(cfg: RunConfig, progress: bool = True, log=print, resume: bool = False) 
             f"{row['energy_j'] * 1e6:.3f} uJ, {row['latency_s'] * 1e6:.2f} us per inference")
 
     log(f"{len(points)} design points; trained and compressed models are cached in {cfg.cache_dir}")
-    run_points(points, store, cfg.cache_dir, ExecutionConfig(), progress, log, on_row)
+    run_points(points, store, cfg.cache_dir, ExecutionConfig(workers=0), progress, log, on_row)
     copy_artifacts(points, StageCache(cfg.cache_dir), out)
     df = store.table().sort_values("ratio", kind="stable").reset_index(drop=True)
     summary = summarize(df, cfg, chip, time.perf_counter() - start)

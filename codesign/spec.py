@@ -35,9 +35,11 @@ class Range(_Section):
 
 
 class ExecutionConfig(_Section):
-    """Where design points run: in this process (workers 0), a local dask cluster, or a dask scheduler."""
+    """Where design points run: a local dask cluster (default: one worker process per core), a running dask
+    scheduler, or this process (workers 0)."""
 
-    workers: int = Field(0, ge=0, description="0: serial in-process; N: local dask cluster of N worker processes")
+    workers: int | None = Field(None, ge=0, description="None: local dask cluster with one worker per core; "
+                                                        "N: N worker processes; 0: serial in this process")
     scheduler: str | None = Field(None, description="address of a running dask scheduler, e.g. tcp://host:8786")
     torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads: None = torch's default "
                                       "when serial, 1 per dask worker process")

@@ -54,4 +54,5 @@ def test_missing_file_and_bad_yaml(tmp_path):
 def test_every_field_is_documented_in_resolved_dump():
     tree = yaml.safe_load(dump_config(RunConfig()))
     assert set(tree) == set(RunConfig.model_fields)
-    assert set(tree["hardware"]) == {"preset", "overrides", "placement", "model", "n_samples", "weight_bits"}
+    assert set(tree["hardware"]) == {"preset", "overrides", "placement", "model", "semantics", "multicast",
+                                     "n_samples", "weight_bits"}
