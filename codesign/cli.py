@@ -5,12 +5,14 @@ traceback instead.
 """
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -49,6 +51,18 @@ def _summary_table(df) -> Table:
     for row in shown.astype(object).itertuples(index=False):
         table.add_row(*[_fmt(v) for v in row])
     return table
+
+
+@contextlib.contextmanager
+def progress_bar(console: Console, label: str, enabled: bool = True):
+    """A rich progress bar; yields update(done, total) (a no-op when disabled or not a terminal)."""
+    if not enabled or not console.is_terminal:
+        yield lambda done, total: None
+        return
+    with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True) as bar:
+        task = bar.add_task(label, total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
 
 
 def _print_result(console: Console, result, table=None) -> None:
@@ -105,7 +119,8 @@ def sweep(spec: Optional[Path] = typer.Argument(None, help="YAML sweep spec (bas
         ([f"execution.scheduler={scheduler}"] if scheduler else [])
     try:
         from codesign.sweep import sweep as run_sweep
-        result = run_sweep(load_spec(spec, [*set_, *extra]), resume=resume, log=console.print)
+        with progress_bar(console, "design points") as update:
+            result = run_sweep(load_spec(spec, [*set_, *extra]), resume=resume, log=console.print, on_point=update)
     except (ConfigError, ValueError, FileNotFoundError) as exc:
         _fail(exc, debug)
     _print_result(console, result)
@@ -130,7 +145,9 @@ def search(spec: Optional[Path] = typer.Argument(None, help="YAML sweep spec wit
     console = Console(width=max(Console().width, MIN_WIDTH))
     try:
         from codesign.search import search as run_search
-        result = run_search(load_spec(spec or default_search_path(), set_), resume=resume, log=console.print)
+        with progress_bar(console, "trials") as update:
+            result = run_search(load_spec(spec or default_search_path(), set_), resume=resume, log=console.print,
+                                on_trial=update)
     except (ConfigError, ValueError, FileNotFoundError) as exc:
         _fail(exc, debug)
     _print_result(console, result, result.table[result.table["pareto"]])
@@ -250,7 +267,9 @@ def simulate(graph: Path = typer.Argument(..., help="lowered graph .npz (e.g. re
         g = hwmodels.NetworkGraph.load(graph)
         tr = hwmodels.EventTrace.open(trace) if trace.is_dir() else hwmodels.EventTrace.load(trace)
         mapping = hwmodels.map_network(g, chip, placement=placement, traffic=tr)
-        sim = hwmodels.simulate(g, tr, chip, mapping=mapping, model=model, semantics=semantics)
+        with progress_bar(console, "samples simulated") as update:
+            sim = hwmodels.simulate(g, tr, chip, mapping=mapping, model=model, semantics=semantics,
+                                    on_progress=update)
     except (ValueError, FileNotFoundError, KeyError) as exc:
         _fail(exc, debug)
     table = Table(title=f"{g.name} on {chip.name} ({model}, {semantics}, {tr.n_samples} samples)")

@@ -23,6 +23,7 @@ from codesign.report import write_report
 from codesign.spec import ExecutionConfig
 from codesign.stages import check_fits, check_names, make_dataset, make_model, resolve_device, train_config
 from workloads.train import check_dataset
+from codesign.pareto import pareto_mask
 from codesign.provenance import write_provenance
 from codesign.store import ResultStore
 
@@ -125,6 +126,7 @@ def run(cfg: RunConfig, progress: bool = True, log=print, resume: bool = False) 
     run_points(points, store, cfg.cache_dir, ExecutionConfig(workers=0), progress, log, on_row)
     copy_artifacts(points, StageCache(cfg.cache_dir), out)
     df = store.table().sort_values("ratio", kind="stable").reset_index(drop=True)
+    df["pareto"] = pareto_mask(df, {"accuracy": "max", "energy_j": "min", "latency_s": "min"})
     summary = summarize(df, cfg, chip, time.perf_counter() - start)
     config_yaml = dump_config(cfg.model_copy(update={"run_name": out.name}))
     (out / "config.resolved.yaml").write_text(config_yaml)

@@ -133,8 +133,9 @@ def feasible_front(spec: SweepSpec, df) -> np.ndarray:
     return mask
 
 
-def search(spec: SweepSpec, resume: bool = False, log=print) -> RunResult:
-    """Run (or resume) the search of `spec` and write `<output_dir>/<run>/` with results, front and report."""
+def search(spec: SweepSpec, resume: bool = False, log=print, on_trial=None) -> RunResult:
+    """Run (or resume) the search of `spec` and write `<output_dir>/<run>/` with results, front and report.
+    on_trial(complete trials, n_trials) is called after each trial (e.g. for a progress bar)."""
     start = time.perf_counter()
     _validate_space(spec)
     out = run_folder(spec.output_dir, spec.run_name or default_name("search"), resume)
@@ -149,6 +150,8 @@ def search(spec: SweepSpec, resume: bool = False, log=print) -> RunResult:
     _recover(study, log)
     while _complete(study) < spec.search.n_trials:
         run_trial(study, spec, store, log)
+        if on_trial is not None:
+            on_trial(_complete(study), spec.search.n_trials)
     df = store.table()
     df["pareto"] = feasible_front(spec, df)
     df[df["pareto"]].to_csv(out / "pareto.csv", index=False)

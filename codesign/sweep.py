@@ -47,8 +47,11 @@ def default_name(prefix: str) -> str:
     return f"{prefix}-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}"
 
 
-def sweep(spec: SweepSpec, resume: bool = False, progress: bool = False, log=print) -> RunResult:
+def sweep(spec: SweepSpec, resume: bool = False, progress: bool = False, log=print,
+          on_point=None) -> RunResult:
     """Evaluate every grid point of `spec` into `<output_dir>/<run_name>/` and write its report.
+
+    on_point(points stored, total points) is called after each stored point (e.g. for a progress bar).
 
     Raises ConfigError (bad spec, axis values, or an existing run folder without resume) before any work.
     """
@@ -63,6 +66,8 @@ def sweep(spec: SweepSpec, resume: bool = False, progress: bool = False, log=pri
     (out / "sweep.yaml").write_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
 
     def on_row(cfg: RunConfig, row: dict) -> None:
+        if on_point is not None:
+            on_point(len(store.rows), len(points))
         log(f"[{len(store.rows)}/{len(points)}] {row.get('series', row['method'])} ratio {row['ratio']:g}: "
             f"accuracy {row['accuracy']:.2%}, energy {row['energy_j'] * 1e6:.3f} uJ, "
             f"latency {row['latency_s'] * 1e6:.2f} us")

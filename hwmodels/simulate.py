@@ -4,6 +4,8 @@ identically for both latency models; only static energy (power x latency) depend
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import pandas as pd
 
@@ -150,7 +152,8 @@ def _timings(model: str, group: list, net: Network, chip: ChipSpec, cache: SimCa
 
 def simulate(graph: NetworkGraph, trace: EventTrace, chip: ChipSpec, mapping: Mapping | None = None,
              model: str = "des", semantics: str = "pipelined", batch_samples: int = 32,
-             multicast: bool = False, cache: SimCache | None = None) -> SimResult:
+             multicast: bool = False, cache: SimCache | None = None,
+             on_progress: Callable[[int, int], None] | None = None) -> SimResult:
     """Simulate `trace` of `graph` on `chip`; returns a SimResult of per-inference means over the samples.
 
     mapping: from `map_network(graph, chip)` when None. model: "des" (discrete-event network, hwmodels.des:
@@ -163,6 +166,8 @@ def simulate(graph: NetworkGraph, trace: EventTrace, chip: ChipSpec, mapping: Ma
     cache: a hwmodels.SimCache to reuse the mapping, fan-out tables, action counts, routes and timings of
     earlier calls on the same graph and trace objects (results are bit-identical; a cache keeps up to its
     max_entries batches, so a long streamed trace should not use one); None (default) recomputes everything.
+    on_progress: called as on_progress(samples done, total samples) after each group of samples is timed (e.g. to
+    drive a progress bar; hwmodels itself draws none).
     Energy (J): synapse = events x (synop energy of their format + dendrite energy); neuron = active/inactive
     updates x their energies; network = messages out x message_out + message copies received x message_in +
     message-hops x hop energy by direction (chip-to-chip links at their cost); static = static_power_w x
@@ -183,6 +188,8 @@ def simulate(graph: NetworkGraph, trace: EventTrace, chip: ChipSpec, mapping: Ma
             for (a, t, u), tm in zip(group, _timings(model, group, net, chip, cache)):
                 tot.add(a, t, chip, u, tm)
             group, in_group = [], 0
+            if on_progress is not None:
+                on_progress(samples.stop, trace.n_samples)
     n = max(trace.n_samples, 1)
     latency_s = tot.latency_sum / tot.samples if tot.samples else 0.0
     cores, pops = _tables(tot, mapping, chip, n, latency_s)

@@ -62,8 +62,11 @@ def test_sigkill_and_resume_lose_and_repeat_nothing(tmp_path, kill_after_rows):
 @pytest.mark.slow
 def test_local_dask_cluster_equals_serial_run(tmp_path):
     axes = {"hardware.overrides.core.neurons_per_core": [256, 1024], "hardware.model": ["des", "analytic"]}
+    seen = []
     serial = sweep(load_spec(_spec(tmp_path, "serial", axes, cache="c1",
-                                   execution={"workers": 0, "torch_threads": 1})), log=lambda _: None)
+                                   execution={"workers": 0, "torch_threads": 1})), log=lambda _: None,
+                   on_point=lambda done, total: seen.append((done, total)))
+    assert seen == [(i, 8) for i in range(1, 9)]
     dask = sweep(load_spec(_spec(tmp_path, "dask", axes, cache="c2", execution={"workers": 2})),
                  log=lambda _: None)
     a = serial.table.set_index("point_id").sort_index()

@@ -146,6 +146,15 @@ def test_result_tables_add_up_and_batching_does_not_matter(nets, rng):
     assert r.synops_structural >= r.synops >= r.synops_nonzero > 0  # conv + dense pay zeros, sparse does not
 
 
+def test_on_progress_reports_every_group_up_to_all_samples(nets, rng):
+    g = nets.mixed_graph(rng)
+    tr = nets.random_trace(g, rng, n_samples=5, n_timesteps=3, rate=0.25)
+    calls = []
+    simulate(g, tr, load_preset("loihi", {"core.neurons_per_core": 8}), model="analytic", batch_samples=2,
+             on_progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(2, 5), (4, 5), (5, 5)]
+
+
 def test_as_row_keys(nets):
     row = simulate(*_one_spike(nets)).as_row()
     assert list(row) == ["chip", "model", "placement", "semantics", "energy_j", "energy_synapse_j",
