@@ -26,7 +26,8 @@ def lower(model: nn.Module, inputs: torch.Tensor, *, labels=None, weight_bits: i
 
     model: a SpikingJelly multi-step nn.Sequential of Conv2d, BatchNorm1d/2d, AvgPool2d, AdaptiveAvgPool2d,
         MaxPool2d, Flatten, Linear, Dropout, Identity (SpikingJelly `layer.*` in step_mode "m", or plain torch
-        layers inside `layer.SeqToANNContainer`) and IFNode / LIFNode / ParametricLIFNode (step_mode "m"); or an
+        layers inside `layer.SeqToANNContainer`; plain Linear, Dropout, Identity and nn.Flatten(start_dim=2)
+        also at top level) and IFNode / LIFNode / ParametricLIFNode (step_mode "m"); or an
         nn.Module with its own forward over such layers, residual additions and Spikformer's token modules and
         attention (spiking ResNets, Spikformer: workloads.lowering_graph, which documents the residual and
         attention representation; keys of `compression` are then module names, "stages.layer1.0.conv1").
@@ -127,7 +128,7 @@ def _walk(model: nn.Module, input_pop: Population, weight_bits: int, storage: st
             raise ValueError(f"layer {index} ({type(module).__name__}): unsupported; supported types: "
                              f"{', '.join(supported_types())}")
         _check_step_mode(index, module, in_container)
-        rule(walk, module, index)
+        rule(walk, _per_sample(module, in_container), index)
     finish(walk)
     return walk
 
@@ -146,6 +147,16 @@ def _layers(model: nn.Module, prefix: str = "",
             yield index, m, in_container
 
 
+def _top_level_flatten(m: nn.Module, in_container: bool) -> bool:
+    """A plain nn.Flatten(start_dim=2) at top level: on (T, N, ...) tensors it flattens each sample."""
+    return not in_container and type(m) is nn.Flatten and (m.start_dim, m.end_dim) == (2, -1)
+
+
+def _per_sample(m: nn.Module, in_container: bool) -> nn.Module:
+    """The module as the rules see it (per-sample view): a top-level nn.Flatten(2) acts as Flatten(1)."""
+    return nn.Flatten(1, -1) if _top_level_flatten(m, in_container) else m
+
+
 def _check_step_mode(index: str, m: nn.Module, in_container: bool) -> None:
     """Neurons and SpikingJelly layers run multi-step at top level; layers in SeqToANNContainer single-step."""
     what = f"layer {index} ({type(m).__name__})"
@@ -156,7 +167,7 @@ def _check_step_mode(index: str, m: nn.Module, in_container: bool) -> None:
         raise ValueError(f"{what}: step_mode must be 's' inside SeqToANNContainer, got {mode!r}")
     if not in_container and mode is not None and mode != "m":
         raise ValueError(f"{what}: step_mode must be 'm', got {mode!r} (functional.set_step_mode(model, 'm'))")
-    if not in_container and mode is None and not isinstance(m, _TIME_AGNOSTIC):
+    if not in_container and mode is None and not isinstance(m, _TIME_AGNOSTIC) and not _top_level_flatten(m, False):
         raise ValueError(f"{what}: a plain torch layer at top level sees (T, N, ...) tensors; use the "
                          "spikingjelly layer with step_mode='m' or wrap it in layer.SeqToANNContainer")
 

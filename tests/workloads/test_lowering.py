@@ -463,3 +463,44 @@ def test_seq_to_ann_container_lowers_like_multistep_layers():
         np.testing.assert_allclose(a.weight, b.weight, rtol=1e-6)
     np.testing.assert_array_equal(t1.offsets, t2.offsets)
     np.testing.assert_array_equal(t1.indices, t2.indices)
+
+
+def _seq(*mods) -> nn.Sequential:
+    net = nn.Sequential(*mods)
+    functional.set_step_mode(net, "m")
+    return _init(net, seed=11)
+
+
+_GEOMETRIES = {  # layer geometries beyond the default net, each on 1x12x12 binary input
+    "stride_padding": lambda: _seq(layer.Conv2d(1, 8, 3, stride=2, padding=1), neuron.IFNode(),
+                                   layer.Conv2d(8, 8, 3, stride=2), neuron.LIFNode(), layer.Flatten(),
+                                   layer.Linear(8 * 2 * 2, 10)),
+    "groups": lambda: _seq(layer.Conv2d(1, 8, 3, padding=1), neuron.IFNode(),
+                           layer.Conv2d(8, 8, 3, padding=1, groups=4, bias=False), neuron.IFNode(),
+                           layer.Flatten(), layer.Linear(8 * 12 * 12, 10)),
+    "dilation_plif": lambda: _seq(layer.Conv2d(1, 6, 3, dilation=2), neuron.ParametricLIFNode(),
+                                  layer.MaxPool2d(3, stride=2), layer.Flatten(), layer.Linear(6 * 3 * 3, 10)),
+    "plain_torch_top_level": lambda: _seq(nn.Flatten(2), nn.Linear(144, 40), neuron.LIFNode(), nn.Dropout(0.1),
+                                          nn.Linear(40, 10), neuron.LIFNode()),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_GEOMETRIES))
+def test_structural_synops_equal_spikingjelly_on_other_geometries(name):
+    net = _GEOMETRIES[name]()
+    x = _poisson((T, 3, 1, 12, 12), 0.3, seed=12)
+    graph, trace = lower(net, x)
+    counter = SynOpCounter()
+    functional.reset_net(net)
+    with torch.no_grad(), DispatchCounterMode([counter]):
+        net(x)
+    functional.reset_net(net)
+    structural = synaptic_events(graph, trace, "structural")
+    ours = sum(v for k, v in structural.items() if graph.metadata["origin"][k] in ("Conv2d", "Linear"))
+    assert counter.get_total() > 0 and ours == counter.get_total()
+
+
+def test_top_level_plain_flatten_must_keep_the_time_and_batch_axes():
+    net = _seq(nn.Flatten(1), nn.Linear(144, 10), neuron.LIFNode())
+    with pytest.raises(ValueError, match=r"layer 0 \(Flatten\): a plain torch layer at top level"):
+        lower(net, _poisson((T, 2, 1, 12, 12), 0.3, seed=1))
