@@ -26,8 +26,8 @@ MIN_WIDTH = 120
 
 def _quiet_torch_logs() -> None:
     """Silence torch's one-line 'Triton not available' warnings (CPU machines) in CLI output."""
-    import logging
-    logging.getLogger("torch._library.triton").setLevel(logging.ERROR)
+    from codesign.logs import quiet_torch_logs
+    quiet_torch_logs()
 
 
 def _fail(exc: BaseException, debug: bool) -> None:
@@ -97,6 +97,12 @@ def run(config: Optional[Path] = typer.Argument(None, help="YAML run config; def
     _print_result(console, result)
 
 
+def _execution_overrides(workers: Optional[int], scheduler: Optional[str]) -> list[str]:
+    """--workers / --scheduler as spec overrides."""
+    return ([f"execution.workers={workers}"] if workers is not None else []) + \
+        ([f"execution.scheduler={scheduler}"] if scheduler else [])
+
+
 @app.command()
 def sweep(spec: Optional[Path] = typer.Argument(None, help="YAML sweep spec (base config + axes)"),
           set_: list[str] = typer.Option([], "--set", help="override a spec key, e.g. --set execution.workers=2"),
@@ -115,8 +121,7 @@ def sweep(spec: Optional[Path] = typer.Argument(None, help="YAML sweep spec (bas
     from codesign.spec import load_spec
     _quiet_torch_logs()
     console = Console(width=max(Console().width, MIN_WIDTH))
-    extra = ([f"execution.workers={workers}"] if workers is not None else []) + \
-        ([f"execution.scheduler={scheduler}"] if scheduler else [])
+    extra = _execution_overrides(workers, scheduler)
     try:
         from codesign.sweep import sweep as run_sweep
         with progress_bar(console, "design points") as update:
@@ -130,6 +135,9 @@ def sweep(spec: Optional[Path] = typer.Argument(None, help="YAML sweep spec (bas
 def search(spec: Optional[Path] = typer.Argument(None, help="YAML sweep spec with a `search` section; default: "
                                                           "the embedded MNIST search (codesign/configs/search.yaml)"),
            set_: list[str] = typer.Option([], "--set", help="override a spec key, e.g. --set search.n_trials=10"),
+           workers: Optional[int] = typer.Option(None, "--workers", help="local dask workers, one trial each "
+                                                 "(0 = serial)"),
+           scheduler: Optional[str] = typer.Option(None, "--scheduler", help="dask scheduler, e.g. tcp://host:8786"),
            resume: bool = typer.Option(False, "--resume", help="continue the study of the run named by run_name"),
            debug: bool = typer.Option(False, "--debug", help="show tracebacks")) -> None:
     """Multi-objective optuna search (NSGA-II or TPE) with the simulator in the loop; writes the Pareto front.
@@ -138,11 +146,13 @@ def search(spec: Optional[Path] = typer.Argument(None, help="YAML sweep spec wit
       codesign search search.yaml
       codesign search search.yaml --set search.n_trials=30 --set search.sampler=tpe
       codesign search search.yaml --set run_name=s1 --resume
+      codesign search --workers 0                # trials one after another in this process
     """
     from codesign.config import ConfigError
     from codesign.spec import load_spec
     _quiet_torch_logs()
     console = Console(width=max(Console().width, MIN_WIDTH))
+    set_ = [*set_, *_execution_overrides(workers, scheduler)]
     try:
         from codesign.search import search as run_search
         with progress_bar(console, "trials") as update:

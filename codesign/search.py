@@ -1,13 +1,16 @@
 """`codesign search`: optuna multi-objective search (NSGA-II or TPE) with the simulator in the loop.
 
 Objectives come from each design point's results row (default: accuracy up, energy and latency per inference
-down); constraints (accuracy >= x, fits on N chips) are set on each trial (Trial.set_constraint), which both samplers read. The study lives in
-an RDB (SQLite in the run folder by default) and every finished point is stored durably, so a killed search resumes
-without losing or repeating a point: a trial that was running when the process died is told its stored result if
-its point finished, else failed and re-enqueued with the same parameters.
+down); constraints (accuracy >= x, fits on N chips) are set on each trial (Trial.set_constraint), which both
+samplers read. The study lives in an RDB (SQLite in the run folder by default) and every finished point is
+stored durably, so a killed search resumes without losing or repeating a point: a trial that was running when the
+process died is told its stored result if its point finished, else failed and re-enqueued with the same
+parameters. Trials run serially or in parallel on dask (codesign.search_loop, by the spec's `execution`
+section, as sweeps do).
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -42,7 +45,8 @@ def make_sampler(spec: SweepSpec) -> optuna.samplers.BaseSampler:
     s = spec.search
     if s.sampler == "nsga2":
         return optuna.samplers.NSGAIISampler(population_size=s.population_size, seed=s.seed)
-    return optuna.samplers.TPESampler(seed=s.seed, multivariate=True)
+    # constant_liar: trials still running (parallel search) count as bad, so parallel asks spread out
+    return optuna.samplers.TPESampler(seed=s.seed, multivariate=True, constant_liar=True)
 
 
 def point_for(spec: SweepSpec, values: dict) -> RunConfig:
@@ -96,30 +100,57 @@ def _recover(study: optuna.Study, log) -> None:
         log(f"resume: trial {t.number} was running when the search stopped; re-enqueued its parameters")
 
 
-def _complete(study: optuna.Study) -> int:
-    return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+@dataclasses.dataclass
+class Asked:
+    """A trial asked from the study with its parameter values, design point and point id."""
+
+    trial: optuna.Trial
+    values: dict
+    cfg: RunConfig
+    point_id: str
 
 
-def run_trial(study: optuna.Study, spec: SweepSpec, store: ResultStore, log) -> dict:
-    """Ask one trial, evaluate its point (or reuse the stored row of an identical point), tell the study."""
+def ask_point(study: optuna.Study, spec: SweepSpec) -> Asked:
+    """Ask one trial and build its design point."""
     trial = study.ask()
     values = {k: _suggest(trial, k, d) for k, d in spec.search.space.items()}
     cfg = point_for(spec, values)
     pid = stage_keys(cfg).point
     trial.set_user_attr("point_id", pid)
-    stored = {r["point_id"]: r for r in store.rows}.get(pid)
-    if stored is None:
-        row = evaluate_point(cfg, spec.cache_dir, details_root=store.run_dir / "points")
-        stored = {**{k: v for k, v in values.items()}, "series": series_label(values, cfg),
-                  "trial": trial.number, **row}
-        store.append(stored)
+    return Asked(trial, values, cfg, pid)
+
+
+def store_row(asked: Asked, row: dict, store: ResultStore) -> dict:
+    """Append the evaluated row of `asked` (with its axis values, series label and trial number) to `store`."""
+    stored = {**asked.values, "series": series_label(asked.values, asked.cfg), "trial": asked.trial.number, **row}
+    store.append(stored)
+    return stored
+
+
+def tell_point(study: optuna.Study, spec: SweepSpec, asked: Asked, stored: dict, log) -> None:
+    """Set the trial's constraints from its stored row and tell the study its objective values."""
     for name, value in constraint_values(spec, stored).items():
-        trial.set_constraint(name, value)
-    study.tell(trial, objective_values(spec, stored))
-    log(f"trial {trial.number}: {values} -> accuracy {stored['accuracy']:.2%}, "
+        asked.trial.set_constraint(name, value)
+    study.tell(asked.trial, objective_values(spec, stored))
+    log(f"trial {asked.trial.number}: {asked.values} -> accuracy {stored['accuracy']:.2%}, "
         f"energy {stored.get('energy_j', float('nan')) * 1e6:.3f} uJ, "
         f"latency {stored.get('latency_s', float('nan')) * 1e6:.2f} us")
+
+
+def run_trial(study: optuna.Study, spec: SweepSpec, store: ResultStore, log) -> dict:
+    """Ask one trial, evaluate its point (or reuse the stored row of an identical point), tell the study."""
+    asked = ask_point(study, spec)
+    stored = {r["point_id"]: r for r in store.rows}.get(asked.point_id)
+    if stored is None:
+        row = evaluate_point(asked.cfg, spec.cache_dir, details_root=store.run_dir / "points")
+        stored = store_row(asked, row, store)
+    tell_point(study, spec, asked, stored, log)
     return stored
+
+
+def complete_trials(study: optuna.Study) -> int:
+    """Number of COMPLETE trials of the study."""
+    return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
 
 
 def feasible_front(spec: SweepSpec, df) -> np.ndarray:
@@ -148,10 +179,8 @@ def search(spec: SweepSpec, resume: bool = False, log=print, on_trial=None) -> R
     study = optuna.create_study(study_name=STUDY_NAME, storage=storage, load_if_exists=resume,
                                 directions=directions, sampler=make_sampler(spec))
     _recover(study, log)
-    while _complete(study) < spec.search.n_trials:
-        run_trial(study, spec, store, log)
-        if on_trial is not None:
-            on_trial(_complete(study), spec.search.n_trials)
+    from codesign.search_loop import run_trials
+    run_trials(study, spec, store, log, on_trial)
     df = store.table()
     df["pareto"] = feasible_front(spec, df)
     df[df["pareto"]].to_csv(out / "pareto.csv", index=False)

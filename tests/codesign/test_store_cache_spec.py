@@ -89,3 +89,24 @@ def test_spec_axes_expand_to_validated_points(tmp_path):
         load_spec(None, ["axez={}"])
     with pytest.raises(ConfigError, match="axis 'hardware.model' has no values"):
         load_spec(None, ["axes={hardware.model: []}"])
+
+
+def test_stage_threads_share_the_local_cores_out():
+    from codesign.executor import stage_threads
+    from codesign.spec import ExecutionConfig
+    assert stage_threads(ExecutionConfig(workers=4), 1) == 4  # one model to train: every core of the cluster
+    assert stage_threads(ExecutionConfig(workers=4), 3) == 1 and stage_threads(ExecutionConfig(workers=4), 2) == 2
+    assert stage_threads(ExecutionConfig(workers=2, torch_threads=3), 1) == 3  # set explicitly: kept
+    assert stage_threads(ExecutionConfig(scheduler="tcp://h:8786"), 1) == 1  # remote cores unknown
+
+
+@pytest.mark.slow
+def test_local_workers_spawn_without_dask_malloc_trim_threshold():
+    import os
+
+    from codesign.executor import dask_client
+    from codesign.spec import ExecutionConfig
+    with dask_client(ExecutionConfig(workers=1)) as client:
+        env = client.run(os.environ.get, "MALLOC_TRIM_THRESHOLD_")
+        omp = client.run(os.environ.get, "OMP_NUM_THREADS")
+    assert list(env.values()) == [None] and list(omp.values()) == ["1"]

@@ -80,12 +80,13 @@ def test_local_dask_cluster_equals_serial_run(tmp_path):
 
 
 @pytest.mark.slow
-def test_search_reports_a_front_and_resumes(tmp_path):
+@pytest.mark.parametrize("workers", ["0", "2"])  # serial in the process; two trials at a time on a dask cluster
+def test_search_reports_a_front_and_resumes(tmp_path, workers):
     search_cfg = {"n_trials": 6, "sampler": "nsga2", "population_size": 4, "seed": 1,
                   "space": {"compression.ratio": [0.0, 0.5],
                             "hardware.overrides.core.neurons_per_core": [128, 256, 1024]}}
     path = _spec(tmp_path, "s", {}, search=search_cfg)
-    cmd = [sys.executable, "-m", "codesign", "search", str(path)]
+    cmd = [sys.executable, "-m", "codesign", "search", str(path), "--workers", workers]
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     run_dir = tmp_path / "reports" / "s"
@@ -104,3 +105,6 @@ def test_search_reports_a_front_and_resumes(tmp_path):
     assert len([t for t in study.trials if t.state.name == "COMPLETE"]) == 8
     again = _rows(run_dir)
     assert again[:len(rows)] == rows and len({r["point_id"] for r in again}) == len(again)
+    # one trained model; one lowered model per ratio that was evaluated (no stage was made twice and left over)
+    assert len(list((tmp_path / "cache" / "dense").iterdir())) == 1
+    assert len(list((tmp_path / "cache" / "lowered").iterdir())) == len({r["ratio"] for r in again})
