@@ -11,7 +11,7 @@ import os
 from collections.abc import Callable, Iterator
 
 from codesign.cache import StageCache
-from codesign.config import RunConfig
+from codesign.config import ConfigError, RunConfig
 from codesign.evaluate import evaluate_point, model_row, stage_keys
 from codesign.logs import quiet_torch_logs
 from codesign.spec import ExecutionConfig
@@ -50,6 +50,20 @@ def dask_client(execution: ExecutionConfig) -> Iterator:
             Client(cluster) as client:
         client.run(quiet_torch_logs)
         yield client
+
+
+def check_scheduler(execution: ExecutionConfig, timeout_s: float = 10.0) -> None:
+    """Raise ConfigError naming execution.scheduler when it is set and no dask scheduler answers there within
+    `timeout_s` (checked before a run folder is created, so a wrong address leaves nothing behind)."""
+    if not execution.scheduler:
+        return
+    from dask.distributed import Client
+    try:
+        Client(execution.scheduler, timeout=f"{timeout_s}s").close()
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise ConfigError(f"execution.scheduler: no dask scheduler answers at {execution.scheduler!r} "
+                          f"({type(exc).__name__}); give a running scheduler's address, e.g. tcp://host:8786, "
+                          "or leave it unset for a local cluster") from None
 
 
 def _torch_friendly_nanny():

@@ -20,6 +20,7 @@ import yaml
 
 from codesign.config import ConfigError, RunConfig
 from codesign.evaluate import evaluate_point, stage_keys
+from codesign.executor import check_scheduler
 from codesign.pareto import pareto_mask
 from codesign.pipeline import LEAD_COLUMNS, RunResult, run_folder
 from codesign.report import write_report
@@ -169,6 +170,7 @@ def search(spec: SweepSpec, resume: bool = False, log=print, on_trial=None) -> R
     on_trial(complete trials, n_trials) is called after each trial (e.g. for a progress bar)."""
     start = time.perf_counter()
     _validate_space(spec)
+    check_scheduler(spec.execution)
     out = run_folder(spec.output_dir, spec.run_name or default_name("search"), resume)
     store = ResultStore(out, LEAD_COLUMNS)
     write_provenance(out, spec.search.seed)

@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from codesign.config import ConfigError, RunConfig
-from codesign.executor import run_points
+from codesign.executor import check_scheduler, run_points
 from codesign.pareto import pareto_mask
 from codesign.pipeline import LEAD_COLUMNS, RunResult, load_chip, run_folder
 from codesign.report import write_report
@@ -58,6 +58,7 @@ def sweep(spec: SweepSpec, resume: bool = False, progress: bool = False, log=pri
     start = time.perf_counter()
     points = grid_points(spec)
     validate_points(points)
+    check_scheduler(spec.execution)
     out = run_folder(spec.output_dir, spec.run_name or default_name("sweep"), resume)
     labels = [{**{k: v for k, v in values.items() if k != "compression.ratio"},
                "series": series_label(values, cfg)} for values, cfg in points]

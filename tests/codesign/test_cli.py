@@ -78,3 +78,16 @@ def test_missing_config_file_and_presets_commands(tmp_path):
     assert shown.returncode == 0 and "synapse_memory_bits: 1048576" in shown.stdout
     bad = _codesign(tmp_path, "presets", "show", "nochip")
     assert bad.returncode == 2 and "nochip" in bad.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["sweep", "search"])
+def test_unreachable_scheduler_exits_2_before_writing_anything(tmp_path, command):
+    spec = tmp_path / "s.yaml"
+    spec.write_text("base: {data: {dataset: digits}}\naxes: {compression.ratio: [0.0]}\n"
+                    "search: {n_trials: 1, space: {compression.ratio: [0.0, 0.5]}}\n")
+    proc = _codesign(tmp_path, command, str(spec), "--scheduler", "tcp://127.0.0.1:9")
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and "execution.scheduler: no dask scheduler answers at 'tcp://127.0.0.1:9'" in lines[0]
+    assert not (tmp_path / "reports").exists() or not any((tmp_path / "reports").iterdir())

@@ -110,3 +110,16 @@ def test_local_workers_spawn_without_dask_malloc_trim_threshold():
         env = client.run(os.environ.get, "MALLOC_TRIM_THRESHOLD_")
         omp = client.run(os.environ.get, "OMP_NUM_THREADS")
     assert list(env.values()) == [None] and list(omp.values()) == ["1"]
+
+
+@pytest.mark.slow
+def test_check_scheduler_accepts_a_live_scheduler_and_names_a_dead_one():
+    from dask.distributed import LocalCluster
+
+    from codesign.executor import check_scheduler
+    from codesign.spec import ExecutionConfig
+    check_scheduler(ExecutionConfig())  # no scheduler: nothing to check
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        check_scheduler(ExecutionConfig(scheduler=cluster.scheduler_address))
+    with pytest.raises(ConfigError, match=r"execution.scheduler: no dask scheduler answers at 'tcp://127.0.0.1:9'"):
+        check_scheduler(ExecutionConfig(scheduler="tcp://127.0.0.1:9"), timeout_s=1.0)
