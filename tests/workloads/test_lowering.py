@@ -36,6 +36,21 @@ def _init(model: nn.Sequential, seed: int, gain: float = 2.0) -> nn.Sequential:
     return model.eval()
 
 
+def _weight_layer_events(graph: NetworkGraph, events: dict) -> int:
+    """Sum of `events` over the Conv2d and Linear projections (SpikingJelly counts no max-pool)."""
+    return sum(v for k, v in events.items() if graph.metadata["origin"][k] in ("Conv2d", "Linear"))
+
+
+def _spikingjelly_synops(net: nn.Module, x: torch.Tensor) -> int:
+    """SpikingJelly's SynOpCounter total of one no-grad forward pass of `net` on `x` (neuron state reset around)."""
+    counter = SynOpCounter()
+    functional.reset_net(net)
+    with torch.no_grad(), DispatchCounterMode([counter]):
+        net(x)
+    functional.reset_net(net)
+    return counter.get_total()
+
+
 def _poisson(shape, p: float, seed: int) -> torch.Tensor:
     return (torch.rand(shape, generator=torch.Generator().manual_seed(seed)) < p).float()
 
@@ -165,17 +180,13 @@ def test_structural_events_equal_spikingjelly_synop_counter(pruned):
     graph, trace = lower(net, x, batch_size=2)
     assert list(graph.populations) == ["input", "lif1", "pool1", "lif2", "pool2", "output"]
     assert np.all(trace.counts().sum(axis=(0, 1))[:-1] > 0)
-    counter = SynOpCounter()
-    functional.reset_net(net)
-    with torch.no_grad(), DispatchCounterMode([counter]):
-        net(x)
-    functional.reset_net(net)
+    sj_total = _spikingjelly_synops(net, x)
     structural = synaptic_events(graph, trace, "structural")
-    ours = sum(v for k, v in structural.items() if graph.metadata["origin"][k] in ("Conv2d", "Linear"))
+    ours = _weight_layer_events(graph, structural)
     # SpikingJelly counts structural fan-out (zero weights included) of mm/addmm/convolution with a binary {0, 1}
     # input. MaxPool is no convolution, so it counts nothing for it; the lowered OR projection ("MaxPool2d"
     # origin) is therefore left out of the comparison.
-    assert ours == counter.get_total()
+    assert ours == sj_total
     nonzero = synaptic_events(graph, trace, "nonzero")
     assert (sum(nonzero.values()) < sum(structural.values())) == pruned
 
@@ -185,17 +196,13 @@ def test_spikingjelly_counts_nothing_for_graded_input():
     x = torch.rand((T, 3, 2, 8, 8), generator=torch.Generator().manual_seed(8)) * 1.5  # direct encoding
     graph, trace = lower(net, x)
     assert graph.populations["input"].graded
-    counter = SynOpCounter()
-    functional.reset_net(net)
-    with torch.no_grad(), DispatchCounterMode([counter]):
-        net(x)
-    functional.reset_net(net)
+    sj_total = _spikingjelly_synops(net, x)
     structural = synaptic_events(graph, trace, "structural")
     # a non-binary conv input makes SpikingJelly's rule return 0 (it only counts spike-driven operations),
     # while the hardware still delivers every graded event to its whole fan-out: conv1 is ours alone
     events = (x != 0).float().flatten(0, 1)
     assert structural["conv1"] == int(F.conv2d(events, torch.ones(4, 2, 3, 3), padding=1).sum())
-    assert structural["conv2"] + structural["fc1"] == counter.get_total()
+    assert structural["conv2"] + structural["fc1"] == sj_total
 
 
 # ------------------------------------------------------------------------------------------------ (3) replay
@@ -222,7 +229,7 @@ def test_replaying_recorded_spikes_through_folded_weights_gives_model_currents(m
     for proj in (p for p in graph.projections if graph.metadata["origin"][p.name] != "MaxPool2d"):
         s = _source_spikes(graph, trace, x, proj.source).double()
         assert s.sum() > 0, proj.source
-        w, tgt = torch.from_numpy(proj.weight).double(), graph.populations[proj.target]
+        w = torch.from_numpy(proj.weight).double()
         if proj.kind == "conv":
             cur = F.conv2d(s.flatten(0, 1), w, None, proj.stride, proj.padding, proj.dilation, proj.groups)
         else:
@@ -268,13 +275,9 @@ def test_avgpool_fold_counts_unpooled_spikes_and_spikingjelly_skips_them():
     window_counts = F.avg_pool2d(rec["out", 2].flatten(0, 1), 2) * 4
     assert structural["conv2"] == int(F.conv2d(window_counts, torch.ones(6, 4, 3, 3), padding=1).sum())
     assert structural["fc1"] == int(F.avg_pool2d(rec["out", 6].flatten(0, 1), 2).sum() * 4) * 12
-    counter = SynOpCounter()
-    functional.reset_net(net)
-    with torch.no_grad(), DispatchCounterMode([counter]):
-        net(x)
-    functional.reset_net(net)
+    sj_total = _spikingjelly_synops(net, x)
     # SpikingJelly sees the pooled (non-binary) tensor at conv2 and fc1 and counts 0 there
-    assert counter.get_total() == structural["conv1"] + structural["fc2"]
+    assert sj_total == structural["conv1"] + structural["fc2"]
 
 
 def test_same_padding_and_options_reach_every_projection():
@@ -490,14 +493,10 @@ def test_structural_synops_equal_spikingjelly_on_other_geometries(name):
     net = _GEOMETRIES[name]()
     x = _poisson((T, 3, 1, 12, 12), 0.3, seed=12)
     graph, trace = lower(net, x)
-    counter = SynOpCounter()
-    functional.reset_net(net)
-    with torch.no_grad(), DispatchCounterMode([counter]):
-        net(x)
-    functional.reset_net(net)
+    sj_total = _spikingjelly_synops(net, x)
     structural = synaptic_events(graph, trace, "structural")
-    ours = sum(v for k, v in structural.items() if graph.metadata["origin"][k] in ("Conv2d", "Linear"))
-    assert counter.get_total() > 0 and ours == counter.get_total()
+    ours = _weight_layer_events(graph, structural)
+    assert sj_total > 0 and ours == sj_total
 
 
 def test_top_level_plain_flatten_must_keep_the_time_and_batch_axes():

@@ -22,9 +22,8 @@ from workloads.compression.qp_snn import QPSNNConfig
 from workloads.compression.sca import SCAConfig
 from workloads.encoding import encode
 from workloads.lowering import lower
-from workloads.models import build_model
 from workloads.neurons import make_neuron
-from workloads.train import TrainConfig, train
+from workloads.train import TrainConfig
 
 T, N_SAMPLES, DEFAULT_BITS = 4, 12, 6
 FAST = TrainConfig(epochs=1, n_timesteps=T)
@@ -34,17 +33,6 @@ CFGS = {"sca": SCAConfig(epochs=1, finetune_epochs=0), "magnitude_channel": Chan
         "qp_snn": QPSNNConfig(bits=2, pre_epochs=0, finetune_epochs=1, score_batches=1),
         "q_snn": QSNNConfig(state_bits=3, finetune_epochs=1)}
 
-
-@pytest.fixture(scope="module")
-def small_ds(digits_ds):
-    return dataclasses.replace(digits_ds, x_train=digits_ds.x_train[:320], y_train=digits_ds.y_train[:320])
-
-
-@pytest.fixture(scope="module")
-def trained(small_ds):
-    model = build_model("mnist_conv", small_ds.in_shape, small_ds.n_classes, seed=0)
-    train(model, small_ds, TrainConfig(epochs=2, n_timesteps=T), seed=0, progress=False)
-    return model
 
 
 @pytest.fixture(scope="module", params=sorted(METHODS))

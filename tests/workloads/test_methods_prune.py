@@ -1,7 +1,6 @@
 """Pruning methods: magnitude_channel keeps the largest-L1 filters (numpy cross-check), random keeps the same counts
 (seeded), L1P reaches the exact sparsity globally and per matrix and keeps it through fine-tuning, DSP has the
 rank and parameter count of its ratio and starts from the best rank-r approximation (numpy SVD)."""
-import dataclasses
 
 import numpy as np
 import pytest
@@ -14,25 +13,13 @@ from workloads.compression.dsp import DSPConfig, LowRankConv2d, LowRankLinear, d
 from workloads.compression.l1p import L1PConfig, l1p, magnitude_masks
 from workloads.compression.magnitude import ChannelPruneConfig, magnitude_channel
 from workloads.compression.random_prune import random_channels
-from workloads.models import build_model, count_parameters
-from workloads.train import TrainConfig, train
+from workloads.models import count_parameters
+from workloads.train import TrainConfig
 
 T = 4
 FAST = TrainConfig(epochs=1, n_timesteps=T)
 NO_FT = ChannelPruneConfig(finetune_epochs=0)
 
-
-@pytest.fixture(scope="module")
-def small_ds(digits_ds):
-    """The first 320 digits training samples (fast fine-tuning; the properties tested do not need accuracy)."""
-    return dataclasses.replace(digits_ds, x_train=digits_ds.x_train[:320], y_train=digits_ds.y_train[:320])
-
-
-@pytest.fixture(scope="module")
-def trained(small_ds):
-    model = build_model("mnist_conv", small_ds.in_shape, small_ds.n_classes, seed=0)
-    train(model, small_ds, TrainConfig(epochs=2, n_timesteps=T), seed=0, progress=False)
-    return model
 
 
 def test_registry_has_every_method_and_a_config_for_each():

@@ -1,7 +1,6 @@
 """Quantization methods: ReScaW / uniform / sign quantizers by hand, their straight-through gradients, attach and
 bake, QP-SNN (levels per channel, SVS scores by hand), Q-SNN (1-bit weights, membrane levels, the firing-rate
 term's exact gradient) and binary weights and attention (BESTformer)."""
-import dataclasses
 import io
 
 import pytest
@@ -22,23 +21,10 @@ from workloads.encoding import encode
 from workloads.models import build_model
 from workloads.models.spikformer import SpikeAttention
 from workloads.neurons import QLIFNode, make_neuron
-from workloads.train import TrainConfig, train
+from workloads.train import TrainConfig
 
 T = 4
 
-
-@pytest.fixture(scope="module")
-def small_ds(digits_ds):
-    """The first 320 digits training samples (fast fine-tuning; the properties tested do not need accuracy)."""
-    return dataclasses.replace(digits_ds, x_train=digits_ds.x_train[:320], y_train=digits_ds.y_train[:320])
-
-
-@pytest.fixture(scope="module")
-def trained(small_ds):
-    """mnist_conv (16C3-MP-32C3-MP-FC) trained 2 epochs on small_ds."""
-    model = build_model("mnist_conv", small_ds.in_shape, small_ds.n_classes, seed=0)
-    train(model, small_ds, TrainConfig(epochs=2, n_timesteps=T), seed=0, progress=False)
-    return model
 
 
 FAST = TrainConfig(epochs=1, n_timesteps=T)

@@ -11,7 +11,7 @@ from torch import nn
 
 import hwmodels
 from hwmodels.connectivity import synaptic_events
-from workloads.compression import METHODS, compress, sca_prune_resnet
+from workloads.compression import compress, sca_prune_resnet
 from workloads.compression.base import apply_channel_mask
 from workloads.compression.sca import GammaGradMeter, ImportanceRecorder, SCAConfig
 from workloads.compression.sca_resnet import ChannelUnit, find_resnet_units, physical_kept, remove_resnet_channels
