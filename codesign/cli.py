@@ -301,14 +301,41 @@ def presets_list() -> None:
 
 @presets_app.command("show")
 def presets_show(name: str, debug: bool = typer.Option(False, "--debug", help="show tracebacks")) -> None:
-    """Show a preset's resolved parameters (SI units) as YAML."""
-    import yaml
+    """Show a preset: every number with its source and note (SI units), what is folded into what, the
+    remaining assumptions and derived estimates, and the full citations.
+
+    Examples:
+      codesign presets show loihi
+    """
+    from rich.markup import escape
     import hwmodels
+    from hwmodels.presets import preset_assumptions, preset_leaves, read_preset
+    console = Console(width=max(Console().width, MIN_WIDTH))
     try:
         chip = hwmodels.load_preset(name)
+        leaves, assumed = preset_leaves(name), preset_assumptions(name)
     except ValueError as exc:
         _fail(exc, debug)
-    print(yaml.safe_dump(chip.model_dump(mode="json"), sort_keys=False))
+    console.print(f"[bold]{escape(chip.name)}[/]: {escape(chip.description)}", soft_wrap=True)
+    table = Table(title=f"{chip.name}: values (SI) with their sources")
+    for col in ("key", "value", "source", "note"):
+        table.add_column(col, overflow="fold")
+    for leaf in leaves:
+        table.add_row(*(escape(str(leaf[k])) for k in ("key", "value", "source", "note")))
+    console.print(table)
+    for what, mem in (("synapse memory", chip.core.synapse_memory), ("neuron-state memory", chip.core.state_memory)):
+        state = "folded" if mem.folded else f"charged per bit ({mem.capacity} capacity, {mem.location})"
+        console.print(f"- {what}: {state}: {escape(mem.reason)}", soft_wrap=True)
+    console.print(f"- neuron rules: access {chip.core.neuron_access_rule}, update {chip.core.neuron_update_rule}; "
+                  f"power gating {chip.power_gating}")
+    for topic, text in chip.notes.items():
+        console.print(f"- {escape(topic)}: {escape(text)}", soft_wrap=True)
+    console.print(f"[bold]Assumptions and derived estimates ({len(assumed)}):[/]")
+    for leaf in assumed:
+        console.print(f"  {escape(leaf['key'])} = {leaf['value']}: {escape(leaf['note'])}", soft_wrap=True)
+    console.print("[bold]Sources:[/]")
+    for key, text in (read_preset(name).get("sources") or {}).items():
+        console.print(f"  {escape(key)}: {escape(' '.join(str(text).split()))}", soft_wrap=True)
 
 
 def main() -> None:

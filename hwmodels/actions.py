@@ -12,8 +12,11 @@ from typing import Callable
 import numpy as np
 import scipy.sparse as sp
 
+from hwmodels import activity
 from hwmodels.connectivity import PAID_COUNT, core_fanout
 from hwmodels.mapping import Mapping
+from hwmodels.spec import CoreSpec
+from hwmodels.storage import read_bits
 from hwmodels.trace import STORAGE_FORMATS, EventTrace, NetworkGraph, Projection
 
 
@@ -58,9 +61,10 @@ class FanoutTables:
     """Fan-out of every source population over destination cores, built once per (graph, mapping).
 
     formats: storage formats present in the graph (STORAGE_FORMATS order).
-    stack: {population: CSR int64 (n_source, n_cores * (1 + len(formats)))}: block 0 holds 1 where neuron i
+    stack: {population: CSR int64 (n_source, n_cores * (2 + len(formats)))}: block 0 holds 1 where neuron i
         sends a message to core k (it has >= 1 synapse there that the storage format stores, i.e. a paid count
-        > 0, union over its out-projections); block 1 + j the synaptic events paid in format formats[j].
+        > 0, union over its out-projections); block 1 + j the synaptic events paid in format formats[j]; the
+        last block the synapse-memory bits its spike reads on core k (hwmodels.storage.read_bits).
     structural / nonzero: {population: int64 (n_source,)} total fan-out per neuron, for reporting.
     routes: None (unicast) or the multicast destination sets: route id -> sorted int64 destination cores, ids in
         lexicographic order of the sets; dest_set: {population: int64 (n_source,)} route id per neuron (-1: none).
@@ -88,9 +92,11 @@ def _dest_sets(stack: dict[str, sp.csr_matrix], n: int) -> tuple[tuple[np.ndarra
     return tuple(np.array(s, np.int64) for s in sets), dest
 
 
-def build_fanout(graph: NetworkGraph, mapping: Mapping, multicast: bool = False) -> FanoutTables:
+def build_fanout(graph: NetworkGraph, mapping: Mapping, multicast: bool = False,
+                 core: CoreSpec | None = None) -> FanoutTables:
     """Fan-out tables of `graph` on `mapping` (hwmodels.connectivity.core_fanout with the paid count);
-    `multicast` adds the destination sets (FanoutTables.routes)."""
+    `multicast` adds the destination sets (FanoutTables.routes). core: the chip's CoreSpec, whose
+    stored_weight_bits decide the bits a spike reads (None: every projection's own weight_bits)."""
     formats = tuple(f for f in STORAGE_FORMATS if any(p.storage == f for p in graph.projections))
     n = mapping.cores_used
     stack, structural, nonzero = {}, {}, {}
@@ -99,16 +105,19 @@ def build_fanout(graph: NetworkGraph, mapping: Mapping, multicast: bool = False)
         if not outs:
             continue
         paid = {f: sp.csr_matrix((pop.size, n), dtype=np.int64) for f in formats}
+        bits = sp.csr_matrix((pop.size, n), dtype=np.int64)
         structural[name], nonzero[name] = np.zeros(pop.size, np.int64), np.zeros(pop.size, np.int64)
         for proj in outs:
             tgt = mapping.core_of_neuron[proj.target]
             f_counts = {c: _proj_fanout(proj, pop.shape, tgt, n, c) for c in ("structural", "nonzero")}
             paid[proj.storage] = paid[proj.storage] + f_counts[PAID_COUNT[proj.storage]]
+            per_struct, per_nonzero = read_bits(proj, pop.shape, core)
+            bits = bits + per_struct * f_counts["structural"] + per_nonzero * f_counts["nonzero"]
             structural[name] += np.asarray(f_counts["structural"].sum(axis=1)).ravel()
             nonzero[name] += np.asarray(f_counts["nonzero"].sum(axis=1)).ravel()
         total = sum(paid.values())
         msgs = sp.csr_matrix((total > 0).astype(np.int64))
-        stack[name] = sp.hstack([msgs] + [paid[f] for f in formats], format="csr", dtype=np.int64)
+        stack[name] = sp.hstack([msgs] + [paid[f] for f in formats] + [bits], format="csr", dtype=np.int64)
     routes, dest = _dest_sets(stack, n) if multicast else (None, None)
     return FanoutTables(formats, n, stack, structural, nonzero, routes, dest)
 
@@ -118,15 +127,22 @@ class Actions:
     """Action counts of a batch of samples on one mapping.
 
     spikes / active / inactive: int64 (n_samples, n_steps, n_cores): spikes emitted by each core's neurons at
-        each hardware step; neuron updates of neurons that spiked / did not spike in that step. Every non-input
-        neuron is updated once in every hardware step in which its population is active (its timestep t maps
-        to that step); input neurons are never updated.
+        each hardware step; neuron updates of neurons that spiked / did not spike in that step under the
+        "window" rule: every non-input neuron is updated once in every hardware step in which its population is
+        active (its timestep t maps to that step); input neurons are never updated.
+    window: bool (n_steps, n_cores): the core's population is in its timestep window at that step (non-input).
+    state_neurons: int64 (n_cores,) non-input neurons per core (input neurons hold no state).
+    recorded: int64 (n_samples, n_steps, n_cores): neurons updated under the "active" rule: the trace's
+        activity (hwmodels.activity: input, bias or a non-zero potential; spikes included) in the window steps,
+        and the neurons left with a potential in every step after the window; populations the trace records no
+        activity for count as under the window rule.
     flow_*: one entry per flow = the messages one source core sends along one route in one step, sorted by
         (sample, step, src, route). Unicast: route = destination core; multicast: route = id into `routes`.
         flow_messages: int64 messages (one per spike with synapses on the route's cores).
     deliv_*: one entry per (flow, destination core), sorted by (flow, dst): deliv_flow (flow index), deliv_dst,
         deliv_messages (messages that core receives), deliv_events int64 (n_deliv, n_formats) synaptic events
-        paid per storage format in `formats`. Unicast: exactly one delivery per flow.
+        paid per storage format in `formats`, deliv_bits int64 (n_deliv,) synapse-memory bits they read
+        (hwmodels.storage.read_bits). Unicast: exactly one delivery per flow.
     routes: None (unicast) or the multicast destination sets (FanoutTables.routes).
     synops_structural / synops_nonzero: int64 (n_samples,) totals of the two reporting counts.
     """
@@ -138,6 +154,9 @@ class Actions:
     spikes: np.ndarray
     active: np.ndarray
     inactive: np.ndarray
+    window: np.ndarray
+    state_neurons: np.ndarray
+    recorded: np.ndarray
     flow_sample: np.ndarray
     flow_step: np.ndarray
     flow_src: np.ndarray
@@ -147,6 +166,7 @@ class Actions:
     deliv_dst: np.ndarray
     deliv_messages: np.ndarray
     deliv_events: np.ndarray
+    deliv_bits: np.ndarray
     routes: tuple[np.ndarray, ...] | None
     synops_structural: np.ndarray
     synops_nonzero: np.ndarray
@@ -169,20 +189,20 @@ def _gather(trace: EventTrace, samples: range, pop_i: int) -> tuple[np.ndarray, 
             np.repeat(t.ravel(), lengths))
 
 
-def _split(m: sp.csr_matrix, n: int, nf: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(group row, dst, messages, events (., nf)) of the non-zero (group, dst) message entries of block 0,
-    sorted by (row, dst)."""
+def _split(m: sp.csr_matrix, n: int, nf: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(group row, dst, messages, events (., nf), bits read) of the non-zero (group, dst) message entries of
+    block 0, sorted by (row, dst)."""
     c = m.tocoo()
     block, dst = c.col // n, c.col % n
     keys = c.row.astype(np.int64) * n + dst
     is_msg = block == 0
     order = np.argsort(keys[is_msg], kind="stable")
     k, msgs = keys[is_msg][order], c.data[is_msg][order].astype(np.int64)
-    events = np.zeros((len(k), nf), np.int64)
-    for j in range(nf):
+    values = np.zeros((len(k), nf + 1), np.int64)
+    for j in range(nf + 1):
         sel = block == j + 1
-        events[np.searchsorted(k, keys[sel]), j] = c.data[sel]
-    return k // n, k % n, msgs, events
+        values[np.searchsorted(k, keys[sel]), j] = c.data[sel]
+    return k // n, k % n, msgs, values[:, :nf], values[:, nf]
 
 
 def count_actions(graph: NetworkGraph, trace: EventTrace, mapping: Mapping, tables: FanoutTables,
@@ -195,7 +215,8 @@ def count_actions(graph: NetworkGraph, trace: EventTrace, mapping: Mapping, tabl
     n_steps, step_of = SEMANTICS[semantics](graph, trace.n_timesteps)
     nb, n = len(samples), tables.n_cores
     n_rows = nb * n_steps * n
-    spikes, updated = np.zeros(n_rows, np.int64), np.zeros((n_steps, n), bool)
+    spikes, window = np.zeros(n_rows, np.int64), np.zeros((n_steps, n), bool)
+    recorded = np.zeros((nb, n_steps, n), np.int64)
     struct, nonzero = np.zeros(nb), np.zeros(nb)
     sending = []
     for name, pop in graph.populations.items():
@@ -208,29 +229,51 @@ def count_actions(graph: NetworkGraph, trace: EventTrace, mapping: Mapping, tabl
         row = (s * n_steps + step_of[name][t]) * n + mapping.core_of_neuron[name][idx]
         spikes += np.bincount(row, minlength=n_rows)
         if not pop.is_input:
-            updated[np.ix_(step_of[name], np.unique(mapping.core_of_neuron[name]))] = True
+            window[np.ix_(step_of[name], np.unique(mapping.core_of_neuron[name]))] = True
+            _add_recorded(recorded, trace, samples, name, pop.size, mapping, step_of[name], (s, t, idx))
         if name in tables.stack:
             sending.append((name, idx, row))
             struct += np.bincount(s, weights=tables.structural[name][idx], minlength=nb)
             nonzero += np.bincount(s, weights=tables.nonzero[name][idx], minlength=nb)
     flows, deliv = (_multicast if tables.routes is not None else _unicast)(sending, tables, n_rows)
     spikes = spikes.reshape(nb, n_steps, n)
+    state = _state_neurons(graph, mapping)
     row = flows[0]
-    return Actions(tables.formats, nb, n_steps, n, spikes, spikes * updated,
-                   (mapping.core_neurons[None, None, :] - spikes) * updated, row // (n_steps * n),
-                   (row // n) % n_steps, row % n, flows[1], flows[2], *deliv, tables.routes,
-                   np.rint(struct).astype(np.int64), np.rint(nonzero).astype(np.int64))
+    return Actions(tables.formats, nb, n_steps, n, spikes, spikes * window, (state[None, None, :] - spikes) * window,
+                   window, state, recorded, row // (n_steps * n), (row // n) % n_steps, row % n, flows[1], flows[2],
+                   *deliv, tables.routes, np.rint(struct).astype(np.int64), np.rint(nonzero).astype(np.int64))
+
+
+def _state_neurons(graph: NetworkGraph, mapping: Mapping) -> np.ndarray:
+    """Non-input neurons per core, int64 (n_cores,)."""
+    inputs = np.array([graph.populations[p].is_input for p in mapping.core_population], bool)
+    return np.where(inputs, 0, mapping.core_neurons).astype(np.int64)
+
+
+def _add_recorded(out: np.ndarray, trace: EventTrace, samples: range, name: str, size: int, mapping: Mapping,
+                  steps: np.ndarray, spiked: tuple) -> None:
+    """Add the neurons of population `name` updated under the "active" rule to `out` (n_samples, n_steps,
+    n_cores) (see Actions.recorded; the window rule when the trace has no activity for it). The population's
+    cores hold no other population, so adding is assigning."""
+    cores, n = mapping.core_of_neuron[name], mapping.cores_used
+    if name not in trace.activity:
+        out[:, steps, :] += np.bincount(cores, minlength=n)[None, None, :]
+        return
+    packed = np.asarray(trace.activity[name][samples.start:samples.stop])
+    counts = activity.window_counts(packed, size, cores, n, spiked)
+    out[:, steps, :] += counts[:, :-1, :]
+    out[:, steps[-1] + 1:, :] += counts[:, -1:, :]
 
 
 def _unicast(sending: list, tables: FanoutTables, n_rows: int) -> tuple[tuple, tuple]:
     """Flows = (row, destination core) pairs; one delivery per flow."""
     n, nf = tables.n_cores, len(tables.formats)
-    g = sp.csr_matrix((n_rows, n * (1 + nf)), dtype=np.int64)
+    g = sp.csr_matrix((n_rows, n * (2 + nf)), dtype=np.int64)
     for name, idx, row in sending:
         a = sp.csr_matrix((np.ones(len(idx), np.int64), (row, idx)), shape=(n_rows, len(tables.structural[name])))
         g = g + a @ tables.stack[name]
-    row, dst, msgs, events = _split(g, n, nf)
-    return (row, dst, msgs), (np.arange(len(row)), dst, msgs, events)
+    row, dst, msgs, events, bits = _split(g, n, nf)
+    return (row, dst, msgs), (np.arange(len(row)), dst, msgs, events, bits)
 
 
 def _multicast(sending: list, tables: FanoutTables, n_rows: int) -> tuple[tuple, tuple]:
@@ -240,11 +283,11 @@ def _multicast(sending: list, tables: FanoutTables, n_rows: int) -> tuple[tuple,
     keep = [tables.dest_set[name][idx] >= 0 for name, idx, _ in sending]
     all_keys = np.concatenate([k[m] for k, m in zip(keys, keep)]) if keys else np.zeros(0, np.int64)
     groups, counts = np.unique(all_keys, return_counts=True)
-    g = sp.csr_matrix((len(groups), n * (1 + nf)), dtype=np.int64)
+    g = sp.csr_matrix((len(groups), n * (2 + nf)), dtype=np.int64)
     for (name, idx, _), k, m in zip(sending, keys, keep):
         gi = np.searchsorted(groups, k[m])
         size = len(tables.structural[name])
         a = sp.csr_matrix((np.ones(len(gi), np.int64), (gi, idx[m])), shape=(len(groups), size))
         g = g + a @ tables.stack[name]
-    flow, dst, msgs, events = _split(g, n, nf)
-    return (groups // n_routes, groups % n_routes, counts.astype(np.int64)), (flow, dst, msgs, events)
+    flow, dst, msgs, events, bits = _split(g, n, nf)
+    return (groups // n_routes, groups % n_routes, counts.astype(np.int64)), (flow, dst, msgs, events, bits)

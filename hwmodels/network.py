@@ -18,6 +18,8 @@ from hwmodels.spec import ChipSpec
 
 #: link directions (dx, dy): east, west, north (+y), south (-y)
 DIRECTIONS = ((1, 0), (-1, 0), (0, 1), (0, -1))
+#: kinds of hop a message makes (Tree.kind, RouteUse.hop_kinds columns)
+HOP_KINDS = ("ew", "ns", "chip")
 NO_TERM = np.iinfo(np.int64).max
 
 
@@ -27,7 +29,8 @@ class Tree:
 
     links: int64 (n,) global link ids (Network.link_id); parent: int64 (n,), -1 for a channel leaving the source
     tile; children: child channel indices of each channel; depth: int64 (n,), 1 for root channels.
-    hop_s / hop_j: float (n,) latency (s) and energy (J) of one message crossing the channel.
+    hop_s / hop_j: float (n,) latency (s) and energy (J) of one message crossing the channel; kind: int64 (n,)
+        HOP_KINDS index of the channel (0 east-west tile hop, 1 north-south tile hop, 2 chip-to-chip link).
     before_s: float (n,) latency from the source router to the upstream router of each channel (sum of the
         hop latencies of its strict ancestors).
     eject: {tile (x, y): channel whose downstream router is that tile, or -1 for the source tile}.
@@ -45,6 +48,7 @@ class Tree:
     depth: np.ndarray
     hop_s: np.ndarray
     hop_j: np.ndarray
+    kind: np.ndarray
     before_s: np.ndarray
     eject: dict
     blocking: np.ndarray
@@ -103,13 +107,20 @@ class Network:
         x, y, dx, dy = self.link_of(link_id)
         return f"({x},{y})->({x + dx},{y + dy})"
 
+    def link_kind(self, link: tuple[int, int, int, int]) -> int:
+        """HOP_KINDS index of `link`: 2 when it joins two chips, else 0 (east-west) or 1 (north-south)."""
+        x, y, dx, dy = link
+        if self.mesh and (x // self.mesh[0] != (x + dx) // self.mesh[0] or y // self.mesh[1] != (y + dy) // self.mesh[1]):
+            return 2
+        return 0 if dy == 0 else 1
+
     def link_cost(self, link: tuple[int, int, int, int]) -> tuple[float, float]:
         """(latency s, energy J) of one message crossing `link`: the tile hop by direction, or the chip-to-chip
         link (router.chip_link_*) when it joins two chips."""
-        r, (x, y, dx, dy) = self.chip.router, link
-        if self.mesh and (x // self.mesh[0] != (x + dx) // self.mesh[0] or y // self.mesh[1] != (y + dy) // self.mesh[1]):
+        r, kind = self.chip.router, self.link_kind(link)
+        if kind == 2:
             return float(r.chip_link_latency_s), float(r.chip_link_energy_j)
-        return (r.hop_latency_ew_s, r.hop_energy_ew_j) if dy == 0 else (r.hop_latency_ns_s, r.hop_energy_ns_j)
+        return (r.hop_latency_ew_s, r.hop_energy_ew_j) if kind == 0 else (r.hop_latency_ns_s, r.hop_energy_ns_j)
 
     def _pair_tables(self, xy: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Latency, energy and hop count of every core pair's XY route, vectorised over pairs."""
@@ -159,7 +170,8 @@ class Network:
         return Tree(np.array([self.link_id(lk) for lk in links], np.int64), np.array(parent, np.int64),
                     tuple(tuple(k) for k in kids), np.array(depth, np.int64),
                     np.array([c[0] for c in cost], float), np.array([c[1] for c in cost], float),
-                    np.array(before, float), eject, np.array(blocking, bool))
+                    np.array([self.link_kind(lk) for lk in links], np.int64), np.array(before, float), eject,
+                    np.array(blocking, bool))
 
 
 def _climbs(parent: np.ndarray, depth: np.ndarray, blocking: np.ndarray) -> np.ndarray:
@@ -181,7 +193,8 @@ class RouteUse:
 
     flow_route: int64 (n_flows,) index of each flow's pair in `trees`; trees: the route tree of each pair;
     flows / messages: int64 (n_pairs,) flows and messages on each pair; hop_j / hops: float / int64 (n_flows,)
-    energy (J) of one message over its route and the channels (tree links) on it. memo: derived data that
+    energy (J) of one message over its route and the channels (tree links) on it; hop_kinds: int64 (n_flows, 3)
+    those channels by HOP_KINDS (east-west, north-south, chip-to-chip). memo: derived data that
     depends only on these routes (e.g. hwmodels.des keeps its channel nodes there), filled on first use.
     """
 
@@ -191,6 +204,7 @@ class RouteUse:
     messages: np.ndarray
     hop_j: np.ndarray
     hops: np.ndarray
+    hop_kinds: np.ndarray
     memo: dict = field(default_factory=dict, repr=False)
 
     def link_totals(self, link_s: float, out_s: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -223,6 +237,7 @@ def route_use(flow_src: np.ndarray, flow_route: np.ndarray, flow_messages: np.nd
                            else tuple(int(c) for c in routes[int(k & 0xFFFFFFFF)])) for k in uniq)
     hop_j = np.array([t.hop_j.sum() for t in trees] or [0.0])[inv]
     hops = np.array([len(t.links) for t in trees] or [0], np.int64)[inv]
+    kinds = np.array([np.bincount(t.kind, minlength=3) for t in trees] or [np.zeros(3, np.int64)], np.int64)[inv]
     flows = np.bincount(inv, minlength=len(uniq)).astype(np.int64)
     msgs = np.bincount(inv, weights=flow_messages, minlength=len(uniq)).astype(np.int64)
-    return RouteUse(inv.astype(np.int64), trees, flows, msgs, hop_j, hops)
+    return RouteUse(inv.astype(np.int64), trees, flows, msgs, hop_j, hops, kinds.reshape(len(inv), 3))

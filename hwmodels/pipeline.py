@@ -2,8 +2,9 @@
 chip (ActionTimes), the send side of every core and the receive side of every destination core.
 
 Stages of a core in a hardware step (after the previous step's barrier):
-1. soma: the core updates its neurons one after another (active x t_active + inactive x t_inactive), using the
-   input its dendrites accumulated before the barrier;
+1. soma: the core accesses and updates its neurons one after another (accesses x t_access + updates of
+   spiking neurons x t_active + of quiet ones x t_inactive, under the chip's neuron rules,
+   hwmodels.neuron_rules), using the input its dendrites accumulated before the barrier;
 2. message out: then it writes its spike messages one after another (message_out_latency_s each), flow by flow
    in route order; message k of flow f is ready at update + (messages before f + k) x message_out;
 3. network (model-dependent: hwmodels.analytic without waits, hwmodels.des with channel contention), then one
@@ -34,6 +35,7 @@ import numpy as np
 
 from hwmodels.actions import Actions
 from hwmodels.mapping import Mapping
+from hwmodels.neuron_rules import neuron_work
 from hwmodels.spec import ChipSpec
 
 
@@ -102,7 +104,9 @@ def action_times(actions: Actions, chip: ChipSpec, mapping: Mapping) -> ActionTi
     """Stage durations of `actions` on `chip` (see ActionTimes and the module docstring)."""
     a, core = actions, chip.core
     out_s = core.message_out_latency_s
-    update = a.active * core.neuron_active_latency_s + a.inactive * core.neuron_inactive_latency_s
+    accesses, spiking, quiet = neuron_work(a, chip)
+    update = (accesses * core.neuron_access_latency_s + spiking * core.neuron_active_latency_s
+              + quiet * core.neuron_inactive_latency_s)
     src_key = (a.flow_sample * a.n_steps + a.flow_step) * a.n_cores + a.flow_src
     sent = np.bincount(src_key, weights=a.flow_messages, minlength=update.size).reshape(update.shape)
     csum = np.cumsum(a.flow_messages)

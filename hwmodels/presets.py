@@ -62,6 +62,34 @@ def strip_sources(node: Any, sources: dict[str, str], path: str = "") -> Any:
     return node
 
 
+def preset_leaves(name: str) -> list[dict]:
+    """Every number of preset `name` with its provenance: [{"key": dotted path, "value", "source": citation key,
+    "note"}], in file order. Raises ValueError for an unknown preset."""
+    raw = read_preset(name)
+    out: list[dict] = []
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, dict) and "value" in node:
+            out.append({"key": path, "value": node["value"], "source": node.get("source", ""),
+                        "note": " ".join(str(node.get("note", "")).split())})
+        elif isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{path}.{k}" if path else str(k))
+    walk({k: v for k, v in raw.items() if k not in ("sources", "notes")}, "")
+    return out
+
+
+#: words in a leaf's note (or its source key) that mark a number as not printed as such in its source
+ASSUMPTION_MARKS = ("ASSUMPTION", "DERIVED", "placeholder")
+
+
+def preset_assumptions(name: str) -> list[dict]:
+    """The leaves of preset `name` that are modelling assumptions or derived estimates (source key
+    "assumption", or ASSUMPTION / DERIVED / placeholder in the note), as `preset_leaves` rows."""
+    return [leaf for leaf in preset_leaves(name)
+            if leaf["source"] == "assumption" or any(m in leaf["note"] for m in ASSUMPTION_MARKS)]
+
+
 def override_keys(model: type[BaseModel] = ChipSpec, prefix: str = "") -> list[str]:
     """Dotted keys accepted by `load_preset(..., overrides)`: every leaf field of ChipSpec (nested records
     descended, e.g. 'core.synop_energy_j.dense'; 'barrier_sync_s' replaces the whole table)."""

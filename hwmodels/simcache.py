@@ -20,14 +20,19 @@ from hwmodels.trace import EventTrace, NetworkGraph
 #: ChipSpec fields that never change a mapping: the router, the barrier, provenance text, and every per-event
 #: cost of a core (names ending in _j, _s or _w) and its receive mode; every other field is mapping-relevant
 #: (core capacity and memory limits, mesh, cores_per_tile, chips, the chip name kept in Mapping.chip_name)
-MAPPING_EXCLUDED = {"router": True, "barrier_sync_s": True, "description": True, "sources": True,
-                    "core": {f for f in CoreSpec.model_fields if f.endswith(("_j", "_s", "_w")) or f == "receive_mode"}}
+MAPPING_EXCLUDED = {"router": True, "barrier_sync_s": True, "description": True, "sources": True, "notes": True,
+                    "static_power_chip_w": True, "power_gating": True,
+                    "core": {f for f in CoreSpec.model_fields
+                             if f.endswith(("_j", "_s", "_w", "_rule", "_per_bit", "_memory"))
+                             or f in ("receive_mode", "accumulator_bits")}}
 
 
 #: ChipSpec fields that never change a latency: every energy and power (names ending in _j or _w, in the core
 #: and the router) and the provenance text; the timing of a batch depends on every other field
-TIMING_EXCLUDED = {"name": True, "description": True, "sources": True,
-                   "core": {f for f in CoreSpec.model_fields if f.endswith(("_j", "_w"))},
+TIMING_EXCLUDED = {"name": True, "description": True, "sources": True, "notes": True, "static_power_chip_w": True,
+                   "power_gating": True,
+                   "core": {f for f in CoreSpec.model_fields
+                            if f.endswith(("_j", "_w", "_per_bit", "_memory")) or f == "accumulator_bits"},
                    "router": {f for f in RouterSpec.model_fields if f.endswith(("_j", "_w"))}}
 
 
@@ -98,10 +103,12 @@ class SimCache:
             raise MappingError(str(out))
         return out
 
-    def tables(self, graph: NetworkGraph, mapping: Mapping, multicast: bool) -> FanoutTables:
-        """hwmodels.actions.build_fanout, once per (graph, mapping, multicast)."""
-        return self.keep(("tables", id(graph), id(mapping), multicast),
-                         lambda: build_fanout(graph, mapping, multicast), (graph, mapping))
+    def tables(self, graph: NetworkGraph, mapping: Mapping, multicast: bool,
+               core: CoreSpec | None = None) -> FanoutTables:
+        """hwmodels.actions.build_fanout, once per (graph, mapping, multicast, the core's stored weight bits)."""
+        stored = None if core is None else core.stored_weight_bits
+        return self.keep(("tables", id(graph), id(mapping), multicast, stored),
+                         lambda: build_fanout(graph, mapping, multicast, core), (graph, mapping))
 
     def network(self, mapping: Mapping, chip: ChipSpec) -> Network:
         """hwmodels.network.Network (routes and their costs), once per (mapping, router, chip name)."""

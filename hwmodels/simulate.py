@@ -1,6 +1,7 @@
-"""Entry point: simulate a NetworkGraph + EventTrace on a chip (map, count actions batch by batch, cost energy,
-time with the DES or the analytic model) and return a SimResult. Energy is computed once from the action counts,
-identically for both latency models; only static energy (power x latency) depends on the model's latency.
+"""Entry point: simulate a NetworkGraph + EventTrace on a chip (map, count actions batch by batch, time with the
+DES or the analytic model, cost energy with hwmodels.energy) and return a SimResult. Dynamic energy is computed
+from the action counts, identically for both latency models; only static energy (power x latency) depends on
+the model's latency.
 """
 from __future__ import annotations
 
@@ -9,14 +10,16 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from hwmodels import analytic, des, pipeline
+from hwmodels import analytic, des, energy
 from hwmodels.actions import SEMANTICS, Actions, FanoutTables, build_fanout, count_actions
 from hwmodels.analytic import Timing
+from hwmodels.energy import ENERGY_COMPONENTS, EnergyTable
 from hwmodels.mapping import Mapping, map_network
+from hwmodels.mapping_check import check_mapping
 from hwmodels.network import Network, RouteUse, route_use
-from hwmodels.pipeline import ActionTimes, action_times
-from hwmodels.result import ENERGY_COMPONENTS, SimResult
-from hwmodels.simcache import SimCache
+from hwmodels.pipeline import ActionTimes, action_times, core_busy_s
+from hwmodels.result import SimResult
+from hwmodels.simcache import SimCache, mapping_signature
 from hwmodels.spec import ChipSpec
 from hwmodels.trace import EventTrace, NetworkGraph
 
@@ -25,46 +28,50 @@ MODELS = {"des": des.timing_batches, "analytic": analytic.timing_batches}
 #: samples of consecutive batches a model times together (the DES's vector engine solves all their steps in one
 #: go); memory holds one group of batches
 GROUP_SAMPLES = {"des": 128, "analytic": 1}
-
-
-def _per_core(index: np.ndarray, weights: np.ndarray, n_cores: int) -> np.ndarray:
-    """Sum `weights` by core id `index` into a float array (n_cores,)."""
-    return np.bincount(index, weights=weights, minlength=n_cores)
+#: per-sample columns of SimResult.samples besides the energy components
+SAMPLE_COLUMNS = ("latency_s", "synops", "spikes", "messages", "hops")
 
 
 class _Totals:
-    """Sums over samples of the per-core counts, energies (J) and work (s), and per-link loads."""
+    """Sums over samples of the per-core action counts, energies (J) and work (s), per-sample totals, and
+    per-link loads."""
 
-    def __init__(self, n_cores: int, n_steps: int):
-        self.core = {k: np.zeros(n_cores) for k in ("synapse_j", "neuron_j", "network_j", "busy_s", "synops",
-                                                     "spikes", "messages_out", "messages_in")}
-        self.latency_sum, self.samples = 0.0, 0
+    def __init__(self, n_cores: int, n_steps: int, table: EnergyTable):
+        self.table, self.n_cores = table, n_cores
+        self.core: dict[str, np.ndarray] = {}
+        self.sample: dict[str, list] = {k: [] for k in (*ENERGY_COMPONENTS, *SAMPLE_COLUMNS)}
         self.step_latency = np.zeros(n_steps)
-        self.synops_structural = self.synops_nonzero = self.hops = 0.0
+        self.synops_structural = self.synops_nonzero = 0.0
         self.links = {"messages": np.zeros(0), "held_s": np.zeros(0), "seen": np.zeros(0, bool)}
+
+    def _add_core(self, name: str, per_sample_core: np.ndarray) -> None:
+        total = np.asarray(per_sample_core, float).sum(axis=0)
+        self.core[name] = self.core.get(name, np.zeros(self.n_cores)) + total
 
     def add(self, a: Actions, t: ActionTimes, chip: ChipSpec, use: RouteUse, timing: Timing) -> None:
         """Accumulate one batch: its actions `a`, their durations `t`, routes `use` and the model's `timing`."""
-        c, n, k = chip.core, a.n_cores, self.core
-        msgs, dmsgs = a.flow_messages.astype(float), a.deliv_messages.astype(float)
-        synop_j = np.array([c.synop_energy_j.of(f) for f in a.formats]) + pipeline.dendrite_costs(chip)[1]
-        src, dst = a.flow_src, a.deliv_dst
-        k["synapse_j"] += _per_core(dst, a.deliv_events @ synop_j, n)
-        k["neuron_j"] += (a.active.sum(axis=(0, 1)) * c.neuron_active_energy_j
-                          + a.inactive.sum(axis=(0, 1)) * c.neuron_inactive_energy_j)
-        k["network_j"] += (_per_core(src, msgs * (c.message_out_energy_j + use.hop_j), n)
-                           + _per_core(dst, dmsgs * c.message_in_energy_j, n))
-        k["busy_s"] += pipeline.core_busy_s(a, t)
-        k["synops"] += _per_core(dst, a.deliv_events.sum(axis=1).astype(float), n)
-        k["spikes"] += a.spikes.sum(axis=(0, 1))
-        k["messages_out"] += _per_core(src, msgs, n)
-        k["messages_in"] += _per_core(dst, dmsgs, n)
-        self.hops += float(msgs @ use.hops)
+        latency = timing.step_s.sum(axis=1)
+        counts = energy.count(a, use, chip)
+        joules, bits = energy.energy(counts, self.table, a.formats, latency)
+        for name, v in {**counts, **bits}.items():
+            self._add_core(name, v)
+        for comp, v in joules.items():
+            self._add_core(f"{comp}_j", v)
+            self.sample[comp].append(v.sum(axis=1))
+        synops = sum((counts[f"synops_{f}"] for f in a.formats), np.zeros_like(latency)[:, None])
+        self._add_core("synops", synops)
+        self._add_core("spikes", a.spikes.sum(axis=1))
+        self.core["busy_s"] = self.core.get("busy_s", np.zeros(self.n_cores)) + core_busy_s(a, t)
+        hops = sum(counts[f"hops_{k}"] for k in ("ew", "ns", "chip"))
+        for name, v in (("latency_s", latency), ("synops", synops.sum(axis=1)), ("spikes", a.spikes.sum(axis=(1, 2))),
+                        ("messages", counts["messages_out"].sum(axis=1)), ("hops", hops.sum(axis=1))):
+            self.sample[name].append(np.asarray(v, float))
         self.synops_structural += float(a.synops_structural.sum())
         self.synops_nonzero += float(a.synops_nonzero.sum())
-        self.latency_sum += float(timing.step_s.sum())
-        self.samples += timing.step_s.shape[0]
         self.step_latency += timing.step_s.sum(axis=0)
+        self._add_links(use, t, timing)
+
+    def _add_links(self, use: RouteUse, t: ActionTimes, timing: Timing) -> None:
         ids, link_msgs, _ = use.link_totals(t.link_s, t.out_s)
         if len(ids) and ids[-1] >= len(self.links["seen"]):  # ids are sorted: grow the per-link-id arrays
             grow = int(ids[-1]) + 1 - len(self.links["seen"])
@@ -73,21 +80,39 @@ class _Totals:
         self.links["held_s"][ids] += timing.link_held_s
         self.links["seen"][ids] = True
 
+    def samples(self, trace: EventTrace) -> pd.DataFrame:
+        """One row per sample: energy_j, energy_<component>_j, latency, counts, and label/prediction/correct."""
+        cols = {k: np.concatenate(v) if v else np.zeros(0) for k, v in self.sample.items()}
+        df = pd.DataFrame({f"energy_{c}_j": cols[c] for c in ENERGY_COMPONENTS})
+        df.insert(0, "energy_j", df.sum(axis=1))
+        for name in SAMPLE_COLUMNS:
+            df[name] = cols[name]
+        for name in ("labels", "predictions"):
+            if getattr(trace, name) is not None:
+                df[name[:-1]] = np.asarray(getattr(trace, name))
+        if "label" in df and "prediction" in df:
+            df["correct"] = (df["label"] == df["prediction"]).astype(float)
+        df.index.name = "sample"
+        return df
 
-def _tables(tot: _Totals, mapping: Mapping, chip: ChipSpec, n: int, latency_s: float) -> tuple:
-    """Per-core and per-population DataFrames (means per inference) from the totals."""
+
+def _tables(tot: _Totals, mapping: Mapping, n: int, latency_s: float) -> tuple:
+    """Per-core, per-population and action-count DataFrames (means per inference) from the totals."""
     k = {name: v / n for name, v in tot.core.items()}
-    k["static_j"] = np.full(mapping.cores_used, chip.core.static_power_w * latency_s)
+    idx = pd.Index(np.arange(mapping.cores_used), name="core")
     cols = {c: v for c, v in mapping.table().items() if c != "core"}
     cols.update({name: k[name] for name in ("spikes", "synops", "messages_out", "messages_in", "busy_s")})
     cols["utilization"] = k["busy_s"] / latency_s if latency_s > 0 else np.zeros(mapping.cores_used)
     cols.update({f"energy_{comp}_j": k[f"{comp}_j"] for comp in ENERGY_COMPONENTS})
     cols["energy_j"] = sum(k[f"{comp}_j"] for comp in ENERGY_COMPONENTS)
-    cores = pd.DataFrame(cols, index=pd.Index(np.arange(mapping.cores_used), name="core"))
+    cores = pd.DataFrame(cols, index=idx)
     cols = ["neurons", "spikes", "synops", "energy_j"] + [f"energy_{c}_j" for c in ENERGY_COMPONENTS]
     pops = cores.groupby("population", sort=False)[cols].sum()
     pops.insert(0, "cores", cores.groupby("population", sort=False).size())
-    return cores, pops
+    names = [c for c in k if c.startswith("synops_")] + list(energy.ACTIONS) + ["busy_s"]
+    actions = pd.DataFrame({c: k[c] for c in names if c in k}, index=idx)
+    actions["idle_s"] = np.maximum(latency_s - actions["busy_s"], 0.0)
+    return cores, pops, actions
 
 
 def _links_table(tot: _Totals, net: Network, link_s: float, n: int, latency_s: float) -> pd.DataFrame:
@@ -114,24 +139,19 @@ def _check_args(model: str, semantics: str, batch_samples: int) -> None:
         raise ValueError(f"batch_samples: {batch_samples} must be >= 1")
 
 
-def _check_mapping(graph: NetworkGraph, mapping: Mapping) -> None:
-    """Raise ValueError when `mapping` does not cover exactly the populations (and sizes) of `graph`."""
-    for name, pop in graph.populations.items():
-        got = mapping.core_of_neuron.get(name)
-        if got is None or len(got) != pop.size:
-            raise ValueError(f"mapping: population {name!r} ({pop.size} neurons) is not mapped as in the graph")
-
-
 def _inputs(graph: NetworkGraph, chip: ChipSpec, mapping: Mapping | None, multicast: bool,
             cache: SimCache | None) -> tuple[Mapping, FanoutTables, Network]:
-    """Mapping, fan-out tables and network of a run, from `cache` when given (the same values either way)."""
+    """Mapping, fan-out tables and network of a run, from `cache` when given (the same values either way). A
+    mapping given by the caller is checked against the graph and every core limit of the chip."""
+    if mapping is not None:
+        mapping = check_mapping(graph, mapping, chip) if cache is None else cache.keep(
+            ("checked", id(graph), id(mapping), mapping_signature(chip)), lambda: check_mapping(graph, mapping, chip),
+            (graph, mapping))
     if cache is None:
         mapping = map_network(graph, chip) if mapping is None else mapping
-        _check_mapping(graph, mapping)
-        return mapping, build_fanout(graph, mapping, multicast), Network(mapping, chip)
+        return mapping, build_fanout(graph, mapping, multicast, chip.core), Network(mapping, chip)
     mapping = cache.mapping(graph, chip) if mapping is None else mapping
-    _check_mapping(graph, mapping)
-    return mapping, cache.tables(graph, mapping, multicast), cache.network(mapping, chip)
+    return mapping, cache.tables(graph, mapping, multicast, chip.core), cache.network(mapping, chip)
 
 
 def _batch(graph: NetworkGraph, trace: EventTrace, mapping: Mapping, tables: FanoutTables, net: Network,
@@ -168,16 +188,17 @@ def simulate(graph: NetworkGraph, trace: EventTrace, chip: ChipSpec, mapping: Ma
     max_entries batches, so a long streamed trace should not use one); None (default) recomputes everything.
     on_progress: called as on_progress(samples done, total samples) after each group of samples is timed (e.g. to
     drive a progress bar; hwmodels itself draws none).
-    Energy (J): synapse = events x (synop energy of their format + dendrite energy); neuron = active/inactive
-    updates x their energies; network = messages out x message_out + message copies received x message_in +
-    message-hops x hop energy by direction (chip-to-chip links at their cost); static = static_power_w x
-    cores_used x latency. Raises ValueError for an unknown model/semantics, a mapping or trace that does not
-    match the graph, and MappingError when the network does not fit.
+    Energy (J): action counts x the chip's energy table, by component (hwmodels.energy): synapse compute and
+    memory, neuron compute and memory, network, static (static power x each sample's latency).
+    Raises ValueError for an unknown model/semantics, a trace that does not match the graph, or a given mapping
+    that does not cover the graph or breaks a core limit (hwmodels.mapping_check), and MappingError when the
+    network does not fit.
     """
     _check_args(model, semantics, batch_samples)
     mapping, tables, net = _inputs(graph, chip, mapping, multicast, cache)
     n_steps = SEMANTICS[semantics](graph, trace.n_timesteps)[0]
-    tot = _Totals(mapping.cores_used, n_steps)
+    table = energy.energy_table(chip, mapping, graph)
+    tot = _Totals(mapping.cores_used, n_steps, table)
     group, in_group = [], 0
     for s0 in range(0, trace.n_samples, batch_samples):
         samples = range(s0, min(s0 + batch_samples, trace.n_samples))
@@ -191,15 +212,18 @@ def simulate(graph: NetworkGraph, trace: EventTrace, chip: ChipSpec, mapping: Ma
             if on_progress is not None:
                 on_progress(samples.stop, trace.n_samples)
     n = max(trace.n_samples, 1)
-    latency_s = tot.latency_sum / tot.samples if tot.samples else 0.0
-    cores, pops = _tables(tot, mapping, chip, n, latency_s)
+    samples = tot.samples(trace)
+    latency_s = float(samples["latency_s"].mean()) if len(samples) else 0.0
+    cores, pops, actions = _tables(tot, mapping, n, latency_s)
     breakdown = {c: float(cores[f"energy_{c}_j"].sum()) for c in ENERGY_COMPONENTS}
     return SimResult(
         energy_j=float(sum(breakdown.values())), energy_breakdown_j=breakdown, latency_s=latency_s,
         latency_per_step_s=tot.step_latency / n, synops=float(cores["synops"].sum()),
         synops_structural=tot.synops_structural / n, synops_nonzero=tot.synops_nonzero / n,
-        spikes=float(cores["spikes"].sum()), messages=float(cores["messages_out"].sum()), hops=tot.hops / n,
+        spikes=float(cores["spikes"].sum()), messages=float(cores["messages_out"].sum()),
+        hops=float(samples["hops"].mean()) if len(samples) else 0.0,
         cores_used=mapping.cores_used, tiles_used=mapping.tiles_used, n_samples=trace.n_samples,
         timesteps=trace.n_timesteps, hardware_steps=n_steps, populations=pops, cores=cores,
-        links=_links_table(tot, net, chip.router.link_time_s, n, latency_s), model=model, chip=chip.name,
-        placement=mapping.placement, semantics=semantics, multicast=multicast)
+        links=_links_table(tot, net, chip.router.link_time_s, n, latency_s), samples=samples,
+        action_counts=actions, energy_table=table.as_dict(), static_power_w=float(table.static_w.sum()),
+        model=model, chip=chip.name, placement=mapping.placement, semantics=semantics, multicast=multicast)

@@ -89,6 +89,57 @@ class FormatCosts(_Spec):
         return float(self.sparse if value is None else value)
 
 
+class MemoryAccess(_Spec):
+    """Energy of accessing one memory of a core (synapse memory or neuron-state memory), per bit accessed.
+
+    read_j_per_bit: {capacity in bits: J per bit read}, piecewise linear in the memory's capacity and constant
+        outside the table (one entry: a constant), e.g. Horowitz (ISSCC 2014) SRAM reads of 10 / 20 / 100 pJ per
+        64 bits at 8 KB / 32 KB / 1 MB, as Lemaire et al. (2022) interpolate them; {} when folded.
+    write_j_per_bit: the same for writes; None = as read.
+    capacity: which capacity the table is read at: "physical" (the core's memory size: synapse_memory_bits, or
+        neuron_memory_bits / neurons_per_core x state bits) or "used" (the bits the mapping stores on that core,
+        as Lemaire et al. size a buffer by the data it holds).
+    folded: True when a measured per-event cost already includes this access (e.g. a chip-level energy per
+        synaptic op that covers the weight read): the bits are still counted, no energy is charged for them.
+    location: "core" (on-core SRAM) or "dram" (off-chip: every access goes to DRAM at read_j_per_bit).
+    reason: why the memory is folded, or where its table comes from (provenance, shown by `codesign presets show`).
+    Raises SpecError when an unfolded memory has no read table, or a folded one has one.
+    """
+
+    read_j_per_bit: dict[int, float] = Field(default_factory=dict)
+    write_j_per_bit: dict[int, float] | None = None
+    capacity: Literal["physical", "used"] = "physical"
+    folded: bool = True
+    location: Literal["core", "dram"] = "core"
+    reason: str = ""
+
+    @field_validator("read_j_per_bit", "write_j_per_bit")
+    @classmethod
+    def _check_table(cls, table: dict[int, float] | None) -> dict[int, float] | None:
+        if table is None:
+            return None
+        if any(k < 0 for k in table) or any(not v >= 0.0 for v in table.values()):
+            raise ValueError("must be a map {capacity bits >= 0: J per bit >= 0}")
+        return dict(sorted(table.items()))
+
+    @model_validator(mode="after")
+    def _check_folded(self) -> "MemoryAccess":
+        if not self.folded and not self.read_j_per_bit:
+            raise SpecError("MemoryAccess", ("read_j_per_bit",), "needed when folded is false")
+        if self.folded and (self.read_j_per_bit or self.write_j_per_bit):
+            raise SpecError("MemoryAccess", ("folded",), "a folded memory charges nothing; drop its energy table")
+        return self
+
+    def energy_per_bit(self, capacity_bits: np.ndarray, write: bool = False) -> np.ndarray:
+        """J per bit read (or written) at each capacity (bits), float array shaped like `capacity_bits`; 0 when
+        folded."""
+        table = self.read_j_per_bit if not write or self.write_j_per_bit is None else self.write_j_per_bit
+        cap = np.asarray(capacity_bits, float)
+        if self.folded or not table:
+            return np.zeros(cap.shape)
+        return np.interp(cap, np.array(list(table), float), np.array(list(table.values()), float))
+
+
 class CoreSpec(_Spec):
     """One neuromorphic core: capacity limits and per-event energy (J) and latency (s).
 
@@ -103,13 +154,28 @@ class CoreSpec(_Spec):
         1-bit crossbar, 8-bit kernel entries); None = the projection's weight_bits / population's state_bits.
     memory_layout: "packed" (bits add up exactly) or "pow2" (DYNAP-CNN addressing: kernel and neuron memories
         are padded to powers of two, sinabs DynapcnnLayer.memory_summary); see hwmodels.storage.
-    synop_*: one synaptic operation (one stored synapse visited when a spike arrives), per storage format.
-    neuron_active_* / neuron_inactive_*: one neuron update in a hardware step in which the neuron spiked / did not.
+    synop_*: one synaptic operation (one stored synapse visited when a spike arrives), per storage format: the
+        compute (and, when synapse_memory.folded, the weight read) of the synapse unit.
+    neuron_access_*: one access of a neuron by the core's neuron loop (SANA-FE's soma access), charged per
+        neuron_access_rule; 0 when the chip folds it into the update.
+    neuron_active_* / neuron_inactive_*: one neuron update in a hardware step in which the neuron spiked (update
+        + spike out) / did not spike.
+    neuron_access_rule: "window" (every neuron of a population is accessed in each hardware step of its
+        timestep window) or "every_step" (every mapped non-input neuron in every hardware step, pipeline fill
+        and drain included, as SANA-FE and Loihi's time-multiplexed neuron loop do).
+    neuron_update_rule: "all" (every accessed neuron of a population in its window is updated) or "active"
+        (only neurons the trace records as updated: input, bias or a non-zero potential, hwmodels.activity,
+        including those left with a potential after their window; traces without activity fall back to "all").
     message_out_*: injecting one spike message into the router; message_in_*: receiving one message at a core.
     receive_mode: "overlap" (reading the next message in overlaps the synapse unit's work on the previous one, as
     on Loihi) or "serial" (each message is read in, then processed; SANA-FE's timing model).
     dendrite_*: one dendritic accumulation per synaptic event (0 when the chip folds it into the synaptic op).
-    static_power_w: leakage power per used core.
+    accumulator_bits: bits of the target neuron's dendritic accumulator read and written (read-modify-write) per
+        synaptic event, costed by state_memory; 0 = not charged (folded into the synaptic op).
+    synapse_memory / state_memory: per-bit access energy of the weight memory (bits read per synaptic event:
+        hwmodels.storage.read_bits) and of the neuron-state memory (state bits read and written per update).
+    static_power_w: leakage power per powered core; sram_static_w_per_bit: leakage per bit of the core's
+        synapse and neuron-state memory (physical size); see ChipSpec.power_gating.
     """
 
     neurons_per_core: int = Field(gt=0)
@@ -122,10 +188,14 @@ class CoreSpec(_Spec):
     memory_layout: Literal["packed", "pow2"] = "packed"
     synop_energy_j: FormatCosts
     synop_latency_s: FormatCosts
+    neuron_access_energy_j: float = Field(default=0.0, ge=0.0)
+    neuron_access_latency_s: float = Field(default=0.0, ge=0.0)
     neuron_active_energy_j: float = _Energy
     neuron_inactive_energy_j: float = _Energy
     neuron_active_latency_s: float = _Latency
     neuron_inactive_latency_s: float = _Latency
+    neuron_access_rule: Literal["window", "every_step"] = "window"
+    neuron_update_rule: Literal["all", "active"] = "all"
     message_out_energy_j: float = _Energy
     message_out_latency_s: float = _Latency
     message_in_energy_j: float = _Energy
@@ -133,7 +203,11 @@ class CoreSpec(_Spec):
     receive_mode: Literal["overlap", "serial"] = "overlap"
     dendrite_energy_j: float = Field(default=0.0, ge=0.0)
     dendrite_latency_s: float = Field(default=0.0, ge=0.0)
+    accumulator_bits: int = Field(default=0, ge=0, le=64)
+    synapse_memory: MemoryAccess = Field(default_factory=MemoryAccess)
+    state_memory: MemoryAccess = Field(default_factory=MemoryAccess)
     static_power_w: float = Field(ge=0.0)
+    sram_static_w_per_bit: float = Field(default=0.0, ge=0.0)
 
 
 class RouterSpec(_Spec):
@@ -174,6 +248,10 @@ class ChipSpec(_Spec):
     barrier_sync_s: {tiles in use: seconds} of the end-of-timestep barrier, interpolated linearly in the number
         of tiles in use and held constant outside the table (see `barrier_latency_s`).
     sources: {key: full citation} for the numbers of a preset (kept for provenance; not used by the models).
+    static_power_chip_w: leakage of one powered chip outside its cores (routers, clocking, I/O), W.
+    power_gating: "cores" (only the cores the mapping uses, and the chips holding them, leak) or "none" (every
+        core of all n_chips chips leaks for the whole inference). Static energy = static power x latency.
+    notes: {topic: text} of a preset (what is folded into what, remaining assumptions); provenance only.
     """
 
     name: str = Field(min_length=1)
@@ -188,6 +266,9 @@ class ChipSpec(_Spec):
     n_chips: int = Field(default=1, gt=0)
     chips_per_row: int | None = Field(default=None, gt=0)
     max_cores_per_population: int | None = Field(default=None, gt=0)
+    static_power_chip_w: float = Field(default=0.0, ge=0.0)
+    power_gating: Literal["cores", "none"] = "cores"
+    notes: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("barrier_sync_s")
     @classmethod

@@ -9,6 +9,11 @@ Formats, per target neuron n with structural fan-in S_n, non-zero fan-in Z_n and
 - bitmap: S_n x 1 (one presence bit per structural synapse) + Z_n x b (the non-zero weights only);
 - conv (shared kernel): nothing per neuron; each output channel with neurons on a core stores its kernel slice
   (C_in/groups x kh x kw x b) once on that core, however many of the channel's neurons it holds.
+Bits read per spike (the synapse-memory traffic a synaptic event causes, FORMATS[f].read -> (a, b): bits =
+a x structural fan-out + b x non-zero fan-out of the spike on that core): dense and conv read every stored
+entry of the row/kernel, b bits each (a = b bits); sparse reads each non-zero weight with its index (b +
+index bits); bitmap reads the presence bit of every structural synapse and the non-zero weights (a = 1, b =
+weight bits). Pointers and axon tables are not counted (no chip here publishes their width).
 Low-rank is not a format: a rank-r projection W ~ A B (A: out x r, B: r x in) is two synaptic stages through a
 "relay" population of r non-spiking neurons (trace.NeuronModel kind "relay", graded values each timestep):
 `low_rank_layers` builds it, and its memory r x (in + out) x b with dense storage falls out of the two
@@ -43,11 +48,13 @@ class MemoryTerms:
 
 @dataclass(frozen=True)
 class StorageFormat:
-    """A storage format: which count a synaptic event pays, and its memory rule fn(projection, source shape,
-    core) -> MemoryTerms."""
+    """A storage format: which count a synaptic event pays, its memory rule fn(projection, source shape, core)
+    -> MemoryTerms, and its read rule fn(projection, source shape, core) -> (bits per structural synapse, bits
+    per non-zero synapse) read per spike (module docstring)."""
 
     paid_count: str
     memory: Callable[[Projection, tuple, CoreSpec], MemoryTerms]
+    read: Callable[[Projection, tuple, CoreSpec], tuple[int, int]]
 
 
 def _ceil_log2(n: int) -> int:
@@ -61,18 +68,23 @@ def pow2ceil(n: np.ndarray) -> np.ndarray:
     return np.where(n > 0, out, 0)
 
 
-def stored_weight_bits(proj: Projection, core: CoreSpec) -> int:
+def stored_weight_bits(proj: Projection, core: CoreSpec | None) -> int:
     """Bits one stored weight of `proj` takes on `core`: core.stored_weight_bits if the chip fixes it, else the
-    projection's weight_bits."""
-    return int(core.stored_weight_bits or proj.weight_bits)
+    projection's weight_bits (also when core is None)."""
+    return int((core.stored_weight_bits if core is not None else None) or proj.weight_bits)
 
 
 def _dense(proj: Projection, src_shape: tuple, core: CoreSpec) -> MemoryTerms:
     return MemoryTerms(fan_in(proj, src_shape, "structural") * stored_weight_bits(proj, core), 0)
 
 
+def _index_bits(src_shape: tuple) -> int:
+    """Bits of a source index in a compressed sparse row: ceil(log2(source neurons))."""
+    return _ceil_log2(int(np.prod(src_shape)))
+
+
 def _sparse(proj: Projection, src_shape: tuple, core: CoreSpec) -> MemoryTerms:
-    index_bits = _ceil_log2(int(np.prod(src_shape)))
+    index_bits = _index_bits(src_shape)
     pointer_bits = _ceil_log2(core.synapse_memory_bits)
     per = fan_in(proj, src_shape, "nonzero") * (stored_weight_bits(proj, core) + index_bits) + pointer_bits
     return MemoryTerms(per, 0)
@@ -90,13 +102,34 @@ def _conv(proj: Projection, src_shape: tuple, core: CoreSpec) -> MemoryTerms:
     return MemoryTerms(np.zeros(n_target, np.int64), c_in_g * taps * stored_weight_bits(proj, core))
 
 
+def _read_entries(proj: Projection, src_shape: tuple, core: CoreSpec) -> tuple[int, int]:
+    return stored_weight_bits(proj, core), 0
+
+
+def _read_sparse(proj: Projection, src_shape: tuple, core: CoreSpec) -> tuple[int, int]:
+    return 0, stored_weight_bits(proj, core) + _index_bits(src_shape)
+
+
+def _read_bitmap(proj: Projection, src_shape: tuple, core: CoreSpec) -> tuple[int, int]:
+    return 1, stored_weight_bits(proj, core)
+
+
 #: storage format name -> StorageFormat; keys equal hwmodels.trace.STORAGE_FORMATS and PAID_COUNT
 FORMATS: dict[str, StorageFormat] = {
-    "dense": StorageFormat(PAID_COUNT["dense"], _dense),
-    "sparse": StorageFormat(PAID_COUNT["sparse"], _sparse),
-    "conv": StorageFormat(PAID_COUNT["conv"], _conv),
-    "bitmap": StorageFormat(PAID_COUNT["bitmap"], _bitmap),
+    "dense": StorageFormat(PAID_COUNT["dense"], _dense, _read_entries),
+    "sparse": StorageFormat(PAID_COUNT["sparse"], _sparse, _read_sparse),
+    "conv": StorageFormat(PAID_COUNT["conv"], _conv, _read_entries),
+    "bitmap": StorageFormat(PAID_COUNT["bitmap"], _bitmap, _read_bitmap),
 }
+
+
+def read_bits(proj: Projection, src_shape: tuple[int, ...], core: CoreSpec | None) -> tuple[int, int]:
+    """(bits per structural synapse, bits per non-zero synapse) a spike reads from synapse memory on `core` in
+    the projection's storage format (module docstring); core None: the projection's own weight bits. Raises
+    ValueError for an unknown format."""
+    if proj.storage not in FORMATS:
+        raise ValueError(f"projection.storage: {proj.storage!r} is not one of {', '.join(FORMATS)}")
+    return FORMATS[proj.storage].read(proj, src_shape, core)
 
 
 def memory_terms(proj: Projection, src_shape: tuple[int, ...], core: CoreSpec) -> MemoryTerms:

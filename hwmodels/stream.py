@@ -2,8 +2,10 @@
 folder memory-mapped, so a long trace (10,000 samples and more) never has to sit in memory at once.
 
 Folder layout (TRACE_FORMAT_VERSION of hwmodels.trace): offsets.npy (int64, CSR row offsets), indices.npy
-(int32), values.npy (float32, graded traces only), labels.npy (int64, when labelled), meta.json (populations,
-n_samples, n_timesteps, format_version). meta.json is written last, so a folder without it is incomplete.
+(int32), values.npy (float32, graded traces only), labels.npy / predictions.npy (int64, when recorded),
+activity<p>.npy (uint8, the packed neuron activity of population index p, hwmodels.activity, flattened),
+meta.json (populations, n_samples, n_timesteps, format_version, activity: {population: bytes per row}).
+meta.json is written last, so a folder without it is incomplete.
 """
 from __future__ import annotations
 
@@ -14,7 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from hwmodels.trace import TRACE_FORMAT_VERSION, EventTrace
+from hwmodels.activity import n_bytes
+
+from hwmodels.trace import TRACE_FORMAT_VERSION, TRACE_VERSIONS_READ, EventTrace
 
 _HEADER_BYTES = 128  # fixed .npy v1.0 header, rewritten with the final length on close
 
@@ -49,25 +53,31 @@ class TraceWriter:
     """Append EventTrace batches (same populations and timesteps) to a trace folder; use as a context manager.
 
     path: the folder (created; must not hold a trace already). graded: store spike values (float32); batches
-    without values store 1.0. labels: store one label per sample (every batch must then carry labels).
+    without values store 1.0. labels / predictions: store one label / predicted class per sample (every batch
+    must then carry them). activity: {population: neurons} whose packed activity every batch carries.
     Raises ValueError when a batch's populations or timesteps differ, when a batch has values but graded is
-    False, or labels are missing; FileExistsError when `path` already holds a meta.json.
+    False, or labels, predictions or activity are missing; FileExistsError when `path` already holds a meta.json.
     """
 
     def __init__(self, path: str | os.PathLike, populations: list[str], n_timesteps: int, graded: bool = False,
-                 labels: bool = False):
+                 labels: bool = False, predictions: bool = False, activity: dict[str, int] | None = None):
         self.path = Path(path)
         if (self.path / "meta.json").exists():
             raise FileExistsError(f"{self.path}: already holds a trace (meta.json)")
         self.path.mkdir(parents=True, exist_ok=True)
         self.populations, self.n_timesteps, self.n_samples = tuple(populations), int(n_timesteps), 0
-        self.graded, self.labels = graded, labels
+        self.graded, self.labels, self.predictions = graded, labels, predictions
+        self.activity = dict(activity or {})
         self._cols = {"offsets": _Column(self.path / "offsets.npy", np.int64),
                       "indices": _Column(self.path / "indices.npy", np.int32)}
         if graded:
             self._cols["values"] = _Column(self.path / "values.npy", np.float32)
-        if labels:
-            self._cols["labels"] = _Column(self.path / "labels.npy", np.int64)
+        for name, on in (("labels", labels), ("predictions", predictions)):
+            if on:
+                self._cols[name] = _Column(self.path / f"{name}.npy", np.int64)
+        for name in self.activity:
+            self._cols[f"activity:{name}"] = _Column(self.path / f"activity{self.populations.index(name)}.npy",
+                                                     np.uint8)
         self._cols["offsets"].append(np.zeros(1, np.int64))
         self._base = 0
 
@@ -77,14 +87,21 @@ class TraceWriter:
             raise ValueError("trace batch: populations and n_timesteps must match the writer's")
         if batch.values is not None and not self.graded:
             raise ValueError("trace batch: has spike values but the writer was opened with graded=False")
-        if self.labels and batch.labels is None:
-            raise ValueError("trace batch: labels missing (the writer was opened with labels=True)")
+        for name in ("labels", "predictions"):
+            if getattr(self, name) and getattr(batch, name) is None:
+                raise ValueError(f"trace batch: {name} missing (the writer was opened with {name}=True)")
+        for name in self.activity:
+            if name not in batch.activity:
+                raise ValueError(f"trace batch: activity of {name!r} missing (the writer records it)")
         self._cols["offsets"].append(np.asarray(batch.offsets[1:]) + self._base)
         self._cols["indices"].append(batch.indices)
         if self.graded:
             self._cols["values"].append(np.ones(len(batch.indices)) if batch.values is None else batch.values)
-        if self.labels:
-            self._cols["labels"].append(batch.labels)
+        for name in ("labels", "predictions"):
+            if getattr(self, name):
+                self._cols[name].append(getattr(batch, name))
+        for name in self.activity:
+            self._cols[f"activity:{name}"].append(np.asarray(batch.activity[name]).reshape(-1))
         self._base += int(batch.offsets[-1])
         self.n_samples += batch.n_samples
 
@@ -93,7 +110,8 @@ class TraceWriter:
         for col in self._cols.values():
             col.close()
         meta = {"format_version": TRACE_FORMAT_VERSION, "populations": list(self.populations),
-                "n_samples": self.n_samples, "n_timesteps": self.n_timesteps}
+                "n_samples": self.n_samples, "n_timesteps": self.n_timesteps,
+                "activity": {name: n_bytes(size) for name, size in self.activity.items()}}
         (self.path / "meta.json").write_text(json.dumps(meta))
 
     def __enter__(self) -> "TraceWriter":
@@ -109,8 +127,9 @@ class TraceWriter:
 
 def write_trace(path: str | os.PathLike, trace: EventTrace, batch_samples: int = 256) -> None:
     """Write a whole in-memory `trace` as a trace folder (TraceWriter), batch_samples samples at a time."""
+    sizes = {name: 8 * np.shape(a)[-1] for name, a in trace.activity.items()}  # row bytes are what is kept
     with TraceWriter(path, list(trace.populations), trace.n_timesteps, trace.values is not None,
-                     trace.labels is not None) as w:
+                     trace.labels is not None, trace.predictions is not None, sizes) as w:
         for s0 in range(0, trace.n_samples, batch_samples):
             w.append(trace.select(slice(s0, min(s0 + batch_samples, trace.n_samples))))
 
@@ -123,9 +142,13 @@ def open_trace(path: str | os.PathLike) -> EventTrace:
     """
     path = Path(path)
     meta = json.loads((path / "meta.json").read_text())
-    if meta.get("format_version") != TRACE_FORMAT_VERSION:
-        raise ValueError(f"{path}: format_version {meta.get('format_version')!r} is not {TRACE_FORMAT_VERSION}")
+    if meta.get("format_version") not in TRACE_VERSIONS_READ:
+        raise ValueError(f"{path}: format_version {meta.get('format_version')!r} is not one of "
+                         f"{', '.join(map(str, TRACE_VERSIONS_READ))}")
     load = {name: np.load(path / f"{name}.npy", mmap_mode="r") if (path / f"{name}.npy").exists() else None
-            for name in ("offsets", "indices", "values", "labels")}
-    return EventTrace(meta["populations"], meta["n_samples"], meta["n_timesteps"], load["offsets"],
-                      load["indices"], load["values"], load["labels"])
+            for name in ("offsets", "indices", "values", "labels", "predictions")}
+    pops, n_s, n_t = meta["populations"], meta["n_samples"], meta["n_timesteps"]
+    activity = {name: np.load(path / f"activity{pops.index(name)}.npy", mmap_mode="r").reshape(n_s, n_t + 1, nb)
+                for name, nb in meta.get("activity", {}).items()}
+    return EventTrace(pops, n_s, n_t, load["offsets"], load["indices"], load["values"], load["labels"],
+                      activity, load["predictions"])

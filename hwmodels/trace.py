@@ -14,10 +14,18 @@ from typing import Iterator
 
 import numpy as np
 
+from hwmodels.activity import check as check_activity
+from hwmodels.activity import pack as pack_activity
+
 NEURON_KINDS = ("input", "IF", "LIF", "PLIF", "sLIF", "relay")
 PROJECTION_KINDS = ("dense", "conv")
 STORAGE_FORMATS = ("dense", "sparse", "conv", "bitmap")
-TRACE_FORMAT_VERSION = 1
+#: version written by NetworkGraph.save (graphs read: exactly this one)
+GRAPH_FORMAT_VERSION = 1
+#: version written by EventTrace.save and hwmodels.stream; 2 adds neuron activity and predictions
+TRACE_FORMAT_VERSION = 2
+#: trace versions EventTrace.load and hwmodels.stream.open_trace read (1: no activity, the default rule applies)
+TRACE_VERSIONS_READ = (1, 2)
 
 
 def _check_choice(field_name: str, value: str, accepted: tuple[str, ...]) -> None:
@@ -234,7 +242,7 @@ class NetworkGraph:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the graph to one `.npz` (weights as arrays, everything else as JSON); atomic."""
-        meta = {"format_version": TRACE_FORMAT_VERSION, "name": self.name, "metadata": self.metadata,
+        meta = {"format_version": GRAPH_FORMAT_VERSION, "name": self.name, "metadata": self.metadata,
                 "populations": [_pop_to_dict(p) for p in self.populations.values()], "projections": []}
         arrays = {}
         for i, proj in enumerate(self.projections):
@@ -256,7 +264,7 @@ class NetworkGraph:
         """Read a graph written by `save`. Raises ValueError on an unknown format version."""
         with np.load(path) as z:
             meta = json.loads(bytes(z["meta"]).decode())
-            _check_version(meta, path)
+            _check_version(meta, path, (GRAPH_FORMAT_VERSION,))
             pops = [_pop_from_dict(d) for d in meta["populations"]]
             projs = []
             for i, d in enumerate(meta["projections"]):
@@ -316,9 +324,11 @@ def _pop_from_dict(d: dict) -> Population:
                       state_bits=d["state_bits"], graded=d["graded"])
 
 
-def _check_version(meta: dict, path) -> None:
-    if meta.get("format_version") != TRACE_FORMAT_VERSION:
-        raise ValueError(f"{path}: format_version {meta.get('format_version')!r} is not {TRACE_FORMAT_VERSION}")
+def _check_version(meta: dict, path, accepted: tuple[int, ...]) -> None:
+    """Raise ValueError naming the file when its format_version is not one of `accepted`."""
+    if meta.get("format_version") not in accepted:
+        raise ValueError(f"{path}: format_version {meta.get('format_version')!r} is not one of "
+                         f"{', '.join(map(str, accepted))}")
 
 
 def _atomic_savez(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
@@ -350,13 +360,21 @@ class EventTrace:
     Row r = (sample * n_timesteps + t) * n_populations + p holds the sorted int32 neuron indices
     `indices[offsets[r]:offsets[r+1]]` of population `populations[p]` that spiked at timestep t of `sample`.
     `values` (float32, same length as `indices`) carries graded/ternary spike values; None means every spike is
-    1.0. `labels` (int64, shape (n_samples,)) optionally holds the class of each sample.
+    1.0. `labels` (int64, shape (n_samples,)) optionally holds the class of each sample, `predictions` (int64,
+    (n_samples,)) the class the recorded model predicted (its readout), so per-sample correctness is known.
+    `activity` optionally records which neurons were updated (input, bias or a non-zero potential), per sample,
+    timestep and population, plus those left with a non-zero potential after the last timestep: the packed
+    layout of hwmodels.activity; populations without an entry follow the default rule (every neuron updated in
+    each of its timesteps). `sizes` ({population: neurons}) is needed to check `activity` (else its shapes are
+    checked when it is used).
 
-    Raises ValueError when offsets/indices/values are inconsistent.
+    Raises ValueError when offsets/indices/values/labels/predictions/activity are inconsistent.
     """
 
     def __init__(self, populations: list[str], n_samples: int, n_timesteps: int, offsets: np.ndarray,
-                 indices: np.ndarray, values: np.ndarray | None = None, labels: np.ndarray | None = None):
+                 indices: np.ndarray, values: np.ndarray | None = None, labels: np.ndarray | None = None,
+                 activity: dict[str, np.ndarray] | None = None, predictions: np.ndarray | None = None,
+                 sizes: dict[str, int] | None = None):
         self.populations = tuple(populations)
         self.n_samples = int(n_samples)
         self.n_timesteps = int(n_timesteps)
@@ -364,8 +382,10 @@ class EventTrace:
         self.indices = np.asarray(indices, dtype=np.int32)
         self.values = None if values is None else np.asarray(values, dtype=np.float32)
         self.labels = None if labels is None else np.asarray(labels, dtype=np.int64)
+        self.predictions = None if predictions is None else np.asarray(predictions, dtype=np.int64)
         self._pop_index = {name: i for i, name in enumerate(self.populations)}
         self._validate()
+        self.activity = check_activity(activity or {}, self.populations, self.n_samples, self.n_timesteps, sizes)
 
     def _validate(self) -> None:
         rows = self.n_samples * self.n_timesteps * len(self.populations)
@@ -375,8 +395,10 @@ class EventTrace:
             raise ValueError("trace.offsets: must start at 0, be non-decreasing and end at len(indices)")
         if self.values is not None and self.values.shape != self.indices.shape:
             raise ValueError(f"trace.values: shape {self.values.shape} != indices shape {self.indices.shape}")
-        if self.labels is not None and self.labels.shape != (self.n_samples,):
-            raise ValueError(f"trace.labels: shape {self.labels.shape} should be ({self.n_samples},)")
+        for name in ("labels", "predictions"):
+            arr = getattr(self, name)
+            if arr is not None and arr.shape != (self.n_samples,):
+                raise ValueError(f"trace.{name}: shape {arr.shape} should be ({self.n_samples},)")
 
     def _row(self, sample: int, t: int, population: str) -> int:
         if population not in self._pop_index:
@@ -402,7 +424,9 @@ class EventTrace:
         lo, hi = self.offsets[s * rows], self.offsets[(s + 1) * rows]
         return EventTrace(self.populations, 1, self.n_timesteps, self.offsets[s * rows:(s + 1) * rows + 1] - lo,
                           self.indices[lo:hi], None if self.values is None else self.values[lo:hi],
-                          None if self.labels is None else self.labels[s:s + 1])
+                          None if self.labels is None else self.labels[s:s + 1],
+                          {n: a[s:s + 1] for n, a in self.activity.items()},
+                          None if self.predictions is None else self.predictions[s:s + 1])
 
     def iter_samples(self) -> Iterator["EventTrace"]:
         """Yield one single-sample EventTrace per sample (views), so consumers hold one sample at a time."""
@@ -416,11 +440,13 @@ class EventTrace:
 
     @classmethod
     def from_dense(cls, spikes: dict[str, np.ndarray], labels: np.ndarray | None = None,
-                   graded: tuple[str, ...] = ()) -> "EventTrace":
+                   graded: tuple[str, ...] = (), activity: dict[str, np.ndarray] | None = None) -> "EventTrace":
         """Build a trace from dense spike tensors.
 
         spikes: {population: array of shape (n_samples, n_timesteps, *population_shape)}, in population order;
             an event is any non-zero entry. Populations in `graded` keep their values; the others store 1.0.
+        activity: optional {population: bool array (n_samples, n_timesteps + 1, *population_shape)} of updated
+            neurons (row n_timesteps: non-zero potential after the last timestep; see hwmodels.activity).
         Raises ValueError when sample or timestep counts differ between populations.
         """
         names = list(spikes)
@@ -447,7 +473,9 @@ class EventTrace:
         offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         indices = np.concatenate(idx_parts) if idx_parts else np.zeros(0, np.int32)
         values = np.concatenate(val_parts) if any_graded else None
-        return cls(names, n_s, n_t, offsets, indices, values, labels)
+        packed = {n: pack_activity(np.asarray(a, bool).reshape(n_s, n_t + 1, -1)) for n, a in (activity or {}).items()}
+        return cls(names, n_s, n_t, offsets, indices, values, labels, packed,
+                   sizes={n: flat[n].shape[2] for n in names})
 
     def to_dense(self, population: str, shape: tuple[int, ...]) -> np.ndarray:
         """Dense float32 array (n_samples, n_timesteps, *shape) of one population's spike values."""
@@ -462,23 +490,28 @@ class EventTrace:
     def save(self, path: str | os.PathLike) -> None:
         """Write the trace to `.npz` (atomic: temp file, then rename)."""
         meta = {"format_version": TRACE_FORMAT_VERSION, "populations": list(self.populations),
-                "n_samples": self.n_samples, "n_timesteps": self.n_timesteps}
+                "n_samples": self.n_samples, "n_timesteps": self.n_timesteps, "activity": list(self.activity)}
         arrays = {"offsets": self.offsets, "indices": self.indices,
                   "meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)}
-        if self.values is not None:
-            arrays["values"] = self.values
-        if self.labels is not None:
-            arrays["labels"] = self.labels
+        for name in ("values", "labels", "predictions"):
+            if getattr(self, name) is not None:
+                arrays[name] = getattr(self, name)
+        for name, packed in self.activity.items():
+            arrays[f"activity{self.populations.index(name)}"] = packed
         _atomic_savez(path, arrays)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "EventTrace":
-        """Read a trace written by `save`. Raises ValueError on an unknown format version."""
+        """Read a trace written by `save` (format 1 or 2; a format-1 trace has no activity, so the default rule
+        of hwmodels.activity applies). Raises ValueError on an unknown format version."""
         with np.load(path) as z:
             meta = json.loads(bytes(z["meta"]).decode())
-            _check_version(meta, path)
-            return cls(meta["populations"], meta["n_samples"], meta["n_timesteps"], z["offsets"], z["indices"],
-                       z["values"] if "values" in z else None, z["labels"] if "labels" in z else None)
+            _check_version(meta, path, TRACE_VERSIONS_READ)
+            pops = meta["populations"]
+            opt = {k: z[k] if k in z else None for k in ("values", "labels", "predictions")}
+            activity = {name: z[f"activity{pops.index(name)}"] for name in meta.get("activity", [])}
+            return cls(pops, meta["n_samples"], meta["n_timesteps"], z["offsets"], z["indices"], opt["values"],
+                       opt["labels"], activity, opt["predictions"])
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> "EventTrace":
@@ -491,7 +524,9 @@ class EventTrace:
 def concat_traces(traces: list[EventTrace]) -> EventTrace:
     """Concatenate traces with the same populations and timesteps along the sample axis.
 
-    Raises ValueError when populations or timestep counts differ, or the list is empty.
+    Activity is kept for the populations every trace records (others fall back to the default rule); labels and
+    predictions when every trace has them. Raises ValueError when populations or timestep counts differ, or the
+    list is empty.
     """
     if not traces:
         raise ValueError("concat_traces: needs at least one trace")
@@ -506,7 +541,11 @@ def concat_traces(traces: list[EventTrace]) -> EventTrace:
     any_vals = any(tr.values is not None for tr in traces)
     values = np.concatenate([tr.values if tr.values is not None else np.ones(len(tr.indices), np.float32)
                              for tr in traces]) if any_vals else None
-    labels = (np.concatenate([tr.labels for tr in traces])
-              if all(tr.labels is not None for tr in traces) else None)
+    labels, predictions = (np.concatenate([getattr(tr, k) for tr in traces])
+                           if all(getattr(tr, k) is not None for tr in traces) else None
+                           for k in ("labels", "predictions"))
+    shared = set.intersection(*(set(tr.activity) for tr in traces))
+    activity = {n: np.concatenate([tr.activity[n] for tr in traces]) for n in first.activity if n in shared}
     return EventTrace(first.populations, sum(tr.n_samples for tr in traces), first.n_timesteps,
-                      np.concatenate(offsets), np.concatenate([tr.indices for tr in traces]), values, labels)
+                      np.concatenate(offsets), np.concatenate([tr.indices for tr in traces]), values, labels,
+                      activity, predictions)

@@ -1,0 +1,162 @@
+"""The energy model, in one place: action counts x an energy table (the Accelergy/Timeloop split: counts and
+costs are separate artifacts; Wu, Emer, Sze, "Accelergy", ICCAD 2019).
+
+- Action counts (ACTIONS, per sample and core, from hwmodels.actions + the routes + the chip's neuron rules):
+  synaptic events per storage format, synapse-memory bits read, neuron accesses, neuron updates of spiking and
+  quiet neurons, neuron-state bits read + written, dendritic-accumulator bits read + written, messages out and
+  in, hops by kind (east-west, north-south, chip-to-chip), core busy time.
+- Energy table (EnergyTable, from the ChipSpec and the mapping): J per action; memory costs are per bit and
+  depend on each core's memory capacity (CoreSpec.synapse_memory / state_memory, hwmodels.spec.MemoryAccess);
+  static power per used core (core leakage, SRAM leakage per bit, the chip's uncore and the idle cores of
+  ungated chips spread evenly over the used cores).
+- Energy = counts x table, by ENERGY_COMPONENTS: synapse compute (events x synop + dendrite), synapse memory
+  (bits read x J/bit; 0 when folded into synop), neuron compute (accesses, updates), neuron memory (state and
+  accumulator bits x J/bit; 0 when folded), network (messages out/in, hops), static (power x latency).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from hwmodels.actions import Actions
+from hwmodels.mapping import Mapping
+from hwmodels.network import HOP_KINDS, RouteUse
+from hwmodels.neuron_rules import neuron_work
+from hwmodels.spec import ChipSpec
+from hwmodels.storage import state_bits_per_neuron
+from hwmodels.trace import NetworkGraph
+
+ENERGY_COMPONENTS = ("synapse_compute", "synapse_memory", "neuron_compute", "neuron_memory", "network", "static")
+#: the action counts kept per core (SimResult.action_counts), besides "synops_<format>" per storage format
+ACTIONS = ("synapse_bits_read", "neuron_accesses", "neuron_updates_spiking", "neuron_updates_quiet",
+           "state_bits_rw", "accumulator_bits_rw", "messages_out", "messages_in", "hops_ew", "hops_ns", "hops_chip")
+
+
+@dataclass(frozen=True, eq=False)
+class EnergyTable:
+    """Energy per action on one chip and mapping (J; per-core arrays are float (n_cores,)).
+
+    synop_j: {storage format: J per synaptic event, dendrite accumulate included}; synapse_read_j_per_bit:
+    per core; neuron_access_j / neuron_spiking_j / neuron_quiet_j: per access, per update of a neuron that
+    spikes (update + spike out) / does not; state_j_per_bit: per core, read + write of one bit of neuron state
+    (also the accumulator's); message_out_j / message_in_j; hop_j: {ew, ns, chip} per message-hop;
+    static_w: per used core, W (sums to the chip's static power, see `energy_table`); folded: {memory: True when
+    its access is inside a per-event cost}; state_bits / accumulator_bits: bits per update / per event.
+    """
+
+    synop_j: dict[str, float]
+    synapse_read_j_per_bit: np.ndarray
+    neuron_access_j: float
+    neuron_spiking_j: float
+    neuron_quiet_j: float
+    state_j_per_bit: np.ndarray
+    state_bits: np.ndarray
+    accumulator_bits: int
+    message_out_j: float
+    message_in_j: float
+    hop_j: dict[str, float]
+    static_w: np.ndarray
+    folded: dict[str, bool]
+
+    def as_dict(self) -> dict[str, float]:
+        """Flat {action: J per action} for reports (per-core values as their mean over the used cores)."""
+        out = {f"synop_{f}_j": v for f, v in self.synop_j.items()}
+        out.update({"synapse_read_j_per_bit": float(np.mean(self.synapse_read_j_per_bit)),
+                    "neuron_access_j": self.neuron_access_j, "neuron_update_spiking_j": self.neuron_spiking_j,
+                    "neuron_update_quiet_j": self.neuron_quiet_j,
+                    "state_rw_j_per_bit": float(np.mean(self.state_j_per_bit)),
+                    "message_out_j": self.message_out_j, "message_in_j": self.message_in_j,
+                    **{f"hop_{k}_j": v for k, v in self.hop_j.items()}, "static_w": float(self.static_w.sum())})
+        return out
+
+
+def _capacities(chip: ChipSpec, mapping: Mapping, state_bits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(synapse memory, state memory) capacity per used core in bits, physical or used as each spec says."""
+    c = chip.core
+    syn = (mapping.core_synapse_bits.astype(float) if c.synapse_memory.capacity == "used"
+           else np.full(mapping.cores_used, float(c.synapse_memory_bits)))
+    if c.state_memory.capacity == "used":
+        state = mapping.core_state_bits.astype(float)
+    else:
+        state = np.full(mapping.cores_used, float(c.neuron_memory_bits)) if c.neuron_memory_bits \
+            else c.neurons_per_core * state_bits.astype(float)
+    return syn, state
+
+
+def static_power_w(chip: ChipSpec, mapping: Mapping) -> float:
+    """Static power of the chip(s) during an inference, W: powered cores x (core leakage + SRAM bits x leakage per
+    bit) + powered chips x uncore leakage. power_gating "cores": the used cores and the chips holding them are
+    powered; "none": every core of all n_chips chips. SRAM bits = synapse_memory_bits + neuron_memory_bits."""
+    c = chip.core
+    per_core = c.static_power_w + c.sram_static_w_per_bit * (c.synapse_memory_bits + (c.neuron_memory_bits or 0))
+    gated = chip.power_gating == "cores"
+    cores = mapping.cores_used if gated else chip.n_cores_total
+    chips = mapping.chips_used if gated else chip.n_chips
+    return cores * per_core + chips * chip.static_power_chip_w
+
+
+def energy_table(chip: ChipSpec, mapping: Mapping, graph: NetworkGraph) -> EnergyTable:
+    """The EnergyTable of `graph` mapped by `mapping` on `chip` (see the module docstring)."""
+    c, r = chip.core, chip.router
+    state_bits = np.array([state_bits_per_neuron(graph.populations[p], c) for p in mapping.core_population], float)
+    syn_cap, state_cap = _capacities(chip, mapping, state_bits)
+    state_j = c.state_memory.energy_per_bit(state_cap) + c.state_memory.energy_per_bit(state_cap, write=True)
+    n = max(mapping.cores_used, 1)
+    return EnergyTable(
+        synop_j={f: c.synop_energy_j.of(f) + c.dendrite_energy_j for f in ("dense", "sparse", "conv", "bitmap")},
+        synapse_read_j_per_bit=c.synapse_memory.energy_per_bit(syn_cap), neuron_access_j=c.neuron_access_energy_j,
+        neuron_spiking_j=c.neuron_active_energy_j, neuron_quiet_j=c.neuron_inactive_energy_j,
+        state_j_per_bit=state_j, state_bits=state_bits, accumulator_bits=c.accumulator_bits,
+        message_out_j=c.message_out_energy_j, message_in_j=c.message_in_energy_j,
+        hop_j={"ew": r.hop_energy_ew_j, "ns": r.hop_energy_ns_j, "chip": float(r.chip_link_energy_j or 0.0)},
+        static_w=np.full(mapping.cores_used, static_power_w(chip, mapping) / n),
+        folded={"synapse_memory": c.synapse_memory.folded, "state_memory": c.state_memory.folded})
+
+
+def _per_sample_core(sample: np.ndarray, core: np.ndarray, weights: np.ndarray, nb: int, n: int) -> np.ndarray:
+    """Sum `weights` by (sample, core) into float (nb, n)."""
+    return np.bincount(sample * n + core, weights=weights, minlength=nb * n).reshape(nb, n)
+
+
+def count(a: Actions, use: RouteUse, chip: ChipSpec) -> dict[str, np.ndarray]:
+    """Action counts of a batch, {name: float (n_samples, n_cores)}: "synops_<format>" for every format in
+    a.formats and every name in ACTIONS (state and accumulator bits need the table's widths: see `energy`)."""
+    nb, n = a.n_samples, a.n_cores
+    d_sample = a.flow_sample[a.deliv_flow]
+    acc, spiking, quiet = neuron_work(a, chip)
+    out = {f"synops_{f}": _per_sample_core(d_sample, a.deliv_dst, a.deliv_events[:, j].astype(float), nb, n)
+           for j, f in enumerate(a.formats)}
+    out["synapse_bits_read"] = _per_sample_core(d_sample, a.deliv_dst, a.deliv_bits.astype(float), nb, n)
+    out["neuron_accesses"] = acc.sum(axis=1).astype(float)
+    out["neuron_updates_spiking"] = spiking.sum(axis=1).astype(float)
+    out["neuron_updates_quiet"] = quiet.sum(axis=1).astype(float)
+    msgs = a.flow_messages.astype(float)
+    out["messages_out"] = _per_sample_core(a.flow_sample, a.flow_src, msgs, nb, n)
+    out["messages_in"] = _per_sample_core(d_sample, a.deliv_dst, a.deliv_messages.astype(float), nb, n)
+    for k, kind in enumerate(HOP_KINDS):
+        out[f"hops_{kind}"] = _per_sample_core(a.flow_sample, a.flow_src, msgs * use.hop_kinds[:, k], nb, n)
+    return out
+
+
+def energy(counts: dict[str, np.ndarray], table: EnergyTable, formats: tuple[str, ...],
+           latency_s: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Energy of a batch by component, {component: float (n_samples, n_cores)} J, and the derived bit counts
+    {"state_bits_rw", "accumulator_bits_rw": (n_samples, n_cores)}. latency_s: (n_samples,) per-sample latency
+    for static energy."""
+    t = table
+    events = sum((counts[f"synops_{f}"] for f in formats), np.zeros_like(counts["messages_in"]))
+    updates = counts["neuron_updates_spiking"] + counts["neuron_updates_quiet"]
+    bits = {"state_bits_rw": 2.0 * updates * t.state_bits, "accumulator_bits_rw": 2.0 * events * t.accumulator_bits}
+    half = t.state_j_per_bit / 2.0  # state_j_per_bit is read + write of one bit
+    zero = np.zeros_like(counts["messages_in"])
+    e = {"synapse_compute": sum((counts[f"synops_{f}"] * t.synop_j[f] for f in formats), zero),
+         "synapse_memory": counts["synapse_bits_read"] * t.synapse_read_j_per_bit,
+         "neuron_compute": (counts["neuron_accesses"] * t.neuron_access_j
+                            + counts["neuron_updates_spiking"] * t.neuron_spiking_j
+                            + counts["neuron_updates_quiet"] * t.neuron_quiet_j),
+         "neuron_memory": (bits["state_bits_rw"] + bits["accumulator_bits_rw"]) * half,
+         "network": (counts["messages_out"] * t.message_out_j + counts["messages_in"] * t.message_in_j
+                     + sum(counts[f"hops_{k}"] * t.hop_j[k] for k in HOP_KINDS)),
+         "static": np.asarray(latency_s, float)[:, None] * t.static_w[None, :]}
+    return e, bits
