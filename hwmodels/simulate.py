@@ -36,10 +36,12 @@ class _Totals:
     """Sums over samples of the per-core action counts, energies (J) and work (s), per-sample totals, and
     per-link loads."""
 
-    def __init__(self, n_cores: int, n_steps: int, table: EnergyTable):
+    def __init__(self, n_cores: int, n_steps: int, n_samples: int, table: EnergyTable):
         self.table, self.n_cores = table, n_cores
         self.core: dict[str, np.ndarray] = {}
-        self.sample: dict[str, list] = {k: [] for k in (*ENERGY_COMPONENTS, *SAMPLE_COLUMNS)}
+        self.sample = np.zeros((len(ENERGY_COMPONENTS) + len(SAMPLE_COLUMNS), n_samples))
+        self.row = {k: i for i, k in enumerate((*ENERGY_COMPONENTS, *SAMPLE_COLUMNS))}
+        self.done = 0
         self.step_latency = np.zeros(n_steps)
         self.synops_structural = self.synops_nonzero = 0.0
         self.links = {"messages": np.zeros(0), "held_s": np.zeros(0), "seen": np.zeros(0, bool)}
@@ -49,15 +51,18 @@ class _Totals:
         self.core[name] = self.core.get(name, np.zeros(self.n_cores)) + total
 
     def add(self, a: Actions, t: ActionTimes, chip: ChipSpec, use: RouteUse, timing: Timing) -> None:
-        """Accumulate one batch: its actions `a`, their durations `t`, routes `use` and the model's `timing`."""
+        """Accumulate one batch (the next samples in order): its actions `a`, their durations `t`, routes `use`
+        and the model's `timing`."""
         latency = timing.step_s.sum(axis=1)
+        rows = slice(self.done, self.done + a.n_samples)
+        self.done += a.n_samples
         counts = energy.count(a, use, chip)
         joules, bits = energy.energy(counts, self.table, a.formats, latency)
         for name, v in {**counts, **bits}.items():
             self._add_core(name, v)
         for comp, v in joules.items():
             self._add_core(f"{comp}_j", v)
-            self.sample[comp].append(v.sum(axis=1))
+            self.sample[self.row[comp], rows] = v.sum(axis=1)
         synops = sum((counts[f"synops_{f}"] for f in a.formats), np.zeros_like(latency)[:, None])
         self._add_core("synops", synops)
         self._add_core("spikes", a.spikes.sum(axis=1))
@@ -65,7 +70,7 @@ class _Totals:
         hops = sum(counts[f"hops_{k}"] for k in ("ew", "ns", "chip"))
         for name, v in (("latency_s", latency), ("synops", synops.sum(axis=1)), ("spikes", a.spikes.sum(axis=(1, 2))),
                         ("messages", counts["messages_out"].sum(axis=1)), ("hops", hops.sum(axis=1))):
-            self.sample[name].append(np.asarray(v, float))
+            self.sample[self.row[name], rows] = v
         self.synops_structural += float(a.synops_structural.sum())
         self.synops_nonzero += float(a.synops_nonzero.sum())
         self.step_latency += timing.step_s.sum(axis=0)
@@ -82,11 +87,9 @@ class _Totals:
 
     def samples(self, trace: EventTrace) -> pd.DataFrame:
         """One row per sample: energy_j, energy_<component>_j, latency, counts, and label/prediction/correct."""
-        cols = {k: np.concatenate(v) if v else np.zeros(0) for k, v in self.sample.items()}
-        df = pd.DataFrame({f"energy_{c}_j": cols[c] for c in ENERGY_COMPONENTS})
-        df.insert(0, "energy_j", df.sum(axis=1))
-        for name in SAMPLE_COLUMNS:
-            df[name] = cols[name]
+        df = pd.DataFrame(self.sample.T, columns=[f"energy_{k}_j" if k in ENERGY_COMPONENTS else k
+                                                 for k in self.row], copy=False)
+        df.insert(0, "energy_j", df[[f"energy_{c}_j" for c in ENERGY_COMPONENTS]].sum(axis=1))
         for name in ("labels", "predictions"):
             if getattr(trace, name) is not None:
                 df[name[:-1]] = np.asarray(getattr(trace, name))
@@ -198,7 +201,7 @@ def simulate(graph: NetworkGraph, trace: EventTrace, chip: ChipSpec, mapping: Ma
     mapping, tables, net = _inputs(graph, chip, mapping, multicast, cache)
     n_steps = SEMANTICS[semantics](graph, trace.n_timesteps)[0]
     table = energy.energy_table(chip, mapping, graph)
-    tot = _Totals(mapping.cores_used, n_steps, table)
+    tot = _Totals(mapping.cores_used, n_steps, trace.n_samples, table)
     group, in_group = [], 0
     for s0 in range(0, trace.n_samples, batch_samples):
         samples = range(s0, min(s0 + batch_samples, trace.n_samples))

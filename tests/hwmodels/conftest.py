@@ -5,6 +5,14 @@ import pytest
 from hwmodels.trace import EventTrace, NetworkGraph, NeuronModel, Population, Projection
 
 INPUT = NeuronModel(kind="input")
+#: Loihi overrides that charge Davies' compartment updates the window way (every neuron of a population updated in
+#: each step of its window at the active (spiking) / inactive cost, no separate access, no leakage): the hand
+#: computations of the timing tests below use these simple per-step sums
+WINDOW_RULE = {"core.neuron_access_rule": "window", "core.neuron_update_rule": "all",
+               "core.neuron_access_energy_j": 0.0, "core.neuron_access_latency_s": 0.0,
+               "core.neuron_active_energy_j": 81e-12, "core.neuron_inactive_energy_j": 52e-12,
+               "core.neuron_active_latency_s": 8.4e-9, "core.neuron_inactive_latency_s": 5.3e-9,
+               "core.static_power_w": 0.0}
 
 
 def unroll(proj: Projection, src_shape: tuple, dst_shape: tuple) -> tuple[np.ndarray, np.ndarray]:
@@ -64,4 +72,5 @@ def rng() -> np.random.Generator:
 def nets():
     """The builders of this file (conftest modules are not importable by name across test folders)."""
     from types import SimpleNamespace
-    return SimpleNamespace(unroll=unroll, mixed_graph=mixed_graph, random_trace=random_trace, INPUT=INPUT)
+    return SimpleNamespace(unroll=unroll, mixed_graph=mixed_graph, random_trace=random_trace, INPUT=INPUT,
+                           WINDOW=WINDOW_RULE)

@@ -162,6 +162,30 @@ def reference_step_latencies(graph, trace, mapping, chip, semantics="pipelined",
     return done.max(axis=2, initial=0.0) + chip.barrier_latency_s(mapping.tiles_used)
 
 
+def _soma(update, core, trace, mapping, name, size, s, h, steps) -> None:
+    """Add, neuron by neuron, the soma time of population `name` at hardware step h of sample s to `update` (per
+    core): an access (neuron_access_rule: in its window, or every step) and an update (neuron_update_rule: every
+    neuron in its window, or the neurons the trace records as active, in the window and, when left with a
+    potential, after it), active latency for a spiking neuron, inactive otherwise."""
+    in_window = np.flatnonzero(steps == h)
+    after = h > steps[-1]
+    fired = set(trace.spikes(s, int(in_window[0]), name).indices.tolist()) if len(in_window) else set()
+    bits = None
+    if core.neuron_update_rule == "active" and name in trace.activity:
+        row = int(in_window[0]) if len(in_window) else (trace.n_timesteps if after else None)
+        if row is not None:
+            bits = np.unpackbits(trace.activity[name][s, row], count=size, bitorder="little").astype(bool)
+    for i, c in enumerate(mapping.core_of_neuron[name]):
+        if core.neuron_access_rule == "every_step" or len(in_window):
+            update[c] += core.neuron_access_latency_s
+        if core.neuron_update_rule == "active" and name in trace.activity:
+            updated = bits is not None and (bool(bits[i]) or i in fired)
+        else:
+            updated = bool(len(in_window))
+        if updated:
+            update[c] += core.neuron_active_latency_s if i in fired else core.neuron_inactive_latency_s
+
+
 def reference_core_done(graph, trace, mapping, chip, semantics="pipelined", multicast=False) -> np.ndarray:
     """(n_samples, n_steps, n_cores): when each core's send side and synapse unit are idle, from the step start."""
     core = chip.core
@@ -177,11 +201,10 @@ def reference_core_done(graph, trace, mapping, chip, semantics="pipelined", mult
             update = np.zeros(mapping.cores_used)
             msgs = defaultdict(list)  # src core -> [(route, neuron, {dst: work})]
             for name, pop in graph.populations.items():
+                if not pop.is_input:
+                    _soma(update, core, trace, mapping, name, pop.size, s, h, step_of[name])
                 for t in np.flatnonzero(step_of[name] == h):
                     fired = set(trace.spikes(s, int(t), name).indices.tolist())
-                    if not pop.is_input:
-                        for i, c in enumerate(mapping.core_of_neuron[name]):
-                            update[c] += core.neuron_active_latency_s if i in fired else core.neuron_inactive_latency_s
                     for i in sorted(fired):
                         work = defaultdict(float)
                         for p in graph.out_projections(name):

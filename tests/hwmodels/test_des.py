@@ -25,6 +25,7 @@ def _chip(width, height, **over):
             "core.message_out_latency_s": 1, "core.message_in_latency_s": 0, "router.hop_latency_ew_s": 4,
             "router.hop_latency_ns_s": 4, "core.synop_latency_s.dense": 4, "core.synop_latency_s.sparse": 5,
             "core.synop_latency_s.conv": 4, "core.neuron_active_latency_s": 3, "core.neuron_inactive_latency_s": 2,
+            "core.neuron_access_latency_s": 0, "core.neuron_access_rule": "window", "core.neuron_update_rule": "all",
             "link_time": 4}
     base.update(over)
     link = base.pop("link_time")
@@ -150,6 +151,25 @@ def test_flow_level_des_equals_message_level_reference(seed, depth, multicast):
     ref = reference_core_done(g, tr, m, chip, "pipelined", multicast)
     assert np.array_equal(d.core_done_s, ref)  # every core of every step, not only the slowest
     assert np.any(d.link_held_s > a.link_held_s)  # some flow waited: the case has contention
+
+
+@pytest.mark.parametrize("semantics", ["pipelined", "layer_serial"])
+@pytest.mark.parametrize("access, update", [("every_step", "active"), ("window", "active"), ("every_step", "all")])
+def test_soma_rules_equal_the_neuron_by_neuron_reference(access, update, semantics):
+    """The soma time under every neuron rule (accesses in fill/drain steps, updates of recorded-active neurons
+    only, residual potentials after the window) equals the reference, which walks neuron by neuron; one
+    population ("h2") has no activity record and falls back to the window rule."""
+    g, tr, m, _ = _random_case(3, None, False)
+    rng = np.random.default_rng(7)
+    act = {n: rng.random((2, 4) + g.populations[n].shape) < 0.4 for n in ("h1", "out")}
+    spikes = {n: tr.to_dense(n, p.shape) for n, p in g.populations.items()}
+    tr = EventTrace.from_dense(spikes, activity=act)
+    chip = _case_chip(None).model_copy(update={"core": _case_chip(None).core.model_copy(update={
+        "neuron_access_rule": access, "neuron_update_rule": update, "neuron_access_latency_s": 1 * U})})
+    d, _, _ = _timings(g, tr, m, chip, semantics=semantics)
+    assert np.array_equal(d.core_done_s, reference_core_done(g, tr, m, chip, semantics))
+    if access == "every_step":  # the fill steps (before h2's first timestep) still cost every h2 core its accesses
+        assert np.all(d.core_done_s[:, 0, np.array(m.core_population) == "h2"] > 0)
 
 
 def test_reference_agrees_under_layer_serial_and_buffers_change_latency():

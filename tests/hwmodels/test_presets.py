@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from hwmodels import list_presets, load_preset, override_keys
-from hwmodels.presets import PRESET_DIR, strip_sources
+from hwmodels.presets import PRESET_DIR, preset_leaves, strip_sources
 from hwmodels.spec import ChipSpec
 
 
@@ -49,9 +49,16 @@ def test_loihi_numbers_are_the_papers():
     assert (c.router.hop_energy_ew_j, c.router.hop_energy_ns_j) == (3.0e-12, 4.0e-12)
     assert (c.router.hop_latency_ew_s, c.router.hop_latency_ns_s) == (4.1e-9, 6.5e-9)
     assert c.core.synop_energy_j.of("sparse") == 23.6e-12 and c.core.synop_latency_s.of("conv") == 3.5e-9
-    assert (c.core.neuron_active_energy_j, c.core.neuron_active_latency_s) == (81e-12, 8.4e-9)
-    assert (c.core.neuron_inactive_energy_j, c.core.neuron_inactive_latency_s) == (52e-12, 5.3e-9)
-    assert c.router.link_time_s == 1 / 3.44e9 and c.core.static_power_w == 0.0
+    # Davies' inactive compartment update (52 pJ, 5.3 ns) is the access of every compartment in every step; an
+    # updated compartment adds active - inactive (81 - 52 pJ, 8.4 - 5.3 ns)
+    assert (c.core.neuron_access_energy_j, c.core.neuron_access_latency_s) == (52e-12, 5.3e-9)
+    assert c.core.neuron_access_energy_j + c.core.neuron_active_energy_j == pytest.approx(81e-12, rel=1e-12)
+    assert c.core.neuron_access_latency_s + c.core.neuron_inactive_latency_s == pytest.approx(8.4e-9, rel=1e-12)
+    assert (c.core.neuron_access_rule, c.core.neuron_update_rule) == ("every_step", "active")
+    assert c.router.link_time_s == 1 / 3.44e9
+    # Blouw et al. 2019: Loihi idle power 0.029 W, spread over 128 cores, none gated
+    assert c.core.static_power_w * 128 == pytest.approx(0.029, rel=1e-3) and c.power_gating == "none"
+    assert c.core.synapse_memory.folded and c.core.state_memory.folded
     assert "Loihi" in c.sources["davies2018"] and "IEEE Micro" in c.sources["davies2018"]
 
 
@@ -84,6 +91,36 @@ def test_overrides_apply_and_validate():
     msg = str(err.value)
     assert "'core.synapse_bits'" in msg and "core.synapse_memory_bits" in msg and "router.buffer_depth" in msg
     assert set(override_keys()) >= {"mesh_width", "core.synop_energy_j.dense", "router.link_bandwidth_msgs_per_s"}
+
+
+#: what the note of a zero-cost leaf must say: the cost is inside another number, or the chip does not do it
+ZERO_REASONS = ("folded", "inside", "not performed")
+
+
+@pytest.mark.parametrize("name", list_presets())
+def test_no_zero_cost_action_without_a_cited_reason(name):
+    """Issue 10: no preset charges 0 J or 0 s for an action its chip performs unless its (cited) note says the
+    cost is folded into another number or the action is not performed (memory tables may start at capacity 0)."""
+    raw = yaml.safe_load((PRESET_DIR / f"{name}.yaml").read_text())
+    for path, parent in _numeric_leaves(raw):
+        if parent.get("value") == 0 and not path.endswith("_per_bit.0.value"):
+            assert any(r in parent.get("note", "") for r in ZERO_REASONS), f"{name}{path}: {parent.get('note')!r}"
+
+
+@pytest.mark.parametrize("name", list_presets())
+def test_every_preset_has_a_static_term_or_says_where_it_is(name):
+    """Static power is charged (per core, per SRAM bit or per chip), or the preset cites it as inside another
+    number (TrueNorth's whole-chip energy per synaptic event)."""
+    chip = load_preset(name)
+    static = chip.core.static_power_w + chip.core.sram_static_w_per_bit + chip.static_power_chip_w
+    leaves = {leaf["key"]: leaf for leaf in preset_leaves(name)}
+    assert static > 0 or "inside" in leaves["core.static_power_w"]["note"], name
+
+
+@pytest.mark.parametrize("name", list_presets())
+def test_every_memory_is_charged_or_folded_with_a_reason(name):
+    for mem in (load_preset(name).core.synapse_memory, load_preset(name).core.state_memory):
+        assert len(mem.reason) > 20 and (mem.folded or mem.read_j_per_bit)
 
 
 @pytest.mark.parametrize("key,value,needle", [
@@ -160,6 +197,36 @@ def test_assumptions_are_marked_in_their_notes(name):
     for path, parent in _numeric_leaves(raw):
         if parent.get("source") == "assumption":
             assert "ASSUMPTION" in parent.get("note", ""), path
+
+
+#: what the note of a zero-cost leaf must say: the cost is inside another number, or the chip does not do it
+ZERO_REASONS = ("folded", "inside", "not performed")
+
+
+@pytest.mark.parametrize("name", list_presets())
+def test_no_zero_cost_action_without_a_cited_reason(name):
+    """Issue 10: no preset charges 0 J or 0 s for an action its chip performs unless its (cited) note says the
+    cost is folded into another number or the action is not performed (memory tables may start at capacity 0)."""
+    raw = yaml.safe_load((PRESET_DIR / f"{name}.yaml").read_text())
+    for path, parent in _numeric_leaves(raw):
+        if parent.get("value") == 0 and not path.endswith("_per_bit.0.value"):
+            assert any(r in parent.get("note", "") for r in ZERO_REASONS), f"{name}{path}: {parent.get('note')!r}"
+
+
+@pytest.mark.parametrize("name", list_presets())
+def test_every_preset_has_a_static_term_or_says_where_it_is(name):
+    """Static power is charged (per core, per SRAM bit or per chip), or the preset cites it as inside another
+    number (TrueNorth's whole-chip energy per synaptic event)."""
+    chip = load_preset(name)
+    static = chip.core.static_power_w + chip.core.sram_static_w_per_bit + chip.static_power_chip_w
+    leaves = {leaf["key"]: leaf for leaf in preset_leaves(name)}
+    assert static > 0 or "inside" in leaves["core.static_power_w"]["note"], name
+
+
+@pytest.mark.parametrize("name", list_presets())
+def test_every_memory_is_charged_or_folded_with_a_reason(name):
+    for mem in (load_preset(name).core.synapse_memory, load_preset(name).core.state_memory):
+        assert len(mem.reason) > 20 and (mem.folded or mem.read_j_per_bit)
 
 
 @pytest.mark.parametrize("key,value,needle", [

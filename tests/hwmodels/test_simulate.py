@@ -19,7 +19,8 @@ def _one_spike(nets):
     """input (10) -dense-> IF (2); 2 neurons per core, 1 core per tile on a 3 x 2 mesh: the input neurons sit on
     tiles (0,0)..(1,1), the IF neurons on tile (2,1). Input neuron 0 spikes at t=0, IF neuron 1 at t=0."""
     chip = load_preset("loihi", {"mesh_width": 3, "mesh_height": 2, "cores_per_tile": 1,
-                                 "core.neurons_per_core": 2})
+                                 "core.neurons_per_core": 2, "core.neuron_access_rule": "window",
+                                 "core.neuron_update_rule": "all", "core.static_power_w": 0.0})
     g = NetworkGraph([Population("in", (10,), nets.INPUT), Population("if", (2,))],
                      [Projection("fc", "in", "if", "dense", np.ones((2, 10)))])
     spikes = {"in": np.zeros((1, 1, 10)), "if": np.zeros((1, 1, 2))}
@@ -32,22 +33,26 @@ def test_one_spike_over_three_hops_costs_the_hand_sum(nets, model):
     g, tr, chip = _one_spike(nets)
     r = simulate(g, tr, chip, model=model)
     assert map_network(g, chip).tile_xy[-1].tolist() == [2, 1]
-    # energy: 1 message out, 2 E-W + 1 N-S hops, 2 synaptic events (dense), 1 active + 1 inactive update
+    # energy: 1 message out, 2 E-W + 1 N-S hops, 2 synaptic events (dense), 2 accesses (52 pJ), 1 spiking + 1
+    # quiet update (29 pJ each: Loihi's active - inactive update)
     e = r.energy_breakdown_j
     assert e["network"] == pytest.approx(1.7e-12 + 2 * 3.0e-12 + 1 * 4.0e-12, rel=1e-12)
-    assert e["synapse"] == pytest.approx(2 * 23.6e-12, rel=1e-12)
-    assert e["neuron"] == pytest.approx(81e-12 + 52e-12, rel=1e-12) and e["static"] == 0.0
-    assert r.energy_j == pytest.approx(1.7e-12 + 10e-12 + 47.2e-12 + 133e-12, rel=1e-12)
+    assert e["synapse_compute"] == pytest.approx(2 * 23.6e-12, rel=1e-12)
+    assert e["neuron_compute"] == pytest.approx(2 * 52e-12 + 2 * 29e-12, rel=1e-12) and e["static"] == 0.0
+    assert e["synapse_memory"] == e["neuron_memory"] == 0.0  # folded into Davies' measured per-op energies
+    assert r.energy_j == pytest.approx(1.7e-12 + 10e-12 + 47.2e-12 + 162e-12, rel=1e-12)
     assert (r.synops, r.messages, r.hops, r.spikes, r.hardware_steps) == (2, 1, 3, 2, 2)
-    # latency: step 0 = message out + 2 x 4.1 + 6.5 + link time + 2 x 3.5 ns; step 1 = 8.4 + 5.3 ns updates
+    # latency: step 0 = message out + 2 x 4.1 + 6.5 + link time + 2 x 3.5 ns; step 1 = 2 accesses (5.3 ns) + 2
+    # updates (3.1 ns)
     barrier = (113 + (465 - 113) * (6 - 1) / 31) * NS
     step0 = 2.1 * NS + 2 * 4.1 * NS + 6.5 * NS + 1 / 3.44e9 + 2 * 3.5 * NS + barrier
-    step1 = 8.4 * NS + 5.3 * NS + barrier
+    step1 = 2 * 5.3 * NS + 2 * 3.1 * NS + barrier
     assert r.latency_per_step_s == pytest.approx([step0, step1], rel=1e-12)
     assert r.latency_s == pytest.approx(step0 + step1, rel=1e-12)
     pops = r.populations
-    assert pops.loc["if", "energy_synapse_j"] == pytest.approx(47.2e-12) and pops.loc["if", "synops"] == 2
-    assert pops.loc["in", "energy_network_j"] == pytest.approx(11.7e-12) and pops.loc["in", "energy_neuron_j"] == 0
+    assert pops.loc["if", "energy_synapse_compute_j"] == pytest.approx(47.2e-12) and pops.loc["if", "synops"] == 2
+    assert pops.loc["in", "energy_network_j"] == pytest.approx(11.7e-12)
+    assert pops.loc["in", "energy_neuron_compute_j"] == 0
 
 
 def _two_senders(nets, chip, w):
@@ -63,7 +68,7 @@ def _two_senders(nets, chip, w):
 def test_two_flows_sharing_a_link_wait_exactly_one_train(nets):
     """Cores 0, 1 on tile (0,0) each send 1 message (2 events) to cores 4, 5 on tile (2,0): both flows cross
     links (0,0)->(1,0)->(2,0). Link time overridden to 10 ns (1e8 messages/s)."""
-    chip = load_preset("loihi", {"mesh_width": 3, "mesh_height": 1, "cores_per_tile": 2,
+    chip = load_preset("loihi", {"mesh_width": 3, "mesh_height": 1, "cores_per_tile": 2, **nets.WINDOW,
                                  "core.neurons_per_core": 2, "router.link_bandwidth_msgs_per_s": 1e8})
     w = np.zeros((4, 4))
     w[0:2, 0] = w[2:4, 2] = 1.0
@@ -84,7 +89,8 @@ def test_two_flows_to_one_destination_are_served_one_after_another(nets):
     synapse unit serves 4 events; the same in both models (no link is used)."""
     w = np.zeros((4, 4))
     w[0:2, 0] = w[0:2, 2] = 1.0
-    g, tr, chip = _two_senders(nets, load_preset("loihi", {"cores_per_tile": 8, "core.neurons_per_core": 2}), w)
+    g, tr, chip = _two_senders(nets, load_preset("loihi", {"cores_per_tile": 8, "core.neurons_per_core": 2,
+                                                           **nets.WINDOW}), w)
     a, d = simulate(g, tr, chip, model="analytic"), simulate(g, tr, chip, model="des")
     assert a.latency_per_step_s[0] == pytest.approx(2.1 * NS + 1 / 3.44e9 + 4 * 3.5 * NS + 113 * NS, rel=1e-12)
     assert d.latency_per_step_s == pytest.approx(a.latency_per_step_s, rel=1e-12)
@@ -123,15 +129,20 @@ def test_energy_is_identical_in_both_models(nets, rng):
     tr = nets.random_trace(g, rng, n_samples=5, n_timesteps=4, rate=0.25)
     chip = load_preset("loihi", {"core.neurons_per_core": 8, "router.link_bandwidth_msgs_per_s": 2e8})
     d, a = simulate(g, tr, chip, model="des"), simulate(g, tr, chip, model="analytic")
-    assert d.energy_j == a.energy_j and d.energy_breakdown_j == a.energy_breakdown_j
-    assert d.populations["energy_j"].equals(a.populations["energy_j"])
+    dynamic = [c for c in d.energy_breakdown_j if c != "static"]
+    assert [d.energy_breakdown_j[c] for c in dynamic] == [a.energy_breakdown_j[c] for c in dynamic]
+    assert d.energy_dynamic_j == pytest.approx(a.energy_dynamic_j, rel=1e-15)
     assert d.latency_s > a.latency_s
+    # static energy = the chip's static power (every core of the one ungated chip) x the model's latency
+    for r in (d, a):
+        assert r.static_power_w == pytest.approx(128 * chip.core.static_power_w, rel=1e-12)
+        assert r.energy_breakdown_j["static"] == pytest.approx(r.static_power_w * r.latency_s, rel=1e-12)
 
 
 def test_result_tables_add_up_and_batching_does_not_matter(nets, rng):
     g = nets.mixed_graph(rng)
     tr = nets.random_trace(g, rng, n_samples=5, n_timesteps=4, rate=0.25)
-    chip = load_preset("loihi", {"core.neurons_per_core": 8, "core.static_power_w": 1e-3})
+    chip = load_preset("loihi", {"core.neurons_per_core": 8, "core.static_power_w": 1e-3, "power_gating": "cores"})
     r = simulate(g, tr, chip, model="analytic", batch_samples=2)
     one = simulate(g, tr, chip, model="analytic", batch_samples=64)
     assert one.energy_j == pytest.approx(r.energy_j, rel=1e-12)
@@ -157,10 +168,13 @@ def test_on_progress_reports_every_group_up_to_all_samples(nets, rng):
 
 def test_as_row_keys(nets):
     row = simulate(*_one_spike(nets)).as_row()
-    assert list(row) == ["chip", "model", "placement", "semantics", "energy_j", "energy_synapse_j",
-                         "energy_neuron_j", "energy_network_j", "energy_static_j", "latency_s", "synops",
+    assert list(row) == ["chip", "model", "placement", "semantics", "energy_j", "energy_dynamic_j",
+                         "energy_synapse_compute_j", "energy_synapse_memory_j", "energy_neuron_compute_j",
+                         "energy_neuron_memory_j", "energy_network_j", "energy_static_j", "latency_s", "synops",
                          "synops_structural", "synops_nonzero", "spikes", "messages", "hops", "cores_used",
-                         "tiles_used", "n_samples", "timesteps", "hardware_steps"]
+                         "tiles_used", "n_samples", "timesteps", "hardware_steps", "static_power_w",
+                         "latency_p50_s", "latency_p95_s", "latency_p99_s", "energy_j_ci_low", "energy_j_ci_high",
+                         "latency_s_ci_low", "latency_s_ci_high"]
     assert all(np.isscalar(v) for v in row.values()) and row["model"] == "des" and row["chip"] == "loihi"
 
 
@@ -193,7 +207,7 @@ def _chain(nets, input_spike_t=None):
     spikes = {"in": np.zeros((1, 2, 2)), "h": np.zeros((1, 2, 2)), "out": np.zeros((1, 2, 1))}
     if input_spike_t is not None:
         spikes["in"][0, input_spike_t, 0] = 1
-    chip = load_preset("loihi", {"cores_per_tile": 8, "core.neurons_per_core": 2})
+    chip = load_preset("loihi", {"cores_per_tile": 8, "core.neurons_per_core": 2, **nets.WINDOW})
     return g, EventTrace.from_dense(spikes), chip
 
 
@@ -239,7 +253,8 @@ def test_multicast_keeps_synops_and_lowers_network_energy(nets, rng):
     tr = nets.random_trace(g, rng, n_samples=3, n_timesteps=3, rate=0.3)
     chip = load_preset("loihi", {"core.neurons_per_core": 16, "cores_per_tile": 1})
     uni, multi = simulate(g, tr, chip), simulate(g, tr, chip, multicast=True)
-    assert multi.synops == uni.synops and multi.energy_breakdown_j["synapse"] == uni.energy_breakdown_j["synapse"]
+    assert multi.synops == uni.synops
+    assert multi.energy_breakdown_j["synapse_compute"] == uni.energy_breakdown_j["synapse_compute"]
     assert multi.messages < uni.messages and multi.hops < uni.hops
     assert multi.energy_breakdown_j["network"] < uni.energy_breakdown_j["network"]
     assert multi.cores["messages_in"].sum() == uni.cores["messages_in"].sum() == uni.messages
@@ -251,7 +266,7 @@ def test_hop_across_a_chip_boundary_costs_the_chip_link(nets, model):
     20 ns). Step 0 = message out 2.1 + link 20 + eject 1/3.44e9 + 2 synops (dense) x 3.5 ns + barrier(2 tiles)."""
     chip = load_preset("loihi", {"mesh_width": 1, "mesh_height": 1, "cores_per_tile": 1, "n_chips": 2,
                                  "core.neurons_per_core": 2, "router.chip_link_energy_j": 10e-12,
-                                 "router.chip_link_latency_s": 20e-9})
+                                 "router.chip_link_latency_s": 20e-9, "core.neuron_access_rule": "window"})
     g = NetworkGraph([Population("in", (2,), nets.INPUT), Population("o", (2,))],
                      [Projection("p", "in", "o", "dense", np.ones((2, 2)))])
     tr = EventTrace.from_dense({"in": np.array([[[1.0, 0.0]]]), "o": np.zeros((1, 1, 2))})

@@ -95,3 +95,31 @@ def test_graph_rejects_shapes_that_do_not_fit():
         NetworkGraph([b, Population("b2", (2, 3, 3))],
                      [Projection("x", "b", "b2", "conv", np.ones((2, 2, 1, 1))),
                       Projection("y", "b2", "b", "conv", np.ones((2, 2, 1, 1)))])
+
+
+def test_format_1_traces_load_without_activity_and_format_2_round_trips(tmp_path):
+    """A trace written before activity was recorded (format 1) loads with no activity (the default rule); a
+    format-2 trace keeps activity and predictions, in memory (.npz) and streamed (folder)."""
+    import json
+    from hwmodels.stream import open_trace, write_trace
+    rng = np.random.default_rng(0)
+    spikes = {"a": rng.random((3, 2, 5)) < 0.5, "b": rng.random((3, 2, 4)) < 0.5}
+    old = EventTrace.from_dense(spikes)
+    meta = {"format_version": 1, "populations": ["a", "b"], "n_samples": 3, "n_timesteps": 2}
+    np.savez(tmp_path / "v1.npz", offsets=old.offsets, indices=old.indices,
+             meta=np.frombuffer(json.dumps(meta).encode(), np.uint8))
+    v1 = EventTrace.load(tmp_path / "v1.npz")
+    assert v1.activity == {} and v1.predictions is None and np.array_equal(v1.indices, old.indices)
+    act = rng.random((3, 3, 5)) < 0.5
+    new = EventTrace(old.populations, 3, 2, old.offsets, old.indices, activity={"a": np.packbits(act, -1, "little")},
+                     predictions=np.array([1, 0, 1]), sizes={"a": 5, "b": 4})
+    new.save(tmp_path / "v2.npz")
+    write_trace(tmp_path / "v2", new, batch_samples=2)
+    for back in (EventTrace.load(tmp_path / "v2.npz"), open_trace(tmp_path / "v2")):
+        bits = np.unpackbits(np.asarray(back.activity["a"]), axis=-1, count=5, bitorder="little").astype(bool)
+        assert np.array_equal(bits, act) and back.predictions.tolist() == [1, 0, 1]
+        assert back.select(slice(1, 3)).activity["a"].shape == (2, 3, 1)
+    with pytest.raises(ValueError, match=r"trace.activity\['a'\]: uint8 \(3, 2, 1\) should be"):
+        EventTrace(old.populations, 3, 2, old.offsets, old.indices, activity={"a": np.zeros((3, 2, 1), np.uint8)})
+    with pytest.raises(ValueError, match="trace.activity: population 'z' is not one of a, b"):
+        EventTrace(old.populations, 3, 2, old.offsets, old.indices, activity={"z": np.zeros((3, 3, 1), np.uint8)})

@@ -1,0 +1,54 @@
+"""Bootstrap confidence intervals (hwmodels.stats) and the per-sample results they are computed from."""
+import numpy as np
+import pytest
+
+from hwmodels import load_preset, simulate
+from hwmodels.stats import mean_ci, ratio_ci
+
+
+def test_mean_ci_covers_the_mean_and_shrinks_with_more_samples():
+    rng = np.random.default_rng(0)
+    small, large = rng.normal(10, 2, 20), rng.normal(10, 2, 2000)
+    lo_s, hi_s = mean_ci(small, seed=1)
+    lo_l, hi_l = mean_ci(large, seed=1)
+    assert lo_s < small.mean() < hi_s and lo_l < large.mean() < hi_l
+    # percentile bootstrap of a mean: about 2 x 1.96 x sd / sqrt(n) wide
+    assert hi_l - lo_l == pytest.approx(2 * 1.96 * large.std() / np.sqrt(2000), rel=0.1)
+    assert (hi_l - lo_l) < (hi_s - lo_s) / 5
+
+
+def test_intervals_are_seeded_and_degenerate_cases_are_explicit():
+    v = np.random.default_rng(3).random(30)
+    assert mean_ci(v, seed=4) == mean_ci(v, seed=4) != mean_ci(v, seed=5)
+    assert mean_ci(np.full(5, 2.5)) == (2.5, 2.5)
+    assert all(np.isnan(mean_ci(np.array([1.0]))))
+    with pytest.raises(ValueError, match="level: 1.5 must be in"):
+        mean_ci(v, level=1.5)
+
+
+def test_pairing_removes_the_spread_two_measurements_share():
+    """b = 2 a on the same inputs: the paired ratio is exactly 0.5 in every resample; independent resampling
+    of the same numbers gives a wide interval around 0.5."""
+    a = np.random.default_rng(1).lognormal(0, 1, 50)
+    r, lo, hi = ratio_ci(a, 2 * a, paired=True)
+    assert r == lo == pytest.approx(0.5) and hi == pytest.approx(0.5)
+    r, lo, hi = ratio_ci(a, 2 * a, paired=False)
+    assert r == pytest.approx(0.5) and lo < 0.4 and hi > 0.6
+    assert ratio_ci(np.array([3.0]), np.array([6.0]), paired=False) == (0.5, 0.5, 0.5)
+    with pytest.raises(ValueError, match="paired groups need equal lengths"):
+        ratio_ci(a, a[:10], paired=True)
+
+
+def test_simresult_reports_per_sample_values_percentiles_and_intervals(rng, nets):
+    g = nets.mixed_graph(rng)
+    tr = nets.random_trace(g, rng, n_samples=12, n_timesteps=3, rate=0.3)
+    r = simulate(g, tr, load_preset("loihi", {"core.neurons_per_core": 16}))
+    s = r.samples
+    assert len(s) == 12 and s["energy_j"].mean() == pytest.approx(r.energy_j, rel=1e-12)
+    assert s["latency_s"].mean() == pytest.approx(r.latency_s, rel=1e-12)
+    assert s["spikes"].sum() == tr.counts().sum()
+    row = r.as_row(seed=0)
+    assert row["energy_j_ci_low"] <= r.energy_j <= row["energy_j_ci_high"]
+    assert row["latency_p50_s"] == pytest.approx(np.median(s["latency_s"]))
+    assert row["latency_p99_s"] <= s["latency_s"].max()
+    assert (row["energy_j_ci_low"], row["energy_j_ci_high"]) == mean_ci(s["energy_j"].to_numpy(), seed=0)
