@@ -10,7 +10,9 @@
 3. Select on the simulator: compress every candidate with the method's fine-tuning, measure accuracy, energy and
    latency (analytic model, probe samples) and keep the one with the lowest weighted energy + latency whose
    accuracy is within `accuracy_tolerance` of the uniform network's.
-4. Compare: the selected and the uniform network on the configured simulator and samples (results.csv).
+4. Compare: the selected and the uniform network on the configured simulator and samples (results.csv, with the
+   bootstrap intervals of SimResult.as_row seeded by the run seed; each point's per-sample and hardware tables
+   under points/<point_id>/).
 """
 from __future__ import annotations
 
@@ -22,9 +24,10 @@ import numpy as np
 import pandas as pd
 
 import hwmodels
-from codesign.cache import StageCache
+from codesign.cache import StageCache, config_key
 from codesign.config import ConfigError, RunConfig, dump_config
 from codesign.evaluate import dense_stage, stage_keys
+from codesign.hwfigures import PointDetails
 from codesign.pipeline import RunResult, load_chip, run_folder
 from codesign.provenance import write_provenance
 from codesign.report import write_report
@@ -74,7 +77,8 @@ def measure(model, info, dataset, cfg: RunConfig, chip, n_samples: int, device, 
     """Accuracy, parameters, energy and latency per inference of one (compressed) model on `chip`."""
     acc = train.evaluate(model, dataset.x_test, dataset.y_test, train_config(cfg), device=device, seed=cfg.seed)
     x, y = encoded_test_inputs(dataset, cfg, n_samples)
-    graph, trace = lowering.lower(model, x, labels=y, weight_bits=cfg.hardware.weight_bits, device=device,
+    graph, trace = lowering.lower(model, x, labels=y, weight_bits=cfg.hardware.weight_bits,
+                                  weight_fit=cfg.hardware.weight_fit, device=device,
                                   compression=dataclasses.asdict(info))
     mapping = hwmodels.map_network(graph, chip, placement=cfg.hardware.placement, traffic=trace)
     sim = hwmodels.simulate(graph, trace, chip, mapping=mapping, model=sim_model)
@@ -180,10 +184,17 @@ def _label(ratios: dict[str, float]) -> str:
     return ", ".join(f"{k}:{v:g}" for k, v in ratios.items())
 
 
+def point_id(cfg: RunConfig, ratio: float, series: str, layer_ratios: dict[str, float]) -> str:
+    """Id of one compared network: hash of the run's design point at `ratio`, its series and its layer ratios."""
+    point = cfg.model_copy(update={"compression": cfg.compression.model_copy(update={"ratios": [ratio]})})
+    return config_key("allocated", stage_keys(point).point, series, _label(layer_ratios))
+
+
 def compare(dense, dataset, cfg: RunConfig, chip, ratio: float, acfg: AllocatorConfig, device):
     """Probe, build candidates, select on the simulator and compare with uniform.
 
-    Returns (comparison rows: uniform and hardware-aware on the configured simulator, candidates table, probe table).
+    Returns (comparison rows: uniform and hardware-aware on the configured simulator, candidates table, probe
+    table, {point_id: SimResult} of the two compared networks).
     """
     check_method(cfg)
     table = probe(dense, dataset, cfg, chip, acfg, device)
@@ -205,19 +216,22 @@ def compare(dense, dataset, cfg: RunConfig, chip, ratio: float, acfg: AllocatorC
     cand_df = pd.DataFrame(cand_rows)
     best = select(cand_df, acfg)
     cand_df["selected"] = cand_df.index == best
-    rows = []
+    rows, sims = [], {}
     for name, i in (("uniform", 0), ("hardware-aware", best)):
         model, info = models[i]
         m = measure(model, info, dataset, cfg, chip, cfg.hardware.n_samples, device, cfg.hardware.model)
-        m.pop("sim")
-        rows.append({"method": cfg.compression.method, "series": name, "ratio": ratio,
-                     "layer_ratios": _label(cands[i]), **m})
-    return pd.DataFrame(rows), cand_df, table
+        pid = point_id(cfg, ratio, name, cands[i])
+        sims[pid] = m["sim"]
+        rows.append({"point_id": pid, "method": cfg.compression.method, "series": name, "ratio": ratio,
+                     "layer_ratios": _label(cands[i]), "accuracy": m["accuracy"], "params": m["params"],
+                     **m["sim"].as_row(seed=cfg.seed)})
+    return pd.DataFrame(rows), cand_df, table, sims
 
 
 def run_allocator(cfg: RunConfig, ratio: float, acfg: AllocatorConfig, log=print, resume: bool = False):
     """`codesign allocate`: probe, allocate and compare on the configured model and chip; writes the run folder
-    (results.csv: uniform vs hardware-aware; allocation.csv: the probe and the ratios; report.md/html)."""
+    (results.csv: uniform vs hardware-aware; points/<point_id>/: their per-sample and hardware tables;
+    allocation.csv: the probe and the ratios; report.md/html)."""
     start = time.perf_counter()
     if not 0.0 < ratio < 1.0:
         raise ConfigError(f"--ratio: {ratio} must be in (0, 1)")
@@ -231,8 +245,10 @@ def run_allocator(cfg: RunConfig, ratio: float, acfg: AllocatorConfig, log=print
     dense_dir = dense_stage(point, StageCache(cfg.cache_dir), stage_keys(point).dense, dataset, device, False)
     dense = checkpoint.load(dense_dir / "model.pt")["model"]
     log(f"probing {len(find_conv_units(dense))} conv layers at ratio {ratio:g} on {chip.name}")
-    df, cand_df, table = compare(dense, dataset, cfg, chip, ratio, acfg, device)
+    df, cand_df, table, sims = compare(dense, dataset, cfg, chip, ratio, acfg, device)
     out.mkdir(parents=True, exist_ok=True)
+    for pid, sim in sims.items():
+        PointDetails.from_sim(sim, chip).save(out / "points" / pid)
     write_provenance(out, cfg.seed)
     df.to_csv(out / "results.csv", index=False)
     table.to_csv(out / "allocation.csv", index=False)

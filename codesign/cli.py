@@ -1,7 +1,7 @@
-"""The `codesign` command line (typer + rich): `run` and `presets`.
+"""The `codesign` command line (typer + rich): run, sweep, search, allocate, validate, report, simulate, presets.
 
 Errors in user input print one line (`error: <field>: <problem>`) and exit with status 2; `--debug` shows the
-traceback instead.
+traceback instead. `validate` exits with status 1 when a claim FAILs.
 """
 from __future__ import annotations
 
@@ -20,14 +20,17 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 presets_app = typer.Typer(no_args_is_help=True, help="List and show chip presets.")
 app.add_typer(presets_app, name="presets")
 EXIT_USAGE = 2
+#: exit status of `validate` when at least one claim FAILs
+EXIT_CLAIM_FAILED = 1
 #: the summary table needs this many columns; narrower (or captured) output would truncate its headers
 MIN_WIDTH = 120
 
 
-def _quiet_torch_logs() -> None:
-    """Silence torch's one-line 'Triton not available' warnings (CPU machines) in CLI output."""
-    from codesign.logs import quiet_torch_logs
-    quiet_torch_logs()
+def _quiet_logs() -> None:
+    """Silence torch's 'Triton not available' and the lowering's weight-fit warnings in CLI output
+    (codesign.logs.quiet_logs)."""
+    from codesign.logs import quiet_logs
+    quiet_logs()
 
 
 def _fail(exc: BaseException, debug: bool) -> None:
@@ -87,7 +90,7 @@ def run(config: Optional[Path] = typer.Argument(None, help="YAML run config; def
     """
     from codesign.config import ConfigError, load_config
     console = Console(width=max(Console().width, MIN_WIDTH))
-    _quiet_torch_logs()
+    _quiet_logs()
     try:
         cfg = load_config(config, set_)
         from codesign.pipeline import run as run_pipeline
@@ -119,7 +122,7 @@ def sweep(spec: Optional[Path] = typer.Argument(None, help="YAML sweep spec (bas
     """
     from codesign.config import ConfigError
     from codesign.spec import load_spec
-    _quiet_torch_logs()
+    _quiet_logs()
     console = Console(width=max(Console().width, MIN_WIDTH))
     extra = _execution_overrides(workers, scheduler)
     try:
@@ -150,7 +153,7 @@ def search(spec: Optional[Path] = typer.Argument(None, help="YAML sweep spec wit
     """
     from codesign.config import ConfigError
     from codesign.spec import load_spec
-    _quiet_torch_logs()
+    _quiet_logs()
     console = Console(width=max(Console().width, MIN_WIDTH))
     set_ = [*set_, *_execution_overrides(workers, scheduler)]
     try:
@@ -183,7 +186,7 @@ def allocate(config: Optional[Path] = typer.Argument(None, help="YAML run config
       codesign allocate --set compression.method=magnitude_channel --ratio 0.5
     """
     from codesign.config import ConfigError, load_config
-    _quiet_torch_logs()
+    _quiet_logs()
     console = Console(width=max(Console().width, MIN_WIDTH))
     try:
         from codesign.allocator import AllocatorConfig, run_allocator
@@ -200,14 +203,18 @@ def validate(claims: Path = typer.Argument(..., help="claims YAML (e.g. codesign
              run_dir: Path = typer.Argument(..., help="a run folder with results.csv"),
              debug: bool = typer.Option(False, "--debug", help="show tracebacks")) -> None:
     """Judge declarative hardware-friendliness claims on a run's results: PASS, FAIL or UNDECIDED per claim,
-    with the numbers and design points behind it (claims.json, and a section of the rebuilt report).
+    each pair judged on the bootstrap confidence interval of its ratio a/b over the simulated samples
+    (points/<id>/samples.csv), with the numbers and design points behind it (claims.json, and a section of the
+    rebuilt report).
+
+    Exit status: 0 when no claim FAILs (PASS or UNDECIDED), 1 when at least one claim FAILs (claims.json and the
+    report are written first), 2 for bad input (claims file, run folder).
 
     Examples:
       codesign validate codesign/claims/hardware_friendliness.yaml reports/claims
     """
-    import json
     import pandas as pd
-    from codesign.claims import load_claims, validate as judge, verdict_table
+    from codesign.claims import load_claims, point_samples, validate as judge
     from codesign.config import ConfigError
     from codesign.report import rebuild_report
     console = Console(width=max(Console().width, MIN_WIDTH))
@@ -216,20 +223,39 @@ def validate(claims: Path = typer.Argument(..., help="claims YAML (e.g. codesign
         results = run_dir / "results.csv"
         if not results.exists():
             raise FileNotFoundError(f"validate: '{results}' does not exist (is '{run_dir}' a run folder?)")
-        verdicts = judge(pd.read_csv(results, dtype={"point_id": str}), spec)
-        (run_dir / "claims.json").write_text(json.dumps(verdicts, indent=1, default=float))
+        verdicts = judge(pd.read_csv(results, dtype={"point_id": str}), spec, point_samples(run_dir))
+        _write_verdicts(run_dir / "claims.json", verdicts)
         report = rebuild_report(run_dir) if (run_dir / "report_meta.json").exists() else None
     except (ConfigError, ValueError, FileNotFoundError) as exc:
         _fail(exc, debug)
-    table = Table(title="Claims")
-    for col in ("claim", "verdict", "pairs", "median a/b", "reason"):
+    console.print(_claims_table(verdicts))
+    console.print(f"verdicts: {run_dir / 'claims.json'}" + (f"; report: {report}" if report else ""))
+    if any(v["verdict"] == "FAIL" for v in verdicts):
+        raise typer.Exit(EXIT_CLAIM_FAILED)
+
+
+def _write_verdicts(path: Path, verdicts: list[dict]) -> None:
+    """claims.json: the verdicts with their pairs (numpy numbers as plain JSON numbers, NaN as NaN)."""
+    import json
+
+    def plain(v):
+        return v.item() if hasattr(v, "item") else float(v)
+    path.write_text(json.dumps(verdicts, indent=1, default=plain))
+
+
+def _claims_table(verdicts: list[dict]) -> Table:
+    """The verdicts as a rich table: claim, verdict, pairs, median ratio a/b, CI span over the pairs, reason."""
+    from rich.markup import escape
+    from codesign.claims import verdict_table
+    table = Table(title="Claims (ratio a/b: median over the pairs; CI: bootstrap interval span over the pairs)")
+    for col in ("claim", "verdict", "pairs", "ratio a/b", "CI", "reason"):
         table.add_column(col)
     colors = {"PASS": "green", "FAIL": "red", "UNDECIDED": "yellow"}
-    for row in verdict_table(verdicts).itertuples(index=False):
-        table.add_row(row.claim, f"[{colors[row.verdict]}]{row.verdict}[/]", str(row.pairs),
-                      f"{row[3]:.3g}", row.reason)
-    console.print(table)
-    console.print(f"verdicts: {run_dir / 'claims.json'}" + (f"; report: {report}" if report else ""))
+    for row in verdict_table(verdicts).to_dict("records"):
+        table.add_row(escape(row["claim"]), f"[{colors[row['verdict']]}]{row['verdict']}[/]", str(row["pairs"]),
+                      f"{row['ratio a/b']:.3g}" if row["pairs"] else "-", escape(row["CI (all pairs)"]),
+                      escape(row["reason"]))
+    return table
 
 
 @app.command()
@@ -288,7 +314,39 @@ def simulate(graph: Path = typer.Argument(..., help="lowered graph .npz (e.g. re
     for key, value in sim.as_row().items():
         table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
     console.print(table)
-    console.print(sim.populations.round(4).to_string())
+    console.print(_energy_split(sim))
+    console.print(_population_table(sim))
+
+
+def _energy_split(sim) -> Table:
+    """Energy per inference by component (hwmodels.energy.ENERGY_COMPONENTS) in uJ and % of the total."""
+    from hwmodels.energy import ENERGY_COMPONENTS
+    table = Table(title="Energy per inference by component")
+    for col in ("component", "uJ", "% of total"):
+        table.add_column(col, justify="left" if col == "component" else "right")
+    for comp in ENERGY_COMPONENTS:
+        joules = float(sim.energy_breakdown_j[comp])
+        table.add_row(comp, f"{joules * 1e6:.4g}", f"{100 * joules / sim.energy_j:.1f}" if sim.energy_j else "-")
+    table.add_row("total", f"{sim.energy_j * 1e6:.4g}", "100.0" if sim.energy_j else "-")
+    return table
+
+
+def _population_table(sim) -> Table:
+    """Per population: cores, neurons, spikes, SynOps and energy per inference (total and by component, nJ;
+    components that are 0 in every population are left out)."""
+    from hwmodels.energy import ENERGY_COMPONENTS
+    pops = sim.populations
+    comps = [f"energy_{c}_j" for c in ENERGY_COMPONENTS if pops[f"energy_{c}_j"].abs().sum() > 0]
+    cols = ["cores", "neurons", "spikes", "synops", "energy_j", *comps]
+    table = Table(title="Per population (per inference; energy in nJ, components that are 0 everywhere left out)")
+    table.add_column("population", no_wrap=True)
+    for col in cols:
+        name = col.removeprefix("energy_").removesuffix("_j") if col != "energy_j" else "energy"
+        table.add_column(name.replace("synapse_", "syn. ").replace("neuron_", "neu. "), justify="right")
+    for name, row in pops.iterrows():
+        cells = [f"{row[c] * 1e9:.3g}" if c.startswith("energy_") else f"{row[c]:.4g}" for c in cols]
+        table.add_row(str(name), *cells)
+    return table
 
 
 @presets_app.command("list")

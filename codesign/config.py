@@ -89,7 +89,12 @@ class HardwareConfig(_Section):
                                                             "layer-pipelined (as on Loihi) or layer-serial")
     multicast: bool = Field(False, description="send a spike as one multicast message along an XY tree")
     n_samples: int = Field(100, ge=1, description="test samples lowered to event traces and simulated")
-    weight_bits: int = Field(8, ge=1, le=16, description="bits per stored weight")
+    weight_bits: int = Field(8, ge=1, le=16, description="bits per stored weight on the chip (layers a compression "
+                                                        "method quantizes keep their own bits)")
+    weight_fit: Literal["quantize", "widen", "error"] = Field(
+        "quantize", description="weights that do not fit weight_bits (workloads.lowering.lower's weight_fit): "
+                                "quantize (per output channel, before the spikes are recorded, so the trace is the "
+                                "b-bit model's), widen (store the bits they need: 32 for float weights) or error")
 
 
 class RunConfig(_Section):

@@ -21,6 +21,9 @@ from workloads import checkpoint, compression, lowering, models, train
 
 #: config fields that do not change any result (excluded from keys)
 NON_RESULT_FIELDS = {"run_name", "output_dir", "cache_dir", "device"}
+#: version of the lowered stage's output, part of its key: 2 = traces of format 2 (neuron activity, predictions),
+#: lowered under hardware.weight_fit; entries of version 1 (format-1 traces) are never reused
+LOWERED_VERSION = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,7 +47,8 @@ def stage_keys(cfg: RunConfig) -> StageKeys:
     """Hashes of exactly the fields each stage depends on."""
     dense = config_key("dense", cfg.seed, cfg.data.model_dump(), cfg.model.model_dump(), cfg.train.model_dump())
     comp = config_key("compressed", dense, cfg.compression.method, ratio_of(cfg), cfg.compression.params)
-    low = config_key("lowered", comp, cfg.hardware.n_samples, cfg.hardware.weight_bits)
+    low = config_key("lowered", LOWERED_VERSION, comp, cfg.hardware.n_samples, cfg.hardware.weight_bits,
+                     cfg.hardware.weight_fit)
     point = config_key("point", cfg.model_dump(mode="json", exclude=NON_RESULT_FIELDS))
     return StageKeys(dense, comp, low, point)
 
@@ -79,7 +83,8 @@ def _lowered(cfg: RunConfig, cache: StageCache, keys: StageKeys, dataset, device
         model = checkpoint.load(comp / "model.pt")["model"]
         info = json.loads((comp / "result.json").read_text())
         x, y = encoded_test_inputs(dataset, cfg, cfg.hardware.n_samples)
-        graph, trace = lowering.lower(model, x, labels=y, weight_bits=cfg.hardware.weight_bits, device=device,
+        graph, trace = lowering.lower(model, x, labels=y, weight_bits=cfg.hardware.weight_bits,
+                                      weight_fit=cfg.hardware.weight_fit, device=device,
                                       name=f"{cfg.compression.method}-r{ratio_of(cfg):g}", compression=info)
         graph.save(folder / "graph.npz")
         trace.save(folder / "trace.npz")
@@ -107,8 +112,9 @@ def model_row(cfg: RunConfig, cache: StageCache, progress: bool = False) -> tupl
 def hardware_row(cfg: RunConfig, graph: hwmodels.NetworkGraph, trace: hwmodels.EventTrace,
                  sim_cache: hwmodels.SimCache | None = None) -> tuple[dict, hwmodels.SimResult | None]:
     """Map and simulate on the configured chip: (row, SimResult); a network that does not fit gives fits=False,
-    the reason and no SimResult. sim_cache: reuse mappings, action counts and timings of earlier points on the same
-    graph and trace (hwmodels.SimCache; the row is the same with or without it)."""
+    the reason and no SimResult. The row is SimResult.as_row with its bootstrap intervals seeded by cfg.seed.
+    sim_cache: reuse mappings, action counts and timings of earlier points on the same graph and trace
+    (hwmodels.SimCache; the row is the same with or without it)."""
     chip = hwmodels.load_preset(cfg.hardware.preset, cfg.hardware.overrides)
     row = {"preset": cfg.hardware.preset}
     mapper = hwmodels.map_network if sim_cache is None else sim_cache.mapping
@@ -118,7 +124,7 @@ def hardware_row(cfg: RunConfig, graph: hwmodels.NetworkGraph, trace: hwmodels.E
         return {**row, "fits": False, "error": str(exc), "energy_j": np.nan, "latency_s": np.nan}, None
     sim = hwmodels.simulate(graph, trace, chip, mapping=mapping, model=cfg.hardware.model, cache=sim_cache,
                             semantics=cfg.hardware.semantics, multicast=cfg.hardware.multicast)
-    row.update(sim.as_row())
+    row.update(sim.as_row(seed=cfg.seed))
     row.update({"fits": True, "error": "", "memory_bits": int(mapping.core_synapse_bits.sum())})
     return row, sim
 
@@ -128,8 +134,9 @@ def evaluate_point(cfg: RunConfig, cache_dir: str | Path, progress: bool = False
     """One results row for the design point `cfg` (a RunConfig with one ratio), using and filling the cache.
     sim_cache: shared by the points of a serial sweep, it keeps each lowered graph + trace loaded and reuses
     their mappings, action counts and timings across hardware-only points (hwmodels.SimCache).
-    details_root: when given, the point's per-population, per-core, per-link and per-step tables are written to
-    <details_root>/<point_id>/ (codesign.hwfigures.PointDetails) before the row is returned."""
+    details_root: when given, the point's per-sample, per-population, per-core, per-link and per-step tables are
+    written to <details_root>/<point_id>/ (codesign.hwfigures.PointDetails) before the row is returned (a point
+    that does not fit the chip has none)."""
     cache = StageCache(cache_dir)
     row, low = model_row(cfg, cache, progress)
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from codesign.cache import StageCache
 from codesign.config import ConfigError, RunConfig
 from codesign.evaluate import evaluate_point, model_row, stage_keys
-from codesign.logs import quiet_torch_logs
+from codesign.logs import quiet_logs
 from codesign.spec import ExecutionConfig
 from codesign.store import ResultStore
 from hwmodels import SimCache
@@ -42,13 +42,13 @@ def dask_client(execution: ExecutionConfig) -> Iterator:
     from dask.distributed import Client, LocalCluster
     if execution.scheduler:
         with Client(execution.scheduler) as client:
-            client.run(quiet_torch_logs)
+            client.run(quiet_logs)
             yield client
         return
     with _torch_friendly_nanny(), LocalCluster(n_workers=local_workers(execution), threads_per_worker=1,
                                                processes=True, dashboard_address=None) as cluster, \
             Client(cluster) as client:
-        client.run(quiet_torch_logs)
+        client.run(quiet_logs)
         yield client
 
 

@@ -1,8 +1,9 @@
 """Figures of one simulated design point: core occupancy on the mesh, NoC link load, per-layer SynOps and energy,
-latency per hardware step. Inputs are the per-point tables a run stores (points/<id>/*.csv, from SimResult)."""
+latency per hardware step. Inputs are the per-point tables a run stores (points/<id>/*.csv, from SimResult); the
+per-sample table (samples.csv) is what claims are judged on (codesign.claims)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib
@@ -13,17 +14,23 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.collections import LineCollection  # noqa: E402
 
-DETAIL_TABLES = ("populations", "cores", "links", "steps")
+DETAIL_TABLES = ("populations", "cores", "links", "steps", "samples")
+#: file of the per-sample table in a point's folder
+SAMPLES_FILE = "samples.csv"
 
 
 @dataclass(frozen=True)
 class PointDetails:
-    """Per-population, per-core, per-link and per-step tables of one design point (SimResult's DataFrames)."""
+    """Per-population, per-core, per-link, per-step and per-sample tables of one design point (SimResult's
+    DataFrames). samples: one row per simulated sample (column `sample`): energy_j, energy_<component>_j (J),
+    latency_s (s), synops, spikes, messages, hops, and label / prediction / correct when the trace records them;
+    empty for a point folder written before per-sample tables were kept."""
 
     populations: pd.DataFrame
     cores: pd.DataFrame
     links: pd.DataFrame
     steps: pd.DataFrame
+    samples: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @classmethod
     def from_sim(cls, sim, chip=None) -> "PointDetails":
@@ -34,24 +41,39 @@ class PointDetails:
         if chip is not None:
             per_row, rows = chip.chip_grid
             cores["mesh_width"], cores["mesh_height"] = chip.mesh_width * per_row, chip.mesh_height * rows
-        return cls(sim.populations.reset_index(), cores, sim.links.reset_index(), steps)
+        return cls(sim.populations.reset_index(), cores, sim.links.reset_index(), steps, sim.samples.reset_index())
 
     def save(self, folder: Path) -> None:
-        """Write the four tables as CSV into `folder`."""
+        """Write the tables as CSV into `folder` (<table>.csv for each of DETAIL_TABLES)."""
         folder.mkdir(parents=True, exist_ok=True)
         for name in DETAIL_TABLES:
             getattr(self, name).to_csv(folder / f"{name}.csv", index=False)
 
     @classmethod
     def load(cls, folder: Path) -> "PointDetails":
-        """Read tables written by `save` (an empty links.csv gives an empty table)."""
+        """Read tables written by `save` (an empty links.csv, or a samples.csv missing from an older run folder,
+        gives an empty table). Raises FileNotFoundError when another table is missing."""
         def read(name: str) -> pd.DataFrame:
             path = folder / f"{name}.csv"
+            if name == "samples" and not path.exists():
+                return pd.DataFrame()
             try:
                 return pd.read_csv(path)
             except pd.errors.EmptyDataError:
                 return pd.DataFrame()
         return cls(*(read(n) for n in DETAIL_TABLES))
+
+
+def load_samples(folder: Path) -> pd.DataFrame | None:
+    """The per-sample table of the point folder `folder` (indexed by sample), or None when it has none (an older
+    run folder, or a point that did not fit the chip)."""
+    path = Path(folder) / SAMPLES_FILE
+    if not path.exists():
+        return None
+    try:
+        return pd.read_csv(path, index_col="sample")
+    except pd.errors.EmptyDataError:
+        return None
 
 
 def core_map(cores: pd.DataFrame, ax) -> None:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import logging
 
 
-def quiet_torch_logs() -> None:
-    """Silence torch's one-line 'Triton not available' warnings (CPU machines); call before torch is imported
-    to silence them at import time."""
+def quiet_logs() -> None:
+    """Silence torch's one-line 'Triton not available' warnings (CPU machines) and workloads.lowering's note, at
+    every lowering, that weights were quantized or widened to fit (the policy is the config's
+    hardware.weight_fit, and every projection's fit is recorded in the lowered graph's metadata['weight_fit']).
+    Call before torch is imported to silence torch at import time."""
     logging.getLogger("torch._library.triton").setLevel(logging.ERROR)
+    logging.getLogger("workloads.lowering").setLevel(logging.ERROR)

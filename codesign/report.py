@@ -1,6 +1,7 @@
 """Run reports: `report.md`, a self-contained `report.html` and figures as PNG and SVG.
 
 The page holds the summary, the table of every design point, extra tables (e.g. claim verdicts, allocations), the
+energy breakdown by component and the latency percentiles with their bootstrap confidence intervals, the
 result figures (codesign.figures), the hardware figures of highlighted points (codesign.hwfigures: core occupancy,
 NoC link load, per-layer SynOps and energy, latency per timestep), the provenance and the resolved config. Figures
 are embedded as base64 PNG, so the HTML needs no network or side files. Everything the page shows is read from
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from codesign.figures import Figure, render, result_figures
+from codesign.figures import ENERGY_PREFIX, ENERGY_SUFFIX, Figure, energy_components, render, result_figures
 from codesign.hwfigures import PointDetails, detail_figures
 
 META_NAME = "report_meta.json"
@@ -28,6 +29,8 @@ DISPLAY_COLUMNS = {
     "latency_s": (1e6, "latency / inf. (us)"), "fits": (None, "fits"), "pareto": (None, "Pareto"),
 }
 MAX_HIGHLIGHTS = 3
+ENERGY_TABLE = "Energy per inference by component (uJ)"
+LATENCY_TABLE = "Latency per inference (us) and accuracy on the chip (%)"
 
 
 def display_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -37,6 +40,66 @@ def display_table(df: pd.DataFrame) -> pd.DataFrame:
         if col in df.columns:
             out[label] = df[col] * scale if scale else df[col]
     return pd.DataFrame(out)
+
+
+def _labels(df: pd.DataFrame) -> pd.DataFrame:
+    """The columns naming each point in derived tables: its series (or method) and ratio."""
+    name = "series" if "series" in df.columns else "method"
+    return pd.DataFrame({name: df[name], "ratio": df["ratio"]})
+
+
+def _interval(df: pd.DataFrame, column: str, scale: float) -> pd.Series | None:
+    """'[low, high]' of the `<column>_ci_low/_ci_high` columns x scale, or None when the table has none."""
+    low, high = f"{column}_ci_low", f"{column}_ci_high"
+    if low not in df.columns or high not in df.columns:
+        return None
+    return pd.Series([f"[{_fmt(float(lo) * scale)}, {_fmt(float(hi) * scale)}]" for lo, hi in zip(df[low], df[high])],
+                     index=df.index)
+
+
+def _with_interval(out: pd.DataFrame, df: pd.DataFrame, column: str, scale: float, label: str) -> None:
+    """Add `label` (column x scale) and, when present, its confidence interval to `out` (in place)."""
+    if column not in df.columns:
+        return
+    out[label] = df[column] * scale
+    ci = _interval(df, column, scale)
+    if ci is not None:
+        out[f"{label} 95 % CI"] = ci
+
+
+def energy_table(df: pd.DataFrame) -> pd.DataFrame | None:
+    """Energy per inference of every point by component, the total and its bootstrap CI, in uJ (None when the
+    results have no energy components, e.g. no point fitted the chip)."""
+    comps = energy_components(df)
+    if not comps or "energy_j" not in df.columns or "ratio" not in df.columns:
+        return None
+    out = _labels(df)
+    for comp in comps:
+        out[comp] = df[f"{ENERGY_PREFIX}{comp}{ENERGY_SUFFIX}"] * 1e6
+    _with_interval(out, df, "energy_j", 1e6, "total")
+    return out
+
+
+def latency_table(df: pd.DataFrame) -> pd.DataFrame | None:
+    """Mean latency per inference with its bootstrap CI and the p50/p95/p99 percentiles over samples (us), and
+    the accuracy of the chip's own predictions on the simulated samples with its CI (%), where the results have
+    them (None when they have no latency percentiles, e.g. an older run folder)."""
+    pct = [c for c in ("latency_p50_s", "latency_p95_s", "latency_p99_s") if c in df.columns]
+    if not pct or "ratio" not in df.columns:
+        return None
+    out = _labels(df)
+    _with_interval(out, df, "latency_s", 1e6, "mean")
+    for c in pct:
+        out[c[len("latency_"):-len("_s")]] = df[c] * 1e6
+    _with_interval(out, df, "accuracy_hw", 100.0, "accuracy on chip")
+    return out
+
+
+def derived_tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The energy and latency tables of the points that were simulated (energy_j not NaN)."""
+    ok = df[df["energy_j"].notna()].reset_index(drop=True) if "energy_j" in df.columns else df
+    tables = {ENERGY_TABLE: energy_table(ok), LATENCY_TABLE: latency_table(ok)}
+    return {name: t for name, t in tables.items() if t is not None and not t.empty}
 
 
 def _fmt(v) -> str:
@@ -162,7 +225,7 @@ def rebuild_report(run_dir: str | Path) -> Path:
             raise FileNotFoundError(f"report: '{run_dir / need}' does not exist (is '{run_dir}' a run folder?)")
     meta = json.loads((run_dir / META_NAME).read_text())
     df = pd.read_csv(run_dir / "results.csv", dtype={"point_id": str})
-    tables = {**_read_tables(run_dir, meta), **_claims_table(run_dir)}
+    tables = {**_read_tables(run_dir, meta), **derived_tables(df), **_claims_table(run_dir)}
     figures = result_figures(df)
     points = point_figures(run_dir, df)
     prov_path = run_dir / "provenance.json"

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from pathlib import Path
 
 import torch
 
@@ -111,9 +110,15 @@ def encoded_test_inputs(dataset: data.Dataset, cfg: RunConfig, n: int) -> tuple[
 
 def check_fits(model, dataset, cfg: RunConfig, chip, device) -> None:
     """Lower the untrained model on a couple of samples and map it, so a network that cannot fit the chip
-    fails before training (raises hwmodels.MappingError naming the population and the shortfall)."""
+    fails before training (raises hwmodels.MappingError naming the population and the shortfall).
+
+    Weights are fitted as hardware.weight_fit says, except that "error" is checked as "quantize": the untrained
+    float weights say nothing about the trained (possibly quantized) model, only its bits per weight matter here.
+    """
     x, _ = encoded_test_inputs(dataset, cfg, FIT_CHECK_SAMPLES)
-    graph, _ = lowering.lower(copy.deepcopy(model), x, weight_bits=cfg.hardware.weight_bits, device=device)
+    fit = "quantize" if cfg.hardware.weight_fit == "error" else cfg.hardware.weight_fit
+    graph, _ = lowering.lower(copy.deepcopy(model), x, weight_bits=cfg.hardware.weight_bits, weight_fit=fit,
+                              device=device)
     hwmodels.map_network(graph, chip, placement=cfg.hardware.placement)
 
 
@@ -128,20 +133,3 @@ def compress_point(model, dataset, cfg: RunConfig, ratio: float, device, progres
     """Compress a copy of the dense model at `ratio` with the configured method (fine-tuning included)."""
     return compression.compress(cfg.compression.method, model, dataset, ratio, cfg=method_config(cfg),
                                 seed=cfg.seed, train_cfg=train_config(cfg), device=device, progress=progress)
-
-
-def simulate_point(model, info, dataset, cfg: RunConfig, chip, device, artifact_dir: Path) -> dict:
-    """Accuracy, lowering, mapping and simulation of one compressed model -> one results row (SI units)."""
-    tcfg = train_config(cfg)
-    acc = train.evaluate(model, dataset.x_test, dataset.y_test, tcfg, device=device, seed=cfg.seed)
-    x, y = encoded_test_inputs(dataset, cfg, cfg.hardware.n_samples)
-    tag = f"{info.method}-r{info.ratio:g}"
-    graph, trace = lowering.lower(model, x, labels=y, weight_bits=cfg.hardware.weight_bits, device=device, name=tag)
-    artifact_dir.mkdir(parents=True, exist_ok=True)
-    graph.save(artifact_dir / f"{tag}.graph.npz")
-    trace.save(artifact_dir / f"{tag}.trace.npz")
-    mapping = hwmodels.map_network(graph, chip, placement=cfg.hardware.placement)
-    sim = hwmodels.simulate(graph, trace, chip, mapping=mapping, model=cfg.hardware.model)
-    row = {"method": info.method, "ratio": info.ratio, "accuracy": acc, "params": models.count_parameters(model)}
-    row.update(sim.as_row())
-    return row

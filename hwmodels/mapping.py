@@ -16,6 +16,7 @@ import pandas as pd
 from hwmodels.connectivity import fan_in
 from hwmodels.partition import MappingError, Partition, partition
 from hwmodels.placement import PLACEMENTS, USES_TRAFFIC, slot_coords, traffic_matrix
+from hwmodels.signatures import mapping_signature
 from hwmodels.spec import ChipSpec
 from hwmodels.storage import FORMATS
 from hwmodels.trace import EventTrace, NetworkGraph, _atomic_savez
@@ -34,6 +35,9 @@ class Mapping:
     chip_xy: int64 (cores_used, 2) chip grid position (zeros for one chip); chips_per_row: chip grid width;
     mesh_shape: (mesh_width, mesh_height) of one chip (None: one chip, no chip boundaries);
     core_state_bits / core_axons: int64 (cores_used,) neuron-state bits and distinct input axons per core.
+    verified_for: set by map_network (and hwmodels.mapping_check): (mapping signature of the chip, assignment
+        fingerprint) whose per-core tables were computed from the graph; a mapping whose assignment changed, or
+        that is used on another chip, is checked again (hwmodels.mapping_check.check_mapping).
     """
 
     core_of_neuron: dict[str, np.ndarray]
@@ -48,6 +52,7 @@ class Mapping:
     mesh_shape: tuple[int, int] | None = None
     core_state_bits: np.ndarray | None = None
     core_axons: np.ndarray | None = None
+    verified_for: tuple | None = None
 
     def __post_init__(self) -> None:
         for name, shape in (("chip_xy", (self.cores_used, 2)), ("core_state_bits", (self.cores_used,)),
@@ -168,4 +173,21 @@ def map_network(graph: NetworkGraph, chip: ChipSpec, placement: str = "in_order"
     tile_xy, chip_xy = slot_coords(slots, chip)
     return Mapping(part.core_of_neuron, part.core_population, part.core_neurons, part.core_synapse_bits, tile_xy,
                    placement, chip.name, chip_xy, chip.chip_grid[0], (chip.mesh_width, chip.mesh_height),
-                   part.core_state_bits, part.core_axons)
+                   part.core_state_bits, part.core_axons,
+                   verified_for=(mapping_signature(chip), assignment_key(part.core_of_neuron, part.core_population,
+                                                                         part.core_synapse_bits, part.core_state_bits,
+                                                                         part.core_axons)))
+
+
+def assignment_key(core_of_neuron: dict[str, np.ndarray], core_population: tuple, *tables: np.ndarray) -> tuple:
+    """A fingerprint of a per-neuron core assignment and the per-core tables recorded with it (names, sizes and
+    hashes of the arrays): any change to them changes the key."""
+    arrays = [*core_of_neuron.values(), *tables]
+    return (tuple(core_of_neuron), tuple(core_population),
+            tuple(hash(np.ascontiguousarray(a, np.int64).tobytes()) for a in arrays))
+
+
+def mapping_key(m: "Mapping") -> tuple:
+    """assignment_key of a Mapping (its assignment, populations and recorded per-core tables)."""
+    return assignment_key(m.core_of_neuron, m.core_population, m.core_neurons, m.core_synapse_bits,
+                          m.core_state_bits, m.core_axons)

@@ -13,7 +13,8 @@ import dataclasses
 import numpy as np
 
 from hwmodels.connectivity import PAID_COUNT, core_fanout, fan_in
-from hwmodels.mapping import Mapping
+from hwmodels.mapping import Mapping, mapping_key
+from hwmodels.signatures import mapping_signature
 from hwmodels.spec import ChipSpec
 from hwmodels.storage import memory_terms, pow2ceil, state_bits_per_neuron
 from hwmodels.trace import NetworkGraph, conv_output_shape
@@ -79,14 +80,19 @@ def _axons(graph: NetworkGraph, name: str, cores: np.ndarray, n: int) -> np.ndar
     return out
 
 
-def core_tables(graph: NetworkGraph, chip: ChipSpec, core_of: dict[str, np.ndarray],
-                n_cores: int) -> dict[str, np.ndarray]:
-    """Per-core tables of an assignment {population: int core id per neuron}: "population" (list), "neurons",
-    "synapse_bits", "state_bits", "axons" (int64 (n_cores,)). Raises ValueError for a malformed assignment."""
+def _covers(graph: NetworkGraph, core_of: dict) -> None:
+    """ValueError unless every population of `graph` has one core id per neuron."""
     for name, pop in graph.populations.items():
         got = core_of.get(name)
         if got is None or np.shape(got) != (pop.size,):
             raise ValueError(f"mapping: population {name!r} ({pop.size} neurons) is not mapped as in the graph")
+
+
+def core_tables(graph: NetworkGraph, chip: ChipSpec, core_of: dict[str, np.ndarray],
+                n_cores: int) -> dict[str, np.ndarray]:
+    """Per-core tables of an assignment {population: int core id per neuron}: "population" (list), "neurons",
+    "synapse_bits", "state_bits", "axons" (int64 (n_cores,)). Raises ValueError for a malformed assignment."""
+    _covers(graph, core_of)
     core_of = {k: np.asarray(v, np.int64) for k, v in core_of.items()}
     owner = _population_of_cores(graph, core_of, n_cores)
     out = {"population": owner, "neurons": np.zeros(n_cores, np.int64), "synapse_bits": np.zeros(n_cores, np.int64),
@@ -147,6 +153,10 @@ def check_mapping(graph: NetworkGraph, mapping: Mapping, chip: ChipSpec) -> Mapp
     populations of `graph`, every core holds the one population it is recorded for, and every core limit of
     `chip` (neurons, synapse memory, neuron-state memory, input axons, fan-in, cores per population, cores,
     mesh, cores per tile) holds."""
+    if mapping.verified_for == (mapping_signature(chip), mapping_key(mapping)):
+        _covers(graph, mapping.core_of_neuron)
+        _check_placement(mapping, chip)
+        return mapping  # tables computed from this graph for this chip by map_network or an earlier check
     tables = core_tables(graph, chip, mapping.core_of_neuron, mapping.cores_used)
     if list(mapping.core_population) != tables["population"]:
         k = next(i for i, (a, b) in enumerate(zip(mapping.core_population, tables["population"])) if a != b)
@@ -154,8 +164,9 @@ def check_mapping(graph: NetworkGraph, mapping: Mapping, chip: ChipSpec) -> Mapp
                          f"{tables['population'][k]!r}")
     _check_limits(graph, chip, tables, mapping.core_of_neuron)
     _check_placement(mapping, chip)
-    return dataclasses.replace(mapping, core_neurons=tables["neurons"], core_synapse_bits=tables["synapse_bits"],
-                               core_state_bits=tables["state_bits"], core_axons=tables["axons"])
+    checked = dataclasses.replace(mapping, core_neurons=tables["neurons"], core_synapse_bits=tables["synapse_bits"],
+                                  core_state_bits=tables["state_bits"], core_axons=tables["axons"])
+    return dataclasses.replace(checked, verified_for=(mapping_signature(chip), mapping_key(checked)))
 
 
 def mapping_from_assignment(graph: NetworkGraph, chip: ChipSpec, core_of: dict[str, np.ndarray],

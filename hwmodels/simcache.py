@@ -14,46 +14,10 @@ from hwmodels.actions import Actions, FanoutTables, build_fanout, count_actions
 from hwmodels.mapping import Mapping, MappingError, map_network
 from hwmodels.network import Network, RouteUse, route_use
 from hwmodels.placement import USES_TRAFFIC
-from hwmodels.spec import ChipSpec, CoreSpec, RouterSpec
+from hwmodels.signatures import (MAPPING_EXCLUDED, TIMING_EXCLUDED, _frozen, mapping_signature,  # noqa: F401
+                                 timing_signature)
+from hwmodels.spec import ChipSpec, CoreSpec
 from hwmodels.trace import EventTrace, NetworkGraph
-
-#: ChipSpec fields that never change a mapping: the router, the barrier, provenance text, and every per-event
-#: cost of a core (names ending in _j, _s or _w) and its receive mode; every other field is mapping-relevant
-#: (core capacity and memory limits, mesh, cores_per_tile, chips, the chip name kept in Mapping.chip_name)
-MAPPING_EXCLUDED = {"router": True, "barrier_sync_s": True, "description": True, "sources": True, "notes": True,
-                    "static_power_chip_w": True, "power_gating": True,
-                    "core": {f for f in CoreSpec.model_fields
-                             if f.endswith(("_j", "_s", "_w", "_rule", "_per_bit", "_memory"))
-                             or f in ("receive_mode", "accumulator_bits")}}
-
-
-#: ChipSpec fields that never change a latency: every energy and power (names ending in _j or _w, in the core
-#: and the router) and the provenance text; the timing of a batch depends on every other field
-TIMING_EXCLUDED = {"name": True, "description": True, "sources": True, "notes": True, "static_power_chip_w": True,
-                   "power_gating": True,
-                   "core": {f for f in CoreSpec.model_fields
-                            if f.endswith(("_j", "_w", "_per_bit", "_memory")) or f == "accumulator_bits"},
-                   "router": {f for f in RouterSpec.model_fields if f.endswith(("_j", "_w"))}}
-
-
-def _frozen(value: Any) -> Any:
-    """A hashable copy of nested dicts/lists of plain values."""
-    if isinstance(value, dict):
-        return tuple(sorted((k, _frozen(v)) for k, v in value.items()))
-    if isinstance(value, (list, tuple, set)):
-        return tuple(_frozen(v) for v in value)
-    return value
-
-
-def mapping_signature(chip: ChipSpec) -> tuple:
-    """The mapping-relevant fields of `chip` as a hashable value (chips with equal signatures map alike)."""
-    return _frozen(chip.model_dump(exclude=MAPPING_EXCLUDED))
-
-
-def timing_signature(chip: ChipSpec) -> tuple:
-    """The latency-relevant fields of `chip` as a hashable value (equal signatures: equal step latencies)."""
-    return _frozen(chip.model_dump(exclude=TIMING_EXCLUDED))
-
 
 class SimCache:
     """Least-recently-used store of simulation inputs keyed by the identity of the graph, trace and mapping

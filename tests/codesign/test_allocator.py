@@ -80,6 +80,11 @@ def test_allocate_cli_on_digits(tmp_path):
     df = pd.read_csv(run / "results.csv")
     assert df["series"].tolist() == ["uniform", "hardware-aware"]
     assert df["params"].iloc[1] <= df["params"].iloc[0]
+    # both compared networks keep their per-sample table and the bootstrap interval of their energy
+    for _, row in df.iterrows():
+        samples = pd.read_csv(run / "points" / row["point_id"] / "samples.csv")
+        assert len(samples) == 20 and samples["energy_j"].mean() == pytest.approx(row["energy_j"], rel=1e-9)
+        assert row["energy_j_ci_low"] <= row["energy_j"] <= row["energy_j_ci_high"]
     probe = pd.read_csv(run / "allocation.csv", dtype={"layer": str})
     assert set(probe["layer"]) == {"0", "4"} and len(probe) == 6
     assert (probe["d_energy_frac"] > 0).all()  # pruning any conv alone saves energy on the chip

@@ -28,6 +28,8 @@ def test_sets_override_nested_keys():
     (["compression.ratios=[-0.1]"], "config: compression.ratios: -0.1 is outside [0, 1)"),
     (["hardware.model=foo"], "config: hardware.model: Input should be 'des' or 'analytic'"),
     (["data.n_timesteps=0"], "config: data.n_timesteps: Input should be greater than or equal to 1"),
+    (["hardware.weight_fit=round"],
+     "config: hardware.weight_fit: Input should be 'quantize', 'widen' or 'error' (got 'round')"),
     (["nosep"], "--set: 'nosep' must look like section.key=value"),
 ])
 def test_bad_values_give_one_line_errors(sets, expected):
@@ -55,4 +57,5 @@ def test_every_field_is_documented_in_resolved_dump():
     tree = yaml.safe_load(dump_config(RunConfig()))
     assert set(tree) == set(RunConfig.model_fields)
     assert set(tree["hardware"]) == {"preset", "overrides", "placement", "model", "semantics", "multicast",
-                                     "n_samples", "weight_bits"}
+                                     "n_samples", "weight_bits", "weight_fit"}
+    assert tree["hardware"]["weight_fit"] == "quantize"

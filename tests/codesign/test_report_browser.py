@@ -34,9 +34,13 @@ def _run_folder(tmp_path):
     rng = np.random.default_rng(0)
     df = pd.DataFrame({"point_id": ["p0", "p1"], "method": ["sca", "sca"], "ratio": [0.0, 0.5],
                        "accuracy": [0.97, 0.95], "params": [1000, 500], "synops": [10.0, 5.0],
-                       "energy_j": [2e-6, 1e-6], "latency_s": [1e-5, 6e-6], "energy_synapse_j": [1.5e-6, 0.7e-6],
-                       "energy_neuron_j": [0.5e-6, 0.3e-6], "energy_network_j": [0.0, 0.0],
-                       "energy_static_j": [0.0, 0.0], "pareto": [True, True]})
+                       "energy_j": [2e-6, 1e-6], "latency_s": [1e-5, 6e-6],
+                       "energy_synapse_compute_j": [1.0e-6, 0.5e-6], "energy_synapse_memory_j": [0.5e-6, 0.2e-6],
+                       "energy_neuron_compute_j": [0.3e-6, 0.2e-6], "energy_neuron_memory_j": [0.2e-6, 0.1e-6],
+                       "energy_network_j": [0.0, 0.0], "energy_static_j": [0.0, 0.0],
+                       "energy_j_ci_low": [1.8e-6, 0.9e-6], "energy_j_ci_high": [2.2e-6, 1.1e-6],
+                       "latency_s_ci_low": [0.9e-5, 5e-6], "latency_s_ci_high": [1.1e-5, 7e-6],
+                       "pareto": [True, True]})
     for pid in ("p0", "p1"):
         _details(rng).save(tmp_path / "points" / pid)
     write_report(tmp_path, df, "seed: 0\n", ["a summary line"], title="browser test")

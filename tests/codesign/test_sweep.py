@@ -30,7 +30,8 @@ def _rows(run_dir):
     return [json.loads(x) for x in (run_dir / "results.jsonl").read_text().splitlines()]
 
 
-RESULT_COLUMNS = ["point_id", "accuracy", "params", "energy_j", "latency_s", "synops", "spikes", "cores_used"]
+RESULT_COLUMNS = ["point_id", "accuracy", "params", "energy_j", "latency_s", "synops", "spikes", "cores_used",
+                  "energy_j_ci_low", "energy_j_ci_high", "latency_p95_s", "accuracy_hw"]
 
 
 @pytest.mark.slow
@@ -74,6 +75,11 @@ def test_local_dask_cluster_equals_serial_run(tmp_path):
     assert len(a) == 8 and list(a.index) == list(b.index)
     cols = [c for c in RESULT_COLUMNS if c != "point_id"]
     pd.testing.assert_frame_equal(a[cols], b[cols])
+    # every point's samples are kept on both paths, the same on both (the bootstrap is seeded by the run seed)
+    for pid in a.index:
+        one, two = (pd.read_csv(tmp_path / "reports" / r / "points" / pid / "samples.csv") for r in ("serial", "dask"))
+        assert len(one) == 10
+        pd.testing.assert_frame_equal(one, two)
     # both caches hold exactly one trained model: the dask run never trained the same model twice
     for c in ("c1", "c2"):
         assert len(list((tmp_path / c / "dense").iterdir())) == 1
@@ -92,6 +98,8 @@ def test_search_reports_a_front_and_resumes(tmp_path, workers):
     run_dir = tmp_path / "reports" / "s"
     rows = _rows(run_dir)
     assert 1 <= len(rows) <= 6 and len({r["point_id"] for r in rows}) == len(rows)
+    for r in rows:  # every evaluated trial's point keeps its per-sample table
+        assert len(pd.read_csv(run_dir / "points" / r["point_id"] / "samples.csv")) == 10
     front = pd.read_csv(run_dir / "pareto.csv")
     assert len(front) >= 1 and set(front["point_id"]) <= {r["point_id"] for r in rows}
     import optuna
