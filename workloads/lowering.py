@@ -1,7 +1,9 @@
 """Lower a trained SpikingJelly multi-step model into the hardware contract: a NetworkGraph plus its EventTrace.
 
-The graph comes from walking the model's layers with the rules in `workloads.lowering_rules`; the trace from
-running the model (eval, no grad, in batches) with forward hooks on its neuron and max-pool layers.
+The graph comes from walking the model's layers with the rules in `workloads.lowering_rules` (or, for a module with
+its own forward, from workloads.lowering_graph), its weight bits checked by `workloads.lowering_fit`; the trace from
+running the model (eval, no grad, in batches) with forward hooks on its neuron and max-pool layers, which also
+record neuron activity and predictions (`workloads.lowering_activity`).
 """
 from __future__ import annotations
 
@@ -9,33 +11,51 @@ from typing import Iterator
 
 import numpy as np
 import torch
-from spikingjelly.activation_based import functional, layer
+from spikingjelly.activation_based import functional, layer, neuron
 from torch import nn
 
 from hwmodels.trace import STORAGE_FORMATS, EventTrace, NetworkGraph, NeuronModel, Population
+from workloads.lowering_activity import Capture, Probes, batch_activity, flat_layout, predictions
+from workloads.lowering_fit import FIT_POLICIES, fit_graph, quantize_model
 from workloads.lowering_rules import NEURON_RULES, Walk, find_rule, finish, supported_types
 
 #: plain torch layers that behave the same on (T, N, ...) tensors as on (N, ...) ones
 _TIME_AGNOSTIC = (nn.Linear, nn.Dropout, nn.Dropout2d, nn.Identity)
 
 
-def lower(model: nn.Module, inputs: torch.Tensor, *, labels=None, weight_bits: int = 8, storage: str | None = None,
-          compression=None, batch_size: int = 64, name: str = "network",
+def lower(model: nn.Module, inputs: torch.Tensor, *, labels=None, weight_bits: int = 8, weight_fit: str = "widen",
+          storage: str | None = None, compression=None, batch_size: int = 64, name: str = "network",
           device=None) -> tuple[NetworkGraph, EventTrace]:
-    """Lower `model` and record its spikes on `inputs`.
+    """Lower `model` and record its spikes and neuron activity on `inputs`.
 
     model: a SpikingJelly multi-step nn.Sequential of Conv2d, BatchNorm1d/2d, AvgPool2d, AdaptiveAvgPool2d,
-        MaxPool2d, Flatten, Linear, Dropout, Identity (SpikingJelly `layer.*` in step_mode "m", or plain torch
-        layers inside `layer.SeqToANNContainer`; plain Linear, Dropout, Identity and nn.Flatten(start_dim=2)
-        also at top level) and IFNode / LIFNode / ParametricLIFNode (step_mode "m"); or an
-        nn.Module with its own forward over such layers, residual additions and Spikformer's token modules and
-        attention (spiking ResNets, Spikformer: workloads.lowering_graph, which documents the residual and
-        attention representation; keys of `compression` are then module names, "stages.layer1.0.conv1").
+        MaxPool2d, Flatten, Unflatten, Linear, Dropout, Identity (SpikingJelly `layer.*` in step_mode "m", or
+        plain torch layers inside `layer.SeqToANNContainer`; plain Linear, Dropout, Identity,
+        nn.Flatten(start_dim=2) and nn.Unflatten(2, ...) also at top level) and spiking nodes (IF, LIF, PLIF,
+        their ternary forms, workloads.neurons' sLIF/QLIF; step_mode "m"); or an nn.Module with its own forward
+        over such layers, residual additions and Spikformer's token modules and attention (spiking ResNets,
+        Spikformer: workloads.lowering_graph, which documents the residual and attention representation; keys of
+        `compression` are then module names, "stages.layer1.0.conv1").
+        Input current: a spiking node fed by the input tensor itself (no weight layer before it, e.g.
+        Sequential(IFNode, Linear, IFNode, ...) on a constant (T, N, F) current, as SANA-FE and Loihi
+        applications feed per-neuron biases; a Flatten/Unflatten may come between) becomes a population of depth 0
+        with no in-projection whose neurons integrate that current (its activity records them updated at every
+        step with a non-zero current); graph.metadata["input_current"] lists such populations, and the "input"
+        population is left out of the graph and the trace when no projection reads it.
     inputs: encoded input, shape (T, N, C, H, W) or (T, N, F). The population "input" is graded (its trace
         events carry the values) when any value is not 0 or 1 (direct encoding).
     labels: optional (N,) class labels stored in the trace.
-    weight_bits: bits per stored weight on every weight projection the compression does not set (max-pool
-        projections use 1).
+    weight_bits: bits per stored weight on every weight projection the compression does not set (max-pool and
+        identity projections use 1), subject to weight_fit.
+    weight_fit: what to do with a projection whose weights do not fit its bits (per output channel an affine grid
+        of 2^b levels after folding; the rule is in workloads.lowering_fit): "widen" (default) keeps the weights
+        and stores the bits they need (32 for float weights), "error" raises ValueError naming the projection,
+        "quantize" records a deep copy of the model whose Conv/Linear weights (low-rank factors included) are
+        quantized per output channel to their layer's bits (symmetric uniform, step max|w| / (2^(b-1) - 1),
+        round to nearest; 1 bit: sign x mean|w|), channels already on a b-bit grid untouched, so the trace holds
+        the spikes of the b-bit model. graph.metadata["weight_fit"] reports every projection (declared, needed,
+        stored bits, policy, grid levels; max_abs_error for "quantize"); widened or quantized projections are
+        named in one logging warning.
     storage: one of hwmodels.trace.STORAGE_FORMATS, forced on every weight projection ("conv" on conv projections
         only), or None: the compression's per-layer format, else "conv" for conv and "dense" for dense ones.
     compression: the CompressionResult of the method that produced `model` (or its dataclasses.asdict form, e.g.
@@ -45,41 +65,68 @@ def lower(model: nn.Module, inputs: torch.Tensor, *, labels=None, weight_bits: i
         node's own bits otherwise). Low-rank layers (workloads.compression.dsp) lower by type, each to
         "<base>_b" -> population "<base>_relay" (kind "relay", graded, r neurons per position) -> "<base>_a".
     batch_size: samples per forward pass; device: torch device for the forward passes (None: CUDA when
-        available, else CPU). The model goes back to its original device and train/eval mode afterwards.
+        available, else CPU). The model goes back to its original device and train/eval mode afterwards, with
+        every attribute the recording changes (store_v_seq) restored.
 
     Returns (graph, trace). Populations: "input", one per neuron layer ("lif1", "if2", "plif3", ...), one per
     max-pool ("pool1", ...) and, when the model ends in a weight layer, the non-spiking readout "output"
     (threshold inf, no spikes). Projections: "conv<k>", "fc<k>" (BatchNorm and AvgPool folded in exactly),
     "maxpool<k>". graph.metadata: "origin" {projection: "Conv2d" | "Linear" | "MaxPool2d"}, "layers"
-    {"populations"|"projections": {name: ["<index>:<type>", ...]}}, "n_timesteps".
+    {"populations"|"projections": {name: ["<index>:<type>", ...]}}, "n_timesteps", "weight_fit" and, when
+    present, "input_current". trace.activity (hwmodels.activity) holds, for every population but the input, the
+    neurons updated at each timestep (workloads.lowering_activity: spiking nodes from their own input current and
+    membrane potentials, max-pool and relays where they emit, the readout where its current or potential is
+    non-zero); trace.predictions the class of each sample (argmax of the model output averaged over T) when the
+    model outputs (T, N, n_classes), else None.
     Synaptic events of this graph and trace (hwmodels.connectivity) with count="structural" equal SpikingJelly's
     SynOpCounter on the Conv2d/Linear projections for binary inputs; SpikingJelly counts nothing for max-pool
     (no convolution) and for graded inputs (only spike-driven operations), and also nothing for a layer after
     an AvgPool2d (its pooled input is not binary), whose folded projection here counts the un-pooled spikes.
     Raises ValueError for an unsupported layer (naming its index and type), an unsupported layer order or
-    geometry, inputs whose shape does not fit the model, or bad arguments.
+    geometry, inputs whose shape does not fit the model, weights that do not fit (weight_fit "error"), or bad
+    arguments.
     """
     inputs = _check_inputs(inputs)
     n_t, n_s = inputs.shape[:2]
     labels = _check_labels(labels, n_s)
+    _check_arguments(weight_bits, weight_fit, storage, batch_size)
+    per_layer = _per_layer(compression)
+    errors = {}
+    if weight_fit == "quantize":
+        model, errors = quantize_model(model, int(weight_bits), storage, per_layer.get("layer_bits", {}),
+                                       per_layer.get("layer_storage", {}))
+    graded = not bool(((inputs == 0) | (inputs == 1)).all())
+    input_pop = Population("input", tuple(inputs.shape[2:]), NeuronModel("input"), graded=graded)
+    graph, runner, probes = _build(model, input_pop, int(weight_bits), storage, per_layer, name, n_t)
+    graph = fit_graph(graph, weight_fit, errors)
+    return graph, _record_trace(runner, inputs, graph, probes, labels, int(batch_size), device)
+
+
+def _check_arguments(weight_bits: int, weight_fit: str, storage: str | None, batch_size: int) -> None:
+    """Raise ValueError naming the argument when it is out of range or not one of its accepted values."""
     if storage is not None and storage not in STORAGE_FORMATS:
         raise ValueError(f"storage: {storage!r} is not one of None, {', '.join(STORAGE_FORMATS)}")
     if not 1 <= int(weight_bits) <= 32:
         raise ValueError(f"weight_bits: {weight_bits} must be in 1..32")
+    if weight_fit not in FIT_POLICIES:
+        raise ValueError(f"weight_fit: {weight_fit!r} is not one of {', '.join(FIT_POLICIES)}")
     if int(batch_size) < 1:
         raise ValueError(f"batch_size: {batch_size} must be >= 1")
-    graded = not bool(((inputs == 0) | (inputs == 1)).all())
-    input_pop = Population("input", tuple(inputs.shape[2:]), NeuronModel("input"), graded=graded)
+
+
+def _build(model: nn.Module, input_pop: Population, weight_bits: int, storage: str | None, per_layer: dict,
+           name: str, n_t: int) -> tuple[NetworkGraph, nn.Module, Probes]:
+    """(graph, module to run on the inputs, probes) of either engine: the Sequential walk or the fx graph."""
     from workloads import lowering_graph  # imports this module's rules; deferred to avoid an import cycle
     if lowering_graph.is_graph_model(model):
-        graph, recorder, hooks = lowering_graph.build_graph(model, input_pop, weight_bits, storage,
-                                                            _per_layer(compression), name, n_t)
-        return graph, _record_trace(recorder, inputs, graph, hooks, labels, int(batch_size), device)
-    walk = _walk(model, input_pop, weight_bits, storage, _per_layer(compression))
-    graph = NetworkGraph(walk.populations, walk.projections, name=name,
-                         metadata={"origin": walk.origin, "layers": walk.layers, "n_timesteps": int(n_t)})
-    trace = _record_trace(model, inputs, graph, walk.hooks, labels, int(batch_size), device)
-    return graph, trace
+        return lowering_graph.build_graph(model, input_pop, weight_bits, storage, per_layer, name, n_t)
+    walk = _walk(model, input_pop, weight_bits, storage, per_layer)
+    metadata = {"origin": walk.origin, "layers": walk.layers, "n_timesteps": int(n_t)}
+    if walk.input_current:
+        metadata["input_current"] = list(walk.input_current)
+    graph = NetworkGraph(walk.populations, walk.projections, name=name, metadata=metadata)
+    nodes = {pop: (m, flat_layout) for pop, m in walk.hooks.items() if isinstance(m, neuron.BaseNode)}
+    return graph, model, Probes(walk.hooks, nodes, flat_layout if "output" in graph.populations else None)
 
 
 def _check_inputs(inputs) -> torch.Tensor:
@@ -147,14 +194,22 @@ def _layers(model: nn.Module, prefix: str = "",
             yield index, m, in_container
 
 
-def _top_level_flatten(m: nn.Module, in_container: bool) -> bool:
-    """A plain nn.Flatten(start_dim=2) at top level: on (T, N, ...) tensors it flattens each sample."""
-    return not in_container and type(m) is nn.Flatten and (m.start_dim, m.end_dim) == (2, -1)
+def _top_level_reshape(m: nn.Module, in_container: bool) -> bool:
+    """A plain nn.Flatten(start_dim=2) or nn.Unflatten(2 or -1, ...) at top level: on (T, N, ...) tensors it
+    reshapes each sample."""
+    if in_container:
+        return False
+    if type(m) is nn.Flatten:
+        return (m.start_dim, m.end_dim) == (2, -1)
+    return type(m) is nn.Unflatten and m.dim in (2, -1)
 
 
 def _per_sample(m: nn.Module, in_container: bool) -> nn.Module:
-    """The module as the rules see it (per-sample view): a top-level nn.Flatten(2) acts as Flatten(1)."""
-    return nn.Flatten(1, -1) if _top_level_flatten(m, in_container) else m
+    """The module as the rules see it (per-sample view): a top-level nn.Flatten(2) acts as Flatten(1), a top-level
+    nn.Unflatten(2, sizes) as Unflatten(1, sizes)."""
+    if not _top_level_reshape(m, in_container):
+        return m
+    return nn.Flatten(1, -1) if type(m) is nn.Flatten else nn.Unflatten(1, m.unflattened_size)
 
 
 def _check_step_mode(index: str, m: nn.Module, in_container: bool) -> None:
@@ -167,7 +222,7 @@ def _check_step_mode(index: str, m: nn.Module, in_container: bool) -> None:
         raise ValueError(f"{what}: step_mode must be 's' inside SeqToANNContainer, got {mode!r}")
     if not in_container and mode is not None and mode != "m":
         raise ValueError(f"{what}: step_mode must be 'm', got {mode!r} (functional.set_step_mode(model, 'm'))")
-    if not in_container and mode is None and not isinstance(m, _TIME_AGNOSTIC) and not _top_level_flatten(m, False):
+    if not in_container and mode is None and not isinstance(m, _TIME_AGNOSTIC) and not _top_level_reshape(m, False):
         raise ValueError(f"{what}: a plain torch layer at top level sees (T, N, ...) tensors; use the "
                          "spikingjelly layer with step_mode='m' or wrap it in layer.SeqToANNContainer")
 
@@ -178,49 +233,59 @@ def _model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu") if t is None else t.device
 
 
-def _record_trace(model: nn.Module, inputs: torch.Tensor, graph: NetworkGraph, hooks: dict[str, nn.Module],
+def _record_trace(model: nn.Module, inputs: torch.Tensor, graph: NetworkGraph, probes: Probes,
                   labels: np.ndarray | None, batch_size: int, device=None) -> EventTrace:
-    """Run `model` on `inputs` (T, N, ...) in batches and collect every population's spikes as a CSR trace.
+    """Run `model` on `inputs` (T, N, ...) in batches and collect every population's spikes as a CSR trace, with
+    neuron activity (workloads.lowering_activity) and, when the model outputs (T, N, n_classes), predictions.
 
-    hooks: {population: module whose forward output is that population's (T, B, ...) or (T*B, ...) spikes};
-    "input" is `inputs` itself; populations with neither (the readout) get no events.
+    probes: what to read while the model runs (lowering_activity.Probes); "input" (when the graph has it) is
+    `inputs` itself; populations with no probe (the readout) get no events.
     Raises ValueError when a recorded tensor does not have the population's size.
     """
-    captured: dict[str, torch.Tensor] = {}
-    handles = [m.register_forward_hook(_store(captured, pop)) for pop, m in hooks.items()]
     default = "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device(default if device is None else device)
-    old_device, was_training = _model_device(model), model.training
-    with_values = any(p.graded for p in graph.populations.values())
-    counts, indices, values = [], [], []
+    old_device, modes = _model_device(model), [(m, m.training) for m in model.modules()]
+    batches = []
     try:
         model.to(dev).eval()
-        with torch.no_grad():
+        with torch.no_grad(), Capture(probes) as cap:
             for lo in range(0, inputs.shape[1], batch_size):
-                x = inputs[:, lo:lo + batch_size].to(dev)
-                functional.reset_net(model)
-                model(x)
-                captured["input"] = x
-                c, i, v = _batch_csr(captured, graph, x.shape[0], x.shape[1], with_values)
-                counts.append(c)
-                indices.append(i)
-                values.append(v)
-                captured.clear()
+                batches.append(_record_batch(model, inputs[:, lo:lo + batch_size].to(dev), graph, probes, cap))
         functional.reset_net(model)
     finally:
-        for h in handles:
-            h.remove()
-        model.to(old_device).train(was_training)
+        model.to(old_device)
+        for m, training in modes:  # each module's own mode (a wrapper in train mode may hold eval submodules)
+            m.training = training
+    return _assemble(graph, inputs.shape[1], inputs.shape[0], batches, labels)
+
+
+def _record_batch(model: nn.Module, x: torch.Tensor, graph: NetworkGraph, probes: Probes, cap: Capture) -> dict:
+    """One forward pass on x (T, B, ...) from reset: {"csr": (counts, indices, values), "activity": {population:
+    packed rows}, "predictions": int64 (B,) or None}."""
+    n_t, n_b = x.shape[:2]
+    functional.reset_net(model)
+    y = model(x)
+    if "input" in graph.populations:
+        cap.spikes["input"] = x
+    with_values = any(p.graded for p in graph.populations.values())
+    out = {"csr": _batch_csr(cap.spikes, graph, n_t, n_b, with_values),
+           "activity": batch_activity(graph.populations, cap.spikes, cap.rows, probes.readout, y, n_t, n_b),
+           "predictions": predictions(y, n_t, n_b)}
+    cap.clear()
+    return out
+
+
+def _assemble(graph: NetworkGraph, n_samples: int, n_t: int, batches: list[dict],
+              labels: np.ndarray | None) -> EventTrace:
+    """The EventTrace of the batches of _record_batch, in order."""
+    counts, indices, values = zip(*(b["csr"] for b in batches))
     offsets = np.concatenate([[0], np.cumsum(np.concatenate(counts))]).astype(np.int64)
-    return EventTrace(list(graph.populations), inputs.shape[1], inputs.shape[0], offsets, np.concatenate(indices),
-                      np.concatenate(values) if with_values else None, labels)
-
-
-def _store(captured: dict[str, torch.Tensor], pop: str):
-    """A forward hook that keeps the module's output as `captured[pop]`."""
-    def hook(module, args, output):
-        captured[pop] = output
-    return hook
+    activity = {name: np.concatenate([b["activity"][name] for b in batches]) for name in batches[0]["activity"]}
+    preds = [b["predictions"] for b in batches]
+    return EventTrace(list(graph.populations), n_samples, n_t, offsets, np.concatenate(indices),
+                      None if values[0] is None else np.concatenate(values), labels, activity,
+                      None if any(p is None for p in preds) else np.concatenate(preds),
+                      sizes={name: pop.size for name, pop in graph.populations.items()})
 
 
 def _batch_csr(captured: dict[str, torch.Tensor], graph: NetworkGraph, n_t: int, n_b: int,

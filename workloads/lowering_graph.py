@@ -36,8 +36,9 @@ from torch import nn
 from hwmodels.trace import NetworkGraph, NeuronModel, Population
 from workloads.lowering_attention import ATTENTION_RULES
 from workloads.lowering_graph_rules import RULES, add_rule
-from workloads.lowering_rules import Walk, _base_type
-from workloads.lowering_values import Current, Feed, GraphBuild, add_population, emit
+from workloads.lowering_activity import Probes
+from workloads.lowering_rules import Walk, _base_type, drop_unread_input
+from workloads.lowering_values import Current, Feed, GraphBuild, add_population, emit, layout_fn
 
 #: module type -> rule fn(build, module, name, fx node, argument values) -> value
 GRAPH_RULES = {**RULES, **ATTENTION_RULES}
@@ -68,13 +69,17 @@ def trace_module(model: nn.Module) -> fx.Graph:
 
 
 def build_graph(model: nn.Module, input_pop: Population, weight_bits: int, storage: str | None,
-                per_layer: dict[str, dict], name: str, n_timesteps: int) -> tuple[NetworkGraph, nn.Module, dict]:
-    """Lower the traced `model` fed by `input_pop`: returns (graph, recorder, hooks), where running the recorder
-    module on the input runs the model and passes every population's (T, B, n) tensor through hooks[population].
+                per_layer: dict[str, dict], name: str, n_timesteps: int) -> tuple[NetworkGraph, nn.Module, Probes]:
+    """Lower the traced `model` fed by `input_pop`: returns (graph, recorder, probes), where running the recorder
+    module on the input runs the model and passes every population's (T, B, n) tensor through
+    probes.spikes[population]; probes.nodes are the spiking nodes behind neuron populations and probes.readout
+    the layout of the model output when it is the readout's input current (workloads.lowering_activity).
 
     graph.metadata: "origin" {projection: layer type, "Identity", "MaxPool2d", "SpikeAttention", ...}, "layers"
-    {"populations"|"projections": {name: ["<module name>:<type>", ...]}}, "n_timesteps", and "approximations"
-    {projection: reason} when a stage is not exact (BinaryAttention with a time-varying scale).
+    {"populations"|"projections": {name: ["<module name>:<type>", ...]}}, "n_timesteps", "approximations"
+    {projection: reason} when a stage is not exact (BinaryAttention with a time-varying scale) and
+    "input_current" when spiking nodes take the input tensor as their current (the input population is then left
+    out unless a projection reads it).
     Raises ValueError naming the module or operation that is not supported.
     """
     fx_graph = trace_module(model)
@@ -85,12 +90,29 @@ def build_graph(model: nn.Module, input_pop: Population, weight_bits: int, stora
     for node in fx_graph.nodes:
         env[node] = _interpret(build, model, node, env, used, input_pop)
     walk = build.walk
+    drop_unread_input(walk)
     metadata = {"origin": walk.origin, "layers": walk.layers, "n_timesteps": int(n_timesteps)}
     if build.notes:
         metadata["approximations"] = dict(build.notes)
+    if walk.input_current:
+        metadata["input_current"] = list(walk.input_current)
     graph = NetworkGraph(walk.populations, walk.projections, name=name, metadata=metadata)
     recorder = _Recorder(model, fx_graph, build.captures)
-    return graph, recorder, dict(recorder.probes.items())
+    readout = None if build.readout is None else layout_fn(build.readout)
+    probes = Probes(dict(recorder.probes.items()), _node_sources(model, fx_graph, build.captures), readout)
+    return graph, recorder, probes
+
+
+def _node_sources(model: nn.Module, fx_graph: fx.Graph, captures: dict) -> dict[str, tuple[nn.Module, object]]:
+    """{population: (spiking node, layout fn)} of the captures taken from a SpikingJelly node's output (by fx
+    node or by module hook), whose activity comes from the node itself (workloads.lowering_activity)."""
+    calls = {n.name: model.get_submodule(n.target) for n in fx_graph.nodes if n.op == "call_module"}
+    out = {}
+    for pop, (where, fn) in captures.items():
+        mod = where if isinstance(where, nn.Module) else calls.get(where)
+        if isinstance(mod, neuron.BaseNode):
+            out[pop] = (mod, fn)
+    return out
 
 
 def _interpret(build: GraphBuild, model: nn.Module, node: fx.Node, env: dict, used: set, input_pop: Population):
@@ -128,6 +150,7 @@ def _finish(build: GraphBuild, value, node: fx.Node) -> None:
     if isinstance(value, Current):
         readout = Population("output", value.out_shape, NeuronModel("IF", float("inf"), None, 0.0))
         emit(build, value, readout, value.terms[0].tags[-1:], None, None)
+        build.readout = value.layout
     elif not isinstance(value, Feed) or not value.plain:
         raise ValueError(f"model: the output ({node.args[0]}) must be spikes or a weight layer's output, not a "
                          "pending pooling/flatten/token mean")
@@ -157,7 +180,7 @@ class _Recorder(nn.Module):
                 self.by_module.append((where, pop, fn))
             else:
                 self.by_node.setdefault(where, []).append((pop, fn))
-        self.train(model.training)
+        self.training = model.training  # not train(): that would reset the modes of the model's submodules
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         handles = [mod.register_forward_hook(self._hook(pop, fn)) for mod, pop, fn in self.by_module]

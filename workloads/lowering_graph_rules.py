@@ -15,9 +15,10 @@ from torch import nn
 
 from hwmodels.trace import NeuronModel, Population
 from workloads.compression.dsp import LowRankConv2d, LowRankLinear
-from workloads.lowering_rules import (NEURON_RULES, STATE_BITS, Walk, _adaptive_avgpool, _avgpool, _base_type,
-                                      _batchnorm, _conv, _conv_out, _flatten, _is_ternary, _linear, _pair, _Weight)
-from workloads.lowering_values import (Current, Feed, GraphBuild, Term, add_currents, as_current,
+from workloads.lowering_rules import (NEURON_RULES, Walk, _adaptive_avgpool, _avgpool, _base_type, _batchnorm, _conv,
+                                      _conv_out, _flatten, _linear, _pair, _Weight, neuron_population,
+                                      reshape_population, unflattened)
+from workloads.lowering_values import (Current, Feed, GraphBuild, Term, add_currents, add_population, as_current,
                                        emit, layout_fn, relay_of_sum)
 from workloads.models.spikformer import TokenBatchNorm, TokenMean, ToTokens
 
@@ -119,14 +120,24 @@ def _batchnorm_rule(layouts: tuple[str, ...]) -> Rule:
 
 def _neuron(build, m, name, node, args):
     tag, cur = _tag(name, m), args[0]
+    if isinstance(cur, Feed) and cur.pop.is_input and not (cur.pools or cur.mean) and cur.layout != "tokens":
+        return _input_current_neuron(build, m, name, node, cur)
     if not isinstance(cur, Current):
-        raise _err(tag, "a spiking neuron layer needs a weight layer (Conv2d/Linear, or a sum) before it")
-    model = NEURON_RULES[type(m)](m)
-    bits = build.walk.state_bits.get(name) or (STATE_BITS[type(m)](m) if type(m) in STATE_BITS else None)
-    pop = Population(f"{model.kind.lower()}{build.walk.next_name('')}", cur.out_shape, model, graded=_is_ternary(m),
-                     **({"state_bits": int(bits)} if bits else {}))
+        raise _err(tag, "a spiking neuron layer needs a weight layer (Conv2d/Linear, or a sum) or the input tensor "
+                        "before it")
+    pop = neuron_population(build.walk, m, name, cur.out_shape)
     emit(build, cur, pop, [tag], node.name, layout_fn(cur.layout))
     return Feed(pop, cur.layout)
+
+
+def _input_current_neuron(build, m, name, node, feed: Feed) -> Feed:
+    """A spiking node fed by the input tensor (maybe flattened): a population with no in-projection, its neurons
+    integrating that current (lowering.lower, "Input current"); listed in walk.input_current."""
+    layout = "flat" if len(feed.shape) == 1 else "chw"
+    pop = neuron_population(build.walk, m, name, feed.shape)
+    build.walk.input_current.append(pop.name)
+    add_population(build, pop, [_tag(name, m)], node.name, layout_fn(layout))
+    return Feed(pop, layout)
 
 
 def _maxpool(build, m, name, node, args):
@@ -157,6 +168,33 @@ def _feed_op(op) -> Rule:
         op(walk, m, name)
         return Feed(feed.pop, "chw", tuple(walk.pools), flat=len(walk.shape) == 1, tags=feed.tags + tuple(walk.tags))
     return rule
+
+
+def _plain_flatten(build, m, name, node, args):
+    """A plain nn.Flatten(start_dim=2) sees (T, N, ...): the per-sample Flatten(1) of layer.Flatten."""
+    if (m.start_dim, m.end_dim) != (2, -1):
+        raise _err(_tag(name, m), f"a plain Flatten sees (T, N, ...) tensors: only start_dim=2, end_dim=-1 is "
+                                  f"supported, got ({m.start_dim}, {m.end_dim})")
+    return _feed_op(_flatten)(build, nn.Flatten(1, -1), name, node, args)
+
+
+def _unflatten(build, m, name, node, args):
+    """nn.Unflatten(2 or -1, sizes) on (T, N, F): a flat current (dense terms) or flat spikes take the per-sample
+    shape sizes (spikes: their population is reshaped unless a conv made it), or it undoes the last Flatten."""
+    tag, value = _tag(name, m), args[0]
+    if m.dim not in (2, -1) or len(value.shape if isinstance(value, Feed) else value.out_shape) != 1:
+        raise _err(tag, f"only Unflatten(2, sizes) (or dim -1) of (T, N, F) tensors is supported, got dim {m.dim}")
+    if isinstance(value, Current):
+        if value.layout != "flat" or any(t.kind != "dense" for t in value.terms):
+            raise _err(tag, "only a flat current of dense weight layers can be unflattened")
+        shape = unflattened(m.unflattened_size, value.out_shape[0], tag)
+        return Current(value.terms, value.bias, shape, "chw")
+    shape = unflattened(m.unflattened_size, value.shape[0], tag)
+    if value.flat and shape == value.chw:  # undoes the Flatten: pools stay pending
+        return Feed(value.pop, "chw", value.pools, tags=value.tags + (tag,))
+    if value.layout != "flat":
+        raise _err(tag, f"only undoing a Flatten of {value.pop.name!r} {value.chw} is supported, got {shape}")
+    return Feed(reshape_population(build.walk, value.pop, shape, tag), "chw", tags=value.tags + (tag,))
 
 
 def _to_tokens(build, m, name, node, args):
@@ -191,7 +229,8 @@ RULES: dict[type, Rule] = {
     layer.BatchNorm2d: _batchnorm_rule(("chw",)), layer.BatchNorm1d: _batchnorm_rule(("flat",)),
     TokenBatchNorm: _batchnorm_rule(("tokens",)),
     layer.MaxPool2d: _maxpool, layer.AvgPool2d: _feed_op(_avgpool), layer.AdaptiveAvgPool2d: _feed_op(_adaptive_avgpool),
-    layer.Flatten: _feed_op(_flatten), ToTokens: _to_tokens, TokenMean: _token_mean,
+    layer.Flatten: _feed_op(_flatten), nn.Flatten: _plain_flatten, nn.Unflatten: _unflatten, ToTokens: _to_tokens,
+    TokenMean: _token_mean,
     nn.Identity: lambda build, m, name, node, args: args[0], nn.Dropout: lambda build, m, name, node, args: args[0],
     layer.Dropout: lambda build, m, name, node, args: args[0],
     **{t: _neuron for t in NEURON_RULES},

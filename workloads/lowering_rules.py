@@ -8,7 +8,7 @@ neuron state bits of a compressed model come in through the Walk (from a Compres
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -49,6 +49,7 @@ class Walk:
     weight layer; spatial: the (C, H, W) shape just before the last Flatten; hooks: population -> module whose
     forward output is that population's spike tensor. layer_bits / layer_storage / state_bits: per-layer
     settings by module index (a CompressionResult's weight_bits / storage / state_bits), see `hardware_of`.
+    input_current: populations whose spiking node takes the input tensor as its current (no in-projection).
     """
 
     src: Population
@@ -68,6 +69,7 @@ class Walk:
     weight: _Weight | None = None
     tags: list[str] = field(default_factory=list)
     counters: dict[str, int] = field(default_factory=dict)
+    input_current: list[str] = field(default_factory=list)
 
     def next_name(self, prefix: str) -> str:
         """`prefix` followed by a 1-based counter per prefix (conv1, conv2, fc1, lif1, ...)."""
@@ -171,7 +173,8 @@ def _linear(walk: Walk, m: nn.Linear, index: str) -> None:
 
 
 def _batchnorm(walk: Walk, m: nn.modules.batchnorm._BatchNorm, index: str) -> None:
-    """Fold eval-mode BN into the pending weights: w' = w*gamma/sqrt(var+eps), b' = (b-mean)*scale + beta."""
+    """Fold eval-mode BN into the pending weights: w' = w*gamma/sqrt(var+eps), b' = (b-mean)*scale + beta (per
+    output channel: every row of a channel for a dense stage unflattened to (C, H, W))."""
     wt = walk.weight
     if wt is None or walk.shape != wt.out_shape:
         raise _err(index, m, "BatchNorm must directly follow a Conv2d or Linear layer")
@@ -184,9 +187,11 @@ def _batchnorm(walk: Walk, m: nn.modules.batchnorm._BatchNorm, index: str) -> No
     if m.affine:
         scale = scale * m.weight.detach().cpu().double()
         shift = m.bias.detach().cpu().double()
+    rows = wt.w.shape[0] // len(scale)  # a dense stage unflattened to (C, H, W) has H*W rows per channel
+    scale, shift, mean = (t.repeat_interleave(rows) for t in (scale, shift, m.running_mean.detach().cpu().double()))
     b = torch.zeros_like(scale) if wt.b is None else wt.b
     wt.w = wt.w * scale.reshape((-1,) + (1,) * (wt.w.dim() - 1))
-    wt.b = (b - m.running_mean.detach().cpu().double()) * scale + shift
+    wt.b = (b - mean) * scale + shift
     walk.tags.append(_tag(index, m))
 
 
@@ -228,6 +233,50 @@ def _flatten(walk: Walk, m: nn.Flatten, index: str) -> None:
     if len(walk.shape) > 1:
         walk.spatial = walk.shape
     walk.shape = (int(np.prod(walk.shape)),)
+
+
+def unflattened(sizes, n: int, tag: str) -> tuple[int, ...]:
+    """nn.Unflatten's unflattened_size (one entry may be -1) resolved for `n` values; ValueError naming `tag`
+    when the sizes do not multiply to n."""
+    sizes = [int(s) for s in sizes]
+    if sizes.count(-1) == 1:
+        known = int(np.prod([s for s in sizes if s != -1]))
+        sizes[sizes.index(-1)] = n // known if known > 0 else -1
+    if any(s <= 0 for s in sizes) or int(np.prod(sizes)) != n:
+        raise ValueError(f"layer {tag}: unflattened_size {tuple(sizes)} does not hold {n} values")
+    return tuple(sizes)
+
+
+def reshape_population(walk: Walk, pop: Population, shape: tuple[int, ...], tag: str) -> Population:
+    """`pop` (one of walk.populations) given another shape of the same size, its C-order neuron numbering kept,
+    and put in its place. Raises ValueError naming `tag` when a conv projection targets it (the convolution
+    fixes its shape)."""
+    if any(p.target == pop.name and p.kind == "conv" for p in walk.projections):
+        raise ValueError(f"layer {tag}: {pop.name!r} is the output of a convolution, shape {pop.shape}; it cannot "
+                         f"be reshaped to {shape}")
+    new = replace(pop, shape=shape)
+    walk.populations[[p.name for p in walk.populations].index(pop.name)] = new
+    return new
+
+
+def _unflatten(walk: Walk, m: nn.Unflatten, index: str) -> None:
+    """Unflatten(1, sizes) of a flat per-sample tensor (a top-level Unflatten(2, sizes) is seen so): a pending
+    dense current takes the shape (its neurons numbered in the same C-order), spikes take it by reshaping their
+    population (not a conv output) unless it undoes the last Flatten."""
+    if m.dim not in (1, -1) or len(walk.shape) != 1:
+        raise _err(index, m, f"only dim=1 (2 at top level) of a flat tensor is supported, got dim {m.dim} on "
+                             f"per-sample shape {walk.shape}")
+    shape = unflattened(m.unflattened_size, walk.shape[0], _tag(index, m))
+    wt = walk.weight
+    if walk.pools or (wt is not None and wt.kind == "conv"):
+        if shape != (walk.spatial if walk.pools else wt.out_shape):
+            raise _err(index, m, f"only undoing the Flatten of a pooled or conv output is supported, got {shape}")
+    elif wt is not None:
+        wt.out_shape = shape
+    elif walk.src.shape != shape:
+        walk.src = reshape_population(walk, walk.src, shape, _tag(index, m))
+    walk.shape, walk.spatial = shape, None
+    walk.tags.append(_tag(index, m))
 
 
 def _identity(walk: Walk, m: nn.Module, index: str) -> None:
@@ -340,15 +389,25 @@ def _is_ternary(m: nn.Module) -> bool:
     return isinstance(m, (neuron.TernaryIFNode, neuron.TernaryLIFNode)) or bool(getattr(m, "ternary", False))
 
 
-def _neuron(walk: Walk, m: neuron.BaseNode, index: str) -> None:
-    if walk.weight is None:
-        raise _err(index, m, "a spiking neuron layer needs a Conv2d or Linear layer before it")
+def neuron_population(walk: Walk, m: neuron.BaseNode, index: str, shape: tuple[int, ...]) -> Population:
+    """The population of spiking node `m` (module index/name `index`): its NeuronModel (NEURON_RULES), the next
+    "<kind><k>" name (one counter over all neuron layers: lif1, if2, plif3, ...), graded when ternary, its state
+    bits (the compression's, else the node's own, STATE_BITS)."""
     model = NEURON_RULES[type(m)](m)
-    number = walk.next_name("")  # one counter over all neuron layers: lif1, if2, plif3, ...
     bits = walk.state_bits.get(index) or (STATE_BITS[type(m)](m) if type(m) in STATE_BITS else None)
-    pop = Population(f"{model.kind.lower()}{number}", walk.weight.out_shape, model, graded=_is_ternary(m),
-                     **({"state_bits": int(bits)} if bits else {}))
-    _emit(walk, pop, [_tag(index, m)], m)
+    return Population(f"{model.kind.lower()}{walk.next_name('')}", shape, model, graded=_is_ternary(m),
+                      **({"state_bits": int(bits)} if bits else {}))
+
+
+def _neuron(walk: Walk, m: neuron.BaseNode, index: str) -> None:
+    if walk.weight is None and walk.src.is_input and not walk.pools:
+        pop = neuron_population(walk, m, index, walk.shape)
+        walk.input_current.append(pop.name)
+        _add_population(walk, pop, [_tag(index, m)], m)
+        return
+    if walk.weight is None:
+        raise _err(index, m, "a spiking neuron layer needs a Conv2d or Linear layer (or the input tensor) before it")
+    _emit(walk, neuron_population(walk, m, index, walk.weight.out_shape), [_tag(index, m)], m)
 
 
 def _lowrank(walk: Walk, m: nn.Module, index: str) -> None:
@@ -370,17 +429,31 @@ def _lowrank(walk: Walk, m: nn.Module, index: str) -> None:
 
 
 def finish(walk: Walk) -> None:
-    """Close the walk: a trailing weight stage becomes the non-spiking readout population "output"."""
+    """Close the walk: a trailing weight stage becomes the non-spiking readout population "output"; an input
+    population that only feeds input currents is dropped (drop_unread_input)."""
     if walk.pools:
         raise ValueError("model: trailing average pooling has no Conv2d/Linear after it to fold into")
     if walk.weight is not None:
         readout = NeuronModel("IF", float("inf"), None, 0.0)
         _emit(walk, Population("output", walk.weight.out_shape, readout), list(walk.tags[-1:]), None)
+    drop_unread_input(walk)
+
+
+def drop_unread_input(walk: Walk) -> None:
+    """When spiking nodes take the input tensor as their current (walk.input_current), remove the input
+    populations no projection reads (as source or gate): nothing on the chip sends their values."""
+    if not walk.input_current:
+        return
+    read = {p.source for p in walk.projections} | {p.gate for p in walk.projections if p.gate is not None}
+    for pop in [p for p in walk.populations if p.is_input and p.name not in read]:
+        walk.populations.remove(pop)
+        walk.layers["populations"].pop(pop.name, None)
 
 
 _LAYER_RULES_BY_NAME: dict[str, Callable[[Walk, nn.Module, str], None]] = {
     "Conv2d": _conv, "Linear": _linear, "BatchNorm1d": _batchnorm, "BatchNorm2d": _batchnorm,
     "AvgPool2d": _avgpool, "AdaptiveAvgPool2d": _adaptive_avgpool, "MaxPool2d": _maxpool, "Flatten": _flatten,
+    "Unflatten": _unflatten,
     "Dropout": _identity, "Dropout2d": _identity, "Identity": _identity,
 }
 #: exact module type -> rule, for the plain torch class and its SpikingJelly multi-step wrapper. Exact types,

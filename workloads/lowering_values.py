@@ -99,6 +99,9 @@ class Current:
         for t in self.terms:
             rows = scale if t.kind == "conv" else scale.repeat_interleave(t.w.shape[0] // len(scale))
             terms.append(replace(t, w=t.w * rows.reshape((-1,) + (1,) * (t.w.dim() - 1)), tags=t.tags + [tag]))
+        if self.bias is not None and len(self.bias) != len(scale):  # per-feature bias of a dense stage unflattened
+            rows = len(self.bias) // len(scale)
+            scale, shift = scale.repeat_interleave(rows), shift.repeat_interleave(rows)
         bias = shift if self.bias is None else self.bias * scale + shift
         return Current(terms, bias, self.out_shape, self.layout)
 
@@ -116,11 +119,13 @@ def add_currents(a: Current, b: Current, tag: str) -> Current:
 class GraphBuild:
     """State of one graph lowering: the shared Walk (populations, projections, names, per-layer settings,
     metadata) plus what the trace recorder needs: captures {population: (fx node name or module, fn(output,
-    args) -> (T, B, n) tensor in the population's C-order)} and notes on inexact stages."""
+    args) -> (T, B, n) tensor in the population's C-order)}, notes on inexact stages and the layout of the
+    model output when it is the readout's input current (readout, None otherwise)."""
 
     walk: Walk
     captures: dict[str, tuple[object, object]] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)
+    readout: str | None = None
 
 
 def layout_fn(layout: str):

@@ -284,7 +284,8 @@ def test_same_padding_and_options_reach_every_projection():
     net = nn.Sequential(layer.Conv2d(2, 3, 3, padding="same", step_mode="m"), neuron.IFNode(step_mode="m"),
                         layer.MaxPool2d(2, step_mode="m"), layer.Flatten(step_mode="m"),
                         layer.Linear(3 * 4 * 4, 2, step_mode="m"))
-    graph, _ = lower(net, X8, weight_bits=3, storage="conv")
+    # float weights are quantized to the 3 bits asked for (the default "widen" would store them as 32-bit)
+    graph, _ = lower(net, X8, weight_bits=3, weight_fit="quantize", storage="conv")
     _assert_shapes_consistent(graph)
     assert [(p.name, p.padding, p.weight_bits, p.storage) for p in graph.projections] == [
         ("conv1", (1, 1), 3, "conv"), ("maxpool1", (0, 0), 1, "conv"), ("fc1", (0, 0), 3, "dense")]
@@ -384,7 +385,8 @@ def _shared_neuron() -> nn.Sequential:
     (lambda: _m(layer.Conv2d(2, 4, 3, **CONV), layer.MaxPool2d(2, **CONV)), X8, r"MaxPool2d.*directly follow"),
     (lambda: _m(layer.MaxPool2d(2, **CONV)), X8 + 0.5, r"MaxPool2d.*graded"),
     (lambda: _m(layer.BatchNorm2d(2, **CONV)), X8, r"BatchNorm2d.*follow a Conv2d"),
-    (lambda: _m(neuron.IFNode(step_mode="m")), X8, r"layer 0 \(IFNode\).*needs a Conv2d or Linear"),
+    (lambda: _m(layer.Conv2d(2, 2, 3, **CONV), neuron.IFNode(step_mode="m"), layer.MaxPool2d(2, **CONV),
+                neuron.IFNode(step_mode="m")), X8, r"layer 3 \(IFNode\).*needs a Conv2d or Linear"),
     (lambda: _m(layer.Conv2d(2, 4, 3, **CONV), neuron.IFNode()), X8, r"layer 1 \(IFNode\): step_mode"),
     (lambda: _m(nn.Conv2d(2, 4, 3)), X8, r"layer 0 \(Conv2d\): a plain torch layer"),
     (lambda: _m(layer.Conv2d(2, 4, 3, **CONV), layer.Conv2d(4, 4, 3, **CONV)), X8, r"two weight layers"),
@@ -408,7 +410,8 @@ def test_bad_arguments_raise_value_error(kwargs, match):
 
 def test_graph_and_trace_round_trip(tmp_path):
     net, x = _fold_net(), torch.rand((T, N, 2, 8, 8), generator=torch.Generator().manual_seed(12))
-    graph, trace = lower(net, x, labels=np.arange(N) % 3, weight_bits=4, storage="sparse", name="fold")
+    graph, trace = lower(net, x, labels=np.arange(N) % 3, weight_bits=4, weight_fit="quantize", storage="sparse",
+                         name="fold")
     graph.save(tmp_path / "g.npz")
     trace.save(tmp_path / "t.npz")
     g2, t2 = NetworkGraph.load(tmp_path / "g.npz"), EventTrace.load(tmp_path / "t.npz")
@@ -503,3 +506,66 @@ def test_top_level_plain_flatten_must_keep_the_time_and_batch_axes():
     net = _seq(nn.Flatten(1), nn.Linear(144, 10), neuron.LIFNode())
     with pytest.raises(ValueError, match=r"layer 0 \(Flatten\): a plain torch layer at top level"):
         lower(net, _poisson((T, 2, 1, 12, 12), 0.3, seed=1))
+
+
+# ------------------------------------------------------------------------------------------------ Unflatten
+
+
+def _unflatten_nets() -> dict[str, nn.Module]:
+    """Linear -> IF -> Unflatten(4, 6, 6) -> Conv2d inside SeqToANNContainer; Linear -> top-level Unflatten ->
+    BatchNorm2d (folded per channel into the dense rows) -> IF -> Conv2d; the latter in a module with its own
+    forward (fx engine); on 1x12x12 binary input."""
+    container = nn.Sequential(
+        nn.Flatten(2), nn.Linear(144, 4 * 6 * 6), neuron.IFNode(step_mode="m"),
+        layer.SeqToANNContainer(nn.Unflatten(1, (4, 6, 6)), nn.Conv2d(4, 6, 3)), neuron.LIFNode(step_mode="m"),
+        layer.Flatten(step_mode="m"), layer.Linear(6 * 4 * 4, 10, step_mode="m"))
+    top = nn.Sequential(
+        nn.Flatten(2), nn.Linear(144, 4 * 6 * 6), nn.Unflatten(2, (4, -1, 6)), layer.BatchNorm2d(4, step_mode="m"),
+        neuron.IFNode(step_mode="m"), layer.Conv2d(4, 6, 3, step_mode="m"), neuron.LIFNode(step_mode="m"),
+        layer.Flatten(step_mode="m"), layer.Linear(6 * 4 * 4, 10, step_mode="m"))
+    container, top = _init(container, seed=21), _init(top, seed=22)
+    return {"container": container, "top_level": top, "graph_engine": _Wrap(top).eval()}
+
+
+class _Wrap(nn.Module):
+    """A module with its own forward around a Sequential: lowered by the fx engine."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return self.net(x)
+
+
+@pytest.mark.parametrize("name", ["container", "top_level", "graph_engine"])
+def test_unflatten_lowers_to_a_shaped_population_and_counts_as_spikingjelly(name):
+    net = _unflatten_nets()[name]
+    x = _poisson((T, 3, 1, 12, 12), 0.3, seed=23)
+    graph, trace = lower(net, x)
+    assert [(p.name, p.shape) for p in graph.populations.values()] == [
+        ("input", (1, 12, 12)), ("if1", (4, 6, 6)), ("lif2", (6, 4, 4)), ("output", (10,))]
+    assert [(p.name, p.kind, p.weight.shape) for p in graph.projections] == [
+        ("fc1", "dense", (144, 144)), ("conv1", "conv", (6, 4, 3, 3)), ("fc2", "dense", (10, 96))]
+    _assert_shapes_consistent(graph)
+    sj_total = _spikingjelly_synops(net, x)
+    ours = _weight_layer_events(graph, synaptic_events(graph, trace, "structural"))
+    assert sj_total > 0 and ours == sj_total
+    rec, _ = _reference_run(net if name != "graph_engine" else net.net, x)
+    index = 2 if name == "container" else 4
+    spikes = rec["out", index].reshape(T, 3, -1).transpose(0, 1).numpy()  # flat in the container net
+    assert spikes.sum() > 0
+    np.testing.assert_array_equal(trace.to_dense("if1", (4, 6, 6)).reshape(3, T, -1), spikes)
+
+
+def test_unflatten_of_the_input_and_bad_unflattens():
+    net = _seq(nn.Unflatten(2, (1, 12, 12)), layer.Conv2d(1, 4, 3), neuron.IFNode())
+    graph, _ = lower(net, _poisson((T, 2, 144), 0.3, seed=24))
+    assert graph.populations["input"].shape == (1, 12, 12) and graph.projections[0].kind == "conv"
+    bad = [(_seq(layer.Conv2d(1, 4, 3), neuron.IFNode(), layer.Flatten(), nn.Unflatten(2, (4, 100)),
+                 layer.Conv2d(4, 4, 3)), r"'if1' is the output of a convolution"),
+           (_seq(nn.Unflatten(1, (1, 12, 12))), r"layer 0 \(Unflatten\): a plain torch layer at top level"),
+           (_seq(nn.Flatten(2), nn.Unflatten(2, (5, 5, 5))), r"unflattened_size \(5, 5, 5\) does not hold 144")]
+    for model, match in bad:
+        with pytest.raises(ValueError, match=match):
+            lower(model, _poisson((T, 2, 1, 12, 12), 0.3, seed=25))

@@ -65,9 +65,16 @@ def test_every_result_lowers_with_its_bits_storage_and_nonzeros_and_simulates(lo
     weights = [p for p in graph.projections if graph.metadata["origin"][p.name] != "MaxPool2d"]
     for proj in weights:
         index = _index(graph, proj)
-        assert proj.weight_bits == info.weight_bits.get(index, DEFAULT_BITS), proj.name
+        fit = graph.metadata["weight_fit"][proj.name]
+        assert fit["declared"] == info.weight_bits.get(index, DEFAULT_BITS), proj.name
+        if index in info.weight_bits:  # quantized by the method: its levels survive BN folding, the bits fit
+            assert proj.weight_bits == fit["declared"] >= fit["needed"], proj.name
+        else:  # full precision: "widen" stores the bits the weights need (32 for a float layer's many values)
+            assert proj.weight_bits == max(fit["declared"], fit["needed"]), proj.name
         assert proj.storage == info.storage.get(index, "conv" if proj.kind == "conv" else "dense"), proj.name
         assert proj.nonzero_synapses == int(_module_weight(model, graph, proj).count_nonzero()), proj.name
+    if "0" not in info.weight_bits:  # a full-precision first conv (all but Q-SNN): 9 float values per channel
+        assert graph.projections[0].weight_bits == 32
     if info.channels_after:  # removed channels vanish from the populations
         assert graph.populations["lif1"].shape[0] == info.channels_after["0"]
     spiking = [p for p in graph.populations.values() if p.neuron.kind == "LIF"]

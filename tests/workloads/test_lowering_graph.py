@@ -271,7 +271,7 @@ def test_low_rank_tokens_and_per_layer_settings_of_a_compression_result():
                    "storage": {"blocks.0.mlp.fc2.linear": "sparse"}, "state_bits": {"blocks.0.attn.attn_sn": 5}}
     graph, trace, _, checked = _check_replay(model, X)
     assert checked == 18  # the rank-3 relay's recorded value equals B s too
-    graph, _ = lower(model, X[:, :1], compression=compression, weight_bits=6)
+    graph, _ = lower(model, X[:, :1], compression=compression, weight_bits=6, weight_fit="quantize")
     projs = {p.name: p for p in graph.projections}
     tags = graph.metadata["layers"]["projections"]
     b, a = next((p for n, p in projs.items() if n.endswith("_b")), None), next(p for n, p in projs.items()

@@ -73,7 +73,7 @@ def test_compressed_graph_round_trips_bits_storage_state_and_low_rank(tmp_path):
     compression = {"weight_bits": {"0": 4, "2": 2}, "storage": {"0": "sparse", "4": "bitmap"},
                    "state_bits": {"3": 6}}
     x = torch.rand(3, 2, 12)  # graded (direct) input
-    graph, _ = lower(model, x, compression=compression)
+    graph, _ = lower(model, x, compression=compression, weight_fit="quantize")  # float weights -> 4 and 2 bits
     assert graph.populations["input"].graded and graph.populations["plif1"].neuron.kind == "PLIF"
     save_nir(graph, tmp_path / "c.nir", dt=1e-3)
     loaded = load_nir(tmp_path / "c.nir")

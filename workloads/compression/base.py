@@ -28,7 +28,8 @@ class CompressionResult:
 
     What lowering needs (workloads.lowering.lower(..., compression=result)), keyed by module name in the returned
     model (`model.named_modules()`, e.g. "4" or "3.1", the index lowering reports): weight_bits: bits per stored
-    weight of quantized weight layers (layers absent keep lower()'s weight_bits; full-precision layers are absent);
+    weight of quantized weight layers (layers absent keep lower()'s weight_bits, both subject to its weight_fit
+    policy; full-precision layers are absent);
     storage: storage format of a weight layer ("sparse" for unstructured zeros); state_bits: membrane-state bits
     of a spiking-neuron layer; ranks: rank r of a low-rank layer (workloads.compression.dsp), lowered as two
     projections through a relay population of r neurons (per position for a conv). size_bits: model size as

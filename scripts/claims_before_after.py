@@ -1,0 +1,126 @@
+"""Before/after table of the shipped claims: the verdicts a run of the claims sweep got with the energy model
+before issue 10 (four components, no memory or static energy, no CIs) and with the current one.
+
+Usage (run folders of `codesign sweep codesign/configs/claims-sweep.yaml`):
+    python scripts/claims_before_after.py BEFORE_RUN AFTER_RUN [--claims FILE] [--out reports/benchmarks]
+BEFORE_RUN may hold claims.json from the `codesign validate` of its own code version (its verdicts are quoted as
+"before (then)"); both runs are also judged by the current claims file and judge ("before (now)" judges the old
+numbers with point values, as they have no per-sample tables). For energy claims, "moved by" names the energy
+component whose share of the a - b difference (relative to b's total) changed most between the runs; the old
+run's components are grouped the old way (synapse = compute + memory, neuron = compute + memory).
+Writes <out>/claims_before_after.md and .csv (atomically).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from codesign.claims import load_claims, point_samples, validate
+from codesign.report import markdown_table
+
+#: current component -> the group it belongs to in the old four-component breakdown
+GROUPS = {"synapse_compute": "synapse", "synapse_memory": "synapse", "neuron_compute": "neuron",
+          "neuron_memory": "neuron", "network": "network", "static": "static"}
+
+
+def _grouped(row: pd.Series) -> dict[str, float]:
+    """Energy per old-style group (J) of one results row, whichever breakdown it has."""
+    out = {g: 0.0 for g in ("synapse", "neuron", "network", "static")}
+    for comp, group in GROUPS.items():
+        out[group] += float(row.get(f"energy_{comp}_j", 0.0) or 0.0)
+    for group in out:  # a run from before issue 10 has the groups themselves
+        out[group] += float(row.get(f"energy_{group}_j", 0.0) or 0.0)
+    return out
+
+
+def _shares(df: pd.DataFrame, verdict: dict) -> dict[str, float] | None:
+    """Mean over the claim's pairs of (a_group - b_group) / b_total per group; None without energy pairs."""
+    if not verdict["metric"].startswith("energy") or not verdict["pairs"]:
+        return None
+    by_id = df.set_index("point_id")
+    out = []
+    for pair in verdict["pairs"]:
+        a_ids, b_ids = pair["a_point"].split(), pair["b_point"].split()
+        if not all(i in by_id.index for i in a_ids + b_ids):
+            continue
+        ga = pd.DataFrame([_grouped(by_id.loc[i]) for i in a_ids]).mean()
+        gb = pd.DataFrame([_grouped(by_id.loc[i]) for i in b_ids]).mean()
+        out.append((ga - gb) / gb.sum())
+    return pd.DataFrame(out).mean().to_dict() if out else None
+
+
+def _ratio(verdict: dict) -> float:
+    v = [p.get("ratio", p.get("ratio_a_to_b", np.nan)) for p in verdict["pairs"]]
+    v = np.array(v, float)
+    return float(np.median(v[np.isfinite(v)])) if np.isfinite(v).any() else float("nan")
+
+
+def _ci(verdict: dict) -> str:
+    if not verdict["pairs"] or "ci_low" not in verdict["pairs"][0]:
+        return ""
+    lo = min(p["ci_low"] for p in verdict["pairs"])
+    hi = max(p["ci_high"] for p in verdict["pairs"])
+    return f"[{lo:.3g}, {hi:.3g}]"
+
+
+def table(before: Path, after: Path, claims_path: Path) -> pd.DataFrame:
+    """One row per claim of the current claims file (see the module docstring)."""
+    claims = load_claims(claims_path)
+    dfs = {k: pd.read_csv(p / "results.csv", dtype={"point_id": str}) for k, p in (("before", before), ("after", after))}
+    now = {"before": validate(dfs["before"], claims, None), "after": validate(dfs["after"], claims, point_samples(after))}
+    then_path = before / "claims.json"
+    then = {v["id"]: v for v in json.loads(then_path.read_text())} if then_path.exists() else {}
+    rows = []
+    for vb, va in zip(now["before"], now["after"]):
+        sb, sa = _shares(dfs["before"], vb), _shares(dfs["after"], va)
+        moved = ""
+        if sb and sa:
+            delta = {g: sa[g] - sb[g] for g in sa}
+            top = max(delta, key=lambda g: abs(delta[g]))
+            moved = f"{top} ({delta[top]:+.3f} of b's energy)"
+        old = then.get(va["id"])
+        rows.append({"claim": va["id"], "metric": va["metric"], "relation": va["relation"],
+                     "before (then)": old["verdict"] if old else "not in the file then",
+                     "before (now)": vb["verdict"], "ratio before": _ratio(vb), "after": va["verdict"],
+                     "ratio after": _ratio(va), "95 % CI after": _ci(va), "moved by": moved,
+                     "after: reason": va["reason"]})
+    return pd.DataFrame(rows)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def main() -> None:
+    """Command line (module docstring)."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("before", type=Path)
+    ap.add_argument("after", type=Path)
+    ap.add_argument("--claims", type=Path, default=Path("codesign/claims/hardware_friendliness.yaml"))
+    ap.add_argument("--out", type=Path, default=Path("reports/benchmarks"))
+    args = ap.parse_args()
+    for run in (args.before, args.after):
+        if not (run / "results.csv").exists():
+            raise SystemExit(f"error: {run}/results.csv does not exist (is it a run folder?)")
+    df = table(args.before, args.after, args.claims)
+    args.out.mkdir(parents=True, exist_ok=True)
+    _atomic_write(args.out / "claims_before_after.csv", df.to_csv(index=False))
+    md = ["# Claims before and after the energy model of issue 10", "",
+          f"Before: `{args.before}` (energy model before issue 10); after: `{args.after}`.", "",
+          markdown_table(df.drop(columns=["after: reason"])), "",
+          "Reasons (after):", ""] + [f"- {c}: {r}" for c, r in zip(df["claim"], df["after: reason"])]
+    _atomic_write(args.out / "claims_before_after.md", "\n".join(md) + "\n")
+    print(df.drop(columns=["after: reason"]).to_string(index=False))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,175 @@
+"""Neuron activity and predictions recorded while a lowered model runs (hwmodels.activity): which neurons a
+time-stepped chip updates at each timestep, one batch at a time, next to the spikes of workloads.lowering.
+
+A neuron of a spiking-node population is active at timestep t when its input current x[t] is non-zero (the
+node's input, folded biases included) or its membrane potential before the step differs from rest (v_reset for a
+hard reset, 0 for a soft one; before step 0 the node's initial v); a neuron that spiked at t is active at t. Row
+n_timesteps marks the neurons whose potential after the last step differs from rest. The potentials are the
+nodes' own: SpikingJelly's `store_v_seq` (v_seq = the potential after each step's reset, for IF/LIF/PLIF, their
+ternary forms and the workloads.neurons nodes, which run through BaseNode's functional step), switched on for
+the recording and restored after. Max-pool OR populations and relays are active where they emit a non-zero
+value; the non-spiking readout "output" (an IF without threshold) where its input current or its accumulated
+potential is non-zero.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+from spikingjelly.activation_based import neuron
+from torch import nn
+
+from hwmodels.activity import pack
+from hwmodels.trace import Population
+
+#: fn(tensor (T', B, ...), module args) -> (T', B, n) in the population's C-order neuron numbering
+Layout = Callable[[torch.Tensor, tuple], torch.Tensor]
+
+
+def flat_layout(out: torch.Tensor, args: tuple = ()) -> torch.Tensor:
+    """(T', B, ...) -> (T', B, n): the Sequential engine's layout (C-order flatten of each sample)."""
+    return out.reshape(out.shape[0], out.shape[1], -1)
+
+
+@dataclass
+class Probes:
+    """What the trace recorder reads while the model runs.
+
+    spikes: {population: module whose forward output is its (T, B, ...) or (T*B, ...) spikes or values};
+    nodes: {population: (spiking node, layout fn)} of the populations driven by a SpikingJelly node (their
+    activity comes from the node's input and potentials); readout: layout fn of the model output when it is the
+    input current of the readout "output" (else None). Populations in `spikes` but not in `nodes` (max-pool,
+    relays) are active where their value is non-zero.
+    """
+
+    spikes: dict[str, nn.Module]
+    nodes: dict[str, tuple[nn.Module, Layout]] = field(default_factory=dict)
+    readout: Layout | None = None
+
+
+def node_activity(x: torch.Tensor, v0, v_seq: torch.Tensor, spikes: torch.Tensor,
+                  v_reset: float | None) -> torch.Tensor:
+    """bool (T + 1, B, ...) activity of one spiking node: rows t < T: x[t] != 0, or the potential before step t
+    (v0 at t = 0, v_seq[t - 1] after) != rest, or a spike at t; row T: v_seq[T - 1] != rest.
+
+    x, v_seq, spikes: (T, B, ...) input current, potential after each step's reset, output; v0: the node's v
+    before the run (float, or a tensor of one step's shape; another shape means rest, as SpikingJelly resets it).
+    """
+    rest = 0.0 if v_reset is None else float(v_reset)
+    if torch.is_tensor(v0) and v0.shape == x.shape[1:]:
+        first = (v0 != rest).unsqueeze(0)
+    else:  # a float, or a stale tensor SpikingJelly replaces by rest
+        first = torch.full_like(x[:1], not torch.is_tensor(v0) and float(v0) != rest, dtype=torch.bool)
+    before = torch.cat([first, v_seq[:-1] != rest])
+    return torch.cat([(x != 0) | before | (spikes != 0), v_seq[-1:] != rest])
+
+
+def value_activity(values: torch.Tensor) -> torch.Tensor:
+    """bool (T + 1, B, n) activity of a max-pool or relay population from its (T, B, n) values: active where the
+    value is non-zero; no state after the last step."""
+    return torch.cat([values != 0, torch.zeros_like(values[:1], dtype=torch.bool)])
+
+
+def readout_activity(current: torch.Tensor) -> torch.Tensor:
+    """bool (T + 1, B, ...) activity of the readout (IF, no threshold, potential = running sum of its input):
+    active at t when the input current at t or the sum before t is non-zero; row T: the final sum is non-zero."""
+    total = current.double().cumsum(0)
+    before = torch.cat([torch.zeros_like(total[:1]), total[:-1]])
+    return torch.cat([(current != 0) | (before != 0), total[-1:] != 0])
+
+
+def predictions(y, n_t: int, n_b: int) -> np.ndarray | None:
+    """int64 (B,) argmax over classes of the model output averaged over T when it is (T, B, n_classes), else None."""
+    if not torch.is_tensor(y) or y.dim() != 3 or tuple(y.shape[:2]) != (n_t, n_b):
+        return None
+    return y.float().mean(0).argmax(1).cpu().numpy().astype(np.int64)
+
+
+def packed(active: torch.Tensor) -> np.ndarray:
+    """uint8 (B, T + 1, ceil(n / 8)) of a bool (T + 1, B, n) activity (hwmodels.activity layout)."""
+    return pack(active.transpose(0, 1).cpu().numpy())
+
+
+def batch_activity(populations: dict[str, Population], spikes: dict[str, torch.Tensor],
+                   rows: dict[str, torch.Tensor], readout: Layout | None, y, n_t: int,
+                   n_b: int) -> dict[str, np.ndarray]:
+    """{population: uint8 (B, T + 1, ceil(size / 8))} of one batch: spiking nodes from their recorded rows, other
+    captured populations (max-pool, relays) from their values, the readout "output" from the model output y when
+    `readout` is set; input populations and populations with nothing recorded are left out.
+
+    spikes: {population: captured (T, B, ...) or (T*B, ...) tensor}; rows: {population: (T + 1, B, n) activity}.
+    Raises ValueError when a recorded tensor does not have the population's size.
+    """
+    out = {}
+    for name, pop in populations.items():
+        if name in rows:
+            act = rows[name]
+        elif pop.is_input:
+            continue
+        elif name in spikes:
+            act = value_activity(spikes[name].reshape(n_t, n_b, -1))
+        elif name == "output" and readout is not None:
+            act = readout_activity(readout(y, ()))
+        else:
+            continue
+        act = act.reshape(n_t + 1, n_b, -1)
+        if act.shape[2] != pop.size:
+            raise ValueError(f"population {name!r}: recorded activity of {act.shape[2]} neurons, expected {pop.size}")
+        out[name] = packed(act)
+    return out
+
+
+class Capture:
+    """Context manager that records, for every forward of the model while active, the spikes/values of
+    `probes.spikes` (forward hooks, in `self.spikes`) and the activity (T + 1, B, n) of `probes.nodes` (in
+    `self.rows`), the nodes running with store_v_seq; hooks are removed and store_v_seq restored on exit.
+
+    Raises ValueError when a node does not expose v_seq after a multi-step forward.
+    """
+
+    def __init__(self, probes: Probes):
+        self.probes, self.spikes, self.rows = probes, {}, {}
+        self._handles, self._saved, self._inputs = [], {}, {}
+
+    def __enter__(self) -> "Capture":
+        for pop, m in self.probes.spikes.items():
+            self._handles.append(m.register_forward_hook(self._store(pop)))
+        for pop, (m, fn) in self.probes.nodes.items():
+            self._saved[pop] = m.store_v_seq
+            m.store_v_seq = True
+            self._handles.append(m.register_forward_pre_hook(self._pre(pop)))
+            self._handles.append(m.register_forward_hook(self._post(pop, fn)))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for h in self._handles:
+            h.remove()
+        for pop, old in self._saved.items():
+            self.probes.nodes[pop][0].store_v_seq = old
+        self._handles, self._saved = [], {}
+        self.clear()
+
+    def clear(self) -> None:
+        """Forget the last batch's tensors."""
+        self.spikes, self.rows, self._inputs = {}, {}, {}
+
+    def _store(self, pop: str):
+        def hook(module, args, out) -> None:
+            self.spikes[pop] = out
+        return hook
+
+    def _pre(self, pop: str):
+        def hook(module, args) -> None:
+            self._inputs[pop] = (args[0], module.v)
+        return hook
+
+    def _post(self, pop: str, fn: Layout):
+        def hook(module: neuron.BaseNode, args, out) -> None:
+            x, v0 = self._inputs.pop(pop)
+            if not torch.is_tensor(module.v_seq) or module.v_seq.shape != x.shape:
+                raise ValueError(f"population {pop!r}: {type(module).__name__} did not store v_seq of shape "
+                                 f"{tuple(x.shape)} (store_v_seq); its activity cannot be recorded")
+            self.rows[pop] = fn(node_activity(x, v0, module.v_seq, out, module.v_reset), args)
+        return hook

@@ -1,0 +1,182 @@
+"""Weight fit of a lowered graph: do a projection's stored weights fit the weight_bits it declares, and what to do
+when they do not (workloads.lowering.lower's weight_fit policies "error", "widen", "quantize").
+
+Fit rule. Per output channel (a row of a dense weight = one target neuron, an output channel of a conv), the
+stored values (every value for storage "dense"/"conv"; the non-zeros only for "sparse"/"bitmap", which store no
+zeros) must lie on an affine grid offset + step * k, k = 0..2^b - 1, offset and step free per channel (BatchNorm
+and AvgPool folding scale a channel, so a b-bit layer stays on a b-bit grid after folding). A value is on the grid
+when it is within GRID_TOL x the channel's range of a grid point (float32 folding noise). The bits a channel
+needs are ceil(log2(levels)), levels = the points of the coarsest grid through its values (1 bit at least); the
+projection needs the most any channel needs. A grid is only accepted while its step is >= 20 x the tolerance
+(MAX_INTERVALS steps over the range): finer grids cannot be told from float weights at float32 precision, so such
+weights (every float layer, and quantizations finer than 12 bits) need 32 bits. Max-pool and identity projections
+(weights 1) fit 1 bit; gated (attention) projections are exempt: their weights are spikes.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import replace
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from hwmodels.trace import NetworkGraph
+from workloads.compression.quant import weight_layers
+
+#: policies of lower(..., weight_fit=)
+FIT_POLICIES = ("widen", "error", "quantize")
+#: tolerance of the grid test, as a fraction of a channel's range (max - min)
+GRID_TOL = 1e-5
+#: most steps a grid may have over a channel's range (its step >= 20 x GRID_TOL x range)
+MAX_INTERVALS = 5000
+#: bits of weights on no grid (floats)
+FLOAT_BITS = 32
+_SPARSE = ("sparse", "bitmap")
+_LOG = logging.getLogger("workloads.lowering")
+
+
+def grid_intervals(values: np.ndarray) -> int | None:
+    """Fewest steps m of a grid lo + k (hi - lo) / m, k = 0..m, holding every value within GRID_TOL (hi - lo):
+    0 for fewer than two distinct values, None when no grid of at most MAX_INTERVALS steps does.
+
+    values: any-shape float array (one channel).
+    """
+    v = np.asarray(values, np.float64).ravel()
+    span = float(v.max() - v.min()) if v.size else 0.0
+    if span <= 0.0:
+        return 0
+    f = np.sort((v - v.min()) / span)
+    gaps = np.diff(f)
+    distinct = gaps[gaps > 2 * GRID_TOL]
+    if distinct.size == 0 or distinct.size > MAX_INTERVALS:
+        return None
+    first = max(1, int(np.ceil(1.0 / (distinct.min() + 2 * GRID_TOL) - 1e-9)))
+    for start in range(first, MAX_INTERVALS + 1, 256):
+        m = np.arange(start, min(start + 256, MAX_INTERVALS + 1), dtype=np.float64)[:, None]
+        scaled = f[None, :] * m
+        ok = np.flatnonzero(np.abs(scaled - np.round(scaled)).max(1) <= GRID_TOL * m[:, 0])
+        if ok.size:
+            return int(m[ok[0], 0])
+    return None
+
+
+def bits_for_intervals(m: int | None) -> int:
+    """Bits of a grid of m steps (m + 1 levels): ceil(log2(m + 1)), at least 1; FLOAT_BITS for None."""
+    return FLOAT_BITS if m is None else max(1, int(m).bit_length())
+
+
+def channel_rows(weight: np.ndarray, nonzero_only: bool) -> list[np.ndarray]:
+    """The stored values of each output channel of a weight (C_out, ...): all of them, or the non-zeros only."""
+    rows = np.asarray(weight).reshape(len(weight), -1)
+    return [r[r != 0] for r in rows] if nonzero_only else list(rows)
+
+
+def weight_grid(weight: np.ndarray, nonzero_only: bool) -> int | None:
+    """Steps of the coarsest per-channel grid a weight (C_out, ...) needs (max over channels; None: no grid)."""
+    steps = [grid_intervals(r) for r in channel_rows(weight, nonzero_only)]
+    return None if any(s is None for s in steps) else max(steps, default=0)
+
+
+def projection_fit(proj: Projection) -> tuple[int, int | None]:
+    """(bits needed, grid levels or None) of a projection's stored weights (fit rule of the module docstring)."""
+    m = weight_grid(proj.weight, proj.storage in _SPARSE)
+    return bits_for_intervals(m), None if m is None else m + 1
+
+
+def fit_graph(graph: NetworkGraph, policy: str, errors: dict[str, float] | None = None) -> NetworkGraph:
+    """`graph` with every projection's weight_bits checked against its weights (gated projections exempt) and the
+    report graph.metadata["weight_fit"] = {projection: {"declared", "needed", "stored", "policy", "levels"
+    (grid levels, None for floats), "max_abs_error" (policy "quantize": the largest |w_q - w| of its layers'
+    weights, before folding)}}. A projection whose weights need more bits than declared raises under "error"
+    and stores the bits needed under "widen" and "quantize"; a one-line warning names the projections widened
+    or quantized.
+
+    errors: {module name: max |w_q - w|} of quantize_model, matched to projections by their layer tags.
+    Raises ValueError (policy "error") naming the projection, its declared bits and the bits its weights need.
+    """
+    report, projections = {}, []
+    for proj in graph.projections:
+        if proj.gate is not None:
+            projections.append(proj)
+            continue
+        needed, levels = projection_fit(proj)
+        if policy == "error" and needed > proj.weight_bits:
+            raise ValueError(f"weight_fit: projection {proj.name!r} declares weight_bits {proj.weight_bits} but its "
+                             f"weights need {needed} bits; accepted policies: widen, quantize (or more weight_bits)")
+        entry = {"declared": proj.weight_bits, "needed": needed, "stored": max(proj.weight_bits, needed),
+                 "policy": policy, "levels": levels}
+        if policy == "quantize":
+            tags = graph.metadata.get("layers", {}).get("projections", {}).get(proj.name, [])
+            entry["max_abs_error"] = max((errors or {}).get(t.split(":")[0], 0.0) for t in tags) if tags else 0.0
+        report[proj.name] = entry
+        projections.append(proj if entry["stored"] == proj.weight_bits else replace(proj, weight_bits=entry["stored"]))
+    _warn(report)
+    metadata = dict(graph.metadata, weight_fit=report)
+    return NetworkGraph(list(graph.populations.values()), projections, name=graph.name, metadata=metadata)
+
+
+def _warn(report: dict[str, dict]) -> None:
+    """One warning line naming the widened and the quantized projections (nothing when there are none)."""
+    widened = [f"{n} {e['declared']}->{e['stored']}" for n, e in report.items() if e["stored"] > e["declared"]]
+    quantized = [n for n, e in report.items() if e.get("max_abs_error", 0.0) > 0.0]
+    parts = ([f"weights widened beyond weight_bits ({', '.join(widened)})"] if widened else []) + \
+        ([f"weights quantized to weight_bits ({', '.join(quantized)})"] if quantized else [])
+    if parts:
+        _LOG.warning("lower: %s; see graph.metadata['weight_fit']", "; ".join(parts))
+
+
+# ------------------------------------------------------------------------------------------- quantize policy
+
+def quantize_rows(w: torch.Tensor, bits: int, nonzero_only: bool) -> torch.Tensor:
+    """w (C_out, ...) with every output channel not already on a `bits`-bit grid quantized, per channel: b >= 2
+    symmetric uniform, step = max|w| / (2^(b-1) - 1), round to nearest (no clipping: the peak is a level); b = 1
+    sign(w) x mean|w| over the channel's non-zeros (pruned zeros stay zero). Channels already on a grid are
+    returned bit for bit. Same dtype and device as w."""
+    rows = w.detach().cpu().double().reshape(len(w), -1)
+    need = [bits_for_intervals(grid_intervals(r)) for r in channel_rows(rows.numpy(), nonzero_only)]
+    keep = torch.tensor([n <= bits for n in need], dtype=torch.bool)
+    if bits == 1:
+        nz = (rows != 0).double()
+        q = torch.sign(rows) * ((rows.abs() * nz).sum(1) / nz.sum(1).clamp_min(1.0))[:, None]
+    else:
+        step = rows.abs().amax(1, keepdim=True) / (2 ** (bits - 1) - 1)
+        q = torch.round(rows / torch.where(step > 0, step, 1.0)) * step
+    return torch.where(keep[:, None], rows, q).reshape(w.shape).to(w.device, w.dtype)
+
+
+def _setting(per_layer: dict, name: str):
+    """A per-layer setting of module `name`, or of the low-rank layer it is a factor of ("9.first" -> "9")."""
+    parent, _, leaf = name.rpartition(".")
+    return per_layer.get(name, per_layer.get(parent) if leaf in ("first", "second") else None)
+
+
+def _set_weight(mod: nn.Module, w: torch.Tensor) -> None:
+    """Make `w` the plain weight of `mod` (a parametrization or a torch.nn.utils.prune mask is baked first)."""
+    if parametrize.is_parametrized(mod, "weight"):
+        parametrize.remove_parametrizations(mod, "weight", leave_parametrized=True)
+    if hasattr(mod, "weight_orig"):
+        torch.nn.utils.prune.remove(mod, "weight")
+    with torch.no_grad():
+        mod.weight.copy_(w)
+
+
+def quantize_model(model: nn.Module, weight_bits: int, storage: str | None, layer_bits: dict[str, int],
+                   layer_storage: dict[str, str]) -> tuple[nn.Module, dict[str, float]]:
+    """A deep copy of `model` whose Conv1d/Conv2d/Linear weights (DSP low-rank factors included) are quantized by
+    quantize_rows to their layer's bits (layer_bits by module name, a low-rank layer's for its factors, else
+    weight_bits); zeros of layers stored "sparse"/"bitmap" (storage, else layer_storage) need not fit.
+    Returns (copy, {module name: max |w_q - w|}); `model` is left as it is."""
+    work = copy.deepcopy(model)
+    errors = {}
+    for name, mod in weight_layers(work):
+        bits = int(_setting(layer_bits, name) or weight_bits)
+        fmt = storage if storage is not None else _setting(layer_storage, name)
+        w = mod.weight.detach()
+        q = quantize_rows(w, bits, fmt in _SPARSE)
+        errors[name] = float((q.double() - w.double()).abs().max()) if w.numel() else 0.0
+        if errors[name] > 0.0:
+            _set_weight(mod, q)
+    return work, errors
