@@ -5,9 +5,10 @@ Usage (run folders of `codesign sweep codesign/configs/claims-sweep.yaml`):
     python scripts/claims_before_after.py BEFORE_RUN AFTER_RUN [--claims FILE] [--out reports/benchmarks]
 BEFORE_RUN may hold claims.json from the `codesign validate` of its own code version (its verdicts are quoted as
 "before (then)"); both runs are also judged by the current claims file and judge ("before (now)" judges the old
-numbers with point values, as they have no per-sample tables). For energy claims, "moved by" names the energy
-component whose share of the a - b difference (relative to b's total) changed most between the runs; the old
-run's components are grouped the old way (synapse = compute + memory, neuron = compute + memory).
+numbers with point values, as they have no per-sample tables). For energy claims, "moved by" lists, largest first,
+how each energy group's term of the ratio changed between the runs: a / b = 1 + sum over groups of
+(a_group - b_group) / b_total, so the listed changes add up to the change of the ratio (groups as the old run
+had them: synapse = compute + memory, neuron = compute + memory, network, static; changes below 0.005 omitted).
 Writes <out>/claims_before_after.md and .csv (atomically).
 """
 from __future__ import annotations
@@ -32,10 +33,10 @@ GROUPS = {"synapse_compute": "synapse", "synapse_memory": "synapse", "neuron_com
 def _grouped(row: pd.Series) -> dict[str, float]:
     """Energy per old-style group (J) of one results row, whichever breakdown it has."""
     out = {g: 0.0 for g in ("synapse", "neuron", "network", "static")}
+    if "energy_synapse_compute_j" not in row.index:  # a run from before issue 10 has the groups themselves
+        return {g: float(row.get(f"energy_{g}_j", 0.0) or 0.0) for g in out}
     for comp, group in GROUPS.items():
         out[group] += float(row.get(f"energy_{comp}_j", 0.0) or 0.0)
-    for group in out:  # a run from before issue 10 has the groups themselves
-        out[group] += float(row.get(f"energy_{group}_j", 0.0) or 0.0)
     return out
 
 
@@ -81,9 +82,8 @@ def table(before: Path, after: Path, claims_path: Path) -> pd.DataFrame:
         sb, sa = _shares(dfs["before"], vb), _shares(dfs["after"], va)
         moved = ""
         if sb and sa:
-            delta = {g: sa[g] - sb[g] for g in sa}
-            top = max(delta, key=lambda g: abs(delta[g]))
-            moved = f"{top} ({delta[top]:+.3f} of b's energy)"
+            delta = sorted(((sa[g] - sb[g], g) for g in sa), key=lambda d: -abs(d[0]))
+            moved = ", ".join(f"{g} {d:+.3f}" for d, g in delta if abs(d) >= 0.005) or "none"
         old = then.get(va["id"])
         rows.append({"claim": va["id"], "metric": va["metric"], "relation": va["relation"],
                      "before (then)": old["verdict"] if old else "not in the file then",
