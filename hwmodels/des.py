@@ -1,6 +1,8 @@
 """Discrete-event latency model: the network of every hardware step is played flow by flow, with channel
 contention, finite router buffers that back-pressure upstream links, and optional multicast trees. The core
-pipeline stages around it (soma, messages out, message in, synapse + dendrite) are hwmodels.pipeline's.
+pipeline stages around it (soma, messages out, message in, synapse + dendrite) are hwmodels.pipeline's. This is
+router.congestion_model "links"; a chip with "density" is timed by hwmodels.des_density instead (SANA-FE's
+message-level model; hwmodels.simulate dispatches).
 
 Message-level model (the semantics; tests/hwmodels/reference_des.py plays it one message at a time):
 - A flow is the m messages one source core sends along one route in a step (unicast: to one core; multicast: one

@@ -10,7 +10,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from hwmodels import analytic, des, energy
+from hwmodels import analytic, des, des_density, energy
 from hwmodels.actions import SEMANTICS, Actions, FanoutTables, build_fanout, count_actions
 from hwmodels.analytic import Timing
 from hwmodels.energy import ENERGY_COMPONENTS, EnergyTable
@@ -167,9 +167,15 @@ def _batch(graph: NetworkGraph, trace: EventTrace, mapping: Mapping, tables: Fan
     return acts, cache.routes(acts, net)
 
 
-def _timings(model: str, group: list, net: Network, chip: ChipSpec, cache: SimCache | None) -> list[Timing]:
-    """The latency model's Timing of each batch of `group`, from `cache` when given."""
-    run = lambda: MODELS[model](group, net, chip.router.buffer_depth)
+def _timings(model: str, group: list, net: Network, chip: ChipSpec, cache: SimCache | None,
+             messages: Callable[[int], des_density.Messages]) -> list[Timing]:
+    """The latency model's Timing of each batch of `group`, from `cache` when given. The DES of a chip with
+    router.congestion_model "density" is hwmodels.des_density, which also needs messages(k), the Messages of
+    the group's k-th sample."""
+    if model == "des" and chip.router.congestion_model == "density":
+        run = lambda: des_density.timing_batches(group, net, chip, messages)
+    else:
+        run = lambda: MODELS[model](group, net, chip.router.buffer_depth)
     return run() if cache is None else cache.timings(model, group, chip, run)
 
 
@@ -180,8 +186,9 @@ def simulate(graph: NetworkGraph, trace: EventTrace, chip: ChipSpec, mapping: Ma
     """Simulate `trace` of `graph` on `chip`; returns a SimResult of per-inference means over the samples.
 
     mapping: from `map_network(graph, chip)` when None. model: "des" (discrete-event network, hwmodels.des:
-    channel contention, finite buffers router.buffer_depth) or "analytic" (no waits in the network); see
-    hwmodels.pipeline for the core pipeline.
+    channel contention, finite buffers router.buffer_depth; hwmodels.des_density when
+    chip.router.congestion_model is "density") or "analytic" (no waits in the network); see hwmodels.pipeline
+    for the core pipeline.
     semantics: "pipelined" or "layer_serial" (hwmodels.actions.SEMANTICS). multicast: one message per spike,
     copied at the forks of its XY tree, instead of one message per destination core. batch_samples: samples
     counted at once; memory stays bounded by one group of batches (GROUP_SAMPLES; a memory-mapped trace,
@@ -209,7 +216,10 @@ def simulate(graph: NetworkGraph, trace: EventTrace, chip: ChipSpec, mapping: Ma
         group.append((acts, action_times(acts, chip, mapping), use))
         in_group += len(samples)
         if in_group >= GROUP_SAMPLES[model] or samples.stop == trace.n_samples:
-            for (a, t, u), tm in zip(group, _timings(model, group, net, chip, cache)):
+            first = samples.stop - in_group
+            msgs = lambda k: des_density.messages(graph, trace, mapping, tables, range(first + k, first + k + 1),
+                                                  semantics, chip)
+            for (a, t, u), tm in zip(group, _timings(model, group, net, chip, cache, msgs)):
                 tot.add(a, t, chip, u, tm)
             group, in_group = [], 0
             if on_progress is not None:

@@ -219,6 +219,14 @@ class RouterSpec(_Spec):
     chip_link_energy_j / chip_link_latency_s: one message crossing one chip-to-chip link (replacing the tile hop
         at a chip boundary); None = not given, which ChipSpec accepts only when n_chips == 1. No shipped preset
         publishes a chip-to-chip cost, so multi-chip runs must set both (a modelling assumption of the user).
+    congestion_model: how the DES delays messages in the network. "links" (hwmodels.des): flows contend for
+        directed links of link_bandwidth_msgs_per_s and for router buffers of buffer_depth, and a core sends
+        its messages after its whole neuron loop. "density" (hwmodels.des_density): SANA-FE's detailed timing
+        model (Boyle et al., IEEE TCAD 2025): a neuron's messages leave right after its own soma work, each is
+        delayed by max(contention-free route latency, messages in flight on its route x their mean receive
+        time / (hops + 1)), and blocks its sender above (hops + 1) x buffer_depth messages in flight; the link
+        bandwidth then only enters through the contention-free latency (one link time to eject). The analytic
+        model ignores this field (it has no contention either way).
     """
 
     hop_energy_ew_j: float = _Energy
@@ -229,6 +237,7 @@ class RouterSpec(_Spec):
     buffer_depth: int | None = Field(default=None, gt=0)
     chip_link_energy_j: float | None = Field(default=None, ge=0.0)
     chip_link_latency_s: float | None = Field(default=None, ge=0.0)
+    congestion_model: Literal["links", "density"] = "links"
 
     @property
     def link_time_s(self) -> float:

@@ -33,8 +33,16 @@ def conv_if() -> nn.Sequential:
                          neuron.IFNode(step_mode="m"))
 
 
+def mlp_wide_if() -> nn.Sequential:
+    """MLP 784-3000-10 of IF neurons, no bias: its hidden layer spans several cores on several tiles, so many
+    cores send to one another over multi-hop routes."""
+    return nn.Sequential(layer.Flatten(step_mode="m"), layer.Linear(784, 3000, bias=False, step_mode="m"),
+                         neuron.IFNode(step_mode="m"), layer.Linear(3000, 10, bias=False, step_mode="m"),
+                         neuron.IFNode(step_mode="m"))
+
+
 #: name -> builder of an un-initialised network
-NETS: dict[str, Callable[[], nn.Sequential]] = {"mlp": mlp_if, "conv": conv_if}
+NETS: dict[str, Callable[[], nn.Sequential]] = {"mlp": mlp_if, "conv": conv_if, "mlp_wide": mlp_wide_if}
 
 
 def init_on_grid(net: nn.Sequential, seed: int, gain: float = 1.5) -> nn.Sequential:
@@ -57,10 +65,23 @@ def mnist_spikes(n_samples: int, n_timesteps: int, seed: int) -> tuple[torch.Ten
     return torch.bernoulli(probs, generator=torch.Generator().manual_seed(seed)), ds.y_test[:n_samples]
 
 
-def lowered(name: str, n_samples: int, n_timesteps: int = 8, seed: int = 0, gain: float = 1.5):
-    """(net, input spikes, graph, trace) of network `name` (a key of NETS) on MNIST spikes, lowered with the
-    default storage (conv projections "conv", dense ones "dense"). Raises KeyError for an unknown name."""
+def prune(net: nn.Sequential, ratio: float, seed: int) -> nn.Sequential:
+    """Set a seeded Bernoulli(ratio) fraction of every Conv2d/Linear weight to 0 (unstructured pruning)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                m.weight.mul_((torch.rand(m.weight.shape, generator=g) >= ratio).float())
+    return net
+
+
+def lowered(name: str, n_samples: int, n_timesteps: int = 8, seed: int = 0, gain: float = 1.5,
+            pruned: float = 0.0, storage: str | None = None):
+    """(net, input spikes, graph, trace) of network `name` (a key of NETS) on MNIST spikes, `pruned` of its weights
+    set to 0 (prune), lowered with `storage` for every weight projection (None: the default, conv projections
+    "conv", dense ones "dense"). Raises KeyError for an unknown name."""
     net = init_on_grid(NETS[name](), seed, gain)
+    net = prune(net, pruned, seed) if pruned else net
     x, y = mnist_spikes(n_samples, n_timesteps, seed + 1)
-    graph, trace = lower(net, x, labels=y, name=name, device="cpu")
+    graph, trace = lower(net, x, labels=y, name=name, device="cpu", storage=storage)
     return net, x, graph, trace

@@ -1,0 +1,254 @@
+"""Message-level DES with a density congestion model (router.congestion_model "density"): the detailed timing model
+of SANA-FE (Boyle et al., "SANA-FE: Simulating Advanced Neuromorphic Architectures for Fast Exploration", IEEE
+TCAD 44(8), 2025; behaviour measured with sanafe 2.2.9). It replaces hwmodels.des's flow-level network when a
+chip selects it; action counts, stage latencies (hwmodels.pipeline) and energy stay the same.
+
+Each hardware step starts every core's clock at 0 (after the previous barrier):
+1. Send side, interleaved. A core walks its neurons in order (C-order index within its contiguous chunk); neuron
+   j costs soma_j = access + update (+ spike out) under the chip's neuron rules (neuron_counts: summed over a
+   core's neurons, hwmodels.pipeline's update_s). A spiking neuron writes its messages right after its own soma,
+   one per destination core in core order (multicast: one per spike), O = message_out_latency_s each. Message k
+   of core c (the n(k)-th neuron) is ready at
+       r_k = sum_{j <= n(k)} soma_j + k O + b_c(k),
+   b_c(k) the blocking delays (step 3) of the core's messages up to and including k. The send side ends at
+   update_s + messages x O + b_c.
+2. Order: messages are handled in order of r (one heap over the cores; ties by core, then send order); each
+   receiver serves its messages FIFO in that order.
+3. Network. A message is in flight from its handling until its receiver starts it; while in flight it adds
+   w = 1 / (h + 2) to each key of its route (h hops): the source core's injection key and every directed link
+   of its XY route (hwmodels.network.xy_links; h = 0: the injection key only). For message m:
+       D = sum of the density over m's route keys,   rbar = mean receive work of the messages in flight,
+       blocking: if D > (h + 1) B then r_m += (D - (h + 1) B) rbar   (B = router.buffer_depth; None: never),
+       net = max(lat0, D rbar / (h + 1)),
+       start = max(free[dst], r_m + net + i0),   free[dst] = start + work_m,
+   lat0: path latency + one link time (hwmodels.analytic's contention-free head latency; SANA-FE's has no link
+   time, 0.29 ns on loihi-sanafe); work_m, i0: hwmodels.pipeline's receive work and head delay of one message
+   (receive_mode serial: message in + synaptic events x (synop + dendrite latency), i0 = 0).
+4. Core done = max(send side end, its last receive finish); step latency = the latest core + barrier.
+
+Under hwmodels.pipeline.exactness, with no two flows of a step on one link, congestion never above lat0, each
+core's messages going to one destination (or its spiking neurons last in its chunk) and receivers seeing messages
+in send order, this equals the flow-level DES (tests/hwmodels/test_des_density.py). Against sanafe 2.2.9 it
+gives every step latency of the tests/crosscheck SANA-FE nets within 0.4 %. Not reproduced: SANA-FE's heap
+breaks ties of equal send times arbitrarily, it orders a neuron's destination cores by pointer (here: core
+index), and it retires in-flight messages in another order (float rounding only). Link hold times are the
+contention-free ones (hwmodels.network.RouteUse.link_totals).
+
+Cost: a Python loop over the messages with two heaps, O(route keys + log messages in flight) per message, ~3 us
+per message with the message list built by numpy one sample at a time (memory: one sample's messages). The conv
+net of tests/crosscheck (66k messages per sample) takes ~0.25 s per sample, against ~0.01 s for the flow-level
+DES (hwmodels.des, vector engine).
+"""
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from hwmodels import activity, pipeline
+from hwmodels.actions import SEMANTICS, Actions, FanoutTables, _gather, _split
+from hwmodels.analytic import Timing
+from hwmodels.mapping import Mapping
+from hwmodels.network import Network, RouteUse, xy_links
+from hwmodels.pipeline import RECEIVE_MODES, ActionTimes, dendrite_costs, receive_mode
+from hwmodels.spec import ChipSpec
+from hwmodels.trace import EventTrace, NetworkGraph
+
+
+@dataclass(frozen=True, eq=False)
+class Messages:
+    """Every message of a batch, sorted by (sample, step, source core, source neuron, destination core).
+
+    step: int64 (n,) sample * n_steps + hardware step; src / dst: int64 (n,) cores; soma: int64 (n, 3) accesses,
+    updates of spiking neurons and updates of quiet neurons on the source core up to and including the sender
+    (neuron_counts); out: int64 (n,) messages the source core has written up to and including this one
+    (multicast: one per spike, shared by its deliveries); events: int64 (n, n_formats) synaptic events paid at the
+    destination per storage format (FanoutTables.formats).
+    """
+
+    n_steps: int
+    step: np.ndarray
+    src: np.ndarray
+    dst: np.ndarray
+    soma: np.ndarray
+    out: np.ndarray
+    events: np.ndarray
+
+
+def neuron_counts(graph: NetworkGraph, trace: EventTrace, sample: int, semantics: str, chip: ChipSpec,
+                  name: str) -> np.ndarray:
+    """Soma work of each neuron of population `name` in sample `sample`: bool (3, n_steps, size) = accessed,
+    updated and spiking, updated and quiet, under the chip's neuron rules (hwmodels.neuron_rules); their sums
+    over a core's neurons are neuron_work's counts, so soma time summed over a core is pipeline's update_s."""
+    pop, rules = graph.populations[name], chip.core
+    n_steps, step_of = SEMANTICS[semantics](graph, trace.n_timesteps)
+    out = np.zeros((3, n_steps, pop.size), bool)
+    if pop.is_input:  # input neurons hold no state: no soma work
+        return out
+    steps = step_of[name]
+    window = np.zeros(n_steps, bool)
+    window[steps] = True
+    out[0] = (window | (rules.neuron_access_rule == "every_step"))[:, None]
+    idx, _, t = _gather(trace, range(sample, sample + 1), trace.populations.index(name))
+    spiked = np.zeros((n_steps, pop.size), bool)
+    spiked[steps[t], idx] = True
+    updated = np.zeros((n_steps, pop.size), bool)
+    if rules.neuron_update_rule == "active" and name in trace.activity:
+        bits = activity.unpack(np.asarray(trace.activity[name][sample]), pop.size)
+        updated[steps] = bits[:-1]
+        updated[steps[-1] + 1:] = bits[-1]
+    else:
+        updated[steps] = True
+    out[1], out[2] = spiked, (updated | spiked) & ~spiked
+    return out
+
+
+def _soma_prefix(graph, trace, samples, semantics, chip, name, core, spikes) -> np.ndarray:
+    """int64 (n_spikes, 3) neuron_counts summed over the spiking neuron's core up to and including it, for
+    spikes = (neuron, sample offset, hardware step) arrays."""
+    idx, s, h = spikes
+    out = np.zeros((len(idx), 3), np.int64)
+    if graph.populations[name].is_input or not len(idx):
+        return out
+    order = np.argsort(core, kind="stable")  # the core's neurons in index order, cores one after another
+    where = np.empty(len(core), np.int64)
+    where[order] = np.arange(len(core))
+    first = np.searchsorted(core[order], core)  # where each neuron's core starts in `order`
+    for k in np.unique(s):
+        sel = np.flatnonzero(s == k)
+        cnt = neuron_counts(graph, trace, samples.start + int(k), semantics, chip, name)[:, :, order]
+        cum = np.concatenate([np.zeros(cnt.shape[:2] + (1,), np.int32), np.cumsum(cnt, axis=2, dtype=np.int32)], 2)
+        i, hs = idx[sel], h[sel]
+        out[sel] = (cum[:, hs, where[i] + 1] - cum[:, hs, first[i]]).T
+    return out
+
+
+def messages(graph: NetworkGraph, trace: EventTrace, mapping: Mapping, tables: FanoutTables, samples: range,
+             semantics: str, chip: ChipSpec) -> Messages:
+    """The Messages of `samples` of `trace` (the same messages as hwmodels.actions.count_actions counts)."""
+    n_steps, step_of = SEMANTICS[semantics](graph, trace.n_timesteps)
+    n, nf = tables.n_cores, len(tables.formats)
+    cols = {k: [] for k in ("step", "src", "pos", "spike", "dst", "soma", "events")}
+    spike_base = 0
+    for name in tables.stack:
+        core = np.asarray(mapping.core_of_neuron[name], np.int64)
+        idx, s, t = _gather(trace, samples, trace.populations.index(name))
+        h = step_of[name][t]
+        row, dst, _, events, _ = _split(tables.stack[name][idx], n, nf)
+        soma = _soma_prefix(graph, trace, samples, semantics, chip, name, core, (idx, s, h))
+        for key, v in (("step", s[row] * n_steps + h[row]), ("src", core[idx[row]]), ("pos", idx[row]),
+                       ("spike", row + spike_base), ("dst", dst), ("soma", soma[row]), ("events", events)):
+            cols[key].append(v)
+        spike_base += len(idx)
+    c = {k: np.concatenate(v) if v else np.zeros((0, 3) if k == "soma" else (0, nf) if k == "events" else 0,
+                                                   np.int64) for k, v in cols.items()}
+    order = np.lexsort((c["dst"], c["pos"], c["src"], c["step"]))
+    c = {k: v[order] for k, v in c.items()}
+    first = np.ones(len(order), bool)  # a message out per delivery (unicast) or per spike (multicast)
+    if tables.routes is not None:
+        first[1:] = c["spike"][1:] != c["spike"][:-1]
+    group = c["step"] * n + c["src"]
+    starts = pipeline._group_starts(group)
+    csum = np.cumsum(first)
+    base = (csum - first)[starts][np.cumsum(starts) - 1] if len(order) else csum
+    return Messages(n_steps, c["step"], c["src"], c["dst"], c["soma"], (csum - base).astype(np.int64),
+                    c["events"])
+
+
+def _route(net: Network, chip: ChipSpec, src: int, dst: int, link_s: float, key_id: dict) -> tuple:
+    """(density key indices, w, lat0, h + 1, blocking threshold, dst) of the route src -> dst. Keys: the source
+    core's injection key and the directed link ids of its XY route, numbered in `key_id` on first use."""
+    h1 = int(net.path_hops[src, dst]) + 1
+    names = (("in", src),) + tuple(net.link_id(lk) for lk in xy_links(net.tiles[src], net.tiles[dst]))
+    keys = tuple(key_id.setdefault(k, len(key_id)) for k in names)
+    depth = chip.router.buffer_depth
+    return (keys, 1.0 / (h1 + 1), float(net.path_s[src, dst]) + link_s, h1,
+            np.inf if depth is None else float(h1 * depth), dst)
+
+
+def _play_step(ready: list, src: list, work: list, route: list, n_keys: int, n_cores: int,
+               head_in: float) -> tuple[list, list]:
+    """One step's message loop (module docstring, steps 2-3). ready/src/work/route: per message in send order
+    (sorted by source core); route[k] = (key indices < n_keys, w, lat0, h + 1, blocking threshold, destination
+    core). Returns (total blocking delay, last receive finish) per core."""
+    shift, free, density = [0.0] * n_cores, [0.0] * n_cores, [0.0] * n_keys
+    flight, mean, n_flight = [], 0.0, 0
+    last = len(src) - 1
+    heads = [(ready[k], k) for k in range(len(src)) if k == 0 or src[k - 1] != src[k]]
+    heapq.heapify(heads)
+    while heads:
+        t, k = heapq.heappop(heads)
+        while flight and flight[0][0] <= t:  # retire the messages their receiver has started
+            _, j, keys, w = heapq.heappop(flight)
+            for key in keys:
+                density[key] -= w
+            mean = mean + (mean - work[j]) / (n_flight - 1) if n_flight > 1 else 0.0
+            n_flight -= 1
+        keys, w, lat0, h1, cap, dst = route[k]
+        d = 0.0
+        for key in keys:
+            d += density[key]
+        c = src[k]
+        if d > cap:
+            block = (d - cap) * mean
+            t += block
+            shift[c] += block
+        net = d * mean / h1
+        arrive = t + (net if net > lat0 else lat0) + head_in
+        f = free[dst]
+        start = f if f > arrive else arrive
+        free[dst] = start + work[k]
+        heapq.heappush(flight, (start, k, keys, w))
+        for key in keys:
+            density[key] += w
+        n_flight += 1
+        mean += (work[k] - mean) / n_flight
+        if k < last and src[k + 1] == c:
+            heapq.heappush(heads, (ready[k + 1] + shift[c], k + 1))
+    return shift, free
+
+
+def timing(actions: Actions, times: ActionTimes, net: Network, use: RouteUse, chip: ChipSpec,
+           messages: Callable[[int], Messages]) -> Timing:
+    """Step latencies of a batch under the density model (module docstring). messages(k): the Messages of the
+    batch's k-th sample (messages() of that one sample: one sample's messages in memory at a time). Link hold
+    times: contention-free (RouteUse.link_totals)."""
+    core, a = chip.core, actions
+    per_event = np.array([core.synop_latency_s.of(f) for f in a.formats]) + dendrite_costs(chip)[0]
+    send = times.send_done_s.reshape(-1, a.n_cores).copy()
+    recv = np.zeros_like(send)
+    routes, key_id = {}, {}
+    for k in range(a.n_samples):
+        m = messages(k)
+        c = m.soma
+        ready = (c[:, 0] * core.neuron_access_latency_s + c[:, 1] * core.neuron_active_latency_s
+                 + c[:, 2] * core.neuron_inactive_latency_s) + m.out * times.out_s
+        work, head_in = RECEIVE_MODES[receive_mode(chip)](m.events @ per_event, np.ones(len(c)),
+                                                          core.message_in_latency_s)
+        pair = m.src * a.n_cores + m.dst
+        for p in np.unique(pair).tolist():
+            if p not in routes:
+                routes[p] = _route(net, chip, *divmod(p, a.n_cores), times.link_s, key_id)
+        bounds = np.flatnonzero(pipeline._group_starts(m.step)).tolist() + [len(m.step)]
+        for lo, hi in zip(bounds[:-1], bounds[1:]):
+            route = [routes[p] for p in pair[lo:hi].tolist()]
+            shift, free = _play_step(ready[lo:hi].tolist(), m.src[lo:hi].tolist(), work[lo:hi].tolist(), route,
+                                     len(key_id), a.n_cores, head_in)
+            row = k * a.n_steps + int(m.step[lo])
+            send[row] += shift
+            recv[row] = free
+    done = np.maximum(send, recv).reshape(times.send_done_s.shape)
+    ids, _, held = use.link_totals(times.link_s, times.out_s)
+    return Timing(pipeline.step_latencies(done, times.barrier_s), ids, held, done)
+
+
+def timing_batches(batches: list, net: Network, chip: ChipSpec, messages: Callable[[int], Messages]) -> list[Timing]:
+    """`timing` of every (actions, times, route use) batch; messages(k): the Messages of the k-th sample of the
+    group (batches are consecutive samples)."""
+    out, first = [], 0
+    for a, t, u in batches:
+        out.append(timing(a, t, net, u, chip, lambda k, o=first: messages(o + k)))
+        first += a.n_samples
+    return out
