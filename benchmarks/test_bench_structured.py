@@ -62,8 +62,11 @@ def test_structured_vs_unstructured_at_equal_params():
                      "synapse_memory_kib": mapping.core_synapse_bits.sum() / 8192,
                      "synops_paid": sim.synops, "synops_structural": sim.synops_structural,
                      "energy_uj": sim.energy_j * 1e6, "latency_us": sim.latency_s * 1e6,
-                     "neuron_energy_uj": sim.energy_breakdown_j["neuron"] * 1e6,
-                     "synapse_energy_uj": sim.energy_breakdown_j["synapse"] * 1e6})
+                     "neuron_energy_uj": (sim.energy_breakdown_j["neuron_compute"]
+                                          + sim.energy_breakdown_j["neuron_memory"]) * 1e6,
+                     "synapse_energy_uj": (sim.energy_breakdown_j["synapse_compute"]
+                                           + sim.energy_breakdown_j["synapse_memory"]) * 1e6,
+                     "static_energy_uj": sim.energy_breakdown_j["static"] * 1e6})
     table = pd.DataFrame(rows)
     s, u = rows
     gap = abs(s["params"] - u["params"]) / s["params"]

@@ -199,36 +199,6 @@ def test_assumptions_are_marked_in_their_notes(name):
             assert "ASSUMPTION" in parent.get("note", ""), path
 
 
-#: what the note of a zero-cost leaf must say: the cost is inside another number, or the chip does not do it
-ZERO_REASONS = ("folded", "inside", "not performed")
-
-
-@pytest.mark.parametrize("name", list_presets())
-def test_no_zero_cost_action_without_a_cited_reason(name):
-    """Issue 10: no preset charges 0 J or 0 s for an action its chip performs unless its (cited) note says the
-    cost is folded into another number or the action is not performed (memory tables may start at capacity 0)."""
-    raw = yaml.safe_load((PRESET_DIR / f"{name}.yaml").read_text())
-    for path, parent in _numeric_leaves(raw):
-        if parent.get("value") == 0 and not path.endswith("_per_bit.0.value"):
-            assert any(r in parent.get("note", "") for r in ZERO_REASONS), f"{name}{path}: {parent.get('note')!r}"
-
-
-@pytest.mark.parametrize("name", list_presets())
-def test_every_preset_has_a_static_term_or_says_where_it_is(name):
-    """Static power is charged (per core, per SRAM bit or per chip), or the preset cites it as inside another
-    number (TrueNorth's whole-chip energy per synaptic event)."""
-    chip = load_preset(name)
-    static = chip.core.static_power_w + chip.core.sram_static_w_per_bit + chip.static_power_chip_w
-    leaves = {leaf["key"]: leaf for leaf in preset_leaves(name)}
-    assert static > 0 or "inside" in leaves["core.static_power_w"]["note"], name
-
-
-@pytest.mark.parametrize("name", list_presets())
-def test_every_memory_is_charged_or_folded_with_a_reason(name):
-    for mem in (load_preset(name).core.synapse_memory, load_preset(name).core.state_memory):
-        assert len(mem.reason) > 20 and (mem.folded or mem.read_j_per_bit)
-
-
 @pytest.mark.parametrize("key,value,needle", [
     ("core.memory_layout", "tiled", "ChipSpec.core.memory_layout: Input should be 'packed' or 'pow2'"),
     ("core.max_axons", 0, "ChipSpec.core.max_axons: Input should be greater than 0"),

@@ -11,6 +11,7 @@ from torch.nn.utils import parametrize, prune
 from hwmodels.connectivity import conv_output_shape, synaptic_events
 from hwmodels.trace import EventTrace, NetworkGraph
 from workloads.lowering import lower
+from seeded import Wrap, seeded_init
 
 T, N = 4, 6
 X8 = torch.zeros(2, 1, 2, 8, 8)
@@ -19,21 +20,7 @@ X5 = torch.zeros(2, 1, 2, 5, 5)
 
 def _init(model: nn.Sequential, seed: int, gain: float = 2.0) -> nn.Sequential:
     """Seeded weights large enough to make neurons fire; non-trivial BatchNorm statistics to fold."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                fan_in = m.weight[0].numel()
-                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * gain / fan_in ** 0.5)
-                if m.bias is not None:
-                    m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.2)
-            elif isinstance(m, nn.modules.batchnorm._BatchNorm):
-                c = m.num_features
-                m.running_mean.copy_(torch.randn(c, generator=g) * 0.2)
-                m.running_var.copy_(torch.rand(c, generator=g) + 0.5)
-                m.weight.copy_(torch.rand(c, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(c, generator=g) * 0.2)
-    return model.eval()
+    return seeded_init(model, seed, gain, bn_shift=0.0)
 
 
 def _weight_layer_events(graph: NetworkGraph, events: dict) -> int:
@@ -524,18 +511,7 @@ def _unflatten_nets() -> dict[str, nn.Module]:
         neuron.IFNode(step_mode="m"), layer.Conv2d(4, 6, 3, step_mode="m"), neuron.LIFNode(step_mode="m"),
         layer.Flatten(step_mode="m"), layer.Linear(6 * 4 * 4, 10, step_mode="m"))
     container, top = _init(container, seed=21), _init(top, seed=22)
-    return {"container": container, "top_level": top, "graph_engine": _Wrap(top).eval()}
-
-
-class _Wrap(nn.Module):
-    """A module with its own forward around a Sequential: lowered by the fx engine."""
-
-    def __init__(self, net: nn.Module):
-        super().__init__()
-        self.net = net
-
-    def forward(self, x):
-        return self.net(x)
+    return {"container": container, "top_level": top, "graph_engine": Wrap(top).eval()}
 
 
 @pytest.mark.parametrize("name", ["container", "top_level", "graph_engine"])

@@ -20,6 +20,7 @@ from workloads.models import NeuronSpec, build_model
 from workloads.models.blocks import conv_bn_sn
 from workloads.models.resnet import BasicBlock, SpikingResNet, _pool_fc, _stages
 from workloads.neurons import charge_sequence, make_neuron
+from seeded import seeded_init, Wrap
 
 T = 3
 
@@ -152,24 +153,8 @@ def _spikes(shape, p: float, seed: int) -> torch.Tensor:
     return (torch.rand(shape, generator=torch.Generator().manual_seed(seed)) < p).float()
 
 
-def _init(model: nn.Module, seed: int, gain: float = 3.0) -> nn.Module:
-    """Seeded weights that make neurons fire and BatchNorm statistics to fold (as test_lowering_graph)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * gain / m.weight[0].numel() ** 0.5)
-                if m.bias is not None:
-                    m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.2)
-            elif isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.2)
-                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.2 + 0.3)
-    return model.eval()
-
-
 def test_mnist_conv_activity_equals_replay_and_predictions_the_models_argmax():
-    model = _init(build_model("mnist_conv", (1, 8, 8), 4, seed=0, neuron="IF"), seed=1)
+    model = seeded_init(build_model("mnist_conv", (1, 8, 8), 4, seed=0, neuron="IF"), seed=1)
     graph, trace = _check_activity(model, _spikes((T, 5, 1, 8, 8), 0.4, seed=2))
     assert set(trace.activity) == set(graph.populations) - {"input"}  # readout included: its current is y
     assert trace.counts().sum(axis=(0, 1))[1:-1].min() > 0  # every hidden population spikes
@@ -184,7 +169,7 @@ def test_project_nodes_record_activity(kind, options):
                         layer.Linear(5, 3, step_mode="m"))
     net(torch.zeros(1, 1, 6))  # sizes a lazy sLIF threshold
     x = torch.rand(T, 4, 6, generator=torch.Generator().manual_seed(11)) * 2 - 0.5
-    graph, trace = _check_activity(_init(net, seed=3), x)
+    graph, trace = _check_activity(seeded_init(net, seed=3), x)
     assert _rows(trace, graph, list(graph.populations)[1]).any()
 
 
@@ -192,7 +177,7 @@ def test_low_rank_relay_is_active_where_it_relays_a_value():
     net = nn.Sequential(layer.Linear(6, 8, step_mode="m"), neuron.IFNode(step_mode="m"), LowRankLinear(8, 5, 2),
                         neuron.LIFNode(step_mode="m"), layer.Linear(5, 3, step_mode="m"))
     x = (torch.rand(T, 4, 6, generator=torch.Generator().manual_seed(12)) < 0.3).float()
-    graph, trace = _check_activity(_init(net, seed=13), x)
+    graph, trace = _check_activity(seeded_init(net, seed=13), x)
     assert graph.populations["fc2_relay"].neuron.kind == "relay"
     assert 0 < _rows(trace, graph, "fc2_relay")[:, :T].mean() < 1  # relays only where a spike arrived
 
@@ -202,9 +187,9 @@ def test_spikformer_and_resnet_lower_with_activity_for_every_population():
     resnet = SpikingResNet(nn.Sequential(*conv_bn_sn(2, 4, sn)), _stages(BasicBlock, 4, (4, 8), (1, 1), sn),
                            nn.Sequential(*_pool_fc(8, 5)))
     x = _spikes((T, 3, 2, 16, 16), 0.3, seed=4)
-    graph, trace = _check_activity(_init(resnet, seed=5), x)
+    graph, trace = _check_activity(seeded_init(resnet, seed=5), x)
     assert set(trace.activity) == set(graph.populations) - {"input"}
-    spikformer = _init(build_model("spikformer", (2, 16, 16), 5, seed=0, depth=1, dim=16, heads=2), 6, gain=4.0)
+    spikformer = seeded_init(build_model("spikformer", (2, 16, 16), 5, seed=0, depth=1, dim=16, heads=2), 6, gain=4.0)
     graph, trace = _check_activity(spikformer, x)
     assert set(trace.activity) == set(graph.populations) - {"input"}
     relays = [p for p in graph.populations.values() if p.neuron.kind == "relay"]
@@ -216,7 +201,7 @@ def test_spikformer_and_resnet_lower_with_activity_for_every_population():
 
 
 def test_activity_survives_save_and_load_and_recording_restores_the_nodes(tmp_path):
-    model = _init(build_model("mnist_conv", (1, 8, 8), 4, seed=0), seed=1)
+    model = seeded_init(build_model("mnist_conv", (1, 8, 8), 4, seed=0), seed=1)
     nodes = [m for m in model.modules() if isinstance(m, neuron.BaseNode)]
     graph, trace = lower(model, _spikes((T, 3, 1, 8, 8), 0.4, seed=7), labels=[0, 1, 2])
     assert not any(n.store_v_seq for n in nodes) and all(n.v_seq is None for n in nodes)
@@ -233,22 +218,11 @@ def test_activity_survives_save_and_load_and_recording_restores_the_nodes(tmp_pa
 # ----------------------------------------------------------------------------------- input current (no input)
 
 
-class _Wrap(nn.Module):
-    """A module with its own forward around a Sequential: lowered by the fx engine."""
-
-    def __init__(self, net: nn.Module):
-        super().__init__()
-        self.net = net
-
-    def forward(self, x):
-        return self.net(x)
-
-
 def _bias_driven() -> nn.Sequential:
     """IF fed the input tensor as its current -> Linear(20, 6) -> LIF -> Linear(6, 3) readout."""
     net = nn.Sequential(neuron.IFNode(step_mode="m"), layer.Linear(20, 6, bias=False, step_mode="m"),
                         neuron.LIFNode(step_mode="m"), layer.Linear(6, 3, step_mode="m"))
-    return _init(net, seed=8, gain=4.0)
+    return seeded_init(net, seed=8, gain=4.0)
 
 
 @pytest.mark.parametrize("wrap", [False, True])
@@ -257,7 +231,7 @@ def test_first_spiking_layer_driven_by_the_input_current(wrap):
     current[:, :4] = 0.0  # four neurons get no current: they never update
     x = current.expand(T + 3, 5, 20).clone()  # constant per-neuron current, as a per-neuron bias
     net = _bias_driven()
-    model = _Wrap(net).eval() if wrap else net
+    model = Wrap(net).eval() if wrap else net
     graph, trace = lower(model, x)
     assert list(graph.populations) == ["if1", "lif2", "output"] and trace.populations == ("if1", "lif2", "output")
     assert graph.metadata["input_current"] == ["if1"] and graph.in_projections("if1") == []
@@ -278,7 +252,7 @@ def test_first_spiking_layer_driven_by_the_input_current(wrap):
 def test_input_current_after_an_unflatten_and_a_conv_keeps_the_input_shape():
     net = nn.Sequential(nn.Unflatten(2, (2, 4, 4)), neuron.IFNode(step_mode="m"),
                         layer.Conv2d(2, 3, 3, padding=1, step_mode="m"), neuron.IFNode(step_mode="m"))
-    graph, trace = lower(_init(net, seed=10), torch.full((T, 2, 32), 0.4))
+    graph, trace = lower(seeded_init(net, seed=10), torch.full((T, 2, 32), 0.4))
     assert graph.populations["if1"].shape == (2, 4, 4) and "input" not in graph.populations
     assert [(p.source, p.target) for p in graph.projections] == [("if1", "if2")]
     # 0.4 per step: every neuron updated at each step, spikes at t=2 (1.2 >= 1) and is reset to rest

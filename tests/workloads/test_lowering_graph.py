@@ -22,27 +22,10 @@ from workloads.lowering import lower
 from workloads.models import NeuronSpec, build_model
 from workloads.models.blocks import conv_bn_sn
 from workloads.models.resnet import BasicBlock, PreActBlock, SpikingResNet, _conv, _pool_fc, _stages
+from seeded import seeded_init, Wrap
 
 T, N = 2, 3
 SN = NeuronSpec("LIF", 2.0, 1.0)
-
-
-def _init(model: nn.Module, seed: int, gain: float = 3.0) -> nn.Module:
-    """Seeded weights large enough to make neurons fire; non-trivial BatchNorm statistics to fold."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * gain / m.weight[0].numel() ** 0.5)
-                if m.bias is not None:
-                    m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.2)
-            elif isinstance(m, nn.modules.batchnorm._BatchNorm):
-                c = m.num_features
-                m.running_mean.copy_(torch.randn(c, generator=g) * 0.2)
-                m.running_var.copy_(torch.rand(c, generator=g) + 0.5)
-                m.weight.copy_(torch.rand(c, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(c, generator=g) * 0.2 + 0.3)
-    return model.eval()
 
 
 def _spikes(shape, p: float, seed: int) -> torch.Tensor:
@@ -54,7 +37,7 @@ def _resnet19_tiny() -> SpikingResNet:
     shortcut; stem conv-BN-LIF, head avg-pool + Linear."""
     net = SpikingResNet(nn.Sequential(*conv_bn_sn(2, 4, SN)), _stages(BasicBlock, 4, (4, 8), (2, 1), SN),
                         nn.Sequential(*_pool_fc(8, 5)))
-    return _init(net, seed=1)
+    return seeded_init(net, seed=1)
 
 
 def _resnet19_low_rank() -> SpikingResNet:
@@ -69,12 +52,12 @@ def _preact_tiny() -> SpikingResNet:
     """Pre-activation ResNet at widths 4/8 (stem conv without BN/SN, final BN-LIF, avg-pool, Linear)."""
     head = nn.Sequential(layer.BatchNorm2d(8, step_mode="m"), SN(), *_pool_fc(8, 5))
     net = SpikingResNet(nn.Sequential(_conv(2, 4, 3, 1)), _stages(PreActBlock, 4, (4, 8), (2, 1), SN), head)
-    return _init(net, seed=2)
+    return seeded_init(net, seed=2)
 
 
 def _spikformer_tiny(seed: int = 3) -> nn.Module:
     """Spikformer depth 1, D 16, 2 heads on 2x16x16 inputs: 4x4 = 16 tokens, dh = 8."""
-    return _init(build_model("spikformer", (2, 16, 16), 5, seed=0, depth=1, dim=16, heads=2), seed=seed, gain=4.0)
+    return seeded_init(build_model("spikformer", (2, 16, 16), 5, seed=0, depth=1, dim=16, heads=2), seed=seed, gain=4.0)
 
 
 def _reference(model: nn.Module, x: torch.Tensor):
@@ -319,19 +302,8 @@ def test_end_to_end_simulation_pays_structural_events(make):
     assert sim.energy_j > 0 and sim.latency_s > 0 and sim.hardware_steps == T + graph.n_layers
 
 
-class _Wrap(nn.Module):
-    """A module with its own forward around a Sequential: lowered by the graph path."""
-
-    def __init__(self, net: nn.Sequential):
-        super().__init__()
-        self.net = net
-
-    def forward(self, x):
-        return self.net(x)
-
-
 def test_graph_path_equals_sequential_walk_on_a_plain_chain():
-    net = _init(nn.Sequential(
+    net = seeded_init(nn.Sequential(
         layer.Conv2d(2, 4, 3, padding=1, bias=False, step_mode="m"), layer.BatchNorm2d(4, step_mode="m"),
         neuron.LIFNode(step_mode="m"), layer.MaxPool2d(2, 2, step_mode="m"),
         layer.Conv2d(4, 6, 3, padding=1, step_mode="m"), layer.BatchNorm2d(6, step_mode="m"),
@@ -340,7 +312,7 @@ def test_graph_path_equals_sequential_walk_on_a_plain_chain():
         layer.Linear(7, 3, step_mode="m")), seed=6)
     x = X[:, :, :, :, :]
     g1, t1 = lower(net, x)
-    g2, t2 = lower(_Wrap(net), x)
+    g2, t2 = lower(Wrap(net), x)
     assert [(p.name, p.shape, p.neuron) for p in g1.populations.values()] == [
         (p.name, p.shape, p.neuron) for p in g2.populations.values()]
     assert g1.metadata["origin"] == g2.metadata["origin"]
@@ -389,7 +361,7 @@ def test_unsupported_graph_models_raise_value_error(kind, match):
 
 def test_ternary_spikformer_replays_with_signed_gate_values():
     """Ternary spikes {-1, 0, 1}: K^T V holds signed sums; the gated stages stay exact (no max-pool: 4x4 tokens)."""
-    model = _init(build_model("spikformer", (2, 4, 4), 5, seed=0, depth=1, dim=16, heads=2, pool_after=(),
+    model = seeded_init(build_model("spikformer", (2, 4, 4), 5, seed=0, depth=1, dim=16, heads=2, pool_after=(),
                               neuron_options={"ternary": True}), seed=3, gain=4.0)
     graph, trace, _, checked = _check_replay(model, X[..., :4, :4])
     assert checked == 17 and graph.populations["lif6"].graded and (trace.values < 0).any()
