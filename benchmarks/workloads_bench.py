@@ -33,7 +33,7 @@ class Workload:
 def _lowered(name: str, model: nn.Module, x: torch.Tensor, chip: ChipSpec, description: str) -> Workload:
     calibrate_bn(model, x)
     t0 = time.perf_counter()
-    graph, trace = lower(model, x, name=name, device="cpu")
+    graph, trace = lower(model, x, name=name, device="cpu", weight_fit="quantize")  # 8-bit, as codesign runs
     return Workload(name, model, x, graph, trace, chip, time.perf_counter() - t0, description)
 
 

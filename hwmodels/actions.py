@@ -61,10 +61,15 @@ class FanoutTables:
     """Fan-out of every source population over destination cores, built once per (graph, mapping).
 
     formats: storage formats present in the graph (STORAGE_FORMATS order).
-    stack: {population: CSR int64 (n_source, n_cores * (2 + len(formats)))}: block 0 holds 1 where neuron i
-        sends a message to core k (it has >= 1 synapse there that the storage format stores, i.e. a paid count
-        > 0, union over its out-projections); block 1 + j the synaptic events paid in format formats[j]; the
-        last block the synapse-memory bits its spike reads on core k (hwmodels.storage.read_bits).
+    stack: {population: CSR int64 (n_source, n_cores * (1 + len(formats) [+ 1]))}: block 0 holds 1 where neuron
+        i sends a message to core k (it has >= 1 synapse there that the storage format stores, i.e. a paid count
+        > 0, union over its out-projections); block 1 + j the synaptic events paid in format formats[j]; when
+        bits_per_event is None, a last block with the synapse-memory bits its spike reads on core k
+        (hwmodels.storage.read_bits).
+    bits_per_event: int64 (n_cores, n_formats): the synapse-memory bits one synaptic event of each format sent
+        from a neuron of core c reads, when that is one number per (source core, format) (every format but
+        bitmap, all out-projections of a population reading the same width); None otherwise (the stack then
+        carries the bits block).
     structural / nonzero: {population: int64 (n_source,)} total fan-out per neuron, for reporting.
     routes: None (unicast) or the multicast destination sets: route id -> sorted int64 destination cores, ids in
         lexicographic order of the sets; dest_set: {population: int64 (n_source,)} route id per neuron (-1: none).
@@ -77,6 +82,33 @@ class FanoutTables:
     nonzero: dict[str, np.ndarray]
     routes: tuple[np.ndarray, ...] | None = None
     dest_set: dict[str, np.ndarray] | None = None
+    bits_per_event: np.ndarray | None = None
+
+    @property
+    def blocks(self) -> int:
+        """Value blocks after the message block: the formats, plus the bits block when there is one."""
+        return len(self.formats) + (self.bits_per_event is None)
+
+
+def _per_event_bits(graph: NetworkGraph, mapping: Mapping, formats: tuple[str, ...],
+                    core: CoreSpec | None) -> np.ndarray | None:
+    """FanoutTables.bits_per_event, or None when a population's events of one format read different widths or a
+    format reads bits that do not scale with its paid events (bitmap: presence bits of every structural
+    synapse)."""
+    out = np.zeros((mapping.cores_used, len(formats)), np.int64)
+    for name, pop in graph.populations.items():
+        widths: dict[str, set] = {}
+        for proj in graph.out_projections(name):
+            per_struct, per_nonzero = read_bits(proj, pop.shape, core)
+            if proj.storage == "bitmap":
+                return None
+            widths.setdefault(proj.storage, set()).add(per_struct if PAID_COUNT[proj.storage] == "structural"
+                                                       else per_nonzero)
+        for f, w in widths.items():
+            if len(w) > 1:
+                return None
+            out[np.unique(mapping.core_of_neuron[name]), formats.index(f)] = w.pop()
+    return out
 
 
 def _dest_sets(stack: dict[str, sp.csr_matrix], n: int) -> tuple[tuple[np.ndarray, ...], dict[str, np.ndarray]]:
@@ -99,6 +131,7 @@ def build_fanout(graph: NetworkGraph, mapping: Mapping, multicast: bool = False,
     stored_weight_bits decide the bits a spike reads (None: every projection's own weight_bits)."""
     formats = tuple(f for f in STORAGE_FORMATS if any(p.storage == f for p in graph.projections))
     n = mapping.cores_used
+    per_event = _per_event_bits(graph, mapping, formats, core)
     stack, structural, nonzero = {}, {}, {}
     for name, pop in graph.populations.items():
         outs = graph.out_projections(name)
@@ -111,15 +144,19 @@ def build_fanout(graph: NetworkGraph, mapping: Mapping, multicast: bool = False,
             tgt = mapping.core_of_neuron[proj.target]
             f_counts = {c: _proj_fanout(proj, pop.shape, tgt, n, c) for c in ("structural", "nonzero")}
             paid[proj.storage] = paid[proj.storage] + f_counts[PAID_COUNT[proj.storage]]
-            per_struct, per_nonzero = read_bits(proj, pop.shape, core)
-            bits = bits + per_struct * f_counts["structural"] + per_nonzero * f_counts["nonzero"]
+            if per_event is None:
+                per_count = dict(zip(("structural", "nonzero"), read_bits(proj, pop.shape, core)))
+                for count, per in per_count.items():
+                    if per:
+                        bits = bits + per * f_counts[count]
             structural[name] += np.asarray(f_counts["structural"].sum(axis=1)).ravel()
             nonzero[name] += np.asarray(f_counts["nonzero"].sum(axis=1)).ravel()
         total = sum(paid.values())
         msgs = sp.csr_matrix((total > 0).astype(np.int64))
-        stack[name] = sp.hstack([msgs] + [paid[f] for f in formats] + [bits], format="csr", dtype=np.int64)
+        blocks = [msgs] + [paid[f] for f in formats] + ([bits] if per_event is None else [])
+        stack[name] = sp.hstack(blocks, format="csr", dtype=np.int64)
     routes, dest = _dest_sets(stack, n) if multicast else (None, None)
-    return FanoutTables(formats, n, stack, structural, nonzero, routes, dest)
+    return FanoutTables(formats, n, stack, structural, nonzero, routes, dest, per_event)
 
 
 @dataclass(frozen=True, eq=False)
@@ -189,20 +226,22 @@ def _gather(trace: EventTrace, samples: range, pop_i: int) -> tuple[np.ndarray, 
             np.repeat(t.ravel(), lengths))
 
 
-def _split(m: sp.csr_matrix, n: int, nf: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(group row, dst, messages, events (., nf), bits read) of the non-zero (group, dst) message entries of
-    block 0, sorted by (row, dst)."""
+def _split(m: sp.csr_matrix, n: int, nf: int,
+           bits_block: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """(group row, dst, messages, events (., nf), bits read or None without a bits block) of the non-zero
+    (group, dst) message entries of block 0, sorted by (row, dst)."""
     c = m.tocoo()
     block, dst = c.col // n, c.col % n
     keys = c.row.astype(np.int64) * n + dst
     is_msg = block == 0
     order = np.argsort(keys[is_msg], kind="stable")
     k, msgs = keys[is_msg][order], c.data[is_msg][order].astype(np.int64)
-    values = np.zeros((len(k), nf + 1), np.int64)
-    for j in range(nf + 1):
+    width = nf + bits_block
+    values = np.zeros((len(k), width), np.int64)
+    for j in range(width):
         sel = block == j + 1
         values[np.searchsorted(k, keys[sel]), j] = c.data[sel]
-    return k // n, k % n, msgs, values[:, :nf], values[:, nf]
+    return k // n, k % n, msgs, values[:, :nf], values[:, nf] if bits_block else None
 
 
 def count_actions(graph: NetworkGraph, trace: EventTrace, mapping: Mapping, tables: FanoutTables,
@@ -236,6 +275,9 @@ def count_actions(graph: NetworkGraph, trace: EventTrace, mapping: Mapping, tabl
             struct += np.bincount(s, weights=tables.structural[name][idx], minlength=nb)
             nonzero += np.bincount(s, weights=tables.nonzero[name][idx], minlength=nb)
     flows, deliv = (_multicast if tables.routes is not None else _unicast)(sending, tables, n_rows)
+    if deliv[4] is None:  # bits = events x bits per event of their source core and format
+        src = (flows[0] % n)[deliv[0]]
+        deliv = (*deliv[:4], np.einsum("ij,ij->i", deliv[3], tables.bits_per_event[src]))
     spikes = spikes.reshape(nb, n_steps, n)
     state = _state_neurons(graph, mapping)
     row = flows[0]
@@ -268,11 +310,11 @@ def _add_recorded(out: np.ndarray, trace: EventTrace, samples: range, name: str,
 def _unicast(sending: list, tables: FanoutTables, n_rows: int) -> tuple[tuple, tuple]:
     """Flows = (row, destination core) pairs; one delivery per flow."""
     n, nf = tables.n_cores, len(tables.formats)
-    g = sp.csr_matrix((n_rows, n * (2 + nf)), dtype=np.int64)
+    g = sp.csr_matrix((n_rows, n * (1 + tables.blocks)), dtype=np.int64)
     for name, idx, row in sending:
         a = sp.csr_matrix((np.ones(len(idx), np.int64), (row, idx)), shape=(n_rows, len(tables.structural[name])))
         g = g + a @ tables.stack[name]
-    row, dst, msgs, events, bits = _split(g, n, nf)
+    row, dst, msgs, events, bits = _split(g, n, nf, tables.bits_per_event is None)
     return (row, dst, msgs), (np.arange(len(row)), dst, msgs, events, bits)
 
 
@@ -283,11 +325,11 @@ def _multicast(sending: list, tables: FanoutTables, n_rows: int) -> tuple[tuple,
     keep = [tables.dest_set[name][idx] >= 0 for name, idx, _ in sending]
     all_keys = np.concatenate([k[m] for k, m in zip(keys, keep)]) if keys else np.zeros(0, np.int64)
     groups, counts = np.unique(all_keys, return_counts=True)
-    g = sp.csr_matrix((len(groups), n * (2 + nf)), dtype=np.int64)
+    g = sp.csr_matrix((len(groups), n * (1 + tables.blocks)), dtype=np.int64)
     for (name, idx, _), k, m in zip(sending, keys, keep):
         gi = np.searchsorted(groups, k[m])
         size = len(tables.structural[name])
         a = sp.csr_matrix((np.ones(len(gi), np.int64), (gi, idx[m])), shape=(len(groups), size))
         g = g + a @ tables.stack[name]
-    flow, dst, msgs, events, bits = _split(g, n, nf)
+    flow, dst, msgs, events, bits = _split(g, n, nf, tables.bits_per_event is None)
     return (groups // n_routes, groups % n_routes, counts.astype(np.int64)), (flow, dst, msgs, events, bits)

@@ -59,24 +59,55 @@ def check(activity: dict[str, np.ndarray], populations: tuple[str, ...], n_sampl
     return out
 
 
+def _chunk_counts(packed: np.ndarray, starts: np.ndarray, size: int) -> np.ndarray | None:
+    """Set bits of every row in each chunk [starts[k], starts[k+1]) (last chunk to `size`), int64 (rows, chunks),
+    counted on the packed bytes (np.bitwise_count per byte, sums between the chunks' bytes, the split bytes at
+    chunk boundaries corrected bit by bit); None when two chunks start in the same byte (use the unpacked path)."""
+    byte, bit = np.divmod(starts, 8)
+    if len(byte) > 1 and np.any(np.diff(byte) == 0):
+        return None
+    counts = np.bitwise_count(packed)
+    seg = np.add.reduceat(counts, byte, axis=1, dtype=np.int64)  # bytes byte[k] .. byte[k+1] - 1 (last: to the end)
+    prefix = np.zeros((len(packed), len(starts) + 1), np.int64)  # set bits before each start, then the total
+    prefix[:, 1:] = np.cumsum(seg, axis=1)
+    split = bit > 0  # a chunk starting inside a byte: that byte's lower bits belong to the chunk before
+    if split.any():
+        low = (np.left_shift(1, bit[split]) - 1).astype(np.uint8)
+        below = np.bitwise_count(packed[:, byte[split]] & low).astype(np.int64)
+        k = np.flatnonzero(split)
+        prefix[:, k] += below  # prefix[k] counted bytes < byte[k]: add the lower bits of byte[k]
+    return np.diff(prefix, axis=1)
+
+
 def window_counts(packed: np.ndarray, size: int, core_of_neuron: np.ndarray, n_cores: int,
                   spiked: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """Active neurons per core, int64 (n_samples, n_timesteps + 1, n_cores), from one population's packed rows.
 
     spiked: optional (sample, timestep, neuron) int arrays of the population's spikes, OR-ed into the rows (a
-    neuron that spiked was updated, whatever the record says).
+    neuron that spiked was updated, whatever the record says). Cores holding contiguous chunks (as
+    hwmodels.partition makes them) are counted on the packed bytes; other assignments unpack.
     """
-    bits = unpack(packed, size)
-    if spiked is not None and len(spiked[0]):
-        bits[spiked[0], spiked[1], spiked[2]] = True
-    n_s, n_r, _ = bits.shape
-    out = np.zeros((n_s, n_r, n_cores), np.int64)
+    packed = np.asarray(packed, np.uint8)
+    n_s, n_r, _ = packed.shape
     cores = np.asarray(core_of_neuron, np.int64)
-    if size and np.all(cores[1:] >= cores[:-1]):  # contiguous chunks (hwmodels.partition): one reduceat
-        starts = np.flatnonzero(np.r_[True, cores[1:] != cores[:-1]])
-        out[:, :, cores[starts]] = np.add.reduceat(bits, starts, axis=-1, dtype=np.int64)
-        return out
-    flat = bits.reshape(n_s * n_r, size)
-    rows, neurons = np.nonzero(flat)
-    keys = rows * n_cores + cores[neurons]
-    return np.bincount(keys, minlength=n_s * n_r * n_cores).reshape(n_s, n_r, n_cores)
+    out = np.zeros((n_s, n_r, n_cores), np.int64)
+    starts = np.flatnonzero(np.r_[True, cores[1:] != cores[:-1]]) if size else np.zeros(0, np.int64)
+    chunks = None
+    if size and np.all(cores[1:] >= cores[:-1]):
+        chunks = _chunk_counts(packed.reshape(n_s * n_r, -1), starts, size)
+    if chunks is not None:
+        out[:, :, cores[starts]] = chunks.reshape(n_s, n_r, len(starts))
+    else:
+        bits = unpack(packed, size)
+        rows, neurons = np.nonzero(bits.reshape(n_s * n_r, size))
+        out += np.bincount(rows * n_cores + cores[neurons], minlength=n_s * n_r * n_cores).reshape(out.shape)
+    if spiked is not None and len(spiked[0]):
+        s, t, i = (np.asarray(v, np.int64) for v in spiked)
+        row = s * n_r + t
+        flat = packed.reshape(-1).take(row * packed.shape[2] + (i >> 3))
+        missed = np.flatnonzero(((flat >> (i & 7).astype(np.uint8)) & 1) == 0)  # spikes the record did not mark
+        if len(missed):  # each (sample, step, neuron) once, even if listed twice
+            neuron_keys = np.unique(row[missed] * size + i[missed])
+            rows, neuron = np.divmod(neuron_keys, size)
+            out += np.bincount(rows * n_cores + cores[neuron], minlength=out.size).reshape(out.shape)
+    return out

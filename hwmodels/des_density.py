@@ -136,7 +136,7 @@ def messages(graph: NetworkGraph, trace: EventTrace, mapping: Mapping, tables: F
         core = np.asarray(mapping.core_of_neuron[name], np.int64)
         idx, s, t = _gather(trace, samples, trace.populations.index(name))
         h = step_of[name][t]
-        row, dst, _, events, _ = _split(tables.stack[name][idx], n, nf)
+        row, dst, _, events, _ = _split(tables.stack[name][idx], n, nf, tables.bits_per_event is None)
         soma = _soma_prefix(graph, trace, samples, semantics, chip, name, core, (idx, s, h))
         for key, v in (("step", s[row] * n_steps + h[row]), ("src", core[idx[row]]), ("pos", idx[row]),
                        ("spike", row + spike_base), ("dst", dst), ("soma", soma[row]), ("events", events)):

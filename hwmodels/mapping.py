@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -171,12 +171,10 @@ def map_network(graph: NetworkGraph, chip: ChipSpec, placement: str = "in_order"
                              f"non-negative message counts")
     slots = PLACEMENTS[placement](part, chip, traffic, seed)
     tile_xy, chip_xy = slot_coords(slots, chip)
-    return Mapping(part.core_of_neuron, part.core_population, part.core_neurons, part.core_synapse_bits, tile_xy,
-                   placement, chip.name, chip_xy, chip.chip_grid[0], (chip.mesh_width, chip.mesh_height),
-                   part.core_state_bits, part.core_axons,
-                   verified_for=(mapping_signature(chip), assignment_key(part.core_of_neuron, part.core_population,
-                                                                         part.core_synapse_bits, part.core_state_bits,
-                                                                         part.core_axons)))
+    m = Mapping(part.core_of_neuron, part.core_population, part.core_neurons, part.core_synapse_bits, tile_xy,
+                placement, chip.name, chip_xy, chip.chip_grid[0], (chip.mesh_width, chip.mesh_height),
+                part.core_state_bits, part.core_axons)
+    return replace(m, verified_for=(mapping_signature(chip), mapping_key(m)))
 
 
 def assignment_key(core_of_neuron: dict[str, np.ndarray], core_population: tuple, *tables: np.ndarray) -> tuple:

@@ -174,3 +174,23 @@ def test_every_component_appears_in_every_breakdown_table(rng, nets):
     for table in (r.cores, r.populations, r.samples):
         assert all(f"energy_{c}_j" in table for c in ENERGY_COMPONENTS)
     assert r.populations["energy_static_j"].sum() == pytest.approx(r.energy_breakdown_j["static"], rel=1e-12)
+
+
+def test_bits_read_per_event_with_mixed_widths_and_per_source_core():
+    """in (4) feeds out8 (3 neurons, 8-bit dense) and out4 (3, 4-bit dense): a spike reads 3 x 8 + 3 x 4 bits
+    (the fan-out tables carry the bits explicitly when one population's events read two widths); and two input
+    populations with different widths into one target read each its own width."""
+    w = np.ones((3, 4))
+    g = NetworkGraph([Population("in", (4,), INPUT), Population("out8", (3,)), Population("out4", (3,))],
+                     [Projection("p8", "in", "out8", "dense", w, weight_bits=8),
+                      Projection("p4", "in", "out4", "dense", w, weight_bits=4)])
+    spikes = {"in": np.zeros((1, 1, 4)), "out8": np.zeros((1, 1, 3)), "out4": np.zeros((1, 1, 3))}
+    spikes["in"][0, 0, 0] = 1
+    r = simulate(g, EventTrace.from_dense(spikes), _generic(), model="analytic")
+    assert r.action_counts["synapse_bits_read"].sum() == 3 * 8 + 3 * 4
+    g2 = NetworkGraph([Population("a", (2,), INPUT), Population("b", (2,), INPUT), Population("o", (3,))],
+                      [Projection("pa", "a", "o", "dense", np.ones((3, 2)), weight_bits=2),
+                       Projection("pb", "b", "o", "dense", np.ones((3, 2)), weight_bits=6)])
+    spikes2 = {"a": np.array([[[1.0, 1.0]]]), "b": np.array([[[1.0, 0.0]]]), "o": np.zeros((1, 1, 3))}
+    r2 = simulate(g2, EventTrace.from_dense(spikes2), _generic(), model="analytic")
+    assert r2.action_counts["synapse_bits_read"].sum() == 2 * 3 * 2 + 1 * 3 * 6

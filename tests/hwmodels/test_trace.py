@@ -123,3 +123,23 @@ def test_format_1_traces_load_without_activity_and_format_2_round_trips(tmp_path
         EventTrace(old.populations, 3, 2, old.offsets, old.indices, activity={"a": np.zeros((3, 2, 1), np.uint8)})
     with pytest.raises(ValueError, match="trace.activity: population 'z' is not one of a, b"):
         EventTrace(old.populations, 3, 2, old.offsets, old.indices, activity={"z": np.zeros((3, 3, 1), np.uint8)})
+
+
+def test_activity_counts_per_core_equal_the_unpacked_bits():
+    """hwmodels.activity.window_counts counts set bits per core on the packed bytes (chunk boundaries inside a
+    byte included) and adds spikes the record missed, once each: equal to counting the unpacked bits."""
+    from hwmodels import activity
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        size = int(rng.integers(1, 200))
+        cuts = np.sort(rng.choice(np.arange(1, size), size=min(int(rng.integers(0, 10)), size - 1), replace=False))
+        cores = np.searchsorted(cuts, np.arange(size), side="right") * 2  # contiguous chunks, ids with gaps
+        if rng.random() < 0.3:
+            cores = rng.permutation(cores)  # a scattered assignment takes the unpacked path
+        bits = rng.random((2, 3, size)) < 0.5
+        s, t, i = rng.integers(0, 2, 15), rng.integers(0, 3, 15), rng.integers(0, size, 15)
+        ref = bits.copy()
+        ref[s, t, i] = True
+        n = int(cores.max()) + 1
+        want = np.stack([ref[:, :, cores == c].sum(-1) for c in range(n)], axis=-1)
+        assert np.array_equal(activity.window_counts(activity.pack(bits), size, cores, n, (s, t, i)), want)
