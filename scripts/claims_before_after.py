@@ -107,6 +107,7 @@ def main() -> None:
     ap.add_argument("after", type=Path)
     ap.add_argument("--claims", type=Path, default=Path("codesign/claims/hardware_friendliness.yaml"))
     ap.add_argument("--out", type=Path, default=Path("reports/benchmarks"))
+    ap.add_argument("--before-commit", default="", help="the commit BEFORE_RUN was made with (for the report)")
     args = ap.parse_args()
     for run in (args.before, args.after):
         if not (run / "results.csv").exists():
@@ -114,8 +115,15 @@ def main() -> None:
     df = table(args.before, args.after, args.claims)
     args.out.mkdir(parents=True, exist_ok=True)
     _atomic_write(args.out / "claims_before_after.csv", df.to_csv(index=False))
+    made = f" at commit {args.before_commit}" if args.before_commit else ""
     md = ["# Claims before and after the energy model of issue 10", "",
-          f"Before: `{args.before}` (energy model before issue 10); after: `{args.after}`.", "",
+          f"Before: `{args.before}`, the claims sweep (codesign/configs/claims-sweep.yaml) run with the code{made} "
+          "(energy = synapse + neuron + network, no memory or static energy, one neuron cost per update in the "
+          "window, verdicts on point values); 'before (then)' is the verdict its own `codesign validate` gave, "
+          "'before (now)' the current judge on its numbers (point values: no per-sample tables then). After: "
+          f"`{args.after}`, the same sweep (plus the generic-45nm points the quantization claims need) with the "
+          "current energy model, judged on the 95 % CI of each ratio. 'moved by': how each energy group's term of "
+          "a / b = 1 + sum over groups of (a_g - b_g) / b_total changed (largest first).", "",
           markdown_table(df.drop(columns=["after: reason"])), "",
           "Reasons (after):", ""] + [f"- {c}: {r}" for c, r in zip(df["claim"], df["after: reason"])]
     _atomic_write(args.out / "claims_before_after.md", "\n".join(md) + "\n")

@@ -78,14 +78,16 @@ def test_accumulator_bits_are_read_and_written_per_synaptic_event_at_the_target(
 
 
 def test_used_capacity_prices_a_memory_by_the_bits_the_core_holds():
-    """lemaire-45nm sizes the buffer by what the core stores: the out core holds 3 x 4 32-bit weights = 384 bits,
-    so a bit costs 0.3125 pJ x 384 / 65536 (the table's linear part from (0, 0))."""
-    g, tr = _fan(8)
+    """lemaire-45nm sizes the buffer by what the core stores: the out core holds 3 x 4 8-bit weights = 96 bits,
+    so a bit costs 0.3125 pJ x 96 / 65536 (the table's linear part from (0, 0)); 32-bit weights: 4x the bits at
+    4x the capacity."""
     chip = load_preset("lemaire-45nm")
-    r = simulate(g, tr, chip, model="analytic")
-    per_bit = 0.3125 * PJ * 384 / 65536
-    assert r.action_counts["synapse_bits_read"].sum() == 3 * 32  # stored_weight_bits 32
-    assert r.energy_breakdown_j["synapse_memory"] == pytest.approx(3 * 32 * per_bit, rel=1e-12)
+    for bits in (8, 32):
+        g, tr = _fan(bits)
+        r = simulate(g, tr, chip, model="analytic")
+        per_bit = 0.3125 * PJ * 12 * bits / 65536
+        assert r.action_counts["synapse_bits_read"].sum() == 3 * bits
+        assert r.energy_breakdown_j["synapse_memory"] == pytest.approx(3 * bits * per_bit, rel=1e-12)
 
 
 def test_folded_memory_counts_bits_but_charges_nothing():
@@ -194,3 +196,15 @@ def test_bits_read_per_event_with_mixed_widths_and_per_source_core():
     spikes2 = {"a": np.array([[[1.0, 1.0]]]), "b": np.array([[[1.0, 0.0]]]), "o": np.zeros((1, 1, 3))}
     r2 = simulate(g2, EventTrace.from_dense(spikes2), _generic(), model="analytic")
     assert r2.action_counts["synapse_bits_read"].sum() == 2 * 3 * 2 + 1 * 3 * 6
+
+
+def test_weights_off_chip_cost_the_dram_energy_per_bit():
+    """A chip whose weights live in DRAM (synapse_memory.location "dram") pays Horowitz's 1.3 nJ per 64-bit DRAM
+    access per bit read, whatever the core's SRAM size."""
+    g, tr = _fan(8)
+    dram = {"core.synapse_memory.location": "dram", "core.synapse_memory.read_j_per_bit": {1: 1.3e-9 / 64},
+            "core.synapse_memory.reason": "weights in DRAM: Horowitz 2014, 1.3-2.6 nJ per 64 bits"}
+    r = simulate(g, tr, _generic(**dram), model="analytic")
+    assert r.energy_breakdown_j["synapse_memory"] == pytest.approx(24 * 1.3e-9 / 64, rel=1e-12)
+    with pytest.raises(ValueError, match="ChipSpec.core.synapse_memory.read_j_per_bit: needed when folded is false"):
+        load_preset("generic-45nm", {"core.synapse_memory.read_j_per_bit": {}})
