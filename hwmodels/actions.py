@@ -163,10 +163,8 @@ def build_fanout(graph: NetworkGraph, mapping: Mapping, multicast: bool = False,
 class Actions:
     """Action counts of a batch of samples on one mapping.
 
-    spikes / active / inactive: int64 (n_samples, n_steps, n_cores): spikes emitted by each core's neurons at
-        each hardware step; neuron updates of neurons that spiked / did not spike in that step under the
-        "window" rule: every non-input neuron is updated once in every hardware step in which its population is
-        active (its timestep t maps to that step); input neurons are never updated.
+    spikes: int64 (n_samples, n_steps, n_cores): spikes emitted by each core's neurons at each hardware step
+        (properties active / inactive: updates of neurons that spiked / did not spike under the "window" rule).
     window: bool (n_steps, n_cores): the core's population is in its timestep window at that step (non-input).
     state_neurons: int64 (n_cores,) non-input neurons per core (input neurons hold no state).
     recorded: int64 (n_samples, n_steps, n_cores): neurons updated under the "active" rule: the trace's
@@ -189,8 +187,6 @@ class Actions:
     n_steps: int
     n_cores: int
     spikes: np.ndarray
-    active: np.ndarray
-    inactive: np.ndarray
     window: np.ndarray
     state_neurons: np.ndarray
     recorded: np.ndarray
@@ -207,6 +203,17 @@ class Actions:
     routes: tuple[np.ndarray, ...] | None
     synops_structural: np.ndarray
     synops_nonzero: np.ndarray
+
+    @property
+    def active(self) -> np.ndarray:
+        """Window-rule updates of neurons that spiked, int64 (n_samples, n_steps, n_cores): every non-input neuron
+        is updated once in every hardware step in which its population is active; input neurons never."""
+        return self.spikes * self.window
+
+    @property
+    def inactive(self) -> np.ndarray:
+        """Window-rule updates of neurons that did not spike, int64 (n_samples, n_steps, n_cores)."""
+        return (self.state_neurons[None, None, :] - self.spikes) * self.window
 
     def route_cores(self, flow: int) -> tuple[int, ...]:
         """Destination cores of flow `flow`'s route."""
@@ -281,8 +288,8 @@ def count_actions(graph: NetworkGraph, trace: EventTrace, mapping: Mapping, tabl
     spikes = spikes.reshape(nb, n_steps, n)
     state = _state_neurons(graph, mapping)
     row = flows[0]
-    return Actions(tables.formats, nb, n_steps, n, spikes, spikes * window, (state[None, None, :] - spikes) * window,
-                   window, state, recorded, row // (n_steps * n), (row // n) % n_steps, row % n, flows[1], flows[2],
+    return Actions(tables.formats, nb, n_steps, n, spikes, window, state, recorded, row // (n_steps * n),
+                   (row // n) % n_steps, row % n, flows[1], flows[2],
                    *deliv, tables.routes, np.rint(struct).astype(np.int64), np.rint(nonzero).astype(np.int64))
 
 

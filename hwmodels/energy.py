@@ -41,8 +41,8 @@ class EnergyTable:
     per core; neuron_access_j / neuron_spiking_j / neuron_quiet_j: per access, per update of a neuron that
     spikes (update + spike out) / does not; state_j_per_bit: per core, read + write of one bit of neuron state
     (also the accumulator's); message_out_j / message_in_j; hop_j: {ew, ns, chip} per message-hop;
-    static_w: per used core, W (sums to the chip's static power, see `energy_table`); folded: {memory: True when
-    its access is inside a per-event cost}; state_bits / accumulator_bits: bits per update / per event.
+    static_w: per used core, W (sums to the chip's static power, see `energy_table`); state_bits /
+    accumulator_bits: bits per update / per event. A folded memory (hwmodels.spec.MemoryAccess) has 0 J per bit.
     """
 
     synop_j: dict[str, float]
@@ -57,7 +57,6 @@ class EnergyTable:
     message_in_j: float
     hop_j: dict[str, float]
     static_w: np.ndarray
-    folded: dict[str, bool]
 
     def as_dict(self) -> dict[str, float]:
         """Flat {action: J per action} for reports (per-core values as their mean over the used cores)."""
@@ -110,8 +109,7 @@ def energy_table(chip: ChipSpec, mapping: Mapping, graph: NetworkGraph) -> Energ
         state_j_per_bit=state_j, state_bits=state_bits, accumulator_bits=c.accumulator_bits,
         message_out_j=c.message_out_energy_j, message_in_j=c.message_in_energy_j,
         hop_j={"ew": r.hop_energy_ew_j, "ns": r.hop_energy_ns_j, "chip": float(r.chip_link_energy_j or 0.0)},
-        static_w=np.full(mapping.cores_used, static_power_w(chip, mapping) / n),
-        folded={"synapse_memory": c.synapse_memory.folded, "state_memory": c.state_memory.folded})
+        static_w=np.full(mapping.cores_used, static_power_w(chip, mapping) / n))
 
 
 def _per_sample_core(sample: np.ndarray, core: np.ndarray, weights: np.ndarray, nb: int, n: int) -> np.ndarray:
@@ -121,12 +119,14 @@ def _per_sample_core(sample: np.ndarray, core: np.ndarray, weights: np.ndarray, 
 
 def count(a: Actions, use: RouteUse, chip: ChipSpec) -> dict[str, np.ndarray]:
     """Action counts of a batch, {name: float (n_samples, n_cores)}: "synops_<format>" for every format in
-    a.formats and every name in ACTIONS (state and accumulator bits need the table's widths: see `energy`)."""
+    a.formats, their total "synops", and every name in ACTIONS (state and accumulator bits need the table's
+    widths: see `energy`)."""
     nb, n = a.n_samples, a.n_cores
     d_sample = a.flow_sample[a.deliv_flow]
     acc, spiking, quiet = neuron_work(a, chip)
     out = {f"synops_{f}": _per_sample_core(d_sample, a.deliv_dst, a.deliv_events[:, j].astype(float), nb, n)
            for j, f in enumerate(a.formats)}
+    out["synops"] = _per_sample_core(d_sample, a.deliv_dst, a.deliv_events.sum(axis=1).astype(float), nb, n)
     out["synapse_bits_read"] = _per_sample_core(d_sample, a.deliv_dst, a.deliv_bits.astype(float), nb, n)
     out["neuron_accesses"] = acc.sum(axis=1).astype(float)
     out["neuron_updates_spiking"] = spiking.sum(axis=1).astype(float)
@@ -145,9 +145,9 @@ def energy(counts: dict[str, np.ndarray], table: EnergyTable, formats: tuple[str
     {"state_bits_rw", "accumulator_bits_rw": (n_samples, n_cores)}. latency_s: (n_samples,) per-sample latency
     for static energy."""
     t = table
-    events = sum((counts[f"synops_{f}"] for f in formats), np.zeros_like(counts["messages_in"]))
     updates = counts["neuron_updates_spiking"] + counts["neuron_updates_quiet"]
-    bits = {"state_bits_rw": 2.0 * updates * t.state_bits, "accumulator_bits_rw": 2.0 * events * t.accumulator_bits}
+    bits = {"state_bits_rw": 2.0 * updates * t.state_bits,
+            "accumulator_bits_rw": 2.0 * counts["synops"] * t.accumulator_bits}
     half = t.state_j_per_bit / 2.0  # state_j_per_bit is read + write of one bit
     zero = np.zeros_like(counts["messages_in"])
     e = {"synapse_compute": sum((counts[f"synops_{f}"] * t.synop_j[f] for f in formats), zero),

@@ -16,7 +16,7 @@ from hwmodels.analytic import Timing
 from hwmodels.energy import ENERGY_COMPONENTS, EnergyTable
 from hwmodels.mapping import Mapping, map_network
 from hwmodels.mapping_check import check_mapping
-from hwmodels.network import Network, RouteUse, route_use
+from hwmodels.network import HOP_KINDS, Network, RouteUse, route_use
 from hwmodels.pipeline import ActionTimes, action_times, core_busy_s
 from hwmodels.result import SimResult
 from hwmodels.simcache import SimCache, mapping_signature
@@ -63,12 +63,11 @@ class _Totals:
         for comp, v in joules.items():
             self._add_core(f"{comp}_j", v)
             self.sample[self.row[comp], rows] = v.sum(axis=1)
-        synops = sum((counts[f"synops_{f}"] for f in a.formats), np.zeros_like(latency)[:, None])
-        self._add_core("synops", synops)
         self._add_core("spikes", a.spikes.sum(axis=1))
         self.core["busy_s"] = self.core.get("busy_s", np.zeros(self.n_cores)) + core_busy_s(a, t)
-        hops = sum(counts[f"hops_{k}"] for k in ("ew", "ns", "chip"))
-        for name, v in (("latency_s", latency), ("synops", synops.sum(axis=1)), ("spikes", a.spikes.sum(axis=(1, 2))),
+        hops = sum(counts[f"hops_{k}"] for k in HOP_KINDS)
+        for name, v in (("latency_s", latency), ("synops", counts["synops"].sum(axis=1)),
+                        ("spikes", a.spikes.sum(axis=(1, 2))),
                         ("messages", counts["messages_out"].sum(axis=1)), ("hops", hops.sum(axis=1))):
             self.sample[self.row[name], rows] = v
         self.synops_structural += float(a.synops_structural.sum())
