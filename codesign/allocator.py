@@ -17,11 +17,14 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 
 import hwmodels
 from codesign.cache import StageCache, config_key
@@ -31,7 +34,9 @@ from codesign.hwfigures import PointDetails
 from codesign.pipeline import RunResult, load_chip, run_folder
 from codesign.provenance import write_provenance
 from codesign.report import write_report
-from codesign.stages import (check_names, encoded_test_inputs, make_dataset, method_config, resolve_device,
+from codesign.runfolder import own_run_folder
+from codesign.store import atomic_write
+from codesign.stages import (check_n_samples, check_names, encoded_test_inputs, make_dataset, method_config, resolve_device,
                              train_config)
 from workloads import checkpoint, compression, lowering, train
 from workloads.compression.base import find_conv_units
@@ -54,6 +59,14 @@ class AllocatorConfig:
     step: float = 0.05
     max_ratio: float = 0.9
     probe_samples: int = 50
+
+    def __post_init__(self):
+        for name in ("energy_weight", "latency_weight"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise ConfigError(f"--{name.replace('_', '-')}: {value!r} must be a finite number >= 0")
+        if self.energy_weight == 0 and self.latency_weight == 0:
+            raise ConfigError("--energy-weight, --latency-weight: at least one must be > 0")
 
 
 def check_method(cfg: RunConfig) -> None:
@@ -238,21 +251,30 @@ def run_allocator(cfg: RunConfig, ratio: float, acfg: AllocatorConfig, log=print
     check_names(cfg)
     check_method(cfg)
     chip = load_chip(cfg)
-    out = run_folder(cfg.output_dir, cfg.run_name or f"allocate-{cfg.compression.method}-r{ratio:g}", resume)
+    name = cfg.run_name or f"allocate-{cfg.compression.method}-r{ratio:g}"
+    config_yaml = dump_config(cfg.model_copy(update={"run_name": name}))
+    out = run_folder(cfg.output_dir, name, resume, "config.resolved.yaml", yaml.safe_load(config_yaml))
     device = resolve_device(cfg.device)
     dataset = make_dataset(cfg)
+    check_n_samples(dataset, cfg, max(cfg.hardware.n_samples, acfg.probe_samples))
+    with own_run_folder(out, resume, "config.resolved.yaml", config_yaml):
+        result, table = _allocate_into(out, cfg, ratio, acfg, chip, dataset, device, log, start, config_yaml)
+    return result, table
+
+
+def _allocate_into(out: Path, cfg: RunConfig, ratio: float, acfg: AllocatorConfig, chip, dataset, device, log,
+                   start: float, config_yaml: str):
+    """The body of run_allocator, writing into the owned run folder `out`."""
     point = cfg.model_copy(update={"compression": cfg.compression.model_copy(update={"ratios": [0.0]})})
     dense_dir = dense_stage(point, StageCache(cfg.cache_dir), stage_keys(point).dense, dataset, device, False)
     dense = checkpoint.load(dense_dir / "model.pt")["model"]
     log(f"probing {len(find_conv_units(dense))} conv layers at ratio {ratio:g} on {chip.name}")
     df, cand_df, table, sims = compare(dense, dataset, cfg, chip, ratio, acfg, device)
-    out.mkdir(parents=True, exist_ok=True)
     for pid, sim in sims.items():
         PointDetails.from_sim(sim, chip).save(out / "points" / pid)
     write_provenance(out, cfg.seed)
-    df.to_csv(out / "results.csv", index=False)
-    table.to_csv(out / "allocation.csv", index=False)
-    cand_df.to_csv(out / "candidates.csv", index=False)
+    for fname, frame in (("results.csv", df), ("allocation.csv", table), ("candidates.csv", cand_df)):
+        atomic_write(out / fname, lambda p, f=frame: f.to_csv(p, index=False))
     u, a = df.iloc[0], df.iloc[1]
     summary = [f"{cfg.compression.method} on {cfg.model.name}/{cfg.data.dataset}, chip {chip.name}; uniform ratio "
                f"{ratio:g} vs hardware-aware per-layer ratios ({a['layer_ratios']}) at <= {int(u['params']):,} params",
@@ -266,8 +288,6 @@ def run_allocator(cfg: RunConfig, ratio: float, acfg: AllocatorConfig, log=print
                f"overall: energy x{cand_df['energy_j'].min() / cand_df['energy_j'].iloc[0]:.3f} at accuracy "
                f"{100 * (cand_df.loc[cand_df['energy_j'].idxmin(), 'accuracy'] - cand_df['accuracy'].iloc[0]):+.2f} "
                f"points"]
-    config_yaml = dump_config(cfg.model_copy(update={"run_name": out.name}))
-    (out / "config.resolved.yaml").write_text(config_yaml)
     write_report(out, df, config_yaml, summary, title=f"Hardware-aware allocation: {out.name}",
                  tables={"Candidates (fine-tuned, analytic model on the probe samples)": cand_df.round(6),
                          "Per-layer probe (each conv pruned alone, no fine-tuning)": table.round(4)})

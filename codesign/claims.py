@@ -29,6 +29,7 @@ seed's pairs separately.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -80,14 +81,20 @@ def load_claims(path: str | Path) -> ClaimsFile:
         raise ConfigError(_one_line(err).replace("config:", "claims:", 1)) from None
 
 
+#: a point id read from results.csv names a folder under points/ only when it is one plain path component
+SAFE_POINT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
 def point_samples(run_dir: str | Path) -> SamplesOf:
-    """point_id -> that point's samples table under run_dir/points/<point_id>/samples.csv (None when missing),
-    each file read once."""
+    """point_id -> that point's samples table under run_dir/points/<point_id>/samples.csv (None when missing or
+    when the id is not a plain folder name, so a crafted results.csv cannot read outside the run folder), each
+    file read once."""
     seen: dict[str, pd.DataFrame | None] = {}
 
     def get(point_id: str) -> pd.DataFrame | None:
         if point_id not in seen:
-            seen[point_id] = load_samples(Path(run_dir) / "points" / point_id)
+            safe = isinstance(point_id, str) and SAFE_POINT_ID.fullmatch(point_id) is not None
+            seen[point_id] = load_samples(Path(run_dir) / "points" / point_id) if safe else None
         return seen[point_id]
     return get
 

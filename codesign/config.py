@@ -17,8 +17,22 @@ class ConfigError(ValueError):
     """A config problem, phrased as one line naming the field and the accepted values."""
 
 
+#: user values quoted in messages are cut to this many characters
+QUOTE_CHARS = 80
+#: a YAML document may expand (aliases counted at every use) to at most this many values
+YAML_MAX_VALUES = 100_000
+#: largest YAML file read as a config, sweep spec or claims file
+YAML_MAX_BYTES = 1_000_000
+
+
+def quote(value: Any, limit: int = QUOTE_CHARS) -> str:
+    """repr(value) cut to `limit` characters (with '...') for one-line messages."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class DataConfig(_Section):
@@ -132,7 +146,7 @@ def _one_line(err: ValidationError) -> str:
     if e["type"] == "extra_forbidden":
         return f"config: unknown key '{path}'; accepted keys here: {', '.join(_accepted_keys(loc[:-1]))}"
     msg = e["msg"].removeprefix("Value error, ")
-    return f"config: {path}: {msg} (got {e.get('input')!r})"
+    return f"config: {path}: {msg} (got {quote(e.get('input'))})"
 
 
 def set_dotted(tree: dict, dotted: str, value: Any) -> None:
@@ -142,7 +156,7 @@ def set_dotted(tree: dict, dotted: str, value: Any) -> None:
     for key in keys[:-1]:
         node = node.setdefault(key, {})
         if not isinstance(node, dict):
-            raise ConfigError(f"config: '{dotted}': '{key}' is not a section")
+            raise ConfigError(f"config: {quote(dotted)}: {quote(key)} is not a section")
     node[keys[-1]] = value
 
 
@@ -152,21 +166,56 @@ def default_config_text() -> str:
 
 
 def read_tree(path: str | Path, what: str = "config") -> dict:
-    """A YAML file as a dict. Raises ConfigError ('<what>: ...') for a missing file, bad YAML or a non-mapping."""
+    """A YAML file as a dict. Raises ConfigError ('<what>: ...') for a missing, unreadable, oversized (more than
+    YAML_MAX_BYTES) or non-UTF-8 file, bad YAML or a non-mapping."""
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"{what}: file '{p}' does not exist")
-    return parse_tree(p.read_text(), str(p), what)
+        raise ConfigError(f"{what}: file {quote(str(p))} does not exist")
+    if p.stat().st_size > YAML_MAX_BYTES:
+        raise ConfigError(f"{what}: {quote(str(p))} is {p.stat().st_size:,} bytes; at most {YAML_MAX_BYTES:,}")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{what}: cannot read {quote(str(p))}: {str(exc).splitlines()[0][:QUOTE_CHARS]}") from None
+    return parse_tree(text, str(p), what)
+
+
+def _count_values(node: Any, budget: int) -> int:
+    """Values in a loaded YAML tree, counting a shared (aliased) node at every use; stops past `budget`."""
+    count, stack = 0, [node]
+    while stack and count <= budget:
+        item = stack.pop()
+        count += 1
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return count
+
+
+def safe_yaml(text: str, name: str, what: str = "config") -> Any:
+    """yaml.safe_load of `text`, refusing documents that expand (YAML aliases) to more than YAML_MAX_VALUES values
+    (a "billion laughs" bomb) or recursive aliases. Raises ConfigError naming `what` and `name`."""
+    try:
+        tree = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{what}: {quote(name)} is not valid YAML: {str(exc).splitlines()[0][:200]}") from None
+    except RecursionError:
+        raise ConfigError(f"{what}: {quote(name)} nests too deeply") from None
+    except (ValueError, OverflowError) as exc:  # e.g. an integer of more than 4,300 digits
+        raise ConfigError(f"{what}: {quote(name)} holds a value YAML cannot read: {str(exc)[:120]}") from None
+    if _count_values(tree, YAML_MAX_VALUES) > YAML_MAX_VALUES:
+        raise ConfigError(f"{what}: {quote(name)} expands to more than {YAML_MAX_VALUES:,} values (YAML aliases); "
+                          "write the values out or use fewer aliases")
+    return tree
 
 
 def parse_tree(text: str, name: str, what: str = "config") -> dict:
-    """YAML text as a dict (empty text -> {}). Raises ConfigError for bad YAML or a non-mapping."""
-    try:
-        tree = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{what}: '{name}' is not valid YAML: {str(exc).splitlines()[0]}") from None
+    """YAML text as a dict (empty text -> {}). Raises ConfigError for bad YAML, an alias bomb or a non-mapping."""
+    tree = safe_yaml(text, name, what) or {}
     if not isinstance(tree, dict):
-        raise ConfigError(f"{what}: '{name}' must hold a mapping of sections, got {type(tree).__name__}")
+        raise ConfigError(f"{what}: {quote(name)} must hold a mapping of sections, got {type(tree).__name__}")
     return tree
 
 
@@ -177,9 +226,9 @@ def apply_sets(tree: dict, sets: list[str] | None) -> dict:
     """
     for item in sets or []:
         key, sep, raw = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--set: '{item}' must look like section.key=value")
-        set_dotted(tree, key.strip(), yaml.safe_load(raw))
+        if not sep or not key.strip():
+            raise ConfigError(f"--set: {quote(item)} must look like section.key=value")
+        set_dotted(tree, key.strip(), safe_yaml(raw, item, "--set"))
     return tree
 
 

@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
 import hwmodels
 from codesign.cache import StageCache
@@ -20,13 +21,17 @@ from codesign.config import ConfigError, RunConfig, dump_config
 from codesign.evaluate import stage_keys
 from codesign.executor import run_points
 from codesign.report import write_report
+from codesign.runfolder import check_folder, own_run_folder
 from codesign.spec import ExecutionConfig
-from codesign.stages import check_fits, check_names, make_dataset, make_model, resolve_device, train_config
+from codesign.stages import (check_fits, check_n_samples, check_names, make_dataset, make_model, resolve_device,
+                             train_config)
 from workloads.train import check_dataset
 from codesign.pareto import pareto_mask
 from codesign.provenance import write_provenance
 from codesign.store import ResultStore
 
+#: the run's config, stored when its folder is created and compared on --resume
+CONFIG_FILE = "config.resolved.yaml"
 #: results.csv columns that every run writes first, in this order
 LEAD_COLUMNS = ["method", "ratio", "accuracy", "params", "synops", "energy_j", "latency_s"]
 
@@ -57,14 +62,12 @@ def load_chip(cfg: RunConfig) -> hwmodels.ChipSpec:
         raise ConfigError(f"hardware: {exc}") from None
 
 
-def run_folder(output_dir: str, name: str, resume: bool) -> Path:
-    """The run folder; raises ConfigError when it exists and resume is False (or is missing and resume True)."""
-    out = Path(output_dir) / name
-    if out.exists() and not resume:
-        raise ConfigError(f"run_name: '{out}' already exists; pass --resume to continue it or choose another name")
-    if resume and not out.exists():
-        raise ConfigError(f"--resume: '{out}' does not exist; set run_name to the run to continue")
-    return out
+def run_folder(output_dir: str, name: str, resume: bool, config_file: str = "config.resolved.yaml",
+               config_tree: dict | None = None, ignore: tuple[str, ...] = ()) -> Path:
+    """The run folder `<output_dir>/<name>`, checked but not created (codesign.runfolder.check_folder): raises
+    ConfigError for an unsafe name, an existing folder without resume (or a missing one with resume), a resumed
+    folder whose stored `config_file` differs from `config_tree` outside `ignore`, or one another process owns."""
+    return check_folder(output_dir, name, resume, config_file, config_tree or {}, ignore)
 
 
 def ratio_points(cfg: RunConfig) -> list[RunConfig]:
@@ -107,28 +110,35 @@ def run(cfg: RunConfig, progress: bool = True, log=print, resume: bool = False) 
     start = time.perf_counter()
     check_names(cfg)
     chip = load_chip(cfg)
-    out = run_folder(cfg.output_dir, run_name(cfg), resume)
+    name = run_name(cfg)
+    config_yaml = dump_config(cfg.model_copy(update={"run_name": name}))
+    out = run_folder(cfg.output_dir, name, resume, CONFIG_FILE, yaml.safe_load(config_yaml))
     dataset = make_dataset(cfg)
     try:
         check_dataset(dataset, train_config(cfg))
     except ValueError as exc:
         raise ConfigError(f"data: {exc}") from None
+    check_n_samples(dataset, cfg)
     check_fits(make_model(cfg, dataset), dataset, cfg, chip, resolve_device(cfg.device))
+    with own_run_folder(out, resume, CONFIG_FILE, config_yaml):
+        df, summary = _run_points(cfg, chip, out, log, progress, start)
+        write_report(out, df, config_yaml, summary, title=f"Co-design run: {out.name}")
+    return RunResult(df, out, time.perf_counter() - start, summary)
+
+
+def _run_points(cfg: RunConfig, chip, out: Path, log, progress: bool, start: float) -> tuple[pd.DataFrame, list[str]]:
+    """Evaluate every ratio of `cfg` into the owned run folder `out`; the sorted table and its summary lines."""
     points = ratio_points(cfg)
     store = ResultStore(out, LEAD_COLUMNS)
     write_provenance(out, cfg.seed)
 
     def on_row(point: RunConfig, row: dict) -> None:
         log(f"{row['method']} at ratio {row['ratio']:g}: accuracy {row['accuracy']:.2%}, {row['params']:,} params, "
-            f"{row['energy_j'] * 1e6:.3f} uJ, {row['latency_s'] * 1e6:.2f} us per inference")
+            f"{row['energy_j'] * 1e6:.3f} µJ, {row['latency_s'] * 1e6:.2f} µs per inference")
 
     log(f"{len(points)} design points; trained and compressed models are cached in {cfg.cache_dir}")
     run_points(points, store, cfg.cache_dir, ExecutionConfig(workers=0), progress, log, on_row)
     copy_artifacts(points, StageCache(cfg.cache_dir), out)
     df = store.table().sort_values("ratio", kind="stable").reset_index(drop=True)
     df["pareto"] = pareto_mask(df, {"accuracy": "max", "energy_j": "min", "latency_s": "min"})
-    summary = summarize(df, cfg, chip, time.perf_counter() - start)
-    config_yaml = dump_config(cfg.model_copy(update={"run_name": out.name}))
-    (out / "config.resolved.yaml").write_text(config_yaml)
-    write_report(out, df, config_yaml, summary, title=f"Co-design run: {out.name}")
-    return RunResult(df, out, time.perf_counter() - start, summary)
+    return df, summarize(df, cfg, chip, time.perf_counter() - start)

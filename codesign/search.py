@@ -18,7 +18,7 @@ import numpy as np
 import optuna
 import yaml
 
-from codesign.config import ConfigError, RunConfig
+from codesign.config import ConfigError, RunConfig, quote
 from codesign.evaluate import evaluate_point, stage_keys
 from codesign.executor import check_scheduler
 from codesign.pareto import pareto_mask
@@ -26,8 +26,9 @@ from codesign.pipeline import LEAD_COLUMNS, RunResult, run_folder
 from codesign.report import write_report
 from codesign.spec import Range, SweepSpec, point_config
 from codesign.provenance import write_provenance
-from codesign.store import ResultStore
-from codesign.sweep import default_name, series_label, validate_points
+from codesign.runfolder import own_run_folder
+from codesign.store import ResultStore, atomic_write
+from codesign.sweep import RESUME_FREE_KEYS, default_name, resolved_spec_yaml, series_label, validate_points
 
 STUDY_NAME = "codesign"
 
@@ -170,25 +171,87 @@ def search(spec: SweepSpec, resume: bool = False, log=print, on_trial=None) -> R
     on_trial(complete trials, n_trials) is called after each trial (e.g. for a progress bar)."""
     start = time.perf_counter()
     _validate_space(spec)
+    check_objectives(spec)
+    storage_url = check_storage(spec.search.storage)
     check_scheduler(spec.execution)
-    out = run_folder(spec.output_dir, spec.run_name or default_name("search"), resume)
-    store = ResultStore(out, LEAD_COLUMNS)
-    write_provenance(out, spec.search.seed)
-    (out / "search.yaml").write_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
-    storage = spec.search.storage or f"sqlite:///{Path(out).resolve() / 'study.db'}"
+    spec_yaml = resolved_spec_yaml(spec)
+    out = run_folder(spec.output_dir, spec.run_name or default_name("search"), resume, "search.yaml",
+                     yaml.safe_load(spec_yaml), RESUME_FREE_KEYS)
+    with own_run_folder(out, resume, "search.yaml", spec_yaml):
+        store = ResultStore(out, LEAD_COLUMNS)
+        write_provenance(out, spec.search.seed)
+        storage = storage_url or f"sqlite:///{Path(out).resolve() / 'study.db'}"
+        study = _open_study(spec, storage, resume)
+        _recover(study, log)
+        from codesign.search_loop import run_trials
+        run_trials(study, spec, store, log, on_trial)
+        df = store.table()
+        df["pareto"] = feasible_front(spec, df)
+        atomic_write(out / "pareto.csv", lambda p: df[df["pareto"]].to_csv(p, index=False))
+        summary = [f"{spec.search.sampler} search, {spec.search.n_trials} trials over {', '.join(spec.search.space)}",
+                   f"{int(df['pareto'].sum())} points on the feasible Pareto front "
+                   f"({', '.join(f'{k} {v}' for k, v in spec.search.objectives.items())})",
+                   f"search took {time.perf_counter() - start:.0f} s; study: {storage}"]
+        write_report(out, df, "", summary, title=f"Search: {out.name}", config_file="search.yaml")
+    return RunResult(df, Path(out), time.perf_counter() - start, summary)
+
+
+def _open_study(spec: SweepSpec, storage: str, resume: bool) -> optuna.Study:
+    """Create (or with resume, load) the study; a corrupted or foreign study DB is a ConfigError naming it."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     directions = ["maximize" if s == "max" else "minimize" for s in spec.search.objectives.values()]
-    study = optuna.create_study(study_name=STUDY_NAME, storage=storage, load_if_exists=resume,
-                                directions=directions, sampler=make_sampler(spec))
-    _recover(study, log)
-    from codesign.search_loop import run_trials
-    run_trials(study, spec, store, log, on_trial)
-    df = store.table()
-    df["pareto"] = feasible_front(spec, df)
-    df[df["pareto"]].to_csv(out / "pareto.csv", index=False)
-    summary = [f"{spec.search.sampler} search, {spec.search.n_trials} trials over {', '.join(spec.search.space)}",
-               f"{int(df['pareto'].sum())} points on the feasible Pareto front "
-               f"({', '.join(f'{k} {v}' for k, v in spec.search.objectives.items())})",
-               f"search took {time.perf_counter() - start:.0f} s; study: {storage}"]
-    write_report(out, df, "", summary, title=f"Search: {out.name}", config_file="search.yaml")
-    return RunResult(df, Path(out), time.perf_counter() - start, summary)
+    try:
+        study = optuna.create_study(study_name=STUDY_NAME, storage=storage, load_if_exists=resume,
+                                    directions=directions, sampler=make_sampler(spec))
+    except optuna.exceptions.DuplicatedStudyError:
+        raise ConfigError(f"search.storage: a study named {STUDY_NAME!r} already exists in {quote(storage)}; "
+                          "pass --resume or use another storage") from None
+    except (ValueError, RuntimeError, optuna.exceptions.OptunaError, sqlalchemy_errors()) as exc:
+        raise ConfigError(f"search.storage: cannot open the study in {quote(storage)}: "
+                          f"{str(exc).splitlines()[0][:160]}") from None
+    if list(study.directions) != [optuna.study.StudyDirection.MAXIMIZE if s == "max" else
+                                  optuna.study.StudyDirection.MINIMIZE for s in spec.search.objectives.values()]:
+        raise ConfigError(f"search.storage: the study in {quote(storage)} has other objective directions")
+    return study
+
+
+def sqlalchemy_errors() -> type[Exception]:
+    """sqlalchemy's base error class (optuna's RDB storage raises it for a corrupted database)."""
+    import sqlalchemy.exc
+    return sqlalchemy.exc.SQLAlchemyError
+
+
+def check_storage(url: str | None) -> str | None:
+    """`search.storage` when it is an RDB URL whose database driver is installed (None: the default SQLite file
+    in the run folder). Raises ConfigError naming search.storage before any folder is created."""
+    if url is None:
+        return None
+    import sqlalchemy.engine
+    try:
+        sqlalchemy.engine.make_url(url).get_dialect()
+    except Exception as exc:  # sqlalchemy raises ArgumentError / NoSuchModuleError / ImportError
+        raise ConfigError(f"search.storage: {quote(url)} is not a usable database URL ({type(exc).__name__}); "
+                          "e.g. sqlite:////abs/path/study.db or postgresql://user@host/db") from None
+    return url
+
+
+def objective_columns() -> set[str]:
+    """Numeric columns every results row has (codesign.evaluate + hwmodels.SimResult.as_row)."""
+    from hwmodels.energy import ENERGY_COMPONENTS
+    from hwmodels.result import CI_METRICS, PERCENTILES
+    cols = {"accuracy", "params", "synops", "energy_j", "latency_s", "energy_dynamic_j", "synops_structural",
+            "synops_nonzero", "spikes", "messages", "hops", "cores_used", "tiles_used", "hardware_steps",
+            "static_power_w", "memory_bits", "model_bits"}
+    cols |= {f"energy_{c}_j" for c in ENERGY_COMPONENTS} | {f"latency_p{q}_s" for q in PERCENTILES}
+    cols |= {f"{m}_ci_{side}" for m in CI_METRICS for side in ("low", "high")}
+    return cols
+
+
+def check_objectives(spec: SweepSpec) -> None:
+    """Every objective names a numeric column that every results row has. Raises ConfigError naming
+    search.objectives and the accepted columns."""
+    accepted = objective_columns()
+    for col in spec.search.objectives:
+        if col not in accepted:
+            raise ConfigError(f"search.objectives: {quote(col)} is not a results column; accepted: "
+                              f"{', '.join(sorted(accepted))}")

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
+
+import pydantic
 
 import torch
 
 import hwmodels
-from codesign.config import ConfigError, RunConfig
+from codesign.config import ConfigError, RunConfig, quote
 from workloads import compression, data, encoding, lowering, models, neurons, train
 
 #: test samples lowered for the before-training fit check (enough to build every population)
@@ -95,14 +98,32 @@ def method_config(cfg: RunConfig):
         if key not in accepted:
             raise ConfigError(f"compression.params: unknown key '{key}' for method "
                               f"'{cfg.compression.method}'; accepted keys: {', '.join(accepted)}")
+    for key, value in cfg.compression.params.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"compression.params.{key}: {value} is not a finite number")
     try:
-        return cls(**cfg.compression.params)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"compression.params: {exc}") from None
+        return pydantic.TypeAdapter(cls).validate_python(dict(cfg.compression.params))
+    except pydantic.ValidationError as err:
+        e = err.errors()[0]
+        field = ".".join(str(p) for p in e["loc"])
+        msg = e["msg"].removeprefix("Value error, ")
+        if not field:
+            raise ConfigError(f"compression.params ({cfg.compression.method}): {msg}") from None
+        raise ConfigError(f"compression.params.{field}: {msg} (got {quote(e.get('input'))})") from None
+
+
+def check_n_samples(dataset: data.Dataset, cfg: RunConfig, n: int | None = None) -> None:
+    """Raise ConfigError naming hardware.n_samples when `n` (default cfg.hardware.n_samples) exceeds the dataset's
+    test samples: a run never simulates fewer samples than its report claims."""
+    n = cfg.hardware.n_samples if n is None else n
+    if n > len(dataset.y_test):
+        raise ConfigError(f"hardware.n_samples: {n} is more than the {len(dataset.y_test)} test samples of "
+                          f"{cfg.data.dataset}; set hardware.n_samples <= {len(dataset.y_test)}")
 
 
 def encoded_test_inputs(dataset: data.Dataset, cfg: RunConfig, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The first `n` test samples encoded over T (seeded Poisson draws), shape (T, n, C, H, W), and labels."""
+    check_n_samples(dataset, cfg, n)
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     x = dataset.x_test[:n]
     return encoding.encode(x, cfg.data.n_timesteps, cfg.data.encoding, generator=gen), dataset.y_test[:n]

@@ -17,12 +17,21 @@ LOG_NAME = "results.jsonl"
 KEY_COLUMN = "point_id"
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Call write(tmp_path) then rename tmp over `path`."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+def _umask() -> int:
+    """The process umask (read by setting and restoring it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call write(tmp_path) on a temp file beside `path`, give it mode 0644 less the umask (mkstemp makes 0600),
+    then rename it over `path`: readers see the old or the new file, never a half-written one."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o644 & ~_umask())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -91,5 +100,32 @@ class ResultStore:
     def write_snapshots(self) -> None:
         """results.csv and results.parquet from the log (atomic replace)."""
         df = self.table()
-        _atomic_write(self.run_dir / "results.csv", lambda p: df.to_csv(p, index=False))
-        _atomic_write(self.run_dir / "results.parquet", lambda p: df.to_parquet(p, index=False))
+        atomic_write(self.run_dir / "results.csv", lambda p: df.to_csv(p, index=False))
+        atomic_write(self.run_dir / "results.parquet", lambda p: df.to_parquet(p, index=False))
+
+
+#: columns every results.csv written by run, sweep, search or allocate has
+REQUIRED_COLUMNS = ("method", "ratio", "accuracy", "energy_j", "latency_s")
+
+
+def read_results(run_dir: str | os.PathLike) -> pd.DataFrame:
+    """A run folder's results.csv as a DataFrame (point_id read as text).
+
+    Raises FileNotFoundError when the folder or file is missing and ValueError (one line naming the file) when
+    it is not a readable CSV, is empty or lacks a REQUIRED_COLUMNS column.
+    """
+    path = Path(run_dir) / "results.csv"
+    if not Path(run_dir).is_dir():
+        raise FileNotFoundError(f"run folder '{str(run_dir)[:80]}' does not exist or is not a folder")
+    if not path.is_file():
+        raise FileNotFoundError(f"'{str(path)[:80]}' does not exist (is '{str(run_dir)[:80]}' a run folder?)")
+    try:
+        df = pd.read_csv(path, dtype={KEY_COLUMN: str})
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        raise ValueError(f"'{str(path)[:80]}' is not a results table: {str(exc).splitlines()[0][:120]}") from None
+    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    if missing or df.empty:
+        what = f"lacks the columns {', '.join(missing)}" if missing else "has no rows"
+        raise ValueError(f"'{str(path)[:80]}' {what}; it must be written by codesign run, sweep, search or "
+                         "allocate")
+    return df

@@ -7,15 +7,19 @@ from pathlib import Path
 
 import yaml
 
-from codesign.config import ConfigError, RunConfig
+from codesign.config import ConfigError, RunConfig, quote
 from codesign.executor import check_scheduler, run_points
 from codesign.pareto import pareto_mask
 from codesign.pipeline import LEAD_COLUMNS, RunResult, load_chip, run_folder
 from codesign.report import write_report
-from codesign.spec import SweepSpec, grid_points
-from codesign.stages import check_names
+from codesign.runfolder import own_run_folder
+from codesign.spec import SweepSpec, base_tree, grid_points
+from codesign.stages import check_n_samples, check_names, make_dataset
 from codesign.provenance import write_provenance
 from codesign.store import ResultStore
+
+#: spec keys a resumed sweep or search may change (where and how long it runs, not what a point is)
+RESUME_FREE_KEYS = ("execution.", "search.n_trials")
 
 
 def series_label(values: dict, cfg: RunConfig) -> str:
@@ -28,7 +32,7 @@ def series_label(values: dict, cfg: RunConfig) -> str:
 
 def validate_points(points: list[tuple[dict, RunConfig]]) -> None:
     """Names and chip of every point exist (before any work). Raises ConfigError naming the axis value."""
-    seen = set()
+    seen, test_sizes = set(), {}
     for values, cfg in points:
         key = (cfg.data.dataset, cfg.model.name, cfg.compression.method, cfg.hardware.preset,
                str(sorted(cfg.hardware.overrides.items())), cfg.hardware.placement, str(cfg.compression.params))
@@ -38,8 +42,25 @@ def validate_points(points: list[tuple[dict, RunConfig]]) -> None:
         try:
             check_names(cfg)
             load_chip(cfg)
+            _check_samples(cfg, test_sizes)
         except ConfigError as exc:
-            raise ConfigError(f"{exc} (at axis values {values})") from None
+            raise ConfigError(f"{exc} (at axis values {quote(values)})") from None
+
+
+def resolved_spec_yaml(spec: SweepSpec) -> str:
+    """The spec as YAML with its base config resolved inline (a base file edited later cannot change what a
+    resumed run compares against)."""
+    tree = spec.model_dump(mode="json")
+    tree["base"] = base_tree(spec)
+    return yaml.safe_dump(tree, sort_keys=False)
+
+
+def _check_samples(cfg: RunConfig, test_sizes: dict) -> None:
+    """hardware.n_samples fits the point's test set (datasets loaded once per distinct data section and seed)."""
+    key = (cfg.data.model_dump_json(), cfg.seed)
+    if key not in test_sizes:
+        test_sizes[key] = make_dataset(cfg)
+    check_n_samples(test_sizes[key], cfg)
 
 
 def default_name(prefix: str) -> str:
@@ -59,27 +80,29 @@ def sweep(spec: SweepSpec, resume: bool = False, progress: bool = False, log=pri
     points = grid_points(spec)
     validate_points(points)
     check_scheduler(spec.execution)
-    out = run_folder(spec.output_dir, spec.run_name or default_name("sweep"), resume)
+    spec_yaml = resolved_spec_yaml(spec)
+    out = run_folder(spec.output_dir, spec.run_name or default_name("sweep"), resume, "sweep.yaml",
+                     yaml.safe_load(spec_yaml), RESUME_FREE_KEYS)
     labels = [{**{k: v for k, v in values.items() if k != "compression.ratio"},
                "series": series_label(values, cfg)} for values, cfg in points]
-    store = ResultStore(out, LEAD_COLUMNS)
-    write_provenance(out, points[0][1].seed)
-    (out / "sweep.yaml").write_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
+    with own_run_folder(out, resume, "sweep.yaml", spec_yaml):
+        store = ResultStore(out, LEAD_COLUMNS)
+        write_provenance(out, points[0][1].seed)
 
-    def on_row(cfg: RunConfig, row: dict) -> None:
-        if on_point is not None:
-            on_point(len(store.rows), len(points))
-        log(f"[{len(store.rows)}/{len(points)}] {row.get('series', row['method'])} ratio {row['ratio']:g}: "
-            f"accuracy {row['accuracy']:.2%}, energy {row['energy_j'] * 1e6:.3f} uJ, "
-            f"latency {row['latency_s'] * 1e6:.2f} us")
+        def on_row(cfg: RunConfig, row: dict) -> None:
+            if on_point is not None:
+                on_point(len(store.rows), len(points))
+            log(f"[{len(store.rows)}/{len(points)}] {row.get('series', row['method'])} ratio {row['ratio']:g}: "
+                f"accuracy {row['accuracy']:.2%}, energy {row['energy_j'] * 1e6:.3f} µJ, "
+                f"latency {row['latency_s'] * 1e6:.2f} µs")
 
-    log(f"{len(points)} design points -> {out}")
-    run_points([c for _, c in points], store, spec.cache_dir, spec.execution, progress, log, on_row, labels)
-    df = store.table()
-    objectives = {"accuracy": "max", "energy_j": "min", "latency_s": "min"}
-    df["pareto"] = pareto_mask(df, objectives)
-    summary = [f"{len(df)} design points over axes: {', '.join(spec.axis_names) or 'ratio only'}",
-               f"{int(df['pareto'].sum())} on the accuracy / energy / latency Pareto front",
-               f"sweep took {time.perf_counter() - start:.0f} s"]
-    write_report(out, df, "", summary, title=f"Sweep: {out.name}", config_file="sweep.yaml")
+        log(f"{len(points)} design points -> {out}")
+        run_points([c for _, c in points], store, spec.cache_dir, spec.execution, progress, log, on_row, labels)
+        df = store.table()
+        objectives = {"accuracy": "max", "energy_j": "min", "latency_s": "min"}
+        df["pareto"] = pareto_mask(df, objectives)
+        summary = [f"{len(df)} design points over axes: {', '.join(spec.axis_names) or 'ratio only'}",
+                   f"{int(df['pareto'].sum())} on the accuracy / energy / latency Pareto front",
+                   f"sweep took {time.perf_counter() - start:.0f} s"]
+        write_report(out, df, "", summary, title=f"Sweep: {out.name}", config_file="sweep.yaml")
     return RunResult(df, Path(out), time.perf_counter() - start, summary)

@@ -1,0 +1,189 @@
+"""Run folders (issue 12): safe names, one owner at a time, resume only with the same config, no half-written or
+mode-0600 outputs, leftovers cleaned; and config input that used to crash or hang (alias bombs, unnamed fields)."""
+import os
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from codesign.config import ConfigError, load_config, parse_tree, quote
+from codesign.runfolder import (INCOMPLETE_NAME, changed_keys, check_folder, check_run_name, clean_leftovers,
+                                own_run_folder)
+from codesign.stages import method_config
+from codesign.store import ResultStore
+
+
+@pytest.mark.parametrize("name", ["../escaped", "/abs/path", "a/b", "..", ".hidden", "x" * 300, "a b", "", "-x"])
+def test_unsafe_run_names_are_refused_with_one_line(name):
+    with pytest.raises(ConfigError, match="run_name") as err:
+        check_run_name(name)
+    assert "\n" not in str(err.value) and len(str(err.value)) < 200
+
+
+def test_run_name_outside_output_dir_is_refused_before_anything_is_written(tmp_path):
+    with pytest.raises(ConfigError, match="run_name"):
+        check_folder(str(tmp_path / "out"), "../escaped", False, "c.yaml", {})
+    assert not (tmp_path / "escaped").exists() and not (tmp_path / "out").exists()
+
+
+def test_second_owner_is_refused_while_the_first_holds_the_folder(tmp_path):
+    out = tmp_path / "run1"
+    with own_run_folder(out, False, "c.yaml", "a: 1\n"):
+        assert (out / INCOMPLETE_NAME).exists()
+        with pytest.raises(ConfigError, match="already exists"):
+            with own_run_folder(out, False, "c.yaml", "a: 1\n"):
+                pass
+        with pytest.raises(ConfigError, match=f"in use by pid {os.getpid()}"):
+            with own_run_folder(out, True, "c.yaml", "a: 1\n"):
+                pass
+        with pytest.raises(ConfigError, match="in use by pid"):
+            check_folder(str(tmp_path), "run1", True, "c.yaml", {"a": 1})
+    assert not (out / INCOMPLETE_NAME).exists()
+    # released: a resume with the same config is accepted
+    assert check_folder(str(tmp_path), "run1", True, "c.yaml", {"a": 1}) == out
+
+
+HOLD = """
+import sys, time
+from pathlib import Path
+from codesign.runfolder import own_run_folder
+with own_run_folder(Path(sys.argv[1]), False, "c.yaml", "a: 1\\n"):
+    print("owned", flush=True)
+    time.sleep(30)
+"""
+
+
+def test_a_killed_owner_releases_the_folder_and_marks_it_incomplete(tmp_path):
+    out = tmp_path / "run1"
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "owned"
+        with pytest.raises(ConfigError, match=f"in use by pid {proc.pid}"):
+            check_folder(str(tmp_path), "run1", True, "c.yaml", {"a": 1})
+    finally:
+        proc.kill()
+        proc.wait()
+    # the kernel dropped the lock with the process: no stale lock; a plain rerun says how to resume
+    with pytest.raises(ConfigError, match="incomplete.*--resume"):
+        check_folder(str(tmp_path), "run1", False, "c.yaml", {"a": 1})
+    with own_run_folder(check_folder(str(tmp_path), "run1", True, "c.yaml", {"a": 1}), True, "c.yaml", "a: 1\n"):
+        pass
+    assert not (out / INCOMPLETE_NAME).exists()
+
+
+def test_failure_inside_the_block_keeps_the_folder_incomplete(tmp_path):
+    out = tmp_path / "run1"
+    with pytest.raises(RuntimeError):
+        with own_run_folder(out, False, "c.yaml", "a: 1\n"):
+            raise RuntimeError("disk full")
+    assert (out / INCOMPLETE_NAME).exists() and (out / "c.yaml").read_text() == "a: 1\n"
+
+
+def test_resume_with_a_changed_config_names_the_changed_keys(tmp_path):
+    with own_run_folder(tmp_path / "r", False, "c.yaml", yaml.safe_dump({"hardware": {"preset": "loihi"},
+                                                                        "execution": {"workers": 2}})):
+        pass
+    new = {"hardware": {"preset": "truenorth"}, "execution": {"workers": 0}}
+    with pytest.raises(ConfigError, match=r"differs .* in hardware\.preset;"):
+        check_folder(str(tmp_path), "r", True, "c.yaml", new, ignore=("execution.",))
+    assert changed_keys({"a": {"b": 1, "c": [1]}}, {"a": {"b": 1, "c": [1, 2]}, "d": 0}) == ["a.c", "d"]
+
+
+def test_leftover_temp_files_are_cleaned_and_results_are_world_readable(tmp_path):
+    out = tmp_path / "r"
+    out.mkdir()
+    for name in ("results.parquet12ab.tmp", ".results.csv.x.tmp", "keep.csv"):
+        (out / name).write_text("x")
+    removed = clean_leftovers(out)
+    assert sorted(p.name for p in removed) == [".results.csv.x.tmp", "results.parquet12ab.tmp"]
+    store = ResultStore(out, ["a"])
+    store.append({"point_id": "p1", "a": 1.0})
+    old = os.umask(0o022)
+    try:
+        store.write_snapshots()
+    finally:
+        os.umask(old)
+    for name in ("results.csv", "results.parquet"):
+        assert stat.S_IMODE((out / name).stat().st_mode) == 0o644
+
+
+def test_yaml_alias_bomb_is_refused_quickly():
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n"
+        for p, c in zip("abcdefgh", "bcdefghi"))
+    assert len(bomb) < 700
+    start = time.perf_counter()
+    with pytest.raises(ConfigError, match="expands to more than"):
+        parse_tree(bomb, "bomb.yaml")
+    assert time.perf_counter() - start < 5
+    with pytest.raises(ConfigError, match="expands to more than"):
+        parse_tree("a: &a [*a]\n", "recursive.yaml")
+    assert parse_tree("a: &x {b: 1}\nc: *x\n", "ok.yaml") == {"a": {"b": 1}, "c": {"b": 1}}
+
+
+@pytest.mark.parametrize("override, field", [
+    ("compression.params.epochs=abc", "compression.params.epochs"),
+    ("compression.params.lr=.nan", "compression.params.lr"),
+    ("train.lr=.nan", "train.lr"), ("train.lr=.inf", "train.lr"),
+    ("hardware.overrides=[1,2]", "hardware.overrides"),
+])
+def test_bad_values_name_their_field(override, field):
+    with pytest.raises(ConfigError) as err:
+        method_config(load_config(None, [override]))
+    assert str(err.value).split(":")[0].endswith(field) or f"{field}:" in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_messages_cut_long_user_values():
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["data.encoding=" + "z" * 5000, "train.epochs=" + "9" * 5000])
+    assert len(str(err.value)) < 300
+    assert len(quote("y" * 1000)) == 80
+
+
+def test_n_samples_beyond_the_test_set_is_an_error_not_a_silent_cap():
+    from codesign.stages import check_n_samples, make_dataset
+    cfg = load_config(None, ["data.dataset=digits", "hardware.n_samples=100000"])
+    with pytest.raises(ConfigError, match=r"hardware\.n_samples: 100000 is more than the \d+ test samples"):
+        check_n_samples(make_dataset(cfg), cfg)
+
+
+def test_search_storage_and_objectives_are_checked_before_the_folder(tmp_path):
+    from codesign.search import search
+    from codesign.spec import load_spec
+    base = ["output_dir=" + str(tmp_path), "run_name=s", "search.space={compression.ratio: [0.0, 0.5]}",
+            "base={data: {dataset: digits}}"]
+    for bad, match in (("search.storage=bogus://x", "search.storage"),
+                       ("search.objectives={energy_jj: min}", "search.objectives: 'energy_jj' is not a results")):
+        with pytest.raises(ConfigError, match=match):
+            search(load_spec(None, [*base, bad]))
+        assert not (tmp_path / "s").exists()
+
+
+def test_invalid_allocator_weights_are_refused():
+    from codesign.allocator import AllocatorConfig
+    for kw in ({"energy_weight": float("nan")}, {"latency_weight": -1.0},
+               {"energy_weight": 0.0, "latency_weight": 0.0}):
+        with pytest.raises(ConfigError, match="weight"):
+            AllocatorConfig(**kw)
+
+
+def test_two_runs_started_together_store_each_point_once(tmp_path):
+    args = [sys.executable, "-m", "codesign", "run", "--set", "run_name=conc", "--set", "data.dataset=digits",
+            "--set", "train.epochs=0", "--set", "compression.ratios=[0.0]", "--set", "hardware.n_samples=4",
+            "--set", "hardware.model=analytic", "--no-progress"]
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    procs = [subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    codes = sorted(p.returncode for p in procs)
+    assert codes == [0, 2], outs
+    loser = outs[[p.returncode for p in procs].index(2)][1]
+    assert len(loser.strip().splitlines()) == 1 and "run_name" in loser
+    lines = (tmp_path / "reports" / "conc" / "results.jsonl").read_text().splitlines()
+    assert len(lines) == 1
+    assert not (tmp_path / "reports" / "conc" / INCOMPLETE_NAME).exists()
