@@ -5,6 +5,7 @@ beside every result (`config.resolved.yaml`).
 """
 from __future__ import annotations
 
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -138,10 +139,19 @@ def _accepted_keys(loc: tuple) -> list[str]:
     return list(cls.model_fields)
 
 
+#: pydantic writes the member type of a union into an error's location, e.g. ('base', 'dict[str,any]')
+_TYPE_TAG = re.compile(r"(str|int|float|bool|none|[a-z-]+\[.*\])")
+
+
+def _is_type_tag(part) -> bool:
+    """True for a location part that names a union member's type rather than a config key."""
+    return isinstance(part, str) and _TYPE_TAG.fullmatch(part) is not None
+
+
 def _one_line(err: ValidationError) -> str:
     """The first validation error as `config: <dotted.path>: <problem>; accepted: ...`."""
     e = err.errors()[0]
-    loc = tuple(e["loc"])
+    loc = tuple(p for p in e["loc"] if not _is_type_tag(p))
     path = ".".join(str(p) for p in loc) or "<root>"
     if e["type"] == "extra_forbidden":
         return f"config: unknown key '{path}'; accepted keys here: {', '.join(_accepted_keys(loc[:-1]))}"

@@ -14,7 +14,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from codesign.config import (ConfigError, RunConfig, _one_line, apply_sets, default_config_text, read_tree,
+from codesign.config import (ConfigError, RunConfig, _one_line, apply_sets, default_config_text, parse_tree, quote,
+                             read_tree,
                              set_dotted)
 
 DICT_FIELDS = ("compression.params.", "hardware.overrides.")
@@ -114,10 +115,20 @@ def load_spec(path: str | Path | None, sets: list[str] | None = None) -> SweepSp
 def base_tree(spec: SweepSpec) -> dict:
     """The base run config as a plain dict (defaults not yet applied)."""
     if spec.base is None:
-        return yaml.safe_load(default_config_text())
+        return parse_tree(default_config_text(), "default.yaml")
     if isinstance(spec.base, str):
         return read_tree(spec.base, "sweep.base")
     return copy.deepcopy(spec.base)
+
+
+def validated_base(spec: SweepSpec) -> RunConfig:
+    """The base run config, validated. Raises ConfigError ('sweep: base.<field>: ...') naming the bad field."""
+    tree = base_tree(spec)
+    tree.setdefault("output_dir", spec.output_dir)
+    try:
+        return RunConfig.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(_one_line(err).replace("config: ", "sweep: base.", 1)) from None
 
 
 def apply_axis(tree: dict, key: str, value: Any) -> None:
@@ -128,7 +139,11 @@ def apply_axis(tree: dict, key: str, value: Any) -> None:
     for prefix in DICT_FIELDS:
         if key.startswith(prefix):
             section, field = prefix.rstrip(".").split(".")
-            tree.setdefault(section, {}).setdefault(field, {})[key[len(prefix):]] = value
+            node = tree.setdefault(section, {})
+            node = node.setdefault(field, {}) if isinstance(node, dict) else None
+            if not isinstance(node, dict):
+                raise ConfigError(f"config: {section}.{field} must be a mapping to take the axis {quote(key)}")
+            node[key[len(prefix):]] = value
             return
     set_dotted(tree, key, value)
 
@@ -158,7 +173,7 @@ def grid_points(spec: SweepSpec, base_ratios: bool = True) -> list[tuple[dict, R
     for grid in spec.grids:
         axes = dict(grid)
         if base_ratios and "compression.ratio" not in axes:
-            ratios = RunConfig.model_validate(base_tree(spec)).compression.ratios
+            ratios = validated_base(spec).compression.ratios
             axes = {"compression.ratio": ratios, **axes}
         keys = list(axes)
         for combo in itertools.product(*(axes[k] for k in keys)):

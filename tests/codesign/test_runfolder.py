@@ -187,3 +187,16 @@ def test_two_runs_started_together_store_each_point_once(tmp_path):
     lines = (tmp_path / "reports" / "conc" / "results.jsonl").read_text().splitlines()
     assert len(lines) == 1
     assert not (tmp_path / "reports" / "conc" / INCOMPLETE_NAME).exists()
+
+
+@pytest.mark.parametrize("sets, message", [
+    (["base={train: {epochs: abc}}"], "sweep: base.train.epochs: Input should be a valid integer"),
+    (["base=5"], "sweep: base: Input should be a valid dictionary (got 5)"),
+    (["base={hardware: {overrides: [1, 2]}}"], "sweep: base.hardware.overrides: Input should be a valid dictionary"),
+    (["base={hardware: 3}", "axes={hardware.overrides.core.x: [4]}"], "hardware"),
+])
+def test_invalid_sweep_base_is_one_line_naming_the_field(sets, message):
+    from codesign.spec import grid_points, load_spec
+    with pytest.raises(ConfigError) as err:
+        grid_points(load_spec(None, sets))
+    assert message in str(err.value) and "\n" not in str(err.value) and "pydantic" not in str(err.value)
