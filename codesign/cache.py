@@ -1,20 +1,45 @@
 """Content-addressed cache of stage outputs (trained models, compressed models, lowered graphs and traces).
 
-A stage output lives in `<root>/<stage>/<key>/`, where key is the hash of the config that produced it. An entry
-is written into a temporary folder and renamed into place, so a killed process never leaves a half entry; two
-processes racing on one key both succeed and the first rename wins.
+A stage output lives in `<root>/<stage>/<key>/`, where key is the hash of the config (and the code version,
+`code_version`) that produced it. An entry is written into a temporary folder `.<key>.tmp-<host>-<pid>-<random>`
+and renamed into place, so a killed process never leaves a half entry; two processes racing on one key both succeed
+and the first rename wins. Its meta.json records what produced it and the sha256 of every other file; an entry is
+verified against those hashes on use, and one that fails to verify or to load is moved aside, removed and made again
+with a logged warning (never run or trusted). Temporary folders of processes that died on this host (or older than
+a day) are removed whenever a StageCache is created.
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import functools
 import hashlib
+import importlib.metadata
+import importlib.util
 import json
+import logging
 import os
+import re
+import secrets
 import shutil
+import socket
 import tempfile
+import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable, TypeVar
 
 KEY_CHARS = 16
+META_NAME = "meta.json"
+#: a temporary or moved-aside folder older than this is removed even when its owner cannot be checked
+STALE_AFTER_S = 86400.0
+#: (package, glob) of the source files whose content is part of every cache key: the code that makes the entries
+CODE_SOURCES = (("workloads", "**/*.py"), ("codesign", "evaluate.py"), ("codesign", "stages.py"),
+                ("hwmodels", "trace.py"))
+#: what a failing load or verification raises: the entry is discarded and made again
+ENTRY_ERRORS = (ValueError, OSError, KeyError, EOFError)
+_SCRATCH = re.compile(r"^\.(?P<key>[^.]+)\.(?P<kind>tmp|bad)-(?P<host>[A-Za-z0-9._]*)-(?P<pid>\d+)-")
+T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 def config_key(*parts) -> str:
@@ -23,34 +48,212 @@ def config_key(*parts) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:KEY_CHARS]
 
 
+def package_version() -> str:
+    """Installed version of snn-codesign (importlib.metadata), or "unknown" when it is not installed."""
+    try:
+        return importlib.metadata.version("snn-codesign")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def source_files(sources: Iterable[tuple[str, str]] = CODE_SOURCES) -> list[tuple[str, Path]]:
+    """(name relative to its package's parent folder, path) of every file the (package, glob) pairs match, sorted.
+    Packages are found without importing them; a package that is not found contributes no file."""
+    files = []
+    for package, pattern in sources:
+        spec = importlib.util.find_spec(package)
+        if spec is None or spec.origin is None:
+            continue
+        folder = Path(spec.origin).parent
+        files += [(f"{package}/{p.relative_to(folder).as_posix()}", p) for p in folder.glob(pattern) if p.is_file()]
+    return sorted(set(files))
+
+
+def source_digest(files: Iterable[tuple[str, Path]]) -> str:
+    """sha256 (hex) over the names and contents of `files` ((name, path) pairs, in the order given)."""
+    digest = hashlib.sha256()
+    for name, path in files:
+        digest.update(name.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+@functools.cache
+def code_version() -> str:
+    """'<package version>+<12 hex chars of source_digest(source_files())>': part of every stage key, so an upgrade
+    or an edit of the code that makes cache entries never serves an entry made by other code. Computed once per
+    process (the sources are read once)."""
+    return f"{package_version()}+{source_digest(source_files())[:12]}"
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 (hex) of a file's bytes. Raises OSError when it cannot be read."""
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def _owner() -> str:
+    """'<host>-<pid>' of this process, as it appears in temporary folder names (host: [A-Za-z0-9._] only)."""
+    return f"{re.sub(r'[^A-Za-z0-9.]', '_', socket.gethostname())}-{os.getpid()}"
+
+
+def _pid_alive(pid: int) -> bool:
+    """True unless no process `pid` exists on this host (a process of another user counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def is_stale(folder: Path, now_s: float | None = None) -> bool:
+    """True for a temporary or moved-aside folder (`.<key>.tmp-*`, `.<key>.bad-*`) whose process died on this
+    host, or that is older than STALE_AFTER_S (owner on another host, or a name without owner)."""
+    try:
+        age_s = (time.time() if now_s is None else now_s) - folder.lstat().st_mtime
+    except FileNotFoundError:
+        return False
+    found = _SCRATCH.match(folder.name)
+    host = re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname())
+    if found and found["host"] == host and not _pid_alive(int(found["pid"])):
+        return True
+    return age_s > STALE_AFTER_S
+
+
+def force_rmtree(path: Path) -> None:
+    """Remove `path` (a folder and everything below it, or a file or symlink), making read-only folders writable
+    first; errors are ignored (what stays is removed by a later `clean_stale`)."""
+    if os.path.islink(path) or os.path.isfile(path):
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        return
+    try:
+        os.chmod(path, 0o700)
+        for top, dirs, _ in os.walk(path):
+            for d in dirs:
+                if not os.path.islink(os.path.join(top, d)):
+                    os.chmod(os.path.join(top, d), 0o700)
+    except OSError:
+        pass
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _listing(folder: Path) -> list[str]:
+    """Relative names of the files of an entry, meta.json excluded, sorted. Raises ValueError for a symlink or
+    anything else that is not a regular file or folder, OSError when the entry cannot be read."""
+    names = []
+    for top, dirs, files in os.walk(folder, onerror=_raise):
+        for name in dirs + files:
+            full = Path(top) / name
+            if full.is_symlink() or not (full.is_dir() or full.is_file()):
+                raise ValueError(f"{full.relative_to(folder)} is not a regular file")
+        names += [(Path(top) / f).relative_to(folder).as_posix() for f in files]
+    return sorted(n for n in names if n != META_NAME)
+
+
+def _raise(exc: OSError) -> None:
+    raise exc
+
+
+@dataclasses.dataclass(frozen=True)
+class CacheEntry:
+    """A complete entry: stage, key, folder, size_bytes (all its files), modified_unix_s (meta.json's mtime) and
+    meta (meta.json's content, None when it cannot be read)."""
+
+    stage: str
+    key: str
+    path: Path
+    size_bytes: int
+    modified_unix_s: float
+    meta: dict | None
+
+
 class StageCache:
-    """Folders of stage outputs under `root`, one per (stage, key). Thread- and process-safe by atomic rename."""
+    """Folders of stage outputs under `root`, one per (stage, key). Thread- and process-safe by atomic rename.
+    Creating one removes the stale temporary folders under `root` (`clean_stale`)."""
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
+        self.clean_stale()
 
     def path(self, stage: str, key: str) -> Path:
         """Folder of the entry (it exists only once complete)."""
         return self.root / stage / key
 
     def has(self, stage: str, key: str) -> bool:
-        """True when the entry is complete."""
-        return self.path(stage, key).is_dir()
+        """True when the entry is complete (its meta.json exists); its files are verified only on use."""
+        return (self.path(stage, key) / META_NAME).is_file()
 
-    def get_or_make(self, stage: str, key: str, make: Callable[[Path], None], meta: dict | None = None) -> Path:
-        """Return the entry folder, calling `make(tmp_folder)` to fill it first when it is missing.
+    def verify(self, stage: str, key: str) -> dict:
+        """meta.json of the entry after checking that its files are exactly those it lists, with the same sha256.
+        Raises ValueError naming the first difference (or an entry of an older version without hashes) and
+        OSError when a file cannot be read."""
+        folder = self.path(stage, key)
+        if folder.is_symlink() or not folder.is_dir():
+            raise ValueError("the entry is not a folder")
+        meta = json.loads((folder / META_NAME).read_text())
+        files = meta.get("files") if isinstance(meta, dict) else None
+        if not isinstance(files, dict):
+            raise ValueError("meta.json lists no file hashes (an entry of an older version)")
+        present = _listing(folder)
+        if present != sorted(files):
+            raise ValueError(f"files {present} differ from those meta.json lists {sorted(files)}")
+        for name, digest in files.items():
+            if file_sha256(folder / name) != digest:
+                raise ValueError(f"{name}: content differs from its hash in meta.json")
+        return meta
 
-        `meta` is written to meta.json inside the entry (what produced it). Exceptions from `make` propagate
-        and leave nothing behind.
+    def discard(self, stage: str, key: str, reason: object) -> None:
+        """Log a warning and move the entry aside (then remove it). Raises OSError (one line) when it cannot be
+        moved, e.g. the stage folder is read-only."""
+        final = self.path(stage, key)
+        log.warning("cache entry %s is unusable (%s); discarding and recomputing it", final, reason)
+        aside = final.parent / f".{key}.bad-{_owner()}-{secrets.token_hex(4)}"
+        try:
+            os.rename(final, aside)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise OSError(f"cache entry {final} is unusable ({reason}) and cannot be moved aside: {exc}") from None
+        force_rmtree(aside)
+
+    def load_or_make(self, stage: str, key: str, make: Callable[[Path], None], load: Callable[[Path], T],
+                     meta: dict | None = None) -> tuple[Path, T]:
+        """(entry folder, load(folder)): the entry is verified (`verify`) and loaded; when it is missing, or fails
+        to verify or load (ENTRY_ERRORS), it is discarded with a warning and `make(tmp_folder)` fills it first.
+
+        `meta` is written to meta.json under "meta" (what produced it), with the stage, key, code version, time,
+        host, pid and the sha256 of every file. Exceptions from `make`, and from `load` on a fresh entry,
+        propagate and leave nothing behind.
         """
         final = self.path(stage, key)
-        if final.is_dir():
-            return final
+        if os.path.lexists(final):
+            try:
+                self.verify(stage, key)
+                return final, load(final)
+            except ENTRY_ERRORS as exc:
+                self.discard(stage, key, f"{type(exc).__name__}: {exc}")
+        self._make(stage, key, make, meta)
+        self.verify(stage, key)
+        return final, load(final)
+
+    def get_or_make(self, stage: str, key: str, make: Callable[[Path], None], meta: dict | None = None) -> Path:
+        """Return the verified entry folder, calling `make(tmp_folder)` to fill it first when it is missing or fails
+        to verify (see `load_or_make`)."""
+        return self.load_or_make(stage, key, make, lambda folder: None, meta)[0]
+
+    def _make(self, stage: str, key: str, make: Callable[[Path], None], meta: dict | None) -> None:
+        """Run `make` in a temporary folder, write meta.json with the file hashes, rename it into place."""
+        final = self.path(stage, key)
         final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{key}.tmp-"))
+        tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{key}.tmp-{_owner()}-"))
         try:
             make(tmp)
-            (tmp / "meta.json").write_text(json.dumps(meta or {}, indent=1, sort_keys=True, default=str))
+            record = {"stage": stage, "key": key, "meta": meta or {}, "code_version": code_version(),
+                      "created_unix_s": time.time(), "host": socket.gethostname(), "pid": os.getpid(),
+                      "files": {name: file_sha256(tmp / name) for name in _listing(tmp)}}
+            (tmp / META_NAME).write_text(json.dumps(record, indent=1, sort_keys=True, default=str))
             try:
                 os.rename(tmp, final)
             except OSError:
@@ -59,4 +262,53 @@ class StageCache:
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp)
-        return final
+
+    def stages(self) -> list[str]:
+        """Names of the stage folders under root, sorted."""
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+    def entries(self, stage: str | None = None) -> list[CacheEntry]:
+        """Every complete entry (of `stage`, or of all stages), sorted by stage then key."""
+        out = []
+        for name in [stage] if stage is not None else self.stages():
+            folder = self.root / name
+            for entry in sorted(folder.iterdir()) if folder.is_dir() else []:
+                if entry.name.startswith(".") or not (entry / META_NAME).is_file():
+                    continue
+                out.append(_entry(name, entry))
+        return out
+
+    def remove(self, stage: str | None = None) -> int:
+        """Remove every complete entry (of `stage`, or of all stages) and the stale temporary folders; folders
+        of live processes are left. Returns the number of entries removed."""
+        found = self.entries(stage)
+        for entry in found:
+            force_rmtree(entry.path)
+        self.clean_stale()
+        return len(found)
+
+    def clean_stale(self) -> list[Path]:
+        """Remove the temporary and moved-aside folders that `is_stale` calls stale; returns them."""
+        removed = []
+        for name in self.stages():
+            for folder in (self.root / name).glob(".*"):
+                if _SCRATCH.match(folder.name) or ".tmp-" in folder.name:
+                    if is_stale(folder):
+                        force_rmtree(folder)
+                        removed.append(folder)
+        return removed
+
+
+def _entry(stage: str, folder: Path) -> CacheEntry:
+    """The CacheEntry of a complete entry folder (meta None when meta.json is unreadable)."""
+    try:
+        meta = json.loads((folder / META_NAME).read_text())
+    except (OSError, ValueError):
+        meta = None
+    size = 0
+    for top, _, files in os.walk(folder):
+        size += sum(os.lstat(os.path.join(top, f)).st_size for f in files)
+    return CacheEntry(stage, folder.name, folder, size, (folder / META_NAME).stat().st_mtime,
+                      meta if isinstance(meta, dict) else None)

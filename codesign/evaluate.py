@@ -1,18 +1,22 @@
 """Evaluate one design point with cached stages: dense model -> compressed model -> lowered trace -> simulation.
 
-Each stage's output is cached under the hash of the config fields that produce it (codesign.cache), so a
-hardware-only sweep reuses trained models and traces, and a resumed sweep never retrains a finished stage.
+Each stage's output is cached under the hash of the config fields that produce it and of the code version
+(codesign.cache), so a hardware-only sweep reuses trained models and traces, and a resumed sweep never retrains a
+finished stage. A cached entry is verified against its file hashes and loaded (checkpoints load without running
+code); one that fails either is discarded with a warning and made again.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 import hwmodels
-from codesign.cache import StageCache, config_key
+from codesign.cache import StageCache, code_version, config_key
 from codesign.config import RunConfig
 from codesign.hwfigures import PointDetails
 from codesign.stages import (encoded_test_inputs, make_dataset, make_model, method_config, resolve_device,
@@ -44,8 +48,11 @@ def ratio_of(cfg: RunConfig) -> float:
 
 
 def stage_keys(cfg: RunConfig) -> StageKeys:
-    """Hashes of exactly the fields each stage depends on."""
-    dense = config_key("dense", cfg.seed, cfg.data.model_dump(), cfg.model.model_dump(), cfg.train.model_dump())
+    """Hashes of exactly the fields each stage depends on. The dense key holds the code version
+    (codesign.cache.code_version: package version + hash of the sources that make the entries) and every later
+    stage key holds the dense key, so no entry made by other code is ever reused. The point id does not."""
+    dense = config_key("dense", code_version(), cfg.seed, cfg.data.model_dump(), cfg.model.model_dump(),
+                       cfg.train.model_dump())
     comp = config_key("compressed", dense, cfg.compression.method, ratio_of(cfg), cfg.compression.params)
     low = config_key("lowered", LOWERED_VERSION, comp, cfg.hardware.n_samples, cfg.hardware.weight_bits,
                      cfg.hardware.weight_fit)
@@ -53,60 +60,78 @@ def stage_keys(cfg: RunConfig) -> StageKeys:
     return StageKeys(dense, comp, low, point)
 
 
-def dense_stage(cfg: RunConfig, cache: StageCache, key: str, dataset, device, progress: bool) -> Path:
-    """Folder of the trained dense model of `cfg` (model.pt with its test accuracy), training it if not cached."""
+def _lazy_dataset(cfg: RunConfig) -> Callable[[], object]:
+    """A function returning make_dataset(cfg), built on its first call only (cached entries need no dataset)."""
+    return functools.cache(lambda: make_dataset(cfg))
+
+
+def _model_file(folder: Path) -> dict:
+    """The checkpoint payload of a model entry (workloads.checkpoint.load of model.pt; ValueError when unusable)."""
+    return checkpoint.load(folder / "model.pt")
+
+
+def _dense(cfg: RunConfig, cache: StageCache, key: str, data: Callable, device, progress: bool) -> tuple[Path, dict]:
+    """(folder, checkpoint payload) of the trained dense model of `cfg`, training it if not cached or unusable."""
     def make(folder: Path) -> None:
+        dataset = data()
         model = make_model(cfg, dataset)
         tcfg = train_config(cfg)
         history = train.train(model, dataset, tcfg, seed=cfg.seed, device=device, progress=progress)
         acc = train.evaluate(model, dataset.x_test, dataset.y_test, tcfg, device=device, seed=cfg.seed)
         checkpoint.save(model, folder / "model.pt", config=cfg.model_dump(mode="json"),
                         extra={"accuracy": acc, "history": history})
-    return cache.get_or_make("dense", key, make, meta={"stage": "dense", "seed": cfg.seed})
+    return cache.load_or_make("dense", key, make, _model_file, meta={"stage": "dense", "seed": cfg.seed})
 
 
-def _compressed(cfg: RunConfig, cache: StageCache, keys: StageKeys, dataset, device, progress: bool) -> Path:
+def dense_stage(cfg: RunConfig, cache: StageCache, key: str, dataset, device, progress: bool) -> Path:
+    """Folder of the trained dense model of `cfg` (model.pt with its test accuracy), training it on `dataset` if
+    not cached (or if the cached entry fails to verify or load: it is made again)."""
+    return _dense(cfg, cache, key, lambda: dataset, device, progress)[0]
+
+
+def _compressed(cfg: RunConfig, cache: StageCache, keys: StageKeys, data: Callable, device,
+                progress: bool) -> tuple[Path, dict]:
+    """(folder, checkpoint payload) of the compressed model of `cfg` (model.pt, result.json)."""
     def make(folder: Path) -> None:
-        dense = checkpoint.load(dense_stage(cfg, cache, keys.dense, dataset, device, progress) / "model.pt")["model"]
+        dataset = data()
+        dense = _dense(cfg, cache, keys.dense, data, device, progress)[1]["model"]
         small, info = compression.compress(cfg.compression.method, dense, dataset, ratio_of(cfg),
                                            cfg=method_config(cfg), seed=cfg.seed, train_cfg=train_config(cfg),
                                            device=device, progress=progress)
         acc = train.evaluate(small, dataset.x_test, dataset.y_test, train_config(cfg), device=device, seed=cfg.seed)
         checkpoint.save(small, folder / "model.pt", extra={"accuracy": acc})
         (folder / "result.json").write_text(json.dumps(dataclasses.asdict(info), default=str))
-    return cache.get_or_make("compressed", keys.compressed, make, meta={"stage": "compressed"})
+
+    def load(folder: Path) -> dict:
+        return {**_model_file(folder), "result": json.loads((folder / "result.json").read_text())}
+    return cache.load_or_make("compressed", keys.compressed, make, load, meta={"stage": "compressed"})
 
 
-def _lowered(cfg: RunConfig, cache: StageCache, keys: StageKeys, dataset, device, progress: bool) -> Path:
+def _lowered(cfg: RunConfig, cache: StageCache, keys: StageKeys, data: Callable, device, compressed: dict) -> Path:
+    """Folder of the lowered graph and trace of `cfg` (graph.npz, trace.npz) of the `compressed` payload."""
     def make(folder: Path) -> None:
-        comp = _compressed(cfg, cache, keys, dataset, device, progress)
-        model = checkpoint.load(comp / "model.pt")["model"]
-        info = json.loads((comp / "result.json").read_text())
-        x, y = encoded_test_inputs(dataset, cfg, cfg.hardware.n_samples)
-        graph, trace = lowering.lower(model, x, labels=y, weight_bits=cfg.hardware.weight_bits,
+        x, y = encoded_test_inputs(data(), cfg, cfg.hardware.n_samples)
+        graph, trace = lowering.lower(compressed["model"], x, labels=y, weight_bits=cfg.hardware.weight_bits,
                                       weight_fit=cfg.hardware.weight_fit, device=device,
-                                      name=f"{cfg.compression.method}-r{ratio_of(cfg):g}", compression=info)
+                                      name=f"{cfg.compression.method}-r{ratio_of(cfg):g}",
+                                      compression=compressed["result"])
         graph.save(folder / "graph.npz")
         trace.save(folder / "trace.npz")
     return cache.get_or_make("lowered", keys.lowered, make, meta={"stage": "lowered"})
 
 
 def model_row(cfg: RunConfig, cache: StageCache, progress: bool = False) -> tuple[dict, Path]:
-    """Accuracy/parameter part of a point's row and the folder of its lowered graph + trace (all cached)."""
+    """Accuracy/parameter part of a point's row and the folder of its lowered graph + trace (all cached; a cached
+    entry that fails to verify or load is made again, the dataset is built only when something is made)."""
     keys = stage_keys(cfg)
     device = resolve_device(cfg.device)
-    if cache.has("lowered", keys.lowered) and cache.has("compressed", keys.compressed):
-        dataset = None
-    else:
-        dataset = make_dataset(cfg)
-    low = _lowered(cfg, cache, keys, dataset, device, progress)
-    comp = cache.path("compressed", keys.compressed)
-    payload = checkpoint.load(comp / "model.pt")
-    info = json.loads((comp / "result.json").read_text())
+    data = _lazy_dataset(cfg)
+    _, payload = _compressed(cfg, cache, keys, data, device, progress)
+    info = payload["result"]
     row = {"point_id": keys.point, "method": cfg.compression.method, "ratio": ratio_of(cfg),
            "accuracy": float(payload["extra"]["accuracy"]), "params": int(info["params_after"]),
            "model_bits": int(info.get("size_bits") or 32 * models.count_parameters(payload["model"]))}
-    return row, low
+    return row, _lowered(cfg, cache, keys, data, device, payload)
 
 
 def hardware_row(cfg: RunConfig, graph: hwmodels.NetworkGraph, trace: hwmodels.EventTrace,

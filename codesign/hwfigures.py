@@ -1,6 +1,8 @@
 """Figures of one simulated design point: core occupancy on the mesh, NoC link load, per-layer SynOps and energy,
-latency per hardware step. Inputs are the per-point tables a run stores (points/<id>/*.csv, from SimResult); the
-per-sample table (samples.csv) is what claims are judged on (codesign.claims)."""
+latency per hardware step, and per-core utilisation with the bottleneck core marked and the layer on each core
+named. Energies and latencies are drawn with an SI prefix chosen from the data (µJ, µs). Inputs are the
+per-point tables a run stores (points/<id>/*.csv, from SimResult); the per-sample table (samples.csv) is what
+claims are judged on (codesign.claims)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -13,6 +15,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.collections import LineCollection  # noqa: E402
+
+from codesign.units import si_scale  # noqa: E402
 
 DETAIL_TABLES = ("populations", "cores", "links", "steps", "samples")
 #: file of the per-sample table in a point's folder
@@ -54,6 +58,7 @@ class PointDetails:
         """Read tables written by `save` (an empty links.csv, or a samples.csv missing from an older run folder,
         gives an empty table). Raises FileNotFoundError when another table is missing."""
         def read(name: str) -> pd.DataFrame:
+            """One table; empty when its file is empty (or is a missing samples.csv)."""
             path = folder / f"{name}.csv"
             if name == "samples" and not path.exists():
                 return pd.DataFrame()
@@ -133,17 +138,77 @@ def per_layer(populations: pd.DataFrame, ax) -> None:
     ax.set_ylabel("SynOps per inference")
     ax.set_xticks(x, names, rotation=45, ha="right", fontsize=7)
     ax2 = ax.twinx()
-    ax2.plot(x, populations["energy_j"] * 1e6, "o-", color="C3", label="energy")
-    ax2.set_ylabel("energy per inference (uJ)")
+    scale, unit = si_scale(populations["energy_j"], "J")
+    ax2.plot(x, populations["energy_j"] * scale, "o-", color="C3", label="energy")
+    ax2.set_ylabel(f"energy per inference ({unit})")
     ax.set_title("Per-layer SynOps (bars) and energy (line)", fontsize=9)
 
 
 def step_latency(steps: pd.DataFrame, ax) -> None:
     """Latency of every hardware step of one inference."""
-    ax.bar(steps["step"], steps["latency_s"] * 1e6, color="C2")
+    scale, unit = si_scale(steps["latency_s"], "s")
+    ax.bar(steps["step"], steps["latency_s"] * scale, color="C2")
     ax.set_xlabel("hardware step")
-    ax.set_ylabel("latency (us)")
+    ax.set_ylabel(f"latency ({unit})")
     ax.set_title("Latency per hardware timestep", fontsize=9)
+
+
+def bottleneck_core(cores: pd.DataFrame) -> int | None:
+    """Row position of the core with the most serial work per inference (busy_s), which bounds the pipelined
+    throughput; None when the table has no busy_s (an older run folder) or no cores."""
+    if "busy_s" not in cores.columns or cores.empty:
+        return None
+    return int(np.argmax(cores["busy_s"].to_numpy(float)))
+
+
+def _layer_spans(cores: pd.DataFrame) -> list[tuple[str, int, int]]:
+    """(population, first, last) row positions of each run of consecutive cores holding the same population."""
+    names = cores["population"].astype(str).tolist()
+    spans, start = [], 0
+    for i in range(1, len(names) + 1):
+        if i == len(names) or names[i] != names[start]:
+            spans.append((names[start], start, i - 1))
+            start = i
+    return spans
+
+
+def _name_layers(ax, cores: pd.DataFrame, height: float) -> None:
+    """Write each layer's name over its run of cores at `height` (upright over narrow runs)."""
+    for name, first, last in _layer_spans(cores):
+        ax.text((first + last) / 2, height, name, ha="center", va="bottom", fontsize=7,
+                rotation=90 if last - first < 2 else 0)
+
+
+def _mark_bottleneck(ax, cores: pd.DataFrame, util: np.ndarray, top: float) -> None:
+    """A red triangle over the bottleneck core and a note naming it, its layer and its utilisation."""
+    worst = bottleneck_core(cores)
+    if worst is None:
+        return
+    core = cores["core"].iloc[worst] if "core" in cores.columns else worst
+    ax.plot([worst], [util[worst] + 0.03 * top], "v", color="C3", markersize=7)
+    ax.text(0.01, 0.98, f"\u25bc bottleneck: core {core} ({cores['population'].iloc[worst]}), "
+            f"{util[worst]:.0f} % busy", transform=ax.transAxes, ha="left", va="top", fontsize=7, color="C3")
+
+
+def core_utilization(cores: pd.DataFrame, ax) -> None:
+    """Utilisation of every core (busy_s / latency_s, %), coloured by the layer it holds, with each layer's name
+    over its cores and the bottleneck core (most busy_s) marked and named."""
+    if "utilization" not in cores.columns or cores.empty:
+        ax.text(0.5, 0.5, "no per-core busy time in this run folder", ha="center", va="center",
+                transform=ax.transAxes)
+        ax.set_axis_off()
+        return
+    util = cores["utilization"].to_numpy(float) * 100
+    layers = list(dict.fromkeys(cores["population"].astype(str)))
+    ax.bar(np.arange(len(cores)), util, width=0.85,
+           color=[f"C{layers.index(p) % 10}" for p in cores["population"].astype(str)])
+    top = max(float(np.nanmax(util)), 1e-9)
+    _name_layers(ax, cores, top * 1.08)
+    _mark_bottleneck(ax, cores, util, top)
+    ax.set_ylim(0, top * 1.5)
+    ax.set_xlabel("core")
+    ax.set_ylabel("utilisation (% of the inference)")
+    ax.set_title("Per-core utilisation by layer (bottleneck marked)", fontsize=9)
 
 
 #: figure name -> (caption, drawing function, table it needs)
@@ -152,6 +217,7 @@ DETAIL_FIGURES = {
     "link_load": ("NoC link-load heatmap", link_heatmap, "links"),
     "per_layer": ("Per-layer SynOps and energy", per_layer, "populations"),
     "step_latency": ("Latency per hardware timestep", step_latency, "steps"),
+    "core_utilization": ("Per-core utilisation by layer, bottleneck core marked", core_utilization, "cores"),
 }
 
 

@@ -18,6 +18,7 @@ import pandas as pd
 
 from codesign.figures import ENERGY_PREFIX, ENERGY_SUFFIX, Figure, energy_components, render, result_figures
 from codesign.hwfigures import PointDetails, detail_figures
+from codesign.units import MICRO
 
 META_NAME = "report_meta.json"
 #: columns shown in the report table, with the unit factor and label used for people
@@ -25,16 +26,16 @@ DISPLAY_COLUMNS = {
     "series": (None, "series"), "method": (None, "method"), "ratio": (None, "ratio"),
     "accuracy": (100.0, "accuracy (%)"), "params": (None, "params"), "synops": (None, "SynOps / inf."),
     "spikes": (None, "spikes / inf."), "cores_used": (None, "cores"), "model_bits": (1 / 8192, "model (KiB)"),
-    "memory_bits": (1 / 8192, "synapse mem. (KiB)"), "energy_j": (1e6, "energy / inf. (uJ)"),
-    "latency_s": (1e6, "latency / inf. (us)"), "fits": (None, "fits"), "pareto": (None, "Pareto"),
+    "memory_bits": (1 / 8192, "synapse mem. (KiB)"), "energy_j": (1e6, f"energy / inf. ({MICRO}J)"),
+    "latency_s": (1e6, f"latency / inf. ({MICRO}s)"), "fits": (None, "fits"), "pareto": (None, "Pareto"),
 }
 MAX_HIGHLIGHTS = 3
-ENERGY_TABLE = "Energy per inference by component (uJ)"
-LATENCY_TABLE = "Latency per inference (us) and accuracy on the chip (%)"
+ENERGY_TABLE = f"Energy per inference by component ({MICRO}J)"
+LATENCY_TABLE = f"Latency per inference ({MICRO}s) and accuracy on the chip (%)"
 
 
 def display_table(df: pd.DataFrame) -> pd.DataFrame:
-    """The results converted to people's units (%, KiB, uJ, us) with readable column names."""
+    """The results converted to people's units (%, KiB, µJ, µs) with readable column names."""
     out = {}
     for col, (scale, label) in DISPLAY_COLUMNS.items():
         if col in df.columns:
@@ -68,7 +69,7 @@ def _with_interval(out: pd.DataFrame, df: pd.DataFrame, column: str, scale: floa
 
 
 def energy_table(df: pd.DataFrame) -> pd.DataFrame | None:
-    """Energy per inference of every point by component, the total and its bootstrap CI, in uJ (None when the
+    """Energy per inference of every point by component, the total and its bootstrap CI, in µJ (None when the
     results have no energy components, e.g. no point fitted the chip)."""
     comps = energy_components(df)
     if not comps or "energy_j" not in df.columns or "ratio" not in df.columns:
@@ -81,9 +82,9 @@ def energy_table(df: pd.DataFrame) -> pd.DataFrame | None:
 
 
 def latency_table(df: pd.DataFrame) -> pd.DataFrame | None:
-    """Mean latency per inference with its bootstrap CI and the p50/p95/p99 percentiles over samples (us), and
+    """Mean latency per inference with its bootstrap CI and the p50/p95/p99 percentiles over samples, and
     the accuracy of the chip's own predictions on the simulated samples with its CI (%), where the results have
-    them (None when they have no latency percentiles, e.g. an older run folder)."""
+    them (None when they have no latency percentiles, e.g. an older run folder). Latencies in µs."""
     pct = [c for c in ("latency_p50_s", "latency_p95_s", "latency_p99_s") if c in df.columns]
     if not pct or "ratio" not in df.columns:
         return None
@@ -103,6 +104,7 @@ def derived_tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
 
 
 def _fmt(v) -> str:
+    """A cell for people: floats to 4 significant digits (thousands separated), ints with separators."""
     if isinstance(v, float):
         return f"{v:,.4g}" if abs(v) < 1e4 else f"{v:,.0f}"
     if isinstance(v, int):
@@ -110,15 +112,23 @@ def _fmt(v) -> str:
     return str(v)
 
 
+def markdown_cell(text: str) -> str:
+    """`text` made safe inside a markdown table cell: '|' as '\\|' and line breaks as spaces (a label such as
+    'sca | bits=4' stays one cell)."""
+    return " ".join(str(text).splitlines()).replace("|", "\\|")
+
+
 def markdown_table(df: pd.DataFrame) -> str:
-    """A GitHub-flavoured markdown table of `df`."""
-    head = "| " + " | ".join(map(str, df.columns)) + " |"
+    """A GitHub-flavoured markdown table of `df` (cells and headers escaped with `markdown_cell`)."""
+    head = "| " + " | ".join(markdown_cell(c) for c in df.columns) + " |"
     sep = "|" + "|".join("---" for _ in df.columns) + "|"
-    rows = ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in df.astype(object).itertuples(index=False)]
+    rows = ["| " + " | ".join(markdown_cell(_fmt(v)) for v in row) + " |"
+            for row in df.astype(object).itertuples(index=False)]
     return "\n".join([head, sep, *rows])
 
 
 def _html_table(df: pd.DataFrame) -> str:
+    """An HTML table of `df`; headers and cells are HTML-escaped."""
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in row) + "</tr>"
                    for row in df.astype(object).itertuples(index=False))

@@ -16,10 +16,12 @@ import pandas as pd
 from hwmodels.connectivity import fan_in
 from hwmodels.partition import MappingError, Partition, partition
 from hwmodels.placement import PLACEMENTS, USES_TRAFFIC, slot_coords, traffic_matrix
+from hwmodels.npzfile import array, file_name, open_npz, quote, read_meta
 from hwmodels.signatures import mapping_signature
 from hwmodels.spec import ChipSpec
 from hwmodels.storage import FORMATS
 from hwmodels.trace import EventTrace, NetworkGraph, _atomic_savez
+from hwmodels.trace_check import check_trace
 
 __all__ = ["FORMATS", "Mapping", "MappingError", "PLACEMENTS", "Partition", "fan_in", "map_network", "partition"]
 
@@ -36,8 +38,13 @@ class Mapping:
     mesh_shape: (mesh_width, mesh_height) of one chip (None: one chip, no chip boundaries);
     core_state_bits / core_axons: int64 (cores_used,) neuron-state bits and distinct input axons per core.
     verified_for: set by map_network (and hwmodels.mapping_check): (mapping signature of the chip, assignment
-        fingerprint) whose per-core tables were computed from the graph; a mapping whose assignment changed, or
-        that is used on another chip, is checked again (hwmodels.mapping_check.check_mapping).
+        fingerprint, made) whose per-core tables were computed from the graph; made is True when map_network
+        partitioned the graph for that chip, False when check_mapping verified a mapping made elsewhere. A
+        mapping whose assignment changed, or a verified one used on another chip, is checked again; one that
+        map_network made for a chip with other mapping-relevant fields is refused
+        (hwmodels.mapping_check.check_mapping).
+    Raises ValueError when the per-core arrays do not have one entry per core (tile_xy, chip_xy: two) or an
+    assignment is not a 1-D integer array.
     """
 
     core_of_neuron: dict[str, np.ndarray]
@@ -59,6 +66,17 @@ class Mapping:
                             ("core_axons", (self.cores_used,))):
             value = getattr(self, name)
             object.__setattr__(self, name, np.zeros(shape, np.int64) if value is None else np.asarray(value, np.int64))
+        for name, shape in (("core_neurons", (self.cores_used,)), ("core_synapse_bits", (self.cores_used,)),
+                            ("tile_xy", (self.cores_used, 2)), ("chip_xy", (self.cores_used, 2)),
+                            ("core_state_bits", (self.cores_used,)), ("core_axons", (self.cores_used,))):
+            got = np.shape(getattr(self, name))
+            if got != shape:
+                raise ValueError(f"mapping.{name}: shape {got} should be {shape} (one entry per core)")
+        for pop, cores in self.core_of_neuron.items():
+            cores = np.asarray(cores)
+            if cores.ndim != 1 or cores.dtype.kind not in "iu":
+                raise ValueError(f"mapping.core_of_neuron[{quote(pop)}]: {cores.dtype} {cores.shape} should be a "
+                                 "1-D integer array (a core id per neuron)")
 
     @property
     def cores_used(self) -> int:
@@ -136,15 +154,28 @@ class Mapping:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Mapping":
-        """Read a mapping written by `save` (files without the multi-chip fields load as one chip)."""
-        with np.load(path) as z:
-            meta = json.loads(bytes(z["meta"]).decode())
-            core_of = {name: z[f"pop{i}"] for i, name in enumerate(meta["populations"])}
-            opt = {k: z[k] for k in ("chip_xy", "core_state_bits", "core_axons") if k in z}
-            return cls(core_of, tuple(meta["core_population"]), z["core_neurons"], z["core_synapse_bits"],
-                       z["tile_xy"], meta["placement"], meta["chip_name"],
-                       chips_per_row=meta.get("chips_per_row", 1),
-                       mesh_shape=tuple(meta["mesh_shape"]) if meta.get("mesh_shape") else None, **opt)
+        """Read a mapping written by `save` (files without the multi-chip fields load as one chip). A loaded
+        mapping is checked against the graph and chip it is used with (hwmodels.mapping_check.check_mapping).
+
+        Raises FileNotFoundError when `path` does not exist and a one-line ValueError naming the file and what
+        was expected for anything else: a directory, a file that is not an .npz (empty, truncated, another
+        format), a network graph or event trace file, meta that is not a JSON object with the mapping's keys,
+        or arrays of the wrong dtype or shape.
+        """
+        with open_npz(path, "mapping") as z:
+            name = file_name(path)
+            meta = read_meta(z, name, "mapping", MAPPING_META)
+            core_of = {pop: array(z, name, f"pop{i}", "int", 1) for i, pop in enumerate(meta["populations"])}
+            opt = {k: array(z, name, k, "int") for k in ("chip_xy", "core_state_bits", "core_axons") if k in z.files}
+            return cls(core_of, tuple(meta["core_population"]), array(z, name, "core_neurons", "int", 1),
+                       array(z, name, "core_synapse_bits", "int", 1), array(z, name, "tile_xy", "int", 2),
+                       meta["placement"], meta["chip_name"], chips_per_row=int(meta.get("chips_per_row", 1)),
+                       mesh_shape=tuple(int(v) for v in meta["mesh_shape"]) if meta.get("mesh_shape") else None,
+                       **opt)
+
+
+#: keys (and JSON types) of a saved mapping's meta
+MAPPING_META = {"placement": str, "chip_name": str, "core_population": list, "populations": list}
 
 
 def map_network(graph: NetworkGraph, chip: ChipSpec, placement: str = "in_order",
@@ -155,11 +186,14 @@ def map_network(graph: NetworkGraph, chip: ChipSpec, placement: str = "in_order"
     the partition's cores (graph order) or an EventTrace from which it is computed (placement.traffic_matrix,
     only for placements in placement.USES_TRAFFIC; the others ignore it, so a pipeline may always pass its trace).
     seed: seed of the randomised steps of a placement (Kernighan-Lin bisection). Cores beyond one chip spill to
-    the next of chip.n_chips chips. Raises ValueError for an unknown placement (listing them) or a traffic
-    matrix of the wrong shape, and MappingError when the network does not fit.
+    the next of chip.n_chips chips. Raises ValueError for an unknown placement (listing them), a traffic
+    matrix of the wrong shape or a traffic trace that does not belong to the graph (hwmodels.trace_check, when
+    the placement uses it), and MappingError when the network does not fit.
     """
     if placement not in PLACEMENTS:
-        raise ValueError(f"placement: {placement!r} is not one of {', '.join(PLACEMENTS)}")
+        raise ValueError(f"placement: {quote(placement)} is not one of {', '.join(PLACEMENTS)}")
+    if isinstance(traffic, EventTrace) and placement in USES_TRAFFIC:
+        check_trace(graph, traffic)
     part = partition(graph, chip)
     if isinstance(traffic, EventTrace):
         traffic = (traffic_matrix(graph, part.core_of_neuron, part.n_cores, traffic)
@@ -174,7 +208,7 @@ def map_network(graph: NetworkGraph, chip: ChipSpec, placement: str = "in_order"
     m = Mapping(part.core_of_neuron, part.core_population, part.core_neurons, part.core_synapse_bits, tile_xy,
                 placement, chip.name, chip_xy, chip.chip_grid[0], (chip.mesh_width, chip.mesh_height),
                 part.core_state_bits, part.core_axons)
-    return replace(m, verified_for=(mapping_signature(chip), mapping_key(m)))
+    return replace(m, verified_for=(mapping_signature(chip), mapping_key(m), True))
 
 
 def assignment_key(core_of_neuron: dict[str, np.ndarray], core_population: tuple, *tables: np.ndarray) -> tuple:

@@ -14,6 +14,7 @@ import numpy as np
 
 from hwmodels.connectivity import PAID_COUNT, core_fanout, fan_in
 from hwmodels.mapping import Mapping, mapping_key
+from hwmodels.npzfile import quote
 from hwmodels.signatures import mapping_signature
 from hwmodels.spec import ChipSpec
 from hwmodels.storage import memory_terms, pow2ceil, state_bits_per_neuron
@@ -147,14 +148,43 @@ def _check_placement(mapping: Mapping, chip: ChipSpec) -> None:
                          f"{chip.cores_per_tile} per tile")
 
 
+def _flat(signature: object, prefix: str = "") -> dict[str, object]:
+    """{dotted field: value} of a mapping signature (hwmodels.signatures: nested sorted (key, value) tuples)."""
+    is_record = isinstance(signature, tuple) and signature and all(
+        isinstance(kv, tuple) and len(kv) == 2 and isinstance(kv[0], str) for kv in signature)
+    if not is_record:
+        return {prefix: signature}
+    out = {}
+    for key, value in signature:
+        out.update(_flat(value, f"{prefix}.{key}" if prefix else key))
+    return out
+
+
+def _check_chip(mapping: Mapping, chip: ChipSpec) -> None:
+    """ValueError when map_network made `mapping` for a chip whose mapping-relevant fields differ from `chip`'s,
+    naming the first field that differs (a mapping made elsewhere and only checked is checked again instead)."""
+    by_map_network = mapping.verified_for is not None and mapping.verified_for[2]
+    if not by_map_network or mapping.verified_for[0] == mapping_signature(chip):
+        return
+    made, here = _flat(mapping.verified_for[0]), _flat(mapping_signature(chip))
+    key = next((k for k in sorted(set(made) | set(here)) if made.get(k) != here.get(k)), "?")
+    raise ValueError(f"mapping: made for chip {quote(mapping.chip_name)} with {key}={quote(made.get(key), 40)}, not "
+                     f"for chip {quote(chip.name)} with {key}={quote(here.get(key), 40)}; map the graph again with "
+                     "map_network(graph, chip)")
+
+
 def check_mapping(graph: NetworkGraph, mapping: Mapping, chip: ChipSpec) -> Mapping:
     """The mapping with its per-core tables recomputed from the graph (neurons, synapse bits, state bits, axons:
     what it holds, whatever it records). Raises ValueError (one line) unless `mapping` covers exactly the
-    populations of `graph`, every core holds the one population it is recorded for, and every core limit of
-    `chip` (neurons, synapse memory, neuron-state memory, input axons, fan-in, cores per population, cores,
-    mesh, cores per tile) holds."""
-    if mapping.verified_for == (mapping_signature(chip), mapping_key(mapping)):
-        _covers(graph, mapping.core_of_neuron)
+    populations of `graph`, was made for a chip with the same mapping-relevant fields when map_network made it
+    (Mapping.verified_for; hand-made and loaded mappings are judged on what they hold), every core holds the one
+    population it is recorded for, and every core limit of `chip` (neurons, synapse memory, neuron-state
+    memory, input axons, fan-in, cores per population, cores, mesh, cores per tile) holds."""
+    _covers(graph, mapping.core_of_neuron)
+    _check_chip(mapping, chip)
+    verified = mapping.verified_for is not None and mapping.verified_for[:2] == (mapping_signature(chip),
+                                                                                  mapping_key(mapping))
+    if verified:
         _check_placement(mapping, chip)
         return mapping  # tables computed from this graph for this chip by map_network or an earlier check
     tables = core_tables(graph, chip, mapping.core_of_neuron, mapping.cores_used)
@@ -166,7 +196,7 @@ def check_mapping(graph: NetworkGraph, mapping: Mapping, chip: ChipSpec) -> Mapp
     _check_placement(mapping, chip)
     checked = dataclasses.replace(mapping, core_neurons=tables["neurons"], core_synapse_bits=tables["synapse_bits"],
                                   core_state_bits=tables["state_bits"], core_axons=tables["axons"])
-    return dataclasses.replace(checked, verified_for=(mapping_signature(chip), mapping_key(checked)))
+    return dataclasses.replace(checked, verified_for=(mapping_signature(chip), mapping_key(checked), False))
 
 
 def mapping_from_assignment(graph: NetworkGraph, chip: ChipSpec, core_of: dict[str, np.ndarray],

@@ -5,12 +5,14 @@ resolves in the file's top-level `sources:` map (full citations); the loader che
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel
 
+from hwmodels.npzfile import quote
 from hwmodels.spec import ChipSpec
 
 PRESET_DIR = Path(__file__).with_name("presets")
@@ -29,7 +31,7 @@ def read_preset(name: str) -> dict:
     """
     names = list_presets()
     if name not in names:
-        raise ValueError(f"preset: {name!r} is not one of {', '.join(names)}")
+        raise ValueError(f"preset: {quote(name)} is not one of {', '.join(names)}")
     with open(PRESET_DIR / f"{name}.yaml", encoding="utf-8") as fh:
         return yaml.safe_load(fh)
 
@@ -42,16 +44,18 @@ def strip_sources(node: Any, sources: dict[str, str], path: str = "") -> Any:
     """Replace every `{value, source[, note]}` leaf under `node` by its value, checking provenance.
 
     Raises ValueError (naming the YAML path) when a number has no source leaf, when a source key is not in
-    `sources`, when a leaf has keys other than value/source/note, or when a leaf's value is not a number.
+    `sources`, when a leaf has keys other than value/source/note, or when a leaf's value is not a finite number.
     """
     if isinstance(node, dict) and "value" in node:
         extra = set(node) - set(LEAF_KEYS)
         if extra or "source" not in node:
             raise ValueError(f"preset {path}: a leaf needs keys value, source (optional note); got {sorted(node)}")
         if node["source"] not in sources:
-            raise ValueError(f"preset {path}.source: {node['source']!r} is not one of {', '.join(sources)}")
+            raise ValueError(f"preset {path}.source: {quote(node['source'])} is not one of {', '.join(sources)}")
         if not _is_number(node["value"]):
-            raise ValueError(f"preset {path}.value: {node['value']!r} is not a number")
+            raise ValueError(f"preset {path}.value: {quote(node['value'])} is not a number")
+        if not math.isfinite(node["value"]):
+            raise ValueError(f"preset {path}.value: {node['value']!r} is not a finite number (NaN and inf refused)")
         return node["value"]
     if isinstance(node, dict):
         return {k: strip_sources(v, sources, f"{path}.{k}" if path else str(k)) for k, v in node.items()}
@@ -113,7 +117,7 @@ def apply_overrides(chip: ChipSpec, overrides: dict[str, Any] | None) -> ChipSpe
     data = chip.model_dump()
     for key, value in (overrides or {}).items():
         if key not in accepted:
-            raise ValueError(f"override key {key!r} is not one of {', '.join(accepted)}")
+            raise ValueError(f"override key {quote(key)} is not one of {', '.join(accepted)}")
         *parents, leaf = key.split(".")
         node = data
         for part in parents:

@@ -22,6 +22,7 @@ from hwmodels.result import SimResult
 from hwmodels.simcache import SimCache, mapping_signature
 from hwmodels.spec import ChipSpec
 from hwmodels.trace import EventTrace, NetworkGraph
+from hwmodels.trace_check import check_trace
 
 #: latency model name -> fn(batches [(actions, times, route use)], network, buffer depth) -> [Timing per batch]
 MODELS = {"des": des.timing_batches, "analytic": analytic.timing_batches}
@@ -199,11 +200,13 @@ def simulate(graph: NetworkGraph, trace: EventTrace, chip: ChipSpec, mapping: Ma
     drive a progress bar; hwmodels itself draws none).
     Energy (J): action counts x the chip's energy table, by component (hwmodels.energy): synapse compute and
     memory, neuron compute and memory, network, static (static power x each sample's latency).
-    Raises ValueError for an unknown model/semantics, a trace that does not match the graph, or a given mapping
-    that does not cover the graph or breaks a core limit (hwmodels.mapping_check), and MappingError when the
-    network does not fit.
+    Raises ValueError, before any work, for an unknown model/semantics, a trace that does not belong to the
+    graph (hwmodels.trace_check: no samples, another graph's fingerprint, other populations, sizes or
+    timesteps), or a given mapping made for another chip, that does not cover the graph or breaks a core limit
+    (hwmodels.mapping_check), and MappingError when the network does not fit.
     """
     _check_args(model, semantics, batch_samples)
+    check_trace(graph, trace)
     mapping, tables, net = _inputs(graph, chip, mapping, multicast, cache)
     n_steps = SEMANTICS[semantics](graph, trace.n_timesteps)[0]
     table = energy.energy_table(chip, mapping, graph)

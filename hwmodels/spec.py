@@ -1,7 +1,8 @@
 """Chip description as frozen, validated parameter records: CoreSpec, RouterSpec and ChipSpec (pydantic v2).
 
 Behaviour (mapping, simulation) lives elsewhere; these records only hold numbers, in SI units named by suffix
-(_j, _s, _bits, _w). Construction errors are ValueErrors with a one-line message naming the field and its bounds.
+(_j, _s, _bits, _w). Construction errors are ValueErrors with a one-line message naming the field and its bounds;
+every number must be finite (NaN and inf are refused, naming the field).
 """
 from __future__ import annotations
 
@@ -55,9 +56,10 @@ def one_line_error(model: type[BaseModel], err: ValidationError) -> SpecError:
 
 
 class _Spec(BaseModel):
-    """Base of all spec records: frozen, unknown fields rejected, one-line ValueError on bad input."""
+    """Base of all spec records: frozen, unknown fields rejected, NaN and inf refused, one-line ValueError on bad
+    input."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     def __init__(self, **data: Any) -> None:
         try:

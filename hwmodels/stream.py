@@ -4,7 +4,8 @@ folder memory-mapped, so a long trace (10,000 samples and more) never has to sit
 Folder layout (TRACE_FORMAT_VERSION of hwmodels.trace): offsets.npy (int64, CSR row offsets), indices.npy
 (int32), values.npy (float32, graded traces only), labels.npy / predictions.npy (int64, when recorded),
 activity<p>.npy (uint8, the packed neuron activity of population index p, hwmodels.activity, flattened),
-meta.json (populations, n_samples, n_timesteps, format_version, activity: {population: bytes per row}).
+meta.json (populations, n_samples, n_timesteps, format_version, activity: {population: bytes per row}, and when
+known sizes: {population: neurons} and graph_fingerprint: NetworkGraph.fingerprint() of the recorded graph).
 meta.json is written last, so a folder without it is incomplete.
 """
 from __future__ import annotations
@@ -17,8 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from hwmodels.activity import n_bytes
-
-from hwmodels.trace import TRACE_FORMAT_VERSION, TRACE_VERSIONS_READ, EventTrace
+from hwmodels.npzfile import decode_meta, file_name, load_npy, one_line, quote
+from hwmodels.trace import (TRACE_FORMAT_VERSION, TRACE_META, TRACE_VERSIONS_READ, EventTrace, activity_columns,
+                            optional_meta)
 
 _HEADER_BYTES = 128  # fixed .npy v1.0 header, rewritten with the final length on close
 
@@ -55,12 +57,16 @@ class TraceWriter:
     path: the folder (created; must not hold a trace already). graded: store spike values (float32); batches
     without values store 1.0. labels / predictions: store one label / predicted class per sample (every batch
     must then carry them). activity: {population: neurons} whose packed activity every batch carries.
+    graph_fingerprint / sizes: NetworkGraph.fingerprint() of the recorded graph and {population: neurons}, written
+    to meta.json; None: taken from the first batch that carries them (EventTrace.graph_fingerprint / sizes).
     Raises ValueError when a batch's populations or timesteps differ, when a batch has values but graded is
-    False, or labels, predictions or activity are missing; FileExistsError when `path` already holds a meta.json.
+    False, labels, predictions or activity are missing, or its graph fingerprint or sizes differ from the
+    writer's; FileExistsError when `path` already holds a meta.json.
     """
 
     def __init__(self, path: str | os.PathLike, populations: list[str], n_timesteps: int, graded: bool = False,
-                 labels: bool = False, predictions: bool = False, activity: dict[str, int] | None = None):
+                 labels: bool = False, predictions: bool = False, activity: dict[str, int] | None = None,
+                 graph_fingerprint: str | None = None, sizes: dict[str, int] | None = None):
         self.path = Path(path)
         if (self.path / "meta.json").exists():
             raise FileExistsError(f"{self.path}: already holds a trace (meta.json)")
@@ -68,6 +74,7 @@ class TraceWriter:
         self.populations, self.n_timesteps, self.n_samples = tuple(populations), int(n_timesteps), 0
         self.graded, self.labels, self.predictions = graded, labels, predictions
         self.activity = dict(activity or {})
+        self.provenance = {"graph_fingerprint": graph_fingerprint, "sizes": None if sizes is None else dict(sizes)}
         self._cols = {"offsets": _Column(self.path / "offsets.npy", np.int64),
                       "indices": _Column(self.path / "indices.npy", np.int32)}
         if graded:
@@ -93,6 +100,7 @@ class TraceWriter:
         for name in self.activity:
             if name not in batch.activity:
                 raise ValueError(f"trace batch: activity of {name!r} missing (the writer records it)")
+        self._adopt(batch)
         self._cols["offsets"].append(np.asarray(batch.offsets[1:]) + self._base)
         self._cols["indices"].append(batch.indices)
         if self.graded:
@@ -105,13 +113,23 @@ class TraceWriter:
         self._base += int(batch.offsets[-1])
         self.n_samples += batch.n_samples
 
+    def _adopt(self, batch: EventTrace) -> None:
+        """Take the batch's graph fingerprint and sizes when the writer has none; ValueError when they differ."""
+        for key in ("graph_fingerprint", "sizes"):
+            got, have = getattr(batch, key), self.provenance[key]
+            if got is not None and have is not None and got != have:
+                raise ValueError(f"trace batch: {key} {quote(got)} differs from the writer's {quote(have)} (a batch "
+                                 "recorded on another graph)")
+            self.provenance[key] = have if have is not None else got
+
     def close(self) -> None:
         """Finish the .npy headers and write meta.json (the trace is complete only then)."""
         for col in self._cols.values():
             col.close()
         meta = {"format_version": TRACE_FORMAT_VERSION, "populations": list(self.populations),
                 "n_samples": self.n_samples, "n_timesteps": self.n_timesteps,
-                "activity": {name: n_bytes(size) for name, size in self.activity.items()}}
+                "activity": {name: n_bytes(size) for name, size in self.activity.items()},
+                **{k: v for k, v in self.provenance.items() if v is not None}}
         (self.path / "meta.json").write_text(json.dumps(meta))
 
     def __enter__(self) -> "TraceWriter":
@@ -129,26 +147,62 @@ def write_trace(path: str | os.PathLike, trace: EventTrace, batch_samples: int =
     """Write a whole in-memory `trace` as a trace folder (TraceWriter), batch_samples samples at a time."""
     sizes = {name: 8 * np.shape(a)[-1] for name, a in trace.activity.items()}  # row bytes are what is kept
     with TraceWriter(path, list(trace.populations), trace.n_timesteps, trace.values is not None,
-                     trace.labels is not None, trace.predictions is not None, sizes) as w:
+                     trace.labels is not None, trace.predictions is not None, sizes, trace.graph_fingerprint,
+                     trace.sizes) as w:
         for s0 in range(0, trace.n_samples, batch_samples):
             w.append(trace.select(slice(s0, min(s0 + batch_samples, trace.n_samples))))
+
+
+#: the .npy columns of a trace folder: (name, dtype kind of hwmodels.npzfile.KINDS, required)
+COLUMNS = (("offsets", "int", True), ("indices", "int", True), ("values", "float", False),
+           ("labels", "int", False), ("predictions", "int", False))
 
 
 def open_trace(path: str | os.PathLike) -> EventTrace:
     """Open a trace folder written by TraceWriter as an EventTrace whose arrays are read-only memory maps.
 
-    Raises FileNotFoundError when meta.json is missing (incomplete folder) and ValueError on an unknown
-    format version.
+    Raises FileNotFoundError when `path` or its meta.json is missing (an incomplete folder) and a one-line
+    ValueError naming the file and what was expected for anything else: a file instead of a folder (an .npz
+    trace loads with EventTrace.load), meta.json that is not a JSON object with the trace's keys (or is the meta
+    of another kind of file), an unknown format version, a missing, truncated or wrongly typed .npy column, or
+    columns the EventTrace constructor refuses.
     """
     path = Path(path)
-    meta = json.loads((path / "meta.json").read_text())
-    if meta.get("format_version") not in TRACE_VERSIONS_READ:
-        raise ValueError(f"{path}: format_version {meta.get('format_version')!r} is not one of "
-                         f"{', '.join(map(str, TRACE_VERSIONS_READ))}")
-    load = {name: np.load(path / f"{name}.npy", mmap_mode="r") if (path / f"{name}.npy").exists() else None
-            for name in ("offsets", "indices", "values", "labels", "predictions")}
+    meta = _folder_meta(path)
+    name = file_name(path)
+    cols = {col: load_npy(path / f"{col}.npy", "trace folder", kind)
+            if required or (path / f"{col}.npy").exists() else None for col, kind, required in COLUMNS}
     pops, n_s, n_t = meta["populations"], meta["n_samples"], meta["n_timesteps"]
-    activity = {name: np.load(path / f"activity{pops.index(name)}.npy", mmap_mode="r").reshape(n_s, n_t + 1, nb)
-                for name, nb in meta.get("activity", {}).items()}
-    return EventTrace(pops, n_s, n_t, load["offsets"], load["indices"], load["values"], load["labels"],
-                      activity, load["predictions"])
+    try:
+        activity = {pop: _activity_column(path / f"activity{i}.npy", n_s, n_t, meta["activity"][pop])
+                    for pop, i in activity_columns(meta, name, dict).items()}
+        return EventTrace(pops, n_s, n_t, cols["offsets"], cols["indices"], cols["values"], cols["labels"],
+                          activity, cols["predictions"], **optional_meta(meta, name))
+    except ValueError as exc:
+        raise ValueError(one_line(exc) if str(exc).startswith(name) else f"{name}: {one_line(exc)}") from None
+
+
+def _folder_meta(path: Path) -> dict:
+    """The checked meta.json of trace folder `path` (see open_trace for the errors)."""
+    if not path.exists():
+        raise FileNotFoundError(f"{file_name(path)}: no such trace folder")
+    if path.is_file():
+        raise ValueError(f"{file_name(path)}: is a file, not a trace folder; load an .npz trace with EventTrace.load")
+    meta_path = path / "meta.json"
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"{file_name(meta_path)}: missing; {file_name(path)} is not a complete trace folder")
+    meta = decode_meta(meta_path.read_bytes(), file_name(meta_path), "event trace", TRACE_META)
+    if meta["format_version"] not in TRACE_VERSIONS_READ:
+        raise ValueError(f"{file_name(meta_path)}: format_version {quote(meta['format_version'])} is not one of "
+                         f"{', '.join(map(str, TRACE_VERSIONS_READ))}")
+    return meta
+
+
+def _activity_column(path: Path, n_samples: int, n_timesteps: int, row_bytes: object) -> np.ndarray:
+    """The packed activity column `path` as (n_samples, n_timesteps + 1, row_bytes); ValueError naming the file
+    when its length does not fit."""
+    a = load_npy(path, "trace folder", "uint8")
+    if not isinstance(row_bytes, int) or row_bytes < 1 or a.size != n_samples * (n_timesteps + 1) * row_bytes:
+        raise ValueError(f"{file_name(path)}: {a.size} bytes do not fill ({n_samples}, {n_timesteps + 1}, "
+                         f"{quote(row_bytes)}) activity rows")
+    return a.reshape(n_samples, n_timesteps + 1, row_bytes)

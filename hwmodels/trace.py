@@ -5,7 +5,9 @@ two objects; `hwmodels` consumes nothing else. See ../shared/DESIGN.md, "The con
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -16,6 +18,7 @@ import numpy as np
 
 from hwmodels.activity import check as check_activity
 from hwmodels.activity import pack as pack_activity
+from hwmodels.npzfile import array, file_name, open_npz, quote, read_meta, type_names
 
 NEURON_KINDS = ("input", "IF", "LIF", "PLIF", "sLIF", "relay")
 PROJECTION_KINDS = ("dense", "conv")
@@ -31,7 +34,20 @@ TRACE_VERSIONS_READ = (1, 2)
 def _check_choice(field_name: str, value: str, accepted: tuple[str, ...]) -> None:
     """Raise ValueError naming `field_name` when `value` is not one of `accepted`."""
     if value not in accepted:
-        raise ValueError(f"{field_name}: {value!r} is not one of {', '.join(accepted)}")
+        raise ValueError(f"{field_name}: {quote(value)} is not one of {', '.join(accepted)}")
+
+
+def _is_real(x: object) -> bool:
+    """True for an int or float (numpy scalars included), False for bool, str, None and the rest."""
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, (bool, np.bool_))
+
+
+def _check_finite(field_name: str, owner: str, a: np.ndarray) -> None:
+    """Raise ValueError naming `field_name` of `owner` when the float array `a` holds NaN or inf."""
+    bad = a.size - int(np.count_nonzero(np.isfinite(a)))
+    if bad:
+        raise ValueError(f"{field_name}: {quote(owner)} has {bad} non-finite value{'s' if bad > 1 else ''} (NaN or "
+                         "inf); weights and biases must be finite")
 
 
 @dataclass(frozen=True)
@@ -41,11 +57,14 @@ class NeuronModel:
     kind: one of NEURON_KINDS ("input" marks an encoder population with no neuron state; "relay" a non-spiking
         dendritic relay that emits its graded value every timestep it holds one, e.g. the rank-r middle of a
         low-rank projection, see hwmodels.storage).
-    threshold: firing threshold theta (dimensionless, same units as the membrane potential).
+    threshold: firing threshold theta (dimensionless, same units as the membrane potential); +inf for a
+        non-spiking readout.
     tau: membrane time constant in timesteps (LIF family; SpikingJelly H = V + (X - (V - V_reset)) / tau);
         None for IF (no leak).
     v_reset: hard-reset value, or None for soft reset (subtract theta).
     decay_input: SpikingJelly's `decay_input` flag (input divided by tau as well).
+    Raises ValueError for an unknown kind, a NaN or -inf threshold, a tau that is not a finite number >= 1, or a
+    non-finite v_reset.
     """
 
     kind: str = "IF"
@@ -56,8 +75,13 @@ class NeuronModel:
 
     def __post_init__(self) -> None:
         _check_choice("neuron.kind", self.kind, NEURON_KINDS)
-        if self.tau is not None and self.tau < 1.0:
-            raise ValueError(f"neuron.tau: {self.tau} must be >= 1 timestep or None")
+        if not _is_real(self.threshold) or math.isnan(self.threshold) or self.threshold == -math.inf:
+            raise ValueError(f"neuron.threshold: {quote(self.threshold)} must be a number or +inf (a non-spiking "
+                             "readout)")
+        if self.tau is not None and not (_is_real(self.tau) and 1.0 <= self.tau < math.inf):
+            raise ValueError(f"neuron.tau: {quote(self.tau)} must be a finite number >= 1 timestep or None")
+        if self.v_reset is not None and not (_is_real(self.v_reset) and math.isfinite(self.v_reset)):
+            raise ValueError(f"neuron.v_reset: {quote(self.v_reset)} must be a finite number or None (soft reset)")
 
 
 @dataclass(frozen=True)
@@ -109,6 +133,7 @@ class Projection:
     weight_bits: bits per stored weight (1..32). storage: one of STORAGE_FORMATS; decides memory and which
     synaptic events the chip pays (see hwmodels.connectivity).
     bias: optional per-target-neuron constant input (shape (n_target,)), e.g. a folded BatchNorm shift.
+    Weights and bias must be finite (ValueError naming the projection otherwise).
     gate, gate_index: a gated ("dynamic") projection, whose weights change every timestep because they are
         themselves spikes, e.g. spiking self-attention Q K^T V (Zhou et al., Spikformer, ICLR 2023). gate names a
         population and gate_index (int, shape of `weight`) a neuron of it for every weight entry; at timestep t of
@@ -146,7 +171,10 @@ class Projection:
         w = np.asarray(self.weight, dtype=np.float32)
         if w.ndim != want_ndim:
             raise ValueError(f"projection.weight: {self.kind} needs {want_ndim} dims, got shape {w.shape}")
+        _check_finite("projection.weight", self.name, w)
         object.__setattr__(self, "weight", w)
+        if self.bias is not None:
+            _check_finite("projection.bias", self.name, np.asarray(self.bias, dtype=np.float64))
         for name in ("stride", "padding", "dilation"):
             object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
         if not 1 <= self.weight_bits <= 32:
@@ -240,6 +268,25 @@ class NetworkGraph:
         """Total neurons over all populations."""
         return sum(p.size for p in self.populations.values())
 
+    def fingerprint(self) -> str:
+        """16 hex digits of a SHA-256 over what decides the network's events: every population (name, shape,
+        neuron model, graded) and projection (name, ends, kind, geometry, groups, gate; weights, bias and gate
+        indices bit for bit), in order. The graph's name and metadata, storage formats, weight bits and state
+        bits are left out: a label or a hardware choice, which a trace recorded on the graph does not depend on.
+        A saved and reloaded graph has the fingerprint of the original."""
+        h = hashlib.sha256()
+        for pop in self.populations.values():
+            h.update(_canonical({"name": pop.name, "shape": list(pop.shape), "neuron": asdict(pop.neuron),
+                                 "graded": pop.graded}))
+        for proj in self.projections:
+            keys = ("name", "source", "target", "kind", "stride", "padding", "dilation", "groups", "gate")
+            arrays = (proj.weight, None if proj.bias is None else np.asarray(proj.bias, np.float32), proj.gate_index)
+            h.update(_canonical({**{k: getattr(proj, k) for k in keys},
+                                 "shapes": [None if a is None else list(a.shape) for a in arrays]}))
+            for a in arrays:
+                h.update(b"" if a is None else np.ascontiguousarray(a).tobytes())
+        return h.hexdigest()[:16]
+
     def save(self, path: str | os.PathLike) -> None:
         """Write the graph to one `.npz` (weights as arrays, everything else as JSON); atomic."""
         meta = {"format_version": GRAPH_FORMAT_VERSION, "name": self.name, "metadata": self.metadata,
@@ -261,17 +308,22 @@ class NetworkGraph:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "NetworkGraph":
-        """Read a graph written by `save`. Raises ValueError on an unknown format version."""
-        with np.load(path) as z:
-            meta = json.loads(bytes(z["meta"]).decode())
+        """Read a graph written by `save`.
+
+        Raises FileNotFoundError when `path` does not exist and a one-line ValueError naming the file and what
+        was expected for anything else that is not such a graph: a directory, a file that is not an .npz
+        (empty, truncated, another format), an unknown format version, an event trace or mapping file, meta
+        that is not a JSON object with the graph's keys, arrays of the wrong dtype or shape, non-finite weights,
+        biases or thresholds, or a graph the constructor refuses.
+        """
+        with open_npz(path, "network graph") as z:
+            name = file_name(path)
+            meta = read_meta(z, name, "network graph", GRAPH_META)
             _check_version(meta, path, (GRAPH_FORMAT_VERSION,))
-            pops = [_pop_from_dict(d) for d in meta["populations"]]
-            projs = []
-            for i, d in enumerate(meta["projections"]):
-                has_bias = d.pop("has_bias")
-                gate = {"gate": d.pop("gate"), "gate_index": z[f"g{i}"]} if "gate" in d else {}
-                projs.append(Projection(weight=z[f"w{i}"], bias=z[f"b{i}"] if has_bias else None, **d, **gate))
-        return cls(pops, projs, name=meta["name"], metadata=meta["metadata"])
+            pops = [_pop_from_dict(_entry(d, POPULATION_KEYS, f"{name}: meta['populations'][{i}]"))
+                    for i, d in enumerate(meta["populations"])]
+            projs = [_projection_from(z, name, i, d) for i, d in enumerate(meta["projections"])]
+            return cls(pops, projs, name=meta["name"], metadata=meta["metadata"])
 
 
 def conv_output_shape(proj: Projection, src_shape: tuple[int, ...]) -> tuple[int, int, int]:
@@ -313,6 +365,39 @@ def _check_gate_population(proj: Projection, gate: Population | None, population
                          f"{gate.name!r}, which has {gate.size}")
 
 
+#: keys (and JSON types) of a saved graph's meta, of each population entry and of each projection entry
+GRAPH_META = {"format_version": int, "name": str, "metadata": dict, "populations": list, "projections": list}
+POPULATION_KEYS = {"name": str, "shape": list, "neuron": dict, "state_bits": int, "graded": bool}
+PROJECTION_KEYS = {"name": str, "source": str, "target": str, "kind": str, "stride": list, "padding": list,
+                   "dilation": list, "groups": int, "weight_bits": int, "storage": str, "has_bias": bool}
+
+
+def _canonical(obj: dict) -> bytes:
+    """Canonical JSON bytes of a dict of plain values (numpy scalars as Python numbers), for hashing."""
+    return json.dumps(obj, sort_keys=True, default=lambda v: v.item() if hasattr(v, "item") else str(v)).encode()
+
+
+def _entry(d: object, keys: dict[str, type], where: str) -> dict:
+    """`d` when it is a dict holding `keys` with values of their types; ValueError naming `where` otherwise."""
+    if not isinstance(d, dict):
+        raise ValueError(f"{where}: is {quote(d)}, expected a JSON object with keys {', '.join(keys)}")
+    for key, kind in keys.items():
+        if key not in d:
+            raise ValueError(f"{where}: lacks {key!r} (expected keys {', '.join(keys)})")
+        if not isinstance(d[key], kind) or (isinstance(d[key], bool) and kind is not bool):
+            raise ValueError(f"{where}[{key!r}] is {quote(d[key])}, expected {type_names(kind)}")
+    return d
+
+
+def _projection_from(z, name: str, i: int, d: object) -> Projection:
+    """Projection i of an open graph .npz (file `name`) from its meta entry `d` and arrays w<i>, b<i>, g<i>."""
+    d = dict(_entry(d, PROJECTION_KEYS, f"{name}: meta['projections'][{i}]"))
+    has_bias = d.pop("has_bias")
+    gate = {"gate": d.pop("gate"), "gate_index": array(z, name, f"g{i}", "int")} if "gate" in d else {}
+    bias = array(z, name, f"b{i}", "float", 1) if has_bias else None
+    return Projection(weight=array(z, name, f"w{i}", "float"), bias=bias, **d, **gate)
+
+
 def _pop_to_dict(pop: Population) -> dict:
     d = asdict(pop)
     d["shape"] = list(pop.shape)
@@ -327,7 +412,7 @@ def _pop_from_dict(d: dict) -> Population:
 def _check_version(meta: dict, path, accepted: tuple[int, ...]) -> None:
     """Raise ValueError naming the file when its format_version is not one of `accepted`."""
     if meta.get("format_version") not in accepted:
-        raise ValueError(f"{path}: format_version {meta.get('format_version')!r} is not one of "
+        raise ValueError(f"{file_name(path)}: format_version {quote(meta.get('format_version'))} is not one of "
                          f"{', '.join(map(str, accepted))}")
 
 
@@ -366,28 +451,37 @@ class EventTrace:
     timestep and population, plus those left with a non-zero potential after the last timestep: the packed
     layout of hwmodels.activity; populations without an entry follow the default rule (every neuron updated in
     each of its timesteps). `sizes` ({population: neurons}) is needed to check `activity` (else its shapes are
-    checked when it is used).
+    checked when it is used); it is kept and saved, so a consumer can check the trace against its graph.
+    `graph_fingerprint`: NetworkGraph.fingerprint() of the graph the trace was recorded on (workloads.lowering
+    sets it), or None (older traces, hand-made ones); hwmodels.trace_check compares it with the graph simulated.
 
-    Raises ValueError when offsets/indices/values/labels/predictions/activity are inconsistent.
+    Raises ValueError when populations repeat or are empty, n_samples < 0, n_timesteps < 1, or
+    offsets/indices/values/labels/predictions/activity/sizes are inconsistent.
     """
 
     def __init__(self, populations: list[str], n_samples: int, n_timesteps: int, offsets: np.ndarray,
                  indices: np.ndarray, values: np.ndarray | None = None, labels: np.ndarray | None = None,
                  activity: dict[str, np.ndarray] | None = None, predictions: np.ndarray | None = None,
-                 sizes: dict[str, int] | None = None):
+                 sizes: dict[str, int] | None = None, graph_fingerprint: str | None = None):
         self.populations = tuple(populations)
-        self.n_samples = int(n_samples)
-        self.n_timesteps = int(n_timesteps)
+        self.n_samples = _count("trace.n_samples", n_samples, 0)
+        self.n_timesteps = _count("trace.n_timesteps", n_timesteps, 1)
         self.offsets = np.asarray(offsets, dtype=np.int64)
         self.indices = np.asarray(indices, dtype=np.int32)
         self.values = None if values is None else np.asarray(values, dtype=np.float32)
         self.labels = None if labels is None else np.asarray(labels, dtype=np.int64)
         self.predictions = None if predictions is None else np.asarray(predictions, dtype=np.int64)
         self._pop_index = {name: i for i, name in enumerate(self.populations)}
+        self.sizes = _check_sizes(sizes, self.populations)
+        self.graph_fingerprint = None if graph_fingerprint is None else str(graph_fingerprint)
         self._validate()
-        self.activity = check_activity(activity or {}, self.populations, self.n_samples, self.n_timesteps, sizes)
+        self.activity = check_activity(activity or {}, self.populations, self.n_samples, self.n_timesteps,
+                                       self.sizes)
 
     def _validate(self) -> None:
+        names = self.populations
+        if not names or len(set(names)) != len(names) or not all(isinstance(n, str) and n for n in names):
+            raise ValueError(f"trace.populations: {quote(list(names))} must be non-empty, unique names")
         rows = self.n_samples * self.n_timesteps * len(self.populations)
         if self.offsets.shape != (rows + 1,):
             raise ValueError(f"trace.offsets: shape {self.offsets.shape} should be ({rows + 1},)")
@@ -426,7 +520,8 @@ class EventTrace:
                           self.indices[lo:hi], None if self.values is None else self.values[lo:hi],
                           None if self.labels is None else self.labels[s:s + 1],
                           {n: a[s:s + 1] for n, a in self.activity.items()},
-                          None if self.predictions is None else self.predictions[s:s + 1])
+                          None if self.predictions is None else self.predictions[s:s + 1], self.sizes,
+                          self.graph_fingerprint)
 
     def iter_samples(self) -> Iterator["EventTrace"]:
         """Yield one single-sample EventTrace per sample (views), so consumers hold one sample at a time."""
@@ -440,13 +535,16 @@ class EventTrace:
 
     @classmethod
     def from_dense(cls, spikes: dict[str, np.ndarray], labels: np.ndarray | None = None,
-                   graded: tuple[str, ...] = (), activity: dict[str, np.ndarray] | None = None) -> "EventTrace":
+                   graded: tuple[str, ...] = (), activity: dict[str, np.ndarray] | None = None,
+                   graph_fingerprint: str | None = None) -> "EventTrace":
         """Build a trace from dense spike tensors.
 
         spikes: {population: array of shape (n_samples, n_timesteps, *population_shape)}, in population order;
             an event is any non-zero entry. Populations in `graded` keep their values; the others store 1.0.
+            The trace's sizes are the population sizes of these arrays.
         activity: optional {population: bool array (n_samples, n_timesteps + 1, *population_shape)} of updated
             neurons (row n_timesteps: non-zero potential after the last timestep; see hwmodels.activity).
+        graph_fingerprint: NetworkGraph.fingerprint() of the graph the spikes come from, or None.
         Raises ValueError when sample or timestep counts differ between populations.
         """
         names = list(spikes)
@@ -475,7 +573,7 @@ class EventTrace:
         values = np.concatenate(val_parts) if any_graded else None
         packed = {n: pack_activity(np.asarray(a, bool).reshape(n_s, n_t + 1, -1)) for n, a in (activity or {}).items()}
         return cls(names, n_s, n_t, offsets, indices, values, labels, packed,
-                   sizes={n: flat[n].shape[2] for n in names})
+                   sizes={n: flat[n].shape[2] for n in names}, graph_fingerprint=graph_fingerprint)
 
     def to_dense(self, population: str, shape: tuple[int, ...]) -> np.ndarray:
         """Dense float32 array (n_samples, n_timesteps, *shape) of one population's spike values."""
@@ -488,9 +586,11 @@ class EventTrace:
         return out.reshape((self.n_samples, self.n_timesteps) + tuple(shape))
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the trace to `.npz` (atomic: temp file, then rename)."""
+        """Write the trace to `.npz` (atomic: temp file, then rename); sizes and graph_fingerprint go into the
+        meta when known."""
         meta = {"format_version": TRACE_FORMAT_VERSION, "populations": list(self.populations),
-                "n_samples": self.n_samples, "n_timesteps": self.n_timesteps, "activity": list(self.activity)}
+                "n_samples": self.n_samples, "n_timesteps": self.n_timesteps, "activity": list(self.activity),
+                **self.provenance()}
         arrays = {"offsets": self.offsets, "indices": self.indices,
                   "meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)}
         for name in ("values", "labels", "predictions"):
@@ -500,33 +600,109 @@ class EventTrace:
             arrays[f"activity{self.populations.index(name)}"] = packed
         _atomic_savez(path, arrays)
 
+    def provenance(self) -> dict:
+        """The optional meta a saved trace carries: {"sizes": {...}, "graph_fingerprint": "..."}, the known ones."""
+        out = {"sizes": self.sizes, "graph_fingerprint": self.graph_fingerprint}
+        return {k: v for k, v in out.items() if v is not None}
+
     @classmethod
     def load(cls, path: str | os.PathLike) -> "EventTrace":
         """Read a trace written by `save` (format 1 or 2; a format-1 trace has no activity, so the default rule
-        of hwmodels.activity applies). Raises ValueError on an unknown format version."""
-        with np.load(path) as z:
-            meta = json.loads(bytes(z["meta"]).decode())
+        of hwmodels.activity applies; traces saved before sizes and graph fingerprints were recorded load
+        without them).
+
+        Raises FileNotFoundError when `path` does not exist and a one-line ValueError naming the file and what
+        was expected for anything else: a directory (a streamed trace folder opens with EventTrace.open), a file
+        that is not an .npz (empty, truncated, another format), an unknown format version, a network graph or
+        mapping file, meta that is not a JSON object with the trace's keys, arrays of the wrong dtype or shape,
+        or arrays the constructor refuses.
+        """
+        with open_npz(path, "event trace", "; open a streamed trace folder with EventTrace.open") as z:
+            name = file_name(path)
+            meta = read_meta(z, name, "event trace", TRACE_META)
             _check_version(meta, path, TRACE_VERSIONS_READ)
-            pops = meta["populations"]
-            opt = {k: z[k] if k in z else None for k in ("values", "labels", "predictions")}
-            activity = {name: z[f"activity{pops.index(name)}"] for name in meta.get("activity", [])}
-            return cls(pops, meta["n_samples"], meta["n_timesteps"], z["offsets"], z["indices"], opt["values"],
-                       opt["labels"], activity, opt["predictions"])
+            opt = {k: array(z, name, k, kind, 1) if k in z.files else None
+                   for k, kind in (("values", "float"), ("labels", "int"), ("predictions", "int"))}
+            activity = {pop: array(z, name, f"activity{i}", "uint8", 3)
+                        for pop, i in activity_columns(meta, name, list).items()}
+            csr = [array(z, name, k, "int", 1) for k in ("offsets", "indices")]
+            return cls(meta["populations"], meta["n_samples"], meta["n_timesteps"], *csr, opt["values"],
+                       opt["labels"], activity, opt["predictions"], **optional_meta(meta, name))
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> "EventTrace":
         """Open a trace folder written by hwmodels.stream.TraceWriter, memory-mapped (read-only, nothing is read
-        until used), so simulate() streams it batch by batch. Raises FileNotFoundError for an incomplete folder."""
+        until used), so simulate() streams it batch by batch. Raises FileNotFoundError for a missing or
+        incomplete folder and a one-line ValueError naming the file for a bad one (hwmodels.stream.open_trace)."""
         from hwmodels.stream import open_trace  # stream imports this module
         return open_trace(path)
+
+
+#: keys (and JSON types) every saved trace's meta holds (.npz and streamed folders)
+TRACE_META = {"format_version": int, "populations": list, "n_samples": int, "n_timesteps": int}
+
+
+def activity_columns(meta: dict, name: str, kind: type) -> dict[str, int]:
+    """{population: its index} of the populations whose activity a trace meta lists (a list in an .npz trace,
+    a {population: bytes per row} object in a streamed one: `kind`). Raises ValueError naming the file `name`
+    when the entry is not of `kind` or names an unknown population."""
+    listed = meta.get("activity", kind())
+    if not isinstance(listed, kind):
+        raise ValueError(f"{name}: meta['activity'] is {quote(listed)}, expected a JSON {kind.__name__}")
+    pops = meta["populations"]
+    for pop in listed:
+        if pop not in pops:
+            raise ValueError(f"{name}: meta['activity'] names {quote(pop)}, not one of the trace's populations")
+    return {pop: pops.index(pop) for pop in listed}
+
+
+def optional_meta(meta: dict, name: str) -> dict:
+    """{"sizes", "graph_fingerprint"} of a trace meta (None when absent; the EventTrace constructor checks the
+    entries of sizes). Raises ValueError naming the file `name` when sizes is not a JSON object or the
+    fingerprint not a string."""
+    sizes, fp = meta.get("sizes"), meta.get("graph_fingerprint")
+    if sizes is not None and not isinstance(sizes, dict):
+        raise ValueError(f"{name}: meta['sizes'] is {quote(sizes)}, expected a JSON object {{population: neurons}}")
+    if fp is not None and not isinstance(fp, str):
+        raise ValueError(f"{name}: meta['graph_fingerprint'] is {quote(fp)}, expected a string")
+    return {"sizes": sizes, "graph_fingerprint": fp}
+
+
+def _count(field_name: str, value: object, low: int) -> int:
+    """`value` as an int >= low; ValueError naming `field_name` otherwise (bools and fractions refused)."""
+    if not _is_real(value) or not math.isfinite(value) or int(value) != value or value < low:
+        raise ValueError(f"{field_name}: {quote(value)} must be an integer >= {low}")
+    return int(value)
+
+
+def _check_sizes(sizes: dict | None, populations: tuple[str, ...]) -> dict[str, int] | None:
+    """`sizes` as {population: int >= 1} over known populations (None stays None); ValueError otherwise."""
+    if sizes is None:
+        return None
+    out = {}
+    for pop, size in dict(sizes).items():
+        if pop not in populations:
+            raise ValueError(f"trace.sizes: population {quote(pop)} is not one of {', '.join(populations)}")
+        out[pop] = _count(f"trace.sizes[{pop!r}]", size, 1)
+    return out
+
+
+def _merged(traces: list[EventTrace], key: str):
+    """The common `key` ("sizes" or "graph_fingerprint") of `traces`: None when one lacks it; ValueError when
+    two differ (traces recorded on different graphs)."""
+    known = [getattr(tr, key) for tr in traces if getattr(tr, key) is not None]
+    if any(v != known[0] for v in known[1:]):
+        raise ValueError(f"concat_traces: traces differ in {key} ({quote(known[0])} vs "
+                         f"{quote(next(v for v in known if v != known[0]))}); they come from different graphs")
+    return known[0] if len(known) == len(traces) else None
 
 
 def concat_traces(traces: list[EventTrace]) -> EventTrace:
     """Concatenate traces with the same populations and timesteps along the sample axis.
 
-    Activity is kept for the populations every trace records (others fall back to the default rule); labels and
-    predictions when every trace has them. Raises ValueError when populations or timestep counts differ, or the
-    list is empty.
+    Activity is kept for the populations every trace records (others fall back to the default rule); labels,
+    predictions, sizes and the graph fingerprint when every trace has them. Raises ValueError when populations,
+    timestep counts, sizes or graph fingerprints differ, or the list is empty.
     """
     if not traces:
         raise ValueError("concat_traces: needs at least one trace")
@@ -548,4 +724,4 @@ def concat_traces(traces: list[EventTrace]) -> EventTrace:
     activity = {n: np.concatenate([tr.activity[n] for tr in traces]) for n in first.activity if n in shared}
     return EventTrace(first.populations, sum(tr.n_samples for tr in traces), first.n_timesteps,
                       np.concatenate(offsets), np.concatenate([tr.indices for tr in traces]), values, labels,
-                      activity, predictions)
+                      activity, predictions, _merged(traces, "sizes"), _merged(traces, "graph_fingerprint"))

@@ -1,14 +1,23 @@
-"""Model checkpoints: the module with its config, package versions and an architecture signature.
+"""Model checkpoints that load without running code: tensors plus a JSON header, read with torch's weights-only
+unpickler.
 
-A checkpoint stores the whole module (so pruned, low-rank or quantized architectures reload without rebuilding
-them) plus the signature of its parameters; `load_into` refuses a checkpoint whose signature differs from the
-model it is loaded into, naming the first mismatching parameter.
+A checkpoint (format version 2) is one torch.save file holding only strings and tensors:
+{"format": FORMAT, "version": 2, "header": JSON text, "tensors": {key: tensor}}. The header holds the config,
+`extra`, package versions, the parameter signature and the architecture as data (`workloads.module_tree`: the
+module tree with class names from an allow-list, every attribute a plain value), so pruned, low-rank, quantized and
+neuron-swapped models reload exactly. `load` rebuilds the module and checks it against the stored signature;
+`load_into` refuses a checkpoint whose signature differs from the model it is loaded into, naming the first
+mismatching parameter. Version-1 checkpoints (whole pickled modules) are refused, never unpickled.
 """
 from __future__ import annotations
 
+import json
 import os
+import pickle
 import platform
+import re
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +25,13 @@ import spikingjelly
 import torch
 from torch import nn
 
-CHECKPOINT_VERSION = 1
+import workloads.compression  # noqa: F401  (imports every module class a compressed model may hold)
+import workloads.models  # noqa: F401  (the model zoo's module classes)
+from workloads import module_tree
+
+CHECKPOINT_VERSION = 2
+#: the "format" entry of every checkpoint file
+FORMAT = "snn-codesign-checkpoint"
 
 
 def signature(model: nn.Module) -> list[tuple[str, tuple[int, ...]]]:
@@ -31,12 +46,36 @@ def versions() -> dict[str, str]:
             "spikingjelly": getattr(spikingjelly, "__version__", "unknown")}
 
 
+def _json_value(v):
+    """json.dumps default: numpy scalars and arrays as Python values; anything else is refused."""
+    if isinstance(v, (np.generic, np.ndarray)):
+        return v.tolist()
+    raise TypeError(f"a {type(v).__name__} is not JSON data")
+
+
+def _header(model: nn.Module, config: dict | None, extra: dict | None) -> tuple[str, dict[str, torch.Tensor]]:
+    """The JSON header text and the tensors of a checkpoint of `model`."""
+    tree, tensors = module_tree.describe(model)
+    header = {"config": config or {}, "extra": extra or {}, "versions": versions(), "module": tree,
+              "signature": [[name, list(shape)] for name, shape in signature(model)]}
+    try:
+        return json.dumps(header, default=_json_value), tensors
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"config and extra must be JSON data ({exc})") from None
+
+
 def save(model: nn.Module, path: str | os.PathLike, config: dict | None = None, extra: dict | None = None) -> None:
-    """Write `model` (moved to CPU) with `config`, `extra`, versions and its signature; atomic (temp + rename)."""
+    """Write `model` (its tensors copied to CPU; the model itself is not moved) with `config`, `extra` (JSON
+    data: numbers, strings, lists, dicts; numpy values become Python ones), package versions and its signature.
+    Atomic (temp file + rename). Raises ValueError when the model holds something that cannot be stored as data
+    (see `workloads.module_tree.describe`) or config/extra are not JSON data."""
     path = Path(path)
+    try:
+        text, tensors = _header(model, config, extra)
+    except ValueError as exc:
+        raise ValueError(f"checkpoint {path}: {exc}") from None
+    payload = {"format": FORMAT, "version": CHECKPOINT_VERSION, "header": text, "tensors": tensors}
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"version": CHECKPOINT_VERSION, "model": model.to("cpu"), "signature": signature(model),
-               "config": config or {}, "extra": extra or {}, "versions": versions()}
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     os.close(fd)
     try:
@@ -47,23 +86,69 @@ def save(model: nn.Module, path: str | os.PathLike, config: dict | None = None, 
             os.unlink(tmp)
 
 
-def load(path: str | os.PathLike) -> dict:
-    """Read a checkpoint: {"model", "signature", "config", "extra", "versions"}.
+def _refusal(exc: BaseException) -> str:
+    """One-line reason from torch's weights-only unpickler (e.g. 'refused pickle global posix.system')."""
+    text = str(exc)
+    found = re.search(r"GLOBAL ([\w.]+)", text)
+    if found:
+        return f"refused pickle global {found.group(1)}"
+    first = text.strip().splitlines()[0].split(". ")[0] if text.strip() else ""
+    return f"{type(exc).__name__}: {first}"[:200] if first else type(exc).__name__
 
-    Raises FileNotFoundError when absent and ValueError for an unknown checkpoint version. Checkpoints are
-    pickles written by this project; load only files you trust.
-    """
-    payload = torch.load(Path(path), map_location="cpu", weights_only=False)
+
+def _read(path: Path) -> dict:
+    """The raw payload dict, read with the weights-only unpickler; ValueError (one line) for anything else."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (FileNotFoundError, PermissionError):
+        raise
+    except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError, KeyError, IndexError, TypeError,
+            AttributeError) as exc:  # OSError: torch's zip reader on a truncated file (EINVAL)
+        raise ValueError(f"checkpoint {path}: not a readable version-{CHECKPOINT_VERSION} checkpoint "
+                         f"({_refusal(exc)}); older checkpoints (pickled modules) are never loaded: re-create "
+                         f"it") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ValueError(f"checkpoint {path}: not a {FORMAT} file")
     if payload.get("version") != CHECKPOINT_VERSION:
-        raise ValueError(f"checkpoint {path}: version {payload.get('version')!r} is not {CHECKPOINT_VERSION}")
+        raise ValueError(f"checkpoint {path}: version {payload.get('version')!r} is not {CHECKPOINT_VERSION}; "
+                         "re-create it")
     return payload
+
+
+def load(path: str | os.PathLike) -> dict:
+    """Read a checkpoint: {"model", "signature", "config", "extra", "versions", "version"}.
+
+    "model" is the rebuilt module on CPU (same classes, attributes, parameters and buffers as when saved);
+    "signature" a list of (name, shape tuple). Nothing in the file can run code: it is read with torch's
+    weights-only unpickler and the architecture is rebuilt from data (`workloads.module_tree`). Raises
+    FileNotFoundError when absent and ValueError (one line) for another version, a foreign, truncated or
+    tampered file, or a model that does not match its stored signature.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path}: no such file")
+    payload = _read(path)
+    try:
+        header = json.loads(payload["header"])
+        model = module_tree.rebuild(header["module"], payload["tensors"])
+        stored = [(str(name), tuple(int(s) for s in shape)) for name, shape in header["signature"]]
+        out = {"model": model, "signature": stored, "config": header["config"], "extra": header["extra"],
+               "versions": header["versions"], "version": CHECKPOINT_VERSION}
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ValueError(f"checkpoint {path}: malformed content ({msg})") from None
+    if signature(model) != stored:
+        raise ValueError(f"checkpoint {path}: the rebuilt model does not match the stored signature")
+    return out
 
 
 def load_into(model: nn.Module, path: str | os.PathLike) -> dict:
     """Copy a checkpoint's weights into `model` after checking that the architectures match.
 
     Raises ValueError naming the first parameter whose name or shape differs (e.g. a pruned checkpoint loaded
-    into the dense architecture). Returns the checkpoint payload.
+    into the dense architecture), and what `load` raises. Returns the checkpoint payload (see `load`).
     """
     payload = load(path)
     want, got = signature(model), payload["signature"]

@@ -77,7 +77,8 @@ def lower(model: nn.Module, inputs: torch.Tensor, *, labels=None, weight_bits: i
     neurons updated at each timestep (workloads.lowering_activity: spiking nodes from their own input current and
     membrane potentials, max-pool and relays where they emit, the readout where its current or potential is
     non-zero); trace.predictions the class of each sample (argmax of the model output averaged over T) when the
-    model outputs (T, N, n_classes), else None.
+    model outputs (T, N, n_classes), else None; trace.sizes the population sizes and trace.graph_fingerprint
+    graph.fingerprint() (hwmodels.simulate refuses the trace with any other graph).
     Synaptic events of this graph and trace (hwmodels.connectivity) with count="structural" equal SpikingJelly's
     SynOpCounter on the Conv2d/Linear projections for binary inputs; SpikingJelly counts nothing for max-pool
     (no convolution) and for graded inputs (only spike-driven operations), and also nothing for a layer after
@@ -277,7 +278,8 @@ def _record_batch(model: nn.Module, x: torch.Tensor, graph: NetworkGraph, probes
 
 def _assemble(graph: NetworkGraph, n_samples: int, n_t: int, batches: list[dict],
               labels: np.ndarray | None) -> EventTrace:
-    """The EventTrace of the batches of _record_batch, in order."""
+    """The EventTrace of the batches of _record_batch, in order, with the sizes and fingerprint of `graph` (the
+    graph the spikes were recorded on, so hwmodels.simulate refuses it with another graph)."""
     counts, indices, values = zip(*(b["csr"] for b in batches))
     offsets = np.concatenate([[0], np.cumsum(np.concatenate(counts))]).astype(np.int64)
     activity = {name: np.concatenate([b["activity"][name] for b in batches]) for name in batches[0]["activity"]}
@@ -285,7 +287,8 @@ def _assemble(graph: NetworkGraph, n_samples: int, n_t: int, batches: list[dict]
     return EventTrace(list(graph.populations), n_samples, n_t, offsets, np.concatenate(indices),
                       None if values[0] is None else np.concatenate(values), labels, activity,
                       None if any(p is None for p in preds) else np.concatenate(preds),
-                      sizes={name: pop.size for name, pop in graph.populations.items()})
+                      sizes={name: pop.size for name, pop in graph.populations.items()},
+                      graph_fingerprint=graph.fingerprint())
 
 
 def _batch_csr(captured: dict[str, torch.Tensor], graph: NetworkGraph, n_t: int, n_b: int,

@@ -111,6 +111,12 @@ def _readout(model: nn.Module, x: torch.Tensor, cfg: TrainConfig, generator: tor
     return model(encode(x, cfg.n_timesteps, cfg.encoding, generator)).mean(0)
 
 
+def progress_bar(iterable, desc: str, progress: bool, leave: bool = True) -> tqdm:
+    """A tqdm bar over `iterable`, drawn only when `progress` is set and stderr is a terminal: in a log file or a
+    pipe (a CI log, a dask worker) every redraw would be a new line, so the bar is off there."""
+    return tqdm(iterable, desc=desc, leave=leave, disable=None if progress else True)  # None: off unless a TTY
+
+
 def run_epoch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, optimizer: torch.optim.Optimizer,
               generator: torch.Generator, scheduler=None, after_backward: Optional[Callable[[], None]] = None,
               progress: bool = True, desc: str = "train") -> dict:
@@ -123,7 +129,7 @@ def run_epoch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConf
     start, n, loss_sum, correct = time.perf_counter(), len(y), 0.0, 0
     order = torch.randperm(n, generator=generator, device=generator.device).to(x.device)
     batches = order.split(cfg.batch_size)
-    for idx in tqdm(batches, desc=desc, disable=not progress, leave=False):
+    for idx in progress_bar(batches, desc, progress, leave=False):
         logits = _readout(model, x[idx], cfg, generator)
         loss = nn.functional.cross_entropy(logits, y[idx])
         optimizer.zero_grad(set_to_none=True)
@@ -158,7 +164,7 @@ def train(model: nn.Module, dataset: Dataset, cfg: TrainConfig, seed: int, devic
     scheduler = make_scheduler(optimizer, cfg, cfg.epochs * steps_per_epoch)
     history = []
     with torch_threads(cfg.num_threads):
-        bar = tqdm(range(cfg.epochs), desc=f"train {dataset.name}", disable=not progress)
+        bar = progress_bar(range(cfg.epochs), f"train {dataset.name}", progress)
         for epoch in bar:
             record = {"epoch": epoch, **run_epoch(model, x, y, cfg, optimizer, generator, scheduler,
                                                   progress=progress, desc=f"epoch {epoch}")}

@@ -1,12 +1,17 @@
-"""The `codesign` CLI as a user runs it: an end-to-end run on digits, and bad input that exits 2 cleanly."""
+"""The `codesign` CLI as a user runs it: an end-to-end run on digits, bad input that exits 2 cleanly, user values
+printed as text (never Rich markup), whole tables when stdout is not a terminal, and `--version`."""
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
+from typer.testing import CliRunner
 
+from codesign.cli import PACKAGE, app
 from codesign.config import load_config
+from codesign.pipeline import RunResult
 from hwmodels.energy import ENERGY_COMPONENTS
 
 QUICK = ["--set", "data.dataset=digits", "--set", "train.epochs=3", "--set", "compression.ratios=[0,0.5]",
@@ -22,9 +27,10 @@ def _codesign(tmp_path, *args):
 
 @pytest.mark.slow
 def test_end_to_end_run_on_digits(tmp_path):
-    proc = _codesign(tmp_path, "run", "--set", "run_name=e2e", *QUICK)
+    # brackets in the run name and the cache folder are text: printed as they are, not read as Rich markup
+    proc = _codesign(tmp_path, "run", "--set", "run_name=e2e[red]", "--set", "cache_dir=.cache[/x]", *QUICK)
     assert proc.returncode == 0, proc.stderr
-    run = tmp_path / "reports" / "e2e"
+    run = tmp_path / "reports" / "e2e[red]"
     df = pd.read_csv(run / "results.csv")
     assert list(df.columns[:7]) == ["method", "ratio", "accuracy", "params", "synops", "energy_j", "latency_s"]
     assert df["ratio"].tolist() == [0.0, 0.5]
@@ -51,9 +57,12 @@ def test_end_to_end_run_on_digits(tmp_path):
     md = (run / "report.md").read_text()
     assert md.count("## Hardware view:") == 2 and "figures/core_map-" in md and "figures/link_load-" in md
     resolved = load_config(run / "config.resolved.yaml")
-    assert resolved.run_name == "e2e" and resolved.data.dataset == "digits" and resolved.hardware.n_samples == 20
-    assert (run / "report.md").read_text().startswith("# Co-design run: e2e\n")
-    assert "SynOps" in proc.stdout and "(uJ)" in proc.stdout
+    assert resolved.run_name == "e2e[red]" and resolved.data.dataset == "digits" and resolved.hardware.n_samples == 20
+    assert (run / "report.md").read_text().startswith("# Co-design run: e2e[red]\n")
+    assert "SynOps" in proc.stdout and "(\u00b5J)" in proc.stdout
+    assert "cached in .cache[/x]" in proc.stdout
+    assert f"report: {Path('reports', 'e2e[red]', 'report.html')}" in proc.stdout.splitlines()
+    assert "\r" not in proc.stderr and "it/s" not in proc.stderr  # no tqdm bars in a captured log
     assert not [p for p in (tmp_path / "reports").iterdir() if p.name.startswith(".")]
 
 
@@ -99,3 +108,162 @@ def test_unreachable_scheduler_exits_2_before_writing_anything(tmp_path, command
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
     assert len(lines) == 1 and "execution.scheduler: no dask scheduler answers at 'tcp://127.0.0.1:9'" in lines[0]
     assert not (tmp_path / "reports").exists() or not any((tmp_path / "reports").iterdir())
+
+
+LONG = "sca | bits=4 | preset=loihi | " + "neurons_per_core=" + "9" * 150  # wider than any terminal
+TRICKY = "run [/x] and [red]"
+
+
+def _result(run_dir: Path, label: str, summary: str) -> RunResult:
+    """A RunResult of two design points whose series label is `label`."""
+    table = pd.DataFrame({"point_id": ["a", "b"], "method": ["sca", "sca"], "series": [label, label],
+                          "ratio": [0.0, 0.5], "accuracy": [0.9, 0.8], "params": [100, 50], "synops": [1e3, 5e2],
+                          "energy_j": [3e-6, 1.5e-6], "latency_s": [2e-5, 1e-5], "pareto": [True, True]})
+    return RunResult(table, run_dir, 1.0, [summary])
+
+
+@pytest.fixture
+def fake_pipelines(monkeypatch):
+    """run, sweep and search replaced by fakes that log a line with markup-like text and return `_result`."""
+    def fake(*args, log, **kwargs):
+        log(f"log line with {TRICKY} in it")
+        return _result(Path("reports") / "out[/x]" / "r[red]", f"{TRICKY} {LONG}", f"summary {TRICKY}")
+    monkeypatch.setattr("codesign.pipeline.run", fake)
+    monkeypatch.setattr("codesign.sweep.sweep", fake)
+    monkeypatch.setattr("codesign.search.search", fake)
+
+
+@pytest.mark.parametrize("command", ["run", "sweep", "search"])
+def test_user_values_print_as_text_and_tables_whole_off_a_terminal(fake_pipelines, command):
+    result = CliRunner().invoke(app, [command])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert f"log line with {TRICKY} in it" in lines  # the pipeline's log callback prints text
+    assert f"- summary {TRICKY}" in lines
+    assert f"report: {Path('reports', 'out[/x]', 'r[red]', 'report.html')}" in lines
+    # the summary table: the whole label in one cell of one line, nothing cut or folded, no colour codes
+    assert sum(f"{TRICKY} {LONG}" in ln for ln in lines) == 2
+    assert "\u2026" not in result.stdout and "\x1b[" not in result.stdout
+
+
+def test_error_line_keeps_brackets(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    result = runner.invoke(app, ["report", "missing[/x]/r[red]"])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == \
+        f"error: report: '{Path('missing[/x]/r[red]/results.csv')}' does not exist (is 'missing[/x]/r[red]' a " \
+        "run folder?)"
+    # through the real pipeline, checked before any work: a run name and an output folder with brackets
+    result = runner.invoke(app, ["run", "--set", "run_name=b[red]", "--set", "output_dir=out[/x]", "--resume"])
+    assert result.exit_code == 2
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"error: --resume: '{Path('out[/x]', 'b[red]')}' does not exist"), line
+    result = runner.invoke(app, ["run", "--set", "run_name=a[/x]b[red]"])
+    assert result.exit_code == 2
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("error: run_name: 'a[/x]b[red]' is not a folder name"), line
+    result = runner.invoke(app, ["validate", "nope[red].yaml", "x"])
+    assert result.exit_code == 2 and "nope[red].yaml" in result.stderr
+
+
+def test_presets_show_prints_every_note_whole():
+    from hwmodels.presets import preset_leaves
+    result = CliRunner().invoke(app, ["presets", "show", "loihi"])
+    assert result.exit_code == 0, result.output
+    for leaf in preset_leaves("loihi"):
+        assert any(str(leaf["note"]) in ln and str(leaf["key"]) in ln for ln in result.stdout.splitlines()), leaf
+
+
+def test_version():
+    from importlib.metadata import version
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.stdout == f"codesign ({PACKAGE}) {version(PACKAGE)}\n"
+    assert PACKAGE in (Path(__file__).parents[2] / "pyproject.toml").read_text()
+
+
+def test_training_bars_stay_off_a_non_terminal(capsys):
+    import dataclasses
+    from workloads.data import load_dataset
+    from workloads.models import build_model
+    from workloads.train import TrainConfig, train
+    ds = load_dataset("digits", seed=0)
+    ds = dataclasses.replace(ds, x_train=ds.x_train[:64], y_train=ds.y_train[:64])
+    model = build_model("mnist_conv", ds.in_shape, ds.n_classes, seed=0)
+    train(model, ds, TrainConfig(epochs=2, batch_size=32, n_timesteps=2), seed=0, progress=True)
+    captured = capsys.readouterr()
+    assert captured.err == "" and captured.out == ""
+
+
+@pytest.fixture(scope="module")
+def saved_net(tmp_path_factory):
+    """A small conv net and 4 samples of its spikes saved as g.npz / t.npz, with its DES result on Loihi at 40
+    neurons per core (several cores)."""
+    import numpy as np
+    import hwmodels
+    from hwmodels.trace import EventTrace, NetworkGraph, NeuronModel, Population, Projection
+    rng = np.random.default_rng(0)
+    pops = [Population("in", (1, 6, 6), NeuronModel("input")), Population("h", (4, 6, 6), NeuronModel("LIF", tau=2.0)),
+            Population("o", (3,), NeuronModel("IF", threshold=float("inf")))]
+    projs = [Projection("c", "in", "h", "conv", rng.normal(size=(4, 1, 3, 3)), padding=(1, 1)),
+             Projection("f", "h", "o", "dense", rng.normal(size=(3, 144)))]
+    graph = NetworkGraph(pops, projs)
+    trace = EventTrace.from_dense({"in": rng.random((4, 2, 1, 6, 6)) < 0.3, "h": rng.random((4, 2, 4, 6, 6)) < 0.2,
+                                   "o": np.zeros((4, 2, 3))})
+    folder = tmp_path_factory.mktemp("net")
+    graph.save(folder / "g.npz")
+    trace.save(folder / "t.npz")
+    sim = hwmodels.simulate(graph, trace, hwmodels.load_preset("loihi", {"core.neurons_per_core": 40}))
+    return folder, sim
+
+
+def _simulate(folder: Path, *args):
+    return CliRunner().invoke(app, ["simulate", str(folder / "g.npz"), str(folder / "t.npz"),
+                                    "--set", "core.neurons_per_core=40", *args])
+
+
+def test_simulate_prints_si_prefixed_energies_and_latencies(saved_net):
+    from codesign.units import si
+    folder, sim = saved_net
+    result = _simulate(folder)
+    assert result.exit_code == 0, result.output
+    cells = {ln.split("│")[1].strip(): [c.strip() for c in ln.split("│")[2:-1]]
+             for ln in result.stdout.splitlines() if ln.count("│") >= 3}
+    # per layer: every energy with its own prefix, never rounded away to 0
+    pops = sim.populations
+    assert cells["h"][4] == si(pops.loc["h", "energy_j"], "J", 3) and cells["h"][4].endswith("nJ")
+    assert cells["o"][4] == si(pops.loc["o", "energy_j"], "J", 3)
+    assert cells["latency_s"][0] == si(sim.latency_s, "s") and cells["latency_s"][0].endswith("\u00b5s")
+    assert cells["energy_j"][0] == si(sim.energy_j, "J") and cells["energy_j"][0].endswith("nJ")
+    assert "\u00b5J" in result.stdout and "uJ" not in result.stdout
+
+
+def test_simulate_json_and_out_file(saved_net, tmp_path):
+    import json
+    folder, sim = saved_net
+    out = tmp_path / "sim.json"
+    result = _simulate(folder, "--json", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)  # stdout is one JSON object and nothing else
+    assert json.loads(out.read_text()) == doc
+    assert [p.name for p in tmp_path.iterdir()] == ["sim.json"]  # the temporary file was renamed, not left
+    assert doc["units"] == {"energy": "J", "latency": "s", "power": "W"}
+    assert doc["energy_j"] == pytest.approx(sim.energy_j) and doc["latency_s"] == pytest.approx(sim.latency_s)
+    assert doc["energy_breakdown_j"] == pytest.approx(sim.energy_breakdown_j)
+    assert sum(doc["energy_breakdown_j"].values()) == pytest.approx(doc["energy_j"])
+    assert doc["totals"]["synops"] == pytest.approx(sim.synops) and doc["totals"]["chip"] == "loihi"
+    layers = {rec["population"]: rec for rec in doc["populations"]}
+    assert list(layers) == ["in", "h", "o"]
+    assert layers["h"]["energy_j"] == pytest.approx(sim.populations.loc["h", "energy_j"])
+    assert layers["h"]["cores"] == sim.populations.loc["h", "cores"]
+
+
+def test_simulate_out_refuses_a_missing_folder(saved_net, tmp_path):
+    folder, _ = saved_net
+    target = tmp_path / "no" / "such" / "sim.json"
+    result = _simulate(folder, "--out", str(target))
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.splitlines() == [f"error: --out: folder '{target.parent}' of '{target}' does not exist"]
+    result = _simulate(folder, "--out", str(tmp_path))
+    assert result.exit_code == 2 and result.stderr.startswith("error: --out: ") and len(result.stderr.splitlines()) == 1

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from matplotlib.container import ErrorbarContainer
 
-from codesign.figures import _energy, _line, _pareto, ci_errors, energy_components
+from codesign.figures import _energy, _hardware, _line, _pareto, ci_errors, energy_components, result_figures
 from codesign.report import (ENERGY_TABLE, LATENCY_TABLE, derived_tables, display_table, markdown_table,
                              write_report)
 from hwmodels.energy import ENERGY_COMPONENTS
@@ -46,8 +46,8 @@ def test_energy_components_and_units():
     assert energy_components(df[df.columns[::-1]]) == list(ENERGY_COMPONENTS)
     assert energy_components(_old_table()) == ["synapse", "neuron", "network", "static"]
     shown = display_table(df)
-    assert shown["energy / inf. (uJ)"].tolist() == [3.0, 1.5]
-    assert shown["latency / inf. (us)"].tolist() == [20.0, 12.0]
+    assert shown["energy / inf. (\u00b5J)"].tolist() == [3.0, 1.5]
+    assert shown["latency / inf. (\u00b5s)"].tolist() == [20.0, 12.0]
     assert shown["accuracy (%)"].tolist() == [97.5, 96.0]
 
 
@@ -126,3 +126,85 @@ def test_old_results_still_report(tmp_path):
     md = (tmp_path / "report.md").read_text()
     assert f"## {ENERGY_TABLE}" in md and LATENCY_TABLE not in md
     assert (tmp_path / "figures" / "energy.png").is_file()
+
+
+def _cells(line: str) -> list[str]:
+    """Cells of a markdown table row, split on the pipes that are not escaped."""
+    return [c.strip() for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
+
+
+def test_labels_with_pipes_and_markup_stay_one_cell(tmp_path):
+    labels = ["sca | bits=4 | preset=loihi", "a[red]|<b>x</b>"]
+    df = _table().assign(series=labels, point_id=["p0", "p1"])
+    write_report(tmp_path, df, "seed: 0\n", ["one line"], title="t")
+    md = (tmp_path / "report.md").read_text().splitlines()
+    head = md.index("## Results") + 2
+    header, rows = _cells(md[head]), [_cells(ln) for ln in md[head + 2:head + 4]]
+    assert all(len(r) == len(header) for r in rows)
+    assert [r[0] for r in rows] == ["sca \\| bits=4 \\| preset=loihi", "a[red]\\|<b>x</b>"]
+    page = (tmp_path / "report.html").read_text()
+    assert "<td>sca | bits=4 | preset=loihi</td>" in page and "<td>a[red]|&lt;b&gt;x&lt;/b&gt;</td>" in page
+    assert "<b>x</b>" not in page
+
+
+def _texts(fig) -> list[str]:
+    """Every text of a figure: titles, axis labels, tick labels, annotations."""
+    return [t.get_text() for t in fig.findobj(plt.Text) if t.get_text()]
+
+
+def test_pareto_points_are_labelled_and_units_use_micro():
+    df = _table().assign(pareto=[True, True])
+    fig = _pareto(df)
+    texts = _texts(fig)
+    assert "r=0" in texts and "r=0.5" in texts
+    assert fig.axes[0].get_xlabel() == "energy per inference (\u00b5J)"
+    plt.close(fig)
+    fig = _pareto(df.assign(series=["sca | preset=loihi", "sca | preset=speck"]))
+    assert {"sca | preset=loihi, r=0", "sca | preset=speck, r=0.5"} <= set(_texts(fig))
+    plt.close(fig)
+    many = pd.concat([df] * 3, ignore_index=True).assign(ratio=[0.0, 0.5, 0.1, 0.6, 0.2, 0.7],
+                                                         energy_j=[6e-6, 1e-6, 5e-6, 2e-6, 4e-6, 3e-6])
+    fig = _pareto(many)  # more front points than fit beside them: numbered in energy order, with a key
+    texts = _texts(fig)
+    assert {"1", "2", "6"} <= set(texts) and "1: r=0.5\n2: r=0.6\n3: r=0.7\n4: r=0.2\n5: r=0.1\n6: r=0" in texts
+    plt.close(fig)
+    fig = _energy(df)
+    assert fig.axes[0].get_ylabel() == "energy per inference (\u00b5J)"
+    plt.close(fig)
+
+
+def _hardware_table() -> pd.DataFrame:
+    """Four points: two presets x two neurons_per_core values, at ratio 0.5 (a sweep's axis columns)."""
+    base = _table().iloc[[1, 1, 1, 1]].reset_index(drop=True)
+    return base.assign(**{"hardware.preset": ["loihi", "loihi", "speck", "speck"],
+                          "hardware.overrides.core.neurons_per_core": [256, 512, 256, 512],
+                          "compression.params.bits": [np.nan] * 4, "energy_j": [1e-6, 2e-6, 3e-6, 4e-6],
+                          "latency_s": [1e-5, 2e-5, 3e-5, 4e-5], "accuracy": [0.9, 0.91, 0.92, 0.93]})
+
+
+def test_metrics_against_each_swept_hardware_parameter(tmp_path):
+    df = _hardware_table()
+    names = [f.name for f in result_figures(df)]
+    assert names[-2:] == ["hw-hardware.preset", "hw-hardware.overrides.core.neurons_per_core"]
+    fig = _hardware(df, "hardware.overrides.core.neurons_per_core")
+    assert [ax.get_ylabel() for ax in fig.axes] == ["energy per inference (\u00b5J)", "latency per inference "
+                                                    "(\u00b5s)", "accuracy (%)"]
+    assert {ax.get_xlabel() for ax in fig.axes} == {"hardware.overrides.core.neurons_per_core"}
+    # one curve per preset, x = neurons per core, y in µJ
+    lines = {ln.get_label(): ln for ln in fig.axes[0].get_lines()}
+    assert set(lines) == {"sca, r=0.5, preset=loihi", "sca, r=0.5, preset=speck"}
+    assert lines["sca, r=0.5, preset=speck"].get_xydata().tolist() == [[256, 3.0], [512, 4.0]]
+    plt.close(fig)
+    fig = _hardware(df, "hardware.preset")  # names on the x axis
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["loihi", "speck"]
+    plt.close(fig)
+    # an axis only some grids have (NaN elsewhere) names its curves with '-' for the rows without it
+    mixed = df.assign(**{"compression.params.bits": [4, np.nan, 4, np.nan]})
+    fig = _hardware(mixed, "hardware.preset")
+    assert {ln.get_label() for ln in fig.axes[2].get_lines()} == {
+        "sca, r=0.5, neurons_per_core=256, bits=4.0", "sca, r=0.5, neurons_per_core=512, bits=-"}
+    plt.close(fig)
+    write_report(tmp_path, df.assign(point_id=["a", "b", "c", "d"]), "", ["s"], title="hw")
+    for name in ("hw-hardware.preset", "hw-hardware.overrides.core.neurons_per_core"):
+        assert (tmp_path / "figures" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+        assert f"figures/{name}.png" in (tmp_path / "report.md").read_text()

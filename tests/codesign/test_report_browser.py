@@ -1,12 +1,13 @@
 """report.html renders offline in headless Chromium and shows every figure it lists (and they are real images)."""
 import shutil
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
 
 import hwmodels
-from codesign.hwfigures import DETAIL_FIGURES, PointDetails
+from codesign.hwfigures import DETAIL_FIGURES, PointDetails, bottleneck_core, core_utilization
 from codesign.report import rebuild_report, write_report
 from hwmodels.trace import EventTrace, NetworkGraph, NeuronModel, Population, Projection
 
@@ -56,6 +57,7 @@ def test_report_lists_result_and_hardware_figures(tmp_path):
     for name in DETAIL_FIGURES:
         assert f"figures/{name}-p0.png" in md and f"figures/{name}-p1.png" in md
     assert "## Provenance" in md and "## Hardware view: sca, ratio 0.5" in md
+    assert (tmp_path / "figures" / "core_utilization-p0.png").read_bytes()[:4] == b"\x89PNG"
     before = (tmp_path / "report.html").read_text()
     (tmp_path / "report.html").unlink()
     rebuild_report(tmp_path)
@@ -88,3 +90,23 @@ def test_report_renders_every_figure_in_headless_chromium(tmp_path):
     assert {alt for alt, *_ in images} >= {"Core occupancy of the mesh", "NoC link-load heatmap",
                                            "Per-layer SynOps and energy", "Latency per hardware timestep",
                                            "Energy per inference, stacked by component"}
+
+
+def test_core_utilisation_marks_the_bottleneck_and_names_the_layers():
+    cores = _details(np.random.default_rng(0)).cores
+    worst = bottleneck_core(cores)
+    assert worst == int(cores["busy_s"].idxmax()) and cores["population"].iloc[worst] == "h"
+    fig, ax = plt.subplots()
+    core_utilization(cores, ax)
+    texts = [t.get_text() for t in ax.texts]
+    assert {"in", "h", "o"} <= set(texts)  # every layer named over its cores
+    util = 100 * cores["utilization"].iloc[worst]
+    assert f"\u25bc bottleneck: core {cores['core'].iloc[worst]} (h), {util:.0f} % busy" in texts
+    heights = [p.get_height() for p in ax.patches]
+    assert heights == pytest.approx((100 * cores["utilization"]).tolist())
+    assert len({p.get_facecolor() for p in ax.patches}) == 3  # one colour per layer
+    plt.close(fig)
+    fig, ax = plt.subplots()  # an older run folder without busy times
+    core_utilization(cores.drop(columns=["busy_s", "utilization"]), ax)
+    assert [t.get_text() for t in ax.texts] == ["no per-core busy time in this run folder"]
+    plt.close(fig)

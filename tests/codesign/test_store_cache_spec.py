@@ -55,7 +55,10 @@ def test_stage_cache_builds_once_and_leaves_nothing_on_failure(tmp_path):
     assert key == config_key({"b": 2, "a": 1}, [2, 3])  # dict key order does not matter
     assert key != config_key({"a": 1, "b": 3}, [2, 3]) and len(key) == 16
     p = cache.get_or_make("s", key, make, meta={"m": 1})
-    assert (p / "x.txt").read_text() == "hi" and json.loads((p / "meta.json").read_text()) == {"m": 1}
+    meta = json.loads((p / "meta.json").read_text())
+    assert (p / "x.txt").read_text() == "hi" and meta["meta"] == {"m": 1}
+    assert meta["files"] == {"x.txt": "8f434346648f6b96df89dda901c5176b10a6d83961dd3c1ac88b59b2dc327aa4"}  # sha256
+    assert (meta["stage"], meta["key"]) == ("s", key)
     cache.get_or_make("s", key, make)
     assert len(calls) == 1
 

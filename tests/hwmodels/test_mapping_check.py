@@ -83,3 +83,21 @@ def test_recorded_numbers_are_replaced_by_what_the_mapping_holds():
     m = map_network(g, chip)
     wrong = dataclasses.replace(m, core_synapse_bits=np.zeros(m.cores_used, np.int64))
     assert simulate(g, tr, chip, mapping=wrong).energy_j == simulate(g, tr, chip, mapping=m).energy_j
+
+
+def test_a_mapping_made_for_another_chip_is_refused_naming_the_field():
+    """map_network partitions for one chip: using its mapping on a chip with other mapping-relevant fields is
+    refused (naming the first field that differs); other energies are fine, and a mapping made elsewhere and only
+    checked is checked again on the new chip."""
+    g, tr = _net()
+    chip = load_preset("loihi")
+    made = map_network(g, load_preset("loihi", {"core.neurons_per_core": 4}))
+    with pytest.raises(ValueError) as err:
+        simulate(g, tr, chip, mapping=made)
+    assert str(err.value) == ("mapping: made for chip 'loihi' with core.neurons_per_core=4, not for chip 'loihi' with "
+                              "core.neurons_per_core=1024; map the graph again with map_network(graph, chip)")
+    cheaper = load_preset("loihi", {"core.synop_energy_j.dense": 1e-12})
+    assert simulate(g, tr, cheaper, mapping=map_network(g, chip)).energy_j > 0
+    checked = mapping_from_assignment(g, chip, {"in": np.zeros(8), "h": np.ones(6), "o": np.full(4, 2)},
+                                      [[0, 0], [0, 0], [1, 0]])
+    assert simulate(g, tr, load_preset("loihi", {"core.neurons_per_core": 8}), mapping=checked).energy_j > 0

@@ -217,3 +217,22 @@ def test_bitmap_cost_falls_back_to_sparse():
     c = load_preset("loihi", {"core.synop_energy_j.sparse": 2e-12})
     assert c.core.synop_energy_j.of("bitmap") == 2e-12
     assert load_preset("loihi", {"core.synop_energy_j.bitmap": 5e-12}).core.synop_energy_j.of("bitmap") == 5e-12
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("key", ["core.synop_energy_j.dense", "router.link_bandwidth_msgs_per_s",
+                                 "core.static_power_w", "barrier_sync_s", "core.synapse_memory.read_j_per_bit"])
+def test_non_finite_costs_are_refused_naming_the_key(key, value):
+    tables = ("barrier_sync_s", "core.synapse_memory.read_j_per_bit")
+    with pytest.raises(ValueError) as err:
+        load_preset("loihi-sanafe" if "synapse_memory" in key else "loihi",
+                    {key: {1: value} if key in tables else value})
+    text = str(err.value)
+    assert text.startswith(f"ChipSpec.{key}") and "finite number" in text and "\n" not in text, text
+
+
+def test_non_finite_preset_numbers_are_refused_naming_the_yaml_path():
+    with pytest.raises(ValueError, match=r"preset core\.x\.value: nan is not a finite number"):
+        strip_sources({"core": {"x": {"value": float("nan"), "source": "a"}}}, {"a": "A"})
+    with pytest.raises(ValueError, match=r"preset t\.1\.value: inf is not a finite number"):
+        strip_sources({"t": {1: {"value": float("inf"), "source": "a"}}}, {"a": "A"})

@@ -143,3 +143,25 @@ def test_activity_counts_per_core_equal_the_unpacked_bits():
         n = int(cores.max()) + 1
         want = np.stack([ref[:, :, cores == c].sum(-1) for c in range(n)], axis=-1)
         assert np.array_equal(activity.window_counts(activity.pack(bits), size, cores, n, (s, t, i)), want)
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: Projection("p", "a", "b", "dense", np.array([[1.0, np.nan]])), "projection.weight: 'p' has 1 non-finite"),
+    (lambda: Projection("p", "a", "b", "dense", np.full((2, 2), np.inf)), "projection.weight: 'p' has 4 non-finite"),
+    (lambda: Projection("p", "a", "b", "dense", np.ones((1, 2)), bias=np.array([-np.inf])), "projection.bias: 'p'"),
+    (lambda: NeuronModel("IF", threshold=float("nan")), "neuron.threshold: nan must be a number or \\+inf"),
+    (lambda: NeuronModel("IF", threshold=-float("inf")), "neuron.threshold: -inf"),
+    (lambda: NeuronModel("LIF", tau=float("nan")), "neuron.tau: nan must be a finite number >= 1"),
+    (lambda: NeuronModel("LIF", tau=float("inf")), "neuron.tau: inf"),
+    (lambda: NeuronModel("IF", v_reset=float("nan")), "neuron.v_reset: nan must be a finite number or None"),
+    (lambda: EventTrace(["a"], -1, 1, np.zeros(1), np.zeros(0)), "trace.n_samples: -1 must be an integer >= 0"),
+    (lambda: EventTrace(["a", "a"], 1, 1, np.zeros(3), np.zeros(0)), "trace.populations: \\['a', 'a'\\] must be"),
+    (lambda: EventTrace(["a"], 1, 1, np.zeros(2), np.zeros(0), sizes={"b": 3}), "trace.sizes: population 'b'"),
+])
+def test_non_finite_weights_thresholds_and_bad_trace_counts_are_refused(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+def test_a_non_spiking_readout_keeps_its_infinite_threshold():
+    assert NeuronModel("IF", threshold=float("inf")).threshold == float("inf")

@@ -1,8 +1,10 @@
 """Dataset loaders read from local files (CIFAR pickles, DVS event files written here in their real formats),
 event binning, the MNIST event-camera emulator (hand-checked events) and event data through encode/train/lower."""
 import math
-import re
+import os
 import pickle
+import re
+import shlex
 
 import numpy as np
 import pytest
@@ -79,6 +81,46 @@ def test_cifar_subsampling_is_seeded_stratified_and_checked(cifar10_root):
     for bad in (0, 21):
         with pytest.raises(ValueError, match="n_train"):
             load_dataset("cifar10", root=cifar10_root, n_train=bad)
+
+
+class _RunsCode:
+    """Unpickling this calls os.system (touching `marker`): what a planted CIFAR file could do."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {shlex.quote(str(self.marker))}",)
+
+
+def test_a_planted_cifar_pickle_is_refused_and_never_runs(cifar10_root):
+    marker = cifar10_root / "ran"
+    batch = cifar10_root / "cifar-10-batches-py" / "data_batch_2"
+    with open(batch, "wb") as f:
+        pickle.dump({b"data": _cifar_rows(4, 0), b"labels": _RunsCode(marker)}, f, protocol=2)
+    with pytest.raises(ValueError, match=re.escape(f"CIFAR file {batch}: not a CIFAR python pickle (refused "
+                                                   "global posix.system)")) as err:
+        load_dataset("cifar10", root=cifar10_root)
+    assert "\n" not in str(err.value) and not marker.exists()
+    batch.write_bytes(pickle.dumps({b"data": _cifar_rows(4, 0)}, protocol=2)[:40])  # truncated
+    with pytest.raises(ValueError, match=f"CIFAR file {re.escape(str(batch))}: not a CIFAR python pickle"):
+        load_dataset("cifar10", root=cifar10_root)
+
+
+def test_genuine_protocol_2_cifar_pickles_of_numpy_arrays_load(cifar10_root):
+    folder = cifar10_root / "cifar-10-batches-py"
+    for b in range(1, 6):  # as the original files: protocol 2, bytes keys, numpy uint8 rows and int labels
+        with open(folder / f"data_batch_{b}", "wb") as f:
+            pickle.dump({b"batch_label": b"training batch", b"data": _cifar_rows(4, 4 * (b - 1)),
+                         b"labels": [(4 * (b - 1) + i) % 10 for i in range(4)],
+                         b"filenames": [b"a.png"] * 4}, f, protocol=2)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({b"label_names": [f"c{i}".encode() for i in range(10)], b"num_vis": 3072,
+                     b"num_cases_per_batch": 4}, f, protocol=2)
+    ds = load_dataset("cifar10", root=cifar10_root)
+    assert ds.x_train.shape == (20, 3, 32, 32) and ds.class_names[:2] == ("c0", "c1")
+    assert torch.equal(ds.x_train[:, 0, 5, 7], torch.arange(20.0) / 255)
+    assert ds.y_train.tolist() == [i % 10 for i in range(20)]
 
 
 def test_missing_files_name_the_path_and_env_root(tmp_path, monkeypatch, cifar10_root):

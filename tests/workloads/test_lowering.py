@@ -417,6 +417,26 @@ def test_graph_and_trace_round_trip(tmp_path):
     assert trace.values is not None and trace.indices.size > 0
 
 
+def test_sequential_traces_record_their_graphs_fingerprint(tmp_path):
+    """The Sequential engine writes the fingerprint (and population sizes) of the graph it lowered into the trace,
+    after the weight fit (a quantized graph's own weights), kept by save/load; the simulator refuses the trace
+    with another model's graph, naming both fingerprints."""
+    from hwmodels import load_preset, simulate
+    x = torch.rand((T, 2, 2, 8, 8), generator=torch.Generator().manual_seed(12))
+    graph, trace = lower(_fold_net(), x, weight_bits=4, weight_fit="quantize")
+    assert trace.graph_fingerprint == graph.fingerprint()
+    assert trace.sizes == {name: pop.size for name, pop in graph.populations.items()}
+    graph.save(tmp_path / "g.npz")
+    trace.save(tmp_path / "t.npz")
+    g2, t2 = NetworkGraph.load(tmp_path / "g.npz"), EventTrace.load(tmp_path / "t.npz")
+    assert t2.graph_fingerprint == g2.fingerprint() == graph.fingerprint()
+    other, _ = lower(_fold_net(), x)  # the float model: other weights
+    with pytest.raises(ValueError) as err:
+        simulate(other, t2, load_preset("loihi"), model="analytic")
+    assert graph.fingerprint() in str(err.value) and other.fingerprint() in str(err.value)
+    assert simulate(g2, t2, load_preset("loihi"), model="analytic").n_samples == 2
+
+
 def test_trace_does_not_depend_on_batch_size_and_matches_from_dense():
     net, x = _default_net(), torch.rand((T, 5, 2, 8, 8), generator=torch.Generator().manual_seed(13))
     net.train()

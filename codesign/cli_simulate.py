@@ -1,0 +1,187 @@
+"""`codesign simulate`: map and simulate a saved graph + trace on a chip preset and print the result with SI
+prefixes (µJ, nJ, µs ...), or as one JSON object in base SI units (J, s, W) with `--json` / `--out FILE`."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import uuid
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from codesign.cli_console import fail, make_console, progress_bar
+from codesign.units import MICRO, si
+
+#: base SI unit of a quantity by the suffix of its name
+UNIT_SUFFIXES = {"_j": "J", "_s": "s", "_w": "W"}
+
+
+def unit_of(name: str) -> str | None:
+    """The base SI unit named by the suffix of `name` (energy_j and its bound energy_j_ci_low -> 'J',
+    latency_p95_s -> 's'), or None."""
+    name = name.removesuffix("_ci_low").removesuffix("_ci_high")
+    return next((unit for suffix, unit in UNIT_SUFFIXES.items() if name.endswith(suffix)), None)
+
+
+def show(name: str, value) -> str:
+    """A value for people: SI-prefixed when `name` has a unit suffix (energy_j 3.5e-5 -> '35 µJ')."""
+    unit = unit_of(name)
+    if isinstance(value, (float, int)) and not isinstance(value, bool) and unit:
+        return si(value, unit)
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """--set key=value items as {key: YAML value}. Raises ValueError for an item without '='."""
+    import yaml
+    overrides = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set: '{item}' must look like key=value")
+        overrides[key.strip()] = yaml.safe_load(raw)
+    return overrides
+
+
+def check_out_path(out: Optional[Path]) -> None:
+    """Raise FileNotFoundError when --out's parent folder does not exist, IsADirectoryError when it is a folder."""
+    if out is None:
+        return
+    if not out.parent.is_dir():
+        raise FileNotFoundError(f"--out: folder '{out.parent}' of '{out}' does not exist")
+    if out.is_dir():
+        raise IsADirectoryError(f"--out: '{out}' is a folder; give a file name, e.g. '{out / 'sim.json'}'")
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write `text` to a new temporary file next to `path` (permissions by the umask), then rename it over
+    `path`, so readers never see half a file."""
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        with open(tmp, "x", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _plain(value):
+    """A JSON-safe scalar: numpy numbers as Python numbers, NaN and inf as None."""
+    value = value.item() if hasattr(value, "item") else value
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def result_json(sim, graph_name: str) -> dict:
+    """The result as one JSON-ready dict in base SI units: setup, totals (SimResult.as_row), energy_j,
+    energy_breakdown_j by component, latency_s and one record per population (layer)."""
+    pops = sim.populations.reset_index()
+    return {"graph": graph_name, "chip": sim.chip, "model": sim.model, "placement": sim.placement,
+            "semantics": sim.semantics, "n_samples": sim.n_samples, "units": {"energy": "J", "latency": "s",
+                                                                              "power": "W"},
+            "totals": {k: _plain(v) for k, v in sim.as_row().items()},
+            "energy_j": _plain(sim.energy_j),
+            "energy_breakdown_j": {k: _plain(v) for k, v in sim.energy_breakdown_j.items()},
+            "latency_s": _plain(sim.latency_s),
+            "populations": [{k: _plain(v) for k, v in rec.items()} for rec in pops.to_dict("records")]}
+
+
+def quantity_table(sim, title: str) -> Table:
+    """Every scalar of SimResult.as_row: SI-prefixed, and in the base unit its name ends with."""
+    table = Table(title=escape(title))
+    table.add_column("quantity")
+    table.add_column("per inference", justify="right")
+    table.add_column("base SI unit (J, s, W)", justify="right")
+    for key, value in sim.as_row().items():
+        base = f"{value:.4g}" if isinstance(value, float) and unit_of(key) else ""
+        table.add_row(escape(key), escape(show(key, value)), base)
+    return table
+
+
+def energy_split(sim) -> Table:
+    """Energy per inference by component (hwmodels.energy.ENERGY_COMPONENTS) in µJ and % of the total."""
+    from hwmodels.energy import ENERGY_COMPONENTS
+    table = Table(title="Energy per inference by component")
+    for col in ("component", f"{MICRO}J", "% of total"):
+        table.add_column(col, justify="left" if col == "component" else "right")
+    for comp in ENERGY_COMPONENTS:
+        joules = float(sim.energy_breakdown_j[comp])
+        table.add_row(comp, f"{joules * 1e6:.4g}", f"{100 * joules / sim.energy_j:.1f}" if sim.energy_j else "-")
+    table.add_row("total", f"{sim.energy_j * 1e6:.4g}", "100.0" if sim.energy_j else "-")
+    return table
+
+
+def population_table(sim) -> Table:
+    """Per population: cores, neurons, spikes, SynOps and energy per inference (total and by component, each
+    SI-prefixed; components that are 0 in every population are left out)."""
+    from hwmodels.energy import ENERGY_COMPONENTS
+    pops = sim.populations
+    comps = [f"energy_{c}_j" for c in ENERGY_COMPONENTS if pops[f"energy_{c}_j"].abs().sum() > 0]
+    cols = ["cores", "neurons", "spikes", "synops", "energy_j", *comps]
+    table = Table(title="Per population (per inference; components that are 0 everywhere left out)")
+    table.add_column("population", no_wrap=True)
+    for col in cols:
+        name = col.removeprefix("energy_").removesuffix("_j") if col != "energy_j" else "energy"
+        table.add_column(name.replace("synapse_", "syn. ").replace("neuron_", "neu. "), justify="right")
+    for name, row in pops.iterrows():
+        cells = [si(row[c], "J", 3) if c.startswith("energy_") else f"{row[c]:.4g}" for c in cols]
+        table.add_row(escape(str(name)), *cells)
+    return table
+
+
+def run_simulation(console: Console, graph: Path, trace: Path, preset: str, set_: list[str], model: str,
+                   placement: str, semantics: str, progress: bool):
+    """Load the preset, graph and trace, map and simulate; returns (SimResult, graph name, table title)."""
+    import hwmodels
+    chip = hwmodels.load_preset(preset, parse_overrides(set_))
+    g = hwmodels.NetworkGraph.load(graph)
+    tr = hwmodels.EventTrace.open(trace) if trace.is_dir() else hwmodels.EventTrace.load(trace)
+    mapping = hwmodels.map_network(g, chip, placement=placement, traffic=tr)
+    with progress_bar(console, "samples simulated", enabled=progress) as update:
+        sim = hwmodels.simulate(g, tr, chip, mapping=mapping, model=model, semantics=semantics, on_progress=update)
+    return sim, g.name, f"{g.name} on {chip.name} ({model}, {semantics}, {tr.n_samples} samples)"
+
+
+def simulate(graph: Path = typer.Argument(..., help="lowered graph .npz (e.g. reports/<run>/artifacts/*.graph.npz)"),
+             trace: Path = typer.Argument(..., help="event trace .npz or streamed trace folder"),
+             preset: str = typer.Option("loihi", help="chip preset (codesign presets list)"),
+             set_: list[str] = typer.Option([], "--set", help="chip override, e.g. --set core.neurons_per_core=256"),
+             model: str = typer.Option("des", help="des or analytic"),
+             placement: str = typer.Option("in_order", help="in_order, snake or comm_aware"),
+             semantics: str = typer.Option("pipelined", help="pipelined or layer_serial"),
+             as_json: bool = typer.Option(False, "--json", help="print one JSON object (base SI units) instead "
+                                                                "of tables"),
+             out: Optional[Path] = typer.Option(None, "--out", help="also write that JSON object to this file "
+                                                                   "(atomically; its folder must exist)"),
+             debug: bool = typer.Option(False, "--debug", help="show tracebacks")) -> None:
+    """Map and simulate a saved graph + trace on a chip preset (no torch needed); print tables with SI prefixes
+    (µJ, nJ, µs ...) or, with --json, one JSON object in base SI units (J, s, W).
+
+    Examples:
+      codesign simulate g.npz t.npz --preset loihi --model analytic
+      codesign simulate g.npz t.npz --preset loihi --set core.neurons_per_core=256 --placement comm_aware
+      codesign simulate g.npz t.npz --json --out sim.json
+    """
+    console = make_console()
+    try:
+        check_out_path(out)
+        sim, name, title = run_simulation(console, graph, trace, preset, set_, model, placement, semantics,
+                                          progress=not as_json)
+    except (ValueError, OSError, KeyError) as exc:
+        fail(exc, debug)
+    doc = json.dumps(result_json(sim, name), indent=1)
+    try:
+        if out is not None:
+            write_atomic(out, doc + "\n")
+    except OSError as exc:
+        fail(exc, debug)
+    if as_json:
+        typer.echo(doc)
+        return
+    for table in (quantity_table(sim, title), energy_split(sim), population_table(sim)):
+        console.print(table)

@@ -1,0 +1,103 @@
+"""Check that an EventTrace belongs to a NetworkGraph before it is simulated or used as traffic, so a mismatched
+pair is refused at the start with a one-line ValueError instead of failing (or, worse, running) deep inside.
+
+A trace lowered by workloads.lowering records the fingerprint of its graph (NetworkGraph.fingerprint); older
+and hand-made traces are checked on what they hold: population names, sizes, spike indices and activity rows.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from hwmodels.activity import n_bytes
+from hwmodels.npzfile import quote
+from hwmodels.trace import EventTrace, NetworkGraph
+
+#: CSR rows of the trace read at once by the spike-index bounds (bounds memory for memory-mapped traces)
+CHUNK_ROWS = 1 << 15
+
+
+def check_trace(graph: NetworkGraph, trace: EventTrace) -> None:
+    """Raise ValueError (one line, naming the field) unless `trace` can be simulated on `graph`: it has at least
+    one sample; its graph fingerprint, when recorded, is the graph's; it has exactly the graph's populations;
+    its n_timesteps is the graph's metadata["n_timesteps"] when the graph records one; its recorded sizes, its
+    spike indices and its activity rows fit the graph's population sizes."""
+    if trace.n_samples < 1:
+        raise ValueError("trace.n_samples: 0; a trace needs at least one sample to simulate")
+    _check_fingerprint(graph, trace)
+    _check_populations(graph, trace)
+    _check_timesteps(graph, trace)
+    _check_sizes(graph, trace)
+    _check_indices(graph, trace)
+
+
+def _check_fingerprint(graph: NetworkGraph, trace: EventTrace) -> None:
+    """ValueError naming both fingerprints when the trace was recorded on another graph."""
+    if trace.graph_fingerprint is None:
+        return
+    mine = graph.fingerprint()
+    if trace.graph_fingerprint != mine:
+        raise ValueError(f"trace.graph_fingerprint: the trace was recorded on a graph with fingerprint "
+                         f"{trace.graph_fingerprint[:40]}, graph {quote(graph.name)} has {mine} (a trace of another "
+                         "model); simulate a trace with the graph it was lowered with")
+
+
+def _check_populations(graph: NetworkGraph, trace: EventTrace) -> None:
+    """ValueError naming the first graph population the trace lacks, or trace population the graph lacks."""
+    missing = [name for name in graph.populations if name not in trace.populations]
+    extra = [name for name in trace.populations if name not in graph.populations]
+    if missing:
+        raise ValueError(f"trace.populations: graph population {quote(missing[0])} is missing; the trace has "
+                         f"{quote(list(trace.populations))}")
+    if extra:
+        raise ValueError(f"trace.populations: {quote(extra[0])} is not a population of graph {quote(graph.name)}, "
+                         f"which has {quote(list(graph.populations))}")
+
+
+def _check_timesteps(graph: NetworkGraph, trace: EventTrace) -> None:
+    """ValueError when the graph records its timesteps (metadata["n_timesteps"]) and the trace has others."""
+    n_t = graph.metadata.get("n_timesteps")
+    if isinstance(n_t, int) and not isinstance(n_t, bool) and n_t != trace.n_timesteps:
+        raise ValueError(f"trace.n_timesteps: {trace.n_timesteps}, but graph {quote(graph.name)} was lowered with "
+                         f"{n_t} timesteps (metadata['n_timesteps'])")
+
+
+def _check_sizes(graph: NetworkGraph, trace: EventTrace) -> None:
+    """ValueError naming the population whose recorded size or activity row width differs from the graph's."""
+    for name, pop in graph.populations.items():
+        size = (trace.sizes or {}).get(name)
+        if size is not None and size != pop.size:
+            raise ValueError(f"trace.sizes: population {quote(name)} has {size} neurons in the trace, {pop.size} in "
+                             f"graph {quote(graph.name)}")
+        packed = trace.activity.get(name)
+        if packed is not None and packed.shape[-1] != n_bytes(pop.size):
+            raise ValueError(f"trace.activity[{name!r}]: rows of {packed.shape[-1]} bytes; population {quote(name)} "
+                             f"of graph {quote(graph.name)} has {pop.size} neurons, {n_bytes(pop.size)} bytes")
+
+
+def _check_indices(graph: NetworkGraph, trace: EventTrace) -> None:
+    """ValueError naming the first population with a spike index outside 0..size-1 of the graph."""
+    low, high = index_bounds(trace)
+    for p, name in enumerate(trace.populations):
+        size = graph.populations[name].size
+        if high[p] >= size or low[p] < 0:
+            bad = int(high[p]) if high[p] >= size else int(low[p])
+            raise ValueError(f"trace.indices: population {quote(name)} has a spike index outside 0..{size - 1} "
+                             f"(neuron {bad}; graph {quote(graph.name)})")
+
+
+def index_bounds(trace: EventTrace) -> tuple[np.ndarray, np.ndarray]:
+    """(smallest, largest) spike index of every trace population, int64 (n_populations,) each (0 and -1 for a
+    population that never spikes), read CHUNK_ROWS CSR rows at a time."""
+    n_p, n_rows = len(trace.populations), len(trace.offsets) - 1
+    low, high = np.zeros(n_p, np.int64), np.full(n_p, -1, np.int64)
+    for r0 in range(0, n_rows, CHUNK_ROWS):
+        off = np.asarray(trace.offsets[r0:min(r0 + CHUNK_ROWS, n_rows) + 1], np.int64)
+        rows = np.flatnonzero(off[1:] > off[:-1])
+        if not len(rows):
+            continue
+        idx = np.asarray(trace.indices[off[rows[0]]:off[rows[-1] + 1]])
+        starts = off[rows] - off[rows[0]]
+        pops = (r0 + rows) % n_p
+        np.minimum.at(low, pops, np.minimum.reduceat(idx, starts).astype(np.int64))
+        np.maximum.at(high, pops, np.maximum.reduceat(idx, starts).astype(np.int64))
+    return low, high

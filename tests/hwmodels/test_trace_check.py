@@ -1,0 +1,135 @@
+"""A trace belongs to one graph: the graph fingerprint it records (and, for older traces, its populations, sizes
+and spike indices) is checked before anything is simulated, so a graph with another model's trace is refused with
+one line naming both fingerprints."""
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from hwmodels import load_preset, map_network, simulate
+from hwmodels.stream import TraceWriter, open_trace, write_trace
+from hwmodels.trace import EventTrace, NetworkGraph, concat_traces
+from hwmodels.trace_check import check_trace, index_bounds
+
+
+def _with_fingerprint(tr: EventTrace, graph: NetworkGraph) -> EventTrace:
+    """`tr` recording `graph`'s fingerprint, as workloads.lowering writes it."""
+    return EventTrace(tr.populations, tr.n_samples, tr.n_timesteps, tr.offsets, tr.indices, tr.values, tr.labels,
+                      tr.activity, tr.predictions, tr.sizes, graph.fingerprint())
+
+
+def _refused(graph, trace, needle: str, chip=None) -> str:
+    with pytest.raises(ValueError) as err:
+        simulate(graph, trace, chip or load_preset("loihi"), model="analytic")
+    text = str(err.value)
+    assert needle in text and "\n" not in text, text
+    return text
+
+
+def test_fingerprint_covers_weights_and_structure_not_storage_bits_or_labels(nets, rng, tmp_path):
+    g = nets.mixed_graph(rng)
+    fp = g.fingerprint()
+    assert len(fp) == 16 and int(fp, 16) >= 0
+    g.save(tmp_path / "g.npz")
+    assert NetworkGraph.load(tmp_path / "g.npz").fingerprint() == fp
+    pops = list(g.populations.values())
+    relabelled = NetworkGraph(pops, [dataclasses.replace(p, storage="sparse", weight_bits=2) if p.kind == "dense"
+                                     else p for p in g.projections], name="other", metadata={"k": 1})
+    assert relabelled.fingerprint() == fp
+    w = g.projections[2].weight.copy()
+    w[0, 0] += 1e-3
+    nudged = NetworkGraph(pops, [*g.projections[:2], dataclasses.replace(g.projections[2], weight=w),
+                                 g.projections[3]])
+    assert nudged.fingerprint() != fp
+    leak = [dataclasses.replace(p, neuron=dataclasses.replace(p.neuron, kind="LIF", tau=2.0)) if p.name == "d1"
+            else p for p in pops]
+    assert NetworkGraph(leak, g.projections).fingerprint() != fp
+
+
+def test_a_trace_of_another_model_is_refused_naming_both_fingerprints(nets, rng):
+    g0, g5 = nets.mixed_graph(rng), nets.mixed_graph(rng)
+    tr = _with_fingerprint(nets.random_trace(g5, rng, 2, 3, 0.3), g5)
+    text = _refused(g0, tr, "trace.graph_fingerprint: the trace was recorded on a graph with fingerprint")
+    assert g0.fingerprint() in text and g5.fingerprint() in text
+    simulate(g5, tr, load_preset("loihi"), model="analytic")
+
+
+def test_the_fingerprint_survives_save_load_streaming_views_and_concatenation(nets, rng, tmp_path):
+    g = nets.mixed_graph(rng)
+    tr = _with_fingerprint(nets.random_trace(g, rng, 3, 2, 0.3), g)
+    tr.save(tmp_path / "t.npz")
+    write_trace(tmp_path / "folder", tr, batch_samples=2)
+    for back in (EventTrace.load(tmp_path / "t.npz"), open_trace(tmp_path / "folder"), tr.sample_view(1),
+                 tr.select(slice(0, 2)), concat_traces([tr, tr])):
+        assert back.graph_fingerprint == g.fingerprint() and back.sizes == {n: p.size for n, p in
+                                                                          g.populations.items()}
+    other = _with_fingerprint(tr, nets.mixed_graph(rng))
+    with pytest.raises(ValueError, match="concat_traces: traces differ in graph_fingerprint"):
+        concat_traces([tr, other])
+    with TraceWriter(tmp_path / "w", list(tr.populations), 2) as w:
+        w.append(tr)
+        with pytest.raises(ValueError, match="trace batch: graph_fingerprint .* differs from the writer's"):
+            w.append(other)
+    assert json.loads((tmp_path / "w" / "meta.json").read_text())["graph_fingerprint"] == g.fingerprint()
+
+
+def test_old_traces_without_a_fingerprint_load_and_are_checked_on_what_they_hold(nets, rng, tmp_path):
+    """A trace saved before fingerprints and sizes were recorded (format 2 meta without them) still simulates
+    with its graph; one whose populations or spike indices do not fit the graph is refused."""
+    g = nets.mixed_graph(rng)
+    tr = nets.random_trace(g, rng, 2, 3, 0.3)
+    meta = {"format_version": 2, "populations": list(tr.populations), "n_samples": 2, "n_timesteps": 3,
+            "activity": []}
+    np.savez(tmp_path / "old.npz", offsets=tr.offsets, indices=tr.indices,
+             meta=np.frombuffer(json.dumps(meta).encode(), np.uint8))
+    old = EventTrace.load(tmp_path / "old.npz")
+    assert old.graph_fingerprint is None and old.sizes is None
+    chip = load_preset("loihi")
+    assert simulate(g, old, chip, model="analytic").energy_j == simulate(g, tr, chip, model="analytic").energy_j
+    wide = EventTrace(old.populations, 2, 3, old.offsets, np.where(old.indices > 3, old.indices + 100, old.indices))
+    _refused(g, wide, "trace.indices: population 'in' has a spike index outside 0..71 (neuron")
+    renamed = EventTrace(("in", "c1", "p1", "d1", "final"), 2, 3, old.offsets, old.indices)
+    _refused(g, renamed, "trace.populations: graph population 'out' is missing")
+
+
+def test_populations_sizes_timesteps_and_empty_traces_are_refused_at_the_start(nets, rng):
+    g = nets.mixed_graph(rng)
+    shapes = {n: p.size for n, p in g.populations.items()}
+    empty = EventTrace(list(g.populations), 0, 3, np.zeros(1, np.int64), np.zeros(0, np.int32))
+    _refused(g, empty, "trace.n_samples: 0; a trace needs at least one sample")
+    part = EventTrace.from_dense({"in": np.zeros((1, 3, 72)), "c1": np.zeros((1, 3, 144))})
+    _refused(g, part, "trace.populations: graph population 'p1' is missing")
+    extra = EventTrace.from_dense({**{n: np.zeros((1, 3, s)) for n, s in shapes.items()}, "x": np.zeros((1, 3, 2))})
+    _refused(g, extra, "trace.populations: 'x' is not a population of graph 'network'")
+    wider = EventTrace.from_dense({n: np.zeros((1, 3, s + (5 if n == "d1" else 0))) for n, s in shapes.items()})
+    _refused(g, wider, "trace.sizes: population 'd1' has 25 neurons in the trace, 20 in graph 'network'")
+    timed = NetworkGraph(list(g.populations.values()), g.projections, metadata={"n_timesteps": 4})
+    _refused(timed, nets.random_trace(g, rng, 1, 3, 0.3), "trace.n_timesteps: 3, but graph 'network' was lowered "
+                                                            "with 4 timesteps")
+    act = {"d1": np.zeros((1, 4, 2), np.uint8)}  # rows of 2 bytes: 9..16 neurons, d1 has 20
+    short_rows = EventTrace(tuple(shapes), 1, 3, np.zeros(16, np.int64),
+                            np.zeros(0, np.int32), activity=act)
+    _refused(g, short_rows, "trace.activity['d1']: rows of 2 bytes; population 'd1' of graph 'network' has 20")
+
+
+def test_traffic_traces_are_checked_only_by_placements_that_use_them(nets, rng):
+    g = nets.mixed_graph(rng)
+    chip = load_preset("loihi")
+    other = _with_fingerprint(nets.random_trace(g, rng, 1, 2, 0.3), nets.mixed_graph(rng))
+    map_network(g, chip, "in_order", traffic=other)  # ignored
+    with pytest.raises(ValueError, match="trace.graph_fingerprint"):
+        map_network(g, chip, "comm_aware", traffic=other)
+
+
+def test_index_bounds_read_in_chunks_equal_the_whole_trace(nets, rng, monkeypatch):
+    import hwmodels.trace_check as tc
+    g = nets.mixed_graph(rng)
+    tr = nets.random_trace(g, rng, 4, 3, 0.3)
+    want = index_bounds(tr)
+    monkeypatch.setattr(tc, "CHUNK_ROWS", 7)
+    got = index_bounds(tr)
+    assert all(np.array_equal(a, b) for a, b in zip(got, want))
+    assert want[1].tolist() == [max(tr.spikes(s, t, n).indices.max(initial=-1) for s in range(4) for t in range(3))
+                                for n in tr.populations]
+    check_trace(g, tr)
