@@ -100,7 +100,7 @@ def run(config: Optional[Path] = typer.Argument(None, help="YAML run config; def
         cfg = load_config(config, set_)
         from codesign.pipeline import run as run_pipeline
         result = run_pipeline(cfg, progress=not no_progress, log=text_log(console), resume=resume)
-    except (ConfigError, ValueError, FileNotFoundError) as exc:
+    except (ValueError, OSError) as exc:
         fail(exc, debug)
     _print_result(console, result)
 
@@ -135,7 +135,7 @@ def sweep(spec: Optional[Path] = typer.Argument(None, help="YAML sweep spec (bas
         with progress_bar(console, "design points") as update:
             result = run_sweep(load_spec(spec, [*set_, *extra]), resume=resume, log=text_log(console),
                                on_point=update)
-    except (ConfigError, ValueError, FileNotFoundError) as exc:
+    except (ValueError, OSError) as exc:
         fail(exc, debug)
     _print_result(console, result)
 
@@ -167,7 +167,7 @@ def search(spec: Optional[Path] = typer.Argument(None, help="YAML sweep spec wit
         with progress_bar(console, "trials") as update:
             result = run_search(load_spec(spec or default_search_path(), set_), resume=resume,
                                 log=text_log(console), on_trial=update)
-    except (ConfigError, ValueError, FileNotFoundError) as exc:
+    except (ValueError, OSError) as exc:
         fail(exc, debug)
     _print_result(console, result, result.table[result.table["pareto"]])
 
@@ -200,7 +200,7 @@ def allocate(config: Optional[Path] = typer.Argument(None, help="YAML run config
         result, table = run_allocator(cfg, ratio, AllocatorConfig(energy_weight=energy_weight,
                                                                   latency_weight=latency_weight),
                                       log=text_log(console))
-    except (ConfigError, ValueError, FileNotFoundError) as exc:
+    except (ValueError, OSError) as exc:
         fail(exc, debug)
     _print_result(console, result)
 
@@ -220,20 +220,17 @@ def validate(claims: Path = typer.Argument(..., help="claims YAML (e.g. codesign
     Examples:
       codesign validate codesign/claims/hardware_friendliness.yaml reports/claims
     """
-    import pandas as pd
     from codesign.claims import load_claims, point_samples, validate as judge
     from codesign.config import ConfigError
     from codesign.report import rebuild_report
     console = make_console()
     try:
         spec = load_claims(claims)
-        results = run_dir / "results.csv"
-        if not results.exists():
-            raise FileNotFoundError(f"validate: '{results}' does not exist (is '{run_dir}' a run folder?)")
-        verdicts = judge(pd.read_csv(results, dtype={"point_id": str}), spec, point_samples(run_dir))
+        from codesign.store import read_results
+        verdicts = judge(read_results(run_dir), spec, point_samples(run_dir))
         _write_verdicts(run_dir / "claims.json", verdicts)
         report = rebuild_report(run_dir) if (run_dir / "report_meta.json").exists() else None
-    except (ConfigError, ValueError, FileNotFoundError) as exc:
+    except (ValueError, OSError) as exc:
         fail(exc, debug)
     console.print(_claims_table(verdicts))
     console.print(escape(f"verdicts: {run_dir / 'claims.json'}" + (f"; report: {report}" if report else "")),
@@ -277,7 +274,7 @@ def report(run_dir: Path = typer.Argument(..., help="a run folder written by run
     from codesign.report import rebuild_report
     try:
         path = rebuild_report(run_dir)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, OSError) as exc:
         fail(exc, debug)
     print(f"report: {path}")
 

@@ -233,8 +233,14 @@ def rebuild_report(run_dir: str | Path) -> Path:
     for need in ("results.csv", META_NAME):
         if not (run_dir / need).exists():
             raise FileNotFoundError(f"report: '{run_dir / need}' does not exist (is '{run_dir}' a run folder?)")
-    meta = json.loads((run_dir / META_NAME).read_text())
-    df = pd.read_csv(run_dir / "results.csv", dtype={"point_id": str})
+    try:
+        meta = json.loads((run_dir / META_NAME).read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"report: '{str(run_dir / META_NAME)[:80]}' is not JSON ({str(exc)[:80]})") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"report: '{str(run_dir / META_NAME)[:80]}' must hold a JSON object")
+    from codesign.store import read_results
+    df = read_results(run_dir)
     tables = {**_read_tables(run_dir, meta), **derived_tables(df), **_claims_table(run_dir)}
     figures = result_figures(df)
     points = point_figures(run_dir, df)

@@ -78,6 +78,8 @@ class SweepSpec(_Section):
     @field_validator("axes")
     @classmethod
     def _non_empty(cls, axes):
+        if isinstance(axes, list) and not axes:
+            raise ValueError("an empty list of grids; give a mapping of axes or at least one grid")
         for grid in (axes if isinstance(axes, list) else [axes]):
             for key, values in grid.items():
                 if not values:
