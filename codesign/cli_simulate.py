@@ -37,14 +37,15 @@ def show(name: str, value) -> str:
 
 
 def parse_overrides(items: list[str]) -> dict:
-    """--set key=value items as {key: YAML value}. Raises ValueError for an item without '='."""
-    import yaml
+    """--set key=value items as {key: YAML value}. Raises ValueError (ConfigError) for an item without '=' or a
+    value that is not safe YAML (codesign.config.safe_yaml)."""
+    from codesign.config import safe_yaml
     overrides = {}
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep:
             raise ValueError(f"--set: '{item}' must look like key=value")
-        overrides[key.strip()] = yaml.safe_load(raw)
+        overrides[key.strip()] = safe_yaml(raw, item, "--set")
     return overrides
 
 
