@@ -65,7 +65,7 @@ class TrainConfig(_Section):
     """Dense training with a surrogate gradient (workloads.train.TrainConfig)."""
 
     epochs: int = Field(8, ge=0, le=10000)
-    batch_size: int = Field(64, ge=1)
+    batch_size: int = Field(64, ge=1, le=1_000_000)
     lr: float = Field(5e-3, gt=0.0)
     optimizer: Literal["adam", "sgd"] = "adam"
     momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD momentum")
@@ -118,7 +118,7 @@ class RunConfig(_Section):
     run_name: str | None = Field(None, description="folder name under output_dir; default: <method>-<time>")
     output_dir: str = Field("reports", description="where run folders are written")
     cache_dir: str = Field(".cache/codesign", description="cache of trained/compressed models and traces")
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="seed of every RNG of the run (numpy and torch)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()

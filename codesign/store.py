@@ -55,13 +55,19 @@ class ResultStore:
         """Rows of the log; a torn (unparseable) last line is cut off the file."""
         if not self.log.exists():
             return []
-        rows, good_bytes = [], 0
+        rows, good_bytes, seen = [], 0, set()
         with open(self.log, "rb") as fh:
-            for line in fh:
+            for number, line in enumerate(fh, 1):
                 try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError:
+                    row = json.loads(line)
+                except (json.JSONDecodeError, UnicodeDecodeError):
                     break
+                if not isinstance(row, dict) or not isinstance(row.get(KEY_COLUMN), str):
+                    raise ValueError(f"{str(self.log)[:80]}: line {number} is not a results row (a JSON object "
+                                     f"with a '{KEY_COLUMN}'); repair or remove the file")
+                if row[KEY_COLUMN] not in seen:
+                    seen.add(row[KEY_COLUMN])
+                    rows.append(row)
                 good_bytes += len(line)
         if good_bytes != self.log.stat().st_size:
             with open(self.log, "r+b") as fh:

@@ -200,3 +200,18 @@ def test_invalid_sweep_base_is_one_line_naming_the_field(sets, message):
     with pytest.raises(ConfigError) as err:
         grid_points(load_spec(None, sets))
     assert message in str(err.value) and "\n" not in str(err.value) and "pydantic" not in str(err.value)
+
+
+def test_results_log_lines_that_are_not_rows_are_refused_and_duplicates_kept_once(tmp_path):
+    (tmp_path / "results.jsonl").write_text('{"point_id": "a", "x": 1}\n{"point_id": "a", "x": 2}\n')
+    assert [r["x"] for r in ResultStore(tmp_path).rows] == [1]
+    for bad in ('[1, 2]\n', '{"x": 1}\n'):
+        (tmp_path / "results.jsonl").write_text(bad)
+        with pytest.raises(ValueError, match="line 1 is not a results row"):
+            ResultStore(tmp_path)
+
+
+def test_huge_seed_and_batch_size_are_refused_with_their_field():
+    for override, field in (("seed=" + "9" * 30, "seed"), ("train.batch_size=" + "9" * 30, "train.batch_size")):
+        with pytest.raises(ConfigError, match=f"config: {field}:"):
+            load_config(None, [override])
