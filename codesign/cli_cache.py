@@ -16,23 +16,14 @@ from rich.markup import escape
 from rich.table import Table
 
 from codesign.cache import CacheEntry, StageCache
+from codesign.cli_console import fail
 
 cache_app = typer.Typer(no_args_is_help=True, help="List and clear the stage cache (trained, compressed and "
                                                    "lowered models).")
-EXIT_USAGE = 2
 #: exit status of `clear` when the removal is not confirmed
 EXIT_DECLINED = 1
 DEFAULT_CACHE_DIR = Path(".cache/codesign")
 _CACHE_DIR_HELP = "the stage cache folder (a run config's cache_dir)"
-
-
-def _fail(exc: BaseException, debug: bool) -> None:
-    """Print `exc` as one escaped line on stderr (or raise it with `debug`) and exit with status EXIT_USAGE."""
-    if debug:
-        raise exc
-    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    Console(stderr=True).print(f"[bold red]error:[/] {escape(msg)}", highlight=False, soft_wrap=True)
-    raise typer.Exit(EXIT_USAGE)
 
 
 def human_bytes(n: int) -> str:
@@ -97,6 +88,17 @@ def entry_table(entries: list[CacheEntry], now_s: float) -> Table:
     return table
 
 
+def _entries(cache_dir: Path, stage: Optional[str], debug: bool) -> tuple[StageCache, list[CacheEntry]]:
+    """The cache at `cache_dir` and its entries (one stage's when given); a bad folder or stage is one line,
+    exit 2."""
+    try:
+        cache = _cache(cache_dir)
+        _check_stage(cache, stage)
+        return cache, cache.entries(stage)
+    except (ValueError, OSError) as exc:
+        fail(exc, debug)
+
+
 @cache_app.command("list")
 def list_entries(cache_dir: Path = typer.Option(DEFAULT_CACHE_DIR, "--cache-dir", help=_CACHE_DIR_HELP),
                  stage: Optional[str] = typer.Option(None, "--stage", help="only this stage, e.g. dense"),
@@ -108,12 +110,7 @@ def list_entries(cache_dir: Path = typer.Option(DEFAULT_CACHE_DIR, "--cache-dir"
       codesign cache list --cache-dir /scratch/cache --stage dense
     """
     console = Console(width=max(Console().width, 120))
-    try:
-        cache = _cache(cache_dir)
-        _check_stage(cache, stage)
-        entries = cache.entries(stage)
-    except (ValueError, OSError) as exc:
-        _fail(exc, debug)
+    cache, entries = _entries(cache_dir, stage, debug)
     if not entries:
         console.print(f"no entries in {escape(str(cache_dir))}", highlight=False)
         return
@@ -136,12 +133,7 @@ def clear(cache_dir: Path = typer.Option(DEFAULT_CACHE_DIR, "--cache-dir", help=
       codesign cache clear --stage lowered --cache-dir /scratch/cache
     """
     console = Console()
-    try:
-        cache = _cache(cache_dir)
-        _check_stage(cache, stage)
-        entries = cache.entries(stage)
-    except (ValueError, OSError) as exc:
-        _fail(exc, debug)
+    cache, entries = _entries(cache_dir, stage, debug)
     what = f"{len(entries)} entries ({human_bytes(sum(e.size_bytes for e in entries))})"
     where = f"{cache_dir}" + (f", stage {stage}" if stage else "")
     if not yes:
@@ -155,5 +147,5 @@ def clear(cache_dir: Path = typer.Option(DEFAULT_CACHE_DIR, "--cache-dir", help=
     try:
         removed = cache.remove(stage)
     except OSError as exc:
-        _fail(exc, debug)
+        fail(exc, debug)
     console.print(f"removed {removed} entries from {escape(where)}", highlight=False)
