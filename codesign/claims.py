@@ -215,6 +215,17 @@ def verdict(df: pd.DataFrame, claim: Claim, samples: SamplesOf | None = None) ->
     return {**head, "verdict": v, "reason": reason, "pairs": rows}
 
 
+def check_metrics(df: pd.DataFrame, claims: ClaimsFile) -> None:
+    """Refuse a claim whose metric is not a numeric column of the results (a typo would otherwise judge as
+    UNDECIDED and exit 0). Raises ValueError: one line naming the claim, the metric and the accepted columns."""
+    numeric = [c for c in df.columns if pd.api.types.is_numeric_dtype(df[c])]
+    for claim in claims.claims:
+        if claim.metric not in numeric:
+            shown = ", ".join(numeric)
+            raise ValueError(f"claims: claim '{claim.id[:80]}': metric '{claim.metric[:80]}' is not a numeric column "
+                             f"of results.csv; accepted: {shown[:400]}{'...' if len(shown) > 400 else ''}")
+
+
 def validate(df: pd.DataFrame, claims: ClaimsFile, samples: SamplesOf | None = None) -> list[dict]:
     """Verdicts of every claim, in file order (samples: as for `verdict`)."""
     return [verdict(df, c, samples) for c in claims.claims]

@@ -226,8 +226,11 @@ def validate(claims: Path = typer.Argument(..., help="claims YAML (e.g. codesign
     console = make_console()
     try:
         spec = load_claims(claims)
-        from codesign.store import read_results
-        verdicts = judge(read_results(run_dir), spec, point_samples(run_dir))
+        from codesign.claims import check_metrics
+        from codesign.store import KEY_COLUMN, read_results
+        results = read_results(run_dir, required=(KEY_COLUMN,))
+        check_metrics(results, spec)
+        verdicts = judge(results, spec, point_samples(run_dir))
         _write_verdicts(run_dir / "claims.json", verdicts)
         report = rebuild_report(run_dir) if (run_dir / "report_meta.json").exists() else None
     except (ValueError, OSError) as exc:

@@ -114,11 +114,11 @@ class ResultStore:
 REQUIRED_COLUMNS = ("method", "ratio", "accuracy", "energy_j", "latency_s")
 
 
-def read_results(run_dir: str | os.PathLike) -> pd.DataFrame:
+def read_results(run_dir: str | os.PathLike, required: tuple[str, ...] = REQUIRED_COLUMNS) -> pd.DataFrame:
     """A run folder's results.csv as a DataFrame (point_id read as text).
 
     Raises FileNotFoundError when the folder or file is missing and ValueError (one line naming the file) when
-    it is not a readable CSV, is empty or lacks a REQUIRED_COLUMNS column.
+    it is not a readable CSV, is empty or lacks a column of `required` (default REQUIRED_COLUMNS).
     """
     path = Path(run_dir) / "results.csv"
     if not Path(run_dir).is_dir():
@@ -129,7 +129,7 @@ def read_results(run_dir: str | os.PathLike) -> pd.DataFrame:
         df = pd.read_csv(path, dtype={KEY_COLUMN: str})
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
         raise ValueError(f"'{str(path)[:80]}' is not a results table: {str(exc).splitlines()[0][:120]}") from None
-    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    missing = [c for c in required if c not in df.columns]
     if missing or df.empty:
         what = f"lacks the columns {', '.join(missing)}" if missing else "has no rows"
         raise ValueError(f"'{str(path)[:80]}' {what}; it must be written by codesign run, sweep, search or "

@@ -96,7 +96,7 @@ def test_validate_cli_writes_verdicts(tmp_path):
     assert "1 when at least one claim FAILs" in " ".join(helped.stdout.split())
     missing = subprocess.run([sys.executable, "-m", "codesign", "validate", str(claims), str(tmp_path / "nope")],
                              capture_output=True, text=True, timeout=120)
-    assert missing.returncode == 2 and "results.csv' does not exist" in missing.stderr
+    assert missing.returncode == 2 and "nope' does not exist or is not a folder" in missing.stderr
 
 
 # --- per-sample values: the verdict is the CI of the ratio ---------------------------------------------------------
@@ -213,3 +213,15 @@ def test_which_metrics_are_per_sample_and_their_derived_values():
     assert sample_values(t, "energy_dynamic_j").tolist() == [2.0, 3.0]  # total minus static, per sample
     assert sample_values(t, "accuracy_hw").tolist() == [1.0, 0.0]
     assert sample_values(t, "latency_s") is None and sample_values(None, "energy_j") is None
+
+
+def test_validate_cli_refuses_unknown_metric(tmp_path):
+    DF.to_csv(tmp_path / "results.csv", index=False)
+    claims = tmp_path / "c.yaml"
+    claims.write_text("claims:\n  - {id: typo, text: t, metric: latncy_s, relation: '<', a: {method: sca}, "
+                      "b: {method: l1p}}\n")
+    proc = subprocess.run([sys.executable, "-m", "codesign", "validate", str(claims), str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "claim 'typo': metric 'latncy_s' is not a numeric column" in proc.stderr
+    assert "latency_s" in proc.stderr and not (tmp_path / "claims.json").exists()
