@@ -35,7 +35,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from codesign.claim_ratio import SamplesOf, Side, compare, outcome, per_sample, pool, side
 from codesign.config import ConfigError, _one_line, read_tree
@@ -71,6 +71,15 @@ class ClaimsFile(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     claims: list[Claim] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> "ClaimsFile":
+        """Claim ids name the verdicts in claims.json and the report: each must be used once."""
+        ids = [c.id for c in self.claims]
+        repeated = sorted({i for i in ids if ids.count(i) > 1})
+        if repeated:
+            raise ValueError(f"claim ids must be unique; repeated: {', '.join(repeated)[:200]}")
+        return self
 
 
 def load_claims(path: str | Path) -> ClaimsFile:

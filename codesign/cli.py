@@ -343,8 +343,25 @@ def _preset_notes(chip) -> list[str]:
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app(prog_name="codesign")
+    """Console-script entry point. A usage error (unknown command or option, a value of the wrong type) is one
+    line on stderr, `error: <what> (see '<command> --help')`, with exit status 2; Ctrl-C exits 130."""
+    try:
+        code = app(prog_name="codesign", standalone_mode=False)
+    except typer.Abort:
+        print("aborted", file=sys.stderr)
+        sys.exit(1)
+    except typer.exceptions.TyperException as exc:  # typer's click exceptions (UsageError, BadParameter, ...)
+        if not hasattr(exc, "format_message"):
+            raise
+        ctx = getattr(exc, "ctx", None)
+        if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:
+            print(ctx.get_help())
+            sys.exit(2)
+        message = " ".join(exc.format_message().split())
+        where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+        print(f"error: {message}{where}", file=sys.stderr)
+        sys.exit(getattr(exc, "exit_code", 2))
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

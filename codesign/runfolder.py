@@ -85,6 +85,7 @@ def check_folder(output_dir: str, name: str, resume: bool, config_file: str, con
     differs from `config_tree` in keys other than `ignore`; when another live process owns it.
     """
     out = Path(output_dir) / check_run_name(name)
+    _check_output_dir(Path(output_dir), resume)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"run_name: {quote(str(out))} exists and is not a folder")
     if out.exists() and not resume:
@@ -94,9 +95,49 @@ def check_folder(output_dir: str, name: str, resume: bool, config_file: str, con
     if resume and not out.is_dir():
         raise ConfigError(f"--resume: {quote(str(out))} does not exist; set run_name to the run to continue")
     if resume:
+        check_no_links(out)
+        if not os.access(out, os.W_OK | os.X_OK):
+            raise ConfigError(f"--resume: {quote(str(out))} is not writable")
         _check_stored_config(out, config_file, config_tree, ignore)
         _check_not_owned(out)
     return out
+
+
+def _check_output_dir(output_dir: Path, resume: bool) -> None:
+    """Raise ConfigError naming output_dir when it (or its nearest existing ancestor) is not a folder we can
+    write into, so nothing is created for a run that cannot store its results (with resume, the run folder
+    itself must be writable instead)."""
+    probe = output_dir
+    while not os.path.lexists(probe) and probe != probe.parent:
+        probe = probe.parent
+    try:
+        probe.stat()
+    except OSError as exc:
+        raise ConfigError(f"output_dir: {quote(str(probe))}: {exc.strerror}") from None
+    if not probe.is_dir():
+        what = ("exists and is not a folder" if probe == output_dir
+                else f"cannot be made: {quote(str(probe))} is a file")
+        raise ConfigError(f"output_dir: {quote(str(output_dir))} {what}")
+    if not resume and not os.access(probe, os.W_OK | os.X_OK):
+        where = "" if probe == output_dir else f" (its nearest existing folder {quote(str(probe))})"
+        raise ConfigError(f"output_dir: {quote(str(output_dir))}{where} is not writable")
+
+
+#: how deep check_no_links looks into a run folder (the folder, points/, points/<id>/)
+LINK_DEPTH = 3
+
+
+def check_no_links(out: Path) -> None:
+    """Raise ConfigError when the run folder holds a symbolic link (at its top, in points/ or in a point's
+    folder): a planted link would make the run write through it outside the folder."""
+    base = len(out.parts)
+    for root, dirs, files in os.walk(out, followlinks=False):
+        for name in dirs + files:
+            if os.path.islink(os.path.join(root, name)):
+                raise ConfigError(f"--resume: {quote(os.path.join(root, name))} is a symbolic link; a run folder "
+                                  "must hold only its own files (remove the link or start a new run_name)")
+        if len(Path(root).parts) - base >= LINK_DEPTH - 1:
+            dirs[:] = []
 
 
 def _check_stored_config(out: Path, config_file: str, tree: dict, ignore: tuple[str, ...]) -> None:
@@ -130,7 +171,7 @@ def _check_not_owned(out: Path) -> None:
 def _locked(out: Path) -> Iterator[int]:
     """Hold an exclusive non-blocking flock on out/LOCK_NAME (raises BlockingIOError when another holds it)."""
     import fcntl
-    fd = os.open(out / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(out / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         yield fd
@@ -158,9 +199,10 @@ def clean_leftovers(out: Path) -> list[Path]:
 
 def _create(out: Path, resume: bool) -> None:
     if resume:
+        check_no_links(out)
         return
-    out.parent.mkdir(parents=True, exist_ok=True)
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)
         os.mkdir(out)
     except FileExistsError:
         raise ConfigError(f"run_name: {quote(str(out))} already exists (another run created it just now); "

@@ -87,6 +87,10 @@ def train_config(cfg: RunConfig) -> train.TrainConfig:
                              n_timesteps=cfg.data.n_timesteps, encoding=cfg.data.encoding)
 
 
+#: the most epochs any compression.params.*epochs key accepts (the same bound as train.epochs)
+MAX_EPOCHS = 10000
+
+
 def method_config(cfg: RunConfig):
     """The compression method's own config object from `compression.params`.
 
@@ -101,6 +105,11 @@ def method_config(cfg: RunConfig):
     for key, value in cfg.compression.params.items():
         if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(f"compression.params.{key}: {value} is not a finite number")
+        if key.endswith("epochs") and isinstance(value, int) and not 0 <= value <= MAX_EPOCHS:
+            raise ConfigError(f"compression.params.{key}: {quote(value)} is not a number of epochs in "
+                              f"0..{MAX_EPOCHS}")
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2 ** 31:
+            raise ConfigError(f"compression.params.{key}: {quote(value)} is out of range (|value| < 2**31)")
     try:
         return pydantic.TypeAdapter(cls).validate_python(dict(cfg.compression.params))
     except pydantic.ValidationError as err:

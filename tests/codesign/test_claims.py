@@ -225,3 +225,11 @@ def test_validate_cli_refuses_unknown_metric(tmp_path):
     assert proc.returncode == 2
     assert "claim 'typo': metric 'latncy_s' is not a numeric column" in proc.stderr
     assert "latency_s" in proc.stderr and not (tmp_path / "claims.json").exists()
+
+
+def test_repeated_claim_ids_are_refused(tmp_path):
+    bad = tmp_path / "dup.yaml"
+    one = "{id: same, text: t, metric: latency_s, relation: '<', a: {method: sca}, b: {method: l1p}}"
+    bad.write_text(f"claims:\n  - {one}\n  - {one}\n")
+    with pytest.raises(ConfigError, match="claim ids must be unique; repeated: same"):
+        load_claims(bad)

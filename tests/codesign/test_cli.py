@@ -267,3 +267,17 @@ def test_simulate_out_refuses_a_missing_folder(saved_net, tmp_path):
     assert result.stderr.splitlines() == [f"error: --out: folder '{target.parent}' of '{target}' does not exist"]
     result = _simulate(folder, "--out", str(tmp_path))
     assert result.exit_code == 2 and result.stderr.startswith("error: --out: ") and len(result.stderr.splitlines()) == 1
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["sweep", "s.yaml", "--workers", "abc"], "error: Invalid value for '--workers': Input should be a valid "
+                                              "integer, unable to parse string as an integer (see 'codesign sweep"),
+    (["nope"], "error: No such command 'nope'. (see 'codesign --help')"),
+    (["run", "--sett", "a"], "error: No such option: --sett (Possible options: --set) (see 'codesign run --help')"),
+])
+def test_usage_errors_are_one_line_with_exit_2(tmp_path, args, expected):
+    proc = subprocess.run([sys.executable, "-m", "codesign", *args], capture_output=True, text=True, timeout=120,
+                          cwd=tmp_path, env={**os.environ, "COLUMNS": "60"})
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip() == proc.stderr.strip().splitlines()[0] and proc.stderr.startswith(expected)
+    assert list(tmp_path.iterdir()) == []

@@ -1,6 +1,7 @@
 """Run folders (issue 12): safe names, one owner at a time, resume only with the same config, no half-written or
 mode-0600 outputs, leftovers cleaned; and config input that used to crash or hang (alias bombs, unnamed fields)."""
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -130,6 +131,8 @@ def test_yaml_alias_bomb_is_refused_quickly():
     ("compression.params.lr=.nan", "compression.params.lr"),
     ("train.lr=.nan", "train.lr"), ("train.lr=.inf", "train.lr"),
     ("hardware.overrides=[1,2]", "hardware.overrides"),
+    ("compression.params.epochs=1000000000000000000000000000000", "compression.params.epochs"),
+    ("compression.params.finetune_epochs=-1", "compression.params.finetune_epochs"),
 ])
 def test_bad_values_name_their_field(override, field):
     with pytest.raises(ConfigError) as err:
@@ -215,3 +218,52 @@ def test_huge_seed_and_batch_size_are_refused_with_their_field():
     for override, field in (("seed=" + "9" * 30, "seed"), ("train.batch_size=" + "9" * 30, "train.batch_size")):
         with pytest.raises(ConfigError, match=f"config: {field}:"):
             load_config(None, [override])
+
+
+@pytest.mark.parametrize("planted", [".codesign.lock", "results.jsonl", "points", "points/p1/samples.csv"])
+def test_resume_refuses_a_folder_with_a_planted_symlink(tmp_path, planted):
+    out, outside = tmp_path / "run", tmp_path / "outside"
+    outside.mkdir()
+    with own_run_folder(out, False, "c.yaml", "a: 1\n"):
+        pass
+    (out / "points" / "p1").mkdir(parents=True)
+    link = out / planted
+    if link.is_dir():
+        shutil.rmtree(link)
+    elif link.exists():
+        link.unlink()
+    link.symlink_to(outside / "target")
+    with pytest.raises(ConfigError, match="is a symbolic link"):
+        check_folder(str(tmp_path), "run", True, "c.yaml", {"a": 1})
+    with pytest.raises(ConfigError, match="is a symbolic link"):
+        with own_run_folder(out, True, "c.yaml", "a: 1\n"):
+            pass
+    assert list(outside.iterdir()) == []
+
+
+def test_output_dir_that_is_a_file_or_under_a_file_is_refused_before_anything_is_written(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ConfigError, match="output_dir: .*afile' exists and is not a folder"):
+        check_folder(str(tmp_path / "afile"), "r", False, "c.yaml", {})
+    with pytest.raises(ConfigError, match="output_dir: .* cannot be made: .*afile' is a file"):
+        check_folder(str(tmp_path / "afile" / "sub"), "r", False, "c.yaml", {})
+
+
+def _without_root_powers() -> list[str]:
+    """argv prefix that runs a command without root's power over file modes (setpriv), or [] when not root."""
+    if os.geteuid() != 0:
+        return []
+    if shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv: cannot drop CAP_DAC_OVERRIDE")
+    return ["setpriv", "--bounding-set", "-dac_override,-dac_read_search,-fowner", "--"]
+
+
+def test_read_only_output_dir_is_refused_before_anything_is_written(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir(mode=0o555)
+    code = ("from codesign.runfolder import check_folder\n"
+            f"check_folder({str(ro / 'new')!r}, 'r', False, 'c.yaml', {{}})")
+    proc = subprocess.run([*_without_root_powers(), sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 1 and "output_dir: " in proc.stderr and "is not writable" in proc.stderr
+    assert list(ro.iterdir()) == []
