@@ -27,7 +27,7 @@ import pandas as pd
 import yaml
 
 import hwmodels
-from codesign.cache import StageCache, config_key
+from codesign.cache import StageCache, check_cache_dir, config_key
 from codesign.config import ConfigError, RunConfig, dump_config
 from codesign.evaluate import dense_stage, stage_keys
 from codesign.hwfigures import PointDetails
@@ -244,13 +244,17 @@ def compare(dense, dataset, cfg: RunConfig, chip, ratio: float, acfg: AllocatorC
 def run_allocator(cfg: RunConfig, ratio: float, acfg: AllocatorConfig, log=print, resume: bool = False):
     """`codesign allocate`: probe, allocate and compare on the configured model and chip; writes the run folder
     (results.csv: uniform vs hardware-aware; points/<point_id>/: their per-sample and hardware tables;
-    allocation.csv: the probe and the ratios; report.md/html)."""
+    allocation.csv: the probe and the ratios; report.md/html).
+
+    Raises ConfigError for a bad ratio, names or settings (a cache_dir that cannot be used included:
+    codesign.cache.check_cache_dir) before the run folder is created."""
     start = time.perf_counter()
     if not 0.0 < ratio < 1.0:
         raise ConfigError(f"--ratio: {ratio} must be in (0, 1)")
     check_names(cfg)
     check_method(cfg)
     chip = load_chip(cfg)
+    check_cache_dir(cfg.cache_dir)
     name = cfg.run_name or f"allocate-{cfg.compression.method}-r{ratio:g}"
     config_yaml = dump_config(cfg.model_copy(update={"run_name": name}))
     out = run_folder(cfg.output_dir, name, resume, "config.resolved.yaml", yaml.safe_load(config_yaml))

@@ -7,11 +7,16 @@ and the first rename wins. Its meta.json records what produced it and the sha256
 verified against those hashes on use, and one that fails to verify or to load is moved aside, removed and made again
 with a logged warning (never run or trusted). Temporary folders of processes that died on this host (or older than
 a day) are removed whenever a StageCache is created.
+
+`check_cache_dir` checks a configured cache folder before a run creates its run folder, so a cache that cannot
+be used (a file, a folder this user cannot write, a symlink loop, a stage folder that is any of these) is one
+line naming `cache_dir` instead of a traceback in the middle of a run.
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import functools
 import hashlib
 import importlib.metadata
@@ -23,10 +28,13 @@ import re
 import secrets
 import shutil
 import socket
+import stat
 import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Iterable, TypeVar
+
+from codesign.config import ConfigError
 
 KEY_CHARS = 16
 META_NAME = "meta.json"
@@ -37,6 +45,10 @@ CODE_SOURCES = (("workloads", "**/*.py"), ("codesign", "evaluate.py"), ("codesig
                 ("hwmodels", "trace.py"))
 #: what a failing load or verification raises: the entry is discarded and made again
 ENTRY_ERRORS = (ValueError, OSError, KeyError, EOFError)
+#: the stage folders a run writes under its cache folder (codesign.evaluate): `check_cache_dir` checks them
+STAGE_NAMES = ("dense", "compressed", "lowered")
+#: the config key of the cache folder (RunConfig.cache_dir, SweepSpec.cache_dir), as error messages name it
+CACHE_DIR_KEY = "cache_dir"
 _SCRATCH = re.compile(r"^\.(?P<key>[^.]+)\.(?P<kind>tmp|bad)-(?P<host>[A-Za-z0-9._]*)-(?P<pid>\d+)-")
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -154,6 +166,108 @@ def _listing(folder: Path) -> list[str]:
 
 def _raise(exc: OSError) -> None:
     raise exc
+
+
+def check_cache_dir(path: str | os.PathLike) -> None:
+    """Check that the cache folder `path` (a config's cache_dir) can be used, before anything is written.
+
+    It must be a folder this process can list, read and write (or, when missing, one it can create: its nearest
+    existing ancestor is a writable folder), and each stage folder of STAGE_NAMES that exists under it must be
+    such a folder too. Entries inside a stage folder are not checked: one that cannot be read or fails to verify
+    is moved aside and made again on use (`StageCache.load_or_make`), so a read-only entry is still used.
+    Nothing is created or changed. Symlinks are followed.
+
+    Raises ConfigError (a ValueError; one line starting `cache_dir: '<path>'`) saying what is wrong: a regular
+    file (or other non-folder), a symlink loop or a broken symlink, a folder this user cannot write or list
+    (read-only, or owned by another user), a folder on a read-only file system, or a missing folder that cannot
+    be created.
+    """
+    root = Path(path)
+    where = f"{CACHE_DIR_KEY}: {_quote_path(root)}"
+    st = _stat(root, where)
+    if st is None:
+        _check_creatable(root, where)
+        return
+    _check_folder(root, st, where, "")
+    for stage in STAGE_NAMES:
+        folder = root / stage
+        st = _stat(folder, f"{where}: stage folder {_quote_path(folder)}")
+        if st is not None:
+            _check_folder(folder, st, where, "stage folder")
+
+
+def _quote_path(path: Path) -> str:
+    """repr of a path for a message, cut to its last 80 characters."""
+    text = str(path)
+    return repr(text if len(text) <= 80 else "..." + text[-77:])
+
+
+def _stat(path: Path, where: str) -> os.stat_result | None:
+    """os.stat of `path` (symlinks followed); None when nothing is there. Raises ConfigError `where: ...` for a
+    symlink loop, a broken symlink or a path that cannot be looked up."""
+    try:
+        return os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise ConfigError(f"{where} is a broken symlink (to {os.readlink(path)!r}); point it at a folder or "
+                              "remove it") from None
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            part = "is" if os.path.islink(path) else "has a part that is"
+            raise ConfigError(f"{where} {part} a symlink loop; replace it with a folder") from None
+        if exc.errno == errno.ENOTDIR:
+            raise ConfigError(f"{where}: a part of the path is a file, not a folder") from None
+        raise ConfigError(f"{where} cannot be looked up ({exc.strerror or exc})") from None
+
+
+def _writable(path: Path) -> bool:
+    """True when this process may list, read and create entries in the folder `path` (effective ids when the
+    platform supports it: a root process without CAP_DAC_OVERRIDE is refused like any other user)."""
+    mode = os.R_OK | os.W_OK | os.X_OK
+    if os.access in os.supports_effective_ids:
+        return os.access(path, mode, effective_ids=True)
+    return os.access(path, mode)
+
+
+def _check_folder(path: Path, st: os.stat_result, where: str, what: str) -> None:
+    """ConfigError unless `path` (its stat `st`) is a folder this process can list and write. where: the
+    message's start (`cache_dir: '<path>'`); what: "" for the cache folder itself, else "stage folder"."""
+    subject = f"{where}: {what} {_quote_path(path)}" if what else where
+    if not stat.S_ISDIR(st.st_mode):
+        kind = "a regular file" if stat.S_ISREG(st.st_mode) else "not a folder"
+        raise ConfigError(f"{subject} is {kind}; the cache needs a folder it can write (remove it or choose "
+                          "another cache_dir)")
+    if _writable(path):
+        return
+    owner = "" if st.st_uid == os.geteuid() else f", owner uid {st.st_uid}: another user"
+    why = ("is on a read-only file system" if _read_only_fs(path) else
+           f"is not writable by this user (mode {stat.S_IMODE(st.st_mode):o}{owner})")
+    raise ConfigError(f"{subject} {why}; choose a cache_dir this user can write")
+
+
+def _read_only_fs(path: Path) -> bool:
+    """True when `path` is on a file system mounted read-only (False when it cannot be told)."""
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):
+        return False
+
+
+def _check_creatable(root: Path, where: str) -> None:
+    """ConfigError unless the missing folder `root` can be made: its nearest existing ancestor is a writable
+    folder (symlinks followed)."""
+    parent = Path(os.path.abspath(root)).parent
+    while True:
+        st = _stat(parent, f"{where}: its parent {_quote_path(parent)}")
+        if st is not None:
+            break
+        parent = parent.parent
+    if not stat.S_ISDIR(st.st_mode):
+        raise ConfigError(f"{where} cannot be created: {_quote_path(parent)} is a file, not a folder")
+    if not _writable(parent):
+        raise ConfigError(f"{where} does not exist and cannot be created: {_quote_path(parent)} is not writable by "
+                          "this user; choose a cache_dir this user can write")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,7 +16,7 @@ import pandas as pd
 import yaml
 
 import hwmodels
-from codesign.cache import StageCache
+from codesign.cache import StageCache, check_cache_dir
 from codesign.config import ConfigError, RunConfig, dump_config
 from codesign.evaluate import stage_keys
 from codesign.executor import run_points
@@ -104,12 +104,14 @@ def copy_artifacts(points: list[RunConfig], cache: StageCache, run_dir: Path) ->
 def run(cfg: RunConfig, progress: bool = True, log=print, resume: bool = False) -> RunResult:
     """Run every ratio of `cfg` and write `<output_dir>/<run>/`.
 
-    Raises ConfigError for bad names or settings and hwmodels.MappingError when the network does not fit the
-    chip; both before the run folder is created.
+    Raises ConfigError for bad names or settings (a cache_dir that cannot be used included:
+    codesign.cache.check_cache_dir) and hwmodels.MappingError when the network does not fit the chip; all before
+    the run folder is created.
     """
     start = time.perf_counter()
     check_names(cfg)
     chip = load_chip(cfg)
+    check_cache_dir(cfg.cache_dir)
     name = run_name(cfg)
     config_yaml = dump_config(cfg.model_copy(update={"run_name": name}))
     out = run_folder(cfg.output_dir, name, resume, CONFIG_FILE, yaml.safe_load(config_yaml))

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import yaml
 
+from codesign.cache import check_cache_dir
 from codesign.config import ConfigError, RunConfig, quote
 from codesign.executor import check_scheduler, run_points
 from codesign.pareto import pareto_mask
@@ -74,10 +75,12 @@ def sweep(spec: SweepSpec, resume: bool = False, progress: bool = False, log=pri
 
     on_point(points stored, total points) is called after each stored point (e.g. for a progress bar).
 
-    Raises ConfigError (bad spec, axis values, or an existing run folder without resume) before any work.
+    Raises ConfigError (bad spec, axis values, a cache_dir that cannot be used (codesign.cache.check_cache_dir),
+    or an existing run folder without resume) before any work and before the run folder is created.
     """
     start = time.perf_counter()
     points = grid_points(spec)
+    check_cache_dir(spec.cache_dir)
     validate_points(points)
     check_scheduler(spec.execution)
     spec_yaml = resolved_spec_yaml(spec)

@@ -2,6 +2,31 @@
 with one-line errors: a missing file raises FileNotFoundError; a directory, a file that is not an `.npz`, a
 truncated one, meta that is not the expected JSON object, or an array of the wrong dtype or shape raises
 ValueError naming the file and what was expected. User values quoted in messages are cut to MAX_QUOTE characters.
+
+An `.npz` is checked before any member is read (`check_members`), so a zip bomb (a small file whose members
+inflate to gigabytes) is refused without inflating it:
+
+- every `.npy` member's header must describe exactly the bytes the member declares (shape x itemsize + header
+  = its uncompressed size in the zip directory; zipfile never inflates a member past that size), so a lying
+  header cannot make numpy allocate more than the zip directory declares;
+- a file whose members inflate to at most FREE_INFLATE_BYTES (512 MiB) in total loads however compressed it is;
+  beyond that, the file as a whole, and each member larger than FREE_INFLATE_BYTES, may inflate at most
+  MAX_INFLATE_RATIO (100) times its size on disk (compressed size, for a member).
+
+So loading an `.npz` never allocates more than max(512 MiB, 100 x the file's size) for its arrays.
+
+Why these bounds: a ratio alone cannot tell a bomb from sparse data. Zeros deflate 1027x at zlib level 6 but
+only 229x at level 1 (the probe's bomb: 2.5 GiB of float32 zeros in an 11 MiB file), while legitimate sparse
+arrays reach the same ratios. Measured with np.savez_compressed (zlib level 6): the lowered graphs and traces of
+mnist_conv and vgg9 on digits (100 samples) have weights at ~1.1x, CSR offsets/indices/values at 13-27x and the
+packed activity of silent layers at 140-565x (every member under 1 MiB); 64 MiB of packed spike bits compress 8x
+at a spike density of 1e-2, 43x at 1e-3, 271x at 1e-4, 788x at 1e-5, and sorted int64 CSR offsets 215x. Hence
+the absolute allowance: any compressed file up to 512 MiB of arrays loads (far above the traces of the shipped
+configs), and only files over it that inflate more than 100x (spike densities under ~3e-4 per bit, or a bomb)
+are refused. The graphs and traces codesign writes are stored uncompressed (np.savez, 1x) and are never refused;
+a genuine array refused by the bound loads once saved uncompressed (np.savez) or as a streamed trace folder
+(hwmodels.stream, read memory-mapped). Members of other zip methods (bzip2, lzma, which reach far higher
+ratios) are held to the same bound.
 """
 from __future__ import annotations
 
@@ -26,6 +51,10 @@ READ_ERRORS = (KeyError, IndexError, TypeError, AttributeError, ValueError, OSEr
 DAMAGED = (OSError, EOFError, zipfile.BadZipFile, zlib.error)
 #: dtype kinds accepted by `array`, by the word used in messages
 KINDS = {"int": "iu", "float": "fiu", "uint8": "u"}
+#: uncompressed bytes of all members of an `.npz` that load whatever its compression (512 MiB); see the docstring
+FREE_INFLATE_BYTES = 512 << 20
+#: uncompressed / compressed bytes a file (or a member) over FREE_INFLATE_BYTES may reach
+MAX_INFLATE_RATIO = 100
 
 
 def quote(value: object, limit: int = MAX_QUOTE) -> str:
@@ -92,11 +121,102 @@ def open_npz(path: str | os.PathLike, what: str, hint: str = "") -> Iterator[np.
     if not isinstance(z, np.lib.npyio.NpzFile):
         raise ValueError(f"{file_name(p)}: holds a single .npy array, not {a_(what)} .npz file")
     with z:
+        check_members(z.zip, p, p.stat().st_size)
         try:
             yield z
         except READ_ERRORS as exc:
             text = _problem(exc, what)
             raise ValueError(text if text.startswith(file_name(p)) else f"{file_name(p)}: {text}") from None
+
+
+def human_bytes(n: int) -> str:
+    """`n` bytes as '<value> B/KiB/MiB/GiB/TiB' with 3 significant digits (binary units)."""
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024:
+            return f"{value:.3g} {unit}"
+        value /= 1024
+    return f"{value:.3g} TiB"
+
+
+def _inflate_limit(compressed: int) -> int:
+    """Most bytes that `compressed` bytes may inflate to: max(FREE_INFLATE_BYTES, MAX_INFLATE_RATIO x compressed)."""
+    return max(FREE_INFLATE_BYTES, MAX_INFLATE_RATIO * compressed)
+
+
+def check_members(zf: zipfile.ZipFile, path: str | os.PathLike, archive_bytes: int) -> None:
+    """Refuse an `.npz` archive whose members would inflate far beyond its size, before any member is read.
+
+    zf: the open archive; path: its file (for messages); archive_bytes: its size on disk in bytes. Reads only
+    the zip directory and the header of each `.npy` member (a few KiB inflated each). Raises ValueError (one line
+    naming the file and the member) when all members together inflate to more than
+    max(FREE_INFLATE_BYTES, MAX_INFLATE_RATIO x archive_bytes) bytes, or one member to more than
+    max(FREE_INFLATE_BYTES, MAX_INFLATE_RATIO x its compressed size), when an `.npy` member's header describes a
+    different number of bytes than the member holds, or when a member cannot be opened (encrypted, or an
+    unsupported compression method). The bounds, and why real files pass them, are in the module docstring.
+    """
+    name = file_name(path)
+    infos = zf.infolist()
+    advice = (f"refused as a possible zip bomb (over {human_bytes(FREE_INFLATE_BYTES)}, at most {MAX_INFLATE_RATIO}x "
+              "is accepted; save genuine arrays uncompressed with np.savez)")
+    for info in infos:
+        if info.file_size > _inflate_limit(info.compress_size):
+            raise ValueError(f"{name}: member {quote(info.filename)} inflates to {human_bytes(info.file_size)} from "
+                             f"{human_bytes(info.compress_size)} ({info.file_size / max(info.compress_size, 1):.0f}x); "
+                             f"{advice}")
+    total = sum(info.file_size for info in infos)
+    if infos and total > _inflate_limit(archive_bytes):
+        big = max(infos, key=lambda info: info.file_size)
+        raise ValueError(f"{name}: its {len(infos)} members inflate to {human_bytes(total)} from a "
+                         f"{human_bytes(archive_bytes)} file ({total / max(archive_bytes, 1):.0f}x; the largest, "
+                         f"member {quote(big.filename)}, to {human_bytes(big.file_size)}); {advice}")
+    for info in infos:
+        _check_npy_header(zf, info, name)
+
+
+def _check_npy_header(zf: zipfile.ZipFile, info: zipfile.ZipInfo, name: str) -> None:
+    """ValueError unless the `.npy` header of member `info` (when it has one) describes exactly the bytes that
+    the zip directory declares for it; a member that is not an `.npy`, or whose header does not parse, is left
+    to numpy (it reads at most the declared bytes, or refuses the header). Object arrays are left to numpy too
+    (it refuses them: allow_pickle=False)."""
+    member = quote(info.filename)
+    try:
+        with zf.open(info) as fh:
+            if fh.read(len(np.lib.format.MAGIC_PREFIX)) != np.lib.format.MAGIC_PREFIX:
+                return
+            fh.seek(0)
+            try:
+                version = np.lib.format.read_magic(fh)
+                shape, _, dtype = _read_header(fh, version)
+            except (ValueError, TypeError, SyntaxError, OverflowError, EOFError):
+                return
+            header = fh.tell()
+    except (RuntimeError, NotImplementedError) as exc:  # encrypted, or a compression method zipfile lacks
+        raise ValueError(f"{name}: member {member} cannot be read ({one_line(exc)})") from None
+    except DAMAGED as exc:
+        raise ValueError(f"{name}: damaged or unreadable ({one_line(exc)})") from None
+    if dtype.hasobject:
+        return
+    data = dtype.itemsize
+    for n in shape:
+        data *= int(n)
+    if header + data != info.file_size:
+        raise ValueError(f"{name}: member {member} declares a {dtype} array of shape {quote(tuple(shape), 40)} "
+                         f"({human_bytes(data)}) but holds {human_bytes(max(info.file_size - header, 0))}; "
+                         f"not a well-formed .npy member")
+
+
+def _read_header(fh, version: tuple[int, int]) -> tuple:
+    """(shape, fortran_order, dtype) of an `.npy` header of `version` (1.0, 2.0 or 3.0), `fh` just past the magic."""
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(fh)
+    if version == (2, 0):
+        return np.lib.format.read_array_header_2_0(fh)
+    reader = getattr(np.lib.format, "_read_array_header", None)  # 3.0 (UTF-8 names) has no public reader
+    if reader is None:
+        from numpy.lib import _format_impl  # numpy >= 2 keeps it here
+        reader = _format_impl._read_array_header
+    return reader(fh, version)
 
 
 def decode_meta(raw: bytes, name: str, what: str, required: dict[str, type | tuple]) -> dict:

@@ -1,0 +1,220 @@
+"""Hostile `codesign search` input: every bad objectives / storage / space value and every unusable study database
+is one ConfigError line naming the field, found before the run folder is created (or, on resume, touched)."""
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+
+from codesign.config import ConfigError
+from codesign.runfolder import INCOMPLETE_NAME, LOCK_NAME
+from codesign.search import (STUDY_NAME, check_choices, check_objectives, check_range, check_space, check_storage,
+                             check_study_db, search)
+from codesign.spec import Range, load_spec
+from codesign.sweep import resolved_spec_yaml
+
+BASE = "base={data: {dataset: digits}, train: {epochs: 1}, hardware: {n_samples: 10}}"
+
+
+def _spec(tmp_path, *sets):
+    """A tiny digits search spec writing to tmp_path/out/s, serial."""
+    return load_spec(None, [BASE, f"output_dir={tmp_path / 'out'}", "run_name=s", "execution.workers=0",
+                            "search.n_trials=1", "search.space={compression.ratio: [0.0, 0.5]}", *sets])
+
+
+def _one_line(err) -> str:
+    text = str(err.value)
+    assert "\n" not in text
+    return text
+
+
+# --- objectives ------------------------------------------------------------------------------------------------
+
+
+def test_empty_objectives_are_refused(tmp_path):
+    with pytest.raises(ConfigError, match=r"search\.objectives: empty; .*accepted columns: .*energy_j") as err:
+        check_objectives(_spec(tmp_path, "search.objectives={}"))
+    _one_line(err)
+
+
+# --- space -----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("choices, match", [
+    ([], r"search\.space\.compression\.ratio: no choices; give a non-empty list"),
+    ([{"a": 1}], r"search\.space\.compression\.ratio: choice \{'a': 1\} is a dict; choices must be numbers"),
+    ([[0.1]], r"choice \[0\.1\] is a list"),
+    ([float("nan")], r"choice nan is not a finite number"),
+])
+def test_bad_choices_are_refused_naming_the_axis(choices, match):
+    with pytest.raises(ConfigError, match=match) as err:
+        check_choices("search.space.compression.ratio", choices)
+    _one_line(err)
+
+
+@pytest.mark.parametrize("rng, match", [
+    (dict(low=0, high=0.5, log=True), r"search\.space\.compression\.ratio: log: true needs low > 0, got low 0"),
+    (dict(low=-1, high=0.5, log=True), r"log: true needs low > 0, got low -1"),
+    (dict(low=0, high=8, log=True, integer=True), r"log: true needs low >= 1 \(integer: true\)"),
+    (dict(low=0.1, high=0.5, step=0.1, log=True), r"step and log: true cannot be combined"),
+    (dict(low=0, high=0.5, step=0), r"search\.space\.compression\.ratio\.step: 0 must be > 0"),
+    (dict(low=0, high=0.5, step=-0.1), r"\.step: -0\.1 must be > 0"),
+    (dict(low=0, high=0.5, step=0.3), r"\.step: 0\.3 does not divide high - low = 0\.5"),
+    (dict(low=float("nan"), high=0.5), r"search\.space\.compression\.ratio\.low: nan is not a finite number"),
+    (dict(low=0, high=float("inf")), r"\.high: inf is not a finite number"),
+    (dict(low=0.5, high=0.5), r"low 0\.5 must be < high 0\.5"),
+    (dict(low=2.5, high=8, integer=True), r"\.low: 2\.5 is not a whole number"),
+])
+def test_bad_ranges_are_refused_naming_the_axis(rng, match):
+    with pytest.raises(ConfigError, match=match) as err:
+        check_range("search.space.compression.ratio", Range(**rng))
+    _one_line(err)
+
+
+@pytest.mark.parametrize("rng", [dict(low=0, high=0.9), dict(low=0.1, high=0.9, log=True),
+                                 dict(low=0, high=0.9, step=0.1), dict(low=1, high=16, log=True, integer=True),
+                                 dict(low=1, high=16, log=True, integer=True, step=1)])
+def test_good_ranges_pass(rng):
+    check_range("search.space.compression.ratio", Range(**rng))
+
+
+def test_space_errors_name_the_axis_of_an_invalid_design_point(tmp_path):
+    with pytest.raises(ConfigError, match=r"search\.space\.compression\.ratio: 1\.5 gives an invalid design point: "
+                                          r"config: compression\.ratios"):
+        check_space(_spec(tmp_path, "search.space={compression.ratio: [0.2, 1.5]}"))
+    with pytest.raises(ConfigError, match=r"search\.space\.foo\.bar: 1 gives an invalid design point"):
+        check_space(_spec(tmp_path, "search.space={foo.bar: [1]}"))
+
+
+# --- storage ---------------------------------------------------------------------------------------------------
+
+
+def test_sqlite_storage_in_a_missing_folder_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    url = "sqlite:///nonexistent-dir/x/study.db"
+    with pytest.raises(ConfigError, match=r"search\.storage: the folder 'nonexistent-dir/x' of "
+                                          r"'sqlite:///nonexistent-dir/x/study\.db' does not exist") as err:
+        check_storage(url)
+    _one_line(err)
+    # the run folder itself is made before the study is opened
+    assert check_storage(url, Path("nonexistent-dir/x")) == url
+    assert check_storage(f"sqlite:///{tmp_path}/study.db") == f"sqlite:///{tmp_path}/study.db"
+    assert check_storage("sqlite://") == "sqlite://"
+
+
+def _optuna_db(path: Path, directions=("maximize", "minimize", "minimize")) -> str:
+    url = f"sqlite:///{path}"
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.create_study(study_name=STUDY_NAME, storage=url, directions=list(directions))
+    return url
+
+
+def _spoil(db: Path, kind: str) -> None:
+    """Replace an optuna study database by something else."""
+    if kind == "foreign":
+        db.unlink()
+        with sqlite3.connect(db) as con:
+            con.execute("create table trials (x int)")
+    elif kind == "foreign-columns":  # optuna's tables, but one lacks a column
+        with sqlite3.connect(db) as con:
+            con.execute("alter table trials drop column datetime_complete")
+    elif kind == "garbage":
+        db.write_bytes(os.urandom(4096))
+    elif kind == "truncated":
+        db.write_bytes(db.read_bytes()[:len(db.read_bytes()) // 3])
+    elif kind == "folder":
+        db.unlink()
+        db.mkdir()
+
+
+@pytest.mark.parametrize("kind, match", [
+    ("foreign", r"is not an optuna study database \(no table studies; its tables: trials\)"),
+    ("foreign-columns", r"is not an optuna study database \(its table trials lacks the column datetime_complete\)"),
+    ("garbage", r"is not an optuna study database \((file is not a database|database disk image is malformed)\)"),
+    ("truncated", r"is not an optuna study database \(.*malformed.*\)"),
+    ("folder", r"is a folder, not a SQLite database file"),
+])
+def test_unusable_study_databases_are_refused_without_changing_them(tmp_path, kind, match):
+    db = tmp_path / "study.db"
+    url = _optuna_db(db)
+    _spoil(db, kind)
+    before = db.read_bytes() if db.is_file() else None
+    with pytest.raises(ConfigError, match=r"search\.storage: '.*study\.db' " + match) as err:
+        check_study_db(url, _spec(tmp_path), resume=True)
+    _one_line(err)
+    if before is not None:
+        assert db.read_bytes() == before  # optuna would have added its tables to a foreign database
+
+
+def test_existing_study_needs_resume_and_the_same_directions(tmp_path):
+    url = _optuna_db(tmp_path / "study.db")
+    spec = _spec(tmp_path)
+    check_study_db(url, spec, resume=True)
+    with pytest.raises(ConfigError, match=r"search\.storage: a study named 'codesign' already exists"):
+        check_study_db(url, spec, resume=False)
+    with pytest.raises(ConfigError, match=r"search\.storage: .* has the objective directions maximize, minimize, "
+                                          r"minimize, not minimize of search\.objectives"):
+        check_study_db(url, _spec(tmp_path, "search.objectives={accuracy: min}"), resume=True)
+
+
+def test_missing_or_empty_database_starts_a_new_study(tmp_path):
+    spec = _spec(tmp_path)
+    check_study_db(f"sqlite:///{tmp_path}/none.db", spec, resume=True)
+    (tmp_path / "empty.db").touch()
+    check_study_db(f"sqlite:///{tmp_path}/empty.db", spec, resume=False)
+    assert not (tmp_path / "none.db").exists()
+
+
+# --- search(): every check before the run folder ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad, match", [
+    ("search.objectives={}", r"search\.objectives: empty"),
+    ("search.storage=sqlite:////nonexistent-dir/x/study.db", r"search\.storage: the folder '/nonexistent-dir/x'"),
+    ("search.space={compression.ratio: []}", r"search\.space\.compression\.ratio: no choices"),
+    ("search.space={compression.ratio: {low: 0, high: 0.5, log: true}}",
+     r"search\.space\.compression\.ratio: log: true needs low > 0"),
+])
+def test_bad_search_input_is_refused_before_the_run_folder(tmp_path, bad, match):
+    with pytest.raises(ConfigError, match=match) as err:
+        search(_spec(tmp_path, bad), log=lambda *_: None)
+    _one_line(err)
+    assert not (tmp_path / "out" / "s").exists()
+
+
+def test_resume_with_a_foreign_study_db_leaves_the_run_folder_as_it_was(tmp_path):
+    spec = _spec(tmp_path)
+    out = tmp_path / "out" / "s"
+    out.mkdir(parents=True)
+    (out / "search.yaml").write_text(resolved_spec_yaml(spec))
+    _optuna_db(out / "study.db")
+    _spoil(out / "study.db", "foreign")
+    before = (out / "study.db").read_bytes()
+    with pytest.raises(ConfigError, match=r"search\.storage: '.*/s/study\.db' is not an optuna study database"):
+        search(spec, resume=True, log=lambda *_: None)
+    # nothing written but the lock file the resume check takes (codesign.runfolder)
+    assert sorted(p.name for p in out.iterdir()) == sorted([LOCK_NAME, "search.yaml", "study.db"])
+    assert (out / "study.db").read_bytes() == before
+
+
+@pytest.mark.slow
+def test_cli_resume_over_a_foreign_study_db_exits_2_with_one_error_line(tmp_path):
+    """The CLI as a user runs it (was an optuna StorageInternalError traceback, exit 1)."""
+    (tmp_path / "q.yaml").write_text("base: {data: {dataset: digits}}\nrun_name: s\noutput_dir: out\n"
+                                     "execution: {workers: 0}\n"
+                                     "search: {n_trials: 1, space: {compression.ratio: [0.0]}}\n")
+    out = tmp_path / "out" / "s"
+    out.mkdir(parents=True)
+    (out / "search.yaml").write_text(resolved_spec_yaml(load_spec(tmp_path / "q.yaml")))
+    with sqlite3.connect(out / "study.db") as con:
+        con.execute("create table trials (x int)")
+    proc = subprocess.run([sys.executable, "-m", "codesign", "search", "q.yaml", "--resume"], cwd=tmp_path,
+                          env=dict(os.environ, PYTHONWARNINGS="ignore"), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: search.storage: "), proc.stderr
+    assert "study.db' is not an optuna study database (no table studies; its tables: trials)" in lines[0]
+    assert not (out / INCOMPLETE_NAME).exists()
