@@ -15,11 +15,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from codesign.cli_console import fail, make_console, progress_bar, text_log
+from codesign.cli_presets import presets_app
 from codesign.cli_simulate import simulate
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Neuromorphic hardware co-design for compressed spiking neural networks.")
-presets_app = typer.Typer(no_args_is_help=True, help="List and show chip presets.")
 app.add_typer(presets_app, name="presets")
 from codesign.cli_cache import cache_app  # noqa: E402  (registered beside presets)
 app.add_typer(cache_app, name="cache")
@@ -283,63 +283,6 @@ def report(run_dir: Path = typer.Argument(..., help="a run folder written by run
 
 
 app.command()(simulate)
-
-
-@presets_app.command("list")
-def presets_list() -> None:
-    """List the chip presets shipped with hwmodels."""
-    import hwmodels
-    for name in hwmodels.list_presets():
-        print(name)
-
-
-@presets_app.command("show")
-def presets_show(name: str, debug: bool = typer.Option(False, "--debug", help="show tracebacks")) -> None:
-    """Show a preset: every number with its source and note (SI units), what is folded into what, the
-    remaining assumptions and derived estimates, and the full citations.
-
-    Examples:
-      codesign presets show loihi
-    """
-    import hwmodels
-    from hwmodels.presets import preset_assumptions, preset_leaves, read_preset
-    console = make_console()
-    try:
-        chip = hwmodels.load_preset(name)
-        leaves, assumed = preset_leaves(name), preset_assumptions(name)
-    except ValueError as exc:
-        fail(exc, debug)
-    console.print(f"[bold]{escape(chip.name)}[/]: {escape(chip.description)}", soft_wrap=True)
-    console.print(_preset_table(chip.name, leaves))
-    for line in _preset_notes(chip):
-        console.print(escape(line), soft_wrap=True)
-    console.print(f"[bold]Assumptions and derived estimates ({len(assumed)}):[/]")
-    for leaf in assumed:
-        console.print(escape(f"  {leaf['key']} = {leaf['value']}: {leaf['note']}"), soft_wrap=True)
-    console.print("[bold]Sources:[/]")
-    for key, text in (read_preset(name).get("sources") or {}).items():
-        console.print(escape(f"  {key}: {' '.join(str(text).split())}"), soft_wrap=True)
-
-
-def _preset_table(chip_name: str, leaves: list[dict]) -> Table:
-    """Every value of a preset with its source and note (all cells text)."""
-    table = Table(title=escape(f"{chip_name}: values (SI) with their sources"))
-    for col in ("key", "value", "source", "note"):
-        table.add_column(col, overflow="fold")
-    for leaf in leaves:
-        table.add_row(*(escape(str(leaf[k])) for k in ("key", "value", "source", "note")))
-    return table
-
-
-def _preset_notes(chip) -> list[str]:
-    """Plain lines: how each memory is charged (or why it is folded), the neuron rules and the chip's notes."""
-    lines = []
-    for what, mem in (("synapse memory", chip.core.synapse_memory), ("neuron-state memory", chip.core.state_memory)):
-        state = "folded" if mem.folded else f"charged per bit ({mem.capacity} capacity, {mem.location})"
-        lines.append(f"- {what}: {state}: {mem.reason}")
-    lines.append(f"- neuron rules: access {chip.core.neuron_access_rule}, update {chip.core.neuron_update_rule}; "
-                 f"power gating {chip.power_gating}")
-    return lines + [f"- {topic}: {text}" for topic, text in chip.notes.items()]
 
 
 def main() -> None:

@@ -150,7 +150,8 @@ def run_simulation(console: Console, graph: Path, trace: Path, preset: str, set_
 
 def simulate(graph: Path = typer.Argument(..., help="lowered graph .npz (e.g. reports/<run>/artifacts/*.graph.npz)"),
              trace: Path = typer.Argument(..., help="event trace .npz or streamed trace folder"),
-             preset: str = typer.Option("loihi", help="chip preset (codesign presets list)"),
+             preset: str = typer.Option("loihi", help="chip preset (codesign presets list) or chip file path "
+                                                     "(.yaml, e.g. from codesign presets derive)"),
              set_: list[str] = typer.Option([], "--set", help="chip override, e.g. --set core.neurons_per_core=256"),
              model: str = typer.Option("des", help="des or analytic"),
              placement: str = typer.Option("in_order", help="in_order, snake or comm_aware"),
@@ -166,6 +167,7 @@ def simulate(graph: Path = typer.Argument(..., help="lowered graph .npz (e.g. re
     Examples:
       codesign simulate g.npz t.npz --preset loihi --model analytic
       codesign simulate g.npz t.npz --preset loihi --set core.neurons_per_core=256 --placement comm_aware
+      codesign simulate g.npz t.npz --preset mychip.yaml
       codesign simulate g.npz t.npz --json --out sim.json
     """
     console = make_console()

@@ -95,7 +95,9 @@ class CompressionConfig(_Section):
 class HardwareConfig(_Section):
     """Chip preset, overrides, mapping and simulation."""
 
-    preset: str = Field("loihi", description="chip preset name (codesign presets list)")
+    preset: str = Field("loihi", description="chip preset name (codesign presets list), a chip file in the preset "
+                                             "schema (a path ending .yaml or .yml, relative to the working "
+                                             "directory; codesign presets derive writes one) or sanafe:PATH")
     overrides: dict[str, Any] = Field(default_factory=dict,
                                       description="dotted preset overrides, e.g. core.synapse_memory_bits: 65536")
     placement: str = Field("in_order", description="placement of cores on the mesh")

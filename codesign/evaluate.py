@@ -21,6 +21,8 @@ from codesign.config import RunConfig
 from codesign.hwfigures import PointDetails
 from codesign.stages import (encoded_test_inputs, make_dataset, make_model, method_config, resolve_device,
                              train_config)
+from hwmodels.presets import chip_file_digest
+from hwmodels.trace_check import check_trace
 from workloads import checkpoint, compression, lowering, models, train
 
 #: config fields that do not change any result (excluded from keys)
@@ -56,8 +58,17 @@ def stage_keys(cfg: RunConfig) -> StageKeys:
     comp = config_key("compressed", dense, cfg.compression.method, ratio_of(cfg), cfg.compression.params)
     low = config_key("lowered", LOWERED_VERSION, comp, cfg.hardware.n_samples, cfg.hardware.weight_bits,
                      cfg.hardware.weight_fit)
-    point = config_key("point", cfg.model_dump(mode="json", exclude=NON_RESULT_FIELDS))
+    point = config_key("point", cfg.model_dump(mode="json", exclude=NON_RESULT_FIELDS), *chip_file_part(cfg))
     return StageKeys(dense, comp, low, point)
+
+
+def chip_file_part(cfg: RunConfig) -> tuple[dict, ...]:
+    """What a point id holds beyond the config when `hardware.preset` is a chip file (or `sanafe:PATH`): the
+    sha256 of the file's bytes, so an edited file is a new point and never resumes or reuses a row made with the
+    old content; () for a shipped preset (whose content is versioned with the code, point ids unchanged). Raises
+    ValueError naming the file when it cannot be read."""
+    digest = chip_file_digest(cfg.hardware.preset)
+    return () if digest is None else ({"chip_sha256": digest},)
 
 
 def _lazy_dataset(cfg: RunConfig) -> Callable[[], object]:
@@ -102,13 +113,53 @@ def _compressed(cfg: RunConfig, cache: StageCache, keys: StageKeys, data: Callab
         checkpoint.save(small, folder / "model.pt", extra={"accuracy": acc})
         (folder / "result.json").write_text(json.dumps(dataclasses.asdict(info), default=str))
 
-    def load(folder: Path) -> dict:
-        return {**_model_file(folder), "result": json.loads((folder / "result.json").read_text())}
-    return cache.load_or_make("compressed", keys.compressed, make, load, meta={"stage": "compressed"})
+    return cache.load_or_make("compressed", keys.compressed, make, _compressed_file, meta={"stage": "compressed"})
 
 
-def _lowered(cfg: RunConfig, cache: StageCache, keys: StageKeys, data: Callable, device, compressed: dict) -> Path:
-    """Folder of the lowered graph and trace of `cfg` (graph.npz, trace.npz) of the `compressed` payload."""
+def _compressed_file(folder: Path) -> dict:
+    """The checkpoint payload of a compressed entry with its "result" (result.json). Raises ValueError (one line)
+    when model.pt does not load (workloads.checkpoint.load), result.json is not JSON, or either lacks a value
+    model_row reads (_row_numbers), so the cache discards the entry and makes it again instead of failing later."""
+    payload = {**_model_file(folder), "result": json.loads((folder / "result.json").read_text())}
+    _row_numbers(payload)
+    return payload
+
+
+def _row_numbers(payload: dict) -> tuple[float, int, int | None]:
+    """(accuracy, params_after, size_bits or None) of a compressed payload, as model_row reads them. Raises
+    ValueError naming the file when one is missing or not a number."""
+    try:
+        accuracy = float(payload["extra"]["accuracy"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"model.pt: the checkpoint's extra holds no numeric 'accuracy' ({type(exc).__name__})") \
+            from None
+    try:
+        info = payload["result"]
+        size_bits = info.get("size_bits")
+        return accuracy, int(info["params_after"]), None if not size_bits else int(size_bits)
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"result.json: not an object with an integer 'params_after' and 'size_bits' "
+                         f"({type(exc).__name__})") from None
+
+
+def load_lowered(folder: Path) -> tuple[hwmodels.NetworkGraph, hwmodels.EventTrace]:
+    """(graph, trace) of a lowered entry folder: graph.npz and trace.npz loaded (hwmodels NetworkGraph.load,
+    EventTrace.load) and checked to belong together (hwmodels.trace_check.check_trace).
+
+    Raises ValueError (one line naming the file) for content that does not load or does not match (an object
+    array, a truncated archive, a zip bomb, a trace of another graph) and FileNotFoundError for a missing file;
+    the cache then discards the entry with a warning and makes it again (StageCache.load_or_make).
+    """
+    graph = hwmodels.NetworkGraph.load(folder / "graph.npz")
+    trace = hwmodels.EventTrace.load(folder / "trace.npz")
+    check_trace(graph, trace)
+    return graph, trace
+
+
+def _lowered(cfg: RunConfig, cache: StageCache, keys: StageKeys, data: Callable, device, compressed: dict,
+             load: Callable[[Path], object] = load_lowered) -> tuple[Path, object]:
+    """(folder, load(folder)) of the lowered graph and trace of `cfg` (graph.npz, trace.npz) of the `compressed`
+    payload; an entry that fails to verify or to load is discarded and made again."""
     def make(folder: Path) -> None:
         x, y = encoded_test_inputs(data(), cfg, cfg.hardware.n_samples)
         graph, trace = lowering.lower(compressed["model"], x, labels=y, weight_bits=cfg.hardware.weight_bits,
@@ -117,30 +168,42 @@ def _lowered(cfg: RunConfig, cache: StageCache, keys: StageKeys, data: Callable,
                                       compression=compressed["result"])
         graph.save(folder / "graph.npz")
         trace.save(folder / "trace.npz")
-    return cache.get_or_make("lowered", keys.lowered, make, meta={"stage": "lowered"})
+    return cache.load_or_make("lowered", keys.lowered, make, load, meta={"stage": "lowered"})
 
 
 def model_row(cfg: RunConfig, cache: StageCache, progress: bool = False) -> tuple[dict, Path]:
     """Accuracy/parameter part of a point's row and the folder of its lowered graph + trace (all cached; a cached
-    entry that fails to verify or load is made again, the dataset is built only when something is made)."""
+    entry that fails to verify or load (graph and trace included: load_lowered) is made again, the dataset is
+    built only when something is made)."""
+    row, low, _ = _model_row(cfg, cache, progress)
+    return row, low
+
+
+def _model_row(cfg: RunConfig, cache: StageCache, progress: bool = False,
+               load: Callable[[Path], object] = load_lowered) -> tuple[dict, Path, object]:
+    """model_row plus load(lowered folder), the value the lowered entry was checked with."""
     keys = stage_keys(cfg)
     device = resolve_device(cfg.device)
     data = _lazy_dataset(cfg)
     _, payload = _compressed(cfg, cache, keys, data, device, progress)
-    info = payload["result"]
+    accuracy, params, size_bits = _row_numbers(payload)
     row = {"point_id": keys.point, "method": cfg.compression.method, "ratio": ratio_of(cfg),
-           "accuracy": float(payload["extra"]["accuracy"]), "params": int(info["params_after"]),
-           "model_bits": int(info.get("size_bits") or 32 * models.count_parameters(payload["model"]))}
-    return row, _lowered(cfg, cache, keys, data, device, payload)
+           "accuracy": accuracy, "params": params,
+           "model_bits": size_bits or 32 * models.count_parameters(payload["model"])}
+    low, loaded = _lowered(cfg, cache, keys, data, device, payload, load)
+    return row, low, loaded
 
 
 def hardware_row(cfg: RunConfig, graph: hwmodels.NetworkGraph, trace: hwmodels.EventTrace,
-                 sim_cache: hwmodels.SimCache | None = None) -> tuple[dict, hwmodels.SimResult | None]:
+                 sim_cache: hwmodels.SimCache | None = None,
+                 chip: hwmodels.ChipSpec | None = None) -> tuple[dict, hwmodels.SimResult | None]:
     """Map and simulate on the configured chip: (row, SimResult); a network that does not fit gives fits=False,
-    the reason and no SimResult. The row is SimResult.as_row with its bootstrap intervals seeded by cfg.seed.
+    the reason and no SimResult. The row is SimResult.as_row with its bootstrap intervals seeded by cfg.seed; its
+    `preset` is hardware.preset as given (a preset name, or a chip file path as written in the config).
     sim_cache: reuse mappings, action counts and timings of earlier points on the same graph and trace
-    (hwmodels.SimCache; the row is the same with or without it)."""
-    chip = hwmodels.load_preset(cfg.hardware.preset, cfg.hardware.overrides)
+    (hwmodels.SimCache; the row is the same with or without it). chip: the loaded chip of `cfg` (default: loaded
+    here from hardware.preset and hardware.overrides)."""
+    chip = chip or hwmodels.load_preset(cfg.hardware.preset, cfg.hardware.overrides)
     row = {"preset": cfg.hardware.preset}
     mapper = hwmodels.map_network if sim_cache is None else sim_cache.mapping
     try:
@@ -163,14 +226,16 @@ def evaluate_point(cfg: RunConfig, cache_dir: str | Path, progress: bool = False
     written to <details_root>/<point_id>/ (codesign.hwfigures.PointDetails) before the row is returned (a point
     that does not fit the chip has none)."""
     cache = StageCache(cache_dir)
-    row, low = model_row(cfg, cache, progress)
 
-    def load() -> tuple[hwmodels.NetworkGraph, hwmodels.EventTrace]:
-        return hwmodels.NetworkGraph.load(low / "graph.npz"), hwmodels.EventTrace.load(low / "trace.npz")
-    graph, trace = load() if sim_cache is None else sim_cache.keep(("lowered", str(low)), load)
-    hw, sim = hardware_row(cfg, graph, trace, sim_cache)
+    def load(folder: Path) -> tuple[hwmodels.NetworkGraph, hwmodels.EventTrace]:
+        """The lowered entry's graph and trace (kept in sim_cache when given); a failure discards the entry."""
+        if sim_cache is None:
+            return load_lowered(folder)
+        return sim_cache.keep(("lowered", str(folder)), lambda: load_lowered(folder))
+    row, _, (graph, trace) = _model_row(cfg, cache, progress, load)
+    chip = hwmodels.load_preset(cfg.hardware.preset, cfg.hardware.overrides)  # once: row and details agree
+    hw, sim = hardware_row(cfg, graph, trace, sim_cache, chip)
     row.update(hw)
     if details_root is not None and sim is not None:
-        chip = hwmodels.load_preset(cfg.hardware.preset, cfg.hardware.overrides)
         PointDetails.from_sim(sim, chip).save(Path(details_root) / row["point_id"])
     return row

@@ -14,6 +14,7 @@ import torch
 
 import hwmodels
 from codesign.config import ConfigError, RunConfig, quote
+from hwmodels.presets import preset_kind
 from workloads import compression, data, encoding, lowering, models, neurons, train
 
 #: test samples lowered for the before-training fit check (enough to build every population)
@@ -26,6 +27,21 @@ def _check_one(field: str, value: str, accepted) -> None:
         raise ConfigError(f"{field}: '{value}' is not one of {', '.join(accepted)}")
 
 
+def check_preset(preset: str) -> None:
+    """`hardware.preset` names a shipped preset, or a chip file / `sanafe:PATH` that loads (relative paths: to the
+    working directory). Raises ConfigError naming `hardware.preset`: listing the presets for an unknown name, or
+    naming the file and the YAML key for a chip file that is missing or bad."""
+    kind = preset_kind(preset)
+    if kind == "unknown":
+        raise ConfigError(f"hardware.preset: {quote(preset)} is not one of {', '.join(hwmodels.list_presets())} "
+                          "(or a chip file path ending .yaml or .yml, or sanafe:PATH)")
+    if kind != "shipped":
+        try:
+            hwmodels.load_preset(preset)
+        except (ValueError, OSError) as exc:
+            raise ConfigError(f"hardware.preset: {exc}") from None
+
+
 def check_names(cfg: RunConfig) -> None:
     """Every registry name in the config exists. Raises ConfigError naming the field and accepted names."""
     _check_one("data.dataset", cfg.data.dataset, data.DATASETS)
@@ -34,7 +50,7 @@ def check_names(cfg: RunConfig) -> None:
     _check_one("model.name", cfg.model.name, models.MODELS)
     _check_one("model.neuron", cfg.model.neuron, neurons.NEURONS)
     _check_one("compression.method", cfg.compression.method, compression.METHODS)
-    _check_one("hardware.preset", cfg.hardware.preset, hwmodels.list_presets())
+    check_preset(cfg.hardware.preset)
     _check_one("hardware.placement", cfg.hardware.placement, hwmodels.PLACEMENTS)
     method_config(cfg)
 

@@ -12,7 +12,7 @@ from hwmodels.spec import ChipSpec, CoreSpec, RouterSpec
 #: cost of a core (names ending in _j, _s or _w) and its receive mode; every other field is mapping-relevant
 #: (core capacity and memory limits, mesh, cores_per_tile, chips, the chip name kept in Mapping.chip_name)
 MAPPING_EXCLUDED = {"router": True, "barrier_sync_s": True, "description": True, "sources": True, "notes": True,
-                    "static_power_chip_w": True, "power_gating": True,
+                    "derived_from": True, "static_power_chip_w": True, "power_gating": True,
                     "core": {f for f in CoreSpec.model_fields
                              if f.endswith(("_j", "_s", "_w", "_rule", "_per_bit", "_memory"))
                              or f in ("receive_mode", "accumulator_bits")}}
@@ -20,8 +20,8 @@ MAPPING_EXCLUDED = {"router": True, "barrier_sync_s": True, "description": True,
 
 #: ChipSpec fields that never change a latency: every energy and power (names ending in _j or _w, in the core
 #: and the router) and the provenance text; the timing of a batch depends on every other field
-TIMING_EXCLUDED = {"name": True, "description": True, "sources": True, "notes": True, "static_power_chip_w": True,
-                   "power_gating": True,
+TIMING_EXCLUDED = {"name": True, "description": True, "sources": True, "notes": True, "derived_from": True,
+                   "static_power_chip_w": True, "power_gating": True,
                    "core": {f for f in CoreSpec.model_fields
                             if f.endswith(("_j", "_w", "_per_bit", "_memory")) or f == "accumulator_bits"},
                    "router": {f for f in RouterSpec.model_fields if f.endswith(("_j", "_w"))}}

@@ -247,6 +247,19 @@ class RouterSpec(_Spec):
         return 1.0 / self.link_bandwidth_msgs_per_s
 
 
+class Derivation(_Spec):
+    """Provenance of a chip file written by `codesign presets derive` (hwmodels.derive); not used by the models.
+
+    preset: the base it was derived from (a preset name or chip file path, as given).
+    date: ISO date of the derivation.
+    changed: {dotted override key: {"from": the base's value, "to": the new value}}.
+    """
+
+    preset: str = Field(min_length=1)
+    date: str = ""
+    changed: dict[str, dict[Literal["from", "to"], Any]] = Field(default_factory=dict)
+
+
 class ChipSpec(_Spec):
     """A chip: a mesh_width x mesh_height mesh of tiles, each with a router and cores_per_tile cores.
 
@@ -263,6 +276,7 @@ class ChipSpec(_Spec):
     power_gating: "cores" (only the cores the mapping uses, and the chips holding them, leak) or "none" (every
         core of all n_chips chips leaks for the whole inference). Static energy = static power x latency.
     notes: {topic: text} of a preset (what is folded into what, remaining assumptions); provenance only.
+    derived_from: how a derived chip file was made from its base (Derivation); None for a preset; provenance only.
     """
 
     name: str = Field(min_length=1)
@@ -280,6 +294,7 @@ class ChipSpec(_Spec):
     static_power_chip_w: float = Field(default=0.0, ge=0.0)
     power_gating: Literal["cores", "none"] = "cores"
     notes: dict[str, str] = Field(default_factory=dict)
+    derived_from: Derivation | None = None
 
     @field_validator("barrier_sync_s")
     @classmethod
