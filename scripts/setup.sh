@@ -25,7 +25,11 @@ pipq install "${FIND[@]}" "${C[@]}" "torch==2.13.0"
 pipq install --no-deps "spikingjelly==2.0.0"
 pipq install "${FIND[@]}" "${C[@]}" -e ".[dev]"
 # Peers for cross-check tests and benchmarks (optional extras, never imported by the packages):
-# SANA-FE (GPL-3.0, run only), NeuroBench metrics and snntorch, whose declared deps are not needed here.
-pipq install --no-deps "${C[@]}" sanafe neurobench snntorch
+# SANA-FE (GPL-3.0, run only), NeuroBench metrics and snntorch, whose declared deps are not needed here, and
+# nirtorch (snnTorch's and SpikingJelly's NIR exchange), whose deps torch and nir are pinned above.
+pipq install --no-deps "${C[@]}" sanafe neurobench snntorch nirtorch
+# sinabs (SynSense's Speck/DYNAP-CNN toolchain: the Speck mapping oracle) and its pbr; not its samna, whose PyPI
+# package pip-installs the real one from another index when imported (tests/crosscheck/test_speck_sinabs.py).
+pipq install --no-deps "${C[@]}" sinabs pbr
 echo "$want" > "$STAMP"
 echo "setup: done" >&2

@@ -3,7 +3,13 @@
 One small converter per population kind (NEURON_EXPORT) and per projection kind (WEIGHT_EXPORT). Time constants
 are written in seconds, tau_s = tau_steps * dt. What NIR has no field for (weight bits, storage format, state bits,
 graded input, soft reset, the PLIF/sLIF kind, max-pool origin) travels in the nodes' `metadata`, which `nir.write`
-and `nir.read` keep; `workloads.exchange.nir_import` reads it back.
+and `nir.read` keep; `workloads.exchange.nir_import` reads it back. A max-pool (of binary spikes, an OR) is
+written as nir.AvgPool2d + an OR LIF (NIR 1.0 has no max-pool node), which snnTorch's import_from_nir and
+SpikingJelly's nir_exchange run with the same spikes and nir.read's type check accepts.
+
+Hand-written, not SpikingJelly's nir_exchange.export_to_nir / nirtorch.torch_to_nir: those export a torch model,
+while this exports the lowered (possibly compressed, BN-folded, low-rank, Brian2-imported) NetworkGraph; they
+refuse soft reset and grouped convs and have no BatchNorm, max-pool or per-layer bits.
 """
 from __future__ import annotations
 
@@ -87,6 +93,16 @@ def _conv(proj: Projection, src_shape: tuple[int, ...]) -> nir.NIRNode:
     return node
 
 
+def _avgpool(proj: Projection, src_shape: tuple[int, ...]) -> nir.NIRNode:
+    """A max-pool projection (depthwise all-ones conv, lowering's OR) -> nir.AvgPool2d, which NIR readers (snnTorch,
+    SpikingJelly) know; NIR 1.0 has no max-pool node, and a grouped conv fails nir's type check. ValueError for a
+    dilated pool (AvgPool2d has no dilation)."""
+    if tuple(proj.dilation) != (1, 1):
+        raise ValueError(f"projection {proj.name!r}: a dilated max-pool has no NIR AvgPool2d form")
+    return nir.AvgPool2d(kernel_size=np.array(proj.weight.shape[2:]), stride=np.array(proj.stride),
+                         padding=np.array(proj.padding), metadata={"origin": "MaxPool2d"})
+
+
 #: Projection.kind -> fn(projection, source shape) -> NIR node
 WEIGHT_EXPORT: dict[str, Callable[[Projection, tuple[int, ...]], nir.NIRNode]] = {"dense": _dense, "conv": _conv}
 
@@ -96,8 +112,31 @@ def _is_readout(graph: NetworkGraph, pop: Population) -> bool:
     return pop.neuron.kind == "IF" and np.isinf(pop.neuron.threshold) and not graph.out_projections(pop.name)
 
 
+def _maxpool_in(graph: NetworkGraph, pop: Population) -> Projection | None:
+    """The max-pool projection feeding `pop` (lowering's OR population), else None."""
+    origin = graph.metadata.get("origin", {})
+    ins = [p for p in graph.in_projections(pop.name) if origin.get(p.name) == "MaxPool2d"]
+    return ins[0] if ins else None
+
+
+def _or_neuron(pop: Population, proj: Projection, dt: float) -> nir.NIRNode:
+    """The OR neuron of a max-pool of binary spikes after nir.AvgPool2d: LIF(tau 2 dt, r 2, threshold 1/(2 k^2)).
+    Its potential is 0 at every step start (any input fires and resets it), so it spikes iff the window holds a
+    spike; snnTorch (beta 0.5, no input scaling) and SpikingJelly (tau 2, decay_input False) read it exactly."""
+    k = int(np.prod(proj.weight.shape[2:]))
+    return nir.LIF(tau=_full(pop, 2 * dt), r=_full(pop, 2.0), v_leak=_full(pop, 0.0),
+                   v_threshold=_full(pop, 0.5 / k), v_reset=_full(pop, 0.0),
+                   metadata={"kind": "IF", "origin": "MaxPool2d", "tau_steps": 2.0})
+
+
 def _population_node(graph: NetworkGraph, pop: Population, dt: float) -> nir.NIRNode:
-    """The NIR node of one population (Input, Output for a readout, else its neuron converter)."""
+    """The NIR node of one population (Input, Output for a readout, the OR neuron of a max-pool, else its neuron
+    converter)."""
+    pool = _maxpool_in(graph, pop)
+    if pool is not None:
+        node = _or_neuron(pop, pool, dt)
+        node.metadata["state_bits"] = int(pop.state_bits)
+        return node
     if pop.is_input:
         return nir.Input(input_type=np.array(pop.shape), metadata={"graded": bool(pop.graded)})
     if _is_readout(graph, pop):
@@ -118,7 +157,8 @@ def _projection_nodes(graph: NetworkGraph, proj: Projection) -> tuple[dict[str, 
     if getattr(proj, "gate", None) is not None:
         raise ValueError(f"projection {proj.name!r}: gated (spike-valued, e.g. attention) weights have no NIR "
                          "equivalent")
-    node = WEIGHT_EXPORT[proj.kind](proj, src.shape)
+    maxpool = graph.metadata.get("origin", {}).get(proj.name) == "MaxPool2d"
+    node = _avgpool(proj, src.shape) if maxpool else WEIGHT_EXPORT[proj.kind](proj, src.shape)
     node.metadata.update({"weight_bits": int(proj.weight_bits), "storage": proj.storage})
     origin = graph.metadata.get("origin", {}).get(proj.name)
     if origin:

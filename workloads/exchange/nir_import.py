@@ -1,5 +1,12 @@
-"""Build a SpikingJelly multi-step nn.Sequential from a chain-shaped NIR graph, so `workloads.lower` turns it into a
-NetworkGraph + EventTrace. One small converter per NIR node type (IMPORTERS).
+"""Build a SpikingJelly multi-step nn.Sequential from a chain-shaped NIR graph (an fx.GraphModule for graphs with
+branches and residual adds, workloads.exchange.nir_dag), so `workloads.lower` turns it into a NetworkGraph +
+EventTrace. One small converter per NIR node type (IMPORTERS). Nested subgraphs are inlined and a batch dimension
+in the Input shape dropped first (workloads.exchange.nir_graph).
+
+Hand-written, not SpikingJelly's nir_exchange.import_from_nir: that returns a GraphModule threading a state dict
+through single-step wrappers, which lowering cannot trace; it refuses IF with r != 1/dt (Sinabs' and Norse's
+per-step r = 1), v_leak != v_reset and soft reset, and drops our metadata (weight bits, storage, low-rank relays,
+max-pools). nirtorch is used by the peers' exporters whose graphs this module reads.
 
 Discretisation (dt seconds per timestep): NIR LIF  tau dv/dt = (v_leak - v) + R I  by forward Euler is
 v' = v + (dt/tau)(v_leak - v + R I); with tau_steps = tau/dt this is SpikingJelly's LIFNode
@@ -23,6 +30,8 @@ from torch import nn
 from workloads.compression.dsp import LowRankConv2d, LowRankLinear
 from workloads.exchange.nir_chain import Chain, NirModel, chain_order, fold, meta, pair, scalar
 from workloads.exchange.nir_export import DT_S
+from workloads.exchange.nir_dag import build_dag
+from workloads.exchange.nir_graph import normalise
 
 
 def _reset(node: nir.NIRNode, key: str) -> float | None:
@@ -77,12 +86,36 @@ def _if(st: Chain, key: str, node: nir.IF) -> None:
                                               v_reset=_reset(node, key), step_mode="m"))
 
 
+def _cubalif(st: Chain, key: str, node: nir.CubaLIF) -> None:
+    """CubaLIF: I' = I + dt/tau_syn (w_in x - I), then the LIF equation on r I'. The chip's neuron model
+    (hwmodels NeuronModel: IF/LIF) holds one state per neuron, the membrane; with tau_syn = dt (snnTorch's
+    Synaptic with alpha 0) I' = w_in x holds no memory and the node is exactly a LIF with input gain w_in * r,
+    costing what a LIF costs. A longer tau_syn needs a second (synaptic-current) state that the chip model lacks:
+    ValueError."""
+    steps = scalar(node, "tau_syn", key) / st.out.dt
+    if not np.isclose(steps, 1.0, rtol=1e-6, atol=0.0):
+        raise ValueError(f"CubaLIF node {key!r}: tau_syn/dt = {steps:g} > 1 keeps a synaptic current state that the "
+                         "chip's one-state (IF/LIF) neuron model cannot hold; only tau_syn = dt imports")
+    w_in = scalar(node, "w_in", key)
+    lif = nir.LIF(tau=node.tau_mem, r=np.asarray(node.r) * w_in, v_leak=node.v_leak, v_threshold=node.v_threshold,
+                  v_reset=node.v_reset, metadata=node.metadata)
+    _lif(st, key, lif)
+
+
+def _delay(st: Chain, key: str, node: nir.Delay) -> None:
+    """Refused: the hardware contract (hwmodels.trace Projection) has no axonal delay field."""
+    raise ValueError(f"Delay node {key!r}: the chip model has no axonal delay (hwmodels.trace projections carry "
+                     "none), so NIR Delay is not imported")
+
+
 def _maxpool_neuron(st: Chain, key: str, node: nir.NIRNode) -> bool:
-    """True when `node` is the OR neuron of a max-pool written by to_nir (IF, threshold 1), already emitted."""
+    """True when `node` is the OR neuron of a max-pool written by to_nir (after an AvgPool2d: a LIF marked
+    origin MaxPool2d; in older files, after a grouped conv: IF threshold 1), already emitted."""
     if st.maxpool is None:
         return False
-    if not isinstance(node, nir.IF) or scalar(node, "v_threshold", key) != 1.0:
-        raise ValueError(f"node {key!r}: a MaxPool2d conv {st.maxpool!r} must be followed by IF(threshold 1)")
+    legacy = isinstance(node, nir.IF) and scalar(node, "v_threshold", key) == 1.0
+    if not (legacy or meta(node, "origin") == "MaxPool2d"):
+        raise ValueError(f"node {key!r}: the max-pool {st.maxpool!r} must be followed by its OR neuron")
     st.maxpool = None
     return True
 
@@ -163,9 +196,14 @@ def _conv_shape(shape, c_out, k, node, pad) -> tuple[int, ...]:
 
 
 def _pool(st: Chain, key: str, node: nir.NIRNode) -> None:
-    """AvgPool2d -> layer.AvgPool2d; SumPool2d = AvgPool2d times kh*kw, the factor going into the next weights."""
+    """AvgPool2d -> layer.AvgPool2d (marked origin MaxPool2d by to_nir: layer.MaxPool2d, its OR neuron skipped);
+    SumPool2d = AvgPool2d times kh*kw, the factor going into the next weights."""
     k, s, p = pair(node.kernel_size), pair(node.stride), pair(node.padding)
-    st.add(key, layer.AvgPool2d(k, s, p, step_mode="m"))
+    if meta(node, "origin") == "MaxPool2d":
+        st.maxpool = key
+        st.add(key, layer.MaxPool2d(k, s, p, step_mode="m"))
+    else:
+        st.add(key, layer.AvgPool2d(k, s, p, step_mode="m"))
     if isinstance(node, nir.SumPool2d):
         st.gain *= k[0] * k[1]
     st.shape = (st.shape[0],) + tuple((st.shape[1 + i] + 2 * p[i] - k[i]) // s[i] + 1 for i in range(2))
@@ -215,22 +253,38 @@ def _output(st: Chain, key: str, node: nir.Output) -> None:
 IMPORTERS: dict[type, Callable[[Chain, str, nir.NIRNode], None]] = {
     nir.Input: _input, nir.Output: _output, nir.Affine: _linear, nir.Linear: _linear, nir.Conv2d: _conv,
     nir.LIF: _lif, nir.IF: _if, nir.Flatten: _flatten, nir.SumPool2d: _pool, nir.AvgPool2d: _pool,
-    nir.Scale: _scale, nir.LI: _readout, nir.I: _readout,
+    nir.Scale: _scale, nir.LI: _readout, nir.I: _readout, nir.CubaLIF: _cubalif, nir.Delay: _delay,
 }
 
 
+def _input_shape(graph: nir.NIRGraph) -> tuple[int, ...]:
+    node = next(n for n in graph.nodes.values() if isinstance(n, nir.Input))
+    return tuple(int(s) for s in np.atleast_1d(node.input_type["input"]))
+
+
 def build_model(graph: nir.NIRGraph, dt: float | None = None) -> NirModel:
-    """SpikingJelly model of a chain-shaped NIR graph (see the module docstring for the neuron mapping).
+    """SpikingJelly model of an acyclic NIR graph: a chain, or a DAG with one Input and one Output (see the module
+    docstring for the neuron mapping).
 
     dt: seconds per timestep; None: graph.metadata["dt"] when present, else DT_S (1e-4 s, snnTorch's export).
-    Raises ValueError for an unsupported node type (naming it and the supported ones), a non-chain graph,
-    parameters that vary across neurons, tau/dt <= 1, or nodes after a trailing LI/I readout.
+    Raises ValueError for an unsupported node type (naming it and the supported ones), a cycle (recurrent graphs),
+    a branching graph without one Output, a Delay, a CubaLIF with tau_syn > dt, parameters that vary across
+    neurons, tau/dt <= 1, or nodes after a trailing LI/I readout.
     """
     dt = float(dt if dt is not None else (graph.metadata or {}).get("dt", DT_S))
     if not dt > 0:
         raise ValueError(f"dt: {dt} must be > 0 seconds")
+    graph = normalise(graph)
+    try:
+        order = chain_order(graph)
+    except ValueError:
+        if not any(isinstance(n, nir.Output) for n in graph.nodes.values()):
+            raise
+        res = build_dag(graph, NirModel(nn.Sequential(), (), dt), IMPORTERS)
+        res.input_shape = _input_shape(graph)
+        return res
     st = Chain(NirModel(nn.Sequential(), (), dt))
-    for key in chain_order(graph):
+    for key in order:
         node = graph.nodes[key]
         rule = IMPORTERS.get(type(node))
         if rule is None:

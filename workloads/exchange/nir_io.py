@@ -34,7 +34,7 @@ def load_nir(path: str | os.PathLike) -> nir.NIRGraph:
 
 
 def from_nir(source: nir.NIRGraph | str | os.PathLike, dt: float | None = None) -> NirModel:
-    """SpikingJelly model of a chain-shaped NIR graph or `.nir` file (`workloads.exchange.nir_import`).
+    """SpikingJelly model of an acyclic NIR graph or `.nir` file (`workloads.exchange.nir_import`).
 
     dt: seconds per timestep for LIF time constants; None: the graph's metadata["dt"] (written by to_nir), else
     DT_S = 1e-4 s (snnTorch). Norse graphs usually need dt=1e-3, Sinabs graphs (tau in timesteps) dt=1.

@@ -1,0 +1,114 @@
+"""NIR graphs that are not chains: residual adds and branches import, lower and simulate with the spikes of an
+independent float64 forward-Euler reading of the NIR equations; recurrent graphs, Delay and CubaLIF with a
+synaptic time constant are refused in one line, batch dimensions in the Input recognised."""
+import nir
+import numpy as np
+import pytest
+import torch
+
+from hwmodels import load_preset, simulate
+from workloads.exchange.nir_dag import topo_order
+from workloads.exchange.nir_io import from_nir, nir_workload
+
+
+def _spikes(seed: int, shape) -> torch.Tensor:
+    return (torch.rand(shape, generator=torch.Generator().manual_seed(seed)) < 0.4).float()
+
+
+def _lif(n: int, tau_s: float, threshold: float = 1.0) -> nir.LIF:
+    return nir.LIF(tau=np.full(n, tau_s), r=np.ones(n), v_leak=np.zeros(n), v_threshold=np.full(n, threshold),
+                   v_reset=np.zeros(n))
+
+
+def _reference(g: nir.NIRGraph, x: np.ndarray, dt: float) -> dict[str, np.ndarray]:
+    """float64 run of an acyclic NIR graph of Affine/Linear/LIF/IF nodes (inputs of a node summed); LIF:
+    v += dt/tau (v_leak - v + r I), spike when v > theta, then v = v_reset. Spikes (T, N, n) per neuron node."""
+    order = topo_order(g)
+    preds = {k: [a for a, b in g.edges if b == k] for k in g.nodes}
+    state, out = {}, {k: [] for k in order if isinstance(g.nodes[k], (nir.LIF, nir.IF))}
+    for t in range(x.shape[0]):
+        val = {}
+        for key in order:
+            n = g.nodes[key]
+            h = x[t].astype(np.float64) if isinstance(n, nir.Input) else sum(val[p] for p in preds[key])
+            if isinstance(n, (nir.Affine, nir.Linear)):
+                h = h @ np.asarray(n.weight, np.float64).T + (np.asarray(n.bias) if isinstance(n, nir.Affine) else 0)
+            elif isinstance(n, (nir.LIF, nir.IF)):
+                p = {f: float(np.asarray(getattr(n, f)).ravel()[0]) for f in ("r", "v_threshold", "v_reset")}
+                v = state.get(key, np.full_like(h, p["v_reset"]))
+                if isinstance(n, nir.LIF):
+                    v = v + dt / float(np.asarray(n.tau).ravel()[0]) * (float(np.asarray(n.v_leak).ravel()[0]) - v
+                                                                         + p["r"] * h)
+                else:
+                    v = v + p["r"] * h
+                z = (v > p["v_threshold"]).astype(np.float64)
+                state[key] = np.where(z > 0, p["v_reset"], v)
+                out[key].append(z)
+                h = z
+            val[key] = h
+    return {k: np.stack(v) for k, v in out.items()}
+
+
+def _residual_graph() -> nir.NIRGraph:
+    """in -> fc1 -> lif1 -> fc2 -> lif2 (+ skip fc3 from lif1 into lif2) -> lif2 + lif1 (spikes) -> fc4 -> lif3."""
+    rng = np.random.default_rng(11)
+    w = lambda o, i, s=1.2: rng.normal(0.3, s, (o, i))  # noqa: E731
+    nodes = {"in": nir.Input(np.array([6])), "fc1": nir.Affine(w(8, 6), rng.normal(0, 0.1, 8)),
+             "lif1": _lif(8, 4e-4), "fc2": nir.Linear(w(8, 8)), "fc3": nir.Linear(w(8, 8)), "lif2": _lif(8, 3e-4),
+             "fc4": nir.Affine(w(5, 8), np.zeros(5)), "lif3": _lif(5, 2e-4, 0.8), "out": nir.Output(np.array([5]))}
+    edges = [("in", "fc1"), ("fc1", "lif1"), ("lif1", "fc2"), ("lif1", "fc3"), ("fc2", "lif2"), ("fc3", "lif2"),
+             ("lif2", "fc4"), ("lif1", "fc4"), ("fc4", "lif3"), ("lif3", "out")]
+    return nir.NIRGraph(nodes=nodes, edges=edges)
+
+
+def test_residual_and_branching_graph_imports_with_reference_spikes():
+    g = _residual_graph()
+    x = _spikes(12, (20, 3, 6))
+    graph, trace = nir_workload(g, x, dt=1e-4)
+    ref = _reference(g, x.numpy(), 1e-4)
+    nodes = graph.metadata["nir"]["nodes"]
+    for pop in graph.populations.values():
+        if nodes.get(pop.name) in ref:
+            got = trace.to_dense(pop.name, pop.shape).swapaxes(0, 1)
+            np.testing.assert_array_equal(got, ref[nodes[pop.name]], err_msg=pop.name)
+    assert sorted(nodes[p.name] for p in graph.populations.values() if p.name in nodes) == ["lif1", "lif2", "lif3"]
+    assert all(ref[k].sum() >= 5 for k in ref), {k: ref[k].sum() for k in ref}
+    assert len(graph.in_projections(next(n for n, k in nodes.items() if k == "lif2"))) == 2  # residual add
+    result = simulate(graph, trace, load_preset("loihi"))
+    assert result.energy_j > 0 and result.synops > 0
+
+
+def test_recurrent_graph_and_delay_are_refused_in_one_line():
+    g = nir.NIRGraph(nodes={"in": nir.Input(np.array([4])), "fc": nir.Linear(np.ones((4, 4))), "lif": _lif(4, 2e-4),
+                            "rec": nir.Linear(np.eye(4)), "out": nir.Output(np.array([4]))},
+                     edges=[("in", "fc"), ("fc", "lif"), ("lif", "rec"), ("rec", "lif"), ("lif", "out")],
+                     type_check=False)
+    with pytest.raises(ValueError, match="recurrent") as err:
+        from_nir(g)
+    assert "\n" not in str(err.value)
+    d = nir.NIRGraph.from_list(nir.Input(np.array([3])), nir.Linear(np.ones((3, 3))),
+                               nir.Delay(np.full(3, 2e-4)), _lif(3, 2e-4), type_check=False)
+    with pytest.raises(ValueError, match="Delay.*axonal delay"):
+        from_nir(d)
+
+
+def test_cubalif_without_synaptic_memory_imports_as_lif_and_with_it_is_refused():
+    """snnTorch's Synaptic(alpha=0) exports CubaLIF with tau_syn = dt: the synaptic current holds no memory and the
+    node is exactly a LIF with input gain w_in * r."""
+    rng = np.random.default_rng(3)
+    n, dt = 5, 1e-4
+    cuba = nir.CubaLIF(tau_syn=np.full(n, dt), tau_mem=np.full(n, 4e-4), r=np.full(n, 4.0), v_leak=np.zeros(n),
+                       v_threshold=np.ones(n), w_in=np.ones(n))
+    g = nir.NIRGraph.from_list(nir.Input(np.array([6])), nir.Linear(rng.normal(0.4, 1.0, (n, 6))), cuba)
+    lif = nir.NIRGraph.from_list(nir.Input(np.array([6])), nir.Linear(np.asarray(g.nodes["linear"].weight)),
+                                 nir.LIF(tau=np.full(n, 4e-4), r=np.full(n, 4.0), v_leak=np.zeros(n),
+                                         v_threshold=np.ones(n), v_reset=np.zeros(n)))
+    x = _spikes(2, (15, 2, 6))
+    _, t1 = nir_workload(g, x, dt=dt)
+    _, t2 = nir_workload(lif, x, dt=dt)
+    np.testing.assert_array_equal(t1.indices, t2.indices)
+    assert t1.counts().sum() > 10
+    slow = nir.CubaLIF(tau_syn=np.full(n, 3e-4), tau_mem=np.full(n, 4e-4), r=np.full(n, 4.0), v_leak=np.zeros(n),
+                       v_threshold=np.ones(n), w_in=np.ones(n))
+    with pytest.raises(ValueError, match="CubaLIF.*synaptic current"):
+        from_nir(nir.NIRGraph.from_list(nir.Input(np.array([6])), nir.Linear(np.ones((n, 6))), slow), dt=dt)

@@ -1,0 +1,96 @@
+"""Import a NIR graph with branches and merges (residual adds, skip connections) as an fx.GraphModule of SpikingJelly
+modules, which `workloads.lower` lowers through workloads.lowering_graph (a merge of currents before a neuron
+becomes one projection per addend; spikes + spikes a graded relay). Each node is converted by the chain importer's
+rule (IMPORTERS) on its predecessor's shape; a node with several predecessors gets their sum (NIR adds the inputs of
+a node). Hand-written rather than nirtorch.nir_to_torch: that GraphModule threads a state dict through every call,
+which our lowering cannot trace, and it knows none of our folding of gains, pools and metadata.
+"""
+from __future__ import annotations
+
+import operator
+from graphlib import CycleError, TopologicalSorter
+
+import nir
+import torch.fx as fx
+from torch import nn
+
+from workloads.exchange.nir_chain import Chain, NirModel
+
+
+def topo_order(graph: nir.NIRGraph) -> list[str]:
+    """Node keys in dependency order. Raises ValueError for a cycle (a recurrent graph), naming its nodes."""
+    preds = {k: set() for k in graph.nodes}
+    for a, b in graph.edges:
+        preds[b].add(a)
+    try:
+        return list(TopologicalSorter(preds).static_order())
+    except CycleError as exc:
+        raise ValueError(f"NIR graph: recurrent edges {exc.args[1]} form a cycle; SpikingJelly lowering records "
+                         "feed-forward models only, so recurrent NIR graphs are not imported") from exc
+
+
+class _Node:
+    """Per NIR node: its fx value, per-sample shape, weight module (for folding) and pending max-pool flag."""
+
+    def __init__(self, value, shape, weight=None, maxpool=None):
+        self.value, self.shape, self.weight, self.maxpool = value, shape, weight, maxpool
+
+
+def build_dag(graph: nir.NIRGraph, out: NirModel, importers: dict) -> NirModel:
+    """Fill `out` with an fx.GraphModule of `graph` (one Input, one Output). Raises ValueError for several Inputs
+    or Outputs, a cycle, a sum-pool or low-rank relay whose next layer is not its only successor, or an input
+    gain/offset to fold into a node that is fed by more than one weight layer."""
+    ins = [k for k, n in graph.nodes.items() if isinstance(n, nir.Input)]
+    outs = [k for k, n in graph.nodes.items() if isinstance(n, nir.Output)]
+    if len(ins) != 1 or len(outs) != 1:
+        raise ValueError(f"NIR graph: needs exactly one Input and one Output, got {ins} and {outs}")
+    preds = {k: [] for k in graph.nodes}
+    for a, b in graph.edges:
+        preds[b].append(a)
+    fxg, root, layers, state = fx.Graph(), nn.Module(), [], {}
+    for key in topo_order(graph):
+        node = graph.nodes[key]
+        rule = importers.get(type(node))
+        if rule is None:
+            raise ValueError(f"node {key!r}: NIR type {type(node).__name__} is not supported; supported: "
+                             f"{', '.join(sorted(t.__name__ for t in importers))}")
+        state[key] = _convert(fxg, root, layers, out, key, node, rule, [state[p] for p in preds[key]])
+    fxg.output(state[outs[0]].value)
+    out.model = fx.GraphModule(root, fxg, class_name="NirDag")
+    return out
+
+
+def _merge(fxg: fx.Graph, key: str, inputs: list[_Node]):
+    """The fx value feeding node `key`: its one input, or the sum of several (same shapes)."""
+    if not inputs:
+        return None
+    if len({tuple(i.shape) for i in inputs}) > 1:
+        raise ValueError(f"node {key!r}: inputs of shapes {[tuple(i.shape) for i in inputs]} cannot be added")
+    value = inputs[0].value
+    for other in inputs[1:]:
+        value = fxg.call_function(operator.add, (value, other.value))
+    return value
+
+
+def _convert(fxg, root, layers, out, key, node, rule, inputs: list[_Node]) -> _Node:
+    """Run the chain rule for one node on a walk state seeded from its inputs; emit its module(s) into fxg."""
+    st = Chain(out, layers=layers)
+    if inputs:
+        st.shape = inputs[0].shape
+        st.last_weight = inputs[0].weight if len(inputs) == 1 else None
+        st.maxpool = inputs[0].maxpool if len(inputs) == 1 else None
+    first = len(layers)
+    rule(st, key, node)
+    if st.gain != 1.0 or st.relay:
+        raise ValueError(f"node {key!r}: a sum-pool or low-rank relay is only imported in chain-shaped graphs")
+    if st.readout is not None:
+        raise ValueError(f"node {key!r}: LI/I readouts are only imported in chain-shaped graphs")
+    if isinstance(node, nir.Input):
+        return _Node(fxg.placeholder("x"), st.shape)
+    value = _merge(fxg, key, inputs)
+    for i in range(first, len(layers)):
+        root.add_module(str(i), layers[i])
+        value = fxg.call_module(str(i), (value,))
+    new = layers[first:]
+    weight = new[-1] if new and hasattr(new[-1], "weight") else None
+    return _Node(value, st.shape, weight, st.maxpool)
