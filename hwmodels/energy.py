@@ -23,7 +23,7 @@ from hwmodels.actions import Actions
 from hwmodels.mapping import Mapping
 from hwmodels.network import HOP_KINDS, RouteUse
 from hwmodels.neuron_rules import neuron_work
-from hwmodels.spec import ChipSpec
+from hwmodels.spec import ChipSpec, CoreSpec
 from hwmodels.storage import state_bits_per_neuron
 from hwmodels.trace import NetworkGraph
 
@@ -71,28 +71,41 @@ class EnergyTable:
 
 
 def _capacities(chip: ChipSpec, mapping: Mapping, state_bits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(synapse memory, state memory) capacity per used core in bits, physical or used as each spec says."""
+    """(synapse memory, state memory) capacity per used core in bits, physical (of the core's own type) or used
+    as each spec says."""
     c = chip.core
-    syn = (mapping.core_synapse_bits.astype(float) if c.synapse_memory.capacity == "used"
-           else np.full(mapping.cores_used, float(c.synapse_memory_bits)))
-    if c.state_memory.capacity == "used":
-        state = mapping.core_state_bits.astype(float)
-    else:
-        state = np.full(mapping.cores_used, float(c.neuron_memory_bits)) if c.neuron_memory_bits \
+    if chip.core_types is None:
+        syn_phys = np.full(mapping.cores_used, float(c.synapse_memory_bits))
+        state_phys = np.full(mapping.cores_used, float(c.neuron_memory_bits)) if c.neuron_memory_bits \
             else c.neurons_per_core * state_bits.astype(float)
+    else:
+        specs = [chip.core_specs[t] for t in mapping.core_type]
+        syn_phys = np.array([s.synapse_memory_bits for s in specs], float)
+        state_phys = np.array([s.neuron_memory_bits or s.neurons_per_core * b for s, b in zip(specs, state_bits)],
+                              float).reshape(mapping.cores_used)
+    syn = mapping.core_synapse_bits.astype(float) if c.synapse_memory.capacity == "used" else syn_phys
+    state = mapping.core_state_bits.astype(float) if c.state_memory.capacity == "used" else state_phys
     return syn, state
+
+
+def _core_static_w(c: CoreSpec) -> float:
+    """Leakage of one powered core of spec `c`: core leakage + its SRAM bits x leakage per bit."""
+    return c.static_power_w + c.sram_static_w_per_bit * (c.synapse_memory_bits + (c.neuron_memory_bits or 0))
 
 
 def static_power_w(chip: ChipSpec, mapping: Mapping) -> float:
     """Static power of the chip(s) during an inference, W: powered cores x (core leakage + SRAM bits x leakage per
     bit) + powered chips x uncore leakage. power_gating "cores": the used cores and the chips holding them are
-    powered; "none": every core of all n_chips chips. SRAM bits = synapse_memory_bits + neuron_memory_bits."""
-    c = chip.core
-    per_core = c.static_power_w + c.sram_static_w_per_bit * (c.synapse_memory_bits + (c.neuron_memory_bits or 0))
+    powered; "none": every core of all n_chips chips. SRAM bits = synapse_memory_bits + neuron_memory_bits of
+    each core's own type."""
     gated = chip.power_gating == "cores"
-    cores = mapping.cores_used if gated else chip.n_cores_total
     chips = mapping.chips_used if gated else chip.n_chips
-    return cores * per_core + chips * chip.static_power_chip_w
+    if chip.core_types is None:
+        cores = mapping.cores_used if gated else chip.n_cores_total
+        return cores * _core_static_w(chip.core) + chips * chip.static_power_chip_w
+    per_type = np.array([_core_static_w(s) for s in chip.core_specs])
+    types = mapping.core_type if gated else chip.slot_types()
+    return float(per_type[types].sum()) + chips * chip.static_power_chip_w
 
 
 def energy_table(chip: ChipSpec, mapping: Mapping, graph: NetworkGraph) -> EnergyTable:

@@ -37,6 +37,7 @@ class Mapping:
     chip_xy: int64 (cores_used, 2) chip grid position (zeros for one chip); chips_per_row: chip grid width;
     mesh_shape: (mesh_width, mesh_height) of one chip (None: one chip, no chip boundaries);
     core_state_bits / core_axons: int64 (cores_used,) neuron-state bits and distinct input axons per core.
+    core_type: int64 (cores_used,) index into the chip's core_types of every core (all 0 on a homogeneous chip).
     verified_for: set by map_network (and hwmodels.mapping_check): (mapping signature of the chip, assignment
         fingerprint, made) whose per-core tables were computed from the graph; made is True when map_network
         partitioned the graph for that chip, False when check_mapping verified a mapping made elsewhere. A
@@ -60,15 +61,17 @@ class Mapping:
     core_state_bits: np.ndarray | None = None
     core_axons: np.ndarray | None = None
     verified_for: tuple | None = None
+    core_type: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         for name, shape in (("chip_xy", (self.cores_used, 2)), ("core_state_bits", (self.cores_used,)),
-                            ("core_axons", (self.cores_used,))):
+                            ("core_axons", (self.cores_used,)), ("core_type", (self.cores_used,))):
             value = getattr(self, name)
             object.__setattr__(self, name, np.zeros(shape, np.int64) if value is None else np.asarray(value, np.int64))
         for name, shape in (("core_neurons", (self.cores_used,)), ("core_synapse_bits", (self.cores_used,)),
                             ("tile_xy", (self.cores_used, 2)), ("chip_xy", (self.cores_used, 2)),
-                            ("core_state_bits", (self.cores_used,)), ("core_axons", (self.cores_used,))):
+                            ("core_state_bits", (self.cores_used,)), ("core_axons", (self.cores_used,)),
+                            ("core_type", (self.cores_used,))):
             got = np.shape(getattr(self, name))
             if got != shape:
                 raise ValueError(f"mapping.{name}: shape {got} should be {shape} (one entry per core)")
@@ -142,7 +145,8 @@ class Mapping:
                              "chip": self.chip_of_core, "tile_x": self.tile_xy[:, 0], "tile_y": self.tile_xy[:, 1]})
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the mapping to one `.npz` (arrays plus JSON metadata); atomic (temp file, then rename)."""
+        """Write the mapping to one `.npz` (arrays plus JSON metadata; core_type only when a core is not of type
+        0); atomic (temp file, then rename)."""
         meta = {"placement": self.placement, "chip_name": self.chip_name, "core_population": self.core_population,
                 "populations": list(self.core_of_neuron), "chips_per_row": self.chips_per_row,
                 "mesh_shape": list(self.mesh_shape) if self.mesh_shape else None}
@@ -150,6 +154,8 @@ class Mapping:
         arrays.update(core_neurons=self.core_neurons, core_synapse_bits=self.core_synapse_bits, tile_xy=self.tile_xy,
                       chip_xy=self.chip_xy, core_state_bits=self.core_state_bits, core_axons=self.core_axons,
                       meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8))
+        if self.core_type.any():
+            arrays["core_type"] = self.core_type
         _atomic_savez(path, arrays)
 
     @classmethod
@@ -166,7 +172,8 @@ class Mapping:
             name = file_name(path)
             meta = read_meta(z, name, "mapping", MAPPING_META)
             core_of = {pop: array(z, name, f"pop{i}", "int", 1) for i, pop in enumerate(meta["populations"])}
-            opt = {k: array(z, name, k, "int") for k in ("chip_xy", "core_state_bits", "core_axons") if k in z.files}
+            opt = {k: array(z, name, k, "int") for k in ("chip_xy", "core_state_bits", "core_axons", "core_type")
+                   if k in z.files}
             return cls(core_of, tuple(meta["core_population"]), array(z, name, "core_neurons", "int", 1),
                        array(z, name, "core_synapse_bits", "int", 1), array(z, name, "tile_xy", "int", 2),
                        meta["placement"], meta["chip_name"], chips_per_row=int(meta.get("chips_per_row", 1)),
@@ -186,7 +193,8 @@ def map_network(graph: NetworkGraph, chip: ChipSpec, placement: str = "in_order"
     the partition's cores (graph order) or an EventTrace from which it is computed (placement.traffic_matrix,
     only for placements in placement.USES_TRAFFIC; the others ignore it, so a pipeline may always pass its trace).
     seed: seed of the randomised steps of a placement (Kernighan-Lin bisection). Cores beyond one chip spill to
-    the next of chip.n_chips chips. Raises ValueError for an unknown placement (listing them), a traffic
+    the next of chip.n_chips chips; on a chip with core_types every core lands on a slot of its type (its
+    Partition.core_type). Raises ValueError for an unknown placement (listing them), a traffic
     matrix of the wrong shape or a traffic trace that does not belong to the graph (hwmodels.trace_check, when
     the placement uses it), and MappingError when the network does not fit.
     """
@@ -207,7 +215,7 @@ def map_network(graph: NetworkGraph, chip: ChipSpec, placement: str = "in_order"
     tile_xy, chip_xy = slot_coords(slots, chip)
     m = Mapping(part.core_of_neuron, part.core_population, part.core_neurons, part.core_synapse_bits, tile_xy,
                 placement, chip.name, chip_xy, chip.chip_grid[0], (chip.mesh_width, chip.mesh_height),
-                part.core_state_bits, part.core_axons)
+                part.core_state_bits, part.core_axons, core_type=part.core_type)
     return replace(m, verified_for=(mapping_signature(chip), mapping_key(m), True))
 
 
@@ -222,4 +230,4 @@ def assignment_key(core_of_neuron: dict[str, np.ndarray], core_population: tuple
 def mapping_key(m: "Mapping") -> tuple:
     """assignment_key of a Mapping (its assignment, populations and recorded per-core tables)."""
     return assignment_key(m.core_of_neuron, m.core_population, m.core_neurons, m.core_synapse_bits,
-                          m.core_state_bits, m.core_axons)
+                          m.core_state_bits, m.core_axons, m.core_type)

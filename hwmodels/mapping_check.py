@@ -16,7 +16,7 @@ from hwmodels.connectivity import PAID_COUNT, core_fanout, fan_in
 from hwmodels.mapping import Mapping, mapping_key
 from hwmodels.npzfile import quote
 from hwmodels.signatures import mapping_signature
-from hwmodels.spec import ChipSpec
+from hwmodels.spec import ChipSpec, CoreSpec
 from hwmodels.storage import memory_terms, pow2ceil, state_bits_per_neuron
 from hwmodels.trace import NetworkGraph, conv_output_shape
 
@@ -38,25 +38,25 @@ def _population_of_cores(graph: NetworkGraph, core_of: dict[str, np.ndarray], n_
     return owner
 
 
-def _synapse_bits(graph: NetworkGraph, name: str, cores: np.ndarray, chip: ChipSpec, n: int) -> np.ndarray:
-    """Synapse-memory bits of population `name`'s in-projections on each core, int64 (n,)."""
+def _synapse_bits(graph: NetworkGraph, name: str, cores: np.ndarray, core: CoreSpec, n: int) -> np.ndarray:
+    """Synapse-memory bits of population `name`'s in-projections on each core (all of type `core`), int64 (n,)."""
     out = np.zeros(n, np.int64)
     for proj in graph.in_projections(name):
         src_shape = graph.populations[proj.source].shape
-        terms = memory_terms(proj, src_shape, chip.core)
+        terms = memory_terms(proj, src_shape, core)
         out += np.bincount(cores, weights=terms.per_neuron, minlength=n).astype(np.int64)
         if terms.per_channel:
-            plane = int(np.prod(conv_output_shape(proj, src_shape)[1:]))
+            plane = int(np.prod(conv_output_shape(proj, src_shape)[1:])) if proj.kind == "conv" else 1
             pairs = np.unique(cores * (len(cores) // plane + 1) + np.arange(len(cores)) // plane)
             chans = np.bincount(pairs // (len(cores) // plane + 1), minlength=n)
-            chans = pow2ceil(chans) if chip.core.memory_layout == "pow2" else chans
+            chans = pow2ceil(chans) if core.memory_layout == "pow2" else chans
             out += terms.per_channel * chans
     return out
 
 
-def _state_bits(graph: NetworkGraph, name: str, cores: np.ndarray, chip: ChipSpec, n: int) -> np.ndarray:
+def _state_bits(graph: NetworkGraph, name: str, cores: np.ndarray, core: CoreSpec, n: int) -> np.ndarray:
     """Neuron-state bits of population `name` on each core (pow2 layout: channels x padded planes), int64 (n,)."""
-    pop, core = graph.populations[name], chip.core
+    pop = graph.populations[name]
     bits = state_bits_per_neuron(pop, core)
     if core.memory_layout == "pow2" and len(pop.shape) == 3:
         plane = pop.shape[1] * pop.shape[2]
@@ -90,44 +90,96 @@ def _covers(graph: NetworkGraph, core_of: dict) -> None:
 
 
 def core_tables(graph: NetworkGraph, chip: ChipSpec, core_of: dict[str, np.ndarray],
-                n_cores: int) -> dict[str, np.ndarray]:
+                n_cores: int, core_type: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Per-core tables of an assignment {population: int core id per neuron}: "population" (list), "neurons",
-    "synapse_bits", "state_bits", "axons" (int64 (n_cores,)). Raises ValueError for a malformed assignment."""
+    "synapse_bits", "state_bits", "axons" (int64 (n_cores,)). core_type: index into chip.core_specs of every
+    core (None: all 0). Raises ValueError for a malformed assignment."""
     _covers(graph, core_of)
     core_of = {k: np.asarray(v, np.int64) for k, v in core_of.items()}
     owner = _population_of_cores(graph, core_of, n_cores)
+    types = np.zeros(n_cores, np.int64) if core_type is None else np.asarray(core_type, np.int64)
+    specs = chip.core_specs
     out = {"population": owner, "neurons": np.zeros(n_cores, np.int64), "synapse_bits": np.zeros(n_cores, np.int64),
            "state_bits": np.zeros(n_cores, np.int64), "axons": np.zeros(n_cores, np.int64)}
     for name in graph.populations:
         cores = core_of[name]
         out["neurons"] += np.bincount(cores, minlength=n_cores)
-        out["synapse_bits"] += _synapse_bits(graph, name, cores, chip, n_cores)
-        out["state_bits"] += _state_bits(graph, name, cores, chip, n_cores)
+        for t in np.unique(types[np.unique(cores)]).tolist():
+            on_t = types == t
+            out["synapse_bits"] += _synapse_bits(graph, name, cores, specs[t], n_cores) * on_t
+            out["state_bits"] += _state_bits(graph, name, cores, specs[t], n_cores) * on_t
         out["axons"] += _axons(graph, name, cores, n_cores)
     return out
 
 
-def _check_limits(graph: NetworkGraph, chip: ChipSpec, tables: dict, core_of: dict) -> None:
-    """ValueError naming the first core (or population) that breaks a limit of `chip`."""
-    c = chip.core
-    limits = (("neurons", c.neurons_per_core, "neurons"), ("synapse_bits", c.synapse_memory_bits, "synapse-memory bits"),
-              ("state_bits", c.neuron_memory_bits, "neuron-state bits"), ("axons", c.max_axons, "input axons"))
-    for key, limit, what in limits:
+def core_types_of(mapping: Mapping, chip: ChipSpec) -> np.ndarray:
+    """The core type (index into chip.core_specs) of every core of `mapping`, int64 (cores_used,): all 0 on a
+    homogeneous chip; on a chip with core_types, the type of the core's slot when its tile has one type (e.g.
+    one core per tile), else the mapping's recorded core_type. Raises ValueError when a recorded type is not the
+    slot's, or a tile holds more cores of a type than it has (tiles outside the mesh are left to the placement
+    check)."""
+    if chip.core_types is None:
+        return np.zeros(mapping.cores_used, np.int64)
+    per_row = chip.chip_grid[0]
+    gx, gy = mapping.tile_xy[:, 0], mapping.tile_xy[:, 1]
+    chip_i = (gy // chip.mesh_height) * per_row + gx // chip.mesh_width
+    local = (gy % chip.mesh_height) * chip.mesh_width + gx % chip.mesh_width
+    slot_types = chip.slot_types()[:chip.n_cores].reshape(chip.n_tiles, chip.cores_per_tile)
+    tile_types = slot_types[np.clip(local, 0, chip.n_tiles - 1)]
+    single = (tile_types == tile_types[:, :1]).all(axis=1)
+    types = np.where(single, tile_types[:, 0], mapping.core_type)
+    names = chip.core_type_names
+    bad = np.flatnonzero(single & (mapping.core_type != types) & mapping.core_type.astype(bool))
+    if len(bad):
+        k = int(bad[0])
+        raise ValueError(f"mapping.core_type: core {k} is recorded as type {names[mapping.core_type[k]]!r} but its "
+                         f"tile holds type {names[types[k]]!r} on chip {chip.name!r}")
+    key = np.stack([chip_i * chip.n_tiles + local, types], axis=1)
+    pairs, counts = np.unique(key, axis=0, return_counts=True)
+    for (tile, t), c in zip(pairs.tolist(), counts.tolist()):
+        have = int((slot_types[tile % chip.n_tiles] == t).sum()) if 0 <= t < len(names) else 0
+        if c > have:
+            raise ValueError(f"mapping.core_type: a tile holds {c} cores of type "
+                             f"{names[t] if 0 <= t < len(names) else t!r}; chip {chip.name!r} has {have} there")
+    return types.astype(np.int64)
+
+
+def _limit(specs: tuple, types: np.ndarray, field: str) -> np.ndarray | None:
+    """Per-core value of CoreSpec `field` by core type, float (n,) with inf for no limit; None when no type
+    limits it."""
+    values = [getattr(s, field) for s in specs]
+    if all(v is None for v in values):
+        return None
+    return np.array([np.inf if v is None else v for v in values], float)[types]
+
+
+def _check_limits(graph: NetworkGraph, chip: ChipSpec, tables: dict, core_of: dict,
+                  core_type: np.ndarray | None = None) -> None:
+    """ValueError naming the first core (or population) that breaks a limit of its core type on `chip`."""
+    types = np.zeros(len(tables["neurons"]), np.int64) if core_type is None else core_type
+    specs, typed = chip.core_specs, chip.core_types is not None
+    limits = (("neurons", "neurons_per_core", "neurons"),
+              ("synapse_bits", "synapse_memory_bits", "synapse-memory bits"),
+              ("state_bits", "neuron_memory_bits", "neuron-state bits"), ("axons", "max_axons", "input axons"))
+    for key, field, what in limits:
+        limit = _limit(specs, types, field)
         if limit is not None and (tables[key] > limit).any():
             k = int(np.argmax(tables[key] > limit))
+            on = f" on core type {chip.core_type_names[types[k]]!r}" if typed else ""
             raise ValueError(f"mapping: core {k} ({tables['population'][k]!r}) holds {int(tables[key][k]):,} {what}; "
-                             f"chip {chip.name!r} allows {limit:,}")
+                             f"chip {chip.name!r} allows {int(limit[k]):,}{on}")
     for name in graph.populations:
         used = len(np.unique(core_of[name]))
         if chip.max_cores_per_population is not None and used > chip.max_cores_per_population:
             raise ValueError(f"mapping: population {name!r} spans {used} cores; chip {chip.name!r} allows "
                              f"{chip.max_cores_per_population}")
-        if c.max_fan_in is not None:
+        fan_limit = _limit(specs, types[np.unique(core_of[name])], "max_fan_in")
+        if fan_limit is not None and len(fan_limit):
             worst = max((int(fan_in(p, graph.populations[p.source].shape, PAID_COUNT[p.storage]).max(initial=0))
                          for p in graph.in_projections(name)), default=0)
-            if worst > c.max_fan_in:
+            if worst > fan_limit.min():
                 raise ValueError(f"mapping: population {name!r} has a neuron with fan-in {worst:,}; chip "
-                                 f"{chip.name!r} allows {c.max_fan_in:,}")
+                                 f"{chip.name!r} allows {int(fan_limit.min()):,}")
 
 
 def _check_placement(mapping: Mapping, chip: ChipSpec) -> None:
@@ -187,26 +239,30 @@ def check_mapping(graph: NetworkGraph, mapping: Mapping, chip: ChipSpec) -> Mapp
     if verified:
         _check_placement(mapping, chip)
         return mapping  # tables computed from this graph for this chip by map_network or an earlier check
-    tables = core_tables(graph, chip, mapping.core_of_neuron, mapping.cores_used)
+    types = core_types_of(mapping, chip)
+    tables = core_tables(graph, chip, mapping.core_of_neuron, mapping.cores_used, types)
     if list(mapping.core_population) != tables["population"]:
         k = next(i for i, (a, b) in enumerate(zip(mapping.core_population, tables["population"])) if a != b)
         raise ValueError(f"mapping.core_population: core {k} is recorded as {mapping.core_population[k]!r} but holds "
                          f"{tables['population'][k]!r}")
-    _check_limits(graph, chip, tables, mapping.core_of_neuron)
+    _check_limits(graph, chip, tables, mapping.core_of_neuron, types)
     _check_placement(mapping, chip)
     checked = dataclasses.replace(mapping, core_neurons=tables["neurons"], core_synapse_bits=tables["synapse_bits"],
-                                  core_state_bits=tables["state_bits"], core_axons=tables["axons"])
+                                  core_state_bits=tables["state_bits"], core_axons=tables["axons"],
+                                  core_type=None if chip.core_types is None else types)
     return dataclasses.replace(checked, verified_for=(mapping_signature(chip), mapping_key(checked), False))
 
 
 def mapping_from_assignment(graph: NetworkGraph, chip: ChipSpec, core_of: dict[str, np.ndarray],
-                            tile_xy: np.ndarray, placement: str = "user") -> Mapping:
-    """A Mapping of `graph` on one chip from a core id per neuron ({population: int (size,)}, cores 0..n-1) and
-    the tile (x, y) of every core (int (n, 2)); checked like `check_mapping`. Raises ValueError."""
+                            tile_xy: np.ndarray, placement: str = "user",
+                            core_type: np.ndarray | None = None) -> Mapping:
+    """A Mapping of `graph` on one chip from a core id per neuron ({population: int (size,)}, cores 0..n-1), the
+    tile (x, y) of every core (int (n, 2)) and, on a chip whose tiles mix core types, the type of every core
+    (index into chip.core_types; else taken from the tile); checked like `check_mapping`. Raises ValueError."""
     tile_xy = np.asarray(tile_xy, np.int64)
     tables = core_tables(graph, chip, core_of, len(tile_xy))
     mapping = Mapping({k: np.asarray(v, np.int64) for k, v in core_of.items()}, tuple(tables["population"]),
                       tables["neurons"], tables["synapse_bits"], tile_xy, placement, chip.name,
                       mesh_shape=(chip.mesh_width, chip.mesh_height), core_state_bits=tables["state_bits"],
-                      core_axons=tables["axons"])
+                      core_axons=tables["axons"], core_type=core_type)
     return check_mapping(graph, mapping, chip)

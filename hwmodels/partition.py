@@ -2,7 +2,10 @@
 memory (per storage format, hwmodels.storage), neuron-state memory, fan-in and input axons.
 
 Each population is cut, in graph order, into contiguous chunks of its C-order neurons; each chunk is the
-longest prefix that fits (every limit grows monotonically with the chunk). A network that does not fit raises
+longest prefix that fits (every limit grows monotonically with the chunk). On a chip with several core types
+(ChipSpec.core_types) every population goes, whole, onto cores of one type it fits: an exact search over the
+populations (memoised on the cores of each type left) picks, population by population, the type needing the
+fewest cores, then the smallest one, that still lets the rest fit. A network that does not fit raises
 MappingError naming the population and the shortfall.
 """
 from __future__ import annotations
@@ -28,7 +31,8 @@ class Partition:
 
     core_population: population name per core; core_neurons / core_synapse_bits / core_state_bits / core_axons:
     int64 arrays (n_cores,) (neurons, synapse-memory bits, neuron-state bits, distinct input axons);
-    core_of_neuron: {population: int64 array (size,)} core id of every neuron (C-order).
+    core_of_neuron: {population: int64 array (size,)} core id of every neuron (C-order);
+    core_type: int64 (n_cores,) index into ChipSpec.core_types of every core (None: all 0, a homogeneous chip).
     """
 
     core_population: tuple[str, ...]
@@ -37,6 +41,7 @@ class Partition:
     core_of_neuron: dict[str, np.ndarray]
     core_state_bits: np.ndarray | None = None
     core_axons: np.ndarray | None = None
+    core_type: np.ndarray | None = None
 
     @property
     def n_cores(self) -> int:
@@ -63,10 +68,10 @@ def _union(counters: list[Callable]) -> Callable[[int, int], np.ndarray]:
     return lambda start, end: np.logical_or.reduce([c(start, end) > 0 for c in counters])
 
 
-def _pop_costs(graph: NetworkGraph, name: str, chip: ChipSpec) -> _PopCosts:
-    """Costs of population `name` from its in-projections. Raises MappingError when a neuron's fan-in (in the
-    count its storage format stores) exceeds core.max_fan_in."""
-    pop, core = graph.populations[name], chip.core
+def _pop_costs(graph: NetworkGraph, name: str, chip: ChipSpec, core: CoreSpec) -> _PopCosts:
+    """Costs of population `name` from its in-projections on `core`. Raises MappingError when a neuron's fan-in
+    (in the count its storage format stores) exceeds core.max_fan_in."""
+    pop = graph.populations[name]
     per_neuron, per_channel, channel_neurons = np.zeros(pop.size, np.int64), 0, 1
     paid_fan_in = np.zeros(pop.size, np.int64)
     by_source: dict[str, list[Callable]] = {}
@@ -88,9 +93,10 @@ def _pop_costs(graph: NetworkGraph, name: str, chip: ChipSpec) -> _PopCosts:
                      [_union(c) for c in by_source.values()])
 
 
-def _memory_fit(name: str, costs: _PopCosts, chip: ChipSpec, graph: NetworkGraph, start: int) -> tuple:
+def _memory_fit(name: str, costs: _PopCosts, chip: ChipSpec, core: CoreSpec, graph: NetworkGraph,
+                start: int) -> tuple:
     """(candidate ends, synapse bits, state bits, how many leading ends fit both memories) for a chunk at start."""
-    core, pop = chip.core, graph.populations[name]
+    pop = graph.populations[name]
     ends = np.arange(start + 1, min(start + core.neurons_per_core, pop.size) + 1)
     syn = chunk_synapse_bits(costs.csum, costs.per_channel, start, ends, costs.channel_neurons, core.memory_layout)
     state = chunk_state_bits(pop, core, start, ends)
@@ -125,17 +131,94 @@ def _axon_fit(name: str, costs: _PopCosts, core: CoreSpec, chip_name: str, start
     return lo
 
 
-def _chunks(graph: NetworkGraph, name: str, chip: ChipSpec) -> list[tuple[int, int, int, int, int]]:
-    """Greedy chunks [(start, end, synapse bits, state bits, axons)] of population `name`."""
-    costs = _pop_costs(graph, name, chip)
+def _chunks(graph: NetworkGraph, name: str, chip: ChipSpec, core: CoreSpec) -> list[tuple[int, int, int, int, int]]:
+    """Greedy chunks [(start, end, synapse bits, state bits, axons)] of population `name` on cores `core`."""
+    costs = _pop_costs(graph, name, chip, core)
     out, start, n = [], 0, graph.populations[name].size
     while start < n:
-        ends, syn, state, fits = _memory_fit(name, costs, chip, graph, start)
-        k = _axon_fit(name, costs, chip.core, chip.name, start, ends, fits) - 1
+        ends, syn, state, fits = _memory_fit(name, costs, chip, core, graph, start)
+        k = _axon_fit(name, costs, core, chip.name, start, ends, fits) - 1
         end = int(ends[k])
         out.append((start, end, int(syn[k]), int(state[k]), costs.axons(start, end)))
         start = end
     return out
+
+
+def _type_options(graph: NetworkGraph, name: str, chip: ChipSpec) -> dict[int, list]:
+    """{core type index: chunks} for every core type population `name` fits (within max_cores_per_population).
+    Raises MappingError naming the population and the largest core type (most synapse memory, then neuron
+    memory, then neurons) with its shortfall when it fits none."""
+    options, reasons = {}, {}
+    for t, core in enumerate(chip.core_specs):
+        try:
+            chunks = _chunks(graph, name, chip, core)
+        except MappingError as err:
+            reasons[t] = str(err).split(": ", 1)[1]
+            continue
+        limit = chip.max_cores_per_population
+        if limit is not None and len(chunks) > limit:
+            reasons[t] = (f"population {name!r} needs {len(chunks)} cores but the chip holds a population on at "
+                          f"most {limit}")
+            continue
+        options[t] = chunks
+    if not options:
+        specs = chip.core_specs
+        big = max(range(len(specs)), key=lambda t: (specs[t].synapse_memory_bits, specs[t].neuron_memory_bits or 0,
+                                                     specs[t].neurons_per_core, -t))
+        raise MappingError(f"network does not fit chip {chip.name!r}: population {name!r} fits no core type; on "
+                           f"the largest, {chip.core_type_names[big]!r} ({_describe(specs[big])}): {reasons[big]}")
+    return options
+
+
+def _describe(core: CoreSpec) -> str:
+    """The capacity of a core type in one phrase."""
+    state = f", {core.neuron_memory_bits:,} neuron-memory bits" if core.neuron_memory_bits is not None else ""
+    return f"{core.neurons_per_core:,} neurons, {core.synapse_memory_bits:,} synapse-memory bits{state}"
+
+
+def _assign_types(names: list[str], options: list[dict[int, list]], chip: ChipSpec) -> list[int]:
+    """A core type per population such that no type is used by more cores than all chips have of it: depth-first
+    in graph order, each population's types tried by (cores needed, memory size, index), failures memoised on
+    (population, cores of each type left). Raises MappingError naming the furthest population that could not
+    be given cores."""
+    specs = chip.core_specs
+    size = [s.synapse_memory_bits + (s.neuron_memory_bits or 0) + s.neurons_per_core for s in specs]
+    order = [sorted(o, key=lambda t: (len(o[t]), size[t], t)) for o in options]
+    failed: set = set()
+    furthest = [0]
+
+    def place(i: int, left: tuple) -> list[int] | None:
+        furthest[0] = max(furthest[0], i)
+        if i == len(names):
+            return []
+        if (i, left) in failed:
+            return None
+        for t in order[i]:
+            need = len(options[i][t])
+            if need <= left[t]:
+                rest = place(i + 1, left[:t] + (left[t] - need,) + left[t + 1:])
+                if rest is not None:
+                    return [t] + rest
+        failed.add((i, left))
+        return None
+
+    found = place(0, tuple(c * chip.n_chips for c in chip.core_type_counts))
+    if found is None:
+        i = min(furthest[0], len(names) - 1)
+        wants = ", ".join(f"{len(options[i][t])} x {chip.core_type_names[t]!r}" for t in order[i])
+        has = ", ".join(f"{c} x {n!r}" for c, n in zip(chip.core_type_counts, chip.core_type_names))
+        raise MappingError(f"network does not fit chip {chip.name!r} x {chip.n_chips}: population {names[i]!r} "
+                           f"needs cores of a type it fits ({wants}) but the populations before it leave too few "
+                           f"(the chip has {has})")
+    return found
+
+
+def _typed_chunks(graph: NetworkGraph, chip: ChipSpec) -> tuple[dict[str, list], dict[str, int]]:
+    """({population: chunks}, {population: core type}) on a chip with several core types."""
+    names = list(graph.populations)
+    options = [_type_options(graph, name, chip) for name in names]
+    types = _assign_types(names, options, chip)
+    return {n: o[t] for n, o, t in zip(names, options, types)}, dict(zip(names, types))
 
 
 def partition(graph: NetworkGraph, chip: ChipSpec) -> Partition:
@@ -144,12 +227,18 @@ def partition(graph: NetworkGraph, chip: ChipSpec) -> Partition:
     The cores of all chip.n_chips chips are available. Raises MappingError naming the population when a neuron
     does not fit a core (memory, fan-in or axons), when a population needs more than
     chip.max_cores_per_population cores, or when the chips run out of cores ("population 'lif2' needs
-    40 cores but only 12 of 128 are left ...", with the number of chips that would hold the network).
+    40 cores but only 12 of 128 are left ...", with the number of chips that would hold the network). On a chip
+    with core_types, a population that fits no type is refused naming the largest type, and one left without
+    cores of a type it fits names the types it would take (module docstring).
     """
-    all_chunks = {name: _chunks(graph, name, chip) for name in graph.populations}
+    if chip.core_types is None:
+        all_chunks = {name: _chunks(graph, name, chip, chip.core) for name in graph.populations}
+        pop_type = {name: 0 for name in graph.populations}
+    else:
+        all_chunks, pop_type = _typed_chunks(graph, chip)
     needed = sum(len(c) for c in all_chunks.values())
     total = chip.n_cores_total
-    pops, core_of, rows = [], {}, []
+    pops, core_of, rows, types = [], {}, [], []
     for name, chunks in all_chunks.items():
         if chip.max_cores_per_population is not None and len(chunks) > chip.max_cores_per_population:
             raise MappingError(f"network does not fit chip {chip.name!r}: population {name!r} needs {len(chunks)} "
@@ -162,6 +251,7 @@ def partition(graph: NetworkGraph, chip: ChipSpec) -> Partition:
         sizes = [e - s for s, e, *_ in chunks]
         core_of[name] = np.repeat(np.arange(len(pops), len(pops) + len(chunks)), sizes).astype(np.int64)
         pops += [name] * len(chunks)
+        types += [pop_type[name]] * len(chunks)
         rows += [(e - s, syn, st, ax) for s, e, syn, st, ax in chunks]
     cols = np.array(rows, np.int64).reshape(-1, 4).T
-    return Partition(tuple(pops), cols[0], cols[1], core_of, cols[2], cols[3])
+    return Partition(tuple(pops), cols[0], cols[1], core_of, cols[2], cols[3], np.array(types, np.int64))

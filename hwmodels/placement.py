@@ -4,7 +4,9 @@ a trace puts between cores, and the spike-weighted hop distance the communicatio
 A slot is a global core position: chip c, tile t = (x, y) on its mesh, core k in the tile; slot id =
 (c * tiles_per_chip + t) * cores_per_tile + k. Chips sit chips_per_row to a row, so the global tile of a slot
 is (chip column * mesh_width + x, chip row * mesh_height + y) and XY routing in global coordinates crosses one
-chip-to-chip link per chip boundary.
+chip-to-chip link per chip boundary. On a chip with core types (ChipSpec.core_types, ChipSpec.slot_types) a core
+goes only to a slot of its own type (Partition.core_type): each strategy's slot order is then filled type by
+type, and comm_aware's swaps stay within a type.
 """
 from __future__ import annotations
 
@@ -44,13 +46,32 @@ def _snake_slots(n: int, chip: ChipSpec) -> np.ndarray:
     return (chip_i * chip.n_tiles + y * chip.mesh_width + x) * chip.cores_per_tile + k
 
 
+def _typed(order: np.ndarray, part: Partition, chip: ChipSpec) -> np.ndarray:
+    """Cores in turn onto the first free slot of their own type in slot `order` (all slots of all chips)."""
+    kinds = chip.slot_types()[order]
+    out = np.empty(part.n_cores, np.int64)
+    for t in np.unique(part.core_type).tolist():
+        cores = np.flatnonzero(part.core_type == t)
+        out[cores] = order[kinds == t][:len(cores)]
+    return out
+
+
+def _is_typed(part: Partition, chip: ChipSpec) -> bool:
+    return chip.core_types is not None and part.core_type is not None
+
+
 def in_order(part: Partition, chip: ChipSpec, traffic: np.ndarray | None, seed: int) -> np.ndarray:
-    """Core k in slot k: tiles filled row by row, chip after chip."""
+    """Core k in slot k: tiles filled row by row, chip after chip (typed: the k-th core of a type in that type's
+    k-th slot)."""
+    if _is_typed(part, chip):
+        return _typed(np.arange(chip.n_cores_total, dtype=np.int64), part, chip)
     return np.arange(part.n_cores, dtype=np.int64)
 
 
 def snake(part: Partition, chip: ChipSpec, traffic: np.ndarray | None, seed: int) -> np.ndarray:
     """As in_order, but odd mesh rows run right to left, so consecutive tiles stay adjacent."""
+    if _is_typed(part, chip):
+        return _typed(_snake_slots(chip.n_cores_total, chip), part, chip)
     return _snake_slots(part.n_cores, chip)
 
 
@@ -87,10 +108,12 @@ def _bisect(graph: nx.Graph, cores: list, slots: np.ndarray, xy: np.ndarray, see
     _bisect(graph, big, slots[order[half:]], xy[order[half:]], seed, out)
 
 
-def _refine(w: np.ndarray, d: np.ndarray, perm: np.ndarray, sweeps: int) -> np.ndarray:
+def _refine(w: np.ndarray, d: np.ndarray, perm: np.ndarray, sweeps: int,
+            kinds: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """Swap local search on the quadratic assignment cost 1/2 sum_ij w_ij d[perm_i, perm_j]: each core in turn
     moves to the slot (free or occupied, then swapped) that lowers the cost most; stops after a sweep with no
-    gain. Only improving moves are taken, so the result is never worse than `perm`."""
+    gain. Only improving moves are taken, so the result is never worse than `perm`. kinds: (type of every
+    core, type of every slot): a core moves only to a slot of its type."""
     n, m = len(perm), len(d)
     perm = perm.copy()
     occ = np.full(m, -1, np.int64)
@@ -106,6 +129,8 @@ def _refine(w: np.ndarray, d: np.ndarray, perm: np.ndarray, sweeps: int) -> np.n
             delta = q @ w[a] - q[sa] @ w[a] + wab * d[sa]
             delta += np.where(b >= 0, (w @ q[sa])[b.clip(0)] - r + wab * d[sa], 0.0)
             delta[sa] = 0.0
+            if kinds is not None:
+                delta[kinds[1] != kinds[0][a]] = np.inf
             t = int(np.argmin(delta))
             if delta[t] >= -tol:
                 continue
@@ -135,6 +160,8 @@ def comm_aware(part: Partition, chip: ChipSpec, traffic: np.ndarray | None, seed
         raise ValueError("traffic: placement 'comm_aware' needs traffic, an (n_cores x n_cores) message-count "
                          "matrix or an EventTrace")
     n = part.n_cores
+    if _is_typed(part, chip):
+        return _comm_aware_typed(part, chip, traffic)
     cand, block = _candidate_slots(n, chip)
     if len(cand) > _MAX_SLOTS:
         cand, block = np.unique(np.concatenate([np.arange(n), _snake_slots(n, chip)])), None
@@ -160,6 +187,25 @@ def comm_aware(part: Partition, chip: ChipSpec, traffic: np.ndarray | None, seed
     best = starts[int(np.argmin(costs))]
     sweeps = int(max(1, min(10, _REFINE_BUDGET // max(1, n * (len(cand) * n + n * n)))))
     return cand[_refine(w, d, best, sweeps)]
+
+
+def _comm_aware_typed(part: Partition, chip: ChipSpec, traffic: np.ndarray) -> np.ndarray:
+    """comm_aware on a chip with core types: the cheaper of typed in_order and snake, refined by swaps within a
+    type over all slots (only the cheaper start above _MAX_SLOTS slots)."""
+    w = np.asarray(traffic, np.float64)
+    w = w + w.T
+    np.fill_diagonal(w, 0.0)
+    options = [in_order(part, chip, None, 0), snake(part, chip, None, 0)]
+    costs = [spike_weighted_hops(w, slot_coords(p, chip)[0]) for p in options]
+    best = options[int(np.argmin(costs))]
+    m = chip.n_cores_total
+    if m > _MAX_SLOTS:
+        return best
+    xy = slot_coords(np.arange(m), chip)[0]
+    d = (np.abs(xy[:, None, 0] - xy[None, :, 0]) + np.abs(xy[:, None, 1] - xy[None, :, 1])).astype(np.float64)
+    n = part.n_cores
+    sweeps = int(max(1, min(10, _REFINE_BUDGET // max(1, n * (m * n + n * n)))))
+    return _refine(w, d, best, sweeps, (part.core_type, chip.slot_types()))
 
 
 #: placement name -> fn(partition, chip, traffic (n_cores x n_cores) or None, seed) -> int64 slot id per core

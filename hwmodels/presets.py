@@ -178,6 +178,9 @@ def _leaves(raw: dict) -> list[dict]:
         elif isinstance(node, dict):
             for k, v in node.items():
                 walk(v, f"{path}.{k}" if path else str(k))
+        elif isinstance(node, list):  # core_types
+            for i, v in enumerate(node):
+                walk(v, f"{path}[{i}]")
         elif _is_number(node):
             out.append({"key": path, "value": node, "source": "", "note": ""})
     walk({k: v for k, v in raw.items() if k not in PROVENANCE_KEYS}, "")

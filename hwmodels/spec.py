@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer,
+                      model_validator)
 
 _Energy = Field(ge=0.0, description="energy per event in J")
 _Latency = Field(ge=0.0, description="latency per event in s")
@@ -212,6 +213,33 @@ class CoreSpec(_Spec):
     sram_static_w_per_bit: float = Field(default=0.0, ge=0.0)
 
 
+#: CoreSpec fields a CoreType may override (the capacity limits; every per-event cost stays the chip's core's)
+CORE_TYPE_FIELDS = ("neurons_per_core", "synapse_memory_bits", "neuron_memory_bits", "max_fan_in", "max_axons")
+
+
+class CoreType(_Spec):
+    """One kind of core of a heterogeneous chip: `count` cores of every chip whose capacity limits differ from
+    ChipSpec.core (e.g. DYNAP-CNN/Speck cores 3-4 hold 32 Ki kernel entries, cores 0-2 16 Ki).
+
+    name: a label for messages (default: "type <index>"); count: cores of this type on one chip.
+    neurons_per_core, synapse_memory_bits, neuron_memory_bits, max_fan_in, max_axons: as in CoreSpec; None = the
+        chip's core value (a type cannot lift a limit its core sets). Per-event costs are the core's.
+    """
+
+    name: str = ""
+    count: int = Field(gt=0)
+    neurons_per_core: int | None = Field(default=None, gt=0)
+    synapse_memory_bits: int | None = Field(default=None, gt=0)
+    neuron_memory_bits: int | None = Field(default=None, gt=0)
+    max_fan_in: int | None = Field(default=None, gt=0)
+    max_axons: int | None = Field(default=None, gt=0)
+
+    def spec(self, core: CoreSpec) -> CoreSpec:
+        """`core` with this type's limits in place of its own."""
+        update = {f: getattr(self, f) for f in CORE_TYPE_FIELDS if getattr(self, f) is not None}
+        return core.model_copy(update=update)
+
+
 class RouterSpec(_Spec):
     """Mesh router and links: XY dimension-ordered routing between tiles.
 
@@ -277,6 +305,11 @@ class ChipSpec(_Spec):
         core of all n_chips chips leaks for the whole inference). Static energy = static power x latency.
     notes: {topic: text} of a preset (what is folded into what, remaining assumptions); provenance only.
     derived_from: how a derived chip file was made from its base (Derivation); None for a preset; provenance only.
+    core_types: None (every core is `core`: a homogeneous chip) or the chip's kinds of core (CoreType), laid over
+        the core slots of every chip in order (slot = tile index x cores_per_tile + core in tile, tiles row by
+        row): the first type's `count` slots, then the next type's; the counts must add up to n_cores. Each
+        population is mapped onto cores of one type it fits (hwmodels.partition). Left out of model_dump when
+        None, so a homogeneous chip dumps, signs and maps as before.
     """
 
     name: str = Field(min_length=1)
@@ -295,6 +328,7 @@ class ChipSpec(_Spec):
     power_gating: Literal["cores", "none"] = "cores"
     notes: dict[str, str] = Field(default_factory=dict)
     derived_from: Derivation | None = None
+    core_types: tuple[CoreType, ...] | None = None
 
     @field_validator("barrier_sync_s")
     @classmethod
@@ -312,6 +346,48 @@ class ChipSpec(_Spec):
                                     f"required when n_chips > 1 (n_chips={self.n_chips}); no shipped preset "
                                     "publishes a chip-to-chip cost, give it as an override")
         return self
+
+    @model_validator(mode="after")
+    def _check_core_types(self) -> "ChipSpec":
+        if self.core_types is None:
+            return self
+        if not self.core_types:
+            raise SpecError("ChipSpec", ("core_types",), "give at least one core type, or leave core_types out")
+        total = sum(t.count for t in self.core_types)
+        if total != self.n_cores:
+            raise SpecError("ChipSpec", ("core_types",),
+                            f"counts add up to {total} cores but the chip has {self.n_cores} (mesh_width x "
+                            "mesh_height x cores_per_tile)")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> dict:
+        data = handler(self)
+        if self.core_types is None and isinstance(data, dict):
+            data.pop("core_types", None)
+        return data
+
+    @property
+    def core_specs(self) -> tuple[CoreSpec, ...]:
+        """The CoreSpec of every core type, in core_types order; (core,) on a homogeneous chip."""
+        return (self.core,) if self.core_types is None else tuple(t.spec(self.core) for t in self.core_types)
+
+    @property
+    def core_type_names(self) -> tuple[str, ...]:
+        """A label per core type (its name, or "type <index>")."""
+        return ("core",) if self.core_types is None else tuple(t.name or f"type {i}"
+                                                                for i, t in enumerate(self.core_types))
+
+    @property
+    def core_type_counts(self) -> tuple[int, ...]:
+        """Cores of each type on one chip; (n_cores,) on a homogeneous chip."""
+        return (self.n_cores,) if self.core_types is None else tuple(t.count for t in self.core_types)
+
+    def slot_types(self) -> np.ndarray:
+        """Core type of every core slot of all n_chips chips (slot ids as hwmodels.placement numbers them),
+        int64 (n_cores_total,)."""
+        one = np.repeat(np.arange(len(self.core_type_counts)), self.core_type_counts)
+        return np.tile(one, self.n_chips).astype(np.int64)
 
     @property
     def chip_grid(self) -> tuple[int, int]:

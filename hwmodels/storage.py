@@ -23,7 +23,10 @@ depth (one more hardware timestep of pipeline delay).
 Chip memory layout (CoreSpec.memory_layout): "packed" sums bits exactly; "pow2" follows DYNAP-CNN/Speck
 addressing (sinabs DynapcnnLayer.memory_summary): kernel memory c_in x 2^ceil(log2(kh kw)) x 2^ceil(log2 f)
 entries for f output channels, neuron memory f x 2^ceil(log2 H) x 2^ceil(log2 W) entries; here applied to the
-channels a core holds. CoreSpec.stored_weight_bits / stored_state_bits fix the stored widths of a chip.
+channels a core holds. A dense projection in the pow2 layout is stored as sinabs stores a linear layer: a
+conv whose kernel covers the whole (C, H, W) source (a 1-D source of N neurons: C = N, 1 x 1), every target
+neuron an output channel: C x 2^ceil(log2(H W)) x 2^ceil(log2 f) entries for f target neurons on a core.
+CoreSpec.stored_weight_bits / stored_state_bits fix the stored widths of a chip.
 """
 from __future__ import annotations
 
@@ -75,6 +78,10 @@ def stored_weight_bits(proj: Projection, core: CoreSpec | None) -> int:
 
 
 def _dense(proj: Projection, src_shape: tuple, core: CoreSpec) -> MemoryTerms:
+    if core.memory_layout == "pow2":  # DYNAP-CNN: a linear layer is a conv whose kernel covers the (C, H, W) input
+        taps = int(pow2ceil(int(np.prod(src_shape[1:]))))
+        per_channel = src_shape[0] * taps * stored_weight_bits(proj, core)
+        return MemoryTerms(np.zeros(proj.weight.shape[0], np.int64), per_channel)
     return MemoryTerms(fan_in(proj, src_shape, "structural") * stored_weight_bits(proj, core), 0)
 
 

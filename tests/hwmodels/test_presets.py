@@ -181,12 +181,13 @@ def test_speck_memory_limits_are_sinabs_constraints():
 
 
 def test_a_layer_too_big_for_one_speck_core_is_rejected():
-    """Conv 64 -> 128 channels, 3x3: kernel memory 64 x 2^(4 + 7) = 131,072 entries, 8x one core's 16 Ki."""
+    """Conv 64 -> 128 channels, 3x3: kernel memory 64 x 2^(4 + 7) = 131,072 entries, 2x the largest core's 64 Ki
+    (and 8x the 16 Ki of cores 0-2)."""
     from hwmodels.mapping import MappingError, map_network
     from hwmodels.trace import NetworkGraph, NeuronModel, Population, Projection
     g = NetworkGraph([Population("in", (64, 16, 16), NeuronModel(kind="input")), Population("c", (128, 16, 16))],
                      [Projection("conv", "in", "c", "conv", np.ones((128, 64, 3, 3)), padding=(1, 1))])
-    with pytest.raises(MappingError, match="population 'c' needs 8 cores but the chip holds a population on at most 1"):
+    with pytest.raises(MappingError, match="population 'c' fits no core type; on the largest, 'cores 5-6' "):
         map_network(g, load_preset("speck"))
 
 
