@@ -17,7 +17,8 @@ from torch import nn
 from hwmodels.trace import STORAGE_FORMATS, EventTrace, NetworkGraph, NeuronModel, Population
 from workloads.lowering_activity import Capture, Probes, batch_activity, flat_layout, predictions
 from workloads.lowering_fit import FIT_POLICIES, fit_graph, quantize_model
-from workloads.lowering_rules import NEURON_RULES, Walk, find_rule, finish, supported_types
+from workloads.lowering_recurrent import RECURRENT_RULES, recurrent_node
+from workloads.lowering_rules import NEURON_RULES, Walk, find_rule, finish, neuron_refusal, supported_types
 
 #: plain torch layers that behave the same on (T, N, ...) tensors as on (N, ...) ones
 _TIME_AGNOSTIC = (nn.Linear, nn.Dropout, nn.Dropout2d, nn.Identity)
@@ -28,22 +29,29 @@ def lower(model: nn.Module, inputs: torch.Tensor, *, labels=None, weight_bits: i
           device=None) -> tuple[NetworkGraph, EventTrace]:
     """Lower `model` and record its spikes and neuron activity on `inputs`.
 
-    model: a SpikingJelly multi-step nn.Sequential of Conv2d, BatchNorm1d/2d, AvgPool2d, AdaptiveAvgPool2d,
-        MaxPool2d, Flatten, Unflatten, Linear, Dropout, Identity (SpikingJelly `layer.*` in step_mode "m", or
-        plain torch layers inside `layer.SeqToANNContainer`; plain Linear, Dropout, Identity,
-        nn.Flatten(start_dim=2) and nn.Unflatten(2, ...) also at top level) and spiking nodes (IF, LIF, PLIF,
-        their ternary forms, workloads.neurons' sLIF/QLIF; step_mode "m"); or an nn.Module with its own forward
-        over such layers, residual additions and Spikformer's token modules and attention (spiking ResNets,
-        Spikformer: workloads.lowering_graph, which documents the residual and attention representation; keys of
-        `compression` are then module names, "stages.layer1.0.conv1").
+    model: a SpikingJelly multi-step nn.Sequential of Conv1d/2d, BatchNorm1d/2d, AvgPool1d/2d,
+        AdaptiveAvgPool1d/2d, MaxPool1d/2d, Flatten, Unflatten, Linear, Dropout, Identity (SpikingJelly `layer.*`
+        in step_mode "m", or plain torch layers inside `layer.SeqToANNContainer`; plain Linear, Dropout, Identity,
+        nn.Flatten(start_dim=2) and nn.Unflatten(2, ...) also at top level), the recurrent containers
+        LinearRecurrentContainer and ElementWiseRecurrentContainer (workloads.lowering_recurrent: a projection
+        "rec<k>" from the container's population to itself, delay one timestep) and spiking nodes (IF, LIF, PLIF,
+        their ternary forms, workloads.neurons' sLIF/QLIF; step_mode "m"; any other node is refused with a message
+        naming it and the supported ones); or an nn.Module with its own forward over such layers, residual
+        additions, reshapes keeping the time and batch axes (x.flatten(2), x.view / x.reshape(x.shape[0],
+        x.shape[1], ...), x.unsqueeze(d >= 2), torch.flatten: layout only, workloads.lowering_reshape) and
+        Spikformer's token modules and attention (spiking ResNets, Spikformer: workloads.lowering_graph, which
+        documents the residual and attention representation; keys of `compression` are then module names,
+        "stages.layer1.0.conv1").
         Input current: a spiking node fed by the input tensor itself (no weight layer before it, e.g.
         Sequential(IFNode, Linear, IFNode, ...) on a constant (T, N, F) current, as SANA-FE and Loihi
         applications feed per-neuron biases; a Flatten/Unflatten may come between) becomes a population of depth 0
         with no in-projection whose neurons integrate that current (its activity records them updated at every
         step with a non-zero current); graph.metadata["input_current"] lists such populations, and the "input"
         population is left out of the graph and the trace when no projection reads it.
-    inputs: encoded input, shape (T, N, C, H, W) or (T, N, F). The population "input" is graded (its trace
-        events carry the values) when any value is not 0 or 1 (direct encoding).
+    inputs: encoded input, shape (T, N, C, H, W), (T, N, C, L) (1-D signals, e.g. audio for a Conv1d model;
+        populations of such signals have shape (C, 1, L), see workloads.lowering_rules)
+        or (T, N, F). The population "input" is graded (its trace events carry the values) when any value is
+        not 0 or 1 (direct encoding).
     labels: optional (N,) class labels stored in the trace.
     weight_bits: bits per stored weight on every weight projection the compression does not set (max-pool and
         identity projections use 1), subject to weight_fit.
@@ -71,7 +79,9 @@ def lower(model: nn.Module, inputs: torch.Tensor, *, labels=None, weight_bits: i
     Returns (graph, trace). Populations: "input", one per neuron layer ("lif1", "if2", "plif3", ...), one per
     max-pool ("pool1", ...) and, when the model ends in a weight layer, the non-spiking readout "output"
     (threshold inf, no spikes). Projections: "conv<k>", "fc<k>" (BatchNorm and AvgPool folded in exactly),
-    "maxpool<k>". graph.metadata: "origin" {projection: "Conv2d" | "Linear" | "MaxPool2d"}, "layers"
+    "maxpool<k>", "rec<k>" (recurrent). The graph is a workloads.exchange.recurrent.RecurrentGraph when a
+    recurrent container makes a cycle. graph.metadata: "origin" {projection: "Conv1d" | "Conv2d" | "Linear" |
+    "MaxPool1d" | "MaxPool2d" | container type}, "recurrent" {projection: delay in timesteps} (when any), "layers"
     {"populations"|"projections": {name: ["<index>:<type>", ...]}}, "n_timesteps", "weight_fit" and, when
     present, "input_current". trace.activity (hwmodels.activity) holds, for every population but the input, the
     neurons updated at each timestep (workloads.lowering_activity: spiking nodes from their own input current and
@@ -80,14 +90,16 @@ def lower(model: nn.Module, inputs: torch.Tensor, *, labels=None, weight_bits: i
     model outputs (T, N, n_classes), else None; trace.sizes the population sizes and trace.graph_fingerprint
     graph.fingerprint() (hwmodels.simulate refuses the trace with any other graph).
     Synaptic events of this graph and trace (hwmodels.connectivity) with count="structural" equal SpikingJelly's
-    SynOpCounter on the Conv2d/Linear projections for binary inputs; SpikingJelly counts nothing for max-pool
-    (no convolution) and for graded inputs (only spike-driven operations), and also nothing for a layer after
-    an AvgPool2d (its pooled input is not binary), whose folded projection here counts the un-pooled spikes.
-    Raises ValueError for an unsupported layer (naming its index and type), an unsupported layer order or
-    geometry, inputs whose shape does not fit the model, weights that do not fit (weight_fit "error"), or bad
-    arguments.
+    SynOpCounter on the Conv1d/Conv2d/Linear projections for binary inputs; SpikingJelly counts nothing for
+    max-pool (no convolution) and for graded inputs (only spike-driven operations), and also nothing for a layer
+    after an average pooling (its pooled input is not binary), whose folded projection here counts the un-pooled
+    spikes. A recurrent projection's events are its population's spikes times their fan-out, as for any
+    projection (the spikes of the last timestep are sent too; the model uses the spikes of t - 1 at t).
+    Raises ValueError for an unsupported layer (naming its index and type) or spiking neuron (naming it and the
+    supported ones), an unsupported layer order or geometry, inputs whose shape does not fit the model (naming
+    the first layer that needs a shape), weights that do not fit (weight_fit "error"), or bad arguments.
     """
-    inputs = _check_inputs(inputs)
+    inputs = _check_inputs(inputs, model)
     n_t, n_s = inputs.shape[:2]
     labels = _check_labels(labels, n_s)
     _check_arguments(weight_bits, weight_fit, storage, batch_size)
@@ -97,8 +109,10 @@ def lower(model: nn.Module, inputs: torch.Tensor, *, labels=None, weight_bits: i
         model, errors = quantize_model(model, int(weight_bits), storage, per_layer.get("layer_bits", {}),
                                        per_layer.get("layer_storage", {}))
     graded = not bool(((inputs == 0) | (inputs == 1)).all())
-    input_pop = Population("input", tuple(inputs.shape[2:]), NeuronModel("input"), graded=graded)
-    graph, runner, probes = _build(model, input_pop, int(weight_bits), storage, per_layer, name, n_t)
+    line = inputs.dim() == 4  # 1-D signals (C, L), held as (C, 1, L)
+    shape = (inputs.shape[2], 1, inputs.shape[3]) if line else tuple(inputs.shape[2:])
+    input_pop = Population("input", shape, NeuronModel("input"), graded=graded)
+    graph, runner, probes = _build(model, input_pop, int(weight_bits), storage, per_layer, name, n_t, line)
     graph = fit_graph(graph, weight_fit, errors)
     return graph, _record_trace(runner, inputs, graph, probes, labels, int(batch_size), device)
 
@@ -116,25 +130,58 @@ def _check_arguments(weight_bits: int, weight_fit: str, storage: str | None, bat
 
 
 def _build(model: nn.Module, input_pop: Population, weight_bits: int, storage: str | None, per_layer: dict,
-           name: str, n_t: int) -> tuple[NetworkGraph, nn.Module, Probes]:
-    """(graph, module to run on the inputs, probes) of either engine: the Sequential walk or the fx graph."""
+           name: str, n_t: int, line: bool = False) -> tuple[NetworkGraph, nn.Module, Probes]:
+    """(graph, module to run on the inputs, probes) of either engine: the Sequential walk or the fx graph.
+    line: the inputs are 1-D signals (T, N, C, L)."""
     from workloads import lowering_graph  # imports this module's rules; deferred to avoid an import cycle
+    from workloads.exchange.recurrent import make_graph
     if lowering_graph.is_graph_model(model):
-        return lowering_graph.build_graph(model, input_pop, weight_bits, storage, per_layer, name, n_t)
-    walk = _walk(model, input_pop, weight_bits, storage, per_layer)
+        return lowering_graph.build_graph(model, input_pop, weight_bits, storage, per_layer, name, n_t, line)
+    walk = _walk(model, input_pop, weight_bits, storage, per_layer, line)
     metadata = {"origin": walk.origin, "layers": walk.layers, "n_timesteps": int(n_t)}
     if walk.input_current:
         metadata["input_current"] = list(walk.input_current)
-    graph = NetworkGraph(walk.populations, walk.projections, name=name, metadata=metadata)
+    if walk.recurrent:
+        metadata["recurrent"] = dict(walk.recurrent)
+    graph = make_graph(walk.populations, walk.projections, name=name, metadata=metadata)
     nodes = {pop: (m, flat_layout) for pop, m in walk.hooks.items() if isinstance(m, neuron.BaseNode)}
+    nodes.update({pop: (recurrent_node(m), flat_layout) for pop, m in walk.hooks.items() if recurrent_node(m)})
     return graph, model, Probes(walk.hooks, nodes, flat_layout if "output" in graph.populations else None)
 
 
-def _check_inputs(inputs) -> torch.Tensor:
+def _check_inputs(inputs, model: nn.Module) -> torch.Tensor:
+    """inputs as a float tensor. ValueError when they are empty or not (T, N, C, H, W), (T, N, C, L) or (T, N, F),
+    or when the first Conv1d/Conv2d of `model` needs the other rank; the message names the first layer that
+    needs an input shape and that shape."""
     x = torch.as_tensor(inputs)
-    if x.dim() not in (3, 5) or min(x.shape) == 0:
-        raise ValueError(f"inputs: shape {tuple(x.shape)} must be non-empty (T, N, C, H, W) or (T, N, F)")
+    first = _first_shaped_layer(model)
+    need = "" if first is None else f"; layer {first[0]} ({type(first[1]).__name__}) needs inputs {first[2]}"
+    if x.dim() not in (3, 4, 5) or min(x.shape) == 0:
+        raise ValueError(f"inputs: shape {tuple(x.shape)} must be non-empty (T, N, C, H, W), (T, N, C, L) or "
+                         f"(T, N, F){need}")
+    if first is not None and isinstance(first[1], (nn.Conv1d, nn.Conv2d)):
+        rank = 4 if isinstance(first[1], nn.Conv1d) else 5
+        if x.dim() != rank:
+            raise ValueError(f"inputs: shape {tuple(x.shape)} does not fit the model{need}")
     return x.float()
+
+
+#: layer type -> the (T, N, ...) input it needs when it is the first shaped layer of a model
+_INPUT_LAYOUTS = ((nn.Conv1d, lambda m: f"(T, N, C={m.in_channels}, L)"),
+                  (nn.Conv2d, lambda m: f"(T, N, C={m.in_channels}, H, W)"),
+                  (nn.Linear, lambda m: f"(T, N, F={m.in_features})"))
+
+
+def _first_shaped_layer(model: nn.Module) -> tuple[str, nn.Module, str] | None:
+    """(name, module, needed input layout) of the first Conv1d/Conv2d/Linear of `model` in module order; None when
+    a Flatten or Unflatten comes first (the input's own shape is then free) or there is none."""
+    for name, m in model.named_modules():
+        if isinstance(m, (nn.Flatten, nn.Unflatten)):
+            return None
+        for cls, layout in _INPUT_LAYOUTS:
+            if isinstance(m, cls):
+                return name, m, layout(m)
+    return None
 
 
 def _check_labels(labels, n_samples: int) -> np.ndarray | None:
@@ -165,16 +212,19 @@ def _per_layer(compression) -> dict[str, dict]:
 
 
 def _walk(model: nn.Module, input_pop: Population, weight_bits: int, storage: str | None,
-          per_layer: dict[str, dict]) -> Walk:
-    """Apply the lowering rule of every layer in order; returns the finished walk."""
-    walk = Walk(input_pop, input_pop.shape, weight_bits, storage, **per_layer)
+          per_layer: dict[str, dict], line: bool = False) -> Walk:
+    """Apply the lowering rule of every layer in order; returns the finished walk. line: the input population
+    holds 1-D signals (C, L) as (C, 1, L)."""
+    walk = Walk(input_pop, input_pop.shape, weight_bits, storage, **per_layer, line=line)
     walk.populations.append(input_pop)
     walk.layers["populations"]["input"] = []
     for index, module, in_container in _layers(model):
-        rule = find_rule(module)
+        rule = RECURRENT_RULES.get(type(module)) or find_rule(module)
+        if rule is None and isinstance(module, neuron.BaseNode):
+            raise neuron_refusal(index, module)
         if rule is None:
             raise ValueError(f"layer {index} ({type(module).__name__}): unsupported; supported types: "
-                             f"{', '.join(supported_types())}")
+                             f"{', '.join(sorted(supported_types() + [t.__name__ for t in RECURRENT_RULES]))}")
         _check_step_mode(index, module, in_container)
         rule(walk, _per_sample(module, in_container), index)
     finish(walk)

@@ -126,17 +126,23 @@ class Capture:
     `probes.spikes` (forward hooks, in `self.spikes`) and the activity (T + 1, B, n) of `probes.nodes` (in
     `self.rows`), the nodes running with store_v_seq; hooks are removed and store_v_seq restored on exit.
 
+    A node in step_mode "s" (stepped by a recurrent container, one call per timestep) has its input, potential
+    and output collected step by step instead; its rows are built when its population's spikes are stored.
     Raises ValueError when a node does not expose v_seq after a multi-step forward.
     """
 
     def __init__(self, probes: Probes):
         self.probes, self.spikes, self.rows = probes, {}, {}
-        self._handles, self._saved, self._inputs = [], {}, {}
+        self._handles, self._saved, self._inputs, self._steps = [], {}, {}, {}
 
     def __enter__(self) -> "Capture":
         for pop, m in self.probes.spikes.items():
             self._handles.append(m.register_forward_hook(self._store(pop)))
         for pop, (m, fn) in self.probes.nodes.items():
+            if getattr(m, "step_mode", "m") == "s":
+                self._handles.append(m.register_forward_pre_hook(self._pre_step(pop)))
+                self._handles.append(m.register_forward_hook(self._post_step(pop)))
+                continue
             self._saved[pop] = m.store_v_seq
             m.store_v_seq = True
             self._handles.append(m.register_forward_pre_hook(self._pre(pop)))
@@ -153,12 +159,31 @@ class Capture:
 
     def clear(self) -> None:
         """Forget the last batch's tensors."""
-        self.spikes, self.rows, self._inputs = {}, {}, {}
+        self.spikes, self.rows, self._inputs, self._steps = {}, {}, {}, {}
 
     def _store(self, pop: str):
         def hook(module, args, out) -> None:
             self.spikes[pop] = out
+            if pop in self._steps:
+                self._finish_steps(pop)
         return hook
+
+    def _pre_step(self, pop: str):
+        def hook(module, args) -> None:
+            self._steps.setdefault(pop, []).append((args[0], module.v))
+        return hook
+
+    def _post_step(self, pop: str):
+        def hook(module: neuron.BaseNode, args, out) -> None:
+            x, v0 = self._steps[pop][-1]
+            self._steps[pop][-1] = (x, v0, torch.as_tensor(module.v).expand_as(x).clone(), out)
+        return hook
+
+    def _finish_steps(self, pop: str) -> None:
+        """Rows (T + 1, B, n) of a single-step node from its collected steps (input, v before, v after, spikes)."""
+        steps, (m, fn) = self._steps.pop(pop), self.probes.nodes[pop]
+        x, v_seq, out = (torch.stack([s[i] for s in steps]) for i in (0, 2, 3))
+        self.rows[pop] = fn(node_activity(x, steps[0][1], v_seq, out, m.v_reset), ())
 
     def _pre(self, pop: str):
         def hook(module, args) -> None:

@@ -115,7 +115,7 @@ def fit_graph(graph: NetworkGraph, policy: str, errors: dict[str, float] | None 
         projections.append(proj if entry["stored"] == proj.weight_bits else replace(proj, weight_bits=entry["stored"]))
     _warn(report)
     metadata = dict(graph.metadata, weight_fit=report)
-    return NetworkGraph(list(graph.populations.values()), projections, name=graph.name, metadata=metadata)
+    return type(graph)(list(graph.populations.values()), projections, name=graph.name, metadata=metadata)
 
 
 def _warn(report: dict[str, dict]) -> None:

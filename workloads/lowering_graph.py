@@ -19,6 +19,9 @@ Representation (every stage exact: replaying the recorded spikes gives the model
   into the head Linear (weight / L per token), TokenBatchNorm per channel.
 - Attention: gated projections (hwmodels.trace.Projection.gate), see workloads.lowering_attention.
 - Max-pool, average-pool, BatchNorm and DSP low-rank layers as in workloads.lowering_rules.
+- Reshapes keeping the time and batch axes (x.flatten(2), x.view/reshape(x.shape[0], x.shape[1], ...),
+  x.unsqueeze(d >= 2), torch.flatten, nn.Flatten(2), nn.Unflatten(2, ...)): layout only
+  (workloads.lowering_reshape).
 Names: neuron populations "<kind><k>" (one counter), "pool<k>", "add<k>", "attn<k>_kv", "<base>_relay";
 projections "conv<k>", "fc<k>", "identity<k>", "maxpool<k>", "attn<k>_k"/"attn<k>_q" (SpikeAttention),
 "attn<k>_qk"/"attn<k>_v" (BinaryAttention), "<base>_b"/"<base>_a" (low-rank); a trailing weight stage feeds the
@@ -37,11 +40,15 @@ from hwmodels.trace import NetworkGraph, NeuronModel, Population
 from workloads.lowering_attention import ATTENTION_RULES
 from workloads.lowering_graph_rules import RULES, add_rule
 from workloads.lowering_activity import Probes
-from workloads.lowering_rules import Walk, _base_type, drop_unread_input
+from workloads.exchange.recurrent import make_graph
+from workloads.lowering_recurrent import recurrent_node
+from workloads.lowering_recurrent_graph import RECURRENT_GRAPH_RULES
+from workloads.lowering_reshape import apply_reshape, find_reshape_rule
+from workloads.lowering_rules import Walk, _base_type, drop_unread_input, neuron_refusal
 from workloads.lowering_values import Current, Feed, GraphBuild, add_population, emit, layout_fn
 
 #: module type -> rule fn(build, module, name, fx node, argument values) -> value
-GRAPH_RULES = {**RULES, **ATTENTION_RULES}
+GRAPH_RULES = {**RULES, **ATTENTION_RULES, **RECURRENT_GRAPH_RULES}
 _ADDS = (operator.add, torch.add)
 
 
@@ -69,21 +76,25 @@ def trace_module(model: nn.Module) -> fx.Graph:
 
 
 def build_graph(model: nn.Module, input_pop: Population, weight_bits: int, storage: str | None,
-                per_layer: dict[str, dict], name: str, n_timesteps: int) -> tuple[NetworkGraph, nn.Module, Probes]:
+                per_layer: dict[str, dict], name: str, n_timesteps: int,
+                line: bool = False) -> tuple[NetworkGraph, nn.Module, Probes]:
     """Lower the traced `model` fed by `input_pop`: returns (graph, recorder, probes), where running the recorder
     module on the input runs the model and passes every population's (T, B, n) tensor through
     probes.spikes[population]; probes.nodes are the spiking nodes behind neuron populations and probes.readout
     the layout of the model output when it is the readout's input current (workloads.lowering_activity).
+    line: the input holds 1-D signals (C, L) as (C, 1, L) (Conv1d models, workloads.lowering_rules).
 
     graph.metadata: "origin" {projection: layer type, "Identity", "MaxPool2d", "SpikeAttention", ...}, "layers"
-    {"populations"|"projections": {name: ["<module name>:<type>", ...]}}, "n_timesteps", "approximations"
+    {"populations"|"projections": {name: ["<module name>:<type>", ...]}}, "n_timesteps", "recurrent"
+    {projection: delay in timesteps} when a recurrent container adds a self-projection (the graph is then a
+    workloads.exchange.recurrent.RecurrentGraph), "approximations"
     {projection: reason} when a stage is not exact (BinaryAttention with a time-varying scale) and
     "input_current" when spiking nodes take the input tensor as their current (the input population is then left
     out unless a projection reads it).
     Raises ValueError naming the module or operation that is not supported.
     """
     fx_graph = trace_module(model)
-    build = GraphBuild(Walk(input_pop, input_pop.shape, weight_bits, storage, **per_layer))
+    build = GraphBuild(Walk(input_pop, input_pop.shape, weight_bits, storage, **per_layer, line=line))
     add_population(build, input_pop, [], None, None)
     env: dict[fx.Node, object] = {}
     used: set[int] = set()
@@ -96,7 +107,9 @@ def build_graph(model: nn.Module, input_pop: Population, weight_bits: int, stora
         metadata["approximations"] = dict(build.notes)
     if walk.input_current:
         metadata["input_current"] = list(walk.input_current)
-    graph = NetworkGraph(walk.populations, walk.projections, name=name, metadata=metadata)
+    if walk.recurrent:
+        metadata["recurrent"] = dict(walk.recurrent)
+    graph = make_graph(walk.populations, walk.projections, name=name, metadata=metadata)
     recorder = _Recorder(model, fx_graph, build.captures)
     readout = None if build.readout is None else layout_fn(build.readout)
     probes = Probes(dict(recorder.probes.items()), _node_sources(model, fx_graph, build.captures), readout)
@@ -110,6 +123,7 @@ def _node_sources(model: nn.Module, fx_graph: fx.Graph, captures: dict) -> dict[
     out = {}
     for pop, (where, fn) in captures.items():
         mod = where if isinstance(where, nn.Module) else calls.get(where)
+        mod = recurrent_node(mod) or mod  # a recurrent container's population: the node it steps
         if isinstance(mod, neuron.BaseNode):
             out[pop] = (mod, fn)
     return out
@@ -123,10 +137,14 @@ def _interpret(build: GraphBuild, model: nn.Module, node: fx.Node, env: dict, us
         return Feed(input_pop, "chw" if len(input_pop.shape) == 3 else "flat")
     if node.op == "output":
         return _finish(build, env.get(node.args[0]), node)
+    reshape = find_reshape_rule(node)
+    if reshape is not None:  # x.flatten(2), x.view(...), x.shape[0], ...: layout only (workloads.lowering_reshape)
+        return apply_reshape(build, reshape, node, env)
     supported = node.op == "call_module" or (node.op == "call_function" and node.target in _ADDS)
     if not supported:
         raise ValueError(f"operation {node.name} ({node.op} {node.target}): unsupported; a forward may only call "
-                         "supported modules and add their outputs")
+                         "supported modules, add their outputs and reshape them (flatten(2), view, reshape, "
+                         "unsqueeze keeping the time and batch axes)")
     if node.kwargs or any(not isinstance(a, fx.Node) for a in node.args):
         raise ValueError(f"operation {node.name} ({node.target}): only tensor arguments, no keywords, are supported")
     args = [env[a] for a in node.args]
@@ -139,6 +157,8 @@ def _interpret(build: GraphBuild, model: nn.Module, node: fx.Node, env: dict, us
     if getattr(mod, "step_mode", None) not in (None, "m"):
         raise ValueError(f"layer {node.target} ({type(mod).__name__}): step_mode must be 'm', got {mod.step_mode!r}")
     rule = GRAPH_RULES.get(_base_type(mod))
+    if rule is None and isinstance(mod, neuron.BaseNode):
+        raise neuron_refusal(node.target, mod)
     if rule is None:
         raise ValueError(f"layer {node.target} ({type(mod).__name__}): unsupported; supported types: "
                          f"{', '.join(sorted({t.__name__ for t in GRAPH_RULES}))}")
@@ -201,13 +221,16 @@ class _Recorder(nn.Module):
         for node in self.nodes:
             if node.op == "output":
                 return env[node.args[0]]
-            args = [env[a] for a in node.args]
+            args = fx.node.map_arg(node.args, lambda a: env[a])
+            kwargs = fx.node.map_arg(node.kwargs, lambda a: env[a])
             if node.op == "placeholder":
                 out = x
             elif node.op == "call_module":
                 out = self.model.get_submodule(node.target)(*args)
+            elif node.op == "call_method":
+                out = getattr(args[0], node.target)(*args[1:], **kwargs)
             else:
-                out = node.target(*args)
+                out = node.target(*args, **kwargs)
             for pop, fn in self.by_node.get(node.name, ()):
                 self.probes[pop](fn(out, args))
             for a in set(node.all_input_nodes):

@@ -15,8 +15,9 @@ from torch import nn
 
 from hwmodels.trace import NeuronModel, Population
 from workloads.compression.dsp import LowRankConv2d, LowRankLinear
-from workloads.lowering_rules import (NEURON_RULES, Walk, _adaptive_avgpool, _avgpool, _base_type, _batchnorm, _conv,
-                                      _conv_out, _flatten, _linear, _pair, _Weight, neuron_population,
+from workloads.lowering_rules import (NEURON_RULES, Walk, _adaptive_avgpool, _adaptive_avgpool1d, _avgpool,
+                                      _avgpool1d, _base_type, _batchnorm, _check_line, _conv, _conv1d, _conv_out,
+                                      _flatten, _linear, _Weight, maxpool_geometry, neuron_population,
                                       reshape_population, unflattened)
 from workloads.lowering_values import (Current, Feed, GraphBuild, Term, add_currents, add_population, as_current,
                                        emit, layout_fn, relay_of_sum)
@@ -34,7 +35,7 @@ def _one_layer_walk(build: GraphBuild, feed: Feed, shape: tuple[int, ...] | None
     settings, on which one Sequential rule of workloads.lowering_rules runs."""
     w = build.walk
     return Walk(feed.pop, shape or feed.shape, w.weight_bits, w.storage, w.layer_bits, w.layer_storage,
-                w.state_bits, pools=list(feed.pools), spatial=feed.chw if feed.flat else None)
+                w.state_bits, pools=list(feed.pools), spatial=feed.chw if feed.flat else None, line=w.line)
 
 
 def _feed(value, tag: str, what: str) -> Feed:
@@ -50,16 +51,16 @@ def _term(wt: _Weight, source: str, tags: list[str]) -> Term:
 
 
 def weight_stage(build: GraphBuild, m: nn.Module, name: str, feed: Feed, tag: str) -> Current:
-    """Conv2d or Linear `m` (module name `name`) on a Feed: one Term (pools folded in, lowering_rules) and the
+    """Conv1d, Conv2d or Linear `m` (module name `name`) on a Feed: one Term (pools folded in, lowering_rules) and the
     layer bias as the Current's bias. Tokens: a Linear acts per token (1x1 conv); after TokenMean its weight is
     spread over the L tokens (w / L each)."""
-    is_conv = isinstance(m, nn.Conv2d)
+    is_conv = isinstance(m, (nn.Conv1d, nn.Conv2d))
     if feed.layout == "tokens" and not is_conv:
         return _token_linear(build, m, name, feed, tag)
     if feed.layout == "tokens":
-        raise _err(tag, "a Conv2d on tokens is not supported")
+        raise _err(tag, f"a {type(m).__name__} on tokens is not supported")
     walk = _one_layer_walk(build, feed)
-    (_conv if is_conv else _linear)(walk, m, name)
+    (_linear if not is_conv else _conv1d if isinstance(m, nn.Conv1d) else _conv)(walk, m, name)
     wt = walk.weight
     return Current([_term(wt, feed.pop.name, list(feed.tags) + walk.tags)], wt.b, wt.out_shape,
                    "chw" if is_conv else "flat")
@@ -141,18 +142,19 @@ def _input_current_neuron(build, m, name, node, feed: Feed) -> Feed:
 
 
 def _maxpool(build, m, name, node, args):
-    """MaxPool2d of binary spikes = OR over the window: an IF(threshold 1) population fed by a depthwise all-ones
-    conv (lowering_rules._maxpool)."""
-    tag, feed = _tag(name, m), _feed(args[0], _tag(name, m), "MaxPool2d")
+    """MaxPool1d/2d of binary spikes = OR over the window: an IF(threshold 1) population fed by a depthwise
+    all-ones conv (lowering_rules._maxpool; MaxPool1d: window (1, k) on (C, 1, L))."""
+    what = _base_type(m).__name__
+    tag, feed = _tag(name, m), _feed(args[0], _tag(name, m), what)
     if not feed.plain or feed.layout != "chw" or feed.pop.graded or m.return_indices or m.ceil_mode:
-        raise _err(tag, "MaxPool2d needs the plain binary (C, H, W) spikes of a population (no ceil_mode, no "
+        raise _err(tag, f"{what} needs the plain binary (C, H, W) spikes of a population (no ceil_mode, no "
                         "return_indices)")
-    k, s = _pair(m.kernel_size), _pair(m.kernel_size if m.stride is None else m.stride)
-    p, d = _pair(m.padding), _pair(m.dilation)
+    _check_line(_one_layer_walk(build, feed), m, name, isinstance(m, nn.MaxPool1d))
+    k, s, p, d = maxpool_geometry(m)
     c = feed.pop.shape[0]
     out = _conv_out(feed.pop.shape, c, k, s, p, d, name, m)
     pop = Population(build.walk.next_name("pool"), out, NeuronModel("IF", 1.0, None, 0.0))
-    term = Term(feed.pop.name, "conv", torch.ones((c, 1) + k, dtype=torch.float64), "MaxPool2d", [tag], s, p, d, c,
+    term = Term(feed.pop.name, "conv", torch.ones((c, 1) + k, dtype=torch.float64), what, [tag], s, p, d, c,
                 bits=1, name=build.walk.next_name("maxpool"))
     emit(build, Current([term], None, out, "chw"), pop, [tag], node.name, layout_fn("chw"))
     return Feed(pop, "chw")
@@ -224,11 +226,13 @@ def _tag(name: str, m: nn.Module) -> str:
 
 
 RULES: dict[type, Rule] = {
-    layer.Conv2d: _weight, layer.Linear: _weight, nn.Linear: _weight,
+    layer.Conv2d: _weight, layer.Conv1d: _weight, layer.Linear: _weight, nn.Linear: _weight,
     LowRankLinear: _lowrank, LowRankConv2d: _lowrank,
-    layer.BatchNorm2d: _batchnorm_rule(("chw",)), layer.BatchNorm1d: _batchnorm_rule(("flat",)),
+    layer.BatchNorm2d: _batchnorm_rule(("chw",)), layer.BatchNorm1d: _batchnorm_rule(("flat", "chw")),
     TokenBatchNorm: _batchnorm_rule(("tokens",)),
     layer.MaxPool2d: _maxpool, layer.AvgPool2d: _feed_op(_avgpool), layer.AdaptiveAvgPool2d: _feed_op(_adaptive_avgpool),
+    layer.MaxPool1d: _maxpool, layer.AvgPool1d: _feed_op(_avgpool1d),
+    layer.AdaptiveAvgPool1d: _feed_op(_adaptive_avgpool1d),
     layer.Flatten: _feed_op(_flatten), nn.Flatten: _plain_flatten, nn.Unflatten: _unflatten, ToTokens: _to_tokens,
     TokenMean: _token_mean,
     nn.Identity: lambda build, m, name, node, args: args[0], nn.Dropout: lambda build, m, name, node, args: args[0],

@@ -5,6 +5,11 @@ and its SpikingJelly `layer.*` wrapper) or NEURON_RULES. The linear stage betwee
 Linear, with BatchNorm and AvgPool2d folded in) becomes one projection; MaxPool2d becomes an OR population; a
 low-rank layer (DSP) two projections through a relay population. Per-layer weight bits, storage format and
 neuron state bits of a compressed model come in through the Walk (from a CompressionResult).
+
+1-D signals (audio, keyword spotting: inputs (T, N, C, L)) are held as (C, 1, L): a Conv1d is a conv projection
+of kernel (1, k), MaxPool1d/AvgPool1d pool windows (1, k), so the hardware contract's (C, H, W) conv geometry
+serves both; the neuron numbering (C-order) is the same. SpikingJelly's recurrent containers
+(workloads.lowering_recurrent) add a projection from a neuron population to itself.
 """
 from __future__ import annotations
 
@@ -50,6 +55,8 @@ class Walk:
     forward output is that population's spike tensor. layer_bits / layer_storage / state_bits: per-layer
     settings by module index (a CompressionResult's weight_bits / storage / state_bits), see `hardware_of`.
     input_current: populations whose spiking node takes the input tensor as its current (no in-projection).
+    line: the model's per-sample tensors are 1-D signals (C, L), held here as (C, 1, L) (Conv1d models).
+    recurrent: {projection: delay in timesteps} of the projections from a population to itself.
     """
 
     src: Population
@@ -70,6 +77,8 @@ class Walk:
     tags: list[str] = field(default_factory=list)
     counters: dict[str, int] = field(default_factory=dict)
     input_current: list[str] = field(default_factory=list)
+    line: bool = False
+    recurrent: dict[str, int] = field(default_factory=dict)
 
     def next_name(self, prefix: str) -> str:
         """`prefix` followed by a 1-based counter per prefix (conv1, conv2, fc1, lif1, ...)."""
@@ -105,18 +114,19 @@ def _pair(v) -> tuple[int, int]:
 
 # ---------------------------------------------------------------- weight layers (and what folds into them)
 
-def _conv_padding(m: nn.Conv2d, index: str) -> tuple[int, int]:
-    """Symmetric zero padding of a Conv2d; 'same' needs dilation*(k-1) even. Raises ValueError otherwise."""
+def _conv_padding(m: nn.modules.conv._ConvNd, index: str) -> tuple[int, ...]:
+    """Symmetric zero padding of a Conv1d/Conv2d, one entry per spatial axis; 'same' needs dilation*(k-1) even.
+    Raises ValueError otherwise."""
     if m.padding_mode != "zeros":
         raise _err(index, m, f"padding_mode {m.padding_mode!r} is not supported (only 'zeros')")
     if m.padding == "valid":
-        return (0, 0)
+        return (0,) * len(m.kernel_size)
     if m.padding == "same":
         span = [d * (k - 1) for d, k in zip(m.dilation, m.kernel_size)]
         if any(s % 2 for s in span):
             raise _err(index, m, "padding='same' with an even kernel span is asymmetric; not supported")
-        return (span[0] // 2, span[1] // 2)
-    return _pair(m.padding)
+        return tuple(s // 2 for s in span)
+    return tuple(int(p) for p in m.padding)
 
 
 def _conv_out(shape, c_out, k, stride, padding, dilation, index, m) -> tuple[int, int, int]:
@@ -130,24 +140,57 @@ def _fold_pool_into_conv(w, stride, padding, dilation, pool, index, m):
     """Conv after AvgPool2d(k, k) == conv on the un-pooled map with kernel kron(w, ones(k))/k^2, stride k*s,
     padding k*p (exact when the pooled map tiles the input, checked by the pool rule; needs dilation 1)."""
     if dilation != (1, 1):
-        raise _err(index, m, f"cannot fold a preceding AvgPool2d into a conv with dilation {dilation}")
+        raise _err(index, m, f"cannot fold a preceding average pooling into a conv with dilation {dilation}")
     kh, kw = pool
     w = w.repeat_interleave(kh, dim=2).repeat_interleave(kw, dim=3) / (kh * kw)
     return w, (stride[0] * kh, stride[1] * kw), (padding[0] * kh, padding[1] * kw)
 
 
+def seen_shape(walk: Walk) -> tuple[int, ...]:
+    """walk.shape as the model sees it: (C, L) for a 1-D signal held as (C, 1, L)."""
+    if walk.line and len(walk.shape) == 3:
+        return (walk.shape[0], walk.shape[2])
+    return walk.shape
+
+
+def _check_line(walk: Walk, m: nn.Module, index: str, line: bool) -> None:
+    """Raise ValueError when a 2-D layer meets 1-D signals (C, L) or a 1-D layer meets images (C, H, W)."""
+    if len(walk.shape) != 3 or walk.line == line:
+        return
+    if line:
+        raise _err(index, m, f"needs 1-D signals (C, L), i.e. inputs (T, N, C, L); got per-sample shape "
+                             f"{walk.shape} (images (C, H, W))")
+    raise _err(index, m, f"needs images (C, H, W), i.e. inputs (T, N, C, H, W); got 1-D signals (C, L) = "
+                         f"{seen_shape(walk)}")
+
+
 def _conv(walk: Walk, m: nn.Conv2d, index: str) -> None:
+    """Conv2d on (C, H, W): the pending conv stage (AvgPools before it folded in)."""
+    _check_line(walk, m, index, False)
+    _conv_stage(walk, m, index, m.weight.detach().cpu().double(), _pair(m.stride), _conv_padding(m, index),
+                _pair(m.dilation), "Conv2d", f"(C={m.in_channels}, H, W)")
+
+
+def _conv1d(walk: Walk, m: nn.Conv1d, index: str) -> None:
+    """Conv1d on a (C, L) signal, held as (C, 1, L): a conv stage of weight (C_out, C_in/groups, 1, k), stride
+    (1, s), padding (0, p), dilation (1, d); output (C_out, 1, L_out)."""
+    _check_line(walk, m, index, True)
+    _conv_stage(walk, m, index, m.weight.detach().cpu().double().unsqueeze(2), (1, int(m.stride[0])),
+                (0, _conv_padding(m, index)[0]), (1, int(m.dilation[0])), "Conv1d", f"(C={m.in_channels}, L)")
+
+
+def _conv_stage(walk: Walk, m: nn.modules.conv._ConvNd, index: str, w: torch.Tensor, stride: tuple[int, int],
+                padding: tuple[int, int], dilation: tuple[int, int], origin: str, wants: str) -> None:
+    """The pending conv stage of `m` with 4-D weight w (C_out, C_in/groups, kh, kw) on walk.shape (C, H, W)."""
     if walk.weight is not None:
         raise _err(index, m, "two weight layers without a spiking neuron between them are not supported")
     if len(walk.shape) != 3 or walk.shape[0] != m.in_channels:
-        raise _err(index, m, f"expects input (C={m.in_channels}, H, W), got per-sample shape {walk.shape}")
-    padding, stride, dilation = _conv_padding(m, index), _pair(m.stride), _pair(m.dilation)
-    out_shape = _conv_out(walk.shape, m.out_channels, m.kernel_size, stride, padding, dilation, index, m)
-    w = m.weight.detach().cpu().double()
+        raise _err(index, m, f"expects input {wants}, got per-sample shape {seen_shape(walk)}")
+    out_shape = _conv_out(walk.shape, m.out_channels, tuple(w.shape[2:]), stride, padding, dilation, index, m)
     for pool in reversed(walk.pools):
         w, stride, padding = _fold_pool_into_conv(w, stride, padding, dilation, pool, index, m)
     b = None if m.bias is None else m.bias.detach().cpu().double()
-    walk.weight = _Weight("conv", w, b, out_shape, "Conv2d", stride, padding, dilation, int(m.groups))
+    walk.weight = _Weight("conv", w, b, out_shape, origin, stride, padding, dilation, int(m.groups))
     walk.hardware_of(index, walk.weight)
     walk.shape, walk.pools = out_shape, []
     walk.tags.append(_tag(index, m))
@@ -159,17 +202,23 @@ def _linear(walk: Walk, m: nn.Linear, index: str) -> None:
     if len(walk.shape) != 1 or walk.shape[0] != m.in_features:
         raise _err(index, m, f"expects a flat input of {m.in_features} features, got per-sample shape "
                              f"{walk.shape} (a Flatten is needed after a (C, H, W) layer)")
-    w = m.weight.detach().cpu().double()
+    b = None if m.bias is None else m.bias.detach().cpu().double()
+    dense_stage(walk, m.weight.detach().cpu().double(), b, "Linear")
+    walk.hardware_of(index, walk.weight)
+    walk.tags.append(_tag(index, m))
+
+
+def dense_stage(walk: Walk, w: torch.Tensor, b: torch.Tensor | None, origin: str) -> None:
+    """The pending dense stage of weight w (out, in) on the flat tensor walk.shape == (in,); pending average pools
+    (before a Flatten) spread each pooled weight evenly over its window."""
+    out = int(w.shape[0])
     if walk.pools:  # Linear after AvgPool+Flatten: each pooled input spreads evenly over its k x k window
-        w = w.reshape((m.out_features,) + walk.spatial)
+        w = w.reshape((out,) + walk.spatial)
         for kh, kw in reversed(walk.pools):
             w = w.repeat_interleave(kh, dim=2).repeat_interleave(kw, dim=3) / (kh * kw)
-        w = w.reshape(m.out_features, -1)
-    b = None if m.bias is None else m.bias.detach().cpu().double()
-    walk.weight = _Weight("dense", w, b, (int(m.out_features),), "Linear")
-    walk.hardware_of(index, walk.weight)
-    walk.shape, walk.pools = (int(m.out_features),), []
-    walk.tags.append(_tag(index, m))
+        w = w.reshape(out, -1)
+    walk.weight = _Weight("dense", w, b, (out,), origin)
+    walk.shape, walk.pools = (out,), []
 
 
 def _batchnorm(walk: Walk, m: nn.modules.batchnorm._BatchNorm, index: str) -> None:
@@ -208,7 +257,12 @@ def _add_pool(walk: Walk, m: nn.Module, index: str, kernel: tuple[int, int]) -> 
     walk.tags.append(_tag(index, m))
 
 
+def _single(v) -> int:
+    return int(v) if isinstance(v, int) else int(v[0])
+
+
 def _avgpool(walk: Walk, m: nn.AvgPool2d, index: str) -> None:
+    _check_line(walk, m, index, False)
     kernel = _pair(m.kernel_size)
     stride = kernel if m.stride is None else _pair(m.stride)
     if stride != kernel or _pair(m.padding) != (0, 0) or m.divisor_override is not None:
@@ -217,7 +271,29 @@ def _avgpool(walk: Walk, m: nn.AvgPool2d, index: str) -> None:
     _add_pool(walk, m, index, kernel)
 
 
+def _avgpool1d(walk: Walk, m: nn.AvgPool1d, index: str) -> None:
+    """AvgPool1d(k) on (C, L) signals: a pending (1, k) window, folded into the next weight layer."""
+    _check_line(walk, m, index, True)
+    k = _single(m.kernel_size)
+    stride = k if m.stride is None else _single(m.stride)
+    if stride != k or _single(m.padding) != 0:
+        raise _err(index, m, f"only non-overlapping windows fold exactly (stride == kernel_size, padding 0); got "
+                             f"kernel {k}, stride {stride}, padding {m.padding}")
+    _add_pool(walk, m, index, (1, k))
+
+
+def _adaptive_avgpool1d(walk: Walk, m: nn.AdaptiveAvgPool1d, index: str) -> None:
+    _check_line(walk, m, index, True)
+    if len(walk.shape) != 3:
+        raise _err(index, m, f"expects a (C, L) input, got per-sample shape {seen_shape(walk)}")
+    out = walk.shape[2] if m.output_size is None else _single(m.output_size)
+    if walk.shape[2] % out:
+        raise _err(index, m, f"input length {walk.shape[2]} is not divisible by output_size {out}")
+    _add_pool(walk, m, index, (1, walk.shape[2] // out))
+
+
 def _adaptive_avgpool(walk: Walk, m: nn.AdaptiveAvgPool2d, index: str) -> None:
+    _check_line(walk, m, index, False)
     if len(walk.shape) != 3:
         raise _err(index, m, f"expects a (C, H, W) input, got per-sample shape {walk.shape}")
     out = m.output_size if isinstance(m.output_size, (tuple, list)) else (m.output_size,) * 2
@@ -262,11 +338,15 @@ def reshape_population(walk: Walk, pop: Population, shape: tuple[int, ...], tag:
 def _unflatten(walk: Walk, m: nn.Unflatten, index: str) -> None:
     """Unflatten(1, sizes) of a flat per-sample tensor (a top-level Unflatten(2, sizes) is seen so): a pending
     dense current takes the shape (its neurons numbered in the same C-order), spikes take it by reshaping their
-    population (not a conv output) unless it undoes the last Flatten."""
+    population (not a conv output) unless it undoes the last Flatten. A 2-D shape (C, L) is a 1-D signal, held
+    as (C, 1, L) (walk.line); a 3-D one an image."""
     if m.dim not in (1, -1) or len(walk.shape) != 1:
         raise _err(index, m, f"only dim=1 (2 at top level) of a flat tensor is supported, got dim {m.dim} on "
                              f"per-sample shape {walk.shape}")
     shape = unflattened(m.unflattened_size, walk.shape[0], _tag(index, m))
+    line = len(shape) == 2 or (walk.line and len(shape) != 3)
+    if len(shape) == 2:  # a (C, L) signal, held as (C, 1, L)
+        shape = (shape[0], 1, shape[1])
     wt = walk.weight
     if walk.pools or (wt is not None and wt.kind == "conv"):
         if shape != (walk.spatial if walk.pools else wt.out_shape):
@@ -275,7 +355,7 @@ def _unflatten(walk: Walk, m: nn.Unflatten, index: str) -> None:
         wt.out_shape = shape
     elif walk.src.shape != shape:
         walk.src = reshape_population(walk, walk.src, shape, _tag(index, m))
-    walk.shape, walk.spatial = shape, None
+    walk.shape, walk.spatial, walk.line = shape, None, line
     walk.tags.append(_tag(index, m))
 
 
@@ -316,14 +396,34 @@ def _add_population(walk: Walk, pop: Population, tags: list[str], hook: nn.Modul
 def _maxpool(walk: Walk, m: nn.MaxPool2d, index: str) -> None:
     """MaxPool of binary spikes == OR over the window == IF(threshold 1, reset 0) fed by a depthwise all-ones
     conv (zero padding: torch pads max-pool with -inf, so both see only the in-bounds spikes)."""
+    _check_line(walk, m, index, False)
+    _maxpool_stage(walk, m, index, *maxpool_geometry(m))
+
+
+def _maxpool1d(walk: Walk, m: nn.MaxPool1d, index: str) -> None:
+    """MaxPool1d on (C, L) spikes held as (C, 1, L): the OR population of window (1, k) (see _maxpool)."""
+    _check_line(walk, m, index, True)
+    _maxpool_stage(walk, m, index, *maxpool_geometry(m))
+
+
+def maxpool_geometry(m: nn.Module) -> tuple[tuple[int, int], ...]:
+    """(kernel, stride, padding, dilation) pairs of a MaxPool2d, or of a MaxPool1d on (C, 1, L): (1, k) windows."""
+    stride = m.kernel_size if m.stride is None else m.stride
+    if isinstance(m, nn.MaxPool1d):
+        return (1, _single(m.kernel_size)), (1, _single(stride)), (0, _single(m.padding)), (1, _single(m.dilation))
+    return _pair(m.kernel_size), _pair(stride), _pair(m.padding), _pair(m.dilation)
+
+
+def _maxpool_stage(walk: Walk, m: nn.Module, index: str, k: tuple[int, int], s: tuple[int, int],
+                   p: tuple[int, int], d: tuple[int, int]) -> None:
+    """The OR population "pool<k>" and its all-ones depthwise projection "maxpool<k>" (2-D window geometry)."""
+    what = _base_type(m).__name__
     if walk.weight is not None or walk.pools or walk.shape != walk.src.shape:
-        raise _err(index, m, "MaxPool2d must directly follow a spiking neuron layer or the input")
+        raise _err(index, m, f"{what} must directly follow a spiking neuron layer or the input")
     if walk.src.graded:
         raise _err(index, m, f"max-pooling graded values of {walk.src.name!r} is not an OR; not supported")
     if m.return_indices:
         raise _err(index, m, "return_indices=True is not supported")
-    k, s = _pair(m.kernel_size), _pair(m.kernel_size if m.stride is None else m.stride)
-    p, d = _pair(m.padding), _pair(m.dilation)
     out = _conv_out(walk.shape, walk.shape[0], k, s, p, d, index, m)
     if m.ceil_mode and tuple(torch.nn.functional.max_pool2d(
             torch.zeros((1,) + walk.shape), k, s, p, d, ceil_mode=True).shape[1:]) != out:
@@ -334,7 +434,7 @@ def _maxpool(walk: Walk, m: nn.MaxPool2d, index: str) -> None:
     walk.projections.append(Projection(
         name=name, source=walk.src.name, target=pop.name, kind="conv", weight=np.ones((c, 1) + k, np.float32),
         stride=s, padding=p, dilation=d, groups=c, weight_bits=1, storage=walk.storage_for("conv")))
-    walk.origin[name] = "MaxPool2d"
+    walk.origin[name] = what
     walk.layers["projections"][name] = [_tag(index, m)]
     _add_population(walk, pop, [_tag(index, m)], m)
     walk.shape = out
@@ -379,6 +479,8 @@ NEURON_RULES: dict[type, Callable[[nn.Module], NeuronModel]] = {
     # sLIF: learnable per-neuron thresholds; NeuronModel holds one threshold, their mean
     SLIFNode: _decay("sLIF", lambda m: _mean_theta(m)),
 }
+#: the chip's spiking neuron models (hwmodels.trace.NEURON_KINDS without "input" and "relay")
+CHIP_NEURONS = ("IF", "LIF", "PLIF", "sLIF")
 #: node type -> bits of membrane state it keeps (others: Population's default); a CompressionResult overrides
 STATE_BITS: dict[type, Callable[[nn.Module], int]] = {QLIFNode: lambda m: int(m.bits)}
 
@@ -453,7 +555,8 @@ def drop_unread_input(walk: Walk) -> None:
 _LAYER_RULES_BY_NAME: dict[str, Callable[[Walk, nn.Module, str], None]] = {
     "Conv2d": _conv, "Linear": _linear, "BatchNorm1d": _batchnorm, "BatchNorm2d": _batchnorm,
     "AvgPool2d": _avgpool, "AdaptiveAvgPool2d": _adaptive_avgpool, "MaxPool2d": _maxpool, "Flatten": _flatten,
-    "Unflatten": _unflatten,
+    "Unflatten": _unflatten, "Conv1d": _conv1d, "MaxPool1d": _maxpool1d, "AvgPool1d": _avgpool1d,
+    "AdaptiveAvgPool1d": _adaptive_avgpool1d,
     "Dropout": _identity, "Dropout2d": _identity, "Identity": _identity,
 }
 #: exact module type -> rule, for the plain torch class and its SpikingJelly multi-step wrapper. Exact types,
@@ -482,3 +585,17 @@ def find_rule(module: nn.Module) -> Callable[[Walk, nn.Module, str], None] | Non
 def supported_types() -> list[str]:
     """Names of all supported module types (for error messages)."""
     return sorted({c.__name__ for c in list(LAYER_RULES) + list(NEURON_RULES)})
+
+
+def supported_neurons() -> list[str]:
+    """Names of the spiking node types the chip's neuron models express (NEURON_RULES)."""
+    return sorted(c.__name__ for c in NEURON_RULES)
+
+
+def neuron_refusal(tag: str, m: nn.Module) -> ValueError:
+    """The one-line ValueError for spiking node `m` (module index or name `tag`) whose dynamics none of the chip's
+    neuron models (hwmodels.trace.NEURON_KINDS) expresses, e.g. QIFNode, IzhikevichNode, KLIFNode."""
+    name = type(m).__name__
+    return ValueError(f"layer {tag} ({name}): spiking neuron {name} is not supported: its dynamics are not one of "
+                      f"the chip's neuron models ({', '.join(CHIP_NEURONS)}); supported neurons: "
+                      f"{', '.join(supported_neurons())}")

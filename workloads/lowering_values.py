@@ -17,7 +17,7 @@ from hwmodels.trace import NeuronModel, Population, Projection
 from workloads.lowering_rules import Walk
 
 #: projection-name prefix by the origin of a weight stage (others use "fc")
-PREFIX = {"Conv2d": "conv", "Linear": "fc", "Identity": "identity"}
+PREFIX = {"Conv1d": "conv", "Conv2d": "conv", "Linear": "fc", "Identity": "identity"}
 
 
 @dataclass(frozen=True)
@@ -120,7 +120,8 @@ class GraphBuild:
     """State of one graph lowering: the shared Walk (populations, projections, names, per-layer settings,
     metadata) plus what the trace recorder needs: captures {population: (fx node name or module, fn(output,
     args) -> (T, B, n) tensor in the population's C-order)}, notes on inexact stages and the layout of the
-    model output when it is the readout's input current (readout, None otherwise)."""
+    model output when it is the readout's input current (readout, None otherwise). walk.line: the model's
+    (C, H, W) values are 1-D signals (C, L) held as (C, 1, L) (Conv1d models)."""
 
     walk: Walk
     captures: dict[str, tuple[object, object]] = field(default_factory=dict)

@@ -360,7 +360,7 @@ def _shared_neuron() -> nn.Sequential:
 
 @pytest.mark.parametrize("model, x, match", [
     (lambda: _m(layer.Conv2d(2, 4, 3, **CONV), nn.ReLU()), X8, r"layer 1 \(ReLU\).*supported types:.*Conv2d"),
-    (lambda: _m(layer.Conv1d(2, 4, 3, **CONV)), X8, r"layer 0 \(Conv1d\).*unsupported"),
+    (lambda: _m(layer.Conv1d(2, 4, 3, **CONV)), X8, r"layer 0 \(Conv1d\) needs inputs \(T, N, C=2, L\)"),
     (lambda: _m(layer.WSConv2d(2, 4, 3, **CONV), neuron.IFNode(step_mode="m")), X8, r"layer 0 \(WSConv2d\)"),
     (lambda: _m(layer.Conv2d(3, 4, 3, **CONV), neuron.IFNode(step_mode="m")), X8, r"layer 0 \(Conv2d\).*C=3"),
     (lambda: _m(layer.Flatten(**CONV), layer.Linear(100, 4, **CONV)), X8, r"layer 1 \(Linear\).*100"),
