@@ -18,7 +18,8 @@ class NirModel:
     model: multi-step nn.Sequential (inputs (T, N, *input_shape)). compression: {"weight_bits", "storage",
     "state_bits"} keyed by module index (the form `workloads.lower(..., compression=)` takes). kinds: neuron module
     index -> NeuronModel kind written by `to_nir` ("PLIF", "sLIF"); graded_input: the Input node's "graded" flag;
-    nodes: module index -> NIR node key; dt: seconds per timestep used.
+    nodes: module index -> NIR node key; dt: seconds per timestep used; loops: neuron node key -> (key, node) of the
+    Affine/Linear feeding its spikes back into it (workloads.exchange.nir_recurrent).
     """
 
     model: nn.Sequential
@@ -29,11 +30,13 @@ class NirModel:
     kinds: dict[str, str] = field(default_factory=dict)
     nodes: dict[str, str] = field(default_factory=dict)
     graded_input: bool = False
+    loops: dict[str, tuple[str, nir.NIRNode]] = field(default_factory=dict)
 
 
 @dataclass
 class Chain:
-    """Walk state: layers so far, per-sample shape, pending sum-pool gain, the weight layer awaiting its neuron."""
+    """Walk state: layers so far, per-sample shape, pending sum-pool gain, the weight layer awaiting its neuron and
+    the input gain last folded into it (in_gain)."""
 
     out: NirModel
     layers: list[nn.Module] = field(default_factory=list)
@@ -43,6 +46,7 @@ class Chain:
     relay: bool = False
     maxpool: str | None = None
     readout: str | None = None
+    in_gain: float = 1.0
 
     @property
     def index(self) -> str:
@@ -79,7 +83,9 @@ def pair(v) -> tuple[int, int]:
 
 
 def fold(st: Chain, key: str, gain: float, offset: float) -> None:
-    """Fold X' = gain * X + offset into the weight layer before neuron node `key` (exact; ValueError without one)."""
+    """Fold X' = gain * X + offset into the weight layer before neuron node `key` (exact; ValueError without one);
+    st.in_gain = gain."""
+    st.in_gain = gain
     if gain == 1.0 and offset == 0.0:
         return
     target = st.last_weight
@@ -96,7 +102,7 @@ def fold(st: Chain, key: str, gain: float, offset: float) -> None:
 def chain_order(graph: nir.NIRGraph) -> list[str]:
     """Node keys of a chain-shaped NIR graph from its Input to its Output.
 
-    Raises ValueError for nested graphs (e.g. snnTorch's recurrent RLeaky subgraph), not exactly one Input,
+    Raises ValueError for nested graphs (inline them first: workloads.exchange.nir_graph), not exactly one Input,
     branches or merges, or nodes off the chain.
     """
     for key, node in graph.nodes.items():

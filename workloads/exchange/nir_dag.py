@@ -1,9 +1,10 @@
-"""Import a NIR graph with branches and merges (residual adds, skip connections) as an fx.GraphModule of SpikingJelly
-modules, which `workloads.lower` lowers through workloads.lowering_graph (a merge of currents before a neuron
-becomes one projection per addend; spikes + spikes a graded relay). Each node is converted by the chain importer's
-rule (IMPORTERS) on its predecessor's shape; a node with several predecessors gets their sum (NIR adds the inputs of
-a node). Hand-written rather than nirtorch.nir_to_torch: that GraphModule threads a state dict through every call,
-which our lowering cannot trace, and it knows none of our folding of gains, pools and metadata.
+"""Import a NIR graph with branches and merges (residual adds, skip connections; recurrent loops are cut first,
+workloads.exchange.nir_recurrent) as an fx.GraphModule of SpikingJelly modules, which `workloads.lower` lowers
+through workloads.lowering_graph (a merge of currents before a neuron becomes one projection per addend; spikes +
+spikes a graded relay). Each node is converted by the chain importer's rule (IMPORTERS) on its predecessor's shape;
+a node with several predecessors gets their sum (NIR adds the inputs of a node). Hand-written rather than
+nirtorch.nir_to_torch: that GraphModule threads a state dict through every call, which our lowering cannot trace,
+and it knows none of our folding of gains, pools and metadata.
 """
 from __future__ import annotations
 
@@ -25,8 +26,8 @@ def topo_order(graph: nir.NIRGraph) -> list[str]:
     try:
         return list(TopologicalSorter(preds).static_order())
     except CycleError as exc:
-        raise ValueError(f"NIR graph: recurrent edges {exc.args[1]} form a cycle; SpikingJelly lowering records "
-                         "feed-forward models only, so recurrent NIR graphs are not imported") from exc
+        raise ValueError(f"NIR graph: edges {exc.args[1]} form a cycle; only a loop from a neuron through one "
+                         "Affine/Linear back to it imports (a recurrent projection)") from exc
 
 
 class _Node:

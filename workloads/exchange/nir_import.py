@@ -1,7 +1,9 @@
 """Build a SpikingJelly multi-step nn.Sequential from a chain-shaped NIR graph (an fx.GraphModule for graphs with
 branches and residual adds, workloads.exchange.nir_dag), so `workloads.lower` turns it into a NetworkGraph +
 EventTrace. One small converter per NIR node type (IMPORTERS). Nested subgraphs are inlined and a batch dimension
-in the Input shape dropped first (workloads.exchange.nir_graph).
+in the Input shape dropped first (workloads.exchange.nir_graph). A neuron with a recurrent loop through one
+Affine/Linear (snnTorch's RLeaky/RSynaptic) becomes a LinearRecurrentContainer (workloads.exchange.nir_recurrent);
+Conv1d nodes take (C, L) inputs (lowered as (C, 1, L)). Not imported: Delay, CubaLIF with tau_syn > dt, other cycles.
 
 Hand-written, not SpikingJelly's nir_exchange.import_from_nir: that returns a GraphModule threading a state dict
 through single-step wrappers, which lowering cannot trace; it refuses IF with r != 1/dt (Sinabs' and Norse's
@@ -32,6 +34,7 @@ from workloads.exchange.nir_chain import Chain, NirModel, chain_order, fold, met
 from workloads.exchange.nir_export import DT_S
 from workloads.exchange.nir_dag import build_dag
 from workloads.exchange.nir_graph import normalise
+from workloads.exchange.nir_recurrent import split_loops, wrap
 
 
 def _reset(node: nir.NIRNode, key: str) -> float | None:
@@ -39,7 +42,15 @@ def _reset(node: nir.NIRNode, key: str) -> float | None:
 
 
 def _neuron_done(st: Chain, key: str, node: nir.NIRNode, module: nn.Module) -> None:
+    """Append neuron `module` of node `key` (in a LinearRecurrentContainer when the node has a loop, the loop's
+    weight bits and storage going to the container)."""
+    loop = st.out.loops.get(key)
+    if loop is not None:
+        module = wrap(module, key, st.shape, loop, st.in_gain)
     index = st.add(key, module)
+    for name in ("weight_bits", "storage"):
+        if loop is not None and meta(loop[1], name) is not None:
+            st.out.compression[name][index] = meta(loop[1], name)
     if meta(node, "state_bits") is not None:
         st.out.compression["state_bits"][index] = int(meta(node, "state_bits"))
     if meta(node, "kind") is not None:
@@ -113,6 +124,8 @@ def _maxpool_neuron(st: Chain, key: str, node: nir.NIRNode) -> bool:
     origin MaxPool2d; in older files, after a grouped conv: IF threshold 1), already emitted."""
     if st.maxpool is None:
         return False
+    if key in st.out.loops:
+        raise ValueError(f"node {key!r}: the OR neuron of max-pool {st.maxpool!r} cannot have a recurrent loop")
     legacy = isinstance(node, nir.IF) and scalar(node, "v_threshold", key) == 1.0
     if not (legacy or meta(node, "origin") == "MaxPool2d"):
         raise ValueError(f"node {key!r}: the max-pool {st.maxpool!r} must be followed by its OR neuron")
@@ -186,6 +199,29 @@ def _conv(st: Chain, key: str, node: nir.Conv2d) -> None:
     _weight(st, key, node, m)
 
 
+def _conv1d(st: Chain, key: str, node: nir.Conv1d) -> None:
+    """Conv1d on a (C, L) signal: layer.Conv1d (lowered as a (C, 1, L) population with a (1, k) kernel)."""
+    w = torch.as_tensor(np.asarray(node.weight), dtype=torch.float32)
+    groups = int(node.groups)
+    if w.dim() != 3 or len(st.shape) != 2 or st.shape[0] != w.shape[1] * groups:
+        raise ValueError(f"Conv1d node {key!r}: weight {tuple(w.shape)} (groups {groups}) does not fit the "
+                         f"per-sample input shape {st.shape}, expected (C, L)")
+    pad = node.padding if isinstance(node.padding, str) else int(np.asarray(node.padding).ravel()[0])
+    stride, dilation = (int(np.asarray(v).ravel()[0]) for v in (node.stride, node.dilation))
+    has_bias = meta(node, "bias", True) is not False and node.bias is not None
+    m = layer.Conv1d(st.shape[0], w.shape[0], w.shape[2], stride, pad, dilation, groups, bias=has_bias,
+                     step_mode="m")
+    with torch.no_grad():
+        m.weight.copy_(w)
+        if has_bias:
+            m.bias.copy_(torch.as_tensor(np.asarray(node.bias), dtype=torch.float32).reshape(-1))
+    k, length = int(w.shape[2]), st.shape[1]
+    p = 0 if pad == "valid" else pad
+    out = length if pad == "same" else (length + 2 * p - dilation * (k - 1) - 1) // stride + 1
+    st.shape = (int(w.shape[0]), int(out))
+    _weight(st, key, node, m)
+
+
 def _conv_shape(shape, c_out, k, node, pad) -> tuple[int, ...]:
     """Output (C, H, W) of a conv/pool node on `shape` (torch arithmetic; 'same' keeps H, W)."""
     if pad == "same":
@@ -252,8 +288,9 @@ def _output(st: Chain, key: str, node: nir.Output) -> None:
 #: NIR node type -> converter(state, node key, node)
 IMPORTERS: dict[type, Callable[[Chain, str, nir.NIRNode], None]] = {
     nir.Input: _input, nir.Output: _output, nir.Affine: _linear, nir.Linear: _linear, nir.Conv2d: _conv,
-    nir.LIF: _lif, nir.IF: _if, nir.Flatten: _flatten, nir.SumPool2d: _pool, nir.AvgPool2d: _pool,
-    nir.Scale: _scale, nir.LI: _readout, nir.I: _readout, nir.CubaLIF: _cubalif, nir.Delay: _delay,
+    nir.Conv1d: _conv1d, nir.LIF: _lif, nir.IF: _if, nir.Flatten: _flatten, nir.SumPool2d: _pool,
+    nir.AvgPool2d: _pool, nir.Scale: _scale, nir.LI: _readout, nir.I: _readout, nir.CubaLIF: _cubalif,
+    nir.Delay: _delay,
 }
 
 
@@ -267,23 +304,24 @@ def build_model(graph: nir.NIRGraph, dt: float | None = None) -> NirModel:
     docstring for the neuron mapping).
 
     dt: seconds per timestep; None: graph.metadata["dt"] when present, else DT_S (1e-4 s, snnTorch's export).
-    Raises ValueError for an unsupported node type (naming it and the supported ones), a cycle (recurrent graphs),
-    a branching graph without one Output, a Delay, a CubaLIF with tau_syn > dt, parameters that vary across
-    neurons, tau/dt <= 1, or nodes after a trailing LI/I readout.
+    Loops neuron -> Affine/Linear -> same neuron are recurrent projections (spikes of t act at t + 1).
+    Raises ValueError for an unsupported node type (naming it and the supported ones), another cycle, a
+    branching graph without one Output, a Delay, a CubaLIF with tau_syn > dt, parameters that vary across
+    neurons, tau/dt <= 1, a loop on a non-flat neuron, or nodes after a trailing LI/I readout.
     """
     dt = float(dt if dt is not None else (graph.metadata or {}).get("dt", DT_S))
     if not dt > 0:
         raise ValueError(f"dt: {dt} must be > 0 seconds")
-    graph = normalise(graph)
+    graph, loops = split_loops(normalise(graph))
     try:
         order = chain_order(graph)
     except ValueError:
         if not any(isinstance(n, nir.Output) for n in graph.nodes.values()):
             raise
-        res = build_dag(graph, NirModel(nn.Sequential(), (), dt), IMPORTERS)
+        res = build_dag(graph, NirModel(nn.Sequential(), (), dt, loops=loops), IMPORTERS)
         res.input_shape = _input_shape(graph)
         return res
-    st = Chain(NirModel(nn.Sequential(), (), dt))
+    st = Chain(NirModel(nn.Sequential(), (), dt, loops=loops))
     for key in order:
         node = graph.nodes[key]
         rule = IMPORTERS.get(type(node))

@@ -13,6 +13,7 @@ import torch
 from hwmodels.trace import EventTrace, NetworkGraph, Population
 from workloads.exchange.nir_export import DT_S, to_nir
 from workloads.exchange.nir_import import IMPORTERS, NirModel, build_model
+from workloads.exchange.recurrent import make_graph
 from workloads.lowering import lower
 
 __all__ = ["DT_S", "IMPORTERS", "NirModel", "from_nir", "graph_from_nir", "load_nir", "nir_workload",
@@ -34,7 +35,8 @@ def load_nir(path: str | os.PathLike) -> nir.NIRGraph:
 
 
 def from_nir(source: nir.NIRGraph | str | os.PathLike, dt: float | None = None) -> NirModel:
-    """SpikingJelly model of an acyclic NIR graph or `.nir` file (`workloads.exchange.nir_import`).
+    """SpikingJelly model of a NIR graph or `.nir` file (`workloads.exchange.nir_import`; acyclic but for recurrent
+    loops neuron -> Affine/Linear -> neuron).
 
     dt: seconds per timestep for LIF time constants; None: the graph's metadata["dt"] (written by to_nir), else
     DT_S = 1e-4 s (snnTorch). Norse graphs usually need dt=1e-3, Sinabs graphs (tau in timesteps) dt=1.
@@ -52,6 +54,8 @@ def nir_workload(source: nir.NIRGraph | str | os.PathLike, inputs: torch.Tensor,
     inputs: (T, N, *input_shape) with input_shape the Input node's shape. weight_bits: bits of weight layers whose
     node metadata gives none. Per-layer weight bits, storage format and state bits written by to_nir are kept, and
     so is the PLIF/sLIF kind. graph.metadata["nir"] = {"dt", "nodes": {population/projection: NIR node key}}.
+    A graph with recurrent loops gives a workloads.exchange.recurrent.RecurrentGraph whose "rec<k>" projections
+    (graph.metadata["recurrent"]: delay 1 timestep) map to the loops' Affine/Linear nodes.
     Raises ValueError as from_nir and workloads.lower do.
     """
     res = from_nir(source, dt)
@@ -107,11 +111,13 @@ def _restore(graph: NetworkGraph, res: NirModel, graded_input: bool | None) -> N
             nodes[pop.name] = res.nodes[index]
     projs = [replace(p, source=renamed.get(p.source, p.source), target=renamed.get(p.target, p.target))
              for p in graph.projections]
+    recurrent = graph.metadata.get("recurrent", {})
     for proj in projs:
         index = _index(graph, "projections", proj.name)
         if index is not None and index in res.nodes:
-            nodes[proj.name] = res.nodes[index]
+            key = res.nodes[index]
+            nodes[proj.name] = res.loops[key][0] if proj.name in recurrent and key in res.loops else key
     layers = dict(graph.metadata.get("layers", {}))
     layers["populations"] = {renamed.get(k, k): v for k, v in layers.get("populations", {}).items()}
     meta = dict(graph.metadata, layers=layers, nir={"dt": res.dt, "nodes": nodes})
-    return NetworkGraph(pops, projs, name=graph.name, metadata=meta)
+    return make_graph(pops, projs, name=graph.name, metadata=meta)

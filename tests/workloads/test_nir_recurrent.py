@@ -1,0 +1,199 @@
+"""Recurrent and Conv1d NIR graphs: snnTorch's RLeaky / RSynaptic (alpha 0) exported with export_to_nir import as a
+RecurrentGraph whose spikes equal snnTorch's own forward (recurrent input = previous step's spikes); our export of a
+lowered recurrent model reads back with the same graph and spikes; a hand-built Conv1d graph imports with the spikes
+of a float64 reading of the NIR equations; other cycles are refused in one line."""
+import contextlib
+import io
+
+import nir
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from spikingjelly.activation_based import layer, neuron
+from torch import nn
+
+from hwmodels import load_preset, simulate
+from hwmodels.connectivity import synaptic_events
+from workloads.exchange.nir_io import from_nir, graph_from_nir, load_nir, nir_workload, save_nir
+from workloads.exchange.recurrent import RecurrentGraph
+from workloads.lowering import lower
+
+snn = pytest.importorskip("snntorch")
+import nirtorch  # noqa: E402,F401  (a pinned peer: scripts/setup.sh installs it with snntorch)
+from snntorch.export_nir import export_to_nir  # noqa: E402  (needs nirtorch)
+
+T, N = 20, 3
+ZERO_RESET = {"init_hidden": True, "reset_mechanism": "zero", "reset_delay": False}  # NIR's reset (see interop)
+
+
+def _spikes(seed: int, shape) -> torch.Tensor:
+    return (torch.rand(shape, generator=torch.Generator().manual_seed(seed)) < 0.4).float()
+
+
+def _recurrent_net() -> nn.Sequential:
+    """Linear(10 -> 8) -> RLeaky(8, all_to_all) -> Linear(8 -> 4) -> Leaky; a quarter of the recurrent weights zero."""
+    torch.manual_seed(21)
+    rec = snn.RLeaky(beta=0.75, linear_features=8, **ZERO_RESET)
+    out = snn.Leaky(beta=torch.full((4,), 0.5), threshold=torch.full((4,), 0.6), output=True, **ZERO_RESET)
+    net = nn.Sequential(nn.Linear(10, 8), rec, nn.Linear(8, 4), out)
+    with torch.no_grad():
+        net[0].weight.mul_(2.5)
+        rec.recurrent.weight.mul_(3.0).mul_(torch.rand(8, 8) > 0.25)
+        net[2].weight.mul_(3.0)
+    return net
+
+
+def _snntorch_spikes(net: nn.Sequential, x: torch.Tensor) -> dict[int, np.ndarray]:
+    """Spikes (T, N, n) of net[1] and net[3], run step by step from reset state."""
+    rec = {1: [], 3: []}
+    hooks = [net[i].register_forward_hook(lambda m, a, o, i=i: rec[i].append(
+        (o[0] if isinstance(o, tuple) else o).detach().clone())) for i in rec]
+    with torch.no_grad():
+        for i in rec:
+            net[i].reset_hidden()
+        for t in range(x.shape[0]):
+            net(x[t])
+    for h in hooks:
+        h.remove()
+    return {i: torch.stack(v).numpy() for i, v in rec.items()}
+
+
+def _dense(graph, trace, name: str) -> np.ndarray:
+    return trace.to_dense(name, graph.populations[name].shape).swapaxes(0, 1)  # (T, N, ...)
+
+
+def _export(net: nn.Module) -> nir.NIRGraph:
+    with contextlib.redirect_stdout(io.StringIO()):
+        return export_to_nir(net, torch.zeros(10))
+
+
+def test_snntorch_recurrent_leaky_exported_by_snntorch_matches_its_spikes():
+    net = _recurrent_net()
+    g = _export(net)
+    x = _spikes(22, (T, N, 10))
+    graph, trace = nir_workload(g, x)
+    ref = _snntorch_spikes(net, x)
+    assert isinstance(graph, RecurrentGraph) and graph.metadata["recurrent"] == {"rec1": 1}
+    assert list(graph.populations) == ["input", "lif1", "lif2"]
+    assert graph.metadata["nir"]["nodes"]["rec1"] == "1.w_rec"
+    for i, pop in ((1, "lif1"), (3, "lif2")):
+        np.testing.assert_array_equal(_dense(graph, trace, pop), ref[i], err_msg=pop)
+        assert ref[i].sum() >= 10, pop
+    rec = next(p for p in graph.projections if p.name == "rec1")
+    w = net[1].recurrent.weight.detach().numpy()
+    np.testing.assert_array_equal(rec.weight, w)
+    assert (rec.source, rec.target) == ("lif1", "lif1")
+    s = _dense(graph, trace, "lif1")  # every spike of t reaches its non-zero synapses (at t + 1)
+    assert synaptic_events(graph, trace, "nonzero")["rec1"] == int((s @ (w != 0).T).sum())
+    assert synaptic_events(graph, trace, "structural")["rec1"] == int(s.sum()) * 8
+    result = simulate(graph, trace, load_preset("loihi"))
+    assert result.energy_j > 0 and result.synops > 0
+
+
+def test_our_export_of_a_lowered_recurrent_container_reads_back_with_its_graph_and_spikes(tmp_path):
+    torch.manual_seed(25)
+    m = {"step_mode": "m"}
+    net = nn.Sequential(layer.Linear(12, 8, **m), layer.LinearRecurrentContainer(
+        neuron.LIFNode(tau=2.0, v_threshold=0.4), 8, 8, **m), layer.Linear(8, 3, **m), neuron.IFNode(**m))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.mul_(3.0)
+    x = _spikes(26, (T, N, 12))
+    graph, trace = lower(net, x)
+    save_nir(graph, tmp_path / "rec.nir")
+    back, again = nir_workload(load_nir(tmp_path / "rec.nir"), x)
+    assert isinstance(graph_from_nir(tmp_path / "rec.nir"), RecurrentGraph)
+    assert back.metadata["recurrent"] == graph.metadata["recurrent"] == {"rec1": 1}
+    assert back.metadata["nir"]["nodes"]["rec1"] == "rec1"
+    for a, b in zip(graph.projections, back.projections, strict=True):
+        assert (a.name, a.source, a.target, a.weight_bits) == (b.name, b.source, b.target, b.weight_bits)
+        np.testing.assert_array_equal(a.weight, b.weight, err_msg=a.name)
+    np.testing.assert_array_equal(trace.offsets, again.offsets)
+    np.testing.assert_array_equal(trace.indices, again.indices)
+    assert trace.counts()[..., 1].sum() >= 10
+
+
+def _conv1d_graph() -> nir.NIRGraph:
+    """(2, 12) -> Conv1d(2 -> 4, k 3, stride 2, padding 1) -> LIF (4, 6) -> Flatten -> Affine(24 -> 5) -> LIF."""
+    rng = np.random.default_rng(5)
+
+    def lif(shape, thr):
+        return nir.LIF(tau=np.full(shape, 2e-4), r=np.full(shape, 2.0), v_leak=np.zeros(shape),
+                       v_threshold=np.full(shape, thr), v_reset=np.zeros(shape))
+    nodes = {"in": nir.Input(np.array([2, 12])),
+             "conv": nir.Conv1d(12, rng.normal(0.3, 1.0, (4, 2, 3)), 2, 1, 1, 1, rng.normal(0, 0.1, 4)),
+             "lif1": lif((4, 6), 0.8), "flat": nir.Flatten({"input": np.array([4, 6])}, 0, -1),
+             "fc": nir.Affine(rng.normal(0.2, 1.0, (5, 24)), np.zeros(5)), "lif2": lif((5,), 1.0),
+             "out": nir.Output(np.array([5]))}
+    edges = [("in", "conv"), ("conv", "lif1"), ("lif1", "flat"), ("flat", "fc"), ("fc", "lif2"), ("lif2", "out")]
+    return nir.NIRGraph(nodes=nodes, edges=edges, type_check=False)
+
+
+def _lif_steps(current: torch.Tensor) -> torch.Tensor:
+    """Spikes (T, ...) of the NIR LIF v += (dt/tau)(0 - v + r I) with tau = 2 dt, r = 2 (v = v/2 + I), threshold
+    0.8 for 3-D currents else 1.0, reset to 0."""
+    thr = 0.8 if current.dim() == 4 else 1.0
+    v, out = torch.zeros_like(current[0]), []
+    for i in current:
+        v = v + 0.5 * (-v + 2.0 * i)
+        z = (v > thr).double()
+        v = torch.where(z > 0, 0.0, v)
+        out.append(z)
+    return torch.stack(out)
+
+
+def test_conv1d_node_imports_as_a_line_population_with_reference_spikes():
+    g = _conv1d_graph()
+    x = _spikes(23, (T, N, 2, 12))
+    graph, trace = nir_workload(g, x, dt=1e-4)
+    assert [p.shape for p in graph.populations.values()] == [(2, 1, 12), (4, 1, 6), (5,)]
+    conv = graph.projections[0]
+    assert conv.kind == "conv" and conv.weight.shape == (4, 2, 1, 3)
+    c = g.nodes["conv"]
+    cur = F.conv1d(x.double().flatten(0, 1), torch.as_tensor(c.weight), torch.as_tensor(c.bias), stride=2, padding=1)
+    s1 = _lif_steps(cur.unflatten(0, (T, N)))
+    fc = g.nodes["fc"]
+    s2 = _lif_steps(s1.flatten(2) @ torch.as_tensor(fc.weight).T + torch.as_tensor(fc.bias))
+    pops = list(graph.populations)
+    np.testing.assert_array_equal(_dense(graph, trace, pops[1]).reshape(T, N, 4, 6), s1.numpy())
+    np.testing.assert_array_equal(_dense(graph, trace, pops[2]), s2.numpy())
+    assert s1.sum() >= 20 and s2.sum() >= 5, (s1.sum(), s2.sum())
+    assert simulate(graph, trace, load_preset("loihi")).synops > 0
+
+
+def test_cycles_other_than_a_neuron_weight_loop_and_synaptic_memory_in_a_loop_are_refused_in_one_line():
+    """A cycle through two neurons (lif1 -> fc2 -> lif2 -> back -> lif1) has no one-step loop to cut."""
+    lif = nir.LIF(tau=np.full(4, 2e-4), r=np.ones(4), v_leak=np.zeros(4), v_threshold=np.ones(4), v_reset=np.zeros(4))
+    g = nir.NIRGraph(nodes={"in": nir.Input(np.array([4])), "fc1": nir.Linear(np.ones((4, 4))), "lif1": lif,
+                            "fc2": nir.Linear(np.eye(4)), "lif2": lif, "back": nir.Linear(np.eye(4)),
+                            "out": nir.Output(np.array([4]))},
+                     edges=[("in", "fc1"), ("fc1", "lif1"), ("lif1", "fc2"), ("fc2", "lif2"), ("lif2", "back"),
+                            ("back", "lif1"), ("lif2", "out")], type_check=False)
+    with pytest.raises(ValueError, match="cycle; only a loop from a neuron") as err:
+        from_nir(g)
+    assert "\n" not in str(err.value)
+    leaky = _recurrent_net()  # RSynaptic with synaptic memory (alpha > 0): the loop imports, its CubaLIF does not
+    slow = nn.Sequential(leaky[0], snn.RSynaptic(alpha=0.5, beta=0.75, linear_features=8, init_hidden=True), leaky[2],
+                         leaky[3])
+    with pytest.raises(ValueError, match="CubaLIF node '1.lif'.*synaptic current") as err:
+        from_nir(_export(slow))
+    assert "\n" not in str(err.value)
+
+
+def test_snntorch_recurrent_synaptic_without_synaptic_memory_imports_as_the_recurrent_leaky():
+    """RSynaptic(alpha=0) exports a CubaLIF with tau_syn = dt inside the loop: the same network as RLeaky. (snnTorch
+    1.0.0's RSynaptic cannot run with reset_delay=False, NIR's reset, so its own forward is no reference.)"""
+    leaky = _recurrent_net()
+    syn = nn.Sequential(leaky[0], snn.RSynaptic(alpha=0.0, beta=0.75, linear_features=8, init_hidden=True,
+                                                reset_mechanism="zero"), leaky[2], leaky[3])
+    syn[1].recurrent.load_state_dict(leaky[1].recurrent.state_dict())
+    g = _export(syn)
+    assert isinstance(g.nodes["1.lif"], nir.CubaLIF)
+    x = _spikes(24, (T, N, 10))
+    graph, trace = nir_workload(g, x)
+    want_graph, want = nir_workload(_export(leaky), x)
+    assert graph.metadata["recurrent"] == {"rec1": 1}
+    np.testing.assert_array_equal(trace.indices, want.indices)
+    np.testing.assert_array_equal(trace.offsets, want.offsets)
+    assert trace.counts().sum() >= 20
