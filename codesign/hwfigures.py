@@ -71,7 +71,8 @@ class PointDetails:
 
 def load_samples(folder: Path) -> pd.DataFrame | None:
     """The per-sample table of the point folder `folder` (indexed by sample), or None when it has none (an older
-    run folder, or a point that did not fit the chip)."""
+    run folder, or a point that did not fit the chip). Raises ValueError (one line naming the file) when the file
+    is not a samples table (binary, unparsable, or without a `sample` column)."""
     path = Path(folder) / SAMPLES_FILE
     if not path.exists():
         return None
@@ -79,6 +80,9 @@ def load_samples(folder: Path) -> pd.DataFrame | None:
         return pd.read_csv(path, index_col="sample")
     except pd.errors.EmptyDataError:
         return None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        first = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        raise ValueError(f"'{str(path)[:120]}' is not a samples table: {first}") from None
 
 
 def core_map(cores: pd.DataFrame, ax) -> None:
