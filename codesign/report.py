@@ -13,8 +13,10 @@ import base64
 import html
 import json
 from pathlib import Path
+from typing import Annotated
 
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
 
 from codesign.figures import ENERGY_PREFIX, ENERGY_SUFFIX, Figure, energy_components, render, result_figures
 from codesign.hwfigures import PointDetails, detail_figures
@@ -211,17 +213,71 @@ def render_html(meta: dict, df: pd.DataFrame, figures: list[Figure], points: lis
             f"<style>{_CSS}</style></head><body>{''.join(body)}</body></html>")
 
 
-def _read_tables(run_dir: Path, meta: dict) -> dict[str, pd.DataFrame]:
-    return {name: pd.read_csv(run_dir / "tables" / file, dtype=str).fillna("")
-            for name, file in meta.get("tables", {}).items()}
+#: a file named in report_meta.json is one plain file name inside the run folder (or its tables/ folder)
+SAFE_FILE = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+
+
+class ReportMeta(BaseModel):
+    """report_meta.json: what `rebuild_report` shows besides results.csv. File names are plain names inside the
+    run folder, so a crafted meta file cannot make the report read outside it."""
+
+    model_config = ConfigDict(extra="ignore")
+    title: str = "Co-design run"
+    summary: list[str] = []
+    tables: dict[str, Annotated[str, StringConstraints(pattern=SAFE_FILE)]] = {}
+    config_file: Annotated[str, StringConstraints(pattern=SAFE_FILE)] = "config.resolved.yaml"
+
+
+def _short(path: Path) -> str:
+    """A path for a one-line message: its last 80 characters, so the file name always shows."""
+    text = str(path)
+    return text if len(text) <= 80 else "..." + text[-77:]
+
+
+def _read_meta(path: Path) -> ReportMeta:
+    """report_meta.json as a ReportMeta; ValueError (one line naming the file and the field) when it is not."""
+    try:
+        return ReportMeta.model_validate(json.loads(path.read_text()))
+    except (ValueError, UnicodeDecodeError) as exc:
+        if isinstance(exc, ValidationError):
+            e = exc.errors()[0]
+            where = ".".join(str(p) for p in e["loc"]) or "the file"
+            raise ValueError(f"report: '{_short(path)}': {where}: {e['msg']}") from None
+        raise ValueError(f"report: '{_short(path)}' is not JSON ({str(exc).splitlines()[0][:80]})") from None
+
+
+def _read_json(path: Path, default):
+    """A JSON file of the run folder (default when missing); ValueError naming the file when it is not JSON."""
+    if not path.exists():
+        return default
+    try:
+        return json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"report: '{_short(path)}' is not JSON ({str(exc).splitlines()[0][:80]})") from None
+
+
+def _read_tables(run_dir: Path, meta: ReportMeta) -> dict[str, pd.DataFrame]:
+    out = {}
+    for name, file in meta.tables.items():
+        path = run_dir / "tables" / file
+        try:
+            out[name] = pd.read_csv(path, dtype=str).fillna("")
+        except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+            raise ValueError(f"report: '{_short(path)}' is not a table ({str(exc).splitlines()[0][:80]})"
+                             ) from None
+    return out
 
 
 def _claims_table(run_dir: Path) -> dict[str, pd.DataFrame]:
     path = run_dir / "claims.json"
-    if not path.exists():
+    verdicts = _read_json(path, None)
+    if verdicts is None:
         return {}
     from codesign.claims import verdict_table
-    return {"Claims": verdict_table(json.loads(path.read_text()))}
+    try:
+        return {"Claims": verdict_table(verdicts)}
+    except (KeyError, TypeError, AttributeError, ValueError):
+        raise ValueError(f"report: '{_short(path)}' is not a verdicts file written by codesign validate") from None
 
 
 def rebuild_report(run_dir: str | Path) -> Path:
@@ -233,28 +289,27 @@ def rebuild_report(run_dir: str | Path) -> Path:
     for need in ("results.csv", META_NAME):
         if not (run_dir / need).exists():
             raise FileNotFoundError(f"report: '{run_dir / need}' does not exist (is '{run_dir}' a run folder?)")
-    try:
-        meta = json.loads((run_dir / META_NAME).read_text())
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ValueError(f"report: '{str(run_dir / META_NAME)[:80]}' is not JSON ({str(exc)[:80]})") from None
-    if not isinstance(meta, dict):
-        raise ValueError(f"report: '{str(run_dir / META_NAME)[:80]}' must hold a JSON object")
-    from codesign.store import read_results
+    meta_model = _read_meta(run_dir / META_NAME)
+    meta = meta_model.model_dump()
+    from codesign.store import atomic_write, read_results
     df = read_results(run_dir)
-    tables = {**_read_tables(run_dir, meta), **derived_tables(df), **_claims_table(run_dir)}
+    tables = {**_read_tables(run_dir, meta_model), **derived_tables(df), **_claims_table(run_dir)}
     figures = result_figures(df)
     points = point_figures(run_dir, df)
-    prov_path = run_dir / "provenance.json"
-    provenance = json.loads(prov_path.read_text()) if prov_path.exists() else {}
-    config_yaml = (run_dir / meta["config_file"]).read_text() if (run_dir / meta["config_file"]).exists() else ""
+    provenance = _read_json(run_dir / "provenance.json", {})
+    if not isinstance(provenance, dict):
+        raise ValueError(f"report: '{_short(run_dir / 'provenance.json')}' must hold a JSON object")
+    config_path = run_dir / meta_model.config_file
+    config_yaml = config_path.read_text(errors="replace") if config_path.is_file() else ""
     fig_dir = run_dir / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
     for f in figures + [f for _, figs in points for f in figs]:
-        (fig_dir / f"{f.name}.png").write_bytes(f.png)
-        (fig_dir / f"{f.name}.svg").write_bytes(f.svg)
+        atomic_write(fig_dir / f"{f.name}.png", lambda tmp, data=f.png: Path(tmp).write_bytes(data))
+        atomic_write(fig_dir / f"{f.name}.svg", lambda tmp, data=f.svg: Path(tmp).write_bytes(data))
     args = (meta, df, figures, points, tables, provenance, config_yaml)
-    (run_dir / "report.md").write_text(render_markdown(*args))
-    (run_dir / "report.html").write_text(render_html(*args))
+    markdown, page = render_markdown(*args), render_html(*args)
+    atomic_write(run_dir / "report.md", lambda tmp: Path(tmp).write_text(markdown))
+    atomic_write(run_dir / "report.html", lambda tmp: Path(tmp).write_text(page))
     return run_dir / "report.html"
 
 
@@ -263,16 +318,17 @@ def write_report(run_dir: Path, df: pd.DataFrame, config_yaml: str, summary: lis
                  config_file: str = "config.resolved.yaml") -> Path:
     """Store what the report shows (results.csv, report_meta.json, tables/*.csv, the config file when given as
     text) and build the page with `rebuild_report`. Returns the path of report.html."""
+    from codesign.store import atomic_write
     run_dir = Path(run_dir)
-    df.to_csv(run_dir / "results.csv", index=False)
+    atomic_write(run_dir / "results.csv", lambda tmp: df.to_csv(tmp, index=False))
     if not (run_dir / config_file).exists():
-        (run_dir / config_file).write_text(config_yaml)
+        atomic_write(run_dir / config_file, lambda tmp: Path(tmp).write_text(config_yaml))
     names = {}
     if tables:
         (run_dir / "tables").mkdir(exist_ok=True)
         for i, (name, table) in enumerate(tables.items()):
             names[name] = f"table{i}.csv"
-            table.to_csv(run_dir / "tables" / names[name], index=False)
+            atomic_write(run_dir / "tables" / names[name], lambda tmp, t=table: t.to_csv(tmp, index=False))
     meta = {"title": title, "summary": summary, "tables": names, "config_file": config_file}
-    (run_dir / META_NAME).write_text(json.dumps(meta, indent=1))
+    atomic_write(run_dir / META_NAME, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=1)))
     return rebuild_report(run_dir)

@@ -11,7 +11,7 @@ from matplotlib.container import ErrorbarContainer
 
 from codesign.figures import _energy, _hardware, _line, _pareto, ci_errors, energy_components, result_figures
 from codesign.report import (ENERGY_TABLE, LATENCY_TABLE, derived_tables, display_table, markdown_table,
-                             write_report)
+                             rebuild_report, write_report)
 from hwmodels.energy import ENERGY_COMPONENTS
 
 
@@ -208,3 +208,33 @@ def test_metrics_against_each_swept_hardware_parameter(tmp_path):
     for name in ("hw-hardware.preset", "hw-hardware.overrides.core.neurons_per_core"):
         assert (tmp_path / "figures" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
         assert f"figures/{name}.png" in (tmp_path / "report.md").read_text()
+
+
+@pytest.mark.parametrize("meta, needle", [
+    ('{"config_file": "../../outside.txt"}', "config_file: String should match pattern"),
+    ('{"tables": {"x": "../../outside.csv"}}', "tables.x: String should match pattern"),
+    ('{"tables": 3}', "tables: Input should be a valid dictionary"),
+    ('{"summary": "text"}', "summary: Input should be a valid list"),
+    ("[1, 2]", "the file: Input should be a valid dictionary"),
+    ("{'bad json", "is not JSON"),
+])
+def test_a_crafted_report_meta_is_one_line_and_reads_nothing_outside(tmp_path, meta, needle):
+    run = tmp_path / "run"
+    run.mkdir()
+    (tmp_path / "outside.txt").write_text("SECRET")
+    write_report(run, _table(), "seed: 0\n", ["one line"], title="t")
+    (run / "report_meta.json").write_text(meta)
+    with pytest.raises(ValueError, match=re.escape(needle)) as err:
+        rebuild_report(run)
+    assert "\n" not in str(err.value) and "report_meta.json" in str(err.value)
+    assert "SECRET" not in (run / "report.md").read_text()
+
+
+@pytest.mark.parametrize("name, content", [("provenance.json", "{nope"), ("claims.json", "{nope"),
+                                           ("claims.json", "[1, 2]")])
+def test_damaged_side_files_are_one_line_naming_them(tmp_path, name, content):
+    write_report(tmp_path, _table(), "seed: 0\n", ["one line"], title="t")
+    (tmp_path / name).write_text(content)
+    with pytest.raises(ValueError, match=re.escape(name)) as err:
+        rebuild_report(tmp_path)
+    assert "\n" not in str(err.value)
