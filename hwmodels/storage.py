@@ -162,8 +162,17 @@ def chunk_synapse_bits(csum: np.ndarray, per_channel: int, start: int, ends: np.
 
 
 def state_bits_per_neuron(pop: Population, core: CoreSpec) -> int:
-    """State bits one neuron of `pop` takes on `core` (0 for input populations, which hold no state)."""
-    return 0 if pop.is_input else int(core.stored_state_bits or pop.state_bits)
+    """State bits one neuron of `pop` takes on `core`: its state variables (NeuronModel.state_variables: 1, or 2
+    for a CubaLIF's current and potential) x the width of one (the chip's stored_state_bits, else the
+    population's state_bits); 0 for input populations, which hold no state.
+
+    A CubaLIF thus fills twice the neuron memory of a LIF of the same size and its every update reads and writes
+    twice the state bits (hwmodels.energy: neuron memory); the update itself stays one neuron update (neuron
+    compute), as on Loihi, whose compartment holds a current u and a voltage v natively and updates both in one
+    compartment update: a current-based LIF is Loihi's own neuron model (Davies et al., IEEE Micro 2018, the
+    CUBA LIF of its neuron model section).
+    """
+    return 0 if pop.is_input else pop.neuron.state_variables * int(core.stored_state_bits or pop.state_bits)
 
 
 def chunk_state_bits(pop: Population, core: CoreSpec, start: int, ends: np.ndarray) -> np.ndarray:

@@ -20,7 +20,9 @@ from hwmodels.activity import check as check_activity
 from hwmodels.activity import pack as pack_activity
 from hwmodels.npzfile import array, file_name, open_npz, quote, read_meta, type_names
 
-NEURON_KINDS = ("input", "IF", "LIF", "PLIF", "sLIF", "relay")
+NEURON_KINDS = ("input", "IF", "LIF", "PLIF", "sLIF", "relay", "CubaLIF")
+#: state variables per neuron of a kind (others: one, the membrane potential)
+STATE_VARIABLES = {"CubaLIF": 2}
 PROJECTION_KINDS = ("dense", "conv")
 STORAGE_FORMATS = ("dense", "sparse", "conv", "bitmap")
 #: version written by NetworkGraph.save (graphs read: exactly this one)
@@ -63,8 +65,12 @@ class NeuronModel:
         None for IF (no leak).
     v_reset: hard-reset value, or None for soft reset (subtract theta).
     decay_input: SpikingJelly's `decay_input` flag (input divided by tau as well).
-    Raises ValueError for an unknown kind, a NaN or -inf threshold, a tau that is not a finite number >= 1, or a
-    non-finite v_reset.
+    tau_syn: synaptic-current time constant in timesteps of a "CubaLIF" (current-based LIF, two states per
+        neuron: I[t] = I[t-1] - I[t-1]/tau_syn + X[t], then the LIF step on I[t] without input decay,
+        workloads.neurons.CubaLIFNode); None for the one-state kinds, and then left out of the saved graph and
+        the fingerprint, so graphs without a CubaLIF are stored and hashed as before.
+    Raises ValueError for an unknown kind, a NaN or -inf threshold, a tau that is not a finite number >= 1, a
+    non-finite v_reset, or a tau_syn that is not a finite number >= 1 given exactly for kind "CubaLIF".
     """
 
     kind: str = "IF"
@@ -72,9 +78,14 @@ class NeuronModel:
     tau: float | None = None
     v_reset: float | None = 0.0
     decay_input: bool = True
+    tau_syn: float | None = None
 
     def __post_init__(self) -> None:
         _check_choice("neuron.kind", self.kind, NEURON_KINDS)
+        if (self.tau_syn is None) != (self.kind != "CubaLIF") or not (
+                self.tau_syn is None or (_is_real(self.tau_syn) and 1.0 <= self.tau_syn < math.inf)):
+            raise ValueError(f"neuron.tau_syn: {quote(self.tau_syn)} must be a finite number >= 1 timestep for kind "
+                             f"CubaLIF and None for the others (kind {quote(self.kind)})")
         if not _is_real(self.threshold) or math.isnan(self.threshold) or self.threshold == -math.inf:
             raise ValueError(f"neuron.threshold: {quote(self.threshold)} must be a number or +inf (a non-spiking "
                              "readout)")
@@ -83,6 +94,11 @@ class NeuronModel:
         if self.v_reset is not None and not (_is_real(self.v_reset) and math.isfinite(self.v_reset)):
             raise ValueError(f"neuron.v_reset: {quote(self.v_reset)} must be a finite number or None (soft reset)")
 
+    @property
+    def state_variables(self) -> int:
+        """State variables one neuron holds: 2 for a CubaLIF (current and potential), else 1."""
+        return STATE_VARIABLES.get(self.kind, 1)
+
 
 @dataclass(frozen=True)
 class Population:
@@ -90,7 +106,8 @@ class Population:
 
     shape: tensor shape of one timestep's output without batch, e.g. (C, H, W) or (N,); neurons are numbered in
         C-order (row-major) over this shape, as torch's `flatten` numbers them.
-    state_bits: bits of membrane state per neuron held in core memory.
+    state_bits: bits of one state variable per neuron held in core memory (the membrane potential; a CubaLIF
+        neuron holds two such variables, NeuronModel.state_variables, hwmodels.storage.state_bits_per_neuron).
     graded: True when spikes carry a real value (direct-encoded input, graded/ternary spikes); the trace then
         stores a value per event.
     """
@@ -276,7 +293,7 @@ class NetworkGraph:
         A saved and reloaded graph has the fingerprint of the original."""
         h = hashlib.sha256()
         for pop in self.populations.values():
-            h.update(_canonical({"name": pop.name, "shape": list(pop.shape), "neuron": asdict(pop.neuron),
+            h.update(_canonical({"name": pop.name, "shape": list(pop.shape), "neuron": _neuron_dict(pop.neuron),
                                  "graded": pop.graded}))
         for proj in self.projections:
             keys = ("name", "source", "target", "kind", "stride", "padding", "dilation", "groups", "gate")
@@ -398,9 +415,18 @@ def _projection_from(z, name: str, i: int, d: object) -> Projection:
     return Projection(weight=array(z, name, f"w{i}", "float"), bias=bias, **d, **gate)
 
 
+def _neuron_dict(neuron: NeuronModel) -> dict:
+    """asdict(neuron) without tau_syn when it is None (graphs without a CubaLIF keep their bytes and hashes)."""
+    d = asdict(neuron)
+    if d["tau_syn"] is None:
+        del d["tau_syn"]
+    return d
+
+
 def _pop_to_dict(pop: Population) -> dict:
     d = asdict(pop)
     d["shape"] = list(pop.shape)
+    d["neuron"] = _neuron_dict(pop.neuron)
     return d
 
 

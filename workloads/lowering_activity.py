@@ -9,7 +9,8 @@ nodes' own: SpikingJelly's `store_v_seq` (v_seq = the potential after each step'
 ternary forms and the workloads.neurons nodes, which run through BaseNode's functional step), switched on for
 the recording and restored after. Max-pool OR populations and relays are active where they emit a non-zero
 value; the non-spiking readout "output" (an IF without threshold) where its input current or its accumulated
-potential is non-zero.
+potential is non-zero. A two-state node (workloads.neurons.CubaLIFNode) is also active while its synaptic current
+before the step is non-zero (current_activity; its i_seq, kept with store_v_seq).
 """
 from __future__ import annotations
 
@@ -64,6 +65,19 @@ def node_activity(x: torch.Tensor, v0, v_seq: torch.Tensor, spikes: torch.Tensor
         first = torch.full_like(x[:1], not torch.is_tensor(v0) and float(v0) != rest, dtype=torch.bool)
     before = torch.cat([first, v_seq[:-1] != rest])
     return torch.cat([(x != 0) | before | (spikes != 0), v_seq[-1:] != rest])
+
+
+def current_activity(i0, i_seq: torch.Tensor) -> torch.Tensor:
+    """bool (T + 1, B, ...) of a two-state node's synaptic current: rows t < T: the current before step t (i0 at
+    t = 0: a tensor of one step's shape, else zero) != 0; row T: i_seq[T - 1] != 0."""
+    first = (i0 != 0).unsqueeze(0) if torch.is_tensor(i0) and i0.shape == i_seq.shape[1:] else \
+        torch.zeros_like(i_seq[:1], dtype=torch.bool)
+    return torch.cat([first, i_seq != 0])
+
+
+def _with_current(act: torch.Tensor, i0, i_seq) -> torch.Tensor:
+    """`act` OR the current activity when the node keeps a current sequence (i_seq a tensor), else `act`."""
+    return act | current_activity(i0, i_seq) if torch.is_tensor(i_seq) else act
 
 
 def value_activity(values: torch.Tensor) -> torch.Tensor:
@@ -170,31 +184,36 @@ class Capture:
 
     def _pre_step(self, pop: str):
         def hook(module, args) -> None:
-            self._steps.setdefault(pop, []).append((args[0], module.v))
+            self._steps.setdefault(pop, []).append((args[0], module.v, getattr(module, "i", None)))
         return hook
 
     def _post_step(self, pop: str):
         def hook(module: neuron.BaseNode, args, out) -> None:
-            x, v0 = self._steps[pop][-1]
-            self._steps[pop][-1] = (x, v0, torch.as_tensor(module.v).expand_as(x).clone(), out)
+            x, v0, i0 = self._steps[pop][-1]
+            i1 = getattr(module, "i", None)
+            i1 = torch.as_tensor(i1).expand_as(x).clone() if i1 is not None else None
+            self._steps[pop][-1] = (x, v0, torch.as_tensor(module.v).expand_as(x).clone(), out, i0, i1)
         return hook
 
     def _finish_steps(self, pop: str) -> None:
         """Rows (T + 1, B, n) of a single-step node from its collected steps (input, v before, v after, spikes)."""
         steps, (m, fn) = self._steps.pop(pop), self.probes.nodes[pop]
         x, v_seq, out = (torch.stack([s[i] for s in steps]) for i in (0, 2, 3))
-        self.rows[pop] = fn(node_activity(x, steps[0][1], v_seq, out, m.v_reset), ())
+        i_seq = torch.stack([s[5] for s in steps]) if steps[0][5] is not None else None
+        act = _with_current(node_activity(x, steps[0][1], v_seq, out, m.v_reset), steps[0][4], i_seq)
+        self.rows[pop] = fn(act, ())
 
     def _pre(self, pop: str):
         def hook(module, args) -> None:
-            self._inputs[pop] = (args[0], module.v)
+            self._inputs[pop] = (args[0], module.v, getattr(module, "i", None))
         return hook
 
     def _post(self, pop: str, fn: Layout):
         def hook(module: neuron.BaseNode, args, out) -> None:
-            x, v0 = self._inputs.pop(pop)
+            x, v0, i0 = self._inputs.pop(pop)
             if not torch.is_tensor(module.v_seq) or module.v_seq.shape != x.shape:
                 raise ValueError(f"population {pop!r}: {type(module).__name__} did not store v_seq of shape "
                                  f"{tuple(x.shape)} (store_v_seq); its activity cannot be recorded")
-            self.rows[pop] = fn(node_activity(x, v0, module.v_seq, out, module.v_reset), args)
+            act = node_activity(x, v0, module.v_seq, out, module.v_reset)
+            self.rows[pop] = fn(_with_current(act, i0, getattr(module, "i_seq", None)), args)
         return hook

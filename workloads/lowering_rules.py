@@ -24,7 +24,7 @@ from torch.nn.utils import parametrize
 
 from hwmodels.trace import NeuronModel, Population, Projection
 from workloads.compression.dsp import LowRankConv2d, LowRankLinear
-from workloads.neurons import QLIFNode, SLIFNode
+from workloads.neurons import CubaLIFNode, QLIFNode, SLIFNode
 
 
 @dataclass
@@ -478,9 +478,11 @@ NEURON_RULES: dict[type, Callable[[nn.Module], NeuronModel]] = {
     QLIFNode: _decay("LIF", _threshold),
     # sLIF: learnable per-neuron thresholds; NeuronModel holds one threshold, their mean
     SLIFNode: _decay("sLIF", lambda m: _mean_theta(m)),
+    # current-based LIF (imported NIR CubaLIF, snnTorch Synaptic): two states per neuron, the chip charges both
+    CubaLIFNode: lambda m: NeuronModel("CubaLIF", _threshold(m), float(m.tau), _reset(m), False, float(m.tau_syn)),
 }
 #: the chip's spiking neuron models (hwmodels.trace.NEURON_KINDS without "input" and "relay")
-CHIP_NEURONS = ("IF", "LIF", "PLIF", "sLIF")
+CHIP_NEURONS = ("IF", "LIF", "PLIF", "sLIF", "CubaLIF")
 #: node type -> bits of membrane state it keeps (others: Population's default); a CompressionResult overrides
 STATE_BITS: dict[type, Callable[[nn.Module], int]] = {QLIFNode: lambda m: int(m.bits)}
 

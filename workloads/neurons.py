@@ -1,4 +1,5 @@
-"""Spiking neuron factory (IF, LIF, PLIF, sLIF, QLIF; binary or ternary spikes) and the replay of a node's membrane
+"""Spiking neuron factory (IF, LIF, PLIF, sLIF, QLIF; binary or ternary spikes), the two-state CubaLIFNode
+(imported NIR CubaLIF / snnTorch Synaptic) and the replay of a node's membrane
 potential before reset H[t], which SCA pruning needs (SpikingJelly's fused kernels only expose V after reset).
 """
 from __future__ import annotations
@@ -137,6 +138,71 @@ class QLIFNode(DecayNode):
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", bits={self.bits}"
+
+
+class CubaLIFNode(neuron.BaseNode):
+    """Current-based LIF (two states per neuron: synaptic current I and membrane potential V), multi-step:
+
+        I[t] = I[t-1] - I[t-1] / tau_syn + X[t]
+        H[t] = V[t-1] - (V[t-1] - V_reset) / tau + I[t]       (SpikingJelly's LIF form without input decay)
+
+    spike when H >= theta (ATan surrogate); V = V_reset after a spike (hard) or H - theta (soft, v_reset None);
+    I is not reset. Start: V = V_reset (0 for soft), I = 0. tau_syn, tau in timesteps (>= 1, > 1). This is the
+    forward-Euler step of NIR's CubaLIF with X = (dt/tau_syn) w_in R (dt/tau_mem) x and v_leak = v_reset
+    (workloads.exchange.nir_import) and snnTorch's Synaptic, syn = alpha syn + x, mem = beta mem + syn with
+    alpha = 1 - 1/tau_syn, beta = 1 - 1/tau. With store_v_seq the run also keeps i_seq (I after each step), so
+    the activity recording (workloads.lowering_activity) sees neurons that hold a current but no potential.
+    Raises ValueError for tau_syn < 1, tau <= 1 or a non-finite threshold.
+    """
+
+    def __init__(self, tau_syn: float, tau: float, v_threshold: float = 1.0, v_reset: Optional[float] = 0.0,
+                 step_mode: str = "m"):
+        if not 1.0 <= float(tau_syn) < float("inf") or not 1.0 < float(tau) < float("inf"):
+            raise ValueError(f"CubaLIFNode: tau_syn {tau_syn} must be >= 1 and tau {tau} > 1 timesteps (finite)")
+        super().__init__(v_threshold=float(v_threshold), v_reset=None if v_reset is None else float(v_reset),
+                         surrogate_function=surrogate.ATan(), detach_reset=True, step_mode=step_mode)
+        self.tau_syn, self.tau = float(tau_syn), float(tau)
+        self.register_memory("i", 0.0)
+        self.i_seq = None
+
+    def materialize_states(self, inputs, states, step_mode):
+        """(V, I) as tensors of one step's shape: V as BaseNode does, I zeros when it is not such a tensor."""
+        v, i = super().materialize_states(inputs, states, step_mode)
+        if not torch.is_tensor(i) or i.shape != v.shape:
+            i = torch.zeros_like(v)
+        return v, i
+
+    def single_step_functional_forward(self, inputs, states, **kwargs):
+        """((x,), (V, I)) -> ((spike,), (V_next, I_next))."""
+        x, (v, i) = inputs[0], states
+        i = i - i / self.tau_syn + x
+        base = 0.0 if self.v_reset is None else self.v_reset
+        h = v - (v - base) / self.tau + i
+        spike = self.surrogate_function(h - self.v_threshold)
+        s = spike.detach()
+        v = h - self.v_threshold * s if self.v_reset is None else (1.0 - s) * h + s * self.v_reset
+        return (spike,), (v, i)
+
+    def multi_step_forward(self, x_seq: torch.Tensor, *args, **kwargs):
+        """Step through x_seq (T, N, *); with store_v_seq keep v_seq and i_seq (T, N, *)."""
+        states = self.materialize_states((x_seq,), tuple(self._memories.values()), "m")
+        spikes, vs, cs = [], [], []
+        for x in x_seq:
+            (spike,), states = self.single_step_functional_forward((x,), states)
+            spikes.append(spike)
+            vs.append(states[0])
+            cs.append(states[1])
+        self.v, self.i = states
+        if self.store_v_seq:
+            self.v_seq, self.i_seq = torch.stack(vs), torch.stack(cs)
+        return torch.stack(spikes)
+
+    def reset(self):
+        super().reset()
+        self.i_seq = None
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", tau_syn={self.tau_syn}, tau={self.tau}"
 
 
 def _sj_kwargs(v_threshold: float, o: NeuronOptions) -> dict:

@@ -432,7 +432,8 @@ def test_other_neurons_get_a_one_line_refusal_naming_them(node, wrap):
     msg = str(err.value)
     assert "\n" not in msg and f"spiking neuron {name} is not supported" in msg
     assert msg.startswith(f"layer {'net.1' if wrap else '1'} ({name})")
-    assert "supported neurons: IFNode, LIFNode, ParametricLIFNode, QLIFNode, SLIFNode, TernaryIFNode" in msg
+    assert ("supported neurons: CubaLIFNode, IFNode, LIFNode, ParametricLIFNode, QLIFNode, SLIFNode, "
+            "TernaryIFNode") in msg
 
 
 # ------------------------------------------------------------------------------------------- input shape

@@ -206,10 +206,10 @@ def test_sinabs_style_conv_net_with_sum_pool_and_batch_flatten():
 
 
 def test_unsupported_nodes_and_shapes_raise_naming_them():
-    cuba = nir.CubaLIF(tau_syn=np.full(3, 2e-3), tau_mem=np.full(3, 5e-3), r=np.ones(3), v_leak=np.zeros(3),
+    cuba = nir.CubaLIF(tau_syn=np.full(3, 2e-3), tau_mem=np.full(3, 5e-3), r=np.ones(3), v_leak=np.full(3, 0.5),
                        v_threshold=np.ones(3))
     g = nir.NIRGraph.from_list(nir.Input(input_type=np.array([4])), nir.Affine(np.ones((3, 4)), np.zeros(3)), cuba)
-    with pytest.raises(ValueError, match="CubaLIF node 'cubalif'.*synaptic current"):
+    with pytest.raises(ValueError, match="CubaLIF node 'cubalif'.*v_leak 0.5 != v_reset"):
         from_nir(g)
     varying = nir.LIF(tau=np.array([2e-3, 3e-3]), r=np.ones(2), v_leak=np.zeros(2), v_threshold=np.ones(2))
     with pytest.raises(ValueError, match="tau must be one value"):

@@ -1,6 +1,7 @@
 """NIR graphs that are not chains: residual adds and branches import, lower and simulate with the spikes of an
 independent float64 forward-Euler reading of the NIR equations; a loop through one weight imports as a recurrent
-self-projection; Delay and CubaLIF with a synaptic time constant are refused in one line, batch dimensions in the Input recognised."""
+self-projection; Delay is refused in one line, CubaLIF with a synaptic time constant imports as a two-state neuron,
+batch dimensions in the Input recognised."""
 import nir
 import numpy as np
 import pytest
@@ -95,9 +96,10 @@ def test_a_loop_through_one_weight_imports_and_delay_is_refused_in_one_line():
         from_nir(d)
 
 
-def test_cubalif_without_synaptic_memory_imports_as_lif_and_with_it_is_refused():
+def test_cubalif_without_synaptic_memory_imports_as_lif_and_with_it_as_a_two_state_cubalif():
     """snnTorch's Synaptic(alpha=0) exports CubaLIF with tau_syn = dt: the synaptic current holds no memory and the
-    node is exactly a LIF with input gain w_in * r."""
+    node is exactly a LIF with input gain w_in * r. With tau_syn > dt it is a CubaLIF population (its spikes:
+    tests/workloads/test_nir_cubalif.py)."""
     rng = np.random.default_rng(3)
     n, dt = 5, 1e-4
     cuba = nir.CubaLIF(tau_syn=np.full(n, dt), tau_mem=np.full(n, 4e-4), r=np.full(n, 4.0), v_leak=np.zeros(n),
@@ -113,5 +115,6 @@ def test_cubalif_without_synaptic_memory_imports_as_lif_and_with_it_is_refused()
     assert t1.counts().sum() > 10
     slow = nir.CubaLIF(tau_syn=np.full(n, 3e-4), tau_mem=np.full(n, 4e-4), r=np.full(n, 4.0), v_leak=np.zeros(n),
                        v_threshold=np.ones(n), w_in=np.ones(n))
-    with pytest.raises(ValueError, match="CubaLIF.*synaptic current"):
-        from_nir(nir.NIRGraph.from_list(nir.Input(np.array([6])), nir.Linear(np.ones((n, 6))), slow), dt=dt)
+    graph, _ = nir_workload(nir.NIRGraph.from_list(nir.Input(np.array([6])), nir.Linear(np.ones((n, 6))), slow), x,
+                            dt=dt)
+    assert graph.populations["cubalif1"].neuron.kind == "CubaLIF" and graph.populations["cubalif1"].neuron.tau_syn == 3

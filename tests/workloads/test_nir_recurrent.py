@@ -162,7 +162,7 @@ def test_conv1d_node_imports_as_a_line_population_with_reference_spikes():
     assert simulate(graph, trace, load_preset("loihi")).synops > 0
 
 
-def test_cycles_other_than_a_neuron_weight_loop_and_synaptic_memory_in_a_loop_are_refused_in_one_line():
+def test_cycles_other_than_a_neuron_weight_loop_are_refused_in_one_line_and_synaptic_memory_in_a_loop_imports():
     """A cycle through two neurons (lif1 -> fc2 -> lif2 -> back -> lif1) has no one-step loop to cut."""
     lif = nir.LIF(tau=np.full(4, 2e-4), r=np.ones(4), v_leak=np.zeros(4), v_threshold=np.ones(4), v_reset=np.zeros(4))
     g = nir.NIRGraph(nodes={"in": nir.Input(np.array([4])), "fc1": nir.Linear(np.ones((4, 4))), "lif1": lif,
@@ -173,12 +173,10 @@ def test_cycles_other_than_a_neuron_weight_loop_and_synaptic_memory_in_a_loop_ar
     with pytest.raises(ValueError, match="cycle; only a loop from a neuron") as err:
         from_nir(g)
     assert "\n" not in str(err.value)
-    leaky = _recurrent_net()  # RSynaptic with synaptic memory (alpha > 0): the loop imports, its CubaLIF does not
+    leaky = _recurrent_net()  # RSynaptic with synaptic memory (alpha > 0): the loop and its CubaLIF import
     slow = nn.Sequential(leaky[0], snn.RSynaptic(alpha=0.5, beta=0.75, linear_features=8, init_hidden=True), leaky[2],
                          leaky[3])
-    with pytest.raises(ValueError, match="CubaLIF node '1.lif'.*synaptic current") as err:
-        from_nir(_export(slow))
-    assert "\n" not in str(err.value)
+    assert type(from_nir(_export(slow)).model[1].sub_module).__name__ == "CubaLIFNode"
 
 
 def test_snntorch_recurrent_synaptic_without_synaptic_memory_imports_as_the_recurrent_leaky():

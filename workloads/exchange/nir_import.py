@@ -3,7 +3,8 @@ branches and residual adds, workloads.exchange.nir_dag), so `workloads.lower` tu
 EventTrace. One small converter per NIR node type (IMPORTERS). Nested subgraphs are inlined and a batch dimension
 in the Input shape dropped first (workloads.exchange.nir_graph). A neuron with a recurrent loop through one
 Affine/Linear (snnTorch's RLeaky/RSynaptic) becomes a LinearRecurrentContainer (workloads.exchange.nir_recurrent);
-Conv1d nodes take (C, L) inputs (lowered as (C, 1, L)). Not imported: Delay, CubaLIF with tau_syn > dt, other cycles.
+Conv1d nodes take (C, L) inputs (lowered as (C, 1, L)); a CubaLIF with tau_syn > dt becomes the two-state
+workloads.neurons.CubaLIFNode. Not imported: Delay, other cycles.
 
 Hand-written, not SpikingJelly's nir_exchange.import_from_nir: that returns a GraphModule threading a state dict
 through single-step wrappers, which lowering cannot trace; it refuses IF with r != 1/dt (Sinabs' and Norse's
@@ -16,6 +17,10 @@ H = V + (X - (V - V_reset)) / tau_steps with X = R I + (v_leak - V_reset) (decay
 R = tau_steps (snnTorch's export), H = V - (V - V_reset) / tau_steps + X with X = I + (v_leak - V_reset) / tau_steps
 (decay_input=False). A gain R != 1 and an offset v_leak != V_reset are folded exactly into the weight layer before
 the neuron. NIR IF  dv/dt = R I  is read per timestep, v' = v + R I (as Sinabs and Norse use it), i.e. IFNode.
+NIR CubaLIF  tau_syn dI/dt = -I + w_in x,  tau_mem dv/dt = (v_leak - v) + R I  by forward Euler, the membrane step
+on the current of the same step (as snnTorch's Synaptic: syn = alpha syn + x, mem = beta mem + syn):
+I' = I + (dt/tau_syn)(w_in x - I), v' = v + (dt/tau_mem)(v_leak - v + R I'), i.e. CubaLIFNode on the current
+scaled by R dt/tau_mem, with X = (w_in dt/tau_syn)(R dt/tau_mem) x folded into the weight layer.
 NIR fires on v > theta, SpikingJelly on H >= theta: they differ only when H equals theta exactly. NIR leaves the
 initial state open; the imported model starts at v = v_reset (SpikingJelly's initial state; 0 for a soft reset).
 """
@@ -35,6 +40,7 @@ from workloads.exchange.nir_export import DT_S
 from workloads.exchange.nir_dag import build_dag
 from workloads.exchange.nir_graph import normalise
 from workloads.exchange.nir_recurrent import split_loops, wrap
+from workloads.neurons import CubaLIFNode
 
 
 def _reset(node: nir.NIRNode, key: str) -> float | None:
@@ -58,17 +64,19 @@ def _neuron_done(st: Chain, key: str, node: nir.NIRNode, module: nn.Module) -> N
     st.last_weight = None
 
 
-def _tau_steps(node: nir.NIRNode, dt: float, key: str) -> float:
-    """tau / dt: to_nir's exact metadata["tau_steps"] when it agrees, else snapped to the nearest integer within
-    float32 rounding (1e-6 relative; snnTorch writes float32 time constants). ValueError if <= 1."""
-    x = scalar(node, "tau", key) / dt
+def _tau_steps(node: nir.NIRNode, dt: float, key: str, name: str = "tau") -> float:
+    """`name` / dt (tau, or a CubaLIF's tau_mem): to_nir's exact metadata["tau_steps"] when it agrees, else snapped
+    to the nearest integer within float32 rounding (1e-6 relative; snnTorch writes float32 time constants).
+    ValueError if <= 1."""
+    x = scalar(node, name, key) / dt
     exact = meta(node, "tau_steps")
     if exact is not None and np.isclose(float(exact), x, rtol=1e-6, atol=0.0):
         x = float(exact)
     elif abs(x - round(x)) <= 1e-6 * abs(x):
         x = float(round(x))
     if not x > 1.0:
-        raise ValueError(f"LIF node {key!r}: tau/dt = {x:g} timesteps must be > 1 (SpikingJelly LIFNode); "
+        raise ValueError(f"{type(node).__name__} node {key!r}: {name}/dt = {x:g} timesteps must be > 1 (SpikingJelly "
+                         "LIFNode); "
                          f"pass a smaller dt (now {dt:g} s)")
     return x
 
@@ -98,19 +106,40 @@ def _if(st: Chain, key: str, node: nir.IF) -> None:
 
 
 def _cubalif(st: Chain, key: str, node: nir.CubaLIF) -> None:
-    """CubaLIF: I' = I + dt/tau_syn (w_in x - I), then the LIF equation on r I'. The chip's neuron model
-    (hwmodels NeuronModel: IF/LIF) holds one state per neuron, the membrane; with tau_syn = dt (snnTorch's
-    Synaptic with alpha 0) I' = w_in x holds no memory and the node is exactly a LIF with input gain w_in * r,
-    costing what a LIF costs. A longer tau_syn needs a second (synaptic-current) state that the chip model lacks:
-    ValueError."""
-    steps = scalar(node, "tau_syn", key) / st.out.dt
-    if not np.isclose(steps, 1.0, rtol=1e-6, atol=0.0):
-        raise ValueError(f"CubaLIF node {key!r}: tau_syn/dt = {steps:g} > 1 keeps a synaptic current state that the "
-                         "chip's one-state (IF/LIF) neuron model cannot hold; only tau_syn = dt imports")
-    w_in = scalar(node, "w_in", key)
-    lif = nir.LIF(tau=node.tau_mem, r=np.asarray(node.r) * w_in, v_leak=node.v_leak, v_threshold=node.v_threshold,
-                  v_reset=node.v_reset, metadata=node.metadata)
-    _lif(st, key, lif)
+    """CubaLIF: I' = I + dt/tau_syn (w_in x - I), then the LIF equation on R I'. With tau_syn = dt (snnTorch's
+    Synaptic with alpha 0) I' = w_in x holds no memory and the node is exactly a LIF with input gain w_in * R,
+    costing what a LIF costs. A longer tau_syn keeps the current as a second state: workloads.neurons.CubaLIFNode
+    (hwmodels kind "CubaLIF", two state variables per neuron), the gains folded into the weight layer.
+    ValueError for v_leak != v_reset (0 with a soft reset): a constant drive of v behind the current filter
+    cannot be folded into the weights."""
+    syn = _snap(scalar(node, "tau_syn", key) / st.out.dt)
+    if syn == 1.0:
+        w_in = scalar(node, "w_in", key)
+        lif = nir.LIF(tau=node.tau_mem, r=np.asarray(node.r) * w_in, v_leak=node.v_leak,
+                      v_threshold=node.v_threshold, v_reset=node.v_reset, metadata=node.metadata)
+        _lif(st, key, lif)
+        return
+    if not syn > 1.0:
+        raise ValueError(f"CubaLIF node {key!r}: tau_syn/dt = {syn:g} timesteps must be >= 1; pass a smaller dt "
+                         f"(now {st.out.dt:g} s)")
+    mem, v_reset = _tau_steps(node, st.out.dt, key, "tau_mem"), _reset(node, key)
+    v_leak = scalar(node, "v_leak", key)
+    if v_leak != (0.0 if v_reset is None else v_reset):
+        raise ValueError(f"CubaLIF node {key!r}: v_leak {v_leak:g} != v_reset {v_reset}: a constant drive of the "
+                         "membrane behind the synaptic current is not imported")
+    fold(st, key, _unit_gain(scalar(node, "w_in", key), syn) * _unit_gain(scalar(node, "r", key), mem), 0.0)
+    _neuron_done(st, key, node, CubaLIFNode(syn, mem, scalar(node, "v_threshold", key), v_reset))
+
+
+def _snap(x: float) -> float:
+    """x, snapped to the nearest integer within float32 rounding (1e-6 relative), as _tau_steps does."""
+    return float(round(x)) if abs(x - round(x)) <= 1e-6 * abs(x) else x
+
+
+def _unit_gain(factor: float, steps: float) -> float:
+    """factor / steps (w_in dt/tau_syn or R dt/tau_mem); exactly 1 when factor equals steps within float32
+    rounding (snnTorch's export: w_in = tau_syn/dt, R = tau_mem/dt)."""
+    return 1.0 if np.isclose(factor, steps, rtol=1e-6, atol=0.0) else factor / steps
 
 
 def _delay(st: Chain, key: str, node: nir.Delay) -> None:
@@ -306,7 +335,7 @@ def build_model(graph: nir.NIRGraph, dt: float | None = None) -> NirModel:
     dt: seconds per timestep; None: graph.metadata["dt"] when present, else DT_S (1e-4 s, snnTorch's export).
     Loops neuron -> Affine/Linear -> same neuron are recurrent projections (spikes of t act at t + 1).
     Raises ValueError for an unsupported node type (naming it and the supported ones), another cycle, a
-    branching graph without one Output, a Delay, a CubaLIF with tau_syn > dt, parameters that vary across
+    branching graph without one Output, a Delay, a CubaLIF with v_leak != v_reset, parameters that vary across
     neurons, tau/dt <= 1, a loop on a non-flat neuron, or nodes after a trailing LI/I readout.
     """
     dt = float(dt if dt is not None else (graph.metadata or {}).get("dt", DT_S))
