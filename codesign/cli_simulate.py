@@ -139,7 +139,17 @@ def run_simulation(console: Console, graph: Path, trace: Path, preset: str, set_
                    placement: str, semantics: str, progress: bool):
     """Load the preset, graph and trace, map and simulate; returns (SimResult, graph name, table title)."""
     import hwmodels
-    chip = hwmodels.load_preset(preset, parse_overrides(set_))
+    from hwmodels.presets import apply_overrides
+    overrides = parse_overrides(set_)
+    try:
+        chip = hwmodels.load_preset(preset)
+    except ValueError as exc:
+        message = str(exc)
+        raise ValueError(message if message.startswith("preset") else f"--preset: {message}") from None
+    try:
+        chip = apply_overrides(chip, overrides) if overrides else chip
+    except ValueError as exc:
+        raise ValueError(f"--set: {exc}") from None
     g = hwmodels.NetworkGraph.load(graph)
     tr = hwmodels.EventTrace.open(trace) if trace.is_dir() else hwmodels.EventTrace.load(trace)
     mapping = hwmodels.map_network(g, chip, placement=placement, traffic=tr)

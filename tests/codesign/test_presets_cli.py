@@ -111,7 +111,7 @@ def test_show_a_file_lists_the_numbers_without_a_source(tmp_path, monkeypatch):
     assert line == f"numbers without a source ({len(keys)}): {', '.join(keys)}"
     assert any("core.neurons_per_core" in ln and "(missing)" in ln for ln in shown.stdout.splitlines())
     missing = _invoke("presets", "show", "nope.yaml")
-    assert missing.exit_code == 2 and missing.stderr.splitlines() == ["error: chip file 'nope.yaml' does not exist"]
+    assert missing.exit_code == 2 and missing.stderr.splitlines() == ["error: --preset: chip file 'nope.yaml' does not exist"]
 
 
 def test_hardware_preset_takes_a_path_relative_to_the_working_directory(tmp_path, monkeypatch):
@@ -168,7 +168,7 @@ def test_simulate_takes_a_chip_file(tmp_path, monkeypatch):
     a, b = json.loads(by_file.stdout), json.loads(by_set.stdout)
     assert a["energy_j"] == b["energy_j"] and a["latency_s"] == b["latency_s"]
     missing = _invoke("simulate", "g.npz", "t.npz", "--preset", "nope.yaml")
-    assert missing.exit_code == 2 and missing.stderr.splitlines() == ["error: chip file 'nope.yaml' does not exist"]
+    assert missing.exit_code == 2 and missing.stderr.splitlines() == ["error: --preset: chip file 'nope.yaml' does not exist"]
 
 
 @pytest.mark.slow
@@ -194,3 +194,14 @@ def test_a_run_on_a_derived_chip_file(tmp_path):
     mine = hwmodels.map_network(graph, hwmodels.load_preset(str(tmp_path / "mychip.yaml")))
     assert row["cores_used"] == mine.cores_used > hwmodels.map_network(graph, hwmodels.load_preset("loihi")).cores_used
     assert yaml.safe_load((run / "config.resolved.yaml").read_text())["hardware"]["preset"] == "mychip.yaml"
+
+
+def test_simulate_names_the_option_of_a_bad_preset_path_or_override(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _saved_net(tmp_path)
+    for preset in ("../../../etc/passwd", "[red]x[/red]"):
+        bad = _invoke("simulate", "g.npz", "t.npz", "--preset", preset)
+        assert bad.exit_code == 2 and bad.stderr.splitlines()[0].startswith("error: --preset: chip file ")
+        assert preset in bad.stderr
+    unknown = _invoke("simulate", "g.npz", "t.npz", "--preset", "loihi", "--set", "core.nope=1")
+    assert unknown.exit_code == 2 and unknown.stderr.startswith("error: --set: override key 'core.nope' is not one")
