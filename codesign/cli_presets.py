@@ -42,7 +42,7 @@ def presets_show(name: str = typer.Argument(..., help="a preset name (codesign p
         leaves, assumed = preset_leaves(name), preset_assumptions(name)
         sources = read_preset(name).get("sources") or {}
     except (ValueError, OSError) as exc:
-        fail(exc, debug)
+        fail(exc if str(exc).startswith("preset") else ValueError(f"preset: {exc}"), debug)
     console.print(f"[bold]{escape(chip.name)}[/]: {escape(chip.description)}", soft_wrap=True)
     console.print(_preset_table(chip.name, leaves))
     unsourced = [leaf["key"] for leaf in leaves if not leaf["source"]]

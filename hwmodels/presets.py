@@ -52,6 +52,8 @@ def preset_kind(name: str) -> PresetKind:
     "unknown"."""
     if name in list_presets():
         return "shipped"
+    if not name.strip():
+        return "unknown"
     if name.startswith(SANAFE_PREFIX):
         return "sanafe"
     separators = {"/", os.sep} | ({os.altsep} if os.altsep else set())

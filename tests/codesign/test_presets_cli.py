@@ -111,7 +111,8 @@ def test_show_a_file_lists_the_numbers_without_a_source(tmp_path, monkeypatch):
     assert line == f"numbers without a source ({len(keys)}): {', '.join(keys)}"
     assert any("core.neurons_per_core" in ln and "(missing)" in ln for ln in shown.stdout.splitlines())
     missing = _invoke("presets", "show", "nope.yaml")
-    assert missing.exit_code == 2 and missing.stderr.splitlines() == ["error: --preset: chip file 'nope.yaml' does not exist"]
+    assert missing.exit_code == 2
+    assert missing.stderr.splitlines() == ["error: preset: chip file 'nope.yaml' does not exist"]
 
 
 def test_hardware_preset_takes_a_path_relative_to_the_working_directory(tmp_path, monkeypatch):
@@ -168,7 +169,8 @@ def test_simulate_takes_a_chip_file(tmp_path, monkeypatch):
     a, b = json.loads(by_file.stdout), json.loads(by_set.stdout)
     assert a["energy_j"] == b["energy_j"] and a["latency_s"] == b["latency_s"]
     missing = _invoke("simulate", "g.npz", "t.npz", "--preset", "nope.yaml")
-    assert missing.exit_code == 2 and missing.stderr.splitlines() == ["error: --preset: chip file 'nope.yaml' does not exist"]
+    assert missing.exit_code == 2
+    assert missing.stderr.splitlines() == ["error: --preset: chip file 'nope.yaml' does not exist"]
 
 
 @pytest.mark.slow
@@ -205,3 +207,11 @@ def test_simulate_names_the_option_of_a_bad_preset_path_or_override(tmp_path, mo
         assert preset in bad.stderr
     unknown = _invoke("simulate", "g.npz", "t.npz", "--preset", "loihi", "--set", "core.nope=1")
     assert unknown.exit_code == 2 and unknown.stderr.startswith("error: --set: override key 'core.nope' is not one")
+
+
+@pytest.mark.parametrize("name, expected", [("", "error: preset: '' is not one of generic-45nm"),
+                                            ("x/y.yaml", "error: preset: chip file 'x/y.yaml' does not exist")])
+def test_presets_show_names_the_preset_of_a_bad_argument(tmp_path, monkeypatch, name, expected):
+    monkeypatch.chdir(tmp_path)
+    out = _invoke("presets", "show", name)
+    assert out.exit_code == 2 and out.stderr.startswith(expected) and len(out.stderr.splitlines()) == 1
