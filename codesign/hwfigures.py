@@ -56,7 +56,8 @@ class PointDetails:
     @classmethod
     def load(cls, folder: Path) -> "PointDetails":
         """Read tables written by `save` (an empty links.csv, or a samples.csv missing from an older run folder,
-        gives an empty table). Raises FileNotFoundError when another table is missing."""
+        gives an empty table). Raises FileNotFoundError when another table is missing and ValueError (one line
+        naming the file) when a table is not a CSV table."""
         def read(name: str) -> pd.DataFrame:
             """One table; empty when its file is empty (or is a missing samples.csv)."""
             path = folder / f"{name}.csv"
@@ -66,6 +67,9 @@ class PointDetails:
                 return pd.read_csv(path)
             except pd.errors.EmptyDataError:
                 return pd.DataFrame()
+            except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+                first = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+                raise ValueError(f"'{str(path)[-120:]}' is not a {name} table: {first}") from None
         return cls(*(read(n) for n in DETAIL_TABLES))
 
 

@@ -158,3 +158,12 @@ def test_a_samples_file_that_is_not_a_table_is_one_line_naming_it(tmp_path, cont
     with pytest.raises(ValueError, match=r"samples\.csv' is not a samples table") as err:
         load_samples(tmp_path / "p")
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("table", ["samples", "cores"])
+def test_point_details_name_a_table_that_is_not_csv(tmp_path, table):
+    PointDetails.from_sim(_sim(4)).save(tmp_path / "p")
+    (tmp_path / "p" / f"{table}.csv").write_bytes(bytes([0x41, 0xcf, 0x28, 0x0a]) * 50)
+    with pytest.raises(ValueError, match=rf"{table}\.csv' is not a {table} table") as err:
+        PointDetails.load(tmp_path / "p")
+    assert "\n" not in str(err.value)
