@@ -222,10 +222,10 @@ class ReportMeta(BaseModel):
     run folder, so a crafted meta file cannot make the report read outside it."""
 
     model_config = ConfigDict(extra="ignore")
-    title: str = "Co-design run"
-    summary: list[str] = []
-    tables: dict[str, Annotated[str, StringConstraints(pattern=SAFE_FILE)]] = {}
-    config_file: Annotated[str, StringConstraints(pattern=SAFE_FILE)] = "config.resolved.yaml"
+    title: str
+    summary: list[str]
+    tables: dict[str, Annotated[str, StringConstraints(pattern=SAFE_FILE)]]
+    config_file: Annotated[str, StringConstraints(pattern=SAFE_FILE)]
 
 
 def _short(path: Path) -> str:

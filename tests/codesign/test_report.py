@@ -210,11 +210,15 @@ def test_metrics_against_each_swept_hardware_parameter(tmp_path):
         assert f"figures/{name}.png" in (tmp_path / "report.md").read_text()
 
 
+_META = '{"title": "t", "summary": [], "tables": {}, "config_file": "c.yaml"}'
+
+
 @pytest.mark.parametrize("meta, needle", [
-    ('{"config_file": "../../outside.txt"}', "config_file: String should match pattern"),
-    ('{"tables": {"x": "../../outside.csv"}}', "tables.x: String should match pattern"),
-    ('{"tables": 3}', "tables: Input should be a valid dictionary"),
-    ('{"summary": "text"}', "summary: Input should be a valid list"),
+    (_META.replace('"c.yaml"', '"../../outside.txt"'), "config_file: String should match pattern"),
+    (_META.replace("{}", '{"x": "../../outside.csv"}'), "tables.x: String should match pattern"),
+    (_META.replace("{}", "3"), "tables: Input should be a valid dictionary"),
+    (_META.replace("[]", '"text"'), "summary: Input should be a valid list"),
+    ("{}", "title: Field required"),
     ("[1, 2]", "the file: Input should be a valid dictionary"),
     ("{'bad json", "is not JSON"),
 ])
