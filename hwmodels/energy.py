@@ -21,6 +21,7 @@ import numpy as np
 
 from hwmodels.actions import Actions
 from hwmodels.mapping import Mapping
+from hwmodels.partition import PORT_TYPE
 from hwmodels.network import HOP_KINDS, RouteUse
 from hwmodels.neuron_rules import neuron_work
 from hwmodels.spec import ChipSpec, CoreSpec
@@ -79,7 +80,7 @@ def _capacities(chip: ChipSpec, mapping: Mapping, state_bits: np.ndarray) -> tup
         state_phys = np.full(mapping.cores_used, float(c.neuron_memory_bits)) if c.neuron_memory_bits \
             else c.neurons_per_core * state_bits.astype(float)
     else:
-        specs = [chip.core_specs[t] for t in mapping.core_type]
+        specs = [chip.core if t == PORT_TYPE else chip.core_specs[t] for t in mapping.core_type]
         syn_phys = np.array([s.synapse_memory_bits for s in specs], float)
         state_phys = np.array([s.neuron_memory_bits or s.neurons_per_core * b for s, b in zip(specs, state_bits)],
                               float).reshape(mapping.cores_used)
@@ -97,14 +98,15 @@ def static_power_w(chip: ChipSpec, mapping: Mapping) -> float:
     """Static power of the chip(s) during an inference, W: powered cores x (core leakage + SRAM bits x leakage per
     bit) + powered chips x uncore leakage. power_gating "cores": the used cores and the chips holding them are
     powered; "none": every core of all n_chips chips. SRAM bits = synapse_memory_bits + neuron_memory_bits of
-    each core's own type."""
+    each core's own type. An input port's pseudo-cores (ChipSpec.input_location "port") are not cores: they leak
+    nothing here."""
     gated = chip.power_gating == "cores"
     chips = mapping.chips_used if gated else chip.n_chips
     if chip.core_types is None:
-        cores = mapping.cores_used if gated else chip.n_cores_total
+        cores = mapping.chip_cores_used if gated else chip.n_cores_total
         return cores * _core_static_w(chip.core) + chips * chip.static_power_chip_w
     per_type = np.array([_core_static_w(s) for s in chip.core_specs])
-    types = mapping.core_type if gated else chip.slot_types()
+    types = mapping.core_type[~mapping.is_port] if gated else chip.slot_types()
     return float(per_type[types].sum()) + chips * chip.static_power_chip_w
 
 
@@ -114,7 +116,8 @@ def energy_table(chip: ChipSpec, mapping: Mapping, graph: NetworkGraph) -> Energ
     state_bits = np.array([state_bits_per_neuron(graph.populations[p], c) for p in mapping.core_population], float)
     syn_cap, state_cap = _capacities(chip, mapping, state_bits)
     state_j = c.state_memory.energy_per_bit(state_cap) + c.state_memory.energy_per_bit(state_cap, write=True)
-    n = max(mapping.cores_used, 1)
+    leaks = ~mapping.is_port if (~mapping.is_port).any() else np.ones(mapping.cores_used, bool)
+    static_w = np.where(leaks, static_power_w(chip, mapping) / max(int(leaks.sum()), 1), 0.0)
     return EnergyTable(
         synop_j={f: c.synop_energy_j.of(f) + c.dendrite_energy_j for f in ("dense", "sparse", "conv", "bitmap")},
         synapse_read_j_per_bit=c.synapse_memory.energy_per_bit(syn_cap), neuron_access_j=c.neuron_access_energy_j,
@@ -122,7 +125,7 @@ def energy_table(chip: ChipSpec, mapping: Mapping, graph: NetworkGraph) -> Energ
         state_j_per_bit=state_j, state_bits=state_bits, accumulator_bits=c.accumulator_bits,
         message_out_j=c.message_out_energy_j, message_in_j=c.message_in_energy_j,
         hop_j={"ew": r.hop_energy_ew_j, "ns": r.hop_energy_ns_j, "chip": float(r.chip_link_energy_j or 0.0)},
-        static_w=np.full(mapping.cores_used, static_power_w(chip, mapping) / n))
+        static_w=static_w)
 
 
 def _per_sample_core(sample: np.ndarray, core: np.ndarray, weights: np.ndarray, nb: int, n: int) -> np.ndarray:

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from hwmodels.connectivity import fan_in
-from hwmodels.partition import MappingError, Partition, partition
+from hwmodels.partition import PORT_TYPE, MappingError, Partition, partition
 from hwmodels.placement import PLACEMENTS, USES_TRAFFIC, slot_coords, traffic_matrix
 from hwmodels.npzfile import array, file_name, open_npz, quote, read_meta
 from hwmodels.signatures import mapping_signature
@@ -37,7 +37,8 @@ class Mapping:
     chip_xy: int64 (cores_used, 2) chip grid position (zeros for one chip); chips_per_row: chip grid width;
     mesh_shape: (mesh_width, mesh_height) of one chip (None: one chip, no chip boundaries);
     core_state_bits / core_axons: int64 (cores_used,) neuron-state bits and distinct input axons per core.
-    core_type: int64 (cores_used,) index into the chip's core_types of every core (all 0 on a homogeneous chip).
+    core_type: int64 (cores_used,) index into the chip's core_types of every core (all 0 on a homogeneous chip;
+        PORT_TYPE (-1) for an input port's pseudo-core, see ChipSpec.input_location).
     verified_for: set by map_network (and hwmodels.mapping_check): (mapping signature of the chip, assignment
         fingerprint, made) whose per-core tables were computed from the graph; made is True when map_network
         partitioned the graph for that chip, False when check_mapping verified a mapping made elsewhere. A
@@ -83,13 +84,24 @@ class Mapping:
 
     @property
     def cores_used(self) -> int:
-        """Number of cores holding at least one neuron."""
+        """Number of cores holding at least one neuron, the input port's pseudo-cores included (the length of
+        every per-core array; see chip_cores_used)."""
         return len(self.core_population)
 
     @property
+    def is_port(self) -> np.ndarray:
+        """bool (cores_used,): the core is an input port's pseudo-core, not a chip core (ChipSpec.input_location)."""
+        return self.core_type == PORT_TYPE
+
+    @property
+    def chip_cores_used(self) -> int:
+        """Number of chip cores holding at least one neuron (input port pseudo-cores not counted)."""
+        return int(np.count_nonzero(~self.is_port))
+
+    @property
     def tiles_used(self) -> int:
-        """Number of distinct (global) tiles holding at least one used core."""
-        return len({(int(x), int(y)) for x, y in self.tile_xy})
+        """Number of distinct (global) tiles holding at least one used chip core."""
+        return len({(int(x), int(y)) for x, y in self.tile_xy[~self.is_port]})
 
     @property
     def chip_of_core(self) -> np.ndarray:
@@ -194,7 +206,9 @@ def map_network(graph: NetworkGraph, chip: ChipSpec, placement: str = "in_order"
     only for placements in placement.USES_TRAFFIC; the others ignore it, so a pipeline may always pass its trace).
     seed: seed of the randomised steps of a placement (Kernighan-Lin bisection). Cores beyond one chip spill to
     the next of chip.n_chips chips; on a chip with core_types every core lands on a slot of its type (its
-    Partition.core_type). Raises ValueError for an unknown placement (listing them), a traffic
+    Partition.core_type); on a chip whose input_location is "port" the input populations sit on port pseudo-cores
+    at tile (0, 0) of chip 0 (core_type PORT_TYPE), and comm_aware places the chip cores on the traffic between
+    them. Raises ValueError for an unknown placement (listing them), a traffic
     matrix of the wrong shape or a traffic trace that does not belong to the graph (hwmodels.trace_check, when
     the placement uses it), and MappingError when the network does not fit.
     """
@@ -211,12 +225,29 @@ def map_network(graph: NetworkGraph, chip: ChipSpec, placement: str = "in_order"
         if traffic.shape != (part.n_cores, part.n_cores) or not np.all(np.isfinite(traffic)) or (traffic < 0).any():
             raise ValueError(f"traffic: shape {traffic.shape} should be ({part.n_cores}, {part.n_cores}) with finite "
                              f"non-negative message counts")
-    slots = PLACEMENTS[placement](part, chip, traffic, seed)
-    tile_xy, chip_xy = slot_coords(slots, chip)
+    tile_xy, chip_xy = _place(part, chip, PLACEMENTS[placement], traffic, seed)
     m = Mapping(part.core_of_neuron, part.core_population, part.core_neurons, part.core_synapse_bits, tile_xy,
                 placement, chip.name, chip_xy, chip.chip_grid[0], (chip.mesh_width, chip.mesh_height),
                 part.core_state_bits, part.core_axons, core_type=part.core_type)
     return replace(m, verified_for=(mapping_signature(chip), mapping_key(m), True))
+
+
+def _place(part: Partition, chip: ChipSpec, strategy, traffic: np.ndarray | None,
+           seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(global tile (x, y), chip grid (x, y)) of every core, int64 (n_cores, 2) each: the chip cores placed by
+    `strategy` on the traffic between them; the input port's pseudo-cores (PORT_TYPE) at tile (0, 0) of chip 0
+    (ChipSpec.input_location)."""
+    on_chip = np.flatnonzero(part.core_type != PORT_TYPE)
+    if len(on_chip) == part.n_cores:
+        return slot_coords(strategy(part, chip, traffic, seed), chip)
+    sub = replace(part, core_population=tuple(part.core_population[k] for k in on_chip),
+                  core_neurons=part.core_neurons[on_chip], core_synapse_bits=part.core_synapse_bits[on_chip],
+                  core_state_bits=part.core_state_bits[on_chip], core_axons=part.core_axons[on_chip],
+                  core_type=part.core_type[on_chip], core_of_neuron={})
+    sub_traffic = None if traffic is None else traffic[np.ix_(on_chip, on_chip)]
+    tile_xy, chip_xy = np.zeros((part.n_cores, 2), np.int64), np.zeros((part.n_cores, 2), np.int64)
+    tile_xy[on_chip], chip_xy[on_chip] = slot_coords(strategy(sub, chip, sub_traffic, seed), chip)
+    return tile_xy, chip_xy
 
 
 def assignment_key(core_of_neuron: dict[str, np.ndarray], core_population: tuple, *tables: np.ndarray) -> tuple:

@@ -14,6 +14,7 @@ import numpy as np
 
 from hwmodels.connectivity import PAID_COUNT, core_fanout, fan_in
 from hwmodels.mapping import Mapping, mapping_key
+from hwmodels.partition import PORT_TYPE
 from hwmodels.npzfile import quote
 from hwmodels.signatures import mapping_signature
 from hwmodels.spec import ChipSpec, CoreSpec
@@ -93,7 +94,8 @@ def core_tables(graph: NetworkGraph, chip: ChipSpec, core_of: dict[str, np.ndarr
                 n_cores: int, core_type: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Per-core tables of an assignment {population: int core id per neuron}: "population" (list), "neurons",
     "synapse_bits", "state_bits", "axons" (int64 (n_cores,)). core_type: index into chip.core_specs of every
-    core (None: all 0). Raises ValueError for a malformed assignment."""
+    core (None: all 0; PORT_TYPE: an input port's pseudo-core, costed with chip.core). Raises ValueError for a
+    malformed assignment."""
     _covers(graph, core_of)
     core_of = {k: np.asarray(v, np.int64) for k, v in core_of.items()}
     owner = _population_of_cores(graph, core_of, n_cores)
@@ -105,21 +107,27 @@ def core_tables(graph: NetworkGraph, chip: ChipSpec, core_of: dict[str, np.ndarr
         cores = core_of[name]
         out["neurons"] += np.bincount(cores, minlength=n_cores)
         for t in np.unique(types[np.unique(cores)]).tolist():
-            on_t = types == t
-            out["synapse_bits"] += _synapse_bits(graph, name, cores, specs[t], n_cores) * on_t
-            out["state_bits"] += _state_bits(graph, name, cores, specs[t], n_cores) * on_t
+            on_t, spec = types == t, chip.core if t == PORT_TYPE else specs[t]
+            out["synapse_bits"] += _synapse_bits(graph, name, cores, spec, n_cores) * on_t
+            out["state_bits"] += _state_bits(graph, name, cores, spec, n_cores) * on_t
         out["axons"] += _axons(graph, name, cores, n_cores)
     return out
 
 
-def core_types_of(mapping: Mapping, chip: ChipSpec) -> np.ndarray:
+def core_types_of(mapping: Mapping, chip: ChipSpec, ports: np.ndarray | None = None) -> np.ndarray:
     """The core type (index into chip.core_specs) of every core of `mapping`, int64 (cores_used,): all 0 on a
     homogeneous chip; on a chip with core_types, the type of the core's slot when its tile has one type (e.g.
     one core per tile), else the mapping's recorded core_type. Raises ValueError when a recorded type is not the
     slot's, or a tile holds more cores of a type than it has (tiles outside the mesh are left to the placement
-    check)."""
+    check). ports: bool (cores_used,) input port pseudo-cores (ChipSpec.port_cores): PORT_TYPE, not checked."""
+    ports = np.zeros(mapping.cores_used, bool) if ports is None else ports
     if chip.core_types is None:
-        return np.zeros(mapping.cores_used, np.int64)
+        return np.where(ports, PORT_TYPE, 0).astype(np.int64)
+    chip_types = core_types_of(dataclasses.replace(mapping, **_only(mapping, ~ports)), chip) if ports.any() else None
+    if chip_types is not None:
+        types = np.full(mapping.cores_used, PORT_TYPE, np.int64)
+        types[~ports] = chip_types
+        return types
     per_row = chip.chip_grid[0]
     gx, gy = mapping.tile_xy[:, 0], mapping.tile_xy[:, 1]
     chip_i = (gy // chip.mesh_height) * per_row + gx // chip.mesh_width
@@ -144,6 +152,15 @@ def core_types_of(mapping: Mapping, chip: ChipSpec) -> np.ndarray:
     return types.astype(np.int64)
 
 
+def _only(mapping: Mapping, keep: np.ndarray) -> dict:
+    """The per-core fields of `mapping` restricted to cores `keep` (bool (cores_used,)), for dataclasses.replace
+    (core_of_neuron emptied: the result only answers per-core questions)."""
+    fields = ("core_neurons", "core_synapse_bits", "tile_xy", "chip_xy", "core_state_bits", "core_axons", "core_type")
+    out = {f: getattr(mapping, f)[keep] for f in fields}
+    return dict(out, core_population=tuple(p for p, k in zip(mapping.core_population, keep) if k), core_of_neuron={},
+                verified_for=None)
+
+
 def _limit(specs: tuple, types: np.ndarray, field: str) -> np.ndarray | None:
     """Per-core value of CoreSpec `field` by core type, float (n,) with inf for no limit; None when no type
     limits it."""
@@ -161,10 +178,11 @@ def _check_limits(graph: NetworkGraph, chip: ChipSpec, tables: dict, core_of: di
     limits = (("neurons", "neurons_per_core", "neurons"),
               ("synapse_bits", "synapse_memory_bits", "synapse-memory bits"),
               ("state_bits", "neuron_memory_bits", "neuron-state bits"), ("axons", "max_axons", "input axons"))
+    chip_core = types != PORT_TYPE  # an input port's pseudo-core has no core limits (ChipSpec.input_location)
     for key, field, what in limits:
-        limit = _limit(specs, types, field)
-        if limit is not None and (tables[key] > limit).any():
-            k = int(np.argmax(tables[key] > limit))
+        limit = _limit(specs, np.where(chip_core, types, 0), field)
+        if limit is not None and (chip_core & (tables[key] > limit)).any():
+            k = int(np.argmax(chip_core & (tables[key] > limit)))
             on = f" on core type {chip.core_type_names[types[k]]!r}" if typed else ""
             raise ValueError(f"mapping: core {k} ({tables['population'][k]!r}) holds {int(tables[key][k]):,} {what}; "
                              f"chip {chip.name!r} allows {int(limit[k]):,}{on}")
@@ -184,9 +202,9 @@ def _check_limits(graph: NetworkGraph, chip: ChipSpec, tables: dict, core_of: di
 
 def _check_placement(mapping: Mapping, chip: ChipSpec) -> None:
     """ValueError when the mapping uses more cores than the chips have, a tile outside the mesh, or more cores on
-    a tile than cores_per_tile."""
-    if mapping.cores_used > chip.n_cores_total:
-        raise ValueError(f"mapping: {mapping.cores_used} cores; chip {chip.name!r} x {chip.n_chips} has "
+    a tile than cores_per_tile (an input port's pseudo-cores count for neither)."""
+    if mapping.chip_cores_used > chip.n_cores_total:
+        raise ValueError(f"mapping: {mapping.chip_cores_used} cores; chip {chip.name!r} x {chip.n_chips} has "
                          f"{chip.n_cores_total}")
     per_row, rows = chip.chip_grid
     xy = mapping.tile_xy
@@ -194,7 +212,7 @@ def _check_placement(mapping: Mapping, chip: ChipSpec) -> None:
                     or xy[:, 1].max() >= chip.mesh_height * rows):
         raise ValueError(f"mapping.tile_xy: a tile lies outside the {chip.mesh_width * per_row} x "
                          f"{chip.mesh_height * rows} mesh of chip {chip.name!r}")
-    _, per_tile = np.unique(xy, axis=0, return_counts=True)
+    _, per_tile = np.unique(xy[~mapping.is_port], axis=0, return_counts=True)
     if len(per_tile) and per_tile.max() > chip.cores_per_tile:
         raise ValueError(f"mapping.tile_xy: a tile holds {int(per_tile.max())} cores; chip {chip.name!r} has "
                          f"{chip.cores_per_tile} per tile")
@@ -239,7 +257,9 @@ def check_mapping(graph: NetworkGraph, mapping: Mapping, chip: ChipSpec) -> Mapp
     if verified:
         _check_placement(mapping, chip)
         return mapping  # tables computed from this graph for this chip by map_network or an earlier check
-    types = core_types_of(mapping, chip)
+    ports = chip.port_cores(graph.populations, mapping.core_population)
+    types = core_types_of(mapping, chip, ports)
+    mapping = dataclasses.replace(mapping, core_type=types)
     tables = core_tables(graph, chip, mapping.core_of_neuron, mapping.cores_used, types)
     if list(mapping.core_population) != tables["population"]:
         k = next(i for i, (a, b) in enumerate(zip(mapping.core_population, tables["population"])) if a != b)
@@ -249,7 +269,7 @@ def check_mapping(graph: NetworkGraph, mapping: Mapping, chip: ChipSpec) -> Mapp
     _check_placement(mapping, chip)
     checked = dataclasses.replace(mapping, core_neurons=tables["neurons"], core_synapse_bits=tables["synapse_bits"],
                                   core_state_bits=tables["state_bits"], core_axons=tables["axons"],
-                                  core_type=None if chip.core_types is None else types)
+                                  core_type=None if chip.core_types is None and not ports.any() else types)
     return dataclasses.replace(checked, verified_for=(mapping_signature(chip), mapping_key(checked), False))
 
 

@@ -21,6 +21,10 @@ from hwmodels.storage import chunk_state_bits, chunk_synapse_bits, memory_terms
 from hwmodels.trace import NetworkGraph, conv_output_shape
 
 
+#: Partition.core_type / Mapping.core_type of the input port's pseudo-core (ChipSpec.input_location "port")
+PORT_TYPE = -1
+
+
 class MappingError(ValueError):
     """The network does not fit the chip; the message names the population and the shortfall."""
 
@@ -32,7 +36,9 @@ class Partition:
     core_population: population name per core; core_neurons / core_synapse_bits / core_state_bits / core_axons:
     int64 arrays (n_cores,) (neurons, synapse-memory bits, neuron-state bits, distinct input axons);
     core_of_neuron: {population: int64 array (size,)} core id of every neuron (C-order);
-    core_type: int64 (n_cores,) index into ChipSpec.core_types of every core (None: all 0, a homogeneous chip).
+    core_type: int64 (n_cores,) index into ChipSpec.core_types of every core (None: all 0, a homogeneous chip);
+        PORT_TYPE (-1) for the input port's pseudo-core on a chip whose input_location is "port" (it holds a whole
+        input population, occupies no core slot and no memory).
     """
 
     core_population: tuple[str, ...]
@@ -213,12 +219,23 @@ def _assign_types(names: list[str], options: list[dict[int, list]], chip: ChipSp
     return found
 
 
-def _typed_chunks(graph: NetworkGraph, chip: ChipSpec) -> tuple[dict[str, list], dict[str, int]]:
-    """({population: chunks}, {population: core type}) on a chip with several core types."""
-    names = list(graph.populations)
+def _typed_chunks(graph: NetworkGraph, chip: ChipSpec, names: list[str]) -> tuple[dict[str, list], dict[str, int]]:
+    """({population: chunks}, {population: core type}) of populations `names` on a chip with several core types."""
     options = [_type_options(graph, name, chip) for name in names]
     types = _assign_types(names, options, chip)
     return {n: o[t] for n, o, t in zip(names, options, types)}, dict(zip(names, types))
+
+
+def _check_room(chip: ChipSpec, name: str, n: int, left: int, needed: int) -> None:
+    """MappingError when population `name` needs more than chip.max_cores_per_population cores or more than the
+    `left` free cores (of chip.n_cores_total; the whole network needs `needed`)."""
+    if chip.max_cores_per_population is not None and n > chip.max_cores_per_population:
+        raise MappingError(f"network does not fit chip {chip.name!r}: population {name!r} needs {n} "
+                           f"cores but the chip holds a population on at most {chip.max_cores_per_population}")
+    if n > left:
+        raise MappingError(f"network does not fit chip {chip.name!r} x {chip.n_chips}: population {name!r} needs "
+                           f"{n} cores but only {left} of {chip.n_cores_total} are left (the network needs "
+                           f"{needed} cores: {-(-needed // chip.n_cores)} chips of {chip.n_cores} cores)")
 
 
 def partition(graph: NetworkGraph, chip: ChipSpec) -> Partition:
@@ -229,25 +246,25 @@ def partition(graph: NetworkGraph, chip: ChipSpec) -> Partition:
     chip.max_cores_per_population cores, or when the chips run out of cores ("population 'lif2' needs
     40 cores but only 12 of 128 are left ...", with the number of chips that would hold the network). On a chip
     with core_types, a population that fits no type is refused naming the largest type, and one left without
-    cores of a type it fits names the types it would take (module docstring).
+    cores of a type it fits names the types it would take (module docstring). On a chip whose input_location is
+    "port", every input population is one port pseudo-core (core_type PORT_TYPE) outside these limits.
     """
+    ports = {n for n in graph.populations if chip.input_location == "port" and graph.populations[n].is_input}
+    on_chip = [n for n in graph.populations if n not in ports]
     if chip.core_types is None:
-        all_chunks = {name: _chunks(graph, name, chip, chip.core) for name in graph.populations}
-        pop_type = {name: 0 for name in graph.populations}
+        chunks_of = {name: _chunks(graph, name, chip, chip.core) for name in on_chip}
+        pop_type = {name: 0 for name in on_chip}
     else:
-        all_chunks, pop_type = _typed_chunks(graph, chip)
-    needed = sum(len(c) for c in all_chunks.values())
+        chunks_of, pop_type = _typed_chunks(graph, chip, on_chip)
+    for name in ports:  # the input port: one pseudo-core outside the chip's cores (ChipSpec.input_location)
+        chunks_of[name], pop_type[name] = [(0, graph.populations[name].size, 0, 0, 0)], PORT_TYPE
+    all_chunks = {name: chunks_of[name] for name in graph.populations}
+    needed = sum(len(c) for n, c in all_chunks.items() if n not in ports)
     total = chip.n_cores_total
     pops, core_of, rows, types = [], {}, [], []
     for name, chunks in all_chunks.items():
-        if chip.max_cores_per_population is not None and len(chunks) > chip.max_cores_per_population:
-            raise MappingError(f"network does not fit chip {chip.name!r}: population {name!r} needs {len(chunks)} "
-                               f"cores but the chip holds a population on at most {chip.max_cores_per_population}")
-        left = total - len(pops)
-        if len(chunks) > left:
-            raise MappingError(f"network does not fit chip {chip.name!r} x {chip.n_chips}: population {name!r} needs "
-                               f"{len(chunks)} cores but only {left} of {total} are left (the network needs "
-                               f"{needed} cores: {-(-needed // chip.n_cores)} chips of {chip.n_cores} cores)")
+        if name not in ports:
+            _check_room(chip, name, len(chunks), total - sum(t != PORT_TYPE for t in types), needed)
         sizes = [e - s for s, e, *_ in chunks]
         core_of[name] = np.repeat(np.arange(len(pops), len(pops) + len(chunks)), sizes).astype(np.int64)
         pops += [name] * len(chunks)

@@ -237,7 +237,7 @@ def simulate(graph: NetworkGraph, trace: EventTrace, chip: ChipSpec, mapping: Ma
         synops_structural=tot.synops_structural / n, synops_nonzero=tot.synops_nonzero / n,
         spikes=float(cores["spikes"].sum()), messages=float(cores["messages_out"].sum()),
         hops=float(samples["hops"].mean()) if len(samples) else 0.0,
-        cores_used=mapping.cores_used, tiles_used=mapping.tiles_used, n_samples=trace.n_samples,
+        cores_used=mapping.chip_cores_used, tiles_used=mapping.tiles_used, n_samples=trace.n_samples,
         timesteps=trace.n_timesteps, hardware_steps=n_steps, populations=pops, cores=cores,
         links=_links_table(tot, net, chip.router.link_time_s, n, latency_s), samples=samples,
         action_counts=actions, energy_table=table.as_dict(), static_power_w=float(table.static_w.sum()),

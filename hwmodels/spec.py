@@ -310,6 +310,13 @@ class ChipSpec(_Spec):
         row): the first type's `count` slots, then the next type's; the counts must add up to n_cores. Each
         population is mapped onto cores of one type it fits (hwmodels.partition). Left out of model_dump when
         None, so a homogeneous chip dumps, signs and maps as before.
+    input_location: where the network's input spikes come from. "core" (default): input populations are mapped
+        onto cores like any other population (SANA-FE maps input neurons onto cores; Loihi's spike generators
+        are on-chip). "port": the chip takes input events through an interface outside its cores (Speck's DVS /
+        host input, which sinabs' DynapcnnNetwork keeps out of the nine layer cores): input populations occupy
+        no core, leak nothing, count against no core limit, and their events enter the mesh at the router of
+        tile (0, 0) of chip 0, paying the core's message-out energy and latency and the hops from there
+        (hwmodels.partition, hwmodels.mapping). Left out of model_dump when "core", so such chips sign as before.
     """
 
     name: str = Field(min_length=1)
@@ -329,6 +336,7 @@ class ChipSpec(_Spec):
     notes: dict[str, str] = Field(default_factory=dict)
     derived_from: Derivation | None = None
     core_types: tuple[CoreType, ...] | None = None
+    input_location: Literal["core", "port"] = "core"
 
     @field_validator("barrier_sync_s")
     @classmethod
@@ -363,8 +371,11 @@ class ChipSpec(_Spec):
     @model_serializer(mode="wrap")
     def _dump(self, handler: Any) -> dict:
         data = handler(self)
-        if self.core_types is None and isinstance(data, dict):
-            data.pop("core_types", None)
+        if isinstance(data, dict):
+            if self.core_types is None:
+                data.pop("core_types", None)
+            if self.input_location == "core":
+                data.pop("input_location", None)
         return data
 
     @property
@@ -388,6 +399,14 @@ class ChipSpec(_Spec):
         int64 (n_cores_total,)."""
         one = np.repeat(np.arange(len(self.core_type_counts)), self.core_type_counts)
         return np.tile(one, self.n_chips).astype(np.int64)
+
+    def port_cores(self, graph_populations: dict, core_population: tuple) -> np.ndarray:
+        """bool (n_cores,): the cores of `core_population` (population name per core) that are the input port
+        rather than chip cores: those holding an input population when input_location is "port" (all False
+        otherwise). graph_populations: {name: Population} (NetworkGraph.populations)."""
+        if self.input_location != "port":
+            return np.zeros(len(core_population), bool)
+        return np.array([graph_populations[p].is_input for p in core_population], bool)
 
     @property
     def chip_grid(self) -> tuple[int, int]:

@@ -5,9 +5,9 @@ layer on a core sinabs' `get_constraints` says it fits.
 
 sinabs imports samna (SynSense's device library) at module level; the samna on PyPI is a stub that pip-installs
 the real one from another index when imported, so it is not installed here and a placeholder module stands in
-for it while sinabs is imported (the mapping code never calls it). The input population is a core in our model
-(sinabs feeds the input from the DVS layer, outside the nine cores), so the nets have at most 8 layers and
-inputs small enough for any core.
+for it while sinabs is imported (the mapping code never calls it). The input population takes no core on speck
+(ChipSpec.input_location "port"), as sinabs feeds the input from the DVS layer outside the nine cores, so nets of
+nine layers fit and ten do not.
 """
 from __future__ import annotations
 
@@ -93,6 +93,10 @@ NETS = {
     "five-32ki-layers": [("conv", 32, 3, 2, 1)] + [("conv", 32, 3, 1, 1)] * 5 + [("linear", 10)],
     "big-neurons-and-kernel": [("conv", 64, 3, 1, 1), ("conv", 64, 3, 1, 1)],  # 64 Ki neurons, 64 Ki kernel
     "eight-layers": [("conv", 8, 3, 1, 1)] * 3 + [("conv", 16, 3, 2, 1)] * 3 + [("linear", 32), ("linear", 10)],
+    "nine-layers": [("conv", 8, 3, 1, 1)] * 4 + [("conv", 16, 3, 2, 1)] * 3 + [("linear", 32), ("linear", 10)],
+    "ten-layers": [("conv", 8, 3, 1, 1)] * 5 + [("conv", 16, 3, 2, 1)] * 3 + [("linear", 32), ("linear", 10)],
+    "nine-layers-two-16ki-kernels-left": [("conv", 32, 3, 2, 1), ("conv", 32, 3, 1, 1), ("conv", 32, 3, 1, 1)]
+    + [("conv", 8, 3, 1, 1)] * 4 + [("linear", 16), ("linear", 10)],
 }
 
 
@@ -160,7 +164,8 @@ def test_speck_accepts_what_sinabs_accepts_with_the_same_memory(name):
         return
     assert sinabs_cores is not None, f"sinabs finds no valid mapping for {name}; we map it"
     layers = [p for p in graph.populations if p != "in"]
-    assert m.core_population == ("in", *layers)  # one core per layer
+    assert m.core_population == ("in", *layers)  # one core per layer, the input on the port (no chip core)
+    assert m.chip_cores_used == len(layers) and m.is_port.tolist() == [True] + [False] * len(layers)
     ours = [{"kernel": int(m.core_synapse_bits[i + 1]) // 8, "neuron": int(m.core_state_bits[i + 1]) // 16}
             for i in range(len(layers))]
     assert ours == [{"kernel": s["kernel"], "neuron": s["neuron"]} for s in summaries]
@@ -175,5 +180,6 @@ def test_the_nets_cover_both_verdicts_and_the_big_cores():
     verdicts = {name: _sinabs(_torch_net(layers, seed=len(name)))[0] for name, layers in NETS.items()}
     assert {name for name, cores in verdicts.items() if cores is None} == {
         "conv8-fc10-kernel-too-big", "conv6k5-fc64-too-big", "three-64ki-layers", "five-32ki-layers",
-        "big-neurons-and-kernel"}
+        "big-neurons-and-kernel", "ten-layers"}
+    assert len(verdicts["nine-layers"]) == 9  # all nine cores, the input on none
     assert set(verdicts["two-64ki-layers"]) >= {5, 6} and set(verdicts["conv16-conv32-fc10-needs-32ki"]) & {3, 4, 5, 6}
