@@ -3,7 +3,7 @@
 Writes reports/benchmarks/des_speed.{md,csv,json}. Target (issue 3): DES <= 1.0x the torch forward time on VGG-11
 at 32x32, T=4, 16 samples. The torch forward pass and the DES run in 7 interleaved pairs (the ratio is the median
 of the pairs' ratios: both see the same load); other times are medians of 3 repeats, on a shared 2-core machine
-(load at start and end in the notes). The DES network play is also timed alone with both engines (hwmodels.des
+(load at start and end in the notes). The DES network play is also timed alone with both engines (hwmodels.timing.des
 ENGINES) on the same batches.
 """
 import os
@@ -14,10 +14,11 @@ import pandas as pd
 import pytest
 
 from benchutil import machine_info, target_row, time_median, torch_forward_s, write_report
-from hwmodels import des, map_network, simulate
-from hwmodels.actions import build_fanout, count_actions
-from hwmodels.network import Network, route_use
-from hwmodels.pipeline import action_times
+from hwmodels import map_network, simulate
+from hwmodels.timing import des
+from hwmodels.events.actions import build_fanout, count_actions
+from hwmodels.events.network import Network, route_use
+from hwmodels.timing.pipeline import action_times
 from workloads_bench import mnist_default, vgg11_32
 
 PAIRS = 7  # interleaved (forward, DES) measurements
@@ -31,7 +32,7 @@ BEFORE_ISSUE10 = {"mnist_conv": (1.773, 0.2474), "vgg11": (11.92, 2.669)}
 
 
 def _network_play(w, mapping) -> dict:
-    """Median wall (s) of the DES network play alone (hwmodels.des.timing_batches) with each engine, on the
+    """Median wall (s) of the DES network play alone (hwmodels.timing.des.timing_batches) with each engine, on the
     trace batched as simulate batches it, and whether the two give the same step latencies bit for bit."""
     tables, net = build_fanout(w.graph, mapping), Network(mapping, w.chip)
     batches = []
@@ -100,9 +101,9 @@ def test_des_against_torch_forward():
     notes = [w.description for w in workloads] + [
         "des_s / analytic_s: hwmodels.simulate(model='des' / 'analytic') on the whole trace, fan-out tables and "
         "action counting included, mapping excluded (map_s); the two share everything but the network timing. "
-        "The DES uses its vector engine (hwmodels.des_vector, the default whenever every hop latency is > 0).",
+        "The DES uses its vector engine (hwmodels.timing.des_vector, the default whenever every hop latency is > 0).",
         "des_over_forward_before / des_s_before: the ratio and DES wall measured with the simpy engine before the "
-        "vector engine (commit 7ef53e7, forward median 0.539 s for vgg11 then, on a loaded machine); network_simpy_s / network_vector_s: the DES network play alone (hwmodels.des.timing_batches) "
+        "vector engine (commit 7ef53e7, forward median 0.539 s for vgg11 then, on a loaded machine); network_simpy_s / network_vector_s: the DES network play alone (hwmodels.timing.des.timing_batches) "
         "with each engine on the same batches, whose step latencies are bit-identical (engines_bit_identical).",
         "torch_forward_s: one no-grad batch of all samples in eval mode on CPU (after one warm-up pass), median of "
         f"{PAIRS} runs interleaved with {PAIRS} DES runs (des_repeats_s / forward_repeats_s in the same order); "

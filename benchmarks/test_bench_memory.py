@@ -13,7 +13,7 @@ import pytest
 
 from benchutil import machine_info, target_row, write_report
 from hwmodels import load_preset, map_network, simulate
-from hwmodels.connectivity import fan_in
+from hwmodels.mapping.connectivity import fan_in
 from peer_nets import lowered
 from workloads_bench import mnist_default, vgg11_32
 

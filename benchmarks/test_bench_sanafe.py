@@ -121,7 +121,7 @@ NOTES = [
     "(21.6 pJ) when the neuron had input, a bias or a non-zero potential (ours from the activity the lowering "
     "records) and the spike out per spike; the small remainder are SANA-FE's updates for inputs that reach only "
     "zero weights or cancel to 0, which a spike trace plus a non-zero-input record cannot see.",
-    "Latency: the preset's router.congestion_model 'density' (hwmodels.des_density) sends each spike's messages "
+    "Latency: the preset's router.congestion_model 'density' (hwmodels.timing.des_density) sends each spike's messages "
     "right after its neuron's soma work, serves every receiver in send order and delays a message by SANA-FE's "
     "in-flight density estimate; latency_ours_links_s is our flow-level DES (link contention, 16-message buffers, "
     "messages after the neuron loop) on the same preset, for comparison.",

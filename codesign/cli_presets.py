@@ -35,7 +35,7 @@ def presets_show(name: str = typer.Argument(..., help="a preset name (codesign p
       codesign presets show mychip.yaml
     """
     import hwmodels
-    from hwmodels.presets import preset_assumptions, preset_leaves, read_preset
+    from hwmodels.chip.presets import preset_assumptions, preset_leaves, read_preset
     console = make_console()
     try:
         chip = hwmodels.load_preset(name)
@@ -106,7 +106,7 @@ def presets_derive(base: str = typer.Argument(..., help="the base: a preset name
       codesign simulate g.npz t.npz --preset mychip.yaml
     """
     from codesign.cli_simulate import parse_overrides
-    from hwmodels.derive import write_derived
+    from hwmodels.chip.derive import write_derived
     console = make_console()
     try:
         tree = write_derived(out, base, parse_overrides(set_), date.today().isoformat(), name, force)

@@ -105,8 +105,8 @@ def quantity_table(sim, title: str) -> Table:
 
 
 def energy_split(sim) -> Table:
-    """Energy per inference by component (hwmodels.energy.ENERGY_COMPONENTS) in µJ and % of the total."""
-    from hwmodels.energy import ENERGY_COMPONENTS
+    """Energy per inference by component (hwmodels.energy.costs.ENERGY_COMPONENTS) in µJ and % of the total."""
+    from hwmodels.energy.costs import ENERGY_COMPONENTS
     table = Table(title="Energy per inference by component")
     for col in ("component", f"{MICRO}J", "% of total"):
         table.add_column(col, justify="left" if col == "component" else "right")
@@ -120,7 +120,7 @@ def energy_split(sim) -> Table:
 def population_table(sim) -> Table:
     """Per population: cores, neurons, spikes, SynOps and energy per inference (total and by component, each
     SI-prefixed; components that are 0 in every population are left out)."""
-    from hwmodels.energy import ENERGY_COMPONENTS
+    from hwmodels.energy.costs import ENERGY_COMPONENTS
     pops = sim.populations
     comps = [f"energy_{c}_j" for c in ENERGY_COMPONENTS if pops[f"energy_{c}_j"].abs().sum() > 0]
     cols = ["cores", "neurons", "spikes", "synops", "energy_j", *comps]
@@ -139,7 +139,7 @@ def run_simulation(console: Console, graph: Path, trace: Path, preset: str, set_
                    placement: str, semantics: str, progress: bool):
     """Load the preset, graph and trace, map and simulate; returns (SimResult, graph name, table title)."""
     import hwmodels
-    from hwmodels.presets import apply_overrides
+    from hwmodels.chip.presets import apply_overrides
     overrides = parse_overrides(set_)
     try:
         chip = hwmodels.load_preset(preset)

@@ -21,7 +21,7 @@ from codesign.config import RunConfig
 from codesign.hwfigures import PointDetails
 from codesign.stages import (encoded_test_inputs, make_dataset, make_model, method_config, resolve_device,
                              train_config)
-from hwmodels.presets import chip_file_digest
+from hwmodels.chip.presets import chip_file_digest
 from hwmodels.trace_check import check_trace
 from workloads import checkpoint, compression, lowering, models, train
 

@@ -19,7 +19,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from codesign.units import si_scale  # noqa: E402
-from hwmodels.energy import ENERGY_COMPONENTS  # noqa: E402
+from hwmodels.energy.costs import ENERGY_COMPONENTS  # noqa: E402
 
 ENERGY_PREFIX = "energy_"
 ENERGY_SUFFIX = "_j"
@@ -59,7 +59,7 @@ def render(name: str, caption: str, fig) -> Figure:
 
 def energy_components(df: pd.DataFrame) -> list[str]:
     """Names of the energy components present as `energy_<component>_j` columns, in the order of
-    hwmodels.energy.ENERGY_COMPONENTS; in column order when some are not among them (the four of older run
+    hwmodels.energy.costs.ENERGY_COMPONENTS; in column order when some are not among them (the four of older run
     folders: synapse, neuron, network, static). The total and NOT_COMPONENTS are excluded."""
     found = [c[len(ENERGY_PREFIX):-len(ENERGY_SUFFIX)] for c in df.columns
              if c.startswith(ENERGY_PREFIX) and c.endswith(ENERGY_SUFFIX) and c != "energy_j"]

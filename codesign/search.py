@@ -423,7 +423,7 @@ def _first_line(value: object, limit: int = 160) -> str:
 
 def objective_columns() -> set[str]:
     """Numeric columns every results row has (codesign.evaluate + hwmodels.SimResult.as_row)."""
-    from hwmodels.energy import ENERGY_COMPONENTS
+    from hwmodels.energy.costs import ENERGY_COMPONENTS
     from hwmodels.result import CI_METRICS, PERCENTILES
     cols = {"accuracy", "params", "synops", "energy_j", "latency_s", "energy_dynamic_j", "synops_structural",
             "synops_nonzero", "spikes", "messages", "hops", "cores_used", "tiles_used", "hardware_steps",

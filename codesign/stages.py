@@ -14,7 +14,7 @@ import torch
 
 import hwmodels
 from codesign.config import ConfigError, RunConfig, quote
-from hwmodels.presets import preset_kind
+from hwmodels.chip.presets import preset_kind
 from workloads import compression, data, encoding, lowering, models, neurons, train
 
 #: test samples lowered for the before-training fit check (enough to build every population)

@@ -3,12 +3,12 @@
 Never imports torch, spikingjelly, brian2, workloads or codesign: it consumes only the contract in
 `hwmodels.trace` (NetworkGraph + EventTrace).
 """
-from hwmodels.mapping import PLACEMENTS, Mapping, MappingError, map_network
-from hwmodels.presets import apply_overrides, list_presets, load_preset, override_keys
+from hwmodels.mapping.map import PLACEMENTS, Mapping, MappingError, map_network
+from hwmodels.chip.presets import apply_overrides, list_presets, load_preset, override_keys
 from hwmodels.result import SimResult
 from hwmodels.simcache import SimCache
 from hwmodels.simulate import MODELS, simulate
-from hwmodels.spec import ChipSpec, CoreSpec, FormatCosts, RouterSpec
+from hwmodels.chip.spec import ChipSpec, CoreSpec, FormatCosts, RouterSpec
 from hwmodels.trace import EventTrace, NetworkGraph, NeuronModel, Population, Projection, concat_traces
 
 __all__ = ["EventTrace", "NetworkGraph", "NeuronModel", "Population", "Projection", "concat_traces",

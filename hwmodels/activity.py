@@ -85,7 +85,7 @@ def window_counts(packed: np.ndarray, size: int, core_of_neuron: np.ndarray, n_c
 
     spiked: optional (sample, timestep, neuron) int arrays of the population's spikes, OR-ed into the rows (a
     neuron that spiked was updated, whatever the record says). Cores holding contiguous chunks (as
-    hwmodels.partition makes them) are counted on the packed bytes; other assignments unpack.
+    hwmodels.mapping.partition makes them) are counted on the packed bytes; other assignments unpack.
     """
     packed = np.asarray(packed, np.uint8)
     n_s, n_r, _ = packed.shape

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from hwmodels.energy import ENERGY_COMPONENTS
+from hwmodels.energy.costs import ENERGY_COMPONENTS
 from hwmodels.stats import mean_ci
 
 #: per-sample metrics that get a confidence interval in SimResult.as_row (<metric>_ci_low / <metric>_ci_high)
@@ -21,7 +21,7 @@ class SimResult:
     """Result of `hwmodels.simulate`. All scalars are means per inference (one sample) unless stated.
 
     energy_j: total energy, J; energy_breakdown_j: {synapse_compute, synapse_memory, neuron_compute,
-        neuron_memory, network, static} in J (sums to energy_j; hwmodels.energy).
+        neuron_memory, network, static} in J (sums to energy_j; hwmodels.energy.costs).
     latency_s: latency of one inference (sum of its hardware-step latencies), s.
     latency_per_step_s: float array (hardware_steps,), mean over samples of each step's latency, s.
     synops: synaptic events the chip pays (per storage format's count); synops_structural / synops_nonzero: the
@@ -37,10 +37,10 @@ class SimResult:
         messages_out, messages_in, busy_s (serial work: updates + sends + incoming flows), utilization
         (busy_s / latency_s), energy_j and energy_<component>_j. busy_s per step is the longer of the core's send
         side (soma + messages out) and its synapse unit's work, which run in parallel
-        (hwmodels.pipeline.core_busy_s).
+        (hwmodels.timing.pipeline.core_busy_s).
     action_counts: DataFrame indexed by core, the action counts per inference that the energy model costs
-        (synops_<format>, hwmodels.energy.ACTIONS, busy_s, idle_s); energy_table: {action: J per action}
-        (hwmodels.energy.EnergyTable.as_dict): energy = counts x table (hwmodels.energy).
+        (synops_<format>, hwmodels.energy.costs.ACTIONS, busy_s, idle_s); energy_table: {action: J per action}
+        (hwmodels.energy.costs.EnergyTable.as_dict): energy = counts x table (hwmodels.energy.costs).
     static_power_w: the chip's static power during the inference, W.
     links: DataFrame indexed by directed link '(x,y)->(x2,y2)': src_x, src_y, dst_x, dst_y, messages (crossing
         it), busy_s (messages x link time), held_s (time flows owned the channel, waits behind full buffers

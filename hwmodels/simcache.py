@@ -10,13 +10,12 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any, Callable
 
-from hwmodels.actions import Actions, FanoutTables, build_fanout, count_actions
-from hwmodels.mapping import Mapping, MappingError, map_network
-from hwmodels.network import Network, RouteUse, route_use
-from hwmodels.placement import USES_TRAFFIC
-from hwmodels.signatures import (MAPPING_EXCLUDED, TIMING_EXCLUDED, _frozen, mapping_signature,  # noqa: F401
-                                 timing_signature)
-from hwmodels.spec import ChipSpec, CoreSpec
+from hwmodels.events.actions import Actions, FanoutTables, build_fanout, count_actions
+from hwmodels.mapping.map import Mapping, MappingError, map_network
+from hwmodels.events.network import Network, RouteUse, route_use
+from hwmodels.mapping.placement import USES_TRAFFIC
+from hwmodels.chip.signatures import frozen, mapping_signature, timing_signature
+from hwmodels.chip.spec import ChipSpec, CoreSpec
 from hwmodels.trace import EventTrace, NetworkGraph
 
 class SimCache:
@@ -69,19 +68,19 @@ class SimCache:
 
     def tables(self, graph: NetworkGraph, mapping: Mapping, multicast: bool,
                core: CoreSpec | None = None) -> FanoutTables:
-        """hwmodels.actions.build_fanout, once per (graph, mapping, multicast, the core's stored weight bits)."""
+        """hwmodels.events.actions.build_fanout, once per (graph, mapping, multicast, the core's stored weight bits)."""
         stored = None if core is None else core.stored_weight_bits
         return self.keep(("tables", id(graph), id(mapping), multicast, stored),
                          lambda: build_fanout(graph, mapping, multicast, core), (graph, mapping))
 
     def network(self, mapping: Mapping, chip: ChipSpec) -> Network:
-        """hwmodels.network.Network (routes and their costs), once per (mapping, router, chip name)."""
-        return self.keep(("net", id(mapping), _frozen(chip.router.model_dump()), chip.name),
+        """hwmodels.events.network.Network (routes and their costs), once per (mapping, router, chip name)."""
+        return self.keep(("net", id(mapping), frozen(chip.router.model_dump()), chip.name),
                          lambda: Network(mapping, chip), (mapping,))
 
     def actions(self, graph: NetworkGraph, trace: EventTrace, mapping: Mapping, tables: FanoutTables,
                 samples: range, semantics: str) -> Actions:
-        """hwmodels.actions.count_actions, once per (graph, trace, mapping, tables, samples, semantics)."""
+        """hwmodels.events.actions.count_actions, once per (graph, trace, mapping, tables, samples, semantics)."""
         key = ("actions", id(graph), id(trace), id(mapping), id(tables), samples.start, samples.stop, semantics)
         return self.keep(key, lambda: count_actions(graph, trace, mapping, tables, samples, semantics),
                          (graph, trace, mapping, tables))
@@ -93,7 +92,7 @@ class SimCache:
         return self.keep(key, compute, tuple(b[0] for b in group))
 
     def routes(self, actions: Actions, net: Network) -> RouteUse:
-        """hwmodels.network.route_use of a batch's flows, once per (actions, network)."""
+        """hwmodels.events.network.route_use of a batch's flows, once per (actions, network)."""
         return self.keep(("routes", id(actions), id(net)),
                          lambda: route_use(actions.flow_src, actions.flow_route, actions.flow_messages,
                                            actions.routes, net), (actions, net))

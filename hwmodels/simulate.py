@@ -1,5 +1,5 @@
 """Entry point: simulate a NetworkGraph + EventTrace on a chip (map, count actions batch by batch, time with the
-DES or the analytic model, cost energy with hwmodels.energy) and return a SimResult. Dynamic energy is computed
+DES or the analytic model, cost energy with hwmodels.energy.costs) and return a SimResult. Dynamic energy is computed
 from the action counts, identically for both latency models; only static energy (power x latency) depends on
 the model's latency.
 """
@@ -10,17 +10,18 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from hwmodels import analytic, des, des_density, energy
-from hwmodels.actions import SEMANTICS, Actions, FanoutTables, build_fanout, count_actions
-from hwmodels.analytic import Timing
-from hwmodels.energy import ENERGY_COMPONENTS, EnergyTable
-from hwmodels.mapping import Mapping, map_network
-from hwmodels.mapping_check import check_mapping
-from hwmodels.network import HOP_KINDS, Network, RouteUse, route_use
-from hwmodels.pipeline import ActionTimes, action_times, core_busy_s
+from hwmodels.energy import costs as energy
+from hwmodels.timing import analytic, des, des_density
+from hwmodels.events.actions import SEMANTICS, Actions, FanoutTables, build_fanout, count_actions
+from hwmodels.timing.analytic import Timing
+from hwmodels.energy.costs import ENERGY_COMPONENTS, EnergyTable
+from hwmodels.mapping.map import Mapping, map_network
+from hwmodels.mapping.check import check_mapping
+from hwmodels.events.network import HOP_KINDS, Network, RouteUse, route_use
+from hwmodels.timing.pipeline import ActionTimes, action_times, core_busy_s
 from hwmodels.result import SimResult
 from hwmodels.simcache import SimCache, mapping_signature
-from hwmodels.spec import ChipSpec
+from hwmodels.chip.spec import ChipSpec
 from hwmodels.trace import EventTrace, NetworkGraph
 from hwmodels.trace_check import check_trace
 
@@ -170,7 +171,7 @@ def _batch(graph: NetworkGraph, trace: EventTrace, mapping: Mapping, tables: Fan
 def _timings(model: str, group: list, net: Network, chip: ChipSpec, cache: SimCache | None,
              messages: Callable[[int], des_density.Messages]) -> list[Timing]:
     """The latency model's Timing of each batch of `group`, from `cache` when given. The DES of a chip with
-    router.congestion_model "density" is hwmodels.des_density, which also needs messages(k), the Messages of
+    router.congestion_model "density" is hwmodels.timing.des_density, which also needs messages(k), the Messages of
     the group's k-th sample."""
     if model == "des" and chip.router.congestion_model == "density":
         run = lambda: des_density.timing_batches(group, net, chip, messages)
@@ -185,11 +186,11 @@ def simulate(graph: NetworkGraph, trace: EventTrace, chip: ChipSpec, mapping: Ma
              on_progress: Callable[[int, int], None] | None = None) -> SimResult:
     """Simulate `trace` of `graph` on `chip`; returns a SimResult of per-inference means over the samples.
 
-    mapping: from `map_network(graph, chip)` when None. model: "des" (discrete-event network, hwmodels.des:
-    channel contention, finite buffers router.buffer_depth; hwmodels.des_density when
-    chip.router.congestion_model is "density") or "analytic" (no waits in the network); see hwmodels.pipeline
+    mapping: from `map_network(graph, chip)` when None. model: "des" (discrete-event network, hwmodels.timing.des:
+    channel contention, finite buffers router.buffer_depth; hwmodels.timing.des_density when
+    chip.router.congestion_model is "density") or "analytic" (no waits in the network); see hwmodels.timing.pipeline
     for the core pipeline.
-    semantics: "pipelined" or "layer_serial" (hwmodels.actions.SEMANTICS). multicast: one message per spike,
+    semantics: "pipelined" or "layer_serial" (hwmodels.events.actions.SEMANTICS). multicast: one message per spike,
     copied at the forks of its XY tree, instead of one message per destination core. batch_samples: samples
     counted at once; memory stays bounded by one group of batches (GROUP_SAMPLES; a memory-mapped trace,
     EventTrace.open, streams).
@@ -198,12 +199,12 @@ def simulate(graph: NetworkGraph, trace: EventTrace, chip: ChipSpec, mapping: Ma
     max_entries batches, so a long streamed trace should not use one); None (default) recomputes everything.
     on_progress: called as on_progress(samples done, total samples) after each group of samples is timed (e.g. to
     drive a progress bar; hwmodels itself draws none).
-    Energy (J): action counts x the chip's energy table, by component (hwmodels.energy): synapse compute and
+    Energy (J): action counts x the chip's energy table, by component (hwmodels.energy.costs): synapse compute and
     memory, neuron compute and memory, network, static (static power x each sample's latency).
     Raises ValueError, before any work, for an unknown model/semantics, a trace that does not belong to the
     graph (hwmodels.trace_check: no samples, another graph's fingerprint, other populations, sizes or
     timesteps), or a given mapping made for another chip, that does not cover the graph or breaks a core limit
-    (hwmodels.mapping_check), and MappingError when the network does not fit.
+    (hwmodels.mapping.check), and MappingError when the network does not fit.
     """
     _check_args(model, semantics, batch_samples)
     check_trace(graph, trace)

@@ -1,5 +1,5 @@
 """Streaming EventTraces: write a trace batch of samples by batch into a folder of .npy files, and open a saved
-folder memory-mapped, so a long trace (10,000 samples and more) never has to sit in memory at once.
+folder memory-mapped (hwmodels.trace_folder, EventTrace.open), so a long trace (10,000 samples and more) never has to sit in memory at once.
 
 Folder layout (TRACE_FORMAT_VERSION of hwmodels.trace): offsets.npy (int64, CSR row offsets), indices.npy
 (int32), values.npy (float32, graded traces only), labels.npy / predictions.npy (int64, when recorded),
@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from hwmodels.activity import n_bytes
-from hwmodels.npzfile import decode_meta, file_name, load_npy, one_line, quote
-from hwmodels.trace import (TRACE_FORMAT_VERSION, TRACE_META, TRACE_VERSIONS_READ, EventTrace, activity_columns,
-                            optional_meta)
+from hwmodels.npzfile import quote
+from hwmodels.trace import EventTrace
+from hwmodels.trace_meta import TRACE_FORMAT_VERSION
 
 _HEADER_BYTES = 128  # fixed .npy v1.0 header, rewritten with the final length on close
 
@@ -153,56 +153,6 @@ def write_trace(path: str | os.PathLike, trace: EventTrace, batch_samples: int =
             w.append(trace.select(slice(s0, min(s0 + batch_samples, trace.n_samples))))
 
 
-#: the .npy columns of a trace folder: (name, dtype kind of hwmodels.npzfile.KINDS, required)
-COLUMNS = (("offsets", "int", True), ("indices", "int", True), ("values", "float", False),
-           ("labels", "int", False), ("predictions", "int", False))
-
-
 def open_trace(path: str | os.PathLike) -> EventTrace:
-    """Open a trace folder written by TraceWriter as an EventTrace whose arrays are read-only memory maps.
-
-    Raises FileNotFoundError when `path` or its meta.json is missing (an incomplete folder) and a one-line
-    ValueError naming the file and what was expected for anything else: a file instead of a folder (an .npz
-    trace loads with EventTrace.load), meta.json that is not a JSON object with the trace's keys (or is the meta
-    of another kind of file), an unknown format version, a missing, truncated or wrongly typed .npy column, or
-    columns the EventTrace constructor refuses.
-    """
-    path = Path(path)
-    meta = _folder_meta(path)
-    name = file_name(path)
-    cols = {col: load_npy(path / f"{col}.npy", "trace folder", kind)
-            if required or (path / f"{col}.npy").exists() else None for col, kind, required in COLUMNS}
-    pops, n_s, n_t = meta["populations"], meta["n_samples"], meta["n_timesteps"]
-    try:
-        activity = {pop: _activity_column(path / f"activity{i}.npy", n_s, n_t, meta["activity"][pop])
-                    for pop, i in activity_columns(meta, name, dict).items()}
-        return EventTrace(pops, n_s, n_t, cols["offsets"], cols["indices"], cols["values"], cols["labels"],
-                          activity, cols["predictions"], **optional_meta(meta, name))
-    except ValueError as exc:
-        raise ValueError(one_line(exc) if str(exc).startswith(name) else f"{name}: {one_line(exc)}") from None
-
-
-def _folder_meta(path: Path) -> dict:
-    """The checked meta.json of trace folder `path` (see open_trace for the errors)."""
-    if not path.exists():
-        raise FileNotFoundError(f"{file_name(path)}: no such trace folder")
-    if path.is_file():
-        raise ValueError(f"{file_name(path)}: is a file, not a trace folder; load an .npz trace with EventTrace.load")
-    meta_path = path / "meta.json"
-    if not meta_path.is_file():
-        raise FileNotFoundError(f"{file_name(meta_path)}: missing; {file_name(path)} is not a complete trace folder")
-    meta = decode_meta(meta_path.read_bytes(), file_name(meta_path), "event trace", TRACE_META)
-    if meta["format_version"] not in TRACE_VERSIONS_READ:
-        raise ValueError(f"{file_name(meta_path)}: format_version {quote(meta['format_version'])} is not one of "
-                         f"{', '.join(map(str, TRACE_VERSIONS_READ))}")
-    return meta
-
-
-def _activity_column(path: Path, n_samples: int, n_timesteps: int, row_bytes: object) -> np.ndarray:
-    """The packed activity column `path` as (n_samples, n_timesteps + 1, row_bytes); ValueError naming the file
-    when its length does not fit."""
-    a = load_npy(path, "trace folder", "uint8")
-    if not isinstance(row_bytes, int) or row_bytes < 1 or a.size != n_samples * (n_timesteps + 1) * row_bytes:
-        raise ValueError(f"{file_name(path)}: {a.size} bytes do not fill ({n_samples}, {n_timesteps + 1}, "
-                         f"{quote(row_bytes)}) activity rows")
-    return a.reshape(n_samples, n_timesteps + 1, row_bytes)
+    """EventTrace.open(path): a trace folder written by TraceWriter, memory-mapped (see EventTrace.open)."""
+    return EventTrace.open(path)

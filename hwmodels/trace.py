@@ -18,7 +18,10 @@ import numpy as np
 
 from hwmodels.activity import check as check_activity
 from hwmodels.activity import pack as pack_activity
-from hwmodels.npzfile import array, file_name, open_npz, quote, read_meta, type_names
+from hwmodels.npzfile import array, file_name, one_line, open_npz, quote, read_meta, type_names
+from hwmodels.trace_folder import read_trace_folder
+from hwmodels.trace_meta import (TRACE_FORMAT_VERSION, TRACE_META, TRACE_VERSIONS_READ, activity_columns,
+                                 optional_meta)
 
 NEURON_KINDS = ("input", "IF", "LIF", "PLIF", "sLIF", "relay", "CubaLIF")
 #: state variables per neuron of a kind (others: one, the membrane potential)
@@ -27,10 +30,7 @@ PROJECTION_KINDS = ("dense", "conv")
 STORAGE_FORMATS = ("dense", "sparse", "conv", "bitmap")
 #: version written by NetworkGraph.save (graphs read: exactly this one)
 GRAPH_FORMAT_VERSION = 1
-#: version written by EventTrace.save and hwmodels.stream; 2 adds neuron activity and predictions
-TRACE_FORMAT_VERSION = 2
-#: trace versions EventTrace.load and hwmodels.stream.open_trace read (1: no activity, the default rule applies)
-TRACE_VERSIONS_READ = (1, 2)
+
 
 
 def _check_choice(field_name: str, value: str, accepted: tuple[str, ...]) -> None:
@@ -58,7 +58,7 @@ class NeuronModel:
 
     kind: one of NEURON_KINDS ("input" marks an encoder population with no neuron state; "relay" a non-spiking
         dendritic relay that emits its graded value every timestep it holds one, e.g. the rank-r middle of a
-        low-rank projection, see hwmodels.storage).
+        low-rank projection, see hwmodels.mapping.storage).
     threshold: firing threshold theta (dimensionless, same units as the membrane potential); +inf for a
         non-spiking readout.
     tau: membrane time constant in timesteps (LIF family; SpikingJelly H = V + (X - (V - V_reset)) / tau);
@@ -107,7 +107,7 @@ class Population:
     shape: tensor shape of one timestep's output without batch, e.g. (C, H, W) or (N,); neurons are numbered in
         C-order (row-major) over this shape, as torch's `flatten` numbers them.
     state_bits: bits of one state variable per neuron held in core memory (the membrane potential; a CubaLIF
-        neuron holds two such variables, NeuronModel.state_variables, hwmodels.storage.state_bits_per_neuron).
+        neuron holds two such variables, NeuronModel.state_variables, hwmodels.mapping.storage.state_bits_per_neuron).
     graded: True when spikes carry a real value (direct-encoded input, graded/ternary spikes); the trace then
         stores a value per event.
     """
@@ -148,7 +148,7 @@ class Projection:
     A synapse exists where the weight is non-zero (`synapse count = non-zero synapses`); the structural
     fan-out (all in-bounds kernel positions / all matrix entries) is what a dense storage format walks.
     weight_bits: bits per stored weight (1..32). storage: one of STORAGE_FORMATS; decides memory and which
-    synaptic events the chip pays (see hwmodels.connectivity).
+    synaptic events the chip pays (see hwmodels.mapping.connectivity).
     bias: optional per-target-neuron constant input (shape (n_target,)), e.g. a folded BatchNorm shift.
     Weights and bias must be finite (ValueError naming the projection otherwise).
     gate, gate_index: a gated ("dynamic") projection, whose weights change every timestep because they are
@@ -158,7 +158,7 @@ class Projection:
         when it emitted nothing). The input a target receives is the usual sum over source spikes of value x
         effective weight. Synaptic events: "structural" = the static fan-out (a walk over the whole stored operand
         row, what the hardware model pays: storage must be "dense" or "conv", whose paid count is structural);
-        "nonzero" = only entries whose gate fired (hwmodels.connectivity.gated_events). The target depends on the
+        "nonzero" = only entries whose gate fired (hwmodels.mapping.connectivity.gated_events). The target depends on the
         gate as on the source (NetworkGraph.depth). Both None for an ordinary projection.
     """
 
@@ -321,7 +321,7 @@ class NetworkGraph:
             if proj.bias is not None:
                 arrays[f"b{i}"] = np.asarray(proj.bias, dtype=np.float32)
         arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-        _atomic_savez(path, arrays)
+        atomic_savez(path, arrays)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "NetworkGraph":
@@ -442,7 +442,7 @@ def _check_version(meta: dict, path, accepted: tuple[int, ...]) -> None:
                          f"{', '.join(map(str, accepted))}")
 
 
-def _atomic_savez(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
+def atomic_savez(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
     """np.savez to a temp file in the same folder, then rename, so no half-written file is ever visible."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -624,7 +624,7 @@ class EventTrace:
                 arrays[name] = getattr(self, name)
         for name, packed in self.activity.items():
             arrays[f"activity{self.populations.index(name)}"] = packed
-        _atomic_savez(path, arrays)
+        atomic_savez(path, arrays)
 
     def provenance(self) -> dict:
         """The optional meta a saved trace carries: {"sizes": {...}, "graph_fingerprint": "..."}, the known ones."""
@@ -659,39 +659,16 @@ class EventTrace:
     def open(cls, path: str | os.PathLike) -> "EventTrace":
         """Open a trace folder written by hwmodels.stream.TraceWriter, memory-mapped (read-only, nothing is read
         until used), so simulate() streams it batch by batch. Raises FileNotFoundError for a missing or
-        incomplete folder and a one-line ValueError naming the file for a bad one (hwmodels.stream.open_trace)."""
-        from hwmodels.stream import open_trace  # stream imports this module
-        return open_trace(path)
-
-
-#: keys (and JSON types) every saved trace's meta holds (.npz and streamed folders)
-TRACE_META = {"format_version": int, "populations": list, "n_samples": int, "n_timesteps": int}
-
-
-def activity_columns(meta: dict, name: str, kind: type) -> dict[str, int]:
-    """{population: its index} of the populations whose activity a trace meta lists (a list in an .npz trace,
-    a {population: bytes per row} object in a streamed one: `kind`). Raises ValueError naming the file `name`
-    when the entry is not of `kind` or names an unknown population."""
-    listed = meta.get("activity", kind())
-    if not isinstance(listed, kind):
-        raise ValueError(f"{name}: meta['activity'] is {quote(listed)}, expected a JSON {kind.__name__}")
-    pops = meta["populations"]
-    for pop in listed:
-        if pop not in pops:
-            raise ValueError(f"{name}: meta['activity'] names {quote(pop)}, not one of the trace's populations")
-    return {pop: pops.index(pop) for pop in listed}
-
-
-def optional_meta(meta: dict, name: str) -> dict:
-    """{"sizes", "graph_fingerprint"} of a trace meta (None when absent; the EventTrace constructor checks the
-    entries of sizes). Raises ValueError naming the file `name` when sizes is not a JSON object or the
-    fingerprint not a string."""
-    sizes, fp = meta.get("sizes"), meta.get("graph_fingerprint")
-    if sizes is not None and not isinstance(sizes, dict):
-        raise ValueError(f"{name}: meta['sizes'] is {quote(sizes)}, expected a JSON object {{population: neurons}}")
-    if fp is not None and not isinstance(fp, str):
-        raise ValueError(f"{name}: meta['graph_fingerprint'] is {quote(fp)}, expected a string")
-    return {"sizes": sizes, "graph_fingerprint": fp}
+        incomplete folder and a one-line ValueError naming the file and what was expected for anything else: a
+        file instead of a folder (an .npz trace loads with EventTrace.load), meta.json that is not a JSON object
+        with the trace's keys (or is the meta of another kind of file), an unknown format version, a missing,
+        truncated or wrongly typed .npy column, or columns the EventTrace constructor refuses
+        (hwmodels.trace_folder)."""
+        name = file_name(path)
+        try:
+            return cls(**read_trace_folder(path))
+        except ValueError as exc:
+            raise ValueError(one_line(exc) if str(exc).startswith(name) else f"{name}: {one_line(exc)}") from None
 
 
 def _count(field_name: str, value: object, low: int) -> int:

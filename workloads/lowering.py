@@ -89,7 +89,7 @@ def lower(model: nn.Module, inputs: torch.Tensor, *, labels=None, weight_bits: i
     non-zero); trace.predictions the class of each sample (argmax of the model output averaged over T) when the
     model outputs (T, N, n_classes), else None; trace.sizes the population sizes and trace.graph_fingerprint
     graph.fingerprint() (hwmodels.simulate refuses the trace with any other graph).
-    Synaptic events of this graph and trace (hwmodels.connectivity) with count="structural" equal SpikingJelly's
+    Synaptic events of this graph and trace (hwmodels.mapping.connectivity) with count="structural" equal SpikingJelly's
     SynOpCounter on the Conv1d/Conv2d/Linear projections for binary inputs; SpikingJelly counts nothing for
     max-pool (no convolution) and for graded inputs (only spike-driven operations), and also nothing for a layer
     after an average pooling (its pooled input is not binary), whose folded projection here counts the un-pooled

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from codesign.cli import PACKAGE, app
 from codesign.config import load_config
 from codesign.pipeline import RunResult
-from hwmodels.energy import ENERGY_COMPONENTS
+from hwmodels.energy.costs import ENERGY_COMPONENTS
 
 QUICK = ["--set", "data.dataset=digits", "--set", "train.epochs=3", "--set", "compression.ratios=[0,0.5]",
          "--set", "compression.params.epochs=1", "--set", "compression.params.finetune_epochs=1",
@@ -168,7 +168,7 @@ def test_error_line_keeps_brackets(tmp_path, monkeypatch):
 
 
 def test_presets_show_prints_every_note_whole():
-    from hwmodels.presets import preset_leaves
+    from hwmodels.chip.presets import preset_leaves
     result = CliRunner().invoke(app, ["presets", "show", "loihi"])
     assert result.exit_code == 0, result.output
     for leaf in preset_leaves("loihi"):

@@ -15,7 +15,7 @@ from codesign.config import load_config
 from codesign.evaluate import LOWERED_VERSION, model_row, stage_keys
 from codesign.hwfigures import PointDetails, load_samples
 from codesign.report import write_report
-from hwmodels.energy import ENERGY_COMPONENTS
+from hwmodels.energy.costs import ENERGY_COMPONENTS
 from hwmodels.trace import EventTrace, NetworkGraph, NeuronModel, Population, Projection
 
 LABELS = np.array([0, 1, 2, 1, 0, 2])

@@ -18,7 +18,7 @@ from codesign.cli import app
 from codesign.config import ConfigError, load_config
 from codesign.evaluate import NON_RESULT_FIELDS, stage_keys
 from codesign.stages import check_names
-from hwmodels.presets import PRESET_DIR, preset_leaves, strip_sources
+from hwmodels.chip.presets import PRESET_DIR, preset_leaves, strip_sources
 
 PROVENANCE = {"name", "description", "sources", "notes", "derived_from"}
 

@@ -12,7 +12,7 @@ from matplotlib.container import ErrorbarContainer
 from codesign.figures import _energy, _hardware, _line, _pareto, ci_errors, energy_components, result_figures
 from codesign.report import (ENERGY_TABLE, LATENCY_TABLE, derived_tables, display_table, markdown_table,
                              rebuild_report, write_report)
-from hwmodels.energy import ENERGY_COMPONENTS
+from hwmodels.energy.costs import ENERGY_COMPONENTS
 
 
 def _table():

@@ -17,8 +17,8 @@ import numpy as np
 import sanafe
 import yaml
 
-from hwmodels.mapping import Mapping
-from hwmodels.spec import ChipSpec
+from hwmodels.mapping.map import Mapping
+from hwmodels.chip.spec import ChipSpec
 from hwmodels.trace import EventTrace, NetworkGraph, Projection, conv_output_shape
 
 #: weight grid of SANA-FE's Loihi soma (it truncates the potential to multiples of 1/64 every step)

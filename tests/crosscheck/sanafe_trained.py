@@ -20,7 +20,7 @@ from spikingjelly.activation_based import layer, neuron
 from torch import nn
 
 from hwmodels import ChipSpec, NetworkGraph
-from hwmodels.mapping_check import mapping_from_assignment
+from hwmodels.mapping.check import mapping_from_assignment
 from sanafe_bridge import GRID, SanafeRun, SanafeSample, snap_to_grid
 from workloads.data import load_dataset
 from workloads.lowering import lower

@@ -1,7 +1,7 @@
 """SANA-FE side by side: the same network, input spikes and placement on our `loihi-sanafe` preset (DES) and on
 SANA-FE's own loihi.yaml. Spikes, synaptic events and hops agree exactly; synapse and network energy agree exactly;
 SANA-FE's soma energy is rebuilt exactly from its counts, ours exactly from the trace (access every step, recorded
-updates, spike out); dynamic energy within 0.1 %; latency (the density congestion model, hwmodels.des_density)
+updates, spike out); dynamic energy within 0.1 %; latency (the density congestion model, hwmodels.timing.des_density)
 within 10 % per sample. The larger comparison is benchmarks/test_bench_sanafe.py
 (reports/benchmarks/sanafe_agreement.md).
 """
@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("sanafe")
 
 from hwmodels import activity, load_preset, map_network, simulate  # noqa: E402
-from hwmodels.connectivity import PAID_COUNT, fan_in, synaptic_events  # noqa: E402
+from hwmodels.mapping.connectivity import PAID_COUNT, fan_in, synaptic_events  # noqa: E402
 from hwmodels.trace import NetworkGraph, NeuronModel, Population, Projection  # noqa: E402
 from peer_nets import lowered  # noqa: E402
 from sanafe_bridge import SanafeRun, conv_edges, loihi_arch_file, snap_to_grid  # noqa: E402
@@ -74,7 +74,7 @@ def test_preset_is_sanafe_arch_file_mapped_onto_chipspec():
     assert (r.hop_latency_ew_s, r.hop_latency_ns_s) == (u["tile"]["latency_east_hop"], u["tile"]["latency_north_hop"])
     assert c.neurons_per_core == u["core"]["max_neurons_supported"]
     assert r.buffer_depth == u["chip"]["link_buffer_size"]
-    assert r.congestion_model == "density"  # SANA-FE's detailed timing model (hwmodels.des_density)
+    assert r.congestion_model == "density"  # SANA-FE's detailed timing model (hwmodels.timing.des_density)
     assert (chip.mesh_width, chip.mesh_height) == (u["chip"]["width"], u["chip"]["height"])
     assert c.receive_mode == "serial"  # SANA-FE: axon-in latency, then every synapse of the message, in series
     assert (c.dendrite_energy_j, c.dendrite_latency_s) == (u["loihi_dendrites"]["energy_update"],

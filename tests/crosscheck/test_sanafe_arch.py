@@ -1,4 +1,4 @@
-"""hwmodels.sanafe_arch.from_sanafe: SANA-FE architecture files imported as ChipSpecs.
+"""hwmodels.chip.sanafe.from_sanafe: SANA-FE architecture files imported as ChipSpecs.
 
 The loihi.yaml shipped with the sanafe package (an optional peer; those tests skip without it) must give our
 hand-written `loihi-sanafe` preset field by field, except for these deliberate differences:
@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from hwmodels import load_preset
-from hwmodels.sanafe_arch import from_sanafe, sanafe_leaves
+from hwmodels.chip.sanafe import from_sanafe, sanafe_leaves
 
 #: dotted field -> (imported value, why it differs from the preset); see the module docstring
 DELIBERATE = {
@@ -333,7 +333,7 @@ def test_file_that_is_missing_or_not_an_architecture_is_one_line_naming_it(tmp_p
 
 
 def test_sanafe_arch_imports_neither_sanafe_nor_torch():
-    code = ("import sys, hwmodels.sanafe_arch; bad = {'sanafe', 'sanafecpp', 'torch', 'workloads', 'codesign'} & "
+    code = ("import sys, hwmodels.chip.sanafe; bad = {'sanafe', 'sanafecpp', 'torch', 'workloads', 'codesign'} & "
             "{m.split('.')[0] for m in sys.modules}; print(sorted(bad))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -19,8 +19,8 @@ import types
 import numpy as np
 import pytest
 
-from hwmodels.mapping import MappingError, map_network
-from hwmodels.presets import load_preset
+from hwmodels.mapping.map import MappingError, map_network
+from hwmodels.chip.presets import load_preset
 from hwmodels.trace import NetworkGraph, NeuronModel, Population, Projection
 
 torch = pytest.importorskip("torch")

@@ -21,7 +21,7 @@ from neurobench.metrics.workload import SynapticOperations  # noqa: E402
 from neurobench.models import TorchModel  # noqa: E402
 
 from hwmodels import load_preset, simulate  # noqa: E402
-from hwmodels.connectivity import fan_in, synaptic_events  # noqa: E402
+from hwmodels.mapping.connectivity import fan_in, synaptic_events  # noqa: E402
 from workloads.lowering import lower  # noqa: E402
 
 T, N = 4, 6

@@ -1,10 +1,10 @@
-"""Test-only reference simulator: the message-level model of hwmodels.des played one message at a time.
+"""Test-only reference simulator: the message-level model of hwmodels.timing.des played one message at a time.
 
-Independent of hwmodels.actions / pipeline / des: it unrolls every projection into a weight matrix, turns every
+Independent of hwmodels.events.actions / pipeline / des: it unrolls every projection into a weight matrix, turns every
 spike into messages itself, runs one simpy process per message and per channel hop (wormhole channels, per-flow
 FIFO on a link, credit slots in the far buffer of a blocking channel, multicast copies at forks), and serves every message at its
 destination through a message-in FIFO and a synapse unit FIFO with that message's own synaptic work. It uses
-hwmodels only for the timestep semantics (a definition) and the XY route (hwmodels.network.xy_links).
+hwmodels only for the timestep semantics (a definition) and the XY route (hwmodels.events.network.xy_links).
 """
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from collections import defaultdict
 import numpy as np
 import simpy
 
-from hwmodels.actions import SEMANTICS
-from hwmodels.network import xy_links
+from hwmodels.events.actions import SEMANTICS
+from hwmodels.events.network import xy_links
 
 PAID_NONZERO = ("sparse", "bitmap")
 

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from hwmodels import load_preset, map_network
-from hwmodels.actions import build_fanout, count_actions
-from hwmodels.connectivity import PAID_COUNT, synaptic_events
+from hwmodels.events.actions import build_fanout, count_actions
+from hwmodels.mapping.connectivity import PAID_COUNT, synaptic_events
 from hwmodels.trace import EventTrace
 
 

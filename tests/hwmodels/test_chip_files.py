@@ -8,11 +8,11 @@ import pytest
 import yaml
 
 import hwmodels
-from hwmodels.chipfile import CHIP_FILE_MAX_BYTES
-from hwmodels.derive import write_derived
-from hwmodels.presets import (PRESET_DIR, chip_file_digest, preset_kind, preset_leaves, strip_sources,
+from hwmodels.chip.chipfile import CHIP_FILE_MAX_BYTES
+from hwmodels.chip.derive import write_derived
+from hwmodels.chip.presets import (PRESET_DIR, chip_file_digest, preset_kind, preset_leaves, strip_sources,
                               unsourced_keys)
-from hwmodels.signatures import mapping_signature, timing_signature
+from hwmodels.chip.signatures import mapping_signature, timing_signature
 
 #: ChipSpec fields that hold provenance, not numbers the models use
 PROVENANCE = {"name", "description", "sources", "notes", "derived_from"}
@@ -146,7 +146,7 @@ def test_sanafe_prefix_dispatches_to_the_sanafe_import(tmp_path, monkeypatch):
     def from_sanafe(path):
         seen.append(path)
         return hwmodels.load_preset("loihi-sanafe")
-    monkeypatch.setitem(sys.modules, "hwmodels.sanafe_arch", types.SimpleNamespace(from_sanafe=from_sanafe))
+    monkeypatch.setitem(sys.modules, "hwmodels.chip.sanafe", types.SimpleNamespace(from_sanafe=from_sanafe))
     chip = hwmodels.load_preset("sanafe:arch/loihi.yaml", {"core.neurons_per_core": 8})
     assert seen == ["arch/loihi.yaml"] and chip.core.neurons_per_core == 8
     # shown and derived like a chip file: its numbers come without sources
@@ -154,7 +154,7 @@ def test_sanafe_prefix_dispatches_to_the_sanafe_import(tmp_path, monkeypatch):
     assert "core.neurons_per_core" in unsourced_keys("sanafe:arch/loihi.yaml")
     write_derived(tmp_path / "s.yaml", "sanafe:arch/loihi.yaml", {"core.neurons_per_core": 8}, "2026-01-02")
     assert _same_numbers(hwmodels.load_preset(str(tmp_path / "s.yaml")), chip)
-    monkeypatch.setitem(sys.modules, "hwmodels.sanafe_arch", None)  # the import fails
+    monkeypatch.setitem(sys.modules, "hwmodels.chip.sanafe", None)  # the import fails
     with pytest.raises(ValueError) as err:
         hwmodels.load_preset("sanafe:arch/loihi.yaml")
     assert "preset 'sanafe:arch/loihi.yaml': SANA-FE architecture import is not available" in str(err.value)
@@ -244,7 +244,7 @@ def test_derive_refuses_overwrites_and_bad_keys_writing_nothing(tmp_path):
 
 
 def test_sanafe_prefix_loads_a_real_sanafe_architecture():
-    arch = pytest.importorskip("hwmodels.sanafe_arch")
+    arch = pytest.importorskip("hwmodels.chip.sanafe")
     sanafe = pytest.importorskip("sanafe")
     path = Path(sanafe.__file__).parent / "examples" / "loihi.yaml"
     if not path.is_file():

@@ -5,7 +5,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from hwmodels.connectivity import conv_core_fanout, core_fanout, fan_in, fanout, range_counter
+from hwmodels.mapping.connectivity import conv_core_fanout, core_fanout, fan_in, fanout, range_counter
 from hwmodels.trace import NetworkGraph, NeuronModel, Population, Projection, conv_output_shape
 
 GEOMETRIES = [  # (C_in, H, W), C_out, kernel, stride, padding, dilation, groups
@@ -92,8 +92,8 @@ def vgg11_graph(rng: np.random.Generator) -> NetworkGraph:
 def test_vgg11_fanout_tables_fit_time_and_memory_budget(rng):
     """All core fan-out tables (structural and non-zero) of VGG-11 at 32x32 mapped on 4 Loihi chips: < 10 s and
     peak traced memory < 100 bytes per stored weight (the old dense einsum needed > 1 GB for one layer)."""
-    from hwmodels.mapping import map_network
-    from hwmodels.presets import load_preset
+    from hwmodels.mapping.map import map_network
+    from hwmodels.chip.presets import load_preset
     graph = vgg11_graph(rng)
     n_weights = sum(p.weight.size for p in graph.projections)
     assert 9.0e6 < n_weights < 9.5e6

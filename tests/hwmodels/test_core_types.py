@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hwmodels.energy import static_power_w
-from hwmodels.mapping import Mapping, MappingError, map_network
-from hwmodels.mapping_check import check_mapping, mapping_from_assignment
-from hwmodels.presets import apply_overrides, load_preset, preset_leaves
-from hwmodels.signatures import mapping_signature
-from hwmodels.spec import ChipSpec
+from hwmodels.energy.costs import static_power_w
+from hwmodels.mapping.map import Mapping, MappingError, map_network
+from hwmodels.mapping.check import check_mapping, mapping_from_assignment
+from hwmodels.chip.presets import apply_overrides, load_preset, preset_leaves
+from hwmodels.chip.signatures import mapping_signature
+from hwmodels.chip.spec import ChipSpec
 from hwmodels.trace import NetworkGraph, NeuronModel, Population, Projection
 
 INPUT = NeuronModel(kind="input")

@@ -1,17 +1,18 @@
-"""Density congestion model (hwmodels.des_density, router.congestion_model "density"): hand-computed step
+"""Density congestion model (hwmodels.timing.des_density, router.congestion_model "density"): hand-computed step
 latencies on tiny nets (one core fanning out to two receivers, the interleaved send order, the blocking rule,
 multicast), per-neuron soma counts that add up to the pipeline's, messages that match the action counts, and
 equality with the flow-level DES where congestion never beats the route latency and send order does not matter."""
 import numpy as np
 import pytest
 
-from hwmodels import SimCache, des, des_density, load_preset, map_network, simulate
-from hwmodels.actions import build_fanout, count_actions
-from hwmodels.mapping import Mapping
-from hwmodels.network import Network, route_use
-from hwmodels.neuron_rules import neuron_work
-from hwmodels.pipeline import action_times, exactness
-from hwmodels.signatures import timing_signature
+from hwmodels import SimCache, load_preset, map_network, simulate
+from hwmodels.timing import des, des_density
+from hwmodels.events.actions import build_fanout, count_actions
+from hwmodels.mapping.map import Mapping
+from hwmodels.events.network import Network, route_use
+from hwmodels.events.neuron_rules import neuron_work
+from hwmodels.timing.pipeline import action_times, exactness
+from hwmodels.chip.signatures import timing_signature
 from hwmodels.trace import EventTrace, NetworkGraph, NeuronModel, Population, Projection
 
 U = 2.0 ** -30  # dyadic time unit: sums of its multiples are exact in float64

@@ -1,14 +1,15 @@
-"""The vectorised DES engine (hwmodels.des_vector) against the simpy engine it replaces: bit-identical channel
+"""The vectorised DES engine (hwmodels.timing.des_vector) against the simpy engine it replaces: bit-identical channel
 grants, releases, per-core finish times, step latencies and link hold times on random contended traces."""
 import dataclasses
 
 import numpy as np
 import pytest
 
-from hwmodels import analytic, des, des_vector, load_preset, map_network
-from hwmodels.actions import build_fanout, count_actions
-from hwmodels.network import Network, route_use
-from hwmodels.pipeline import action_times
+from hwmodels import load_preset, map_network
+from hwmodels.timing import analytic, des, des_vector
+from hwmodels.events.actions import build_fanout, count_actions
+from hwmodels.events.network import Network, route_use
+from hwmodels.timing.pipeline import action_times
 from hwmodels.trace import EventTrace, NetworkGraph, NeuronModel, Population, Projection
 
 INPUT = NeuronModel(kind="input")

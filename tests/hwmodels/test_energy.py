@@ -1,10 +1,10 @@
-"""The energy model (hwmodels.energy): hand-computed memory, neuron, static and network terms on networks small
+"""The energy model (hwmodels.energy.costs): hand-computed memory, neuron, static and network terms on networks small
 enough to count by hand, and energy = action counts x energy table."""
 import numpy as np
 import pytest
 
 from hwmodels import load_preset, map_network, simulate
-from hwmodels.energy import ENERGY_COMPONENTS
+from hwmodels.energy.costs import ENERGY_COMPONENTS
 from hwmodels.trace import EventTrace, NetworkGraph, NeuronModel, Population, Projection
 
 PJ = 1e-12

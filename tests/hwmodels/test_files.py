@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from hwmodels import load_preset, map_network
-from hwmodels.mapping import Mapping
+from hwmodels.mapping.map import Mapping
 from hwmodels.stream import open_trace, write_trace
 from hwmodels.trace import EventTrace, NetworkGraph
 

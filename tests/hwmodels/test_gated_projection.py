@@ -1,10 +1,10 @@
 """Gated ("dynamic") projections of the contract (trace.Projection.gate): validation, depth, save/load, and the
-hand-computed event counts of hwmodels.connectivity.gated_events / synaptic_events."""
+hand-computed event counts of hwmodels.mapping.connectivity.gated_events / synaptic_events."""
 import numpy as np
 import pytest
 
 import hwmodels
-from hwmodels.connectivity import fanout, gated_events, spike_counts, synaptic_events
+from hwmodels.mapping.connectivity import fanout, gated_events, spike_counts, synaptic_events
 from hwmodels.trace import EventTrace, NetworkGraph, NeuronModel, Population, Projection
 
 W = np.array([[1.0, 2.0, 0.0], [3.0, 0.0, 4.0]], np.float32)  # (target 2, source 3)

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from hwmodels import MappingError, map_network, simulate
-from hwmodels.mapping import Mapping
-from hwmodels.mapping_check import check_mapping
-from hwmodels.presets import load_preset
+from hwmodels.mapping.map import Mapping
+from hwmodels.mapping.check import check_mapping
+from hwmodels.chip.presets import load_preset
 from hwmodels.trace import EventTrace, NetworkGraph, Population, Projection
 from tests.hwmodels.conftest import INPUT
 

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from hwmodels import FormatCosts, Mapping, MappingError, load_preset, map_network
-from hwmodels.connectivity import PAID_COUNT
-from hwmodels.mapping import fan_in
-from hwmodels.storage import FORMATS
+from hwmodels.mapping.connectivity import PAID_COUNT
+from hwmodels.mapping.map import fan_in
+from hwmodels.mapping.storage import FORMATS
 from hwmodels.trace import STORAGE_FORMATS, NetworkGraph, Population, Projection
 
 

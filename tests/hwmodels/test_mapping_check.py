@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from hwmodels import load_preset, map_network, simulate
-from hwmodels.mapping_check import check_mapping, mapping_from_assignment
+from hwmodels.mapping.check import check_mapping, mapping_from_assignment
 from hwmodels.trace import EventTrace, NetworkGraph, NeuronModel, Population, Projection
 
 INPUT = NeuronModel(kind="input")

@@ -3,9 +3,9 @@ coordinates, hop counts and routes (hand-computed), spill to more chips and the 
 import numpy as np
 import pytest
 
-from hwmodels.mapping import Mapping, MappingError, map_network
-from hwmodels.placement import spike_weighted_hops, traffic_matrix
-from hwmodels.presets import load_preset
+from hwmodels.mapping.map import Mapping, MappingError, map_network
+from hwmodels.mapping.placement import spike_weighted_hops, traffic_matrix
+from hwmodels.chip.presets import load_preset
 from hwmodels.trace import NetworkGraph, NeuronModel, Population, Projection
 
 LINKS = {"router.chip_link_energy_j": 1e-11, "router.chip_link_latency_s": 1e-8}
@@ -137,7 +137,7 @@ def test_placements_that_ignore_traffic_accept_a_trace_and_bad_traces_are_reject
 def test_swap_refinement_ends_in_a_local_optimum_checked_by_brute_force(rng):
     """After _refine converges, no single move of a core to another slot (swapping with its occupant) lowers
     1/2 sum_ij w_ij d[p_i, p_j], checked by recomputing the cost of every move; and it never got worse."""
-    from hwmodels.placement import _refine
+    from hwmodels.mapping.placement import _refine
     n, m = 8, 12
     w = rng.poisson(3.0, (n, n)) * (rng.random((n, n)) < 0.5)
     w = (w + w.T).astype(float)

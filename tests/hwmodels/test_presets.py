@@ -5,8 +5,8 @@ import pytest
 import yaml
 
 from hwmodels import list_presets, load_preset, override_keys
-from hwmodels.presets import PRESET_DIR, preset_leaves, strip_sources
-from hwmodels.spec import ChipSpec
+from hwmodels.chip.presets import PRESET_DIR, preset_leaves, strip_sources
+from hwmodels.chip.spec import ChipSpec
 
 
 @pytest.mark.parametrize("name", list_presets())
@@ -183,7 +183,7 @@ def test_speck_memory_limits_are_sinabs_constraints():
 def test_a_layer_too_big_for_one_speck_core_is_rejected():
     """Conv 64 -> 128 channels, 3x3: kernel memory 64 x 2^(4 + 7) = 131,072 entries, 2x the largest core's 64 Ki
     (and 8x the 16 Ki of cores 0-2)."""
-    from hwmodels.mapping import MappingError, map_network
+    from hwmodels.mapping.map import MappingError, map_network
     from hwmodels.trace import NetworkGraph, NeuronModel, Population, Projection
     g = NetworkGraph([Population("in", (64, 16, 16), NeuronModel(kind="input")), Population("c", (128, 16, 16))],
                      [Projection("conv", "in", "c", "conv", np.ones((128, 64, 3, 3)), padding=(1, 1))])

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from hwmodels import MappingError, load_preset, map_network, simulate
-from hwmodels import analytic, des
-from hwmodels.actions import build_fanout, count_actions
-from hwmodels.network import Network, route_use
-from hwmodels.pipeline import action_times
+from hwmodels.timing import analytic, des
+from hwmodels.events.actions import build_fanout, count_actions
+from hwmodels.events.network import Network, route_use
+from hwmodels.timing.pipeline import action_times
 from hwmodels.trace import EventTrace, NetworkGraph, Population, Projection
 
 NS = 1e-9

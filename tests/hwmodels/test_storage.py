@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 
-from hwmodels.connectivity import PAID_COUNT
-from hwmodels.mapping import MappingError, map_network
-from hwmodels.presets import load_preset
-from hwmodels.storage import FORMATS, low_rank_layers, memory_terms, pow2ceil
+from hwmodels.mapping.connectivity import PAID_COUNT
+from hwmodels.mapping.map import MappingError, map_network
+from hwmodels.chip.presets import load_preset
+from hwmodels.mapping.storage import FORMATS, low_rank_layers, memory_terms, pow2ceil
 from hwmodels.trace import NetworkGraph, NeuronModel, Population, Projection
 
 INPUT = NeuronModel(kind="input")

@@ -8,7 +8,7 @@ from spikingjelly.activation_based.op_counter import DispatchCounterMode, SynOpC
 from torch import nn
 from torch.nn.utils import parametrize, prune
 
-from hwmodels.connectivity import conv_output_shape, synaptic_events
+from hwmodels.mapping.connectivity import conv_output_shape, synaptic_events
 from hwmodels.trace import EventTrace, NetworkGraph
 from workloads.lowering import lower
 from seeded import Wrap, seeded_init

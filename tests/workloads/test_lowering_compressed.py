@@ -11,7 +11,7 @@ from spikingjelly.activation_based import functional, layer, neuron
 from torch import nn
 
 import hwmodels
-from hwmodels.connectivity import synaptic_events
+from hwmodels.mapping.connectivity import synaptic_events
 from workloads.compression import METHODS, compress
 from workloads.compression.binary import BinaryConfig
 from workloads.compression.dsp import DSPConfig

@@ -9,7 +9,7 @@ from spikingjelly.activation_based.op_counter import DispatchCounterMode, SynOpC
 from torch import nn
 
 from hwmodels.activity import unpack
-from hwmodels.connectivity import fan_in, synaptic_events
+from hwmodels.mapping.connectivity import fan_in, synaptic_events
 from workloads.exchange.recurrent import RecurrentGraph
 from workloads.lowering import lower
 from workloads.neurons import charge_sequence

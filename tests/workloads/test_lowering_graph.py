@@ -14,7 +14,7 @@ from spikingjelly.activation_based import functional, layer, neuron
 from torch import nn
 
 import hwmodels
-from hwmodels.connectivity import synaptic_events
+from hwmodels.mapping.connectivity import synaptic_events
 from hwmodels.trace import EventTrace, NetworkGraph
 from workloads.compression.binary import swap_attention
 from workloads.compression.dsp import factorize

@@ -12,7 +12,7 @@ from torch import nn
 
 from hwmodels import load_preset, simulate
 from hwmodels.activity import unpack
-from hwmodels.storage import state_bits_per_neuron
+from hwmodels.mapping.storage import state_bits_per_neuron
 from hwmodels.trace import EventTrace, NetworkGraph, NeuronModel, Population, Projection
 from workloads.exchange.nir_io import nir_workload
 from workloads.neurons import CubaLIFNode

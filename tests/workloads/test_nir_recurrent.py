@@ -14,7 +14,7 @@ from spikingjelly.activation_based import layer, neuron
 from torch import nn
 
 from hwmodels import load_preset, simulate
-from hwmodels.connectivity import synaptic_events
+from hwmodels.mapping.connectivity import synaptic_events
 from workloads.exchange.nir_io import from_nir, graph_from_nir, load_nir, nir_workload, save_nir
 from workloads.exchange.recurrent import RecurrentGraph
 from workloads.lowering import lower

@@ -10,7 +10,7 @@ from spikingjelly.activation_based import functional, layer, neuron
 from torch import nn
 
 import hwmodels
-from hwmodels.connectivity import synaptic_events
+from hwmodels.mapping.connectivity import synaptic_events
 from workloads.compression import compress, sca_prune_resnet
 from workloads.compression.base import apply_channel_mask
 from workloads.compression.sca import GammaGradMeter, ImportanceRecorder, SCAConfig

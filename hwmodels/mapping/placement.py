@@ -16,9 +16,9 @@ import networkx as nx
 import numpy as np
 import scipy.sparse as sp
 
-from hwmodels.connectivity import PAID_COUNT, core_fanout, spike_counts
-from hwmodels.partition import Partition
-from hwmodels.spec import ChipSpec
+from hwmodels.mapping.connectivity import PAID_COUNT, core_fanout, spike_counts
+from hwmodels.mapping.partition import Partition
+from hwmodels.chip.spec import ChipSpec
 from hwmodels.trace import EventTrace, NetworkGraph
 
 _REFINE_BUDGET = 4e9  # multiply-adds the swap refinement may spend (bounds its sweeps; deterministic)
@@ -220,7 +220,7 @@ def traffic_matrix(graph: NetworkGraph, core_of_neuron: dict[str, np.ndarray], n
     """Messages sent from core i to core j over the whole trace, float64 (n_cores, n_cores).
 
     A spike of neuron s sends one message to every core holding a target with a synapse of s that its storage
-    format stores (paid count > 0, hwmodels.connectivity.PAID_COUNT), as hwmodels.actions counts flows.
+    format stores (paid count > 0, hwmodels.mapping.connectivity.PAID_COUNT), as hwmodels.events.actions counts flows.
     Raises ValueError when a population with out-projections is missing from the trace or has a spike index
     outside the population.
     """

@@ -11,10 +11,10 @@ from typing import Any
 
 import yaml
 
-from hwmodels.chipfile import CHIP_FILE_SUFFIXES, chip_file_label, dump_chip_yaml, write_chip_file
+from hwmodels.chip.chipfile import CHIP_FILE_SUFFIXES, chip_file_label, dump_chip_yaml, write_chip_file
 from hwmodels.npzfile import quote
-from hwmodels.presets import PROVENANCE_KEYS, apply_overrides, chip_from_tree, load_preset, read_preset
-from hwmodels.spec import ChipSpec
+from hwmodels.chip.presets import PROVENANCE_KEYS, apply_overrides, chip_from_tree, load_preset, read_preset
+from hwmodels.chip.spec import ChipSpec
 
 #: the source key of values set by a derivation
 DERIVED_SOURCE = "derived"

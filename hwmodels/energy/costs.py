@@ -1,12 +1,12 @@
 """The energy model, in one place: action counts x an energy table (the Accelergy/Timeloop split: counts and
 costs are separate artifacts; Wu, Emer, Sze, "Accelergy", ICCAD 2019).
 
-- Action counts (ACTIONS, per sample and core, from hwmodels.actions + the routes + the chip's neuron rules):
+- Action counts (ACTIONS, per sample and core, from hwmodels.events.actions + the routes + the chip's neuron rules):
   synaptic events per storage format, synapse-memory bits read, neuron accesses, neuron updates of spiking and
   quiet neurons, neuron-state bits read + written, dendritic-accumulator bits read + written, messages out and
   in, hops by kind (east-west, north-south, chip-to-chip), core busy time.
 - Energy table (EnergyTable, from the ChipSpec and the mapping): J per action; memory costs are per bit and
-  depend on each core's memory capacity (CoreSpec.synapse_memory / state_memory, hwmodels.spec.MemoryAccess);
+  depend on each core's memory capacity (CoreSpec.synapse_memory / state_memory, hwmodels.chip.spec.MemoryAccess);
   static power per used core (core leakage, SRAM leakage per bit, the chip's uncore and the idle cores of
   ungated chips spread evenly over the used cores).
 - Energy = counts x table, by ENERGY_COMPONENTS: synapse compute (events x synop + dendrite), synapse memory
@@ -19,13 +19,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hwmodels.actions import Actions
-from hwmodels.mapping import Mapping
-from hwmodels.partition import PORT_TYPE
-from hwmodels.network import HOP_KINDS, RouteUse
-from hwmodels.neuron_rules import neuron_work
-from hwmodels.spec import ChipSpec, CoreSpec
-from hwmodels.storage import state_bits_per_neuron
+from hwmodels.events.actions import Actions
+from hwmodels.mapping.map import Mapping
+from hwmodels.mapping.partition import PORT_TYPE
+from hwmodels.events.network import HOP_KINDS, RouteUse
+from hwmodels.events.neuron_rules import neuron_work
+from hwmodels.chip.spec import ChipSpec, CoreSpec
+from hwmodels.mapping.storage import state_bits_per_neuron
 from hwmodels.trace import NetworkGraph
 
 ENERGY_COMPONENTS = ("synapse_compute", "synapse_memory", "neuron_compute", "neuron_memory", "network", "static")
@@ -43,7 +43,7 @@ class EnergyTable:
     spikes (update + spike out) / does not; state_j_per_bit: per core, read + write of one bit of neuron state
     (also the accumulator's); message_out_j / message_in_j; hop_j: {ew, ns, chip} per message-hop;
     static_w: per used core, W (sums to the chip's static power, see `energy_table`); state_bits /
-    accumulator_bits: bits per update / per event. A folded memory (hwmodels.spec.MemoryAccess) has 0 J per bit.
+    accumulator_bits: bits per update / per event. A folded memory (hwmodels.chip.spec.MemoryAccess) has 0 J per bit.
     """
 
     synop_j: dict[str, float]

@@ -4,10 +4,10 @@ chip (ActionTimes), the send side of every core and the receive side of every de
 Stages of a core in a hardware step (after the previous step's barrier):
 1. soma: the core accesses and updates its neurons one after another (accesses x t_access + updates of
    spiking neurons x t_active + of quiet ones x t_inactive, under the chip's neuron rules,
-   hwmodels.neuron_rules), using the input its dendrites accumulated before the barrier;
+   hwmodels.events.neuron_rules), using the input its dendrites accumulated before the barrier;
 2. message out: then it writes its spike messages one after another (message_out_latency_s each), flow by flow
    in route order; message k of flow f is ready at update + (messages before f + k) x message_out;
-3. network (model-dependent: hwmodels.analytic without waits, hwmodels.des with channel contention), then one
+3. network (model-dependent: hwmodels.timing.analytic without waits, hwmodels.timing.des with channel contention), then one
    link time to eject into the destination core's input FIFO (unbounded);
 4. message in: message_in_latency_s per message, FIFO, overlapping the synapse unit (a message is read in while
    the previous one is processed, as on Loihi where synaptic processing overlaps spike reception); a delivery
@@ -21,11 +21,11 @@ Stages of a core in a hardware step (after the previous step's barrier):
    run back to back. The accumulated input is consumed by the soma of the next step.
 The step ends when every unit is idle; the barrier (by tiles in use) closes it.
 
-Closed forms (exact, proved in hwmodels.des): the send side has no contention, so its times are sums; the receive
+Closed forms (exact, proved in hwmodels.timing.des): the send side has no contention, so its times are sums; the receive
 side is a work-conserving FIFO server fed by head arrivals and feeding nothing back, so its finish time is
 max_j (a_j + i + sum of the work of flows arriving at or after a_j) over head arrivals a_j, exact at message
 level provided every message's synaptic work is at least the message-in latency and the spacing of the
-messages of a flow (hwmodels.pipeline.exactness 'receive').
+messages of a flow (hwmodels.timing.pipeline.exactness 'receive').
 """
 from __future__ import annotations
 
@@ -33,10 +33,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hwmodels.actions import Actions
-from hwmodels.mapping import Mapping
-from hwmodels.neuron_rules import neuron_work
-from hwmodels.spec import ChipSpec
+from hwmodels.events.actions import Actions
+from hwmodels.mapping.map import Mapping
+from hwmodels.events.neuron_rules import neuron_work
+from hwmodels.chip.spec import ChipSpec
 
 
 def _receive_overlap(events_s: np.ndarray, messages: np.ndarray, in_s: float) -> tuple[np.ndarray, float]:
@@ -175,7 +175,7 @@ def core_busy_s(actions: Actions, times: ActionTimes) -> np.ndarray:
 
 
 def exactness(chip: ChipSpec, formats: tuple[str, ...]) -> dict[str, bool]:
-    """The conditions under which the flow-level DES equals a message-by-message simulation (hwmodels.des):
+    """The conditions under which the flow-level DES equals a message-by-message simulation (hwmodels.timing.des):
     'receive': max(message_in, message_out, link time) <= min synop latency (formats used) + dendrite latency
     (serial receive mode: max(message_out, link time) <= message_in + min synop + dendrite latency);
     'buffers': router.buffer_depth is None, or buffer_depth x link time >= every hop latency."""

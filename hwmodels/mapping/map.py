@@ -1,5 +1,5 @@
 """Mapping a NetworkGraph onto one or more chips: partition populations into core-sized chunks
-(hwmodels.partition), place the cores on mesh tiles (hwmodels.placement), and answer routing questions (tile
+(hwmodels.mapping.partition), place the cores on mesh tiles (hwmodels.mapping.placement), and answer routing questions (tile
 and chip of every core, XY hop counts and hop lists between cores) for the simulators.
 
 A network that does not fit raises MappingError naming the population and the shortfall.
@@ -13,14 +13,14 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from hwmodels.connectivity import fan_in
-from hwmodels.partition import PORT_TYPE, MappingError, Partition, partition
-from hwmodels.placement import PLACEMENTS, USES_TRAFFIC, slot_coords, traffic_matrix
+from hwmodels.mapping.connectivity import fan_in
+from hwmodels.mapping.partition import PORT_TYPE, MappingError, Partition, partition
+from hwmodels.mapping.placement import PLACEMENTS, USES_TRAFFIC, slot_coords, traffic_matrix
 from hwmodels.npzfile import array, file_name, open_npz, quote, read_meta
-from hwmodels.signatures import mapping_signature
-from hwmodels.spec import ChipSpec
-from hwmodels.storage import FORMATS
-from hwmodels.trace import EventTrace, NetworkGraph, _atomic_savez
+from hwmodels.chip.signatures import mapping_signature
+from hwmodels.chip.spec import ChipSpec
+from hwmodels.mapping.storage import FORMATS
+from hwmodels.trace import EventTrace, NetworkGraph, atomic_savez
 from hwmodels.trace_check import check_trace
 
 __all__ = ["FORMATS", "Mapping", "MappingError", "PLACEMENTS", "Partition", "fan_in", "map_network", "partition"]
@@ -39,12 +39,12 @@ class Mapping:
     core_state_bits / core_axons: int64 (cores_used,) neuron-state bits and distinct input axons per core.
     core_type: int64 (cores_used,) index into the chip's core_types of every core (all 0 on a homogeneous chip;
         PORT_TYPE (-1) for an input port's pseudo-core, see ChipSpec.input_location).
-    verified_for: set by map_network (and hwmodels.mapping_check): (mapping signature of the chip, assignment
+    verified_for: set by map_network (and hwmodels.mapping.check): (mapping signature of the chip, assignment
         fingerprint, made) whose per-core tables were computed from the graph; made is True when map_network
         partitioned the graph for that chip, False when check_mapping verified a mapping made elsewhere. A
         mapping whose assignment changed, or a verified one used on another chip, is checked again; one that
         map_network made for a chip with other mapping-relevant fields is refused
-        (hwmodels.mapping_check.check_mapping).
+        (hwmodels.mapping.check.check_mapping).
     Raises ValueError when the per-core arrays do not have one entry per core (tile_xy, chip_xy: two) or an
     assignment is not a 1-D integer array.
     """
@@ -168,12 +168,12 @@ class Mapping:
                       meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8))
         if self.core_type.any():
             arrays["core_type"] = self.core_type
-        _atomic_savez(path, arrays)
+        atomic_savez(path, arrays)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Mapping":
         """Read a mapping written by `save` (files without the multi-chip fields load as one chip). A loaded
-        mapping is checked against the graph and chip it is used with (hwmodels.mapping_check.check_mapping).
+        mapping is checked against the graph and chip it is used with (hwmodels.mapping.check.check_mapping).
 
         Raises FileNotFoundError when `path` does not exist and a one-line ValueError naming the file and what
         was expected for anything else: a directory, a file that is not an .npz (empty, truncated, another
@@ -199,7 +199,7 @@ MAPPING_META = {"placement": str, "chip_name": str, "core_population": list, "po
 
 def map_network(graph: NetworkGraph, chip: ChipSpec, placement: str = "in_order",
                 traffic: np.ndarray | EventTrace | None = None, seed: int = 0) -> Mapping:
-    """Partition `graph` into cores of `chip` (hwmodels.partition) and place them with PLACEMENTS[placement].
+    """Partition `graph` into cores of `chip` (hwmodels.mapping.partition) and place them with PLACEMENTS[placement].
 
     traffic: for placement "comm_aware", the measured traffic: an (n_cores, n_cores) message-count matrix over
     the partition's cores (graph order) or an EventTrace from which it is computed (placement.traffic_matrix,

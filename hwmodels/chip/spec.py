@@ -147,7 +147,7 @@ class CoreSpec(_Spec):
     """One neuromorphic core: capacity limits and per-event energy (J) and latency (s).
 
     neurons_per_core: neurons (compartments) a core holds.
-    synapse_memory_bits: synapse memory per core; weights are stored per storage format (hwmodels.storage).
+    synapse_memory_bits: synapse memory per core; weights are stored per storage format (hwmodels.mapping.storage).
     max_fan_in: largest number of synapses (as the storage format stores them) into one neuron; None = no limit.
     max_axons: largest number of distinct source neurons with at least one stored synapse into the core (input
         axons, as Loihi and SANA-FE count them); None = no limit.
@@ -156,7 +156,7 @@ class CoreSpec(_Spec):
     stored_weight_bits / stored_state_bits: fixed width of a stored weight / neuron state on this chip (e.g. a
         1-bit crossbar, 8-bit kernel entries); None = the projection's weight_bits / population's state_bits.
     memory_layout: "packed" (bits add up exactly) or "pow2" (DYNAP-CNN addressing: kernel and neuron memories
-        are padded to powers of two, sinabs DynapcnnLayer.memory_summary); see hwmodels.storage.
+        are padded to powers of two, sinabs DynapcnnLayer.memory_summary); see hwmodels.mapping.storage.
     synop_*: one synaptic operation (one stored synapse visited when a spike arrives), per storage format: the
         compute (and, when synapse_memory.folded, the weight read) of the synapse unit.
     neuron_access_*: one access of a neuron by the core's neuron loop (SANA-FE's soma access), charged per
@@ -176,7 +176,7 @@ class CoreSpec(_Spec):
     accumulator_bits: bits of the target neuron's dendritic accumulator read and written (read-modify-write) per
         synaptic event, costed by state_memory; 0 = not charged (folded into the synaptic op).
     synapse_memory / state_memory: per-bit access energy of the weight memory (bits read per synaptic event:
-        hwmodels.storage.read_bits) and of the neuron-state memory (state bits read and written per update).
+        hwmodels.mapping.storage.read_bits) and of the neuron-state memory (state bits read and written per update).
     static_power_w: leakage power per powered core; sram_static_w_per_bit: leakage per bit of the core's
         synapse and neuron-state memory (physical size); see ChipSpec.power_gating.
     """
@@ -249,9 +249,9 @@ class RouterSpec(_Spec):
     chip_link_energy_j / chip_link_latency_s: one message crossing one chip-to-chip link (replacing the tile hop
         at a chip boundary); None = not given, which ChipSpec accepts only when n_chips == 1. No shipped preset
         publishes a chip-to-chip cost, so multi-chip runs must set both (a modelling assumption of the user).
-    congestion_model: how the DES delays messages in the network. "links" (hwmodels.des): flows contend for
+    congestion_model: how the DES delays messages in the network. "links" (hwmodels.timing.des): flows contend for
         directed links of link_bandwidth_msgs_per_s and for router buffers of buffer_depth, and a core sends
-        its messages after its whole neuron loop. "density" (hwmodels.des_density): SANA-FE's detailed timing
+        its messages after its whole neuron loop. "density" (hwmodels.timing.des_density): SANA-FE's detailed timing
         model (Boyle et al., IEEE TCAD 2025): a neuron's messages leave right after its own soma work, each is
         delayed by max(contention-free route latency, messages in flight on its route x their mean receive
         time / (hops + 1)), and blocks its sender above (hops + 1) x buffer_depth messages in flight; the link
@@ -276,7 +276,7 @@ class RouterSpec(_Spec):
 
 
 class Derivation(_Spec):
-    """Provenance of a chip file written by `codesign presets derive` (hwmodels.derive); not used by the models.
+    """Provenance of a chip file written by `codesign presets derive` (hwmodels.chip.derive); not used by the models.
 
     preset: the base it was derived from (a preset name or chip file path, as given).
     date: ISO date of the derivation.
@@ -293,7 +293,7 @@ class ChipSpec(_Spec):
 
     n_chips: identical chips joined by chip-to-chip links, laid out chips_per_row per row (None = one row);
         global tile (x, y) = (chip column * mesh_width + x, chip row * mesh_height + y), and an XY route that
-        crosses a chip boundary uses a chip-to-chip link for that hop (hwmodels.mapping.Mapping.hop_counts).
+        crosses a chip boundary uses a chip-to-chip link for that hop (hwmodels.mapping.map.Mapping.hop_counts).
         n_chips > 1 needs router.chip_link_energy_j and router.chip_link_latency_s.
     max_cores_per_population: most cores one population may be split over (DYNAP-CNN/Speck: 1, a layer is one
         core); None = no limit.
@@ -308,7 +308,7 @@ class ChipSpec(_Spec):
     core_types: None (every core is `core`: a homogeneous chip) or the chip's kinds of core (CoreType), laid over
         the core slots of every chip in order (slot = tile index x cores_per_tile + core in tile, tiles row by
         row): the first type's `count` slots, then the next type's; the counts must add up to n_cores. Each
-        population is mapped onto cores of one type it fits (hwmodels.partition). Left out of model_dump when
+        population is mapped onto cores of one type it fits (hwmodels.mapping.partition). Left out of model_dump when
         None, so a homogeneous chip dumps, signs and maps as before.
     input_location: where the network's input spikes come from. "core" (default): input populations are mapped
         onto cores like any other population (SANA-FE maps input neurons onto cores; Loihi's spike generators
@@ -316,7 +316,7 @@ class ChipSpec(_Spec):
         host input, which sinabs' DynapcnnNetwork keeps out of the nine layer cores): input populations occupy
         no core, leak nothing, count against no core limit, and their events enter the mesh at the router of
         tile (0, 0) of chip 0, paying the core's message-out energy and latency and the hops from there
-        (hwmodels.partition, hwmodels.mapping). Left out of model_dump when "core", so such chips sign as before.
+        (hwmodels.mapping.partition, hwmodels.mapping.map). Left out of model_dump when "core", so such chips sign as before.
     """
 
     name: str = Field(min_length=1)
@@ -395,7 +395,7 @@ class ChipSpec(_Spec):
         return (self.n_cores,) if self.core_types is None else tuple(t.count for t in self.core_types)
 
     def slot_types(self) -> np.ndarray:
-        """Core type of every core slot of all n_chips chips (slot ids as hwmodels.placement numbers them),
+        """Core type of every core slot of all n_chips chips (slot ids as hwmodels.mapping.placement numbers them),
         int64 (n_cores_total,)."""
         one = np.repeat(np.arange(len(self.core_type_counts)), self.core_type_counts)
         return np.tile(one, self.n_chips).astype(np.int64)

@@ -1,10 +1,10 @@
-"""Vectorised engine of the DES network play (hwmodels.des): the same channel grants and releases as the simpy
+"""Vectorised engine of the DES network play (hwmodels.timing.des): the same channel grants and releases as the simpy
 engine, bit for bit, decided in rounds over every hardware step of a group of batches at once with numpy.
 
 Equations (the simpy engine's, when every request comes strictly after its parent's grant: hop latencies > 0
 and not below the float resolution of the step times, which grants() checks). A node is one channel c of one
 flow f; Q its request time (the flow's ready time on a root channel, else the parent channel's grant + the
-parent's hop latency: the head reaching the router), G its grant, rel its release (hwmodels.des closed form, a
+parent's hop latency: the head reaching the router), G its grant, rel its release (hwmodels.timing.des closed form, a
 function of the grants of the node, of its child when blocking, and of the slot terms with finite buffers). A
 queue is one directed link in one step. Claim: each queue grants its users in (Q, flow index) order and
 G_k = max(Q_k, rel_{k-1}). Proof: the simpy engine grants when an arm event runs, and an arm at time t is
@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hwmodels.des_nodes import Nodes, Queues, seg
+from hwmodels.timing.des_nodes import Nodes, Queues, seg
 
 
 class NotApplicable(RuntimeError):

@@ -1,5 +1,5 @@
 """Synapse storage formats (registry FORMATS): the memory a chunk of target neurons takes on a core, and which
-synaptic count (structural or non-zero, hwmodels.connectivity.PAID_COUNT) a spike pays in each format.
+synaptic count (structural or non-zero, hwmodels.mapping.connectivity.PAID_COUNT) a spike pays in each format.
 
 Formats, per target neuron n with structural fan-in S_n, non-zero fan-in Z_n and b weight bits:
 - dense: S_n x b (every matrix entry / in-bounds tap is stored, zeros included: a crossbar row);
@@ -35,8 +35,8 @@ from typing import Callable
 
 import numpy as np
 
-from hwmodels.connectivity import PAID_COUNT, fan_in
-from hwmodels.spec import CoreSpec
+from hwmodels.mapping.connectivity import PAID_COUNT, fan_in
+from hwmodels.chip.spec import CoreSpec
 from hwmodels.trace import NeuronModel, Population, Projection, conv_output_shape
 
 
@@ -167,7 +167,7 @@ def state_bits_per_neuron(pop: Population, core: CoreSpec) -> int:
     population's state_bits); 0 for input populations, which hold no state.
 
     A CubaLIF thus fills twice the neuron memory of a LIF of the same size and its every update reads and writes
-    twice the state bits (hwmodels.energy: neuron memory); the update itself stays one neuron update (neuron
+    twice the state bits (hwmodels.energy.costs: neuron memory); the update itself stays one neuron update (neuron
     compute), as on Loihi, whose compartment holds a current u and a voltage v natively and updates both in one
     compartment update: a current-based LIF is Loihi's own neuron model (Davies et al., IEEE Micro 2018, the
     CUBA LIF of its neuron model section).

@@ -1,4 +1,4 @@
-"""Analytic latency model: the per-core pipeline of hwmodels.pipeline with a network that never waits.
+"""Analytic latency model: the per-core pipeline of hwmodels.timing.pipeline with a network that never waits.
 
 Every flow's head reaches a destination router after the hop latencies of its XY route (no channel is ever
 busy), then one link time to eject. Everything else (soma, messages out, message in, the FIFO synapse unit per
@@ -12,10 +12,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hwmodels import pipeline
-from hwmodels.actions import Actions
-from hwmodels.network import Network, RouteUse
-from hwmodels.pipeline import ActionTimes
+from hwmodels.timing import pipeline
+from hwmodels.events.actions import Actions
+from hwmodels.events.network import Network, RouteUse
+from hwmodels.timing.pipeline import ActionTimes
 
 
 @dataclass(frozen=True, eq=False)

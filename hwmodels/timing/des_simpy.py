@@ -1,6 +1,6 @@
-"""The simpy engine of the DES network play (hwmodels.des): one event chain per flow on a simpy Environment per
+"""The simpy engine of the DES network play (hwmodels.timing.des): one event chain per flow on a simpy Environment per
 hardware step; a channel is requested when the flow's head reaches it and released by the closed form of the
-hwmodels.des docstring."""
+hwmodels.timing.des docstring."""
 from __future__ import annotations
 
 from heapq import heappop, heappush
@@ -9,9 +9,9 @@ import numpy as np
 import simpy
 from simpy.events import NORMAL
 
-from hwmodels.actions import Actions
-from hwmodels.network import RouteUse, Tree
-from hwmodels.pipeline import ActionTimes
+from hwmodels.events.actions import Actions
+from hwmodels.events.network import RouteUse, Tree
+from hwmodels.timing.pipeline import ActionTimes
 
 
 class _Call:

@@ -13,10 +13,10 @@ import numpy as np
 import scipy.sparse as sp
 
 from hwmodels import activity
-from hwmodels.connectivity import PAID_COUNT, core_fanout
-from hwmodels.mapping import Mapping
-from hwmodels.spec import CoreSpec
-from hwmodels.storage import read_bits
+from hwmodels.mapping.connectivity import PAID_COUNT, core_fanout
+from hwmodels.mapping.map import Mapping
+from hwmodels.chip.spec import CoreSpec
+from hwmodels.mapping.storage import read_bits
 from hwmodels.trace import STORAGE_FORMATS, EventTrace, NetworkGraph, Projection
 
 
@@ -65,7 +65,7 @@ class FanoutTables:
         i sends a message to core k (it has >= 1 synapse there that the storage format stores, i.e. a paid count
         > 0, union over its out-projections); block 1 + j the synaptic events paid in format formats[j]; when
         bits_per_event is None, a last block with the synapse-memory bits its spike reads on core k
-        (hwmodels.storage.read_bits).
+        (hwmodels.mapping.storage.read_bits).
     bits_per_event: int64 (n_cores, n_formats): the synapse-memory bits one synaptic event of each format sent
         from a neuron of core c reads, when that is one number per (source core, format) (every format but
         bitmap, all out-projections of a population reading the same width); None otherwise (the stack then
@@ -126,7 +126,7 @@ def _dest_sets(stack: dict[str, sp.csr_matrix], n: int) -> tuple[tuple[np.ndarra
 
 def build_fanout(graph: NetworkGraph, mapping: Mapping, multicast: bool = False,
                  core: CoreSpec | None = None) -> FanoutTables:
-    """Fan-out tables of `graph` on `mapping` (hwmodels.connectivity.core_fanout with the paid count);
+    """Fan-out tables of `graph` on `mapping` (hwmodels.mapping.connectivity.core_fanout with the paid count);
     `multicast` adds the destination sets (FanoutTables.routes). core: the chip's CoreSpec, whose
     stored_weight_bits decide the bits a spike reads (None: every projection's own weight_bits)."""
     formats = tuple(f for f in STORAGE_FORMATS if any(p.storage == f for p in graph.projections))
@@ -177,7 +177,7 @@ class Actions:
     deliv_*: one entry per (flow, destination core), sorted by (flow, dst): deliv_flow (flow index), deliv_dst,
         deliv_messages (messages that core receives), deliv_events int64 (n_deliv, n_formats) synaptic events
         paid per storage format in `formats`, deliv_bits int64 (n_deliv,) synapse-memory bits they read
-        (hwmodels.storage.read_bits). Unicast: exactly one delivery per flow.
+        (hwmodels.mapping.storage.read_bits). Unicast: exactly one delivery per flow.
     routes: None (unicast) or the multicast destination sets (FanoutTables.routes).
     synops_structural / synops_nonzero: int64 (n_samples,) totals of the two reporting counts.
     """
@@ -221,7 +221,7 @@ class Actions:
         return (r,) if self.routes is None else tuple(int(c) for c in self.routes[r])
 
 
-def _gather(trace: EventTrace, samples: range, pop_i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def gather_spikes(trace: EventTrace, samples: range, pop_i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(neuron indices, sample - samples.start, timestep) of every spike of population pop_i in `samples`."""
     n_t, n_p = trace.n_timesteps, len(trace.populations)
     s, t = np.meshgrid(np.arange(samples.start, samples.stop), np.arange(n_t), indexing="ij")
@@ -233,7 +233,7 @@ def _gather(trace: EventTrace, samples: range, pop_i: int) -> tuple[np.ndarray, 
             np.repeat(t.ravel(), lengths))
 
 
-def _split(m: sp.csr_matrix, n: int, nf: int,
+def split_messages(m: sp.csr_matrix, n: int, nf: int,
            bits_block: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     """(group row, dst, messages, events (., nf), bits read or None without a bits block) of the non-zero
     (group, dst) message entries of block 0, sorted by (row, dst)."""
@@ -269,7 +269,7 @@ def count_actions(graph: NetworkGraph, trace: EventTrace, mapping: Mapping, tabl
         if name not in trace.populations:
             raise ValueError(f"trace.populations: graph population {name!r} is missing; trace has "
                              f"{', '.join(trace.populations)}")
-        idx, s, t = _gather(trace, samples, trace.populations.index(name))
+        idx, s, t = gather_spikes(trace, samples, trace.populations.index(name))
         if len(idx) and (idx.min() < 0 or idx.max() >= pop.size):
             raise ValueError(f"trace.indices: population {name!r} has a spike index outside 0..{pop.size - 1}")
         row = (s * n_steps + step_of[name][t]) * n + mapping.core_of_neuron[name][idx]
@@ -321,7 +321,7 @@ def _unicast(sending: list, tables: FanoutTables, n_rows: int) -> tuple[tuple, t
     for name, idx, row in sending:
         a = sp.csr_matrix((np.ones(len(idx), np.int64), (row, idx)), shape=(n_rows, len(tables.structural[name])))
         g = g + a @ tables.stack[name]
-    row, dst, msgs, events, bits = _split(g, n, nf, tables.bits_per_event is None)
+    row, dst, msgs, events, bits = split_messages(g, n, nf, tables.bits_per_event is None)
     return (row, dst, msgs), (np.arange(len(row)), dst, msgs, events, bits)
 
 
@@ -338,5 +338,5 @@ def _multicast(sending: list, tables: FanoutTables, n_rows: int) -> tuple[tuple,
         size = len(tables.structural[name])
         a = sp.csr_matrix((np.ones(len(gi), np.int64), (gi, idx[m])), shape=(len(groups), size))
         g = g + a @ tables.stack[name]
-    flow, dst, msgs, events, bits = _split(g, n, nf, tables.bits_per_event is None)
+    flow, dst, msgs, events, bits = split_messages(g, n, nf, tables.bits_per_event is None)
     return (groups // n_routes, groups % n_routes, counts.astype(np.int64)), (flow, dst, msgs, events, bits)

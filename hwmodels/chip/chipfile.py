@@ -1,4 +1,4 @@
-"""User chip files: a chip in the preset schema of hwmodels/presets/*.yaml, read from any path with one-line errors
+"""User chip files: a chip in the preset schema of hwmodels/chip/presets/*.yaml, read from any path with one-line errors
 naming the file, and written atomically (what `codesign presets derive` writes).
 
 Reading runs no code (yaml.safe_load) and refuses a missing file, a directory, a file over CHIP_FILE_MAX_BYTES,

@@ -1,5 +1,5 @@
 """Partition a NetworkGraph into core-sized chunks under every per-core limit of a CoreSpec: neurons, synapse
-memory (per storage format, hwmodels.storage), neuron-state memory, fan-in and input axons.
+memory (per storage format, hwmodels.mapping.storage), neuron-state memory, fan-in and input axons.
 
 Each population is cut, in graph order, into contiguous chunks of its C-order neurons; each chunk is the
 longest prefix that fits (every limit grows monotonically with the chunk). On a chip with several core types
@@ -15,9 +15,9 @@ from typing import Callable
 
 import numpy as np
 
-from hwmodels.connectivity import PAID_COUNT, fan_in, range_counter
-from hwmodels.spec import ChipSpec, CoreSpec
-from hwmodels.storage import chunk_state_bits, chunk_synapse_bits, memory_terms
+from hwmodels.mapping.connectivity import PAID_COUNT, fan_in, range_counter
+from hwmodels.chip.spec import ChipSpec, CoreSpec
+from hwmodels.mapping.storage import chunk_state_bits, chunk_synapse_bits, memory_terms
 from hwmodels.trace import NetworkGraph, conv_output_shape
 
 

@@ -23,7 +23,7 @@ from hwmodels.trace import EventTrace, NetworkGraph, Projection, conv_output_sha
 COUNT_KINDS = ("structural", "nonzero")
 #: which count a storage format pays per synaptic event: a dense crossbar row and a shared conv kernel are
 #: walked entry by entry, zeros included; a compressed sparse format stores only the non-zeros, and a bitmap
-#: format skips the zero bits of its bitmap (hwmodels.storage gives each format's memory rule)
+#: format skips the zero bits of its bitmap (hwmodels.mapping.storage gives each format's memory rule)
 PAID_COUNT = {"dense": "structural", "conv": "structural", "sparse": "nonzero", "bitmap": "nonzero"}
 _BLOCK_FLOATS = 1 << 22  # floats per streamed block of conv fan-out (16 MB in float32)
 
@@ -153,7 +153,7 @@ def conv_core_fanout(proj: Projection, src_shape: tuple[int, ...], indicator: np
 
     indicator: (G, C_out, H_out, W_out) 0/1 array, G target groups (e.g. cores; groups may overlap).
     Returns float64 array (n_source, G): entry [i, g] = number of synapses from source neuron i (C-order over
-    (C_in, H, W)) to targets marked in group g. Streams one group at a time (hwmodels.connectivity module doc).
+    (C_in, H, W)) to targets marked in group g. Streams one group at a time (hwmodels.mapping.connectivity module doc).
     """
     ind = np.asarray(indicator).reshape(len(indicator), -1)
     cols = [_conv_counts(proj, src_shape, np.where(row > 0, 0, -1), 1, count).toarray() for row in ind]

@@ -1,12 +1,12 @@
 """Hashable signatures of the ChipSpec fields a stage depends on: two chips with equal mapping signatures map a
 graph alike, two with equal timing signatures give equal step latencies (hwmodels.simcache reuses work across
-design points by them; hwmodels.mapping_check trusts a mapping made for an equal mapping signature).
+design points by them; hwmodels.mapping.check trusts a mapping made for an equal mapping signature).
 """
 from __future__ import annotations
 
 from typing import Any
 
-from hwmodels.spec import ChipSpec, CoreSpec, RouterSpec
+from hwmodels.chip.spec import ChipSpec, CoreSpec, RouterSpec
 
 #: ChipSpec fields that never change a mapping: the router, the barrier, provenance text, and every per-event
 #: cost of a core (names ending in _j, _s or _w) and its receive mode; every other field is mapping-relevant
@@ -27,20 +27,20 @@ TIMING_EXCLUDED = {"name": True, "description": True, "sources": True, "notes": 
                    "router": {f for f in RouterSpec.model_fields if f.endswith(("_j", "_w"))}}
 
 
-def _frozen(value: Any) -> Any:
+def frozen(value: Any) -> Any:
     """A hashable copy of nested dicts/lists of plain values."""
     if isinstance(value, dict):
-        return tuple(sorted((k, _frozen(v)) for k, v in value.items()))
+        return tuple(sorted((k, frozen(v)) for k, v in value.items()))
     if isinstance(value, (list, tuple, set)):
-        return tuple(_frozen(v) for v in value)
+        return tuple(frozen(v) for v in value)
     return value
 
 
 def mapping_signature(chip: ChipSpec) -> tuple:
     """The mapping-relevant fields of `chip` as a hashable value (chips with equal signatures map alike)."""
-    return _frozen(chip.model_dump(exclude=MAPPING_EXCLUDED))
+    return frozen(chip.model_dump(exclude=MAPPING_EXCLUDED))
 
 
 def timing_signature(chip: ChipSpec) -> tuple:
     """The latency-relevant fields of `chip` as a hashable value (equal signatures: equal step latencies)."""
-    return _frozen(chip.model_dump(exclude=TIMING_EXCLUDED))
+    return frozen(chip.model_dump(exclude=TIMING_EXCLUDED))

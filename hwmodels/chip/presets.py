@@ -1,11 +1,11 @@
-"""Chip presets: YAML package data in hwmodels/presets/, every number with its source, loaded into a ChipSpec; and
-user chip files in the same schema (hwmodels.chipfile), named by their path wherever a preset name is accepted.
+"""Chip presets: YAML package data in hwmodels/chip/presets/, every number with its source, loaded into a ChipSpec; and
+user chip files in the same schema (hwmodels.chip.chipfile), named by their path wherever a preset name is accepted.
 
 A number in a preset file is written as a leaf `{value: <number>, source: <key>[, note: <text>]}` whose key
 resolves in the file's top-level `sources:` map (full citations); the loader checks and strips these leaves. A
 shipped preset must source every number; a user chip file may also give a bare number (or a leaf without a
 source), which loads and is reported as missing a source (`unsourced_keys`). `sanafe:PATH` names a SANA-FE
-architecture file (hwmodels.sanafe_arch.from_sanafe).
+architecture file (hwmodels.chip.sanafe.from_sanafe).
 """
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel
 
-from hwmodels.chipfile import CHIP_FILE_SUFFIXES, chip_file_label, read_chip_file
+from hwmodels.chip.chipfile import CHIP_FILE_SUFFIXES, chip_file_label, read_chip_file
 from hwmodels.npzfile import quote
-from hwmodels.spec import ChipSpec
+from hwmodels.chip.spec import ChipSpec
 
 PRESET_DIR = Path(__file__).with_name("presets")
 LEAF_KEYS = ("value", "source", "note")
@@ -34,7 +34,7 @@ PresetKind = Literal["shipped", "file", "sanafe", "unknown"]
 
 
 def list_presets() -> list[str]:
-    """Names of the shipped presets (file stems in hwmodels/presets/), sorted."""
+    """Names of the shipped presets (file stems in hwmodels/chip/presets/), sorted."""
     return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
 
 
@@ -69,21 +69,21 @@ def _unknown(name: str) -> ValueError:
 
 
 def _sanafe(name: str) -> tuple[Any, str]:
-    """(the hwmodels.sanafe_arch module, imported only now; PATH) of `sanafe:PATH`. Raises ValueError naming the
+    """(the hwmodels.chip.sanafe module, imported only now; PATH) of `sanafe:PATH`. Raises ValueError naming the
     argument when PATH is empty or the SANA-FE import is not available."""
     path = name[len(SANAFE_PREFIX):]
     if not path:
         raise ValueError(f"preset {quote(name)}: give the SANA-FE architecture file after 'sanafe:'")
     try:
-        module = importlib.import_module("hwmodels.sanafe_arch")
+        module = importlib.import_module("hwmodels.chip.sanafe")
     except ImportError as exc:
         raise ValueError(f"preset {quote(name)}: SANA-FE architecture import is not available "
-                         f"(hwmodels.sanafe_arch: {' '.join(str(exc).split())[:120]})") from None
+                         f"(hwmodels.chip.sanafe: {' '.join(str(exc).split())[:120]})") from None
     return module, path
 
 
 def _from_sanafe(name: str) -> ChipSpec:
-    """The ChipSpec of `sanafe:PATH` (hwmodels.sanafe_arch.from_sanafe). Raises ValueError as `_sanafe` does and as
+    """The ChipSpec of `sanafe:PATH` (hwmodels.chip.sanafe.from_sanafe). Raises ValueError as `_sanafe` does and as
     from_sanafe does for a bad file."""
     module, path = _sanafe(name)
     return module.from_sanafe(path)
@@ -94,7 +94,7 @@ def read_preset(name: str) -> dict:
     without `name` gets its file stem; `sanafe:PATH` gives the imported chip's fields as bare numbers).
 
     Raises ValueError listing the shipped presets when `name` is neither a shipped preset nor a file, and a
-    one-line ValueError naming the file when a chip file cannot be read (hwmodels.chipfile.read_chip_file).
+    one-line ValueError naming the file when a chip file cannot be read (hwmodels.chip.chipfile.read_chip_file).
     """
     kind = preset_kind(name)
     if kind == "unknown":
@@ -273,7 +273,7 @@ def load_preset(name: str, overrides: dict[str, Any] | None = None) -> ChipSpec:
 
     name: a shipped preset (`list_presets()`); a path to a chip file in the preset schema (ends .yaml or .yml,
         contains a path separator, or exists; relative to the working directory), whose numbers need no source
-        (`unsourced_keys` lists those without); or `sanafe:PATH` (hwmodels.sanafe_arch.from_sanafe).
+        (`unsourced_keys` lists those without); or `sanafe:PATH` (hwmodels.chip.sanafe.from_sanafe).
     Raises ValueError for an unknown preset (listing the presets), a chip file that cannot be read (naming the
     file), a number without a resolvable source in a shipped preset, a bad leaf or field (naming the file and the
     YAML key), an unknown override key (listing the accepted keys) or a value outside its field's bounds.

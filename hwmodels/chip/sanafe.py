@@ -5,7 +5,7 @@ SANA-FE (Boyle et al., "SANA-FE: Simulating Advanced Neuromorphic Architectures 
 pipeline of units `axon_in`, `synapse`, `dendrite`, `soma`, `axon_out`, each with per-event energies in J and
 latencies in s (its docs' attribute table, "Framework attributes"; its loihi.yaml writes 35.5e-12 J and 3.8e-9 s).
 ChipSpec is SI too, so every number is taken unchanged. The file is read with yaml.safe_load; sanafe itself is never
-imported (it is an optional peer) and none of its code is copied. hwmodels/presets/loihi-sanafe.yaml is the same
+imported (it is an optional peer) and none of its code is copied. hwmodels/chip/presets/loihi-sanafe.yaml is the same
 mapping done by hand for SANA-FE's loihi.yaml (tests/crosscheck/test_sanafe_arch.py compares the two field by field).
 
 Mapping (SANA-FE attribute -> ChipSpec field). Sources: SANA-FE's documentation (README "Architecture
@@ -82,7 +82,7 @@ from typing import Any
 import yaml
 
 from hwmodels.npzfile import file_name, quote
-from hwmodels.spec import ChipSpec
+from hwmodels.chip.spec import ChipSpec
 
 UNIT_KINDS = ("axon_in", "synapse", "dendrite", "soma", "axon_out")
 #: per-event cost attributes of each unit kind (SANA-FE framework attributes), all required
@@ -165,7 +165,7 @@ def from_sanafe(path: str | Path) -> ChipSpec:
 
 
 def sanafe_leaves(path: str | Path) -> list[dict]:
-    """Every number of `from_sanafe(path)` with its provenance, as hwmodels.presets.preset_leaves rows:
+    """Every number of `from_sanafe(path)` with its provenance, as hwmodels.chip.presets.preset_leaves rows:
     [{"key": dotted field, "value", "source": key in the ChipSpec's sources, "note": where it comes from}]."""
     return [vars(leaf).copy() for leaf in _import(path)[1]]
 
@@ -212,7 +212,7 @@ def _chip(path: str | Path, digest: str, name: str, leaves: list[Leaf], dropped:
             node = node.setdefault(part, {})
         node[last] = value
     sources = {"sanafe_file": f"SANA-FE architecture file {Path(path).resolve()} (sha256 {digest}), architecture "
-                              f"{name!r}; read by hwmodels.sanafe_arch.from_sanafe (energies in J, latencies in "
+                              f"{name!r}; read by hwmodels.chip.sanafe.from_sanafe (energies in J, latencies in "
                               "s, as SANA-FE writes them)", **SOURCES}
     return ChipSpec(name=name, description=_description(path, name, body), sources=sources,
                     notes=_notes(leaves, dropped), **body)

@@ -1,6 +1,6 @@
 """Which neurons a core accesses and updates in each hardware step, under the chip's neuron rules
-(hwmodels.spec.CoreSpec.neuron_access_rule / neuron_update_rule), shared by the energy model (hwmodels.energy)
-and the core pipeline's soma time (hwmodels.pipeline).
+(hwmodels.chip.spec.CoreSpec.neuron_access_rule / neuron_update_rule), shared by the energy model (hwmodels.energy.costs)
+and the core pipeline's soma time (hwmodels.timing.pipeline).
 
 Access "window": the neurons of a population are accessed in each hardware step of its timestep window;
 "every_step": every mapped non-input neuron in every hardware step, pipeline fill and drain included (SANA-FE's
@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from hwmodels.actions import Actions
-from hwmodels.spec import ChipSpec
+from hwmodels.events.actions import Actions
+from hwmodels.chip.spec import ChipSpec
 
 
 def neuron_work(a: Actions, chip: ChipSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(accesses, updates of spiking neurons, updates of quiet neurons), int64 (n_samples, n_steps, n_cores),
-    under the chip's neuron_access_rule and neuron_update_rule (hwmodels.spec.CoreSpec)."""
+    under the chip's neuron_access_rule and neuron_update_rule (hwmodels.chip.spec.CoreSpec)."""
     c, state = chip.core, a.state_neurons[None, None, :]
     spiking = a.spikes * (state > 0)
     updated = a.recorded if c.neuron_update_rule == "active" else a.window[None] * state

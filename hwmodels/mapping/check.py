@@ -2,7 +2,7 @@
 and every core limit of a chip, and build a Mapping from a per-neuron core assignment.
 
 The per-core tables (neurons, synapse-memory bits per storage format, neuron-state bits, input axons, fan-in)
-are recomputed from the graph with the rules the partitioner uses (hwmodels.storage, hwmodels.connectivity), so
+are recomputed from the graph with the rules the partitioner uses (hwmodels.mapping.storage, hwmodels.mapping.connectivity), so
 a mapping is judged on what it holds, not on the numbers it records. Every failure is a one-line ValueError
 naming the core (or population) and the limit.
 """
@@ -12,13 +12,13 @@ import dataclasses
 
 import numpy as np
 
-from hwmodels.connectivity import PAID_COUNT, core_fanout, fan_in
-from hwmodels.mapping import Mapping, mapping_key
-from hwmodels.partition import PORT_TYPE
+from hwmodels.mapping.connectivity import PAID_COUNT, core_fanout, fan_in
+from hwmodels.mapping.map import Mapping, mapping_key
+from hwmodels.mapping.partition import PORT_TYPE
 from hwmodels.npzfile import quote
-from hwmodels.signatures import mapping_signature
-from hwmodels.spec import ChipSpec, CoreSpec
-from hwmodels.storage import memory_terms, pow2ceil, state_bits_per_neuron
+from hwmodels.chip.signatures import mapping_signature
+from hwmodels.chip.spec import ChipSpec, CoreSpec
+from hwmodels.mapping.storage import memory_terms, pow2ceil, state_bits_per_neuron
 from hwmodels.trace import NetworkGraph, conv_output_shape
 
 
@@ -219,7 +219,7 @@ def _check_placement(mapping: Mapping, chip: ChipSpec) -> None:
 
 
 def _flat(signature: object, prefix: str = "") -> dict[str, object]:
-    """{dotted field: value} of a mapping signature (hwmodels.signatures: nested sorted (key, value) tuples)."""
+    """{dotted field: value} of a mapping signature (hwmodels.chip.signatures: nested sorted (key, value) tuples)."""
     is_record = isinstance(signature, tuple) and signature and all(
         isinstance(kv, tuple) and len(kv) == 2 and isinstance(kv[0], str) for kv in signature)
     if not is_record:

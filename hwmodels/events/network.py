@@ -13,8 +13,8 @@ from functools import cached_property
 
 import numpy as np
 
-from hwmodels.mapping import Mapping
-from hwmodels.spec import ChipSpec
+from hwmodels.mapping.map import Mapping
+from hwmodels.chip.spec import ChipSpec
 
 #: link directions (dx, dy): east, west, north (+y), south (-y)
 DIRECTIONS = ((1, 0), (-1, 0), (0, 1), (0, -1))
@@ -36,10 +36,10 @@ class Tree:
     eject: {tile (x, y): channel whose downstream router is that tile, or -1 for the source tile}.
     blocking: bool (n,): the channel's far router forwards to exactly one child channel and delivers to no core
         there, so a message leaves its far buffer only when it starts on that child (finite buffers can fill);
-        at a fork or a delivery, messages are copied out on arrival (hwmodels.des).
+        at a fork or a delivery, messages are copied out on arrival (hwmodels.timing.des).
     up: int64 (n, n): up[i, x] = depth[i] - depth[x] when i is a strict descendant of x reached through
         blocking channels only (x, ..., parent(i) all blocking), NO_TERM elsewhere (the closed form of
-        hwmodels.des: buffers climbed from i back to x).
+        hwmodels.timing.des: buffers climbed from i back to x).
     """
 
     links: np.ndarray
@@ -195,7 +195,7 @@ class RouteUse:
     flows / messages: int64 (n_pairs,) flows and messages on each pair; hop_j / hops: float / int64 (n_flows,)
     energy (J) of one message over its route and the channels (tree links) on it; hop_kinds: int64 (n_flows, 3)
     those channels by HOP_KINDS (east-west, north-south, chip-to-chip). memo: derived data that
-    depends only on these routes (e.g. hwmodels.des keeps its channel nodes there), filled on first use.
+    depends only on these routes (e.g. hwmodels.timing.des keeps its channel nodes there), filled on first use.
     """
 
     flow_route: np.ndarray
@@ -210,7 +210,7 @@ class RouteUse:
     def link_totals(self, link_s: float, out_s: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(sorted link ids, messages, contention-free hold time s) per directed link, summed over the batch. A
         flow of m messages holds a channel for max(hop latency, link time) + (m - 1) x max(link time, message
-        out) when nothing waits (hwmodels.des closed form with every grant at the head's arrival)."""
+        out) when nothing waits (hwmodels.timing.des closed form with every grant at the head's arrival)."""
         if not self.trees:
             return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
         uniq, inv, tree, hop_s = self._channels

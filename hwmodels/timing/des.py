@@ -1,7 +1,7 @@
 """Discrete-event latency model: the network of every hardware step is played flow by flow, with channel
 contention, finite router buffers that back-pressure upstream links, and optional multicast trees. The core
-pipeline stages around it (soma, messages out, message in, synapse + dendrite) are hwmodels.pipeline's. This is
-router.congestion_model "links"; a chip with "density" is timed by hwmodels.des_density instead (SANA-FE's
+pipeline stages around it (soma, messages out, message in, synapse + dendrite) are hwmodels.timing.pipeline's. This is
+router.congestion_model "links"; a chip with "density" is timed by hwmodels.timing.des_density instead (SANA-FE's
 message-level model; hwmodels.simulate dispatches).
 
 Message-level model (the semantics; tests/hwmodels/reference_des.py plays it one message at a time):
@@ -45,15 +45,15 @@ Aggregation, one event chain per flow (O(channels) simpy events, never one per m
    along the path: s[k+1,j] + (latency from j to the delivering channel) <= s[k,n] + max(O, L) holds for each
    term (the L term, the upstream term, and a slot term s[k+1-B, j+1] + h_j <= s[k,n] - (B-1) L + h_j).
 3. The send side (soma, then messages out in flow order) waits for nothing, so its times are sums; with the
-   receive side it is evaluated in closed form by hwmodels.pipeline, the same code as the analytic model (the
+   receive side it is evaluated in closed form by hwmodels.timing.pipeline, the same code as the analytic model (the
    reference runs both as simpy processes message by message).
-Hence, under hwmodels.pipeline.exactness (max(i, O, L) <= min synop + dendrite latency, and B = None or
+Hence, under hwmodels.timing.pipeline.exactness (max(i, O, L) <= min synop + dendrite latency, and B = None or
 B L >= every hop latency), the DES step latencies equal the message-by-message ones; the tests check this
 exactly on random traces with contention, finite buffers and multicast. Outside these conditions the DES is an
 approximation, and still never below the analytic latency.
 
-Engines (ENGINES): "simpy" (hwmodels.des_simpy) plays each step's event chains as above on a simpy
-Environment; "vector" (hwmodels.des_vector) solves the same grant/release equations for every step of a group
+Engines (ENGINES): "simpy" (hwmodels.timing.des_simpy) plays each step's event chains as above on a simpy
+Environment; "vector" (hwmodels.timing.des_vector) solves the same grant/release equations for every step of a group
 of batches at once with numpy and gives bit-identical grants, releases and step latencies when every hop
 latency is > 0 (its module docstring proves it; tests/hwmodels/test_des_engines.py checks it). "auto" (the
 default) uses "vector" when every hop latency is > 0 and "simpy" otherwise (zero-latency routers, e.g. the
@@ -64,12 +64,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from hwmodels import analytic, des_simpy, des_vector, pipeline
-from hwmodels.actions import Actions
-from hwmodels.analytic import Timing
-from hwmodels.des_nodes import Nodes, Queues
-from hwmodels.network import Network, RouteUse
-from hwmodels.pipeline import ActionTimes
+from hwmodels.timing import analytic, des_simpy, des_vector, pipeline
+from hwmodels.events.actions import Actions
+from hwmodels.timing.analytic import Timing
+from hwmodels.timing.des_nodes import Nodes, Queues
+from hwmodels.events.network import Network, RouteUse
+from hwmodels.timing.pipeline import ActionTimes
 
 #: one batch: its action counts, their durations and its routes
 Batch = tuple[Actions, ActionTimes, RouteUse]
@@ -90,7 +90,7 @@ def _offsets(use: RouteUse) -> np.ndarray:
 
 
 def _play_simpy(batches: list[Batch], buffer_depth: int | None) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(head down s, held s) per channel node of each batch, one simpy run per step (hwmodels.des_simpy)."""
+    """(head down s, held s) per channel node of each batch, one simpy run per step (hwmodels.timing.des_simpy)."""
     return [des_simpy.play(a, t, u, buffer_depth, _offsets(u)) for a, t, u in batches]
 
 
@@ -118,7 +118,7 @@ def _group_nodes(batches: list[Batch], buffer_depth: int | None) -> tuple[Nodes,
 
 
 def _play_vector(batches: list[Batch], buffer_depth: int | None) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The same as _play_simpy with hwmodels.des_vector, every batch of the group in one solve (every hop
+    """The same as _play_simpy with hwmodels.timing.des_vector, every batch of the group in one solve (every hop
     latency must be > 0)."""
     nodes, queues = _group_nodes(batches, buffer_depth)
     ready = np.concatenate([t.flow_ready_s for _, t, _ in batches])
@@ -144,7 +144,7 @@ def _engine(name: str, batches: list[Batch]) -> str:
 
 def _play(batches: list[Batch], buffer_depth: int | None, engine: str) -> list[tuple[np.ndarray, np.ndarray]]:
     """Network play of the batches with the chosen engine; "auto" falls back to simpy when the input is outside
-    the vector engine's proof (hwmodels.des_vector.NotApplicable)."""
+    the vector engine's proof (hwmodels.timing.des_vector.NotApplicable)."""
     name = _engine(engine, batches)
     try:
         return ENGINES[name](batches, buffer_depth)

@@ -1,12 +1,12 @@
 """The channel nodes of the DES network play as flat arrays: one node per (flow, tree channel), its link, parent,
-children, hop latency, release dependencies and queue (link, step), for hwmodels.des_vector. Everything here
+children, hop latency, release dependencies and queue (link, step), for hwmodels.timing.des_vector. Everything here
 depends only on the routes, message counts, link time and buffer depth, so it is built once per batch group
-and reused when only core latencies change (hwmodels.des caches it on the RouteUse)."""
+and reused when only core latencies change (hwmodels.timing.des caches it on the RouteUse)."""
 from __future__ import annotations
 
 import numpy as np
 
-from hwmodels.network import NO_TERM, Tree
+from hwmodels.events.network import NO_TERM, Tree
 
 
 def seg(ptr: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -37,7 +37,7 @@ def dense_unique(keys: np.ndarray, size: int, first: bool = False):
 
 
 class Nodes:
-    """Channel nodes of a group of flows: node off[f] + c is channel c of flow f's tree (hwmodels.des layout).
+    """Channel nodes of a group of flows: node off[f] + c is channel c of flow f's tree (hwmodels.timing.des layout).
 
     trees: route trees; flow_route / hops / msgs / flow_step: int64 (n_flows,) tree index, channels, messages and
     step id (distinct across the samples and batches of the group) of each flow; link_s: link time s; depth:
@@ -80,7 +80,7 @@ class Nodes:
     def _terms(self, trees, t_off: np.ndarray, tidx: np.ndarray, m: np.ndarray, depth: int | None,
                link_s: float, k_cap: np.ndarray) -> None:
         """Slot terms of every node z with finite buffers: (node i, (m - 1 - B up) L) for the descendants i of z
-        reached through blocking channels with up = depth difference <= K (hwmodels.des closed form)."""
+        reached through blocking channels with up = depth difference <= K (hwmodels.timing.des closed form)."""
         n = self.n
         if depth is None or n == 0:
             self.tm_ptr, self.term_node, self.term_const = np.zeros(n + 1, np.int64), np.zeros(0, np.int64), np.zeros(0)
@@ -114,7 +114,7 @@ class Nodes:
         self.missing = np.bincount(cols, minlength=n)
 
     def tail_start(self, z: np.ndarray, g: np.ndarray, tb: np.ndarray) -> np.ndarray:
-        """s[m, z] of hwmodels.des: the tail's start on channel z from the grants g; tb = tail + before (s)."""
+        """s[m, z] of hwmodels.timing.des: the tail's start on channel z from the grants g; tb = tail + before (s)."""
         v = np.maximum(g[z] + self.cm[z], tb[z])
         if self.plain:
             return v
@@ -124,7 +124,7 @@ class Nodes:
         return v
 
     def release(self, x: np.ndarray, g: np.ndarray, tb: np.ndarray, link_s: float) -> np.ndarray:
-        """Release time (s) of channel nodes x (hwmodels.des._Flow._release_time) from the grants g."""
+        """Release time (s) of channel nodes x (hwmodels.timing.des._Flow._release_time) from the grants g."""
         tx = self.tail_start(x, g, tb)
         out = tx + np.maximum(link_s, self.hop[x])
         b = self.blocking[x]

@@ -1,12 +1,12 @@
 """Message-level DES with a density congestion model (router.congestion_model "density"): the detailed timing model
 of SANA-FE (Boyle et al., "SANA-FE: Simulating Advanced Neuromorphic Architectures for Fast Exploration", IEEE
-TCAD 44(8), 2025; behaviour measured with sanafe 2.2.9). It replaces hwmodels.des's flow-level network when a
-chip selects it; action counts, stage latencies (hwmodels.pipeline) and energy stay the same.
+TCAD 44(8), 2025; behaviour measured with sanafe 2.2.9). It replaces hwmodels.timing.des's flow-level network when a
+chip selects it; action counts, stage latencies (hwmodels.timing.pipeline) and energy stay the same.
 
 Each hardware step starts every core's clock at 0 (after the previous barrier):
 1. Send side, interleaved. A core walks its neurons in order (C-order index within its contiguous chunk); neuron
    j costs soma_j = access + update (+ spike out) under the chip's neuron rules (neuron_counts: summed over a
-   core's neurons, hwmodels.pipeline's update_s). A spiking neuron writes its messages right after its own soma,
+   core's neurons, hwmodels.timing.pipeline's update_s). A spiking neuron writes its messages right after its own soma,
    one per destination core in core order (multicast: one per spike), O = message_out_latency_s each. Message k
    of core c (the n(k)-th neuron) is ready at
        r_k = sum_{j <= n(k)} soma_j + k O + b_c(k),
@@ -16,28 +16,28 @@ Each hardware step starts every core's clock at 0 (after the previous barrier):
    receiver serves its messages FIFO in that order.
 3. Network. A message is in flight from its handling until its receiver starts it; while in flight it adds
    w = 1 / (h + 2) to each key of its route (h hops): the source core's injection key and every directed link
-   of its XY route (hwmodels.network.xy_links; h = 0: the injection key only). For message m:
+   of its XY route (hwmodels.events.network.xy_links; h = 0: the injection key only). For message m:
        D = sum of the density over m's route keys,   rbar = mean receive work of the messages in flight,
        blocking: if D > (h + 1) B then r_m += (D - (h + 1) B) rbar   (B = router.buffer_depth; None: never),
        net = max(lat0, D rbar / (h + 1)),
        start = max(free[dst], r_m + net + i0),   free[dst] = start + work_m,
-   lat0: path latency + one link time (hwmodels.analytic's contention-free head latency; SANA-FE's has no link
-   time, 0.29 ns on loihi-sanafe); work_m, i0: hwmodels.pipeline's receive work and head delay of one message
+   lat0: path latency + one link time (hwmodels.timing.analytic's contention-free head latency; SANA-FE's has no link
+   time, 0.29 ns on loihi-sanafe); work_m, i0: hwmodels.timing.pipeline's receive work and head delay of one message
    (receive_mode serial: message in + synaptic events x (synop + dendrite latency), i0 = 0).
 4. Core done = max(send side end, its last receive finish); step latency = the latest core + barrier.
 
-Under hwmodels.pipeline.exactness, with no two flows of a step on one link, congestion never above lat0, each
+Under hwmodels.timing.pipeline.exactness, with no two flows of a step on one link, congestion never above lat0, each
 core's messages going to one destination (or its spiking neurons last in its chunk) and receivers seeing messages
 in send order, this equals the flow-level DES (tests/hwmodels/test_des_density.py). Against sanafe 2.2.9 it
 gives every step latency of the tests/crosscheck SANA-FE nets within 0.4 %. Not reproduced: SANA-FE's heap
 breaks ties of equal send times arbitrarily, it orders a neuron's destination cores by pointer (here: core
 index), and it retires in-flight messages in another order (float rounding only). Link hold times are the
-contention-free ones (hwmodels.network.RouteUse.link_totals).
+contention-free ones (hwmodels.events.network.RouteUse.link_totals).
 
 Cost: a Python loop over the messages with two heaps, O(route keys + log messages in flight) per message, ~3 us
 per message with the message list built by numpy one sample at a time (memory: one sample's messages). The conv
 net of tests/crosscheck (66k messages per sample) takes ~0.25 s per sample, against ~0.01 s for the flow-level
-DES (hwmodels.des, vector engine).
+DES (hwmodels.timing.des, vector engine).
 """
 from __future__ import annotations
 
@@ -47,13 +47,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hwmodels import activity, pipeline
-from hwmodels.actions import SEMANTICS, Actions, FanoutTables, _gather, _split
-from hwmodels.analytic import Timing
-from hwmodels.mapping import Mapping
-from hwmodels.network import Network, RouteUse, xy_links
-from hwmodels.pipeline import RECEIVE_MODES, ActionTimes, dendrite_costs, receive_mode
-from hwmodels.spec import ChipSpec
+from hwmodels import activity
+from hwmodels.timing import pipeline
+from hwmodels.events.actions import SEMANTICS, Actions, FanoutTables, gather_spikes, split_messages
+from hwmodels.timing.analytic import Timing
+from hwmodels.mapping.map import Mapping
+from hwmodels.events.network import Network, RouteUse, xy_links
+from hwmodels.timing.pipeline import RECEIVE_MODES, ActionTimes, dendrite_costs, receive_mode
+from hwmodels.chip.spec import ChipSpec
 from hwmodels.trace import EventTrace, NetworkGraph
 
 
@@ -80,7 +81,7 @@ class Messages:
 def neuron_counts(graph: NetworkGraph, trace: EventTrace, sample: int, semantics: str, chip: ChipSpec,
                   name: str) -> np.ndarray:
     """Soma work of each neuron of population `name` in sample `sample`: bool (3, n_steps, size) = accessed,
-    updated and spiking, updated and quiet, under the chip's neuron rules (hwmodels.neuron_rules); their sums
+    updated and spiking, updated and quiet, under the chip's neuron rules (hwmodels.events.neuron_rules); their sums
     over a core's neurons are neuron_work's counts, so soma time summed over a core is pipeline's update_s."""
     pop, rules = graph.populations[name], chip.core
     n_steps, step_of = SEMANTICS[semantics](graph, trace.n_timesteps)
@@ -91,7 +92,7 @@ def neuron_counts(graph: NetworkGraph, trace: EventTrace, sample: int, semantics
     window = np.zeros(n_steps, bool)
     window[steps] = True
     out[0] = (window | (rules.neuron_access_rule == "every_step"))[:, None]
-    idx, _, t = _gather(trace, range(sample, sample + 1), trace.populations.index(name))
+    idx, _, t = gather_spikes(trace, range(sample, sample + 1), trace.populations.index(name))
     spiked = np.zeros((n_steps, pop.size), bool)
     spiked[steps[t], idx] = True
     updated = np.zeros((n_steps, pop.size), bool)
@@ -127,16 +128,16 @@ def _soma_prefix(graph, trace, samples, semantics, chip, name, core, spikes) -> 
 
 def messages(graph: NetworkGraph, trace: EventTrace, mapping: Mapping, tables: FanoutTables, samples: range,
              semantics: str, chip: ChipSpec) -> Messages:
-    """The Messages of `samples` of `trace` (the same messages as hwmodels.actions.count_actions counts)."""
+    """The Messages of `samples` of `trace` (the same messages as hwmodels.events.actions.count_actions counts)."""
     n_steps, step_of = SEMANTICS[semantics](graph, trace.n_timesteps)
     n, nf = tables.n_cores, len(tables.formats)
     cols = {k: [] for k in ("step", "src", "pos", "spike", "dst", "soma", "events")}
     spike_base = 0
     for name in tables.stack:
         core = np.asarray(mapping.core_of_neuron[name], np.int64)
-        idx, s, t = _gather(trace, samples, trace.populations.index(name))
+        idx, s, t = gather_spikes(trace, samples, trace.populations.index(name))
         h = step_of[name][t]
-        row, dst, _, events, _ = _split(tables.stack[name][idx], n, nf, tables.bits_per_event is None)
+        row, dst, _, events, _ = split_messages(tables.stack[name][idx], n, nf, tables.bits_per_event is None)
         soma = _soma_prefix(graph, trace, samples, semantics, chip, name, core, (idx, s, h))
         for key, v in (("step", s[row] * n_steps + h[row]), ("src", core[idx[row]]), ("pos", idx[row]),
                        ("spike", row + spike_base), ("dst", dst), ("soma", soma[row]), ("events", events)):

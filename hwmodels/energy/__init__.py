@@ -1,0 +1,1 @@
+"""Energy: action counts x the chip's energy table, by component."""

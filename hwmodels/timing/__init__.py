@@ -1,0 +1,2 @@
+"""Latency: the core pipeline (per-core work times), the analytic model and the discrete-event network engines
+(vector, simpy reference, density)."""
