@@ -153,6 +153,9 @@ class CoreSpec(_Spec):
         axons, as Loihi and SANA-FE count them); None = no limit.
     neuron_memory_bits: neuron-state memory per core; every neuron holds its population's state_bits (or
         stored_state_bits); None = state is not limited (or not separate from other memory).
+    max_bias_entries: entries of the core's bias memory: a population fed by a projection with a bias stores one
+        entry per output channel (conv) or neuron (dense) on the core (DYNAP-CNN/Speck: 1024, sinabs
+        LayerConstraints.bias_memory); None = biases are not limited (or not stored separately).
     stored_weight_bits / stored_state_bits: fixed width of a stored weight / neuron state on this chip (e.g. a
         1-bit crossbar, 8-bit kernel entries); None = the projection's weight_bits / population's state_bits.
     memory_layout: "packed" (bits add up exactly) or "pow2" (DYNAP-CNN addressing: kernel and neuron memories
@@ -186,6 +189,7 @@ class CoreSpec(_Spec):
     max_fan_in: int | None = Field(default=None, gt=0)
     max_axons: int | None = Field(default=None, gt=0)
     neuron_memory_bits: int | None = Field(default=None, gt=0)
+    max_bias_entries: int | None = Field(default=None, gt=0)
     stored_weight_bits: int | None = Field(default=None, ge=1, le=64)
     stored_state_bits: int | None = Field(default=None, ge=1, le=64)
     memory_layout: Literal["packed", "pow2"] = "packed"

@@ -93,7 +93,7 @@ def _covers(graph: NetworkGraph, core_of: dict) -> None:
 def core_tables(graph: NetworkGraph, chip: ChipSpec, core_of: dict[str, np.ndarray],
                 n_cores: int, core_type: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Per-core tables of an assignment {population: int core id per neuron}: "population" (list), "neurons",
-    "synapse_bits", "state_bits", "axons" (int64 (n_cores,)). core_type: index into chip.core_specs of every
+    "synapse_bits", "state_bits", "axons", "bias_entries" (int64 (n_cores,)). core_type: index into chip.core_specs of every
     core (None: all 0; PORT_TYPE: an input port's pseudo-core, costed with chip.core). Raises ValueError for a
     malformed assignment."""
     _covers(graph, core_of)
@@ -102,7 +102,8 @@ def core_tables(graph: NetworkGraph, chip: ChipSpec, core_of: dict[str, np.ndarr
     types = np.zeros(n_cores, np.int64) if core_type is None else np.asarray(core_type, np.int64)
     specs = chip.core_specs
     out = {"population": owner, "neurons": np.zeros(n_cores, np.int64), "synapse_bits": np.zeros(n_cores, np.int64),
-           "state_bits": np.zeros(n_cores, np.int64), "axons": np.zeros(n_cores, np.int64)}
+           "state_bits": np.zeros(n_cores, np.int64), "axons": np.zeros(n_cores, np.int64),
+           "bias_entries": np.zeros(n_cores, np.int64)}
     for name in graph.populations:
         cores = core_of[name]
         out["neurons"] += np.bincount(cores, minlength=n_cores)
@@ -111,7 +112,20 @@ def core_tables(graph: NetworkGraph, chip: ChipSpec, core_of: dict[str, np.ndarr
             out["synapse_bits"] += _synapse_bits(graph, name, cores, spec, n_cores) * on_t
             out["state_bits"] += _state_bits(graph, name, cores, spec, n_cores) * on_t
         out["axons"] += _axons(graph, name, cores, n_cores)
+        out["bias_entries"] += _bias_entries(graph, name, cores, n_cores)
     return out
+
+
+def _bias_entries(graph: NetworkGraph, name: str, cores: np.ndarray, n: int) -> np.ndarray:
+    """Bias-memory entries per core of population `name` (one per output channel, or neuron of a dense population,
+    it holds when an in-projection has a bias; CoreSpec.max_bias_entries), int64 (n,)."""
+    projs = graph.in_projections(name)
+    if not any(p.bias is not None for p in projs):
+        return np.zeros(n, np.int64)
+    shape = graph.populations[name].shape
+    per_channel = int(np.prod(shape[1:])) if any(p.kind == "conv" for p in projs) else 1
+    pairs = np.unique(cores * (graph.populations[name].size + 1) + np.arange(len(cores)) // per_channel)
+    return np.bincount(pairs // (graph.populations[name].size + 1), minlength=n).astype(np.int64)
 
 
 def core_types_of(mapping: Mapping, chip: ChipSpec, ports: np.ndarray | None = None) -> np.ndarray:
@@ -177,7 +191,8 @@ def _check_limits(graph: NetworkGraph, chip: ChipSpec, tables: dict, core_of: di
     specs, typed = chip.core_specs, chip.core_types is not None
     limits = (("neurons", "neurons_per_core", "neurons"),
               ("synapse_bits", "synapse_memory_bits", "synapse-memory bits"),
-              ("state_bits", "neuron_memory_bits", "neuron-state bits"), ("axons", "max_axons", "input axons"))
+              ("state_bits", "neuron_memory_bits", "neuron-state bits"), ("axons", "max_axons", "input axons"),
+              ("bias_entries", "max_bias_entries", "bias-memory entries"))
     chip_core = types != PORT_TYPE  # an input port's pseudo-core has no core limits (ChipSpec.input_location)
     for key, field, what in limits:
         limit = _limit(specs, np.where(chip_core, types, 0), field)
@@ -249,7 +264,7 @@ def check_mapping(graph: NetworkGraph, mapping: Mapping, chip: ChipSpec) -> Mapp
     populations of `graph`, was made for a chip with the same mapping-relevant fields when map_network made it
     (Mapping.verified_for; hand-made and loaded mappings are judged on what they hold), every core holds the one
     population it is recorded for, and every core limit of `chip` (neurons, synapse memory, neuron-state
-    memory, input axons, fan-in, cores per population, cores, mesh, cores per tile) holds."""
+    memory, input axons, bias memory, fan-in, cores per population, cores, mesh, cores per tile) holds."""
     _covers(graph, mapping.core_of_neuron)
     _check_chip(mapping, chip)
     verified = mapping.verified_for is not None and mapping.verified_for[:2] == (mapping_signature(chip),

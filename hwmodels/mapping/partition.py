@@ -58,12 +58,14 @@ class Partition:
 @dataclass(frozen=True, eq=False)
 class _PopCosts:
     """Per-population inputs of the chunker: cumulative synapse bits, per-channel bits, neurons per channel,
-    and one input-axon counter per source population (fn(start, end) -> bool mask over its neurons)."""
+    one input-axon counter per source population (fn(start, end) -> bool mask over its neurons), and whether
+    an in-projection has a bias (stored per channel in the core's bias memory, CoreSpec.max_bias_entries)."""
 
     csum: np.ndarray
     per_channel: int
     channel_neurons: int
     axon_sources: list[Callable[[int, int], np.ndarray]]
+    has_bias: bool = False
 
     def axons(self, start: int, end: int) -> int:
         """Distinct source neurons with a stored synapse into targets [start, end)."""
@@ -96,7 +98,15 @@ def _pop_costs(graph: NetworkGraph, name: str, chip: ChipSpec, core: CoreSpec) -
         raise MappingError(f"network does not fit chip {chip.name!r}: population {name!r} neuron has fan-in "
                            f"{int(paid_fan_in.max()):,} but a core accepts at most {core.max_fan_in:,}")
     return _PopCosts(np.concatenate([[0], np.cumsum(per_neuron)]), per_channel, channel_neurons,
-                     [_union(c) for c in by_source.values()])
+                     [_union(c) for c in by_source.values()],
+                     any(p.bias is not None for p in graph.in_projections(name)))
+
+
+def bias_entries(start: int, ends: np.ndarray, channel_neurons: int) -> np.ndarray:
+    """Bias-memory entries of chunks [start, end) of a population with channel_neurons neurons per output channel
+    (1 for a dense population): one per channel the chunk touches, int64 like `ends`."""
+    ends = np.asarray(ends, np.int64)
+    return (ends - 1) // channel_neurons - start // channel_neurons + 1
 
 
 def _memory_fit(name: str, costs: _PopCosts, chip: ChipSpec, core: CoreSpec, graph: NetworkGraph,
@@ -109,6 +119,8 @@ def _memory_fit(name: str, costs: _PopCosts, chip: ChipSpec, core: CoreSpec, gra
     ok = syn <= core.synapse_memory_bits
     if core.neuron_memory_bits is not None:
         ok &= state <= core.neuron_memory_bits
+    if core.max_bias_entries is not None and costs.has_bias:
+        ok &= bias_entries(start, ends, costs.channel_neurons) <= core.max_bias_entries
     fits = len(ok) if ok.all() else int(np.argmin(ok))
     if fits == 0:
         what, need, have = ("synapse", syn[0], core.synapse_memory_bits) if syn[0] > core.synapse_memory_bits \

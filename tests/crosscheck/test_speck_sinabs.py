@@ -80,7 +80,8 @@ def _import_sinabs_mapping():
 SL, DYNAPCNN_NETWORK, DYNAPCNN_LAYER, GET_VALID_MAPPING, CONSTRAINTS = _import_sinabs_mapping()
 IN_SHAPE = (2, 32, 32)
 
-#: layers: ("conv", c_out, kernel, stride, padding) or ("linear", features) (a Flatten before the first)
+#: layers: ("conv", c_out, kernel, stride, padding[, bias]) or ("linear", features[, bias]) (a Flatten before the
+#: first); bias True gives the layer a bias, one bias-memory entry per output channel (1024 per core on Speck)
 NETS = {
     "conv8-fc10": [("conv", 8, 3, 2, 1), ("linear", 10)],
     "conv8-fc10-kernel-too-big": [("conv", 8, 3, 1, 0), ("linear", 10)],  # fc kernel 8 x 1024 x 16 = 128 Ki
@@ -95,6 +96,11 @@ NETS = {
     "eight-layers": [("conv", 8, 3, 1, 1)] * 3 + [("conv", 16, 3, 2, 1)] * 3 + [("linear", 32), ("linear", 10)],
     "nine-layers": [("conv", 8, 3, 1, 1)] * 4 + [("conv", 16, 3, 2, 1)] * 3 + [("linear", 32), ("linear", 10)],
     "ten-layers": [("conv", 8, 3, 1, 1)] * 5 + [("conv", 16, 3, 2, 1)] * 3 + [("linear", 32), ("linear", 10)],
+    "fc2048-no-bias": [("conv", 1, 3, 8, 1), ("linear", 2048)],  # 16 inputs: kernel 2^(4 + 11) = 32 Ki entries
+    "fc1024-bias": [("conv", 1, 3, 8, 1, True), ("linear", 1024, True)],
+    "fc2048-bias": [("conv", 1, 3, 8, 1, True), ("linear", 2048, True)],  # 2048 biases > 1024 entries
+    "conv1100-bias": [("conv", 1100, 1, 8, 0, True)],
+    "conv1100-no-bias": [("conv", 1100, 1, 8, 0)],
     "nine-layers-two-16ki-kernels-left": [("conv", 32, 3, 2, 1), ("conv", 32, 3, 1, 1), ("conv", 32, 3, 1, 1)]
     + [("conv", 8, 3, 1, 1)] * 4 + [("linear", 16), ("linear", 10)],
 }
@@ -104,18 +110,21 @@ def _torch_net(layers: list, seed: int) -> nn.Sequential:
     gen = torch.Generator().manual_seed(seed)
     mods, shape = [], IN_SHAPE
     for kind, *args in layers:
+        bias = len(args) in (2, 5) and args[-1] is True
         if kind == "conv":
-            c_out, k, stride, pad = args
-            mods.append(nn.Conv2d(shape[0], c_out, k, stride=stride, padding=pad, bias=False))
+            c_out, k, stride, pad = args[:4]
+            mods.append(nn.Conv2d(shape[0], c_out, k, stride=stride, padding=pad, bias=bias))
             side = (shape[1] + 2 * pad - k) // stride + 1
             shape = (c_out, side, side)
         else:
             if len(shape) == 3:
                 mods.append(nn.Flatten())
-            mods.append(nn.Linear(int(np.prod(shape)), args[0], bias=False))
+            mods.append(nn.Linear(int(np.prod(shape)), args[0], bias=bias))
             shape = (args[0],)
         with torch.no_grad():
             mods[-1].weight.copy_(torch.randn(mods[-1].weight.shape, generator=gen))
+            if bias:
+                mods[-1].bias.copy_(torch.randn(mods[-1].bias.shape, generator=gen))
         mods.append(SL.IAFSqueeze(batch_size=1))
     return nn.Sequential(*mods)
 
@@ -131,10 +140,13 @@ def _graph(net: nn.Sequential) -> NetworkGraph:
         if isinstance(mod, nn.Conv2d):
             side = (shape[1] + 2 * mod.padding[0] - mod.kernel_size[0]) // mod.stride[0] + 1
             shape = (mod.out_channels, side, side)
-            projs.append(Projection(name, src, name, "conv", w, stride=mod.stride, padding=mod.padding))
         else:
             shape = (mod.out_features,)
-            projs.append(Projection(name, src, name, "dense", w))
+        bias = None if mod.bias is None else np.repeat(mod.bias.detach().numpy(), int(np.prod(shape[1:])))
+        if isinstance(mod, nn.Conv2d):
+            projs.append(Projection(name, src, name, "conv", w, stride=mod.stride, padding=mod.padding, bias=bias))
+        else:
+            projs.append(Projection(name, src, name, "dense", w, bias=bias))
         pops.append(Population(name, shape))
     return NetworkGraph(pops, projs)
 
@@ -180,6 +192,9 @@ def test_the_nets_cover_both_verdicts_and_the_big_cores():
     verdicts = {name: _sinabs(_torch_net(layers, seed=len(name)))[0] for name, layers in NETS.items()}
     assert {name for name, cores in verdicts.items() if cores is None} == {
         "conv8-fc10-kernel-too-big", "conv6k5-fc64-too-big", "three-64ki-layers", "five-32ki-layers",
-        "big-neurons-and-kernel", "ten-layers"}
+        "big-neurons-and-kernel", "ten-layers", "fc2048-bias", "conv1100-bias"}
     assert len(verdicts["nine-layers"]) == 9  # all nine cores, the input on none
+    # bias memory (1024 entries a core) decides these, nothing else
+    assert verdicts["fc2048-bias"] is None and verdicts["conv1100-bias"] is None
+    assert all(verdicts[n] is not None for n in ("fc1024-bias", "fc2048-no-bias", "conv1100-no-bias"))
     assert set(verdicts["two-64ki-layers"]) >= {5, 6} and set(verdicts["conv16-conv32-fc10-needs-32ki"]) & {3, 4, 5, 6}
