@@ -1,7 +1,8 @@
 """Recurrent and Conv1d NIR graphs: snnTorch's RLeaky / RSynaptic (alpha 0) exported with export_to_nir import as a
-RecurrentGraph whose spikes equal snnTorch's own forward (recurrent input = previous step's spikes); our export of a
-lowered recurrent model reads back with the same graph and spikes; a hand-built Conv1d graph imports with the spikes
-of a float64 reading of the NIR equations; other cycles are refused in one line."""
+RecurrentGraph whose spikes equal snnTorch's own forward (recurrent input = previous step's spikes), and so does a
+conv RLeaky converted by snnTorch's converter (its export_to_nir refuses it); our export of a lowered recurrent model
+reads back with the same graph and spikes; hand-built Conv1d and branching conv-loop graphs import with the spikes of
+a float64 reading of the NIR equations; other cycles are refused in one line."""
 import contextlib
 import io
 
@@ -195,3 +196,89 @@ def test_snntorch_recurrent_synaptic_without_synaptic_memory_imports_as_the_recu
     np.testing.assert_array_equal(trace.indices, want.indices)
     np.testing.assert_array_equal(trace.offsets, want.offsets)
     assert trace.counts().sum() >= 20
+
+
+def _conv_recurrent_net() -> nn.Sequential:
+    """Conv2d(1 -> 3, 3x3) -> RLeaky(conv2d_channels 3, kernel 3: a 3x3 conv recurrent) -> Flatten, Linear -> Leaky."""
+    torch.manual_seed(27)
+    rec = snn.RLeaky(beta=0.75, conv2d_channels=3, kernel_size=3, **ZERO_RESET)
+    out = snn.Leaky(beta=0.5, threshold=0.7, output=True, **ZERO_RESET)
+    net = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), rec, nn.Flatten(), nn.Linear(3 * 6 * 6, 5), out)
+    with torch.no_grad():
+        net[0].weight.mul_(3.0)
+        rec.recurrent.weight.mul_(2.0)
+        rec.recurrent.bias.add_(0.1)
+        net[3].weight.mul_(4.0)
+    return net
+
+
+def test_snntorch_conv_recurrent_leaky_converted_by_snntorch_matches_its_spikes():
+    """snnTorch 1.0.0's export_to_nir refuses a conv RLeaky: its converter sizes the RLeaky subgraph by the channel
+    count (LIF parameters (C,), Input [C]), so the final nir infer_types finds (C, H, W) -> (C,). The graph its own
+    converter builds before that step (nirtorch.extract_nir_graph with _extract_snntorch_module) imports with a conv
+    self-projection and snnTorch's spikes; the recurrent bias acts from t = 0 (folded into conv1's bias)."""
+    from snntorch.export_nir import _extract_snntorch_module
+    net = _conv_recurrent_net()
+    with pytest.raises(ValueError, match="type mismatch"), contextlib.redirect_stdout(io.StringIO()):
+        export_to_nir(net, torch.zeros(1, 1, 6, 6), ignore_dims=[0])
+    g = nirtorch.extract_nir_graph(net, _extract_snntorch_module, torch.zeros(1, 1, 6, 6),
+                                   ignore_submodules_of=[snn.RLeaky, snn.RSynaptic], ignore_dims=[0])
+    assert isinstance(g.nodes["1.w_rec"], nir.Conv2d) and np.shape(g.nodes["1.lif"].tau) == (3,)
+    x = _spikes(28, (T, N, 1, 6, 6))
+    graph, trace = nir_workload(g, x)
+    assert isinstance(graph, RecurrentGraph) and graph.metadata["recurrent"] == {"rec1": 1}
+    assert graph.metadata["nir"]["nodes"]["rec1"] == "1.w_rec"
+    ref = _snntorch_spikes(nn.Sequential(net[0], net[1], nn.Sequential(net[2], net[3]), net[4]), x)
+    for i, pop in ((1, "lif1"), (3, "lif2")):
+        np.testing.assert_array_equal(_dense(graph, trace, pop), ref[i], err_msg=pop)
+        assert ref[i].sum() >= 10, pop
+    rec = next(p for p in graph.projections if p.name == "rec1")
+    w = net[1].recurrent.weight.detach()
+    assert (rec.kind, rec.source, rec.target, rec.padding, rec.stride) == ("conv", "lif1", "lif1", (1, 1), (1, 1))
+    np.testing.assert_array_equal(rec.weight, w.numpy())
+    assert rec.bias is None
+    bias = (net[0].bias + net[1].recurrent.bias).detach().numpy()
+    np.testing.assert_allclose(graph.projections[0].bias, np.repeat(bias, 36), rtol=1e-6)
+    s = torch.as_tensor(_dense(graph, trace, "lif1"), dtype=torch.float32).flatten(0, 1)  # (T N, 3, 6, 6)
+    fan_out = F.conv_transpose2d(torch.ones(1, 3, 6, 6), (w != 0).float(), padding=1)  # synapses out of each neuron
+    assert synaptic_events(graph, trace, "nonzero")["rec1"] == int((s * fan_out).sum())
+    assert simulate(graph, trace, load_preset("loihi")).synops > 0
+
+
+def test_conv_loop_in_a_branching_graph_imports_with_the_spikes_of_the_nir_equations():
+    """in -> c1 -> lif1 (loop through the 3x3 conv "rec") -> c2 and c3 -> lif2 (their sum): the fx import path; LIF
+    tau 2 dt, r 2 is v = v/2 + I; the loop adds rec(s[t-1]) with s[-1] = 0 (its bias from t = 0)."""
+    rng = np.random.default_rng(9)
+
+    def conv(c_in: int = 2, mean: float = 0.0) -> nir.Conv2d:  # 3x3, padding 1: (c_in, 5, 5) -> (2, 5, 5)
+        return nir.Conv2d((5, 5), rng.normal(mean, 0.6 + 0.4 * (c_in == 1), (2, c_in, 3, 3)), 1, 1, 1, 1,
+                          rng.normal(0, 0.2, 2))
+    lif = nir.LIF(tau=np.full((2, 5, 5), 2e-4), r=np.full((2, 5, 5), 2.0), v_leak=np.zeros((2, 5, 5)),
+                  v_threshold=np.ones((2, 5, 5)), v_reset=np.zeros((2, 5, 5)))
+    nodes = {"in": nir.Input(np.array([1, 5, 5])), "c1": conv(1, 0.3), "lif1": lif, "rec": conv(), "c2": conv(),
+             "c3": conv(), "lif2": lif, "out": nir.Output(np.array([2, 5, 5]))}
+    edges = [("in", "c1"), ("c1", "lif1"), ("lif1", "rec"), ("rec", "lif1"), ("lif1", "c2"), ("lif1", "c3"),
+             ("c2", "lif2"), ("c3", "lif2"), ("lif2", "out")]
+    x = _spikes(29, (T, N, 1, 5, 5))
+    graph, trace = nir_workload(nir.NIRGraph(nodes=nodes, edges=edges, type_check=False), x)
+    assert graph.metadata["recurrent"] == {"rec1": 1} and [p.kind for p in graph.projections] == ["conv"] * 4
+
+    def c(h, key):
+        return F.conv2d(h, torch.as_tensor(nodes[key].weight), torch.as_tensor(nodes[key].bias), padding=1)
+    v1, v2, s1, want = 0.0, 0.0, torch.zeros(N, 2, 5, 5, dtype=torch.float64), {"lif1": [], "lif2": []}
+    for xt in x.double():
+        v1 = v1 / 2 + c(xt, "c1") + c(s1, "rec")
+        s1 = (v1 > 1).double()
+        v1 = v1 * (1 - s1)
+        v2 = v2 / 2 + c(s1, "c2") + c(s1, "c3")
+        s2 = (v2 > 1).double()
+        v2 = v2 * (1 - s2)
+        want["lif1"].append(s1.numpy())
+        want["lif2"].append(s2.numpy())
+    for pop, spikes in want.items():
+        np.testing.assert_array_equal(_dense(graph, trace, pop), np.stack(spikes), err_msg=pop)
+        assert 20 <= np.sum(spikes) < np.size(spikes) // 2, pop
+    nodes["rec"].stride = (2, 2)  # a loop must keep the population's (C, H, W)
+    with pytest.raises(ValueError, match=r"recurrent node 'rec': Conv2d \(stride \(2, 2\).*does not keep") as err:
+        from_nir(nir.NIRGraph(nodes=nodes, edges=edges, type_check=False))
+    assert "\n" not in str(err.value)

@@ -27,7 +27,7 @@ def topo_order(graph: nir.NIRGraph) -> list[str]:
         return list(TopologicalSorter(preds).static_order())
     except CycleError as exc:
         raise ValueError(f"NIR graph: edges {exc.args[1]} form a cycle; only a loop from a neuron through one "
-                         "Affine/Linear back to it imports (a recurrent projection)") from exc
+                         "Affine/Linear or Conv2d back to it imports (a recurrent projection)") from exc
 
 
 class _Node:

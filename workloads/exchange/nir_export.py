@@ -7,6 +7,20 @@ and `nir.read` keep; `workloads.exchange.nir_import` reads it back. A max-pool (
 written as nir.AvgPool2d + an OR LIF (NIR 1.0 has no max-pool node), which snnTorch's import_from_nir and
 SpikingJelly's nir_exchange run with the same spikes and nir.read's type check accepts.
 
+IF is written as a LIF that never leaks (another faithful encoding): nir.IF has no reading both peers share.
+snnTorch 1.0's import_from_nir builds snn.Leaky(beta=0.9, reset_mechanism="subtract", init_hidden=False) for an
+nir.IF (a leaky neuron whose (spk, mem) tuple feeds the next layer) and asserts r == 1; SpikingJelly's nir_exchange
+requires r == 1/dt (forward Euler of dv/dt = R I) and refuses r = 1. A LIF with tau = IF_TAU_STEPS * dt,
+r = IF_TAU_STEPS, v_leak = v_reset steps v' = v + (v_leak - v)/1e30 + I, which is v + I in float64 and float32:
+snnTorch reads beta = 1 - dt/tau = 1.0 (reset to zero), SpikingJelly LIFNode(tau=1e30, decay_input=False), both
+with our IF's spikes for a hard reset to 0; our import reads it back as an IF (nir_neurons.never_leaks). CubaLIF is
+nir.CubaLIF with w_in = tau_syn/dt and r = tau_mem/dt (snnTorch's Synaptic and SpikingJelly's CUBALIFNode form).
+
+What a peer cannot express is refused when `to_nir(..., portable=True)`, in one line naming the population: a soft
+reset (NIR neurons reset to v_reset; both peers would reset to 0) and v_reset != 0 (snnTorch asserts v_leak == 0
+and resets to 0). By default such populations are written with our metadata (exact for our import only).
+Both peers fire on v > theta where our nodes fire on v >= theta: spikes differ only where v equals theta exactly.
+
 Hand-written, not SpikingJelly's nir_exchange.export_to_nir / nirtorch.torch_to_nir: those export a torch model,
 while this exports the lowered (possibly compressed, BN-folded, low-rank, Brian2-imported) NetworkGraph; they
 refuse soft reset and grouped convs and have no BatchNorm, max-pool or per-layer bits.
@@ -25,6 +39,8 @@ from workloads.exchange.recurrent import has_cycle
 DT_S = 1e-4
 #: metadata key of the graph-level producer tag
 PRODUCER = "snn_codesign"
+#: tau in timesteps of the LIF an IF is written as: its leak 1 - 1/tau is exactly 1 in float64 (and float32)
+IF_TAU_STEPS = 1e30
 
 
 def _full(pop: Population, value: float) -> np.ndarray:
@@ -40,9 +56,12 @@ def _reset_fields(pop: Population) -> tuple[np.ndarray, dict]:
 
 
 def _if(pop: Population, dt: float) -> nir.NIRNode:
-    """IF: v[t+1] = v[t] + R I[t] with R = 1 (the per-timestep convention of Sinabs and Norse)."""
+    """IF v' = v + I as the LIF that never leaks: tau = IF_TAU_STEPS * dt s, r = IF_TAU_STEPS, v_leak = v_reset
+    (0 for a soft reset), metadata kind "IF" (see the module docstring for why not nir.IF)."""
     v_reset, meta = _reset_fields(pop)
-    return nir.IF(r=_full(pop, 1.0), v_threshold=_full(pop, pop.neuron.threshold), v_reset=v_reset, metadata=meta)
+    meta.update(kind="IF", tau_steps=IF_TAU_STEPS)
+    return nir.LIF(tau=_full(pop, IF_TAU_STEPS * dt), r=_full(pop, IF_TAU_STEPS), v_leak=v_reset.copy(),
+                   v_threshold=_full(pop, pop.neuron.threshold), v_reset=v_reset, metadata=meta)
 
 
 def _lif(pop: Population, dt: float) -> nir.NIRNode:
@@ -57,6 +76,18 @@ def _lif(pop: Population, dt: float) -> nir.NIRNode:
                    v_threshold=_full(pop, n.threshold), v_reset=v_reset, metadata=meta)
 
 
+def _cubalif(pop: Population, dt: float) -> nir.NIRNode:
+    """CubaLIF (I' = I - I/tau_syn + X, H = V - (V - V_reset)/tau + I') -> nir.CubaLIF with tau_syn_s = tau_syn * dt,
+    tau_mem_s = tau * dt, w_in = tau_syn and r = tau (in timesteps, as snnTorch writes Synaptic), v_leak = v_reset
+    (0 for a soft reset): forward Euler with step dt gives back these equations. Exact steps in metadata."""
+    n = pop.neuron
+    v_reset, meta = _reset_fields(pop)
+    meta.update(kind="CubaLIF", tau_steps=float(n.tau), tau_syn_steps=float(n.tau_syn))
+    return nir.CubaLIF(tau_syn=_full(pop, n.tau_syn * dt), tau_mem=_full(pop, n.tau * dt), r=_full(pop, n.tau),
+                       v_leak=v_reset.copy(), v_threshold=_full(pop, n.threshold), v_reset=v_reset,
+                       w_in=_full(pop, n.tau_syn), metadata=meta)
+
+
 def _relay(pop: Population, dt: float) -> nir.NIRNode:
     """A non-spiking relay (the rank-r middle of a low-rank layer) forwards its input: a Scale by ones."""
     return nir.Scale(scale=_full(pop, 1.0), metadata={"kind": "relay"})
@@ -64,7 +95,7 @@ def _relay(pop: Population, dt: float) -> nir.NIRNode:
 
 #: NeuronModel.kind -> fn(population, dt) -> NIR node
 NEURON_EXPORT: dict[str, Callable[[Population, float], nir.NIRNode]] = {
-    "IF": _if, "LIF": _lif, "PLIF": _lif, "sLIF": _lif, "relay": _relay}
+    "IF": _if, "LIF": _lif, "PLIF": _lif, "sLIF": _lif, "CubaLIF": _cubalif, "relay": _relay}
 
 
 def _dense(proj: Projection, src_shape: tuple[int, ...]) -> nir.NIRNode:
@@ -129,9 +160,20 @@ def _or_neuron(pop: Population, proj: Projection, dt: float) -> nir.NIRNode:
                    metadata={"kind": "IF", "origin": "MaxPool2d", "tau_steps": 2.0})
 
 
-def _population_node(graph: NetworkGraph, pop: Population, dt: float) -> nir.NIRNode:
+def _check_portable(pop: Population) -> None:
+    """ValueError naming `pop` when snnTorch's import_from_nir or SpikingJelly's nir_exchange would not run its
+    neurons as ours: a soft reset (NIR neurons reset to v_reset) or v_reset != 0 (snnTorch resets to 0)."""
+    if pop.neuron.v_reset is None:
+        raise ValueError(f"population {pop.name!r}: a soft reset has no NIR form (snnTorch's import_from_nir and "
+                         "SpikingJelly's nir_exchange reset to v_reset); not portable")
+    if pop.neuron.v_reset != 0.0:
+        raise ValueError(f"population {pop.name!r}: v_reset {pop.neuron.v_reset:g} != 0 (snnTorch's import_from_nir "
+                         "resets to 0 and asserts v_leak == 0); not portable")
+
+
+def _population_node(graph: NetworkGraph, pop: Population, dt: float, portable: bool = False) -> nir.NIRNode:
     """The NIR node of one population (Input, Output for a readout, the OR neuron of a max-pool, else its neuron
-    converter)."""
+    converter; portable: _check_portable first)."""
     pool = _maxpool_in(graph, pop)
     if pool is not None:
         node = _or_neuron(pop, pool, dt)
@@ -146,6 +188,8 @@ def _population_node(graph: NetworkGraph, pop: Population, dt: float) -> nir.NIR
     if pop.neuron.kind not in NEURON_EXPORT:
         raise ValueError(f"population {pop.name!r}: neuron kind {pop.neuron.kind!r} is not one of "
                          f"{', '.join(NEURON_EXPORT)}")
+    if portable and pop.neuron.kind != "relay":
+        _check_portable(pop)
     node = NEURON_EXPORT[pop.neuron.kind](pop, dt)
     node.metadata["state_bits"] = int(pop.state_bits)
     return node
@@ -172,24 +216,28 @@ def _projection_nodes(graph: NetworkGraph, proj: Projection) -> tuple[dict[str, 
     return nodes, [(head, proj.name), (proj.name, proj.target)]
 
 
-def to_nir(graph: NetworkGraph, dt: float = DT_S) -> nir.NIRGraph:
+def to_nir(graph: NetworkGraph, dt: float = DT_S, portable: bool = False) -> nir.NIRGraph:
     """NIR graph of `graph`: one node per population and per projection, named like them.
 
-    Populations: "input" kind -> nir.Input; IF -> nir.IF (r 1); LIF/PLIF/sLIF -> nir.LIF (tau_s = tau * dt,
-    r = 1 if decay_input else tau, v_leak = v_reset); relay -> nir.Scale(1); a trailing non-spiking readout
+    Populations: "input" kind -> nir.Input; IF -> nir.LIF that never leaks (tau_s = IF_TAU_STEPS * dt,
+    r = IF_TAU_STEPS, v_leak = v_reset; module docstring); LIF/PLIF/sLIF -> nir.LIF (tau_s = tau * dt,
+    r = 1 if decay_input else tau, v_leak = v_reset); CubaLIF -> nir.CubaLIF (tau_syn_s = tau_syn * dt,
+    tau_mem_s = tau * dt, w_in = tau_syn, r = tau); relay -> nir.Scale(1); a trailing non-spiking readout
     (IF, threshold inf, no out-projection) -> nir.Output; every other population without out-projections is
     followed by an Output node "<name>_out". Projections: dense -> nir.Affine / nir.Linear (a nir.Flatten
     "<name>_flatten" first when the source is not 1-D), conv -> nir.Conv2d. Recurrent graphs export too (NIR
-    edges may form cycles). dt: seconds per timestep (> 0), stored in graph.metadata["dt"].
+    edges may form cycles). dt: seconds per timestep (> 0), stored in graph.metadata["dt"]. portable: refuse
+    populations snnTorch's or SpikingJelly's NIR import would run with other spikes (soft reset, v_reset != 0).
     Raises ValueError for dt <= 0, an unknown neuron kind, graded (ternary) spiking populations, gated
-    (attention) projections, or a conv bias that varies within a channel.
+    (attention) projections, a conv bias that varies within a channel, or (portable) a population named by
+    _check_portable.
     """
     if not dt > 0:
         raise ValueError(f"dt: {dt} must be > 0 seconds")
     nodes: dict[str, nir.NIRNode] = {}
     edges: list[tuple[str, str]] = []
     for pop in graph.populations.values():
-        nodes[pop.name] = _population_node(graph, pop, float(dt))
+        nodes[pop.name] = _population_node(graph, pop, float(dt), portable)
         if not pop.is_input and not graph.out_projections(pop.name) and not _is_readout(graph, pop):
             nodes[f"{pop.name}_out"] = nir.Output(output_type=np.array(pop.shape))
             edges.append((pop.name, f"{pop.name}_out"))

@@ -1,10 +1,11 @@
 """Build a SpikingJelly multi-step nn.Sequential from a chain-shaped NIR graph (an fx.GraphModule for graphs with
 branches and residual adds, workloads.exchange.nir_dag), so `workloads.lower` turns it into a NetworkGraph +
-EventTrace. One small converter per NIR node type (IMPORTERS). Nested subgraphs are inlined and a batch dimension
-in the Input shape dropped first (workloads.exchange.nir_graph). A neuron with a recurrent loop through one
-Affine/Linear (snnTorch's RLeaky/RSynaptic) becomes a LinearRecurrentContainer (workloads.exchange.nir_recurrent);
-Conv1d nodes take (C, L) inputs (lowered as (C, 1, L)); a CubaLIF with tau_syn > dt becomes the two-state
-workloads.neurons.CubaLIFNode. Not imported: Delay, other cycles.
+EventTrace. One small converter per NIR node type (IMPORTERS; neurons in workloads.exchange.nir_neurons). Nested
+subgraphs are inlined and a batch dimension in the Input shape dropped first (workloads.exchange.nir_graph). A
+neuron with a recurrent loop through one Affine/Linear (snnTorch's RLeaky/RSynaptic) becomes a
+LinearRecurrentContainer, one through a Conv2d (RLeaky with conv2d_channels) a ConvRecurrentContainer
+(workloads.exchange.nir_recurrent); Conv1d nodes take (C, L) inputs (lowered as (C, 1, L)); a CubaLIF with
+tau_syn > dt becomes the two-state workloads.neurons.CubaLIFNode. Not imported: Delay, other cycles.
 
 Hand-written, not SpikingJelly's nir_exchange.import_from_nir: that returns a GraphModule threading a state dict
 through single-step wrappers, which lowering cannot trace; it refuses IF with r != 1/dt (Sinabs' and Norse's
@@ -16,7 +17,9 @@ v' = v + (dt/tau)(v_leak - v + R I); with tau_steps = tau/dt this is SpikingJell
 H = V + (X - (V - V_reset)) / tau_steps with X = R I + (v_leak - V_reset) (decay_input=True), or, when
 R = tau_steps (snnTorch's export), H = V - (V - V_reset) / tau_steps + X with X = I + (v_leak - V_reset) / tau_steps
 (decay_input=False). A gain R != 1 and an offset v_leak != V_reset are folded exactly into the weight layer before
-the neuron. NIR IF  dv/dt = R I  is read per timestep, v' = v + R I (as Sinabs and Norse use it), i.e. IFNode.
+the neuron. A LIF with R = tau_steps, v_leak = V_reset and a leak 1 - 1/tau_steps that is 1 in float64 (our
+export's IF) is an IFNode. NIR IF  dv/dt = R I  is v' = v + I when R = 1/dt (forward Euler, SpikingJelly's
+export), else read per timestep, v' = v + R I (as Sinabs and Norse use it); an IFNode either way.
 NIR CubaLIF  tau_syn dI/dt = -I + w_in x,  tau_mem dv/dt = (v_leak - v) + R I  by forward Euler, the membrane step
 on the current of the same step (as snnTorch's Synaptic: syn = alpha syn + x, mem = beta mem + syn):
 I' = I + (dt/tau_syn)(w_in x - I), v' = v + (dt/tau_mem)(v_leak - v + R I'), i.e. CubaLIFNode on the current
@@ -31,7 +34,7 @@ from typing import Callable
 import nir
 import numpy as np
 import torch
-from spikingjelly.activation_based import layer, neuron
+from spikingjelly.activation_based import layer
 from torch import nn
 
 from workloads.compression.dsp import LowRankConv2d, LowRankLinear
@@ -39,127 +42,14 @@ from workloads.exchange.nir_chain import Chain, NirModel, chain_order, fold, met
 from workloads.exchange.nir_export import DT_S
 from workloads.exchange.nir_dag import build_dag
 from workloads.exchange.nir_graph import normalise
-from workloads.exchange.nir_recurrent import split_loops, wrap
-from workloads.neurons import CubaLIFNode
-
-
-def _reset(node: nir.NIRNode, key: str) -> float | None:
-    return None if meta(node, "reset") == "subtract" else scalar(node, "v_reset", key)
-
-
-def _neuron_done(st: Chain, key: str, node: nir.NIRNode, module: nn.Module) -> None:
-    """Append neuron `module` of node `key` (in a LinearRecurrentContainer when the node has a loop, the loop's
-    weight bits and storage going to the container)."""
-    loop = st.out.loops.get(key)
-    if loop is not None:
-        module = wrap(module, key, st.shape, loop, st.in_gain)
-    index = st.add(key, module)
-    for name in ("weight_bits", "storage"):
-        if loop is not None and meta(loop[1], name) is not None:
-            st.out.compression[name][index] = meta(loop[1], name)
-    if meta(node, "state_bits") is not None:
-        st.out.compression["state_bits"][index] = int(meta(node, "state_bits"))
-    if meta(node, "kind") is not None:
-        st.out.kinds[index] = str(meta(node, "kind"))
-    st.last_weight = None
-
-
-def _tau_steps(node: nir.NIRNode, dt: float, key: str, name: str = "tau") -> float:
-    """`name` / dt (tau, or a CubaLIF's tau_mem): to_nir's exact metadata["tau_steps"] when it agrees, else snapped
-    to the nearest integer within float32 rounding (1e-6 relative; snnTorch writes float32 time constants).
-    ValueError if <= 1."""
-    x = scalar(node, name, key) / dt
-    exact = meta(node, "tau_steps")
-    if exact is not None and np.isclose(float(exact), x, rtol=1e-6, atol=0.0):
-        x = float(exact)
-    elif abs(x - round(x)) <= 1e-6 * abs(x):
-        x = float(round(x))
-    if not x > 1.0:
-        raise ValueError(f"{type(node).__name__} node {key!r}: {name}/dt = {x:g} timesteps must be > 1 (SpikingJelly "
-                         "LIFNode); "
-                         f"pass a smaller dt (now {dt:g} s)")
-    return x
-
-
-def _lif(st: Chain, key: str, node: nir.LIF) -> None:
-    if _maxpool_neuron(st, key, node):
-        return
-    tau = _tau_steps(node, st.out.dt, key)
-    r, v_leak, v_reset = scalar(node, "r", key), scalar(node, "v_leak", key), _reset(node, key)
-    base = 0.0 if v_reset is None else v_reset
-    decay_input = not np.isclose(r, tau, rtol=1e-6, atol=0.0) or np.isclose(r, 1.0, rtol=1e-9, atol=0.0)
-    if decay_input:
-        fold(st, key, r, v_leak - base)
-    else:
-        fold(st, key, 1.0, (v_leak - base) / tau)
-    _neuron_done(st, key, node, neuron.LIFNode(tau=tau, decay_input=bool(decay_input),
-                                               v_threshold=scalar(node, "v_threshold", key), v_reset=v_reset,
-                                               step_mode="m"))
-
-
-def _if(st: Chain, key: str, node: nir.IF) -> None:
-    if _maxpool_neuron(st, key, node):
-        return
-    fold(st, key, scalar(node, "r", key), 0.0)
-    _neuron_done(st, key, node, neuron.IFNode(v_threshold=scalar(node, "v_threshold", key),
-                                              v_reset=_reset(node, key), step_mode="m"))
-
-
-def _cubalif(st: Chain, key: str, node: nir.CubaLIF) -> None:
-    """CubaLIF: I' = I + dt/tau_syn (w_in x - I), then the LIF equation on R I'. With tau_syn = dt (snnTorch's
-    Synaptic with alpha 0) I' = w_in x holds no memory and the node is exactly a LIF with input gain w_in * R,
-    costing what a LIF costs. A longer tau_syn keeps the current as a second state: workloads.neurons.CubaLIFNode
-    (hwmodels kind "CubaLIF", two state variables per neuron), the gains folded into the weight layer.
-    ValueError for v_leak != v_reset (0 with a soft reset): a constant drive of v behind the current filter
-    cannot be folded into the weights."""
-    syn = _snap(scalar(node, "tau_syn", key) / st.out.dt)
-    if syn == 1.0:
-        w_in = scalar(node, "w_in", key)
-        lif = nir.LIF(tau=node.tau_mem, r=np.asarray(node.r) * w_in, v_leak=node.v_leak,
-                      v_threshold=node.v_threshold, v_reset=node.v_reset, metadata=node.metadata)
-        _lif(st, key, lif)
-        return
-    if not syn > 1.0:
-        raise ValueError(f"CubaLIF node {key!r}: tau_syn/dt = {syn:g} timesteps must be >= 1; pass a smaller dt "
-                         f"(now {st.out.dt:g} s)")
-    mem, v_reset = _tau_steps(node, st.out.dt, key, "tau_mem"), _reset(node, key)
-    v_leak = scalar(node, "v_leak", key)
-    if v_leak != (0.0 if v_reset is None else v_reset):
-        raise ValueError(f"CubaLIF node {key!r}: v_leak {v_leak:g} != v_reset {v_reset}: a constant drive of the "
-                         "membrane behind the synaptic current is not imported")
-    fold(st, key, _unit_gain(scalar(node, "w_in", key), syn) * _unit_gain(scalar(node, "r", key), mem), 0.0)
-    _neuron_done(st, key, node, CubaLIFNode(syn, mem, scalar(node, "v_threshold", key), v_reset))
-
-
-def _snap(x: float) -> float:
-    """x, snapped to the nearest integer within float32 rounding (1e-6 relative), as _tau_steps does."""
-    return float(round(x)) if abs(x - round(x)) <= 1e-6 * abs(x) else x
-
-
-def _unit_gain(factor: float, steps: float) -> float:
-    """factor / steps (w_in dt/tau_syn or R dt/tau_mem); exactly 1 when factor equals steps within float32
-    rounding (snnTorch's export: w_in = tau_syn/dt, R = tau_mem/dt)."""
-    return 1.0 if np.isclose(factor, steps, rtol=1e-6, atol=0.0) else factor / steps
+from workloads.exchange.nir_neurons import cubalif, if_, lif
+from workloads.exchange.nir_recurrent import split_loops
 
 
 def _delay(st: Chain, key: str, node: nir.Delay) -> None:
     """Refused: the hardware contract (hwmodels.trace Projection) has no axonal delay field."""
     raise ValueError(f"Delay node {key!r}: the chip model has no axonal delay (hwmodels.trace projections carry "
                      "none), so NIR Delay is not imported")
-
-
-def _maxpool_neuron(st: Chain, key: str, node: nir.NIRNode) -> bool:
-    """True when `node` is the OR neuron of a max-pool written by to_nir (after an AvgPool2d: a LIF marked
-    origin MaxPool2d; in older files, after a grouped conv: IF threshold 1), already emitted."""
-    if st.maxpool is None:
-        return False
-    if key in st.out.loops:
-        raise ValueError(f"node {key!r}: the OR neuron of max-pool {st.maxpool!r} cannot have a recurrent loop")
-    legacy = isinstance(node, nir.IF) and scalar(node, "v_threshold", key) == 1.0
-    if not (legacy or meta(node, "origin") == "MaxPool2d"):
-        raise ValueError(f"node {key!r}: the max-pool {st.maxpool!r} must be followed by its OR neuron")
-    st.maxpool = None
-    return True
 
 
 def _weight(st: Chain, key: str, node: nir.NIRNode, module: nn.Module) -> None:
@@ -317,8 +207,8 @@ def _output(st: Chain, key: str, node: nir.Output) -> None:
 #: NIR node type -> converter(state, node key, node)
 IMPORTERS: dict[type, Callable[[Chain, str, nir.NIRNode], None]] = {
     nir.Input: _input, nir.Output: _output, nir.Affine: _linear, nir.Linear: _linear, nir.Conv2d: _conv,
-    nir.Conv1d: _conv1d, nir.LIF: _lif, nir.IF: _if, nir.Flatten: _flatten, nir.SumPool2d: _pool,
-    nir.AvgPool2d: _pool, nir.Scale: _scale, nir.LI: _readout, nir.I: _readout, nir.CubaLIF: _cubalif,
+    nir.Conv1d: _conv1d, nir.LIF: lif, nir.IF: if_, nir.Flatten: _flatten, nir.SumPool2d: _pool,
+    nir.AvgPool2d: _pool, nir.Scale: _scale, nir.LI: _readout, nir.I: _readout, nir.CubaLIF: cubalif,
     nir.Delay: _delay,
 }
 
@@ -333,10 +223,11 @@ def build_model(graph: nir.NIRGraph, dt: float | None = None) -> NirModel:
     docstring for the neuron mapping).
 
     dt: seconds per timestep; None: graph.metadata["dt"] when present, else DT_S (1e-4 s, snnTorch's export).
-    Loops neuron -> Affine/Linear -> same neuron are recurrent projections (spikes of t act at t + 1).
+    Loops neuron -> Affine/Linear or Conv2d -> same neuron are recurrent projections (spikes of t act at t + 1).
     Raises ValueError for an unsupported node type (naming it and the supported ones), another cycle, a
     branching graph without one Output, a Delay, a CubaLIF with v_leak != v_reset, parameters that vary across
-    neurons, tau/dt <= 1, a loop on a non-flat neuron, or nodes after a trailing LI/I readout.
+    neurons, tau/dt <= 1, a dense loop on a non-flat neuron or a conv loop that does not keep its (C, H, W), or
+    nodes after a trailing LI/I readout.
     """
     dt = float(dt if dt is not None else (graph.metadata or {}).get("dt", DT_S))
     if not dt > 0:

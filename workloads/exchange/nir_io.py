@@ -20,9 +20,9 @@ __all__ = ["DT_S", "IMPORTERS", "NirModel", "from_nir", "graph_from_nir", "load_
            "save_nir", "to_nir"]
 
 
-def save_nir(graph: NetworkGraph, path: str | os.PathLike, dt: float = DT_S) -> None:
-    """Write `to_nir(graph, dt)` to an HDF5 `.nir` file (nir.write)."""
-    nir.write(path, to_nir(graph, dt))
+def save_nir(graph: NetworkGraph, path: str | os.PathLike, dt: float = DT_S, portable: bool = False) -> None:
+    """Write `to_nir(graph, dt, portable)` to an HDF5 `.nir` file (nir.write). Raises ValueError as to_nir does."""
+    nir.write(path, to_nir(graph, dt, portable))
 
 
 def load_nir(path: str | os.PathLike) -> nir.NIRGraph:
@@ -36,7 +36,7 @@ def load_nir(path: str | os.PathLike) -> nir.NIRGraph:
 
 def from_nir(source: nir.NIRGraph | str | os.PathLike, dt: float | None = None) -> NirModel:
     """SpikingJelly model of a NIR graph or `.nir` file (`workloads.exchange.nir_import`; acyclic but for recurrent
-    loops neuron -> Affine/Linear -> neuron).
+    loops neuron -> Affine/Linear or Conv2d -> neuron).
 
     dt: seconds per timestep for LIF time constants; None: the graph's metadata["dt"] (written by to_nir), else
     DT_S = 1e-4 s (snnTorch). Norse graphs usually need dt=1e-3, Sinabs graphs (tau in timesteps) dt=1.
@@ -55,7 +55,7 @@ def nir_workload(source: nir.NIRGraph | str | os.PathLike, inputs: torch.Tensor,
     node metadata gives none. Per-layer weight bits, storage format and state bits written by to_nir are kept, and
     so is the PLIF/sLIF kind. graph.metadata["nir"] = {"dt", "nodes": {population/projection: NIR node key}}.
     A graph with recurrent loops gives a workloads.exchange.recurrent.RecurrentGraph whose "rec<k>" projections
-    (graph.metadata["recurrent"]: delay 1 timestep) map to the loops' Affine/Linear nodes.
+    (graph.metadata["recurrent"]: delay 1 timestep) map to the loops' Affine/Linear/Conv2d nodes.
     Raises ValueError as from_nir and workloads.lower do.
     """
     res = from_nir(source, dt)
