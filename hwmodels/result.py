@@ -3,17 +3,60 @@ per core, per link), with bootstrap confidence intervals over the samples (hwmod
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import pandas as pd
 
 from hwmodels.energy.costs import ENERGY_COMPONENTS
-from hwmodels.stats import mean_ci
+from hwmodels.stats import mean_cis
 
 #: per-sample metrics that get a confidence interval in SimResult.as_row (<metric>_ci_low / <metric>_ci_high)
 CI_METRICS = ("energy_j", "latency_s")
 #: latency percentiles over samples reported by as_row (latency_p<q>_s)
 PERCENTILES = (50, 95, 99)
+
+
+class ResultTables:
+    """The DataFrames of a SimResult (samples, populations, cores, links, action_counts), built on first use from
+    `build()` -> {name: DataFrame} (a sweep that reads only SimResult.as_row never builds them), and the
+    per-sample columns as_row needs: {"energy_j", "latency_s", and "correct" when recorded: float (n_samples,)}."""
+
+    NAMES = ("samples", "populations", "cores", "links", "action_counts")
+
+    def __init__(self, build: Callable[[], dict[str, pd.DataFrame]], sample_columns: dict[str, np.ndarray]):
+        self._build, self._frames = build, None
+        self.sample_columns = sample_columns
+
+    @classmethod
+    def of(cls, **frames: pd.DataFrame) -> "ResultTables":
+        """Tables given as DataFrames (missing ones empty); sample columns read from `samples`."""
+        full = {n: frames.get(n, pd.DataFrame()) for n in cls.NAMES}
+        cols = {c: full["samples"][c].to_numpy(float) for c in (*CI_METRICS, "correct") if c in full["samples"]}
+        return cls(lambda: full, cols)
+
+    def __getstate__(self) -> dict:
+        """Pickled (e.g. sent between dask workers) with its tables built: the builder is a closure."""
+        self.get("samples")
+        return {"_build": None, "_frames": self._frames, "sample_columns": self.sample_columns}
+
+    def __eq__(self, other: object) -> bool:
+        """Equal when every table is equal value for value (DataFrame.equals: same shape, labels, dtypes and
+        values, NaNs in the same places) and so are the sample columns."""
+        if not isinstance(other, ResultTables):
+            return NotImplemented
+        cols = self.sample_columns.keys() == other.sample_columns.keys() and all(
+            np.array_equal(v, other.sample_columns[k]) for k, v in self.sample_columns.items())
+        return cols and all(self.get(n).equals(other.get(n)) for n in self.NAMES)
+
+    __hash__ = None
+
+    def get(self, name: str) -> pd.DataFrame:
+        """The DataFrame `name` (one of NAMES), built with the others on the first call."""
+        if self._frames is None:
+            self._frames = self._build()
+            self._build = None
+        return self._frames[name]
 
 
 @dataclass
@@ -29,6 +72,7 @@ class SimResult:
     spikes: neuron spikes (all populations, input included); messages: core-to-core spike messages;
     hops: message-hops (messages x tile hops). cores_used / tiles_used: from the mapping.
     n_samples: samples simulated; timesteps: algorithmic T; hardware_steps: steps per inference.
+    tables: the ResultTables behind the five DataFrame properties below (built on first use).
     samples: DataFrame indexed by sample: energy_j, energy_<component>_j, latency_s, synops, spikes, messages,
         and label / prediction / correct when the trace records them.
     populations: DataFrame indexed by population: cores, neurons, spikes, synops (events processed on its cores),
@@ -65,11 +109,7 @@ class SimResult:
     n_samples: int
     timesteps: int
     hardware_steps: int
-    populations: pd.DataFrame = field(repr=False)
-    cores: pd.DataFrame = field(repr=False)
-    links: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
-    samples: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
-    action_counts: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
+    tables: ResultTables = field(repr=False, compare=False)
     energy_table: dict = field(default_factory=dict, repr=False)
     static_power_w: float = 0.0
     model: str = "des"
@@ -79,21 +119,47 @@ class SimResult:
     multicast: bool = False
 
     @property
+    def samples(self) -> pd.DataFrame:
+        """Per-sample table (see the class docstring); built on first use."""
+        return self.tables.get("samples")
+
+    @property
+    def populations(self) -> pd.DataFrame:
+        """Per-population table (see the class docstring); built on first use."""
+        return self.tables.get("populations")
+
+    @property
+    def cores(self) -> pd.DataFrame:
+        """Per-core table (see the class docstring); built on first use."""
+        return self.tables.get("cores")
+
+    @property
+    def links(self) -> pd.DataFrame:
+        """Per-link table (see the class docstring); built on first use."""
+        return self.tables.get("links")
+
+    @property
+    def action_counts(self) -> pd.DataFrame:
+        """Per-core action counts per inference (see the class docstring); built on first use."""
+        return self.tables.get("action_counts")
+
+    @property
     def energy_dynamic_j(self) -> float:
         """Energy per inference without static energy, J (what event-count peers such as SANA-FE report)."""
         return self.energy_j - float(self.energy_breakdown_j.get("static", 0.0))
 
     def latency_percentiles_s(self) -> dict[int, float]:
         """{q: q-th percentile of the per-sample latency} for q in PERCENTILES, s."""
-        lat = self.samples["latency_s"].to_numpy(float) if "latency_s" in self.samples else np.zeros(0)
+        lat = self.tables.sample_columns.get("latency_s", np.zeros(0))
         return {q: float(np.percentile(lat, q)) if len(lat) else float("nan") for q in PERCENTILES}
 
     def confidence_intervals(self, level: float = 0.95, seed: int = 0) -> dict[str, tuple[float, float]]:
         """{metric: (low, high)} bootstrap confidence interval of the per-inference mean of each CI_METRICS
         metric (and of accuracy when the trace records predictions and labels) over the samples
-        (hwmodels.stats.mean_ci, seeded); NaN bounds with fewer than 2 samples."""
-        metrics = list(CI_METRICS) + (["correct"] if "correct" in self.samples else [])
-        return {m: mean_ci(self.samples[m].to_numpy(float), level, seed=seed) for m in metrics}
+        (hwmodels.stats.mean_cis, seeded); NaN bounds with fewer than 2 samples."""
+        cols = self.tables.sample_columns
+        metrics = list(CI_METRICS) + (["correct"] if "correct" in cols else [])
+        return mean_cis({m: cols.get(m, np.zeros(0)) for m in metrics}, level, seed=seed)
 
     def as_row(self, level: float = 0.95, seed: int = 0) -> dict:
         """The scalar fields as one flat dict for a results table: breakdown as energy_<component>_j,
@@ -109,6 +175,6 @@ class SimResult:
         for metric, (lo, hi) in self.confidence_intervals(level, seed).items():
             name = "accuracy_hw" if metric == "correct" else metric
             if metric == "correct":
-                row[name] = float(self.samples["correct"].mean())
+                row[name] = float(np.mean(self.tables.sample_columns["correct"]))
             row[f"{name}_ci_low"], row[f"{name}_ci_high"] = lo, hi
         return row

@@ -16,6 +16,8 @@ from hwmodels.events.network import Network, RouteUse, route_use
 from hwmodels.mapping.placement import USES_TRAFFIC
 from hwmodels.chip.signatures import frozen, mapping_signature, timing_signature
 from hwmodels.chip.spec import ChipSpec, CoreSpec
+from hwmodels.energy import costs
+from hwmodels.timing.pipeline import ActionTimes, action_times
 from hwmodels.trace import EventTrace, NetworkGraph
 
 class SimCache:
@@ -90,6 +92,19 @@ class SimCache:
         once per (model, action counts, latency signature of chip)."""
         key = ("timing", model, tuple(id(b[0]) for b in group), timing_signature(chip))
         return self.keep(key, compute, tuple(b[0] for b in group))
+
+    def times(self, actions: Actions, chip: ChipSpec, mapping: Mapping) -> ActionTimes:
+        """hwmodels.timing.pipeline.action_times of a batch, once per (actions, mapping, latency signature of chip)
+        (a sweep over energies reuses the durations of every action)."""
+        return self.keep(("times", id(actions), id(mapping), timing_signature(chip)),
+                         lambda: action_times(actions, chip, mapping), (actions, mapping))
+
+    def counts(self, actions: Actions, use: RouteUse, chip: ChipSpec) -> dict:
+        """hwmodels.energy.costs.count of a batch, once per (actions, the core's neuron access and update rules:
+        the only chip fields it reads). The routes enter only through their hop kinds, which the actions' mapping
+        fixes (another router's costs give other routes with the same hops)."""
+        rules = (chip.core.neuron_access_rule, chip.core.neuron_update_rule)
+        return self.keep(("counts", id(actions), rules), lambda: costs.count(actions, use, chip), (actions,))
 
     def routes(self, actions: Actions, net: Network) -> RouteUse:
         """hwmodels.events.network.route_use of a batch's flows, once per (actions, network)."""

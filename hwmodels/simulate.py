@@ -19,7 +19,7 @@ from hwmodels.mapping.map import Mapping, map_network
 from hwmodels.mapping.check import check_mapping
 from hwmodels.events.network import HOP_KINDS, Network, RouteUse, route_use
 from hwmodels.timing.pipeline import ActionTimes, action_times, core_busy_s
-from hwmodels.result import SimResult
+from hwmodels.result import ResultTables, SimResult
 from hwmodels.simcache import SimCache, mapping_signature
 from hwmodels.chip.spec import ChipSpec
 from hwmodels.trace import EventTrace, NetworkGraph
@@ -52,13 +52,12 @@ class _Totals:
         total = np.asarray(per_sample_core, float).sum(axis=0)
         self.core[name] = self.core.get(name, np.zeros(self.n_cores)) + total
 
-    def add(self, a: Actions, t: ActionTimes, chip: ChipSpec, use: RouteUse, timing: Timing) -> None:
-        """Accumulate one batch (the next samples in order): its actions `a`, their durations `t`, routes `use`
-        and the model's `timing`."""
+    def add(self, a: Actions, t: ActionTimes, counts: dict[str, np.ndarray], use: RouteUse, timing: Timing) -> None:
+        """Accumulate one batch (the next samples in order): its actions `a`, their durations `t`, action counts
+        (hwmodels.energy.costs.count), routes `use` and the model's `timing`."""
         latency = timing.step_s.sum(axis=1)
         rows = slice(self.done, self.done + a.n_samples)
         self.done += a.n_samples
-        counts = energy.count(a, use, chip)
         joules, bits = energy.energy(counts, self.table, a.formats, latency)
         for name, v in {**counts, **bits}.items():
             self._add_core(name, v)
@@ -85,6 +84,16 @@ class _Totals:
         self.links["messages"][ids] += link_msgs
         self.links["held_s"][ids] += timing.link_held_s
         self.links["seen"][ids] = True
+
+    def sample_columns(self, trace: EventTrace) -> dict[str, np.ndarray]:
+        """{"energy_j", "latency_s", "hops", and "correct" when the trace records labels and predictions}: float
+        (n_samples,) per-sample values (as in `samples`, without building it)."""
+        comps = self.sample[[self.row[c] for c in ENERGY_COMPONENTS]]
+        out = {"energy_j": comps.T.sum(axis=1), "latency_s": self.sample[self.row["latency_s"]],
+               "hops": self.sample[self.row["hops"]]}
+        if trace.labels is not None and trace.predictions is not None:
+            out["correct"] = (np.asarray(trace.labels) == np.asarray(trace.predictions)).astype(float)
+        return out
 
     def samples(self, trace: EventTrace) -> pd.DataFrame:
         """One row per sample: energy_j, energy_<component>_j, latency, counts, and label/prediction/correct."""
@@ -216,30 +225,42 @@ def simulate(graph: NetworkGraph, trace: EventTrace, chip: ChipSpec, mapping: Ma
     for s0 in range(0, trace.n_samples, batch_samples):
         samples = range(s0, min(s0 + batch_samples, trace.n_samples))
         acts, use = _batch(graph, trace, mapping, tables, net, samples, semantics, cache)
-        group.append((acts, action_times(acts, chip, mapping), use))
+        group.append((acts, action_times(acts, chip, mapping) if cache is None else cache.times(acts, chip, mapping),
+                      use))
         in_group += len(samples)
         if in_group >= GROUP_SAMPLES[model] or samples.stop == trace.n_samples:
             first = samples.stop - in_group
             msgs = lambda k: des_density.messages(graph, trace, mapping, tables, range(first + k, first + k + 1),
                                                   semantics, chip)
             for (a, t, u), tm in zip(group, _timings(model, group, net, chip, cache, msgs)):
-                tot.add(a, t, chip, u, tm)
+                tot.add(a, t, energy.count(a, u, chip) if cache is None else cache.counts(a, u, chip), u, tm)
             group, in_group = [], 0
             if on_progress is not None:
                 on_progress(samples.stop, trace.n_samples)
     n = max(trace.n_samples, 1)
-    samples = tot.samples(trace)
-    latency_s = float(samples["latency_s"].mean()) if len(samples) else 0.0
-    cores, pops, actions = _tables(tot, mapping, n, latency_s)
-    breakdown = {c: float(cores[f"energy_{c}_j"].sum()) for c in ENERGY_COMPONENTS}
+    return _result(tot, trace, mapping, net, chip, n, n_steps, dict(model=model, chip=chip.name,
+                   placement=mapping.placement, semantics=semantics, multicast=multicast))
+
+
+def _result(tot: _Totals, trace: EventTrace, mapping: Mapping, net: Network, chip: ChipSpec, n: int, n_steps: int,
+            names: dict) -> SimResult:
+    """The SimResult of the totals: scalars now, the DataFrames (ResultTables) when first read."""
+    cols = tot.sample_columns(trace)
+    latency_s = float(np.mean(cols["latency_s"])) if trace.n_samples else 0.0
+    k = {name: v / n for name, v in tot.core.items()}
+    breakdown = {c: float(np.sum(k[f"{c}_j"])) for c in ENERGY_COMPONENTS}
+
+    def build() -> dict[str, pd.DataFrame]:
+        cores, pops, actions = _tables(tot, mapping, n, latency_s)
+        return {"samples": tot.samples(trace), "populations": pops, "cores": cores, "action_counts": actions,
+                "links": _links_table(tot, net, chip.router.link_time_s, n, latency_s)}
+
     return SimResult(
         energy_j=float(sum(breakdown.values())), energy_breakdown_j=breakdown, latency_s=latency_s,
-        latency_per_step_s=tot.step_latency / n, synops=float(cores["synops"].sum()),
+        latency_per_step_s=tot.step_latency / n, synops=float(np.sum(k["synops"])),
         synops_structural=tot.synops_structural / n, synops_nonzero=tot.synops_nonzero / n,
-        spikes=float(cores["spikes"].sum()), messages=float(cores["messages_out"].sum()),
-        hops=float(samples["hops"].mean()) if len(samples) else 0.0,
+        spikes=float(np.sum(k["spikes"])), messages=float(np.sum(k["messages_out"])),
+        hops=float(np.mean(cols["hops"])) if trace.n_samples else 0.0,
         cores_used=mapping.chip_cores_used, tiles_used=mapping.tiles_used, n_samples=trace.n_samples,
-        timesteps=trace.n_timesteps, hardware_steps=n_steps, populations=pops, cores=cores,
-        links=_links_table(tot, net, chip.router.link_time_s, n, latency_s), samples=samples,
-        action_counts=actions, energy_table=table.as_dict(), static_power_w=float(table.static_w.sum()),
-        model=model, chip=chip.name, placement=mapping.placement, semantics=semantics, multicast=multicast)
+        timesteps=trace.n_timesteps, hardware_steps=n_steps, tables=ResultTables(build, cols),
+        energy_table=tot.table.as_dict(), static_power_w=float(tot.table.static_w.sum()), **names)

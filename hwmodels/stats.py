@@ -36,6 +36,30 @@ def mean_ci(values: np.ndarray, level: float = 0.95, n_resamples: int = N_RESAMP
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
+def mean_cis(columns: dict[str, np.ndarray], level: float = 0.95, n_resamples: int = N_RESAMPLES,
+             seed: int = 0) -> dict[str, tuple[float, float]]:
+    """{name: mean_ci(values, level, n_resamples, seed)} of equal-length columns, bit for bit, drawing the
+    resample indices once for all of them (mean_ci seeds every interval alike, so they share the draws; the
+    draws, the resampled means and scipy.stats.quantile are those of scipy.stats.bootstrap's percentile method).
+    Raises ValueError for a level outside (0, 1) or columns of different lengths."""
+    _check_level(level)
+    cols = {k: np.asarray(v, float).ravel() for k, v in columns.items()}
+    if len({len(v) for v in cols.values()}) > 1:
+        raise ValueError(f"mean_cis: columns differ in length: { {k: len(v) for k, v in cols.items()} }")
+    out, idx = {}, None
+    for name, v in cols.items():
+        if len(v) < 2 or np.all(v == v[0]):
+            out[name] = mean_ci(v, level, n_resamples, seed)
+            continue
+        if idx is None:
+            idx = np.random.default_rng(seed).integers(0, len(v), (n_resamples, len(v)))
+        theta = np.mean(v[idx], axis=-1)
+        alpha = np.asarray((1 - level) / 2, dtype=theta.dtype)
+        ci = stats.quantile(theta, np.stack((alpha, 1 - alpha), axis=-1), axis=-1)
+        out[name] = float(ci[0]), float(ci[1])
+    return out
+
+
 def _ratio(a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
     return np.mean(a, axis=axis) / np.mean(b, axis=axis)
 
