@@ -13,6 +13,12 @@
 4. Compare: the selected and the uniform network on the configured simulator and samples (results.csv, with the
    bootstrap intervals of SimResult.as_row seeded by the run seed; each point's per-sample and hardware tables
    under points/<point_id>/).
+
+Every measurement lowers and simulates through the path a run takes (codesign.evaluate.lower_model and
+hardware_row on the chip built once by load_chip), so the allocator optimises the chip the run reports: every
+hardware key of the config (placement, semantics, multicast, weight bits and fit ...) is honoured; probes and
+candidates change only hardware.model (analytic) and hardware.n_samples (probe_samples). The uniform network's
+row equals a `codesign run` row of the same config at the same ratio.
 """
 from __future__ import annotations
 
@@ -29,16 +35,15 @@ import yaml
 import hwmodels
 from codesign.cache import StageCache, check_cache_dir, config_key
 from codesign.config import ConfigError, RunConfig, dump_config
-from codesign.evaluate import dense_stage, stage_keys
+from codesign.evaluate import dense_stage, hardware_row, load_chip, lower_model, stage_keys
 from codesign.hwfigures import PointDetails
-from codesign.pipeline import RunResult, load_chip, run_folder
+from codesign.pipeline import RunResult, run_folder
 from codesign.provenance import write_provenance
 from codesign.report import write_report
 from codesign.runfolder import own_run_folder
 from codesign.store import atomic_write
-from codesign.stages import (check_n_samples, check_names, encoded_test_inputs, make_dataset, method_config, resolve_device,
-                             train_config)
-from workloads import checkpoint, compression, lowering, train
+from codesign.stages import check_n_samples, check_names, make_dataset, method_config, resolve_device, train_config
+from workloads import checkpoint, compression, models, train
 from workloads.compression.base import find_conv_units
 
 EPS_ACCURACY = 1e-3
@@ -86,32 +91,43 @@ def _compress(model, dataset, cfg: RunConfig, ratio: float, layer_ratios: dict |
                                 train_cfg=train_config(cfg), device=device, progress=False)
 
 
-def measure(model, info, dataset, cfg: RunConfig, chip, n_samples: int, device, sim_model: str) -> dict:
-    """Accuracy, parameters, energy and latency per inference of one (compressed) model on `chip`."""
+#: candidates.csv columns taken from a candidate's row (then its energy by component)
+CANDIDATE_COLUMNS = ("accuracy", "params", "energy_j", "latency_s", "cores_used", "synops", "spikes")
+
+
+def measure(model, info, dataset, cfg: RunConfig, chip: hwmodels.ChipSpec, device) -> dict:
+    """Accuracy, parameters, model bits and the hardware row of one (compressed) model: lowered on
+    cfg.hardware.n_samples test samples (codesign.evaluate.lower_model) and mapped and simulated on `chip`
+    (load_chip(cfg)) by codesign.evaluate.hardware_row, as a run does; "sim" holds the SimResult. Raises
+    hwmodels.MappingError when the model does not fit the chip."""
     acc = train.evaluate(model, dataset.x_test, dataset.y_test, train_config(cfg), device=device, seed=cfg.seed)
-    x, y = encoded_test_inputs(dataset, cfg, n_samples)
-    graph, trace = lowering.lower(model, x, labels=y, weight_bits=cfg.hardware.weight_bits,
-                                  weight_fit=cfg.hardware.weight_fit, device=device,
-                                  compression=dataclasses.asdict(info))
-    mapping = hwmodels.map_network(graph, chip, placement=cfg.hardware.placement, traffic=trace)
-    sim = hwmodels.simulate(graph, trace, chip, mapping=mapping, model=sim_model)
-    return {"accuracy": acc, "params": info.params_after, "energy_j": sim.energy_j, "latency_s": sim.latency_s,
-            "cores_used": sim.cores_used, "synops": sim.synops, "spikes": sim.spikes,
-            **{f"energy_{k}_j": v for k, v in sim.energy_breakdown_j.items()}, "sim": sim}
+    graph, trace = lower_model(model, dataset, cfg, device, dataclasses.asdict(info))
+    row, sim = hardware_row(cfg, graph, trace, chip)
+    if sim is None:
+        raise hwmodels.MappingError(row["error"])
+    return {"accuracy": acc, "params": info.params_after,
+            "model_bits": info.size_bits or 32 * models.count_parameters(model), **row, "sim": sim}
+
+
+def probe_config(cfg: RunConfig, acfg: AllocatorConfig) -> RunConfig:
+    """The config probes and candidates are measured with: the run's, with the analytic model on probe_samples."""
+    hw = cfg.hardware.model_copy(update={"model": "analytic", "n_samples": acfg.probe_samples})
+    return cfg.model_copy(update={"hardware": hw})
 
 
 def probe(dense, dataset, cfg: RunConfig, chip, acfg: AllocatorConfig, device) -> pd.DataFrame:
     """Per conv layer and probe ratio: the fractions of accuracy (points), parameters, energy and latency per
     inference that pruning only that layer removes (no fine-tuning; real test spikes on the simulator)."""
     info = compression.CompressionResult("dense", 0.0, 0, _n_params(dense))
-    base = measure(dense, info, dataset, cfg, chip, acfg.probe_samples, device, "analytic")
+    pcfg = probe_config(cfg, acfg)
+    base = measure(dense, info, dataset, pcfg, chip, device)
     units = [u.conv for u in find_conv_units(dense)]
     rows = []
     for layer in units:
         for ratio in acfg.probe_ratios:
             only = {u: (ratio if u == layer else 0.0) for u in units}
             small, s_info = _compress(dense, dataset, cfg, ratio, only, False, device)
-            m = measure(small, s_info, dataset, cfg, chip, acfg.probe_samples, device, "analytic")
+            m = measure(small, s_info, dataset, pcfg, chip, device)
             rows.append({"layer": layer, "probe_ratio": ratio,
                          "d_accuracy": base["accuracy"] - m["accuracy"],
                          "d_params_frac": 1 - m["params"] / base["params"],
@@ -219,25 +235,25 @@ def compare(dense, dataset, cfg: RunConfig, chip, ratio: float, acfg: AllocatorC
         return _compress(dense, dataset, cfg, max(ratios.values()), ratios, False, device)[1].params_after
 
     cands = candidates(table, ratio, budget, params_of, acfg)
-    models, cand_rows = [], []
+    nets, cand_rows = [], []
     for i, ratios in enumerate(cands):
         model, info = _compress(dense, dataset, cfg, max(ratios.values()), None if i == 0 else ratios, True, device)
-        m = measure(model, info, dataset, cfg, chip, acfg.probe_samples, device, "analytic")
-        m.pop("sim")
-        models.append((model, info))
-        cand_rows.append({"candidate": "uniform" if i == 0 else f"greedy #{i}", "layer_ratios": _label(ratios), **m})
+        m = measure(model, info, dataset, probe_config(cfg, acfg), chip, device)
+        nets.append((model, info))
+        cand_rows.append({"candidate": "uniform" if i == 0 else f"greedy #{i}", "layer_ratios": _label(ratios),
+                          **{k: m[k] for k in CANDIDATE_COLUMNS},
+                          **{f"energy_{k}_j": m[f"energy_{k}_j"] for k in m["sim"].energy_breakdown_j}})
     cand_df = pd.DataFrame(cand_rows)
     best = select(cand_df, acfg)
     cand_df["selected"] = cand_df.index == best
     rows, sims = [], {}
     for name, i in (("uniform", 0), ("hardware-aware", best)):
-        model, info = models[i]
-        m = measure(model, info, dataset, cfg, chip, cfg.hardware.n_samples, device, cfg.hardware.model)
+        model, info = nets[i]
+        m = measure(model, info, dataset, cfg, chip, device)
         pid = point_id(cfg, ratio, name, cands[i])
-        sims[pid] = m["sim"]
+        sims[pid] = m.pop("sim")
         rows.append({"point_id": pid, "method": cfg.compression.method, "series": name, "ratio": ratio,
-                     "layer_ratios": _label(cands[i]), "accuracy": m["accuracy"], "params": m["params"],
-                     **m["sim"].as_row(seed=cfg.seed)})
+                     "layer_ratios": _label(cands[i]), **m})
     return pd.DataFrame(rows), cand_df, table, sims
 
 

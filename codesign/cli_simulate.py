@@ -135,34 +135,85 @@ def population_table(sim) -> Table:
     return table
 
 
-def run_simulation(console: Console, graph: Path, trace: Path, preset: str, set_: list[str], model: str,
-                   placement: str, semantics: str, progress: bool):
-    """Load the preset, graph and trace, map and simulate; returns (SimResult, graph name, table title)."""
-    import hwmodels
-    from hwmodels.chip.presets import apply_overrides
-    overrides = parse_overrides(set_)
+def hardware_sets(hardware: dict, items: list[str]) -> dict:
+    """Apply --set items to a `hardware` config section (a dict, changed in place and returned) with a run's
+    override semantics (values are YAML, codesign.config.safe_yaml): a hardware key of the run config
+    (`multicast=true`, `semantics=layer_serial`; also written as in a run, `hardware.multicast=true`) sets that
+    field; any other key is a chip override (`core.neurons_per_core=256`, also `overrides.core.neurons_per_core`)
+    and goes into hardware.overrides. Raises ConfigError for an item without '=' and for a key that shapes the
+    lowered graph and trace (codesign.evaluate.LOWERING_KEYS: a saved trace is simulated as it was lowered)."""
+    from codesign.config import ConfigError, HardwareConfig, quote, set_dotted
+    from codesign.evaluate import LOWERING_KEYS
+    overrides = hardware.setdefault("overrides", {})
+    for key, value in parse_overrides(items).items():
+        key = key.removeprefix("hardware.")
+        head = key.split(".")[0]
+        if head in LOWERING_KEYS:
+            raise ConfigError(f"--set: {quote(key)} shapes the lowered graph and trace; simulate takes them as "
+                              f"saved (lower them again with that key, e.g. codesign run --set hardware.{key}=...)")
+        if key == "overrides" and isinstance(value, dict):
+            overrides.update(value)
+        elif head == "overrides" or head not in HardwareConfig.model_fields:
+            overrides[key.removeprefix("overrides.")] = value
+        else:
+            set_dotted(hardware, key, value)
+    return hardware
+
+
+def simulate_config(preset: str, model: str, placement: str, semantics: str, items: list[str]):
+    """The RunConfig a run with these hardware settings would have (defaults elsewhere; its seed seeds the
+    bootstrap intervals as a run's does): the options, then the --set items (hardware_sets). Raises ConfigError
+    naming the field for a value the run config refuses."""
+    from codesign.config import ConfigError, validate_config
+    hardware = hardware_sets({"preset": preset, "model": model, "placement": placement, "semantics": semantics},
+                             items)
     try:
-        chip = hwmodels.load_preset(preset)
+        return validate_config({"hardware": hardware})
+    except ConfigError as exc:
+        raise ConfigError(str(exc).removeprefix("config: ")) from None
+
+
+def simulate_chip(hardware):
+    """The chip of a `hardware` config section, built once (hwmodels.load_preset, then apply_overrides, as
+    codesign.evaluate.load_chip does), with errors naming --preset or --set."""
+    import hwmodels
+    try:
+        chip = hwmodels.load_preset(hardware.preset)
     except ValueError as exc:
         message = str(exc)
         raise ValueError(message if message.startswith("preset") else f"--preset: {message}") from None
     try:
-        chip = apply_overrides(chip, overrides) if overrides else chip
+        return hwmodels.apply_overrides(chip, hardware.overrides) if hardware.overrides else chip
     except ValueError as exc:
         raise ValueError(f"--set: {exc}") from None
+
+
+def run_simulation(console: Console, graph: Path, trace: Path, preset: str, set_: list[str], model: str,
+                   placement: str, semantics: str, progress: bool):
+    """Load the preset, graph and trace, map and simulate through codesign.evaluate.hardware_row (the evaluation
+    a run makes of its lowered artifacts, every hardware key honoured); returns (SimResult, graph name, table
+    title). Raises hwmodels.MappingError when the network does not fit."""
+    import hwmodels
+    from codesign.evaluate import hardware_row
+    cfg = simulate_config(preset, model, placement, semantics, set_)
+    hw = cfg.hardware
+    chip = simulate_chip(hw)
     g = hwmodels.NetworkGraph.load(graph)
     tr = hwmodels.EventTrace.open(trace) if trace.is_dir() else hwmodels.EventTrace.load(trace)
-    mapping = hwmodels.map_network(g, chip, placement=placement, traffic=tr)
     with progress_bar(console, "samples simulated", enabled=progress) as update:
-        sim = hwmodels.simulate(g, tr, chip, mapping=mapping, model=model, semantics=semantics, on_progress=update)
-    return sim, g.name, f"{g.name} on {chip.name} ({model}, {semantics}, {tr.n_samples} samples)"
+        row, sim = hardware_row(cfg, g, tr, chip, on_progress=update)
+    if sim is None:
+        raise hwmodels.MappingError(row["error"])
+    setup = ", ".join([hw.model, hw.semantics, *(["multicast"] if hw.multicast else [])])
+    return sim, g.name, f"{g.name} on {chip.name} ({setup}, {tr.n_samples} samples)"
 
 
 def simulate(graph: Path = typer.Argument(..., help="lowered graph .npz (e.g. reports/<run>/artifacts/*.graph.npz)"),
              trace: Path = typer.Argument(..., help="event trace .npz or streamed trace folder"),
              preset: str = typer.Option("loihi", help="chip preset (codesign presets list) or chip file path "
                                                      "(.yaml, e.g. from codesign presets derive)"),
-             set_: list[str] = typer.Option([], "--set", help="chip override, e.g. --set core.neurons_per_core=256"),
+             set_: list[str] = typer.Option([], "--set", help="chip override or hardware key of a run config, e.g. "
+                                                             "--set core.neurons_per_core=256, --set multicast=true"),
              model: str = typer.Option("des", help="des or analytic"),
              placement: str = typer.Option("in_order", help="in_order, snake or comm_aware"),
              semantics: str = typer.Option("pipelined", help="pipelined or layer_serial"),
@@ -177,6 +228,7 @@ def simulate(graph: Path = typer.Argument(..., help="lowered graph .npz (e.g. re
     Examples:
       codesign simulate g.npz t.npz --preset loihi --model analytic
       codesign simulate g.npz t.npz --preset loihi --set core.neurons_per_core=256 --placement comm_aware
+      codesign simulate g.npz t.npz --set multicast=true --set semantics=layer_serial
       codesign simulate g.npz t.npz --preset mychip.yaml
       codesign simulate g.npz t.npz --json --out sim.json
     """

@@ -253,6 +253,12 @@ def load_config(path: str | Path | None = None, sets: list[str] | None = None) -
     """
     tree = parse_tree(default_config_text(), "default.yaml") if path is None else read_tree(path)
     apply_sets(tree, sets)
+    return validate_config(tree)
+
+
+def validate_config(tree: dict) -> RunConfig:
+    """A config tree validated into a RunConfig (absent sections and fields take their defaults). Raises
+    ConfigError (one line naming the field and accepted values)."""
     try:
         return RunConfig.model_validate(tree)
     except ValidationError as err:

@@ -4,6 +4,9 @@ Each stage's output is cached under the hash of the config fields that produce i
 (codesign.cache), so a hardware-only sweep reuses trained models and traces, and a resumed sweep never retrains a
 finished stage. A cached entry is verified against its file hashes and loaded (checkpoints load without running
 code); one that fails either is discarded with a warning and made again.
+
+One evaluation path: every command lowers with lower_model, builds the chip once per point with load_chip and
+maps and simulates with hardware_row, so every hardware key of the config means the same in all of them.
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ import numpy as np
 
 import hwmodels
 from codesign.cache import StageCache, code_version, config_key
-from codesign.config import RunConfig
+from codesign.config import ConfigError, RunConfig
 from codesign.hwfigures import PointDetails
 from codesign.stages import (encoded_test_inputs, make_dataset, make_model, method_config, resolve_device,
                              train_config)
@@ -156,16 +159,25 @@ def load_lowered(folder: Path) -> tuple[hwmodels.NetworkGraph, hwmodels.EventTra
     return graph, trace
 
 
+def lower_model(model, dataset, cfg: RunConfig, device, compression: dict,
+                name: str = "network") -> tuple[hwmodels.NetworkGraph, hwmodels.EventTrace]:
+    """Config -> lowered artifacts: the first hardware.n_samples test samples of `dataset` encoded as the config
+    says (codesign.stages.encoded_test_inputs) and `model` lowered on them with hardware.weight_bits and
+    hardware.weight_fit (workloads.lowering.lower; `compression`: the method's CompressionResult as a dict).
+    The hardware keys that shape the lowered artifacts are applied here and only here; hardware_row applies
+    the rest."""
+    x, y = encoded_test_inputs(dataset, cfg, cfg.hardware.n_samples)
+    return lowering.lower(model, x, labels=y, weight_bits=cfg.hardware.weight_bits,
+                          weight_fit=cfg.hardware.weight_fit, device=device, name=name, compression=compression)
+
+
 def _lowered(cfg: RunConfig, cache: StageCache, keys: StageKeys, data: Callable, device, compressed: dict,
              load: Callable[[Path], object] = load_lowered) -> tuple[Path, object]:
     """(folder, load(folder)) of the lowered graph and trace of `cfg` (graph.npz, trace.npz) of the `compressed`
     payload; an entry that fails to verify or to load is discarded and made again."""
     def make(folder: Path) -> None:
-        x, y = encoded_test_inputs(data(), cfg, cfg.hardware.n_samples)
-        graph, trace = lowering.lower(compressed["model"], x, labels=y, weight_bits=cfg.hardware.weight_bits,
-                                      weight_fit=cfg.hardware.weight_fit, device=device,
-                                      name=f"{cfg.compression.method}-r{ratio_of(cfg):g}",
-                                      compression=compressed["result"])
+        graph, trace = lower_model(compressed["model"], data(), cfg, device, compressed["result"],
+                                   name=f"{cfg.compression.method}-r{ratio_of(cfg):g}")
         graph.save(folder / "graph.npz")
         trace.save(folder / "trace.npz")
     return cache.load_or_make("lowered", keys.lowered, make, load, meta={"stage": "lowered"})
@@ -194,37 +206,61 @@ def _model_row(cfg: RunConfig, cache: StageCache, progress: bool = False,
     return row, low, loaded
 
 
-def hardware_row(cfg: RunConfig, graph: hwmodels.NetworkGraph, trace: hwmodels.EventTrace,
+#: hardware keys that shape the lowered artifacts (lower_model, part of the lowered stage's key); every other
+#: field of codesign.config.HardwareConfig is applied by load_chip or hardware_row
+LOWERING_KEYS = ("n_samples", "weight_bits", "weight_fit")
+
+
+def load_chip(cfg: RunConfig) -> hwmodels.ChipSpec:
+    """The chip of a design point: hardware.preset loaded with hardware.overrides applied (hwmodels.load_preset).
+    Build it once per point (or once for points that share their hardware section, as a run's ratios do) and
+    pass it down: hardware_row and the point's detail tables take it. Raises ConfigError naming `hardware`."""
+    try:
+        return hwmodels.load_preset(cfg.hardware.preset, cfg.hardware.overrides)
+    except ValueError as exc:
+        raise ConfigError(f"hardware: {exc}") from None
+
+
+def hardware_row(cfg: RunConfig, graph: hwmodels.NetworkGraph, trace: hwmodels.EventTrace, chip: hwmodels.ChipSpec,
                  sim_cache: hwmodels.SimCache | None = None,
-                 chip: hwmodels.ChipSpec | None = None) -> tuple[dict, hwmodels.SimResult | None]:
-    """Map and simulate on the configured chip: (row, SimResult); a network that does not fit gives fits=False,
-    the reason and no SimResult. The row is SimResult.as_row with its bootstrap intervals seeded by cfg.seed; its
-    `preset` is hardware.preset as given (a preset name, or a chip file path as written in the config).
-    sim_cache: reuse mappings, action counts and timings of earlier points on the same graph and trace
-    (hwmodels.SimCache; the row is the same with or without it). chip: the loaded chip of `cfg` (default: loaded
-    here from hardware.preset and hardware.overrides)."""
-    chip = chip or hwmodels.load_preset(cfg.hardware.preset, cfg.hardware.overrides)
-    row = {"preset": cfg.hardware.preset}
+                 on_progress: Callable[[int, int], None] | None = None) -> tuple[dict, hwmodels.SimResult | None]:
+    """Lowered artifacts -> mapping -> SimResult row: the one hardware evaluation that `run`, `sweep`, `search`,
+    `allocate` and `codesign simulate` share. Maps `graph` onto `chip` (hardware.placement, with `trace` as the
+    measured traffic) and simulates `trace` (hardware.model, hardware.semantics, hardware.multicast); the
+    lowering keys (LOWERING_KEYS) are already in `graph` and `trace` (lower_model).
+
+    chip: load_chip(cfg), built once by the caller. Returns (row, SimResult); a network that does not fit gives
+    fits=False, the reason and no SimResult. The row is SimResult.as_row with its bootstrap intervals seeded by
+    cfg.seed, plus `preset` (hardware.preset as given: a preset name, or a chip file path as written in the
+    config), fits, error and memory_bits. sim_cache: reuse mappings, action counts and timings of earlier points
+    on the same graph and trace (hwmodels.SimCache; the row is the same with or without it). on_progress: passed
+    to hwmodels.simulate (samples done, total)."""
+    hw = cfg.hardware
+    row = {"preset": hw.preset}
     mapper = hwmodels.map_network if sim_cache is None else sim_cache.mapping
     try:
-        mapping = mapper(graph, chip, placement=cfg.hardware.placement, traffic=trace)
+        mapping = mapper(graph, chip, placement=hw.placement, traffic=trace)
     except hwmodels.MappingError as exc:
         return {**row, "fits": False, "error": str(exc), "energy_j": np.nan, "latency_s": np.nan}, None
-    sim = hwmodels.simulate(graph, trace, chip, mapping=mapping, model=cfg.hardware.model, cache=sim_cache,
-                            semantics=cfg.hardware.semantics, multicast=cfg.hardware.multicast)
+    sim = hwmodels.simulate(graph, trace, chip, mapping=mapping, model=hw.model, cache=sim_cache,
+                            semantics=hw.semantics, multicast=hw.multicast, on_progress=on_progress)
     row.update(sim.as_row(seed=cfg.seed))
     row.update({"fits": True, "error": "", "memory_bits": int(mapping.core_synapse_bits.sum())})
     return row, sim
 
 
 def evaluate_point(cfg: RunConfig, cache_dir: str | Path, progress: bool = False,
-                   sim_cache: hwmodels.SimCache | None = None, details_root: str | Path | None = None) -> dict:
-    """One results row for the design point `cfg` (a RunConfig with one ratio), using and filling the cache.
+                   sim_cache: hwmodels.SimCache | None = None, details_root: str | Path | None = None,
+                   chip: hwmodels.ChipSpec | None = None) -> dict:
+    """One results row for the design point `cfg` (a RunConfig with one ratio), using and filling the cache:
+    config -> lowered artifacts (cached stages) -> hardware_row.
     sim_cache: shared by the points of a serial sweep, it keeps each lowered graph + trace loaded and reuses
     their mappings, action counts and timings across hardware-only points (hwmodels.SimCache).
     details_root: when given, the point's per-sample, per-population, per-core, per-link and per-step tables are
     written to <details_root>/<point_id>/ (codesign.hwfigures.PointDetails) before the row is returned (a point
-    that does not fit the chip has none)."""
+    that does not fit the chip has none).
+    chip: load_chip(cfg) when the caller has built it already (a run's points share one); default: built here,
+    once, for the row and the detail tables."""
     cache = StageCache(cache_dir)
 
     def load(folder: Path) -> tuple[hwmodels.NetworkGraph, hwmodels.EventTrace]:
@@ -233,8 +269,8 @@ def evaluate_point(cfg: RunConfig, cache_dir: str | Path, progress: bool = False
             return load_lowered(folder)
         return sim_cache.keep(("lowered", str(folder)), lambda: load_lowered(folder))
     row, _, (graph, trace) = _model_row(cfg, cache, progress, load)
-    chip = hwmodels.load_preset(cfg.hardware.preset, cfg.hardware.overrides)  # once: row and details agree
-    hw, sim = hardware_row(cfg, graph, trace, sim_cache, chip)
+    chip = load_chip(cfg) if chip is None else chip
+    hw, sim = hardware_row(cfg, graph, trace, chip, sim_cache)
     row.update(hw)
     if details_root is not None and sim is not None:
         PointDetails.from_sim(sim, chip).save(Path(details_root) / row["point_id"])

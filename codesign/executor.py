@@ -16,7 +16,7 @@ from codesign.evaluate import evaluate_point, model_row, stage_keys
 from codesign.logs import quiet_logs
 from codesign.spec import ExecutionConfig
 from codesign.store import ResultStore
-from hwmodels import SimCache
+from hwmodels import ChipSpec, SimCache
 from workloads.train import torch_threads
 
 
@@ -29,11 +29,11 @@ def _prepare_model(cfg_json: dict, cache_dir: str, threads: int, after=None) -> 
     return stage_keys(cfg).lowered
 
 
-def _evaluate(cfg_json: dict, cache_dir: str, threads: int, details_root: str, after=None) -> dict:
+def _evaluate(cfg_json: dict, cache_dir: str, threads: int, details_root: str, after=None, chip=None) -> dict:
     """Worker task: one design point's results row (its detail tables written under details_root; `after`: the
-    result of a task this one waits for, unused)."""
+    result of a task this one waits for, unused; chip: the point's chip when already built, else built here)."""
     with torch_threads(threads):
-        return evaluate_point(RunConfig.model_validate(cfg_json), cache_dir, details_root=details_root)
+        return evaluate_point(RunConfig.model_validate(cfg_json), cache_dir, details_root=details_root, chip=chip)
 
 
 @contextlib.contextmanager
@@ -113,13 +113,16 @@ def _unique_by(points: list[RunConfig], attr: str) -> list[RunConfig]:
 
 def run_points(points: list[RunConfig], store: ResultStore, cache_dir: str, execution: ExecutionConfig,
                progress: bool = True, log: Callable[[str], None] = print,
-               on_row: Callable[[RunConfig, dict], None] | None = None, labels: list[dict] | None = None) -> int:
+               on_row: Callable[[RunConfig, dict], None] | None = None, labels: list[dict] | None = None,
+               chip: ChipSpec | None = None) -> int:
     """Evaluate every point not yet in `store`; returns how many were evaluated now.
 
     On dask (a local cluster of one worker per core by default, or execution.scheduler) unless `serial` says
     this process (workers 0, one core, or one point to compute); see the module docstring.
     labels[i] (e.g. the point's axis values) is merged into point i's row before it is stored; on_row(cfg, row)
     is called after each row is stored (e.g. to log it).
+    chip: the chip every point shares (codesign.evaluate.load_chip of their common hardware section, as a run's
+    ratios have), built once by the caller; None: each point builds its own (once, in evaluate_point).
     """
     label_of = {stage_keys(p).point: (labels[i] if labels else {}) for i, p in enumerate(points)}
     details_root = str(store.run_dir / "points")
@@ -134,12 +137,12 @@ def run_points(points: list[RunConfig], store: ResultStore, cache_dir: str, exec
         for cfg in todo:
             with torch_threads(execution.torch_threads):
                 row = evaluate_point(cfg, cache_dir, progress=progress, sim_cache=sim_cache,
-                                     details_root=details_root)
+                                     details_root=details_root, chip=chip)
             store.append(row)
             if on_row:
                 on_row(cfg, row)
         return len(todo)
-    return _run_dask(todo, store, cache_dir, execution, log, on_row, details_root)
+    return _run_dask(todo, store, cache_dir, execution, log, on_row, details_root, chip)
 
 
 class _Labelled:
@@ -156,7 +159,7 @@ class _Labelled:
         self.store.append({**self.label_of.get(row["point_id"], {}), **row})
 
 
-def _run_dask(todo, store, cache_dir, execution, log, on_row, details_root: str) -> int:
+def _run_dask(todo, store, cache_dir, execution, log, on_row, details_root: str, chip: ChipSpec | None) -> int:
     from dask.distributed import as_completed
     threads = execution.torch_threads or 1
     with dask_client(execution) as client:
@@ -166,8 +169,8 @@ def _run_dask(todo, store, cache_dir, execution, log, on_row, details_root: str)
             client.gather(client.map(_prepare_model, [c.model_dump(mode="json") for c in group],
                                      cache_dir=cache_dir, threads=stage_threads(execution, len(group)),
                                      pure=False))
-        futures = {client.submit(_evaluate, c.model_dump(mode="json"), cache_dir, threads, details_root, pure=False): c
-                   for c in todo}
+        futures = {client.submit(_evaluate, c.model_dump(mode="json"), cache_dir, threads, details_root, chip=chip,
+                                 pure=False): c for c in todo}
         for fut in as_completed(futures):
             row = fut.result()
             store.append(row)

@@ -15,10 +15,9 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-import hwmodels
 from codesign.cache import StageCache, check_cache_dir
 from codesign.config import ConfigError, RunConfig, dump_config
-from codesign.evaluate import stage_keys
+from codesign.evaluate import load_chip, stage_keys
 from codesign.executor import run_points
 from codesign.report import write_report
 from codesign.runfolder import check_folder, own_run_folder
@@ -52,14 +51,6 @@ def run_name(cfg: RunConfig) -> str:
         return cfg.run_name
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     return f"{cfg.compression.method}-{cfg.data.dataset}-{stamp}"
-
-
-def load_chip(cfg: RunConfig) -> hwmodels.ChipSpec:
-    """The configured chip preset with its overrides. Raises ConfigError naming `hardware`."""
-    try:
-        return hwmodels.load_preset(cfg.hardware.preset, cfg.hardware.overrides)
-    except ValueError as exc:
-        raise ConfigError(f"hardware: {exc}") from None
 
 
 def run_folder(output_dir: str, name: str, resume: bool, config_file: str = "config.resolved.yaml",
@@ -139,7 +130,7 @@ def _run_points(cfg: RunConfig, chip, out: Path, log, progress: bool, start: flo
             f"{row['energy_j'] * 1e6:.3f} µJ, {row['latency_s'] * 1e6:.2f} µs per inference")
 
     log(f"{len(points)} design points; trained and compressed models are cached in {cfg.cache_dir}")
-    run_points(points, store, cfg.cache_dir, ExecutionConfig(workers=0), progress, log, on_row)
+    run_points(points, store, cfg.cache_dir, ExecutionConfig(workers=0), progress, log, on_row, chip=chip)
     copy_artifacts(points, StageCache(cfg.cache_dir), out)
     df = store.table().sort_values("ratio", kind="stable").reset_index(drop=True)
     df["pareto"] = pareto_mask(df, {"accuracy": "max", "energy_j": "min", "latency_s": "min"})

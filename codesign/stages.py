@@ -166,16 +166,3 @@ def check_fits(model, dataset, cfg: RunConfig, chip, device) -> None:
     graph, _ = lowering.lower(copy.deepcopy(model), x, weight_bits=cfg.hardware.weight_bits, weight_fit=fit,
                               device=device)
     hwmodels.map_network(graph, chip, placement=cfg.hardware.placement)
-
-
-def train_dense(model, dataset, cfg: RunConfig, device, progress: bool) -> tuple[torch.nn.Sequential, float]:
-    """Train the dense model; return it and its test accuracy in [0, 1]."""
-    tcfg = train_config(cfg)
-    train.train(model, dataset, tcfg, seed=cfg.seed, device=device, progress=progress)
-    return model, train.evaluate(model, dataset.x_test, dataset.y_test, tcfg, device=device, seed=cfg.seed)
-
-
-def compress_point(model, dataset, cfg: RunConfig, ratio: float, device, progress: bool):
-    """Compress a copy of the dense model at `ratio` with the configured method (fine-tuning included)."""
-    return compression.compress(cfg.compression.method, model, dataset, ratio, cfg=method_config(cfg),
-                                seed=cfg.seed, train_cfg=train_config(cfg), device=device, progress=progress)

@@ -11,7 +11,8 @@ from codesign.cache import check_cache_dir
 from codesign.config import ConfigError, RunConfig, quote
 from codesign.executor import check_scheduler, run_points
 from codesign.pareto import pareto_mask
-from codesign.pipeline import LEAD_COLUMNS, RunResult, load_chip, run_folder
+from codesign.evaluate import load_chip
+from codesign.pipeline import LEAD_COLUMNS, RunResult, run_folder
 from codesign.report import write_report
 from codesign.runfolder import own_run_folder
 from codesign.spec import SweepSpec, base_tree, grid_points
