@@ -1,4 +1,4 @@
 """`python -m codesign` runs the CLI."""
-from codesign.cli import main
+from codesign.cli.main import main
 
 main()

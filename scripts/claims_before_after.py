@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from codesign.claims import load_claims, point_samples, validate
-from codesign.report import markdown_table
+from codesign.claims.verdicts import load_claims, point_samples, validate
+from codesign.reporting.report import markdown_table
 
 #: current component -> the group it belongs to in the old four-component breakdown
 GROUPS = {"synapse_compute": "synapse", "synapse_memory": "synapse", "neuron_compute": "neuron",

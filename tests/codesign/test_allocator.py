@@ -5,9 +5,9 @@ import sys
 import pandas as pd
 import pytest
 
-from codesign.allocator import AllocatorConfig, _curve, allocate, candidates, layer_score, select
-from codesign.config import ConfigError, load_config
-from codesign.allocator import check_method
+from codesign.execute.allocate import AllocatorConfig, _curve, allocate, candidates, layer_score, select
+from codesign.config.run import ConfigError, load_config
+from codesign.execute.allocate import check_method
 
 
 def _probe():

@@ -1,5 +1,5 @@
 """Hostile cache folders and cache entries: a cache_dir that cannot be used is one line naming `cache_dir` (exit 2)
-before the run folder exists (codesign.cache.check_cache_dir); a cached entry whose hashes match but whose content
+before the run folder exists (codesign.store.cache.check_cache_dir); a cached entry whose hashes match but whose content
 does not load (object arrays, a truncated trace, a result.json of the wrong shape) is discarded with a warning and
 made again, like one that fails verification."""
 import io
@@ -14,9 +14,9 @@ import zipfile
 import numpy as np
 import pytest
 
-from codesign.cache import STAGE_NAMES, StageCache, check_cache_dir, file_sha256, force_rmtree
-from codesign.config import ConfigError, load_config
-from codesign.evaluate import evaluate_point, load_lowered, stage_keys
+from codesign.store.cache import STAGE_NAMES, StageCache, check_cache_dir, file_sha256, force_rmtree
+from codesign.config.run import ConfigError, load_config
+from codesign.execute.evaluate import evaluate_point, load_lowered, stage_keys
 from hwmodels import SimCache, npzfile
 
 #: user "nobody": the owner of "another user's" folders
@@ -38,7 +38,7 @@ def _unprivileged(args, cwd, timeout=300) -> subprocess.CompletedProcess:
 
 def _check_as_user(path, cwd) -> str:
     """check_cache_dir(path) in an unprivileged process: '' when it passes, else the error message."""
-    code = ("import sys\nfrom codesign.cache import check_cache_dir\ntry:\n    check_cache_dir(sys.argv[1])\n"
+    code = ("import sys\nfrom codesign.store.cache import check_cache_dir\ntry:\n    check_cache_dir(sys.argv[1])\n"
             "except ValueError as exc:\n    print(exc)\n")
     proc = _unprivileged([sys.executable, "-c", code, str(path)], cwd, timeout=60)
     assert proc.returncode == 0, proc.stderr
@@ -122,7 +122,7 @@ def test_a_folder_of_another_user_is_refused(tmp_path):
 _ENTRY_SCRIPT = """
 import json, logging, sys
 from pathlib import Path
-from codesign.cache import StageCache, check_cache_dir
+from codesign.store.cache import StageCache, check_cache_dir
 logging.basicConfig(level=logging.WARNING)
 root = Path(sys.argv[1])
 check_cache_dir(root)
@@ -307,7 +307,7 @@ def test_a_lowered_entry_whose_content_does_not_load_is_made_again(cache_copy, d
     damage(entry)
     _fix_hashes(entry)
     StageCache(cache).verify("lowered", entry.name)  # the hashes match: only loading finds it
-    with caplog.at_level(logging.WARNING, logger="codesign.cache"):
+    with caplog.at_level(logging.WARNING, logger="codesign.store.cache"):
         again = evaluate_point(cfg, cache, sim_cache=SimCache() if shared else None)
     assert again == row
     assert "is unusable" in caplog.text and "discarding and recomputing" in caplog.text, caplog.text
@@ -325,7 +325,7 @@ def test_a_compressed_entry_whose_result_json_is_of_the_wrong_shape_is_made_agai
     (entry / "result.json").write_text(content)
     _fix_hashes(entry)
     force_rmtree(cache / "lowered")  # made again from the compressed model, as it would be after an upgrade
-    with caplog.at_level(logging.WARNING, logger="codesign.cache"):
+    with caplog.at_level(logging.WARNING, logger="codesign.store.cache"):
         again = evaluate_point(cfg, cache)
     assert again == row and "result.json: not an object with an integer 'params_after'" in caplog.text
 

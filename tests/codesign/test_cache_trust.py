@@ -15,11 +15,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from codesign import cache as cache_mod
-from codesign.cache import StageCache, code_version, config_key, source_digest, source_files
-from codesign.cli_cache import cache_app
-from codesign.config import load_config
-from codesign.evaluate import model_row, stage_keys
+from codesign.store import cache as cache_mod
+from codesign.store.cache import StageCache, code_version, config_key, source_digest, source_files
+from codesign.cli.cache import cache_app
+from codesign.config.run import load_config
+from codesign.execute.evaluate import model_row, stage_keys
 from workloads import checkpoint
 
 HOST = cache_mod.re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname())
@@ -71,7 +71,7 @@ def test_a_damaged_entry_is_discarded_with_a_warning_and_made_again(tmp_path, ca
     assert value == "hi" and len(calls) == 1
     for name, damage in _damage_cases(marker):
         damage(folder)
-        with caplog.at_level(logging.WARNING, logger="codesign.cache"):
+        with caplog.at_level(logging.WARNING, logger="codesign.store.cache"):
             caplog.clear()
             again, value = cache.load_or_make("s", "k", _maker(calls), _read, meta={"seed": 1})
         assert (again, value) == (folder, "hi"), name
@@ -94,7 +94,7 @@ def test_an_entry_that_fails_to_load_is_made_again(tmp_path, caplog):
             checkpoint.save(model, folder / "model.pt")
 
     cache.get_or_make("dense", "k", make)
-    with caplog.at_level(logging.WARNING, logger="codesign.cache"):
+    with caplog.at_level(logging.WARNING, logger="codesign.store.cache"):
         _, payload = cache.load_or_make("dense", "k", make, lambda f: checkpoint.load(f / "model.pt"))
     assert torch.equal(payload["model"].weight, model.weight)
     assert "refused pickle global torch.nn.modules.linear.Linear" in caplog.text
@@ -115,7 +115,7 @@ def test_a_read_only_unreadable_entry_is_moved_aside_and_made_again(tmp_path, ca
         if exc is not None:
             raise exc
         return _read(f)
-    with caplog.at_level(logging.WARNING, logger="codesign.cache"):
+    with caplog.at_level(logging.WARNING, logger="codesign.store.cache"):
         _, value = cache.load_or_make("s", "k", _maker(calls), load)
     assert value == "hi" and len(calls) == 2 and "PermissionError" in caplog.text
     assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["k"]
@@ -133,14 +133,14 @@ def test_entry_meta_records_what_made_it_and_the_hash_of_every_file(tmp_path):
 def test_keys_hold_the_code_version(tmp_path, monkeypatch):
     assert code_version().startswith(f"{cache_mod.package_version()}+") and len(code_version().split("+")[-1]) == 12
     names = [n for n, _ in source_files()]
-    assert "workloads/checkpoint.py" in names and "codesign/evaluate.py" in names and "hwmodels/trace.py" in names
+    assert "workloads/checkpoint.py" in names and "codesign/execute/evaluate.py" in names and "hwmodels/trace.py" in names
     (tmp_path / "a.py").write_text("x = 1\n")
     before = source_digest([("pkg/a.py", tmp_path / "a.py")])
     (tmp_path / "a.py").write_text("x = 2\n")
     assert source_digest([("pkg/a.py", tmp_path / "a.py")]) != before
     cfg = load_config(sets=["data.dataset=digits", "compression.ratios=[0.5]"])
     keys = stage_keys(cfg)
-    monkeypatch.setattr("codesign.evaluate.code_version", lambda: "9.9.9+000000000000")
+    monkeypatch.setattr("codesign.execute.evaluate.code_version", lambda: "9.9.9+000000000000")
     upgraded = stage_keys(cfg)
     assert upgraded.dense != keys.dense and upgraded.compressed != keys.compressed
     assert upgraded.lowered != keys.lowered and upgraded.point == keys.point  # point ids stay comparable
@@ -185,7 +185,7 @@ def test_a_planted_model_in_the_cache_is_never_run_and_is_remade(tmp_path, caplo
     marker = tmp_path / "ran"
     model_pt = tmp_path / "compressed" / keys.compressed / "model.pt"
     torch.save({"version": 1, "model": _RunsCode(marker)}, model_pt)  # a planted checkpoint in a cached entry
-    with caplog.at_level(logging.WARNING, logger="codesign.cache"):
+    with caplog.at_level(logging.WARNING, logger="codesign.store.cache"):
         again, low_again = model_row(cfg, StageCache(tmp_path))
     assert not marker.exists() and "model.pt: content differs" in caplog.text
     assert again == row and low_again == low
@@ -199,7 +199,7 @@ def test_a_planted_model_in_the_cache_is_never_run_and_is_remade(tmp_path, caplo
     for stage, key in (("compressed", keys.compressed), ("lowered", keys.lowered)):
         cache_mod.force_rmtree(tmp_path / stage / key)
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="codesign.cache"):
+    with caplog.at_level(logging.WARNING, logger="codesign.store.cache"):
         third, _ = model_row(cfg, StageCache(tmp_path))
     assert not marker.exists() and "refused pickle global" in caplog.text and third == row
 

@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from codesign.claim_ratio import outcome, per_sample, sample_values
-from codesign.claims import Claim, ClaimsFile, load_claims, validate, verdict, verdict_table
-from codesign.config import ConfigError
+from codesign.claims.ratio import outcome, per_sample, sample_values
+from codesign.claims.verdicts import Claim, ClaimsFile, load_claims, validate, verdict, verdict_table
+from codesign.config.run import ConfigError
 from hwmodels.stats import ratio_ci
 
 DF = pd.DataFrame({

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from codesign.cli import PACKAGE, app
-from codesign.config import load_config
-from codesign.pipeline import RunResult
+from codesign.cli.main import PACKAGE, app
+from codesign.config.run import load_config
+from codesign.execute.run import RunResult
 from hwmodels.energy.costs import ENERGY_COMPONENTS
 
 QUICK = ["--set", "data.dataset=digits", "--set", "train.epochs=3", "--set", "compression.ratios=[0,0.5]",
@@ -128,9 +128,9 @@ def fake_pipelines(monkeypatch):
     def fake(*args, log, **kwargs):
         log(f"log line with {TRICKY} in it")
         return _result(Path("reports") / "out[/x]" / "r[red]", f"{TRICKY} {LONG}", f"summary {TRICKY}")
-    monkeypatch.setattr("codesign.pipeline.run", fake)
-    monkeypatch.setattr("codesign.sweep.sweep", fake)
-    monkeypatch.setattr("codesign.search.search", fake)
+    monkeypatch.setattr("codesign.execute.run.run", fake)
+    monkeypatch.setattr("codesign.execute.sweep.sweep", fake)
+    monkeypatch.setattr("codesign.execute.search.search", fake)
 
 
 @pytest.mark.parametrize("command", ["run", "sweep", "search"])
@@ -224,7 +224,7 @@ def _simulate(folder: Path, *args):
 
 
 def test_simulate_prints_si_prefixed_energies_and_latencies(saved_net):
-    from codesign.units import si
+    from codesign.reporting.units import si
     folder, sim = saved_net
     result = _simulate(folder)
     assert result.exit_code == 0, result.output

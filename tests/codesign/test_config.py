@@ -2,7 +2,7 @@
 import pytest
 import yaml
 
-from codesign.config import ConfigError, RunConfig, dump_config, load_config
+from codesign.config.run import ConfigError, RunConfig, dump_config, load_config
 
 
 def test_default_config_loads_and_round_trips(tmp_path):

@@ -8,12 +8,12 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from codesign.allocator import AllocatorConfig, measure, run_allocator
-from codesign.cli import app
-from codesign.config import HardwareConfig, RunConfig, load_config
-from codesign.evaluate import LOWERING_KEYS, hardware_row, load_chip, lower_model, stage_keys
-from codesign.pipeline import run
-from codesign.stages import make_dataset, make_model
+from codesign.execute.allocate import AllocatorConfig, measure, run_allocator
+from codesign.cli.main import app
+from codesign.config.run import HardwareConfig, RunConfig, load_config
+from codesign.execute.evaluate import LOWERING_KEYS, hardware_row, load_chip, lower_model, stage_keys
+from codesign.execute.run import run
+from codesign.execute.stages import make_dataset, make_model
 from hwmodels.trace import EventTrace, NetworkGraph, NeuronModel, Population, Projection
 from workloads import compression, models
 
@@ -144,7 +144,7 @@ def _results(folder) -> dict:
 def test_allocator_and_run_give_the_same_row(tmp_path, monkeypatch):
     """The uniform network of `codesign allocate` at ratio 0.5 is the design point a `codesign run` of the same
     config makes at that ratio: the same row, with non-default semantics, multicast and placement."""
-    for module in ("codesign.pipeline", "codesign.allocator"):  # rows only: the reports have their own tests
+    for module in ("codesign.execute.run", "codesign.execute.allocate"):  # rows only: the reports have their own tests
         monkeypatch.setattr(f"{module}.write_report", lambda *args, **kwargs: None)
     sets = ["data.dataset=digits", "train.epochs=1", "compression.method=magnitude_channel",
             "compression.params={finetune_epochs: 1}", "compression.ratios=[0.5]", "hardware.n_samples=10",

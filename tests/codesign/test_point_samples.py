@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 
 import hwmodels
-from codesign.cache import StageCache, config_key
-from codesign.config import load_config
-from codesign.evaluate import LOWERED_VERSION, model_row, stage_keys
-from codesign.hwfigures import PointDetails, load_samples
-from codesign.report import write_report
+from codesign.store.cache import StageCache, config_key
+from codesign.config.run import load_config
+from codesign.execute.evaluate import LOWERED_VERSION, model_row, stage_keys
+from codesign.reporting.hwfigures import PointDetails, load_samples
+from codesign.reporting.report import write_report
 from hwmodels.energy.costs import ENERGY_COMPONENTS
 from hwmodels.trace import EventTrace, NetworkGraph, NeuronModel, Population, Projection
 
@@ -115,7 +115,7 @@ def test_weight_fit_is_part_of_the_lowered_key_and_reaches_lower(tmp_path):
     assert keys.lowered == config_key("lowered", LOWERED_VERSION, keys.compressed, 3, 8, "quantize")
     assert LOWERED_VERSION == 2 and wkeys.compressed == keys.compressed and wkeys.lowered != keys.lowered
     # a compressed stage holding the untrained float model, lowered for real under both policies
-    from codesign.stages import make_dataset, make_model
+    from codesign.execute.stages import make_dataset, make_model
     from workloads import checkpoint, compression, models
     dataset = make_dataset(cfg)
     model = make_model(cfg, dataset)

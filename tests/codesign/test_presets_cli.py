@@ -13,11 +13,11 @@ import yaml
 from typer.testing import CliRunner
 
 import hwmodels
-from codesign.cache import config_key
-from codesign.cli import app
-from codesign.config import ConfigError, load_config
-from codesign.evaluate import NON_RESULT_FIELDS, stage_keys
-from codesign.stages import check_names
+from codesign.store.cache import config_key
+from codesign.cli.main import app
+from codesign.config.run import ConfigError, load_config
+from codesign.execute.evaluate import NON_RESULT_FIELDS, stage_keys
+from codesign.execute.stages import check_names
 from hwmodels.chip.presets import PRESET_DIR, preset_leaves, strip_sources
 
 PROVENANCE = {"name", "description", "sources", "notes", "derived_from"}

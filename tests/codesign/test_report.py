@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from matplotlib.container import ErrorbarContainer
 
-from codesign.figures import _energy, _hardware, _line, _pareto, ci_errors, energy_components, result_figures
-from codesign.report import (ENERGY_TABLE, LATENCY_TABLE, derived_tables, display_table, markdown_table,
+from codesign.reporting.figures import _energy, _hardware, _line, _pareto, ci_errors, energy_components, result_figures
+from codesign.reporting.report import (ENERGY_TABLE, LATENCY_TABLE, derived_tables, display_table, markdown_table,
                              rebuild_report, write_report)
 from hwmodels.energy.costs import ENERGY_COMPONENTS
 

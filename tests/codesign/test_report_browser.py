@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 import hwmodels
-from codesign.hwfigures import DETAIL_FIGURES, PointDetails, bottleneck_core, core_utilization
-from codesign.report import rebuild_report, write_report
+from codesign.reporting.hwfigures import DETAIL_FIGURES, PointDetails, bottleneck_core, core_utilization
+from codesign.reporting.report import rebuild_report, write_report
 from hwmodels.trace import EventTrace, NetworkGraph, NeuronModel, Population, Projection
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from codesign.config import ConfigError, load_config, parse_tree, quote
-from codesign.runfolder import (INCOMPLETE_NAME, changed_keys, check_folder, check_run_name, clean_leftovers,
+from codesign.config.run import ConfigError, load_config, parse_tree, quote
+from codesign.store.runfolder import (INCOMPLETE_NAME, changed_keys, check_folder, check_run_name, clean_leftovers,
                                 own_run_folder)
-from codesign.stages import method_config
-from codesign.store import ResultStore
+from codesign.execute.stages import method_config
+from codesign.store.results import ResultStore
 
 
 @pytest.mark.parametrize("name", ["../escaped", "/abs/path", "a/b", "..", ".hidden", "x" * 300, "a b", "", "-x"])
@@ -51,7 +51,7 @@ def test_second_owner_is_refused_while_the_first_holds_the_folder(tmp_path):
 HOLD = """
 import sys, time
 from pathlib import Path
-from codesign.runfolder import own_run_folder
+from codesign.store.runfolder import own_run_folder
 with own_run_folder(Path(sys.argv[1]), False, "c.yaml", "a: 1\\n"):
     print("owned", flush=True)
     time.sleep(30)
@@ -149,15 +149,15 @@ def test_messages_cut_long_user_values():
 
 
 def test_n_samples_beyond_the_test_set_is_an_error_not_a_silent_cap():
-    from codesign.stages import check_n_samples, make_dataset
+    from codesign.execute.stages import check_n_samples, make_dataset
     cfg = load_config(None, ["data.dataset=digits", "hardware.n_samples=100000"])
     with pytest.raises(ConfigError, match=r"hardware\.n_samples: 100000 is more than the \d+ test samples"):
         check_n_samples(make_dataset(cfg), cfg)
 
 
 def test_search_storage_and_objectives_are_checked_before_the_folder(tmp_path):
-    from codesign.search import search
-    from codesign.spec import load_spec
+    from codesign.execute.search import search
+    from codesign.config.sweep import load_spec
     base = ["output_dir=" + str(tmp_path), "run_name=s", "search.space={compression.ratio: [0.0, 0.5]}",
             "base={data: {dataset: digits}}"]
     for bad, match in (("search.storage=bogus://x", "search.storage"),
@@ -168,7 +168,7 @@ def test_search_storage_and_objectives_are_checked_before_the_folder(tmp_path):
 
 
 def test_invalid_allocator_weights_are_refused():
-    from codesign.allocator import AllocatorConfig
+    from codesign.execute.allocate import AllocatorConfig
     for kw in ({"energy_weight": float("nan")}, {"latency_weight": -1.0},
                {"energy_weight": 0.0, "latency_weight": 0.0}):
         with pytest.raises(ConfigError, match="weight"):
@@ -199,7 +199,7 @@ def test_two_runs_started_together_store_each_point_once(tmp_path):
     (["base={hardware: 3}", "axes={hardware.overrides.core.x: [4]}"], "hardware"),
 ])
 def test_invalid_sweep_base_is_one_line_naming_the_field(sets, message):
-    from codesign.spec import grid_points, load_spec
+    from codesign.config.sweep import grid_points, load_spec
     with pytest.raises(ConfigError) as err:
         grid_points(load_spec(None, sets))
     assert message in str(err.value) and "\n" not in str(err.value) and "pydantic" not in str(err.value)
@@ -261,7 +261,7 @@ def _without_root_powers() -> list[str]:
 def test_read_only_output_dir_is_refused_before_anything_is_written(tmp_path):
     ro = tmp_path / "ro"
     ro.mkdir(mode=0o555)
-    code = ("from codesign.runfolder import check_folder\n"
+    code = ("from codesign.store.runfolder import check_folder\n"
             f"check_folder({str(ro / 'new')!r}, 'r', False, 'c.yaml', {{}})")
     proc = subprocess.run([*_without_root_powers(), sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120)

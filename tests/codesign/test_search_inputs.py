@@ -9,12 +9,12 @@ from pathlib import Path
 import optuna
 import pytest
 
-from codesign.config import ConfigError
-from codesign.runfolder import INCOMPLETE_NAME, LOCK_NAME
-from codesign.search import (STUDY_NAME, check_choices, check_objectives, check_range, check_space, check_storage,
+from codesign.config.run import ConfigError
+from codesign.store.runfolder import INCOMPLETE_NAME, LOCK_NAME
+from codesign.execute.search import (STUDY_NAME, check_choices, check_objectives, check_range, check_space, check_storage,
                              check_study_db, search)
-from codesign.spec import Range, load_spec
-from codesign.sweep import resolved_spec_yaml
+from codesign.config.sweep import Range, load_spec
+from codesign.execute.sweep import resolved_spec_yaml
 
 BASE = "base={data: {dataset: digits}, train: {epochs: 1}, hardware: {n_samples: 10}}"
 
@@ -195,7 +195,7 @@ def test_resume_with_a_foreign_study_db_leaves_the_run_folder_as_it_was(tmp_path
     before = (out / "study.db").read_bytes()
     with pytest.raises(ConfigError, match=r"search\.storage: '.*/s/study\.db' is not an optuna study database"):
         search(spec, resume=True, log=lambda *_: None)
-    # nothing written but the lock file the resume check takes (codesign.runfolder)
+    # nothing written but the lock file the resume check takes (codesign.store.runfolder)
     assert sorted(p.name for p in out.iterdir()) == sorted([LOCK_NAME, "search.yaml", "study.db"])
     assert (out / "study.db").read_bytes() == before
 

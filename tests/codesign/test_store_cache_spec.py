@@ -5,11 +5,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from codesign.cache import StageCache, config_key
-from codesign.config import ConfigError
-from codesign.pareto import pareto_mask
-from codesign.spec import grid_points, load_spec, point_config
-from codesign.store import ResultStore
+from codesign.store.cache import StageCache, config_key
+from codesign.config.run import ConfigError
+from codesign.reporting.pareto import pareto_mask
+from codesign.config.sweep import grid_points, load_spec, point_config
+from codesign.store.results import ResultStore
 
 
 def test_pareto_mask_hand_example():
@@ -95,8 +95,8 @@ def test_spec_axes_expand_to_validated_points(tmp_path):
 
 
 def test_stage_threads_share_the_local_cores_out():
-    from codesign.executor import stage_threads
-    from codesign.spec import ExecutionConfig
+    from codesign.execute.executor import stage_threads
+    from codesign.config.sweep import ExecutionConfig
     assert stage_threads(ExecutionConfig(workers=4), 1) == 4  # one model to train: every core of the cluster
     assert stage_threads(ExecutionConfig(workers=4), 3) == 1 and stage_threads(ExecutionConfig(workers=4), 2) == 2
     assert stage_threads(ExecutionConfig(workers=2, torch_threads=3), 1) == 3  # set explicitly: kept
@@ -107,8 +107,8 @@ def test_stage_threads_share_the_local_cores_out():
 def test_local_workers_spawn_without_dask_malloc_trim_threshold():
     import os
 
-    from codesign.executor import dask_client
-    from codesign.spec import ExecutionConfig
+    from codesign.execute.executor import dask_client
+    from codesign.config.sweep import ExecutionConfig
     with dask_client(ExecutionConfig(workers=1)) as client:
         env = client.run(os.environ.get, "MALLOC_TRIM_THRESHOLD_")
         omp = client.run(os.environ.get, "OMP_NUM_THREADS")
@@ -119,8 +119,8 @@ def test_local_workers_spawn_without_dask_malloc_trim_threshold():
 def test_check_scheduler_accepts_a_live_scheduler_and_names_a_dead_one():
     from dask.distributed import LocalCluster
 
-    from codesign.executor import check_scheduler
-    from codesign.spec import ExecutionConfig
+    from codesign.execute.executor import check_scheduler
+    from codesign.config.sweep import ExecutionConfig
     check_scheduler(ExecutionConfig())  # no scheduler: nothing to check
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
         check_scheduler(ExecutionConfig(scheduler=cluster.scheduler_address))

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from codesign.spec import load_spec
-from codesign.sweep import sweep
+from codesign.config.sweep import load_spec
+from codesign.execute.sweep import sweep
 
 BASE = {"data": {"dataset": "digits"}, "train": {"epochs": 2},
         "compression": {"method": "sca", "ratios": [0.0, 0.5], "params": {"epochs": 1, "finetune_epochs": 0}},

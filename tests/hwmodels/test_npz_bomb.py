@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from codesign.cli import app
+from codesign.cli.main import app
 from hwmodels import npzfile
 from hwmodels.trace import EventTrace, NetworkGraph
 

@@ -14,7 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from codesign.config import (ConfigError, RunConfig, _one_line, apply_sets, default_config_text, parse_tree, quote,
+from codesign.config.run import (ConfigError, RunConfig, one_line_error, apply_sets, default_config_text, parse_tree, quote,
                              read_tree,
                              set_dotted)
 
@@ -111,7 +111,7 @@ def load_spec(path: str | Path | None, sets: list[str] | None = None) -> SweepSp
     try:
         return SweepSpec.model_validate(tree)
     except ValidationError as err:
-        raise ConfigError(_one_line(err).replace("config:", "sweep:", 1)) from None
+        raise ConfigError(one_line_error(err).replace("config:", "sweep:", 1)) from None
 
 
 def base_tree(spec: SweepSpec) -> dict:
@@ -130,7 +130,7 @@ def validated_base(spec: SweepSpec) -> RunConfig:
     try:
         return RunConfig.model_validate(tree)
     except ValidationError as err:
-        raise ConfigError(_one_line(err).replace("config: ", "sweep: base.", 1)) from None
+        raise ConfigError(one_line_error(err).replace("config: ", "sweep: base.", 1)) from None
 
 
 def apply_axis(tree: dict, key: str, value: Any) -> None:
@@ -162,7 +162,7 @@ def point_config(spec: SweepSpec, values: dict[str, Any]) -> RunConfig:
     try:
         cfg = RunConfig.model_validate(tree)
     except ValidationError as err:
-        raise ConfigError(_one_line(err)) from None
+        raise ConfigError(one_line_error(err)) from None
     return cfg
 
 

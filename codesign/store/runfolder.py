@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from codesign.config import ConfigError, quote
+from codesign.config.run import ConfigError, quote
 
 #: a run name is one path component of these characters, starting with a letter or digit
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=@\[\]-]*")
@@ -243,5 +243,5 @@ def own_run_folder(out: Path, resume: bool, config_file: str, config_text: str) 
 
 def write_atomic(path: Path, text: str) -> None:
     """Write `text` to `path` through a temp file renamed over it (mode 0644 less the umask)."""
-    from codesign.store import atomic_write
+    from codesign.store.results import atomic_write
     atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text))

@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from codesign.units import si_scale  # noqa: E402
+from codesign.reporting.units import si_scale  # noqa: E402
 from hwmodels.energy.costs import ENERGY_COMPONENTS  # noqa: E402
 
 ENERGY_PREFIX = "energy_"

@@ -2,7 +2,7 @@
 
 The page holds the summary, the table of every design point, extra tables (e.g. claim verdicts, allocations), the
 energy breakdown by component and the latency percentiles with their bootstrap confidence intervals, the
-result figures (codesign.figures), the hardware figures of highlighted points (codesign.hwfigures: core occupancy,
+result figures (codesign.reporting.figures), the hardware figures of highlighted points (codesign.reporting.hwfigures: core occupancy,
 NoC link load, per-layer SynOps and energy, latency per timestep), the provenance and the resolved config. Figures
 are embedded as base64 PNG, so the HTML needs no network or side files. Everything the page shows is read from
 files in the run folder, so `rebuild_report(run_dir)` (`codesign report RUN_DIR`) recreates it.
@@ -18,9 +18,9 @@ from typing import Annotated
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
 
-from codesign.figures import ENERGY_PREFIX, ENERGY_SUFFIX, Figure, energy_components, render, result_figures
-from codesign.hwfigures import PointDetails, detail_figures
-from codesign.units import MICRO
+from codesign.reporting.figures import ENERGY_PREFIX, ENERGY_SUFFIX, Figure, energy_components, render, result_figures
+from codesign.reporting.hwfigures import PointDetails, detail_figures
+from codesign.reporting.units import MICRO
 
 META_NAME = "report_meta.json"
 #: columns shown in the report table, with the unit factor and label used for people
@@ -56,7 +56,7 @@ def _interval(df: pd.DataFrame, column: str, scale: float) -> pd.Series | None:
     low, high = f"{column}_ci_low", f"{column}_ci_high"
     if low not in df.columns or high not in df.columns:
         return None
-    return pd.Series([f"[{_fmt(float(lo) * scale)}, {_fmt(float(hi) * scale)}]" for lo, hi in zip(df[low], df[high])],
+    return pd.Series([f"[{format_value(float(lo) * scale)}, {format_value(float(hi) * scale)}]" for lo, hi in zip(df[low], df[high])],
                      index=df.index)
 
 
@@ -105,7 +105,7 @@ def derived_tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
     return {name: t for name, t in tables.items() if t is not None and not t.empty}
 
 
-def _fmt(v) -> str:
+def format_value(v) -> str:
     """A cell for people: floats to 4 significant digits (thousands separated), ints with separators."""
     if isinstance(v, float):
         return f"{v:,.4g}" if abs(v) < 1e4 else f"{v:,.0f}"
@@ -124,7 +124,7 @@ def markdown_table(df: pd.DataFrame) -> str:
     """A GitHub-flavoured markdown table of `df` (cells and headers escaped with `markdown_cell`)."""
     head = "| " + " | ".join(markdown_cell(c) for c in df.columns) + " |"
     sep = "|" + "|".join("---" for _ in df.columns) + "|"
-    rows = ["| " + " | ".join(markdown_cell(_fmt(v)) for v in row) + " |"
+    rows = ["| " + " | ".join(markdown_cell(format_value(v)) for v in row) + " |"
             for row in df.astype(object).itertuples(index=False)]
     return "\n".join([head, sep, *rows])
 
@@ -132,7 +132,7 @@ def markdown_table(df: pd.DataFrame) -> str:
 def _html_table(df: pd.DataFrame) -> str:
     """An HTML table of `df`; headers and cells are HTML-escaped."""
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in row) + "</tr>"
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(format_value(v))}</td>" for v in row) + "</tr>"
                    for row in df.astype(object).itertuples(index=False))
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
@@ -273,7 +273,7 @@ def _claims_table(run_dir: Path) -> dict[str, pd.DataFrame]:
     verdicts = _read_json(path, None)
     if verdicts is None:
         return {}
-    from codesign.claims import verdict_table
+    from codesign.claims.verdicts import verdict_table
     try:
         return {"Claims": verdict_table(verdicts)}
     except (KeyError, TypeError, AttributeError, ValueError):
@@ -291,7 +291,7 @@ def rebuild_report(run_dir: str | Path) -> Path:
             raise FileNotFoundError(f"report: '{run_dir / need}' does not exist (is '{run_dir}' a run folder?)")
     meta_model = _read_meta(run_dir / META_NAME)
     meta = meta_model.model_dump()
-    from codesign.store import atomic_write, read_results
+    from codesign.store.results import atomic_write, read_results
     df = read_results(run_dir)
     tables = {**_read_tables(run_dir, meta_model), **derived_tables(df), **_claims_table(run_dir)}
     figures = result_figures(df)
@@ -318,7 +318,7 @@ def write_report(run_dir: Path, df: pd.DataFrame, config_yaml: str, summary: lis
                  config_file: str = "config.resolved.yaml") -> Path:
     """Store what the report shows (results.csv, report_meta.json, tables/*.csv, the config file when given as
     text) and build the page with `rebuild_report`. Returns the path of report.html."""
-    from codesign.store import atomic_write
+    from codesign.store.results import atomic_write
     run_dir = Path(run_dir)
     atomic_write(run_dir / "results.csv", lambda tmp: df.to_csv(tmp, index=False))
     if not (run_dir / config_file).exists():

@@ -5,12 +5,11 @@ down); constraints (accuracy >= x, fits on N chips) are set on each trial (Trial
 samplers read. The study lives in an RDB (SQLite in the run folder by default) and every finished point is
 stored durably, so a killed search resumes without losing or repeating a point: a trial that was running when the
 process died is told its stored result if its point finished, else failed and re-enqueued with the same
-parameters. Trials run serially or in parallel on dask (codesign.search_loop, by the spec's `execution`
+parameters. Trials run serially or in parallel on dask (codesign.execute.search_loop, by the spec's `execution`
 section, as sweeps do).
 """
 from __future__ import annotations
 
-import dataclasses
 import decimal
 import math
 import os
@@ -21,29 +20,21 @@ import numpy as np
 import optuna
 import yaml
 
-from codesign.cache import check_cache_dir
-from codesign.config import ConfigError, RunConfig, quote
-from codesign.evaluate import evaluate_point, stage_keys
-from codesign.executor import check_scheduler
-from codesign.pareto import pareto_mask
-from codesign.pipeline import LEAD_COLUMNS, RunResult, run_folder
-from codesign.report import write_report
-from codesign.spec import Range, SweepSpec, point_config
-from codesign.provenance import write_provenance
-from codesign.runfolder import own_run_folder
-from codesign.store import ResultStore, atomic_write
-from codesign.sweep import RESUME_FREE_KEYS, default_name, resolved_spec_yaml, series_label, validate_points
+from codesign.store.cache import check_cache_dir
+from codesign.config.run import ConfigError, quote
+from codesign.execute.executor import check_scheduler
+from codesign.reporting.pareto import pareto_mask
+from codesign.execute.run import LEAD_COLUMNS, RunResult, run_folder
+from codesign.reporting.report import write_report
+from codesign.config.sweep import Range, SweepSpec
+from codesign.store.provenance import write_provenance
+from codesign.store.runfolder import own_run_folder
+from codesign.execute.search_loop import run_trials
+from codesign.execute.search_trials import point_for, recover
+from codesign.store.results import ResultStore, atomic_write
+from codesign.execute.sweep import RESUME_FREE_KEYS, default_name, resolved_spec_yaml, validate_points
 
 STUDY_NAME = "codesign"
-
-
-def _suggest(trial: optuna.Trial, key: str, dist) -> object:
-    """One parameter value from a list (categorical) or a Range."""
-    if isinstance(dist, Range):
-        if dist.integer:
-            return trial.suggest_int(key, int(dist.low), int(dist.high), step=int(dist.step or 1), log=dist.log)
-        return trial.suggest_float(key, dist.low, dist.high, step=dist.step, log=dist.log)
-    return trial.suggest_categorical(key, dist)
 
 
 def make_sampler(spec: SweepSpec) -> optuna.samplers.BaseSampler:
@@ -53,32 +44,6 @@ def make_sampler(spec: SweepSpec) -> optuna.samplers.BaseSampler:
         return optuna.samplers.NSGAIISampler(population_size=s.population_size, seed=s.seed)
     # constant_liar: trials still running (parallel search) count as bad, so parallel asks spread out
     return optuna.samplers.TPESampler(seed=s.seed, multivariate=True, constant_liar=True)
-
-
-def point_for(spec: SweepSpec, values: dict) -> RunConfig:
-    """The design point of a trial; a max_chips constraint becomes the chip override n_chips."""
-    values = dict(values)
-    if spec.search.max_chips is not None:
-        values.setdefault("hardware.overrides.n_chips", spec.search.max_chips)
-    return point_config(spec, values)
-
-
-def objective_values(spec: SweepSpec, row: dict) -> list[float]:
-    """The row's objectives in spec order (a point that does not fit gets inf for minimised objectives)."""
-    out = []
-    for col, sense in spec.search.objectives.items():
-        v = row.get(col, np.nan)
-        if v is None or not np.isfinite(v):
-            v = -np.inf if sense == "max" else np.inf
-        out.append(float(v))
-    return out
-
-
-def constraint_values(spec: SweepSpec, row: dict) -> dict[str, float]:
-    """{"accuracy": min_accuracy - accuracy, "fits": 0 if the point fits else 1} (<= 0 satisfied)."""
-    s = spec.search
-    acc_gap = (s.min_accuracy - row["accuracy"]) if s.min_accuracy is not None else 0.0
-    return {"accuracy": float(acc_gap), "fits": 0.0 if row.get("fits", True) else 1.0}
 
 
 #: value types optuna can store as categorical choices
@@ -153,71 +118,6 @@ def check_space(spec: SweepSpec) -> None:
     validate_points(pts)
 
 
-def _recover(study: optuna.Study, log) -> None:
-    """Settle trials left RUNNING by a killed process: fail them and re-enqueue their parameters.
-
-    A re-enqueued trial whose point had finished finds its row in the store and completes without evaluating
-    it again (run_trial), so no finished point is lost or repeated.
-    """
-    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        study.tell(t.number, state=optuna.trial.TrialState.FAIL)
-        study.enqueue_trial(t.params, skip_if_exists=False)
-        log(f"resume: trial {t.number} was running when the search stopped; re-enqueued its parameters")
-
-
-@dataclasses.dataclass
-class Asked:
-    """A trial asked from the study with its parameter values, design point and point id."""
-
-    trial: optuna.Trial
-    values: dict
-    cfg: RunConfig
-    point_id: str
-
-
-def ask_point(study: optuna.Study, spec: SweepSpec) -> Asked:
-    """Ask one trial and build its design point."""
-    trial = study.ask()
-    values = {k: _suggest(trial, k, d) for k, d in spec.search.space.items()}
-    cfg = point_for(spec, values)
-    pid = stage_keys(cfg).point
-    trial.set_user_attr("point_id", pid)
-    return Asked(trial, values, cfg, pid)
-
-
-def store_row(asked: Asked, row: dict, store: ResultStore) -> dict:
-    """Append the evaluated row of `asked` (with its axis values, series label and trial number) to `store`."""
-    stored = {**asked.values, "series": series_label(asked.values, asked.cfg), "trial": asked.trial.number, **row}
-    store.append(stored)
-    return stored
-
-
-def tell_point(study: optuna.Study, spec: SweepSpec, asked: Asked, stored: dict, log) -> None:
-    """Set the trial's constraints from its stored row and tell the study its objective values."""
-    for name, value in constraint_values(spec, stored).items():
-        asked.trial.set_constraint(name, value)
-    study.tell(asked.trial, objective_values(spec, stored))
-    log(f"trial {asked.trial.number}: {asked.values} -> accuracy {stored['accuracy']:.2%}, "
-        f"energy {stored.get('energy_j', float('nan')) * 1e6:.3f} uJ, "
-        f"latency {stored.get('latency_s', float('nan')) * 1e6:.2f} us")
-
-
-def run_trial(study: optuna.Study, spec: SweepSpec, store: ResultStore, log) -> dict:
-    """Ask one trial, evaluate its point (or reuse the stored row of an identical point), tell the study."""
-    asked = ask_point(study, spec)
-    stored = {r["point_id"]: r for r in store.rows}.get(asked.point_id)
-    if stored is None:
-        row = evaluate_point(asked.cfg, spec.cache_dir, details_root=store.run_dir / "points")
-        stored = store_row(asked, row, store)
-    tell_point(study, spec, asked, stored, log)
-    return stored
-
-
-def complete_trials(study: optuna.Study) -> int:
-    """Number of COMPLETE trials of the study."""
-    return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
-
-
 def feasible_front(spec: SweepSpec, df) -> np.ndarray:
     """Pareto mask over the feasible rows (fits, and accuracy >= min_accuracy when set)."""
     ok = df["fits"].astype(bool) if "fits" in df.columns else np.ones(len(df), bool)
@@ -249,11 +149,10 @@ def search(spec: SweepSpec, resume: bool = False, log=print, on_trial=None) -> R
         write_provenance(out, spec.search.seed)
         study = _open_study(spec, storage, resume)
         try:
-            _recover(study, log)
+            recover(study, log)
         except (optuna.exceptions.OptunaError, sqlalchemy_errors()) as exc:
             raise ConfigError(f"search.storage: cannot read the study in {quote(storage)}: {_first_line(exc)}"
                               ) from None
-        from codesign.search_loop import run_trials
         run_trials(study, spec, store, log, on_trial)
         df = store.table()
         df["pareto"] = feasible_front(spec, df)
@@ -422,7 +321,7 @@ def _first_line(value: object, limit: int = 160) -> str:
 
 
 def objective_columns() -> set[str]:
-    """Numeric columns every results row has (codesign.evaluate + hwmodels.SimResult.as_row)."""
+    """Numeric columns every results row has (codesign.execute.evaluate + hwmodels.SimResult.as_row)."""
     from hwmodels.energy.costs import ENERGY_COMPONENTS
     from hwmodels.result import CI_METRICS, PERCENTILES
     cols = {"accuracy", "params", "synops", "energy_j", "latency_s", "energy_dynamic_j", "synops_structural",

@@ -7,18 +7,18 @@ from pathlib import Path
 
 import yaml
 
-from codesign.cache import check_cache_dir
-from codesign.config import ConfigError, RunConfig, quote
-from codesign.executor import check_scheduler, run_points
-from codesign.pareto import pareto_mask
-from codesign.evaluate import load_chip
-from codesign.pipeline import LEAD_COLUMNS, RunResult, run_folder
-from codesign.report import write_report
-from codesign.runfolder import own_run_folder
-from codesign.spec import SweepSpec, base_tree, grid_points
-from codesign.stages import check_n_samples, check_names, make_dataset
-from codesign.provenance import write_provenance
-from codesign.store import ResultStore
+from codesign.store.cache import check_cache_dir
+from codesign.config.run import ConfigError, RunConfig, quote
+from codesign.execute.executor import check_scheduler, run_points
+from codesign.reporting.pareto import pareto_mask
+from codesign.execute.evaluate import load_chip
+from codesign.execute.run import LEAD_COLUMNS, RunResult, run_folder
+from codesign.reporting.report import write_report
+from codesign.store.runfolder import own_run_folder
+from codesign.config.sweep import SweepSpec, base_tree, grid_points
+from codesign.execute.stages import check_n_samples, check_names, make_dataset
+from codesign.store.provenance import write_provenance
+from codesign.store.results import ResultStore
 
 #: spec keys a resumed sweep or search may change (where and how long it runs, not what a point is)
 RESUME_FREE_KEYS = ("execution.", "search.n_trials")
@@ -76,7 +76,7 @@ def sweep(spec: SweepSpec, resume: bool = False, progress: bool = False, log=pri
 
     on_point(points stored, total points) is called after each stored point (e.g. for a progress bar).
 
-    Raises ConfigError (bad spec, axis values, a cache_dir that cannot be used (codesign.cache.check_cache_dir),
+    Raises ConfigError (bad spec, axis values, a cache_dir that cannot be used (codesign.store.cache.check_cache_dir),
     or an existing run folder without resume) before any work and before the run folder is created.
     """
     start = time.perf_counter()

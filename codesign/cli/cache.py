@@ -1,4 +1,4 @@
-"""`codesign cache list` and `codesign cache clear`: what the stage cache (codesign.cache) holds, and removing it.
+"""`codesign cache list` and `codesign cache clear`: what the stage cache (codesign.store.cache) holds, and removing it.
 
 Every value that comes from the cache folder (stage and key names, meta.json content, paths) is printed escaped,
 never read as Rich markup. Errors print one line and exit with status 2 (`--debug` shows the traceback).
@@ -15,8 +15,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from codesign.cache import CacheEntry, StageCache
-from codesign.cli_console import fail
+from codesign.store.cache import CacheEntry, StageCache
+from codesign.cli.console import fail
 
 cache_app = typer.Typer(no_args_is_help=True, help="List and clear the stage cache (trained, compressed and "
                                                    "lowered models).")

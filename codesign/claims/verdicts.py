@@ -4,7 +4,7 @@ A claim says `a.metric / b.metric <relation> factor` for two groups of design po
 column values). Pairs (a, b) are matched by nearest parameter count (`match: params`, within `tolerance`), by
 equal ratio (`match: ratio`), or the two groups are compared whole (`match: none`: the group means, over the pooled
 per-sample values of all their points). Each pair is judged on the ratio of means mean(a) / mean(b) and its seeded
-percentile-bootstrap confidence interval at `level` (default 95 %; hwmodels.stats.ratio_ci, codesign.claim_ratio):
+percentile-bootstrap confidence interval at `level` (default 95 %; hwmodels.stats.ratio_ci, codesign.claims.ratio):
 
 - per-sample metrics (energy_j, energy_<component>_j, energy_dynamic_j, latency_s, synops, spikes, messages, hops,
   accuracy_hw) use the values of every simulated sample from the points' `points/<point_id>/samples.csv`; the
@@ -37,9 +37,9 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from codesign.claim_ratio import SamplesOf, Side, compare, outcome, per_sample, pool, side
-from codesign.config import ConfigError, _one_line, read_tree
-from codesign.hwfigures import load_samples
+from codesign.claims.ratio import SamplesOf, Side, compare, outcome, per_sample, pool, side
+from codesign.config.run import ConfigError, one_line_error, read_tree
+from codesign.reporting.hwfigures import load_samples
 
 VERDICTS = ("PASS", "FAIL", "UNDECIDED")
 
@@ -87,7 +87,7 @@ def load_claims(path: str | Path) -> ClaimsFile:
     try:
         return ClaimsFile.model_validate(read_tree(path, "claims"))
     except ValidationError as err:
-        raise ConfigError(_one_line(err).replace("config:", "claims:", 1)) from None
+        raise ConfigError(one_line_error(err).replace("config:", "claims:", 1)) from None
 
 
 #: a point id read from results.csv names a folder under points/ only when it is one plain path component

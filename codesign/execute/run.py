@@ -15,19 +15,19 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from codesign.cache import StageCache, check_cache_dir
-from codesign.config import ConfigError, RunConfig, dump_config
-from codesign.evaluate import load_chip, stage_keys
-from codesign.executor import run_points
-from codesign.report import write_report
-from codesign.runfolder import check_folder, own_run_folder
-from codesign.spec import ExecutionConfig
-from codesign.stages import (check_fits, check_n_samples, check_names, make_dataset, make_model, resolve_device,
+from codesign.store.cache import StageCache, check_cache_dir
+from codesign.config.run import ConfigError, RunConfig, dump_config
+from codesign.execute.evaluate import load_chip, stage_keys
+from codesign.execute.executor import run_points
+from codesign.reporting.report import write_report
+from codesign.store.runfolder import check_folder, own_run_folder
+from codesign.config.sweep import ExecutionConfig
+from codesign.execute.stages import (check_fits, check_n_samples, check_names, make_dataset, make_model, resolve_device,
                              train_config)
 from workloads.train import check_dataset
-from codesign.pareto import pareto_mask
-from codesign.provenance import write_provenance
-from codesign.store import ResultStore
+from codesign.reporting.pareto import pareto_mask
+from codesign.store.provenance import write_provenance
+from codesign.store.results import ResultStore
 
 #: the run's config, stored when its folder is created and compared on --resume
 CONFIG_FILE = "config.resolved.yaml"
@@ -55,7 +55,7 @@ def run_name(cfg: RunConfig) -> str:
 
 def run_folder(output_dir: str, name: str, resume: bool, config_file: str = "config.resolved.yaml",
                config_tree: dict | None = None, ignore: tuple[str, ...] = ()) -> Path:
-    """The run folder `<output_dir>/<name>`, checked but not created (codesign.runfolder.check_folder): raises
+    """The run folder `<output_dir>/<name>`, checked but not created (codesign.store.runfolder.check_folder): raises
     ConfigError for an unsafe name, an existing folder without resume (or a missing one with resume), a resumed
     folder whose stored `config_file` differs from `config_tree` outside `ignore`, or one another process owns."""
     return check_folder(output_dir, name, resume, config_file, config_tree or {}, ignore)
@@ -96,7 +96,7 @@ def run(cfg: RunConfig, progress: bool = True, log=print, resume: bool = False) 
     """Run every ratio of `cfg` and write `<output_dir>/<run>/`.
 
     Raises ConfigError for bad names or settings (a cache_dir that cannot be used included:
-    codesign.cache.check_cache_dir) and hwmodels.MappingError when the network does not fit the chip; all before
+    codesign.store.cache.check_cache_dir) and hwmodels.MappingError when the network does not fit the chip; all before
     the run folder is created.
     """
     start = time.perf_counter()

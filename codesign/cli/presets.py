@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from codesign.cli_console import fail, make_console
+from codesign.cli.console import fail, make_console
 
 presets_app = typer.Typer(no_args_is_help=True, help="List, show and derive chip presets and chip files.")
 
@@ -105,7 +105,7 @@ def presets_derive(base: str = typer.Argument(..., help="the base: a preset name
       codesign run --set hardware.preset=mychip.yaml
       codesign simulate g.npz t.npz --preset mychip.yaml
     """
-    from codesign.cli_simulate import parse_overrides
+    from codesign.cli.simulate import parse_overrides
     from hwmodels.chip.derive import write_derived
     console = make_console()
     try:

@@ -14,14 +14,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from codesign.cli_console import fail, make_console, progress_bar, text_log
-from codesign.cli_presets import presets_app
-from codesign.cli_simulate import simulate
+from codesign.cli.console import fail, make_console, progress_bar, text_log
+from codesign.cli.presets import presets_app
+from codesign.cli.simulate import simulate
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Neuromorphic hardware co-design for compressed spiking neural networks.")
 app.add_typer(presets_app, name="presets")
-from codesign.cli_cache import cache_app  # noqa: E402  (registered beside presets)
+from codesign.cli.cache import cache_app  # noqa: E402  (registered beside presets)
 app.add_typer(cache_app, name="cache")
 #: exit status of `validate` when at least one claim FAILs
 EXIT_CLAIM_FAILED = 1
@@ -53,14 +53,14 @@ def _root(version: bool = typer.Option(False, "--version", callback=_print_versi
 
 def _quiet_logs() -> None:
     """Silence torch's 'Triton not available' and the lowering's weight-fit warnings in CLI output
-    (codesign.logs.quiet_logs)."""
-    from codesign.logs import quiet_logs
+    (codesign.execute.logs.quiet_logs)."""
+    from codesign.execute.logs import quiet_logs
     quiet_logs()
 
 
 def _summary_table(df) -> Table:
-    """The results in people's units (codesign.report.display_table) as a rich table; every cell is text."""
-    from codesign.report import _fmt, display_table
+    """The results in people's units (codesign.reporting.report.display_table) as a rich table; every cell is text."""
+    from codesign.reporting.report import format_value, display_table
     shown = display_table(df)
     if "series" in shown.columns:
         shown = shown.drop(columns=["method"])
@@ -69,7 +69,7 @@ def _summary_table(df) -> Table:
         table.add_column(escape(col), justify="left" if col == "series" else "right",
                          min_width=30 if col == "series" else None)
     for row in shown.astype(object).itertuples(index=False):
-        table.add_row(*[escape(_fmt(v)) for v in row])
+        table.add_row(*[escape(format_value(v)) for v in row])
     return table
 
 
@@ -93,12 +93,12 @@ def run(config: Optional[Path] = typer.Argument(None, help="YAML run config; def
       codesign run
       codesign run my.yaml --set compression.ratios=[0,0.5] --set hardware.n_samples=20
     """
-    from codesign.config import ConfigError, load_config
+    from codesign.config.run import ConfigError, load_config
     console = make_console()
     _quiet_logs()
     try:
         cfg = load_config(config, set_)
-        from codesign.pipeline import run as run_pipeline
+        from codesign.execute.run import run as run_pipeline
         result = run_pipeline(cfg, progress=not no_progress, log=text_log(console), resume=resume)
     except (ValueError, OSError) as exc:
         fail(exc, debug)
@@ -125,13 +125,13 @@ def sweep(spec: Optional[Path] = typer.Argument(None, help="YAML sweep spec (bas
       codesign sweep sweep.yaml --workers 2
       codesign sweep sweep.yaml --set run_name=s1 --resume
     """
-    from codesign.config import ConfigError
-    from codesign.spec import load_spec
+    from codesign.config.run import ConfigError
+    from codesign.config.sweep import load_spec
     _quiet_logs()
     console = make_console()
     extra = _execution_overrides(workers, scheduler)
     try:
-        from codesign.sweep import sweep as run_sweep
+        from codesign.execute.sweep import sweep as run_sweep
         with progress_bar(console, "design points") as update:
             result = run_sweep(load_spec(spec, [*set_, *extra]), resume=resume, log=text_log(console),
                                on_point=update)
@@ -157,13 +157,13 @@ def search(spec: Optional[Path] = typer.Argument(None, help="YAML sweep spec wit
       codesign search search.yaml --set run_name=s1 --resume
       codesign search --workers 0                # trials one after another in this process
     """
-    from codesign.config import ConfigError
-    from codesign.spec import load_spec
+    from codesign.config.run import ConfigError
+    from codesign.config.sweep import load_spec
     _quiet_logs()
     console = make_console()
     set_ = [*set_, *_execution_overrides(workers, scheduler)]
     try:
-        from codesign.search import search as run_search
+        from codesign.execute.search import search as run_search
         with progress_bar(console, "trials") as update:
             result = run_search(load_spec(spec or default_search_path(), set_), resume=resume,
                                 log=text_log(console), on_trial=update)
@@ -191,11 +191,11 @@ def allocate(config: Optional[Path] = typer.Argument(None, help="YAML run config
     Examples:
       codesign allocate --set compression.method=magnitude_channel --ratio 0.5
     """
-    from codesign.config import ConfigError, load_config
+    from codesign.config.run import ConfigError, load_config
     _quiet_logs()
     console = make_console()
     try:
-        from codesign.allocator import AllocatorConfig, run_allocator
+        from codesign.execute.allocate import AllocatorConfig, run_allocator
         cfg = load_config(config, set_)
         result, table = run_allocator(cfg, ratio, AllocatorConfig(energy_weight=energy_weight,
                                                                   latency_weight=latency_weight),
@@ -220,14 +220,14 @@ def validate(claims: Path = typer.Argument(..., help="claims YAML (e.g. codesign
     Examples:
       codesign validate codesign/claims/hardware_friendliness.yaml reports/claims
     """
-    from codesign.claims import load_claims, point_samples, validate as judge
-    from codesign.config import ConfigError
-    from codesign.report import rebuild_report
+    from codesign.claims.verdicts import load_claims, point_samples, validate as judge
+    from codesign.config.run import ConfigError
+    from codesign.reporting.report import rebuild_report
     console = make_console()
     try:
         spec = load_claims(claims)
-        from codesign.claims import check_metrics
-        from codesign.store import KEY_COLUMN, read_results
+        from codesign.claims.verdicts import check_metrics
+        from codesign.store.results import KEY_COLUMN, read_results
         results = read_results(run_dir, required=(KEY_COLUMN,))
         check_metrics(results, spec)
         verdicts = judge(results, spec, point_samples(run_dir))
@@ -254,7 +254,7 @@ def _write_verdicts(path: Path, verdicts: list[dict]) -> None:
 
 def _claims_table(verdicts: list[dict]) -> Table:
     """The verdicts as a rich table: claim, verdict, pairs, median ratio a/b, CI span over the pairs, reason."""
-    from codesign.claims import verdict_table
+    from codesign.claims.verdicts import verdict_table
     table = Table(title="Claims (ratio a/b: median over the pairs; CI: bootstrap interval span over the pairs)")
     for col in ("claim", "verdict", "pairs", "ratio a/b", "CI", "reason"):
         table.add_column(col)
@@ -274,7 +274,7 @@ def report(run_dir: Path = typer.Argument(..., help="a run folder written by run
     Examples:
       codesign report reports/sca-mnist5k-20261123-162923
     """
-    from codesign.report import rebuild_report
+    from codesign.reporting.report import rebuild_report
     try:
         path = rebuild_report(run_dir)
     except (ValueError, OSError) as exc:

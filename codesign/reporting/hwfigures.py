@@ -2,7 +2,7 @@
 latency per hardware step, and per-core utilisation with the bottleneck core marked and the layer on each core
 named. Energies and latencies are drawn with an SI prefix chosen from the data (µJ, µs). Inputs are the
 per-point tables a run stores (points/<id>/*.csv, from SimResult); the per-sample table (samples.csv) is what
-claims are judged on (codesign.claims)."""
+claims are judged on (codesign.claims.verdicts)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -16,7 +16,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.collections import LineCollection  # noqa: E402
 
-from codesign.units import si_scale  # noqa: E402
+from codesign.reporting.units import si_scale  # noqa: E402
 
 DETAIL_TABLES = ("populations", "cores", "links", "steps", "samples")
 #: file of the per-sample table in a point's folder

@@ -14,7 +14,7 @@
    bootstrap intervals of SimResult.as_row seeded by the run seed; each point's per-sample and hardware tables
    under points/<point_id>/).
 
-Every measurement lowers and simulates through the path a run takes (codesign.evaluate.lower_model and
+Every measurement lowers and simulates through the path a run takes (codesign.execute.evaluate.lower_model and
 hardware_row on the chip built once by load_chip), so the allocator optimises the chip the run reports: every
 hardware key of the config (placement, semantics, multicast, weight bits and fit ...) is honoured; probes and
 candidates change only hardware.model (analytic) and hardware.n_samples (probe_samples). The uniform network's
@@ -33,16 +33,16 @@ import pandas as pd
 import yaml
 
 import hwmodels
-from codesign.cache import StageCache, check_cache_dir, config_key
-from codesign.config import ConfigError, RunConfig, dump_config
-from codesign.evaluate import dense_stage, hardware_row, load_chip, lower_model, stage_keys
-from codesign.hwfigures import PointDetails
-from codesign.pipeline import RunResult, run_folder
-from codesign.provenance import write_provenance
-from codesign.report import write_report
-from codesign.runfolder import own_run_folder
-from codesign.store import atomic_write
-from codesign.stages import check_n_samples, check_names, make_dataset, method_config, resolve_device, train_config
+from codesign.store.cache import StageCache, check_cache_dir, config_key
+from codesign.config.run import ConfigError, RunConfig, dump_config
+from codesign.execute.evaluate import dense_stage, hardware_row, load_chip, lower_model, stage_keys
+from codesign.reporting.hwfigures import PointDetails
+from codesign.execute.run import RunResult, run_folder
+from codesign.store.provenance import write_provenance
+from codesign.reporting.report import write_report
+from codesign.store.runfolder import own_run_folder
+from codesign.store.results import atomic_write
+from codesign.execute.stages import check_n_samples, check_names, make_dataset, method_config, resolve_device, train_config
 from workloads import checkpoint, compression, models, train
 from workloads.compression.base import find_conv_units
 
@@ -97,8 +97,8 @@ CANDIDATE_COLUMNS = ("accuracy", "params", "energy_j", "latency_s", "cores_used"
 
 def measure(model, info, dataset, cfg: RunConfig, chip: hwmodels.ChipSpec, device) -> dict:
     """Accuracy, parameters, model bits and the hardware row of one (compressed) model: lowered on
-    cfg.hardware.n_samples test samples (codesign.evaluate.lower_model) and mapped and simulated on `chip`
-    (load_chip(cfg)) by codesign.evaluate.hardware_row, as a run does; "sim" holds the SimResult. Raises
+    cfg.hardware.n_samples test samples (codesign.execute.evaluate.lower_model) and mapped and simulated on `chip`
+    (load_chip(cfg)) by codesign.execute.evaluate.hardware_row, as a run does; "sim" holds the SimResult. Raises
     hwmodels.MappingError when the model does not fit the chip."""
     acc = train.evaluate(model, dataset.x_test, dataset.y_test, train_config(cfg), device=device, seed=cfg.seed)
     graph, trace = lower_model(model, dataset, cfg, device, dataclasses.asdict(info))
@@ -263,7 +263,7 @@ def run_allocator(cfg: RunConfig, ratio: float, acfg: AllocatorConfig, log=print
     allocation.csv: the probe and the ratios; report.md/html).
 
     Raises ConfigError for a bad ratio, names or settings (a cache_dir that cannot be used included:
-    codesign.cache.check_cache_dir) before the run folder is created."""
+    codesign.store.cache.check_cache_dir) before the run folder is created."""
     start = time.perf_counter()
     if not 0.0 < ratio < 1.0:
         raise ConfigError(f"--ratio: {ratio} must be in (0, 1)")

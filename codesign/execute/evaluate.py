@@ -1,7 +1,7 @@
 """Evaluate one design point with cached stages: dense model -> compressed model -> lowered trace -> simulation.
 
 Each stage's output is cached under the hash of the config fields that produce it and of the code version
-(codesign.cache), so a hardware-only sweep reuses trained models and traces, and a resumed sweep never retrains a
+(codesign.store.cache), so a hardware-only sweep reuses trained models and traces, and a resumed sweep never retrains a
 finished stage. A cached entry is verified against its file hashes and loaded (checkpoints load without running
 code); one that fails either is discarded with a warning and made again.
 
@@ -19,10 +19,10 @@ from typing import Callable
 import numpy as np
 
 import hwmodels
-from codesign.cache import StageCache, code_version, config_key
-from codesign.config import ConfigError, RunConfig
-from codesign.hwfigures import PointDetails
-from codesign.stages import (encoded_test_inputs, make_dataset, make_model, method_config, resolve_device,
+from codesign.store.cache import StageCache, code_version, config_key
+from codesign.config.run import ConfigError, RunConfig
+from codesign.reporting.hwfigures import PointDetails
+from codesign.execute.stages import (encoded_test_inputs, make_dataset, make_model, method_config, resolve_device,
                              train_config)
 from hwmodels.chip.presets import chip_file_digest
 from hwmodels.trace_check import check_trace
@@ -54,7 +54,7 @@ def ratio_of(cfg: RunConfig) -> float:
 
 def stage_keys(cfg: RunConfig) -> StageKeys:
     """Hashes of exactly the fields each stage depends on. The dense key holds the code version
-    (codesign.cache.code_version: package version + hash of the sources that make the entries) and every later
+    (codesign.store.cache.code_version: package version + hash of the sources that make the entries) and every later
     stage key holds the dense key, so no entry made by other code is ever reused. The point id does not."""
     dense = config_key("dense", code_version(), cfg.seed, cfg.data.model_dump(), cfg.model.model_dump(),
                        cfg.train.model_dump())
@@ -162,7 +162,7 @@ def load_lowered(folder: Path) -> tuple[hwmodels.NetworkGraph, hwmodels.EventTra
 def lower_model(model, dataset, cfg: RunConfig, device, compression: dict,
                 name: str = "network") -> tuple[hwmodels.NetworkGraph, hwmodels.EventTrace]:
     """Config -> lowered artifacts: the first hardware.n_samples test samples of `dataset` encoded as the config
-    says (codesign.stages.encoded_test_inputs) and `model` lowered on them with hardware.weight_bits and
+    says (codesign.execute.stages.encoded_test_inputs) and `model` lowered on them with hardware.weight_bits and
     hardware.weight_fit (workloads.lowering.lower; `compression`: the method's CompressionResult as a dict).
     The hardware keys that shape the lowered artifacts are applied here and only here; hardware_row applies
     the rest."""
@@ -207,7 +207,7 @@ def _model_row(cfg: RunConfig, cache: StageCache, progress: bool = False,
 
 
 #: hardware keys that shape the lowered artifacts (lower_model, part of the lowered stage's key); every other
-#: field of codesign.config.HardwareConfig is applied by load_chip or hardware_row
+#: field of codesign.config.run.HardwareConfig is applied by load_chip or hardware_row
 LOWERING_KEYS = ("n_samples", "weight_bits", "weight_fit")
 
 
@@ -257,7 +257,7 @@ def evaluate_point(cfg: RunConfig, cache_dir: str | Path, progress: bool = False
     sim_cache: shared by the points of a serial sweep, it keeps each lowered graph + trace loaded and reuses
     their mappings, action counts and timings across hardware-only points (hwmodels.SimCache).
     details_root: when given, the point's per-sample, per-population, per-core, per-link and per-step tables are
-    written to <details_root>/<point_id>/ (codesign.hwfigures.PointDetails) before the row is returned (a point
+    written to <details_root>/<point_id>/ (codesign.reporting.hwfigures.PointDetails) before the row is returned (a point
     that does not fit the chip has none).
     chip: load_chip(cfg) when the caller has built it already (a run's points share one); default: built here,
     once, for the row and the detail tables."""

@@ -10,17 +10,17 @@ import contextlib
 import os
 from collections.abc import Callable, Iterator
 
-from codesign.cache import StageCache
-from codesign.config import ConfigError, RunConfig
-from codesign.evaluate import evaluate_point, model_row, stage_keys
-from codesign.logs import quiet_logs
-from codesign.spec import ExecutionConfig
-from codesign.store import ResultStore
+from codesign.store.cache import StageCache
+from codesign.config.run import ConfigError, RunConfig
+from codesign.execute.evaluate import evaluate_point, model_row, stage_keys
+from codesign.execute.logs import quiet_logs
+from codesign.config.sweep import ExecutionConfig
+from codesign.store.results import ResultStore
 from hwmodels import ChipSpec, SimCache
 from workloads.train import torch_threads
 
 
-def _prepare_model(cfg_json: dict, cache_dir: str, threads: int, after=None) -> str:
+def prepare_model_on_worker(cfg_json: dict, cache_dir: str, threads: int, after=None) -> str:
     """Worker task: make sure the trained, compressed and lowered stages of a point are cached (`after`: the
     result of a task this one waits for, unused)."""
     cfg = RunConfig.model_validate(cfg_json)
@@ -29,7 +29,7 @@ def _prepare_model(cfg_json: dict, cache_dir: str, threads: int, after=None) -> 
     return stage_keys(cfg).lowered
 
 
-def _evaluate(cfg_json: dict, cache_dir: str, threads: int, details_root: str, after=None, chip=None) -> dict:
+def evaluate_on_worker(cfg_json: dict, cache_dir: str, threads: int, details_root: str, after=None, chip=None) -> dict:
     """Worker task: one design point's results row (its detail tables written under details_root; `after`: the
     result of a task this one waits for, unused; chip: the point's chip when already built, else built here)."""
     with torch_threads(threads):
@@ -121,7 +121,7 @@ def run_points(points: list[RunConfig], store: ResultStore, cache_dir: str, exec
     this process (workers 0, one core, or one point to compute); see the module docstring.
     labels[i] (e.g. the point's axis values) is merged into point i's row before it is stored; on_row(cfg, row)
     is called after each row is stored (e.g. to log it).
-    chip: the chip every point shares (codesign.evaluate.load_chip of their common hardware section, as a run's
+    chip: the chip every point shares (codesign.execute.evaluate.load_chip of their common hardware section, as a run's
     ratios have), built once by the caller; None: each point builds its own (once, in evaluate_point).
     """
     label_of = {stage_keys(p).point: (labels[i] if labels else {}) for i, p in enumerate(points)}
@@ -166,10 +166,10 @@ def _run_dask(todo, store, cache_dir, execution, log, on_row, details_root: str,
         for attr in ("dense", "lowered"):
             group = _unique_by(todo, attr)
             log(f"preparing {len(group)} distinct {attr} stage(s) on {len(client.scheduler_info()['workers'])} workers")
-            client.gather(client.map(_prepare_model, [c.model_dump(mode="json") for c in group],
+            client.gather(client.map(prepare_model_on_worker, [c.model_dump(mode="json") for c in group],
                                      cache_dir=cache_dir, threads=stage_threads(execution, len(group)),
                                      pure=False))
-        futures = {client.submit(_evaluate, c.model_dump(mode="json"), cache_dir, threads, details_root, chip=chip,
+        futures = {client.submit(evaluate_on_worker, c.model_dump(mode="json"), cache_dir, threads, details_root, chip=chip,
                                  pure=False): c for c in todo}
         for fut in as_completed(futures):
             row = fut.result()

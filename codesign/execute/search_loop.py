@@ -14,12 +14,12 @@ from collections.abc import Callable
 
 import optuna
 
-from codesign.cache import StageCache
-from codesign.evaluate import stage_keys
-from codesign.executor import _evaluate, _prepare_model, dask_client, local_workers, serial, stage_threads
-from codesign.search import ask_point, complete_trials, run_trial, store_row, tell_point
-from codesign.spec import SweepSpec
-from codesign.store import ResultStore
+from codesign.store.cache import StageCache
+from codesign.execute.evaluate import stage_keys
+from codesign.execute.executor import evaluate_on_worker, prepare_model_on_worker, dask_client, local_workers, serial, stage_threads
+from codesign.execute.search_trials import ask_point, complete_trials, run_trial, store_row, tell_point
+from codesign.config.sweep import SweepSpec
+from codesign.store.results import ResultStore
 
 
 def run_trials(study: optuna.Study, spec: SweepSpec, store: ResultStore, log: Callable[[str], None],
@@ -27,7 +27,7 @@ def run_trials(study: optuna.Study, spec: SweepSpec, store: ResultStore, log: Ca
     """Run trials until the study has spec.search.n_trials COMPLETE ones.
 
     Serial (this process) when spec.execution says so (workers 0, one core, or a single trial left, and no
-    scheduler); else on a dask cluster (codesign.executor.dask_client). on_trial(complete, n_trials) is called
+    scheduler); else on a dask cluster (codesign.execute.executor.dask_client). on_trial(complete, n_trials) is called
     after each told trial. Exceptions of a point's evaluation propagate (its trial stays RUNNING and is
     re-enqueued by a resumed search).
     """
@@ -67,9 +67,9 @@ def _stage_dependency(client, spec: SweepSpec, cfg_json: dict, keys, flights: _F
             continue
         if key not in flights.stages:
             n = stage_threads(spec.execution, 1) if stage == "dense" else threads
-            fut = client.submit(_prepare_model, cfg_json, spec.cache_dir, n, dep, pure=False)
+            fut = client.submit(prepare_model_on_worker, cfg_json, spec.cache_dir, n, dep, pure=False)
             flights.stages[key] = fut
-            if stage == "dense":  # _prepare_model makes every stage of this point, its lowered model too
+            if stage == "dense":  # prepare_model_on_worker makes every stage of this point, its lowered model too
                 flights.stages.setdefault(keys.lowered, fut)
         dep = flights.stages[key]
     return dep
@@ -88,7 +88,7 @@ def _launch(client, study, spec: SweepSpec, store: ResultStore, flights: _Flight
         return 0
     cfg_json = asked.cfg.model_dump(mode="json")
     dep = _stage_dependency(client, spec, cfg_json, stage_keys(asked.cfg), flights, threads)
-    fut = client.submit(_evaluate, cfg_json, spec.cache_dir, threads, str(store.run_dir / "points"), dep,
+    fut = client.submit(evaluate_on_worker, cfg_json, spec.cache_dir, threads, str(store.run_dir / "points"), dep,
                         pure=False)
     flights.points[asked.point_id] = (fut, [asked])
     return 0

@@ -13,7 +13,7 @@ import pydantic
 import torch
 
 import hwmodels
-from codesign.config import ConfigError, RunConfig, quote
+from codesign.config.run import ConfigError, RunConfig, quote
 from hwmodels.chip.presets import preset_kind
 from workloads import compression, data, encoding, lowering, models, neurons, train
 

@@ -150,7 +150,7 @@ def _is_type_tag(part) -> bool:
     return isinstance(part, str) and _TYPE_TAG.fullmatch(part) is not None
 
 
-def _one_line(err: ValidationError) -> str:
+def one_line_error(err: ValidationError) -> str:
     """The first validation error as `config: <dotted.path>: <problem>; accepted: ...`."""
     e = err.errors()[0]
     loc = tuple(p for p in e["loc"] if not _is_type_tag(p))
@@ -262,7 +262,7 @@ def validate_config(tree: dict) -> RunConfig:
     try:
         return RunConfig.model_validate(tree)
     except ValidationError as err:
-        raise ConfigError(_one_line(err)) from None
+        raise ConfigError(one_line_error(err)) from None
 
 
 def dump_config(cfg: RunConfig) -> str:

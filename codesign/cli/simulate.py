@@ -14,8 +14,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from codesign.cli_console import fail, make_console, progress_bar
-from codesign.units import MICRO, si
+from codesign.cli.console import fail, make_console, progress_bar
+from codesign.reporting.units import MICRO, si
 
 #: base SI unit of a quantity by the suffix of its name
 UNIT_SUFFIXES = {"_j": "J", "_s": "s", "_w": "W"}
@@ -38,8 +38,8 @@ def show(name: str, value) -> str:
 
 def parse_overrides(items: list[str]) -> dict:
     """--set key=value items as {key: YAML value}. Raises ValueError (ConfigError) for an item without '=' or a
-    value that is not safe YAML (codesign.config.safe_yaml)."""
-    from codesign.config import safe_yaml
+    value that is not safe YAML (codesign.config.run.safe_yaml)."""
+    from codesign.config.run import safe_yaml
     overrides = {}
     for item in items:
         key, sep, raw = item.partition("=")
@@ -137,13 +137,13 @@ def population_table(sim) -> Table:
 
 def hardware_sets(hardware: dict, items: list[str]) -> dict:
     """Apply --set items to a `hardware` config section (a dict, changed in place and returned) with a run's
-    override semantics (values are YAML, codesign.config.safe_yaml): a hardware key of the run config
+    override semantics (values are YAML, codesign.config.run.safe_yaml): a hardware key of the run config
     (`multicast=true`, `semantics=layer_serial`; also written as in a run, `hardware.multicast=true`) sets that
     field; any other key is a chip override (`core.neurons_per_core=256`, also `overrides.core.neurons_per_core`)
     and goes into hardware.overrides. Raises ConfigError for an item without '=' and for a key that shapes the
-    lowered graph and trace (codesign.evaluate.LOWERING_KEYS: a saved trace is simulated as it was lowered)."""
-    from codesign.config import ConfigError, HardwareConfig, quote, set_dotted
-    from codesign.evaluate import LOWERING_KEYS
+    lowered graph and trace (codesign.execute.evaluate.LOWERING_KEYS: a saved trace is simulated as it was lowered)."""
+    from codesign.config.run import ConfigError, HardwareConfig, quote, set_dotted
+    from codesign.execute.evaluate import LOWERING_KEYS
     overrides = hardware.setdefault("overrides", {})
     for key, value in parse_overrides(items).items():
         key = key.removeprefix("hardware.")
@@ -164,7 +164,7 @@ def simulate_config(preset: str, model: str, placement: str, semantics: str, ite
     """The RunConfig a run with these hardware settings would have (defaults elsewhere; its seed seeds the
     bootstrap intervals as a run's does): the options, then the --set items (hardware_sets). Raises ConfigError
     naming the field for a value the run config refuses."""
-    from codesign.config import ConfigError, validate_config
+    from codesign.config.run import ConfigError, validate_config
     hardware = hardware_sets({"preset": preset, "model": model, "placement": placement, "semantics": semantics},
                              items)
     try:
@@ -175,7 +175,7 @@ def simulate_config(preset: str, model: str, placement: str, semantics: str, ite
 
 def simulate_chip(hardware):
     """The chip of a `hardware` config section, built once (hwmodels.load_preset, then apply_overrides, as
-    codesign.evaluate.load_chip does), with errors naming --preset or --set."""
+    codesign.execute.evaluate.load_chip does), with errors naming --preset or --set."""
     import hwmodels
     try:
         chip = hwmodels.load_preset(hardware.preset)
@@ -190,11 +190,11 @@ def simulate_chip(hardware):
 
 def run_simulation(console: Console, graph: Path, trace: Path, preset: str, set_: list[str], model: str,
                    placement: str, semantics: str, progress: bool):
-    """Load the preset, graph and trace, map and simulate through codesign.evaluate.hardware_row (the evaluation
+    """Load the preset, graph and trace, map and simulate through codesign.execute.evaluate.hardware_row (the evaluation
     a run makes of its lowered artifacts, every hardware key honoured); returns (SimResult, graph name, table
     title). Raises hwmodels.MappingError when the network does not fit."""
     import hwmodels
-    from codesign.evaluate import hardware_row
+    from codesign.execute.evaluate import hardware_row
     cfg = simulate_config(preset, model, placement, semantics, set_)
     hw = cfg.hardware
     chip = simulate_chip(hw)

@@ -1,4 +1,4 @@
-"""The numbers behind a claim's verdict (codesign.claims): the values of the claim's metric on each side of a
+"""The numbers behind a claim's verdict (codesign.claims.verdicts): the values of the claim's metric on each side of a
 comparison (per sample, from the points' samples.csv, or one value per point), whether both sides were measured
 on the same inputs, and the ratio of their means with a seeded percentile-bootstrap confidence interval
 (hwmodels.stats.ratio_ci), judged against the claim's relation and factor.

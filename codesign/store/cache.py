@@ -34,18 +34,18 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable, TypeVar
 
-from codesign.config import ConfigError
+from codesign.config.run import ConfigError
 
 KEY_CHARS = 16
 META_NAME = "meta.json"
 #: a temporary or moved-aside folder older than this is removed even when its owner cannot be checked
 STALE_AFTER_S = 86400.0
 #: (package, glob) of the source files whose content is part of every cache key: the code that makes the entries
-CODE_SOURCES = (("workloads", "**/*.py"), ("codesign", "evaluate.py"), ("codesign", "stages.py"),
+CODE_SOURCES = (("workloads", "**/*.py"), ("codesign", "execute/evaluate.py"), ("codesign", "execute/stages.py"),
                 ("hwmodels", "trace.py"))
 #: what a failing load or verification raises: the entry is discarded and made again
 ENTRY_ERRORS = (ValueError, OSError, KeyError, EOFError)
-#: the stage folders a run writes under its cache folder (codesign.evaluate): `check_cache_dir` checks them
+#: the stage folders a run writes under its cache folder (codesign.execute.evaluate): `check_cache_dir` checks them
 STAGE_NAMES = ("dense", "compressed", "lowered")
 #: the config key of the cache folder (RunConfig.cache_dir, SweepSpec.cache_dir), as error messages name it
 CACHE_DIR_KEY = "cache_dir"

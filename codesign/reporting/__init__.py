@@ -1,0 +1,1 @@
+"""Reports and figures over results tables, Pareto fronts, SI-prefixed units."""
