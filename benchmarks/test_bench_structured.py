@@ -12,10 +12,10 @@ import pytest
 
 import hwmodels
 from benchutil import machine_info, markdown_table, write_report
-from codesign.cache import StageCache
-from codesign.config import load_config
-from codesign.evaluate import model_row
-from codesign.pipeline import ratio_points
+from codesign.store.cache import StageCache
+from codesign.config.run import load_config
+from codesign.execute.evaluate import model_row
+from codesign.execute.run import ratio_points
 
 CACHE = ".cache/codesign"
 SCA_RATIO = 0.5
