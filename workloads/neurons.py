@@ -151,7 +151,7 @@ class CubaLIFNode(neuron.BaseNode):
     forward-Euler step of NIR's CubaLIF with X = (dt/tau_syn) w_in R (dt/tau_mem) x and v_leak = v_reset
     (workloads.exchange.nir_import) and snnTorch's Synaptic, syn = alpha syn + x, mem = beta mem + syn with
     alpha = 1 - 1/tau_syn, beta = 1 - 1/tau. With store_v_seq the run also keeps i_seq (I after each step), so
-    the activity recording (workloads.lowering_activity) sees neurons that hold a current but no potential.
+    the activity recording (workloads.lowering.activity) sees neurons that hold a current but no potential.
     Raises ValueError for tau_syn < 1, tau <= 1 or a non-finite threshold.
     """
 

@@ -1,4 +1,4 @@
-"""Neuron activity and predictions in the lowered trace (workloads.lowering_activity), and spiking layers driven by
+"""Neuron activity and predictions in the lowered trace (workloads.lowering.activity), and spiking layers driven by
 the input tensor itself (input current, no input population).
 
 Expectations are hand-computed on tiny nets, or replayed independently of the recording (SpikingJelly forward hooks

@@ -1,4 +1,4 @@
-"""Weights that do not fit weight_bits (workloads.lowering_fit, lower(..., weight_fit=)): the per-channel grid rule
+"""Weights that do not fit weight_bits (workloads.lowering.fit, lower(..., weight_fit=)): the per-channel grid rule
 on hand-made values, float layers widened, quantized layers kept at their bits after BN folding, "error", and
 "quantize" checked against an independent quantization of the model."""
 import logging
@@ -12,7 +12,7 @@ from torch import nn
 from workloads.compression.dsp import LowRankLinear
 from workloads.compression.quant import ReScaW, SignQuant, attach, bake, distinct_levels
 from workloads.lowering import lower
-from workloads.lowering_fit import bits_for_intervals, grid_intervals
+from workloads.lowering.fit import bits_for_intervals, grid_intervals
 from workloads.models import build_model
 
 T = 4

@@ -1,4 +1,4 @@
-"""Tests of workloads.lowering_graph: lowering of spiking ResNets (post-activation and pre-activation blocks) and
+"""Tests of workloads.lowering (fx): lowering of spiking ResNets (post-activation and pre-activation blocks) and
 Spikformer (SpikeAttention, BinaryAttention, DSP low-rank layers) through torch.fx.
 
 Exactness: replaying the recorded spikes through every lowered projection (gated projections with their gate's

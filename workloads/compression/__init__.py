@@ -13,7 +13,7 @@ from torch import nn
 
 from workloads.compression.base import CompressionResult, check_ratio, model_size_bits
 from workloads.compression.binary import BinaryAttention, BinaryConfig, binary, binary_stage
-from workloads.compression.compose import ComposeConfig, FineTuneConfig, compose
+from workloads.compression.compose import ComposeConfig, FineTuneConfig, compose_with
 from workloads.compression.dsp import DSPConfig, LowRankConv2d, LowRankLinear, dsp
 from workloads.compression.l1p import L1PConfig, l1p
 from workloads.compression.magnitude import ChannelPruneConfig, l1_filter_masks, magnitude_channel
@@ -61,6 +61,13 @@ PRUNERS: dict[str, tuple[Callable, type]] = {
     "magnitude_channel": (l1_filter_masks, ChannelPruneConfig), "random": (random_masks, ChannelPruneConfig),
     "svs": (svs_masks, QPSNNConfig),
 }
+
+
+def compose(quantizer: str, pruner: str) -> Callable[..., tuple[nn.Module, CompressionResult]]:
+    """compose_with(quantizer, pruner, QUANTIZERS, PRUNERS) (workloads.compression.compose): quantize with the
+    registered quantizer, then prune channels with the registered pruner, then fine-tune. Raises ValueError for
+    unknown names."""
+    return compose_with(quantizer, pruner, QUANTIZERS, PRUNERS)
 
 
 def compress(method: str, model: nn.Module, dataset: Dataset, ratio: float, cfg=None, seed: int = 0,

@@ -171,19 +171,20 @@ class ComposeConfig:
         check_fields(self, {"pre_epochs": self.pre_epochs >= 0})
 
 
-def compose(quantizer: str, pruner: str) -> Callable[..., tuple[nn.Module, CompressionResult]]:
+def compose_with(quantizer: str, pruner: str, quantizers: dict[str, tuple[Callable, type]],
+                 pruners: dict[str, tuple[Callable, type]]) -> Callable[..., tuple[nn.Module, CompressionResult]]:
     """A compression method (the METHODS signature, cfg a ComposeConfig) that quantizes with the registered
     quantizer `quantizer` (workloads.compression.QUANTIZERS: "qp_snn", "q_snn", "binary") and then removes
     `ratio` of each conv's channels with the registered pruner `pruner` (PRUNERS: "magnitude_channel",
     "random", "svs"), e.g. compose("q_snn", "magnitude_channel"). Every conv is pruned at `ratio` (qp_snn's
     sparing of the last conv and per-layer ratios are qp_snn's own); the quantizer config's regulariser (Q-SNN's
-    rate term) stays active while fine-tuning. Raises ValueError for unknown names."""
-    from workloads.compression import PRUNERS, QUANTIZERS  # registries import the method modules, which import us
-
-    if quantizer not in QUANTIZERS or pruner not in PRUNERS:
-        raise ValueError(f"compose: quantizer must be one of {sorted(QUANTIZERS)} and pruner one of "
-                         f"{sorted(PRUNERS)}, got {quantizer!r}, {pruner!r}")
-    (quant_fn, quant_cfg), (prune_fn, prune_cfg) = QUANTIZERS[quantizer], PRUNERS[pruner]
+    rate term) stays active while fine-tuning. quantizers / pruners: the registries to look the names up in
+    (workloads.compression passes its QUANTIZERS and PRUNERS: they import the method modules, which import this
+    one). Raises ValueError for unknown names."""
+    if quantizer not in quantizers or pruner not in pruners:
+        raise ValueError(f"compose: quantizer must be one of {sorted(quantizers)} and pruner one of "
+                         f"{sorted(pruners)}, got {quantizer!r}, {pruner!r}")
+    (quant_fn, quant_cfg), (prune_fn, prune_cfg) = quantizers[quantizer], pruners[pruner]
 
     def method(model, dataset, ratio, cfg=None, train_cfg=None, seed=0, device=None, progress=True):
         cfg = cfg or ComposeConfig()

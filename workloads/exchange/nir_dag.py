@@ -1,6 +1,6 @@
 """Import a NIR graph with branches and merges (residual adds, skip connections; recurrent loops are cut first,
 workloads.exchange.nir_recurrent) as an fx.GraphModule of SpikingJelly modules, which `workloads.lower` lowers
-through workloads.lowering_graph (a merge of currents before a neuron becomes one projection per addend; spikes +
+through workloads.lowering (a merge of currents before a neuron becomes one projection per addend; spikes +
 spikes a graded relay). Each node is converted by the chain importer's rule (IMPORTERS) on its predecessor's shape;
 a node with several predecessors gets their sum (NIR adds the inputs of a node). Hand-written rather than
 nirtorch.nir_to_torch: that GraphModule threads a state dict through every call, which our lowering cannot trace,

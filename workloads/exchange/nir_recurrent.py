@@ -3,7 +3,7 @@ RLeaky / RSynaptic with all_to_all, exported as lif -> w_rec -> lif) or one Conv
 and kernel_size: a (C, H, W) neuron). The loop is cut from the graph before import and the neuron is wrapped in
 SpikingJelly's LinearRecurrentContainer, or for a Conv2d in workloads.exchange.conv_recurrent's
 ConvRecurrentContainer, which `workloads.lower` turns into a self-projection "rec<k>" (dense or conv) with a
-one-timestep delay (workloads.lowering_recurrent, workloads.exchange.conv_recurrent).
+one-timestep delay (workloads.lowering.rules_recurrent, workloads.exchange.conv_recurrent).
 
 Timing: NIR leaves a loop's delay open; snnTorch (and the container) feed back the spikes of the previous timestep,
 i[t] = I_ff[t] + W_rec s[t-1] + b_rec with s[-1] = 0, so the bias b_rec acts from t = 0 on.

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from hwmodels.trace import NetworkGraph
+from hwmodels.trace import NetworkGraph, Projection
 from workloads.compression.quant import weight_layers
 
 #: policies of lower(..., weight_fit=)

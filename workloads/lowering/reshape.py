@@ -1,8 +1,8 @@
-"""Tensor reshapes in fx-traced forwards (x.flatten(2), x.view(...), x.reshape(...), x.unsqueeze(...),
-torch.flatten, x.size(i), x.shape[i]) for the graph lowering (workloads.lowering_graph): layout only, no population.
+"""Tensor reshapes in traced forwards (x.flatten(2), x.view(...), x.reshape(...), x.unsqueeze(...),
+torch.flatten, x.size(i), x.shape[i]): layout only, no population.
 
 A reshape keeps the time and batch axes (T, N) and changes the per-sample shape; it maps onto the Flatten and
-Unflatten rules of workloads.lowering_graph_rules (spikes: the population's C-order numbering kept; a flat dense
+Unflatten rules of workloads.lowering.rules_pooling (spikes: the population's C-order numbering kept; a flat dense
 current takes the new shape). Sizes come from `Dim` values: x.shape[0] / x.size(0) is the time axis, [1] the batch
 axis, [i >= 2] the concrete per-sample size.
 """
@@ -17,9 +17,10 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from workloads.lowering_graph_rules import _feed_op
-from workloads.lowering_rules import _flatten, reshape_population, unflattened
-from workloads.lowering_values import Current, Feed, GraphBuild
+from workloads.lowering.build import Build, reshape_population
+from workloads.lowering.geometry import unflattened
+from workloads.lowering.rules_pooling import flatten_rule
+from workloads.lowering.values import Current, Feed
 
 @dataclass(frozen=True)
 class Shape:
@@ -35,11 +36,11 @@ class Dim:
     axis: int
 
 
-def per_sample(value, tag: str, line: bool = False) -> tuple[int, ...]:
-    """Per-sample shape of a Feed or Current value, as the model sees it when `line` (a (C, 1, L) value of a
-    Conv1d model is a (C, L) tensor); ValueError naming `tag` for anything else."""
+def per_sample(value, tag: str) -> tuple[int, ...]:
+    """Per-sample shape of a Feed or Current value as the model sees it (a (C, 1, L) value holding a 1-D signal
+    is a (C, L) tensor); ValueError naming `tag` for anything else."""
     shape = _held_shape(value, tag)
-    if line and len(shape) == 3 and shape[1] == 1:
+    if getattr(value, "line", False) and len(shape) == 3 and shape[1] == 1:
         return (shape[0], shape[2])
     return shape
 
@@ -47,7 +48,7 @@ def per_sample(value, tag: str, line: bool = False) -> tuple[int, ...]:
 def _held_shape(value, tag: str) -> tuple[int, ...]:
     """Per-sample shape of a Feed or Current value as the lowering holds it."""
     if isinstance(value, Feed):
-        return value.pop.shape if value.layout == "chw" and len(value.pop.shape) != 3 else value.shape
+        return value.shape
     if isinstance(value, Current):
         if value.layout == "tokens":  # (L, D) over out_shape (D, H, W)
             d, h, w = value.out_shape
@@ -77,16 +78,16 @@ def _sizes(args: tuple, tag: str) -> tuple[int, ...]:
     return tuple(int(s) for s in sizes[2:])
 
 
-def reshape_value(build: GraphBuild, value, shape: tuple[int, ...], name: str, node: fx.Node):
+def reshape_value(build: Build, value, shape: tuple[int, ...], name: str, node: fx.Node):
     """`value` with per-sample shape `shape` (same size, one entry may be -1): unchanged; spikes of a (C, H, W)
     population flattened (nn.Flatten's rule, pending pools kept) or unflattened back; the plain spikes of a
     population given the new shape (reshape_population: C-order numbering kept, a conv output refused); a flat
     current of dense weight layers given the new shape. Layouts: "chw" for a 3-D shape, "flat" otherwise.
     Raises ValueError naming the operation for any other reshape."""
     tag = f"{name}:reshape"
-    seen = per_sample(value, tag, build.walk.line)
+    seen = per_sample(value, tag)
     shape = unflattened(shape, int(np.prod(seen)), tag)
-    if build.walk.line and len(shape) == 2:  # a (C, L) signal is held as (C, 1, L)
+    if value.line and len(shape) == 2:  # a (C, L) signal is held as (C, 1, L)
         shape = (shape[0], 1, shape[1])
     old = _held_shape(value, tag)
     if shape == old:
@@ -94,13 +95,14 @@ def reshape_value(build: GraphBuild, value, shape: tuple[int, ...], name: str, n
     layout = "chw" if len(shape) == 3 else "flat"
     if isinstance(value, Feed):
         if value.layout == "chw" and len(shape) == 1 and len(value.pop.shape) == 3:
-            return _feed_op(_flatten)(build, nn.Flatten(1, -1), name, node, [value])
+            return flatten_rule(build, nn.Flatten(1, -1), name, node.name, [value])
         if value.flat and shape == value.chw:  # undoes the Flatten: pools stay pending
-            return Feed(value.pop, "chw", value.pools, tags=value.tags + (tag,))
+            return Feed(value.pop, "chw", value.pools, tags=value.tags + (tag,), line=value.line)
         if value.plain and value.layout in ("flat", "chw"):
-            return Feed(reshape_population(build.walk, value.pop, shape, tag), layout, tags=value.tags + (tag,))
-    elif isinstance(value, Current) and value.layout == "flat" and all(t.kind == "dense" for t in value.terms):
-        return Current(value.terms, value.bias, shape, layout)
+            pop = reshape_population(build, value.pop, shape, tag)
+            return Feed(pop, layout, tags=value.tags + (tag,), line=value.line)
+    elif isinstance(value, Current) and value.layout == "flat" and all(t.kind == "dense" for t in value.stages):
+        return Current(value.stages, value.bias, shape, layout, value.line)
     raise ValueError(f"operation {tag}: reshaping per-sample {old} to {shape} is not supported (layout-only "
                      "reshapes: flattening spikes, reshaping a population that is no conv output, reshaping a flat "
                      "current of dense layers)")
@@ -114,7 +116,7 @@ def _flatten_op(build, value, args, kwargs, name, node):
     """x.flatten(2) / torch.flatten(x, 2): start_dim 2 (the first per-sample axis) to the last axis."""
     start = kwargs.get("start_dim", args[0] if args else 0)
     end = kwargs.get("end_dim", args[1] if len(args) > 1 else -1)
-    n = 2 + len(per_sample(value, name, build.walk.line))
+    n = 2 + len(per_sample(value, name))
     if start % n != 2 or end % n != n - 1:
         raise ValueError(f"operation {name}: only flatten(2) (start_dim=2, end_dim=-1: each sample flattened, "
                          f"time and batch axes kept) is supported, got start_dim={start}, end_dim={end}")
@@ -124,7 +126,7 @@ def _flatten_op(build, value, args, kwargs, name, node):
 def _unsqueeze(build, value, args, kwargs, name, node):
     """x.unsqueeze(d) with d a per-sample position (d >= 2, or negative)."""
     d = kwargs.get("dim", args[0] if args else None)
-    old = per_sample(value, name, build.walk.line)
+    old = per_sample(value, name)
     n = 3 + len(old)
     if not isinstance(d, int) or not -n <= d < n or d % n < 2:
         raise ValueError(f"operation {name}: unsqueeze(dim={d}) must insert a per-sample axis (dim >= 2)")
@@ -133,7 +135,7 @@ def _unsqueeze(build, value, args, kwargs, name, node):
 
 
 def _size(build, value, args, kwargs, name, node):
-    shape = Shape(per_sample(value, name, build.walk.line))
+    shape = Shape(per_sample(value, name))
     i = kwargs.get("dim", args[0] if args else None)
     return shape if i is None else _dim(shape, int(i), name)
 
@@ -141,7 +143,7 @@ def _size(build, value, args, kwargs, name, node):
 def _getattr(build, value, args, kwargs, name, node):
     if args != ("shape",):
         raise ValueError(f"operation {name}: only the .shape attribute of a tensor is supported, got {args}")
-    return Shape(per_sample(value, name, build.walk.line))
+    return Shape(per_sample(value, name))
 
 
 def _getitem(build, value, args, kwargs, name, node):
@@ -168,7 +170,7 @@ def find_reshape_rule(node: fx.Node) -> Callable | None:
     return None
 
 
-def apply_reshape(build: GraphBuild, rule: Callable, node: fx.Node, env: dict):
+def apply_reshape(build: Build, rule: Callable, node: fx.Node, env: dict):
     """Run `rule` on the node's first argument (a value) and its other arguments (fx nodes resolved from env)."""
     args = fx.node.map_arg(node.args, lambda a: env[a])
     kwargs = fx.node.map_arg(node.kwargs, lambda a: env[a])

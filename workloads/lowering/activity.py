@@ -29,11 +29,6 @@ from hwmodels.trace import Population
 Layout = Callable[[torch.Tensor, tuple], torch.Tensor]
 
 
-def flat_layout(out: torch.Tensor, args: tuple = ()) -> torch.Tensor:
-    """(T', B, ...) -> (T', B, n): the Sequential engine's layout (C-order flatten of each sample)."""
-    return out.reshape(out.shape[0], out.shape[1], -1)
-
-
 @dataclass
 class Probes:
     """What the trace recorder reads while the model runs.

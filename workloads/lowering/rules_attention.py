@@ -22,21 +22,22 @@ import torch
 
 from hwmodels.trace import NeuronModel, Population
 from workloads.compression.binary import BinaryAttention
-from workloads.lowering_graph_rules import _err, _feed, _tag
-from workloads.lowering_rules import NEURON_RULES
-from workloads.lowering_values import Current, Feed, GraphBuild, Term, emit
+from workloads.lowering.build import Build, emit
+from workloads.lowering.naming import layer_error, tag
+from workloads.lowering.rules_neurons import NEURON_MODELS
+from workloads.lowering.values import Current, Feed, Stage, spikes_of
 from workloads.models.spikformer import SpikeAttention
 
 
 def _operands(args: list, name: str, m) -> tuple[Feed, Feed, Feed, int, int, int]:
     """(q, k, v, D, dh, L) after checking the operands are plain token populations of one shape."""
-    tag = _tag(name, m)
-    q, k, v = (_feed(a, tag, type(m).__name__) for a in args)
+    where = tag(name, m)
+    q, k, v = (spikes_of(a, where, type(m).__name__) for a in args)
     if any(f.layout != "tokens" or not f.plain for f in (q, k, v)) or not q.pop.shape == k.pop.shape == v.pop.shape:
-        raise _err(tag, "attention needs q, k, v as plain token populations of one (D, H, W) shape")
+        raise layer_error(where, "attention needs q, k, v as plain token populations of one (D, H, W) shape")
     d = q.pop.shape[0]
     if d % m.heads:
-        raise _err(tag, f"D={d} is not divisible by heads={m.heads}")
+        raise layer_error(where, f"D={d} is not divisible by heads={m.heads}")
     return q, k, v, d, d // m.heads, q.pop.size // d
 
 
@@ -55,22 +56,24 @@ def _grouped_index(d: int, group_in: int, group_out: int, fn) -> np.ndarray:
     return idx[:, :, None, None].astype(np.int64)
 
 
-def _attention(build: GraphBuild, m: SpikeAttention, name: str, node, args) -> Current:
+def _attention(build: Build, m: SpikeAttention, name: str, at, args) -> Current:
+    """SpikeAttention(q, k, v): relay "attn<n>_kv" of K^T V per head and the gated stage "attn<n>_q" (module
+    docstring)."""
     q, k, v, d, dh, n_tok = _operands(args, name, m)
-    walk, tag, (_, hg, wg) = build.walk, _tag(name, m), q.pop.shape
-    n = walk.next_name("attn")
+    where, (_, hg, wg) = tag(name, m), q.pop.shape
+    n = build.next_name("attn")
     kv = Population(f"{n}_kv", (d * dh, 1, 1), NeuronModel("relay"), graded=True,
                     state_bits=_bits(k.pop, v.pop, levels=n_tok) or 16)
     o = np.arange(d * dh)  # output channel (h*dh + dd)*dh + e of the K -> M conv
     h, e = o // dh // dh, o % dh
     index = ((h * dh + e)[:, None] * n_tok + np.arange(n_tok)[None, :]).reshape(d * dh, 1, hg, wg)
-    stage1 = Term(k.pop.name, "conv", torch.ones(d * dh, 1, hg, wg, dtype=torch.float64), "SpikeAttention", [tag],
-                  groups=d, bits=_bits(v.pop), gate=v.pop.name, gate_index=index, name=f"{n}_k")
-    emit(build, Current([stage1], None, kv.shape, "chw"), kv, [tag], node.name, _kv_values(m.heads))
+    stage1 = Stage(k.pop.name, "conv", torch.ones(d * dh, 1, hg, wg, dtype=torch.float64), "SpikeAttention",
+                   [where], groups=d, bits=_bits(v.pop), gate=v.pop.name, gate_index=index, name=f"{n}_k")
+    emit(build, Current([stage1], None, kv.shape, "chw"), kv, [where], at, _kv_values(m.heads))
     index = _grouped_index(d, dh, dh, lambda hh, j, ee: (hh * dh + j) * dh + ee)
-    stage2 = Term(q.pop.name, "conv", torch.full((d, dh, 1, 1), float(m.scale), dtype=torch.float64),
-                  "SpikeAttention", [tag], groups=m.heads, bits=_bits(k.pop, v.pop, levels=n_tok), gate=kv.name,
-                  gate_index=index, name=f"{n}_q")
+    stage2 = Stage(q.pop.name, "conv", torch.full((d, dh, 1, 1), float(m.scale), dtype=torch.float64),
+                   "SpikeAttention", [where], groups=m.heads, bits=_bits(k.pop, v.pop, levels=n_tok), gate=kv.name,
+                   gate_index=index, name=f"{n}_q")
     return Current([stage2], None, q.pop.shape, "tokens")
 
 
@@ -87,15 +90,17 @@ def _map_values(out: torch.Tensor, args) -> torch.Tensor:
     return out.transpose(-1, -2).reshape(out.shape[0], out.shape[1], -1)
 
 
-def _binary_attention(build: GraphBuild, m: BinaryAttention, name: str, node, args) -> Current:
+def _binary_attention(build: Build, m: BinaryAttention, name: str, at, args) -> Current:
+    """BinaryAttention(q, k, v): map neurons fed by "attn<n>_qk" and the gated stage "attn<n>_v" (module
+    docstring)."""
     q, k, v, d, dh, n_tok = _operands(args, name, m)
-    walk, tag, (_, hg, wg) = build.walk, _tag(name, m), q.pop.shape
-    n, heads = walk.next_name("attn"), m.heads
-    model = NEURON_RULES[type(m.map_sn)](m.map_sn)
-    amap = Population(f"{model.kind.lower()}{walk.next_name('')}", (heads * n_tok, hg, wg), model)
+    where, (_, hg, wg) = tag(name, m), q.pop.shape
+    n, heads = build.next_name("attn"), m.heads
+    model = NEURON_MODELS[type(m.map_sn)](m.map_sn)
+    amap = Population(f"{model.kind.lower()}{build.next_name('')}", (heads * n_tok, hg, wg), model)
     index = _grouped_index(heads * n_tok, dh, n_tok, lambda hh, j, key: (hh * dh + j) * n_tok + key)
-    stage1 = Term(q.pop.name, "conv", torch.ones(heads * n_tok, dh, 1, 1, dtype=torch.float64), "BinaryAttention",
-                  [tag], groups=heads, bits=_bits(k.pop), gate=k.pop.name, gate_index=index, name=f"{n}_qk")
+    stage1 = Stage(q.pop.name, "conv", torch.ones(heads * n_tok, dh, 1, 1, dtype=torch.float64), "BinaryAttention",
+                   [where], groups=heads, bits=_bits(k.pop), gate=k.pop.name, gate_index=index, name=f"{n}_qk")
     emit(build, Current([stage1], None, amap.shape, "chw"), amap, [f"{name}.map_sn:{type(m.map_sn).__name__}"],
          m.map_sn, _map_values)
     alpha = m.alpha.detach().cpu().double()
@@ -104,10 +109,10 @@ def _binary_attention(build: GraphBuild, m: BinaryAttention, name: str, node, ar
                                  "(currents approximate; spikes and event counts exact)")
     scale = float(m.scale) * alpha.mean(0).repeat_interleave(dh)  # per output channel h*dh + e
     index = _grouped_index(d, n_tok, dh, lambda hh, key, ee: (hh * dh + ee) * n_tok + key)
-    stage2 = Term(amap.name, "conv", scale.reshape(d, 1, 1, 1).expand(d, n_tok, 1, 1).clone(), "BinaryAttention",
-                  [tag], groups=heads, bits=_bits(v.pop), gate=v.pop.name, gate_index=index, name=f"{n}_v")
+    stage2 = Stage(amap.name, "conv", scale.reshape(d, 1, 1, 1).expand(d, n_tok, 1, 1).clone(), "BinaryAttention",
+                   [where], groups=heads, bits=_bits(v.pop), gate=v.pop.name, gate_index=index, name=f"{n}_v")
     return Current([stage2], None, q.pop.shape, "tokens")
 
 
-#: attention module type -> rule (merged into the graph lowering's registry by workloads.lowering_graph)
-ATTENTION_RULES = {SpikeAttention: _attention, BinaryAttention: _binary_attention}
+#: attention module type -> rule
+RULES = {SpikeAttention: _attention, BinaryAttention: _binary_attention}

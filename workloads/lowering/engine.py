@@ -1,0 +1,208 @@
+"""The entry point of the lowering, `lower`: argument checks, the graph build (trace, interpret, assemble the
+NetworkGraph), the weight fit (workloads.lowering.fit) and the trace recording (workloads.lowering.recorder).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from hwmodels.trace import STORAGE_FORMATS, EventTrace, NetworkGraph, NeuronModel, Population
+from workloads.exchange.recurrent import make_graph
+from workloads.lowering.activity import Probes
+from workloads.lowering.build import Build, Settings, add_population, drop_unread_input
+from workloads.lowering.fit import FIT_POLICIES, fit_graph, quantize_model
+from workloads.lowering.interpreter import interpret, trace_module
+from workloads.lowering.recorder import Recorder, node_sources, record_trace
+from workloads.lowering.values import layout_fn
+
+
+def lower(model: nn.Module, inputs: torch.Tensor, *, labels=None, weight_bits: int = 8, weight_fit: str = "widen",
+          storage: str | None = None, compression=None, batch_size: int = 64, name: str = "network",
+          device=None) -> tuple[NetworkGraph, EventTrace]:
+    """Lower `model` and record its spikes and neuron activity on `inputs`.
+
+    model: a SpikingJelly multi-step nn.Sequential of Conv1d/2d, BatchNorm1d/2d, AvgPool1d/2d,
+        AdaptiveAvgPool1d/2d, MaxPool1d/2d, Flatten, Unflatten, Linear, Dropout, Identity (SpikingJelly `layer.*`
+        in step_mode "m", or plain torch layers inside `layer.SeqToANNContainer`; plain Linear, Dropout, Identity,
+        nn.Flatten(start_dim=2) and nn.Unflatten(2, ...) also at top level), the recurrent containers
+        LinearRecurrentContainer and ElementWiseRecurrentContainer (workloads.lowering.rules_recurrent: a projection
+        "rec<k>" from the container's population to itself, delay one timestep) and spiking nodes (IF, LIF, PLIF,
+        their ternary forms, workloads.neurons' sLIF/QLIF; step_mode "m"; any other node is refused with a message
+        naming it and the supported ones); or an nn.Module with its own forward over such layers, residual
+        additions, reshapes keeping the time and batch axes (x.flatten(2), x.view / x.reshape(x.shape[0],
+        x.shape[1], ...), x.unsqueeze(d >= 2), torch.flatten: layout only, workloads.lowering.reshape) and
+        Spikformer's token modules and attention (spiking ResNets, Spikformer; workloads.lowering documents the
+        residual and attention representation). Both kinds run through one engine
+        (workloads.lowering.interpreter).
+        Input current: a spiking node fed by the input tensor itself (no weight layer before it, e.g.
+        Sequential(IFNode, Linear, IFNode, ...) on a constant (T, N, F) current, as SANA-FE and Loihi
+        applications feed per-neuron biases; a Flatten/Unflatten may come between) becomes a population of depth 0
+        with no in-projection whose neurons integrate that current (its activity records them updated at every
+        step with a non-zero current); graph.metadata["input_current"] lists such populations, and the "input"
+        population is left out of the graph and the trace when no projection reads it.
+    inputs: encoded input, shape (T, N, C, H, W), (T, N, C, L) (1-D signals, e.g. audio for a Conv1d model;
+        populations of such signals have shape (C, 1, L), see workloads.lowering.geometry)
+        or (T, N, F). The population "input" is graded (its trace events carry the values) when any value is
+        not 0 or 1 (direct encoding).
+    labels: optional (N,) class labels stored in the trace.
+    weight_bits: bits per stored weight on every weight projection the compression does not set (max-pool and
+        identity projections use 1), subject to weight_fit.
+    weight_fit: what to do with a projection whose weights do not fit its bits (per output channel an affine grid
+        of 2^b levels after folding; the rule is in workloads.lowering.fit): "widen" (default) keeps the weights
+        and stores the bits they need (32 for float weights), "error" raises ValueError naming the projection,
+        "quantize" records a deep copy of the model whose Conv/Linear weights (low-rank factors included) are
+        quantized per output channel to their layer's bits (symmetric uniform, step max|w| / (2^(b-1) - 1),
+        round to nearest; 1 bit: sign x mean|w|), channels already on a b-bit grid untouched, so the trace holds
+        the spikes of the b-bit model. graph.metadata["weight_fit"] reports every projection (declared, needed,
+        stored bits, policy, grid levels; max_abs_error for "quantize"); widened or quantized projections are
+        named in one logging warning.
+    storage: one of hwmodels.trace.STORAGE_FORMATS, forced on every weight projection ("conv" on conv projections
+        only), or None: the compression's per-layer format, else "conv" for conv and "dense" for dense ones.
+    compression: the CompressionResult of the method that produced `model` (or its dataclasses.asdict form, e.g.
+        read back from JSON), or None. Its per-layer settings, keyed by module name ("4", "3.1",
+        "stages.layer1.0.conv1"), reach the lowered layers: weight_bits (quantized layers; BN folding keeps b-bit
+        levels times a per-channel scale), storage (e.g. "sparse" after unstructured pruning), state_bits
+        (membrane bits of a neuron layer; a QLIF node's own bits otherwise). Low-rank layers
+        (workloads.compression.dsp) lower by type, each to "<base>_b" -> population "<base>_relay" (kind "relay",
+        graded, r neurons per position) -> "<base>_a".
+    batch_size: samples per forward pass; device: torch device for the forward passes (None: CUDA when
+        available, else CPU). The model goes back to its original device and train/eval mode afterwards, with
+        every attribute the recording changes (store_v_seq) restored.
+
+    Returns (graph, trace). Populations: "input", one per neuron layer ("lif1", "if2", "plif3", ...), one per
+    max-pool ("pool1", ...) and, when the model ends in a weight layer, the non-spiking readout "output"
+    (threshold inf, no spikes). Projections: "conv<k>", "fc<k>" (BatchNorm and AvgPool folded in exactly),
+    "maxpool<k>", "rec<k>" (recurrent). The graph is a workloads.exchange.recurrent.RecurrentGraph when a
+    recurrent container makes a cycle. graph.metadata: "origin" {projection: "Conv1d" | "Conv2d" | "Linear" |
+    "MaxPool1d" | "MaxPool2d" | container type}, "recurrent" {projection: delay in timesteps} (when any), "layers"
+    {"populations"|"projections": {name: ["<index>:<type>", ...]}}, "n_timesteps", "weight_fit" and, when
+    present, "input_current". trace.activity (hwmodels.activity) holds, for every population but the input, the
+    neurons updated at each timestep (workloads.lowering.activity: spiking nodes from their own input current and
+    membrane potentials, max-pool and relays where they emit, the readout where its current or potential is
+    non-zero); trace.predictions the class of each sample (argmax of the model output averaged over T) when the
+    model outputs (T, N, n_classes), else None; trace.sizes the population sizes and trace.graph_fingerprint
+    graph.fingerprint() (hwmodels.simulate refuses the trace with any other graph).
+    Synaptic events of this graph and trace (hwmodels.mapping.connectivity) with count="structural" equal
+    SpikingJelly's SynOpCounter on the Conv1d/Conv2d/Linear projections for binary inputs; SpikingJelly counts
+    nothing for max-pool (no convolution) and for graded inputs (only spike-driven operations), and also nothing
+    for a layer after an average pooling (its pooled input is not binary), whose folded projection here counts the
+    un-pooled spikes. A recurrent projection's events are its population's spikes times their fan-out, as for any
+    projection (the spikes of the last timestep are sent too; the model uses the spikes of t - 1 at t).
+    Raises ValueError for an unsupported layer (naming its index and type) or spiking neuron (naming it and the
+    supported ones), an unsupported layer order or geometry, inputs whose shape does not fit the model (naming
+    the first layer that needs a shape), weights that do not fit (weight_fit "error"), or bad arguments.
+    """
+    inputs = _check_inputs(inputs, model)
+    n_t, n_s = inputs.shape[:2]
+    labels = _check_labels(labels, n_s)
+    _check_arguments(weight_bits, weight_fit, storage, batch_size)
+    per_layer = _per_layer(compression)
+    errors = {}
+    if weight_fit == "quantize":
+        model, errors = quantize_model(model, int(weight_bits), storage, per_layer["layer_bits"],
+                                       per_layer["layer_storage"])
+    graded = not bool(((inputs == 0) | (inputs == 1)).all())
+    line = inputs.dim() == 4  # 1-D signals (C, L), held as (C, 1, L)
+    shape = (inputs.shape[2], 1, inputs.shape[3]) if line else tuple(inputs.shape[2:])
+    input_pop = Population("input", shape, NeuronModel("input"), graded=graded)
+    settings = Settings(int(weight_bits), storage, **per_layer, line=line)
+    graph, recorder, probes = build_graph(model, input_pop, settings, name, n_t)
+    graph = fit_graph(graph, weight_fit, errors)
+    return graph, record_trace(recorder, inputs, graph, probes, labels, int(batch_size), device)
+
+
+def build_graph(model: nn.Module, input_pop: Population, settings: Settings, name: str,
+                n_timesteps: int) -> tuple[NetworkGraph, nn.Module, Probes]:
+    """Lower the traced `model` fed by `input_pop`: returns (graph, recorder, probes), where running the recorder
+    module on the input runs the model and passes every population's (T, B, n) tensor through
+    probes.spikes[population]; probes.nodes are the spiking nodes behind neuron populations and probes.readout
+    the layout of the model output when it is the readout's input current (workloads.lowering.activity).
+    Raises ValueError naming the module or operation that is not supported."""
+    if not any(True for _ in model.children()):
+        raise ValueError(f"model: {type(model).__name__} must be a torch.nn.Sequential (without its own forward) "
+                         "or a module with submodules")
+    fx_graph = trace_module(model)
+    build = Build(settings)
+    add_population(build, input_pop, [], None, None)
+    interpret(build, model, fx_graph, input_pop)
+    drop_unread_input(build)
+    graph = make_graph(build.populations, build.projections, name=name, metadata=build.metadata(n_timesteps))
+    recorder = Recorder(model, fx_graph, build.captures)
+    readout = None if build.readout is None else layout_fn(build.readout)
+    return graph, recorder, Probes(dict(recorder.probes.items()), node_sources(model, fx_graph, build.captures),
+                                   readout)
+
+
+def _check_arguments(weight_bits: int, weight_fit: str, storage: str | None, batch_size: int) -> None:
+    """Raise ValueError naming the argument when it is out of range or not one of its accepted values."""
+    if storage is not None and storage not in STORAGE_FORMATS:
+        raise ValueError(f"storage: {storage!r} is not one of None, {', '.join(STORAGE_FORMATS)}")
+    if not 1 <= int(weight_bits) <= 32:
+        raise ValueError(f"weight_bits: {weight_bits} must be in 1..32")
+    if weight_fit not in FIT_POLICIES:
+        raise ValueError(f"weight_fit: {weight_fit!r} is not one of {', '.join(FIT_POLICIES)}")
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size: {batch_size} must be >= 1")
+
+
+def _check_inputs(inputs, model: nn.Module) -> torch.Tensor:
+    """inputs as a float tensor. ValueError when they are empty or not (T, N, C, H, W), (T, N, C, L) or (T, N, F),
+    or when the first Conv1d/Conv2d of `model` needs the other rank; the message names the first layer that
+    needs an input shape and that shape."""
+    x = torch.as_tensor(inputs)
+    first = _first_shaped_layer(model)
+    need = "" if first is None else f"; layer {first[0]} ({type(first[1]).__name__}) needs inputs {first[2]}"
+    if x.dim() not in (3, 4, 5) or min(x.shape) == 0:
+        raise ValueError(f"inputs: shape {tuple(x.shape)} must be non-empty (T, N, C, H, W), (T, N, C, L) or "
+                         f"(T, N, F){need}")
+    if first is not None and isinstance(first[1], (nn.Conv1d, nn.Conv2d)):
+        rank = 4 if isinstance(first[1], nn.Conv1d) else 5
+        if x.dim() != rank:
+            raise ValueError(f"inputs: shape {tuple(x.shape)} does not fit the model{need}")
+    return x.float()
+
+
+#: layer type -> the (T, N, ...) input it needs when it is the first shaped layer of a model
+_INPUT_LAYOUTS = ((nn.Conv1d, lambda m: f"(T, N, C={m.in_channels}, L)"),
+                  (nn.Conv2d, lambda m: f"(T, N, C={m.in_channels}, H, W)"),
+                  (nn.Linear, lambda m: f"(T, N, F={m.in_features})"))
+
+
+def _first_shaped_layer(model: nn.Module) -> tuple[str, nn.Module, str] | None:
+    """(name, module, needed input layout) of the first Conv1d/Conv2d/Linear of `model` in module order; None when
+    a Flatten or Unflatten comes first (the input's own shape is then free) or there is none."""
+    for name, m in model.named_modules():
+        if isinstance(m, (nn.Flatten, nn.Unflatten)):
+            return None
+        for cls, layout in _INPUT_LAYOUTS:
+            if isinstance(m, cls):
+                return name, m, layout(m)
+    return None
+
+
+def _check_labels(labels, n_samples: int) -> np.ndarray | None:
+    if labels is None:
+        return None
+    arr = np.asarray(labels.cpu() if torch.is_tensor(labels) else labels).astype(np.int64)
+    if arr.shape != (n_samples,):
+        raise ValueError(f"labels: shape {arr.shape} should be ({n_samples},)")
+    return arr
+
+
+def _per_layer(compression) -> dict[str, dict]:
+    """{"layer_bits", "layer_storage", "state_bits"} from a CompressionResult, its asdict form or None; ValueError
+    for bits outside 1..32 or an unknown storage format."""
+    if compression is None:
+        return {"layer_bits": {}, "layer_storage": {}, "state_bits": {}}
+    get = compression.get if isinstance(compression, dict) else lambda key: getattr(compression, key, None)
+    out = {"layer_bits": dict(get("weight_bits") or {}), "layer_storage": dict(get("storage") or {}),
+           "state_bits": dict(get("state_bits") or {})}
+    for key, field_name in (("layer_bits", "weight_bits"), ("state_bits", "state_bits")):
+        for layer_name, bits in out[key].items():
+            if not 1 <= int(bits) <= 32:
+                raise ValueError(f"compression.{field_name}[{layer_name!r}]: {bits} must be in 1..32")
+    for layer_name, fmt in out["layer_storage"].items():
+        if fmt not in STORAGE_FORMATS:
+            raise ValueError(f"compression.storage[{layer_name!r}]: {fmt!r} is not one of {', '.join(STORAGE_FORMATS)}")
+    return out

@@ -1,0 +1,205 @@
+"""The trace recorder: re-runs the traced model on real tensors with a probe at every population and collects the
+spikes (a CSR EventTrace), neuron activity (workloads.lowering.activity) and predictions, in batches.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.fx as fx
+from spikingjelly.activation_based import functional, neuron
+from torch import nn
+
+from hwmodels.trace import EventTrace, NetworkGraph, Population
+from workloads.lowering.activity import Capture, Probes, batch_activity, predictions
+from workloads.lowering.rules_recurrent import recurrent_node
+
+
+class _Probe(nn.Module):
+    """Identity module: the recorder passes each population's tensor through one, where Capture's hook reads it."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x unchanged."""
+        return x
+
+
+class Recorder(nn.Module):
+    """Runs the traced graph of `model` on real tensors; captured values go through probes[population].
+
+    captures: {population: (fx node name or module, fn(output, args))} (workloads.lowering.build.Build). Tensors
+    are freed after their last use. train/eval mode mirrors the model's at construction.
+    """
+
+    def __init__(self, model: nn.Module, fx_graph: fx.Graph, captures: dict):
+        super().__init__()
+        self.model, self.nodes = model, list(fx_graph.nodes)
+        self.probes = nn.ModuleDict({pop: _Probe() for pop in captures})
+        self.by_node, self.by_module = {}, []
+        for pop, (where, fn) in captures.items():
+            if isinstance(where, nn.Module):
+                self.by_module.append((where, pop, fn))
+            else:
+                self.by_node.setdefault(where, []).append((pop, fn))
+        self.training = model.training  # not train(): that would reset the modes of the model's submodules
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's output on x, every captured population's values passed through its probe."""
+        handles = [mod.register_forward_hook(self._hook(pop, fn)) for mod, pop, fn in self.by_module]
+        try:
+            return self._run(x)
+        finally:
+            for h in handles:
+                h.remove()
+
+    def _hook(self, pop: str, fn):
+        """A forward hook feeding probes[pop]; returns None so the module's output is left unchanged."""
+        def hook(module, args, out) -> None:
+            self.probes[pop](fn(out, args))
+        return hook
+
+    def _run(self, x: torch.Tensor) -> torch.Tensor:
+        env, uses = {}, {n: len(n.users) for n in self.nodes}
+        for node in self.nodes:
+            if node.op == "output":
+                return env[node.args[0]]
+            args = fx.node.map_arg(node.args, lambda a: env[a])
+            kwargs = fx.node.map_arg(node.kwargs, lambda a: env[a])
+            if node.op == "placeholder":
+                out = x
+            elif node.op == "call_module":
+                out = self.model.get_submodule(node.target)(*args)
+            elif node.op == "call_method":
+                out = getattr(args[0], node.target)(*args[1:], **kwargs)
+            else:
+                out = node.target(*args, **kwargs)
+            for pop, fn in self.by_node.get(node.name, ()):
+                self.probes[pop](fn(out, args))
+            for a in set(node.all_input_nodes):
+                uses[a] -= 1
+                if uses[a] == 0:
+                    del env[a]
+            env[node] = out
+        raise ValueError("model: traced graph has no output")
+
+
+def node_sources(model: nn.Module, fx_graph: fx.Graph, captures: dict) -> dict[str, tuple[nn.Module, object]]:
+    """{population: (spiking node, layout fn)} of the captures taken from a SpikingJelly node's output (by fx
+    node or by module hook), whose activity comes from the node itself (workloads.lowering.activity); a recurrent
+    container's population from the node it steps."""
+    calls = {n.name: model.get_submodule(n.target) for n in fx_graph.nodes if n.op == "call_module"}
+    out = {}
+    for pop, (where, fn) in captures.items():
+        mod = where if isinstance(where, nn.Module) else calls.get(where)
+        mod = recurrent_node(mod) or mod
+        if isinstance(mod, neuron.BaseNode):
+            out[pop] = (mod, fn)
+    return out
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    """Device of the model's first parameter or buffer (CPU when it has none)."""
+    t = next(iter(list(model.parameters()) + list(model.buffers())), None)
+    return torch.device("cpu") if t is None else t.device
+
+
+def record_trace(model: nn.Module, inputs: torch.Tensor, graph: NetworkGraph, probes: Probes,
+                 labels: np.ndarray | None, batch_size: int, device=None) -> EventTrace:
+    """Run `model` (a Recorder) on `inputs` (T, N, ...) in batches and collect every population's spikes as a CSR
+    trace, with neuron activity and, when the model outputs (T, N, n_classes), predictions.
+
+    probes: what to read while the model runs (workloads.lowering.activity.Probes); "input" (when the graph has
+    it) is `inputs` itself; populations with no probe (the readout) get no events. The model goes back to its
+    device and to each module's train/eval mode afterwards.
+    Raises ValueError when a recorded tensor does not have the population's size.
+    """
+    default = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(default if device is None else device)
+    old_device, modes = _model_device(model), [(m, m.training) for m in model.modules()]
+    batches = []
+    try:
+        model.to(dev).eval()
+        with torch.no_grad(), Capture(probes) as cap:
+            for lo in range(0, inputs.shape[1], batch_size):
+                batches.append(_record_batch(model, inputs[:, lo:lo + batch_size].to(dev), graph, probes, cap))
+        functional.reset_net(model)
+    finally:
+        model.to(old_device)
+        for m, training in modes:  # each module's own mode (a wrapper in train mode may hold eval submodules)
+            m.training = training
+    return _assemble(graph, inputs.shape[1], inputs.shape[0], batches, labels)
+
+
+def _record_batch(model: nn.Module, x: torch.Tensor, graph: NetworkGraph, probes: Probes, cap: Capture) -> dict:
+    """One forward pass on x (T, B, ...) from reset: {"csr": (counts, indices, values), "activity": {population:
+    packed rows}, "predictions": int64 (B,) or None}."""
+    n_t, n_b = x.shape[:2]
+    functional.reset_net(model)
+    y = model(x)
+    if "input" in graph.populations:
+        cap.spikes["input"] = x
+    with_values = any(p.graded for p in graph.populations.values())
+    out = {"csr": _batch_csr(cap.spikes, graph, n_t, n_b, with_values),
+           "activity": batch_activity(graph.populations, cap.spikes, cap.rows, probes.readout, y, n_t, n_b),
+           "predictions": predictions(y, n_t, n_b)}
+    cap.clear()
+    return out
+
+
+def _assemble(graph: NetworkGraph, n_samples: int, n_t: int, batches: list[dict],
+              labels: np.ndarray | None) -> EventTrace:
+    """The EventTrace of the batches of _record_batch, in order, with the sizes and fingerprint of `graph` (the
+    graph the spikes were recorded on, so hwmodels.simulate refuses it with another graph)."""
+    counts, indices, values = zip(*(b["csr"] for b in batches))
+    offsets = np.concatenate([[0], np.cumsum(np.concatenate(counts))]).astype(np.int64)
+    activity = {name: np.concatenate([b["activity"][name] for b in batches]) for name in batches[0]["activity"]}
+    preds = [b["predictions"] for b in batches]
+    return EventTrace(list(graph.populations), n_samples, n_t, offsets, np.concatenate(indices),
+                      None if values[0] is None else np.concatenate(values), labels, activity,
+                      None if any(p is None for p in preds) else np.concatenate(preds),
+                      sizes={name: pop.size for name, pop in graph.populations.items()},
+                      graph_fingerprint=graph.fingerprint())
+
+
+def _batch_csr(captured: dict[str, torch.Tensor], graph: NetworkGraph, n_t: int, n_b: int,
+               with_values: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """CSR pieces of one batch: (counts per (sample, t, population) row, int32 indices, float32 values).
+
+    Each population's events, sorted by (sample, t, neuron), are scattered to their rows without a global sort.
+    """
+    n_rows, n_p = n_b * n_t, len(graph.populations)
+    counts, parts = np.zeros((n_rows, n_p), np.int64), []
+    for p, pop in enumerate(graph.populations.values()):
+        if pop.name in captured:
+            bt, idx, val = _population_events(captured[pop.name], pop, n_t, n_b, with_values)
+            counts[:, p] = np.bincount(bt, minlength=n_rows)
+            parts.append((p, bt, idx, val))
+    row_start = (np.cumsum(counts.ravel()) - counts.ravel()).reshape(n_rows, n_p)
+    indices = np.empty(int(counts.sum()), np.int32)
+    values = np.empty(len(indices), np.float32) if with_values else None
+    for p, bt, idx, val in parts:
+        first = np.cumsum(counts[:, p]) - counts[:, p]  # position of each row's first event in this population
+        pos = row_start[bt, p] + np.arange(len(bt)) - first[bt]
+        indices[pos] = idx
+        if with_values:
+            values[pos] = val
+    return counts.ravel(), indices, values
+
+
+def _population_events(spikes: torch.Tensor, pop: Population, n_t: int, n_b: int, with_values: bool):
+    """(sample*T + t, neuron index, value) of every non-zero entry of one population, sorted by row then index.
+
+    Raises ValueError when the recorded tensor does not have `pop.size` neurons per sample and timestep.
+    """
+    a = spikes.reshape(n_t, n_b, -1).transpose(0, 1)  # (B, T, n)
+    if a.shape[2] != pop.size:
+        raise ValueError(f"population {pop.name!r}: recorded {a.shape[2]} neurons per step, expected {pop.size} "
+                         f"for shape {pop.shape}")
+    nz = a.nonzero()
+    bt, idx = (nz[:, 0] * n_t + nz[:, 1]).cpu().numpy(), nz[:, 2].cpu().numpy()
+    val = None
+    if with_values:
+        val = a[nz[:, 0], nz[:, 1], nz[:, 2]].float().cpu().numpy() if pop.graded else np.ones(len(bt), np.float32)
+    key = bt * pop.size + idx
+    if np.any(key[1:] <= key[:-1]):  # torch.nonzero is row-major in practice; do not rely on it
+        order = np.argsort(key, kind="stable")
+        bt, idx, val = bt[order], idx[order], None if val is None else val[order]
+    return bt, idx, val
