@@ -27,6 +27,9 @@ NEURON_KINDS = ("input", "IF", "LIF", "PLIF", "sLIF", "relay", "CubaLIF")
 #: state variables per neuron of a kind (others: one, the membrane potential)
 STATE_VARIABLES = {"CubaLIF": 2}
 PROJECTION_KINDS = ("dense", "conv")
+#: widest stored weight a projection may have (Projection.weight_bits is 1..MAX_WEIGHT_BITS; lowering and the run
+#: config's hardware.weight_bits take the same range)
+MAX_WEIGHT_BITS = 32
 STORAGE_FORMATS = ("dense", "sparse", "conv", "bitmap")
 #: version written by NetworkGraph.save (graphs read: exactly this one)
 GRAPH_FORMAT_VERSION = 1
@@ -194,8 +197,8 @@ class Projection:
             _check_finite("projection.bias", self.name, np.asarray(self.bias, dtype=np.float64))
         for name in ("stride", "padding", "dilation"):
             object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
-        if not 1 <= self.weight_bits <= 32:
-            raise ValueError(f"projection.weight_bits: {self.weight_bits} must be in 1..32")
+        if not 1 <= self.weight_bits <= MAX_WEIGHT_BITS:
+            raise ValueError(f"projection.weight_bits: {self.weight_bits} must be in 1..{MAX_WEIGHT_BITS}")
         if self.gate is not None or self.gate_index is not None:
             self._check_gate()
 

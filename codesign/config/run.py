@@ -13,6 +13,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from hwmodels.trace import MAX_WEIGHT_BITS
+
 
 class ConfigError(ValueError):
     """A config problem, phrased as one line naming the field and the accepted values."""
@@ -61,8 +63,9 @@ class ModelConfig(_Section):
     v_threshold: float = Field(1.0, gt=0.0, description="firing threshold")
 
 
-class TrainConfig(_Section):
-    """Dense training with a surrogate gradient (workloads.train.TrainConfig)."""
+class TrainingConfig(_Section):
+    """Dense training with a surrogate gradient: the `train` section, turned into workloads.train.TrainConfig by
+    codesign.execute.stages.train_config."""
 
     epochs: int = Field(8, ge=0, le=10000)
     batch_size: int = Field(64, ge=1, le=1_000_000)
@@ -106,8 +109,8 @@ class HardwareConfig(_Section):
                                                             "layer-pipelined (as on Loihi) or layer-serial")
     multicast: bool = Field(False, description="send a spike as one multicast message along an XY tree")
     n_samples: int = Field(100, ge=1, description="test samples lowered to event traces and simulated")
-    weight_bits: int = Field(8, ge=1, le=16, description="bits per stored weight on the chip (layers a compression "
-                                                        "method quantizes keep their own bits)")
+    weight_bits: int = Field(8, ge=1, le=MAX_WEIGHT_BITS, description="bits per stored weight on the chip (layers a "
+                             "compression method quantizes keep their own bits); 1..32 as lowering accepts")
     weight_fit: Literal["quantize", "widen", "error"] = Field(
         "quantize", description="weights that do not fit weight_bits (workloads.lowering.lower's weight_fit): "
                                 "quantize (per output channel, before the spikes are recorded, so the trace is the "
@@ -124,7 +127,7 @@ class RunConfig(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
-    train: TrainConfig = TrainConfig()
+    train: TrainingConfig = TrainingConfig()
     compression: CompressionConfig = CompressionConfig()
     hardware: HardwareConfig = HardwareConfig()
 

@@ -76,7 +76,7 @@ for dotted, value in (("hardware.overrides", [1, 2]), ("hardware.overrides", "x"
 for dotted, value in (("train.epochs", -1), ("train.epochs", 10001), ("train.batch_size", 0),
                       ("data.n_timesteps", 0), ("data.n_timesteps", 1001), ("model.tau", 0.5),
                       ("model.v_threshold", 0), ("train.momentum", 1.0), ("train.weight_decay", -1),
-                      ("hardware.weight_bits", 0), ("hardware.weight_bits", 17), ("hardware.n_samples", 0),
+                      ("hardware.weight_bits", 0), ("hardware.weight_bits", 33), ("hardware.n_samples", 0),
                       ("hardware.n_samples", -5), ("seed", -1), ("compression.ratios", [1.0]),
                       ("compression.ratios", [-0.1]), ("compression.ratios", [0.5, 1.5]),
                       ("hardware.n_samples", 100000), ("compression.params.q", -3),

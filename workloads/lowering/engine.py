@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from hwmodels.trace import STORAGE_FORMATS, EventTrace, NetworkGraph, NeuronModel, Population
+from hwmodels.trace import MAX_WEIGHT_BITS, STORAGE_FORMATS, EventTrace, NetworkGraph, NeuronModel, Population
 from workloads.exchange.recurrent import make_graph
 from workloads.lowering.activity import Probes
 from workloads.lowering.build import Build, Settings, add_population, drop_unread_input
@@ -138,8 +138,8 @@ def _check_arguments(weight_bits: int, weight_fit: str, storage: str | None, bat
     """Raise ValueError naming the argument when it is out of range or not one of its accepted values."""
     if storage is not None and storage not in STORAGE_FORMATS:
         raise ValueError(f"storage: {storage!r} is not one of None, {', '.join(STORAGE_FORMATS)}")
-    if not 1 <= int(weight_bits) <= 32:
-        raise ValueError(f"weight_bits: {weight_bits} must be in 1..32")
+    if not 1 <= int(weight_bits) <= MAX_WEIGHT_BITS:
+        raise ValueError(f"weight_bits: {weight_bits} must be in 1..{MAX_WEIGHT_BITS}")
     if weight_fit not in FIT_POLICIES:
         raise ValueError(f"weight_fit: {weight_fit!r} is not one of {', '.join(FIT_POLICIES)}")
     if int(batch_size) < 1:
