@@ -26,7 +26,7 @@ class SimCache:
 
     max_entries: entries kept (a mapping, a fan-out table, one batch's action counts, one batch's routes each
     count one); older ones are dropped. The cache holds references to the objects of its keys, so an id is
-    never reused while its entry lives. It assumes graphs, traces and mappings are not modified in place.
+    never reused while its entry lives. It assumes graphs, traces, mappings and chips are not modified in place.
     Results are bit-identical with and without a cache (tests/hwmodels/test_simcache.py).
     """
 
@@ -35,6 +35,7 @@ class SimCache:
             raise ValueError(f"max_entries: {max_entries} must be >= 1")
         self.max_entries = max_entries
         self._store: OrderedDict = OrderedDict()
+        self._signatures: OrderedDict = OrderedDict()  # (kind, id(chip)) -> (signature, chip kept alive)
         self.hits = self.misses = 0
 
     def keep(self, key: tuple, make: Callable[[], Any], pins: tuple = ()) -> Any:
@@ -51,12 +52,23 @@ class SimCache:
             self._store.popitem(last=False)
         return value
 
+    def signature(self, kind: str, chip: ChipSpec) -> tuple:
+        """mapping_signature(chip) (kind "mapping") or timing_signature(chip) ("timing"), once per chip object (a
+        chip is not modified in place while it is used; the analytic model asks once per sample)."""
+        key = (kind, id(chip))
+        if key not in self._signatures:
+            fn = {"mapping": mapping_signature, "timing": timing_signature}[kind]
+            self._signatures[key] = (fn(chip), chip)
+            while len(self._signatures) > 2 * self.max_entries:
+                self._signatures.popitem(last=False)
+        return self._signatures[key][0]
+
     def mapping(self, graph: NetworkGraph, chip: ChipSpec, placement: str = "in_order",
                 traffic: EventTrace | None = None, seed: int = 0) -> Mapping:
         """hwmodels.map_network(graph, chip, placement, traffic, seed), once per mapping signature; a network
         that does not fit raises the same MappingError every time."""
         uses = placement in USES_TRAFFIC and traffic is not None
-        key = ("map", id(graph), mapping_signature(chip), placement, id(traffic) if uses else None, seed)
+        key = ("map", id(graph), self.signature("mapping", chip), placement, id(traffic) if uses else None, seed)
 
         def make():
             try:
@@ -90,13 +102,13 @@ class SimCache:
     def timings(self, model: str, group: list, chip: ChipSpec, compute: Callable[[], list]) -> list:
         """compute() (the Timing of each (actions, times, routes) batch of `group` under latency model `model`),
         once per (model, action counts, latency signature of chip)."""
-        key = ("timing", model, tuple(id(b[0]) for b in group), timing_signature(chip))
+        key = ("timing", model, tuple(id(b[0]) for b in group), self.signature("timing", chip))
         return self.keep(key, compute, tuple(b[0] for b in group))
 
     def times(self, actions: Actions, chip: ChipSpec, mapping: Mapping) -> ActionTimes:
         """hwmodels.timing.pipeline.action_times of a batch, once per (actions, mapping, latency signature of chip)
         (a sweep over energies reuses the durations of every action)."""
-        return self.keep(("times", id(actions), id(mapping), timing_signature(chip)),
+        return self.keep(("times", id(actions), id(mapping), self.signature("timing", chip)),
                          lambda: action_times(actions, chip, mapping), (actions, mapping))
 
     def counts(self, actions: Actions, use: RouteUse, chip: ChipSpec) -> dict:

@@ -20,7 +20,7 @@ from hwmodels.mapping.check import check_mapping
 from hwmodels.events.network import HOP_KINDS, Network, RouteUse, route_use
 from hwmodels.timing.pipeline import ActionTimes, action_times, core_busy_s
 from hwmodels.result import ResultTables, SimResult
-from hwmodels.simcache import SimCache, mapping_signature
+from hwmodels.simcache import SimCache
 from hwmodels.chip.spec import ChipSpec
 from hwmodels.trace import EventTrace, NetworkGraph
 from hwmodels.trace_check import check_trace
@@ -158,7 +158,7 @@ def _inputs(graph: NetworkGraph, chip: ChipSpec, mapping: Mapping | None, multic
     mapping given by the caller is checked against the graph and every core limit of the chip."""
     if mapping is not None:
         mapping = check_mapping(graph, mapping, chip) if cache is None else cache.keep(
-            ("checked", id(graph), id(mapping), mapping_signature(chip)), lambda: check_mapping(graph, mapping, chip),
+            ("checked", id(graph), id(mapping), cache.signature("mapping", chip)), lambda: check_mapping(graph, mapping, chip),
             (graph, mapping))
     if cache is None:
         mapping = map_network(graph, chip) if mapping is None else mapping

@@ -140,7 +140,7 @@ def _n_params(model) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _curve(table: pd.DataFrame, layer: str, column: str, ratio: float) -> float:
+def ratio_curve(table: pd.DataFrame, layer: str, column: str, ratio: float) -> float:
     """Probe curve of `layer` at `ratio`: piecewise linear through (0, 0) and the probe points, extended with the
     last segment's slope."""
     part = table[table["layer"] == layer].sort_values("probe_ratio")
@@ -156,7 +156,7 @@ def layer_score(table: pd.DataFrame, layer: str, r: float, acfg: AllocatorConfig
     """Marginal (hardware saving - lam x accuracy lost) per fraction of parameters removed when `layer` goes from
     ratio r to r + step, from the probe curves; saving = energy_weight dE + latency_weight dL (fractions)."""
     def delta(col: str) -> float:
-        return _curve(table, layer, col, r + acfg.step) - _curve(table, layer, col, r)
+        return ratio_curve(table, layer, col, r + acfg.step) - ratio_curve(table, layer, col, r)
     saving = acfg.energy_weight * delta("d_energy_frac") + acfg.latency_weight * delta("d_latency_frac")
     return (saving - lam * max(delta("d_accuracy"), 0.0)) / max(delta("d_params_frac"), 1e-9)
 

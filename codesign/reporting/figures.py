@@ -87,7 +87,7 @@ def series_of(df: pd.DataFrame) -> pd.Series:
     return df["series"] if "series" in df.columns else df["method"]
 
 
-def _line(df: pd.DataFrame, column: str, scale: float, ylabel: str, title: str):
+def line_figure(df: pd.DataFrame, column: str, scale: float, ylabel: str, title: str):
     """`column` x scale against the ratio, one curve per series, with CI error bars when the table has them."""
     fig, ax = plt.subplots(figsize=(4.6, 3.2))
     for name, part in df.groupby(series_of(df), sort=False):
@@ -122,7 +122,7 @@ def _label_front(ax, front: pd.DataFrame, scale: float) -> None:
         ax.text(1.02, 1.0, key, transform=ax.transAxes, va="top", ha="left", fontsize=6)
 
 
-def _pareto(df: pd.DataFrame):
+def pareto_figure(df: pd.DataFrame):
     """Accuracy against energy; front points in colour, each labelled with `point_tags`."""
     fig, ax = plt.subplots(figsize=(4.6, 3.2))
     scale, unit = si_scale(df["energy_j"], "J")
@@ -139,7 +139,7 @@ def _pareto(df: pd.DataFrame):
     return fig
 
 
-def _energy(df: pd.DataFrame):
+def energy_figure(df: pd.DataFrame):
     """Energy per point stacked by component, with the CI of the total as error bars."""
     fig, ax = plt.subplots(figsize=(max(4.6, 0.5 * len(df)), 3.2))
     scale, unit = si_scale(df["energy_j"], "J")
@@ -209,7 +209,7 @@ def _metric_panel(ax, df: pd.DataFrame, key: str, metric: tuple) -> None:
     ax.grid(alpha=0.3)
 
 
-def _hardware(df: pd.DataFrame, key: str):
+def hardware_figure(df: pd.DataFrame, key: str):
     """Energy, latency and accuracy (one panel each) against the swept hardware parameter `key`."""
     part = df[df[key].notna()].reset_index(drop=True)
     metrics = [m for m in HARDWARE_METRICS if m[0] in part.columns]
@@ -234,15 +234,15 @@ def result_figures(df: pd.DataFrame) -> list[Figure]:
     (`hardware_axes`); points that did not fit the chip (energy NaN) are left out. Energy and latency show
     their confidence intervals as error bars when the table has them (`ci_errors`)."""
     df = df[df["energy_j"].notna()].reset_index(drop=True) if "energy_j" in df.columns else df
-    figs = [render("pareto", "Pareto front: accuracy against energy per inference", _pareto(df))] \
+    figs = [render("pareto", "Pareto front: accuracy against energy per inference", pareto_figure(df))] \
         if "pareto" in df.columns else []
     lat_scale, lat_unit = si_scale(df["latency_s"], "s") if "latency_s" in df.columns else (1.0, "s")
     figs += [
-        render("accuracy", "Accuracy against compression", _line(df, "accuracy", 100.0, "accuracy (%)", "Accuracy")),
-        render("params", "Parameters against compression", _line(df, "params", 1.0, "parameters", "Parameters")),
-        render("energy", "Energy per inference, stacked by component", _energy(df)),
+        render("accuracy", "Accuracy against compression", line_figure(df, "accuracy", 100.0, "accuracy (%)", "Accuracy")),
+        render("params", "Parameters against compression", line_figure(df, "params", 1.0, "parameters", "Parameters")),
+        render("energy", "Energy per inference, stacked by component", energy_figure(df)),
         render("latency", "Latency per inference against compression",
-               _line(df, "latency_s", lat_scale, f"latency per inference ({lat_unit})", "Latency")),
+               line_figure(df, "latency_s", lat_scale, f"latency per inference ({lat_unit})", "Latency")),
     ]
-    return figs + [render(figure_stem(key), f"Energy, latency and accuracy against {key}", _hardware(df, key))
+    return figs + [render(figure_stem(key), f"Energy, latency and accuracy against {key}", hardware_figure(df, key))
                    for key in hardware_axes(df)]

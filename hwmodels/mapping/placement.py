@@ -108,7 +108,7 @@ def _bisect(graph: nx.Graph, cores: list, slots: np.ndarray, xy: np.ndarray, see
     _bisect(graph, big, slots[order[half:]], xy[order[half:]], seed, out)
 
 
-def _refine(w: np.ndarray, d: np.ndarray, perm: np.ndarray, sweeps: int,
+def refine_swaps(w: np.ndarray, d: np.ndarray, perm: np.ndarray, sweeps: int,
             kinds: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """Swap local search on the quadratic assignment cost 1/2 sum_ij w_ij d[perm_i, perm_j]: each core in turn
     moves to the slot (free or occupied, then swapped) that lowers the cost most; stops after a sweep with no
@@ -151,7 +151,7 @@ def comm_aware(part: Partition, chip: ChipSpec, traffic: np.ndarray | None, seed
     """Communication-aware placement: minimise the spike-weighted hop distance sum_ij traffic_ij x hops(i, j).
 
     Candidates: in_order, snake and a recursive Kernighan-Lin bisection (networkx) of the core-to-core traffic
-    graph onto a near-square block of tiles; the cheapest is refined by improving swaps (`_refine`). The result
+    graph onto a near-square block of tiles; the cheapest is refined by improving swaps (`refine_swaps`). The result
     is never worse than in_order on `traffic`. Above _MAX_SLOTS candidate slots (thousands of cores) it only
     picks the better of in_order and snake. traffic: (n_cores, n_cores) messages; seed: for Kernighan-Lin.
     Raises ValueError when traffic is None.
@@ -186,7 +186,7 @@ def comm_aware(part: Partition, chip: ChipSpec, traffic: np.ndarray | None, seed
     costs = [0.5 * float((w * d[p][:, p]).sum()) for p in starts]
     best = starts[int(np.argmin(costs))]
     sweeps = int(max(1, min(10, _REFINE_BUDGET // max(1, n * (len(cand) * n + n * n)))))
-    return cand[_refine(w, d, best, sweeps)]
+    return cand[refine_swaps(w, d, best, sweeps)]
 
 
 def _comm_aware_typed(part: Partition, chip: ChipSpec, traffic: np.ndarray) -> np.ndarray:
@@ -205,7 +205,7 @@ def _comm_aware_typed(part: Partition, chip: ChipSpec, traffic: np.ndarray) -> n
     d = (np.abs(xy[:, None, 0] - xy[None, :, 0]) + np.abs(xy[:, None, 1] - xy[None, :, 1])).astype(np.float64)
     n = part.n_cores
     sweeps = int(max(1, min(10, _REFINE_BUDGET // max(1, n * (m * n + n * n)))))
-    return _refine(w, d, best, sweeps, (part.core_type, chip.slot_types()))
+    return refine_swaps(w, d, best, sweeps, (part.core_type, chip.slot_types()))
 
 
 #: placement name -> fn(partition, chip, traffic (n_cores x n_cores) or None, seed) -> int64 slot id per core

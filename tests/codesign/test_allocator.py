@@ -5,7 +5,7 @@ import sys
 import pandas as pd
 import pytest
 
-from codesign.execute.allocate import AllocatorConfig, _curve, allocate, candidates, layer_score, select
+from codesign.execute.allocate import AllocatorConfig, ratio_curve, allocate, candidates, layer_score, select
 from codesign.config.run import ConfigError, load_config
 from codesign.execute.allocate import check_method
 
@@ -23,10 +23,10 @@ def _probe():
 
 def test_curve_interpolates_and_extends_the_last_slope():
     t = _probe()
-    assert _curve(t, "a", "d_energy_frac", 0.0) == 0.0
-    assert _curve(t, "a", "d_energy_frac", 0.375) == pytest.approx(0.6 * 0.375)
+    assert ratio_curve(t, "a", "d_energy_frac", 0.0) == 0.0
+    assert ratio_curve(t, "a", "d_energy_frac", 0.375) == pytest.approx(0.6 * 0.375)
     # b's accuracy curve 0.8 r^2 through the probe points: last segment slope (0.45 - 0.2) / 0.25 = 1.0
-    assert _curve(t, "b", "d_accuracy", 0.85) == pytest.approx(0.45 + 1.0 * 0.1)
+    assert ratio_curve(t, "b", "d_accuracy", 0.85) == pytest.approx(0.45 + 1.0 * 0.1)
 
 
 def test_score_and_greedy_allocation_by_hand():

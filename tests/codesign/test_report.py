@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from matplotlib.container import ErrorbarContainer
 
-from codesign.reporting.figures import _energy, _hardware, _line, _pareto, ci_errors, energy_components, result_figures
+from codesign.reporting.figures import energy_figure, hardware_figure, line_figure, pareto_figure, ci_errors, energy_components, result_figures
 from codesign.reporting.report import (ENERGY_TABLE, LATENCY_TABLE, derived_tables, display_table, markdown_table,
                              rebuild_report, write_report)
 from hwmodels.energy.costs import ENERGY_COMPONENTS
@@ -88,21 +88,21 @@ def test_energy_and_latency_figures_draw_the_ci_columns_as_error_bars():
     assert ci_errors(df, "accuracy") is None
     clipped = df.assign(energy_j_ci_low=[3.1e-6, 1.4e-6])  # an interval above the point: no bar below it
     assert ci_errors(clipped, "energy_j")[0, 0] == 0.0
-    fig = _line(df, "latency_s", 1e6, "us", "Latency")
+    fig = line_figure(df, "latency_s", 1e6, "us", "Latency")
     (bars,) = _bars(fig.axes[0])
     assert bars == pytest.approx(np.array([[15.0, 22.0], [10.0, 13.0]]))  # the CI bounds in us
     plt.close(fig)
-    fig = _energy(df)
+    fig = energy_figure(df)
     (bars,) = _bars(fig.axes[0])
     assert bars == pytest.approx(np.array([[2.5, 3.25], [1.4, 1.55]]))  # around the stacked total, uJ
     heights = [p.get_height() for p in fig.axes[0].patches]
     assert len(heights) == 2 * 6 and sum(heights) == pytest.approx(4.5)
     plt.close(fig)
-    fig = _pareto(df.assign(pareto=[True, False]))
+    fig = pareto_figure(df.assign(pareto=[True, False]))
     bars = np.concatenate(_bars(fig.axes[0]))  # horizontal: energy CI of each point, front and not
     assert bars[np.argsort(bars[:, 0])] == pytest.approx(np.array([[1.4, 1.55], [2.5, 3.25]]))
     plt.close(fig)
-    fig = _line(_old_table(), "latency_s", 1e6, "us", "Latency")  # no CI columns: no bars
+    fig = line_figure(_old_table(), "latency_s", 1e6, "us", "Latency")  # no CI columns: no bars
     assert _bars(fig.axes[0]) == []
     plt.close(fig)
 
@@ -154,21 +154,21 @@ def _texts(fig) -> list[str]:
 
 def test_pareto_points_are_labelled_and_units_use_micro():
     df = _table().assign(pareto=[True, True])
-    fig = _pareto(df)
+    fig = pareto_figure(df)
     texts = _texts(fig)
     assert "r=0" in texts and "r=0.5" in texts
     assert fig.axes[0].get_xlabel() == "energy per inference (\u00b5J)"
     plt.close(fig)
-    fig = _pareto(df.assign(series=["sca | preset=loihi", "sca | preset=speck"]))
+    fig = pareto_figure(df.assign(series=["sca | preset=loihi", "sca | preset=speck"]))
     assert {"sca | preset=loihi, r=0", "sca | preset=speck, r=0.5"} <= set(_texts(fig))
     plt.close(fig)
     many = pd.concat([df] * 3, ignore_index=True).assign(ratio=[0.0, 0.5, 0.1, 0.6, 0.2, 0.7],
                                                          energy_j=[6e-6, 1e-6, 5e-6, 2e-6, 4e-6, 3e-6])
-    fig = _pareto(many)  # more front points than fit beside them: numbered in energy order, with a key
+    fig = pareto_figure(many)  # more front points than fit beside them: numbered in energy order, with a key
     texts = _texts(fig)
     assert {"1", "2", "6"} <= set(texts) and "1: r=0.5\n2: r=0.6\n3: r=0.7\n4: r=0.2\n5: r=0.1\n6: r=0" in texts
     plt.close(fig)
-    fig = _energy(df)
+    fig = energy_figure(df)
     assert fig.axes[0].get_ylabel() == "energy per inference (\u00b5J)"
     plt.close(fig)
 
@@ -186,7 +186,7 @@ def test_metrics_against_each_swept_hardware_parameter(tmp_path):
     df = _hardware_table()
     names = [f.name for f in result_figures(df)]
     assert names[-2:] == ["hw-hardware.preset", "hw-hardware.overrides.core.neurons_per_core"]
-    fig = _hardware(df, "hardware.overrides.core.neurons_per_core")
+    fig = hardware_figure(df, "hardware.overrides.core.neurons_per_core")
     assert [ax.get_ylabel() for ax in fig.axes] == ["energy per inference (\u00b5J)", "latency per inference "
                                                     "(\u00b5s)", "accuracy (%)"]
     assert {ax.get_xlabel() for ax in fig.axes} == {"hardware.overrides.core.neurons_per_core"}
@@ -195,12 +195,12 @@ def test_metrics_against_each_swept_hardware_parameter(tmp_path):
     assert set(lines) == {"sca, r=0.5, preset=loihi", "sca, r=0.5, preset=speck"}
     assert lines["sca, r=0.5, preset=speck"].get_xydata().tolist() == [[256, 3.0], [512, 4.0]]
     plt.close(fig)
-    fig = _hardware(df, "hardware.preset")  # names on the x axis
+    fig = hardware_figure(df, "hardware.preset")  # names on the x axis
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["loihi", "speck"]
     plt.close(fig)
     # an axis only some grids have (NaN elsewhere) names its curves with '-' for the rows without it
     mixed = df.assign(**{"compression.params.bits": [4, np.nan, 4, np.nan]})
-    fig = _hardware(mixed, "hardware.preset")
+    fig = hardware_figure(mixed, "hardware.preset")
     assert {ln.get_label() for ln in fig.axes[2].get_lines()} == {
         "sca, r=0.5, neurons_per_core=256, bits=4.0", "sca, r=0.5, neurons_per_core=512, bits=-"}
     plt.close(fig)

@@ -135,9 +135,9 @@ def test_placements_that_ignore_traffic_accept_a_trace_and_bad_traces_are_reject
 
 
 def test_swap_refinement_ends_in_a_local_optimum_checked_by_brute_force(rng):
-    """After _refine converges, no single move of a core to another slot (swapping with its occupant) lowers
+    """After refine_swaps converges, no single move of a core to another slot (swapping with its occupant) lowers
     1/2 sum_ij w_ij d[p_i, p_j], checked by recomputing the cost of every move; and it never got worse."""
-    from hwmodels.mapping.placement import _refine
+    from hwmodels.mapping.placement import refine_swaps
     n, m = 8, 12
     w = rng.poisson(3.0, (n, n)) * (rng.random((n, n)) < 0.5)
     w = (w + w.T).astype(float)
@@ -149,7 +149,7 @@ def test_swap_refinement_ends_in_a_local_optimum_checked_by_brute_force(rng):
         return 0.5 * float((w * d[p][:, p]).sum())
 
     start = np.arange(n)
-    p = _refine(w, d, start, sweeps=50)
+    p = refine_swaps(w, d, start, sweeps=50)
     assert cost(p) <= cost(start) and len(set(p.tolist())) == n
     for a in range(n):
         for t in range(m):

@@ -18,7 +18,7 @@ from workloads.compression.dsp import LowRankLinear
 from workloads.lowering import lower
 from workloads.models import NeuronSpec, build_model
 from workloads.models.blocks import conv_bn_sn
-from workloads.models.resnet import BasicBlock, SpikingResNet, _pool_fc, _stages
+from workloads.models.resnet import BasicBlock, SpikingResNet, pool_fc_head, resnet_stages
 from workloads.neurons import charge_sequence, make_neuron
 from seeded import seeded_init, Wrap
 
@@ -184,8 +184,8 @@ def test_low_rank_relay_is_active_where_it_relays_a_value():
 
 def test_spikformer_and_resnet_lower_with_activity_for_every_population():
     sn = NeuronSpec("LIF", 2.0, 1.0)
-    resnet = SpikingResNet(nn.Sequential(*conv_bn_sn(2, 4, sn)), _stages(BasicBlock, 4, (4, 8), (1, 1), sn),
-                           nn.Sequential(*_pool_fc(8, 5)))
+    resnet = SpikingResNet(nn.Sequential(*conv_bn_sn(2, 4, sn)), resnet_stages(BasicBlock, 4, (4, 8), (1, 1), sn),
+                           nn.Sequential(*pool_fc_head(8, 5)))
     x = _spikes((T, 3, 2, 16, 16), 0.3, seed=4)
     graph, trace = _check_activity(seeded_init(resnet, seed=5), x)
     assert set(trace.activity) == set(graph.populations) - {"input"}

@@ -21,7 +21,7 @@ from workloads.compression.dsp import factorize
 from workloads.lowering import lower
 from workloads.models import NeuronSpec, build_model
 from workloads.models.blocks import conv_bn_sn
-from workloads.models.resnet import BasicBlock, PreActBlock, SpikingResNet, _conv, _pool_fc, _stages
+from workloads.models.resnet import BasicBlock, PreActBlock, SpikingResNet, conv_bn, pool_fc_head, resnet_stages
 from seeded import seeded_init, Wrap
 
 T, N = 2, 3
@@ -35,8 +35,8 @@ def _spikes(shape, p: float, seed: int) -> torch.Tensor:
 def _resnet19_tiny() -> SpikingResNet:
     """ResNet19's blocks at widths 4/8: two identity-shortcut blocks, then a stride-2 block with a 1x1 conv+BN
     shortcut; stem conv-BN-LIF, head avg-pool + Linear."""
-    net = SpikingResNet(nn.Sequential(*conv_bn_sn(2, 4, SN)), _stages(BasicBlock, 4, (4, 8), (2, 1), SN),
-                        nn.Sequential(*_pool_fc(8, 5)))
+    net = SpikingResNet(nn.Sequential(*conv_bn_sn(2, 4, SN)), resnet_stages(BasicBlock, 4, (4, 8), (2, 1), SN),
+                        nn.Sequential(*pool_fc_head(8, 5)))
     return seeded_init(net, seed=1)
 
 
@@ -50,8 +50,8 @@ def _resnet19_low_rank() -> SpikingResNet:
 
 def _preact_tiny() -> SpikingResNet:
     """Pre-activation ResNet at widths 4/8 (stem conv without BN/SN, final BN-LIF, avg-pool, Linear)."""
-    head = nn.Sequential(layer.BatchNorm2d(8, step_mode="m"), SN(), *_pool_fc(8, 5))
-    net = SpikingResNet(nn.Sequential(_conv(2, 4, 3, 1)), _stages(PreActBlock, 4, (4, 8), (2, 1), SN), head)
+    head = nn.Sequential(layer.BatchNorm2d(8, step_mode="m"), SN(), *pool_fc_head(8, 5))
+    net = SpikingResNet(nn.Sequential(conv_bn(2, 4, 3, 1)), resnet_stages(PreActBlock, 4, (4, 8), (2, 1), SN), head)
     return seeded_init(net, seed=2)
 
 

@@ -19,14 +19,14 @@ from workloads.encoding import encode
 from workloads.lowering import lower
 from workloads.models import NeuronSpec, build_model, count_parameters
 from workloads.models.blocks import conv_bn_sn
-from workloads.models.resnet import BasicBlock, PreActBlock, SpikingResNet, _conv, _pool_fc
+from workloads.models.resnet import BasicBlock, PreActBlock, SpikingResNet, conv_bn, pool_fc_head
 from workloads.train import TrainConfig, evaluate, train
 
 CPU = torch.device("cpu")
 L1, L2 = "stages.layer1", "stages.layer2"
 
 
-def _stages(block, widths_depths, c_in, sn):
+def resnet_stages(block, widths_depths, c_in, sn):
     """Stage i: blocks of block type at (width, depth); the first block of stage 2 has stride 2."""
     stages = OrderedDict()
     for i, (width, depth) in enumerate(widths_depths):
@@ -59,8 +59,8 @@ def preact_tiny(kind: str = "LIF", seed: int = 2, theta: float = 0.3, w=(4, 8), 
     sn = NeuronSpec(kind, 2.0, theta)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        head = nn.Sequential(layer.BatchNorm2d(w[1], step_mode="m"), sn(), *_pool_fc(w[1], 10))
-        net = SpikingResNet(nn.Sequential(_conv(1, w[0], 3, 1)), _stages(PreActBlock, [(w[0], 2), (w[1], 2)], w[0], sn),
+        head = nn.Sequential(layer.BatchNorm2d(w[1], step_mode="m"), sn(), *pool_fc_head(w[1], 10))
+        net = SpikingResNet(nn.Sequential(conv_bn(1, w[0], 3, 1)), resnet_stages(PreActBlock, [(w[0], 2), (w[1], 2)], w[0], sn),
                             head)
     return _init(net, seed) if init else net
 
@@ -72,7 +72,7 @@ def resnet19_tiny(seed: int = 1, theta: float = 0.3, w=(4, 8), init: bool = True
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = SpikingResNet(nn.Sequential(*conv_bn_sn(1, w[0], sn)),
-                            _stages(BasicBlock, [(w[0], 2), (w[1], 1)], w[0], sn), nn.Sequential(*_pool_fc(w[1], 10)))
+                            resnet_stages(BasicBlock, [(w[0], 2), (w[1], 1)], w[0], sn), nn.Sequential(*pool_fc_head(w[1], 10)))
     return _init(net, seed) if init else net
 
 

@@ -15,7 +15,7 @@ from torch import nn
 from workloads.models.blocks import NeuronSpec, conv_bn_sn
 
 
-def _conv(c_in: int, c_out: int, kernel: int, stride: int) -> layer.Conv2d:
+def conv_bn(c_in: int, c_out: int, kernel: int, stride: int) -> layer.Conv2d:
     return layer.Conv2d(c_in, c_out, kernel, stride=stride, padding=kernel // 2, bias=False, step_mode="m")
 
 
@@ -26,10 +26,10 @@ class BasicBlock(nn.Module):
 
     def __init__(self, c_in: int, c_out: int, stride: int, sn: NeuronSpec):
         super().__init__()
-        self.conv1, self.bn1, self.sn1 = _conv(c_in, c_out, 3, stride), layer.BatchNorm2d(c_out, step_mode="m"), sn()
-        self.conv2, self.bn2 = _conv(c_out, c_out, 3, 1), layer.BatchNorm2d(c_out, step_mode="m")
+        self.conv1, self.bn1, self.sn1 = conv_bn(c_in, c_out, 3, stride), layer.BatchNorm2d(c_out, step_mode="m"), sn()
+        self.conv2, self.bn2 = conv_bn(c_out, c_out, 3, 1), layer.BatchNorm2d(c_out, step_mode="m")
         projection = stride != 1 or c_in != c_out
-        self.shortcut = (nn.Sequential(_conv(c_in, c_out, 1, stride), layer.BatchNorm2d(c_out, step_mode="m"))
+        self.shortcut = (nn.Sequential(conv_bn(c_in, c_out, 1, stride), layer.BatchNorm2d(c_out, step_mode="m"))
                          if projection else nn.Identity())
         self.sn2 = sn()
 
@@ -47,11 +47,11 @@ class PreActBlock(nn.Module):
     def __init__(self, c_in: int, c_out: int, stride: int, sn: NeuronSpec):
         super().__init__()
         self.bn1, self.sn1 = layer.BatchNorm2d(c_in, step_mode="m"), sn()
-        self.conv1 = _conv(c_in, c_out, 3, stride)
+        self.conv1 = conv_bn(c_in, c_out, 3, stride)
         self.bn2, self.sn2 = layer.BatchNorm2d(c_out, step_mode="m"), sn()
-        self.conv2 = _conv(c_out, c_out, 3, 1)
+        self.conv2 = conv_bn(c_out, c_out, 3, 1)
         self.projection = stride != 1 or c_in != c_out
-        self.shortcut = _conv(c_in, c_out, 1, stride) if self.projection else nn.Identity()
+        self.shortcut = conv_bn(c_in, c_out, 1, stride) if self.projection else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = self.sn1(self.bn1(x))
@@ -70,7 +70,7 @@ class SpikingResNet(nn.Module):
         return self.head(self.stages(self.stem(x)))
 
 
-def _stages(block: type, c_in: int, widths: Sequence[int], depths: Sequence[int], sn: NeuronSpec) -> nn.Sequential:
+def resnet_stages(block: type, c_in: int, widths: Sequence[int], depths: Sequence[int], sn: NeuronSpec) -> nn.Sequential:
     """Stage i: depths[i] blocks of width widths[i]; the first block of every stage after the first has stride 2."""
     stages = OrderedDict()
     for i, (width, depth) in enumerate(zip(widths, depths)):
@@ -80,7 +80,7 @@ def _stages(block: type, c_in: int, widths: Sequence[int], depths: Sequence[int]
     return nn.Sequential(stages)
 
 
-def _pool_fc(c: int, n_classes: int) -> list[nn.Module]:
+def pool_fc_head(c: int, n_classes: int) -> list[nn.Module]:
     return [layer.AdaptiveAvgPool2d((1, 1), step_mode="m"), layer.Flatten(step_mode="m"),
             layer.Linear(c, n_classes, step_mode="m")]
 
@@ -90,8 +90,8 @@ def resnet19(in_shape, n_classes: int, sn: NeuronSpec) -> SpikingResNet:
     128/256/512 (stride 2 entering stages 2 and 3), global average pool, Linear(512, n). A single FC head (no
     FC-256 as in tdBN) is what gives the published 12.57M. 3x32x32, 10 classes: 12,569,226 parameters."""
     stem = nn.Sequential(*conv_bn_sn(in_shape[0], 128, sn))
-    stages = _stages(BasicBlock, 128, (128, 256, 512), (3, 3, 2), sn)
-    return SpikingResNet(stem, stages, nn.Sequential(*_pool_fc(512, n_classes)))
+    stages = resnet_stages(BasicBlock, 128, (128, 256, 512), (3, 3, 2), sn)
+    return SpikingResNet(stem, stages, nn.Sequential(*pool_fc_head(512, n_classes)))
 
 
 def preact_resnet18(in_shape, n_classes: int, sn: NeuronSpec) -> SpikingResNet:
@@ -99,7 +99,7 @@ def preact_resnet18(in_shape, n_classes: int, sn: NeuronSpec) -> SpikingResNet:
     bn1/sn1 follow it), PreActBlocks [2, 2, 2, 2] at 64/128/256/512, final BN-SN, global average pool, Linear(512,
     n). SCA prunes pre-activation ResNets but its exact depth is not given in METHODS.md; ResNet-18 is our choice.
     3x32x32, 10 classes: 11,172,170 parameters."""
-    stem = nn.Sequential(_conv(in_shape[0], 64, 3, 1))
-    stages = _stages(PreActBlock, 64, (64, 128, 256, 512), (2, 2, 2, 2), sn)
-    head = nn.Sequential(layer.BatchNorm2d(512, step_mode="m"), sn(), *_pool_fc(512, n_classes))
+    stem = nn.Sequential(conv_bn(in_shape[0], 64, 3, 1))
+    stages = resnet_stages(PreActBlock, 64, (64, 128, 256, 512), (2, 2, 2, 2), sn)
+    head = nn.Sequential(layer.BatchNorm2d(512, step_mode="m"), sn(), *pool_fc_head(512, n_classes))
     return SpikingResNet(stem, stages, head)
