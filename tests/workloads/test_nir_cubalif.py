@@ -16,6 +16,7 @@ from hwmodels.mapping.storage import state_bits_per_neuron
 from hwmodels.trace import EventTrace, NetworkGraph, NeuronModel, Population, Projection
 from workloads.exchange.nir_io import nir_workload
 from workloads.neurons import CubaLIFNode
+from snntorch_steps import snntorch_spikes
 
 T, N, DT = 20, 3, 1e-4
 
@@ -95,21 +96,6 @@ def _synaptic(snn, n: int, alpha: float, beta: float, threshold: float = 1.0, ou
                         reset_mechanism="zero", reset_delay=False)
 
 
-def _run(net: nn.Module, x: torch.Tensor, idx: tuple[int, ...]) -> dict[int, np.ndarray]:
-    """Spikes (T, N, n) of net[i] for i in idx, run step by step from reset state."""
-    rec = {i: [] for i in idx}
-    hooks = [net[i].register_forward_hook(lambda m, a, o, i=i: rec[i].append(
-        (o[0] if isinstance(o, tuple) else o).detach().clone())) for i in idx]
-    with torch.no_grad():
-        for i in idx:
-            net[i].reset_hidden()
-        for t in range(x.shape[0]):
-            net(x[t])
-    for h in hooks:
-        h.remove()
-    return {i: torch.stack(v).numpy() for i, v in rec.items()}
-
-
 def test_snntorch_synaptic_exported_by_snntorch_imports_with_its_spikes():
     snn, export_to_nir = _snntorch()
     torch.manual_seed(4)
@@ -123,7 +109,7 @@ def test_snntorch_synaptic_exported_by_snntorch_imports_with_its_spikes():
     assert isinstance(g.nodes["1"], nir.CubaLIF) and float(g.nodes["1"].tau_syn[0]) > DT
     x = _spikes(7, (T, N, 10))
     graph, trace = nir_workload(g, x)
-    ref = _run(net, x, (1, 3))
+    ref = snntorch_spikes(net, x, (1, 3))
     for i, pop in ((1, "cubalif1"), (3, "cubalif2")):
         assert graph.populations[pop].neuron.kind == "CubaLIF"
         np.testing.assert_array_equal(_dense(graph, trace, pop), ref[i], err_msg=pop)

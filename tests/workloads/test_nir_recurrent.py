@@ -23,6 +23,7 @@ from workloads.lowering import lower
 snn = pytest.importorskip("snntorch")
 import nirtorch  # noqa: E402,F401  (a pinned peer: scripts/setup.sh installs it with snntorch)
 from snntorch.export_nir import export_to_nir  # noqa: E402  (needs nirtorch)
+from snntorch_steps import snntorch_spikes
 
 T, N = 20, 3
 ZERO_RESET = {"init_hidden": True, "reset_mechanism": "zero", "reset_delay": False}  # NIR's reset (see interop)
@@ -45,21 +46,6 @@ def _recurrent_net() -> nn.Sequential:
     return net
 
 
-def _snntorch_spikes(net: nn.Sequential, x: torch.Tensor) -> dict[int, np.ndarray]:
-    """Spikes (T, N, n) of net[1] and net[3], run step by step from reset state."""
-    rec = {1: [], 3: []}
-    hooks = [net[i].register_forward_hook(lambda m, a, o, i=i: rec[i].append(
-        (o[0] if isinstance(o, tuple) else o).detach().clone())) for i in rec]
-    with torch.no_grad():
-        for i in rec:
-            net[i].reset_hidden()
-        for t in range(x.shape[0]):
-            net(x[t])
-    for h in hooks:
-        h.remove()
-    return {i: torch.stack(v).numpy() for i, v in rec.items()}
-
-
 def _dense(graph, trace, name: str) -> np.ndarray:
     return trace.to_dense(name, graph.populations[name].shape).swapaxes(0, 1)  # (T, N, ...)
 
@@ -74,7 +60,7 @@ def test_snntorch_recurrent_leaky_exported_by_snntorch_matches_its_spikes():
     g = _export(net)
     x = _spikes(22, (T, N, 10))
     graph, trace = nir_workload(g, x)
-    ref = _snntorch_spikes(net, x)
+    ref = snntorch_spikes(net, x)
     assert isinstance(graph, RecurrentGraph) and graph.metadata["recurrent"] == {"rec1": 1}
     assert list(graph.populations) == ["input", "lif1", "lif2"]
     assert graph.metadata["nir"]["nodes"]["rec1"] == "1.w_rec"
@@ -228,7 +214,7 @@ def test_snntorch_conv_recurrent_leaky_converted_by_snntorch_matches_its_spikes(
     graph, trace = nir_workload(g, x)
     assert isinstance(graph, RecurrentGraph) and graph.metadata["recurrent"] == {"rec1": 1}
     assert graph.metadata["nir"]["nodes"]["rec1"] == "1.w_rec"
-    ref = _snntorch_spikes(nn.Sequential(net[0], net[1], nn.Sequential(net[2], net[3]), net[4]), x)
+    ref = snntorch_spikes(nn.Sequential(net[0], net[1], nn.Sequential(net[2], net[3]), net[4]), x)
     for i, pop in ((1, "lif1"), (3, "lif2")):
         np.testing.assert_array_equal(_dense(graph, trace, pop), ref[i], err_msg=pop)
         assert ref[i].sum() >= 10, pop
