@@ -41,9 +41,7 @@ def _network_play(w, mapping) -> dict:
         batches.append((acts, action_times(acts, w.chip, mapping),
                         route_use(acts.flow_src, acts.flow_route, acts.flow_messages, acts.routes, net)))
 
-    def play(engine):
-        for _, _, use in batches:
-            use.memo.clear()  # the vector engine keeps its channel nodes there: build them in every repeat
+    def play(engine):  # no cache: the vector engine builds its channel nodes in every repeat
         return des.timing_batches(batches, net, w.chip.router.buffer_depth, engine=engine)
     walls, steps = {}, {}
     for engine in des.ENGINES:

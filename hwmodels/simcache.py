@@ -25,14 +25,15 @@ class SimCache:
     objects and by the parameters they depend on; pass one to hwmodels.simulate(..., cache=...).
 
     max_entries: entries kept (a mapping, a fan-out table, one batch's action counts, one batch's routes each
-    count one); older ones are dropped. The cache holds references to the objects of its keys, so an id is
+    count one); older ones are dropped. 0 keeps nothing (every value is made on each use): hwmodels.simulate
+    runs through such a cache when it is given none, so there is one code path with and without reuse. The cache holds references to the objects of its keys, so an id is
     never reused while its entry lives. It assumes graphs, traces, mappings and chips are not modified in place.
     Results are bit-identical with and without a cache (tests/hwmodels/test_simcache.py).
     """
 
     def __init__(self, max_entries: int = 128):
-        if max_entries < 1:
-            raise ValueError(f"max_entries: {max_entries} must be >= 1")
+        if max_entries < 0:
+            raise ValueError(f"max_entries: {max_entries} must be >= 0")
         self.max_entries = max_entries
         self._store: OrderedDict = OrderedDict()
         self._signatures: OrderedDict = OrderedDict()  # (kind, id(chip)) -> (signature, chip kept alive)
@@ -47,6 +48,8 @@ class SimCache:
             return self._store[key][0]
         self.misses += 1
         value = make()
+        if not self.max_entries:
+            return value
         self._store[key] = (value, pins)
         while len(self._store) > self.max_entries:
             self._store.popitem(last=False)
@@ -58,6 +61,8 @@ class SimCache:
         key = (kind, id(chip))
         if key not in self._signatures:
             fn = {"mapping": mapping_signature, "timing": timing_signature}[kind]
+            if not self.max_entries:
+                return fn(chip)
             self._signatures[key] = (fn(chip), chip)
             while len(self._signatures) > 2 * self.max_entries:
                 self._signatures.popitem(last=False)

@@ -12,13 +12,13 @@ import pandas as pd
 
 from hwmodels.energy import costs as energy
 from hwmodels.timing import analytic, des, des_density
-from hwmodels.events.actions import SEMANTICS, Actions, FanoutTables, build_fanout, count_actions
+from hwmodels.events.actions import SEMANTICS, Actions, FanoutTables
 from hwmodels.timing.analytic import Timing
 from hwmodels.energy.costs import ENERGY_COMPONENTS, EnergyTable
-from hwmodels.mapping.map import Mapping, map_network
+from hwmodels.mapping.map import Mapping
 from hwmodels.mapping.check import check_mapping
-from hwmodels.events.network import HOP_KINDS, Network, RouteUse, route_use
-from hwmodels.timing.pipeline import ActionTimes, action_times, core_busy_s
+from hwmodels.events.network import HOP_KINDS, Network, RouteUse
+from hwmodels.timing.pipeline import ActionTimes, core_busy_s
 from hwmodels.result import ResultTables, SimResult
 from hwmodels.simcache import SimCache
 from hwmodels.chip.spec import ChipSpec
@@ -153,40 +153,36 @@ def _check_args(model: str, semantics: str, batch_samples: int) -> None:
 
 
 def _inputs(graph: NetworkGraph, chip: ChipSpec, mapping: Mapping | None, multicast: bool,
-            cache: SimCache | None) -> tuple[Mapping, FanoutTables, Network]:
-    """Mapping, fan-out tables and network of a run, from `cache` when given (the same values either way). A
-    mapping given by the caller is checked against the graph and every core limit of the chip."""
+            cache: SimCache) -> tuple[Mapping, FanoutTables, Network]:
+    """Mapping, fan-out tables and network of a run, through `cache`. A mapping given by the caller is checked
+    against the graph and every core limit of the chip."""
     if mapping is not None:
-        mapping = check_mapping(graph, mapping, chip) if cache is None else cache.keep(
-            ("checked", id(graph), id(mapping), cache.signature("mapping", chip)), lambda: check_mapping(graph, mapping, chip),
-            (graph, mapping))
-    if cache is None:
-        mapping = map_network(graph, chip) if mapping is None else mapping
-        return mapping, build_fanout(graph, mapping, multicast, chip.core), Network(mapping, chip)
+        mapping = cache.keep(("checked", id(graph), id(mapping), cache.signature("mapping", chip)),
+                             lambda: check_mapping(graph, mapping, chip), (graph, mapping))
     mapping = cache.mapping(graph, chip) if mapping is None else mapping
     return mapping, cache.tables(graph, mapping, multicast, chip.core), cache.network(mapping, chip)
 
 
-def _batch(graph: NetworkGraph, trace: EventTrace, mapping: Mapping, tables: FanoutTables, net: Network,
-           samples: range, semantics: str, cache: SimCache | None) -> tuple[Actions, RouteUse]:
-    """Action counts and routes of one batch of samples, from `cache` when given."""
-    if cache is None:
-        acts = count_actions(graph, trace, mapping, tables, samples, semantics)
-        return acts, route_use(acts.flow_src, acts.flow_route, acts.flow_messages, acts.routes, net)
+def _batch(graph: NetworkGraph, trace: EventTrace, chip: ChipSpec, mapping: Mapping, tables: FanoutTables,
+           net: Network, samples: range, semantics: str, cache: SimCache) -> tuple[Actions, ActionTimes, RouteUse]:
+    """Action counts, their durations and the routes of one batch of samples, through `cache`."""
     acts = cache.actions(graph, trace, mapping, tables, samples, semantics)
-    return acts, cache.routes(acts, net)
+    return acts, cache.times(acts, chip, mapping), cache.routes(acts, net)
 
 
-def _timings(model: str, group: list, net: Network, chip: ChipSpec, cache: SimCache | None,
+def _timings(model: str, group: list, net: Network, chip: ChipSpec, cache: SimCache,
              messages: Callable[[int], des_density.Messages]) -> list[Timing]:
-    """The latency model's Timing of each batch of `group`, from `cache` when given. The DES of a chip with
+    """The latency model's Timing of each batch of `group`, through `cache`. The DES of a chip with
     router.congestion_model "density" is hwmodels.timing.des_density, which also needs messages(k), the Messages of
     the group's k-th sample."""
-    if model == "des" and chip.router.congestion_model == "density":
+    depth = chip.router.buffer_depth
+    if model == "analytic":
+        run = lambda: analytic.timing_batches(group, net, depth)
+    elif chip.router.congestion_model == "density":
         run = lambda: des_density.timing_batches(group, net, chip, messages)
     else:
-        run = lambda: MODELS[model](group, net, chip.router.buffer_depth)
-    return run() if cache is None else cache.timings(model, group, chip, run)
+        run = lambda: des.timing_batches(group, net, depth, keep=cache.keep)
+    return cache.timings(model, group, chip, run)
 
 
 def simulate(graph: NetworkGraph, trace: EventTrace, chip: ChipSpec, mapping: Mapping | None = None,
@@ -205,7 +201,8 @@ def simulate(graph: NetworkGraph, trace: EventTrace, chip: ChipSpec, mapping: Ma
     EventTrace.open, streams).
     cache: a hwmodels.SimCache to reuse the mapping, fan-out tables, action counts, routes and timings of
     earlier calls on the same graph and trace objects (results are bit-identical; a cache keeps up to its
-    max_entries batches, so a long streamed trace should not use one); None (default) recomputes everything.
+    max_entries batches, so a long streamed trace should not use one); None (default) recomputes everything
+    (a SimCache(max_entries=0), which keeps nothing).
     on_progress: called as on_progress(samples done, total samples) after each group of samples is timed (e.g. to
     drive a progress bar; hwmodels itself draws none).
     Energy (J): action counts x the chip's energy table, by component (hwmodels.energy.costs): synapse compute and
@@ -217,6 +214,7 @@ def simulate(graph: NetworkGraph, trace: EventTrace, chip: ChipSpec, mapping: Ma
     """
     _check_args(model, semantics, batch_samples)
     check_trace(graph, trace)
+    cache = SimCache(max_entries=0) if cache is None else cache
     mapping, tables, net = _inputs(graph, chip, mapping, multicast, cache)
     n_steps = SEMANTICS[semantics](graph, trace.n_timesteps)[0]
     table = energy.energy_table(chip, mapping, graph)
@@ -224,16 +222,14 @@ def simulate(graph: NetworkGraph, trace: EventTrace, chip: ChipSpec, mapping: Ma
     group, in_group = [], 0
     for s0 in range(0, trace.n_samples, batch_samples):
         samples = range(s0, min(s0 + batch_samples, trace.n_samples))
-        acts, use = _batch(graph, trace, mapping, tables, net, samples, semantics, cache)
-        group.append((acts, action_times(acts, chip, mapping) if cache is None else cache.times(acts, chip, mapping),
-                      use))
+        group.append(_batch(graph, trace, chip, mapping, tables, net, samples, semantics, cache))
         in_group += len(samples)
         if in_group >= GROUP_SAMPLES[model] or samples.stop == trace.n_samples:
             first = samples.stop - in_group
             msgs = lambda k: des_density.messages(graph, trace, mapping, tables, range(first + k, first + k + 1),
                                                   semantics, chip)
             for (a, t, u), tm in zip(group, _timings(model, group, net, chip, cache, msgs)):
-                tot.add(a, t, energy.count(a, u, chip) if cache is None else cache.counts(a, u, chip), u, tm)
+                tot.add(a, t, cache.counts(a, u, chip), u, tm)
             group, in_group = [], 0
             if on_progress is not None:
                 on_progress(samples.stop, trace.n_samples)

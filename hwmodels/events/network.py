@@ -8,7 +8,7 @@ crosses a chip boundary (Mapping.mesh_shape set: multi-chip) uses the chip-to-ch
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
@@ -194,8 +194,7 @@ class RouteUse:
     flow_route: int64 (n_flows,) index of each flow's pair in `trees`; trees: the route tree of each pair;
     flows / messages: int64 (n_pairs,) flows and messages on each pair; hop_j / hops: float / int64 (n_flows,)
     energy (J) of one message over its route and the channels (tree links) on it; hop_kinds: int64 (n_flows, 3)
-    those channels by HOP_KINDS (east-west, north-south, chip-to-chip). memo: derived data that
-    depends only on these routes (e.g. hwmodels.timing.des keeps its channel nodes there), filled on first use.
+    those channels by HOP_KINDS (east-west, north-south, chip-to-chip).
     """
 
     flow_route: np.ndarray
@@ -205,7 +204,6 @@ class RouteUse:
     hop_j: np.ndarray
     hops: np.ndarray
     hop_kinds: np.ndarray
-    memo: dict = field(default_factory=dict, repr=False)
 
     def link_totals(self, link_s: float, out_s: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(sorted link ids, messages, contention-free hold time s) per directed link, summed over the batch. A

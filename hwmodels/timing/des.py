@@ -62,6 +62,8 @@ channel), the same for both engines.
 """
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import numpy as np
 
 from hwmodels.timing import analytic, des_simpy, des_vector, pipeline
@@ -73,6 +75,13 @@ from hwmodels.timing.pipeline import ActionTimes
 
 #: one batch: its action counts, their durations and its routes
 Batch = tuple[Actions, ActionTimes, RouteUse]
+#: keep(key, make, pins) -> the value stored under key, made by make() on first use (hwmodels.SimCache.keep)
+Keep = Callable[[tuple, Callable[[], Any], tuple], Any]
+
+
+def build(key: tuple, make: Callable[[], Any], pins: tuple = ()) -> Any:
+    """A Keep that keeps nothing: make() on every call."""
+    return make()
 
 
 def _eject_channels(actions: Actions, use: RouteUse, net: Network) -> np.ndarray:
@@ -89,38 +98,36 @@ def _offsets(use: RouteUse) -> np.ndarray:
     return np.concatenate([[0], np.cumsum(use.hops)]).astype(np.int64)
 
 
-def _play_simpy(batches: list[Batch], buffer_depth: int | None) -> list[tuple[np.ndarray, np.ndarray]]:
+def _play_simpy(batches: list[Batch], buffer_depth: int | None, keep: Keep = build) -> list[tuple[np.ndarray, np.ndarray]]:
     """(head down s, held s) per channel node of each batch, one simpy run per step (hwmodels.timing.des_simpy)."""
     return [des_simpy.play(a, t, u, buffer_depth, _offsets(u)) for a, t, u in batches]
 
 
-def _group_nodes(batches: list[Batch], buffer_depth: int | None) -> tuple[Nodes, Queues]:
-    """Channel nodes and queues of all batches at once (steps numbered across batches), kept on the first
-    batch's RouteUse so that a later call on the same routes and message counts (e.g. from a hwmodels.SimCache
-    with other core latencies) skips building them."""
+def _group_nodes(batches: list[Batch], buffer_depth: int | None, keep: Keep) -> tuple[Nodes, Queues]:
+    """Channel nodes and queues of all batches at once (steps numbered across batches), through `keep` keyed by
+    the batches' action counts and routes (they fix the flows and message counts), so that a later call on the
+    same batches (e.g. from a hwmodels.SimCache with other core latencies) skips building them."""
+    key = ("des_nodes", tuple((id(a), id(u)) for a, _, u in batches), buffer_depth, batches[0][1].link_s)
+    return keep(key, lambda: _build_nodes(batches, buffer_depth), tuple((a, u) for a, _, u in batches))
+
+
+def _build_nodes(batches: list[Batch], buffer_depth: int | None) -> tuple[Nodes, Queues]:
+    """Channel nodes and queues of all batches at once (steps numbered across batches)."""
     uses = [u for _, _, u in batches]
-    link_s = batches[0][1].link_s
-    key = ("des_nodes", tuple(id(u) for u in uses), buffer_depth, link_s)
-    hit = uses[0].memo.get(key)
-    msgs = [a.flow_messages for a, _, _ in batches]
-    if hit is not None and all(np.array_equal(x, y) for x, y in zip(hit[2], msgs)):
-        return hit[0], hit[1]
     tree_off = np.cumsum([0] + [len(u.trees) for u in uses])
     step_off = np.cumsum([0] + [a.n_samples * a.n_steps for a, _, _ in batches])
     nodes = Nodes(tuple(t for u in uses for t in u.trees),
                   np.concatenate([u.flow_route + o for u, o in zip(uses, tree_off)]),
-                  np.concatenate([u.hops for u in uses]), np.concatenate(msgs),
+                  np.concatenate([u.hops for u in uses]), np.concatenate([a.flow_messages for a, _, _ in batches]),
                   np.concatenate([a.flow_sample * a.n_steps + a.flow_step + o
-                                  for (a, _, _), o in zip(batches, step_off)]), link_s, buffer_depth)
-    queues = Queues(nodes)
-    uses[0].memo[key] = (nodes, queues, msgs, uses)
-    return nodes, queues
+                                  for (a, _, _), o in zip(batches, step_off)]), batches[0][1].link_s, buffer_depth)
+    return nodes, Queues(nodes)
 
 
-def _play_vector(batches: list[Batch], buffer_depth: int | None) -> list[tuple[np.ndarray, np.ndarray]]:
+def _play_vector(batches: list[Batch], buffer_depth: int | None, keep: Keep = build) -> list[tuple[np.ndarray, np.ndarray]]:
     """The same as _play_simpy with hwmodels.timing.des_vector, every batch of the group in one solve (every hop
-    latency must be > 0)."""
-    nodes, queues = _group_nodes(batches, buffer_depth)
+    latency must be > 0); the channel nodes come through `keep`."""
+    nodes, queues = _group_nodes(batches, buffer_depth, keep)
     ready = np.concatenate([t.flow_ready_s for _, t, _ in batches])
     tail = np.concatenate([t.flow_tail_s for _, t, _ in batches])
     grant, rel = des_vector.grants(nodes, queues, ready, tail, batches[0][1].link_s)
@@ -128,7 +135,7 @@ def _play_vector(batches: list[Batch], buffer_depth: int | None) -> list[tuple[n
     return [(grant[a:b] + nodes.hop[a:b], rel[a:b] - grant[a:b]) for a, b in zip(ends[:-1], ends[1:])]
 
 
-#: DES engine name -> fn(batches, buffer depth) -> [(head down s, held s) per channel node of each batch]
+#: DES engine name -> fn(batches, buffer depth, keep) -> [(head down s, held s) per channel node of each batch]
 ENGINES = {"simpy": _play_simpy, "vector": _play_vector}
 
 
@@ -142,12 +149,13 @@ def _engine(name: str, batches: list[Batch]) -> str:
     return name if name != "auto" else ("vector" if positive else "simpy")
 
 
-def _play(batches: list[Batch], buffer_depth: int | None, engine: str) -> list[tuple[np.ndarray, np.ndarray]]:
+def _play(batches: list[Batch], buffer_depth: int | None, engine: str,
+          keep: Keep = build) -> list[tuple[np.ndarray, np.ndarray]]:
     """Network play of the batches with the chosen engine; "auto" falls back to simpy when the input is outside
     the vector engine's proof (hwmodels.timing.des_vector.NotApplicable)."""
     name = _engine(engine, batches)
     try:
-        return ENGINES[name](batches, buffer_depth)
+        return ENGINES[name](batches, buffer_depth, keep)
     except des_vector.NotApplicable:
         if engine != "auto":
             raise
@@ -181,12 +189,14 @@ def _finish(batch: Batch, net: Network, down: np.ndarray, held: np.ndarray) -> T
 
 
 def timing_batches(batches: list[Batch], net: Network, buffer_depth: int | None = None,
-                   engine: str = "auto") -> list[Timing]:
+                   engine: str = "auto", keep: Keep = build) -> list[Timing]:
     """Timing of every batch (the steps of all batches are independent; the vector engine solves them in one
-    go). engine: "auto", "simpy" or "vector" (ENGINES). Raises ValueError for an unknown engine."""
+    go). engine: "auto", "simpy" or "vector" (ENGINES). keep: where the vector engine's channel nodes are kept
+    (hwmodels.SimCache.keep reuses them across calls on the same batches; the default builds them each call).
+    Raises ValueError for an unknown engine."""
     if not batches:
         return []
-    return [_finish(b, net, d, h) for b, (d, h) in zip(batches, _play(batches, buffer_depth, engine))]
+    return [_finish(b, net, d, h) for b, (d, h) in zip(batches, _play(batches, buffer_depth, engine, keep))]
 
 
 def timing(actions: Actions, times: ActionTimes, net: Network, use: RouteUse,

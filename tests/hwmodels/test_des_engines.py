@@ -5,7 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from hwmodels import load_preset, map_network
+from hwmodels import SimCache, load_preset, map_network
 from hwmodels.timing import analytic, des, des_vector
 from hwmodels.events.actions import build_fanout, count_actions
 from hwmodels.events.network import Network, route_use
@@ -103,20 +103,23 @@ def test_vector_engine_hand_case_two_flows_on_one_link():
 
 def test_a_group_of_batches_times_each_batch_as_alone_and_reuses_its_channel_nodes():
     """timing_batches solves the steps of several batches at once: each batch's step latencies and link hold
-    times are those of the batch timed alone (simpy). The channel nodes kept on the routes serve a second call
+    times are those of the batch timed alone (simpy). The channel nodes kept in a SimCache serve a second call
     with other core latencies exactly as freshly built ones."""
     g, tr, m, chip = _case(3, 2, rate=0.4)
     tables, net = build_fanout(g, m), Network(m, chip)
     routes = lambda a: route_use(a.flow_src, a.flow_route, a.flow_messages, a.routes, net)
     acts = [count_actions(g, tr, m, tables, range(s, s + 1)) for s in range(3)]
     batches = [(a, action_times(a, chip, m), routes(a)) for a in acts]
-    together = des.timing_batches(batches, net, 2, engine="vector")
+    cache = SimCache()
+    together = des.timing_batches(batches, net, 2, engine="vector", keep=cache.keep)
     for (a, t, u), tv in zip(batches, together):
         ts = des.timing(a, t, net, routes(a), 2, engine="simpy")
         assert np.array_equal(ts.step_s, tv.step_s) and np.array_equal(ts.link_held_s, tv.link_held_s)
-    assert len(batches[0][2].memo) == 1
+    assert (cache.misses, cache.hits) == (1, 0)
     slow = chip.model_copy(update={"core": chip.core.model_copy(update={"message_out_latency_s": 5e-9})})
-    kept = des.timing_batches([(a, action_times(a, slow, m), u) for a, _, u in batches], net, 2, engine="vector")
+    kept = des.timing_batches([(a, action_times(a, slow, m), u) for a, _, u in batches], net, 2, engine="vector",
+                              keep=cache.keep)
+    assert (cache.misses, cache.hits) == (1, 1)
     fresh = des.timing_batches([(a, action_times(a, slow, m), routes(a)) for a in acts], net, 2, engine="vector")
     assert all(np.array_equal(x.step_s, y.step_s) and np.array_equal(x.link_held_s, y.link_held_s)
                for x, y in zip(kept, fresh))

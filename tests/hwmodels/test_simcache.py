@@ -116,5 +116,16 @@ def test_least_recently_used_entries_are_dropped(nets, rng):
     simulate(g, tr, load_preset("loihi"), batch_samples=1, cache=cache)
     assert len(cache._store) == 3
     assert cache.keep(("k",), lambda: 1) == 1 and cache.keep(("k",), lambda: 2) == 1
-    with pytest.raises(ValueError, match="max_entries: 0 must be >= 1"):
-        SimCache(max_entries=0)
+    with pytest.raises(ValueError, match="max_entries: -1 must be >= 0"):
+        SimCache(max_entries=-1)
+
+
+def test_a_cache_of_zero_entries_keeps_nothing(nets, rng):
+    """max_entries=0 (what simulate uses when given no cache) makes every value on each use and stores none."""
+    g = nets.mixed_graph(rng)
+    tr = nets.random_trace(g, rng, 3, 2, 0.3)
+    cache = SimCache(max_entries=0)
+    simulate(g, tr, load_preset("loihi"), batch_samples=1, cache=cache)
+    assert len(cache._store) == 0 and len(cache._signatures) == 0 and cache.hits == 0 and cache.misses > 0
+    calls = []
+    assert [cache.keep(("k",), lambda: calls.append(1) or len(calls)) for _ in range(2)] == [1, 2]
