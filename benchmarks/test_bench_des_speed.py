@@ -18,7 +18,7 @@ from hwmodels import map_network, simulate
 from hwmodels.timing import des
 from hwmodels.events.actions import build_fanout, count_actions
 from hwmodels.events.network import Network, route_use
-from hwmodels.timing.pipeline import action_times
+from hwmodels.timing.core_times import action_times
 from workloads_bench import mnist_default, vgg11_32
 
 PAIRS = 7  # interleaved (forward, DES) measurements

@@ -81,7 +81,7 @@ class SimResult:
         messages_out, messages_in, busy_s (serial work: updates + sends + incoming flows), utilization
         (busy_s / latency_s), energy_j and energy_<component>_j. busy_s per step is the longer of the core's send
         side (soma + messages out) and its synapse unit's work, which run in parallel
-        (hwmodels.timing.pipeline.core_busy_s).
+        (hwmodels.timing.core_times.core_busy_s).
     action_counts: DataFrame indexed by core, the action counts per inference that the energy model costs
         (synops_<format>, hwmodels.energy.costs.ACTIONS, busy_s, idle_s); energy_table: {action: J per action}
         (hwmodels.energy.costs.EnergyTable.as_dict): energy = counts x table (hwmodels.energy.costs).

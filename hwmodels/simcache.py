@@ -17,7 +17,7 @@ from hwmodels.mapping.placement import USES_TRAFFIC
 from hwmodels.chip.signatures import frozen, mapping_signature, timing_signature
 from hwmodels.chip.spec import ChipSpec, CoreSpec
 from hwmodels.energy import costs
-from hwmodels.timing.pipeline import ActionTimes, action_times
+from hwmodels.timing.core_times import ActionTimes, action_times
 from hwmodels.trace import EventTrace, NetworkGraph
 
 class SimCache:
@@ -111,7 +111,7 @@ class SimCache:
         return self.keep(key, compute, tuple(b[0] for b in group))
 
     def times(self, actions: Actions, chip: ChipSpec, mapping: Mapping) -> ActionTimes:
-        """hwmodels.timing.pipeline.action_times of a batch, once per (actions, mapping, latency signature of chip)
+        """hwmodels.timing.core_times.action_times of a batch, once per (actions, mapping, latency signature of chip)
         (a sweep over energies reuses the durations of every action)."""
         return self.keep(("times", id(actions), id(mapping), self.signature("timing", chip)),
                          lambda: action_times(actions, chip, mapping), (actions, mapping))

@@ -18,7 +18,7 @@ from hwmodels.energy.costs import ENERGY_COMPONENTS, EnergyTable
 from hwmodels.mapping.map import Mapping
 from hwmodels.mapping.check import check_mapping
 from hwmodels.events.network import HOP_KINDS, Network, RouteUse
-from hwmodels.timing.pipeline import ActionTimes, core_busy_s
+from hwmodels.timing.core_times import ActionTimes, core_busy_s
 from hwmodels.result import ResultTables, SimResult
 from hwmodels.simcache import SimCache
 from hwmodels.chip.spec import ChipSpec
@@ -193,7 +193,7 @@ def simulate(graph: NetworkGraph, trace: EventTrace, chip: ChipSpec, mapping: Ma
 
     mapping: from `map_network(graph, chip)` when None. model: "des" (discrete-event network, hwmodels.timing.des:
     channel contention, finite buffers router.buffer_depth; hwmodels.timing.des_density when
-    chip.router.congestion_model is "density") or "analytic" (no waits in the network); see hwmodels.timing.pipeline
+    chip.router.congestion_model is "density") or "analytic" (no waits in the network); see hwmodels.timing.core_times
     for the core pipeline.
     semantics: "pipelined" or "layer_serial" (hwmodels.events.actions.SEMANTICS). multicast: one message per spike,
     copied at the forks of its XY tree, instead of one message per destination core. batch_samples: samples

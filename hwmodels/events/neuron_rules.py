@@ -1,6 +1,6 @@
 """Which neurons a core accesses and updates in each hardware step, under the chip's neuron rules
 (hwmodels.chip.spec.CoreSpec.neuron_access_rule / neuron_update_rule), shared by the energy model (hwmodels.energy.costs)
-and the core pipeline's soma time (hwmodels.timing.pipeline).
+and the core pipeline's soma time (hwmodels.timing.core_times).
 
 Access "window": the neurons of a population are accessed in each hardware step of its timestep window;
 "every_step": every mapped non-input neuron in every hardware step, pipeline fill and drain included (SANA-FE's

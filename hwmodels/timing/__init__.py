@@ -1,2 +1,2 @@
-"""Latency: the core pipeline (per-core work times), the analytic model and the discrete-event network engines
+"""Latency: the core pipeline (per-core work times, core_times.py), the analytic model and the discrete-event network engines
 (vector, simpy reference, density)."""

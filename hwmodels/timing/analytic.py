@@ -1,4 +1,4 @@
-"""Analytic latency model: the per-core pipeline of hwmodels.timing.pipeline with a network that never waits.
+"""Analytic latency model: the per-core pipeline of hwmodels.timing.core_times with a network that never waits.
 
 Every flow's head reaches a destination router after the hop latencies of its XY route (no channel is ever
 busy), then one link time to eject. Everything else (soma, messages out, message in, the FIFO synapse unit per
@@ -12,10 +12,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hwmodels.timing import pipeline
+from hwmodels.timing import core_times
 from hwmodels.events.actions import Actions
 from hwmodels.events.network import Network, RouteUse
-from hwmodels.timing.pipeline import ActionTimes
+from hwmodels.timing.core_times import ActionTimes
 
 
 @dataclass(frozen=True, eq=False)
@@ -41,9 +41,9 @@ def head_arrival(actions: Actions, times: ActionTimes, net: Network) -> np.ndarr
 def timing(actions: Actions, times: ActionTimes, net: Network, use: RouteUse,
            buffer_depth: int | None = None) -> Timing:
     """Step latencies and uncontended link hold times of a batch (buffer_depth has no effect without waits)."""
-    done = pipeline.core_done_s(actions, times, head_arrival(actions, times, net))
+    done = core_times.core_done_s(actions, times, head_arrival(actions, times, net))
     ids, _, held = use.link_totals(times.link_s, times.out_s)
-    return Timing(pipeline.step_latencies(done, times.barrier_s), ids, held, done)
+    return Timing(core_times.step_latencies(done, times.barrier_s), ids, held, done)
 
 
 def timing_batches(batches: list, net: Network, buffer_depth: int | None = None) -> list[Timing]:

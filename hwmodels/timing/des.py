@@ -1,6 +1,6 @@
 """Discrete-event latency model: the network of every hardware step is played flow by flow, with channel
 contention, finite router buffers that back-pressure upstream links, and optional multicast trees. The core
-pipeline stages around it (soma, messages out, message in, synapse + dendrite) are hwmodels.timing.pipeline's. This is
+pipeline stages around it (soma, messages out, message in, synapse + dendrite) are hwmodels.timing.core_times's. This is
 router.congestion_model "links"; a chip with "density" is timed by hwmodels.timing.des_density instead (SANA-FE's
 message-level model; hwmodels.simulate dispatches).
 
@@ -45,9 +45,9 @@ Aggregation, one event chain per flow (O(channels) simpy events, never one per m
    along the path: s[k+1,j] + (latency from j to the delivering channel) <= s[k,n] + max(O, L) holds for each
    term (the L term, the upstream term, and a slot term s[k+1-B, j+1] + h_j <= s[k,n] - (B-1) L + h_j).
 3. The send side (soma, then messages out in flow order) waits for nothing, so its times are sums; with the
-   receive side it is evaluated in closed form by hwmodels.timing.pipeline, the same code as the analytic model (the
+   receive side it is evaluated in closed form by hwmodels.timing.core_times, the same code as the analytic model (the
    reference runs both as simpy processes message by message).
-Hence, under hwmodels.timing.pipeline.exactness (max(i, O, L) <= min synop + dendrite latency, and B = None or
+Hence, under hwmodels.timing.core_times.exactness (max(i, O, L) <= min synop + dendrite latency, and B = None or
 B L >= every hop latency), the DES step latencies equal the message-by-message ones; the tests check this
 exactly on random traces with contention, finite buffers and multicast. Outside these conditions the DES is an
 approximation, and still never below the analytic latency.
@@ -66,12 +66,12 @@ from typing import Any, Callable
 
 import numpy as np
 
-from hwmodels.timing import analytic, des_simpy, des_vector, pipeline
+from hwmodels.timing import analytic, des_simpy, des_vector, core_times
 from hwmodels.events.actions import Actions
 from hwmodels.timing.analytic import Timing
 from hwmodels.timing.des_nodes import Nodes, Queues
 from hwmodels.events.network import Network, RouteUse
-from hwmodels.timing.pipeline import ActionTimes
+from hwmodels.timing.core_times import ActionTimes
 
 #: one batch: its action counts, their durations and its routes
 Batch = tuple[Actions, ActionTimes, RouteUse]
@@ -179,13 +179,13 @@ def _finish(batch: Batch, net: Network, down: np.ndarray, held: np.ndarray) -> T
     f = a.deliv_flow
     via = down[np.minimum(off[f] + np.maximum(ej, 0), max(len(down) - 1, 0))] if len(down) else 0.0
     reach = np.where(ej < 0, times.flow_ready_s[f], via)
-    done = pipeline.core_done_s(a, times, reach + times.link_s)
+    done = core_times.core_done_s(a, times, reach + times.link_s)
     # never below the contention-free schedule: a no-op in exact arithmetic, it keeps float rounding of the two
     # evaluation orders from putting the DES a few ulp under the analytic model
-    done = np.maximum(done, pipeline.core_done_s(a, times, analytic.head_arrival(a, times, net)))
+    done = np.maximum(done, core_times.core_done_s(a, times, analytic.head_arrival(a, times, net)))
     ids, _, _ = use.link_totals(times.link_s, times.out_s)
     held_s = np.bincount(np.searchsorted(ids, _node_links(use, off)), weights=held, minlength=len(ids))
-    return Timing(pipeline.step_latencies(done, times.barrier_s), ids, held_s, done)
+    return Timing(core_times.step_latencies(done, times.barrier_s), ids, held_s, done)
 
 
 def timing_batches(batches: list[Batch], net: Network, buffer_depth: int | None = None,

@@ -1,12 +1,12 @@
 """Message-level DES with a density congestion model (router.congestion_model "density"): the detailed timing model
 of SANA-FE (Boyle et al., "SANA-FE: Simulating Advanced Neuromorphic Architectures for Fast Exploration", IEEE
 TCAD 44(8), 2025; behaviour measured with sanafe 2.2.9). It replaces hwmodels.timing.des's flow-level network when a
-chip selects it; action counts, stage latencies (hwmodels.timing.pipeline) and energy stay the same.
+chip selects it; action counts, stage latencies (hwmodels.timing.core_times) and energy stay the same.
 
 Each hardware step starts every core's clock at 0 (after the previous barrier):
 1. Send side, interleaved. A core walks its neurons in order (C-order index within its contiguous chunk); neuron
    j costs soma_j = access + update (+ spike out) under the chip's neuron rules (neuron_counts: summed over a
-   core's neurons, hwmodels.timing.pipeline's update_s). A spiking neuron writes its messages right after its own soma,
+   core's neurons, hwmodels.timing.core_times's update_s). A spiking neuron writes its messages right after its own soma,
    one per destination core in core order (multicast: one per spike), O = message_out_latency_s each. Message k
    of core c (the n(k)-th neuron) is ready at
        r_k = sum_{j <= n(k)} soma_j + k O + b_c(k),
@@ -22,11 +22,11 @@ Each hardware step starts every core's clock at 0 (after the previous barrier):
        net = max(lat0, D rbar / (h + 1)),
        start = max(free[dst], r_m + net + i0),   free[dst] = start + work_m,
    lat0: path latency + one link time (hwmodels.timing.analytic's contention-free head latency; SANA-FE's has no link
-   time, 0.29 ns on loihi-sanafe); work_m, i0: hwmodels.timing.pipeline's receive work and head delay of one message
+   time, 0.29 ns on loihi-sanafe); work_m, i0: hwmodels.timing.core_times's receive work and head delay of one message
    (receive_mode serial: message in + synaptic events x (synop + dendrite latency), i0 = 0).
 4. Core done = max(send side end, its last receive finish); step latency = the latest core + barrier.
 
-Under hwmodels.timing.pipeline.exactness, with no two flows of a step on one link, congestion never above lat0, each
+Under hwmodels.timing.core_times.exactness, with no two flows of a step on one link, congestion never above lat0, each
 core's messages going to one destination (or its spiking neurons last in its chunk) and receivers seeing messages
 in send order, this equals the flow-level DES (tests/hwmodels/test_des_density.py). Against sanafe 2.2.9 it
 gives every step latency of the tests/crosscheck SANA-FE nets within 0.4 %. Not reproduced: SANA-FE's heap
@@ -48,12 +48,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from hwmodels import activity
-from hwmodels.timing import pipeline
+from hwmodels.timing import core_times
 from hwmodels.events.actions import SEMANTICS, Actions, FanoutTables, gather_spikes, split_messages
 from hwmodels.timing.analytic import Timing
 from hwmodels.mapping.map import Mapping
 from hwmodels.events.network import Network, RouteUse, xy_links
-from hwmodels.timing.pipeline import RECEIVE_MODES, ActionTimes, dendrite_costs, receive_mode
+from hwmodels.timing.core_times import RECEIVE_MODES, ActionTimes, dendrite_costs, receive_mode
 from hwmodels.chip.spec import ChipSpec
 from hwmodels.trace import EventTrace, NetworkGraph
 
@@ -82,7 +82,7 @@ def neuron_counts(graph: NetworkGraph, trace: EventTrace, sample: int, semantics
                   name: str) -> np.ndarray:
     """Soma work of each neuron of population `name` in sample `sample`: bool (3, n_steps, size) = accessed,
     updated and spiking, updated and quiet, under the chip's neuron rules (hwmodels.events.neuron_rules); their sums
-    over a core's neurons are neuron_work's counts, so soma time summed over a core is pipeline's update_s."""
+    over a core's neurons are neuron_work's counts, so soma time summed over a core is core_times's update_s."""
     pop, rules = graph.populations[name], chip.core
     n_steps, step_of = SEMANTICS[semantics](graph, trace.n_timesteps)
     out = np.zeros((3, n_steps, pop.size), bool)
@@ -151,7 +151,7 @@ def messages(graph: NetworkGraph, trace: EventTrace, mapping: Mapping, tables: F
     if tables.routes is not None:
         first[1:] = c["spike"][1:] != c["spike"][:-1]
     group = c["step"] * n + c["src"]
-    starts = pipeline._group_starts(group)
+    starts = core_times._group_starts(group)
     csum = np.cumsum(first)
     base = (csum - first)[starts][np.cumsum(starts) - 1] if len(order) else csum
     return Messages(n_steps, c["step"], c["src"], c["dst"], c["soma"], (csum - base).astype(np.int64),
@@ -232,7 +232,7 @@ def timing(actions: Actions, times: ActionTimes, net: Network, use: RouteUse, ch
         for p in np.unique(pair).tolist():
             if p not in routes:
                 routes[p] = _route(net, chip, *divmod(p, a.n_cores), times.link_s, key_id)
-        bounds = np.flatnonzero(pipeline._group_starts(m.step)).tolist() + [len(m.step)]
+        bounds = np.flatnonzero(core_times._group_starts(m.step)).tolist() + [len(m.step)]
         for lo, hi in zip(bounds[:-1], bounds[1:]):
             route = [routes[p] for p in pair[lo:hi].tolist()]
             shift, free = _play_step(ready[lo:hi].tolist(), m.src[lo:hi].tolist(), work[lo:hi].tolist(), route,
@@ -242,7 +242,7 @@ def timing(actions: Actions, times: ActionTimes, net: Network, use: RouteUse, ch
             recv[row] = free
     done = np.maximum(send, recv).reshape(times.send_done_s.shape)
     ids, _, held = use.link_totals(times.link_s, times.out_s)
-    return Timing(pipeline.step_latencies(done, times.barrier_s), ids, held, done)
+    return Timing(core_times.step_latencies(done, times.barrier_s), ids, held, done)
 
 
 def timing_batches(batches: list, net: Network, chip: ChipSpec, messages: Callable[[int], Messages]) -> list[Timing]:

@@ -11,7 +11,7 @@ from simpy.events import NORMAL
 
 from hwmodels.events.actions import Actions
 from hwmodels.events.network import RouteUse, Tree
-from hwmodels.timing.pipeline import ActionTimes
+from hwmodels.timing.core_times import ActionTimes
 
 
 class _Call:

@@ -10,7 +10,7 @@ from hwmodels import load_preset, map_network, simulate
 from hwmodels.events.actions import build_fanout, count_actions
 from hwmodels.mapping.map import Mapping
 from hwmodels.events.network import Network, route_use
-from hwmodels.timing.pipeline import action_times, exactness
+from hwmodels.timing.core_times import action_times, exactness
 from hwmodels.timing import analytic, des
 from hwmodels.trace import EventTrace, NetworkGraph, NeuronModel, Population, Projection
 
@@ -143,7 +143,7 @@ def _random_case(seed, depth, multicast, rate=0.45):
 @pytest.mark.parametrize("depth", [None, 1, 2])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_flow_level_des_equals_message_level_reference(seed, depth, multicast):
-    """Exact (bit-identical) per-core finish times, hence step latencies, under hwmodels.timing.pipeline.exactness,
+    """Exact (bit-identical) per-core finish times, hence step latencies, under hwmodels.timing.core_times.exactness,
     with link contention."""
     g, tr, m, chip = _random_case(seed, depth, multicast)
     d, a, acts = _timings(g, tr, m, chip, multicast)
@@ -220,7 +220,7 @@ def test_exactness_conditions():
 
 
 def _with_receive_mode(chip, mode):
-    """The chip with core.receive_mode set (a field hwmodels.timing.pipeline reads when the spec has it)."""
+    """The chip with core.receive_mode set (a field hwmodels.timing.core_times reads when the spec has it)."""
     return chip.model_copy(update={"core": chip.core.model_copy(update={"receive_mode": mode})})
 
 

@@ -11,7 +11,7 @@ from hwmodels.events.actions import build_fanout, count_actions
 from hwmodels.mapping.map import Mapping
 from hwmodels.events.network import Network, route_use
 from hwmodels.events.neuron_rules import neuron_work
-from hwmodels.timing.pipeline import action_times, exactness
+from hwmodels.timing.core_times import action_times, exactness
 from hwmodels.chip.signatures import timing_signature
 from hwmodels.trace import EventTrace, NetworkGraph, NeuronModel, Population, Projection
 
@@ -179,7 +179,7 @@ def _mixed(nets, rng, n_samples=2, n_timesteps=3):
 @pytest.mark.parametrize("access, update", [("every_step", "active"), ("window", "all"), ("window", "active")])
 def test_neuron_counts_add_up_to_the_pipeline_soma_counts(nets, rng, access, update, semantics):
     """Summed over each core's neurons, the per-neuron (accessed, spiking, quiet) counts are neuron_work's, so
-    the per-neuron soma times add up to pipeline.action_times's update_s."""
+    the per-neuron soma times add up to core_times.action_times's update_s."""
     g, tr = _mixed(nets, rng)
     chip = load_preset("loihi-sanafe", {"core.neurons_per_core": 40, "core.neuron_access_rule": access,
                                         "core.neuron_update_rule": update})

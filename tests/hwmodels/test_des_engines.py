@@ -9,7 +9,7 @@ from hwmodels import SimCache, load_preset, map_network
 from hwmodels.timing import analytic, des, des_vector
 from hwmodels.events.actions import build_fanout, count_actions
 from hwmodels.events.network import Network, route_use
-from hwmodels.timing.pipeline import action_times
+from hwmodels.timing.core_times import action_times
 from hwmodels.trace import EventTrace, NetworkGraph, NeuronModel, Population, Projection
 
 INPUT = NeuronModel(kind="input")

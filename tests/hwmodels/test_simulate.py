@@ -9,7 +9,7 @@ from hwmodels import MappingError, load_preset, map_network, simulate
 from hwmodels.timing import analytic, des
 from hwmodels.events.actions import build_fanout, count_actions
 from hwmodels.events.network import Network, route_use
-from hwmodels.timing.pipeline import action_times
+from hwmodels.timing.core_times import action_times
 from hwmodels.trace import EventTrace, NetworkGraph, Population, Projection
 
 NS = 1e-9

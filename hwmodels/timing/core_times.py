@@ -25,7 +25,7 @@ Closed forms (exact, proved in hwmodels.timing.des): the send side has no conten
 side is a work-conserving FIFO server fed by head arrivals and feeding nothing back, so its finish time is
 max_j (a_j + i + sum of the work of flows arriving at or after a_j) over head arrivals a_j, exact at message
 level provided every message's synaptic work is at least the message-in latency and the spacing of the
-messages of a flow (hwmodels.timing.pipeline.exactness 'receive').
+messages of a flow (hwmodels.timing.core_times.exactness 'receive').
 """
 from __future__ import annotations
 
