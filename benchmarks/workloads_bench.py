@@ -60,3 +60,27 @@ def vgg11_32(n_samples: int = 16, n_timesteps: int = 4) -> Workload:
                     f"vgg11 (IF), {n_samples} uniform-noise 3x32x32 images, T={n_timesteps}, direct encoding, "
                     "untrained with BN statistics calibrated on the samples, preset generic-45nm with "
                     "core.synapse_memory_bits = 8 Mbit")
+
+
+#: chip-to-chip links of the multi-chip benchmark chips (benchmark assumption, not a preset value): 10x the
+#: generic-45nm north-south hop energy and latency (an off-chip SerDes hop costs an order of magnitude more than an
+#: on-chip hop; Loihi 2's chip-to-chip links are not characterised per message in public documents)
+CHIP_LINKS = {"router.chip_link_energy_j": 4.0e-11, "router.chip_link_latency_s": 1.0e-8}
+
+
+def multichip_45nm(n_chips: int) -> ChipSpec:
+    """generic-45nm with a 1 MB synapse SRAM per core (as vgg11_32) on `n_chips` chips joined by CHIP_LINKS."""
+    return load_preset("generic-45nm", {"core.synapse_memory_bits": 8 * 1024 * 1024, "n_chips": n_chips,
+                                        **CHIP_LINKS})
+
+
+def spikformer_32(n_samples: int = 4, n_timesteps: int = 4, n_chips: int = 8) -> Workload:
+    """Spikformer-4-384 (workloads.models 'spikformer_4_384', LIF tau 2) at 3x32x32 on seeded uniform-noise images,
+    direct encoding, on multichip_45nm(n_chips) (the net needs ~1,760 cores: 7 chips of 256)."""
+    model = build_model("spikformer_4_384", (3, 32, 32), 10, neuron="LIF", tau=2.0, seed=0)
+    images = torch.rand((n_samples, 3, 32, 32), generator=torch.Generator().manual_seed(0))
+    x = encode(images, n_timesteps, "direct")
+    return _lowered("spikformer_4_384", model, x, multichip_45nm(n_chips),
+                    f"spikformer_4_384 (LIF tau 2), {n_samples} uniform-noise 3x32x32 images, T={n_timesteps}, "
+                    f"direct encoding, untrained with BN statistics calibrated on the samples, generic-45nm with "
+                    f"core.synapse_memory_bits = 8 Mbit on {n_chips} chips (chip links: CHIP_LINKS)")
