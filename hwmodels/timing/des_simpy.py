@@ -3,32 +3,49 @@ hardware step; a channel is requested when the flow's head reaches it and releas
 hwmodels.timing.des docstring."""
 from __future__ import annotations
 
+import math
 from heapq import heappop, heappush
 
 import numpy as np
 import simpy
-from simpy.events import NORMAL
 
 from hwmodels.events.actions import Actions
 from hwmodels.events.network import RouteUse, Tree
 from hwmodels.timing.core_times import ActionTimes
 
 
-class _Call:
-    """A pre-triggered event that runs one callback when the environment reaches its time (cheaper than
-    simpy.Event; simpy.Environment.step only needs `callbacks` and `_ok`)."""
+def exact_delay(now: float, time: float) -> float | None:
+    """A delay d >= 0 with now + d == time exactly in float arithmetic (s), for simpy's relative scheduling
+    (Environment.timeout schedules at now + delay; time - now alone can be off by one ulp), or None when no
+    float delay lands there (the exact sums of the delays near time - now can all fall half-way between time and
+    a neighbour that round-to-even prefers). Raises ValueError when time < now (an event in the past)."""
+    if time < now:
+        raise ValueError(f"DES: event at {time!r} s scheduled before the current time {now!r} s")
+    d = time - now
+    while now + d < time:
+        d = math.nextafter(d, math.inf)
+    while now + d > time:
+        d = math.nextafter(d, 0.0)
+    return d if now + d == time else None
 
-    __slots__ = ("callbacks", "_ok", "_value")
 
-    def __init__(self, fn):
-        self.callbacks, self._ok, self._value = [fn], True, None
-
-
-class _Env(simpy.Environment):
-    """simpy Environment that can schedule a callback at an absolute time (no now + delay rounding)."""
+class AbsoluteTimeEnv(simpy.Environment):
+    """simpy Environment that runs a callback at an absolute time, through simpy's public API only: a Timeout
+    whose delay lands exactly on that time (exact_delay), or, when none does, a Timeout to the closest earlier
+    instant that is reachable exactly and from there a second Timeout (m + (time - m) == time exactly for
+    time / 2 <= m <= time, Sterbenz). The detour changes only the order in which events already scheduled for
+    the same instant run, which the step's requests, releases and grants do not depend on (requests wait in a
+    heap ordered by (time, flow, channel); grants run after every event of their instant)."""
 
     def at(self, time: float, fn) -> None:
-        heappush(self._queue, (time, NORMAL, next(self._eid), _Call(fn)))
+        d = exact_delay(self.now, time)
+        if d is not None:
+            self.timeout(d).callbacks.append(fn)
+            return
+        mid = math.nextafter(time, 0.0)
+        while exact_delay(self.now, mid) is None:
+            mid = math.nextafter(mid, 0.0)
+        self.timeout(exact_delay(self.now, mid)).callbacks.append(lambda _ev: self.at(time, fn))
 
 
 class _Channel:
@@ -59,7 +76,7 @@ class _Step:
     """One hardware step: the environment, its channels, and the batch-wide arrays flows write into."""
 
     def __init__(self, link_s: float, depth: int | None, down: np.ndarray, held: np.ndarray):
-        self.env, self.channels = _Env(), {}
+        self.env, self.channels = AbsoluteTimeEnv(), {}
         self.link_s, self.depth, self.down, self.held = link_s, depth, down, held
 
     def request(self, flow: "_Flow", c: int) -> None:

@@ -137,3 +137,22 @@ def test_a_hop_latency_below_float_resolution_falls_back_to_simpy():
         des.timing(acts, times, net, use, None, engine="vector")
     auto = des.timing(acts, times, net, use, None)
     assert np.array_equal(auto.step_s, des.timing(acts, times, net, use, None, engine="simpy").step_s)
+
+
+def test_simpy_engine_schedules_at_absolute_times_exactly_through_the_public_api():
+    """exact_delay gives now + d == time bit for bit, or None when no float delay lands there: 3.6e-9 + 8.5e-9
+    rounds to 1.2099999999999999e-08 (a case from a contended DES step), and so do its float neighbours. AbsoluteTimeEnv.at
+    runs every callback with env.now equal to the absolute time asked for, also then (a two-step detour)."""
+    from hwmodels.timing.des_simpy import AbsoluteTimeEnv, exact_delay
+    assert 3.6e-9 + (1.21e-8 - 3.6e-9) != 1.21e-8 and exact_delay(3.6e-9, 1.21e-8) is None
+    rng = np.random.default_rng(3)
+    nows = rng.random(2000) * 1e-6
+    times = nows + rng.random(2000) * 1e-6
+    assert all(n + exact_delay(n, t) == t for n, t in zip(nows.tolist(), times.tolist()))
+    with pytest.raises(ValueError, match="before the current time"):
+        exact_delay(2e-9, 1e-9)
+    for now, time in [(3.6e-9, 1.21e-8), *zip(nows[:20].tolist(), times[:20].tolist())]:
+        env, seen = AbsoluteTimeEnv(), []
+        env.at(now, lambda _ev, t=time: env.at(t, lambda _e: seen.append((env.now, t))))
+        env.run()
+        assert len(seen) == 1 and seen[0][0] == seen[0][1]
