@@ -142,11 +142,11 @@ def hardware_sets(hardware: dict, items: list[str]) -> dict:
     field; any other key is a chip override (`core.neurons_per_core=256`, also `overrides.core.neurons_per_core`)
     and goes into hardware.overrides. Raises ConfigError for an item without '=' and for a key that shapes the
     lowered graph and trace (codesign.execute.evaluate.LOWERING_KEYS: a saved trace is simulated as it was lowered)."""
-    from codesign.config.run import ConfigError, HardwareConfig, quote, set_dotted
+    from codesign.config.run import ConfigError, HardwareConfig, current_key, quote, set_dotted
     from codesign.execute.evaluate import LOWERING_KEYS
     overrides = hardware.setdefault("overrides", {})
     for key, value in parse_overrides(items).items():
-        key = key.removeprefix("hardware.")
+        key = current_key("hardware." + key.removeprefix("hardware.")).removeprefix("hardware.")
         head = key.split(".")[0]
         if head in LOWERING_KEYS:
             raise ConfigError(f"--set: {quote(key)} shapes the lowered graph and trace; simulate takes them as "
@@ -156,7 +156,7 @@ def hardware_sets(hardware: dict, items: list[str]) -> dict:
         elif head == "overrides" or head not in HardwareConfig.model_fields:
             overrides[key.removeprefix("overrides.")] = value
         else:
-            set_dotted(hardware, key, value)
+            set_dotted(hardware, key, value)  # a hardware field (current name: set_dotted sees no "hardware.")
     return hardware
 
 
@@ -165,7 +165,7 @@ def simulate_config(preset: str, model: str, placement: str, semantics: str, ite
     bootstrap intervals as a run's does): the options, then the --set items (hardware_sets). Raises ConfigError
     naming the field for a value the run config refuses."""
     from codesign.config.run import ConfigError, validate_config
-    hardware = hardware_sets({"preset": preset, "model": model, "placement": placement, "semantics": semantics},
+    hardware = hardware_sets({"preset": preset, "latency_model": model, "placement": placement, "semantics": semantics},
                              items)
     try:
         return validate_config({"hardware": hardware})
@@ -204,7 +204,7 @@ def run_simulation(console: Console, graph: Path, trace: Path, preset: str, set_
         row, sim = hardware_row(cfg, g, tr, chip, on_progress=update)
     if sim is None:
         raise hwmodels.MappingError(row["error"])
-    setup = ", ".join([hw.model, hw.semantics, *(["multicast"] if hw.multicast else [])])
+    setup = ", ".join([hw.latency_model, hw.semantics, *(["multicast"] if hw.multicast else [])])
     return sim, g.name, f"{g.name} on {chip.name} ({setup}, {tr.n_samples} samples)"
 
 

@@ -14,12 +14,15 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from hwmodels.trace import MAX_WEIGHT_BITS
+from workloads.train_config import LR_SCHEDULES, OPTIMIZER_NAMES, train_defaults
 
 
 class ConfigError(ValueError):
     """A config problem, phrased as one line naming the field and the accepted values."""
 
 
+#: defaults of the training fields (workloads.train_config.TrainConfig declares them once)
+TRAIN = train_defaults()
 #: user values quoted in messages are cut to this many characters
 QUOTE_CHARS = 80
 #: a YAML document may expand (aliases counted at every use) to at most this many values
@@ -44,9 +47,9 @@ class DataConfig(_Section):
     dataset: str = Field("mnist5k", description="dataset name (workloads.data.DATASETS): mnist5k, digits, "
                                                 "mnist_dvs_emu (shipped); cifar10, cifar100, dvs_gesture, dvs_cifar10 "
                                                 "(local files under root)")
-    encoding: str = Field("direct", description="input encoder (workloads.encoding.ENCODERS): direct, poisson, "
+    encoding: str = Field(TRAIN["encoding"], description="input encoder (workloads.encoding.ENCODERS): direct, poisson, "
                                                 "ternary; events for event datasets")
-    n_timesteps: int = Field(4, ge=1, le=1000, description="algorithmic timesteps T per sample (event datasets: "
+    n_timesteps: int = Field(TRAIN["n_timesteps"], ge=1, le=1000, description="algorithmic timesteps T per sample (event datasets: "
                                                            "frames per sample)")
     root: str | None = Field(None, description="folder of local dataset files (default $CODESIGN_DATA_DIR or ./data)")
     options: dict[str, Any] = Field(default_factory=dict,
@@ -67,13 +70,13 @@ class TrainingConfig(_Section):
     """Dense training with a surrogate gradient: the `train` section, turned into workloads.train.TrainConfig by
     codesign.execute.stages.train_config."""
 
-    epochs: int = Field(8, ge=0, le=10000)
-    batch_size: int = Field(64, ge=1, le=1_000_000)
-    lr: float = Field(5e-3, gt=0.0)
-    optimizer: Literal["adam", "sgd"] = "adam"
-    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD momentum")
-    weight_decay: float = Field(0.0, ge=0.0)
-    lr_schedule: Literal["cosine", "constant"] = "cosine"
+    epochs: int = Field(TRAIN["epochs"], ge=0, le=10000)
+    batch_size: int = Field(TRAIN["batch_size"], ge=1, le=1_000_000)
+    lr: float = Field(TRAIN["lr"], gt=0.0)
+    optimizer: Literal[OPTIMIZER_NAMES] = TRAIN["optimizer"]
+    momentum: float = Field(TRAIN["momentum"], ge=0.0, lt=1.0, description="SGD momentum")
+    weight_decay: float = Field(TRAIN["weight_decay"], ge=0.0)
+    lr_schedule: Literal[LR_SCHEDULES] = TRAIN["lr_schedule"]
 
 
 class CompressionConfig(_Section):
@@ -104,7 +107,9 @@ class HardwareConfig(_Section):
     overrides: dict[str, Any] = Field(default_factory=dict,
                                       description="dotted preset overrides, e.g. core.synapse_memory_bits: 65536")
     placement: str = Field("in_order", description="placement of cores on the mesh")
-    model: Literal["des", "analytic"] = Field("des", description="simulator: discrete-event or analytic")
+    latency_model: Literal["des", "analytic"] = Field(
+        "des", description="latency model of the simulator (hwmodels.simulate's model): discrete-event or "
+                           "analytic; the old key hardware.model is still read (RENAMED)")
     semantics: Literal["pipelined", "layer_serial"] = Field("pipelined", description="timestep semantics: "
                                                             "layer-pipelined (as on Loihi) or layer-serial")
     multicast: bool = Field(False, description="send a spike as one multicast message along an XY tree")
@@ -164,9 +169,38 @@ def one_line_error(err: ValidationError) -> str:
     return f"config: {path}: {msg} (got {quote(e.get('input'))})"
 
 
+#: old dotted key -> its current name (configs, --set items, sweep axes and resolved configs of old runs still
+#: use the old one)
+RENAMED = {"hardware.model": "hardware.latency_model"}
+
+
+def current_key(dotted: str) -> str:
+    """`dotted` with a renamed key (RENAMED) replaced by its current name."""
+    for old, new in RENAMED.items():
+        if dotted == old or dotted.startswith(old + "."):
+            return new + dotted[len(old):]
+    return dotted
+
+
+def rename_old_keys(tree: dict) -> dict:
+    """Move every RENAMED key of a config tree to its current name, in place; returns the tree. Raises
+    ConfigError when a tree gives both names."""
+    for old, new in RENAMED.items():
+        *path, last = old.split(".")
+        node = tree
+        for key in path:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict) and last in node:
+            if new.split(".")[-1] in node:
+                raise ConfigError(f"config: {old} is the old name of {new}; give only one of them")
+            node[new.split(".")[-1]] = node.pop(last)
+    return tree
+
+
 def set_dotted(tree: dict, dotted: str, value: Any) -> None:
-    """Set tree['a']['b'] = value for dotted = 'a.b', creating sub-dicts as needed."""
-    keys = dotted.split(".")
+    """Set tree['a']['b'] = value for dotted = 'a.b' (a RENAMED key under its current name), creating sub-dicts
+    as needed."""
+    keys = current_key(dotted).split(".")
     node = tree
     for key in keys[:-1]:
         node = node.setdefault(key, {})
@@ -227,11 +261,12 @@ def safe_yaml(text: str, name: str, what: str = "config") -> Any:
 
 
 def parse_tree(text: str, name: str, what: str = "config") -> dict:
-    """YAML text as a dict (empty text -> {}). Raises ConfigError for bad YAML, an alias bomb or a non-mapping."""
+    """YAML text as a dict (empty text -> {}), renamed keys under their current names (rename_old_keys). Raises
+    ConfigError for bad YAML, an alias bomb or a non-mapping."""
     tree = safe_yaml(text, name, what) or {}
     if not isinstance(tree, dict):
         raise ConfigError(f"{what}: {quote(name)} must hold a mapping of sections, got {type(tree).__name__}")
-    return tree
+    return rename_old_keys(tree)
 
 
 def apply_sets(tree: dict, sets: list[str] | None) -> dict:
@@ -263,7 +298,7 @@ def validate_config(tree: dict) -> RunConfig:
     """A config tree validated into a RunConfig (absent sections and fields take their defaults). Raises
     ConfigError (one line naming the field and accepted values)."""
     try:
-        return RunConfig.model_validate(tree)
+        return RunConfig.model_validate(rename_old_keys(tree))
     except ValidationError as err:
         raise ConfigError(one_line_error(err)) from None
 

@@ -11,12 +11,11 @@ import itertools
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from codesign.config.run import (ConfigError, RunConfig, one_line_error, apply_sets, default_config_text, parse_tree, quote,
                              read_tree,
-                             set_dotted)
+                             rename_old_keys, set_dotted)
 
 DICT_FIELDS = ("compression.params.", "hardware.overrides.")
 
@@ -120,7 +119,7 @@ def base_tree(spec: SweepSpec) -> dict:
         return parse_tree(default_config_text(), "default.yaml")
     if isinstance(spec.base, str):
         return read_tree(spec.base, "sweep.base")
-    return copy.deepcopy(spec.base)
+    return rename_old_keys(copy.deepcopy(spec.base))
 
 
 def validated_base(spec: SweepSpec) -> RunConfig:

@@ -17,7 +17,7 @@
 Every measurement lowers and simulates through the path a run takes (codesign.execute.evaluate.lower_model and
 hardware_row on the chip built once by load_chip), so the allocator optimises the chip the run reports: every
 hardware key of the config (placement, semantics, multicast, weight bits and fit ...) is honoured; probes and
-candidates change only hardware.model (analytic) and hardware.n_samples (probe_samples). The uniform network's
+candidates change only hardware.latency_model (analytic) and hardware.n_samples (probe_samples). The uniform network's
 row equals a `codesign run` row of the same config at the same ratio.
 """
 from __future__ import annotations
@@ -111,7 +111,7 @@ def measure(model, info, dataset, cfg: RunConfig, chip: hwmodels.ChipSpec, devic
 
 def probe_config(cfg: RunConfig, acfg: AllocatorConfig) -> RunConfig:
     """The config probes and candidates are measured with: the run's, with the analytic model on probe_samples."""
-    hw = cfg.hardware.model_copy(update={"model": "analytic", "n_samples": acfg.probe_samples})
+    hw = cfg.hardware.model_copy(update={"latency_model": "analytic", "n_samples": acfg.probe_samples})
     return cfg.model_copy(update={"hardware": hw})
 
 

@@ -226,7 +226,7 @@ def hardware_row(cfg: RunConfig, graph: hwmodels.NetworkGraph, trace: hwmodels.E
                  on_progress: Callable[[int, int], None] | None = None) -> tuple[dict, hwmodels.SimResult | None]:
     """Lowered artifacts -> mapping -> SimResult row: the one hardware evaluation that `run`, `sweep`, `search`,
     `allocate` and `codesign simulate` share. Maps `graph` onto `chip` (hardware.placement, with `trace` as the
-    measured traffic) and simulates `trace` (hardware.model, hardware.semantics, hardware.multicast); the
+    measured traffic) and simulates `trace` (hardware.latency_model, hardware.semantics, hardware.multicast); the
     lowering keys (LOWERING_KEYS) are already in `graph` and `trace` (lower_model).
 
     chip: load_chip(cfg), built once by the caller. Returns (row, SimResult); a network that does not fit gives
@@ -242,7 +242,7 @@ def hardware_row(cfg: RunConfig, graph: hwmodels.NetworkGraph, trace: hwmodels.E
         mapping = mapper(graph, chip, placement=hw.placement, traffic=trace)
     except hwmodels.MappingError as exc:
         return {**row, "fits": False, "error": str(exc), "energy_j": np.nan, "latency_s": np.nan}, None
-    sim = hwmodels.simulate(graph, trace, chip, mapping=mapping, model=hw.model, cache=sim_cache,
+    sim = hwmodels.simulate(graph, trace, chip, mapping=mapping, model=hw.latency_model, cache=sim_cache,
                             semantics=hw.semantics, multicast=hw.multicast, on_progress=on_progress)
     row.update(sim.as_row(seed=cfg.seed))
     row.update({"fits": True, "error": "", "memory_bits": int(mapping.core_synapse_bits.sum())})

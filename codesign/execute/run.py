@@ -72,7 +72,7 @@ def summarize(df: pd.DataFrame, cfg: RunConfig, chip, seconds: float) -> list[st
     lines = [f"{cfg.model.name} on {cfg.data.dataset}, T={cfg.data.n_timesteps}, {cfg.data.encoding} encoding; "
              f"{cfg.compression.method} at ratios {', '.join(f'{r:g}' for r in cfg.compression.ratios)}",
              f"chip preset {chip.name}: {chip.mesh_width}x{chip.mesh_height} tiles x {chip.cores_per_tile} cores; "
-             f"{cfg.hardware.model} simulation of {cfg.hardware.n_samples} test samples; run took {seconds:.0f} s"]
+             f"{cfg.hardware.latency_model} simulation of {cfg.hardware.n_samples} test samples; run took {seconds:.0f} s"]
     base, last = df.loc[df["ratio"].idxmin()], df.loc[df["ratio"].idxmax()]
     if base["ratio"] != last["ratio"]:
         lines.append(f"ratio {last['ratio']:g} vs {base['ratio']:g}: energy x{last['energy_j'] / base['energy_j']:.3f}, "

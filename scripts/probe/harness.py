@@ -41,11 +41,11 @@ ROOT_ENTRIES = {"case", "outside", "home", "tmp", "io"}
 CHEAP = {"run_name": "p", "cache_dir": "cache",
          "data": {"dataset": "digits"}, "train": {"epochs": 1},
          "compression": {"method": "sca", "ratios": [0.0, 0.5], "params": {"epochs": 1, "finetune_epochs": 0}},
-         "hardware": {"n_samples": 10, "model": "analytic"}}
+         "hardware": {"n_samples": 10, "latency_model": "analytic"}}
 #: CHEAP as --set items (for configs that cannot hold it: empty files, /dev/null ...)
 CHEAP_SETS = ["run_name=p", "cache_dir=cache", "data.dataset=digits", "train.epochs=1",
               "compression.ratios=[0.0,0.5]", "compression.params={epochs: 1, finetune_epochs: 0}",
-              "hardware.n_samples=10", "hardware.model=analytic"]
+              "hardware.n_samples=10", "hardware.latency_model=analytic"]
 
 
 def deep_merge(base: dict, over: dict) -> dict:

@@ -2,7 +2,7 @@
 import pytest
 import yaml
 
-from codesign.config.run import ConfigError, RunConfig, dump_config, load_config
+from codesign.config.run import ConfigError, RunConfig, dump_config, load_config, validate_config
 
 
 def test_default_config_loads_and_round_trips(tmp_path):
@@ -26,7 +26,7 @@ def test_sets_override_nested_keys():
     (["bogus=1"], "config: unknown key 'bogus'; accepted keys here: run_name, output_dir"),
     (["compression.ratios=[0.5, 1.0]"], "config: compression.ratios: 1.0 is outside [0, 1)"),
     (["compression.ratios=[-0.1]"], "config: compression.ratios: -0.1 is outside [0, 1)"),
-    (["hardware.model=foo"], "config: hardware.model: Input should be 'des' or 'analytic'"),
+    (["hardware.model=foo"], "config: hardware.latency_model: Input should be 'des' or 'analytic'"),
     (["data.n_timesteps=0"], "config: data.n_timesteps: Input should be greater than or equal to 1"),
     (["hardware.weight_fit=round"],
      "config: hardware.weight_fit: Input should be 'quantize', 'widen' or 'error' (got 'round')"),
@@ -56,6 +56,36 @@ def test_missing_file_and_bad_yaml(tmp_path):
 def test_every_field_is_documented_in_resolved_dump():
     tree = yaml.safe_load(dump_config(RunConfig()))
     assert set(tree) == set(RunConfig.model_fields)
-    assert set(tree["hardware"]) == {"preset", "overrides", "placement", "model", "semantics", "multicast",
+    assert set(tree["hardware"]) == {"preset", "overrides", "placement", "latency_model", "semantics", "multicast",
                                      "n_samples", "weight_bits", "weight_fit"}
     assert tree["hardware"]["weight_fit"] == "quantize"
+
+
+def test_training_defaults_are_the_workloads_ones():
+    """codesign's train/data sections take their defaults from workloads.train_config.TrainConfig (declared once),
+    and importing the config does not import torch."""
+    import subprocess
+    import sys
+    from codesign.config.run import DataConfig, TrainingConfig
+    from workloads.train_config import TrainConfig
+    ours, theirs = TrainingConfig().model_dump(), TrainConfig()
+    assert ours and all(v == getattr(theirs, k) for k, v in ours.items())
+    assert (DataConfig().encoding, DataConfig().n_timesteps) == (theirs.encoding, theirs.n_timesteps)
+    code = "import sys, codesign.config.run; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+def test_the_old_key_hardware_model_is_read_as_latency_model(tmp_path):
+    """hardware.model was renamed hardware.latency_model ("model" is the network section): the old key still
+    works in a config file, a --set item (also over a file that uses the old key), a sweep axis and an inline sweep
+    base; a tree with both names is refused in one line."""
+    from codesign.config.sweep import load_spec, point_config
+    old = tmp_path / "old.yaml"
+    old.write_text("hardware:\n  model: analytic\n")
+    assert load_config(old).hardware.latency_model == "analytic"
+    assert load_config(old, ["hardware.model=des"]).hardware.latency_model == "des"
+    assert load_config(None, ["hardware.model=analytic"]).hardware.latency_model == "analytic"
+    spec = load_spec(None, ["base={hardware: {model: analytic}}", "axes={hardware.model: [des]}"])
+    assert point_config(spec, {"hardware.model": "des"}).hardware.latency_model == "des"
+    with pytest.raises(ConfigError, match="hardware.model is the old name of hardware.latency_model"):
+        validate_config({"hardware": {"model": "des", "latency_model": "analytic"}})
