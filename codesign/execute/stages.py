@@ -1,6 +1,7 @@
-"""Pipeline stages that join workloads (torch) and hwmodels (numpy): each a plain function of the config.
-
-This is the only module that knows both sides of the contract (DESIGN.md: codesign knows both).
+"""Stages of a design point, each a plain function of the config: name checks (preset, dataset, model, method),
+device, dataset, model, training and compression settings, encoded test inputs, and the early check that the
+network fits the chip. codesign.execute.evaluate chains them with lowering, mapping and simulation (one
+evaluation path).
 """
 from __future__ import annotations
 
