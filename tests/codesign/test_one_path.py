@@ -24,7 +24,7 @@ SPREAD = {"core.neurons_per_core": 40, "cores_per_tile": 1, "mesh_width": 2}
 CHANGES = {"preset": ("generic-45nm", {"preset", "chip", "energy_j", "static_power_w"}),
            "overrides": ({**SPREAD, "core.neurons_per_core": 30}, {"cores_used"}),
            "placement": ("snake", {"placement", "hops", "energy_network_j"}),
-           "model": ("analytic", {"model"}),
+           "latency_model": ("analytic", {"model"}),
            "semantics": ("layer_serial", {"semantics", "hardware_steps", "latency_s"}),
            "multicast": (True, {"messages", "hops", "energy_network_j"})}
 
