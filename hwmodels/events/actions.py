@@ -13,7 +13,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from hwmodels import activity
-from hwmodels.mapping.connectivity import PAID_COUNT, core_fanout
+from hwmodels.mapping.connectivity import COUNT_KINDS, PAID_COUNT, core_fanout, fanout
 from hwmodels.mapping.map import Mapping
 from hwmodels.chip.spec import CoreSpec
 from hwmodels.mapping.storage import read_bits
@@ -52,8 +52,8 @@ def _proj_fanout(proj: Projection, src_shape: tuple, target_core: np.ndarray, n_
         return sp.csr_matrix((np.tile(per_core[cols], n_src), (rows, np.tile(cols, n_src))),
                              shape=(n_src, n_cores), dtype=np.int64)
     f, cores = core_fanout(proj, src_shape, target_core, count)
-    c = f.tocoo()
-    return sp.csr_matrix((c.data, (c.row, cores[c.col])), shape=(f.shape[0], n_cores), dtype=np.int64)
+    f.sort_indices()  # cores is sorted, so the renumbered columns stay sorted
+    return sp.csr_matrix((f.data, cores[f.indices], f.indptr), shape=(f.shape[0], n_cores), dtype=np.int64)
 
 
 @dataclass(frozen=True, eq=False)
@@ -142,15 +142,15 @@ def build_fanout(graph: NetworkGraph, mapping: Mapping, multicast: bool = False,
         structural[name], nonzero[name] = np.zeros(pop.size, np.int64), np.zeros(pop.size, np.int64)
         for proj in outs:
             tgt = mapping.core_of_neuron[proj.target]
-            f_counts = {c: _proj_fanout(proj, pop.shape, tgt, n, c) for c in ("structural", "nonzero")}
+            per_count = dict(zip(COUNT_KINDS, read_bits(proj, pop.shape, core))) if per_event is None else {}
+            needed = {PAID_COUNT[proj.storage]} | {c for c, per in per_count.items() if per}
+            f_counts = {c: _proj_fanout(proj, pop.shape, tgt, n, c) for c in COUNT_KINDS if c in needed}
             paid[proj.storage] = paid[proj.storage] + f_counts[PAID_COUNT[proj.storage]]
-            if per_event is None:
-                per_count = dict(zip(("structural", "nonzero"), read_bits(proj, pop.shape, core)))
-                for count, per in per_count.items():
-                    if per:
-                        bits = bits + per * f_counts[count]
-            structural[name] += np.asarray(f_counts["structural"].sum(axis=1)).ravel()
-            nonzero[name] += np.asarray(f_counts["nonzero"].sum(axis=1)).ravel()
+            for count, per in per_count.items():
+                if per:
+                    bits = bits + per * f_counts[count]
+            structural[name] += fanout(proj, pop.shape, "structural")  # = row sums of the per-core counts
+            nonzero[name] += fanout(proj, pop.shape, "nonzero")
         total = sum(paid.values())
         msgs = sp.csr_matrix((total > 0).astype(np.int64))
         blocks = [msgs] + [paid[f] for f in formats] + ([bits] if per_event is None else [])
@@ -233,10 +233,10 @@ def gather_spikes(trace: EventTrace, samples: range, pop_i: int) -> tuple[np.nda
             np.repeat(t.ravel(), lengths))
 
 
-def split_messages(m: sp.csr_matrix, n: int, nf: int,
+def split_messages(m: sp.csr_matrix | sp.coo_matrix, n: int, nf: int,
            bits_block: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     """(group row, dst, messages, events (., nf), bits read or None without a bits block) of the non-zero
-    (group, dst) message entries of block 0, sorted by (row, dst)."""
+    (group, dst) message entries of block 0, sorted by (row, dst). m: CSR, or COO without duplicate entries."""
     c = m.tocoo()
     block, dst = c.col // n, c.col % n
     keys = c.row.astype(np.int64) * n + dst
@@ -317,10 +317,12 @@ def _add_recorded(out: np.ndarray, trace: EventTrace, samples: range, name: str,
 def _unicast(sending: list, tables: FanoutTables, n_rows: int) -> tuple[tuple, tuple]:
     """Flows = (row, destination core) pairs; one delivery per flow."""
     n, nf = tables.n_cores, len(tables.formats)
-    g = sp.csr_matrix((n_rows, n * (1 + tables.blocks)), dtype=np.int64)
-    for name, idx, row in sending:
-        a = sp.csr_matrix((np.ones(len(idx), np.int64), (row, idx)), shape=(n_rows, len(tables.structural[name])))
-        g = g + a @ tables.stack[name]
+    parts = [(sp.csr_matrix((np.ones(len(idx), np.int64), (row, idx)), shape=(n_rows, len(tables.structural[name])))
+              @ tables.stack[name]).tocoo() for name, idx, row in sending]
+    # a row is (sample, step, source core) and a core holds one population: the parts' rows are disjoint, so
+    # their sum is their union (split_messages reads the entries in any order)
+    cat = lambda name: np.concatenate([getattr(p, name) for p in parts] or [np.zeros(0, np.int64)])
+    g = sp.coo_matrix((cat("data"), (cat("row"), cat("col"))), shape=(n_rows, n * (1 + tables.blocks)))
     row, dst, msgs, events, bits = split_messages(g, n, nf, tables.bits_per_event is None)
     return (row, dst, msgs), (np.arange(len(row)), dst, msgs, events, bits)
 

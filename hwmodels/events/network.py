@@ -13,6 +13,7 @@ from functools import cached_property
 
 import numpy as np
 
+from hwmodels.events import paths
 from hwmodels.mapping.map import Mapping
 from hwmodels.chip.spec import ChipSpec
 
@@ -144,6 +145,40 @@ class Network:
             self._trees[key] = self._build(*key)
         return self._trees[key]
 
+    def unicast_trees(self, src_cores: np.ndarray, dst_cores: np.ndarray) -> list[Tree]:
+        """The trees of the routes from src_cores[i] to the single core dst_cores[i] (int64 (n,)), the same as
+        tree(src, (dst,)) and cached with them; the routes not cached yet are built at once
+        (hwmodels.events.paths)."""
+        keys = [(self.tiles[s], (self.tiles[d],)) for s, d in zip(src_cores.tolist(), dst_cores.tolist())]
+        new = list(dict.fromkeys(k for k in keys if k not in self._trees))
+        if new:
+            self._trees.update(zip(new, self._build_paths(new)))
+        return [self._trees[k] for k in keys]
+
+    def _build_paths(self, keys: list) -> list[Tree]:
+        """Trees of unicast routes keyed (source tile, (destination tile,)), vectorised over the routes."""
+        src = np.array([k[0] for k in keys], np.int64).reshape(-1, 2)
+        dst = np.array([k[1][0] for k in keys], np.int64).reshape(-1, 2)
+        ptr, x, y, direction = paths.path_links(src, dst)
+        kind = paths.link_kinds(x, y, direction, self.mesh)
+        r = self.chip.router
+        chip_s, chip_j = (float(v) if v is not None else 0.0
+                          for v in (getattr(r, "chip_link_latency_s", None), getattr(r, "chip_link_energy_j", None)))
+        hop_s = np.array([r.hop_latency_ew_s, r.hop_latency_ns_s, chip_s], float)[kind]
+        hop_j = np.array([r.hop_energy_ew_j, r.hop_energy_ns_j, chip_j], float)[kind]
+        links = (y * self.width + x) * 4 + direction
+        before = paths.segment_before(hop_s, ptr)
+        shapes: dict[int, tuple] = {}
+        out = []
+        for i, (lo, hi) in enumerate(zip(ptr[:-1].tolist(), ptr[1:].tolist())):
+            n = hi - lo
+            if n not in shapes:
+                shapes[n] = _path_shape(n)
+            parent, children, depth, blocking = shapes[n]
+            out.append(Tree(links[lo:hi], parent, children, depth, hop_s[lo:hi], hop_j[lo:hi], kind[lo:hi],
+                            before[lo:hi], {keys[i][1][0]: n - 1}, blocking))
+        return out
+
     def _build(self, src: tuple[int, int], dsts: tuple) -> Tree:
         index: dict[tuple, int] = {}
         parent, eject = [], {}
@@ -172,6 +207,16 @@ class Network:
                     np.array([c[0] for c in cost], float), np.array([c[1] for c in cost], float),
                     np.array([self.link_kind(lk) for lk in links], np.int64), np.array(before, float), eject,
                     np.array(blocking, bool))
+
+
+def _path_shape(n: int) -> tuple:
+    """(parent, children, depth, blocking) of a path of n channels (each the only child of the one before; all
+    but the last block), read-only so that every path of that length can share them."""
+    parent, depth, blocking = np.arange(-1, n - 1, dtype=np.int64), np.arange(1, n + 1, dtype=np.int64), \
+        np.arange(n) < n - 1
+    for a in (parent, depth, blocking):
+        a.flags.writeable = False
+    return parent, tuple((j + 1,) for j in range(n - 1)) + (((),) if n else ()), depth, blocking
 
 
 def _climbs(parent: np.ndarray, depth: np.ndarray, blocking: np.ndarray) -> np.ndarray:
@@ -231,11 +276,16 @@ def route_use(flow_src: np.ndarray, flow_route: np.ndarray, flow_messages: np.nd
     """RouteUse of a batch of flows (unicast when `routes` is None: route = destination core)."""
     key = flow_src.astype(np.int64) * (1 << 32) + flow_route
     uniq, inv = np.unique(key, return_inverse=True)
-    trees = tuple(net.tree(int(k >> 32), (int(k & 0xFFFFFFFF),) if routes is None
-                           else tuple(int(c) for c in routes[int(k & 0xFFFFFFFF)])) for k in uniq)
+    if routes is None:
+        trees = tuple(net.unicast_trees(uniq >> 32, uniq & 0xFFFFFFFF))
+    else:
+        trees = tuple(net.tree(int(k >> 32), tuple(int(c) for c in routes[int(k & 0xFFFFFFFF)])) for k in uniq)
     hop_j = np.array([t.hop_j.sum() for t in trees] or [0.0])[inv]
-    hops = np.array([len(t.links) for t in trees] or [0], np.int64)[inv]
-    kinds = np.array([np.bincount(t.kind, minlength=3) for t in trees] or [np.zeros(3, np.int64)], np.int64)[inv]
+    sizes = np.array([len(t.links) for t in trees], np.int64)
+    hops = (sizes if len(trees) else np.zeros(1, np.int64))[inv]
+    kind = np.concatenate([t.kind for t in trees]) if trees else np.zeros(0, np.int64)
+    per_tree = np.bincount(np.repeat(np.arange(len(trees)), sizes) * 3 + kind, minlength=3 * len(trees))
+    kinds = (per_tree.reshape(-1, 3) if len(trees) else np.zeros((1, 3), np.int64)).astype(np.int64)[inv]
     flows = np.bincount(inv, minlength=len(uniq)).astype(np.int64)
     msgs = np.bincount(inv, weights=flow_messages, minlength=len(uniq)).astype(np.int64)
     return RouteUse(inv.astype(np.int64), trees, flows, msgs, hop_j, hops, kinds.reshape(len(inv), 3))

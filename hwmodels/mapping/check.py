@@ -74,11 +74,11 @@ def _axons(graph: NetworkGraph, name: str, cores: np.ndarray, n: int) -> np.ndar
     by_source: dict[str, object] = {}
     for proj in graph.in_projections(name):
         f, cols = core_fanout(proj, graph.populations[proj.source].shape, cores, PAID_COUNT[proj.storage])
-        full = f.tocsc()
         prev = by_source.get(proj.source)
-        by_source[proj.source] = (full, cols) if prev is None else (prev[0] + full, cols)
-    for f, cols in by_source.values():
-        out[cols] += np.diff((f > 0).tocsc().indptr)
+        by_source[proj.source] = (f, cols) if prev is None else (prev[0] + f, cols)
+    for f, cols in by_source.values():  # counts are >= 0: a stored entry > 0 is one source axon of its column
+        f.sum_duplicates()
+        out[cols] += np.bincount(f.indices[f.data > 0], minlength=len(cols))
     return out
 
 

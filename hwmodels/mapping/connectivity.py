@@ -104,33 +104,45 @@ def _group_kernel_sums(mask: np.ndarray, geom: _ConvGeom, owner: np.ndarray, cha
     return out.reshape(n_owner, groups * geom.c_in_g, k2)
 
 
+def _whole_channel_counts(kern: np.ndarray, cover: np.ndarray, used: np.ndarray, n_src: int,
+                          n_owner: int) -> sp.csr_matrix:
+    """CSR float64 (n_src, n_owner) of the owners `used` (sorted) that hold whole channels: column o is
+    kern[o] @ cover flattened over (C_in, H*W). Built row-major, block of owners by block (bounded memory), so
+    no COO sort is needed; the blocks cover disjoint columns."""
+    step = max(1, _BLOCK_FLOATS // max(1, n_src))
+    out = None
+    for lo in range(0, len(used), step):
+        block = used[lo:lo + step]
+        ft = np.ascontiguousarray((kern[block] @ cover).reshape(len(block), -1).T)  # (n_src, len(block))
+        on = ft != 0
+        indptr = np.concatenate([[0], np.cumsum(on.sum(axis=1))])
+        part = sp.csr_matrix((ft[on].astype(np.float64), np.broadcast_to(block, ft.shape)[on], indptr),
+                             shape=(n_src, n_owner))
+        out = part if out is None else out + part
+    return out
+
+
 def _conv_counts(proj: Projection, src_shape: tuple[int, ...], owner: np.ndarray, n_owner: int,
                  count: str) -> sp.csr_matrix:
     """Synapses from every source neuron to the targets of each owner: CSR float64 (n_source, n_owner).
 
     owner: int array (n_target,) in C-order, the owner (0..n_owner-1) of each target, or -1 (not counted).
     Whole channels of one owner share one cover map (one matrix product per block of owners); channels split
-    between owners get a cover of their own positions. Exact: every count is an integer < 2^24 in float32.
+    between owners get a cover of their own positions. Exact: every count is an integer < 2^24 in float32, so
+    sums of the parts are exact in any order.
     """
     geom = _ConvGeom.of(proj, src_shape)
     k2, hw_in, hw_out = geom.kh * geom.kw, geom.h * geom.w, geom.ho * geom.wo
+    n_src = geom.c_in * hw_in
     mask = _mask(proj, count).reshape(geom.c_out, geom.c_in_g, k2)
     tc = np.asarray(owner, np.int64).reshape(geom.c_out, hw_out)
     whole = (tc == tc[:, :1]).all(axis=1) & (tc[:, 0] >= 0)
-    rows, cols, vals = [], [], []
+    out = sp.csr_matrix((n_src, n_owner))
     chans = np.flatnonzero(whole)
     if len(chans):
         kern = _group_kernel_sums(mask, geom, tc[chans, 0], chans, n_owner)
-        cover = geom.cover(np.arange(hw_out))
-        used = np.unique(tc[chans, 0])
-        step = max(1, _BLOCK_FLOATS // max(1, geom.c_in * hw_in))
-        for lo in range(0, len(used), step):
-            block = used[lo:lo + step]
-            f = (kern[block] @ cover).reshape(len(block), -1)
-            b, s = np.nonzero(f)
-            rows.append(s)
-            cols.append(block[b])
-            vals.append(f[b, s])
+        out = _whole_channel_counts(kern, geom.cover(np.arange(hw_out)), np.unique(tc[chans, 0]), n_src, n_owner)
+    rows, cols, vals = [], [], []
     for o in np.flatnonzero(~whole & (tc >= 0).any(axis=1)):
         first_in = (o // geom.out_per_g) * geom.c_in_g
         for g in np.unique(tc[o][tc[o] >= 0]):
@@ -139,12 +151,10 @@ def _conv_counts(proj: Projection, src_shape: tuple[int, ...], owner: np.ndarray
             rows.append((first_in + r) * hw_in + s)
             cols.append(np.full(len(r), g))
             vals.append(f[r, s])
-    n_src = geom.c_in * hw_in
-    if not rows:
-        return sp.csr_matrix((n_src, n_owner))
-    coo = sp.coo_matrix((np.concatenate(vals).astype(np.float64), (np.concatenate(rows), np.concatenate(cols))),
-                        shape=(n_src, n_owner))
-    return coo.tocsr()
+    if rows:
+        out = out + sp.coo_matrix((np.concatenate(vals).astype(np.float64),
+                                   (np.concatenate(rows), np.concatenate(cols))), shape=(n_src, n_owner)).tocsr()
+    return out
 
 
 def conv_core_fanout(proj: Projection, src_shape: tuple[int, ...], indicator: np.ndarray,

@@ -4,6 +4,8 @@ depends only on the routes, message counts, link time and buffer depth, so it is
 and reused when only core latencies change (hwmodels.timing.des caches it on the RouteUse)."""
 from __future__ import annotations
 
+from functools import cached_property
+
 import numpy as np
 
 from hwmodels.events.network import NO_TERM, Tree
@@ -42,9 +44,10 @@ class Nodes:
     trees: route trees; flow_route / hops / msgs / flow_step: int64 (n_flows,) tree index, channels, messages and
     step id (distinct across the samples and batches of the group) of each flow; link_s: link time s; depth:
     router buffer depth (None: unbounded). Arrays per node: flow, step, link, parent (-1: root), hop (s),
-    before (s, from the tree), blocking, cm = (m - 1) L (s); CSR children (ch_ptr, child), first_child; slot
-    terms (tm_ptr, term_node, term_const s); dependents (dp_ptr, dependent) and missing = how many grants
-    each release needs.
+    before (s, from the tree), blocking, cm = (m - 1) L (s), first_child (-1: none); slot terms (tm_ptr,
+    term_node, term_const s); missing = how many grants each release needs. Built on first use (the compiled
+    engine needs them only with several children per channel or with slot terms): CSR `children`
+    (ch_ptr, child) and `dependents` (dp_ptr, dependent).
     """
 
     def __init__(self, trees: tuple[Tree, ...], flow_route: np.ndarray, hops: np.ndarray, msgs: np.ndarray,
@@ -65,17 +68,23 @@ class Nodes:
         tpar = cat("parent", np.int64)[tidx]
         self.parent = np.where(tpar >= 0, tpar + self.base, -1)
         kids = np.flatnonzero(self.parent >= 0)
-        self.ch_ptr, self.child = _csr(self.parent[kids], kids, n)
         self.first_child = np.full(n, -1, np.int64)
         self.first_child[self.parent[kids[::-1]]] = kids[::-1]
         m = msgs[self.flow]
         self.cm = (m - 1) * link_s
         k_cap = np.array([int(t.depth.max(initial=0)) for t in trees], np.int64)[flow_route[self.flow]] \
-            if trees else np.zeros(0, np.int64)
+            if trees and depth is not None else np.zeros(0, np.int64)
         self._terms(trees, t_off, tidx, m, depth, link_s, k_cap)
-        self.single_child = bool(np.all(np.diff(self.ch_ptr) <= 1))
+        self.single_child = bool(np.bincount(self.parent[kids], minlength=1).max() <= 1)
         self.plain = len(self.term_node) == 0
-        self._dependents()
+        # grants each release needs: its own, its child's when blocking, and the slot terms' (distinct)
+        self.missing = 1 + self.blocking if self.plain else np.bincount(self._dependents[1], minlength=n)
+
+    @cached_property
+    def children(self) -> tuple[np.ndarray, np.ndarray]:
+        """CSR (ch_ptr, child) of every node's child channels."""
+        kids = np.flatnonzero(self.parent >= 0)
+        return _csr(self.parent[kids], kids, self.n)
 
     def _terms(self, trees, t_off: np.ndarray, tidx: np.ndarray, m: np.ndarray, depth: int | None,
                link_s: float, k_cap: np.ndarray) -> None:
@@ -97,8 +106,15 @@ class Nodes:
         self.term_node = ti[pos] + self.base[own]
         self.term_const = (m[own] - 1 - depth * tu[pos]) * link_s
 
-    def _dependents(self) -> None:
-        """CSR node j -> nodes x whose release needs j's grant; missing[x] = number of such distinct j."""
+    @cached_property
+    def dependents(self) -> tuple[np.ndarray, np.ndarray]:
+        """CSR (dp_ptr, dependent) node j -> nodes x whose release needs j's grant (each x once per j)."""
+        rows, cols = self._dependents
+        return _csr(rows, cols, self.n)
+
+    @cached_property
+    def _dependents(self) -> tuple[np.ndarray, np.ndarray]:
+        """(row j, dependent x) pairs: x's own grant, its child's when x is blocking, its slot terms'."""
         n, x = self.n, np.arange(self.n)
         b = np.flatnonzero(self.blocking)
         rows, cols = [x, self.first_child[b]], [x, b]
@@ -110,43 +126,15 @@ class Nodes:
         if not self.plain:  # a slot term may repeat the child or another term: count each grant once
             pair = np.unique(rows * max(n, 1) + cols)
             rows, cols = pair // max(n, 1), pair % max(n, 1)
-        self.dp_ptr, self.dependent = _csr(rows, cols, n)
-        self.missing = np.bincount(cols, minlength=n)
-
-    def tail_start(self, z: np.ndarray, g: np.ndarray, tb: np.ndarray) -> np.ndarray:
-        """s[m, z] of hwmodels.timing.des: the tail's start on channel z from the grants g; tb = tail + before (s)."""
-        v = np.maximum(g[z] + self.cm[z], tb[z])
-        if self.plain:
-            return v
-        pos, own = seg(self.tm_ptr, z)
-        if len(pos):
-            np.maximum.at(v, own, g[self.term_node[pos]] + self.term_const[pos])
-        return v
-
-    def release(self, x: np.ndarray, g: np.ndarray, tb: np.ndarray, link_s: float) -> np.ndarray:
-        """Release time (s) of channel nodes x (hwmodels.timing.des._Flow._release_time) from the grants g."""
-        tx = self.tail_start(x, g, tb)
-        out = tx + np.maximum(link_s, self.hop[x])
-        b = self.blocking[x]
-        if b.any():
-            out[b] = np.maximum(tx[b] + link_s, self.tail_start(self.first_child[x[b]], g, tb))
-        return out
+        return rows, cols
 
 
 class Queues:
-    """The queues (step, link) of a Nodes group: queue of each node (`of`), step of each queue, users and
-    non-root users per queue, and the feeder pairs (fed queue f_q, feeding queue f_src, hop latency f_h s of
-    the feeding link) sorted by fed queue."""
+    """The queues (step, link) of a Nodes group: queue of each node (`of`), number of queues `n`, step of each
+    queue (sorted) and the root nodes."""
 
     def __init__(self, nd: Nodes):
         nl = int(nd.link.max(initial=0)) + 1
         uniq, self.of = dense_unique(nd.step * nl + nd.link, (int(nd.step.max(initial=0)) + 1) * nl)
         self.n, self.step = len(uniq), uniq // nl
         self.roots = np.flatnonzero(nd.parent < 0)
-        w = np.flatnonzero(nd.parent >= 0)
-        self.unknown = np.bincount(self.of[w], minlength=self.n)
-        self.users = np.bincount(self.of, minlength=self.n)
-        # a feeding link is fixed by the fed queue and its direction (Network.link_id: id % 4)
-        pair, first = dense_unique(self.of[w] * 4 + nd.link[nd.parent[w]] % 4, 4 * self.n, first=True)
-        rep = nd.parent[w[first]]
-        self.f_q, self.f_src, self.f_h = pair // 4, self.of[rep], nd.hop[rep]

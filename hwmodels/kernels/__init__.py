@@ -1,0 +1,1 @@
+"""Compiled (numba) kernels of the hardware models' inner loops."""
