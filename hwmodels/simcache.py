@@ -1,9 +1,13 @@
 """SimCache: reuse, across repeated hwmodels.simulate calls on the same graph and trace, the work that does not
-depend on the parameters that changed: the mapping, fan-out tables and action counts depend only on the
-mapping-relevant chip fields (MAPPING_EXCLUDED lists the others), the placement, multicast and semantics; the
-routes also on the router; the step latencies (the DES) only on the latency-relevant fields (TIMING_EXCLUDED
-lists the others). A design point that only changes per-event latencies recomputes costs and timing; one that
-only changes energies recomputes costs only.
+depend on the parameters that changed: the partition's chunks depend only on the partition signature (the
+core's mapping-relevant fields, hwmodels.chip.signatures.partition_signature), the mapping on every
+mapping-relevant field (MAPPING_EXCLUDED lists the others) and the placement; the fan-out tables and action
+counts only on the assignment of neurons to cores (so every placement of one partition shares them), multicast
+and semantics; the routes also on the router's latencies; the step latencies (DES or analytic) only on the
+latency-relevant fields (TIMING_EXCLUDED lists the others). A design point that only changes per-event latencies
+recomputes durations, route latencies, timing and costs; one that only changes energies recomputes the energy
+table and the energies of the kept action counts (every energy-free sum of a batch is kept too,
+hwmodels.simulate).
 """
 from __future__ import annotations
 
@@ -11,14 +15,16 @@ from collections import OrderedDict
 from typing import Any, Callable
 
 from hwmodels.events.actions import Actions, FanoutTables, build_fanout, count_actions
-from hwmodels.mapping.map import Mapping, MappingError, map_network
+from hwmodels.mapping.map import Mapping, MappingError, map_network, mapping_key
 from hwmodels.events.network import Network, RouteUse, route_use
 from hwmodels.mapping.placement import USES_TRAFFIC
-from hwmodels.chip.signatures import frozen, mapping_signature, timing_signature
+from hwmodels.chip.signatures import TIMING_EXCLUDED, frozen, mapping_signature, timing_signature
 from hwmodels.chip.spec import ChipSpec, CoreSpec
 from hwmodels.energy import costs
 from hwmodels.timing.core_times import ActionTimes, action_times
 from hwmodels.trace import EventTrace, NetworkGraph
+from hwmodels.trace_check import check_trace
+
 
 class SimCache:
     """Least-recently-used store of simulation inputs keyed by the identity of the graph, trace and mapping
@@ -26,8 +32,8 @@ class SimCache:
 
     max_entries: entries kept (a mapping, a fan-out table, one batch's action counts, one batch's routes each
     count one); older ones are dropped. 0 keeps nothing (every value is made on each use): hwmodels.simulate
-    runs through such a cache when it is given none, so there is one code path with and without reuse. The cache holds references to the objects of its keys, so an id is
-    never reused while its entry lives. It assumes graphs, traces, mappings and chips are not modified in place.
+    runs through such a cache when it is given none, so there is one code path with and without reuse. The
+    cache holds references to the objects of its keys, so an id is never reused while its entry lives. It assumes graphs, traces, mappings and chips are not modified in place.
     Results are bit-identical with and without a cache (tests/hwmodels/test_simcache.py).
     """
 
@@ -70,14 +76,15 @@ class SimCache:
 
     def mapping(self, graph: NetworkGraph, chip: ChipSpec, placement: str = "in_order",
                 traffic: EventTrace | None = None, seed: int = 0) -> Mapping:
-        """hwmodels.map_network(graph, chip, placement, traffic, seed), once per mapping signature; a network
-        that does not fit raises the same MappingError every time."""
+        """hwmodels.map_network(graph, chip, placement, traffic, seed), once per mapping signature (the chunks of
+        its partition once per partition signature, hwmodels.mapping.partition); a network that does not fit
+        raises the same MappingError every time."""
         uses = placement in USES_TRAFFIC and traffic is not None
         key = ("map", id(graph), self.signature("mapping", chip), placement, id(traffic) if uses else None, seed)
 
         def make():
             try:
-                return map_network(graph, chip, placement, traffic if uses else None, seed)
+                return map_network(graph, chip, placement, traffic if uses else None, seed, self.keep)
             except MappingError as exc:
                 return exc
         out = self.keep(key, make, (graph, traffic))
@@ -85,30 +92,42 @@ class SimCache:
             raise MappingError(str(out))
         return out
 
+    def checked(self, graph: NetworkGraph, trace: EventTrace) -> None:
+        """hwmodels.trace_check.check_trace(graph, trace) (raises ValueError when the trace does not belong to the
+        graph), once per (graph, trace) that passed it."""
+        self.keep(("checked_trace", id(graph), id(trace)), lambda: check_trace(graph, trace), (graph, trace))
+
     def tables(self, graph: NetworkGraph, mapping: Mapping, multicast: bool,
                core: CoreSpec | None = None) -> FanoutTables:
-        """hwmodels.events.actions.build_fanout, once per (graph, mapping, multicast, the core's stored weight bits)."""
+        """hwmodels.events.actions.build_fanout, once per (graph, assignment of neurons to cores
+        (hwmodels.mapping.map.mapping_key: placements of one partition share it), multicast, the core's stored
+        weight bits): the tables read the assignment, never the tiles."""
         stored = None if core is None else core.stored_weight_bits
-        return self.keep(("tables", id(graph), id(mapping), multicast, stored),
-                         lambda: build_fanout(graph, mapping, multicast, core), (graph, mapping))
+        assignment = self.keep(("assignment", id(mapping)), lambda: mapping_key(mapping), (mapping,))
+        return self.keep(("tables", id(graph), assignment, multicast, stored),
+                         lambda: build_fanout(graph, mapping, multicast, core), (graph,))
 
     def network(self, mapping: Mapping, chip: ChipSpec) -> Network:
-        """hwmodels.events.network.Network (routes and their costs), once per (mapping, router, chip name)."""
-        return self.keep(("net", id(mapping), frozen(chip.router.model_dump()), chip.name),
-                         lambda: Network(mapping, chip), (mapping,))
+        """hwmodels.events.network.Network (routes and their latencies), once per (mapping, the router's
+        latency-relevant fields): built from `chip` with every router energy NaN, since no model reads a
+        network's energies (hwmodels.energy.costs costs hops from their counts by kind), so a sweep over energies
+        reuses the routes and a stray read of them shows as NaN."""
+        key = ("net", id(mapping), frozen(chip.router.model_dump(exclude=TIMING_EXCLUDED["router"])))
+        return self.keep(key, lambda: Network(mapping, _without_router_energies(chip)), (mapping,))
 
     def actions(self, graph: NetworkGraph, trace: EventTrace, mapping: Mapping, tables: FanoutTables,
                 samples: range, semantics: str) -> Actions:
-        """hwmodels.events.actions.count_actions, once per (graph, trace, mapping, tables, samples, semantics)."""
-        key = ("actions", id(graph), id(trace), id(mapping), id(tables), samples.start, samples.stop, semantics)
+        """hwmodels.events.actions.count_actions, once per (graph, trace, tables, samples, semantics): the tables
+        fix the assignment of neurons to cores, all the counts read of the mapping."""
+        key = ("actions", id(graph), id(trace), id(tables), samples.start, samples.stop, semantics)
         return self.keep(key, lambda: count_actions(graph, trace, mapping, tables, samples, semantics),
-                         (graph, trace, mapping, tables))
+                         (graph, trace, tables))
 
     def timings(self, model: str, group: list, chip: ChipSpec, compute: Callable[[], list]) -> list:
         """compute() (the Timing of each (actions, times, routes) batch of `group` under latency model `model`),
-        once per (model, action counts, latency signature of chip)."""
-        key = ("timing", model, tuple(id(b[0]) for b in group), self.signature("timing", chip))
-        return self.keep(key, compute, tuple(b[0] for b in group))
+        once per (model, the batches' action counts, durations and routes, latency signature of chip)."""
+        key = ("timing", model, tuple((id(a), id(t), id(u)) for a, t, u in group), self.signature("timing", chip))
+        return self.keep(key, compute, tuple(group))
 
     def times(self, actions: Actions, chip: ChipSpec, mapping: Mapping) -> ActionTimes:
         """hwmodels.timing.core_times.action_times of a batch, once per (actions, mapping, latency signature of chip)
@@ -116,15 +135,23 @@ class SimCache:
         return self.keep(("times", id(actions), id(mapping), self.signature("timing", chip)),
                          lambda: action_times(actions, chip, mapping), (actions, mapping))
 
-    def counts(self, actions: Actions, use: RouteUse, chip: ChipSpec) -> dict:
-        """hwmodels.energy.costs.count of a batch, once per (actions, the core's neuron access and update rules:
-        the only chip fields it reads). The routes enter only through their hop kinds, which the actions' mapping
-        fixes (another router's costs give other routes with the same hops)."""
+    def counts(self, actions: Actions, use: RouteUse, chip: ChipSpec, mapping: Mapping) -> dict:
+        """hwmodels.energy.costs.count of a batch, once per (actions, mapping, the core's neuron access and update
+        rules: the only chip fields it reads). The routes enter only through their hop kinds, which the mapping
+        fixes (another router's latencies give other routes with the same hops)."""
         rules = (chip.core.neuron_access_rule, chip.core.neuron_update_rule)
-        return self.keep(("counts", id(actions), rules), lambda: costs.count(actions, use, chip), (actions,))
+        return self.keep(("counts", id(actions), id(mapping), rules), lambda: costs.count(actions, use, chip),
+                         (actions, mapping))
 
     def routes(self, actions: Actions, net: Network) -> RouteUse:
         """hwmodels.events.network.route_use of a batch's flows, once per (actions, network)."""
         return self.keep(("routes", id(actions), id(net)),
                          lambda: route_use(actions.flow_src, actions.flow_route, actions.flow_messages,
                                            actions.routes, net), (actions, net))
+
+
+def _without_router_energies(chip: ChipSpec) -> ChipSpec:
+    """`chip` with every energy of its router (fields ending in _j) NaN (None stays None)."""
+    r = chip.router
+    nan = {f: float("nan") for f in TIMING_EXCLUDED["router"] if getattr(r, f) is not None}
+    return chip.model_copy(update={"router": r.model_copy(update=nan)})

@@ -5,6 +5,7 @@ the model's latency.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -23,7 +24,6 @@ from hwmodels.result import ResultTables, SimResult
 from hwmodels.simcache import SimCache
 from hwmodels.chip.spec import ChipSpec
 from hwmodels.trace import EventTrace, NetworkGraph
-from hwmodels.trace_check import check_trace
 
 #: latency model name -> fn(batches [(actions, times, route use)], network, buffer depth) -> [Timing per batch]
 MODELS = {"des": des.timing_batches, "analytic": analytic.timing_batches}
@@ -32,6 +32,44 @@ MODELS = {"des": des.timing_batches, "analytic": analytic.timing_batches}
 GROUP_SAMPLES = {"des": 128, "analytic": 1}
 #: per-sample columns of SimResult.samples besides the energy components
 SAMPLE_COLUMNS = ("latency_s", "synops", "spikes", "messages", "hops")
+
+
+@dataclass(frozen=True, eq=False)
+class _BatchSums:
+    """What one timed batch adds to the totals at any energies: per-core sums over its samples of every action
+    count (`counts`, float (n_cores,)), of spikes and of busy time (s); per-sample columns `sample` (latency_s,
+    synops, spikes, messages, hops; float (n_samples,)); the reporting synop counts; step latencies summed over
+    its samples (s, (n_steps,)); and per-link ids, messages and held time (s)."""
+
+    counts: dict[str, np.ndarray]
+    spikes: np.ndarray
+    busy_s: np.ndarray
+    sample: dict[str, np.ndarray]
+    synops_structural: float
+    synops_nonzero: float
+    step_s: np.ndarray
+    link_ids: np.ndarray
+    link_messages: np.ndarray
+    link_held_s: np.ndarray
+
+
+def _batch_sums(a: Actions, t: ActionTimes, counts: dict[str, np.ndarray], use: RouteUse,
+                timing: Timing) -> _BatchSums:
+    """The _BatchSums of a batch: actions `a`, durations `t`, action counts (hwmodels.energy.costs.count), routes
+    `use` and the latency model's `timing`."""
+    hops = sum(counts[f"hops_{k}"] for k in HOP_KINDS)
+    sample = {"latency_s": timing.step_s.sum(axis=1), "synops": counts["synops"].sum(axis=1),
+              "spikes": a.spikes.sum(axis=(1, 2)), "messages": counts["messages_out"].sum(axis=1),
+              "hops": hops.sum(axis=1)}
+    ids, link_msgs, _ = use.link_totals(t.link_s, t.out_s)
+    return _BatchSums({name: _core_sum(v) for name, v in counts.items()}, _core_sum(a.spikes.sum(axis=1)),
+                      core_busy_s(a, t), sample, float(a.synops_structural.sum()), float(a.synops_nonzero.sum()),
+                      timing.step_s.sum(axis=0), ids, link_msgs, timing.link_held_s)
+
+
+def _core_sum(per_sample_core: np.ndarray) -> np.ndarray:
+    """float (n_cores,): the sum over samples of a (n_samples, n_cores) array."""
+    return np.asarray(per_sample_core, float).sum(axis=0)
 
 
 class _Totals:
@@ -48,41 +86,38 @@ class _Totals:
         self.synops_structural = self.synops_nonzero = 0.0
         self.links = {"messages": np.zeros(0), "held_s": np.zeros(0), "seen": np.zeros(0, bool)}
 
-    def _add_core(self, name: str, per_sample_core: np.ndarray) -> None:
-        total = np.asarray(per_sample_core, float).sum(axis=0)
+    def _add_core(self, name: str, total: np.ndarray) -> None:
         self.core[name] = self.core.get(name, np.zeros(self.n_cores)) + total
 
-    def add(self, a: Actions, t: ActionTimes, counts: dict[str, np.ndarray], use: RouteUse, timing: Timing) -> None:
-        """Accumulate one batch (the next samples in order): its actions `a`, their durations `t`, action counts
-        (hwmodels.energy.costs.count), routes `use` and the model's `timing`."""
-        latency = timing.step_s.sum(axis=1)
+    def add(self, a: Actions, counts: dict[str, np.ndarray], sums: _BatchSums) -> None:
+        """Accumulate one batch (the next samples in order): its actions `a`, action counts
+        (hwmodels.energy.costs.count) and what it adds at any energies (`sums`); its energies are costed here."""
         rows = slice(self.done, self.done + a.n_samples)
         self.done += a.n_samples
-        joules, bits = energy.energy(counts, self.table, a.formats, latency)
-        for name, v in {**counts, **bits}.items():
+        joules, bits = energy.energy(counts, self.table, a.formats, sums.sample["latency_s"])
+        for name, v in sums.counts.items():
             self._add_core(name, v)
+        for name, v in bits.items():
+            self._add_core(name, _core_sum(v))
         for comp, v in joules.items():
-            self._add_core(f"{comp}_j", v)
+            self._add_core(f"{comp}_j", _core_sum(v))
             self.sample[self.row[comp], rows] = v.sum(axis=1)
-        self._add_core("spikes", a.spikes.sum(axis=1))
-        self.core["busy_s"] = self.core.get("busy_s", np.zeros(self.n_cores)) + core_busy_s(a, t)
-        hops = sum(counts[f"hops_{k}"] for k in HOP_KINDS)
-        for name, v in (("latency_s", latency), ("synops", counts["synops"].sum(axis=1)),
-                        ("spikes", a.spikes.sum(axis=(1, 2))),
-                        ("messages", counts["messages_out"].sum(axis=1)), ("hops", hops.sum(axis=1))):
+        self._add_core("spikes", sums.spikes)
+        self._add_core("busy_s", sums.busy_s)
+        for name, v in sums.sample.items():
             self.sample[self.row[name], rows] = v
-        self.synops_structural += float(a.synops_structural.sum())
-        self.synops_nonzero += float(a.synops_nonzero.sum())
-        self.step_latency += timing.step_s.sum(axis=0)
-        self._add_links(use, t, timing)
+        self.synops_structural += sums.synops_structural
+        self.synops_nonzero += sums.synops_nonzero
+        self.step_latency += sums.step_s
+        self._add_links(sums)
 
-    def _add_links(self, use: RouteUse, t: ActionTimes, timing: Timing) -> None:
-        ids, link_msgs, _ = use.link_totals(t.link_s, t.out_s)
+    def _add_links(self, sums: _BatchSums) -> None:
+        ids = sums.link_ids
         if len(ids) and ids[-1] >= len(self.links["seen"]):  # ids are sorted: grow the per-link-id arrays
             grow = int(ids[-1]) + 1 - len(self.links["seen"])
             self.links = {k: np.concatenate([v, np.zeros(grow, v.dtype)]) for k, v in self.links.items()}
-        self.links["messages"][ids] += link_msgs
-        self.links["held_s"][ids] += timing.link_held_s
+        self.links["messages"][ids] += sums.link_messages
+        self.links["held_s"][ids] += sums.link_held_s
         self.links["seen"][ids] = True
 
     def sample_columns(self, trace: EventTrace) -> dict[str, np.ndarray]:
@@ -185,6 +220,17 @@ def _timings(model: str, group: list, net: Network, chip: ChipSpec, cache: SimCa
     return cache.timings(model, group, chip, run)
 
 
+def _add_group(tot: _Totals, group: list, timings: list[Timing], chip: ChipSpec, mapping: Mapping,
+               cache: SimCache) -> None:
+    """Add every (actions, times, routes) batch of `group`, timed by `timings`, to `tot`; the action counts and
+    what a batch adds at any energies (_BatchSums) come through `cache`."""
+    for (a, t, u), tm in zip(group, timings):
+        counts = cache.counts(a, u, chip, mapping)
+        sums = cache.keep(("sums", id(a), id(t), id(u), id(counts), id(tm)),
+                          lambda: _batch_sums(a, t, counts, u, tm), (a, t, u, counts, tm))
+        tot.add(a, counts, sums)
+
+
 def simulate(graph: NetworkGraph, trace: EventTrace, chip: ChipSpec, mapping: Mapping | None = None,
              model: str = "des", semantics: str = "pipelined", batch_samples: int = 32,
              multicast: bool = False, cache: SimCache | None = None,
@@ -199,8 +245,8 @@ def simulate(graph: NetworkGraph, trace: EventTrace, chip: ChipSpec, mapping: Ma
     copied at the forks of its XY tree, instead of one message per destination core. batch_samples: samples
     counted at once; memory stays bounded by one group of batches (GROUP_SAMPLES; a memory-mapped trace,
     EventTrace.open, streams).
-    cache: a hwmodels.SimCache to reuse the mapping, fan-out tables, action counts, routes and timings of
-    earlier calls on the same graph and trace objects (results are bit-identical; a cache keeps up to its
+    cache: a hwmodels.SimCache to reuse the mapping, fan-out tables, action counts, routes, timings and the
+    energy-free per-batch sums of earlier calls on the same graph and trace objects (results are bit-identical; a cache keeps up to its
     max_entries batches, so a long streamed trace should not use one); None (default) recomputes everything
     (a SimCache(max_entries=0), which keeps nothing).
     on_progress: called as on_progress(samples done, total samples) after each group of samples is timed (e.g. to
@@ -213,8 +259,8 @@ def simulate(graph: NetworkGraph, trace: EventTrace, chip: ChipSpec, mapping: Ma
     (hwmodels.mapping.check), and MappingError when the network does not fit.
     """
     _check_args(model, semantics, batch_samples)
-    check_trace(graph, trace)
     cache = SimCache(max_entries=0) if cache is None else cache
+    cache.checked(graph, trace)
     mapping, tables, net = _inputs(graph, chip, mapping, multicast, cache)
     n_steps = SEMANTICS[semantics](graph, trace.n_timesteps)[0]
     table = energy.energy_table(chip, mapping, graph)
@@ -228,8 +274,7 @@ def simulate(graph: NetworkGraph, trace: EventTrace, chip: ChipSpec, mapping: Ma
             first = samples.stop - in_group
             msgs = lambda k: des_density.messages(graph, trace, mapping, tables, range(first + k, first + k + 1),
                                                   semantics, chip)
-            for (a, t, u), tm in zip(group, _timings(model, group, net, chip, cache, msgs)):
-                tot.add(a, t, cache.counts(a, u, chip), u, tm)
+            _add_group(tot, group, _timings(model, group, net, chip, cache, msgs), chip, mapping, cache)
             group, in_group = [], 0
             if on_progress is not None:
                 on_progress(samples.stop, trace.n_samples)

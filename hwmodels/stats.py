@@ -6,6 +6,8 @@ samples from the same distribution, so a claim can be judged on an interval, not
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 from scipy import stats
 
@@ -36,28 +38,42 @@ def mean_ci(values: np.ndarray, level: float = 0.95, n_resamples: int = N_RESAMP
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
+@lru_cache(maxsize=8)
+def _draws(seed: int, n_resamples: int, n: int) -> np.ndarray:
+    """Read-only int64 (n_resamples, n) bootstrap resample indices of a generator seeded with `seed`: the draws
+    of scipy.stats.bootstrap's percentile method (a pure function of its arguments, memoised: a sweep asks for
+    the same draws at every design point)."""
+    idx = np.random.default_rng(seed).integers(0, n, (n_resamples, n))
+    idx.setflags(write=False)
+    return idx
+
+
+def _means(v: np.ndarray, idx: np.ndarray, rows: int = 256) -> np.ndarray:
+    """np.mean(v[idx], axis=-1), bit for bit (each row is summed alone), gathered `rows` resamples at a time so
+    that the gathered block stays in cache."""
+    return np.concatenate([np.mean(v.take(idx[i:i + rows]), axis=-1) for i in range(0, len(idx), rows)])
+
+
 def mean_cis(columns: dict[str, np.ndarray], level: float = 0.95, n_resamples: int = N_RESAMPLES,
              seed: int = 0) -> dict[str, tuple[float, float]]:
     """{name: mean_ci(values, level, n_resamples, seed)} of equal-length columns, bit for bit, drawing the
     resample indices once for all of them (mean_ci seeds every interval alike, so they share the draws; the
-    draws, the resampled means and scipy.stats.quantile are those of scipy.stats.bootstrap's percentile method).
+    draws, the resampled means and scipy.stats.quantile are those of scipy.stats.bootstrap's percentile method;
+    the quantiles of all varied columns are taken in one call, row by row as one at a time).
     Raises ValueError for a level outside (0, 1) or columns of different lengths."""
     _check_level(level)
     cols = {k: np.asarray(v, float).ravel() for k, v in columns.items()}
     if len({len(v) for v in cols.values()}) > 1:
         raise ValueError(f"mean_cis: columns differ in length: { {k: len(v) for k, v in cols.items()} }")
-    out, idx = {}, None
-    for name, v in cols.items():
-        if len(v) < 2 or np.all(v == v[0]):
-            out[name] = mean_ci(v, level, n_resamples, seed)
-            continue
-        if idx is None:
-            idx = np.random.default_rng(seed).integers(0, len(v), (n_resamples, len(v)))
-        theta = np.mean(v[idx], axis=-1)
+    varied = [k for k, v in cols.items() if len(v) >= 2 and not np.all(v == v[0])]
+    out = {k: mean_ci(v, level, n_resamples, seed) for k, v in cols.items() if k not in varied}
+    if varied:
+        idx = _draws(seed, n_resamples, len(cols[varied[0]]))
+        theta = np.stack([_means(cols[k], idx) for k in varied])  # (varied, n_resamples)
         alpha = np.asarray((1 - level) / 2, dtype=theta.dtype)
         ci = stats.quantile(theta, np.stack((alpha, 1 - alpha), axis=-1), axis=-1)
-        out[name] = float(ci[0]), float(ci[1])
-    return out
+        out.update({k: (float(lo), float(hi)) for k, (lo, hi) in zip(varied, ci)})
+    return {k: out[k] for k in cols}
 
 
 def _ratio(a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:

@@ -44,3 +44,15 @@ def mapping_signature(chip: ChipSpec) -> tuple:
 def timing_signature(chip: ChipSpec) -> tuple:
     """The latency-relevant fields of `chip` as a hashable value (equal signatures: equal step latencies)."""
     return frozen(chip.model_dump(exclude=TIMING_EXCLUDED))
+
+
+def partition_signature(chip: ChipSpec) -> tuple:
+    """The fields hwmodels.mapping.partition reads to cut the populations into core-sized chunks, before it counts
+    them against the chip's cores, as a hashable value: on a homogeneous chip the chip name (its errors name
+    it), the core's mapping-relevant fields and the input location, so chips that differ only in their mesh,
+    cores per tile or number of chips share the chunks; on a chip with core types (populations are given types
+    by the cores of each type) the whole mapping signature."""
+    if chip.core_types is not None:
+        return mapping_signature(chip)
+    return frozen(chip.model_dump(include={"name": True, "core": True, "input_location": True},
+                                  exclude={"core": MAPPING_EXCLUDED["core"]}))

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from hwmodels.mapping.connectivity import fan_in
-from hwmodels.mapping.partition import PORT_TYPE, MappingError, Partition, partition
+from hwmodels.mapping.partition import PORT_TYPE, Keep, MappingError, Partition, make_now, partition
 from hwmodels.mapping.placement import PLACEMENTS, USES_TRAFFIC, slot_coords, traffic_matrix
 from hwmodels.npzfile import array, file_name, open_npz, quote, read_meta
 from hwmodels.chip.signatures import mapping_signature
@@ -198,13 +198,14 @@ MAPPING_META = {"placement": str, "chip_name": str, "core_population": list, "po
 
 
 def map_network(graph: NetworkGraph, chip: ChipSpec, placement: str = "in_order",
-                traffic: np.ndarray | EventTrace | None = None, seed: int = 0) -> Mapping:
+                traffic: np.ndarray | EventTrace | None = None, seed: int = 0, keep: Keep = make_now) -> Mapping:
     """Partition `graph` into cores of `chip` (hwmodels.mapping.partition) and place them with PLACEMENTS[placement].
 
     traffic: for placement "comm_aware", the measured traffic: an (n_cores, n_cores) message-count matrix over
     the partition's cores (graph order) or an EventTrace from which it is computed (placement.traffic_matrix,
     only for placements in placement.USES_TRAFFIC; the others ignore it, so a pipeline may always pass its trace).
-    seed: seed of the randomised steps of a placement (Kernighan-Lin bisection). Cores beyond one chip spill to
+    seed: seed of the randomised steps of a placement (Kernighan-Lin bisection). keep: where the partition's
+    chunks are kept (hwmodels.mapping.partition.partition; hwmodels.SimCache.keep). Cores beyond one chip spill to
     the next of chip.n_chips chips; on a chip with core_types every core lands on a slot of its type (its
     Partition.core_type); on a chip whose input_location is "port" the input populations sit on port pseudo-cores
     at tile (0, 0) of chip 0 (core_type PORT_TYPE), and comm_aware places the chip cores on the traffic between
@@ -216,7 +217,7 @@ def map_network(graph: NetworkGraph, chip: ChipSpec, placement: str = "in_order"
         raise ValueError(f"placement: {quote(placement)} is not one of {', '.join(PLACEMENTS)}")
     if isinstance(traffic, EventTrace) and placement in USES_TRAFFIC:
         check_trace(graph, traffic)
-    part = partition(graph, chip)
+    part = partition(graph, chip, keep)
     if isinstance(traffic, EventTrace):
         traffic = (traffic_matrix(graph, part.core_of_neuron, part.n_cores, traffic)
                    if placement in USES_TRAFFIC else None)

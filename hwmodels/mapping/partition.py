@@ -11,11 +11,13 @@ MappingError naming the population and the shortfall.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
+import scipy.sparse as sp
 
-from hwmodels.mapping.connectivity import PAID_COUNT, fan_in, range_counter
+from hwmodels.mapping.connectivity import PAID_COUNT, core_fanout, fan_in, range_counter
+from hwmodels.chip.signatures import partition_signature
 from hwmodels.chip.spec import ChipSpec, CoreSpec
 from hwmodels.mapping.storage import chunk_state_bits, chunk_synapse_bits, memory_terms
 from hwmodels.trace import NetworkGraph, conv_output_shape
@@ -23,6 +25,13 @@ from hwmodels.trace import NetworkGraph, conv_output_shape
 
 #: Partition.core_type / Mapping.core_type of the input port's pseudo-core (ChipSpec.input_location "port")
 PORT_TYPE = -1
+#: keep(key, make, pins) -> the value stored under key, made by make() on first use (hwmodels.SimCache.keep)
+Keep = Callable[[tuple, Callable[[], Any], tuple], Any]
+
+
+def make_now(key: tuple, make: Callable[[], Any], pins: tuple = ()) -> Any:
+    """A Keep that keeps nothing: make() on every call."""
+    return make()
 
 
 class MappingError(ValueError):
@@ -157,9 +166,23 @@ def _chunks(graph: NetworkGraph, name: str, chip: ChipSpec, core: CoreSpec) -> l
         ends, syn, state, fits = _memory_fit(name, costs, chip, core, graph, start)
         k = _axon_fit(name, costs, core, chip.name, start, ends, fits) - 1
         end = int(ends[k])
-        out.append((start, end, int(syn[k]), int(state[k]), costs.axons(start, end)))
+        out.append((start, end, int(syn[k]), int(state[k])))
         start = end
-    return out
+    return [(*c, axons) for c, axons in zip(out, _chunk_axons(graph, name, [e - s for s, e, *_ in out]))]
+
+
+def _chunk_axons(graph: NetworkGraph, name: str, sizes: list[int]) -> list[int]:
+    """Distinct source neurons with a stored synapse (paid count > 0) into each of the consecutive chunks of
+    `sizes` (> 0) neurons that cover population `name`: _PopCosts.axons of every chunk, from one fan-out per
+    in-projection (hwmodels.mapping.connectivity.core_fanout over the chunks; every chunk holds targets, so its
+    columns are the chunks in order)."""
+    chunk = np.repeat(np.arange(len(sizes)), sizes)
+    reach: dict[str, sp.csr_matrix] = {}
+    for proj in graph.in_projections(name):
+        f, _ = core_fanout(proj, graph.populations[proj.source].shape, chunk, PAID_COUNT[proj.storage])
+        reach[proj.source] = f if proj.source not in reach else reach[proj.source] + f
+    total = sum((np.asarray((f > 0).sum(axis=0)).ravel() for f in reach.values()), np.zeros(len(sizes), np.int64))
+    return [int(v) for v in total]
 
 
 def _type_options(graph: NetworkGraph, name: str, chip: ChipSpec) -> dict[int, list]:
@@ -250,7 +273,14 @@ def _check_room(chip: ChipSpec, name: str, n: int, left: int, needed: int) -> No
                            f"{needed} cores: {-(-needed // chip.n_cores)} chips of {chip.n_cores} cores)")
 
 
-def partition(graph: NetworkGraph, chip: ChipSpec) -> Partition:
+def _chunked(graph: NetworkGraph, chip: ChipSpec, on_chip: list[str]) -> tuple[dict[str, list], dict[str, int]]:
+    """({population: chunks}, {population: core type}) of the populations `on_chip` (all but the input port's)."""
+    if chip.core_types is None:
+        return {name: _chunks(graph, name, chip, chip.core) for name in on_chip}, {name: 0 for name in on_chip}
+    return _typed_chunks(graph, chip, on_chip)
+
+
+def partition(graph: NetworkGraph, chip: ChipSpec, keep: Keep = make_now) -> Partition:
     """Split every population, in graph order, into contiguous chunks of its C-order neurons, one per core.
 
     The cores of all chip.n_chips chips are available. Raises MappingError naming the population when a neuron
@@ -260,14 +290,14 @@ def partition(graph: NetworkGraph, chip: ChipSpec) -> Partition:
     with core_types, a population that fits no type is refused naming the largest type, and one left without
     cores of a type it fits names the types it would take (module docstring). On a chip whose input_location is
     "port", every input population is one port pseudo-core (core_type PORT_TYPE) outside these limits.
+    keep: where the chunks are kept, by graph and hwmodels.chip.signatures.partition_signature
+    (hwmodels.SimCache.keep: chips that differ only in mesh, cores per tile or chips share them).
     """
     ports = {n for n in graph.populations if chip.input_location == "port" and graph.populations[n].is_input}
     on_chip = [n for n in graph.populations if n not in ports]
-    if chip.core_types is None:
-        chunks_of = {name: _chunks(graph, name, chip, chip.core) for name in on_chip}
-        pop_type = {name: 0 for name in on_chip}
-    else:
-        chunks_of, pop_type = _typed_chunks(graph, chip, on_chip)
+    chunks_of, pop_type = keep(("chunks", id(graph), partition_signature(chip)),
+                               lambda: _chunked(graph, chip, on_chip), (graph,))
+    chunks_of, pop_type = dict(chunks_of), dict(pop_type)
     for name in ports:  # the input port: one pseudo-core outside the chip's cores (ChipSpec.input_location)
         chunks_of[name], pop_type[name] = [(0, graph.populations[name].size, 0, 0, 0)], PORT_TYPE
     all_chunks = {name: chunks_of[name] for name in graph.populations}

@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 
 import hwmodels.simcache as simcache
-from hwmodels import MappingError, SimCache, load_preset, simulate
+from hwmodels import MappingError, SimCache, load_preset, map_network, simulate
+from hwmodels.chip.signatures import partition_signature
 from hwmodels.simcache import mapping_signature, timing_signature
 
 
@@ -66,19 +67,36 @@ def test_an_energy_change_reuses_everything_and_a_latency_change_recomputes_only
     g = nets.mixed_graph(rng)
     tr = nets.random_trace(g, rng, 4, 3, 0.3)
     calls, cache = _counting(monkeypatch), SimCache()
-    base, energy, latency, npc = _chips()[0], _chips()[1], _chips()[2], _chips()[3]
+    base, energy, latency, npc, _, per_tile = _chips()
     simulate(g, tr, base, batch_samples=2, cache=cache)  # 2 batches in one DES group
     assert calls == {"map_network": 1, "build_fanout": 1, "count_actions": 2, "route_use": 2}
     keys = set(cache._store)
-    simulate(g, tr, energy, batch_samples=2, cache=cache)  # new router costs: new routes, same timing
-    new = set(cache._store) - keys
+    simulate(g, tr, energy, batch_samples=2, cache=cache)  # new core and router energies: costs only
+    assert calls == {"map_network": 1, "build_fanout": 1, "count_actions": 2, "route_use": 2}
+    assert set(cache._store) == keys
+    simulate(g, tr, latency, batch_samples=2, cache=cache)  # new latencies: new route latencies and timing
     assert calls == {"map_network": 1, "build_fanout": 1, "count_actions": 2, "route_use": 4}
-    assert {k[0] for k in new} == {"net", "routes"}
-    simulate(g, tr, latency, batch_samples=2, cache=cache)
-    assert calls["count_actions"] == 2 and calls["map_network"] == 1
     assert sum(k[0] == "timing" for k in cache._store) == 2
-    simulate(g, tr, npc, batch_samples=2, cache=cache)  # a new mapping: everything is rebuilt
-    assert calls == {"map_network": 2, "build_fanout": 2, "count_actions": 4, "route_use": 8}
+    simulate(g, tr, npc, batch_samples=2, cache=cache)  # a new partition: everything is rebuilt
+    assert calls == {"map_network": 2, "build_fanout": 2, "count_actions": 4, "route_use": 6}
+    simulate(g, tr, per_tile, batch_samples=2, cache=cache)  # the same partition placed anew: new routes only
+    assert calls == {"map_network": 3, "build_fanout": 2, "count_actions": 4, "route_use": 8}
+    assert sum(k[0] == "chunks" for k in cache._store) == 2
+
+
+def test_placements_of_one_partition_share_counts_and_keep_their_own_routes(nets, rng):
+    """in_order and snake mappings of one partition share fan-out tables and action counts in a cache, and each
+    still gets its own routes, hop counts and timing (bit-identical to simulating without a cache)."""
+    g = nets.mixed_graph(rng)
+    tr = nets.random_trace(g, rng, 3, 3, 0.3)
+    chip = load_preset("loihi", {"core.neurons_per_core": 8, "mesh_width": 4})
+    cache = SimCache()
+    for placement in ("in_order", "snake", "in_order"):
+        m = map_network(g, chip, placement)
+        for model in ("des", "analytic"):
+            _same(simulate(g, tr, chip, m, model=model, batch_samples=2),
+                  simulate(g, tr, chip, m, model=model, batch_samples=2, cache=cache))
+    assert sum(k[0] == "tables" for k in cache._store) == 1
 
 
 def test_signatures_separate_mapping_timing_and_energy_fields():
@@ -93,6 +111,12 @@ def test_signatures_separate_mapping_timing_and_energy_fields():
                  {"core.synapse_memory_bits": 65536}, {"core.max_fan_in": 100}, {"core.max_axons": 100},
                  {"core.memory_layout": "pow2"}, {"max_cores_per_population": 3}):
         assert mapping_signature(load_preset("loihi", over)) != mapping_signature(base), over
+    for over in ({"cores_per_tile": 2}, {"mesh_width": 4}, {"max_cores_per_population": 3}, {"n_chips": 2,
+                 "router.chip_link_energy_j": 1e-11, "router.chip_link_latency_s": 1e-8}, energy, latency):
+        chip = over if isinstance(over, type(base)) else load_preset("loihi", over)
+        assert partition_signature(chip) == partition_signature(base), over
+    for over in ({"core.neurons_per_core": 512}, {"core.max_axons": 100}, {"input_location": "port"}):
+        assert partition_signature(load_preset("loihi", over)) != partition_signature(base), over
 
 
 def test_a_network_that_does_not_fit_raises_the_same_error_from_the_cache(nets, rng):
@@ -106,7 +130,7 @@ def test_a_network_that_does_not_fit_raises_the_same_error_from_the_cache(nets, 
         with pytest.raises(MappingError) as err:
             simulate(g, tr, tiny, cache=cache)
         msgs.append(str(err.value))
-    assert msgs[0] == msgs[1] and "does not fit" in msgs[0] and cache.hits == 1
+    assert msgs[0] == msgs[1] and "does not fit" in msgs[0] and cache.hits == 2  # the trace check and the error
 
 
 def test_least_recently_used_entries_are_dropped(nets, rng):
