@@ -4,8 +4,10 @@
 One engine for every model: torch.fx traces the forward (a plain nn.Sequential traces into the chain of its
 layers) and each call is interpreted on symbolic values (`values`: spikes `Feed`, pending weight stages `Stage`
 summed into a `Current`) by the rule the registry holds for its module type (`registry`: synaptic layers, pooling
-and layout, neurons, recurrent containers, attention); the trace comes from re-running the traced graph with a
-probe at every population (`recorder`, `activity`), the weight bits are checked by `fit`.
+and layout, neurons, recurrent containers, attention); the trace is recorded in one forward pass of the traced
+graph per batch, a forward hook at every population turning its tensor into CSR events (`events`) and packed
+neuron activity (`activity`) as it is computed (`recorder`); the weight bits are checked by `fit` (grid search:
+`grid`).
 
 Representation (every stage exact: replaying the recorded spikes gives the model's own currents):
 - The linear stage between two populations (Conv1d/Conv2d or Linear, with BatchNorm and non-overlapping AvgPool

@@ -54,12 +54,17 @@ def node_activity(x: torch.Tensor, v0, v_seq: torch.Tensor, spikes: torch.Tensor
     before the run (float, or a tensor of one step's shape; another shape means rest, as SpikingJelly resets it).
     """
     rest = 0.0 if v_reset is None else float(v_reset)
+    n_t = x.shape[0]
+    out = torch.empty((n_t + 1,) + tuple(x.shape[1:]), dtype=torch.bool, device=x.device)
+    torch.ne(x, 0, out=out[:n_t])
+    out[:n_t].logical_or_(spikes != 0)
+    out[1:n_t].logical_or_(v_seq[:-1] != rest)
+    torch.ne(v_seq[-1], rest, out=out[n_t])
     if torch.is_tensor(v0) and v0.shape == x.shape[1:]:
-        first = (v0 != rest).unsqueeze(0)
-    else:  # a float, or a stale tensor SpikingJelly replaces by rest
-        first = torch.full_like(x[:1], not torch.is_tensor(v0) and float(v0) != rest, dtype=torch.bool)
-    before = torch.cat([first, v_seq[:-1] != rest])
-    return torch.cat([(x != 0) | before | (spikes != 0), v_seq[-1:] != rest])
+        out[0].logical_or_(v0 != rest)
+    elif not torch.is_tensor(v0) and float(v0) != rest:  # a float; a stale tensor SpikingJelly replaces by rest
+        out[0] = True
+    return out
 
 
 def current_activity(i0, i_seq: torch.Tensor) -> torch.Tensor:
@@ -78,7 +83,9 @@ def _with_current(act: torch.Tensor, i0, i_seq) -> torch.Tensor:
 def value_activity(values: torch.Tensor) -> torch.Tensor:
     """bool (T + 1, B, n) activity of a max-pool or relay population from its (T, B, n) values: active where the
     value is non-zero; no state after the last step."""
-    return torch.cat([values != 0, torch.zeros_like(values[:1], dtype=torch.bool)])
+    out = torch.zeros((values.shape[0] + 1,) + tuple(values.shape[1:]), dtype=torch.bool, device=values.device)
+    torch.ne(values, 0, out=out[:-1])
+    return out
 
 
 def readout_activity(current: torch.Tensor) -> torch.Tensor:
@@ -101,47 +108,39 @@ def packed(active: torch.Tensor) -> np.ndarray:
     return pack(active.transpose(0, 1).cpu().numpy())
 
 
-def batch_activity(populations: dict[str, Population], spikes: dict[str, torch.Tensor],
-                   rows: dict[str, torch.Tensor], readout: Layout | None, y, n_t: int,
-                   n_b: int) -> dict[str, np.ndarray]:
-    """{population: uint8 (B, T + 1, ceil(size / 8))} of one batch: spiking nodes from their recorded rows, other
-    captured populations (max-pool, relays) from their values, the readout "output" from the model output y when
-    `readout` is set; input populations and populations with nothing recorded are left out.
+def population_activity(pop: Population, values: torch.Tensor, rows: torch.Tensor | None, n_t: int,
+                        n_b: int) -> np.ndarray | None:
+    """uint8 (B, T + 1, ceil(size / 8)) packed activity of one population in one batch: a spiking node's recorded
+    rows (T + 1, B, ...), else (max-pool, relays) where its values (T, B, ...) or (T*B, ...) are non-zero; None for
+    an input population. Raises ValueError when the activity does not have the population's size."""
+    if rows is None and pop.is_input:
+        return None
+    return packed_rows(pop, rows if rows is not None else value_activity(values.reshape(n_t, n_b, -1)), n_t, n_b)
 
-    spikes: {population: captured (T, B, ...) or (T*B, ...) tensor}; rows: {population: (T + 1, B, n) activity}.
-    Raises ValueError when a recorded tensor does not have the population's size.
-    """
-    out = {}
-    for name, pop in populations.items():
-        if name in rows:
-            act = rows[name]
-        elif pop.is_input:
-            continue
-        elif name in spikes:
-            act = value_activity(spikes[name].reshape(n_t, n_b, -1))
-        elif name == "output" and readout is not None:
-            act = readout_activity(readout(y, ()))
-        else:
-            continue
-        act = act.reshape(n_t + 1, n_b, -1)
-        if act.shape[2] != pop.size:
-            raise ValueError(f"population {name!r}: recorded activity of {act.shape[2]} neurons, expected {pop.size}")
-        out[name] = packed(act)
-    return out
+
+def packed_rows(pop: Population, active: torch.Tensor, n_t: int, n_b: int) -> np.ndarray:
+    """packed() of a bool (T + 1, B, ...) activity of population `pop`; ValueError when it does not have the
+    population's size."""
+    act = active.reshape(n_t + 1, n_b, -1)
+    if act.shape[2] != pop.size:
+        raise ValueError(f"population {pop.name!r}: recorded activity of {act.shape[2]} neurons, expected {pop.size}")
+    return packed(act)
 
 
 class Capture:
-    """Context manager that records, for every forward of the model while active, the spikes/values of
-    `probes.spikes` (forward hooks, in `self.spikes`) and the activity (T + 1, B, n) of `probes.nodes` (in
-    `self.rows`), the nodes running with store_v_seq; hooks are removed and store_v_seq restored on exit.
+    """Context manager that hands, for every forward of the model while active, the spikes/values of each
+    population of `probes.spikes` (forward hooks) to `self.sink(population, values, rows)` as they are computed,
+    rows being the activity (T + 1, B, ...) of a population of `probes.nodes` (None for others), the nodes running
+    with store_v_seq; nothing is kept after the call (set `sink` before each forward, e.g. one per batch). Hooks
+    are removed and store_v_seq restored on exit.
 
     A node in step_mode "s" (stepped by a recurrent container, one call per timestep) has its input, potential
     and output collected step by step instead; its rows are built when its population's spikes are stored.
     Raises ValueError when a node does not expose v_seq after a multi-step forward.
     """
 
-    def __init__(self, probes: Probes):
-        self.probes, self.spikes, self.rows = probes, {}, {}
+    def __init__(self, probes: Probes, sink: Callable[[str, torch.Tensor, torch.Tensor | None], None] | None = None):
+        self.probes, self.sink, self.rows = probes, sink, {}
         self._handles, self._saved, self._inputs, self._steps = [], {}, {}, {}
 
     def __enter__(self) -> "Capture":
@@ -168,13 +167,13 @@ class Capture:
 
     def clear(self) -> None:
         """Forget the last batch's tensors."""
-        self.spikes, self.rows, self._inputs, self._steps = {}, {}, {}, {}
+        self.rows, self._inputs, self._steps = {}, {}, {}
 
     def _store(self, pop: str):
         def hook(module, args, out) -> None:
-            self.spikes[pop] = out
             if pop in self._steps:
                 self._finish_steps(pop)
+            self.sink(pop, out, self.rows.pop(pop, None))
         return hook
 
     def _pre_step(self, pop: str):

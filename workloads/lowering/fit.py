@@ -5,12 +5,13 @@ Fit rule. Per output channel (a row of a dense weight = one target neuron, an ou
 stored values (every value for storage "dense"/"conv"; the non-zeros only for "sparse"/"bitmap", which store no
 zeros) must lie on an affine grid offset + step * k, k = 0..2^b - 1, offset and step free per channel (BatchNorm
 and AvgPool folding scale a channel, so a b-bit layer stays on a b-bit grid after folding). A value is on the grid
-when it is within GRID_TOL x the channel's range of a grid point (float32 folding noise). The bits a channel
-needs are ceil(log2(levels)), levels = the points of the coarsest grid through its values (1 bit at least); the
-projection needs the most any channel needs. A grid is only accepted while its step is >= 20 x the tolerance
-(MAX_INTERVALS steps over the range): finer grids cannot be told from float weights at float32 precision, so such
-weights (every float layer, and quantizations finer than 12 bits) need 32 bits. Max-pool and identity projections
-(weights 1) fit 1 bit; gated (attention) projections are exempt: their weights are spikes.
+when it is within GRID_TOL x the channel's range of a grid point (float32 folding noise; the grid search is
+workloads.lowering.grid). The bits a channel needs are ceil(log2(levels)), levels = the points of the coarsest
+grid through its values (1 bit at least); the projection needs the most any channel needs. A grid is only
+accepted while its step is >= 20 x the tolerance (MAX_INTERVALS steps over the range): finer grids cannot be told
+from float weights at float32 precision, so such weights (every float layer, and quantizations finer than 12 bits)
+need 32 bits. Max-pool and identity projections (weights 1) fit 1 bit; gated (attention) projections are exempt:
+their weights are spikes.
 """
 from __future__ import annotations
 
@@ -25,47 +26,12 @@ from torch.nn.utils import parametrize
 
 from hwmodels.trace import NetworkGraph, Projection
 from workloads.compression.quant import weight_layers
+from workloads.lowering.grid import MAX_INTERVALS, bits_for_intervals, grid_intervals, row_intervals
 
 #: policies of lower(..., weight_fit=)
 FIT_POLICIES = ("widen", "error", "quantize")
-#: tolerance of the grid test, as a fraction of a channel's range (max - min)
-GRID_TOL = 1e-5
-#: most steps a grid may have over a channel's range (its step >= 20 x GRID_TOL x range)
-MAX_INTERVALS = 5000
-#: bits of weights on no grid (floats)
-FLOAT_BITS = 32
 _SPARSE = ("sparse", "bitmap")
 _LOG = logging.getLogger("workloads.lowering")
-
-
-def grid_intervals(values: np.ndarray) -> int | None:
-    """Fewest steps m of a grid lo + k (hi - lo) / m, k = 0..m, holding every value within GRID_TOL (hi - lo):
-    0 for fewer than two distinct values, None when no grid of at most MAX_INTERVALS steps does.
-
-    values: any-shape float array (one channel).
-    """
-    v = np.asarray(values, np.float64).ravel()
-    span = float(v.max() - v.min()) if v.size else 0.0
-    if span <= 0.0:
-        return 0
-    f = np.sort((v - v.min()) / span)
-    gaps = np.diff(f)
-    distinct = gaps[gaps > 2 * GRID_TOL]
-    if distinct.size == 0 or distinct.size > MAX_INTERVALS:
-        return None
-    first = max(1, int(np.ceil(1.0 / (distinct.min() + 2 * GRID_TOL) - 1e-9)))
-    for start in range(first, MAX_INTERVALS + 1, 256):
-        m = np.arange(start, min(start + 256, MAX_INTERVALS + 1), dtype=np.float64)[:, None]
-        scaled = f[None, :] * m
-        ok = np.flatnonzero(np.abs(scaled - np.round(scaled)).max(1) <= GRID_TOL * m[:, 0])
-        if ok.size:
-            return int(m[ok[0], 0])
-    return None
-
-
-def bits_for_intervals(m: int | None) -> int:
-    """Bits of a grid of m steps (m + 1 levels): ceil(log2(m + 1)), at least 1; FLOAT_BITS for None."""
-    return FLOAT_BITS if m is None else max(1, int(m).bit_length())
 
 
 def channel_rows(weight: np.ndarray, nonzero_only: bool) -> list[np.ndarray]:
@@ -74,9 +40,18 @@ def channel_rows(weight: np.ndarray, nonzero_only: bool) -> list[np.ndarray]:
     return [r[r != 0] for r in rows] if nonzero_only else list(rows)
 
 
+def channel_grids(weight: np.ndarray, nonzero_only: bool, limit: int = MAX_INTERVALS) -> list[int | None]:
+    """Steps of each output channel's coarsest grid (workloads.lowering.grid; None: none of at most `limit`
+    steps) of a weight (C_out, ...): over all its values (every channel at once), or over its non-zeros only
+    (channel by channel)."""
+    if nonzero_only:
+        return [grid_intervals(r, limit) for r in channel_rows(weight, True)]
+    return row_intervals(np.asarray(weight).reshape(len(weight), -1), limit)
+
+
 def weight_grid(weight: np.ndarray, nonzero_only: bool) -> int | None:
     """Steps of the coarsest per-channel grid a weight (C_out, ...) needs (max over channels; None: no grid)."""
-    steps = [grid_intervals(r) for r in channel_rows(weight, nonzero_only)]
+    steps = channel_grids(weight, nonzero_only)
     return None if any(s is None for s in steps) else max(steps, default=0)
 
 
@@ -136,7 +111,7 @@ def quantize_rows(w: torch.Tensor, bits: int, nonzero_only: bool) -> torch.Tenso
     sign(w) x mean|w| over the channel's non-zeros (pruned zeros stay zero). Channels already on a grid are
     returned bit for bit. Same dtype and device as w."""
     rows = w.detach().cpu().double().reshape(len(w), -1)
-    need = [bits_for_intervals(grid_intervals(r)) for r in channel_rows(rows.numpy(), nonzero_only)]
+    need = [bits_for_intervals(m) for m in channel_grids(rows.numpy(), nonzero_only, 2 ** bits - 1)]
     keep = torch.tensor([n <= bits for n in need], dtype=torch.bool)
     if bits == 1:
         nz = (rows != 0).double()

@@ -1,5 +1,7 @@
-"""The trace recorder: re-runs the traced model on real tensors with a probe at every population and collects the
-spikes (a CSR EventTrace), neuron activity (workloads.lowering.activity) and predictions, in batches.
+"""The trace recorder: runs the traced model on real tensors, batch by batch, with a probe at every population;
+a forward hook turns each population's tensor into CSR events (workloads.lowering.events) and packed neuron
+activity (workloads.lowering.activity) as soon as it is computed, so one forward pass per batch records the
+EventTrace (spikes, activity, predictions) and no population's tensor is kept for later.
 """
 from __future__ import annotations
 
@@ -9,8 +11,10 @@ import torch.fx as fx
 from spikingjelly.activation_based import functional, neuron
 from torch import nn
 
-from hwmodels.trace import EventTrace, NetworkGraph, Population
-from workloads.lowering.activity import Capture, Probes, batch_activity, predictions
+from hwmodels.trace import EventTrace, NetworkGraph
+from workloads.lowering.activity import (Capture, Probes, packed_rows, population_activity, predictions,
+                                         readout_activity)
+from workloads.lowering.events import merge_events, population_events
 from workloads.lowering.rules_recurrent import recurrent_node
 
 
@@ -104,7 +108,8 @@ def _model_device(model: nn.Module) -> torch.device:
 def record_trace(model: nn.Module, inputs: torch.Tensor, graph: NetworkGraph, probes: Probes,
                  labels: np.ndarray | None, batch_size: int, device=None) -> EventTrace:
     """Run `model` (a Recorder) on `inputs` (T, N, ...) in batches and collect every population's spikes as a CSR
-    trace, with neuron activity and, when the model outputs (T, N, n_classes), predictions.
+    trace, with neuron activity and, when the model outputs (T, N, n_classes), predictions: one forward pass per
+    batch, each population's tensor turned into events and packed activity by a forward hook as it is computed.
 
     probes: what to read while the model runs (workloads.lowering.activity.Probes); "input" (when the graph has
     it) is `inputs` itself; populations with no probe (the readout) get no events. The model goes back to its
@@ -128,20 +133,48 @@ def record_trace(model: nn.Module, inputs: torch.Tensor, graph: NetworkGraph, pr
     return _assemble(graph, inputs.shape[1], inputs.shape[0], batches, labels)
 
 
+class BatchRecord:
+    """The recording of one batch of B samples and T timesteps, filled by Capture's hooks while the model runs:
+    events {population index in `graph`: Events} and activity {population: packed uint8 (B, T + 1, bytes)}."""
+
+    def __init__(self, graph: NetworkGraph, n_t: int, n_b: int):
+        self.graph, self.n_t, self.n_b = graph, n_t, n_b
+        self.with_values = any(p.graded for p in graph.populations.values())
+        self.index = {name: i for i, name in enumerate(graph.populations)}
+        self.events, self.activity = {}, {}
+
+    def __call__(self, name: str, values: torch.Tensor, rows: torch.Tensor | None) -> None:
+        """Take population `name`'s values (T, B, ...) or (T*B, ...) and activity rows (T + 1, B, ...) or None."""
+        pop = self.graph.populations.get(name)
+        if pop is None:
+            return
+        self.events[self.index[name]] = population_events(values, pop, self.n_t, self.n_b, self.with_values)
+        act = population_activity(pop, values, rows, self.n_t, self.n_b)
+        if act is not None:
+            self.activity[name] = act
+
+    def result(self, y, readout) -> dict:
+        """{"csr": (counts, indices, values), "activity": {population: packed rows} in graph order, "predictions":
+        int64 (B,) or None} once the model output y is known (readout: layout of y as the readout's current)."""
+        output = self.graph.populations.get("output")
+        if output is not None and readout is not None and "output" not in self.activity and not output.is_input:
+            self.activity["output"] = packed_rows(output, readout_activity(readout(y, ())), self.n_t, self.n_b)
+        return {"csr": merge_events(self.events, len(self.graph.populations), self.n_t, self.n_b,
+                                    self.with_values),
+                "activity": {n: self.activity[n] for n in self.graph.populations if n in self.activity},
+                "predictions": predictions(y, self.n_t, self.n_b)}
+
+
 def _record_batch(model: nn.Module, x: torch.Tensor, graph: NetworkGraph, probes: Probes, cap: Capture) -> dict:
-    """One forward pass on x (T, B, ...) from reset: {"csr": (counts, indices, values), "activity": {population:
-    packed rows}, "predictions": int64 (B,) or None}."""
-    n_t, n_b = x.shape[:2]
+    """One forward pass on x (T, B, ...) from reset, recorded by a BatchRecord (BatchRecord.result)."""
+    record = BatchRecord(graph, *x.shape[:2])
+    cap.sink = record
     functional.reset_net(model)
     y = model(x)
     if "input" in graph.populations:
-        cap.spikes["input"] = x
-    with_values = any(p.graded for p in graph.populations.values())
-    out = {"csr": _batch_csr(cap.spikes, graph, n_t, n_b, with_values),
-           "activity": batch_activity(graph.populations, cap.spikes, cap.rows, probes.readout, y, n_t, n_b),
-           "predictions": predictions(y, n_t, n_b)}
+        record("input", x, None)
     cap.clear()
-    return out
+    return record.result(y, probes.readout)
 
 
 def _assemble(graph: NetworkGraph, n_samples: int, n_t: int, batches: list[dict],
@@ -157,49 +190,3 @@ def _assemble(graph: NetworkGraph, n_samples: int, n_t: int, batches: list[dict]
                       None if any(p is None for p in preds) else np.concatenate(preds),
                       sizes={name: pop.size for name, pop in graph.populations.items()},
                       graph_fingerprint=graph.fingerprint())
-
-
-def _batch_csr(captured: dict[str, torch.Tensor], graph: NetworkGraph, n_t: int, n_b: int,
-               with_values: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """CSR pieces of one batch: (counts per (sample, t, population) row, int32 indices, float32 values).
-
-    Each population's events, sorted by (sample, t, neuron), are scattered to their rows without a global sort.
-    """
-    n_rows, n_p = n_b * n_t, len(graph.populations)
-    counts, parts = np.zeros((n_rows, n_p), np.int64), []
-    for p, pop in enumerate(graph.populations.values()):
-        if pop.name in captured:
-            bt, idx, val = _population_events(captured[pop.name], pop, n_t, n_b, with_values)
-            counts[:, p] = np.bincount(bt, minlength=n_rows)
-            parts.append((p, bt, idx, val))
-    row_start = (np.cumsum(counts.ravel()) - counts.ravel()).reshape(n_rows, n_p)
-    indices = np.empty(int(counts.sum()), np.int32)
-    values = np.empty(len(indices), np.float32) if with_values else None
-    for p, bt, idx, val in parts:
-        first = np.cumsum(counts[:, p]) - counts[:, p]  # position of each row's first event in this population
-        pos = row_start[bt, p] + np.arange(len(bt)) - first[bt]
-        indices[pos] = idx
-        if with_values:
-            values[pos] = val
-    return counts.ravel(), indices, values
-
-
-def _population_events(spikes: torch.Tensor, pop: Population, n_t: int, n_b: int, with_values: bool):
-    """(sample*T + t, neuron index, value) of every non-zero entry of one population, sorted by row then index.
-
-    Raises ValueError when the recorded tensor does not have `pop.size` neurons per sample and timestep.
-    """
-    a = spikes.reshape(n_t, n_b, -1).transpose(0, 1)  # (B, T, n)
-    if a.shape[2] != pop.size:
-        raise ValueError(f"population {pop.name!r}: recorded {a.shape[2]} neurons per step, expected {pop.size} "
-                         f"for shape {pop.shape}")
-    nz = a.nonzero()
-    bt, idx = (nz[:, 0] * n_t + nz[:, 1]).cpu().numpy(), nz[:, 2].cpu().numpy()
-    val = None
-    if with_values:
-        val = a[nz[:, 0], nz[:, 1], nz[:, 2]].float().cpu().numpy() if pop.graded else np.ones(len(bt), np.float32)
-    key = bt * pop.size + idx
-    if np.any(key[1:] <= key[:-1]):  # torch.nonzero is row-major in practice; do not rely on it
-        order = np.argsort(key, kind="stable")
-        bt, idx, val = bt[order], idx[order], None if val is None else val[order]
-    return bt, idx, val
