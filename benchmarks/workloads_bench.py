@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
 from benchutil import calibrate_bn
 from hwmodels import ChipSpec, EventTrace, NetworkGraph, load_preset
+from hwmodels.stream import TraceWriter
 from workloads.data import load_dataset
 from workloads.encoding import encode
 from workloads.lowering import lower
@@ -84,3 +87,84 @@ def spikformer_32(n_samples: int = 4, n_timesteps: int = 4, n_chips: int = 8) ->
                     f"spikformer_4_384 (LIF tau 2), {n_samples} uniform-noise 3x32x32 images, T={n_timesteps}, "
                     f"direct encoding, untrained with BN statistics calibrated on the samples, generic-45nm with "
                     f"core.synapse_memory_bits = 8 Mbit on {n_chips} chips (chip links: CHIP_LINKS)")
+
+
+def noise_images(start: int, stop: int, seed: int = 0) -> torch.Tensor:
+    """Images start..stop-1, shape (stop - start, 3, 32, 32), of a seeded stream of uniform noise in [0, 1): image i
+    is drawn by its own torch.Generator seeded with seed * 2**32 + i, so every chunking of the stream gives the
+    same images (unlike one torch.rand call of the whole batch, as vgg11_32 and spikformer_32 draw)."""
+    return torch.stack([torch.rand((3, 32, 32), generator=torch.Generator().manual_seed(seed * 2 ** 32 + i))
+                        for i in range(start, stop)])
+
+
+@dataclass
+class StreamWorkload:
+    """A workload lowered chunk by chunk (lower_to_folder): the BN-calibrated model, timesteps T, the chip and how
+    it was made; its inputs are direct-encoded noise_images, samples [start, stop) at a time."""
+
+    name: str
+    model: nn.Module
+    n_timesteps: int
+    chip: ChipSpec
+    description: str
+
+    def inputs(self, start: int, stop: int) -> torch.Tensor:
+        """Encoded inputs (T, stop - start, 3, 32, 32) of samples start..stop-1."""
+        return encode(noise_images(start, stop), self.n_timesteps, "direct")
+
+
+def _streamed(name: str, model: nn.Module, n_timesteps: int, chip: ChipSpec, calib_samples: int,
+              description: str) -> StreamWorkload:
+    """Calibrate `model`'s BatchNorms on the first `calib_samples` images of the stream (a fixed set, so the model
+    is the same whatever number of samples is lowered later) and wrap it."""
+    w = StreamWorkload(name, model, n_timesteps, chip, description)
+    calibrate_bn(model, w.inputs(0, calib_samples))
+    return w
+
+
+def vgg16_32_stream(n_timesteps: int = 4, calib_samples: int = 32) -> StreamWorkload:
+    """VGG-16 (workloads.models 'vgg16_sca': Simonyan & Zisserman configuration D, 13 conv-BN-IF + FC512-FC512-FC10,
+    16 weight layers, IF neurons as vgg11_32) at 3x32x32 on noise_images, direct encoding, on multichip_45nm(2):
+    its ~312k neurons need ~310 cores of 1,024 neurons, more than one 256-core generic-45nm chip holds."""
+    model = build_model("vgg16_sca", (3, 32, 32), 10, neuron="IF", v_threshold=1.0, seed=0)
+    return _streamed("vgg16", model, n_timesteps, multichip_45nm(2), calib_samples,
+                     f"vgg16_sca (IF), uniform-noise 3x32x32 images (noise_images), T={n_timesteps}, direct encoding, "
+                     f"untrained with BN statistics calibrated on the first {calib_samples} images, generic-45nm "
+                     "with core.synapse_memory_bits = 8 Mbit on 2 chips (chip links: CHIP_LINKS)")
+
+
+def spikformer_32_stream(n_timesteps: int = 4, calib_samples: int = 32, n_chips: int = 8) -> StreamWorkload:
+    """The spikformer_32 recipe (Spikformer-4-384, LIF tau 2, multichip_45nm(n_chips)) on noise_images, BN
+    calibrated on the first `calib_samples` images, for lower_to_folder."""
+    model = build_model("spikformer_4_384", (3, 32, 32), 10, neuron="LIF", tau=2.0, seed=0)
+    return _streamed("spikformer_4_384", model, n_timesteps, multichip_45nm(n_chips), calib_samples,
+                     f"spikformer_4_384 (LIF tau 2), uniform-noise 3x32x32 images (noise_images), T={n_timesteps}, "
+                     f"direct encoding, untrained with BN statistics calibrated on the first {calib_samples} images, "
+                     f"generic-45nm with core.synapse_memory_bits = 8 Mbit on {n_chips} chips (chip links: "
+                     "CHIP_LINKS)")
+
+
+def lower_to_folder(w: StreamWorkload, folder: Path, n_samples: int, chunk: int) -> tuple[NetworkGraph, list[float]]:
+    """Lower samples 0..n_samples-1 of `w` with one lower() call (weight_fit 'quantize', 8-bit, as codesign runs)
+    per `chunk` samples, appending each chunk's trace to the trace folder `folder` (hwmodels.stream.TraceWriter,
+    with the predictions and the packed neuron activity, as write_trace keeps them), so at most one chunk's trace
+    is in memory. Returns (the graph, the wall time of each lower() call in s). lower() has no streaming output,
+    so every call builds and weight-fits the graph again."""
+    walls: list[float] = []
+
+    def lowered(s0: int) -> tuple[NetworkGraph, EventTrace]:
+        t0 = time.perf_counter()
+        out = lower(w.model, w.inputs(s0, min(s0 + chunk, n_samples)), name=w.name, device="cpu",
+                    weight_fit="quantize")
+        walls.append(time.perf_counter() - t0)
+        return out
+
+    graph, first = lowered(0)
+    activity = {p: 8 * np.shape(a)[-1] for p, a in first.activity.items()}  # packed row bytes, as write_trace
+    with TraceWriter(folder, list(first.populations), first.n_timesteps, first.values is not None,
+                     predictions=first.predictions is not None, activity=activity) as writer:
+        writer.append(first)
+        del first
+        for s0 in range(chunk, n_samples, chunk):
+            writer.append(lowered(s0)[1])
+    return graph, walls
