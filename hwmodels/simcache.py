@@ -15,6 +15,7 @@ from collections import OrderedDict
 from typing import Any, Callable
 
 from hwmodels.events.actions import Actions, FanoutTables, build_fanout, count_actions
+from hwmodels.mapping.connectivity import FanoutStore
 from hwmodels.mapping.map import Mapping, MappingError, map_network, mapping_key
 from hwmodels.events.network import Network, RouteUse, route_use
 from hwmodels.mapping.placement import USES_TRAFFIC
@@ -98,14 +99,15 @@ class SimCache:
         self.keep(("checked_trace", id(graph), id(trace)), lambda: check_trace(graph, trace), (graph, trace))
 
     def tables(self, graph: NetworkGraph, mapping: Mapping, multicast: bool,
-               core: CoreSpec | None = None) -> FanoutTables:
+               core: CoreSpec | None = None, fanouts: FanoutStore | None = None) -> FanoutTables:
         """hwmodels.events.actions.build_fanout, once per (graph, assignment of neurons to cores
         (hwmodels.mapping.map.mapping_key: placements of one partition share it), multicast, the core's stored
-        weight bits): the tables read the assignment, never the tiles."""
+        weight bits): the tables read the assignment, never the tiles. fanouts: core fan-outs of this assignment
+        already counted (by hwmodels.mapping.check.check_mapping in the same call), reused when they are made."""
         stored = None if core is None else core.stored_weight_bits
         assignment = self.keep(("assignment", id(mapping)), lambda: mapping_key(mapping), (mapping,))
         return self.keep(("tables", id(graph), assignment, multicast, stored),
-                         lambda: build_fanout(graph, mapping, multicast, core), (graph,))
+                         lambda: build_fanout(graph, mapping, multicast, core, fanouts), (graph,))
 
     def network(self, mapping: Mapping, chip: ChipSpec) -> Network:
         """hwmodels.events.network.Network (routes and their latencies), once per (mapping, the router's

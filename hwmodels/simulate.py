@@ -18,6 +18,7 @@ from hwmodels.timing.analytic import Timing
 from hwmodels.energy.costs import ENERGY_COMPONENTS, EnergyTable
 from hwmodels.mapping.map import Mapping
 from hwmodels.mapping.check import check_mapping
+from hwmodels.mapping.connectivity import FanoutStore
 from hwmodels.events.network import HOP_KINDS, Network, RouteUse
 from hwmodels.timing.core_times import ActionTimes, core_busy_s
 from hwmodels.result import ResultTables, SimResult
@@ -30,6 +31,12 @@ MODELS = {"des": des.timing_batches, "analytic": analytic.timing_batches}
 #: samples of consecutive batches a model times together (the DES's vector engine solves all their steps in one
 #: go); memory holds one group of batches
 GROUP_SAMPLES = {"des": 128, "analytic": 1}
+#: channel nodes (flow x route channel, summed over a group's batches) after which a model's group is closed
+#: early, bounding the memory of the DES's vector engine whatever the samples' traffic (measured: about 200 bytes
+#: of peak memory per node, VGG-11 at 32x32 with 4.65 M nodes per 128 samples; 2^23 nodes ~ 1.7 GiB); a group
+#: holds at least one batch. Groups only batch independent hardware steps (the steps of every sample are numbered
+#: apart, hwmodels.timing.des), so results do not depend on where a group ends (tests/hwmodels/test_simulate_groups.py)
+GROUP_NODES = {"des": 1 << 23, "analytic": None}
 #: per-sample columns of SimResult.samples besides the energy components
 SAMPLE_COLUMNS = ("latency_s", "synops", "spikes", "messages", "hops")
 
@@ -190,12 +197,14 @@ def _check_args(model: str, semantics: str, batch_samples: int) -> None:
 def _inputs(graph: NetworkGraph, chip: ChipSpec, mapping: Mapping | None, multicast: bool,
             cache: SimCache) -> tuple[Mapping, FanoutTables, Network]:
     """Mapping, fan-out tables and network of a run, through `cache`. A mapping given by the caller is checked
-    against the graph and every core limit of the chip."""
+    against the graph and every core limit of the chip; the per-projection core fan-outs the check counts are
+    passed on to the fan-out tables (a FanoutStore that lives for this call only), so each is counted once."""
+    fanouts: FanoutStore = {}
     if mapping is not None:
         mapping = cache.keep(("checked", id(graph), id(mapping), cache.signature("mapping", chip)),
-                             lambda: check_mapping(graph, mapping, chip), (graph, mapping))
+                             lambda: check_mapping(graph, mapping, chip, fanouts), (graph, mapping))
     mapping = cache.mapping(graph, chip) if mapping is None else mapping
-    return mapping, cache.tables(graph, mapping, multicast, chip.core), cache.network(mapping, chip)
+    return mapping, cache.tables(graph, mapping, multicast, chip.core, fanouts), cache.network(mapping, chip)
 
 
 def _batch(graph: NetworkGraph, trace: EventTrace, chip: ChipSpec, mapping: Mapping, tables: FanoutTables,
@@ -231,6 +240,14 @@ def _add_group(tot: _Totals, group: list, timings: list[Timing], chip: ChipSpec,
         tot.add(a, counts, sums)
 
 
+def _group_full(model: str, group: list, in_group: int) -> bool:
+    """Whether a group of (actions, times, routes) batches holding `in_group` samples is timed now: it reached
+    GROUP_SAMPLES[model] samples or GROUP_NODES[model] channel nodes."""
+    nodes = GROUP_NODES[model]
+    return in_group >= GROUP_SAMPLES[model] or (
+        nodes is not None and sum(int(u.hops.sum()) for *_, u in group) >= nodes)
+
+
 def simulate(graph: NetworkGraph, trace: EventTrace, chip: ChipSpec, mapping: Mapping | None = None,
              model: str = "des", semantics: str = "pipelined", batch_samples: int = 32,
              multicast: bool = False, cache: SimCache | None = None,
@@ -243,8 +260,8 @@ def simulate(graph: NetworkGraph, trace: EventTrace, chip: ChipSpec, mapping: Ma
     for the core pipeline.
     semantics: "pipelined" or "layer_serial" (hwmodels.events.actions.SEMANTICS). multicast: one message per spike,
     copied at the forks of its XY tree, instead of one message per destination core. batch_samples: samples
-    counted at once; memory stays bounded by one group of batches (GROUP_SAMPLES; a memory-mapped trace,
-    EventTrace.open, streams).
+    counted at once; memory stays bounded by one group of batches (GROUP_SAMPLES samples or GROUP_NODES channel
+    nodes, whichever comes first; a memory-mapped trace, EventTrace.open, streams).
     cache: a hwmodels.SimCache to reuse the mapping, fan-out tables, action counts, routes, timings and the
     energy-free per-batch sums of earlier calls on the same graph and trace objects (results are bit-identical; a cache keeps up to its
     max_entries batches, so a long streamed trace should not use one); None (default) recomputes everything
@@ -270,7 +287,7 @@ def simulate(graph: NetworkGraph, trace: EventTrace, chip: ChipSpec, mapping: Ma
         samples = range(s0, min(s0 + batch_samples, trace.n_samples))
         group.append(_batch(graph, trace, chip, mapping, tables, net, samples, semantics, cache))
         in_group += len(samples)
-        if in_group >= GROUP_SAMPLES[model] or samples.stop == trace.n_samples:
+        if _group_full(model, group, in_group) or samples.stop == trace.n_samples:
             first = samples.stop - in_group
             msgs = lambda k: des_density.messages(graph, trace, mapping, tables, range(first + k, first + k + 1),
                                                   semantics, chip)

@@ -13,7 +13,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from hwmodels import activity
-from hwmodels.mapping.connectivity import COUNT_KINDS, PAID_COUNT, core_fanout, fanout
+from hwmodels.mapping.connectivity import COUNT_KINDS, PAID_COUNT, FanoutStore, fanout, stored_core_fanout
 from hwmodels.mapping.map import Mapping
 from hwmodels.chip.spec import CoreSpec
 from hwmodels.mapping.storage import read_bits
@@ -42,8 +42,10 @@ SEMANTICS: dict[str, Callable[[NetworkGraph, int], tuple[int, dict[str, np.ndarr
     "pipelined": pipelined, "layer_serial": layer_serial}
 
 
-def _proj_fanout(proj: Projection, src_shape: tuple, target_core: np.ndarray, n_cores: int, count: str):
-    """Core-level fan-out (n_source, n_cores) of one projection; dense structural without a dense ones matrix."""
+def _proj_fanout(proj: Projection, src_shape: tuple, target_core: np.ndarray, n_cores: int, count: str,
+                 fanouts: FanoutStore | None = None):
+    """Core-level fan-out (n_source, n_cores) of one projection; dense structural without a dense ones matrix;
+    the others through `fanouts` (hwmodels.mapping.connectivity.stored_core_fanout)."""
     if proj.kind == "dense" and count == "structural":
         per_core = np.bincount(target_core, minlength=n_cores).astype(np.int64)
         cols = np.flatnonzero(per_core)
@@ -51,7 +53,7 @@ def _proj_fanout(proj: Projection, src_shape: tuple, target_core: np.ndarray, n_
         rows = np.repeat(np.arange(n_src), len(cols))
         return sp.csr_matrix((np.tile(per_core[cols], n_src), (rows, np.tile(cols, n_src))),
                              shape=(n_src, n_cores), dtype=np.int64)
-    f, cores = core_fanout(proj, src_shape, target_core, count)
+    f, cores = stored_core_fanout(fanouts, proj, src_shape, target_core, count)
     f.sort_indices()  # cores is sorted, so the renumbered columns stay sorted
     return sp.csr_matrix((f.data, cores[f.indices], f.indptr), shape=(f.shape[0], n_cores), dtype=np.int64)
 
@@ -125,10 +127,11 @@ def _dest_sets(stack: dict[str, sp.csr_matrix], n: int) -> tuple[tuple[np.ndarra
 
 
 def build_fanout(graph: NetworkGraph, mapping: Mapping, multicast: bool = False,
-                 core: CoreSpec | None = None) -> FanoutTables:
+                 core: CoreSpec | None = None, fanouts: FanoutStore | None = None) -> FanoutTables:
     """Fan-out tables of `graph` on `mapping` (hwmodels.mapping.connectivity.core_fanout with the paid count);
     `multicast` adds the destination sets (FanoutTables.routes). core: the chip's CoreSpec, whose
-    stored_weight_bits decide the bits a spike reads (None: every projection's own weight_bits)."""
+    stored_weight_bits decide the bits a spike reads (None: every projection's own weight_bits). fanouts: core
+    fan-outs already counted on this assignment (e.g. by hwmodels.mapping.check.check_mapping), reused."""
     formats = tuple(f for f in STORAGE_FORMATS if any(p.storage == f for p in graph.projections))
     n = mapping.cores_used
     per_event = _per_event_bits(graph, mapping, formats, core)
@@ -144,7 +147,8 @@ def build_fanout(graph: NetworkGraph, mapping: Mapping, multicast: bool = False,
             tgt = mapping.core_of_neuron[proj.target]
             per_count = dict(zip(COUNT_KINDS, read_bits(proj, pop.shape, core))) if per_event is None else {}
             needed = {PAID_COUNT[proj.storage]} | {c for c, per in per_count.items() if per}
-            f_counts = {c: _proj_fanout(proj, pop.shape, tgt, n, c) for c in COUNT_KINDS if c in needed}
+            f_counts = {c: _proj_fanout(proj, pop.shape, tgt, n, c, fanouts)
+                        for c in COUNT_KINDS if c in needed}
             paid[proj.storage] = paid[proj.storage] + f_counts[PAID_COUNT[proj.storage]]
             for count, per in per_count.items():
                 if per:

@@ -256,13 +256,13 @@ class RouteUse:
         out) when nothing waits (hwmodels.timing.des closed form with every grant at the head's arrival)."""
         if not self.trees:
             return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
-        uniq, inv, tree, hop_s = self._channels
+        uniq, inv, tree, hop_s = self.channels
         n_f, n_m = self.flows[tree], self.messages[tree]
         held = n_f * np.maximum(hop_s, link_s) + (n_m - n_f) * max(link_s, out_s)
         return uniq, np.bincount(inv, weights=n_m).astype(np.int64), np.bincount(inv, weights=held)
 
     @cached_property
-    def _channels(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def channels(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(sorted link ids, index of each tree channel into them, tree of each channel, hop latency s) over
         the channels of every tree in order (computed once per RouteUse)."""
         sizes = [len(t.links) for t in self.trees]

@@ -12,7 +12,7 @@ import dataclasses
 
 import numpy as np
 
-from hwmodels.mapping.connectivity import PAID_COUNT, core_fanout, fan_in
+from hwmodels.mapping.connectivity import PAID_COUNT, FanoutStore, fan_in, stored_core_fanout
 from hwmodels.mapping.map import Mapping, mapping_key
 from hwmodels.mapping.partition import PORT_TYPE
 from hwmodels.npzfile import quote
@@ -68,14 +68,17 @@ def _state_bits(graph: NetworkGraph, name: str, cores: np.ndarray, core: CoreSpe
     return np.bincount(cores, minlength=n).astype(np.int64) * bits
 
 
-def _axons(graph: NetworkGraph, name: str, cores: np.ndarray, n: int) -> np.ndarray:
-    """Distinct source neurons with a stored synapse into each core of population `name`, int64 (n,)."""
+def _axons(graph: NetworkGraph, name: str, cores: np.ndarray, n: int,
+           fanouts: FanoutStore | None = None) -> np.ndarray:
+    """Distinct source neurons with a stored synapse into each core of population `name`, int64 (n,); the core
+    fan-outs come through `fanouts` (hwmodels.mapping.connectivity.stored_core_fanout)."""
     out = np.zeros(n, np.int64)
     by_source: dict[str, object] = {}
     for proj in graph.in_projections(name):
-        f, cols = core_fanout(proj, graph.populations[proj.source].shape, cores, PAID_COUNT[proj.storage])
+        f, cols = stored_core_fanout(fanouts, proj, graph.populations[proj.source].shape, cores,
+                                     PAID_COUNT[proj.storage])
         prev = by_source.get(proj.source)
-        by_source[proj.source] = (f, cols) if prev is None else (prev[0] + f, cols)
+        by_source[proj.source] = (f.copy(), cols) if prev is None else (prev[0] + f, cols)  # f may be shared
     for f, cols in by_source.values():  # counts are >= 0: a stored entry > 0 is one source axon of its column
         f.sum_duplicates()
         out[cols] += np.bincount(f.indices[f.data > 0], minlength=len(cols))
@@ -91,11 +94,13 @@ def _covers(graph: NetworkGraph, core_of: dict) -> None:
 
 
 def core_tables(graph: NetworkGraph, chip: ChipSpec, core_of: dict[str, np.ndarray],
-                n_cores: int, core_type: np.ndarray | None = None) -> dict[str, np.ndarray]:
+                n_cores: int, core_type: np.ndarray | None = None,
+                fanouts: FanoutStore | None = None) -> dict[str, np.ndarray]:
     """Per-core tables of an assignment {population: int core id per neuron}: "population" (list), "neurons",
     "synapse_bits", "state_bits", "axons", "bias_entries" (int64 (n_cores,)). core_type: index into chip.core_specs of every
-    core (None: all 0; PORT_TYPE: an input port's pseudo-core, costed with chip.core). Raises ValueError for a
-    malformed assignment."""
+    core (None: all 0; PORT_TYPE: an input port's pseudo-core, costed with chip.core). fanouts: where the core
+    fan-outs counted for the axons are kept for a later build_fanout on the same assignment (None: not kept).
+    Raises ValueError for a malformed assignment."""
     _covers(graph, core_of)
     core_of = {k: np.asarray(v, np.int64) for k, v in core_of.items()}
     owner = _population_of_cores(graph, core_of, n_cores)
@@ -111,7 +116,7 @@ def core_tables(graph: NetworkGraph, chip: ChipSpec, core_of: dict[str, np.ndarr
             on_t, spec = types == t, chip.core if t == PORT_TYPE else specs[t]
             out["synapse_bits"] += _synapse_bits(graph, name, cores, spec, n_cores) * on_t
             out["state_bits"] += _state_bits(graph, name, cores, spec, n_cores) * on_t
-        out["axons"] += _axons(graph, name, cores, n_cores)
+        out["axons"] += _axons(graph, name, cores, n_cores, fanouts)
         out["bias_entries"] += _bias_entries(graph, name, cores, n_cores)
     return out
 
@@ -258,13 +263,16 @@ def _check_chip(mapping: Mapping, chip: ChipSpec) -> None:
                      "map_network(graph, chip)")
 
 
-def check_mapping(graph: NetworkGraph, mapping: Mapping, chip: ChipSpec) -> Mapping:
+def check_mapping(graph: NetworkGraph, mapping: Mapping, chip: ChipSpec,
+                  fanouts: FanoutStore | None = None) -> Mapping:
     """The mapping with its per-core tables recomputed from the graph (neurons, synapse bits, state bits, axons:
     what it holds, whatever it records). Raises ValueError (one line) unless `mapping` covers exactly the
     populations of `graph`, was made for a chip with the same mapping-relevant fields when map_network made it
     (Mapping.verified_for; hand-made and loaded mappings are judged on what they hold), every core holds the one
     population it is recorded for, and every core limit of `chip` (neurons, synapse memory, neuron-state
-    memory, input axons, bias memory, fan-in, cores per population, cores, mesh, cores per tile) holds."""
+    memory, input axons, bias memory, fan-in, cores per population, cores, mesh, cores per tile) holds.
+    fanouts: a hwmodels.mapping.connectivity.FanoutStore that keeps the per-projection core fan-outs the check
+    counts, for hwmodels.events.actions.build_fanout on the returned mapping (None: not kept)."""
     _covers(graph, mapping.core_of_neuron)
     _check_chip(mapping, chip)
     verified = mapping.verified_for is not None and mapping.verified_for[:2] == (mapping_signature(chip),
@@ -275,7 +283,7 @@ def check_mapping(graph: NetworkGraph, mapping: Mapping, chip: ChipSpec) -> Mapp
     ports = chip.port_cores(graph.populations, mapping.core_population)
     types = core_types_of(mapping, chip, ports)
     mapping = dataclasses.replace(mapping, core_type=types)
-    tables = core_tables(graph, chip, mapping.core_of_neuron, mapping.cores_used, types)
+    tables = core_tables(graph, chip, mapping.core_of_neuron, mapping.cores_used, types, fanouts)
     if list(mapping.core_population) != tables["population"]:
         k = next(i for i, (a, b) in enumerate(zip(mapping.core_population, tables["population"])) if a != b)
         raise ValueError(f"mapping.core_population: core {k} is recorded as {mapping.core_population[k]!r} but holds "

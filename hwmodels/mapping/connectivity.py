@@ -236,6 +236,26 @@ def core_fanout(proj: Projection, src_shape: tuple[int, ...], target_core: np.nd
     return sp.csr_matrix(f, dtype=np.int64), cores
 
 
+#: a store of core fan-outs shared by the callers of one assignment (hwmodels.mapping.check and
+#: hwmodels.events.actions.build_fanout, within one hwmodels.simulate call): (projection name, count) ->
+#: (F, cores, the target_core it was counted for)
+FanoutStore = dict
+
+
+def stored_core_fanout(store: FanoutStore | None, proj: Projection, src_shape: tuple[int, ...],
+                       target_core: np.ndarray, count: str = "structural") -> tuple[sp.csr_matrix, np.ndarray]:
+    """core_fanout(proj, src_shape, target_core, count), made once per (projection, count) in `store` and reused
+    while it is asked for an equal target_core (None: made on every call). The caller must not modify the
+    returned matrix in place (canonicalising its indices, which changes no value, excepted)."""
+    if store is None:
+        return core_fanout(proj, src_shape, target_core, count)
+    key, target_core = (proj.name, count), np.asarray(target_core)
+    got = store.get(key)
+    if got is None or not np.array_equal(got[2], target_core):
+        got = store[key] = (*core_fanout(proj, src_shape, target_core, count), target_core)
+    return got[:2]
+
+
 def spike_counts(trace: EventTrace, population: str, size: int) -> np.ndarray:
     """Spikes per neuron of `population` summed over all samples and timesteps of `trace`, int64 (size,)."""
     pop_i = trace.populations.index(population)

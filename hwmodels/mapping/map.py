@@ -6,6 +6,8 @@ A network that does not fit raises MappingError naming the population and the sh
 """
 from __future__ import annotations
 
+import hashlib
+
 import json
 import os
 from dataclasses import dataclass, replace
@@ -252,11 +254,13 @@ def _place(part: Partition, chip: ChipSpec, strategy, traffic: np.ndarray | None
 
 
 def assignment_key(core_of_neuron: dict[str, np.ndarray], core_population: tuple, *tables: np.ndarray) -> tuple:
-    """A fingerprint of a per-neuron core assignment and the per-core tables recorded with it (names, sizes and
-    hashes of the arrays): any change to them changes the key."""
+    """A fingerprint of a per-neuron core assignment and the per-core tables recorded with it (names, and BLAKE2b
+    digests of the arrays' int64 bytes, the same in every process, so a saved mapping keeps its key): any change
+    to them changes the key."""
     arrays = [*core_of_neuron.values(), *tables]
     return (tuple(core_of_neuron), tuple(core_population),
-            tuple(hash(np.ascontiguousarray(a, np.int64).tobytes()) for a in arrays))
+            tuple(hashlib.blake2b(np.ascontiguousarray(a, np.int64).tobytes(), digest_size=16).hexdigest()
+                  for a in arrays))
 
 
 def mapping_key(m: "Mapping") -> tuple:

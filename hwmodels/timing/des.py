@@ -62,35 +62,39 @@ channel), the same for both engines.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
-
 import numpy as np
 
 from hwmodels.timing import analytic, des_simpy, des_vector, core_times
 from hwmodels.events.actions import Actions
 from hwmodels.timing.analytic import Timing
 from hwmodels.timing.des_nodes import Nodes, Queues
-from hwmodels.events.network import Network, RouteUse
+from hwmodels.events.network import DIRECTIONS, Network, RouteUse
+from hwmodels.mapping.partition import Keep, make_now
 from hwmodels.timing.core_times import ActionTimes
 
 #: one batch: its action counts, their durations and its routes
 Batch = tuple[Actions, ActionTimes, RouteUse]
-#: keep(key, make, pins) -> the value stored under key, made by make() on first use (hwmodels.SimCache.keep)
-Keep = Callable[[tuple, Callable[[], Any], tuple], Any]
-
-
-def build(key: tuple, make: Callable[[], Any], pins: tuple = ()) -> Any:
-    """A Keep that keeps nothing: make() on every call."""
-    return make()
-
 
 def _eject_channels(actions: Actions, use: RouteUse, net: Network) -> np.ndarray:
-    """Channel index (in its flow's tree) into each delivery's destination tile, -1 on the source tile."""
+    """Channel index (in its flow's tree) into each delivery's destination tile, -1 on the source tile, int64
+    (n_deliv,): the tree channel whose link ends at that tile (Tree.eject; in a tree one channel at most ends at a
+    tile), found over the flat channels of all trees (RouteUse.channels) by sorted (tree, downstream tile) keys."""
     a = actions
-    key = use.flow_route[a.deliv_flow] * a.n_cores + a.deliv_dst
-    uniq, inv = np.unique(key, return_inverse=True)
-    ej = [use.trees[int(k // a.n_cores)].eject[net.tiles[int(k % a.n_cores)]] for k in uniq]
-    return np.array(ej, np.int64)[inv] if len(uniq) else np.zeros(0, np.int64)
+    if not len(a.deliv_flow) or not use.trees or not len(use.channels[1]):
+        return np.full(len(a.deliv_flow), -1, np.int64)
+    uniq, inv, tree, _ = use.channels
+    links = uniq[inv]
+    tile, d = np.divmod(links, 4)
+    step = np.array([dy * net.width + dx for dx, dy in DIRECTIONS], np.int64)
+    n_tiles = (int(max(t[1] for t in net.tiles)) + 2) * net.width
+    chan_key = tree * n_tiles + tile + step[d]
+    order = np.argsort(chan_key, kind="stable")
+    xy = np.array(net.tiles, np.int64).reshape(-1, 2)
+    key = use.flow_route[a.deliv_flow] * n_tiles + (xy[a.deliv_dst, 1] * net.width + xy[a.deliv_dst, 0])
+    pos = np.minimum(np.searchsorted(chan_key, key, sorter=order), len(order) - 1)
+    hit = chan_key[order[pos]] == key
+    first = np.concatenate([[0], np.cumsum(np.bincount(tree, minlength=len(use.trees)))])
+    return np.where(hit, order[pos] - first[use.flow_route[a.deliv_flow]], -1).astype(np.int64)
 
 
 def _offsets(use: RouteUse) -> np.ndarray:
@@ -98,7 +102,7 @@ def _offsets(use: RouteUse) -> np.ndarray:
     return np.concatenate([[0], np.cumsum(use.hops)]).astype(np.int64)
 
 
-def _play_simpy(batches: list[Batch], buffer_depth: int | None, keep: Keep = build) -> list[tuple[np.ndarray, np.ndarray]]:
+def _play_simpy(batches: list[Batch], buffer_depth: int | None, keep: Keep = make_now) -> list[tuple[np.ndarray, np.ndarray]]:
     """(head down s, held s) per channel node of each batch, one simpy run per step (hwmodels.timing.des_simpy)."""
     return [des_simpy.play(a, t, u, buffer_depth, _offsets(u)) for a, t, u in batches]
 
@@ -124,7 +128,7 @@ def _build_nodes(batches: list[Batch], buffer_depth: int | None) -> tuple[Nodes,
     return nodes, Queues(nodes)
 
 
-def _play_vector(batches: list[Batch], buffer_depth: int | None, keep: Keep = build) -> list[tuple[np.ndarray, np.ndarray]]:
+def _play_vector(batches: list[Batch], buffer_depth: int | None, keep: Keep = make_now) -> list[tuple[np.ndarray, np.ndarray]]:
     """The same as _play_simpy with hwmodels.timing.des_vector, every batch of the group in one solve (every hop
     latency must be > 0); the channel nodes come through `keep`."""
     nodes, queues = _group_nodes(batches, buffer_depth, keep)
@@ -143,14 +147,14 @@ def _engine(name: str, batches: list[Batch]) -> str:
     """Resolve "auto"; raise ValueError for an unknown name or "vector" with a zero hop latency."""
     if name not in (*ENGINES, "auto"):
         raise ValueError(f"engine: {name!r} is not one of auto, {', '.join(ENGINES)}")
-    positive = all(float(t.hop_s.min(initial=1.0)) > 0 for _, _, u in batches for t in u.trees)
+    positive = all(float(u.channels[3].min(initial=1.0)) > 0 for _, _, u in batches if u.trees)
     if name == "vector" and not positive:
         raise ValueError("engine: 'vector' needs every hop latency > 0; use 'simpy' or 'auto'")
     return name if name != "auto" else ("vector" if positive else "simpy")
 
 
 def _play(batches: list[Batch], buffer_depth: int | None, engine: str,
-          keep: Keep = build) -> list[tuple[np.ndarray, np.ndarray]]:
+          keep: Keep = make_now) -> list[tuple[np.ndarray, np.ndarray]]:
     """Network play of the batches with the chosen engine; "auto" falls back to simpy when the input is outside
     the vector engine's proof (hwmodels.timing.des_vector.NotApplicable)."""
     name = _engine(engine, batches)
@@ -163,12 +167,13 @@ def _play(batches: list[Batch], buffer_depth: int | None, engine: str,
 
 
 def _node_links(use: RouteUse, off: np.ndarray) -> np.ndarray:
-    """Global link id of every channel node (flat over flows by `off`)."""
-    sizes = np.array([len(t.links) for t in use.trees], np.int64)
-    t_off = np.concatenate([[0], np.cumsum(sizes)])
-    links = np.concatenate([t.links for t in use.trees]) if use.trees else np.zeros(0, np.int64)
+    """Index into use.link_totals's sorted link ids of every channel node (flat over flows by `off`), int64."""
+    if not use.trees:
+        return np.zeros(0, np.int64)
+    _, inv, tree, _ = use.channels
+    t_off = np.concatenate([[0], np.cumsum(np.bincount(tree, minlength=len(use.trees)))])
     flow = np.repeat(np.arange(len(use.hops)), use.hops)
-    return links[t_off[use.flow_route[flow]] + np.arange(int(off[-1])) - off[flow]].astype(np.int64)
+    return inv[t_off[use.flow_route[flow]] + np.arange(int(off[-1])) - off[flow]].astype(np.int64)
 
 
 def _finish(batch: Batch, net: Network, down: np.ndarray, held: np.ndarray) -> Timing:
@@ -184,12 +189,12 @@ def _finish(batch: Batch, net: Network, down: np.ndarray, held: np.ndarray) -> T
     # evaluation orders from putting the DES a few ulp under the analytic model
     done = np.maximum(done, core_times.core_done_s(a, times, analytic.head_arrival(a, times, net)))
     ids, _, _ = use.link_totals(times.link_s, times.out_s)
-    held_s = np.bincount(np.searchsorted(ids, _node_links(use, off)), weights=held, minlength=len(ids))
+    held_s = np.bincount(_node_links(use, off), weights=held, minlength=len(ids))
     return Timing(core_times.step_latencies(done, times.barrier_s), ids, held_s, done)
 
 
 def timing_batches(batches: list[Batch], net: Network, buffer_depth: int | None = None,
-                   engine: str = "auto", keep: Keep = build) -> list[Timing]:
+                   engine: str = "auto", keep: Keep = make_now) -> list[Timing]:
     """Timing of every batch (the steps of all batches are independent; the vector engine solves them in one
     go). engine: "auto", "simpy" or "vector" (ENGINES). keep: where the vector engine's channel nodes are kept
     (hwmodels.SimCache.keep reuses them across calls on the same batches; the default builds them each call).
