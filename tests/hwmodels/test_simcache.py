@@ -1,9 +1,7 @@
 """SimCache: bit-identical results with and without it, what it reuses for which change, and its signatures."""
-import dataclasses
 
-import numpy as np
-import pandas as pd
 import pytest
+from same_results import assert_same
 
 import hwmodels.simcache as simcache
 from hwmodels import MappingError, SimCache, load_preset, map_network, simulate
@@ -12,15 +10,8 @@ from hwmodels.simcache import mapping_signature, timing_signature
 
 
 def _same(a, b) -> None:
-    """Every field of two SimResults equal exactly (DataFrames value for value)."""
-    for f in dataclasses.fields(a):
-        x, y = getattr(a, f.name), getattr(b, f.name)
-        if isinstance(x, pd.DataFrame):
-            pd.testing.assert_frame_equal(x, y, check_exact=True)
-        elif isinstance(x, np.ndarray):
-            assert np.array_equal(x, y), f.name
-        else:
-            assert x == y, f.name
+    """Every field of two SimResults equal exactly (same_results.assert_same)."""
+    assert_same(a, b, tables=False)
 
 
 def _chips():

@@ -3,8 +3,8 @@ core fan-outs with the fan-out tables: neither changes a result bit."""
 import dataclasses
 
 import numpy as np
-import pandas as pd
 import pytest
+from same_results import assert_same
 
 import hwmodels.mapping.connectivity as connectivity
 import importlib
@@ -16,17 +16,8 @@ sim = importlib.import_module("hwmodels.simulate")  # the module: the package ex
 
 
 def _same(a, b) -> None:
-    """Every field of two SimResults equal exactly (DataFrames value for value)."""
-    for f in dataclasses.fields(a):
-        x, y = getattr(a, f.name), getattr(b, f.name)
-        if isinstance(x, pd.DataFrame):
-            pd.testing.assert_frame_equal(x, y, check_exact=True)
-        elif isinstance(x, np.ndarray):
-            assert np.array_equal(x, y), f.name
-        else:
-            assert x == y, f.name
-    for name in ("samples", "populations", "cores", "links", "action_counts"):
-        pd.testing.assert_frame_equal(getattr(a, name), getattr(b, name), check_exact=True)
+    """Every field of two SimResults equal exactly (same_results.assert_same)."""
+    assert_same(a, b, tables=True)
 
 
 @pytest.mark.parametrize("multicast", [False, True])
