@@ -12,7 +12,7 @@ import dataclasses
 
 import numpy as np
 
-from hwmodels.mapping.connectivity import PAID_COUNT, FanoutStore, fan_in, stored_core_fanout
+from hwmodels.mapping.connectivity import PAID_COUNT, FanoutStore, axons_per_core, fan_in
 from hwmodels.mapping.map import Mapping, mapping_key
 from hwmodels.mapping.partition import PORT_TYPE
 from hwmodels.npzfile import quote
@@ -68,23 +68,6 @@ def _state_bits(graph: NetworkGraph, name: str, cores: np.ndarray, core: CoreSpe
     return np.bincount(cores, minlength=n).astype(np.int64) * bits
 
 
-def _axons(graph: NetworkGraph, name: str, cores: np.ndarray, n: int,
-           fanouts: FanoutStore | None = None) -> np.ndarray:
-    """Distinct source neurons with a stored synapse into each core of population `name`, int64 (n,); the core
-    fan-outs come through `fanouts` (hwmodels.mapping.connectivity.stored_core_fanout)."""
-    out = np.zeros(n, np.int64)
-    by_source: dict[str, object] = {}
-    for proj in graph.in_projections(name):
-        f, cols = stored_core_fanout(fanouts, proj, graph.populations[proj.source].shape, cores,
-                                     PAID_COUNT[proj.storage])
-        prev = by_source.get(proj.source)
-        by_source[proj.source] = (f.copy(), cols) if prev is None else (prev[0] + f, cols)  # f may be shared
-    for f, cols in by_source.values():  # counts are >= 0: a stored entry > 0 is one source axon of its column
-        f.sum_duplicates()
-        out[cols] += np.bincount(f.indices[f.data > 0], minlength=len(cols))
-    return out
-
-
 def _covers(graph: NetworkGraph, core_of: dict) -> None:
     """ValueError unless every population of `graph` has one core id per neuron."""
     for name, pop in graph.populations.items():
@@ -116,7 +99,7 @@ def core_tables(graph: NetworkGraph, chip: ChipSpec, core_of: dict[str, np.ndarr
             on_t, spec = types == t, chip.core if t == PORT_TYPE else specs[t]
             out["synapse_bits"] += _synapse_bits(graph, name, cores, spec, n_cores) * on_t
             out["state_bits"] += _state_bits(graph, name, cores, spec, n_cores) * on_t
-        out["axons"] += _axons(graph, name, cores, n_cores, fanouts)
+        out["axons"] += axons_per_core(graph, name, cores, n_cores, fanouts)
         out["bias_entries"] += _bias_entries(graph, name, cores, n_cores)
     return out
 

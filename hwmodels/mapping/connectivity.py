@@ -313,3 +313,22 @@ def synaptic_events(graph: NetworkGraph, trace: EventTrace, count: str = "struct
             continue
         out[proj.name] = int(spike_counts(trace, proj.source, src.size) @ fanout(proj, src.shape, count))
     return out
+
+
+def axons_per_core(graph: NetworkGraph, name: str, cores: np.ndarray, n: int,
+                   fanouts: FanoutStore | None = None) -> np.ndarray:
+    """Distinct source neurons with a stored synapse (paid count > 0) into each core of population `name`, int64
+    (n,); cores: the core of each of its neurons (C order). Projections from one source are summed before
+    counting, so a source neuron reaching a core through two projections is one axon. The core fan-outs come
+    through `fanouts` (stored_core_fanout)."""
+    out = np.zeros(n, np.int64)
+    by_source: dict[str, object] = {}
+    for proj in graph.in_projections(name):
+        f, cols = stored_core_fanout(fanouts, proj, graph.populations[proj.source].shape, cores,
+                                     PAID_COUNT[proj.storage])
+        prev = by_source.get(proj.source)
+        by_source[proj.source] = (f.copy(), cols) if prev is None else (prev[0] + f, cols)  # f may be shared
+    for f, cols in by_source.values():  # counts are >= 0: a stored entry > 0 is one source axon of its column
+        f.sum_duplicates()
+        out[cols] += np.bincount(f.indices[f.data > 0], minlength=len(cols))
+    return out

@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
-import scipy.sparse as sp
 
-from hwmodels.mapping.connectivity import PAID_COUNT, core_fanout, fan_in, range_counter
+from hwmodels.mapping.connectivity import PAID_COUNT, axons_per_core, fan_in, range_counter
 from hwmodels.chip.signatures import partition_signature
 from hwmodels.chip.spec import ChipSpec, CoreSpec
 from hwmodels.mapping.storage import chunk_state_bits, chunk_synapse_bits, memory_terms
@@ -172,17 +171,10 @@ def _chunks(graph: NetworkGraph, name: str, chip: ChipSpec, core: CoreSpec) -> l
 
 
 def _chunk_axons(graph: NetworkGraph, name: str, sizes: list[int]) -> list[int]:
-    """Distinct source neurons with a stored synapse (paid count > 0) into each of the consecutive chunks of
-    `sizes` (> 0) neurons that cover population `name`: _PopCosts.axons of every chunk, from one fan-out per
-    in-projection (hwmodels.mapping.connectivity.core_fanout over the chunks; every chunk holds targets, so its
-    columns are the chunks in order)."""
-    chunk = np.repeat(np.arange(len(sizes)), sizes)
-    reach: dict[str, sp.csr_matrix] = {}
-    for proj in graph.in_projections(name):
-        f, _ = core_fanout(proj, graph.populations[proj.source].shape, chunk, PAID_COUNT[proj.storage])
-        reach[proj.source] = f if proj.source not in reach else reach[proj.source] + f
-    total = sum((np.asarray((f > 0).sum(axis=0)).ravel() for f in reach.values()), np.zeros(len(sizes), np.int64))
-    return [int(v) for v in total]
+    """Distinct source neurons with a stored synapse into each of the consecutive chunks of `sizes` (> 0) neurons
+    that cover population `name`: _PopCosts.axons of every chunk (hwmodels.mapping.connectivity.axons_per_core
+    with the chunks as cores)."""
+    return axons_per_core(graph, name, np.repeat(np.arange(len(sizes)), sizes), len(sizes)).tolist()
 
 
 def _type_options(graph: NetworkGraph, name: str, chip: ChipSpec) -> dict[int, list]:
