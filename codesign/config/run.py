@@ -64,6 +64,12 @@ class ModelConfig(_Section):
     neuron: str = Field("LIF", description="spiking neuron model (workloads.neurons: IF, LIF, PLIF, sLIF, QLIF)")
     tau: float = Field(2.0, ge=1.0, description="LIF membrane time constant in timesteps")
     v_threshold: float = Field(1.0, gt=0.0, description="firing threshold")
+    options: dict[str, Any] = Field(default_factory=dict,
+                                    description="the architecture's own options (workloads.models.model_options), "
+                                                "e.g. depth, dim, heads, pool_after of a spiking transformer")
+    neuron_options: dict[str, Any] = Field(default_factory=dict,
+                                           description="neuron options of workloads.neurons.make_neuron: ternary, "
+                                                       "reset, bits (QLIF), shape (sLIF)")
 
 
 class TrainingConfig(_Section):

@@ -50,6 +50,7 @@ def check_names(cfg: RunConfig) -> None:
     dataset_options(cfg)
     _check_one("model.name", cfg.model.name, models.MODELS)
     _check_one("model.neuron", cfg.model.neuron, neurons.NEURONS)
+    check_model_options(cfg)
     _check_one("compression.method", cfg.compression.method, compression.METHODS)
     check_preset(cfg.hardware.preset)
     _check_one("hardware.placement", cfg.hardware.placement, hwmodels.PLACEMENTS)
@@ -90,10 +91,30 @@ def make_dataset(cfg: RunConfig) -> data.Dataset:
         raise ConfigError(f"data: {exc}") from None
 
 
-def make_model(cfg: RunConfig, dataset: data.Dataset) -> torch.nn.Sequential:
-    """Build the configured architecture, its initial weights seeded by the run seed."""
-    return models.build_model(cfg.model.name, dataset.in_shape, dataset.n_classes, neuron=cfg.model.neuron,
-                              tau=cfg.model.tau, v_threshold=cfg.model.v_threshold, seed=cfg.seed)
+def check_model_options(cfg: RunConfig) -> None:
+    """`model.options` are options of `model.name` and `model.neuron_options` options of make_neuron. Raises
+    ConfigError naming `model.options.<key>` / `model.neuron_options` with the accepted keys or the bad value."""
+    accepted = models.model_options(cfg.model.name)
+    for key in cfg.model.options:
+        if key not in accepted:
+            raise ConfigError(f"model.options: unknown key {quote(key)} for model '{cfg.model.name}'; accepted keys: "
+                              f"{', '.join(sorted(accepted)) or '(none)'}")
+    try:
+        models.NeuronSpec(cfg.model.neuron, cfg.model.tau, cfg.model.v_threshold,
+                          dict(cfg.model.neuron_options)).check()
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"model.neuron_options: {exc}") from None
+
+
+def make_model(cfg: RunConfig, dataset: data.Dataset) -> torch.nn.Module:
+    """Build the configured architecture with its options, its initial weights seeded by the run seed. Raises
+    ConfigError naming `model` when the builder refuses the options for this dataset's input shape."""
+    try:
+        return models.build_model(cfg.model.name, dataset.in_shape, dataset.n_classes, neuron=cfg.model.neuron,
+                                  tau=cfg.model.tau, v_threshold=cfg.model.v_threshold, seed=cfg.seed,
+                                  neuron_options=dict(cfg.model.neuron_options), **cfg.model.options)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"model: {exc}") from None
 
 
 def train_config(cfg: RunConfig) -> train.TrainConfig:

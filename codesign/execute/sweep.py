@@ -37,7 +37,8 @@ def validate_points(points: list[tuple[dict, RunConfig]]) -> None:
     seen, test_sizes = set(), {}
     for values, cfg in points:
         key = (cfg.data.dataset, cfg.model.name, cfg.compression.method, cfg.hardware.preset,
-               str(sorted(cfg.hardware.overrides.items())), cfg.hardware.placement, str(cfg.compression.params))
+               str(sorted(cfg.hardware.overrides.items())), cfg.hardware.placement, str(cfg.compression.params),
+               str(cfg.model.options), str(cfg.model.neuron_options))
         if key in seen:
             continue
         seen.add(key)

@@ -89,3 +89,37 @@ def test_the_old_key_hardware_model_is_read_as_latency_model(tmp_path):
     assert point_config(spec, {"hardware.model": "des"}).hardware.latency_model == "des"
     with pytest.raises(ConfigError, match="hardware.model is the old name of hardware.latency_model"):
         validate_config({"hardware": {"model": "des", "latency_model": "analytic"}})
+
+
+@pytest.mark.parametrize("sets, expected", [
+    (["model.name=spikformer", "model.options.depht=2"],
+     "model.options: unknown key 'depht' for model 'spikformer'; accepted keys: attn_scale, attn_threshold, depth"),
+    (["model.options.depth=2"], "model.options: unknown key 'depth' for model 'mnist_conv'; accepted keys: (none)"),
+    (["model.neuron_options.bitz=4"], "model.neuron_options: "),
+])
+def test_model_options_are_checked_by_name(sets, expected):
+    from codesign.execute.stages import check_names
+
+    with pytest.raises(ConfigError) as info:
+        check_names(load_config(sets=sets))
+    assert str(info.value).startswith(expected) and "\n" not in str(info.value)
+
+
+def test_model_options_reach_the_builder():
+    """model.options and model.neuron_options build the architecture they name: a Spikformer of depth 1, dim 32
+    and 2 heads has the count of its docstring formula; ternary neurons fire -1."""
+    import torch
+    from codesign.execute.stages import make_model
+    from workloads.datasets.base import Dataset
+
+    cfg = load_config(sets=["model.name=spikformer", "model.options={depth: 1, dim: 32, heads: 2, pool_after: [0, 1]}",
+                            "model.neuron_options={ternary: true}"])
+    x, y = torch.zeros(2, 1, 8, 8), torch.zeros(2, dtype=torch.long)
+    ds = Dataset("toy", x, y, x, y, 10, (1, 8, 8))
+    model = make_model(cfg, ds)
+    d, h, c, n = 32, 128, 1, 10
+    tokenizer = 9 * (c * d // 8 + d * d // 32 + d * d // 8 + d * d // 2 + d * d) + 2 * (d // 8 + d // 4 + d // 2 + 2 * d)
+    block = 4 * d * d + 4 * d + 8 * d + 2 * d * h + h + d + 2 * h + 2 * d
+    assert sum(p.numel() for p in model.parameters()) == tokenizer + block + d * n + n
+    assert len(model.blocks) == 1 and model.blocks[0].attn.attn.heads == 2
+    assert type(model.blocks[0].mlp.fc1.sn).__name__ == "TernaryLIFNode"
