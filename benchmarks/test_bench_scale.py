@@ -1,4 +1,4 @@
-"""Scale: VGG-16 and Spikformer-4-384 at 3x32x32, T=4, through forward, chunked lowering into a trace folder,
+"""Scale: VGG-16 and Spikformer-4-384 at 3x32x32, T=4, through forward, lowering streamed into a trace folder,
 mapping and simulation from the memory-mapped folder, each stage in its own spawned process (so each stage's peak
 RSS, VmHWM, is its own); then one hardware sweep of the VGG-16 trace, serially and on a 2-worker dask LocalCluster.
 Writes reports/benchmarks/scale.{md,csv,json}.
@@ -45,7 +45,7 @@ SIM_MODELS = ("des", "analytic")
 
 @dataclasses.dataclass(frozen=True)
 class ScaleSettings:
-    """Sizes of one benchmark run: samples (count), lowering chunk (samples per lower() call) and simulator
+    """Sizes of one benchmark run: samples (count), lowering chunk (samples per recording batch) and simulator
     ("des" or "analytic") per workload; sweep samples (the first ones of the VGG-16 trace) and simulator."""
 
     samples_vgg: int = 256
@@ -129,7 +129,7 @@ def forward_stage(kind: str, n_samples: int, chunk: int) -> dict:
 
 
 def lower_stage(kind: str, n_samples: int, chunk: int, out: str) -> dict:
-    """Stage process: lower n_samples into the trace folder <out>/trace, `chunk` per lower() call
+    """Stage process: lower n_samples into the trace folder <out>/trace, `chunk` per recording batch
     (workloads_bench.lower_to_folder), and save <out>/graph.npz and <out>/chip.json (the workload's chip)."""
     from workloads_bench import lower_to_folder
     w = _workload(kind)
@@ -232,7 +232,7 @@ def run_workload(kind: str, label: str, n_samples: int, chunk: int, model: str, 
              "trace_bytes": None, "detail": f"chunks of {chunk}; model build + BN calibration {fwd['build_s']:.1f} s "
                                             f"(not in wall); torch threads {fwd['torch_threads']}"},
             {**base, "stage": "lower to trace folder", "wall_s": low["wall_s"], "peak_bytes": low["peak_rss_bytes"],
-             "trace_bytes": trace_bytes, "detail": f"{len(low['call_walls_s'])} lower() calls of <= {chunk} samples "
+             "trace_bytes": trace_bytes, "detail": f"one lower(..., out=folder) call, batches of <= {chunk} samples "
                                                    f"({calls} s); {sim['events']:,} events; "
                                                    f"{low['neurons']:,} neurons"},
             {**base, "stage": "map (in_order)", "wall_s": mapped["wall_s"], "peak_bytes": mapped["peak_rss_bytes"],
@@ -285,10 +285,9 @@ def report_notes(settings: ScaleSettings, descriptions: list[str]) -> list[str]:
         "the machine has 24 GiB, shared with other jobs.",
         "trace_mb: the trace folder on disk (offsets, indices, values, predictions and packed activity as .npy); the "
         "simulate stage memory-maps it (EventTrace.open), so its pages are file-backed, not allocations.",
-        "Lowering: lower() returns the whole trace in memory and has no streaming output, so the folder is written "
-        "one lower() call per chunk (workloads_bench.lower_to_folder); every call builds and weight-fits the graph "
-        "again (the weight fit, workloads.lowering.fit.grid_intervals over every output channel, is a fixed cost "
-        "per call).",
+        "Lowering: one lower(..., out=folder) call streams every recording batch's events into the trace folder as "
+        "it is recorded (workloads_bench.lower_to_folder), so one batch's events are in memory at a time; the graph "
+        "is built and weight-fitted once.",
         f"Sweep: {len(sweep_points())} design points over {', '.join(SWEEP_AXES)} on the first "
         f"{settings.sweep_samples} samples of the VGG-16 trace folder; each point loads the graph, opens the folder, "
         "maps and simulates, with no SimCache shared between points (independent tasks, as dask runs them). "

@@ -6,13 +6,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
 from benchutil import calibrate_bn
 from hwmodels import ChipSpec, EventTrace, NetworkGraph, load_preset
-from hwmodels.stream import TraceWriter
 from workloads.data import load_dataset
 from workloads.encoding import encode
 from workloads.lowering import lower
@@ -146,25 +144,10 @@ def spikformer_32_stream(n_timesteps: int = 4, calib_samples: int = 32, n_chips:
 
 def lower_to_folder(w: StreamWorkload, folder: Path, n_samples: int, chunk: int) -> tuple[NetworkGraph, list[float]]:
     """Lower samples 0..n_samples-1 of `w` with one lower() call (weight_fit 'quantize', 8-bit, as codesign runs)
-    per `chunk` samples, appending each chunk's trace to the trace folder `folder` (hwmodels.stream.TraceWriter,
-    with the predictions and the packed neuron activity, as write_trace keeps them), so at most one chunk's trace
-    is in memory. Returns (the graph, the wall time of each lower() call in s). lower() has no streaming output,
-    so every call builds and weight-fits the graph again."""
-    walls: list[float] = []
-
-    def lowered(s0: int) -> tuple[NetworkGraph, EventTrace]:
-        t0 = time.perf_counter()
-        out = lower(w.model, w.inputs(s0, min(s0 + chunk, n_samples)), name=w.name, device="cpu",
-                    weight_fit="quantize")
-        walls.append(time.perf_counter() - t0)
-        return out
-
-    graph, first = lowered(0)
-    activity = {p: 8 * np.shape(a)[-1] for p, a in first.activity.items()}  # packed row bytes, as write_trace
-    with TraceWriter(folder, list(first.populations), first.n_timesteps, first.values is not None,
-                     predictions=first.predictions is not None, activity=activity) as writer:
-        writer.append(first)
-        del first
-        for s0 in range(chunk, n_samples, chunk):
-            writer.append(lowered(s0)[1])
-    return graph, walls
+    streaming into the trace folder `folder` (lower(..., out=folder)), `chunk` samples per recording batch, so at
+    most one batch's events are in memory (the encoded inputs of all samples are: 4 * T * n * C*H*W bytes).
+    Returns (the graph, [the wall time of the call in s])."""
+    t0 = time.perf_counter()
+    graph, _ = lower(w.model, w.inputs(0, n_samples), name=w.name, device="cpu", weight_fit="quantize",
+                     batch_size=chunk, out=folder)
+    return graph, [time.perf_counter() - t0]

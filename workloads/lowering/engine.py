@@ -14,12 +14,13 @@ from workloads.lowering.build import Build, Settings, add_population, drop_unrea
 from workloads.lowering.fit import FIT_POLICIES, fit_graph, quantize_model
 from workloads.lowering.interpreter import interpret, trace_module
 from workloads.lowering.recorder import Recorder, node_sources, record_trace
+from workloads.lowering.sink import check_out
 from workloads.lowering.values import layout_fn
 
 
 def lower(model: nn.Module, inputs: torch.Tensor, *, labels=None, weight_bits: int = 8, weight_fit: str = "widen",
           storage: str | None = None, compression=None, batch_size: int = 64, name: str = "network",
-          device=None) -> tuple[NetworkGraph, EventTrace]:
+          device=None, out=None) -> tuple[NetworkGraph, EventTrace]:
     """Lower `model` and record its spikes and neuron activity on `inputs`.
 
     model: a SpikingJelly multi-step nn.Sequential of Conv1d/2d, BatchNorm1d/2d, AvgPool1d/2d,
@@ -69,6 +70,10 @@ def lower(model: nn.Module, inputs: torch.Tensor, *, labels=None, weight_bits: i
     batch_size: samples per forward pass; device: torch device for the forward passes (None: CUDA when
         available, else CPU). The model goes back to its original device and train/eval mode afterwards, with
         every attribute the recording changes (store_v_seq) restored.
+    out: None (default) returns the trace in memory; a folder path that does not exist yet (its parent must)
+        streams the trace there batch by batch as it is recorded (hwmodels.stream.TraceWriter; written under a
+        hidden temporary name and renamed when complete, so `out` is complete or absent) and returns it opened
+        memory-mapped (hwmodels.stream.open_trace): memory stays at one batch's events whatever the sample count.
 
     Returns (graph, trace). Populations: "input", one per neuron layer ("lif1", "if2", "plif3", ...), one per
     max-pool ("pool1", ...) and, when the model ends in a weight layer, the non-spiking readout "output"
@@ -97,6 +102,7 @@ def lower(model: nn.Module, inputs: torch.Tensor, *, labels=None, weight_bits: i
     n_t, n_s = inputs.shape[:2]
     labels = _check_labels(labels, n_s)
     _check_arguments(weight_bits, weight_fit, storage, batch_size)
+    out = None if out is None else check_out(out)
     per_layer = _per_layer(compression)
     errors = {}
     if weight_fit == "quantize":
@@ -109,7 +115,7 @@ def lower(model: nn.Module, inputs: torch.Tensor, *, labels=None, weight_bits: i
     settings = Settings(int(weight_bits), storage, **per_layer, line=line)
     graph, recorder, probes = build_graph(model, input_pop, settings, name, n_t)
     graph = fit_graph(graph, weight_fit, errors)
-    return graph, record_trace(recorder, inputs, graph, probes, labels, int(batch_size), device)
+    return graph, record_trace(recorder, inputs, graph, probes, labels, int(batch_size), device, out)
 
 
 def build_graph(model: nn.Module, input_pop: Population, settings: Settings, name: str,

@@ -5,6 +5,8 @@ EventTrace (spikes, activity, predictions) and no population's tensor is kept fo
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 import torch.fx as fx
@@ -16,6 +18,7 @@ from workloads.lowering.activity import (Capture, Probes, packed_rows, populatio
                                          readout_activity)
 from workloads.lowering.events import merge_events, population_events
 from workloads.lowering.rules_recurrent import recurrent_node
+from workloads.lowering.sink import FolderSink, MemorySink
 
 
 class _Probe(nn.Module):
@@ -106,31 +109,37 @@ def _model_device(model: nn.Module) -> torch.device:
 
 
 def record_trace(model: nn.Module, inputs: torch.Tensor, graph: NetworkGraph, probes: Probes,
-                 labels: np.ndarray | None, batch_size: int, device=None) -> EventTrace:
+                 labels: np.ndarray | None, batch_size: int, device=None, out: Path | None = None) -> EventTrace:
     """Run `model` (a Recorder) on `inputs` (T, N, ...) in batches and collect every population's spikes as a CSR
     trace, with neuron activity and, when the model outputs (T, N, n_classes), predictions: one forward pass per
     batch, each population's tensor turned into events and packed activity by a forward hook as it is computed.
 
     probes: what to read while the model runs (workloads.lowering.activity.Probes); "input" (when the graph has
     it) is `inputs` itself; populations with no probe (the readout) get no events. The model goes back to its
-    device and to each module's train/eval mode afterwards.
+    device and to each module's train/eval mode afterwards. out: None keeps the batches in memory; a trace folder
+    (checked by workloads.lowering.sink.check_out) receives each batch as it is recorded (workloads.lowering.sink.
+    FolderSink: complete or absent) and the trace returned is that folder, memory-mapped.
     Raises ValueError when a recorded tensor does not have the population's size.
     """
     default = "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device(default if device is None else device)
     old_device, modes = _model_device(model), [(m, m.training) for m in model.modules()]
-    batches = []
+    n_t = inputs.shape[0]
+    sink = MemorySink(graph, n_t, labels) if out is None else FolderSink(out, graph, n_t, labels)
     try:
         model.to(dev).eval()
         with torch.no_grad(), Capture(probes) as cap:
             for lo in range(0, inputs.shape[1], batch_size):
-                batches.append(_record_batch(model, inputs[:, lo:lo + batch_size].to(dev), graph, probes, cap))
+                sink.add(lo, _record_batch(model, inputs[:, lo:lo + batch_size].to(dev), graph, probes, cap))
         functional.reset_net(model)
+        return sink.finish()
+    except BaseException:
+        sink.abort()
+        raise
     finally:
         model.to(old_device)
         for m, training in modes:  # each module's own mode (a wrapper in train mode may hold eval submodules)
             m.training = training
-    return _assemble(graph, inputs.shape[1], inputs.shape[0], batches, labels)
 
 
 class BatchRecord:
@@ -175,18 +184,3 @@ def _record_batch(model: nn.Module, x: torch.Tensor, graph: NetworkGraph, probes
         record("input", x, None)
     cap.clear()
     return record.result(y, probes.readout)
-
-
-def _assemble(graph: NetworkGraph, n_samples: int, n_t: int, batches: list[dict],
-              labels: np.ndarray | None) -> EventTrace:
-    """The EventTrace of the batches of _record_batch, in order, with the sizes and fingerprint of `graph` (the
-    graph the spikes were recorded on, so hwmodels.simulate refuses it with another graph)."""
-    counts, indices, values = zip(*(b["csr"] for b in batches))
-    offsets = np.concatenate([[0], np.cumsum(np.concatenate(counts))]).astype(np.int64)
-    activity = {name: np.concatenate([b["activity"][name] for b in batches]) for name in batches[0]["activity"]}
-    preds = [b["predictions"] for b in batches]
-    return EventTrace(list(graph.populations), n_samples, n_t, offsets, np.concatenate(indices),
-                      None if values[0] is None else np.concatenate(values), labels, activity,
-                      None if any(p is None for p in preds) else np.concatenate(preds),
-                      sizes={name: pop.size for name, pop in graph.populations.items()},
-                      graph_fingerprint=graph.fingerprint())

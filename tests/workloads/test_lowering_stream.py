@@ -1,0 +1,65 @@
+"""lower(..., out=folder) streams the trace batch by batch into a trace folder: the same trace as in memory,
+complete or absent."""
+import numpy as np
+import pytest
+import torch
+
+from hwmodels import load_preset, simulate
+from workloads import lower
+from workloads.models import build_model
+
+T, N = 2, 7
+
+
+def _net_and_inputs():
+    net = build_model("mnist_conv", (1, 28, 28), 10, seed=3)
+    x = torch.rand((T, N, 1, 28, 28), generator=torch.Generator().manual_seed(5))
+    return net, x
+
+
+def test_streamed_trace_equals_the_in_memory_trace(tmp_path):
+    net, x = _net_and_inputs()
+    labels = np.arange(N) % 10
+    graph, mem = lower(net, x, labels=labels, batch_size=3)
+    graph2, disk = lower(net, x, labels=labels, batch_size=3, out=tmp_path / "trace")
+    assert graph2.fingerprint() == graph.fingerprint()
+    assert (disk.populations, disk.n_samples, disk.n_timesteps) == (mem.populations, N, T)
+    for attr in ("offsets", "indices", "values", "labels", "predictions"):
+        np.testing.assert_array_equal(getattr(disk, attr), getattr(mem, attr))
+    assert disk.activity.keys() == mem.activity.keys()
+    for name in mem.activity:
+        np.testing.assert_array_equal(np.asarray(disk.activity[name]), mem.activity[name])
+    assert (disk.sizes, disk.graph_fingerprint) == (mem.sizes, mem.graph_fingerprint)
+    chip = load_preset("loihi")
+    a, b = simulate(graph, mem, chip, model="analytic"), simulate(graph, disk, chip, model="analytic")
+    assert a.energy_j == b.energy_j and a.latency_s == b.latency_s
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["trace"]
+
+
+def test_out_is_checked_before_any_work(tmp_path):
+    net, x = _net_and_inputs()
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(ValueError, match="out: .*taken.* exists already"):
+        lower(net, x, out=tmp_path / "taken")
+    with pytest.raises(ValueError, match="out: the parent folder of .* does not exist"):
+        lower(net, x, out=tmp_path / "no" / "trace")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
+
+
+def test_a_failed_recording_leaves_no_folder(tmp_path):
+    """An error in the second batch's forward pass: no `out`, no temporary folder."""
+    net, x = _net_and_inputs()
+    calls = []
+
+    def fail_second(module, args, output):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("boom")
+
+    handle = net[0].register_forward_hook(fail_second)
+    try:
+        with pytest.raises(RuntimeError, match="boom"):
+            lower(net, x, batch_size=4, out=tmp_path / "trace")
+    finally:
+        handle.remove()
+    assert len(calls) == 2 and list(tmp_path.iterdir()) == []

@@ -1,0 +1,93 @@
+"""Where the recorder's batches go: kept in memory and joined into one EventTrace, or streamed batch by batch
+into a trace folder (hwmodels.stream.TraceWriter) that is renamed into place only when complete, so a long
+recording never holds the whole trace in memory and never leaves a half-written folder under its name.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from hwmodels.stream import TraceWriter, open_trace
+from hwmodels.trace import EventTrace, NetworkGraph
+
+
+def check_out(out: str | os.PathLike) -> Path:
+    """The trace folder `out` as a Path, checked before any work. Raises ValueError (one line) when it exists
+    already or its parent folder does not exist."""
+    path = Path(out)
+    if path.exists():
+        raise ValueError(f"out: {str(path)!r} exists already; give a new trace folder")
+    if not path.parent.is_dir():
+        raise ValueError(f"out: the parent folder of {str(path)!r} does not exist")
+    return path
+
+
+def assemble(graph: NetworkGraph, n_t: int, batches: list[dict], labels: np.ndarray | None) -> EventTrace:
+    """The EventTrace of recorded batches (workloads.lowering.recorder.BatchRecord.result dicts), in order, with
+    the sizes and fingerprint of `graph` (the graph the spikes were recorded on, so hwmodels.simulate refuses it
+    with another graph). labels: int64 (samples of the batches,) or None."""
+    counts, indices, values = zip(*(b["csr"] for b in batches))
+    offsets = np.concatenate([[0], np.cumsum(np.concatenate(counts))]).astype(np.int64)
+    activity = {name: np.concatenate([b["activity"][name] for b in batches]) for name in batches[0]["activity"]}
+    preds = [b["predictions"] for b in batches]
+    n_samples = len(offsets[1:]) // (n_t * len(graph.populations))
+    return EventTrace(list(graph.populations), n_samples, n_t, offsets, np.concatenate(indices),
+                      None if values[0] is None else np.concatenate(values), labels, activity,
+                      None if any(p is None for p in preds) else np.concatenate(preds),
+                      sizes={name: pop.size for name, pop in graph.populations.items()},
+                      graph_fingerprint=graph.fingerprint())
+
+
+class MemorySink:
+    """Keeps every batch and joins them at the end (the default of workloads.lower)."""
+
+    def __init__(self, graph: NetworkGraph, n_t: int, labels: np.ndarray | None):
+        self.graph, self.n_t, self.labels, self.batches = graph, n_t, labels, []
+
+    def add(self, start: int, batch: dict) -> None:
+        """Take the recording of the samples from `start` on."""
+        self.batches.append(batch)
+
+    def finish(self) -> EventTrace:
+        """The whole trace."""
+        return assemble(self.graph, self.n_t, self.batches, self.labels)
+
+    def abort(self) -> None:
+        """Nothing to clean up."""
+
+
+class FolderSink:
+    """Streams every batch into a trace folder: written under a hidden temporary name beside `out` and renamed
+    to `out` by finish (a crash leaves no folder named `out`; abort removes the temporary one)."""
+
+    def __init__(self, out: Path, graph: NetworkGraph, n_t: int, labels: np.ndarray | None):
+        self.out, self.graph, self.n_t, self.labels = out, graph, n_t, labels
+        self.tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
+        self.writer: TraceWriter | None = None
+
+    def add(self, start: int, batch: dict) -> None:
+        """Append the recording of the samples from `start` on to the folder."""
+        n = len(batch["csr"][0]) // (self.n_t * len(self.graph.populations))
+        trace = assemble(self.graph, self.n_t, [batch], None if self.labels is None else self.labels[start:start + n])
+        if self.writer is None:
+            self.writer = TraceWriter(self.tmp, trace.populations, self.n_t,
+                                      any(p.graded for p in self.graph.populations.values()),
+                                      self.labels is not None, trace.predictions is not None,
+                                      {n: self.graph.populations[n].size for n in trace.activity},
+                                      trace.graph_fingerprint, trace.sizes)
+        self.writer.append(trace)
+
+    def finish(self) -> EventTrace:
+        """Complete the folder, move it to `out` and open it memory-mapped (hwmodels.stream.open_trace)."""
+        self.writer.close()
+        os.rename(self.tmp, self.out)
+        return open_trace(self.out)
+
+    def abort(self) -> None:
+        """Remove the temporary folder after a failure."""
+        if self.writer is not None:
+            self.writer.__exit__(RuntimeError, None, None)
+        shutil.rmtree(self.tmp, ignore_errors=True)
