@@ -7,6 +7,8 @@ from typing import Callable, Optional
 import torch
 from spikingjelly.activation_based import neuron
 
+from workloads.tae import encode_tae
+
 
 def encode_direct(x: torch.Tensor, n_timesteps: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """Direct (graded) encoding: the same analog frame x at every timestep, (N, ...) -> (T, N, ...).
@@ -30,11 +32,12 @@ def encode_poisson(x: torch.Tensor, n_timesteps: int, generator: Optional[torch.
 def encode_ternary(x: torch.Tensor, n_timesteps: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """Ternary encoding, spikes in {-1, 0, 1} (ternary spikes as in QT-SNN, arXiv 2407.05310), (N, ...) -> (T, N, ...).
 
-    Rule (ours; QT-SNN's adaptive threshold was not available): each sample is standardised,
-    d = (x - mean) / std over its C*H*W values (population std; d = 0 when std = 0), and d drives a ternary IF
-    neuron with threshold 1 and soft reset (SpikingJelly TernaryIFNode): U[t] = U[t-1] + d, S[t] = +1 if
-    U[t] >= 1, -1 if U[t] <= -1, else 0, then U[t] -= S[t]. So the spike count over T carries sign and size of
-    the deviation from the sample mean (|d| >= 1 fires every step). Deterministic; `generator` is unused.
+    Rule (ours, kept as is; QT-SNN's own threshold-adaptive encoding is "tae", workloads.tae): each sample is
+    standardised, d = (x - mean) / std over its C*H*W values (population std; d = 0 when std = 0), and d drives
+    a ternary IF neuron with threshold 1 and soft reset (SpikingJelly TernaryIFNode): U[t] = U[t-1] + d,
+    S[t] = +1 if U[t] >= 1, -1 if U[t] <= -1, else 0, then U[t] -= S[t]. So the spike count over T carries sign
+    and size of the deviation from the sample mean (|d| >= 1 fires every step). Deterministic; `generator` is
+    unused.
     """
     flat = x.flatten(1)
     mean, std = flat.mean(1, keepdim=True), flat.std(1, unbiased=False, keepdim=True)
@@ -53,8 +56,10 @@ def encode_events(x: torch.Tensor, n_timesteps: int, generator: Optional[torch.G
     return x.transpose(0, 1).contiguous()
 
 
+#: "tae": QT-SNN's threshold-adaptive ternary encoding (workloads.tae.encode_tae, Wang et al., arXiv 2407.05310)
 ENCODERS: dict[str, Callable[..., torch.Tensor]] = {"direct": encode_direct, "poisson": encode_poisson,
-                                                    "ternary": encode_ternary, "events": encode_events}
+                                                    "ternary": encode_ternary, "events": encode_events,
+                                                    "tae": encode_tae}
 #: encoders whose input already carries time, (N, T, C, H, W)
 TEMPORAL_ENCODERS = frozenset({"events"})
 

@@ -19,6 +19,9 @@ from workloads.data import Dataset
 from workloads.encoding import ENCODERS, TEMPORAL_ENCODERS, encode
 from workloads.train_config import TrainConfig
 
+#: objective(model, encoded inputs (T, N, ...), labels (N,)) -> (scalar loss to minimise, logits (N, n_classes))
+Objective = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
 #: optimizer name (workloads.train_config.OPTIMIZER_NAMES) -> fn(params, lr, weight decay, momentum)
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
     "adam": lambda params, lr, wd, momentum: torch.optim.Adam(params, lr=lr, weight_decay=wd),
@@ -73,6 +76,14 @@ def _readout(model: nn.Module, x: torch.Tensor, cfg: TrainConfig, generator: tor
     return model(encode(x, cfg.n_timesteps, cfg.encoding, generator)).mean(0)
 
 
+def cross_entropy_objective(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor
+                            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The default training objective: logits = mean over T of model(inputs) (N, n_classes), loss = their
+    sample-mean cross-entropy against labels (N,)."""
+    logits = model(inputs).mean(0)
+    return nn.functional.cross_entropy(logits, labels), logits
+
+
 def progress_bar(iterable, desc: str, progress: bool, leave: bool = True) -> tqdm:
     """A tqdm bar over `iterable`, drawn only when `progress` is set and stderr is a terminal: in a log file or a
     pipe (a CI log, a dask worker) every redraw would be a new line, so the bar is off there."""
@@ -81,19 +92,21 @@ def progress_bar(iterable, desc: str, progress: bool, leave: bool = True) -> tqd
 
 def run_epoch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, optimizer: torch.optim.Optimizer,
               generator: torch.Generator, scheduler=None, after_backward: Optional[Callable[[], None]] = None,
-              progress: bool = True, desc: str = "train") -> dict:
+              progress: bool = True, desc: str = "train", objective: Optional[Objective] = None) -> dict:
     """One shuffled pass over (x, y) already on the model's device; returns {"loss", "train_acc", "seconds"}.
 
     after_backward: called after loss.backward() and before optimizer.step() (gradient hooks such as SCA's L1
-    term). `generator` (on x's device) draws the shuffle and any Poisson encoding. loss is the sample-mean CE.
+    term). `generator` (on x's device) draws the shuffle and any Poisson encoding. objective: the batch loss and
+    logits from the encoded batch (None: `cross_entropy_objective`, the sample-mean CE; a distillation loss such as
+    workloads.compression.bestformer's); "loss" is its sample-weighted mean, "train_acc" from its logits.
     """
     model.train()
     start, n, loss_sum, correct = time.perf_counter(), len(y), 0.0, 0
     order = torch.randperm(n, generator=generator, device=generator.device).to(x.device)
     batches = order.split(cfg.batch_size)
     for idx in progress_bar(batches, desc, progress, leave=False):
-        logits = _readout(model, x[idx], cfg, generator)
-        loss = nn.functional.cross_entropy(logits, y[idx])
+        inputs = encode(x[idx], cfg.n_timesteps, cfg.encoding, generator)
+        loss, logits = (objective or cross_entropy_objective)(model, inputs, y[idx])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if after_backward is not None:

@@ -109,13 +109,18 @@ def point_samples(run_dir: str | Path) -> SamplesOf:
 
 
 def select(df: pd.DataFrame, where: dict[str, Any]) -> pd.DataFrame:
-    """Rows whose columns equal the given values (a list value means any of them). Missing column -> no rows."""
+    """Rows whose columns equal the given values (a list value means any of them). Missing column -> no rows.
+    A wanted value that is itself a list or mapping (a list-valued axis such as model.options.pool_after: [[0]]
+    means the value [0]) matches the column's text, as results.csv stores it ("[0]")."""
     mask = pd.Series(True, index=df.index)
     for col, want in where.items():
         if col not in df.columns:
             return df.iloc[0:0]
         values = want if isinstance(want, list) else [want]
-        mask &= df[col].isin(values)
+        if any(isinstance(v, (list, dict)) for v in values):
+            mask &= df[col].astype(str).isin([str(v) for v in values])
+        else:
+            mask &= df[col].isin(values)
     return df[mask]
 
 

@@ -48,7 +48,7 @@ class DataConfig(_Section):
                                                 "mnist_dvs_emu (shipped); cifar10, cifar100, dvs_gesture, dvs_cifar10 "
                                                 "(local files under root)")
     encoding: str = Field(TRAIN["encoding"], description="input encoder (workloads.encoding.ENCODERS): direct, poisson, "
-                                                "ternary; events for event datasets")
+                                                "ternary, tae; events for event datasets")
     n_timesteps: int = Field(TRAIN["n_timesteps"], ge=1, le=1000, description="algorithmic timesteps T per sample (event datasets: "
                                                            "frames per sample)")
     root: str | None = Field(None, description="folder of local dataset files (default $CODESIGN_DATA_DIR or ./data)")

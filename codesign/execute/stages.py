@@ -52,6 +52,7 @@ def check_names(cfg: RunConfig) -> None:
     _check_one("model.neuron", cfg.model.neuron, neurons.NEURONS)
     check_model_options(cfg)
     _check_one("compression.method", cfg.compression.method, compression.METHODS)
+    check_method_ratios(cfg)
     check_preset(cfg.hardware.preset)
     _check_one("hardware.placement", cfg.hardware.placement, hwmodels.PLACEMENTS)
     method_config(cfg)
@@ -89,6 +90,16 @@ def make_dataset(cfg: RunConfig) -> data.Dataset:
         return data.load_dataset(cfg.data.dataset, seed=cfg.seed, root=cfg.data.root, **dataset_options(cfg))
     except ValueError as exc:
         raise ConfigError(f"data: {exc}") from None
+
+
+def check_method_ratios(cfg: RunConfig) -> None:
+    """A method that accepts only some ratios (workloads.compression.FIXED_RATIOS, e.g. dense: 0) is given only
+    those. Raises ConfigError naming `compression.ratios` and the accepted values."""
+    fixed = compression.FIXED_RATIOS.get(cfg.compression.method)
+    bad = [r for r in cfg.compression.ratios if fixed is not None and r not in fixed]
+    if bad:
+        raise ConfigError(f"compression.ratios: method '{cfg.compression.method}' accepts only "
+                          f"{', '.join(map(str, fixed))}, got {', '.join(map(str, bad))}")
 
 
 def check_model_options(cfg: RunConfig) -> None:

@@ -16,7 +16,7 @@ from codesign.execute.run import LEAD_COLUMNS, RunResult, run_folder
 from codesign.reporting.report import write_report
 from codesign.store.runfolder import own_run_folder
 from codesign.config.sweep import SweepSpec, base_tree, grid_points
-from codesign.execute.stages import check_n_samples, check_names, make_dataset
+from codesign.execute.stages import check_method_ratios, check_n_samples, check_names, make_dataset
 from codesign.store.provenance import write_provenance
 from codesign.store.results import ResultStore
 
@@ -36,6 +36,10 @@ def validate_points(points: list[tuple[dict, RunConfig]]) -> None:
     """Names and chip of every point exist (before any work). Raises ConfigError naming the axis value."""
     seen, test_sizes = set(), {}
     for values, cfg in points:
+        try:
+            check_method_ratios(cfg)
+        except ConfigError as exc:
+            raise ConfigError(f"{exc} (at axis values {quote(values)})") from None
         key = (cfg.data.dataset, cfg.model.name, cfg.compression.method, cfg.hardware.preset,
                str(sorted(cfg.hardware.overrides.items())), cfg.hardware.placement, str(cfg.compression.params),
                str(cfg.model.options), str(cfg.model.neuron_options))

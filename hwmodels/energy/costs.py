@@ -136,7 +136,14 @@ def _per_sample_core(sample: np.ndarray, core: np.ndarray, weights: np.ndarray, 
 def count(a: Actions, use: RouteUse, chip: ChipSpec) -> dict[str, np.ndarray]:
     """Action counts of a batch, {name: float (n_samples, n_cores)}: "synops_<format>" for every format in
     a.formats, their total "synops", and every name in ACTIONS (state and accumulator bits need the table's
-    widths: see `energy`)."""
+    widths: see `energy`).
+
+    Graded and ternary spikes: a trace event is one spike whatever its value (EventTrace.values is never read
+    here), so a -1 spike of a ternary population (QT-SNN, arXiv 2407.05310) counts exactly as a +1: ONE message
+    per destination core (or multicast route), the same hops, the same synaptic events and synapse bits read;
+    the synaptic op applies the sign (a subtract, priced as the add) or a graded value (no multiply charged).
+    No preset charges payload bits for a value (each preset's notes["graded spikes"] says what its chip would
+    need instead)."""
     nb, n = a.n_samples, a.n_cores
     d_sample = a.flow_sample[a.deliv_flow]
     acc, spiking, quiet = neuron_work(a, chip)
@@ -159,7 +166,8 @@ def energy(counts: dict[str, np.ndarray], table: EnergyTable, formats: tuple[str
            latency_s: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Energy of a batch by component, {component: float (n_samples, n_cores)} J, and the derived bit counts
     {"state_bits_rw", "accumulator_bits_rw": (n_samples, n_cores)}. latency_s: (n_samples,) per-sample latency
-    for static energy."""
+    for static energy. A spike message is priced messages_out x message_out_j + messages_in x message_in_j +
+    hops x hop_j, the same for a binary, ternary (-1 or +1) or graded spike (see `count`)."""
     t = table
     updates = counts["neuron_updates_spiking"] + counts["neuron_updates_quiet"]
     bits = {"state_bits_rw": 2.0 * updates * t.state_bits,

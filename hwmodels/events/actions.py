@@ -258,7 +258,8 @@ def split_messages(m: sp.csr_matrix | sp.coo_matrix, n: int, nf: int,
 def count_actions(graph: NetworkGraph, trace: EventTrace, mapping: Mapping, tables: FanoutTables,
                   samples: range, semantics: str = "pipelined") -> Actions:
     """Action counts of `samples` of `trace` (see Actions), under timestep `semantics` (SEMANTICS key);
-    multicast when `tables` holds destination sets.
+    multicast when `tables` holds destination sets. Every trace event is one spike of its neuron, whatever its
+    value: a ternary -1 or a graded spike sends the same messages and synaptic events as a +1 (values unread).
 
     Raises ValueError when a graph population is missing from the trace or a spike index is out of range.
     """

@@ -233,3 +233,15 @@ def test_repeated_claim_ids_are_refused(tmp_path):
     bad.write_text(f"claims:\n  - {one}\n  - {one}\n")
     with pytest.raises(ConfigError, match="claim ids must be unique; repeated: same"):
         load_claims(bad)
+
+
+def test_select_matches_list_valued_axes_by_their_text():
+    """A list-valued axis (model.options.pool_after) is stored as text in results.csv; a claim names one value
+    as a one-element list of it."""
+    from codesign.claims.verdicts import select
+
+    df = pd.DataFrame({"model.options.pool_after": ["[0]", "[0, 1]", "[0]"], "method": ["dense"] * 3})
+    assert select(df, {"model.options.pool_after": [[0]]}).index.tolist() == [0, 2]
+    assert select(df, {"model.options.pool_after": [[0, 1]], "method": "dense"}).index.tolist() == [1]
+    assert select(df, {"model.options.pool_after": [[0], [0, 1]]}).index.tolist() == [0, 1, 2]
+    assert select(df, {"model.options.pool_after": [[1]]}).empty

@@ -123,3 +123,12 @@ def test_model_options_reach_the_builder():
     assert sum(p.numel() for p in model.parameters()) == tokenizer + block + d * n + n
     assert len(model.blocks) == 1 and model.blocks[0].attn.attn.heads == 2
     assert type(model.blocks[0].mlp.fc1.sn).__name__ == "TernaryLIFNode"
+
+
+def test_the_dense_method_takes_only_ratio_zero():
+    from codesign.execute.stages import check_names
+
+    with pytest.raises(ConfigError) as info:
+        check_names(load_config(sets=["compression.method=dense"]))  # default ratios 0, 0.25, 0.5, 0.75
+    assert str(info.value) == "compression.ratios: method 'dense' accepts only 0.0, got 0.25, 0.5, 0.75"
+    check_names(load_config(sets=["compression.method=dense", "compression.ratios=[0]", "compression.params={}"]))

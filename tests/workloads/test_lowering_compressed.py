@@ -12,13 +12,15 @@ from torch import nn
 
 import hwmodels
 from hwmodels.mapping.connectivity import synaptic_events
-from workloads.compression import METHODS, compress
+from workloads.compression import FIXED_RATIOS, METHODS, compress
+from workloads.compression.bestformer import BestformerConfig
 from workloads.compression.binary import BinaryConfig
 from workloads.compression.dsp import DSPConfig
 from workloads.compression.l1p import L1PConfig
 from workloads.compression.magnitude import ChannelPruneConfig
 from workloads.compression.q_snn import QSNNConfig
 from workloads.compression.qp_snn import QPSNNConfig
+from workloads.compression.qt_snn import QTSNNConfig
 from workloads.compression.sca import SCAConfig
 from workloads.encoding import encode
 from workloads.lowering import lower
@@ -30,14 +32,16 @@ FAST = TrainConfig(epochs=1, n_timesteps=T)
 CFGS = {"sca": SCAConfig(epochs=1, finetune_epochs=0), "magnitude_channel": ChannelPruneConfig(finetune_epochs=1),
         "random": ChannelPruneConfig(finetune_epochs=1), "l1p": L1PConfig(l1_epochs=0, finetune_epochs=1),
         "dsp": DSPConfig(targets="all", finetune_epochs=1), "binary": BinaryConfig(finetune_epochs=1),
+        "bestformer": BestformerConfig(finetune_epochs=1),
         "qp_snn": QPSNNConfig(bits=2, pre_epochs=0, finetune_epochs=1, score_batches=1),
-        "q_snn": QSNNConfig(state_bits=3, finetune_epochs=1)}
+        "q_snn": QSNNConfig(state_bits=3, finetune_epochs=1), "qt_snn": QTSNNConfig(state_bits=4, finetune_epochs=1)}
 
 
 
-@pytest.fixture(scope="module", params=sorted(METHODS))
+@pytest.fixture(scope="module", params=sorted(set(METHODS) - set(FIXED_RATIOS)))
 def lowered(request, trained, small_ds):
-    """(method, model, result, graph, trace) of every method at ratio 0.5."""
+    """(method, model, result, graph, trace) of every method at ratio 0.5 (methods with fixed ratios, i.e. dense,
+    have no 0.5: test_methods_prune covers them)."""
     model, info = compress(request.param, trained, small_ds, 0.5, CFGS[request.param], train_cfg=FAST,
                            progress=False)
     x = encode(small_ds.x_test[:N_SAMPLES], T)
@@ -78,7 +82,7 @@ def test_every_result_lowers_with_its_bits_storage_and_nonzeros_and_simulates(lo
     if info.channels_after:  # removed channels vanish from the populations
         assert graph.populations["lif1"].shape[0] == info.channels_after["0"]
     spiking = [p for p in graph.populations.values() if p.neuron.kind == "LIF"]
-    assert {p.state_bits for p in spiking} == ({CFGS["q_snn"].state_bits} if method == "q_snn" else {16})
+    assert {p.state_bits for p in spiking} == ({CFGS[method].state_bits} if method in ("q_snn", "qt_snn") else {16})
     chip = hwmodels.load_preset("loihi")
     sim = hwmodels.simulate(graph, trace, chip)
     assert sim.energy_j > 0 and sim.latency_s > 0 and sim.n_samples == N_SAMPLES

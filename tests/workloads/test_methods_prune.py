@@ -23,7 +23,8 @@ NO_FT = ChannelPruneConfig(finetune_epochs=0)
 
 
 def test_registry_has_every_method_and_a_config_for_each():
-    assert set(METHODS) == {"sca", "magnitude_channel", "random", "l1p", "dsp", "qp_snn", "q_snn", "binary"}
+    assert set(METHODS) == {"sca", "magnitude_channel", "random", "l1p", "dsp", "qp_snn", "q_snn", "binary",
+                            "qt_snn", "bestformer", "dense"}
     assert set(CONFIGS) == set(METHODS)
     with pytest.raises(ValueError, match="method must be one of"):
         compress("obd", nn.Sequential(), None, 0.5)
@@ -69,6 +70,16 @@ def test_channel_methods_at_ratio_zero_return_an_unchanged_copy(trained, small_d
     assert all(torch.equal(p, q) for p, q in zip(small.parameters(), trained.parameters()))
     with pytest.raises(ValueError, match="ratio"):
         random_channels(trained, small_ds, 1.0, None, FAST, progress=False)
+
+
+def test_dense_method_is_the_unchanged_model_and_refuses_other_ratios(trained, small_ds):
+    small, info = compress("dense", trained, small_ds, 0.0, progress=False)
+    assert small is not trained and info.params_after == info.params_before == sum(p.numel() for p in
+                                                                                   trained.parameters())
+    assert all(torch.equal(p, q) for p, q in zip(small.parameters(), trained.parameters()))
+    assert info.weight_bits == {} and info.size_bits == 32 * info.params_before
+    with pytest.raises(ValueError, match="the dense method removes nothing; only 0 is accepted, got 0.5"):
+        compress("dense", trained, small_ds, 0.5, progress=False)
 
 
 # ------------------------------------------------------------------------------------------------ L1P

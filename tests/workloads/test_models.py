@@ -88,6 +88,9 @@ TINY = {  # (in_shape, options): the smallest inputs each model accepts, to keep
     "vgg11": ((3, 32, 32), {}), "vgg16_sca": ((3, 32, 32), {}), "vgg16_qp": ((3, 32, 32), {}),
     "resnet19": ((3, 8, 8), {}), "preact_resnet18": ((3, 8, 8), {}), "vggsnn_dvs": ((2, 16, 16), {}),
     "spikformer": ((3, 8, 8), {"depth": 1, "dim": 32, "heads": 2}), "spikformer_2_256": ((2, 16, 16), {}),
+    "bestformer": ((3, 8, 8), {"depth": 2, "dim": 32, "heads": 2}), "bestformer_mnist": ((1, 8, 8), {}),
+    "snn_vit": ((3, 8, 8), {"depth": 1, "dim": 16, "heads": 2}), "snn_vit_cifar": ((3, 8, 8), {}),
+    "snn_vit_mnist": ((1, 8, 8), {}),
 }
 
 

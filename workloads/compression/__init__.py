@@ -12,13 +12,16 @@ import torch
 from torch import nn
 
 from workloads.compression.base import CompressionResult, check_ratio, model_size_bits
+from workloads.compression.bestformer import BestformerConfig, bestformer
 from workloads.compression.binary import BinaryAttention, BinaryConfig, binary, binary_stage
 from workloads.compression.compose import ComposeConfig, FineTuneConfig, compose_with
+from workloads.compression.dense import DenseConfig, dense
 from workloads.compression.dsp import DSPConfig, LowRankConv2d, LowRankLinear, dsp
 from workloads.compression.l1p import L1PConfig, l1p
 from workloads.compression.magnitude import ChannelPruneConfig, l1_filter_masks, magnitude_channel
 from workloads.compression.q_snn import QSNNConfig, q_snn, qsnn_stage
 from workloads.compression.qp_snn import QPSNNConfig, qp_snn, rescaw_stage, svs_masks
+from workloads.compression.qt_snn import QTSNNConfig, qt_snn, qtsnn_stage
 from workloads.compression.random_prune import random_channels, random_masks
 from workloads.compression.sca import SCAConfig, sca_prune
 from workloads.compression.sca_resnet import ChannelUnit, find_resnet_units, sca_prune_resnet
@@ -46,15 +49,19 @@ def sca(model: nn.Module, dataset: Dataset, ratio: float, cfg: Optional[SCAConfi
 
 METHODS: dict[str, Callable[..., tuple[nn.Module, CompressionResult]]] = {
     "sca": sca, "magnitude_channel": magnitude_channel, "random": random_channels, "l1p": l1p, "dsp": dsp,
-    "qp_snn": qp_snn, "q_snn": q_snn, "binary": binary,
+    "qp_snn": qp_snn, "q_snn": q_snn, "binary": binary, "bestformer": bestformer, "qt_snn": qt_snn, "dense": dense,
 }
 CONFIGS: dict[str, type] = {
     "sca": SCAConfig, "magnitude_channel": ChannelPruneConfig, "random": ChannelPruneConfig, "l1p": L1PConfig,
     "dsp": DSPConfig, "qp_snn": QPSNNConfig, "q_snn": QSNNConfig, "binary": BinaryConfig,
+    "bestformer": BestformerConfig, "qt_snn": QTSNNConfig, "dense": DenseConfig,
 }
+#: methods that accept only some ratios (any other raises ValueError): name -> the accepted ratios
+FIXED_RATIOS: dict[str, tuple[float, ...]] = {"dense": (0.0,)}
 #: name -> (quantizer stage fn(model, cfg, train_cfg) -> QuantStage, its config class), for `compose`
 QUANTIZERS: dict[str, tuple[Callable, type]] = {
     "qp_snn": (rescaw_stage, QPSNNConfig), "q_snn": (qsnn_stage, QSNNConfig), "binary": (binary_stage, BinaryConfig),
+    "qt_snn": (qtsnn_stage, QTSNNConfig),
 }
 #: name -> (channel pruner fn(model, units, counts, ctx) -> keep-masks, the config of its fine-tuning), for `compose`
 PRUNERS: dict[str, tuple[Callable, type]] = {
@@ -92,4 +99,5 @@ __all__ = ["METHODS", "CONFIGS", "QUANTIZERS", "PRUNERS", "CompressionResult", "
            "SCAConfig", "sca", "sca_prune", "sca_prune_resnet", "find_resnet_units", "ChannelUnit", "SCA_PATHS",
            "ChannelPruneConfig", "magnitude_channel", "random_channels", "L1PConfig", "l1p",
            "DSPConfig", "dsp", "LowRankLinear", "LowRankConv2d", "QPSNNConfig", "qp_snn", "QSNNConfig", "q_snn",
-           "BinaryConfig", "binary", "BinaryAttention", "ComposeConfig", "FineTuneConfig"]
+           "BinaryConfig", "binary", "BinaryAttention", "ComposeConfig", "FineTuneConfig",
+           "BestformerConfig", "bestformer", "QTSNNConfig", "qt_snn", "DenseConfig", "dense", "FIXED_RATIOS"]

@@ -13,7 +13,7 @@ from spikingjelly.activation_based.neuron import BaseNode
 from torch import nn
 from torch.nn.utils import parametrize
 
-from workloads.train import TrainConfig, make_optimizer, make_scheduler, run_epoch
+from workloads.train import Objective, TrainConfig, make_optimizer, make_scheduler, run_epoch
 
 # Layers that carry a conv's channels unchanged to the next weighted layer.
 CHANNEL_PRESERVING = (nn.BatchNorm2d, BaseNode, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Dropout,
@@ -276,15 +276,16 @@ def check_fields(obj: object, checks: dict[str, bool]) -> None:
 
 def finetune(model: nn.Module, x: torch.Tensor, y: torch.Tensor, train_cfg: TrainConfig, epochs: int, lr: float,
              optimizer: str, generator: torch.Generator, progress: bool, phase: str = "finetune",
-             after_backward: Optional[Callable[[], None]] = None) -> list[dict]:
+             after_backward: Optional[Callable[[], None]] = None, objective: Optional[Objective] = None) -> list[dict]:
     """Train `model` (on x's device) for `epochs` with workloads.train.run_epoch: optimizer (a key of
     workloads.train.OPTIMIZERS) at `lr` with a per-step cosine schedule to 0; batch size, T and encoding from
-    train_cfg. after_backward: gradient hook (L1 term, mask). Returns one dict per epoch with "phase"/"epoch"."""
+    train_cfg. after_backward: gradient hook (L1 term, mask); objective: batch loss (None: cross-entropy, see
+    workloads.train.run_epoch). Returns one dict per epoch with "phase"/"epoch"."""
     if epochs == 0:
         return []
     cfg = replace(train_cfg, epochs=epochs, lr=lr, optimizer=optimizer, lr_schedule="cosine")
     opt = make_optimizer(model.parameters(), cfg)
     sched = make_scheduler(opt, cfg, epochs * -(-len(y) // cfg.batch_size))
     return [{"phase": phase, "epoch": e, **run_epoch(model, x, y, cfg, opt, generator, sched, after_backward,
-                                                      progress=progress, desc=f"{phase} {e}")}
+                                                      progress=progress, desc=f"{phase} {e}", objective=objective)}
             for e in range(epochs)]

@@ -23,7 +23,7 @@ from workloads.compression.quant import bake
 from workloads.compression.sca import round_half_up
 from workloads.data import Dataset
 from workloads.models import count_parameters
-from workloads.train import OPTIMIZERS, TrainConfig, default_device, torch_threads
+from workloads.train import OPTIMIZERS, Objective, TrainConfig, default_device, torch_threads
 
 
 @dataclass(frozen=True)
@@ -107,22 +107,27 @@ def layer_ratios(units: list[ConvUnit], ratio: float, overrides: Optional[dict[s
     return out
 
 
-def _train(model, x, y, cfg, train_cfg, epochs, stage: QuantStage, generator, progress, phase) -> list[dict]:
-    """Fine-tune with the quantizer's regulariser active (if any)."""
+def _train(model, x, y, cfg, train_cfg, epochs, stage: QuantStage, generator, progress, phase,
+           objective: Optional[Objective] = None) -> list[dict]:
+    """Fine-tune with the quantizer's regulariser active (if any) on `objective` (None: cross-entropy)."""
     with (stage.regulariser(model) if stage.regulariser else nullcontext()):
-        return finetune(model, x, y, train_cfg, epochs, cfg.lr, cfg.optimizer, generator, progress, phase)
+        return finetune(model, x, y, train_cfg, epochs, cfg.lr, cfg.optimizer, generator, progress, phase,
+                        objective=objective)
 
 
 def quantize_then_prune(model: nn.Module, dataset: Dataset, ratio: float, method: str, cfg: FineTuneConfig,
                         train_cfg: Optional[TrainConfig], seed: int, device: Optional[torch.device], progress: bool,
                         quantizer: Optional[Quantizer] = None, pruner: Optional[Pruner] = None,
                         overrides: Optional[dict[str, float]] = None, skip_last: bool = False,
-                        pre_epochs: int = 0, score_batches: int = 4) -> tuple[nn.Module, CompressionResult]:
+                        pre_epochs: int = 0, score_batches: int = 4,
+                        objective: Optional[Objective] = None) -> tuple[nn.Module, CompressionResult]:
     """Compress a copy of `model`: quantizer (may be None), `pre_epochs` quantization-aware epochs, then, when
     pruner is given and ratio > 0, remove per conv round_half_up(r * C_out) channels chosen by the pruner
     (r = ratio, per-layer overrides, last conv spared when skip_last; needs a flat Sequential, see
     base.find_conv_units), then cfg.finetune_epochs of fine-tuning, then bake the quantizers.
     Without a quantizer, ratio 0 returns an unchanged deep copy. The input model is not modified.
+    objective: the training loss of both training phases (workloads.train.Objective; None: cross-entropy), e.g.
+    BESTformer's distillation from a frozen teacher.
     Randomness: shuffling/Poisson spikes from torch.Generator(seed) on the device; pruners get the seed.
     Raises ValueError for a ratio outside [0, 1) or a model the pruner cannot walk."""
     start, p = time.perf_counter(), check_ratio(ratio)
@@ -138,7 +143,7 @@ def quantize_then_prune(model: nn.Module, dataset: Dataset, ratio: float, method
     generator = torch.Generator(device=device).manual_seed(seed)
     kept, before = {}, {}
     with torch_threads(train_cfg.num_threads):
-        history = _train(work, x, y, cfg, train_cfg, pre_epochs, stage, generator, progress, "qat")
+        history = _train(work, x, y, cfg, train_cfg, pre_epochs, stage, generator, progress, "qat", objective)
         if pruner is not None and p > 0.0:
             units = find_conv_units(work)
             before = {u.conv: work.get_submodule(u.conv).out_channels for u in units}
@@ -146,7 +151,8 @@ def quantize_then_prune(model: nn.Module, dataset: Dataset, ratio: float, method
             masks = pruner(work, units, counts, PruneContext(x, y, train_cfg, seed, score_batches))
             work = remove_channels(work, units, masks)
             kept = {n: torch.nonzero(m).flatten().tolist() for n, m in masks.items()}
-        history += _train(work, x, y, cfg, train_cfg, cfg.finetune_epochs, stage, generator, progress, "finetune")
+        history += _train(work, x, y, cfg, train_cfg, cfg.finetune_epochs, stage, generator, progress, "finetune",
+                          objective)
     bake(work)
     removed = sum(before.values()) - sum(map(len, kept.values()))
     parts = [stage.notes, f"{removed} of {sum(before.values())} conv channels removed" if kept else ""]

@@ -79,15 +79,17 @@ class FiringRateRegulariser:
         return self._sum / self._forwards if self._forwards else 0.0
 
 
-def swap_neurons(model: nn.Module, bits: int, tau: float) -> dict[str, int]:
+def swap_neurons(model: nn.Module, bits: int, tau: float, ternary: bool = False) -> dict[str, int]:
     """Replace, in place, every SpikingJelly node of `model` by a QLIF node (workloads.neurons, "QLIF": decay
-    1 - 1/tau, the node's own v_threshold, hard reset, V <- Q_b(tanh V) after reset); returns {name: bits}."""
-    names = [n for n, m in model.named_modules() if isinstance(m, BaseNode)]
+    1 - 1/tau, the node's own v_threshold, hard reset, V <- Q_b(tanh V) after reset; spikes in {-1, 0, 1} when
+    ternary, as QT-SNN's); returns {name: bits}. Nodes whose class sets `operator = True` (SNN-ViT's saccadic
+    and coincidence neurons, workloads.models.snn_vit) compute an attention operator and are left as they are."""
+    names = [n for n, m in model.named_modules() if isinstance(m, BaseNode) and not getattr(m, "operator", False)]
     for name in names:
         parent_name, _, child = name.rpartition(".")
         old = model.get_submodule(name)
         setattr(model.get_submodule(parent_name), child,
-                make_neuron("QLIF", tau, float(old.v_threshold), bits=bits))
+                make_neuron("QLIF", tau, float(old.v_threshold), bits=bits, ternary=ternary))
     return {n: int(bits) for n in names}
 
 

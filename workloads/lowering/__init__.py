@@ -25,13 +25,19 @@ Representation (every stage exact: replaying the recorded spikes gives the model
 - Tokens (T, N, L, D) are populations of shape (D, H, W); a token-wise Linear is a 1x1 conv, TokenMean is folded
   into the head Linear (weight / L per token), TokenBatchNorm per channel.
 - Attention: gated projections (hwmodels.trace.Projection.gate), see workloads.lowering.rules_attention.
+- Saccadic spike self-attention (SNN-ViT): stages linear in the token count, a relay of per-head key counts
+  gating the query stage, see workloads.lowering.rules_sssa.
+- BESTformer's couplings y + (a + b) / 2: one graded relay "add<k>" fed by "identity<k>" (weight 1) and two
+  "half<k>" projections (weight 0.5, 1 bit); its head average folds the 0.5 into the two readout projections
+  (workloads.lowering.rules_reversible).
 - Recurrent containers: a self-projection "rec<k>" with a one-timestep delay (workloads.lowering.rules_recurrent).
 - Reshapes keeping the time and batch axes (x.flatten(2), x.view/reshape(x.shape[0], x.shape[1], ...),
   x.unsqueeze(d >= 2), torch.flatten, nn.Flatten(2), nn.Unflatten(2, ...)): layout only
   (workloads.lowering.reshape).
-Names: neuron populations "<kind><k>" (one counter), "pool<k>", "add<k>", "attn<k>_kv", "<base>_relay";
-projections "conv<k>", "fc<k>", "identity<k>", "maxpool<k>", "rec<k>", "attn<k>_k"/"attn<k>_q" (SpikeAttention),
-"attn<k>_qk"/"attn<k>_v" (BinaryAttention), "<base>_b"/"<base>_a" (low-rank).
+Names: neuron populations "<kind><k>" (one counter), "pool<k>", "add<k>", "attn<k>_kv", "sssa<k>_ksum",
+"<base>_relay"; projections "conv<k>", "fc<k>", "identity<k>", "half<k>", "maxpool<k>", "rec<k>",
+"attn<k>_k"/"attn<k>_q" (SpikeAttention), "attn<k>_qk"/"attn<k>_v" (BinaryAttention), "sssa<k>_k"/"sssa<k>_q"/
+"spread<k>" (SSSA), "<base>_b"/"<base>_a" (low-rank).
 """
 from workloads.lowering.engine import lower
 

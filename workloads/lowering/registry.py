@@ -15,6 +15,8 @@ from typing import Callable
 from torch import nn
 
 from workloads.lowering import rules_attention, rules_neurons, rules_pooling, rules_recurrent, rules_synaptic
+from workloads.lowering import rules_reversible
+from workloads.lowering import rules_sssa
 from workloads.lowering.naming import base_type
 
 Rule = Callable[..., object]
@@ -23,6 +25,8 @@ Rule = Callable[..., object]
 RULES: dict[type, Rule] = {
     **rules_synaptic.RULES, **rules_pooling.RULES, **rules_neurons.RULES, **rules_recurrent.RULES,
     **rules_attention.RULES,
+    **rules_reversible.RULES,
+    **rules_sssa.RULES,
 }
 
 

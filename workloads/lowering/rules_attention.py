@@ -41,9 +41,9 @@ def _operands(args: list, name: str, m) -> tuple[Feed, Feed, Feed, int, int, int
     return q, k, v, d, d // m.heads, q.pop.size // d
 
 
-def _bits(*pops: Population, levels: int = 1) -> int | None:
+def operand_bits(*pops: Population, levels: int = 1) -> int | None:
     """Bits of a stored operand: enough for `levels` + 1 non-negative integers when every operand population is
-    binary, else None (the lowering's default width)."""
+    binary, else None (the lowering's default width). Also used by workloads.lowering.rules_sssa."""
     return None if any(p.graded for p in pops) else max(1, int(np.ceil(np.log2(levels + 1))))
 
 
@@ -63,17 +63,17 @@ def _attention(build: Build, m: SpikeAttention, name: str, at, args) -> Current:
     where, (_, hg, wg) = tag(name, m), q.pop.shape
     n = build.next_name("attn")
     kv = Population(f"{n}_kv", (d * dh, 1, 1), NeuronModel("relay"), graded=True,
-                    state_bits=_bits(k.pop, v.pop, levels=n_tok) or 16)
+                    state_bits=operand_bits(k.pop, v.pop, levels=n_tok) or 16)
     o = np.arange(d * dh)  # output channel (h*dh + dd)*dh + e of the K -> M conv
     h, e = o // dh // dh, o % dh
     index = ((h * dh + e)[:, None] * n_tok + np.arange(n_tok)[None, :]).reshape(d * dh, 1, hg, wg)
     stage1 = Stage(k.pop.name, "conv", torch.ones(d * dh, 1, hg, wg, dtype=torch.float64), "SpikeAttention",
-                   [where], groups=d, bits=_bits(v.pop), gate=v.pop.name, gate_index=index, name=f"{n}_k")
+                   [where], groups=d, bits=operand_bits(v.pop), gate=v.pop.name, gate_index=index, name=f"{n}_k")
     emit(build, Current([stage1], None, kv.shape, "chw"), kv, [where], at, _kv_values(m.heads))
     index = _grouped_index(d, dh, dh, lambda hh, j, ee: (hh * dh + j) * dh + ee)
     stage2 = Stage(q.pop.name, "conv", torch.full((d, dh, 1, 1), float(m.scale), dtype=torch.float64),
-                   "SpikeAttention", [where], groups=m.heads, bits=_bits(k.pop, v.pop, levels=n_tok), gate=kv.name,
-                   gate_index=index, name=f"{n}_q")
+                   "SpikeAttention", [where], groups=m.heads, bits=operand_bits(k.pop, v.pop, levels=n_tok),
+                   gate=kv.name, gate_index=index, name=f"{n}_q")
     return Current([stage2], None, q.pop.shape, "tokens")
 
 
@@ -100,7 +100,7 @@ def _binary_attention(build: Build, m: BinaryAttention, name: str, at, args) -> 
     amap = Population(f"{model.kind.lower()}{build.next_name('')}", (heads * n_tok, hg, wg), model)
     index = _grouped_index(heads * n_tok, dh, n_tok, lambda hh, j, key: (hh * dh + j) * n_tok + key)
     stage1 = Stage(q.pop.name, "conv", torch.ones(heads * n_tok, dh, 1, 1, dtype=torch.float64), "BinaryAttention",
-                   [where], groups=heads, bits=_bits(k.pop), gate=k.pop.name, gate_index=index, name=f"{n}_qk")
+                   [where], groups=heads, bits=operand_bits(k.pop), gate=k.pop.name, gate_index=index, name=f"{n}_qk")
     emit(build, Current([stage1], None, amap.shape, "chw"), amap, [f"{name}.map_sn:{type(m.map_sn).__name__}"],
          m.map_sn, _map_values)
     alpha = m.alpha.detach().cpu().double()
@@ -110,7 +110,7 @@ def _binary_attention(build: Build, m: BinaryAttention, name: str, at, args) -> 
     scale = float(m.scale) * alpha.mean(0).repeat_interleave(dh)  # per output channel h*dh + e
     index = _grouped_index(d, n_tok, dh, lambda hh, key, ee: (hh * dh + ee) * n_tok + key)
     stage2 = Stage(amap.name, "conv", scale.reshape(d, 1, 1, 1).expand(d, n_tok, 1, 1).clone(), "BinaryAttention",
-                   [where], groups=heads, bits=_bits(v.pop), gate=v.pop.name, gate_index=index, name=f"{n}_v")
+                   [where], groups=heads, bits=operand_bits(v.pop), gate=v.pop.name, gate_index=index, name=f"{n}_v")
     return Current([stage2], None, q.pop.shape, "tokens")
 
 

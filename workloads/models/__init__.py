@@ -14,10 +14,12 @@ import torch
 from spikingjelly.activation_based import functional
 from torch import nn
 
+from workloads.models.bestformer import bestformer, bestformer_mnist
 from workloads.models.blocks import NeuronSpec
 from workloads.models.dvs import sca_dvs, vggsnn_dvs
 from workloads.models.mnist import mnist_conv
 from workloads.models.resnet import preact_resnet18, resnet19
+from workloads.models.snn_vit import snn_vit, snn_vit_cifar, snn_vit_mnist
 from workloads.models.spikformer import spikformer, spikformer_2_256, spikformer_4_384
 from workloads.models.vgg import vgg9, vgg11, vgg16_qp, vgg16_sca
 
@@ -26,6 +28,8 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "mnist_conv": mnist_conv, "sca_dvs": sca_dvs, "vgg9": vgg9, "vgg11": vgg11, "vgg16_sca": vgg16_sca,
     "vgg16_qp": vgg16_qp, "resnet19": resnet19, "preact_resnet18": preact_resnet18, "vggsnn_dvs": vggsnn_dvs,
     "spikformer": spikformer, "spikformer_4_384": spikformer_4_384, "spikformer_2_256": spikformer_2_256,
+    "snn_vit": snn_vit, "snn_vit_cifar": snn_vit_cifar, "snn_vit_mnist": snn_vit_mnist,
+    "bestformer": bestformer, "bestformer_mnist": bestformer_mnist,
 }
 
 __all__ = ["MODELS", "NeuronSpec", "build_model", "count_parameters", "model_options", "mnist_conv"]

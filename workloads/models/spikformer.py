@@ -61,24 +61,25 @@ class SpikeAttention(nn.Module):
 
 class SSA(nn.Module):
     """Spiking self-attention: q, k, v = LinearBNSN(x); attn_sn(SpikeAttention(q, k, v)) (LIF threshold 0.5 in
-    the paper); proj = LinearBNSN. (T, N, L, D) -> (T, N, L, D) spikes."""
+    the paper); proj = LinearBNSN (biased unless proj_bias=False). (T, N, L, D) -> (T, N, L, D) spikes."""
 
-    def __init__(self, dim: int, heads: int, sn: NeuronSpec, qkv_bias: bool, scale: float, attn_threshold: float):
+    def __init__(self, dim: int, heads: int, sn: NeuronSpec, qkv_bias: bool, scale: float, attn_threshold: float,
+                 proj_bias: bool = True):
         super().__init__()
         self.q, self.k, self.v = (LinearBNSN(dim, dim, sn, qkv_bias) for _ in range(3))
         self.attn, self.attn_sn = SpikeAttention(heads, scale), sn(attn_threshold)
-        self.proj = LinearBNSN(dim, dim, sn)
+        self.proj = LinearBNSN(dim, dim, sn, proj_bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(self.attn_sn(self.attn(self.q(x), self.k(x), self.v(x))))
 
 
 class MLP(nn.Module):
-    """fc1 = LinearBNSN(D, hidden), fc2 = LinearBNSN(hidden, D)."""
+    """fc1 = LinearBNSN(D, hidden), fc2 = LinearBNSN(hidden, D); both biased unless bias=False."""
 
-    def __init__(self, dim: int, hidden: int, sn: NeuronSpec):
+    def __init__(self, dim: int, hidden: int, sn: NeuronSpec, bias: bool = True):
         super().__init__()
-        self.fc1, self.fc2 = LinearBNSN(dim, hidden, sn), LinearBNSN(hidden, dim, sn)
+        self.fc1, self.fc2 = LinearBNSN(dim, hidden, sn, bias), LinearBNSN(hidden, dim, sn, bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.fc1(x))
@@ -149,7 +150,9 @@ class Spikformer(nn.Module):
         return self.head(self.pool(self.blocks(self.tokenizer(x))))
 
 
-def _check(depth: int, dim: int, heads: int, mlp_ratio: float, pool_after: Sequence[int]) -> None:
+def check_sizes(depth: int, dim: int, heads: int, mlp_ratio: float, pool_after: Sequence[int]) -> None:
+    """Raise ValueError unless depth, heads, mlp_ratio > 0, dim is a positive multiple of 8 and of heads, and
+    pool_after holds tokenizer conv indices in 0..3 (the message names the values)."""
     if depth < 1 or heads < 1 or mlp_ratio <= 0:
         raise ValueError(f"depth, heads and mlp_ratio must be positive, got {depth}, {heads}, {mlp_ratio}")
     if dim < 8 or dim % 8 or dim % heads:
@@ -166,7 +169,7 @@ def spikformer(in_shape, n_classes: int, sn: NeuronSpec, *, depth: int = 4, dim:
     Parameters (b = 1 with qkv_bias, h = hidden): tokenizer 9*(C*D/8 + D^2/32 + D^2/8 + D^2/2 + D^2)
     + 2*(D/8 + D/4 + D/2 + 2D); per block SSA 4*D^2 + (3b + 1)*D + 8D, MLP 2*D*h + h + D + 2h + 2D;
     head D*n + n. Raises ValueError for bad sizes."""
-    _check(depth, dim, heads, mlp_ratio, pool_after)
+    check_sizes(depth, dim, heads, mlp_ratio, pool_after)
     hidden = int(dim * mlp_ratio)
     blocks = nn.Sequential(*(Block(SSA(dim, heads, sn, qkv_bias, attn_scale, attn_threshold), MLP(dim, hidden, sn))
                              for _ in range(depth)))
