@@ -30,6 +30,9 @@ from workloads import checkpoint, compression, lowering, models, train
 
 #: config fields that do not change any result (excluded from keys)
 NON_RESULT_FIELDS = {"run_name", "output_dir", "cache_dir", "device"}
+#: fields added after run folders existed: left out of the point id while they hold their default, so the ids of
+#: existing run folders (and `--resume` of them) are unchanged
+LATER_FIELDS = {"model": {"options": {}, "neuron_options": {}}}
 #: version of the lowered stage's output, part of its key: 2 = traces of format 2 (neuron activity, predictions),
 #: lowered under hardware.weight_fit; entries of version 1 (format-1 traces) are never reused
 LOWERED_VERSION = 2
@@ -61,8 +64,18 @@ def stage_keys(cfg: RunConfig) -> StageKeys:
     comp = config_key("compressed", dense, cfg.compression.method, ratio_of(cfg), cfg.compression.params)
     low = config_key("lowered", LOWERED_VERSION, comp, cfg.hardware.n_samples, cfg.hardware.weight_bits,
                      cfg.hardware.weight_fit)
-    point = config_key("point", cfg.model_dump(mode="json", exclude=NON_RESULT_FIELDS), *chip_file_part(cfg))
+    point = config_key("point", point_tree(cfg), *chip_file_part(cfg))
     return StageKeys(dense, comp, low, point)
+
+
+def point_tree(cfg: RunConfig) -> dict:
+    """What a point id hashes: the config without NON_RESULT_FIELDS and without LATER_FIELDS at their defaults."""
+    tree = cfg.model_dump(mode="json", exclude=NON_RESULT_FIELDS)
+    for section, fields in LATER_FIELDS.items():
+        for name, default in fields.items():
+            if tree[section].get(name) == default:
+                del tree[section][name]
+    return tree
 
 
 def chip_file_part(cfg: RunConfig) -> tuple[dict, ...]:
