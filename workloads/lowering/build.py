@@ -128,10 +128,15 @@ def relay_of_sum(build: Build, a: Feed, b: Feed, tag: str, at: object) -> Feed:
     if a.pop.shape != b.pop.shape or a.layout != b.layout:
         raise ValueError(f"{tag}: cannot add {a.pop.name} {a.pop.shape} ({a.layout}) and {b.pop.name} "
                          f"{b.pop.shape} ({b.layout})")
-    pop = Population(build.next_name("add"), a.pop.shape, NeuronModel("relay"), graded=True)
-    current = Current([identity_stage(a, tag), identity_stage(b, tag)], None, a.pop.shape, a.layout, a.line)
-    emit(build, current, pop, [tag], at, layout_fn(a.layout))
-    return Feed(pop, a.layout, line=a.line)
+    return relay_of(build, [identity_stage(a, tag), identity_stage(b, tag)], a, tag, at)
+
+
+def relay_of(build: Build, stages: list[Stage], like: Feed, tag: str, at: object) -> Feed:
+    """A graded relay population "add<k>" (NeuronModel "relay": it forwards its summed value every timestep) of
+    `like`'s shape and layout, fed by `stages` (one projection each); returns its Feed."""
+    pop = Population(build.next_name("add"), like.pop.shape, NeuronModel("relay"), graded=True)
+    emit(build, Current(stages, None, like.pop.shape, like.layout, like.line), pop, [tag], at, layout_fn(like.layout))
+    return Feed(pop, like.layout, line=like.line)
 
 
 def reshape_population(build: Build, pop: Population, shape: tuple[int, ...], tag: str) -> Population:

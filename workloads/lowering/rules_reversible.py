@@ -1,8 +1,8 @@
 """Lowering of BESTformer's reversible couplings (workloads.models.bestformer): weighted sums of spikes and graded
 values, where halving a value is a weight of 0.5 on the projection that carries it.
 
-Couple(y, a, b) = y + (a + b) / 2 on populations: one graded relay population "add<k>" (kind "relay", as the
-spikes + spikes residual of workloads.lowering.build.relay_of_sum: it forwards its value every timestep) fed by an
+Couple(y, a, b) = y + (a + b) / 2 on populations: one graded relay population "add<k>" (kind "relay", built by
+workloads.lowering.build.relay_of as the spikes + spikes residual: it forwards its value every timestep) fed by an
 identity projection "identity<j>" from y and a projection "half<j>" of weight 0.5 from each of a and b (a 1x1
 depthwise conv: C stored weights of one level, 1 bit, fan-out 1); an operand read twice gets one projection of the
 summed weight. Every event of y, a and b is one synaptic event into the relay, which the hardware model charges
@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import torch
 
-from hwmodels.trace import NeuronModel, Population
-from workloads.lowering.build import Build, emit
+from workloads.lowering.build import Build, relay_of
 from workloads.lowering.naming import layer_error, tag
-from workloads.lowering.values import Current, Feed, Stage, add_currents, diagonal_stage, identity_stage, layout_fn
+from workloads.lowering.values import Current, Feed, Stage, add_currents, diagonal_stage, identity_stage
 from workloads.models.bestformer import Average, Couple
 
 
@@ -52,12 +51,7 @@ def weighted_sum(build: Build, terms: list[tuple[object, float]], where: str, at
         raise layer_error(where, f"cannot sum operands of shapes/layouts {sorted(shapes)}")
     origin = where.rsplit(":", 1)[-1]
     if all(isinstance(v, Feed) for v, _ in terms):
-        first = terms[0][0]
-        stages = [_feed_stage(build, v, w, where, origin) for v, w in terms]
-        pop = Population(build.next_name("add"), first.pop.shape, NeuronModel("relay"), graded=True)
-        emit(build, Current(stages, None, first.pop.shape, first.layout, first.line), pop, [where], at,
-             layout_fn(first.layout))
-        return Feed(pop, first.layout, line=first.line)
+        return relay_of(build, [_feed_stage(build, v, w, where, origin) for v, w in terms], terms[0][0], where, at)
     total = None
     for v, w in terms:
         if isinstance(v, Feed):
