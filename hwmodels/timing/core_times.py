@@ -37,6 +37,7 @@ from hwmodels.events.actions import Actions
 from hwmodels.mapping.map import Mapping
 from hwmodels.events.neuron_rules import neuron_work
 from hwmodels.chip.spec import ChipSpec
+from hwmodels.kernels import finish
 
 
 def _receive_overlap(events_s: np.ndarray, messages: np.ndarray, in_s: float) -> tuple[np.ndarray, float]:
@@ -131,15 +132,11 @@ def destination_finish(keys: np.ndarray, arrival: np.ndarray, work: np.ndarray) 
     """
     if not len(keys):
         return np.zeros(0, np.int64), np.zeros(0)
-    order = np.lexsort((arrival, keys))
-    key, arr, w = keys[order], arrival[order], work[order]
-    first = _group_starts(key)
-    starts = np.flatnonzero(first)
-    gid = np.cumsum(first) - 1
-    csum = np.cumsum(w)
-    last = np.append(starts[1:], len(w)) - 1
-    suffix = csum[last][gid] - (csum - w)  # work of this delivery and of every later one at the same unit
-    return key[starts], np.maximum.reduceat(arr + suffix, starts)
+    order = np.argsort(keys, kind="stable")
+    key = keys[order]
+    starts = np.flatnonzero(_group_starts(key))
+    return key[starts], finish.makespans(order, np.append(starts, len(key)), np.asarray(arrival, float),
+                                         np.asarray(work, float))
 
 
 def core_done_s(actions: Actions, times: ActionTimes, head_arrival: np.ndarray) -> np.ndarray:
@@ -154,7 +151,7 @@ def core_done_s(actions: Actions, times: ActionTimes, head_arrival: np.ndarray) 
     keys = (a.flow_sample[f] * a.n_steps + a.flow_step[f]) * a.n_cores + a.deliv_dst
     dkeys, finish = destination_finish(keys, head_arrival + times.in_s, times.deliv_work_s)
     done = times.send_done_s.copy().reshape(-1)
-    np.maximum.at(done, dkeys, finish)
+    done[dkeys] = np.maximum(done[dkeys], finish)  # dkeys are distinct
     return done.reshape(times.send_done_s.shape)
 
 

@@ -1,0 +1,48 @@
+"""Compiled kernel of the core pipeline's synapse units (hwmodels.timing.core_times.destination_finish): the
+makespan of each destination's single server over its deliveries in arrival order, with the floating-point
+operations of the vectorised form (one running sum of the work over all deliveries in (destination, arrival)
+order, then max_j (a_j + (S_last - (S_j - w_j))) per destination), so results are bit-identical to it.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+
+@njit(cache=True)
+def makespans(order: np.ndarray, starts: np.ndarray, arrival: np.ndarray, work: np.ndarray) -> np.ndarray:
+    """Finish time (s) of every destination group.
+
+    order: int64 (n,) deliveries sorted by destination key, ties by index (a stable argsort); starts: int64
+    (n_groups + 1,) where each destination's run begins in `order` (last entry n); arrival, work: float (n,) s.
+    Within a group, deliveries are taken by arrival, ties by index (as numpy.lexsort((arrival, keys)) orders them).
+    Returns float (n_groups,).
+    """
+    out = np.empty(len(starts) - 1)
+    buf = np.empty(len(order), np.int64)
+    total = 0.0
+    for g in range(len(starts) - 1):
+        m = starts[g + 1] - starts[g]
+        if m > 32:
+            idx = order[starts[g]:starts[g + 1]]
+            buf[:m] = idx[np.argsort(arrival[idx], kind="mergesort")]
+        else:  # stable insertion sort of a short run
+            for k in range(m):
+                x = order[starts[g] + k]
+                j = k
+                while j > 0 and arrival[buf[j - 1]] > arrival[x]:
+                    buf[j] = buf[j - 1]
+                    j -= 1
+                buf[j] = x
+        base = total
+        for k in range(m):
+            total += work[buf[k]]
+        best, running = -np.inf, base
+        for k in range(m):
+            i = buf[k]
+            running += work[i]
+            v = arrival[i] + (total - (running - work[i]))
+            if v > best:
+                best = v
+        out[g] = best
+    return out
