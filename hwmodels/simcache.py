@@ -3,9 +3,10 @@ depend on the parameters that changed: the partition's chunks depend only on the
 core's mapping-relevant fields, hwmodels.chip.signatures.partition_signature), the mapping on every
 mapping-relevant field (MAPPING_EXCLUDED lists the others) and the placement; the fan-out tables and action
 counts only on the assignment of neurons to cores (so every placement of one partition shares them), multicast
-and semantics; the routes also on the router's latencies; the step latencies (DES or analytic) only on the
-latency-relevant fields (TIMING_EXCLUDED lists the others). A design point that only changes per-event latencies
-recomputes durations, route latencies, timing and costs; one that only changes energies recomputes the energy
+and semantics; the routes also on the placement, their hop costs on the router's latencies (routes are recosted,
+not rebuilt); the step latencies (DES or analytic) only on the latency-relevant fields (TIMING_EXCLUDED lists the
+others). A design point that only changes per-event latencies recomputes durations, route hop costs, timing
+and costs (the DES's channel nodes and eject channels are kept); one that only changes energies recomputes the energy
 table and the energies of the kept action counts (every energy-free sum of a batch is kept too,
 hwmodels.simulate).
 """
@@ -146,10 +147,16 @@ class SimCache:
                          (actions, mapping))
 
     def routes(self, actions: Actions, net: Network) -> RouteUse:
-        """hwmodels.events.network.route_use of a batch's flows, once per (actions, network)."""
-        return self.keep(("routes", id(actions), id(net)),
-                         lambda: route_use(actions.flow_src, actions.flow_route, actions.flow_messages,
-                                           actions.routes, net), (actions, net))
+        """hwmodels.events.network.route_use of a batch's flows: the routes once per (actions, mapping of the
+        network), their hop costs once per network (RouteUse.recosted: a sweep over router latencies reuses the
+        routes; the result equals route_use on that network)."""
+        base = self.keep(("routes", id(actions), id(net.mapping)),
+                         lambda: (route_use(actions.flow_src, actions.flow_route, actions.flow_messages,
+                                            actions.routes, net), net), (actions, net.mapping))
+        use, built_on = base
+        if built_on is net:
+            return use
+        return self.keep(("routes_at", id(use), id(net)), lambda: use.recosted(net), (use, net))
 
 
 def _without_router_energies(chip: ChipSpec) -> ChipSpec:

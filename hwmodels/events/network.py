@@ -8,6 +8,7 @@ crosses a chip boundary (Mapping.mesh_shape set: multi-chip) uses the chip-to-ch
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -85,7 +86,7 @@ class Network:
     """
 
     def __init__(self, mapping: Mapping, chip: ChipSpec):
-        self.chip = chip
+        self.chip, self.mapping = chip, mapping
         self.mesh = getattr(mapping, "mesh_shape", None)
         self.tiles = [tuple(int(v) for v in xy) for xy in mapping.tile_xy]
         self.width = int(mapping.tile_xy[:, 0].max(initial=0)) + 1
@@ -122,6 +123,37 @@ class Network:
         if kind == 2:
             return float(r.chip_link_latency_s), float(r.chip_link_energy_j)
         return (r.hop_latency_ew_s, r.hop_energy_ew_j) if kind == 0 else (r.hop_latency_ns_s, r.hop_energy_ns_j)
+
+    @property
+    def kind_costs(self) -> tuple[np.ndarray, np.ndarray]:
+        """(latency s, energy J) of one hop of each HOP_KINDS kind, float (3,) each (the chip-to-chip link's are 0
+        when the router has none; only multi-chip meshes have chip hops)."""
+        r = self.chip.router
+        chip_s, chip_j = (float(v) if v is not None else 0.0
+                          for v in (getattr(r, "chip_link_latency_s", None), getattr(r, "chip_link_energy_j", None)))
+        return (np.array([r.hop_latency_ew_s, r.hop_latency_ns_s, chip_s], float),
+                np.array([r.hop_energy_ew_j, r.hop_energy_ns_j, chip_j], float))
+
+    def recost(self, trees: tuple[Tree, ...]) -> tuple[Tree, ...]:
+        """The same route trees (of this network's mapping) with this network's hop latencies and energies:
+        hop_s / hop_j by channel kind, before_s summed parent by parent from the root as the trees were built
+        (bit-identical to trees built on this network), vectorised over all trees."""
+        if not trees:
+            return ()
+        lat, en = self.kind_costs
+        sizes = np.array([len(t.links) for t in trees], np.int64)
+        off = np.concatenate([[0], np.cumsum(sizes)])
+        kind = np.concatenate([t.kind for t in trees])
+        parent = np.concatenate([t.parent for t in trees])
+        depth = np.concatenate([t.depth for t in trees])
+        hop_s, hop_j = lat[kind], en[kind]
+        gpar = np.where(parent >= 0, parent + np.repeat(off[:-1], sizes), -1)
+        before = np.zeros(len(kind))
+        for d in range(2, int(depth.max(initial=0)) + 1):  # parents first: one depth level at a time
+            at = np.flatnonzero(depth == d)
+            before[at] = before[gpar[at]] + hop_s[gpar[at]]
+        return tuple(_recosted(t, hop_s[lo:hi], hop_j[lo:hi], before[lo:hi])
+                     for t, lo, hi in zip(trees, off[:-1].tolist(), off[1:].tolist()))
 
     def _pair_tables(self, xy: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Latency, energy and hop count of every core pair's XY route, vectorised over pairs."""
@@ -209,6 +241,13 @@ class Network:
                     np.array(blocking, bool))
 
 
+def _recosted(tree: Tree, hop_s: np.ndarray, hop_j: np.ndarray, before_s: np.ndarray) -> Tree:
+    """`tree` with other channel costs (a shallow copy: the topology and its climbs, Tree.up, are shared)."""
+    out = copy.copy(tree)
+    out.__dict__.update(hop_s=hop_s, hop_j=hop_j, before_s=before_s)  # a frozen dataclass: set like its __init__
+    return out
+
+
 def _path_shape(n: int) -> tuple:
     """(parent, children, depth, blocking) of a path of n channels (each the only child of the one before; all
     but the last block), read-only so that every path of that length can share them."""
@@ -239,7 +278,9 @@ class RouteUse:
     flow_route: int64 (n_flows,) index of each flow's pair in `trees`; trees: the route tree of each pair;
     flows / messages: int64 (n_pairs,) flows and messages on each pair; hop_j / hops: float / int64 (n_flows,)
     energy (J) of one message over its route and the channels (tree links) on it; hop_kinds: int64 (n_flows, 3)
-    those channels by HOP_KINDS (east-west, north-south, chip-to-chip).
+    those channels by HOP_KINDS (east-west, north-south, chip-to-chip). base: the RouteUse of the same flows on
+    the same mapping this one was recosted from (RouteUse.recosted), None when built by route_use; `topology`
+    is the one whose routes (everything but the hop costs) it shares.
     """
 
     flow_route: np.ndarray
@@ -249,6 +290,20 @@ class RouteUse:
     hop_j: np.ndarray
     hops: np.ndarray
     hop_kinds: np.ndarray
+    base: RouteUse | None = None
+
+    @property
+    def topology(self) -> RouteUse:
+        """The RouteUse built by route_use whose routes this one shares (itself when it was built so)."""
+        return self if self.base is None else self.base
+
+    def recosted(self, net: Network) -> RouteUse:
+        """The same flows and routes with the hop latencies and energies of `net`, a network of the same mapping
+        (Network.recost): equal to route_use on `net`, without building the routes again."""
+        trees = net.recost(self.trees)
+        hop_j = np.array([t.hop_j.sum() for t in trees] or [0.0])[self.flow_route]
+        return RouteUse(self.flow_route, trees, self.flows, self.messages, hop_j, self.hops, self.hop_kinds,
+                        self.topology)
 
     def link_totals(self, link_s: float, out_s: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(sorted link ids, messages, contention-free hold time s) per directed link, summed over the batch. A

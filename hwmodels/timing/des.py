@@ -109,10 +109,16 @@ def _play_simpy(batches: list[Batch], buffer_depth: int | None, keep: Keep = mak
 
 def _group_nodes(batches: list[Batch], buffer_depth: int | None, keep: Keep) -> tuple[Nodes, Queues]:
     """Channel nodes and queues of all batches at once (steps numbered across batches), through `keep` keyed by
-    the batches' action counts and routes (they fix the flows and message counts), so that a later call on the
-    same batches (e.g. from a hwmodels.SimCache with other core latencies) skips building them."""
-    key = ("des_nodes", tuple((id(a), id(u)) for a, _, u in batches), buffer_depth, batches[0][1].link_s)
-    return keep(key, lambda: _build_nodes(batches, buffer_depth), tuple((a, u) for a, _, u in batches))
+    the batches' action counts and route topologies (they fix the flows, message counts and channels), so that a
+    later call on the same batches (e.g. from a hwmodels.SimCache with other core or router latencies) skips
+    building them; the hop latencies and link time of these batches are then put on them (Nodes.with_costs)."""
+    key = ("des_nodes", tuple((id(a), id(u.topology)) for a, _, u in batches), buffer_depth)
+    nodes, queues, built = keep(key, lambda: (*_build_nodes(batches, buffer_depth), batches),
+                                tuple((a, u.topology) for a, _, u in batches))
+    link_s = batches[0][1].link_s
+    if built[0][1].link_s == link_s and all(u is v for (_, _, u), (_, _, v) in zip(batches, built)):
+        return nodes, queues
+    return nodes.with_costs(tuple(t for _, _, u in batches for t in u.trees), link_s), queues
 
 
 def _build_nodes(batches: list[Batch], buffer_depth: int | None) -> tuple[Nodes, Queues]:
@@ -176,11 +182,12 @@ def _node_links(use: RouteUse, off: np.ndarray) -> np.ndarray:
     return inv[t_off[use.flow_route[flow]] + np.arange(int(off[-1])) - off[flow]].astype(np.int64)
 
 
-def _finish(batch: Batch, net: Network, down: np.ndarray, held: np.ndarray) -> Timing:
-    """A batch's Timing from its channels' head arrivals and hold times."""
+def _finish(batch: Batch, net: Network, down: np.ndarray, held: np.ndarray, keep: Keep = make_now) -> Timing:
+    """A batch's Timing from its channels' head arrivals and hold times; the eject channels (routes only) come
+    through `keep`."""
     a, times, use = batch
     off = _offsets(use)
-    ej = _eject_channels(a, use, net)
+    ej = keep(("des_eject", id(a), id(use.topology)), lambda: _eject_channels(a, use, net), (a, use.topology))
     f = a.deliv_flow
     via = down[np.minimum(off[f] + np.maximum(ej, 0), max(len(down) - 1, 0))] if len(down) else 0.0
     reach = np.where(ej < 0, times.flow_ready_s[f], via)
@@ -201,7 +208,7 @@ def timing_batches(batches: list[Batch], net: Network, buffer_depth: int | None 
     Raises ValueError for an unknown engine."""
     if not batches:
         return []
-    return [_finish(b, net, d, h) for b, (d, h) in zip(batches, _play(batches, buffer_depth, engine, keep))]
+    return [_finish(b, net, d, h, keep) for b, (d, h) in zip(batches, _play(batches, buffer_depth, engine, keep))]
 
 
 def timing(actions: Actions, times: ActionTimes, net: Network, use: RouteUse,

@@ -4,6 +4,7 @@ depends only on the routes, message counts, link time and buffer depth, so it is
 and reused when only core latencies change (hwmodels.timing.des caches it on the RouteUse)."""
 from __future__ import annotations
 
+import copy
 from functools import cached_property
 
 import numpy as np
@@ -62,7 +63,7 @@ class Nodes:
         self.flow = np.repeat(fl, hops[fl])
         self.step = flow_step[self.flow]
         self.base = self.off[self.flow]
-        tidx = t_off[flow_route[self.flow]] + np.arange(n) - self.base
+        self._tidx = tidx = t_off[flow_route[self.flow]] + np.arange(n) - self.base
         self.link, self.hop = cat("links", np.int64)[tidx], cat("hop_s", float)[tidx]
         self.before, self.blocking = cat("before_s", float)[tidx], cat("blocking", bool)[tidx]
         tpar = cat("parent", np.int64)[tidx]
@@ -71,7 +72,8 @@ class Nodes:
         self.first_child = np.full(n, -1, np.int64)
         self.first_child[self.parent[kids[::-1]]] = kids[::-1]
         m = msgs[self.flow]
-        self.cm = (m - 1) * link_s
+        self._m1 = m - 1
+        self.cm = self._m1 * link_s
         k_cap = np.array([int(t.depth.max(initial=0)) for t in trees], np.int64)[flow_route[self.flow]] \
             if trees and depth is not None else np.zeros(0, np.int64)
         self._terms(trees, t_off, tidx, m, depth, link_s, k_cap)
@@ -79,6 +81,16 @@ class Nodes:
         self.plain = len(self.term_node) == 0
         # grants each release needs: its own, its child's when blocking, and the slot terms' (distinct)
         self.missing = 1 + self.blocking if self.plain else np.bincount(self._dependents[1], minlength=n)
+
+    def with_costs(self, trees: tuple[Tree, ...], link_s: float) -> Nodes:
+        """These nodes with the hop latencies of `trees` (the same routes in the same order, recosted:
+        hwmodels.events.network.Network.recost) and link time `link_s`; everything else (the topology, queues'
+        inputs, dependency tables) is shared. Equal to Nodes built on those trees and link time."""
+        out = copy.copy(self)
+        cat = lambda name: np.concatenate([getattr(t, name) for t in trees]).astype(float) if trees else np.zeros(0)
+        out.hop, out.before = cat("hop_s")[self._tidx], cat("before_s")[self._tidx]
+        out.cm, out.term_const = self._m1 * link_s, self._term_links * link_s
+        return out
 
     @cached_property
     def children(self) -> tuple[np.ndarray, np.ndarray]:
@@ -93,6 +105,7 @@ class Nodes:
         n = self.n
         if depth is None or n == 0:
             self.tm_ptr, self.term_node, self.term_const = np.zeros(n + 1, np.int64), np.zeros(0, np.int64), np.zeros(0)
+            self._term_links = np.zeros(0, np.int64)
             return
         trip = [np.nonzero(t.up < NO_TERM) for t in trees]
         tz = np.concatenate([z + o for (_, z), o in zip(trip, t_off[:-1])])
@@ -104,7 +117,8 @@ class Nodes:
         pos, own = pos[keep], own[keep]
         self.tm_ptr = np.concatenate([[0], np.cumsum(np.bincount(own, minlength=n))]).astype(np.int64)
         self.term_node = ti[pos] + self.base[own]
-        self.term_const = (m[own] - 1 - depth * tu[pos]) * link_s
+        self._term_links = m[own] - 1 - depth * tu[pos]  # link times in each slot term
+        self.term_const = self._term_links * link_s
 
     @cached_property
     def dependents(self) -> tuple[np.ndarray, np.ndarray]:

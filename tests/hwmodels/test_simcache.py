@@ -24,7 +24,9 @@ def _chips():
                                   "router.hop_latency_ns_s": 2 * base.router.hop_latency_ns_s}),
             load_preset("loihi", {"core.neurons_per_core": 8}),
             load_preset("loihi", {"core.neurons_per_core": 8, "router.buffer_depth": 2}),
-            load_preset("loihi", {"core.neurons_per_core": 8, "cores_per_tile": 2})]
+            load_preset("loihi", {"core.neurons_per_core": 8, "cores_per_tile": 2}),
+            load_preset("loihi", {"router.buffer_depth": 2, "router.hop_latency_ew_s": 3 * base.router.hop_latency_ew_s,
+                                  "router.link_bandwidth_msgs_per_s": base.router.link_bandwidth_msgs_per_s / 3})]
 
 
 @pytest.mark.parametrize("multicast", [False, True])
@@ -58,20 +60,21 @@ def test_an_energy_change_reuses_everything_and_a_latency_change_recomputes_only
     g = nets.mixed_graph(rng)
     tr = nets.random_trace(g, rng, 4, 3, 0.3)
     calls, cache = _counting(monkeypatch), SimCache()
-    base, energy, latency, npc, _, per_tile = _chips()
+    base, energy, latency, npc, _, per_tile, _ = _chips()
     simulate(g, tr, base, batch_samples=2, cache=cache)  # 2 batches in one DES group
     assert calls == {"map_network": 1, "build_fanout": 1, "count_actions": 2, "route_use": 2}
     keys = set(cache._store)
     simulate(g, tr, energy, batch_samples=2, cache=cache)  # new core and router energies: costs only
     assert calls == {"map_network": 1, "build_fanout": 1, "count_actions": 2, "route_use": 2}
     assert set(cache._store) == keys
-    simulate(g, tr, latency, batch_samples=2, cache=cache)  # new latencies: new route latencies and timing
-    assert calls == {"map_network": 1, "build_fanout": 1, "count_actions": 2, "route_use": 4}
-    assert sum(k[0] == "timing" for k in cache._store) == 2
+    simulate(g, tr, latency, batch_samples=2, cache=cache)  # new latencies: the routes recosted, new timing
+    assert calls == {"map_network": 1, "build_fanout": 1, "count_actions": 2, "route_use": 2}
+    assert sum(k[0] == "timing" for k in cache._store) == 2 and sum(k[0] == "routes_at" for k in cache._store) == 2
+    assert sum(k[0] == "des_nodes" for k in cache._store) == 1  # the channel nodes too
     simulate(g, tr, npc, batch_samples=2, cache=cache)  # a new partition: everything is rebuilt
-    assert calls == {"map_network": 2, "build_fanout": 2, "count_actions": 4, "route_use": 6}
+    assert calls == {"map_network": 2, "build_fanout": 2, "count_actions": 4, "route_use": 4}
     simulate(g, tr, per_tile, batch_samples=2, cache=cache)  # the same partition placed anew: new routes only
-    assert calls == {"map_network": 3, "build_fanout": 2, "count_actions": 4, "route_use": 8}
+    assert calls == {"map_network": 3, "build_fanout": 2, "count_actions": 4, "route_use": 6}
     assert sum(k[0] == "chunks" for k in cache._store) == 2
 
 

@@ -1,0 +1,67 @@
+"""Routes recosted for other router latencies (Network.recost, RouteUse.recosted) equal routes built on a network
+with those latencies, field by field and bit for bit, for unicast and multicast trees on one chip and across
+chip-to-chip links; and the DES channel nodes recosted (Nodes.with_costs) equal nodes built anew."""
+import dataclasses
+
+import numpy as np
+import pytest
+
+from hwmodels import load_preset, map_network
+from hwmodels.events.actions import build_fanout, count_actions
+from hwmodels.events.network import Network, route_use
+from hwmodels.timing.core_times import action_times
+from hwmodels.timing.des import _build_nodes
+
+ARRAYS = ("links", "parent", "depth", "hop_s", "hop_j", "kind", "before_s", "blocking")
+
+
+def _chips(multichip: bool):
+    """A base chip and one with other hop latencies, link time, chip-link costs and finite buffers."""
+    over = {"core.neurons_per_core": 16, "mesh_width": 3, "mesh_height": 2, "cores_per_tile": 4}
+    if multichip:
+        over.update({"mesh_width": 2, "mesh_height": 1, "n_chips": 4, "router.chip_link_latency_s": 20e-9,
+                     "router.chip_link_energy_j": 10e-12})
+    base = load_preset("loihi", over)
+    r = base.router
+    other = load_preset("loihi", {**over, "router.hop_latency_ew_s": 3.3 * r.hop_latency_ew_s,
+                                  "router.hop_latency_ns_s": 0.7 * r.hop_latency_ns_s, "router.buffer_depth": 2,
+                                  "router.link_bandwidth_msgs_per_s": r.link_bandwidth_msgs_per_s / 3,
+                                  "router.hop_energy_ns_j": 2.5 * r.hop_energy_ns_j,
+                                  **({"router.chip_link_latency_s": 31e-9} if multichip else {})})
+    return base, other
+
+
+@pytest.mark.parametrize("multicast", [False, True])
+@pytest.mark.parametrize("multichip", [False, True])
+def test_recosted_routes_equal_routes_built_on_the_other_network(nets, rng, multicast, multichip):
+    g = nets.mixed_graph(rng)
+    tr = nets.random_trace(g, rng, 3, 3, 0.4)
+    base, other = _chips(multichip)
+    m = map_network(g, base)
+    a = count_actions(g, tr, m, build_fanout(g, m, multicast), range(3))
+    net_a, net_b = Network(m, base), Network(m, other)
+    use_a = route_use(a.flow_src, a.flow_route, a.flow_messages, a.routes, net_a)
+    want = route_use(a.flow_src, a.flow_route, a.flow_messages, a.routes, net_b)
+    got = use_a.recosted(net_b)
+    assert got.topology is use_a and want.topology is want
+    assert len(got.trees) == len(want.trees) > 0
+    if multichip:
+        assert any((t.kind == 2).any() for t in want.trees)
+    assert any(len(t.links) > 1 for t in want.trees)
+    for tg, tw in zip(got.trees, want.trees):
+        for name in ARRAYS:
+            assert np.array_equal(getattr(tg, name), getattr(tw, name)), name
+        assert tg.children == tw.children and tg.eject == tw.eject
+        assert np.array_equal(tg.up, tw.up)
+    for field in dataclasses.fields(want):
+        if field.name not in ("trees", "base"):
+            assert np.array_equal(getattr(got, field.name), getattr(want, field.name)), field.name
+    # the DES channel nodes of the recosted routes equal nodes built on the other network's routes
+    t_b = action_times(a, other, m)
+    built, _ = _build_nodes([(a, t_b, want)], other.router.buffer_depth)
+    base_nodes, _ = _build_nodes([(a, action_times(a, base, m), use_a)], other.router.buffer_depth)
+    moved = base_nodes.with_costs(got.trees, t_b.link_s)
+    assert built.n > 0 and len(built.term_node) > 0  # finite buffers: slot terms exist
+    for name in ("hop", "before", "cm", "term_const", "term_node", "tm_ptr", "parent", "link", "missing"):
+        assert np.array_equal(getattr(moved, name), getattr(built, name)), name
+    assert not np.array_equal(moved.hop, base_nodes.hop)  # the costs did change
