@@ -8,7 +8,6 @@ crosses a chip boundary (Mapping.mesh_shape set: multi-chip) uses the chip-to-ch
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -134,26 +133,21 @@ class Network:
         return (np.array([r.hop_latency_ew_s, r.hop_latency_ns_s, chip_s], float),
                 np.array([r.hop_energy_ew_j, r.hop_energy_ns_j, chip_j], float))
 
-    def recost(self, trees: tuple[Tree, ...]) -> tuple[Tree, ...]:
+    def recost(self, trees: tuple[Tree, ...], layout: TreeLayout | None = None) -> tuple[Tree, ...]:
         """The same route trees (of this network's mapping) with this network's hop latencies and energies:
         hop_s / hop_j by channel kind, before_s summed parent by parent from the root as the trees were built
-        (bit-identical to trees built on this network), vectorised over all trees."""
+        (bit-identical to trees built on this network), vectorised over all trees. layout: TreeLayout(trees),
+        when already made."""
         if not trees:
             return ()
+        lay = TreeLayout(trees) if layout is None else layout
         lat, en = self.kind_costs
-        sizes = np.array([len(t.links) for t in trees], np.int64)
-        off = np.concatenate([[0], np.cumsum(sizes)])
-        kind = np.concatenate([t.kind for t in trees])
-        parent = np.concatenate([t.parent for t in trees])
-        depth = np.concatenate([t.depth for t in trees])
-        hop_s, hop_j = lat[kind], en[kind]
-        gpar = np.where(parent >= 0, parent + np.repeat(off[:-1], sizes), -1)
-        before = np.zeros(len(kind))
-        for d in range(2, int(depth.max(initial=0)) + 1):  # parents first: one depth level at a time
-            at = np.flatnonzero(depth == d)
-            before[at] = before[gpar[at]] + hop_s[gpar[at]]
+        hop_s, hop_j = lat[lay.kind], en[lay.kind]
+        before = np.zeros(len(lay.kind))
+        for at in lay.levels:  # parents first: one depth level at a time
+            before[at] = before[lay.parent[at]] + hop_s[lay.parent[at]]
         return tuple(_recosted(t, hop_s[lo:hi], hop_j[lo:hi], before[lo:hi])
-                     for t, lo, hi in zip(trees, off[:-1].tolist(), off[1:].tolist()))
+                     for t, lo, hi in zip(trees, lay.bounds[:-1], lay.bounds[1:]))
 
     def _pair_tables(self, xy: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Latency, energy and hop count of every core pair's XY route, vectorised over pairs."""
@@ -241,10 +235,41 @@ class Network:
                     np.array(blocking, bool))
 
 
+class TreeLayout:
+    """The channels of a sequence of trees laid end to end (for Network.recost): bounds, list of each tree's
+    first channel and the end; kind int64 (n,) HOP_KINDS index; parent int64 (n,) flat index of the parent
+    channel (-1 at a root); levels: flat indices of the channels at depth 2, 3, ... (parents before children)."""
+
+    def __init__(self, trees: tuple[Tree, ...]):
+        sizes = np.array([len(t.links) for t in trees], np.int64)
+        off = np.concatenate([[0], np.cumsum(sizes)])
+        self.bounds = off.tolist()
+        self.kind = np.concatenate([t.kind for t in trees]) if trees else np.zeros(0, np.int64)
+        parent = np.concatenate([t.parent for t in trees]) if trees else np.zeros(0, np.int64)
+        depth = np.concatenate([t.depth for t in trees]) if trees else np.zeros(0, np.int64)
+        self.parent = np.where(parent >= 0, parent + np.repeat(off[:-1], sizes), -1)
+        self.levels = [np.flatnonzero(depth == d) for d in range(2, int(depth.max(initial=0)) + 1)]
+
+
+def _tree_sums(trees: tuple[Tree, ...], lay: TreeLayout, energy_j: np.ndarray) -> np.ndarray:
+    """Tree.hop_j.sum() of every tree, float (n_trees,), bit for bit: numpy sums fewer than 8 values one by one
+    from 0 (done here for all trees at once, one position at a time), longer arrays pairwise (summed alone)."""
+    flat = energy_j[lay.kind]
+    starts = np.array(lay.bounds[:-1], np.int64)
+    sizes = np.diff(np.array(lay.bounds, np.int64))
+    out = np.zeros(len(trees))
+    for k in range(min(int(sizes.max(initial=0)), 7)):
+        at = np.flatnonzero((sizes > k) & (sizes < 8))
+        out[at] += flat[starts[at] + k]
+    for i in np.flatnonzero(sizes >= 8).tolist():
+        out[i] = trees[i].hop_j.sum()
+    return out
+
+
 def _recosted(tree: Tree, hop_s: np.ndarray, hop_j: np.ndarray, before_s: np.ndarray) -> Tree:
     """`tree` with other channel costs (a shallow copy: the topology and its climbs, Tree.up, are shared)."""
-    out = copy.copy(tree)
-    out.__dict__.update(hop_s=hop_s, hop_j=hop_j, before_s=before_s)  # a frozen dataclass: set like its __init__
+    out = object.__new__(Tree)  # a frozen dataclass: fill its fields as its __init__ would
+    out.__dict__.update(tree.__dict__, hop_s=hop_s, hop_j=hop_j, before_s=before_s)
     return out
 
 
@@ -300,8 +325,9 @@ class RouteUse:
     def recosted(self, net: Network) -> RouteUse:
         """The same flows and routes with the hop latencies and energies of `net`, a network of the same mapping
         (Network.recost): equal to route_use on `net`, without building the routes again."""
-        trees = net.recost(self.trees)
-        hop_j = np.array([t.hop_j.sum() for t in trees] or [0.0])[self.flow_route]
+        lay = self.topology.layout
+        trees = net.recost(self.trees, lay)
+        hop_j = _tree_sums(trees, lay, net.kind_costs[1])[self.flow_route] if trees else np.zeros(0)
         return RouteUse(self.flow_route, trees, self.flows, self.messages, hop_j, self.hops, self.hop_kinds,
                         self.topology)
 
@@ -315,6 +341,11 @@ class RouteUse:
         n_f, n_m = self.flows[tree], self.messages[tree]
         held = n_f * np.maximum(hop_s, link_s) + (n_m - n_f) * max(link_s, out_s)
         return uniq, np.bincount(inv, weights=n_m).astype(np.int64), np.bincount(inv, weights=held)
+
+    @cached_property
+    def layout(self) -> TreeLayout:
+        """TreeLayout of the trees (made once per RouteUse; recosted uses read their topology's)."""
+        return TreeLayout(self.trees)
 
     @cached_property
     def channels(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
