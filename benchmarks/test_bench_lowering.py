@@ -87,8 +87,8 @@ def test_lowering_speed():
     workloads = [mnist_default(), vgg11_32(), spikformer_32()]
     rows = [_measure(w) for w in workloads]
     table = pd.DataFrame(rows)
-    targets = [target_row(f"lowering to a trace folder <= 1.0x forward + trace write ({r['workload']})",
-                          r["lower_to_folder_s"], r["budget_s"], "s") for r in rows]
+    targets = [target_row(f"lowering to a trace folder <= 1.0x forward + trace write ({r['workload']}; median of "
+                          "the per-triple ratios)", r["streamed_over_budget"], 1.0, "x") for r in rows]
     notes = [w.description for w in workloads] + [
         f"forward_s: one no-grad eval forward of the whole input in one batch; lower_s: lower(model, x, "
         f"weight_fit='quantize', device='cpu') with its default batch_size 64 (quantized copy of the model, graph "
@@ -96,7 +96,9 @@ def test_lowering_speed():
         f"{PAIRS} interleaved triples, per-triple walls in the last three columns; lower_over_forward is the median "
         "of the per-pair ratios. lower_to_folder_s: the same lower() call with out=<new folder>, which streams each "
         "batch's events into a trace folder as it is recorded (the target's measure: lowering including its write); "
-        "streamed_over_budget: median of lower_to_folder_s / (forward_s + trace_write_s) per triple.",
+        "streamed_over_budget: median of lower_to_folder_s / (forward_s + trace_write_s) per triple; the targets "
+        "table holds it (a ratio of each triple's own walls, so a load burst that hits one triple does not mix "
+        "with the walls of another, as a ratio of the column medians would).",
         "trace_write_s: hwmodels.stream.write_trace of the lowered trace to a trace folder (median of 3; the page "
         "cache absorbs the writes). budget_s = forward_s + trace_write_s, the target's bound on lower_to_folder_s.",
         f"Load average at start {machine['load_avg_1min']} on {machine['cores']} cores: other jobs share the "

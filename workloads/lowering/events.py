@@ -35,15 +35,25 @@ def population_events(spikes: torch.Tensor, pop: Population, n_t: int, n_b: int,
     if a.shape[2] != pop.size:
         raise ValueError(f"population {pop.name!r}: recorded {a.shape[2]} neurons per step, expected {pop.size} "
                          f"for shape {pop.shape}")
-    flat = np.flatnonzero((a != 0).contiguous().cpu().numpy())  # (t, b, neuron) C order
-    bounds = np.searchsorted(flat, np.arange(n_t * n_b + 1, dtype=np.int64) * pop.size)
-    counts = np.diff(bounds)
-    indices = (flat - np.repeat(np.arange(n_t * n_b, dtype=np.int64) * pop.size, counts)).astype(np.int32)
+    active = _nonzero_mask(a).reshape(n_t * n_b, pop.size)  # row t * B + b
+    flat = np.flatnonzero(active)  # (t, b, neuron) C order
+    counts = np.count_nonzero(active, axis=1).astype(np.int64)
+    indices = np.subtract(flat, np.repeat(np.arange(n_t * n_b, dtype=np.int64) * pop.size, counts),
+                          out=np.empty(len(flat), np.int32), casting="unsafe")  # neuron < pop.size fits int32
     values = None
     if with_values:
         values = a.float().contiguous().cpu().numpy().reshape(-1)[flat] if pop.graded else \
             np.ones(len(flat), np.float32)
     return Events(counts, indices, values)
+
+
+def _nonzero_mask(a: torch.Tensor) -> np.ndarray:
+    """bool array, C order, of a != 0 for a tensor a of any shape: numpy's comparison on a CPU float32/float64
+    tensor's own memory (no copy; IEEE != 0 as torch's: -0.0 is zero, NaN is not), torch's for other dtypes or
+    devices."""
+    if a.device.type == "cpu" and a.dtype in (torch.float32, torch.float64):
+        return np.not_equal(a.detach().numpy(), 0, order="C")
+    return (a != 0).contiguous().cpu().numpy()
 
 
 def merge_events(events: dict[int, Events], n_p: int, n_t: int, n_b: int,

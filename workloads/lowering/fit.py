@@ -105,21 +105,30 @@ def _warn(report: dict[str, dict]) -> None:
 
 # ------------------------------------------------------------------------------------------- quantize policy
 
-def quantize_rows(w: torch.Tensor, bits: int, nonzero_only: bool) -> torch.Tensor:
-    """w (C_out, ...) with every output channel not already on a `bits`-bit grid quantized, per channel: b >= 2
-    symmetric uniform, step = max|w| / (2^(b-1) - 1), round to nearest (no clipping: the peak is a level); b = 1
-    sign(w) x mean|w| over the channel's non-zeros (pruned zeros stay zero). Channels already on a grid are
-    returned bit for bit. Same dtype and device as w."""
-    rows = w.detach().cpu().double().reshape(len(w), -1)
-    need = [bits_for_intervals(m) for m in channel_grids(rows.numpy(), nonzero_only, 2 ** bits - 1)]
+def quantize_rows(w: torch.Tensor, bits: int, nonzero_only: bool) -> tuple[torch.Tensor, float]:
+    """(w_q, max |w_q - w|) of w (C_out, ...): every output channel not already on a `bits`-bit grid quantized, per
+    channel: b >= 2 symmetric uniform, step = max|w| / (2^(b-1) - 1), round to nearest (no clipping: the peak is
+    a level); b = 1 sign(w) x mean|w| over the channel's non-zeros (pruned zeros stay zero). Channels already on a
+    grid are returned bit for bit. w_q has w's dtype and device; the error is taken in float64 after the cast to
+    w's dtype (0.0 for an empty w)."""
+    src = w.detach().cpu().reshape(len(w), -1)
+    grid_rows = src if src.dtype in (torch.float32, torch.float64) else src.double()  # float32: exact in float64
+    need = [bits_for_intervals(m) for m in channel_grids(grid_rows.numpy(), nonzero_only, 2 ** bits - 1)]
     keep = torch.tensor([n <= bits for n in need], dtype=torch.bool)
+    rows = src.double()
     if bits == 1:
         nz = (rows != 0).double()
         q = torch.sign(rows) * ((rows.abs() * nz).sum(1) / nz.sum(1).clamp_min(1.0))[:, None]
-    else:
-        step = rows.abs().amax(1, keepdim=True) / (2 ** (bits - 1) - 1)
-        q = torch.round(rows / torch.where(step > 0, step, 1.0)) * step
-    return torch.where(keep[:, None], rows, q).reshape(w.shape).to(w.device, w.dtype)
+    else:  # |w| and its row max are exact in w's dtype: the same step as from the float64 rows
+        step = src.abs().amax(1, keepdim=True).double() / (2 ** (bits - 1) - 1)
+        q = rows / torch.where(step > 0, step, 1.0)
+        q.round_()
+        q.mul_(step)
+    if bool(keep.any()):
+        q[keep] = rows[keep]
+    q = q.to(w.dtype)
+    error = float((q.double() - rows).abs_().max()) if w.numel() else 0.0
+    return q.reshape(w.shape).to(w.device), error
 
 
 def _setting(per_layer: dict, name: str):
@@ -149,9 +158,7 @@ def quantize_model(model: nn.Module, weight_bits: int, storage: str | None, laye
     for name, mod in weight_layers(work):
         bits = int(_setting(layer_bits, name) or weight_bits)
         fmt = storage if storage is not None else _setting(layer_storage, name)
-        w = mod.weight.detach()
-        q = quantize_rows(w, bits, fmt in _SPARSE)
-        errors[name] = float((q.double() - w.double()).abs().max()) if w.numel() else 0.0
+        q, errors[name] = quantize_rows(mod.weight, bits, fmt in _SPARSE)
         if errors[name] > 0.0:
             _set_weight(mod, q)
     return work, errors

@@ -5,6 +5,8 @@ A channel's values v, rescaled to f = (v - min) / (max - min) in [0, 1], lie on 
 f is within GRID_TOL x m of a multiple of 1/m, i.e. |f m - round(f m)| <= GRID_TOL m. The smallest m is searched
 from a lower bound set by the smallest gap between distinct values; a quantized channel almost always fits that
 first candidate, so all channels of a weight try it in one vectorised test and only the others are scanned.
+Rows are sorted in their own dtype and cut to their distinct values before they are rescaled to float64 (a
+quantized channel holds at most 2^b of them), which leaves every gap and every fit test as on the whole row.
 """
 from __future__ import annotations
 
@@ -56,8 +58,10 @@ def grid_intervals(values: np.ndarray, limit: int = MAX_INTERVALS) -> int | None
 def row_intervals(rows: np.ndarray, limit: int = MAX_INTERVALS) -> list[int | None]:
     """[grid_intervals(r, limit) for r in rows] of a float (C, n) array (C channels of n values), equal value for
     value: every row's first _WINDOW candidates are tested in one vectorised pass (in chunks of rows), the rows
-    they miss are scanned one by one."""
-    v = np.asarray(rows, np.float64).reshape(len(rows), -1)
+    they miss are scanned one by one. float32 rows stay float32 until rescaled (sorting and min/max commute with
+    the exact cast to float64); other dtypes are taken as float64."""
+    v = np.asarray(rows)
+    v = (v if v.dtype == np.float32 else np.asarray(v, np.float64)).reshape(len(v), -1)
     if v.shape[1] == 0:
         return [0] * len(v)
     step = max(1, _CHUNK_ELEMENTS // (_WINDOW * v.shape[1]))
@@ -65,27 +69,69 @@ def row_intervals(rows: np.ndarray, limit: int = MAX_INTERVALS) -> list[int | No
 
 
 def _rows_chunk(v: np.ndarray, limit: int) -> list[int | None]:
-    """row_intervals of float64 (c, n) rows, n >= 1, limit <= MAX_INTERVALS."""
-    lo = v.min(1, keepdims=True)
-    span = v.max(1) - lo[:, 0]
-    f = (v - lo) / np.where(span > 0.0, span, 1.0)[:, None]
+    """row_intervals of float32/float64 (c, n) rows, n >= 1, limit <= MAX_INTERVALS. Only the rows with a positive
+    span that _too_many_points keeps are sorted, rows whose middle values already need too fine a grid
+    (_too_fine) are dropped, and only the distinct values of the others (_distinct) are rescaled and tested:
+    repeated values add zero gaps and no deviation, so every count, gap and fit test is unchanged."""
+    lo = v.min(1).astype(np.float64)
+    span = v.max(1).astype(np.float64) - lo
+    scale = np.where(span > 0.0, span, 1.0)
     out: list[int | None] = [0 if s <= 0.0 else None for s in span]
-    rows = np.flatnonzero((span > 0.0) & ~_too_many_points(f, limit))
-    f = f[rows]
-    f.sort(axis=1)
+    rows = np.flatnonzero((span > 0.0) & ~_too_many_points(v, lo, scale, limit))
+    if len(rows) == 0:
+        return out
+    s = v[rows]
+    s.sort(axis=1)
+    fine = _too_fine(s, lo[rows], scale[rows], limit)
+    rows, s = rows[~fine], s[~fine]
+    if len(rows) == 0:
+        return out
+    f = _distinct(s)
+    f = np.subtract(f, lo[rows, None], dtype=np.float64)
+    f /= scale[rows, None]
     for r, m in zip(rows, _sorted_rows(f, limit)):
         out[r] = m
     return out
 
 
-def _too_many_points(f: np.ndarray, limit: int) -> np.ndarray:
-    """bool (c,): rows of rescaled values f (c, n) that no grid of at most `limit` steps holds, because a spread
-    sample of _SAMPLE of their values already has more than `limit` gaps wider than 2 GRID_TOL (values that far
-    apart lie on different grid points; a 1e-6 relative margin covers rounding). All False when the sample is
-    too small to tell."""
-    if f.shape[1] <= _SAMPLE or limit >= _SAMPLE:
-        return np.zeros(len(f), bool)
-    sample = np.sort(f[:, _spread(f.shape[1], _SAMPLE)], axis=1)
+def _distinct(s: np.ndarray) -> np.ndarray:
+    """Rows sorted ascending (c, n) cut to their distinct values, each row padded with its largest value to the
+    most distinct values of any row (c, k); `s` itself when that saves less than half of it."""
+    keep = np.empty(s.shape, bool)
+    keep[:, 0] = True
+    np.not_equal(s[:, 1:], s[:, :-1], out=keep[:, 1:])
+    k = np.count_nonzero(keep, axis=1)
+    width = int(k.max())
+    if 2 * width > s.shape[1]:
+        return s
+    out = np.repeat(s[:, -1:], width, axis=1)
+    out[np.arange(width) < k[:, None]] = np.compress(keep.ravel(), s.ravel())  # row-major, as s[keep]
+    return out
+
+
+def _too_fine(s: np.ndarray, lo: np.ndarray, scale: np.ndarray, limit: int) -> np.ndarray:
+    """bool (c,): rows of sorted values s (c, n) (rescaled as (v - lo) / scale, float64 (c,) each) that need a grid
+    of more than `limit` steps, told from _PROBE + 1 adjacent values in the middle of each row: a gap there wider
+    than 2 GRID_TOL bounds the smallest such gap of the row from above, hence the row's first candidate
+    (_sorted_rows, non-increasing in that gap) from below; a first candidate beyond `limit` means no grid."""
+    lo_col = max(0, (s.shape[1] - _PROBE - 1) // 2)
+    f = np.subtract(s[:, lo_col:lo_col + _PROBE + 1], lo[:, None], dtype=np.float64) / scale[:, None]
+    gaps = np.diff(f, axis=1)
+    with np.errstate(divide="ignore"):
+        first = np.maximum(1.0, np.ceil(1.0 / (np.where(gaps > 2 * GRID_TOL, gaps, np.inf).min(1, initial=np.inf)
+                                               + 2 * GRID_TOL) - 1e-9))
+    return first > limit
+
+
+def _too_many_points(v: np.ndarray, lo: np.ndarray, scale: np.ndarray, limit: int) -> np.ndarray:
+    """bool (c,): rows of values v (c, n) (rescaled as (v - lo) / scale, float64 (c,) each) that no grid of at
+    most `limit` steps holds, because a spread sample of _SAMPLE of their values already has more than `limit`
+    gaps wider than 2 GRID_TOL (values that far apart lie on different grid points; a 1e-6 relative margin covers
+    rounding). All False when the sample is too small to tell."""
+    if v.shape[1] <= _SAMPLE or limit >= _SAMPLE:
+        return np.zeros(len(v), bool)
+    sample = np.sort(np.subtract(v[:, _spread(v.shape[1], _SAMPLE)], lo[:, None], dtype=np.float64)
+                     / scale[:, None], axis=1)
     return (np.diff(sample, axis=1) > 2 * GRID_TOL * (1 + 1e-6)).sum(1) > limit
 
 

@@ -25,10 +25,12 @@ def check_out(out: str | os.PathLike) -> Path:
     return path
 
 
-def assemble(graph: NetworkGraph, n_t: int, batches: list[dict], labels: np.ndarray | None) -> EventTrace:
+def assemble(graph: NetworkGraph, n_t: int, batches: list[dict], labels: np.ndarray | None,
+             fingerprint: str | None = None) -> EventTrace:
     """The EventTrace of recorded batches (workloads.lowering.recorder.BatchRecord.result dicts), in order, with
     the sizes and fingerprint of `graph` (the graph the spikes were recorded on, so hwmodels.simulate refuses it
-    with another graph). labels: int64 (samples of the batches,) or None."""
+    with another graph; `fingerprint`: graph.fingerprint() when already known, else computed here). labels: int64
+    (samples of the batches,) or None."""
     counts, indices, values = zip(*(b["csr"] for b in batches))
     offsets = np.concatenate([[0], np.cumsum(np.concatenate(counts))]).astype(np.int64)
     activity = {name: np.concatenate([b["activity"][name] for b in batches]) for name in batches[0]["activity"]}
@@ -38,7 +40,7 @@ def assemble(graph: NetworkGraph, n_t: int, batches: list[dict], labels: np.ndar
                       None if values[0] is None else np.concatenate(values), labels, activity,
                       None if any(p is None for p in preds) else np.concatenate(preds),
                       sizes={name: pop.size for name, pop in graph.populations.items()},
-                      graph_fingerprint=graph.fingerprint())
+                      graph_fingerprint=graph.fingerprint() if fingerprint is None else fingerprint)
 
 
 class MemorySink:
@@ -67,11 +69,14 @@ class FolderSink:
         self.out, self.graph, self.n_t, self.labels = out, graph, n_t, labels
         self.tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
         self.writer: TraceWriter | None = None
+        self.fingerprint: str | None = None
 
     def add(self, start: int, batch: dict) -> None:
         """Append the recording of the samples from `start` on to the folder."""
         n = len(batch["csr"][0]) // (self.n_t * len(self.graph.populations))
-        trace = assemble(self.graph, self.n_t, [batch], None if self.labels is None else self.labels[start:start + n])
+        trace = assemble(self.graph, self.n_t, [batch], None if self.labels is None else self.labels[start:start + n],
+                         self.fingerprint)
+        self.fingerprint = trace.graph_fingerprint  # hashed once, for the first batch
         if self.writer is None:
             self.writer = TraceWriter(self.tmp, trace.populations, self.n_t,
                                       any(p.graded for p in self.graph.populations.values()),
