@@ -6,6 +6,7 @@ spike is one message to the set of cores it has synapses on; without, one messag
 """
 from __future__ import annotations
 
+from collections.abc import Mapping as _MappingABC
 from dataclasses import dataclass
 from typing import Callable
 
@@ -13,9 +14,11 @@ import numpy as np
 import scipy.sparse as sp
 
 from hwmodels import activity
-from hwmodels.mapping.connectivity import COUNT_KINDS, PAID_COUNT, FanoutStore, fanout, stored_core_fanout
+from hwmodels.mapping.connectivity import (COUNT_KINDS, PAID_COUNT, FanoutStore, fanout, source_classes,
+                                           stored_core_fanout)
 from hwmodels.mapping.map import Mapping
 from hwmodels.chip.spec import CoreSpec
+from hwmodels.kernels.spike_classes import row_class_counts
 from hwmodels.mapping.storage import read_bits
 from hwmodels.trace import STORAGE_FORMATS, EventTrace, NetworkGraph, Projection
 
@@ -43,17 +46,18 @@ SEMANTICS: dict[str, Callable[[NetworkGraph, int], tuple[int, dict[str, np.ndarr
 
 
 def _proj_fanout(proj: Projection, src_shape: tuple, target_core: np.ndarray, n_cores: int, count: str,
-                 fanouts: FanoutStore | None = None):
+                 fanouts: FanoutStore | None = None, rows: np.ndarray | None = None):
     """Core-level fan-out (n_source, n_cores) of one projection; dense structural without a dense ones matrix;
-    the others through `fanouts` (hwmodels.mapping.connectivity.stored_core_fanout)."""
+    the others through `fanouts` (hwmodels.mapping.connectivity.stored_core_fanout). rows: only these source
+    neurons (len(rows) rows)."""
     if proj.kind == "dense" and count == "structural":
         per_core = np.bincount(target_core, minlength=n_cores).astype(np.int64)
         cols = np.flatnonzero(per_core)
-        n_src = int(np.prod(src_shape))
+        n_src = int(np.prod(src_shape)) if rows is None else len(rows)
         rows = np.repeat(np.arange(n_src), len(cols))
         return sp.csr_matrix((np.tile(per_core[cols], n_src), (rows, np.tile(cols, n_src))),
                              shape=(n_src, n_cores), dtype=np.int64)
-    f, cores = stored_core_fanout(fanouts, proj, src_shape, target_core, count)
+    f, cores = stored_core_fanout(fanouts, proj, src_shape, target_core, count, rows)
     f.sort_indices()  # cores is sorted, so the renumbered columns stay sorted
     return sp.csr_matrix((f.data, cores[f.indices], f.indptr), shape=(f.shape[0], n_cores), dtype=np.int64)
 
@@ -75,6 +79,10 @@ class FanoutTables:
     structural / nonzero: {population: int64 (n_source,)} total fan-out per neuron, for reporting.
     routes: None (unicast) or the multicast destination sets: route id -> sorted int64 destination cores, ids in
         lexicographic order of the sets; dest_set: {population: int64 (n_source,)} route id per neuron (-1: none).
+    classes / class_stack: the stack factorised: {population: int64 (n_source,)} a class per neuron, neurons of
+        one class having equal stack rows (hwmodels.mapping.connectivity.source_classes of every out-projection),
+        and {population: CSR int64 (n_classes, ...)} the stack row of each class: stack[p] = class_stack[p][
+        classes[p]] (made from them on first access; count_actions multiplies spike counts per class instead).
     """
 
     formats: tuple[str, ...]
@@ -85,6 +93,17 @@ class FanoutTables:
     routes: tuple[np.ndarray, ...] | None = None
     dest_set: dict[str, np.ndarray] | None = None
     bits_per_event: np.ndarray | None = None
+    classes: dict[str, np.ndarray] | None = None
+    class_stack: dict[str, sp.csr_matrix] | None = None
+    class_first: dict[str, np.ndarray] | None = None
+
+    def factors(self, name: str) -> tuple[np.ndarray, sp.csr_matrix, np.ndarray]:
+        """(class of every neuron, stack row of every class, first neuron of every class) of population `name`
+        (identity classes when the tables were made without them)."""
+        if self.classes is None:
+            ids = np.arange(self.stack[name].shape[0])
+            return ids, self.stack[name], ids
+        return self.classes[name], self.class_stack[name], self.class_first[name]
 
     @property
     def blocks(self) -> int:
@@ -113,8 +132,31 @@ def _per_event_bits(graph: NetworkGraph, mapping: Mapping, formats: tuple[str, .
     return out
 
 
-def _dest_sets(stack: dict[str, sp.csr_matrix], n: int) -> tuple[tuple[np.ndarray, ...], dict[str, np.ndarray]]:
-    """Multicast destination sets: the distinct rows of every block-0 pattern, numbered in sorted order."""
+class _ExpandedStack(_MappingABC):
+    """{population: CSR stack (n_source, ...)} = class_stack[p][classes[p]], each made on first access."""
+
+    def __init__(self, class_stack: dict[str, sp.csr_matrix], classes: dict[str, np.ndarray]) -> None:
+        self._class_stack, self._classes, self._made = class_stack, classes, {}
+
+    def __getitem__(self, name: str) -> sp.csr_matrix:
+        if name not in self._made:
+            self._made[name] = self._class_stack[name][self._classes[name]]
+        return self._made[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._class_stack
+
+    def __iter__(self):
+        return iter(self._class_stack)
+
+    def __len__(self) -> int:
+        return len(self._class_stack)
+
+
+def _dest_sets(stack: dict[str, sp.csr_matrix], n: int,
+               classes: dict[str, np.ndarray]) -> tuple[tuple[np.ndarray, ...], dict[str, np.ndarray]]:
+    """Multicast destination sets: the distinct rows of every block-0 pattern, numbered in sorted order. stack:
+    the class stacks (one row per class), classes: the class of every neuron."""
     rows = {}
     for name, st in stack.items():
         msg = st[:, :n].tocsr()
@@ -122,8 +164,20 @@ def _dest_sets(stack: dict[str, sp.csr_matrix], n: int) -> tuple[tuple[np.ndarra
         rows[name] = [tuple(msg.indices[msg.indptr[i]:msg.indptr[i + 1]].tolist()) for i in range(msg.shape[0])]
     sets = sorted({r for per in rows.values() for r in per if r})
     ids = {s: i for i, s in enumerate(sets)}
-    dest = {name: np.array([ids.get(r, -1) for r in per], np.int64) for name, per in rows.items()}
+    dest = {name: np.array([ids.get(r, -1) for r in per], np.int64)[classes[name]] for name, per in rows.items()}
     return tuple(np.array(s, np.int64) for s in sets), dest
+
+
+def _population_classes(graph: NetworkGraph, mapping: Mapping, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(class of every neuron of `name`, first neuron of every class): neurons with the same source_classes in
+    every out-projection, hence equal rows of every count and bits table build_fanout adds up."""
+    size = graph.populations[name].size
+    of = np.zeros(size, np.int64)
+    for proj in graph.out_projections(name):
+        cls = source_classes(proj, graph.populations[name].shape, mapping.core_of_neuron[proj.target])
+        of = np.unique(of * (int(cls.max(initial=0)) + 1) + cls, return_inverse=True)[1].reshape(-1)
+    _, first = np.unique(of, return_index=True)
+    return of, first
 
 
 def build_fanout(graph: NetworkGraph, mapping: Mapping, multicast: bool = False,
@@ -135,32 +189,36 @@ def build_fanout(graph: NetworkGraph, mapping: Mapping, multicast: bool = False,
     formats = tuple(f for f in STORAGE_FORMATS if any(p.storage == f for p in graph.projections))
     n = mapping.cores_used
     per_event = _per_event_bits(graph, mapping, formats, core)
-    stack, structural, nonzero = {}, {}, {}
+    stack, structural, nonzero, classes, first = {}, {}, {}, {}, {}
     for name, pop in graph.populations.items():
         outs = graph.out_projections(name)
         if not outs:
             continue
-        paid = {f: sp.csr_matrix((pop.size, n), dtype=np.int64) for f in formats}
-        bits = sp.csr_matrix((pop.size, n), dtype=np.int64)
-        structural[name], nonzero[name] = np.zeros(pop.size, np.int64), np.zeros(pop.size, np.int64)
+        # one row per class of neurons with equal rows (_population_classes), expanded by FanoutTables.stack
+        of, reps = _population_classes(graph, mapping, name)
+        paid = {f: sp.csr_matrix((len(reps), n), dtype=np.int64) for f in formats}
+        bits = sp.csr_matrix((len(reps), n), dtype=np.int64)
+        st, nz = np.zeros(len(reps), np.int64), np.zeros(len(reps), np.int64)
         for proj in outs:
             tgt = mapping.core_of_neuron[proj.target]
             per_count = dict(zip(COUNT_KINDS, read_bits(proj, pop.shape, core))) if per_event is None else {}
             needed = {PAID_COUNT[proj.storage]} | {c for c, per in per_count.items() if per}
-            f_counts = {c: _proj_fanout(proj, pop.shape, tgt, n, c, fanouts)
+            f_counts = {c: _proj_fanout(proj, pop.shape, tgt, n, c, fanouts, reps)
                         for c in COUNT_KINDS if c in needed}
             paid[proj.storage] = paid[proj.storage] + f_counts[PAID_COUNT[proj.storage]]
             for count, per in per_count.items():
                 if per:
                     bits = bits + per * f_counts[count]
-            structural[name] += fanout(proj, pop.shape, "structural")  # = row sums of the per-core counts
-            nonzero[name] += fanout(proj, pop.shape, "nonzero")
+            st += fanout(proj, pop.shape, "structural", reps)  # = row sums of the per-core counts
+            nz += fanout(proj, pop.shape, "nonzero", reps)
+        structural[name], nonzero[name], classes[name], first[name] = st[of], nz[of], of, reps
         total = sum(paid.values())
         msgs = sp.csr_matrix((total > 0).astype(np.int64))
         blocks = [msgs] + [paid[f] for f in formats] + ([bits] if per_event is None else [])
         stack[name] = sp.hstack(blocks, format="csr", dtype=np.int64)
-    routes, dest = _dest_sets(stack, n) if multicast else (None, None)
-    return FanoutTables(formats, n, stack, structural, nonzero, routes, dest, per_event)
+    routes, dest = _dest_sets(stack, n, classes) if multicast else (None, None)
+    return FanoutTables(formats, n, _ExpandedStack(stack, classes), structural, nonzero, routes, dest, per_event,
+                        classes, stack, first)
 
 
 @dataclass(frozen=True, eq=False)
@@ -283,9 +341,16 @@ def count_actions(graph: NetworkGraph, trace: EventTrace, mapping: Mapping, tabl
             window[np.ix_(step_of[name], np.unique(mapping.core_of_neuron[name]))] = True
             _add_recorded(recorded, trace, samples, name, pop.size, mapping, step_of[name], (s, t, idx))
         if name in tables.stack:
-            sending.append((name, idx, row))
-            struct += np.bincount(s, weights=tables.structural[name][idx], minlength=nb)
-            nonzero += np.bincount(s, weights=tables.nonzero[name][idx], minlength=nb)
+            # spikes per (row, class of neurons with equal fan-out rows): the unicast product's left factor, and
+            # the synaptic-op totals (sums of integers, exact in float64 in any order)
+            of, per_class, first = tables.factors(name)
+            counts = row_class_counts(np.asarray(row, np.int64), np.asarray(of[idx], np.int64), n_rows,
+                                      per_class.shape[0])
+            sending.append((name, idx, row, counts))
+            _, cls, k, at = counts
+            sample = at // (n_steps * n)
+            struct += np.bincount(sample, weights=k * tables.structural[name][first][cls], minlength=nb)
+            nonzero += np.bincount(sample, weights=k * tables.nonzero[name][first][cls], minlength=nb)
     flows, deliv = (_multicast if tables.routes is not None else _unicast)(sending, tables, n_rows)
     if deliv[4] is None:  # bits = events x bits per event of their source core and format
         src = (flows[0] % n)[deliv[0]]
@@ -322,8 +387,11 @@ def _add_recorded(out: np.ndarray, trace: EventTrace, samples: range, name: str,
 def _unicast(sending: list, tables: FanoutTables, n_rows: int) -> tuple[tuple, tuple]:
     """Flows = (row, destination core) pairs; one delivery per flow."""
     n, nf = tables.n_cores, len(tables.formats)
-    parts = [(sp.csr_matrix((np.ones(len(idx), np.int64), (row, idx)), shape=(n_rows, len(tables.structural[name])))
-              @ tables.stack[name]).tocoo() for name, idx, row in sending]
+    parts = []
+    for name, _, _, (indptr, cls, k, _) in sending:  # spikes per (row, class) x the class's stack row
+        per_class = tables.factors(name)[1]
+        a = sp.csr_matrix((k, cls, indptr), shape=(n_rows, per_class.shape[0]))
+        parts.append((a @ per_class).tocoo())
     # a row is (sample, step, source core) and a core holds one population: the parts' rows are disjoint, so
     # their sum is their union (split_messages reads the entries in any order)
     cat = lambda name: np.concatenate([getattr(p, name) for p in parts] or [np.zeros(0, np.int64)])
@@ -335,15 +403,15 @@ def _unicast(sending: list, tables: FanoutTables, n_rows: int) -> tuple[tuple, t
 def _multicast(sending: list, tables: FanoutTables, n_rows: int) -> tuple[tuple, tuple]:
     """Flows = (row, destination set) groups of spikes; deliveries = their (flow, destination core) pairs."""
     n, nf, n_routes = tables.n_cores, len(tables.formats), max(len(tables.routes), 1)
-    keys = [row * n_routes + tables.dest_set[name][idx] for name, idx, row in sending]
-    keep = [tables.dest_set[name][idx] >= 0 for name, idx, _ in sending]
+    keys = [row * n_routes + tables.dest_set[name][idx] for name, idx, row, _ in sending]
+    keep = [tables.dest_set[name][idx] >= 0 for name, idx, _, _ in sending]
     all_keys = np.concatenate([k[m] for k, m in zip(keys, keep)]) if keys else np.zeros(0, np.int64)
     groups, counts = np.unique(all_keys, return_counts=True)
     g = sp.csr_matrix((len(groups), n * (1 + tables.blocks)), dtype=np.int64)
-    for (name, idx, _), k, m in zip(sending, keys, keep):
+    for (name, idx, _, _), k, m in zip(sending, keys, keep):
         gi = np.searchsorted(groups, k[m])
-        size = len(tables.structural[name])
-        a = sp.csr_matrix((np.ones(len(gi), np.int64), (gi, idx[m])), shape=(len(groups), size))
-        g = g + a @ tables.stack[name]
+        of, per_class, _ = tables.factors(name)
+        a = sp.csr_matrix((np.ones(len(gi), np.int64), (gi, of[idx[m]])), shape=(len(groups), per_class.shape[0]))
+        g = g + a @ per_class
     flow, dst, msgs, events, bits = split_messages(g, n, nf, tables.bits_per_event is None)
     return (groups // n_routes, groups % n_routes, counts.astype(np.int64)), (flow, dst, msgs, events, bits)

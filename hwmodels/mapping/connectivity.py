@@ -123,20 +123,28 @@ def _whole_channel_counts(kern: np.ndarray, cover: np.ndarray, used: np.ndarray,
 
 
 def _conv_counts(proj: Projection, src_shape: tuple[int, ...], owner: np.ndarray, n_owner: int,
-                 count: str) -> sp.csr_matrix:
+                 count: str, rows: np.ndarray | None = None) -> sp.csr_matrix:
     """Synapses from every source neuron to the targets of each owner: CSR float64 (n_source, n_owner).
 
     owner: int array (n_target,) in C-order, the owner (0..n_owner-1) of each target, or -1 (not counted).
     Whole channels of one owner share one cover map (one matrix product per block of owners); channels split
     between owners get a cover of their own positions. Exact: every count is an integer < 2^24 in float32, so
-    sums of the parts are exact in any order.
+    sums of the parts are exact in any order. rows: only these source neurons (the rows of the result, in
+    this order; None: all), counted at their own input positions only (_conv_rows).
     """
     geom = _ConvGeom.of(proj, src_shape)
     k2, hw_in, hw_out = geom.kh * geom.kw, geom.h * geom.w, geom.ho * geom.wo
     n_src = geom.c_in * hw_in
-    mask = _mask(proj, count).reshape(geom.c_out, geom.c_in_g, k2)
     tc = np.asarray(owner, np.int64).reshape(geom.c_out, hw_out)
     whole = (tc == tc[:, :1]).all(axis=1) & (tc[:, 0] >= 0)
+    if rows is not None:
+        rows = np.asarray(rows, np.int64)
+        if len(rows) * n_owner <= _BLOCK_FLOATS:
+            _check_count(count)
+            mask = None if count == "structural" else _mask(proj, count).reshape(geom.c_out, geom.c_in_g, k2)
+            return _conv_rows(geom, mask, tc, whole, n_owner, rows)
+        return _conv_counts(proj, src_shape, owner, n_owner, count)[rows]
+    mask = _mask(proj, count).reshape(geom.c_out, geom.c_in_g, k2)
     out = sp.csr_matrix((n_src, n_owner))
     chans = np.flatnonzero(whole)
     if len(chans):
@@ -155,6 +163,80 @@ def _conv_counts(proj: Projection, src_shape: tuple[int, ...], owner: np.ndarray
         out = out + sp.coo_matrix((np.concatenate(vals).astype(np.float64),
                                    (np.concatenate(rows), np.concatenate(cols))), shape=(n_src, n_owner)).tocsr()
     return out
+
+
+def _conv_rows(geom: _ConvGeom, mask: np.ndarray | None, tc: np.ndarray, whole: np.ndarray, n_owner: int,
+               rows: np.ndarray) -> sp.csr_matrix:
+    """_conv_counts of the source neurons `rows` only: CSR float64 (len(rows), n_owner). The same products as
+    the whole map, restricted to the input positions of `rows` (a column of the cover map is the taps that read
+    that position), so every count is the same exact integer. mask None: the structural count (all ones), whose
+    kernel sums are channel counts."""
+    hw_in, hw_out = geom.h * geom.w, geom.ho * geom.wo
+    k2 = geom.kh * geom.kw
+    c_r, p_r = np.divmod(rows, hw_in)
+    upos, pinv = np.unique(p_r, return_inverse=True)
+    pinv = pinv.reshape(-1)
+    out = np.zeros((len(rows), n_owner))
+    chans = np.flatnonzero(whole)
+    if len(chans):
+        if mask is None:  # kernel sums of all-ones kernels: the owner's channels in each group, at every entry
+            per_group = np.zeros((n_owner, geom.c_out // geom.out_per_g), np.float32)
+            np.add.at(per_group, (tc[chans, 0], chans // geom.out_per_g), 1)
+            kern = np.broadcast_to(np.repeat(per_group, geom.c_in_g, axis=1)[:, :, None],
+                                   (n_owner, geom.c_in, k2))
+        else:
+            kern = _group_kernel_sums(mask, geom, tc[chans, 0], chans, n_owner)
+        used = np.unique(tc[chans, 0])
+        # (len(used), C_in, len(upos)); einsum, not a BLAS call per owner (small products, no threads)
+        m = np.einsum("uct,tp->ucp", kern[used], geom.cover(np.arange(hw_out))[:, upos])
+        out[:, used] = m[:, c_r, pinv].T
+    for o in np.flatnonzero(~whole & (tc >= 0).any(axis=1)):
+        first_in = (o // geom.out_per_g) * geom.c_in_g
+        sel = np.flatnonzero((c_r >= first_in) & (c_r < first_in + geom.c_in_g))
+        if not len(sel):
+            continue
+        kernel = np.ones((geom.c_in_g, k2), np.float32) if mask is None else mask[o]
+        for g in np.unique(tc[o][tc[o] >= 0]):
+            f = kernel @ geom.cover(np.flatnonzero(tc[o] == g))
+            out[sel, g] += f[c_r[sel] - first_in, p_r[sel]]
+    return sp.csr_matrix(out)
+
+
+def _column_classes(a: np.ndarray) -> np.ndarray:
+    """int64 (a.shape[1],): the same number for equal columns of the 2-D array `a`."""
+    if a.shape[0] == 0:
+        return np.zeros(a.shape[1], np.int64)
+    cols = np.ascontiguousarray(a.T)
+    keys = cols.view(np.dtype((np.void, cols.dtype.itemsize * cols.shape[1]))).reshape(-1)
+    return np.unique(keys, return_inverse=True)[1].reshape(-1).astype(np.int64)
+
+
+def _refine(classes: np.ndarray, other: np.ndarray) -> np.ndarray:
+    """The classes (0..k-1, int64) of the pairs (classes[i], other[i])."""
+    return np.unique(classes * (int(other.max(initial=0)) + 1) + other, return_inverse=True)[1].reshape(-1)
+
+
+def source_classes(proj: Projection, src_shape: tuple[int, ...], target_core: np.ndarray) -> np.ndarray:
+    """int64 (n_source,): a class of every source neuron such that neurons of one class have equal rows of
+    core_fanout(proj, src_shape, target_core, count) and equal fanout(proj, src_shape, count), for both counts.
+
+    Dense: equal weight-mask columns. Conv: the same input channel and an input position read by the same
+    kernel taps of every cover map the counts use (all output positions, and the positions of each channel
+    split between cores): a count is a sum over taps of kernel sums x cover, so it reads a position only
+    through its column of the cover maps. Hence the rows of one class are equal, whatever the weights.
+    """
+    if proj.kind == "dense":
+        return _column_classes(np.packbits(proj.weight != 0, axis=0))
+    geom = _ConvGeom.of(proj, src_shape)
+    hw_out = geom.ho * geom.wo
+    tc = np.asarray(target_core, np.int64).reshape(geom.c_out, hw_out)
+    pat = _column_classes(geom.cover(np.arange(hw_out)))
+    whole = (tc == tc[:, :1]).all(axis=1)
+    for o in np.flatnonzero(~whole):
+        for g in np.unique(tc[o]):
+            pat = _refine(pat, _column_classes(geom.cover(np.flatnonzero(tc[o] == g))))
+    n_pat = int(pat.max(initial=-1)) + 1
+    return (np.arange(geom.c_in, dtype=np.int64)[:, None] * n_pat + pat[None, :]).reshape(-1)
 
 
 def conv_core_fanout(proj: Projection, src_shape: tuple[int, ...], indicator: np.ndarray,
@@ -203,54 +285,71 @@ def range_counter(proj: Projection, src_shape: tuple[int, ...], count: str) -> C
     return counts
 
 
-def fanout(proj: Projection, src_shape: tuple[int, ...], count: str = "structural") -> np.ndarray:
-    """Fan-out (number of synapses) of every source neuron of `proj`, shape (n_source,), int64.
+def fanout(proj: Projection, src_shape: tuple[int, ...], count: str = "structural",
+           rows: np.ndarray | None = None) -> np.ndarray:
+    """Fan-out (number of synapses) of every source neuron of `proj`, shape (n_source,), int64 (rows: of these
+    source neurons only, shape (len(rows),)).
 
     Dense weight (n_target, n_source): column counts. Conv: a transposed convolution of an all-ones output map
     with the kernel pattern (zeros included for count="structural", excluded for "nonzero").
     """
     if proj.kind == "dense":
-        return _mask(proj, count).sum(axis=0).astype(np.int64)
+        out = _mask(proj, count).sum(axis=0).astype(np.int64)
+        return out if rows is None else out[rows]
     n_target = int(np.prod(conv_output_shape(proj, src_shape)))
-    f = _conv_counts(proj, src_shape, np.zeros(n_target, np.int64), 1, count)
+    f = _conv_counts(proj, src_shape, np.zeros(n_target, np.int64), 1, count, rows)
     return np.rint(f.toarray()[:, 0]).astype(np.int64)
 
 
 def core_fanout(proj: Projection, src_shape: tuple[int, ...], target_core: np.ndarray,
-                count: str = "structural") -> tuple[sp.csr_matrix, np.ndarray]:
+                count: str = "structural", rows: np.ndarray | None = None) -> tuple[sp.csr_matrix, np.ndarray]:
     """Synapses from each source neuron into each destination core holding part of the target population.
 
     target_core: (n_target,) int array, the core id of every target neuron (C-order numbering).
     Returns (F, cores): F is a CSR int64 matrix (n_source, len(cores)) of synapse counts and `cores` the sorted
     core ids of its columns. A spike of source neuron i sends one message to every core with F[i, k] > 0 and
-    causes F[i, k] synaptic events there.
+    causes F[i, k] synaptic events there. rows: only these source neurons (F then has len(rows) rows).
     """
     _check_count(count)
     cores, col = np.unique(np.asarray(target_core), return_inverse=True)
     if proj.kind == "dense":
         onehot = sp.csr_matrix((np.ones(len(col)), (np.arange(len(col)), col)), shape=(len(col), len(cores)))
-        f = sp.csr_matrix(proj.weight != 0 if count == "nonzero" else np.ones(proj.weight.shape)).T @ onehot
+        w = proj.weight if rows is None else proj.weight[:, rows]
+        f = sp.csr_matrix(w != 0 if count == "nonzero" else np.ones(w.shape)).T @ onehot
         return sp.csr_matrix(f, dtype=np.int64), cores
-    f = _conv_counts(proj, src_shape, col, len(cores), count)
+    f = _conv_counts(proj, src_shape, col, len(cores), count, rows)
     f.data = np.rint(f.data)
     return sp.csr_matrix(f, dtype=np.int64), cores
 
 
 #: a store of core fan-outs shared by the callers of one assignment (hwmodels.mapping.check and
 #: hwmodels.events.actions.build_fanout, within one hwmodels.simulate call): (projection name, count) ->
-#: (F, cores, the target_core it was counted for)
+#: (F, cores, the target_core it was counted for[, the class of every source neuron when F has one row per
+#: class, stored_core_fanout])
 FanoutStore = dict
 
 
 def stored_core_fanout(store: FanoutStore | None, proj: Projection, src_shape: tuple[int, ...],
-                       target_core: np.ndarray, count: str = "structural") -> tuple[sp.csr_matrix, np.ndarray]:
+                       target_core: np.ndarray, count: str = "structural",
+                       rows: np.ndarray | None = None) -> tuple[sp.csr_matrix, np.ndarray]:
     """core_fanout(proj, src_shape, target_core, count), made once per (projection, count) in `store` and reused
     while it is asked for an equal target_core (None: made on every call). The caller must not modify the
-    returned matrix in place (canonicalising its indices, which changes no value, excepted)."""
+    returned matrix in place (canonicalising its indices, which changes no value, excepted). rows: only these
+    source neurons; the store then keeps one row per source_classes class of the projection (F of the class's
+    first neuron, and the class of every neuron), and every caller takes its rows from that table."""
     if store is None:
-        return core_fanout(proj, src_shape, target_core, count)
+        return core_fanout(proj, src_shape, target_core, count, rows)
     key, target_core = (proj.name, count), np.asarray(target_core)
     got = store.get(key)
+    if rows is not None:
+        if got is None or not np.array_equal(got[2], target_core):
+            of = source_classes(proj, src_shape, target_core)
+            first = np.unique(of, return_index=True)[1]
+            got = store[key] = (*core_fanout(proj, src_shape, target_core, count, first), target_core, of)
+        rows = np.asarray(rows, np.int64)
+        return got[0][got[3][rows] if len(got) > 3 else rows], got[1]
+    if got is not None and len(got) > 3 and np.array_equal(got[2], target_core):
+        return got[0][got[3]], got[1]  # a class table: expanded to every neuron
     if got is None or not np.array_equal(got[2], target_core):
         got = store[key] = (*core_fanout(proj, src_shape, target_core, count), target_core)
     return got[:2]
@@ -322,13 +421,25 @@ def axons_per_core(graph: NetworkGraph, name: str, cores: np.ndarray, n: int,
     counting, so a source neuron reaching a core through two projections is one axon. The core fan-outs come
     through `fanouts` (stored_core_fanout)."""
     out = np.zeros(n, np.int64)
-    by_source: dict[str, object] = {}
+    projs: dict[str, list[Projection]] = {}
     for proj in graph.in_projections(name):
-        f, cols = stored_core_fanout(fanouts, proj, graph.populations[proj.source].shape, cores,
-                                     PAID_COUNT[proj.storage])
-        prev = by_source.get(proj.source)
-        by_source[proj.source] = (f.copy(), cols) if prev is None else (prev[0] + f, cols)  # f may be shared
-    for f, cols in by_source.values():  # counts are >= 0: a stored entry > 0 is one source axon of its column
-        f.sum_duplicates()
-        out[cols] += np.bincount(f.indices[f.data > 0], minlength=len(cols))
+        projs.setdefault(proj.source, []).append(proj)
+    for source, group in projs.items():
+        # one row per class of source neurons with equal rows in every projection (source_classes), counted
+        # as many times as the class has neurons
+        shape = graph.populations[source].shape
+        of = np.zeros(int(np.prod(shape)), np.int64)
+        for proj in group:
+            cls = source_classes(proj, shape, cores)
+            of = _refine(of, cls)
+        first, size = np.unique(of, return_index=True)[1], np.bincount(of)
+        f = None
+        for proj in group:
+            part, cols = stored_core_fanout(fanouts, proj, shape, cores, PAID_COUNT[proj.storage], first)
+            f = part.copy() if f is None else f + part  # part may be shared
+        f.sum_duplicates()  # counts are >= 0: a stored entry > 0 is one source axon of its column per neuron
+        rows = np.repeat(np.arange(f.shape[0]), np.diff(f.indptr))
+        on = f.data > 0
+        out[cols] += np.rint(np.bincount(f.indices[on], weights=size[rows[on]],
+                                         minlength=len(cols))).astype(np.int64)
     return out

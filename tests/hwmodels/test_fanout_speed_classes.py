@@ -1,0 +1,120 @@
+"""The factorised fan-out tables (issue 14): source classes with equal fan-out rows, counts of chosen rows only,
+the per-class stacks and the per-(row, class) spike counts give exactly the unfactorised tables and actions."""
+import dataclasses
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from hwmodels import load_preset, map_network
+from hwmodels.events.actions import build_fanout, count_actions
+from hwmodels.kernels.spike_classes import row_class_counts
+from hwmodels.mapping.connectivity import core_fanout, fanout, source_classes
+from hwmodels.trace import Projection, conv_output_shape
+
+GEOMETRIES = [  # (C_in, H, W), C_out, kernel, stride, padding, dilation, groups
+    ((4, 7, 6), 6, (3, 2), (2, 1), (1, 0), (1, 2), 2),
+    ((3, 9, 8), 5, (3, 3), (1, 1), (1, 1), (1, 1), 1),
+    ((6, 8, 8), 6, (2, 2), (2, 2), (0, 0), (1, 1), 6),
+    ((2, 5, 7), 4, (1, 3), (1, 2), (0, 2), (1, 1), 1),
+    ((8, 4, 4), 16, (1, 1), (1, 1), (0, 0), (1, 1), 1),
+    ((3, 6, 6), 3, (1, 1), (2, 2), (0, 0), (1, 1), 1),  # stride 2, 1x1: positions no tap reads
+]
+
+
+def _conv(rng, geom, density=0.6):
+    src, c_out, k, stride, pad, dil, groups = geom
+    w = rng.normal(size=(c_out, src[0] // groups) + k) * (rng.random((c_out, src[0] // groups) + k) < density)
+    return Projection("p", "a", "b", "conv", w, stride=stride, padding=pad, dilation=dil, groups=groups), src
+
+
+def _assignments(rng, n_t, hw_out):
+    whole = np.repeat(np.arange(-(-n_t // hw_out)), hw_out)[:n_t] // 2 * 3 + 1  # two whole channels per core
+    contiguous = np.repeat(np.arange(5), -(-n_t // 5))[:n_t] * 7 + 3  # channels split at chunk edges
+    return whole, contiguous, rng.integers(0, 4, n_t)
+
+
+@pytest.mark.parametrize("geom", GEOMETRIES)
+def test_conv_classes_and_rows_give_the_full_counts(rng, geom):
+    proj, src = _conv(rng, geom)
+    c_out, ho, wo = conv_output_shape(proj, src)
+    n_src = int(np.prod(src))
+    rows = rng.permutation(n_src)[: n_src // 2]
+    for target_core in _assignments(rng, c_out * ho * wo, ho * wo):
+        of = source_classes(proj, src, target_core)
+        first = np.unique(of, return_index=True)[1]
+        for count in ("structural", "nonzero"):
+            full, cores = core_fanout(proj, src, target_core, count)
+            dense = full.toarray()
+            assert np.array_equal(dense, dense[first[np.unique(of, return_inverse=True)[1]]])  # equal in a class
+            part, part_cores = core_fanout(proj, src, target_core, count, rows)
+            assert np.array_equal(part_cores, cores) and part.dtype == np.int64
+            assert np.array_equal(part.toarray(), dense[rows])
+            tot = fanout(proj, src, count)
+            assert np.array_equal(fanout(proj, src, count, rows), tot[rows])
+            assert np.array_equal(tot, tot[first][np.unique(of, return_inverse=True)[1]])
+
+
+def test_dense_classes_are_equal_mask_columns(rng):
+    w = (rng.random((6, 40)) < 0.3).astype(np.float32)
+    w[:, 20:] = w[:, :1]  # many equal columns
+    proj = Projection("d", "a", "b", "dense", w, storage="sparse")
+    of = source_classes(proj, (40,), np.arange(6) // 2)
+    assert len(np.unique(of)) <= 21 and len(np.unique(of[20:])) == 1 and of[0] == of[20]
+    for count in ("structural", "nonzero"):
+        full = core_fanout(proj, (40,), np.arange(6) // 2, count)[0].toarray()
+        assert np.array_equal(core_fanout(proj, (40,), np.arange(6) // 2, count, of[:5])[0].toarray(), full[of[:5]])
+
+
+def test_row_class_counts_equal_scipy_conversion(rng):
+    row, cls = rng.integers(0, 50, 3000), rng.integers(0, 30, 3000)
+    indptr, indices, data, at = row_class_counts(row, cls, 60, 30)
+    got = sp.csr_matrix((data, indices, indptr), shape=(60, 30))
+    want = sp.csr_matrix((np.ones(3000, np.int64), (row, cls)), shape=(60, 30))
+    assert np.array_equal(got.toarray(), want.toarray()) and (data > 0).all()
+    assert np.array_equal(at, np.repeat(np.arange(60), np.diff(indptr)))
+    empty = row_class_counts(np.zeros(0, np.int64), np.zeros(0, np.int64), 4, 3)
+    assert np.array_equal(empty[0], np.zeros(5, np.int64)) and len(empty[1]) == 0
+
+
+@pytest.mark.parametrize("multicast", [False, True])
+def test_factorised_tables_give_the_plain_tables_actions(nets, rng, multicast):
+    g = nets.mixed_graph(rng)
+    chip = load_preset("loihi", {"core.neurons_per_core": 16, "cores_per_tile": 2})
+    m = map_network(g, chip)
+    tr = nets.random_trace(g, rng, n_samples=3, n_timesteps=4, rate=0.2)
+    tables = build_fanout(g, m, multicast)
+    assert sum(len(c) for c in tables.class_first.values()) < sum(len(c) for c in tables.classes.values())
+    plain = dataclasses.replace(tables, stack={k: tables.stack[k] for k in tables.stack}, classes=None,
+                                class_stack=None, class_first=None)
+    for name in tables.stack:
+        st = tables.stack[name]
+        assert st.shape[0] == g.populations[name].size
+        assert (st != tables.class_stack[name][tables.classes[name]]).nnz == 0
+    a, b = count_actions(g, tr, m, tables, range(3)), count_actions(g, tr, m, plain, range(3))
+    for f in dataclasses.fields(a):
+        x, y = getattr(a, f.name), getattr(b, f.name)
+        if isinstance(x, np.ndarray):
+            assert x.dtype == y.dtype and np.array_equal(x, y), f.name
+        elif f.name == "routes" and x is not None:
+            assert all(np.array_equal(p, q) for p, q in zip(x, y)) and len(x) == len(y)
+        else:
+            assert x == y, f.name
+
+
+def test_axons_per_core_counts_every_source_neuron(nets, rng):
+    from hwmodels.mapping.connectivity import PAID_COUNT, axons_per_core
+    g = nets.mixed_graph(rng)
+    for name in g.populations:
+        if not g.in_projections(name):
+            continue
+        size = g.populations[name].size
+        for cores in (np.arange(size) * 3 // size, rng.integers(0, 5, size)):
+            want = np.zeros(6, np.int64)
+            per_source = {}
+            for proj in g.in_projections(name):
+                f, cols = core_fanout(proj, g.populations[proj.source].shape, cores, PAID_COUNT[proj.storage])
+                per_source[proj.source] = per_source.get(proj.source, 0) + f.toarray()
+            for dense in per_source.values():
+                want[cols] += (dense > 0).sum(axis=0)
+            assert np.array_equal(axons_per_core(g, name, cores, 6), want)
