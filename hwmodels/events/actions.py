@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping as _MappingABC
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Callable
 
 import numpy as np
@@ -276,6 +277,46 @@ class Actions:
     def inactive(self) -> np.ndarray:
         """Window-rule updates of neurons that did not spike, int64 (n_samples, n_steps, n_cores)."""
         return (self.state_neurons[None, None, :] - self.spikes) * self.window
+
+    @cached_property
+    def flow_src_key(self) -> np.ndarray:
+        """int64 (n_flows,): the sending core of every flow in one step, (sample * n_steps + step) * n_cores + src."""
+        return (self.flow_sample * self.n_steps + self.flow_step) * self.n_cores + self.flow_src
+
+    @cached_property
+    def messages_before(self) -> np.ndarray:
+        """int64 (n_flows,): messages the flow's core sent earlier in the same step (flows leave in flow order)."""
+        key, m = self.flow_src_key, self.flow_messages
+        csum = np.cumsum(m)
+        first = np.ones(len(key), bool)
+        first[1:] = key[1:] != key[:-1]
+        first = np.flatnonzero(first)
+        base = np.repeat(csum[first] - m[first], np.diff(np.append(first, len(csum))))
+        return csum - m - base
+
+    @cached_property
+    def messages_sent(self) -> np.ndarray:
+        """float (n_samples, n_steps, n_cores): messages each core sends in each step."""
+        shape = (self.n_samples, self.n_steps, self.n_cores)
+        return np.bincount(self.flow_src_key, weights=self.flow_messages, minlength=int(np.prod(shape))).reshape(shape)
+
+    @cached_property
+    def deliv_keys(self) -> np.ndarray:
+        """int64 (n_deliv,): the synapse unit of every delivery, (sample * n_steps + step) * n_cores + dst
+        (computed once per Actions: every latency model and design point reads it)."""
+        f = self.deliv_flow
+        return (self.flow_sample[f] * self.n_steps + self.flow_step[f]) * self.n_cores + self.deliv_dst
+
+    @cached_property
+    def deliv_groups(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(distinct deliv_keys sorted, the deliveries' stable order by key, start of each key's run in that order
+        followed by n_deliv), int64 each (hwmodels.timing.core_times.destination_finish)."""
+        order = np.argsort(self.deliv_keys, kind="stable")
+        key = self.deliv_keys[order]
+        first = np.ones(len(key), bool)
+        first[1:] = key[1:] != key[:-1]
+        starts = np.flatnonzero(first)
+        return key[starts], order, np.append(starts, len(key))
 
     def route_cores(self, flow: int) -> tuple[int, ...]:
         """Destination cores of flow `flow`'s route."""

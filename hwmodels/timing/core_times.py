@@ -108,13 +108,8 @@ def action_times(actions: Actions, chip: ChipSpec, mapping: Mapping) -> ActionTi
     accesses, spiking, quiet = neuron_work(a, chip)
     update = (accesses * core.neuron_access_latency_s + spiking * core.neuron_active_latency_s
               + quiet * core.neuron_inactive_latency_s)
-    src_key = (a.flow_sample * a.n_steps + a.flow_step) * a.n_cores + a.flow_src
-    sent = np.bincount(src_key, weights=a.flow_messages, minlength=update.size).reshape(update.shape)
-    csum = np.cumsum(a.flow_messages)
-    first = np.flatnonzero(_group_starts(src_key))
-    base = np.repeat(csum[first] - a.flow_messages[first], np.diff(np.append(first, len(csum))))
-    before = csum - a.flow_messages - base  # messages this core wrote before the flow
-    start = update.reshape(-1)[src_key] + before * out_s
+    sent = a.messages_sent  # the counts of messages are the batch's (kept on it); only their durations change
+    start = update.reshape(-1)[a.flow_src_key] + a.messages_before * out_s
     per_event = np.array([core.synop_latency_s.of(f) for f in a.formats]) + dendrite_costs(chip)[0]
     work, head_in = RECEIVE_MODES[receive_mode(chip)](a.deliv_events @ per_event, a.deliv_messages,
                                                      core.message_in_latency_s)
@@ -122,21 +117,26 @@ def action_times(actions: Actions, chip: ChipSpec, mapping: Mapping) -> ActionTi
                        out_s, head_in, chip.router.link_time_s, chip.barrier_latency_s(mapping.tiles_used))
 
 
-def destination_finish(keys: np.ndarray, arrival: np.ndarray, work: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def destination_finish(keys: np.ndarray, arrival: np.ndarray, work: np.ndarray,
+                       groups: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Finish time of every destination's synapse unit serving its deliveries in arrival order.
 
     keys: int64 (n,) destination key per delivery ((sample * n_steps + step) * n_cores + dst); arrival: (n,)
-    time its head is ready for the synapse unit (head arrival + message in); work: (n,) its work. Returns
+    time its head is ready for the synapse unit (head arrival + message in); work: (n,) its work. groups: the
+    keys' (distinct keys, stable order, run starts + n) when already made (Actions.deliv_groups). Returns
     (unique keys, finish s): the makespan of a work-conserving single server, max_j (a_j + sum_{i >= j} w_i)
-    over deliveries sorted by arrival (ties in any order give the same value).
+    over deliveries sorted by arrival (ties in any order give the same value), evaluated by the compiled kernel
+    hwmodels.kernels.finish.
     """
     if not len(keys):
         return np.zeros(0, np.int64), np.zeros(0)
-    order = np.argsort(keys, kind="stable")
-    key = keys[order]
-    starts = np.flatnonzero(_group_starts(key))
-    return key[starts], finish.makespans(order, np.append(starts, len(key)), np.asarray(arrival, float),
-                                         np.asarray(work, float))
+    if groups is None:
+        order = np.argsort(keys, kind="stable")
+        key = keys[order]
+        starts = np.flatnonzero(_group_starts(key))
+        groups = key[starts], order, np.append(starts, len(key))
+    uniq, order, bounds = groups
+    return uniq, finish.makespans(order, bounds, np.asarray(arrival, float), np.asarray(work, float))
 
 
 def core_done_s(actions: Actions, times: ActionTimes, head_arrival: np.ndarray) -> np.ndarray:
@@ -147,11 +147,10 @@ def core_done_s(actions: Actions, times: ActionTimes, head_arrival: np.ndarray) 
     ejection), from the network model.
     """
     a = actions
-    f = a.deliv_flow
-    keys = (a.flow_sample[f] * a.n_steps + a.flow_step[f]) * a.n_cores + a.deliv_dst
-    dkeys, finish = destination_finish(keys, head_arrival + times.in_s, times.deliv_work_s)
+    dkeys, finish_s = destination_finish(a.deliv_keys, head_arrival + times.in_s, times.deliv_work_s,
+                                         a.deliv_groups)
     done = times.send_done_s.copy().reshape(-1)
-    done[dkeys] = np.maximum(done[dkeys], finish)  # dkeys are distinct
+    done[dkeys] = np.maximum(done[dkeys], finish_s)  # dkeys are distinct
     return done.reshape(times.send_done_s.shape)
 
 
@@ -163,10 +162,7 @@ def step_latencies(done_s: np.ndarray, barrier_s: float) -> np.ndarray:
 def core_busy_s(actions: Actions, times: ActionTimes) -> np.ndarray:
     """Busy time per core summed over the batch, (n_cores,): per step the longer of its send side (soma +
     messages out) and its synapse unit's work (the two run in parallel, so busy <= step latency)."""
-    a = actions
-    f = a.deliv_flow
-    keys = (a.flow_sample[f] * a.n_steps + a.flow_step[f]) * a.n_cores + a.deliv_dst
-    recv = np.bincount(keys, weights=times.deliv_work_s, minlength=times.send_done_s.size)
+    recv = np.bincount(actions.deliv_keys, weights=times.deliv_work_s, minlength=times.send_done_s.size)
     busy = np.maximum(times.send_done_s.reshape(-1), recv).reshape(times.send_done_s.shape)
     return busy.sum(axis=(0, 1))
 

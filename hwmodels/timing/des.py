@@ -195,8 +195,9 @@ def _finish(batch: Batch, net: Network, down: np.ndarray, held: np.ndarray, keep
     # never below the contention-free schedule: a no-op in exact arithmetic, it keeps float rounding of the two
     # evaluation orders from putting the DES a few ulp under the analytic model
     done = np.maximum(done, core_times.core_done_s(a, times, analytic.head_arrival(a, times, net)))
-    ids, _, _ = use.link_totals(times.link_s, times.out_s)
-    held_s = np.bincount(_node_links(use, off), weights=held, minlength=len(ids))
+    ids = use.channels[0] if use.trees else np.zeros(0, np.int64)  # the sorted link ids of link_totals
+    links = keep(("des_node_links", id(use.topology)), lambda: _node_links(use, off), (use.topology,))
+    held_s = np.bincount(links, weights=held, minlength=len(ids))
     return Timing(core_times.step_latencies(done, times.barrier_s), ids, held_s, done)
 
 

@@ -137,7 +137,8 @@ def messages(graph: NetworkGraph, trace: EventTrace, mapping: Mapping, tables: F
         core = np.asarray(mapping.core_of_neuron[name], np.int64)
         idx, s, t = gather_spikes(trace, samples, trace.populations.index(name))
         h = step_of[name][t]
-        row, dst, _, events, _ = split_messages(tables.stack[name][idx], n, nf, tables.bits_per_event is None)
+        of, per_class, _ = tables.factors(name)  # the stack rows of the spiking neurons, from their classes
+        row, dst, _, events, _ = split_messages(per_class[of[idx]], n, nf, tables.bits_per_event is None)
         soma = _soma_prefix(graph, trace, samples, semantics, chip, name, core, (idx, s, h))
         for key, v in (("step", s[row] * n_steps + h[row]), ("src", core[idx[row]]), ("pos", idx[row]),
                        ("spike", row + spike_base), ("dst", dst), ("soma", soma[row]), ("events", events)):
