@@ -126,6 +126,11 @@ def test_des_against_torch_forward():
         "spikformer_4_384: 1,756 cores on 8 chips, 9.3 M channel nodes; no benchmark row before issue 14 (its DES "
         "took about 250 s on a loaded machine before it: 52,000 numpy rounds of the vector engine, plus Python "
         "route trees and COO fan-out tables); network_simpy_s not measured (minutes per play).",
+        "Before the fan-out tables were factorised by source classes and the synapse units' makespans compiled "
+        "(commit b8baf3b, this machine, quiet): DES / forward 1.59x mnist_conv, 5.47x vgg11, 30.6x "
+        "spikformer_4_384. What is left on the large nets is mostly the DES itself: the compiled grant kernel "
+        "(hwmodels.kernels.grants) alone takes several times Spikformer's forward (2.0 s against 0.4-0.55 s) on "
+        "its 9.3 M channel nodes.",
         f"load average at start {machine['load_avg_1min']}, at end {round(os.getloadavg()[0], 2)}, on "
         f"{machine['cores']} cores: other jobs ran alongside (the forward pass uses both cores and suffers most)."]
     if max(machine["load_avg_1min"], os.getloadavg()[0]) > 1.5:

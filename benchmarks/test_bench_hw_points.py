@@ -181,6 +181,11 @@ def test_hardware_only_points_per_second():
              "repeats): less sensitive than the wall-clock targets to the other jobs sharing the 2 cores.",
              "Single-axis sweeps (last section): 20 chips each, energies or latencies scaled 0.5-2.4 / 1.0-2.9, "
              "after the preset itself was simulated into the same cache.",
+             "Before routes were recosted instead of rebuilt for new router latencies and the batches' latency-free "
+             "keys were kept (commit b8baf3b, this machine): energy sweep 178.6 / 172.7, latency sweep 51.1 / 25.2, "
+             "mixed sweep 36.0 / 13.5 points/s (analytic / DES). The mixed sweep is bound by its new partitions "
+             "(fan-out tables and action counts of 100 samples: median_new_partition_s) and, for the DES, by the "
+             "grant kernel on contended placements.",
              *[f"Parameters that force a recount of {what}: {params}." for what, params in RECOUNT.items()],
              f"load average at start {machine['load_avg_1min']} on {machine['cores']} cores: other jobs ran alongside."]
     write_report("hw_points", "Hardware-only design points per second",

@@ -101,6 +101,11 @@ def test_lowering_speed():
         "with the walls of another, as a ratio of the column medians would).",
         "trace_write_s: hwmodels.stream.write_trace of the lowered trace to a trace folder (median of 3; the page "
         "cache absorbs the writes). budget_s = forward_s + trace_write_s, the target's bound on lower_to_folder_s.",
+        "Before the faster weight grid search and spike extraction (commit 7a51732, this machine, ratio of column "
+        "medians): 1.96x mnist_conv, 4.42x vgg11, 3.48x spikformer_4_384. What is left on VGG-11 and Spikformer is "
+        "work proportional to their ~9 M weights that a forward pass does not do (quantized model copy, BatchNorm "
+        "folding in float64, the weight grid fit, the graph fingerprint's SHA-256): 0.4-0.6 s against a 0.02-0.03 s "
+        "trace write for 16 / 4 samples; with more samples it is amortised.",
         f"Load average at start {machine['load_avg_1min']} on {machine['cores']} cores: other jobs share the "
         "machine, so walls vary between runs; the pairs see the same load."]
     write_report("lowering_speed", "Lowering speed against the torch forward pass",

@@ -251,7 +251,7 @@ class TreeLayout:
         self.levels = [np.flatnonzero(depth == d) for d in range(2, int(depth.max(initial=0)) + 1)]
 
 
-def _tree_sums(trees: tuple[Tree, ...], lay: TreeLayout, energy_j: np.ndarray) -> np.ndarray:
+def tree_energy_sums(trees: tuple[Tree, ...], lay: TreeLayout, energy_j: np.ndarray) -> np.ndarray:
     """Tree.hop_j.sum() of every tree, float (n_trees,), bit for bit: numpy sums fewer than 8 values one by one
     from 0 (done here for all trees at once, one position at a time), longer arrays pairwise (summed alone)."""
     flat = energy_j[lay.kind]
@@ -327,7 +327,7 @@ class RouteUse:
         (Network.recost): equal to route_use on `net`, without building the routes again."""
         lay = self.topology.layout
         trees = net.recost(self.trees, lay)
-        hop_j = _tree_sums(trees, lay, net.kind_costs[1])[self.flow_route] if trees else np.zeros(0)
+        hop_j = tree_energy_sums(trees, lay, net.kind_costs[1])[self.flow_route] if trees else np.zeros(0)
         return RouteUse(self.flow_route, trees, self.flows, self.messages, hop_j, self.hops, self.hop_kinds,
                         self.topology)
 

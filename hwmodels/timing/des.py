@@ -113,7 +113,7 @@ def _group_nodes(batches: list[Batch], buffer_depth: int | None, keep: Keep) -> 
     later call on the same batches (e.g. from a hwmodels.SimCache with other core or router latencies) skips
     building them; the hop latencies and link time of these batches are then put on them (Nodes.with_costs)."""
     key = ("des_nodes", tuple((id(a), id(u.topology)) for a, _, u in batches), buffer_depth)
-    nodes, queues, built = keep(key, lambda: (*_build_nodes(batches, buffer_depth), batches),
+    nodes, queues, built = keep(key, lambda: (*build_nodes(batches, buffer_depth), batches),
                                 tuple((a, u.topology) for a, _, u in batches))
     link_s = batches[0][1].link_s
     if built[0][1].link_s == link_s and all(u is v for (_, _, u), (_, _, v) in zip(batches, built)):
@@ -121,7 +121,7 @@ def _group_nodes(batches: list[Batch], buffer_depth: int | None, keep: Keep) -> 
     return nodes.with_costs(tuple(t for _, _, u in batches for t in u.trees), link_s), queues
 
 
-def _build_nodes(batches: list[Batch], buffer_depth: int | None) -> tuple[Nodes, Queues]:
+def build_nodes(batches: list[Batch], buffer_depth: int | None) -> tuple[Nodes, Queues]:
     """Channel nodes and queues of all batches at once (steps numbered across batches)."""
     uses = [u for _, _, u in batches]
     tree_off = np.cumsum([0] + [len(u.trees) for u in uses])

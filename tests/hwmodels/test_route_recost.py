@@ -10,7 +10,7 @@ from hwmodels import load_preset, map_network
 from hwmodels.events.actions import build_fanout, count_actions
 from hwmodels.events.network import Network, route_use
 from hwmodels.timing.core_times import action_times
-from hwmodels.timing.des import _build_nodes
+from hwmodels.timing.des import build_nodes
 
 ARRAYS = ("links", "parent", "depth", "hop_s", "hop_j", "kind", "before_s", "blocking")
 
@@ -58,8 +58,8 @@ def test_recosted_routes_equal_routes_built_on_the_other_network(nets, rng, mult
             assert np.array_equal(getattr(got, field.name), getattr(want, field.name)), field.name
     # the DES channel nodes of the recosted routes equal nodes built on the other network's routes
     t_b = action_times(a, other, m)
-    built, _ = _build_nodes([(a, t_b, want)], other.router.buffer_depth)
-    base_nodes, _ = _build_nodes([(a, action_times(a, base, m), use_a)], other.router.buffer_depth)
+    built, _ = build_nodes([(a, t_b, want)], other.router.buffer_depth)
+    base_nodes, _ = build_nodes([(a, action_times(a, base, m), use_a)], other.router.buffer_depth)
     moved = base_nodes.with_costs(got.trees, t_b.link_s)
     assert built.n > 0 and len(built.term_node) > 0  # finite buffers: slot terms exist
     for name in ("hop", "before", "cm", "term_const", "term_node", "tm_ptr", "parent", "link", "missing"):
@@ -73,7 +73,7 @@ def test_tree_energy_sums_are_numpys_sums_bit_for_bit():
     order shows)."""
     from types import SimpleNamespace
 
-    from hwmodels.events.network import _tree_sums
+    from hwmodels.events.network import tree_energy_sums
     rng = np.random.default_rng(0)
     for _ in range(200):
         sizes = rng.integers(0, 12, 30)
@@ -81,5 +81,5 @@ def test_tree_energy_sums_are_numpys_sums_bit_for_bit():
         kind = rng.integers(0, 3, int(sizes.sum()))
         bounds = np.concatenate([[0], np.cumsum(sizes)]).tolist()
         trees = tuple(SimpleNamespace(hop_j=energy[kind[lo:hi]]) for lo, hi in zip(bounds[:-1], bounds[1:]))
-        got = _tree_sums(trees, SimpleNamespace(kind=kind, bounds=bounds), energy)
+        got = tree_energy_sums(trees, SimpleNamespace(kind=kind, bounds=bounds), energy)
         assert np.array_equal(got, [t.hop_j.sum() for t in trees])
