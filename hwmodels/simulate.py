@@ -34,9 +34,10 @@ GROUP_SAMPLES = {"des": 128, "analytic": 1}
 #: channel nodes (flow x route channel, summed over a group's batches) after which a model's group is closed
 #: early, bounding the memory of the DES's vector engine whatever the samples' traffic (measured: about 200 bytes
 #: of peak memory per node, VGG-11 at 32x32 with 4.65 M nodes per 128 samples; 2^23 nodes ~ 1.7 GiB); a group
-#: holds at least one batch. Groups only batch independent hardware steps (the steps of every sample are numbered
+#: holds at least one batch (a batch over it is played in chunks of whole steps, hwmodels.timing.des.CHUNK_NODES).
+#: Groups only batch independent hardware steps (the steps of every sample are numbered
 #: apart, hwmodels.timing.des), so results do not depend on where a group ends (tests/hwmodels/test_simulate_groups.py)
-GROUP_NODES = {"des": 1 << 23, "analytic": None}
+GROUP_NODES = {"des": des.CHUNK_NODES, "analytic": None}
 #: per-sample columns of SimResult.samples besides the energy components
 SAMPLE_COLUMNS = ("latency_s", "synops", "spikes", "messages", "hops")
 

@@ -74,6 +74,9 @@ from hwmodels.timing.core_times import ActionTimes
 
 #: one batch: its action counts, their durations and its routes
 Batch = tuple[Actions, ActionTimes, RouteUse]
+#: channel nodes the vector engine solves at once: a larger group or batch is played in chunks of whole steps
+#: (about 200 bytes of peak memory per node: 2^23 nodes ~ 1.7 GiB; hwmodels.simulate closes its groups at it too)
+CHUNK_NODES = 1 << 23
 
 def _eject_channels(actions: Actions, use: RouteUse, net: Network) -> np.ndarray:
     """Channel index (in its flow's tree) into each delivery's destination tile, -1 on the source tile, int64
@@ -136,13 +139,50 @@ def build_nodes(batches: list[Batch], buffer_depth: int | None) -> tuple[Nodes, 
 
 def _play_vector(batches: list[Batch], buffer_depth: int | None, keep: Keep = make_now) -> list[tuple[np.ndarray, np.ndarray]]:
     """The same as _play_simpy with hwmodels.timing.des_vector, every batch of the group in one solve (every hop
-    latency must be > 0); the channel nodes come through `keep`."""
+    latency must be > 0); the channel nodes come through `keep`. A group of more than CHUNK_NODES channel nodes
+    is played batch by batch, and a batch of more than CHUNK_NODES in chunks of whole steps (_play_chunked), so
+    memory stays bounded; steps are independent, so the result is the same."""
+    total = sum(int(u.hops.sum()) for _, _, u in batches)
+    if total > CHUNK_NODES and len(batches) > 1:
+        return [r for b in batches for r in _play_vector([b], buffer_depth, keep)]
+    if total > CHUNK_NODES:
+        return [_play_chunked(batches[0], buffer_depth)]
     nodes, queues = _group_nodes(batches, buffer_depth, keep)
     ready = np.concatenate([t.flow_ready_s for _, t, _ in batches])
     tail = np.concatenate([t.flow_tail_s for _, t, _ in batches])
     grant, rel = des_vector.grants(nodes, queues, ready, tail, batches[0][1].link_s)
     ends = np.cumsum([0] + [int(u.hops.sum()) for _, _, u in batches])
     return [(grant[a:b] + nodes.hop[a:b], rel[a:b] - grant[a:b]) for a, b in zip(ends[:-1], ends[1:])]
+
+
+def _merge_chunks(step: np.ndarray, ends: np.ndarray, limit: int) -> list[tuple[int, int]]:
+    """Flow ranges [f0, f1) of whole steps (`step` sorted, one per flow), in order and covering every flow, each
+    with at most `limit` channel nodes (ends: node offset of every flow and the total) unless one step alone has
+    more: a new range starts at a step when adding it would pass `limit`."""
+    bounds = np.concatenate([[0], np.flatnonzero(np.diff(step)) + 1, [len(step)]]).tolist()
+    out, f0 = [], 0
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        if hi > lo and ends[hi] - ends[f0] > limit and lo > f0:
+            out.append((f0, lo))
+            f0 = lo
+    if len(step) > f0 or not out:
+        out.append((f0, len(step)))
+    return out
+
+
+def _play_chunked(batch: Batch, buffer_depth: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """(head down s, held s) per channel node of one batch, its steps played in chunks of at most CHUNK_NODES
+    channel nodes (whole steps; a larger step alone), each chunk's nodes built, solved and dropped in turn."""
+    a, t, u = batch
+    step = a.flow_sample * a.n_steps + a.flow_step  # sorted: flows are in (sample, step, ...) order
+    off = _offsets(u)
+    down, held = np.empty(int(off[-1])), np.empty(int(off[-1]))
+    for f0, f1 in _merge_chunks(step, off, CHUNK_NODES):
+        nodes = Nodes(u.trees, u.flow_route[f0:f1], u.hops[f0:f1], a.flow_messages[f0:f1],
+                      step[f0:f1] - step[f0], t.link_s, buffer_depth)
+        grant, rel = des_vector.grants(nodes, Queues(nodes), t.flow_ready_s[f0:f1], t.flow_tail_s[f0:f1], t.link_s)
+        down[off[f0]:off[f1]], held[off[f0]:off[f1]] = grant + nodes.hop, rel - grant
+    return down, held
 
 
 #: DES engine name -> fn(batches, buffer depth, keep) -> [(head down s, held s) per channel node of each batch]

@@ -157,3 +157,27 @@ def test_simpy_engine_schedules_at_absolute_times_exactly_through_the_public_api
         env.at(now, lambda _ev, t=time: env.at(t, lambda _e: seen.append((env.now, t))))
         env.run()
         assert len(seen) == 1 and seen[0][0] == seen[0][1]
+
+
+@pytest.mark.parametrize("depth", [None, 2])
+def test_a_batch_over_the_node_limit_is_played_in_chunks_of_whole_steps_with_the_same_result(monkeypatch, depth):
+    """With CHUNK_NODES below one batch's channel nodes, the vector engine plays the batch in chunks of whole steps
+    (some chunks one step over the limit): step latencies, link hold times and done times equal the unchunked
+    play bit for bit, for one batch and for a group of several."""
+    g, tr, m, chip = _case(5, depth, rate=0.5)
+    tables, net = build_fanout(g, m), Network(m, chip)
+    half = tr.n_samples // 2
+    acts = [count_actions(g, tr, m, tables, r) for r in (range(0, half), range(half, tr.n_samples))]
+    batches = [(a, action_times(a, chip, m), route_use(a.flow_src, a.flow_route, a.flow_messages, a.routes, net))
+               for a in acts]
+    whole = des.timing_batches(batches, net, depth, engine="vector")
+    nodes = [int(u.hops.sum()) for _, _, u in batches]
+    steps = [len(np.unique(a.flow_sample * a.n_steps + a.flow_step)) for a in acts]
+    assert min(nodes) > 40 and min(steps) > 4
+    for limit in (1, 7, 40, max(nodes) - 1):
+        monkeypatch.setattr(des, "CHUNK_NODES", limit)
+        for group in (batches, batches[:1]):
+            chunked = des.timing_batches(group, net, depth, engine="vector")
+            for x, y in zip(chunked, whole):
+                assert np.array_equal(x.step_s, y.step_s) and np.array_equal(x.link_held_s, y.link_held_s)
+                assert np.array_equal(x.core_done_s, y.core_done_s)
