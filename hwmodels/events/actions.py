@@ -288,9 +288,7 @@ class Actions:
         """int64 (n_flows,): messages the flow's core sent earlier in the same step (flows leave in flow order)."""
         key, m = self.flow_src_key, self.flow_messages
         csum = np.cumsum(m)
-        first = np.ones(len(key), bool)
-        first[1:] = key[1:] != key[:-1]
-        first = np.flatnonzero(first)
+        first = np.flatnonzero(run_starts(key))
         base = np.repeat(csum[first] - m[first], np.diff(np.append(first, len(csum))))
         return csum - m - base
 
@@ -311,17 +309,28 @@ class Actions:
     def deliv_groups(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(distinct deliv_keys sorted, the deliveries' stable order by key, start of each key's run in that order
         followed by n_deliv), int64 each (hwmodels.timing.core_times.destination_finish)."""
-        order = np.argsort(self.deliv_keys, kind="stable")
-        key = self.deliv_keys[order]
-        first = np.ones(len(key), bool)
-        first[1:] = key[1:] != key[:-1]
-        starts = np.flatnonzero(first)
-        return key[starts], order, np.append(starts, len(key))
+        return key_groups(self.deliv_keys)
 
     def route_cores(self, flow: int) -> tuple[int, ...]:
         """Destination cores of flow `flow`'s route."""
         r = int(self.flow_route[flow])
         return (r,) if self.routes is None else tuple(int(c) for c in self.routes[r])
+
+
+def run_starts(keys: np.ndarray) -> np.ndarray:
+    """bool (n,): True at the first element of every run of equal values in `keys`."""
+    first = np.ones(len(keys), bool)
+    first[1:] = keys[1:] != keys[:-1]
+    return first
+
+
+def key_groups(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(distinct keys sorted, stable argsort of `keys`, start of each key's run in that order followed by n),
+    int64 each."""
+    order = np.argsort(keys, kind="stable")
+    key = keys[order]
+    starts = np.flatnonzero(run_starts(key))
+    return key[starts], order, np.append(starts, len(key))
 
 
 def gather_spikes(trace: EventTrace, samples: range, pop_i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

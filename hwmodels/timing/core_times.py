@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hwmodels.events.actions import Actions
+from hwmodels.events.actions import Actions, key_groups, run_starts
 from hwmodels.mapping.map import Mapping
 from hwmodels.events.neuron_rules import neuron_work
 from hwmodels.chip.spec import ChipSpec
@@ -94,11 +94,7 @@ class ActionTimes:
     barrier_s: float
 
 
-def _group_starts(keys: np.ndarray) -> np.ndarray:
-    """Boolean mask marking the first element of every run of equal values in sorted `keys`."""
-    first = np.ones(len(keys), bool)
-    first[1:] = keys[1:] != keys[:-1]
-    return first
+_group_starts = run_starts  # the first element of every run of equal keys
 
 
 def action_times(actions: Actions, chip: ChipSpec, mapping: Mapping) -> ActionTimes:
@@ -130,12 +126,7 @@ def destination_finish(keys: np.ndarray, arrival: np.ndarray, work: np.ndarray,
     """
     if not len(keys):
         return np.zeros(0, np.int64), np.zeros(0)
-    if groups is None:
-        order = np.argsort(keys, kind="stable")
-        key = keys[order]
-        starts = np.flatnonzero(_group_starts(key))
-        groups = key[starts], order, np.append(starts, len(key))
-    uniq, order, bounds = groups
+    uniq, order, bounds = key_groups(keys) if groups is None else groups
     return uniq, finish.makespans(order, bounds, np.asarray(arrival, float), np.asarray(work, float))
 
 
