@@ -122,7 +122,8 @@ def play(qv, key, of, node_ptr, queue_ptr, hop, cm, tb, blocking, parent, first_
     each node; missing: int64 (n,) grants each release needs, consumed. Children: first_child when ch_ptr is
     empty (at most one child per channel), else the CSR (ch_ptr, child); release dependencies: the node and its
     blocking parent when dp_ptr is empty (no slot terms), else the CSR (dp_ptr, dependent) (hwmodels.timing.
-    des_nodes.Nodes). Returns (g, rel, nodes granted)."""
+    des_nodes.Nodes). Returns (g, rel, nodes granted, children whose request fl(G + hop) is not after their
+    parent's grant G: the proof's precondition, hwmodels.timing.des_vector)."""
     n, n_queues = len(qv), queue_ptr[-1]
     g, rel = np.full(n, np.nan), np.full(n, np.nan)
     users = np.bincount(of, minlength=n_queues)
@@ -134,7 +135,7 @@ def play(qv, key, of, node_ptr, queue_ptr, hop, cm, tb, blocking, parent, first_
     for k in range(len(node_ptr) - 1):
         most = max(most, (queue_ptr[k + 1] - queue_ptr[k]) + 2 * (node_ptr[k + 1] - node_ptr[k]) + 1)
     ct, cq, cv = np.empty(most), np.empty(most, np.int64), np.empty(most, np.int64)
-    granted = 0
+    granted, early = 0, np.zeros(1, np.int64)
     for k in range(len(node_ptr) - 1):
         for u in range(node_ptr[k], node_ptr[k + 1]):
             if not np.isnan(qv[u]):
@@ -145,15 +146,16 @@ def play(qv, key, of, node_ptr, queue_ptr, hop, cm, tb, blocking, parent, first_
                 hsize = _cand_push(ct, cq, cv, hsize, max(free[qu], qv[heap[start[qu]]]), qu, ver[qu])
         granted += _run(hsize, ct, cq, cv, heap, start, size, free, busy, ver, qv, key, of, g, rel, hop, cm, tb,
                         blocking, parent, first_child, ch_ptr, child, tm_ptr, term_node, term_const, dp_ptr,
-                        dependent, missing, link_s)
-    return g, rel, granted
+                        dependent, missing, link_s, early)
+    return g, rel, granted, early[0]
 
 
 @njit(cache=True)
 def _run(hsize, ct, cq, cv, heap, start, size, free, busy, ver, qv, key, of, g, rel, hop, cm, tb, blocking, parent,
-         first_child, ch_ptr, child, tm_ptr, term_node, term_const, dp_ptr, dependent, missing, link_s) -> int:
+         first_child, ch_ptr, child, tm_ptr, term_node, term_const, dp_ptr, dependent, missing, link_s, early) -> int:
     """Pop candidates in time order until none is left: grant, derive the children's requests and every
-    release now known; returns the grants made."""
+    release now known; returns the grants made and adds to early[0] the children requested at their parent's
+    grant instant."""
     granted, single, plain = 0, len(ch_ptr) == 0, len(dp_ptr) == 0
     while hsize > 0:
         qu, v = cq[0], cv[0]
@@ -170,6 +172,8 @@ def _run(hsize, ct, cq, cv, heap, start, size, free, busy, ver, qv, key, of, g, 
         for j in range(lo, hi):
             c = first_child[u] if single else child[j]
             qv[c] = gt + hop[u]
+            if qv[c] <= gt:
+                early[0] += 1
             kq = of[c]
             _wait_push(heap, start, size, kq, c, qv, key)
             if not busy[kq] and heap[start[kq]] == c:

@@ -67,7 +67,7 @@ import numpy as np
 from hwmodels.timing import analytic, des_simpy, des_vector, core_times
 from hwmodels.events.actions import Actions
 from hwmodels.timing.analytic import Timing
-from hwmodels.timing.des_nodes import Nodes, Queues
+from hwmodels.timing.des_nodes import Nodes, Queues, TreeArrays
 from hwmodels.events.network import DIRECTIONS, Network, RouteUse
 from hwmodels.mapping.partition import Keep, make_now
 from hwmodels.timing.core_times import ActionTimes
@@ -177,9 +177,10 @@ def _play_chunked(batch: Batch, buffer_depth: int | None) -> tuple[np.ndarray, n
     step = a.flow_sample * a.n_steps + a.flow_step  # sorted: flows are in (sample, step, ...) order
     off = _offsets(u)
     down, held = np.empty(int(off[-1])), np.empty(int(off[-1]))
+    arrays = TreeArrays(u.trees)
     for f0, f1 in _merge_chunks(step, off, CHUNK_NODES):
         nodes = Nodes(u.trees, u.flow_route[f0:f1], u.hops[f0:f1], a.flow_messages[f0:f1],
-                      step[f0:f1] - step[f0], t.link_s, buffer_depth)
+                      step[f0:f1] - step[f0], t.link_s, buffer_depth, arrays)
         grant, rel = des_vector.grants(nodes, Queues(nodes), t.flow_ready_s[f0:f1], t.flow_tail_s[f0:f1], t.link_s)
         down[off[f0]:off[f1]], held[off[f0]:off[f1]] = grant + nodes.hop, rel - grant
     return down, held

@@ -10,6 +10,7 @@ from functools import cached_property
 import numpy as np
 
 from hwmodels.events.network import NO_TERM, Tree
+from hwmodels.kernels.nodes import flat_nodes
 
 
 def seg(ptr: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -39,6 +40,19 @@ def dense_unique(keys: np.ndarray, size: int, first: bool = False):
     return uniq, (np.cumsum(table) - 1)[keys]
 
 
+class TreeArrays:
+    """The arrays of a sequence of route trees laid end to end, as Nodes reads them: off int64 (n_trees + 1,) first
+    channel of each tree and the end; links, parent (tree-local, -1 at a root) int64, hop_s, before_s float64 s,
+    blocking bool, each (n_channels,). Made once for the trees of a batch and shared by the Nodes of its chunks."""
+
+    def __init__(self, trees: tuple[Tree, ...]):
+        self.off = np.concatenate([[0], np.cumsum([len(t.links) for t in trees], dtype=np.int64)]).astype(np.int64)
+        def cat(name, dt):
+            return np.concatenate([getattr(t, name) for t in trees]).astype(dt) if trees else np.zeros(0, dt)
+        self.links, self.parent = cat("links", np.int64), cat("parent", np.int64)
+        self.hop_s, self.before_s, self.blocking = cat("hop_s", float), cat("before_s", float), cat("blocking", bool)
+
+
 class Nodes:
     """Channel nodes of a group of flows: node off[f] + c is channel c of flow f's tree (hwmodels.timing.des layout).
 
@@ -48,36 +62,23 @@ class Nodes:
     before (s, from the tree), blocking, cm = (m - 1) L (s), first_child (-1: none); slot terms (tm_ptr,
     term_node, term_const s); missing = how many grants each release needs. Built on first use (the compiled
     engine needs them only with several children per channel or with slot terms): CSR `children`
-    (ch_ptr, child) and `dependents` (dp_ptr, dependent).
+    (ch_ptr, child) and `dependents` (dp_ptr, dependent). arrays: the trees' TreeArrays when already made (the
+    chunks of one batch share them); the per-node arrays come from one compiled pass (hwmodels.kernels.nodes).
     """
 
     def __init__(self, trees: tuple[Tree, ...], flow_route: np.ndarray, hops: np.ndarray, msgs: np.ndarray,
-                 flow_step: np.ndarray, link_s: float, depth: int | None):
-        sizes = np.array([len(t.links) for t in trees], np.int64)
-        t_off = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-        def cat(name, dt):
-            return np.concatenate([getattr(t, name) for t in trees]).astype(dt) if trees else np.zeros(0, dt)
-        self.off = np.concatenate([[0], np.cumsum(hops)]).astype(np.int64)
+                 flow_step: np.ndarray, link_s: float, depth: int | None, arrays: TreeArrays | None = None):
+        arrays = TreeArrays(trees) if arrays is None else arrays
+        (self.off, self.flow, self.step, self.base, self._tidx, self.link, self.parent, self.first_child, self._m1,
+         self.hop, self.before, self.cm, self.blocking, most) = flat_nodes(
+            np.asarray(flow_route, np.int64), np.asarray(hops, np.int64), np.asarray(msgs, np.int64),
+            np.asarray(flow_step, np.int64), arrays.off, arrays.links, arrays.parent, arrays.hop_s, arrays.before_s,
+            arrays.blocking, float(link_s))
         self.n = n = int(self.off[-1])
-        fl = np.flatnonzero(hops > 0)
-        self.flow = np.repeat(fl, hops[fl])
-        self.step = flow_step[self.flow]
-        self.base = self.off[self.flow]
-        self._tidx = tidx = t_off[flow_route[self.flow]] + np.arange(n) - self.base
-        self.link, self.hop = cat("links", np.int64)[tidx], cat("hop_s", float)[tidx]
-        self.before, self.blocking = cat("before_s", float)[tidx], cat("blocking", bool)[tidx]
-        tpar = cat("parent", np.int64)[tidx]
-        self.parent = np.where(tpar >= 0, tpar + self.base, -1)
-        kids = np.flatnonzero(self.parent >= 0)
-        self.first_child = np.full(n, -1, np.int64)
-        self.first_child[self.parent[kids[::-1]]] = kids[::-1]
-        m = msgs[self.flow]
-        self._m1 = m - 1
-        self.cm = self._m1 * link_s
         k_cap = np.array([int(t.depth.max(initial=0)) for t in trees], np.int64)[flow_route[self.flow]] \
             if trees and depth is not None else np.zeros(0, np.int64)
-        self._terms(trees, t_off, tidx, m, depth, link_s, k_cap)
-        self.single_child = bool(np.bincount(self.parent[kids], minlength=1).max() <= 1)
+        self._terms(trees, arrays.off, self._tidx, self._m1 + 1, depth, link_s, k_cap)
+        self.single_child = bool(most <= 1)
         self.plain = len(self.term_node) == 0
         # grants each release needs: its own, its child's when blocking, and the slot terms' (distinct)
         self.missing = 1 + self.blocking if self.plain else np.bincount(self._dependents[1], minlength=n)

@@ -53,12 +53,11 @@ def grants(nd: Nodes, qs: Queues, ready: np.ndarray, tail: np.ndarray, link_s: f
     none = np.zeros(0, np.int64)
     ch_ptr, child = (none, none) if nd.single_child else nd.children
     dp_ptr, dependent = (none, none) if nd.plain else nd.dependents
-    g, rel, done = kernel.play(qv, nd.flow, qs.of, node_ptr, queue_ptr, nd.hop, nd.cm, tb, nd.blocking, nd.parent,
-                               nd.first_child, ch_ptr, child, nd.tm_ptr, nd.term_node, nd.term_const, dp_ptr,
-                               dependent, nd.missing.copy(), float(link_s))
+    g, rel, done, early = kernel.play(qv, nd.flow, qs.of, node_ptr, queue_ptr, nd.hop, nd.cm, tb, nd.blocking,
+                                      nd.parent, nd.first_child, ch_ptr, child, nd.tm_ptr, nd.term_node,
+                                      nd.term_const, dp_ptr, dependent, nd.missing.copy(), float(link_s))
     if done != nd.n:
         raise NotApplicable(f"DES vector engine: {nd.n - done} channels never granted")
-    kids = np.flatnonzero(nd.parent >= 0)
-    if np.any(qv[kids] <= g[nd.parent[kids]]):
+    if early:  # some child's request fl(G + h) did not come after its parent's grant G
         raise NotApplicable("DES vector engine: a hop latency vanishes against the step times")
     return g, rel
