@@ -230,11 +230,13 @@ def source_classes(proj: Projection, src_shape: tuple[int, ...], target_core: np
     geom = _ConvGeom.of(proj, src_shape)
     hw_out = geom.ho * geom.wo
     tc = np.asarray(target_core, np.int64).reshape(geom.c_out, hw_out)
-    pat = _column_classes(geom.cover(np.arange(hw_out)))
     whole = (tc == tc[:, :1]).all(axis=1)
-    for o in np.flatnonzero(~whole):
-        for g in np.unique(tc[o]):
-            pat = _refine(pat, _column_classes(geom.cover(np.flatnonzero(tc[o] == g))))
+    # the input positions' columns of every cover map, packed to bits and stacked: equal stacked columns <=> the
+    # same column in every map (the counts' only dependence on the position)
+    bits = lambda pos: np.packbits(geom.cover(pos) != 0, axis=0)
+    maps = [bits(np.arange(hw_out))] + [bits(np.flatnonzero(tc[o] == g)) for o in np.flatnonzero(~whole)
+                                        for g in np.unique(tc[o])]
+    pat = _column_classes(np.concatenate(maps))
     n_pat = int(pat.max(initial=-1)) + 1
     return (np.arange(geom.c_in, dtype=np.int64)[:, None] * n_pat + pat[None, :]).reshape(-1)
 
