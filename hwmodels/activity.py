@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from hwmodels.kernels.count import chunk_bits
+
 BITORDER = "little"
 
 
@@ -61,22 +63,12 @@ def check(activity: dict[str, np.ndarray], populations: tuple[str, ...], n_sampl
 
 def _chunk_counts(packed: np.ndarray, starts: np.ndarray, size: int) -> np.ndarray | None:
     """Set bits of every row in each chunk [starts[k], starts[k+1]) (last chunk to `size`), int64 (rows, chunks),
-    counted on the packed bytes (np.bitwise_count per byte, sums between the chunks' bytes, the split bytes at
-    chunk boundaries corrected bit by bit); None when two chunks start in the same byte (use the unpacked path)."""
-    byte, bit = np.divmod(starts, 8)
+    counted on the packed bytes (hwmodels.kernels.count.chunk_bits); None when two chunks start in the same byte
+    (use the unpacked path)."""
+    byte = starts >> 3
     if len(byte) > 1 and np.any(np.diff(byte) == 0):
         return None
-    counts = np.bitwise_count(packed)
-    seg = np.add.reduceat(counts, byte, axis=1, dtype=np.int64)  # bytes byte[k] .. byte[k+1] - 1 (last: to the end)
-    prefix = np.zeros((len(packed), len(starts) + 1), np.int64)  # set bits before each start, then the total
-    prefix[:, 1:] = np.cumsum(seg, axis=1)
-    split = bit > 0  # a chunk starting inside a byte: that byte's lower bits belong to the chunk before
-    if split.any():
-        low = (np.left_shift(1, bit[split]) - 1).astype(np.uint8)
-        below = np.bitwise_count(packed[:, byte[split]] & low).astype(np.int64)
-        k = np.flatnonzero(split)
-        prefix[:, k] += below  # prefix[k] counted bytes < byte[k]: add the lower bits of byte[k]
-    return np.diff(prefix, axis=1)
+    return chunk_bits(np.ascontiguousarray(packed), np.asarray(starts, np.int64))
 
 
 def window_counts(packed: np.ndarray, size: int, core_of_neuron: np.ndarray, n_cores: int,

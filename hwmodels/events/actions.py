@@ -19,6 +19,7 @@ from hwmodels.mapping.connectivity import (COUNT_KINDS, PAID_COUNT, FanoutStore,
                                            stored_core_fanout)
 from hwmodels.mapping.map import Mapping
 from hwmodels.chip.spec import CoreSpec
+from hwmodels.kernels.count import count_rows, dst_major, unicast_flows
 from hwmodels.kernels.spike_classes import row_class_counts
 from hwmodels.mapping.storage import read_bits
 from hwmodels.trace import STORAGE_FORMATS, EventTrace, NetworkGraph, Projection
@@ -110,6 +111,44 @@ class FanoutTables:
     def blocks(self) -> int:
         """Value blocks after the message block: the formats, plus the bits block when there is one."""
         return len(self.formats) + (self.bits_per_event is None)
+
+    @cached_property
+    def joint(self) -> JointClasses:
+        """The class stacks of every sending population as one CSR (made on first use, kept with the tables)."""
+        return JointClasses.of(self)
+
+
+@dataclass(frozen=True, eq=False)
+class JointClasses:
+    """Every sending population's class stack (FanoutTables.factors) stacked into one int64 CSR, a population's
+    classes numbered from its offset, in the order of FanoutTables.stack.
+
+    offsets: {population: id of its class 0}; stack: the stacked CSR regrouped by destination core
+    (hwmodels.kernels.count.dst_major: ptr, dst, values (., 1 + blocks)); totals: (structural, nonzero) int64
+    (n_classes,) fan-out totals of a neuron of each class.
+    """
+
+    offsets: dict[str, int]
+    stack: tuple[np.ndarray, np.ndarray, np.ndarray]
+    totals: tuple[np.ndarray, np.ndarray]
+
+    @classmethod
+    def of(cls, tables: FanoutTables) -> JointClasses:
+        """The joint classes of `tables`."""
+        offsets, indptr, indices, data, struct, nonzero = {}, [np.zeros(1, np.int64)], [], [], [], []
+        n_cls = 0
+        for name in tables.stack:
+            _, per_class, first = tables.factors(name)
+            offsets[name] = n_cls
+            indptr.append(np.asarray(per_class.indptr[1:], np.int64) + indptr[-1][-1])
+            indices.append(np.asarray(per_class.indices, np.int64))
+            data.append(np.asarray(per_class.data, np.int64))
+            struct.append(np.asarray(tables.structural[name][first], np.int64))
+            nonzero.append(np.asarray(tables.nonzero[name][first], np.int64))
+            n_cls += per_class.shape[0]
+        cat = lambda parts: np.concatenate(parts) if parts else np.zeros(0, np.int64)
+        stack = dst_major(cat(indptr), cat(indices), cat(data), tables.n_cores, 1 + tables.blocks)
+        return cls(offsets, stack, (cat(struct), cat(nonzero)))
 
 
 def _per_event_bits(graph: NetworkGraph, mapping: Mapping, formats: tuple[str, ...],
@@ -376,32 +415,22 @@ def count_actions(graph: NetworkGraph, trace: EventTrace, mapping: Mapping, tabl
     n_rows = nb * n_steps * n
     spikes, window = np.zeros(n_rows, np.int64), np.zeros((n_steps, n), bool)
     recorded = np.zeros((nb, n_steps, n), np.int64)
-    struct, nonzero = np.zeros(nb), np.zeros(nb)
-    sending = []
+    events = _batch_events(trace, samples)
+    grouped = _Grouped.empty(n_rows, len(events[0])) if tables.routes is None else None
     for name, pop in graph.populations.items():
-        if name not in trace.populations:
-            raise ValueError(f"trace.populations: graph population {name!r} is missing; trace has "
-                             f"{', '.join(trace.populations)}")
-        idx, s, t = gather_spikes(trace, samples, trace.populations.index(name))
-        if len(idx) and (idx.min() < 0 or idx.max() >= pop.size):
-            raise ValueError(f"trace.indices: population {name!r} has a spike index outside 0..{pop.size - 1}")
-        row = (s * n_steps + step_of[name][t]) * n + mapping.core_of_neuron[name][idx]
-        spikes += np.bincount(row, minlength=n_rows)
+        _check_population(trace, name)
+        walk = _segments(events, trace.populations.index(name), step_of[name] * n, n_steps * n)
+        cores = _distinct(mapping.core_of_neuron[name])
+        group = grouped.args(tables, name, cores) if grouped is not None else _Grouped.none()
+        missed = _count_population(spikes, trace, samples, name, pop.size, mapping, (events[0], *walk), group)
         if not pop.is_input:
-            window[np.ix_(step_of[name], np.unique(mapping.core_of_neuron[name]))] = True
-            _add_recorded(recorded, trace, samples, name, pop.size, mapping, step_of[name], (s, t, idx))
-        if name in tables.stack:
-            # spikes per (row, class of neurons with equal fan-out rows): the unicast product's left factor, and
-            # the synaptic-op totals (sums of integers, exact in float64 in any order)
-            of, per_class, first = tables.factors(name)
-            counts = row_class_counts(np.asarray(row, np.int64), np.asarray(of[idx], np.int64), n_rows,
-                                      per_class.shape[0])
-            sending.append((name, idx, row, counts))
-            _, cls, k, at = counts
-            sample = at // (n_steps * n)
-            struct += np.bincount(sample, weights=k * tables.structural[name][first][cls], minlength=nb)
-            nonzero += np.bincount(sample, weights=k * tables.nonzero[name][first][cls], minlength=nb)
-    flows, deliv = (_multicast if tables.routes is not None else _unicast)(sending, tables, n_rows)
+            window[np.ix_(step_of[name], cores)] = True
+            _add_recorded(recorded, trace, samples, name, pop.size, mapping, step_of[name], missed)
+    flows = _unicast_flows(tables, grouped, n_steps * n) if grouped is not None else None
+    if flows is None:  # multicast, or a bits entry without messages: the scipy product of the spikes per class
+        sending, struct, nonzero = _sending(graph, trace, mapping, tables, samples, (n_steps, step_of))
+        flows = (_multicast if tables.routes is not None else _unicast)(sending, tables, n_rows), struct, nonzero
+    (flows, deliv), struct, nonzero = flows
     if deliv[4] is None:  # bits = events x bits per event of their source core and format
         src = (flows[0] % n)[deliv[0]]
         deliv = (*deliv[:4], np.einsum("ij,ij->i", deliv[3], tables.bits_per_event[src]))
@@ -410,7 +439,127 @@ def count_actions(graph: NetworkGraph, trace: EventTrace, mapping: Mapping, tabl
     row = flows[0]
     return Actions(tables.formats, nb, n_steps, n, spikes, window, state, recorded, row // (n_steps * n),
                    (row // n) % n_steps, row % n, flows[1], flows[2],
-                   *deliv, tables.routes, np.rint(struct).astype(np.int64), np.rint(nonzero).astype(np.int64))
+                   *deliv, tables.routes, struct, nonzero)
+
+
+def _batch_events(trace: EventTrace, samples: range) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(neuron indices of every event of `samples` (one slice of trace.indices, dtype kept), lo, hi): int64
+    (n_samples, n_timesteps, n_populations), the events of (sample samples.start + s, t, population p) are
+    indices[lo[s, t, p]:hi[s, t, p]] (the events of a sample range are contiguous in the trace)."""
+    per = trace.n_timesteps * len(trace.populations)
+    off = np.asarray(trace.offsets[samples.start * per:samples.stop * per + 1], np.int64)
+    shape = (len(samples), trace.n_timesteps, len(trace.populations))
+    lo, hi = (off[:-1] - off[0]).reshape(shape), (off[1:] - off[0]).reshape(shape)
+    return np.asarray(trace.indices[int(off[0]):int(off[-1])]), lo, hi
+
+
+def _distinct(values: np.ndarray) -> np.ndarray:
+    """np.unique(values) of an int array, read off its runs first (a population's cores come in runs)."""
+    values = np.asarray(values)
+    return np.unique(values[np.r_[True, values[1:] != values[:-1]]]) if len(values) else np.unique(values)
+
+
+def _segments(events: tuple, pop_i: int, step_base: np.ndarray,
+              step_rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(lo, hi, seg_base) int64 (n_samples * n_timesteps,) of population pop_i (hwmodels.kernels.count):
+    segment g = s * T + t holds the events lo[g]:hi[g] of _batch_events' `events` and its rows start at
+    seg_base[g] = s * step_rows + step_base[t]."""
+    _, lo, hi = events
+    seg_base = np.arange(lo.shape[0])[:, None] * step_rows + step_base[None, :]
+    return lo[:, :, pop_i].ravel(), hi[:, :, pop_i].ravel(), seg_base.ravel().astype(np.int64)
+
+
+def _check_population(trace: EventTrace, name: str) -> None:
+    """Raise ValueError when graph population `name` is missing from `trace`."""
+    if name not in trace.populations:
+        raise ValueError(f"trace.populations: graph population {name!r} is missing; trace has "
+                         f"{', '.join(trace.populations)}")
+
+
+def _count_population(spikes: np.ndarray, trace: EventTrace, samples: range, name: str, size: int,
+                      mapping: Mapping, walk: tuple, group: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Add the spikes of population `name` to `spikes` (int64 (n_rows,)); return the (sample - samples.start,
+    timestep, neuron) of those its activity record does not mark, None when it has no record. walk: (batch
+    indices, lo, hi, seg_base) (_segments); group: the grouping arguments of hwmodels.kernels.count.count_rows
+    (_Grouped.args). Raises ValueError for an index out of range."""
+    idx, lo, hi, seg_base = walk
+    has = name in trace.activity
+    packed = np.asarray(trace.activity[name][samples.start:samples.stop]) if has else np.zeros((0, 0, 1), np.uint8)
+    n_t = trace.n_timesteps
+    bad, seg, neuron = count_rows(lo, hi, idx, seg_base, np.asarray(mapping.core_of_neuron[name], np.int64),
+                                  spikes, packed.reshape(packed.shape[0] * packed.shape[1], packed.shape[2]), n_t,
+                                  group)
+    if bad >= 0:
+        raise ValueError(f"trace.indices: population {name!r} has a spike index outside 0..{size - 1}")
+    return (seg // n_t, seg % n_t, neuron) if has else None
+
+
+@dataclass(frozen=True)
+class _Grouped:
+    """The spikes of a batch grouped by row (hwmodels.kernels.count.count_rows): row r's spike classes (ids of
+    FanoutTables.joint) are ev_cls[row_lo[r]:row_hi[r]], int64 each (row_lo / row_hi (n_rows,), ev_cls one per
+    event of the batch)."""
+
+    row_lo: np.ndarray
+    row_hi: np.ndarray
+    ev_cls: np.ndarray
+
+    @classmethod
+    def empty(cls, n_rows: int, n_events: int) -> _Grouped:
+        """No row holding a spike yet."""
+        return cls(np.zeros(n_rows, np.int64), np.zeros(n_rows, np.int64), np.empty(n_events, np.int64))
+
+    @staticmethod
+    def none() -> tuple:
+        """count_rows' group argument that groups nothing."""
+        return (np.zeros(0, np.int64), 0, *[np.zeros(0, np.int64)] * 4)
+
+    def args(self, tables: FanoutTables, name: str, cores: np.ndarray) -> tuple:
+        """count_rows' group argument for population `name` on `cores` (none() when it sends nothing)."""
+        if name not in tables.joint.offsets:
+            return self.none()
+        return (tables.factors(name)[0], tables.joint.offsets[name], cores, self.row_lo, self.row_hi, self.ev_cls)
+
+
+def _unicast_flows(tables: FanoutTables, grouped: _Grouped, rows_per_sample: int) -> tuple | None:
+    """((flows, deliveries) as _unicast returns them, synops_structural, synops_nonzero) of the grouped spikes,
+    rows_per_sample rows per sample (hwmodels.kernels.count.unicast_flows). None when a value block has an entry
+    without messages (a bitmap's presence bits on a core with only zero weights), which the scipy path
+    (_unicast) handles."""
+    joint = tables.joint
+    row, dst, msgs, values, struct, nonzero, orphan = unicast_flows(
+        grouped.row_lo, grouped.row_hi, grouped.ev_cls, joint.stack, tables.n_cores, rows_per_sample, joint.totals)
+    if orphan:
+        return None
+    nf = len(tables.formats)
+    bits = values[:, nf] if tables.bits_per_event is None else None
+    return ((row, dst, msgs), (np.arange(len(row)), dst, msgs, values[:, :nf], bits)), struct, nonzero
+
+
+def _sending(graph: NetworkGraph, trace: EventTrace, mapping: Mapping, tables: FanoutTables, samples: range,
+             steps: tuple[int, dict[str, np.ndarray]]) -> tuple[list, np.ndarray, np.ndarray]:
+    """The scipy path's inputs: [(population, neuron indices, rows, row_class_counts of its spikes)] of every
+    sending population, and synops_structural, synops_nonzero int64 (n_samples,). steps: SEMANTICS output."""
+    n_steps, step_of = steps
+    nb, n = len(samples), tables.n_cores
+    n_rows = nb * n_steps * n
+    struct, nonzero, sending = np.zeros(nb), np.zeros(nb), []
+    for name in graph.populations:
+        if name not in tables.stack:
+            continue
+        idx, s, t = gather_spikes(trace, samples, trace.populations.index(name))
+        row = (s * n_steps + step_of[name][t]) * n + mapping.core_of_neuron[name][idx]
+        # spikes per (row, class of neurons with equal fan-out rows): the unicast product's left factor, and
+        # the synaptic-op totals (sums of integers, exact in float64 in any order)
+        of, per_class, first = tables.factors(name)
+        counts = row_class_counts(np.asarray(row, np.int64), np.asarray(of[idx], np.int64), n_rows,
+                                  per_class.shape[0])
+        sending.append((name, idx, row, counts))
+        _, cls, k, at = counts
+        sample = at // (n_steps * n)
+        struct += np.bincount(sample, weights=k * tables.structural[name][first][cls], minlength=nb)
+        nonzero += np.bincount(sample, weights=k * tables.nonzero[name][first][cls], minlength=nb)
+    return sending, np.rint(struct).astype(np.int64), np.rint(nonzero).astype(np.int64)
 
 
 def _state_neurons(graph: NetworkGraph, mapping: Mapping) -> np.ndarray:

@@ -1,0 +1,254 @@
+"""Compiled kernels of hwmodels.events.actions.count_actions. One pass over a batch of a population's spikes in
+the trace's CSR (offsets, indices) counts the spikes per row (a row is (sample, hardware step, source core)) and
+groups their classes by row; a second pass over the rows multiplies every row's spikes per class of neurons by
+the classes' fan-out and sums them per destination core, emitting the (row, destination) entries in sorted order.
+All counts are int64 sums of integers, exact in any order.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+
+@njit(cache=True)
+def count_rows(lo: np.ndarray, hi: np.ndarray, idx: np.ndarray, seg_base: np.ndarray, core: np.ndarray,
+               spikes: np.ndarray, packed: np.ndarray, n_t: int,
+               group: tuple) -> tuple[int, np.ndarray, np.ndarray]:
+    """Add one population's spikes to `spikes`, find those its activity record misses and group them by row.
+
+    lo, hi: int64 (n_seg,): the events of segment g = sample * n_t + timestep are idx[lo[g]:hi[g]] (neuron
+    indices, any integer dtype); seg_base: int64 (n_seg,) the row of core 0 for segment g (every row belongs to
+    one segment); core: int64 (size,) the core of every neuron; spikes: int64 (n_rows,), spikes[seg_base[g] +
+    core[i]] += 1 per event. packed: uint8 (n_samples * (n_t + 1), bytes) the population's packed activity rows
+    (hwmodels.activity), or zero rows to skip the check. group: (cls int64 (size,), offset, cores, row_lo,
+    row_hi, ev_cls) (_group_segment), or an empty cls not to group. Returns (-1, or the position in idx of the
+    first index outside 0..size - 1, in which case nothing after it is counted; int64 segments and int64
+    neurons of the spikes whose activity bit is not set)."""
+    size, check, grouping = len(core), packed.shape[0] > 0, len(group[0]) > 0
+    n_ev = 0
+    for g in range(len(lo)):
+        n_ev += hi[g] - lo[g]
+    miss_g = np.empty(n_ev if check else 0, np.int64)
+    miss_i = np.empty(n_ev if check else 0, np.int64)
+    n_miss = 0
+    cls, offset, _, row_lo, row_hi, ev_cls = group
+    for g in range(len(lo)):
+        base, prow = seg_base[g], (g // n_t) * (n_t + 1) + g % n_t
+        prev, run, ordered = -1, 0, True  # spikes are counted per run of equal rows
+        for j in range(lo[g], hi[g]):
+            i = np.int64(idx[j])
+            if i < 0 or i >= size:
+                return j, miss_g[:n_miss], miss_i[:n_miss]
+            r = base + core[i]
+            if r != prev:
+                if prev >= 0:
+                    spikes[prev] += run
+                if grouping:
+                    ordered &= r > prev  # rows in increasing order: each row's spikes are one run
+                    row_lo[r] = j
+                    if prev >= 0:
+                        row_hi[prev] = j
+                prev, run = r, 0
+            run += 1
+            if check and (packed[prow, i >> 3] >> (i & 7)) & 1 == 0:
+                miss_g[n_miss], miss_i[n_miss] = g, i
+                n_miss += 1
+            if grouping:
+                ev_cls[j] = offset + cls[i]
+        if prev >= 0:
+            spikes[prev] += run
+            if grouping:
+                row_hi[prev] = hi[g]
+        if grouping and not ordered:
+            _group_segment(lo[g], hi[g], idx, base, core, spikes, group)
+    return -1, miss_g[:n_miss], miss_i[:n_miss]
+
+
+@njit(cache=True)
+def _group_segment(a: int, b: int, idx: np.ndarray, base: int, core: np.ndarray, spikes: np.ndarray,
+                   group: tuple) -> None:
+    """Counting sort of the spikes idx[a:b] of one segment by row (base + core[i]; spikes counted): for every
+    core c of the population (group[2], int64), row r = base + c gets ev_cls[row_lo[r]:row_hi[r]] = the classes
+    offset + cls[i] of its spikes in trace order, within positions a:b."""
+    cls, offset, cores, row_lo, row_hi, ev_cls = group
+    pos = a
+    for c in cores:
+        row_lo[base + c], row_hi[base + c] = pos, pos
+        pos += spikes[base + c]
+    for j in range(a, b):
+        i = np.int64(idx[j])
+        r = base + core[i]
+        ev_cls[row_hi[r]] = offset + cls[i]
+        row_hi[r] += 1
+
+
+@njit(cache=True, inline="always")
+def _merge_row(ev_cls: np.ndarray, a: int, b: int, cnt: np.ndarray, cls_buf: np.ndarray) -> int:
+    """Distinct classes of ev_cls[a:b] into cls_buf in order of first appearance, their counts added to `cnt`
+    (per-class scratch, zero for all of them before); returns how many (branch-free: a class is written at the
+    next slot each time and the slot advances when it was new)."""
+    u = 0
+    for j in range(a, b):
+        c = ev_cls[j]
+        cls_buf[u] = c
+        u += cnt[c] == 0
+        cnt[c] += 1
+    return u
+
+
+@njit(cache=True)
+def _grow(a: np.ndarray, m: int) -> np.ndarray:
+    """`a` (1-D or 2-D along axis 0) with room for at least m + 1 rows, its first m rows kept."""
+    if m < a.shape[0]:
+        return a
+    b = np.empty((2 * a.shape[0] + 1,) + a.shape[1:], a.dtype)
+    b[:m] = a[:m]
+    return b
+
+
+@njit(cache=True)
+def _sort_dsts(touched: np.ndarray, dlist: np.ndarray, nd: int) -> None:
+    """Sort the nd destinations dlist[:nd] (each flagged in `touched`, bool (n,)) in place: insertion sort when
+    few, read off the flags when they are a good part of all n, else a library sort."""
+    if nd <= 16:
+        for a in range(1, nd):
+            d, b = dlist[a], a - 1
+            while b >= 0 and dlist[b] > d:
+                dlist[b + 1] = dlist[b]
+                b -= 1
+            dlist[b + 1] = d
+    elif nd * 16 >= len(touched):
+        k = 0
+        for d in range(len(touched)):
+            if touched[d]:
+                dlist[k] = d
+                k += 1
+    else:
+        dlist[:nd].sort()
+
+
+@njit(cache=True)
+def unicast_flows(row_lo: np.ndarray, row_hi: np.ndarray, ev_cls: np.ndarray, fan: tuple, n: int,
+                  rows_per_sample: int, totals: tuple):
+    """Unicast flows of a batch: for every row r, the classes of its spikes ev_cls[row_lo[r]:row_hi[r]]
+    (row_lo, row_hi int64 (n_rows,); ev_cls int64 class ids) counted, then sum_c count_c x fan-out of class c,
+    per destination core d < n. fan = (ptr, dst, val) (dst_major): class c's destinations dst[ptr[c]:ptr[c + 1]]
+    with their values val[same] (int64 (., 1 + blocks): messages, then the value blocks).
+
+    Returns (row, dst, messages, values (m, blocks), struct, nonzero, orphan): one entry per (row, dst) with a
+    non-zero message sum, sorted by (row, dst), int64 each, values holding the blocks' sums; struct / nonzero:
+    int64 (n_rows // rows_per_sample,) sums of count_c x totals[0][c] (totals[1][c]) per sample; orphan: True
+    when some (row, dst) has a zero message sum but a non-zero block (not emitted)."""
+    n_cls, width = len(fan[0]) - 1, fan[2].shape[1]
+    scratch = (np.zeros(n_cls, np.int64), np.empty(n_cls + 1, np.int64), np.zeros((n, width), np.int64),
+               np.zeros(n, np.bool_), np.empty(n, np.int64))
+    sums = (np.zeros(len(row_lo) // rows_per_sample, np.int64), np.zeros(len(row_lo) // rows_per_sample, np.int64))
+    out = (np.empty(1024, np.int64), np.empty(1024, np.int64), np.empty((1024, width), np.int64))
+    m, orphan = 0, False
+    for r in range(len(row_lo)):
+        if row_lo[r] != row_hi[r]:
+            nd = _row_product(ev_cls[row_lo[r]:row_hi[r]], fan, scratch, totals, sums, r // rows_per_sample)
+            out, m, lost = _emit_row(r, nd, scratch, out, m)
+            orphan |= lost
+    row, dst, values = out
+    return row[:m], dst[:m], values[:m, 0].copy(), values[:m, 1:], sums[0], sums[1], orphan
+
+
+@njit(cache=True, inline="always")
+def _row_product(ev_cls: np.ndarray, fan: tuple, scratch: tuple, totals: tuple, sums: tuple, s: int) -> int:
+    """Add sum_c count_c x fan-out of class c over the classes `ev_cls` of one row's spikes into the
+    accumulator scratch[2] (n, 1 + blocks), flag its destinations in scratch[3] and list them in scratch[4];
+    add count_c x totals[.][c] to sums[.][s]. Returns how many destinations are listed."""
+    ptr, dst, val = fan
+    cnt, cls_buf, acc, touched, dlist = scratch
+    u, nd = _merge_row(ev_cls, 0, len(ev_cls), cnt, cls_buf), 0
+    for e in range(u):
+        c = cls_buf[e]
+        k, cnt[c] = cnt[c], 0
+        sums[0][s] += k * totals[0][c]
+        sums[1][s] += k * totals[1][c]
+        for q in range(ptr[c], ptr[c + 1]):
+            d = dst[q]
+            for b in range(val.shape[1]):
+                acc[d, b] += k * val[q, b]
+            if not touched[d]:
+                touched[d], dlist[nd] = True, d
+                nd += 1
+    return nd
+
+
+@njit(cache=True, inline="always")
+def _emit_row(r: int, nd: int, scratch: tuple, out: tuple, m: int) -> tuple:
+    """Append row r's accumulated destinations with messages, in increasing order, to out = (row, dst, values)
+    from slot m, clearing the accumulator. Returns (out, possibly grown, the new m, whether some destination had
+    values but no messages)."""
+    _, _, acc, touched, dlist = scratch
+    _sort_dsts(touched, dlist, nd)
+    orphan = False
+    for d in dlist[:nd]:
+        touched[d] = False
+        msg = acc[d, 0]
+        if msg != 0:
+            if m == len(out[0]):
+                out = (_grow(out[0], m), _grow(out[1], m), _grow(out[2], m))
+            out[0][m], out[1][m] = r, d
+            for b in range(acc.shape[1]):
+                out[2][m, b] = acc[d, b]
+            m += 1
+        for b in range(acc.shape[1]):
+            orphan |= msg == 0 and acc[d, b] != 0
+            acc[d, b] = 0
+    return out, m, orphan
+
+
+@njit(cache=True)
+def dst_major(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, n: int,
+              width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A CSR (n_cls, width * n) int64 matrix (column b * n + d: block b, destination d; indices of a row in any
+    order, no duplicates) regrouped by destination: (ptr int64 (n_cls + 1,), dst int64, val int64 (., width)),
+    class c's destinations with any entry dst[ptr[c]:ptr[c + 1]] increasing, val[q, b] its block-b value."""
+    n_cls = len(indptr) - 1
+    ptr = np.zeros(n_cls + 1, np.int64)
+    slot = np.full(n, -1, np.int64)
+    dst, val = np.empty(len(indices), np.int64), np.zeros((len(indices), width), np.int64)
+    m = 0
+    for c in range(n_cls):
+        ds = np.unique(indices[indptr[c]:indptr[c + 1]] % n)
+        for a in range(len(ds)):
+            slot[ds[a]], dst[m + a] = m + a, ds[a]
+        for q in range(indptr[c], indptr[c + 1]):
+            val[slot[indices[q] % n], indices[q] // n] = data[q]
+        m += len(ds)
+        ptr[c + 1] = m
+    return ptr, dst[:m], val[:m]
+
+
+@njit(cache=True)
+def chunk_bits(packed: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Set bits of every row of `packed` (uint8 (rows, bytes), little bit order: neuron i is bit i & 7 of byte
+    i >> 3) in each chunk of neurons [starts[k], starts[k + 1]), the last chunk to the end of the row (its
+    padding bits included), int64 (rows, len(starts)). starts: int64 increasing, starts[0] = 0."""
+    pop = np.zeros(256, np.int64)
+    for v in range(1, 256):
+        pop[v] = pop[v >> 1] + (v & 1)
+    rows, n_bytes, n_chunks = packed.shape[0], packed.shape[1], len(starts)
+    out = np.zeros((rows, n_chunks), np.int64)
+    for r in range(rows):
+        total, pos, prev = 0, 0, 0
+        for k in range(n_chunks):
+            byte, bit = starts[k] >> 3, starts[k] & 7
+            while pos < byte:
+                total += pop[packed[r, pos]]
+                pos += 1
+            before = total
+            if bit and byte < n_bytes:
+                before += pop[packed[r, byte] & ((1 << bit) - 1)]
+            if k:
+                out[r, k - 1] = before - prev
+            prev = before
+        while pos < n_bytes:
+            total += pop[packed[r, pos]]
+            pos += 1
+        if n_chunks:
+            out[r, n_chunks - 1] = total - prev
+    return out

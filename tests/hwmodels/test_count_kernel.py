@@ -1,0 +1,164 @@
+"""The compiled count kernels (hwmodels.kernels.count, issue 14) against plain numpy recounts on random inputs:
+spikes per row and the spikes an activity record misses, the spikes grouped by row (sorted segments in one pass,
+others counting-sorted), the unicast flows (a
+per-row, per-class count times the class fan-out, summed per destination) and the set bits per neuron chunk."""
+import numpy as np
+import pytest
+
+from hwmodels import activity
+from hwmodels.kernels.count import chunk_bits, count_rows, dst_major, unicast_flows
+
+NO_GROUP = (np.zeros(0, np.int64), 0, *[np.zeros(0, np.int64)] * 4)
+
+
+def _segments(rng, n_seg, size, n_rows, max_len=12):
+    """Random segments of neuron indices (int32, like a trace) with the row of core 0 of each segment (rows of
+    different segments apart: 4 cores per segment)."""
+    lengths = rng.integers(0, max_len, n_seg)
+    hi = np.cumsum(lengths).astype(np.int64)
+    lo = hi - lengths
+    idx = rng.integers(0, size, int(hi[-1]) if n_seg else 0).astype(np.int32)
+    seg_base = rng.permutation(n_rows // 4)[:n_seg].astype(np.int64) * 4
+    return lo, hi, idx, seg_base
+
+
+def _rows(lo, hi, idx, seg_base, core):
+    """Row of every event and its segment, by numpy."""
+    seg = np.repeat(np.arange(len(lo)), hi - lo)
+    return seg_base[seg] + core[idx], seg
+
+
+@pytest.mark.parametrize("n_t", [1, 3])
+def test_count_rows_counts_spikes_and_unmarked_ones(n_t):
+    rng = np.random.default_rng(7)
+    n_s, size, n_rows = 4, 37, 60
+    lo, hi, idx, seg_base = _segments(rng, n_s * n_t, size, n_rows)
+    core = rng.integers(0, 4, size).astype(np.int64)
+    bits = rng.random((n_s, n_t + 1, size)) < 0.5
+    packed = activity.pack(bits)
+    spikes = np.zeros(n_rows, np.int64)
+    bad, seg, neuron = count_rows(lo, hi, idx, seg_base, core, spikes, packed.reshape(-1, packed.shape[2]), n_t,
+                                  NO_GROUP)
+    row, ev_seg = _rows(lo, hi, idx, seg_base, core)
+    assert bad == -1
+    assert np.array_equal(spikes, np.bincount(row, minlength=n_rows))
+    unmarked = ~bits[ev_seg // n_t, ev_seg % n_t, idx]
+    assert np.array_equal(seg, ev_seg[unmarked]) and np.array_equal(neuron, idx[unmarked])
+    spikes2 = np.zeros(n_rows, np.int64)  # no record: nothing checked
+    bad, seg, neuron = count_rows(lo, hi, idx, seg_base, core, spikes2, np.zeros((0, 1), np.uint8), n_t, NO_GROUP)
+    assert bad == -1 and len(seg) == len(neuron) == 0 and np.array_equal(spikes2, spikes)
+
+
+def test_count_rows_reports_the_first_index_out_of_range():
+    rng = np.random.default_rng(8)
+    lo, hi, idx, seg_base = _segments(rng, 6, 10, 30)
+    idx[[5, 9]] = [10, -1]
+    bad, _, _ = count_rows(lo, hi, idx, seg_base, np.zeros(10, np.int64), np.zeros(30, np.int64),
+                           np.zeros((0, 1), np.uint8), 2, NO_GROUP)
+    assert bad == 5
+
+
+def _class_stack(rng, n_cls, n, blocks, orphan=False):
+    """Dense (n_cls, (1 + blocks) * n) int64 class stack: messages 0/1, blocks > 0 only where a message is."""
+    msg = (rng.random((n_cls, n)) < 0.3).astype(np.int64)
+    vals = rng.integers(0, 9, (n_cls, blocks, n)) * msg[:, None, :]
+    if orphan:
+        c, d = np.argwhere(msg == 0)[0]
+        vals[c, 0, d] = 3
+    return np.concatenate([msg[:, None, :], vals], axis=1).reshape(n_cls, -1)
+
+
+def _csr(dense, rng):
+    """CSR arrays (int64) of a dense matrix, each row's entries shuffled."""
+    indptr, indices, data = [0], [], []
+    for row in dense:
+        cols = rng.permutation(np.flatnonzero(row))
+        indices += cols.tolist()
+        data += row[cols].tolist()
+        indptr.append(len(indices))
+    return (np.array(indptr, np.int64), np.array(indices, np.int64), np.array(data, np.int64))
+
+
+def test_dst_major_regroups_a_class_stack_by_destination():
+    rng = np.random.default_rng(9)
+    n, blocks = 7, 2
+    dense = _class_stack(rng, 12, n, blocks, orphan=True)
+    ptr, dst, val = dst_major(*_csr(dense, rng), n, 1 + blocks)
+    per = dense.reshape(12, 1 + blocks, n)
+    for c in range(12):
+        want = np.flatnonzero(per[c].any(axis=0))
+        assert np.array_equal(dst[ptr[c]:ptr[c + 1]], want)
+        assert np.array_equal(val[ptr[c]:ptr[c + 1]], per[c][:, want].T)
+
+
+def _grouped(rng, n_rows, n_cls, n_seg, sort):
+    """Events of random segments grouped by count_rows (segments sorted by neuron, on cores of contiguous
+    neurons, when `sort`): (row_lo, row_hi, ev_cls, row and class (offset 2) of every event)."""
+    size = 50
+    lo, hi, idx, seg_base = _segments(rng, n_seg, size, n_rows, max_len=60)
+    core = np.repeat(np.arange(4), 13)[:size].astype(np.int64) if sort else rng.integers(0, 4, size)
+    if sort:
+        for a, b in zip(lo, hi):
+            idx[a:b] = np.sort(idx[a:b])
+    cls = rng.integers(0, n_cls - 2, size).astype(np.int64)
+    row, _ = _rows(lo, hi, idx, seg_base, core)
+    spikes = np.zeros(n_rows, np.int64)
+    row_lo, row_hi, ev_cls = np.zeros(n_rows, np.int64), np.zeros(n_rows, np.int64), np.empty(len(idx), np.int64)
+    group = (cls, 2, np.unique(core), row_lo, row_hi, ev_cls)
+    assert count_rows(lo, hi, idx, seg_base, core, spikes, np.zeros((0, 1), np.uint8), 1, group)[0] == -1
+    assert np.array_equal(spikes, np.bincount(row, minlength=n_rows))
+    return row_lo, row_hi, ev_cls, row, cls[idx] + 2
+
+
+@pytest.mark.parametrize("sort", [True, False])
+def test_count_rows_groups_spikes_by_row_in_trace_order(sort):
+    rng = np.random.default_rng(10)
+    row_lo, row_hi, ev_cls, row, cls = _grouped(rng, 80, 9, 15, sort)
+    for r in range(80):
+        assert np.array_equal(ev_cls[row_lo[r]:row_hi[r]], cls[row == r])
+
+
+@pytest.mark.parametrize("n, blocks", [(5, 2), (40, 3)])
+def test_unicast_flows_equal_dense_product(n, blocks):
+    rng = np.random.default_rng(11)
+    n_rows, n_cls, per_sample = 48, 15, 12
+    row_lo, row_hi, ev_cls, row, cls = _grouped(rng, n_rows, n_cls, 10, sort=False)
+    dense = _class_stack(rng, n_cls, n, blocks)
+    struct_cls, nonzero_cls = rng.integers(0, 50, n_cls), rng.integers(0, 50, n_cls)
+    ptr, dst, val = dst_major(*_csr(dense, rng), n, 1 + blocks)
+    got = unicast_flows(row_lo, row_hi, ev_cls, (ptr, dst, val), n, per_sample, (struct_cls, nonzero_cls))
+    counts = np.zeros((n_rows, n_cls), np.int64)
+    np.add.at(counts, (row, cls), 1)
+    prod = (counts @ dense).reshape(n_rows, 1 + blocks, n)
+    want_row, want_dst = np.nonzero(prod[:, 0, :])
+    assert np.array_equal(got[0], want_row) and np.array_equal(got[1], want_dst)
+    assert np.array_equal(got[2], prod[want_row, 0, want_dst])
+    assert np.array_equal(got[3], prod[want_row, 1:, want_dst])
+    sample = np.repeat(np.arange(n_rows // per_sample), per_sample)
+    assert np.array_equal(got[4], np.bincount(sample, counts @ struct_cls).astype(np.int64))
+    assert np.array_equal(got[5], np.bincount(sample, counts @ nonzero_cls).astype(np.int64))
+    assert not got[6] and all(a.dtype == np.int64 for a in got[:6])
+
+
+def test_unicast_flows_flag_values_without_messages():
+    rng = np.random.default_rng(12)
+    n_cls = 6
+    dense = _class_stack(rng, n_cls, 4, 1, orphan=True)
+    c = int(np.flatnonzero((dense[:, 4:] != 0) & (dense[:, :4] == 0))[0] // 4)  # the class with the orphan
+    ptr, dst, val = dst_major(*_csr(dense, rng), 4, 2)
+    row_lo, row_hi, ev_cls = np.array([0], np.int64), np.array([2], np.int64), np.array([c, c], np.int64)
+    got = unicast_flows(row_lo, row_hi, ev_cls, (ptr, dst, val), 4, 1, (np.zeros(n_cls, np.int64),) * 2)
+    assert got[6]
+    msg = dense[c, :4] * 2  # only the entries with messages are emitted
+    assert np.array_equal(got[1], np.flatnonzero(msg)) and np.array_equal(got[2], msg[msg > 0])
+
+
+@pytest.mark.parametrize("size", [1, 8, 29, 64])
+def test_chunk_bits_equal_unpacked_sums(size):
+    rng = np.random.default_rng(size)
+    bits = rng.random((5, size)) < 0.5
+    packed = activity.pack(bits)
+    starts = np.unique(np.r_[0, rng.integers(0, size, 3)]).astype(np.int64)
+    got = chunk_bits(packed, starts)
+    want = np.add.reduceat(bits.astype(np.int64), starts, axis=1)
+    assert np.array_equal(got, want) and got.dtype == np.int64
