@@ -254,7 +254,8 @@ def build_fanout(graph: NetworkGraph, mapping: Mapping, multicast: bool = False,
         structural[name], nonzero[name], classes[name], first[name] = st[of], nz[of], of, reps
         total = sum(paid.values())
         msgs = sp.csr_matrix((total > 0).astype(np.int64))
-        blocks = [msgs] + [paid[f] for f in formats] + ([bits] if per_event is None else [])
+        # a core a neuron sends no message to reads none of its bits (a bitmap row of zero weights there)
+        blocks = [msgs] + [paid[f] for f in formats] + ([bits.multiply(msgs).tocsr()] if per_event is None else [])
         stack[name] = sp.hstack(blocks, format="csr", dtype=np.int64)
     routes, dest = _dest_sets(stack, n, classes) if multicast else (None, None)
     return FanoutTables(formats, n, _ExpandedStack(stack, classes), structural, nonzero, routes, dest, per_event,
@@ -427,7 +428,7 @@ def count_actions(graph: NetworkGraph, trace: EventTrace, mapping: Mapping, tabl
             window[np.ix_(step_of[name], cores)] = True
             _add_recorded(recorded, trace, samples, name, pop.size, mapping, step_of[name], missed)
     flows = _unicast_flows(tables, grouped, n_steps * n) if grouped is not None else None
-    if flows is None:  # multicast, or a bits entry without messages: the scipy product of the spikes per class
+    if flows is None:  # multicast, or a value entry without messages: the scipy product of the spikes per class
         sending, struct, nonzero = _sending(graph, trace, mapping, tables, samples, (n_steps, step_of))
         flows = (_multicast if tables.routes is not None else _unicast)(sending, tables, n_rows), struct, nonzero
     (flows, deliv), struct, nonzero = flows
@@ -524,8 +525,8 @@ class _Grouped:
 def _unicast_flows(tables: FanoutTables, grouped: _Grouped, rows_per_sample: int) -> tuple | None:
     """((flows, deliveries) as _unicast returns them, synops_structural, synops_nonzero) of the grouped spikes,
     rows_per_sample rows per sample (hwmodels.kernels.count.unicast_flows). None when a value block has an entry
-    without messages (a bitmap's presence bits on a core with only zero weights), which the scipy path
-    (_unicast) handles."""
+    without messages, which the scipy path (_unicast) handles (build_fanout's tables have none: a core a neuron
+    sends no message to reads none of its bits; tables made otherwise may)."""
     joint = tables.joint
     row, dst, msgs, values, struct, nonzero, orphan = unicast_flows(
         grouped.row_lo, grouped.row_hi, grouped.ev_cls, joint.stack, tables.n_cores, rows_per_sample, joint.totals)

@@ -162,3 +162,27 @@ def test_chunk_bits_equal_unpacked_sums(size):
     got = chunk_bits(packed, starts)
     want = np.add.reduceat(bits.astype(np.int64), starts, axis=1)
     assert np.array_equal(got, want) and got.dtype == np.int64
+
+
+def test_bitmap_rows_of_zero_weights_send_and_read_nothing():
+    """A bitmap projection whose source neuron has only zero weights into one core's targets: that core gets no
+    message and reads no bits (it used to get presence bits without a message, which crashed count_actions); the
+    other core reads 1 presence bit per structural synapse + 8 weight bits per non-zero one (hand-computed)."""
+    from hwmodels import load_preset, map_network
+    from hwmodels.events.actions import build_fanout, count_actions
+    from hwmodels.mapping.storage import read_bits
+    from hwmodels.trace import EventTrace, NetworkGraph, NeuronModel, Population, Projection
+
+    pops = [Population("in", (2,), NeuronModel(kind="input")), Population("out", (4,), NeuronModel())]
+    w = np.array([[1.0, 0.5], [2.0, 0.0], [0.0, 0.0], [0.0, 1.0]])  # source 0: non-zero into targets 0, 1 only
+    g = NetworkGraph(pops, [Projection("p", "in", "out", "dense", w, storage="bitmap")])
+    chip = load_preset("loihi", {"core.neurons_per_core": 2})
+    m = map_network(g, chip)
+    assert m.core_of_neuron["out"].tolist() == [1, 1, 2, 2]
+    tr = EventTrace.from_dense({"in": np.array([[[True, False]]]), "out": np.zeros((1, 1, 4), bool)})
+    for multicast in (False, True):
+        a = count_actions(g, tr, m, build_fanout(g, m, multicast, core=chip.core), range(1))
+        assert a.deliv_dst.tolist() == [1] and a.deliv_messages.tolist() == [1]
+        assert a.deliv_events.tolist() == [[2]]
+        assert read_bits(g.projections[0], (2,), chip.core) == (1, 8)
+        assert a.deliv_bits.tolist() == [1 * 2 + 8 * 2]
