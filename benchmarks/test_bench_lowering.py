@@ -106,6 +106,17 @@ def test_lowering_speed():
         "work proportional to their ~9 M weights that a forward pass does not do (quantized model copy, BatchNorm "
         "folding in float64, the weight grid fit, the graph fingerprint's SHA-256): 0.4-0.6 s against a 0.02-0.03 s "
         "trace write for 16 / 4 samples; with more samples it is amortised.",
+        "Since then (same results bit for bit: graph, weights, metadata, fingerprint and trace of the three "
+        "workloads compared with the previous code): the weight quantization in cache-sized float64 blocks of rows "
+        "and its quantized weights handed to the model copy instead of copied and overwritten; the quantization, "
+        "the weight fit (per projection) and the graph fingerprint on threads (workloads.lowering.jobs.Jobs, as "
+        "many as torch uses) while torch is idle; neuron activity and event masks by numpy on the tensors' own "
+        "memory, each population's events split over the threads in its hook, activity packed before the "
+        "(B, T) transpose. Running that work beside the recording forward instead was slower: torch's threads "
+        "and the worker compete for the 2 cores. Before/after, alternating runs of this benchmark on a shared "
+        "machine (two each): mnist_conv 1.34 / 1.78x -> 1.82 / 1.50x (no clear change: its lowering is the "
+        "forward plus ~50 ms of hooks, events and writing against a 7-10 ms trace write), vgg11 3.56 / 3.67x -> "
+        "2.75 / 2.88x, spikformer_4_384 2.88 / 2.23x -> 2.31 / 2.34x.",
         f"Load average at start {machine['load_avg_1min']} on {machine['cores']} cores: other jobs share the "
         "machine, so walls vary between runs; the pairs see the same load."]
     write_report("lowering_speed", "Lowering speed against the torch forward pass",

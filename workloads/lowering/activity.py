@@ -52,19 +52,57 @@ def node_activity(x: torch.Tensor, v0, v_seq: torch.Tensor, spikes: torch.Tensor
 
     x, v_seq, spikes: (T, B, ...) input current, potential after each step's reset, output; v0: the node's v
     before the run (float, or a tensor of one step's shape; another shape means rest, as SpikingJelly resets it).
+    CPU float32/float64 tensors are compared by numpy on their own memory (the same IEEE != as torch's, faster;
+    the result shares the numpy array's memory), other ones by torch.
     """
     rest = 0.0 if v_reset is None else float(v_reset)
+    arrays = [_numpy_view(t) for t in (x, v_seq, spikes)]
+    if any(a is None for a in arrays):
+        return node_activity_torch(x, v0, v_seq, spikes, rest)
+    out = torch.from_numpy(_node_activity_numpy(*arrays, rest))
+    _first_row(out, v0, x.shape[1:], rest)
+    return out
+
+
+def _numpy_view(t: torch.Tensor) -> np.ndarray | None:
+    """numpy view (no copy) of a CPU float32/float64 tensor, else None."""
+    if t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64):
+        return t.detach().numpy()
+    return None
+
+
+def _node_activity_numpy(x: np.ndarray, v_seq: np.ndarray, spikes: np.ndarray, rest: float) -> np.ndarray:
+    """node_activity's rows of numpy arrays, without the initial potential (see _first_row)."""
+    n_t = x.shape[0]
+    out = np.empty((n_t + 1,) + x.shape[1:], bool)
+    np.not_equal(x, 0, out=out[:n_t])
+    out[:n_t] |= np.not_equal(spikes, 0)
+    out[1:n_t] |= np.not_equal(v_seq[:-1], rest)
+    np.not_equal(v_seq[-1], rest, out=out[n_t])
+    return out
+
+
+def node_activity_torch(x: torch.Tensor, v0, v_seq: torch.Tensor, spikes: torch.Tensor,
+                        rest: float) -> torch.Tensor:
+    """node_activity computed with torch ops (any device and dtype); the reference the numpy path of CPU tensors
+    is checked against. Returns bool (T + 1, ...) as node_activity."""
     n_t = x.shape[0]
     out = torch.empty((n_t + 1,) + tuple(x.shape[1:]), dtype=torch.bool, device=x.device)
     torch.ne(x, 0, out=out[:n_t])
     out[:n_t].logical_or_(spikes != 0)
     out[1:n_t].logical_or_(v_seq[:-1] != rest)
     torch.ne(v_seq[-1], rest, out=out[n_t])
-    if torch.is_tensor(v0) and v0.shape == x.shape[1:]:
-        out[0].logical_or_(v0 != rest)
-    elif not torch.is_tensor(v0) and float(v0) != rest:  # a float; a stale tensor SpikingJelly replaces by rest
-        out[0] = True
+    _first_row(out, v0, x.shape[1:], rest)
     return out
+
+
+def _first_row(out: torch.Tensor, v0, step_shape, rest: float) -> None:
+    """OR into row 0 of `out` the neurons whose potential before the run, v0, differs from rest (v0: a tensor of
+    one step's shape, or a float; a tensor of another shape is stale and SpikingJelly replaces it by rest)."""
+    if torch.is_tensor(v0) and v0.shape == step_shape:
+        out[0].logical_or_(v0.to(out.device) != rest)
+    elif not torch.is_tensor(v0) and float(v0) != rest:
+        out[0] = True
 
 
 def current_activity(i0, i_seq: torch.Tensor) -> torch.Tensor:
@@ -83,6 +121,11 @@ def _with_current(act: torch.Tensor, i0, i_seq) -> torch.Tensor:
 def value_activity(values: torch.Tensor) -> torch.Tensor:
     """bool (T + 1, B, n) activity of a max-pool or relay population from its (T, B, n) values: active where the
     value is non-zero; no state after the last step."""
+    a = _numpy_view(values)
+    if a is not None:  # numpy's != on the tensor's own memory: the same IEEE test as torch's, faster
+        out = np.zeros((a.shape[0] + 1,) + a.shape[1:], bool)
+        np.not_equal(a, 0, out=out[:-1])
+        return torch.from_numpy(out)
     out = torch.zeros((values.shape[0] + 1,) + tuple(values.shape[1:]), dtype=torch.bool, device=values.device)
     torch.ne(values, 0, out=out[:-1])
     return out
@@ -104,18 +147,24 @@ def predictions(y, n_t: int, n_b: int) -> np.ndarray | None:
 
 
 def packed(active: torch.Tensor) -> np.ndarray:
-    """uint8 (B, T + 1, ceil(n / 8)) of a bool (T + 1, B, n) activity (hwmodels.activity layout)."""
-    return pack(active.transpose(0, 1).cpu().numpy())
+    """uint8 (B, T + 1, ceil(n / 8)) of a bool (T + 1, B, n) activity (hwmodels.activity layout): packed in its
+    own (T + 1, B) order, then the 8x smaller packed rows are transposed (the same bytes as packing the
+    transposed activity)."""
+    return np.ascontiguousarray(pack(active.cpu().numpy()).transpose(1, 0, 2))
 
 
-def population_activity(pop: Population, values: torch.Tensor, rows: torch.Tensor | None, n_t: int,
+def population_activity(pop: Population, mask: np.ndarray, rows: torch.Tensor | None, n_t: int,
                         n_b: int) -> np.ndarray | None:
     """uint8 (B, T + 1, ceil(size / 8)) packed activity of one population in one batch: a spiking node's recorded
-    rows (T + 1, B, ...), else (max-pool, relays) where its values (T, B, ...) or (T*B, ...) are non-zero; None for
-    an input population. Raises ValueError when the activity does not have the population's size."""
-    if rows is None and pop.is_input:
+    rows (T + 1, B, ...), else (max-pool, relays) where its values are non-zero, `mask` (T * B, size), the event
+    mask of workloads.lowering.events.event_mask (the same test as value_activity), with no state after the last
+    step; None for an input population. Raises ValueError when the activity does not have the population's size."""
+    if rows is not None:
+        return packed_rows(pop, rows, n_t, n_b)
+    if pop.is_input:
         return None
-    return packed_rows(pop, rows if rows is not None else value_activity(values.reshape(n_t, n_b, -1)), n_t, n_b)
+    bits = pack(mask.reshape(n_t, n_b, mask.shape[1]))
+    return np.ascontiguousarray(np.concatenate([bits, np.zeros_like(bits[:1])]).transpose(1, 0, 2))
 
 
 def packed_rows(pop: Population, active: torch.Tensor, n_t: int, n_b: int) -> np.ndarray:

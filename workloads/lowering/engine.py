@@ -13,6 +13,7 @@ from workloads.lowering.activity import Probes
 from workloads.lowering.build import Build, Settings, add_population, drop_unread_input
 from workloads.lowering.fit import FIT_POLICIES, fit_graph, quantize_model
 from workloads.lowering.interpreter import interpret, trace_module
+from workloads.lowering.jobs import Jobs
 from workloads.lowering.recorder import Recorder, node_sources, record_trace
 from workloads.lowering.sink import check_out
 from workloads.lowering.values import layout_fn
@@ -105,17 +106,20 @@ def lower(model: nn.Module, inputs: torch.Tensor, *, labels=None, weight_bits: i
     out = None if out is None else check_out(out)
     per_layer = _per_layer(compression)
     errors = {}
-    if weight_fit == "quantize":
-        model, errors = quantize_model(model, int(weight_bits), storage, per_layer["layer_bits"],
-                                       per_layer["layer_storage"])
-    graded = not bool(((inputs == 0) | (inputs == 1)).all())
-    line = inputs.dim() == 4  # 1-D signals (C, L), held as (C, 1, L)
-    shape = (inputs.shape[2], 1, inputs.shape[3]) if line else tuple(inputs.shape[2:])
-    input_pop = Population("input", shape, NeuronModel("input"), graded=graded)
-    settings = Settings(int(weight_bits), storage, **per_layer, line=line)
-    graph, recorder, probes = build_graph(model, input_pop, settings, name, n_t)
-    graph = fit_graph(graph, weight_fit, errors)
-    return graph, record_trace(recorder, inputs, graph, probes, labels, int(batch_size), device, out)
+    with Jobs() as jobs:
+        if weight_fit == "quantize":
+            model, errors = quantize_model(model, int(weight_bits), storage, per_layer["layer_bits"],
+                                           per_layer["layer_storage"], jobs)
+        graded = not bool(((inputs == 0) | (inputs == 1)).all())
+        line = inputs.dim() == 4  # 1-D signals (C, L), held as (C, 1, L)
+        shape = (inputs.shape[2], 1, inputs.shape[3]) if line else tuple(inputs.shape[2:])
+        input_pop = Population("input", shape, NeuronModel("input"), graded=graded)
+        settings = Settings(int(weight_bits), storage, **per_layer, line=line)
+        graph, recorder, probes = build_graph(model, input_pop, settings, name, n_t)
+        fingerprint = jobs.submit(graph.fingerprint)  # hashed beside the fit: it leaves weights and names alone
+        graph = fit_graph(graph, weight_fit, errors, jobs)
+        return graph, record_trace(recorder, inputs, graph, probes, labels, int(batch_size), device, out, jobs,
+                                   fingerprint.result)
 
 
 def build_graph(model: nn.Module, input_pop: Population, settings: Settings, name: str,

@@ -31,20 +31,55 @@ def population_events(spikes: torch.Tensor, pop: Population, n_t: int, n_b: int,
 
     Raises ValueError when the tensor does not have `pop.size` neurons per sample and timestep.
     """
+    return mask_events(*event_mask(spikes, pop, n_t, n_b, with_values), with_values)
+
+
+def event_mask(spikes: torch.Tensor, pop: Population, n_t: int, n_b: int,
+               with_values: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """(bool (T * B, pop.size) mask of the non-zero entries of `spikes` (T, B, ...) or (T*B, ...), row t * B + b;
+    float32 values of those entries in C order for a graded population when with_values, else None): new arrays,
+    which stay valid whatever later happens to the tensor (mask_events turns them into Events).
+
+    Raises ValueError when the tensor does not have `pop.size` neurons per sample and timestep.
+    """
     a = spikes.reshape(n_t, n_b, -1)
     if a.shape[2] != pop.size:
         raise ValueError(f"population {pop.name!r}: recorded {a.shape[2]} neurons per step, expected {pop.size} "
                          f"for shape {pop.shape}")
-    active = _nonzero_mask(a).reshape(n_t * n_b, pop.size)  # row t * B + b
-    flat = np.flatnonzero(active)  # (t, b, neuron) C order
-    counts = np.count_nonzero(active, axis=1).astype(np.int64)
-    indices = np.subtract(flat, np.repeat(np.arange(n_t * n_b, dtype=np.int64) * pop.size, counts),
-                          out=np.empty(len(flat), np.int32), casting="unsafe")  # neuron < pop.size fits int32
+    active = _nonzero_mask(a).reshape(n_t * n_b, pop.size)
     values = None
-    if with_values:
-        values = a.float().contiguous().cpu().numpy().reshape(-1)[flat] if pop.graded else \
-            np.ones(len(flat), np.float32)
-    return Events(counts, indices, values)
+    if with_values and pop.graded:
+        values = a.float().contiguous().cpu().numpy().reshape(n_t * n_b, pop.size)[active]
+    return active, values
+
+
+#: mask elements from which mask_events splits the rows over the workers of its Jobs
+_SPLIT_ELEMENTS = 1 << 20
+
+
+def mask_events(active: np.ndarray, values: np.ndarray | None, with_values: bool, jobs=None) -> Events:
+    """The Events of a mask of event_mask (values: its graded values, or None for 1.0 when with_values). jobs:
+    a workloads.lowering.jobs.Jobs over whose workers the rows of a large mask are split (in row order, so the
+    result is the same), or None."""
+    n = 1 if jobs is None or active.size < _SPLIT_ELEMENTS else min(jobs.workers, len(active))
+    cuts = [len(active) * i // n for i in range(n + 1)]
+    parts = [active[lo:hi] for lo, hi in zip(cuts[:-1], cuts[1:])]
+    pieces = jobs.map(_row_events, parts) if n > 1 else [_row_events(parts[0])]
+    counts, indices = (np.concatenate(p) if len(pieces) > 1 else p[0] for p in zip(*pieces))
+    if with_values and values is None:
+        values = np.ones(len(indices), np.float32)
+    return Events(counts, indices, values if with_values else None)
+
+
+def _row_events(active: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(int64 entries per row, int32 neuron indices row after row) of a bool mask (rows, size)."""
+    n_rows, size = active.shape
+    flat = np.flatnonzero(active)  # (row, neuron) C order, ascending
+    row_start = np.arange(n_rows + 1, dtype=np.int64) * size
+    counts = np.diff(np.searchsorted(flat, row_start))  # entries per row, read off the sorted flat positions
+    indices = np.subtract(flat, np.repeat(row_start[:-1], counts),
+                          out=np.empty(len(flat), np.int32), casting="unsafe")  # neuron < size fits int32
+    return counts, indices
 
 
 def _nonzero_mask(a: torch.Tensor) -> np.ndarray:

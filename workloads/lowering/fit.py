@@ -26,6 +26,7 @@ from torch.nn.utils import parametrize
 
 from hwmodels.trace import NetworkGraph, Projection
 from workloads.compression.quant import weight_layers
+from workloads.lowering.jobs import Jobs
 from workloads.lowering.grid import MAX_INTERVALS, bits_for_intervals, grid_intervals, row_intervals
 
 #: policies of lower(..., weight_fit=)
@@ -61,7 +62,8 @@ def projection_fit(proj: Projection) -> tuple[int, int | None]:
     return bits_for_intervals(m), None if m is None else m + 1
 
 
-def fit_graph(graph: NetworkGraph, policy: str, errors: dict[str, float] | None = None) -> NetworkGraph:
+def fit_graph(graph: NetworkGraph, policy: str, errors: dict[str, float] | None = None,
+              jobs: Jobs | None = None) -> NetworkGraph:
     """`graph` with every projection's weight_bits checked against its weights (gated projections exempt) and the
     report graph.metadata["weight_fit"] = {projection: {"declared", "needed", "stored", "policy", "levels"
     (grid levels, None for floats), "max_abs_error" (policy "quantize": the largest |w_q - w| of its layers'
@@ -70,14 +72,18 @@ def fit_graph(graph: NetworkGraph, policy: str, errors: dict[str, float] | None 
     or quantized.
 
     errors: {module name: max |w_q - w|} of quantize_model, matched to projections by their layer tags.
+    jobs: a workloads.lowering.jobs.Jobs whose threads fit the projections (the same report in projection order),
+    or None (one by one).
     Raises ValueError (policy "error") naming the projection, its declared bits and the bits its weights need.
     """
     report, projections = {}, []
+    weighted = [p for p in graph.projections if p.gate is None]
+    fits = dict(zip((p.name for p in weighted), (jobs.map if jobs else map)(projection_fit, weighted)))
     for proj in graph.projections:
         if proj.gate is not None:
             projections.append(proj)
             continue
-        needed, levels = projection_fit(proj)
+        needed, levels = fits[proj.name]
         if policy == "error" and needed > proj.weight_bits:
             raise ValueError(f"weight_fit: projection {proj.name!r} declares weight_bits {proj.weight_bits} but its "
                              f"weights need {needed} bits; accepted policies: widen, quantize (or more weight_bits)")
@@ -114,7 +120,10 @@ def quantize_rows(w: torch.Tensor, bits: int, nonzero_only: bool) -> tuple[torch
     src = w.detach().cpu().reshape(len(w), -1)
     grid_rows = src if src.dtype in (torch.float32, torch.float64) else src.double()  # float32: exact in float64
     need = [bits_for_intervals(m) for m in channel_grids(grid_rows.numpy(), nonzero_only, 2 ** bits - 1)]
-    keep = torch.tensor([n <= bits for n in need], dtype=torch.bool)
+    keep = np.array([n <= bits for n in need], dtype=bool)
+    if bits >= 2 and src.dtype in (torch.float32, torch.float64):
+        q, error = _uniform_rows(src.numpy(), bits, keep)
+        return torch.from_numpy(q).reshape(w.shape).to(w.device), error
     rows = src.double()
     if bits == 1:
         nz = (rows != 0).double()
@@ -124,11 +133,43 @@ def quantize_rows(w: torch.Tensor, bits: int, nonzero_only: bool) -> tuple[torch
         q = rows / torch.where(step > 0, step, 1.0)
         q.round_()
         q.mul_(step)
+    keep = torch.from_numpy(keep)
     if bool(keep.any()):
         q[keep] = rows[keep]
     q = q.to(w.dtype)
     error = float((q.double() - rows).abs_().max()) if w.numel() else 0.0
     return q.reshape(w.shape).to(w.device), error
+
+
+#: elements of the float64 block _uniform_rows works on at a time (kept in cache between its passes)
+_QUANT_BLOCK = 1 << 16
+
+
+def _uniform_rows(a: np.ndarray, bits: int, keep: np.ndarray) -> tuple[np.ndarray, float]:
+    """quantize_rows for b >= 2 on a float32/float64 array a (C, n), rows `keep` left as they are: the same float64
+    operations (w / step rounded half to even, times step, cast to a's dtype) on blocks of rows that stay in
+    cache, instead of whole-array passes. Returns (w_q of a's dtype, max |w_q - w| in float64)."""
+    if a.size == 0:
+        return a.copy(), 0.0
+    step = np.abs(a).max(1).astype(np.float64)[:, None] / (2 ** (bits - 1) - 1)  # |w|, max exact in a's dtype
+    div = np.where(step > 0, step, 1.0)
+    q = np.empty_like(a)
+    peaks = []
+    rows = max(1, _QUANT_BLOCK // a.shape[1])
+    for lo in range(0, len(a), rows):
+        block = slice(lo, lo + rows)
+        r = a[block].astype(np.float64)
+        x = np.divide(r, div[block])
+        np.rint(x, out=x)
+        x *= step[block]
+        qb = q[block]
+        qb[...] = x  # the cast to a's dtype, rounded to nearest as torch's
+        kb = keep[block]
+        if kb.any():
+            qb[kb] = a[block][kb]
+        np.subtract(qb, r, out=x, dtype=np.float64)
+        peaks.append(np.abs(x, out=x).max())
+    return q, float(np.max(peaks))
 
 
 def _setting(per_layer: dict, name: str):
@@ -148,17 +189,43 @@ def _set_weight(mod: nn.Module, w: torch.Tensor) -> None:
 
 
 def quantize_model(model: nn.Module, weight_bits: int, storage: str | None, layer_bits: dict[str, int],
-                   layer_storage: dict[str, str]) -> tuple[nn.Module, dict[str, float]]:
+                   layer_storage: dict[str, str], jobs: Jobs | None = None) -> tuple[nn.Module, dict[str, float]]:
     """A deep copy of `model` whose Conv1d/Conv2d/Linear weights (DSP low-rank factors included) are quantized by
     quantize_rows to their layer's bits (layer_bits by module name, a low-rank layer's for its factors, else
     weight_bits); zeros of layers stored "sparse"/"bitmap" (storage, else layer_storage) need not fit.
-    Returns (copy, {module name: max |w_q - w|}); `model` is left as it is."""
-    work = copy.deepcopy(model)
-    errors = {}
-    for name, mod in weight_layers(work):
+    Returns (copy, {module name: max |w_q - w|}); `model` is left as it is.
+
+    A plain contiguous weight Parameter (no parametrization, no pruning mask, used by one layer) is quantized
+    from `model` itself and its quantized Parameter handed to the deep copy in place of a copy of the original
+    (deepcopy's memo), on the threads of `jobs` (a workloads.lowering.jobs.Jobs) when given; other weights are
+    quantized on the copy."""
+    layers = weight_layers(model)
+    plain = _plain_weights(layers)
+    memo, errors, later, now = {}, {}, [], []
+    for name, mod in layers:
         bits = int(_setting(layer_bits, name) or weight_bits)
-        fmt = storage if storage is not None else _setting(layer_storage, name)
-        q, errors[name] = quantize_rows(mod.weight, bits, fmt in _SPARSE)
+        sparse = (storage if storage is not None else _setting(layer_storage, name)) in _SPARSE
+        (now if name in plain else later).append((name, mod, bits, sparse))
+    done = (jobs.map if jobs else map)(lambda job: quantize_rows(job[1].weight, job[2], job[3]), now)
+    for (name, mod, _, _), (q, errors[name]) in zip(now, done):
         if errors[name] > 0.0:
-            _set_weight(mod, q)
-    return work, errors
+            memo[id(mod.weight)] = type(mod.weight)(q, mod.weight.requires_grad)
+    work = copy.deepcopy(model, memo)
+    modules = dict(work.named_modules())
+    for name, _, bits, sparse in later:
+        q, errors[name] = quantize_rows(modules[name].weight, bits, sparse)
+        if errors[name] > 0.0:
+            _set_weight(modules[name], q)
+    return work, {name: errors[name] for name, _ in layers}
+
+
+def _plain_weights(layers: list[tuple[str, nn.Module]]) -> set[str]:
+    """Names of the layers whose weight is a contiguous Parameter of their own (not parametrized, not pruned,
+    not shared with another layer): quantize_model replaces it in the copy without copying it first."""
+    owners = {}
+    for name, mod in layers:
+        p = mod._parameters.get("weight")
+        if isinstance(p, nn.Parameter) and not parametrize.is_parametrized(mod) and not hasattr(mod, "weight_orig") \
+                and p.is_contiguous():
+            owners.setdefault(id(p), []).append(name)
+    return {names[0] for names in owners.values() if len(names) == 1}

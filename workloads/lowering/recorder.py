@@ -6,6 +6,7 @@ EventTrace (spikes, activity, predictions) and no population's tensor is kept fo
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -16,7 +17,8 @@ from torch import nn
 from hwmodels.trace import EventTrace, NetworkGraph
 from workloads.lowering.activity import (Capture, Probes, packed_rows, population_activity, predictions,
                                          readout_activity)
-from workloads.lowering.events import merge_events, population_events
+from workloads.lowering.events import event_mask, mask_events, merge_events
+from workloads.lowering.jobs import Jobs
 from workloads.lowering.rules_recurrent import recurrent_node
 from workloads.lowering.sink import FolderSink, MemorySink
 
@@ -109,34 +111,43 @@ def _model_device(model: nn.Module) -> torch.device:
 
 
 def record_trace(model: nn.Module, inputs: torch.Tensor, graph: NetworkGraph, probes: Probes,
-                 labels: np.ndarray | None, batch_size: int, device=None, out: Path | None = None) -> EventTrace:
+                 labels: np.ndarray | None, batch_size: int, device=None, out: Path | None = None,
+                 jobs: Jobs | None = None, fingerprint: Callable[[], str] | None = None) -> EventTrace:
     """Run `model` (a Recorder) on `inputs` (T, N, ...) in batches and collect every population's spikes as a CSR
     trace, with neuron activity and, when the model outputs (T, N, n_classes), predictions: one forward pass per
-    batch, each population's tensor turned into events and packed activity by a forward hook as it is computed.
+    batch, each population's tensor turned into CSR events (its rows split over `jobs`; None: a Jobs of its own)
+    and packed activity by a forward hook as it is computed.
 
     probes: what to read while the model runs (workloads.lowering.activity.Probes); "input" (when the graph has
     it) is `inputs` itself; populations with no probe (the readout) get no events. The model goes back to its
     device and to each module's train/eval mode afterwards. out: None keeps the batches in memory; a trace folder
     (checked by workloads.lowering.sink.check_out) receives each batch as it is recorded (workloads.lowering.sink.
-    FolderSink: complete or absent) and the trace returned is that folder, memory-mapped.
+    FolderSink: complete or absent) and the trace returned is that folder, memory-mapped. fingerprint: returns
+    graph.fingerprint() (None: graph.fingerprint), called by the sink.
     Raises ValueError when a recorded tensor does not have the population's size.
     """
     default = "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device(default if device is None else device)
     old_device, modes = _model_device(model), [(m, m.training) for m in model.modules()]
     n_t = inputs.shape[0]
-    sink = MemorySink(graph, n_t, labels) if out is None else FolderSink(out, graph, n_t, labels)
+    fingerprint = fingerprint or graph.fingerprint
+    sink = MemorySink(graph, n_t, labels, fingerprint) if out is None else \
+        FolderSink(out, graph, n_t, labels, fingerprint)
+    own = jobs is None
+    jobs = Jobs() if own else jobs
     try:
         model.to(dev).eval()
         with torch.no_grad(), Capture(probes) as cap:
             for lo in range(0, inputs.shape[1], batch_size):
-                sink.add(lo, _record_batch(model, inputs[:, lo:lo + batch_size].to(dev), graph, probes, cap))
+                sink.add(lo, _record_batch(model, inputs[:, lo:lo + batch_size].to(dev), graph, probes, cap, jobs))
         functional.reset_net(model)
         return sink.finish()
     except BaseException:
         sink.abort()
         raise
     finally:
+        if own:
+            jobs.close()
         model.to(old_device)
         for m, training in modes:  # each module's own mode (a wrapper in train mode may hold eval submodules)
             m.training = training
@@ -144,10 +155,11 @@ def record_trace(model: nn.Module, inputs: torch.Tensor, graph: NetworkGraph, pr
 
 class BatchRecord:
     """The recording of one batch of B samples and T timesteps, filled by Capture's hooks while the model runs:
-    events {population index in `graph`: Events} and activity {population: packed uint8 (B, T + 1, bytes)}."""
+    events {population index in `graph`: Events} (each population's rows split over `jobs`) and activity
+    {population: packed uint8 (B, T + 1, bytes)}."""
 
-    def __init__(self, graph: NetworkGraph, n_t: int, n_b: int):
-        self.graph, self.n_t, self.n_b = graph, n_t, n_b
+    def __init__(self, graph: NetworkGraph, n_t: int, n_b: int, jobs: Jobs):
+        self.graph, self.n_t, self.n_b, self.jobs = graph, n_t, n_b, jobs
         self.with_values = any(p.graded for p in graph.populations.values())
         self.index = {name: i for i, name in enumerate(graph.populations)}
         self.events, self.activity = {}, {}
@@ -157,8 +169,9 @@ class BatchRecord:
         pop = self.graph.populations.get(name)
         if pop is None:
             return
-        self.events[self.index[name]] = population_events(values, pop, self.n_t, self.n_b, self.with_values)
-        act = population_activity(pop, values, rows, self.n_t, self.n_b)
+        mask, values = event_mask(values, pop, self.n_t, self.n_b, self.with_values)
+        self.events[self.index[name]] = mask_events(mask, values, self.with_values, self.jobs)
+        act = population_activity(pop, mask, rows, self.n_t, self.n_b)
         if act is not None:
             self.activity[name] = act
 
@@ -174,9 +187,10 @@ class BatchRecord:
                 "predictions": predictions(y, self.n_t, self.n_b)}
 
 
-def _record_batch(model: nn.Module, x: torch.Tensor, graph: NetworkGraph, probes: Probes, cap: Capture) -> dict:
+def _record_batch(model: nn.Module, x: torch.Tensor, graph: NetworkGraph, probes: Probes, cap: Capture,
+                  jobs: Jobs) -> dict:
     """One forward pass on x (T, B, ...) from reset, recorded by a BatchRecord (BatchRecord.result)."""
-    record = BatchRecord(graph, *x.shape[:2])
+    record = BatchRecord(graph, *x.shape[:2], jobs)
     cap.sink = record
     functional.reset_net(model)
     y = model(x)

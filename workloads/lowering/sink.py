@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -44,10 +45,13 @@ def assemble(graph: NetworkGraph, n_t: int, batches: list[dict], labels: np.ndar
 
 
 class MemorySink:
-    """Keeps every batch and joins them at the end (the default of workloads.lower)."""
+    """Keeps every batch and joins them at the end (the default of workloads.lower). fingerprint: returns
+    graph.fingerprint() (e.g. hashed on a worker meanwhile), called once by finish."""
 
-    def __init__(self, graph: NetworkGraph, n_t: int, labels: np.ndarray | None):
+    def __init__(self, graph: NetworkGraph, n_t: int, labels: np.ndarray | None,
+                 fingerprint: Callable[[], str] | None = None):
         self.graph, self.n_t, self.labels, self.batches = graph, n_t, labels, []
+        self.fingerprint = fingerprint or graph.fingerprint
 
     def add(self, start: int, batch: dict) -> None:
         """Take the recording of the samples from `start` on."""
@@ -55,7 +59,7 @@ class MemorySink:
 
     def finish(self) -> EventTrace:
         """The whole trace."""
-        return assemble(self.graph, self.n_t, self.batches, self.labels)
+        return assemble(self.graph, self.n_t, self.batches, self.labels, self.fingerprint())
 
     def abort(self) -> None:
         """Nothing to clean up."""
@@ -63,20 +67,24 @@ class MemorySink:
 
 class FolderSink:
     """Streams every batch into a trace folder: written under a hidden temporary name beside `out` and renamed
-    to `out` by finish (a crash leaves no folder named `out`; abort removes the temporary one)."""
+    to `out` by finish (a crash leaves no folder named `out`; abort removes the temporary one). fingerprint:
+    returns graph.fingerprint() (e.g. hashed on a worker meanwhile), called once by the first add."""
 
-    def __init__(self, out: Path, graph: NetworkGraph, n_t: int, labels: np.ndarray | None):
+    def __init__(self, out: Path, graph: NetworkGraph, n_t: int, labels: np.ndarray | None,
+                 fingerprint: Callable[[], str] | None = None):
         self.out, self.graph, self.n_t, self.labels = out, graph, n_t, labels
         self.tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
         self.writer: TraceWriter | None = None
+        self._fingerprint = fingerprint or graph.fingerprint
         self.fingerprint: str | None = None
 
     def add(self, start: int, batch: dict) -> None:
         """Append the recording of the samples from `start` on to the folder."""
         n = len(batch["csr"][0]) // (self.n_t * len(self.graph.populations))
+        if self.fingerprint is None:
+            self.fingerprint = self._fingerprint()  # once, for the first batch
         trace = assemble(self.graph, self.n_t, [batch], None if self.labels is None else self.labels[start:start + n],
                          self.fingerprint)
-        self.fingerprint = trace.graph_fingerprint  # hashed once, for the first batch
         if self.writer is None:
             self.writer = TraceWriter(self.tmp, trace.populations, self.n_t,
                                       any(p.graded for p in self.graph.populations.values()),

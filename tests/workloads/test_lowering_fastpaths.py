@@ -1,0 +1,213 @@
+"""The lowering's fast paths give the bytes of the plain computations they replace: numpy's comparisons for neuron
+activity, the event mask split from its CSR events, packing before the transpose, the cache-blocked float64
+quantization, the quantized Parameters handed to the model copy, and the worker (Jobs) that runs the numpy work,
+the weight fit and the fingerprint beside the forward passes."""
+import threading
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils import prune
+
+from hwmodels.activity import pack
+from hwmodels.trace import NeuronModel, Population
+from workloads import lower
+from workloads.lowering import fit
+from workloads.lowering.activity import (node_activity_torch, node_activity, packed, population_activity,
+                                         value_activity)
+from workloads.lowering.events import event_mask, mask_events, population_events
+from workloads.lowering.fit import quantize_model, quantize_rows
+from workloads.lowering import events
+from workloads.lowering.jobs import Jobs
+from workloads.models import build_model
+
+
+def _rng_tensor(seed: int, shape, density: float = 0.3, dtype=torch.float32) -> torch.Tensor:
+    """Seeded values with exact zeros, a -0.0 and a NaN mixed in."""
+    g = torch.Generator().manual_seed(seed)
+    t = torch.randn(shape, generator=g, dtype=torch.float64)
+    t[torch.rand(shape, generator=g, dtype=torch.float64) > density] = 0.0
+    flat = t.view(-1)
+    flat[0], flat[1] = -0.0, float("nan")
+    return t.to(dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("v_reset", [None, 0.0, 0.1])
+@pytest.mark.parametrize("v0", ["float", "tensor", "stale"])
+def test_node_activity_numpy_equals_torch(dtype, v_reset, v0):
+    x, spikes = _rng_tensor(1, (3, 4, 5, 6), dtype=dtype), (_rng_tensor(2, (3, 4, 5, 6), dtype=dtype) > 0).to(dtype)
+    v_seq = _rng_tensor(3, (3, 4, 5, 6), dtype=dtype)
+    v_seq[1, 0] = 0.1  # equal to the rest of v_reset 0.1 in the tensor's dtype
+    start = {"float": 0.1, "tensor": _rng_tensor(4, (4, 5, 6), dtype=dtype), "stale": torch.ones(2)}[v0]
+    rest = 0.0 if v_reset is None else v_reset
+    got = node_activity(x, start, v_seq, spikes, v_reset)
+    want = node_activity_torch(x, start, v_seq, spikes, rest)
+    assert got.dtype == torch.bool and got.shape == (4, 4, 5, 6)
+    assert torch.equal(got, want)
+    assert bool(got[0].reshape(-1)[1]) and bool(got[1].reshape(-1)[1])  # a NaN input, a NaN potential: active
+
+
+def test_node_activity_other_dtypes_take_torch():
+    x = _rng_tensor(5, (2, 3, 4), dtype=torch.float16)
+    v_seq, spikes = _rng_tensor(6, (2, 3, 4), dtype=torch.float16), (x > 0).half()
+    assert torch.equal(node_activity(x, 0.0, v_seq, spikes, 0.0), node_activity_torch(x, 0.0, v_seq, spikes, 0.0))
+
+
+@pytest.mark.parametrize("graded", [False, True])
+def test_event_mask_and_events_equal_the_plain_rule(graded):
+    n_t, n_b = 3, 4
+    pop = Population("p", (2, 5), NeuronModel("relay" if graded else "IF"), graded=graded)
+    values = _rng_tensor(7, (n_t, n_b, 2, 5))
+    mask, vals = event_mask(values, pop, n_t, n_b, True)
+    ev = mask_events(mask, vals, True)
+    rows = values.reshape(n_t * n_b, -1).numpy()
+    counts = np.count_nonzero(rows != 0, axis=1)
+    np.testing.assert_array_equal(ev.counts, counts)
+    assert ev.counts.dtype == np.int64 and ev.indices.dtype == np.int32 and ev.values.dtype == np.float32
+    np.testing.assert_array_equal(ev.indices, np.concatenate([np.flatnonzero(r != 0) for r in rows]))
+    want = np.concatenate([r[r != 0] for r in rows]) if graded else np.ones(counts.sum(), np.float32)
+    np.testing.assert_array_equal(ev.values, want)  # NaN in the same place
+    again = population_events(values, pop, n_t, n_b, True)
+    for a, b in zip((again.counts, again.indices, again.values), (ev.counts, ev.indices, ev.values)):
+        np.testing.assert_array_equal(a, b)
+    assert mask_events(mask, None, False).values is None
+    values.zero_()  # the mask and the values taken are copies: changing the tensor later changes nothing
+    np.testing.assert_array_equal(mask_events(mask, vals, True).indices, ev.indices)
+
+
+def test_event_mask_names_a_wrong_size():
+    pop = Population("p", (2, 5), NeuronModel("IF"))
+    with pytest.raises(ValueError, match="population 'p': recorded 9 neurons per step, expected 10"):
+        event_mask(torch.zeros(2, 3, 9), pop, 2, 3, False)
+
+
+def test_packed_and_mask_activity_equal_packing_the_transposed_rows():
+    act = torch.rand((5, 3, 13), generator=torch.Generator().manual_seed(8)) > 0.5
+    np.testing.assert_array_equal(packed(act), pack(act.transpose(0, 1).numpy()))
+    assert packed(act).flags.c_contiguous
+    pop = Population("pool1", (13,), NeuronModel("IF"))
+    values = torch.rand((4, 3, 13), generator=torch.Generator().manual_seed(9)).round()
+    mask, _ = event_mask(values, pop, 4, 3, False)
+    got = population_activity(pop, mask, None, 4, 3)
+    np.testing.assert_array_equal(got, packed(value_activity(values)))
+    assert got.shape == (3, 5, 2) and not got[:, 4].any()
+    assert population_activity(Population("input", (13,), NeuronModel("input")), mask, None, 4, 3) is None
+
+
+def _quantize_reference(w: torch.Tensor, bits: int, keep: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """The whole-array torch computation quantize_rows replaced for b >= 2 (rows `keep` untouched)."""
+    rows = w.reshape(len(w), -1).double()
+    step = w.reshape(len(w), -1).abs().amax(1, keepdim=True).double() / (2 ** (bits - 1) - 1)
+    q = rows / torch.where(step > 0, step, 1.0)
+    q.round_()
+    q.mul_(step)
+    q[keep] = rows[keep]
+    q = q.to(w.dtype)
+    return q.reshape(w.shape), float((q.double() - rows).abs_().max())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("bits", [2, 4, 8])
+def test_quantize_rows_equals_the_whole_array_computation(dtype, bits, monkeypatch):
+    monkeypatch.setattr(fit, "_QUANT_BLOCK", 50)  # several blocks of rows, one row longer than a block
+    g = torch.Generator().manual_seed(bits)
+    w = torch.randn((9, 7, 3, 3), generator=g, dtype=dtype)
+    w[2] = 0.0  # an all-zero channel (step 0)
+    w[3] = torch.randint(-3, 4, (7, 3, 3), generator=g).to(dtype) * 0.25  # already on a 2-bit-or-finer grid
+    w[4, 0, 0, 0] = 0.5 * w[4].abs().max() / (2 ** (bits - 1) - 1)  # a tie: rounded half to even
+    q, err = quantize_rows(w, bits, False)
+    keep = torch.tensor([c == 3 and bits >= 3 for c in range(9)]) | torch.tensor([c == 2 for c in range(9)])
+    want, want_err = _quantize_reference(w, bits, keep)
+    assert q.dtype == dtype and q.shape == w.shape
+    assert torch.equal(q, want) and err == want_err and err > 0.0
+    assert torch.equal(q[3], w[3]) == (bits >= 3)
+
+
+def test_quantize_rows_empty_and_nan():
+    q, err = quantize_rows(torch.zeros((2, 0)), 8, False)
+    assert q.shape == (2, 0) and err == 0.0
+    w = torch.tensor([[1.0, float("nan")], [0.5, -1.0]])
+    q, err = quantize_rows(w, 8, False)
+    assert np.isnan(err) and torch.equal(q[1], torch.tensor([0.5, -1.0]))
+
+
+def _seeded(*layers) -> nn.Sequential:
+    """nn.Sequential of `layers` built under a fixed torch seed (the global generator restored after)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return nn.Sequential(*(make() for make in layers))
+
+
+def test_quantize_model_hands_new_weights_to_the_copy_and_leaves_the_model():
+    net = _seeded(lambda: nn.Linear(6, 5), lambda: nn.Linear(5, 5), lambda: nn.Linear(5, 4))
+    with torch.no_grad():  # a pruning mask (a leaf weight, so the model deep-copies): quantized on the copy
+        prune.l1_unstructured(net[2], "weight", amount=0.4)
+    before = [p.detach().clone() for p in net.parameters()]
+    work, errors = quantize_model(net, 4, None, {"1": 2}, {})
+    assert list(errors) == ["0", "1", "2"] and all(e > 0 for e in errors.values())
+    for p, b in zip(net.parameters(), before):
+        assert torch.equal(p, b)
+    for name, bits in (("0", 4), ("1", 2)):
+        want, _ = quantize_rows(dict(net.named_modules())[name].weight, bits, False)
+        got = dict(work.named_modules())[name].weight
+        assert isinstance(got, nn.Parameter) and got.requires_grad and torch.equal(got, want)
+        assert got.data_ptr() != dict(net.named_modules())[name].weight.data_ptr()
+    masked = net[2].weight.detach()
+    assert not hasattr(work[2], "weight_orig") and torch.equal(work[2].weight, quantize_rows(masked, 4, False)[0])
+
+
+def test_quantize_model_tied_weight_is_quantized_once_on_the_copy():
+    net = _seeded(lambda: nn.Linear(4, 4), lambda: nn.Linear(4, 4))
+    net[1].weight = net[0].weight
+    work, errors = quantize_model(net, 3, None, {}, {})
+    assert work[0].weight is work[1].weight and errors["0"] > 0.0 and errors["1"] == 0.0
+    assert torch.equal(work[0].weight, quantize_rows(net[0].weight, 3, False)[0])
+
+
+def test_jobs_map_in_item_order_and_reraise():
+    with Jobs(3) as jobs:
+        assert jobs.workers == 3
+        threads = jobs.map(lambda i: (i * i, threading.current_thread().name), range(40))
+        assert [v for v, _ in threads] == [i * i for i in range(40)]
+        assert all(t.startswith("lowering") for _, t in threads)
+        assert jobs.map(lambda i: threading.current_thread().name, [0]) == [threading.current_thread().name]
+        with pytest.raises(ZeroDivisionError):
+            jobs.map(lambda i: 1 / (i - 5), range(10))
+        assert jobs.submit(sum, [1, 2, 3]).result() == 6
+    assert Jobs().workers == torch.get_num_threads()
+
+
+def test_split_events_and_parallel_fit_equal_the_serial_ones(monkeypatch):
+    monkeypatch.setattr(events, "_SPLIT_ELEMENTS", 10)
+    mask = np.random.default_rng(0).random((13, 7)) < 0.3
+    with Jobs(3) as jobs:
+        split = mask_events(mask, None, True, jobs)
+        serial = mask_events(mask, None, True)
+        for a, b in zip((split.counts, split.indices, split.values), (serial.counts, serial.indices, serial.values)):
+            assert a.dtype == b.dtype
+            np.testing.assert_array_equal(a, b)
+        net = build_model("mnist_conv", (1, 28, 28), 10, seed=3)
+        work, errors = quantize_model(net, 4, None, {"0": 3}, {}, jobs)
+        work2, errors2 = quantize_model(net, 4, None, {"0": 3}, {})
+        assert errors == errors2 and all(torch.equal(a, b) for a, b in zip(work.parameters(), work2.parameters()))
+        graph, _ = lower(net, torch.rand((2, 3, 1, 28, 28), generator=torch.Generator().manual_seed(1)))
+        assert fit.fit_graph(graph, "widen", None, jobs).metadata == fit.fit_graph(graph, "widen").metadata
+
+
+def test_lower_fits_and_hashes_beside_the_recording(tmp_path):
+    net = build_model("mnist_conv", (1, 28, 28), 10, seed=3)
+    x = torch.rand((2, 5, 1, 28, 28), generator=torch.Generator().manual_seed(5))
+    graph, trace = lower(net, x, weight_fit="quantize", batch_size=2, out=tmp_path / "t")
+    assert graph.metadata["weight_fit"]["conv1"]["stored"] == 8 and graph.metadata["weight_fit"]["conv1"]["policy"] \
+        == "quantize"
+    assert trace.graph_fingerprint == graph.fingerprint()
+    widened, _ = lower(net, x, batch_size=2)  # "widen": float weights stored at 32 bits
+    assert widened.metadata["weight_fit"]["conv1"]["stored"] == 32 and widened.fingerprint() != graph.fingerprint()
+    weights = ("conv1", "conv2", "fc1")
+    assert [widened.metadata["weight_fit"][p]["needed"] for p in weights] == [32, 32, 32]
+    assert [graph.metadata["weight_fit"][p]["needed"] for p in weights] == [8, 8, 8]
+    with pytest.raises(ValueError, match="weight_fit: projection 'conv1' declares weight_bits 8"):
+        lower(net, x, weight_fit="error", out=tmp_path / "e")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t"]
