@@ -1,6 +1,6 @@
-"""The compiled construction of the DES channel nodes (hwmodels.kernels.nodes.flat_nodes, behind
-hwmodels.timing.des_nodes.Nodes) against a plain per-flow Python construction of the same arrays, on the routes of
-random contended traces (multicast trees with several children per channel, unicast paths, flows of zero hops)."""
+"""The vectorised construction of the DES channel nodes (hwmodels.timing.des_nodes.Nodes, with the trees' arrays
+made once, TreeArrays) against a plain per-flow Python construction of the same arrays, on the routes of random
+contended traces (multicast trees with several children per channel, unicast paths, flows of zero hops)."""
 import numpy as np
 import pytest
 
@@ -29,7 +29,7 @@ def _reference(trees, flow_route, hops, msgs, flow_step, link_s) -> dict:
 
 
 @pytest.mark.parametrize("multicast", [False, True])
-def test_compiled_nodes_equal_a_flow_by_flow_construction(multicast):
+def test_nodes_equal_a_flow_by_flow_construction(multicast):
     """Every per-node array and the single-child flag, on 6 random cases; with zero-hop flows inserted."""
     forks = 0
     for seed in range(6):
