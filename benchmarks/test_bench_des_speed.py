@@ -131,6 +131,12 @@ def test_des_against_torch_forward():
         "spikformer_4_384. What is left on the large nets is mostly the DES itself: the compiled grant kernel "
         "(hwmodels.kernels.grants) alone takes several times Spikformer's forward (2.0 s against 0.4-0.55 s) on "
         "its 9.3 M channel nodes.",
+        "Since then (commit ebebe9a measured at the start of the next session on the same quiet machine: 1.59x "
+        "mnist_conv, 2.47x vgg11, 19.8x spikformer_4_384, forward 0.052 / 0.125 / 0.249 s): action counting in "
+        "compiled passes over the trace's CSR (hwmodels.kernels.count), source classes in one classification, the "
+        "grant kernel checking its own precondition, the trees' arrays made once per batch; every SimResult "
+        "bit-identical. On Spikformer the DES walls vary by up to 1.5x between identical runs on this machine "
+        "(fresh pages of its ~1 GB of channel-node arrays; transparent huge pages are madvise-only here).",
         f"load average at start {machine['load_avg_1min']}, at end {round(os.getloadavg()[0], 2)}, on "
         f"{machine['cores']} cores: other jobs ran alongside (the forward pass uses both cores and suffers most)."]
     if max(machine["load_avg_1min"], os.getloadavg()[0]) > 1.5:
