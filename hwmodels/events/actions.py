@@ -427,11 +427,11 @@ def count_actions(graph: NetworkGraph, trace: EventTrace, mapping: Mapping, tabl
         if not pop.is_input:
             window[np.ix_(step_of[name], cores)] = True
             _add_recorded(recorded, trace, samples, name, pop.size, mapping, step_of[name], missed)
-    flows = _unicast_flows(tables, grouped, n_steps * n) if grouped is not None else None
-    if flows is None:  # multicast, or a value entry without messages: the scipy product of the spikes per class
+    if grouped is not None:
+        (flows, deliv), struct, nonzero = _unicast_flows(tables, grouped, n_steps * n)
+    else:  # multicast: the scipy product of the spikes per class
         sending, struct, nonzero = _sending(graph, trace, mapping, tables, samples, (n_steps, step_of))
-        flows = (_multicast if tables.routes is not None else _unicast)(sending, tables, n_rows), struct, nonzero
-    (flows, deliv), struct, nonzero = flows
+        flows, deliv = _multicast(sending, tables, n_rows)
     if deliv[4] is None:  # bits = events x bits per event of their source core and format
         src = (flows[0] % n)[deliv[0]]
         deliv = (*deliv[:4], np.einsum("ij,ij->i", deliv[3], tables.bits_per_event[src]))
@@ -522,16 +522,16 @@ class _Grouped:
         return (tables.factors(name)[0], tables.joint.offsets[name], cores, self.row_lo, self.row_hi, self.ev_cls)
 
 
-def _unicast_flows(tables: FanoutTables, grouped: _Grouped, rows_per_sample: int) -> tuple | None:
-    """((flows, deliveries) as _unicast returns them, synops_structural, synops_nonzero) of the grouped spikes,
-    rows_per_sample rows per sample (hwmodels.kernels.count.unicast_flows). None when a value block has an entry
-    without messages, which the scipy path (_unicast) handles (build_fanout's tables have none: a core a neuron
-    sends no message to reads none of its bits; tables made otherwise may)."""
+def _unicast_flows(tables: FanoutTables, grouped: _Grouped, rows_per_sample: int) -> tuple:
+    """(((row, dst, messages) of the flows, (flow, dst, messages, events, bits or None) of their deliveries: one
+    per flow), synops_structural, synops_nonzero) of the grouped spikes, rows_per_sample rows per sample
+    (hwmodels.kernels.count.unicast_flows). Raises RuntimeError when a value block has an entry without messages,
+    which build_fanout never makes (a core a neuron sends no message to reads none of its bits)."""
     joint = tables.joint
     row, dst, msgs, values, struct, nonzero, orphan = unicast_flows(
         grouped.row_lo, grouped.row_hi, grouped.ev_cls, joint.stack, tables.n_cores, rows_per_sample, joint.totals)
     if orphan:
-        return None
+        raise RuntimeError("fan-out tables: synaptic events or bits on a core without a message")
     nf = len(tables.formats)
     bits = values[:, nf] if tables.bits_per_event is None else None
     return ((row, dst, msgs), (np.arange(len(row)), dst, msgs, values[:, :nf], bits)), struct, nonzero
@@ -539,7 +539,7 @@ def _unicast_flows(tables: FanoutTables, grouped: _Grouped, rows_per_sample: int
 
 def _sending(graph: NetworkGraph, trace: EventTrace, mapping: Mapping, tables: FanoutTables, samples: range,
              steps: tuple[int, dict[str, np.ndarray]]) -> tuple[list, np.ndarray, np.ndarray]:
-    """The scipy path's inputs: [(population, neuron indices, rows, row_class_counts of its spikes)] of every
+    """The multicast path's inputs: [(population, neuron indices, rows, row_class_counts of its spikes)] of every
     sending population, and synops_structural, synops_nonzero int64 (n_samples,). steps: SEMANTICS output."""
     n_steps, step_of = steps
     nb, n = len(samples), tables.n_cores
@@ -582,22 +582,6 @@ def _add_recorded(out: np.ndarray, trace: EventTrace, samples: range, name: str,
     counts = activity.window_counts(packed, size, cores, n, spiked)
     out[:, steps, :] += counts[:, :-1, :]
     out[:, steps[-1] + 1:, :] += counts[:, -1:, :]
-
-
-def _unicast(sending: list, tables: FanoutTables, n_rows: int) -> tuple[tuple, tuple]:
-    """Flows = (row, destination core) pairs; one delivery per flow."""
-    n, nf = tables.n_cores, len(tables.formats)
-    parts = []
-    for name, _, _, (indptr, cls, k, _) in sending:  # spikes per (row, class) x the class's stack row
-        per_class = tables.factors(name)[1]
-        a = sp.csr_matrix((k, cls, indptr), shape=(n_rows, per_class.shape[0]))
-        parts.append((a @ per_class).tocoo())
-    # a row is (sample, step, source core) and a core holds one population: the parts' rows are disjoint, so
-    # their sum is their union (split_messages reads the entries in any order)
-    cat = lambda name: np.concatenate([getattr(p, name) for p in parts] or [np.zeros(0, np.int64)])
-    g = sp.coo_matrix((cat("data"), (cat("row"), cat("col"))), shape=(n_rows, n * (1 + tables.blocks)))
-    row, dst, msgs, events, bits = split_messages(g, n, nf, tables.bits_per_event is None)
-    return (row, dst, msgs), (np.arange(len(row)), dst, msgs, events, bits)
 
 
 def _multicast(sending: list, tables: FanoutTables, n_rows: int) -> tuple[tuple, tuple]:

@@ -46,10 +46,14 @@ class TreeArrays:
 
     def __init__(self, trees: tuple[Tree, ...]):
         self.off = np.concatenate([[0], np.cumsum([len(t.links) for t in trees], dtype=np.int64)]).astype(np.int64)
-        def cat(name, dt):
-            return np.concatenate([getattr(t, name) for t in trees]).astype(dt) if trees else np.zeros(0, dt)
-        self.links, self.parent = cat("links", np.int64), cat("parent", np.int64)
-        self.hop_s, self.before_s, self.blocking = cat("hop_s", float), cat("before_s", float), cat("blocking", bool)
+        self.links, self.parent = tree_field(trees, "links", np.int64), tree_field(trees, "parent", np.int64)
+        self.hop_s, self.before_s = tree_field(trees, "hop_s", float), tree_field(trees, "before_s", float)
+        self.blocking = tree_field(trees, "blocking", bool)
+
+
+def tree_field(trees: tuple[Tree, ...], name: str, dtype) -> np.ndarray:
+    """The per-channel array `name` of every tree laid end to end, as `dtype` ((n_channels,); empty without trees)."""
+    return np.concatenate([getattr(t, name) for t in trees]).astype(dtype) if trees else np.zeros(0, dtype)
 
 
 class Nodes:
@@ -97,8 +101,8 @@ class Nodes:
         hwmodels.events.network.Network.recost) and link time `link_s`; everything else (the topology, queues'
         inputs, dependency tables) is shared. Equal to Nodes built on those trees and link time."""
         out = copy.copy(self)
-        cat = lambda name: np.concatenate([getattr(t, name) for t in trees]).astype(float) if trees else np.zeros(0)
-        out.hop, out.before = cat("hop_s")[self._tidx], cat("before_s")[self._tidx]
+        out.hop = tree_field(trees, "hop_s", float)[self._tidx]
+        out.before = tree_field(trees, "before_s", float)[self._tidx]
         out.cm, out.term_const = self._m1 * link_s, self._term_links * link_s
         return out
 

@@ -121,11 +121,6 @@ def _with_current(act: torch.Tensor, i0, i_seq) -> torch.Tensor:
 def value_activity(values: torch.Tensor) -> torch.Tensor:
     """bool (T + 1, B, n) activity of a max-pool or relay population from its (T, B, n) values: active where the
     value is non-zero; no state after the last step."""
-    a = _numpy_view(values)
-    if a is not None:  # numpy's != on the tensor's own memory: the same IEEE test as torch's, faster
-        out = np.zeros((a.shape[0] + 1,) + a.shape[1:], bool)
-        np.not_equal(a, 0, out=out[:-1])
-        return torch.from_numpy(out)
     out = torch.zeros((values.shape[0] + 1,) + tuple(values.shape[1:]), dtype=torch.bool, device=values.device)
     torch.ne(values, 0, out=out[:-1])
     return out
