@@ -14,6 +14,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from hwmodels.kernels import threads
+
 
 @njit(cache=True, inline="always")
 def _before(a: int, b: int, qv: np.ndarray, key: np.ndarray) -> bool:
@@ -113,30 +115,44 @@ def _release(x, g, cm, tb, hop, blocking, first_child, tm_ptr, term_node, term_c
     return tx + max(link_s, hop[x])
 
 
-@njit(cache=True)
 def play(qv, key, of, node_ptr, queue_ptr, hop, cm, tb, blocking, parent, first_child, ch_ptr, child, tm_ptr,
-         term_node, term_const, dp_ptr, dependent, missing, link_s):
+         term_node, term_const, dp_ptr, dependent, missing, link_s, workers: int = 1):
     """Grant and release (s) of every node, one step at a time (steps are independent: step k holds nodes
     node_ptr[k]..node_ptr[k+1]-1 and queues queue_ptr[k]..queue_ptr[k+1]-1). qv: float (n,) request times, NaN
     until known (set for the roots), filled in place; key: int64 (n,) flow of each node (ties of Q); of: queue of
     each node; missing: int64 (n,) grants each release needs, consumed. Children: first_child when ch_ptr is
     empty (at most one child per channel), else the CSR (ch_ptr, child); release dependencies: the node and its
     blocking parent when dp_ptr is empty (no slot terms), else the CSR (dp_ptr, dependent) (hwmodels.timing.
-    des_nodes.Nodes). Returns (g, rel, nodes granted, children whose request fl(G + hop) is not after their
-    parent's grant G: the proof's precondition, hwmodels.timing.des_vector)."""
-    n, n_queues = len(qv), queue_ptr[-1]
+    des_nodes.Nodes). workers: threads that play disjoint ranges of whole steps at once (hwmodels.kernels.threads;
+    every array a step touches is its own, so the result does not depend on it). Returns (g, rel, nodes granted,
+    children whose request fl(G + hop) is not after their parent's grant G: the proof's precondition,
+    hwmodels.timing.des_vector)."""
+    n, n_queues = len(qv), int(queue_ptr[-1])
     g, rel = np.full(n, np.nan), np.full(n, np.nan)
-    users = np.bincount(of, minlength=n_queues)
     start = np.zeros(n_queues + 1, np.int64)
-    start[1:] = np.cumsum(users)
+    np.cumsum(np.bincount(of, minlength=n_queues), out=start[1:])
     heap, size = np.empty(n, np.int64), np.zeros(n_queues, np.int64)
     free, busy, ver = np.full(n_queues, -np.inf), np.zeros(n_queues, np.bool_), np.zeros(n_queues, np.int64)
+    args = (qv, key, of, node_ptr, queue_ptr, hop, cm, tb, blocking, parent, first_child, ch_ptr, child, tm_ptr,
+            term_node, term_const, dp_ptr, dependent, missing, float(link_s), g, rel, heap, start, size, free, busy,
+            ver)
+    parts = threads.run(lambda k0, k1: play_steps(k0, k1, *args), threads.split(node_ptr, workers))
+    return g, rel, sum(p[0] for p in parts), sum(p[1] for p in parts)
+
+
+@njit(cache=True, nogil=True)
+def play_steps(k0, k1, qv, key, of, node_ptr, queue_ptr, hop, cm, tb, blocking, parent, first_child, ch_ptr, child,
+               tm_ptr, term_node, term_const, dp_ptr, dependent, missing, link_s, g, rel, heap, start, size, free,
+               busy, ver):
+    """play() of steps k0..k1-1 into g, rel (float (n,), NaN before), with the waiting heaps heap[start[q]:...]
+    (int64 (n,); start int64 (n_queues + 1,) from the users per queue; size int64 (n_queues,) zeros) and the
+    queue states free (-inf), busy (False), ver (0); releases the GIL. Returns (nodes granted, early children)."""
     most = 0
-    for k in range(len(node_ptr) - 1):
+    for k in range(k0, k1):
         most = max(most, (queue_ptr[k + 1] - queue_ptr[k]) + 2 * (node_ptr[k + 1] - node_ptr[k]) + 1)
     ct, cq, cv = np.empty(most), np.empty(most, np.int64), np.empty(most, np.int64)
     granted, early = 0, np.zeros(1, np.int64)
-    for k in range(len(node_ptr) - 1):
+    for k in range(k0, k1):
         for u in range(node_ptr[k], node_ptr[k + 1]):
             if not np.isnan(qv[u]):
                 _wait_push(heap, start, size, of[u], u, qv, key)
@@ -147,10 +163,10 @@ def play(qv, key, of, node_ptr, queue_ptr, hop, cm, tb, blocking, parent, first_
         granted += _run(hsize, ct, cq, cv, heap, start, size, free, busy, ver, qv, key, of, g, rel, hop, cm, tb,
                         blocking, parent, first_child, ch_ptr, child, tm_ptr, term_node, term_const, dp_ptr,
                         dependent, missing, link_s, early)
-    return g, rel, granted, early[0]
+    return granted, early[0]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _run(hsize, ct, cq, cv, heap, start, size, free, busy, ver, qv, key, of, g, rel, hop, cm, tb, blocking, parent,
          first_child, ch_ptr, child, tm_ptr, term_node, term_const, dp_ptr, dependent, missing, link_s, early) -> int:
     """Pop candidates in time order until none is left: grant, derive the children's requests and every

@@ -64,6 +64,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from hwmodels.kernels import threads
 from hwmodels.timing import analytic, des_simpy, des_vector, core_times
 from hwmodels.events.actions import Actions
 from hwmodels.timing.analytic import Timing
@@ -171,18 +172,27 @@ def _merge_chunks(step: np.ndarray, ends: np.ndarray, limit: int) -> list[tuple[
 
 
 def _play_chunked(batch: Batch, buffer_depth: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """(head down s, held s) per channel node of one batch, its steps played in chunks of at most CHUNK_NODES
-    channel nodes (whole steps; a larger step alone), each chunk's nodes built, solved and dropped in turn."""
+    """(head down s, held s) per channel node of one batch, its steps played in chunks of whole steps (a larger
+    step alone), each chunk's nodes built, solved and dropped in turn. The chunks are played on
+    hwmodels.kernels.threads.count() threads at once, each chunk on one thread; with w threads a chunk holds
+    about an equal share of at most CHUNK_NODES / w channel nodes, so at most CHUNK_NODES are alive at once."""
     a, t, u = batch
     step = a.flow_sample * a.n_steps + a.flow_step  # sorted: flows are in (sample, step, ...) order
     off = _offsets(u)
     down, held = np.empty(int(off[-1])), np.empty(int(off[-1]))
     arrays = TreeArrays(u.trees)
-    for f0, f1 in _merge_chunks(step, off, CHUNK_NODES):
+    workers = threads.count()
+    parts = workers * -(-int(off[-1]) // CHUNK_NODES)
+    chunks = _merge_chunks(step, off, -(-int(off[-1]) // max(parts, 1)))
+
+    def play(f0: int, f1: int) -> None:
         nodes = Nodes(u.trees, u.flow_route[f0:f1], u.hops[f0:f1], a.flow_messages[f0:f1],
                       step[f0:f1] - step[f0], t.link_s, buffer_depth, arrays)
-        grant, rel = des_vector.grants(nodes, Queues(nodes), t.flow_ready_s[f0:f1], t.flow_tail_s[f0:f1], t.link_s)
+        grant, rel = des_vector.grants(nodes, Queues(nodes), t.flow_ready_s[f0:f1], t.flow_tail_s[f0:f1],
+                                       t.link_s, workers=1)
         down[off[f0]:off[f1]], held[off[f0]:off[f1]] = grant + nodes.hop, rel - grant
+
+    threads.map_items(play, chunks, workers)
     return down, held
 
 

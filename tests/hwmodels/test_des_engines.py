@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from hwmodels import SimCache, load_preset, map_network
+from hwmodels.kernels import threads
 from hwmodels.timing import analytic, des, des_vector
 from hwmodels.events.actions import build_fanout, count_actions
 from hwmodels.events.network import Network, route_use
@@ -159,11 +160,14 @@ def test_simpy_engine_schedules_at_absolute_times_exactly_through_the_public_api
         assert len(seen) == 1 and seen[0][0] == seen[0][1]
 
 
+@pytest.mark.parametrize("workers", [1, 2, 3])
 @pytest.mark.parametrize("depth", [None, 2])
-def test_a_batch_over_the_node_limit_is_played_in_chunks_of_whole_steps_with_the_same_result(monkeypatch, depth):
+def test_a_batch_over_the_node_limit_is_played_in_chunks_of_whole_steps_with_the_same_result(monkeypatch, depth,
+                                                                                            workers):
     """With CHUNK_NODES below one batch's channel nodes, the vector engine plays the batch in chunks of whole steps
-    (some chunks one step over the limit): step latencies, link hold times and done times equal the unchunked
-    play bit for bit, for one batch and for a group of several."""
+    (some chunks one step over the limit), `workers` chunks at once: step latencies, link hold times and done
+    times equal the unchunked play bit for bit, for one batch and for a group of several."""
+    monkeypatch.setattr(threads, "count", lambda: workers)
     g, tr, m, chip = _case(5, depth, rate=0.5)
     tables, net = build_fanout(g, m), Network(m, chip)
     half = tr.n_samples // 2
@@ -181,3 +185,21 @@ def test_a_batch_over_the_node_limit_is_played_in_chunks_of_whole_steps_with_the
             for x, y in zip(chunked, whole):
                 assert np.array_equal(x.step_s, y.step_s) and np.array_equal(x.link_held_s, y.link_held_s)
                 assert np.array_equal(x.core_done_s, y.core_done_s)
+
+
+@pytest.mark.parametrize("multicast", [False, True])
+@pytest.mark.parametrize("depth", [None, 2])
+def test_the_grant_kernel_gives_the_same_grants_on_any_number_of_threads(monkeypatch, depth, multicast):
+    """The grant kernel's steps split over 1, 2, 3 and 5 threads (hwmodels.kernels.threads, every range allowed
+    down to one node): every channel's head arrival and hold time equal the one-thread play and the simpy engine
+    bit for bit, with children CSRs (multicast) and slot terms (finite buffers)."""
+    monkeypatch.setattr(threads, "MIN_ITEMS", 1)
+    for seed in range(4):
+        g, tr, m, chip = _case(77 + seed, depth, rate=0.4)
+        acts, times, net, use = _inputs(g, tr, m, chip, multicast, "pipelined")
+        (down_s, held_s), = des._play([(acts, times, use)], depth, "simpy")
+        for workers in (1, 2, 3, 5):
+            monkeypatch.setattr(threads, "count", lambda w=workers: w)
+            assert threads.split(np.array([0, 1, 2, 3]), workers) != [(0, 3)] or workers == 1
+            (down_v, held_v), = des._play([(acts, times, use)], depth, "vector")
+            assert np.array_equal(down_s, down_v) and np.array_equal(held_s, held_v)
