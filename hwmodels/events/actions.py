@@ -19,6 +19,7 @@ from hwmodels.mapping.connectivity import (COUNT_KINDS, PAID_COUNT, FanoutStore,
                                            stored_core_fanout)
 from hwmodels.mapping.map import Mapping
 from hwmodels.chip.spec import CoreSpec
+from hwmodels.kernels import threads
 from hwmodels.kernels.count import count_rows, dst_major, unicast_flows
 from hwmodels.kernels.spike_classes import row_class_counts
 from hwmodels.mapping.storage import read_bits
@@ -220,43 +221,53 @@ def _population_classes(graph: NetworkGraph, mapping: Mapping, name: str) -> tup
     return of, first
 
 
+def _population_tables(graph: NetworkGraph, mapping: Mapping, name: str, formats: tuple[str, ...],
+                       core: CoreSpec | None, per_event, fanouts: FanoutStore | None) -> tuple:
+    """build_fanout's tables of population `name` (which has out-projections): (its class stack (messages,
+    paid events per format, bits when per_event is None), structural and nonzero fan-out per neuron, class of
+    every neuron, first neuron of every class)."""
+    pop, n = graph.populations[name], mapping.cores_used
+    # one row per class of neurons with equal rows (_population_classes), expanded by FanoutTables.stack
+    of, reps = _population_classes(graph, mapping, name)
+    paid = {f: sp.csr_matrix((len(reps), n), dtype=np.int64) for f in formats}
+    bits = sp.csr_matrix((len(reps), n), dtype=np.int64)
+    st, nz = np.zeros(len(reps), np.int64), np.zeros(len(reps), np.int64)
+    for proj in graph.out_projections(name):
+        tgt = mapping.core_of_neuron[proj.target]
+        per_count = dict(zip(COUNT_KINDS, read_bits(proj, pop.shape, core))) if per_event is None else {}
+        needed = {PAID_COUNT[proj.storage]} | {c for c, per in per_count.items() if per}
+        f_counts = {c: _proj_fanout(proj, pop.shape, tgt, n, c, fanouts, reps) for c in COUNT_KINDS if c in needed}
+        paid[proj.storage] = paid[proj.storage] + f_counts[PAID_COUNT[proj.storage]]
+        for count, per in per_count.items():
+            if per:
+                bits = bits + per * f_counts[count]
+        st += fanout(proj, pop.shape, "structural", reps)  # = row sums of the per-core counts
+        nz += fanout(proj, pop.shape, "nonzero", reps)
+    total = sum(paid.values())
+    msgs = sp.csr_matrix((total > 0).astype(np.int64))
+    # a core a neuron sends no message to reads none of its bits (a bitmap row of zero weights there)
+    blocks = [msgs] + [paid[f] for f in formats] + ([bits.multiply(msgs).tocsr()] if per_event is None else [])
+    return sp.hstack(blocks, format="csr", dtype=np.int64), st[of], nz[of], of, reps
+
+
 def build_fanout(graph: NetworkGraph, mapping: Mapping, multicast: bool = False,
                  core: CoreSpec | None = None, fanouts: FanoutStore | None = None) -> FanoutTables:
     """Fan-out tables of `graph` on `mapping` (hwmodels.mapping.connectivity.core_fanout with the paid count);
     `multicast` adds the destination sets (FanoutTables.routes). core: the chip's CoreSpec, whose
     stored_weight_bits decide the bits a spike reads (None: every projection's own weight_bits). fanouts: core
-    fan-outs already counted on this assignment (e.g. by hwmodels.mapping.check.check_mapping), reused."""
+    fan-outs already counted on this assignment (e.g. by hwmodels.mapping.check.check_mapping), reused. The
+    populations' tables are independent and built on up to hwmodels.kernels.threads.count() threads."""
     formats = tuple(f for f in STORAGE_FORMATS if any(p.storage == f for p in graph.projections))
     n = mapping.cores_used
     per_event = _per_event_bits(graph, mapping, formats, core)
-    stack, structural, nonzero, classes, first = {}, {}, {}, {}, {}
-    for name, pop in graph.populations.items():
-        outs = graph.out_projections(name)
-        if not outs:
-            continue
-        # one row per class of neurons with equal rows (_population_classes), expanded by FanoutTables.stack
-        of, reps = _population_classes(graph, mapping, name)
-        paid = {f: sp.csr_matrix((len(reps), n), dtype=np.int64) for f in formats}
-        bits = sp.csr_matrix((len(reps), n), dtype=np.int64)
-        st, nz = np.zeros(len(reps), np.int64), np.zeros(len(reps), np.int64)
-        for proj in outs:
-            tgt = mapping.core_of_neuron[proj.target]
-            per_count = dict(zip(COUNT_KINDS, read_bits(proj, pop.shape, core))) if per_event is None else {}
-            needed = {PAID_COUNT[proj.storage]} | {c for c, per in per_count.items() if per}
-            f_counts = {c: _proj_fanout(proj, pop.shape, tgt, n, c, fanouts, reps)
-                        for c in COUNT_KINDS if c in needed}
-            paid[proj.storage] = paid[proj.storage] + f_counts[PAID_COUNT[proj.storage]]
-            for count, per in per_count.items():
-                if per:
-                    bits = bits + per * f_counts[count]
-            st += fanout(proj, pop.shape, "structural", reps)  # = row sums of the per-core counts
-            nz += fanout(proj, pop.shape, "nonzero", reps)
-        structural[name], nonzero[name], classes[name], first[name] = st[of], nz[of], of, reps
-        total = sum(paid.values())
-        msgs = sp.csr_matrix((total > 0).astype(np.int64))
-        # a core a neuron sends no message to reads none of its bits (a bitmap row of zero weights there)
-        blocks = [msgs] + [paid[f] for f in formats] + ([bits.multiply(msgs).tocsr()] if per_event is None else [])
-        stack[name] = sp.hstack(blocks, format="csr", dtype=np.int64)
+    names = [name for name in graph.populations if graph.out_projections(name)]
+    # the populations' tables on threads (mostly numpy and scipy work, which releases the GIL) when there are
+    # enough source neurons to pay for them (hwmodels.kernels.threads.MIN_ITEMS each)
+    neurons = sum(graph.populations[name].size for name in names)
+    workers = max(1, min(threads.count(), neurons // threads.MIN_ITEMS))
+    built = threads.map_items(lambda name: _population_tables(graph, mapping, name, formats, core, per_event,
+                                                              fanouts), [(name,) for name in names], workers)
+    stack, structural, nonzero, classes, first = ({name: b[k] for name, b in zip(names, built)} for k in range(5))
     routes, dest = _dest_sets(stack, n, classes) if multicast else (None, None)
     return FanoutTables(formats, n, _ExpandedStack(stack, classes), structural, nonzero, routes, dest, per_event,
                         classes, stack, first)
@@ -525,13 +536,21 @@ class _Grouped:
 def _unicast_flows(tables: FanoutTables, grouped: _Grouped, rows_per_sample: int) -> tuple:
     """(((row, dst, messages) of the flows, (flow, dst, messages, events, bits or None) of their deliveries: one
     per flow), synops_structural, synops_nonzero) of the grouped spikes, rows_per_sample rows per sample
-    (hwmodels.kernels.count.unicast_flows). Raises RuntimeError when a value block has an entry without messages,
-    which build_fanout never makes (a core a neuron sends no message to reads none of its bits)."""
-    joint = tables.joint
-    row, dst, msgs, values, struct, nonzero, orphan = unicast_flows(
-        grouped.row_lo, grouped.row_hi, grouped.ev_cls, joint.stack, tables.n_cores, rows_per_sample, joint.totals)
-    if orphan:
+    (hwmodels.kernels.count.unicast_flows, on ranges of whole samples with equal shares of the spikes on
+    hwmodels.kernels.threads.count() threads, joined in order: the same entries in the same order). Raises
+    RuntimeError when a value block has an entry without messages, which build_fanout never makes (a core a
+    neuron sends no message to reads none of its bits)."""
+    joint, rps = tables.joint, rows_per_sample
+    lo, hi = grouped.row_lo, grouped.row_hi
+    per_sample = (hi - lo).reshape(-1, rps).sum(axis=1)
+    ptr = np.concatenate([[0], np.cumsum(per_sample)]).astype(np.int64)
+    ranges = threads.split(ptr, threads.count())
+    parts = threads.run(lambda s0, s1: unicast_flows(lo[s0 * rps:s1 * rps], hi[s0 * rps:s1 * rps], grouped.ev_cls,
+                                                     joint.stack, tables.n_cores, rps, joint.totals), ranges)
+    if any(p[6] for p in parts):
         raise RuntimeError("fan-out tables: synaptic events or bits on a core without a message")
+    row = np.concatenate([p[0] + s0 * rps for p, (s0, _) in zip(parts, ranges)])
+    dst, msgs, values, struct, nonzero = (np.concatenate([p[k] for p in parts]) for k in range(1, 6))
     nf = len(tables.formats)
     bits = values[:, nf] if tables.bits_per_event is None else None
     return ((row, dst, msgs), (np.arange(len(row)), dst, msgs, values[:, :nf], bits)), struct, nonzero

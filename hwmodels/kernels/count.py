@@ -127,7 +127,7 @@ def _sort_dsts(touched: np.ndarray, dlist: np.ndarray, nd: int) -> None:
         dlist[:nd].sort()
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def unicast_flows(row_lo: np.ndarray, row_hi: np.ndarray, ev_cls: np.ndarray, fan: tuple, n: int,
                   rows_per_sample: int, totals: tuple):
     """Unicast flows of a batch: for every row r, the classes of its spikes ev_cls[row_lo[r]:row_hi[r]]

@@ -62,6 +62,8 @@ channel), the same for both engines.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from hwmodels.kernels import threads
@@ -111,49 +113,107 @@ def _play_simpy(batches: list[Batch], buffer_depth: int | None, keep: Keep = mak
     return [des_simpy.play(a, t, u, buffer_depth, _offsets(u)) for a, t, u in batches]
 
 
-def _group_nodes(batches: list[Batch], buffer_depth: int | None, keep: Keep) -> tuple[Nodes, Queues]:
-    """Channel nodes and queues of all batches at once (steps numbered across batches), through `keep` keyed by
-    the batches' action counts and route topologies (they fix the flows, message counts and channels), so that a
-    later call on the same batches (e.g. from a hwmodels.SimCache with other core or router latencies) skips
-    building them; the hop latencies and link time of these batches are then put on them (Nodes.with_costs)."""
-    key = ("des_nodes", tuple((id(a), id(u.topology)) for a, _, u in batches), buffer_depth)
-    nodes, queues, built = keep(key, lambda: (*build_nodes(batches, buffer_depth), batches),
-                                tuple((a, u.topology) for a, _, u in batches))
-    link_s = batches[0][1].link_s
-    if built[0][1].link_s == link_s and all(u is v for (_, _, u), (_, _, v) in zip(batches, built)):
-        return nodes, queues
-    return nodes.with_costs(tuple(t for _, _, u in batches for t in u.trees), link_s), queues
+class _Chunk(NamedTuple):
+    """Channel nodes of the flows f0..f1-1 of a group (whole steps; steps renumbered from 0) and their queues."""
+
+    f0: int
+    f1: int
+    nodes: Nodes
+    queues: Queues
+
+
+def _group_flows(batches: list[Batch]) -> tuple[tuple, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(trees, flow_route, hops, messages, step) of all batches' flows laid end to end, int64 (n_flows,) each:
+    tree indices into the trees of all batches, steps numbered across batches (sorted)."""
+    uses = [u for _, _, u in batches]
+    tree_off = np.cumsum([0] + [len(u.trees) for u in uses])
+    step_off = np.cumsum([0] + [a.n_samples * a.n_steps for a, _, _ in batches])
+    return (tuple(t for u in uses for t in u.trees),
+            np.concatenate([u.flow_route + o for u, o in zip(uses, tree_off)]),
+            np.concatenate([u.hops for u in uses]), np.concatenate([a.flow_messages for a, _, _ in batches]),
+            np.concatenate([a.flow_sample * a.n_steps + a.flow_step + o for (a, _, _), o in zip(batches, step_off)]))
 
 
 def build_nodes(batches: list[Batch], buffer_depth: int | None) -> tuple[Nodes, Queues]:
     """Channel nodes and queues of all batches at once (steps numbered across batches)."""
-    uses = [u for _, _, u in batches]
-    tree_off = np.cumsum([0] + [len(u.trees) for u in uses])
-    step_off = np.cumsum([0] + [a.n_samples * a.n_steps for a, _, _ in batches])
-    nodes = Nodes(tuple(t for u in uses for t in u.trees),
-                  np.concatenate([u.flow_route + o for u, o in zip(uses, tree_off)]),
-                  np.concatenate([u.hops for u in uses]), np.concatenate([a.flow_messages for a, _, _ in batches]),
-                  np.concatenate([a.flow_sample * a.n_steps + a.flow_step + o
-                                  for (a, _, _), o in zip(batches, step_off)]), batches[0][1].link_s, buffer_depth)
+    nodes = Nodes(*_group_flows(batches), batches[0][1].link_s, buffer_depth)
     return nodes, Queues(nodes)
+
+
+def _chunk_ranges(step: np.ndarray, off: np.ndarray, workers: int) -> list[tuple[int, int]]:
+    """Flow ranges [f0, f1) of whole steps (`step` sorted, one per flow; off: node offset of every flow and the
+    total), in order and covering every flow, for `workers` threads: workers x ceil(nodes / CHUNK_NODES) ranges
+    cut where the nodes pass equal shares (hwmodels.kernels.threads.split: at most about CHUNK_NODES alive at
+    once when each thread holds one), fewer when a share would be under hwmodels.kernels.threads.MIN_ITEMS
+    nodes or there are fewer steps."""
+    total = int(off[-1])
+    parts = max(1, min(workers, total // threads.MIN_ITEMS)) * -(-total // CHUNK_NODES)
+    bounds = np.concatenate([[0], np.flatnonzero(np.diff(step)) + 1, [len(step)]]).astype(np.int64)
+    return [(int(bounds[a]), int(bounds[b])) for a, b in threads.split(off[bounds], parts, min_items=1)]
+
+
+def _make_chunk(flows: tuple, arrays: TreeArrays, f0: int, f1: int, link_s: float,
+                buffer_depth: int | None) -> _Chunk:
+    """The _Chunk of flows f0..f1-1 of `flows` (_group_flows)."""
+    trees, route, hops, msgs, step = flows
+    nodes = Nodes(trees, route[f0:f1], hops[f0:f1], msgs[f0:f1], step[f0:f1] - (step[f0] if f1 > f0 else 0),
+                  link_s, buffer_depth, arrays)
+    return _Chunk(f0, f1, nodes, Queues(nodes))
+
+
+def _build_chunks(batches: list[Batch], buffer_depth: int | None) -> list[_Chunk]:
+    """The group's channel nodes in chunks of whole steps (_chunk_ranges), built on threads."""
+    flows, workers, link_s = _group_flows(batches), threads.count(), batches[0][1].link_s
+    arrays, off = TreeArrays(flows[0]), np.concatenate([[0], np.cumsum(flows[2])]).astype(np.int64)
+    return threads.map_items(lambda f0, f1: _make_chunk(flows, arrays, f0, f1, link_s, buffer_depth),
+                             _chunk_ranges(flows[4], off, workers), workers)
+
+
+def _group_chunks(batches: list[Batch], buffer_depth: int | None, keep: Keep) -> list[_Chunk]:
+    """The group's chunks (_build_chunks) through `keep` keyed by the batches' action counts and route
+    topologies (they fix the flows, message counts and channels), so that a later call on the same batches
+    (e.g. from a hwmodels.SimCache with other core or router latencies) skips building them; the hop latencies
+    and link time of these batches are then put on them (Nodes.with_costs)."""
+    key = ("des_nodes", tuple((id(a), id(u.topology)) for a, _, u in batches), buffer_depth)
+    chunks, built = keep(key, lambda: (_build_chunks(batches, buffer_depth), batches),
+                         tuple((a, u.topology) for a, _, u in batches))
+    link_s = batches[0][1].link_s
+    if built[0][1].link_s == link_s and all(u is v for (_, _, u), (_, _, v) in zip(batches, built)):
+        return chunks
+    trees = tuple(t for _, _, u in batches for t in u.trees)
+    return [c._replace(nodes=c.nodes.with_costs(trees, link_s)) for c in chunks]
+
+
+def _solve(chunk: _Chunk, ready: np.ndarray, tail: np.ndarray, link_s: float, off: np.ndarray,
+           down: np.ndarray, held: np.ndarray) -> None:
+    """Grants of one chunk (on one thread) into its slices of down (head down s) and held (s), node off[f]
+    being flow f's first; ready / tail: of all flows (hwmodels.timing.des_vector.grants)."""
+    f0, f1, nodes, queues = chunk
+    grant, rel = des_vector.grants(nodes, queues, ready[f0:f1], tail[f0:f1], link_s, workers=1)
+    down[off[f0]:off[f1]], held[off[f0]:off[f1]] = grant + nodes.hop, rel - grant
 
 
 def _play_vector(batches: list[Batch], buffer_depth: int | None, keep: Keep = make_now) -> list[tuple[np.ndarray, np.ndarray]]:
     """The same as _play_simpy with hwmodels.timing.des_vector, every batch of the group in one solve (every hop
-    latency must be > 0); the channel nodes come through `keep`. A group of more than CHUNK_NODES channel nodes
-    is played batch by batch, and a batch of more than CHUNK_NODES in chunks of whole steps (_play_chunked), so
-    memory stays bounded; steps are independent, so the result is the same."""
+    latency must be > 0): its steps in chunks (_chunk_ranges) played on hwmodels.kernels.threads.count()
+    threads, the chunks' nodes through `keep`. A group of more than CHUNK_NODES channel nodes is played batch
+    by batch, and a batch of more than CHUNK_NODES in chunks built, solved and dropped in turn (_play_chunked),
+    so memory stays bounded; steps are independent, so the result is the same."""
     total = sum(int(u.hops.sum()) for _, _, u in batches)
     if total > CHUNK_NODES and len(batches) > 1:
         return [r for b in batches for r in _play_vector([b], buffer_depth, keep)]
     if total > CHUNK_NODES:
         return [_play_chunked(batches[0], buffer_depth)]
-    nodes, queues = _group_nodes(batches, buffer_depth, keep)
+    chunks = _group_chunks(batches, buffer_depth, keep)
     ready = np.concatenate([t.flow_ready_s for _, t, _ in batches])
     tail = np.concatenate([t.flow_tail_s for _, t, _ in batches])
-    grant, rel = des_vector.grants(nodes, queues, ready, tail, batches[0][1].link_s)
+    off = np.concatenate([[0], np.cumsum(np.concatenate([u.hops for _, _, u in batches]))]).astype(np.int64)
+    down, held = np.empty(total), np.empty(total)
+    link_s = batches[0][1].link_s
+    threads.map_items(lambda c: _solve(c, ready, tail, link_s, off, down, held), [(c,) for c in chunks],
+                      threads.count())
     ends = np.cumsum([0] + [int(u.hops.sum()) for _, _, u in batches])
-    return [(grant[a:b] + nodes.hop[a:b], rel[a:b] - grant[a:b]) for a, b in zip(ends[:-1], ends[1:])]
+    return [(down[a:b], held[a:b]) for a, b in zip(ends[:-1], ends[1:])]
 
 
 def _merge_chunks(step: np.ndarray, ends: np.ndarray, limit: int) -> list[tuple[int, int]]:
@@ -172,27 +232,18 @@ def _merge_chunks(step: np.ndarray, ends: np.ndarray, limit: int) -> list[tuple[
 
 
 def _play_chunked(batch: Batch, buffer_depth: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """(head down s, held s) per channel node of one batch, its steps played in chunks of whole steps (a larger
-    step alone), each chunk's nodes built, solved and dropped in turn. The chunks are played on
-    hwmodels.kernels.threads.count() threads at once, each chunk on one thread; with w threads a chunk holds
-    about an equal share of at most CHUNK_NODES / w channel nodes, so at most CHUNK_NODES are alive at once."""
+    """(head down s, held s) per channel node of one batch of more than CHUNK_NODES channel nodes, its steps
+    played in chunks (_chunk_ranges: with w threads, each about an equal share of at most CHUNK_NODES / w
+    nodes), each chunk's nodes built, solved and dropped on one of hwmodels.kernels.threads.count() threads,
+    so that at most about CHUNK_NODES nodes are alive at once."""
     a, t, u = batch
-    step = a.flow_sample * a.n_steps + a.flow_step  # sorted: flows are in (sample, step, ...) order
+    flows = _group_flows([batch])
     off = _offsets(u)
     down, held = np.empty(int(off[-1])), np.empty(int(off[-1]))
-    arrays = TreeArrays(u.trees)
-    workers = threads.count()
-    parts = workers * -(-int(off[-1]) // CHUNK_NODES)
-    chunks = _merge_chunks(step, off, -(-int(off[-1]) // max(parts, 1)))
-
-    def play(f0: int, f1: int) -> None:
-        nodes = Nodes(u.trees, u.flow_route[f0:f1], u.hops[f0:f1], a.flow_messages[f0:f1],
-                      step[f0:f1] - step[f0], t.link_s, buffer_depth, arrays)
-        grant, rel = des_vector.grants(nodes, Queues(nodes), t.flow_ready_s[f0:f1], t.flow_tail_s[f0:f1],
-                                       t.link_s, workers=1)
-        down[off[f0]:off[f1]], held[off[f0]:off[f1]] = grant + nodes.hop, rel - grant
-
-    threads.map_items(play, chunks, workers)
+    arrays, workers = TreeArrays(u.trees), threads.count()
+    threads.map_items(lambda f0, f1: _solve(_make_chunk(flows, arrays, f0, f1, t.link_s, buffer_depth),
+                                            t.flow_ready_s, t.flow_tail_s, t.link_s, off, down, held),
+                      _chunk_ranges(flows[4], off, workers), workers)
     return down, held
 
 

@@ -203,3 +203,36 @@ def test_the_grant_kernel_gives_the_same_grants_on_any_number_of_threads(monkeyp
             assert threads.split(np.array([0, 1, 2, 3]), workers) != [(0, 3)] or workers == 1
             (down_v, held_v), = des._play([(acts, times, use)], depth, "vector")
             assert np.array_equal(down_s, down_v) and np.array_equal(held_s, held_v)
+
+
+@pytest.mark.parametrize("depth", [None, 2])
+def test_a_group_is_played_in_chunks_on_threads_with_the_same_result_and_cached_chunks(monkeypatch, depth):
+    """A group of batches under CHUNK_NODES is cut into one chunk of whole steps per thread (every chunk allowed
+    down to one node): step latencies, link hold times and done times equal the one-thread play bit for bit on
+    1-4 threads, and so do the cached chunks recosted for other hop latencies and link time
+    (hwmodels.SimCache.keep, Nodes.with_costs) against chunks built on the recosted routes."""
+    g, tr, m, chip = _case(11, depth, rate=0.5)
+    slow = load_preset("loihi", {"mesh_width": 5, "mesh_height": 5, "cores_per_tile": 1, "router.buffer_depth": depth,
+                                 "router.hop_latency_ew_s": 3 * chip.router.hop_latency_ew_s,
+                                 "router.link_bandwidth_msgs_per_s": chip.router.link_bandwidth_msgs_per_s / 2})
+    tables, net, net_slow = build_fanout(g, m), Network(m, chip), Network(m, slow)
+    half = tr.n_samples // 2
+    acts = [count_actions(g, tr, m, tables, r) for r in (range(0, half), range(half, tr.n_samples))]
+    uses = [route_use(a.flow_src, a.flow_route, a.flow_messages, a.routes, net) for a in acts]
+    batches = [(a, action_times(a, chip, m), u) for a, u in zip(acts, uses)]
+    moved = [(a, action_times(a, slow, m), u.recosted(net_slow)) for a, u in zip(acts, uses)]
+    monkeypatch.setattr(threads, "count", lambda: 1)
+    want = des.timing_batches(batches, net, depth, engine="vector")
+    want_slow = des.timing_batches(moved, net_slow, depth, engine="vector")
+    monkeypatch.setattr(threads, "MIN_ITEMS", 1)
+    for workers in (1, 2, 3, 4):
+        monkeypatch.setattr(threads, "count", lambda w=workers: w)
+        cache = SimCache()
+        for group, net_of, ref in ((batches, net, want), (moved, net_slow, want_slow)):
+            for got, exp in zip(des.timing_batches(group, net_of, depth, engine="vector", keep=cache.keep), ref):
+                assert np.array_equal(got.step_s, exp.step_s) and np.array_equal(got.link_held_s, exp.link_held_s)
+                assert np.array_equal(got.core_done_s, exp.core_done_s)
+        assert sum(k[0] == "des_nodes" for k in cache._store) == 1  # the recosted group reused the chunks
+        flows = des._group_flows(batches)
+        off = np.concatenate([[0], np.cumsum(flows[2])])
+        assert len(des._chunk_ranges(flows[4], off, workers)) == min(workers, len(np.unique(flows[4])))
