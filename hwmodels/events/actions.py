@@ -49,10 +49,11 @@ SEMANTICS: dict[str, Callable[[NetworkGraph, int], tuple[int, dict[str, np.ndarr
 
 
 def _proj_fanout(proj: Projection, src_shape: tuple, target_core: np.ndarray, n_cores: int, count: str,
-                 fanouts: FanoutStore | None = None, rows: np.ndarray | None = None):
+                 fanouts: FanoutStore | None = None, rows: np.ndarray | None = None,
+                 classes: np.ndarray | None = None):
     """Core-level fan-out (n_source, n_cores) of one projection; dense structural without a dense ones matrix;
     the others through `fanouts` (hwmodels.mapping.connectivity.stored_core_fanout). rows: only these source
-    neurons (len(rows) rows)."""
+    neurons (len(rows) rows); classes: the projection's source_classes when already made."""
     if proj.kind == "dense" and count == "structural":
         per_core = np.bincount(target_core, minlength=n_cores).astype(np.int64)
         cols = np.flatnonzero(per_core)
@@ -60,7 +61,7 @@ def _proj_fanout(proj: Projection, src_shape: tuple, target_core: np.ndarray, n_
         rows = np.repeat(np.arange(n_src), len(cols))
         return sp.csr_matrix((np.tile(per_core[cols], n_src), (rows, np.tile(cols, n_src))),
                              shape=(n_src, n_cores), dtype=np.int64)
-    f, cores = stored_core_fanout(fanouts, proj, src_shape, target_core, count, rows)
+    f, cores = stored_core_fanout(fanouts, proj, src_shape, target_core, count, rows, classes)
     f.sort_indices()  # cores is sorted, so the renumbered columns stay sorted
     return sp.csr_matrix((f.data, cores[f.indices], f.indptr), shape=(f.shape[0], n_cores), dtype=np.int64)
 
@@ -209,16 +210,19 @@ def _dest_sets(stack: dict[str, sp.csr_matrix], n: int,
     return tuple(np.array(s, np.int64) for s in sets), dest
 
 
-def _population_classes(graph: NetworkGraph, mapping: Mapping, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """(class of every neuron of `name`, first neuron of every class): neurons with the same source_classes in
-    every out-projection, hence equal rows of every count and bits table build_fanout adds up."""
+def _population_classes(graph: NetworkGraph, mapping: Mapping,
+                        name: str) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """(class of every neuron of `name`, first neuron of every class, {out-projection: its source_classes}):
+    neurons with the same source_classes in every out-projection, hence equal rows of every count and bits
+    table build_fanout adds up."""
     size = graph.populations[name].size
-    of = np.zeros(size, np.int64)
+    of, per_proj = np.zeros(size, np.int64), {}
     for proj in graph.out_projections(name):
-        cls = source_classes(proj, graph.populations[name].shape, mapping.core_of_neuron[proj.target])
+        cls = per_proj[proj.name] = source_classes(proj, graph.populations[name].shape,
+                                                   mapping.core_of_neuron[proj.target])
         of = np.unique(of * (int(cls.max(initial=0)) + 1) + cls, return_inverse=True)[1].reshape(-1)
     _, first = np.unique(of, return_index=True)
-    return of, first
+    return of, first, per_proj
 
 
 def _population_tables(graph: NetworkGraph, mapping: Mapping, name: str, formats: tuple[str, ...],
@@ -228,7 +232,7 @@ def _population_tables(graph: NetworkGraph, mapping: Mapping, name: str, formats
     every neuron, first neuron of every class)."""
     pop, n = graph.populations[name], mapping.cores_used
     # one row per class of neurons with equal rows (_population_classes), expanded by FanoutTables.stack
-    of, reps = _population_classes(graph, mapping, name)
+    of, reps, per_proj = _population_classes(graph, mapping, name)
     paid = {f: sp.csr_matrix((len(reps), n), dtype=np.int64) for f in formats}
     bits = sp.csr_matrix((len(reps), n), dtype=np.int64)
     st, nz = np.zeros(len(reps), np.int64), np.zeros(len(reps), np.int64)
@@ -236,7 +240,8 @@ def _population_tables(graph: NetworkGraph, mapping: Mapping, name: str, formats
         tgt = mapping.core_of_neuron[proj.target]
         per_count = dict(zip(COUNT_KINDS, read_bits(proj, pop.shape, core))) if per_event is None else {}
         needed = {PAID_COUNT[proj.storage]} | {c for c, per in per_count.items() if per}
-        f_counts = {c: _proj_fanout(proj, pop.shape, tgt, n, c, fanouts, reps) for c in COUNT_KINDS if c in needed}
+        f_counts = {c: _proj_fanout(proj, pop.shape, tgt, n, c, fanouts, reps, per_proj[proj.name])
+                    for c in COUNT_KINDS if c in needed}
         paid[proj.storage] = paid[proj.storage] + f_counts[PAID_COUNT[proj.storage]]
         for count, per in per_count.items():
             if per:

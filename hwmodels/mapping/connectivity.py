@@ -332,20 +332,21 @@ FanoutStore = dict
 
 
 def stored_core_fanout(store: FanoutStore | None, proj: Projection, src_shape: tuple[int, ...],
-                       target_core: np.ndarray, count: str = "structural",
-                       rows: np.ndarray | None = None) -> tuple[sp.csr_matrix, np.ndarray]:
+                       target_core: np.ndarray, count: str = "structural", rows: np.ndarray | None = None,
+                       classes: np.ndarray | None = None) -> tuple[sp.csr_matrix, np.ndarray]:
     """core_fanout(proj, src_shape, target_core, count), made once per (projection, count) in `store` and reused
     while it is asked for an equal target_core (None: made on every call). The caller must not modify the
     returned matrix in place (canonicalising its indices, which changes no value, excepted). rows: only these
     source neurons; the store then keeps one row per source_classes class of the projection (F of the class's
-    first neuron, and the class of every neuron), and every caller takes its rows from that table."""
+    first neuron, and the class of every neuron), and every caller takes its rows from that table. classes:
+    source_classes(proj, src_shape, target_core) when the caller has it already (not recomputed)."""
     if store is None:
         return core_fanout(proj, src_shape, target_core, count, rows)
     key, target_core = (proj.name, count), np.asarray(target_core)
     got = store.get(key)
     if rows is not None:
         if got is None or not np.array_equal(got[2], target_core):
-            of = source_classes(proj, src_shape, target_core)
+            of = source_classes(proj, src_shape, target_core) if classes is None else classes
             first = np.unique(of, return_index=True)[1]
             got = store[key] = (*core_fanout(proj, src_shape, target_core, count, first), target_core, of)
         rows = np.asarray(rows, np.int64)
@@ -431,13 +432,13 @@ def axons_per_core(graph: NetworkGraph, name: str, cores: np.ndarray, n: int,
         # as many times as the class has neurons
         shape = graph.populations[source].shape
         of = np.zeros(int(np.prod(shape)), np.int64)
-        for proj in group:
-            cls = source_classes(proj, shape, cores)
+        per_proj = [source_classes(proj, shape, cores) for proj in group]
+        for cls in per_proj:
             of = _refine(of, cls)
         first, size = np.unique(of, return_index=True)[1], np.bincount(of)
         f = None
-        for proj in group:
-            part, cols = stored_core_fanout(fanouts, proj, shape, cores, PAID_COUNT[proj.storage], first)
+        for proj, cls in zip(group, per_proj):
+            part, cols = stored_core_fanout(fanouts, proj, shape, cores, PAID_COUNT[proj.storage], first, cls)
             f = part.copy() if f is None else f + part  # part may be shared
         f.sum_duplicates()  # counts are >= 0: a stored entry > 0 is one source axon of its column per neuron
         rows = np.repeat(np.arange(f.shape[0]), np.diff(f.indptr))
