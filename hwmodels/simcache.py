@@ -100,13 +100,16 @@ class SimCache:
         self.keep(("checked_trace", id(graph), id(trace)), lambda: check_trace(graph, trace), (graph, trace))
 
     def tables(self, graph: NetworkGraph, mapping: Mapping, multicast: bool,
-               core: CoreSpec | None = None, fanouts: FanoutStore | None = None) -> FanoutTables:
+               core: CoreSpec | None = None, fanouts: FanoutStore | None = None,
+               assignment: tuple | None = None) -> FanoutTables:
         """hwmodels.events.actions.build_fanout, once per (graph, assignment of neurons to cores
         (hwmodels.mapping.map.mapping_key: placements of one partition share it), multicast, the core's stored
         weight bits): the tables read the assignment, never the tiles. fanouts: core fan-outs of this assignment
-        already counted (by hwmodels.mapping.check.check_mapping in the same call), reused when they are made."""
+        already counted (by hwmodels.mapping.check.check_mapping in the same call), reused when they are made.
+        assignment: mapping_key(mapping) when the caller has just computed it (not hashed again)."""
         stored = None if core is None else core.stored_weight_bits
-        assignment = self.keep(("assignment", id(mapping)), lambda: mapping_key(mapping), (mapping,))
+        if assignment is None:
+            assignment = self.keep(("assignment", id(mapping)), lambda: mapping_key(mapping), (mapping,))
         return self.keep(("tables", id(graph), assignment, multicast, stored),
                          lambda: build_fanout(graph, mapping, multicast, core, fanouts), (graph,))
 

@@ -205,7 +205,9 @@ def _inputs(graph: NetworkGraph, chip: ChipSpec, mapping: Mapping | None, multic
         mapping = cache.keep(("checked", id(graph), id(mapping), cache.signature("mapping", chip)),
                              lambda: check_mapping(graph, mapping, chip, fanouts), (graph, mapping))
     mapping = cache.mapping(graph, chip) if mapping is None else mapping
-    return mapping, cache.tables(graph, mapping, multicast, chip.core, fanouts), cache.network(mapping, chip)
+    # map_network and check_mapping both leave the mapping_key of the mapping they return in verified_for
+    key = mapping.verified_for[1] if mapping.verified_for is not None else None
+    return mapping, cache.tables(graph, mapping, multicast, chip.core, fanouts, key), cache.network(mapping, chip)
 
 
 def _batch(graph: NetworkGraph, trace: EventTrace, chip: ChipSpec, mapping: Mapping, tables: FanoutTables,

@@ -14,6 +14,7 @@ from functools import cached_property
 import numpy as np
 
 from hwmodels.events import paths
+from hwmodels.kernels.sums import segment_sums
 from hwmodels.mapping.map import Mapping
 from hwmodels.chip.spec import ChipSpec
 
@@ -90,7 +91,32 @@ class Network:
         self.tiles = [tuple(int(v) for v in xy) for xy in mapping.tile_xy]
         self.width = int(mapping.tile_xy[:, 0].max(initial=0)) + 1
         self._trees: dict = {}
-        self.path_s, self.path_j, self.path_hops = self._pair_tables(np.asarray(mapping.tile_xy, np.int64))
+        self._xy = np.asarray(mapping.tile_xy, np.int64)
+
+    @cached_property
+    def _tables(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(path_s, path_j, path_hops) of every core pair, made on first use."""
+        n = len(self._xy)
+        return self._pair_costs(np.arange(n)[:, None], np.arange(n)[None, :])
+
+    @property
+    def path_s(self) -> np.ndarray:
+        """float (n_cores, n_cores) XY route latency (s) between the cores' routers (see the class docstring)."""
+        return self._tables[0]
+
+    @property
+    def path_j(self) -> np.ndarray:
+        """float (n_cores, n_cores) energy (J) of one message along the XY route between the cores' routers."""
+        return self._tables[1]
+
+    @property
+    def path_hops(self) -> np.ndarray:
+        """int64 (n_cores, n_cores) hops of the XY route between the cores' routers."""
+        return self._tables[2]
+
+    def path_latency_s(self, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+        """path_s[src, dst] for core index arrays of one shape, computed for these pairs only (bit-identical)."""
+        return self._pair_costs(np.asarray(src, np.int64), np.asarray(dst, np.int64))[0]
 
     def link_id(self, link: tuple[int, int, int, int]) -> int:
         """Global id of directed link (x, y, dx, dy): ((y * width + x) * 4 + direction)."""
@@ -149,15 +175,15 @@ class Network:
         return tuple(_recosted(t, hop_s[lo:hi], hop_j[lo:hi], before[lo:hi])
                      for t, lo, hi in zip(trees, lay.bounds[:-1], lay.bounds[1:]))
 
-    def _pair_tables(self, xy: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Latency, energy and hop count of every core pair's XY route, vectorised over pairs."""
-        r = self.chip.router
-        dx = np.abs(xy[:, None, 0] - xy[None, :, 0])
-        dy = np.abs(xy[:, None, 1] - xy[None, :, 1])
+    def _pair_costs(self, src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Latency (s), energy (J) and hop count of the XY route from core src to core dst, elementwise over
+        index arrays that broadcast together."""
+        r, a, b = self.chip.router, self._xy[src], self._xy[dst]
+        dx, dy = np.abs(a[..., 0] - b[..., 0]), np.abs(a[..., 1] - b[..., 1])
         bx = by = np.zeros_like(dx)
         if self.mesh:
-            bx = np.abs(xy[:, None, 0] // self.mesh[0] - xy[None, :, 0] // self.mesh[0])
-            by = np.abs(xy[:, None, 1] // self.mesh[1] - xy[None, :, 1] // self.mesh[1])
+            bx = np.abs(a[..., 0] // self.mesh[0] - b[..., 0] // self.mesh[0])
+            by = np.abs(a[..., 1] // self.mesh[1] - b[..., 1] // self.mesh[1])
         chip_s = float(getattr(r, "chip_link_latency_s", None) or 0.0)
         chip_j = float(getattr(r, "chip_link_energy_j", None) or 0.0)
         lat = (dx - bx) * r.hop_latency_ew_s + (dy - by) * r.hop_latency_ns_s + (bx + by) * chip_s
@@ -194,15 +220,17 @@ class Network:
         hop_j = np.array([r.hop_energy_ew_j, r.hop_energy_ns_j, chip_j], float)[kind]
         links = (y * self.width + x) * 4 + direction
         before = paths.segment_before(hop_s, ptr)
-        shapes: dict[int, tuple] = {}
-        out = []
-        for i, (lo, hi) in enumerate(zip(ptr[:-1].tolist(), ptr[1:].tolist())):
+        shapes: dict[int, dict] = {}
+        out, new = [], object.__new__
+        for key, lo, hi in zip(keys, ptr[:-1].tolist(), ptr[1:].tolist()):
             n = hi - lo
             if n not in shapes:
-                shapes[n] = _path_shape(n)
-            parent, children, depth, blocking = shapes[n]
-            out.append(Tree(links[lo:hi], parent, children, depth, hop_s[lo:hi], hop_j[lo:hi], kind[lo:hi],
-                            before[lo:hi], {keys[i][1][0]: n - 1}, blocking))
+                parent, children, depth, blocking = _path_shape(n)
+                shapes[n] = dict(parent=parent, children=children, depth=depth, blocking=blocking)
+            tree = new(Tree)  # a frozen dataclass filled as its __init__ would, without its per-field setattr
+            tree.__dict__.update(shapes[n], links=links[lo:hi], hop_s=hop_s[lo:hi], hop_j=hop_j[lo:hi],
+                                 kind=kind[lo:hi], before_s=before[lo:hi], eject={key[1][0]: n - 1})
+            out.append(tree)
         return out
 
     def _build(self, src: tuple[int, int], dsts: tuple) -> Tree:
@@ -252,18 +280,9 @@ class TreeLayout:
 
 
 def tree_energy_sums(trees: tuple[Tree, ...], lay: TreeLayout, energy_j: np.ndarray) -> np.ndarray:
-    """Tree.hop_j.sum() of every tree, float (n_trees,), bit for bit: numpy sums fewer than 8 values one by one
-    from 0 (done here for all trees at once, one position at a time), longer arrays pairwise (summed alone)."""
-    flat = energy_j[lay.kind]
-    starts = np.array(lay.bounds[:-1], np.int64)
-    sizes = np.diff(np.array(lay.bounds, np.int64))
-    out = np.zeros(len(trees))
-    for k in range(min(int(sizes.max(initial=0)), 7)):
-        at = np.flatnonzero((sizes > k) & (sizes < 8))
-        out[at] += flat[starts[at] + k]
-    for i in np.flatnonzero(sizes >= 8).tolist():
-        out[i] = trees[i].hop_j.sum()
-    return out
+    """Tree.hop_j.sum() of every tree whose channels cost energy_j[kind] (J, per HOP_KINDS), float (n_trees,), bit
+    for bit (hwmodels.kernels.sums.segment_sums: numpy's pairwise summation, one compiled pass)."""
+    return segment_sums(np.asarray(energy_j, np.float64)[lay.kind], np.array(lay.bounds, np.int64))
 
 
 def _recosted(tree: Tree, hop_s: np.ndarray, hop_j: np.ndarray, before_s: np.ndarray) -> Tree:
@@ -366,8 +385,10 @@ def route_use(flow_src: np.ndarray, flow_route: np.ndarray, flow_messages: np.nd
         trees = tuple(net.unicast_trees(uniq >> 32, uniq & 0xFFFFFFFF))
     else:
         trees = tuple(net.tree(int(k >> 32), tuple(int(c) for c in routes[int(k & 0xFFFFFFFF)])) for k in uniq)
-    hop_j = np.array([t.hop_j.sum() for t in trees] or [0.0])[inv]
     sizes = np.array([len(t.links) for t in trees], np.int64)
+    # Tree.hop_j.sum() of every tree, bit for bit, in one compiled pass
+    hop_j = (segment_sums(np.concatenate([t.hop_j for t in trees]).astype(np.float64),
+                          np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)) if trees else np.zeros(1))[inv]
     hops = (sizes if len(trees) else np.zeros(1, np.int64))[inv]
     kind = np.concatenate([t.kind for t in trees]) if trees else np.zeros(0, np.int64)
     per_tree = np.bincount(np.repeat(np.arange(len(trees)), sizes) * 3 + kind, minlength=3 * len(trees))

@@ -35,7 +35,7 @@ def head_arrival(actions: Actions, times: ActionTimes, net: Network) -> np.ndarr
     """Contention-free time each delivery's first message enters its destination core, (n_deliv,): head ready
     at the source router + XY route latency to the destination router + one link time to eject."""
     f = actions.deliv_flow
-    return times.flow_ready_s[f] + net.path_s[actions.flow_src[f], actions.deliv_dst] + times.link_s
+    return times.flow_ready_s[f] + net.path_latency_s(actions.flow_src[f], actions.deliv_dst) + times.link_s
 
 
 def timing(actions: Actions, times: ActionTimes, net: Network, use: RouteUse,

@@ -83,3 +83,26 @@ def test_tree_energy_sums_are_numpys_sums_bit_for_bit():
         trees = tuple(SimpleNamespace(hop_j=energy[kind[lo:hi]]) for lo, hi in zip(bounds[:-1], bounds[1:]))
         got = tree_energy_sums(trees, SimpleNamespace(kind=kind, bounds=bounds), energy)
         assert np.array_equal(got, [t.hop_j.sum() for t in trees])
+
+
+@pytest.mark.parametrize("multichip", [False, True])
+def test_vectorised_unicast_paths_equal_the_general_tree_builder(multichip):
+    """Network.unicast_trees (every unicast route at once, hwmodels.events.paths) gives, field by field and bit
+    for bit, the trees Network.tree builds link by link, for every pair of 20 cores, on one chip and across
+    chip-to-chip links; path_latency_s of any pairs equals the pair table path_s."""
+    from hwmodels.trace import NetworkGraph, NeuronModel, Population
+    chip, _ = _chips(multichip)
+    m = map_network(NetworkGraph([Population("a", (16 * 20,), NeuronModel())], []), chip)
+    n = m.cores_used
+    src, dst = (a.ravel() for a in np.meshgrid(np.arange(n), np.arange(n), indexing="ij"))
+    fast, slow = Network(m, chip).unicast_trees(src, dst), Network(m, chip)
+    assert n == 20 and any(len(t.links) > 2 for t in fast)
+    assert not multichip or any((t.kind == 2).any() for t in fast)
+    for s, d, t in zip(src.tolist(), dst.tolist(), fast):
+        ref = slow.tree(s, (d,))
+        for name in ARRAYS:
+            assert np.array_equal(getattr(t, name), getattr(ref, name)), name
+        assert t.children == ref.children and t.eject == ref.eject and np.array_equal(t.up, ref.up)
+    net = Network(m, chip)
+    assert np.array_equal(net.path_latency_s(src, dst), net.path_s[src, dst])
+    assert net.path_s.shape == net.path_j.shape == net.path_hops.shape == (n, n)

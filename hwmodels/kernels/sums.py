@@ -1,0 +1,53 @@
+"""Sums of many short float64 segments, each bit for bit equal to numpy's `segment.sum()`: numpy adds the
+elements of a contiguous float array by pairwise summation (numpy/_core/src/umath/loops_utils.h.src,
+pairwise_sum: one by one under 8 elements, 8 running sums up to 128, halves at multiples of 8 above) onto its
+identity 0.0. Compiled with numba without fastmath, so every addition is the same IEEE operation in the same order.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+_BLOCK = 128  # numpy's PW_BLOCKSIZE
+
+
+@njit(cache=True)
+def _pairwise(a: np.ndarray, lo: int, n: int) -> float:
+    """numpy's pairwise_sum of a[lo:lo + n]."""
+    if n < 8:
+        res = 0.0
+        for i in range(lo, lo + n):
+            res += a[i]
+        return res
+    if n <= _BLOCK:
+        r0, r1, r2, r3 = a[lo], a[lo + 1], a[lo + 2], a[lo + 3]
+        r4, r5, r6, r7 = a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]
+        i = 8
+        while i < n - n % 8:
+            r0 += a[lo + i]
+            r1 += a[lo + i + 1]
+            r2 += a[lo + i + 2]
+            r3 += a[lo + i + 3]
+            r4 += a[lo + i + 4]
+            r5 += a[lo + i + 5]
+            r6 += a[lo + i + 6]
+            r7 += a[lo + i + 7]
+            i += 8
+        res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+        while i < n:
+            res += a[lo + i]
+            i += 1
+        return res
+    n2 = n // 2
+    n2 -= n2 % 8
+    return _pairwise(a, lo, n2) + _pairwise(a, lo + n2, n - n2)
+
+
+@njit(cache=True)
+def segment_sums(flat: np.ndarray, ptr: np.ndarray) -> np.ndarray:
+    """float64 (len(ptr) - 1,): out[k] = flat[ptr[k]:ptr[k + 1]].sum() exactly as numpy computes it (flat float64,
+    ptr int64 non-decreasing)."""
+    out = np.empty(len(ptr) - 1)
+    for k in range(len(ptr) - 1):
+        out[k] = 0.0 + _pairwise(flat, ptr[k], ptr[k + 1] - ptr[k])
+    return out
