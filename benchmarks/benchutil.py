@@ -18,6 +18,8 @@ import torch
 from spikingjelly.activation_based import functional
 from torch import nn
 
+from hwmodels.kernels import threads
+
 ROOT = Path(__file__).resolve().parents[1]
 REPORT_DIR = ROOT / "reports" / "benchmarks"
 REPEATS = 3
@@ -25,7 +27,8 @@ REPEATS = 3
 
 def machine_info() -> dict:
     """Where and when a benchmark ran: CPU, cores, 1-minute load average (other jobs share the machine), versions,
-    UTC date and the checked-out commit (uncommitted changes are not reflected in it)."""
+    the threads of torch and of hwmodels' compiled kernels (hwmodels.kernels.threads), UTC date and the
+    checked-out commit (uncommitted changes are not reflected in it)."""
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
     try:
@@ -36,7 +39,7 @@ def machine_info() -> dict:
     return {"date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"), "cpu": cpu,
             "cores": os.cpu_count(), "load_avg_1min": round(os.getloadavg()[0], 2), "python": platform.python_version(),
             "numpy": np.__version__, "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-            "commit": commit}
+            "hwmodels_threads": threads.count(), "commit": commit}
 
 
 def time_median(fn: Callable[[], object], repeats: int = REPEATS) -> tuple[float, list[float], object]:

@@ -209,16 +209,22 @@ def dst_major(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, n: int,
     class c's destinations with any entry dst[ptr[c]:ptr[c + 1]] increasing, val[q, b] its block-b value."""
     n_cls = len(indptr) - 1
     ptr = np.zeros(n_cls + 1, np.int64)
-    slot = np.full(n, -1, np.int64)
+    slot, seen = np.full(n, -1, np.int64), np.full(n, -1, np.int64)  # seen[d]: the last class that listed d
     dst, val = np.empty(len(indices), np.int64), np.zeros((len(indices), width), np.int64)
     m = 0
     for c in range(n_cls):
-        ds = np.unique(indices[indptr[c]:indptr[c + 1]] % n)
-        for a in range(len(ds)):
-            slot[ds[a]], dst[m + a] = m + a, ds[a]
+        k = m
+        for q in range(indptr[c], indptr[c + 1]):
+            d = indices[q] % n
+            if seen[d] != c:
+                seen[d], dst[k] = c, d
+                k += 1
+        dst[m:k].sort()
+        for a in range(m, k):
+            slot[dst[a]] = a
         for q in range(indptr[c], indptr[c + 1]):
             val[slot[indices[q] % n], indices[q] // n] = data[q]
-        m += len(ds)
+        m = k
         ptr[c + 1] = m
     return ptr, dst[:m], val[:m]
 

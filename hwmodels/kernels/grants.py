@@ -116,7 +116,7 @@ def _release(x, g, cm, tb, hop, blocking, first_child, tm_ptr, term_node, term_c
 
 
 def play(qv, key, of, node_ptr, queue_ptr, hop, cm, tb, blocking, parent, first_child, ch_ptr, child, tm_ptr,
-         term_node, term_const, dp_ptr, dependent, missing, link_s, workers: int = 1):
+         term_node, term_const, dp_ptr, dependent, missing, link_s, workers: int = 1, out=None):
     """Grant and release (s) of every node, one step at a time (steps are independent: step k holds nodes
     node_ptr[k]..node_ptr[k+1]-1 and queues queue_ptr[k]..queue_ptr[k+1]-1). qv: float (n,) request times, NaN
     until known (set for the roots), filled in place; key: int64 (n,) flow of each node (ties of Q); of: queue of
@@ -124,11 +124,12 @@ def play(qv, key, of, node_ptr, queue_ptr, hop, cm, tb, blocking, parent, first_
     empty (at most one child per channel), else the CSR (ch_ptr, child); release dependencies: the node and its
     blocking parent when dp_ptr is empty (no slot terms), else the CSR (dp_ptr, dependent) (hwmodels.timing.
     des_nodes.Nodes). workers: threads that play disjoint ranges of whole steps at once (hwmodels.kernels.threads;
-    every array a step touches is its own, so the result does not depend on it). Returns (g, rel, nodes granted,
+    every array a step touches is its own, so the result does not depend on it). out: (g, rel) float64 (n,) arrays
+    to fill (every entry of a granted node is written), or None for new ones. Returns (g, rel, nodes granted,
     children whose request fl(G + hop) is not after their parent's grant G: the proof's precondition,
     hwmodels.timing.des_vector)."""
     n, n_queues = len(qv), int(queue_ptr[-1])
-    g, rel = np.full(n, np.nan), np.full(n, np.nan)
+    g, rel = (np.full(n, np.nan), np.full(n, np.nan)) if out is None else out
     start = np.zeros(n_queues + 1, np.int64)
     np.cumsum(np.bincount(of, minlength=n_queues), out=start[1:])
     heap, size = np.empty(n, np.int64), np.zeros(n_queues, np.int64)

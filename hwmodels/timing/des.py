@@ -67,6 +67,7 @@ from typing import NamedTuple
 import numpy as np
 
 from hwmodels.kernels import threads
+from hwmodels.kernels.gather import flow_channels
 from hwmodels.timing import analytic, des_simpy, des_vector, core_times
 from hwmodels.events.actions import Actions
 from hwmodels.timing.analytic import Timing
@@ -189,8 +190,10 @@ def _solve(chunk: _Chunk, ready: np.ndarray, tail: np.ndarray, link_s: float, of
     """Grants of one chunk (on one thread) into its slices of down (head down s) and held (s), node off[f]
     being flow f's first; ready / tail: of all flows (hwmodels.timing.des_vector.grants)."""
     f0, f1, nodes, queues = chunk
-    grant, rel = des_vector.grants(nodes, queues, ready[f0:f1], tail[f0:f1], link_s, workers=1)
-    down[off[f0]:off[f1]], held[off[f0]:off[f1]] = grant + nodes.hop, rel - grant
+    grant, rel = down[off[f0]:off[f1]], held[off[f0]:off[f1]]  # filled in place: no fresh node-sized arrays
+    des_vector.grants(nodes, queues, ready[f0:f1], tail[f0:f1], link_s, workers=1, out=(grant, rel))
+    np.subtract(rel, grant, out=rel)  # held = release - grant
+    np.add(grant, nodes.hop, out=grant)  # head down = grant + hop
 
 
 def _play_vector(batches: list[Batch], buffer_depth: int | None, keep: Keep = make_now) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -279,9 +282,8 @@ def _node_links(use: RouteUse, off: np.ndarray) -> np.ndarray:
     if not use.trees:
         return np.zeros(0, np.int64)
     _, inv, tree, _ = use.channels
-    t_off = np.concatenate([[0], np.cumsum(np.bincount(tree, minlength=len(use.trees)))])
-    flow = np.repeat(np.arange(len(use.hops)), use.hops)
-    return inv[t_off[use.flow_route[flow]] + np.arange(int(off[-1])) - off[flow]].astype(np.int64)
+    t_off = np.concatenate([[0], np.cumsum(np.bincount(tree, minlength=len(use.trees)))]).astype(np.int64)
+    return flow_channels(inv.astype(np.int64), t_off, use.flow_route.astype(np.int64), use.hops.astype(np.int64))
 
 
 def _finish(batch: Batch, net: Network, down: np.ndarray, held: np.ndarray, keep: Keep = make_now) -> Timing:

@@ -41,11 +41,12 @@ class NotApplicable(RuntimeError):
 
 
 def grants(nd: Nodes, qs: Queues, ready: np.ndarray, tail: np.ndarray, link_s: float,
-           workers: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+           workers: int | None = None, out: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Grant and release time (s) of every node of `nd` (see the module docstring), decided in time order by the
     compiled kernel hwmodels.kernels.grants.play (its steps split over `workers` threads, None:
-    hwmodels.kernels.threads.count(); the result does not depend on it). ready / tail: (n_flows,) time the first / last message of
-    each flow is ready at its source router, s. Raises NotApplicable when a request falls at the instant of its
+    hwmodels.kernels.threads.count(); the result does not depend on it). ready / tail: (n_flows,) time the first /
+    last message of each flow is ready at its source router, s. out: (grant, release) float64 (nd.n,) arrays to
+    write into (returned), or None for new ones. Raises NotApplicable when a request falls at the instant of its
     parent's grant (fl(G + h) == G), where the proof does not hold."""
     qv = np.full(nd.n, np.nan)
     qv[qs.roots] = ready[nd.flow[qs.roots]]
@@ -58,7 +59,7 @@ def grants(nd: Nodes, qs: Queues, ready: np.ndarray, tail: np.ndarray, link_s: f
     g, rel, done, early = kernel.play(qv, nd.flow, qs.of, node_ptr, queue_ptr, nd.hop, nd.cm, tb, nd.blocking,
                                       nd.parent, nd.first_child, ch_ptr, child, nd.tm_ptr, nd.term_node,
                                       nd.term_const, dp_ptr, dependent, nd.missing.copy(), float(link_s),
-                                      threads.count() if workers is None else workers)
+                                      threads.count() if workers is None else workers, out)
     if done != nd.n:
         raise NotApplicable(f"DES vector engine: {nd.n - done} channels never granted")
     if early:  # some child's request fl(G + h) did not come after its parent's grant G

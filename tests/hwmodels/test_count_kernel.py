@@ -186,3 +186,14 @@ def test_bitmap_rows_of_zero_weights_send_and_read_nothing():
         assert a.deliv_events.tolist() == [[2]]
         assert read_bits(g.projections[0], (2,), chip.core) == (1, 8)
         assert a.deliv_bits.tolist() == [1 * 2 + 8 * 2]
+
+
+def test_flow_channels_gathers_each_flows_tree_channels_in_flow_order():
+    """Hand case: trees of 2, 0 and 3 channels laid end to end (values 10, 11 | - | 20, 21, 22); flows on trees
+    2, 0, 1, 2 with 3, 2, 0, 1 hops read their trees' first channels in order."""
+    from hwmodels.kernels.gather import flow_channels
+    table = np.array([10, 11, 20, 21, 22], np.int64)
+    tree_off = np.array([0, 2, 2, 5], np.int64)
+    got = flow_channels(table, tree_off, np.array([2, 0, 1, 2], np.int64), np.array([3, 2, 0, 1], np.int64))
+    assert got.tolist() == [20, 21, 22, 10, 11, 20]
+    assert flow_channels(table.astype(float), tree_off, np.zeros(0, np.int64), np.zeros(0, np.int64)).shape == (0,)
