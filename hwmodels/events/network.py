@@ -115,8 +115,13 @@ class Network:
         return self._tables[2]
 
     def path_latency_s(self, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-        """path_s[src, dst] for core index arrays of one shape, computed for these pairs only (bit-identical)."""
-        return self._pair_costs(np.asarray(src, np.int64), np.asarray(dst, np.int64))[0]
+        """path_s[src, dst] for core index arrays of one shape (bit-identical): read from the pair table when there
+        are at least as many pairs as cores squared (the table is made once per Network and reused), else computed
+        for these pairs only (no n_cores^2 table for a large chip)."""
+        src, dst = np.asarray(src, np.int64), np.asarray(dst, np.int64)
+        if "_tables" in self.__dict__ or src.size >= len(self._xy) ** 2:
+            return self.path_s[src, dst]
+        return self._pair_costs(src, dst)[0]
 
     def link_id(self, link: tuple[int, int, int, int]) -> int:
         """Global id of directed link (x, y, dx, dy): ((y * width + x) * 4 + direction)."""

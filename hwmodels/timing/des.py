@@ -71,7 +71,7 @@ from hwmodels.kernels.gather import flow_channels
 from hwmodels.timing import analytic, des_simpy, des_vector, core_times
 from hwmodels.events.actions import Actions
 from hwmodels.timing.analytic import Timing
-from hwmodels.timing.des_nodes import Nodes, Queues, TreeArrays
+from hwmodels.timing.des_nodes import Nodes, Queues, TreeArrays, tree_field
 from hwmodels.events.network import DIRECTIONS, Network, RouteUse
 from hwmodels.mapping.partition import Keep, make_now
 from hwmodels.timing.core_times import ActionTimes
@@ -182,7 +182,8 @@ def _group_chunks(batches: list[Batch], buffer_depth: int | None, keep: Keep) ->
     if built[0][1].link_s == link_s and all(u is v for (_, _, u), (_, _, v) in zip(batches, built)):
         return chunks
     trees = tuple(t for _, _, u in batches for t in u.trees)
-    return [c._replace(nodes=c.nodes.with_costs(trees, link_s)) for c in chunks]
+    fields = (tree_field(trees, "hop_s", float), tree_field(trees, "before_s", float))
+    return [c._replace(nodes=c.nodes.with_costs(trees, link_s, fields)) for c in chunks]
 
 
 def _solve(chunk: _Chunk, ready: np.ndarray, tail: np.ndarray, link_s: float, off: np.ndarray,

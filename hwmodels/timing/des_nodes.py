@@ -96,13 +96,17 @@ class Nodes:
         # grants each release needs: its own, its child's when blocking, and the slot terms' (distinct)
         self.missing = 1 + self.blocking if self.plain else np.bincount(self._dependents[1], minlength=n)
 
-    def with_costs(self, trees: tuple[Tree, ...], link_s: float) -> Nodes:
+    def with_costs(self, trees: tuple[Tree, ...], link_s: float,
+                   fields: tuple[np.ndarray, np.ndarray] | None = None) -> Nodes:
         """These nodes with the hop latencies of `trees` (the same routes in the same order, recosted:
         hwmodels.events.network.Network.recost) and link time `link_s`; everything else (the topology, queues'
-        inputs, dependency tables) is shared. Equal to Nodes built on those trees and link time."""
+        inputs, dependency tables) is shared. Equal to Nodes built on those trees and link time. fields: the
+        trees' (hop_s, before_s) laid end to end (tree_field) when already made (the chunks of a group share
+        them)."""
+        hop_s, before_s = fields if fields is not None else (tree_field(trees, "hop_s", float),
+                                                              tree_field(trees, "before_s", float))
         out = copy.copy(self)
-        out.hop = tree_field(trees, "hop_s", float)[self._tidx]
-        out.before = tree_field(trees, "before_s", float)[self._tidx]
+        out.hop, out.before = hop_s[self._tidx], before_s[self._tidx]
         out.cm, out.term_const = self._m1 * link_s, self._term_links * link_s
         return out
 
