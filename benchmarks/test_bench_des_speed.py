@@ -137,6 +137,16 @@ def test_des_against_torch_forward():
         "grant kernel checking its own precondition, the trees' arrays made once per batch; every SimResult "
         "bit-identical. On Spikformer the DES walls vary by up to 1.5x between identical runs on this machine "
         "(fresh pages of its ~1 GB of channel-node arrays; transparent huge pages are madvise-only here).",
+        "Since then (commit c0a3d9a measured right before this run on the same machine, whose walls were up to "
+        "1.3x slower than the session before: 1.11x mnist_conv, 2.16x vgg11, 22.5x spikformer_4_384; DES 0.055 / "
+        "0.283 / 6.31 s, forward 0.055 / 0.130 / 0.268 s): the DES runs on hwmodels.kernels.threads.count() "
+        "threads (NUMBA_NUM_THREADS; machine facts: hwmodels_threads), the grant kernel's steps and the chunks of "
+        "channel nodes (built and solved) split between them, unicast flows counted on ranges of samples and the "
+        "fan-out tables of large populations built on them; fewer passes over the channel nodes (grants written "
+        "into the output arrays, one compiled gather of the node links, destinations regrouped without a "
+        "np.unique per class, route energy sums compiled, pair route tables only where cheaper). mnist_conv's "
+        "~55 ms are mostly ~100 small numpy/scipy calls of its fan-out tables and counts (its network play takes "
+        "~6 ms), so it did not change. Every SimResult bit-identical to c0a3d9a.",
         f"load average at start {machine['load_avg_1min']}, at end {round(os.getloadavg()[0], 2)}, on "
         f"{machine['cores']} cores: other jobs ran alongside (the forward pass uses both cores and suffers most)."]
     if max(machine["load_avg_1min"], os.getloadavg()[0]) > 1.5:

@@ -186,6 +186,12 @@ def test_hardware_only_points_per_second():
              "mixed sweep 36.0 / 13.5 points/s (analytic / DES). The mixed sweep is bound by its new partitions "
              "(fan-out tables and action counts of 100 samples: median_new_partition_s) and, for the DES, by the "
              "grant kernel on contended placements.",
+             "Commit c0a3d9a, measured right before this run on the same machine: energy sweep 485 / 442, latency "
+             "sweep 200 / 92, mixed sweep 83 / 35.7 points/s (analytic / DES). Since then the DES plays its steps on "
+             "hwmodels.kernels.threads.count() threads (NUMBA_NUM_THREADS; machine facts: hwmodels_threads); its "
+             "new-timing and new-placement points are still ~45 ms each, two thirds of it the grant kernel on the "
+             "~280,000 channel nodes of a cores_per_tile 2 placement. Walls of identical runs vary by up to 1.4x on "
+             "this machine (the DES mixed sweep measured 33-48 points/s in five runs of one hour).",
              *[f"Parameters that force a recount of {what}: {params}." for what, params in RECOUNT.items()],
              f"load average at start {machine['load_avg_1min']} on {machine['cores']} cores: other jobs ran alongside."]
     write_report("hw_points", "Hardware-only design points per second",
