@@ -220,21 +220,6 @@ def _play_vector(batches: list[Batch], buffer_depth: int | None, keep: Keep = ma
     return [(down[a:b], held[a:b]) for a, b in zip(ends[:-1], ends[1:])]
 
 
-def _merge_chunks(step: np.ndarray, ends: np.ndarray, limit: int) -> list[tuple[int, int]]:
-    """Flow ranges [f0, f1) of whole steps (`step` sorted, one per flow), in order and covering every flow, each
-    with at most `limit` channel nodes (ends: node offset of every flow and the total) unless one step alone has
-    more: a new range starts at a step when adding it would pass `limit`."""
-    bounds = np.concatenate([[0], np.flatnonzero(np.diff(step)) + 1, [len(step)]]).tolist()
-    out, f0 = [], 0
-    for lo, hi in zip(bounds[:-1], bounds[1:]):
-        if hi > lo and ends[hi] - ends[f0] > limit and lo > f0:
-            out.append((f0, lo))
-            f0 = lo
-    if len(step) > f0 or not out:
-        out.append((f0, len(step)))
-    return out
-
-
 def _play_chunked(batch: Batch, buffer_depth: int | None) -> tuple[np.ndarray, np.ndarray]:
     """(head down s, held s) per channel node of one batch of more than CHUNK_NODES channel nodes, its steps
     played in chunks (_chunk_ranges: with w threads, each about an equal share of at most CHUNK_NODES / w
@@ -278,8 +263,8 @@ def _play(batches: list[Batch], buffer_depth: int | None, engine: str,
         return _play_simpy(batches, buffer_depth)
 
 
-def _node_links(use: RouteUse, off: np.ndarray) -> np.ndarray:
-    """Index into use.link_totals's sorted link ids of every channel node (flat over flows by `off`), int64."""
+def _node_links(use: RouteUse) -> np.ndarray:
+    """Index into use.link_totals's sorted link ids of every channel node (flat over flows, _offsets), int64."""
     if not use.trees:
         return np.zeros(0, np.int64)
     _, inv, tree, _ = use.channels
@@ -301,7 +286,7 @@ def _finish(batch: Batch, net: Network, down: np.ndarray, held: np.ndarray, keep
     # evaluation orders from putting the DES a few ulp under the analytic model
     done = np.maximum(done, core_times.core_done_s(a, times, analytic.head_arrival(a, times, net)))
     ids = use.channels[0] if use.trees else np.zeros(0, np.int64)  # the sorted link ids of link_totals
-    links = keep(("des_node_links", id(use.topology)), lambda: _node_links(use, off), (use.topology,))
+    links = keep(("des_node_links", id(use.topology)), lambda: _node_links(use), (use.topology,))
     held_s = np.bincount(links, weights=held, minlength=len(ids))
     return Timing(core_times.step_latencies(done, times.barrier_s), ids, held_s, done)
 
