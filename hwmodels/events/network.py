@@ -391,11 +391,12 @@ def route_use(flow_src: np.ndarray, flow_route: np.ndarray, flow_messages: np.nd
     else:
         trees = tuple(net.tree(int(k >> 32), tuple(int(c) for c in routes[int(k & 0xFFFFFFFF)])) for k in uniq)
     sizes = np.array([len(t.links) for t in trees], np.int64)
-    # Tree.hop_j.sum() of every tree, bit for bit, in one compiled pass
-    hop_j = (segment_sums(np.concatenate([t.hop_j for t in trees]).astype(np.float64),
-                          np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)) if trees else np.zeros(1))[inv]
     hops = (sizes if len(trees) else np.zeros(1, np.int64))[inv]
     kind = np.concatenate([t.kind for t in trees]) if trees else np.zeros(0, np.int64)
+    # Tree.hop_j.sum() of every tree, bit for bit: a channel's energy is its kind's (Network.kind_costs), as
+    # tree_energy_sums reads it for RouteUse.recosted
+    hop_j = (segment_sums(net.kind_costs[1][kind], np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64))
+             if trees else np.zeros(1))[inv]
     per_tree = np.bincount(np.repeat(np.arange(len(trees)), sizes) * 3 + kind, minlength=3 * len(trees))
     kinds = (per_tree.reshape(-1, 3) if len(trees) else np.zeros((1, 3), np.int64)).astype(np.int64)[inv]
     flows = np.bincount(inv, minlength=len(uniq)).astype(np.int64)

@@ -104,14 +104,15 @@ def _eject_channels(actions: Actions, use: RouteUse, net: Network) -> np.ndarray
     return np.where(hit, order[pos] - first[use.flow_route[a.deliv_flow]], -1).astype(np.int64)
 
 
-def _offsets(use: RouteUse) -> np.ndarray:
-    """Channel-node offset of every flow (node off[f] + c is channel c of flow f), (n_flows + 1,)."""
-    return np.concatenate([[0], np.cumsum(use.hops)]).astype(np.int64)
+def _offsets(hops: np.ndarray) -> np.ndarray:
+    """Channel-node offset of every flow of `hops` channels each (node off[f] + c is channel c of flow f), int64
+    (n_flows + 1,)."""
+    return np.concatenate([[0], np.cumsum(hops)]).astype(np.int64)
 
 
 def _play_simpy(batches: list[Batch], buffer_depth: int | None, keep: Keep = make_now) -> list[tuple[np.ndarray, np.ndarray]]:
     """(head down s, held s) per channel node of each batch, one simpy run per step (hwmodels.timing.des_simpy)."""
-    return [des_simpy.play(a, t, u, buffer_depth, _offsets(u)) for a, t, u in batches]
+    return [des_simpy.play(a, t, u, buffer_depth, _offsets(u.hops)) for a, t, u in batches]
 
 
 class _Chunk(NamedTuple):
@@ -165,7 +166,7 @@ def _make_chunk(flows: tuple, arrays: TreeArrays, f0: int, f1: int, link_s: floa
 def _build_chunks(batches: list[Batch], buffer_depth: int | None) -> list[_Chunk]:
     """The group's channel nodes in chunks of whole steps (_chunk_ranges), built on threads."""
     flows, workers, link_s = _group_flows(batches), threads.count(), batches[0][1].link_s
-    arrays, off = TreeArrays(flows[0]), np.concatenate([[0], np.cumsum(flows[2])]).astype(np.int64)
+    arrays, off = TreeArrays(flows[0]), _offsets(flows[2])
     return threads.map_items(lambda f0, f1: _make_chunk(flows, arrays, f0, f1, link_s, buffer_depth),
                              _chunk_ranges(flows[4], off, workers), workers)
 
@@ -211,7 +212,7 @@ def _play_vector(batches: list[Batch], buffer_depth: int | None, keep: Keep = ma
     chunks = _group_chunks(batches, buffer_depth, keep)
     ready = np.concatenate([t.flow_ready_s for _, t, _ in batches])
     tail = np.concatenate([t.flow_tail_s for _, t, _ in batches])
-    off = np.concatenate([[0], np.cumsum(np.concatenate([u.hops for _, _, u in batches]))]).astype(np.int64)
+    off = _offsets(np.concatenate([u.hops for _, _, u in batches]))
     down, held = np.empty(total), np.empty(total)
     link_s = batches[0][1].link_s
     threads.map_items(lambda c: _solve(c, ready, tail, link_s, off, down, held), [(c,) for c in chunks],
@@ -227,7 +228,7 @@ def _play_chunked(batch: Batch, buffer_depth: int | None) -> tuple[np.ndarray, n
     so that at most about CHUNK_NODES nodes are alive at once."""
     a, t, u = batch
     flows = _group_flows([batch])
-    off = _offsets(u)
+    off = _offsets(u.hops)
     down, held = np.empty(int(off[-1])), np.empty(int(off[-1]))
     arrays, workers = TreeArrays(u.trees), threads.count()
     threads.map_items(lambda f0, f1: _solve(_make_chunk(flows, arrays, f0, f1, t.link_s, buffer_depth),
@@ -276,7 +277,7 @@ def _finish(batch: Batch, net: Network, down: np.ndarray, held: np.ndarray, keep
     """A batch's Timing from its channels' head arrivals and hold times; the eject channels (routes only) come
     through `keep`."""
     a, times, use = batch
-    off = _offsets(use)
+    off = _offsets(use.hops)
     ej = keep(("des_eject", id(a), id(use.topology)), lambda: _eject_channels(a, use, net), (a, use.topology))
     f = a.deliv_flow
     via = down[np.minimum(off[f] + np.maximum(ej, 0), max(len(down) - 1, 0))] if len(down) else 0.0
