@@ -23,7 +23,7 @@ def _before(a: int, b: int, qv: np.ndarray, key: np.ndarray) -> bool:
     return qv[a] < qv[b] or (qv[a] == qv[b] and key[a] < key[b])
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _wait_push(heap, start, size, qu, node, qv, key) -> None:
     """Add `node` to queue qu's waiting heap (heap[start[qu]:start[qu] + size[qu]])."""
     base, i = start[qu], size[qu]
@@ -37,7 +37,7 @@ def _wait_push(heap, start, size, qu, node, qv, key) -> None:
     heap[base + i] = node
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _wait_pop(heap, start, size, qu, qv, key) -> int:
     """Remove and return the (Q, flow)-least waiting node of queue qu."""
     base = start[qu]
@@ -61,7 +61,7 @@ def _wait_pop(heap, start, size, qu, qv, key) -> int:
     return top
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _cand_push(ct, cq, cv, hsize, t, qu, ver) -> int:
     """Push candidate (time t, queue qu, version) on the time heap of hsize entries; returns the new size."""
     i = hsize
@@ -75,7 +75,7 @@ def _cand_push(ct, cq, cv, hsize, t, qu, ver) -> int:
     return hsize + 1
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _cand_pop(ct, cq, cv, hsize) -> int:
     """Drop the least candidate (kept at index 0 by the caller before the call); returns the new size."""
     n = hsize - 1
@@ -96,7 +96,7 @@ def _cand_pop(ct, cq, cv, hsize) -> int:
     return n
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _tail_start(z, g, cm, tb, tm_ptr, term_node, term_const) -> float:
     """s[m, z] of hwmodels.timing.des: the tail's start on channel z from the grants g; tb = tail + before (s),
     slot terms (tm_ptr, term_node, term_const s) of hwmodels.timing.des_nodes.Nodes."""
@@ -106,7 +106,7 @@ def _tail_start(z, g, cm, tb, tm_ptr, term_node, term_const) -> float:
     return v
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _release(x, g, cm, tb, hop, blocking, first_child, tm_ptr, term_node, term_const, link_s) -> float:
     """Release time (s) of node x: when the tail has crossed it and left its far buffer (hwmodels.timing.des)."""
     tx = _tail_start(x, g, cm, tb, tm_ptr, term_node, term_const)
