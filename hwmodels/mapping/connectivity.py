@@ -26,6 +26,7 @@ COUNT_KINDS = ("structural", "nonzero")
 #: format skips the zero bits of its bitmap (hwmodels.mapping.storage gives each format's memory rule)
 PAID_COUNT = {"dense": "structural", "conv": "structural", "sparse": "nonzero", "bitmap": "nonzero"}
 _BLOCK_FLOATS = 1 << 22  # floats per streamed block of conv fan-out (16 MB in float32)
+NO_OWNER = np.iinfo(np.int64).min  # _ConvGeom.piece_owners where no output position reads an input
 
 
 def _check_count(count: str) -> None:
@@ -81,6 +82,21 @@ class _ConvGeom:
         idx = (tap[ok] * self.h + y[ok]) * self.w + x[ok]
         n = self.kh * self.kw * self.h * self.w
         return np.bincount(idx, minlength=n).reshape(self.kh * self.kw, self.h * self.w).astype(np.float32)
+
+    def readers(self) -> np.ndarray:
+        """int64 (kh*kw, H*W): the output position (flat over Ho x Wo) that reads each input position through
+        each kernel tap, or -1 (a tap maps positions one to one), so that cover(pos)[t, p] = 1 exactly where
+        readers()[t, p] is in pos."""
+        out = np.full((self.kh * self.kw, self.h * self.w), -1, np.int64)
+        y, x, ok = self._taps(np.arange(self.ho * self.wo))
+        out[np.nonzero(ok)[0], (y * self.w + x)[ok]] = np.nonzero(ok)[1]
+        return out
+
+    def piece_owners(self, tc: np.ndarray, o: int, readers: np.ndarray) -> np.ndarray:
+        """Owner (tc[o] value) of the output position of channel o read through each tap at each position,
+        int64 shaped like `readers` (readers() or some of its columns); NO_OWNER where no output reads it. The
+        cover of the positions of channel o held by owner g is (piece_owners(...) == g)."""
+        return np.where(readers >= 0, tc[o][readers], NO_OWNER)
 
     def in_bounds(self) -> np.ndarray:
         """float32 (kh*kw, Ho*Wo): 1 where that kernel tap of that output position reads an in-bounds input."""
@@ -151,10 +167,12 @@ def _conv_counts(proj: Projection, src_shape: tuple[int, ...], owner: np.ndarray
         kern = _group_kernel_sums(mask, geom, tc[chans, 0], chans, n_owner)
         out = _whole_channel_counts(kern, geom.cover(np.arange(hw_out)), np.unique(tc[chans, 0]), n_src, n_owner)
     rows, cols, vals = [], [], []
+    readers = geom.readers()
     for o in np.flatnonzero(~whole & (tc >= 0).any(axis=1)):
         first_in = (o // geom.out_per_g) * geom.c_in_g
+        owners = geom.piece_owners(tc, o, readers)
         for g in np.unique(tc[o][tc[o] >= 0]):
-            f = mask[o] @ geom.cover(np.flatnonzero(tc[o] == g))
+            f = mask[o] @ (owners == g).astype(np.float32)  # the cover of channel o's positions held by g
             r, s = np.nonzero(f)
             rows.append((first_in + r) * hw_in + s)
             cols.append(np.full(len(r), g))
@@ -190,15 +208,17 @@ def _conv_rows(geom: _ConvGeom, mask: np.ndarray | None, tc: np.ndarray, whole: 
         # (len(used), C_in, len(upos)); einsum, not a BLAS call per owner (small products, no threads)
         m = np.einsum("uct,tp->ucp", kern[used], geom.cover(np.arange(hw_out))[:, upos])
         out[:, used] = m[:, c_r, pinv].T
+    readers = geom.readers()[:, upos]  # only the input positions of `rows`
     for o in np.flatnonzero(~whole & (tc >= 0).any(axis=1)):
         first_in = (o // geom.out_per_g) * geom.c_in_g
         sel = np.flatnonzero((c_r >= first_in) & (c_r < first_in + geom.c_in_g))
         if not len(sel):
             continue
-        kernel = np.ones((geom.c_in_g, k2), np.float32) if mask is None else mask[o]
-        for g in np.unique(tc[o][tc[o] >= 0]):
-            f = kernel @ geom.cover(np.flatnonzero(tc[o] == g))
-            out[sel, g] += f[c_r[sel] - first_in, p_r[sel]]
+        # the kernel entries of each row's input channel (k2, len(sel)), and each tap's reader's owner there
+        taps = np.ones((k2, len(sel))) if mask is None else mask[o][c_r[sel] - first_in].T.astype(np.float64)
+        owners = geom.piece_owners(tc, o, readers)[:, pinv[sel]]
+        hit = owners >= 0
+        np.add.at(out, (np.broadcast_to(sel, owners.shape)[hit], owners[hit]), taps[hit])  # exact: integers
     return sp.csr_matrix(out)
 
 
@@ -233,9 +253,11 @@ def source_classes(proj: Projection, src_shape: tuple[int, ...], target_core: np
     whole = (tc == tc[:, :1]).all(axis=1)
     # the input positions' columns of every cover map, packed to bits and stacked: equal stacked columns <=> the
     # same column in every map (the counts' only dependence on the position)
-    bits = lambda pos: np.packbits(geom.cover(pos) != 0, axis=0)
-    maps = [bits(np.arange(hw_out))] + [bits(np.flatnonzero(tc[o] == g)) for o in np.flatnonzero(~whole)
-                                        for g in np.unique(tc[o])]
+    readers = geom.readers()
+    maps = [np.packbits(readers >= 0, axis=0)]  # the cover of all output positions
+    for o in np.flatnonzero(~whole):
+        owners = geom.piece_owners(tc, o, readers)
+        maps += [np.packbits(owners == g, axis=0) for g in np.unique(tc[o])]  # == cover of o's positions at g
     pat = _column_classes(np.concatenate(maps))
     n_pat = int(pat.max(initial=-1)) + 1
     return (np.arange(geom.c_in, dtype=np.int64)[:, None] * n_pat + pat[None, :]).reshape(-1)
