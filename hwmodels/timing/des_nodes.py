@@ -10,6 +10,7 @@ from functools import cached_property
 import numpy as np
 
 from hwmodels.events.network import NO_TERM, Tree
+from hwmodels.kernels.nodes import fill
 
 
 def seg(ptr: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -74,24 +75,15 @@ class Nodes:
         arrays = TreeArrays(trees) if arrays is None else arrays
         self.off = np.concatenate([[0], np.cumsum(hops)]).astype(np.int64)
         self.n = n = int(self.off[-1])
-        fl = np.flatnonzero(hops > 0)
-        self.flow = np.repeat(fl, hops[fl])
-        self.step = flow_step[self.flow]
-        self.base = self.off[self.flow]
-        self._tidx = tidx = arrays.off[flow_route[self.flow]] + np.arange(n) - self.base
-        self.link, self.hop = arrays.links[tidx], arrays.hop_s[tidx]
-        self.before, self.blocking = arrays.before_s[tidx], arrays.blocking[tidx]
-        tpar = arrays.parent[tidx]
-        self.parent = np.where(tpar >= 0, tpar + self.base, -1)
-        kids = np.flatnonzero(self.parent >= 0)
-        self.first_child = np.full(n, -1, np.int64)
-        self.first_child[self.parent[kids[::-1]]] = kids[::-1]
-        self._m1 = msgs[self.flow] - 1
-        self.cm = self._m1 * link_s
+        (self.flow, self.step, self._tidx, self.link, self.hop, self.before, self.blocking, self.parent,
+         self.first_child, self._m1, self.cm, self.single_child) = fill(
+            self.off, np.asarray(flow_route, np.int64), np.asarray(flow_step, np.int64),
+            np.asarray(msgs, np.int64), arrays.off, arrays.links, arrays.parent, arrays.hop_s, arrays.before_s,
+            arrays.blocking, float(link_s))
+        tidx = self._tidx
         k_cap = np.array([int(t.depth.max(initial=0)) for t in trees], np.int64)[flow_route[self.flow]] \
             if trees and depth is not None else np.zeros(0, np.int64)
         self._terms(trees, arrays.off, tidx, self._m1 + 1, depth, link_s, k_cap)
-        self.single_child = bool(np.bincount(self.parent[kids], minlength=1).max() <= 1)
         self.plain = len(self.term_node) == 0
         # grants each release needs: its own, its child's when blocking, and the slot terms' (distinct)
         self.missing = 1 + self.blocking if self.plain else np.bincount(self._dependents[1], minlength=n)
@@ -134,7 +126,7 @@ class Nodes:
         keep = tu[pos] <= np.minimum((m - 1) // depth, k_cap)[own]
         pos, own = pos[keep], own[keep]
         self.tm_ptr = np.concatenate([[0], np.cumsum(np.bincount(own, minlength=n))]).astype(np.int64)
-        self.term_node = ti[pos] + self.base[own]
+        self.term_node = ti[pos] + self.off[self.flow[own]]
         self._term_links = m[own] - 1 - depth * tu[pos]  # link times in each slot term
         self.term_const = self._term_links * link_s
 
