@@ -105,18 +105,23 @@ class _ConvGeom:
 
 def _group_kernel_sums(mask: np.ndarray, geom: _ConvGeom, owner: np.ndarray, chans: np.ndarray,
                        n_owner: int) -> np.ndarray:
-    """Sum the kernels (mask rows, (C_out, c_in_g, k2)) of output channels `chans` per owner, placed at their
-    group's input channels: float32 (n_owner, C_in, k2)."""
+    """Sum the kernels (mask rows, (C_out, c_in_g, k2), 0/1 as bool or float) of output channels `chans`
+    (sorted) per owner, placed at their group's input channels: float32 (n_owner, C_in, k2). The channels of
+    each (owner, group) are added up in float32 by np.add.reduceat (exact: integer sums < 2^24), reading the
+    mask in place when the channels are all of them in (owner, group) order."""
     groups = geom.c_out // geom.out_per_g
     k2 = geom.kh * geom.kw
     out = np.zeros((n_owner, groups, geom.c_in_g * k2), np.float32)
     if len(chans):
-        key = owner * groups + chans // geom.out_per_g
-        pairs, inv = np.unique(key, return_inverse=True)
-        onehot = sp.csr_matrix((np.ones(len(chans), np.float32), (inv, np.arange(len(chans)))),
-                               shape=(len(pairs), len(chans)))
-        sums = np.asarray(onehot @ mask[chans].reshape(len(chans), -1))
-        out[pairs // groups, pairs % groups] = sums
+        key = np.asarray(owner, np.int64) * groups + chans // geom.out_per_g
+        rows = mask.reshape(geom.c_out, -1)
+        if len(chans) == geom.c_out and bool(np.all(key[1:] >= key[:-1])):
+            picked = rows  # every channel, already in key order: no copy
+        else:
+            order = np.argsort(key, kind="stable")
+            key, picked = key[order], rows[chans[order]]
+        pairs, starts = np.unique(key, return_index=True)
+        out[pairs // groups, pairs % groups] = np.add.reduceat(picked, starts, axis=0, dtype=np.float32)
     return out.reshape(n_owner, groups * geom.c_in_g, k2)
 
 
@@ -157,7 +162,7 @@ def _conv_counts(proj: Projection, src_shape: tuple[int, ...], owner: np.ndarray
         rows = np.asarray(rows, np.int64)
         if len(rows) * n_owner <= _BLOCK_FLOATS:
             _check_count(count)
-            mask = None if count == "structural" else _mask(proj, count).reshape(geom.c_out, geom.c_in_g, k2)
+            mask = None if count == "structural" else (proj.weight != 0).reshape(geom.c_out, geom.c_in_g, k2)
             return _conv_rows(geom, mask, tc, whole, n_owner, rows)
         return _conv_counts(proj, src_shape, owner, n_owner, count)[rows]
     mask = _mask(proj, count).reshape(geom.c_out, geom.c_in_g, k2)
@@ -187,8 +192,8 @@ def _conv_rows(geom: _ConvGeom, mask: np.ndarray | None, tc: np.ndarray, whole: 
                rows: np.ndarray) -> sp.csr_matrix:
     """_conv_counts of the source neurons `rows` only: CSR float64 (len(rows), n_owner). The same products as
     the whole map, restricted to the input positions of `rows` (a column of the cover map is the taps that read
-    that position), so every count is the same exact integer. mask None: the structural count (all ones), whose
-    kernel sums are channel counts."""
+    that position), so every count is the same exact integer. mask: the 0/1 kernel mask (C_out, c_in_g, k2), bool
+    or float; None: the structural count (all ones), whose kernel sums are channel counts."""
     hw_in, hw_out = geom.h * geom.w, geom.ho * geom.wo
     k2 = geom.kh * geom.kw
     c_r, p_r = np.divmod(rows, hw_in)
