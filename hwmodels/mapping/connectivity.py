@@ -107,8 +107,8 @@ def _group_kernel_sums(mask: np.ndarray, geom: _ConvGeom, owner: np.ndarray, cha
                        n_owner: int) -> np.ndarray:
     """Sum the kernels (mask rows, (C_out, c_in_g, k2), 0/1 as bool or float) of output channels `chans`
     (sorted) per owner, placed at their group's input channels: float32 (n_owner, C_in, k2). The channels of
-    each (owner, group) are added up in float32 by np.add.reduceat (exact: integer sums < 2^24), reading the
-    mask in place when the channels are all of them in (owner, group) order."""
+    each (owner, group) are added up by np.add.reduceat (in int32 for a bool mask; exact either way: integer
+    sums < 2^24), reading the mask in place when the channels are all of them in (owner, group) order."""
     groups = geom.c_out // geom.out_per_g
     k2 = geom.kh * geom.kw
     out = np.zeros((n_owner, groups, geom.c_in_g * k2), np.float32)
@@ -121,7 +121,11 @@ def _group_kernel_sums(mask: np.ndarray, geom: _ConvGeom, owner: np.ndarray, cha
             order = np.argsort(key, kind="stable")
             key, picked = key[order], rows[chans[order]]
         pairs, starts = np.unique(key, return_index=True)
-        out[pairs // groups, pairs % groups] = np.add.reduceat(picked, starts, axis=0, dtype=np.float32)
+        # a bool mask is summed as uint8 into int32 (numpy's bool -> float32 cast in reduceat is ~5x slower)
+        vals, dtype = (picked.view(np.uint8), np.int32) if picked.dtype == np.bool_ else (picked, np.float32)
+        sums = vals.sum(axis=0, dtype=dtype)[None] if len(pairs) == 1 else np.add.reduceat(vals, starts, axis=0,
+                                                                                          dtype=dtype)
+        out[pairs // groups, pairs % groups] = sums
     return out.reshape(n_owner, groups * geom.c_in_g, k2)
 
 
@@ -144,8 +148,9 @@ def _whole_channel_counts(kern: np.ndarray, cover: np.ndarray, used: np.ndarray,
 
 
 def _conv_counts(proj: Projection, src_shape: tuple[int, ...], owner: np.ndarray, n_owner: int,
-                 count: str, rows: np.ndarray | None = None) -> sp.csr_matrix:
-    """Synapses from every source neuron to the targets of each owner: CSR float64 (n_source, n_owner).
+                 count: str, rows: np.ndarray | None = None, dense: bool = False) -> sp.csr_matrix | np.ndarray:
+    """Synapses from every source neuron to the targets of each owner: CSR float64 (n_source, n_owner), or
+    the same as a float64 array when `dense`.
 
     owner: int array (n_target,) in C-order, the owner (0..n_owner-1) of each target, or -1 (not counted).
     Whole channels of one owner share one cover map (one matrix product per block of owners); channels split
@@ -163,8 +168,12 @@ def _conv_counts(proj: Projection, src_shape: tuple[int, ...], owner: np.ndarray
         if len(rows) * n_owner <= _BLOCK_FLOATS:
             _check_count(count)
             mask = None if count == "structural" else (proj.weight != 0).reshape(geom.c_out, geom.c_in_g, k2)
-            return _conv_rows(geom, mask, tc, whole, n_owner, rows)
-        return _conv_counts(proj, src_shape, owner, n_owner, count)[rows]
+            out = _conv_rows(geom, mask, tc, whole, n_owner, rows)
+            return out if dense else sp.csr_matrix(out)
+        out = _conv_counts(proj, src_shape, owner, n_owner, count)[rows]
+        return out.toarray() if dense else out
+    if dense:
+        return _conv_counts(proj, src_shape, owner, n_owner, count).toarray()
     mask = _mask(proj, count).reshape(geom.c_out, geom.c_in_g, k2)
     out = sp.csr_matrix((n_src, n_owner))
     chans = np.flatnonzero(whole)
@@ -189,17 +198,18 @@ def _conv_counts(proj: Projection, src_shape: tuple[int, ...], owner: np.ndarray
 
 
 def _conv_rows(geom: _ConvGeom, mask: np.ndarray | None, tc: np.ndarray, whole: np.ndarray, n_owner: int,
-               rows: np.ndarray) -> sp.csr_matrix:
-    """_conv_counts of the source neurons `rows` only: CSR float64 (len(rows), n_owner). The same products as
+               rows: np.ndarray) -> np.ndarray:
+    """_conv_counts of the source neurons `rows` only: float64 (len(rows), n_owner). The same products as
     the whole map, restricted to the input positions of `rows` (a column of the cover map is the taps that read
     that position), so every count is the same exact integer. mask: the 0/1 kernel mask (C_out, c_in_g, k2), bool
     or float; None: the structural count (all ones), whose kernel sums are channel counts."""
-    hw_in, hw_out = geom.h * geom.w, geom.ho * geom.wo
+    hw_in = geom.h * geom.w
     k2 = geom.kh * geom.kw
     c_r, p_r = np.divmod(rows, hw_in)
     upos, pinv = np.unique(p_r, return_inverse=True)
     pinv = pinv.reshape(-1)
     out = np.zeros((len(rows), n_owner))
+    readers = geom.readers()[:, upos]  # only the input positions of `rows`
     chans = np.flatnonzero(whole)
     if len(chans):
         if mask is None:  # kernel sums of all-ones kernels: the owner's channels in each group, at every entry
@@ -211,9 +221,9 @@ def _conv_rows(geom: _ConvGeom, mask: np.ndarray | None, tc: np.ndarray, whole: 
             kern = _group_kernel_sums(mask, geom, tc[chans, 0], chans, n_owner)
         used = np.unique(tc[chans, 0])
         # (len(used), C_in, len(upos)); einsum, not a BLAS call per owner (small products, no threads)
-        m = np.einsum("uct,tp->ucp", kern[used], geom.cover(np.arange(hw_out))[:, upos])
+        # (readers >= 0) = the cover of all output positions at those input positions
+        m = np.einsum("uct,tp->ucp", kern[used], (readers >= 0).astype(np.float32))
         out[:, used] = m[:, c_r, pinv].T
-    readers = geom.readers()[:, upos]  # only the input positions of `rows`
     for o in np.flatnonzero(~whole & (tc >= 0).any(axis=1)):
         first_in = (o // geom.out_per_g) * geom.c_in_g
         sel = np.flatnonzero((c_r >= first_in) & (c_r < first_in + geom.c_in_g))
@@ -224,7 +234,7 @@ def _conv_rows(geom: _ConvGeom, mask: np.ndarray | None, tc: np.ndarray, whole: 
         owners = geom.piece_owners(tc, o, readers)[:, pinv[sel]]
         hit = owners >= 0
         np.add.at(out, (np.broadcast_to(sel, owners.shape)[hit], owners[hit]), taps[hit])  # exact: integers
-    return sp.csr_matrix(out)
+    return out
 
 
 def _column_classes(a: np.ndarray) -> np.ndarray:
@@ -326,8 +336,8 @@ def fanout(proj: Projection, src_shape: tuple[int, ...], count: str = "structura
         out = _mask(proj, count).sum(axis=0).astype(np.int64)
         return out if rows is None else out[rows]
     n_target = int(np.prod(conv_output_shape(proj, src_shape)))
-    f = _conv_counts(proj, src_shape, np.zeros(n_target, np.int64), 1, count, rows)
-    return np.rint(f.toarray()[:, 0]).astype(np.int64)
+    f = _conv_counts(proj, src_shape, np.zeros(n_target, np.int64), 1, count, rows, dense=True)
+    return np.rint(f[:, 0]).astype(np.int64)
 
 
 def core_fanout(proj: Projection, src_shape: tuple[int, ...], target_core: np.ndarray,
