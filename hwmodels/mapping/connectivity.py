@@ -224,17 +224,35 @@ def _conv_rows(geom: _ConvGeom, mask: np.ndarray | None, tc: np.ndarray, whole: 
         # (readers >= 0) = the cover of all output positions at those input positions
         m = np.einsum("uct,tp->ucp", kern[used], (readers >= 0).astype(np.float32))
         out[:, used] = m[:, c_r, pinv].T
-    for o in np.flatnonzero(~whole & (tc >= 0).any(axis=1)):
-        first_in = (o // geom.out_per_g) * geom.c_in_g
+    split = np.flatnonzero(~whole & (tc >= 0).any(axis=1))
+    for grp in np.unique(split // geom.out_per_g):  # channels split between owners, a group at a time
+        first_in = grp * geom.c_in_g
         sel = np.flatnonzero((c_r >= first_in) & (c_r < first_in + geom.c_in_g))
-        if not len(sel):
-            continue
-        # the kernel entries of each row's input channel (k2, len(sel)), and each tap's reader's owner there
-        taps = np.ones((k2, len(sel))) if mask is None else mask[o][c_r[sel] - first_in].T.astype(np.float64)
-        owners = geom.piece_owners(tc, o, readers)[:, pinv[sel]]
-        hit = owners >= 0
-        np.add.at(out, (np.broadcast_to(sel, owners.shape)[hit], owners[hit]), taps[hit])  # exact: integers
+        if len(sel):
+            _add_split_rows(out, geom, mask, tc, split[split // geom.out_per_g == grp], sel, c_r[sel] - first_in,
+                            readers[:, pinv[sel]])
     return out
+
+
+def _add_split_rows(out: np.ndarray, geom: _ConvGeom, mask: np.ndarray | None, tc: np.ndarray, chans: np.ndarray,
+                    sel: np.ndarray, chan_in: np.ndarray, readers: np.ndarray) -> None:
+    """Add to out[sel] (float64 (rows, n_owner)) the synapses of the rows `sel` (input channel chan_in within
+    the group, readers (k2, len(sel)) the output position each tap reads at their positions) into the pieces of
+    the output channels `chans` of one group held by each owner: per (channel, tap, row) the kernel entry,
+    counted for the owner of the output position that tap reads. One bincount per block of channels (integer
+    sums in float64: exact in any order)."""
+    k2, n_owner = readers.shape[0], out.shape[1]
+    ok = readers >= 0
+    at = np.where(ok, readers, 0)
+    base = (sel * (n_owner + 1))[None, None, :]  # column n_owner: a spare bin for taps with no owner
+    per = max(1, (_BLOCK_FLOATS >> 3) // max(1, k2 * len(sel)))  # (block, k2, len(sel)) arrays of <= 4 MB
+    for lo in range(0, len(chans), per):
+        block = chans[lo:lo + per]
+        owners = tc[block][:, at]  # (block, k2, len(sel))
+        flat = (base + np.where(ok & (owners >= 0), owners, n_owner)).ravel()
+        weights = None if mask is None else mask[block][:, chan_in, :].transpose(0, 2, 1).ravel()
+        sums = np.bincount(flat, weights=weights, minlength=len(out) * (n_owner + 1))
+        out += sums.reshape(len(out), n_owner + 1)[:, :n_owner]
 
 
 def _column_classes(a: np.ndarray) -> np.ndarray:
