@@ -11,6 +11,8 @@ from functools import lru_cache
 import numpy as np
 from scipy import stats
 
+from hwmodels.kernels.sums import SUMS_BLOCK, resampled_means
+
 #: bootstrap resamples of every interval (enough for the 2.5 / 97.5 % percentiles to be stable to ~1 %)
 N_RESAMPLES = 2000
 
@@ -49,8 +51,11 @@ def _draws(seed: int, n_resamples: int, n: int) -> np.ndarray:
 
 
 def _means(v: np.ndarray, idx: np.ndarray, rows: int = 256) -> np.ndarray:
-    """np.mean(v[idx], axis=-1), bit for bit (each row is summed alone), gathered `rows` resamples at a time so
-    that the gathered block stays in cache."""
+    """np.mean(v[idx], axis=-1), bit for bit (each row is summed alone): a row at a time by the compiled
+    hwmodels.kernels.sums.resampled_means for rows of up to 128 values, else gathered `rows` resamples at a
+    time so that the gathered block stays in cache."""
+    if idx.shape[1] <= SUMS_BLOCK:
+        return resampled_means(np.ascontiguousarray(v, np.float64), np.ascontiguousarray(idx, np.int64))
     return np.concatenate([np.mean(v.take(idx[i:i + rows]), axis=-1) for i in range(0, len(idx), rows)])
 
 

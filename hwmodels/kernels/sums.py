@@ -8,36 +8,43 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-_BLOCK = 128  # numpy's PW_BLOCKSIZE
+SUMS_BLOCK = _BLOCK = 128  # numpy's PW_BLOCKSIZE: rows up to this long are summed without halving
 
 
-@njit(cache=True)
-def _pairwise(a: np.ndarray, lo: int, n: int) -> float:
-    """numpy's pairwise_sum of a[lo:lo + n]."""
+@njit(cache=True, inline="always")
+def _block(a: np.ndarray, lo: int, n: int) -> float:
+    """numpy's pairwise_sum of a[lo:lo + n] for n <= 128 (no halving): one by one under 8 elements, else 8
+    running sums, combined pairwise, then the rest one by one."""
     if n < 8:
         res = 0.0
         for i in range(lo, lo + n):
             res += a[i]
         return res
+    r0, r1, r2, r3 = a[lo], a[lo + 1], a[lo + 2], a[lo + 3]
+    r4, r5, r6, r7 = a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]
+    i = 8
+    while i < n - n % 8:
+        r0 += a[lo + i]
+        r1 += a[lo + i + 1]
+        r2 += a[lo + i + 2]
+        r3 += a[lo + i + 3]
+        r4 += a[lo + i + 4]
+        r5 += a[lo + i + 5]
+        r6 += a[lo + i + 6]
+        r7 += a[lo + i + 7]
+        i += 8
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < n:
+        res += a[lo + i]
+        i += 1
+    return res
+
+
+@njit(cache=True)
+def _pairwise(a: np.ndarray, lo: int, n: int) -> float:
+    """numpy's pairwise_sum of a[lo:lo + n]."""
     if n <= _BLOCK:
-        r0, r1, r2, r3 = a[lo], a[lo + 1], a[lo + 2], a[lo + 3]
-        r4, r5, r6, r7 = a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]
-        i = 8
-        while i < n - n % 8:
-            r0 += a[lo + i]
-            r1 += a[lo + i + 1]
-            r2 += a[lo + i + 2]
-            r3 += a[lo + i + 3]
-            r4 += a[lo + i + 4]
-            r5 += a[lo + i + 5]
-            r6 += a[lo + i + 6]
-            r7 += a[lo + i + 7]
-            i += 8
-        res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
-        while i < n:
-            res += a[lo + i]
-            i += 1
-        return res
+        return _block(a, lo, n)
     n2 = n // 2
     n2 -= n2 % 8
     return _pairwise(a, lo, n2) + _pairwise(a, lo + n2, n - n2)
@@ -50,4 +57,19 @@ def segment_sums(flat: np.ndarray, ptr: np.ndarray) -> np.ndarray:
     out = np.empty(len(ptr) - 1)
     for k in range(len(ptr) - 1):
         out[k] = 0.0 + _pairwise(flat, ptr[k], ptr[k + 1] - ptr[k])
+    return out
+
+
+@njit(cache=True)
+def resampled_means(v: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """float64 (n_resamples,): out[r] = v[idx[r]].mean() exactly as numpy computes np.mean(v[idx], axis=-1)
+    (each gathered row summed alone by pairwise summation onto 0.0, then divided by its length), without
+    the (n_resamples, n) gathered array. v float64 (m,); idx int64 (n_resamples, n) indices into v, n <= 128
+    (rows that numpy sums without halving; the caller takes numpy's path for longer rows)."""
+    n_r, n = idx.shape
+    buf, out = np.empty(n), np.empty(n_r)
+    for r in range(n_r):
+        for j in range(n):
+            buf[j] = v[idx[r, j]]
+        out[r] = (0.0 + _block(buf, 0, n)) / n
     return out

@@ -20,3 +20,14 @@ def test_segment_sums_equal_numpy_sums_bit_for_bit_for_every_length_up_to_600():
 
 def test_segment_sums_of_empty_segments_are_zero():
     assert np.array_equal(segment_sums(np.zeros(0), np.zeros(3, np.int64)), np.zeros(2))
+
+
+def test_resampled_means_equal_numpy_means_of_the_gathered_rows_bit_for_bit():
+    """Every row length 1..128 (numpy's regimes below its halving), values of very different magnitudes."""
+    from hwmodels.kernels.sums import resampled_means
+    rng = np.random.default_rng(5)
+    for n in range(1, 129):
+        v = rng.normal(size=n) * 10.0 ** rng.integers(-12, 3, n)
+        idx = rng.integers(0, n, (40, n))
+        got = resampled_means(v, idx)
+        assert np.array_equal(got, np.mean(v[idx], axis=-1)), n

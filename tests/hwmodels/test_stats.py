@@ -52,3 +52,14 @@ def test_simresult_reports_per_sample_values_percentiles_and_intervals(rng, nets
     assert row["latency_p50_s"] == pytest.approx(np.median(s["latency_s"]))
     assert row["latency_p99_s"] <= s["latency_s"].max()
     assert (row["energy_j_ci_low"], row["energy_j_ci_high"]) == mean_ci(s["energy_j"].to_numpy(), seed=0)
+
+
+@pytest.mark.parametrize("n", [100, 128, 129, 300])
+def test_mean_cis_equal_scipy_bootstrap_intervals_for_short_and_long_columns(n):
+    """mean_cis (shared draws, compiled resampled means up to 128 values, numpy's above) gives mean_ci's
+    scipy.stats.bootstrap intervals bit for bit."""
+    from hwmodels.stats import mean_cis
+    rng = np.random.default_rng(n)
+    cols = {"a": rng.lognormal(size=n), "b": rng.normal(size=n) * 1e-9, "flat": np.full(n, 2.5)}
+    got = mean_cis(cols, seed=3, n_resamples=500)
+    assert got == {k: mean_ci(v, seed=3, n_resamples=500) for k, v in cols.items()}
