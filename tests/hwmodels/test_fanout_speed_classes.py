@@ -118,3 +118,21 @@ def test_axons_per_core_counts_every_source_neuron(nets, rng):
             for dense in per_source.values():
                 want[cols] += (dense > 0).sum(axis=0)
             assert np.array_equal(axons_per_core(g, name, cores, 6), want)
+
+
+def test_fanout_tables_built_on_threads_equal_the_one_thread_tables(nets, rng, monkeypatch):
+    """build_fanout's populations on 3 threads (forced: FANOUT_NEURONS_PER_THREAD 1) give the same tables."""
+    from hwmodels.events import actions
+    from hwmodels.kernels import threads
+    g = nets.mixed_graph(rng)
+    chip = load_preset("loihi", {"core.neurons_per_core": 16, "cores_per_tile": 2})
+    m = map_network(g, chip)
+    one = build_fanout(g, m, False, chip.core)
+    monkeypatch.setattr(actions, "FANOUT_NEURONS_PER_THREAD", 1)
+    monkeypatch.setattr(threads, "count", lambda: 3)
+    many = build_fanout(g, m, False, chip.core)
+    assert list(many.class_stack) == list(one.class_stack) and len(one.class_stack) > 2
+    for name in one.class_stack:
+        assert (many.class_stack[name] != one.class_stack[name]).nnz == 0
+        for table in ("classes", "class_first", "structural", "nonzero"):
+            assert np.array_equal(getattr(many, table)[name], getattr(one, table)[name]), (name, table)
