@@ -303,8 +303,8 @@ class NetworkGraph:
             arrays = (proj.weight, None if proj.bias is None else np.asarray(proj.bias, np.float32), proj.gate_index)
             h.update(_canonical({**{k: getattr(proj, k) for k in keys},
                                  "shapes": [None if a is None else list(a.shape) for a in arrays]}))
-            for a in arrays:
-                h.update(b"" if a is None else np.ascontiguousarray(a).tobytes())
+            for a in arrays:  # the array's own C-order bytes (its buffer: no copy when contiguous)
+                h.update(b"" if a is None else np.ascontiguousarray(a))
         return h.hexdigest()[:16]
 
     def save(self, path: str | os.PathLike) -> None:
