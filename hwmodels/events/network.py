@@ -17,6 +17,7 @@ import numpy as np
 
 from hwmodels.events import paths
 from hwmodels.kernels.sums import segment_sums
+from hwmodels.kernels.unique import dense_unique
 from hwmodels.mapping.map import Mapping
 from hwmodels.chip.spec import ChipSpec
 
@@ -394,7 +395,8 @@ class RouteUse:
         """(sorted link ids, index of each tree channel into them, tree of each channel, hop latency s) over
         the channels of every tree in order (computed once per RouteUse)."""
         sizes = [len(t.links) for t in self.trees]
-        uniq, inv = np.unique(np.concatenate([t.links for t in self.trees]), return_inverse=True)
+        links = np.concatenate([t.links for t in self.trees])
+        uniq, inv = dense_unique(links, int(links.max(initial=-1)) + 1)  # link ids < 4 x tiles: a table
         return (uniq, inv, np.repeat(np.arange(len(self.trees)), sizes),
                 np.concatenate([t.hop_s for t in self.trees]))
 

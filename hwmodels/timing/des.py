@@ -85,8 +85,13 @@ CHUNK_NODES = 1 << 23
 def _eject_channels(actions: Actions, use: RouteUse, net: Network) -> np.ndarray:
     """Channel index (in its flow's tree) into each delivery's destination tile, -1 on the source tile, int64
     (n_deliv,): the tree channel whose link ends at that tile (Tree.eject; in a tree one channel at most ends at a
-    tile), found over the flat channels of all trees (RouteUse.channels) by sorted (tree, downstream tile) keys."""
+    tile), found over the flat channels of all trees (RouteUse.channels) by sorted (tree, downstream tile) keys;
+    for unicast flows, whose tree is a path that reaches its one destination tile on its last channel (an XY path
+    enters each tile once), that last channel."""
     a = actions
+    if a.routes is None:  # unicast: a flow's tree is the XY path to its one destination, entered by its last channel
+        hops = use.hops[a.deliv_flow]
+        return np.where(hops > 0, hops - 1, -1).astype(np.int64)
     if not len(a.deliv_flow) or not use.trees or not len(use.channels[1]):
         return np.full(len(a.deliv_flow), -1, np.int64)
     uniq, inv, tree, _ = use.channels

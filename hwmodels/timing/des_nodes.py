@@ -11,6 +11,7 @@ import numpy as np
 
 from hwmodels.events.network import NO_TERM, Tree
 from hwmodels.kernels.nodes import fill
+from hwmodels.kernels.unique import dense_unique
 
 
 def seg(ptr: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -24,20 +25,6 @@ def _csr(rows: np.ndarray, vals: np.ndarray, n: int) -> tuple[np.ndarray, np.nda
     """(ptr, values) of a CSR with the given (row, value) entries, values of a row in input order."""
     o = np.argsort(rows, kind="stable")
     return np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=n))]).astype(np.int64), vals[o]
-
-
-def dense_unique(keys: np.ndarray, size: int, first: bool = False):
-    """np.unique(keys, return_inverse=True), or (unique, an index of each) when `first`, for non-negative keys
-    below `size`: a lookup table instead of a sort when the table is small."""
-    if size > 8 * len(keys) + (1 << 20):
-        return np.unique(keys, return_index=first, return_inverse=not first)
-    table = np.zeros(size, np.int64)
-    table[keys] = 1
-    uniq = np.flatnonzero(table)
-    if first:
-        table[keys] = np.arange(len(keys))
-        return uniq, table[uniq]
-    return uniq, (np.cumsum(table) - 1)[keys]
 
 
 class TreeArrays:

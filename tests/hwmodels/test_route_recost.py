@@ -128,3 +128,24 @@ def test_route_building_leaves_the_garbage_collector_as_it_found_it():
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+@pytest.mark.parametrize("multicast", [False, True])
+@pytest.mark.parametrize("multichip", [False, True])
+def test_eject_channels_are_the_trees_own_eject_channels(nets, rng, multicast, multichip):
+    """The DES's channel into each delivery's destination tile (the unicast shortcut: a path's last channel;
+    multicast: a search over all trees' channels) is the one the tree builder records (Tree.eject), -1 on the
+    source tile."""
+    from hwmodels.timing import des
+
+    g = nets.mixed_graph(rng)
+    tr = nets.random_trace(g, rng, 3, 3, 0.4)
+    base, _ = _chips(multichip)
+    m = map_network(g, base)
+    a = count_actions(g, tr, m, build_fanout(g, m, multicast), range(3))
+    net = Network(m, base)
+    use = route_use(a.flow_src, a.flow_route, a.flow_messages, a.routes, net)
+    got = des._eject_channels(a, use, net)
+    want = [use.trees[use.flow_route[f]].eject[net.tiles[d]] for f, d in zip(a.deliv_flow, a.deliv_dst)]
+    assert got.dtype == np.int64 and np.array_equal(got, want)
+    assert (got == -1).any() and (got > 0).any()
