@@ -13,6 +13,7 @@ between cores get their own cover. Memory and time are O(kernel + cores x inputs
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Callable
 
 import numpy as np
@@ -84,13 +85,10 @@ class _ConvGeom:
         return np.bincount(idx, minlength=n).reshape(self.kh * self.kw, self.h * self.w).astype(np.float32)
 
     def readers(self) -> np.ndarray:
-        """int64 (kh*kw, H*W): the output position (flat over Ho x Wo) that reads each input position through
-        each kernel tap, or -1 (a tap maps positions one to one), so that cover(pos)[t, p] = 1 exactly where
-        readers()[t, p] is in pos."""
-        out = np.full((self.kh * self.kw, self.h * self.w), -1, np.int64)
-        y, x, ok = self._taps(np.arange(self.ho * self.wo))
-        out[np.nonzero(ok)[0], (y * self.w + x)[ok]] = np.nonzero(ok)[1]
-        return out
+        """int64 (kh*kw, H*W), read-only: the output position (flat over Ho x Wo) that reads each input position
+        through each kernel tap, or -1 (a tap maps positions one to one), so that cover(pos)[t, p] = 1 exactly
+        where readers()[t, p] is in pos (_readers: a pure function of the geometry, memoised)."""
+        return _readers(self)
 
     def piece_owners(self, tc: np.ndarray, o: int, readers: np.ndarray) -> np.ndarray:
         """Owner (tc[o] value) of the output position of channel o read through each tap at each position,
@@ -101,6 +99,17 @@ class _ConvGeom:
     def in_bounds(self) -> np.ndarray:
         """float32 (kh*kw, Ho*Wo): 1 where that kernel tap of that output position reads an in-bounds input."""
         return self._taps(np.arange(self.ho * self.wo))[2].astype(np.float32)
+
+
+@lru_cache(maxsize=64)
+def _readers(geom: _ConvGeom) -> np.ndarray:
+    """_ConvGeom.readers, made once per geometry (a fan-out table build asks for each several times)."""
+    out = np.full((geom.kh * geom.kw, geom.h * geom.w), -1, np.int64)
+    y, x, ok = geom._taps(np.arange(geom.ho * geom.wo))
+    tap, pos = np.nonzero(ok)
+    out[tap, (y * geom.w + x)[ok]] = pos
+    out.setflags(write=False)
+    return out
 
 
 def _group_kernel_sums(mask: np.ndarray, geom: _ConvGeom, owner: np.ndarray, chans: np.ndarray,
