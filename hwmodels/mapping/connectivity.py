@@ -85,15 +85,15 @@ class _ConvGeom:
         return np.bincount(idx, minlength=n).reshape(self.kh * self.kw, self.h * self.w).astype(np.float32)
 
     def readers(self) -> np.ndarray:
-        """int64 (kh*kw, H*W), read-only: the output position (flat over Ho x Wo) that reads each input position
+        """int32 (kh*kw, H*W), read-only: the output position (flat over Ho x Wo) that reads each input position
         through each kernel tap, or -1 (a tap maps positions one to one), so that cover(pos)[t, p] = 1 exactly
         where readers()[t, p] is in pos (_readers: a pure function of the geometry, memoised)."""
         return _readers(self)
 
     def piece_owners(self, tc: np.ndarray, o: int, readers: np.ndarray) -> np.ndarray:
         """Owner (tc[o] value) of the output position of channel o read through each tap at each position,
-        int64 shaped like `readers` (readers() or some of its columns); NO_OWNER where no output reads it. The
-        cover of the positions of channel o held by owner g is (piece_owners(...) == g)."""
+        int64 (tc's dtype) shaped like `readers` (readers() or some of its columns); NO_OWNER where no output
+        reads it. The cover of the positions of channel o held by owner g is (piece_owners(...) == g)."""
         return np.where(readers >= 0, tc[o][readers], NO_OWNER)
 
     def in_bounds(self) -> np.ndarray:
@@ -101,10 +101,11 @@ class _ConvGeom:
         return self._taps(np.arange(self.ho * self.wo))[2].astype(np.float32)
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=32)
 def _readers(geom: _ConvGeom) -> np.ndarray:
-    """_ConvGeom.readers, made once per geometry (a fan-out table build asks for each several times)."""
-    out = np.full((geom.kh * geom.kw, geom.h * geom.w), -1, np.int64)
+    """_ConvGeom.readers, made once per geometry (a fan-out table build asks for each several times); int32
+    (positions < 2^31), so the 32 kept take at most 32 x 1.8 MB at 224x224 inputs with 3x3 kernels."""
+    out = np.full((geom.kh * geom.kw, geom.h * geom.w), -1, np.int32)
     y, x, ok = geom._taps(np.arange(geom.ho * geom.wo))
     tap, pos = np.nonzero(ok)
     out[tap, (y * geom.w + x)[ok]] = pos
