@@ -22,6 +22,7 @@ from hwmodels.chip.spec import CoreSpec
 from hwmodels.kernels import threads
 from hwmodels.kernels.count import count_rows, dst_major, unicast_flows
 from hwmodels.kernels.spike_classes import row_class_counts
+from hwmodels.kernels.unique import dense_unique
 from hwmodels.mapping.storage import read_bits
 from hwmodels.trace import STORAGE_FORMATS, EventTrace, NetworkGraph, Projection
 
@@ -220,21 +221,11 @@ def _population_classes(graph: NetworkGraph, mapping: Mapping,
     for proj in graph.out_projections(name):
         cls = per_proj[proj.name] = source_classes(proj, graph.populations[name].shape,
                                                    mapping.core_of_neuron[proj.target])
-        of = _renumber(of * (int(cls.max(initial=0)) + 1) + cls)
+        key = of * (int(cls.max(initial=0)) + 1) + cls
+        of = dense_unique(key, int(key.max(initial=-1)) + 1)[1]  # classes 0..k-1 in key order
     first = np.full(int(of.max(initial=-1)) + 1, size, np.int64)
     np.minimum.at(first, of, np.arange(size))  # the first neuron of every class
     return of, first, per_proj
-
-
-def _renumber(keys: np.ndarray) -> np.ndarray:
-    """np.unique(keys, return_inverse=True)[1] of non-negative int keys (classes 0..k-1 in key order), int64:
-    by a lookup table of the keys' range when it is under 8 len(keys) + 2^20, else by a sort."""
-    size = int(keys.max(initial=-1)) + 1
-    if size > 8 * len(keys) + (1 << 20):
-        return np.unique(keys, return_inverse=True)[1].reshape(-1).astype(np.int64)
-    seen = np.zeros(size, np.int64)
-    seen[keys] = 1
-    return (np.cumsum(seen) - 1)[keys]
 
 
 def _population_tables(graph: NetworkGraph, mapping: Mapping, name: str, formats: tuple[str, ...],
