@@ -13,7 +13,8 @@ hwmodels.simulate).
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 from hwmodels.events.actions import Actions, FanoutTables, build_fanout, count_actions
 from hwmodels.mapping.connectivity import FanoutStore
@@ -25,7 +26,7 @@ from hwmodels.chip.spec import ChipSpec, CoreSpec
 from hwmodels.energy import costs
 from hwmodels.timing.core_times import ActionTimes, action_times
 from hwmodels.trace import EventTrace, NetworkGraph
-from hwmodels.trace_check import check_trace
+from hwmodels.trace_check import check_trace, start_check
 
 
 class SimCache:
@@ -98,6 +99,24 @@ class SimCache:
         """hwmodels.trace_check.check_trace(graph, trace) (raises ValueError when the trace does not belong to the
         graph), once per (graph, trace) that passed it."""
         self.keep(("checked_trace", id(graph), id(trace)), lambda: check_trace(graph, trace), (graph, trace))
+
+    @contextmanager
+    def checking(self, graph: NetworkGraph, trace: EventTrace) -> Iterator[None]:
+        """Context of the first work of a simulation: checked(graph, trace) with the graph's fingerprint hashed
+        beside the body (hwmodels.trace_check.start_check; every other check raises on entry) and compared on
+        exit, where its ValueError replaces any exception of the body (check_trace's errors come first). Nothing
+        is hashed for a (graph, trace) that passed before."""
+        key = ("checked_trace", id(graph), id(trace))
+        if key in self._store:
+            self.keep(key, lambda: None)
+            yield
+            return
+        wait = start_check(graph, trace)
+        try:
+            yield
+        finally:
+            wait()
+            self.keep(key, lambda: None, (graph, trace))  # passed, whatever the body raised
 
     def tables(self, graph: NetworkGraph, mapping: Mapping, multicast: bool,
                core: CoreSpec | None = None, fanouts: FanoutStore | None = None,

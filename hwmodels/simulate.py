@@ -273,15 +273,16 @@ def simulate(graph: NetworkGraph, trace: EventTrace, chip: ChipSpec, mapping: Ma
     drive a progress bar; hwmodels itself draws none).
     Energy (J): action counts x the chip's energy table, by component (hwmodels.energy.costs): synapse compute and
     memory, neuron compute and memory, network, static (static power x each sample's latency).
-    Raises ValueError, before any work, for an unknown model/semantics, a trace that does not belong to the
-    graph (hwmodels.trace_check: no samples, another graph's fingerprint, other populations, sizes or
+    Raises ValueError, before any event is counted (the graph fingerprint of the trace check is hashed beside
+    the mapping check and the fan-out tables), for an unknown model/semantics, a trace that does not belong
+    to the graph (hwmodels.trace_check: no samples, another graph's fingerprint, other populations, sizes or
     timesteps), or a given mapping made for another chip, that does not cover the graph or breaks a core limit
     (hwmodels.mapping.check), and MappingError when the network does not fit.
     """
     _check_args(model, semantics, batch_samples)
     cache = SimCache(max_entries=0) if cache is None else cache
-    cache.checked(graph, trace)
-    mapping, tables, net = _inputs(graph, chip, mapping, multicast, cache)
+    with cache.checking(graph, trace):  # the fingerprint is hashed beside the fan-out tables
+        mapping, tables, net = _inputs(graph, chip, mapping, multicast, cache)
     n_steps = SEMANTICS[semantics](graph, trace.n_timesteps)[0]
     table = energy.energy_table(chip, mapping, graph)
     tot = _Totals(mapping.cores_used, n_steps, trace.n_samples, table)

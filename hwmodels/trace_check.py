@@ -6,14 +6,21 @@ and hand-made traces are checked on what they hold: population names, sizes, spi
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
+
 import numpy as np
 
 from hwmodels.activity import n_bytes
+from hwmodels.kernels import threads
 from hwmodels.npzfile import quote
 from hwmodels.trace import EventTrace, NetworkGraph
 
 #: CSR rows of the trace read at once by the spike-index bounds (bounds memory for memory-mapped traces)
 CHUNK_ROWS = 1 << 15
+#: weight bytes of a graph from which start_check hashes its fingerprint on a thread of its own (below, the
+#: thread would cost more than the hash: ~20 ms per 37 MB of weights on a 2-core AMD EPYC)
+FINGERPRINT_THREAD_BYTES = 1 << 20
 
 
 def check_trace(graph: NetworkGraph, trace: EventTrace) -> None:
@@ -21,20 +28,49 @@ def check_trace(graph: NetworkGraph, trace: EventTrace) -> None:
     one sample; its graph fingerprint, when recorded, is the graph's; it has exactly the graph's populations;
     its n_timesteps is the graph's metadata["n_timesteps"] when the graph records one; its recorded sizes, its
     spike indices and its activity rows fit the graph's population sizes."""
+    start_check(graph, trace, background=False)()
+
+
+def start_check(graph: NetworkGraph, trace: EventTrace, background: bool = True) -> Callable[[], None]:
+    """check_trace(graph, trace) whose fingerprint check may end later: with `background`, more than one kernel
+    thread (hwmodels.kernels.threads.count) and at least FINGERPRINT_THREAD_BYTES of graph arrays, the graph's
+    fingerprint (a SHA-256 over every weight, NetworkGraph.fingerprint) is hashed on a thread of its own while
+    the caller goes on (hashlib releases the GIL), and every other check is made now. Returns wait(), which joins
+    the hash and raises the fingerprint's ValueError (the caller calls it before it returns any result). Errors
+    and their order are check_trace's: when another check fails, the fingerprint is waited for first and its
+    error, if any, raised instead."""
     if trace.n_samples < 1:
         raise ValueError("trace.n_samples: 0; a trace needs at least one sample to simulate")
-    _check_fingerprint(graph, trace)
-    _check_populations(graph, trace)
-    _check_timesteps(graph, trace)
-    _check_sizes(graph, trace)
-    _check_indices(graph, trace)
+    wait = _fingerprint_check(graph, trace, background)
+    try:
+        _check_populations(graph, trace)
+        _check_timesteps(graph, trace)
+        _check_sizes(graph, trace)
+        _check_indices(graph, trace)
+    except ValueError:
+        wait()
+        raise
+    return wait
 
 
-def _check_fingerprint(graph: NetworkGraph, trace: EventTrace) -> None:
-    """ValueError naming both fingerprints when the trace was recorded on another graph."""
+def _fingerprint_check(graph: NetworkGraph, trace: EventTrace, background: bool) -> Callable[[], None]:
+    """The fingerprint check (_check_fingerprint) made now, returning a no-op, or started on a thread (see
+    start_check), returning the function that waits for it."""
     if trace.graph_fingerprint is None:
-        return
-    mine = graph.fingerprint()
+        return lambda: None
+    big = sum(p.weight.nbytes for p in graph.projections) >= FINGERPRINT_THREAD_BYTES
+    if not (background and big and threads.count() > 1):
+        _check_fingerprint(graph, trace, graph.fingerprint())
+        return lambda: None
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hwmodels-fingerprint")
+    digest = pool.submit(graph.fingerprint)
+    pool.shutdown(wait=False)
+    return lambda: _check_fingerprint(graph, trace, digest.result())
+
+
+def _check_fingerprint(graph: NetworkGraph, trace: EventTrace, mine: str) -> None:
+    """ValueError naming both fingerprints when the trace was recorded on another graph (mine:
+    graph.fingerprint())."""
     if trace.graph_fingerprint != mine:
         raise ValueError(f"trace.graph_fingerprint: the trace was recorded on a graph with fingerprint "
                          f"{trace.graph_fingerprint[:40]}, graph {quote(graph.name)} has {mine} (a trace of another "

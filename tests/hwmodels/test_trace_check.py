@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from hwmodels import load_preset, map_network, simulate
+from hwmodels import SimCache, load_preset, map_network, simulate
 from hwmodels.stream import TraceWriter, open_trace, write_trace
 from hwmodels.trace import EventTrace, NetworkGraph, concat_traces
 from hwmodels.trace_check import check_trace, index_bounds
@@ -133,3 +133,32 @@ def test_index_bounds_read_in_chunks_equal_the_whole_trace(nets, rng, monkeypatc
     assert want[1].tolist() == [max(tr.spikes(s, t, n).indices.max(initial=-1) for s in range(4) for t in range(3))
                                 for n in tr.populations]
     check_trace(g, tr)
+
+
+def test_a_fingerprint_hashed_beside_the_simulation_refuses_as_before_and_first(nets, rng, monkeypatch):
+    """simulate hashes a large graph's fingerprint on a thread beside its first work (trace_check.start_check):
+    forced here on a small graph; the refusal, its text and its precedence over the other checks and over a
+    mapping error of the body are those of check_trace, and a passed (graph, trace) is not hashed again."""
+    import hwmodels.trace_check as tc
+    monkeypatch.setattr(tc, "FINGERPRINT_THREAD_BYTES", 0)
+    monkeypatch.setattr(tc.threads, "count", lambda: 2)
+    g0, g5 = nets.mixed_graph(rng), nets.mixed_graph(rng)
+    tr = _with_fingerprint(nets.random_trace(g5, rng, 2, 3, 0.3), g5)
+    text = _refused(g0, tr, "trace.graph_fingerprint: the trace was recorded on a graph with fingerprint")
+    assert g0.fingerprint() in text and g5.fingerprint() in text
+    wrong_pops = EventTrace.from_dense({"in": np.zeros((1, 3, 72))})
+    wrong_pops.graph_fingerprint = g5.fingerprint()
+    _refused(g0, wrong_pops, "trace.graph_fingerprint")  # the fingerprint error first, as check_trace
+    chip, other_chip = load_preset("loihi"), load_preset("generic-45nm")
+    with pytest.raises(ValueError) as err:  # a mapping made for another chip: the body's own error ...
+        simulate(g5, tr, chip, mapping=map_network(g5, other_chip))
+    assert "graph_fingerprint" not in str(err.value)
+    with pytest.raises(ValueError, match="trace.graph_fingerprint"):  # ... comes after the fingerprint's
+        simulate(g0, tr, chip, mapping=map_network(g0, other_chip))
+    want = simulate(g5, tr, chip, model="analytic")
+    calls, real = [], NetworkGraph.fingerprint
+    monkeypatch.setattr(NetworkGraph, "fingerprint", lambda self: calls.append(1) or real(self))
+    cache = SimCache()
+    first = simulate(g5, tr, chip, model="analytic", cache=cache)
+    second = simulate(g5, tr, chip, model="analytic", cache=cache)
+    assert len(calls) == 1 and first.as_row() == want.as_row() == second.as_row()
