@@ -1,10 +1,12 @@
 """The vectorised per-channel grid search (workloads.lowering.grid.row_intervals) equals the one-channel search
 (grid_intervals) value for value, on float32 and float64 weights: float channels, quantized channels (BatchNorm-like
-per-channel scale, after folding in float32), channels with few distinct values, constant channels, mixtures."""
+per-channel scale, after folding in float32), channels with few distinct values, constant channels, mixtures; and
+on the channels whose distinct values are hashed (workloads.lowering.grid_kernel.distinct_rows) rather than sorted."""
 import numpy as np
 import pytest
 
 from workloads.lowering.grid import grid_intervals, row_intervals
+from workloads.lowering.grid_kernel import distinct_rows
 
 
 def _rows(kind: str, n_rows: int, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -29,3 +31,51 @@ def test_row_intervals_equal_grid_intervals_row_by_row(dtype, n, limit):
     rows = np.concatenate([_rows(kind, 6, n, rng) for kind in kinds] + [_rows("q8", 3, n, rng)[:, ::-1]])
     rows = rows[rng.permutation(len(rows))].astype(dtype)
     assert row_intervals(rows, limit) == [grid_intervals(r, limit) for r in rows]
+
+
+def _hashed_rows(n: int, rng: np.random.Generator) -> np.ndarray:
+    """float64 (k, n) channels for the distinct-value path of row_intervals (rows of more than 512 values; shorter
+    ones are sorted whole): per-channel quantized (2..255 levels, and 1000+: more distinct values than it keeps)
+    and scaled in float32, with 0.0 and -0.0, sparse (mostly zeros, some -0.0), all -0.0, constant, float, and a
+    few float levels repeated at random."""
+    out = []
+    for levels in (2, 3, 16, 255, 1000, 1500):
+        k = rng.integers(-(levels // 2), levels - levels // 2, size=(3, n))
+        w = (k * (rng.uniform(0.01, 3.0, size=(3, 1)) / levels)).astype(np.float32)
+        out.append(w * rng.uniform(0.3, 3.0, size=(3, 1)).astype(np.float32))
+    rows = np.concatenate(out).astype(np.float64)
+    signed_zero = rows[::4].copy()
+    signed_zero[:, ::3] = 0.0
+    signed_zero[:, 1::3] = -0.0
+    sparse = rows[1::5] * (rng.random((len(rows[1::5]), n)) < 0.05)
+    sparse[:, ::7] = -sparse[:, ::7] * 0.0  # -0.0 among the zeros
+    few_levels = rng.choice(rng.normal(size=7), size=(2, n)) * np.float32(1.7)
+    return np.concatenate([rows, signed_zero, sparse, few_levels, np.full((1, n), -0.0), np.full((1, n), 2.5),
+                           rng.normal(size=(2, n)), -rows[:2]])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [2, 27, 511, 512, 513, 2304, 4608])
+@pytest.mark.parametrize("limit", [1, 3, 15, 255, 5000])
+def test_row_intervals_of_hashed_distinct_values_equal_grid_intervals(dtype, n, limit):
+    rng = np.random.default_rng(n * 13 + limit)
+    rows = _hashed_rows(n, rng)
+    rows = rows[rng.permutation(len(rows))].astype(dtype)
+    assert row_intervals(rows, limit) == [grid_intervals(r, limit) for r in rows]
+    assert row_intervals(rows[:, ::-1], limit) == [grid_intervals(r, limit) for r in rows[:, ::-1]]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_distinct_rows_collects_each_value_once(dtype):
+    rng = np.random.default_rng(5)
+    v = rng.choice(rng.normal(size=40), size=(6, 300)).astype(dtype)
+    v[0, ::2], v[0, 1::2] = 0.0, -0.0
+    v[1, :7] = np.nan
+    v[2] = rng.normal(size=300)  # more distinct values than kept
+    v[3, 5], v[3, 9] = -0.0, 0.0
+    values, count = distinct_rows(np.ascontiguousarray(v), np.arange(6), 64)
+    assert values.shape == (6, 64) and values.dtype == dtype and count[2] == 65
+    for i in (0, 3, 4, 5):
+        assert np.array_equal(np.sort(values[i, :count[i]]), np.unique(v[i]))
+        assert (values[i, count[i]:] == v[i].max()).all()
+    assert count[1] == len(np.unique(v[1, 7:])) + 1  # one NaN: the same bit pattern seven times

@@ -5,12 +5,17 @@ A channel's values v, rescaled to f = (v - min) / (max - min) in [0, 1], lie on 
 f is within GRID_TOL x m of a multiple of 1/m, i.e. |f m - round(f m)| <= GRID_TOL m. The smallest m is searched
 from a lower bound set by the smallest gap between distinct values; a quantized channel almost always fits that
 first candidate, so all channels of a weight try it in one vectorised test and only the others are scanned.
-Rows are sorted in their own dtype and cut to their distinct values before they are rescaled to float64 (a
-quantized channel holds at most 2^b of them), which leaves every gap and every fit test as on the whole row.
+A row of more than _FEW values has its distinct values collected by hashing (workloads.lowering.grid_kernel;
+0.0 and -0.0 as one) and only they are sorted, in the row's own dtype (a quantized channel holds at most 2^b of
+them); other rows are sorted whole and cut to their distinct values. Either way they are rescaled to float64 only
+then: repeated values add zero gaps and no deviation, so every gap and every fit test is as on the whole row, and
+so is the answer (the smallest m from the first candidate on whose grid every value lies).
 """
 from __future__ import annotations
 
 import numpy as np
+
+from workloads.lowering.grid_kernel import distinct_rows
 
 #: tolerance of the grid test, as a fraction of a channel's range (max - min)
 GRID_TOL = 1e-5
@@ -27,6 +32,9 @@ _WINDOW = 3
 _PROBE = 64
 #: values of a channel whose spread tells early that it needs more than a small grid (_too_many_points)
 _SAMPLE = 512
+#: most distinct values of a row collected by hashing (more: the row is sorted whole), done in rows of more values
+#: only (numpy sorts rows of up to a few hundred values at 1-2 ns a value, as fast as hashing; longer ones at 4-11)
+_FEW = 512
 #: most float64 elements of one vectorised row test (bounds its temporary memory to ~32 MB)
 _CHUNK_ELEMENTS = 1 << 22
 
@@ -61,7 +69,7 @@ def row_intervals(rows: np.ndarray, limit: int = MAX_INTERVALS) -> list[int | No
     they miss are scanned one by one. float32 rows stay float32 until rescaled (sorting and min/max commute with
     the exact cast to float64); other dtypes are taken as float64."""
     v = np.asarray(rows)
-    v = (v if v.dtype == np.float32 else np.asarray(v, np.float64)).reshape(len(v), -1)
+    v = np.ascontiguousarray((v if v.dtype == np.float32 else np.asarray(v, np.float64)).reshape(len(v), -1))
     if v.shape[1] == 0:
         return [0] * len(v)
     step = max(1, _CHUNK_ELEMENTS // (_WINDOW * v.shape[1]))
@@ -69,10 +77,10 @@ def row_intervals(rows: np.ndarray, limit: int = MAX_INTERVALS) -> list[int | No
 
 
 def _rows_chunk(v: np.ndarray, limit: int) -> list[int | None]:
-    """row_intervals of float32/float64 (c, n) rows, n >= 1, limit <= MAX_INTERVALS. Only the rows with a positive
-    span that _too_many_points keeps are sorted, rows whose middle values already need too fine a grid
-    (_too_fine) are dropped, and only the distinct values of the others (_distinct) are rescaled and tested:
-    repeated values add zero gaps and no deviation, so every count, gap and fit test is unchanged."""
+    """row_intervals of float32/float64 (c, n) C-contiguous rows, n >= 1, limit <= MAX_INTERVALS. Only the rows
+    with a positive span that _too_many_points keeps are searched, on their values sorted (_fill_sorted): the
+    distinct ones distinct_rows collects when n > _FEW, or the whole row when it has more than _FEW of them or
+    n <= _FEW."""
     lo = v.min(1).astype(np.float64)
     span = v.max(1).astype(np.float64) - lo
     scale = np.where(span > 0.0, span, 1.0)
@@ -80,18 +88,36 @@ def _rows_chunk(v: np.ndarray, limit: int) -> list[int | None]:
     rows = np.flatnonzero((span > 0.0) & ~_too_many_points(v, lo, scale, limit))
     if len(rows) == 0:
         return out
+    if v.shape[1] > _FEW:
+        few, count = distinct_rows(v, rows, _FEW)
+        hashed = count <= _FEW
+        s = few[hashed, :int(count[hashed].max(initial=1))]
+        s.sort(axis=1)
+        _fill_sorted(out, rows[hashed], s, lo, scale, limit)
+        rows = rows[~hashed]
     s = v[rows]
     s.sort(axis=1)
+    _fill_sorted(out, rows, s, lo, scale, limit)
+    return out
+
+
+def _fill_sorted(out: list[int | None], rows: np.ndarray, s: np.ndarray, lo: np.ndarray, scale: np.ndarray,
+                 limit: int) -> None:
+    """out[rows[i]] = the answer of row i of s (c, k): values of row rows[i] (int64 (c,), a positive span), sorted,
+    each of its distinct values at least once (the whole row, or its distinct values padded with its largest);
+    lo, scale: float64 (C,) of all rows. Rows whose middle values already need too fine a grid (_too_fine) stay
+    None; only the distinct values of the others (_distinct) are rescaled and tested."""
+    if len(rows) == 0:
+        return
     fine = _too_fine(s, lo[rows], scale[rows], limit)
     rows, s = rows[~fine], s[~fine]
     if len(rows) == 0:
-        return out
+        return
     f = _distinct(s)
     f = np.subtract(f, lo[rows, None], dtype=np.float64)
     f /= scale[rows, None]
     for r, m in zip(rows, _sorted_rows(f, limit)):
         out[r] = m
-    return out
 
 
 def _distinct(s: np.ndarray) -> np.ndarray:
@@ -113,7 +139,9 @@ def _too_fine(s: np.ndarray, lo: np.ndarray, scale: np.ndarray, limit: int) -> n
     """bool (c,): rows of sorted values s (c, n) (rescaled as (v - lo) / scale, float64 (c,) each) that need a grid
     of more than `limit` steps, told from _PROBE + 1 adjacent values in the middle of each row: a gap there wider
     than 2 GRID_TOL bounds the smallest such gap of the row from above, hence the row's first candidate
-    (_sorted_rows, non-increasing in that gap) from below; a first candidate beyond `limit` means no grid."""
+    (_sorted_rows, non-increasing in that gap) from below; a first candidate beyond `limit` means no grid. Rows
+    with repeated values left out (and padded with their largest) keep this: their adjacent values are adjacent
+    in the whole row too, so each of their gaps is one of its gaps (padding adds zero gaps only)."""
     lo_col = max(0, (s.shape[1] - _PROBE - 1) // 2)
     f = np.subtract(s[:, lo_col:lo_col + _PROBE + 1], lo[:, None], dtype=np.float64) / scale[:, None]
     gaps = np.diff(f, axis=1)
