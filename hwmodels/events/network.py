@@ -404,13 +404,15 @@ class RouteUse:
 def route_use(flow_src: np.ndarray, flow_route: np.ndarray, flow_messages: np.ndarray,
               routes: tuple[np.ndarray, ...] | None, net: Network) -> RouteUse:
     """RouteUse of a batch of flows (unicast when `routes` is None: route = destination core)."""
-    key = flow_src.astype(np.int64) * (1 << 32) + flow_route
-    uniq, inv = np.unique(key, return_inverse=True)
+    width = int(np.max(flow_route, initial=-1)) + 1  # routes (destination cores or route ids) < width
+    key = flow_src.astype(np.int64) * width + flow_route  # (source, route) in lexicographic order
+    uniq, inv = dense_unique(key, int(np.max(flow_src, initial=-1)) * width + width)
+    src, route = np.divmod(uniq, max(width, 1))
     with collector_paused():  # a few acyclic objects per route: no cycle collection while they are made
         if routes is None:
-            trees = tuple(net.unicast_trees(uniq >> 32, uniq & 0xFFFFFFFF))
+            trees = tuple(net.unicast_trees(src, route))
         else:
-            trees = tuple(net.tree(int(k >> 32), tuple(int(c) for c in routes[int(k & 0xFFFFFFFF)])) for k in uniq)
+            trees = tuple(net.tree(s, tuple(int(c) for c in routes[r])) for s, r in zip(src.tolist(), route.tolist()))
     sizes = np.array([len(t.links) for t in trees], np.int64)
     hops = (sizes if len(trees) else np.zeros(1, np.int64))[inv]
     kind = np.concatenate([t.kind for t in trees]) if trees else np.zeros(0, np.int64)
