@@ -236,8 +236,8 @@ def _population_tables(graph: NetworkGraph, mapping: Mapping, name: str, formats
     pop, n = graph.populations[name], mapping.cores_used
     # one row per class of neurons with equal rows (_population_classes), expanded by FanoutTables.stack
     of, reps, per_proj = _population_classes(graph, mapping, name)
-    paid = {f: sp.csr_matrix((len(reps), n), dtype=np.int64) for f in formats}
-    bits = sp.csr_matrix((len(reps), n), dtype=np.int64)
+    zero = lambda: sp.csr_matrix((len(reps), n), dtype=np.int64)
+    paid, bits = {}, None  # canonical CSRs (sorted, no explicit zeros), as sums from a zero matrix would be
     st, nz = np.zeros(len(reps), np.int64), np.zeros(len(reps), np.int64)
     for proj in graph.out_projections(name):
         tgt = mapping.core_of_neuron[proj.target]
@@ -245,17 +245,35 @@ def _population_tables(graph: NetworkGraph, mapping: Mapping, name: str, formats
         needed = {PAID_COUNT[proj.storage]} | {c for c, per in per_count.items() if per}
         f_counts = {c: _proj_fanout(proj, pop.shape, tgt, n, c, fanouts, reps, per_proj[proj.name])
                     for c in COUNT_KINDS if c in needed}
-        paid[proj.storage] = paid[proj.storage] + f_counts[PAID_COUNT[proj.storage]]
+        f = f_counts[PAID_COUNT[proj.storage]]
+        paid[proj.storage] = paid[proj.storage] + f if proj.storage in paid else f
         for count, per in per_count.items():
             if per:
-                bits = bits + per * f_counts[count]
-        st += fanout(proj, pop.shape, "structural", reps)  # = row sums of the per-core counts
-        nz += fanout(proj, pop.shape, "nonzero", reps)
-    total = sum(paid.values())
-    msgs = sp.csr_matrix((total > 0).astype(np.int64))
+                bits = per * f_counts[count] if bits is None else bits + per * f_counts[count]
+        st += _fanout_totals(proj, pop.shape, "structural", reps, f_counts)
+        nz += _fanout_totals(proj, pop.shape, "nonzero", reps, f_counts)
+    msgs = _indicator(sum(paid.values()))
     # a core a neuron sends no message to reads none of its bits (a bitmap row of zero weights there)
-    blocks = [msgs] + [paid[f] for f in formats] + ([bits.multiply(msgs).tocsr()] if per_event is None else [])
+    bits_block = [(zero() if bits is None else bits).multiply(msgs).tocsr()] if per_event is None else []
+    blocks = [msgs] + [paid[f] if f in paid else zero() for f in formats] + bits_block
     return sp.hstack(blocks, format="csr", dtype=np.int64), st[of], nz[of], of, reps
+
+
+def _indicator(counts: sp.csr_matrix) -> sp.csr_matrix:
+    """CSR int64 of 1 where the int64 CSR `counts` is > 0 (its own structure when canonical with positive
+    entries only, as fan-out counts are)."""
+    if counts.has_canonical_format and bool((counts.data > 0).all()):
+        return sp.csr_matrix((np.ones(counts.nnz, np.int64), counts.indices, counts.indptr), shape=counts.shape)
+    return sp.csr_matrix((counts > 0).astype(np.int64))
+
+
+def _fanout_totals(proj: Projection, src_shape: tuple, count: str, reps: np.ndarray, per_core: dict) -> np.ndarray:
+    """int64 (len(reps),): the `count` fan-out of the source neurons `reps` (hwmodels.mapping.connectivity.fanout):
+    the row sums of their per-core counts when per_core (count kind -> CSR (len(reps), n_cores), every target
+    on a core) holds that count (integer sums, exact), else counted."""
+    if count in per_core:
+        return np.asarray(per_core[count].sum(axis=1), np.int64).reshape(-1)
+    return fanout(proj, src_shape, count, reps)
 
 
 #: source neurons per thread below which build_fanout's tables are built on one thread: measured on 2 cores
