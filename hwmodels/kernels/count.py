@@ -10,7 +10,7 @@ import numpy as np
 from numba import njit
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def count_rows(lo: np.ndarray, hi: np.ndarray, idx: np.ndarray, seg_base: np.ndarray, core: np.ndarray,
                spikes: np.ndarray, packed: np.ndarray, n_t: int,
                group: tuple) -> tuple[int, np.ndarray, np.ndarray]:
@@ -23,7 +23,8 @@ def count_rows(lo: np.ndarray, hi: np.ndarray, idx: np.ndarray, seg_base: np.nda
     (hwmodels.activity), or zero rows to skip the check. group: (cls int64 (size,), offset, cores, row_lo,
     row_hi, ev_cls) (_group_segment), or an empty cls not to group. Returns (-1, or the position in idx of the
     first index outside 0..size - 1, in which case nothing after it is counted; int64 segments and int64
-    neurons of the spikes whose activity bit is not set)."""
+    neurons of the spikes whose activity bit is not set). Releases the GIL: populations on cores of their own
+    write disjoint rows and events, so they may be counted on threads at once."""
     size, check, grouping = len(core), packed.shape[0] > 0, len(group[0]) > 0
     n_ev = 0
     for g in range(len(lo)):
@@ -213,13 +214,15 @@ def dst_major(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, n: int,
     dst, val = np.empty(len(indices), np.int64), np.zeros((len(indices), width), np.int64)
     m = 0
     for c in range(n_cls):
-        k = m
+        k, ordered = m, True
         for q in range(indptr[c], indptr[c + 1]):
             d = indices[q] % n
             if seen[d] != c:
+                ordered &= k == m or d > dst[k - 1]  # a canonical CSR lists them in order (block 0 first)
                 seen[d], dst[k] = c, d
                 k += 1
-        dst[m:k].sort()
+        if not ordered:
+            dst[m:k].sort()
         for a in range(m, k):
             slot[dst[a]] = a
         for q in range(indptr[c], indptr[c + 1]):

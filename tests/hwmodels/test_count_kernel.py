@@ -4,6 +4,7 @@ others counting-sorted), the unicast flows (a
 per-row, per-class count times the class fan-out, summed per destination) and the set bits per neuron chunk."""
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 from hwmodels import activity
 from hwmodels.kernels.count import chunk_bits, count_rows, dst_major, unicast_flows
@@ -79,11 +80,18 @@ def _csr(dense, rng):
     return (np.array(indptr, np.int64), np.array(indices, np.int64), np.array(data, np.int64))
 
 
-def test_dst_major_regroups_a_class_stack_by_destination():
+@pytest.mark.parametrize("canonical", [False, True])
+def test_dst_major_regroups_a_class_stack_by_destination(canonical):
+    """Rows with shuffled entries, and canonical rows (sorted: block 0 first, the order build_fanout's stacks
+    have, which dst_major takes without sorting)."""
     rng = np.random.default_rng(9)
     n, blocks = 7, 2
     dense = _class_stack(rng, 12, n, blocks, orphan=True)
-    ptr, dst, val = dst_major(*_csr(dense, rng), n, 1 + blocks)
+    csr = _csr(dense, rng)
+    if canonical:
+        m = sp.csr_matrix(dense)
+        csr = (m.indptr.astype(np.int64), m.indices.astype(np.int64), m.data.astype(np.int64))
+    ptr, dst, val = dst_major(*csr, n, 1 + blocks)
     per = dense.reshape(12, 1 + blocks, n)
     for c in range(12):
         want = np.flatnonzero(per[c].any(axis=0))
