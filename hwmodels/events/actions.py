@@ -461,14 +461,18 @@ def count_actions(graph: NetworkGraph, trace: EventTrace, mapping: Mapping, tabl
     recorded = np.zeros((nb, n_steps, n), np.int64)
     events = _batch_events(trace, samples)
     grouped = _Grouped.empty(n_rows, len(events[0])) if tables.routes is None else None
-    for name, pop in graph.populations.items():
+    for name in graph.populations:
         _check_population(trace, name)
-        walk = _segments(events, trace.populations.index(name), step_of[name] * n, n_steps * n)
-        cores = _distinct(mapping.core_of_neuron[name])
-        group = grouped.args(tables, name, cores) if grouped is not None else _Grouped.none()
-        missed = _count_population(spikes, trace, samples, name, pop.size, mapping, (events[0], *walk), group)
+    cores = {name: _distinct(mapping.core_of_neuron[name]) for name in graph.populations}
+    items = [(spikes, trace, samples, name, pop.size, mapping,
+              (events[0], *_segments(events, trace.populations.index(name), step_of[name] * n, n_steps * n)),
+              grouped.args(tables, name, cores[name]) if grouped is not None else _Grouped.none())
+             for name, pop in graph.populations.items()]
+    # populations on threads: each writes only the rows of its own cores and the slots of its own events
+    workers = threads.count() if len(events[0]) >= 2 * threads.MIN_ITEMS else 1
+    for (name, pop), missed in zip(graph.populations.items(), threads.map_items(_count_population, items, workers)):
         if not pop.is_input:
-            window[np.ix_(step_of[name], cores)] = True
+            window[np.ix_(step_of[name], cores[name])] = True
             _add_recorded(recorded, trace, samples, name, pop.size, mapping, step_of[name], missed)
     if grouped is not None:
         (flows, deliv), struct, nonzero = _unicast_flows(tables, grouped, n_steps * n)
