@@ -19,6 +19,7 @@ from typing import Callable
 import numpy as np
 import scipy.sparse as sp
 
+from hwmodels.kernels.unique import dense_unique
 from hwmodels.trace import EventTrace, NetworkGraph, Projection, conv_output_shape
 
 COUNT_KINDS = ("structural", "nonzero")
@@ -216,7 +217,7 @@ def _conv_rows(geom: _ConvGeom, mask: np.ndarray | None, tc: np.ndarray, whole: 
     hw_in = geom.h * geom.w
     k2 = geom.kh * geom.kw
     c_r, p_r = np.divmod(rows, hw_in)
-    upos, pinv = np.unique(p_r, return_inverse=True)
+    upos, pinv = dense_unique(p_r, hw_in)  # input positions < h * w: a lookup table, not a sort
     pinv = pinv.reshape(-1)
     out = np.zeros((len(rows), n_owner))
     readers = geom.readers()[:, upos]  # only the input positions of `rows`
@@ -378,7 +379,12 @@ def core_fanout(proj: Projection, src_shape: tuple[int, ...], target_core: np.nd
     causes F[i, k] synaptic events there. rows: only these source neurons (F then has len(rows) rows).
     """
     _check_count(count)
-    cores, col = np.unique(np.asarray(target_core), return_inverse=True)
+    target_core = np.asarray(target_core)
+    if len(target_core) and target_core.min() >= 0:  # core ids: a lookup table, not a sort
+        cores, col = dense_unique(target_core, int(target_core.max()) + 1)
+        cores = cores.astype(target_core.dtype, copy=False)
+    else:
+        cores, col = np.unique(target_core, return_inverse=True)
     if proj.kind == "dense":
         onehot = sp.csr_matrix((np.ones(len(col)), (np.arange(len(col)), col)), shape=(len(col), len(cores)))
         w = proj.weight if rows is None else proj.weight[:, rows]
