@@ -1,5 +1,5 @@
 """The lowering's fast paths give the bytes of the plain computations they replace: numpy's comparisons for neuron
-activity, the event mask split from its CSR events, packing before the transpose, the cache-blocked float64
+activity, the event mask split from its CSR events, packing before the transpose, the compiled float64
 quantization, the quantized Parameters handed to the model copy, and the worker (Jobs) that runs the numpy work,
 the weight fit and the fingerprint beside the forward passes."""
 import threading
@@ -110,8 +110,7 @@ def _quantize_reference(w: torch.Tensor, bits: int, keep: torch.Tensor) -> tuple
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("bits", [2, 4, 8])
-def test_quantize_rows_equals_the_whole_array_computation(dtype, bits, monkeypatch):
-    monkeypatch.setattr(fit, "_QUANT_BLOCK", 50)  # several blocks of rows, one row longer than a block
+def test_quantize_rows_equals_the_whole_array_computation(dtype, bits):
     g = torch.Generator().manual_seed(bits)
     w = torch.randn((9, 7, 3, 3), generator=g, dtype=dtype)
     w[2] = 0.0  # an all-zero channel (step 0)

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from hwmodels.trace import Population
+from workloads.lowering.events_kernel import copy_rows
 
 
 @dataclass(frozen=True)
@@ -95,8 +96,10 @@ def merge_events(events: dict[int, Events], n_p: int, n_t: int, n_b: int,
                  with_values: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """CSR pieces of one batch from the Events of its populations ({population index in the graph: Events};
     populations without events have empty rows): (int64 counts per row (sample, t, population), B * T * P of
-    them in that order; int32 indices; float32 values or None). Each population's entries are scattered to
-    their rows in one pass, no sort."""
+    them in that order; int32 indices; float32 values or None). Each (t, b) row of a population is one block in
+    its Events and one in the trace, copied to its place (workloads.lowering.events_kernel), no sort.
+
+    Raises ValueError when an Events' counts do not match its entries."""
     counts = np.zeros((n_b, n_t, n_p), np.int64)
     for p, ev in events.items():
         counts[:, :, p] = ev.counts.reshape(n_t, n_b).T
@@ -105,10 +108,8 @@ def merge_events(events: dict[int, Events], n_p: int, n_t: int, n_b: int,
     indices = np.empty(int(flat_counts.sum()), np.int32)
     values = np.empty(len(indices), np.float32) if with_values else None
     for p, ev in events.items():
-        own_start = np.cumsum(ev.counts) - ev.counts  # first entry of each (t, b) row in ev
-        shift = start[:, :, p].T.reshape(-1) - own_start  # destination - source, per (t, b) row
-        pos = np.repeat(shift, ev.counts) + np.arange(len(ev.indices), dtype=np.int64)
-        indices[pos] = ev.indices
+        rows = start[:, :, p].T.reshape(-1)  # int64 (T * B,): where each (t, b) row of ev goes
+        copy_rows(ev.indices, ev.counts, rows, indices)
         if with_values:
-            values[pos] = ev.values
+            copy_rows(ev.values, ev.counts, rows, values)
     return flat_counts, indices, values

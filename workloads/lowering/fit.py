@@ -26,6 +26,7 @@ from torch.nn.utils import parametrize
 
 from hwmodels.trace import NetworkGraph, Projection
 from workloads.compression.quant import weight_layers
+from workloads.lowering.fit_kernel import uniform_rows
 from workloads.lowering.jobs import Jobs
 from workloads.lowering.grid import MAX_INTERVALS, bits_for_intervals, grid_intervals, row_intervals
 
@@ -141,35 +142,12 @@ def quantize_rows(w: torch.Tensor, bits: int, nonzero_only: bool) -> tuple[torch
     return q.reshape(w.shape).to(w.device), error
 
 
-#: elements of the float64 block _uniform_rows works on at a time (kept in cache between its passes)
-_QUANT_BLOCK = 1 << 16
-
-
 def _uniform_rows(a: np.ndarray, bits: int, keep: np.ndarray) -> tuple[np.ndarray, float]:
-    """quantize_rows for b >= 2 on a float32/float64 array a (C, n), rows `keep` left as they are: the same float64
-    operations (w / step rounded half to even, times step, cast to a's dtype) on blocks of rows that stay in
-    cache, instead of whole-array passes. Returns (w_q of a's dtype, max |w_q - w| in float64)."""
-    if a.size == 0:
-        return a.copy(), 0.0
-    step = np.abs(a).max(1).astype(np.float64)[:, None] / (2 ** (bits - 1) - 1)  # |w|, max exact in a's dtype
-    div = np.where(step > 0, step, 1.0)
-    q = np.empty_like(a)
-    peaks = []
-    rows = max(1, _QUANT_BLOCK // a.shape[1])
-    for lo in range(0, len(a), rows):
-        block = slice(lo, lo + rows)
-        r = a[block].astype(np.float64)
-        x = np.divide(r, div[block])
-        np.rint(x, out=x)
-        x *= step[block]
-        qb = q[block]
-        qb[...] = x  # the cast to a's dtype, rounded to nearest as torch's
-        kb = keep[block]
-        if kb.any():
-            qb[kb] = a[block][kb]
-        np.subtract(qb, r, out=x, dtype=np.float64)
-        peaks.append(np.abs(x, out=x).max())
-    return q, float(np.max(peaks))
+    """quantize_rows for b >= 2 on a float32/float64 array a (C, n), rows `keep` (bool (C,)) left as they are:
+    per row w / step rounded half to even, times step, cast to a's dtype, step = max |w| / (2^(b-1) - 1) in
+    float64, in one compiled pass per row (workloads.lowering.fit_kernel). Returns (w_q of a's dtype and shape,
+    max |w_q - w| in float64)."""
+    return uniform_rows(a, 2 ** (bits - 1) - 1, keep)
 
 
 def _setting(per_layer: dict, name: str):
