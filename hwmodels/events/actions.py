@@ -137,20 +137,22 @@ class JointClasses:
 
     @classmethod
     def of(cls, tables: FanoutTables) -> JointClasses:
-        """The joint classes of `tables`."""
-        offsets, indptr, indices, data, struct, nonzero = {}, [np.zeros(1, np.int64)], [], [], [], []
-        n_cls = 0
+        """The joint classes of `tables`: each population's class stack regrouped by destination on its own
+        (hwmodels.kernels.count.dst_major reads its CSR arrays in place; only the smaller results are joined)."""
+        offsets, ptr, dst, val, struct, nonzero = {}, [np.zeros(1, np.int64)], [], [], [], []
+        n_cls, width = 0, 1 + tables.blocks
         for name in tables.stack:
             _, per_class, first = tables.factors(name)
             offsets[name] = n_cls
-            indptr.append(np.asarray(per_class.indptr[1:], np.int64) + indptr[-1][-1])
-            indices.append(np.asarray(per_class.indices, np.int64))
-            data.append(np.asarray(per_class.data, np.int64))
+            p, d, v = dst_major(per_class.indptr, per_class.indices, np.asarray(per_class.data, np.int64),
+                                tables.n_cores, width)
+            ptr.append(p[1:] + ptr[-1][-1])
+            dst.append(d), val.append(v)
             struct.append(np.asarray(tables.structural[name][first], np.int64))
             nonzero.append(np.asarray(tables.nonzero[name][first], np.int64))
             n_cls += per_class.shape[0]
         cat = lambda parts: np.concatenate(parts) if parts else np.zeros(0, np.int64)
-        stack = dst_major(cat(indptr), cat(indices), cat(data), tables.n_cores, 1 + tables.blocks)
+        stack = (cat(ptr), cat(dst), np.concatenate(val) if val else np.zeros((0, width), np.int64))
         return cls(offsets, stack, (cat(struct), cat(nonzero)))
 
 

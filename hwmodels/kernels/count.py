@@ -207,29 +207,53 @@ def dst_major(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, n: int,
               width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A CSR (n_cls, width * n) int64 matrix (column b * n + d: block b, destination d; indices of a row in any
     order, no duplicates) regrouped by destination: (ptr int64 (n_cls + 1,), dst int64, val int64 (., width)),
-    class c's destinations with any entry dst[ptr[c]:ptr[c + 1]] increasing, val[q, b] its block-b value."""
+    class c's destinations with any entry dst[ptr[c]:ptr[c + 1]] increasing, val[q, b] its block-b value. Two
+    passes: the destinations first, then the values into an array of just their number of rows."""
     n_cls = len(indptr) - 1
     ptr = np.zeros(n_cls + 1, np.int64)
-    slot, seen = np.full(n, -1, np.int64), np.full(n, -1, np.int64)  # seen[d]: the last class that listed d
-    dst, val = np.empty(len(indices), np.int64), np.zeros((len(indices), width), np.int64)
+    seen = np.full(n, -1, np.int64)  # seen[d]: the last class that listed d
+    dst = np.empty(len(indices), np.int64)
     m = 0
     for c in range(n_cls):
         k, ordered = m, True
         for q in range(indptr[c], indptr[c + 1]):
-            d = indices[q] % n
+            d = _block_of(indices[q], n)[1]
             if seen[d] != c:
                 ordered &= k == m or d > dst[k - 1]  # a canonical CSR lists them in order (block 0 first)
                 seen[d], dst[k] = c, d
                 k += 1
         if not ordered:
             dst[m:k].sort()
-        for a in range(m, k):
-            slot[dst[a]] = a
-        for q in range(indptr[c], indptr[c + 1]):
-            val[slot[indices[q] % n], indices[q] // n] = data[q]
         m = k
         ptr[c + 1] = m
-    return ptr, dst[:m], val[:m]
+    return ptr, dst[:m].copy(), _dst_values(indptr, indices, data, n, width, ptr, dst)
+
+
+@njit(cache=True)
+def _dst_values(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, n: int, width: int, ptr: np.ndarray,
+                dst: np.ndarray) -> np.ndarray:
+    """val int64 (ptr[-1], width) of dst_major: class c's entry in block b at destination dst[a] (a in
+    ptr[c]..ptr[c + 1] - 1) goes to val[a, b]; zeros elsewhere."""
+    val = np.zeros((ptr[-1], width), np.int64)
+    slot = np.full(n, -1, np.int64)
+    for c in range(len(ptr) - 1):
+        for a in range(ptr[c], ptr[c + 1]):
+            slot[dst[a]] = a
+        for q in range(indptr[c], indptr[c + 1]):
+            b, d = _block_of(indices[q], n)
+            val[slot[d], b] = data[q]
+    return val
+
+
+@njit(cache=True, inline="always")
+def _block_of(col: int, n: int) -> tuple[int, int]:
+    """(block b, destination d) of a column col = b * n + d >= 0 of a few blocks, by subtraction: a 64-bit
+    division per entry cost more than the rest of dst_major."""
+    b = 0
+    while col >= n:
+        col -= n
+        b += 1
+    return b, col
 
 
 @njit(cache=True)
