@@ -124,7 +124,7 @@ class Network:
         src, dst = np.asarray(src, np.int64), np.asarray(dst, np.int64)
         if "_tables" in self.__dict__ or src.size >= len(self._xy) ** 2:
             return self.path_s[src, dst]
-        return self._pair_costs(src, dst)[0]
+        return self._pair_latency(*self._pair_hops(src, dst))  # no energies
 
     def link_id(self, link: tuple[int, int, int, int]) -> int:
         """Global id of directed link (x, y, dx, dy): ((y * width + x) * 4 + direction)."""
@@ -187,17 +187,28 @@ class Network:
     def _pair_costs(self, src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Latency (s), energy (J) and hop count of the XY route from core src to core dst, elementwise over
         index arrays that broadcast together."""
-        r, a, b = self.chip.router, self._xy[src], self._xy[dst]
+        r = self.chip.router
+        dx, dy, bx, by = self._pair_hops(src, dst)
+        chip_j = float(getattr(r, "chip_link_energy_j", None) or 0.0)
+        en = (dx - bx) * r.hop_energy_ew_j + (dy - by) * r.hop_energy_ns_j + (bx + by) * chip_j
+        return self._pair_latency(dx, dy, bx, by), en, dx + dy
+
+    def _pair_hops(self, src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, ...]:
+        """(dx, dy, bx, by): tile hops east-west and north-south of the XY routes src -> dst, and how many of them
+        cross a chip boundary (zeros on one chip)."""
+        a, b = self._xy[src], self._xy[dst]
         dx, dy = np.abs(a[..., 0] - b[..., 0]), np.abs(a[..., 1] - b[..., 1])
         bx = by = np.zeros_like(dx)
         if self.mesh:
             bx = np.abs(a[..., 0] // self.mesh[0] - b[..., 0] // self.mesh[0])
             by = np.abs(a[..., 1] // self.mesh[1] - b[..., 1] // self.mesh[1])
+        return dx, dy, bx, by
+
+    def _pair_latency(self, dx: np.ndarray, dy: np.ndarray, bx: np.ndarray, by: np.ndarray) -> np.ndarray:
+        """Latency (s) of XY routes of those hops (_pair_hops)."""
+        r = self.chip.router
         chip_s = float(getattr(r, "chip_link_latency_s", None) or 0.0)
-        chip_j = float(getattr(r, "chip_link_energy_j", None) or 0.0)
-        lat = (dx - bx) * r.hop_latency_ew_s + (dy - by) * r.hop_latency_ns_s + (bx + by) * chip_s
-        en = (dx - bx) * r.hop_energy_ew_j + (dy - by) * r.hop_energy_ns_j + (bx + by) * chip_j
-        return lat, en, dx + dy
+        return (dx - bx) * r.hop_latency_ew_s + (dy - by) * r.hop_latency_ns_s + (bx + by) * chip_s
 
     def tree(self, src_core: int, dst_cores: tuple[int, ...]) -> Tree:
         """The route tree from `src_core`'s tile to the tiles of `dst_cores` (cached by tiles)."""

@@ -67,7 +67,7 @@ from typing import NamedTuple
 import numpy as np
 
 from hwmodels.kernels import threads
-from hwmodels.kernels.gather import flow_channels
+from hwmodels.kernels.gather import flow_channel_sums
 from hwmodels.timing import analytic, des_simpy, des_vector, core_times
 from hwmodels.events.actions import Actions
 from hwmodels.timing.analytic import Timing
@@ -269,13 +269,15 @@ def _play(batches: list[Batch], buffer_depth: int | None, engine: str,
         return _play_simpy(batches, buffer_depth)
 
 
-def _node_links(use: RouteUse) -> np.ndarray:
-    """Index into use.link_totals's sorted link ids of every channel node (flat over flows, _offsets), int64."""
+def _link_held(use: RouteUse, held: np.ndarray) -> np.ndarray:
+    """Hold time (s) of every link of use.link_totals's sorted link ids, float64: the channel nodes' `held` (flat
+    over flows, _offsets) summed per link in node order."""
     if not use.trees:
-        return np.zeros(0, np.int64)
-    _, inv, tree, _ = use.channels
+        return np.zeros(0)
+    uniq, inv, tree, _ = use.channels
     t_off = np.concatenate([[0], np.cumsum(np.bincount(tree, minlength=len(use.trees)))]).astype(np.int64)
-    return flow_channels(inv.astype(np.int64), t_off, use.flow_route.astype(np.int64), use.hops.astype(np.int64))
+    return flow_channel_sums(inv.astype(np.int64), t_off, use.flow_route.astype(np.int64), use.hops.astype(np.int64),
+                             np.asarray(held, np.float64), len(uniq))
 
 
 def _finish(batch: Batch, net: Network, down: np.ndarray, held: np.ndarray, keep: Keep = make_now) -> Timing:
@@ -292,8 +294,7 @@ def _finish(batch: Batch, net: Network, down: np.ndarray, held: np.ndarray, keep
     # evaluation orders from putting the DES a few ulp under the analytic model
     done = np.maximum(done, core_times.core_done_s(a, times, analytic.head_arrival(a, times, net)))
     ids = use.channels[0] if use.trees else np.zeros(0, np.int64)  # the sorted link ids of link_totals
-    links = keep(("des_node_links", id(use.topology)), lambda: _node_links(use), (use.topology,))
-    held_s = np.bincount(links, weights=held, minlength=len(ids))
+    held_s = _link_held(use, held)
     return Timing(core_times.step_latencies(done, times.barrier_s), ids, held_s, done)
 
 

@@ -196,12 +196,17 @@ def test_bitmap_rows_of_zero_weights_send_and_read_nothing():
         assert a.deliv_bits.tolist() == [1 * 2 + 8 * 2]
 
 
-def test_flow_channels_gathers_each_flows_tree_channels_in_flow_order():
-    """Hand case: trees of 2, 0 and 3 channels laid end to end (values 10, 11 | - | 20, 21, 22); flows on trees
-    2, 0, 1, 2 with 3, 2, 0, 1 hops read their trees' first channels in order."""
-    from hwmodels.kernels.gather import flow_channels
-    table = np.array([10, 11, 20, 21, 22], np.int64)
+def test_flow_channel_sums_add_each_flows_tree_channels_in_flow_order():
+    """Hand case: trees of 2, 0 and 3 channels laid end to end (bins 1, 0 | - | 2, 1, 0); flows on trees 2, 0, 1, 2
+    with 3, 2, 0, 1 hops read their trees' first channels in order: nodes' bins 2, 1, 0, 1, 0, 2; the sums equal
+    np.bincount of those bins bit for bit (random weights, each bin's in node order)."""
+    from hwmodels.kernels.gather import flow_channel_sums
+    bins = np.array([1, 0, 2, 1, 0], np.int64)
     tree_off = np.array([0, 2, 2, 5], np.int64)
-    got = flow_channels(table, tree_off, np.array([2, 0, 1, 2], np.int64), np.array([3, 2, 0, 1], np.int64))
-    assert got.tolist() == [20, 21, 22, 10, 11, 20]
-    assert flow_channels(table.astype(float), tree_off, np.zeros(0, np.int64), np.zeros(0, np.int64)).shape == (0,)
+    route, hops = np.array([2, 0, 1, 2], np.int64), np.array([3, 2, 0, 1], np.int64)
+    w = np.random.default_rng(3).random(6) * 1e-6
+    got = flow_channel_sums(bins, tree_off, route, hops, w, 4)
+    want = np.bincount(np.array([2, 1, 0, 1, 0, 2]), weights=w, minlength=4)
+    assert got.tobytes() == want.tobytes() and got[1] == w[1] + w[3]
+    assert flow_channel_sums(bins, tree_off, np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), 3).tolist() \
+        == [0.0, 0.0, 0.0]
