@@ -161,8 +161,9 @@ def test_des_against_torch_forward():
         "0.053 / 0.118 / 0.251 s): the graph fingerprint of the trace check hashed on a thread beside the mapping "
         "check and the fan-out tables (hwmodels.trace_check.start_check; ~20 ms of SHA-256 over VGG-11's 37 MB of "
         "weights), route keys and core ids numbered by lookup tables instead of sorts, fan-out totals read off the "
-        "per-core counts, the populations' spikes counted on threads, class stacks regrouped without sorting rows "
-        "already in order. Every SimResult bit-identical to c0a3d9a.",
+        "per-core counts, the populations' spikes counted on threads, class stacks regrouped per population "
+        "without sorting rows already in order or dividing per entry, link hold times summed by one compiled pass "
+        "over the channel nodes. Every SimResult bit-identical to c0a3d9a.",
         f"load average at start {machine['load_avg_1min']}, at end {round(os.getloadavg()[0], 2)}, on "
         f"{machine['cores']} cores: other jobs ran alongside (the forward pass uses both cores and suffers most)."]
     if max(machine["load_avg_1min"], os.getloadavg()[0]) > 1.5:
