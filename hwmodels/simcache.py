@@ -26,7 +26,7 @@ from hwmodels.chip.spec import ChipSpec, CoreSpec
 from hwmodels.energy import costs
 from hwmodels.timing.core_times import ActionTimes, action_times
 from hwmodels.trace import EventTrace, NetworkGraph
-from hwmodels.trace_check import check_trace, start_check
+from hwmodels.trace_check import start_check
 
 
 class SimCache:
@@ -95,17 +95,12 @@ class SimCache:
             raise MappingError(str(out))
         return out
 
-    def checked(self, graph: NetworkGraph, trace: EventTrace) -> None:
-        """hwmodels.trace_check.check_trace(graph, trace) (raises ValueError when the trace does not belong to the
-        graph), once per (graph, trace) that passed it."""
-        self.keep(("checked_trace", id(graph), id(trace)), lambda: check_trace(graph, trace), (graph, trace))
-
     @contextmanager
     def checking(self, graph: NetworkGraph, trace: EventTrace) -> Iterator[None]:
-        """Context of the first work of a simulation: checked(graph, trace) with the graph's fingerprint hashed
-        beside the body (hwmodels.trace_check.start_check; every other check raises on entry) and compared on
-        exit, where its ValueError replaces any exception of the body (check_trace's errors come first). Nothing
-        is hashed for a (graph, trace) that passed before."""
+        """Context of the first work of a simulation: hwmodels.trace_check.check_trace(graph, trace), once per
+        (graph, trace) that passed it, with the graph's fingerprint hashed beside the body
+        (hwmodels.trace_check.start_check; every other check raises on entry) and compared on exit, where its
+        ValueError replaces any exception of the body (check_trace's errors come first)."""
         key = ("checked_trace", id(graph), id(trace))
         if key in self._store:
             self.keep(key, lambda: None)

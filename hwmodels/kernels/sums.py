@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-SUMS_BLOCK = _BLOCK = 128  # numpy's PW_BLOCKSIZE: rows up to this long are summed without halving
+SUMS_BLOCK = 128  # numpy's PW_BLOCKSIZE: rows up to this long are summed without halving
 
 
 @njit(cache=True, inline="always")
@@ -43,7 +43,7 @@ def _block(a: np.ndarray, lo: int, n: int) -> float:
 @njit(cache=True)
 def _pairwise(a: np.ndarray, lo: int, n: int) -> float:
     """numpy's pairwise_sum of a[lo:lo + n]."""
-    if n <= _BLOCK:
+    if n <= SUMS_BLOCK:
         return _block(a, lo, n)
     n2 = n // 2
     n2 -= n2 % 8

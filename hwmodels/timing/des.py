@@ -105,8 +105,12 @@ def _eject_channels(actions: Actions, use: RouteUse, net: Network) -> np.ndarray
     key = use.flow_route[a.deliv_flow] * n_tiles + (xy[a.deliv_dst, 1] * net.width + xy[a.deliv_dst, 0])
     pos = np.minimum(np.searchsorted(chan_key, key, sorter=order), len(order) - 1)
     hit = chan_key[order[pos]] == key
-    first = np.concatenate([[0], np.cumsum(np.bincount(tree, minlength=len(use.trees)))])
-    return np.where(hit, order[pos] - first[use.flow_route[a.deliv_flow]], -1).astype(np.int64)
+    return np.where(hit, order[pos] - _tree_off(use)[use.flow_route[a.deliv_flow]], -1).astype(np.int64)
+
+
+def _tree_off(use: RouteUse) -> np.ndarray:
+    """int64 (n_trees + 1,): the first channel of each tree of use.channels (laid end to end), and the end."""
+    return np.concatenate([[0], np.cumsum(np.bincount(use.channels[2], minlength=len(use.trees)))]).astype(np.int64)
 
 
 def _offsets(hops: np.ndarray) -> np.ndarray:
@@ -274,10 +278,9 @@ def _link_held(use: RouteUse, held: np.ndarray) -> np.ndarray:
     over flows, _offsets) summed per link in node order."""
     if not use.trees:
         return np.zeros(0)
-    uniq, inv, tree, _ = use.channels
-    t_off = np.concatenate([[0], np.cumsum(np.bincount(tree, minlength=len(use.trees)))]).astype(np.int64)
-    return flow_channel_sums(inv.astype(np.int64), t_off, use.flow_route.astype(np.int64), use.hops.astype(np.int64),
-                             np.asarray(held, np.float64), len(uniq))
+    uniq, inv, _, _ = use.channels
+    return flow_channel_sums(inv.astype(np.int64), _tree_off(use), use.flow_route.astype(np.int64),
+                             use.hops.astype(np.int64), np.asarray(held, np.float64), len(uniq))
 
 
 def _finish(batch: Batch, net: Network, down: np.ndarray, held: np.ndarray, keep: Keep = make_now) -> Timing:
