@@ -16,6 +16,7 @@ from functools import cached_property
 import numpy as np
 
 from hwmodels.events import paths
+from hwmodels.events.route_table import NO_TERM, RouteTable, Tree, TreeSeq
 from hwmodels.kernels.sums import segment_sums
 from hwmodels.kernels.unique import dense_unique
 from hwmodels.mapping.map import Mapping
@@ -25,53 +26,9 @@ from hwmodels.chip.spec import ChipSpec
 DIRECTIONS = ((1, 0), (-1, 0), (0, 1), (0, -1))
 #: kinds of hop a message makes (Tree.kind, RouteUse.hop_kinds columns)
 HOP_KINDS = ("ew", "ns", "chip")
-NO_TERM = np.iinfo(np.int64).max
-
-
-@dataclass(frozen=True, eq=False)
-class Tree:
-    """The channels (directed links) of one route, parents before children.
-
-    links: int64 (n,) global link ids (Network.link_id); parent: int64 (n,), -1 for a channel leaving the source
-    tile; children: child channel indices of each channel; depth: int64 (n,), 1 for root channels.
-    hop_s / hop_j: float (n,) latency (s) and energy (J) of one message crossing the channel; kind: int64 (n,)
-        HOP_KINDS index of the channel (0 east-west tile hop, 1 north-south tile hop, 2 chip-to-chip link).
-    before_s: float (n,) latency from the source router to the upstream router of each channel (sum of the
-        hop latencies of its strict ancestors).
-    eject: {tile (x, y): channel whose downstream router is that tile, or -1 for the source tile}.
-    blocking: bool (n,): the channel's far router forwards to exactly one child channel and delivers to no core
-        there, so a message leaves its far buffer only when it starts on that child (finite buffers can fill);
-        at a fork or a delivery, messages are copied out on arrival (hwmodels.timing.des).
-    up: int64 (n, n): up[i, x] = depth[i] - depth[x] when i is a strict descendant of x reached through
-        blocking channels only (x, ..., parent(i) all blocking), NO_TERM elsewhere (the closed form of
-        hwmodels.timing.des: buffers climbed from i back to x).
-    """
-
-    links: np.ndarray
-    parent: np.ndarray
-    children: tuple[tuple[int, ...], ...]
-    depth: np.ndarray
-    hop_s: np.ndarray
-    hop_j: np.ndarray
-    kind: np.ndarray
-    before_s: np.ndarray
-    eject: dict
-    blocking: np.ndarray
-
-    @cached_property
-    def up(self) -> np.ndarray:
-        """int64 (n, n), see the class docstring (computed on first use: only finite buffers need it)."""
-        return _climbs(self.parent, self.depth, self.blocking)
-
-    @property
-    def roots(self) -> tuple[int, ...]:
-        """Channels that leave the source tile."""
-        return tuple(int(c) for c in np.flatnonzero(self.parent < 0))
-
-    @property
-    def n_channels(self) -> int:
-        """Channels (directed links) of the tree."""
-        return len(self.links)
+#: the public names (Tree, NO_TERM and RouteTable are hwmodels.events.route_table's, imported from here too)
+__all__ = ["DIRECTIONS", "HOP_KINDS", "NO_TERM", "Network", "RouteTable", "RouteUse", "Tree", "TreeLayout",
+           "collector_paused", "route_use", "tree_energy_sums", "xy_links"]
 
 
 def xy_links(src: tuple[int, int], dst: tuple[int, int]) -> list[tuple[int, int, int, int]]:
@@ -82,7 +39,8 @@ def xy_links(src: tuple[int, int], dst: tuple[int, int]) -> list[tuple[int, int,
 
 
 class Network:
-    """Routes of one mapping on one chip: link ids and costs, per-pair path latency/energy, cached trees.
+    """Routes of one mapping on one chip: link ids and costs, per-pair path latency/energy, route tables (unicast,
+    built at once) and trees (cached by tiles).
 
     path_s / path_j: float (n_cores, n_cores) latency (s) from the source core's router to the destination
     core's router along the XY route, and energy (J) of one message over it; path_hops: int64 hops.
@@ -167,22 +125,13 @@ class Network:
         return (np.array([r.hop_latency_ew_s, r.hop_latency_ns_s, chip_s], float),
                 np.array([r.hop_energy_ew_j, r.hop_energy_ns_j, chip_j], float))
 
-    def recost(self, trees: tuple[Tree, ...], layout: TreeLayout | None = None) -> tuple[Tree, ...]:
-        """The same route trees (of this network's mapping) with this network's hop latencies and energies:
-        hop_s / hop_j by channel kind, before_s summed parent by parent from the root as the trees were built
-        (bit-identical to trees built on this network), vectorised over all trees. layout: TreeLayout(trees),
-        when already made."""
-        if not trees:
-            return ()
-        lay = TreeLayout(trees) if layout is None else layout
-        lat, en = self.kind_costs
-        hop_s, hop_j = lat[lay.kind], en[lay.kind]
-        before = np.zeros(len(lay.kind))
-        for at in lay.levels:  # parents first: one depth level at a time
-            before[at] = before[lay.parent[at]] + hop_s[lay.parent[at]]
-        with collector_paused():
-            return tuple(_recosted(t, hop_s[lo:hi], hop_j[lo:hi], before[lo:hi])
-                         for t, lo, hi in zip(trees, lay.bounds[:-1], lay.bounds[1:]))
+    def recost(self, routes):
+        """The same routes (of this network's mapping) with this network's hop latencies and energies: hop_s /
+        hop_j by channel kind, before_s summed parent by parent from the root as the trees were built
+        (bit-identical to routes built on this network), vectorised over all trees (RouteTable.recost). routes:
+        a RouteTable (gives a RouteTable) or a sequence of Tree (gives a tuple of Tree)."""
+        table = RouteTable.of(routes).recost(*self.kind_costs)
+        return table if isinstance(routes, RouteTable) else tuple(table.trees)
 
     def _pair_costs(self, src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Latency (s), energy (J) and hop count of the XY route from core src to core dst, elementwise over
@@ -218,42 +167,18 @@ class Network:
         return self._trees[key]
 
     def unicast_trees(self, src_cores: np.ndarray, dst_cores: np.ndarray) -> list[Tree]:
-        """The trees of the routes from src_cores[i] to the single core dst_cores[i] (int64 (n,)), the same as
-        tree(src, (dst,)) and cached with them; the routes not cached yet are built at once
-        (hwmodels.events.paths)."""
-        keys = [(self.tiles[s], (self.tiles[d],)) for s, d in zip(src_cores.tolist(), dst_cores.tolist())]
-        new = list(dict.fromkeys(k for k in keys if k not in self._trees))
-        if new:
-            self._trees.update(zip(new, self._build_paths(new)))
-        return [self._trees[k] for k in keys]
+        """The trees of the routes from src_cores[i] to the single core dst_cores[i] (int64 (n,)), equal to
+        tree(src, (dst,)) (views of unicast_table's)."""
+        return list(self.unicast_table(src_cores, dst_cores).trees)
 
-    def _build_paths(self, keys: list) -> list[Tree]:
-        """Trees of unicast routes keyed (source tile, (destination tile,)), vectorised over the routes."""
-        src = np.array([k[0] for k in keys], np.int64).reshape(-1, 2)
-        dst = np.array([k[1][0] for k in keys], np.int64).reshape(-1, 2)
-        ptr, x, y, direction = paths.path_links(src, dst)
-        kind = paths.link_kinds(x, y, direction, self.mesh)
-        r = self.chip.router
-        chip_s, chip_j = (float(v) if v is not None else 0.0
-                          for v in (getattr(r, "chip_link_latency_s", None), getattr(r, "chip_link_energy_j", None)))
-        hop_s = np.array([r.hop_latency_ew_s, r.hop_latency_ns_s, chip_s], float)[kind]
-        hop_j = np.array([r.hop_energy_ew_j, r.hop_energy_ns_j, chip_j], float)[kind]
-        links = (y * self.width + x) * 4 + direction
-        before = paths.segment_before(hop_s, ptr)
-        shapes: dict[int, dict] = {}
-        out, new = [], object.__new__
-        for key, lo, hi in zip(keys, ptr[:-1].tolist(), ptr[1:].tolist()):
-            n = hi - lo
-            if n not in shapes:
-                parent, children, depth, blocking = _path_shape(n)
-                shapes[n] = dict(parent=parent, children=children, depth=depth, blocking=blocking)
-            tree = new(Tree)  # a frozen dataclass filled as its __init__ would, without its per-field setattr
-            tree.__dict__.update(shapes[n], links=links[lo:hi], hop_s=hop_s[lo:hi], hop_j=hop_j[lo:hi],
-                                 kind=kind[lo:hi], before_s=before[lo:hi], eject={key[1][0]: n - 1})
-            out.append(tree)
-        return out
+    def unicast_table(self, src_cores: np.ndarray, dst_cores: np.ndarray) -> RouteTable:
+        """RouteTable of the routes from src_cores[i] to the single core dst_cores[i] (int64 (n,)), built at once
+        (hwmodels.events.paths.unicast_table): tree i equals tree(src_cores[i], (dst_cores[i],))."""
+        src, dst = (np.asarray(c, np.int64) for c in (src_cores, dst_cores))
+        return paths.unicast_table(self._xy[src], self._xy[dst], self.width, self.mesh, *self.kind_costs)
 
     def _build(self, src: tuple[int, int], dsts: tuple) -> Tree:
+        """The Tree of the route from tile `src` to the tiles `dsts`, link by link (xy_links)."""
         index: dict[tuple, int] = {}
         parent, eject = [], {}
         for dst in dsts:
@@ -284,40 +209,28 @@ class Network:
 
 
 class TreeLayout:
-    """The channels of a sequence of trees laid end to end (for Network.recost): bounds, list of each tree's
-    first channel and the end; kind int64 (n,) HOP_KINDS index; parent int64 (n,) flat index of the parent
-    channel (-1 at a root); levels: flat indices of the channels at depth 2, 3, ... (parents before children)."""
+    """The channels of a sequence of trees laid end to end (a view of their RouteTable): bounds int64 (n_trees + 1,)
+    first channel of each tree and the end; kind int64 (n,) HOP_KINDS index; parent int64 (n,) flat index of the
+    parent channel (-1 at a root); levels: flat indices of the channels at depth 2, 3, ... (parents first)."""
 
-    def __init__(self, trees: tuple[Tree, ...]):
-        sizes = np.array([len(t.links) for t in trees], np.int64)
-        off = np.concatenate([[0], np.cumsum(sizes)])
-        self.bounds = off.tolist()
-        self.kind = np.concatenate([t.kind for t in trees]) if trees else np.zeros(0, np.int64)
-        parent = np.concatenate([t.parent for t in trees]) if trees else np.zeros(0, np.int64)
-        depth = np.concatenate([t.depth for t in trees]) if trees else np.zeros(0, np.int64)
-        self.parent = np.where(parent >= 0, parent + np.repeat(off[:-1], sizes), -1)
-        self.levels = [np.flatnonzero(depth == d) for d in range(2, int(depth.max(initial=0)) + 1)]
+    def __init__(self, routes):
+        table = RouteTable.of(routes)
+        self.bounds, self.kind, self.parent, self.levels = table.off, table.kind, table.flat_parent, table.levels
 
 
-def tree_energy_sums(trees: tuple[Tree, ...], lay: TreeLayout, energy_j: np.ndarray) -> np.ndarray:
-    """Tree.hop_j.sum() of every tree whose channels cost energy_j[kind] (J, per HOP_KINDS), float (n_trees,), bit
-    for bit (hwmodels.kernels.sums.segment_sums: numpy's pairwise summation, one compiled pass)."""
-    return segment_sums(np.asarray(energy_j, np.float64)[lay.kind], np.array(lay.bounds, np.int64))
-
-
-def _recosted(tree: Tree, hop_s: np.ndarray, hop_j: np.ndarray, before_s: np.ndarray) -> Tree:
-    """`tree` with other channel costs (a shallow copy: the topology and its climbs, Tree.up, are shared)."""
-    out = object.__new__(Tree)  # a frozen dataclass: fill its fields as its __init__ would
-    out.__dict__.update(tree.__dict__, hop_s=hop_s, hop_j=hop_j, before_s=before_s)
-    return out
+def tree_energy_sums(routes, energy_j: np.ndarray) -> np.ndarray:
+    """Tree.hop_j.sum() of every tree of `routes` (anything with a RouteTable's kind and off) whose channels cost
+    energy_j[kind] (J, per HOP_KINDS), float (n_trees,), bit for bit (hwmodels.kernels.sums.segment_sums: numpy's
+    pairwise summation, one compiled pass)."""
+    return segment_sums(np.asarray(energy_j, np.float64)[routes.kind], np.asarray(routes.off, np.int64))
 
 
 @contextmanager
 def collector_paused():
     """Pause Python's cyclic garbage collector (gc) for the block, restoring it after when it was enabled. Making
-    (or recosting) the ~57,000 route trees of a large multi-chip net allocates a few objects per route, which
-    triggers repeated collections that walk every tracked object of the process (about a third of route_use's
-    time on Spikformer-4-384); the trees hold no reference cycles, so pausing changes nothing but that time."""
+    tens of thousands of route trees one by one (multicast routes, Network.tree) allocates a few objects per
+    route, which triggers repeated collections that walk every tracked object of the process; the trees hold no
+    reference cycles, so pausing changes nothing but that time."""
     was = gc.isenabled()
     gc.disable()
     try:
@@ -327,49 +240,32 @@ def collector_paused():
             gc.enable()
 
 
-def _path_shape(n: int) -> tuple:
-    """(parent, children, depth, blocking) of a path of n channels (each the only child of the one before; all
-    but the last block), read-only so that every path of that length can share them."""
-    parent, depth, blocking = np.arange(-1, n - 1, dtype=np.int64), np.arange(1, n + 1, dtype=np.int64), \
-        np.arange(n) < n - 1
-    for a in (parent, depth, blocking):
-        a.flags.writeable = False
-    return parent, tuple((j + 1,) for j in range(n - 1)) + (((),) if n else ()), depth, blocking
-
-
-def _climbs(parent: np.ndarray, depth: np.ndarray, blocking: np.ndarray) -> np.ndarray:
-    """Tree.up: for every channel i, walk up through blocking parents and record the depth difference."""
-    n = len(parent)
-    up = np.full((n, n), NO_TERM, np.int64)
-    par, dep, blk = parent.tolist(), depth.tolist(), blocking.tolist()
-    for i in range(n):
-        x = par[i]
-        while x >= 0 and blk[x]:
-            up[i, x] = dep[i] - dep[x]
-            x = par[x]
-    return up
-
-
 @dataclass(frozen=True, eq=False)
 class RouteUse:
     """The distinct (source core, route) pairs of a batch of flows and what crosses the network on them.
 
-    flow_route: int64 (n_flows,) index of each flow's pair in `trees`; trees: the route tree of each pair;
-    flows / messages: int64 (n_pairs,) flows and messages on each pair; hop_j / hops: float / int64 (n_flows,)
-    energy (J) of one message over its route and the channels (tree links) on it; hop_kinds: int64 (n_flows, 3)
-    those channels by HOP_KINDS (east-west, north-south, chip-to-chip). base: the RouteUse of the same flows on
-    the same mapping this one was recosted from (RouteUse.recosted), None when built by route_use; `topology`
-    is the one whose routes (everything but the hop costs) it shares.
+    flow_route: int64 (n_flows,) index of each flow's pair (tree) in `table`; table: the route trees of the pairs
+    laid end to end (RouteTable; `trees` views them one by one); flows / messages: int64 (n_pairs,) flows and
+    messages on each pair; hop_j / hops: float / int64 (n_flows,) energy (J) of one message over its route and the
+    channels (tree links) on it; hop_kinds: int64 (n_flows, 3) those channels by HOP_KINDS (east-west,
+    north-south, chip-to-chip). base: the RouteUse of the same flows on the same mapping this one was recosted
+    from (RouteUse.recosted), None when built by route_use; `topology` is the one whose routes (everything but
+    the hop costs) it shares.
     """
 
     flow_route: np.ndarray
-    trees: tuple[Tree, ...]
+    table: RouteTable
     flows: np.ndarray
     messages: np.ndarray
     hop_j: np.ndarray
     hops: np.ndarray
     hop_kinds: np.ndarray
     base: RouteUse | None = None
+
+    @property
+    def trees(self) -> TreeSeq:
+        """The route tree of each pair, a read-only sequence of Tree made on access (RouteTable.trees)."""
+        return self.table.trees
 
     @property
     def topology(self) -> RouteUse:
@@ -379,17 +275,16 @@ class RouteUse:
     def recosted(self, net: Network) -> RouteUse:
         """The same flows and routes with the hop latencies and energies of `net`, a network of the same mapping
         (Network.recost): equal to route_use on `net`, without building the routes again."""
-        lay = self.topology.layout
-        trees = net.recost(self.trees, lay)
-        hop_j = tree_energy_sums(trees, lay, net.kind_costs[1])[self.flow_route] if trees else np.zeros(0)
-        return RouteUse(self.flow_route, trees, self.flows, self.messages, hop_j, self.hops, self.hop_kinds,
+        table = net.recost(self.topology.table)
+        hop_j = tree_energy_sums(table, net.kind_costs[1])[self.flow_route] if len(table) else np.zeros(0)
+        return RouteUse(self.flow_route, table, self.flows, self.messages, hop_j, self.hops, self.hop_kinds,
                         self.topology)
 
     def link_totals(self, link_s: float, out_s: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(sorted link ids, messages, contention-free hold time s) per directed link, summed over the batch. A
         flow of m messages holds a channel for max(hop latency, link time) + (m - 1) x max(link time, message
         out) when nothing waits (hwmodels.timing.des closed form with every grant at the head's arrival)."""
-        if not self.trees:
+        if not len(self.table):
             return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
         uniq, inv, tree, hop_s = self.channels
         n_f, n_m = self.flows[tree], self.messages[tree]
@@ -398,18 +293,18 @@ class RouteUse:
 
     @cached_property
     def layout(self) -> TreeLayout:
-        """TreeLayout of the trees (made once per RouteUse; recosted uses read their topology's)."""
-        return TreeLayout(self.trees)
+        """TreeLayout of the trees (a view of `table`)."""
+        return TreeLayout(self.table)
 
     @cached_property
     def channels(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(sorted link ids, index of each tree channel into them, tree of each channel, hop latency s) over
-        the channels of every tree in order (computed once per RouteUse)."""
-        sizes = [len(t.links) for t in self.trees]
-        links = np.concatenate([t.links for t in self.trees])
+        the channels of every tree in order (computed once per RouteUse; the first three shared with `base`)."""
+        if self.base is not None:
+            return self.base.channels[:3] + (self.table.hop_s,)
+        links = self.table.links
         uniq, inv = dense_unique(links, int(links.max(initial=-1)) + 1)  # link ids < 4 x tiles: a table
-        return (uniq, inv, np.repeat(np.arange(len(self.trees)), sizes),
-                np.concatenate([t.hop_s for t in self.trees]))
+        return uniq, inv, self.table.tree_of, self.table.hop_s
 
 
 def route_use(flow_src: np.ndarray, flow_route: np.ndarray, flow_messages: np.ndarray,
@@ -419,20 +314,19 @@ def route_use(flow_src: np.ndarray, flow_route: np.ndarray, flow_messages: np.nd
     key = flow_src.astype(np.int64) * width + flow_route  # (source, route) in lexicographic order
     uniq, inv = dense_unique(key, int(np.max(flow_src, initial=-1)) * width + width)
     src, route = np.divmod(uniq, max(width, 1))
-    with collector_paused():  # a few acyclic objects per route: no cycle collection while they are made
-        if routes is None:
-            trees = tuple(net.unicast_trees(src, route))
-        else:
+    if routes is None:
+        table = net.unicast_table(src, route)
+    else:
+        with collector_paused():  # a few acyclic objects per route: no cycle collection while they are made
             trees = tuple(net.tree(s, tuple(int(c) for c in routes[r])) for s, r in zip(src.tolist(), route.tolist()))
-    sizes = np.array([len(t.links) for t in trees], np.int64)
-    hops = (sizes if len(trees) else np.zeros(1, np.int64))[inv]
-    kind = np.concatenate([t.kind for t in trees]) if trees else np.zeros(0, np.int64)
+        table = RouteTable.of_trees(trees)
+    n = len(table)
+    hops = (table.sizes if n else np.zeros(1, np.int64))[inv]
     # Tree.hop_j.sum() of every tree, bit for bit: a channel's energy is its kind's (Network.kind_costs), as
     # tree_energy_sums reads it for RouteUse.recosted
-    hop_j = (segment_sums(net.kind_costs[1][kind], np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64))
-             if trees else np.zeros(1))[inv]
-    per_tree = np.bincount(np.repeat(np.arange(len(trees)), sizes) * 3 + kind, minlength=3 * len(trees))
-    kinds = (per_tree.reshape(-1, 3) if len(trees) else np.zeros((1, 3), np.int64)).astype(np.int64)[inv]
+    hop_j = (tree_energy_sums(table, net.kind_costs[1]) if n else np.zeros(1))[inv]
+    per_tree = np.bincount(table.tree_of * 3 + table.kind, minlength=3 * n)
+    kinds = (per_tree.reshape(-1, 3) if n else np.zeros((1, 3), np.int64)).astype(np.int64)[inv]
     flows = np.bincount(inv, minlength=len(uniq)).astype(np.int64)
     msgs = np.bincount(inv, weights=flow_messages, minlength=len(uniq)).astype(np.int64)
-    return RouteUse(inv.astype(np.int64), trees, flows, msgs, hop_j, hops, kinds.reshape(len(inv), 3))
+    return RouteUse(inv.astype(np.int64), table, flows, msgs, hop_j, hops, kinds.reshape(len(inv), 3))

@@ -1,53 +1,26 @@
 """Unicast XY routes of many (source tile, destination tile) pairs at once: the route trees of
-hwmodels.events.network built with numpy instead of one Python walk per route (a route to one tile is a path, so
-its tree is the path's links in order, each the parent of the next)."""
+hwmodels.events.network built in one compiled pass (hwmodels.kernels.nodes.path_channels) instead of one Python
+walk per route (a route to one tile is a path, so its tree is the path's links in order, each the parent of the
+next), laid end to end in a RouteTable."""
 from __future__ import annotations
 
 import numpy as np
 
-#: direction index (hwmodels.events.network.DIRECTIONS) of a step +x, -x, +y, -y
-EAST, WEST, NORTH, SOUTH = 0, 1, 2, 3
+from hwmodels.events.route_table import RouteTable
+from hwmodels.kernels.nodes import path_channels
 
 
-def path_links(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Links of the XY path (X first, then Y) of every pair: (ptr, x, y, direction), CSR over pairs.
-
-    src / dst: int64 (n, 2) tile (x, y). Returns ptr int64 (n + 1,) and per link its upstream tile x, y and
-    DIRECTIONS index, int64 (ptr[-1],), in path order (the order of hwmodels.events.network.xy_links).
-    """
-    dx, dy = dst[:, 0] - src[:, 0], dst[:, 1] - src[:, 1]
-    nx, ny = np.abs(dx), np.abs(dy)
-    ptr = np.concatenate([[0], np.cumsum(nx + ny)]).astype(np.int64)
-    pair = np.repeat(np.arange(len(src)), nx + ny)
-    k = np.arange(int(ptr[-1])) - ptr[pair]  # position along the path
-    on_x = k < nx[pair]
-    sx, sy = np.where(dx[pair] > 0, 1, -1), np.where(dy[pair] > 0, 1, -1)
-    x = np.where(on_x, src[pair, 0] + sx * k, dst[pair, 0])
-    y = np.where(on_x, src[pair, 1], src[pair, 1] + sy * (k - nx[pair]))
-    direction = np.where(on_x, np.where(sx > 0, EAST, WEST), np.where(sy > 0, NORTH, SOUTH))
-    return ptr, x.astype(np.int64), y.astype(np.int64), direction.astype(np.int64)
-
-
-def link_kinds(x: np.ndarray, y: np.ndarray, direction: np.ndarray, mesh: tuple[int, int] | None) -> np.ndarray:
-    """HOP_KINDS index of every link (hwmodels.events.network.Network.link_kind, vectorised): 2 across a chip
-    boundary of `mesh` (tiles per chip, None: one chip), else 0 east-west, 1 north-south."""
-    ns = direction >= NORTH
-    kind = ns.astype(np.int64)
-    if mesh:
-        ddx = np.where(direction == EAST, 1, np.where(direction == WEST, -1, 0))
-        ddy = np.where(direction == NORTH, 1, np.where(direction == SOUTH, -1, 0))
-        cross = (x // mesh[0] != (x + ddx) // mesh[0]) | (y // mesh[1] != (y + ddy) // mesh[1])
-        kind[cross] = 2
-    return kind
-
-
-def segment_before(hop_s: np.ndarray, ptr: np.ndarray) -> np.ndarray:
-    """Per link, the sum of the hop latencies of the links before it on its path, added one by one in path
-    order (bit-identical to a running Python sum), float (ptr[-1],)."""
-    before = np.zeros(len(hop_s))
-    lengths = np.diff(ptr)
-    starts = ptr[:-1]
-    for k in range(1, int(lengths.max(initial=0))):
-        at = starts[lengths > k] + k
-        before[at] = before[at - 1] + hop_s[at - 1]
-    return before
+def unicast_table(src: np.ndarray, dst: np.ndarray, width: int, mesh: tuple[int, int] | None,
+                  lat_s: np.ndarray, energy_j: np.ndarray) -> RouteTable:
+    """RouteTable of the XY paths (X first, then Y) of every pair (src / dst: int64 (n, 2) tile (x, y)), on a mesh
+    `width` tiles wide (link ids as hwmodels.events.network.Network.link_id) of chips of `mesh` tiles (None: one
+    chip; a hop across a chip boundary is of kind 2), with hop latency lat_s[kind] (s) and energy energy_j[kind]
+    (J) (float (3,) each, by HOP_KINDS): equal, field by field and bit for bit, to the trees Network._build makes
+    of each pair (a path of n channels: parent k - 1 and depth k + 1 at position k, all but the last channel
+    blocking, the destination tile entered by the last; before_s the running sum of the hop latencies)."""
+    src, dst = (np.ascontiguousarray(a, np.int64).reshape(-1, 2) for a in (src, dst))
+    mesh_x, mesh_y = mesh if mesh else (0, 0)
+    off, *cols = path_channels(src, dst, int(width), int(mesh_x), int(mesh_y),
+                               np.ascontiguousarray(lat_s, np.float64), np.ascontiguousarray(energy_j, np.float64))
+    eject = (np.arange(len(src) + 1, dtype=np.int64), dst, np.diff(off) - 1)
+    return RouteTable(off, *cols, eject)

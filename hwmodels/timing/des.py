@@ -71,8 +71,9 @@ from hwmodels.kernels.gather import flow_channel_sums
 from hwmodels.timing import analytic, des_simpy, des_vector, core_times
 from hwmodels.events.actions import Actions
 from hwmodels.timing.analytic import Timing
-from hwmodels.timing.des_nodes import Nodes, Queues, TreeArrays, tree_field
+from hwmodels.timing.des_nodes import Nodes, Queues
 from hwmodels.events.network import DIRECTIONS, Network, RouteUse
+from hwmodels.events.route_table import RouteTable
 from hwmodels.mapping.partition import Keep, make_now
 from hwmodels.timing.core_times import ActionTimes
 
@@ -85,14 +86,14 @@ CHUNK_NODES = 1 << 23
 def _eject_channels(actions: Actions, use: RouteUse, net: Network) -> np.ndarray:
     """Channel index (in its flow's tree) into each delivery's destination tile, -1 on the source tile, int64
     (n_deliv,): the tree channel whose link ends at that tile (Tree.eject; in a tree one channel at most ends at a
-    tile), found over the flat channels of all trees (RouteUse.channels) by sorted (tree, downstream tile) keys;
-    for unicast flows, whose tree is a path that reaches its one destination tile on its last channel (an XY path
-    enters each tile once), that last channel."""
+    tile), found over the flat channels of all trees (RouteUse.channels, RouteTable) by sorted (tree, downstream
+    tile) keys; for unicast flows, whose tree is a path that reaches its one destination tile on its last channel
+    (an XY path enters each tile once), that last channel."""
     a = actions
     if a.routes is None:  # unicast: a flow's tree is the XY path to its one destination, entered by its last channel
         hops = use.hops[a.deliv_flow]
         return np.where(hops > 0, hops - 1, -1).astype(np.int64)
-    if not len(a.deliv_flow) or not use.trees or not len(use.channels[1]):
+    if not len(a.deliv_flow) or not len(use.table) or not len(use.channels[1]):
         return np.full(len(a.deliv_flow), -1, np.int64)
     uniq, inv, tree, _ = use.channels
     links = uniq[inv]
@@ -105,12 +106,7 @@ def _eject_channels(actions: Actions, use: RouteUse, net: Network) -> np.ndarray
     key = use.flow_route[a.deliv_flow] * n_tiles + (xy[a.deliv_dst, 1] * net.width + xy[a.deliv_dst, 0])
     pos = np.minimum(np.searchsorted(chan_key, key, sorter=order), len(order) - 1)
     hit = chan_key[order[pos]] == key
-    return np.where(hit, order[pos] - _tree_off(use)[use.flow_route[a.deliv_flow]], -1).astype(np.int64)
-
-
-def _tree_off(use: RouteUse) -> np.ndarray:
-    """int64 (n_trees + 1,): the first channel of each tree of use.channels (laid end to end), and the end."""
-    return np.concatenate([[0], np.cumsum(np.bincount(use.channels[2], minlength=len(use.trees)))]).astype(np.int64)
+    return np.where(hit, order[pos] - use.table.off[use.flow_route[a.deliv_flow]], -1).astype(np.int64)
 
 
 def _offsets(hops: np.ndarray) -> np.ndarray:
@@ -133,13 +129,14 @@ class _Chunk(NamedTuple):
     queues: Queues
 
 
-def _group_flows(batches: list[Batch]) -> tuple[tuple, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(trees, flow_route, hops, messages, step) of all batches' flows laid end to end, int64 (n_flows,) each:
-    tree indices into the trees of all batches, steps numbered across batches (sorted)."""
+def _group_flows(batches: list[Batch]) -> tuple[RouteTable, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(routes, flow_route, hops, messages, step) of all batches' flows laid end to end: the route tables of all
+    batches in one (RouteTable.concat), then int64 (n_flows,) each: tree indices into it, steps numbered across
+    batches (sorted)."""
     uses = [u for _, _, u in batches]
-    tree_off = np.cumsum([0] + [len(u.trees) for u in uses])
+    tree_off = np.cumsum([0] + [len(u.table) for u in uses])
     step_off = np.cumsum([0] + [a.n_samples * a.n_steps for a, _, _ in batches])
-    return (tuple(t for u in uses for t in u.trees),
+    return (RouteTable.concat([u.table for u in uses]),
             np.concatenate([u.flow_route + o for u, o in zip(uses, tree_off)]),
             np.concatenate([u.hops for u in uses]), np.concatenate([a.flow_messages for a, _, _ in batches]),
             np.concatenate([a.flow_sample * a.n_steps + a.flow_step + o for (a, _, _), o in zip(batches, step_off)]))
@@ -163,20 +160,19 @@ def _chunk_ranges(step: np.ndarray, off: np.ndarray, workers: int) -> list[tuple
     return [(int(bounds[a]), int(bounds[b])) for a, b in threads.split(off[bounds], parts, min_items=1)]
 
 
-def _make_chunk(flows: tuple, arrays: TreeArrays, f0: int, f1: int, link_s: float,
-                buffer_depth: int | None) -> _Chunk:
-    """The _Chunk of flows f0..f1-1 of `flows` (_group_flows)."""
-    trees, route, hops, msgs, step = flows
-    nodes = Nodes(trees, route[f0:f1], hops[f0:f1], msgs[f0:f1], step[f0:f1] - (step[f0] if f1 > f0 else 0),
-                  link_s, buffer_depth, arrays)
+def _make_chunk(flows: tuple, f0: int, f1: int, link_s: float, buffer_depth: int | None) -> _Chunk:
+    """The _Chunk of flows f0..f1-1 of `flows` (_group_flows; the chunks share its RouteTable)."""
+    routes, route, hops, msgs, step = flows
+    nodes = Nodes(routes, route[f0:f1], hops[f0:f1], msgs[f0:f1], step[f0:f1] - (step[f0] if f1 > f0 else 0),
+                  link_s, buffer_depth)
     return _Chunk(f0, f1, nodes, Queues(nodes))
 
 
 def _build_chunks(batches: list[Batch], buffer_depth: int | None) -> list[_Chunk]:
     """The group's channel nodes in chunks of whole steps (_chunk_ranges), built on threads."""
     flows, workers, link_s = _group_flows(batches), threads.count(), batches[0][1].link_s
-    arrays, off = TreeArrays(flows[0]), _offsets(flows[2])
-    return threads.map_items(lambda f0, f1: _make_chunk(flows, arrays, f0, f1, link_s, buffer_depth),
+    off = _offsets(flows[2])
+    return threads.map_items(lambda f0, f1: _make_chunk(flows, f0, f1, link_s, buffer_depth),
                              _chunk_ranges(flows[4], off, workers), workers)
 
 
@@ -191,9 +187,8 @@ def _group_chunks(batches: list[Batch], buffer_depth: int | None, keep: Keep) ->
     link_s = batches[0][1].link_s
     if built[0][1].link_s == link_s and all(u is v for (_, _, u), (_, _, v) in zip(batches, built)):
         return chunks
-    trees = tuple(t for _, _, u in batches for t in u.trees)
-    fields = (tree_field(trees, "hop_s", float), tree_field(trees, "before_s", float))
-    return [c._replace(nodes=c.nodes.with_costs(trees, link_s, fields)) for c in chunks]
+    routes = RouteTable.concat([u.table for _, _, u in batches])
+    return [c._replace(nodes=c.nodes.with_costs(routes, link_s)) for c in chunks]
 
 
 def _solve(chunk: _Chunk, ready: np.ndarray, tail: np.ndarray, link_s: float, off: np.ndarray,
@@ -239,8 +234,8 @@ def _play_chunked(batch: Batch, buffer_depth: int | None) -> tuple[np.ndarray, n
     flows = _group_flows([batch])
     off = _offsets(u.hops)
     down, held = np.empty(int(off[-1])), np.empty(int(off[-1]))
-    arrays, workers = TreeArrays(u.trees), threads.count()
-    threads.map_items(lambda f0, f1: _solve(_make_chunk(flows, arrays, f0, f1, t.link_s, buffer_depth),
+    workers = threads.count()
+    threads.map_items(lambda f0, f1: _solve(_make_chunk(flows, f0, f1, t.link_s, buffer_depth),
                                             t.flow_ready_s, t.flow_tail_s, t.link_s, off, down, held),
                       _chunk_ranges(flows[4], off, workers), workers)
     return down, held
@@ -254,7 +249,7 @@ def _engine(name: str, batches: list[Batch]) -> str:
     """Resolve "auto"; raise ValueError for an unknown name or "vector" with a zero hop latency."""
     if name not in (*ENGINES, "auto"):
         raise ValueError(f"engine: {name!r} is not one of auto, {', '.join(ENGINES)}")
-    positive = all(float(u.channels[3].min(initial=1.0)) > 0 for _, _, u in batches if u.trees)
+    positive = all(float(u.table.hop_s.min(initial=1.0)) > 0 for _, _, u in batches)
     if name == "vector" and not positive:
         raise ValueError("engine: 'vector' needs every hop latency > 0; use 'simpy' or 'auto'")
     return name if name != "auto" else ("vector" if positive else "simpy")
@@ -276,10 +271,10 @@ def _play(batches: list[Batch], buffer_depth: int | None, engine: str,
 def _link_held(use: RouteUse, held: np.ndarray) -> np.ndarray:
     """Hold time (s) of every link of use.link_totals's sorted link ids, float64: the channel nodes' `held` (flat
     over flows, _offsets) summed per link in node order."""
-    if not use.trees:
+    if not len(use.table):
         return np.zeros(0)
     uniq, inv, _, _ = use.channels
-    return flow_channel_sums(inv.astype(np.int64), _tree_off(use), use.flow_route.astype(np.int64),
+    return flow_channel_sums(inv.astype(np.int64), use.table.off, use.flow_route.astype(np.int64),
                              use.hops.astype(np.int64), np.asarray(held, np.float64), len(uniq))
 
 
@@ -296,7 +291,7 @@ def _finish(batch: Batch, net: Network, down: np.ndarray, held: np.ndarray, keep
     # never below the contention-free schedule: a no-op in exact arithmetic, it keeps float rounding of the two
     # evaluation orders from putting the DES a few ulp under the analytic model
     done = np.maximum(done, core_times.core_done_s(a, times, analytic.head_arrival(a, times, net)))
-    ids = use.channels[0] if use.trees else np.zeros(0, np.int64)  # the sorted link ids of link_totals
+    ids = use.channels[0] if len(use.table) else np.zeros(0, np.int64)  # the sorted link ids of link_totals
     held_s = _link_held(use, held)
     return Timing(core_times.step_latencies(done, times.barrier_s), ids, held_s, done)
 

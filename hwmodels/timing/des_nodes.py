@@ -9,7 +9,7 @@ from functools import cached_property
 
 import numpy as np
 
-from hwmodels.events.network import NO_TERM, Tree
+from hwmodels.events.route_table import RouteTable
 from hwmodels.kernels.nodes import fill
 from hwmodels.kernels.unique import dense_unique
 
@@ -27,65 +27,42 @@ def _csr(rows: np.ndarray, vals: np.ndarray, n: int) -> tuple[np.ndarray, np.nda
     return np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=n))]).astype(np.int64), vals[o]
 
 
-class TreeArrays:
-    """The arrays of a sequence of route trees laid end to end, as Nodes reads them: off int64 (n_trees + 1,) first
-    channel of each tree and the end; links, parent (tree-local, -1 at a root) int64, hop_s, before_s float64 s,
-    blocking bool, each (n_channels,). Made once for the trees of a batch and shared by the Nodes of its chunks."""
-
-    def __init__(self, trees: tuple[Tree, ...]):
-        self.off = np.concatenate([[0], np.cumsum([len(t.links) for t in trees], dtype=np.int64)]).astype(np.int64)
-        self.links, self.parent = tree_field(trees, "links", np.int64), tree_field(trees, "parent", np.int64)
-        self.hop_s, self.before_s = tree_field(trees, "hop_s", float), tree_field(trees, "before_s", float)
-        self.blocking = tree_field(trees, "blocking", bool)
-
-
-def tree_field(trees: tuple[Tree, ...], name: str, dtype) -> np.ndarray:
-    """The per-channel array `name` of every tree laid end to end, as `dtype` ((n_channels,); empty without trees)."""
-    return np.concatenate([getattr(t, name) for t in trees]).astype(dtype) if trees else np.zeros(0, dtype)
-
-
 class Nodes:
     """Channel nodes of a group of flows: node off[f] + c is channel c of flow f's tree (hwmodels.timing.des layout).
 
-    trees: route trees; flow_route / hops / msgs / flow_step: int64 (n_flows,) tree index, channels, messages and
-    step id (distinct across the samples and batches of the group) of each flow; link_s: link time s; depth:
+    routes: the route trees laid end to end (a RouteTable, shared by the chunks of a batch; or a sequence of
+    Tree); flow_route / hops / msgs / flow_step: int64 (n_flows,) tree index, channels, messages and step id
+    (distinct across the samples and batches of the group) of each flow; link_s: link time s; depth:
     router buffer depth (None: unbounded). Arrays per node: flow, step, link, parent (-1: root), hop (s),
     before (s, from the tree), blocking, cm = (m - 1) L (s), first_child (-1: none); slot terms (tm_ptr,
     term_node, term_const s); missing = how many grants each release needs. Built on first use (the compiled
     engine needs them only with several children per channel or with slot terms): CSR `children`
-    (ch_ptr, child) and `dependents` (dp_ptr, dependent). arrays: the trees' TreeArrays when already made (the
-    chunks of one batch share them).
+    (ch_ptr, child) and `dependents` (dp_ptr, dependent).
     """
 
-    def __init__(self, trees: tuple[Tree, ...], flow_route: np.ndarray, hops: np.ndarray, msgs: np.ndarray,
-                 flow_step: np.ndarray, link_s: float, depth: int | None, arrays: TreeArrays | None = None):
-        arrays = TreeArrays(trees) if arrays is None else arrays
+    def __init__(self, routes: RouteTable, flow_route: np.ndarray, hops: np.ndarray, msgs: np.ndarray,
+                 flow_step: np.ndarray, link_s: float, depth: int | None):
+        routes = RouteTable.of(routes)
         self.off = np.concatenate([[0], np.cumsum(hops)]).astype(np.int64)
         self.n = n = int(self.off[-1])
         (self.flow, self.step, self._tidx, self.link, self.hop, self.before, self.blocking, self.parent,
          self.first_child, self._m1, self.cm, self.single_child) = fill(
             self.off, np.asarray(flow_route, np.int64), np.asarray(flow_step, np.int64),
-            np.asarray(msgs, np.int64), arrays.off, arrays.links, arrays.parent, arrays.hop_s, arrays.before_s,
-            arrays.blocking, float(link_s))
-        tidx = self._tidx
-        k_cap = np.array([int(t.depth.max(initial=0)) for t in trees], np.int64)[flow_route[self.flow]] \
-            if trees and depth is not None else np.zeros(0, np.int64)
-        self._terms(trees, arrays.off, tidx, self._m1 + 1, depth, link_s, k_cap)
+            np.asarray(msgs, np.int64), routes.off, routes.links, routes.parent, routes.hop_s, routes.before_s,
+            routes.blocking, float(link_s))
+        self._terms(routes, np.asarray(flow_route, np.int64), depth, link_s)
         self.plain = len(self.term_node) == 0
         # grants each release needs: its own, its child's when blocking, and the slot terms' (distinct)
         self.missing = 1 + self.blocking if self.plain else np.bincount(self._dependents[1], minlength=n)
 
-    def with_costs(self, trees: tuple[Tree, ...], link_s: float,
-                   fields: tuple[np.ndarray, np.ndarray] | None = None) -> Nodes:
-        """These nodes with the hop latencies of `trees` (the same routes in the same order, recosted:
-        hwmodels.events.network.Network.recost) and link time `link_s`; everything else (the topology, queues'
-        inputs, dependency tables) is shared. Equal to Nodes built on those trees and link time. fields: the
-        trees' (hop_s, before_s) laid end to end (tree_field) when already made (the chunks of a group share
-        them)."""
-        hop_s, before_s = fields if fields is not None else (tree_field(trees, "hop_s", float),
-                                                              tree_field(trees, "before_s", float))
+    def with_costs(self, routes: RouteTable, link_s: float) -> Nodes:
+        """These nodes with the hop latencies of `routes` (the same routes in the same order, recosted:
+        hwmodels.events.network.Network.recost; a RouteTable or a sequence of Tree) and link time `link_s`;
+        everything else (the topology, queues' inputs, dependency tables) is shared. Equal to Nodes built on
+        those routes and link time."""
+        routes = RouteTable.of(routes)
         out = copy.copy(self)
-        out.hop, out.before = hop_s[self._tidx], before_s[self._tidx]
+        out.hop, out.before = routes.hop_s[self._tidx], routes.before_s[self._tidx]
         out.cm, out.term_const = self._m1 * link_s, self._term_links * link_s
         return out
 
@@ -95,26 +72,24 @@ class Nodes:
         kids = np.flatnonzero(self.parent >= 0)
         return _csr(self.parent[kids], kids, self.n)
 
-    def _terms(self, trees, t_off: np.ndarray, tidx: np.ndarray, m: np.ndarray, depth: int | None,
-               link_s: float, k_cap: np.ndarray) -> None:
+    def _terms(self, routes: RouteTable, flow_route: np.ndarray, depth: int | None, link_s: float) -> None:
         """Slot terms of every node z with finite buffers: (node i, (m - 1 - B up) L) for the descendants i of z
-        reached through blocking channels with up = depth difference <= K (hwmodels.timing.des closed form)."""
+        reached through blocking channels with up = depth difference <= K = min((m - 1) // B, the tree's depth)
+        (hwmodels.timing.des closed form; RouteTable.climbs), ordered by z, then i."""
         n = self.n
         if depth is None or n == 0:
             self.tm_ptr, self.term_node, self.term_const = np.zeros(n + 1, np.int64), np.zeros(0, np.int64), np.zeros(0)
             self._term_links = np.zeros(0, np.int64)
             return
-        trip = [np.nonzero(t.up < NO_TERM) for t in trees]
-        tz = np.concatenate([z + o for (_, z), o in zip(trip, t_off[:-1])])
-        o = np.argsort(tz, kind="stable")
-        ti = np.concatenate([i for i, _ in trip])[o]
-        tu = np.concatenate([t.up[i, z] for t, (i, z) in zip(trees, trip)])[o]
-        pos, own = seg(np.concatenate([[0], np.cumsum(np.bincount(tz, minlength=int(t_off[-1])))]), tidx)
-        keep = tu[pos] <= np.minimum((m - 1) // depth, k_cap)[own]
+        cap = np.minimum(self._m1 // depth, routes.max_depth[flow_route[self.flow]])  # K of every node
+        ti, tz, tu = routes.climbs(int(cap.max(initial=0)))
+        ti = ti - routes.off[routes.tree_of[ti]]  # tree-local
+        pos, own = seg(np.concatenate([[0], np.cumsum(np.bincount(tz, minlength=len(routes.links)))]), self._tidx)
+        keep = tu[pos] <= cap[own]
         pos, own = pos[keep], own[keep]
         self.tm_ptr = np.concatenate([[0], np.cumsum(np.bincount(own, minlength=n))]).astype(np.int64)
         self.term_node = ti[pos] + self.off[self.flow[own]]
-        self._term_links = m[own] - 1 - depth * tu[pos]  # link times in each slot term
+        self._term_links = self._m1[own] - depth * tu[pos]  # link times in each slot term
         self.term_const = self._term_links * link_s
 
     @cached_property

@@ -165,7 +165,7 @@ def play(actions: Actions, times: ActionTimes, use: RouteUse, buffer_depth: int 
     bounds = np.searchsorted(step_key, np.arange(a.n_samples * a.n_steps + 1))
     ready, tail, msgs = times.flow_ready_s.tolist(), times.flow_tail_s.tolist(), a.flow_messages.tolist()
     route, n_ch = use.flow_route.tolist(), use.hops.tolist()
-    depth_max = [int(t.depth.max(initial=0)) for t in use.trees]
+    depth_max = use.table.max_depth.tolist()
     for g in np.unique(step_key[use.hops > 0]).tolist():
         step = _Step(times.link_s, buffer_depth, down, held)
         for f in range(int(bounds[g]), int(bounds[g + 1])):

@@ -1,10 +1,10 @@
 """The vectorised construction of the DES channel nodes (hwmodels.timing.des_nodes.Nodes, with the trees' arrays
-made once, TreeArrays) against a plain per-flow Python construction of the same arrays, on the routes of random
+laid end to end in a RouteTable) against a plain per-flow Python construction of the same arrays, on the routes of random
 contended traces (multicast trees with several children per channel, unicast paths, flows of zero hops)."""
 import numpy as np
 import pytest
 
-from hwmodels.timing.des_nodes import Nodes, TreeArrays
+from hwmodels.timing.des_nodes import Nodes
 
 from test_des_engines import _case, _inputs
 
@@ -39,8 +39,7 @@ def test_nodes_equal_a_flow_by_flow_construction(multicast):
         hops = use.hops.copy()
         hops[rng.random(len(hops)) < 0.2] = 0  # flows that cross no channel (same-tile deliveries)
         step = acts.flow_sample * acts.n_steps + acts.flow_step
-        nd = Nodes(use.trees, use.flow_route, hops, acts.flow_messages, step, times.link_s, None,
-                   TreeArrays(use.trees))
+        nd = Nodes(use.table, use.flow_route, hops, acts.flow_messages, step, times.link_s, None)
         ref = _reference(use.trees, use.flow_route, hops, acts.flow_messages, step, times.link_s)
         assert nd.n == int(hops.sum()) == len(ref["flow"])
         for name, want in ref.items():

@@ -54,13 +54,13 @@ def test_recosted_routes_equal_routes_built_on_the_other_network(nets, rng, mult
         assert tg.children == tw.children and tg.eject == tw.eject
         assert np.array_equal(tg.up, tw.up)
     for field in dataclasses.fields(want):
-        if field.name not in ("trees", "base"):
+        if field.name not in ("table", "base"):
             assert np.array_equal(getattr(got, field.name), getattr(want, field.name)), field.name
     # the DES channel nodes of the recosted routes equal nodes built on the other network's routes
     t_b = action_times(a, other, m)
     built, _ = build_nodes([(a, t_b, want)], other.router.buffer_depth)
     base_nodes, _ = build_nodes([(a, action_times(a, base, m), use_a)], other.router.buffer_depth)
-    moved = base_nodes.with_costs(got.trees, t_b.link_s)
+    moved = base_nodes.with_costs(got.table, t_b.link_s)
     assert built.n > 0 and len(built.term_node) > 0  # finite buffers: slot terms exist
     for name in ("hop", "before", "cm", "term_const", "term_node", "tm_ptr", "parent", "link", "missing"):
         assert np.array_equal(getattr(moved, name), getattr(built, name)), name
@@ -81,7 +81,7 @@ def test_tree_energy_sums_are_numpys_sums_bit_for_bit():
         kind = rng.integers(0, 3, int(sizes.sum()))
         bounds = np.concatenate([[0], np.cumsum(sizes)]).tolist()
         trees = tuple(SimpleNamespace(hop_j=energy[kind[lo:hi]]) for lo, hi in zip(bounds[:-1], bounds[1:]))
-        got = tree_energy_sums(trees, SimpleNamespace(kind=kind, bounds=bounds), energy)
+        got = tree_energy_sums(SimpleNamespace(kind=kind, off=bounds), energy)
         assert np.array_equal(got, [t.hop_j.sum() for t in trees])
 
 
