@@ -97,79 +97,89 @@ def _cand_pop(ct, cq, cv, hsize) -> int:
 
 
 @njit(cache=True, inline="always")
-def _tail_start(z, g, cm, tb, tm_ptr, term_node, term_const) -> float:
-    """s[m, z] of hwmodels.timing.des: the tail's start on channel z from the grants g; tb = tail + before (s),
-    slot terms (tm_ptr, term_node, term_const s) of hwmodels.timing.des_nodes.Nodes."""
-    v = max(g[z] + cm[z], tb[z])
+def _tail_start(z, g, cm, tail, before, key, tm_ptr, term_node, term_const) -> float:
+    """s[m, z] of hwmodels.timing.des: the tail's start on channel z from the grants g; cm = (m - 1) L and tail
+    (s) of z's flow key[z], before (s) of z, slot terms (tm_ptr, term_node, term_const s) of
+    hwmodels.timing.des_nodes.Nodes."""
+    f = key[z]
+    v = max(g[z] + cm[f], tail[f] + before[z])
     for k in range(tm_ptr[z], tm_ptr[z + 1]):
         v = max(v, g[term_node[k]] + term_const[k])
     return v
 
 
 @njit(cache=True, inline="always")
-def _release(x, g, cm, tb, hop, blocking, first_child, tm_ptr, term_node, term_const, link_s) -> float:
+def _release(x, g, cm, tail, before, key, hop, blocking, first_child, tm_ptr, term_node, term_const, link_s) -> float:
     """Release time (s) of node x: when the tail has crossed it and left its far buffer (hwmodels.timing.des)."""
-    tx = _tail_start(x, g, cm, tb, tm_ptr, term_node, term_const)
+    tx = _tail_start(x, g, cm, tail, before, key, tm_ptr, term_node, term_const)
     if blocking[x]:
-        return max(tx + link_s, _tail_start(first_child[x], g, cm, tb, tm_ptr, term_node, term_const))
+        return max(tx + link_s, _tail_start(first_child[x], g, cm, tail, before, key, tm_ptr, term_node, term_const))
     return tx + max(link_s, hop[x])
 
 
-def play(qv, key, of, node_ptr, queue_ptr, hop, cm, tb, blocking, parent, first_child, ch_ptr, child, tm_ptr,
-         term_node, term_const, dp_ptr, dependent, missing, link_s, workers: int = 1, out=None):
+def play(ready, tail, key, of, node_ptr, queue_ptr, start, hop, before, cm, blocking, parent, first_child, ch_ptr,
+         child, tm_ptr, term_node, term_const, dp_ptr, dependent, need, link_s, workers: int = 1, out=None):
     """Grant and release (s) of every node, one step at a time (steps are independent: step k holds nodes
-    node_ptr[k]..node_ptr[k+1]-1 and queues queue_ptr[k]..queue_ptr[k+1]-1). qv: float (n,) request times, NaN
-    until known (set for the roots), filled in place; key: int64 (n,) flow of each node (ties of Q); of: queue of
-    each node; missing: int64 (n,) grants each release needs, consumed. Children: first_child when ch_ptr is
-    empty (at most one child per channel), else the CSR (ch_ptr, child); release dependencies: the node and its
-    blocking parent when dp_ptr is empty (no slot terms), else the CSR (dp_ptr, dependent) (hwmodels.timing.
-    des_nodes.Nodes). workers: threads that play disjoint ranges of whole steps at once (hwmodels.kernels.threads;
-    every array a step touches is its own, so the result does not depend on it). out: (g, rel) float64 (n,) arrays
-    to fill (every entry of a granted node is written), or None for new ones. Returns (g, rel, nodes granted,
-    children whose request fl(G + hop) is not after their parent's grant G: the proof's precondition,
-    hwmodels.timing.des_vector)."""
-    n, n_queues = len(qv), int(queue_ptr[-1])
+    node_ptr[k]..node_ptr[k+1]-1 and queues queue_ptr[k]..queue_ptr[k+1]-1). ready / tail / cm: float (n_flows,)
+    time the first / last message of each flow is ready at its source router and (m - 1) L, s; key: int (n,)
+    flow of each node (ties of Q); of: queue of each node; start: int64 (n_queues + 1,) cumulative users of the
+    queues; hop / before: float (n,) s; parent: -1 at a root (requested at its flow's ready time). Children:
+    first_child when ch_ptr is empty (at most one child per channel), else the CSR (ch_ptr, child); release
+    dependencies: the node and its blocking parent when dp_ptr is empty (no slot terms), else the CSR (dp_ptr,
+    dependent) with need int64 (n,) the grants each release needs (hwmodels.timing.des_nodes.Nodes). workers:
+    threads that play disjoint ranges of whole steps at once (hwmodels.kernels.threads; every array a step
+    touches is its own, so the result does not depend on it). out: (g, rel) float64 (n,) arrays to fill (every
+    entry of a granted node is written), or None for new ones. Returns (g, rel, nodes granted, children whose
+    request fl(G + hop) is not after their parent's grant G: the proof's precondition,
+    hwmodels.timing.des_vector). The node-sized work arrays (request times, grants missing, waiting heaps) are
+    allocated here by numpy (transparent huge pages: hwmodels.kernels.nodes.fill) and set step by step."""
+    n, n_queues = len(key), int(queue_ptr[-1])
     g, rel = (np.full(n, np.nan), np.full(n, np.nan)) if out is None else out
-    start = np.zeros(n_queues + 1, np.int64)
-    np.cumsum(np.bincount(of, minlength=n_queues), out=start[1:])
-    heap, size = np.empty(n, np.int64), np.zeros(n_queues, np.int64)
-    free, busy, ver = np.full(n_queues, -np.inf), np.zeros(n_queues, np.bool_), np.zeros(n_queues, np.int64)
-    args = (qv, key, of, node_ptr, queue_ptr, hop, cm, tb, blocking, parent, first_child, ch_ptr, child, tm_ptr,
-            term_node, term_const, dp_ptr, dependent, missing, float(link_s), g, rel, heap, start, size, free, busy,
-            ver)
+    qv, missing, heap = np.empty(n), np.empty(n, key.dtype), np.empty(n, key.dtype)
+    size, free, busy, ver = (np.empty(n_queues, np.int64), np.empty(n_queues), np.empty(n_queues, np.bool_),
+                             np.empty(n_queues, np.int64))
+    args = (ready, tail, key, of, node_ptr, queue_ptr, hop, before, cm, blocking, parent, first_child, ch_ptr, child,
+            tm_ptr, term_node, term_const, dp_ptr, dependent, need, float(link_s), g, rel, qv, missing, heap, start,
+            size, free, busy, ver)
     parts = threads.run(lambda k0, k1: play_steps(k0, k1, *args), threads.split(node_ptr, workers))
     return g, rel, sum(p[0] for p in parts), sum(p[1] for p in parts)
 
 
 @njit(cache=True, nogil=True)
-def play_steps(k0, k1, qv, key, of, node_ptr, queue_ptr, hop, cm, tb, blocking, parent, first_child, ch_ptr, child,
-               tm_ptr, term_node, term_const, dp_ptr, dependent, missing, link_s, g, rel, heap, start, size, free,
-               busy, ver):
-    """play() of steps k0..k1-1 into g, rel (float (n,), NaN before), with the waiting heaps heap[start[q]:...]
-    (int64 (n,); start int64 (n_queues + 1,) from the users per queue; size int64 (n_queues,) zeros) and the
-    queue states free (-inf), busy (False), ver (0); releases the GIL. Returns (nodes granted, early children)."""
-    most = 0
+def play_steps(k0, k1, ready, tail, key, of, node_ptr, queue_ptr, hop, before, cm, blocking, parent, first_child,
+               ch_ptr, child, tm_ptr, term_node, term_const, dp_ptr, dependent, need, link_s, g, rel, qv, missing,
+               heap, start, size, free, busy, ver):
+    """play() of steps k0..k1-1 into g, rel (float (n,)), with the work arrays of play: request times qv (float
+    (n,), NaN until known), grants missing and the waiting heaps heap[start[q]:...] ((n,) each), the queue
+    states size, free, busy, ver ((n_queues,) each), all set here for each step; releases the GIL. Returns
+    (nodes granted, early children)."""
+    most, plain = 0, len(dp_ptr) == 0
     for k in range(k0, k1):
         most = max(most, (queue_ptr[k + 1] - queue_ptr[k]) + 2 * (node_ptr[k + 1] - node_ptr[k]) + 1)
     ct, cq, cv = np.empty(most), np.empty(most, np.int64), np.empty(most, np.int64)
     granted, early = 0, np.zeros(1, np.int64)
     for k in range(k0, k1):
+        for qu in range(queue_ptr[k], queue_ptr[k + 1]):
+            size[qu], free[qu], busy[qu], ver[qu] = 0, -np.inf, False, 0
         for u in range(node_ptr[k], node_ptr[k + 1]):
+            qv[u] = ready[key[u]] if parent[u] < 0 else np.nan
+            missing[u] = 1 + blocking[u] if plain else need[u]
             if not np.isnan(qv[u]):
                 _wait_push(heap, start, size, of[u], u, qv, key)
         hsize = 0
         for qu in range(queue_ptr[k], queue_ptr[k + 1]):
             if size[qu] > 0:
                 hsize = _cand_push(ct, cq, cv, hsize, max(free[qu], qv[heap[start[qu]]]), qu, ver[qu])
-        granted += _run(hsize, ct, cq, cv, heap, start, size, free, busy, ver, qv, key, of, g, rel, hop, cm, tb,
-                        blocking, parent, first_child, ch_ptr, child, tm_ptr, term_node, term_const, dp_ptr,
+        granted += _run(hsize, ct, cq, cv, heap, start, size, free, busy, ver, qv, key, of, g, rel, hop, before, cm,
+                        tail, blocking, parent, first_child, ch_ptr, child, tm_ptr, term_node, term_const, dp_ptr,
                         dependent, missing, link_s, early)
     return granted, early[0]
 
 
 @njit(cache=True, nogil=True)
-def _run(hsize, ct, cq, cv, heap, start, size, free, busy, ver, qv, key, of, g, rel, hop, cm, tb, blocking, parent,
-         first_child, ch_ptr, child, tm_ptr, term_node, term_const, dp_ptr, dependent, missing, link_s, early) -> int:
+def _run(hsize, ct, cq, cv, heap, start, size, free, busy, ver, qv, key, of, g, rel, hop, before, cm, tail, blocking,
+         parent, first_child, ch_ptr, child, tm_ptr, term_node, term_const, dp_ptr, dependent, missing, link_s,
+         early) -> int:
     """Pop candidates in time order until none is left: grant, derive the children's requests and every
     release now known; returns the grants made and adds to early[0] the children requested at their parent's
     grant instant."""
@@ -202,7 +212,8 @@ def _run(hsize, ct, cq, cv, heap, start, size, free, busy, ver, qv, key, of, g, 
             x = (u if j == 0 else p) if plain else dependent[j]
             missing[x] -= 1
             if missing[x] == 0:
-                r = _release(x, g, cm, tb, hop, blocking, first_child, tm_ptr, term_node, term_const, link_s)
+                r = _release(x, g, cm, tail, before, key, hop, blocking, first_child, tm_ptr, term_node, term_const,
+                             link_s)
                 rel[x] = r
                 xq = of[x]
                 free[xq], busy[xq] = r, False

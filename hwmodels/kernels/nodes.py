@@ -1,7 +1,7 @@
-"""Compiled fills of channel arrays: the channel nodes of hwmodels.timing.des_nodes.Nodes (fill: one pass over the
-flows instead of a dozen numpy gathers over every node, with the same values: copies, one integer addition per
-parent index, and the float product (m - 1) x link time, as numpy evaluates it) and the channels of unicast XY
-paths for hwmodels.events.paths (path_channels: one pass over the pairs, the same values as
+"""Compiled fills of channel arrays: the channel nodes of hwmodels.timing.des_nodes.Nodes and their queues (fill:
+one pass over the flows instead of a dozen numpy gathers over every node and a sort of the queue keys, with the
+same values: copies and one integer addition per parent index; costs: the hop latencies alone) and the channels
+of unicast XY paths for hwmodels.events.paths (path_channels: one pass over the pairs, the same values as
 hwmodels.events.network.Network._build's link-by-link walk)."""
 from __future__ import annotations
 
@@ -9,49 +9,114 @@ import numpy as np
 from numba import njit
 
 
-def fill(off, flow_route, flow_step, msgs, t_off, links, parent, hop_s, before_s, blocking, link_s):
-    """Per-node arrays of flows with off int64 (n_flows + 1,) node offsets (node off[f] + c is channel c of flow
-    f), flow_route / flow_step / msgs int64 (n_flows,), the trees' channels laid end to end (t_off int64
-    (n_trees + 1,) first channel of each tree; links, parent (tree-local, -1 at a root) int64, hop_s, before_s
-    float64 s, blocking bool) and link_s (s). Returns (flow, step, tidx, link, hop, before, blocking, parent
-    (node index, -1 at a root), first_child (lowest child node, -1: none), m1 = messages - 1, cm = m1 x link_s,
-    single_child (no node has two children)); every array (n,), n = off[-1].
+def fill(off, flow_route, flow_step, t_off, links, parent, hop_s, before_s, blocking, n_links):
+    """Per-node arrays and queue numbering of flows with off int64 (n_flows + 1,) node offsets (node off[f] + c
+    is channel c of flow f), flow_route / flow_step int64 (n_flows,) (steps sorted, >= 0), the trees' channels
+    laid end to end (t_off int64 (n_trees + 1,) first channel of each tree; links (< n_links), parent
+    (tree-local, -1 at a root, parents before children) int64, hop_s, before_s float64 s, blocking bool).
 
-    The arrays are allocated by numpy, which asks the kernel for transparent huge pages on large arrays
+    Returns (flow, hop, before, blocking, parent (node index, -1 at a root), first_child (lowest child node, -1:
+    none), queue) per node ((n,) each, n = off[-1]; flow, parent, first_child and queue of dtype index_dtype(n,
+    n_flows, n_links)), single_child (no node has two children), then per step node_ptr, queue_ptr int64
+    (n_steps + 1,) (step k holds nodes node_ptr[k]..node_ptr[k+1]-1 and queues queue_ptr[k]..queue_ptr[k+1]-1;
+    n_steps = 1 + the last step with a node, 0 without nodes) and start int64 (n_queues + 1,) the cumulative
+    users of the queues. A queue is one (step, link) with users; queue ids follow sorted (step, link) order, as
+    np.unique(step * n_links + link, return_inverse=True) numbers them, found step by step with a table over
+    the links (no node-sized key array, no sort of the nodes).
+
+    The node arrays are allocated by numpy, which asks the kernel for transparent huge pages on large arrays
     (numpy's madvise hugepage setting), and filled by a compiled pass (_fill): arrays allocated inside numba
     come in 4 KiB pages, whose first-touch faults cost several times the fill itself (a 74 MB array: 33 ms
     against 8-10 ms on this project's 2-core machine, measured)."""
-    n = int(off[-1])
-    out = (np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.int64),
-           np.empty(n), np.empty(n), np.empty(n, np.bool_), np.empty(n, np.int64), np.full(n, -1, np.int64),
-           np.empty(n, np.int64), np.empty(n))
-    single = _fill(off, flow_route, flow_step, msgs, t_off, links, parent, hop_s, before_s, blocking, link_s, *out)
-    return (*out, single)
+    n, nf = int(off[-1]), len(off) - 1
+    if nf and (flow_step[0] < 0 or np.any(flow_step[1:] < flow_step[:-1])):
+        raise ValueError("fill: flow steps must be sorted and >= 0")
+    full = np.flatnonzero(off[1:] > off[:-1])
+    n_steps = int(flow_step[full[-1]]) + 1 if len(full) else 0
+    idx = index_dtype(n, nf, n_links)
+    out = (np.empty(n, idx), np.empty(n), np.empty(n), np.empty(n, np.bool_), np.empty(n, idx), np.empty(n, idx),
+           np.empty(n, idx))
+    node_ptr, queue_ptr = np.empty(n_steps + 1, np.int64), np.empty(n_steps + 1, np.int64)
+    start = np.empty(n + 1, np.int64)  # n_queues + 1 <= n + 1 entries written
+    count, rank, distinct = np.zeros(n_links, np.int64), np.empty(n_links, idx), np.empty(n_links, idx)
+    single = _fill(off, flow_route, flow_step, t_off, links, parent, hop_s, before_s, blocking, *out, node_ptr,
+                   queue_ptr, start, count, rank, distinct)
+    return (*out, single, node_ptr, queue_ptr, start[:queue_ptr[-1] + 1].copy())
+
+
+def index_dtype(*sizes: int) -> type:
+    """np.int32 when every size (counts of nodes, flows, links) is below 2^31 - 1, else np.int64: the dtype of
+    the node arrays that hold such indices (half the memory traffic of int64)."""
+    return np.int32 if max(sizes, default=0) < np.iinfo(np.int32).max else np.int64
 
 
 @njit(cache=True, nogil=True)
-def _fill(off, flow_route, flow_step, msgs, t_off, links, parent, hop_s, before_s, blocking, link_s,
-          flow, step, tidx, link, hop, before, block, par, first, m1, cm) -> bool:
-    """fill's pass into its arrays (first: all -1); returns single_child. Releases the GIL."""
-    single = True
+def _fill(off, flow_route, flow_step, t_off, links, parent, hop_s, before_s, blocking, flow, hop, before, block,
+          par, first, queue, node_ptr, queue_ptr, start, count, rank, distinct) -> bool:
+    """fill's pass into its arrays, step by step: the nodes of the step's flows (queue: their link), then the
+    step's distinct links (count: users per link, zeros on entry and exit) sorted into queue ids (rank) and
+    the nodes' links replaced by them; returns single_child. Releases the GIL."""
+    single, nf, f, q = True, len(off) - 1, 0, 0
+    start[0] = 0
+    for k in range(len(node_ptr) - 1):
+        node_ptr[k], queue_ptr[k], d = off[f], q, 0
+        while f < nf and flow_step[f] == k:
+            base, t0 = off[f], t_off[flow_route[f]]
+            for c in range(off[f + 1] - base):
+                z, t = base + c, t0 + c
+                lk = links[t]
+                flow[z], hop[z], before[z], block[z], first[z] = f, hop_s[t], before_s[t], blocking[t], -1
+                queue[z] = lk
+                if count[lk] == 0:
+                    distinct[d] = lk
+                    d += 1
+                count[lk] += 1
+                p = parent[t]
+                if p >= 0:
+                    p += base
+                    if first[p] < 0:
+                        first[p] = z
+                    else:
+                        single = False
+                par[z] = p
+            f += 1
+        if 16 * d < len(count):
+            distinct[:d].sort()
+        else:  # many distinct links: read them in order off the table
+            d = 0
+            for lk in range(len(count)):
+                if count[lk] > 0:
+                    distinct[d] = lk
+                    d += 1
+        for j in range(d):
+            lk = distinct[j]
+            rank[lk] = q + j
+            start[q + j + 1] = start[q + j] + count[lk]
+            count[lk] = 0
+        for z in range(node_ptr[k], off[f]):
+            queue[z] = rank[queue[z]]
+        q += d
+    node_ptr[-1], queue_ptr[-1] = off[f], q
+    return single
+
+
+def costs(off: np.ndarray, flow_route: np.ndarray, t_off: np.ndarray, hop_s: np.ndarray,
+          before_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(hop, before) float64 (off[-1],) s of every node (fill's layout) from the trees' hop_s / before_s (s): the
+    same values as fill's, for recosted routes (numpy-allocated, filled by a compiled pass)."""
+    n = int(off[-1])
+    hop, before = np.empty(n), np.empty(n)
+    _costs(off, flow_route, t_off, hop_s, before_s, hop, before)
+    return hop, before
+
+
+@njit(cache=True, nogil=True)
+def _costs(off, flow_route, t_off, hop_s, before_s, hop, before) -> None:
+    """costs' pass into hop and before."""
     for f in range(len(off) - 1):
         base, t0 = off[f], t_off[flow_route[f]]
-        m = msgs[f] - 1
-        c_m = m * link_s
         for c in range(off[f + 1] - base):
-            z, t = base + c, t0 + c
-            flow[z], step[z], tidx[z] = f, flow_step[f], t
-            link[z], hop[z], before[z], block[z] = links[t], hop_s[t], before_s[t], blocking[t]
-            m1[z], cm[z] = m, c_m
-            p = parent[t]
-            if p >= 0:
-                p += base
-                if first[p] < 0:
-                    first[p] = z
-                else:
-                    single = False
-            par[z] = p
-    return single
+            hop[base + c], before[base + c] = hop_s[t0 + c], before_s[t0 + c]
 
 
 @njit(cache=True, nogil=True)

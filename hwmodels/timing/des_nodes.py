@@ -10,8 +10,7 @@ from functools import cached_property
 import numpy as np
 
 from hwmodels.events.route_table import RouteTable
-from hwmodels.kernels.nodes import fill
-from hwmodels.kernels.unique import dense_unique
+from hwmodels.kernels.nodes import costs, fill
 
 
 def seg(ptr: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -32,47 +31,79 @@ class Nodes:
 
     routes: the route trees laid end to end (a RouteTable, shared by the chunks of a batch; or a sequence of
     Tree); flow_route / hops / msgs / flow_step: int64 (n_flows,) tree index, channels, messages and step id
-    (distinct across the samples and batches of the group) of each flow; link_s: link time s; depth:
-    router buffer depth (None: unbounded). Arrays per node: flow, step, link, parent (-1: root), hop (s),
-    before (s, from the tree), blocking, cm = (m - 1) L (s), first_child (-1: none); slot terms (tm_ptr,
-    term_node, term_const s); missing = how many grants each release needs. Built on first use (the compiled
-    engine needs them only with several children per channel or with slot terms): CSR `children`
-    (ch_ptr, child) and `dependents` (dp_ptr, dependent).
+    (sorted, >= 0; distinct across the samples and batches of the group) of each flow; link_s: link time s;
+    depth: router buffer depth (None: unbounded). Arrays per node (n,): flow, parent (-1: root), first_child
+    (-1: none) of dtype hwmodels.kernels.nodes.index_dtype (int32 below 2^31 nodes, flows and links), hop (s),
+    before (s, from the tree), blocking bool; per flow flow_cm = (m - 1) L (s); per step node_ptr int64
+    (n_steps + 1,) (step k holds nodes node_ptr[k]..node_ptr[k+1]-1); slot terms (tm_ptr, term_node, term_const
+    s). Made on request from these: step, link, cm = flow_cm[flow] int64 / float64 (n,) and missing = how many
+    grants each release needs. Built on first use (the compiled engine needs them only with several children
+    per channel or with slot terms): CSR `children` (ch_ptr, child) and `dependents` (dp_ptr, dependent).
     """
 
     def __init__(self, routes: RouteTable, flow_route: np.ndarray, hops: np.ndarray, msgs: np.ndarray,
                  flow_step: np.ndarray, link_s: float, depth: int | None):
         routes = RouteTable.of(routes)
+        self._links, self._t_off, self._flow_route = routes.links, routes.off, np.asarray(flow_route, np.int64)
+        self._flow_step = np.asarray(flow_step, np.int64)
         self.off = np.concatenate([[0], np.cumsum(hops)]).astype(np.int64)
         self.n = n = int(self.off[-1])
-        (self.flow, self.step, self._tidx, self.link, self.hop, self.before, self.blocking, self.parent,
-         self.first_child, self._m1, self.cm, self.single_child) = fill(
-            self.off, np.asarray(flow_route, np.int64), np.asarray(flow_step, np.int64),
-            np.asarray(msgs, np.int64), routes.off, routes.links, routes.parent, routes.hop_s, routes.before_s,
-            routes.blocking, float(link_s))
-        self._terms(routes, np.asarray(flow_route, np.int64), depth, link_s)
+        (self.flow, self.hop, self.before, self.blocking, self.parent, self.first_child, of, self.single_child,
+         self.node_ptr, queue_ptr, start) = fill(
+            self.off, self._flow_route, self._flow_step, routes.off, routes.links, routes.parent, routes.hop_s,
+            routes.before_s, routes.blocking, int(routes.links.max(initial=-1)) + 1)
+        self._queues = (of, queue_ptr, start)
+        self._m1 = np.asarray(msgs, np.int64) - 1
+        self.flow_cm = self._m1 * float(link_s)
+        self._terms(routes, depth, link_s)
         self.plain = len(self.term_node) == 0
-        # grants each release needs: its own, its child's when blocking, and the slot terms' (distinct)
-        self.missing = 1 + self.blocking if self.plain else np.bincount(self._dependents[1], minlength=n)
+        # grants each release needs (plain: its own and its child's when blocking, made on request)
+        self._need = None if self.plain else np.bincount(self._dependents[1], minlength=n)
 
     def with_costs(self, routes: RouteTable, link_s: float) -> Nodes:
         """These nodes with the hop latencies of `routes` (the same routes in the same order, recosted:
         hwmodels.events.network.Network.recost; a RouteTable or a sequence of Tree) and link time `link_s`;
-        everything else (the topology, queues' inputs, dependency tables) is shared. Equal to Nodes built on
-        those routes and link time."""
+        everything else (the topology, queues, dependency tables) is shared. Equal to Nodes built on those
+        routes and link time."""
         routes = RouteTable.of(routes)
         out = copy.copy(self)
-        out.hop, out.before = routes.hop_s[self._tidx], routes.before_s[self._tidx]
-        out.cm, out.term_const = self._m1 * link_s, self._term_links * link_s
+        out.hop, out.before = costs(self.off, self._flow_route, routes.off, routes.hop_s, routes.before_s)
+        out.flow_cm, out.term_const = self._m1 * float(link_s), self._term_links * link_s
         return out
+
+    @cached_property
+    def step(self) -> np.ndarray:
+        """int64 (n,) step of every node (sorted)."""
+        return np.repeat(self._flow_step, np.diff(self.off))
+
+    @cached_property
+    def link(self) -> np.ndarray:
+        """int64 (n,) link id of every node."""
+        return self._links[self._tidx()]
+
+    @property
+    def cm(self) -> np.ndarray:
+        """float64 (n,) (m - 1) L (s) of every node: its flow's flow_cm."""
+        return self.flow_cm[self.flow]
+
+    @property
+    def missing(self) -> np.ndarray:
+        """int64 (n,) grants each release needs: its own, its child's when blocking, and the slot terms'
+        (distinct)."""
+        return 1 + self.blocking.astype(np.int64) if self._need is None else self._need
+
+    def _tidx(self) -> np.ndarray:
+        """int64 (n,) flat route-table channel of every node."""
+        own = np.repeat(self._t_off[self._flow_route] - self.off[:-1], np.diff(self.off))
+        return own + np.arange(self.n)
 
     @cached_property
     def children(self) -> tuple[np.ndarray, np.ndarray]:
         """CSR (ch_ptr, child) of every node's child channels."""
         kids = np.flatnonzero(self.parent >= 0)
-        return _csr(self.parent[kids], kids, self.n)
+        return _csr(self.parent[kids].astype(np.int64), kids, self.n)
 
-    def _terms(self, routes: RouteTable, flow_route: np.ndarray, depth: int | None, link_s: float) -> None:
+    def _terms(self, routes: RouteTable, depth: int | None, link_s: float) -> None:
         """Slot terms of every node z with finite buffers: (node i, (m - 1 - B up) L) for the descendants i of z
         reached through blocking channels with up = depth difference <= K = min((m - 1) // B, the tree's depth)
         (hwmodels.timing.des closed form; RouteTable.climbs), ordered by z, then i."""
@@ -81,15 +112,17 @@ class Nodes:
             self.tm_ptr, self.term_node, self.term_const = np.zeros(n + 1, np.int64), np.zeros(0, np.int64), np.zeros(0)
             self._term_links = np.zeros(0, np.int64)
             return
-        cap = np.minimum(self._m1 // depth, routes.max_depth[flow_route[self.flow]])  # K of every node
+        flow = self.flow.astype(np.int64)
+        m1 = self._m1[flow]
+        cap = np.minimum(m1 // depth, routes.max_depth[self._flow_route[flow]])  # K of every node
         ti, tz, tu = routes.climbs(int(cap.max(initial=0)))
         ti = ti - routes.off[routes.tree_of[ti]]  # tree-local
-        pos, own = seg(np.concatenate([[0], np.cumsum(np.bincount(tz, minlength=len(routes.links)))]), self._tidx)
+        pos, own = seg(np.concatenate([[0], np.cumsum(np.bincount(tz, minlength=len(routes.links)))]), self._tidx())
         keep = tu[pos] <= cap[own]
         pos, own = pos[keep], own[keep]
         self.tm_ptr = np.concatenate([[0], np.cumsum(np.bincount(own, minlength=n))]).astype(np.int64)
-        self.term_node = ti[pos] + self.off[self.flow[own]]
-        self._term_links = self._m1[own] - depth * tu[pos]  # link times in each slot term
+        self.term_node = ti[pos] + self.off[flow[own]]
+        self._term_links = m1[own] - depth * tu[pos]  # link times in each slot term
         self.term_const = self._term_links * link_s
 
     @cached_property
@@ -103,7 +136,7 @@ class Nodes:
         """(row j, dependent x) pairs: x's own grant, its child's when x is blocking, its slot terms'."""
         n, x = self.n, np.arange(self.n)
         b = np.flatnonzero(self.blocking)
-        rows, cols = [x, self.first_child[b]], [x, b]
+        rows, cols = [x, self.first_child[b].astype(np.int64)], [x, b]
         pos, own = seg(self.tm_ptr, x)
         rows.append(self.term_node[pos]), cols.append(own)
         pos, own = seg(self.tm_ptr, self.first_child[b])
@@ -116,11 +149,18 @@ class Nodes:
 
 
 class Queues:
-    """The queues (step, link) of a Nodes group: queue of each node (`of`), number of queues `n`, step of each
-    queue (sorted) and the root nodes."""
+    """The queues (step, link) of a Nodes group, numbered in sorted (step, link) order (hwmodels.kernels.nodes.fill):
+    queue of each node `of` ((n,), Nodes' index dtype), number of queues `n`, ptr int64 (n_steps + 1,) (step k
+    holds queues ptr[k]..ptr[k+1]-1), start int64 (n + 1,) cumulative users of the queues, step int64 (n,) of
+    each queue (sorted) and the root nodes int64 (made on request)."""
 
     def __init__(self, nd: Nodes):
-        nl = int(nd.link.max(initial=0)) + 1
-        uniq, self.of = dense_unique(nd.step * nl + nd.link, (int(nd.step.max(initial=0)) + 1) * nl)
-        self.n, self.step = len(uniq), uniq // nl
-        self.roots = np.flatnonzero(nd.parent < 0)
+        self.of, self.ptr, self.start = nd._queues
+        self.n = len(self.start) - 1
+        self.step = np.repeat(np.arange(len(self.ptr) - 1, dtype=np.int64), np.diff(self.ptr))
+        self._parent = nd.parent
+
+    @cached_property
+    def roots(self) -> np.ndarray:
+        """int64 the nodes without a parent, ascending."""
+        return np.flatnonzero(self._parent < 0)

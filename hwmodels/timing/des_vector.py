@@ -48,18 +48,14 @@ def grants(nd: Nodes, qs: Queues, ready: np.ndarray, tail: np.ndarray, link_s: f
     last message of each flow is ready at its source router, s. out: (grant, release) float64 (nd.n,) arrays to
     write into (returned), or None for new ones. Raises NotApplicable when a request falls at the instant of its
     parent's grant (fl(G + h) == G), where the proof does not hold."""
-    qv = np.full(nd.n, np.nan)
-    qv[qs.roots] = ready[nd.flow[qs.roots]]
-    tb = tail[nd.flow] + nd.before
-    steps = np.arange(int(nd.step.max(initial=-1)) + 2)
-    node_ptr, queue_ptr = np.searchsorted(nd.step, steps), np.searchsorted(qs.step, steps)
     none = np.zeros(0, np.int64)
     ch_ptr, child = (none, none) if nd.single_child else nd.children
     dp_ptr, dependent = (none, none) if nd.plain else nd.dependents
-    g, rel, done, early = kernel.play(qv, nd.flow, qs.of, node_ptr, queue_ptr, nd.hop, nd.cm, tb, nd.blocking,
-                                      nd.parent, nd.first_child, ch_ptr, child, nd.tm_ptr, nd.term_node,
-                                      nd.term_const, dp_ptr, dependent, nd.missing.copy(), float(link_s),
-                                      threads.count() if workers is None else workers, out)
+    ready, tail = np.asarray(ready, np.float64), np.asarray(tail, np.float64)
+    g, rel, done, early = kernel.play(ready, tail, nd.flow, qs.of, nd.node_ptr, qs.ptr, qs.start, nd.hop, nd.before,
+                                      nd.flow_cm, nd.blocking, nd.parent, nd.first_child, ch_ptr, child, nd.tm_ptr,
+                                      nd.term_node, nd.term_const, dp_ptr, dependent, none if nd.plain else nd.missing,
+                                      float(link_s), threads.count() if workers is None else workers, out)
     if done != nd.n:
         raise NotApplicable(f"DES vector engine: {nd.n - done} channels never granted")
     if early:  # some child's request fl(G + h) did not come after its parent's grant G
