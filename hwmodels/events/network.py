@@ -144,14 +144,22 @@ class Network:
 
     def _pair_hops(self, src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, ...]:
         """(dx, dy, bx, by): tile hops east-west and north-south of the XY routes src -> dst, and how many of them
-        cross a chip boundary (zeros on one chip)."""
-        a, b = self._xy[src], self._xy[dst]
-        dx, dy = np.abs(a[..., 0] - b[..., 0]), np.abs(a[..., 1] - b[..., 1])
-        bx = by = np.zeros_like(dx)
-        if self.mesh:
-            bx = np.abs(a[..., 0] // self.mesh[0] - b[..., 0] // self.mesh[0])
-            by = np.abs(a[..., 1] // self.mesh[1] - b[..., 1] // self.mesh[1])
-        return dx, dy, bx, by
+        cross a chip boundary (zeros on one chip); int64, of the broadcast shape of the core index arrays."""
+        x, y, cx, cy = self._core_coords
+        dx, dy = np.abs(x[src] - x[dst]), np.abs(y[src] - y[dst])
+        if not self.mesh:
+            return dx, dy, np.zeros_like(dx), np.zeros_like(dy)
+        return dx, dy, np.abs(cx[src] - cx[dst]), np.abs(cy[src] - cy[dst])
+
+    @cached_property
+    def _core_coords(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(x, y, chip x, chip y) int64 (n_cores,) each, contiguous: each core's tile and, on a multi-chip mesh, its
+        chip column and row (tile // mesh; zeros on one chip), so that _pair_hops gathers instead of dividing per
+        pair."""
+        x, y = (np.ascontiguousarray(self._xy[:, k]) for k in (0, 1))
+        if not self.mesh:
+            return x, y, np.zeros_like(x), np.zeros_like(y)
+        return x, y, x // self.mesh[0], y // self.mesh[1]
 
     def _pair_latency(self, dx: np.ndarray, dy: np.ndarray, bx: np.ndarray, by: np.ndarray) -> np.ndarray:
         """Latency (s) of XY routes of those hops (_pair_hops)."""
@@ -176,6 +184,23 @@ class Network:
         (hwmodels.events.paths.unicast_table): tree i equals tree(src_cores[i], (dst_cores[i],))."""
         src, dst = (np.asarray(c, np.int64) for c in (src_cores, dst_cores))
         return paths.unicast_table(self._xy[src], self._xy[dst], self.width, self.mesh, *self.kind_costs)
+
+    def multicast_table(self, src_cores: np.ndarray, dst_sets: list[np.ndarray]) -> RouteTable:
+        """RouteTable of the routes from src_cores[i] to the cores dst_sets[i] (int64 (n,) and n int arrays), built
+        at once (hwmodels.events.paths.multicast_table): tree i equals tree(src_cores[i], tuple(dst_sets[i]))
+        (destination tiles distinct, in (x, y) order)."""
+        src = np.asarray(src_cores, np.int64)
+        sizes = np.array([len(d) for d in dst_sets], np.int64)
+        cores = np.concatenate([np.asarray(d, np.int64) for d in dst_sets]) if len(dst_sets) else np.zeros(0, np.int64)
+        height = int(self._xy[:, 1].max(initial=0)) + 1
+        route = np.repeat(np.arange(len(src), dtype=np.int64), sizes)
+        xy = self._xy[cores]
+        # each route's tiles sorted by (x, y) without repeats: one sort of (route, x, y) keys
+        keys = np.unique((route * self.width + xy[:, 0]) * height + xy[:, 1])
+        r_of, tile = np.divmod(keys, self.width * height)
+        d_off = np.concatenate([[0], np.cumsum(np.bincount(r_of, minlength=len(src)))]).astype(np.int64)
+        dst = np.stack([tile // height, tile % height], axis=1)
+        return paths.multicast_table(self._xy[src], d_off, dst, self.width, height, self.mesh, *self.kind_costs)
 
     def _build(self, src: tuple[int, int], dsts: tuple) -> Tree:
         """The Tree of the route from tile `src` to the tiles `dsts`, link by link (xy_links)."""
@@ -317,9 +342,7 @@ def route_use(flow_src: np.ndarray, flow_route: np.ndarray, flow_messages: np.nd
     if routes is None:
         table = net.unicast_table(src, route)
     else:
-        with collector_paused():  # a few acyclic objects per route: no cycle collection while they are made
-            trees = tuple(net.tree(s, tuple(int(c) for c in routes[r])) for s, r in zip(src.tolist(), route.tolist()))
-        table = RouteTable.of_trees(trees)
+        table = net.multicast_table(src, [routes[r] for r in route.tolist()])
     n = len(table)
     hops = (table.sizes if n else np.zeros(1, np.int64))[inv]
     # Tree.hop_j.sum() of every tree, bit for bit: a channel's energy is its kind's (Network.kind_costs), as

@@ -98,6 +98,25 @@ def test_multicast_table_equals_the_built_trees_and_makes_them_back(multichip):
     _assert_table_is(both, built)
 
 
+@pytest.mark.parametrize("multichip", [False, True])
+def test_multicast_table_built_at_once_equals_the_trees_built_one_by_one(multichip):
+    """Network.multicast_table (one compiled walk over all routes, hwmodels.kernels.trees) equals Network._build's
+    trees route by route, bit for bit: channel order, parents, depths, kinds, costs, before_s, blocking and the
+    eject map (destination tiles in (x, y) order, -1 for the source tile), with repeated destination cores, cores
+    sharing a tile and the source's own tile among the destinations; an empty route set gives an empty table."""
+    net, _ = _nets(multichip)
+    src, dsts = _multicast(net, np.random.default_rng(5), 300)
+    dsts = [d + d[:1] + ((int(s),) if k % 7 == 0 else ()) for k, (s, d) in enumerate(zip(src.tolist(), dsts))]
+    table = net.multicast_table(src, [np.array(d) for d in dsts])
+    built = [net.tree(s, d) for s, d in zip(src.tolist(), dsts)]
+    assert any(-1 in t.eject.values() for t in built) and any(sum(len(k) > 1 for k in t.children) for t in built)
+    assert not multichip or (table.kind == 2).any()
+    _assert_table_is(table, built)
+    for t in (0, 123, -1):
+        _assert_tree_is(table.trees[t], built[t])
+    assert len(net.multicast_table(np.zeros(0, np.int64), [])) == 0
+
+
 def test_table_climbs_are_the_trees_up_matrices():
     """RouteTable.climbs lists exactly the finite entries of every tree's Tree.up (flat indices, sorted by the
     ancestor, then the descendant), cut at the given number of climbs."""
