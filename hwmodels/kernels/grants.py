@@ -16,6 +16,11 @@ from numba import njit
 
 from hwmodels.kernels import threads
 
+QUEUE = np.dtype([("free", np.float64), ("start", np.int64), ("size", np.int64), ("ver", np.int64)])
+"""State of a queue in the kernel: free, release (s) of its last holder (NaN while held: releases are numbers);
+start, size: its waiting heap heap[start:start + size]; ver: queue << 32 plus a count of its candidates made
+stale (a candidate is current while it carries its queue's ver)."""
+
 
 @njit(cache=True, inline="always")
 def _before(a: int, b: int, qv: np.ndarray, key: np.ndarray) -> bool:
@@ -24,10 +29,10 @@ def _before(a: int, b: int, qv: np.ndarray, key: np.ndarray) -> bool:
 
 
 @njit(cache=True, inline="always")
-def _wait_push(heap, start, size, qu, node, qv, key) -> None:
-    """Add `node` to queue qu's waiting heap (heap[start[qu]:start[qu] + size[qu]])."""
-    base, i = start[qu], size[qu]
-    size[qu] += 1
+def _wait_push(heap, qs, qu, node, qv, key) -> None:
+    """Add `node` to queue qu's waiting heap (heap[qs[qu].start:qs[qu].start + qs[qu].size])."""
+    base, i = qs[qu].start, qs[qu].size
+    qs[qu].size = i + 1
     while i > 0:
         p = (i - 1) // 2
         if not _before(node, heap[base + p], qv, key):
@@ -38,12 +43,12 @@ def _wait_push(heap, start, size, qu, node, qv, key) -> None:
 
 
 @njit(cache=True, inline="always")
-def _wait_pop(heap, start, size, qu, qv, key) -> int:
+def _wait_pop(heap, qs, qu, qv, key) -> int:
     """Remove and return the (Q, flow)-least waiting node of queue qu."""
-    base = start[qu]
+    base = qs[qu].start
     top = heap[base]
-    size[qu] -= 1
-    n = size[qu]
+    n = qs[qu].size - 1
+    qs[qu].size = n
     last = heap[base + n]
     i = 0
     while True:
@@ -62,24 +67,25 @@ def _wait_pop(heap, start, size, qu, qv, key) -> int:
 
 
 @njit(cache=True, inline="always")
-def _cand_push(ct, cq, cv, hsize, t, qu, ver) -> int:
-    """Push candidate (time t, queue qu, version) on the time heap of hsize entries; returns the new size."""
+def _cand_push(ct, cv, hsize, t, ver) -> int:
+    """Push candidate (time t, version ver of its queue, which holds the queue) on the time heap of hsize
+    entries; returns the new size."""
     i = hsize
     while i > 0:
         p = (i - 1) // 2
         if ct[p] <= t:
             break
-        ct[i], cq[i], cv[i] = ct[p], cq[p], cv[p]
+        ct[i], cv[i] = ct[p], cv[p]
         i = p
-    ct[i], cq[i], cv[i] = t, qu, ver
+    ct[i], cv[i] = t, ver
     return hsize + 1
 
 
 @njit(cache=True, inline="always")
-def _cand_pop(ct, cq, cv, hsize) -> int:
+def _cand_pop(ct, cv, hsize) -> int:
     """Drop the least candidate (kept at index 0 by the caller before the call); returns the new size."""
     n = hsize - 1
-    t, qu, ver = ct[n], cq[n], cv[n]
+    t, ver = ct[n], cv[n]
     i = 0
     while True:
         c = 2 * i + 1
@@ -89,11 +95,28 @@ def _cand_pop(ct, cq, cv, hsize) -> int:
             c += 1
         if ct[c] >= t:
             break
-        ct[i], cq[i], cv[i] = ct[c], cq[c], cv[c]
+        ct[i], cv[i] = ct[c], cv[c]
         i = c
     if n > 0:
-        ct[i], cq[i], cv[i] = t, qu, ver
+        ct[i], cv[i] = t, ver
     return n
+
+
+@njit(cache=True, inline="always")
+def _cand_replace(ct, cv, hsize, t, ver) -> None:
+    """Put candidate (time t, version ver) in place of the least one (index 0) of the heap of hsize entries."""
+    i = 0
+    while True:
+        c = 2 * i + 1
+        if c >= hsize:
+            break
+        if c + 1 < hsize and ct[c + 1] < ct[c]:
+            c += 1
+        if ct[c] >= t:
+            break
+        ct[i], cv[i] = ct[c], cv[c]
+        i = c
+    ct[i], cv[i] = t, ver
 
 
 @njit(cache=True, inline="always")
@@ -134,13 +157,14 @@ def play(ready, tail, key, of, node_ptr, queue_ptr, start, hop, before, cm, bloc
     hwmodels.timing.des_vector). The node-sized work arrays (request times, grants missing, waiting heaps) are
     allocated here by numpy (transparent huge pages: hwmodels.kernels.nodes.fill) and set step by step."""
     n, n_queues = len(key), int(queue_ptr[-1])
+    if n_queues >= 2 ** 31:
+        raise ValueError("grants kernel: more than 2**31 queues")
     g, rel = (np.full(n, np.nan), np.full(n, np.nan)) if out is None else out
     qv, missing, heap = np.empty(n), np.empty(n, key.dtype), np.empty(n, key.dtype)
-    size, free, busy, ver = (np.empty(n_queues, np.int64), np.empty(n_queues), np.empty(n_queues, np.bool_),
-                             np.empty(n_queues, np.int64))
+    qs = np.empty(n_queues, QUEUE)
     args = (ready, tail, key, of, node_ptr, queue_ptr, hop, before, cm, blocking, parent, first_child, ch_ptr, child,
             tm_ptr, term_node, term_const, dp_ptr, dependent, need, float(link_s), g, rel, qv, missing, heap, start,
-            size, free, busy, ver)
+            qs)
     parts = threads.run(lambda k0, k1: play_steps(k0, k1, *args), threads.split(node_ptr, workers))
     return g, rel, sum(p[0] for p in parts), sum(p[1] for p in parts)
 
@@ -148,64 +172,78 @@ def play(ready, tail, key, of, node_ptr, queue_ptr, start, hop, before, cm, bloc
 @njit(cache=True, nogil=True)
 def play_steps(k0, k1, ready, tail, key, of, node_ptr, queue_ptr, hop, before, cm, blocking, parent, first_child,
                ch_ptr, child, tm_ptr, term_node, term_const, dp_ptr, dependent, need, link_s, g, rel, qv, missing,
-               heap, start, size, free, busy, ver):
+               heap, start, qs):
     """play() of steps k0..k1-1 into g, rel (float (n,)), with the work arrays of play: request times qv (float
     (n,), NaN until known), grants missing and the waiting heaps heap[start[q]:...] ((n,) each), the queue
-    states size, free, busy, ver ((n_queues,) each), all set here for each step; releases the GIL. Returns
-    (nodes granted, early children)."""
+    records qs ((n_queues,) of QUEUE), all set here for each step; releases the GIL. Returns (nodes
+    granted, early children)."""
     most, plain = 0, len(dp_ptr) == 0
     for k in range(k0, k1):
         most = max(most, (queue_ptr[k + 1] - queue_ptr[k]) + 2 * (node_ptr[k + 1] - node_ptr[k]) + 1)
-    ct, cq, cv = np.empty(most), np.empty(most, np.int64), np.empty(most, np.int64)
+    ct, cv = np.empty(most), np.empty(most, np.int64)
     granted, early = 0, np.zeros(1, np.int64)
     for k in range(k0, k1):
         for qu in range(queue_ptr[k], queue_ptr[k + 1]):
-            size[qu], free[qu], busy[qu], ver[qu] = 0, -np.inf, False, 0
+            qs[qu].free, qs[qu].start, qs[qu].size, qs[qu].ver = -np.inf, start[qu], 0, qu << 32
         for u in range(node_ptr[k], node_ptr[k + 1]):
             qv[u] = ready[key[u]] if parent[u] < 0 else np.nan
             missing[u] = 1 + blocking[u] if plain else need[u]
             if not np.isnan(qv[u]):
-                _wait_push(heap, start, size, of[u], u, qv, key)
+                _wait_push(heap, qs, of[u], u, qv, key)
         hsize = 0
         for qu in range(queue_ptr[k], queue_ptr[k + 1]):
-            if size[qu] > 0:
-                hsize = _cand_push(ct, cq, cv, hsize, max(free[qu], qv[heap[start[qu]]]), qu, ver[qu])
-        granted += _run(hsize, ct, cq, cv, heap, start, size, free, busy, ver, qv, key, of, g, rel, hop, before, cm,
-                        tail, blocking, parent, first_child, ch_ptr, child, tm_ptr, term_node, term_const, dp_ptr,
+            if qs[qu].size > 0:
+                hsize = _cand_push(ct, cv, hsize, max(qs[qu].free, qv[heap[qs[qu].start]]), qs[qu].ver)
+        granted += _run(hsize, ct, cv, heap, qs, qv, key, of, g, rel, hop, before, cm, tail,
+                        blocking, parent, first_child, ch_ptr, child, tm_ptr, term_node, term_const, dp_ptr,
                         dependent, missing, link_s, early)
     return granted, early[0]
 
 
 @njit(cache=True, nogil=True)
-def _run(hsize, ct, cq, cv, heap, start, size, free, busy, ver, qv, key, of, g, rel, hop, before, cm, tail, blocking,
-         parent, first_child, ch_ptr, child, tm_ptr, term_node, term_const, dp_ptr, dependent, missing, link_s,
-         early) -> int:
+def _run(hsize, ct, cv, heap, qs, qv, key, of, g, rel, hop, before, cm, tail, blocking, parent,
+         first_child, ch_ptr, child, tm_ptr, term_node, term_const, dp_ptr, dependent, missing, link_s, early) -> int:
     """Pop candidates in time order until none is left: grant, derive the children's requests and every
     release now known; returns the grants made and adds to early[0] the children requested at their parent's
-    grant instant."""
+    grant instant. A candidate is current while its version equals its queue's ver (queue cv >> 32); a
+    queue is held while its free is NaN. A granted candidate stays at the top of the
+    heap until the first push takes its place (one sift-down instead of a pop and a push); equal times of
+    different queues may thus pop in another order than a pop-then-push heap's, which does not change any
+    grant: every least candidate is certain (module docstring), and a queue has one current candidate."""
     granted, single, plain = 0, len(ch_ptr) == 0, len(dp_ptr) == 0
+    n_early = 0
     while hsize > 0:
-        qu, v = cq[0], cv[0]
-        hsize = _cand_pop(ct, cq, cv, hsize)
-        if v != ver[qu]:
+        v = cv[0]
+        qu = v >> 32
+        if v != qs[qu].ver:
+            hsize = _cand_pop(ct, cv, hsize)
             continue
-        u = _wait_pop(heap, start, size, qu, qv, key)
-        gt = max(free[qu], qv[u])
+        # the candidate stays at the top until the first push replaces it (or it is popped at the end)
+        top = True
+        u = _wait_pop(heap, qs, qu, qv, key)
+        gt = max(qs[qu].free, qv[u])
         g[u] = gt
-        busy[qu] = True
-        ver[qu] += 1
+        qs[qu].free = np.nan
+        qs[qu].ver = v + 1
         granted += 1
         lo, hi = (0, int(first_child[u] >= 0)) if single else (ch_ptr[u], ch_ptr[u + 1])
         for j in range(lo, hi):
             c = first_child[u] if single else child[j]
-            qv[c] = gt + hop[u]
-            if qv[c] <= gt:
-                early[0] += 1
+            qc = gt + hop[u]
+            qv[c] = qc
+            if qc <= gt:
+                n_early += 1
             kq = of[c]
-            _wait_push(heap, start, size, kq, c, qv, key)
-            if not busy[kq] and heap[start[kq]] == c:
-                ver[kq] += 1
-                hsize = _cand_push(ct, cq, cv, hsize, max(free[kq], qv[c]), kq, ver[kq])
+            _wait_push(heap, qs, kq, c, qv, key)
+            fk = qs[kq].free
+            if not np.isnan(fk) and heap[qs[kq].start] == c:
+                w = qs[kq].ver + 1
+                qs[kq].ver = w
+                if top:
+                    _cand_replace(ct, cv, hsize, max(fk, qc), w)
+                    top = False
+                else:
+                    hsize = _cand_push(ct, cv, hsize, max(fk, qc), w)
         p = parent[u]
         lo, hi = (0, 1 + int(p >= 0 and blocking[p])) if plain else (dp_ptr[u], dp_ptr[u + 1])
         for j in range(lo, hi):
@@ -216,8 +254,16 @@ def _run(hsize, ct, cq, cv, heap, start, size, free, busy, ver, qv, key, of, g, 
                              link_s)
                 rel[x] = r
                 xq = of[x]
-                free[xq], busy[xq] = r, False
-                if size[xq] > 0:
-                    ver[xq] += 1
-                    hsize = _cand_push(ct, cq, cv, hsize, max(r, qv[heap[start[xq]]]), xq, ver[xq])
+                qs[xq].free = r
+                if qs[xq].size > 0:
+                    w = qs[xq].ver + 1
+                    qs[xq].ver = w
+                    if top:
+                        _cand_replace(ct, cv, hsize, max(r, qv[heap[qs[xq].start]]), w)
+                        top = False
+                    else:
+                        hsize = _cand_push(ct, cv, hsize, max(r, qv[heap[qs[xq].start]]), w)
+        if top:
+            hsize = _cand_pop(ct, cv, hsize)
+    early[0] += n_early
     return granted
