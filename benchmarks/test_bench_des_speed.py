@@ -9,6 +9,7 @@ ENGINES) on the same batches (the simpy engine not on Spikformer: minutes per pl
 """
 import os
 import statistics
+import time
 
 import numpy as np
 import pandas as pd
@@ -23,6 +24,10 @@ from hwmodels.timing.core_times import action_times
 from workloads_bench import mnist_default, spikformer_32, vgg11_32
 
 PAIRS = {"mnist_conv": 7, "vgg11": 7, "spikformer_4_384": 3}  # interleaved (forward, DES) measurements per net
+#: pause (s) between a forward pass and the DES run of its pair: torch's OpenMP worker threads keep spinning for a
+#: while after a parallel region and take a core from whatever runs next (measured on VGG-11: DES 110 ms right after a
+#: forward, 100 ms alone or 0.3 s later); the pause gives the DES the quiet machine the forward had
+SETTLE_S = 0.3
 #: nets whose network play is timed with the simpy engine too
 SIMPY_PLAY = ("mnist_conv", "vgg11")
 #: the simulation before the vector engine (commit 7ef53e7, reports/benchmarks/des_speed.md of that commit): DES /
@@ -59,6 +64,7 @@ def _forward_and_des(w, mapping) -> tuple[list[float], list[float], object]:
     fwd, des_, res = [], [], None
     for _ in range(PAIRS[w.name]):
         fwd.append(torch_forward_s(w.model, w.x, repeats=1)[0])
+        time.sleep(SETTLE_S)  # torch's OpenMP workers spin on after the forward: let them go idle first
         wall, _, res = time_median(lambda: simulate(w.graph, w.trace, w.chip, mapping, model="des"), 1)
         des_.append(wall)
     return fwd, des_, res
@@ -109,7 +115,10 @@ def test_des_against_torch_forward():
         "with each engine on the same batches, whose step latencies are bit-identical (engines_bit_identical).",
         "torch_forward_s: one no-grad batch of all samples in eval mode on CPU (after one warm-up pass), median of "
         f"{'/'.join(str(v) for v in PAIRS.values())} runs ({', '.join(PAIRS)}) interleaved with as many DES runs "
-        "(des_repeats_s / forward_repeats_s in the same order); "
+        f"(des_repeats_s / forward_repeats_s in the same order), each DES run {SETTLE_S} s after its forward (torch's "
+        "OpenMP workers spin on after a forward and slow whatever runs next: VGG-11's DES took 110 ms right after a "
+        "forward against 100 ms alone or 0.3 s later, same process, medians of 7; runs before this session's had "
+        "no pause); "
         "des_over_forward is the median of the pairs' ratios, des_over_forward_min the ratio of the fastest runs "
         "(the least disturbed by other jobs: torch's two threads lose up to 10x when one core is busy).",
         "synaptic_events_per_s / messages_per_s: events and core-to-core messages of all samples / des_s.",
@@ -164,6 +173,15 @@ def test_des_against_torch_forward():
         "per-core counts, the populations' spikes counted on threads, class stacks regrouped per population "
         "without sorting rows already in order or dividing per entry, link hold times summed by one compiled pass "
         "over the channel nodes. Every SimResult bit-identical to c0a3d9a.",
+        "Since then (commit e55bffe measured in the same hour on the same machine with this benchmark, pause "
+        "included: 0.94x mnist_conv, 1.07x vgg11, 7.93x spikformer_4_384; DES 0.036 / 0.142 / 1.84 s, forward 0.043 "
+        "/ 0.128 / 0.227 s): route trees held in one flat table (hwmodels.events.route_table; unicast paths and "
+        "multicast trees filled by compiled walks instead of one Python object per route: Spikformer's routes "
+        "345 -> 42 ms), channel-node arrays allocated by numpy (transparent huge pages; numba's own allocations "
+        "fault 4 KiB pages, 3-4x slower to touch) and slimmed to 7 per node with the queues numbered in the same "
+        "pass, the grant kernel's queue state in one record with the granted candidate replaced at the heap top "
+        "(~13-17% per node), pair hops gathered from per-core coordinates. Every SimResult bit-identical to "
+        "c0a3d9a.",
         f"load average at start {machine['load_avg_1min']}, at end {round(os.getloadavg()[0], 2)}, on "
         f"{machine['cores']} cores: other jobs ran alongside (the forward pass uses both cores and suffers most)."]
     if max(machine["load_avg_1min"], os.getloadavg()[0]) > 1.5:
