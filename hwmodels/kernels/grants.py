@@ -83,22 +83,11 @@ def _cand_push(ct, cv, hsize, t, ver) -> int:
 
 @njit(cache=True, inline="always")
 def _cand_pop(ct, cv, hsize) -> int:
-    """Drop the least candidate (kept at index 0 by the caller before the call); returns the new size."""
+    """Drop the least candidate (kept at index 0 by the caller before the call); returns the new size: the last
+    entry takes its place (_cand_replace on the heap one shorter)."""
     n = hsize - 1
-    t, ver = ct[n], cv[n]
-    i = 0
-    while True:
-        c = 2 * i + 1
-        if c >= n:
-            break
-        if c + 1 < n and ct[c + 1] < ct[c]:
-            c += 1
-        if ct[c] >= t:
-            break
-        ct[i], cv[i] = ct[c], cv[c]
-        i = c
     if n > 0:
-        ct[i], cv[i] = t, ver
+        _cand_replace(ct, cv, n, ct[n], cv[n])
     return n
 
 
