@@ -8,8 +8,6 @@ crosses a chip boundary (Mapping.mesh_shape set: multi-chip) uses the chip-to-ch
 """
 from __future__ import annotations
 
-import gc
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -28,7 +26,7 @@ DIRECTIONS = ((1, 0), (-1, 0), (0, 1), (0, -1))
 HOP_KINDS = ("ew", "ns", "chip")
 #: the public names (Tree, NO_TERM and RouteTable are hwmodels.events.route_table's, imported from here too)
 __all__ = ["DIRECTIONS", "HOP_KINDS", "NO_TERM", "Network", "RouteTable", "RouteUse", "Tree", "TreeLayout",
-           "collector_paused", "route_use", "tree_energy_sums", "xy_links"]
+           "route_use", "tree_energy_sums", "xy_links"]
 
 
 def xy_links(src: tuple[int, int], dst: tuple[int, int]) -> list[tuple[int, int, int, int]]:
@@ -248,21 +246,6 @@ def tree_energy_sums(routes, energy_j: np.ndarray) -> np.ndarray:
     energy_j[kind] (J, per HOP_KINDS), float (n_trees,), bit for bit (hwmodels.kernels.sums.segment_sums: numpy's
     pairwise summation, one compiled pass)."""
     return segment_sums(np.asarray(energy_j, np.float64)[routes.kind], np.asarray(routes.off, np.int64))
-
-
-@contextmanager
-def collector_paused():
-    """Pause Python's cyclic garbage collector (gc) for the block, restoring it after when it was enabled. Making
-    tens of thousands of route trees one by one (multicast routes, Network.tree) allocates a few objects per
-    route, which triggers repeated collections that walk every tracked object of the process; the trees hold no
-    reference cycles, so pausing changes nothing but that time."""
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
 
 
 @dataclass(frozen=True, eq=False)

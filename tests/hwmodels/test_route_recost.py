@@ -108,28 +108,6 @@ def test_vectorised_unicast_paths_equal_the_general_tree_builder(multichip):
     assert net.path_s.shape == net.path_j.shape == net.path_hops.shape == (n, n)
 
 
-def test_route_building_leaves_the_garbage_collector_as_it_found_it():
-    """route_use and recost pause Python's cyclic collector (collector_paused) while they make their trees and
-    restore it: on when it was on (also after an error inside), still off when the caller had turned it off."""
-    import gc
-
-    from hwmodels.events import network
-
-    assert gc.isenabled()
-    with pytest.raises(RuntimeError):
-        with network.collector_paused():
-            assert not gc.isenabled()
-            raise RuntimeError("inside")
-    assert gc.isenabled()
-    gc.disable()
-    try:
-        with network.collector_paused():
-            assert not gc.isenabled()
-        assert not gc.isenabled()
-    finally:
-        gc.enable()
-
-
 @pytest.mark.parametrize("multicast", [False, True])
 @pytest.mark.parametrize("multichip", [False, True])
 def test_eject_channels_are_the_trees_own_eject_channels(nets, rng, multicast, multichip):
