@@ -25,8 +25,8 @@ DIRECTIONS = ((1, 0), (-1, 0), (0, 1), (0, -1))
 #: kinds of hop a message makes (Tree.kind, RouteUse.hop_kinds columns)
 HOP_KINDS = ("ew", "ns", "chip")
 #: the public names (Tree, NO_TERM and RouteTable are hwmodels.events.route_table's, imported from here too)
-__all__ = ["DIRECTIONS", "HOP_KINDS", "NO_TERM", "Network", "RouteTable", "RouteUse", "Tree", "TreeLayout",
-           "route_use", "tree_energy_sums", "xy_links"]
+__all__ = ["DIRECTIONS", "HOP_KINDS", "NO_TERM", "Network", "RouteTable", "RouteUse", "Tree", "route_use",
+           "tree_energy_sums", "xy_links"]
 
 
 def xy_links(src: tuple[int, int], dst: tuple[int, int]) -> list[tuple[int, int, int, int]]:
@@ -149,6 +149,11 @@ class Network:
             return dx, dy, np.zeros_like(dx), np.zeros_like(dy)
         return dx, dy, np.abs(cx[src] - cx[dst]), np.abs(cy[src] - cy[dst])
 
+    @property
+    def _height(self) -> int:
+        """Tile rows of the mesh the mapping uses (the largest tile y + 1)."""
+        return int(self._xy[:, 1].max(initial=0)) + 1
+
     @cached_property
     def _core_coords(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(x, y, chip x, chip y) int64 (n_cores,) each, contiguous: each core's tile and, on a multi-chip mesh, its
@@ -181,7 +186,8 @@ class Network:
         """RouteTable of the routes from src_cores[i] to the single core dst_cores[i] (int64 (n,)), built at once
         (hwmodels.events.paths.unicast_table): tree i equals tree(src_cores[i], (dst_cores[i],))."""
         src, dst = (np.asarray(c, np.int64) for c in (src_cores, dst_cores))
-        return paths.unicast_table(self._xy[src], self._xy[dst], self.width, self.mesh, *self.kind_costs)
+        return paths.unicast_table(self._xy[src], self._xy[dst], self.width, self._height, self.mesh,
+                                   *self.kind_costs)
 
     def multicast_table(self, src_cores: np.ndarray, dst_sets: list[np.ndarray]) -> RouteTable:
         """RouteTable of the routes from src_cores[i] to the cores dst_sets[i] (int64 (n,) and n int arrays), built
@@ -190,7 +196,7 @@ class Network:
         src = np.asarray(src_cores, np.int64)
         sizes = np.array([len(d) for d in dst_sets], np.int64)
         cores = np.concatenate([np.asarray(d, np.int64) for d in dst_sets]) if len(dst_sets) else np.zeros(0, np.int64)
-        height = int(self._xy[:, 1].max(initial=0)) + 1
+        height = self._height
         route = np.repeat(np.arange(len(src), dtype=np.int64), sizes)
         xy = self._xy[cores]
         # each route's tiles sorted by (x, y) without repeats: one sort of (route, x, y) keys
@@ -229,16 +235,6 @@ class Network:
                     np.array([c[0] for c in cost], float), np.array([c[1] for c in cost], float),
                     np.array([self.link_kind(lk) for lk in links], np.int64), np.array(before, float), eject,
                     np.array(blocking, bool))
-
-
-class TreeLayout:
-    """The channels of a sequence of trees laid end to end (a view of their RouteTable): bounds int64 (n_trees + 1,)
-    first channel of each tree and the end; kind int64 (n,) HOP_KINDS index; parent int64 (n,) flat index of the
-    parent channel (-1 at a root); levels: flat indices of the channels at depth 2, 3, ... (parents first)."""
-
-    def __init__(self, routes):
-        table = RouteTable.of(routes)
-        self.bounds, self.kind, self.parent, self.levels = table.off, table.kind, table.flat_parent, table.levels
 
 
 def tree_energy_sums(routes, energy_j: np.ndarray) -> np.ndarray:
@@ -298,11 +294,6 @@ class RouteUse:
         n_f, n_m = self.flows[tree], self.messages[tree]
         held = n_f * np.maximum(hop_s, link_s) + (n_m - n_f) * max(link_s, out_s)
         return uniq, np.bincount(inv, weights=n_m).astype(np.int64), np.bincount(inv, weights=held)
-
-    @cached_property
-    def layout(self) -> TreeLayout:
-        """TreeLayout of the trees (a view of `table`)."""
-        return TreeLayout(self.table)
 
     @cached_property
     def channels(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

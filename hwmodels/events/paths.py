@@ -1,30 +1,25 @@
-"""Unicast XY routes of many (source tile, destination tile) pairs at once: the route trees of
-hwmodels.events.network built in one compiled pass (hwmodels.kernels.nodes.path_channels) instead of one Python
-walk per route (a route to one tile is a path, so its tree is the path's links in order, each the parent of the
-next), laid end to end in a RouteTable."""
+"""XY routes of many routes at once: the route trees of hwmodels.events.network (a multicast tree: the union of the
+XY paths from its source tile to each destination tile; a unicast route: one such path) built by one compiled walk
+(hwmodels.kernels.trees) instead of one Python walk per route, laid end to end in a RouteTable."""
 from __future__ import annotations
 
 import numpy as np
 
 from hwmodels.events.route_table import RouteTable
-from hwmodels.kernels.nodes import path_channels
 from hwmodels.kernels.trees import tree_channels
 
 
-def unicast_table(src: np.ndarray, dst: np.ndarray, width: int, mesh: tuple[int, int] | None,
+def unicast_table(src: np.ndarray, dst: np.ndarray, width: int, height: int, mesh: tuple[int, int] | None,
                   lat_s: np.ndarray, energy_j: np.ndarray) -> RouteTable:
     """RouteTable of the XY paths (X first, then Y) of every pair (src / dst: int64 (n, 2) tile (x, y)), on a mesh
-    `width` tiles wide (link ids as hwmodels.events.network.Network.link_id) of chips of `mesh` tiles (None: one
-    chip; a hop across a chip boundary is of kind 2), with hop latency lat_s[kind] (s) and energy energy_j[kind]
-    (J) (float (3,) each, by HOP_KINDS): equal, field by field and bit for bit, to the trees Network._build makes
-    of each pair (a path of n channels: parent k - 1 and depth k + 1 at position k, all but the last channel
-    blocking, the destination tile entered by the last; before_s the running sum of the hop latencies)."""
-    src, dst = (np.ascontiguousarray(a, np.int64).reshape(-1, 2) for a in (src, dst))
-    mesh_x, mesh_y = mesh if mesh else (0, 0)
-    off, *cols = path_channels(src, dst, int(width), int(mesh_x), int(mesh_y),
-                               np.ascontiguousarray(lat_s, np.float64), np.ascontiguousarray(energy_j, np.float64))
-    eject = (np.arange(len(src) + 1, dtype=np.int64), dst, np.diff(off) - 1)
-    return RouteTable(off, *cols, eject)
+    of width x height tiles (link ids as hwmodels.events.network.Network.link_id) of chips of `mesh` tiles (None:
+    one chip; a hop across a chip boundary is of kind 2), with hop latency lat_s[kind] (s) and energy
+    energy_j[kind] (J) (float (3,) each, by HOP_KINDS): multicast_table with one destination per route, equal,
+    field by field and bit for bit, to the trees Network._build makes of each pair (a path of n channels: parent
+    k - 1 and depth k + 1 at position k, all but the last channel blocking, the destination tile entered by the
+    last; before_s the running sum of the hop latencies)."""
+    dst = np.ascontiguousarray(dst, np.int64).reshape(-1, 2)
+    return multicast_table(src, np.arange(len(dst) + 1, dtype=np.int64), dst, width, height, mesh, lat_s, energy_j)
 
 
 def multicast_table(src: np.ndarray, d_off: np.ndarray, dst: np.ndarray, width: int, height: int,

@@ -1,8 +1,8 @@
 """Route trees laid end to end in flat arrays (RouteTable), the form the route users read (hwmodels.events.network
 RouteUse, hwmodels.timing.des), and the per-route Tree view made from it on demand (RouteTable.trees).
 
-A table of unicast routes is built with numpy for all routes at once (hwmodels.events.paths.unicast_table); one
-of multicast routes by concatenating the trees Network._build makes (RouteTable.of_trees).
+Tables of unicast and multicast routes are built for all routes at once by one compiled walk
+(hwmodels.events.paths); RouteTable.of_trees lays trees made one by one (Network._build) end to end.
 """
 from __future__ import annotations
 

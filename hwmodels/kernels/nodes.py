@@ -1,8 +1,6 @@
 """Compiled fills of channel arrays: the channel nodes of hwmodels.timing.des_nodes.Nodes and their queues (fill:
 one pass over the flows instead of a dozen numpy gathers over every node and a sort of the queue keys, with the
-same values: copies and one integer addition per parent index; costs: the hop latencies alone) and the channels
-of unicast XY paths for hwmodels.events.paths (path_channels: one pass over the pairs, the same values as
-hwmodels.events.network.Network._build's link-by-link walk)."""
+same values: copies and one integer addition per parent index; costs: the hop latencies alone)."""
 from __future__ import annotations
 
 import numpy as np
@@ -117,40 +115,3 @@ def _costs(off, flow_route, t_off, hop_s, before_s, hop, before) -> None:
         base, t0 = off[f], t_off[flow_route[f]]
         for c in range(off[f + 1] - base):
             hop[base + c], before[base + c] = hop_s[t0 + c], before_s[t0 + c]
-
-
-@njit(cache=True, nogil=True)
-def path_channels(src, dst, width, mesh_x, mesh_y, lat_s, energy_j):
-    """The channels of the XY path (X first, then Y) of every pair, laid end to end in pair order: src / dst
-    int64 (n, 2) tile (x, y); width: tiles per mesh row (link id ((y * width + x) * 4 + direction), directions
-    east, west, north, south); mesh_x / mesh_y: tiles per chip (0: one chip), a hop between two chips being of
-    kind 2, else 0 east-west, 1 north-south; lat_s / energy_j float64 (3,) s / J per kind. Returns off int64
-    (n + 1,) first channel of each pair and the end, then per channel (off[-1],): links, parent (position - 1),
-    depth (position + 1), kind int64, hop_s, hop_j, before_s float64 (the hop latencies before it on its path,
-    added one by one from 0.0) and blocking bool (all but a path's last channel)."""
-    n = len(src)
-    off = np.zeros(n + 1, np.int64)
-    for p in range(n):
-        off[p + 1] = off[p] + abs(dst[p, 0] - src[p, 0]) + abs(dst[p, 1] - src[p, 1])
-    total = off[n]
-    links, parent, depth, kind = (np.empty(total, np.int64), np.empty(total, np.int64),
-                                  np.empty(total, np.int64), np.empty(total, np.int64))
-    hop_s, hop_j, before, blocking = np.empty(total), np.empty(total), np.empty(total), np.empty(total, np.bool_)
-    for p in range(n):
-        x, y, x1 = src[p, 0], src[p, 1], dst[p, 0]
-        sx, sy = (1 if x1 > x else -1), (1 if dst[p, 1] > y else -1)
-        z, size, acc = off[p], off[p + 1] - off[p], 0.0
-        for k in range(size):
-            if x != x1:
-                d, nx, ny = (0 if sx > 0 else 1), x + sx, y
-            else:
-                d, nx, ny = (2 if sy > 0 else 3), x, y + sy
-            kd = 0 if d < 2 else 1
-            if mesh_x > 0 and (x // mesh_x != nx // mesh_x or y // mesh_y != ny // mesh_y):
-                kd = 2
-            i = z + k
-            links[i], parent[i], depth[i], kind[i] = (y * width + x) * 4 + d, k - 1, k + 1, kd
-            hop_s[i], hop_j[i], before[i], blocking[i] = lat_s[kd], energy_j[kd], acc, k < size - 1
-            acc += lat_s[kd]
-            x, y = nx, ny
-    return off, links, parent, depth, kind, hop_s, hop_j, before, blocking
