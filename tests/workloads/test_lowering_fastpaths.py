@@ -17,8 +17,9 @@ from workloads.lowering import fit
 from workloads.lowering.activity import (node_activity_torch, node_activity, packed, population_activity,
                                          value_activity)
 from workloads.lowering.events import event_mask, mask_events, population_events
-from workloads.lowering.fit import quantize_model, quantize_rows
-from workloads.lowering import events
+from workloads.lowering.fit import quantize_model, quantize_rows, quantized_model
+from workloads.lowering import activity, events
+from workloads.lowering.activity_kernel import activity_rows
 from workloads.lowering.jobs import Jobs
 from workloads.models import build_model
 
@@ -132,6 +133,24 @@ def test_quantize_rows_empty_and_nan():
     assert np.isnan(err) and torch.equal(q[1], torch.tensor([0.5, -1.0]))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_activity_kernel_equals_numpy_comparisons_and_strided_inputs_fall_back(dtype):
+    rng = np.random.default_rng(4)
+    x, v, s = (np.where(rng.random((3, 5, 7)) < 0.4, rng.standard_normal((3, 5, 7)), 0.0).astype(dtype)
+               for _ in range(3))
+    x[0, 0, 0], x[1, 0, 0], v[0, 1, 1], v[1, 2, 2] = np.nan, -0.0, dtype(0.1), np.nan
+    rest = 0.1
+    want = np.empty((4, 5, 7), bool)  # the rule, by plain numpy comparisons (rest compared in the arrays' dtype)
+    want[:3] = (x != 0) | (s != 0)
+    want[1:3] |= v[:-1] != rest
+    want[3] = v[-1] != rest
+    assert want[1, 1, 1] == ((x[1, 1, 1] != 0) | (s[1, 1, 1] != 0))  # a potential at rest (in float32 too)
+    np.testing.assert_array_equal(activity_rows(x, v, s, rest), want)
+    strided = [np.asfortranarray(a) for a in (x, v, s)]  # not C-contiguous: numpy's passes
+    np.testing.assert_array_equal(activity._node_activity_numpy(*strided, rest), want)
+    np.testing.assert_array_equal(activity._node_activity_numpy(x, v, s, rest), want)
+
+
 def _seeded(*layers) -> nn.Sequential:
     """nn.Sequential of `layers` built under a fixed torch seed (the global generator restored after)."""
     with torch.random.fork_rng():
@@ -163,6 +182,51 @@ def test_quantize_model_tied_weight_is_quantized_once_on_the_copy():
     work, errors = quantize_model(net, 3, None, {}, {})
     assert work[0].weight is work[1].weight and errors["0"] > 0.0 and errors["1"] == 0.0
     assert torch.equal(work[0].weight, quantize_rows(net[0].weight, 3, False)[0])
+
+
+def test_quantized_model_swaps_weights_in_and_puts_the_originals_back():
+    net = _seeded(lambda: nn.Linear(6, 5), lambda: nn.Linear(5, 5), lambda: nn.Linear(5, 4))
+    with torch.no_grad():  # layer 1 already on a 2-bit grid: left as it is (error 0, not swapped)
+        net[1].weight.copy_(torch.tensor([-1.0, 0.0, 1.0, 0.0, 1.0]).repeat(5, 1))
+    originals = [net[i]._parameters["weight"] for i in range(3)]
+    before = [p.detach().clone() for p in originals]
+    copy_net, copy_errors = quantize_model(net, 4, None, {"1": 2}, {})
+    with Jobs(2) as jobs, quantized_model(net, 4, None, {"1": 2}, {}, jobs) as (work, errors):
+        assert work is net and errors == copy_errors and errors["1"] == 0.0 and errors["0"] > 0.0
+        assert net[1].weight is originals[1] and net[0].weight is not originals[0]
+        for i in range(3):
+            assert torch.equal(net[i].weight, copy_net[i].weight) and net[i].weight.requires_grad
+    assert all(net[i]._parameters["weight"] is originals[i] for i in range(3))
+    assert all(torch.equal(p, b) for p, b in zip(originals, before))
+    with pytest.raises(RuntimeError, match="inside"):
+        with quantized_model(net, 3, None, {}, {}) as (work, _):
+            assert not torch.equal(work[2].weight, before[2])
+            raise RuntimeError("inside")
+    assert all(net[i]._parameters["weight"] is originals[i] for i in range(3))
+
+
+def test_quantized_model_copies_a_model_with_a_pruned_weight():
+    net = _seeded(lambda: nn.Linear(6, 5), lambda: nn.Linear(5, 4))
+    with torch.no_grad():
+        prune.l1_unstructured(net[1], "weight", amount=0.4)
+    with quantized_model(net, 4, None, {}, {}) as (work, errors):
+        assert work is not net and hasattr(net[1], "weight_orig") and not hasattr(work[1], "weight_orig")
+        want, want_errors = quantize_model(net, 4, None, {}, {})
+        assert errors == want_errors and all(torch.equal(a, b) for a, b in zip(work.parameters(), want.parameters()))
+
+
+def test_lower_quantize_leaves_the_model_parameters_as_they_were():
+    net = build_model("mnist_conv", (1, 28, 28), 10, seed=3)
+    params = {name: (p, p.detach().clone()) for name, p in net.named_parameters()}
+    x = torch.rand((2, 3, 1, 28, 28), generator=torch.Generator().manual_seed(1))
+    graph, trace = lower(net, x, weight_fit="quantize", weight_bits=4)
+    assert all(e["max_abs_error"] > 0 for e in graph.metadata["weight_fit"].values() if e["declared"] == 4)
+    for name, p in net.named_parameters():
+        assert p is params[name][0] and torch.equal(p, params[name][1])
+    copy_net, _ = quantize_model(net, 4, None, {}, {})
+    graph2, trace2 = lower(copy_net, x, weight_fit="widen", weight_bits=4)
+    np.testing.assert_array_equal(trace.indices, trace2.indices)
+    assert [p.weight.tobytes() for p in graph.projections] == [p.weight.tobytes() for p in graph2.projections]
 
 
 def test_jobs_map_in_item_order_and_reraise():

@@ -24,6 +24,7 @@ from torch import nn
 
 from hwmodels.activity import pack
 from hwmodels.trace import Population
+from workloads.lowering.activity_kernel import activity_rows
 
 #: fn(tensor (T', B, ...), module args) -> (T', B, n) in the population's C-order neuron numbering
 Layout = Callable[[torch.Tensor, tuple], torch.Tensor]
@@ -72,7 +73,11 @@ def _numpy_view(t: torch.Tensor) -> np.ndarray | None:
 
 
 def _node_activity_numpy(x: np.ndarray, v_seq: np.ndarray, spikes: np.ndarray, rest: float) -> np.ndarray:
-    """node_activity's rows of numpy arrays, without the initial potential (see _first_row)."""
+    """node_activity's rows of numpy arrays, without the initial potential (see _first_row): one compiled pass
+    (workloads.lowering.activity_kernel) when the three are C-contiguous arrays of one shape, else numpy's."""
+    if x.shape == v_seq.shape == spikes.shape and x.shape[0] > 0 and all(a.flags.c_contiguous
+                                                                        for a in (x, v_seq, spikes)):
+        return activity_rows(x, v_seq, spikes, rest)
     n_t = x.shape[0]
     out = np.empty((n_t + 1,) + x.shape[1:], bool)
     np.not_equal(x, 0, out=out[:n_t])

@@ -3,6 +3,8 @@ NetworkGraph), the weight fit (workloads.lowering.fit) and the trace recording (
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import numpy as np
 import torch
 from torch import nn
@@ -11,7 +13,7 @@ from hwmodels.trace import MAX_WEIGHT_BITS, STORAGE_FORMATS, EventTrace, Network
 from workloads.exchange.recurrent import make_graph
 from workloads.lowering.activity import Probes
 from workloads.lowering.build import Build, Settings, add_population, drop_unread_input
-from workloads.lowering.fit import FIT_POLICIES, fit_graph, quantize_model
+from workloads.lowering.fit import FIT_POLICIES, fit_graph, quantized_model
 from workloads.lowering.interpreter import interpret, trace_module
 from workloads.lowering.jobs import Jobs
 from workloads.lowering.recorder import Recorder, node_sources, record_trace
@@ -53,10 +55,12 @@ def lower(model: nn.Module, inputs: torch.Tensor, *, labels=None, weight_bits: i
     weight_fit: what to do with a projection whose weights do not fit its bits (per output channel an affine grid
         of 2^b levels after folding; the rule is in workloads.lowering.fit): "widen" (default) keeps the weights
         and stores the bits they need (32 for float weights), "error" raises ValueError naming the projection,
-        "quantize" records a deep copy of the model whose Conv/Linear weights (low-rank factors included) are
-        quantized per output channel to their layer's bits (symmetric uniform, step max|w| / (2^(b-1) - 1),
-        round to nearest; 1 bit: sign x mean|w|), channels already on a b-bit grid untouched, so the trace holds
-        the spikes of the b-bit model. graph.metadata["weight_fit"] reports every projection (declared, needed,
+        "quantize" records the model with its Conv/Linear weights (low-rank factors included) quantized per
+        output channel to their layer's bits (symmetric uniform, step max|w| / (2^(b-1) - 1), round to nearest;
+        1 bit: sign x mean|w|), channels already on a b-bit grid untouched, so the trace holds the spikes of the
+        b-bit model (the quantized weights are swapped into the model for the call and the original Parameters
+        put back after, or, when a weight is parametrized, pruned or shared, a deep copy is quantized:
+        workloads.lowering.fit.quantized_model; the model's weights are unchanged afterwards either way). graph.metadata["weight_fit"] reports every projection (declared, needed,
         stored bits, policy, grid levels; max_abs_error for "quantize"); widened or quantized projections are
         named in one logging warning.
     storage: one of hwmodels.trace.STORAGE_FORMATS, forced on every weight projection ("conv" on conv projections
@@ -105,11 +109,9 @@ def lower(model: nn.Module, inputs: torch.Tensor, *, labels=None, weight_bits: i
     _check_arguments(weight_bits, weight_fit, storage, batch_size)
     out = None if out is None else check_out(out)
     per_layer = _per_layer(compression)
-    errors = {}
-    with Jobs() as jobs:
-        if weight_fit == "quantize":
-            model, errors = quantize_model(model, int(weight_bits), storage, per_layer["layer_bits"],
-                                           per_layer["layer_storage"], jobs)
+    with Jobs() as jobs, (quantized_model(model, int(weight_bits), storage, per_layer["layer_bits"],
+                                          per_layer["layer_storage"], jobs) if weight_fit == "quantize"
+                          else nullcontext((model, {}))) as (model, errors):
         graded = not bool(((inputs == 0) | (inputs == 1)).all())
         line = inputs.dim() == 4  # 1-D signals (C, L), held as (C, 1, L)
         shape = (inputs.shape[2], 1, inputs.shape[3]) if line else tuple(inputs.shape[2:])

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from contextlib import contextmanager
 from dataclasses import replace
 
 import numpy as np
@@ -181,9 +182,8 @@ def quantize_model(model: nn.Module, weight_bits: int, storage: str | None, laye
     plain = _plain_weights(layers)
     memo, errors, later, now = {}, {}, [], []
     for name, mod in layers:
-        bits = int(_setting(layer_bits, name) or weight_bits)
-        sparse = (storage if storage is not None else _setting(layer_storage, name)) in _SPARSE
-        (now if name in plain else later).append((name, mod, bits, sparse))
+        (now if name in plain else later).append((name, mod, *_layer_fit(name, weight_bits, storage, layer_bits,
+                                                                          layer_storage)))
     done = (jobs.map if jobs else map)(lambda job: quantize_rows(job[1].weight, job[2], job[3]), now)
     for (name, mod, _, _), (q, errors[name]) in zip(now, done):
         if errors[name] > 0.0:
@@ -195,6 +195,47 @@ def quantize_model(model: nn.Module, weight_bits: int, storage: str | None, laye
         if errors[name] > 0.0:
             _set_weight(modules[name], q)
     return work, {name: errors[name] for name, _ in layers}
+
+
+@contextmanager
+def quantized_model(model: nn.Module, weight_bits: int, storage: str | None, layer_bits: dict[str, int],
+                    layer_storage: dict[str, str], jobs: Jobs | None = None):
+    """Context manager giving (model with quantized weights, {module name: max |w_q - w|}): the weights and errors
+    of quantize_model, without its deep copy when it can. When every Conv/Linear weight of `model` is a plain
+    contiguous Parameter of its own (_plain_weights), each quantized one is swapped into `model` itself as a new
+    Parameter for the duration of the block and the original Parameter objects (data, grad, identity) are put
+    back on exit, exception or not; `model` is then the one yielded, so whatever the block does to the model
+    besides its weights (neuron states, device, modes) it does to `model` (workloads.lower restores those).
+    Otherwise (a parametrized, pruned or shared weight) it yields quantize_model's deep copy. A deep copy of a
+    model of many modules costs tens of ms of Python (Spikformer-4-384: ~33 ms, with 27k calls) and the memory
+    of every buffer; the swap costs neither."""
+    layers = weight_layers(model)
+    plain = _plain_weights(layers)
+    if any(name not in plain for name, _ in layers):
+        yield quantize_model(model, weight_bits, storage, layer_bits, layer_storage, jobs)
+        return
+    jobs_in = [(mod, _layer_fit(name, weight_bits, storage, layer_bits, layer_storage)) for name, mod in layers]
+    done = (jobs.map if jobs else map)(lambda job: quantize_rows(job[0].weight, *job[1]), jobs_in)
+    errors, swapped = {}, []
+    try:
+        for (name, mod), (q, errors[name]) in zip(layers, done):
+            if errors[name] > 0.0:
+                old = mod._parameters["weight"]
+                swapped.append((mod, old))
+                mod._parameters["weight"] = type(old)(q, old.requires_grad)
+        yield model, errors
+    finally:
+        for mod, old in reversed(swapped):
+            mod._parameters["weight"] = old
+
+
+def _layer_fit(name: str, weight_bits: int, storage: str | None, layer_bits: dict[str, int],
+               layer_storage: dict[str, str]) -> tuple[int, bool]:
+    """(bits, nonzero only) that quantize_rows applies to the weight of layer `name`: its per-layer bits (or its
+    low-rank layer's) else weight_bits; sparse when its storage (the forced one, else per layer) stores no
+    zeros."""
+    bits = int(_setting(layer_bits, name) or weight_bits)
+    return bits, (storage if storage is not None else _setting(layer_storage, name)) in _SPARSE
 
 
 def _plain_weights(layers: list[tuple[str, nn.Module]]) -> set[str]:
