@@ -13,6 +13,7 @@ from workloads.compression.dsp import LowRankLinear
 from workloads.compression.quant import ReScaW, SignQuant, attach, bake, distinct_levels
 from workloads.lowering import lower
 from workloads.lowering.fit import bits_for_intervals, grid_intervals
+from workloads.lowering.grid import row_intervals
 from workloads.models import build_model
 
 T = 4
@@ -25,6 +26,15 @@ T = 4
 ])
 def test_grid_intervals_of_hand_made_channels(values, steps):
     assert grid_intervals(np.array(values)) == steps
+    if values:  # the compiled row search (workloads.lowering.grid_kernel) on the same channel, alone and reversed
+        assert row_intervals(np.array([values, values[::-1]])) == [steps, steps]
+
+
+def test_row_search_scans_past_a_first_candidate_that_fails_and_stops_at_the_limit():
+    # smallest gap 0.3: first candidate ceil(1 / 0.30002) = 4, which fails (1.2 off the grid), as do 5..9; 10 fits
+    assert grid_intervals(np.array([0.0, 0.3, 1.0])) == 10
+    assert row_intervals(np.array([[0.0, 0.3, 1.0], [1.0, 0.0, 0.3]]), limit=10) == [10, 10]
+    assert row_intervals(np.array([[0.0, 0.3, 1.0]]), limit=9) == [None]
 
 
 def test_float_values_have_no_grid_and_bits_follow_the_levels():

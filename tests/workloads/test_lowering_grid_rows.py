@@ -1,4 +1,4 @@
-"""The vectorised per-channel grid search (workloads.lowering.grid.row_intervals) equals the one-channel search
+"""The compiled per-channel grid search (workloads.lowering.grid.row_intervals) equals the one-channel search
 (grid_intervals) value for value, on float32 and float64 weights: float channels, quantized channels (BatchNorm-like
 per-channel scale, after folding in float32), channels with few distinct values, constant channels, mixtures; and
 on the channels whose distinct values are hashed (workloads.lowering.grid_kernel.distinct_rows) rather than sorted."""
