@@ -24,6 +24,7 @@ from hwmodels.mapping.map import Mapping
 from hwmodels.mapping.partition import PORT_TYPE
 from hwmodels.events.network import HOP_KINDS, RouteUse
 from hwmodels.events.neuron_rules import neuron_work
+from hwmodels.kernels.sums import delivery_sums, flow_sums
 from hwmodels.chip.spec import ChipSpec, CoreSpec
 from hwmodels.mapping.storage import state_bits_per_neuron
 from hwmodels.trace import NetworkGraph
@@ -128,11 +129,6 @@ def energy_table(chip: ChipSpec, mapping: Mapping, graph: NetworkGraph) -> Energ
         static_w=static_w)
 
 
-def _per_sample_core(sample: np.ndarray, core: np.ndarray, weights: np.ndarray, nb: int, n: int) -> np.ndarray:
-    """Sum `weights` by (sample, core) into float (nb, n)."""
-    return np.bincount(sample * n + core, weights=weights, minlength=nb * n).reshape(nb, n)
-
-
 def count(a: Actions, use: RouteUse, chip: ChipSpec) -> dict[str, np.ndarray]:
     """Action counts of a batch, {name: float (n_samples, n_cores)}: "synops_<format>" for every format in
     a.formats, their total "synops", and every name in ACTIONS (state and accumulator bits need the table's
@@ -145,20 +141,24 @@ def count(a: Actions, use: RouteUse, chip: ChipSpec) -> dict[str, np.ndarray]:
     No preset charges payload bits for a value (each preset's notes["graded spikes"] says what its chip would
     need instead)."""
     nb, n = a.n_samples, a.n_cores
-    d_sample = a.flow_sample[a.deliv_flow]
     acc, spiking, quiet = neuron_work(a, chip)
-    out = {f"synops_{f}": _per_sample_core(d_sample, a.deliv_dst, a.deliv_events[:, j].astype(float), nb, n)
-           for j, f in enumerate(a.formats)}
-    out["synops"] = _per_sample_core(d_sample, a.deliv_dst, a.deliv_events.sum(axis=1).astype(float), nb, n)
-    out["synapse_bits_read"] = _per_sample_core(d_sample, a.deliv_dst, a.deliv_bits.astype(float), nb, n)
+    # per (sample, core) sums of the deliveries' and the flows' columns, one compiled pass each
+    # (hwmodels.kernels.sums: np.bincount's sums, bit for bit)
+    i64 = lambda v: np.ascontiguousarray(v, np.int64)
+    deliv = delivery_sums(i64(a.deliv_flow), i64(a.deliv_dst), i64(a.flow_sample), n, nb * n,
+                          i64(a.deliv_events).reshape(len(a.deliv_flow), len(a.formats)), i64(a.deliv_bits),
+                          i64(a.deliv_messages)).reshape(-1, nb, n)
+    flows = flow_sums(i64(a.flow_sample), i64(a.flow_src), n, nb * n, i64(a.flow_messages),
+                      i64(use.hop_kinds).reshape(len(a.flow_sample), len(HOP_KINDS))).reshape(-1, nb, n)
+    nf = len(a.formats)
+    out = {f"synops_{f}": deliv[j] for j, f in enumerate(a.formats)}
+    out["synops"], out["synapse_bits_read"] = deliv[nf], deliv[nf + 1]
     out["neuron_accesses"] = acc.sum(axis=1).astype(float)
     out["neuron_updates_spiking"] = spiking.sum(axis=1).astype(float)
     out["neuron_updates_quiet"] = quiet.sum(axis=1).astype(float)
-    msgs = a.flow_messages.astype(float)
-    out["messages_out"] = _per_sample_core(a.flow_sample, a.flow_src, msgs, nb, n)
-    out["messages_in"] = _per_sample_core(d_sample, a.deliv_dst, a.deliv_messages.astype(float), nb, n)
+    out["messages_out"], out["messages_in"] = flows[0], deliv[nf + 2]
     for k, kind in enumerate(HOP_KINDS):
-        out[f"hops_{kind}"] = _per_sample_core(a.flow_sample, a.flow_src, msgs * use.hop_kinds[:, k], nb, n)
+        out[f"hops_{kind}"] = flows[1 + k]
     return out
 
 

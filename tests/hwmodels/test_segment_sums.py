@@ -1,7 +1,7 @@
-"""hwmodels.kernels.sums.segment_sums against numpy's own sums, bit for bit."""
+"""hwmodels.kernels.sums against numpy's own sums (segment sums, bincount), bit for bit."""
 import numpy as np
 
-from hwmodels.kernels.sums import segment_sums
+from hwmodels.kernels.sums import segment_sums, delivery_sums, flow_sums
 
 
 def test_segment_sums_equal_numpy_sums_bit_for_bit_for_every_length_up_to_600():
@@ -31,3 +31,25 @@ def test_resampled_means_equal_numpy_means_of_the_gathered_rows_bit_for_bit():
         idx = rng.integers(0, n, (40, n))
         got = resampled_means(v, idx)
         assert np.array_equal(got, np.mean(v[idx], axis=-1)), n
+
+
+def test_delivery_and_flow_sums_equal_bincount_bit_for_bit():
+    rng = np.random.default_rng(11)
+    nb, n, n_flows, m = 3, 7, 400, 1500
+    flow_sample, flow_src = rng.integers(0, nb, n_flows), rng.integers(0, n, n_flows)
+    deliv_flow, deliv_dst = rng.integers(0, n_flows, m), rng.integers(0, n, m)
+    events = rng.integers(0, 2 ** 40, (m, 2))  # large counts: float64 rounding in every partial sum
+    bits, msgs = rng.integers(0, 2 ** 45, m), rng.integers(1, 2 ** 30, m)
+    got = delivery_sums(deliv_flow, deliv_dst, flow_sample, n, nb * n, events, bits, msgs)
+    key = flow_sample[deliv_flow] * n + deliv_dst
+    cols = [events[:, 0], events[:, 1], events.sum(axis=1), bits, msgs]
+    want = [np.bincount(key, weights=c.astype(float), minlength=nb * n) for c in cols]
+    assert got.shape == (5, nb * n) and all(np.array_equal(g, w) for g, w in zip(got, want))
+    fm, kinds = rng.integers(1, 2 ** 40, n_flows), rng.integers(0, 9, (n_flows, 3))
+    got = flow_sums(flow_sample, flow_src, n, nb * n, fm, kinds)
+    fkey, w = flow_sample * n + flow_src, fm.astype(float)
+    want = [np.bincount(fkey, weights=w, minlength=nb * n)] + [
+        np.bincount(fkey, weights=w * kinds[:, k], minlength=nb * n) for k in range(3)]
+    assert got.shape == (4, nb * n) and all(np.array_equal(g, x) for g, x in zip(got, want))
+    empty = delivery_sums(deliv_flow[:0], deliv_dst[:0], flow_sample, n, nb * n, events[:0, :0], bits[:0], msgs[:0])
+    assert empty.shape == (3, nb * n) and not empty.any()
