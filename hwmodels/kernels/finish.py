@@ -9,7 +9,7 @@ import numpy as np
 from numba import njit
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def makespans(order: np.ndarray, starts: np.ndarray, arrival: np.ndarray, work: np.ndarray) -> np.ndarray:
     """Finish time (s) of every destination group.
 

@@ -8,7 +8,7 @@ import numpy as np
 from numba import njit
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def flow_channel_sums(bins: np.ndarray, tree_off: np.ndarray, flow_route: np.ndarray, hops: np.ndarray,
                       weights: np.ndarray, n_bins: int) -> np.ndarray:
     """out[bins[tree_off[flow_route[f]] + c]] += weights[off[f] + c] for every flow f and c < hops[f], off the

@@ -209,8 +209,9 @@ def test_the_grant_kernel_gives_the_same_grants_on_any_number_of_threads(monkeyp
 def test_a_group_is_played_in_chunks_on_threads_with_the_same_result_and_cached_chunks(monkeypatch, depth):
     """A group of batches under CHUNK_NODES is cut into one chunk of whole steps per thread (every chunk allowed
     down to one node): step latencies, link hold times and done times equal the one-thread play bit for bit on
-    1-4 threads, and so do the cached chunks recosted for other hop latencies and link time
-    (hwmodels.SimCache.keep, Nodes.with_costs) against chunks built on the recosted routes."""
+    1-4 threads (from 2 threads with the contention-free floor of the finish computed beside, des._finish), and so
+    do the cached chunks recosted for other hop latencies and link time (hwmodels.SimCache.keep,
+    Nodes.with_costs) against chunks built on the recosted routes."""
     g, tr, m, chip = _case(11, depth, rate=0.5)
     slow = load_preset("loihi", {"mesh_width": 5, "mesh_height": 5, "cores_per_tile": 1, "router.buffer_depth": depth,
                                  "router.hop_latency_ew_s": 3 * chip.router.hop_latency_ew_s,
@@ -225,6 +226,7 @@ def test_a_group_is_played_in_chunks_on_threads_with_the_same_result_and_cached_
     want = des.timing_batches(batches, net, depth, engine="vector")
     want_slow = des.timing_batches(moved, net_slow, depth, engine="vector")
     monkeypatch.setattr(threads, "MIN_ITEMS", 1)
+    monkeypatch.setattr(des, "FINISH_THREAD_DELIVERIES", 1)  # the schedule's floor on a second thread too
     for workers in (1, 2, 3, 4):
         monkeypatch.setattr(threads, "count", lambda w=workers: w)
         cache = SimCache()
