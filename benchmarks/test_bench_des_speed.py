@@ -182,6 +182,18 @@ def test_des_against_torch_forward():
         "pass, the grant kernel's queue state in one record with the granted candidate replaced at the heap top "
         "(~13-17% per node), pair hops gathered from per-core coordinates. Every SimResult bit-identical to "
         "c0a3d9a.",
+        "Since then (commit 40dd8a8 alternated with this one in the same hour, two runs each: 0.80 / 0.98x "
+        "mnist_conv, 0.87 / 0.88x vgg11, 4.80 / 5.05x spikformer_4_384 before; 0.93 / 0.92x, 0.85 / 0.82x, 4.52 / "
+        "4.18x after): the energy counts summed per (sample, core) in one compiled pass over the deliveries and one "
+        "over the flows (hwmodels.kernels.sums; Spikformer's count 38 -> 12 ms), the DES finish's contention-free "
+        "floor computed on a second thread beside the DES schedule for batches of >= 65,536 deliveries "
+        "(Spikformer's finish 86-95 -> 55-60 ms). Every SimResult bit-identical to c0a3d9a. Tried and dropped: "
+        "sorted lanes per parent hop latency in place of the grant kernel's waiting heaps (bit-identical, 82 vs 85 "
+        "ns per node: no gain), channel nodes renumbered queue-major, by ready time or by depth (96 -> 105-133 ns "
+        "per node on Spikformer's largest step: the flow-major order is the fastest), one BLAS product in place of "
+        "the fan-out tables' einsum (6x faster alone, slower inside the table threads: BLAS threads compete). The "
+        "grant kernel's large steps (~300k nodes, ~95 ns per node against ~50 on steps that fit the 2 MB L2) are "
+        "memory-bound by the look of it: a grant touches about a dozen node arrays at scattered nodes.",
         f"load average at start {machine['load_avg_1min']}, at end {round(os.getloadavg()[0], 2)}, on "
         f"{machine['cores']} cores: other jobs ran alongside (the forward pass uses both cores and suffers most)."]
     if max(machine["load_avg_1min"], os.getloadavg()[0]) > 1.5:

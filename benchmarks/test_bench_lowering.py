@@ -93,8 +93,9 @@ def test_lowering_speed():
                           "the per-quadruple ratios)", r["streamed_over_budget"], 1.0, "x") for r in rows]
     notes = [w.description for w in workloads] + [
         f"forward_s: one no-grad eval forward of the whole input in one batch; lower_s: lower(model, x, "
-        f"weight_fit='quantize', device='cpu') with its default batch_size 64 (quantized copy of the model, graph "
-        f"build, weight fit, one recording forward with spikes and activity taken in forward hooks); medians over "
+        f"weight_fit='quantize', device='cpu') with its default batch_size 64 (quantized weights swapped into the "
+        f"model, graph build, weight fit, one recording forward with spikes and activity taken in forward hooks); "
+        f"medians over "
         f"{PAIRS} interleaved quadruples (with the trace write), per-quadruple walls in the last four columns; "
         "lower_over_forward is the median "
         "of the per-pair ratios. lower_to_folder_s: the same lower() call with out=<new folder>, which streams each "
@@ -133,6 +134,22 @@ def test_lowering_speed():
         "VGG-11's and Spikformer's excess over forward + write is the recording forward's hooks (~40 ms on VGG-11: "
         "membrane potentials kept by store_v_seq, neuron activity, event masks) and weight work a forward does "
         "not do (model copy, BatchNorm folding in float64, the fit, the fingerprint).",
+        "Since then (commit 40dd8a8 against this one, alternated in the same hour: five rounds each, every round "
+        "the median of five lowerings to a folder; medians of the rounds, lower_s 639 / 322 / 101.5 ms -> 577 / "
+        "295 / 93.4 ms for spikformer_4_384 / vgg11 / mnist_conv, lower faster in every Spikformer round): the "
+        "quantized weights are swapped into the model for the call and put back after (workloads.lowering.fit."
+        "quantized_model) instead of a deep copy of the model (~33 ms of Python on Spikformer's modules; a copy "
+        "only when a weight is parametrized, pruned or shared), the weight-grid search of sorted rows is one "
+        "compiled pass per row (workloads.lowering.grid_kernel.sorted_intervals; the fit on one thread 82 -> 36 ms "
+        "on Spikformer, 36 -> 27 ms on VGG-11), spiking-node activity is one compiled pass "
+        "(workloads.lowering.activity_kernel, 1.4-1.6x numpy's passes). Graphs, fit levels, fingerprints and "
+        "traces of the three nets byte-identical before and after. Tried and dropped (no gain measured): reading "
+        "token populations through a transposed view instead of a copy (numpy's strided comparison costs what the "
+        "copy saved), compiled CSR rows of event masks and of spike tensors (numpy's SIMD nonzero is as fast at "
+        "5-30 % spike density). What is left: the recording forward itself (torch on both cores), store_v_seq's "
+        "stacked potentials, the hooks' masks and CSR rows (~1 ns per neuron-step), and weight work per lowering "
+        "(quantization, BatchNorm folding in float64, the fit beside the fingerprint's SHA-256 of 76 MB on "
+        "Spikformer, ~47 ms).",
         f"Load average at start {machine['load_avg_1min']} on {machine['cores']} cores: other jobs share the "
         "machine, so walls vary between runs; the pairs see the same load."]
     write_report("lowering_speed", "Lowering speed against the torch forward pass",
