@@ -60,9 +60,10 @@ def lower(model: nn.Module, inputs: torch.Tensor, *, labels=None, weight_bits: i
         1 bit: sign x mean|w|), channels already on a b-bit grid untouched, so the trace holds the spikes of the
         b-bit model (the quantized weights are swapped into the model for the call and the original Parameters
         put back after, or, when a weight is parametrized, pruned or shared, a deep copy is quantized:
-        workloads.lowering.fit.quantized_model; the model's weights are unchanged afterwards either way). graph.metadata["weight_fit"] reports every projection (declared, needed,
-        stored bits, policy, grid levels; max_abs_error for "quantize"); widened or quantized projections are
-        named in one logging warning.
+        workloads.lowering.fit.quantized_model; the model's weights are unchanged afterwards either way).
+        graph.metadata["weight_fit"] reports every projection (declared, needed, stored bits, policy, grid
+        levels; max_abs_error for "quantize"); widened or quantized projections are named in one logging
+        warning.
     storage: one of hwmodels.trace.STORAGE_FORMATS, forced on every weight projection ("conv" on conv projections
         only), or None: the compression's per-layer format, else "conv" for conv and "dense" for dense ones.
     compression: the CompressionResult of the method that produced `model` (or its dataclasses.asdict form, e.g.
