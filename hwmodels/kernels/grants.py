@@ -109,6 +109,18 @@ def _cand_replace(ct, cv, hsize, t, ver) -> None:
 
 
 @njit(cache=True, inline="always")
+def _renew(ct, cv, hsize, top, qs, qu, t) -> int:
+    """Make (time t, a new version of queue qu) the queue's current candidate (its older ones turn stale): in
+    place of the granted candidate still at the heap top when `top`, else pushed. Returns the heap's size."""
+    w = qs[qu].ver + 1
+    qs[qu].ver = w
+    if top:
+        _cand_replace(ct, cv, hsize, t, w)
+        return hsize
+    return _cand_push(ct, cv, hsize, t, w)
+
+
+@njit(cache=True, inline="always")
 def _tail_start(z, g, cm, tail, before, key, tm_ptr, term_node, term_const) -> float:
     """s[m, z] of hwmodels.timing.des: the tail's start on channel z from the grants g; cm = (m - 1) L and tail
     (s) of z's flow key[z], before (s) of z, slot terms (tm_ptr, term_node, term_const s) of
@@ -226,13 +238,7 @@ def _run(hsize, ct, cv, heap, qs, qv, key, of, g, rel, hop, before, cm, tail, bl
             _wait_push(heap, qs, kq, c, qv, key)
             fk = qs[kq].free
             if not np.isnan(fk) and heap[qs[kq].start] == c:
-                w = qs[kq].ver + 1
-                qs[kq].ver = w
-                if top:
-                    _cand_replace(ct, cv, hsize, max(fk, qc), w)
-                    top = False
-                else:
-                    hsize = _cand_push(ct, cv, hsize, max(fk, qc), w)
+                hsize, top = _renew(ct, cv, hsize, top, qs, kq, max(fk, qc)), False
         p = parent[u]
         lo, hi = (0, 1 + int(p >= 0 and blocking[p])) if plain else (dp_ptr[u], dp_ptr[u + 1])
         for j in range(lo, hi):
@@ -245,13 +251,7 @@ def _run(hsize, ct, cv, heap, qs, qv, key, of, g, rel, hop, before, cm, tail, bl
                 xq = of[x]
                 qs[xq].free = r
                 if qs[xq].size > 0:
-                    w = qs[xq].ver + 1
-                    qs[xq].ver = w
-                    if top:
-                        _cand_replace(ct, cv, hsize, max(r, qv[heap[qs[xq].start]]), w)
-                        top = False
-                    else:
-                        hsize = _cand_push(ct, cv, hsize, max(r, qv[heap[qs[xq].start]]), w)
+                    hsize, top = _renew(ct, cv, hsize, top, qs, xq, max(r, qv[heap[qs[xq].start]])), False
         if top:
             hsize = _cand_pop(ct, cv, hsize)
     early[0] += n_early
