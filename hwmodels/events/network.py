@@ -41,7 +41,8 @@ class Network:
     built at once) and trees (cached by tiles).
 
     path_s / path_j: float (n_cores, n_cores) latency (s) from the source core's router to the destination
-    core's router along the XY route, and energy (J) of one message over it; path_hops: int64 hops.
+    core's router along the XY route, and energy (J) of one message over it; path_hops: int64 hops. width /
+    height: tile columns / rows the mapping uses (its largest tile x / y + 1).
     """
 
     def __init__(self, mapping: Mapping, chip: ChipSpec):
@@ -49,6 +50,7 @@ class Network:
         self.mesh = getattr(mapping, "mesh_shape", None)
         self.tiles = [tuple(int(v) for v in xy) for xy in mapping.tile_xy]
         self.width = int(mapping.tile_xy[:, 0].max(initial=0)) + 1
+        self.height = int(mapping.tile_xy[:, 1].max(initial=0)) + 1  # tile rows the mapping uses
         self._trees: dict = {}
         self._xy = np.asarray(mapping.tile_xy, np.int64)
 
@@ -149,11 +151,6 @@ class Network:
             return dx, dy, np.zeros_like(dx), np.zeros_like(dy)
         return dx, dy, np.abs(cx[src] - cx[dst]), np.abs(cy[src] - cy[dst])
 
-    @property
-    def _height(self) -> int:
-        """Tile rows of the mesh the mapping uses (the largest tile y + 1)."""
-        return int(self._xy[:, 1].max(initial=0)) + 1
-
     @cached_property
     def _core_coords(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(x, y, chip x, chip y) int64 (n_cores,) each, contiguous: each core's tile and, on a multi-chip mesh, its
@@ -186,7 +183,7 @@ class Network:
         """RouteTable of the routes from src_cores[i] to the single core dst_cores[i] (int64 (n,)), built at once
         (hwmodels.events.paths.unicast_table): tree i equals tree(src_cores[i], (dst_cores[i],))."""
         src, dst = (np.asarray(c, np.int64) for c in (src_cores, dst_cores))
-        return paths.unicast_table(self._xy[src], self._xy[dst], self.width, self._height, self.mesh,
+        return paths.unicast_table(self._xy[src], self._xy[dst], self.width, self.height, self.mesh,
                                    *self.kind_costs)
 
     def multicast_table(self, src_cores: np.ndarray, dst_sets: list[np.ndarray]) -> RouteTable:
@@ -196,7 +193,7 @@ class Network:
         src = np.asarray(src_cores, np.int64)
         sizes = np.array([len(d) for d in dst_sets], np.int64)
         cores = np.concatenate([np.asarray(d, np.int64) for d in dst_sets]) if len(dst_sets) else np.zeros(0, np.int64)
-        height = self._height
+        height = self.height
         route = np.repeat(np.arange(len(src), dtype=np.int64), sizes)
         xy = self._xy[cores]
         # each route's tiles sorted by (x, y) without repeats: one sort of (route, x, y) keys
