@@ -42,7 +42,7 @@ class _Column:
 
     def append(self, values: np.ndarray) -> None:
         a = np.ascontiguousarray(values, dtype=self.dtype)
-        self.fh.write(a.tobytes())
+        self.fh.write(memoryview(a.reshape(-1)).cast("B"))  # the array's own bytes, no copy
         self.length += len(a)
 
     def close(self) -> None:

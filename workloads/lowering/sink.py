@@ -33,15 +33,21 @@ def assemble(graph: NetworkGraph, n_t: int, batches: list[dict], labels: np.ndar
     with another graph; `fingerprint`: graph.fingerprint() when already known, else computed here). labels: int64
     (samples of the batches,) or None."""
     counts, indices, values = zip(*(b["csr"] for b in batches))
-    offsets = np.concatenate([[0], np.cumsum(np.concatenate(counts))]).astype(np.int64)
-    activity = {name: np.concatenate([b["activity"][name] for b in batches]) for name in batches[0]["activity"]}
+    offsets = np.concatenate([[0], np.cumsum(_join(counts))]).astype(np.int64)
+    activity = {name: _join([b["activity"][name] for b in batches]) for name in batches[0]["activity"]}
     preds = [b["predictions"] for b in batches]
     n_samples = len(offsets[1:]) // (n_t * len(graph.populations))
-    return EventTrace(list(graph.populations), n_samples, n_t, offsets, np.concatenate(indices),
-                      None if values[0] is None else np.concatenate(values), labels, activity,
-                      None if any(p is None for p in preds) else np.concatenate(preds),
+    return EventTrace(list(graph.populations), n_samples, n_t, offsets, _join(indices),
+                      None if values[0] is None else _join(values), labels, activity,
+                      None if any(p is None for p in preds) else _join(preds),
                       sizes={name: pop.size for name, pop in graph.populations.items()},
                       graph_fingerprint=graph.fingerprint() if fingerprint is None else fingerprint)
+
+
+def _join(parts) -> np.ndarray:
+    """The arrays `parts` end to end: the only one itself (a batch's arrays are its own, so the trace of one batch
+    takes them without a copy), else np.concatenate."""
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 class MemorySink:
