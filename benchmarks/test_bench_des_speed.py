@@ -62,6 +62,9 @@ def _network_play(w, mapping) -> dict:
 def _forward_and_des(w, mapping) -> tuple[list[float], list[float], object]:
     """PAIRS[w.name] interleaved (torch forward, DES simulate) walls, so that both see the same machine load."""
     fwd, des_, res = [], [], None
+    # warm-up, as torch_forward_s warms the forward: on a fresh clone the first DES call compiles the numba
+    # kernels the analytic runs before did not need (grants, channel nodes; ~7 s on the MNIST net)
+    simulate(w.graph, w.trace, w.chip, mapping, model="des")
     for _ in range(PAIRS[w.name]):
         fwd.append(torch_forward_s(w.model, w.x, repeats=1)[0])
         time.sleep(SETTLE_S)  # torch's OpenMP workers spin on after the forward: let them go idle first
