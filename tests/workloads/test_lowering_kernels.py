@@ -150,14 +150,18 @@ def test_uniform_rows_on_threads_equals_serial():
 
 def _sample_gaps_rescaled_first(v: np.ndarray, lo: np.ndarray, scale: np.ndarray, limit: int) -> np.ndarray:
     """The rule of grid._too_many_points as its docstring states it: a spread sample of grid._SAMPLE values per
-    row, rescaled to float64 (v - lo) / scale, then sorted; more than `limit` gaps above 2 GRID_TOL (1 + 1e-6)."""
+    row, rescaled to float64 (v - lo) / scale, then sorted; more than `limit` gaps above 2 GRID_TOL (1 + 1e-6)
+    when limit < _SAMPLE, or a gap between that and (1 / limit - 2 GRID_TOL) (1 - 1e-6)."""
     cols = (np.arange(grid._SAMPLE) * (v.shape[1] - 1)) // (grid._SAMPLE - 1)
     f = np.sort((v[:, cols].astype(np.float64) - lo[:, None]) / scale[:, None], axis=1)
-    return (np.diff(f, axis=1) > 2 * grid.GRID_TOL * (1 + 1e-6)).sum(1) > limit
+    gaps = np.diff(f, axis=1)
+    apart = gaps > 2 * grid.GRID_TOL * (1 + 1e-6)
+    between = apart & (gaps < (1 / limit - 2 * grid.GRID_TOL) * (1 - 1e-6))
+    return ((apart.sum(1) > limit) & (limit < grid._SAMPLE)) | between.any(1)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("limit", [1, 15, 255, 400])
+@pytest.mark.parametrize("limit", [1, 15, 255, 400, 5000])
 def test_too_many_points_sorted_before_rescaling_equals_after(dtype, limit):
     rng = np.random.default_rng(limit)
     n = 1500
@@ -176,3 +180,17 @@ def test_too_many_points_sorted_before_rescaling_equals_after(dtype, limit):
         got = grid._too_many_points(v, lo, scale, limit)
     np.testing.assert_array_equal(got, want)
     assert want[:8].all() and want[20:25].any() == (limit < 11)  # float rows; rows of 2..12 levels
+
+
+@pytest.mark.parametrize("limit", [255, 400, 5000])
+def test_too_many_points_keeps_a_grid_row_exactly_when_its_steps_fit(limit):
+    """Sorted rows on grids of m steps (every level present, so the fewest steps are m; the sample's neighbours lie
+    on one level or two adjacent ones, 1 / m apart): refused exactly when m > limit, by hand: 1 / m < 1 / limit -
+    2 GRID_TOL. Float rows are refused at every limit, 5000 (MAX_INTERVALS) included."""
+    n, m = 1500, np.array([40, 300, 450])
+    v = np.floor(np.arange(n)[None, :] * (m[:, None] + 1) / n) / m[:, None] * 0.7 - 0.2
+    v = np.concatenate([v, np.random.default_rng(1).normal(size=(2, n))])
+    lo, span = v.min(1), v.max(1) - v.min(1)
+    got = grid._too_many_points(v, lo, span, limit)
+    assert got.tolist() == [40 > limit, 300 > limit, 450 > limit, True, True]
+

@@ -113,21 +113,29 @@ def _fill_sorted(out: list[int | None], rows: np.ndarray, s: np.ndarray, lo: np.
 
 def _too_many_points(v: np.ndarray, lo: np.ndarray, scale: np.ndarray, limit: int) -> np.ndarray:
     """bool (c,): rows of values v (c, n) (rescaled as (v - lo) / scale, float64 (c,) each) that no grid of at
-    most `limit` steps holds, because a spread sample of _SAMPLE of their values already has more than `limit`
-    gaps wider than 2 GRID_TOL (values that far apart lie on different grid points; a 1e-6 relative margin covers
-    rounding). All False when the sample is too small to tell. The sample is sorted in v's own dtype (numpy sorts
+    most `limit` steps holds, told from a spread sample of _SAMPLE of their values (all False when n <= _SAMPLE:
+    such rows are searched whole, cheaply). Two tests, each a proof (a 1e-6 relative margin covers rounding):
+    (count) when limit < _SAMPLE, more than `limit` gaps of the sorted sample wider than 2 GRID_TOL (values that far
+    apart lie on different grid points); (gap) a gap g with 2 GRID_TOL < g < 1 / limit - 2 GRID_TOL (two values
+    within GRID_TOL of grid points k / m, m <= limit, are 2 GRID_TOL apart at most on one point and 1 / m - 2
+    GRID_TOL apart at least on two). A float channel fails the gap test at once, so the fit of float weights
+    (limit MAX_INTERVALS) skips hashing and sorting their rows. The sample is sorted in v's own dtype (numpy sorts
     float32 twice as fast as float64) and rescaled after: the rescaling (exact cast, subtraction, division by a
     positive scale, each rounded monotonically) never reverses two values, so the gaps are those of the rescaled
     sample sorted. (It makes NaNs, which sort last, of infinite values only: of every value when lo is -inf, else
-    of the largest values, those sorted last anyway.)"""
-    if v.shape[1] <= _SAMPLE or limit >= _SAMPLE:
+    of the largest values, those sorted last anyway; NaN gaps pass neither test.)"""
+    if v.shape[1] <= _SAMPLE:
         return np.zeros(len(v), bool)
     sample = np.take(v, _spread(v.shape[1], _SAMPLE), axis=1)
     sample.sort(axis=1)
     f = sample.astype(np.float64)
     f -= lo[:, None]
     f /= scale[:, None]
-    return np.count_nonzero(f[:, 1:] - f[:, :-1] > 2 * GRID_TOL * (1 + 1e-6), axis=1) > limit
+    gaps = f[:, 1:] - f[:, :-1]
+    apart = gaps > 2 * GRID_TOL * (1 + 1e-6)
+    between = apart & (gaps < (1.0 / limit - 2 * GRID_TOL) * (1 - 1e-6))
+    many = np.count_nonzero(apart, axis=1) > limit if limit < _SAMPLE else np.zeros(len(v), bool)
+    return many | between.any(axis=1)
 
 
 def _spread(n: int, k: int) -> np.ndarray:
