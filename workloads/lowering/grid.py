@@ -115,7 +115,7 @@ def _too_many_points(v: np.ndarray, lo: np.ndarray, scale: np.ndarray, limit: in
     """bool (c,): rows of values v (c, n) (rescaled as (v - lo) / scale, float64 (c,) each) that no grid of at
     most `limit` steps holds, told from a spread sample of _SAMPLE of their values (all False when n <= _SAMPLE:
     such rows are searched whole, cheaply). Two tests, each a proof (a 1e-6 relative margin covers rounding):
-    (count) when limit < _SAMPLE, more than `limit` gaps of the sorted sample wider than 2 GRID_TOL (values that far
+    (count) more than `limit` gaps of the sorted sample wider than 2 GRID_TOL (values that far
     apart lie on different grid points); (gap) a gap g with 2 GRID_TOL < g < 1 / limit - 2 GRID_TOL (two values
     within GRID_TOL of grid points k / m, m <= limit, are 2 GRID_TOL apart at most on one point and 1 / m - 2
     GRID_TOL apart at least on two). A float channel fails the gap test at once, so the fit of float weights
@@ -134,8 +134,8 @@ def _too_many_points(v: np.ndarray, lo: np.ndarray, scale: np.ndarray, limit: in
     gaps = f[:, 1:] - f[:, :-1]
     apart = gaps > 2 * GRID_TOL * (1 + 1e-6)
     between = apart & (gaps < (1.0 / limit - 2 * GRID_TOL) * (1 - 1e-6))
-    many = np.count_nonzero(apart, axis=1) > limit if limit < _SAMPLE else np.zeros(len(v), bool)
-    return many | between.any(axis=1)
+    # (count) can only refuse below _SAMPLE - 1: the sample has that many gaps
+    return (np.count_nonzero(apart, axis=1) > limit) | between.any(axis=1)
 
 
 def _spread(n: int, k: int) -> np.ndarray:
