@@ -25,6 +25,7 @@ from torch import nn
 from hwmodels.activity import pack
 from hwmodels.trace import Population
 from workloads.lowering.activity_kernel import activity_rows
+from workloads.lowering.fused import FusedForward, fusable
 
 #: fn(tensor (T', B, ...), module args) -> (T', B, n) in the population's C-order neuron numbering
 Layout = Callable[[torch.Tensor, tuple], torch.Tensor]
@@ -188,9 +189,11 @@ class Capture:
     Raises ValueError when a node does not expose v_seq after a multi-step forward.
     """
 
-    def __init__(self, probes: Probes, sink: Callable[[str, torch.Tensor, torch.Tensor | None], None] | None = None):
-        self.probes, self.sink, self.rows = probes, sink, {}
+    def __init__(self, probes: Probes, sink: Callable[[str, torch.Tensor, torch.Tensor | None], None] | None = None,
+                 jobs=None):
+        self.probes, self.sink, self.rows, self.jobs = probes, sink, {}, jobs
         self._handles, self._saved, self._inputs, self._steps = [], {}, {}, {}
+        self._fused, self._fused_rows = [], {}
 
     def __enter__(self) -> "Capture":
         for pop, m in self.probes.spikes.items():
@@ -202,6 +205,10 @@ class Capture:
                 continue
             self._saved[pop] = m.store_v_seq
             m.store_v_seq = True
+            if fusable(m):
+                run, workers = (None, 1) if self.jobs is None else (self.jobs.map, self.jobs.workers)
+                self._fused.append(FusedForward(m, pop, self._fused_rows, run, workers))
+                self._fused[-1].install()
             self._handles.append(m.register_forward_pre_hook(self._pre(pop)))
             self._handles.append(m.register_forward_hook(self._post(pop, fn)))
         return self
@@ -211,12 +218,15 @@ class Capture:
             h.remove()
         for pop, old in self._saved.items():
             self.probes.nodes[pop][0].store_v_seq = old
-        self._handles, self._saved = [], {}
+        for f in self._fused:
+            f.remove()
+        self._handles, self._saved, self._fused = [], {}, []
         self.clear()
 
     def clear(self) -> None:
         """Forget the last batch's tensors."""
         self.rows, self._inputs, self._steps = {}, {}, {}
+        self._fused_rows.clear()
 
     def _store(self, pop: str):
         def hook(module, args, out) -> None:
@@ -254,6 +264,11 @@ class Capture:
     def _post(self, pop: str, fn: Layout):
         def hook(module: neuron.BaseNode, args, out) -> None:
             x, v0, i0 = self._inputs.pop(pop)
+            act = self._fused_rows.pop(pop, None)
+            if act is not None:  # a fused IF/LIF node (no two-state current)
+                _first_row(act, v0, x.shape[1:], 0.0 if module.v_reset is None else float(module.v_reset))
+                self.rows[pop] = fn(act, args)
+                return
             if not torch.is_tensor(module.v_seq) or module.v_seq.shape != x.shape:
                 raise ValueError(f"population {pop!r}: {type(module).__name__} did not store v_seq of shape "
                                  f"{tuple(x.shape)} (store_v_seq); its activity cannot be recorded")

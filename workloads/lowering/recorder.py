@@ -137,7 +137,7 @@ def record_trace(model: nn.Module, inputs: torch.Tensor, graph: NetworkGraph, pr
     jobs = Jobs() if own else jobs
     try:
         model.to(dev).eval()
-        with torch.no_grad(), Capture(probes) as cap:
+        with torch.no_grad(), Capture(probes, jobs=jobs) as cap:
             for lo in range(0, inputs.shape[1], batch_size):
                 sink.add(lo, _record_batch(model, inputs[:, lo:lo + batch_size].to(dev), graph, probes, cap, jobs))
         functional.reset_net(model)
