@@ -1,15 +1,19 @@
 """The lowering's compiled kernels give the bytes of plain computations: the merge of populations' events into the
 trace's rows (workloads.lowering.events_kernel) against a row-by-row Python loop, the per-channel uniform
 quantization (workloads.lowering.fit_kernel) against the whole-array numpy formula, and the early "too many
-points" test of the grid search (sample sorted before it is rescaled) against the sample rescaled, then sorted."""
+points" test of the grid search (sample sorted before it is rescaled) against the sample rescaled, then sorted, and
+a stage's float32 weights in one pass (workloads.lowering.fold_kernel) against the eager float64 products."""
 import numpy as np
 import pytest
+import torch
 
 from workloads.lowering import fit, grid
 from workloads.lowering.events import Events, merge_events
 from workloads.lowering.events_kernel import copy_rows
 from workloads.lowering.fit_kernel import uniform_rows
+from workloads.lowering.fold_kernel import stage_weight_f32
 from workloads.lowering.jobs import Jobs
+from workloads.lowering.values import Stage
 
 
 def _random_events(rng: np.random.Generator, n_t: int, n_b: int, size: int, density: float) -> Events:
@@ -194,3 +198,31 @@ def test_too_many_points_keeps_a_grid_row_exactly_when_its_steps_fit(limit):
     got = grid._too_many_points(v, lo, span, limit)
     assert got.tolist() == [40 > limit, 300 > limit, 450 > limit, True, True]
 
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+@pytest.mark.parametrize("n_rows", [0, 1, 2, 3])
+@pytest.mark.parametrize("shape", [(6, 3, 2, 2), (5, 7), (4, 0)])
+def test_stage_weight_f32_equals_the_eager_float64_products(dtype, n_rows, shape):
+    g = torch.Generator().manual_seed(n_rows + len(shape))
+    w = (torch.randn(shape, generator=g, dtype=torch.float64) * 3).to(dtype)
+    if w.numel() > 2:
+        w.view(-1)[:2] = torch.tensor([float("inf"), float("nan")], dtype=dtype)
+    rows = tuple(torch.rand(shape[0], generator=g, dtype=torch.float64) * 5 - 1 for _ in range(n_rows))
+    eager = w.double()
+    for r in rows:  # what Current.scaled computed per BatchNorm before it deferred the products
+        eager = eager * r.reshape((-1,) + (1,) * (eager.dim() - 1))
+    want = eager.numpy().astype(np.float32)
+    got = stage_weight_f32(w, rows)
+    assert got.dtype == np.float32 and got.shape == want.shape and got.tobytes() == want.tobytes()
+    stage = Stage("p", "dense" if len(shape) == 2 else "conv", w, "Linear", [], rows=rows)
+    assert stage.weight().dtype == torch.float64
+    assert np.array_equal(stage.weight().numpy(), eager.numpy(), equal_nan=True)
+
+
+def test_stage_weight_f32_of_a_strided_view_copies_it():
+    w = torch.arange(24, dtype=torch.float32).reshape(4, 6).t()  # (6, 4), not contiguous
+    got = stage_weight_f32(w, (torch.arange(6, dtype=torch.float64),))
+    assert got.tobytes() == (w.double() * torch.arange(6.0).reshape(6, 1)).numpy().astype(np.float32).tobytes()
+    got[0, 0] = -1.0
+    assert w[0, 0] == 0.0  # a new array, not the weight's memory

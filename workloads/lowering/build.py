@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from hwmodels.trace import NeuronModel, Population, Projection
+from workloads.lowering.fold_kernel import stage_weight_f32
 from workloads.lowering.values import Current, Feed, Stage, identity_stage, layout_fn
 
 #: projection-name prefix by the origin of a weight stage (others use "fc")
@@ -115,7 +116,7 @@ def emit(build: Build, current: Current, pop: Population, tags: list[str], at: o
         gated = "conv" if t.kind == "conv" else "dense"
         storage = gated if t.gate is not None else settings.storage_for(t.kind, t.storage)
         add_projection(build, Projection(
-            name=name, source=t.source, target=pop.name, kind=t.kind, weight=t.w.numpy().astype(np.float32),
+            name=name, source=t.source, target=pop.name, kind=t.kind, weight=stage_weight_f32(t.w, t.rows),
             stride=t.stride, padding=t.padding, dilation=t.dilation, groups=t.groups,
             weight_bits=t.bits or settings.weight_bits, storage=storage, bias=bias, gate=t.gate,
             gate_index=t.gate_index), t.origin, t.tags)

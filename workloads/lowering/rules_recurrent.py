@@ -86,7 +86,7 @@ def _composed(build: Build, value, m: nn.Module, name: str, w: torch.Tensor, b: 
     old = value.stages[0]
     shift = None if value.bias is None else w @ value.bias
     bias = shift if b is None else (b if shift is None else shift + b)
-    return Current([replace(old, w=w @ old.w, tags=old.tags + [t])], bias, (int(w.shape[0]),), "flat", value.line)
+    return Current([replace(old, w=w @ old.weight(), rows=(), tags=old.tags + [t])], bias, (int(w.shape[0]),), "flat", value.line)
 
 
 def add_recurrent(build: Build, pop_name: str, m: nn.Module, name: str, kind: str, w: torch.Tensor,
@@ -169,7 +169,7 @@ def elementwise_recurrent_rule(build: Build, m: layer.ElementWiseRecurrentContai
         raise layer_error(described(name, m), "only spikes or a weight layer's output can feed a recurrent container")
     else:
         shape, layout = value.out_shape, value.layout
-        stages = [replace(s, w=s.w * b, tags=s.tags + [t]) for s in value.stages]
+        stages = [replace(s, w=s.weight() * b, rows=(), tags=s.tags + [t]) for s in value.stages]
         current = Current(stages, None if value.bias is None else value.bias * b, shape, layout, value.line)
     pop = neuron_population(build, node, name, shape)
     emit(build, current, pop, [t], at, layout_fn(layout))

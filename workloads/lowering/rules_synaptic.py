@@ -22,10 +22,12 @@ from workloads.models.spikformer import TokenBatchNorm
 
 
 def _weights(m: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(weight, bias or None) of a weight layer as float64 CPU tensors (its effective weight: a parametrization
-    or pruning mask applied)."""
+    """(weight, bias or None) of a weight layer as CPU tensors (its effective weight: a parametrization or pruning
+    mask applied): the bias float64, the weight float64 unless it is float32, which is kept as it is (a view, exact
+    in float64: the Stage converts it when an operation needs float64, workloads.lowering.values.Stage)."""
     b = None if m.bias is None else m.bias.detach().cpu().double()
-    return m.weight.detach().cpu().double(), b
+    w = m.weight.detach().cpu()
+    return (w if w.dtype == torch.float32 else w.double()), b
 
 
 def conv_stage(build: Build, m: nn.modules.conv._ConvNd, name: str, feed: Feed) -> Current:
@@ -46,7 +48,7 @@ def conv_stage(build: Build, m: nn.modules.conv._ConvNd, name: str, feed: Feed) 
         raise layer_error(where, f"expects input {wants}, got per-sample shape {seen_shape(shape, line)}")
     out_shape = conv_out(shape, m.out_channels, tuple(w.shape[2:]), stride, padding, dilation, where)
     for pool in reversed(feed.pools):
-        w, stride, padding = fold_pool_into_conv(w, stride, padding, dilation, pool, where)
+        w, stride, padding = fold_pool_into_conv(w.double(), stride, padding, dilation, pool, where)
     stage = Stage(feed.pop.name, "conv", w, "Conv1d" if one_d else "Conv2d", list(feed.tags) + [tag(name, m)],
                   stride, padding, dilation, int(m.groups))
     return Current([build.settings.stamp(stage, name)], b, out_shape, "chw", line)
@@ -63,7 +65,7 @@ def linear_stage(build: Build, m: nn.Linear, name: str, feed: Feed) -> Current:
                                               f"shape {shape} (a Flatten is needed after a (C, H, W) layer)")
     w, b = _weights(m)
     if feed.pools:
-        w = spread_pools(w, feed.chw, feed.pools)
+        w = spread_pools(w.double(), feed.chw, feed.pools)
     stage = Stage(feed.pop.name, "dense", w, "Linear", list(feed.tags) + [tag(name, m)])
     return Current([build.settings.stamp(stage, name)], b, (int(w.shape[0]),), "flat", feed.line)
 
@@ -75,7 +77,8 @@ def _token_linear(build: Build, m: nn.Linear, name: str, feed: Feed) -> Current:
     weight, b = _weights(m)
     tags = list(feed.tags) + [tag(name, m)]
     if feed.mean:  # TokenMean then Linear: neuron (c, l) of the population reaches every output with w[:, c] / L
-        stage = Stage(feed.pop.name, "dense", weight.repeat_interleave(h * w, dim=1) / (h * w), "Linear", tags)
+        stage = Stage(feed.pop.name, "dense", weight.double().repeat_interleave(h * w, dim=1) / (h * w), "Linear",
+                      tags)
         return Current([build.settings.stamp(stage, name)], b, (int(weight.shape[0]),), "flat")
     stage = Stage(feed.pop.name, "conv", weight.reshape(weight.shape + (1, 1)), "Linear", tags)
     return Current([build.settings.stamp(stage, name)], b, (int(weight.shape[0]), h, w), "tokens")

@@ -61,11 +61,15 @@ class Feed:
 
 @dataclass
 class Stage:
-    """One pending weight stage from population `source`: float64 weights w in hwmodels.trace.Projection geometry
+    """One pending weight stage from population `source`: weights w in hwmodels.trace.Projection geometry
     (kind "conv": (C_out, C_in/groups, kh, kw) with stride/padding/dilation/groups; "dense": (out, in)) and what
     folded into it: tags ("<module name>:<type>"), origin (layer type), the layer's bits/storage (None: the
     lowering's defaults), an optional gate (attention, hwmodels.trace.Projection.gate) and a fixed projection name
-    (else a counter by origin, see workloads.lowering.build.emit)."""
+    (else a counter by origin, see workloads.lowering.build.emit). w is float64, or a layer's own float32 weight
+    (exact in float64) until an operation needs it in float64 (weight()). rows: pending float64 (C_out,) factors
+    of the output rows (folded BatchNorm scales, oldest first), multiplied in by weight() or, straight to float32,
+    by workloads.lowering.fold_kernel.stage_weight_f32: the same float64 products, without float64 copies of the
+    weights."""
 
     source: str
     kind: str
@@ -81,6 +85,15 @@ class Stage:
     gate: str | None = None
     gate_index: np.ndarray | None = None
     name: str | None = None
+    rows: tuple[torch.Tensor, ...] = ()
+
+    def weight(self) -> torch.Tensor:
+        """w as float64 with the pending row factors multiplied in, in order (w * r1 * r2 ..., each a float64
+        product per element)."""
+        w = self.w.double()
+        for r in self.rows:
+            w = w * r.reshape((-1,) + (1,) * (w.dim() - 1))
+        return w
 
 
 @dataclass
@@ -100,7 +113,7 @@ class Current:
         stages = []
         for t in self.stages:
             rows = scale if t.kind == "conv" else scale.repeat_interleave(t.w.shape[0] // len(scale))
-            stages.append(replace(t, w=t.w * rows.reshape((-1,) + (1,) * (t.w.dim() - 1)), tags=t.tags + [tag]))
+            stages.append(replace(t, rows=t.rows + (rows.double(),), tags=t.tags + [tag]))
         if self.bias is not None and len(self.bias) != len(scale):  # per-feature bias of a dense stage unflattened
             rows = len(self.bias) // len(scale)
             scale, shift = scale.repeat_interleave(rows), shift.repeat_interleave(rows)
