@@ -210,7 +210,7 @@ class Projection:
         if idx.shape != self.weight.shape or not np.issubdtype(idx.dtype, np.integer) or (idx.size and idx.min() < 0):
             raise ValueError(f"projection.gate_index: {self.name!r} needs non-negative ints of the weight's shape "
                              f"{self.weight.shape}, got {idx.dtype} {idx.shape}")
-        object.__setattr__(self, "gate_index", idx.astype(np.int64))
+        object.__setattr__(self, "gate_index", np.asarray(idx, dtype=np.int64))  # held as given, like the weight
         if self.storage not in ("dense", "conv"):
             raise ValueError(f"projection.storage: gated projection {self.name!r} must be 'dense' or 'conv' (the "
                              f"hardware model pays gated synapses structurally), got {self.storage!r}")

@@ -67,7 +67,7 @@ def _attention(build: Build, m: SpikeAttention, name: str, at, args) -> Current:
     o = np.arange(d * dh)  # output channel (h*dh + dd)*dh + e of the K -> M conv
     h, e = o // dh // dh, o % dh
     index = ((h * dh + e)[:, None] * n_tok + np.arange(n_tok)[None, :]).reshape(d * dh, 1, hg, wg)
-    stage1 = Stage(k.pop.name, "conv", torch.ones(d * dh, 1, hg, wg, dtype=torch.float64), "SpikeAttention",
+    stage1 = Stage(k.pop.name, "conv", torch.ones(d * dh, 1, hg, wg), "SpikeAttention",  # float32 ones: exact
                    [where], groups=d, bits=operand_bits(v.pop), gate=v.pop.name, gate_index=index, name=f"{n}_k")
     emit(build, Current([stage1], None, kv.shape, "chw"), kv, [where], at, _kv_values(m.heads))
     index = _grouped_index(d, dh, dh, lambda hh, j, ee: (hh * dh + j) * dh + ee)
