@@ -104,6 +104,9 @@ def test_fusable_only_for_plain_multi_step_if_and_lif():
     assert not fusable(neuron.LIFNode(step_mode="s"))
     assert not fusable(neuron.ParametricLIFNode(step_mode="m"))
     assert not fusable(MyLIF(step_mode="m"))
+    patched = neuron.LIFNode(step_mode="m")
+    patched.multi_step_forward = lambda x: x  # an instance's own forward: its dynamics are not SpikingJelly's
+    assert not fusable(patched)
 
 
 def test_capture_gives_the_node_its_forward_back_after_an_error():

@@ -18,9 +18,12 @@ _SPLIT_NEURONS = 1 << 15
 
 
 def fusable(module: nn.Module) -> bool:
-    """True for a SpikingJelly IFNode or LIFNode (exactly those classes: a subclass may change the dynamics) in
-    multi-step mode with the default float32 precision and float threshold, reset and tau."""
+    """True for a SpikingJelly IFNode or LIFNode (exactly those classes, with their own forward: a subclass or an
+    instance's replaced forward may change the dynamics) in multi-step mode with the default float32 precision
+    and float threshold, reset and tau."""
     if type(module) not in (neuron.IFNode, neuron.LIFNode) or module.step_mode != "m":
+        return False
+    if "forward" in module.__dict__ or "multi_step_forward" in module.__dict__:
         return False
     if getattr(module, "_neuron_precision", None) is not None:
         return False
