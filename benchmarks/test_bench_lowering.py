@@ -191,7 +191,10 @@ def test_lowering_speed():
         "BatchNorm scales (workloads.lowering.fold_kernel; VGG-11 graph build 28 -> 14.5 ms) and a gated "
         "projection's index is no longer copied on every construction. Tried and dropped: starting each "
         "projection's weight fit on the worker threads as the build adds it (the fit's numpy glue holds the GIL, "
-        "so the build's Python ran 2x slower: Spikformer's weight side 108 -> 144 ms).",
+        "so the build's Python ran 2x slower: Spikformer's weight side 108 -> 144 ms), running the fit beside the "
+        "recording forward (slower: it competes with torch's threads for the two cores), and handing the fused "
+        "node's spike mask to the event extraction instead of comparing the spikes again (2-3 ms, within the "
+        "noise of same-process A/B rounds).",
         "Work accounting (module docstring): forward_one_thread_s and lower_one_thread_s are the forward and the "
         "streamed lowering with torch on one thread (medians of interleaved pairs); added_work_s, the median of "
         "their per-pair differences, is the work (core s) the lowering adds to the forward; two_core_floor_s = "
