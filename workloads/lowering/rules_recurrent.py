@@ -86,7 +86,8 @@ def _composed(build: Build, value, m: nn.Module, name: str, w: torch.Tensor, b: 
     old = value.stages[0]
     shift = None if value.bias is None else w @ value.bias
     bias = shift if b is None else (b if shift is None else shift + b)
-    return Current([replace(old, w=w @ old.weight(), rows=(), tags=old.tags + [t])], bias, (int(w.shape[0]),), "flat", value.line)
+    stage = replace(old, w=w @ old.weight(), rows=(), tags=old.tags + [t])
+    return Current([stage], bias, (int(w.shape[0]),), "flat", value.line)
 
 
 def add_recurrent(build: Build, pop_name: str, m: nn.Module, name: str, kind: str, w: torch.Tensor,
