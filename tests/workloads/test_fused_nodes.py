@@ -30,6 +30,11 @@ def _current(seed: int, shape, threshold: float) -> torch.Tensor:
 def _node(kind: str, v_reset, tau: float, threshold: float, decay_input: bool):
     if kind == "IF":
         return neuron.IFNode(v_threshold=threshold, v_reset=v_reset, step_mode="m")
+    if kind == "PLIF":  # w = -log(tau - 1), then moved off the init so sigmoid(w) is not a round number
+        node = neuron.ParametricLIFNode(init_tau=tau, decay_input=decay_input, v_threshold=threshold,
+                                        v_reset=v_reset, step_mode="m")
+        node.w.data += 0.1234567
+        return node
     return neuron.LIFNode(tau=tau, decay_input=decay_input, v_threshold=threshold, v_reset=v_reset, step_mode="m")
 
 
@@ -37,7 +42,8 @@ def _bits(t: torch.Tensor) -> torch.Tensor:
     return t.contiguous().view(torch.int32) if t.dtype == torch.float32 else t
 
 
-@pytest.mark.parametrize("kind,decay_input", [("IF", True), ("LIF", True), ("LIF", False)])
+@pytest.mark.parametrize("kind,decay_input", [("IF", True), ("LIF", True), ("LIF", False), ("PLIF", True),
+                                               ("PLIF", False)])
 @pytest.mark.parametrize("v_reset", [0.0, None, -0.25])
 @pytest.mark.parametrize("tau,threshold", [(2.0, 1.0), (3.0, 0.3), (1.7, 0.9)])
 @pytest.mark.parametrize("start", ["rest", "tensor"])
@@ -97,12 +103,15 @@ def test_other_inputs_take_the_node_forward(case):
     assert torch.equal(got, want) and "p" not in rows
 
 
-def test_fusable_only_for_plain_multi_step_if_and_lif():
+def test_fusable_only_for_plain_multi_step_if_lif_and_plif():
     class MyLIF(neuron.LIFNode):
         pass
     assert fusable(neuron.LIFNode(step_mode="m")) and fusable(neuron.IFNode(v_reset=None, step_mode="m"))
     assert not fusable(neuron.LIFNode(step_mode="s"))
-    assert not fusable(neuron.ParametricLIFNode(step_mode="m"))
+    assert fusable(neuron.ParametricLIFNode(step_mode="m"))
+    per_neuron = neuron.ParametricLIFNode(step_mode="m")
+    per_neuron.w = torch.nn.Parameter(torch.zeros(3))  # one w per neuron: not SpikingJelly's shared factor
+    assert not fusable(per_neuron)
     assert not fusable(MyLIF(step_mode="m"))
     patched = neuron.LIFNode(step_mode="m")
     patched.multi_step_forward = lambda x: x  # an instance's own forward: its dynamics are not SpikingJelly's

@@ -11,17 +11,19 @@ import torch
 from spikingjelly.activation_based import neuron
 from torch import nn
 
-from workloads.lowering.node_kernel import IF, LIF, LIF_DECAY_INPUT, node_rows
+from workloads.lowering.node_kernel import IF, LIF, LIF_DECAY_INPUT, PLIF, PLIF_DECAY_INPUT, node_rows
 
 #: neurons per thread below which a node runs on the caller's thread only
 _SPLIT_NEURONS = 1 << 15
 
 
 def fusable(module: nn.Module) -> bool:
-    """True for a SpikingJelly IFNode or LIFNode (exactly those classes, with their own forward: a subclass or an
-    instance's replaced forward may change the dynamics) in multi-step mode with the default float32 precision
-    and float threshold, reset and tau."""
-    if type(module) not in (neuron.IFNode, neuron.LIFNode) or module.step_mode != "m":
+    """True for a SpikingJelly IFNode, LIFNode or ParametricLIFNode (exactly those classes, with their own forward:
+    a subclass or an instance's replaced forward may change the dynamics) in multi-step mode with the default
+    float32 precision, float threshold, reset and tau, and a PLIF's one shared w."""
+    if type(module) not in (neuron.IFNode, neuron.LIFNode, neuron.ParametricLIFNode) or module.step_mode != "m":
+        return False
+    if isinstance(module, neuron.ParametricLIFNode) and not (torch.is_tensor(module.w) and module.w.numel() == 1):
         return False
     if "forward" in module.__dict__ or "multi_step_forward" in module.__dict__:
         return False
@@ -60,9 +62,9 @@ class FusedForward:
             return self.own(x_seq, *args, **kwargs)
         m, n_t = self.module, x_seq.shape[0]
         x = x_seq.detach().numpy().reshape(n_t, -1)
-        kind = IF if isinstance(m, neuron.IFNode) else LIF_DECAY_INPUT if m.decay_input else LIF
+        kind, factor = _charge(m)
         parts = min(self.workers, max(1, x.shape[1] // _SPLIT_NEURONS))
-        spikes, v, act = node_rows(x, v0, kind, float(getattr(m, "tau", 2.0)), float(m.v_threshold),
+        spikes, v, act = node_rows(x, v0, kind, factor, float(m.v_threshold),
                                    None if m.v_reset is None else float(m.v_reset), parts, self.run)
         step = tuple(x_seq.shape[1:])
         m.v = torch.from_numpy(v).reshape(step)
@@ -84,3 +86,14 @@ class FusedForward:
                 and v.device.type == "cpu" and not v.requires_grad:
             return v.detach().reshape(-1).numpy()
         return None
+
+
+def _charge(m: nn.Module) -> tuple[int, float]:
+    """(node_kernel charge kind, its factor) of a fusable node: IF; LIF with tau; PLIF with sigmoid(w) as
+    SpikingJelly computes it (w.float().sigmoid(), float32)."""
+    if isinstance(m, neuron.IFNode):
+        return IF, 0.0
+    if isinstance(m, neuron.ParametricLIFNode):
+        k = float(m.w.detach().float().sigmoid().cpu())
+        return (PLIF_DECAY_INPUT if m.decay_input else PLIF), k
+    return (LIF_DECAY_INPUT if m.decay_input else LIF), float(m.tau)

@@ -7,6 +7,8 @@ multiply-add: numba contracts nothing without fastmath), so spikes and potential
 (spikingjelly/_ops/lif/reference.py and cpu.py, _ops/if_/reference.py, _ops/reset.py):
 - LIF, decay_input: h = v + (x - (v - r)) / tau; without decay_input: h = v - (v - r) / tau + x (r = v_reset, 0
   for a soft reset); IF: h = v + x
+- PLIF (spikingjelly/_ops/plif/reference.py and cpu.py), with k = sigmoid(w) in float32: decay_input: h = v +
+  (x - (v - r)) * k; without: h = v - (v - r) * k + x
 - spike s = float(h - v_threshold >= 0)
 - hard reset: v = s * v_reset + (1 - s) * h; soft reset: v = h - s * v_threshold.
 Activity rows are workloads.lowering.activity.node_activity's (IEEE !=, rest in float32), without the initial
@@ -18,7 +20,7 @@ import numpy as np
 from numba import njit
 
 #: charge kinds of node_rows
-IF, LIF_DECAY_INPUT, LIF = 0, 1, 2
+IF, LIF_DECAY_INPUT, LIF, PLIF_DECAY_INPUT, PLIF = 0, 1, 2, 3, 4
 
 
 def node_rows(x: np.ndarray, v0: np.ndarray, kind: int, tau: float, threshold: float, reset: float | None,
@@ -26,7 +28,8 @@ def node_rows(x: np.ndarray, v0: np.ndarray, kind: int, tau: float, threshold: f
     """(spikes float32 (T, n), v float32 (n,), activity bool (T + 1, n)) of a node stepped over x float32 (T, n)
     C-contiguous, T >= 1, from potential v0 float32 (n,).
 
-    kind: IF, LIF_DECAY_INPUT or LIF (module constants); tau: the LIF time constant (ignored by IF); reset:
+    kind: IF, LIF_DECAY_INPUT, LIF, PLIF_DECAY_INPUT or PLIF (module constants); tau: the LIF time constant, or
+    PLIF's factor k = sigmoid(w) (float32), ignored by IF; reset:
     v_reset, None for a soft reset (rest potential 0). parts, run: the neurons are split into `parts` ranges and
     run(fn, ranges) calls fn on each (e.g. workloads.lowering.jobs.Jobs.map; None: in turn on this thread).
     """
@@ -70,8 +73,12 @@ def _step(x, kind, tau, thr, hard, r, spikes, v, act, later) -> None:
             h = vj + xj
         elif kind == 1:
             h = vj + (xj - (vj - r)) / tau
-        else:
+        elif kind == 2:
             h = vj - (vj - r) / tau + xj
+        elif kind == 3:
+            h = vj + (xj - (vj - r)) * tau
+        else:
+            h = vj - (vj - r) * tau + xj
         s = np.float32(h - thr >= zero)
         spikes[j] = s
         if hard:
