@@ -181,8 +181,8 @@ def test_lowering_speed():
         "Spikformer, ~47 ms).",
         "Since then (commits 617a45a..HEAD; graphs, fit levels, fingerprints and traces of the three nets "
         "byte-identical under weight_fit quantize and widen): plain multi-step IF/LIF (and PLIF) nodes run fused "
-        "while the recorder runs (workloads.lowering.fused, node_kernel: spikes, final potential and activity rows in one "
-        "vectorized pass with SpikingJelly's float32 arithmetic op for op, instead of its per-timestep torch loop, "
+        "while the recorder runs (workloads.lowering.fused, node_kernel: spikes, final potential and activity "
+        "rows in one vectorized pass with SpikingJelly's float32 arithmetic op for op, instead of its per-timestep torch loop, "
         "store_v_seq's stacked potentials and the activity hook's second read; same-process A/B at 2 threads, 7 "
         "rounds: mnist_conv 78.6 -> 53.1 ms against a 41.4 ms forward, vgg11 249 -> 213 ms, spikformer_4_384 515 "
         "-> 433 ms), so the recording forward now does less work than the plain forward (added_work_s can be "
