@@ -181,7 +181,9 @@ class Capture:
     """Context manager that hands, for every forward of the model while active, the spikes/values of each
     population of `probes.spikes` (forward hooks) to `self.sink(population, values, rows)` as they are computed,
     rows being the activity (T + 1, B, ...) of a population of `probes.nodes` (None for others), the nodes running
-    with store_v_seq; nothing is kept after the call (set `sink` before each forward, e.g. one per batch). Hooks
+    with store_v_seq, or fused when they are plain IF/LIF/PLIF nodes (workloads.lowering.fused: spikes, potential
+    and activity in one compiled pass, split over the threads of `jobs`, a workloads.lowering.jobs.Jobs, for
+    large nodes; the node's own forward is put back on exit); nothing is kept after the call (set `sink` before each forward, e.g. one per batch). Hooks
     are removed and store_v_seq restored on exit.
 
     A node in step_mode "s" (stepped by a recurrent container, one call per timestep) has its input, potential
