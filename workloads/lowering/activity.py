@@ -183,8 +183,8 @@ class Capture:
     rows being the activity (T + 1, B, ...) of a population of `probes.nodes` (None for others), the nodes running
     with store_v_seq, or fused when they are plain IF/LIF/PLIF nodes (workloads.lowering.fused: spikes, potential
     and activity in one compiled pass, split over the threads of `jobs`, a workloads.lowering.jobs.Jobs, for
-    large nodes; the node's own forward is put back on exit); nothing is kept after the call (set `sink` before each forward, e.g. one per batch). Hooks
-    are removed and store_v_seq restored on exit.
+    large nodes; the node's own forward is put back on exit); nothing is kept after the call (set `sink` before
+    each forward, e.g. one per batch). Hooks are removed and store_v_seq restored on exit.
 
     A node in step_mode "s" (stepped by a recurrent container, one call per timestep) has its input, potential
     and output collected step by step instead; its rows are built when its population's spikes are stored.
