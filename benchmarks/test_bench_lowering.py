@@ -32,7 +32,7 @@ from hwmodels.stream import write_trace
 from workloads.lowering import lower
 from workloads_bench import mnist_default, spikformer_32, vgg11_32
 
-PAIRS = 3
+PAIRS = 5  # interleaved repeats per workload: the median of 5 is steadier than of 3 on this shared machine
 
 
 def _forward_s(model, x) -> float:
