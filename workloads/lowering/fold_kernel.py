@@ -19,15 +19,21 @@ def stage_weight_f32(w: torch.Tensor, rows: tuple[torch.Tensor, ...]) -> np.ndar
     weight, exact in float64) or a float64 one; other dtypes and empty arrays take numpy's passes."""
     a = w.detach().cpu().numpy()
     if a.dtype not in (np.float32, np.float64) or a.size == 0 or a.ndim == 0:
-        out = a.astype(np.float64)
-        for r in rows:
-            out = out * r.double().numpy().reshape((-1,) + (1,) * (out.ndim - 1))
-        return out.astype(np.float32)
+        return eager_weight(w, rows).numpy().astype(np.float32)
     a = np.ascontiguousarray(a)
     scales = np.stack([r.detach().cpu().double().numpy().reshape(-1) for r in rows]) if rows else \
         np.empty((0, a.shape[0]), np.float64)
     out = np.empty(a.shape, np.float32)
     _rows_f32(a.reshape(a.shape[0], -1), scales, out.reshape(a.shape[0], -1))
+    return out
+
+
+def eager_weight(w: torch.Tensor, rows: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """float64 w * rows[0] * rows[1] ... (each factor (w.shape[0],) per output row, made float64), one float64
+    product per element and factor, in order: the reference stage_weight_f32 rounds to float32 in one pass."""
+    out = w.detach().cpu().double()
+    for r in rows:
+        out = out * r.detach().cpu().double().reshape((-1,) + (1,) * (out.dim() - 1))
     return out
 
 

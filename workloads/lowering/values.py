@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from hwmodels.trace import Population
+from workloads.lowering.fold_kernel import eager_weight
 from workloads.lowering.naming import layer_error
 
 
@@ -90,10 +91,7 @@ class Stage:
     def weight(self) -> torch.Tensor:
         """w as float64 with the pending row factors multiplied in, in order (w * r1 * r2 ..., each a float64
         product per element)."""
-        w = self.w.double()
-        for r in self.rows:
-            w = w * r.reshape((-1,) + (1,) * (w.dim() - 1))
-        return w
+        return eager_weight(self.w, self.rows)
 
 
 @dataclass
