@@ -43,7 +43,7 @@ def node_rows(x: np.ndarray, v0: np.ndarray, kind: int, tau: float, threshold: f
     bounds = np.linspace(0, n, max(1, min(parts, n)) + 1).astype(np.int64)
     ranges = list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
     call = lambda r: _step_all(*args, r[0], r[1])
-    list(map(call, ranges)) if run is None or len(ranges) == 1 else run(call, ranges)
+    list((run or map)(call, ranges))  # Jobs.map runs a single range on the caller's thread
     return spikes, v, act
 
 
