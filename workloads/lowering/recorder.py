@@ -18,6 +18,7 @@ from hwmodels.trace import EventTrace, NetworkGraph
 from workloads.lowering.activity import (Capture, Probes, packed_rows, population_activity, predictions,
                                          readout_activity)
 from workloads.lowering.events import event_mask, mask_events, merge_events
+from workloads.lowering.fused_pool import FusedPools
 from workloads.lowering.jobs import Jobs
 from workloads.lowering.rules_recurrent import recurrent_node
 from workloads.lowering.sink import FolderSink, MemorySink
@@ -137,7 +138,7 @@ def record_trace(model: nn.Module, inputs: torch.Tensor, graph: NetworkGraph, pr
     jobs = Jobs() if own else jobs
     try:
         model.to(dev).eval()
-        with torch.no_grad(), Capture(probes, jobs=jobs) as cap:
+        with torch.no_grad(), Capture(probes, jobs=jobs) as cap, FusedPools(model, jobs):
             for lo in range(0, inputs.shape[1], batch_size):
                 sink.add(lo, _record_batch(model, inputs[:, lo:lo + batch_size].to(dev), graph, probes, cap, jobs))
         functional.reset_net(model)
