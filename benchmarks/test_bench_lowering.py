@@ -196,6 +196,17 @@ def test_lowering_speed():
         "recording forward (slower: it competes with torch's threads for the two cores), and handing the fused "
         "node's spike mask to the event extraction instead of comparing the spikes again (2-3 ms, within the "
         "noise of same-process A/B rounds).",
+        "Since then (commit 'lowering: max pools run a compiled kernel'; the 28 lowerings of 14 zoo models under "
+        "both fits and the three nets byte-identical before and after): plain MaxPool2d modules (torch's and "
+        "SpikingJelly's) run a compiled kernel while the recorder runs (workloads.lowering.fused_pool, pool_kernel: "
+        "torch's max_pool2d values bit for bit, comparisons in its order, without the int64 argmax torch's kernel "
+        "also writes; on one thread 2x2/stride-2 pools take 0.9 ms where torch takes 8.2 ms on two for MNIST's "
+        "first pool, Spikformer's 3x3/stride-2/pad-1 ones 3.5 against 7.3 ms). Same-process A/B at 2 threads, 9 "
+        "rounds, torch's pools against the kernel: mnist_conv -7.6 to -10.6 ms a lowering (67.5 -> 51.4 ms in "
+        "one run), vgg11 -6 to -19 ms; spikformer_4_384's two pools save ~4 ms, within its noise. Four runs of "
+        "this benchmark after it: mnist_conv 0.74 / 0.80 / 0.83 / 1.03 (met in 3 of 4), vgg11 1.27-1.35 (its "
+        "floor_over_budget 0.92-0.98: below 1 now, but its lowering scales poorly over two threads, mostly the "
+        "serial trace write of ~55 ms and the Python of the graph build), spikformer_4_384 1.59-1.63.",
         "Work accounting (module docstring): forward_one_thread_s and lower_one_thread_s are the forward and the "
         "streamed lowering with torch on one thread (medians of interleaved pairs); added_work_s, the median of "
         "their per-pair differences, is the work (core s) the lowering adds to the forward; two_core_floor_s = "
