@@ -117,7 +117,8 @@ def record_trace(model: nn.Module, inputs: torch.Tensor, graph: NetworkGraph, pr
     """Run `model` (a Recorder) on `inputs` (T, N, ...) in batches and collect every population's spikes as a CSR
     trace, with neuron activity and, when the model outputs (T, N, n_classes), predictions: one forward pass per
     batch, each population's tensor turned into CSR events (its rows split over `jobs`; None: a Jobs of its own)
-    and packed activity by a forward hook as it is computed.
+    and packed activity by a forward hook as it is computed. Plain IF/LIF/PLIF nodes and MaxPool2d layers run
+    compiled forwards meanwhile (workloads.lowering.fused, fused_pool: the same values bit for bit).
 
     probes: what to read while the model runs (workloads.lowering.activity.Probes); "input" (when the graph has
     it) is `inputs` itself; populations with no probe (the readout) get no events. The model goes back to its
