@@ -116,14 +116,21 @@ class TraceWriter:
     def _adopt(self, batch: EventTrace) -> None:
         """Take the batch's graph fingerprint and sizes when the writer has none; ValueError when they differ."""
         for key in ("graph_fingerprint", "sizes"):
-            got, have = getattr(batch, key), self.provenance[key]
-            if got is not None and have is not None and got != have:
-                raise ValueError(f"trace batch: {key} {quote(got)} differs from the writer's {quote(have)} (a batch "
-                                 "recorded on another graph)")
-            self.provenance[key] = have if have is not None else got
+            self._adopt_value(key, getattr(batch, key))
 
-    def close(self) -> None:
-        """Finish the .npy headers and write meta.json (the trace is complete only then)."""
+    def _adopt_value(self, key: str, got) -> None:
+        """Take `got` as provenance[key] when the writer has none; ValueError when it differs from the writer's."""
+        have = self.provenance[key]
+        if got is not None and have is not None and got != have:
+            raise ValueError(f"trace batch: {key} {quote(got)} differs from the writer's {quote(have)} (a batch "
+                             "recorded on another graph)")
+        self.provenance[key] = have if have is not None else got
+
+    def close(self, graph_fingerprint: str | None = None) -> None:
+        """Finish the .npy headers and write meta.json (the trace is complete only then). graph_fingerprint: the
+        recorded graph's, when the writer and its batches had none (ValueError when it differs from theirs)."""
+        if graph_fingerprint is not None:
+            self._adopt_value("graph_fingerprint", graph_fingerprint)
         for col in self._cols.values():
             col.close()
         meta = {"format_version": TRACE_FORMAT_VERSION, "populations": list(self.populations),

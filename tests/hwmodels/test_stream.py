@@ -53,6 +53,25 @@ def test_writer_rejects_mismatched_batches_and_incomplete_folders(tmp_path, rng)
         TraceWriter(tmp_path / "t", ["in", "h"], 4)
 
 
+def test_writer_takes_the_graph_fingerprint_at_close(tmp_path, rng):
+    """A writer whose batches carry no fingerprint takes the one given to close (the lowering hashes the graph
+    beside the trace write); one that differs from the writer's is refused."""
+    fp = _graph(rng).fingerprint()
+    with TraceWriter(tmp_path / "t", ["in", "h", "out"], 4) as w:
+        w.append(_batch(rng, 2))
+    w2 = TraceWriter(tmp_path / "u", ["in", "h", "out"], 4)
+    w2.append(_batch(rng, 2))
+    w2.close(fp)
+    assert EventTrace.open(tmp_path / "t").graph_fingerprint is None
+    assert EventTrace.open(tmp_path / "u").graph_fingerprint == fp
+    w3 = TraceWriter(tmp_path / "v", ["in", "h", "out"], 4, graph_fingerprint=fp)
+    w3.append(_batch(rng, 1))
+    with pytest.raises(ValueError, match="graph_fingerprint .* differs from the writer's"):
+        w3.close("0123456789abcdef")
+    w3.close(fp)
+    assert EventTrace.open(tmp_path / "v").graph_fingerprint == fp
+
+
 def test_ten_thousand_samples_stream_with_bounded_memory(tmp_path, rng):
     """10,000 samples x 4 timesteps, ~1,050 spikes per sample: ~42 MB of indices on disk. Simulating the
     memory-mapped trace (batches of 32 samples) allocates at most a few MB of Python memory (tracemalloc peak)

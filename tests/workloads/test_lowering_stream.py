@@ -63,3 +63,39 @@ def test_a_failed_recording_leaves_no_folder(tmp_path):
     finally:
         handle.remove()
     assert len(calls) == 2 and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("policy", ["widen", "quantize"])
+def test_fit_and_fingerprint_start_once_the_first_batch_is_recorded(monkeypatch, policy):
+    """weight_fit "widen" / "quantize" never refuse: their fit and the graph fingerprint run after the first
+    batch's forward pass (beside its trace write), once; "error" fits before any recording."""
+    from workloads.lowering import engine, recorder
+    net, x = _net_and_inputs()
+    order, recorded = [], []
+    fit, record = engine.fit_graph, recorder._record_batch
+    # order: ("fit", batches recorded when the fit starts; the fit runs on a worker)
+    monkeypatch.setattr(engine, "fit_graph", lambda *a, **k: order.append(("fit", len(recorded))) or fit(*a, **k))
+    monkeypatch.setattr(recorder, "_record_batch", lambda *a, **k: (record(*a, **k), recorded.append(1))[0])
+    graph, trace = lower(net, x, batch_size=3, weight_fit=policy)
+    assert len(order) == 1 and order[0][1] >= 1 and len(recorded) == 3
+    assert graph.metadata["weight_fit"]["conv1"]["policy"] == policy
+    assert trace.graph_fingerprint == graph.fingerprint()
+    order.clear()
+    recorded.clear()
+    with pytest.raises(ValueError, match="weight_fit: projection 'conv1'"):
+        lower(net, x, batch_size=3, weight_fit="error")
+    assert order == [("fit", 0)]
+
+
+def test_a_failed_late_fit_leaves_no_folder(tmp_path, monkeypatch):
+    """The fit of "widen" runs beside the trace write; if it fails, the folder is removed, not renamed to out."""
+    from workloads.lowering import engine
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("fit failed")
+
+    monkeypatch.setattr(engine, "fit_graph", boom)
+    net, x = _net_and_inputs()
+    with pytest.raises(RuntimeError, match="fit failed"):
+        lower(net, x, batch_size=4, out=tmp_path / "trace")
+    assert list(tmp_path.iterdir()) == []

@@ -1,5 +1,7 @@
 """The entry point of the lowering, `lower`: argument checks, the graph build (trace, interpret, assemble the
-NetworkGraph), the weight fit (workloads.lowering.fit) and the trace recording (workloads.lowering.recorder).
+NetworkGraph), the weight fit (workloads.lowering.fit: before the recording for weight_fit "error", which may
+refuse; beside the trace write for "widen" and "quantize", LateFit) and the trace recording
+(workloads.lowering.recorder).
 """
 from __future__ import annotations
 
@@ -121,10 +123,44 @@ def lower(model: nn.Module, inputs: torch.Tensor, *, labels=None, weight_bits: i
         input_pop = Population("input", shape, NeuronModel("input"), graded=graded)
         settings = Settings(int(weight_bits), storage, **per_layer, line=line)
         graph, recorder, probes = build_graph(model, input_pop, settings, name, n_t)
-        fingerprint = jobs.submit(graph.fingerprint)  # hashed beside the fit: it leaves weights and names alone
-        graph = fit_graph(graph, weight_fit, errors, jobs)
-        return graph, record_trace(recorder, inputs, graph, probes, labels, int(batch_size), device, out, jobs,
-                                   fingerprint.result)
+        if weight_fit == "error":  # the fit may refuse the weights: before any recording or folder
+            fingerprint = jobs.submit(graph.fingerprint)  # hashed beside the fit: it leaves weights and names alone
+            graph = fit_graph(graph, weight_fit, errors, jobs)
+            return graph, record_trace(recorder, inputs, graph, probes, labels, int(batch_size), device, out, jobs,
+                                       fingerprint.result)
+        late = LateFit(graph, weight_fit, errors, jobs)
+        trace = record_trace(recorder, inputs, graph, probes, labels, int(batch_size), device, out, jobs,
+                             late.fingerprint, recorded=late.start)
+        return late.graph(), trace
+
+
+class LateFit:
+    """The weight fit and the graph fingerprint of a policy that never refuses ("widen", "quantize"), started on
+    the threads of `jobs` once the first batch is recorded (start), so they run beside the trace write, while
+    torch is idle, rather than before the recording: the recording needs neither (the fit changes only
+    projections' weight_bits and graph.metadata, which the fingerprint leaves out). fingerprint() waits for both,
+    so a failing fit fails the recording before its trace is complete; graph() is the fitted graph."""
+
+    def __init__(self, graph: NetworkGraph, policy: str, errors: dict, jobs: Jobs):
+        self._graph, self.policy, self.errors, self.jobs = graph, policy, errors, jobs
+        self._fit = self._hash = None
+
+    def start(self) -> None:
+        """Start the fit (one thread) and the fingerprint (another), once."""
+        if self._fit is None:
+            self._hash = self.jobs.submit(self._graph.fingerprint)
+            self._fit = self.jobs.submit(fit_graph, self._graph, self.policy, self.errors, None)
+
+    def fingerprint(self) -> str:
+        """graph.fingerprint(), once the fit is done too (started here if it was not)."""
+        self.start()
+        self._fit.result()
+        return self._hash.result()
+
+    def graph(self) -> NetworkGraph:
+        """The fitted graph (fit_graph's)."""
+        self.start()
+        return self._fit.result()
 
 
 def build_graph(model: nn.Module, input_pop: Population, settings: Settings, name: str,

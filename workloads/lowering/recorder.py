@@ -113,7 +113,8 @@ def _model_device(model: nn.Module) -> torch.device:
 
 def record_trace(model: nn.Module, inputs: torch.Tensor, graph: NetworkGraph, probes: Probes,
                  labels: np.ndarray | None, batch_size: int, device=None, out: Path | None = None,
-                 jobs: Jobs | None = None, fingerprint: Callable[[], str] | None = None) -> EventTrace:
+                 jobs: Jobs | None = None, fingerprint: Callable[[], str] | None = None,
+                 recorded: Callable[[], None] | None = None) -> EventTrace:
     """Run `model` (a Recorder) on `inputs` (T, N, ...) in batches and collect every population's spikes as a CSR
     trace, with neuron activity and, when the model outputs (T, N, n_classes), predictions: one forward pass per
     batch, each population's tensor turned into CSR events (its rows split over `jobs`; None: a Jobs of its own)
@@ -125,7 +126,8 @@ def record_trace(model: nn.Module, inputs: torch.Tensor, graph: NetworkGraph, pr
     device and to each module's train/eval mode afterwards. out: None keeps the batches in memory; a trace folder
     (checked by workloads.lowering.sink.check_out) receives each batch as it is recorded (workloads.lowering.sink.
     FolderSink: complete or absent) and the trace returned is that folder, memory-mapped. fingerprint: returns
-    graph.fingerprint() (None: graph.fingerprint), called by the sink.
+    graph.fingerprint() (None: graph.fingerprint), called by the sink as it finishes. recorded: called after each
+    batch's forward pass, before the sink takes the batch (workloads.lowering.engine.LateFit.start), or None.
     Raises ValueError when a recorded tensor does not have the population's size.
     """
     default = "cuda" if torch.cuda.is_available() else "cpu"
@@ -141,7 +143,10 @@ def record_trace(model: nn.Module, inputs: torch.Tensor, graph: NetworkGraph, pr
         model.to(dev).eval()
         with torch.no_grad(), Capture(probes, jobs=jobs) as cap, FusedPools(model, jobs):
             for lo in range(0, inputs.shape[1], batch_size):
-                sink.add(lo, _record_batch(model, inputs[:, lo:lo + batch_size].to(dev), graph, probes, cap, jobs))
+                batch = _record_batch(model, inputs[:, lo:lo + batch_size].to(dev), graph, probes, cap, jobs)
+                if recorded is not None:
+                    recorded()
+                sink.add(lo, batch)
         functional.reset_net(model)
         return sink.finish()
     except BaseException:

@@ -27,11 +27,11 @@ def check_out(out: str | os.PathLike) -> Path:
 
 
 def assemble(graph: NetworkGraph, n_t: int, batches: list[dict], labels: np.ndarray | None,
-             fingerprint: str | None = None) -> EventTrace:
+             fingerprint: str | bool | None = None) -> EventTrace:
     """The EventTrace of recorded batches (workloads.lowering.recorder.BatchRecord.result dicts), in order, with
     the sizes and fingerprint of `graph` (the graph the spikes were recorded on, so hwmodels.simulate refuses it
-    with another graph; `fingerprint`: graph.fingerprint() when already known, else computed here). labels: int64
-    (samples of the batches,) or None."""
+    with another graph; `fingerprint`: graph.fingerprint() when already known, None: computed here, False: left
+    out, graph_fingerprint None, for a writer given it at close). labels: int64 (samples of the batches,) or None."""
     counts, indices, values = zip(*(b["csr"] for b in batches))
     offsets = np.concatenate([[0], np.cumsum(_join(counts))]).astype(np.int64)
     activity = {name: _join([b["activity"][name] for b in batches]) for name in batches[0]["activity"]}
@@ -41,7 +41,7 @@ def assemble(graph: NetworkGraph, n_t: int, batches: list[dict], labels: np.ndar
                       None if values[0] is None else _join(values), labels, activity,
                       None if any(p is None for p in preds) else _join(preds),
                       sizes={name: pop.size for name, pop in graph.populations.items()},
-                      graph_fingerprint=graph.fingerprint() if fingerprint is None else fingerprint)
+                      graph_fingerprint=graph.fingerprint() if fingerprint is None else (fingerprint or None))
 
 
 def _join(parts) -> np.ndarray:
@@ -74,7 +74,8 @@ class MemorySink:
 class FolderSink:
     """Streams every batch into a trace folder: written under a hidden temporary name beside `out` and renamed
     to `out` by finish (a crash leaves no folder named `out`; abort removes the temporary one). fingerprint:
-    returns graph.fingerprint() (e.g. hashed on a worker meanwhile), called once by the first add."""
+    returns graph.fingerprint() (e.g. hashed on a worker meanwhile), called once by finish, whose meta.json is
+    the only file that holds it (an exception it raises leaves the folder incomplete for abort to remove)."""
 
     def __init__(self, out: Path, graph: NetworkGraph, n_t: int, labels: np.ndarray | None,
                  fingerprint: Callable[[], str] | None = None):
@@ -82,15 +83,12 @@ class FolderSink:
         self.tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
         self.writer: TraceWriter | None = None
         self._fingerprint = fingerprint or graph.fingerprint
-        self.fingerprint: str | None = None
 
     def add(self, start: int, batch: dict) -> None:
         """Append the recording of the samples from `start` on to the folder."""
         n = len(batch["csr"][0]) // (self.n_t * len(self.graph.populations))
-        if self.fingerprint is None:
-            self.fingerprint = self._fingerprint()  # once, for the first batch
         trace = assemble(self.graph, self.n_t, [batch], None if self.labels is None else self.labels[start:start + n],
-                         self.fingerprint)
+                         False)
         if self.writer is None:
             self.writer = TraceWriter(self.tmp, trace.populations, self.n_t,
                                       any(p.graded for p in self.graph.populations.values()),
@@ -101,7 +99,7 @@ class FolderSink:
 
     def finish(self) -> EventTrace:
         """Complete the folder, move it to `out` and open it memory-mapped (hwmodels.stream.open_trace)."""
-        self.writer.close()
+        self.writer.close(self._fingerprint())
         os.rename(self.tmp, self.out)
         return open_trace(self.out)
 
