@@ -78,6 +78,27 @@ def test_event_mask_and_events_equal_the_plain_rule(graded):
     np.testing.assert_array_equal(mask_events(mask, vals, True).indices, ev.indices)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("graded", [False, True])
+def test_event_mask_of_a_token_view_equals_that_of_its_copy(dtype, graded):
+    """Token populations come as the view (T, B, D, L) of a (T, B, L, D) tensor (values.layout_fn): read without
+    a copy, the mask is the copy's, NaN and -0.0 included; a graded population's values take the copy."""
+    n_t, n_b, n_l, n_d = 2, 3, 5, 4
+    pop = Population("tok", (n_d, 1, n_l), NeuronModel("relay" if graded else "LIF"), graded=graded)
+    tokens = _rng_tensor(9, (n_t, n_b, n_l, n_d), dtype=dtype)
+    tokens[0, 0, 0, :3] = torch.tensor([float("nan"), -0.0, 0.0], dtype=dtype)
+    view = tokens.transpose(-1, -2)
+    assert events._swapped_view(view, n_t, n_b) is not None and events._swapped_view(tokens, n_t, n_b) is None
+    mask, vals = event_mask(view, pop, n_t, n_b, True)
+    want_mask, want_vals = event_mask(view.contiguous().reshape(n_t, n_b, -1), pop, n_t, n_b, True)
+    assert mask.dtype == bool and mask.flags.c_contiguous and np.array_equal(mask, want_mask)
+    assert (vals is None) == (not graded) and (want_vals is None) == (not graded)
+    if graded:
+        np.testing.assert_array_equal(vals, want_vals)
+    with pytest.raises(ValueError, match="population 'tok': recorded 20 neurons per step, expected 24"):
+        event_mask(view, Population("tok", (4, 2, 3), NeuronModel("LIF")), n_t, n_b, False)
+
+
 def test_event_mask_names_a_wrong_size():
     pop = Population("p", (2, 5), NeuronModel("IF"))
     with pytest.raises(ValueError, match="population 'p': recorded 9 neurons per step, expected 10"):

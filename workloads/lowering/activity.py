@@ -27,7 +27,8 @@ from hwmodels.trace import Population
 from workloads.lowering.activity_kernel import activity_rows
 from workloads.lowering.fused import FusedForward, fusable
 
-#: fn(tensor (T', B, ...), module args) -> (T', B, n) in the population's C-order neuron numbering
+#: fn(tensor (T', B, ...), module args) -> (T', B, ...) whose C order is the population's neuron numbering (read
+#: as (T', B, n); workloads.lowering.values.layout_fn)
 Layout = Callable[[torch.Tensor, tuple], torch.Tensor]
 
 

@@ -43,15 +43,30 @@ def event_mask(spikes: torch.Tensor, pop: Population, n_t: int, n_b: int,
 
     Raises ValueError when the tensor does not have `pop.size` neurons per sample and timestep.
     """
-    a = spikes.reshape(n_t, n_b, -1)
-    if a.shape[2] != pop.size:
-        raise ValueError(f"population {pop.name!r}: recorded {a.shape[2]} neurons per step, expected {pop.size} "
+    tokens = None if with_values and pop.graded else _swapped_view(spikes, n_t, n_b)
+    a = spikes.reshape(n_t, n_b, -1) if tokens is None else None
+    n = a.shape[2] if tokens is None else tokens.shape[2] * tokens.shape[3]
+    if n != pop.size:
+        raise ValueError(f"population {pop.name!r}: recorded {n} neurons per step, expected {pop.size} "
                          f"for shape {pop.shape}")
+    if tokens is not None:  # compared in the tensor's own order, then the 4x smaller mask transposed
+        return np.ascontiguousarray(np.not_equal(tokens, 0).transpose(0, 1, 3, 2)).reshape(n_t * n_b, n), None
     active = _nonzero_mask(a).reshape(n_t * n_b, pop.size)
     values = None
     if with_values and pop.graded:
         values = a.float().contiguous().cpu().numpy().reshape(n_t * n_b, pop.size)[active]
     return active, values
+
+
+def _swapped_view(t: torch.Tensor, n_t: int, n_b: int) -> np.ndarray | None:
+    """numpy (T, B, L, D) array under a CPU float32/float64 tensor t (T, B, D, L) that is the transpose of its last
+    two axes of a C-contiguous (T, B, L, D) tensor (token populations read channel-major,
+    workloads.lowering.values.layout_fn), else None."""
+    if t.dim() != 4 or tuple(t.shape[:2]) != (n_t, n_b) or t.is_contiguous() or t.device.type != "cpu" \
+            or t.dtype not in (torch.float32, torch.float64):
+        return None
+    base = t.transpose(-1, -2)
+    return base.detach().numpy() if base.is_contiguous() else None
 
 
 #: mask elements from which mask_events splits the rows over the workers of its Jobs

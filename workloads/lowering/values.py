@@ -171,7 +171,9 @@ def as_current(value, tag: str) -> Current:
 
 
 def layout_fn(layout: str):
-    """fn(output, args) -> (T, B, n): tokens (T, B, L, D) are read channel-major ((D, L) order), others flattened."""
+    """fn(output, args) -> (T, B, ...) whose C order is the population's neuron numbering: tokens (T, B, L, D) are
+    read channel-major, as the view (T, B, D, L) (no copy: workloads.lowering.events reads such a view without
+    one), others flattened to (T, B, n)."""
     if layout == "tokens":
-        return lambda out, args: out.transpose(-1, -2).reshape(out.shape[0], out.shape[1], -1)
+        return lambda out, args: out.transpose(-1, -2)
     return lambda out, args: out.reshape(out.shape[0], out.shape[1], -1)
