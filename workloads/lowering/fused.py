@@ -33,7 +33,23 @@ def fusable(module: nn.Module) -> bool:
     return all(v is None or isinstance(v, (int, float)) for v in numbers) and module.v_threshold is not None
 
 
-class FusedForward:
+class Shadow:
+    """Base of a callable set as the instance attribute `attr` of `self.module` for the recording, over the
+    class's method of that name (install), and taken away again (remove), which gives the module its own back."""
+
+    attr = "forward"
+    module: nn.Module
+
+    def install(self) -> None:
+        """Shadow the module's method `attr` with this callable."""
+        self.module.__dict__[self.attr] = self
+
+    def remove(self) -> None:
+        """Give the module its own method back."""
+        self.module.__dict__.pop(self.attr, None)
+
+
+class FusedForward(Shadow):
     """Callable set as a fusable node's `multi_step_forward` for the recording (install / remove): on a CPU
     float32 C-contiguous x_seq (T, B, ...) with the node's potential a float or a float32 tensor of one step's
     shape, it returns the spikes (T, B, ...) float32, sets the node's v to the final potential and v_seq to None,
@@ -43,17 +59,11 @@ class FusedForward:
     run: fn(call, ranges) that runs call on each range (workloads.lowering.jobs.Jobs.map), workers: its threads.
     """
 
+    attr = "multi_step_forward"
+
     def __init__(self, module: nn.Module, pop: str, rows: dict, run=None, workers: int = 1):
         self.module, self.pop, self.rows, self.run, self.workers = module, pop, rows, run, workers
         self.own = type(module).multi_step_forward.__get__(module)
-
-    def install(self) -> None:
-        """Shadow the node's multi_step_forward (an instance attribute over the class's method)."""
-        self.module.__dict__["multi_step_forward"] = self
-
-    def remove(self) -> None:
-        """Give the node its own multi_step_forward back."""
-        self.module.__dict__.pop("multi_step_forward", None)
 
     def __call__(self, x_seq: torch.Tensor, *args, **kwargs):
         """The node's multi-step forward on x_seq (see the class)."""

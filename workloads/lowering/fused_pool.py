@@ -10,6 +10,7 @@ import torch
 from spikingjelly.activation_based import layer
 from torch import nn
 
+from workloads.lowering.fused import Shadow
 from workloads.lowering.pool_kernel import max_pool_planes, pool_shape
 
 #: output values per thread below which a pooling runs on the caller's thread only
@@ -38,7 +39,7 @@ def fusable_pool(module: nn.Module) -> bool:
     return min(k) >= 1 and min(s) >= 1 and all(0 <= pi <= ki // 2 for pi, ki in zip(p, k))
 
 
-class FusedPool:
+class FusedPool(Shadow):
     """Callable set as a fusable pool's `forward` for the recording (install / remove): on a CPU float32
     C-contiguous input (N, C, H, W) or (C, H, W), or (T, B, C, H, W) for a SpikingJelly layer in multi-step mode,
     with grad off, it returns torch's max-pool values as a new contiguous float32 tensor; any other input goes
@@ -51,14 +52,6 @@ class FusedPool:
         m = module
         self.kernel, self.stride, self.padding = (_pair(v) for v in (m.kernel_size, m.stride or m.kernel_size,
                                                                      m.padding))
-
-    def install(self) -> None:
-        """Shadow the module's forward (an instance attribute over the class's method)."""
-        self.module.__dict__["forward"] = self
-
-    def remove(self) -> None:
-        """Give the module its own forward back."""
-        self.module.__dict__.pop("forward", None)
 
     def __call__(self, x: torch.Tensor, *args, **kwargs):
         """The module's forward on x (see the class)."""
