@@ -136,10 +136,13 @@ def lower(model: nn.Module, inputs: torch.Tensor, *, labels=None, weight_bits: i
 
 class LateFit:
     """The weight fit and the graph fingerprint of a policy that never refuses ("widen", "quantize"), started on
-    the threads of `jobs` once the first batch is recorded (start), so they run beside the trace write, while
+    the threads of `jobs` once the last batch is recorded (start), so they run beside the last trace write, while
     torch is idle, rather than before the recording: the recording needs neither (the fit changes only
-    projections' weight_bits and graph.metadata, which the fingerprint leaves out). fingerprint() waits for both,
-    so a failing fit fails the recording before its trace is complete; graph() is the fitted graph."""
+    projections' weight_bits and graph.metadata, which the fingerprint leaves out). Not beside a forward pass:
+    a third busy thread on two cores stalls torch's OpenMP threads at every barrier (VGG-16 in
+    benchmarks/test_bench_scale.py lowered in 12 s instead of 8 when the fit started after the first of two
+    batches). fingerprint() waits for both, so a failing fit fails the recording before its trace is complete;
+    graph() is the fitted graph."""
 
     def __init__(self, graph: NetworkGraph, policy: str, errors: dict, jobs: Jobs):
         self._graph, self.policy, self.errors, self.jobs = graph, policy, errors, jobs

@@ -126,8 +126,9 @@ def record_trace(model: nn.Module, inputs: torch.Tensor, graph: NetworkGraph, pr
     device and to each module's train/eval mode afterwards. out: None keeps the batches in memory; a trace folder
     (checked by workloads.lowering.sink.check_out) receives each batch as it is recorded (workloads.lowering.sink.
     FolderSink: complete or absent) and the trace returned is that folder, memory-mapped. fingerprint: returns
-    graph.fingerprint() (None: graph.fingerprint), called by the sink as it finishes. recorded: called after each
-    batch's forward pass, before the sink takes the batch (workloads.lowering.engine.LateFit.start), or None.
+    graph.fingerprint() (None: graph.fingerprint), called by the sink as it finishes. recorded: called once, after
+    the last batch's forward pass, before the sink takes that batch (workloads.lowering.engine.LateFit.start: work
+    for the threads beside the last trace write; beside a forward pass it would slow torch's threads), or None.
     Raises ValueError when a recorded tensor does not have the population's size.
     """
     default = "cuda" if torch.cuda.is_available() else "cpu"
@@ -144,8 +145,8 @@ def record_trace(model: nn.Module, inputs: torch.Tensor, graph: NetworkGraph, pr
         with torch.no_grad(), Capture(probes, jobs=jobs) as cap, FusedPools(model, jobs):
             for lo in range(0, inputs.shape[1], batch_size):
                 batch = _record_batch(model, inputs[:, lo:lo + batch_size].to(dev), graph, probes, cap, jobs)
-                if recorded is not None:
-                    recorded()
+                if recorded is not None and lo + batch_size >= inputs.shape[1]:
+                    recorded()  # after the last forward pass: beside the last write, never beside a forward
                 sink.add(lo, batch)
         functional.reset_net(model)
         return sink.finish()
