@@ -79,3 +79,38 @@ def test_distinct_rows_collects_each_value_once(dtype):
         assert np.array_equal(np.sort(values[i, :count[i]]), np.unique(v[i]))
         assert (values[i, count[i]:] == v[i].max()).all()
     assert count[1] == len(np.unique(v[1, 7:])) + 1  # one NaN: the same bit pattern seven times
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_distinct_rows_buckets_give_ascending_values_and_fall_back_to_hashing(dtype):
+    """A row whose distinct values fall in distinct buckets comes out ascending (the bucket scan); a row with two
+    distinct values in one bucket (1e-7 apart on a span of 1: 2048 buckets) or with a NaN bound is hashed, in
+    order of first occurrence. 0.0 and -0.0 are one value either way, kept as +0.0."""
+    rng = np.random.default_rng(11)
+    n = 2304
+    k = rng.integers(-127, 128, size=(3, n))
+    v = (k * (rng.uniform(0.01, 1.0, size=(3, 1)) / 127)).astype(dtype)
+    v[1, 0], v[1, 1:4] = -0.0, 0.0  # a quantized row with both zeros
+    v[2] = np.resize(np.array([1.0, 1e-7, 0.0, -0.0], dtype), n)  # two distinct values in bucket 0
+    values, count = distinct_rows(np.ascontiguousarray(v), np.arange(3), 512)
+    for i in (0, 1):
+        assert count[i] == len(np.unique(v[i]))
+        assert np.array_equal(values[i, :count[i]], np.unique(v[i]))  # ascending: no sort needed
+    zero = values[1, :count[1]] == 0
+    assert zero.sum() == 1 and not np.signbit(values[1, :count[1]][zero]).any()  # -0.0 kept as +0.0
+    assert count[2] == 3 and values[2, :3].tolist() == [1.0, dtype(1e-7), 0.0]  # first occurrence: hashed
+    nan_bounds = np.full(3, np.nan)
+    hashed, hashed_count = distinct_rows(np.ascontiguousarray(v), np.arange(3), 512, nan_bounds, nan_bounds)
+    assert np.array_equal(hashed_count, count)
+    first = [list(dict.fromkeys(np.where(r == 0, 0.0, r).tolist())) for r in v[:2]]  # order of first occurrence
+    assert [hashed[i, :count[i]].tolist() for i in (0, 1)] == first
+
+
+def test_distinct_rows_bucket_bounds_only_steer_the_buckets():
+    """Any finite bounds give the right values: values outside [lo, lo + span] go to the first or last bucket
+    (never outside the table), the mapping stays monotone, and a shared bucket falls back to hashing."""
+    v = np.ascontiguousarray(np.resize(np.array([0.0, 2.0, 5.0, -3.0], np.float32), (1, 600)))
+    for lo, span in ((1.0, 1.0), (-3.0, 8.0), (10.0, 0.5), (-1e30, 1e-30)):
+        values, count = distinct_rows(v, np.arange(1), 512, np.array([lo]), np.array([span]))
+        assert count[0] == 4 and sorted(values[0, :4].tolist()) == [-3.0, 0.0, 2.0, 5.0]
+        assert (values[0, 4:] == 5.0).all()

@@ -181,8 +181,11 @@ def test_too_many_points_sorted_before_rescaling_equals_after(dtype, limit):
         span = v.max(1).astype(np.float64) - lo
         scale = np.where(span > 0.0, span, 1.0)
         want = _sample_gaps_rescaled_first(v, lo, scale, limit)
-        got = grid._too_many_points(v, lo, scale, limit)
+        got = grid._too_many_points(v, np.arange(len(v)), lo, scale, limit)
+        some = np.array([0, 3, 9, 12, 21, 39])  # a subset of the rows (sampled by fancy indexing) answers alike
+        part = grid._too_many_points(v, some, lo, scale, limit)
     np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(part, want[some])
     assert want[:8].all() and want[20:25].any() == (limit < 11)  # float rows; rows of 2..12 levels
 
 
@@ -195,8 +198,9 @@ def test_too_many_points_keeps_a_grid_row_exactly_when_its_steps_fit(limit):
     v = np.floor(np.arange(n)[None, :] * (m[:, None] + 1) / n) / m[:, None] * 0.7 - 0.2
     v = np.concatenate([v, np.random.default_rng(1).normal(size=(2, n))])
     lo, span = v.min(1), v.max(1) - v.min(1)
-    got = grid._too_many_points(v, lo, span, limit)
+    got = grid._too_many_points(v, np.arange(len(v)), lo, span, limit)
     assert got.tolist() == [40 > limit, 300 > limit, 450 > limit, True, True]
+    assert grid._too_many_points(v, np.array([4, 1]), lo, span, limit).tolist() == [True, 300 > limit]
 
 
 

@@ -76,27 +76,42 @@ def row_intervals(rows: np.ndarray, limit: int = MAX_INTERVALS) -> list[int | No
 
 def _rows_chunk(v: np.ndarray, limit: int) -> list[int | None]:
     """row_intervals of float32/float64 (c, n) C-contiguous rows, n >= 1, limit <= MAX_INTERVALS. Only the rows
-    with a positive span that _too_many_points keeps are searched, on their values sorted (_fill_sorted): the
-    distinct ones distinct_rows collects when n > _FEW, or the whole row when it has more than _FEW of them or
-    n <= _FEW."""
+    with a positive span are searched, on their values sorted (_fill_sorted): the distinct ones distinct_rows
+    collects when n > _FEW, or the whole row when it has more than _FEW of them or n <= _FEW; _too_many_points
+    drops the rows it proves off every grid before they are hashed or sorted whole. When the first of them has
+    at most _FEW distinct values (quantized weights: the fit of weight_fit "quantize"), every row's distinct
+    values are collected first and only the rows with more go through _too_many_points, whose sample sort then
+    costs nothing on grid-like rows; otherwise (float weights) it goes first. The answers are the same either
+    way: the test only proves what the search would find."""
     lo = v.min(1).astype(np.float64)
     span = v.max(1).astype(np.float64) - lo
     scale = np.where(span > 0.0, span, 1.0)
     out: list[int | None] = [0 if s <= 0.0 else None for s in span]
-    rows = np.flatnonzero((span > 0.0) & ~_too_many_points(v, lo, scale, limit))
-    if len(rows) == 0:
-        return out
-    if v.shape[1] > _FEW:
-        few, count = distinct_rows(v, rows, _FEW)
-        hashed = count <= _FEW
-        s = few[hashed, :int(count[hashed].max(initial=1))]
-        s.sort(axis=1)
-        _fill_sorted(out, rows[hashed], s, lo, scale, limit)
-        rows = rows[~hashed]
+    rows = np.flatnonzero(span > 0.0)
+    first = rows[:1]
+    if v.shape[1] > _FEW and len(rows) and distinct_rows(v, first, _FEW, lo[first], span[first])[1][0] <= _FEW:
+        rows = _fill_distinct(out, v, rows, lo, span, scale, limit)
+        rows = rows[~_too_many_points(v, rows, lo, scale, limit)]
+    else:
+        rows = rows[~_too_many_points(v, rows, lo, scale, limit)]
+        if v.shape[1] > _FEW:
+            rows = _fill_distinct(out, v, rows, lo, span, scale, limit)
     s = v[rows]
     s.sort(axis=1)
     _fill_sorted(out, rows, s, lo, scale, limit)
     return out
+
+
+def _fill_distinct(out: list[int | None], v: np.ndarray, rows: np.ndarray, lo: np.ndarray, span: np.ndarray,
+                   scale: np.ndarray, limit: int) -> np.ndarray:
+    """Fill out[r] for the rows r of `rows` (int64, positive spans) of v (c, n) with at most _FEW distinct values,
+    searched on those values sorted (distinct_rows); returns the other rows."""
+    few, count = distinct_rows(v, rows, _FEW, lo[rows], span[rows])
+    hashed = count <= _FEW
+    s = few[hashed, :int(count[hashed].max(initial=1))]
+    s.sort(axis=1)
+    _fill_sorted(out, rows[hashed], s, lo, scale, limit)
+    return rows[~hashed]
 
 
 def _fill_sorted(out: list[int | None], rows: np.ndarray, s: np.ndarray, lo: np.ndarray, scale: np.ndarray,
@@ -111,10 +126,11 @@ def _fill_sorted(out: list[int | None], rows: np.ndarray, s: np.ndarray, lo: np.
         out[r] = None if m < 0 else m
 
 
-def _too_many_points(v: np.ndarray, lo: np.ndarray, scale: np.ndarray, limit: int) -> np.ndarray:
-    """bool (c,): rows of values v (c, n) (rescaled as (v - lo) / scale, float64 (c,) each) that no grid of at
-    most `limit` steps holds, told from a spread sample of _SAMPLE of their values (all False when n <= _SAMPLE:
-    such rows are searched whole, cheaply). Two tests, each a proof (a 1e-6 relative margin covers rounding):
+def _too_many_points(v: np.ndarray, rows: np.ndarray, lo: np.ndarray, scale: np.ndarray,
+                     limit: int) -> np.ndarray:
+    """bool (r,): which of the rows `rows` (int64 (r,)) of values v (c, n) (rescaled as (v - lo) / scale, lo and
+    scale float64 (c,)) no grid of at most `limit` steps holds, told from a spread sample of _SAMPLE of their
+    values (all False when n <= _SAMPLE: such rows are searched whole, cheaply). Two tests, each a proof (a 1e-6 relative margin covers rounding):
     (count) more than `limit` gaps of the sorted sample wider than 2 GRID_TOL (values that far
     apart lie on different grid points); (gap) a gap g with 2 GRID_TOL < g < 1 / limit - 2 GRID_TOL (two values
     within GRID_TOL of grid points k / m, m <= limit, are 2 GRID_TOL apart at most on one point and 1 / m - 2
@@ -124,13 +140,14 @@ def _too_many_points(v: np.ndarray, lo: np.ndarray, scale: np.ndarray, limit: in
     positive scale, each rounded monotonically) never reverses two values, so the gaps are those of the rescaled
     sample sorted. (It makes NaNs, which sort last, of infinite values only: of every value when lo is -inf, else
     of the largest values, those sorted last anyway; NaN gaps pass neither test.)"""
-    if v.shape[1] <= _SAMPLE:
-        return np.zeros(len(v), bool)
-    sample = np.take(v, _spread(v.shape[1], _SAMPLE), axis=1)
+    if v.shape[1] <= _SAMPLE or len(rows) == 0:
+        return np.zeros(len(rows), bool)
+    spread = _spread(v.shape[1], _SAMPLE)
+    sample = np.take(v, spread, axis=1) if len(rows) == len(v) else v[np.ix_(rows, spread)]
     sample.sort(axis=1)
     f = sample.astype(np.float64)
-    f -= lo[:, None]
-    f /= scale[:, None]
+    f -= lo[rows, None]
+    f /= scale[rows, None]
     gaps = f[:, 1:] - f[:, :-1]
     apart = gaps > 2 * GRID_TOL * (1 + 1e-6)
     between = apart & (gaps < (1.0 / limit - 2 * GRID_TOL) * (1 - 1e-6))

@@ -6,6 +6,14 @@ value kept, 16 kB for float32 with the grid's 512) instead of sorting each whole
 (-0.0 is keyed as 0.0, so the bit pattern of -0.0 marks an empty slot); NaNs are keys like any other. A row stops
 being read at its first value beyond the most kept. Inserting is branch-free but for collisions, so no branch is
 mispredicted however often a row meets a new value.
+
+Before hashing, a row with a finite positive span is tried on buckets: 4 x cap equal buckets over [min, max]
+(bucket floor((v - min) x (buckets - 1) / span), monotone in v), each written its value's key, then every value
+checked against its bucket's key. When they all match, no bucket holds two distinct values, and a scan of the
+buckets gives the distinct values already in ascending order: two independent passes (stores, then loads) of
+about 1 ns a value instead of a hash probe chain of about 4.5 (VGG-11's weight fit 45 -> 26 ms on one thread). A
+quantized channel's levels lie >= span / (2^b - 1) apart, so up to 9 bits they never share a bucket; rows where
+some bucket does (float noise, close values) are hashed.
 """
 from __future__ import annotations
 
@@ -16,38 +24,87 @@ from numba import njit
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 
-def distinct_rows(v: np.ndarray, rows: np.ndarray, cap: int) -> tuple[np.ndarray, np.ndarray]:
+def distinct_rows(v: np.ndarray, rows: np.ndarray, cap: int, lo: np.ndarray | None = None,
+                  span: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(values, count) of the rows `rows` (int64 (r,)) of v (float32 or float64 (c, n), C-contiguous, n >= 1),
     cap >= 1: values (r, cap), v's dtype, holds in values[i, :count[i]] the distinct values of v[rows[i]] (0.0 and
-    -0.0 as one, kept as 0.0) in order of first occurrence and that row's largest value in the rest; count (r,)
-    int64 is cap + 1 for a row with more than cap distinct values (values[i] is then undefined)."""
+    -0.0 as one, kept as 0.0), ascending when they fall in distinct buckets (module docstring), else in order of
+    first occurrence, and that row's largest value in the rest; count (r,) int64 is cap + 1 for a row with more
+    than cap distinct values (values[i] is then undefined).
+    lo, span: float64 (r,), each row's min and max - min as numpy computes them (NaN for a row with a NaN), or
+    None to compute them here; only rows whose lo and span are finite, span > 0, are tried on buckets."""
     bits = v.view(np.uint32 if v.dtype == np.float32 else np.uint64)
+    rows = np.asarray(rows, np.int64)
+    if lo is None or span is None:
+        lo = v[rows].min(1).astype(np.float64) if len(rows) else np.zeros(0)
+        span = v[rows].max(1).astype(np.float64) - lo if len(rows) else np.zeros(0)
     neg_zero = bits.dtype.type(1) << bits.dtype.type(8 * bits.itemsize - 1)
     values = np.empty((len(rows), cap + 1), v.dtype)
-    count = _collect(bits, np.asarray(rows, np.int64), neg_zero, (8 * cap - 1).bit_length(), values,
-                     values.view(bits.dtype))
+    count = _collect(v, bits, rows, np.asarray(lo, np.float64), np.asarray(span, np.float64), neg_zero,
+                     (8 * cap - 1).bit_length(), values, values.view(bits.dtype))
     return values[:, :cap], count
 
 
 @njit(cache=True, nogil=True)
-def _collect(bits: np.ndarray, rows: np.ndarray, neg_zero, table_bits: int, values: np.ndarray,
-             values_bits: np.ndarray) -> np.ndarray:
-    """count of distinct_rows, given bits: v viewed as uint32/uint64 (c, n); neg_zero: the bits of -0.0 (that
-    dtype); table_bits: log2 of the slots of the hash set (> cap); values: the (r, cap + 1) float output, filled
-    here, with values_bits the same memory viewed as bits' dtype. Releases the GIL (the lowering fits projections
-    on threads, workloads.lowering.jobs)."""
+def _collect(v: np.ndarray, bits: np.ndarray, rows: np.ndarray, lo: np.ndarray, span: np.ndarray, neg_zero,
+             table_bits: int, values: np.ndarray, values_bits: np.ndarray) -> np.ndarray:
+    """count of distinct_rows, given v and bits (v viewed as uint32/uint64 (c, n)); lo, span: float64 (r,);
+    neg_zero: the bits of -0.0 (that dtype); table_bits: log2 of the slots of the hash set (> cap), and of the
+    buckets (4 x cap or more); values: the (r, cap + 1) float output, filled here, with values_bits the same
+    memory viewed as bits' dtype. Releases the GIL (the lowering fits projections on threads,
+    workloads.lowering.jobs)."""
     keys = np.full(1 << table_bits, neg_zero, bits.dtype)
+    buckets = np.full(1 << (table_bits - 1), neg_zero, bits.dtype)
+    where = np.empty(v.shape[1], np.int32)
     used = np.empty(values.shape[1], np.uint64)
     count = np.empty(len(rows), np.int64)
     for i in range(len(rows)):
-        c = _add_row(bits[rows[i]], keys, used, neg_zero, np.uint64(64 - table_bits))
-        for j in range(c):
-            values_bits[i, j] = keys[used[j]]
-            keys[used[j]] = neg_zero
+        c = -1
+        if np.isfinite(lo[i]) and np.isfinite(span[i]) and span[i] > 0.0:
+            c = _bucket_row(v[rows[i]], bits[rows[i]], lo[i], (len(buckets) - 1) / span[i], buckets, neg_zero,
+                            values_bits[i], where)
+        if c < 0:
+            c = _add_row(bits[rows[i]], keys, used, neg_zero, np.uint64(64 - table_bits))
+            for j in range(c):
+                values_bits[i, j] = keys[used[j]]
+                keys[used[j]] = neg_zero
         count[i] = c
         if c < values.shape[1]:
             values[i, c:] = values[i, :c].max()
     return count
+
+
+@njit(cache=True)
+def _bucket_row(row: np.ndarray, row_bits: np.ndarray, lo: float, per_unit: float, buckets: np.ndarray,
+                neg_zero, out_bits: np.ndarray, where: np.ndarray) -> int:
+    """The distinct keys of a row (n,) (floats and their bit patterns, every value in [lo, lo + span], per_unit =
+    (len(buckets) - 1) / span) into out_bits (cap + 1,) in ascending order, when no bucket of `buckets` (all
+    neg_zero, left so) holds two distinct keys: returns their number (len(out_bits) when more than cap), else -1."""
+    top = np.float64(len(buckets) - 1)
+    for j in range(len(row)):  # vectorised
+        where[j] = _bucket(row[j], lo, per_unit, top)
+    for j in range(len(row)):  # stores only: the last key of a bucket stays
+        b = row_bits[j]
+        buckets[where[j]] = b if b != neg_zero else b ^ b
+    same = True
+    for j in range(len(row)):  # loads only: no early exit
+        b = row_bits[j]
+        same &= buckets[where[j]] == (b if b != neg_zero else b ^ b)
+    c = 0
+    for k in range(len(buckets)):
+        if buckets[k] != neg_zero:
+            if same and c < len(out_bits):
+                out_bits[c] = buckets[k]
+                c += 1
+            buckets[k] = neg_zero
+    return c if same else -1
+
+
+@njit(cache=True, inline="always")
+def _bucket(x, lo: float, per_unit: float, top: float) -> int:
+    """The bucket of a finite value x: floor((float64(x) - lo) x per_unit), clamped to 0..top (a value outside
+    [lo, lo + span] never indexes outside the buckets)."""
+    return np.int32(min(max((np.float64(x) - lo) * per_unit, 0.0), top))
 
 
 @njit(cache=True)
