@@ -152,16 +152,20 @@ def test_uniform_rows_on_threads_equals_serial():
     assert all(q.tobytes() == q2.tobytes() and e == e2 for (q, e), (q2, e2) in zip(serial, threaded))
 
 
-def _sample_gaps_rescaled_first(v: np.ndarray, lo: np.ndarray, scale: np.ndarray, limit: int) -> np.ndarray:
-    """The rule of grid._too_many_points as its docstring states it: a spread sample of grid._SAMPLE values per
-    row, rescaled to float64 (v - lo) / scale, then sorted; more than `limit` gaps above 2 GRID_TOL (1 + 1e-6)
-    when limit < _SAMPLE, or a gap between that and (1 / limit - 2 GRID_TOL) (1 - 1e-6)."""
-    cols = (np.arange(grid._SAMPLE) * (v.shape[1] - 1)) // (grid._SAMPLE - 1)
+def _sample_gaps_rescaled_first(v: np.ndarray, lo: np.ndarray, scale: np.ndarray, limit: int,
+                                 sample: int = grid._SAMPLE) -> np.ndarray:
+    """The rule of grid._too_many_points as its docstring states it: a spread sample of `sample` values per row
+    (none refused when a row has no more values than that), rescaled to float64 (v - lo) / scale, then sorted;
+    more than `limit` gaps above 2 GRID_TOL (1 + 1e-6) when limit < sample, or a gap between that and
+    (1 / limit - 2 GRID_TOL) (1 - 1e-6)."""
+    if v.shape[1] <= sample:
+        return np.zeros(len(v), bool)
+    cols = (np.arange(sample) * (v.shape[1] - 1)) // (sample - 1)
     f = np.sort((v[:, cols].astype(np.float64) - lo[:, None]) / scale[:, None], axis=1)
     gaps = np.diff(f, axis=1)
     apart = gaps > 2 * grid.GRID_TOL * (1 + 1e-6)
     between = apart & (gaps < (1 / limit - 2 * grid.GRID_TOL) * (1 - 1e-6))
-    return ((apart.sum(1) > limit) & (limit < grid._SAMPLE)) | between.any(1)
+    return ((apart.sum(1) > limit) & (limit < sample)) | between.any(1)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -184,8 +188,16 @@ def test_too_many_points_sorted_before_rescaling_equals_after(dtype, limit):
         got = grid._too_many_points(v, np.arange(len(v)), lo, scale, limit)
         some = np.array([0, 3, 9, 12, 21, 39])  # a subset of the rows (sampled by fancy indexing) answers alike
         part = grid._too_many_points(v, some, lo, scale, limit)
+        small = _sample_gaps_rescaled_first(v, lo, scale, limit, grid._PRE_SAMPLE)
+        off = grid._off_grid(v, np.arange(len(v)), lo, scale, limit)
+        short = grid._off_grid(v[:, :400], np.arange(len(v)), lo, scale, limit)  # <= _SAMPLE values: small only
+        short_want = _sample_gaps_rescaled_first(v[:, :400], lo, scale, limit, grid._PRE_SAMPLE)
     np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(part, want[some])
+    np.testing.assert_array_equal(off, small | want)  # the small sample first, the large one on the rest
+    np.testing.assert_array_equal(short, short_want)
+    if limit <= 255:  # the small sample alone refuses the float rows of an 8-bit (or coarser) grid
+        assert small[:8].all()
     assert want[:8].all() and want[20:25].any() == (limit < 11)  # float rows; rows of 2..12 levels
 
 

@@ -30,6 +30,9 @@ _BLOCK = 256
 _PROBE = 64
 #: values of a channel whose spread tells early that it needs more than a small grid (_too_many_points)
 _SAMPLE = 512
+#: a smaller sample tried first (_off_grid): it refuses almost every float channel for an 8-bit grid, at an
+#: eighth of the sort
+_PRE_SAMPLE = 64
 #: most distinct values of a row collected by hashing (more: the row is sorted whole), done in rows of more values
 #: only (numpy sorts rows of up to a few hundred values at 1-2 ns a value, as fast as hashing; longer ones at 4-11)
 _FEW = 512
@@ -91,9 +94,9 @@ def _rows_chunk(v: np.ndarray, limit: int) -> list[int | None]:
     first = rows[:1]
     if v.shape[1] > _FEW and len(rows) and distinct_rows(v, first, _FEW, lo[first], span[first])[1][0] <= _FEW:
         rows = _fill_distinct(out, v, rows, lo, span, scale, limit)
-        rows = rows[~_too_many_points(v, rows, lo, scale, limit)]
+        rows = rows[~_off_grid(v, rows, lo, scale, limit)]
     else:
-        rows = rows[~_too_many_points(v, rows, lo, scale, limit)]
+        rows = rows[~_off_grid(v, rows, lo, scale, limit)]
         if v.shape[1] > _FEW:
             rows = _fill_distinct(out, v, rows, lo, span, scale, limit)
     s = v[rows]
@@ -126,13 +129,24 @@ def _fill_sorted(out: list[int | None], rows: np.ndarray, s: np.ndarray, lo: np.
         out[r] = None if m < 0 else m
 
 
-def _too_many_points(v: np.ndarray, rows: np.ndarray, lo: np.ndarray, scale: np.ndarray,
-                     limit: int) -> np.ndarray:
+def _off_grid(v: np.ndarray, rows: np.ndarray, lo: np.ndarray, scale: np.ndarray, limit: int) -> np.ndarray:
+    """bool (r,): the rows of `rows` that _too_many_points proves off every grid of at most `limit` steps from a
+    sample of _PRE_SAMPLE values, or else from one of _SAMPLE (rows of more than _SAMPLE values). Either answer is
+    a proof, so the rows kept are the same as with the larger sample alone or fewer (a row of at most _SAMPLE
+    values may now be refused before its whole-row search, which would find no grid either)."""
+    off = _too_many_points(v, rows, lo, scale, limit, _PRE_SAMPLE)
+    if v.shape[1] > _SAMPLE and not off.all():
+        off[~off] = _too_many_points(v, rows[~off], lo, scale, limit, _SAMPLE)
+    return off
+
+
+def _too_many_points(v: np.ndarray, rows: np.ndarray, lo: np.ndarray, scale: np.ndarray, limit: int,
+                     sample: int = _SAMPLE) -> np.ndarray:
     """bool (r,): which of the rows `rows` (int64 (r,)) of values v (c, n) (rescaled as (v - lo) / scale, lo and
-    scale float64 (c,)) no grid of at most `limit` steps holds, told from a spread sample of _SAMPLE of their
-    values (all False when n <= _SAMPLE: such rows are searched whole, cheaply). Two tests, each a proof (a 1e-6 relative margin covers rounding):
-    (count) more than `limit` gaps of the sorted sample wider than 2 GRID_TOL (values that far
-    apart lie on different grid points); (gap) a gap g with 2 GRID_TOL < g < 1 / limit - 2 GRID_TOL (two values
+    scale float64 (c,)) no grid of at most `limit` steps holds, told from a spread sample of `sample` of their
+    values (all False when n <= sample: such rows are searched whole, cheaply). Two tests, each a proof (a 1e-6
+    relative margin covers rounding): (count) more than `limit` gaps of the sorted sample wider than 2 GRID_TOL
+    (values that far apart lie on different grid points); (gap) a gap g with 2 GRID_TOL < g < 1 / limit - 2 GRID_TOL (two values
     within GRID_TOL of grid points k / m, m <= limit, are 2 GRID_TOL apart at most on one point and 1 / m - 2
     GRID_TOL apart at least on two). A float channel fails the gap test at once, so the fit of float weights
     (limit MAX_INTERVALS) skips hashing and sorting their rows. The sample is sorted in v's own dtype (numpy sorts
@@ -140,18 +154,18 @@ def _too_many_points(v: np.ndarray, rows: np.ndarray, lo: np.ndarray, scale: np.
     positive scale, each rounded monotonically) never reverses two values, so the gaps are those of the rescaled
     sample sorted. (It makes NaNs, which sort last, of infinite values only: of every value when lo is -inf, else
     of the largest values, those sorted last anyway; NaN gaps pass neither test.)"""
-    if v.shape[1] <= _SAMPLE or len(rows) == 0:
+    if v.shape[1] <= sample or len(rows) == 0:
         return np.zeros(len(rows), bool)
-    spread = _spread(v.shape[1], _SAMPLE)
-    sample = np.take(v, spread, axis=1) if len(rows) == len(v) else v[np.ix_(rows, spread)]
-    sample.sort(axis=1)
-    f = sample.astype(np.float64)
+    spread = _spread(v.shape[1], sample)
+    picked = np.take(v, spread, axis=1) if len(rows) == len(v) else v[np.ix_(rows, spread)]
+    picked.sort(axis=1)
+    f = picked.astype(np.float64)
     f -= lo[rows, None]
     f /= scale[rows, None]
     gaps = f[:, 1:] - f[:, :-1]
     apart = gaps > 2 * GRID_TOL * (1 + 1e-6)
     between = apart & (gaps < (1.0 / limit - 2 * GRID_TOL) * (1 - 1e-6))
-    # (count) can only refuse below _SAMPLE - 1: the sample has that many gaps
+    # (count) can only refuse below sample - 1: the sample has that many gaps
     return (np.count_nonzero(apart, axis=1) > limit) | between.any(axis=1)
 
 
