@@ -13,7 +13,7 @@ from workloads.compression.dsp import LowRankLinear
 from workloads.compression.quant import ReScaW, SignQuant, attach, bake, distinct_levels
 from workloads.lowering import lower
 from workloads.lowering.fit import bits_for_intervals, grid_intervals
-from workloads.lowering.grid import row_intervals
+from workloads.lowering.grid import bits_for_steps, row_intervals
 from workloads.models import build_model
 
 T = 4
@@ -41,6 +41,16 @@ def test_float_values_have_no_grid_and_bits_follow_the_levels():
     floats = np.random.default_rng(0).normal(size=64)
     assert grid_intervals(floats) is None and bits_for_intervals(None) == 32
     assert [bits_for_intervals(m) for m in (0, 1, 2, 3, 4, 15, 16, 255)] == [1, 1, 2, 2, 3, 4, 5, 8]
+
+
+def test_bits_for_steps_is_bits_for_intervals_entry_by_entry():
+    """The array form (steps -1 for None) gives bits_for_intervals' bits for every step count up to 2^20 and at
+    powers of two and their neighbours up to 2^40."""
+    powers = [(1 << k) + d for k in range(41) for d in (-1, 0, 1)]
+    steps = np.array([-1] + list(range(1 << 20)) + powers, np.int64)
+    want = [bits_for_intervals(None if m < 0 else m) for m in steps.tolist()]
+    assert bits_for_steps(steps).tolist() == want
+    assert bits_for_steps(steps.reshape(1, -1)).shape == (1, len(steps))
 
 
 def _init(model: nn.Module, seed: int) -> nn.Module:

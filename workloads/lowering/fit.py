@@ -29,7 +29,8 @@ from hwmodels.trace import NetworkGraph, Projection
 from workloads.compression.quant import weight_layers
 from workloads.lowering.fit_kernel import uniform_rows
 from workloads.lowering.jobs import Jobs
-from workloads.lowering.grid import MAX_INTERVALS, bits_for_intervals, grid_intervals, row_intervals
+from workloads.lowering.grid import (MAX_INTERVALS, bits_for_intervals, bits_for_steps, grid_intervals,
+                                     row_steps)
 
 #: policies of lower(..., weight_fit=)
 FIT_POLICIES = ("widen", "error", "quantize")
@@ -43,19 +44,20 @@ def channel_rows(weight: np.ndarray, nonzero_only: bool) -> list[np.ndarray]:
     return [r[r != 0] for r in rows] if nonzero_only else list(rows)
 
 
-def channel_grids(weight: np.ndarray, nonzero_only: bool, limit: int = MAX_INTERVALS) -> list[int | None]:
-    """Steps of each output channel's coarsest grid (workloads.lowering.grid; None: none of at most `limit`
-    steps) of a weight (C_out, ...): over all its values (every channel at once), or over its non-zeros only
-    (channel by channel)."""
+def channel_grids(weight: np.ndarray, nonzero_only: bool, limit: int = MAX_INTERVALS) -> np.ndarray:
+    """Steps of each output channel's coarsest grid (workloads.lowering.grid), int64 (C_out,), -1 where none of at
+    most `limit` steps holds the channel, of a weight (C_out, ...): over all its values (every channel at once,
+    grid.row_steps), or over its non-zeros only (channel by channel)."""
     if nonzero_only:
-        return [grid_intervals(r, limit) for r in channel_rows(weight, True)]
-    return row_intervals(np.asarray(weight).reshape(len(weight), -1), limit)
+        found = [grid_intervals(r, limit) for r in channel_rows(weight, True)]
+        return np.array([-1 if m is None else m for m in found], np.int64)
+    return row_steps(np.asarray(weight).reshape(len(weight), -1), limit)
 
 
 def weight_grid(weight: np.ndarray, nonzero_only: bool) -> int | None:
     """Steps of the coarsest per-channel grid a weight (C_out, ...) needs (max over channels; None: no grid)."""
     steps = channel_grids(weight, nonzero_only)
-    return None if any(s is None for s in steps) else max(steps, default=0)
+    return None if (steps < 0).any() else int(steps.max(initial=0))
 
 
 def projection_fit(proj: Projection) -> tuple[int, int | None]:
@@ -121,8 +123,7 @@ def quantize_rows(w: torch.Tensor, bits: int, nonzero_only: bool) -> tuple[torch
     w's dtype (0.0 for an empty w)."""
     src = w.detach().cpu().reshape(len(w), -1)
     grid_rows = src if src.dtype in (torch.float32, torch.float64) else src.double()  # float32: exact in float64
-    need = [bits_for_intervals(m) for m in channel_grids(grid_rows.numpy(), nonzero_only, 2 ** bits - 1)]
-    keep = np.array([n <= bits for n in need], dtype=bool)
+    keep = bits_for_steps(channel_grids(grid_rows.numpy(), nonzero_only, 2 ** bits - 1)) <= bits
     if bits >= 2 and src.dtype in (torch.float32, torch.float64):
         q, error = _uniform_rows(src.numpy(), bits, keep)
         return torch.from_numpy(q).reshape(w.shape).to(w.device), error

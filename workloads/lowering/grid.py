@@ -64,20 +64,33 @@ def grid_intervals(values: np.ndarray, limit: int = MAX_INTERVALS) -> int | None
     return _scan(f, max(1, int(np.ceil(1.0 / (distinct.min() + 2 * GRID_TOL) - 1e-9))), min(limit, MAX_INTERVALS))
 
 
+def bits_for_steps(steps: np.ndarray) -> np.ndarray:
+    """bits_for_intervals of every entry of an int array of steps (-1 for None, as row_steps gives them):
+    int64, same shape. The bit length is frexp's exponent, exact for integers below 2^53."""
+    m = np.asarray(steps, np.int64)
+    return np.where(m < 0, FLOAT_BITS, np.maximum(1, np.frexp(np.maximum(m, 0).astype(np.float64))[1]))
+
+
 def row_intervals(rows: np.ndarray, limit: int = MAX_INTERVALS) -> list[int | None]:
     """[grid_intervals(r, limit) for r in rows] of a float (C, n) array (C channels of n values), equal value for
-    value: chunks of rows sorted by numpy, then searched row by row in one compiled pass each (_fill_sorted).
-    float32 rows stay float32 until rescaled (sorting and min/max commute with the exact cast to float64); other
-    dtypes are taken as float64."""
+    value (row_steps, None for its -1)."""
+    return [None if m < 0 else m for m in row_steps(rows, limit).tolist()]
+
+
+def row_steps(rows: np.ndarray, limit: int = MAX_INTERVALS) -> np.ndarray:
+    """row_intervals as an int64 array (C,), -1 for None: chunks of rows sorted by numpy, then searched row by row
+    in one compiled pass each (_fill_sorted). float32 rows stay float32 until rescaled (sorting and min/max
+    commute with the exact cast to float64); other dtypes are taken as float64."""
     v = np.asarray(rows)
     v = np.ascontiguousarray((v if v.dtype == np.float32 else np.asarray(v, np.float64)).reshape(len(v), -1))
     if v.shape[1] == 0:
-        return [0] * len(v)
+        return np.zeros(len(v), np.int64)
     step = max(1, _CHUNK_ELEMENTS // v.shape[1])
-    return [m for lo in range(0, len(v), step) for m in _rows_chunk(v[lo:lo + step], min(limit, MAX_INTERVALS))]
+    return np.concatenate([_rows_chunk(v[lo:lo + step], min(limit, MAX_INTERVALS)) for lo in range(0, len(v), step)]
+                          or [np.zeros(0, np.int64)])
 
 
-def _rows_chunk(v: np.ndarray, limit: int) -> list[int | None]:
+def _rows_chunk(v: np.ndarray, limit: int) -> np.ndarray:
     """row_intervals of float32/float64 (c, n) C-contiguous rows, n >= 1, limit <= MAX_INTERVALS. Only the rows
     with a positive span are searched, on their values sorted (_fill_sorted): the distinct ones distinct_rows
     collects when n > _FEW, or the whole row when it has more than _FEW of them or n <= _FEW; _too_many_points
@@ -89,7 +102,7 @@ def _rows_chunk(v: np.ndarray, limit: int) -> list[int | None]:
     lo = v.min(1).astype(np.float64)
     span = v.max(1).astype(np.float64) - lo
     scale = np.where(span > 0.0, span, 1.0)
-    out: list[int | None] = [0 if s <= 0.0 else None for s in span]
+    out = np.where(span <= 0.0, 0, -1)  # -1: none (a NaN span too)
     rows = np.flatnonzero(span > 0.0)
     first = rows[:1]
     if v.shape[1] > _FEW and len(rows) and distinct_rows(v, first, _FEW, lo[first], span[first])[1][0] <= _FEW:
@@ -105,7 +118,7 @@ def _rows_chunk(v: np.ndarray, limit: int) -> list[int | None]:
     return out
 
 
-def _fill_distinct(out: list[int | None], v: np.ndarray, rows: np.ndarray, lo: np.ndarray, span: np.ndarray,
+def _fill_distinct(out: np.ndarray, v: np.ndarray, rows: np.ndarray, lo: np.ndarray, span: np.ndarray,
                    scale: np.ndarray, limit: int) -> np.ndarray:
     """Fill out[r] for the rows r of `rows` (int64, positive spans) of v (c, n) with at most _FEW distinct values,
     searched on those values sorted (distinct_rows); returns the other rows."""
@@ -117,16 +130,14 @@ def _fill_distinct(out: list[int | None], v: np.ndarray, rows: np.ndarray, lo: n
     return rows[~hashed]
 
 
-def _fill_sorted(out: list[int | None], rows: np.ndarray, s: np.ndarray, lo: np.ndarray, scale: np.ndarray,
+def _fill_sorted(out: np.ndarray, rows: np.ndarray, s: np.ndarray, lo: np.ndarray, scale: np.ndarray,
                  limit: int) -> None:
-    """out[rows[i]] = the answer of row i of s (c, k): values of row rows[i] (int64 (c,), a positive span), sorted,
+    """out[rows[i]] = the answer of row i of s (c, k) (-1 for none; out int64 (C,)): values of row rows[i] (int64 (c,), a positive span), sorted,
     each of its distinct values at least once (the whole row, or its distinct values padded with its largest);
     lo, scale: float64 (C,) of all rows. One compiled pass per row (workloads.lowering.grid_kernel.
     sorted_intervals: the rule of grid_intervals, whose numpy passes cost ~13 ns a value on 384-value rows)."""
-    if len(rows) == 0:
-        return
-    for r, m in zip(rows, sorted_intervals(s, lo[rows], scale[rows], limit, GRID_TOL, MAX_INTERVALS).tolist()):
-        out[r] = None if m < 0 else m
+    if len(rows):
+        out[rows] = sorted_intervals(s, lo[rows], scale[rows], limit, GRID_TOL, MAX_INTERVALS)
 
 
 def _off_grid(v: np.ndarray, rows: np.ndarray, lo: np.ndarray, scale: np.ndarray, limit: int) -> np.ndarray:
