@@ -114,3 +114,24 @@ def test_distinct_rows_bucket_bounds_only_steer_the_buckets():
         values, count = distinct_rows(v, np.arange(1), 512, np.array([lo]), np.array([span]))
         assert count[0] == 4 and sorted(values[0, :4].tolist()) == [-3.0, 0.0, 2.0, 5.0]
         assert (values[0, 4:] == 5.0).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_distinct_rows_subnormal_spans_and_nan_values_stay_inside_the_buckets(dtype):
+    """Spans of a few subnormals (their bucket scale overflows to inf: hashed) and NaN values under explicit
+    finite bounds (a NaN bucket position goes to bucket 0) give the same distinct bit patterns as hashing."""
+    tiny = np.finfo(dtype).smallest_subnormal
+    v = np.zeros((3, 600), dtype)
+    v[0] = np.resize(np.array([0.0, tiny, 2 * tiny], dtype), 600)
+    v[1] = -v[0]
+    v[2] = np.resize(np.array([1.0, np.nan, 2.0, -1.0], dtype), 600)
+    v = np.ascontiguousarray(v)
+    bounds = (np.array([0.0, -2 * float(tiny), -1.0]), np.array([2 * float(tiny), 2 * float(tiny), 3.0]))
+    for lo, span in ((None, None), bounds):
+        values, count = distinct_rows(v, np.arange(3), 512, lo, span)
+        assert count.tolist() == [3, 3, 4]
+        for i in range(3):
+            got = values[i, :count[i]].view(np.uint32 if dtype == np.float32 else np.uint64)
+            want = np.unique(np.where(v[i] == 0, dtype(0), v[i]).view(got.dtype))
+            assert sorted(got.tolist()) == want.tolist()
+    assert row_intervals(v[:2]) == [grid_intervals(r) for r in v[:2]] == [2, 2]

@@ -60,9 +60,9 @@ def _collect(v: np.ndarray, bits: np.ndarray, rows: np.ndarray, lo: np.ndarray, 
     count = np.empty(len(rows), np.int64)
     for i in range(len(rows)):
         c = -1
-        if np.isfinite(lo[i]) and np.isfinite(span[i]) and span[i] > 0.0:
-            c = _bucket_row(v[rows[i]], bits[rows[i]], lo[i], (len(buckets) - 1) / span[i], buckets, neg_zero,
-                            values_bits[i], where)
+        per_unit = (len(buckets) - 1) / span[i] if span[i] > 0.0 else np.inf
+        if np.isfinite(lo[i]) and np.isfinite(span[i]) and np.isfinite(per_unit):  # a subnormal span: hashed
+            c = _bucket_row(v[rows[i]], bits[rows[i]], lo[i], per_unit, buckets, neg_zero, values_bits[i], where)
         if c < 0:
             c = _add_row(bits[rows[i]], keys, used, neg_zero, np.uint64(64 - table_bits))
             for j in range(c):
@@ -102,9 +102,11 @@ def _bucket_row(row: np.ndarray, row_bits: np.ndarray, lo: float, per_unit: floa
 
 @njit(cache=True, inline="always")
 def _bucket(x, lo: float, per_unit: float, top: float) -> int:
-    """The bucket of a finite value x: floor((float64(x) - lo) x per_unit), clamped to 0..top (a value outside
-    [lo, lo + span] never indexes outside the buckets)."""
-    return np.int32(min(max((np.float64(x) - lo) * per_unit, 0.0), top))
+    """The bucket of a value x: floor((float64(x) - lo) x per_unit), clamped to 0..top, NaN to 0 (whatever x, lo
+    and per_unit, it never indexes outside the buckets)."""
+    t = (np.float64(x) - lo) * per_unit
+    t = t if t >= 0.0 else 0.0  # NaN too
+    return np.int32(t if t <= top else top)
 
 
 @njit(cache=True)
