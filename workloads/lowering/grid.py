@@ -6,9 +6,9 @@ f is within GRID_TOL x m of a multiple of 1/m, i.e. |f m - round(f m)| <= GRID_T
 from a lower bound set by the smallest gap between distinct values (a quantized channel almost always fits that
 first candidate); the rows of a weight are searched in one compiled pass each (grid_kernel.sorted_intervals),
 grid_intervals (numpy, one channel) being the plain form of the rule the tests hold them to.
-A row of more than _FEW values has its distinct values collected by hashing (workloads.lowering.grid_kernel;
-0.0 and -0.0 as one) and only they are sorted, in the row's own dtype (a quantized channel holds at most 2^b of
-them); other rows are sorted whole. Either way they are rescaled to float64 only
+A row of more than _FEW values has its distinct values collected on buckets over its range, or else by hashing
+(workloads.lowering.grid_kernel; 0.0 and -0.0 as one), and only they are sorted, in the row's own dtype (a
+quantized channel holds at most 2^b of them); other rows are sorted whole. Either way they are rescaled to float64 only
 then: repeated values add zero gaps and no deviation, so every gap and every fit test is as on the whole row, and
 so is the answer (the smallest m from the first candidate on whose grid every value lies).
 """
@@ -132,10 +132,11 @@ def _fill_distinct(out: np.ndarray, v: np.ndarray, rows: np.ndarray, lo: np.ndar
 
 def _fill_sorted(out: np.ndarray, rows: np.ndarray, s: np.ndarray, lo: np.ndarray, scale: np.ndarray,
                  limit: int) -> None:
-    """out[rows[i]] = the answer of row i of s (c, k) (-1 for none; out int64 (C,)): values of row rows[i] (int64 (c,), a positive span), sorted,
-    each of its distinct values at least once (the whole row, or its distinct values padded with its largest);
-    lo, scale: float64 (C,) of all rows. One compiled pass per row (workloads.lowering.grid_kernel.
-    sorted_intervals: the rule of grid_intervals, whose numpy passes cost ~13 ns a value on 384-value rows)."""
+    """out[rows[i]] = the answer of row i of s (c, k) (-1 for none; out int64 (C,)): values of row rows[i]
+    (int64 (c,), a positive span), sorted, each of its distinct values at least once (the whole row, or its
+    distinct values padded with its largest); lo, scale: float64 (C,) of all rows. One compiled pass per row
+    (workloads.lowering.grid_kernel.sorted_intervals: the rule of grid_intervals, whose numpy passes cost ~13 ns
+    a value on 384-value rows)."""
     if len(rows):
         out[rows] = sorted_intervals(s, lo[rows], scale[rows], limit, GRID_TOL, MAX_INTERVALS)
 
@@ -157,13 +158,13 @@ def _too_many_points(v: np.ndarray, rows: np.ndarray, lo: np.ndarray, scale: np.
     scale float64 (c,)) no grid of at most `limit` steps holds, told from a spread sample of `sample` of their
     values (all False when n <= sample: such rows are searched whole, cheaply). Two tests, each a proof (a 1e-6
     relative margin covers rounding): (count) more than `limit` gaps of the sorted sample wider than 2 GRID_TOL
-    (values that far apart lie on different grid points); (gap) a gap g with 2 GRID_TOL < g < 1 / limit - 2 GRID_TOL (two values
-    within GRID_TOL of grid points k / m, m <= limit, are 2 GRID_TOL apart at most on one point and 1 / m - 2
-    GRID_TOL apart at least on two). A float channel fails the gap test at once, so the fit of float weights
-    (limit MAX_INTERVALS) skips hashing and sorting their rows. The sample is sorted in v's own dtype (numpy sorts
-    float32 twice as fast as float64) and rescaled after: the rescaling (exact cast, subtraction, division by a
-    positive scale, each rounded monotonically) never reverses two values, so the gaps are those of the rescaled
-    sample sorted. (It makes NaNs, which sort last, of infinite values only: of every value when lo is -inf, else
+    (values that far apart lie on different grid points); (gap) a gap g with 2 GRID_TOL < g < 1 / limit -
+    2 GRID_TOL (two values within GRID_TOL of grid points k / m, m <= limit, are 2 GRID_TOL apart at most on one
+    point and 1 / m - 2 GRID_TOL apart at least on two). A float channel fails the gap test at once, so the fit
+    of float weights (limit MAX_INTERVALS) skips hashing and sorting their rows. The sample is sorted in v's own
+    dtype (numpy sorts float32 twice as fast as float64) and rescaled after: the rescaling (exact cast,
+    subtraction, division by a positive scale, each rounded monotonically) never reverses two values, so the gaps
+    are those of the rescaled sample sorted. (It makes NaNs, which sort last, of infinite values only: of every value when lo is -inf, else
     of the largest values, those sorted last anyway; NaN gaps pass neither test.)"""
     if v.shape[1] <= sample or len(rows) == 0:
         return np.zeros(len(rows), bool)
