@@ -10,8 +10,8 @@ mispredicted however often a row meets a new value.
 Before hashing, a row with a finite positive span is tried on buckets: 4 x cap equal buckets over [min, max]
 (bucket floor((v - min) x (buckets - 1) / span), monotone in v), each written its value's key, then every value
 checked against its bucket's key. When they all match, no bucket holds two distinct values, and a scan of the
-buckets gives the distinct values already in ascending order: two independent passes (stores, then loads) of
-about 1 ns a value instead of a hash probe chain of about 4.5 (VGG-11's weight fit 45 -> 26 ms on one thread). A
+buckets gives the distinct values already in ascending order: three passes without a dependency chain (each
+value's bucket, vectorised; the stores; the loads), about 1.6 ns a value, instead of a hash probe chain of 2.7-4.5 (VGG-11's weight fit 45 -> 26 ms on one thread). A
 quantized channel's levels lie >= span / (2^b - 1) apart, so up to 9 bits they never share a bucket; rows where
 some bucket does (float noise, close values) are hashed.
 """
@@ -36,8 +36,9 @@ def distinct_rows(v: np.ndarray, rows: np.ndarray, cap: int, lo: np.ndarray | No
     bits = v.view(np.uint32 if v.dtype == np.float32 else np.uint64)
     rows = np.asarray(rows, np.int64)
     if lo is None or span is None:
-        lo = v[rows].min(1).astype(np.float64) if len(rows) else np.zeros(0)
-        span = v[rows].max(1).astype(np.float64) - lo if len(rows) else np.zeros(0)
+        picked = v[rows] if len(rows) else np.zeros((0, 1), v.dtype)
+        lo = picked.min(1).astype(np.float64)
+        span = picked.max(1).astype(np.float64) - lo
     neg_zero = bits.dtype.type(1) << bits.dtype.type(8 * bits.itemsize - 1)
     values = np.empty((len(rows), cap + 1), v.dtype)
     count = _collect(v, bits, rows, np.asarray(lo, np.float64), np.asarray(span, np.float64), neg_zero,
