@@ -141,10 +141,11 @@ def _renew(ct, cv, hsize, top, qs, qu, t) -> int:
 def _tail_start(z, nodes, b, tm_ptr, term_node, term_const) -> float:
     """s[m, z] of hwmodels.timing.des: the tail's start on channel z (numbered from 0 in the step whose first
     node is b) from the grants; slot terms (tm_ptr, term_node, term_const s) of hwmodels.timing.des_nodes.Nodes,
-    indexed by the nodes' numbers in the group."""
+    indexed by the nodes' numbers in the group (none when term_node is empty)."""
     v = max(nodes[z].g + nodes[z].cm, nodes[z].tb)
-    for k in range(tm_ptr[b + z], tm_ptr[b + z + 1]):
-        v = max(v, nodes[term_node[k] - b].g + term_const[k])
+    if len(term_node):  # slot terms (tm_ptr may be empty without them)
+        for k in range(tm_ptr[b + z], tm_ptr[b + z + 1]):
+            v = max(v, nodes[term_node[k] - b].g + term_const[k])
     return v
 
 
@@ -206,8 +207,6 @@ def play_steps(k0, k1, ready, tail, key, of, node_ptr, queue_ptr, hop, before, c
     granted, early = 0, np.zeros(1, np.int64)
     for k in range(k0, k1):
         b, qb = node_ptr[k], queue_ptr[k]
-        for qu in range(queue_ptr[k + 1] - qb):
-            qs[qu].free, qs[qu].start, qs[qu].size, qs[qu].ver = -np.inf, start[qb + qu] - start[qb], 0, qu << 32
         fb = key[b] if node_ptr[k + 1] > b else 0
         for u in range(node_ptr[k + 1] - b):
             z, f = b + u, key[b + u]
@@ -218,17 +217,43 @@ def play_steps(k0, k1, ready, tail, key, of, node_ptr, queue_ptr, hop, before, c
             nd.fc = first_child[z] - b if first_child[z] >= 0 else -1
             nd.missing = 1 + blocking[z] if plain else need[z]
             nd.qv = ready[f] if parent[z] < 0 else np.nan
-            if parent[z] < 0:
-                _wait_push(heap, qs, nd.of, u, nodes)
-        hsize = 0
-        for qu in range(queue_ptr[k + 1] - qb):
-            if qs[qu].size > 0:
-                hsize = _cand_push(ct, cv, hsize, max(qs[qu].free, nodes[heap[qs[qu].start]].qv), qs[qu].ver)
-        granted += _run(hsize, ct, cv, heap, qs, nodes, b, rel, ch_ptr, child, tm_ptr, term_node, term_const, dp_ptr,
-                        dependent, link_s, early)
+        granted += play_step(nodes, node_ptr[k + 1] - b, heap, qs, start, qb, queue_ptr[k + 1] - qb, ct, cv, b, rel,
+                             ch_ptr, child, tm_ptr, term_node, term_const, dp_ptr, dependent, link_s, early)
         for u in range(node_ptr[k + 1] - b):
             g[b + u] = nodes[u].g
     return granted, early[0]
+
+
+@njit(cache=True, nogil=True)
+def step_out(nodes, n_nodes, b, down, held) -> None:
+    """Head down (grant + hop, s) and held time (release - grant, s; `held` holds the releases written by _run)
+    of a played step's n_nodes NODE records into down[b:b + n_nodes] and held[b:b + n_nodes] (the same
+    operations as hwmodels.timing.des's on the grant and release arrays). Releases the GIL."""
+    for u in range(n_nodes):
+        gu = nodes[u].g
+        down[b + u] = gu + nodes[u].hop
+        held[b + u] = held[b + u] - gu
+
+
+@njit(cache=True, nogil=True)
+def play_step(nodes, n_nodes, heap, qs, start, qb, n_queues, ct, cv, b, rel, ch_ptr, child, tm_ptr, term_node,
+              term_const, dp_ptr, dependent, link_s, early) -> int:
+    """Play one step whose n_nodes nodes are set as NODE records (numbered from 0; `of` numbers the step's
+    n_queues queues from 0, queue j's users being start[qb + j]..start[qb + j + 1] - 1 counted from
+    start[qb]): the queues' QUEUE records are set (qs), the roots (parent -1, request qv) join their queues'
+    waiting heaps in node order, every queue with a waiting node makes a candidate in the time heap (ct, cv:
+    room for n_queues + 2 n_nodes + 1 entries), then _run. Releases the GIL. Returns the grants made."""
+    for qu in range(n_queues):
+        qs[qu].free, qs[qu].start, qs[qu].size, qs[qu].ver = -np.inf, start[qb + qu] - start[qb], 0, qu << 32
+    for u in range(n_nodes):
+        if nodes[u].parent < 0:
+            _wait_push(heap, qs, nodes[u].of, u, nodes)
+    hsize = 0
+    for qu in range(n_queues):
+        if qs[qu].size > 0:
+            hsize = _cand_push(ct, cv, hsize, max(qs[qu].free, nodes[heap[qs[qu].start]].qv), qs[qu].ver)
+    return _run(hsize, ct, cv, heap, qs, nodes, b, rel, ch_ptr, child, tm_ptr, term_node, term_const, dp_ptr,
+                dependent, link_s, early)
 
 
 @njit(cache=True, nogil=True)

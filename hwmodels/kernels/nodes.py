@@ -78,24 +78,71 @@ def _fill(off, flow_route, flow_step, t_off, links, parent, hop_s, before_s, blo
                         single = False
                 par[z] = p
             f += 1
-        if 16 * d < len(count):
-            distinct[:d].sort()
-        else:  # many distinct links: read them in order off the table
-            d = 0
-            for lk in range(len(count)):
-                if count[lk] > 0:
-                    distinct[d] = lk
-                    d += 1
-        for j in range(d):
-            lk = distinct[j]
-            rank[lk] = q + j
-            start[q + j + 1] = start[q + j] + count[lk]
-            count[lk] = 0
+        d = rank_links(count, distinct, d, rank, start, q)
         for z in range(node_ptr[k], off[f]):
             queue[z] = rank[queue[z]]
         q += d
     node_ptr[-1], queue_ptr[-1] = off[f], q
     return single
+
+
+@njit(cache=True, nogil=True, inline="always")
+def rank_links(count, distinct, d, rank, start, q) -> int:
+    """Number the d distinct links distinct[:d] of a step (count: users of each link, > 0 exactly there) as queues
+    q, q + 1, ... in ascending link order: rank[link] = its queue, start[queue + 1] = start[queue] + its users
+    (start[q] set by the caller); count is left all zeros. Sorts the d links when they are few against the table,
+    else reads them in order off it. Returns d."""
+    if 16 * d < len(count):
+        distinct[:d].sort()
+    else:  # many distinct links: read them in order off the table
+        d = 0
+        for lk in range(len(count)):
+            if count[lk] > 0:
+                distinct[d] = lk
+                d += 1
+    for j in range(d):
+        lk = distinct[j]
+        rank[lk] = q + j
+        start[q + j + 1] = start[q + j] + count[lk]
+        count[lk] = 0
+    return d
+
+
+@njit(cache=True, nogil=True)
+def fill_records(f0, f1, off, flow_route, t_off, links, parent, hop_s, before_s, blocking, ready, tail, cm, nodes,
+                 count, distinct, rank, start) -> int:
+    """The channel nodes of flows f0..f1-1 (one step; fill's inputs, plus ready / tail / cm float64 (n_flows,)
+    s) as hwmodels.kernels.grants.NODE records nodes[0:off[f1] - off[f0]], numbered from the first node of f0,
+    with the values fill and hwmodels.kernels.grants.play_steps give them (tb = tail + before, key = flow - f0,
+    no slot terms: missing = 1 + blocking); their queues numbered from 0 as fill numbers them (rank_links:
+    start[j + 1] - start[j] users of queue j, start[0] = 0); count, rank, distinct: work arrays of n_links
+    entries, count all zeros on entry and exit. Returns the number of queues, or -1 when a channel has two
+    children (the records are then unusable). Releases the GIL."""
+    b, d = off[f0], 0
+    for f in range(f0, f1):
+        base, t0 = off[f] - b, t_off[flow_route[f]]
+        for c in range(off[f + 1] - off[f]):
+            u, t = base + c, t0 + c
+            lk = links[t]
+            nd = nodes[u]
+            nd.g, nd.hop, nd.tb, nd.cm = np.nan, hop_s[t], tail[f] + before_s[t], cm[f]
+            nd.key, nd.of, nd.blocking, nd.fc, nd.missing = f - f0, lk, blocking[t], -1, 1 + blocking[t]
+            if count[lk] == 0:
+                distinct[d] = lk
+                d += 1
+            count[lk] += 1
+            p = parent[t]
+            nd.parent, nd.qv = (p + base, np.nan) if p >= 0 else (-1, ready[f])
+            if p >= 0:
+                if nodes[p + base].fc >= 0:
+                    count[:] = 0
+                    return -1
+                nodes[p + base].fc = u
+    start[0] = 0
+    d = rank_links(count, distinct, d, rank, start, 0)
+    for u in range(off[f1] - b):
+        nodes[u].of = rank[nodes[u].of]
+    return d
 
 
 def costs(off: np.ndarray, flow_route: np.ndarray, t_off: np.ndarray, hop_s: np.ndarray,

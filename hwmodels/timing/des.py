@@ -68,7 +68,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from hwmodels.kernels import threads
+from hwmodels.kernels import route_play, threads
 from hwmodels.kernels.gather import flow_channel_sums
 from hwmodels.timing import analytic, des_simpy, des_vector, core_times
 from hwmodels.events.actions import Actions
@@ -231,16 +231,38 @@ def _play_chunked(batch: Batch, buffer_depth: int | None) -> tuple[np.ndarray, n
     """(head down s, held s) per channel node of one batch of more than CHUNK_NODES channel nodes, its steps
     played in chunks (_chunk_ranges: with w threads, each about an equal share of at most CHUNK_NODES / w
     nodes), each chunk's nodes built, solved and dropped on one of hwmodels.kernels.threads.count() threads,
-    so that at most about CHUNK_NODES nodes are alive at once."""
+    so that at most about CHUNK_NODES nodes are alive at once. With unbounded buffers and unforked trees the
+    steps are played straight from the route table instead (_play_routes: no node arrays at all)."""
     a, t, u = batch
     flows = _group_flows([batch])
     off = _offsets(u.hops)
     down, held = np.empty(int(off[-1])), np.empty(int(off[-1]))
     workers = threads.count()
+    if buffer_depth is None and _play_routes(flows, off, t, down, held, workers):
+        return down, held
     threads.map_items(lambda f0, f1: _solve(_make_chunk(flows, f0, f1, t.link_s, buffer_depth),
                                             t.flow_ready_s, t.flow_tail_s, t.link_s, off, down, held),
                       _chunk_ranges(flows[4], off, workers), workers)
     return down, held
+
+
+def _play_routes(flows: tuple, off: np.ndarray, t: ActionTimes, down: np.ndarray, held: np.ndarray,
+                 workers: int) -> bool:
+    """Play the flows of `flows` (_group_flows; node offsets `off`) with hwmodels.kernels.route_play, each step's
+    channel nodes made from the route table inside the kernel (no Nodes arrays), head down and held times into
+    `down` and `held`, on `workers` threads. Returns False, leaving the play to the caller, when a route tree
+    forks (route_play covers unbounded buffers and one child per channel). Raises
+    hwmodels.timing.des_vector.NotApplicable as des_vector.grants does."""
+    routes, route, _, msgs, step = flows
+    cm = (np.asarray(msgs, np.int64) - 1) * float(t.link_s)  # Nodes.flow_cm, the same operation
+    played = route_play.play(off, route, step, routes.off, routes.links, routes.parent, routes.hop_s,
+                             routes.before_s, routes.blocking, int(routes.links.max(initial=-1)) + 1,
+                             np.asarray(t.flow_ready_s, np.float64), np.asarray(t.flow_tail_s, np.float64), cm,
+                             t.link_s, down, held, workers)
+    if played is None:
+        return False
+    des_vector.check(int(off[-1]), *played)
+    return True
 
 
 #: DES engine name -> fn(batches, buffer depth, keep) -> [(head down s, held s) per channel node of each batch]

@@ -56,8 +56,14 @@ def grants(nd: Nodes, qs: Queues, ready: np.ndarray, tail: np.ndarray, link_s: f
                                       nd.flow_cm, nd.blocking, nd.parent, nd.first_child, ch_ptr, child, nd.tm_ptr,
                                       nd.term_node, nd.term_const, dp_ptr, dependent, none if nd.plain else nd.missing,
                                       float(link_s), threads.count() if workers is None else workers, out)
-    if done != nd.n:
-        raise NotApplicable(f"DES vector engine: {nd.n - done} channels never granted")
+    check(nd.n, done, early)
+    return g, rel
+
+
+def check(n: int, done: int, early: int) -> None:
+    """Raise NotApplicable unless all n channel nodes were granted (`done`) and no child was requested at the
+    instant of its parent's grant (`early` such children)."""
+    if done != n:
+        raise NotApplicable(f"DES vector engine: {n - done} channels never granted")
     if early:  # some child's request fl(G + h) did not come after its parent's grant G
         raise NotApplicable("DES vector engine: a hop latency vanishes against the step times")
-    return g, rel

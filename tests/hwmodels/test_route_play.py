@@ -1,0 +1,66 @@
+"""The grant kernel fed straight from the route table (hwmodels.kernels.route_play, hwmodels.timing.des._play_routes)
+against the simpy engine and the Nodes path: the same head arrivals and hold times bit for bit, on any number of
+threads; a forked tree sends the play back to the Nodes path."""
+import numpy as np
+import pytest
+
+from hwmodels.kernels import threads
+from hwmodels.timing import des
+from test_des_engines import _case, _inputs
+
+
+def _routes_play(acts, times, use):
+    """(played, down, held) of des._play_routes on one batch."""
+    flows = des._group_flows([(acts, times, use)])
+    off = des._offsets(use.hops)
+    down, held = np.full(int(off[-1]), -1.0), np.full(int(off[-1]), -1.0)
+    return des._play_routes(flows, off, times, down, held, threads.count()), down, held
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_unicast_play_from_the_route_table_equals_simpy_bit_for_bit(monkeypatch, workers):
+    """8 random contended unicast cases with unbounded buffers, steps split over `workers` threads down to one
+    node: every channel's head arrival and hold time equal the simpy engine's exactly, and flows waited."""
+    monkeypatch.setattr(threads, "MIN_ITEMS", 1)
+    monkeypatch.setattr(threads, "count", lambda: workers)
+    waited = 0
+    for seed in range(8):
+        g, tr, m, chip = _case(300 + seed, None, rate=0.2 + 0.05 * seed)
+        acts, times, net, use = _inputs(g, tr, m, chip, False, "pipelined")
+        (down_s, held_s), = des._play([(acts, times, use)], None, "simpy")
+        played, down, held = _routes_play(acts, times, use)
+        assert played and len(down) > 50
+        assert np.array_equal(down, down_s) and np.array_equal(held, held_s)
+        # a channel held longer than its own messages take: some flow waited behind another
+        waited += int(np.any(held > (acts.flow_messages.max() + 1) * times.link_s))
+    assert waited >= 4
+
+
+def test_a_forked_tree_is_left_to_the_nodes_path_with_the_same_result(monkeypatch):
+    """Multicast trees fork: _play_routes declines them (False), and a batch over CHUNK_NODES with unbounded
+    buffers is then played by the Nodes path with step latencies and hold times equal to the unchunked play."""
+    declined = 0
+    for seed in range(4):
+        g, tr, m, chip = _case(400 + seed, None, rate=0.4)
+        acts, times, net, use = _inputs(g, tr, m, chip, True, "pipelined")
+        parents = use.table.flat_parent
+        forks = np.bincount(parents[parents >= 0]).max(initial=0) > 1
+        played, _, _ = _routes_play(acts, times, use)
+        assert played == (not forks)
+        declined += int(forks)
+        whole = des.timing(acts, times, net, use, None, engine="vector")
+        monkeypatch.setattr(des, "CHUNK_NODES", 5)
+        chunked = des.timing(acts, times, net, use, None, engine="vector")
+        monkeypatch.undo()
+        assert np.array_equal(whole.step_s, chunked.step_s)
+        assert np.array_equal(whole.link_held_s, chunked.link_held_s)
+    assert declined >= 2
+
+
+def test_a_step_over_the_int32_records_is_refused():
+    """route_play numbers a step's nodes in int32 records: a step of 2^31 nodes is refused before any work."""
+    from hwmodels.kernels import route_play
+    off = np.array([0, 2 ** 31], np.int64)
+    step, none = np.zeros(1, np.int64), np.zeros(0)
+    with pytest.raises(ValueError, match="2\\*\\*31 nodes"):
+        route_play.play(off, step, step, off, none, none, none, none, none, 1, none, none, none, 1e-9, none, none)
