@@ -109,40 +109,48 @@ def rank_links(count, distinct, d, rank, start, q) -> int:
 
 
 @njit(cache=True, nogil=True)
-def fill_records(f0, f1, off, flow_route, t_off, links, parent, hop_s, before_s, blocking, ready, tail, cm, nodes,
-                 count, distinct, rank, start) -> int:
-    """The channel nodes of flows f0..f1-1 (one step; fill's inputs, plus ready / tail / cm float64 (n_flows,)
-    s) as hwmodels.kernels.grants.NODE records nodes[0:off[f1] - off[f0]], numbered from the first node of f0,
-    with the values fill and hwmodels.kernels.grants.play_steps give them (tb = tail + before, key = flow - f0,
-    no slot terms: missing = 1 + blocking); their queues numbered from 0 as fill numbers them (rank_links:
-    start[j + 1] - start[j] users of queue j, start[0] = 0); count, rank, distinct: work arrays of n_links
-    entries, count all zeros on entry and exit. Returns the number of queues, or -1 when a channel has two
-    children (the records are then unusable). Releases the GIL."""
-    b, d = off[f0], 0
-    for f in range(f0, f1):
-        base, t0 = off[f] - b, t_off[flow_route[f]]
-        for c in range(off[f + 1] - off[f]):
-            u, t = base + c, t0 + c
-            lk = links[t]
-            nd = nodes[u]
-            nd.g, nd.hop, nd.tb, nd.cm = np.nan, hop_s[t], tail[f] + before_s[t], cm[f]
-            nd.key, nd.of, nd.blocking, nd.fc, nd.missing = f - f0, lk, blocking[t], -1, 1 + blocking[t]
-            if count[lk] == 0:
-                distinct[d] = lk
-                d += 1
-            count[lk] += 1
-            p = parent[t]
-            nd.parent, nd.qv = (p + base, np.nan) if p >= 0 else (-1, ready[f])
-            if p >= 0:
-                if nodes[p + base].fc >= 0:
-                    count[:] = 0
-                    return -1
-                nodes[p + base].fc = u
+def fill_records(k0, k1, flow_ptr, off, flow_route, t_off, links, parent, hop_s, before_s, blocking, ready, tail, cm,
+                 nodes, count, distinct, rank, queue_ptr, start) -> int:
+    """The channel nodes of steps k0..k1-1 (step k: flows flow_ptr[k]..flow_ptr[k+1]-1; fill's inputs, plus
+    ready / tail / cm float64 (n_flows,) s) as hwmodels.kernels.grants.NODE records, step after step from
+    nodes[0] (step k's from off[flow_ptr[k]] - off[flow_ptr[k0]]), with the values fill and
+    hwmodels.kernels.grants.play_steps give them: tb = tail + before; key, parent, fc and of numbered from 0 in
+    the step (key = flow - the step's first flow); no slot terms (missing = 1 + blocking). Each step's queues are
+    numbered as fill numbers them (rank_links), from queue_ptr[k - k0] in `start` (queue j has users
+    start[j]..start[j + 1] - 1; start[0] = 0). count, rank, distinct: work arrays of n_links entries, count all
+    zeros on entry and exit. Returns the queues of all the steps, or -1 when a channel has two children (the
+    records are then unusable). Releases the GIL."""
+    base0, q = off[flow_ptr[k0]], 0
     start[0] = 0
-    d = rank_links(count, distinct, d, rank, start, 0)
-    for u in range(off[f1] - b):
-        nodes[u].of = rank[nodes[u].of]
-    return d
+    for k in range(k0, k1):
+        f0, f1 = flow_ptr[k], flow_ptr[k + 1]
+        s0, d = off[f0] - base0, 0
+        queue_ptr[k - k0] = q
+        for f in range(f0, f1):
+            base, t0 = off[f] - off[f0], t_off[flow_route[f]]
+            for c in range(off[f + 1] - off[f]):
+                u, t = base + c, t0 + c
+                lk = links[t]
+                nd = nodes[s0 + u]
+                nd.g, nd.hop, nd.tb, nd.cm = np.nan, hop_s[t], tail[f] + before_s[t], cm[f]
+                nd.key, nd.of, nd.blocking, nd.fc, nd.missing = f - f0, lk, blocking[t], -1, 1 + blocking[t]
+                if count[lk] == 0:
+                    distinct[d] = lk
+                    d += 1
+                count[lk] += 1
+                p = parent[t]
+                nd.parent, nd.qv = (p + base, np.nan) if p >= 0 else (-1, ready[f])
+                if p >= 0:
+                    if nodes[s0 + p + base].fc >= 0:
+                        count[:] = 0
+                        return -1
+                    nodes[s0 + p + base].fc = u
+        d = rank_links(count, distinct, d, rank, start, q)
+        for u in range(off[f1] - off[f0]):
+            nodes[s0 + u].of = rank[nodes[s0 + u].of] - q
+        q += d
+    queue_ptr[k1 - k0] = q
+    return q
 
 
 def costs(off: np.ndarray, flow_route: np.ndarray, t_off: np.ndarray, hop_s: np.ndarray,

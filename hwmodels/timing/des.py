@@ -207,7 +207,8 @@ def _solve(chunk: _Chunk, ready: np.ndarray, tail: np.ndarray, link_s: float, of
 def _play_vector(batches: list[Batch], buffer_depth: int | None, keep: Keep = make_now) -> list[tuple[np.ndarray, np.ndarray]]:
     """The same as _play_simpy with hwmodels.timing.des_vector, every batch of the group in one solve (every hop
     latency must be > 0): its steps in chunks (_chunk_ranges) played on hwmodels.kernels.threads.count()
-    threads, the chunks' nodes through `keep`. A group of more than CHUNK_NODES channel nodes is played batch
+    threads, the chunks' nodes through `keep`; with unbounded buffers and unforked trees, straight from the route
+    table (_play_routes: nothing to keep). A group of more than CHUNK_NODES channel nodes is played batch
     by batch, and a batch of more than CHUNK_NODES in chunks built, solved and dropped in turn (_play_chunked),
     so memory stays bounded; steps are independent, so the result is the same."""
     total = sum(int(u.hops.sum()) for _, _, u in batches)
@@ -215,14 +216,17 @@ def _play_vector(batches: list[Batch], buffer_depth: int | None, keep: Keep = ma
         return [r for b in batches for r in _play_vector([b], buffer_depth, keep)]
     if total > CHUNK_NODES:
         return [_play_chunked(batches[0], buffer_depth)]
-    chunks = _group_chunks(batches, buffer_depth, keep)
     ready = np.concatenate([t.flow_ready_s for _, t, _ in batches])
     tail = np.concatenate([t.flow_tail_s for _, t, _ in batches])
     off = _offsets(np.concatenate([u.hops for _, _, u in batches]))
     down, held = np.empty(total), np.empty(total)
     link_s = batches[0][1].link_s
-    threads.map_items(lambda c: _solve(c, ready, tail, link_s, off, down, held), [(c,) for c in chunks],
-                      threads.count())
+    routed = buffer_depth is None and _play_routes(_group_flows(batches), off, ready, tail, link_s, down, held,
+                                                   threads.count())
+    if not routed:  # finite buffers or forked trees: the chunks' Nodes, kept through `keep`
+        chunks = _group_chunks(batches, buffer_depth, keep)
+        threads.map_items(lambda c: _solve(c, ready, tail, link_s, off, down, held), [(c,) for c in chunks],
+                          threads.count())
     ends = np.cumsum([0] + [int(u.hops.sum()) for _, _, u in batches])
     return [(down[a:b], held[a:b]) for a, b in zip(ends[:-1], ends[1:])]
 
@@ -238,7 +242,8 @@ def _play_chunked(batch: Batch, buffer_depth: int | None) -> tuple[np.ndarray, n
     off = _offsets(u.hops)
     down, held = np.empty(int(off[-1])), np.empty(int(off[-1]))
     workers = threads.count()
-    if buffer_depth is None and _play_routes(flows, off, t, down, held, workers):
+    if buffer_depth is None and _play_routes(flows, off, t.flow_ready_s, t.flow_tail_s, t.link_s, down, held,
+                                             workers):
         return down, held
     threads.map_items(lambda f0, f1: _solve(_make_chunk(flows, f0, f1, t.link_s, buffer_depth),
                                             t.flow_ready_s, t.flow_tail_s, t.link_s, off, down, held),
@@ -246,19 +251,19 @@ def _play_chunked(batch: Batch, buffer_depth: int | None) -> tuple[np.ndarray, n
     return down, held
 
 
-def _play_routes(flows: tuple, off: np.ndarray, t: ActionTimes, down: np.ndarray, held: np.ndarray,
-                 workers: int) -> bool:
-    """Play the flows of `flows` (_group_flows; node offsets `off`) with hwmodels.kernels.route_play, each step's
-    channel nodes made from the route table inside the kernel (no Nodes arrays), head down and held times into
-    `down` and `held`, on `workers` threads. Returns False, leaving the play to the caller, when a route tree
-    forks (route_play covers unbounded buffers and one child per channel). Raises
-    hwmodels.timing.des_vector.NotApplicable as des_vector.grants does."""
+def _play_routes(flows: tuple, off: np.ndarray, ready: np.ndarray, tail: np.ndarray, link_s: float,
+                 down: np.ndarray, held: np.ndarray, workers: int) -> bool:
+    """Play the flows of `flows` (_group_flows; node offsets `off`; ready / tail (n_flows,) s, link time s) with
+    hwmodels.kernels.route_play, each step's channel nodes made from the route table inside the kernel (no
+    Nodes arrays), head down and held times into `down` and `held`, on `workers` threads. Returns False,
+    leaving the play to the caller, when a route tree forks (route_play covers unbounded buffers and one child
+    per channel). Raises hwmodels.timing.des_vector.NotApplicable as des_vector.grants does."""
     routes, route, _, msgs, step = flows
-    cm = (np.asarray(msgs, np.int64) - 1) * float(t.link_s)  # Nodes.flow_cm, the same operation
+    cm = (np.asarray(msgs, np.int64) - 1) * float(link_s)  # Nodes.flow_cm, the same operation
     played = route_play.play(off, route, step, routes.off, routes.links, routes.parent, routes.hop_s,
                              routes.before_s, routes.blocking, int(routes.links.max(initial=-1)) + 1,
-                             np.asarray(t.flow_ready_s, np.float64), np.asarray(t.flow_tail_s, np.float64), cm,
-                             t.link_s, down, held, workers)
+                             np.asarray(ready, np.float64), np.asarray(tail, np.float64), cm, link_s, down, held,
+                             workers)
     if played is None:
         return False
     des_vector.check(int(off[-1]), *played)

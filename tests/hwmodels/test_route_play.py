@@ -4,7 +4,7 @@ threads; a forked tree sends the play back to the Nodes path."""
 import numpy as np
 import pytest
 
-from hwmodels.kernels import threads
+from hwmodels.kernels import route_play, threads
 from hwmodels.timing import des
 from test_des_engines import _case, _inputs
 
@@ -14,13 +14,17 @@ def _routes_play(acts, times, use):
     flows = des._group_flows([(acts, times, use)])
     off = des._offsets(use.hops)
     down, held = np.full(int(off[-1]), -1.0), np.full(int(off[-1]), -1.0)
-    return des._play_routes(flows, off, times, down, held, threads.count()), down, held
+    return (des._play_routes(flows, off, times.flow_ready_s, times.flow_tail_s, times.link_s, down, held,
+                             threads.count()), down, held)
 
 
+@pytest.mark.parametrize("run_nodes", [7, 1 << 13])
 @pytest.mark.parametrize("workers", [1, 2, 3])
-def test_unicast_play_from_the_route_table_equals_simpy_bit_for_bit(monkeypatch, workers):
+def test_unicast_play_from_the_route_table_equals_simpy_bit_for_bit(monkeypatch, workers, run_nodes):
     """8 random contended unicast cases with unbounded buffers, steps split over `workers` threads down to one
-    node: every channel's head arrival and hold time equal the simpy engine's exactly, and flows waited."""
+    node and filled in runs of up to `run_nodes` nodes (7: a run per step or two; 2^13: all steps in one):
+    every channel's head arrival and hold time equal the simpy engine's exactly, and flows waited."""
+    monkeypatch.setattr(route_play, "RUN_NODES", run_nodes)
     monkeypatch.setattr(threads, "MIN_ITEMS", 1)
     monkeypatch.setattr(threads, "count", lambda: workers)
     waited = 0
@@ -59,7 +63,6 @@ def test_a_forked_tree_is_left_to_the_nodes_path_with_the_same_result(monkeypatc
 
 def test_a_step_over_the_int32_records_is_refused():
     """route_play numbers a step's nodes in int32 records: a step of 2^31 nodes is refused before any work."""
-    from hwmodels.kernels import route_play
     off = np.array([0, 2 ** 31], np.int64)
     step, none = np.zeros(1, np.int64), np.zeros(0)
     with pytest.raises(ValueError, match="2\\*\\*31 nodes"):
