@@ -133,7 +133,8 @@ def test_des_against_torch_forward():
         f"Where vgg11's DES time goes: the analytic model, i.e. everything but the network play (fan-out tables, "
         f"action counting with sparse products, routes, the core pipeline, totals), takes "
         f"{vgg['analytic_s'] / vgg['torch_forward_s']:.1f}x the forward alone; the vector engine "
-        f"(network_vector_s: building the channel nodes, then the compiled kernel hwmodels.kernels.grants) adds "
+        f"(network_vector_s: the compiled play of hwmodels.kernels.route_play and hwmodels.kernels.grants, which "
+        f"fills each step's channel nodes from the route table and decides their grants) adds "
         f"{vgg['network_vector_s'] / vgg['torch_forward_s']:.1f}x.",
         "spikformer_4_384: 1,756 cores on 8 chips, 9.3 M channel nodes; no benchmark row before issue 14 (its DES "
         "took about 250 s on a loaded machine before it: 52,000 numpy rounds of the vector engine, plus Python "
@@ -197,6 +198,18 @@ def test_des_against_torch_forward():
         "the fan-out tables' einsum (6x faster alone, slower inside the table threads: BLAS threads compete). The "
         "grant kernel's large steps (~300k nodes, ~95 ns per node against ~50 on steps that fit the 2 MB L2) are "
         "memory-bound by the look of it: a grant touches about a dozen node arrays at scattered nodes.",
+        "Since then (commit 95f1fc1 alternated with 1361b9c in separate processes in the same hour, 3 pairs of "
+        "processes, medians of 21 / 11 / 5 DES runs each: mnist_conv 40-43 against 40-46 ms, no change; vgg11 "
+        "129-147 -> 116-150 ms, fastest runs 125-133 -> 113-122; spikformer_4_384 1301-1491 -> 1084-1210 ms, "
+        "fastest 1270-1378 -> 1034-1189): the grant kernel plays each step on 64-byte node records (a grant reads "
+        "its node, child and parent: one cache line each instead of one per array) with per-step waiting heaps "
+        "and queue records and a 4-ary candidate heap (Spikformer's solve on one thread, summed over its steps: "
+        "1.01 -> 0.73 s; 86-125 -> 64-102 ns per node), and with unbounded buffers and unforked trees the steps "
+        "are played straight from the route table (hwmodels.kernels.route_play: each run of steps filled as node "
+        "records, then played, without the node-sized arrays of Nodes; Spikformer's network play on two threads "
+        "~0.6 -> ~0.4 s). Every SimResult bit-identical. Tried and dropped: waiting heaps that hold each entry's "
+        "(request, flow) key beside the node (no change once the nodes are records), shifts in place of the heap "
+        "index divisions (no change).",
         f"load average at start {machine['load_avg_1min']}, at end {round(os.getloadavg()[0], 2)}, on "
         f"{machine['cores']} cores: other jobs ran alongside (the forward pass uses both cores and suffers most)."]
     if max(machine["load_avg_1min"], os.getloadavg()[0]) > 1.5:
