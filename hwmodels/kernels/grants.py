@@ -6,8 +6,10 @@ decisions: each queue grants its users in (request Q, flow) order at G = max(Q, 
 holder); a child's request is fl(G + hop); a release is the closed form of hwmodels.timing.des (as
 hwmodels.timing.des_simpy evaluates it) once all the grants it needs are known. Candidates are popped in time
 order; the least one is always certain (an unknown request comes from an undecided grant at a time >= it, plus
-a hop latency > 0), so every grant is the simpy engine's, with the same floating-point operations. Binary heaps
-as in Cormen et al., "Introduction to Algorithms", ch. 6.
+a hop latency > 0), so every grant is the simpy engine's, with the same floating-point operations. Binary
+waiting heaps and a 4-ary candidate heap as in Cormen et al., "Introduction to Algorithms", ch. 6 and problem
+6-2. Each step is played on NODE records (play_steps copies them from hwmodels.timing.des_nodes.Nodes;
+hwmodels.kernels.route_play fills them from the route table and calls play_records).
 """
 from __future__ import annotations
 
