@@ -227,14 +227,13 @@ def play_steps(k0, k1, ready, tail, key, of, node_ptr, queue_ptr, hop, before, c
 
 
 @njit(cache=True, nogil=True)
-def play_records(k0, k1, flow_ptr, off, nodes, queue_ptr, start, heap, qs, ct, cv, down, held, none, link_s,
-                 early) -> int:
+def play_records(k0, k1, flow_ptr, off, nodes, queue_ptr, start, heap, qs, ct, cv, down, held, link_s, early) -> int:
     """Play steps k0..k1-1 (step k: flows flow_ptr[k]..flow_ptr[k+1]-1, nodes off[...] of the group) whose NODE
     records and queues hwmodels.kernels.nodes.fill_records wrote into nodes, queue_ptr and start, without slot
-    terms and with one child per channel at most (none: an empty int64 array for the CSR arguments of _run);
-    each step's releases go into held, then its head down and held times (step_out). heap, qs, ct, cv: the
-    work arrays of play_step for the largest step. Releases the GIL. Returns the grants made."""
-    granted, base0 = 0, off[flow_ptr[k0]]
+    terms and with one child per channel at most (empty CSR arguments for _run); each step's releases go into
+    held, then its head down and held times (step_out). heap, qs, ct, cv: the work arrays of play_step for the
+    largest step. Releases the GIL. Returns the grants made."""
+    granted, base0, none = 0, off[flow_ptr[k0]], np.zeros(0, np.int64)
     for k in range(k0, k1):
         b = off[flow_ptr[k]]
         n = off[flow_ptr[k + 1]] - b

@@ -74,10 +74,10 @@ def _steps(k0: int, k1: int, flow_ptr: np.ndarray, node_ptr: np.ndarray, trees: 
     idx = index_dtype(most_run, n_links)
     count, rank, distinct = np.zeros(n_links, np.int64), np.empty(n_links, idx), np.empty(n_links, idx)
     ct, cv = np.empty(3 * most_step + 1), np.empty(3 * most_step + 1, np.int64)
-    none, early, granted = np.zeros(0, np.int64), np.zeros(1, np.int64), 0
+    early, granted = np.zeros(1, np.int64), 0
     for a, b in runs:
         if fill_records(a, b, flow_ptr, *trees, nodes, count, distinct, rank, queue_ptr, start) < 0:
             return None
         granted += grants.play_records(a, b, flow_ptr, trees[0], nodes, queue_ptr, start, heap, qs, ct, cv, down,
-                                       held, none, link_s, early)
+                                       held, link_s, early)
     return granted, int(early[0])

@@ -221,9 +221,9 @@ def _play_vector(batches: list[Batch], buffer_depth: int | None, keep: Keep = ma
     off = _offsets(np.concatenate([u.hops for _, _, u in batches]))
     down, held = np.empty(total), np.empty(total)
     link_s = batches[0][1].link_s
-    routed = buffer_depth is None and _play_routes(_group_flows(batches), off, ready, tail, link_s, down, held,
-                                                   threads.count())
-    if not routed:  # finite buffers or forked trees: the chunks' Nodes, kept through `keep`
+    # finite buffers or forked trees: the chunks' Nodes, kept through `keep`
+    if not _play_routes(_group_flows(batches), off, ready, tail, link_s, buffer_depth, down, held,
+                        threads.count()):
         chunks = _group_chunks(batches, buffer_depth, keep)
         threads.map_items(lambda c: _solve(c, ready, tail, link_s, off, down, held), [(c,) for c in chunks],
                           threads.count())
@@ -242,8 +242,7 @@ def _play_chunked(batch: Batch, buffer_depth: int | None) -> tuple[np.ndarray, n
     off = _offsets(u.hops)
     down, held = np.empty(int(off[-1])), np.empty(int(off[-1]))
     workers = threads.count()
-    if buffer_depth is None and _play_routes(flows, off, t.flow_ready_s, t.flow_tail_s, t.link_s, down, held,
-                                             workers):
+    if _play_routes(flows, off, t.flow_ready_s, t.flow_tail_s, t.link_s, buffer_depth, down, held, workers):
         return down, held
     threads.map_items(lambda f0, f1: _solve(_make_chunk(flows, f0, f1, t.link_s, buffer_depth),
                                             t.flow_ready_s, t.flow_tail_s, t.link_s, off, down, held),
@@ -252,12 +251,15 @@ def _play_chunked(batch: Batch, buffer_depth: int | None) -> tuple[np.ndarray, n
 
 
 def _play_routes(flows: tuple, off: np.ndarray, ready: np.ndarray, tail: np.ndarray, link_s: float,
-                 down: np.ndarray, held: np.ndarray, workers: int) -> bool:
+                 buffer_depth: int | None, down: np.ndarray, held: np.ndarray, workers: int) -> bool:
     """Play the flows of `flows` (_group_flows; node offsets `off`; ready / tail (n_flows,) s, link time s) with
     hwmodels.kernels.route_play, each step's channel nodes made from the route table inside the kernel (no
     Nodes arrays), head down and held times into `down` and `held`, on `workers` threads. Returns False,
-    leaving the play to the caller, when a route tree forks (route_play covers unbounded buffers and one child
-    per channel). Raises hwmodels.timing.des_vector.NotApplicable as des_vector.grants does."""
+    leaving the play to the caller, with finite buffers or when a route tree forks (route_play covers unbounded
+    buffers and one child per channel). Raises hwmodels.timing.des_vector.NotApplicable as des_vector.grants
+    does."""
+    if buffer_depth is not None:
+        return False
     routes, route, _, msgs, step = flows
     cm = (np.asarray(msgs, np.int64) - 1) * float(link_s)  # Nodes.flow_cm, the same operation
     played = route_play.play(off, route, step, routes.off, routes.links, routes.parent, routes.hop_s,

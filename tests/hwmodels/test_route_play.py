@@ -14,7 +14,7 @@ def _routes_play(acts, times, use):
     flows = des._group_flows([(acts, times, use)])
     off = des._offsets(use.hops)
     down, held = np.full(int(off[-1]), -1.0), np.full(int(off[-1]), -1.0)
-    return (des._play_routes(flows, off, times.flow_ready_s, times.flow_tail_s, times.link_s, down, held,
+    return (des._play_routes(flows, off, times.flow_ready_s, times.flow_tail_s, times.link_s, None, down, held,
                              threads.count()), down, held)
 
 
