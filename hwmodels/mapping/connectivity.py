@@ -19,6 +19,7 @@ from typing import Callable
 import numpy as np
 import scipy.sparse as sp
 
+from hwmodels.kernels.conv_rows import conv_rows, pair_sums
 from hwmodels.kernels.unique import dense_unique
 from hwmodels.trace import EventTrace, NetworkGraph, Projection, conv_output_shape
 
@@ -91,6 +92,11 @@ class _ConvGeom:
         where readers()[t, p] is in pos (_readers: a pure function of the geometry, memoised)."""
         return _readers(self)
 
+    def tap_lists(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """readers() as lists per input position: (ptr int64 (H*W + 1,), tap int64, output position int64), the
+        taps that read input position p being tap[ptr[p]:ptr[p + 1]] in tap order (_tap_lists: memoised)."""
+        return _tap_lists(self)
+
     def piece_owners(self, tc: np.ndarray, o: int, readers: np.ndarray) -> np.ndarray:
         """Owner (tc[o] value) of the output position of channel o read through each tap at each position,
         int64 (tc's dtype) shaped like `readers` (readers() or some of its columns); NO_OWNER where no output
@@ -114,30 +120,43 @@ def _readers(geom: _ConvGeom) -> np.ndarray:
     return out
 
 
+@lru_cache(maxsize=32)
+def _tap_lists(geom: _ConvGeom) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """_ConvGeom.tap_lists, made once per geometry from its readers map (read-only arrays)."""
+    pos, tap = np.nonzero(geom.readers().T >= 0)  # position-major, taps ascending within a position
+    ptr = np.concatenate([[0], np.cumsum(np.bincount(pos, minlength=geom.h * geom.w))]).astype(np.int64)
+    out = (ptr, tap.astype(np.int64), geom.readers()[tap, pos].astype(np.int64))
+    for a in out:
+        a.setflags(write=False)
+    return out
+
+
 def _group_kernel_sums(mask: np.ndarray, geom: _ConvGeom, owner: np.ndarray, chans: np.ndarray,
                        n_owner: int) -> np.ndarray:
     """Sum the kernels (mask rows, (C_out, c_in_g, k2), 0/1 as bool or float) of output channels `chans`
-    (sorted) per owner, placed at their group's input channels: float32 (n_owner, C_in, k2). The channels of
-    each (owner, group) are added up by np.add.reduceat (in int32 for a bool mask; exact either way: integer
-    sums < 2^24), reading the mask in place when the channels are all of them in (owner, group) order."""
+    (sorted) per owner, placed at their group's input channels: float32 (n_owner, C_in, k2) (_pair_kernel_sums
+    scattered)."""
     groups = geom.c_out // geom.out_per_g
-    k2 = geom.kh * geom.kw
-    out = np.zeros((n_owner, groups, geom.c_in_g * k2), np.float32)
+    out = np.zeros((n_owner, groups, geom.c_in_g * geom.kh * geom.kw), np.float32)
     if len(chans):
-        key = np.asarray(owner, np.int64) * groups + chans // geom.out_per_g
-        rows = mask.reshape(geom.c_out, -1)
-        if len(chans) == geom.c_out and bool(np.all(key[1:] >= key[:-1])):
-            picked = rows  # every channel, already in key order: no copy
-        else:
-            order = np.argsort(key, kind="stable")
-            key, picked = key[order], rows[chans[order]]
-        pairs, starts = np.unique(key, return_index=True)
-        # a bool mask is summed as uint8 into int32 (numpy's bool -> float32 cast in reduceat is ~5x slower)
-        vals, dtype = (picked.view(np.uint8), np.int32) if picked.dtype == np.bool_ else (picked, np.float32)
-        sums = vals.sum(axis=0, dtype=dtype)[None] if len(pairs) == 1 else np.add.reduceat(vals, starts, axis=0,
-                                                                                          dtype=dtype)
+        pairs, sums = _pair_kernel_sums(mask, geom, owner, chans)
         out[pairs // groups, pairs % groups] = sums
-    return out.reshape(n_owner, groups * geom.c_in_g, k2)
+    return out.reshape(n_owner, groups * geom.c_in_g, geom.kh * geom.kw)
+
+
+def _pair_kernel_sums(mask: np.ndarray, geom: _ConvGeom, owner: np.ndarray,
+                      chans: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(pairs, sums): the (owner, group) pairs of the output channels `chans` (non-empty, sorted; owner[i] holds
+    chans[i]) as sorted int64 keys owner * groups + group, and float32 (n_pairs, c_in_g * k2) the sum of each
+    pair's kernels (mask rows, (C_out, c_in_g, k2), 0/1 as bool or float; hwmodels.kernels.conv_rows.pair_sums,
+    exact: integer sums < 2^24)."""
+    groups = geom.c_out // geom.out_per_g
+    key = np.asarray(owner, np.int64) * groups + chans // geom.out_per_g
+    order = np.argsort(key, kind="stable")
+    pairs, starts = np.unique(key[order], return_index=True)
+    rows = mask.reshape(geom.c_out, -1)
+    rows = rows.view(np.uint8) if rows.dtype == np.bool_ else np.asarray(rows, np.float32)
+    return pairs, pair_sums(rows, np.asarray(chans, np.int64)[order], starts.astype(np.int64))
 
 
 def _whole_channel_counts(kern: np.ndarray, cover: np.ndarray, used: np.ndarray, n_src: int,
@@ -210,60 +229,35 @@ def _conv_counts(proj: Projection, src_shape: tuple[int, ...], owner: np.ndarray
 
 def _conv_rows(geom: _ConvGeom, mask: np.ndarray | None, tc: np.ndarray, whole: np.ndarray, n_owner: int,
                rows: np.ndarray) -> np.ndarray:
-    """_conv_counts of the source neurons `rows` only: float64 (len(rows), n_owner). The same products as
-    the whole map, restricted to the input positions of `rows` (a column of the cover map is the taps that read
-    that position), so every count is the same exact integer. mask: the 0/1 kernel mask (C_out, c_in_g, k2), bool
-    or float; None: the structural count (all ones), whose kernel sums are channel counts."""
-    hw_in = geom.h * geom.w
-    k2 = geom.kh * geom.kw
-    c_r, p_r = np.divmod(rows, hw_in)
-    upos, pinv = dense_unique(p_r, hw_in)  # input positions < h * w: a lookup table, not a sort
-    pinv = pinv.reshape(-1)
-    out = np.zeros((len(rows), n_owner))
-    readers = geom.readers()[:, upos]  # only the input positions of `rows`
+    """_conv_counts of the source neurons `rows` only: float64 (len(rows), n_owner), counted row by row from the
+    taps that read each row's input position (hwmodels.kernels.conv_rows: owners holding whole channels of the
+    row's group through their kernel sums, channels split between owners through the owner of the position the
+    tap reads), so every count is the same exact integer as in the whole map. mask: the 0/1 kernel mask (C_out,
+    c_in_g, k2), bool or float; None: the structural count (all ones), whose kernel sums are channel counts."""
+    groups = geom.c_out // geom.out_per_g
+    c_r, p_r = np.divmod(rows, geom.h * geom.w)
     chans = np.flatnonzero(whole)
-    if len(chans):
-        if mask is None:  # kernel sums of all-ones kernels: the owner's channels in each group, at every entry
-            per_group = np.zeros((n_owner, geom.c_out // geom.out_per_g), np.float32)
-            np.add.at(per_group, (tc[chans, 0], chans // geom.out_per_g), 1)
-            kern = np.broadcast_to(np.repeat(per_group, geom.c_in_g, axis=1)[:, :, None],
-                                   (n_owner, geom.c_in, k2))
-        else:
-            kern = _group_kernel_sums(mask, geom, tc[chans, 0], chans, n_owner)
-        used = np.unique(tc[chans, 0])
-        # (len(used), C_in, len(upos)); einsum, not a BLAS call per owner (small products, no threads)
-        # (readers >= 0) = the cover of all output positions at those input positions
-        m = np.einsum("uct,tp->ucp", kern[used], (readers >= 0).astype(np.float32))
-        out[:, used] = m[:, c_r, pinv].T
-    split = np.flatnonzero(~whole & (tc >= 0).any(axis=1))
-    for grp in np.unique(split // geom.out_per_g):  # channels split between owners, a group at a time
-        first_in = grp * geom.c_in_g
-        sel = np.flatnonzero((c_r >= first_in) & (c_r < first_in + geom.c_in_g))
-        if len(sel):
-            _add_split_rows(out, geom, mask, tc, split[split // geom.out_per_g == grp], sel, c_r[sel] - first_in,
-                            readers[:, pinv[sel]])
-    return out
+    if not len(chans):
+        pairs, sums = np.zeros(0, np.int64), np.zeros((0, 1, 1), np.float32)
+    elif mask is None:  # kernel sums of all-ones kernels: the owner's channels in each group, at every entry
+        pairs, counts = np.unique(tc[chans, 0] * groups + chans // geom.out_per_g, return_counts=True)
+        sums = counts.astype(np.float32).reshape(-1, 1, 1)
+    else:
+        pairs, sums = _pair_kernel_sums(mask, geom, tc[chans, 0], chans)
+        sums = sums.reshape(len(pairs), geom.c_in_g, geom.kh * geom.kw)
+    by_group = np.argsort(pairs % groups, kind="stable")
+    split = np.flatnonzero(~whole & (tc >= 0).any(axis=1))  # ascending, hence grouped by group
+    bits = np.zeros((1, 1, 1), np.uint8) if mask is None else mask.reshape(geom.c_out, geom.c_in_g, -1)
+    bits = bits.view(np.uint8) if bits.dtype == np.bool_ else bits.astype(np.uint8)
+    return conv_rows(c_r, p_r, *geom.tap_lists(), _group_ptr(pairs[by_group] % groups, groups),
+                     pairs[by_group] // groups, np.ascontiguousarray(sums[by_group]),
+                     _group_ptr(split // geom.out_per_g, groups), split, tc, bits, mask is None, geom.c_in_g,
+                     n_owner)
 
 
-def _add_split_rows(out: np.ndarray, geom: _ConvGeom, mask: np.ndarray | None, tc: np.ndarray, chans: np.ndarray,
-                    sel: np.ndarray, chan_in: np.ndarray, readers: np.ndarray) -> None:
-    """Add to out[sel] (float64 (rows, n_owner)) the synapses of the rows `sel` (input channel chan_in within
-    the group, readers (k2, len(sel)) the output position each tap reads at their positions) into the pieces of
-    the output channels `chans` of one group held by each owner: per (channel, tap, row) the kernel entry,
-    counted for the owner of the output position that tap reads. One bincount per block of channels (integer
-    sums in float64: exact in any order)."""
-    k2, n_owner = readers.shape[0], out.shape[1]
-    ok = readers >= 0
-    at = np.where(ok, readers, 0)
-    base = (sel * (n_owner + 1))[None, None, :]  # column n_owner: a spare bin for taps with no owner
-    per = max(1, (_BLOCK_FLOATS >> 3) // max(1, k2 * len(sel)))  # (block, k2, len(sel)) arrays of <= 4 MB
-    for lo in range(0, len(chans), per):
-        block = chans[lo:lo + per]
-        owners = tc[block][:, at]  # (block, k2, len(sel))
-        flat = (base + np.where(ok & (owners >= 0), owners, n_owner)).ravel()
-        weights = None if mask is None else mask[block][:, chan_in, :].transpose(0, 2, 1).ravel()
-        sums = np.bincount(flat, weights=weights, minlength=len(out) * (n_owner + 1))
-        out += sums.reshape(len(out), n_owner + 1)[:, :n_owner]
+def _group_ptr(group: np.ndarray, groups: int) -> np.ndarray:
+    """int64 (groups + 1,): the entries of group g are group_ptr[g]:group_ptr[g + 1] of the ascending `group`."""
+    return np.concatenate([[0], np.cumsum(np.bincount(group, minlength=groups))]).astype(np.int64)
 
 
 def _column_classes(a: np.ndarray) -> np.ndarray:

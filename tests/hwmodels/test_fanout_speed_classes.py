@@ -19,6 +19,7 @@ GEOMETRIES = [  # (C_in, H, W), C_out, kernel, stride, padding, dilation, groups
     ((2, 5, 7), 4, (1, 3), (1, 2), (0, 2), (1, 1), 1),
     ((8, 4, 4), 16, (1, 1), (1, 1), (0, 0), (1, 1), 1),
     ((3, 6, 6), 3, (1, 1), (2, 2), (0, 0), (1, 1), 1),  # stride 2, 1x1: positions no tap reads
+    ((6, 4, 4), 12, (4, 4), (1, 1), (0, 0), (1, 1), 6),  # spiking attention's K^T V: one tap reads a position
 ]
 
 
@@ -53,6 +54,22 @@ def test_conv_classes_and_rows_give_the_full_counts(rng, geom):
             tot = fanout(proj, src, count)
             assert np.array_equal(fanout(proj, src, count, rows), tot[rows])
             assert np.array_equal(tot, tot[first][np.unique(of, return_inverse=True)[1]])
+
+
+@pytest.mark.parametrize("geom", GEOMETRIES)
+def test_conv_rows_equal_the_unrolled_count(nets, rng, geom):
+    """The row-by-row count (hwmodels.kernels.conv_rows) of some source neurons against the unrolled synapses,
+    for owners holding whole channels, channels split at chunk edges and scattered targets."""
+    proj, src = _conv(rng, geom)
+    dst = conv_output_shape(proj, src)
+    wmat, inb = nets.unroll(proj, src, dst)
+    rows = rng.permutation(int(np.prod(src)))[: max(1, int(np.prod(src)) // 3)]
+    for target_core in _assignments(rng, int(np.prod(dst)), dst[1] * dst[2]):
+        for count, paid in (("structural", inb), ("nonzero", wmat != 0)):
+            f, cores = core_fanout(proj, src, target_core, count, rows)
+            onehot = (target_core[:, None] == cores[None, :]).astype(int)
+            assert np.array_equal(f.toarray(), (paid.T.astype(int) @ onehot)[rows])
+            assert np.array_equal(fanout(proj, src, count, rows), paid.sum(axis=0)[rows])
 
 
 def test_dense_classes_are_equal_mask_columns(rng):
