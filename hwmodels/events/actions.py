@@ -138,14 +138,18 @@ class JointClasses:
     @classmethod
     def of(cls, tables: FanoutTables) -> JointClasses:
         """The joint classes of `tables`: each population's class stack regrouped by destination on its own
-        (hwmodels.kernels.count.dst_major reads its CSR arrays in place; only the smaller results are joined)."""
+        (hwmodels.kernels.count.dst_major reads its CSR arrays in place, on hwmodels.kernels.threads.count()
+        threads when the stacks hold >= 2 * MIN_ITEMS entries; only the smaller results are joined)."""
         offsets, ptr, dst, val, struct, nonzero = {}, [np.zeros(1, np.int64)], [], [], [], []
         n_cls, width = 0, 1 + tables.blocks
-        for name in tables.stack:
-            _, per_class, first = tables.factors(name)
+        factors = [(name, *tables.factors(name)) for name in tables.stack]
+        nnz = sum(per_class.nnz for _, _, per_class, _ in factors)
+        workers = threads.count() if nnz >= 2 * threads.MIN_ITEMS else 1
+        regrouped = threads.map_items(lambda c: dst_major(c.indptr, c.indices, np.asarray(c.data, np.int64),
+                                                          tables.n_cores, width),
+                                      [(per_class,) for _, _, per_class, _ in factors], workers)
+        for (name, _, per_class, first), (p, d, v) in zip(factors, regrouped):
             offsets[name] = n_cls
-            p, d, v = dst_major(per_class.indptr, per_class.indices, np.asarray(per_class.data, np.int64),
-                                tables.n_cores, width)
             ptr.append(p[1:] + ptr[-1][-1])
             dst.append(d), val.append(v)
             struct.append(np.asarray(tables.structural[name][first], np.int64))

@@ -202,19 +202,30 @@ def _emit_row(r: int, nd: int, scratch: tuple, out: tuple, m: int) -> tuple:
     return out, m, orphan
 
 
-@njit(cache=True)
 def dst_major(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, n: int,
               width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A CSR (n_cls, width * n) int64 matrix (column b * n + d: block b, destination d; indices of a row in any
     order, no duplicates) regrouped by destination: (ptr int64 (n_cls + 1,), dst int64, val int64 (., width)),
     class c's destinations with any entry dst[ptr[c]:ptr[c + 1]] increasing, val[q, b] its block-b value. Two
-    passes: the destinations first, then the values into an array of just their number of rows."""
-    n_cls = len(indptr) - 1
-    ptr = np.zeros(n_cls + 1, np.int64)
-    seen = np.full(n, -1, np.int64)  # seen[d]: the last class that listed d
+    compiled passes that release the GIL (populations' stacks are regrouped on threads at once): the
+    destinations first, then the values into an array of just their number of rows. The outputs are numpy
+    allocations (transparent huge pages for large ones), not numba's, whose 4 KiB page faults serialised two
+    threads."""
+    ptr = np.zeros(len(indptr), np.int64)
     dst = np.empty(len(indices), np.int64)
+    m = _dst_lists(indptr, indices, n, ptr, dst)
+    val = np.zeros((m, width), np.int64)
+    _dst_values(indptr, indices, data, n, ptr, dst, val)
+    return ptr, dst[:m].copy(), val
+
+
+@njit(cache=True, nogil=True)
+def _dst_lists(indptr: np.ndarray, indices: np.ndarray, n: int, ptr: np.ndarray, dst: np.ndarray) -> int:
+    """dst_major's first pass: fills ptr (n_cls + 1,) and dst[:m] with every class's destinations in increasing
+    order; returns m."""
+    seen = np.full(n, -1, np.int64)  # seen[d]: the last class that listed d
     m = 0
-    for c in range(n_cls):
+    for c in range(len(indptr) - 1):
         k, ordered = m, True
         for q in range(indptr[c], indptr[c + 1]):
             d = _block_of(indices[q], n)[1]
@@ -226,15 +237,14 @@ def dst_major(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, n: int,
             dst[m:k].sort()
         m = k
         ptr[c + 1] = m
-    return ptr, dst[:m].copy(), _dst_values(indptr, indices, data, n, width, ptr, dst)
+    return m
 
 
-@njit(cache=True)
-def _dst_values(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, n: int, width: int, ptr: np.ndarray,
-                dst: np.ndarray) -> np.ndarray:
-    """val int64 (ptr[-1], width) of dst_major: class c's entry in block b at destination dst[a] (a in
-    ptr[c]..ptr[c + 1] - 1) goes to val[a, b]; zeros elsewhere."""
-    val = np.zeros((ptr[-1], width), np.int64)
+@njit(cache=True, nogil=True)
+def _dst_values(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, n: int, ptr: np.ndarray,
+                dst: np.ndarray, val: np.ndarray) -> None:
+    """dst_major's second pass: class c's entry in block b at destination dst[a] (a in ptr[c]..ptr[c + 1] - 1)
+    goes to val[a, b] (val: zeros (ptr[-1], width))."""
     slot = np.full(n, -1, np.int64)
     for c in range(len(ptr) - 1):
         for a in range(ptr[c], ptr[c + 1]):
@@ -242,7 +252,6 @@ def _dst_values(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, n: in
         for q in range(indptr[c], indptr[c + 1]):
             b, d = _block_of(indices[q], n)
             val[slot[d], b] = data[q]
-    return val
 
 
 @njit(cache=True, inline="always")
