@@ -1,18 +1,42 @@
-"""np.unique of bounded non-negative integer keys by a lookup table instead of a sort (channel links, queues)."""
+"""np.unique of bounded non-negative integer keys by a lookup table instead of a sort (channel links, queues,
+(source, route) pairs, classes), the table's passes compiled."""
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
 
 def dense_unique(keys: np.ndarray, size: int, first: bool = False):
     """np.unique(keys, return_inverse=True), or (unique, an index of each) when `first`, for non-negative keys
-    below `size`: a lookup table instead of a sort when the table is small."""
+    below `size`: a lookup table instead of a sort when the table is small (_ranks: mark, rank in one scan, look
+    up; the table is a numpy allocation, whose large pages fault faster than numba's)."""
     if size > 8 * len(keys) + (1 << 20):
         return np.unique(keys, return_index=first, return_inverse=not first)
     table = np.zeros(size, np.int64)
-    table[keys] = 1
-    uniq = np.flatnonzero(table)
     if first:
+        table[keys] = 1
+        uniq = np.flatnonzero(table)
         table[keys] = np.arange(len(keys))
         return uniq, table[uniq]
-    return uniq, (np.cumsum(table) - 1)[keys]
+    keys = np.asarray(keys)
+    inv = np.empty(keys.size, np.int64)
+    uniq = np.empty(min(size, keys.size), np.int64)
+    n = _ranks(keys.reshape(-1), table, uniq, inv)
+    return uniq[:n].copy(), inv.reshape(keys.shape)
+
+
+@njit(cache=True, nogil=True)
+def _ranks(keys: np.ndarray, table: np.ndarray, uniq: np.ndarray, inv: np.ndarray) -> int:
+    """Mark every key in `table` (zeros, int64 (size,)), number the marked entries 0, 1, ... in increasing order
+    into uniq, and write each key's number into inv; returns the number of distinct keys."""
+    for k in keys:
+        table[k] = 1
+    n = 0
+    for v in range(len(table)):
+        if table[v]:
+            table[v] = n
+            uniq[n] = v
+            n += 1
+    for j in range(len(keys)):
+        inv[j] = table[keys[j]]
+    return n
