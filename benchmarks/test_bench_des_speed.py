@@ -210,6 +210,15 @@ def test_des_against_torch_forward():
         "~0.6 -> ~0.4 s). Every SimResult bit-identical. Tried and dropped: waiting heaps that hold each entry's "
         "(request, flow) key beside the node (no change once the nodes are records), shifts in place of the heap "
         "index divisions (no change).",
+        "Since then (commit c512aa9 alternated with f9550e1 in separate processes in the same hour, 3 pairs, "
+        "medians of 7 simulate(model='des') runs each on spikformer_4_384: DES 926-1052 -> 906-928 ms; its fan-out "
+        "tables 178-194 -> 159-164 ms, action counts 131-139 -> 119-122 ms, routes 55-60 -> 46-54 ms; the network "
+        "play, 414-481 ms, is the noisy part): the fan-out rows of conv projections are counted row by row by a "
+        "compiled kernel (hwmodels.kernels.conv_rows: only the owners of the row's own group and the taps that "
+        "read its position, where the einsum visited every owner at every input channel; Spikformer's "
+        "attention K^T V stage is a grouped 8x8 conv; on one thread VGG-11 at 100 neurons per core 1744 -> 599 "
+        "ms), the joint class stacks are regrouped on threads, and dense_unique ranks its table in one compiled "
+        "pass. Every SimResult bit-identical.",
         f"load average at start {machine['load_avg_1min']}, at end {round(os.getloadavg()[0], 2)}, on "
         f"{machine['cores']} cores: other jobs ran alongside (the forward pass uses both cores and suffers most)."]
     if max(machine["load_avg_1min"], os.getloadavg()[0]) > 1.5:
