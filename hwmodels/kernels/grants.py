@@ -228,13 +228,15 @@ def play_steps(k0, k1, ready, tail, key, of, node_ptr, queue_ptr, hop, before, c
 
 
 @njit(cache=True, nogil=True)
-def play_records(k0, k1, flow_ptr, off, nodes, queue_ptr, start, heap, qs, ct, cv, down, held, link_s, early) -> int:
+def play_records(k0, k1, flow_ptr, off, nodes, queue_ptr, start, heap, qs, ct, cv, down, held, link_s, early,
+                 per_flow) -> int:
     """Play steps k0..k1-1 (step k: flows flow_ptr[k]..flow_ptr[k+1]-1, nodes off[...] of the group) whose NODE
     records and queues hwmodels.kernels.nodes.fill_records wrote into nodes, queue_ptr and start, without slot
     terms and with one child per channel at most (empty CSR arguments for _run); each step's releases are kept
     in its records (an empty rel for _run), then its head down and held times written out (step_out): the
-    output arrays are written once per node (one pass less over them: Spikformer-4-384's play 4-6% faster). heap, qs, ct, cv: the work arrays of play_step for the
-    largest step. Releases the GIL. Returns the grants made."""
+    output arrays are written once per node (one pass less over them: Spikformer-4-384's play 4-6% faster).
+    per_flow: down holds one entry per flow, its last channel's (step_out). heap, qs, ct, cv: the work arrays
+    of play_step for the largest step. Releases the GIL. Returns the grants made."""
     granted, base0, none, none_f = 0, off[flow_ptr[k0]], np.zeros(0, np.int64), np.zeros(0)
     for k in range(k0, k1):
         b = off[flow_ptr[k]]
@@ -245,18 +247,23 @@ def play_records(k0, k1, flow_ptr, off, nodes, queue_ptr, start, heap, qs, ct, c
         qb = queue_ptr[k - k0]
         granted += play_step(sub, n, heap, qs, start, qb, queue_ptr[k - k0 + 1] - qb, ct, cv, b, none_f, none,
                              none, none, none, none, none, none, link_s, early)
-        step_out(sub, n, b, down, held)
+        step_out(sub, n, b, down, held, flow_ptr[k] if per_flow else -1)
     return granted
 
 
 @njit(cache=True, nogil=True)
-def step_out(nodes, n_nodes, b, down, held) -> None:
+def step_out(nodes, n_nodes, b, down, held, f0) -> None:
     """Head down (grant + hop, s) and held time (release - grant, s; the release kept in the record's qv by _run)
     of a played step's n_nodes NODE records into down[b:b + n_nodes] and held[b:b + n_nodes] (the same
-    operations as hwmodels.timing.des's on the grant and release arrays). Releases the GIL."""
+    operations as hwmodels.timing.des's on the grant and release arrays); with f0 >= 0 (the step's first flow),
+    down holds one entry per flow instead, the head down time of its last channel (no child; a path's only one),
+    at down[f0 + key]. Releases the GIL."""
     for u in range(n_nodes):
         gu = nodes[u].g
-        down[b + u] = gu + nodes[u].hop
+        if f0 < 0:
+            down[b + u] = gu + nodes[u].hop
+        elif nodes[u].fc < 0:
+            down[f0 + nodes[u].key] = gu + nodes[u].hop
         held[b + u] = nodes[u].qv - gu
 
 

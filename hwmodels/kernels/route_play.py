@@ -26,14 +26,16 @@ RUN_NODES = 1 << 13
 
 
 def play(off, flow_route, flow_step, t_off, links, parent, hop_s, before_s, blocking, n_links, ready, tail, cm,
-         link_s, down, held, workers: int = 1) -> tuple[int, int] | None:
+         link_s, down, held, workers: int = 1, per_flow: bool = False) -> tuple[int, int] | None:
     """Play the flows with node offsets off int64 (n_flows + 1,) (node off[f] + c is channel c of flow f),
     flow_route / flow_step int64 (n_flows,) (steps sorted, >= 0) on the trees laid end to end (t_off int64
     (n_trees + 1,); per channel links (< n_links), tree-local parent (parents first), hop_s, before_s (s),
     blocking); ready / tail / cm float64 (n_flows,): first and last message ready at the source router (s) and
     (m - 1) L (s); link_s: link time L (s). Writes down (head down = grant + hop, s) and held (release - grant,
     s) of every node into the float64 (off[-1],) arrays given, on `workers` threads over disjoint ranges of
-    whole steps. Returns (nodes granted, children requested at their parent's grant instant:
+    whole steps; per_flow: down is float64 (n_flows,) instead and gets each flow's last channel's head down time
+    (a unicast path's eject channel: node-sized down values are never written; flows of no channel are left
+    as they are). Returns (nodes granted, children requested at their parent's grant instant:
     hwmodels.timing.des_vector's precondition), or None when some channel has two children (what was written
     is then unusable). Raises ValueError when a step has 2^31 nodes or more."""
     n_steps = int(flow_step[-1]) + 1 if len(flow_step) else 0
@@ -44,7 +46,7 @@ def play(off, flow_route, flow_step, t_off, links, parent, hop_s, before_s, bloc
     node_ptr = np.concatenate([[0], np.cumsum(step_nodes)]).astype(np.int64)
     trees = (off, flow_route, t_off, links, parent, hop_s, before_s, blocking, ready, tail, cm)
     parts = threads.run(lambda k0, k1: _steps(k0, k1, flow_ptr, node_ptr, trees, int(n_links), float(link_s),
-                                              down, held), threads.split(node_ptr, workers))
+                                              down, held, per_flow), threads.split(node_ptr, workers))
     return None if any(p is None for p in parts) else (sum(p[0] for p in parts), sum(p[1] for p in parts))
 
 
@@ -60,7 +62,7 @@ def _runs(node_ptr: np.ndarray, k0: int, k1: int) -> list[tuple[int, int]]:
 
 
 def _steps(k0: int, k1: int, flow_ptr: np.ndarray, node_ptr: np.ndarray, trees: tuple, n_links: int,
-           link_s: float, down: np.ndarray, held: np.ndarray) -> tuple[int, int] | None:
+           link_s: float, down: np.ndarray, held: np.ndarray, per_flow: bool) -> tuple[int, int] | None:
     """Steps k0..k1-1 of play() in runs (_runs) on work arrays sized for the largest run (NODE records, queue
     numbering) and the largest step (waiting heaps, QUEUE records, candidate heap), plus fill_records's link
     tables; (grants, early children) or None."""
@@ -79,5 +81,5 @@ def _steps(k0: int, k1: int, flow_ptr: np.ndarray, node_ptr: np.ndarray, trees: 
         if fill_records(a, b, flow_ptr, *trees, nodes, count, distinct, rank, queue_ptr, start) < 0:
             return None
         granted += grants.play_records(a, b, flow_ptr, trees[0], nodes, queue_ptr, start, heap, qs, ct, cv, down,
-                                       held, link_s, early)
+                                       held, link_s, early, per_flow)
     return granted, int(early[0])

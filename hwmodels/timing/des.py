@@ -111,6 +111,14 @@ def _eject_channels(actions: Actions, use: RouteUse, net: Network) -> np.ndarray
     return np.where(hit, order[pos] - use.table.off[use.flow_route[a.deliv_flow]], -1).astype(np.int64)
 
 
+class FlowDown(NamedTuple):
+    """Head down times (s) of a unicast batch played from the route table, one per flow: its last channel's (the
+    channel into its destination tile, _eject_channels), where the engines give one per channel node; entries
+    of flows of no channel are undefined (a delivery on the source tile reads its ready time instead)."""
+
+    values: np.ndarray
+
+
 def _offsets(hops: np.ndarray) -> np.ndarray:
     """Channel-node offset of every flow of `hops` channels each (node off[f] + c is channel c of flow f), int64
     (n_flows + 1,)."""
@@ -208,7 +216,7 @@ def _play_vector(batches: list[Batch], buffer_depth: int | None, keep: Keep = ma
     """The same as _play_simpy with hwmodels.timing.des_vector, every batch of the group in one solve (every hop
     latency must be > 0): its steps in chunks (_chunk_ranges) played on hwmodels.kernels.threads.count()
     threads, the chunks' nodes through `keep`; with unbounded buffers and unforked trees, straight from the route
-    table (_play_routes: nothing to keep). A group of more than CHUNK_NODES channel nodes is played batch
+    table (_play_routes: nothing to keep; unicast: head down times per flow, FlowDown). A group of more than CHUNK_NODES channel nodes is played batch
     by batch, and a batch of more than CHUNK_NODES in chunks built, solved and dropped in turn (_play_chunked),
     so memory stays bounded; steps are independent, so the result is the same."""
     total = sum(int(u.hops.sum()) for _, _, u in batches)
@@ -219,16 +227,30 @@ def _play_vector(batches: list[Batch], buffer_depth: int | None, keep: Keep = ma
     ready = np.concatenate([t.flow_ready_s for _, t, _ in batches])
     tail = np.concatenate([t.flow_tail_s for _, t, _ in batches])
     off = _offsets(np.concatenate([u.hops for _, _, u in batches]))
-    down, held = np.empty(total), np.empty(total)
+    held = np.empty(total)
     link_s = batches[0][1].link_s
+    ends = np.cumsum([0] + [int(u.hops.sum()) for _, _, u in batches])
+    if _unicast(batches, buffer_depth):  # head down times per flow only (FlowDown)
+        down = np.empty(len(ready))
+        if _play_routes(_group_flows(batches), off, ready, tail, link_s, buffer_depth, down, held,
+                        threads.count(), per_flow=True):
+            flow_ends = np.cumsum([0] + [len(a.flow_messages) for a, _, _ in batches])
+            return [(FlowDown(down[f0:f1]), held[a:b])
+                    for f0, f1, a, b in zip(flow_ends[:-1], flow_ends[1:], ends[:-1], ends[1:])]
+    down = np.empty(total)
     # finite buffers or forked trees: the chunks' Nodes, kept through `keep`
     if not _play_routes(_group_flows(batches), off, ready, tail, link_s, buffer_depth, down, held,
                         threads.count()):
         chunks = _group_chunks(batches, buffer_depth, keep)
         threads.map_items(lambda c: _solve(c, ready, tail, link_s, off, down, held), [(c,) for c in chunks],
                           threads.count())
-    ends = np.cumsum([0] + [int(u.hops.sum()) for _, _, u in batches])
     return [(down[a:b], held[a:b]) for a, b in zip(ends[:-1], ends[1:])]
+
+
+def _unicast(batches: list[Batch], buffer_depth: int | None) -> bool:
+    """Whether the route-table play gives the batches' head down times per flow (FlowDown): unicast flows (XY
+    paths, each delivering on its last channel) and unbounded buffers."""
+    return buffer_depth is None and all(a.routes is None for a, _, _ in batches)
 
 
 def _play_chunked(batch: Batch, buffer_depth: int | None) -> tuple[np.ndarray, np.ndarray]:
@@ -240,8 +262,14 @@ def _play_chunked(batch: Batch, buffer_depth: int | None) -> tuple[np.ndarray, n
     a, t, u = batch
     flows = _group_flows([batch])
     off = _offsets(u.hops)
-    down, held = np.empty(int(off[-1])), np.empty(int(off[-1]))
+    held = np.empty(int(off[-1]))
     workers = threads.count()
+    if _unicast([batch], buffer_depth):
+        down = np.empty(len(t.flow_ready_s))
+        if _play_routes(flows, off, t.flow_ready_s, t.flow_tail_s, t.link_s, buffer_depth, down, held, workers,
+                        per_flow=True):
+            return FlowDown(down), held
+    down = np.empty(int(off[-1]))
     if _play_routes(flows, off, t.flow_ready_s, t.flow_tail_s, t.link_s, buffer_depth, down, held, workers):
         return down, held
     threads.map_items(lambda f0, f1: _solve(_make_chunk(flows, f0, f1, t.link_s, buffer_depth),
@@ -251,10 +279,12 @@ def _play_chunked(batch: Batch, buffer_depth: int | None) -> tuple[np.ndarray, n
 
 
 def _play_routes(flows: tuple, off: np.ndarray, ready: np.ndarray, tail: np.ndarray, link_s: float,
-                 buffer_depth: int | None, down: np.ndarray, held: np.ndarray, workers: int) -> bool:
+                 buffer_depth: int | None, down: np.ndarray, held: np.ndarray, workers: int,
+                 per_flow: bool = False) -> bool:
     """Play the flows of `flows` (_group_flows; node offsets `off`; ready / tail (n_flows,) s, link time s) with
     hwmodels.kernels.route_play, each step's channel nodes made from the route table inside the kernel (no
-    Nodes arrays), head down and held times into `down` and `held`, on `workers` threads. Returns False,
+    Nodes arrays), head down and held times into `down` (per_flow: one per flow, its last channel's) and
+    `held`, on `workers` threads. Returns False,
     leaving the play to the caller, with finite buffers or when a route tree forks (route_play covers unbounded
     buffers and one child per channel). Raises hwmodels.timing.des_vector.NotApplicable as des_vector.grants
     does."""
@@ -265,14 +295,15 @@ def _play_routes(flows: tuple, off: np.ndarray, ready: np.ndarray, tail: np.ndar
     played = route_play.play(off, route, step, routes.off, routes.links, routes.parent, routes.hop_s,
                              routes.before_s, routes.blocking, int(routes.links.max(initial=-1)) + 1,
                              np.asarray(ready, np.float64), np.asarray(tail, np.float64), cm, link_s, down, held,
-                             workers)
+                             workers, per_flow)
     if played is None:
         return False
     des_vector.check(int(off[-1]), *played)
     return True
 
 
-#: DES engine name -> fn(batches, buffer depth, keep) -> [(head down s, held s) per channel node of each batch]
+#: DES engine name -> fn(batches, buffer depth, keep) -> [(head down s, held s) per channel node of each batch;
+#: the vector engine's unicast plays with unbounded buffers give head down times per flow instead (FlowDown)]
 ENGINES = {"simpy": _play_simpy, "vector": _play_vector}
 
 
@@ -319,9 +350,10 @@ def _floor_s(a: Actions, times: ActionTimes, net: Network) -> np.ndarray:
     return core_times.core_done_s(a, times, analytic.head_arrival(a, times, net))
 
 
-def _finish(batch: Batch, net: Network, down: np.ndarray, held: np.ndarray, keep: Keep = make_now) -> Timing:
-    """A batch's Timing from its channels' head arrivals and hold times; the eject channels (routes only) come
-    through `keep`."""
+def _finish(batch: Batch, net: Network, down: np.ndarray | FlowDown, held: np.ndarray,
+            keep: Keep = make_now) -> Timing:
+    """A batch's Timing from its channels' head down times (per channel node, or per flow: FlowDown) and hold
+    times; the eject channels (routes only) come through `keep`."""
     a, times, use = batch
     a.deliv_groups  # made once here (with deliv_keys), read by both schedules
     # the contention-free schedule on a second thread when the batch pays for one (its path latencies and
@@ -332,7 +364,10 @@ def _finish(batch: Batch, net: Network, down: np.ndarray, held: np.ndarray, keep
         off = _offsets(use.hops)
         ej = keep(("des_eject", id(a), id(use.topology)), lambda: _eject_channels(a, use, net), (a, use.topology))
         f = a.deliv_flow
-        via = down[np.minimum(off[f] + np.maximum(ej, 0), max(len(down) - 1, 0))] if len(down) else 0.0
+        if isinstance(down, FlowDown):  # unicast: the eject channel is the flow's last (where ej >= 0)
+            via = down.values[f]
+        else:
+            via = down[np.minimum(off[f] + np.maximum(ej, 0), max(len(down) - 1, 0))] if len(down) else 0.0
         reach = np.where(ej < 0, times.flow_ready_s[f], via)
         done = core_times.core_done_s(a, times, reach + times.link_s)
         ids = use.channels[0] if len(use.table) else np.zeros(0, np.int64)  # the sorted link ids of link_totals
