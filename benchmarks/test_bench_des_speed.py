@@ -218,7 +218,13 @@ def test_des_against_torch_forward():
         "read its position, where the einsum visited every owner at every input channel; Spikformer's "
         "attention K^T V stage is a grouped 8x8 conv; on one thread VGG-11 at 100 neurons per core 1744 -> 599 "
         "ms), the joint class stacks are regrouped on threads, and dense_unique ranks its table in one compiled "
-        "pass. Every SimResult bit-identical.",
+        "pass. Then (c512aa9 against 42dcb7f, 3 alternated pairs in a slower hour: DES 1067-1309 -> 996-1043 ms, "
+        "play 492-643 -> 452-509 ms): the route-table play keeps each node's release in its record (its held time "
+        "written once: play with reused output arrays -33 ms on one thread, -23 ms on two, every one of 12 "
+        "alternated rounds faster) and, for unicast flows with unbounded buffers, writes one head down time per "
+        "flow, its last channel's (the only one the finish reads; hwmodels.timing.des.FlowDown), instead of a "
+        "node-sized array (75 MB of fresh pages on Spikformer, whose faults vary: 150 MB of fresh writes took 20-36 "
+        "ms, once 213 ms, on this machine). Every SimResult bit-identical.",
         f"load average at start {machine['load_avg_1min']}, at end {round(os.getloadavg()[0], 2)}, on "
         f"{machine['cores']} cores: other jobs ran alongside (the forward pass uses both cores and suffers most)."]
     if max(machine["load_avg_1min"], os.getloadavg()[0]) > 1.5:
