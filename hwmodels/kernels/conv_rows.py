@@ -25,8 +25,8 @@ def conv_rows(c_r: np.ndarray, p_r: np.ndarray, tap_ptr: np.ndarray, tap_t: np.n
     """float64 (len(c_r), n_owner): synapses from source neuron i (input channel c_r[i], flat input position
     p_r[i]) into the targets of every owner.
 
-    tap_ptr: int64 (H*W + 1,); the taps that read input position p are tap_t[tap_ptr[p]:tap_ptr[p + 1]] (int64)
-    and the output position each reads there tap_q[...] (int64), in tap order (hwmodels.mapping.connectivity
+    tap_ptr: int64 (H*W + 1,); the taps that read input position p are tap_t[tap_ptr[p]:tap_ptr[p + 1]] (int32)
+    and the output position each reads there tap_q[...] (int32), in tap order (hwmodels.mapping.connectivity
     _ConvGeom.tap_lists).
     pair_ptr: int64 (groups + 1,); the pairs of group g (owners holding whole output channels of it) are
     pair_ptr[g]:pair_ptr[g + 1] of pair_owner (int64 owners) and pair_sums (float32 (n_pairs, c_in_g, k2): the sum
