@@ -2,14 +2,14 @@
 projection into the targets of each owner (core), counted row by row from the taps that read each row's input
 position, instead of one product of every owner's kernel sums with the cover of all input positions.
 
-A source neuron (input channel c, position p) reaches, through kernel tap t, the output position
-q = readers[t, p] (or none) of every output channel of c's group. An owner holding whole output channels of that
-group receives the sum of those channels' kernel entries at (c, t) (its "pair" of owner and group, whose kernel
-sums are made once); a channel split between owners sends its entry to the owner of position q. The work is
-rows x in-bounds taps x (owners of the group + split channels of the group): for grouped convolutions (spiking attention's
-K^T V stage, depthwise identities) only the owners of the row's own group are visited, where the product visited
-every owner at every input channel. All counts are integer sums (< 2^24 per entry in float32 kernel sums), exact in
-float64 in any order, so the table equals the product's entry for entry.
+A source neuron (input channel c, position p) reaches, through kernel tap t, the output position q = readers[t, p]
+(or none) of every output channel of c's group. An owner holding whole output channels of that group receives the
+sum of those channels' kernel entries at (c, t) (its "pair" of owner and group, whose kernel sums are made once); a
+channel split between owners sends its entry to the owner of position q. The work is rows x in-bounds taps x
+(owners of the group + split channels of the group): for grouped convolutions (spiking attention's K^T V stage,
+depthwise identities) only the owners of the row's own group are visited, where the product visited every owner at
+every input channel. All counts are integer sums (below 2^24 per entry in float32 kernel sums), exact in float64
+in any order, so the table equals the product's entry for entry.
 """
 from __future__ import annotations
 

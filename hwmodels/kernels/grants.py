@@ -26,14 +26,14 @@ stale (a candidate is current while it carries its queue's ver). Queues are numb
 NODE = np.dtype([("g", np.float64), ("hop", np.float64), ("tb", np.float64), ("cm", np.float64), ("qv", np.float64),
                  ("key", np.int32), ("of", np.int32), ("parent", np.int32), ("fc", np.int32), ("missing", np.int32),
                  ("blocking", np.int8)], align=True)
-"""A channel node while its step is played, in one 64-byte record (a grant reads and writes the node, its child
-and its parent: one cache line each instead of one per array, which halves the time of the large steps whose
-arrays outgrow the caches): g grant (s, NaN until granted), hop (s), tb = tail + before (s: the flow's tail
-ready time plus the hop latencies before the channel, the second term of the tail start, added once here as the
-kernel used to add it at each use), cm = (m - 1) L (s) of its flow, qv request time (s, NaN until known; on the route-table path, once the node
-is granted and released, its release: its request is read no more after its grant); key
-(flow), of (queue), parent and fc (first child; -1: none) numbered from 0 in the step; missing: grants its
-release still needs; blocking."""
+"""A channel node while its step is played, in one 64-byte record (a grant reads and writes the node, its child and its
+parent: one cache line each instead of one per array, which halves the time of the large steps whose arrays outgrow
+the caches): g grant (s, NaN until granted), hop (s), tb = tail + before (s: the flow's tail ready time plus the hop
+latencies before the channel, the second term of the tail start, added once here as the kernel used to add it at
+each use), cm = (m - 1) L (s) of its flow, qv request time (s, NaN until known; on the route-table path, once the
+node is granted and released, its release: its request is read no more after its grant); key (flow), of (queue),
+parent and fc (first child; -1: none) numbered from 0 in the step; missing: grants its release still needs;
+blocking."""
 
 #: children per node of the candidate heap (a d-ary heap as in Cormen et al., ch. 6, problem 6-2: half the levels
 #: of a binary heap for a few more comparisons per level, 10% faster on Spikformer's steps, measured)
@@ -291,14 +291,14 @@ def play_step(nodes, n_nodes, heap, qs, start, qb, n_queues, ct, cv, b, rel, ch_
 @njit(cache=True, nogil=True)
 def _run(hsize, ct, cv, heap, qs, nodes, b, rel, ch_ptr, child, tm_ptr, term_node, term_const, dp_ptr, dependent,
          link_s, early) -> int:
-    """Pop candidates in time order until none is left: grant, derive the children's requests and every
-    release now known (into rel at the group's node numbers, b + the step's; with an empty rel, into the
-    released node's qv, which is read no more once it is granted, as it is before its release); returns the grants made and adds to
-    early[0] the children requested at their parent's grant instant. A candidate is current while its version
-    equals its queue's ver (queue cv >> 32); a queue is held while its free is NaN. A granted candidate stays at
-    the top of the heap until the first push takes its place (one sift-down instead of a pop and a push); equal
-    times of different queues may thus pop in another order than a pop-then-push heap's, which does not change
-    any grant: every least candidate is certain (module docstring), and a queue has one current candidate."""
+    """Pop candidates in time order until none is left: grant, derive the children's requests and every release now
+    known (into rel at the group's node numbers, b + the step's; with an empty rel, into the released node's qv,
+    which is read no more once it is granted, as it is before its release); returns the grants made and adds to
+    early[0] the children requested at their parent's grant instant. A candidate is current while its version equals
+    its queue's ver (queue cv >> 32); a queue is held while its free is NaN. A granted candidate stays at the top of
+    the heap until the first push takes its place (one sift-down instead of a pop and a push); equal times of
+    different queues may thus pop in another order than a pop-then-push heap's, which does not change any grant:
+    every least candidate is certain (module docstring), and a queue has one current candidate."""
     granted, single, plain, in_node = 0, len(ch_ptr) == 0, len(dp_ptr) == 0, len(rel) == 0
     n_early = 0
     while hsize > 0:

@@ -212,13 +212,14 @@ def _solve(chunk: _Chunk, ready: np.ndarray, tail: np.ndarray, link_s: float, of
     np.add(grant, nodes.hop, out=grant)  # head down = grant + hop
 
 
-def _play_vector(batches: list[Batch], buffer_depth: int | None, keep: Keep = make_now) -> list[tuple[np.ndarray, np.ndarray]]:
+def _play_vector(batches: list[Batch], buffer_depth: int | None,
+                 keep: Keep = make_now) -> list[tuple[np.ndarray | FlowDown, np.ndarray]]:
     """The same as _play_simpy with hwmodels.timing.des_vector, every batch of the group in one solve (every hop
-    latency must be > 0): its steps in chunks (_chunk_ranges) played on hwmodels.kernels.threads.count()
-    threads, the chunks' nodes through `keep`; with unbounded buffers and unforked trees, straight from the route
-    table (_play_routes: nothing to keep; unicast: head down times per flow, FlowDown). A group of more than CHUNK_NODES channel nodes is played batch
-    by batch, and a batch of more than CHUNK_NODES in chunks built, solved and dropped in turn (_play_chunked),
-    so memory stays bounded; steps are independent, so the result is the same."""
+    latency must be > 0): its steps in chunks (_chunk_ranges) played on hwmodels.kernels.threads.count() threads,
+    the chunks' nodes through `keep`; with unbounded buffers and unforked trees, straight from the route table
+    (_play_routes: nothing to keep; unicast: head down times per flow, FlowDown). A group of more than CHUNK_NODES
+    channel nodes is played batch by batch, and a batch of more than CHUNK_NODES in chunks built, solved and dropped
+    in turn (_play_chunked), so memory stays bounded; steps are independent, so the result is the same."""
     total = sum(int(u.hops.sum()) for _, _, u in batches)
     if total > CHUNK_NODES and len(batches) > 1:
         return [r for b in batches for r in _play_vector([b], buffer_depth, keep)]
@@ -253,12 +254,13 @@ def _unicast(batches: list[Batch], buffer_depth: int | None) -> bool:
     return buffer_depth is None and all(a.routes is None for a, _, _ in batches)
 
 
-def _play_chunked(batch: Batch, buffer_depth: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """(head down s, held s) per channel node of one batch of more than CHUNK_NODES channel nodes, its steps
-    played in chunks (_chunk_ranges: with w threads, each about an equal share of at most CHUNK_NODES / w
-    nodes), each chunk's nodes built, solved and dropped on one of hwmodels.kernels.threads.count() threads,
-    so that at most about CHUNK_NODES nodes are alive at once. With unbounded buffers and unforked trees the
-    steps are played straight from the route table instead (_play_routes: no node arrays at all)."""
+def _play_chunked(batch: Batch, buffer_depth: int | None) -> tuple[np.ndarray | FlowDown, np.ndarray]:
+    """(head down s, held s) per channel node (unicast with unbounded buffers: head down per flow, FlowDown) of one
+    batch of more than CHUNK_NODES channel nodes, its steps played in chunks (_chunk_ranges: with w threads, each
+    about an equal share of at most CHUNK_NODES / w nodes), each chunk's nodes built, solved and dropped on one of
+    hwmodels.kernels.threads.count() threads, so that at most about CHUNK_NODES nodes are alive at once. With
+    unbounded buffers and unforked trees the steps are played straight from the route table instead (_play_routes:
+    no node arrays at all)."""
     a, t, u = batch
     flows = _group_flows([batch])
     off = _offsets(u.hops)
@@ -282,12 +284,11 @@ def _play_routes(flows: tuple, off: np.ndarray, ready: np.ndarray, tail: np.ndar
                  buffer_depth: int | None, down: np.ndarray, held: np.ndarray, workers: int,
                  per_flow: bool = False) -> bool:
     """Play the flows of `flows` (_group_flows; node offsets `off`; ready / tail (n_flows,) s, link time s) with
-    hwmodels.kernels.route_play, each step's channel nodes made from the route table inside the kernel (no
-    Nodes arrays), head down and held times into `down` (per_flow: one per flow, its last channel's) and
-    `held`, on `workers` threads. Returns False,
-    leaving the play to the caller, with finite buffers or when a route tree forks (route_play covers unbounded
-    buffers and one child per channel). Raises hwmodels.timing.des_vector.NotApplicable as des_vector.grants
-    does."""
+    hwmodels.kernels.route_play, each step's channel nodes made from the route table inside the kernel (no Nodes
+    arrays), head down and held times into `down` (per_flow: one per flow, its last channel's) and `held`, on
+    `workers` threads. Returns False, leaving the play to the caller, with finite buffers or when a route tree forks
+    (route_play covers unbounded buffers and one child per channel). Raises hwmodels.timing.des_vector.NotApplicable
+    as des_vector.grants does."""
     if buffer_depth is not None:
         return False
     routes, route, _, msgs, step = flows
