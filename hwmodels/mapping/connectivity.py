@@ -125,7 +125,7 @@ def _tap_lists(geom: _ConvGeom) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """_ConvGeom.tap_lists, made once per geometry from its readers map (read-only arrays; int32 like the readers,
     so the 32 kept take at most 32 x 3.7 MB at 224x224 inputs with 3x3 kernels)."""
     pos, tap = np.nonzero(geom.readers().T >= 0)  # position-major, taps ascending within a position
-    ptr = np.concatenate([[0], np.cumsum(np.bincount(pos, minlength=geom.h * geom.w))]).astype(np.int64)
+    ptr = _group_ptr(pos, geom.h * geom.w)
     out = (ptr, tap.astype(np.int32), geom.readers()[tap, pos])
     for a in out:
         a.setflags(write=False)

@@ -231,27 +231,32 @@ def _play_vector(batches: list[Batch], buffer_depth: int | None,
     held = np.empty(total)
     link_s = batches[0][1].link_s
     ends = np.cumsum([0] + [int(u.hops.sum()) for _, _, u in batches])
-    if _unicast(batches, buffer_depth):  # head down times per flow only (FlowDown)
-        down = np.empty(len(ready))
-        if _play_routes(_group_flows(batches), off, ready, tail, link_s, buffer_depth, down, held,
-                        threads.count(), per_flow=True):
-            flow_ends = np.cumsum([0] + [len(a.flow_messages) for a, _, _ in batches])
-            return [(FlowDown(down[f0:f1]), held[a:b])
-                    for f0, f1, a, b in zip(flow_ends[:-1], flow_ends[1:], ends[:-1], ends[1:])]
-    down = np.empty(total)
-    # finite buffers or forked trees: the chunks' Nodes, kept through `keep`
-    if not _play_routes(_group_flows(batches), off, ready, tail, link_s, buffer_depth, down, held,
-                        threads.count()):
+    down = _routes_down(_group_flows(batches), off, ready, tail, link_s, buffer_depth, held, threads.count(),
+                        all(a.routes is None for a, _, _ in batches))
+    if isinstance(down, FlowDown):
+        flow_ends = np.cumsum([0] + [len(a.flow_messages) for a, _, _ in batches])
+        return [(FlowDown(down.values[f0:f1]), held[a:b])
+                for f0, f1, a, b in zip(flow_ends[:-1], flow_ends[1:], ends[:-1], ends[1:])]
+    if down is None:  # finite buffers or forked trees: the chunks' Nodes, kept through `keep`
+        down = np.empty(total)
         chunks = _group_chunks(batches, buffer_depth, keep)
         threads.map_items(lambda c: _solve(c, ready, tail, link_s, off, down, held), [(c,) for c in chunks],
                           threads.count())
     return [(down[a:b], held[a:b]) for a, b in zip(ends[:-1], ends[1:])]
 
 
-def _unicast(batches: list[Batch], buffer_depth: int | None) -> bool:
-    """Whether the route-table play gives the batches' head down times per flow (FlowDown): unicast flows (XY
-    paths, each delivering on its last channel) and unbounded buffers."""
-    return buffer_depth is None and all(a.routes is None for a, _, _ in batches)
+def _routes_down(flows: tuple, off: np.ndarray, ready: np.ndarray, tail: np.ndarray, link_s: float,
+                 buffer_depth: int | None, held: np.ndarray, workers: int,
+                 unicast: bool) -> np.ndarray | FlowDown | None:
+    """Head down times (s) of the route-table play (_play_routes), with the hold times written into `held`: one
+    per flow (FlowDown) for unicast flows (XY paths, each delivering on its last channel), else one per channel
+    node; None when the route play is not the case (finite buffers, forked trees) and nothing was played."""
+    if buffer_depth is not None:
+        return None
+    down = np.empty(len(ready) if unicast else int(off[-1]))
+    if not _play_routes(flows, off, ready, tail, link_s, buffer_depth, down, held, workers, per_flow=unicast):
+        return None
+    return FlowDown(down) if unicast else down
 
 
 def _play_chunked(batch: Batch, buffer_depth: int | None) -> tuple[np.ndarray | FlowDown, np.ndarray]:
@@ -266,14 +271,11 @@ def _play_chunked(batch: Batch, buffer_depth: int | None) -> tuple[np.ndarray | 
     off = _offsets(u.hops)
     held = np.empty(int(off[-1]))
     workers = threads.count()
-    if _unicast([batch], buffer_depth):
-        down = np.empty(len(t.flow_ready_s))
-        if _play_routes(flows, off, t.flow_ready_s, t.flow_tail_s, t.link_s, buffer_depth, down, held, workers,
-                        per_flow=True):
-            return FlowDown(down), held
-    down = np.empty(int(off[-1]))
-    if _play_routes(flows, off, t.flow_ready_s, t.flow_tail_s, t.link_s, buffer_depth, down, held, workers):
+    down = _routes_down(flows, off, t.flow_ready_s, t.flow_tail_s, t.link_s, buffer_depth, held, workers,
+                        a.routes is None)
+    if down is not None:
         return down, held
+    down = np.empty(int(off[-1]))
     threads.map_items(lambda f0, f1: _solve(_make_chunk(flows, f0, f1, t.link_s, buffer_depth),
                                             t.flow_ready_s, t.flow_tail_s, t.link_s, off, down, held),
                       _chunk_ranges(flows[4], off, workers), workers)
