@@ -67,3 +67,17 @@ def pair_sums(rows: np.ndarray, chans: np.ndarray, starts: np.ndarray) -> np.nda
             for e in range(width):
                 out[j, e] += row[e]
     return out
+
+
+
+@njit(cache=True, nogil=True)
+def tap_sums(per_tap: np.ndarray, ptr: np.ndarray, tap: np.ndarray, chan: np.ndarray, pos: np.ndarray) -> np.ndarray:
+    """int64 (len(chan),): for each source neuron (input channel chan[i], position pos[i]) of a conv projection,
+    the sum of per_tap[chan[i], t] (int (C_in, k2)) over the in-bounds taps t that read its position (tap lists
+    (ptr, tap) of hwmodels.mapping.connectivity._ConvGeom.tap_lists). Integer sums, exact."""
+    out = np.zeros(len(chan), np.int64)
+    for i in range(len(chan)):
+        c = chan[i]
+        for j in range(ptr[pos[i]], ptr[pos[i] + 1]):
+            out[i] += per_tap[c, tap[j]]
+    return out

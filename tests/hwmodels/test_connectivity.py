@@ -44,6 +44,29 @@ def test_core_fanout_equals_unrolled_count_for_any_core_assignment(nets, rng, ge
     assert np.array_equal(fan_in(proj, src, count), paid.sum(axis=1))
 
 
+def test_conv_fanout_by_hand():
+    # 1 x 3 x 3 input, 2 x 2 kernel, 2 output channels: channel 0 all ones, channel 1 only its top-left tap
+    w = np.zeros((2, 1, 2, 2))
+    w[0] = 1.0
+    w[1, 0, 0, 0] = -0.5
+    proj = Projection("p", "a", "b", "conv", w)
+    # the corner (0, 0) is read by one tap of one output position, the centre by all four, the corner (2, 2) by
+    # the bottom-right tap only (which channel 1 does not use)
+    structural, nonzero = fanout(proj, (1, 3, 3), "structural"), fanout(proj, (1, 3, 3), "nonzero")
+    assert structural.dtype == np.int64 and nonzero.dtype == np.int64
+    assert (structural[0], structural[4], structural[8]) == (2, 8, 2)
+    assert (nonzero[0], nonzero[4], nonzero[8]) == (2, 5, 1)
+    assert np.array_equal(fanout(proj, (1, 3, 3), "nonzero", np.array([8, 0, 4])), [1, 2, 5])
+
+
+def test_dense_fanout_counts_columns():
+    w = np.array([[1.0, 0.0, 2.0], [0.0, 0.0, 3.0]])  # (n_target, n_source)
+    proj = Projection("p", "a", "b", "dense", w)
+    assert np.array_equal(fanout(proj, (3,), "structural"), [2, 2, 2])
+    assert np.array_equal(fanout(proj, (3,), "nonzero"), [1, 0, 2])
+    assert np.array_equal(fanout(proj, (3,), "nonzero", np.array([2, 1])), [2, 0])
+
+
 def test_conv_core_fanout_with_overlapping_groups(nets, rng):
     proj, src = _random_conv(rng, GEOMETRIES[0])
     paid = _paid(nets, proj, src, "nonzero")
