@@ -227,7 +227,7 @@ def timing(actions: Actions, times: ActionTimes, net: Network, use: RouteUse, ch
         c = m.soma
         ready = (c[:, 0] * core.neuron_access_latency_s + c[:, 1] * core.neuron_active_latency_s
                  + c[:, 2] * core.neuron_inactive_latency_s) + m.out * times.out_s
-        work, head_in = RECEIVE_MODES[receive_mode(chip)](m.events @ per_event, np.ones(len(c)),
+        work, head_in = RECEIVE_MODES[receive_mode(chip)](core_times.event_work(m.events, per_event), np.ones(len(c)),
                                                           core.message_in_latency_s)
         pair = m.src * a.n_cores + m.dst
         for p in np.unique(pair).tolist():
