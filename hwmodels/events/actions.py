@@ -470,16 +470,17 @@ def count_actions(graph: NetworkGraph, trace: EventTrace, mapping: Mapping, tabl
     for name in graph.populations:
         _check_population(trace, name)
     cores = {name: _distinct(mapping.core_of_neuron[name]) for name in graph.populations}
-    items = [(spikes, trace, samples, name, pop.size, mapping,
+    items = [(spikes, trace, samples, name, pop.size, pop.is_input, mapping,
               (events[0], *_segments(events, trace.populations.index(name), step_of[name] * n, n_steps * n)),
               grouped.args(tables, name, cores[name]) if grouped is not None else _Grouped.none())
              for name, pop in graph.populations.items()]
-    # populations on threads: each writes only the rows of its own cores and the slots of its own events
+    # populations on threads: each writes only the rows of its own cores and the slots of its own events, and
+    # counts its updated neurons per core (added here in population order)
     workers = threads.count() if len(events[0]) >= 2 * threads.MIN_ITEMS else 1
-    for (name, pop), missed in zip(graph.populations.items(), threads.map_items(_count_population, items, workers)):
+    for (name, pop), counts in zip(graph.populations.items(), threads.map_items(_count_population, items, workers)):
         if not pop.is_input:
             window[np.ix_(step_of[name], cores[name])] = True
-            _add_recorded(recorded, trace, samples, name, pop.size, mapping, step_of[name], missed)
+            _add_recorded(recorded, step_of[name], *counts)
     if grouped is not None:
         (flows, deliv), struct, nonzero = _unicast_flows(tables, grouped, n_steps * n)
     else:  # multicast: the scipy product of the spikes per class
@@ -530,12 +531,12 @@ def _check_population(trace: EventTrace, name: str) -> None:
                          f"{', '.join(trace.populations)}")
 
 
-def _count_population(spikes: np.ndarray, trace: EventTrace, samples: range, name: str, size: int,
-                      mapping: Mapping, walk: tuple, group: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """Add the spikes of population `name` to `spikes` (int64 (n_rows,)); return the (sample - samples.start,
-    timestep, neuron) of those its activity record does not mark, None when it has no record. walk: (batch
-    indices, lo, hi, seg_base) (_segments); group: the grouping arguments of hwmodels.kernels.count.count_rows
-    (_Grouped.args). Raises ValueError for an index out of range."""
+def _count_population(spikes: np.ndarray, trace: EventTrace, samples: range, name: str, size: int, is_input: bool,
+                      mapping: Mapping, walk: tuple, group: tuple) -> tuple[np.ndarray, bool] | None:
+    """Add the spikes of population `name` to `spikes` (int64 (n_rows,)); return its neurons updated under the
+    "active" rule per core (_recorded_counts, with the spikes its activity record does not mark), None for an
+    input population. walk: (batch indices, lo, hi, seg_base) (_segments); group: the grouping arguments of
+    hwmodels.kernels.count.count_rows (_Grouped.args). Raises ValueError for an index out of range."""
     idx, lo, hi, seg_base = walk
     has = name in trace.activity
     packed = np.asarray(trace.activity[name][samples.start:samples.stop]) if has else np.zeros((0, 0, 1), np.uint8)
@@ -545,7 +546,9 @@ def _count_population(spikes: np.ndarray, trace: EventTrace, samples: range, nam
                                   group)
     if bad >= 0:
         raise ValueError(f"trace.indices: population {name!r} has a spike index outside 0..{size - 1}")
-    return (seg // n_t, seg % n_t, neuron) if has else None
+    if is_input:
+        return None
+    return _recorded_counts(trace, samples, name, size, mapping, (seg // n_t, seg % n_t, neuron) if has else None)
 
 
 @dataclass(frozen=True)
@@ -630,17 +633,26 @@ def _state_neurons(graph: NetworkGraph, mapping: Mapping) -> np.ndarray:
     return np.where(inputs, 0, mapping.core_neurons).astype(np.int64)
 
 
-def _add_recorded(out: np.ndarray, trace: EventTrace, samples: range, name: str, size: int, mapping: Mapping,
-                  steps: np.ndarray, spiked: tuple) -> None:
-    """Add the neurons of population `name` updated under the "active" rule to `out` (n_samples, n_steps,
-    n_cores) (see Actions.recorded; the window rule when the trace has no activity for it). The population's
-    cores hold no other population, so adding is assigning."""
+def _recorded_counts(trace: EventTrace, samples: range, name: str, size: int, mapping: Mapping,
+                     spiked: tuple | None) -> tuple[np.ndarray, bool]:
+    """Neurons of population `name` updated under the "active" rule per core (see Actions.recorded) and whether
+    they come from its activity record: int64 (n_samples, n_timesteps + 1, n_cores) by
+    hwmodels.activity.window_counts (the spikes the record does not mark, `spiked`, added), True; or every
+    neuron, int64 (1, 1, n_cores), False, when the trace has no activity for it (the window rule)."""
     cores, n = mapping.core_of_neuron[name], mapping.cores_used
     if name not in trace.activity:
-        out[:, steps, :] += np.bincount(cores, minlength=n)[None, None, :]
-        return
+        return np.bincount(cores, minlength=n)[None, None, :], False
     packed = np.asarray(trace.activity[name][samples.start:samples.stop])
-    counts = activity.window_counts(packed, size, cores, n, spiked)
+    return activity.window_counts(packed, size, cores, n, spiked), True
+
+
+def _add_recorded(out: np.ndarray, steps: np.ndarray, counts: np.ndarray, recorded: bool) -> None:
+    """Add a population's _recorded_counts (counts, recorded) to `out` (n_samples, n_steps, n_cores) at its window
+    steps, and when recorded its last row (neurons left with a potential) at every step after the window. The
+    population's cores hold no other population, so adding is assigning."""
+    if not recorded:
+        out[:, steps, :] += counts
+        return
     out[:, steps, :] += counts[:, :-1, :]
     out[:, steps[-1] + 1:, :] += counts[:, -1:, :]
 

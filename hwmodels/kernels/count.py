@@ -265,11 +265,12 @@ def _block_of(col: int, n: int) -> tuple[int, int]:
     return b, col
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def chunk_bits(packed: np.ndarray, starts: np.ndarray) -> np.ndarray:
     """Set bits of every row of `packed` (uint8 (rows, bytes), little bit order: neuron i is bit i & 7 of byte
     i >> 3) in each chunk of neurons [starts[k], starts[k + 1]), the last chunk to the end of the row (its
-    padding bits included), int64 (rows, len(starts)). starts: int64 increasing, starts[0] = 0."""
+    padding bits included), int64 (rows, len(starts)). starts: int64 increasing, starts[0] = 0. Releases the GIL
+    (populations' activity is counted on threads at once)."""
     pop = np.zeros(256, np.int64)
     for v in range(1, 256):
         pop[v] = pop[v >> 1] + (v & 1)

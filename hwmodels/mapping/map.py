@@ -103,7 +103,11 @@ class Mapping:
     @property
     def tiles_used(self) -> int:
         """Number of distinct (global) tiles holding at least one used chip core."""
-        return len({(int(x), int(y)) for x, y in self.tile_xy[~self.is_port]})
+        xy = np.asarray(self.tile_xy, np.int64)[~self.is_port]
+        if not len(xy):
+            return 0
+        xy = xy - xy.min(axis=0)  # one integer key per tile
+        return len(np.unique(xy[:, 0] * (int(xy[:, 1].max()) + 1) + xy[:, 1]))
 
     @property
     def chip_of_core(self) -> np.ndarray:
