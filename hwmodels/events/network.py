@@ -15,6 +15,7 @@ import numpy as np
 
 from hwmodels.events import paths
 from hwmodels.events.route_table import NO_TERM, RouteTable, Tree, TreeSeq
+from hwmodels.kernels.arrivals import head_arrivals
 from hwmodels.kernels.sums import segment_sums
 from hwmodels.kernels.unique import dense_unique
 from hwmodels.mapping.map import Mapping
@@ -83,6 +84,17 @@ class Network:
         if "_tables" in self.__dict__ or src.size >= len(self._xy) ** 2:
             return self.path_s[src, dst]
         return self._pair_latency(*self._pair_hops(src, dst))  # no energies
+
+    def head_arrival_s(self, ready_s: np.ndarray, flow: np.ndarray, flow_src: np.ndarray, dst: np.ndarray,
+                       link_s: float) -> np.ndarray:
+        """ready_s[flow] + path_latency_s(flow_src[flow], dst) + link_s, float64 (len(flow),) s, bit for bit, in one
+        compiled pass that releases the GIL (hwmodels.kernels.arrivals). ready_s: float (n_flows,) s; flow, dst:
+        int (n,); flow_src: int (n_flows,) source core of every flow."""
+        r = self.chip.router
+        chip_s = float(getattr(r, "chip_link_latency_s", None) or 0.0)
+        return head_arrivals(np.asarray(ready_s, np.float64), np.asarray(flow, np.int64),
+                             np.asarray(flow_src, np.int64), np.asarray(dst, np.int64), *self._core_coords,
+                             float(r.hop_latency_ew_s), float(r.hop_latency_ns_s), chip_s, float(link_s))
 
     def link_id(self, link: tuple[int, int, int, int]) -> int:
         """Global id of directed link (x, y, dx, dy): ((y * width + x) * 4 + direction)."""

@@ -34,8 +34,7 @@ class Timing:
 def head_arrival(actions: Actions, times: ActionTimes, net: Network) -> np.ndarray:
     """Contention-free time each delivery's first message enters its destination core, (n_deliv,): head ready
     at the source router + XY route latency to the destination router + one link time to eject."""
-    f = actions.deliv_flow
-    return times.flow_ready_s[f] + net.path_latency_s(actions.flow_src[f], actions.deliv_dst) + times.link_s
+    return net.head_arrival_s(times.flow_ready_s, actions.deliv_flow, actions.flow_src, actions.deliv_dst, times.link_s)
 
 
 def timing(actions: Actions, times: ActionTimes, net: Network, use: RouteUse,
