@@ -51,6 +51,8 @@ def test_simresult_reports_per_sample_values_percentiles_and_intervals(rng, nets
     assert row["energy_j_ci_low"] <= r.energy_j <= row["energy_j_ci_high"]
     assert row["latency_p50_s"] == pytest.approx(np.median(s["latency_s"]))
     assert row["latency_p99_s"] <= s["latency_s"].max()
+    for q in (50, 95, 99):  # each the value of its own np.percentile call
+        assert row[f"latency_p{q}_s"] == float(np.percentile(s["latency_s"].to_numpy(), q))
     assert (row["energy_j_ci_low"], row["energy_j_ci_high"]) == mean_ci(s["energy_j"].to_numpy(), seed=0)
 
 
