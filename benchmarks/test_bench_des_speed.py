@@ -225,6 +225,21 @@ def test_des_against_torch_forward():
         "flow, its last channel's (the only one the finish reads; hwmodels.timing.des.FlowDown), instead of a "
         "node-sized array (75 MB of fresh pages on Spikformer, whose faults vary: 150 MB of fresh writes took 20-36 "
         "ms, once 213 ms, on this machine). Every SimResult bit-identical.",
+        "Since then (commit 4a70673 alternated with 5f6007f in separate processes, 3 pairs, medians of 7 "
+        "simulate(model='des') runs each on spikformer_4_384, load 1.0-1.4: the whole DES 893-1052 -> 909-970 "
+        "ms, within this machine's noise; its fan-out tables 161-177 -> 155-164 ms and finish 61-65 -> 57-59 ms; "
+        "count_actions alone, 3 more pairs: 151-165 -> 143-152 ms): a conv projection's fan-out per source "
+        "neuron (the reporting totals) is computed in closed form over the taps that read its position "
+        "(hwmodels.mapping.connectivity.fanout; build_fanout -20.5 ms in a same-process A/B), a delivery's "
+        "synapse work for one storage format is one product instead of a numpy matrix-vector product (its BLAS "
+        "call woke OpenBLAS's two threads, which then spun beside the DES's own: the DES was 19 ms faster with "
+        "numpy's BLAS limited to one thread before, ~1 ms after), the mapping check hashes the assignment with "
+        "SHA-256 instead of BLAKE2b (21 -> 10 ms), each population's updated neurons per core are counted on the "
+        "thread that counts its spikes, and the contention-free head arrivals are one compiled pass (the analytic "
+        "model -12 ms on spikformer_4_384). Every SimResult bit-identical. Tried and dropped: a compiled "
+        "first-occurrence index instead of np.unique's (no gain: numpy's sort already runs beside the other "
+        "thread), the link hold sums on the finish's second thread (-0.8 ms), a width-specialised unicast "
+        "product (-8% of a kernel worth ~50 ms of wall).",
         f"load average at start {machine['load_avg_1min']}, at end {round(os.getloadavg()[0], 2)}, on "
         f"{machine['cores']} cores: other jobs ran alongside (the forward pass uses both cores and suffers most)."]
     if max(machine["load_avg_1min"], os.getloadavg()[0]) > 1.5:
