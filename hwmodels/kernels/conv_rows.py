@@ -81,3 +81,23 @@ def tap_sums(per_tap: np.ndarray, ptr: np.ndarray, tap: np.ndarray, chan: np.nda
         for j in range(ptr[pos[i]], ptr[pos[i] + 1]):
             out[i] += per_tap[c, tap[j]]
     return out
+
+
+@njit(cache=True, nogil=True)
+def dense_csr(counts: np.ndarray, indptr: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """The CSR of a dense float64 (rows, cols) table of integer counts (conv_rows' output) in one scan: its non-zero
+    entries row by row, columns ascending, into indptr (rows + 1,) and indices (room for every entry; either int
+    dtype); returns their values rounded to int64 (np.rint of exact integers), the first indptr[-1] of them."""
+    rows, cols = counts.shape
+    data = np.empty(rows * cols, np.int64)
+    k = 0
+    indptr[0] = 0
+    for i in range(rows):
+        for j in range(cols):
+            v = counts[i, j]
+            if v != 0.0:
+                indices[k] = j
+                data[k] = np.int64(np.rint(v))
+                k += 1
+        indptr[i + 1] = k
+    return data[:k]
