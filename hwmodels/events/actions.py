@@ -23,7 +23,7 @@ from hwmodels.kernels import threads
 from hwmodels.kernels.count import count_rows, dst_major, unicast_flows
 from hwmodels.kernels.spike_classes import row_class_counts
 from hwmodels.kernels.stack import stack_rows
-from hwmodels.kernels.unique import dense_unique
+from hwmodels.kernels.unique import dense_unique, first_of_classes
 from hwmodels.mapping.storage import read_bits
 from hwmodels.trace import STORAGE_FORMATS, EventTrace, NetworkGraph, Projection
 
@@ -230,8 +230,7 @@ def _population_classes(graph: NetworkGraph, mapping: Mapping,
                                                    mapping.core_of_neuron[proj.target])
         key = of * (int(cls.max(initial=0)) + 1) + cls
         of = dense_unique(key, int(key.max(initial=-1)) + 1)[1]  # classes 0..k-1 in key order
-    first = np.full(int(of.max(initial=-1)) + 1, size, np.int64)
-    np.minimum.at(first, of, np.arange(size))  # the first neuron of every class
+    first = first_of_classes(of, int(of.max(initial=-1)) + 1)  # the first neuron of every class
     return of, first, per_proj
 
 
@@ -315,8 +314,10 @@ def _fanout_totals(proj: Projection, src_shape: tuple, count: str, reps: np.ndar
     """int64 (len(reps),): the `count` fan-out of the source neurons `reps` (hwmodels.mapping.connectivity.fanout):
     the row sums of their per-core counts when per_core (count kind -> CSR (len(reps), n_cores), every target
     on a core) holds that count (integer sums, exact), else counted."""
-    if count in per_core:
-        return np.asarray(per_core[count].sum(axis=1), np.int64).reshape(-1)
+    if count in per_core:  # row sums of the CSR as differences of the running sum of its values (exact: int64)
+        f = per_core[count]
+        run = np.concatenate([[0], np.cumsum(f.data, dtype=np.int64)])
+        return run[f.indptr[1:]] - run[f.indptr[:-1]]
     return fanout(proj, src_shape, count, reps)
 
 

@@ -40,3 +40,13 @@ def _ranks(keys: np.ndarray, table: np.ndarray, uniq: np.ndarray, inv: np.ndarra
     for j in range(len(keys)):
         inv[j] = table[keys[j]]
     return n
+
+
+@njit(cache=True, nogil=True)
+def first_of_classes(classes: np.ndarray, n_classes: int) -> np.ndarray:
+    """int64 (n_classes,): the first position of every class 0..n_classes-1 in `classes` (int, values in that
+    range), len(classes) for a class that does not occur (np.minimum.at of the positions, in one scan)."""
+    first = np.full(n_classes, len(classes), np.int64)
+    for j in range(len(classes) - 1, -1, -1):
+        first[classes[j]] = j
+    return first

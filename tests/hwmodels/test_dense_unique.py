@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from hwmodels.kernels.unique import dense_unique
+from hwmodels.kernels.unique import dense_unique, first_of_classes
 
 
 @pytest.mark.parametrize("dtype", [np.int64, np.int32])
@@ -21,3 +21,13 @@ def test_dense_unique_keeps_the_shape_of_two_dimensional_keys(rng):
     keys = rng.integers(0, 30, (7, 9))
     uniq, inv = dense_unique(keys, 30)
     assert inv.shape == keys.shape and np.array_equal(uniq[inv], keys)
+
+
+@pytest.mark.parametrize("n, k", [(0, 0), (1, 1), (500, 7), (500, 600)])
+def test_first_of_classes_equals_minimum_at(rng, n, k):
+    classes = rng.integers(0, max(k, 1), n) if k else np.zeros(0, np.int64)
+    want = np.full(k, n, np.int64)
+    np.minimum.at(want, classes, np.arange(n))  # classes that do not occur keep n
+    got = first_of_classes(classes, k)
+    assert got.dtype == np.int64 and np.array_equal(got, want)
+    assert np.array_equal(first_of_classes(np.array([2, 0, 2, 0]), 4), [1, 4, 0, 4])  # class 1, 3 absent
