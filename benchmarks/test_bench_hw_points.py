@@ -200,7 +200,7 @@ def test_hardware_only_points_per_second():
              "over that session: 50.2, 50.6, 56.7, 62.7 points/s. The DES points left are the grant kernel on the "
              "~780,000 channel nodes of neurons_per_core 256 (its new placement and new timing, ~0.1-0.2 s each).",
              "Session of 2026-12-06 (morning): each point's as_row (read once per point here) 1.24 -> 0.54 ms on "
-             "this net, the bootstrap interval's quantiles taken by hwmodels.stats._linear_quantiles (scipy's "
+             "this net, the bootstrap interval's quantiles taken by hwmodels.stats.linear_quantiles (scipy's "
              "'linear' method operation for operation, without its per-call checks) and the three latency "
              "percentiles in one call. The DES mixed sweep is the margin-thin row: just before these two changes it "
              "gave 76.6 points/s run alone, 53.6 right after the des_speed benchmark in one process and 43.9 in a "

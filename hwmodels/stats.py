@@ -59,7 +59,7 @@ def _means(v: np.ndarray, idx: np.ndarray, rows: int = 256) -> np.ndarray:
     return np.concatenate([np.mean(v.take(idx[i:i + rows]), axis=-1) for i in range(0, len(idx), rows)])
 
 
-def _linear_quantiles(x: np.ndarray, p: np.ndarray) -> np.ndarray:
+def linear_quantiles(x: np.ndarray, p: np.ndarray) -> np.ndarray:
     """scipy.stats.quantile(x, p, axis=-1) of a 2-D float64 x (rows, n >= 1) at the probabilities p (k,) in [0, 1]
     with its default method 'linear' (Hyndman & Fan 1996, definition 7), bit for bit: the same sort and the same
     elementwise operations as scipy's _quantile_hf, without its per-call input checks and array-API dispatch
@@ -84,7 +84,7 @@ def mean_cis(columns: dict[str, np.ndarray], level: float = 0.95, n_resamples: i
              seed: int = 0) -> dict[str, tuple[float, float]]:
     """{name: mean_ci(values, level, n_resamples, seed)} of equal-length columns, bit for bit, drawing the
     resample indices once for all of them (mean_ci seeds every interval alike, so they share the draws; the
-    draws, the resampled means and the quantiles (_linear_quantiles: scipy.stats.quantile's, bit for bit) are
+    draws, the resampled means and the quantiles (linear_quantiles: scipy.stats.quantile's, bit for bit) are
     those of scipy.stats.bootstrap's percentile method; the quantiles of all varied columns are taken at once,
     row by row as one at a time).
     Raises ValueError for a level outside (0, 1) or columns of different lengths."""
@@ -98,7 +98,7 @@ def mean_cis(columns: dict[str, np.ndarray], level: float = 0.95, n_resamples: i
         idx = _draws(seed, n_resamples, len(cols[varied[0]]))
         theta = np.stack([_means(cols[k], idx) for k in varied])  # (varied, n_resamples)
         alpha = np.asarray((1 - level) / 2, dtype=theta.dtype)
-        ci = _linear_quantiles(theta, np.stack((alpha, 1 - alpha), axis=-1))
+        ci = linear_quantiles(theta, np.stack((alpha, 1 - alpha), axis=-1))
         out.update({k: (float(lo), float(hi)) for k, (lo, hi) in zip(varied, ci)})
     return {k: out[k] for k in cols}
 

@@ -255,13 +255,13 @@ def _population_tables(graph: NetworkGraph, mapping: Mapping, name: str, formats
         parts += [(f_counts[c], formats.index(proj.storage) if c == PAID_COUNT[proj.storage] else -1,
                    per_count.get(c, 0)) for c in f_counts]
     args = (len(reps), n, len(formats), per_event is None, parts)
-    stack = _stack(*args)
-    return (_scipy_stack(*args) if stack is None else stack), st[of], nz[of], of, reps
+    stack = class_stack_of(*args)
+    return (class_stack_scipy(*args) if stack is None else stack), st[of], nz[of], of, reps
 
 
-def _scipy_stack(n_rows: int, n: int, n_formats: int, with_bits: bool, parts: list) -> sp.csr_matrix:
-    """_stack by scipy's sparse sums, indicator, element-wise product and hstack, for parts that are not canonical
-    with positive entries."""
+def class_stack_scipy(n_rows: int, n: int, n_formats: int, with_bits: bool, parts: list) -> sp.csr_matrix:
+    """class_stack_of by scipy's sparse sums, indicator, element-wise product and hstack, for parts that are not
+    canonical with positive entries."""
     zero = lambda: sp.csr_matrix((n_rows, n), dtype=np.int64)
     paid, bits = {}, None
     for f, j, per in parts:
@@ -276,12 +276,12 @@ def _scipy_stack(n_rows: int, n: int, n_formats: int, with_bits: bool, parts: li
     return sp.hstack(blocks, format="csr", dtype=np.int64)
 
 
-def _stack(n_rows: int, n: int, n_formats: int, with_bits: bool, parts: list) -> sp.csr_matrix | None:
+def class_stack_of(n_rows: int, n: int, n_formats: int, with_bits: bool, parts: list) -> sp.csr_matrix | None:
     """The class stack of _population_tables (CSR int64 (n_rows, n * (1 + n_formats [+ 1]))): block 0 holds 1
     where the paid counts sum to > 0, block 1 + j the sum of the parts that pay format j, the last (with_bits)
     the sum of bits per event x count where block 0 is 1; from `parts` [(core fan-out CSR int64 (n_rows, n),
     format index of the count it pays or -1, bits per event of its count)], assembled by
-    hwmodels.kernels.stack.stack_rows (the entries of _scipy_stack, without its intermediate sparse matrices:
+    hwmodels.kernels.stack.stack_rows (the entries of class_stack_scipy, without its intermediate sparse matrices:
     Spikformer-4-384's build_fanout -20 ms, VGG-11's -2 ms); None without parts or unless every part is canonical
     with positive entries, as fan-out counts are."""
     if not parts or not all(f.has_canonical_format and bool((f.data > 0).all()) for f, _, _ in parts):

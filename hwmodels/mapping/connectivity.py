@@ -402,13 +402,13 @@ def core_fanout(proj: Projection, src_shape: tuple[int, ...], target_core: np.nd
         f = sp.csr_matrix(w != 0 if count == "nonzero" else np.ones(w.shape)).T @ onehot
         return sp.csr_matrix(f, dtype=np.int64), cores
     if rows is not None and len(rows) * len(cores) <= _BLOCK_FLOATS:  # counted row by row (_conv_rows)
-        return _counts_csr(_conv_counts(proj, src_shape, col, len(cores), count, rows, dense=True)), cores
+        return counts_csr(_conv_counts(proj, src_shape, col, len(cores), count, rows, dense=True)), cores
     f = _conv_counts(proj, src_shape, col, len(cores), count, rows)
     f.data = np.rint(f.data)
     return sp.csr_matrix(f, dtype=np.int64), cores
 
 
-def _counts_csr(counts: np.ndarray) -> sp.csr_matrix:
+def counts_csr(counts: np.ndarray) -> sp.csr_matrix:
     """CSR int64 of a dense float64 (rows, cols) table of exact integer counts: the matrix
     sp.csr_matrix(counts) rounded to int64 gives (non-zeros only, columns ascending, int32 indices when they
     fit), made in one compiled scan (hwmodels.kernels.conv_rows.dense_csr) instead of scipy's COO detour

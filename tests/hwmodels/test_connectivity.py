@@ -141,14 +141,14 @@ def test_vgg11_fanout_tables_fit_time_and_memory_budget(rng):
 
 @pytest.mark.parametrize("shape", [(0, 3), (4, 0), (1, 1), (37, 5), (200, 64)])
 def test_counts_csr_equals_scipys_csr_of_the_dense_counts(rng, shape):
-    """connectivity._counts_csr (one compiled scan) against sp.csr_matrix of the same dense counts, rounded to
+    """connectivity.counts_csr (one compiled scan) against sp.csr_matrix of the same dense counts, rounded to
     int64: the same rows, columns, values and index dtype, zeros left out."""
     import scipy.sparse as sp
 
-    from hwmodels.mapping.connectivity import _counts_csr
+    from hwmodels.mapping.connectivity import counts_csr
     counts = rng.integers(0, 4, shape).astype(float) * (rng.random(shape) < 0.4)
     counts[: shape[0] // 3] = 0.0  # whole rows without a synapse
-    got, want = _counts_csr(counts), sp.csr_matrix(np.rint(counts), dtype=np.int64)
+    got, want = counts_csr(counts), sp.csr_matrix(np.rint(counts), dtype=np.int64)
     assert got.dtype == np.int64 and got.shape == want.shape and got.nnz == want.nnz == np.count_nonzero(counts)
     for name in ("indptr", "indices", "data"):
         assert np.array_equal(getattr(got, name), getattr(want, name)), name

@@ -69,17 +69,17 @@ def test_mean_cis_equal_scipy_bootstrap_intervals_for_short_and_long_columns(n):
 
 @pytest.mark.parametrize("n", [1, 2, 7, 2000])
 def test_linear_quantiles_equal_scipy_quantile_bit_for_bit(n):
-    """hwmodels.stats._linear_quantiles against scipy.stats.quantile (method 'linear'), the levels mean_cis uses
+    """hwmodels.stats.linear_quantiles against scipy.stats.quantile (method 'linear'), the levels mean_cis uses
     and the ends 0 and 1, with ties, infinities and a row holding a NaN."""
     from scipy import stats
 
-    from hwmodels.stats import _linear_quantiles
+    from hwmodels.stats import linear_quantiles
     rng = np.random.default_rng(n)
     x = np.round(rng.normal(size=(6, n)), 1)  # ties
     x[1] *= 1e-9
     x[2, 0] = np.inf
     x[3, -1] = np.nan
     for p in (np.array([0.025, 0.975]), np.array([0.0, 0.5, 1.0]), np.array([0.05, 0.95], np.float64)):
-        got, want = _linear_quantiles(x, p), stats.quantile(x, p, axis=-1)
+        got, want = linear_quantiles(x, p), stats.quantile(x, p, axis=-1)
         assert got.shape == want.shape and np.array_equal(got, want, equal_nan=True)
-    assert np.isnan(_linear_quantiles(x, np.array([0.5]))[3]).all()
+    assert np.isnan(linear_quantiles(x, np.array([0.5]))[3]).all()
