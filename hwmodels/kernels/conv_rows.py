@@ -9,7 +9,9 @@ channel split between owners sends its entry to the owner of position q. The wor
 (owners of the group + split channels of the group): for grouped convolutions (spiking attention's K^T V stage,
 depthwise identities) only the owners of the row's own group are visited, where the product visited every owner at
 every input channel. All counts are integer sums (below 2^24 per entry in float32 kernel sums), exact in float64
-in any order, so the table equals the product's entry for entry.
+in any order, so the table equals the product's entry for entry. Also here: the per-neuron fan-out totals summed
+over each position's tap list (tap_sums, for hwmodels.mapping.connectivity.fanout) and the CSR of a counted table
+in one scan (dense_csr, for connectivity.counts_csr).
 """
 from __future__ import annotations
 
@@ -67,7 +69,6 @@ def pair_sums(rows: np.ndarray, chans: np.ndarray, starts: np.ndarray) -> np.nda
             for e in range(width):
                 out[j, e] += row[e]
     return out
-
 
 
 @njit(cache=True, nogil=True)
