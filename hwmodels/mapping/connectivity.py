@@ -196,7 +196,7 @@ def _conv_counts(proj: Projection, src_shape: tuple[int, ...], owner: np.ndarray
     whole = (tc == tc[:, :1]).all(axis=1) & (tc[:, 0] >= 0)
     if rows is not None:
         rows = np.asarray(rows, np.int64)
-        if len(rows) * n_owner <= _BLOCK_FLOATS:
+        if _row_by_row(len(rows), n_owner):
             _check_count(count)
             mask = None if count == "structural" else (proj.weight != 0).reshape(geom.c_out, geom.c_in_g, k2)
             out = _conv_rows(geom, mask, tc, whole, n_owner, rows)
@@ -226,6 +226,12 @@ def _conv_counts(proj: Projection, src_shape: tuple[int, ...], owner: np.ndarray
         out = out + sp.coo_matrix((np.concatenate(vals).astype(np.float64),
                                    (np.concatenate(rows), np.concatenate(cols))), shape=(n_src, n_owner)).tocsr()
     return out
+
+
+def _row_by_row(n_rows: int, n_owner: int) -> bool:
+    """_conv_counts of n_rows source neurons over n_owner owners counts row by row (_conv_rows, a dense float64
+    table) rather than slicing the whole map: when the table fits in _BLOCK_FLOATS entries."""
+    return n_rows * n_owner <= _BLOCK_FLOATS
 
 
 def _conv_rows(geom: _ConvGeom, mask: np.ndarray | None, tc: np.ndarray, whole: np.ndarray, n_owner: int,
@@ -401,7 +407,7 @@ def core_fanout(proj: Projection, src_shape: tuple[int, ...], target_core: np.nd
         w = proj.weight if rows is None else proj.weight[:, rows]
         f = sp.csr_matrix(w != 0 if count == "nonzero" else np.ones(w.shape)).T @ onehot
         return sp.csr_matrix(f, dtype=np.int64), cores
-    if rows is not None and len(rows) * len(cores) <= _BLOCK_FLOATS:  # counted row by row (_conv_rows)
+    if rows is not None and _row_by_row(len(rows), len(cores)):  # _conv_counts gives a dense table there
         return counts_csr(_conv_counts(proj, src_shape, col, len(cores), count, rows, dense=True)), cores
     f = _conv_counts(proj, src_shape, col, len(cores), count, rows)
     f.data = np.rint(f.data)
