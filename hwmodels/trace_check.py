@@ -1,7 +1,8 @@
 """Check that an EventTrace belongs to a NetworkGraph before it is simulated or used as traffic, so a mismatched
 pair is refused at the start with a one-line ValueError instead of failing (or, worse, running) deep inside.
 
-A trace lowered by workloads.lowering records the fingerprint of its graph (NetworkGraph.fingerprint); older
+A trace lowered by workloads.lowering records the fingerprint of its graph (NetworkGraph.fingerprint, or the legacy
+SHA-256 form of traces lowered before it, checked as such: NetworkGraph.fingerprint_of); older
 and hand-made traces are checked on what they hold: population names, sizes, spike indices and activity rows.
 """
 from __future__ import annotations
@@ -19,7 +20,7 @@ from hwmodels.trace import EventTrace, NetworkGraph
 #: CSR rows of the trace read at once by the spike-index bounds (bounds memory for memory-mapped traces)
 CHUNK_ROWS = 1 << 15
 #: weight bytes of a graph from which start_check hashes its fingerprint on a thread of its own (below, the
-#: thread would cost more than the hash: ~20 ms per 37 MB of weights on a 2-core AMD EPYC)
+#: thread would cost more than the hash)
 FINGERPRINT_THREAD_BYTES = 1 << 20
 
 
@@ -34,11 +35,12 @@ def check_trace(graph: NetworkGraph, trace: EventTrace) -> None:
 def start_check(graph: NetworkGraph, trace: EventTrace, background: bool = True) -> Callable[[], None]:
     """check_trace(graph, trace) whose fingerprint check may end later: with `background`, more than one kernel
     thread (hwmodels.kernels.threads.count) and at least FINGERPRINT_THREAD_BYTES of graph arrays, the graph's
-    fingerprint (a SHA-256 over every weight, NetworkGraph.fingerprint) is hashed on a thread of its own while
-    the caller goes on (hashlib releases the GIL), and every other check is made now. Returns wait(), which joins
-    the hash and raises the fingerprint's ValueError (the caller calls it before it returns any result). Errors
-    and their order are check_trace's: when another check fails, the fingerprint is waited for first and its
-    error, if any, raised instead."""
+    fingerprint in the trace's form (NetworkGraph.fingerprint_of: XXH3, or SHA-256 for a trace lowered before
+    it) is hashed on a thread of its own while the caller goes on (hashlib's SHA-256 releases the GIL; XXH3,
+    ~6 ms for 82 MB, holds it, but the caller's compiled kernels do not need it), and every other check is made
+    now. Returns wait(), which joins the hash and raises the fingerprint's ValueError (the caller calls it before
+    it returns any result). Errors and their order are check_trace's: when another check fails, the fingerprint
+    is waited for first and its error, if any, raised instead."""
     if trace.n_samples < 1:
         raise ValueError("trace.n_samples: 0; a trace needs at least one sample to simulate")
     wait = _fingerprint_check(graph, trace, background)
@@ -56,24 +58,25 @@ def start_check(graph: NetworkGraph, trace: EventTrace, background: bool = True)
 def _fingerprint_check(graph: NetworkGraph, trace: EventTrace, background: bool) -> Callable[[], None]:
     """The fingerprint check (_check_fingerprint) made now, returning a no-op, or started on a thread (see
     start_check), returning the function that waits for it."""
-    if trace.graph_fingerprint is None:
+    recorded = trace.graph_fingerprint
+    if recorded is None:
         return lambda: None
     big = sum(p.weight.nbytes for p in graph.projections) >= FINGERPRINT_THREAD_BYTES
     if not (background and big and threads.count() > 1):
-        _check_fingerprint(graph, trace, graph.fingerprint())
+        _check_fingerprint(graph, trace, graph.fingerprint_of(recorded))
         return lambda: None
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hwmodels-fingerprint")
-    digest = pool.submit(graph.fingerprint)
+    digest = pool.submit(graph.fingerprint_of, recorded)
     pool.shutdown(wait=False)
     return lambda: _check_fingerprint(graph, trace, digest.result())
 
 
 def _check_fingerprint(graph: NetworkGraph, trace: EventTrace, mine: str) -> None:
-    """ValueError naming both fingerprints when the trace was recorded on another graph (mine:
-    graph.fingerprint())."""
+    """ValueError naming both fingerprints when the trace was recorded on another graph (mine: the graph's
+    fingerprint in the trace's form, NetworkGraph.fingerprint_of)."""
     if trace.graph_fingerprint != mine:
         raise ValueError(f"trace.graph_fingerprint: the trace was recorded on a graph with fingerprint "
-                         f"{trace.graph_fingerprint[:40]}, graph {quote(graph.name)} has {mine} (a trace of another "
+                         f"{trace.graph_fingerprint[:48]}, graph {quote(graph.name)} has {mine} (a trace of another "
                          "model); simulate a trace with the graph it was lowered with")
 
 

@@ -2,14 +2,17 @@
 and spike indices) is checked before anything is simulated, so a graph with another model's trace is refused with
 one line naming both fingerprints."""
 import dataclasses
+import hashlib
 import json
 
 import numpy as np
 import pytest
+import xxhash
 
 from hwmodels import SimCache, load_preset, map_network, simulate
 from hwmodels.stream import TraceWriter, open_trace, write_trace
-from hwmodels.trace import EventTrace, NetworkGraph, concat_traces
+from hwmodels.trace import (FINGERPRINT_PREFIX, EventTrace, NetworkGraph, NeuronModel, Population, Projection,
+                            concat_traces)
 from hwmodels.trace_check import check_trace, index_bounds
 
 
@@ -30,7 +33,8 @@ def _refused(graph, trace, needle: str, chip=None) -> str:
 def test_fingerprint_covers_weights_and_structure_not_storage_bits_or_labels(nets, rng, tmp_path):
     g = nets.mixed_graph(rng)
     fp = g.fingerprint()
-    assert len(fp) == 16 and int(fp, 16) >= 0
+    assert fp.startswith(FINGERPRINT_PREFIX) and len(fp) == len(FINGERPRINT_PREFIX) + 32
+    assert int(fp[len(FINGERPRINT_PREFIX):], 16) >= 0
     g.save(tmp_path / "g.npz")
     assert NetworkGraph.load(tmp_path / "g.npz").fingerprint() == fp
     pops = list(g.populations.values())
@@ -45,6 +49,56 @@ def test_fingerprint_covers_weights_and_structure_not_storage_bits_or_labels(net
     leak = [dataclasses.replace(p, neuron=dataclasses.replace(p.neuron, kind="LIF", tau=2.0)) if p.name == "d1"
             else p for p in pops]
     assert NetworkGraph(leak, g.projections).fingerprint() != fp
+
+
+class _Bytes:
+    """Stands in for a hash object: keeps what is fed to it."""
+
+    def __init__(self):
+        self.parts = []
+
+    def update(self, data) -> None:
+        self.parts.append(bytes(memoryview(data).cast("B")))
+
+
+def _small_graph() -> NetworkGraph:
+    """Two populations and one dense projection with hand-set weights and bias."""
+    pops = [Population("in", (3,), NeuronModel("input")), Population("out", (2,), NeuronModel("LIF", tau=2.0))]
+    w = np.array([[0.5, -0.25, 1.0], [0.0, 0.75, -1.5]], np.float32)
+    return NetworkGraph(pops, [Projection(name="fc1", source="in", target="out", kind="dense", weight=w,
+                                          bias=np.array([0.1, -0.2], np.float32))], name="small")
+
+
+def test_the_fingerprint_is_xxh3_and_the_legacy_one_sha256_of_the_same_bytes(nets, rng):
+    """fingerprint() and legacy_fingerprint() hash one byte stream: XXH3-128 of it after FINGERPRINT_PREFIX, and
+    the first 16 hex digits of its SHA-256, which is what graphs gave before (commit 126f3c7 gave the small
+    graph's below, so traces lowered then still check)."""
+    for g in (nets.mixed_graph(rng), _small_graph()):
+        data = b"".join(g.hash_into(_Bytes()).parts)
+        assert g.fingerprint() == FINGERPRINT_PREFIX + xxhash.xxh3_128(data).hexdigest()
+        assert g.legacy_fingerprint() == hashlib.sha256(data).hexdigest()[:16]
+        assert g.fingerprint_of(g.fingerprint()) == g.fingerprint()
+        assert g.fingerprint_of("0" * 16) == g.fingerprint_of("anything else") == g.legacy_fingerprint()
+    assert _small_graph().legacy_fingerprint() == "bee5782f757a3537"
+
+
+@pytest.mark.parametrize("background", [False, True])
+def test_a_trace_with_a_legacy_fingerprint_simulates_with_its_graph_only(nets, rng, monkeypatch, background):
+    """A trace lowered before the XXH3 fingerprint (its graph_fingerprint the 16-hex SHA-256 form) simulates with
+    its graph as any other trace, and is refused with another graph, naming both legacy fingerprints; hashed now
+    or on a thread beside the simulation (SHA-256 releases the GIL; forced here on a small graph)."""
+    import hwmodels.trace_check as tc
+    if background:
+        monkeypatch.setattr(tc, "FINGERPRINT_THREAD_BYTES", 0)
+        monkeypatch.setattr(tc.threads, "count", lambda: 2)
+    g0, g5 = nets.mixed_graph(rng), nets.mixed_graph(rng)
+    tr = nets.random_trace(g5, rng, 2, 3, 0.3)
+    old = EventTrace(tr.populations, tr.n_samples, tr.n_timesteps, tr.offsets, tr.indices, tr.values, tr.labels,
+                     tr.activity, tr.predictions, tr.sizes, g5.legacy_fingerprint())
+    chip = load_preset("loihi")
+    assert simulate(g5, old, chip, model="analytic").as_row() == simulate(g5, tr, chip, model="analytic").as_row()
+    text = _refused(g0, old, "trace.graph_fingerprint: the trace was recorded on a graph with fingerprint")
+    assert g0.legacy_fingerprint() in text and g5.legacy_fingerprint() in text
 
 
 def test_a_trace_of_another_model_is_refused_naming_both_fingerprints(nets, rng):

@@ -88,14 +88,16 @@ def test_fit_and_fingerprint_start_once_the_last_batch_is_recorded(monkeypatch, 
     assert order == [("fit", 0)]
 
 
-def test_a_failed_late_fit_leaves_no_folder(tmp_path, monkeypatch):
-    """The fit of "widen" runs beside the trace write; if it fails, the folder is removed, not renamed to out."""
+@pytest.mark.parametrize("part", ["fit_graph", "projection_fit"])
+def test_a_failed_late_fit_leaves_no_folder(tmp_path, monkeypatch, part):
+    """The fit of "widen" runs beside the trace write (a job per projection, then the report); if either part
+    fails, the folder is removed, not renamed to out."""
     from workloads.lowering import engine
 
     def boom(*args, **kwargs):
         raise RuntimeError("fit failed")
 
-    monkeypatch.setattr(engine, "fit_graph", boom)
+    monkeypatch.setattr(engine, part, boom)
     net, x = _net_and_inputs()
     with pytest.raises(RuntimeError, match="fit failed"):
         lower(net, x, batch_size=4, out=tmp_path / "trace")

@@ -15,7 +15,7 @@ from hwmodels.trace import MAX_WEIGHT_BITS, STORAGE_FORMATS, EventTrace, Network
 from workloads.exchange.recurrent import make_graph
 from workloads.lowering.activity import Probes
 from workloads.lowering.build import Build, Settings, add_population, drop_unread_input
-from workloads.lowering.fit import FIT_POLICIES, fit_graph, quantized_model
+from workloads.lowering.fit import FIT_POLICIES, fit_graph, projection_fit, quantized_model
 from workloads.lowering.interpreter import interpret, trace_module
 from workloads.lowering.jobs import Jobs
 from workloads.lowering.recorder import Recorder, node_sources, record_trace
@@ -141,29 +141,36 @@ class LateFit:
     projections' weight_bits and graph.metadata, which the fingerprint leaves out). Not beside a forward pass:
     a third busy thread on two cores stalls torch's OpenMP threads at every barrier (VGG-16 in
     benchmarks/test_bench_scale.py lowered in 12 s instead of 8 when the fit started after the first of two
-    batches). fingerprint() waits for both, so a failing fit fails the recording before its trace is complete;
-    graph() is the fitted graph."""
+    batches). Each projection's fit is a job of its own, the largest weights first, so every thread of `jobs`
+    fits; the fingerprint (XXH3, a few ms holding the GIL: NetworkGraph.fingerprint) is hashed by the first
+    caller of fingerprint(). fingerprint() makes the fitted graph too, so a failing fit fails the recording
+    before its trace is complete; graph() is the fitted graph."""
 
     def __init__(self, graph: NetworkGraph, policy: str, errors: dict, jobs: Jobs):
         self._graph, self.policy, self.errors, self.jobs = graph, policy, errors, jobs
-        self._fit = self._hash = None
+        self._fits = self._hash = self._fitted = None
 
     def start(self) -> None:
-        """Start the fit (one thread) and the fingerprint (another), once."""
-        if self._fit is None:
-            self._hash = self.jobs.submit(self._graph.fingerprint)
-            self._fit = self.jobs.submit(fit_graph, self._graph, self.policy, self.errors, None)
+        """Start the fits, one job per projection without a gate (largest weights first), once."""
+        if self._fits is None:
+            weighted = sorted((p for p in self._graph.projections if p.gate is None), key=lambda p: -p.weight.size)
+            self._fits = {p.name: self.jobs.submit(projection_fit, p) for p in weighted}
 
     def fingerprint(self) -> str:
-        """graph.fingerprint(), once the fit is done too (started here if it was not)."""
+        """graph.fingerprint(), once the fitted graph is made too (the fits started here if they were not)."""
         self.start()
-        self._fit.result()
-        return self._hash.result()
+        if self._hash is None:
+            self._hash = self._graph.fingerprint()
+        self.graph()
+        return self._hash
 
     def graph(self) -> NetworkGraph:
-        """The fitted graph (fit_graph's)."""
-        self.start()
-        return self._fit.result()
+        """The fitted graph (fit_graph's, with the fits of start), made once."""
+        if self._fitted is None:
+            self.start()
+            fits = {name: fit.result() for name, fit in self._fits.items()}
+            self._fitted = fit_graph(self._graph, self.policy, self.errors, None, fits)
+        return self._fitted
 
 
 def build_graph(model: nn.Module, input_pop: Population, settings: Settings, name: str,

@@ -67,7 +67,7 @@ def projection_fit(proj: Projection) -> tuple[int, int | None]:
 
 
 def fit_graph(graph: NetworkGraph, policy: str, errors: dict[str, float] | None = None,
-              jobs: Jobs | None = None) -> NetworkGraph:
+              jobs: Jobs | None = None, fits: dict[str, tuple[int, int | None]] | None = None) -> NetworkGraph:
     """`graph` with every projection's weight_bits checked against its weights (gated projections exempt) and the
     report graph.metadata["weight_fit"] = {projection: {"declared", "needed", "stored", "policy", "levels"
     (grid levels, None for floats), "max_abs_error" (policy "quantize": the largest |w_q - w| of its layers'
@@ -77,12 +77,14 @@ def fit_graph(graph: NetworkGraph, policy: str, errors: dict[str, float] | None 
 
     errors: {module name: max |w_q - w|} of quantize_model, matched to projections by their layer tags.
     jobs: a workloads.lowering.jobs.Jobs whose threads fit the projections (the same report in projection order),
-    or None (one by one).
+    or None (one by one). fits: {projection: projection_fit(projection)} of every projection without a gate when
+    already computed (e.g. on threads started earlier, workloads.lowering.engine.LateFit), or None.
     Raises ValueError (policy "error") naming the projection, its declared bits and the bits its weights need.
     """
     report, projections = {}, []
-    weighted = [p for p in graph.projections if p.gate is None]
-    fits = dict(zip((p.name for p in weighted), (jobs.map if jobs else map)(projection_fit, weighted)))
+    if fits is None:
+        weighted = [p for p in graph.projections if p.gate is None]
+        fits = dict(zip((p.name for p in weighted), (jobs.map if jobs else map)(projection_fit, weighted)))
     for proj in graph.projections:
         if proj.gate is not None:
             projections.append(proj)
