@@ -688,11 +688,14 @@ def _recorded_counts(trace: EventTrace, samples: range, name: str, size: int, ma
 def _add_recorded(out: np.ndarray, steps: np.ndarray, counts: np.ndarray, recorded: bool) -> None:
     """Add a population's _recorded_counts (counts, recorded) to `out` (n_samples, n_steps, n_cores) at its window
     steps, and when recorded its last row (neurons left with a potential) at every step after the window. The
-    population's cores hold no other population, so adding is assigning."""
+    population's cores hold no other population, so adding is assigning. Consecutive steps (a population's
+    window) are added through a slice: numpy's basic indexing, ~8x faster than its fancy indexing on the middle
+    axis, the same sums."""
+    at = slice(int(steps[0]), int(steps[-1]) + 1) if len(steps) and np.all(np.diff(steps) == 1) else steps
     if not recorded:
-        out[:, steps, :] += counts
+        out[:, at, :] += counts
         return
-    out[:, steps, :] += counts[:, :-1, :]
+    out[:, at, :] += counts[:, :-1, :]
     out[:, steps[-1] + 1:, :] += counts[:, -1:, :]
 
 
