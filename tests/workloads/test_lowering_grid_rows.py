@@ -135,3 +135,25 @@ def test_distinct_rows_subnormal_spans_and_nan_values_stay_inside_the_buckets(dt
             want = np.unique(np.where(v[i] == 0, dtype(0), v[i]).view(got.dtype))
             assert sorted(got.tolist()) == want.tolist()
     assert row_intervals(v[:2]) == [grid_intervals(r) for r in v[:2]] == [2, 2]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("hashed_rows", [1, 3])
+def test_row_intervals_sort_only_the_rows_hashed_out_of_order(dtype, hashed_rows):
+    """Rows of more than 512 values: a quantized row's distinct values come from the buckets ascending and are not
+    sorted again; a row whose two close values share a bucket is hashed, its values in order of first occurrence
+    (descending here), and sorted. With 1 of 4 rows hashed (some rows sorted) and 3 of 3 (all), every answer is
+    grid_intervals'."""
+    rng = np.random.default_rng(11)
+    n = 600
+    quantized = (rng.integers(-127, 128, size=(4 - hashed_rows if hashed_rows < 3 else 0, n)) * 0.01).astype(dtype)
+    one_up = np.nextafter(dtype(1.0), dtype(2.0))
+    close = np.tile(np.array([3.0, 2.0, one_up, 1.0], dtype), (hashed_rows, n // 4))
+    close[1:] *= dtype(0.5)
+    rows = np.concatenate([quantized, close])
+    values, count = distinct_rows(rows, np.arange(len(rows)), 512)
+    firsts = values[len(quantized):, :4]
+    assert (count[len(quantized):] == 4).all() and (firsts[:, 0] > firsts[:, 1]).all()  # hashed, not ascending
+    assert all((np.diff(r[:c]) > 0).all() for r, c in zip(values[:len(quantized)], count))  # bucketed: ascending
+    assert row_intervals(rows, 255) == [grid_intervals(r, 255) for r in rows]
+    assert row_intervals(rows, 5000) == [grid_intervals(r, 5000) for r in rows]

@@ -121,11 +121,17 @@ def _rows_chunk(v: np.ndarray, limit: int) -> np.ndarray:
 def _fill_distinct(out: np.ndarray, v: np.ndarray, rows: np.ndarray, lo: np.ndarray, span: np.ndarray,
                    scale: np.ndarray, limit: int) -> np.ndarray:
     """Fill out[r] for the rows r of `rows` (int64, positive spans) of v (c, n) with at most _FEW distinct values,
-    searched on those values sorted (distinct_rows); returns the other rows."""
+    searched on those values sorted (distinct_rows; only the rows that do not come ascending are sorted: a
+    quantized channel's, collected on buckets, do, and sorting them would give them back as they are); returns
+    the other rows."""
     few, count = distinct_rows(v, rows, _FEW, lo[rows], span[rows])
     hashed = count <= _FEW
     s = few[hashed, :int(count[hashed].max(initial=1))]
-    s.sort(axis=1)
+    unsorted = ~np.all(s[:, 1:] >= s[:, :-1], axis=1)  # rows collected on buckets come ascending (grid_kernel)
+    if unsorted.all():
+        s.sort(axis=1)
+    elif unsorted.any():
+        s[unsorted] = np.sort(s[unsorted], axis=1)
     _fill_sorted(out, rows[hashed], s, lo, scale, limit)
     return rows[~hashed]
 
