@@ -1,4 +1,6 @@
 """Shared builders for the hwmodels tests: small hand-built graphs, random traces, brute-force unrolling."""
+import mmap
+
 import numpy as np
 import pytest
 
@@ -74,3 +76,13 @@ def nets():
     from types import SimpleNamespace
     return SimpleNamespace(unroll=unroll, mixed_graph=mixed_graph, random_trace=random_trace, INPUT=INPUT,
                            WINDOW=WINDOW_RULE)
+
+
+def mapped(a: np.ndarray) -> bool:
+    """Whether `a`'s memory is an mmap.mmap (through its chain of bases and memoryviews)."""
+    b = a
+    while b is not None:
+        if isinstance(b, mmap.mmap) or (isinstance(b, memoryview) and isinstance(b.obj, mmap.mmap)):
+            return True
+        b = getattr(b, "base", None)
+    return False
