@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from workloads.lowering.grid import grid_intervals, row_intervals
-from workloads.lowering.grid_kernel import distinct_rows
+from workloads.lowering.grid_kernel import distinct_rows, sample_off_grid
 
 
 def _rows(kind: str, n_rows: int, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -157,3 +157,39 @@ def test_row_intervals_sort_only_the_rows_hashed_out_of_order(dtype, hashed_rows
     assert all((np.diff(r[:c]) > 0).all() for r, c in zip(values[:len(quantized)], count))  # bucketed: ascending
     assert row_intervals(rows, 255) == [grid_intervals(r, 255) for r in rows]
     assert row_intervals(rows, 5000) == [grid_intervals(r, 5000) for r in rows]
+
+
+def _numpy_sample_test(v, rows, lo, scale, spread, apart, between, limit):
+    """The sample test as numpy passes over (rows, sample) arrays (grid's formulation before its compiled pass)."""
+    picked = v[np.ix_(rows, spread)]
+    picked.sort(axis=1)
+    f = picked.astype(np.float64)
+    f -= lo[rows, None]
+    with np.errstate(invalid="ignore"):  # inf / inf of the infinite rows, NaN as in the kernel
+        f /= scale[rows, None]
+    gaps = f[:, 1:] - f[:, :-1]
+    far = gaps > apart
+    return (np.count_nonzero(far, axis=1) > limit) | (far & (gaps < between)).any(axis=1)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("sample, limit", [(64, 255), (64, 5000), (512, 3), (512, 255), (512, 400)])
+def test_sample_off_grid_equals_numpy_passes(dtype, sample, limit):
+    rng = np.random.default_rng(sample + limit)
+    n = 1536
+    v = np.concatenate([_rows(kind, 8, n, rng) for kind in ("float", "constant", "q2", "q4", "q8")]
+                       + [_hashed_rows(n, rng)]).astype(dtype)
+    v[3, ::7] = np.nan  # NaN values, -0.0 and infinite ones sort and rescale as numpy does
+    v[4, 5], v[5, 9], v[6, ::3] = -np.inf, np.inf, -0.0
+    lo = v.min(1).astype(np.float64)
+    span = v.max(1).astype(np.float64) - lo
+    scale = np.where(span > 0.0, span, 1.0)
+    rows = rng.permutation(len(v))[: len(v) - 3]
+    spread = (np.arange(sample, dtype=np.int64) * (n - 1)) // (sample - 1)
+    apart, between = 2e-5 * (1 + 1e-6), (1.0 / limit - 2e-5) * (1 - 1e-6)
+    want = _numpy_sample_test(v, rows, lo, scale, spread, apart, between, limit)
+    picked = v[np.ix_(rows, spread)]
+    picked.sort(axis=1)
+    got = sample_off_grid(picked, lo[rows], scale[rows], apart, between, limit)
+    assert got.dtype == bool and got.tolist() == want.tolist()
+    assert want.any() and not want.all()  # both answers occur

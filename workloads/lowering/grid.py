@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from workloads.lowering.grid_kernel import distinct_rows, sorted_intervals
+from workloads.lowering.grid_kernel import distinct_rows, sample_off_grid, sorted_intervals
 
 #: tolerance of the grid test, as a fraction of a channel's range (max - min)
 GRID_TOL = 1e-5
@@ -168,23 +168,18 @@ def _too_many_points(v: np.ndarray, rows: np.ndarray, lo: np.ndarray, scale: np.
     2 GRID_TOL (two values within GRID_TOL of grid points k / m, m <= limit, are 2 GRID_TOL apart at most on one
     point and 1 / m - 2 GRID_TOL apart at least on two). A float channel fails the gap test at once, so the fit
     of float weights (limit MAX_INTERVALS) skips hashing and sorting their rows. The sample is sorted in v's own
-    dtype (numpy sorts float32 twice as fast as float64) and rescaled after: the rescaling (exact cast,
-    subtraction, division by a positive scale, each rounded monotonically) never reverses two values, so the gaps
-    are those of the rescaled sample sorted. (It makes NaNs, which sort last, of infinite values only: of every
+    dtype (numpy sorts float32 twice as fast as float64), then rescaled and tested in one compiled pass per row
+    (grid_kernel.sample_off_grid): the rescaling (exact cast, subtraction, division by a positive scale, each
+    rounded monotonically) never reverses two values, so the gaps are those of the rescaled sample sorted. (It makes NaNs, which sort last, of infinite values only: of every
     value when lo is -inf, else of the largest values, those sorted last anyway; NaN gaps pass neither test.)"""
     if v.shape[1] <= sample or len(rows) == 0:
         return np.zeros(len(rows), bool)
     spread = _spread(v.shape[1], sample)
     picked = np.take(v, spread, axis=1) if len(rows) == len(v) else v[np.ix_(rows, spread)]
     picked.sort(axis=1)
-    f = picked.astype(np.float64)
-    f -= lo[rows, None]
-    f /= scale[rows, None]
-    gaps = f[:, 1:] - f[:, :-1]
-    apart = gaps > 2 * GRID_TOL * (1 + 1e-6)
-    between = apart & (gaps < (1.0 / limit - 2 * GRID_TOL) * (1 - 1e-6))
-    # (count) can only refuse below sample - 1: the sample has that many gaps
-    return (np.count_nonzero(apart, axis=1) > limit) | between.any(axis=1)
+    # (count) can only refuse below sample - 1: the sample has that many gaps; the rest is one compiled pass per row
+    return sample_off_grid(picked, lo[rows], scale[rows], 2 * GRID_TOL * (1 + 1e-6),
+                           (1.0 / limit - 2 * GRID_TOL) * (1 - 1e-6), limit)
 
 
 def _spread(n: int, k: int) -> np.ndarray:
