@@ -148,6 +148,7 @@ def record_trace(model: nn.Module, inputs: torch.Tensor, graph: NetworkGraph, pr
                 if recorded is not None and lo + batch_size >= inputs.shape[1]:
                     recorded()  # after the last forward pass: beside the last write, never beside a forward
                 sink.add(lo, batch)
+                del batch  # a folder sink wrote it: its arrays go now, not at the next batch's assignment
         functional.reset_net(model)
         return sink.finish()
     except BaseException:
@@ -205,4 +206,6 @@ def _record_batch(model: nn.Module, x: torch.Tensor, graph: NetworkGraph, probes
     if "input" in graph.populations:
         record("input", x, None)
     cap.clear()
-    return record.result(y, probes.readout)
+    out = record.result(y, probes.readout)
+    cap.sink = None  # the record's per-population events go now: the result holds them merged
+    return out
