@@ -264,6 +264,18 @@ def test_lowering_speed():
         "trace write ~20-35 ms with the fits beside it, ~10-25 ms more for the fits, ~13 ms to open the folder "
         "memory-mapped (53 .npy columns). Tried and dropped: torch.inference_mode instead of no_grad for the "
         "recording (A/B +13 ms on vgg11, -12 ms on spikformer_4_384, noise).",
+        "Since then (commits a0a9a2c and the weight grid pre-check's compiled pass; fit reports, traces and "
+        "fingerprints of the three nets under quantize and widen identical): a trace folder's .npy columns are "
+        "memory-mapped with one open each and no np.memmap (hwmodels.npzfile.map_npy: Spikformer-4-384's 53 "
+        "columns 11.5 -> 5.5 ms, VGG-11's 4.5 -> 2.4 ms, which the lowering pays when it opens the folder it "
+        "wrote), and the weight grid's sample test of float channels rescales and tests each sorted sample in one "
+        "compiled pass (workloads.lowering.grid_kernel.sample_off_grid; numpy still sorts: its vectorised sort of "
+        "64-value rows is several times numba's): Spikformer's check of its float weights 11.3 -> 7.3 ms on one "
+        "thread, its quantization 19.5 -> ~15.5 ms on two. Same-process A/B of the two (14 alternated rounds, "
+        "lowering to a folder): spikformer_4_384 +5 ms (-121 to +105), vgg11 -1.5 ms (-45 to +64): ~10 ms a "
+        "lowering is below what this host's noise lets through. Measured and left: the ~3 ms after the folder "
+        "is opened are the recorded batch's arrays being freed (gone when the batch is kept alive); "
+        "model.to(device) costs 1.2 ms on Spikformer when nothing moves.",
         "Work accounting (module docstring): forward_one_thread_s and lower_one_thread_s are the CPU times "
         "(time.process_time, every thread; wall times until the weight fit moved beside the trace write, when "
         "the lowering's worker started to run beside its main thread) of the forward and the "
