@@ -170,8 +170,9 @@ def _too_many_points(v: np.ndarray, rows: np.ndarray, lo: np.ndarray, scale: np.
     of float weights (limit MAX_INTERVALS) skips hashing and sorting their rows. The sample is sorted in v's own
     dtype (numpy sorts float32 twice as fast as float64), then rescaled and tested in one compiled pass per row
     (grid_kernel.sample_off_grid): the rescaling (exact cast, subtraction, division by a positive scale, each
-    rounded monotonically) never reverses two values, so the gaps are those of the rescaled sample sorted. (It makes NaNs, which sort last, of infinite values only: of every
-    value when lo is -inf, else of the largest values, those sorted last anyway; NaN gaps pass neither test.)"""
+    rounded monotonically) never reverses two values, so the gaps are those of the rescaled sample sorted. (It
+    makes NaNs, which sort last, of infinite values only: of every value when lo is -inf, else of the largest
+    values, those sorted last anyway; NaN gaps pass neither test.)"""
     if v.shape[1] <= sample or len(rows) == 0:
         return np.zeros(len(rows), bool)
     spread = _spread(v.shape[1], sample)
