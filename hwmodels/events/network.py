@@ -336,4 +336,4 @@ def route_use(flow_src: np.ndarray, flow_route: np.ndarray, flow_messages: np.nd
     kinds = np.take((per_tree.reshape(-1, 3) if n else np.zeros((1, 3), np.int64)).astype(np.int64), inv, axis=0)
     flows = np.bincount(inv, minlength=len(uniq)).astype(np.int64)
     msgs = np.bincount(inv, weights=flow_messages, minlength=len(uniq)).astype(np.int64)
-    return RouteUse(inv.astype(np.int64), table, flows, msgs, hop_j, hops, kinds.reshape(len(inv), 3))
+    return RouteUse(inv.astype(np.int64), table, flows, msgs, hop_j, hops, kinds)
