@@ -141,28 +141,29 @@ class LateFit:
     projections' weight_bits and graph.metadata, which the fingerprint leaves out). Not beside a forward pass:
     a third busy thread on two cores stalls torch's OpenMP threads at every barrier (VGG-16 in
     benchmarks/test_bench_scale.py lowered in 12 s instead of 8 when the fit started after the first of two
-    batches). Each projection's fit is a job of its own, the largest weights first, so every thread of `jobs`
-    fits; the fingerprint (XXH3, a few ms holding the GIL: NetworkGraph.fingerprint) is hashed by the first
-    caller of fingerprint(). fingerprint() makes the fitted graph too, so a failing fit fails the recording
-    before its trace is complete; graph() is the fitted graph."""
+    batches). The fingerprint (XXH3: NetworkGraph.fingerprint, a few ms that release the GIL on the weight
+    arrays) is the first job, so it is hashed while the main thread writes the last batch rather than after
+    it; each projection's fit is a job of its own after it, the largest weights first, so every thread of `jobs`
+    fits. fingerprint() makes the fitted graph too, so a failing fit fails the recording before its trace is
+    complete; graph() is the fitted graph."""
 
     def __init__(self, graph: NetworkGraph, policy: str, errors: dict, jobs: Jobs):
         self._graph, self.policy, self.errors, self.jobs = graph, policy, errors, jobs
         self._fits = self._hash = self._fitted = None
 
     def start(self) -> None:
-        """Start the fits, one job per projection without a gate (largest weights first), once."""
+        """Start the fingerprint's job, then the fits, one job per projection without a gate (largest weights
+        first), once."""
         if self._fits is None:
+            self._hash = self.jobs.submit(self._graph.fingerprint)
             weighted = sorted((p for p in self._graph.projections if p.gate is None), key=lambda p: -p.weight.size)
             self._fits = {p.name: self.jobs.submit(projection_fit, p) for p in weighted}
 
     def fingerprint(self) -> str:
-        """graph.fingerprint(), once the fitted graph is made too (the fits started here if they were not)."""
+        """graph.fingerprint(), once the fitted graph is made too (the jobs started here if they were not)."""
         self.start()
-        if self._hash is None:
-            self._hash = self._graph.fingerprint()
         self.graph()
-        return self._hash
+        return self._hash.result()
 
     def graph(self) -> NetworkGraph:
         """The fitted graph (fit_graph's, with the fits of start), made once."""
