@@ -130,25 +130,30 @@ def _sort_dsts(touched: np.ndarray, dlist: np.ndarray, nd: int) -> None:
 
 @njit(cache=True, nogil=True)
 def unicast_flows(row_lo: np.ndarray, row_hi: np.ndarray, ev_cls: np.ndarray, fan: tuple, n: int,
-                  rows_per_sample: int, totals: tuple):
+                  rows_per_sample: int, totals: tuple, first_row: int = 0):
     """Unicast flows of a batch: for every row r, the classes of its spikes ev_cls[row_lo[r]:row_hi[r]]
     (row_lo, row_hi int64 (n_rows,); ev_cls int64 class ids) counted, then sum_c count_c x fan-out of class c,
     per destination core d < n. fan = (ptr, dst, val) (dst_major): class c's destinations dst[ptr[c]:ptr[c + 1]]
-    with their values val[same] (int64 (., 1 + blocks): messages, then the value blocks).
+    with their values val[same] (int64 (., 1 + blocks): messages, then the value blocks). first_row: the batch
+    row of row_lo[0] (a range of rows that need not start or end at a sample's first row).
 
     Returns (row, dst, messages, values (m, blocks), struct, nonzero, orphan): one entry per (row, dst) with a
-    non-zero message sum, sorted by (row, dst), int64 each, values holding the blocks' sums; struct / nonzero:
-    int64 (n_rows // rows_per_sample,) sums of count_c x totals[0][c] (totals[1][c]) per sample; orphan: True
-    when some (row, dst) has a zero message sum but a non-zero block (not emitted)."""
+    non-zero message sum, sorted by (row, dst), int64 each (row counted from row_lo[0]), values holding the blocks'
+    sums; struct / nonzero: int64 sums of count_c x totals[0][c] (totals[1][c]) per sample the rows touch, from
+    the sample of first_row (first_row // rows_per_sample) to the sample of the last row; orphan: True when some
+    (row, dst) has a zero message sum but a non-zero block (not emitted)."""
     n_cls, width = len(fan[0]) - 1, fan[2].shape[1]
     scratch = (np.zeros(n_cls, np.int64), np.empty(n_cls + 1, np.int64), np.zeros((n, width), np.int64),
                np.zeros(n, np.bool_), np.empty(n, np.int64))
-    sums = (np.zeros(len(row_lo) // rows_per_sample, np.int64), np.zeros(len(row_lo) // rows_per_sample, np.int64))
+    s0 = first_row // rows_per_sample
+    n_s = (first_row + len(row_lo) - 1) // rows_per_sample - s0 + 1 if len(row_lo) else 0
+    sums = (np.zeros(n_s, np.int64), np.zeros(n_s, np.int64))
     out = (np.empty(1024, np.int64), np.empty(1024, np.int64), np.empty((1024, width), np.int64))
     m, orphan = 0, False
     for r in range(len(row_lo)):
         if row_lo[r] != row_hi[r]:
-            nd = _row_product(ev_cls[row_lo[r]:row_hi[r]], fan, scratch, totals, sums, r // rows_per_sample)
+            s = (first_row + r) // rows_per_sample - s0
+            nd = _row_product(ev_cls[row_lo[r]:row_hi[r]], fan, scratch, totals, sums, s)
             out, m, lost = _emit_row(r, nd, scratch, out, m)
             orphan |= lost
     row, dst, values = out

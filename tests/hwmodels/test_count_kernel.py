@@ -148,6 +148,30 @@ def test_unicast_flows_equal_dense_product(n, blocks):
     assert not got[6] and all(a.dtype == np.int64 for a in got[:6])
 
 
+@pytest.mark.parametrize("cuts", [[5, 17, 30], [12, 24, 36], [1, 47]])
+def test_unicast_flows_on_row_ranges_join_to_the_whole(cuts):
+    """Ranges of rows that start or end inside a sample (first_row), joined as hwmodels.events.actions does (rows
+    shifted by first_row, per-sample sums added at the sample of first_row), give the whole batch's result."""
+    rng = np.random.default_rng(13)
+    n_rows, n_cls, per_sample, n = 48, 15, 12, 9
+    row_lo, row_hi, ev_cls, _, _ = _grouped(rng, n_rows, n_cls, 10, sort=False)
+    ptr, dst, val = dst_major(*_csr(_class_stack(rng, n_cls, n, 2), rng), n, 3)
+    totals = (rng.integers(0, 50, n_cls), rng.integers(0, 50, n_cls))
+    whole = unicast_flows(row_lo, row_hi, ev_cls, (ptr, dst, val), n, per_sample, totals)
+    bounds = [0, *cuts, n_rows]
+    parts = [(r0, r1, unicast_flows(row_lo[r0:r1], row_hi[r0:r1], ev_cls, (ptr, dst, val), n, per_sample, totals,
+                                    r0)) for r0, r1 in zip(bounds[:-1], bounds[1:])]
+    assert np.array_equal(np.concatenate([p[0] + r0 for r0, _, p in parts]), whole[0])
+    for k in (1, 2, 3):
+        assert np.array_equal(np.concatenate([p[k] for _, _, p in parts]), whole[k])
+    for k in (4, 5):
+        sums = np.zeros(n_rows // per_sample, np.int64)
+        for r0, r1, p in parts:  # one sum per sample the range touches
+            assert len(p[k]) == (r1 - 1) // per_sample - r0 // per_sample + 1
+            sums[r0 // per_sample:r0 // per_sample + len(p[k])] += p[k]
+        assert np.array_equal(sums, whole[k])
+
+
 def test_unicast_flows_flag_values_without_messages():
     rng = np.random.default_rng(12)
     n_cls = 6
