@@ -98,16 +98,6 @@ def _merge_row(ev_cls: np.ndarray, a: int, b: int, cnt: np.ndarray, cls_buf: np.
 
 
 @njit(cache=True)
-def _grow(a: np.ndarray, m: int) -> np.ndarray:
-    """`a` (1-D or 2-D along axis 0) with room for at least m + 1 rows, its first m rows kept."""
-    if m < a.shape[0]:
-        return a
-    b = np.empty((2 * a.shape[0] + 1,) + a.shape[1:], a.dtype)
-    b[:m] = a[:m]
-    return b
-
-
-@njit(cache=True)
 def _sort_dsts(touched: np.ndarray, dlist: np.ndarray, nd: int) -> None:
     """Sort the nd destinations dlist[:nd] (each flagged in `touched`, bool (n,)) in place: insertion sort when
     few, read off the flags when they are a good part of all n, else a library sort."""
@@ -128,7 +118,6 @@ def _sort_dsts(touched: np.ndarray, dlist: np.ndarray, nd: int) -> None:
         dlist[:nd].sort()
 
 
-@njit(cache=True, nogil=True)
 def unicast_flows(row_lo: np.ndarray, row_hi: np.ndarray, ev_cls: np.ndarray, fan: tuple, n: int,
                   rows_per_sample: int, totals: tuple, first_row: int = 0):
     """Unicast flows of a batch: for every row r, the classes of its spikes ev_cls[row_lo[r]:row_hi[r]]
@@ -141,23 +130,54 @@ def unicast_flows(row_lo: np.ndarray, row_hi: np.ndarray, ev_cls: np.ndarray, fa
     non-zero message sum, sorted by (row, dst), int64 each (row counted from row_lo[0]), values holding the blocks'
     sums; struct / nonzero: int64 sums of count_c x totals[0][c] (totals[1][c]) per sample the rows touch, from
     the sample of first_row (first_row // rows_per_sample) to the sample of the last row; orphan: True when some
-    (row, dst) has a zero message sum but a non-zero block (not emitted)."""
-    n_cls, width = len(fan[0]) - 1, fan[2].shape[1]
-    scratch = (np.zeros(n_cls, np.int64), np.empty(n_cls + 1, np.int64), np.zeros((n, width), np.int64),
-               np.zeros(n, np.bool_), np.empty(n, np.int64))
+    (row, dst) has a zero message sum but a non-zero block (not emitted).
+
+    The compiled pass (_flow_rows, which releases the GIL) writes into output arrays that numpy allocates here
+    (8 entries per row with spikes to start with) and doubles when a row might not fit: large numpy arrays get
+    huge pages, where numba's own growing arrays faulted ~12,000 fresh 4 KiB pages per batch of Spikformer-4-384,
+    on two threads at once."""
+    width = fan[2].shape[1]
     s0 = first_row // rows_per_sample
     n_s = (first_row + len(row_lo) - 1) // rows_per_sample - s0 + 1 if len(row_lo) else 0
     sums = (np.zeros(n_s, np.int64), np.zeros(n_s, np.int64))
-    out = (np.empty(1024, np.int64), np.empty(1024, np.int64), np.empty((1024, width), np.int64))
-    m, orphan = 0, False
-    for r in range(len(row_lo)):
-        if row_lo[r] != row_hi[r]:
-            s = (first_row + r) // rows_per_sample - s0
-            nd = _row_product(ev_cls[row_lo[r]:row_hi[r]], fan, scratch, totals, sums, s)
-            out, m, lost = _emit_row(r, nd, scratch, out, m)
-            orphan |= lost
+    cap = max(1024, n, 8 * int(np.count_nonzero(row_hi != row_lo)))
+    out = (np.empty(cap, np.int64), np.empty(cap, np.int64), np.empty((cap, width), np.int64))
+    m, r, orphan = 0, 0, False
+    while True:
+        m, r, lost = _flow_rows(row_lo, row_hi, ev_cls, fan, n, rows_per_sample, totals, first_row, sums, out, m, r)
+        orphan |= lost
+        if r == len(row_lo):
+            break
+        out = tuple(_doubled(a, m) for a in out)
     row, dst, values = out
     return row[:m], dst[:m], values[:m, 0].copy(), values[:m, 1:], sums[0], sums[1], orphan
+
+
+def _doubled(a: np.ndarray, m: int) -> np.ndarray:
+    """A new numpy array of twice a's rows, the first m rows of `a` copied in."""
+    b = np.empty((2 * a.shape[0],) + a.shape[1:], a.dtype)
+    b[:m] = a[:m]
+    return b
+
+
+@njit(cache=True, nogil=True)
+def _flow_rows(row_lo, row_hi, ev_cls, fan, n, rows_per_sample, totals, first_row, sums, out, m, r0):
+    """unicast_flows' pass over rows r0, r0 + 1, ... into out = (row, dst, values) from slot m and into sums;
+    stops before a row with spikes when fewer than n slots are left (a row emits at most n entries). Returns
+    (slots used, the row it stopped at: len(row_lo) when done, orphan)."""
+    n_cls, width = len(fan[0]) - 1, fan[2].shape[1]
+    scratch = (np.zeros(n_cls, np.int64), np.empty(n_cls + 1, np.int64), np.zeros((n, width), np.int64),
+               np.zeros(n, np.bool_), np.empty(n, np.int64))
+    s0, orphan = first_row // rows_per_sample, False
+    for r in range(r0, len(row_lo)):
+        if row_lo[r] != row_hi[r]:
+            if len(out[0]) - m < n:
+                return m, r, orphan
+            s = (first_row + r) // rows_per_sample - s0
+            nd = _row_product(ev_cls[row_lo[r]:row_hi[r]], fan, scratch, totals, sums, s)
+            m, lost = _emit_row(r, nd, scratch, out, m)
+            orphan |= lost
+    return m, len(row_lo), orphan
 
 
 @njit(cache=True, inline="always")
@@ -186,7 +206,7 @@ def _row_product(ev_cls: np.ndarray, fan: tuple, scratch: tuple, totals: tuple, 
 @njit(cache=True, inline="always")
 def _emit_row(r: int, nd: int, scratch: tuple, out: tuple, m: int) -> tuple:
     """Append row r's accumulated destinations with messages, in increasing order, to out = (row, dst, values)
-    from slot m, clearing the accumulator. Returns (out, possibly grown, the new m, whether some destination had
+    from slot m (room for nd more), clearing the accumulator. Returns (the new m, whether some destination had
     values but no messages)."""
     _, _, acc, touched, dlist = scratch
     _sort_dsts(touched, dlist, nd)
@@ -195,8 +215,6 @@ def _emit_row(r: int, nd: int, scratch: tuple, out: tuple, m: int) -> tuple:
         touched[d] = False
         msg = acc[d, 0]
         if msg != 0:
-            if m == len(out[0]):
-                out = (_grow(out[0], m), _grow(out[1], m), _grow(out[2], m))
             out[0][m], out[1][m] = r, d
             for b in range(acc.shape[1]):
                 out[2][m, b] = acc[d, b]
@@ -204,7 +222,7 @@ def _emit_row(r: int, nd: int, scratch: tuple, out: tuple, m: int) -> tuple:
         for b in range(acc.shape[1]):
             orphan |= msg == 0 and acc[d, b] != 0
             acc[d, b] = 0
-    return out, m, orphan
+    return m, orphan
 
 
 def dst_major(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, n: int,
