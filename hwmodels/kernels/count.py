@@ -118,6 +118,10 @@ def _sort_dsts(touched: np.ndarray, dlist: np.ndarray, nd: int) -> None:
         dlist[:nd].sort()
 
 
+#: output entries unicast_flows first makes room for per row with spikes (at most n, the destination cores)
+FLOWS_PER_ROW = 64
+
+
 def unicast_flows(row_lo: np.ndarray, row_hi: np.ndarray, ev_cls: np.ndarray, fan: tuple, n: int,
                   rows_per_sample: int, totals: tuple, first_row: int = 0):
     """Unicast flows of a batch: for every row r, the classes of its spikes ev_cls[row_lo[r]:row_hi[r]]
@@ -133,14 +137,15 @@ def unicast_flows(row_lo: np.ndarray, row_hi: np.ndarray, ev_cls: np.ndarray, fa
     (row, dst) has a zero message sum but a non-zero block (not emitted).
 
     The compiled pass (_flow_rows, which releases the GIL) writes into output arrays that numpy allocates here
-    (8 entries per row with spikes to start with) and doubles when a row might not fit: large numpy arrays get
-    huge pages, where numba's own growing arrays faulted ~12,000 fresh 4 KiB pages per batch of Spikformer-4-384,
-    on two threads at once."""
+    and doubles when a row might not fit: large numpy arrays get huge pages, where numba's own growing arrays
+    faulted ~12,000 fresh 4 KiB pages per batch of Spikformer-4-384, on two threads at once. They start at
+    FLOWS_PER_ROW (or n, if fewer) entries per row with spikes: address space only, as pages are taken when
+    written (the three bench nets emit 2.5, 7.2 and 34-45 entries per such row on 28, 185 and 1,756 cores)."""
     width = fan[2].shape[1]
     s0 = first_row // rows_per_sample
     n_s = (first_row + len(row_lo) - 1) // rows_per_sample - s0 + 1 if len(row_lo) else 0
     sums = (np.zeros(n_s, np.int64), np.zeros(n_s, np.int64))
-    cap = max(1024, n, 8 * int(np.count_nonzero(row_hi != row_lo)))
+    cap = max(1024, n, min(n, FLOWS_PER_ROW) * int(np.count_nonzero(row_hi != row_lo)))
     out = (np.empty(cap, np.int64), np.empty(cap, np.int64), np.empty((cap, width), np.int64))
     m, r, orphan = 0, 0, False
     while True:
