@@ -279,6 +279,25 @@ def test_des_against_torch_forward():
         "64-byte NODE records to 128 bytes slows Spikformer's play 780 -> 910 ms and leaves MNIST's unchanged: "
         "the kernel is bound by its per-grant work and branches, not by memory, on all but the largest steps, so "
         "smaller records could save ~10% of Spikformer's play at most.",
+        "Since then (commits c0e4ca7..HEAD; SimResults of the three nets, DES and analytic, every table, identical "
+        "before and after): the unicast flows are counted on two ranges of rows with equal shares of the spikes "
+        "(hwmodels.kernels.count.unicast_flows with the batch row of its first row; the per-sample sums of two "
+        "ranges that share a sample added) instead of ranges of whole samples, which split Spikformer-4-384's 4 "
+        "samples 3 against 1 (64 against 21 ms alone); its output arrays are numpy allocations (huge pages), "
+        "first sized for 64 entries per row with spikes and doubled between compiled passes, where numba's growing "
+        "arrays faulted ~12,000 fresh 4 KiB pages per batch (now ~4,000); the energy counts' per-(sample, core) "
+        "sums read the deliveries' strided event and bit columns in place instead of copying them (costs.count "
+        "17 -> 11 ms). Same-process A/B, 10 alternated rounds, median of paired differences: the row split "
+        "spikformer_4_384 analytic -30.5 ms (every round faster), DES -27 ms, vgg11 DES -9 ms (every round), "
+        "mnist_conv -2.5 ms; the numpy outputs spikformer_4_384 -7 ms (analytic and DES). Tried and dropped: the "
+        "link hold sums on the finish's second thread again (finish 54-60 -> 55-72 ms: the two threads slow each "
+        "other), two steps' grants interleaved in one loop of the grant kernel (MNIST's contended placement 72 -> "
+        "105 ms on one thread), a branch-free 4-ary selection in the candidate heap (-1.5%, noise).",
+        "Work accounting (this run): des_floor_over_forward is "
+        + ", ".join(f"{r['workload']} {r['des_floor_over_forward']:.2f}" for r in rows)
+        + ": on spikformer_4_384 the DES's work (des_cpu_s, ~1.4 core-s for 4 samples, about half of it the network "
+        "play's 9.25 M channel grants) is over twice what the forward's two cores do, so P1 there needs the DES to "
+        "do less than half its work, which no threading can give; on the other two nets it is a third of it.",
         f"load average at start {machine['load_avg_1min']}, at end {round(os.getloadavg()[0], 2)}, on "
         f"{machine['cores']} cores: other jobs ran alongside (the forward pass uses both cores and suffers most)."]
     if max(machine["load_avg_1min"], os.getloadavg()[0]) > 1.5:

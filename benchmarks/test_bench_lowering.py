@@ -276,6 +276,13 @@ def test_lowering_speed():
         "lowering is below what this host's noise lets through. Measured and left: the ~3 ms after the folder "
         "is opened are the recorded batch's arrays being freed (gone when the batch is kept alive); "
         "model.to(device) costs 1.2 ms on Spikformer when nothing moves.",
+        "Since then (commit c0e4ca7; lowerings of the three nets under quantize and widen identical): the graph "
+        "fingerprint is the first job of the late fit, hashed on a worker beside the last trace write instead of "
+        "on the main thread after it (xxhash releases the GIL on the weight arrays: a Python loop on the main "
+        "thread kept its speed beside a thread hashing 370 MB). Same-process A/B, 14 alternated rounds: vgg11 "
+        "+1.5 ms (-34 to +42), spikformer_4_384 -3 ms (-75 to +62), within this host's noise. Tried and dropped: "
+        "the layers quantized largest first (VGG-11's largest weights come last; its quantization stayed at "
+        "10-13 ms on two threads).",
         "Work accounting (module docstring): forward_one_thread_s and lower_one_thread_s are the CPU times "
         "(time.process_time, every thread; wall times until the weight fit moved beside the trace write, when "
         "the lowering's worker started to run beside its main thread) of the forward and the "
