@@ -302,8 +302,8 @@ class NetworkGraph:
         another model from a trace of this one, it is no defence against a forged trace. It hashes ~14 GB/s
         against SHA-256's ~1.4 (legacy_fingerprint: Spikformer-4-384's 82 MB of weights in ~6 ms instead of ~55
         on a 2-core AMD EPYC); like hashlib's SHA-256, xxhash releases the GIL while it hashes a large array (a
-        thread hashing Spikformer's 82 MB left a Python loop on the main thread at its speed, measured), only each
-        projection's small JSON header holds it."""
+        thread hashing 370 MB left a Python loop on the main thread at its speed, measured with xxhash 3.6), only
+        each projection's small JSON header holds it."""
         return FINGERPRINT_PREFIX + self.hash_into(xxhash.xxh3_128()).hexdigest()
 
     def legacy_fingerprint(self) -> str:
