@@ -31,6 +31,7 @@ ratios) are held to the same bound.
 from __future__ import annotations
 
 import json
+import math
 import mmap
 import os
 import zipfile
@@ -301,9 +302,7 @@ def map_npy(path: str | os.PathLike) -> np.ndarray:
         shape, fortran, dtype = _read_header(fh, version)
         if dtype.hasobject:
             raise ValueError("an object array (it would need pickle)")
-        offset, count = fh.tell(), 1
-        for n in shape:
-            count *= int(n)
+        offset, count = fh.tell(), math.prod(int(n) for n in shape)
         size = os.fstat(fh.fileno()).st_size
         if offset + count * dtype.itemsize > size:
             raise ValueError(f"the header declares {count * dtype.itemsize} bytes of data but the file holds "
