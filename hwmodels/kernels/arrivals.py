@@ -8,6 +8,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from hwmodels.kernels.index import ux
+
 
 @njit(cache=True, nogil=True)
 def head_arrivals(ready: np.ndarray, flow: np.ndarray, flow_src: np.ndarray, dst: np.ndarray, x: np.ndarray,
@@ -19,10 +21,10 @@ def head_arrivals(ready: np.ndarray, flow: np.ndarray, flow_src: np.ndarray, dst
     (|dx| - |dcx|) ew_s + (|dy| - |dcy|) ns_s + (|dcx| + |dcy|) chip_s, summed left to right."""
     out = np.empty(len(flow))
     for i in range(len(flow)):
-        f = flow[i]
-        s, d = flow_src[f], dst[i]
-        dx, dy = abs(x[s] - x[d]), abs(y[s] - y[d])
-        bx, by = abs(cx[s] - cx[d]), abs(cy[s] - cy[d])
+        f = flow[ux(i)]
+        s, d = flow_src[ux(f)], dst[ux(i)]
+        dx, dy = abs(x[ux(s)] - x[ux(d)]), abs(y[ux(s)] - y[ux(d)])
+        bx, by = abs(cx[ux(s)] - cx[ux(d)]), abs(cy[ux(s)] - cy[ux(d)])
         lat = float(dx - bx) * ew_s + float(dy - by) * ns_s + float(bx + by) * chip_s
-        out[i] = ready[f] + lat + link_s
+        out[ux(i)] = ready[ux(f)] + lat + link_s
     return out

@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from hwmodels.kernels.index import ux
+
 
 @njit(cache=True, nogil=True)
 def count_rows(lo: np.ndarray, hi: np.ndarray, idx: np.ndarray, seg_base: np.ndarray, core: np.ndarray,
@@ -28,40 +30,40 @@ def count_rows(lo: np.ndarray, hi: np.ndarray, idx: np.ndarray, seg_base: np.nda
     size, check, grouping = len(core), packed.shape[0] > 0, len(group[0]) > 0
     n_ev = 0
     for g in range(len(lo)):
-        n_ev += hi[g] - lo[g]
+        n_ev += hi[ux(g)] - lo[ux(g)]
     miss_g = np.empty(n_ev if check else 0, np.int64)
     miss_i = np.empty(n_ev if check else 0, np.int64)
     n_miss = 0
     cls, offset, _, row_lo, row_hi, ev_cls = group
     for g in range(len(lo)):
-        base, prow = seg_base[g], (g // n_t) * (n_t + 1) + g % n_t
+        base, prow = seg_base[ux(g)], (g // n_t) * (n_t + 1) + g % n_t
         prev, run, ordered = -1, 0, True  # spikes are counted per run of equal rows
-        for j in range(lo[g], hi[g]):
-            i = np.int64(idx[j])
+        for j in range(lo[ux(g)], hi[ux(g)]):
+            i = np.int64(idx[ux(j)])
             if i < 0 or i >= size:
                 return j, miss_g[:n_miss], miss_i[:n_miss]
-            r = base + core[i]
+            r = base + core[ux(i)]
             if r != prev:
                 if prev >= 0:
-                    spikes[prev] += run
+                    spikes[ux(prev)] += run
                 if grouping:
                     ordered &= r > prev  # rows in increasing order: each row's spikes are one run
-                    row_lo[r] = j
+                    row_lo[ux(r)] = j
                     if prev >= 0:
-                        row_hi[prev] = j
+                        row_hi[ux(prev)] = j
                 prev, run = r, 0
             run += 1
-            if check and (packed[prow, i >> 3] >> (i & 7)) & 1 == 0:
-                miss_g[n_miss], miss_i[n_miss] = g, i
+            if check and (packed[ux(prow), ux(i >> 3)] >> (i & 7)) & 1 == 0:
+                miss_g[ux(n_miss)], miss_i[ux(n_miss)] = g, i
                 n_miss += 1
             if grouping:
-                ev_cls[j] = offset + cls[i]
+                ev_cls[ux(j)] = offset + cls[ux(i)]
         if prev >= 0:
-            spikes[prev] += run
+            spikes[ux(prev)] += run
             if grouping:
-                row_hi[prev] = hi[g]
+                row_hi[ux(prev)] = hi[ux(g)]
         if grouping and not ordered:
-            _group_segment(lo[g], hi[g], idx, base, core, spikes, group)
+            _group_segment(lo[ux(g)], hi[ux(g)], idx, base, core, spikes, group)
     return -1, miss_g[:n_miss], miss_i[:n_miss]
 
 
@@ -74,13 +76,13 @@ def _group_segment(a: int, b: int, idx: np.ndarray, base: int, core: np.ndarray,
     cls, offset, cores, row_lo, row_hi, ev_cls = group
     pos = a
     for c in cores:
-        row_lo[base + c], row_hi[base + c] = pos, pos
-        pos += spikes[base + c]
+        row_lo[ux(base + c)], row_hi[ux(base + c)] = pos, pos
+        pos += spikes[ux(base + c)]
     for j in range(a, b):
-        i = np.int64(idx[j])
-        r = base + core[i]
-        ev_cls[row_hi[r]] = offset + cls[i]
-        row_hi[r] += 1
+        i = np.int64(idx[ux(j)])
+        r = base + core[ux(i)]
+        ev_cls[ux(row_hi[ux(r)])] = offset + cls[ux(i)]
+        row_hi[ux(r)] += 1
 
 
 @njit(cache=True, inline="always")
@@ -90,10 +92,10 @@ def _merge_row(ev_cls: np.ndarray, a: int, b: int, cnt: np.ndarray, cls_buf: np.
     next slot each time and the slot advances when it was new)."""
     u = 0
     for j in range(a, b):
-        c = ev_cls[j]
-        cls_buf[u] = c
-        u += cnt[c] == 0
-        cnt[c] += 1
+        c = ev_cls[ux(j)]
+        cls_buf[ux(u)] = c
+        u += cnt[ux(c)] == 0
+        cnt[ux(c)] += 1
     return u
 
 
@@ -103,16 +105,16 @@ def _sort_dsts(touched: np.ndarray, dlist: np.ndarray, nd: int) -> None:
     few, read off the flags when they are a good part of all n, else a library sort."""
     if nd <= 16:
         for a in range(1, nd):
-            d, b = dlist[a], a - 1
-            while b >= 0 and dlist[b] > d:
-                dlist[b + 1] = dlist[b]
+            d, b = dlist[ux(a)], a - 1
+            while b >= 0 and dlist[ux(b)] > d:
+                dlist[ux(b + 1)] = dlist[ux(b)]
                 b -= 1
-            dlist[b + 1] = d
+            dlist[ux(b + 1)] = d
     elif nd * 16 >= len(touched):
         k = 0
         for d in range(len(touched)):
-            if touched[d]:
-                dlist[k] = d
+            if touched[ux(d)]:
+                dlist[ux(k)] = d
                 k += 1
     else:
         dlist[:nd].sort()
@@ -175,11 +177,11 @@ def _flow_rows(row_lo, row_hi, ev_cls, fan, n, rows_per_sample, totals, first_ro
                np.zeros(n, np.bool_), np.empty(n, np.int64))
     s0, orphan = first_row // rows_per_sample, False
     for r in range(r0, len(row_lo)):
-        if row_lo[r] != row_hi[r]:
+        if row_lo[ux(r)] != row_hi[ux(r)]:
             if len(out[0]) - m < n:
                 return m, r, orphan
             s = (first_row + r) // rows_per_sample - s0
-            nd = _row_product(ev_cls[row_lo[r]:row_hi[r]], fan, scratch, totals, sums, s)
+            nd = _row_product(ev_cls[row_lo[ux(r)]:row_hi[ux(r)]], fan, scratch, totals, sums, s)
             m, lost = _emit_row(r, nd, scratch, out, m)
             orphan |= lost
     return m, len(row_lo), orphan
@@ -194,16 +196,16 @@ def _row_product(ev_cls: np.ndarray, fan: tuple, scratch: tuple, totals: tuple, 
     cnt, cls_buf, acc, touched, dlist = scratch
     u, nd = _merge_row(ev_cls, 0, len(ev_cls), cnt, cls_buf), 0
     for e in range(u):
-        c = cls_buf[e]
-        k, cnt[c] = cnt[c], 0
-        sums[0][s] += k * totals[0][c]
-        sums[1][s] += k * totals[1][c]
-        for q in range(ptr[c], ptr[c + 1]):
-            d = dst[q]
+        c = cls_buf[ux(e)]
+        k, cnt[ux(c)] = cnt[ux(c)], 0
+        sums[0][ux(s)] += k * totals[0][ux(c)]
+        sums[1][ux(s)] += k * totals[1][ux(c)]
+        for q in range(ptr[ux(c)], ptr[ux(c + 1)]):
+            d = dst[ux(q)]
             for b in range(val.shape[1]):
-                acc[d, b] += k * val[q, b]
-            if not touched[d]:
-                touched[d], dlist[nd] = True, d
+                acc[ux(d), b] += k * val[ux(q), b]
+            if not touched[ux(d)]:
+                touched[ux(d)], dlist[ux(nd)] = True, d
                 nd += 1
     return nd
 
@@ -217,16 +219,16 @@ def _emit_row(r: int, nd: int, scratch: tuple, out: tuple, m: int) -> tuple:
     _sort_dsts(touched, dlist, nd)
     orphan = False
     for d in dlist[:nd]:
-        touched[d] = False
-        msg = acc[d, 0]
+        touched[ux(d)] = False
+        msg = acc[ux(d), 0]
         if msg != 0:
-            out[0][m], out[1][m] = r, d
+            out[0][ux(m)], out[1][ux(m)] = r, d
             for b in range(acc.shape[1]):
-                out[2][m, b] = acc[d, b]
+                out[2][ux(m), b] = acc[ux(d), b]
             m += 1
         for b in range(acc.shape[1]):
-            orphan |= msg == 0 and acc[d, b] != 0
-            acc[d, b] = 0
+            orphan |= msg == 0 and acc[ux(d), b] != 0
+            acc[ux(d), b] = 0
     return m, orphan
 
 
@@ -255,16 +257,16 @@ def _dst_lists(indptr: np.ndarray, indices: np.ndarray, n: int, ptr: np.ndarray,
     m = 0
     for c in range(len(indptr) - 1):
         k, ordered = m, True
-        for q in range(indptr[c], indptr[c + 1]):
-            d = _block_of(indices[q], n)[1]
-            if seen[d] != c:
-                ordered &= k == m or d > dst[k - 1]  # a canonical CSR lists them in order (block 0 first)
-                seen[d], dst[k] = c, d
+        for q in range(indptr[ux(c)], indptr[ux(c + 1)]):
+            d = _block_of(indices[ux(q)], n)[1]
+            if seen[ux(d)] != c:
+                ordered &= k == m or d > dst[ux(k - 1)]  # a canonical CSR lists them in order (block 0 first)
+                seen[ux(d)], dst[ux(k)] = c, d
                 k += 1
         if not ordered:
             dst[m:k].sort()
         m = k
-        ptr[c + 1] = m
+        ptr[ux(c + 1)] = m
     return m
 
 
@@ -275,11 +277,11 @@ def _dst_values(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, n: in
     goes to val[a, b] (val: zeros (ptr[-1], width))."""
     slot = np.full(n, -1, np.int64)
     for c in range(len(ptr) - 1):
-        for a in range(ptr[c], ptr[c + 1]):
-            slot[dst[a]] = a
-        for q in range(indptr[c], indptr[c + 1]):
-            b, d = _block_of(indices[q], n)
-            val[slot[d], b] = data[q]
+        for a in range(ptr[ux(c)], ptr[ux(c + 1)]):
+            slot[ux(dst[ux(a)])] = a
+        for q in range(indptr[ux(c)], indptr[ux(c + 1)]):
+            b, d = _block_of(indices[ux(q)], n)
+            val[ux(slot[ux(d)]), b] = data[ux(q)]
 
 
 @njit(cache=True, inline="always")
@@ -301,13 +303,13 @@ def chunk_bits(packed: np.ndarray, starts: np.ndarray) -> np.ndarray:
     (populations' activity is counted on threads at once)."""
     pop = np.zeros(256, np.int64)
     for v in range(1, 256):
-        pop[v] = pop[v >> 1] + (v & 1)
+        pop[ux(v)] = pop[ux(v >> 1)] + (v & 1)
     rows, n_bytes, n_chunks = packed.shape[0], packed.shape[1], len(starts)
     out = np.zeros((rows, n_chunks), np.int64)
     for r in range(rows):
         total, pos, prev = 0, 0, 0
         for k in range(n_chunks):
-            byte, bit = starts[k] >> 3, starts[k] & 7
+            byte, bit = starts[ux(k)] >> 3, starts[ux(k)] & 7
             while pos < byte:
                 total += pop[packed[r, pos]]
                 pos += 1

@@ -8,6 +8,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from hwmodels.kernels.index import ux
+
 
 @njit(cache=True, nogil=True)
 def makespans(order: np.ndarray, starts: np.ndarray, arrival: np.ndarray, work: np.ndarray) -> np.ndarray:
@@ -22,27 +24,27 @@ def makespans(order: np.ndarray, starts: np.ndarray, arrival: np.ndarray, work: 
     buf = np.empty(len(order), np.int64)
     total = 0.0
     for g in range(len(starts) - 1):
-        m = starts[g + 1] - starts[g]
+        m = starts[ux(g + 1)] - starts[ux(g)]
         if m > 32:
-            idx = order[starts[g]:starts[g + 1]]
+            idx = order[starts[ux(g)]:starts[ux(g + 1)]]
             buf[:m] = idx[np.argsort(arrival[idx], kind="mergesort")]
         else:  # stable insertion sort of a short run
             for k in range(m):
-                x = order[starts[g] + k]
+                x = order[ux(starts[ux(g)] + k)]
                 j = k
-                while j > 0 and arrival[buf[j - 1]] > arrival[x]:
-                    buf[j] = buf[j - 1]
+                while j > 0 and arrival[ux(buf[ux(j - 1)])] > arrival[ux(x)]:
+                    buf[ux(j)] = buf[ux(j - 1)]
                     j -= 1
-                buf[j] = x
+                buf[ux(j)] = x
         base = total
         for k in range(m):
-            total += work[buf[k]]
+            total += work[ux(buf[ux(k)])]
         best, running = -np.inf, base
         for k in range(m):
-            i = buf[k]
-            running += work[i]
-            v = arrival[i] + (total - (running - work[i]))
+            i = buf[ux(k)]
+            running += work[ux(i)]
+            v = arrival[ux(i)] + (total - (running - work[ux(i)]))
             if v > best:
                 best = v
-        out[g] = best
+        out[ux(g)] = best
     return out

@@ -7,6 +7,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from hwmodels.kernels.index import ux
+
 
 @njit(cache=True, nogil=True)
 def flow_channel_sums(bins: np.ndarray, tree_off: np.ndarray, flow_route: np.ndarray, hops: np.ndarray,
@@ -21,8 +23,8 @@ def flow_channel_sums(bins: np.ndarray, tree_off: np.ndarray, flow_route: np.nda
     out = np.zeros(n_bins)
     k = 0
     for f in range(len(hops)):
-        base = tree_off[flow_route[f]]
-        for c in range(hops[f]):
-            out[bins[base + c]] += weights[k]
+        base = tree_off[ux(flow_route[ux(f)])]
+        for c in range(hops[ux(f)]):
+            out[ux(bins[ux(base + c)])] += weights[ux(k)]
             k += 1
     return out

@@ -17,6 +17,7 @@ import numpy as np
 from numba import njit
 
 from hwmodels.kernels import threads
+from hwmodels.kernels.index import ux
 
 QUEUE = np.dtype([("free", np.float64), ("start", np.int64), ("size", np.int64), ("ver", np.int64)])
 """State of a queue in the kernel: free, release (s) of its last holder (NaN while held: releases are numbers);
@@ -43,44 +44,47 @@ ARITY = 4
 @njit(cache=True, inline="always")
 def _before(a: int, b: int, nodes) -> bool:
     """Node a comes before node b in (request time, flow) order."""
-    return nodes[a].qv < nodes[b].qv or (nodes[a].qv == nodes[b].qv and nodes[a].key < nodes[b].key)
+    na, nb = nodes[ux(a)], nodes[ux(b)]
+    return na.qv < nb.qv or (na.qv == nb.qv and na.key < nb.key)
 
 
 @njit(cache=True, inline="always")
 def _wait_push(heap, qs, qu, node, nodes) -> None:
     """Add `node` to queue qu's waiting heap (heap[qs[qu].start:qs[qu].start + qs[qu].size])."""
-    base, i = qs[qu].start, qs[qu].size
-    qs[qu].size = i + 1
+    q = qs[ux(qu)]
+    base, i = q.start, q.size
+    q.size = i + 1
     while i > 0:
         p = (i - 1) // 2
-        if not _before(node, heap[base + p], nodes):
+        if not _before(node, heap[ux(base + p)], nodes):
             break
-        heap[base + i] = heap[base + p]
+        heap[ux(base + i)] = heap[ux(base + p)]
         i = p
-    heap[base + i] = node
+    heap[ux(base + i)] = node
 
 
 @njit(cache=True, inline="always")
 def _wait_pop(heap, qs, qu, nodes) -> int:
     """Remove and return the (Q, flow)-least waiting node of queue qu."""
-    base = qs[qu].start
-    top = heap[base]
-    n = qs[qu].size - 1
-    qs[qu].size = n
-    last = heap[base + n]
+    q = qs[ux(qu)]
+    base = q.start
+    top = heap[ux(base)]
+    n = q.size - 1
+    q.size = n
+    last = heap[ux(base + n)]
     i = 0
     while True:
         c = 2 * i + 1
         if c >= n:
             break
-        if c + 1 < n and _before(heap[base + c + 1], heap[base + c], nodes):
+        if c + 1 < n and _before(heap[ux(base + c + 1)], heap[ux(base + c)], nodes):
             c += 1
-        if not _before(heap[base + c], last, nodes):
+        if not _before(heap[ux(base + c)], last, nodes):
             break
-        heap[base + i] = heap[base + c]
+        heap[ux(base + i)] = heap[ux(base + c)]
         i = c
     if n > 0:
-        heap[base + i] = last
+        heap[ux(base + i)] = last
     return top
 
 
@@ -91,11 +95,11 @@ def _cand_push(ct, cv, hsize, t, ver) -> int:
     i = hsize
     while i > 0:
         p = (i - 1) // ARITY
-        if ct[p] <= t:
+        if ct[ux(p)] <= t:
             break
-        ct[i], cv[i] = ct[p], cv[p]
+        ct[ux(i)], cv[ux(i)] = ct[ux(p)], cv[ux(p)]
         i = p
-    ct[i], cv[i] = t, ver
+    ct[ux(i)], cv[ux(i)] = t, ver
     return hsize + 1
 
 
@@ -105,7 +109,7 @@ def _cand_pop(ct, cv, hsize) -> int:
     entry takes its place (_cand_replace on the heap one shorter)."""
     n = hsize - 1
     if n > 0:
-        _cand_replace(ct, cv, n, ct[n], cv[n])
+        _cand_replace(ct, cv, n, ct[ux(n)], cv[ux(n)])
     return n
 
 
@@ -117,23 +121,24 @@ def _cand_replace(ct, cv, hsize, t, ver) -> None:
         c = ARITY * i + 1
         if c >= hsize:
             break
-        least, lt = c, ct[c]
+        least, lt = c, ct[ux(c)]
         for j in range(c + 1, min(c + ARITY, hsize)):
-            if ct[j] < lt:
-                least, lt = j, ct[j]
+            if ct[ux(j)] < lt:
+                least, lt = j, ct[ux(j)]
         if lt >= t:
             break
-        ct[i], cv[i] = lt, cv[least]
+        ct[ux(i)], cv[ux(i)] = lt, cv[ux(least)]
         i = least
-    ct[i], cv[i] = t, ver
+    ct[ux(i)], cv[ux(i)] = t, ver
 
 
 @njit(cache=True, inline="always")
 def _renew(ct, cv, hsize, top, qs, qu, t) -> int:
     """Make (time t, a new version of queue qu) the queue's current candidate (its older ones turn stale): in
     place of the granted candidate still at the heap top when `top`, else pushed. Returns the heap's size."""
-    w = qs[qu].ver + 1
-    qs[qu].ver = w
+    q = qs[ux(qu)]
+    w = q.ver + 1
+    q.ver = w
     if top:
         _cand_replace(ct, cv, hsize, t, w)
         return hsize
@@ -145,10 +150,11 @@ def _tail_start(z, nodes, b, tm_ptr, term_node, term_const) -> float:
     """s[m, z] of hwmodels.timing.des: the tail's start on channel z (numbered from 0 in the step whose first
     node is b) from the grants; slot terms (tm_ptr, term_node, term_const s) of hwmodels.timing.des_nodes.Nodes,
     indexed by the nodes' numbers in the group (none when term_node is empty)."""
-    v = max(nodes[z].g + nodes[z].cm, nodes[z].tb)
+    nz = nodes[ux(z)]
+    v = max(nz.g + nz.cm, nz.tb)
     if len(term_node):  # slot terms (tm_ptr may be empty without them)
-        for k in range(tm_ptr[b + z], tm_ptr[b + z + 1]):
-            v = max(v, nodes[term_node[k] - b].g + term_const[k])
+        for k in range(tm_ptr[ux(b + z)], tm_ptr[ux(b + z + 1)]):
+            v = max(v, nodes[ux(term_node[ux(k)] - b)].g + term_const[ux(k)])
     return v
 
 
@@ -156,9 +162,10 @@ def _tail_start(z, nodes, b, tm_ptr, term_node, term_const) -> float:
 def _release(x, nodes, b, tm_ptr, term_node, term_const, link_s) -> float:
     """Release time (s) of node x: when the tail has crossed it and left its far buffer (hwmodels.timing.des)."""
     tx = _tail_start(x, nodes, b, tm_ptr, term_node, term_const)
-    if nodes[x].blocking:
-        return max(tx + link_s, _tail_start(nodes[x].fc, nodes, b, tm_ptr, term_node, term_const))
-    return tx + max(link_s, nodes[x].hop)
+    nx = nodes[ux(x)]
+    if nx.blocking:
+        return max(tx + link_s, _tail_start(nx.fc, nodes, b, tm_ptr, term_node, term_const))
+    return tx + max(link_s, nx.hop)
 
 
 def play(ready, tail, key, of, node_ptr, queue_ptr, start, hop, before, cm, blocking, parent, first_child, ch_ptr,
@@ -212,18 +219,18 @@ def play_steps(k0, k1, ready, tail, key, of, node_ptr, queue_ptr, hop, before, c
         b, qb = node_ptr[k], queue_ptr[k]
         fb = key[b] if node_ptr[k + 1] > b else 0
         for u in range(node_ptr[k + 1] - b):
-            z, f = b + u, key[b + u]
-            nd = nodes[u]
-            nd.g, nd.hop, nd.tb, nd.cm = np.nan, hop[z], tail[f] + before[z], cm[f]
-            nd.key, nd.of, nd.blocking = f - fb, of[z] - qb, blocking[z]
-            nd.parent = parent[z] - b if parent[z] >= 0 else -1
-            nd.fc = first_child[z] - b if first_child[z] >= 0 else -1
-            nd.missing = 1 + blocking[z] if plain else need[z]
-            nd.qv = ready[f] if parent[z] < 0 else np.nan
+            z, f = b + u, key[ux(b + u)]
+            nd = nodes[ux(u)]
+            nd.g, nd.hop, nd.tb, nd.cm = np.nan, hop[ux(z)], tail[ux(f)] + before[ux(z)], cm[ux(f)]
+            nd.key, nd.of, nd.blocking = f - fb, of[ux(z)] - qb, blocking[ux(z)]
+            nd.parent = parent[ux(z)] - b if parent[ux(z)] >= 0 else -1
+            nd.fc = first_child[ux(z)] - b if first_child[ux(z)] >= 0 else -1
+            nd.missing = 1 + blocking[ux(z)] if plain else need[ux(z)]
+            nd.qv = ready[ux(f)] if parent[ux(z)] < 0 else np.nan
         granted += play_step(nodes, node_ptr[k + 1] - b, heap, qs, start, qb, queue_ptr[k + 1] - qb, ct, cv, b, rel,
                              ch_ptr, child, tm_ptr, term_node, term_const, dp_ptr, dependent, link_s, early)
         for u in range(node_ptr[k + 1] - b):
-            g[b + u] = nodes[u].g
+            g[ux(b + u)] = nodes[ux(u)].g
     return granted, early[0]
 
 
@@ -259,12 +266,13 @@ def step_out(nodes, n_nodes, b, down, held, f0) -> None:
     down holds one entry per flow instead, the head down time of its last channel (no child; a path's only one),
     at down[f0 + key]. Releases the GIL."""
     for u in range(n_nodes):
-        gu = nodes[u].g
+        nd = nodes[ux(u)]
+        gu = nd.g
         if f0 < 0:
-            down[b + u] = gu + nodes[u].hop
-        elif nodes[u].fc < 0:
-            down[f0 + nodes[u].key] = gu + nodes[u].hop
-        held[b + u] = nodes[u].qv - gu
+            down[ux(b + u)] = gu + nd.hop
+        elif nd.fc < 0:
+            down[ux(f0 + nd.key)] = gu + nd.hop
+        held[ux(b + u)] = nd.qv - gu
 
 
 @njit(cache=True, nogil=True)
@@ -276,14 +284,17 @@ def play_step(nodes, n_nodes, heap, qs, start, qb, n_queues, ct, cv, b, rel, ch_
     waiting heaps in node order, every queue with a waiting node makes a candidate in the time heap (ct, cv:
     room for n_queues + 2 n_nodes + 1 entries), then _run. Releases the GIL. Returns the grants made."""
     for qu in range(n_queues):
-        qs[qu].free, qs[qu].start, qs[qu].size, qs[qu].ver = -np.inf, start[qb + qu] - start[qb], 0, qu << 32
+        q = qs[ux(qu)]
+        q.free, q.start, q.size, q.ver = -np.inf, start[ux(qb + qu)] - start[ux(qb)], 0, qu << 32
     for u in range(n_nodes):
-        if nodes[u].parent < 0:
-            _wait_push(heap, qs, nodes[u].of, u, nodes)
+        nd = nodes[ux(u)]
+        if nd.parent < 0:
+            _wait_push(heap, qs, nd.of, u, nodes)
     hsize = 0
     for qu in range(n_queues):
-        if qs[qu].size > 0:
-            hsize = _cand_push(ct, cv, hsize, max(qs[qu].free, nodes[heap[qs[qu].start]].qv), qs[qu].ver)
+        q = qs[ux(qu)]
+        if q.size > 0:
+            hsize = _cand_push(ct, cv, hsize, max(q.free, nodes[ux(heap[ux(q.start)])].qv), q.ver)
     return _run(hsize, ct, cv, heap, qs, nodes, b, rel, ch_ptr, child, tm_ptr, term_node, term_const, dp_ptr,
                 dependent, link_s, early)
 
@@ -304,44 +315,49 @@ def _run(hsize, ct, cv, heap, qs, nodes, b, rel, ch_ptr, child, tm_ptr, term_nod
     while hsize > 0:
         v = cv[0]
         qu = v >> 32
-        if v != qs[qu].ver:
+        if v != qs[ux(qu)].ver:
             hsize = _cand_pop(ct, cv, hsize)
             continue
         # the candidate stays at the top until the first push replaces it (or it is popped at the end)
         top = True
         u = _wait_pop(heap, qs, qu, nodes)
-        gt = max(qs[qu].free, nodes[u].qv)
-        nodes[u].g = gt
-        qs[qu].free = np.nan
-        qs[qu].ver = v + 1
+        nu, q = nodes[ux(u)], qs[ux(qu)]
+        gt = max(q.free, nu.qv)
+        nu.g = gt
+        q.free = np.nan
+        q.ver = v + 1
         granted += 1
-        lo, hi = (0, int(nodes[u].fc >= 0)) if single else (ch_ptr[b + u], ch_ptr[b + u + 1])
+        lo, hi = (0, int(nu.fc >= 0)) if single else (ch_ptr[ux(b + u)], ch_ptr[ux(b + u + 1)])
         for j in range(lo, hi):
-            c = nodes[u].fc if single else child[j] - b
-            qc = gt + nodes[u].hop
-            nodes[c].qv = qc
+            c = nu.fc if single else child[ux(j)] - b
+            qc = gt + nu.hop
+            nc = nodes[ux(c)]
+            nc.qv = qc
             if qc <= gt:
                 n_early += 1
-            kq = nodes[c].of
+            kq = nc.of
             _wait_push(heap, qs, kq, c, nodes)
-            fk = qs[kq].free
-            if not np.isnan(fk) and heap[qs[kq].start] == c:
+            fk = qs[ux(kq)].free
+            if not np.isnan(fk) and heap[ux(qs[ux(kq)].start)] == c:
                 hsize, top = _renew(ct, cv, hsize, top, qs, kq, max(fk, qc)), False
-        p = nodes[u].parent
-        lo, hi = (0, 1 + int(p >= 0 and nodes[p].blocking)) if plain else (dp_ptr[b + u], dp_ptr[b + u + 1])
+        p = nu.parent
+        lo, hi = (0, 1 + int(p >= 0 and nodes[ux(p)].blocking)) if plain else (dp_ptr[ux(b + u)],
+                                                                                dp_ptr[ux(b + u + 1)])
         for j in range(lo, hi):
-            x = (u if j == 0 else p) if plain else dependent[j] - b
-            nodes[x].missing -= 1
-            if nodes[x].missing == 0:
+            x = (u if j == 0 else p) if plain else dependent[ux(j)] - b
+            nx = nodes[ux(x)]
+            nx.missing -= 1
+            if nx.missing == 0:
                 r = _release(x, nodes, b, tm_ptr, term_node, term_const, link_s)
                 if in_node:
-                    nodes[x].qv = r  # granted already: its request is read no more
+                    nx.qv = r  # granted already: its request is read no more
                 else:
-                    rel[b + x] = r
-                xq = nodes[x].of
-                qs[xq].free = r
-                if qs[xq].size > 0:
-                    hsize, top = _renew(ct, cv, hsize, top, qs, xq, max(r, nodes[heap[qs[xq].start]].qv)), False
+                    rel[ux(b + x)] = r
+                xq = nx.of
+                qx = qs[ux(xq)]
+                qx.free = r
+                if qx.size > 0:
+                    hsize, top = _renew(ct, cv, hsize, top, qs, xq, max(r, nodes[ux(heap[ux(qx.start)])].qv)), False
         if top:
             hsize = _cand_pop(ct, cv, hsize)
     early[0] += n_early

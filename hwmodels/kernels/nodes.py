@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from hwmodels.kernels.index import ux
+
 
 def fill(off, flow_route, flow_step, t_off, links, parent, hop_s, before_s, blocking, n_links):
     """Per-node arrays and queue numbering of flows with off int64 (n_flows + 1,) node offsets (node off[f] + c
@@ -57,32 +59,33 @@ def _fill(off, flow_route, flow_step, t_off, links, parent, hop_s, before_s, blo
     single, nf, f, q = True, len(off) - 1, 0, 0
     start[0] = 0
     for k in range(len(node_ptr) - 1):
-        node_ptr[k], queue_ptr[k], d = off[f], q, 0
-        while f < nf and flow_step[f] == k:
-            base, t0 = off[f], t_off[flow_route[f]]
-            for c in range(off[f + 1] - base):
+        node_ptr[ux(k)], queue_ptr[ux(k)], d = off[ux(f)], q, 0
+        while f < nf and flow_step[ux(f)] == k:
+            base, t0 = off[ux(f)], t_off[ux(flow_route[ux(f)])]
+            for c in range(off[ux(f + 1)] - base):
                 z, t = base + c, t0 + c
-                lk = links[t]
-                flow[z], hop[z], before[z], block[z], first[z] = f, hop_s[t], before_s[t], blocking[t], -1
-                queue[z] = lk
-                if count[lk] == 0:
-                    distinct[d] = lk
+                lk = links[ux(t)]
+                flow[ux(z)], hop[ux(z)], before[ux(z)] = f, hop_s[ux(t)], before_s[ux(t)]
+                block[ux(z)], first[ux(z)] = blocking[ux(t)], -1
+                queue[ux(z)] = lk
+                if count[ux(lk)] == 0:
+                    distinct[ux(d)] = lk
                     d += 1
-                count[lk] += 1
-                p = parent[t]
+                count[ux(lk)] += 1
+                p = parent[ux(t)]
                 if p >= 0:
                     p += base
-                    if first[p] < 0:
-                        first[p] = z
+                    if first[ux(p)] < 0:
+                        first[ux(p)] = z
                     else:
                         single = False
-                par[z] = p
+                par[ux(z)] = p
             f += 1
         d = rank_links(count, distinct, d, rank, start, q)
-        for z in range(node_ptr[k], off[f]):
-            queue[z] = rank[queue[z]]
+        for z in range(node_ptr[ux(k)], off[ux(f)]):
+            queue[ux(z)] = rank[ux(queue[ux(z)])]
         q += d
-    node_ptr[-1], queue_ptr[-1] = off[f], q
+    node_ptr[-1], queue_ptr[-1] = off[ux(f)], q
     return single
 
 
@@ -97,14 +100,14 @@ def rank_links(count, distinct, d, rank, start, q) -> int:
     else:  # many distinct links: read them in order off the table
         d = 0
         for lk in range(len(count)):
-            if count[lk] > 0:
-                distinct[d] = lk
+            if count[ux(lk)] > 0:
+                distinct[ux(d)] = lk
                 d += 1
     for j in range(d):
-        lk = distinct[j]
-        rank[lk] = q + j
-        start[q + j + 1] = start[q + j] + count[lk]
-        count[lk] = 0
+        lk = distinct[ux(j)]
+        rank[ux(lk)] = q + j
+        start[ux(q + j + 1)] = start[ux(q + j)] + count[ux(lk)]
+        count[ux(lk)] = 0
     return d
 
 
@@ -120,36 +123,36 @@ def fill_records(k0, k1, flow_ptr, off, flow_route, t_off, links, parent, hop_s,
     start[j]..start[j + 1] - 1; start[0] = 0). count, rank, distinct: work arrays of n_links entries, count all
     zeros on entry and exit. Returns the queues of all the steps, or -1 when a channel has two children (the
     records are then unusable). Releases the GIL."""
-    base0, q = off[flow_ptr[k0]], 0
+    base0, q = off[ux(flow_ptr[k0])], 0
     start[0] = 0
     for k in range(k0, k1):
         f0, f1 = flow_ptr[k], flow_ptr[k + 1]
-        s0, d = off[f0] - base0, 0
-        queue_ptr[k - k0] = q
+        s0, d = off[ux(f0)] - base0, 0
+        queue_ptr[ux(k - k0)] = q
         for f in range(f0, f1):
-            base, t0 = off[f] - off[f0], t_off[flow_route[f]]
-            for c in range(off[f + 1] - off[f]):
+            base, t0 = off[ux(f)] - off[ux(f0)], t_off[ux(flow_route[ux(f)])]
+            for c in range(off[ux(f + 1)] - off[ux(f)]):
                 u, t = base + c, t0 + c
-                lk = links[t]
-                nd = nodes[s0 + u]
-                nd.g, nd.hop, nd.tb, nd.cm = np.nan, hop_s[t], tail[f] + before_s[t], cm[f]
-                nd.key, nd.of, nd.blocking, nd.fc, nd.missing = f - f0, lk, blocking[t], -1, 1 + blocking[t]
-                if count[lk] == 0:
-                    distinct[d] = lk
+                lk = links[ux(t)]
+                nd = nodes[ux(s0 + u)]
+                nd.g, nd.hop, nd.tb, nd.cm = np.nan, hop_s[ux(t)], tail[ux(f)] + before_s[ux(t)], cm[ux(f)]
+                nd.key, nd.of, nd.blocking, nd.fc, nd.missing = f - f0, lk, blocking[ux(t)], -1, 1 + blocking[ux(t)]
+                if count[ux(lk)] == 0:
+                    distinct[ux(d)] = lk
                     d += 1
-                count[lk] += 1
-                p = parent[t]
-                nd.parent, nd.qv = (p + base, np.nan) if p >= 0 else (-1, ready[f])
+                count[ux(lk)] += 1
+                p = parent[ux(t)]
+                nd.parent, nd.qv = (p + base, np.nan) if p >= 0 else (-1, ready[ux(f)])
                 if p >= 0:
-                    if nodes[s0 + p + base].fc >= 0:
+                    if nodes[ux(s0 + p + base)].fc >= 0:
                         count[:] = 0
                         return -1
-                    nodes[s0 + p + base].fc = u
+                    nodes[ux(s0 + p + base)].fc = u
         d = rank_links(count, distinct, d, rank, start, q)
-        for u in range(off[f1] - off[f0]):
-            nodes[s0 + u].of = rank[nodes[s0 + u].of] - q
+        for u in range(off[ux(f1)] - off[ux(f0)]):
+            nodes[ux(s0 + u)].of = rank[ux(nodes[ux(s0 + u)].of)] - q
         q += d
-    queue_ptr[k1 - k0] = q
+    queue_ptr[ux(k1 - k0)] = q
     return q
 
 
@@ -167,6 +170,6 @@ def costs(off: np.ndarray, flow_route: np.ndarray, t_off: np.ndarray, hop_s: np.
 def _costs(off, flow_route, t_off, hop_s, before_s, hop, before) -> None:
     """costs' pass into hop and before."""
     for f in range(len(off) - 1):
-        base, t0 = off[f], t_off[flow_route[f]]
-        for c in range(off[f + 1] - base):
-            hop[base + c], before[base + c] = hop_s[t0 + c], before_s[t0 + c]
+        base, t0 = off[ux(f)], t_off[ux(flow_route[ux(f)])]
+        for c in range(off[ux(f + 1)] - base):
+            hop[ux(base + c)], before[ux(base + c)] = hop_s[ux(t0 + c)], before_s[ux(t0 + c)]

@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from hwmodels.kernels.index import ux
+
 
 @njit(cache=True, nogil=True)
 def stack_rows(n_rows: int, n: int, ptr: np.ndarray, idx: np.ndarray, val: np.ndarray, off: np.ndarray,
@@ -31,34 +33,34 @@ def stack_rows(n_rows: int, n: int, ptr: np.ndarray, idx: np.ndarray, val: np.nd
     for i in range(n_rows):
         nd, ordered = 0, True
         for c in range(len(fmt)):
-            for q in range(off[c] + ptr[c, i], off[c] + ptr[c, i + 1]):
-                d, v = idx[q], val[q]
-                if fmt[c] >= 0:
-                    acc[d, 1 + fmt[c]] += v
-                    paid[d] += v
-                if with_bits and coef[c] != 0:
-                    acc[d, width - 1] += coef[c] * v
-                if not touched[d]:
-                    touched[d] = True
-                    ordered &= nd == 0 or d > dlist[nd - 1]  # one part's row is already in order
-                    dlist[nd] = d
+            for q in range(off[ux(c)] + ptr[c, i], off[ux(c)] + ptr[c, i + 1]):
+                d, v = idx[ux(q)], val[ux(q)]
+                if fmt[ux(c)] >= 0:
+                    acc[ux(d), 1 + fmt[ux(c)]] += v
+                    paid[ux(d)] += v
+                if with_bits and coef[ux(c)] != 0:
+                    acc[ux(d), width - 1] += coef[ux(c)] * v
+                if not touched[ux(d)]:
+                    touched[ux(d)] = True
+                    ordered &= nd == 0 or d > dlist[ux(nd - 1)]  # one part's row is already in order
+                    dlist[ux(nd)] = d
                     nd += 1
         if not ordered:
             dlist[:nd].sort()
         for b in range(width):
             for e in range(nd):
-                d = dlist[e]
-                x = 1 if b == 0 else acc[d, b]
-                keep = paid[d] > 0 if b == 0 else x != 0 and (b <= n_formats or paid[d] > 0)
+                d = dlist[ux(e)]
+                x = 1 if b == 0 else acc[ux(d), b]
+                keep = paid[ux(d)] > 0 if b == 0 else x != 0 and (b <= n_formats or paid[ux(d)] > 0)
                 if keep:
-                    out_idx[m] = b * n + d
-                    out_val[m] = x
+                    out_idx[ux(m)] = b * n + d
+                    out_val[ux(m)] = x
                     m += 1
         for e in range(nd):
-            d = dlist[e]
-            touched[d] = False
-            paid[d] = 0
+            d = dlist[ux(e)]
+            touched[ux(d)] = False
+            paid[ux(d)] = 0
             for b in range(width):
-                acc[d, b] = 0
-        out_ptr[i + 1] = m
+                acc[ux(d), b] = 0
+        out_ptr[ux(i + 1)] = m
     return m

@@ -12,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from hwmodels.kernels.index import ux
+
 SUMS_BLOCK = 128  # numpy's PW_BLOCKSIZE: rows up to this long are summed without halving
 
 
@@ -89,7 +91,7 @@ def delivery_sums(deliv_flow: np.ndarray, deliv_dst: np.ndarray, flow_sample: np
     n_f = events.shape[1]
     out = np.zeros((n_f + 3, size))
     for i in range(len(deliv_flow)):
-        k = flow_sample[deliv_flow[i]] * n + deliv_dst[i]
+        k = ux(flow_sample[ux(deliv_flow[i])] * n + deliv_dst[i])
         total = 0
         for j in range(n_f):
             out[j, k] += np.float64(events[i, j])
@@ -108,7 +110,7 @@ def flow_sums(flow_sample: np.ndarray, flow_src: np.ndarray, n: int, size: int, 
     np.bincount(key, weights=..., minlength=size) of each, bit for bit, in one pass."""
     out = np.zeros((1 + kinds.shape[1], size))
     for f in range(len(flow_sample)):
-        key = flow_sample[f] * n + flow_src[f]
+        key = ux(flow_sample[f] * n + flow_src[f])
         m = np.float64(messages[f])
         out[0, key] += m
         for k in range(kinds.shape[1]):

@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from hwmodels.kernels.index import ux
+
 
 def tree_channels(src: np.ndarray, d_off: np.ndarray, dst: np.ndarray, width: int, height: int, mesh_x: int,
                   mesh_y: int, lat_s: np.ndarray, energy_j: np.ndarray) -> tuple:
@@ -54,14 +56,14 @@ def _count(src, d_off, dst, width, stamp) -> np.ndarray:
     """Distinct links of each route's paths, int64 (n,) (stamp: int64 (n_links,) all -1, marked with the route)."""
     sizes = np.zeros(len(src), np.int64)
     for r in range(len(src)):
-        for j in range(d_off[r], d_off[r + 1]):
+        for j in range(d_off[ux(r)], d_off[ux(r + 1)]):
             x, y = src[r, 0], src[r, 1]
             while x != dst[j, 0] or y != dst[j, 1]:
                 d, nx, ny = _step(x, y, dst[j, 0], dst[j, 1])
                 link = (y * width + x) * 4 + d
-                if stamp[link] != r:
-                    stamp[link] = r
-                    sizes[r] += 1
+                if stamp[ux(link)] != r:
+                    stamp[ux(link)] = r
+                    sizes[ux(r)] += 1
                 x, y = nx, ny
     return sizes
 
@@ -73,26 +75,27 @@ def _fill(src, d_off, dst, width, mesh_x, mesh_y, lat_s, energy_j, off, stamp, i
     Network._build: a new link gets the next channel index of its route, the previous channel of its path as
     parent, before_s = parent's before_s + parent's hop latency (0.0 at a root)."""
     for r in range(len(src)):
-        base, c = off[r], 0
-        for j in range(d_off[r], d_off[r + 1]):
+        base, c = off[ux(r)], 0
+        for j in range(d_off[ux(r)], d_off[ux(r + 1)]):
             x, y, prev = src[r, 0], src[r, 1], -1
             while x != dst[j, 0] or y != dst[j, 1]:
                 d, nx, ny = _step(x, y, dst[j, 0], dst[j, 1])
                 link = (y * width + x) * 4 + d
-                if stamp[link] != r:
-                    stamp[link], index[link] = r, c
+                if stamp[ux(link)] != r:
+                    stamp[ux(link)], index[ux(link)] = r, c
                     i = base + c
                     kd = 0 if d < 2 else 1
                     if mesh_x > 0 and (x // mesh_x != nx // mesh_x or y // mesh_y != ny // mesh_y):
                         kd = 2
-                    links[i], parent[i], kind[i] = link, prev, kd
-                    hop_s[i], hop_j[i] = lat_s[kd], energy_j[kd]
+                    links[ux(i)], parent[ux(i)], kind[ux(i)] = link, prev, kd
+                    hop_s[ux(i)], hop_j[ux(i)] = lat_s[ux(kd)], energy_j[ux(kd)]
                     if prev >= 0:
-                        depth[i], before[i] = depth[base + prev] + 1, before[base + prev] + hop_s[base + prev]
-                        kids[base + prev] += 1
+                        up = ux(base + prev)
+                        depth[ux(i)], before[ux(i)] = depth[up] + 1, before[up] + hop_s[up]
+                        kids[up] += 1
                     else:
-                        depth[i], before[i] = 1, 0.0
+                        depth[ux(i)], before[ux(i)] = 1, 0.0
                     c += 1
-                prev = index[link]
+                prev = index[ux(link)]
                 x, y = nx, ny
-            eject[j] = prev
+            eject[ux(j)] = prev
