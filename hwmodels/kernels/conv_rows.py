@@ -18,6 +18,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from hwmodels.kernels.index import ux
+
 
 @njit(cache=True, nogil=True)
 def conv_rows(c_r: np.ndarray, p_r: np.ndarray, tap_ptr: np.ndarray, tap_t: np.ndarray, tap_q: np.ndarray,
@@ -40,18 +42,18 @@ def conv_rows(c_r: np.ndarray, p_r: np.ndarray, tap_ptr: np.ndarray, tap_t: np.n
     """
     out = np.zeros((len(c_r), n_owner))
     for i in range(len(c_r)):
-        c, p = c_r[i], p_r[i]
+        c, p = c_r[ux(i)], p_r[ux(i)]
         g = c // c_in_g
         ci = c - g * c_in_g
-        for e in range(tap_ptr[p], tap_ptr[p + 1]):
-            t, q = tap_t[e], tap_q[e]
-            for j in range(pair_ptr[g], pair_ptr[g + 1]):
-                out[i, pair_owner[j]] += pair_sums[j, 0, 0] if structural else pair_sums[j, ci, t]
-            for k in range(split_ptr[g], split_ptr[g + 1]):
-                o = split_chan[k]
-                own = tc[o, q]
-                if own >= 0 and (structural or mask[o, ci, t] != 0):
-                    out[i, own] += 1.0
+        for e in range(tap_ptr[ux(p)], tap_ptr[ux(p + 1)]):
+            t, q = tap_t[ux(e)], tap_q[ux(e)]
+            for j in range(pair_ptr[ux(g)], pair_ptr[ux(g + 1)]):
+                out[i, ux(pair_owner[ux(j)])] += pair_sums[j, 0, 0] if structural else pair_sums[j, ux(ci), ux(t)]
+            for k in range(split_ptr[ux(g)], split_ptr[ux(g + 1)]):
+                o = split_chan[ux(k)]
+                own = tc[ux(o), ux(q)]
+                if own >= 0 and (structural or mask[ux(o), ux(ci), ux(t)] != 0):
+                    out[i, ux(own)] += 1.0
     return out
 
 
@@ -63,9 +65,9 @@ def pair_sums(rows: np.ndarray, chans: np.ndarray, starts: np.ndarray) -> np.nda
     n_pairs, width = len(starts), rows.shape[1]
     out = np.zeros((n_pairs, width), np.float32)
     for j in range(n_pairs):
-        end = starts[j + 1] if j + 1 < n_pairs else len(chans)
-        for k in range(starts[j], end):
-            row = rows[chans[k]]
+        end = starts[ux(j + 1)] if j + 1 < n_pairs else len(chans)
+        for k in range(starts[ux(j)], end):
+            row = rows[chans[ux(k)]]
             for e in range(width):
                 out[j, e] += row[e]
     return out
@@ -78,9 +80,9 @@ def tap_sums(per_tap: np.ndarray, ptr: np.ndarray, tap: np.ndarray, chan: np.nda
     (ptr, tap) of hwmodels.mapping.connectivity._ConvGeom.tap_lists). Integer sums, exact."""
     out = np.zeros(len(chan), np.int64)
     for i in range(len(chan)):
-        c = chan[i]
-        for j in range(ptr[pos[i]], ptr[pos[i] + 1]):
-            out[i] += per_tap[c, tap[j]]
+        c = chan[ux(i)]
+        for j in range(ptr[ux(pos[ux(i)])], ptr[ux(pos[ux(i)] + 1)]):
+            out[i] += per_tap[ux(c), ux(tap[ux(j)])]
     return out
 
 
@@ -97,8 +99,8 @@ def dense_csr(counts: np.ndarray, indptr: np.ndarray, indices: np.ndarray) -> np
         for j in range(cols):
             v = counts[i, j]
             if v != 0.0:
-                indices[k] = j
-                data[k] = np.int64(np.rint(v))
+                indices[ux(k)] = j
+                data[ux(k)] = np.int64(np.rint(v))
                 k += 1
-        indptr[i + 1] = k
+        indptr[ux(i + 1)] = k
     return data[:k]

@@ -8,6 +8,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from hwmodels.kernels.index import ux
+
 
 @njit(cache=True)
 def row_class_counts(row: np.ndarray, cls: np.ndarray, n_rows: int,
@@ -18,14 +20,14 @@ def row_class_counts(row: np.ndarray, cls: np.ndarray, n_rows: int,
     n = len(row)
     start = np.zeros(n_rows + 1, np.int64)
     for i in range(n):
-        start[row[i] + 1] += 1
+        start[ux(row[ux(i)] + 1)] += 1
     for r in range(n_rows):
-        start[r + 1] += start[r]
+        start[ux(r + 1)] += start[ux(r)]
     fill = start[:-1].copy()
     order = np.empty(n, np.int64)
     for i in range(n):
-        order[fill[row[i]]] = i
-        fill[row[i]] += 1
+        order[ux(fill[ux(row[ux(i)])])] = i
+        fill[ux(row[ux(i)])] += 1
     seen = np.full(n_cls, -1, np.int64)  # the row a class was last seen in
     at = np.zeros(n_cls, np.int64)  # its entry there
     indptr = np.zeros(n_rows + 1, np.int64)
@@ -34,16 +36,16 @@ def row_class_counts(row: np.ndarray, cls: np.ndarray, n_rows: int,
     rows = np.empty(n, np.int64)
     nnz = 0
     for r in range(n_rows):
-        for k in range(start[r], start[r + 1]):
-            c = cls[order[k]]
-            if seen[c] != r:
-                seen[c] = r
-                at[c] = nnz
-                indices[nnz] = c
-                data[nnz] = 1
-                rows[nnz] = r
+        for k in range(start[ux(r)], start[ux(r + 1)]):
+            c = cls[ux(order[ux(k)])]
+            if seen[ux(c)] != r:
+                seen[ux(c)] = r
+                at[ux(c)] = nnz
+                indices[ux(nnz)] = c
+                data[ux(nnz)] = 1
+                rows[ux(nnz)] = r
                 nnz += 1
             else:
-                data[at[c]] += 1
-        indptr[r + 1] = nnz
+                data[ux(at[ux(c)])] += 1
+        indptr[ux(r + 1)] = nnz
     return indptr, indices[:nnz], data[:nnz], rows[:nnz]

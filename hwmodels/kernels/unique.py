@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from hwmodels.kernels.index import ux
+
 
 def dense_unique(keys: np.ndarray, size: int, first: bool = False):
     """np.unique(keys, return_inverse=True), or (unique, an index of each) when `first`, for non-negative keys
@@ -30,15 +32,15 @@ def _ranks(keys: np.ndarray, table: np.ndarray, uniq: np.ndarray, inv: np.ndarra
     """Mark every key in `table` (zeros, int64 (size,)), number the marked entries 0, 1, ... in increasing order
     into uniq, and write each key's number into inv; returns the number of distinct keys."""
     for k in keys:
-        table[k] = 1
+        table[ux(k)] = 1
     n = 0
     for v in range(len(table)):
-        if table[v]:
-            table[v] = n
-            uniq[n] = v
+        if table[ux(v)]:
+            table[ux(v)] = n
+            uniq[ux(n)] = v
             n += 1
     for j in range(len(keys)):
-        inv[j] = table[keys[j]]
+        inv[ux(j)] = table[ux(keys[ux(j)])]
     return n
 
 
@@ -48,5 +50,5 @@ def first_of_classes(classes: np.ndarray, n_classes: int) -> np.ndarray:
     range), len(classes) for a class that does not occur (np.minimum.at of the positions, in one scan)."""
     first = np.full(n_classes, len(classes), np.int64)
     for j in range(len(classes) - 1, -1, -1):
-        first[classes[j]] = j
+        first[ux(classes[ux(j)])] = j
     return first
