@@ -293,11 +293,27 @@ def test_des_against_torch_forward():
         "link hold sums on the finish's second thread again (finish 54-60 -> 55-72 ms: the two threads slow each "
         "other), two steps' grants interleaved in one loop of the grant kernel (MNIST's contended placement 72 -> "
         "105 ms on one thread), a branch-free 4-ary selection in the candidate heap (-1.5%, noise).",
+        "Since then (commits a27dd65 and dd6e1f8; SimResults of the three nets, DES and analytic, every table, "
+        "identical before and after): the compiled kernels index with unsigned integers where the index is >= 0 "
+        "by construction (hwmodels.kernels.index.ux): numba wraps every signed index it cannot prove "
+        "non-negative, a compare and an add on each load of the kernels' chains of dependent loads. Same-process "
+        "A/B on one thread, medians of paired rounds: Spikformer-4-384's network play with the fill of its "
+        "records 768 -> 626 ms with the grant kernel alone, about -30% with both (play 690 -> 450-490 ms, fill "
+        "82 -> 68-78 ms), the MNIST conv net's -17%; head_arrivals -36%, flow_channel_sums -25%, tree_channels "
+        "-13%, unicast_flows -10%, first_of_classes -43%, row_class_counts -19% on synthetic inputs of the bench "
+        "nets' sizes. One des_speed run after them: spikformer_4_384 2.37x (des_floor_over_forward 2.05, from "
+        "2.58), vgg11 0.49x, mnist_conv 0.79x. Tried and dropped: a software prefetch of the next channel's "
+        "record when its queue's candidate is made (+2%), the route-table path's flags as constants in the grant "
+        "loop (noise), a FIFO beside each waiting heap for requests that come in order (97.5% of Spikformer's do; "
+        "no gain: the waiting heaps hold ~3 nodes), a tournament tree over the queues instead of the candidate "
+        "heap (+15%: two leaf-to-root walks per grant cost more than one sift-down).",
         "Work accounting (this run): des_floor_over_forward is "
         + ", ".join(f"{r['workload']} {r['des_floor_over_forward']:.2f}" for r in rows)
-        + ": on spikformer_4_384 the DES's work (des_cpu_s, ~1.4 core-s for 4 samples, about half of it the network "
-        "play's 9.25 M channel grants) is over twice what the forward's two cores do, so P1 there needs the DES to "
-        "do less than half its work, which no threading can give; on the other two nets it is a third of it.",
+        + ": on spikformer_4_384 the DES's work (des_cpu_s, "
+        + ", ".join(f"{r['des_cpu_s']:.2f}" for r in rows if r["workload"] == "spikformer_4_384")
+        + " core-s for 4 samples, about half of it the network play's 9.25 M channel grants) is about twice what "
+        "the forward's two cores do, so P1 there needs the DES to do about half its work, which no threading can "
+        "give; on the other two nets it is a third of it.",
         f"load average at start {machine['load_avg_1min']}, at end {round(os.getloadavg()[0], 2)}, on "
         f"{machine['cores']} cores: other jobs ran alongside (the forward pass uses both cores and suffers most)."]
     if max(machine["load_avg_1min"], os.getloadavg()[0]) > 1.5:
