@@ -9,7 +9,6 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
-from scipy import stats
 
 from hwmodels.kernels.sums import SUMS_BLOCK, resampled_means
 
@@ -35,6 +34,7 @@ def mean_ci(values: np.ndarray, level: float = 0.95, n_resamples: int = N_RESAMP
         return float("nan"), float("nan")
     if np.all(v == v[0]):
         return float(v[0]), float(v[0])
+    from scipy import stats  # here, not at module level: scipy.stats takes ~0.5 s to import (hwmodels, the CLI)
     res = stats.bootstrap((v,), np.mean, confidence_level=level, n_resamples=n_resamples, method="percentile",
                           vectorized=True, random_state=np.random.default_rng(seed))
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
@@ -127,6 +127,7 @@ def ratio_ci(a: np.ndarray, b: np.ndarray, paired: bool, level: float = 0.95, n_
         return ratio, ratio, ratio
     rng = np.random.default_rng(seed)
     if paired:
+        from scipy import stats  # see mean_ci
         res = stats.bootstrap((a, b), _ratio, paired=True, vectorized=True, confidence_level=level,
                               n_resamples=n_resamples, method="percentile", random_state=rng)
         return ratio, float(res.confidence_interval.low), float(res.confidence_interval.high)
