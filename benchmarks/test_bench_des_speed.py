@@ -324,7 +324,8 @@ def test_des_against_torch_forward():
         "average at a pop, is not where the ~45 ns of a grant go; the head's request time kept in the queue "
         "record too (40- and 32-byte records: -7 and -1 ms of ~560, noise); head down and held times written at "
         "the grant and the release instead of after the step (-12 ms, -21 to +61: noise); a software prefetch "
-        "of the record two channels down the flow at each grant (-2.5 ms, noise).",
+        "of the record two channels down the flow at each grant (-2.5 ms, noise); a batch's action durations on a "
+        "second thread beside its routes (whole DES +2.5 ms, median of 11 paired rounds: both hold the GIL).",
         "Work accounting (this run): des_floor_over_forward is "
         + ", ".join(f"{r['workload']} {r['des_floor_over_forward']:.2f}" for r in rows)
         + ": on spikformer_4_384 the DES's work (des_cpu_s, "

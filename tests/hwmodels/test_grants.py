@@ -1,7 +1,7 @@
 """The grant kernel (hwmodels.kernels.grants) on queues that many flows wait for at once: each queue grants its
 users in (request time, flow) order at max(request, release of the previous holder), checked against the grants
-computed by hand, with the waiting nodes pushed in an order that keeps displacing each queue's least one (the one
-kept in its QUEUE record) and popping through the binary heap of the others."""
+computed by hand. The roots join their queues in node order, so later ones displace a queue's least waiting node
+(kept in its QUEUE record) and the others are pushed and popped through the binary heap of the rest."""
 import numpy as np
 
 from hwmodels.kernels import grants
