@@ -153,3 +153,31 @@ def test_fanout_tables_built_on_threads_equal_the_one_thread_tables(nets, rng, m
         assert (many.class_stack[name] != one.class_stack[name]).nnz == 0
         for table in ("classes", "class_first", "structural", "nonzero"):
             assert np.array_equal(getattr(many, table)[name], getattr(one, table)[name]), (name, table)
+
+
+def test_fanout_tables_through_a_store_equal_the_tables_without(nets, rng):
+    """build_fanout with a FanoutStore (as hwmodels.simulate passes one: one row per class in the store, rows
+    taken from it) gives the tables it gives without one, on a mixed conv/dense graph and two assignments."""
+    g = nets.mixed_graph(rng)
+    for npc in (16, 7):
+        chip = load_preset("loihi", {"core.neurons_per_core": npc, "cores_per_tile": 2})
+        m = map_network(g, chip)
+        plain, stored = build_fanout(g, m, False, chip.core), build_fanout(g, m, False, chip.core, {})
+        assert list(stored.class_stack) == list(plain.class_stack)
+        for name in plain.class_stack:
+            a, b = plain.class_stack[name], stored.class_stack[name]
+            assert a.shape == b.shape and (a != b).nnz == 0 and a.data.dtype == b.data.dtype
+            for table in ("classes", "class_first", "structural", "nonzero"):
+                assert np.array_equal(getattr(stored, table)[name], getattr(plain, table)[name]), (name, table)
+
+
+def test_class_firsts_and_csr_rows_equal_numpy_and_scipy(rng):
+    from hwmodels.mapping.connectivity import _class_firsts, _csr_rows
+    dense = rng.permutation(np.repeat(np.arange(9), rng.integers(1, 5, 9)))
+    gappy = np.array([5, 2, 5, 9, 2, 2, 9])  # classes 0, 1, 3.. absent: np.unique's own numbering
+    for of in (dense, gappy, np.zeros(0, np.int64)):
+        assert np.array_equal(_class_firsts(of), np.unique(of, return_index=True)[1])
+    f = sp.random(6, 5, density=0.5, format="csr", random_state=1)
+    assert _csr_rows(f, np.arange(6)) is f
+    for rows in (np.array([0, 1, 2, 3, 5, 4]), np.array([3, 3, 0]), np.arange(5)):
+        assert (_csr_rows(f, rows) != f[rows]).nnz == 0 and _csr_rows(f, rows).shape == (len(rows), 5)
