@@ -13,6 +13,8 @@ would be cached by numba without noticing when that module changes.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from hwmodels.kernels import grants, threads
@@ -33,7 +35,7 @@ def play(off, flow_route, flow_step, t_off, links, parent, hop_s, before_s, bloc
     blocking); ready / tail / cm float64 (n_flows,): first and last message ready at the source router (s) and
     (m - 1) L (s); link_s: link time L (s). Writes down (head down = grant + hop, s) and held (release - grant,
     s) of every node into the float64 (off[-1],) arrays given, on `workers` threads over disjoint ranges of
-    whole steps; per_flow: down is float64 (n_flows,) instead and gets each flow's last channel's head down time
+    whole steps (hwmodels.kernels.threads.guided: large ranges first, small ones last); per_flow: down is float64 (n_flows,) instead and gets each flow's last channel's head down time
     (a unicast path's eject channel: node-sized down values are never written; flows of no channel are left
     as they are). Returns (nodes granted, children requested at their parent's grant instant:
     hwmodels.timing.des_vector's precondition), or None when some channel has two children (what was written
@@ -45,8 +47,10 @@ def play(off, flow_route, flow_step, t_off, links, parent, hop_s, before_s, bloc
     flow_ptr = np.searchsorted(flow_step, np.arange(n_steps + 1)).astype(np.int64)
     node_ptr = np.concatenate([[0], np.cumsum(step_nodes)]).astype(np.int64)
     trees = (off, flow_route, t_off, links, parent, hop_s, before_s, blocking, ready, tail, cm)
-    parts = threads.run(lambda k0, k1: _steps(k0, k1, flow_ptr, node_ptr, trees, int(n_links), float(link_s),
-                                              down, held, per_flow), threads.split(node_ptr, workers))
+    most_step = int(step_nodes.max(initial=0))
+    sizes = (min(max(RUN_NODES, most_step), int(node_ptr[-1])), most_step, n_steps, int(n_links))
+    parts = threads.guided(lambda work, k0, k1: _steps(work, k0, k1, flow_ptr, node_ptr, trees, float(link_s), down,
+                                                       held, per_flow), node_ptr, workers, lambda: _Work.of(*sizes))
     return None if any(p is None for p in parts) else (sum(p[0] for p in parts), sum(p[1] for p in parts))
 
 
@@ -61,25 +65,44 @@ def _runs(node_ptr: np.ndarray, k0: int, k1: int) -> list[tuple[int, int]]:
     return cuts
 
 
-def _steps(k0: int, k1: int, flow_ptr: np.ndarray, node_ptr: np.ndarray, trees: tuple, n_links: int,
-           link_s: float, down: np.ndarray, held: np.ndarray, per_flow: bool) -> tuple[int, int] | None:
-    """Steps k0..k1-1 of play() in runs (_runs) on work arrays sized for the largest run (NODE records, queue
-    numbering) and the largest step (waiting heaps, QUEUE records, candidate heap), plus fill_records's link
-    tables; (grants, early children) or None."""
-    runs = _runs(node_ptr, k0, k1)
-    most_run = max((int(node_ptr[b] - node_ptr[a]) for a, b in runs), default=0)
-    most_step = int(np.diff(node_ptr[k0:k1 + 1]).max(initial=0))
-    most_steps = max((b - a for a, b in runs), default=0)
-    nodes, heap = np.empty(most_run, grants.NODE), np.empty(most_step, np.int32)
-    qs = np.empty(min(most_step, n_links), grants.QUEUE)
-    queue_ptr, start = np.empty(most_steps + 1, np.int64), np.empty(most_run + 1, np.int64)
-    idx = index_dtype(most_run, n_links)
-    count, rank, distinct = np.zeros(n_links, np.int64), np.empty(n_links, idx), np.empty(n_links, idx)
-    ct, cv = np.empty(3 * most_step + 1), np.empty(3 * most_step + 1, np.int64)
-    early, granted = np.zeros(1, np.int64), 0
-    for a, b in runs:
-        if fill_records(a, b, flow_ptr, *trees, nodes, count, distinct, rank, queue_ptr, start) < 0:
+class _Work(NamedTuple):
+    """A thread's work arrays for _steps, sized for any range of steps: NODE records of the largest run
+    (_runs: at most max(RUN_NODES, the largest step) nodes) and their queue numbering (queue_ptr per step of a run,
+    start per node), the largest step's waiting heaps, QUEUE records and candidate heap (ct, cv), and
+    fill_records's link tables (count all zeros between runs); early: children requested at their parent's grant
+    instant, counted over every range the thread plays."""
+
+    nodes: np.ndarray
+    heap: np.ndarray
+    qs: np.ndarray
+    queue_ptr: np.ndarray
+    start: np.ndarray
+    count: np.ndarray
+    rank: np.ndarray
+    distinct: np.ndarray
+    ct: np.ndarray
+    cv: np.ndarray
+    early: np.ndarray
+
+    @classmethod
+    def of(cls, most_run: int, most_step: int, n_steps: int, n_links: int) -> _Work:
+        """Arrays for runs of up to most_run nodes, steps of up to most_step nodes, n_steps steps, n_links links."""
+        idx = index_dtype(most_run, n_links)
+        return cls(np.empty(most_run, grants.NODE), np.empty(most_step, np.int32),
+                   np.empty(min(most_step, n_links), grants.QUEUE), np.empty(n_steps + 1, np.int64),
+                   np.empty(most_run + 1, np.int64), np.zeros(n_links, np.int64), np.empty(n_links, idx),
+                   np.empty(n_links, idx), np.empty(3 * most_step + 1), np.empty(3 * most_step + 1, np.int64),
+                   np.zeros(1, np.int64))
+
+
+def _steps(w: _Work, k0: int, k1: int, flow_ptr: np.ndarray, node_ptr: np.ndarray, trees: tuple, link_s: float,
+           down: np.ndarray, held: np.ndarray, per_flow: bool) -> tuple[int, int] | None:
+    """Steps k0..k1-1 of play() in runs (_runs) on the thread's work arrays `w`; (grants, early children of these
+    steps) or None."""
+    granted, early0 = 0, int(w.early[0])
+    for a, b in _runs(node_ptr, k0, k1):
+        if fill_records(a, b, flow_ptr, *trees, w.nodes, w.count, w.distinct, w.rank, w.queue_ptr, w.start) < 0:
             return None
-        granted += grants.play_records(a, b, flow_ptr, trees[0], nodes, queue_ptr, start, heap, qs, ct, cv, down,
-                                       held, link_s, early, per_flow)
-    return granted, int(early[0])
+        granted += grants.play_records(a, b, flow_ptr, trees[0], w.nodes, w.queue_ptr, w.start, w.heap, w.qs, w.ct,
+                                       w.cv, down, held, link_s, w.early, per_flow)
+    return granted, int(w.early[0]) - early0

@@ -449,9 +449,9 @@ def stored_core_fanout(store: FanoutStore | None, proj: Projection, src_shape: t
     if rows is not None:
         if got is None or not np.array_equal(got[2], target_core):
             of = source_classes(proj, src_shape, target_core) if classes is None else classes
-            got = store[key] = (*core_fanout(proj, src_shape, target_core, count, _class_firsts(of)), target_core, of)
+            got = store[key] = (*core_fanout(proj, src_shape, target_core, count, class_firsts(of)), target_core, of)
         rows = np.asarray(rows, np.int64)
-        return _csr_rows(got[0], got[3][rows] if len(got) > 3 else rows), got[1]
+        return take_rows(got[0], got[3][rows] if len(got) > 3 else rows), got[1]
     if got is not None and len(got) > 3 and np.array_equal(got[2], target_core):
         return got[0][got[3]], got[1]  # a class table: expanded to every neuron
     if got is None or not np.array_equal(got[2], target_core):
@@ -459,7 +459,7 @@ def stored_core_fanout(store: FanoutStore | None, proj: Projection, src_shape: t
     return got[:2]
 
 
-def _class_firsts(of: np.ndarray) -> np.ndarray:
+def class_firsts(of: np.ndarray) -> np.ndarray:
     """np.unique(of, return_index=True)[1]: the first neuron of every class, int64, in class order; one compiled
     scan (hwmodels.kernels.unique.first_of_classes) when the classes are 0..k-1, as source_classes numbers them
     (np.unique's sort cost Spikformer-4-384's build_fanout ~16 ms on one thread)."""
@@ -468,7 +468,7 @@ def _class_firsts(of: np.ndarray) -> np.ndarray:
     return np.unique(of, return_index=True)[1] if len(first) and int(first.max()) == len(of) else first
 
 
-def _csr_rows(f: sp.csr_matrix, rows: np.ndarray) -> sp.csr_matrix:
+def take_rows(f: sp.csr_matrix, rows: np.ndarray) -> sp.csr_matrix:
     """f[rows] (CSR), or f itself when rows is 0..f.shape[0]-1 in order (a population with one out-projection
     asks for every class row of it: scipy's fancy row indexing would copy the matrix)."""
     if len(rows) == f.shape[0] and bool((rows == np.arange(len(rows))).all()):

@@ -171,13 +171,13 @@ def test_fanout_tables_through_a_store_equal_the_tables_without(nets, rng):
                 assert np.array_equal(getattr(stored, table)[name], getattr(plain, table)[name]), (name, table)
 
 
-def test_class_firsts_and_csr_rows_equal_numpy_and_scipy(rng):
-    from hwmodels.mapping.connectivity import _class_firsts, _csr_rows
+def test_class_firsts_and_take_rows_equal_numpy_and_scipy(rng):
+    from hwmodels.mapping.connectivity import class_firsts, take_rows
     dense = rng.permutation(np.repeat(np.arange(9), rng.integers(1, 5, 9)))
     gappy = np.array([5, 2, 5, 9, 2, 2, 9])  # classes 0, 1, 3.. absent: np.unique's own numbering
     for of in (dense, gappy, np.zeros(0, np.int64)):
-        assert np.array_equal(_class_firsts(of), np.unique(of, return_index=True)[1])
+        assert np.array_equal(class_firsts(of), np.unique(of, return_index=True)[1])
     f = sp.random(6, 5, density=0.5, format="csr", random_state=1)
-    assert _csr_rows(f, np.arange(6)) is f
+    assert take_rows(f, np.arange(6)) is f
     for rows in (np.array([0, 1, 2, 3, 5, 4]), np.array([3, 3, 0]), np.arange(5)):
-        assert (_csr_rows(f, rows) != f[rows]).nnz == 0 and _csr_rows(f, rows).shape == (len(rows), 5)
+        assert (take_rows(f, rows) != f[rows]).nnz == 0 and take_rows(f, rows).shape == (len(rows), 5)

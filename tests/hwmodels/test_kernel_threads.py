@@ -55,3 +55,38 @@ def test_count_follows_numba_setting(monkeypatch):
     assert threads.count() == 3
     monkeypatch.setattr(config, "NUMBA_NUM_THREADS", 0)
     assert threads.count() == 1
+
+
+def test_guided_ranges_cover_every_unit_once_largest_first_with_state_per_thread():
+    """threads.guided on 2 threads: consecutive ranges covering units 0..n-1 once, each about the items left / 4
+    (hand-computed for equal units), never below min_items or one unit; one state per thread; results in range
+    order; one range on the calling thread for one worker or too few items; an exception is raised."""
+    ptr = np.arange(0, 1001, 10, dtype=np.int64)  # 100 units of 10 items
+    seen, states = [], []
+
+    def fn(st, k0, k1):
+        st.append((k0, k1))
+        seen.append((k0, k1))
+        return k0, k1, threading.get_ident()
+
+    def state():
+        states.append([])
+        return states[-1]
+    out = threads.guided(fn, ptr, 2, state, min_items=60)
+    ranges = [(k0, k1) for k0, k1, _ in out]
+    assert ranges == sorted(seen) and ranges[0][0] == 0 and ranges[-1][1] == 100
+    assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
+    # the first range takes 1000 / 4 = 250 items (25 units); the next one 750 / 4 = 187 -> 18 units; ...
+    # each at least 60 items (6 units), the last what is left
+    assert ranges[0] == (0, 25) and ranges[1] == (25, 43)
+    assert all(k1 - k0 >= 6 for k0, k1 in ranges[:-1])
+    assert len(states) == 2 and sorted(r for st in states for r in st) == ranges
+    assert threads.guided(fn, ptr, 1, state) == [(0, 100, threading.get_ident())]
+    assert [r[:2] for r in threads.guided(fn, ptr, 2, state, min_items=501)] == [(0, 100)]
+    assert threads.guided(fn, np.zeros(1, np.int64), 2, state)[0][:2] == (0, 0)
+
+    def bad(st, k0, k1):
+        if k0 > 0:
+            raise ValueError("range")
+    with pytest.raises(ValueError, match="range"):
+        threads.guided(bad, ptr, 2, list, min_items=60)
