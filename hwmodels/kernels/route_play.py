@@ -35,9 +35,10 @@ def play(off, flow_route, flow_step, t_off, links, parent, hop_s, before_s, bloc
     blocking); ready / tail / cm float64 (n_flows,): first and last message ready at the source router (s) and
     (m - 1) L (s); link_s: link time L (s). Writes down (head down = grant + hop, s) and held (release - grant,
     s) of every node into the float64 (off[-1],) arrays given, on `workers` threads over disjoint ranges of
-    whole steps (hwmodels.kernels.threads.guided: large ranges first, small ones last); per_flow: down is float64 (n_flows,) instead and gets each flow's last channel's head down time
-    (a unicast path's eject channel: node-sized down values are never written; flows of no channel are left
-    as they are). Returns (nodes granted, children requested at their parent's grant instant:
+    whole steps (hwmodels.kernels.threads.guided: large ranges first, small ones last; the two equal halves of
+    Spikformer-4-384's steps used to finish 0-50 ms apart); per_flow: down is float64 (n_flows,) instead and gets
+    each flow's last channel's head down time (a unicast path's eject channel: node-sized down values are never
+    written; flows of no channel are left as they are). Returns (nodes granted, children requested at their parent's grant instant:
     hwmodels.timing.des_vector's precondition), or None when some channel has two children (what was written
     is then unusable). Raises ValueError when a step has 2^31 nodes or more."""
     n_steps = int(flow_step[-1]) + 1 if len(flow_step) else 0
