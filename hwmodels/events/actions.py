@@ -20,6 +20,7 @@ from hwmodels.mapping.connectivity import (COUNT_KINDS, PAID_COUNT, FanoutStore,
 from hwmodels.mapping.map import Mapping
 from hwmodels.chip.spec import CoreSpec
 from hwmodels.kernels import threads
+from hwmodels.kernels.arrays import truncated
 from hwmodels.kernels.count import count_rows, dst_major, unicast_flows
 from hwmodels.kernels.spike_classes import row_class_counts
 from hwmodels.kernels.stack import stack_rows
@@ -299,7 +300,7 @@ def class_stack_of(n_rows: int, n: int, n_formats: int, with_bits: bool, parts: 
                    cat([np.asarray(f.data, np.int64) for f, _, _ in parts]), off[:-1].copy(),
                    np.array([p[1] for p in parts], np.int64), np.array([p[2] for p in parts], np.int64), n_formats,
                    with_bits, out_ptr, out_idx, out_val)
-    return sp.csr_matrix((out_val[:m].copy(), out_idx[:m].copy(), out_ptr), shape=(n_rows, width * n))
+    return sp.csr_matrix((truncated(out_val, m), truncated(out_idx, m), out_ptr), shape=(n_rows, width * n))
 
 
 def _indicator(counts: sp.csr_matrix) -> sp.csr_matrix:

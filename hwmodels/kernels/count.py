@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from hwmodels.kernels.arrays import truncated
 from hwmodels.kernels.index import ux
 
 
@@ -246,7 +247,7 @@ def dst_major(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, n: int,
     m = _dst_lists(indptr, indices, n, ptr, dst)
     val = np.zeros((m, width), np.int64)
     _dst_values(indptr, indices, data, n, ptr, dst, val)
-    return ptr, dst[:m].copy(), val
+    return ptr, truncated(dst, m), val
 
 
 @njit(cache=True, nogil=True)

@@ -19,6 +19,7 @@ from typing import Callable
 import numpy as np
 import scipy.sparse as sp
 
+from hwmodels.kernels.arrays import truncated
 from hwmodels.kernels.conv_rows import conv_rows, dense_csr, pair_sums, tap_sums
 from hwmodels.kernels.unique import dense_unique, first_of_classes
 from hwmodels.trace import EventTrace, NetworkGraph, Projection, conv_output_shape
@@ -423,7 +424,7 @@ def counts_csr(counts: np.ndarray) -> sp.csr_matrix:
     idx = np.int32 if max(n_rows, n_cols, counts.size) < 2 ** 31 else np.int64
     indptr, indices = np.empty(n_rows + 1, idx), np.empty(counts.size, idx)
     data = dense_csr(np.ascontiguousarray(counts, np.float64), indptr, indices)
-    return sp.csr_matrix((data, indices[:len(data)].copy(), indptr), shape=(n_rows, n_cols))
+    return sp.csr_matrix((data, truncated(indices, len(data)), indptr), shape=(n_rows, n_cols))
 
 
 #: a store of core fan-outs shared by the callers of one assignment (hwmodels.mapping.check and
