@@ -326,6 +326,18 @@ def test_des_against_torch_forward():
         "the grant and the release instead of after the step (-12 ms, -21 to +61: noise); a software prefetch "
         "of the record two channels down the flow at each grant (-2.5 ms, noise); a batch's action durations on a "
         "second thread beside its routes (whole DES +2.5 ms, median of 11 paired rounds: both hold the GIL).",
+        "Since then (commits 0bbea60..b416d7a; SimResults of the three nets, DES and analytic, every table, and "
+        "the fan-out tables of the three nets identical before and after): route_play's steps are taken by the "
+        "threads in guided ranges (hwmodels.kernels.threads.guided: about the nodes left / 4 each, large first, "
+        "small last) instead of two halves of equal nodes, which finished 0-50 ms apart on Spikformer-4-384 (now "
+        "within ~1 ms; its play -29, -13 and -10 ms, medians of 11, 11 and 21 paired rounds, same process); the "
+        "fan-out tables take a class table's first neurons by one compiled scan instead of np.unique's sort, take "
+        "a population's class rows without a copy when they are the whole table (build_fanout -21 ms on two "
+        "threads, -25 on one, 7 rounds) and shrink over-allocated kernel outputs in place instead of copying them "
+        "(-1 to -3 ms). Tried and dropped: the route trees built on two threads (route_use +6.6 ms: the fill's "
+        "fresh pages do not fault faster on two threads), guided ranges for the unicast flow product (+2.8 ms, "
+        "noise), a batch's action durations beside its routes with the tree kernels releasing the GIL (whole "
+        "DES +17.5 ms, 11 rounds).",
         "Work accounting (this run): des_floor_over_forward is "
         + ", ".join(f"{r['workload']} {r['des_floor_over_forward']:.2f}" for r in rows)
         + ": on spikformer_4_384 the DES's work (des_cpu_s, "
