@@ -38,9 +38,9 @@ def play(off, flow_route, flow_step, t_off, links, parent, hop_s, before_s, bloc
     whole steps (hwmodels.kernels.threads.guided: large ranges first, small ones last; the two equal halves of
     Spikformer-4-384's steps used to finish 0-50 ms apart); per_flow: down is float64 (n_flows,) instead and gets
     each flow's last channel's head down time (a unicast path's eject channel: node-sized down values are never
-    written; flows of no channel are left as they are). Returns (nodes granted, children requested at their parent's grant instant:
-    hwmodels.timing.des_vector's precondition), or None when some channel has two children (what was written
-    is then unusable). Raises ValueError when a step has 2^31 nodes or more."""
+    written; flows of no channel are left as they are). Returns (nodes granted, children requested at their
+    parent's grant instant: hwmodels.timing.des_vector's precondition), or None when some channel has two
+    children (what was written is then unusable). Raises ValueError when a step has 2^31 nodes or more."""
     n_steps = int(flow_step[-1]) + 1 if len(flow_step) else 0
     step_nodes = np.bincount(flow_step, weights=np.diff(off), minlength=n_steps).astype(np.int64)
     if int(step_nodes.max(initial=0)) >= 2 ** 31:

@@ -461,10 +461,13 @@ def stored_core_fanout(store: FanoutStore | None, proj: Projection, src_shape: t
 
 
 def class_firsts(of: np.ndarray) -> np.ndarray:
-    """np.unique(of, return_index=True)[1]: the first neuron of every class, int64, in class order; one compiled
-    scan (hwmodels.kernels.unique.first_of_classes) when the classes are 0..k-1, as source_classes numbers them
-    (np.unique's sort cost Spikformer-4-384's build_fanout ~16 ms on one thread)."""
+    """np.unique(of, return_index=True)[1] of the classes `of` (int (n,)): the first neuron of every class, int64,
+    in class order; one compiled scan (hwmodels.kernels.unique.first_of_classes) when the classes are 0..k-1, as
+    source_classes numbers them (np.unique's sort cost Spikformer-4-384's build_fanout ~16 ms on one thread),
+    np.unique itself otherwise (a negative class, or one missing below the largest)."""
     of = np.asarray(of, np.int64)
+    if len(of) and int(of.min()) < 0:
+        return np.unique(of, return_index=True)[1]
     first = first_of_classes(of, int(of.max(initial=-1)) + 1)
     return np.unique(of, return_index=True)[1] if len(first) and int(first.max()) == len(of) else first
 

@@ -174,8 +174,8 @@ def test_fanout_tables_through_a_store_equal_the_tables_without(nets, rng):
 def test_class_firsts_and_take_rows_equal_numpy_and_scipy(rng):
     from hwmodels.mapping.connectivity import class_firsts, take_rows
     dense = rng.permutation(np.repeat(np.arange(9), rng.integers(1, 5, 9)))
-    gappy = np.array([5, 2, 5, 9, 2, 2, 9])  # classes 0, 1, 3.. absent: np.unique's own numbering
-    for of in (dense, gappy, np.zeros(0, np.int64)):
+    gappy = np.array([5, 2, 5, 9, 2, 2, 9])  # classes 0, 1, 3.. absent (and a negative one below): np.unique
+    for of in (dense, gappy, np.array([3, -2, 0, -2, 1, 2]), np.zeros(0, np.int64)):
         assert np.array_equal(class_firsts(of), np.unique(of, return_index=True)[1])
     f = sp.random(6, 5, density=0.5, format="csr", random_state=1)
     assert take_rows(f, np.arange(6)) is f
