@@ -214,19 +214,23 @@ def run_sweep_dask(out: str, n_samples: int, model: str) -> dict:
     from codesign.execute.executor import dask_client
     t0 = time.perf_counter()
     with dask_client(ExecutionConfig(workers=SWEEP_WORKERS)) as client:
-        out_d = {"start_s": time.perf_counter() - t0}
-        for label in ("cold_", ""):
-            if not label:
-                out_d["warm_s"] = client.run(warm_up, out, n_samples, model)
-            t0 = time.perf_counter()
-            points = sweep_points()
-            futures = client.map(timed_sweep_point, [out] * len(points), points, n_samples=n_samples, model=model,
-                                 pure=False)
-            done = client.gather(futures)
-            out_d[f"{label}wall_s"], out_d[f"{label}points_s"] = time.perf_counter() - t0, sum(s for _, s in done)
-            out_d[f"{label}rows"] = pd.DataFrame([row for row, _ in done])
-        out_d["peaks"] = client.run(peak_rss_bytes)
-    return out_d
+        start_s = time.perf_counter() - t0
+        cold_rows, cold_wall_s, cold_points_s = _dask_pass(client, out, n_samples, model)
+        warm_s = client.run(warm_up, out, n_samples, model)
+        rows, wall_s, points_s = _dask_pass(client, out, n_samples, model)
+        peaks = client.run(peak_rss_bytes)
+    return {"rows": rows, "wall_s": wall_s, "points_s": points_s, "cold_rows": cold_rows, "cold_wall_s": cold_wall_s,
+            "cold_points_s": cold_points_s, "start_s": start_s, "warm_s": warm_s, "peaks": peaks}
+
+
+def _dask_pass(client, out: str, n_samples: int, model: str) -> tuple[pd.DataFrame, float, float]:
+    """(rows, wall s from submitting the tasks to gathering the last row, sum of the points' walls on the
+    workers s) of one pass of the sweep on `client`, one task per point."""
+    t0 = time.perf_counter()
+    points = sweep_points()
+    futures = client.map(timed_sweep_point, [out] * len(points), points, n_samples=n_samples, model=model, pure=False)
+    done = client.gather(futures)
+    return pd.DataFrame([row for row, _ in done]), time.perf_counter() - t0, sum(s for _, s in done)
 
 
 def _trace_bytes(folder: Path) -> int:
