@@ -34,20 +34,21 @@ breaks ties of equal send times arbitrarily, it orders a neuron's destination co
 index), and it retires in-flight messages in another order (float rounding only). Link hold times are the
 contention-free ones (hwmodels.events.network.RouteUse.link_totals).
 
-Cost: a Python loop over the messages with two heaps, O(route keys + log messages in flight) per message, ~3 us
-per message with the message list built by numpy one sample at a time (memory: one sample's messages). The conv
-net of tests/crosscheck (66k messages per sample) takes ~0.25 s per sample, against ~0.01 s for the flow-level
-DES (hwmodels.timing.des, vector engine).
+Cost: the message loop is compiled (hwmodels.kernels.density.play_steps: two binary heaps, O(route keys + log
+messages in flight) per message, ~0.1 us per message; until 2026-12 it was a Python loop of ~2 us per message, whose
+results it gives bit for bit), fed by the message list built by numpy one sample at a time (memory: one sample's
+messages), which now takes most of the time: the default MNIST conv net on loihi-sanafe, 100 samples, 2.45 M
+messages, 5.6 -> 1.5 s, against ~0.035 s for the flow-level DES (hwmodels.timing.des, vector engine) on loihi.
 """
 from __future__ import annotations
 
-import heapq
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from hwmodels import activity
+from hwmodels.kernels import density as kernel
 from hwmodels.timing import core_times
 from hwmodels.events.actions import SEMANTICS, Actions, FanoutTables, gather_spikes, split_messages
 from hwmodels.timing.analytic import Timing
@@ -170,46 +171,34 @@ def _route(net: Network, chip: ChipSpec, src: int, dst: int, link_s: float, key_
             np.inf if depth is None else float(h1 * depth), dst)
 
 
-def _play_step(ready: list, src: list, work: list, route: list, n_keys: int, n_cores: int,
-               head_in: float) -> tuple[list, list]:
-    """One step's message loop (module docstring, steps 2-3). ready/src/work/route: per message in send order
-    (sorted by source core); route[k] = (key indices < n_keys, w, lat0, h + 1, blocking threshold, destination
-    core). Returns (total blocking delay, last receive finish) per core."""
-    shift, free, density = [0.0] * n_cores, [0.0] * n_cores, [0.0] * n_keys
-    flight, mean, n_flight = [], 0.0, 0
-    last = len(src) - 1
-    heads = [(ready[k], k) for k in range(len(src)) if k == 0 or src[k - 1] != src[k]]
-    heapq.heapify(heads)
-    while heads:
-        t, k = heapq.heappop(heads)
-        while flight and flight[0][0] <= t:  # retire the messages their receiver has started
-            _, j, keys, w = heapq.heappop(flight)
-            for key in keys:
-                density[key] -= w
-            mean = mean + (mean - work[j]) / (n_flight - 1) if n_flight > 1 else 0.0
-            n_flight -= 1
-        keys, w, lat0, h1, cap, dst = route[k]
-        d = 0.0
-        for key in keys:
-            d += density[key]
-        c = src[k]
-        if d > cap:
-            block = (d - cap) * mean
-            t += block
-            shift[c] += block
-        net = d * mean / h1
-        arrive = t + (net if net > lat0 else lat0) + head_in
-        f = free[dst]
-        start = f if f > arrive else arrive
-        free[dst] = start + work[k]
-        heapq.heappush(flight, (start, k, keys, w))
-        for key in keys:
-            density[key] += w
-        n_flight += 1
-        mean += (work[k] - mean) / n_flight
-        if k < last and src[k + 1] == c:
-            heapq.heappush(heads, (ready[k + 1] + shift[c], k + 1))
-    return shift, free
+class _RouteTable:
+    """The routes of the source -> destination core pairs met so far (_route each, numbered on first use) as the
+    arrays of hwmodels.kernels.density.play_steps."""
+
+    def __init__(self, net: Network, chip: ChipSpec, n_cores: int, link_s: float):
+        self.net, self.chip, self.n_cores, self.link_s = net, chip, n_cores, link_s
+        self.index, self.rows, self.key_id, self._arrays = {}, [], {}, None
+
+    def of(self, pair: np.ndarray) -> np.ndarray:
+        """int64 route index of each pair src * n_cores + dst (adding the pairs not met before)."""
+        uniq, inv = np.unique(pair, return_inverse=True)
+        for p in uniq.tolist():
+            if p not in self.index:
+                self.index[p] = len(self.rows)
+                self.rows.append(_route(self.net, self.chip, *divmod(p, self.n_cores), self.link_s, self.key_id))
+                self._arrays = None
+        return np.array([self.index[p] for p in uniq.tolist()], np.int64)[inv.reshape(-1)]
+
+    def arrays(self) -> tuple:
+        """(key_ptr, keys, w, lat0, h1, cap, dst, n_keys) of the routes so far (play_steps's route arguments)."""
+        if self._arrays is None:
+            keys, w, lat0, h1, cap, dst = zip(*self.rows)
+            ptr = np.concatenate([[0], np.cumsum([len(k) for k in keys])]).astype(np.int64)
+            flat = np.fromiter((i for k in keys for i in k), np.int64, int(ptr[-1]))
+            self._arrays = (ptr, flat, np.array(w, np.float64), np.array(lat0, np.float64),
+                            np.array(h1, np.float64), np.array(cap, np.float64), np.array(dst, np.int64),
+                            len(self.key_id))
+        return self._arrays
 
 
 def timing(actions: Actions, times: ActionTimes, net: Network, use: RouteUse, chip: ChipSpec,
@@ -221,7 +210,7 @@ def timing(actions: Actions, times: ActionTimes, net: Network, use: RouteUse, ch
     per_event = np.array([core.synop_latency_s.of(f) for f in a.formats]) + dendrite_costs(chip)[0]
     send = times.send_done_s.reshape(-1, a.n_cores).copy()
     recv = np.zeros_like(send)
-    routes, key_id = {}, {}
+    routes = _RouteTable(net, chip, a.n_cores, times.link_s)
     for k in range(a.n_samples):
         m = messages(k)
         c = m.soma
@@ -229,18 +218,16 @@ def timing(actions: Actions, times: ActionTimes, net: Network, use: RouteUse, ch
                  + c[:, 2] * core.neuron_inactive_latency_s) + m.out * times.out_s
         work, head_in = RECEIVE_MODES[receive_mode(chip)](core_times.event_work(m.events, per_event), np.ones(len(c)),
                                                           core.message_in_latency_s)
-        pair = m.src * a.n_cores + m.dst
-        for p in np.unique(pair).tolist():
-            if p not in routes:
-                routes[p] = _route(net, chip, *divmod(p, a.n_cores), times.link_s, key_id)
-        bounds = np.flatnonzero(core_times._group_starts(m.step)).tolist() + [len(m.step)]
-        for lo, hi in zip(bounds[:-1], bounds[1:]):
-            route = [routes[p] for p in pair[lo:hi].tolist()]
-            shift, free = _play_step(ready[lo:hi].tolist(), m.src[lo:hi].tolist(), work[lo:hi].tolist(), route,
-                                     len(key_id), a.n_cores, head_in)
-            row = k * a.n_steps + int(m.step[lo])
-            send[row] += shift
-            recv[row] = free
+        if not len(c):
+            continue
+        route = routes.of(m.src * a.n_cores + m.dst)
+        bounds = np.append(np.flatnonzero(core_times._group_starts(m.step)), len(m.step)).astype(np.int64)
+        shift, free = np.empty((2, len(bounds) - 1, a.n_cores))
+        kernel.play_steps(bounds, np.ascontiguousarray(ready, np.float64), np.ascontiguousarray(m.src, np.int64),
+                          np.ascontiguousarray(work, np.float64), route, *routes.arrays(), float(head_in), shift, free)
+        rows = k * a.n_steps + m.step[bounds[:-1]]
+        send[rows] += shift
+        recv[rows] = free
     done = np.maximum(send, recv).reshape(times.send_done_s.shape)
     ids, _, held = use.link_totals(times.link_s, times.out_s)
     return Timing(core_times.step_latencies(done, times.barrier_s), ids, held, done)

@@ -1,0 +1,121 @@
+"""Compiled message loop of the density congestion model (hwmodels.timing.des_density, steps 2-3 of its module
+docstring): the messages of a run of hardware steps, each step played from fresh per-core and per-key state, with
+the same floating-point operations in the same order as the loop the model used to run in Python (one heap of the
+cores' next messages by (ready time, message), one of the messages in flight by (receiver start, message); every
+entry's message index is unique, so each heap pops the one order any correct heap pops). Binary heaps as in Cormen
+et al., "Introduction to Algorithms", ch. 6. tests/hwmodels/test_density_kernel.py checks it bit for bit against
+that Python loop.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from hwmodels.kernels.index import ux
+
+
+@njit(cache=True, inline="always")
+def _before(ta, ka, tb, kb) -> bool:
+    """(ta, ka) < (tb, kb) in lexicographic order."""
+    return ta < tb or (ta == tb and ka < kb)
+
+
+@njit(cache=True, inline="always")
+def _push(ht, hk, n, t, k) -> int:
+    """Add (t, k) to the binary heap ht[:n], hk[:n]; returns the new size."""
+    i = n
+    while i > 0:
+        p = (i - 1) // 2
+        if not _before(t, k, ht[ux(p)], hk[ux(p)]):
+            break
+        ht[ux(i)], hk[ux(i)] = ht[ux(p)], hk[ux(p)]
+        i = p
+    ht[ux(i)], hk[ux(i)] = t, k
+    return n + 1
+
+
+@njit(cache=True, inline="always")
+def _pop(ht, hk, n) -> int:
+    """Remove the least entry of the binary heap ht[:n], hk[:n] (n >= 1, the caller read it at index 0); returns
+    the new size."""
+    n -= 1
+    t, k = ht[ux(n)], hk[ux(n)]
+    i = 0
+    while True:
+        c = 2 * i + 1
+        if c >= n:
+            break
+        if c + 1 < n and _before(ht[ux(c + 1)], hk[ux(c + 1)], ht[ux(c)], hk[ux(c)]):
+            c += 1
+        if not _before(ht[ux(c)], hk[ux(c)], t, k):
+            break
+        ht[ux(i)], hk[ux(i)] = ht[ux(c)], hk[ux(c)]
+        i = c
+    if n > 0:
+        ht[ux(i)], hk[ux(i)] = t, k
+    return n
+
+
+@njit(cache=True, nogil=True)
+def play_steps(bounds, ready, src, work, route, key_ptr, keys, w, lat0, h1, cap, dst, n_keys, head_in, shift,
+               free) -> None:
+    """Play steps s = 0 .. len(bounds) - 2, step s being messages bounds[s]:bounds[s + 1] in send order (sorted by
+    source core). Per message: ready (s), src (core), work (receive work, s), route (index of its route). Per
+    route r: density keys keys[key_ptr[r]:key_ptr[r + 1]] (< n_keys), w (density weight), lat0 (s), h1 (hops + 1),
+    cap (blocking threshold; inf: none), dst (core). head_in: receive head delay (s). Writes each step's total
+    blocking delay per core into shift[s] and last receive finish per core into free[s] (float64 (n_steps,
+    n_cores), both zeroed first)."""
+    most = 0
+    for s in range(len(bounds) - 1):
+        most = max(most, bounds[s + 1] - bounds[s])
+    density = np.zeros(n_keys)
+    ht, hk = np.empty(most), np.empty(most, np.int64)
+    ft, fk = np.empty(most), np.empty(most, np.int64)
+    for s in range(len(bounds) - 1):
+        density[:] = 0.0
+        shift[s, :] = 0.0
+        free[s, :] = 0.0
+        _step(bounds[s], bounds[s + 1], ready, src, work, route, key_ptr, keys, w, lat0, h1, cap, dst, head_in,
+              density, ht, hk, ft, fk, shift[s], free[s])
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _step(lo, hi, ready, src, work, route, key_ptr, keys, w, lat0, h1, cap, dst, head_in, density, ht, hk, ft, fk,
+          shift, free) -> None:
+    """One step of play_steps on messages lo:hi (hwmodels.timing.des_density, steps 2-3)."""
+    nh = 0
+    for k in range(lo, hi):  # each core's first message
+        if k == lo or src[ux(k - 1)] != src[ux(k)]:
+            nh = _push(ht, hk, nh, ready[ux(k)], k)
+    nf, mean = 0, 0.0
+    while nh > 0:
+        t, k = ht[0], hk[0]
+        nh = _pop(ht, hk, nh)
+        while nf > 0 and ft[0] <= t:  # retire the messages their receiver has started
+            j = fk[0]
+            nf_before = nf
+            nf = _pop(ft, fk, nf)
+            rj = route[ux(j)]
+            for i in range(key_ptr[ux(rj)], key_ptr[ux(rj + 1)]):
+                density[ux(keys[ux(i)])] -= w[ux(rj)]
+            mean = mean + (mean - work[ux(j)]) / (nf_before - 1) if nf_before > 1 else 0.0
+        r = route[ux(k)]
+        d = 0.0
+        for i in range(key_ptr[ux(r)], key_ptr[ux(r + 1)]):
+            d += density[ux(keys[ux(i)])]
+        c = src[ux(k)]
+        if d > cap[ux(r)]:
+            block = (d - cap[ux(r)]) * mean
+            t += block
+            shift[ux(c)] += block
+        net = d * mean / h1[ux(r)]
+        arrive = t + (net if net > lat0[ux(r)] else lat0[ux(r)]) + head_in
+        f = free[ux(dst[ux(r)])]
+        start = f if f > arrive else arrive
+        free[ux(dst[ux(r)])] = start + work[ux(k)]
+        nf = _push(ft, fk, nf, start, k)
+        for i in range(key_ptr[ux(r)], key_ptr[ux(r + 1)]):
+            density[ux(keys[ux(i)])] += w[ux(r)]
+        mean += (work[ux(k)] - mean) / nf
+        if k + 1 < hi and src[ux(k + 1)] == c:
+            nh = _push(ht, hk, nh, ready[ux(k + 1)] + shift[ux(c)], k + 1)
