@@ -83,9 +83,10 @@ def test_vector_engine_is_bit_identical_to_simpy_on_contended_traces(depth, mult
     assert waited >= 8  # most cases have flows that waited for a channel
 
 
-def test_auto_engine_takes_simpy_for_zero_hop_latency_and_vector_refuses_it():
+def test_auto_engine_takes_the_simpy_results_for_zero_hop_latency_and_vector_refuses_it():
     """A router with zero hop latency (as the spinnaker2 and truenorth presets) is outside the vector engine's
-    proof (a request can arrive at the instant of its parent's grant); auto falls back to simpy."""
+    proof (a request can arrive at the instant of its parent's grant); auto falls back to the simpy engine's
+    results (computed by its compiled port, the event engine: tests/hwmodels/test_event_engine.py)."""
     g, tr, m, chip = _case(7, None, rate=0.4)
     chip = load_preset("loihi", {"mesh_width": 5, "mesh_height": 5, "cores_per_tile": 1,
                                  "router.hop_latency_ew_s": 0.0})
@@ -94,7 +95,7 @@ def test_auto_engine_takes_simpy_for_zero_hop_latency_and_vector_refuses_it():
     assert np.array_equal(auto.step_s, des.timing(acts, times, net, use, None, engine="simpy").step_s)
     with pytest.raises(ValueError, match="engine: 'vector' needs every hop latency > 0"):
         des.timing(acts, times, net, use, None, engine="vector")
-    with pytest.raises(ValueError, match="engine: 'fast' is not one of auto, simpy, vector"):
+    with pytest.raises(ValueError, match="engine: 'fast' is not one of auto, simpy, event, vector"):
         des.timing(acts, times, net, use, None, engine="fast")
 
 
@@ -146,7 +147,7 @@ def test_a_group_of_batches_times_each_batch_as_alone_and_reuses_its_channel_nod
 
 def test_a_hop_latency_below_float_resolution_falls_back_to_simpy():
     """With a 1e-30 s hop a child's request lands at the instant of its parent's grant (fl(G + h) == G), outside
-    the vector engine's proof: it refuses, and auto takes simpy."""
+    the vector engine's proof: it refuses, and auto takes the event engine (the simpy engine's results)."""
     g, tr, m, _ = _case(11, None, rate=0.4)
     chip = load_preset("loihi", {"mesh_width": 5, "mesh_height": 5, "cores_per_tile": 1,
                                  "router.hop_latency_ew_s": 1e-30, "router.hop_latency_ns_s": 1e-30})
