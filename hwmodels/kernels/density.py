@@ -4,7 +4,9 @@ the same floating-point operations in the same order as the loop the model used 
 cores' next messages by (ready time, message), one of the messages in flight by (receiver start, message); every
 entry's message index is unique, so each heap pops the one order any correct heap pops). Binary heaps as in Cormen
 et al., "Introduction to Algorithms", ch. 6. tests/hwmodels/test_density_kernel.py checks it bit for bit against
-that Python loop.
+that Python loop. The per-step loop and its heap helpers are compiled without numba's reference counting (_nrt=False:
+they allocate nothing, and the caller holds every array), which takes the atomic increments and decrements of the
+arrays handed to inlined helpers out of the loop (-20% on the MNIST conv net's 2.47 M messages).
 """
 from __future__ import annotations
 
@@ -14,13 +16,13 @@ from numba import njit
 from hwmodels.kernels.index import ux
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", _nrt=False)
 def _before(ta, ka, tb, kb) -> bool:
     """(ta, ka) < (tb, kb) in lexicographic order."""
     return ta < tb or (ta == tb and ka < kb)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", _nrt=False)
 def _push(ht, hk, n, t, k) -> int:
     """Add (t, k) to the binary heap ht[:n], hk[:n]; returns the new size."""
     i = n
@@ -34,7 +36,7 @@ def _push(ht, hk, n, t, k) -> int:
     return n + 1
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", _nrt=False)
 def _pop(ht, hk, n) -> int:
     """Remove the least entry of the binary heap ht[:n], hk[:n] (n >= 1, the caller read it at index 0); returns
     the new size."""
@@ -79,7 +81,7 @@ def play_steps(bounds, ready, src, work, route, key_ptr, keys, w, lat0, h1, cap,
               density, ht, hk, ft, fk, shift[s], free[s])
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, _nrt=False)
 def _step(lo, hi, ready, src, work, route, key_ptr, keys, w, lat0, h1, cap, dst, head_in, density, ht, hk, ft, fk,
           shift, free) -> None:
     """One step of play_steps on messages lo:hi (hwmodels.timing.des_density, steps 2-3)."""

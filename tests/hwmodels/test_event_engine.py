@@ -64,3 +64,18 @@ def test_exact_delay_is_des_simpys(now, time):
     want = des_simpy.exact_delay(now, time)
     got = exact_delay(now, time)
     assert (np.isnan(got) and want is None) or (got == want and now + got == time)
+
+
+def test_event_engine_steps_on_threads_give_the_same_play(monkeypatch):
+    """The steps split over two threads in guided ranges (every range a few steps) play exactly as on one."""
+    from hwmodels.kernels import threads
+    from hwmodels.timing import des_events
+    g, tr, m, chip = _case(3, 2, rate=0.35)
+    acts, times, net, use = _inputs(g, tr, m, _zero_hop(chip, "ew"), True, "pipelined")
+    off = np.concatenate([[0], np.cumsum(use.hops)]).astype(np.int64)
+    one = des_events.play(acts, times, use, 2, off, workers=1)
+    monkeypatch.setattr(threads, "MIN_ITEMS", 1)
+    two = des_events.play(acts, times, use, 2, off, workers=2)
+    assert len(np.unique(acts.flow_step)) > 2 and len(one[0]) > 50
+    for a, b in zip(one, two):
+        np.testing.assert_array_equal(a, b)
