@@ -121,3 +121,40 @@ def _step(lo, hi, ready, src, work, route, key_ptr, keys, w, lat0, h1, cap, dst,
         mean += (work[ux(k)] - mean) / nf
         if k + 1 < hi and src[ux(k + 1)] == c:
             nh = _push(ht, hk, nh, ready[ux(k + 1)] + shift[ux(c)], k + 1)
+
+
+@njit(cache=True, nogil=True)
+def soma_prefix(where, first, order, accessed, updated, idx, h):
+    """Soma work before each spike on its core (hwmodels.timing.des_density._soma_prefix): int64 (n, 3) = neurons
+    accessed, updated and spiking, updated and quiet among the core's neurons up to and including the spiking
+    neuron idx[j] at hardware step h[j], in core order. where (size,): each neuron's position in `order` (the
+    neurons core after core); first (size,): the position where its core starts; accessed bool (n_steps,);
+    updated bool (n_steps, size): updated neurons before the spikes are added (a spiking neuron is updated). One
+    pass over the positions per step with spikes, then a difference of running counts per spike."""
+    n, size = len(idx), len(where)
+    out = np.zeros((n, 3), np.int64)
+    mark = np.zeros(size, np.bool_)
+    run_sp, run_up = np.zeros(size + 1, np.int64), np.zeros(size + 1, np.int64)
+    by_step = np.argsort(h, kind="mergesort")
+    i0 = 0
+    while i0 < n:
+        hh = h[by_step[i0]]
+        i1 = i0
+        while i1 < n and h[by_step[i1]] == hh:
+            mark[where[idx[by_step[i1]]]] = True
+            i1 += 1
+        c_sp, c_up = 0, 0
+        for pos in range(size):
+            c_sp += mark[pos]
+            c_up += mark[pos] | updated[hh, order[pos]]
+            run_sp[pos + 1], run_up[pos + 1] = c_sp, c_up
+        for q in range(i0, i1):
+            j = by_step[q]
+            pos, fp = where[idx[j]], first[idx[j]]
+            spiking = run_sp[pos + 1] - run_sp[fp]
+            out[j, 0] = pos + 1 - fp if accessed[hh] else 0
+            out[j, 1] = spiking
+            out[j, 2] = run_up[pos + 1] - run_up[fp] - spiking
+            mark[pos] = False
+        i0 = i1
+    return out

@@ -37,8 +37,9 @@ contention-free ones (hwmodels.events.network.RouteUse.link_totals).
 Cost: the message loop is compiled (hwmodels.kernels.density.play_steps: two binary heaps, O(route keys + log
 messages in flight) per message, ~0.1 us per message; until 2026-12 it was a Python loop of ~2 us per message, whose
 results it gives bit for bit), fed by the message list built by numpy one sample at a time (memory: one sample's
-messages), which now takes most of the time: the default MNIST conv net on loihi-sanafe, 100 samples, 2.45 M
-messages, 5.6 -> 1.5 s, against ~0.035 s for the flow-level DES (hwmodels.timing.des, vector engine) on loihi.
+messages; the soma work before each spike by one compiled pass per step, hwmodels.kernels.density.soma_prefix),
+which now takes most of the time: the default MNIST conv net on loihi-sanafe, 100 samples, 2.47 M messages,
+5.6 -> 1.25 s, against ~0.035 s for the flow-level DES (hwmodels.timing.des, vector engine) on loihi.
 """
 from __future__ import annotations
 
@@ -84,18 +85,27 @@ def neuron_counts(graph: NetworkGraph, trace: EventTrace, sample: int, semantics
     """Soma work of each neuron of population `name` in sample `sample`: bool (3, n_steps, size) = accessed,
     updated and spiking, updated and quiet, under the chip's neuron rules (hwmodels.events.neuron_rules); their sums
     over a core's neurons are neuron_work's counts, so soma time summed over a core is core_times's update_s."""
-    pop, rules = graph.populations[name], chip.core
+    pop = graph.populations[name]
     n_steps, step_of = SEMANTICS[semantics](graph, trace.n_timesteps)
     out = np.zeros((3, n_steps, pop.size), bool)
     if pop.is_input:  # input neurons hold no state: no soma work
         return out
+    accessed, updated = _soma_rows(graph, trace, sample, semantics, chip, name)
+    out[0] = accessed[:, None]
+    idx, _, t = gather_spikes(trace, range(sample, sample + 1), trace.populations.index(name))
+    out[1][step_of[name][t], idx] = True
+    out[2] = (updated | out[1]) & ~out[1]
+    return out
+
+
+def _soma_rows(graph, trace, sample, semantics, chip, name) -> tuple[np.ndarray, np.ndarray]:
+    """(accessed bool (n_steps,), updated bool (n_steps, size) before its spikes are added) of population `name`
+    (not the input) in sample `sample` under the chip's neuron rules (neuron_counts)."""
+    pop, rules = graph.populations[name], chip.core
+    n_steps, step_of = SEMANTICS[semantics](graph, trace.n_timesteps)
     steps = step_of[name]
     window = np.zeros(n_steps, bool)
     window[steps] = True
-    out[0] = (window | (rules.neuron_access_rule == "every_step"))[:, None]
-    idx, _, t = gather_spikes(trace, range(sample, sample + 1), trace.populations.index(name))
-    spiked = np.zeros((n_steps, pop.size), bool)
-    spiked[steps[t], idx] = True
     updated = np.zeros((n_steps, pop.size), bool)
     if rules.neuron_update_rule == "active" and name in trace.activity:
         bits = activity.unpack(np.asarray(trace.activity[name][sample]), pop.size)
@@ -103,13 +113,13 @@ def neuron_counts(graph: NetworkGraph, trace: EventTrace, sample: int, semantics
         updated[steps[-1] + 1:] = bits[-1]
     else:
         updated[steps] = True
-    out[1], out[2] = spiked, (updated | spiked) & ~spiked
-    return out
+    return window | (rules.neuron_access_rule == "every_step"), updated
 
 
 def _soma_prefix(graph, trace, samples, semantics, chip, name, core, spikes) -> np.ndarray:
     """int64 (n_spikes, 3) neuron_counts summed over the spiking neuron's core up to and including it, for
-    spikes = (neuron, sample offset, hardware step) arrays."""
+    spikes = (neuron, sample offset, hardware step) arrays (hwmodels.kernels.density.soma_prefix, one sample at a
+    time)."""
     idx, s, h = spikes
     out = np.zeros((len(idx), 3), np.int64)
     if graph.populations[name].is_input or not len(idx):
@@ -120,10 +130,9 @@ def _soma_prefix(graph, trace, samples, semantics, chip, name, core, spikes) -> 
     first = np.searchsorted(core[order], core)  # where each neuron's core starts in `order`
     for k in np.unique(s):
         sel = np.flatnonzero(s == k)
-        cnt = neuron_counts(graph, trace, samples.start + int(k), semantics, chip, name)[:, :, order]
-        cum = np.concatenate([np.zeros(cnt.shape[:2] + (1,), np.int32), np.cumsum(cnt, axis=2, dtype=np.int32)], 2)
-        i, hs = idx[sel], h[sel]
-        out[sel] = (cum[:, hs, where[i] + 1] - cum[:, hs, first[i]]).T
+        accessed, updated = _soma_rows(graph, trace, samples.start + int(k), semantics, chip, name)
+        out[sel] = kernel.soma_prefix(where, first.astype(np.int64), order.astype(np.int64), accessed, updated,
+                                      np.asarray(idx[sel], np.int64), np.asarray(h[sel], np.int64))
     return out
 
 

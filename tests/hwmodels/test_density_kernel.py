@@ -114,3 +114,28 @@ def test_play_steps_one_core_fifo_hand_computed(cap, blocked):
                np.zeros(3, np.int64), np.array([0, 1]), np.array([0]), np.array([0.5]), np.array([1.0]),
                np.array([1.0]), np.array([cap]), np.array([1]), 1, 0.0, shift, free)
     assert shift.tolist() == [[blocked, 0.0]] and free.tolist() == [[0.0, 13.0]]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_soma_prefix_equals_dense_running_sums(seed):
+    """soma_prefix against the dense form it replaces: per step, the (accessed, spiking, updated and quiet) flags of
+    the neurons in core order, cumulated, read between the spiking neuron's core start and itself."""
+    from hwmodels.kernels.density import soma_prefix
+    rng = np.random.default_rng(seed)
+    size, n_steps = 60, 5
+    core = rng.integers(0, 4, size)
+    order = np.argsort(core, kind="stable")
+    where = np.empty(size, np.int64)
+    where[order] = np.arange(size)
+    first = np.searchsorted(core[order], core).astype(np.int64)
+    accessed, updated = rng.random(n_steps) < 0.7, rng.random((n_steps, size)) < 0.4
+    spiked = rng.random((n_steps, size)) < 0.3
+    h, idx = np.nonzero(spiked)
+    perm = rng.permutation(len(idx))  # any spike order
+    h, idx = h[perm].astype(np.int64), idx[perm].astype(np.int64)
+    flags = np.stack([np.broadcast_to(accessed[:, None], (n_steps, size)), spiked, (updated | spiked) & ~spiked])
+    cum = np.concatenate([np.zeros((3, n_steps, 1), np.int64), np.cumsum(flags[:, :, order], axis=2)], 2)
+    want = (cum[:, h, where[idx] + 1] - cum[:, h, first[idx]]).T
+    got = soma_prefix(where, first, order.astype(np.int64), accessed, updated, idx, h)
+    assert len(idx) > 50 and (want[:, 2] > 0).any()
+    np.testing.assert_array_equal(got, want)
