@@ -88,7 +88,7 @@ def test_des_on_every_preset():
              "Before the compiled event engine and the compiled density loop (commit 0608bea, same machine, "
              "2026-12-06, one run each): simulate(model='des') on spinnaker2 17.6 s (26.2 s with "
              "router.buffer_depth 2), on loihi-sanafe 5.6 s; after, with identical SimResult tables (every table "
-             "and step latency of three router settings each compared): 0.19 / 0.24 s and 1.5 s. What is left on "
+             "and step latency of three router settings each compared): 0.19 / 0.24 s and 1.25 s. What is left on "
              "loihi-sanafe is the per-sample numpy construction of its message list "
              "(hwmodels.timing.des_density.messages), ~80% of its DES.",
              "Presets the net does not fit (fits False) are listed with the mapping's reason."]
