@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from hwmodels.kernels.count import chunk_bits
+from hwmodels.kernels.unique import sorted_unique
 
 BITORDER = "little"
 
@@ -99,7 +100,7 @@ def window_counts(packed: np.ndarray, size: int, core_of_neuron: np.ndarray, n_c
         flat = packed.reshape(-1).take(row * packed.shape[2] + (i >> 3))
         missed = np.flatnonzero(((flat >> (i & 7).astype(np.uint8)) & 1) == 0)  # spikes the record did not mark
         if len(missed):  # each (sample, step, neuron) once, even if listed twice
-            neuron_keys = np.unique(row[missed] * size + i[missed])
+            neuron_keys = sorted_unique(row[missed] * size + i[missed])
             rows, neuron = np.divmod(neuron_keys, size)
             out += np.bincount(rows * n_cores + cores[neuron], minlength=out.size).reshape(out.shape)
     return out

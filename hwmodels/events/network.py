@@ -17,7 +17,7 @@ from hwmodels.events import paths
 from hwmodels.events.route_table import NO_TERM, RouteTable, Tree, TreeSeq
 from hwmodels.kernels.arrivals import head_arrivals
 from hwmodels.kernels.sums import segment_sums
-from hwmodels.kernels.unique import dense_unique
+from hwmodels.kernels.unique import dense_unique, sorted_unique
 from hwmodels.mapping.map import Mapping
 from hwmodels.chip.spec import ChipSpec
 
@@ -209,7 +209,7 @@ class Network:
         route = np.repeat(np.arange(len(src), dtype=np.int64), sizes)
         xy = self._xy[cores]
         # each route's tiles sorted by (x, y) without repeats: one sort of (route, x, y) keys
-        keys = np.unique((route * self.width + xy[:, 0]) * height + xy[:, 1])
+        keys = sorted_unique((route * self.width + xy[:, 0]) * height + xy[:, 1])
         r_of, tile = np.divmod(keys, self.width * height)
         d_off = np.concatenate([[0], np.cumsum(np.bincount(r_of, minlength=len(src)))]).astype(np.int64)
         dst = np.stack([tile // height, tile % height], axis=1)

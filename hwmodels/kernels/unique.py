@@ -1,11 +1,26 @@
 """np.unique of bounded non-negative integer keys by a lookup table instead of a sort (channel links, queues,
-(source, route) pairs, classes), the table's passes compiled."""
+(source, route) pairs, classes), the table's passes compiled; and sorted_unique, np.unique of any integer array by
+a sort."""
 from __future__ import annotations
 
 import numpy as np
 from numba import njit
 
 from hwmodels.kernels.index import ux
+
+
+def sorted_unique(a) -> np.ndarray:
+    """np.unique(a) (the sorted distinct values, flattened, same dtype) of an integer array, by a sort and a
+    comparison of neighbours. numpy 2.3's np.unique collects integer values in a hash set first, which is 40-60x
+    slower when most values are distinct (this machine: 3 M random int64, 2.8 s against 0.05 s; 1 M, 0.67 against
+    0.016 s), as channel-node, route and neuron keys are."""
+    s = np.sort(np.asarray(a).reshape(-1))
+    if len(s) < 2:
+        return s
+    keep = np.empty(len(s), bool)
+    keep[0] = True
+    np.not_equal(s[1:], s[:-1], out=keep[1:])
+    return s[keep]
 
 
 def dense_unique(keys: np.ndarray, size: int, first: bool = False):

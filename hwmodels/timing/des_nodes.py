@@ -11,6 +11,7 @@ import numpy as np
 
 from hwmodels.events.route_table import RouteTable
 from hwmodels.kernels.nodes import costs, fill
+from hwmodels.kernels.unique import sorted_unique
 
 
 def seg(ptr: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -143,7 +144,7 @@ class Nodes:
         rows.append(self.term_node[pos]), cols.append(b[own])
         rows, cols = np.concatenate(rows), np.concatenate(cols)
         if not self.plain:  # a slot term may repeat the child or another term: count each grant once
-            pair = np.unique(rows * max(n, 1) + cols)
+            pair = sorted_unique(rows * max(n, 1) + cols)
             rows, cols = pair // max(n, 1), pair % max(n, 1)
         return rows, cols
 

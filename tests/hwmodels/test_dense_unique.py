@@ -31,3 +31,15 @@ def test_first_of_classes_equals_minimum_at(rng, n, k):
     got = first_of_classes(classes, k)
     assert got.dtype == np.int64 and np.array_equal(got, want)
     assert np.array_equal(first_of_classes(np.array([2, 0, 2, 0]), 4), [1, 4, 0, 4])  # class 1, 3 absent
+
+
+def test_sorted_unique_is_np_unique():
+    """sorted_unique gives np.unique's values and dtype (sorted, distinct, flattened) for empty, one-value, signed,
+    wide and 2-D integer arrays."""
+    from hwmodels.kernels.unique import sorted_unique
+    rng = np.random.default_rng(1)
+    for a in (np.array([], np.int64), np.array([5]), rng.integers(-5, 5, 100), rng.integers(0, 10 ** 12, 1000),
+              rng.integers(0, 3, (4, 5)).astype(np.int32), np.array([7, 7, 7], np.uint8)):
+        want, got = np.unique(a), sorted_unique(a)
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want)
