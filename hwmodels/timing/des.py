@@ -55,13 +55,13 @@ approximation, and still never below the analytic latency.
 Engines (ENGINES): "simpy" (hwmodels.timing.des_simpy) plays each step's event chains as above on a simpy
 Environment; "event" (hwmodels.timing.des_events, hwmodels.kernels.event_queue) runs the same events in simpy's own
 order in a compiled event queue, so its results are the simpy engine's bit for bit for any hop latency
-(tests/hwmodels/test_event_engine.py; the MNIST conv net on spinnaker2, 1.69 M channel nodes: 17.6 s on simpy,
-0.9 s); "vector" (hwmodels.timing.des_vector) solves the same grant/release equations for every step of a group
-of batches at once and gives bit-identical grants, releases and step latencies when every hop latency is > 0 (its
-module docstring proves it; tests/hwmodels/test_des_engines.py checks it). "auto" (the default) uses "vector" when
-every hop latency is > 0 and "event" otherwise (zero-latency routers, e.g. the spinnaker2 and truenorth presets, or
-a hop below the float resolution of the step times). Link hold times are summed per link in channel order (flow,
-then tree channel), the same for every engine.
+(tests/hwmodels/test_event_engine.py; the MNIST conv net's whole DES on spinnaker2, 1.69 M channel nodes: 17.6 s
+with simpy, 0.19 s); "vector" (hwmodels.timing.des_vector) solves the same grant/release equations for every step
+of a group of batches at once and gives bit-identical grants, releases and step latencies when every hop latency
+is > 0 (its module docstring proves it; tests/hwmodels/test_des_engines.py checks it). "auto" (the default) uses
+"vector" when every hop latency is > 0 and "event" otherwise (zero-latency routers, e.g. the spinnaker2 and
+truenorth presets, or a hop below the float resolution of the step times). Link hold times are summed per link
+in channel order (flow, then tree channel), the same for every engine.
 """
 from __future__ import annotations
 
@@ -327,7 +327,7 @@ def _engine(name: str, batches: list[Batch]) -> str:
         raise ValueError(f"engine: {name!r} is not one of auto, {', '.join(ENGINES)}")
     positive = all(float(u.table.hop_s.min(initial=1.0)) > 0 for _, _, u in batches)
     if name == "vector" and not positive:
-        raise ValueError("engine: 'vector' needs every hop latency > 0; use 'simpy' or 'auto'")
+        raise ValueError("engine: 'vector' needs every hop latency > 0; use 'event', 'simpy' or 'auto'")
     return name if name != "auto" else ("vector" if positive else "event")
 
 

@@ -1,5 +1,5 @@
 """The compiled event engine of the DES network play (hwmodels.timing.des, engine "event"): des_simpy's event
-chains run by hwmodels.kernels.event_queue.play_step in simpy's own event order, so its head-down and held times
+chains run by hwmodels.kernels.event_queue.play_steps in simpy's own event order, so its head-down and held times
 are the simpy engine's bit for bit, for any hop latency (zero included, where the vector engine does not apply:
 the spinnaker2 and truenorth presets). This module numbers the (route, K) plans the flows need, has them built
 (hwmodels.kernels.event_plans) and runs the steps on threads.
