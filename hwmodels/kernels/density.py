@@ -3,10 +3,15 @@ docstring): the messages of a run of hardware steps, each step played from fresh
 the same floating-point operations in the same order as the loop the model used to run in Python (one heap of the
 cores' next messages by (ready time, message), one of the messages in flight by (receiver start, message); every
 entry's message index is unique, so each heap pops the one order any correct heap pops). Binary heaps as in Cormen
-et al., "Introduction to Algorithms", ch. 6. tests/hwmodels/test_density_kernel.py checks it bit for bit against
-that Python loop. The per-step loop and its heap helpers are compiled without numba's reference counting (_nrt=False:
-they allocate nothing, and the caller holds every array), which takes the atomic increments and decrements of the
-arrays handed to inlined helpers out of the loop (-20% on the MNIST conv net's 2.47 M messages).
+et al., "Introduction to Algorithms", ch. 6; the same (time, index) heap as hwmodels.kernels.event_queue's, written
+out again here on purpose: numba's on-disk cache is invalidated only by changes to a function's own file, not to
+the compiled functions it calls from other modules (numba's documented cache limitation; hwmodels.kernels.index),
+so the kernels do not call each other across modules. tests/hwmodels/test_density_kernel.py checks it bit for bit
+against that Python loop.
+
+The per-step loop and its heap helpers are compiled without numba's reference counting (_nrt=False: they allocate
+nothing, and the caller holds every array), which takes the atomic increments and decrements of the arrays handed
+to inlined helpers out of the loop (-20% on the MNIST conv net's 2.47 M messages).
 """
 from __future__ import annotations
 
