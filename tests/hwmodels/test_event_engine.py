@@ -27,10 +27,10 @@ def _zero_hop(chip, which: str):
 @pytest.mark.parametrize("multicast", [False, True])
 @pytest.mark.parametrize("depth", [None, 1, 3])
 def test_event_engine_equals_simpy_bit_for_bit(depth, multicast, hops):
-    """6 random cases per combination: (head down, held) of every channel node identical to the simpy engine's,
+    """3 random cases per combination: (head down, held) of every channel node identical to the simpy engine's,
     and the DES step latencies, per-core finish times and link hold times of both engines identical."""
     nodes = 0
-    for seed in range(6):
+    for seed in range(3):
         g, tr, m, chip = _case(500 * seed + (depth or 0), depth, rate=0.2 + 0.05 * (seed % 5))
         if hops != "loihi":
             chip = _zero_hop(chip, hops)
@@ -44,7 +44,7 @@ def test_event_engine_equals_simpy_bit_for_bit(depth, multicast, hops):
         np.testing.assert_array_equal(te.step_s, ts.step_s)
         np.testing.assert_array_equal(te.core_done_s, ts.core_done_s)
         np.testing.assert_array_equal(te.link_held_s, ts.link_held_s)
-    assert nodes > 200
+    assert nodes > 100
 
 
 def test_auto_takes_the_event_engine_for_zero_hop_latency():
