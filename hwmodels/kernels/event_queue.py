@@ -223,8 +223,8 @@ def _play_step(flows, flow_plan, flow_key, flow_m, flow_tail, flow_off, ready, p
     cnt[:] = 0  # events, heap size, FIFO head, FIFO tail (_at)
     now = 0.0
     for i in range(n_f):  # des_simpy.play schedules every flow's start from time 0, in flow order
-        bad = _at(0.0, ready[ux(flows[ux(i)])], START, i, 0, ev_t, ev_k, ev_a, ev_b, ev_to, ev_in, heap,
-                             ht, fq, cnt)
+        bad = _at(0.0, ready[ux(flows[ux(i)])], START, i, 0, ev_t, ev_k, ev_a, ev_b, ev_to, ev_in, heap, ht, fq,
+                  cnt)
         if bad:
             return 1
     while cnt[1] > 0 or cnt[2] < cnt[3]:
@@ -238,24 +238,23 @@ def _play_step(flows, flow_plan, flow_key, flow_m, flow_tail, flow_off, ready, p
             cnt[1] = _ev_pop(ht, heap, cnt[1])
         kind, a, b = ev_k[ux(e)], ev_a[ux(e)], ev_b[ux(e)]
         if kind == DETOUR:  # des_simpy.AbsoluteTimeEnv.at again, from the earlier instant
-            bad = _at(now, ev_to[ux(e)], ev_in[ux(e)], a, b, ev_t, ev_k, ev_a, ev_b, ev_to, ev_in, heap,
-                                 ht, fq, cnt)
+            bad = _at(now, ev_to[ux(e)], ev_in[ux(e)], a, b, ev_t, ev_k, ev_a, ev_b, ev_to, ev_in, heap, ht, fq,
+                      cnt)
             if bad:
                 return 1
             continue
         if kind == START:
             p = flow_plan[ux(flows[ux(a)])]
-            for r in range(p_root_ptr[ux(p)], p_root_ptr[ux(p + 1)]):
-                kind, b = REQUEST, p_roots[ux(r)]
-                n_w, bad = _request(now, a, b, flows, flow_plan, flow_key, p_off, ch_link, local, wheap,
-                                               base, size, owner, armed, wt, wk, wc, wf, n_w, ev_t, ev_k, ev_a,
-                                               ev_b, ev_to, ev_in, heap, ht, fq, cnt)
+            for r in range(p_root_ptr[ux(p)], p_root_ptr[ux(p + 1)]):  # its roots requested at once
+                n_w, bad = _request(now, a, p_roots[ux(r)], flows, flow_plan, flow_key, p_off, ch_link, local, wheap,
+                                    base, size, owner, armed, wt, wk, wc, wf, n_w, ev_t, ev_k, ev_a, ev_b, ev_to,
+                                    ev_in, heap, ht, fq, cnt)
                 if bad:
                     return 1
         elif kind == REQUEST:
-            n_w, bad = _request(now, a, b, flows, flow_plan, flow_key, p_off, ch_link, local, wheap, base,
-                                           size, owner, armed, wt, wk, wc, wf, n_w, ev_t, ev_k, ev_a, ev_b, ev_to,
-                                           ev_in, heap, ht, fq, cnt)
+            n_w, bad = _request(now, a, b, flows, flow_plan, flow_key, p_off, ch_link, local, wheap, base, size,
+                                owner, armed, wt, wk, wc, wf, n_w, ev_t, ev_k, ev_a, ev_b, ev_to, ev_in, heap, ht, fq,
+                                cnt)
             if bad:
                 return 1
         elif kind == GRANT:

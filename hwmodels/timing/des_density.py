@@ -127,12 +127,13 @@ def _soma_prefix(graph, trace, samples, semantics, chip, name, core, spikes) -> 
     order = np.argsort(core, kind="stable")  # the core's neurons in index order, cores one after another
     where = np.empty(len(core), np.int64)
     where[order] = np.arange(len(core))
-    first = np.searchsorted(core[order], core)  # where each neuron's core starts in `order`
+    first = np.searchsorted(core[order], core).astype(np.int64)  # where each neuron's core starts in `order`
+    order = order.astype(np.int64)
     for k in np.unique(s):
         sel = np.flatnonzero(s == k)
         accessed, updated = _soma_rows(graph, trace, samples.start + int(k), semantics, chip, name)
-        out[sel] = kernel.soma_prefix(where, first.astype(np.int64), order.astype(np.int64), accessed, updated,
-                                      np.asarray(idx[sel], np.int64), np.asarray(h[sel], np.int64))
+        out[sel] = kernel.soma_prefix(where, first, order, accessed, updated, np.asarray(idx[sel], np.int64),
+                                      np.asarray(h[sel], np.int64))
     return out
 
 
