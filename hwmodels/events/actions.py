@@ -21,8 +21,7 @@ from hwmodels.mapping.map import Mapping
 from hwmodels.chip.spec import CoreSpec
 from hwmodels.kernels import threads
 from hwmodels.kernels.arrays import truncated
-from hwmodels.kernels.count import count_rows, dst_major, unicast_flows
-from hwmodels.kernels.spike_classes import row_class_counts
+from hwmodels.kernels.count import count_rows, dst_major, multicast_flows, unicast_flows
 from hwmodels.kernels.stack import stack_rows
 from hwmodels.kernels.unique import dense_unique, first_of_classes
 from hwmodels.mapping.storage import read_bits
@@ -130,12 +129,15 @@ class JointClasses:
 
     offsets: {population: id of its class 0}; stack: the stacked CSR regrouped by destination core
     (hwmodels.kernels.count.dst_major: ptr, dst, values (., 1 + blocks)); totals: (structural, nonzero) int64
-    (n_classes,) fan-out totals of a neuron of each class.
+    (n_classes,) fan-out totals of a neuron of each class; route: int64 (n_classes,) the multicast destination set
+    of each class (FanoutTables.dest_set: a class's neurons have equal stack rows, hence one set; -1: none), or
+    None without destination sets.
     """
 
     offsets: dict[str, int]
     stack: tuple[np.ndarray, np.ndarray, np.ndarray]
     totals: tuple[np.ndarray, np.ndarray]
+    route: np.ndarray | None = None
 
     @classmethod
     def of(cls, tables: FanoutTables) -> JointClasses:
@@ -159,7 +161,9 @@ class JointClasses:
             n_cls += per_class.shape[0]
         cat = lambda parts: np.concatenate(parts) if parts else np.zeros(0, np.int64)
         stack = (cat(ptr), cat(dst), np.concatenate(val) if val else np.zeros((0, width), np.int64))
-        return cls(offsets, stack, (cat(struct), cat(nonzero)))
+        route = None if tables.dest_set is None else \
+            cat([np.asarray(tables.dest_set[name][first], np.int64) for name, _, _, first in factors])
+        return cls(offsets, stack, (cat(struct), cat(nonzero)), route)
 
 
 def _per_event_bits(graph: NetworkGraph, mapping: Mapping, formats: tuple[str, ...],
@@ -507,13 +511,13 @@ def count_actions(graph: NetworkGraph, trace: EventTrace, mapping: Mapping, tabl
     recorded = np.zeros((nb, n_steps, n), np.int64)
     left = np.zeros((nb, n_steps + 1, n), np.int64)  # neurons left with a potential from each step on
     events = _batch_events(trace, samples)
-    grouped = _Grouped.empty(n_rows, len(events[0])) if tables.routes is None else None
+    grouped = _Grouped.empty(n_rows, len(events[0]))
     for name in graph.populations:
         _check_population(trace, name)
     cores = {name: _distinct(mapping.core_of_neuron[name]) for name in graph.populations}
     items = [(spikes, trace, samples, name, pop.size, pop.is_input, mapping,
               (events[0], *_segments(events, trace.populations.index(name), step_of[name] * n, n_steps * n)),
-              grouped.args(tables, name, cores[name]) if grouped is not None else _Grouped.none())
+              grouped.args(tables, name, cores[name]))
              for name, pop in graph.populations.items()]
     # populations on threads: each writes only the rows of its own cores and the slots of its own events, and
     # counts its updated neurons per core (added here in population order)
@@ -523,11 +527,7 @@ def count_actions(graph: NetworkGraph, trace: EventTrace, mapping: Mapping, tabl
             window[np.ix_(step_of[name], cores[name])] = True
             _add_recorded(recorded, left, step_of[name], *counts)
     recorded += np.cumsum(left[:, :n_steps], axis=1)
-    if grouped is not None:
-        (flows, deliv), struct, nonzero = _unicast_flows(tables, grouped, n_steps * n)
-    else:  # multicast: the scipy product of the spikes per class
-        sending, struct, nonzero = _sending(graph, trace, mapping, tables, samples, (n_steps, step_of))
-        flows, deliv = _multicast(sending, tables, n_rows)
+    (flows, deliv), struct, nonzero = _flows(tables, grouped, n_steps * n)
     if deliv[4] is None:  # bits = events x bits per event of their source core and format
         src = (flows[0] % n)[deliv[0]]
         deliv = (*deliv[:4], np.einsum("ij,ij->i", deliv[3], tables.bits_per_event[src]))
@@ -620,58 +620,49 @@ class _Grouped:
         return (tables.factors(name)[0], tables.joint.offsets[name], cores, self.row_lo, self.row_hi, self.ev_cls)
 
 
-def _unicast_flows(tables: FanoutTables, grouped: _Grouped, rows_per_sample: int) -> tuple:
-    """(((row, dst, messages) of the flows, (flow, dst, messages, events, bits or None) of their deliveries: one
-    per flow), synops_structural, synops_nonzero) of the grouped spikes, rows_per_sample rows per sample
-    (hwmodels.kernels.count.unicast_flows, on ranges of rows with equal shares of the spikes on
+def _flows(tables: FanoutTables, grouped: _Grouped, rows_per_sample: int) -> tuple:
+    """(((row, route, messages) of the flows, (flow, dst, messages, events, bits or None) of their deliveries),
+    synops_structural, synops_nonzero) of the grouped spikes, rows_per_sample rows per sample. Unicast (no
+    destination sets): one flow per (row, destination core), its route the core, one delivery per flow
+    (hwmodels.kernels.count.unicast_flows). Multicast: one flow per (row, destination set) carrying one message
+    per spike, one delivery per core of its set (hwmodels.kernels.count.multicast_flows: each row's classes
+    grouped by their set, JointClasses.route). Both on ranges of rows with equal shares of the spikes on
     hwmodels.kernels.threads.count() threads, joined in order: the same entries in the same order; the per-sample
-    sums of two ranges that share a sample are added, integers, exact in any order). Ranges of rows rather than
+    sums of two ranges that share a sample are added, integers, exact in any order. Ranges of rows rather than
     of whole samples: a batch of few samples split at samples left one thread most of the work (Spikformer-4-384,
     4 samples: 3 against 1). Raises RuntimeError when a value block has an entry without messages, which
     build_fanout never makes (a core a neuron sends no message to reads none of its bits)."""
-    joint, rps = tables.joint, rows_per_sample
+    joint, rps, n = tables.joint, rows_per_sample, tables.n_cores
     lo, hi = grouped.row_lo, grouped.row_hi
     ptr = np.concatenate([[0], np.cumsum(hi - lo)]).astype(np.int64)
     ranges = threads.split(ptr, threads.count())
-    parts = threads.run(lambda r0, r1: unicast_flows(lo[r0:r1], hi[r0:r1], grouped.ev_cls, joint.stack,
-                                                     tables.n_cores, rps, joint.totals, r0), ranges)
-    if any(p[6] for p in parts):
+    if tables.routes is None:
+        parts = threads.run(lambda r0, r1: _unicast_part(unicast_flows(
+            lo[r0:r1], hi[r0:r1], grouped.ev_cls, joint.stack, n, rps, joint.totals, r0)), ranges)
+    else:
+        parts = threads.run(lambda r0, r1: multicast_flows(lo[r0:r1], hi[r0:r1], grouped.ev_cls, joint.route,
+                                                           joint.stack, n, rps, joint.totals, r0), ranges)
+    if any(p[9] for p in parts):
         raise RuntimeError("fan-out tables: synaptic events or bits on a core without a message")
+    first_flow = np.cumsum([0] + [len(p[0]) for p in parts])
     row = np.concatenate([p[0] + r0 for p, (r0, _) in zip(parts, ranges)])
-    dst, msgs, values = (np.concatenate([p[k] for p in parts]) for k in range(1, 4))
+    route, spikes = (np.concatenate([p[k] for p in parts]) for k in (1, 2))
+    flow = np.concatenate([p[3] + f0 for p, f0 in zip(parts, first_flow)])
+    dst, msgs, values = (np.concatenate([p[k] for p in parts]) for k in range(4, 7))
     struct, nonzero = np.zeros(len(lo) // rps, np.int64), np.zeros(len(lo) // rps, np.int64)
     for p, (r0, _) in zip(parts, ranges):
-        struct[r0 // rps:r0 // rps + len(p[4])] += p[4]
-        nonzero[r0 // rps:r0 // rps + len(p[5])] += p[5]
+        struct[r0 // rps:r0 // rps + len(p[7])] += p[7]
+        nonzero[r0 // rps:r0 // rps + len(p[8])] += p[8]
     nf = len(tables.formats)
     bits = values[:, nf] if tables.bits_per_event is None else None
-    return ((row, dst, msgs), (np.arange(len(row)), dst, msgs, values[:, :nf], bits)), struct, nonzero
+    return ((row, route, spikes), (flow, dst, msgs, values[:, :nf], bits)), struct, nonzero
 
 
-def _sending(graph: NetworkGraph, trace: EventTrace, mapping: Mapping, tables: FanoutTables, samples: range,
-             steps: tuple[int, dict[str, np.ndarray]]) -> tuple[list, np.ndarray, np.ndarray]:
-    """The multicast path's inputs: [(population, neuron indices, rows, row_class_counts of its spikes)] of every
-    sending population, and synops_structural, synops_nonzero int64 (n_samples,). steps: SEMANTICS output."""
-    n_steps, step_of = steps
-    nb, n = len(samples), tables.n_cores
-    n_rows = nb * n_steps * n
-    struct, nonzero, sending = np.zeros(nb), np.zeros(nb), []
-    for name in graph.populations:
-        if name not in tables.stack:
-            continue
-        idx, s, t = gather_spikes(trace, samples, trace.populations.index(name))
-        row = (s * n_steps + step_of[name][t]) * n + mapping.core_of_neuron[name][idx]
-        # spikes per (row, class of neurons with equal fan-out rows): the unicast product's left factor, and
-        # the synaptic-op totals (sums of integers, exact in float64 in any order)
-        of, per_class, first = tables.factors(name)
-        counts = row_class_counts(np.asarray(row, np.int64), np.asarray(of[idx], np.int64), n_rows,
-                                  per_class.shape[0])
-        sending.append((name, idx, row, counts))
-        _, cls, k, at = counts
-        sample = at // (n_steps * n)
-        struct += np.bincount(sample, weights=k * tables.structural[name][first][cls], minlength=nb)
-        nonzero += np.bincount(sample, weights=k * tables.nonzero[name][first][cls], minlength=nb)
-    return sending, np.rint(struct).astype(np.int64), np.rint(nonzero).astype(np.int64)
+def _unicast_part(part: tuple) -> tuple:
+    """unicast_flows' output in multicast_flows' form: each (row, dst) entry is a flow to route dst with one
+    delivery of its own."""
+    row, dst, msgs, values, struct, nonzero, orphan = part
+    return row, dst, msgs, np.arange(len(row)), dst, msgs, values, struct, nonzero, orphan
 
 
 def _state_neurons(graph: NetworkGraph, mapping: Mapping) -> np.ndarray:
@@ -707,20 +698,3 @@ def _add_recorded(out: np.ndarray, left: np.ndarray, steps: np.ndarray, counts: 
         return
     out[:, at, :] += counts[:, :-1, :]
     left[:, steps[-1] + 1, :] += counts[:, -1, :]
-
-
-def _multicast(sending: list, tables: FanoutTables, n_rows: int) -> tuple[tuple, tuple]:
-    """Flows = (row, destination set) groups of spikes; deliveries = their (flow, destination core) pairs."""
-    n, nf, n_routes = tables.n_cores, len(tables.formats), max(len(tables.routes), 1)
-    keys = [row * n_routes + tables.dest_set[name][idx] for name, idx, row, _ in sending]
-    keep = [tables.dest_set[name][idx] >= 0 for name, idx, _, _ in sending]
-    all_keys = np.concatenate([k[m] for k, m in zip(keys, keep)]) if keys else np.zeros(0, np.int64)
-    groups, counts = np.unique(all_keys, return_counts=True)
-    g = sp.csr_matrix((len(groups), n * (1 + tables.blocks)), dtype=np.int64)
-    for (name, idx, _, _), k, m in zip(sending, keys, keep):
-        gi = np.searchsorted(groups, k[m])
-        of, per_class, _ = tables.factors(name)
-        a = sp.csr_matrix((np.ones(len(gi), np.int64), (gi, of[idx[m]])), shape=(len(groups), per_class.shape[0]))
-        g = g + a @ per_class
-    flow, dst, msgs, events, bits = split_messages(g, n, nf, tables.bits_per_event is None)
-    return (groups // n_routes, groups % n_routes, counts.astype(np.int64)), (flow, dst, msgs, events, bits)

@@ -1,8 +1,10 @@
 """Compiled kernels of hwmodels.events.actions.count_actions. One pass over a batch of a population's spikes in
 the trace's CSR (offsets, indices) counts the spikes per row (a row is (sample, hardware step, source core)) and
 groups their classes by row; a second pass over the rows multiplies every row's spikes per class of neurons by
-the classes' fan-out and sums them per destination core, emitting the (row, destination) entries in sorted order.
-All counts are int64 sums of integers, exact in any order.
+the classes' fan-out and sums them per destination core, emitting the (row, destination) entries in sorted order
+(unicast_flows), or first groups every row's classes by their multicast destination set and emits one flow per
+(row, set) with its (flow, destination) deliveries (multicast_flows). All counts are int64 sums of integers,
+exact in any order.
 """
 from __future__ import annotations
 
@@ -231,6 +233,128 @@ def _emit_row(r: int, nd: int, scratch: tuple, out: tuple, m: int) -> tuple:
             orphan |= msg == 0 and acc[ux(d), b] != 0
             acc[ux(d), b] = 0
     return m, orphan
+
+
+def multicast_flows(row_lo: np.ndarray, row_hi: np.ndarray, ev_cls: np.ndarray, route_of: np.ndarray, fan: tuple,
+                    n: int, rows_per_sample: int, totals: tuple, first_row: int = 0):
+    """Multicast flows of a batch: every row's spike classes (row_lo, row_hi, ev_cls, fan, rows_per_sample,
+    totals, first_row as unicast_flows') counted and grouped by their destination set route_of[c] (int64 per
+    class; -1: the class sends no message, its spikes make no flow): one flow per (row, route) with its spike
+    count, and per flow the sum of count_c x fan-out of its classes per destination core.
+
+    Returns (flow row, flow route, flow spikes, delivery flow, dst, messages, values (m, blocks), struct, nonzero,
+    orphan): flows sorted by (row, route), numbered from 0, rows counted from row_lo[0]; deliveries one per
+    (flow, dst) with a non-zero message sum, sorted by (flow, dst); struct, nonzero and orphan as unicast_flows'
+    (every spike's totals, route or not). Output arrays are numpy's, doubled between compiled passes as in
+    unicast_flows (a row's pass needs room for n deliveries per flow it makes)."""
+    width = fan[2].shape[1]
+    s0 = first_row // rows_per_sample
+    n_s = (first_row + len(row_lo) - 1) // rows_per_sample - s0 + 1 if len(row_lo) else 0
+    sums = (np.zeros(n_s, np.int64), np.zeros(n_s, np.int64))
+    busy = int(np.count_nonzero(row_hi != row_lo))
+    flows = tuple(np.empty(max(1024, 2 * busy), np.int64) for _ in range(3))
+    cap = max(1024, n, min(n, FLOWS_PER_ROW) * busy)
+    out = (np.empty(cap, np.int64), np.empty(cap, np.int64), np.empty((cap, width), np.int64))
+    f, m, r, orphan = 0, 0, 0, False
+    while True:
+        f, m, r, lost = _multicast_rows(row_lo, row_hi, ev_cls, route_of, fan, n, rows_per_sample, totals,
+                                        first_row, sums, flows, out, f, m, r)
+        orphan |= lost
+        if r == len(row_lo):
+            break
+        flows, out = tuple(_doubled(a, f) for a in flows), tuple(_doubled(a, m) for a in out)
+    (frow, froute, fspikes), (dflow, dst, values) = flows, out
+    return (frow[:f], froute[:f], fspikes[:f], dflow[:m], dst[:m], values[:m, 0].copy(), values[:m, 1:], sums[0],
+            sums[1], orphan)
+
+
+@njit(cache=True, nogil=True)
+def _multicast_rows(row_lo, row_hi, ev_cls, route_of, fan, n, rows_per_sample, totals, first_row, sums, flows,
+                    out, f, m, r0):
+    """multicast_flows' pass over rows r0, r0 + 1, ... into flows = (row, route, spikes) from slot f and out =
+    (flow, dst, values) from slot m, and into sums; stops before a row whose flows might not fit. Returns
+    (flow slots used, delivery slots used, the row it stopped at: len(row_lo) when done, orphan)."""
+    ptr, dst, val = fan
+    n_cls, width = len(ptr) - 1, val.shape[1]
+    scratch = (np.zeros(n_cls, np.int64), np.empty(n_cls + 1, np.int64), np.zeros((n, width), np.int64),
+               np.zeros(n, np.bool_), np.empty(n, np.int64))
+    cnt, cls_buf, acc, touched, dlist = scratch
+    keys = np.empty(n_cls + 1, np.int64)
+    s0, orphan = first_row // rows_per_sample, False
+    for r in range(r0, len(row_lo)):
+        if row_lo[ux(r)] == row_hi[ux(r)]:
+            continue
+        u = _merge_row(ev_cls, row_lo[ux(r)], row_hi[ux(r)], cnt, cls_buf)
+        g = _by_route(cls_buf, u, route_of, keys, n_cls + 1)
+        if len(flows[0]) - f < g or len(out[0]) - m < g * n:
+            for e in range(u):
+                cnt[ux(cls_buf[ux(e)])] = 0
+            return f, m, r, orphan
+        s = (first_row + r) // rows_per_sample - s0
+        e = 0
+        while e < u:
+            route, spikes, nd = route_of[ux(cls_buf[ux(e)])], 0, 0
+            while e < u and route_of[ux(cls_buf[ux(e)])] == route:
+                c = cls_buf[ux(e)]
+                k, cnt[ux(c)] = cnt[ux(c)], 0
+                sums[0][ux(s)] += k * totals[0][ux(c)]
+                sums[1][ux(s)] += k * totals[1][ux(c)]
+                if route >= 0:
+                    spikes += k
+                    nd = _add_class(c, k, fan, scratch, nd)
+                e += 1
+            if route >= 0:
+                flows[0][ux(f)], flows[1][ux(f)], flows[2][ux(f)] = r, route, spikes
+                m, lost = _emit_row(f, nd, scratch, out, m)
+                orphan |= lost
+                f += 1
+    return f, m, len(row_lo), orphan
+
+
+@njit(cache=True, inline="always")
+def _add_class(c: int, k: int, fan: tuple, scratch: tuple, nd: int) -> int:
+    """Add k x fan-out of class c into the accumulator scratch[2], flagging and listing new destinations as
+    _row_product does; returns how many destinations are listed."""
+    ptr, dst, val = fan
+    acc, touched, dlist = scratch[2], scratch[3], scratch[4]
+    for q in range(ptr[ux(c)], ptr[ux(c + 1)]):
+        d = dst[ux(q)]
+        for b in range(val.shape[1]):
+            acc[ux(d), b] += k * val[ux(q), b]
+        if not touched[ux(d)]:
+            touched[ux(d)], dlist[ux(nd)] = True, d
+            nd += 1
+    return nd
+
+
+@njit(cache=True)
+def _by_route(cls_buf: np.ndarray, u: int, route_of: np.ndarray, keys: np.ndarray, base: int) -> int:
+    """Sort the u classes cls_buf[:u] by (route_of[c], c) in place (insertion sort when few, else a library sort of
+    (route + 1) * base + c keys); returns how many distinct routes >= 0 they hold."""
+    if u <= 16:
+        for a in range(1, u):
+            c, b = cls_buf[ux(a)], a - 1
+            rc = route_of[ux(c)]
+            while b >= 0:
+                cb = cls_buf[ux(b)]
+                rb = route_of[ux(cb)]
+                if rb < rc or (rb == rc and cb < c):
+                    break
+                cls_buf[ux(b + 1)] = cb
+                b -= 1
+            cls_buf[ux(b + 1)] = c
+    else:
+        for a in range(u):
+            keys[ux(a)] = (route_of[ux(cls_buf[ux(a)])] + 1) * base + cls_buf[ux(a)]
+        keys[:u].sort()
+        for a in range(u):
+            cls_buf[ux(a)] = keys[ux(a)] % base
+    g, last = 0, -1
+    for a in range(u):
+        route = route_of[ux(cls_buf[ux(a)])]
+        g += route >= 0 and route != last
+        last = route
+    return g
 
 
 def dst_major(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, n: int,

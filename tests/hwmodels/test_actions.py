@@ -81,6 +81,12 @@ def test_multicast_flows_group_spikes_by_destination_set(setup):
     assert got == dict(brute)
     for f, dst, msgs in zip(multi.deliv_flow, multi.deliv_dst, multi.deliv_messages):
         assert dst in multi.route_cores(f) and msgs == multi.flow_messages[f]
+    for f in range(len(multi.flow_messages)):  # every destination of its set gets a delivery
+        assert tuple(int(d) for d in multi.deliv_dst[multi.deliv_flow == f]) == multi.route_cores(f)
+    # flows sorted by (sample, step, source core, route id), deliveries by (flow, destination core)
+    order = np.lexsort((multi.flow_route, multi.flow_src, multi.flow_step, multi.flow_sample))
+    assert np.array_equal(order, np.arange(len(order)))
+    assert np.array_equal(np.lexsort((multi.deliv_dst, multi.deliv_flow)), np.arange(len(multi.deliv_flow)))
     # synaptic events per (sample, step, src, dst) do not depend on multicast
     for got_part, want_part in zip(_events_per_pair(multi), _events_per_pair(uni)):
         assert np.array_equal(got_part, want_part)

@@ -7,7 +7,8 @@ import pytest
 import scipy.sparse as sp
 
 from hwmodels import activity
-from hwmodels.kernels.count import FLOWS_PER_ROW, chunk_bits, count_rows, dst_major, unicast_flows
+from hwmodels.kernels.count import (FLOWS_PER_ROW, chunk_bits, count_rows, dst_major, multicast_flows,
+                                    unicast_flows)
 
 NO_GROUP = (np.zeros(0, np.int64), 0, *[np.zeros(0, np.int64)] * 4)
 
@@ -174,6 +175,74 @@ def test_unicast_flows_on_row_ranges_join_to_the_whole(cuts):
             assert len(p[k]) == (r1 - 1) // per_sample - r0 // per_sample + 1
             sums[r0 // per_sample:r0 // per_sample + len(p[k])] += p[k]
         assert np.array_equal(sums, whole[k])
+
+
+def _multicast_reference(row, cls, route_of, dense, n_rows, n, blocks):
+    """(flows [(row, route, spikes)] sorted, deliveries {(flow index, dst): values (1 + blocks,)}) by a dict per
+    (row, route) of the class counts, each group's dense product summed by numpy."""
+    groups = {}
+    for r, c in zip(row.tolist(), cls.tolist()):
+        if route_of[c] >= 0:
+            groups.setdefault((r, int(route_of[c])), np.zeros(len(route_of), np.int64))[c] += 1
+    flows, deliv = [], {}
+    for f, key in enumerate(sorted(groups)):
+        counts = groups[key]
+        flows.append((*key, int(counts.sum())))
+        prod = (counts @ dense).reshape(1 + blocks, n)
+        for d in np.flatnonzero(prod[0]):
+            deliv[(f, int(d))] = prod[:, d]
+    return flows, deliv
+
+
+@pytest.mark.parametrize("n, n_routes", [(6, 3), (40, 1), (400, 5)])
+def test_multicast_flows_equal_a_product_per_row_and_route(n, n_routes):
+    """One flow per (row, destination set) holding its spikes, deliveries = the group's dense product, sorted;
+    classes without a set (-1) send nothing but count in the totals; with 400 cores the rows need more room than
+    the first output arrays hold, which are then doubled; ranges of rows join to the whole."""
+    rng = np.random.default_rng(14)
+    n_rows, n_cls, per_sample, blocks = 48, 15, 12, 2
+    row_lo, row_hi, ev_cls, row, cls = _grouped(rng, n_rows, n_cls, 10, sort=False)
+    dense = _class_stack(rng, n_cls, n, blocks)
+    route_of = rng.integers(-1, n_routes, n_cls).astype(np.int64)
+    route_of[dense[:, :n].sum(axis=1) == 0] = -1  # a class without messages has no destination set
+    totals = (rng.integers(0, 50, n_cls), rng.integers(0, 50, n_cls))
+    fan = dst_major(*_csr(dense, rng), n, 1 + blocks)
+    got = multicast_flows(row_lo, row_hi, ev_cls, route_of, fan, n, per_sample, totals)
+    flows, deliv = _multicast_reference(row, cls, route_of, dense, n_rows, n, blocks)
+    assert list(zip(*(a.tolist() for a in got[:3]))) == flows and len(flows) > n_rows // 2
+    assert list(zip(got[3].tolist(), got[4].tolist())) == sorted(deliv)
+    want = np.array([deliv[k] for k in sorted(deliv)]).reshape(-1, 1 + blocks)
+    assert np.array_equal(got[5], want[:, 0]) and np.array_equal(got[6], want[:, 1:])
+    counts = np.zeros((n_rows, n_cls), np.int64)
+    np.add.at(counts, (row, cls), 1)
+    sample = np.repeat(np.arange(n_rows // per_sample), per_sample)
+    assert np.array_equal(got[7], np.bincount(sample, counts @ totals[0]).astype(np.int64))
+    assert np.array_equal(got[8], np.bincount(sample, counts @ totals[1]).astype(np.int64))
+    assert not got[9] and all(a.dtype == np.int64 for a in got[:9])
+    assert n < 400 or len(got[3]) > max(1024, FLOWS_PER_ROW * np.count_nonzero(row_hi != row_lo))
+    parts = [(r0, multicast_flows(row_lo[r0:r1], row_hi[r0:r1], ev_cls, route_of, fan, n, per_sample, totals, r0))
+             for r0, r1 in ((0, 17), (17, 30), (30, n_rows))]
+    assert np.array_equal(np.concatenate([p[0] + r0 for r0, p in parts]), got[0])
+    first = np.cumsum([0] + [len(p[0]) for _, p in parts])
+    assert np.array_equal(np.concatenate([p[3] + f0 for (_, p), f0 in zip(parts, first)]), got[3])
+    for k in (1, 2, 4, 5, 6):
+        assert np.array_equal(np.concatenate([p[k] for _, p in parts]), got[k])
+
+
+def test_multicast_flows_sort_many_classes_of_a_row_by_route():
+    """A row with more classes than the insertion sort takes (the library sort of (route, class) keys)."""
+    rng = np.random.default_rng(15)
+    n, n_cls, blocks = 5, 60, 1
+    dense = _class_stack(rng, n_cls, n, blocks)
+    dense[:, 0] = 1  # every class messages core 0
+    route_of = rng.integers(0, 7, n_cls).astype(np.int64)
+    cls = rng.permutation(np.repeat(np.arange(n_cls, dtype=np.int64), 2))
+    fan = dst_major(*_csr(dense, rng), n, 1 + blocks)
+    row_lo, row_hi = np.array([0], np.int64), np.array([len(cls)], np.int64)
+    got = multicast_flows(row_lo, row_hi, cls, route_of, fan, n, 1, (np.ones(n_cls, np.int64),) * 2)
+    flows, deliv = _multicast_reference(np.zeros(len(cls), np.int64), cls, route_of, dense, 1, n, blocks)
+    assert list(zip(*(a.tolist() for a in got[:3]))) == flows and len(flows) == len(np.unique(route_of))
+    assert list(zip(got[3].tolist(), got[4].tolist())) == sorted(deliv) and got[7].tolist() == [2 * n_cls]
 
 
 def test_unicast_flows_flag_values_without_messages():

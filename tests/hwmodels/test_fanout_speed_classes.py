@@ -8,7 +8,6 @@ import scipy.sparse as sp
 
 from hwmodels import load_preset, map_network
 from hwmodels.events.actions import build_fanout, count_actions
-from hwmodels.kernels.spike_classes import row_class_counts
 from hwmodels.mapping.connectivity import core_fanout, fanout, source_classes
 from hwmodels.trace import Projection, conv_output_shape
 
@@ -81,17 +80,6 @@ def test_dense_classes_are_equal_mask_columns(rng):
     for count in ("structural", "nonzero"):
         full = core_fanout(proj, (40,), np.arange(6) // 2, count)[0].toarray()
         assert np.array_equal(core_fanout(proj, (40,), np.arange(6) // 2, count, of[:5])[0].toarray(), full[of[:5]])
-
-
-def test_row_class_counts_equal_scipy_conversion(rng):
-    row, cls = rng.integers(0, 50, 3000), rng.integers(0, 30, 3000)
-    indptr, indices, data, at = row_class_counts(row, cls, 60, 30)
-    got = sp.csr_matrix((data, indices, indptr), shape=(60, 30))
-    want = sp.csr_matrix((np.ones(3000, np.int64), (row, cls)), shape=(60, 30))
-    assert np.array_equal(got.toarray(), want.toarray()) and (data > 0).all()
-    assert np.array_equal(at, np.repeat(np.arange(60), np.diff(indptr)))
-    empty = row_class_counts(np.zeros(0, np.int64), np.zeros(0, np.int64), 4, 3)
-    assert np.array_equal(empty[0], np.zeros(5, np.int64)) and len(empty[1]) == 0
 
 
 @pytest.mark.parametrize("multicast", [False, True])
