@@ -1,6 +1,6 @@
 """np.unique of bounded non-negative integer keys by a lookup table instead of a sort (channel links, queues,
-(source, route) pairs, classes), the table's passes compiled; and sorted_unique, np.unique of any integer array by
-a sort."""
+(source, route) pairs, classes), the table's passes compiled; sorted_unique, np.unique of any integer array by
+a sort; and distinct_rows, the distinct rows of a sparse pattern by a hash table."""
 from __future__ import annotations
 
 import numpy as np
@@ -67,3 +67,65 @@ def first_of_classes(classes: np.ndarray, n_classes: int) -> np.ndarray:
     for j in range(len(classes) - 1, -1, -1):
         first[ux(classes[ux(j)])] = j
     return first
+
+
+@njit(cache=True, nogil=True)
+def distinct_rows(indptr: np.ndarray, indices: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct rows of a CSR pattern, counting only the columns below `width`: (id int64 (n_rows,): the
+    row's id, -1 for a row with no such column, ids 0, 1, ... in order of first appearance; first int64 (n_ids,):
+    the row where each id first appears). Each row's columns must be in one canonical order (sorted CSR
+    indices). Exact: rows are hashed (FNV-1a over their columns) into an open-addressing table and a row equal
+    in hash is compared column by column with the table's row before it takes that row's id."""
+    n = len(indptr) - 1
+    bits = 1
+    while (1 << bits) < 2 * n + 2:
+        bits += 1
+    size, shift, mask = 1 << bits, np.uint64(64 - bits), np.uint64((1 << bits) - 1)
+    table = np.full(size, -1, np.int64)  # the first row of each id, at its hash slot
+    ids = np.full(n, -1, np.int64)
+    first = np.empty(n, np.int64)
+    k = 0
+    for r in range(n):
+        b = _row_end(indptr, indices, r, width)
+        if b == indptr[ux(r)]:
+            continue
+        h = np.uint64(14695981039346656037)
+        for q in range(indptr[ux(r)], b):
+            h = (h ^ np.uint64(indices[ux(q)])) * np.uint64(1099511628211)
+        slot = h >> shift  # the hash's high bits: its low ones depend only on the columns' low bits
+        while True:
+            rep = table[ux(slot)]
+            if rep < 0:
+                table[ux(slot)], ids[ux(r)], first[ux(k)] = r, k, r
+                k += 1
+                break
+            if _same_row(indptr, indices, rep, r, b, width):
+                ids[ux(r)] = ids[ux(rep)]
+                break
+            slot = (slot + np.uint64(1)) & mask
+    return ids, first[:k]
+
+
+@njit(cache=True, inline="always")
+def _row_end(indptr: np.ndarray, indices: np.ndarray, r: int, width: int) -> int:
+    """End of row r's columns below `width` (its columns sorted): a binary search."""
+    lo, hi = indptr[ux(r)], indptr[ux(r + 1)]
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if indices[ux(mid)] < width:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@njit(cache=True, inline="always")
+def _same_row(indptr: np.ndarray, indices: np.ndarray, rep: int, r: int, b: int, width: int) -> bool:
+    """Whether row rep's columns below `width` equal row r's (which end at b)."""
+    a0, a1 = indptr[ux(rep)], indptr[ux(r)]
+    if _row_end(indptr, indices, rep, width) - a0 != b - a1:
+        return False
+    for q in range(b - a1):
+        if indices[ux(a0 + q)] != indices[ux(a1 + q)]:
+            return False
+    return True

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from hwmodels.kernels.unique import dense_unique, first_of_classes
+from hwmodels.kernels.unique import dense_unique, distinct_rows, first_of_classes
 
 
 @pytest.mark.parametrize("dtype", [np.int64, np.int32])
@@ -43,3 +43,23 @@ def test_sorted_unique_is_np_unique():
         want, got = np.unique(a), sorted_unique(a)
         assert got.dtype == want.dtype
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int64])
+def test_distinct_rows_number_equal_rows_in_order_of_first_appearance(rng, dtype):
+    """Rows drawn from 2,500 column sets (some empty, some with columns only at or past the width, which do not
+    count) in a table of 8,192 slots: hundreds of distinct rows share slots and are told apart column by column."""
+    width = 30
+    pool = [np.sort(rng.choice(60, rng.integers(0, 8), replace=False)) for _ in range(2500)]
+    rows = [pool[i] for i in rng.integers(0, len(pool), 3000)]
+    indptr = np.r_[0, np.cumsum([len(r) for r in rows])].astype(dtype)
+    indices = np.concatenate(rows).astype(dtype)
+    ids, first = distinct_rows(indptr, indices, width)
+    keys = [tuple(int(c) for c in r if c < width) for r in rows]
+    seen = {}  # key -> id, in order of first appearance
+    want = [seen.setdefault(key, len(seen)) if key else -1 for key in keys]
+    assert ids.tolist() == want
+    assert len(seen) > 500
+    assert first.tolist() == [keys.index(key) for key in seen]
+    empty = distinct_rows(np.zeros(1, dtype), np.zeros(0, dtype), width)
+    assert len(empty[0]) == 0 and len(empty[1]) == 0
