@@ -170,32 +170,6 @@ class RouteTable:
             before[at] = before[par[at]] + hop_s[par[at]]
         return self.with_costs(hop_s, hop_j, before)
 
-    def climbs(self, limit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Tree.up of every tree as flat pairs, up to `limit` climbs: (i, x, up) int64 (n_pairs,) each, flat channel
-        indices with up = depth[i] - depth[x] <= limit where the tree's `up` is set, sorted by (x, i). Below a
-        blocking x the channels form a chain (one child each), so x's pairs are up = 1, 2, ... in order of i: each
-        pair's place is x's first place + up - 1 (no sort)."""
-        par, blk = self.flat_parent, self.blocking
-        i = np.arange(len(par), dtype=np.int64)
-        x, found = par, []
-        for _ in range(limit):
-            ok = x >= 0
-            ok[ok] = blk[x[ok]]
-            i, x = i[ok], x[ok]
-            if not len(i):
-                break
-            found.append((i, x))
-            x = par[x]
-        if not found:
-            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
-        cnt = np.bincount(np.concatenate([x for _, x in found]), minlength=len(par))
-        start = np.cumsum(cnt) - cnt
-        out_i, out_up = np.empty(int(cnt.sum()), np.int64), np.empty(int(cnt.sum()), np.int64)
-        for up, (i, x) in enumerate(found, 1):
-            at = start[x] + (up - 1)
-            out_i[at], out_up[at] = i, up
-        return out_i, np.repeat(np.arange(len(par), dtype=np.int64), cnt), out_up
-
     @staticmethod
     def of(routes) -> RouteTable:
         """`routes` as a RouteTable: itself, the table behind a TreeSeq, or a sequence of Tree laid end to end."""

@@ -173,3 +173,135 @@ def _costs(off, flow_route, t_off, hop_s, before_s, hop, before) -> None:
         base, t0 = off[ux(f)], t_off[ux(flow_route[ux(f)])]
         for c in range(off[ux(f + 1)] - base):
             hop[ux(base + c)], before[ux(base + c)] = hop_s[ux(t0 + c)], before_s[ux(t0 + c)]
+
+
+def dependencies(blocking, first_child, tm_ptr, term_node) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The release dependencies of channel nodes with slot terms (hwmodels.timing.des_nodes.Nodes): node x's
+    release needs the grants of x itself, of its child first_child[x] when blocking[x], of its slot terms
+    term_node[tm_ptr[x]:tm_ptr[x + 1]] and, when blocking, of its child's slot terms; each grant counted once.
+    blocking bool (n,), first_child (n,) (-1: none; a blocking node has one child), tm_ptr int64 (n + 1,),
+    term_node int64.
+
+    Returns (dp_ptr int64 (n + 1,), dependent int64, need int64 (n,)): the CSR node j -> the nodes whose release
+    needs j's grant, in increasing order (the sorted distinct (j, x) pairs), and how many distinct grants each
+    release needs. Two compiled passes over the nodes (counting, then filling by row), each gathering a node's
+    few grants and sorting them, where numpy built every pair, sorted them to drop repeats and sorted them again
+    by row."""
+    n = len(blocking)
+    dp_ptr, need = np.zeros(n + 1, np.int64), np.zeros(n, np.int64)
+    most = _most_grants(blocking, first_child, tm_ptr)
+    _count_dependencies(blocking, first_child, tm_ptr, term_node, dp_ptr, need, np.empty(most, np.int64))
+    dependent = np.empty(int(dp_ptr[-1]), np.int64)
+    _fill_dependencies(blocking, first_child, tm_ptr, term_node, dp_ptr, dependent, np.empty(most, np.int64))
+    return dp_ptr, dependent, need
+
+
+@njit(cache=True, nogil=True)
+def _most_grants(blocking, first_child, tm_ptr) -> int:
+    """The most grants (with repeats) any node's release lists."""
+    most = 1
+    for x in range(len(blocking)):
+        k = 1 + tm_ptr[ux(x + 1)] - tm_ptr[ux(x)]
+        if blocking[ux(x)]:
+            c = first_child[ux(x)]
+            k += 1 + tm_ptr[ux(c + 1)] - tm_ptr[ux(c)]
+        most = max(most, k)
+    return most
+
+
+@njit(cache=True, inline="always")
+def _grants_of(x, blocking, first_child, tm_ptr, term_node, buf) -> int:
+    """Node x's distinct grants, sorted, into buf; returns how many."""
+    k = 1
+    buf[0] = x
+    for q in range(tm_ptr[ux(x)], tm_ptr[ux(x + 1)]):
+        buf[ux(k)] = term_node[ux(q)]
+        k += 1
+    if blocking[ux(x)]:
+        c = first_child[ux(x)]
+        buf[ux(k)] = c
+        k += 1
+        for q in range(tm_ptr[ux(c)], tm_ptr[ux(c + 1)]):
+            buf[ux(k)] = term_node[ux(q)]
+            k += 1
+    for a in range(1, k):  # insertion sort: a release lists a few grants
+        v, b = buf[ux(a)], a - 1
+        while b >= 0 and buf[ux(b)] > v:
+            buf[ux(b + 1)] = buf[ux(b)]
+            b -= 1
+        buf[ux(b + 1)] = v
+    u = 1
+    for a in range(1, k):
+        if buf[ux(a)] != buf[ux(u - 1)]:
+            buf[ux(u)] = buf[ux(a)]
+            u += 1
+    return u
+
+
+@njit(cache=True, nogil=True)
+def _count_dependencies(blocking, first_child, tm_ptr, term_node, dp_ptr, need, buf) -> None:
+    """dependencies' first pass: need[x], and dp_ptr as the cumulative number of dependents of each node."""
+    for x in range(len(blocking)):
+        u = _grants_of(x, blocking, first_child, tm_ptr, term_node, buf)
+        need[ux(x)] = u
+        for a in range(u):
+            dp_ptr[ux(buf[ux(a)] + 1)] += 1
+    for j in range(len(blocking)):
+        dp_ptr[ux(j + 1)] += dp_ptr[ux(j)]
+
+
+@njit(cache=True, nogil=True)
+def _fill_dependencies(blocking, first_child, tm_ptr, term_node, dp_ptr, dependent, buf) -> None:
+    """dependencies' second pass: every node x appended to the rows of its grants, x in increasing order."""
+    at = dp_ptr[:-1].copy()
+    for x in range(len(blocking)):
+        u = _grants_of(x, blocking, first_child, tm_ptr, term_node, buf)
+        for a in range(u):
+            j = buf[ux(a)]
+            dependent[ux(at[ux(j)])] = x
+            at[ux(j)] += 1
+
+
+def slot_terms(off, flow_route, m1, max_depth, blocking, first_child, depth: int):
+    """The slot terms of channel nodes with router buffers of `depth` messages (hwmodels.timing.des_nodes.Nodes):
+    for node x of flow f, the nodes i reached from x down its chain of blocking channels (a blocking channel has
+    one child), i at u = 1, 2, ... channels below x, for u <= K = min((m - 1) // depth, max_depth[tree of f]),
+    with (m - 1 - depth x u) link times each. off int64 (n_flows + 1,) node offsets; flow_route, m1 (messages - 1),
+    int64 (n_flows,); max_depth int64 per tree; blocking bool (n,), first_child (n,) (-1: none).
+
+    Returns (tm_ptr int64 (n + 1,), term_node int64, term_links int64): node x's terms term_node[tm_ptr[x]:
+    tm_ptr[x + 1]] in increasing u. Two compiled passes (count, fill) down the nodes' own chains, where numpy
+    listed every (descendant, blocking ancestor) pair of the route table and kept those of each node's K."""
+    n = int(off[-1])
+    tm_ptr = np.zeros(n + 1, np.int64)
+    _count_terms(off, flow_route, m1, max_depth, blocking, first_child, depth, tm_ptr)
+    term_node, term_links = np.empty(int(tm_ptr[-1]), np.int64), np.empty(int(tm_ptr[-1]), np.int64)
+    _fill_terms(off, blocking, first_child, depth, m1, tm_ptr, term_node, term_links)
+    return tm_ptr, term_node, term_links
+
+
+@njit(cache=True, nogil=True)
+def _count_terms(off, flow_route, m1, max_depth, blocking, first_child, depth, tm_ptr) -> None:
+    """slot_terms' first pass: tm_ptr[x + 1] = x's number of terms, then the cumulative sums."""
+    for f in range(len(off) - 1):
+        cap = min(m1[ux(f)] // depth, max_depth[ux(flow_route[ux(f)])])
+        for x in range(off[ux(f)], off[ux(f + 1)]):
+            k, y = 0, x
+            while k < cap and blocking[ux(y)]:
+                y = first_child[ux(y)]
+                k += 1
+            tm_ptr[ux(x + 1)] = k
+    for x in range(len(tm_ptr) - 1):
+        tm_ptr[ux(x + 1)] += tm_ptr[ux(x)]
+
+
+@njit(cache=True, nogil=True)
+def _fill_terms(off, blocking, first_child, depth, m1, tm_ptr, term_node, term_links) -> None:
+    """slot_terms' second pass: each node's terms down its chain, as many as the first pass counted."""
+    for f in range(len(off) - 1):
+        for x in range(off[ux(f)], off[ux(f + 1)]):
+            y = x
+            for q in range(tm_ptr[ux(x)], tm_ptr[ux(x + 1)]):
+                y = first_child[ux(y)]
+                term_node[ux(q)] = y
+                term_links[ux(q)] = m1[ux(f)] - depth * (q - tm_ptr[ux(x)] + 1)

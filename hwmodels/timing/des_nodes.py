@@ -10,15 +10,7 @@ from functools import cached_property
 import numpy as np
 
 from hwmodels.events.route_table import RouteTable
-from hwmodels.kernels.nodes import costs, fill
-from hwmodels.kernels.unique import sorted_unique
-
-
-def seg(ptr: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Flat positions of the CSR segments ptr[i]..ptr[i+1] for i in idx, and the index into idx owning each."""
-    cnt = ptr[idx + 1] - ptr[idx]
-    own = np.repeat(np.arange(len(idx)), cnt)
-    return np.arange(len(own)) - np.repeat(np.cumsum(cnt) - cnt, cnt) + np.repeat(ptr[idx], cnt), own
+from hwmodels.kernels.nodes import costs, dependencies, fill, slot_terms
 
 
 def _csr(rows: np.ndarray, vals: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -59,7 +51,7 @@ class Nodes:
         self._terms(routes, depth, link_s)
         self.plain = len(self.term_node) == 0
         # grants each release needs (plain: its own and its child's when blocking, made on request)
-        self._need = None if self.plain else np.bincount(self._dependents[1], minlength=n)
+        self._need = None if self.plain else self._dependencies[2]
 
     def with_costs(self, routes: RouteTable, link_s: float) -> Nodes:
         """These nodes with the hop latencies of `routes` (the same routes in the same order, recosted:
@@ -107,46 +99,27 @@ class Nodes:
     def _terms(self, routes: RouteTable, depth: int | None, link_s: float) -> None:
         """Slot terms of every node z with finite buffers: (node i, (m - 1 - B up) L) for the descendants i of z
         reached through blocking channels with up = depth difference <= K = min((m - 1) // B, the tree's depth)
-        (hwmodels.timing.des closed form; RouteTable.climbs), ordered by z, then i."""
+        (hwmodels.timing.des closed form; hwmodels.kernels.nodes.slot_terms), ordered by z, then i."""
         n = self.n
         if depth is None or n == 0:
             self.tm_ptr, self.term_node, self.term_const = np.zeros(n + 1, np.int64), np.zeros(0, np.int64), np.zeros(0)
             self._term_links = np.zeros(0, np.int64)
             return
-        flow = self.flow.astype(np.int64)
-        m1 = self._m1[flow]
-        cap = np.minimum(m1 // depth, routes.max_depth[self._flow_route[flow]])  # K of every node
-        ti, tz, tu = routes.climbs(int(cap.max(initial=0)))
-        ti = ti - routes.off[routes.tree_of[ti]]  # tree-local
-        pos, own = seg(np.concatenate([[0], np.cumsum(np.bincount(tz, minlength=len(routes.links)))]), self._tidx())
-        keep = tu[pos] <= cap[own]
-        pos, own = pos[keep], own[keep]
-        self.tm_ptr = np.concatenate([[0], np.cumsum(np.bincount(own, minlength=n))]).astype(np.int64)
-        self.term_node = ti[pos] + self.off[flow[own]]
-        self._term_links = m1[own] - depth * tu[pos]  # link times in each slot term
+        self.tm_ptr, self.term_node, self._term_links = slot_terms(
+            self.off, self._flow_route, self._m1, routes.max_depth, self.blocking, self.first_child, int(depth))
         self.term_const = self._term_links * link_s
 
     @cached_property
     def dependents(self) -> tuple[np.ndarray, np.ndarray]:
-        """CSR (dp_ptr, dependent) node j -> nodes x whose release needs j's grant (each x once per j)."""
-        rows, cols = self._dependents
-        return _csr(rows, cols, self.n)
+        """CSR (dp_ptr, dependent) node j -> nodes x whose release needs j's grant (each x once per j, in increasing
+        order): x's own grant, its child's when x is blocking, its slot terms' (hwmodels.kernels.nodes.
+        dependencies)."""
+        return self._dependencies[:2]
 
     @cached_property
-    def _dependents(self) -> tuple[np.ndarray, np.ndarray]:
-        """(row j, dependent x) pairs: x's own grant, its child's when x is blocking, its slot terms'."""
-        n, x = self.n, np.arange(self.n)
-        b = np.flatnonzero(self.blocking)
-        rows, cols = [x, self.first_child[b].astype(np.int64)], [x, b]
-        pos, own = seg(self.tm_ptr, x)
-        rows.append(self.term_node[pos]), cols.append(own)
-        pos, own = seg(self.tm_ptr, self.first_child[b])
-        rows.append(self.term_node[pos]), cols.append(b[own])
-        rows, cols = np.concatenate(rows), np.concatenate(cols)
-        if not self.plain:  # a slot term may repeat the child or another term: count each grant once
-            pair = sorted_unique(rows * max(n, 1) + cols)
-            rows, cols = pair // max(n, 1), pair % max(n, 1)
-        return rows, cols
+    def _dependencies(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """hwmodels.kernels.nodes.dependencies of these nodes: (dp_ptr, dependent, grants each release needs)."""
+        return dependencies(self.blocking, self.first_child, self.tm_ptr, self.term_node)
 
 
 class Queues:

@@ -6,7 +6,7 @@ vector engine's results do not depend on the index dtype."""
 import numpy as np
 import pytest
 
-from hwmodels.events.route_table import RouteTable
+from hwmodels.events.route_table import NO_TERM, RouteTable, climbs
 from hwmodels.kernels import nodes as kernel
 from hwmodels.timing import des
 from hwmodels.timing.des_nodes import Nodes, Queues
@@ -145,3 +145,63 @@ def test_unsorted_or_negative_steps_are_refused():
             continue
         with pytest.raises(ValueError, match="sorted"):
             Nodes(rt, route, hops, msgs, bad, 1e-9, None)
+
+
+def _dependency_reference(nd: Nodes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(dp_ptr, dependent, need) by a set per node: x's own grant, its child's when blocking, the slot terms of
+    both, each once; rows listed in increasing order of x."""
+    rows = [[] for _ in range(nd.n)]
+    need = np.zeros(nd.n, np.int64)
+    for x in range(nd.n):
+        grants = {x, *nd.term_node[nd.tm_ptr[x]:nd.tm_ptr[x + 1]].tolist()}
+        if nd.blocking[x]:
+            c = int(nd.first_child[x])
+            grants |= {c, *nd.term_node[nd.tm_ptr[c]:nd.tm_ptr[c + 1]].tolist()}
+        need[x] = len(grants)
+        for j in grants:
+            rows[j].append(x)
+    ptr = np.concatenate([[0], np.cumsum([len(r) for r in rows])]).astype(np.int64)
+    return ptr, np.array([x for r in rows for x in r], np.int64), need
+
+
+@pytest.mark.parametrize("depth", [1, 2, 5])
+def test_release_dependencies_equal_a_set_per_node(depth):
+    """Nodes.dependents (CSR) and missing with finite buffers against a set per node on random tables, whose slot
+    terms repeat a child's grant or each other's (removed once)."""
+    for seed in range(4):
+        rng = np.random.default_rng(20 + seed)
+        rt = _table(rng, 50, 8, 40)
+        route, hops, msgs, step = _flows(rng, rt, 400, 6)
+        nd = Nodes(rt, route, hops, msgs * 3, step, 1e-9, depth)
+        ptr, dependent, need = _dependency_reference(nd)
+        assert not nd.plain and len(nd.term_node) > 0
+        assert np.array_equal(nd.dependents[0], ptr) and np.array_equal(nd.dependents[1], dependent)
+        assert np.array_equal(nd.missing, need) and nd.dependents[1].dtype == np.int64
+        assert (need > 1 + nd.blocking).any()  # some release waits on slot terms
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_slot_terms_equal_the_trees_climbs(depth):
+    """Each node's slot terms (node, link times) against its tree's climb matrix (hwmodels.events.route_table.
+    climbs: depth differences up through blocking channels), kept up to K = min((m - 1) // B, tree depth), in
+    increasing order of the node."""
+    for seed in range(4):
+        rng = np.random.default_rng(40 + seed)
+        rt = _table(rng, 60, 9, 50)
+        route, hops, msgs, step = _flows(rng, rt, 300, 5)
+        nd = Nodes(rt, route, hops, msgs * 2, step, 1e-9, depth)
+        off = np.concatenate([[0], np.cumsum(hops)])
+        want_ptr, want_node, want_links = [0], [], []
+        for f, t in enumerate(route):
+            a, b = rt.off[t], rt.off[t + 1]
+            up = climbs(rt.parent[a:b], rt.depth[a:b], rt.blocking[a:b])
+            k = min((msgs[f] * 2 - 1) // depth, int(rt.depth[a:b].max(initial=0)))
+            for c in range(hops[f]):
+                for i in range(b - a):
+                    if up[i, c] != NO_TERM and up[i, c] <= k:
+                        want_node.append(off[f] + i)
+                        want_links.append(msgs[f] * 2 - 1 - depth * up[i, c])
+                want_ptr.append(len(want_node))
+        assert len(want_node) > 100
+        assert np.array_equal(nd.tm_ptr, want_ptr) and np.array_equal(nd.term_node, want_node)
+        assert np.array_equal(nd.term_const, np.array(want_links, np.int64) * 1e-9)

@@ -8,6 +8,7 @@ import pytest
 from hwmodels import load_preset, map_network
 from hwmodels.events.network import Network, RouteUse, route_use
 from hwmodels.events.route_table import FIELDS, RouteTable, Tree
+from hwmodels.timing.des_nodes import Nodes
 from hwmodels.trace import NetworkGraph, NeuronModel, Population
 
 
@@ -117,20 +118,23 @@ def test_multicast_table_built_at_once_equals_the_trees_built_one_by_one(multich
     assert len(net.multicast_table(np.zeros(0, np.int64), [])) == 0
 
 
-def test_table_climbs_are_the_trees_up_matrices():
-    """RouteTable.climbs lists exactly the finite entries of every tree's Tree.up (flat indices, sorted by the
-    ancestor, then the descendant), cut at the given number of climbs."""
+def test_slot_terms_of_the_table_are_the_trees_up_matrices():
+    """Nodes' slot terms on a table of multicast and unicast trees list exactly the entries of every tree's
+    Tree.up within K = min((m - 1) // B, the tree's depth) climbs (node i below ancestor z, in increasing i)."""
     net, _ = _nets(False)
     src, dsts = _multicast(net, np.random.default_rng(3), 150)
-    built = [net.tree(s, d) for s, d in zip(src.tolist(), dsts)]
-    table = RouteTable.of_trees(built + [net.tree(0, (29,)), net.tree(5, (5,))])
-    trees = built + [net.tree(0, (29,)), net.tree(5, (5,))]
-    for limit in (1, 2, 100):
-        want = sorted((int(z + o), int(i + o), int(t.up[i, z])) for t, o in zip(trees, table.off[:-1])
-                      for i, z in zip(*np.nonzero(t.up <= limit)))
-        i, z, up = table.climbs(limit)
-        assert list(zip(z.tolist(), i.tolist(), up.tolist())) == want
-        assert limit < 100 or len(want) > 100
+    trees = [net.tree(s, d) for s, d in zip(src.tolist(), dsts)] + [net.tree(0, (29,)), net.tree(5, (5,))]
+    table = RouteTable.of_trees(trees)
+    sizes = np.diff(table.off)
+    for msgs, depth in ((2, 1), (5, 2), (40, 1)):
+        nd = Nodes(table, np.arange(len(trees)), sizes, np.full(len(trees), msgs), np.zeros(len(trees), np.int64),
+                   1e-9, depth)
+        want = []
+        for t, o in zip(trees, table.off[:-1]):
+            k = min((msgs - 1) // depth, int(t.depth.max(initial=0)))
+            want += [[int(o + i) for i in np.flatnonzero(t.up[:, z] <= k)] for z in range(len(t.links))]
+        got = [nd.term_node[a:b].tolist() for a, b in zip(nd.tm_ptr[:-1], nd.tm_ptr[1:])]
+        assert got == want and (msgs < 40 or sum(map(len, want)) > 100)
 
 
 def test_tree_sequence_reads_like_a_tuple():
