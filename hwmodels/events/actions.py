@@ -485,24 +485,6 @@ def gather_spikes(trace: EventTrace, samples: range, pop_i: int) -> tuple[np.nda
             np.repeat(t.ravel(), lengths))
 
 
-def split_messages(m: sp.csr_matrix | sp.coo_matrix, n: int, nf: int,
-           bits_block: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
-    """(group row, dst, messages, events (., nf), bits read or None without a bits block) of the non-zero
-    (group, dst) message entries of block 0, sorted by (row, dst). m: CSR, or COO without duplicate entries."""
-    c = m.tocoo()
-    block, dst = c.col // n, c.col % n
-    keys = c.row.astype(np.int64) * n + dst
-    is_msg = block == 0
-    order = np.argsort(keys[is_msg], kind="stable")
-    k, msgs = keys[is_msg][order], c.data[is_msg][order].astype(np.int64)
-    width = nf + bits_block
-    values = np.zeros((len(k), width), np.int64)
-    for j in range(width):
-        sel = block == j + 1
-        values[np.searchsorted(k, keys[sel]), j] = c.data[sel]
-    return k // n, k % n, msgs, values[:, :nf], values[:, nf] if bits_block else None
-
-
 def count_actions(graph: NetworkGraph, trace: EventTrace, mapping: Mapping, tables: FanoutTables,
                   samples: range, semantics: str = "pipelined") -> Actions:
     """Action counts of `samples` of `trace` (see Actions), under timestep `semantics` (SEMANTICS key);

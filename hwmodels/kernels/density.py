@@ -163,3 +163,32 @@ def soma_prefix(where, first, order, accessed, updated, idx, h):
             mark[pos] = False
         i0 = i1
     return out
+
+
+def expand_messages(cls: np.ndarray, fan: tuple, nf: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The messages of spikes of classes `cls` (int64 (n_spikes,), ids of hwmodels.events.actions.JointClasses):
+    one per (spike, destination core) with messages in the class's fan-out fan = (ptr, dst, val) (JointClasses.stack:
+    class c's destinations dst[ptr[c]:ptr[c + 1]] increasing, val (., 1 + blocks) messages then the blocks).
+    Returns (spike int64, dst int64, events int64 (m, nf): the first nf value blocks), sorted by (spike, dst): the
+    non-zero message entries of the spikes' stack rows, in one compiled pass instead of a sparse row gather, a
+    sort and searches."""
+    ptr, dst, val = fan
+    total = int((ptr[cls + 1] - ptr[cls]).sum()) if len(cls) else 0
+    spike, to, events = np.empty(total, np.int64), np.empty(total, np.int64), np.empty((total, nf), np.int64)
+    m = _expand(cls, ptr, dst, val, nf, spike, to, events)
+    return spike[:m], to[:m], events[:m]
+
+
+@njit(cache=True, nogil=True)
+def _expand(cls, ptr, dst, val, nf, spike, to, events) -> int:
+    """expand_messages' pass; returns how many messages it wrote."""
+    m = 0
+    for i in range(len(cls)):
+        c = cls[ux(i)]
+        for q in range(ptr[ux(c)], ptr[ux(c + 1)]):
+            if val[ux(q), 0] != 0:
+                spike[ux(m)], to[ux(m)] = i, dst[ux(q)]
+                for b in range(nf):
+                    events[ux(m), b] = val[ux(q), 1 + b]
+                m += 1
+    return m

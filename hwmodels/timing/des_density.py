@@ -36,10 +36,12 @@ contention-free ones (hwmodels.events.network.RouteUse.link_totals).
 
 Cost: the message loop is compiled (hwmodels.kernels.density.play_steps: two binary heaps, O(route keys + log
 messages in flight) per message, ~0.1 us per message; until 2026-12 it was a Python loop of ~2 us per message, whose
-results it gives bit for bit), fed by the message list built by numpy one sample at a time (memory: one sample's
-messages; the soma work before each spike by one compiled pass per step, hwmodels.kernels.density.soma_prefix),
-which now takes most of the time: the default MNIST conv net on loihi-sanafe, 100 samples, 2.47 M messages,
-5.6 -> 1.25 s, against ~0.035 s for the flow-level DES (hwmodels.timing.des, vector engine) on loihi.
+results it gives bit for bit), fed by the message list built one sample at a time (memory: one sample's
+messages): the spikes sorted, then each spike's messages expanded from its class's fan-out in order by one compiled
+pass (hwmodels.kernels.density.expand_messages; until 2026-12-06 a sparse row gather, a sort and a lexsort of the
+messages, twice as slow), the soma work before each spike by one compiled pass per step
+(hwmodels.kernels.density.soma_prefix): the default MNIST conv net on loihi-sanafe, 100 samples, 2.47 M messages,
+5.6 -> 1.25 -> 0.40 s, against ~0.035 s for the flow-level DES (hwmodels.timing.des, vector engine) on loihi.
 """
 from __future__ import annotations
 
@@ -51,7 +53,7 @@ import numpy as np
 from hwmodels import activity
 from hwmodels.kernels import density as kernel
 from hwmodels.timing import core_times
-from hwmodels.events.actions import SEMANTICS, Actions, FanoutTables, gather_spikes, split_messages
+from hwmodels.events.actions import SEMANTICS, Actions, FanoutTables, gather_spikes
 from hwmodels.timing.analytic import Timing
 from hwmodels.mapping.map import Mapping
 from hwmodels.events.network import Network, RouteUse, xy_links
@@ -139,35 +141,35 @@ def _soma_prefix(graph, trace, samples, semantics, chip, name, core, spikes) -> 
 
 def messages(graph: NetworkGraph, trace: EventTrace, mapping: Mapping, tables: FanoutTables, samples: range,
              semantics: str, chip: ChipSpec) -> Messages:
-    """The Messages of `samples` of `trace` (the same messages as hwmodels.events.actions.count_actions counts)."""
+    """The Messages of `samples` of `trace` (the same messages as hwmodels.events.actions.count_actions counts).
+    The spikes are sorted by (step, source core, neuron) first, a core holding one population, and each spike's
+    messages then follow in increasing destination (hwmodels.kernels.density.expand_messages over the joint
+    class fan-outs, FanoutTables.joint): the messages come out in Messages' order without sorting them."""
     n_steps, step_of = SEMANTICS[semantics](graph, trace.n_timesteps)
-    n, nf = tables.n_cores, len(tables.formats)
-    cols = {k: [] for k in ("step", "src", "pos", "spike", "dst", "soma", "events")}
-    spike_base = 0
+    n, nf, joint = tables.n_cores, len(tables.formats), tables.joint
+    cols = {k: [] for k in ("step", "src", "pos", "cls", "soma")}
     for name in tables.stack:
         core = np.asarray(mapping.core_of_neuron[name], np.int64)
         idx, s, t = gather_spikes(trace, samples, trace.populations.index(name))
-        h = step_of[name][t]
-        of, per_class, _ = tables.factors(name)  # the stack rows of the spiking neurons, from their classes
-        row, dst, _, events, _ = split_messages(per_class[of[idx]], n, nf, tables.bits_per_event is None)
-        soma = _soma_prefix(graph, trace, samples, semantics, chip, name, core, (idx, s, h))
-        for key, v in (("step", s[row] * n_steps + h[row]), ("src", core[idx[row]]), ("pos", idx[row]),
-                       ("spike", row + spike_base), ("dst", dst), ("soma", soma[row]), ("events", events)):
-            cols[key].append(v)
-        spike_base += len(idx)
-    c = {k: np.concatenate(v) if v else np.zeros((0, 3) if k == "soma" else (0, nf) if k == "events" else 0,
-                                                   np.int64) for k, v in cols.items()}
-    order = np.lexsort((c["dst"], c["pos"], c["src"], c["step"]))
-    c = {k: v[order] for k, v in c.items()}
-    first = np.ones(len(order), bool)  # a message out per delivery (unicast) or per spike (multicast)
+        idx, h = np.asarray(idx, np.int64), step_of[name][t]
+        for key, v in (("step", s * n_steps + h), ("src", core[idx]), ("pos", idx),
+                       ("cls", joint.offsets[name] + tables.factors(name)[0][idx]),
+                       ("soma", _soma_prefix(graph, trace, samples, semantics, chip, name, core, (idx, s, h)))):
+            cols[key].append(np.asarray(v, np.int64))
+    c = {k: np.concatenate(v) if v else np.zeros((0, 3) if k == "soma" else 0, np.int64) for k, v in cols.items()}
+    size = max([graph.populations[name].size for name in tables.stack], default=1)
+    order = np.argsort((c["step"] * n + c["src"]) * size + c["pos"])  # distinct keys: one order
+    spike, dst, events = kernel.expand_messages(c["cls"][order], joint.stack, nf)
+    at = order[spike]
+    first = np.ones(len(spike), bool)  # a message out per delivery (unicast) or per spike (multicast)
     if tables.routes is not None:
-        first[1:] = c["spike"][1:] != c["spike"][:-1]
-    group = c["step"] * n + c["src"]
+        first[1:] = spike[1:] != spike[:-1]
+    step, src = c["step"][at], c["src"][at]
+    group = step * n + src
     starts = core_times._group_starts(group)
     csum = np.cumsum(first)
-    base = (csum - first)[starts][np.cumsum(starts) - 1] if len(order) else csum
-    return Messages(n_steps, c["step"], c["src"], c["dst"], c["soma"], (csum - base).astype(np.int64),
-                    c["events"])
+    base = (csum - first)[starts][np.cumsum(starts) - 1] if len(spike) else csum
+    return Messages(n_steps, step, src, dst, c["soma"][at], (csum - base).astype(np.int64), events)
 
 
 def _route(net: Network, chip: ChipSpec, src: int, dst: int, link_s: float, key_id: dict) -> tuple:

@@ -5,6 +5,7 @@ against its hand-computed values stays in tests/hwmodels/test_des_density.py."""
 import heapq
 
 import numpy as np
+import scipy.sparse as sp
 import pytest
 
 from hwmodels.kernels.density import play_steps
@@ -139,3 +140,28 @@ def test_soma_prefix_equals_dense_running_sums(seed):
     got = soma_prefix(where, first, order.astype(np.int64), accessed, updated, idx, h)
     assert len(idx) > 50 and (want[:, 2] > 0).any()
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("blocks", [1, 3])
+def test_expand_messages_equal_the_spikes_stack_rows(blocks):
+    """One message per (spike, destination) with a non-zero message entry of its class's stack row, sorted by
+    (spike, destination), the events the row's first nf blocks (a bits block after them is dropped): against
+    the dense rows read entry by entry; classes of no destination, repeated classes, no spike."""
+    from hwmodels.kernels.count import dst_major
+    from hwmodels.kernels.density import expand_messages
+    rng = np.random.default_rng(5)
+    n, n_cls, nf = 9, 12, blocks - 1 if blocks > 1 else 1
+    msg = (rng.random((n_cls, n)) < 0.35).astype(np.int64)
+    msg[3] = 0  # a class that sends nothing
+    vals = rng.integers(1, 9, (n_cls, blocks, n)) * msg[:, None, :]
+    dense = np.concatenate([msg[:, None, :], vals], axis=1)  # (n_cls, 1 + blocks, n)
+    m = sp.csr_matrix(dense.reshape(n_cls, -1))
+    fan = dst_major(m.indptr.astype(np.int64), m.indices.astype(np.int64), m.data.astype(np.int64), n, 1 + blocks)
+    cls = rng.integers(0, n_cls, 40).astype(np.int64)
+    spike, dst, events = expand_messages(cls, fan, nf)
+    want = [(i, d, tuple(dense[c, 1:1 + nf, d])) for i, c in enumerate(cls.tolist()) for d in range(n)
+            if dense[c, 0, d]]
+    assert list(zip(spike.tolist(), dst.tolist(), map(tuple, events.tolist()))) == want and len(want) > 40
+    assert events.shape == (len(want), nf) and all(a.dtype == np.int64 for a in (spike, dst, events))
+    none = expand_messages(np.zeros(0, np.int64), fan, nf)
+    assert all(len(a) == 0 for a in none) and none[2].shape == (0, nf)
