@@ -211,20 +211,29 @@ def _most_grants(blocking, first_child, tm_ptr) -> int:
 
 @njit(cache=True, inline="always")
 def _grants_of(x, blocking, first_child, tm_ptr, term_node, buf) -> int:
-    """Node x's distinct grants, sorted, into buf; returns how many."""
-    k = 1
-    buf[0] = x
-    for q in range(tm_ptr[ux(x)], tm_ptr[ux(x + 1)]):
-        buf[ux(k)] = term_node[ux(q)]
-        k += 1
+    """Node x's distinct grants, sorted, into buf; returns how many. x, then its slot terms merged with (when
+    blocking) its child and the child's terms: slot_terms lists both down one chain in increasing order, so the
+    merge comes out sorted and the insertion sort after it only checks that (any order is still sorted by it)."""
+    buf[0], k = x, 1
+    i, i1 = tm_ptr[ux(x)], tm_ptr[ux(x + 1)]
+    c, j, j1, vb = -1, 0, 0, -1
     if blocking[ux(x)]:
         c = first_child[ux(x)]
-        buf[ux(k)] = c
+        j, j1 = tm_ptr[ux(c)] - 1, tm_ptr[ux(c + 1)]  # j at tm_ptr[c] - 1 stands for the child itself
+    while i < i1 or j < j1:
+        if j < j1:
+            vb = c if j < tm_ptr[ux(c)] else term_node[ux(j)]
+        if i < i1 and (j >= j1 or term_node[ux(i)] <= vb):
+            v = term_node[ux(i)]
+            if j < j1 and v == vb:
+                j += 1
+            i += 1
+        else:
+            v = vb
+            j += 1
+        buf[ux(k)] = v
         k += 1
-        for q in range(tm_ptr[ux(c)], tm_ptr[ux(c + 1)]):
-            buf[ux(k)] = term_node[ux(q)]
-            k += 1
-    for a in range(1, k):  # insertion sort: a release lists a few grants
+    for a in range(1, k):  # insertion sort: one pass over sorted grants
         v, b = buf[ux(a)], a - 1
         while b >= 0 and buf[ux(b)] > v:
             buf[ux(b + 1)] = buf[ux(b)]
