@@ -175,100 +175,65 @@ def _costs(off, flow_route, t_off, hop_s, before_s, hop, before) -> None:
             hop[ux(base + c)], before[ux(base + c)] = hop_s[ux(t0 + c)], before_s[ux(t0 + c)]
 
 
-def dependencies(blocking, first_child, tm_ptr, term_node) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The release dependencies of channel nodes with slot terms (hwmodels.timing.des_nodes.Nodes): node x's
-    release needs the grants of x itself, of its child first_child[x] when blocking[x], of its slot terms
-    term_node[tm_ptr[x]:tm_ptr[x + 1]] and, when blocking, of its child's slot terms; each grant counted once.
-    blocking bool (n,), first_child (n,) (-1: none; a blocking node has one child), tm_ptr int64 (n + 1,),
-    term_node int64.
+def dependencies(off, flow_route, m1, max_depth, blocking, first_child, parent,
+                 depth: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The release dependencies of channel nodes with buffers of `depth` messages (hwmodels.timing.des_nodes.Nodes;
+    arguments as slot_terms', parent (n,) node index, -1 at a root): node x's release needs the grants of x, of
+    its slot terms and, when blocking, of its child and the child's terms, each once. The terms run down x's
+    chain of blocking channels (slot_terms), so that set is x and its first min(K + 1, D) chain descendants (K
+    of x's flow, D the length of x's chain: 0 when x is not blocking), and the nodes whose release needs j's
+    grant are j and its first min(K + 1, L) ancestors up through blocking channels.
 
     Returns (dp_ptr int64 (n + 1,), dependent int64, need int64 (n,)): the CSR node j -> the nodes whose release
-    needs j's grant, in increasing order (the sorted distinct (j, x) pairs), and how many distinct grants each
-    release needs. Two compiled passes over the nodes (counting, then filling by row), each gathering a node's
-    few grants and sorting them, where numpy built every pair, sorted them to drop repeats and sorted them again
-    by row."""
-    n = len(blocking)
+    needs j's grant, in increasing order (ancestors first, j last), and how many grants each release needs. Two
+    compiled passes (count, fill) along each node's own chain, where numpy built every (grant, release) pair and
+    sorted them twice."""
+    n = int(off[-1])
     dp_ptr, need = np.zeros(n + 1, np.int64), np.zeros(n, np.int64)
-    most = _most_grants(blocking, first_child, tm_ptr)
-    _count_dependencies(blocking, first_child, tm_ptr, term_node, dp_ptr, need, np.empty(most, np.int64))
+    _count_dependencies(off, flow_route, m1, max_depth, blocking, first_child, parent, depth, dp_ptr, need)
     dependent = np.empty(int(dp_ptr[-1]), np.int64)
-    _fill_dependencies(blocking, first_child, tm_ptr, term_node, dp_ptr, dependent, np.empty(most, np.int64))
+    _fill_dependencies(off, flow_route, m1, max_depth, blocking, parent, depth, dp_ptr, dependent)
     return dp_ptr, dependent, need
 
 
-@njit(cache=True, nogil=True)
-def _most_grants(blocking, first_child, tm_ptr) -> int:
-    """The most grants (with repeats) any node's release lists."""
-    most = 1
-    for x in range(len(blocking)):
-        k = 1 + tm_ptr[ux(x + 1)] - tm_ptr[ux(x)]
-        if blocking[ux(x)]:
-            c = first_child[ux(x)]
-            k += 1 + tm_ptr[ux(c + 1)] - tm_ptr[ux(c)]
-        most = max(most, k)
-    return most
-
-
 @njit(cache=True, inline="always")
-def _grants_of(x, blocking, first_child, tm_ptr, term_node, buf) -> int:
-    """Node x's distinct grants, sorted, into buf; returns how many. x, then its slot terms merged with (when
-    blocking) its child and the child's terms: slot_terms lists both down one chain in increasing order, so the
-    merge comes out sorted and the insertion sort after it only checks that (any order is still sorted by it)."""
-    buf[0], k = x, 1
-    i, i1 = tm_ptr[ux(x)], tm_ptr[ux(x + 1)]
-    c, j, j1, vb = -1, 0, 0, -1
-    if blocking[ux(x)]:
-        c = first_child[ux(x)]
-        j, j1 = tm_ptr[ux(c)] - 1, tm_ptr[ux(c + 1)]  # j at tm_ptr[c] - 1 stands for the child itself
-    while i < i1 or j < j1:
-        if j < j1:
-            vb = c if j < tm_ptr[ux(c)] else term_node[ux(j)]
-        if i < i1 and (j >= j1 or term_node[ux(i)] <= vb):
-            v = term_node[ux(i)]
-            if j < j1 and v == vb:
-                j += 1
-            i += 1
-        else:
-            v = vb
-            j += 1
-        buf[ux(k)] = v
-        k += 1
-    for a in range(1, k):  # insertion sort: one pass over sorted grants
-        v, b = buf[ux(a)], a - 1
-        while b >= 0 and buf[ux(b)] > v:
-            buf[ux(b + 1)] = buf[ux(b)]
-            b -= 1
-        buf[ux(b + 1)] = v
-    u = 1
-    for a in range(1, k):
-        if buf[ux(a)] != buf[ux(u - 1)]:
-            buf[ux(u)] = buf[ux(a)]
-            u += 1
-    return u
+def _reach(f, flow_route, m1, max_depth, depth) -> int:
+    """K + 1 of flow f: how far down its blocking chain a release waits (its slot terms' K, plus its child)."""
+    return min(m1[ux(f)] // depth, max_depth[ux(flow_route[ux(f)])]) + 1
 
 
 @njit(cache=True, nogil=True)
-def _count_dependencies(blocking, first_child, tm_ptr, term_node, dp_ptr, need, buf) -> None:
+def _count_dependencies(off, flow_route, m1, max_depth, blocking, first_child, parent, depth, dp_ptr, need) -> None:
     """dependencies' first pass: need[x], and dp_ptr as the cumulative number of dependents of each node."""
-    for x in range(len(blocking)):
-        u = _grants_of(x, blocking, first_child, tm_ptr, term_node, buf)
-        need[ux(x)] = u
-        for a in range(u):
-            dp_ptr[ux(buf[ux(a)] + 1)] += 1
-    for j in range(len(blocking)):
-        dp_ptr[ux(j + 1)] += dp_ptr[ux(j)]
+    for f in range(len(off) - 1):
+        reach = _reach(f, flow_route, m1, max_depth, depth)
+        for x in range(off[ux(f)], off[ux(f + 1)]):
+            d, y = 0, x
+            while d < reach and blocking[ux(y)]:
+                y = first_child[ux(y)]
+                d += 1
+            need[ux(x)] = 1 + d
+            u, a = 0, parent[ux(x)]
+            while u < reach and a >= 0 and blocking[ux(a)]:
+                a = parent[ux(a)]
+                u += 1
+            dp_ptr[ux(x + 1)] = dp_ptr[ux(x)] + 1 + u
 
 
 @njit(cache=True, nogil=True)
-def _fill_dependencies(blocking, first_child, tm_ptr, term_node, dp_ptr, dependent, buf) -> None:
-    """dependencies' second pass: every node x appended to the rows of its grants, x in increasing order."""
-    at = dp_ptr[:-1].copy()
-    for x in range(len(blocking)):
-        u = _grants_of(x, blocking, first_child, tm_ptr, term_node, buf)
-        for a in range(u):
-            j = buf[ux(a)]
-            dependent[ux(at[ux(j)])] = x
-            at[ux(j)] += 1
+def _fill_dependencies(off, flow_route, m1, max_depth, blocking, parent, depth, dp_ptr, dependent) -> None:
+    """dependencies' second pass: each node's row, its ancestors from the farthest down, then itself."""
+    for f in range(len(off) - 1):
+        reach = _reach(f, flow_route, m1, max_depth, depth)
+        for j in range(off[ux(f)], off[ux(f + 1)]):
+            q = dp_ptr[ux(j + 1)] - 1
+            dependent[ux(q)] = j
+            u, a = 0, parent[ux(j)]
+            while u < reach and a >= 0 and blocking[ux(a)]:
+                q -= 1
+                dependent[ux(q)] = a
+                a = parent[ux(a)]
+                u += 1
 
 
 def slot_terms(off, flow_route, m1, max_depth, blocking, first_child, depth: int):

@@ -101,12 +101,13 @@ class Nodes:
         reached through blocking channels with up = depth difference <= K = min((m - 1) // B, the tree's depth)
         (hwmodels.timing.des closed form; hwmodels.kernels.nodes.slot_terms), ordered by z, then i."""
         n = self.n
+        self._max_depth, self._depth = routes.max_depth, None if depth is None else int(depth)
         if depth is None or n == 0:
             self.tm_ptr, self.term_node, self.term_const = np.zeros(n + 1, np.int64), np.zeros(0, np.int64), np.zeros(0)
             self._term_links = np.zeros(0, np.int64)
             return
         self.tm_ptr, self.term_node, self._term_links = slot_terms(
-            self.off, self._flow_route, self._m1, routes.max_depth, self.blocking, self.first_child, int(depth))
+            self.off, self._flow_route, self._m1, self._max_depth, self.blocking, self.first_child, self._depth)
         self.term_const = self._term_links * link_s
 
     @cached_property
@@ -118,8 +119,11 @@ class Nodes:
 
     @cached_property
     def _dependencies(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """hwmodels.kernels.nodes.dependencies of these nodes: (dp_ptr, dependent, grants each release needs)."""
-        return dependencies(self.blocking, self.first_child, self.tm_ptr, self.term_node)
+        """hwmodels.kernels.nodes.dependencies of these nodes (finite buffers): (dp_ptr, dependent, grants each
+        release needs)."""
+        unbounded = np.iinfo(np.int64).max  # no slot terms: a release needs its own and its child's grant
+        return dependencies(self.off, self._flow_route, self._m1, self._max_depth, self.blocking,
+                            self.first_child, self.parent, unbounded if self._depth is None else self._depth)
 
 
 class Queues:
