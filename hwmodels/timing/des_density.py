@@ -46,12 +46,14 @@ messages, twice as slow), the soma work before each spike by one compiled pass p
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
 from hwmodels import activity
 from hwmodels.kernels import density as kernel
+from hwmodels.kernels import threads
 from hwmodels.timing import core_times
 from hwmodels.events.actions import SEMANTICS, Actions, FanoutTables, gather_spikes
 from hwmodels.timing.analytic import Timing
@@ -169,7 +171,7 @@ def messages(graph: NetworkGraph, trace: EventTrace, mapping: Mapping, tables: F
     starts = core_times._group_starts(group)
     csum = np.cumsum(first)
     base = (csum - first)[starts][np.cumsum(starts) - 1] if len(spike) else csum
-    return Messages(n_steps, step, src, dst, c["soma"][at], (csum - base).astype(np.int64), events)
+    return Messages(n_steps, step, src, dst, np.take(c["soma"], at, axis=0), (csum - base).astype(np.int64), events)
 
 
 def _route(net: Network, chip: ChipSpec, src: int, dst: int, link_s: float, key_id: dict) -> tuple:
@@ -189,17 +191,18 @@ class _RouteTable:
 
     def __init__(self, net: Network, chip: ChipSpec, n_cores: int, link_s: float):
         self.net, self.chip, self.n_cores, self.link_s = net, chip, n_cores, link_s
-        self.index, self.rows, self.key_id, self._arrays = {}, [], {}, None
+        self.rows, self.key_id, self._arrays = [], {}, None
+        self.index = np.full(n_cores * n_cores, -1, np.int64)  # route index of each pair, -1: not met yet
 
     def of(self, pair: np.ndarray) -> np.ndarray:
-        """int64 route index of each pair src * n_cores + dst (adding the pairs not met before)."""
-        uniq, inv = np.unique(pair, return_inverse=True)
-        for p in uniq.tolist():
-            if p not in self.index:
-                self.index[p] = len(self.rows)
-                self.rows.append(_route(self.net, self.chip, *divmod(p, self.n_cores), self.link_s, self.key_id))
-                self._arrays = None
-        return np.array([self.index[p] for p in uniq.tolist()], np.int64)[inv.reshape(-1)]
+        """int64 route index of each pair src * n_cores + dst (adding the pairs not met before, in increasing pair
+        order)."""
+        pair = np.asarray(pair, np.int64)
+        for p in np.unique(pair[self.index[pair] < 0]).tolist():
+            self.index[p] = len(self.rows)
+            self.rows.append(_route(self.net, self.chip, *divmod(p, self.n_cores), self.link_s, self.key_id))
+            self._arrays = None
+        return self.index[pair]
 
     def arrays(self) -> tuple:
         """(key_ptr, keys, w, lat0, h1, cap, dst, n_keys) of the routes so far (play_steps's route arguments)."""
@@ -216,33 +219,76 @@ class _RouteTable:
 def timing(actions: Actions, times: ActionTimes, net: Network, use: RouteUse, chip: ChipSpec,
            messages: Callable[[int], Messages]) -> Timing:
     """Step latencies of a batch under the density model (module docstring). messages(k): the Messages of the
-    batch's k-th sample (messages() of that one sample: one sample's messages in memory at a time). Link hold
-    times: contention-free (RouteUse.link_totals)."""
-    core, a = chip.core, actions
-    per_event = np.array([core.synop_latency_s.of(f) for f in a.formats]) + dendrite_costs(chip)[0]
+    batch's k-th sample (messages() of that one sample: at most two samples' messages in memory at a time). Each
+    sample's steps are played (hwmodels.kernels.density.play_steps, which releases the GIL) on a worker thread
+    while the next sample's messages are built on this one (hwmodels.kernels.threads.count() > 1): samples are
+    independent and write disjoint rows, so the result is the serial loop's. Link hold times: contention-free
+    (RouteUse.link_totals)."""
+    a = actions
     send = times.send_done_s.reshape(-1, a.n_cores).copy()
     recv = np.zeros_like(send)
     routes = _RouteTable(net, chip, a.n_cores, times.link_s)
-    for k in range(a.n_samples):
-        m = messages(k)
-        c = m.soma
-        ready = (c[:, 0] * core.neuron_access_latency_s + c[:, 1] * core.neuron_active_latency_s
-                 + c[:, 2] * core.neuron_inactive_latency_s) + m.out * times.out_s
-        work, head_in = RECEIVE_MODES[receive_mode(chip)](core_times.event_work(m.events, per_event), np.ones(len(c)),
-                                                          core.message_in_latency_s)
-        if not len(c):
-            continue
-        route = routes.of(m.src * a.n_cores + m.dst)
-        bounds = np.append(np.flatnonzero(core_times._group_starts(m.step)), len(m.step)).astype(np.int64)
-        shift, free = np.empty((2, len(bounds) - 1, a.n_cores))
-        kernel.play_steps(bounds, np.ascontiguousarray(ready, np.float64), np.ascontiguousarray(m.src, np.int64),
-                          np.ascontiguousarray(work, np.float64), route, *routes.arrays(), float(head_in), shift, free)
-        rows = k * a.n_steps + m.step[bounds[:-1]]
-        send[rows] += shift
-        recv[rows] = free
+    pool = ThreadPoolExecutor(1, thread_name_prefix="hwmodels-density") if threads.count() > 1 else None
+    pending = None
+    try:
+        for k in range(a.n_samples):
+            args = _sample_play(k, messages(k), a, times, chip, routes)
+            if args is None:
+                continue
+            play = pool.submit(_play, *args) if pool is not None else _Done(_play(*args))
+            if pending is not None:
+                _add_play(send, recv, *pending.result())
+            pending = play
+        if pending is not None:
+            _add_play(send, recv, *pending.result())
+    finally:
+        if pool is not None:
+            pool.shutdown()
     done = np.maximum(send, recv).reshape(times.send_done_s.shape)
     ids, _, held = use.link_totals(times.link_s, times.out_s)
     return Timing(core_times.step_latencies(done, times.barrier_s), ids, held, done)
+
+
+class _Done:
+    """A computed value with a future's result()."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def result(self):
+        return self.value
+
+
+def _sample_play(k: int, m: Messages, a: Actions, times: ActionTimes, chip: ChipSpec, routes: _RouteTable):
+    """play_steps' arguments for sample k's Messages m, with the batch rows of its steps (routes met here are
+    added to `routes` on this thread; the worker reads a snapshot of its arrays), or None without messages."""
+    core = chip.core
+    if not len(m.step):
+        return None
+    per_event = np.array([core.synop_latency_s.of(f) for f in a.formats]) + dendrite_costs(chip)[0]
+    c = m.soma
+    ready = (c[:, 0] * core.neuron_access_latency_s + c[:, 1] * core.neuron_active_latency_s
+             + c[:, 2] * core.neuron_inactive_latency_s) + m.out * times.out_s
+    work, head_in = RECEIVE_MODES[receive_mode(chip)](core_times.event_work(m.events, per_event), np.ones(len(c)),
+                                                      core.message_in_latency_s)
+    route = routes.of(m.src * a.n_cores + m.dst)
+    bounds = np.append(np.flatnonzero(core_times._group_starts(m.step)), len(m.step)).astype(np.int64)
+    rows = k * a.n_steps + m.step[bounds[:-1]]
+    return (rows, a.n_cores, bounds, np.ascontiguousarray(ready, np.float64), np.ascontiguousarray(m.src, np.int64),
+            np.ascontiguousarray(work, np.float64), route, routes.arrays(), float(head_in))
+
+
+def _play(rows, n_cores, bounds, ready, src, work, route, route_arrays, head_in) -> tuple:
+    """(rows, shift, free) of one sample's play_steps."""
+    shift, free = np.empty((2, len(bounds) - 1, n_cores))
+    kernel.play_steps(bounds, ready, src, work, route, *route_arrays, head_in, shift, free)
+    return rows, shift, free
+
+
+def _add_play(send: np.ndarray, recv: np.ndarray, rows: np.ndarray, shift: np.ndarray, free: np.ndarray) -> None:
+    """Add a sample's blocking shifts to its rows of `send` and set its receive finishes in `recv`."""
+    send[rows] += shift
+    recv[rows] = free
 
 
 def timing_batches(batches: list, net: Network, chip: ChipSpec, messages: Callable[[int], Messages]) -> list[Timing]:

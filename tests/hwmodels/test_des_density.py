@@ -244,3 +244,20 @@ def test_unknown_congestion_model_is_rejected():
         load_preset("loihi-sanafe", {"router.congestion_model": "booksim"})
     assert load_preset("loihi").router.congestion_model == "links"
     assert load_preset("loihi-sanafe").router.congestion_model == "density"
+
+
+def test_samples_played_beside_the_next_ones_messages_equal_the_serial_loop(nets, rng, monkeypatch):
+    """A batch of random samples: step latencies and core finish times with each sample's play on a worker thread
+    (beside the next sample's messages) equal the one-thread loop's bit for bit, with blocking buffers too."""
+    g = nets.mixed_graph(rng)
+    tr = nets.random_trace(g, rng, n_samples=5, n_timesteps=3, rate=0.3)
+    for depth in (None, 1):
+        chip = load_preset("loihi-sanafe", {"core.neurons_per_core": 16, "cores_per_tile": 2,
+                                            "router.buffer_depth": depth})
+        m = map_network(g, chip)
+        both = simulate(g, tr, chip, m)
+        with monkeypatch.context() as mp:
+            mp.setattr(des_density.threads, "count", lambda: 1)
+            one = simulate(g, tr, chip, m)
+        assert both.latency_s > 0 and np.array_equal(both.latency_per_step_s, one.latency_per_step_s)
+        assert both.samples.equals(one.samples) and both.cores.equals(one.cores)
