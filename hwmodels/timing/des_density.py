@@ -40,8 +40,9 @@ results it gives bit for bit), fed by the message list built one sample at a tim
 messages): the spikes sorted, then each spike's messages expanded from its class's fan-out in order by one compiled
 pass (hwmodels.kernels.density.expand_messages; until 2026-12-06 a sparse row gather, a sort and a lexsort of the
 messages, twice as slow), the soma work before each spike by one compiled pass per step
-(hwmodels.kernels.density.soma_prefix): the default MNIST conv net on loihi-sanafe, 100 samples, 2.47 M messages,
-5.6 -> 1.25 -> 0.40 s, against ~0.035 s for the flow-level DES (hwmodels.timing.des, vector engine) on loihi.
+(hwmodels.kernels.density.soma_prefix), and each sample played on a worker thread while the next one's list is
+built: the default MNIST conv net on loihi-sanafe, 100 samples, 2.47 M messages, 5.6 -> 1.25 -> 0.30 s, against
+~0.035 s for the flow-level DES (hwmodels.timing.des, vector engine) on loihi.
 """
 from __future__ import annotations
 
