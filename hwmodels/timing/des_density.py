@@ -186,6 +186,10 @@ def _route(net: Network, chip: ChipSpec, src: int, dst: int, link_s: float, key_
             np.inf if depth is None else float(h1 * depth), dst)
 
 
+#: most source -> destination core pairs _RouteTable numbers through a dense table (32 MiB of int64)
+DENSE_PAIRS = 1 << 22
+
+
 class _RouteTable:
     """The routes of the source -> destination core pairs met so far (_route each, numbered on first use) as the
     arrays of hwmodels.kernels.density.play_steps."""
@@ -193,17 +197,28 @@ class _RouteTable:
     def __init__(self, net: Network, chip: ChipSpec, n_cores: int, link_s: float):
         self.net, self.chip, self.n_cores, self.link_s = net, chip, n_cores, link_s
         self.rows, self.key_id, self._arrays = [], {}, None
-        self.index = np.full(n_cores * n_cores, -1, np.int64)  # route index of each pair, -1: not met yet
+        # route index of each pair (-1: not met yet): a dense table up to DENSE_PAIRS pairs, else a dict
+        self.index = np.full(n_cores * n_cores, -1, np.int64) if n_cores * n_cores <= DENSE_PAIRS else {}
 
     def of(self, pair: np.ndarray) -> np.ndarray:
         """int64 route index of each pair src * n_cores + dst (adding the pairs not met before, in increasing pair
         order)."""
         pair = np.asarray(pair, np.int64)
+        if isinstance(self.index, dict):
+            uniq, inv = np.unique(pair, return_inverse=True)
+            for p in uniq.tolist():
+                if p not in self.index:
+                    self._add(p)
+            return np.array([self.index[p] for p in uniq.tolist()], np.int64)[inv.reshape(-1)]
         for p in np.unique(pair[self.index[pair] < 0]).tolist():
-            self.index[p] = len(self.rows)
-            self.rows.append(_route(self.net, self.chip, *divmod(p, self.n_cores), self.link_s, self.key_id))
-            self._arrays = None
+            self._add(p)
         return self.index[pair]
+
+    def _add(self, p: int) -> None:
+        """Number the route of pair p next."""
+        self.index[p] = len(self.rows)
+        self.rows.append(_route(self.net, self.chip, *divmod(p, self.n_cores), self.link_s, self.key_id))
+        self._arrays = None
 
     def arrays(self) -> tuple:
         """(key_ptr, keys, w, lat0, h1, cap, dst, n_keys) of the routes so far (play_steps's route arguments)."""

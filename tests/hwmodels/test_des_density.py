@@ -261,3 +261,20 @@ def test_samples_played_beside_the_next_ones_messages_equal_the_serial_loop(nets
             one = simulate(g, tr, chip, m)
         assert both.latency_s > 0 and np.array_equal(both.latency_per_step_s, one.latency_per_step_s)
         assert both.samples.equals(one.samples) and both.cores.equals(one.cores)
+
+
+def test_route_numbering_by_dict_beyond_the_dense_table_equals_the_table(monkeypatch):
+    """_RouteTable numbers pairs in order of first appearance (increasing within a call) the same way with its dense
+    table and with the dict it uses for chips of more than DENSE_PAIRS core pairs."""
+    g, tr, m, chip = _fan_out_case()
+    net, pairs = Network(m, chip), [np.array([5, 1, 5, 3]), np.array([3, 0, 2, 5, 1])]
+    dense = des_density._RouteTable(net, chip, m.cores_used, 1e-9)
+    monkeypatch.setattr(des_density, "DENSE_PAIRS", 0)
+    sparse = des_density._RouteTable(net, chip, m.cores_used, 1e-9)
+    assert isinstance(sparse.index, dict) and not isinstance(dense.index, dict)
+    for p in pairs:
+        p = p % (m.cores_used ** 2)
+        assert np.array_equal(dense.of(p), sparse.of(p))
+    assert [r[5] for r in dense.rows] == [r[5] for r in sparse.rows] and len(dense.rows) == len(sparse.rows) > 2
+    for a, b in zip(dense.arrays(), sparse.arrays()):
+        assert np.array_equal(a, b)
