@@ -195,21 +195,14 @@ def _row_product(ev_cls: np.ndarray, fan: tuple, scratch: tuple, totals: tuple, 
     """Add sum_c count_c x fan-out of class c over the classes `ev_cls` of one row's spikes into the
     accumulator scratch[2] (n, 1 + blocks), flag its destinations in scratch[3] and list them in scratch[4];
     add count_c x totals[.][c] to sums[.][s]. Returns how many destinations are listed."""
-    ptr, dst, val = fan
-    cnt, cls_buf, acc, touched, dlist = scratch
+    cnt, cls_buf = scratch[0], scratch[1]
     u, nd = _merge_row(ev_cls, 0, len(ev_cls), cnt, cls_buf), 0
     for e in range(u):
         c = cls_buf[ux(e)]
         k, cnt[ux(c)] = cnt[ux(c)], 0
         sums[0][ux(s)] += k * totals[0][ux(c)]
         sums[1][ux(s)] += k * totals[1][ux(c)]
-        for q in range(ptr[ux(c)], ptr[ux(c + 1)]):
-            d = dst[ux(q)]
-            for b in range(val.shape[1]):
-                acc[ux(d), b] += k * val[ux(q), b]
-            if not touched[ux(d)]:
-                touched[ux(d)], dlist[ux(nd)] = True, d
-                nd += 1
+        nd = _add_class(c, k, fan, scratch, nd)
     return nd
 
 
@@ -313,8 +306,8 @@ def _multicast_rows(row_lo, row_hi, ev_cls, route_of, fan, n, rows_per_sample, t
 
 @njit(cache=True, inline="always")
 def _add_class(c: int, k: int, fan: tuple, scratch: tuple, nd: int) -> int:
-    """Add k x fan-out of class c into the accumulator scratch[2], flagging and listing new destinations as
-    _row_product does; returns how many destinations are listed."""
+    """Add k x fan-out of class c (fan = (ptr, dst, val)) into the accumulator scratch[2], flagging new destinations
+    in scratch[3] and listing them in scratch[4] after the nd listed; returns how many are listed."""
     ptr, dst, val = fan
     acc, touched, dlist = scratch[2], scratch[3], scratch[4]
     for q in range(ptr[ux(c)], ptr[ux(c + 1)]):
