@@ -89,9 +89,10 @@ def test_des_on_every_preset():
              "2026-12-06, one run each): simulate(model='des') on spinnaker2 17.6 s (26.2 s with "
              "router.buffer_depth 2), on loihi-sanafe 5.6 s; after, with identical SimResult tables (every table "
              "and step latency of three router settings each compared): 0.19 / 0.24 s and 1.25 s. Then (commits "
-             "c3ef006..HEAD, eight router settings compared) loihi-sanafe's message list came out of its sorted "
-             "spikes by one compiled expansion instead of sparse gathers and a lexsort of the messages, and each "
-             "sample is played beside the next one's list: 1.25 -> ~0.3 s.",
+             "c3ef006..5aedc97, eight router settings compared; another host, an Intel Xeon, where 0dcc52d took "
+             "0.76-0.86 s) loihi-sanafe's message list came out of its sorted spikes by one compiled expansion "
+             "instead of sparse gathers and a lexsort of the messages, and each sample is played beside the next "
+             "one's list: ~0.3 s.",
              "Presets the net does not fit (fits False) are listed with the mapping's reason."]
     write_report("des_presets", "DES speed on every chip preset",
                  "The default MNIST net simulated on each chip preset, against its torch forward pass.", table,
