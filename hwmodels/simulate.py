@@ -286,7 +286,7 @@ def simulate(graph: NetworkGraph, trace: EventTrace, chip: ChipSpec, mapping: Ma
     n_steps = SEMANTICS[semantics](graph, trace.n_timesteps)[0]
     table = energy.energy_table(chip, mapping, graph)
     tot = _Totals(mapping.cores_used, n_steps, trace.n_samples, table)
-    group, in_group = [], 0
+    group, in_group, orders = [], 0, {}  # orders: the density model's core orders, found once per mapping
     for s0 in range(0, trace.n_samples, batch_samples):
         samples = range(s0, min(s0 + batch_samples, trace.n_samples))
         group.append(_batch(graph, trace, chip, mapping, tables, net, samples, semantics, cache))
@@ -294,7 +294,7 @@ def simulate(graph: NetworkGraph, trace: EventTrace, chip: ChipSpec, mapping: Ma
         if _group_full(model, group, in_group) or samples.stop == trace.n_samples:
             first = samples.stop - in_group
             msgs = lambda k: des_density.messages(graph, trace, mapping, tables, range(first + k, first + k + 1),
-                                                  semantics, chip)
+                                                  semantics, chip, orders)
             _add_group(tot, group, _timings(model, group, net, chip, cache, msgs), chip, mapping, cache)
             group, in_group = [], 0
             if on_progress is not None:

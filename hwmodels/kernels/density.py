@@ -165,30 +165,44 @@ def soma_prefix(where, first, order, accessed, updated, idx, h):
     return out
 
 
-def expand_messages(cls: np.ndarray, fan: tuple, nf: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The messages of spikes of classes `cls` (int64 (n_spikes,), ids of hwmodels.events.actions.JointClasses):
-    one per (spike, destination core) with messages in the class's fan-out fan = (ptr, dst, val) (JointClasses.stack:
-    class c's destinations dst[ptr[c]:ptr[c + 1]] increasing, val (., 1 + blocks) messages then the blocks).
-    Returns (spike int64, dst int64, events int64 (m, nf): the first nf value blocks), sorted by (spike, dst): the
-    non-zero message entries of the spikes' stack rows, in one compiled pass instead of a sparse row gather, a
-    sort and searches."""
+def expand_messages(cls: np.ndarray, step: np.ndarray, src: np.ndarray, soma: np.ndarray, fan: tuple, nf: int,
+                    multicast: bool) -> tuple[np.ndarray, ...]:
+    """The messages of spikes sorted by (step, source core, neuron): cls int64 (n_spikes,) their classes (ids of
+    hwmodels.events.actions.JointClasses), step / src int64 (n_spikes,) their hardware step (sample * n_steps +
+    step) and source core, soma int64 (n_spikes, 3) their soma prefixes. One message per (spike, destination core)
+    with messages in the class's fan-out fan = (ptr, dst, val) (JointClasses.stack: class c's destinations
+    dst[ptr[c]:ptr[c + 1]] increasing, val (., 1 + blocks) messages then the blocks). Returns (step, src, dst, soma
+    (m, 3), out, events (m, nf): the first nf value blocks), int64 each, sorted by (spike, dst), where out counts
+    the messages the source core has written in the step up to and including this one (multicast: one per spike,
+    shared by its deliveries): one compiled pass instead of a sparse row gather, a sort, searches and the running
+    sums of the messages."""
     ptr, dst, val = fan
     total = int((ptr[cls + 1] - ptr[cls]).sum()) if len(cls) else 0
-    spike, to, events = np.empty(total, np.int64), np.empty(total, np.int64), np.empty((total, nf), np.int64)
-    m = _expand(cls, ptr, dst, val, nf, spike, to, events)
-    return spike[:m], to[:m], events[:m]
+    out = tuple(np.empty(total, np.int64) for _ in range(4)) + (np.empty((total, 3), np.int64),
+                                                                np.empty((total, nf), np.int64))
+    m = _expand(cls, step, src, soma, ptr, dst, val, nf, multicast, *out)
+    m_step, m_src, m_dst, m_out, m_soma, m_events = (a[:m] for a in out)
+    return m_step, m_src, m_dst, m_soma, m_out, m_events
 
 
 @njit(cache=True, nogil=True)
-def _expand(cls, ptr, dst, val, nf, spike, to, events) -> int:
+def _expand(cls, step, src, soma, ptr, dst, val, nf, multicast, m_step, m_src, m_dst, m_out, m_soma, m_events) -> int:
     """expand_messages' pass; returns how many messages it wrote."""
-    m = 0
+    m, written = 0, 0
     for i in range(len(cls)):
+        if i == 0 or step[ux(i)] != step[ux(i - 1)] or src[ux(i)] != src[ux(i - 1)]:
+            written = 0  # a new (step, source core): its count starts again
         c = cls[ux(i)]
+        sent = False
         for q in range(ptr[ux(c)], ptr[ux(c + 1)]):
             if val[ux(q), 0] != 0:
-                spike[ux(m)], to[ux(m)] = i, dst[ux(q)]
+                if not multicast or not sent:
+                    written += 1
+                sent = True
+                m_step[ux(m)], m_src[ux(m)], m_dst[ux(m)], m_out[ux(m)] = step[ux(i)], src[ux(i)], dst[ux(q)], written
+                for b in range(3):
+                    m_soma[ux(m), b] = soma[ux(i), b]
                 for b in range(nf):
-                    events[ux(m), b] = val[ux(q), 1 + b]
+                    m_events[ux(m), b] = val[ux(q), 1 + b]
                 m += 1
     return m

@@ -41,8 +41,10 @@ messages): the spikes sorted, then each spike's messages expanded from its class
 pass (hwmodels.kernels.density.expand_messages; until 2026-12-06 a sparse row gather, a sort and a lexsort of the
 messages, twice as slow), the soma work before each spike by one compiled pass per step
 (hwmodels.kernels.density.soma_prefix), and each sample played on a worker thread while the next one's list is
-built: the default MNIST conv net on loihi-sanafe, 100 samples, 2.47 M messages, 5.6 -> 1.25 -> 0.30 s, against
-~0.035 s for the flow-level DES (hwmodels.timing.des, vector engine) on loihi.
+built (the expansion also writes each message's step, source core, soma prefix and send count; each population's
+core order is found once per simulate call): the default MNIST conv net on loihi-sanafe, 100 samples, 2.47 M
+messages, 5.6 -> 1.25 -> 0.30 -> 0.25 s, against ~0.035 s for the flow-level DES (hwmodels.timing.des, vector
+engine) on loihi.
 """
 from __future__ import annotations
 
@@ -121,19 +123,17 @@ def _soma_rows(graph, trace, sample, semantics, chip, name) -> tuple[np.ndarray,
     return window | (rules.neuron_access_rule == "every_step"), updated
 
 
-def _soma_prefix(graph, trace, samples, semantics, chip, name, core, spikes) -> np.ndarray:
+def _soma_prefix(graph, trace, samples, semantics, chip, name, core, spikes, orders: dict) -> np.ndarray:
     """int64 (n_spikes, 3) neuron_counts summed over the spiking neuron's core up to and including it, for
     spikes = (neuron, sample offset, hardware step) arrays (hwmodels.kernels.density.soma_prefix, one sample at a
-    time)."""
+    time). orders: {population: its core order (_core_order)}, filled on first use and kept by the caller."""
     idx, s, h = spikes
     out = np.zeros((len(idx), 3), np.int64)
     if graph.populations[name].is_input or not len(idx):
         return out
-    order = np.argsort(core, kind="stable")  # the core's neurons in index order, cores one after another
-    where = np.empty(len(core), np.int64)
-    where[order] = np.arange(len(core))
-    first = np.searchsorted(core[order], core).astype(np.int64)  # where each neuron's core starts in `order`
-    order = order.astype(np.int64)
+    if name not in orders:
+        orders[name] = _core_order(core)
+    where, first, order = orders[name]
     for k in np.unique(s):
         sel = np.flatnonzero(s == k)
         accessed, updated = _soma_rows(graph, trace, samples.start + int(k), semantics, chip, name)
@@ -142,12 +142,26 @@ def _soma_prefix(graph, trace, samples, semantics, chip, name, core, spikes) -> 
     return out
 
 
+def _core_order(core: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(where, first, order), int64 (size,) each, of a population's neuron -> core array `core`: order lists its
+    neurons core after core, each core's in index order; where[j] is neuron j's position in it and first[j] the
+    position of its core's first neuron."""
+    order = np.argsort(core, kind="stable")
+    where = np.empty(len(core), np.int64)
+    where[order] = np.arange(len(core))
+    first = np.searchsorted(core[order], core).astype(np.int64)
+    return where, first, order.astype(np.int64)
+
+
 def messages(graph: NetworkGraph, trace: EventTrace, mapping: Mapping, tables: FanoutTables, samples: range,
-             semantics: str, chip: ChipSpec) -> Messages:
+             semantics: str, chip: ChipSpec, orders: dict | None = None) -> Messages:
     """The Messages of `samples` of `trace` (the same messages as hwmodels.events.actions.count_actions counts).
     The spikes are sorted by (step, source core, neuron) first, a core holding one population, and each spike's
     messages then follow in increasing destination (hwmodels.kernels.density.expand_messages over the joint
-    class fan-outs, FanoutTables.joint): the messages come out in Messages' order without sorting them."""
+    class fan-outs, FanoutTables.joint): the messages come out in Messages' order without sorting them. orders: a
+    dict kept across the calls of one mapping (each population's core order is then found once, not per sample),
+    or None."""
+    orders = {} if orders is None else orders
     n_steps, step_of = SEMANTICS[semantics](graph, trace.n_timesteps)
     n, nf, joint = tables.n_cores, len(tables.formats), tables.joint
     cols = {k: [] for k in ("step", "src", "pos", "cls", "soma")}
@@ -157,22 +171,15 @@ def messages(graph: NetworkGraph, trace: EventTrace, mapping: Mapping, tables: F
         idx, h = np.asarray(idx, np.int64), step_of[name][t]
         for key, v in (("step", s * n_steps + h), ("src", core[idx]), ("pos", idx),
                        ("cls", joint.offsets[name] + tables.factors(name)[0][idx]),
-                       ("soma", _soma_prefix(graph, trace, samples, semantics, chip, name, core, (idx, s, h)))):
+                       ("soma", _soma_prefix(graph, trace, samples, semantics, chip, name, core, (idx, s, h), orders))):
             cols[key].append(np.asarray(v, np.int64))
     c = {k: np.concatenate(v) if v else np.zeros((0, 3) if k == "soma" else 0, np.int64) for k, v in cols.items()}
     size = max([graph.populations[name].size for name in tables.stack], default=1)
     order = np.argsort((c["step"] * n + c["src"]) * size + c["pos"])  # distinct keys: one order
-    spike, dst, events = kernel.expand_messages(c["cls"][order], joint.stack, nf)
-    at = order[spike]
-    first = np.ones(len(spike), bool)  # a message out per delivery (unicast) or per spike (multicast)
-    if tables.routes is not None:
-        first[1:] = spike[1:] != spike[:-1]
-    step, src = c["step"][at], c["src"][at]
-    group = step * n + src
-    starts = core_times._group_starts(group)
-    csum = np.cumsum(first)
-    base = (csum - first)[starts][np.cumsum(starts) - 1] if len(spike) else csum
-    return Messages(n_steps, step, src, dst, np.take(c["soma"], at, axis=0), (csum - base).astype(np.int64), events)
+    step, src, dst, soma, out, events = kernel.expand_messages(
+        c["cls"][order], c["step"][order], c["src"][order], np.take(c["soma"], order, axis=0), joint.stack, nf,
+        tables.routes is not None)
+    return Messages(n_steps, step, src, dst, soma, out, events)
 
 
 def _route(net: Network, chip: ChipSpec, src: int, dst: int, link_s: float, key_id: dict) -> tuple:

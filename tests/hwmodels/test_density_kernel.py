@@ -142,11 +142,14 @@ def test_soma_prefix_equals_dense_running_sums(seed):
     np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.parametrize("multicast", [False, True])
 @pytest.mark.parametrize("blocks", [1, 3])
-def test_expand_messages_equal_the_spikes_stack_rows(blocks):
+def test_expand_messages_equal_the_spikes_stack_rows(blocks, multicast):
     """One message per (spike, destination) with a non-zero message entry of its class's stack row, sorted by
-    (spike, destination), the events the row's first nf blocks (a bits block after them is dropped): against
-    the dense rows read entry by entry; classes of no destination, repeated classes, no spike."""
+    (spike, destination), the events the row's first nf blocks (a bits block after them is dropped), the spike's
+    step, source core and soma prefix, and out = messages its (step, source core) has written so far (multicast:
+    one per spike): against the dense rows read entry by entry and a count per group; classes of no destination,
+    repeated classes, a group whose spikes send nothing, no spike."""
     from hwmodels.kernels.count import dst_major
     from hwmodels.kernels.density import expand_messages
     rng = np.random.default_rng(5)
@@ -158,10 +161,24 @@ def test_expand_messages_equal_the_spikes_stack_rows(blocks):
     m = sp.csr_matrix(dense.reshape(n_cls, -1))
     fan = dst_major(m.indptr.astype(np.int64), m.indices.astype(np.int64), m.data.astype(np.int64), n, 1 + blocks)
     cls = rng.integers(0, n_cls, 40).astype(np.int64)
-    spike, dst, events = expand_messages(cls, fan, nf)
-    want = [(i, d, tuple(dense[c, 1:1 + nf, d])) for i, c in enumerate(cls.tolist()) for d in range(n)
-            if dense[c, 0, d]]
-    assert list(zip(spike.tolist(), dst.tolist(), map(tuple, events.tolist()))) == want and len(want) > 40
-    assert events.shape == (len(want), nf) and all(a.dtype == np.int64 for a in (spike, dst, events))
-    none = expand_messages(np.zeros(0, np.int64), fan, nf)
-    assert all(len(a) == 0 for a in none) and none[2].shape == (0, nf)
+    cls[10:13] = 3  # a (step, source) group of spikes that send nothing
+    step, src = np.repeat(np.arange(5), 8), np.tile(np.repeat(np.arange(2), 4), 5)  # sorted (step, src) groups
+    soma = rng.integers(0, 50, (40, 3))
+    got = expand_messages(cls, step, src, soma, fan, nf, multicast)
+    want, written = [], {}
+    for i, c in enumerate(cls.tolist()):
+        sent = False
+        for d in range(n):
+            if dense[c, 0, d]:
+                key = (int(step[i]), int(src[i]))
+                written[key] = written.get(key, 0) + (0 if multicast and sent else 1)
+                sent = True
+                want.append((int(step[i]), int(src[i]), d, tuple(soma[i].tolist()), written[key],
+                             tuple(dense[c, 1:1 + nf, d])))
+    assert list(zip(*(a.tolist() for a in got[:3]), map(tuple, got[3].tolist()), got[4].tolist(),
+                    map(tuple, got[5].tolist()))) == want and len(want) > 40
+    assert max(w[4] for w in want) > 2 and got[5].shape == (len(want), nf) and got[3].shape == (len(want), 3)
+    assert all(a.dtype == np.int64 for a in got)
+    empty = np.zeros(0, np.int64)
+    none = expand_messages(empty, empty, empty, np.zeros((0, 3), np.int64), fan, nf, multicast)
+    assert all(len(a) == 0 for a in none) and none[5].shape == (0, nf)
