@@ -7,7 +7,10 @@ et al., "Introduction to Algorithms", ch. 6; the same (time, index) heap as hwmo
 out again here on purpose: numba's on-disk cache is invalidated only by changes to a function's own file, not to
 the compiled functions it calls from other modules (numba's documented cache limitation; hwmodels.kernels.index),
 so the kernels do not call each other across modules. tests/hwmodels/test_density_kernel.py checks it bit for bit
-against that Python loop.
+against that Python loop. The messages in flight are kept in one FIFO per receiver, with a heap of the receivers'
+first messages only (_step_fifo: the same retire order, since a receiver starts its messages in send order at
+non-decreasing times; a step where two of them start at the same instant against message order is played again
+with the one heap, _step), so that heap holds at most one entry per core instead of every message in flight.
 
 The per-step loop and its heap helpers are compiled without numba's reference counting (_nrt=False: they allocate
 nothing, and the caller holds every array), which takes the atomic increments and decrements of the arrays handed
@@ -71,19 +74,95 @@ def play_steps(bounds, ready, src, work, route, key_ptr, keys, w, lat0, h1, cap,
     route r: density keys keys[key_ptr[r]:key_ptr[r + 1]] (< n_keys), w (density weight), lat0 (s), h1 (hops + 1),
     cap (blocking threshold; inf: none), dst (core). head_in: receive head delay (s). Writes each step's total
     blocking delay per core into shift[s] and last receive finish per core into free[s] (float64 (n_steps,
-    n_cores), both zeroed first)."""
+    n_cores), both zeroed first). Each step is played with the messages in flight kept per receiver (_step_fifo);
+    a step where that order could differ from one heap's is played again with one heap (_step)."""
     most = 0
     for s in range(len(bounds) - 1):
         most = max(most, bounds[s + 1] - bounds[s])
+    n_cores = shift.shape[1]
     density = np.zeros(n_keys)
     ht, hk = np.empty(most), np.empty(most, np.int64)
     ft, fk = np.empty(most), np.empty(most, np.int64)
+    head, tail, nxt = np.empty(n_cores, np.int64), np.empty(n_cores, np.int64), np.empty(most, np.int64)
+    st = np.empty(most)
     for s in range(len(bounds) - 1):
+        density[:] = 0.0
+        shift[s, :] = 0.0
+        free[s, :] = 0.0
+        if _step_fifo(bounds[s], bounds[s + 1], ready, src, work, route, key_ptr, keys, w, lat0, h1, cap, dst,
+                      head_in, density, ht, hk, ft, fk, head, tail, nxt, st, shift[s], free[s]):
+            continue
         density[:] = 0.0
         shift[s, :] = 0.0
         free[s, :] = 0.0
         _step(bounds[s], bounds[s + 1], ready, src, work, route, key_ptr, keys, w, lat0, h1, cap, dst, head_in,
               density, ht, hk, ft, fk, shift[s], free[s])
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def _step_fifo(lo, hi, ready, src, work, route, key_ptr, keys, w, lat0, h1, cap, dst, head_in, density, ht, hk, ft,
+               fk, head, tail, nxt, st, shift, free) -> bool:
+    """_step with the messages in flight in one FIFO per receiver (linked lists: head, tail per core, nxt per
+    message, st its start) and a heap of the receivers' first ones (ft, fk: at most one entry per core) instead
+    of one heap of them all: a receiver starts its messages in the order they are sent to it, at non-decreasing
+    times (start >= the previous one's finish), so its FIFO is in (start, message) order and the least first
+    entry is the least of all, the message one heap would retire; the same operations in the same order, on a
+    heap of at most n_cores entries. Returns False (the step's results are then unusable) when two messages to
+    one receiver start at the same time in the other message order (a zero receive work), where the orders
+    could differ."""
+    head[:] = -1
+    nh = 0
+    for k in range(lo, hi):  # each core's first message
+        if k == lo or src[ux(k - 1)] != src[ux(k)]:
+            nh = _push(ht, hk, nh, ready[ux(k)], k)
+    nf, nq, mean = 0, 0, 0.0  # messages in flight, receivers with messages in flight, their mean work
+    while nh > 0:
+        t, k = ht[0], hk[0]
+        nh = _pop(ht, hk, nh)
+        while nq > 0 and ft[0] <= t:  # retire the messages their receiver has started
+            j = fk[0]
+            nq = _pop(ft, fk, nq)
+            rj = route[ux(j)]
+            after = nxt[ux(j - lo)]
+            head[ux(dst[ux(rj)])] = after
+            if after >= 0:
+                nq = _push(ft, fk, nq, st[ux(after - lo)], after)
+            for i in range(key_ptr[ux(rj)], key_ptr[ux(rj + 1)]):
+                density[ux(keys[ux(i)])] -= w[ux(rj)]
+            mean = mean + (mean - work[ux(j)]) / (nf - 1) if nf > 1 else 0.0
+            nf -= 1
+        r = route[ux(k)]
+        d = 0.0
+        for i in range(key_ptr[ux(r)], key_ptr[ux(r + 1)]):
+            d += density[ux(keys[ux(i)])]
+        c = src[ux(k)]
+        if d > cap[ux(r)]:
+            block = (d - cap[ux(r)]) * mean
+            t += block
+            shift[ux(c)] += block
+        net = d * mean / h1[ux(r)]
+        arrive = t + (net if net > lat0[ux(r)] else lat0[ux(r)]) + head_in
+        g = dst[ux(r)]
+        f = free[ux(g)]
+        start = f if f > arrive else arrive
+        free[ux(g)] = start + work[ux(k)]
+        st[ux(k - lo)], nxt[ux(k - lo)] = start, -1
+        if head[ux(g)] < 0:
+            head[ux(g)] = k
+            nq = _push(ft, fk, nq, start, k)
+        else:
+            last = tail[ux(g)]
+            if start == st[ux(last - lo)] and k < last:
+                return False  # a tie one heap would break by message index the other way
+            nxt[ux(last - lo)] = k
+        tail[ux(g)] = k
+        nf += 1
+        for i in range(key_ptr[ux(r)], key_ptr[ux(r + 1)]):
+            density[ux(keys[ux(i)])] += w[ux(r)]
+        mean += (work[ux(k)] - mean) / nf
+        if k + 1 < hi and src[ux(k + 1)] == c:
+            nh = _push(ht, hk, nh, ready[ux(k + 1)] + shift[ux(c)], k + 1)
+    return True
 
 
 @njit(cache=True, nogil=True, _nrt=False)

@@ -34,17 +34,17 @@ breaks ties of equal send times arbitrarily, it orders a neuron's destination co
 index), and it retires in-flight messages in another order (float rounding only). Link hold times are the
 contention-free ones (hwmodels.events.network.RouteUse.link_totals).
 
-Cost: the message loop is compiled (hwmodels.kernels.density.play_steps: two binary heaps, O(route keys + log
-messages in flight) per message, ~0.1 us per message; until 2026-12 it was a Python loop of ~2 us per message, whose
-results it gives bit for bit), fed by the message list built one sample at a time (memory: one sample's
-messages): the spikes sorted, then each spike's messages expanded from its class's fan-out in order by one compiled
-pass (hwmodels.kernels.density.expand_messages; until 2026-12-06 a sparse row gather, a sort and a lexsort of the
-messages, twice as slow), the soma work before each spike by one compiled pass per step
-(hwmodels.kernels.density.soma_prefix), and each sample played on a worker thread while the next one's list is
-built (the expansion also writes each message's step, source core, soma prefix and send count; each population's
-core order is found once per simulate call): the default MNIST conv net on loihi-sanafe, 100 samples, 2.47 M
-messages, 5.6 -> 1.25 -> 0.30 -> 0.25 s, against ~0.035 s for the flow-level DES (hwmodels.timing.des, vector
-engine) on loihi.
+Cost: the message loop is compiled (hwmodels.kernels.density.play_steps: a heap of the cores' next messages and one
+of the receivers' first messages in flight, O(route keys + log cores) per message, ~0.06 us per message; until
+2026-12 it was a Python loop of ~2 us per message, whose results it gives bit for bit), fed by the message list
+built one sample at a time (memory: one sample's messages): the spikes sorted, then each spike's messages expanded
+from its class's fan-out in order by one compiled pass (hwmodels.kernels.density.expand_messages; until 2026-12-06 a
+sparse row gather, a sort and a lexsort of the messages, twice as slow), the soma work before each spike by one
+compiled pass per step (hwmodels.kernels.density.soma_prefix), and each sample played on a worker thread while the
+next one's list is built (the expansion also writes each message's step, source core, soma prefix and send count;
+each population's core order is found once per simulate call): the default MNIST conv net on loihi-sanafe, 100
+samples, 2.47 M messages, 5.6 -> 1.25 -> 0.30 -> 0.23 s (its play on the worker thread 0.18 -> 0.14 s with the
+per-receiver FIFOs), against ~0.035 s for the flow-level DES (hwmodels.timing.des, vector engine) on loihi.
 """
 from __future__ import annotations
 
