@@ -98,7 +98,8 @@ def test_des_on_every_preset():
              "found once per simulate instead of once per sample: 0.29-0.31 -> 0.24-0.25 s. Then the messages in "
              "flight are kept in one FIFO per receiver with a heap of the receivers' first ones instead of one "
              "heap of them all (tables identical again): the play on the worker thread 178 -> 143 ms, "
-             "simulate ~0.22-0.23 s, now bound by the message list built on the main thread.",
+             "simulate 0.22-0.25 s (alone / inside make bench), now bound by the message list built on the main "
+             "thread.",
              "Presets the net does not fit (fits False) are listed with the mapping's reason."]
     write_report("des_presets", "DES speed on every chip preset",
                  "The default MNIST net simulated on each chip preset, against its torch forward pass.", table,
