@@ -66,6 +66,29 @@ def _pop(ht, hk, n) -> int:
     return n
 
 
+@njit(cache=True, inline="always", _nrt=False)
+def _arrive(t, r, c, key_ptr, keys, density, cap, mean, h1, lat0, head_in, shift) -> float:
+    """When a message on route r, handled at t by core c, reaches its receiver (step 3): the density on its route
+    keys, its blocking delay (added to shift[c]) and the congestion-stretched network latency."""
+    d = 0.0
+    for i in range(key_ptr[ux(r)], key_ptr[ux(r + 1)]):
+        d += density[ux(keys[ux(i)])]
+    if d > cap[ux(r)]:
+        block = (d - cap[ux(r)]) * mean
+        t += block
+        shift[ux(c)] += block
+    net = d * mean / h1[ux(r)]
+    return t + (net if net > lat0[ux(r)] else lat0[ux(r)]) + head_in
+
+
+@njit(cache=True, inline="always", _nrt=False)
+def _add_density(r, key_ptr, keys, density, delta) -> None:
+    """Add delta to the density of every key of route r (a message entering flight: w; leaving it: -w, the same
+    floating-point result as subtracting w)."""
+    for i in range(key_ptr[ux(r)], key_ptr[ux(r + 1)]):
+        density[ux(keys[ux(i)])] += delta
+
+
 @njit(cache=True, nogil=True)
 def play_steps(bounds, ready, src, work, route, key_ptr, keys, w, lat0, h1, cap, dst, n_keys, head_in, shift,
                free) -> None:
@@ -127,21 +150,11 @@ def _step_fifo(lo, hi, ready, src, work, route, key_ptr, keys, w, lat0, h1, cap,
             head[ux(dst[ux(rj)])] = after
             if after >= 0:
                 nq = _push(ft, fk, nq, st[ux(after - lo)], after)
-            for i in range(key_ptr[ux(rj)], key_ptr[ux(rj + 1)]):
-                density[ux(keys[ux(i)])] -= w[ux(rj)]
+            _add_density(rj, key_ptr, keys, density, -w[ux(rj)])
             mean = mean + (mean - work[ux(j)]) / (nf - 1) if nf > 1 else 0.0
             nf -= 1
-        r = route[ux(k)]
-        d = 0.0
-        for i in range(key_ptr[ux(r)], key_ptr[ux(r + 1)]):
-            d += density[ux(keys[ux(i)])]
-        c = src[ux(k)]
-        if d > cap[ux(r)]:
-            block = (d - cap[ux(r)]) * mean
-            t += block
-            shift[ux(c)] += block
-        net = d * mean / h1[ux(r)]
-        arrive = t + (net if net > lat0[ux(r)] else lat0[ux(r)]) + head_in
+        r, c = route[ux(k)], src[ux(k)]
+        arrive = _arrive(t, r, c, key_ptr, keys, density, cap, mean, h1, lat0, head_in, shift)
         g = dst[ux(r)]
         f = free[ux(g)]
         start = f if f > arrive else arrive
@@ -157,8 +170,7 @@ def _step_fifo(lo, hi, ready, src, work, route, key_ptr, keys, w, lat0, h1, cap,
             nxt[ux(last - lo)] = k
         tail[ux(g)] = k
         nf += 1
-        for i in range(key_ptr[ux(r)], key_ptr[ux(r + 1)]):
-            density[ux(keys[ux(i)])] += w[ux(r)]
+        _add_density(r, key_ptr, keys, density, w[ux(r)])
         mean += (work[ux(k)] - mean) / nf
         if k + 1 < hi and src[ux(k + 1)] == c:
             nh = _push(ht, hk, nh, ready[ux(k + 1)] + shift[ux(c)], k + 1)
@@ -182,26 +194,15 @@ def _step(lo, hi, ready, src, work, route, key_ptr, keys, w, lat0, h1, cap, dst,
             nf_before = nf
             nf = _pop(ft, fk, nf)
             rj = route[ux(j)]
-            for i in range(key_ptr[ux(rj)], key_ptr[ux(rj + 1)]):
-                density[ux(keys[ux(i)])] -= w[ux(rj)]
+            _add_density(rj, key_ptr, keys, density, -w[ux(rj)])
             mean = mean + (mean - work[ux(j)]) / (nf_before - 1) if nf_before > 1 else 0.0
-        r = route[ux(k)]
-        d = 0.0
-        for i in range(key_ptr[ux(r)], key_ptr[ux(r + 1)]):
-            d += density[ux(keys[ux(i)])]
-        c = src[ux(k)]
-        if d > cap[ux(r)]:
-            block = (d - cap[ux(r)]) * mean
-            t += block
-            shift[ux(c)] += block
-        net = d * mean / h1[ux(r)]
-        arrive = t + (net if net > lat0[ux(r)] else lat0[ux(r)]) + head_in
+        r, c = route[ux(k)], src[ux(k)]
+        arrive = _arrive(t, r, c, key_ptr, keys, density, cap, mean, h1, lat0, head_in, shift)
         f = free[ux(dst[ux(r)])]
         start = f if f > arrive else arrive
         free[ux(dst[ux(r)])] = start + work[ux(k)]
         nf = _push(ft, fk, nf, start, k)
-        for i in range(key_ptr[ux(r)], key_ptr[ux(r + 1)]):
-            density[ux(keys[ux(i)])] += w[ux(r)]
+        _add_density(r, key_ptr, keys, density, w[ux(r)])
         mean += (work[ux(k)] - mean) / nf
         if k + 1 < hi and src[ux(k + 1)] == c:
             nh = _push(ht, hk, nh, ready[ux(k + 1)] + shift[ux(c)], k + 1)
