@@ -258,7 +258,7 @@ def slot_terms(off, flow_route, m1, max_depth, blocking, first_child, depth: int
 def _count_terms(off, flow_route, m1, max_depth, blocking, first_child, depth, tm_ptr) -> None:
     """slot_terms' first pass: tm_ptr[x + 1] = x's number of terms, then the cumulative sums."""
     for f in range(len(off) - 1):
-        cap = min(m1[ux(f)] // depth, max_depth[ux(flow_route[ux(f)])])
+        cap = _reach(f, flow_route, m1, max_depth, depth) - 1  # K
         for x in range(off[ux(f)], off[ux(f + 1)]):
             k, y = 0, x
             while k < cap and blocking[ux(y)]:

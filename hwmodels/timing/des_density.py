@@ -251,11 +251,12 @@ def timing(actions: Actions, times: ActionTimes, net: Network, use: RouteUse, ch
     send = times.send_done_s.reshape(-1, a.n_cores).copy()
     recv = np.zeros_like(send)
     routes = _RouteTable(net, chip, a.n_cores, times.link_s)
+    per_event = np.array([chip.core.synop_latency_s.of(f) for f in a.formats]) + dendrite_costs(chip)[0]
     pool = ThreadPoolExecutor(1, thread_name_prefix="hwmodels-density") if threads.count() > 1 else None
     pending = None
     try:
         for k in range(a.n_samples):
-            args = _sample_play(k, messages(k), a, times, chip, routes)
+            args = _sample_play(k, messages(k), a, times, chip, routes, per_event)
             if args is None:
                 continue
             play = pool.submit(_play, *args) if pool is not None else _Done(_play(*args))
@@ -282,13 +283,14 @@ class _Done:
         return self.value
 
 
-def _sample_play(k: int, m: Messages, a: Actions, times: ActionTimes, chip: ChipSpec, routes: _RouteTable):
+def _sample_play(k: int, m: Messages, a: Actions, times: ActionTimes, chip: ChipSpec, routes: _RouteTable,
+                 per_event: np.ndarray):
     """play_steps' arguments for sample k's Messages m, with the batch rows of its steps (routes met here are
-    added to `routes` on this thread; the worker reads a snapshot of its arrays), or None without messages."""
+    added to `routes` on this thread; the worker reads a snapshot of its arrays), or None without messages.
+    per_event: float64 (n_formats,) receive work (s) of one synaptic event per storage format of a.formats."""
     core = chip.core
     if not len(m.step):
         return None
-    per_event = np.array([core.synop_latency_s.of(f) for f in a.formats]) + dendrite_costs(chip)[0]
     c = m.soma
     ready = (c[:, 0] * core.neuron_access_latency_s + c[:, 1] * core.neuron_active_latency_s
              + c[:, 2] * core.neuron_inactive_latency_s) + m.out * times.out_s
