@@ -69,7 +69,7 @@ def _batch_sums(a: Actions, t: ActionTimes, counts: dict[str, np.ndarray], use: 
     sample = {"latency_s": timing.step_s.sum(axis=1), "synops": counts["synops"].sum(axis=1),
               "spikes": a.spikes.sum(axis=(1, 2)), "messages": counts["messages_out"].sum(axis=1),
               "hops": hops.sum(axis=1)}
-    ids, link_msgs, _ = use.link_totals(t.link_s, t.out_s)
+    ids, link_msgs = use.link_messages
     return _BatchSums({name: _core_sum(v) for name, v in counts.items()}, _core_sum(a.spikes.sum(axis=1)),
                       core_busy_s(a, t), sample, float(a.synops_structural.sum()), float(a.synops_nonzero.sum()),
                       timing.step_s.sum(axis=0), ids, link_msgs, timing.link_held_s)

@@ -297,12 +297,32 @@ class RouteUse:
         """(sorted link ids, messages, contention-free hold time s) per directed link, summed over the batch. A
         flow of m messages holds a channel for max(hop latency, link time) + (m - 1) x max(link time, message
         out) when nothing waits (hwmodels.timing.des closed form with every grant at the head's arrival)."""
+        uniq, msgs = self.link_messages
         if not len(self.table):
-            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
-        uniq, inv, tree, hop_s = self.channels
+            return uniq, msgs, np.zeros(0)
+        _, inv, tree, hop_s = self.channels
         n_f, n_m = self.flows[tree], self.messages[tree]
         held = n_f * np.maximum(hop_s, link_s) + (n_m - n_f) * max(link_s, out_s)
-        return uniq, np.bincount(inv, weights=n_m).astype(np.int64), np.bincount(inv, weights=held)
+        return uniq, msgs, np.bincount(inv, weights=held)
+
+    @cached_property
+    def node_off(self) -> np.ndarray:
+        """Channel-node offset of every flow, int64 (n_flows + 1,): the running sum of `hops` from 0 (node
+        node_off[f] + c is channel c of flow f, as the DES engines number them); shared with `base`, made once."""
+        if self.base is not None:
+            return self.base.node_off
+        return np.concatenate([[0], np.cumsum(self.hops)]).astype(np.int64)
+
+    @cached_property
+    def link_messages(self) -> tuple[np.ndarray, np.ndarray]:
+        """(sorted link ids, messages summed over the batch, int64) per directed link: link_totals without the
+        hold times, which depend on latencies (the messages do not: shared with `base`, made once)."""
+        if self.base is not None:
+            return self.base.link_messages
+        if not len(self.table):
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        uniq, inv, tree, _ = self.channels
+        return uniq, np.bincount(inv, weights=self.messages[tree]).astype(np.int64)
 
     @cached_property
     def channels(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

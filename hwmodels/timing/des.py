@@ -131,14 +131,14 @@ def _offsets(hops: np.ndarray) -> np.ndarray:
 def _play_simpy(batches: list[Batch], buffer_depth: int | None,
                 keep: Keep = make_now) -> list[tuple[np.ndarray, np.ndarray]]:
     """(head down s, held s) per channel node of each batch, one simpy run per step (hwmodels.timing.des_simpy)."""
-    return [des_simpy.play(a, t, u, buffer_depth, _offsets(u.hops)) for a, t, u in batches]
+    return [des_simpy.play(a, t, u, buffer_depth, u.node_off) for a, t, u in batches]
 
 
 def _play_event(batches: list[Batch], buffer_depth: int | None,
                 keep: Keep = make_now) -> list[tuple[np.ndarray, np.ndarray]]:
     """_play_simpy's result bit for bit, from des_simpy's events run in simpy's order by a compiled event queue
     (hwmodels.timing.des_events)."""
-    return [des_events.play(a, t, u, buffer_depth, _offsets(u.hops)) for a, t, u in batches]
+    return [des_events.play(a, t, u, buffer_depth, u.node_off) for a, t, u in batches]
 
 
 class _Chunk(NamedTuple):
@@ -238,7 +238,7 @@ def _play_vector(batches: list[Batch], buffer_depth: int | None,
         return [_play_chunked(batches[0], buffer_depth)]
     ready = np.concatenate([t.flow_ready_s for _, t, _ in batches])
     tail = np.concatenate([t.flow_tail_s for _, t, _ in batches])
-    off = _offsets(np.concatenate([u.hops for _, _, u in batches]))
+    off = batches[0][2].node_off if len(batches) == 1 else _offsets(np.concatenate([u.hops for _, _, u in batches]))
     held = np.empty(total)
     link_s = batches[0][1].link_s
     ends = np.cumsum([0] + [int(u.hops.sum()) for _, _, u in batches])
@@ -279,7 +279,7 @@ def _play_chunked(batch: Batch, buffer_depth: int | None) -> tuple[np.ndarray | 
     no node arrays at all)."""
     a, t, u = batch
     flows = _group_flows([batch])
-    off = _offsets(u.hops)
+    off = u.node_off
     held = np.empty(int(off[-1]))
     workers = threads.count()
     down = _routes_down(flows, off, t.flow_ready_s, t.flow_tail_s, t.link_s, buffer_depth, held, workers,
@@ -376,13 +376,13 @@ def _finish(batch: Batch, net: Network, down: np.ndarray | FlowDown, held: np.nd
     beside = threads.count() > 1 and len(a.deliv_flow) >= FINISH_THREAD_DELIVERIES
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="hwmodels-finish") if beside else nullcontext() as pool:
         floor = pool.submit(_floor_s, a, times, net) if beside else None
-        off = _offsets(use.hops)
         ej = keep(("des_eject", id(a), id(use.topology)), lambda: _eject_channels(a, use, net), (a, use.topology))
         f = a.deliv_flow
         if isinstance(down, FlowDown):  # unicast: the eject channel is the flow's last (where ej >= 0)
             via = down.values[f]
         else:
-            via = down[np.minimum(off[f] + np.maximum(ej, 0), max(len(down) - 1, 0))] if len(down) else 0.0
+            at = use.node_off[f] + np.maximum(ej, 0)
+            via = down[np.minimum(at, max(len(down) - 1, 0))] if len(down) else 0.0
         reach = np.where(ej < 0, times.flow_ready_s[f], via)
         done = core_times.core_done_s(a, times, reach + times.link_s)
         ids = use.channels[0] if len(use.table) else np.zeros(0, np.int64)  # the sorted link ids of link_totals
