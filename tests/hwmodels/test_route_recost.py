@@ -127,3 +127,29 @@ def test_eject_channels_are_the_trees_own_eject_channels(nets, rng, multicast, m
     want = [use.trees[use.flow_route[f]].eject[net.tiles[d]] for f, d in zip(a.deliv_flow, a.deliv_dst)]
     assert got.dtype == np.int64 and np.array_equal(got, want)
     assert (got == -1).any() and (got > 0).any()
+
+
+@pytest.mark.parametrize("multicast", [False, True])
+def test_link_messages_and_node_offsets_against_the_trees(nets, rng, multicast):
+    """RouteUse.link_messages: every pair's messages added on each link of its tree, by a loop over the trees;
+    node_off: each flow's nodes are its tree's channels; a recosted use shares both (they hold no latency) and
+    link_totals gives the same messages."""
+    g = nets.mixed_graph(rng)
+    tr = nets.random_trace(g, rng, 3, 3, 0.4)
+    base, other = _chips(True)
+    m = map_network(g, base)
+    a = count_actions(g, tr, m, build_fanout(g, m, multicast), range(3))
+    use = route_use(a.flow_src, a.flow_route, a.flow_messages, a.routes, Network(m, base))
+    want: dict[int, int] = {}
+    for pair, tree in enumerate(use.trees):
+        for link in tree.links.tolist():
+            want[link] = want.get(link, 0) + int(use.messages[pair])
+    ids, msgs = use.link_messages
+    assert ids.tolist() == sorted(want) and msgs.tolist() == [want[k] for k in sorted(want)] and len(want) > 3
+    assert msgs.dtype == np.int64
+    sizes = np.array([len(use.trees[r].links) for r in use.flow_route.tolist()], np.int64)
+    assert use.node_off[0] == 0 and np.array_equal(np.diff(use.node_off), sizes) and sizes.max() > 1
+    moved = use.recosted(Network(m, other))
+    assert moved.link_messages is use.link_messages and moved.node_off is use.node_off
+    got = moved.link_totals(other.router.link_time_s, other.core.message_out_latency_s)
+    assert np.array_equal(got[0], ids) and np.array_equal(got[1], msgs)
