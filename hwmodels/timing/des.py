@@ -385,7 +385,7 @@ def _finish(batch: Batch, net: Network, down: np.ndarray | FlowDown, held: np.nd
             via = down[np.minimum(at, max(len(down) - 1, 0))] if len(down) else 0.0
         reach = np.where(ej < 0, times.flow_ready_s[f], via)
         done = core_times.core_done_s(a, times, reach + times.link_s)
-        ids = use.channels[0] if len(use.table) else np.zeros(0, np.int64)  # the sorted link ids of link_totals
+        ids = use.link_messages[0]  # the sorted link ids of link_totals, as _link_held sums them
         held_s = _link_held(use, held)
         # never below the contention-free schedule: a no-op in exact arithmetic, it keeps float rounding of the
         # two evaluation orders from putting the DES a few ulp under the analytic model
