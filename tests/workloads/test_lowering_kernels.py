@@ -61,6 +61,20 @@ def test_merge_events_equals_the_rows_merged_one_by_one(n_p, n_t, n_b, with_valu
         assert values is None
 
 
+def test_merge_events_gives_events_without_values_ones():
+    rng = np.random.default_rng(7)
+    n_p, n_t, n_b = 4, 3, 5
+    events = {p: _random_events(rng, n_t, n_b, 30, 0.4) for p in range(n_p)}
+    binary = {p: Events(e.counts, e.indices, None) if p % 2 else e for p, e in events.items()}
+    counts, indices, values = merge_events(binary, n_p, n_t, n_b, True)
+    want = {p: Events(e.counts, e.indices, np.ones(len(e.indices), np.float32)) if p % 2 else e
+            for p, e in events.items()}
+    want_counts, want_indices, want_values = _merged_by_rows(want, n_p, n_t, n_b)
+    np.testing.assert_array_equal(counts, want_counts)
+    np.testing.assert_array_equal(indices, want_indices)
+    assert values.tobytes() == want_values.tobytes() and (values != 1.0).any()
+
+
 def test_merge_events_of_no_events():
     counts, indices, values = merge_events({}, 3, 2, 2, True)
     assert counts.shape == (12,) and not counts.any() and indices.shape == (0,) and values.shape == (0,)

@@ -18,7 +18,8 @@ class Events:
     """The non-zero entries of one population in one batch of B samples and T timesteps.
 
     counts: int64 (T * B,) entries per row, row t * B + b; indices: int32 neuron indices (C order of the
-    population's shape), row after row, ascending within a row; values: float32 (len(indices),) or None.
+    population's shape), row after row, ascending within a row; values: float32 (len(indices),) or None (no values
+    kept: merge_events gives every entry 1.0 when the trace keeps values).
     """
 
     counts: np.ndarray
@@ -121,10 +122,10 @@ def merge_events(events: dict[int, Events], n_p: int, n_t: int, n_b: int,
     flat_counts = counts.reshape(-1)
     start = (np.cumsum(flat_counts) - flat_counts).reshape(n_b, n_t, n_p)
     indices = np.empty(int(flat_counts.sum()), np.int32)
-    values = np.empty(len(indices), np.float32) if with_values else None
+    values = np.ones(len(indices), np.float32) if with_values else None
     for p, ev in events.items():
         rows = start[:, :, p].T.reshape(-1)  # int64 (T * B,): where each (t, b) row of ev goes
         copy_rows(ev.indices, ev.counts, rows, indices)
-        if with_values:
+        if with_values and ev.values is not None:
             copy_rows(ev.values, ev.counts, rows, values)
     return flat_counts, indices, values

@@ -179,7 +179,8 @@ class BatchRecord:
         if pop is None:
             return
         mask, values = event_mask(values, pop, self.n_t, self.n_b, self.with_values)
-        self.events[self.index[name]] = mask_events(mask, values, self.with_values, self.jobs)
+        # values of a graded population only: merge_events gives the others' entries 1.0
+        self.events[self.index[name]] = mask_events(mask, values, self.with_values and pop.graded, self.jobs)
         act = population_activity(pop, mask, rows, self.n_t, self.n_b)
         if act is not None:
             self.activity[name] = act
