@@ -23,7 +23,7 @@ from hwmodels.kernels import threads
 from hwmodels.kernels.arrays import truncated
 from hwmodels.kernels.count import count_rows, dst_major, multicast_flows, unicast_flows
 from hwmodels.kernels.stack import stack_rows
-from hwmodels.kernels.unique import dense_unique, distinct_rows, first_of_classes
+from hwmodels.kernels.unique import dense_unique, distinct_rows, distinct_valued_rows, first_of_classes
 from hwmodels.mapping.storage import read_bits
 from hwmodels.trace import STORAGE_FORMATS, EventTrace, NetworkGraph, Projection
 
@@ -86,8 +86,8 @@ class FanoutTables:
     routes: None (unicast) or the multicast destination sets: route id -> sorted int64 destination cores, ids in
         lexicographic order of the sets; dest_set: {population: int64 (n_source,)} route id per neuron (-1: none).
     classes / class_stack: the stack factorised: {population: int64 (n_source,)} a class per neuron, neurons of
-        one class having equal stack rows (hwmodels.mapping.connectivity.source_classes of every out-projection),
-        and {population: CSR int64 (n_classes, ...)} the stack row of each class: stack[p] = class_stack[p][
+        one class having equal stack rows and equal structural and nonzero totals (the classes of
+        hwmodels.mapping.connectivity.source_classes of every out-projection, merged where those are equal), and {population: CSR int64 (n_classes, ...)} the stack row of each class: stack[p] = class_stack[p][
         classes[p]] (made from them on first access; count_actions multiplies spike counts per class instead).
     """
 
@@ -268,7 +268,25 @@ def _population_tables(graph: NetworkGraph, mapping: Mapping, name: str, formats
                    per_count.get(c, 0)) for c in f_counts]
     args = (len(reps), n, len(formats), per_event is None, parts)
     stack = class_stack_of(*args)
-    return (class_stack_scipy(*args) if stack is None else stack), st[of], nz[of], of, reps
+    return _merged_classes(class_stack_scipy(*args) if stack is None else stack, st, nz, of)
+
+
+def _merged_classes(stack: sp.csr_matrix, st: np.ndarray, nz: np.ndarray, of: np.ndarray) -> tuple:
+    """_population_tables' result from the stack of its classes of neurons (CSR int64 (n_classes, ...)), their
+    structural and nonzero fan-out totals st / nz (int64 (n_classes,)) and the class of every neuron `of`, with
+    the classes whose stack rows and totals are equal merged (hwmodels.kernels.unique.distinct_valued_rows): the
+    coarsest classes count_actions can multiply spike counts by. source_classes keeps a conv projection's input
+    channels apart (their nonzero counts may differ), but a stack of structural counts is often the same for all
+    of them (Spikformer-4-384: 125,749 classes -> 3,385, VGG-11: 20,966 -> 342), so a (sample, step, core) row
+    of spikes touches fewer classes, each adding its fan-out once (the flows' integer sums are the same)."""
+    if not stack.has_sorted_indices:
+        stack = stack.sorted_indices()  # equal rows hold their columns in one order
+    ids, keep = distinct_valued_rows(stack.indptr, stack.indices, np.asarray(stack.data, np.int64),
+                                     np.stack([st, nz], axis=1))
+    merged = ids[of]
+    if len(keep) < stack.shape[0]:
+        stack = stack[keep]
+    return stack, st[of], nz[of], merged, first_of_classes(merged, len(keep))
 
 
 def class_stack_scipy(n_rows: int, n: int, n_formats: int, with_bits: bool, parts: list) -> sp.csr_matrix:

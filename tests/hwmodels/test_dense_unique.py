@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from hwmodels.kernels.unique import dense_unique, distinct_rows, first_of_classes
+from hwmodels.kernels.unique import dense_unique, distinct_rows, distinct_valued_rows, first_of_classes
 
 
 @pytest.mark.parametrize("dtype", [np.int64, np.int32])
@@ -63,3 +63,31 @@ def test_distinct_rows_number_equal_rows_in_order_of_first_appearance(rng, dtype
     assert first.tolist() == [keys.index(key) for key in seen]
     empty = distinct_rows(np.zeros(1, dtype), np.zeros(0, dtype), width)
     assert len(empty[0]) == 0 and len(empty[1]) == 0
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.int32])
+def test_distinct_valued_rows_number_rows_equal_in_columns_values_and_keys(rng, dtype):
+    """Rows drawn from 1,500 (columns, values, keys) triples, many sharing columns and differing only in one value
+    or one key, some empty: every row gets the id of the first equal row, as a dict of the triples gives."""
+    pool = []
+    for _ in range(500):
+        cols = np.sort(rng.choice(40, rng.integers(0, 7), replace=False))
+        vals = rng.integers(1, 4, len(cols))
+        key = rng.integers(0, 3, 2)
+        pool.append((cols, vals, key))
+        pool.append((cols, vals, key + np.array([0, 1])))  # the same row with another key
+        other = vals.copy()
+        other[:1] += 1  # another value (or the same empty row)
+        pool.append((cols, other, key))
+    rows = [pool[i] for i in rng.integers(0, len(pool), 4000)]
+    indptr = np.r_[0, np.cumsum([len(c) for c, _, _ in rows])].astype(dtype)
+    indices = np.concatenate([c for c, _, _ in rows]).astype(dtype)
+    data = np.concatenate([v for _, v, _ in rows]).astype(np.int64)
+    keys = np.array([k for _, _, k in rows], np.int64)
+    ids, first = distinct_valued_rows(indptr, indices, data, keys)
+    tuples = [(tuple(c.tolist()), tuple(v.tolist()), tuple(k.tolist())) for c, v, k in rows]
+    seen = {}
+    assert ids.tolist() == [seen.setdefault(t, len(seen)) for t in tuples]
+    assert len(seen) > 800 and first.tolist() == [tuples.index(t) for t in seen]
+    none = distinct_valued_rows(np.zeros(1, dtype), np.zeros(0, dtype), np.zeros(0, np.int64), np.zeros((0, 2), np.int64))
+    assert len(none[0]) == 0 and len(none[1]) == 0

@@ -96,6 +96,7 @@ def test_factorised_tables_give_the_plain_tables_actions(nets, rng, multicast):
         st = tables.stack[name]
         assert st.shape[0] == g.populations[name].size
         assert (st != tables.class_stack[name][tables.classes[name]]).nnz == 0
+        _assert_coarsest(tables, name)
     a, b = count_actions(g, tr, m, tables, range(3)), count_actions(g, tr, m, plain, range(3))
     for f in dataclasses.fields(a):
         x, y = getattr(a, f.name), getattr(b, f.name)
@@ -105,6 +106,35 @@ def test_factorised_tables_give_the_plain_tables_actions(nets, rng, multicast):
             assert all(np.array_equal(p, q) for p, q in zip(x, y)) and len(x) == len(y)
         else:
             assert x == y, f.name
+
+
+def _assert_coarsest(tables, name):
+    """The classes of population `name` are the coarsest with equal stack rows and fan-out totals: equal within a
+    class, told apart between any two classes; class_first is each class's first neuron."""
+    cls, per_class, first = tables.factors(name)
+    totals = np.stack([tables.structural[name], tables.nonzero[name]], axis=1)
+    assert np.array_equal(totals, totals[first][cls])
+    assert np.array_equal(first, [int(np.flatnonzero(cls == c)[0]) for c in range(per_class.shape[0])])
+    dense = per_class.toarray()
+    keys = {(dense[c].tobytes(), totals[first[c]].tobytes()) for c in range(len(dense))}
+    assert len(keys) == len(dense)
+
+
+def test_conv_input_channels_with_equal_rows_and_totals_share_a_class(rng):
+    """A 1x1 convolution with whole output channels per core (structural counts, one per core for every input
+    channel) and a weight column of zeros: every input channel at a position shares one class but the one whose
+    nonzero total differs."""
+    from hwmodels.trace import NetworkGraph, NeuronModel, Population
+    w = rng.normal(size=(6, 4, 1, 1))
+    w[:, 2] = 0.0  # input channel 2 has no non-zero synapse
+    g = NetworkGraph([Population("a", (4, 3, 3), NeuronModel("input")), Population("b", (6, 3, 3), NeuronModel("LIF"))],
+                     [Projection("p", "a", "b", "conv", w)])
+    chip = load_preset("loihi", {"core.neurons_per_core": 18})  # two whole output channels per core
+    tables = build_fanout(g, map_network(g, chip))
+    cls, per_class, _ = tables.factors("a")
+    assert per_class.shape[0] == 2 and len(np.unique(cls.reshape(4, 9)[[0, 1, 3]])) == 1
+    assert set(cls.reshape(4, 9)[2]) == {1 - cls[0]}
+    _assert_coarsest(tables, "a")
 
 
 def test_axons_per_core_counts_every_source_neuron(nets, rng):
