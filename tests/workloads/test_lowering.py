@@ -252,6 +252,27 @@ def test_maxpool_population_is_the_or_of_its_window():
         assert torch.equal(got, (ored >= graph.populations[pool].neuron.threshold).float())
 
 
+@pytest.mark.parametrize("pool, size, ok", [
+    (dict(kernel_size=2, stride=1, padding=1, dilation=2), 1, False),  # both taps of every window in the padding
+    (dict(kernel_size=2, stride=2, padding=1, dilation=2, ceil_mode=True), 1, False),
+    (dict(kernel_size=2, stride=1, padding=1, dilation=3), 2, False),  # the window reads rows -1 and 2 of 0..1
+    (dict(kernel_size=2, stride=1, padding=1, dilation=2), 4, True),  # every window has an in-bounds tap
+])
+def test_a_dilated_maxpool_with_a_window_of_padding_only_is_refused(pool, size, ok):
+    """torch gives -inf (no spike) where a max-pool window reads only padding; an OR population cannot."""
+    net = nn.Sequential(layer.Conv2d(1, 1, 1, step_mode="m"), neuron.IFNode(step_mode="m"),
+                        layer.MaxPool2d(**pool, step_mode="m"))
+    x = _poisson((2, 2, 1, size, size), 0.5, seed=3)
+    if ok:
+        graph, trace = lower(net, x)
+        src = torch.from_numpy(trace.to_dense("if1", graph.populations["if1"].shape)).flatten(0, 1)
+        got = torch.from_numpy(trace.to_dense("pool1", graph.populations["pool1"].shape)).flatten(0, 1)
+        assert torch.equal(got, F.max_pool2d(src, 2, 1, 1, 2))
+        return
+    with pytest.raises(ValueError, match=r"layer 2 \(MaxPool2d\).*window with only padding"):
+        lower(net, x)
+
+
 def test_avgpool_fold_counts_unpooled_spikes_and_spikingjelly_skips_them():
     net, x = _fold_net(), _poisson((T, N, 2, 8, 8), 0.4, seed=9)
     graph, trace = lower(net, x)

@@ -5,6 +5,7 @@ change nothing at eval (Dropout, Identity).
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 from spikingjelly.activation_based import layer
 from torch import nn
@@ -20,7 +21,8 @@ from workloads.models.spikformer import TokenMean, ToTokens
 def maxpool_rule(build: Build, m: nn.Module, name: str, at, args) -> Feed:
     """MaxPool2d (or MaxPool1d: window (1, k) on (C, 1, L)) of binary spikes == OR over the window == IF(threshold
     1, reset 0) population "pool<k>" fed by a depthwise all-ones conv "maxpool<k>" (zero padding: torch pads
-    max-pool with -inf, so both see only the in-bounds spikes)."""
+    max-pool with -inf, so both see only the in-bounds spikes). ValueError for a window that reads padding only
+    (dilation > 1), where torch outputs -inf, which no spike train expresses."""
     what, where = base_type(m).__name__, described(name, m)
     feed = spikes_of(args[0], tag(name, m), what)
     if not feed.plain or feed.layout != "chw" or len(feed.pop.shape) != 3:
@@ -33,6 +35,9 @@ def maxpool_rule(build: Build, m: nn.Module, name: str, at, args) -> Feed:
     k, s, p, d = maxpool_geometry(m)
     c = feed.pop.shape[0]
     out = conv_out(feed.pop.shape, c, k, s, p, d, where)
+    if any(_padding_windows(n_in, n_out, *g) for n_in, n_out, g in zip(feed.pop.shape[1:], out[1:], zip(k, s, p, d))):
+        raise layer_error(where, f"kernel {k}, padding {p} and dilation {d} leave a window with only padding "
+                                 "(torch outputs -inf there, not a spike or a silence); not supported")
     if m.ceil_mode and tuple(torch.nn.functional.max_pool2d(
             torch.zeros((1,) + feed.pop.shape), k, s, p, d, ceil_mode=True).shape[1:]) != out:
         raise layer_error(where, "ceil_mode=True adds a partial window here; a conv projection cannot express it")
@@ -41,6 +46,13 @@ def maxpool_rule(build: Build, m: nn.Module, name: str, at, args) -> Feed:
                   c, bits=1, name=build.next_name("maxpool"))
     emit(build, Current([stage], None, out, "chw", feed.line), pop, [tag(name, m)], at, layout_fn("chw"))
     return Feed(pop, "chw", line=feed.line)
+
+
+def _padding_windows(n_in: int, n_out: int, k: int, s: int, p: int, d: int) -> bool:
+    """Whether some of the n_out windows along one axis (kernel k, stride s, padding p, dilation d over n_in
+    positions) read no in-bounds position (possible with d > 1 only)."""
+    pos = np.arange(n_out)[:, None] * s - p + np.arange(k)[None, :] * d
+    return not bool(((pos >= 0) & (pos < n_in)).any(axis=1).all())
 
 
 def _pending_pool(build: Build, m: nn.Module, name: str, value, kernel) -> Feed:
