@@ -283,6 +283,14 @@ def test_lowering_speed():
         "+1.5 ms (-34 to +42), spikformer_4_384 -3 ms (-75 to +62), within this host's noise. Tried and dropped: "
         "the layers quantized largest first (VGG-11's largest weights come last; its quantization stayed at "
         "10-13 ms on two threads).",
+        "Since then (commit 436efb4; traces and graphs of the three nets under quantize and widen byte-identical): a "
+        "graded trace's values column starts as 1.0 and only graded populations' values are copied in, instead of "
+        "a ones array per binary population and its copy (VGG-11, direct encoding: ~4% of its recording in a "
+        "py-spy profile). Alternated worker processes against 96ce5ff, medians of 7 lowerings to a folder each: "
+        "vgg11 -8.6 ms (8 pairs) and -2.2 ms (10 pairs), mnist_conv +1.1 ms (6 pairs): within this host's noise. "
+        "Measured and left: the lowering's trace write, like write_trace's, is mostly the kernel's first touch of "
+        "fresh page-cache pages on this VM (a 13.7 MB write takes ~70 ms of system time into new pages, ~13 ms "
+        "into pages a removed folder freed); both sides of the target pay it.",
         "Work accounting (module docstring): forward_one_thread_s and lower_one_thread_s are the CPU times "
         "(time.process_time, every thread; wall times until the weight fit moved beside the trace write, when "
         "the lowering's worker started to run beside its main thread) of the forward and the "
