@@ -87,7 +87,8 @@ class FanoutTables:
         lexicographic order of the sets; dest_set: {population: int64 (n_source,)} route id per neuron (-1: none).
     classes / class_stack: the stack factorised: {population: int64 (n_source,)} a class per neuron, neurons of
         one class having equal stack rows and equal structural and nonzero totals (the classes of
-        hwmodels.mapping.connectivity.source_classes of every out-projection, merged where those are equal), and {population: CSR int64 (n_classes, ...)} the stack row of each class: stack[p] = class_stack[p][
+        hwmodels.mapping.connectivity.source_classes of every out-projection, merged where those are equal), and
+        {population: CSR int64 (n_classes, ...)} the stack row of each class: stack[p] = class_stack[p][
         classes[p]] (made from them on first access; count_actions multiplies spike counts per class instead).
     """
 

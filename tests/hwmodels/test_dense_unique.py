@@ -89,5 +89,6 @@ def test_distinct_valued_rows_number_rows_equal_in_columns_values_and_keys(rng, 
     seen = {}
     assert ids.tolist() == [seen.setdefault(t, len(seen)) for t in tuples]
     assert len(seen) > 800 and first.tolist() == [tuples.index(t) for t in seen]
-    none = distinct_valued_rows(np.zeros(1, dtype), np.zeros(0, dtype), np.zeros(0, np.int64), np.zeros((0, 2), np.int64))
+    none = distinct_valued_rows(np.zeros(1, dtype), np.zeros(0, dtype), np.zeros(0, np.int64),
+                                np.zeros((0, 2), np.int64))
     assert len(none[0]) == 0 and len(none[1]) == 0
