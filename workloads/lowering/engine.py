@@ -80,9 +80,9 @@ def lower(model: nn.Module, inputs: torch.Tensor, *, labels=None, weight_bits: i
         differently and one spike differ, as it does in SpikingJelly run on the same batches); device: torch
         device for the forward passes (None: CUDA when available, else CPU). The model goes back to its original
         device and train/eval mode afterwards, with every attribute the recording changes (store_v_seq; the fused
-        forward of plain IF/LIF/PLIF nodes,
-        workloads.lowering.fused, which computes their spikes bit for bit as SpikingJelly does; the compiled
-        forward of plain MaxPool2d layers, workloads.lowering.fused_pool, torch's values bit for bit) restored.
+        forward of plain IF/LIF/PLIF nodes, workloads.lowering.fused, which computes their spikes bit for bit as
+        SpikingJelly does; the compiled forward of plain MaxPool2d layers, workloads.lowering.fused_pool, torch's
+        values bit for bit) restored.
     out: None (default) returns the trace in memory; a folder path that does not exist yet (its parent must)
         streams the trace there batch by batch as it is recorded (hwmodels.stream.TraceWriter; written under a
         hidden temporary name and renamed when complete, so `out` is complete or absent) and returns it opened
