@@ -49,14 +49,20 @@ def parse_overrides(items: list[str]) -> dict:
     return overrides
 
 
-def check_out_path(out: Optional[Path]) -> None:
-    """Raise FileNotFoundError when --out's parent folder does not exist, IsADirectoryError when it is a folder."""
+def check_out_path(out: Optional[Path], force: bool = False) -> None:
+    """Raise FileNotFoundError when --out's parent folder does not exist, IsADirectoryError when it is a folder,
+    FileExistsError when something else is there already: a regular file without `force` (--force), anything
+    that is not a regular file (a device, a FIFO, a socket: never replaced) even with it."""
     if out is None:
         return
     if not out.parent.is_dir():
         raise FileNotFoundError(f"--out: folder '{out.parent}' of '{out}' does not exist")
     if out.is_dir():
         raise IsADirectoryError(f"--out: '{out}' is a folder; give a file name, e.g. '{out / 'sim.json'}'")
+    if out.exists() and not out.is_file():
+        raise FileExistsError(f"--out: '{out}' exists and is not a regular file; give a new file name")
+    if out.exists() and not force:
+        raise FileExistsError(f"--out: '{out}' exists; pass --force to overwrite it")
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -220,7 +226,9 @@ def simulate(graph: Path = typer.Argument(..., help="lowered graph .npz (e.g. re
              as_json: bool = typer.Option(False, "--json", help="print one JSON object (base SI units) instead "
                                                                 "of tables"),
              out: Optional[Path] = typer.Option(None, "--out", help="also write that JSON object to this file "
-                                                                   "(atomically; its folder must exist)"),
+                                                                   "(atomically; its folder must exist; an "
+                                                                   "existing file only with --force)"),
+             force: bool = typer.Option(False, "--force", help="let --out overwrite an existing file"),
              debug: bool = typer.Option(False, "--debug", help="show tracebacks")) -> None:
     """Map and simulate a saved graph + trace on a chip preset (no torch needed); print tables with SI prefixes
     (µJ, nJ, µs ...) or, with --json, one JSON object in base SI units (J, s, W).
@@ -234,7 +242,7 @@ def simulate(graph: Path = typer.Argument(..., help="lowered graph .npz (e.g. re
     """
     console = make_console()
     try:
-        check_out_path(out)
+        check_out_path(out, force)
         sim, name, title = run_simulation(console, graph, trace, preset, set_, model, placement, semantics,
                                           progress=not as_json)
     except (ValueError, OSError, KeyError) as exc:

@@ -269,6 +269,25 @@ def test_simulate_out_refuses_a_missing_folder(saved_net, tmp_path):
     assert result.exit_code == 2 and result.stderr.startswith("error: --out: ") and len(result.stderr.splitlines()) == 1
 
 
+def test_simulate_out_keeps_an_existing_file_unless_forced_and_never_replaces_a_device(saved_net, tmp_path):
+    import json
+    folder, _ = saved_net
+    target = tmp_path / "sim.json"
+    target.write_text("keep")
+    result = _simulate(folder, "--out", str(target))
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.splitlines() == [f"error: --out: '{target}' exists; pass --force to overwrite it"]
+    assert target.read_text() == "keep"
+    result = _simulate(folder, "--json", "--out", str(target), "--force")
+    assert result.exit_code == 0 and json.loads(target.read_text()) == json.loads(result.stdout)
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)  # a special file, as /dev/full is: refused even with --force, left as it is
+    result = _simulate(folder, "--out", str(fifo), "--force")
+    assert result.exit_code == 2 and len(result.stderr.splitlines()) == 1
+    assert result.stderr.startswith(f"error: --out: '{fifo}' exists and is not a regular file")
+    assert fifo.is_fifo()
+
+
 @pytest.mark.parametrize("args, expected", [
     (["sweep", "s.yaml", "--workers", "abc"], "error: Invalid value for '--workers': Input should be a valid "
                                               "integer, unable to parse string as an integer (see 'codesign sweep"),
