@@ -224,13 +224,16 @@ def _read_header(fh, version: tuple[int, int]) -> tuple:
 def decode_meta(raw: bytes, name: str, what: str, required: dict[str, type | tuple]) -> dict:
     """The JSON object in `raw` (the meta of file `name`, a `what`) with the `required` keys of the given types.
 
-    Raises ValueError when it is not UTF-8 JSON, not an object, is the meta of another kind of file (KIND_KEYS),
-    or lacks a required key or holds one of the wrong type.
+    Raises ValueError when it is not UTF-8 JSON (or nests too deep to decode), not an object, is the meta of
+    another kind of file (KIND_KEYS), or lacks a required key or holds one of the wrong type.
     """
     try:
         meta = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"{name}: meta is not JSON text ({one_line(exc)})") from None
+    except RecursionError:  # json's decoder recurses once per nesting level
+        raise ValueError(f"{name}: meta nests JSON deeper than Python's recursion limit; not a meta this tool "
+                         "writes") from None
     if not isinstance(meta, dict):
         raise ValueError(f"{name}: meta is {type_names(type(meta))} ({quote(meta, 40)}), expected a JSON object with "
                          f"keys {', '.join(required)}")

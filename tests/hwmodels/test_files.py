@@ -89,6 +89,9 @@ def test_meta_that_is_not_an_object_with_the_keys_is_refused(files, kind):
     _refused(load, files / "nometa.npz", "has no 'meta' array")
     _rewrite(src, files / "empty_meta.npz", meta=_meta({}))
     _refused(load, files / "empty_meta.npz", "meta lacks")
+    deep = b'{"a":' * 100_000 + b"1" + b"}" * 100_000  # json's decoder recurses once per level
+    _rewrite(src, files / "deep.npz", meta=np.frombuffer(deep, np.uint8))
+    _refused(load, files / "deep.npz", "meta nests JSON deeper than Python's recursion limit")
 
 
 @pytest.mark.parametrize("given, wanted", [("graph", "trace"), ("trace", "graph"), ("graph", "mapping"),
