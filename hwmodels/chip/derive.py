@@ -122,14 +122,17 @@ def write_derived(path: str | os.PathLike, base: str, overrides: dict[str, Any],
     .yml), atomically, after checking that the written text loads back into the same chip; returns the tree.
 
     name: the chip's name (default: the file's stem). date: ISO date recorded in the provenance.
-    Raises ValueError for a path without a .yaml/.yml ending, an existing file without `force`, a missing folder,
-    and everything `derive_tree` raises; OSError when writing fails.
+    Raises ValueError for a path without a .yaml/.yml ending, an existing file without `force`, a name with a
+    control character, a missing folder, and everything `derive_tree` raises; OSError when writing fails.
     """
     p = Path(path)
     if not p.name.lower().endswith(CHIP_FILE_SUFFIXES):
         raise ValueError(f"{chip_file_label(p)}: must end .yaml or .yml (a chip file is YAML)")
     if p.exists() and not force:
         raise ValueError(f"{chip_file_label(p)} exists; refusing to overwrite it (force it with --force)")
+    if not (name or p.stem).isprintable():
+        raise ValueError(f"name: {(name or p.stem)!r} holds a control character; a chip name must be printable "
+                         "text (YAML stores no control characters)")
     tree = derive_tree(base, overrides, name or p.stem, date)
     text = derived_chip_yaml(tree)
     reread = chip_from_tree(yaml.safe_load(text), f"{chip_file_label(p)}:", strict=False)

@@ -240,6 +240,8 @@ def test_derive_refuses_overwrites_and_bad_keys_writing_nothing(tmp_path):
         write_derived(tmp_path / "d.txt", "loihi", {}, "2026-01-02")
     with pytest.raises(ValueError, match="folder .* does not exist"):
         write_derived(tmp_path / "no" / "d.yaml", "loihi", {}, "2026-01-02")
+    with pytest.raises(ValueError, match=r"name: 'a\\x01b' holds a control character"):
+        write_derived(tmp_path / "d.yaml", "loihi", {}, "2026-01-02", name="a\x01b")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml"]
 
 
