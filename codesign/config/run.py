@@ -29,6 +29,9 @@ QUOTE_CHARS = 80
 YAML_MAX_VALUES = 100_000
 #: largest YAML file read as a config, sweep spec or claims file
 YAML_MAX_BYTES = 1_000_000
+#: the largest finite float32 (IEEE 754 binary32: (2 - 2^-23) x 2^127): the network and torch's optimizers hold
+#: thresholds and learning rates in float32, where a larger value overflows to inf
+FLOAT32_MAX = 3.4028234663852886e38
 
 
 def quote(value: Any, limit: int = QUOTE_CHARS) -> str:
@@ -63,7 +66,8 @@ class ModelConfig(_Section):
     name: str = Field("mnist_conv", description="architecture name in the workloads model registry")
     neuron: str = Field("LIF", description="spiking neuron model (workloads.neurons: IF, LIF, PLIF, sLIF, QLIF)")
     tau: float = Field(2.0, ge=1.0, description="LIF membrane time constant in timesteps")
-    v_threshold: float = Field(1.0, gt=0.0, description="firing threshold")
+    v_threshold: float = Field(1.0, gt=0.0, le=FLOAT32_MAX, description="firing threshold (finite in float32, "
+                                                                        "the dtype the network runs in)")
     options: dict[str, Any] = Field(default_factory=dict,
                                     description="the architecture's own options (workloads.models.model_options), "
                                                 "e.g. depth, dim, heads, pool_after of a spiking transformer")
@@ -78,7 +82,8 @@ class TrainingConfig(_Section):
 
     epochs: int = Field(TRAIN["epochs"], ge=0, le=10000)
     batch_size: int = Field(TRAIN["batch_size"], ge=1, le=1_000_000)
-    lr: float = Field(TRAIN["lr"], gt=0.0)
+    lr: float = Field(TRAIN["lr"], gt=0.0, le=FLOAT32_MAX, description="learning rate (finite in float32: torch's "
+                                                                     "optimizers hold it as a float)")
     optimizer: Literal[OPTIMIZER_NAMES] = TRAIN["optimizer"]
     momentum: float = Field(TRAIN["momentum"], ge=0.0, lt=1.0, description="SGD momentum")
     weight_decay: float = Field(TRAIN["weight_decay"], ge=0.0)
@@ -101,6 +106,9 @@ class CompressionConfig(_Section):
         for r in ratios:
             if not 0.0 <= r < 1.0:
                 raise ValueError(f"{r} is outside [0, 1)")
+        twice = sorted({r for r in ratios if ratios.count(r) > 1})
+        if twice:
+            raise ValueError(f"{twice[0]} is listed twice; each ratio is one design point")
         return ratios
 
 
