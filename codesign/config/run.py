@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from hwmodels.trace import MAX_WEIGHT_BITS
+from hwmodels.yaml_strict import strict_load
 from workloads.train_config import LR_SCHEDULES, OPTIMIZER_NAMES, train_defaults
 
 
@@ -258,10 +259,11 @@ def _count_values(node: Any, budget: int) -> int:
 
 
 def safe_yaml(text: str, name: str, what: str = "config") -> Any:
-    """yaml.safe_load of `text`, refusing documents that expand (YAML aliases) to more than YAML_MAX_VALUES values
-    (a "billion laughs" bomb) or recursive aliases. Raises ConfigError naming `what` and `name`."""
+    """yaml.safe_load of `text` (hwmodels.yaml_strict: a key given twice in one mapping refused), refusing
+    documents that expand (YAML aliases) to more than YAML_MAX_VALUES values (a "billion laughs" bomb) or recursive
+    aliases. Raises ConfigError naming `what` and `name`."""
     try:
-        tree = yaml.safe_load(text)
+        tree = strict_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{what}: {quote(name)} is not valid YAML: {str(exc).splitlines()[0][:200]}") from None
     except RecursionError:

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from hwmodels.npzfile import file_name, quote
+from hwmodels.yaml_strict import strict_load
 
 #: largest chip file read, bytes
 CHIP_FILE_MAX_BYTES = 1_000_000
@@ -33,9 +34,10 @@ def chip_file_label(path: str | os.PathLike) -> str:
 
 
 def _parse(text: str, label: str) -> Any:
-    """yaml.safe_load of `text`; raises ValueError starting with `label` for YAML it cannot read."""
+    """yaml.safe_load of `text` (hwmodels.yaml_strict: a key given twice refused); raises ValueError starting with
+    `label` for YAML it cannot read."""
     try:
-        return yaml.safe_load(text)
+        return strict_load(text)
     except yaml.YAMLError as exc:
         raise ValueError(f"{label}: not valid YAML: {' '.join(str(exc).split())[:200]}") from None
     except RecursionError:

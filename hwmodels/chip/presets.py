@@ -16,12 +16,12 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel
 
 from hwmodels.chip.chipfile import CHIP_FILE_SUFFIXES, chip_file_label, read_chip_file
 from hwmodels.npzfile import quote
 from hwmodels.chip.spec import ChipSpec
+from hwmodels.yaml_strict import strict_load
 
 PRESET_DIR = Path(__file__).with_name("presets")
 LEAF_KEYS = ("value", "source", "note")
@@ -106,7 +106,7 @@ def read_preset(name: str) -> dict:
         raw.setdefault("name", Path(name).stem)
         return raw
     with open(PRESET_DIR / f"{name}.yaml", encoding="utf-8") as fh:
-        return yaml.safe_load(fh)
+        return strict_load(fh)
 
 
 def chip_file_digest(name: str) -> str | None:
