@@ -53,13 +53,14 @@ class Claim(BaseModel):
     source: str = ""
     metric: str
     relation: Literal["<", "<=", ">", ">="]
-    factor: float = Field(1.0, gt=0.0)
+    factor: float = Field(1.0, gt=0.0, allow_inf_nan=False)
     a: dict[str, Any]
     b: dict[str, Any]
     match: Literal["params", "ratio", "none"] = "params"
-    tolerance: float = Field(0.15, ge=0.0, description="largest relative params gap of a 'params' pair")
-    margin: float = Field(0.0, ge=0.0, description="relative band around the factor in which a CI bound leaves a "
-                                                   "pair undecided")
+    tolerance: float = Field(0.15, ge=0.0, allow_inf_nan=False,
+                             description="largest relative params gap of a 'params' pair")
+    margin: float = Field(0.0, ge=0.0, allow_inf_nan=False,
+                          description="relative band around the factor in which a CI bound leaves a pair undecided")
     level: float = Field(0.95, gt=0.0, lt=1.0, description="confidence level of the bootstrap CI of each ratio")
     seed: int = Field(0, ge=0, description="seed of the bootstrap resampling")
     pool_seeds: bool = Field(True, description="with several seeds in the results, pool each comparison's pairs "
@@ -226,6 +227,9 @@ def verdict(df: pd.DataFrame, claim: Claim, samples: SamplesOf | None = None) ->
         return {**head, "verdict": "UNDECIDED", "reason": f"no column {claim.metric!r}", "pairs": []}
     rows = [_pair_row(seeds, a, b, claim) for seeds, a, b in _comparisons(df, claim, samples)]
     v, reason = _overall(rows, claim)
+    missing = [f"{g}.{col}" for g, where in (("a", claim.a), ("b", claim.b)) for col in where if col not in df.columns]
+    if not rows and missing:  # a selector on a column the results do not have selects nothing
+        reason = f"no column {missing[0][2:]!r} in the results for selector {missing[0]!r}"
     return {**head, "verdict": v, "reason": reason, "pairs": rows}
 
 

@@ -57,7 +57,17 @@ def test_ratio_pairs_factor_margin_and_ties():
 def test_missing_metric_or_group_is_undecided():
     assert verdict(DF, _claim(metric="energy_j"))["verdict"] == "UNDECIDED"
     assert verdict(DF, _claim(b={"method": "dsp"}))["verdict"] == "UNDECIDED"
-    assert verdict(DF, _claim(b={"nope": 1}))["verdict"] == "UNDECIDED"
+    missing = verdict(DF, _claim(b={"method": "l1p", "nope": 1}))
+    assert missing["verdict"] == "UNDECIDED"
+    assert missing["reason"] == "no column 'nope' in the results for selector 'b.nope'"
+    assert verdict(DF, _claim(b={"method": "dsp"}))["reason"].startswith("no design points match both groups")
+
+
+@pytest.mark.parametrize("field", ["factor", "tolerance", "margin"])
+def test_an_infinite_or_nan_claim_number_is_refused(field):
+    for value in (float("inf"), float("nan")):
+        with pytest.raises(ValueError, match=f"{field}\n  Input should be a finite number"):
+            _claim(**{field: value})
 
 
 def test_shipped_claims_file_loads_and_judges(tmp_path):
