@@ -88,7 +88,7 @@ def load_claims(path: str | Path) -> ClaimsFile:
     try:
         return ClaimsFile.model_validate(read_tree(path, "claims"))
     except ValidationError as err:
-        raise ConfigError(one_line_error(err).replace("config:", "claims:", 1)) from None
+        raise ConfigError(one_line_error(err, ClaimsFile).replace("config:", "claims:", 1)) from None
 
 
 #: a point id read from results.csv names a folder under points/ only when it is one plain path component

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -152,15 +152,17 @@ class RunConfig(_Section):
     hardware: HardwareConfig = HardwareConfig()
 
 
-def _accepted_keys(loc: tuple) -> list[str]:
-    """Field names accepted at the config path `loc` (a tuple of keys from the root)."""
-    cls: type[BaseModel] = RunConfig
-    for key in loc:
-        field = cls.model_fields.get(str(key))
-        ann = getattr(field, "annotation", None)
+def _accepted_keys(loc: tuple, root: type[BaseModel]) -> list[str]:
+    """Field names accepted at the path `loc` (a tuple of keys from the root, list indices after a list field) of
+    the model `root`."""
+    cls, i = root, 0
+    while i < len(loc):
+        ann = getattr(cls.model_fields.get(str(loc[i])), "annotation", None)
+        if get_origin(ann) is list and get_args(ann):  # a list of models: its item type, past the index
+            ann, i = get_args(ann)[0], i + 1
         if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
             return []
-        cls = ann
+        cls, i = ann, i + 1
     return list(cls.model_fields)
 
 
@@ -173,13 +175,15 @@ def _is_type_tag(part) -> bool:
     return isinstance(part, str) and _TYPE_TAG.fullmatch(part) is not None
 
 
-def one_line_error(err: ValidationError) -> str:
-    """The first validation error as `config: <dotted.path>: <problem>; accepted: ...`."""
+def one_line_error(err: ValidationError, root: type[BaseModel] | None = None) -> str:
+    """The first validation error of model `root` (None: RunConfig) as `config: <dotted.path>: <problem>` or, for
+    an unknown key, `config: unknown key '<dotted.path>'; accepted keys here: ...`."""
     e = err.errors()[0]
     loc = tuple(p for p in e["loc"] if not _is_type_tag(p))
     path = ".".join(str(p) for p in loc) or "<root>"
     if e["type"] == "extra_forbidden":
-        return f"config: unknown key '{path}'; accepted keys here: {', '.join(_accepted_keys(loc[:-1]))}"
+        accepted = ", ".join(_accepted_keys(loc[:-1], root or RunConfig))
+        return f"config: unknown key '{path}'; accepted keys here: {accepted}"
     msg = e["msg"].removeprefix("Value error, ")
     return f"config: {path}: {msg} (got {quote(e.get('input'))})"
 

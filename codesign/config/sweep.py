@@ -110,7 +110,7 @@ def load_spec(path: str | Path | None, sets: list[str] | None = None) -> SweepSp
     try:
         return SweepSpec.model_validate(tree)
     except ValidationError as err:
-        raise ConfigError(one_line_error(err).replace("config:", "sweep:", 1)) from None
+        raise ConfigError(one_line_error(err, SweepSpec).replace("config:", "sweep:", 1)) from None
 
 
 def base_tree(spec: SweepSpec) -> dict:

@@ -135,3 +135,20 @@ def test_the_dense_method_takes_only_ratio_zero():
         check_names(load_config(sets=["compression.method=dense"]))  # default ratios 0, 0.25, 0.5, 0.75
     assert str(info.value) == "compression.ratios: method 'dense' accepts only 0.0, got 0.25, 0.5, 0.75"
     check_names(load_config(sets=["compression.method=dense", "compression.ratios=[0]", "compression.params={}"]))
+
+
+def test_unknown_keys_of_sweep_specs_and_claims_files_list_their_own_accepted_keys(tmp_path):
+    from codesign.claims.verdicts import load_claims
+    from codesign.config.sweep import load_spec
+    spec = tmp_path / "s.yaml"
+    spec.write_text("bogus: 1\n")
+    with pytest.raises(ConfigError) as err:
+        load_spec(spec)
+    assert str(err.value) == ("sweep: unknown key 'bogus'; accepted keys here: base, run_name, output_dir, "
+                              "cache_dir, axes, execution, search")
+    claims = tmp_path / "c.yaml"
+    claims.write_text("claims:\n- {id: x, text: t, metric: m, relation: '<', a: {}, b: {}, bogus: 1}\n")
+    with pytest.raises(ConfigError) as err:
+        load_claims(claims)
+    assert str(err.value).startswith("claims: unknown key 'claims.0.bogus'; accepted keys here: id, text, source, "
+                                     "metric, relation, factor, a, b, match")
