@@ -237,6 +237,8 @@ def read_tree(path: str | Path, what: str = "config") -> dict:
     """A YAML file as a dict. Raises ConfigError ('<what>: ...') for a missing, unreadable, oversized (more than
     YAML_MAX_BYTES) or non-UTF-8 file, bad YAML or a non-mapping."""
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"{what}: {quote(str(p))} is a folder; give a YAML file")
     if not p.is_file():
         raise ConfigError(f"{what}: file {quote(str(p))} does not exist")
     if p.stat().st_size > YAML_MAX_BYTES:

@@ -110,6 +110,10 @@ def check_model_options(cfg: RunConfig) -> None:
         if key not in accepted:
             raise ConfigError(f"model.options: unknown key {quote(key)} for model '{cfg.model.name}'; accepted keys: "
                               f"{', '.join(sorted(accepted)) or '(none)'}")
+    known = [f.name for f in dataclasses.fields(neurons.NeuronOptions)]
+    for key in cfg.model.neuron_options:
+        if key not in known:
+            raise ConfigError(f"model.neuron_options: unknown key {quote(key)}; accepted keys: {', '.join(known)}")
     try:
         models.NeuronSpec(cfg.model.neuron, cfg.model.tau, cfg.model.v_threshold,
                           dict(cfg.model.neuron_options)).check()

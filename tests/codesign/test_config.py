@@ -98,7 +98,9 @@ def test_the_old_key_hardware_model_is_read_as_latency_model(tmp_path):
     (["model.name=spikformer", "model.options.depht=2"],
      "model.options: unknown key 'depht' for model 'spikformer'; accepted keys: attn_scale, attn_threshold, depth"),
     (["model.options.depth=2"], "model.options: unknown key 'depth' for model 'mnist_conv'; accepted keys: (none)"),
-    (["model.neuron_options.bitz=4"], "model.neuron_options: "),
+    (["model.neuron_options.bitz=4"],
+     "model.neuron_options: unknown key 'bitz'; accepted keys: ternary, reset, bits, shape"),
+    (["model.neuron=LIF", "model.neuron_options.bits=4"], "model.neuron_options: "),  # a QLIF option on LIF
 ])
 def test_model_options_are_checked_by_name(sets, expected):
     from codesign.execute.stages import check_names
@@ -135,6 +137,11 @@ def test_the_dense_method_takes_only_ratio_zero():
         check_names(load_config(sets=["compression.method=dense"]))  # default ratios 0, 0.25, 0.5, 0.75
     assert str(info.value) == "compression.ratios: method 'dense' accepts only 0.0, got 0.25, 0.5, 0.75"
     check_names(load_config(sets=["compression.method=dense", "compression.ratios=[0]", "compression.params={}"]))
+
+
+def test_a_folder_given_as_a_config_is_named_a_folder(tmp_path):
+    with pytest.raises(ConfigError, match="config: '.*' is a folder; give a YAML file"):
+        load_config(tmp_path)
 
 
 def test_unknown_keys_of_sweep_specs_and_claims_files_list_their_own_accepted_keys(tmp_path):
