@@ -154,7 +154,7 @@ def method_config(cfg: RunConfig):
     for key in cfg.compression.params:
         if key not in accepted:
             raise ConfigError(f"compression.params: unknown key '{key}' for method "
-                              f"'{cfg.compression.method}'; accepted keys: {', '.join(accepted)}")
+                              f"'{cfg.compression.method}'; accepted keys: {', '.join(accepted) or '(none)'}")
     for key, value in cfg.compression.params.items():
         if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(f"compression.params.{key}: {value} is not a finite number")

@@ -101,6 +101,8 @@ def test_the_old_key_hardware_model_is_read_as_latency_model(tmp_path):
     (["model.neuron_options.bitz=4"],
      "model.neuron_options: unknown key 'bitz'; accepted keys: ternary, reset, bits, shape"),
     (["model.neuron=LIF", "model.neuron_options.bits=4"], "model.neuron_options: "),  # a QLIF option on LIF
+    (["compression.method=dense", "compression.ratios=[0]", "compression.params={q: 1}"],
+     "compression.params: unknown key 'q' for method 'dense'; accepted keys: (none)"),
 ])
 def test_model_options_are_checked_by_name(sets, expected):
     from codesign.execute.stages import check_names
