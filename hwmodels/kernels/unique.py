@@ -70,13 +70,34 @@ def first_of_classes(classes: np.ndarray, n_classes: int) -> np.ndarray:
     return first
 
 
-@njit(cache=True, nogil=True)
 def distinct_rows(indptr: np.ndarray, indices: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
     """The distinct rows of a CSR pattern, counting only the columns below `width`: (id int64 (n_rows,): the
     row's id, -1 for a row with no such column, ids 0, 1, ... in order of first appearance; first int64 (n_ids,):
     the row where each id first appears). Each row's columns must be in one canonical order (sorted CSR
-    indices). Exact: rows are hashed (FNV-1a over their columns) into an open-addressing table and a row equal
-    in hash is compared column by column with the table's row before it takes that row's id."""
+    indices). Exact (_distinct: a hash table, rows equal in hash compared column by column)."""
+    n = len(indptr) - 1
+    return _distinct(indptr, indices, indices, np.zeros((n, 0), np.int64), width, True)
+
+
+def distinct_valued_rows(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray,
+                         keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct rows of a CSR matrix with integer values and a key row each: rows r and s are equal when they
+    hold the same columns in the same stored order with the same values (int64 `data`) and keys[r] == keys[s]
+    (int64 (n_rows, k)). Returns (id int64 (n_rows,): ids 0, 1, ... in order of first appearance; first int64
+    (n_ids,): the row where each id first appears); an empty row is a row like any other. Exact (_distinct)."""
+    return _distinct(indptr, indices, data, keys, np.iinfo(np.int64).max, False)
+
+
+@njit(cache=True, nogil=True)
+def _distinct(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, keys: np.ndarray, width: int,
+              skip_empty: bool) -> tuple[np.ndarray, np.ndarray]:
+    """distinct_rows (skip_empty: rows with no column below `width` get id -1) and distinct_valued_rows: each row's
+    entries below `width` (its columns sorted when width cuts them) with their values `data` and keys[r] hashed
+    into an open-addressing table, and a row equal in hash compared entry by entry with the table's row before it
+    takes that row's id. The hash is FNV-1a over (column, value) words in two interleaved lanes, each word made
+    off the lanes' dependency chains (half the time of one chain over the words: Spikformer-4-384's 125,749
+    class rows, 3 M entries, 29 -> 13 ms); the slot is its high bits (its low ones depend only on the columns'
+    low bits)."""
     n = len(indptr) - 1
     bits = 1
     while (1 << bits) < 2 * n + 2:
@@ -86,21 +107,29 @@ def distinct_rows(indptr: np.ndarray, indices: np.ndarray, width: int) -> tuple[
     ids = np.full(n, -1, np.int64)
     first = np.empty(n, np.int64)
     k = 0
+    prime, odd = np.uint64(1099511628211), np.uint64(0x9E3779B97F4A7C15)
     for r in range(n):
-        b = _row_end(indptr, indices, r, width)
-        if b == indptr[ux(r)]:
+        a, b = indptr[ux(r)], _row_end(indptr, indices, r, width)
+        if skip_empty and b == a:
             continue
-        h = np.uint64(14695981039346656037)
-        for q in range(indptr[ux(r)], b):
-            h = (h ^ np.uint64(indices[ux(q)])) * np.uint64(1099511628211)
-        slot = h >> shift  # the hash's high bits: its low ones depend only on the columns' low bits
+        h1, h2 = np.uint64(14695981039346656037) ^ np.uint64(b - a), np.uint64(0x84222325CBF29CE4)
+        q = a
+        while q + 1 < b:
+            h1 = (h1 ^ (np.uint64(indices[ux(q)]) * odd + np.uint64(data[ux(q)]))) * prime
+            h2 = (h2 ^ (np.uint64(indices[ux(q + 1)]) * odd + np.uint64(data[ux(q + 1)]))) * prime
+            q += 2
+        if q < b:
+            h1 = (h1 ^ (np.uint64(indices[ux(q)]) * odd + np.uint64(data[ux(q)]))) * prime
+        for j in range(keys.shape[1]):
+            h2 = (h2 ^ np.uint64(keys[r, j])) * prime
+        slot = (((h1 ^ (h2 >> np.uint64(29))) * odd) ^ h2) >> shift
         while True:
             rep = table[ux(slot)]
             if rep < 0:
                 table[ux(slot)], ids[ux(r)], first[ux(k)] = r, k, r
                 k += 1
                 break
-            if _same_row(indptr, indices, rep, r, b, width):
+            if _same_row(indptr, indices, data, keys, rep, r, b, width):
                 ids[ux(r)] = ids[ux(rep)]
                 break
             slot = (slot + np.uint64(1)) & mask
@@ -109,7 +138,7 @@ def distinct_rows(indptr: np.ndarray, indices: np.ndarray, width: int) -> tuple[
 
 @njit(cache=True, inline="always")
 def _row_end(indptr: np.ndarray, indices: np.ndarray, r: int, width: int) -> int:
-    """End of row r's columns below `width` (its columns sorted): a binary search."""
+    """End of row r's columns below `width` (its columns sorted, or all below width): a binary search."""
     lo, hi = indptr[ux(r)], indptr[ux(r + 1)]
     while lo < hi:
         mid = (lo + hi) >> 1
@@ -121,76 +150,16 @@ def _row_end(indptr: np.ndarray, indices: np.ndarray, r: int, width: int) -> int
 
 
 @njit(cache=True, inline="always")
-def _same_row(indptr: np.ndarray, indices: np.ndarray, rep: int, r: int, b: int, width: int) -> bool:
-    """Whether row rep's columns below `width` equal row r's (which end at b)."""
+def _same_row(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, keys: np.ndarray, rep: int, r: int,
+              b: int, width: int) -> bool:
+    """Whether row rep's entries below `width` (columns and values) and keys equal row r's (which end at b)."""
     a0, a1 = indptr[ux(rep)], indptr[ux(r)]
     if _row_end(indptr, indices, rep, width) - a0 != b - a1:
         return False
     for q in range(b - a1):
-        if indices[ux(a0 + q)] != indices[ux(a1 + q)]:
-            return False
-    return True
-
-
-@njit(cache=True, nogil=True)
-def distinct_valued_rows(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray,
-                         keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The distinct rows of a CSR matrix with integer values and a key row each: rows r and s are equal when they
-    hold the same columns in the same stored order with the same values (int64 `data`) and keys[r] == keys[s]
-    (int64 (n_rows, k)). Returns (id int64 (n_rows,): ids 0, 1, ... in order of first appearance; first int64
-    (n_ids,): the row where each id first appears). Exact: rows are hashed into an open-addressing table and a row
-    equal in hash is compared entry by entry (as distinct_rows). The hash is FNV-1a over (column, value) words in
-    two interleaved lanes, a word made off the lanes' dependency chains (half the time of one chain over columns
-    and values one after another: Spikformer-4-384's 125,749 class rows, 3 M entries, 29 -> 13 ms); an empty row
-    is a row like any other."""
-    n = len(indptr) - 1
-    bits = 1
-    while (1 << bits) < 2 * n + 2:
-        bits += 1
-    size, shift, mask = 1 << bits, np.uint64(64 - bits), np.uint64((1 << bits) - 1)
-    table = np.full(size, -1, np.int64)
-    ids = np.empty(n, np.int64)
-    first = np.empty(n, np.int64)
-    k = 0
-    prime, odd = np.uint64(1099511628211), np.uint64(0x9E3779B97F4A7C15)
-    for r in range(n):
-        a, b = indptr[ux(r)], indptr[ux(r + 1)]
-        h1, h2 = np.uint64(14695981039346656037) ^ np.uint64(b - a), np.uint64(0x84222325CBF29CE4)
-        q = a
-        while q + 1 < b:
-            h1 = (h1 ^ (np.uint64(indices[ux(q)]) * odd + np.uint64(data[ux(q)]))) * prime
-            h2 = (h2 ^ (np.uint64(indices[ux(q + 1)]) * odd + np.uint64(data[ux(q + 1)]))) * prime
-            q += 2
-        if q < b:
-            h1 = (h1 ^ (np.uint64(indices[ux(q)]) * odd + np.uint64(data[ux(q)]))) * prime
-        for j in range(keys.shape[1]):
-            h2 = (h2 ^ np.uint64(keys[r, j])) * prime
-        h = ((h1 ^ (h2 >> np.uint64(29))) * odd) ^ h2
-        slot = h >> shift
-        while True:
-            rep = table[ux(slot)]
-            if rep < 0:
-                table[ux(slot)], ids[ux(r)], first[ux(k)] = r, k, r
-                k += 1
-                break
-            if _same_valued_row(indptr, indices, data, keys, rep, r):
-                ids[ux(r)] = ids[ux(rep)]
-                break
-            slot = (slot + np.uint64(1)) & mask
-    return ids, first[:k]
-
-
-@njit(cache=True, inline="always")
-def _same_valued_row(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, keys: np.ndarray, a: int,
-                     b: int) -> bool:
-    """Whether rows a and b hold the same columns, values and keys (distinct_valued_rows)."""
-    a0, b0 = indptr[ux(a)], indptr[ux(b)]
-    if indptr[ux(a + 1)] - a0 != indptr[ux(b + 1)] - b0:
-        return False
-    for q in range(indptr[ux(a + 1)] - a0):
-        if indices[ux(a0 + q)] != indices[ux(b0 + q)] or data[ux(a0 + q)] != data[ux(b0 + q)]:
+        if indices[ux(a0 + q)] != indices[ux(a1 + q)] or data[ux(a0 + q)] != data[ux(a1 + q)]:
             return False
     for j in range(keys.shape[1]):
-        if keys[a, j] != keys[b, j]:
+        if keys[rep, j] != keys[r, j]:
             return False
     return True
