@@ -227,9 +227,10 @@ def verdict(df: pd.DataFrame, claim: Claim, samples: SamplesOf | None = None) ->
         return {**head, "verdict": "UNDECIDED", "reason": f"no column {claim.metric!r}", "pairs": []}
     rows = [_pair_row(seeds, a, b, claim) for seeds, a, b in _comparisons(df, claim, samples)]
     v, reason = _overall(rows, claim)
-    missing = [f"{g}.{col}" for g, where in (("a", claim.a), ("b", claim.b)) for col in where if col not in df.columns]
-    if not rows and missing:  # a selector on a column the results do not have selects nothing
-        reason = f"no column {missing[0][2:]!r} in the results for selector {missing[0]!r}"
+    if not rows:  # a selector on a column the results do not have selects nothing: name it
+        missing = [(g, col) for g, where in (("a", claim.a), ("b", claim.b)) for col in where if col not in df]
+        if missing:
+            reason = f"no column {missing[0][1]!r} in the results for selector '{missing[0][0]}.{missing[0][1]}'"
     return {**head, "verdict": v, "reason": reason, "pairs": rows}
 
 
