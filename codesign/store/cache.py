@@ -175,12 +175,14 @@ def check_cache_dir(path: str | os.PathLike) -> None:
     existing ancestor is a writable folder), and each stage folder of STAGE_NAMES that exists under it must be
     such a folder too. Entries inside a stage folder are not checked: one that cannot be read or fails to verify
     is moved aside and made again on use (`StageCache.load_or_make`), so a read-only entry is still used.
-    Nothing is created or changed. Symlinks are followed.
+    Symlinks are followed.
 
     Raises ConfigError (a ValueError; one line starting `cache_dir: '<path>'`) saying what is wrong: a regular
     file (or other non-folder), a symlink loop or a broken symlink, a folder this user cannot write or list
     (read-only, or owned by another user), a folder on a read-only file system, or a missing folder that cannot
-    be created.
+    be created. Each folder that passes is probed: a temporary folder is made in it and removed at once (the only
+    change, and none is left), since permission bits do not tell whether a file system such as /proc takes new
+    folders.
     """
     root = Path(path)
     where = f"{CACHE_DIR_KEY}: {_quote_path(root)}"
@@ -239,6 +241,7 @@ def _check_folder(path: Path, st: os.stat_result, where: str, what: str) -> None
         raise ConfigError(f"{subject} is {kind}; the cache needs a folder it can write (remove it or choose "
                           "another cache_dir)")
     if _writable(path):
+        _probe(path, subject)
         return
     owner = "" if st.st_uid == os.geteuid() else f", owner uid {st.st_uid}: another user"
     why = ("is on a read-only file system" if _read_only_fs(path) else
@@ -268,6 +271,18 @@ def _check_creatable(root: Path, where: str) -> None:
     if not _writable(parent):
         raise ConfigError(f"{where} does not exist and cannot be created: {_quote_path(parent)} is not writable by "
                           "this user; choose a cache_dir this user can write")
+    _probe(parent, f"{where} does not exist and cannot be created: {_quote_path(parent)}")
+
+
+def _probe(folder: Path, subject: str) -> None:
+    """ConfigError `subject refuses new folders (...)` unless a folder can really be made in `folder`: a temporary
+    one is made and removed at once. Permission bits do not tell it on file systems such as /proc or /sys, which
+    refuse new entries whatever they say, or to a root process."""
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".codesign-probe-", dir=folder))
+    except OSError as exc:
+        raise ConfigError(f"{subject} refuses new folders ({exc.strerror or exc}); choose a cache_dir this user "
+                          "can write") from None
 
 
 @dataclasses.dataclass(frozen=True)

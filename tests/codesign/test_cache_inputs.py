@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -91,6 +92,32 @@ def test_a_stage_folder_that_is_a_file_or_a_symlink_loop_is_refused(tmp_path, st
     (tmp_path / "c" / stage).unlink()
     os.symlink(stage, tmp_path / "c" / stage)  # `ln -s compressed compressed` inside the cache
     _refused(tmp_path / "c", f"stage folder '{tmp_path / 'c' / stage}' is a symlink loop")
+
+
+def test_the_probe_leaves_nothing_behind(tmp_path):
+    (tmp_path / "c").mkdir()
+    check_cache_dir(tmp_path / "c")
+    check_cache_dir(tmp_path / "c" / "missing")
+    assert list(tmp_path.iterdir()) == [tmp_path / "c"] and not any((tmp_path / "c").iterdir())
+
+
+procfs = pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc")
+
+
+@procfs
+def test_a_folder_whose_file_system_refuses_new_folders_is_refused():
+    # /proc says it is writable to root (and os.access agrees) yet makes no folders: only the probe tells
+    _refused(Path("/proc"), "refuses new folders (")
+    _refused(Path("/proc/codesign-cache/deeper"), "does not exist and cannot be created: '/proc' refuses new folders")
+
+
+@procfs
+def test_run_refuses_a_cache_dir_under_proc_before_the_run_folder(tmp_path):
+    proc = _codesign(tmp_path, "run", "--set", "data.dataset=digits", "--set", "cache_dir=/proc/codesign-cache",
+                     "--set", "run_name=r")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith("error: cache_dir: '/proc/codesign-cache' does not exist and cannot be created")
+    _no_run_folder(tmp_path)
 
 
 @needs_unprivileged
