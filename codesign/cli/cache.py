@@ -62,9 +62,14 @@ def produced_by(entry: CacheEntry) -> str:
 
 
 def _cache(cache_dir: Path) -> StageCache:
-    """The StageCache at cache_dir; ValueError when the path exists and is not a folder."""
+    """The StageCache at cache_dir; ValueError when the path exists and is not a folder, or is missing and is not
+    DEFAULT_CACHE_DIR (a missing default is an empty cache: nothing was run here yet; another missing folder is
+    most likely a mistyped path, which an empty listing would hide)."""
     if cache_dir.exists() and not cache_dir.is_dir():
         raise ValueError(f"--cache-dir: {cache_dir} is not a folder")
+    if not cache_dir.exists() and cache_dir != DEFAULT_CACHE_DIR:
+        raise ValueError(f"--cache-dir: {str(cache_dir)!r}: no such folder (a run config's cache_dir, "
+                         f"default {DEFAULT_CACHE_DIR})")
     return StageCache(cache_dir)
 
 

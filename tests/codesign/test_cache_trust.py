@@ -244,3 +244,14 @@ def test_cache_clear_removes_a_stage_or_everything_and_errors_exit_2(tmp_path):
     (tmp_path / "file").write_text("x")
     not_dir = CliRunner().invoke(cache_app, ["list", "--cache-dir", str(tmp_path / "file")])
     assert not_dir.exit_code == 2 and "is not a folder" in not_dir.output
+
+
+def test_a_missing_cache_folder_is_an_error_unless_it_is_the_default(tmp_path, monkeypatch):
+    for command in (["list"], ["clear", "--yes"]):
+        missing = CliRunner().invoke(cache_app, [*command, "--cache-dir", str(tmp_path / "typo")])
+        assert missing.exit_code == 2 and len(missing.output.strip().splitlines()) == 1, missing.output
+        assert f"error: --cache-dir: '{tmp_path / 'typo'}': no such folder" in missing.output
+    monkeypatch.chdir(tmp_path)  # nothing was run here: the default cache folder is missing, an empty cache
+    empty = CliRunner().invoke(cache_app, ["list"])
+    assert empty.exit_code == 0 and "no entries in .cache/codesign" in empty.output
+    assert not (tmp_path / ".cache").exists() and not (tmp_path / "typo").exists()
