@@ -282,9 +282,12 @@ def check_array(a: np.ndarray, name: str, key: str, kind: str, ndim: int | None 
 def load_npy(path: Path, what: str, kind: str, ndim: int = 1) -> np.ndarray:
     """A `.npy` column of a streamed `what` folder, memory-mapped read-only, checked like `check_array`.
 
-    Raises ValueError naming the file when it is missing, unreadable, truncated or of the wrong dtype/dims.
+    Raises ValueError naming the file when it is a symlink (a column is a file of its own folder: a link could
+    point anywhere), missing, unreadable, truncated or of the wrong dtype/dims.
     """
     name = file_name(path)
+    if path.is_symlink():
+        raise ValueError(f"{name}: is a symlink; a column of {a_(what)} must be a file inside the folder")
     if not path.is_file():
         raise ValueError(f"{name}: missing or not a file; the {what} is incomplete")
     try:

@@ -24,15 +24,16 @@ def read_trace_folder(path: str | os.PathLike) -> dict:
 
     Raises FileNotFoundError when `path` or its meta.json is missing (an incomplete folder) and a one-line
     ValueError naming the file and what was expected for anything else: a file instead of a folder (an .npz
-    trace loads with EventTrace.load), meta.json that is not a JSON object with the trace's keys (or is the meta
-    of another kind of file), an unknown format version, a missing, truncated or wrongly typed .npy column, or
-    columns the EventTrace constructor refuses.
+    trace loads with EventTrace.load), a meta.json or column that is a symlink (the folder itself may be one),
+    meta.json that is not a JSON object with the trace's keys (or is the meta of another kind of file), an unknown
+    format version, a missing, truncated or wrongly typed .npy column, or columns the EventTrace constructor
+    refuses.
     """
     path = Path(path)
     meta = _folder_meta(path)
     name = file_name(path)
     cols = {col: load_npy(path / f"{col}.npy", "trace folder", kind)
-            if required or (path / f"{col}.npy").exists() else None for col, kind, required in COLUMNS}
+            if required or os.path.lexists(path / f"{col}.npy") else None for col, kind, required in COLUMNS}
     n_s, n_t = meta["n_samples"], meta["n_timesteps"]
     activity = {pop: _activity_column(path / f"activity{i}.npy", n_s, n_t, meta["activity"][pop])
                 for pop, i in activity_columns(meta, name, dict).items()}
@@ -47,6 +48,8 @@ def _folder_meta(path: Path) -> dict:
     if path.is_file():
         raise ValueError(f"{file_name(path)}: is a file, not a trace folder; load an .npz trace with EventTrace.load")
     meta_path = path / "meta.json"
+    if meta_path.is_symlink():
+        raise ValueError(f"{file_name(meta_path)}: is a symlink; a trace folder's meta.json must be a file inside it")
     if not meta_path.is_file():
         raise FileNotFoundError(f"{file_name(meta_path)}: missing; {file_name(path)} is not a complete trace folder")
     meta = decode_meta(meta_path.read_bytes(), file_name(meta_path), "event trace", TRACE_META)

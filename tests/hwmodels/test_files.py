@@ -2,6 +2,7 @@
 expects with a one-line ValueError naming the file and what was expected (FileNotFoundError when nothing is
 there), never a KeyError, BadZipFile, EOFError or a traceback from inside numpy."""
 import json
+import os
 import shutil
 
 import numpy as np
@@ -189,6 +190,24 @@ def test_streamed_trace_folders_refuse_bad_columns_and_meta(files):
     del meta["n_samples"]
     (folder / "meta.json").write_text(json.dumps({**meta, "projections": []}))
     _refused(open_trace, folder, "is a network graph file, not an event trace file")
+
+
+def test_streamed_trace_folders_refuse_symlinked_columns_and_meta(files):
+    folder = files / "folder"
+    assert open_trace(folder).n_samples >= 1
+    for name in ("meta.json", "offsets.npy", "indices.npy", "values.npy", "activity0.npy"):
+        if not (folder / name).exists():
+            continue
+        linked = files / f"linked_{name}"
+        shutil.copytree(folder, linked)
+        (linked / name).rename(files / f"elsewhere_{name}")  # the same, valid bytes, reached through a link
+        os.symlink(files / f"elsewhere_{name}", linked / name)
+        _refused(open_trace, linked, f"{name}: is a symlink")
+        (linked / name).unlink()
+        os.symlink(files / "nowhere", linked / name)  # a dangling link is refused too, not taken for an absent column
+        _refused(open_trace, linked, f"{name}: is a symlink")
+    os.symlink(folder, files / "folder_link")  # the folder itself may be a link
+    assert open_trace(files / "folder_link").n_samples == open_trace(folder).n_samples
 
 
 def test_long_user_values_are_cut_in_messages(files):
