@@ -19,6 +19,8 @@ from hwmodels.trace import EventTrace, NetworkGraph
 
 #: CSR rows of the trace read at once by the spike-index bounds (bounds memory for memory-mapped traces)
 CHUNK_ROWS = 1 << 15
+#: spike values checked for NaN and inf at once (float32: 16 MiB)
+VALUE_CHUNK = 1 << 22
 #: weight bytes of a graph from which start_check hashes its fingerprint on a thread of its own (below, the
 #: thread would cost more than the hash)
 FINGERPRINT_THREAD_BYTES = 1 << 20
@@ -28,7 +30,7 @@ def check_trace(graph: NetworkGraph, trace: EventTrace) -> None:
     """Raise ValueError (one line, naming the field) unless `trace` can be simulated on `graph`: it has at least
     one sample; its graph fingerprint, when recorded, is the graph's; it has exactly the graph's populations;
     its n_timesteps is the graph's metadata["n_timesteps"] when the graph records one; its recorded sizes, its
-    spike indices and its activity rows fit the graph's population sizes."""
+    spike indices and its activity rows fit the graph's population sizes; its spike values, if any, are finite."""
     start_check(graph, trace, background=False)()
 
 
@@ -49,6 +51,7 @@ def start_check(graph: NetworkGraph, trace: EventTrace, background: bool = True)
         _check_timesteps(graph, trace)
         _check_sizes(graph, trace)
         _check_indices(graph, trace)
+        _check_values(trace)
     except ValueError:
         wait()
         raise
@@ -122,6 +125,20 @@ def _check_indices(graph: NetworkGraph, trace: EventTrace) -> None:
             bad = int(high[p]) if high[p] >= size else int(low[p])
             raise ValueError(f"trace.indices: population {quote(name)} has a spike index outside 0..{size - 1} "
                              f"(neuron {bad}; graph {quote(graph.name)})")
+
+
+def _check_values(trace: EventTrace) -> None:
+    """ValueError counting the NaN or infinite spike values of a graded trace (read VALUE_CHUNK at a time, so a
+    memory-mapped column is not held whole)."""
+    if trace.values is None:
+        return
+    bad = 0
+    for lo in range(0, len(trace.values), VALUE_CHUNK):
+        part = np.asarray(trace.values[lo:lo + VALUE_CHUNK])
+        bad += len(part) - int(np.count_nonzero(np.isfinite(part)))
+    if bad:
+        raise ValueError(f"trace.values: {bad} spike value{'s are' if bad > 1 else ' is'} NaN or infinite; a graded "
+                         "spike carries a finite value")
 
 
 def index_bounds(trace: EventTrace) -> tuple[np.ndarray, np.ndarray]:

@@ -167,6 +167,28 @@ def test_populations_sizes_timesteps_and_empty_traces_are_refused_at_the_start(n
     _refused(g, short_rows, "trace.activity['d1']: rows of 2 bytes; population 'd1' of graph 'network' has 20")
 
 
+@pytest.mark.parametrize("chunk", [None, 5])
+def test_nan_or_infinite_spike_values_are_refused_and_counted(nets, rng, monkeypatch, tmp_path, chunk):
+    import hwmodels.trace_check as tc
+    if chunk:
+        monkeypatch.setattr(tc, "VALUE_CHUNK", chunk)
+    g = nets.mixed_graph(rng)
+    tr = nets.random_trace(g, rng, 2, 3, 0.3)
+    n = len(tr.indices)
+    assert n > 12
+    values = rng.uniform(-2, 2, n).astype(np.float32)
+    graded = EventTrace(tr.populations, tr.n_samples, tr.n_timesteps, tr.offsets, tr.indices, values)
+    check_trace(g, graded)  # finite graded values, negative ones included, pass
+    values[[0, n // 2, n - 1]] = [np.nan, np.inf, -np.inf]
+    bad = EventTrace(tr.populations, tr.n_samples, tr.n_timesteps, tr.offsets, tr.indices, values)
+    _refused(g, bad, "trace.values: 3 spike values are NaN or infinite")
+    write_trace(tmp_path / "t", bad)  # and when read memory-mapped from a trace folder
+    _refused(g, open_trace(tmp_path / "t"), "trace.values: 3 spike values are NaN or infinite")
+    values[[n // 2, n - 1]] = 1.0
+    one = EventTrace(tr.populations, tr.n_samples, tr.n_timesteps, tr.offsets, tr.indices, values)
+    _refused(g, one, "trace.values: 1 spike value is NaN or infinite")
+
+
 def test_traffic_traces_are_checked_only_by_placements_that_use_them(nets, rng):
     g = nets.mixed_graph(rng)
     chip = load_preset("loihi")
