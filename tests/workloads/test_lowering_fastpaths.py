@@ -14,7 +14,7 @@ from hwmodels.activity import pack
 from hwmodels.trace import NeuronModel, Population
 from workloads import lower
 from workloads.lowering import fit
-from workloads.lowering.activity import (node_activity_torch, node_activity, packed, population_activity,
+from workloads.lowering.activity import (node_activity_torch, node_activity, packed, packed_rows, population_activity,
                                          value_activity)
 from workloads.lowering.events import event_mask, mask_events, population_events
 from workloads.lowering.fit import quantize_model, quantize_rows, quantized_model
@@ -103,6 +103,21 @@ def test_event_mask_names_a_wrong_size():
     pop = Population("p", (2, 5), NeuronModel("IF"))
     with pytest.raises(ValueError, match="population 'p': recorded 9 neurons per step, expected 10"):
         event_mask(torch.zeros(2, 3, 9), pop, 2, 3, False)
+
+
+@pytest.mark.parametrize("d, l", [(12, 5), (16, 8), (3, 7)])
+def test_packed_rows_of_a_token_view_equal_packing_its_copy(d, l):
+    # a token population's rows: neurons numbered (D, L), read through a transposed view of (L, D) memory
+    mem = torch.rand((4, 3, l, d), generator=torch.Generator().manual_seed(d)) > 0.6
+    view = mem.transpose(2, 3)
+    assert not view.is_contiguous()
+    pop = Population("lif", (d, l), NeuronModel("LIF"))
+    got = packed_rows(pop, view, 3, 3)
+    want = pack(view.contiguous().reshape(4, 3, d * l).transpose(0, 1).numpy())
+    np.testing.assert_array_equal(got, want)
+    assert got.flags.c_contiguous and got.shape == (3, 4, (d * l + 7) // 8)
+    with pytest.raises(ValueError, match=f"recorded activity of {d * l} neurons, expected {d * l + 1}"):
+        packed_rows(Population("lif", (d * l + 1,), NeuronModel("LIF")), view, 3, 3)
 
 
 def test_packed_and_mask_activity_equal_packing_the_transposed_rows():

@@ -148,11 +148,12 @@ def predictions(y, n_t: int, n_b: int) -> np.ndarray | None:
     return y.float().mean(0).argmax(1).cpu().numpy().astype(np.int64)
 
 
-def packed(active: torch.Tensor) -> np.ndarray:
+def packed(active: torch.Tensor | np.ndarray) -> np.ndarray:
     """uint8 (B, T + 1, ceil(n / 8)) of a bool (T + 1, B, n) activity (hwmodels.activity layout): packed in its
     own (T + 1, B) order, then the 8x smaller packed rows are transposed (the same bytes as packing the
     transposed activity)."""
-    return np.ascontiguousarray(pack(active.cpu().numpy()).transpose(1, 0, 2))
+    a = active.cpu().numpy() if isinstance(active, torch.Tensor) else active
+    return np.ascontiguousarray(pack(a).transpose(1, 0, 2))
 
 
 def population_activity(pop: Population, mask: np.ndarray, rows: torch.Tensor | None, n_t: int,
@@ -171,8 +172,10 @@ def population_activity(pop: Population, mask: np.ndarray, rows: torch.Tensor | 
 
 def packed_rows(pop: Population, active: torch.Tensor, n_t: int, n_b: int) -> np.ndarray:
     """packed() of a bool (T + 1, B, ...) activity of population `pop`; ValueError when it does not have the
-    population's size."""
-    act = active.reshape(n_t + 1, n_b, -1)
+    population's size. The rows are reshaped by numpy: a token population's rows are a transposed view (its
+    (D, L) neurons over (L, D) memory), which numpy copies in ~0.4 ns per neuron-step, torch's bool copy in 2-15
+    (measured on (5, 4, 1536, 64) and (5, 4, 384, 64) views)."""
+    act = active.cpu().numpy().reshape(n_t + 1, n_b, -1)
     if act.shape[2] != pop.size:
         raise ValueError(f"population {pop.name!r}: recorded activity of {act.shape[2]} neurons, expected {pop.size}")
     return packed(act)
