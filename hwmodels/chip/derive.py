@@ -67,6 +67,16 @@ def _plain(node: Any) -> Any:
     return node
 
 
+def _lists(value: Any) -> Any:
+    """`value` (a model_dump value) with its tuples as lists, recursively: what the value reads back as from YAML,
+    so the provenance of a derived chip compares equal after its file is written and read."""
+    if isinstance(value, (tuple, list)):
+        return [_lists(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _lists(v) for k, v in value.items()}
+    return value
+
+
 def derive_tree(base: str, overrides: dict[str, Any], name: str, date: str) -> dict:
     """The raw tree of a chip file derived from preset or chip file `base` with dotted `overrides` (the keys of
     `apply_overrides`), named `name`, dated `date` (ISO); checked to load into exactly the ChipSpec that
@@ -88,7 +98,7 @@ def derive_tree(base: str, overrides: dict[str, Any], name: str, date: str) -> d
     changed = {}
     for key in overrides:
         if _get(old, key) != _get(new, key):
-            changed[key] = {"from": _get(old, key), "to": _get(new, key)}
+            changed[key] = {"from": _lists(_get(old, key)), "to": _lists(_get(new, key))}
             _set(raw, key, _get(new, key), base)
     summary = ", ".join(f"{k} {v['from']!r} -> {v['to']!r}" for k, v in changed.items()) or "nothing"
     sources = dict(raw.get("sources") or {})

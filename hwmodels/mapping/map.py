@@ -246,12 +246,14 @@ def _place(part: Partition, chip: ChipSpec, strategy, traffic: np.ndarray | None
     on_chip = np.flatnonzero(part.core_type != PORT_TYPE)
     if len(on_chip) == part.n_cores:
         return slot_coords(strategy(part, chip, traffic, seed), chip)
+    tile_xy, chip_xy = np.zeros((part.n_cores, 2), np.int64), np.zeros((part.n_cores, 2), np.int64)
+    if not len(on_chip):  # every population on the input port (a graph of inputs only): no core to place
+        return tile_xy, chip_xy
     sub = replace(part, core_population=tuple(part.core_population[k] for k in on_chip),
                   core_neurons=part.core_neurons[on_chip], core_synapse_bits=part.core_synapse_bits[on_chip],
                   core_state_bits=part.core_state_bits[on_chip], core_axons=part.core_axons[on_chip],
                   core_type=part.core_type[on_chip], core_of_neuron={})
     sub_traffic = None if traffic is None else traffic[np.ix_(on_chip, on_chip)]
-    tile_xy, chip_xy = np.zeros((part.n_cores, 2), np.int64), np.zeros((part.n_cores, 2), np.int64)
     tile_xy[on_chip], chip_xy[on_chip] = slot_coords(strategy(sub, chip, sub_traffic, seed), chip)
     return tile_xy, chip_xy
 

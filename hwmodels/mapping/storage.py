@@ -78,6 +78,11 @@ def stored_weight_bits(proj: Projection, core: CoreSpec | None) -> int:
 
 
 def _dense(proj: Projection, src_shape: tuple, core: CoreSpec) -> MemoryTerms:
+    """Dense storage (module docstring); ValueError for a conv projection in the pow2 layout, which stores a
+    convolution as its kernel only (storage "conv"), and a dense matrix as a linear layer's (a dense projection)."""
+    if core.memory_layout == "pow2" and proj.kind == "conv":
+        raise ValueError(f"projection.storage: conv projection {proj.name!r} stored 'dense' has no layout on a pow2 "
+                         "(DYNAP-CNN) core, which stores a convolution as its kernel; use storage 'conv'")
     if core.memory_layout == "pow2":  # DYNAP-CNN: a linear layer is a conv whose kernel covers the (C, H, W) input
         taps = int(pow2ceil(int(np.prod(src_shape[1:]))))
         per_channel = src_shape[0] * taps * stored_weight_bits(proj, core)

@@ -209,6 +209,16 @@ def test_derive_round_trip(tmp_path):
     assert hwmodels.ChipSpec(**chip.model_dump()) == chip
 
 
+def test_derive_a_chip_without_its_core_types(tmp_path):
+    # a tuple of the base (speck's core types) is recorded as the YAML list it reads back as
+    tree = write_derived(tmp_path / "s.yaml", "speck", {"core_types": None, "mesh_width": 4}, "2026-01-02")
+    chip = hwmodels.load_preset(str(tmp_path / "s.yaml"))
+    assert chip.core_types is None and chip.mesh_width == 4
+    was = chip.derived_from.changed["core_types"]["from"]
+    assert isinstance(was, list) and len(was) == len(hwmodels.load_preset("speck").core_types)
+    assert tree["derived_from"]["changed"] == chip.derived_from.model_dump()["changed"]
+
+
 def test_derive_from_a_derived_file_keeps_the_history(tmp_path):
     first = tmp_path / "a.yaml"
     write_derived(first, "loihi", {"core.neurons_per_core": 512}, "2026-01-02")

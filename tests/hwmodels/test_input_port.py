@@ -44,6 +44,15 @@ def test_the_input_takes_a_core_unless_it_comes_through_the_port():
     assert m.tile_xy.tolist() == [[0, 0], [0, 0], [1, 0]]  # the port at tile (0, 0); a, b in order
 
 
+@pytest.mark.parametrize("placement", ["in_order", "snake", "comm_aware"])
+def test_a_graph_of_inputs_only_maps_onto_the_port_with_every_placement(placement):
+    g = NetworkGraph([Population("in", (4,), INPUT)], [])
+    tr = EventTrace.from_dense({"in": np.ones((1, 2, 4), bool)})
+    m = map_network(g, load_preset("speck"), placement=placement, traffic=tr)
+    assert m.is_port.tolist() == [True] and m.chip_cores_used == 0 and m.tile_xy.tolist() == [[0, 0]]
+    assert simulate(g, tr, load_preset("speck"), m, model="analytic").synops == 0
+
+
 def test_port_events_pay_hops_from_tile_0_0_and_the_port_leaks_nothing():
     graph, chip = _chain(), load_preset("generic-45nm", dict(TWO_CORES, input_location="port"))
     sim = simulate(graph, _trace(graph), chip, model="analytic")

@@ -59,6 +59,16 @@ def test_dynapcnn_pow2_memory_matches_the_sinabs_formula():
     assert pow2ceil(np.array([0, 1, 2, 3, 5, 8, 9])).tolist() == [0, 1, 2, 4, 8, 8, 16]
 
 
+def test_a_conv_stored_dense_is_refused_on_a_pow2_core_and_stored_on_a_packed_one():
+    proj = Projection("p", "in", "c", "conv", np.ones((2, 1, 3, 3)), storage="dense")
+    g = NetworkGraph([Population("in", (1, 4, 4), INPUT), Population("c", (2, 2, 2))], [proj])
+    with pytest.raises(ValueError, match="conv projection 'p' stored 'dense' has no layout on a pow2 "
+                                         r"\(DYNAP-CNN\) core.*use storage 'conv'"):
+        map_network(g, load_preset("speck"))
+    m = map_network(g, load_preset("loihi"))  # packed layout: a crossbar row per target, 9 taps x 8 bits
+    assert int(m.core_synapse_bits.sum()) == 8 * 9 * 8
+
+
 def test_neuron_state_memory_limits_chunks_and_names_the_shortfall():
     g = NetworkGraph([Population("in", (4,), INPUT), Population("out", (100,), state_bits=16)],
                      [Projection("fc", "in", "out", "dense", np.ones((100, 4)), weight_bits=1)])
