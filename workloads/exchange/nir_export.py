@@ -27,6 +27,7 @@ refuse soft reset and grouped convs and have no BatchNorm, max-pool or per-layer
 """
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import nir
@@ -195,8 +196,10 @@ def _population_node(graph: NetworkGraph, pop: Population, dt: float, portable: 
     return node
 
 
-def _projection_nodes(graph: NetworkGraph, proj: Projection) -> tuple[dict[str, nir.NIRNode], list[tuple]]:
-    """Nodes and edges of one projection: [Flatten ->] weight node, wired from source to target population."""
+def _projection_nodes(graph: NetworkGraph, proj: Projection,
+                      used: set[str]) -> tuple[dict[str, nir.NIRNode], list[tuple]]:
+    """Nodes and edges of one projection: [Flatten ->] weight node, wired from source to target population (the
+    Flatten named by _fresh against the node names in `used`, which it joins)."""
     src = graph.populations[proj.source]
     if getattr(proj, "gate", None) is not None:
         raise ValueError(f"projection {proj.name!r}: gated (spike-valued, e.g. attention) weights have no NIR "
@@ -209,11 +212,48 @@ def _projection_nodes(graph: NetworkGraph, proj: Projection) -> tuple[dict[str, 
         node.metadata["origin"] = str(origin)
     nodes, head = {proj.name: node}, proj.source
     if proj.kind == "dense" and len(src.shape) > 1:
-        flat = f"{proj.name}_flatten"
+        flat = _fresh(f"{proj.name}_flatten", used)
         nodes[flat] = nir.Flatten(input_type={"input": np.array(src.shape)}, start_dim=0, end_dim=-1)
         head = flat
         return nodes, [(proj.source, flat), (flat, proj.name), (proj.name, proj.target)]
     return nodes, [(head, proj.name), (proj.name, proj.target)]
+
+
+def _check_names(graph: NetworkGraph) -> set[str]:
+    """The names of the graph's populations and projections (the NIR nodes named like them); ValueError naming
+    the first that cannot be a node name of a .nir file (an HDF5 group: empty, ".", "..", a "/" or a control
+    character) or that a population and a projection share (one node each)."""
+    used: set[str] = set()
+    for what, names in (("population", list(graph.populations)), ("projection", [p.name for p in graph.projections])):
+        for name in names:
+            if not name or name in (".", "..") or "/" in name or not name.isprintable():
+                raise ValueError(f"{what} name {name!r} cannot name a NIR node (an HDF5 group): use a non-empty "
+                                 "name without '/' or control characters, other than '.' and '..'")
+            if name in used:
+                raise ValueError(f"{what} name {name!r} is also a population's name; NIR has one node per name")
+            used.add(name)
+    return used
+
+
+def _fresh(name: str, used: set[str]) -> str:
+    """`name`, or `name`_2, _3 ... when a population or projection (or an earlier added node) already has it;
+    joins `used`."""
+    k, out = 1, name
+    while out in used:
+        k += 1
+        out = f"{name}_{k}"
+    used.add(out)
+    return out
+
+
+def _check_finite_times(node: nir.NIRNode, name: str, dt: float) -> None:
+    """ValueError when a time constant or factor of a population's node (tau * dt and the like) is not finite:
+    a dt so large that the product overflows float64."""
+    for field in ("tau", "tau_mem", "tau_syn", "r", "w_in"):
+        value = getattr(node, field, None)
+        if value is not None and not np.isfinite(np.asarray(value, np.float64)).all():
+            raise ValueError(f"dt: {dt!r} s makes {field} of population {name!r} overflow (not finite); use a "
+                             "smaller dt")
 
 
 def to_nir(graph: NetworkGraph, dt: float = DT_S, portable: bool = False) -> nir.NIRGraph:
@@ -225,24 +265,30 @@ def to_nir(graph: NetworkGraph, dt: float = DT_S, portable: bool = False) -> nir
     tau_mem_s = tau * dt, w_in = tau_syn, r = tau); relay -> nir.Scale(1); a trailing non-spiking readout
     (IF, threshold inf, no out-projection) -> nir.Output; every other population without out-projections is
     followed by an Output node "<name>_out". Projections: dense -> nir.Affine / nir.Linear (a nir.Flatten
-    "<name>_flatten" first when the source is not 1-D), conv -> nir.Conv2d. Recurrent graphs export too (NIR
-    edges may form cycles). dt: seconds per timestep (> 0), stored in graph.metadata["dt"]. portable: refuse
-    populations snnTorch's or SpikingJelly's NIR import would run with other spikes (soft reset, v_reset != 0).
-    Raises ValueError for dt <= 0, an unknown neuron kind, graded (ternary) spiking populations, gated
+    "<name>_flatten" first when the source is not 1-D), conv -> nir.Conv2d. An added node whose name a population
+    or projection already has is named "<name>_2" (_3, ...). Recurrent graphs export too (NIR edges may form
+    cycles). dt: seconds per timestep (finite, > 0), stored in graph.metadata["dt"]. portable: refuse populations
+    snnTorch's or SpikingJelly's NIR import would run with other spikes (soft reset, v_reset != 0).
+    Raises ValueError for a dt that is not finite and > 0 or makes a time constant overflow, a population or
+    projection name that cannot name a NIR node ("/", control characters, "." or "..", empty) or that a
+    population and a projection share, an unknown neuron kind, graded (ternary) spiking populations, gated
     (attention) projections, a conv bias that varies within a channel, or (portable) a population named by
     _check_portable.
     """
-    if not dt > 0:
-        raise ValueError(f"dt: {dt} must be > 0 seconds")
+    if not (isinstance(dt, (int, float)) and math.isfinite(dt) and dt > 0):
+        raise ValueError(f"dt: {dt!r} must be a finite number of seconds > 0")
+    used = _check_names(graph)
     nodes: dict[str, nir.NIRNode] = {}
     edges: list[tuple[str, str]] = []
     for pop in graph.populations.values():
         nodes[pop.name] = _population_node(graph, pop, float(dt), portable)
+        _check_finite_times(nodes[pop.name], pop.name, dt)
         if not pop.is_input and not graph.out_projections(pop.name) and not _is_readout(graph, pop):
-            nodes[f"{pop.name}_out"] = nir.Output(output_type=np.array(pop.shape))
-            edges.append((pop.name, f"{pop.name}_out"))
+            out = _fresh(f"{pop.name}_out", used)
+            nodes[out] = nir.Output(output_type=np.array(pop.shape))
+            edges.append((pop.name, out))
     for proj in graph.projections:
-        more_nodes, more_edges = _projection_nodes(graph, proj)
+        more_nodes, more_edges = _projection_nodes(graph, proj, used)
         nodes.update(more_nodes)
         edges.extend(more_edges)
     meta = {"dt": float(dt), "name": graph.name, "producer": PRODUCER}

@@ -62,9 +62,13 @@ def _weight(st: Chain, key: str, node: nir.NIRNode, module: nn.Module) -> None:
         module = _low_rank(st.layers.pop(), module, key)
         st.relay = False
     index = st.add(key, module)
-    for name in ("weight_bits", "storage"):
-        if meta(node, name) is not None and index not in st.out.compression[name]:
-            st.out.compression[name][index] = meta(node, name)
+    for name, kind in (("weight_bits", int), ("storage", str)):
+        value = meta(node, name)
+        if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+            want = "an integer" if kind is int else "a string"
+            raise ValueError(f"node {key!r}: metadata {name!r} is {value!r}, expected {want}")
+        if value is not None and index not in st.out.compression[name]:
+            st.out.compression[name][index] = value
     st.last_weight = module
 
 
@@ -195,9 +199,15 @@ def _readout(st: Chain, key: str, node: nir.NIRNode) -> None:
 
 
 def _input(st: Chain, key: str, node: nir.Input) -> None:
-    st.shape = tuple(int(s) for s in np.atleast_1d(node.input_type["input"]))
+    shape = np.atleast_1d(node.input_type["input"])
+    if shape.dtype.kind not in "iuf" or not np.array_equal(shape, np.floor(shape)) or (shape < 1).any():
+        raise ValueError(f"node {key!r}: input shape {shape.tolist()} must be positive integers")
+    st.shape = tuple(int(s) for s in shape)
     st.out.input_shape = st.shape
-    st.out.graded_input = bool(meta(node, "graded", False))
+    graded = meta(node, "graded", False)
+    if not isinstance(graded, bool):
+        raise ValueError(f"node {key!r}: metadata 'graded' is {graded!r}, expected true or false")
+    st.out.graded_input = graded
 
 
 def _output(st: Chain, key: str, node: nir.Output) -> None:

@@ -4,11 +4,17 @@ SpikingJelly model that `workloads.lower` turns into a NetworkGraph + EventTrace
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 from dataclasses import replace
+from pathlib import Path
 
 import nir
+import numpy as np
 import torch
+
+from hwmodels.npzfile import file_name, one_line
 
 from hwmodels.trace import EventTrace, NetworkGraph, Population
 from workloads.exchange.nir_export import DT_S, to_nir
@@ -20,18 +26,41 @@ __all__ = ["DT_S", "IMPORTERS", "NirModel", "from_nir", "graph_from_nir", "load_
            "save_nir", "to_nir"]
 
 
+#: exceptions of a NIR file or graph that nir, h5py or the import raise for malformed content (made one-line
+#: ValueErrors naming the file by load_nir and from_nir; the import's own ValueErrors name the node already)
+_MALFORMED = (OSError, KeyError, IndexError, TypeError, AttributeError, AssertionError, OverflowError, RuntimeError,
+              ZeroDivisionError)
+
+
 def save_nir(graph: NetworkGraph, path: str | os.PathLike, dt: float = DT_S, portable: bool = False) -> None:
-    """Write `to_nir(graph, dt, portable)` to an HDF5 `.nir` file (nir.write). Raises ValueError as to_nir does."""
-    nir.write(path, to_nir(graph, dt, portable))
+    """Write `to_nir(graph, dt, portable)` to an HDF5 `.nir` file (nir.write), atomically: the graph is converted
+    first (nothing is written when to_nir refuses it), then written to a temporary file in the same folder and
+    renamed, so a failed write leaves an existing file as it was. Raises ValueError as to_nir does; OSError when
+    the folder is missing or not writable."""
+    nir_graph = to_nir(graph, dt, portable)
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        nir.write(tmp, nir_graph)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
 
 
 def load_nir(path: str | os.PathLike) -> nir.NIRGraph:
     """Read a `.nir` file (nir.read without NIR's type check: nir 1.0.8 derives a Conv2d's input channels from
     weight.shape[1], ignoring groups, so grouped convs, e.g. our max-pools, fail it; shapes are checked on import
-    instead). Raises FileNotFoundError when the file does not exist."""
+    instead). Raises FileNotFoundError when the file does not exist and a one-line ValueError naming the file
+    when it is not a readable NIR file (empty, truncated, not HDF5, a node without its fields)."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"path: {path} does not exist")
-    return nir.read(path, type_check=False)
+    try:
+        return nir.read(path, type_check=False)
+    except _MALFORMED as exc:
+        raise ValueError(f"{file_name(path)}: not a readable NIR file ({one_line(exc)})") from None
 
 
 def from_nir(source: nir.NIRGraph | str | os.PathLike, dt: float | None = None) -> NirModel:
@@ -40,10 +69,27 @@ def from_nir(source: nir.NIRGraph | str | os.PathLike, dt: float | None = None) 
 
     dt: seconds per timestep for LIF time constants; None: the graph's metadata["dt"] (written by to_nir), else
     DT_S = 1e-4 s (snnTorch). Norse graphs usually need dt=1e-3, Sinabs graphs (tau in timesteps) dt=1.
-    Raises ValueError for unsupported nodes or shapes (the message names the node).
+    Raises ValueError for unsupported nodes or shapes (the message names the node), for complex-valued node
+    arrays, and (one line naming the file, or "NIR graph") for malformed content the import trips on otherwise
+    (an edge to a missing node, a parameter of the wrong shape or type, an infinite time constant).
     """
     graph = source if isinstance(source, nir.NIRGraph) else load_nir(source)
-    return build_model(graph, dt)
+    where = "NIR graph" if isinstance(source, nir.NIRGraph) else file_name(source)
+    _check_real(graph, where)
+    try:
+        return build_model(graph, dt)
+    except _MALFORMED as exc:
+        raise ValueError(f"{where}: cannot be imported ({one_line(exc)})") from None
+
+
+def _check_real(graph: nir.NIRGraph, where: str) -> None:
+    """ValueError naming the node and field of the first complex-valued array of `graph` (weights and
+    parameters are real; a cast would drop the imaginary part silently)."""
+    for key, node in graph.nodes.items():
+        for field, value in vars(node).items():
+            if isinstance(value, np.ndarray) and np.iscomplexobj(value):
+                raise ValueError(f"{where}: node {key!r} field {field!r} is complex ({value.dtype}); NIR weights and "
+                                 "parameters must be real")
 
 
 def nir_workload(source: nir.NIRGraph | str | os.PathLike, inputs: torch.Tensor, *, dt: float | None = None,
