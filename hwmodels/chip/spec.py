@@ -62,6 +62,15 @@ class _Spec(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, value: Any, info) -> Any:
+        """Refuse true/false for a field that holds no bool (pydantic's lax mode would read true as 1: a 1-wide
+        mesh from `mesh_width: true`)."""
+        if isinstance(value, (bool, np.bool_)) and "bool" not in str(cls.model_fields[info.field_name].annotation):
+            raise ValueError("true/false is not a value of this field (YAML reads yes/no/on/off as booleans too)")
+        return value
+
     def __init__(self, **data: Any) -> None:
         try:
             super().__init__(**data)

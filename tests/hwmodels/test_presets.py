@@ -237,3 +237,13 @@ def test_non_finite_preset_numbers_are_refused_naming_the_yaml_path():
         strip_sources({"core": {"x": {"value": float("nan"), "source": "a"}}}, {"a": "A"})
     with pytest.raises(ValueError, match=r"preset t\.1\.value: inf is not a finite number"):
         strip_sources({"t": {1: {"value": float("inf"), "source": "a"}}}, {"a": "A"})
+
+
+@pytest.mark.parametrize("key, value", [("mesh_width", True), ("core.neurons_per_core", False),
+                                        ("router.buffer_depth", True), ("power_gating", False),
+                                        ("core.static_power_w", True)])
+def test_a_boolean_is_refused_where_the_field_holds_no_boolean(key, value):
+    # pydantic's lax mode would read true as 1 (a 1-wide mesh) and false as 0
+    with pytest.raises(ValueError, match=r"true/false is not a value of this field.*\(got (True|False)\)"):
+        load_preset("loihi", {key: value})
+    assert load_preset("loihi", {"core.synapse_memory.folded": True}).core.synapse_memory.folded is True
