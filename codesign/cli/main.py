@@ -185,11 +185,15 @@ def allocate(config: Optional[Path] = typer.Argument(None, help="YAML run config
              set_: list[str] = typer.Option([], "--set", help="override a config key"),
              energy_weight: float = typer.Option(1.0, help="weight of the energy saving in the layer score"),
              latency_weight: float = typer.Option(1.0, help="weight of the latency saving in the layer score"),
+             resume: bool = typer.Option(False, "--resume", help="continue the run folder named by run_name"),
              debug: bool = typer.Option(False, "--debug", help="show tracebacks")) -> None:
     """Hardware-aware per-layer pruning ratios from the simulator, against uniform ratios at equal parameters.
 
+    Writes reports/allocate-<method>-r<ratio>-<UTC timestamp>/ unless run_name is set.
+
     Examples:
       codesign allocate --set compression.method=magnitude_channel --ratio 0.5
+      codesign allocate --set compression.method=magnitude_channel --set run_name=a1 --resume
     """
     from codesign.config.run import ConfigError, load_config
     _quiet_logs()
@@ -199,7 +203,7 @@ def allocate(config: Optional[Path] = typer.Argument(None, help="YAML run config
         cfg = load_config(config, set_)
         result, table = run_allocator(cfg, ratio, AllocatorConfig(energy_weight=energy_weight,
                                                                   latency_weight=latency_weight),
-                                      log=text_log(console))
+                                      log=text_log(console), resume=resume)
     except (ValueError, OSError) as exc:
         fail(exc, debug)
     _print_result(console, result)

@@ -16,10 +16,19 @@ presets_app = typer.Typer(no_args_is_help=True, help="List, show and derive chip
 
 
 @presets_app.command("list")
-def presets_list() -> None:
-    """List the chip presets shipped with hwmodels."""
+def presets_list(debug: bool = typer.Option(False, "--debug", help="show tracebacks")) -> None:
+    """List the chip presets shipped with hwmodels, one name per line.
+
+    Examples:
+      codesign presets list
+      codesign presets show $(codesign presets list | head -1)
+    """
     import hwmodels
-    for name in hwmodels.list_presets():
+    try:
+        names = hwmodels.list_presets()
+    except (ValueError, OSError) as exc:
+        fail(exc, debug)
+    for name in names:
         print(name)
 
 

@@ -294,14 +294,33 @@ def parse_tree(text: str, name: str, what: str = "config") -> dict:
 def apply_sets(tree: dict, sets: list[str] | None) -> dict:
     """Apply command-line overrides "dotted.key=yaml_value" to `tree` in place; returns it.
 
+    An override that changes a compression method ("compression.method", also under a prefix such as a sweep's
+    "base.") first drops the parameters the tree gives the old method (another method's: SCA's `epochs` is no
+    key of magnitude pruning); the new method runs with its defaults and the params overrides given with it.
     Raises ConfigError for an item without '='.
     """
+    parsed = []
     for item in sets or []:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--set: {quote(item)} must look like section.key=value")
-        set_dotted(tree, key.strip(), safe_yaml(raw, item, "--set"))
+        parsed.append((current_key(key.strip()), safe_yaml(raw, item, "--set")))
+    for key, value in parsed:
+        if key == "compression.method" or key.endswith(".compression.method"):
+            _drop_old_params(tree, key[:-len(".method")], value)
+    for key, value in parsed:
+        set_dotted(tree, key, value)
     return tree
+
+
+def _drop_old_params(tree: dict, section: str, method: Any) -> None:
+    """Remove the params of the dotted `section` ("compression" or "<prefix>.compression") of `tree` when its
+    method is not `method`."""
+    node = tree
+    for part in section.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    if isinstance(node, dict) and node.get("method") != method:
+        node.pop("params", None)
 
 
 def load_config(path: str | Path | None = None, sets: list[str] | None = None) -> RunConfig:

@@ -37,7 +37,7 @@ from codesign.store.cache import StageCache, check_cache_dir, config_key
 from codesign.config.run import ConfigError, RunConfig, dump_config
 from codesign.execute.evaluate import dense_stage, hardware_row, load_chip, lower_model, stage_keys
 from codesign.reporting.hwfigures import PointDetails
-from codesign.execute.run import RunResult, run_folder
+from codesign.execute.run import RunResult, default_name, run_folder
 from codesign.store.provenance import write_provenance
 from codesign.reporting.report import write_report
 from codesign.store.runfolder import own_run_folder
@@ -271,7 +271,7 @@ def run_allocator(cfg: RunConfig, ratio: float, acfg: AllocatorConfig, log=print
     check_method(cfg)
     chip = load_chip(cfg)
     check_cache_dir(cfg.cache_dir)
-    name = cfg.run_name or f"allocate-{cfg.compression.method}-r{ratio:g}"
+    name = cfg.run_name or default_name(f"allocate-{cfg.compression.method}-r{ratio:g}")
     config_yaml = dump_config(cfg.model_copy(update={"run_name": name}))
     out = run_folder(cfg.output_dir, name, resume, "config.resolved.yaml", yaml.safe_load(config_yaml))
     device = resolve_device(cfg.device)

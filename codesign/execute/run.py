@@ -45,12 +45,15 @@ class RunResult:
     summary: list[str] = field(default_factory=list)
 
 
+def default_name(prefix: str) -> str:
+    """'<prefix>-<UTC timestamp>' (YYYYmmdd-HHMMSS): the folder of a run, sweep, search or allocation whose
+    run_name is not set."""
+    return f"{prefix}-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}"
+
+
 def run_name(cfg: RunConfig) -> str:
     """The run folder name: cfg.run_name, or '<method>-<dataset>-<UTC timestamp>'."""
-    if cfg.run_name:
-        return cfg.run_name
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    return f"{cfg.compression.method}-{cfg.data.dataset}-{stamp}"
+    return cfg.run_name or default_name(f"{cfg.compression.method}-{cfg.data.dataset}")
 
 
 def run_folder(output_dir: str, name: str, resume: bool, config_file: str = "config.resolved.yaml",

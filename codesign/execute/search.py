@@ -32,7 +32,8 @@ from codesign.store.runfolder import own_run_folder
 from codesign.execute.search_loop import run_trials
 from codesign.execute.search_trials import point_for, recover
 from codesign.store.results import ResultStore, atomic_write
-from codesign.execute.sweep import RESUME_FREE_KEYS, default_name, resolved_spec_yaml, validate_points
+from codesign.execute.run import default_name
+from codesign.execute.sweep import RESUME_FREE_KEYS, resolved_spec_yaml, validate_points
 
 STUDY_NAME = "codesign"
 
@@ -140,7 +141,7 @@ def search(spec: SweepSpec, resume: bool = False, log=print, on_trial=None) -> R
     check_space(spec)
     check_scheduler(spec.execution)
     check_cache_dir(spec.cache_dir)
-    spec_yaml = resolved_spec_yaml(spec)
+    spec_yaml = resolved_spec_yaml(spec.model_copy(update={"run_name": name}))  # the folder's name on record
     out = run_folder(spec.output_dir, name, resume, "search.yaml", yaml.safe_load(spec_yaml), RESUME_FREE_KEYS)
     storage = storage_url or f"sqlite:///{Path(out).resolve() / 'study.db'}"
     check_study_db(storage, spec, resume)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import yaml
@@ -12,7 +11,7 @@ from codesign.config.run import ConfigError, RunConfig, quote
 from codesign.execute.executor import check_scheduler, run_points
 from codesign.reporting.pareto import pareto_mask
 from codesign.execute.evaluate import load_chip
-from codesign.execute.run import LEAD_COLUMNS, RunResult, run_folder
+from codesign.execute.run import LEAD_COLUMNS, RunResult, default_name, run_folder
 from codesign.reporting.report import write_report
 from codesign.store.runfolder import own_run_folder
 from codesign.config.sweep import SweepSpec, base_tree, grid_points
@@ -20,8 +19,9 @@ from codesign.execute.stages import check_method_ratios, check_n_samples, check_
 from codesign.store.provenance import write_provenance
 from codesign.store.results import ResultStore
 
-#: spec keys a resumed sweep or search may change (where and how long it runs, not what a point is)
-RESUME_FREE_KEYS = ("execution.", "search.n_trials")
+#: spec keys a resumed sweep or search may change (where and how long it runs, not what a point is; run_name:
+#: the folder resumed is the one it names, and folders started without one recorded null)
+RESUME_FREE_KEYS = ("execution.", "search.n_trials", "run_name")
 
 
 def series_label(values: dict, cfg: RunConfig) -> str:
@@ -70,11 +70,6 @@ def _check_samples(cfg: RunConfig, test_sizes: dict) -> None:
     check_n_samples(test_sizes[key], cfg)
 
 
-def default_name(prefix: str) -> str:
-    """'<prefix>-<UTC timestamp>'."""
-    return f"{prefix}-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}"
-
-
 def sweep(spec: SweepSpec, resume: bool = False, progress: bool = False, log=print,
           on_point=None) -> RunResult:
     """Evaluate every grid point of `spec` into `<output_dir>/<run_name>/` and write its report.
@@ -89,9 +84,9 @@ def sweep(spec: SweepSpec, resume: bool = False, progress: bool = False, log=pri
     check_cache_dir(spec.cache_dir)
     validate_points(points)
     check_scheduler(spec.execution)
-    spec_yaml = resolved_spec_yaml(spec)
-    out = run_folder(spec.output_dir, spec.run_name or default_name("sweep"), resume, "sweep.yaml",
-                     yaml.safe_load(spec_yaml), RESUME_FREE_KEYS)
+    name = spec.run_name or default_name("sweep")
+    spec_yaml = resolved_spec_yaml(spec.model_copy(update={"run_name": name}))  # the folder's name on record
+    out = run_folder(spec.output_dir, name, resume, "sweep.yaml", yaml.safe_load(spec_yaml), RESUME_FREE_KEYS)
     labels = [{**{k: v for k, v in values.items() if k != "compression.ratio"},
                "series": series_label(values, cfg)} for values, cfg in points]
     with own_run_folder(out, resume, "sweep.yaml", spec_yaml):

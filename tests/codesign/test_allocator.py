@@ -70,13 +70,14 @@ def test_method_without_layer_ratios_is_refused():
 
 @pytest.mark.slow
 def test_allocate_cli_on_digits(tmp_path):
+    # the default config's SCA params are dropped with its method; the folder is named with a timestamp
     args = ["--set", "data.dataset=digits", "--set", "compression.method=magnitude_channel",
-            "--set", "compression.params={}", "--set", "train.epochs=3", "--set", "hardware.n_samples=20",
-            "--set", "run_name=al", "--ratio", "0.5"]
+            "--set", "train.epochs=3", "--set", "hardware.n_samples=20", "--ratio", "0.5"]
     proc = subprocess.run([sys.executable, "-m", "codesign", "allocate", *args], cwd=tmp_path, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    run = tmp_path / "reports" / "al"
+    (run,) = (tmp_path / "reports").iterdir()
+    assert run.name.startswith("allocate-magnitude_channel-r0.5-2") and len(run.name) == 47, run.name
     df = pd.read_csv(run / "results.csv")
     assert df["series"].tolist() == ["uniform", "hardware-aware"]
     assert df["params"].iloc[1] <= df["params"].iloc[0]
@@ -91,3 +92,12 @@ def test_allocate_cli_on_digits(tmp_path):
     assert "Per-layer probe" in (run / "report.md").read_text()
     cands = pd.read_csv(run / "candidates.csv")
     assert cands["candidate"].iloc[0] == "uniform" and cands["selected"].sum() == 1
+
+
+def test_allocate_resume_of_a_missing_folder_is_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "codesign", "allocate", "--set", "data.dataset=digits", "--set",
+                           "compression.method=magnitude_channel", "--set", "run_name=gone", "--resume"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "--resume: 'reports/gone' does not exist; set run_name to the run to continue" in proc.stderr
+    assert not (tmp_path / "reports").exists() or not any((tmp_path / "reports").iterdir())

@@ -21,6 +21,18 @@ def test_sets_override_nested_keys():
     assert cfg.hardware.overrides == {"core.x": 1}
 
 
+def test_a_set_that_changes_the_method_drops_the_old_methods_params(tmp_path):
+    assert "epochs" in load_config().compression.params  # the default config's SCA parameters
+    cfg = load_config(sets=["compression.method=magnitude_channel"])
+    assert cfg.compression.method == "magnitude_channel" and cfg.compression.params == {}
+    kept = load_config(sets=["compression.method=magnitude_channel", "compression.params.finetune_epochs=2"])
+    assert kept.compression.params == {"finetune_epochs": 2}
+    same = load_config(sets=["compression.method=sca"])  # the same method keeps its parameters
+    assert same.compression.params == load_config().compression.params
+    given = load_config(sets=["compression.params.q=0.2", "compression.method=magnitude_channel"])
+    assert given.compression.params == {"q": 0.2}  # a params override is kept whatever its place in the list
+
+
 @pytest.mark.parametrize("sets, expected", [
     (["train.epochz=3"], "config: unknown key 'train.epochz'; accepted keys here: epochs, batch_size"),
     (["bogus=1"], "config: unknown key 'bogus'; accepted keys here: run_name, output_dir"),

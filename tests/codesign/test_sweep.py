@@ -116,3 +116,17 @@ def test_search_reports_a_front_and_resumes(tmp_path, workers):
     # one trained model; one lowered model per ratio that was evaluated (no stage was made twice and left over)
     assert len(list((tmp_path / "cache" / "dense").iterdir())) == 1
     assert len(list((tmp_path / "cache" / "lowered").iterdir())) == len({r["ratio"] for r in again})
+
+
+def test_an_auto_named_sweep_resumes_by_its_folder_name(tmp_path):
+    path = _spec(tmp_path, "auto", {}, base={**BASE, "compression": {**BASE["compression"], "ratios": [0.0]}})
+    tree = yaml.safe_load(path.read_text())
+    del tree["run_name"]  # the folder is named sweep-<UTC timestamp>
+    path.write_text(yaml.safe_dump(tree))
+    first = sweep(load_spec(path), log=lambda *a: None)
+    folder = first.run_dir
+    assert folder.name.startswith("sweep-") and yaml.safe_load((folder / "sweep.yaml").read_text())["run_name"] == \
+        folder.name
+    rows = _rows(folder)
+    again = sweep(load_spec(path, [f"run_name={folder.name}"]), resume=True, log=lambda *a: None)
+    assert again.run_dir == folder and _rows(folder) == rows  # resumed: nothing re-run, nothing added
