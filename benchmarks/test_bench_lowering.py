@@ -291,6 +291,12 @@ def test_lowering_speed():
         "Measured and left: the lowering's trace write, like write_trace's, is mostly the kernel's first touch of "
         "fresh page-cache pages on this VM (a 13.7 MB write takes ~70 ms of system time into new pages, ~13 ms "
         "into pages a removed folder freed); both sides of the target pay it.",
+        "Since then (commit 98526b0; traces of the three nets under quantize and widen byte-identical): a node's "
+        "activity rows are reshaped by numpy instead of torch before they are packed. A token population's rows "
+        "are a transposed view (its (D, L) neurons over (L, D) memory), which torch copied as bools at 2-15 ns a "
+        "neuron-step (its parallel copy stalls when the machine is loaded: 122 ms a Spikformer-4-384 lowering "
+        "beside a busy process, 15-64 ms in other runs) and numpy at ~0.4 (14-20 ms a lowering, packing included, "
+        "in the same runs). In the make bench run after it: mnist_conv 0.84, vgg11 1.20, spikformer_4_384 1.60.",
         "Work accounting (module docstring): forward_one_thread_s and lower_one_thread_s are the CPU times "
         "(time.process_time, every thread; wall times until the weight fit moved beside the trace write, when "
         "the lowering's worker started to run beside its main thread) of the forward and the "
