@@ -199,8 +199,12 @@ class Projection:
         object.__setattr__(self, "weight", w)
         if self.bias is not None:
             _check_finite("projection.bias", self.name, np.asarray(self.bias, dtype=np.float64))
-        for name in ("stride", "padding", "dilation"):
-            object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
+        for name, low in (("stride", 1), ("padding", 0), ("dilation", 1)):
+            values = tuple(getattr(self, name))
+            if not all(_is_real(v) and np.isfinite(float(v)) and float(v) == int(v) and int(v) >= low for v in values):
+                raise ValueError(f"projection.{name}: {quote(list(values))} of {quote(self.name)} must be integers "
+                                 f">= {low}")
+            object.__setattr__(self, name, tuple(int(v) for v in values))
         if not 1 <= self.weight_bits <= MAX_WEIGHT_BITS:
             raise ValueError(f"projection.weight_bits: {self.weight_bits} must be in 1..{MAX_WEIGHT_BITS}")
         if self.gate is not None or self.gate_index is not None:

@@ -29,7 +29,6 @@ seed's pairs separately.
 """
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -40,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from codesign.claims.ratio import SamplesOf, Side, compare, outcome, per_sample, pool, side
 from codesign.config.run import ConfigError, one_line_error, read_tree
 from codesign.reporting.hwfigures import load_samples
+from codesign.store.results import SAFE_POINT_ID
 
 VERDICTS = ("PASS", "FAIL", "UNDECIDED")
 
@@ -91,8 +91,6 @@ def load_claims(path: str | Path) -> ClaimsFile:
         raise ConfigError(one_line_error(err, ClaimsFile).replace("config:", "claims:", 1)) from None
 
 
-#: a point id read from results.csv names a folder under points/ only when it is one plain path component
-SAFE_POINT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 def point_samples(run_dir: str | Path) -> SamplesOf:
@@ -236,9 +234,13 @@ def verdict(df: pd.DataFrame, claim: Claim, samples: SamplesOf | None = None) ->
 
 def check_metrics(df: pd.DataFrame, claims: ClaimsFile) -> None:
     """Refuse a claim whose metric is not a numeric column of the results (a typo would otherwise judge as
-    UNDECIDED and exit 0). Raises ValueError: one line naming the claim, the metric and the accepted columns."""
+    UNDECIDED and exit 0), or whose match column (params, ratio) is missing. Raises ValueError: one line naming
+    the claim, the metric and the accepted columns."""
     numeric = [c for c in df.columns if pd.api.types.is_numeric_dtype(df[c])]
     for claim in claims.claims:
+        if claim.match != "none" and claim.match not in numeric:
+            raise ValueError(f"claims: claim '{claim.id[:80]}': match '{claim.match}' needs the numeric column "
+                             f"'{claim.match}', which results.csv lacks (or holds text in)")
         if claim.metric not in numeric:
             shown = ", ".join(numeric)
             raise ValueError(f"claims: claim '{claim.id[:80]}': metric '{claim.metric[:80]}' is not a numeric column "

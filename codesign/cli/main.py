@@ -253,7 +253,9 @@ def _write_verdicts(path: Path, verdicts: list[dict]) -> None:
     def plain(v):
         """A numpy number as a plain Python number."""
         return v.item() if hasattr(v, "item") else float(v)
-    path.write_text(json.dumps(verdicts, indent=1, default=plain))
+    from codesign.store.results import atomic_write
+    text = json.dumps(verdicts, indent=1, default=plain)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def _claims_table(verdicts: list[dict]) -> Table:

@@ -238,7 +238,7 @@ def _read_meta(path: Path) -> ReportMeta:
     """report_meta.json as a ReportMeta; ValueError (one line naming the file and the field) when it is not."""
     try:
         return ReportMeta.model_validate(json.loads(path.read_text()))
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         if isinstance(exc, ValidationError):
             e = exc.errors()[0]
             where = ".".join(str(p) for p in e["loc"]) or "the file"
@@ -252,7 +252,7 @@ def _read_json(path: Path, default):
         return default
     try:
         return json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: nested too deep
         raise ValueError(f"report: '{_short(path)}' is not JSON ({str(exc).splitlines()[0][:80]})") from None
 
 
@@ -281,9 +281,11 @@ def _claims_table(run_dir: Path) -> dict[str, pd.DataFrame]:
 
 
 def rebuild_report(run_dir: str | Path) -> Path:
-    """Recreate figures/, report.md and report.html from the files of a run folder; returns report.html.
+    """Recreate figures/, report.md and report.html from the files of a run folder; returns report.html. Every
+    file is read and the pages rendered before anything is written (each file is then replaced atomically).
 
-    Raises FileNotFoundError when the folder has no results.csv or no report_meta.json.
+    Raises FileNotFoundError when the folder has no results.csv or no report_meta.json, and ValueError (one line)
+    for a run folder holding a symbolic link or a results.csv that read_results refuses.
     """
     run_dir = Path(run_dir)
     for need in ("results.csv", META_NAME):
@@ -301,13 +303,13 @@ def rebuild_report(run_dir: str | Path) -> Path:
         raise ValueError(f"report: '{_short(run_dir / 'provenance.json')}' must hold a JSON object")
     config_path = run_dir / meta_model.config_file
     config_yaml = config_path.read_text(errors="replace") if config_path.is_file() else ""
+    args = (meta, df, figures, points, tables, provenance, config_yaml)
+    markdown, page = render_markdown(*args), render_html(*args)  # everything read and rendered before any write
     fig_dir = run_dir / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
     for f in figures + [f for _, figs in points for f in figs]:
         atomic_write(fig_dir / f"{f.name}.png", lambda tmp, data=f.png: Path(tmp).write_bytes(data))
         atomic_write(fig_dir / f"{f.name}.svg", lambda tmp, data=f.svg: Path(tmp).write_bytes(data))
-    args = (meta, df, figures, points, tables, provenance, config_yaml)
-    markdown, page = render_markdown(*args), render_html(*args)
     atomic_write(run_dir / "report.md", lambda tmp: Path(tmp).write_text(markdown))
     atomic_write(run_dir / "report.html", lambda tmp: Path(tmp).write_text(page))
     return run_dir / "report.html"

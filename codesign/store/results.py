@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -111,7 +112,12 @@ class ResultStore:
 
 
 #: columns every results.csv written by run, sweep, search or allocate has
-REQUIRED_COLUMNS = ("method", "ratio", "accuracy", "energy_j", "latency_s")
+REQUIRED_COLUMNS = ("method", "ratio", "accuracy", "energy_j", "latency_s", "params")
+#: columns of results.csv that hold numbers (and every *_ci_low / *_ci_high)
+NUMERIC_COLUMNS = ("ratio", "accuracy", "accuracy_hw", "params", "energy_j", "latency_s", "latency_p95_s", "synops",
+                   "spikes", "cores_used")
+#: a point id read from results.csv names a folder under points/ only when it is one plain path component
+SAFE_POINT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 def read_results(run_dir: str | os.PathLike, required: tuple[str, ...] = REQUIRED_COLUMNS) -> pd.DataFrame:
@@ -125,6 +131,8 @@ def read_results(run_dir: str | os.PathLike, required: tuple[str, ...] = REQUIRE
         raise FileNotFoundError(f"run folder '{str(run_dir)[:80]}' does not exist or is not a folder")
     if not path.is_file():
         raise FileNotFoundError(f"'{str(path)[:80]}' does not exist (is '{str(run_dir)[:80]}' a run folder?)")
+    from codesign.store.runfolder import check_no_links
+    check_no_links(Path(run_dir), "run folder")
     try:
         df = pd.read_csv(path, dtype={KEY_COLUMN: str})
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
@@ -134,4 +142,33 @@ def read_results(run_dir: str | os.PathLike, required: tuple[str, ...] = REQUIRE
         what = f"lacks the columns {', '.join(missing)}" if missing else "has no rows"
         raise ValueError(f"'{str(path)[:80]}' {what}; it must be written by codesign run, sweep, search or "
                          "allocate")
+    _check_columns(df, str(path)[:80])
     return df
+
+
+def _check_columns(df: pd.DataFrame, name: str) -> None:
+    """ValueError naming the file and column when a numeric column of NUMERIC_COLUMNS holds text, or a point id
+    is not one plain path component (SAFE_POINT_ID: points/<id>/ is read and figures are named from it) or is
+    listed twice."""
+    for col in df.columns:
+        if (col in NUMERIC_COLUMNS or col.endswith(("_ci_low", "_ci_high"))) and \
+                not pd.api.types.is_numeric_dtype(df[col]):
+            bad = next((v for v in df[col] if not _is_number(v)), None)
+            raise ValueError(f"'{name}': column {col!r} holds text ({str(bad)[:40]!r}); it must hold numbers")
+    if KEY_COLUMN in df.columns:
+        ids = df[KEY_COLUMN].dropna()
+        bad = next((i for i in ids if not SAFE_POINT_ID.fullmatch(i)), None)
+        if bad is not None:
+            raise ValueError(f"'{name}': point_id {bad[:60]!r} is not a plain name (letters, digits, '._-')")
+        dup = ids[ids.duplicated()]
+        if len(dup):
+            raise ValueError(f"'{name}': point_id {dup.iloc[0][:60]!r} is listed twice; each design point is one row")
+
+
+def _is_number(value) -> bool:
+    """True for what pandas reads as a number (NaN included)."""
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True

@@ -1,0 +1,99 @@
+"""A damaged or planted run folder given to `codesign report` / `validate`: refused in one line (exit 2) before
+anything is written, never read or written through a symbolic link, never outside the folder."""
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from codesign.reporting.report import rebuild_report, write_report
+from codesign.store.results import read_results
+from tests.codesign.test_report import _table
+
+CLAIM = ("claims:\n  - id: e\n    text: pruning saves energy\n    source: a test\n    metric: energy_j\n"
+         "    relation: '<'\n    factor: 1.0\n    a: {ratio: 0.5}\n    b: {ratio: 0.0}\n    match: none\n")
+
+
+def _run(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    write_report(run, _table().assign(point_id=["p0", "p1"]), "seed: 0\n", ["two points"], title="t")
+    return run
+
+
+def _edit(run, **columns):
+    df = pd.read_csv(run / "results.csv", dtype=str)
+    for col, values in columns.items():
+        df[col] = values
+    df.to_csv(run / "results.csv", index=False)
+
+
+def _cli(tmp_path, *args):
+    return subprocess.run([sys.executable, "-m", "codesign", *args], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120)
+
+
+@pytest.mark.parametrize("column, values, needle", [
+    ("params", ["many", "12000"], "column 'params' holds text ('many'); it must hold numbers"),
+    ("energy_j_ci_low", ["lo", "1e-6"], "column 'energy_j_ci_low' holds text ('lo')"),
+    ("point_id", ["x/../../outside/pt", "p1"], "point_id 'x/../../outside/pt' is not a plain name"),
+    ("point_id", ["p0", "p0"], "point_id 'p0' is listed twice"),
+])
+def test_bad_columns_are_refused_in_one_line_and_nothing_is_rewritten(tmp_path, column, values, needle):
+    run = _run(tmp_path)
+    before = {p: (run / p).read_bytes() for p in ("report.md", "report.html")}
+    _edit(run, **{column: values})
+    with pytest.raises(ValueError, match="'.*results.csv': " + needle.replace("(", r"\(").replace(")", r"\)")
+                       .replace(".", r"\.")):
+        rebuild_report(run)
+    assert {p: (run / p).read_bytes() for p in before} == before
+    (tmp_path / "c.yaml").write_text(CLAIM)
+    proc = _cli(tmp_path, "validate", "c.yaml", "run")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and needle in proc.stderr, proc.stderr
+    assert not (run / "claims.json").exists() and not (tmp_path / "outside").exists()
+
+
+@pytest.mark.parametrize("planted", ["claims.json", "figures", "config.resolved.yaml"])
+def test_a_symbolic_link_in_the_run_folder_is_refused_and_its_target_untouched(tmp_path, planted):
+    run = _run(tmp_path)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "victim.txt").write_text("precious")
+    target = outside if planted == "figures" else outside / "victim.txt"
+    if (run / planted).is_dir():
+        for f in (run / planted).iterdir():
+            f.unlink()
+        (run / planted).rmdir()
+    elif (run / planted).exists():
+        (run / planted).unlink()
+    os.symlink(target, run / planted)
+    with pytest.raises(ValueError, match=f"run folder: .*{planted[:8]}.* is a symbolic link"):
+        rebuild_report(run)
+    (tmp_path / "c.yaml").write_text(CLAIM)
+    proc = _cli(tmp_path, "validate", "c.yaml", "run")
+    assert proc.returncode == 2 and "is a symbolic link" in proc.stderr, proc.stderr
+    assert sorted(p.name for p in outside.iterdir()) == ["victim.txt"]
+    assert (outside / "victim.txt").read_text() == "precious"
+
+
+def test_a_claim_matching_on_a_missing_column_is_one_line(tmp_path):
+    run = _run(tmp_path)
+    pd.read_csv(run / "results.csv").drop(columns=["ratio"]).to_csv(run / "results.csv", index=False)
+    (tmp_path / "c.yaml").write_text(CLAIM.replace("match: none", "match: ratio").replace(
+        "{ratio: 0.5}", "{method: sca}").replace("{ratio: 0.0}", "{method: sca}"))
+    proc = _cli(tmp_path, "validate", "c.yaml", "run")
+    assert proc.returncode == 2 and "match 'ratio' needs the numeric column 'ratio'" in proc.stderr, proc.stderr
+
+
+def test_deeply_nested_json_is_not_json(tmp_path):
+    run = _run(tmp_path)
+    (run / "provenance.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ValueError, match="provenance.json' is not JSON \\(maximum recursion depth"):
+        rebuild_report(run)
+
+
+def test_an_intact_folder_still_reads_and_reports(tmp_path):
+    run = _run(tmp_path)
+    assert read_results(run)["point_id"].tolist() == ["p0", "p1"]
+    assert rebuild_report(run) == run / "report.html"
