@@ -104,12 +104,13 @@ def add_population(build: Build, pop: Population, tags: list[str], at: object, f
 def emit(build: Build, current: Current, pop: Population, tags: list[str], at: object, fn) -> None:
     """Add population `pop` (captured from `at` through fn, see add_population) and one projection per stage of
     `current` into it, named by the stage or by PREFIX of its origin; the current's bias goes to the first
-    projection (repeated over each channel's neurons). Gated stages are stored structurally (conv/dense)."""
+    projection (repeated over each channel's neurons). Gated stages are stored structurally (conv/dense). A named
+    stage whose name a projection has already is named by _free_name."""
     settings = build.settings
     if pop.shape != current.out_shape:
         raise ValueError(f"{tags[0]}: population shape {pop.shape} != current shape {current.out_shape}")
     for i, t in enumerate(current.stages):
-        name = t.name or build.next_name(PREFIX.get(t.origin, "fc"))
+        name = _free_name(build, t.name) if t.name else build.next_name(PREFIX.get(t.origin, "fc"))
         bias = None
         if i == 0 and current.bias is not None:
             bias = np.repeat(current.bias.numpy().astype(np.float32), pop.size // len(current.bias))
@@ -121,6 +122,18 @@ def emit(build: Build, current: Current, pop: Population, tags: list[str], at: o
             weight_bits=t.bits or settings.weight_bits, storage=storage, bias=bias, gate=t.gate,
             gate_index=t.gate_index), t.origin, t.tags)
     add_population(build, pop, tags, at, fn)
+
+
+def _free_name(build: Build, name: str) -> str:
+    """A stage's given name (a low-rank factor's "<base>_a"), or "<name>_2", "_3", ... when a projection already
+    has it: a current emitted twice (a pre-activation net folds one conv's output into the BatchNorms of two
+    blocks) gives two projections."""
+    taken = {p.name for p in build.projections}
+    k, out = 1, name
+    while out in taken:
+        k += 1
+        out = f"{name}_{k}"
+    return out
 
 
 def relay_of_sum(build: Build, a: Feed, b: Feed, tag: str, at: object) -> Feed:
