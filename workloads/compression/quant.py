@@ -123,11 +123,15 @@ def weight_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
 def split_edges(model: nn.Module) -> tuple[list[str], list[str]]:
     """(edge, hidden) weight-layer names: edge = the first weight layer (the first conv of a conv net, the
     tokenizer's first conv of a Spikformer) and the last one (the classifier head), which the quantization papers
-    keep at higher precision; hidden = all others. Raises ValueError when the model has no weight layer."""
+    keep at higher precision, plus every weight layer in a module the model names in `model.readouts` (a model
+    with several classifier heads, e.g. BESTformer's head and head_kd); hidden = all others, in model order.
+    Raises ValueError when the model has no weight layer."""
     names = [n for n, _ in weight_layers(model)]
     if not names:
         raise ValueError("model: has no Conv1d, Conv2d or Linear layer to quantize")
-    edge = sorted({names[0], names[-1]}, key=names.index)
+    readouts = tuple(getattr(model, "readouts", ()))
+    heads = {n for n in names if any(n == r or n.startswith(r + ".") for r in readouts)}
+    edge = sorted({names[0], names[-1]} | heads, key=names.index)
     return edge, [n for n in names if n not in edge]
 
 
