@@ -14,7 +14,7 @@ import pydantic
 import torch
 
 import hwmodels
-from codesign.config.run import ConfigError, RunConfig, quote
+from codesign.config.run import FLOAT32_MAX, ConfigError, RunConfig, quote
 from hwmodels.chip.presets import preset_kind
 from workloads import compression, data, encoding, lowering, models, neurons, train
 
@@ -155,16 +155,21 @@ def method_config(cfg: RunConfig):
         if key not in accepted:
             raise ConfigError(f"compression.params: unknown key '{key}' for method "
                               f"'{cfg.compression.method}'; accepted keys: {', '.join(accepted) or '(none)'}")
+    kinds = {f.name: str(f.type) for f in dataclasses.fields(cls)}
     for key, value in cfg.compression.params.items():
         if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(f"compression.params.{key}: {value} is not a finite number")
+        if isinstance(value, bool) and "bool" not in kinds[key]:
+            raise ConfigError(f"compression.params.{key}: {value} is true/false; {key} is not a boolean")
+        if key == "layer_ratios" and value is not None:
+            _check_layer_ratios(value)
         if key.endswith("epochs") and isinstance(value, int) and not 0 <= value <= MAX_EPOCHS:
             raise ConfigError(f"compression.params.{key}: {quote(value)} is not a number of epochs in "
                               f"0..{MAX_EPOCHS}")
         if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2 ** 31:
             raise ConfigError(f"compression.params.{key}: {quote(value)} is out of range (|value| < 2**31)")
     try:
-        return pydantic.TypeAdapter(cls).validate_python(dict(cfg.compression.params))
+        out = pydantic.TypeAdapter(cls).validate_python(dict(cfg.compression.params))
     except pydantic.ValidationError as err:
         e = err.errors()[0]
         field = ".".join(str(p) for p in e["loc"])
@@ -172,6 +177,23 @@ def method_config(cfg: RunConfig):
         if not field:
             raise ConfigError(f"compression.params ({cfg.compression.method}): {msg}") from None
         raise ConfigError(f"compression.params.{field}: {msg} (got {quote(e.get('input'))})") from None
+    for key in cfg.compression.params:  # as read (a YAML "1e39" is text, which pydantic makes a float)
+        value = getattr(out, key)
+        if isinstance(value, float) and not abs(value) <= FLOAT32_MAX:
+            raise ConfigError(f"compression.params.{key}: {value} is not finite in float32 (|value| <= "
+                              f"{FLOAT32_MAX:.4g}); torch computes in float32")
+    return out
+
+
+def _check_layer_ratios(value) -> None:
+    """ConfigError unless compression.params.layer_ratios is {layer name: ratio in [0, 1)} (the names are checked
+    against the model's convs when it is pruned)."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"compression.params.layer_ratios: {quote(value)} must map conv names to ratios")
+    for name, ratio in value.items():
+        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 <= ratio < 1:
+            raise ConfigError(f"compression.params.layer_ratios: {quote(name)}: {quote(ratio)} is not a ratio in "
+                              "[0, 1)")
 
 
 def check_n_samples(dataset: data.Dataset, cfg: RunConfig, n: int | None = None) -> None:

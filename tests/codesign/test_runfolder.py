@@ -133,6 +133,9 @@ def test_yaml_alias_bomb_is_refused_quickly():
     ("hardware.overrides=[1,2]", "hardware.overrides"),
     ("compression.params.epochs=1000000000000000000000000000000", "compression.params.epochs"),
     ("compression.params.finetune_epochs=-1", "compression.params.finetune_epochs"),
+    ("compression.params.lr=1e39", "compression.params.lr"),  # YAML text "1e39", a float beyond float32
+    ("compression.params.finetune_lr=3.5e38", "compression.params.finetune_lr"),
+    ("compression.params.epochs=true", "compression.params.epochs"),
 ])
 def test_bad_values_name_their_field(override, field):
     with pytest.raises(ConfigError) as err:
@@ -267,3 +270,16 @@ def test_read_only_output_dir_is_refused_before_anything_is_written(tmp_path):
                           timeout=120)
     assert proc.returncode == 1 and "output_dir: " in proc.stderr and "is not writable" in proc.stderr
     assert list(ro.iterdir()) == []
+
+
+@pytest.mark.parametrize("ratios, needle", [
+    ("{'4': 1.5}", "'4': 1.5 is not a ratio in [0, 1)"), ("{'0': abc}", "'0': 'abc' is not a ratio"),
+    ("{'0': true}", "'0': True is not a ratio"), ("[0.5]", "[0.5] must map conv names to ratios"),
+])
+def test_layer_ratios_are_checked_before_training(ratios, needle):
+    sets = ["compression.method=magnitude_channel", f"compression.params.layer_ratios={ratios}"]
+    with pytest.raises(ConfigError) as err:
+        method_config(load_config(None, sets))
+    assert str(err.value).startswith("compression.params.layer_ratios: ") and needle in str(err.value)
+    ok = method_config(load_config(None, [sets[0], "compression.params.layer_ratios={'0': 0.3}"]))
+    assert ok.layer_ratios == {"0": 0.3}
