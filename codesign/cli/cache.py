@@ -12,11 +12,10 @@ from typing import Optional
 import click
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from codesign.store.cache import CacheEntry, StageCache
-from codesign.cli.console import fail
+from codesign.cli.console import escape, fail
 
 cache_app = typer.Typer(no_args_is_help=True, help="List and clear the stage cache (trained, compressed and "
                                                    "lowered models).")

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import typer
 from rich.console import Console
-from rich.markup import escape
+from rich.markup import escape as markup_escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 EXIT_USAGE = 2
@@ -19,6 +19,14 @@ EXIT_USAGE = 2
 MIN_WIDTH = 120
 #: console width when stdout is not a terminal: wide enough that no table is cut
 WIDE = 100_000
+
+
+def escape(text: object) -> str:
+    """`text` for Rich: its markup escaped and its control characters (ESC, carriage return, ...; newlines kept)
+    written as Python escapes (\\x1b, \\r), so a user value can neither style the output nor drive the terminal."""
+    shown = "".join(c if c.isprintable() or c == "\n" else c.encode("unicode_escape").decode("ascii")
+                    for c in str(text))
+    return markup_escape(shown)
 
 
 def make_console(stderr: bool = False) -> Console:
@@ -32,8 +40,8 @@ def text_log(console: Console) -> Callable[[str], None]:
     """A log callback for the pipeline that prints each message as plain text (brackets in run names, paths and
     labels are shown, not read as markup)."""
     def log(message) -> None:
-        """Print one message as plain text."""
-        console.print(str(message), markup=False, highlight=False, soft_wrap=True)
+        """Print one message as plain text (control characters as escapes)."""
+        console.print(escape(message), highlight=False, soft_wrap=True)
     return log
 
 

@@ -11,10 +11,9 @@ from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
-from codesign.cli.console import fail, make_console, progress_bar, text_log
+from codesign.cli.console import escape, fail, make_console, progress_bar, text_log
 from codesign.cli.presets import presets_app
 from codesign.cli.simulate import simulate
 

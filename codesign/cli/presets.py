@@ -7,10 +7,9 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
-from codesign.cli.console import fail, make_console
+from codesign.cli.console import escape, fail, make_console
 
 presets_app = typer.Typer(no_args_is_help=True, help="List, show and derive chip presets and chip files.")
 

@@ -11,10 +11,9 @@ from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
-from codesign.cli.console import fail, make_console, progress_bar
+from codesign.cli.console import escape, fail, make_console, progress_bar
 from codesign.reporting.units import MICRO, si
 
 #: base SI unit of a quantity by the suffix of its name

@@ -97,3 +97,14 @@ def test_an_intact_folder_still_reads_and_reports(tmp_path):
     run = _run(tmp_path)
     assert read_results(run)["point_id"].tolist() == ["p0", "p1"]
     assert rebuild_report(run) == run / "report.html"
+
+
+def test_control_characters_of_user_values_are_printed_as_escapes(tmp_path):
+    run = _run(tmp_path)
+    (tmp_path / "c.yaml").write_text(CLAIM.replace("id: e", 'id: "\\e[2J\\e]0;PWNED\\e[31mX"'))
+    proc = _cli(tmp_path, "validate", "c.yaml", "run")
+    assert "\x1b" not in proc.stdout and "\\x1b[2J\\x1b]0;PWNED" in proc.stdout.replace("\n", ""), proc.stdout
+    (tmp_path / "c.yaml").write_text(CLAIM.replace("id: e", 'id: "\\e[2Jx"').replace("metric: energy_j",
+                                                                                   "metric: nope"))
+    proc = _cli(tmp_path, "validate", "c.yaml", "run")
+    assert proc.returncode == 2 and "\x1b" not in proc.stderr and "\\x1b[2Jx" in proc.stderr, proc.stderr
