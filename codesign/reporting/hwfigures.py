@@ -81,12 +81,19 @@ def load_samples(folder: Path) -> pd.DataFrame | None:
     if not path.exists():
         return None
     try:
-        return pd.read_csv(path, index_col="sample")
+        table = pd.read_csv(path, index_col="sample")
     except pd.errors.EmptyDataError:
         return None
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
         first = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
         raise ValueError(f"'{str(path)[:120]}' is not a samples table: {first}") from None
+    for col in (c for c in table.columns if c.endswith(("_j", "_s"))):  # energies (J) and times (s) per sample
+        values = pd.to_numeric(table[col], errors="coerce")
+        bad = table[col][~(np.isfinite(values) & (values >= 0))]
+        if len(bad):
+            raise ValueError(f"'{str(path)[:120]}': column {col!r} holds {str(bad.iloc[0])[:40]!r}; energies and "
+                             "times are finite numbers >= 0")
+    return table
 
 
 def core_map(cores: pd.DataFrame, ax) -> None:

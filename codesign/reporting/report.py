@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 from typing import Annotated
 
+import matplotlib
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
 
@@ -296,8 +297,9 @@ def rebuild_report(run_dir: str | Path) -> Path:
     from codesign.store.results import atomic_write, read_results
     df = read_results(run_dir)
     tables = {**_read_tables(run_dir, meta_model), **derived_tables(df), **_claims_table(run_dir)}
-    figures = result_figures(df)
-    points = point_figures(run_dir, df)
+    with matplotlib.rc_context({"text.parse_math": False}):  # a '$' in a method or series name is text, not TeX
+        figures = result_figures(df)
+        points = point_figures(run_dir, df)
     provenance = _read_json(run_dir / "provenance.json", {})
     if not isinstance(provenance, dict):
         raise ValueError(f"report: '{_short(run_dir / 'provenance.json')}' must hold a JSON object")

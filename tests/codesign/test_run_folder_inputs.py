@@ -108,3 +108,22 @@ def test_control_characters_of_user_values_are_printed_as_escapes(tmp_path):
                                                                                    "metric: nope"))
     proc = _cli(tmp_path, "validate", "c.yaml", "run")
     assert proc.returncode == 2 and "\x1b" not in proc.stderr and "\\x1b[2Jx" in proc.stderr, proc.stderr
+
+
+def test_a_dollar_in_a_method_name_is_text_in_figures(tmp_path):
+    run = _run(tmp_path)
+    _edit(run, method=["$\\frac{a$", "$x"])
+    assert rebuild_report(run) == run / "report.html"
+    assert "$\\frac{a$" in (run / "report.md").read_text()
+
+
+@pytest.mark.parametrize("value, shown", [("inf", "inf"), ("-1e-6", "-1e-06"), ("abc", "abc")])
+def test_sample_energies_must_be_finite_numbers_at_least_zero(tmp_path, value, shown):
+    from codesign.reporting.hwfigures import load_samples
+    folder = tmp_path / "p"
+    folder.mkdir()
+    (folder / "samples.csv").write_text(f"sample,energy_j,latency_s\n0,1e-6,2e-6\n1,{value},2e-6\n")
+    with pytest.raises(ValueError, match=f"samples.csv': column 'energy_j' holds '{shown}'; energies and times"):
+        load_samples(folder)
+    (folder / "samples.csv").write_text("sample,energy_j,latency_s\n0,1e-6,2e-6\n1,0.0,2e-6\n")
+    assert load_samples(folder)["energy_j"].tolist() == [1e-6, 0.0]
