@@ -126,13 +126,14 @@ def ratio_ci(a: np.ndarray, b: np.ndarray, paired: bool, level: float = 0.95, n_
     if (len(a) < 2 or np.all(a == a[0])) and (len(b) < 2 or np.all(b == b[0])):
         return ratio, ratio, ratio
     rng = np.random.default_rng(seed)
-    if paired:
-        from scipy import stats  # see mean_ci
-        res = stats.bootstrap((a, b), _ratio, paired=True, vectorized=True, confidence_level=level,
-                              n_resamples=n_resamples, method="percentile", random_state=rng)
-        return ratio, float(res.confidence_interval.low), float(res.confidence_interval.high)
-    draws = [_resampled_means(x, n_resamples, rng) for x in (a, b)]
-    ratios = draws[0] / draws[1]
+    with np.errstate(divide="ignore", invalid="ignore"):  # a resample whose b mean is 0: ratio inf (or NaN)
+        if paired:
+            from scipy import stats  # see mean_ci
+            res = stats.bootstrap((a, b), _ratio, paired=True, vectorized=True, confidence_level=level,
+                                  n_resamples=n_resamples, method="percentile", random_state=rng)
+            return ratio, float(res.confidence_interval.low), float(res.confidence_interval.high)
+        draws = [_resampled_means(x, n_resamples, rng) for x in (a, b)]
+        ratios = draws[0] / draws[1]
     tail = (1.0 - level) / 2.0
     return ratio, float(np.quantile(ratios, tail)), float(np.quantile(ratios, 1.0 - tail))
 

@@ -93,9 +93,10 @@ def paired(a: Side, b: Side) -> bool:
 
 def outcome(low: float, high: float, relation: str, factor: float, margin: float) -> str:
     """PASS when both CI bounds satisfy `ratio <relation> factor`, FAIL when both violate it, UNDECIDED when the
-    interval straddles the factor, a bound is NaN, or a bound lies within margin x factor of the factor."""
+    interval straddles the factor, a bound is NaN, or a bound lies within margin x factor of the factor. An
+    infinite bound (resamples whose b mean is 0) is compared as such: [2, inf] is above 1."""
     bounds = (low, high)
-    if not all(np.isfinite(bounds)):
+    if any(np.isnan(bounds)):
         return "UNDECIDED"
     if margin > 0 and any(abs(x - factor) <= margin * factor for x in bounds):
         return "UNDECIDED"

@@ -207,7 +207,7 @@ def _overall(rows: list[dict], claim: Claim) -> tuple[str, str]:
 
 def _open_reason(open_: list[dict], claim: Claim, level: str) -> str:
     """Why the undecided pairs are: a CI across (or ending within the margin of) the factor, or no finite ratio."""
-    no_ratio = sum(not np.isfinite([r["ci_low"], r["ci_high"]]).all() for r in open_)
+    no_ratio = sum(bool(np.isnan([r["ci_low"], r["ci_high"]]).any()) for r in open_)
     parts = [f"{len(open_) - no_ratio} with a {level} across {claim.factor:g}"
              + (f" or ending within {claim.margin:g} x {claim.factor:g} of it" if claim.margin else "")]
     parts += [f"{no_ratio} without a finite ratio (mean of b is 0 or NaN)"] if no_ratio else []
@@ -258,7 +258,7 @@ def _ci_span(pair_rows: list[dict]) -> str:
         return ""
     low = np.array([p["ci_low"] for p in pair_rows], float)
     high = np.array([p["ci_high"] for p in pair_rows], float)
-    ok = np.isfinite(low) & np.isfinite(high)
+    ok = ~np.isnan(low) & ~np.isnan(high)  # an infinite bound is shown as inf
     if not ok.any():
         return "[nan, nan]"
     return f"[{low[ok].min():.3g}, {high[ok].max():.3g}]" + ("" if ok.all() else " and NaN")

@@ -209,6 +209,9 @@ def test_outcome_rule_and_verdict_table():
     assert outcome(0.6, 0.6, "<", 0.6, 0.0) == "FAIL" and outcome(0.6, 0.6, "<=", 0.6, 0.0) == "PASS"
     assert outcome(0.5, 0.59, "<=", 0.6, 0.02) == "UNDECIDED"  # 0.59 within 2 % of 0.6
     assert outcome(1.5, 2.0, ">=", 1.2, 0.1) == "PASS" and outcome(float("nan"), 1.0, "<", 2.0, 0.0) == "UNDECIDED"
+    inf = float("inf")  # resamples whose b mean is 0: an infinite bound is a bound, not a missing one
+    assert outcome(2.0, inf, ">", 1.0, 0.0) == "PASS" and outcome(2.0, inf, "<", 1.0, 0.0) == "FAIL"
+    assert outcome(0.5, inf, "<", 1.0, 0.0) == "UNDECIDED" and outcome(2.0, inf, ">", 1.0, 0.1) == "PASS"
     table = verdict_table(validate(DF, ClaimsFile(claims=[_claim(tolerance=0.1)])))
     assert table[["verdict", "pairs", "ratio a/b", "CI (all pairs)"]].iloc[0].tolist() == \
         ["FAIL", 2, pytest.approx(0.875), "[0.5, 1.25]"]
