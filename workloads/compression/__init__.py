@@ -84,11 +84,14 @@ def compress(method: str, model: nn.Module, dataset: Dataset, ratio: float, cfg=
     method's: channels, weights, rank; see each method's docstring).
 
     cfg: the method's config (CONFIGS[method]; None -> its defaults); train_cfg: batch size, T and encoding
-    (None -> TrainConfig()). Raises ValueError for an unknown method or a ratio outside [0, 1).
+    (None -> TrainConfig()). Raises ValueError for an unknown method, a ratio outside [0, 1) or a cfg that is not
+    the method's config class.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}")
     check_ratio(ratio)
+    if cfg is not None and method in CONFIGS and not isinstance(cfg, CONFIGS[method]):
+        raise ValueError(f"cfg: method {method!r} takes a {CONFIGS[method].__name__}, got a {type(cfg).__name__}")
     small, info = METHODS[method](model, dataset, ratio, cfg, train_cfg, seed, device=device, progress=progress)
     if not info.size_bits:  # methods that do not fill it (sca)
         info.size_bits = model_size_bits(small, info.weight_bits)

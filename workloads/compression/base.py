@@ -5,7 +5,8 @@ handling, model size and the fine-tuning loop every method uses.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field, replace
+import math
+from dataclasses import dataclass, field, fields, replace
 from typing import Callable, Optional
 
 import torch
@@ -267,9 +268,28 @@ def model_size_bits(model: nn.Module, weight_bits: dict[str, int]) -> int:
     return int(sum(p.numel() * bits_of.get(n, 32) for n, p in model.named_parameters()))
 
 
-def check_fields(obj: object, checks: dict[str, bool]) -> None:
-    """Raise ValueError naming the first field of a config dataclass `obj` whose check is False."""
-    for name, ok in checks.items():
+#: a config field's annotation -> (accepted types, what the message calls them); bool is refused where not named
+_FIELD_TYPES = {"int": ((int,), "an integer"), "float": ((int, float), "a finite number"),
+                "bool": ((bool,), "true or false"), "str": ((str,), "a string")}
+
+
+def check_fields(obj: object, checks: Callable[[], dict[str, bool]] | dict[str, bool]) -> None:
+    """Raise ValueError naming the first field of a config dataclass `obj` whose value is not of its annotated
+    type (int, float (finite), bool or str; None where the annotation is Optional) or whose check is False.
+    checks: {field: ok}, or a function giving it, called once the types hold (so a range check never compares
+    a string or a float epoch count)."""
+    for f in fields(obj):
+        kind = str(f.type).removeprefix("Optional[").removesuffix("]")
+        value = getattr(obj, f.name)
+        if kind not in _FIELD_TYPES or (value is None and str(f.type).startswith("Optional[")):
+            continue
+        types, what = _FIELD_TYPES[kind]
+        bad = not isinstance(value, types) or (isinstance(value, bool) and kind != "bool")
+        if not bad and kind == "float" and not math.isfinite(value):
+            bad = True
+        if bad:
+            raise ValueError(f"{type(obj).__name__}.{f.name} must be {what}, got {value!r}")
+    for name, ok in (checks() if callable(checks) else checks).items():
         if not ok:
             raise ValueError(f"{type(obj).__name__}.{name} out of range: {getattr(obj, name)!r}")
 

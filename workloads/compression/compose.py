@@ -41,7 +41,7 @@ class FineTuneConfig:
                 "optimizer": self.optimizer in OPTIMIZERS}
 
     def __post_init__(self) -> None:
-        check_fields(self, self._checks())
+        check_fields(self, self._checks)
 
 
 @dataclass
@@ -174,7 +174,7 @@ class ComposeConfig:
     pre_epochs: int = 0
 
     def __post_init__(self) -> None:
-        check_fields(self, {"pre_epochs": self.pre_epochs >= 0})
+        check_fields(self, lambda: {"pre_epochs": self.pre_epochs >= 0})
 
 
 def compose_with(quantizer: str, pruner: str, quantizers: dict[str, tuple[Callable, type]],

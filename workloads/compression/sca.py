@@ -13,7 +13,7 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
-from workloads.compression.base import (CompressionResult, ConvUnit, apply_channel_mask, check_ratio,
+from workloads.compression.base import (CompressionResult, ConvUnit, apply_channel_mask, check_fields, check_ratio,
                                         find_conv_units, masked_params, remove_channels)
 from workloads.data import Dataset
 from workloads.models import count_parameters
@@ -52,12 +52,10 @@ class SCAConfig:
     spatial: str = "sum"
 
     def __post_init__(self) -> None:
-        checks = {"epochs": self.epochs >= 1, "finetune_epochs": self.finetune_epochs >= 0, "q": 0 <= self.q < 1,
-                  "l1_lambda": self.l1_lambda >= 0, "lr": self.lr > 0, "optimizer": self.optimizer in OPTIMIZERS,
-                  "finetune_lr": self.finetune_lr is None or self.finetune_lr > 0, "spatial": self.spatial in SPATIAL}
-        for name, ok in checks.items():
-            if not ok:
-                raise ValueError(f"SCAConfig.{name} out of range: {getattr(self, name)!r}")
+        check_fields(self, lambda: {
+            "epochs": self.epochs >= 1, "finetune_epochs": self.finetune_epochs >= 0, "q": 0 <= self.q < 1,
+            "l1_lambda": self.l1_lambda >= 0, "lr": self.lr > 0, "optimizer": self.optimizer in OPTIMIZERS,
+            "finetune_lr": self.finetune_lr is None or self.finetune_lr > 0, "spatial": self.spatial in SPATIAL})
 
 
 def round_half_up(x: float) -> int:
