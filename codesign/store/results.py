@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from codesign.store.links import check_no_links
+
 LOG_NAME = "results.jsonl"
 KEY_COLUMN = "point_id"
 
@@ -131,7 +133,6 @@ def read_results(run_dir: str | os.PathLike, required: tuple[str, ...] = REQUIRE
         raise FileNotFoundError(f"run folder '{str(run_dir)[:80]}' does not exist or is not a folder")
     if not path.is_file():
         raise FileNotFoundError(f"'{str(path)[:80]}' does not exist (is '{str(run_dir)[:80]}' a run folder?)")
-    from codesign.store.runfolder import check_no_links
     check_no_links(Path(run_dir), "run folder")
     try:
         df = pd.read_csv(path, dtype={KEY_COLUMN: str})

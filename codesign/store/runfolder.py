@@ -22,6 +22,7 @@ from pathlib import Path
 import yaml
 
 from codesign.config.run import ConfigError, quote
+from codesign.store.links import check_no_links
 
 #: a run name is one path component of these characters, starting with a letter or digit
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=@\[\]-]*")
@@ -121,24 +122,6 @@ def _check_output_dir(output_dir: Path, resume: bool) -> None:
     if not resume and not os.access(probe, os.W_OK | os.X_OK):
         where = "" if probe == output_dir else f" (its nearest existing folder {quote(str(probe))})"
         raise ConfigError(f"output_dir: {quote(str(output_dir))}{where} is not writable")
-
-
-#: how deep check_no_links looks into a run folder (the folder, points/, points/<id>/)
-LINK_DEPTH = 3
-
-
-def check_no_links(out: Path, what: str = "--resume") -> None:
-    """Raise ConfigError (starting `what:`) when the run folder holds a symbolic link (at its top, in points/ or
-    in a point's folder): a planted link would make a run, report or validate read or write through it outside
-    the folder."""
-    base = len(out.parts)
-    for root, dirs, files in os.walk(out, followlinks=False):
-        for name in dirs + files:
-            if os.path.islink(os.path.join(root, name)):
-                raise ConfigError(f"{what}: {quote(os.path.join(root, name))} is a symbolic link; a run folder "
-                                  "must hold only its own files (remove the link or start a new run_name)")
-        if len(Path(root).parts) - base >= LINK_DEPTH - 1:
-            dirs[:] = []
 
 
 def _check_stored_config(out: Path, config_file: str, tree: dict, ignore: tuple[str, ...]) -> None:

@@ -35,6 +35,7 @@ import numpy as np
 
 from hwmodels.trace import NetworkGraph, Population, Projection
 from workloads.exchange.recurrent import has_cycle
+from workloads.lowering.naming import fresh_name
 
 #: seconds per timestep used when a caller gives none: snnTorch's NIR export convention (dt = 1e-4 s)
 DT_S = 1e-4
@@ -199,7 +200,7 @@ def _population_node(graph: NetworkGraph, pop: Population, dt: float, portable: 
 def _projection_nodes(graph: NetworkGraph, proj: Projection,
                       used: set[str]) -> tuple[dict[str, nir.NIRNode], list[tuple]]:
     """Nodes and edges of one projection: [Flatten ->] weight node, wired from source to target population (the
-    Flatten named by _fresh against the node names in `used`, which it joins)."""
+    Flatten named by fresh_name against the node names in `used`, which it joins)."""
     src = graph.populations[proj.source]
     if getattr(proj, "gate", None) is not None:
         raise ValueError(f"projection {proj.name!r}: gated (spike-valued, e.g. attention) weights have no NIR "
@@ -212,7 +213,7 @@ def _projection_nodes(graph: NetworkGraph, proj: Projection,
         node.metadata["origin"] = str(origin)
     nodes, head = {proj.name: node}, proj.source
     if proj.kind == "dense" and len(src.shape) > 1:
-        flat = _fresh(f"{proj.name}_flatten", used)
+        flat = fresh_name(f"{proj.name}_flatten", used)
         nodes[flat] = nir.Flatten(input_type={"input": np.array(src.shape)}, start_dim=0, end_dim=-1)
         head = flat
         return nodes, [(proj.source, flat), (flat, proj.name), (proj.name, proj.target)]
@@ -235,17 +236,6 @@ def _check_names(graph: NetworkGraph) -> set[str]:
     return used
 
 
-def _fresh(name: str, used: set[str]) -> str:
-    """`name`, or `name`_2, _3 ... when a population or projection (or an earlier added node) already has it;
-    joins `used`."""
-    k, out = 1, name
-    while out in used:
-        k += 1
-        out = f"{name}_{k}"
-    used.add(out)
-    return out
-
-
 def _check_finite_times(node: nir.NIRNode, name: str, dt: float) -> None:
     """ValueError when a time constant or factor of a population's node (tau * dt and the like) is not finite:
     a dt so large that the product overflows float64."""
@@ -266,9 +256,10 @@ def to_nir(graph: NetworkGraph, dt: float = DT_S, portable: bool = False) -> nir
     (IF, threshold inf, no out-projection) -> nir.Output; every other population without out-projections is
     followed by an Output node "<name>_out". Projections: dense -> nir.Affine / nir.Linear (a nir.Flatten
     "<name>_flatten" first when the source is not 1-D), conv -> nir.Conv2d. An added node whose name a population
-    or projection already has is named "<name>_2" (_3, ...). Recurrent graphs export too (NIR edges may form
-    cycles). dt: seconds per timestep (finite, > 0), stored in graph.metadata["dt"]. portable: refuse populations
-    snnTorch's or SpikingJelly's NIR import would run with other spikes (soft reset, v_reset != 0).
+    or projection already has is named "<name>_2" (_3, ...; workloads.lowering.naming.fresh_name). Recurrent
+    graphs export too (NIR edges may form cycles). dt: seconds per timestep (finite, > 0), stored in
+    graph.metadata["dt"]. portable: refuse populations snnTorch's or SpikingJelly's NIR import would run with
+    other spikes (soft reset, v_reset != 0).
     Raises ValueError for a dt that is not finite and > 0 or makes a time constant overflow, a population or
     projection name that cannot name a NIR node ("/", control characters, "." or "..", empty) or that a
     population and a projection share, an unknown neuron kind, graded (ternary) spiking populations, gated
@@ -284,7 +275,7 @@ def to_nir(graph: NetworkGraph, dt: float = DT_S, portable: bool = False) -> nir
         nodes[pop.name] = _population_node(graph, pop, float(dt), portable)
         _check_finite_times(nodes[pop.name], pop.name, dt)
         if not pop.is_input and not graph.out_projections(pop.name) and not _is_readout(graph, pop):
-            out = _fresh(f"{pop.name}_out", used)
+            out = fresh_name(f"{pop.name}_out", used)
             nodes[out] = nir.Output(output_type=np.array(pop.shape))
             edges.append((pop.name, out))
     for proj in graph.projections:

@@ -10,6 +10,7 @@ import numpy as np
 
 from hwmodels.trace import NeuronModel, Population, Projection
 from workloads.lowering.fold_kernel import stage_weight_f32
+from workloads.lowering.naming import fresh_name
 from workloads.lowering.values import Current, Feed, Stage, identity_stage, layout_fn
 
 #: projection-name prefix by the origin of a weight stage (others use "fc")
@@ -128,12 +129,7 @@ def _free_name(build: Build, name: str) -> str:
     """A stage's given name (a low-rank factor's "<base>_a"), or "<name>_2", "_3", ... when a projection already
     has it: a current emitted twice (a pre-activation net folds one conv's output into the BatchNorms of two
     blocks) gives two projections."""
-    taken = {p.name for p in build.projections}
-    k, out = 1, name
-    while out in taken:
-        k += 1
-        out = f"{name}_{k}"
-    return out
+    return fresh_name(name, {p.name for p in build.projections})
 
 
 def relay_of_sum(build: Build, a: Feed, b: Feed, tag: str, at: object) -> Feed:

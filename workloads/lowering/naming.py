@@ -30,3 +30,14 @@ def described(name: str, module: nn.Module) -> str:
 def layer_error(where: str, msg: str) -> ValueError:
     """ValueError "layer <where>: <msg>" (where: a tag or a described module)."""
     return ValueError(f"layer {where}: {msg}")
+
+
+def fresh_name(name: str, taken: set[str]) -> str:
+    """`name`, or "<name>_2", "_3", ... the first not in `taken` (a graph's projection names, a NIR graph's node
+    names); the name returned joins `taken`."""
+    k, out = 1, name
+    while out in taken:
+        k += 1
+        out = f"{name}_{k}"
+    taken.add(out)
+    return out
