@@ -9,7 +9,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -19,6 +18,7 @@ import xxhash
 
 from hwmodels.activity import check as check_activity
 from hwmodels.activity import pack as pack_activity
+from hwmodels.atomic import write_atomic
 from hwmodels.npzfile import array, file_name, one_line, open_npz, quote, read_meta, type_names
 from hwmodels.trace_folder import read_trace_folder
 from hwmodels.trace_meta import (TRACE_FORMAT_VERSION, TRACE_META, TRACE_VERSIONS_READ, activity_columns,
@@ -475,18 +475,15 @@ def _check_version(meta: dict, path, accepted: tuple[int, ...]) -> None:
 
 
 def atomic_savez(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
-    """np.savez to a temp file in the same folder, then rename, so no half-written file is ever visible."""
+    """np.savez to a temp file in the same folder, then rename (hwmodels.atomic.write_atomic), so no half-written
+    file is ever visible; the folder is made when missing."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
+
+    def savez(tmp: str) -> None:
+        with open(tmp, "wb") as fh:  # a file object: np.savez would add ".npz" to a name
             np.savez(fh, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_atomic(path, savez)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,6 @@ import os
 import pickle
 import platform
 import re
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import spikingjelly
 import torch
 from torch import nn
 
+from hwmodels.atomic import write_atomic
 import workloads.compression  # noqa: F401  (imports every module class a compressed model may hold)
 import workloads.models  # noqa: F401  (the model zoo's module classes)
 from workloads import module_tree
@@ -76,14 +76,7 @@ def save(model: nn.Module, path: str | os.PathLike, config: dict | None = None, 
         raise ValueError(f"checkpoint {path}: {exc}") from None
     payload = {"format": FORMAT, "version": CHECKPOINT_VERSION, "header": text, "tensors": tensors}
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_atomic(path, lambda tmp: torch.save(payload, tmp))
 
 
 def _refusal(exc: BaseException) -> str:

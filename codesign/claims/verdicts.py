@@ -91,8 +91,6 @@ def load_claims(path: str | Path) -> ClaimsFile:
         raise ConfigError(one_line_error(err, ClaimsFile).replace("config:", "claims:", 1)) from None
 
 
-
-
 def point_samples(run_dir: str | Path) -> SamplesOf:
     """point_id -> that point's samples table under run_dir/points/<point_id>/samples.csv (None when missing or
     when the id is not a plain folder name, so a crafted results.csv cannot read outside the run folder), each

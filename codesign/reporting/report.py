@@ -292,19 +292,19 @@ def rebuild_report(run_dir: str | Path) -> Path:
     for need in ("results.csv", META_NAME):
         if not (run_dir / need).exists():
             raise FileNotFoundError(f"report: '{run_dir / need}' does not exist (is '{run_dir}' a run folder?)")
+    from codesign.store.results import atomic_write, read_results
+    df = read_results(run_dir)  # first: it refuses a folder holding a symbolic link before any file is read
     meta_model = _read_meta(run_dir / META_NAME)
     meta = meta_model.model_dump()
-    from codesign.store.results import atomic_write, read_results
-    df = read_results(run_dir)
     tables = {**_read_tables(run_dir, meta_model), **derived_tables(df), **_claims_table(run_dir)}
-    with matplotlib.rc_context({"text.parse_math": False}):  # a '$' in a method or series name is text, not TeX
-        figures = result_figures(df)
-        points = point_figures(run_dir, df)
     provenance = _read_json(run_dir / "provenance.json", {})
     if not isinstance(provenance, dict):
         raise ValueError(f"report: '{_short(run_dir / 'provenance.json')}' must hold a JSON object")
     config_path = run_dir / meta_model.config_file
     config_yaml = config_path.read_text(errors="replace") if config_path.is_file() else ""
+    with matplotlib.rc_context({"text.parse_math": False}):  # a '$' in a method or series name is text, not TeX
+        figures = result_figures(df)  # the costly part, once every file has been read
+        points = point_figures(run_dir, df)
     args = (meta, df, figures, points, tables, provenance, config_yaml)
     markdown, page = render_markdown(*args), render_html(*args)  # everything read and rendered before any write
     fig_dir = run_dir / "figures"

@@ -4,16 +4,14 @@ SpikingJelly model that `workloads.lower` turns into a NetworkGraph + EventTrace
 """
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 from dataclasses import replace
-from pathlib import Path
 
 import nir
 import numpy as np
 import torch
 
+from hwmodels.atomic import write_atomic
 from hwmodels.npzfile import file_name, one_line
 
 from hwmodels.trace import EventTrace, NetworkGraph, Population
@@ -35,19 +33,10 @@ _MALFORMED = (OSError, KeyError, IndexError, TypeError, AttributeError, Assertio
 def save_nir(graph: NetworkGraph, path: str | os.PathLike, dt: float = DT_S, portable: bool = False) -> None:
     """Write `to_nir(graph, dt, portable)` to an HDF5 `.nir` file (nir.write), atomically: the graph is converted
     first (nothing is written when to_nir refuses it), then written to a temporary file in the same folder and
-    renamed, so a failed write leaves an existing file as it was. Raises ValueError as to_nir does; OSError when
+    renamed (hwmodels.atomic.write_atomic), so a failed write leaves an existing file as it was. Raises ValueError as to_nir does; OSError when
     the folder is missing or not writable."""
     nir_graph = to_nir(graph, dt, portable)
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        nir.write(tmp, nir_graph)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    write_atomic(path, lambda tmp: nir.write(tmp, nir_graph))
 
 
 def load_nir(path: str | os.PathLike) -> nir.NIRGraph:
