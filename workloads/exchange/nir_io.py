@@ -33,8 +33,8 @@ _MALFORMED = (OSError, KeyError, IndexError, TypeError, AttributeError, Assertio
 def save_nir(graph: NetworkGraph, path: str | os.PathLike, dt: float = DT_S, portable: bool = False) -> None:
     """Write `to_nir(graph, dt, portable)` to an HDF5 `.nir` file (nir.write), atomically: the graph is converted
     first (nothing is written when to_nir refuses it), then written to a temporary file in the same folder and
-    renamed (hwmodels.atomic.write_atomic), so a failed write leaves an existing file as it was. Raises ValueError as to_nir does; OSError when
-    the folder is missing or not writable."""
+    renamed (hwmodels.atomic.write_atomic), so a failed write leaves an existing file as it was. Raises
+    ValueError as to_nir does; OSError when the folder is missing or not writable."""
     nir_graph = to_nir(graph, dt, portable)
     write_atomic(path, lambda tmp: nir.write(tmp, nir_graph))
 
