@@ -107,6 +107,10 @@ class NeuronModel:
         return STATE_VARIABLES.get(self.kind, 1)
 
 
+#: most neurons in one population: traces hold neuron indices as int32
+MAX_NEURONS = 2 ** 31 - 1
+
+
 @dataclass(frozen=True)
 class Population:
     """A group of neurons with one shape and one neuron model (a layer's spiking output, or the input).
@@ -131,6 +135,9 @@ class Population:
         if len(self.shape) == 0 or any(int(s) <= 0 for s in self.shape):
             raise ValueError(f"population.shape: {self.shape} must be a non-empty tuple of positive ints")
         object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
+        if math.prod(self.shape) > MAX_NEURONS:
+            raise ValueError(f"population.shape: {self.shape} holds {math.prod(self.shape)} neurons; at most "
+                             f"{MAX_NEURONS} (2**31 - 1: traces number neurons in int32)")
         if not 1 <= self.state_bits <= 64:
             raise ValueError(f"population.state_bits: {self.state_bits} must be in 1..64")
 

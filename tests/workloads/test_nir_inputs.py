@@ -126,3 +126,20 @@ def test_empty_truncated_or_foreign_files_are_not_readable_nir(tmp_path, content
     bad.write_bytes(good.read_bytes()[:5000] if content is None else content)
     with pytest.raises(ValueError, match=f"{bad}: not a readable NIR file \\(OSError: "):
         load_nir(bad)
+
+
+@pytest.mark.parametrize("shape", [(2 ** 31,), (2 ** 62,)])
+def test_an_input_shape_of_more_neurons_than_a_trace_numbers_is_refused_before_any_allocation(shape):
+    n = to_nir(_chain())
+    n.nodes["in"].input_type["input"] = np.array(shape)
+    with pytest.raises(ValueError, match=rf"node 'in': input shape \[{shape[0]}\] holds {shape[0]} neurons; "
+                                         r"at most 2147483647"):
+        graph_from_nir(n)
+
+
+def test_a_population_of_more_than_2_31_minus_1_neurons_is_refused():
+    assert Population("p", (2 ** 31 - 1,), LIF).size == 2 ** 31 - 1
+    with pytest.raises(ValueError, match=r"population.shape: \(2147483648,\) holds 2147483648 neurons; at most"):
+        Population("p", (2 ** 31,), LIF)
+    with pytest.raises(ValueError, match=r"holds 1208925819614629174706176 neurons"):  # 2**80: no int64 overflow
+        Population("p", (2 ** 40, 2 ** 40), LIF)

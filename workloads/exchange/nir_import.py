@@ -29,6 +29,7 @@ initial state open; the imported model starts at v = v_reset (SpikingJelly's ini
 """
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import nir
@@ -37,6 +38,7 @@ import torch
 from spikingjelly.activation_based import layer
 from torch import nn
 
+from hwmodels.trace import MAX_NEURONS
 from workloads.compression.dsp import LowRankConv2d, LowRankLinear
 from workloads.exchange.nir_chain import Chain, NirModel, chain_order, fold, meta, pair, scalar
 from workloads.exchange.nir_export import DT_S
@@ -203,6 +205,9 @@ def _input(st: Chain, key: str, node: nir.Input) -> None:
     if shape.dtype.kind not in "iuf" or not np.array_equal(shape, np.floor(shape)) or (shape < 1).any():
         raise ValueError(f"node {key!r}: input shape {shape.tolist()} must be positive integers")
     st.shape = tuple(int(s) for s in shape)
+    if math.prod(st.shape) > MAX_NEURONS:
+        raise ValueError(f"node {key!r}: input shape {list(st.shape)} holds {math.prod(st.shape)} neurons; at most "
+                         f"{MAX_NEURONS}")
     st.out.input_shape = st.shape
     graded = meta(node, "graded", False)
     if not isinstance(graded, bool):
