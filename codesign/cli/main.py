@@ -230,12 +230,16 @@ def validate(claims: Path = typer.Argument(..., help="claims YAML (e.g. codesign
     try:
         spec = load_claims(claims)
         from codesign.claims.verdicts import check_metrics
-        from codesign.store.results import KEY_COLUMN, read_results
+        from codesign.store.results import KEY_COLUMN, atomic_write, read_results
         results = read_results(run_dir, required=(KEY_COLUMN,))
         check_metrics(results, spec)
         verdicts = judge(results, spec, point_samples(run_dir))
-        _write_verdicts(run_dir / "claims.json", verdicts)
-        report = rebuild_report(run_dir) if (run_dir / "report_meta.json").exists() else None
+        text = _verdicts_json(verdicts)
+        if (run_dir / "report_meta.json").exists():  # claims.json written once the report is rendered
+            report = rebuild_report(run_dir, claims_json=text)
+        else:
+            report = None
+            atomic_write(run_dir / "claims.json", lambda tmp: Path(tmp).write_text(text))
     except (ValueError, OSError) as exc:
         fail(exc, debug)
     console.print(_claims_table(verdicts))
@@ -245,16 +249,14 @@ def validate(claims: Path = typer.Argument(..., help="claims YAML (e.g. codesign
         raise typer.Exit(EXIT_CLAIM_FAILED)
 
 
-def _write_verdicts(path: Path, verdicts: list[dict]) -> None:
-    """claims.json: the verdicts with their pairs (numpy numbers as plain JSON numbers, NaN as NaN)."""
+def _verdicts_json(verdicts: list[dict]) -> str:
+    """The text of claims.json: the verdicts with their pairs (numpy numbers as plain JSON numbers, NaN as NaN)."""
     import json
 
     def plain(v):
         """A numpy number as a plain Python number."""
         return v.item() if hasattr(v, "item") else float(v)
-    from codesign.store.results import atomic_write
-    text = json.dumps(verdicts, indent=1, default=plain)
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+    return json.dumps(verdicts, indent=1, default=plain)
 
 
 def _claims_table(verdicts: list[dict]) -> Table:

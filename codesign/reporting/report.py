@@ -269,9 +269,10 @@ def _read_tables(run_dir: Path, meta: ReportMeta) -> dict[str, pd.DataFrame]:
     return out
 
 
-def _claims_table(run_dir: Path) -> dict[str, pd.DataFrame]:
+def _claims_table(run_dir: Path, claims_json: str | None = None) -> dict[str, pd.DataFrame]:
+    """The "Claims" table of the verdicts in `claims_json` (text), else in the folder's claims.json (none: {})."""
     path = run_dir / "claims.json"
-    verdicts = _read_json(path, None)
+    verdicts = _read_json(path, None) if claims_json is None else json.loads(claims_json)
     if verdicts is None:
         return {}
     from codesign.claims.verdicts import verdict_table
@@ -281,9 +282,11 @@ def _claims_table(run_dir: Path) -> dict[str, pd.DataFrame]:
         raise ValueError(f"report: '{_short(path)}' is not a verdicts file written by codesign validate") from None
 
 
-def rebuild_report(run_dir: str | Path) -> Path:
+def rebuild_report(run_dir: str | Path, claims_json: str | None = None) -> Path:
     """Recreate figures/, report.md and report.html from the files of a run folder; returns report.html. Every
     file is read and the pages rendered before anything is written (each file is then replaced atomically).
+    claims_json: the text of a new claims.json (codesign validate's verdicts), shown instead of the folder's and
+    written first of the files, so a report that cannot be rebuilt leaves the old verdicts in place.
 
     Raises FileNotFoundError when the folder has no results.csv or no report_meta.json, and ValueError (one line)
     for a run folder holding a symbolic link or a results.csv that read_results refuses.
@@ -296,7 +299,7 @@ def rebuild_report(run_dir: str | Path) -> Path:
     df = read_results(run_dir)  # first: it refuses a folder holding a symbolic link before any file is read
     meta_model = _read_meta(run_dir / META_NAME)
     meta = meta_model.model_dump()
-    tables = {**_read_tables(run_dir, meta_model), **derived_tables(df), **_claims_table(run_dir)}
+    tables = {**_read_tables(run_dir, meta_model), **derived_tables(df), **_claims_table(run_dir, claims_json)}
     provenance = _read_json(run_dir / "provenance.json", {})
     if not isinstance(provenance, dict):
         raise ValueError(f"report: '{_short(run_dir / 'provenance.json')}' must hold a JSON object")
@@ -307,6 +310,8 @@ def rebuild_report(run_dir: str | Path) -> Path:
         points = point_figures(run_dir, df)
     args = (meta, df, figures, points, tables, provenance, config_yaml)
     markdown, page = render_markdown(*args), render_html(*args)  # everything read and rendered before any write
+    if claims_json is not None:
+        atomic_write(run_dir / "claims.json", lambda tmp: Path(tmp).write_text(claims_json))
     fig_dir = run_dir / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
     for f in figures + [f for _, figs in points for f in figs]:

@@ -127,3 +127,19 @@ def test_sample_energies_must_be_finite_numbers_at_least_zero(tmp_path, value, s
         load_samples(folder)
     (folder / "samples.csv").write_text("sample,energy_j,latency_s\n0,1e-6,2e-6\n1,0.0,2e-6\n")
     assert load_samples(folder)["energy_j"].tolist() == [1e-6, 0.0]
+
+
+def test_validate_keeps_the_old_verdicts_when_the_report_cannot_be_rebuilt(tmp_path):
+    run = _run(tmp_path)
+    (tmp_path / "c.yaml").write_text(CLAIM)
+    assert _cli(tmp_path, "validate", "c.yaml", "run").returncode in (0, 1)
+    old = (run / "claims.json").read_text()
+    assert '"id": "e"' in old
+    (tmp_path / "c2.yaml").write_text(CLAIM.replace("id: e", "id: f"))
+    (run / "provenance.json").write_text("{damaged")
+    proc = _cli(tmp_path, "validate", "c2.yaml", "run")
+    assert proc.returncode == 2 and "provenance.json' is not JSON" in proc.stderr, proc.stderr
+    assert (run / "claims.json").read_text() == old  # not the verdicts of a report that was never rebuilt
+    (run / "provenance.json").write_text("{}")
+    assert _cli(tmp_path, "validate", "c2.yaml", "run").returncode in (0, 1)
+    assert '"id": "f"' in (run / "claims.json").read_text() and "| f | PASS |" in (run / "report.md").read_text()
