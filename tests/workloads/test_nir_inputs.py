@@ -143,3 +143,43 @@ def test_a_population_of_more_than_2_31_minus_1_neurons_is_refused():
         Population("p", (2 ** 31,), LIF)
     with pytest.raises(ValueError, match=r"holds 1208925819614629174706176 neurons"):  # 2**80: no int64 overflow
         Population("p", (2 ** 40, 2 ** 40), LIF)
+
+
+def _external_storage(secret):
+    def edit(h):
+        del h[NODES + "fc/weight"]
+        h[NODES + "fc"].create_dataset("weight", shape=(4, 3), dtype="<f8", external=[(str(secret), 0, 96)])
+    return edit
+
+
+def _external_link(other):
+    def edit(h):
+        del h[NODES + "fc/weight"]
+        h[NODES + "fc/weight"] = h5py.ExternalLink(str(other), "/w")
+    return edit
+
+
+def _virtual(other):
+    def edit(h):
+        del h[NODES + "fc/weight"]
+        layout = h5py.VirtualLayout(shape=(4, 3), dtype="<f8")
+        layout[:] = h5py.VirtualSource(str(other), "w", shape=(4, 3))
+        h[NODES + "fc"].create_virtual_dataset("weight", layout)
+    return edit
+
+
+@pytest.mark.parametrize("kind", ["external storage", "external link", "virtual dataset"])
+def test_a_nir_file_that_reads_another_file_is_refused(tmp_path, kind):
+    # a shared .nir file must not copy bytes of another file (here a "secret") into the imported weights
+    secret, other = tmp_path / "secret.bin", tmp_path / "other.h5"
+    secret.write_bytes(np.arange(12, dtype="<f8").tobytes())
+    with h5py.File(other, "w") as h:
+        h["w"] = np.arange(12, dtype="<f8").reshape(4, 3)
+    good = tmp_path / "good.nir"
+    save_nir(_chain(), good)
+    edit = {"external storage": _external_storage(secret), "external link": _external_link(other),
+            "virtual dataset": _virtual(other)}[kind]
+    path = _variant(tmp_path, good, "ext", edit)
+    with pytest.raises(ValueError, match=f"{path}: not a self-contained NIR file") as err:
+        load_nir(path)
+    assert "\n" not in str(err.value)

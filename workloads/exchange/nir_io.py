@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from dataclasses import replace
 
+import h5py
 import nir
 import numpy as np
 import torch
@@ -47,9 +48,32 @@ def load_nir(path: str | os.PathLike) -> nir.NIRGraph:
     if not os.path.exists(path):
         raise FileNotFoundError(f"path: {path} does not exist")
     try:
+        check_self_contained(path)
         return nir.read(path, type_check=False)
     except _MALFORMED as exc:
         raise ValueError(f"{file_name(path)}: not a readable NIR file ({one_line(exc)})") from None
+
+
+def check_self_contained(path: str | os.PathLike) -> None:
+    """ValueError naming the file and the HDF5 object when the `.nir` file at `path` would read another file: an
+    external link (another HDF5 file), or a dataset whose bytes live in external raw files or are a virtual
+    dataset's mapping of other files. A NIR file (nir.write) holds its arrays itself; reading one must never read
+    a file it names (a shared file could otherwise copy e.g. a private key into the weights)."""
+    found = []
+
+    def visit(name: str, link) -> None:
+        if isinstance(link, h5py.ExternalLink):
+            found.append(f"{name!r} is an external link to {link.filename!r}")
+        elif isinstance(link, h5py.HardLink) and not found:
+            obj = fh[name]
+            if isinstance(obj, h5py.Dataset) and (obj.external or obj.is_virtual):
+                found.append(f"dataset {name!r} reads {'a virtual mapping' if obj.is_virtual else 'external files'}")
+
+    with h5py.File(path, "r") as fh:
+        fh.visititems_links(visit)
+    if found:
+        raise ValueError(f"{file_name(path)}: not a self-contained NIR file ({found[0]}); NIR files hold their "
+                         "arrays themselves")
 
 
 def from_nir(source: nir.NIRGraph | str | os.PathLike, dt: float | None = None) -> NirModel:
