@@ -393,17 +393,19 @@ class StageCache:
                 shutil.rmtree(tmp)
 
     def stages(self) -> list[str]:
-        """Names of the stage folders under root, sorted."""
+        """Names of the stage folders under root, sorted. A symbolic link is not a stage folder: listing, clearing
+        and the stale-folder cleanup never go through one (they would remove what it points to)."""
         if not self.root.is_dir():
             return []
-        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        return sorted(p.name for p in self.root.iterdir()
+                      if p.is_dir() and not p.is_symlink() and not p.name.startswith("."))
 
     def entries(self, stage: str | None = None) -> list[CacheEntry]:
         """Every complete entry (of `stage`, or of all stages), sorted by stage then key."""
         out = []
         for name in [stage] if stage is not None else self.stages():
             folder = self.root / name
-            for entry in sorted(folder.iterdir()) if folder.is_dir() else []:
+            for entry in sorted(folder.iterdir()) if name in self.stages() else []:
                 if entry.name.startswith(".") or not (entry / META_NAME).is_file():
                     continue
                 out.append(_entry(name, entry))

@@ -255,3 +255,24 @@ def test_a_missing_cache_folder_is_an_error_unless_it_is_the_default(tmp_path, m
     empty = CliRunner().invoke(cache_app, ["list"])
     assert empty.exit_code == 0 and "no entries in .cache/codesign" in empty.output
     assert not (tmp_path / ".cache").exists() and not (tmp_path / "typo").exists()
+
+
+def test_cache_list_and_clear_never_remove_through_a_stage_folder_that_is_a_symlink(tmp_path):
+    outside = tmp_path / "outside"
+    (outside / "precious").mkdir(parents=True)
+    (outside / "precious" / "meta.json").write_text("{}")  # looks like an entry
+    old = outside / ".notes.tmp-elsewhere-1-abcd1234"  # looks like a stale temporary folder
+    old.mkdir()
+    day_ago = time.time() - 2 * cache_mod.STALE_AFTER_S
+    os.utime(old, (day_ago, day_ago))
+    cache = tmp_path / "cache"
+    _filled(cache)
+    (cache / "linked").symlink_to(outside)
+    listed = CliRunner().invoke(cache_app, ["list", "--cache-dir", str(cache)], terminal_width=200)
+    assert listed.exit_code == 0 and "precious" not in listed.output and old.is_dir()
+    cleared = CliRunner().invoke(cache_app, ["clear", "--cache-dir", str(cache), "--yes"])
+    assert cleared.exit_code == 0 and "removed 3 entries" in cleared.output
+    assert (outside / "precious" / "meta.json").is_file() and old.is_dir()
+    named = CliRunner().invoke(cache_app, ["clear", "--cache-dir", str(cache), "--stage", "linked", "--yes"])
+    assert named.exit_code == 2 and "is not a stage of" in named.output
+    assert (outside / "precious" / "meta.json").is_file()
