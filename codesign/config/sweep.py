@@ -104,6 +104,7 @@ def load_spec(path: str | Path | None, sets: list[str] | None = None) -> SweepSp
     tree: dict = {}
     if path is not None:
         tree = read_tree(path, "sweep")
+        check_no_file_scheduler(tree, path)
         if isinstance(tree.get("base"), str):
             tree["base"] = str((Path(path).parent / tree["base"]).resolve())
     apply_sets(tree, sets)
@@ -111,6 +112,16 @@ def load_spec(path: str | Path | None, sets: list[str] | None = None) -> SweepSp
         return SweepSpec.model_validate(tree)
     except ValidationError as err:
         raise ConfigError(one_line_error(err, SweepSpec).replace("config:", "sweep:", 1)) from None
+
+
+def check_no_file_scheduler(tree: dict, path: str | Path) -> None:
+    """ConfigError when the spec file `path` (its tree) names a dask scheduler: a client loads the pickles its
+    scheduler sends back, so a shared spec naming one would run that scheduler's code here. Only the command line
+    names one (--scheduler, or --set execution.scheduler=...)."""
+    execution = tree.get("execution")
+    if isinstance(execution, dict) and execution.get("scheduler") is not None:
+        raise ConfigError(f"sweep: execution.scheduler: {quote(str(path))} names a dask scheduler, which a spec file "
+                          "may not (a scheduler's replies are unpickled here); pass --scheduler URL instead")
 
 
 def base_tree(spec: SweepSpec) -> dict:

@@ -126,3 +126,15 @@ def test_check_scheduler_accepts_a_live_scheduler_and_names_a_dead_one():
         check_scheduler(ExecutionConfig(scheduler=cluster.scheduler_address))
     with pytest.raises(ConfigError, match=r"execution.scheduler: no dask scheduler answers at 'tcp://127.0.0.1:9'"):
         check_scheduler(ExecutionConfig(scheduler="tcp://127.0.0.1:9"), timeout_s=1.0)
+
+
+def test_a_spec_file_naming_a_dask_scheduler_is_refused_but_the_command_line_may(tmp_path):
+    # a client unpickles what its scheduler sends: a shared spec must not pick the scheduler
+    from codesign.config.run import ConfigError
+    from codesign.config.sweep import load_spec
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("execution:\n  scheduler: tcp://203.0.113.5:8786\n")
+    with pytest.raises(ConfigError, match=r"sweep: execution.scheduler: .*spec.yaml' names a dask scheduler"):
+        load_spec(spec)
+    spec.write_text("execution:\n  workers: 0\n")
+    assert load_spec(spec, ["execution.scheduler=tcp://h:8786"]).execution.scheduler == "tcp://h:8786"
