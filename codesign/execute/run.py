@@ -27,7 +27,7 @@ from codesign.execute.stages import (check_fits, check_n_samples, check_names, m
 from workloads.train import check_dataset
 from codesign.reporting.pareto import pareto_mask
 from codesign.store.provenance import write_provenance
-from codesign.store.results import ResultStore
+from codesign.store.results import ResultStore, atomic_write
 
 #: the run's config, stored when its folder is created and compared on --resume
 CONFIG_FILE = "config.resolved.yaml"
@@ -85,14 +85,15 @@ def summarize(df: pd.DataFrame, cfg: RunConfig, chip, seconds: float) -> list[st
 
 
 def copy_artifacts(points: list[RunConfig], cache: StageCache, run_dir: Path) -> None:
-    """Copy each point's lowered graph and trace from the cache to run_dir/artifacts/<method>-r<ratio>.*.npz."""
+    """Copy each point's lowered graph and trace from the cache to run_dir/artifacts/<method>-r<ratio>.*.npz, each
+    atomically (a copy beside it, then a rename)."""
     art = run_dir / "artifacts"
     art.mkdir(exist_ok=True)
     for cfg in points:
         src = cache.path("lowered", stage_keys(cfg).lowered)
         tag = f"{cfg.compression.method}-r{cfg.compression.ratios[0]:g}"
         for kind in ("graph", "trace"):
-            shutil.copyfile(src / f"{kind}.npz", art / f"{tag}.{kind}.npz")
+            atomic_write(art / f"{tag}.{kind}.npz", lambda tmp, f=src / f"{kind}.npz": shutil.copyfile(f, tmp))
 
 
 def run(cfg: RunConfig, progress: bool = True, log=print, resume: bool = False) -> RunResult:

@@ -48,10 +48,12 @@ class PointDetails:
         return cls(sim.populations.reset_index(), cores, sim.links.reset_index(), steps, sim.samples.reset_index())
 
     def save(self, folder: Path) -> None:
-        """Write the tables as CSV into `folder` (<table>.csv for each of DETAIL_TABLES)."""
+        """Write the tables as CSV into `folder` (<table>.csv for each of DETAIL_TABLES), each atomically: a
+        killed run never leaves half a table for `report`, `validate` or `--resume` to read."""
+        from codesign.store.results import atomic_write
         folder.mkdir(parents=True, exist_ok=True)
         for name in DETAIL_TABLES:
-            getattr(self, name).to_csv(folder / f"{name}.csv", index=False)
+            atomic_write(folder / f"{name}.csv", lambda tmp, t=getattr(self, name): t.to_csv(tmp, index=False))
 
     @classmethod
     def load(cls, folder: Path) -> "PointDetails":

@@ -45,10 +45,11 @@ def provenance(seed: int | None) -> dict:
 
 
 def write_provenance(run_dir: Path, seed: int | None) -> dict:
-    """Write run_dir/provenance.json (kept from the first write when it exists, e.g. on --resume)."""
+    """Write run_dir/provenance.json atomically (kept from the first write when it exists, e.g. on --resume)."""
     path = Path(run_dir) / "provenance.json"
     if path.exists():
         return json.loads(path.read_text())
+    from codesign.store.results import atomic_write
     info = provenance(seed)
-    path.write_text(json.dumps(info, indent=1))
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(info, indent=1)))
     return info

@@ -283,3 +283,39 @@ def test_layer_ratios_are_checked_before_training(ratios, needle):
     assert str(err.value).startswith("compression.params.layer_ratios: ") and needle in str(err.value)
     ok = method_config(load_config(None, [sets[0], "compression.params.layer_ratios={'0': 0.3}"]))
     assert ok.layer_ratios == {"0": 0.3}
+
+
+def _half_then_fail(target, *args, **kwargs):
+    """A writer that writes half a file to `target`, then fails (a kill or a full disk mid-write)."""
+    Path(target).write_bytes(b"{half")
+    raise OSError("disk full")
+
+
+def test_provenance_point_tables_and_artifacts_are_never_left_half_written(tmp_path, monkeypatch):
+    import pandas as pd
+    from codesign.execute import run as run_mod
+    from codesign.execute.evaluate import stage_keys
+    from codesign.reporting.hwfigures import PointDetails
+    from codesign.store.cache import StageCache
+    from codesign.store.provenance import write_provenance
+    monkeypatch.setattr(Path, "write_text", lambda self, *a, **k: _half_then_fail(self))
+    with pytest.raises(OSError, match="disk full"):
+        write_provenance(tmp_path, 0)
+    monkeypatch.undo()
+    assert not (tmp_path / "provenance.json").exists()
+    assert write_provenance(tmp_path, 0)["seed"] == 0  # a later start (or --resume) writes it whole
+    empty = pd.DataFrame({"x": [1]})
+    monkeypatch.setattr(pd.DataFrame, "to_csv", lambda self, target, **k: _half_then_fail(target))
+    with pytest.raises(OSError, match="disk full"):
+        PointDetails(empty, empty, empty, empty, empty).save(tmp_path / "points" / "p1")
+    monkeypatch.undo()
+    assert list((tmp_path / "points" / "p1").iterdir()) == []
+    cfg = load_config(sets=[f"cache_dir={tmp_path / 'cache'}", "compression.ratios=[0.5]"])
+    lowered = StageCache(tmp_path / "cache").path("lowered", stage_keys(cfg).lowered)
+    lowered.mkdir(parents=True)
+    for kind in ("graph", "trace"):
+        (lowered / f"{kind}.npz").write_bytes(b"whole file")
+    monkeypatch.setattr(run_mod.shutil, "copyfile", lambda src, dst: _half_then_fail(dst))
+    with pytest.raises(OSError, match="disk full"):
+        run_mod.copy_artifacts([cfg], StageCache(tmp_path / "cache"), tmp_path)
+    assert list((tmp_path / "artifacts").iterdir()) == []
