@@ -82,6 +82,7 @@ from typing import Any
 import yaml
 
 from hwmodels.npzfile import file_name, quote
+from hwmodels.chip.chipfile import CHIP_FILE_MAX_BYTES
 from hwmodels.chip.spec import ChipSpec
 
 UNIT_KINDS = ("axon_in", "synapse", "dendrite", "soma", "axon_out")
@@ -181,15 +182,22 @@ def _import(path: str | Path) -> tuple[ChipSpec, list[Leaf]]:
 
 
 def _read(path: str | Path) -> tuple[dict, str]:
-    """(the file's YAML mapping, which has an `architecture` mapping; sha256 of the file's bytes)."""
+    """(the file's YAML mapping, which has an `architecture` mapping; sha256 of the file's bytes). A device, a
+    FIFO or a file over CHIP_FILE_MAX_BYTES is refused, as for a chip file (/dev/zero would be read forever)."""
+    p = Path(path)
     try:
-        data = Path(path).read_bytes()
+        if p.exists() and not p.is_dir() and not p.is_file():
+            raise ValueError("is not a regular file")
+        with open(p, "rb") as fh:
+            data = fh.read(CHIP_FILE_MAX_BYTES + 1)
     except FileNotFoundError:
         raise ValueError("no such file") from None
     except IsADirectoryError:
         raise ValueError("is a directory, not a file") from None
     except OSError as exc:
         raise ValueError(f"cannot be read ({exc.strerror or type(exc).__name__})") from None
+    if len(data) > CHIP_FILE_MAX_BYTES:
+        raise ValueError(f"is over {CHIP_FILE_MAX_BYTES:,} bytes")
     try:
         tree = yaml.safe_load(data)
     except yaml.YAMLError as exc:

@@ -265,3 +265,15 @@ def test_sanafe_prefix_loads_a_real_sanafe_architecture():
     assert hwmodels.load_preset(name) == arch.from_sanafe(path)
     assert preset_leaves(name) == arch.sanafe_leaves(path) and unsourced_keys(name) == []
     assert len(chip_file_digest(name)) == 64
+
+
+def test_a_sanafe_architecture_that_is_a_device_a_fifo_or_too_large_is_refused_in_one_line(tmp_path):
+    # /dev/zero used to be read until memory ran out, a FIFO blocked forever
+    import os
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "big.yaml").write_text(" " * (CHIP_FILE_MAX_BYTES + 1))
+    for path, reason in (("/dev/zero", "is not a regular file"), (tmp_path / "fifo", "is not a regular file"),
+                         (tmp_path / "big.yaml", f"is over {CHIP_FILE_MAX_BYTES:,} bytes")):
+        with pytest.raises(ValueError, match=f"sanafe arch .*: {reason}") as err:
+            hwmodels.load_preset(f"sanafe:{path}")
+        assert "\n" not in str(err.value)
