@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from codesign.store.cache import CacheEntry, StageCache
-from codesign.cli.console import escape, fail
+from codesign.cli.console import escape, fail, printable
 
 cache_app = typer.Typer(no_args_is_help=True, help="List and clear the stage cache (trained, compressed and "
                                                    "lowered models).")
@@ -142,7 +142,7 @@ def clear(cache_dir: Path = typer.Option(DEFAULT_CACHE_DIR, "--cache-dir", help=
     where = f"{cache_dir}" + (f", stage {stage}" if stage else "")
     if not yes:
         try:
-            confirmed = typer.confirm(f"remove {what} from {where}?", default=False)
+            confirmed = typer.confirm(f"remove {what} from {printable(where)}?", default=False)
         except click.exceptions.Abort:
             confirmed = False
         if not confirmed:

@@ -21,12 +21,17 @@ MIN_WIDTH = 120
 WIDE = 100_000
 
 
+def printable(text: object) -> str:
+    """`text` with its control characters (ESC, carriage return, ...; newlines kept) written as Python escapes
+    (\\x1b, \\r), for plain output: a user value (a path, a stage name) cannot drive the terminal."""
+    return "".join(c if c.isprintable() or c == "\n" else c.encode("unicode_escape").decode("ascii")
+                   for c in str(text))
+
+
 def escape(text: object) -> str:
-    """`text` for Rich: its markup escaped and its control characters (ESC, carriage return, ...; newlines kept)
-    written as Python escapes (\\x1b, \\r), so a user value can neither style the output nor drive the terminal."""
-    shown = "".join(c if c.isprintable() or c == "\n" else c.encode("unicode_escape").decode("ascii")
-                    for c in str(text))
-    return markup_escape(shown)
+    """`text` for Rich: its markup escaped and its control characters written as Python escapes (`printable`), so
+    a user value can neither style the output nor drive the terminal."""
+    return markup_escape(printable(text))
 
 
 def make_console(stderr: bool = False) -> Console:

@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from codesign.cli.console import escape, fail, make_console, progress_bar, text_log
+from codesign.cli.console import escape, fail, make_console, printable, progress_bar, text_log
 from codesign.cli.presets import presets_app
 from codesign.cli.simulate import simulate
 
@@ -286,7 +286,7 @@ def report(run_dir: Path = typer.Argument(..., help="a run folder written by run
         path = rebuild_report(run_dir)
     except (ValueError, OSError) as exc:
         fail(exc, debug)
-    print(f"report: {path}")
+    print(f"report: {printable(path)}")
 
 
 app.command()(simulate)

@@ -300,3 +300,18 @@ def test_usage_errors_are_one_line_with_exit_2(tmp_path, args, expected):
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.strip() == proc.stderr.strip().splitlines()[0] and proc.stderr.startswith(expected)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_plain_output_prints_control_characters_of_user_paths_and_names_as_escapes(tmp_path, monkeypatch):
+    # a folder name from a shared archive must not set the terminal's title or clear the screen
+    import codesign.reporting.report as report_mod
+    from codesign.cli.cache import cache_app
+    run_dir = tmp_path / "run\x1b]0;title\x07"
+    monkeypatch.setattr(report_mod, "rebuild_report", lambda folder: Path(folder) / "report.html")
+    result = CliRunner().invoke(app, ["report", str(run_dir)])
+    assert result.exit_code == 0 and "\x1b" not in result.output and "\x07" not in result.output
+    assert "run\\x1b]0;title\\x07/report.html" in result.output
+    (tmp_path / "cache" / "st\x1b[2J").mkdir(parents=True)
+    asked = CliRunner().invoke(cache_app, ["clear", "--cache-dir", str(tmp_path / "cache"), "--stage", "st\x1b[2J"],
+                               input="n\n", color=True)
+    assert asked.exit_code == 1 and "stage st\\x1b[2J?" in asked.output and "\x1b" not in asked.output
