@@ -102,3 +102,22 @@ def test_a_failed_late_fit_leaves_no_folder(tmp_path, monkeypatch, part):
     with pytest.raises(RuntimeError, match="fit failed"):
         lower(net, x, batch_size=4, out=tmp_path / "trace")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_link_planted_at_the_temporary_name_is_never_written_through(tmp_path):
+    """The temporary folder had a predictable name (.<out>.partial-<pid>): a link planted there made the trace
+    land in the link's target and `out` become that link."""
+    import os
+    net, x = _net_and_inputs()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / f".trace.partial-{os.getpid()}").symlink_to(elsewhere)
+    _, disk = lower(net, x, out=shared / "trace")
+    assert list(elsewhere.iterdir()) == [] and not (shared / "trace").is_symlink()
+    assert (shared / "trace" / "meta.json").is_file() and disk.n_samples == N
+    mode = (shared / "trace").stat().st_mode & 0o777
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert mode == 0o777 & ~umask

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -50,6 +51,16 @@ def _join(parts) -> np.ndarray:
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
+def new_folder(out: Path) -> Path:
+    """A new empty folder `.<out name>.partial-<random>` beside `out` (made by mkdtemp, which never reuses an
+    existing path or follows a link), with the permissions a plain mkdir gives (mode 0777 less the umask)."""
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
+    umask = os.umask(0o022)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)
+    return tmp
+
+
 class MemorySink:
     """Keeps every batch and joins them at the end (the default of workloads.lower). fingerprint: returns
     graph.fingerprint() (e.g. hashed on a worker meanwhile), called once by finish."""
@@ -73,14 +84,16 @@ class MemorySink:
 
 class FolderSink:
     """Streams every batch into a trace folder: written under a hidden temporary name beside `out` and renamed
-    to `out` by finish (a crash leaves no folder named `out`; abort removes the temporary one). fingerprint:
+    to `out` by finish (a crash leaves no folder named `out`; abort removes the temporary one). The temporary
+    folder is made new with a random name (`new_folder`), so a link planted beside `out` is never written
+    through. fingerprint:
     returns graph.fingerprint() (e.g. hashed on a worker meanwhile), called once by finish, whose meta.json is
     the only file that holds it (an exception it raises leaves the folder incomplete for abort to remove)."""
 
     def __init__(self, out: Path, graph: NetworkGraph, n_t: int, labels: np.ndarray | None,
                  fingerprint: Callable[[], str] | None = None):
         self.out, self.graph, self.n_t, self.labels = out, graph, n_t, labels
-        self.tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
+        self.tmp: Path | None = None
         self.writer: TraceWriter | None = None
         self._fingerprint = fingerprint or graph.fingerprint
 
@@ -90,6 +103,7 @@ class FolderSink:
         trace = assemble(self.graph, self.n_t, [batch], None if self.labels is None else self.labels[start:start + n],
                          False)
         if self.writer is None:
+            self.tmp = new_folder(self.out)
             self.writer = TraceWriter(self.tmp, trace.populations, self.n_t,
                                       any(p.graded for p in self.graph.populations.values()),
                                       self.labels is not None, trace.predictions is not None,
@@ -107,4 +121,5 @@ class FolderSink:
         """Remove the temporary folder after a failure."""
         if self.writer is not None:
             self.writer.__exit__(RuntimeError, None, None)
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        if self.tmp is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
