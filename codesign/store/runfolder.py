@@ -19,9 +19,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import yaml
-
-from codesign.config.run import ConfigError, quote
+from codesign.config.run import ConfigError, quote, read_tree
 from codesign.store.links import check_no_links
 
 #: a run name is one path component of these characters, starting with a letter or digit
@@ -128,10 +126,7 @@ def _check_stored_config(out: Path, config_file: str, tree: dict, ignore: tuple[
     path = out / config_file
     if not path.is_file():
         return
-    try:
-        stored = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError:
-        raise ConfigError(f"--resume: {quote(str(path))} is not valid YAML; cannot check the config") from None
+    stored = read_tree(path, "--resume")  # capped, alias bombs and deep nesting refused in one line
     diff = changed_keys(stored, tree, ignore)
     if diff:
         shown = ", ".join(diff[:8]) + (f" and {len(diff) - 8} more" if len(diff) > 8 else "")

@@ -319,3 +319,19 @@ def test_provenance_point_tables_and_artifacts_are_never_left_half_written(tmp_p
     with pytest.raises(OSError, match="disk full"):
         run_mod.copy_artifacts([cfg], StageCache(tmp_path / "cache"), tmp_path)
     assert list((tmp_path / "artifacts").iterdir()) == []
+
+
+@pytest.mark.parametrize("content, needle", [
+    ("a: &a [*a]\n", "expands to more than 100,000 values"),
+    ("data: " + "[" * 5000 + "]" * 5000 + "\n", "nests too deeply"),
+    (b"data: \xff\n", "cannot read"),
+    ("- 1\n", "must hold a mapping of sections, got list"),
+])
+def test_a_hostile_stored_config_is_refused_in_one_line_on_resume(tmp_path, content, needle):
+    # the stored config of a shared run folder is read with the caps of any config (was a RecursionError)
+    out = tmp_path / "out" / "r"
+    out.mkdir(parents=True)
+    (out / "config.resolved.yaml").write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(ConfigError, match=needle) as err:
+        check_folder(str(tmp_path / "out"), "r", True, "config.resolved.yaml", {})
+    assert str(err.value).startswith("--resume: ") and "\n" not in str(err.value)
