@@ -325,3 +325,21 @@ def test_sca_dvs_trains_on_emulated_events_and_lowers():
     graph, trace = lower(model, encode(ds.x_test[:4], 4, "events"), device=torch.device("cpu"))
     assert graph.populations["input"].shape == (2, 32, 32) and not graph.populations["input"].graded
     np.testing.assert_array_equal(trace.to_dense("input", (2, 32, 32)), ds.x_test[:4].numpy())
+
+
+@pytest.mark.parametrize("kind", ["object arrays", "not a zip", "pickle"])
+def test_an_event_file_that_is_not_plain_arrays_is_refused_in_one_line_naming_it(tmp_path, kind):
+    folders = [tmp_path / "DVS128Gesture" / "events_np" / part / "0" for part in ("train", "test")]
+    for folder in folders:
+        folder.mkdir(parents=True)
+        x = np.zeros(5, np.int64)
+        np.savez(folder / "a.npz", t=np.arange(5), x=x, y=x, p=x)
+    bad = folders[1] / "a.npz"
+    if kind == "object arrays":
+        obj = np.array([_RunsCode(tmp_path / "ran")], dtype=object)
+        np.savez(bad, t=obj, x=obj, y=obj, p=obj)
+    else:
+        bad.write_bytes(b"PK\x03\x04 truncated" if kind == "not a zip" else pickle.dumps(_RunsCode(tmp_path / "ran")))
+    with pytest.raises(ValueError, match=f"event file {bad}: cannot be read") as err:
+        load_dataset("dvs_gesture", root=tmp_path, n_frames=2, size=32)
+    assert "\n" not in str(err.value) and not (tmp_path / "ran").exists()

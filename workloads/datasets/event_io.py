@@ -6,6 +6,8 @@ ms) and the original CIFAR10-DVS ``.aedat`` (AEDAT 2.0, DVS128 addresses).
 """
 from __future__ import annotations
 
+import functools
+import zipfile
 from pathlib import Path
 from typing import Callable, NamedTuple
 
@@ -27,6 +29,22 @@ def _events(t, x, y, p) -> Events:
     return Events(*as_int, (np.asarray(p).reshape(-1) > 0).astype(np.int64))
 
 
+def names_the_file(reader: Callable[[Path], Events]) -> Callable[[Path], Events]:
+    """`reader` with a file it cannot read (not an .npz / .npy, truncated, or holding object arrays, which are
+    refused: np.load never unpickles) raising a one-line ValueError naming the file."""
+    @functools.wraps(reader)
+    def read(path: Path) -> Events:
+        try:
+            return reader(path)
+        except (OSError, EOFError, zipfile.BadZipFile, ValueError) as exc:
+            text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if text.startswith(f"event file {path}"):
+                raise
+            raise ValueError(f"event file {path}: cannot be read ({text[:160]})") from None
+    return read
+
+
+@names_the_file
 def read_npz_events(path: Path) -> Events:
     """SpikingJelly's event file (`spikingjelly.datasets` "events_np" folders): an .npz with 1-D arrays t (us),
     x, y, p (0/1). Raises ValueError naming the file and the missing keys."""
@@ -37,6 +55,7 @@ def read_npz_events(path: Path) -> Events:
         return _events(f["t"], f["x"], f["y"], f["p"])
 
 
+@names_the_file
 def read_tonic_gesture_npy(path: Path) -> Events:
     """tonic's DVSGesture sample (tonic.datasets.DVSGesture, ibmGestureTrain/ibmGestureTest): a .npy array
     (n, 4) with columns x, y, p, t where t is in ms (tonic multiplies it by 1000; so do we, rounding to us).
