@@ -46,10 +46,10 @@ def _parse(text: str, label: str) -> Any:
         raise ValueError(f"{label}: holds a value YAML cannot read: {' '.join(str(exc).split())[:120]}") from None
 
 
-def check_tree(tree: Any, label: str) -> None:
+def check_tree(tree: Any, label: str, finite: bool = True) -> None:
     """Refuse (ValueError starting with `label`, naming the YAML path) a loaded YAML tree that expands to more than
-    CHIP_FILE_MAX_VALUES values (alias bombs, recursive aliases), nests deeper than CHIP_FILE_MAX_DEPTH, or holds
-    a NaN or infinite number. Iterative, so a deep or cyclic tree cannot exhaust the stack."""
+    CHIP_FILE_MAX_VALUES values (alias bombs, recursive aliases), nests deeper than CHIP_FILE_MAX_DEPTH, or (when
+    `finite`) holds a NaN or infinite number. Iterative, so a deep or cyclic tree cannot exhaust the stack."""
     count, stack = 0, [(tree, "", 0)]
     while stack:
         node, path, depth = stack.pop()
@@ -59,7 +59,7 @@ def check_tree(tree: Any, label: str) -> None:
                              "write the values out or use fewer aliases")
         if depth > CHIP_FILE_MAX_DEPTH:
             raise ValueError(f"{label}: {path} nests deeper than {CHIP_FILE_MAX_DEPTH} levels")
-        if isinstance(node, float) and not math.isfinite(node):
+        if finite and isinstance(node, float) and not math.isfinite(node):
             raise ValueError(f"{label}: {path or '<root>'}: {node!r} is not a finite number (NaN and inf refused)")
         if isinstance(node, dict):
             stack += [(v, f"{path}.{k}" if path else str(k), depth + 1) for k, v in node.items()]

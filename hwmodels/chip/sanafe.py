@@ -82,7 +82,7 @@ from typing import Any
 import yaml
 
 from hwmodels.npzfile import file_name, quote
-from hwmodels.chip.chipfile import CHIP_FILE_MAX_BYTES
+from hwmodels.chip.chipfile import CHIP_FILE_MAX_BYTES, check_tree
 from hwmodels.chip.spec import ChipSpec
 
 UNIT_KINDS = ("axon_in", "synapse", "dendrite", "soma", "axon_out")
@@ -204,6 +204,7 @@ def _read(path: str | Path) -> tuple[dict, str]:
         raise ValueError(f"is not valid YAML: {' '.join(str(exc).split())[:200]}") from None
     except RecursionError:
         raise ValueError("nests too deeply") from None
+    check_tree(tree, "content", finite=False)  # alias bombs and deep nesting as for chip files (NaN: named below)
     if not isinstance(tree, dict):
         raise ValueError(f"must hold a mapping with an 'architecture' section, got {type(tree).__name__}")
     if not isinstance(tree.get("architecture"), dict):

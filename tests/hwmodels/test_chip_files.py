@@ -277,3 +277,13 @@ def test_a_sanafe_architecture_that_is_a_device_a_fifo_or_too_large_is_refused_i
         with pytest.raises(ValueError, match=f"sanafe arch .*: {reason}") as err:
             hwmodels.load_preset(f"sanafe:{path}")
         assert "\n" not in str(err.value)
+
+
+def test_a_sanafe_architecture_that_expands_past_the_value_cap_is_refused(tmp_path):
+    # 40,000 tiles aliasing one list of 40,000 cores took minutes of CPU from a 400 KB file
+    lines = ["l0: &l0 [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]"]
+    lines += [f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 10) + "]" for i in range(1, 6)]
+    path = tmp_path / "arch.yaml"
+    path.write_text("\n".join(lines) + "\narchitecture: {name: x, attributes: {}, tile: *l5}\n")
+    with pytest.raises(ValueError, match="sanafe arch .*: content: expands to more than 100,000 values"):
+        hwmodels.load_preset(f"sanafe:{path}")
