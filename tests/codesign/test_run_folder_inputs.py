@@ -143,3 +143,18 @@ def test_validate_keeps_the_old_verdicts_when_the_report_cannot_be_rebuilt(tmp_p
     (run / "provenance.json").write_text("{}")
     assert _cli(tmp_path, "validate", "c2.yaml", "run").returncode in (0, 1)
     assert '"id": "f"' in (run / "claims.json").read_text() and "| f | PASS |" in (run / "report.md").read_text()
+
+
+@pytest.mark.parametrize("planted", ["report_meta.json", "points/p0/samples.csv"])
+def test_a_fifo_in_the_run_folder_is_refused_instead_of_blocking_report_and_validate(tmp_path, planted):
+    run = _run(tmp_path)
+    (run / planted).parent.mkdir(parents=True, exist_ok=True)
+    (run / planted).unlink(missing_ok=True)
+    os.mkfifo(run / planted)  # reading it would wait for a writer forever
+    with pytest.raises(ValueError, match=f"run folder: .*{planted[:8]}.* is not a regular file or folder"):
+        rebuild_report(run)
+    from typer.testing import CliRunner
+    from codesign.cli.main import app
+    (tmp_path / "c.yaml").write_text(CLAIM)
+    result = CliRunner().invoke(app, ["validate", str(tmp_path / "c.yaml"), str(run)])
+    assert result.exit_code == 2 and "is not a regular file or folder (a FIFO" in result.output, result.output
