@@ -186,13 +186,27 @@ def _links_table(tot: _Totals, net: Network, link_s: float, n: int, latency_s: f
 
 
 def _check_args(model: str, semantics: str, batch_samples: int) -> None:
-    """Raise ValueError for an unknown model/semantics or a bad batch size."""
-    if model not in MODELS:
+    """Raise ValueError for an unknown model/semantics or a batch size that is not an integer >= 1 (bools and
+    fractions refused)."""
+    if not isinstance(model, str) or model not in MODELS:
         raise ValueError(f"model: {model!r} is not one of {', '.join(MODELS)}")
-    if semantics not in SEMANTICS:
+    if not isinstance(semantics, str) or semantics not in SEMANTICS:
         raise ValueError(f"semantics: {semantics!r} is not one of {', '.join(SEMANTICS)}")
-    if batch_samples < 1:
-        raise ValueError(f"batch_samples: {batch_samples} must be >= 1")
+    if not isinstance(batch_samples, (int, np.integer)) or isinstance(batch_samples, bool) or batch_samples < 1:
+        raise ValueError(f"batch_samples: {batch_samples!r} must be an integer >= 1")
+
+
+def _check_types(graph: object, trace: object, chip: object, mapping: object, cache: object) -> None:
+    """Raise TypeError naming the argument when graph, trace, chip, mapping or cache is not of its type (e.g. a
+    preset name where a ChipSpec is expected, or graph and trace swapped)."""
+    wanted = (("graph", graph, NetworkGraph, "a hwmodels.NetworkGraph"),
+              ("trace", trace, EventTrace, "a hwmodels.EventTrace"),
+              ("chip", chip, ChipSpec, "a hwmodels.ChipSpec, e.g. hwmodels.load_preset('loihi')"),
+              ("mapping", mapping, (Mapping, type(None)), "a hwmodels.Mapping (map_network) or None"),
+              ("cache", cache, (SimCache, type(None)), "a hwmodels.SimCache or None"))
+    for name, value, kind, accepted in wanted:
+        if not isinstance(value, kind):
+            raise TypeError(f"{name}: got {type(value).__name__} {str(value)[:40]!r}, expected {accepted}")
 
 
 def _inputs(graph: NetworkGraph, chip: ChipSpec, mapping: Mapping | None, multicast: bool,
@@ -273,12 +287,15 @@ def simulate(graph: NetworkGraph, trace: EventTrace, chip: ChipSpec, mapping: Ma
     drive a progress bar; hwmodels itself draws none).
     Energy (J): action counts x the chip's energy table, by component (hwmodels.energy.costs): synapse compute and
     memory, neuron compute and memory, network, static (static power x each sample's latency).
-    Raises ValueError, before any event is counted (the graph fingerprint of the trace check is hashed beside
-    the mapping check and the fan-out tables), for an unknown model/semantics, a trace that does not belong
-    to the graph (hwmodels.trace_check: no samples, another graph's fingerprint, other populations, sizes or
-    timesteps), or a given mapping made for another chip, that does not cover the graph or breaks a core limit
+    Raises TypeError naming the argument when graph, trace, chip, mapping or cache is not of its type (a preset
+    name for chip: load it with hwmodels.load_preset), and ValueError, before any event is counted (the graph
+    fingerprint of the trace check is hashed beside the mapping check and the fan-out tables), for an unknown
+    model/semantics, a batch_samples that is not an integer >= 1, a trace that does not belong to the graph
+    (hwmodels.trace_check: no samples, another graph's fingerprint, other populations, sizes or timesteps), or a
+    given mapping made for another chip, that does not cover the graph or breaks a core limit
     (hwmodels.mapping.check), and MappingError when the network does not fit.
     """
+    _check_types(graph, trace, chip, mapping, cache)
     _check_args(model, semantics, batch_samples)
     cache = SimCache(max_entries=0) if cache is None else cache
     with cache.checking(graph, trace):  # the fingerprint is hashed beside the fan-out tables

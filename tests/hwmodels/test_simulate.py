@@ -192,6 +192,32 @@ def test_bad_arguments_raise(nets):
         simulate(g, tr, load_preset("loihi", {"core.synapse_memory_bits": 16}))
 
 
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"batch_samples": 2.5}, "batch_samples: 2.5 must be an integer >= 1"),
+    ({"batch_samples": None}, "batch_samples: None must be an integer >= 1"),
+    ({"batch_samples": "2"}, "batch_samples: '2' must be an integer >= 1"),
+    ({"batch_samples": True}, "batch_samples: True must be an integer >= 1"),
+    ({"model": ["des"]}, r"model: \['des'\] is not one of des, analytic"),
+    ({"semantics": ["pipelined"]}, r"semantics: \['pipelined'\] is not one of pipelined, layer_serial")])
+def test_bad_argument_values_raise_one_line_value_errors(nets, kwargs, message):
+    g, tr, chip = _one_spike(nets)
+    with pytest.raises(ValueError, match=message):
+        simulate(g, tr, chip, **kwargs)
+
+
+def test_arguments_of_the_wrong_type_raise_type_errors_naming_them(nets):
+    g, tr, chip = _one_spike(nets)
+    with pytest.raises(TypeError, match=r"chip: got str 'loihi', expected a hwmodels.ChipSpec"):
+        simulate(g, tr, "loihi")
+    with pytest.raises(TypeError, match="graph: got EventTrace"):
+        simulate(tr, g, chip)
+    with pytest.raises(TypeError, match="mapping: got str"):
+        simulate(g, tr, chip, mapping="in_order")
+    with pytest.raises(TypeError, match="cache: got dict"):
+        simulate(g, tr, chip, cache={})
+    assert simulate(g, tr, chip, batch_samples=np.int64(1)).synops == 2  # a numpy integer is an integer
+
 def test_hwmodels_imports_no_forbidden_package():
     code = ("import sys, hwmodels; bad = {'torch', 'spikingjelly', 'brian2', 'workloads', 'codesign', "
             "'torchvision'} & {m.split('.')[0] for m in sys.modules}; print(sorted(bad))")
