@@ -528,11 +528,11 @@ class EventTrace:
         self.populations = tuple(populations)
         self.n_samples = _count("trace.n_samples", n_samples, 0)
         self.n_timesteps = _count("trace.n_timesteps", n_timesteps, 1)
-        self.offsets = np.asarray(offsets, dtype=np.int64)
-        self.indices = np.asarray(indices, dtype=np.int32)
+        self.offsets = _int_array("trace.offsets", offsets, np.int64)
+        self.indices = _int_array("trace.indices", indices, np.int32)
         self.values = None if values is None else np.asarray(values, dtype=np.float32)
-        self.labels = None if labels is None else np.asarray(labels, dtype=np.int64)
-        self.predictions = None if predictions is None else np.asarray(predictions, dtype=np.int64)
+        self.labels = None if labels is None else _int_array("trace.labels", labels, np.int64)
+        self.predictions = None if predictions is None else _int_array("trace.predictions", predictions, np.int64)
         self._pop_index = {name: i for i, name in enumerate(self.populations)}
         self.sizes = _check_sizes(sizes, self.populations)
         self.graph_fingerprint = None if graph_fingerprint is None else str(graph_fingerprint)
@@ -705,6 +705,27 @@ class EventTrace:
             return cls(**read_trace_folder(path))
         except ValueError as exc:
             raise ValueError(one_line(exc) if str(exc).startswith(name) else f"{name}: {one_line(exc)}") from None
+
+
+def _int_array(field_name: str, a: object, dtype: type) -> np.ndarray:
+    """`a` as an array of `dtype` (np.int32 or np.int64), without a copy when it already is one (a memory-mapped
+    column is not read). Any other array is converted only when every value is an integer `dtype` holds: a
+    fraction (0.5) or a value out of range (an int64 index >= 2^31) raises ValueError naming `field_name` instead
+    of being truncated or wrapped."""
+    arr = np.asarray(a)
+    if arr.dtype == dtype:
+        return arr
+    if arr.size and arr.dtype.kind not in "iub":
+        if arr.dtype.kind != "f":
+            raise ValueError(f"{field_name}: {arr.dtype} array; expected integers")
+        bad = ~np.isfinite(arr) | (arr != np.floor(arr))
+        if bad.any():
+            raise ValueError(f"{field_name}: {int(bad.sum())} value(s) are not integers (e.g. {float(arr[bad][0])!r})")
+    info = np.iinfo(dtype)
+    if arr.size and (arr.min() < info.min or arr.max() > info.max):
+        raise ValueError(f"{field_name}: values {arr.min()}..{arr.max()} do not fit {np.dtype(dtype).name} "
+                         f"({info.min}..{info.max})")
+    return arr.astype(dtype)
 
 
 def _count(field_name: str, value: object, low: int) -> int:

@@ -165,3 +165,21 @@ def test_non_finite_weights_thresholds_and_bad_trace_counts_are_refused(make, ma
 
 def test_a_non_spiking_readout_keeps_its_infinite_threshold():
     assert NeuronModel("IF", threshold=float("inf")).threshold == float("inf")
+
+
+@pytest.mark.parametrize("offsets, indices, labels, match", [
+    ([0, 1, 1], np.array([2**32 + 1]), None, r"trace.indices: values 4294967297..4294967297 do not fit int32"),
+    ([0, 1, 1], np.array([1.7]), None, r"trace.indices: 1 value\(s\) are not integers \(e.g. 1.7\)"),
+    ([0, 0.5, 1], np.array([1]), None, r"trace.offsets: 1 value\(s\) are not integers \(e.g. 0.5\)"),
+    ([0, 1, 1], np.array([1]), np.array([1.5]), r"trace.labels: 1 value\(s\) are not integers"),
+])
+def test_indices_offsets_and_labels_are_never_wrapped_or_truncated(offsets, indices, labels, match):
+    # int64 index 2^32 + 1 used to wrap to neuron 1 and 1.7 to become neuron 1, silently
+    with pytest.raises(ValueError, match=match):
+        EventTrace(["a", "b"], 1, 1, offsets, indices, labels=labels)
+
+
+def test_integer_valued_arrays_of_other_dtypes_still_convert():
+    tr = EventTrace(["a", "b"], 1, 1, np.array([0, 1, 2.0]), np.array([3, 0], np.uint64), labels=[2.0])
+    assert tr.indices.dtype == np.int32 and tr.indices.tolist() == [3, 0] and tr.offsets.dtype == np.int64
+    assert tr.labels.tolist() == [2]
