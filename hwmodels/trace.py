@@ -518,7 +518,8 @@ class EventTrace:
     sets it), or None (older traces, hand-made ones); hwmodels.trace_check compares it with the graph simulated.
 
     Raises ValueError when populations repeat or are empty, n_samples < 0, n_timesteps < 1, or
-    offsets/indices/values/labels/predictions/activity/sizes are inconsistent.
+    offsets/indices/values/labels/predictions/activity/sizes are inconsistent (integer columns must convert exactly).
+    A neuron listed twice in one row is refused when the trace is checked against its graph (hwmodels.trace_check).
     """
 
     def __init__(self, populations: list[str], n_samples: int, n_timesteps: int, offsets: np.ndarray,

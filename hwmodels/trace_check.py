@@ -14,6 +14,7 @@ import numpy as np
 
 from hwmodels.activity import n_bytes
 from hwmodels.kernels import threads
+from hwmodels.kernels.unique import first_repeat
 from hwmodels.npzfile import quote
 from hwmodels.trace import EventTrace, NetworkGraph
 
@@ -30,7 +31,8 @@ def check_trace(graph: NetworkGraph, trace: EventTrace) -> None:
     """Raise ValueError (one line, naming the field) unless `trace` can be simulated on `graph`: it has at least
     one sample; its graph fingerprint, when recorded, is the graph's; it has exactly the graph's populations;
     its n_timesteps is the graph's metadata["n_timesteps"] when the graph records one; its recorded sizes, its
-    spike indices and its activity rows fit the graph's population sizes; its spike values, if any, are finite."""
+    spike indices and its activity rows fit the graph's population sizes; no neuron appears twice in one CSR row
+    (a population's spikes at one timestep of one sample); its spike values, if any, are finite."""
     start_check(graph, trace, background=False)()
 
 
@@ -51,6 +53,7 @@ def start_check(graph: NetworkGraph, trace: EventTrace, background: bool = True)
         _check_timesteps(graph, trace)
         _check_sizes(graph, trace)
         _check_indices(graph, trace)
+        _check_repeats(trace)
         _check_values(trace)
     except ValueError:
         wait()
@@ -125,6 +128,20 @@ def _check_indices(graph: NetworkGraph, trace: EventTrace) -> None:
             bad = int(high[p]) if high[p] >= size else int(low[p])
             raise ValueError(f"trace.indices: population {quote(name)} has a spike index outside 0..{size - 1} "
                              f"(neuron {bad}; graph {quote(graph.name)})")
+
+
+def _check_repeats(trace: EventTrace) -> None:
+    """ValueError naming the population, sample, timestep and neuron of the first neuron listed twice in one CSR row
+    (it would count as two spikes: twice the synaptic events and messages). One compiled pass over the rows in
+    place (hwmodels.kernels.unique.first_repeat: a comparison per event for the strictly increasing rows lowered
+    traces hold; an unsorted row without a repeat is accepted)."""
+    r, neuron = first_repeat(trace.offsets, trace.indices)
+    if r >= 0:
+        n_p = len(trace.populations)
+        sample, t = divmod(r // n_p, trace.n_timesteps)
+        raise ValueError(f"trace.indices: neuron {neuron} of population {quote(trace.populations[r % n_p])} is listed "
+                         f"twice at timestep {t} of sample {sample}; a neuron spikes at most once per timestep (merge "
+                         "repeated events)")
 
 
 def _check_values(trace: EventTrace) -> None:

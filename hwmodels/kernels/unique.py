@@ -163,3 +163,25 @@ def _same_row(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, keys: n
         if keys[rep, j] != keys[r, j]:
             return False
     return True
+
+
+@njit(cache=True, nogil=True)
+def first_repeat(offsets: np.ndarray, indices: np.ndarray) -> tuple[int, int]:
+    """(row, value) of the first CSR row (rows r: indices[offsets[r]:offsets[r + 1]]) that holds a value twice, or
+    (-1, -1) when none does. A strictly increasing row costs one comparison per entry; only an unsorted row is
+    copied and sorted. offsets: int (n_rows + 1,), non-decreasing; indices: int (offsets[-1],); no other
+    allocation, so a memory-mapped trace is read in place."""
+    for r in range(len(offsets) - 1):
+        lo, hi = offsets[ux(r)], offsets[ux(r + 1)]
+        ordered = True
+        for j in range(lo + 1, hi):
+            if indices[ux(j)] <= indices[ux(j - 1)]:
+                ordered = False
+                break
+        if ordered:
+            continue
+        row = np.sort(indices[lo:hi])
+        for j in range(1, len(row)):
+            if row[ux(j)] == row[ux(j - 1)]:
+                return r, int(row[ux(j)])
+    return -1, -1

@@ -238,3 +238,21 @@ def test_a_fingerprint_hashed_beside_the_simulation_refuses_as_before_and_first(
     first = simulate(g5, tr, chip, model="analytic", cache=cache)
     second = simulate(g5, tr, chip, model="analytic", cache=cache)
     assert len(calls) == 1 and first.as_row() == want.as_row() == second.as_row()
+
+
+def test_a_neuron_listed_twice_in_one_row_is_refused_naming_where(nets):
+    """A repeated entry used to count as two spikes (input neuron 2 twice: 2 x 2 synaptic events instead of 2)."""
+    g = NetworkGraph([Population("in", (3,), nets.INPUT), Population("out", (2,))],
+                     [Projection("fc", "in", "out", "dense", np.ones((2, 3)))])
+
+    def trace(rows):  # 2 samples x 2 timesteps x 2 populations = 8 CSR rows
+        offsets = np.concatenate([[0], np.cumsum([len(r) for r in rows])])
+        return EventTrace(["in", "out"], 2, 2, offsets, np.concatenate(rows))
+    rows = [[0], [], [1, 2], [0], [2], [], [2, 0, 2], [1]]  # sample 1, timestep 1, 'in' (row 6): neuron 2 twice
+    text = _refused(g, trace(rows), "trace.indices: neuron 2 of population 'in' is listed twice at timestep 1 of "
+                                    "sample 1")
+    assert "merge repeated events" in text
+    unsorted, ordered = trace(rows[:6] + [[2, 0], [1]]), trace(rows[:6] + [[0, 2], [1]])
+    check_trace(g, unsorted)  # unsorted without a repeat: accepted, and counted as the sorted row
+    chip = load_preset("loihi")
+    assert simulate(g, unsorted, chip).synops == simulate(g, ordered, chip).synops == (1 + 2 + 1 + 2) * 2 / 2
