@@ -558,12 +558,18 @@ class EventTrace:
                 raise ValueError(f"trace.{name}: shape {arr.shape} should be ({self.n_samples},)")
 
     def _row(self, sample: int, t: int, population: str) -> int:
+        """CSR row of (sample, t, population); KeyError for an unknown population, IndexError for a sample outside
+        0..n_samples-1 or a timestep outside 0..n_timesteps-1 (which would name another sample's row)."""
         if population not in self._pop_index:
             raise KeyError(f"population: {population!r} is not one of {', '.join(self.populations)}")
+        for name, v, n in (("sample", sample, self.n_samples), ("t", t, self.n_timesteps)):
+            if not 0 <= v < n:
+                raise IndexError(f"{name}: {v} is outside 0..{n - 1}")
         return (sample * self.n_timesteps + t) * len(self.populations) + self._pop_index[population]
 
     def spikes(self, sample: int, t: int, population: str) -> StepSpikes:
-        """Spikes of `population` at timestep `t` of `sample` (views, no copy)."""
+        """Spikes of `population` at timestep `t` of `sample` (views, no copy). Raises KeyError for an unknown
+        population and IndexError for a sample or timestep out of range."""
         r = self._row(sample, t, population)
         lo, hi = self.offsets[r], self.offsets[r + 1]
         vals = np.ones(hi - lo, np.float32) if self.values is None else self.values[lo:hi]

@@ -183,3 +183,13 @@ def test_integer_valued_arrays_of_other_dtypes_still_convert():
     tr = EventTrace(["a", "b"], 1, 1, np.array([0, 1, 2.0]), np.array([3, 0], np.uint64), labels=[2.0])
     assert tr.indices.dtype == np.int32 and tr.indices.tolist() == [3, 0] and tr.offsets.dtype == np.int64
     assert tr.labels.tolist() == [2]
+
+
+def test_spikes_out_of_range_raise_instead_of_reading_another_row():
+    # 2 samples x 1 timestep x 1 population: t=1 of sample 0 used to return sample 1's spikes, t=-1 another row
+    tr = EventTrace(["a"], 2, 1, [0, 1, 3], [4, 5, 6])
+    assert tr.spikes(1, 0, "a").indices.tolist() == [5, 6]
+    for sample, t, match in ((0, 1, "t: 1 is outside 0..0"), (0, -1, "t: -1 is outside 0..0"),
+                             (2, 0, "sample: 2 is outside 0..1"), (-1, 0, "sample: -1 is outside 0..1")):
+        with pytest.raises(IndexError, match=match):
+            tr.spikes(sample, t, "a")
