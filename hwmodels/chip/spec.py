@@ -27,6 +27,28 @@ def _accepted_fields(model: type[BaseModel], loc: tuple) -> list[str]:
     return list(model.model_fields)
 
 
+class ReadOnlyDict(dict):
+    """A dict whose items cannot be changed in place: the tables of a frozen spec record (barrier_sync_s,
+    read_j_per_bit, write_j_per_bit), so `chip.barrier_sync_s[1] = -1.0` raises TypeError instead of bypassing
+    validation (a negative latency) or leaving a hwmodels.SimCache keyed on the chip stale. Copies (copy, deepcopy,
+    pickle, dict(table)) work; a changed chip is made with hwmodels.apply_overrides or load_preset(..., overrides)."""
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError("chip spec tables are read-only (the spec is frozen); make a changed chip with "
+                        "hwmodels.load_preset(name, overrides) or hwmodels.apply_overrides(chip, overrides)")
+
+    __setitem__ = __delitem__ = __ior__ = clear = pop = popitem = setdefault = update = _refuse
+
+    def __reduce__(self) -> tuple:
+        return type(self), (dict(self),)
+
+    def __copy__(self) -> "ReadOnlyDict":
+        return self
+
+    def __deepcopy__(self, memo: dict) -> "ReadOnlyDict":
+        return self
+
+
 class SpecError(ValueError):
     """A one-line validation error of a spec record: '<Model>.<field path>: <problem>'."""
 
@@ -118,7 +140,7 @@ class MemoryAccess(_Spec):
     Raises SpecError when an unfolded memory has no read table, or a folded one has one.
     """
 
-    read_j_per_bit: dict[int, float] = Field(default_factory=dict)
+    read_j_per_bit: dict[int, float] = Field(default_factory=dict, validate_default=True)
     write_j_per_bit: dict[int, float] | None = None
     capacity: Literal["physical", "used"] = "physical"
     folded: bool = True
@@ -132,7 +154,7 @@ class MemoryAccess(_Spec):
             return None
         if any(k < 0 for k in table) or any(not v >= 0.0 for v in table.values()):
             raise ValueError("must be a map {capacity bits >= 0: J per bit >= 0}")
-        return dict(sorted(table.items()))
+        return ReadOnlyDict(sorted(table.items()))
 
     @model_validator(mode="after")
     def _check_folded(self) -> "MemoryAccess":
@@ -356,7 +378,7 @@ class ChipSpec(_Spec):
     def _check_barrier(cls, table: dict[int, float]) -> dict[int, float]:
         if not table or any(k < 1 for k in table) or any(not v >= 0.0 for v in table.values()):
             raise ValueError("must be a non-empty map {tiles >= 1: seconds >= 0}")
-        return dict(sorted(table.items()))
+        return ReadOnlyDict(sorted(table.items()))
 
     @model_validator(mode="after")
     def _check_chip_links(self) -> "ChipSpec":

@@ -4,7 +4,7 @@ import pydantic
 import pytest
 import yaml
 
-from hwmodels import list_presets, load_preset, override_keys
+from hwmodels import apply_overrides, list_presets, load_preset, override_keys
 from hwmodels.chip.presets import PRESET_DIR, preset_leaves, strip_sources
 from hwmodels.chip.spec import ChipSpec
 
@@ -247,3 +247,23 @@ def test_a_boolean_is_refused_where_the_field_holds_no_boolean(key, value):
     with pytest.raises(ValueError, match=r"true/false is not a value of this field.*\(got (True|False)\)"):
         load_preset("loihi", {key: value})
     assert load_preset("loihi", {"core.synapse_memory.folded": True}).core.synapse_memory.folded is True
+
+
+def test_a_loaded_chip_s_tables_cannot_be_changed_in_place():
+    """chip.barrier_sync_s[k] = -1.0 used to be taken: a negative latency that no validation saw, and a SimCache
+    keyed on the chip object kept the old timing. The tables are read-only; copies and overrides still work."""
+    import copy
+    import pickle
+    chip = load_preset("generic-45nm")
+    tables = (chip.barrier_sync_s, chip.core.synapse_memory.read_j_per_bit, load_preset("loihi").core.state_memory
+              .read_j_per_bit)
+    for table in tables:
+        for change in (lambda t: t.__setitem__(1, -1.0), lambda t: t.update({1: -1.0}), lambda t: t.clear(),
+                       lambda t: t.pop(next(iter(t), 1)), lambda t: t.setdefault(7, 1.0)):
+            with pytest.raises(TypeError, match="chip spec tables are read-only"):
+                change(table)
+    assert chip.barrier_sync_s == {1: 0.0}
+    assert pickle.loads(pickle.dumps(chip)) == chip == copy.deepcopy(chip) == chip.model_copy(deep=True)
+    assert type(chip.model_dump()["barrier_sync_s"]) is dict  # plain dicts out (YAML, JSON)
+    changed = apply_overrides(chip, {"barrier_sync_s": {1: 2e-6, 4: 3e-6}})
+    assert changed.barrier_sync_s == {1: 2e-6, 4: 3e-6} and chip.barrier_sync_s == {1: 0.0}
