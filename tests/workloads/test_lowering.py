@@ -413,6 +413,29 @@ def test_bad_arguments_raise_value_error(kwargs, match):
         lower(_tiny(), torch.zeros(2, 2, 2), **kwargs)
 
 
+@pytest.mark.parametrize("kwargs, match", [
+    ({"weight_bits": 8.5}, r"weight_bits: 8.5 must be an integer in 1..32"),
+    ({"weight_bits": True}, r"weight_bits: True must be an integer in 1..32"),
+    ({"batch_size": 2.5}, r"batch_size: 2.5 must be an integer >= 1"),
+    ({"batch_size": "4"}, r"batch_size: '4' must be an integer >= 1")])
+def test_fractional_or_boolean_bits_and_batch_sizes_are_refused_not_truncated(kwargs, match):
+    # 8.5 bits used to become 8 and True 1 bit, silently (int(...))
+    with pytest.raises(ValueError, match=match):
+        lower(_tiny(), torch.zeros(2, 2, 2), **kwargs)
+
+
+@pytest.mark.parametrize("bad, match", [(float("nan"), "inputs: 1 value is NaN or infinite"),
+                                        (float("inf"), "inputs: 1 value is NaN or infinite")])
+def test_non_finite_inputs_are_refused_by_the_lowering(bad, match):
+    # they used to lower into a graded trace with NaN values that only simulate() refused
+    x = torch.zeros(2, 2, 2)
+    x[1, 0, 1] = bad
+    with pytest.raises(ValueError, match=match):
+        lower(_tiny(), x)
+    graph, trace = lower(_tiny(), torch.zeros(2, 2, 2), batch_size=np.int64(1), weight_bits=np.int32(4))
+    assert trace.n_samples == 2
+
+
 # ------------------------------------------------------------------------------ (6) persistence and batching
 
 

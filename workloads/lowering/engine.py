@@ -109,7 +109,8 @@ def lower(model: nn.Module, inputs: torch.Tensor, *, labels=None, weight_bits: i
     projection (the spikes of the last timestep are sent too; the model uses the spikes of t - 1 at t).
     Raises ValueError for an unsupported layer (naming its index and type) or spiking neuron (naming it and the
     supported ones), an unsupported layer order or geometry, inputs whose shape does not fit the model (naming
-    the first layer that needs a shape), weights that do not fit (weight_fit "error"), or bad arguments.
+    the first layer that needs a shape) or that hold NaN or inf, weights that do not fit (weight_fit "error"), or
+    bad arguments (weight_bits and batch_size: integers, not 8.5 or True).
     """
     inputs = _check_inputs(inputs, model)
     n_t, n_s = inputs.shape[:2]
@@ -200,21 +201,28 @@ def build_graph(model: nn.Module, input_pop: Population, settings: Settings, nam
 
 
 def _check_arguments(weight_bits: int, weight_fit: str, storage: str | None, batch_size: int) -> None:
-    """Raise ValueError naming the argument when it is out of range or not one of its accepted values."""
+    """Raise ValueError naming the argument when it is out of range or not one of its accepted values (weight_bits
+    and batch_size must be integers: 8.5 bits or a batch of 2.5 samples, and True/False, are refused rather than
+    truncated)."""
     if storage is not None and storage not in STORAGE_FORMATS:
         raise ValueError(f"storage: {storage!r} is not one of None, {', '.join(STORAGE_FORMATS)}")
-    if not 1 <= int(weight_bits) <= MAX_WEIGHT_BITS:
-        raise ValueError(f"weight_bits: {weight_bits} must be in 1..{MAX_WEIGHT_BITS}")
+    if not _is_int(weight_bits) or not 1 <= weight_bits <= MAX_WEIGHT_BITS:
+        raise ValueError(f"weight_bits: {weight_bits!r} must be an integer in 1..{MAX_WEIGHT_BITS}")
     if weight_fit not in FIT_POLICIES:
         raise ValueError(f"weight_fit: {weight_fit!r} is not one of {', '.join(FIT_POLICIES)}")
-    if int(batch_size) < 1:
-        raise ValueError(f"batch_size: {batch_size} must be >= 1")
+    if not _is_int(batch_size) or batch_size < 1:
+        raise ValueError(f"batch_size: {batch_size!r} must be an integer >= 1")
+
+
+def _is_int(value: object) -> bool:
+    """True for a Python or numpy integer (not a bool), False for anything else (floats included)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
 def _check_inputs(inputs, model: nn.Module) -> torch.Tensor:
-    """inputs as a float tensor. ValueError when they are empty or not (T, N, C, H, W), (T, N, C, L) or (T, N, F),
-    or when the first Conv1d/Conv2d of `model` needs the other rank; the message names the first layer that
-    needs an input shape and that shape."""
+    """inputs as a float tensor. ValueError when they are empty, hold NaN or inf, or are not (T, N, C, H, W),
+    (T, N, C, L) or (T, N, F), or when the first Conv1d/Conv2d of `model` needs the other rank; the message names
+    the first layer that needs an input shape and that shape."""
     x = torch.as_tensor(inputs)
     first = _first_shaped_layer(model)
     need = "" if first is None else f"; layer {first[0]} ({type(first[1]).__name__}) needs inputs {first[2]}"
@@ -225,7 +233,12 @@ def _check_inputs(inputs, model: nn.Module) -> torch.Tensor:
         rank = 4 if isinstance(first[1], nn.Conv1d) else 5
         if x.dim() != rank:
             raise ValueError(f"inputs: shape {tuple(x.shape)} does not fit the model{need}")
-    return x.float()
+    x = x.float()
+    bad = x.numel() - int(torch.isfinite(x).sum())
+    if bad:
+        raise ValueError(f"inputs: {bad} value{'s are' if bad > 1 else ' is'} NaN or infinite; an encoded input must "
+                         "be finite")
+    return x
 
 
 #: layer type -> the (T, N, ...) input it needs when it is the first shaped layer of a model
