@@ -96,6 +96,24 @@ def test_spikingjelly_model_exported_and_reimported_gives_the_same_spikes():
     assert r1.energy_j == r2.energy_j and r1.synops == r2.synops
 
 
+
+def test_a_plif_net_run_through_nir_gives_a_pair_that_simulates_as_the_original():
+    """nir_workload restores the PLIF kind and renames lif1 -> plif1 after lowering: its trace used to keep the
+    lowered names and the fingerprint of the lowered (LIF) graph, so simulate refused its own pair."""
+    model = _scaled(nn.Sequential(layer.Linear(6, 5, step_mode="m"), neuron.ParametricLIFNode(init_tau=2.0,
+                                                                                               step_mode="m"),
+                                  layer.Linear(5, 3, step_mode="m")), 3.0)
+    x = _spikes(2, (3, 2, 6))
+    graph, trace = lower(model, x)
+    graph2, trace2 = nir_workload(to_nir(graph), x)
+    assert list(graph2.populations) == list(trace2.populations) == ["input", "plif1", "output"]
+    assert trace2.graph_fingerprint == graph2.fingerprint() == graph.fingerprint()
+    assert set(trace2.activity) == set(trace.activity) and trace2.sizes == trace.sizes
+    np.testing.assert_array_equal(trace.indices, trace2.indices)
+    chip = load_preset("loihi")
+    r1, r2 = simulate(graph, trace, chip, model="analytic"), simulate(graph2, trace2, chip, model="analytic")
+    assert r1.energy_j == r2.energy_j and r1.synops == r2.synops
+
 # ------------------------------------------------------------------ NIR graphs from other libraries
 
 

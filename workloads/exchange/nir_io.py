@@ -120,7 +120,23 @@ def nir_workload(source: nir.NIRGraph | str | os.PathLike, inputs: torch.Tensor,
     res = from_nir(source, dt)
     graph, trace = lower(res.model, inputs, labels=labels, weight_bits=weight_bits, compression=res.compression,
                          batch_size=batch_size, name=_name(source), device=device)
-    return _restore(graph, res, graded_input=None), trace
+    restored = _restore(graph, res, graded_input=None)
+    return restored, _retagged(trace, graph, restored)
+
+
+def _retagged(trace: EventTrace, lowered: NetworkGraph, restored: NetworkGraph) -> EventTrace:
+    """`trace` (recorded on `lowered`) for `restored`, the same network after _restore: populations renamed as
+    _restore renamed them (lif<k> -> plif<k>/slif<k>, in graph order) and the restored graph's fingerprint, which
+    the neuron kind enters, so hwmodels.simulate takes the pair. The arrays are shared, not copied."""
+    renamed = dict(zip(lowered.populations, restored.populations))
+    fingerprint = restored.fingerprint() if trace.graph_fingerprint is not None else None
+    if all(a == b for a, b in renamed.items()) and fingerprint == trace.graph_fingerprint:
+        return trace
+    return EventTrace([renamed.get(p, p) for p in trace.populations], trace.n_samples, trace.n_timesteps,
+                      trace.offsets, trace.indices, trace.values, trace.labels,
+                      {renamed.get(p, p): a for p, a in trace.activity.items()}, trace.predictions,
+                      None if trace.sizes is None else {renamed.get(p, p): n for p, n in trace.sizes.items()},
+                      fingerprint)
 
 
 def graph_from_nir(source: nir.NIRGraph | str | os.PathLike, dt: float | None = None) -> NetworkGraph:
