@@ -114,6 +114,26 @@ def test_a_plif_net_run_through_nir_gives_a_pair_that_simulates_as_the_original(
     r1, r2 = simulate(graph, trace, chip, model="analytic"), simulate(graph2, trace2, chip, model="analytic")
     assert r1.energy_j == r2.energy_j and r1.synops == r2.synops
 
+
+@pytest.mark.parametrize("first, x", [
+    (lambda: layer.Conv1d(2, 4, 3, padding=1, step_mode="m"), _spikes(3, (3, 2, 2, 16))),
+    (lambda: layer.Conv2d(2, 4, (1, 3), padding=(0, 1), stride=(1, 2), step_mode="m"), _spikes(3, (3, 2, 2, 8, 8)))])
+def test_non_square_kernels_and_conv1d_nets_export_to_nir(tmp_path, first, x):
+    """nir 1.0.8 infers a Conv2d's output from the kernel height alone, so a (1, k) kernel (every Conv1d, held as
+    (C, 1, L)) was refused by to_nir with nir's "Type inference error" although the graph is fine."""
+    conv = first()
+    n_out = 4 * (16 if x.dim() == 4 else 8 * 4)
+    model = nn.Sequential(conv, neuron.IFNode(step_mode="m"), layer.Flatten(step_mode="m"),
+                          layer.Linear(n_out, 3, step_mode="m"))
+    graph, trace = lower(model, x)
+    assert to_nir(graph).nodes["conv1"].output_type["output"].tolist() == list(graph.populations["if1"].shape)
+    save_nir(graph, tmp_path / "c.nir")
+    back = graph_from_nir(tmp_path / "c.nir")
+    _assert_same_graph(graph, back)
+    graph2, trace2 = nir_workload(tmp_path / "c.nir", x if x.dim() == 5 else x[:, :, :, None, :])
+    np.testing.assert_array_equal(trace.indices, trace2.indices)
+    assert graph2.fingerprint() == graph.fingerprint()
+
 # ------------------------------------------------------------------ NIR graphs from other libraries
 
 

@@ -33,7 +33,7 @@ from typing import Callable
 import nir
 import numpy as np
 
-from hwmodels.trace import NetworkGraph, Population, Projection
+from hwmodels.trace import NetworkGraph, Population, Projection, conv_output_shape
 from workloads.exchange.recurrent import has_cycle
 from workloads.lowering.naming import fresh_name
 
@@ -123,6 +123,8 @@ def _conv(proj: Projection, src_shape: tuple[int, ...]) -> nir.NIRNode:
     node = nir.Conv2d(input_shape=tuple(src_shape[1:]), weight=proj.weight.copy(), stride=proj.stride,
                       padding=proj.padding, dilation=proj.dilation, groups=proj.groups, bias=bias, metadata=meta)
     node.input_type = {"input": np.array(src_shape)}  # nir 1.0.8 takes C_in = weight.shape[1], ignoring groups
+    # and the kernel height for both kernel sides: a (1, k) kernel (a Conv1d held as (C, 1, L)) failed the type check
+    node.output_type = {"output": np.array(conv_output_shape(proj, tuple(src_shape)))}
     return node
 
 
