@@ -164,7 +164,7 @@ class Projection:
     weight_bits: bits per stored weight (1..32). storage: one of STORAGE_FORMATS; decides memory and which
     synaptic events the chip pays (see hwmodels.mapping.connectivity).
     bias: optional per-target-neuron constant input (shape (n_target,)), e.g. a folded BatchNorm shift.
-    Weights and bias must be finite (ValueError naming the projection otherwise).
+    Weights and bias must be real and finite (ValueError naming the projection otherwise).
     gate, gate_index: a gated ("dynamic") projection, whose weights change every timestep because they are
         themselves spikes, e.g. spiking self-attention Q K^T V (Zhou et al., Spikformer, ICLR 2023). gate names a
         population and gate_index (int, shape of `weight`) a neuron of it for every weight entry; at timestep t of
@@ -199,6 +199,9 @@ class Projection:
             raise ValueError(f"projection.storage: 'conv' needs kind 'conv', got kind {self.kind!r}")
         object.__setattr__(self, "storage", storage)
         want_ndim = 4 if self.kind == "conv" else 2
+        for name in ("weight", "bias"):
+            if np.iscomplexobj(getattr(self, name)):  # a cast to float32 would drop the imaginary part silently
+                raise ValueError(f"projection.{name}: {quote(self.name)} is complex; weights and biases are real")
         w = np.asarray(self.weight, dtype=np.float32)
         if w.ndim != want_ndim:
             raise ValueError(f"projection.weight: {self.kind} needs {want_ndim} dims, got shape {w.shape}")

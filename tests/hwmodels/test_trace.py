@@ -149,6 +149,8 @@ def test_activity_counts_per_core_equal_the_unpacked_bits():
     (lambda: Projection("p", "a", "b", "dense", np.array([[1.0, np.nan]])), "projection.weight: 'p' has 1 non-finite"),
     (lambda: Projection("p", "a", "b", "dense", np.full((2, 2), np.inf)), "projection.weight: 'p' has 4 non-finite"),
     (lambda: Projection("p", "a", "b", "dense", np.ones((1, 2)), bias=np.array([-np.inf])), "projection.bias: 'p'"),
+    (lambda: Projection("p", "a", "b", "dense", np.array([[1.0, 2j]])), "projection.weight: 'p' is complex"),
+    (lambda: Projection("p", "a", "b", "dense", np.ones((1, 2)), bias=[1 + 1j]), "projection.bias: 'p' is complex"),
     (lambda: NeuronModel("IF", threshold=float("nan")), "neuron.threshold: nan must be a number or \\+inf"),
     (lambda: NeuronModel("IF", threshold=-float("inf")), "neuron.threshold: -inf"),
     (lambda: NeuronModel("LIF", tau=float("nan")), "neuron.tau: nan must be a finite number >= 1"),
