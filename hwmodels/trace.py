@@ -51,6 +51,11 @@ def _is_real(x: object) -> bool:
     return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, (bool, np.bool_))
 
 
+def _is_int(x: object) -> bool:
+    """True for an int (numpy integers included), False for bool, float (even 3.0), str and the rest."""
+    return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
+
+
 def _check_finite(field_name: str, owner: str, a: np.ndarray) -> None:
     """Raise ValueError naming `field_name` of `owner` when the float array `a` holds NaN or inf."""
     bad = a.size - int(np.count_nonzero(np.isfinite(a)))
@@ -121,6 +126,8 @@ class Population:
         neuron holds two such variables, NeuronModel.state_variables, hwmodels.mapping.storage.state_bits_per_neuron).
     graded: True when spikes carry a real value (direct-encoded input, graded/ternary spikes); the trace then
         stores a value per event.
+    Raises ValueError for an empty or non-string name, a shape that is not a non-empty tuple of positive ints
+    (2.5 or "3" refused, not truncated or parsed) or a state_bits that is not an int in 1..64.
     """
 
     name: str
@@ -130,16 +137,18 @@ class Population:
     graded: bool = False
 
     def __post_init__(self) -> None:
-        if not self.name:
-            raise ValueError("population.name: must be a non-empty string")
-        if len(self.shape) == 0 or any(int(s) <= 0 for s in self.shape):
-            raise ValueError(f"population.shape: {self.shape} must be a non-empty tuple of positive ints")
-        object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"population.name: {quote(self.name)} must be a non-empty string")
+        shape = tuple(self.shape) if isinstance(self.shape, (tuple, list)) else ()
+        if not shape or not all(_is_int(s) and s > 0 for s in shape):
+            raise ValueError(f"population.shape: {quote(self.shape)} of {quote(self.name)} must be a non-empty tuple "
+                             "of positive ints")
+        object.__setattr__(self, "shape", tuple(int(s) for s in shape))
         if math.prod(self.shape) > MAX_NEURONS:
             raise ValueError(f"population.shape: {self.shape} holds {math.prod(self.shape)} neurons; at most "
                              f"{MAX_NEURONS} (2**31 - 1: traces number neurons in int32)")
-        if not 1 <= self.state_bits <= 64:
-            raise ValueError(f"population.state_bits: {self.state_bits} must be in 1..64")
+        if not _is_int(self.state_bits) or not 1 <= self.state_bits <= 64:
+            raise ValueError(f"population.state_bits: {quote(self.state_bits)} must be an integer in 1..64")
 
     @property
     def size(self) -> int:
@@ -164,7 +173,8 @@ class Projection:
     weight_bits: bits per stored weight (1..32). storage: one of STORAGE_FORMATS; decides memory and which
     synaptic events the chip pays (see hwmodels.mapping.connectivity).
     bias: optional per-target-neuron constant input (shape (n_target,)), e.g. a folded BatchNorm shift.
-    Weights and bias must be real and finite (ValueError naming the projection otherwise).
+    Weights and bias must be real and finite; stride, padding and dilation are two ints (one int: both sides),
+    groups an int >= 1, weight_bits an int in 1..32 (bools and fractions refused; ValueError naming the field).
     gate, gate_index: a gated ("dynamic") projection, whose weights change every timestep because they are
         themselves spikes, e.g. spiking self-attention Q K^T V (Zhou et al., Spikformer, ICLR 2023). gate names a
         population and gate_index (int, shape of `weight`) a neuron of it for every weight entry; at timestep t of
@@ -210,13 +220,18 @@ class Projection:
         if self.bias is not None:
             _check_finite("projection.bias", self.name, np.asarray(self.bias, dtype=np.float64))
         for name, low in (("stride", 1), ("padding", 0), ("dilation", 1)):
-            values = tuple(getattr(self, name))
-            if not all(_is_real(v) and np.isfinite(float(v)) and float(v) == int(v) and int(v) >= low for v in values):
-                raise ValueError(f"projection.{name}: {quote(list(values))} of {quote(self.name)} must be integers "
-                                 f">= {low}")
+            given = getattr(self, name)
+            values = tuple(given) if isinstance(given, (tuple, list, np.ndarray)) else (given, given)  # 2: (2, 2)
+            if len(values) != 2 or not all(_is_real(v) and np.isfinite(float(v)) and float(v) == int(v)
+                                           and int(v) >= low for v in values):
+                raise ValueError(f"projection.{name}: {quote(given)} of {quote(self.name)} must be an integer or "
+                                 f"two (height, width), >= {low}")
             object.__setattr__(self, name, tuple(int(v) for v in values))
-        if not 1 <= self.weight_bits <= MAX_WEIGHT_BITS:
-            raise ValueError(f"projection.weight_bits: {self.weight_bits} must be in 1..{MAX_WEIGHT_BITS}")
+        if not _is_int(self.groups) or self.groups < 1:
+            raise ValueError(f"projection.groups: {quote(self.groups)} of {quote(self.name)} must be an integer >= 1")
+        if not _is_int(self.weight_bits) or not 1 <= self.weight_bits <= MAX_WEIGHT_BITS:
+            raise ValueError(f"projection.weight_bits: {quote(self.weight_bits)} must be an integer in "
+                             f"1..{MAX_WEIGHT_BITS}")
         if self.gate is not None or self.gate_index is not None:
             self._check_gate()
 

@@ -195,3 +195,31 @@ def test_spikes_out_of_range_raise_instead_of_reading_another_row():
                              (2, 0, "sample: 2 is outside 0..1"), (-1, 0, "sample: -1 is outside 0..1")):
         with pytest.raises(IndexError, match=match):
             tr.spikes(sample, t, "a")
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: Population("x", (2.5,)), r"population.shape: \(2.5,\) of 'x' must be a non-empty tuple of positive"),
+    (lambda: Population("x", ("3",)), r"population.shape: \('3',\)"),
+    (lambda: Population("x", 3), r"population.shape: 3 of 'x'"),
+    (lambda: Population("x", (3,), state_bits=16.5), r"population.state_bits: 16.5 must be an integer in 1..64"),
+    (lambda: Population("x", (3,), state_bits=True), r"population.state_bits: True"),
+    (lambda: Population(5, (3,)), r"population.name: 5 must be a non-empty string"),
+    (lambda: Projection("p", "a", "b", "dense", np.ones((2, 3)), weight_bits=8.5), r"weight_bits: 8.5 must be an int"),
+    (lambda: Projection("p", "a", "b", "conv", np.ones((2, 1, 1, 1)), groups=True), r"projection.groups: True"),
+    (lambda: Projection("p", "a", "b", "conv", np.ones((2, 1, 1, 1)), groups=0), r"projection.groups: 0 of 'p'"),
+    (lambda: Projection("p", "a", "b", "conv", np.ones((2, 1, 1, 1)), stride=(1, 1, 1)), r"projection.stride"),
+    (lambda: Projection("p", "a", "b", "conv", np.ones((2, 1, 1, 1)), padding=(1,)), r"projection.padding: \(1,\)"),
+])
+def test_integer_fields_are_never_truncated_or_taken_as_bools(make, match):
+    # (2.5,) used to become a 2-neuron population, 8.5 bits stayed 8.5, groups=True became 1, padding (1,) failed
+    # with an IndexError once the graph was built
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+def test_integer_fields_accept_numpy_ints_and_a_single_int_geometry():
+    pop = Population("x", (np.int64(2), 3), state_bits=np.int32(8))
+    assert pop.shape == (2, 3) and pop.size == 6 and pop.state_bits == 8
+    proj = Projection("p", "a", "b", "conv", np.ones((2, 1, 3, 3)), stride=2, padding=np.array([1, 0]),
+                      groups=np.int64(1))
+    assert proj.stride == (2, 2) and proj.padding == (1, 0) and proj.dilation == (1, 1)
