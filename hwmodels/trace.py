@@ -632,17 +632,28 @@ class EventTrace:
         activity: optional {population: bool array (n_samples, n_timesteps + 1, *population_shape)} of updated
             neurons (row n_timesteps: non-zero potential after the last timestep; see hwmodels.activity).
         graph_fingerprint: NetworkGraph.fingerprint() of the graph the spikes come from, or None.
-        Raises ValueError when sample or timestep counts differ between populations.
+        Raises ValueError when `spikes` is empty, an array has fewer than 3 dims, sample or timestep counts differ
+        between populations, `graded` names a population `spikes` lacks, or an activity array is not shaped
+        (n_samples, n_timesteps + 1, *population_shape).
         """
         names = list(spikes)
-        first = np.asarray(spikes[names[0]])
-        n_s, n_t = first.shape[:2]
+        if not names:
+            raise ValueError("spikes: needs at least one population {name: (n_samples, n_timesteps, *shape) array}")
+        unknown = [name for name in graded if name not in spikes]
+        if unknown:
+            raise ValueError(f"graded: {quote(unknown[0])} is not one of {', '.join(names)}")
+        n_s, n_t = np.shape(spikes[names[0]])[:2] if np.ndim(spikes[names[0]]) >= 2 else (None, None)
         flat = {}
         for name in names:
             a = np.asarray(spikes[name])
-            if a.shape[:2] != (n_s, n_t):
-                raise ValueError(f"spikes[{name!r}]: leading shape {a.shape[:2]} != ({n_s}, {n_t})")
+            if a.ndim < 3 or a.shape[:2] != (n_s, n_t):
+                same = f", leading ({n_s}, {n_t}) as {names[0]!r}" if name != names[0] else ""
+                raise ValueError(f"spikes[{name!r}]: shape {a.shape} should be (n_samples, n_timesteps, *shape){same}")
             flat[name] = a.reshape(n_s, n_t, -1)
+        for name, a in (activity or {}).items():
+            if name in flat and np.shape(a) != (n_s, n_t + 1) + np.shape(spikes[name])[2:]:
+                raise ValueError(f"activity[{name!r}]: shape {np.shape(a)} should be "
+                                 f"{(n_s, n_t + 1) + np.shape(spikes[name])[2:]} (n_samples, n_timesteps + 1, *shape)")
         counts, idx_parts, val_parts = [], [], []
         any_graded = any(name in graded for name in names)
         for s in range(n_s):

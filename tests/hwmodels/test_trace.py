@@ -223,3 +223,17 @@ def test_integer_fields_accept_numpy_ints_and_a_single_int_geometry():
     proj = Projection("p", "a", "b", "conv", np.ones((2, 1, 3, 3)), stride=2, padding=np.array([1, 0]),
                       groups=np.int64(1))
     assert proj.stride == (2, 2) and proj.padding == (1, 0) and proj.dilation == (1, 1)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"spikes": {}}, r"spikes: needs at least one population"),
+    ({"spikes": {"a": np.ones(3)}}, r"spikes\['a'\]: shape \(3,\) should be \(n_samples, n_timesteps, \*shape\)"),
+    ({"spikes": {"a": np.ones((1, 2, 3)), "b": np.ones((1, 3, 3))}}, r"spikes\['b'\]: shape \(1, 3, 3\).*\(1, 2\)"),
+    ({"spikes": {"a": np.ones((1, 2, 3))}, "graded": ("b",)}, r"graded: 'b' is not one of a"),
+    ({"spikes": {"a": np.ones((1, 2, 3))}, "activity": {"a": np.ones((1, 2, 3))}},
+     r"activity\['a'\]: shape \(1, 2, 3\) should be \(1, 3, 3\)")])
+def test_from_dense_names_what_does_not_fit(kwargs, match):
+    # these used to fail inside with IndexError / "not enough values to unpack" / "cannot reshape", or (graded)
+    # to ignore the unknown name
+    with pytest.raises(ValueError, match=match):
+        EventTrace.from_dense(**kwargs)
