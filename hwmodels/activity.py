@@ -69,7 +69,7 @@ def _chunk_counts(packed: np.ndarray, starts: np.ndarray, size: int) -> np.ndarr
     byte = starts >> 3
     if len(byte) > 1 and np.any(np.diff(byte) == 0):
         return None
-    return chunk_bits(np.ascontiguousarray(packed), np.asarray(starts, np.int64))
+    return chunk_bits(np.ascontiguousarray(packed), np.asarray(starts, np.int64), int(size))
 
 
 def window_counts(packed: np.ndarray, size: int, core_of_neuron: np.ndarray, n_cores: int,

@@ -414,15 +414,18 @@ def _block_of(col: int, n: int) -> tuple[int, int]:
 
 
 @njit(cache=True, nogil=True)
-def chunk_bits(packed: np.ndarray, starts: np.ndarray) -> np.ndarray:
+def chunk_bits(packed: np.ndarray, starts: np.ndarray, size: int) -> np.ndarray:
     """Set bits of every row of `packed` (uint8 (rows, bytes), little bit order: neuron i is bit i & 7 of byte
-    i >> 3) in each chunk of neurons [starts[k], starts[k + 1]), the last chunk to the end of the row (its
-    padding bits included), int64 (rows, len(starts)). starts: int64 increasing, starts[0] = 0. Releases the GIL
-    (populations' activity is counted on threads at once)."""
+    i >> 3) in each chunk of neurons [starts[k], starts[k + 1]), the last chunk to neuron size - 1: the padding
+    bits after it and any bytes past ceil(size / 8) are not counted (a hand-packed row of 0xFF bytes is `size`
+    neurons, not a multiple of 8), int64 (rows, len(starts)). starts: int64 increasing, starts[0] = 0, all below
+    size. Releases the GIL (populations' activity is counted on threads at once)."""
     pop = np.zeros(256, np.int64)
     for v in range(1, 256):
         pop[ux(v)] = pop[ux(v >> 1)] + (v & 1)
-    rows, n_bytes, n_chunks = packed.shape[0], packed.shape[1], len(starts)
+    rows, n_chunks = packed.shape[0], len(starts)
+    n_bytes = min(packed.shape[1], (size + 7) >> 3)
+    tail = (1 << (size & 7)) - 1 if size & 7 else 255  # valid bits of the last byte
     out = np.zeros((rows, n_chunks), np.int64)
     for r in range(rows):
         total, pos, prev = 0, 0, 0
@@ -438,7 +441,7 @@ def chunk_bits(packed: np.ndarray, starts: np.ndarray) -> np.ndarray:
                 out[r, k - 1] = before - prev
             prev = before
         while pos < n_bytes:
-            total += pop[packed[r, pos]]
+            total += pop[packed[r, pos] & tail] if pos == n_bytes - 1 else pop[packed[r, pos]]
             pos += 1
         if n_chunks:
             out[r, n_chunks - 1] = total - prev

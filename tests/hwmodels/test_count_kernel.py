@@ -264,9 +264,20 @@ def test_chunk_bits_equal_unpacked_sums(size):
     bits = rng.random((5, size)) < 0.5
     packed = activity.pack(bits)
     starts = np.unique(np.r_[0, rng.integers(0, size, 3)]).astype(np.int64)
-    got = chunk_bits(packed, starts)
+    got = chunk_bits(packed, starts, size)
     want = np.add.reduceat(bits.astype(np.int64), starts, axis=1)
     assert np.array_equal(got, want) and got.dtype == np.int64
+
+
+@pytest.mark.parametrize("size", [3, 13, 16])
+def test_chunk_bits_ignore_the_padding_bits_of_the_last_byte(size):
+    """A row packed by hand as 0xFF bytes holds `size` active neurons, not 8 per byte (the padding bits were
+    counted: 8 for a population of 3)."""
+    packed = np.full((2, (size + 7) // 8 + 1), 0xFF, np.uint8)  # one byte more than the rows need, also ignored
+    for starts in (np.array([0]), np.array([0, 2])):
+        got = chunk_bits(packed, starts, size)
+        assert got.sum(axis=1).tolist() == [size, size] and got[:, 0].tolist() == [starts[1] if len(starts) > 1
+                                                                                    else size] * 2
 
 
 def test_bitmap_rows_of_zero_weights_send_and_read_nothing():

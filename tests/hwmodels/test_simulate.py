@@ -218,6 +218,23 @@ def test_arguments_of_the_wrong_type_raise_type_errors_naming_them(nets):
         simulate(g, tr, chip, cache={})
     assert simulate(g, tr, chip, batch_samples=np.int64(1)).synops == 2  # a numpy integer is an integer
 
+
+@pytest.mark.parametrize("model", ["des", "analytic"])
+def test_activity_padding_bits_are_not_charged_as_neuron_updates(nets, model):
+    """An activity row packed by hand (0xFF: every neuron of a 3-neuron population updated) used to charge 8
+    updates per row, the 5 padding bits of the byte included; it costs what np.packbits of all-True costs."""
+    from hwmodels.activity import pack
+    chip = load_preset("loihi", {"core.neuron_update_rule": "active"})
+    g = NetworkGraph([Population("in", (3,), nets.INPUT), Population("out", (3,))],
+                     [Projection("fc", "in", "out", "dense", np.ones((3, 3)))])
+    spikes = EventTrace.from_dense({"in": np.ones((1, 2, 3)), "out": np.zeros((1, 2, 3))})
+
+    def with_activity(packed):
+        return EventTrace(spikes.populations, 1, 2, spikes.offsets, spikes.indices, activity={"out": packed})
+    by_hand = simulate(g, with_activity(np.full((1, 3, 1), 0xFF, np.uint8)), chip, model=model)
+    packed = simulate(g, with_activity(pack(np.ones((1, 3, 3), bool))), chip, model=model)
+    assert by_hand.energy_breakdown_j == packed.energy_breakdown_j and by_hand.latency_s == packed.latency_s
+
 def test_hwmodels_imports_no_forbidden_package():
     code = ("import sys, hwmodels; bad = {'torch', 'spikingjelly', 'brian2', 'workloads', 'codesign', "
             "'torchvision'} & {m.split('.')[0] for m in sys.modules}; print(sorted(bad))")
