@@ -46,6 +46,17 @@ def _exists(name: str) -> bool:
         return False
 
 
+def preset_name(name: object) -> str:
+    """The preset argument `name` as a str: a str as given, an os.PathLike (a pathlib.Path to a chip file) as its
+    path. Raises TypeError naming the argument for anything else (None, a number, a ChipSpec)."""
+    if isinstance(name, os.PathLike):
+        name = os.fspath(name)
+    if not isinstance(name, str):
+        raise TypeError(f"preset: got {type(name).__name__} {quote(name)}, expected a preset name "
+                        f"({', '.join(list_presets())}), a chip file path (str or pathlib.Path) or sanafe:PATH")
+    return name
+
+
 def preset_kind(name: str) -> PresetKind:
     """What the preset argument `name` names: "shipped" (one of `list_presets()`, which always wins), "sanafe"
     (`sanafe:PATH`), "file" (a user chip file: ends .yaml or .yml, contains a path separator, or exists) or
@@ -96,6 +107,7 @@ def read_preset(name: str) -> dict:
     Raises ValueError listing the shipped presets when `name` is neither a shipped preset nor a file, and a
     one-line ValueError naming the file when a chip file cannot be read (hwmodels.chip.chipfile.read_chip_file).
     """
+    name = preset_name(name)
     kind = preset_kind(name)
     if kind == "unknown":
         raise _unknown(name)
@@ -112,7 +124,8 @@ def read_preset(name: str) -> dict:
 def chip_file_digest(name: str) -> str | None:
     """sha256 (hex) of the bytes of the chip file `name` (or of PATH in `sanafe:PATH`); None for a shipped preset,
     whose content is versioned with the code. What a cache or result keyed on the preset must hold, so that an
-    edited file is never taken for the old one. Raises ValueError as `read_preset` does."""
+    edited file is never taken for the old one. Raises ValueError and TypeError as `read_preset` does."""
+    name = preset_name(name)
     kind = preset_kind(name)
     if kind == "shipped":
         return None
@@ -234,9 +247,15 @@ def override_keys(model: type[BaseModel] = ChipSpec, prefix: str = "") -> list[s
 def apply_overrides(chip: ChipSpec, overrides: dict[str, Any] | None) -> ChipSpec:
     """A new ChipSpec with dotted-key overrides applied and validated, e.g. {"core.synapse_memory_bits": 65536}.
 
-    Raises ValueError naming the key and listing the accepted keys for an unknown key, and a one-line
-    ValueError naming the field and its bounds for a bad value.
+    Raises ValueError naming the key and listing the accepted keys for an unknown key, a one-line ValueError
+    naming the field and its bounds for a bad value, and TypeError when chip is not a ChipSpec or overrides is
+    not a dict (or None).
     """
+    if not isinstance(chip, ChipSpec):
+        raise TypeError(f"chip: got {type(chip).__name__}, expected a hwmodels.ChipSpec (hwmodels.load_preset)")
+    if not isinstance(overrides, (dict, type(None))):
+        raise TypeError(f"overrides: got {type(overrides).__name__} {quote(overrides)}, expected a dict "
+                        "{dotted key: value}, e.g. {'core.neurons_per_core': 512}")
     accepted = override_keys()
     data = chip.model_dump()
     for key, value in (overrides or {}).items():
@@ -276,12 +295,15 @@ def load_preset(name: str, overrides: dict[str, Any] | None = None) -> ChipSpec:
         (`unsourced_keys` lists those without); or `sanafe:PATH` (hwmodels.chip.sanafe.from_sanafe).
     Raises ValueError for an unknown preset (listing the presets), a chip file that cannot be read (naming the
     file), a number without a resolvable source in a shipped preset, a bad leaf or field (naming the file and the
-    YAML key), an unknown override key (listing the accepted keys) or a value outside its field's bounds.
+    YAML key), an unknown override key (listing the accepted keys) or a value outside its field's bounds, and
+    TypeError when name is not a str or os.PathLike (a pathlib.Path to a chip file is taken as its path) or
+    overrides is not a dict.
     """
+    name = preset_name(name)
     kind = preset_kind(name)
     if kind == "sanafe":
         chip = _from_sanafe(name)
     else:  # messages about a file name it; a shipped preset must source every number
         where = f"{chip_file_label(name)}:" if kind == "file" else "preset"
         chip = chip_from_tree(read_preset(name), where, strict=kind == "shipped")
-    return apply_overrides(chip, overrides) if overrides else chip
+    return apply_overrides(chip, overrides) if overrides is not None else chip

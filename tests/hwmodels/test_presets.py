@@ -267,3 +267,24 @@ def test_a_loaded_chip_s_tables_cannot_be_changed_in_place():
     assert type(chip.model_dump()["barrier_sync_s"]) is dict  # plain dicts out (YAML, JSON)
     changed = apply_overrides(chip, {"barrier_sync_s": {1: 2e-6, 4: 3e-6}})
     assert changed.barrier_sync_s == {1: 2e-6, 4: 3e-6} and chip.barrier_sync_s == {1: 0.0}
+
+
+def test_a_chip_file_given_as_a_path_object_loads_and_bad_argument_types_are_named(tmp_path):
+    """load_preset(pathlib.Path(...)) and overrides given as a list or a "key=value" string used to fail with
+    AttributeError ('PosixPath' / 'list' object has no attribute ...)."""
+    import pathlib
+    from hwmodels.chip.presets import chip_file_digest
+    path = tmp_path / "mychip.yaml"
+    path.write_text(yaml.safe_dump(load_preset("loihi", {"core.neurons_per_core": 256}).model_dump(mode="json")))
+    chip = load_preset(path, {"mesh_width": 2})
+    assert chip.core.neurons_per_core == 256 and chip.mesh_width == 2 and chip.name == "loihi"
+    assert chip_file_digest(path) == chip_file_digest(str(path)) is not None
+    assert load_preset(pathlib.Path("loihi")) == load_preset("loihi")
+    for bad in (None, 123):
+        with pytest.raises(TypeError, match=f"preset: got {type(bad).__name__} {bad}, expected a preset name"):
+            load_preset(bad)
+    for bad in ([("core.neurons_per_core", 4)], "core.neurons_per_core=4"):
+        with pytest.raises(TypeError, match="overrides: got .*expected a dict"):
+            load_preset("loihi", bad)
+    with pytest.raises(TypeError, match="chip: got str, expected a hwmodels.ChipSpec"):
+        apply_overrides("loihi", {"mesh_width": 2})
