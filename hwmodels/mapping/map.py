@@ -216,8 +216,14 @@ def map_network(graph: NetworkGraph, chip: ChipSpec, placement: str = "in_order"
     at tile (0, 0) of chip 0 (core_type PORT_TYPE), and comm_aware places the chip cores on the traffic between
     them. Raises ValueError for an unknown placement (listing them), a traffic
     matrix of the wrong shape or a traffic trace that does not belong to the graph (hwmodels.trace_check, when
-    the placement uses it), and MappingError when the network does not fit.
+    the placement uses it), MappingError when the network does not fit, and TypeError when graph or chip is not
+    of its type (a preset name for chip).
     """
+    if not isinstance(graph, NetworkGraph):
+        raise TypeError(f"graph: got {type(graph).__name__}, expected a hwmodels.NetworkGraph")
+    if not isinstance(chip, ChipSpec):
+        raise TypeError(f"chip: got {type(chip).__name__} {quote(chip)[:40]}, expected a hwmodels.ChipSpec, e.g. "
+                        "hwmodels.load_preset('loihi')")
     if placement not in PLACEMENTS:
         raise ValueError(f"placement: {quote(placement)} is not one of {', '.join(PLACEMENTS)}")
     if isinstance(traffic, EventTrace) and placement in USES_TRAFFIC:

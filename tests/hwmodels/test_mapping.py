@@ -172,3 +172,14 @@ def test_new_limits_round_trip_and_appear_in_the_table(nets, tmp_path):
     t = m.table()
     assert t["axons"].tolist() == [0, 8, 8, 8, 4] and t["chip"].tolist() == [0] * 5
     assert t["state_bits"].tolist() == [0, 80, 80, 80, 16]  # 16-bit states, reported (loihi does not limit them)
+
+
+def test_a_preset_name_or_a_wrong_object_is_named_not_an_attribute_error(nets):
+    # map_network(graph, "loihi") used to fail deep in the partition with "'str' object has no attribute ..."
+    g = NetworkGraph([Population("in", (3,), nets.INPUT), Population("out", (2,))],
+                     [Projection("fc", "in", "out", "dense", np.ones((2, 3)))])
+    with pytest.raises(TypeError, match=r"chip: got str 'loihi', expected a hwmodels.ChipSpec"):
+        map_network(g, "loihi")
+    with pytest.raises(TypeError, match=r"graph: got NoneType, expected a hwmodels.NetworkGraph"):
+        map_network(None, load_preset("loihi"))
+    assert map_network(g, load_preset("loihi")).cores_used == 2
