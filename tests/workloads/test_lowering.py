@@ -424,6 +424,14 @@ def test_fractional_or_boolean_bits_and_batch_sizes_are_refused_not_truncated(kw
         lower(_tiny(), torch.zeros(2, 2, 2), **kwargs)
 
 
+@pytest.mark.parametrize("labels", [[0.5, 1.0], ["a", "b"]])
+def test_labels_that_are_not_class_indices_are_refused(labels):
+    # [0.5, 1.0] used to be stored as classes [0, 1]
+    with pytest.raises(ValueError, match="labels: .* values must be integer class indices"):
+        lower(_tiny(), torch.zeros(2, 2, 2), labels=labels)
+    assert lower(_tiny(), torch.zeros(2, 2, 2), labels=[0.0, 3.0])[1].labels.tolist() == [0, 3]
+
+
 @pytest.mark.parametrize("bad, match", [(float("nan"), "inputs: 1 value is NaN or infinite"),
                                         (float("inf"), "inputs: 1 value is NaN or infinite")])
 def test_non_finite_inputs_are_refused_by_the_lowering(bad, match):

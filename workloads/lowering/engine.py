@@ -262,10 +262,12 @@ def _first_shaped_layer(model: nn.Module) -> tuple[str, nn.Module, str] | None:
 def _check_labels(labels, n_samples: int) -> np.ndarray | None:
     if labels is None:
         return None
-    arr = np.asarray(labels.cpu() if torch.is_tensor(labels) else labels).astype(np.int64)
+    arr = np.asarray(labels.cpu() if torch.is_tensor(labels) else labels)
     if arr.shape != (n_samples,):
         raise ValueError(f"labels: shape {arr.shape} should be ({n_samples},)")
-    return arr
+    if arr.size and (arr.dtype.kind not in "iuf" or (arr.dtype.kind == "f" and not np.all(arr == np.round(arr)))):
+        raise ValueError(f"labels: {arr.dtype} values must be integer class indices (got e.g. {arr[0]!r})")
+    return arr.astype(np.int64)
 
 
 def _per_layer(compression) -> dict[str, dict]:
