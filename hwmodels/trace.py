@@ -674,12 +674,20 @@ class EventTrace:
                    sizes={n: flat[n].shape[2] for n in names}, graph_fingerprint=graph_fingerprint)
 
     def to_dense(self, population: str, shape: tuple[int, ...]) -> np.ndarray:
-        """Dense float32 array (n_samples, n_timesteps, *shape) of one population's spike values."""
+        """Dense float32 array (n_samples, n_timesteps, *shape) of one population's spike values. Raises KeyError
+        for an unknown population and ValueError when `shape` does not hold the population: another neuron count
+        than its recorded size (trace.sizes), or fewer neurons than a spike index needs."""
         size = int(np.prod(shape))
+        known = (self.sizes or {}).get(population)
+        if known is not None and known != size:
+            raise ValueError(f"shape: {tuple(shape)} holds {size} neurons; population {population!r} has {known}")
         out = np.zeros((self.n_samples, self.n_timesteps, size), np.float32)
         for s in range(self.n_samples):
             for t in range(self.n_timesteps):
                 st = self.spikes(s, t, population)
+                if len(st.indices) and not 0 <= int(st.indices.min()) <= int(st.indices.max()) < size:
+                    raise ValueError(f"shape: {tuple(shape)} holds {size} neurons; population {population!r} has a "
+                                     f"spike index outside 0..{size - 1} (sample {s}, timestep {t})")
                 out[s, t, st.indices] = st.values
         return out.reshape((self.n_samples, self.n_timesteps) + tuple(shape))
 

@@ -237,3 +237,15 @@ def test_from_dense_names_what_does_not_fit(kwargs, match):
     # to ignore the unknown name
     with pytest.raises(ValueError, match=match):
         EventTrace.from_dense(**kwargs)
+
+
+def test_to_dense_refuses_a_shape_that_does_not_hold_the_population():
+    # a smaller shape used to fail with numpy's IndexError, a larger one to pad silently
+    tr = EventTrace.from_dense({"a": np.eye(3, dtype=np.float32)[None, :, :]})  # sizes {"a": 3}
+    assert tr.to_dense("a", (3,)).tolist() == np.eye(3)[None].tolist()
+    for shape in ((2,), (4,), (2, 2)):
+        with pytest.raises(ValueError, match=r"shape: .* holds \d+ neurons; population 'a' has 3"):
+            tr.to_dense("a", shape)
+    no_sizes = EventTrace(["a"], 1, 1, [0, 1], [2])
+    with pytest.raises(ValueError, match=r"shape: \(2,\) holds 2 neurons; population 'a' has a spike index outside"):
+        no_sizes.to_dense("a", (2,))
