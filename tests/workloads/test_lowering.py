@@ -424,6 +424,13 @@ def test_fractional_or_boolean_bits_and_batch_sizes_are_refused_not_truncated(kw
         lower(_tiny(), torch.zeros(2, 2, 2), **kwargs)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16])
+def test_a_model_that_is_not_float32_is_refused_naming_the_parameter(dtype):
+    # model.double() used to fail inside the forward with torch's "mat1 and mat2 must have the same dtype"
+    with pytest.raises(ValueError, match=f"model: 0.weight is {str(dtype)[6:]}; lower records float32 models"):
+        lower(_tiny().to(dtype), torch.zeros(2, 2, 2))
+
+
 @pytest.mark.parametrize("labels", [[0.5, 1.0], ["a", "b"]])
 def test_labels_that_are_not_class_indices_are_refused(labels):
     # [0.5, 1.0] used to be stored as classes [0, 1]

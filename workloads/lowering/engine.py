@@ -110,8 +110,10 @@ def lower(model: nn.Module, inputs: torch.Tensor, *, labels=None, weight_bits: i
     Raises ValueError for an unsupported layer (naming its index and type) or spiking neuron (naming it and the
     supported ones), an unsupported layer order or geometry, inputs whose shape does not fit the model (naming
     the first layer that needs a shape) or that hold NaN or inf, weights that do not fit (weight_fit "error"), or
-    bad arguments (weight_bits and batch_size: integers, not 8.5 or True).
+    bad arguments (weight_bits and batch_size: integers, not 8.5 or True) or a model whose floating-point
+    parameters or buffers are not float32 (model.double(): call model.float() first).
     """
+    _check_model_dtype(model)
     inputs = _check_inputs(inputs, model)
     n_t, n_s = inputs.shape[:2]
     labels = _check_labels(labels, n_s)
@@ -217,6 +219,18 @@ def _check_arguments(weight_bits: int, weight_fit: str, storage: str | None, bat
 def _is_int(value: object) -> bool:
     """True for a Python or numpy integer (not a bool), False for anything else (floats included)."""
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _check_model_dtype(model: nn.Module) -> None:
+    """ValueError naming the first floating-point parameter or buffer of `model` that is not float32: the recording
+    runs the model on float32 inputs (a model.double() failed inside torch with "mat1 and mat2 must have the same
+    dtype"), and the graph holds float32 weights."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model: got {type(model).__name__}, expected a torch.nn.Module")
+    for name, t in (*model.named_parameters(), *model.named_buffers()):
+        if t.is_floating_point() and t.dtype != torch.float32:
+            raise ValueError(f"model: {name} is {str(t.dtype).replace('torch.', '')}; lower records float32 models "
+                             "(call model.float() first)")
 
 
 def _check_inputs(inputs, model: nn.Module) -> torch.Tensor:
