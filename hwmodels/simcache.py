@@ -16,6 +16,8 @@ from collections import OrderedDict
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
+import numpy as np
+
 from hwmodels.events.actions import Actions, FanoutTables, build_fanout, count_actions
 from hwmodels.mapping.connectivity import FanoutStore
 from hwmodels.mapping.map import Mapping, MappingError, map_network, mapping_key
@@ -41,8 +43,8 @@ class SimCache:
     """
 
     def __init__(self, max_entries: int = 128):
-        if max_entries < 0:
-            raise ValueError(f"max_entries: {max_entries} must be >= 0")
+        if not isinstance(max_entries, (int, np.integer)) or isinstance(max_entries, bool) or max_entries < 0:
+            raise ValueError(f"max_entries: {max_entries!r} must be >= 0 and an integer")
         self.max_entries = max_entries
         self._store: OrderedDict = OrderedDict()
         self._signatures: OrderedDict = OrderedDict()  # (kind, id(chip)) -> (signature, chip kept alive)

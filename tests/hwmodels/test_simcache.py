@@ -137,6 +137,9 @@ def test_least_recently_used_entries_are_dropped(nets, rng):
     assert cache.keep(("k",), lambda: 1) == 1 and cache.keep(("k",), lambda: 2) == 1
     with pytest.raises(ValueError, match="max_entries: -1 must be >= 0"):
         SimCache(max_entries=-1)
+    for bad in (1.5, "8", True, None):  # 1.5 and True were taken, "8" and None failed comparing with 0
+        with pytest.raises(ValueError, match=f"max_entries: {bad!r} must be >= 0 and an integer"):
+            SimCache(max_entries=bad)
 
 
 def test_a_cache_of_zero_entries_keeps_nothing(nets, rng):
