@@ -1,7 +1,8 @@
 """Compiled kernel of the core pipeline's synapse units (hwmodels.timing.core_times.destination_finish): the
-makespan of each destination's single server over its deliveries in arrival order, with the floating-point
-operations of the vectorised form (one running sum of the work over all deliveries in (destination, arrival)
-order, then max_j (a_j + (S_last - (S_j - w_j))) per destination), so results are bit-identical to it.
+makespan of each destination's single server over its deliveries in arrival order, max_j (a_j + suffix_j), the
+suffix sums of the work summed per destination from its last delivery back. Until 2026-12 they were differences of
+one running sum over all deliveries of the batch (the vectorised form's S_last - (S_j - w_j)), so a destination's
+finish, and a sample's latency, changed in the last bits with the samples batched with it (batch_samples, select).
 """
 from __future__ import annotations
 
@@ -22,7 +23,6 @@ def makespans(order: np.ndarray, starts: np.ndarray, arrival: np.ndarray, work: 
     """
     out = np.empty(len(starts) - 1)
     buf = np.empty(len(order), np.int64)
-    total = 0.0
     for g in range(len(starts) - 1):
         m = starts[ux(g + 1)] - starts[ux(g)]
         if m > 32:
@@ -36,14 +36,11 @@ def makespans(order: np.ndarray, starts: np.ndarray, arrival: np.ndarray, work: 
                     buf[ux(j)] = buf[ux(j - 1)]
                     j -= 1
                 buf[ux(j)] = x
-        base = total
-        for k in range(m):
-            total += work[ux(buf[ux(k)])]
-        best, running = -np.inf, base
-        for k in range(m):
+        best, suffix = -np.inf, 0.0
+        for k in range(m - 1, -1, -1):  # the work of this delivery and every later one at its unit
             i = buf[ux(k)]
-            running += work[ux(i)]
-            v = arrival[ux(i)] + (total - (running - work[ux(i)]))
+            suffix += work[ux(i)]
+            v = arrival[ux(i)] + suffix
             if v > best:
                 best = v
         out[ux(g)] = best

@@ -1,6 +1,7 @@
-"""The compiled synapse-unit makespan (hwmodels.kernels.finish via core_times.destination_finish) against the
-vectorised formula it replaced (lexsort by (destination, arrival), one running sum of the work, max_j (a_j +
-suffix_j) per destination): equal bit for bit, ties and long runs included."""
+"""The compiled synapse-unit makespan (hwmodels.kernels.finish via core_times.destination_finish) against a
+vectorised formula (lexsort by (destination, arrival), per destination the suffix sums of the work from its last
+delivery back, max_j (a_j + suffix_j)): equal bit for bit, ties and long runs included; and a destination's finish
+does not depend on the other destinations of the batch."""
 import numpy as np
 import pytest
 
@@ -13,10 +14,9 @@ def _vectorised(keys, arrival, work):
     key, arr, w = keys[order], arrival[order], work[order]
     first = np.ones(len(key), bool)
     first[1:] = key[1:] != key[:-1]
-    starts, gid = np.flatnonzero(first), np.cumsum(first) - 1
-    csum = np.cumsum(w)
-    last = np.append(starts[1:], len(w)) - 1
-    suffix = csum[last][gid] - (csum - w)  # work of this delivery and every later one at its unit
+    starts = np.flatnonzero(first)
+    # work of this delivery and every later one at its unit, summed from the unit's last delivery back
+    suffix = np.concatenate([np.cumsum(part[::-1])[::-1] for part in np.split(w, starts[1:])])
     return key[starts], np.maximum.reduceat(arr + suffix, starts)
 
 
@@ -40,3 +40,15 @@ def test_destination_finish_by_hand():
     got = destination_finish(keys, np.array([3.0, 5.0, 0.0, 1.0]), np.array([4.0, 1.0, 2.0, 2.0]))
     assert got[0].tolist() == [4, 9] and got[1].tolist() == [6.0, 7.0]
     assert [len(a) for a in destination_finish(np.zeros(0, np.int64), np.zeros(0), np.zeros(0))] == [0, 0]
+
+
+def test_a_destination_s_finish_does_not_depend_on_the_other_destinations():
+    """The suffix sums were differences of one running sum over the whole batch: a destination's finish changed in
+    its last bits with the work of the destinations sorted before it (other samples of the batch)."""
+    rng = np.random.default_rng(5)
+    arrival, work = rng.random(50) * 1e-6, rng.random(50) * 3e-9
+    alone = destination_finish(np.full(50, 7), arrival, work)[1]
+    for before in (1e-3, 12.5, 1e-9):  # deliveries of destination 3 sorted first
+        keys = np.r_[np.full(40, 3), np.full(50, 7)]
+        both = destination_finish(keys, np.r_[rng.random(40), arrival], np.r_[np.full(40, before), work])[1]
+        assert both[1] == alone[0]

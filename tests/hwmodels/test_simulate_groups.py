@@ -85,3 +85,17 @@ def test_a_stored_fanout_is_not_reused_for_another_assignment(nets, rng):
     a = connectivity.stored_core_fanout(store, proj, shape, np.zeros(n, np.int64))
     b = connectivity.stored_core_fanout(store, proj, shape, np.arange(n) % 3)
     assert a[0].shape[1] == 1 and b[0].shape[1] == 3
+
+
+@pytest.mark.parametrize("model", ["des", "analytic"])
+def test_a_sample_s_results_do_not_depend_on_the_samples_batched_with_it(nets, rng, model):
+    """Each sample's latency and energy are bit-identical whatever batch_samples is and whichever samples share
+    its batch (the synapse units' suffix sums used to be differences of one running sum over the batch)."""
+    g = nets.mixed_graph(rng)
+    tr = nets.random_trace(g, rng, 7, 3, 0.3)
+    chip = load_preset("loihi", {"core.neurons_per_core": 8, "router.buffer_depth": 1})
+    cols = ["latency_s", "energy_j"]
+    per_batch = [simulate(g, tr, chip, model=model, batch_samples=b).samples[cols].to_numpy() for b in (1, 2, 3, 7)]
+    assert all(np.array_equal(per_batch[0], other) for other in per_batch[1:])
+    alone = simulate(g, tr.select([4]), chip, model=model).samples[cols].to_numpy()
+    assert np.array_equal(alone[0], per_batch[0][4])
