@@ -424,6 +424,23 @@ def test_fractional_or_boolean_bits_and_batch_sizes_are_refused_not_truncated(kw
         lower(_tiny(), torch.zeros(2, 2, 2), **kwargs)
 
 
+@pytest.mark.parametrize("compression, error, match", [
+    ({"weight_bits": {"nonexistent": 4}}, ValueError, r"compression.weight_bits\['nonexistent'\]: no module of the "
+                                                      r"model is named 'nonexistent' \(module names: 0, 1, "),
+    ({"weight_bits": {0: 4}}, ValueError, r"compression.weight_bits\[0\]: no module of the model is named 0"),
+    ({"state_bits": {"1": 6.5}}, ValueError, r"compression.state_bits\['1'\]: 6.5 must be an integer in 1..32"),
+    ({"weight_bits": {"0": True}}, ValueError, r"compression.weight_bits\['0'\]: True must be an integer"),
+    ({"weight_bits": [4]}, ValueError, r"compression.weight_bits: list \[4\]; expected a dict"),
+    ("int8", TypeError, r"compression: got str, expected a CompressionResult")])
+def test_compression_settings_that_would_be_ignored_or_truncated_are_refused(compression, error, match):
+    # a key naming no module (a typo, or the int 0 for "0") was ignored silently, 6.5 state bits became 6, a
+    # string compression was read as no compression, a list failed inside dict()
+    with pytest.raises(error, match=match):
+        lower(_tiny(), torch.zeros(2, 2, 2), compression=compression)
+    graph, _ = lower(_tiny(), torch.zeros(2, 2, 2), compression={"weight_bits": {"0": 4}, "state_bits": {"1": 6}})
+    assert graph.projections[0].weight_bits == 4 and graph.populations["if1"].state_bits == 6
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float16])
 def test_a_model_that_is_not_float32_is_refused_naming_the_parameter(dtype):
     # model.double() used to fail inside the forward with torch's "mat1 and mat2 must have the same dtype"

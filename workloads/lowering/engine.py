@@ -119,7 +119,7 @@ def lower(model: nn.Module, inputs: torch.Tensor, *, labels=None, weight_bits: i
     labels = _check_labels(labels, n_s)
     _check_arguments(weight_bits, weight_fit, storage, batch_size)
     out = None if out is None else check_out(out)
-    per_layer = _per_layer(compression)
+    per_layer = _per_layer(compression, model)
     with Jobs() as jobs, (quantized_model(model, int(weight_bits), storage, per_layer["layer_bits"],
                                           per_layer["layer_storage"], jobs) if weight_fit == "quantize"
                           else nullcontext((model, {}))) as (model, errors):
@@ -284,18 +284,34 @@ def _check_labels(labels, n_samples: int) -> np.ndarray | None:
     return arr.astype(np.int64)
 
 
-def _per_layer(compression) -> dict[str, dict]:
-    """{"layer_bits", "layer_storage", "state_bits"} from a CompressionResult, its asdict form or None; ValueError
-    for bits outside 1..32 or an unknown storage format."""
+def _per_layer(compression, model: nn.Module) -> dict[str, dict]:
+    """{"layer_bits", "layer_storage", "state_bits"} from a CompressionResult, its asdict form or None. Raises
+    TypeError for anything else, and ValueError naming the entry for a setting that is not a dict, a key that
+    names no module of `model` (a typo or an int key would be ignored silently), bits that are not an integer in
+    1..32 (4.5 or True) or an unknown storage format."""
     if compression is None:
         return {"layer_bits": {}, "layer_storage": {}, "state_bits": {}}
+    if not isinstance(compression, dict) and not hasattr(compression, "weight_bits"):
+        raise TypeError(f"compression: got {type(compression).__name__}, expected a CompressionResult, its "
+                        "dataclasses.asdict form or None")
     get = compression.get if isinstance(compression, dict) else lambda key: getattr(compression, key, None)
-    out = {"layer_bits": dict(get("weight_bits") or {}), "layer_storage": dict(get("storage") or {}),
-           "state_bits": dict(get("state_bits") or {})}
+    modules = {name for name, _ in model.named_modules() if name}
+    out = {}
+    for key, field_name in (("layer_bits", "weight_bits"), ("layer_storage", "storage"), ("state_bits", "state_bits")):
+        table = get(field_name) or {}
+        if not isinstance(table, dict):
+            raise ValueError(f"compression.{field_name}: {type(table).__name__} {table!r:.40}; expected a dict "
+                             "{module name: value}")
+        for layer_name in table:
+            if layer_name not in modules:
+                names = sorted(modules)
+                raise ValueError(f"compression.{field_name}[{layer_name!r}]: no module of the model is named "
+                                 f"{layer_name!r} (module names: {', '.join(names[:12])}{', ...' * (len(names) > 12)})")
+        out[key] = dict(table)
     for key, field_name in (("layer_bits", "weight_bits"), ("state_bits", "state_bits")):
         for layer_name, bits in out[key].items():
-            if not 1 <= int(bits) <= 32:
-                raise ValueError(f"compression.{field_name}[{layer_name!r}]: {bits} must be in 1..32")
+            if not _is_int(bits) or not 1 <= bits <= 32:
+                raise ValueError(f"compression.{field_name}[{layer_name!r}]: {bits!r} must be an integer in 1..32")
     for layer_name, fmt in out["layer_storage"].items():
         if fmt not in STORAGE_FORMATS:
             raise ValueError(f"compression.storage[{layer_name!r}]: {fmt!r} is not one of {', '.join(STORAGE_FORMATS)}")
