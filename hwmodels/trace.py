@@ -257,12 +257,17 @@ class Projection:
 class NetworkGraph:
     """Populations and projections of one lowered network, in topological (layer) order.
 
-    Raises ValueError when a projection names an unknown population, when names repeat, or when the graph
-    has a cycle.
+    name: a string; metadata: a dict, saved as JSON (numpy scalars and arrays as numbers and lists).
+    Raises ValueError when a projection names an unknown population, when names repeat, when the graph
+    has a cycle, or when name is not a string or metadata not a dict (a graph saved with them would not load).
     """
 
     def __init__(self, populations: list[Population], projections: list[Projection], name: str = "network",
                  metadata: dict | None = None):
+        if not isinstance(name, str):
+            raise ValueError(f"graph.name: {quote(name)} must be a string")
+        if not isinstance(metadata, (dict, type(None))):
+            raise ValueError(f"graph.metadata: {type(metadata).__name__} must be a dict (or None)")
         self.name = name
         self.metadata = dict(metadata or {})
         self.populations: dict[str, Population] = {}
@@ -377,7 +382,12 @@ class NetworkGraph:
             arrays[f"w{i}"] = proj.weight
             if proj.bias is not None:
                 arrays[f"b{i}"] = np.asarray(proj.bias, dtype=np.float32)
-        arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+        try:
+            text = json.dumps(meta, default=_plain)
+        except TypeError as exc:
+            raise ValueError(f"graph.metadata: {exc}; metadata is saved as JSON (numbers, strings, lists, dicts; "
+                             "numpy scalars and arrays are converted)") from None
+        arrays["meta"] = np.frombuffer(text.encode(), dtype=np.uint8)
         atomic_savez(path, arrays)
 
     @classmethod
@@ -444,6 +454,14 @@ GRAPH_META = {"format_version": int, "name": str, "metadata": dict, "populations
 POPULATION_KEYS = {"name": str, "shape": list, "neuron": dict, "state_bits": int, "graded": bool}
 PROJECTION_KEYS = {"name": str, "source": str, "target": str, "kind": str, "stride": list, "padding": list,
                    "dilation": list, "groups": int, "weight_bits": int, "storage": str, "has_bias": bool}
+
+
+def _plain(value: object) -> object:
+    """A numpy scalar or array in `metadata` as the Python number or list JSON holds (json.dumps's default=);
+    TypeError for anything else JSON cannot hold."""
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.tolist()
+    raise TypeError(f"object of type {type(value).__name__} is not JSON serializable")
 
 
 def _canonical(obj: dict) -> bytes:

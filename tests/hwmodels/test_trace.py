@@ -249,3 +249,21 @@ def test_to_dense_refuses_a_shape_that_does_not_hold_the_population():
     no_sizes = EventTrace(["a"], 1, 1, [0, 1], [2])
     with pytest.raises(ValueError, match=r"shape: \(2,\) holds 2 neurons; population 'a' has a spike index outside"):
         no_sizes.to_dense("a", (2,))
+
+
+def test_a_graph_that_saves_also_loads(tmp_path):
+    """name=5 used to save a file NetworkGraph.load refused ("meta['name'] is 5, expected a string"), and numpy
+    values in metadata failed the save with json's "Object of type int64 is not JSON serializable"."""
+    pops = [Population("a", (2,), NeuronModel("input")), Population("b", (1,))]
+    projs = [Projection("p", "a", "b", "dense", np.ones((1, 2)))]
+    with pytest.raises(ValueError, match="graph.name: 5 must be a string"):
+        NetworkGraph(pops, projs, name=5)
+    with pytest.raises(ValueError, match="graph.metadata: list must be a dict"):
+        NetworkGraph(pops, projs, metadata=[("k", 1)])
+    g = NetworkGraph(pops, projs, metadata={"n_timesteps": np.int64(4), "rates": np.array([0.5, 0.25])})
+    g.save(tmp_path / "g.npz")
+    back = NetworkGraph.load(tmp_path / "g.npz")
+    assert back.metadata == {"n_timesteps": 4, "rates": [0.5, 0.25]} and back.fingerprint() == g.fingerprint()
+    g.metadata["bad"] = object()
+    with pytest.raises(ValueError, match="graph.metadata: object of type object is not JSON serializable"):
+        g.save(tmp_path / "g2.npz")
