@@ -441,6 +441,21 @@ def test_compression_settings_that_would_be_ignored_or_truncated_are_refused(com
     assert graph.projections[0].weight_bits == 4 and graph.populations["if1"].state_bits == 6
 
 
+@pytest.mark.parametrize("device, match", [
+    ("meta", "device: 'meta' holds no data"), ("gpu", "device: 'gpu' is not a torch device"),
+    pytest.param("cuda", "device: 'cuda' is not available", marks=pytest.mark.skipif(
+        torch.cuda.is_available(), reason="CUDA present"))])
+def test_a_bad_device_is_refused_before_the_model_moves(device, match):
+    # device="meta" used to move the model there and fail, leaving the caller's model without its weights;
+    # "cuda" without CUDA failed with torch's AssertionError "Torch not compiled with CUDA enabled"
+    model = _tiny()
+    weights = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(ValueError, match=match):
+        lower(model, torch.zeros(2, 2, 2), device=device)
+    assert all(p.device.type == "cpu" and torch.equal(p, w) for p, w in zip(model.parameters(), weights))
+    assert lower(model, torch.zeros(2, 2, 2), device="cpu")[1].n_samples == 2
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float16])
 def test_a_model_that_is_not_float32_is_refused_naming_the_parameter(dtype):
     # model.double() used to fail inside the forward with torch's "mat1 and mat2 must have the same dtype"

@@ -78,7 +78,8 @@ def lower(model: nn.Module, inputs: torch.Tensor, *, labels=None, weight_bits: i
     batch_size: samples per forward pass (the trace holds the spikes of the model run on those batches: torch may
         sum a convolution in another order for another batch size, so a current at a threshold tie can round
         differently and one spike differ, as it does in SpikingJelly run on the same batches); device: torch
-        device for the forward passes (None: CUDA when available, else CPU). The model goes back to its original
+        device for the forward passes (None: CUDA when available, else CPU; "meta", an unknown device or CUDA
+        without CUDA: ValueError before the model moves). The model goes back to its original
         device and train/eval mode afterwards, with every attribute the recording changes (store_v_seq; the fused
         forward of plain IF/LIF/PLIF nodes, workloads.lowering.fused, which computes their spikes bit for bit as
         SpikingJelly does; the compiled forward of plain MaxPool2d layers, workloads.lowering.fused_pool, torch's
@@ -118,6 +119,7 @@ def lower(model: nn.Module, inputs: torch.Tensor, *, labels=None, weight_bits: i
     n_t, n_s = inputs.shape[:2]
     labels = _check_labels(labels, n_s)
     _check_arguments(weight_bits, weight_fit, storage, batch_size)
+    _check_device(device)
     out = None if out is None else check_out(out)
     per_layer = _per_layer(compression, model)
     with Jobs() as jobs, (quantized_model(model, int(weight_bits), storage, per_layer["layer_bits"],
@@ -214,6 +216,23 @@ def _check_arguments(weight_bits: int, weight_fit: str, storage: str | None, bat
         raise ValueError(f"weight_fit: {weight_fit!r} is not one of {', '.join(FIT_POLICIES)}")
     if not _is_int(batch_size) or batch_size < 1:
         raise ValueError(f"batch_size: {batch_size!r} must be an integer >= 1")
+
+
+def _check_device(device) -> None:
+    """ValueError naming `device` before the model is moved when it is not a torch device ("gpu"), is CUDA on a
+    machine without it (torch's AssertionError "Torch not compiled with CUDA enabled" before), or is "meta",
+    which holds no data: the model moved there could not come back, its weights lost."""
+    if device is None:
+        return
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device: {device!r} is not a torch device ({' '.join(str(exc).split())[:80]})") from None
+    if dev.type == "meta":
+        raise ValueError("device: 'meta' holds no data; give None, 'cpu' or an available 'cuda' device")
+    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
+        raise ValueError(f"device: {device!r} is not available ({torch.cuda.device_count()} CUDA devices); give "
+                         "None (CUDA when available, else CPU) or 'cpu'")
 
 
 def _is_int(value: object) -> bool:
