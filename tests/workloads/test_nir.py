@@ -134,6 +134,15 @@ def test_non_square_kernels_and_conv1d_nets_export_to_nir(tmp_path, first, x):
     np.testing.assert_array_equal(trace.indices, trace2.indices)
     assert graph2.fingerprint() == graph.fingerprint()
 
+
+def test_to_nir_takes_numpy_scalars_as_dt_and_refuses_a_bool():
+    # np.float32(1e-3) used to be refused as "must be a finite number of seconds > 0", True taken as 1 s
+    graph, _ = lower(_conv_net(), _spikes(0, (2, 1, 1, 8, 8)))
+    for dt in (np.float32(1e-3), np.int64(1), 1e-3):
+        assert to_nir(graph, dt=dt).metadata["dt"] == float(dt)
+    with pytest.raises(ValueError, match="dt: True must be a finite number of seconds > 0"):
+        to_nir(graph, dt=True)
+
 # ------------------------------------------------------------------ NIR graphs from other libraries
 
 

@@ -268,8 +268,10 @@ def to_nir(graph: NetworkGraph, dt: float = DT_S, portable: bool = False) -> nir
     (attention) projections, a conv bias that varies within a channel, or (portable) a population named by
     _check_portable.
     """
-    if not (isinstance(dt, (int, float)) and math.isfinite(dt) and dt > 0):
+    real = isinstance(dt, (int, float, np.integer, np.floating)) and not isinstance(dt, (bool, np.bool_))
+    if not (real and math.isfinite(dt) and dt > 0):  # numpy scalars (np.float32(1e-3)) are numbers; True is not
         raise ValueError(f"dt: {dt!r} must be a finite number of seconds > 0")
+    dt = float(dt)
     used = _check_names(graph)
     nodes: dict[str, nir.NIRNode] = {}
     edges: list[tuple[str, str]] = []
