@@ -55,12 +55,16 @@ class ResultStore:
         self.rows: list[dict] = self._read()
 
     def _read(self) -> list[dict]:
-        """Rows of the log; a torn (unparseable) last line is cut off the file."""
+        """Rows of the log; a torn last line (unparseable, or without its closing newline: the write stopped before
+        it finished, so the point was never stored) is cut off the file, so the next row starts on a line of its
+        own."""
         if not self.log.exists():
             return []
         rows, good_bytes, seen = [], 0, set()
         with open(self.log, "rb") as fh:
             for number, line in enumerate(fh, 1):
+                if not line.endswith(b"\n"):
+                    break
                 try:
                     row = json.loads(line)
                 except (json.JSONDecodeError, UnicodeDecodeError):

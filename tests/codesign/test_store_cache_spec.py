@@ -138,3 +138,17 @@ def test_a_spec_file_naming_a_dask_scheduler_is_refused_but_the_command_line_may
         load_spec(spec)
     spec.write_text("execution:\n  workers: 0\n")
     assert load_spec(spec, ["execution.scheduler=tcp://h:8786"]).execution.scheduler == "tcp://h:8786"
+
+
+def test_store_drops_a_last_line_cut_before_its_newline(tmp_path):
+    """A write cut just before its newline (disk full, a file size limit) leaves a parseable line without '\\n':
+    it is torn, not stored, so the next row does not run into it and no finished point is lost later."""
+    store = ResultStore(tmp_path)
+    store.append({"point_id": "p1", "a": 1})
+    with open(tmp_path / "results.jsonl", "a") as fh:
+        fh.write('{"point_id": "p2", "a": 2}')
+    again = ResultStore(tmp_path)
+    assert again.done == {"p1"}
+    again.append({"point_id": "p2", "a": 2})
+    again.append({"point_id": "p3", "a": 3})
+    assert ResultStore(tmp_path).done == {"p1", "p2", "p3"}
