@@ -2,7 +2,8 @@
 
 A design point is finished once its line is in `results.jsonl` and fsync'ed; a SIGKILL can at worst leave a torn
 last line, which `ResultStore` drops on open. `results.csv` and `results.parquet` are rewritten atomically after
-every point, so they always hold exactly the finished points.
+every point, and again when a store with rows is opened (a process stopped between a row's fsync and the
+snapshots leaves them a point short), so they hold exactly the finished points.
 """
 from __future__ import annotations
 
@@ -53,6 +54,8 @@ class ResultStore:
         self.log = self.run_dir / LOG_NAME
         self.lead_columns = list(lead_columns or [])
         self.rows: list[dict] = self._read()
+        if self.rows:  # a process stopped between a row's fsync and its snapshots leaves them a point short
+            self.write_snapshots()
 
     def _read(self) -> list[dict]:
         """Rows of the log; a torn last line (unparseable, or without its closing newline: the write stopped before

@@ -152,3 +152,15 @@ def test_store_drops_a_last_line_cut_before_its_newline(tmp_path):
     again.append({"point_id": "p2", "a": 2})
     again.append({"point_id": "p3", "a": 3})
     assert ResultStore(tmp_path).done == {"p1", "p2", "p3"}
+
+
+def test_store_open_refreshes_snapshots_a_point_short(tmp_path):
+    """A process stopped after a row's fsync but before its snapshots: reopening the store (as --resume does, even
+    with nothing left to evaluate) brings results.csv and results.parquet up to the log."""
+    store = ResultStore(tmp_path)
+    store.append({"point_id": "p1", "a": 1})
+    with open(tmp_path / "results.jsonl", "a") as fh:  # p2 stored; the snapshots were never rewritten
+        fh.write(json.dumps({"point_id": "p2", "a": 2}) + "\n")
+    ResultStore(tmp_path)
+    assert pd.read_csv(tmp_path / "results.csv")["point_id"].tolist() == ["p1", "p2"]
+    assert pd.read_parquet(tmp_path / "results.parquet")["point_id"].tolist() == ["p1", "p2"]
