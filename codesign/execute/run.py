@@ -17,7 +17,7 @@ import yaml
 
 from codesign.store.cache import StageCache, check_cache_dir
 from codesign.config.run import ConfigError, RunConfig, dump_config
-from codesign.execute.evaluate import load_chip, stage_keys
+from codesign.execute.evaluate import load_chip, model_row
 from codesign.execute.executor import run_points
 from codesign.reporting.report import write_report
 from codesign.store.runfolder import check_folder, own_run_folder
@@ -86,11 +86,12 @@ def summarize(df: pd.DataFrame, cfg: RunConfig, chip, seconds: float) -> list[st
 
 def copy_artifacts(points: list[RunConfig], cache: StageCache, run_dir: Path) -> None:
     """Copy each point's lowered graph and trace from the cache to run_dir/artifacts/<method>-r<ratio>.*.npz, each
-    atomically (a copy beside it, then a rename)."""
+    file atomically. The lowered entry is verified and made again when it is missing or damaged (model_row), so a
+    resumed run whose points are all stored still gets its artifacts after the cache was cleared."""
     art = run_dir / "artifacts"
     art.mkdir(exist_ok=True)
     for cfg in points:
-        src = cache.path("lowered", stage_keys(cfg).lowered)
+        src = model_row(cfg, cache)[1]
         tag = f"{cfg.compression.method}-r{cfg.compression.ratios[0]:g}"
         for kind in ("graph", "trace"):
             atomic_write(art / f"{tag}.{kind}.npz", lambda tmp, f=src / f"{kind}.npz": shutil.copyfile(f, tmp))

@@ -1,0 +1,34 @@
+"""Resuming a run folder after what a user does between the kill and the resume: the cache cleared, a damaged
+provenance.json."""
+import json
+
+import pytest
+
+from codesign.config.run import load_config
+from codesign.execute.run import run
+
+SETS = ["data.dataset=digits", "train.epochs=1", "compression.method=magnitude_channel", "compression.ratios=[0.0]",
+        "hardware.n_samples=4", "hardware.latency_model=analytic"]
+
+
+def _cfg(tmp_path, name):
+    return load_config(None, [*SETS, f"run_name={name}", f"output_dir={tmp_path / 'reports'}",
+                              f"cache_dir={tmp_path / 'cache'}"])
+
+
+@pytest.mark.slow
+def test_resume_of_a_finished_run_after_cache_clear_remakes_its_artifacts(tmp_path):
+    """All points stored, the run stopped before its artifacts and report, the cache cleared: --resume lowers the
+    model again for artifacts/ instead of failing on the missing cache entry forever."""
+    cfg = _cfg(tmp_path, "r")
+    first = run(cfg, progress=False, log=lambda m: None)
+    art = sorted(p.name for p in (first.run_dir / "artifacts").iterdir())
+    (first.run_dir / ".incomplete").touch()
+    for path in (first.run_dir / "artifacts").iterdir():
+        path.unlink()
+    from codesign.store.cache import StageCache
+    StageCache(tmp_path / "cache").remove("lowered")
+    again = run(cfg, progress=False, log=lambda m: None, resume=True)
+    assert sorted(p.name for p in (again.run_dir / "artifacts").iterdir()) == art
+    assert not (again.run_dir / ".incomplete").exists()
+    assert json.loads((again.run_dir / "provenance.json").read_text())["seed"] == 0
