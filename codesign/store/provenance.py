@@ -45,11 +45,25 @@ def provenance(seed: int | None) -> dict:
 
 
 def write_provenance(run_dir: Path, seed: int | None) -> dict:
-    """Write run_dir/provenance.json atomically (kept from the first write when it exists, e.g. on --resume)."""
+    """Write run_dir/provenance.json atomically (kept from the first write when it exists, e.g. on --resume).
+    Raises ValueError (one line naming the file) when an existing one is not a JSON object."""
+    from codesign.store.results import atomic_write
     path = Path(run_dir) / "provenance.json"
     if path.exists():
-        return json.loads(path.read_text())
-    from codesign.store.results import atomic_write
+        return read_provenance(path)
     info = provenance(seed)
-    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(info, indent=1)))
+    text = json.dumps(info, indent=1)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+    return info
+
+
+def read_provenance(path: Path) -> dict:
+    """The JSON object of a provenance.json. Raises ValueError naming the file when it is not one."""
+    try:
+        info = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: nested too deep
+        info = exc
+    if not isinstance(info, dict):
+        raise ValueError(f"provenance.json: '{str(path)[-120:]}' is not a JSON object written by codesign; restore "
+                         "it, or remove it to record this run's provenance anew")
     return info

@@ -32,3 +32,30 @@ def test_resume_of_a_finished_run_after_cache_clear_remakes_its_artifacts(tmp_pa
     assert sorted(p.name for p in (again.run_dir / "artifacts").iterdir()) == art
     assert not (again.run_dir / ".incomplete").exists()
     assert json.loads((again.run_dir / "provenance.json").read_text())["seed"] == 0
+
+
+@pytest.mark.parametrize("content", [b'{"seed": 0, "git_rev', b"[1, 2]", b"\xff\xfe"])
+def test_a_damaged_provenance_json_is_refused_naming_the_file(tmp_path, content):
+    from codesign.store.provenance import write_provenance
+    (tmp_path / "provenance.json").write_bytes(content)
+    with pytest.raises(ValueError, match=r"^provenance.json: '.*provenance.json' is not a JSON object"):
+        write_provenance(tmp_path, 0)
+    assert (tmp_path / "provenance.json").read_bytes() == content
+
+
+def test_provenance_is_written_through_a_temp_file(tmp_path, monkeypatch):
+    """A write that fails half way leaves no provenance.json (a resume then writes a whole one), never half of one."""
+    from pathlib import Path
+
+    from codesign.store.provenance import write_provenance
+    real = Path.write_text
+
+    def half(self, text, *args, **kwargs):
+        real(self, text[:10], *args, **kwargs)
+        raise OSError(27, "File too large")
+    monkeypatch.setattr(Path, "write_text", half)
+    with pytest.raises(OSError):
+        write_provenance(tmp_path, 0)
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.undo()
+    assert write_provenance(tmp_path, 0)["seed"] == 0
