@@ -27,6 +27,8 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=@\[\]-]*")
 MAX_NAME_CHARS = 120
 LOCK_NAME = ".codesign.lock"
 INCOMPLETE_NAME = ".incomplete"
+#: files holding finished points: a folder with one of them needs its stored config to be resumed
+RESULT_FILES = ("results.jsonl", "results.csv")
 #: temp files a killed writer can leave in a run folder (store snapshots, reports, figures)
 LEFTOVER_GLOBS = ("*.tmp", "*.tmp-*", ".*.tmp", ".*.tmp-*", "figures/*.tmp", "points/*/*.tmp")
 
@@ -123,8 +125,14 @@ def _check_output_dir(output_dir: Path, resume: bool) -> None:
 
 
 def _check_stored_config(out: Path, config_file: str, tree: dict, ignore: tuple[str, ...]) -> None:
+    """Raise ConfigError when the stored `config_file` differs from `tree` outside `ignore`, is not YAML, or is
+    missing from a folder that already holds results (they could not be told apart from another config's). A
+    folder without results and without the file (a run killed as it started) takes the new config."""
     path = out / config_file
     if not path.is_file():
+        if any((out / name).exists() for name in RESULT_FILES):
+            raise ConfigError(f"--resume: {quote(str(path))} is missing, so the config of the results in "
+                              f"{quote(str(out))} cannot be checked; restore it or start a new run_name")
         return
     stored = read_tree(path, "--resume")  # capped, alias bombs and deep nesting refused in one line
     diff = changed_keys(stored, tree, ignore)

@@ -59,3 +59,17 @@ def test_provenance_is_written_through_a_temp_file(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
     monkeypatch.undo()
     assert write_provenance(tmp_path, 0)["seed"] == 0
+
+
+def test_resume_refuses_a_folder_with_results_but_without_its_config(tmp_path):
+    """Without config.resolved.yaml the config of the stored points cannot be checked: --resume with any other
+    config would mix its points into the folder under the new config's name, so it is refused, naming the file.
+    A folder without results (killed as it started) still resumes and gets the config."""
+    from codesign.config.run import ConfigError
+    from codesign.store.runfolder import check_folder
+    out = tmp_path / "r"
+    out.mkdir()
+    assert check_folder(str(tmp_path), "r", True, "c.yaml", {"a": 1}) == out
+    (out / "results.jsonl").write_text('{"point_id": "p1"}\n')
+    with pytest.raises(ConfigError, match=r"^--resume: '.*c.yaml' is missing"):
+        check_folder(str(tmp_path), "r", True, "c.yaml", {"a": 1})
