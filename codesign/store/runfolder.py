@@ -29,8 +29,9 @@ LOCK_NAME = ".codesign.lock"
 INCOMPLETE_NAME = ".incomplete"
 #: files holding finished points: a folder with one of them needs its stored config to be resumed
 RESULT_FILES = ("results.jsonl", "results.csv")
-#: temp files a killed writer can leave in a run folder (store snapshots, reports, figures)
-LEFTOVER_GLOBS = ("*.tmp", "*.tmp-*", ".*.tmp", ".*.tmp-*", "figures/*.tmp", "points/*/*.tmp")
+#: temp files a killed writer can leave in a run folder (store snapshots, reports, figures, artifacts, tables)
+LEFTOVER_GLOBS = ("*.tmp", "*.tmp-*", ".*.tmp", ".*.tmp-*", "figures/*.tmp", "points/*/*.tmp", "artifacts/*.tmp",
+                  "tables/*.tmp")
 
 
 def check_run_name(name: str) -> str:

@@ -73,3 +73,14 @@ def test_resume_refuses_a_folder_with_results_but_without_its_config(tmp_path):
     (out / "results.jsonl").write_text('{"point_id": "p1"}\n')
     with pytest.raises(ConfigError, match=r"^--resume: '.*c.yaml' is missing"):
         check_folder(str(tmp_path), "r", True, "c.yaml", {"a": 1})
+
+
+def test_temp_files_of_killed_artifact_and_table_writes_are_cleaned(tmp_path):
+    """artifacts/ and tables/ are written through temp files too: a kill leaves one, which the next owner removes."""
+    from codesign.store.runfolder import clean_leftovers
+    for sub in ("artifacts", "tables"):
+        (tmp_path / sub).mkdir()
+        (tmp_path / sub / ".x.npz.k2j3.tmp").write_text("half")
+        (tmp_path / sub / "keep.npz").write_text("whole")
+    clean_leftovers(tmp_path)
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["keep.npz", "keep.npz"]
