@@ -36,20 +36,41 @@ def evaluate_on_worker(cfg_json: dict, cache_dir: str, threads: int, details_roo
         return evaluate_point(RunConfig.model_validate(cfg_json), cache_dir, details_root=details_root, chip=chip)
 
 
+class WorkerLost(OSError):
+    """Dask workers died running a task (killed, or stopped by their nanny at 95 % of their memory limit) as often
+    as the scheduler allows: one line for the CLI instead of dask's KilledWorker traceback."""
+
+
 @contextlib.contextmanager
 def dask_client(execution: ExecutionConfig) -> Iterator:
-    """A dask Client: to `execution.scheduler` if set, else a LocalCluster of `execution.workers` processes."""
+    """A dask Client: to `execution.scheduler` if set, else a LocalCluster of `execution.workers` processes.
+    A task whose workers all died (dask's KilledWorker) raises WorkerLost, saying how to go on."""
     from dask.distributed import Client, LocalCluster
-    if execution.scheduler:
-        with Client(execution.scheduler) as client:
+    with _worker_deaths_as_errors(execution):
+        if execution.scheduler:
+            with Client(execution.scheduler) as client:
+                client.run(quiet_logs)
+                yield client
+            return
+        with _torch_friendly_nanny(), LocalCluster(n_workers=local_workers(execution), threads_per_worker=1,
+                                                   processes=True, dashboard_address=None) as cluster, \
+                Client(cluster) as client:
             client.run(quiet_logs)
             yield client
-        return
-    with _torch_friendly_nanny(), LocalCluster(n_workers=local_workers(execution), threads_per_worker=1,
-                                               processes=True, dashboard_address=None) as cluster, \
-            Client(cluster) as client:
-        client.run(quiet_logs)
-        yield client
+
+
+@contextlib.contextmanager
+def _worker_deaths_as_errors(execution: ExecutionConfig) -> Iterator[None]:
+    """Turn dask's KilledWorker into WorkerLost: finished points are stored, so the run resumes with --resume."""
+    from distributed.scheduler import KilledWorker
+    try:
+        yield
+    except KilledWorker as exc:
+        where = f"at {execution.scheduler}" if execution.scheduler else f"of {local_workers(execution)} local"
+        task = str(exc.args[0]) if exc.args else "a task"
+        raise WorkerLost(f"execution: dask workers {where} died running {task[:80]} (killed, or out of memory); "
+                         "finished points are stored: --resume with fewer workers (--workers 0 runs in this "
+                         "process)") from None
 
 
 def check_scheduler(execution: ExecutionConfig, timeout_s: float = 10.0) -> None:

@@ -84,3 +84,19 @@ def test_temp_files_of_killed_artifact_and_table_writes_are_cleaned(tmp_path):
         (tmp_path / sub / "keep.npz").write_text("whole")
     clean_leftovers(tmp_path)
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["keep.npz", "keep.npz"]
+
+
+@pytest.mark.slow
+def test_a_task_whose_workers_die_is_one_line_not_a_killed_worker_traceback():
+    """A point that kills its worker (out of memory: the nanny stops it) on every try ends in WorkerLost, an
+    OSError the CLI prints as one line saying how to go on, not dask's KilledWorker traceback."""
+    import os
+
+    import dask
+
+    from codesign.config.sweep import ExecutionConfig
+    from codesign.execute.executor import WorkerLost, dask_client
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        with pytest.raises(WorkerLost, match=r"^execution: dask workers of 1 local died running .*--resume"):
+            with dask_client(ExecutionConfig(workers=1)) as client:
+                client.submit(os._exit, 1, pure=False).result()
