@@ -58,9 +58,10 @@ class ResultStore:
             self.write_snapshots()
 
     def _read(self) -> list[dict]:
-        """Rows of the log; a torn last line (unparseable, or without its closing newline: the write stopped before
-        it finished, so the point was never stored) is cut off the file, so the next row starts on a line of its
-        own."""
+        """Rows of the log; a torn last line (without its closing newline: the write stopped before it finished, so
+        the point was never stored) is cut off the file, so the next row starts on a line of its own. Raises
+        ValueError naming the file and line for a whole line that is not a results row (the file was damaged:
+        the finished rows after it are neither dropped nor cut off)."""
         if not self.log.exists():
             return []
         rows, good_bytes, seen = [], 0, set()
@@ -71,7 +72,7 @@ class ResultStore:
                 try:
                     row = json.loads(line)
                 except (json.JSONDecodeError, UnicodeDecodeError):
-                    break
+                    row = None
                 if not isinstance(row, dict) or not isinstance(row.get(KEY_COLUMN), str):
                     raise ValueError(f"{str(self.log)[:80]}: line {number} is not a results row (a JSON object "
                                      f"with a '{KEY_COLUMN}'); repair or remove the file")

@@ -164,3 +164,14 @@ def test_store_open_refreshes_snapshots_a_point_short(tmp_path):
     ResultStore(tmp_path)
     assert pd.read_csv(tmp_path / "results.csv")["point_id"].tolist() == ["p1", "p2"]
     assert pd.read_parquet(tmp_path / "results.parquet")["point_id"].tolist() == ["p1", "p2"]
+
+
+def test_store_refuses_a_damaged_line_before_finished_rows_instead_of_cutting_them(tmp_path):
+    """Only a last line without its newline is a torn write; a whole line that is not JSON in the middle is damage:
+    refused in one line naming the file and line, and the finished rows after it stay in the file."""
+    log = tmp_path / "results.jsonl"
+    text = '{"point_id": "p1"}\n{"point_id": "p2"}{"point_id": "p3"}\n{"point_id": "p4"}\n'
+    log.write_text(text)
+    with pytest.raises(ValueError, match=r"results.jsonl: line 2 is not a results row"):
+        ResultStore(tmp_path)
+    assert log.read_text() == text
