@@ -52,9 +52,9 @@ def dask_client(execution: ExecutionConfig) -> Iterator:
                 client.run(quiet_logs)
                 yield client
             return
-        with _torch_friendly_nanny(), LocalCluster(n_workers=local_workers(execution), threads_per_worker=1,
-                                                   processes=True, dashboard_address=None) as cluster, \
-                Client(cluster) as client:
+        with _torch_friendly_nanny(), _workers_ignore_ctrl_c(), \
+                LocalCluster(n_workers=local_workers(execution), threads_per_worker=1, processes=True,
+                             dashboard_address=None) as cluster, Client(cluster) as client:
             client.run(quiet_logs)
             yield client
 
@@ -85,6 +85,21 @@ def check_scheduler(execution: ExecutionConfig, timeout_s: float = 10.0) -> None
         raise ConfigError(f"execution.scheduler: no dask scheduler answers at {execution.scheduler!r} "
                           f"({type(exc).__name__}); give a running scheduler's address, e.g. tcp://host:8786, "
                           "or leave it unset for a local cluster") from None
+
+
+def _workers_ignore_ctrl_c():
+    """dask config that preloads this module into every local worker process (restarted ones too), whose
+    `dask_setup` makes the worker ignore SIGINT: a Ctrl-C in the terminal reaches the whole process group, and
+    this process stops the cluster itself, so the workers need not print a KeyboardInterrupt traceback each."""
+    import dask
+    preload = list(dask.config.get("distributed.worker.preload", []))
+    return dask.config.set({"distributed.worker.preload": [*preload, __name__]})
+
+
+def dask_setup(worker) -> None:
+    """dask preload hook (run in a local worker process as it starts, `_workers_ignore_ctrl_c`): ignore SIGINT."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _torch_friendly_nanny():

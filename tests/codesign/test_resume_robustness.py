@@ -93,6 +93,7 @@ def test_a_task_whose_workers_die_is_one_line_not_a_killed_worker_traceback():
     import os
 
     import dask
+    import distributed  # noqa: F401  (its config defaults exist before dask.config.set, which would drop them)
 
     from codesign.config.sweep import ExecutionConfig
     from codesign.execute.executor import WorkerLost, dask_client
@@ -100,3 +101,17 @@ def test_a_task_whose_workers_die_is_one_line_not_a_killed_worker_traceback():
         with pytest.raises(WorkerLost, match=r"^execution: dask workers of 1 local died running .*--resume"):
             with dask_client(ExecutionConfig(workers=1)) as client:
                 client.submit(os._exit, 1, pure=False).result()
+
+
+@pytest.mark.slow
+def test_local_dask_workers_ignore_ctrl_c():
+    """Ctrl-C reaches the whole process group: the local workers ignore it (this process stops the cluster), so
+    they print no KeyboardInterrupt traceback each; this process keeps its own handler."""
+    import signal
+
+    from codesign.config.sweep import ExecutionConfig
+    from codesign.execute.executor import dask_client
+    with dask_client(ExecutionConfig(workers=1)) as client:
+        handlers = client.run(signal.getsignal, signal.SIGINT)
+    assert list(handlers.values()) == [signal.SIG_IGN]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
