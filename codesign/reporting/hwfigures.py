@@ -19,6 +19,9 @@ from matplotlib.collections import LineCollection  # noqa: E402
 from codesign.reporting.units import si_scale  # noqa: E402
 
 DETAIL_TABLES = ("populations", "cores", "links", "steps", "samples")
+#: columns the figures read from each detail table (every other one a number); links may be empty (no traffic)
+FIGURE_COLUMNS = {"populations": ("population", "synops", "energy_j"), "cores": ("population", "tile_x", "tile_y",
+                  "neurons"), "links": ("src_x", "src_y", "dst_x", "dst_y", "messages"), "steps": ("step", "latency_s")}
 #: file of the per-sample table in a point's folder
 SAMPLES_FILE = "samples.csv"
 
@@ -59,7 +62,8 @@ class PointDetails:
     def load(cls, folder: Path) -> "PointDetails":
         """Read tables written by `save` (an empty links.csv, or a samples.csv missing from an older run folder,
         gives an empty table). Raises FileNotFoundError when another table is missing and ValueError (one line
-        naming the file) when a table is not a CSV table."""
+        naming the file) when a table is not a CSV table, or lacks a row or column the figures read or holds a
+        value there that is not a finite number (a damaged or cut file: check_figure_table)."""
         def read(name: str) -> pd.DataFrame:
             """One table; empty when its file is empty (or is a missing samples.csv)."""
             path = folder / f"{name}.csv"
@@ -72,7 +76,28 @@ class PointDetails:
             except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
                 first = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
                 raise ValueError(f"'{str(path)[-120:]}' is not a {name} table: {first}") from None
-        return cls(*(read(n) for n in DETAIL_TABLES))
+        tables = {n: read(n) for n in DETAIL_TABLES}
+        for name, columns in FIGURE_COLUMNS.items():
+            check_figure_table(tables[name], columns, folder / f"{name}.csv", may_be_empty=name == "links")
+        return cls(*tables.values())
+
+
+def check_figure_table(table: pd.DataFrame, columns: tuple[str, ...], path: Path, may_be_empty: bool) -> None:
+    """ValueError naming `path` unless `table` has rows (or `may_be_empty`) with `columns`, each after the first
+    holding finite numbers: an empty, damaged or cut file is refused instead of a KeyError or a wrong figure."""
+    where = f"'{str(path)[-120:]}'"
+    if table.empty:
+        if may_be_empty:
+            return
+        raise ValueError(f"{where} has no rows; a point's table holds at least one (the file is damaged)")
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise ValueError(f"{where} lacks the column {missing[0]!r}")
+    for col in columns[1:]:
+        values = pd.to_numeric(table[col], errors="coerce")
+        if not np.isfinite(values).all():
+            raise ValueError(f"{where}: column {col!r} holds a value that is not a finite number (a damaged or cut "
+                             "file)")
 
 
 def load_samples(folder: Path) -> pd.DataFrame | None:

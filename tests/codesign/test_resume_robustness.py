@@ -115,3 +115,28 @@ def test_local_dask_workers_ignore_ctrl_c():
         handlers = client.run(signal.getsignal, signal.SIGINT)
     assert list(handlers.values()) == [signal.SIG_IGN]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def _details():
+    import pandas as pd
+
+    from codesign.reporting.hwfigures import PointDetails
+    cores = pd.DataFrame({"core": [0, 1], "population": ["a", "b"], "tile_x": [0, 1], "tile_y": [0, 0],
+                          "neurons": [4, 2], "busy_s": [1e-6, 2e-6], "utilization": [0.5, 1.0]})
+    return PointDetails(pd.DataFrame({"population": ["a", "b"], "synops": [3.0, 4.0], "energy_j": [1e-6, 2e-6]}),
+                        cores, pd.DataFrame(), pd.DataFrame({"step": [0, 1], "latency_s": [1e-6, 1e-6]}))
+
+
+@pytest.mark.parametrize("table, damage, needle", [
+    ("populations", "", "has no rows"), ("cores", "", "has no rows"), ("steps", "", "has no rows"),
+    ("cores", "core,population\n0,a\n", "lacks the column 'tile_x'"),
+    ("steps", "step,latency_s\n0,1e-6\n1,\n", "column 'latency_s' holds a value that is not a finite number")])
+def test_a_damaged_point_table_is_refused_naming_it_not_a_key_error(tmp_path, table, damage, needle):
+    """The figures read these columns: an empty, column-less or cut table is one line naming the file (the report
+    command exits 2) instead of a KeyError traceback or a figure of half the data."""
+    from codesign.reporting.hwfigures import PointDetails
+    _details().save(tmp_path)
+    assert PointDetails.load(tmp_path).cores["tile_x"].tolist() == [0, 1]  # the intact tables load
+    (tmp_path / f"{table}.csv").write_text(damage)
+    with pytest.raises(ValueError, match=rf"^'.*{table}.csv'.* {needle}"):
+        PointDetails.load(tmp_path)
