@@ -140,3 +140,22 @@ def test_a_damaged_point_table_is_refused_naming_it_not_a_key_error(tmp_path, ta
     (tmp_path / f"{table}.csv").write_text(damage)
     with pytest.raises(ValueError, match=rf"^'.*{table}.csv'.* {needle}"):
         PointDetails.load(tmp_path)
+
+
+def test_point_tables_are_written_through_temp_files(tmp_path, monkeypatch):
+    """A write that fails half way through a table (disk full, a kill) leaves the tables written before it whole
+    and no half table, nor a temp file."""
+    import pandas as pd
+    details = _details()
+    real = pd.DataFrame.to_csv
+
+    def fail_on_steps(self, path, *args, **kwargs):
+        if "step" in self.columns:
+            with open(path, "w") as fh:
+                fh.write("step,lat")
+            raise OSError(28, "No space left on device")
+        return real(self, path, *args, **kwargs)
+    monkeypatch.setattr(pd.DataFrame, "to_csv", fail_on_steps)
+    with pytest.raises(OSError):
+        details.save(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cores.csv", "links.csv", "populations.csv"]
