@@ -30,6 +30,7 @@ def test_resume_of_a_finished_run_after_cache_clear_remakes_its_artifacts(tmp_pa
     StageCache(tmp_path / "cache").remove("lowered")
     again = run(cfg, progress=False, log=lambda m: None, resume=True)
     assert sorted(p.name for p in (again.run_dir / "artifacts").iterdir()) == art
+    assert all(p.stat().st_mode & 0o044 for p in (again.run_dir / "artifacts").iterdir())  # readable as before
     assert not (again.run_dir / ".incomplete").exists()
     assert json.loads((again.run_dir / "provenance.json").read_text())["seed"] == 0
 
@@ -159,3 +160,19 @@ def test_point_tables_are_written_through_temp_files(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         details.save(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cores.csv", "links.csv", "populations.csv"]
+
+
+def test_provenance_and_point_tables_keep_the_results_file_mode(tmp_path):
+    """Written through temp files (mkstemp makes 0600), they still get 0644 less the umask, as results.csv does."""
+    import os
+    import stat
+
+    from codesign.store.provenance import write_provenance
+    old = os.umask(0o022)
+    try:
+        write_provenance(tmp_path, 0)
+        _details().save(tmp_path / "points" / "p1")
+    finally:
+        os.umask(old)
+    for path in [tmp_path / "provenance.json", *(tmp_path / "points" / "p1").iterdir()]:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path.name
