@@ -76,7 +76,18 @@ def save(model: nn.Module, path: str | os.PathLike, config: dict | None = None, 
         raise ValueError(f"checkpoint {path}: {exc}") from None
     payload = {"format": FORMAT, "version": CHECKPOINT_VERSION, "header": text, "tensors": tensors}
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, lambda tmp: torch.save(payload, tmp))
+    write_atomic(path, lambda tmp: _torch_save(payload, tmp, path))
+
+
+def _torch_save(payload: dict, tmp: str, path: Path) -> None:
+    """torch.save(payload, tmp), its failed writes (a full disk, a file size limit: torch's zip writer raises
+    RuntimeError) raised as OSError naming the checkpoint `path`, as Python's own file writes do."""
+    try:
+        torch.save(payload, tmp)
+    except RuntimeError as exc:
+        first = (str(exc).strip().splitlines() or [""])[0][:160]
+        raise OSError(f"checkpoint {path}: writing failed (is the disk full or a file size limit reached?): "
+                      f"{first}") from None
 
 
 def _refusal(exc: BaseException) -> str:

@@ -208,3 +208,21 @@ def test_allow_list_resolves_only_loaded_project_and_torch_classes():
                  "workloads.not_a_module:X", "torch.nn.modules.linearX:Linear", "subprocess:Popen"):
         with pytest.raises(ValueError, match="is not an allowed module class"):
             module_tree.resolve_class(name)
+
+
+def test_a_failed_write_is_an_oserror_naming_the_checkpoint_and_leaves_nothing(tmp_path):
+    """torch's zip writer reports a failed write (here a file size limit, as on a full disk) as RuntimeError: save
+    raises OSError naming the checkpoint (the CLI's one line, exit 2) and leaves neither it nor a temp file."""
+    import subprocess
+    import sys
+    script = ("import resource, sys, torch\n"
+              "from workloads import checkpoint\n"
+              "resource.setrlimit(resource.RLIMIT_FSIZE, (20000, 20000))\n"
+              "try:\n"
+              "    checkpoint.save(torch.nn.Linear(100, 100), sys.argv[1])\n"
+              "except OSError as exc:\n"
+              "    print('OSError', exc)\n")
+    out = subprocess.run([sys.executable, "-c", script, str(tmp_path / "m.pt")], capture_output=True, text=True,
+                         timeout=120)
+    assert out.stdout.startswith(f"OSError checkpoint {tmp_path / 'm.pt'}: writing failed"), out.stderr[-500:]
+    assert list(tmp_path.iterdir()) == []
