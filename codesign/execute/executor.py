@@ -88,18 +88,12 @@ def check_scheduler(execution: ExecutionConfig, timeout_s: float = 10.0) -> None
 
 
 def _workers_ignore_ctrl_c():
-    """dask config that preloads this module into every local worker process (restarted ones too), whose
-    `dask_setup` makes the worker ignore SIGINT: a Ctrl-C in the terminal reaches the whole process group, and
-    this process stops the cluster itself, so the workers need not print a KeyboardInterrupt traceback each."""
+    """dask config that preloads codesign.execute.logs into every local worker process (restarted ones too),
+    whose `dask_setup` makes the worker ignore SIGINT: a Ctrl-C in the terminal reaches the whole process group,
+    and this process stops the cluster itself, so the workers need not print a KeyboardInterrupt traceback each."""
     import dask
     preload = list(dask.config.get("distributed.worker.preload", []))
-    return dask.config.set({"distributed.worker.preload": [*preload, __name__]})
-
-
-def dask_setup(worker) -> None:
-    """dask preload hook (run in a local worker process as it starts, `_workers_ignore_ctrl_c`): ignore SIGINT."""
-    import signal
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return dask.config.set({"distributed.worker.preload": [*preload, "codesign.execute.logs"]})
 
 
 def _torch_friendly_nanny():

@@ -12,3 +12,11 @@ def quiet_logs() -> None:
     Call before torch is imported to silence torch at import time."""
     logging.getLogger("torch._library.triton").setLevel(logging.ERROR)
     logging.getLogger("workloads.lowering").setLevel(logging.ERROR)
+
+
+def dask_setup(worker) -> None:
+    """dask preload hook, run in each local worker process as it starts (codesign.execute.executor preloads this
+    module): quiet_logs, and ignore SIGINT (the CLI process handles Ctrl-C and stops the cluster)."""
+    import signal
+    quiet_logs()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
