@@ -9,15 +9,25 @@ from pathlib import Path
 from typing import Callable
 
 
-def write_atomic(path: str | os.PathLike, write: Callable[[str], None]) -> None:
-    """Call write(tmp) with the path of a new empty file in `path`'s folder (".<name>.<random>.tmp", mode 0600 as
-    mkstemp makes it), then rename it to `path`; on any failure the temporary file is removed and the error
-    raised. The folder must exist: OSError when it is missing or not writable, and whatever `write` raises."""
+def umask() -> int:
+    """The process umask (read by setting and restoring it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def write_atomic(path: str | os.PathLike, write: Callable[[str], None], mode: int = 0o666) -> None:
+    """Call write(tmp) with the path of a new empty file in `path`'s folder (".<name>.<random>.tmp", made by
+    mkstemp, so never a file or link planted there), give it the permission bits `mode` less the umask (0o666: as
+    open() makes a file; mkstemp's own are 0600), then rename it to `path`; on any failure the temporary file is
+    removed and the error raised. The folder must exist: OSError when it is missing or not writable, and whatever
+    `write` raises."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, mode & ~umask())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

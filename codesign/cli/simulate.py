@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import uuid
 from pathlib import Path
 from typing import Optional
 
@@ -15,6 +13,7 @@ from rich.table import Table
 
 from codesign.cli.console import escape, fail, make_console, progress_bar
 from codesign.reporting.units import MICRO, si
+from hwmodels.atomic import write_atomic
 
 #: base SI unit of a quantity by the suffix of its name
 UNIT_SUFFIXES = {"_j": "J", "_s": "s", "_w": "W"}
@@ -62,19 +61,6 @@ def check_out_path(out: Optional[Path], force: bool = False) -> None:
         raise FileExistsError(f"--out: '{out}' exists and is not a regular file; give a new file name")
     if out.exists() and not force:
         raise FileExistsError(f"--out: '{out}' exists; pass --force to overwrite it")
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write `text` to a new temporary file next to `path` (permissions by the umask), then rename it over
-    `path`, so readers never see half a file."""
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
-        with open(tmp, "x", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _plain(value):
@@ -249,7 +235,7 @@ def simulate(graph: Path = typer.Argument(..., help="lowered graph .npz (e.g. re
     doc = json.dumps(result_json(sim, name), indent=1)
     try:
         if out is not None:
-            write_atomic(out, doc + "\n")
+            write_atomic(out, lambda tmp: Path(tmp).write_text(doc + "\n", encoding="utf-8"))
     except OSError as exc:
         fail(exc, debug)
     if as_json:

@@ -10,36 +10,21 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 
 from codesign.store.links import check_no_links
+from hwmodels.atomic import write_atomic
 
 LOG_NAME = "results.jsonl"
 KEY_COLUMN = "point_id"
 
 
-def _umask() -> int:
-    """The process umask (read by setting and restoring it)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def atomic_write(path: Path, write) -> None:
-    """Call write(tmp_path) on a temp file beside `path`, give it mode 0644 less the umask (mkstemp makes 0600),
-    then rename it over `path`: readers see the old or the new file, never a half-written one."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644 & ~_umask())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """Call write(tmp_path) on a temp file beside `path`, give it mode 0644 less the umask, then rename it over
+    `path`: readers see the old or the new file, never a half-written one (hwmodels.atomic.write_atomic)."""
+    write_atomic(path, write, mode=0o644)
 
 
 class ResultStore:
