@@ -44,7 +44,10 @@ class WorkerLost(OSError):
 @contextlib.contextmanager
 def dask_client(execution: ExecutionConfig) -> Iterator:
     """A dask Client: to `execution.scheduler` if set, else a LocalCluster of `execution.workers` processes.
-    A task whose workers all died (dask's KilledWorker) raises WorkerLost, saying how to go on."""
+    The local cluster talks TLS with temporary credentials (dask's Security.temporary(): a self-signed
+    certificate made for this cluster and held in memory), so another local user cannot connect to its scheduler
+    and run code on its workers, as anyone could on plain tcp://127.0.0.1. A task whose workers all died (dask's
+    KilledWorker) raises WorkerLost, saying how to go on."""
     from dask.distributed import Client, LocalCluster
     with _worker_deaths_as_errors(execution):
         if execution.scheduler:
@@ -54,7 +57,7 @@ def dask_client(execution: ExecutionConfig) -> Iterator:
             return
         with _torch_friendly_nanny(), _workers_ignore_ctrl_c(), \
                 LocalCluster(n_workers=local_workers(execution), threads_per_worker=1, processes=True,
-                             dashboard_address=None) as cluster, Client(cluster) as client:
+                             dashboard_address=None, security=True) as cluster, Client(cluster) as client:
             client.run(quiet_logs)
             yield client
 

@@ -116,6 +116,23 @@ def test_local_workers_spawn_without_dask_malloc_trim_threshold():
 
 
 @pytest.mark.slow
+def test_the_local_cluster_refuses_a_client_without_its_credentials():
+    # on plain tcp://127.0.0.1 any local process could connect and run code on the workers (client.run)
+    from dask.distributed import Client
+    from distributed.security import Security
+
+    from codesign.execute.executor import dask_client
+    from codesign.config.sweep import ExecutionConfig
+    with dask_client(ExecutionConfig(workers=1)) as client:
+        address = client.scheduler.address
+        assert address.startswith("tls://127.0.0.1:") and list(client.run(lambda: 7).values()) == [7]
+        # plain tcp, and TLS with credentials of its own (another CA): both refused by the scheduler
+        for outsider, security in ((address.replace("tls://", "tcp://"), None), (address, Security.temporary())):
+            with pytest.raises(OSError, match="Comm|TLS|closed"):
+                Client(outsider, timeout="3s", security=security).close()
+
+
+@pytest.mark.slow
 def test_check_scheduler_accepts_a_live_scheduler_and_names_a_dead_one():
     from dask.distributed import LocalCluster
 
