@@ -353,6 +353,13 @@ def test_des_against_torch_forward():
         "less. Tried and dropped: classes for the structural count alone (a conv's groups instead of its input "
         "channels, nonzero totals per neuron): 125,749 -> 113,565 rows before the merge, no faster (the rows that "
         "stay apart differ by tap pattern or by core).",
+        "Since then (commits 28b9017..0e806ae: argument and trace checks, e.g. a neuron listed twice in one row of "
+        "the trace, refused by one compiled pass; the synapse units' finish sums each destination's work from its "
+        "last delivery back, so a sample's latency no longer changes in its last bits with the samples batched "
+        "with it): the DES of spikformer_4_384 in alternated processes against 5f8e8f9, medians of 5 runs: 610 "
+        "-> 604 ms, no change. In the make bench run at 0e806ae its forward took 0.195 s (0.23-0.27 s in the runs "
+        "before on this host, which was quieter then: load 0.38), so its ratio read 3.39 for a DES of 0.643 s "
+        "(0.658 s before).",
         "Work accounting (this run): des_floor_over_forward is "
         + ", ".join(f"{r['workload']} {r['des_floor_over_forward']:.2f}" for r in rows)
         + ": on spikformer_4_384 the DES's work (des_cpu_s, "

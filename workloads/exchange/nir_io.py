@@ -106,7 +106,7 @@ def _check_real(graph: nir.NIRGraph, where: str) -> None:
 
 
 def nir_workload(source: nir.NIRGraph | str | os.PathLike, inputs: torch.Tensor, *, dt: float | None = None,
-                 labels=None, weight_bits: int = 8, batch_size: int = 64,
+                 labels=None, weight_bits: int = 8, batch_size: int = 128,
                  device=None) -> tuple[NetworkGraph, EventTrace]:
     """Import a NIR graph and run it on `inputs`: the NetworkGraph + EventTrace the hardware model simulates.
 
