@@ -305,7 +305,10 @@ def test_lowering_speed():
         "its ratio read 1.11 for the same ~57 ms lowering (vgg11 1.12, spikformer_4_384 1.68); the run of this "
         "benchmark alone right after it: mnist_conv 0.79, vgg11 1.38 (its trace write 14 ms there against 63 ms "
         "in the bench run: the page cache's state), spikformer_4_384 1.53. mnist_conv's target is met or missed "
-        "by how fast its ~50-70 ms forward happens to run.",
+        "by how fast its ~50-70 ms forward happens to run. Then lower()'s default batch_size went from 64 to 128, so "
+        "its 100 samples are one recording pass instead of two (64 + 36): its lowering to a folder 57 -> 50 ms "
+        "(medians of 10 alternated in one process, same trace); run after it: mnist_conv 0.84, vgg11 1.16, "
+        "spikformer_4_384 1.67 (a single batch at either size).",
         "Work accounting (module docstring): forward_one_thread_s and lower_one_thread_s are the CPU times "
         "(time.process_time, every thread; wall times until the weight fit moved beside the trace write, when "
         "the lowering's worker started to run beside its main thread) of the forward and the "
