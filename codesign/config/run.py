@@ -151,6 +151,19 @@ class RunConfig(_Section):
     compression: CompressionConfig = CompressionConfig()
     hardware: HardwareConfig = HardwareConfig()
 
+    @field_validator("output_dir", "cache_dir")
+    @classmethod
+    def _folder_path(cls, path: str) -> str:
+        """A folder path without a NUL byte (the OS refuses one with an error that names no field)."""
+        return check_folder_path(path)
+
+
+def check_folder_path(path: str) -> str:
+    """`path` unchanged; ValueError when it holds a NUL byte, which no file system accepts."""
+    if "\x00" in path:
+        raise ValueError("holds a NUL byte; give a folder path")
+    return path
+
 
 def _accepted_keys(loc: tuple, root: type[BaseModel]) -> list[str]:
     """Field names accepted at the path `loc` (a tuple of keys from the root, list indices after a list field) of

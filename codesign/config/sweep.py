@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from codesign.config.run import (ConfigError, RunConfig, one_line_error, apply_sets, default_config_text, parse_tree, quote,
-                             read_tree,
+                             check_folder_path, read_tree,
                              rename_old_keys, set_dotted)
 
 DICT_FIELDS = ("compression.params.", "hardware.overrides.")
@@ -73,6 +73,12 @@ class SweepSpec(_Section):
                                           "union, e.g. one grid per method with its own parameters)")
     execution: ExecutionConfig = ExecutionConfig()
     search: SearchConfig = SearchConfig()
+
+    @field_validator("output_dir", "cache_dir")
+    @classmethod
+    def _folder_path(cls, path: str) -> str:
+        """A folder path without a NUL byte."""
+        return check_folder_path(path)
 
     @field_validator("axes")
     @classmethod

@@ -173,3 +173,17 @@ def test_unknown_keys_of_sweep_specs_and_claims_files_list_their_own_accepted_ke
         load_claims(claims)
     assert str(err.value).startswith("claims: unknown key 'claims.0.bogus'; accepted keys here: id, text, source, "
                                      "metric, relation, factor, a, b, match")
+
+
+@pytest.mark.parametrize("key", ["output_dir", "cache_dir"])
+def test_a_folder_path_with_a_nul_byte_is_named_in_one_line(tmp_path, key):
+    # the OS refuses a NUL byte with "embedded null byte", which names no field; a spec's folders too
+    from codesign.config.sweep import load_spec
+    path = tmp_path / "c.yaml"
+    path.write_text(f'{key}: "rep\\0x"\n')
+    with pytest.raises(ConfigError,
+                       match=rf"^config: {key}: holds a NUL byte; give a folder path \(got 'rep\\x00x'\)$"):
+        load_config(path)
+    with pytest.raises(ConfigError, match=rf"^sweep: {key}: holds a NUL byte"):
+        load_spec(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml"]
