@@ -7,8 +7,8 @@ waits for a channel (in particular when no two flows of a step share a link), an
 delay head arrivals, and the makespan of a work-conserving FIFO server never decreases when arrivals move later.
 That bound is against the flow-level DES (router.congestion_model "links"). The message-level DES of "density"
 (hwmodels.timing.des_density, SANA-FE's model) interleaves each core's sends with its neurons' updates, so a
-message can leave before the whole send side ends and its latency can be below the analytic one (1.50e-5 against
-1.81e-5 s on a small conv net on loihi-sanafe).
+message can leave before the whole send side ends and its latency can be below the analytic one (the benchmarks'
+MNIST conv net, 100 samples on loihi-sanafe: 377.2 against 383.0 us per inference).
 """
 from __future__ import annotations
 
