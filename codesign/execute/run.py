@@ -17,7 +17,7 @@ import yaml
 
 from codesign.store.cache import StageCache, check_cache_dir
 from codesign.config.run import ConfigError, RunConfig, dump_config
-from codesign.execute.evaluate import load_chip, model_row
+from codesign.execute.evaluate import load_chip, model_row, stage_keys
 from codesign.execute.executor import run_points
 from codesign.reporting.report import write_report
 from codesign.store.runfolder import check_folder, own_run_folder
@@ -86,15 +86,26 @@ def summarize(df: pd.DataFrame, cfg: RunConfig, chip, seconds: float) -> list[st
 
 def copy_artifacts(points: list[RunConfig], cache: StageCache, run_dir: Path) -> None:
     """Copy each point's lowered graph and trace from the cache to run_dir/artifacts/<method>-r<ratio>.*.npz, each
-    file atomically. The lowered entry is verified and made again when it is missing or damaged (model_row), so a
-    resumed run whose points are all stored still gets its artifacts after the cache was cleared."""
+    file atomically. The lowered entry's files are checked against their hashes (StageCache.verify) and, when it
+    is missing or damaged, made again (model_row, which also loads the compressed model: only then), so a resumed
+    run whose points are all stored still gets its artifacts after the cache was cleared."""
     art = run_dir / "artifacts"
     art.mkdir(exist_ok=True)
     for cfg in points:
-        src = model_row(cfg, cache)[1]
+        src = _lowered_entry(cfg, cache)
         tag = f"{cfg.compression.method}-r{cfg.compression.ratios[0]:g}"
         for kind in ("graph", "trace"):
             atomic_write(art / f"{tag}.{kind}.npz", lambda tmp, f=src / f"{kind}.npz": shutil.copyfile(f, tmp))
+
+
+def _lowered_entry(cfg: RunConfig, cache: StageCache) -> Path:
+    """Folder of the point's verified lowered entry, made again by model_row when it is missing or damaged."""
+    key = stage_keys(cfg).lowered
+    try:
+        cache.verify("lowered", key)
+        return cache.path("lowered", key)
+    except (ValueError, OSError):
+        return model_row(cfg, cache)[1]
 
 
 def run(cfg: RunConfig, progress: bool = True, log=print, resume: bool = False) -> RunResult:
