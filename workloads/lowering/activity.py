@@ -156,17 +156,18 @@ def packed(active: torch.Tensor | np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(pack(a).transpose(1, 0, 2))
 
 
-def population_activity(pop: Population, mask: np.ndarray, rows: torch.Tensor | None, n_t: int,
-                        n_b: int) -> np.ndarray | None:
+def population_activity(pop: Population, mask: np.ndarray | None, rows: torch.Tensor | None, n_t: int,
+                        n_b: int, flags: np.ndarray | None = None) -> np.ndarray | None:
     """uint8 (B, T + 1, ceil(size / 8)) packed activity of one population in one batch: a spiking node's recorded
     rows (T + 1, B, ...), else (max-pool, relays) where its values are non-zero, `mask` (T * B, size), the event
-    mask of workloads.lowering.events.event_mask (the same test as value_activity), with no state after the last
+    mask of workloads.lowering.events.event_mask (the same test as value_activity), or `flags` (T * B,
+    ceil(size / 8)), that mask already packed (workloads.lowering.events.row_events), with no state after the last
     step; None for an input population. Raises ValueError when the activity does not have the population's size."""
     if rows is not None:
         return packed_rows(pop, rows, n_t, n_b)
     if pop.is_input:
         return None
-    bits = pack(mask.reshape(n_t, n_b, mask.shape[1]))
+    bits = pack(mask.reshape(n_t, n_b, mask.shape[1])) if flags is None else flags.reshape(n_t, n_b, -1)
     return np.ascontiguousarray(np.concatenate([bits, np.zeros_like(bits[:1])]).transpose(1, 0, 2))
 
 

@@ -1,6 +1,7 @@
-"""Recorded tensors to the trace's CSR rows: the non-zero entries of one population in one batch
-(`population_events`, rows in the tensor's own (t, sample) order) and their merge, without sorting, into the
-trace's rows (sample, t, population) (`merge_events`).
+"""Recorded tensors to the trace's CSR rows: the non-zero entries of one population in one batch, rows in the
+tensor's own (t, sample) order (`row_events`, one compiled pass the recorder takes on CPU float tensors;
+`population_events` = `mask_events` of `event_mask`, numpy, for any tensor), and their merge, without sorting,
+into the trace's rows (sample, t, population) (`merge_events`).
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import numpy as np
 import torch
 
 from hwmodels.trace import Population
-from workloads.lowering.events_kernel import copy_rows
+from workloads.lowering.events_kernel import copy_rows, nonzero_rows
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,39 @@ def event_mask(spikes: torch.Tensor, pop: Population, n_t: int, n_b: int,
     if with_values and pop.graded:
         values = a.float().contiguous().cpu().numpy().reshape(n_t * n_b, pop.size)[active]
     return active, values
+
+
+def row_events(spikes: torch.Tensor, pop: Population, n_t: int, n_b: int, graded: bool, packed: bool,
+               jobs=None) -> tuple[Events, np.ndarray | None] | None:
+    """(Events, packed flags uint8 (T * B, ceil(size / 8)) of the non-zero entries in hwmodels.activity's bit order,
+    or None unless `packed`) of `spikes` (T, B, ...) or (T*B, ...) on a CPU float32/float64 tensor, as
+    mask_events(*event_mask(...)) and packing their mask give them, in one compiled pass
+    (workloads.lowering.events_kernel.nonzero_rows) reading the tensor's own memory: a token population's
+    transposed view in place, whose mask event_mask transposes and copies. graded: keep the values (float32).
+    Rows are split over the workers of `jobs` (a workloads.lowering.jobs.Jobs, or None) from _SPLIT_ELEMENTS
+    elements. None when the tensor is on another device or of another dtype (the caller takes event_mask).
+    Raises ValueError when the tensor does not have `pop.size` neurons per sample and timestep."""
+    if spikes.device.type != "cpu" or spikes.dtype not in (torch.float32, torch.float64):
+        return None
+    tokens = _swapped_view(spikes, n_t, n_b)
+    if tokens is not None:  # neuron d * L + l of a (T, B, L, D) memory
+        a = tokens.reshape(n_t * n_b, tokens.shape[2], tokens.shape[3])
+    else:
+        a = spikes.detach().reshape(n_t, n_b, -1).numpy().reshape(n_t * n_b, -1)
+    n = int(np.prod(a.shape[1:]))
+    if n != pop.size:
+        raise ValueError(f"population {pop.name!r}: recorded {n} neurons per step, expected {pop.size} for shape "
+                         f"{pop.shape}")
+    if packed and tokens is not None and a.shape[1] % 8:
+        return None  # a channel's flags would not end on a byte: event_mask's mask is packed instead
+    n = 1 if jobs is None or a.size < _SPLIT_ELEMENTS else min(jobs.workers, len(a))
+    cuts = [len(a) * i // n for i in range(n + 1)]
+    parts = [a[lo:hi] for lo, hi in zip(cuts[:-1], cuts[1:])]
+    call = lambda part: nonzero_rows(part, graded, packed, tokens is not None)
+    pieces = jobs.map(call, parts) if n > 1 else [call(parts[0])]
+    join = lambda arrays: arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+    counts, indices, values, flags = (None if p[0] is None else join(p) for p in zip(*pieces))
+    return Events(counts, indices, values), flags
 
 
 def _swapped_view(t: torch.Tensor, n_t: int, n_b: int) -> np.ndarray | None:

@@ -17,7 +17,7 @@ from torch import nn
 from hwmodels.trace import EventTrace, NetworkGraph
 from workloads.lowering.activity import (Capture, Probes, packed_rows, population_activity, predictions,
                                          readout_activity)
-from workloads.lowering.events import event_mask, mask_events, merge_events
+from workloads.lowering.events import event_mask, mask_events, merge_events, row_events
 from workloads.lowering.fused_pool import FusedPools
 from workloads.lowering.jobs import Jobs
 from workloads.lowering.rules_recurrent import recurrent_node
@@ -178,10 +178,14 @@ class BatchRecord:
         pop = self.graph.populations.get(name)
         if pop is None:
             return
-        mask, values = event_mask(values, pop, self.n_t, self.n_b, self.with_values)
-        # values of a graded population only: merge_events gives the others' entries 1.0
-        self.events[self.index[name]] = mask_events(mask, values, self.with_values and pop.graded, self.jobs)
-        act = population_activity(pop, mask, rows, self.n_t, self.n_b)
+        graded = self.with_values and pop.graded  # values of graded populations: merge_events gives others 1.0
+        fast = row_events(values, pop, self.n_t, self.n_b, graded, rows is None and not pop.is_input, self.jobs)
+        if fast is None:  # another device or dtype, or token flags that do not end on a byte
+            mask, vals = event_mask(values, pop, self.n_t, self.n_b, self.with_values)
+            self.events[self.index[name]], flags = mask_events(mask, vals, graded, self.jobs), None
+        else:
+            (self.events[self.index[name]], flags), mask = fast, None
+        act = population_activity(pop, mask, rows, self.n_t, self.n_b, flags)
         if act is not None:
             self.activity[name] = act
 
