@@ -68,8 +68,9 @@ def row_events(spikes: torch.Tensor, pop: Population, n_t: int, n_b: int, graded
     (workloads.lowering.events_kernel.nonzero_rows) reading the tensor's own memory: a token population's
     transposed view in place, whose mask event_mask transposes and copies. graded: keep the values (float32).
     Rows are split over the workers of `jobs` (a workloads.lowering.jobs.Jobs, or None) from _SPLIT_ELEMENTS
-    elements. None when the tensor is on another device or of another dtype (the caller takes event_mask).
-    Raises ValueError when the tensor does not have `pop.size` neurons per sample and timestep."""
+    elements. None when the tensor is on another device or of another dtype, or when `packed` is asked of a
+    token view whose L is not a multiple of 8 (a channel's flags would not end on a byte): the caller then takes
+    event_mask. Raises ValueError when the tensor does not have `pop.size` neurons per sample and timestep."""
     if spikes.device.type != "cpu" or spikes.dtype not in (torch.float32, torch.float64):
         return None
     tokens = _swapped_view(spikes, n_t, n_b)
