@@ -652,11 +652,15 @@ def _flows(tables: FanoutTables, grouped: _Grouped, rows_per_sample: int) -> tup
                                                            joint.stack, n, rps, joint.totals, r0), ranges)
     if any(p[9] for p in parts):
         raise RuntimeError("fan-out tables: synaptic events or bits on a core without a message")
+    join = lambda k: parts[0][k] if len(parts) == 1 else np.concatenate([p[k] for p in parts])
     first_flow = np.cumsum([0] + [len(p[0]) for p in parts])
     row = np.concatenate([p[0] + r0 for p, (r0, _) in zip(parts, ranges)])
-    route, spikes = (np.concatenate([p[k] for p in parts]) for k in (1, 2))
-    flow = np.concatenate([p[3] + f0 for p, f0 in zip(parts, first_flow)])
-    dst, msgs, values = (np.concatenate([p[k] for p in parts]) for k in range(4, 7))
+    route, spikes, values = join(1), join(2), join(6)
+    if tables.routes is None:  # each flow its own delivery: the same arrays, joined once (Spikformer: 12 MB less)
+        flow, dst, msgs = np.arange(len(row), dtype=np.int64), route, spikes
+    else:
+        flow = np.concatenate([p[3] + f0 for p, f0 in zip(parts, first_flow)])
+        dst, msgs = join(4), join(5)
     struct, nonzero = np.zeros(len(lo) // rps, np.int64), np.zeros(len(lo) // rps, np.int64)
     for p, (r0, _) in zip(parts, ranges):
         struct[r0 // rps:r0 // rps + len(p[7])] += p[7]
