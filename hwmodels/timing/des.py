@@ -155,6 +155,9 @@ def _group_flows(batches: list[Batch]) -> tuple[RouteTable, np.ndarray, np.ndarr
     batches in one (RouteTable.concat), then int64 (n_flows,) each: tree indices into it, steps numbered across
     batches (sorted)."""
     uses = [u for _, _, u in batches]
+    if len(batches) == 1:  # the batch's own arrays (read only here), no copies
+        a, _, u = batches[0]
+        return u.table, u.flow_route, u.hops, a.flow_messages, a.flow_sample * a.n_steps + a.flow_step
     tree_off = np.cumsum([0] + [len(u.table) for u in uses])
     step_off = np.cumsum([0] + [a.n_samples * a.n_steps for a, _, _ in batches])
     return (RouteTable.concat([u.table for u in uses]),
