@@ -105,6 +105,19 @@ def test_a_task_whose_workers_die_is_one_line_not_a_killed_worker_traceback():
 
 
 @pytest.mark.slow
+def test_a_failing_task_on_local_workers_logs_no_compute_failed_block():
+    """A task that raises reaches the caller as its exception (the CLI prints one line), and the local worker
+    does not also log dask's ~10-line "Compute Failed" record to the terminal; its other logs are kept."""
+    from codesign.config.sweep import ExecutionConfig
+    from codesign.execute.executor import dask_client
+    with dask_client(ExecutionConfig(workers=1)) as client:
+        with pytest.raises(ValueError, match="invalid literal"):
+            client.submit(int, "not a number", pure=False).result()
+        logs = [msg for entries in client.get_worker_logs().values() for _, msg in entries]
+    assert logs and not any("Compute Failed" in msg for msg in logs)
+
+
+@pytest.mark.slow
 def test_local_dask_workers_ignore_ctrl_c():
     """Ctrl-C reaches the whole process group: the local workers ignore it (this process stops the cluster), so
     they print no KeyboardInterrupt traceback each; this process keeps its own handler."""
