@@ -55,9 +55,14 @@ def dask_client(execution: ExecutionConfig) -> Iterator:
                 client.run(quiet_logs)
                 yield client
             return
-        with _torch_friendly_nanny(), _workers_ignore_ctrl_c(), \
-                LocalCluster(n_workers=local_workers(execution), threads_per_worker=1, processes=True,
-                             dashboard_address=None, security=True) as cluster, Client(cluster) as client:
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(_torch_friendly_nanny())
+            stack.enter_context(_workers_ignore_ctrl_c())
+            with ctrl_c_ignored():  # workers spawned meanwhile ignore Ctrl-C from their start
+                cluster = stack.enter_context(LocalCluster(
+                    n_workers=local_workers(execution), threads_per_worker=1, processes=True,
+                    dashboard_address=None, security=True))
+                client = stack.enter_context(Client(cluster))
             client.run(quiet_logs)
             yield client
 
@@ -88,6 +93,27 @@ def check_scheduler(execution: ExecutionConfig, timeout_s: float = 10.0) -> None
         raise ConfigError(f"execution.scheduler: no dask scheduler answers at {execution.scheduler!r} "
                           f"({type(exc).__name__}); give a running scheduler's address, e.g. tcp://host:8786, "
                           "or leave it unset for a local cluster") from None
+
+
+@contextlib.contextmanager
+def ctrl_c_ignored() -> Iterator[None]:
+    """Ignore Ctrl-C (SIGINT) inside the block: the local cluster's start. Its worker processes inherit the
+    ignored signal when they are spawned (an ignored signal stays ignored across exec, and Python then installs
+    no KeyboardInterrupt handler), so a Ctrl-C sent to the terminal's process group while they import can no
+    longer kill them with a traceback each before their preload (codesign.execute.logs.dask_setup) ignores it,
+    nor leave the cluster half-started for dask's atexit close to fail on ("AssertionError: Status.init"). A
+    Ctrl-C in those few seconds is dropped: the next one, once the cluster runs, stops the run as usual. A no-op
+    off the main thread, where Python cannot set signal handlers."""
+    import signal
+    import threading
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
 
 
 def _workers_ignore_ctrl_c():

@@ -117,6 +117,35 @@ def test_a_failing_task_on_local_workers_logs_no_compute_failed_block():
     assert logs and not any("Compute Failed" in msg for msg in logs)
 
 
+def test_ctrl_c_while_the_local_cluster_starts_is_ignored_and_inherited_by_spawned_processes():
+    """Inside ctrl_c_ignored (the local cluster's start) a SIGINT is dropped and processes spawned there start
+    with SIGINT ignored (the workers: no KeyboardInterrupt traceback while they import, no half-started cluster);
+    afterwards this process's own handler is back and gets the next SIGINT."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from codesign.execute.executor import ctrl_c_ignored
+    got = []
+    before = signal.signal(signal.SIGINT, lambda signum, frame: got.append(signum))
+    probe = "import signal; print(signal.getsignal(signal.SIGINT) is signal.SIG_IGN)"
+    try:
+        with ctrl_c_ignored():
+            os.kill(os.getpid(), signal.SIGINT)  # dropped
+            spawned = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+        time.sleep(0.05)
+        assert got == [] and spawned.stdout.strip() == "True"
+        outside = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+        assert outside.stdout.strip() == "False"  # a handled signal is reset to the default across exec
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+        assert got == [signal.SIGINT]
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
 @pytest.mark.slow
 def test_local_dask_workers_ignore_ctrl_c():
     """Ctrl-C reaches the whole process group: the local workers ignore it (this process stops the cluster), so
