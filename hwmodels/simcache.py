@@ -16,8 +16,6 @@ from collections import OrderedDict
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
-import numpy as np
-
 from hwmodels.events.actions import Actions, FanoutTables, build_fanout, count_actions
 from hwmodels.mapping.connectivity import FanoutStore
 from hwmodels.mapping.map import Mapping, MappingError, map_network, mapping_key
@@ -26,6 +24,7 @@ from hwmodels.mapping.placement import USES_TRAFFIC
 from hwmodels.chip.signatures import TIMING_EXCLUDED, frozen, mapping_signature, timing_signature
 from hwmodels.chip.spec import ChipSpec, CoreSpec
 from hwmodels.energy import costs
+from hwmodels.trace import is_int
 from hwmodels.timing.core_times import ActionTimes, action_times
 from hwmodels.trace import EventTrace, NetworkGraph
 from hwmodels.trace_check import start_check
@@ -43,7 +42,7 @@ class SimCache:
     """
 
     def __init__(self, max_entries: int = 128):
-        if not isinstance(max_entries, (int, np.integer)) or isinstance(max_entries, bool) or max_entries < 0:
+        if not is_int(max_entries) or max_entries < 0:
             raise ValueError(f"max_entries: {max_entries!r} must be >= 0 and an integer")
         self.max_entries = max_entries
         self._store: OrderedDict = OrderedDict()

@@ -24,7 +24,7 @@ from hwmodels.timing.core_times import ActionTimes, core_busy_s
 from hwmodels.result import ResultTables, SimResult
 from hwmodels.simcache import SimCache
 from hwmodels.chip.spec import ChipSpec
-from hwmodels.trace import EventTrace, NetworkGraph
+from hwmodels.trace import EventTrace, NetworkGraph, is_int
 
 #: latency model name -> fn(batches [(actions, times, route use)], network, buffer depth) -> [Timing per batch]
 MODELS = {"des": des.timing_batches, "analytic": analytic.timing_batches}
@@ -192,7 +192,7 @@ def _check_args(model: str, semantics: str, batch_samples: int) -> None:
         raise ValueError(f"model: {model!r} is not one of {', '.join(MODELS)}")
     if not isinstance(semantics, str) or semantics not in SEMANTICS:
         raise ValueError(f"semantics: {semantics!r} is not one of {', '.join(SEMANTICS)}")
-    if not isinstance(batch_samples, (int, np.integer)) or isinstance(batch_samples, bool) or batch_samples < 1:
+    if not is_int(batch_samples) or batch_samples < 1:
         raise ValueError(f"batch_samples: {batch_samples!r} must be an integer >= 1")
 
 

@@ -51,7 +51,7 @@ def _is_real(x: object) -> bool:
     return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, (bool, np.bool_))
 
 
-def _is_int(x: object) -> bool:
+def is_int(x: object) -> bool:
     """True for an int (numpy integers included), False for bool, float (even 3.0), str and the rest."""
     return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
 
@@ -140,14 +140,14 @@ class Population:
         if not isinstance(self.name, str) or not self.name:
             raise ValueError(f"population.name: {quote(self.name)} must be a non-empty string")
         shape = tuple(self.shape) if isinstance(self.shape, (tuple, list)) else ()
-        if not shape or not all(_is_int(s) and s > 0 for s in shape):
+        if not shape or not all(is_int(s) and s > 0 for s in shape):
             raise ValueError(f"population.shape: {quote(self.shape)} of {quote(self.name)} must be a non-empty tuple "
                              "of positive ints")
         object.__setattr__(self, "shape", tuple(int(s) for s in shape))
         if math.prod(self.shape) > MAX_NEURONS:
             raise ValueError(f"population.shape: {self.shape} holds {math.prod(self.shape)} neurons; at most "
                              f"{MAX_NEURONS} (2**31 - 1: traces number neurons in int32)")
-        if not _is_int(self.state_bits) or not 1 <= self.state_bits <= 64:
+        if not is_int(self.state_bits) or not 1 <= self.state_bits <= 64:
             raise ValueError(f"population.state_bits: {quote(self.state_bits)} must be an integer in 1..64")
 
     @property
@@ -227,9 +227,9 @@ class Projection:
                 raise ValueError(f"projection.{name}: {quote(given)} of {quote(self.name)} must be an integer or "
                                  f"two (height, width), >= {low}")
             object.__setattr__(self, name, tuple(int(v) for v in values))
-        if not _is_int(self.groups) or self.groups < 1:
+        if not is_int(self.groups) or self.groups < 1:
             raise ValueError(f"projection.groups: {quote(self.groups)} of {quote(self.name)} must be an integer >= 1")
-        if not _is_int(self.weight_bits) or not 1 <= self.weight_bits <= MAX_WEIGHT_BITS:
+        if not is_int(self.weight_bits) or not 1 <= self.weight_bits <= MAX_WEIGHT_BITS:
             raise ValueError(f"projection.weight_bits: {quote(self.weight_bits)} must be an integer in "
                              f"1..{MAX_WEIGHT_BITS}")
         if self.gate is not None or self.gate_index is not None:

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from hwmodels.trace import MAX_WEIGHT_BITS, STORAGE_FORMATS, EventTrace, NetworkGraph, NeuronModel, Population
+from hwmodels.trace import MAX_WEIGHT_BITS, STORAGE_FORMATS, EventTrace, NetworkGraph, NeuronModel, Population, is_int
 from workloads.exchange.recurrent import make_graph
 from workloads.lowering.activity import Probes
 from workloads.lowering.build import Build, Settings, add_population, drop_unread_input
@@ -212,11 +212,11 @@ def _check_arguments(weight_bits: int, weight_fit: str, storage: str | None, bat
     truncated)."""
     if storage is not None and storage not in STORAGE_FORMATS:
         raise ValueError(f"storage: {storage!r} is not one of None, {', '.join(STORAGE_FORMATS)}")
-    if not _is_int(weight_bits) or not 1 <= weight_bits <= MAX_WEIGHT_BITS:
+    if not is_int(weight_bits) or not 1 <= weight_bits <= MAX_WEIGHT_BITS:
         raise ValueError(f"weight_bits: {weight_bits!r} must be an integer in 1..{MAX_WEIGHT_BITS}")
     if weight_fit not in FIT_POLICIES:
         raise ValueError(f"weight_fit: {weight_fit!r} is not one of {', '.join(FIT_POLICIES)}")
-    if not _is_int(batch_size) or batch_size < 1:
+    if not is_int(batch_size) or batch_size < 1:
         raise ValueError(f"batch_size: {batch_size!r} must be an integer >= 1")
 
 
@@ -235,11 +235,6 @@ def _check_device(device) -> None:
     if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
         raise ValueError(f"device: {device!r} is not available ({torch.cuda.device_count()} CUDA devices); give "
                          "None (CUDA when available, else CPU) or 'cpu'")
-
-
-def _is_int(value: object) -> bool:
-    """True for a Python or numpy integer (not a bool), False for anything else (floats included)."""
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
 def _check_model_dtype(model: nn.Module) -> None:
@@ -331,7 +326,7 @@ def _per_layer(compression, model: nn.Module) -> dict[str, dict]:
         out[key] = dict(table)
     for key, field_name in (("layer_bits", "weight_bits"), ("state_bits", "state_bits")):
         for layer_name, bits in out[key].items():
-            if not _is_int(bits) or not 1 <= bits <= 32:
+            if not is_int(bits) or not 1 <= bits <= 32:
                 raise ValueError(f"compression.{field_name}[{layer_name!r}]: {bits!r} must be an integer in 1..32")
     for layer_name, fmt in out["layer_storage"].items():
         if fmt not in STORAGE_FORMATS:

@@ -84,13 +84,8 @@ def row_events(spikes: torch.Tensor, pop: Population, n_t: int, n_b: int, graded
                          f"{pop.shape}")
     if packed and tokens is not None and a.shape[1] % 8:
         return None  # a channel's flags would not end on a byte: event_mask's mask is packed instead
-    n = 1 if jobs is None or a.size < _SPLIT_ELEMENTS else min(jobs.workers, len(a))
-    cuts = [len(a) * i // n for i in range(n + 1)]
-    parts = [a[lo:hi] for lo, hi in zip(cuts[:-1], cuts[1:])]
-    call = lambda part: nonzero_rows(part, graded, packed, tokens is not None)
-    pieces = jobs.map(call, parts) if n > 1 else [call(parts[0])]
-    join = lambda arrays: arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
-    counts, indices, values, flags = (None if p[0] is None else join(p) for p in zip(*pieces))
+    pieces = _row_parts(a, lambda part: nonzero_rows(part, graded, packed, tokens is not None), jobs)
+    counts, indices, values, flags = (None if p[0] is None else join_arrays(p) for p in zip(*pieces))
     return Events(counts, indices, values), flags
 
 
@@ -113,14 +108,26 @@ def mask_events(active: np.ndarray, values: np.ndarray | None, with_values: bool
     """The Events of a mask of event_mask (values: its graded values, or None for 1.0 when with_values). jobs:
     a workloads.lowering.jobs.Jobs over whose workers the rows of a large mask are split (in row order, so the
     result is the same), or None."""
-    n = 1 if jobs is None or active.size < _SPLIT_ELEMENTS else min(jobs.workers, len(active))
-    cuts = [len(active) * i // n for i in range(n + 1)]
-    parts = [active[lo:hi] for lo, hi in zip(cuts[:-1], cuts[1:])]
-    pieces = jobs.map(_row_events, parts) if n > 1 else [_row_events(parts[0])]
-    counts, indices = (np.concatenate(p) if len(pieces) > 1 else p[0] for p in zip(*pieces))
+    counts, indices = (join_arrays(p) for p in zip(*_row_parts(active, _row_events, jobs)))
     if with_values and values is None:
         values = np.ones(len(indices), np.float32)
     return Events(counts, indices, values if with_values else None)
+
+
+def _row_parts(a: np.ndarray, fn, jobs) -> list:
+    """[fn(part) for each part of the rows of `a`], the rows cut into as many consecutive parts as the workers of
+    `jobs` (a workloads.lowering.jobs.Jobs) when `a` has _SPLIT_ELEMENTS elements or more, else one part: the
+    results in row order, so joining them gives the result of one part."""
+    n = 1 if jobs is None or a.size < _SPLIT_ELEMENTS else min(jobs.workers, len(a))
+    cuts = [len(a) * i // n for i in range(n + 1)]
+    parts = [a[lo:hi] for lo, hi in zip(cuts[:-1], cuts[1:])]
+    return jobs.map(fn, parts) if n > 1 else [fn(parts[0])]
+
+
+def join_arrays(parts) -> np.ndarray:
+    """The arrays `parts` end to end: the only one itself (a batch's arrays are its own, so the trace of one batch
+    takes them without a copy), else np.concatenate."""
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 def _row_events(active: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

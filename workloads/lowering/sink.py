@@ -12,8 +12,10 @@ from typing import Callable
 
 import numpy as np
 
+from hwmodels.atomic import umask
 from hwmodels.stream import TraceWriter, open_trace
 from hwmodels.trace import EventTrace, NetworkGraph
+from workloads.lowering.events import join_arrays
 
 
 def check_out(out: str | os.PathLike) -> Path:
@@ -34,30 +36,22 @@ def assemble(graph: NetworkGraph, n_t: int, batches: list[dict], labels: np.ndar
     with another graph; `fingerprint`: graph.fingerprint() when already known, None: computed here, False: left
     out, graph_fingerprint None, for a writer given it at close). labels: int64 (samples of the batches,) or None."""
     counts, indices, values = zip(*(b["csr"] for b in batches))
-    offsets = np.concatenate([[0], np.cumsum(_join(counts))]).astype(np.int64)
-    activity = {name: _join([b["activity"][name] for b in batches]) for name in batches[0]["activity"]}
+    offsets = np.concatenate([[0], np.cumsum(join_arrays(counts))]).astype(np.int64)
+    activity = {name: join_arrays([b["activity"][name] for b in batches]) for name in batches[0]["activity"]}
     preds = [b["predictions"] for b in batches]
     n_samples = len(offsets[1:]) // (n_t * len(graph.populations))
-    return EventTrace(list(graph.populations), n_samples, n_t, offsets, _join(indices),
-                      None if values[0] is None else _join(values), labels, activity,
-                      None if any(p is None for p in preds) else _join(preds),
+    return EventTrace(list(graph.populations), n_samples, n_t, offsets, join_arrays(indices),
+                      None if values[0] is None else join_arrays(values), labels, activity,
+                      None if any(p is None for p in preds) else join_arrays(preds),
                       sizes={name: pop.size for name, pop in graph.populations.items()},
                       graph_fingerprint=graph.fingerprint() if fingerprint is None else (fingerprint or None))
-
-
-def _join(parts) -> np.ndarray:
-    """The arrays `parts` end to end: the only one itself (a batch's arrays are its own, so the trace of one batch
-    takes them without a copy), else np.concatenate."""
-    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 def new_folder(out: Path) -> Path:
     """A new empty folder `.<out name>.partial-<random>` beside `out` (made by mkdtemp, which never reuses an
     existing path or follows a link), with the permissions a plain mkdir gives (mode 0777 less the umask)."""
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
-    umask = os.umask(0o022)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)
+    os.chmod(tmp, 0o777 & ~umask())
     return tmp
 
 
