@@ -5,6 +5,7 @@ traceback instead. `validate` exits with status 1 when a claim FAILs.
 """
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 from typing import Optional
@@ -16,6 +17,7 @@ from rich.table import Table
 from codesign.cli.console import escape, fail, make_console, printable, progress_bar, text_log
 from codesign.cli.presets import presets_app
 from codesign.cli.simulate import simulate
+from codesign.execute.logs import quiet_shutdown
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Neuromorphic hardware co-design for compressed spiking neural networks.")
@@ -294,7 +296,9 @@ app.command()(simulate)
 
 def main() -> None:
     """Console-script entry point. A usage error (unknown command or option, a value of the wrong type) is one
-    line on stderr, `error: <what> (see '<command> --help')`, with exit status 2; Ctrl-C exits 130."""
+    line on stderr, `error: <what> (see '<command> --help')`, with exit status 2; Ctrl-C exits 130 with one line
+    (_on_ctrl_c)."""
+    signal.signal(signal.SIGINT, _on_ctrl_c)
     try:
         code = app(prog_name="codesign", standalone_mode=False)
     except typer.Abort:
@@ -311,7 +315,23 @@ def main() -> None:
         where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
         print(f"error: {message}{where}", file=sys.stderr)
         sys.exit(getattr(exc, "exit_code", 2))
+    if code == 130:
+        print("interrupted" + (": finished points are stored; rerun with --set run_name=<the run folder's name> "
+                               "--resume to go on" if sys.argv[1:2] and sys.argv[1] in _RESUMABLE else ""),
+              file=sys.stderr)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+#: commands whose runs resume (--resume): their finished points are stored as they finish
+_RESUMABLE = ("run", "sweep", "search", "allocate")
+
+
+def _on_ctrl_c(signum, frame) -> None:
+    """SIGINT handler of the CLI: silence dask's and asyncio's records of the shutdown that follows
+    (codesign.execute.logs.quiet_shutdown: a local cluster closed mid-task logs what it cancels and kills), then
+    raise KeyboardInterrupt as Python's default handler does."""
+    quiet_shutdown()
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

@@ -219,3 +219,54 @@ def test_provenance_and_point_tables_keep_the_results_file_mode(tmp_path):
         os.umask(old)
     for path in [tmp_path / "provenance.json", *(tmp_path / "points" / "p1").iterdir()]:
         assert stat.S_IMODE(path.stat().st_mode) == 0o644, path.name
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_a_dask_sweep_prints_one_line_and_exits_130(tmp_path):
+    """Ctrl-C (SIGINT to the terminal's process group) while a local worker trains: the CLI exits 130 with one
+    line on stderr saying how to resume, and none of dask's shutdown records (heartbeat tracebacks, cancelled
+    tasks, "Task exception was never retrieved ... AllExit", the nanny killing the busy worker) nor the resource
+    tracker's leaked-semaphore warning for the killed worker's tqdm lock."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    sets = ["base.data.dataset=digits", "base.train.epochs=200", "base.hardware.n_samples=4",
+            f"output_dir={tmp_path / 'reports'}", f"cache_dir={tmp_path / 'cache'}"]
+    cmd = [sys.executable, "-m", "codesign", "sweep", "--workers", "2", *(a for s in sets for a in ("--set", s))]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        for line in proc.stdout:  # the dense model trains on a worker from this line on
+            if line.startswith("preparing 1 distinct dense stage"):
+                break
+        time.sleep(1.5)
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, (proc.returncode, err)
+    assert err.splitlines() == ["interrupted: finished points are stored; rerun with --set run_name=<the run "
+                                "folder's name> --resume to go on"]
+
+
+def test_a_local_worker_drops_dask_records_once_it_closes_only():
+    """DropWhileClosing keeps a worker's records while it runs and drops them from its closing on (the heartbeat
+    tracebacks and cancelled tasks of a cluster closed by Ctrl-C)."""
+    import logging
+    from types import SimpleNamespace
+
+    from distributed.core import Status
+
+    from codesign.execute.logs import DropWhileClosing
+    worker = SimpleNamespace(status=Status.running)
+    drop = DropWhileClosing(worker)
+    record = logging.LogRecord("distributed.worker", logging.ERROR, __file__, 1, "heartbeat failed", None, None)
+    kept = {}
+    for status in (Status.running, Status.paused, Status.closing, Status.closing_gracefully, Status.closed,
+                   Status.failed):
+        worker.status = status
+        kept[status.name] = drop.filter(record)
+    assert kept == {"running": True, "paused": True, "closing": False, "closing_gracefully": False,
+                    "closed": False, "failed": False}
