@@ -186,10 +186,11 @@ def run_simulation(console: Console, graph: Path, trace: Path, preset: str, set_
     title). Raises hwmodels.MappingError when the network does not fit."""
     import hwmodels
     from codesign.execute.evaluate import hardware_row
+    from workloads.exchange import load_graph
     cfg = simulate_config(preset, model, placement, semantics, set_)
     hw = cfg.hardware
     chip = simulate_chip(hw)
-    g = hwmodels.NetworkGraph.load(graph)
+    g = load_graph(graph)  # a recurrent graph (cycles) too
     tr = hwmodels.EventTrace.open(trace) if trace.is_dir() else hwmodels.EventTrace.load(trace)
     with progress_bar(console, "samples simulated", enabled=progress) as update:
         row, sim = hardware_row(cfg, g, tr, chip, on_progress=update)

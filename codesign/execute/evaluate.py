@@ -27,6 +27,7 @@ from codesign.execute.stages import (encoded_test_inputs, make_dataset, make_mod
 from hwmodels.chip.presets import chip_file_digest
 from hwmodels.trace_check import check_trace
 from workloads import checkpoint, compression, lowering, models, train
+from workloads.exchange.recurrent import load_graph
 
 #: config fields that do not change any result (excluded from keys)
 NON_RESULT_FIELDS = {"run_name", "output_dir", "cache_dir", "device"}
@@ -159,14 +160,14 @@ def _row_numbers(payload: dict) -> tuple[float, int, int | None]:
 
 
 def load_lowered(folder: Path) -> tuple[hwmodels.NetworkGraph, hwmodels.EventTrace]:
-    """(graph, trace) of a lowered entry folder: graph.npz and trace.npz loaded (hwmodels NetworkGraph.load,
-    EventTrace.load) and checked to belong together (hwmodels.trace_check.check_trace).
+    """(graph, trace) of a lowered entry folder: graph.npz and trace.npz loaded (workloads.exchange.load_graph:
+    a RecurrentGraph when its projections form a cycle, else NetworkGraph.load; EventTrace.load) and checked to belong together (hwmodels.trace_check.check_trace).
 
     Raises ValueError (one line naming the file) for content that does not load or does not match (an object
     array, a truncated archive, a zip bomb, a trace of another graph) and FileNotFoundError for a missing file;
     the cache then discards the entry with a warning and makes it again (StageCache.load_or_make).
     """
-    graph = hwmodels.NetworkGraph.load(folder / "graph.npz")
+    graph = load_graph(folder / "graph.npz")
     trace = hwmodels.EventTrace.load(folder / "trace.npz")
     check_trace(graph, trace)
     return graph, trace

@@ -315,3 +315,37 @@ def test_plain_output_prints_control_characters_of_user_paths_and_names_as_escap
     asked = CliRunner().invoke(cache_app, ["clear", "--cache-dir", str(tmp_path / "cache"), "--stage", "st\x1b[2J"],
                                input="n\n", color=True)
     assert asked.exit_code == 1 and "stage st\\x1b[2J?" in asked.output and "\x1b" not in asked.output
+
+
+def test_simulate_a_recurrent_graph_file(tmp_path):
+    """A graph whose projections form a cycle (a lowered LinearRecurrentContainer, a NIR or Brian2 import) saved
+    by RecurrentGraph.save simulates from the CLI as in Python (NetworkGraph.load refuses cycles; the CLI reads
+    graphs with workloads.exchange.load_graph), and a feed-forward file still loads as a NetworkGraph."""
+    import json
+
+    import numpy as np
+
+    import hwmodels
+    from hwmodels.trace import EventTrace, NetworkGraph, NeuronModel, Population, Projection
+    from workloads.exchange import RecurrentGraph, load_graph
+    rng = np.random.default_rng(1)
+    pops = [Population("in", (6,), NeuronModel("input")), Population("h", (5,), NeuronModel("LIF", tau=2.0))]
+    projs = [Projection("f", "in", "h", "dense", rng.normal(size=(5, 6))),
+             Projection("rec1", "h", "h", "dense", rng.normal(size=(5, 5)))]
+    graph = RecurrentGraph(pops, projs)
+    trace = EventTrace.from_dense({"in": rng.random((4, 3, 6)) < 0.4, "h": rng.random((4, 3, 5)) < 0.3})
+    graph.save(tmp_path / "g.npz")
+    trace.save(tmp_path / "t.npz")
+    with pytest.raises(ValueError, match="cycle"):
+        NetworkGraph.load(tmp_path / "g.npz")
+    loaded = load_graph(tmp_path / "g.npz")
+    assert type(loaded) is RecurrentGraph and loaded.fingerprint() == graph.fingerprint()
+    result = CliRunner().invoke(app, ["simulate", str(tmp_path / "g.npz"), str(tmp_path / "t.npz"), "--json"])
+    assert result.exit_code == 0, result.output
+    sim = hwmodels.simulate(graph, trace, hwmodels.load_preset("loihi"))
+    assert json.loads(result.stdout)["energy_j"] == sim.energy_j
+    NetworkGraph(pops, projs[:1]).save(tmp_path / "ff.npz")
+    assert type(load_graph(tmp_path / "ff.npz")) is NetworkGraph
+    (tmp_path / "bad.npz").write_bytes(b"not a graph")
+    with pytest.raises(ValueError, match="bad.npz"):
+        load_graph(tmp_path / "bad.npz")

@@ -5,7 +5,8 @@ neither nir nor brian2.
 from importlib import import_module
 
 _LAZY = {"to_nir": "nir_io", "from_nir": "nir_io", "nir_workload": "nir_io", "graph_from_nir": "nir_io",
-         "save_nir": "nir_io", "load_nir": "nir_io", "from_brian2": "brian2_io", "RecurrentGraph": "recurrent"}
+         "save_nir": "nir_io", "load_nir": "nir_io", "from_brian2": "brian2_io", "RecurrentGraph": "recurrent",
+         "load_graph": "recurrent"}
 
 
 def __getattr__(name: str):

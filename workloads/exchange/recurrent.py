@@ -72,3 +72,20 @@ def make_graph(populations: list[Population], projections: list[Projection], nam
         return NetworkGraph(populations, projections, name, metadata)  # raises the contract's own error
     cls = RecurrentGraph if has_cycle(names, projections) else NetworkGraph
     return cls(populations, projections, name, metadata)
+
+
+def load_graph(path) -> NetworkGraph:
+    """A graph file written by NetworkGraph.save or RecurrentGraph.save (e.g. a lowered recurrent SpikingJelly
+    model, a NIR or Brian2 import), read as the class make_graph gives its projections: a RecurrentGraph when they
+    form a cycle (NetworkGraph.load refuses those), else a NetworkGraph. Raises what NetworkGraph.load raises
+    (FileNotFoundError, one-line ValueError naming the file) for anything else."""
+    try:
+        return NetworkGraph.load(path)
+    except ValueError as exc:
+        try:
+            graph = RecurrentGraph.load(path)
+        except ValueError:
+            raise exc from None
+        if not has_cycle(list(graph.populations), graph.projections):
+            raise
+        return graph

@@ -108,8 +108,12 @@ def lower(model: nn.Module, inputs: torch.Tensor, *, labels=None, weight_bits: i
     SpikingJelly's SynOpCounter on the Conv1d/Conv2d/Linear projections for binary inputs; SpikingJelly counts
     nothing for max-pool (no convolution) and for graded inputs (only spike-driven operations), and also nothing
     for a layer after an average pooling (its pooled input is not binary), whose folded projection here counts the
-    un-pooled spikes. A recurrent projection's events are its population's spikes times their fan-out, as for any
-    projection (the spikes of the last timestep are sent too; the model uses the spikes of t - 1 at t).
+    un-pooled spikes; a weight layer whose output current (not yet spikes) reaches a population by two paths,
+    e.g. a pre-activation residual block's conv read by both its BatchNorm-neuron branch and the shortcut sum,
+    becomes one projection per path (currents fold into the projections that reach a population), so its input
+    spikes are counted once per path where SynOpCounter counts the layer once. A recurrent projection's events are
+    its population's spikes times their fan-out, as for any projection (the spikes of the last timestep are sent
+    too; the model uses the spikes of t - 1 at t).
     Raises ValueError for an unsupported layer (naming its index and type) or spiking neuron (naming it and the
     supported ones), an unsupported layer order or geometry, inputs whose shape does not fit the model (naming
     the first layer that needs a shape) or that hold NaN or inf, weights that do not fit (weight_fit "error"), or
