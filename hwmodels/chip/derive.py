@@ -13,7 +13,8 @@ import yaml
 
 from hwmodels.chip.chipfile import CHIP_FILE_SUFFIXES, chip_file_label, dump_chip_yaml, write_chip_file
 from hwmodels.npzfile import quote
-from hwmodels.chip.presets import PROVENANCE_KEYS, apply_overrides, chip_from_tree, load_preset, read_preset
+from hwmodels.chip.presets import (PROVENANCE_KEYS, apply_overrides, chip_from_tree, flat_overrides, load_preset,
+                                   override_keys, read_preset)
 from hwmodels.chip.spec import ChipSpec
 
 #: the source key of values set by a derivation
@@ -88,6 +89,7 @@ def derive_tree(base: str, overrides: dict[str, Any], name: str, date: str) -> d
     Raises ValueError for an unknown base, an unknown override key (listing the accepted keys), a key the
     derivation sets itself (name, sources, notes, derived_from), or a value outside its field's bounds.
     """
+    overrides = flat_overrides(overrides, [*override_keys(), *RESERVED_KEYS])  # nested dicts as dotted keys
     for key in overrides:
         if key in RESERVED_KEYS:
             raise ValueError(f"override key {quote(key)} cannot be set when deriving: {RESERVED_KEYS[key]}")

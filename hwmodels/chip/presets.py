@@ -244,8 +244,32 @@ def override_keys(model: type[BaseModel] = ChipSpec, prefix: str = "") -> list[s
     return keys
 
 
+def flat_overrides(overrides: dict[str, Any], accepted: list[str] | None = None) -> dict[str, Any]:
+    """{dotted key: value} of `overrides` written dotted ({"core.neurons_per_core": 512}), nested ({"core":
+    {"neurons_per_core": 512}}, as YAML mappings and `--set hardware.overrides.core.neurons_per_core=512` give)
+    or both: a dict value is descended, its keys joined with ".", unless its own key is one of `accepted`
+    (override_keys() when None: a field whose value is a table, e.g. 'barrier_sync_s', takes the dict whole).
+    Keys that are not strings are kept as they are (apply_overrides names them). Raises ValueError naming a key
+    given twice (e.g. both dotted and nested)."""
+    accepted = set(override_keys() if accepted is None else accepted)
+    flat: dict[str, Any] = {}
+
+    def add(key, value) -> None:
+        if isinstance(key, str) and isinstance(value, dict) and value and key not in accepted:
+            for sub, inner in value.items():
+                add(f"{key}.{sub}", inner)
+            return
+        if key in flat:
+            raise ValueError(f"override key {quote(key)} is given twice (dotted and nested?); give it once")
+        flat[key] = value
+    for key, value in overrides.items():
+        add(key, value)
+    return flat
+
+
 def apply_overrides(chip: ChipSpec, overrides: dict[str, Any] | None) -> ChipSpec:
-    """A new ChipSpec with dotted-key overrides applied and validated, e.g. {"core.synapse_memory_bits": 65536}.
+    """A new ChipSpec with dotted-key overrides applied and validated, e.g. {"core.synapse_memory_bits": 65536}
+    (nested dicts too, {"core": {"synapse_memory_bits": 65536}}: flat_overrides).
 
     Raises ValueError naming the key and listing the accepted keys for an unknown key, a one-line ValueError
     naming the field and its bounds for a bad value, and TypeError when chip is not a ChipSpec or overrides is
@@ -258,7 +282,7 @@ def apply_overrides(chip: ChipSpec, overrides: dict[str, Any] | None) -> ChipSpe
                         "{dotted key: value}, e.g. {'core.neurons_per_core': 512}")
     accepted = override_keys()
     data = chip.model_dump()
-    for key, value in (overrides or {}).items():
+    for key, value in flat_overrides(overrides or {}, accepted).items():
         if key not in accepted:
             raise ValueError(f"override key {quote(key)} is not one of {', '.join(accepted)}")
         *parents, leaf = key.split(".")

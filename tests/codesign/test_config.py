@@ -187,3 +187,16 @@ def test_a_folder_path_with_a_nul_byte_is_named_in_one_line(tmp_path, key):
     with pytest.raises(ConfigError, match=rf"^sweep: {key}: holds a NUL byte"):
         load_spec(path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml"]
+
+
+def test_nested_chip_overrides_in_a_run_config(tmp_path):
+    """hardware.overrides written nested (--set hardware.overrides.core.neurons_per_core=512, or a YAML mapping
+    in a config file) give the chip the dotted form gives; before, the run refused them as 'override key core'."""
+    from codesign.execute.evaluate import load_chip
+    by_set = load_config(None, ["hardware.overrides.core.neurons_per_core=512"])
+    path = tmp_path / "c.yaml"
+    path.write_text("hardware:\n  overrides:\n    core: {neurons_per_core: 512}\n    router.buffer_depth: 4\n")
+    by_file = load_config(path, [])
+    dotted = load_config(None, ['hardware.overrides={"core.neurons_per_core": 512, "router.buffer_depth": 4}'])
+    assert load_chip(by_set).core.neurons_per_core == 512 and load_chip(by_set).router.buffer_depth is None
+    assert load_chip(by_file) == load_chip(dotted) and load_chip(by_file).router.buffer_depth == 4

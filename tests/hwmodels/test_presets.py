@@ -288,3 +288,19 @@ def test_a_chip_file_given_as_a_path_object_loads_and_bad_argument_types_are_nam
             load_preset("loihi", bad)
     with pytest.raises(TypeError, match="chip: got str, expected a hwmodels.ChipSpec"):
         apply_overrides("loihi", {"mesh_width": 2})
+
+
+def test_nested_overrides_equal_dotted_ones():
+    """Overrides written nested (a YAML mapping, --set hardware.overrides.core.neurons_per_core=512) are the
+    dotted ones; a table-valued field takes its dict whole; a key given both ways is refused naming it."""
+    base = load_preset("loihi")
+    dotted = apply_overrides(base, {"core.neurons_per_core": 512, "router.hop_latency_ew_s": 2e-9,
+                                    "barrier_sync_s": {1: 1e-7, 4: 3e-7}})
+    nested = apply_overrides(base, {"core": {"neurons_per_core": 512}, "router": {"hop_latency_ew_s": 2e-9},
+                                    "barrier_sync_s": {1: 1e-7, 4: 3e-7}})
+    assert nested == dotted and nested.core.neurons_per_core == 512 and dotted != base
+    assert dict(nested.barrier_sync_s) == {1: 1e-7, 4: 3e-7}
+    with pytest.raises(ValueError, match=r"^override key 'core.neurons_per_core' is given twice"):
+        apply_overrides(base, {"core.neurons_per_core": 512, "core": {"neurons_per_core": 256}})
+    with pytest.raises(ValueError, match=r"^override key 'core.neurons_per_cor' is not one of "):
+        apply_overrides(base, {"core": {"neurons_per_cor": 512}})
