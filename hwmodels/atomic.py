@@ -21,15 +21,29 @@ def write_atomic(path: str | os.PathLike, write: Callable[[str], None], mode: in
     mkstemp, so never a file or link planted there), give it the permission bits `mode` less the umask (0o666: as
     open() makes a file; mkstemp's own are 0600), then rename it to `path`; on any failure the temporary file is
     removed and the error raised. The folder must exist: OSError when it is missing or not writable, and whatever
-    `write` raises."""
+    `write` raises; an OSError of the file system (no permission, a full disk, a read-only folder) names `path`,
+    not the temporary file, as "cannot write '<path>': <reason>" with the original errno."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise write_error(exc, path) from None
     os.close(fd)
     try:
         write(tmp)
         os.chmod(tmp, mode & ~umask())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.errno is not None:
+            raise write_error(exc, path) from None
         raise
+
+
+def write_error(exc: OSError, path: str | os.PathLike) -> OSError:
+    """An OSError of exc's class and errno whose message is "cannot write '<path>': <reason>": the
+    user's file, where the original names the temporary file written beside it."""
+    named = type(exc)(f"cannot write {str(path)!r}: {exc.strerror or exc}")  # one argument: str() is the message
+    named.errno = exc.errno  # (setting strerror too would make str() "[Errno n] <strerror>" again)
+    return named

@@ -118,7 +118,9 @@ def presets_derive(base: str = typer.Argument(..., help="the base: a preset name
     console = make_console()
     try:
         tree = write_derived(out, base, parse_overrides(set_), date.today().isoformat(), name, force)
-    except (ValueError, OSError) as exc:
+    except OSError as exc:  # the write: "cannot write '<out>': <reason>"
+        fail(exc if debug else OSError(f"--out: {exc}"), debug)
+    except ValueError as exc:
         fail(exc, debug)
     changed = tree["derived_from"]["changed"]
     summary = ", ".join(f"{k} {v['from']!r} -> {v['to']!r}" for k, v in changed.items()) or "no value"

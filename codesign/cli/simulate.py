@@ -237,8 +237,8 @@ def simulate(graph: Path = typer.Argument(..., help="lowered graph .npz (e.g. re
     try:
         if out is not None:
             write_atomic(out, lambda tmp: Path(tmp).write_text(doc + "\n", encoding="utf-8"))
-    except OSError as exc:
-        fail(exc, debug)
+    except OSError as exc:  # "cannot write '<out>': <reason>"
+        fail(exc if debug else OSError(f"--out: {exc}"), debug)
     if as_json:
         typer.echo(doc)
         return

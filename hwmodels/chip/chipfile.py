@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from hwmodels.atomic import write_error
 from hwmodels.npzfile import file_name, quote
 from hwmodels.yaml_strict import strict_load
 
@@ -117,7 +118,8 @@ def write_chip_file(path: str | os.PathLike, text: str, force: bool = False) -> 
     never sees half a file; returns the path.
 
     Raises ValueError naming the file when its folder does not exist, when it is a directory, or when it exists
-    and `force` is False (never overwritten then, even by a writer racing this one); OSError when writing fails.
+    and `force` is False (never overwritten then, even by a writer racing this one); OSError "cannot write
+    '<path>': <reason>" (hwmodels.atomic.write_error) when writing fails.
     """
     p, label = Path(path), chip_file_label(path)
     if not p.parent.is_dir():
@@ -134,6 +136,10 @@ def write_chip_file(path: str | os.PathLike, text: str, force: bool = False) -> 
             fh.flush()
             os.fsync(fh.fileno())
         _place(tmp, p, force, label)
+    except OSError as exc:
+        if exc.errno is None:
+            raise
+        raise write_error(exc, p) from None
     finally:
         tmp.unlink(missing_ok=True)
     return p

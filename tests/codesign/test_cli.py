@@ -349,3 +349,18 @@ def test_simulate_a_recurrent_graph_file(tmp_path):
     (tmp_path / "bad.npz").write_bytes(b"not a graph")
     with pytest.raises(ValueError, match="bad.npz"):
         load_graph(tmp_path / "bad.npz")
+
+
+def test_simulate_out_that_cannot_be_written_is_one_line_naming_out(saved_net, tmp_path, monkeypatch):
+    """A write the file system refuses (read-only folder, full disk) is one line naming --out and the user's
+    file, not the temporary file written beside it; nothing is left."""
+    import errno
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(errno.EPERM, "Operation not permitted", str(tmp_path / ".sim.json.abc.tmp"))
+    folder, _ = saved_net
+    monkeypatch.setattr("hwmodels.atomic.tempfile.mkstemp", refuse)
+    result = _simulate(folder, "--json", "--out", str(tmp_path / "sim.json"))
+    assert result.exit_code == 2
+    assert result.stderr.strip() == f"error: --out: cannot write {str(tmp_path / 'sim.json')!r}: Operation not permitted"
+    assert list(tmp_path.iterdir()) == []
