@@ -151,13 +151,27 @@ def hardware_sets(hardware: dict, items: list[str]) -> dict:
     return hardware
 
 
+#: the defaults of simulate's --preset, --model, --placement and --semantics, by hardware field
+_FLAG_DEFAULTS = {"preset": "loihi", "latency_model": "des", "placement": "in_order", "semantics": "pipelined"}
+
+
 def simulate_config(preset: str, model: str, placement: str, semantics: str, items: list[str]):
     """The RunConfig a run with these hardware settings would have (defaults elsewhere; its seed seeds the
     bootstrap intervals as a run's does): the options, then the --set items (hardware_sets). Raises ConfigError
-    naming the field for a value the run config refuses."""
-    from codesign.config.run import ConfigError, validate_config
-    hardware = hardware_sets({"preset": preset, "latency_model": model, "placement": placement, "semantics": semantics},
-                             items)
+    naming the flag for a --model or --semantics not accepted and for a --set that contradicts a flag given
+    with a non-default value, and naming the field for a value the run config refuses."""
+    from codesign.config.run import ConfigError, quote, validate_config
+    given = {"preset": preset, "latency_model": model, "placement": placement, "semantics": semantics}
+    for flag, value, accepted in (("--model", model, ("des", "analytic")),
+                                  ("--semantics", semantics, ("pipelined", "layer_serial"))):
+        if value not in accepted:
+            raise ConfigError(f"{flag}: {quote(value)} is not one of {', '.join(accepted)}")
+    hardware = hardware_sets(dict(given), items)
+    for field, value in given.items():  # a flag given (not its default) and a --set of its field that differs
+        flag = "--model" if field == "latency_model" else f"--{field}"
+        if hardware[field] != value and value != _FLAG_DEFAULTS[field]:
+            raise ConfigError(f"--set: {field}={quote(hardware[field])} contradicts {flag} "
+                              f"{quote(value)}; give one of them")
     try:
         return validate_config({"hardware": hardware})
     except ConfigError as exc:
@@ -202,13 +216,13 @@ def run_simulation(console: Console, graph: Path, trace: Path, preset: str, set_
 
 def simulate(graph: Path = typer.Argument(..., help="lowered graph .npz (e.g. reports/<run>/artifacts/*.graph.npz)"),
              trace: Path = typer.Argument(..., help="event trace .npz or streamed trace folder"),
-             preset: str = typer.Option("loihi", help="chip preset (codesign presets list) or chip file path "
+             preset: str = typer.Option(_FLAG_DEFAULTS["preset"], help="chip preset (codesign presets list) or chip file path "
                                                      "(.yaml, e.g. from codesign presets derive)"),
              set_: list[str] = typer.Option([], "--set", help="chip override or hardware key of a run config, e.g. "
                                                              "--set core.neurons_per_core=256, --set multicast=true"),
-             model: str = typer.Option("des", help="des or analytic"),
-             placement: str = typer.Option("in_order", help="in_order, snake or comm_aware"),
-             semantics: str = typer.Option("pipelined", help="pipelined or layer_serial"),
+             model: str = typer.Option(_FLAG_DEFAULTS["latency_model"], help="des or analytic"),
+             placement: str = typer.Option(_FLAG_DEFAULTS["placement"], help="in_order, snake or comm_aware"),
+             semantics: str = typer.Option(_FLAG_DEFAULTS["semantics"], help="pipelined or layer_serial"),
              as_json: bool = typer.Option(False, "--json", help="print one JSON object (base SI units) instead "
                                                                 "of tables"),
              out: Optional[Path] = typer.Option(None, "--out", help="also write that JSON object to this file "

@@ -364,3 +364,27 @@ def test_simulate_out_that_cannot_be_written_is_one_line_naming_out(saved_net, t
     assert result.exit_code == 2
     assert result.stderr.strip() == f"error: --out: cannot write {str(tmp_path / 'sim.json')!r}: Operation not permitted"
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("args, line", [
+    (["--model", "foo"], "error: --model: 'foo' is not one of des, analytic"),
+    (["--semantics", "bar"], "error: --semantics: 'bar' is not one of pipelined, layer_serial"),
+    (["--model", "analytic", "--set", "latency_model=des"],
+     "error: --set: latency_model='des' contradicts --model 'analytic'; give one of them"),
+    (["--placement", "snake", "--set", "placement=comm_aware"],
+     "error: --set: placement='comm_aware' contradicts --placement 'snake'; give one of them")])
+def test_simulate_names_the_flag_of_a_bad_or_contradicted_option(saved_net, args, line):
+    """A bad --model / --semantics names the flag (not hardware.latency_model); a --set that changes what a flag
+    gave is refused instead of silently winning."""
+    folder, _ = saved_net
+    result = _simulate(folder, *args)
+    assert result.exit_code == 2 and result.stderr.strip() == line
+
+
+def test_simulate_set_of_a_flag_s_field_alone_applies(saved_net):
+    """--set latency_model=analytic without --model runs the analytic model (a run's hardware key)."""
+    import json
+    folder, _ = saved_net
+    result = _simulate(folder, "--set", "latency_model=analytic", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["model"] == "analytic"
