@@ -111,7 +111,11 @@ def linear_recurrent_rule(build: Build, m: layer.LinearRecurrentContainer, name:
     x: flat (in,) spikes of the source population or the (in,) current of a Linear right before. Lowered:
     population "<kind><k>" of shape (out,); projection "fc<k>" from the source, weight A W_x (times the pending
     Linear's weight), bias A b_rc + a (+ the pending bias through A W_x); projection "rec<k>" (out, out) = A W_y
-    from the population to itself, delay 1: the spikes of t-1 drive the population at t.
+    from the population to itself, delay 1: the spikes of t-1 drive the population at t. A product of two weight
+    matrices (a pending Linear's, or A of a sub_module's Linear) is not on the grid of its factors' bits: under
+    weight_fit "quantize" each factor is quantized, and the fit stores the bits their product needs (float32's
+    32, with lower's warning naming the projection widened) rather than re-quantizing the product, whose spikes
+    would differ from the recorded model's; put a spiking neuron before the container to keep x spikes.
     """
     n_in, n_out = m.rc.out_features, m.sub_module_out_features
     value = args[0]
