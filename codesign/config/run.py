@@ -198,7 +198,20 @@ def one_line_error(err: ValidationError, root: type[BaseModel] | None = None) ->
         accepted = ", ".join(_accepted_keys(loc[:-1], root or RunConfig))
         return f"config: unknown key '{path}'; accepted keys here: {accepted}"
     msg = e["msg"].removeprefix("Value error, ")
-    return f"config: {path}: {msg} (got {quote(e.get('input'))})"
+    got = e.get("input")
+    if loc and loc[-1] == "storage" and isinstance(got, str):  # a database URL may hold a password
+        got = shown_url(got)
+    return f"config: {path}: {msg} (got {quote(got)})"
+
+
+def shown_url(url: str) -> str:
+    """A database URL as messages show it: its password replaced by *** (sqlalchemy's render_as_string); a URL
+    that does not parse is shown as given."""
+    import sqlalchemy.engine
+    try:
+        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:  # any parse failure: nothing to hide that sqlalchemy could find
+        return url
 
 
 #: old dotted key -> its current name (configs, --set items, sweep axes and resolved configs of old runs still

@@ -9,15 +9,22 @@ from __future__ import annotations
 import copy
 import itertools
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from codesign.config.run import (ConfigError, RunConfig, one_line_error, apply_sets, default_config_text, parse_tree, quote,
                              check_folder_path, read_tree,
                              rename_old_keys, set_dotted)
 
 DICT_FIELDS = ("compression.params.", "hardware.overrides.")
+
+#: the most local dask worker processes `execution.workers` may ask for (each is a process with its own scratch
+#: folder; for more, start a dask cluster and pass --scheduler)
+MAX_WORKERS = 256
+
+#: storage URL examples for error messages
+STORAGE_EXAMPLES = "e.g. sqlite:////abs/path/study.db or postgresql://user@host/db"
 
 
 class _Section(BaseModel):
@@ -34,15 +41,79 @@ class Range(_Section):
     integer: bool = False
 
 
+def _space_axis(value: Any) -> Any:
+    """A `search.space` value: a list of choices passes; a mapping is validated as a Range here, so its error
+    names the bad key (pydantic's union would report its failed list branch, 'Input should be a valid list')."""
+    if isinstance(value, dict):
+        accepted = ", ".join(Range.model_fields)
+        unknown = [key for key in value if key not in Range.model_fields]
+        if unknown:
+            raise ValueError(f"unknown key {quote(str(unknown[0]))} in a range; accepted keys here: {accepted}")
+        missing = [key for key in ("low", "high") if key not in value]
+        if missing:
+            raise ValueError(f"a range needs {' and '.join(missing)}; accepted keys here: {accepted}")
+        try:
+            return Range.model_validate(value)
+        except ValidationError as err:
+            e = err.errors()[0]
+            where = ".".join(str(p) for p in e["loc"])
+            msg = e["msg"].removeprefix("Value error, ")
+            raise ValueError(f"{where}: {msg}" if where else msg) from None
+    elif not isinstance(value, (list, Range)):
+        raise ValueError("give a list of choices or a range {low, high[, step, log, integer]}")
+    return value
+
+
+def check_storage_url(url: str) -> str:
+    """`url` when it is a database URL sqlalchemy (so optuna) can open: it parses, names a known dialect, and that
+    dialect's database driver (DBAPI module) imports. Raises ValueError otherwise; connects to nothing."""
+    import sqlalchemy.engine
+    import sqlalchemy.exc
+    try:
+        parsed = sqlalchemy.engine.make_url(url)
+    except (sqlalchemy.exc.ArgumentError, ValueError, TypeError):
+        raise ValueError(f"not a database URL; {STORAGE_EXAMPLES}") from None
+    try:
+        dialect = parsed.get_dialect()
+    except sqlalchemy.exc.NoSuchModuleError:
+        raise ValueError(f"unknown database or driver {parsed.drivername!r} (sqlalchemy has no such dialect); "
+                         f"{STORAGE_EXAMPLES}") from None
+    except ImportError as exc:  # a third-party dialect whose package fails to import
+        raise ValueError(f"the sqlalchemy dialect of {parsed.drivername!r} cannot be imported "
+                         f"({exc.name or str(exc).splitlines()[0]}); {STORAGE_EXAMPLES}") from None
+    load = getattr(dialect, "import_dbapi", None) or getattr(dialect, "dbapi", None)
+    try:
+        if callable(load):
+            load()
+    except ImportError as exc:
+        module = exc.name or str(exc).splitlines()[0]
+        raise ValueError(f"the database driver of {parsed.drivername!r} is not installed (no module "
+                         f"{module!r}); install it or use a SQLite file, e.g. sqlite:////abs/path/study.db") from None
+    return url
+
+
 class ExecutionConfig(_Section):
     """Where design points run: a local dask cluster (default: one worker process per core), a running dask
     scheduler, or this process (workers 0)."""
 
-    workers: int | None = Field(None, ge=0, description="None: local dask cluster with one worker per core; "
-                                                        "N: N worker processes; 0: serial in this process")
+    workers: int | None = Field(None, ge=0, le=MAX_WORKERS,
+                                description="None: local dask cluster with one worker per core; N: N local worker "
+                                            f"processes (at most {MAX_WORKERS}); 0: serial in this process")
     scheduler: str | None = Field(None, description="address of a running dask scheduler, e.g. tcp://host:8786")
     torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads: None = torch's default "
                                       "when serial, 1 per dask worker process")
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _at_most_max_workers(cls, workers: Any) -> Any:
+        """More than MAX_WORKERS local processes is refused with the accepted values (before the local cluster
+        would start them and their scratch folders), and so is a boolean."""
+        if isinstance(workers, bool):  # pydantic would take true as 1
+            raise ValueError(f"must be an integer 0..{MAX_WORKERS} or unset, not true/false")
+        if isinstance(workers, int) and workers > MAX_WORKERS:
+            raise ValueError(f"at most {MAX_WORKERS} local worker processes (0: serial in this process; unset: one "
+                             "per core); for more, start a dask cluster and pass --scheduler")
+        return workers
 
 
 class SearchConfig(_Section):
@@ -55,10 +126,17 @@ class SearchConfig(_Section):
         default_factory=lambda: {"accuracy": "max", "energy_j": "min", "latency_s": "min"})
     min_accuracy: float | None = Field(None, ge=0.0, le=1.0, description="constraint: accuracy >= this")
     max_chips: int | None = Field(None, ge=1, description="constraint: the network fits on this many chips")
-    space: dict[str, list[Any] | Range] = Field(default_factory=dict,
-                                                description="axis -> choices (list) or a numeric range")
-    storage: str | None = Field(None, description="optuna RDB URL; default sqlite:///<run>/study.db")
+    space: dict[str, Annotated[list[Any] | Range, BeforeValidator(_space_axis)]] = Field(
+        default_factory=dict, description="axis -> choices (list) or a numeric range")
+    storage: str | None = Field(None, description="optuna RDB URL whose database driver is installed; default "
+                                                  "sqlite:///<run>/study.db")
     population_size: int = Field(10, ge=2, description="NSGA-II population size")
+
+    @field_validator("storage")
+    @classmethod
+    def _storage(cls, url: str | None) -> str | None:
+        """A database URL whose sqlalchemy dialect and driver load (check_storage_url)."""
+        return None if url is None else check_storage_url(url)
 
 
 class SweepSpec(_Section):

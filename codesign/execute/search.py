@@ -21,12 +21,12 @@ import optuna
 import yaml
 
 from codesign.store.cache import check_cache_dir
-from codesign.config.run import ConfigError, quote
+from codesign.config.run import ConfigError, quote, shown_url
 from codesign.execute.executor import check_scheduler
 from codesign.reporting.pareto import pareto_mask
 from codesign.execute.run import LEAD_COLUMNS, RunResult, run_folder
 from codesign.reporting.report import write_report
-from codesign.config.sweep import Range, SweepSpec
+from codesign.config.sweep import Range, SweepSpec, check_storage_url
 from codesign.store.provenance import write_provenance
 from codesign.store.runfolder import own_run_folder
 from codesign.execute.search_loop import run_trials
@@ -152,8 +152,8 @@ def search(spec: SweepSpec, resume: bool = False, log=print, on_trial=None) -> R
         try:
             recover(study, log)
         except (optuna.exceptions.OptunaError, sqlalchemy_errors()) as exc:
-            raise ConfigError(f"search.storage: cannot read the study in {quote(storage)}: {_first_line(exc)}"
-                              ) from None
+            raise ConfigError(f"search.storage: cannot read the study in {quote(shown_url(storage))}: "
+                              f"{_first_line(exc)}") from None
         run_trials(study, spec, store, log, on_trial)
         df = store.table()
         df["pareto"] = feasible_front(spec, df)
@@ -161,7 +161,7 @@ def search(spec: SweepSpec, resume: bool = False, log=print, on_trial=None) -> R
         summary = [f"{spec.search.sampler} search, {spec.search.n_trials} trials over {', '.join(spec.search.space)}",
                    f"{int(df['pareto'].sum())} points on the feasible Pareto front "
                    f"({', '.join(f'{k} {v}' for k, v in spec.search.objectives.items())})",
-                   f"search took {time.perf_counter() - start:.0f} s; study: {storage}"]
+                   f"search took {time.perf_counter() - start:.0f} s; study: {shown_url(storage)}"]
         write_report(out, df, "", summary, title=f"Search: {out.name}", config_file="search.yaml")
     return RunResult(df, Path(out), time.perf_counter() - start, summary)
 
@@ -174,14 +174,14 @@ def _open_study(spec: SweepSpec, storage: str, resume: bool) -> optuna.Study:
         study = optuna.create_study(study_name=STUDY_NAME, storage=storage, load_if_exists=resume,
                                     directions=directions, sampler=make_sampler(spec))
     except optuna.exceptions.DuplicatedStudyError:
-        raise ConfigError(f"search.storage: a study named {STUDY_NAME!r} already exists in {quote(storage)}; "
-                          "pass --resume or use another storage") from None
+        raise ConfigError(f"search.storage: a study named {STUDY_NAME!r} already exists in "
+                          f"{quote(shown_url(storage))}; pass --resume or use another storage") from None
     except (ValueError, RuntimeError, optuna.exceptions.OptunaError, sqlalchemy_errors()) as exc:
-        raise ConfigError(f"search.storage: cannot open the study in {quote(storage)}: "
+        raise ConfigError(f"search.storage: cannot open the study in {quote(shown_url(storage))}: "
                           f"{str(exc).splitlines()[0][:160]}") from None
     if list(study.directions) != [optuna.study.StudyDirection.MAXIMIZE if s == "max" else
                                   optuna.study.StudyDirection.MINIMIZE for s in spec.search.objectives.values()]:
-        raise ConfigError(f"search.storage: the study in {quote(storage)} has other objective directions")
+        raise ConfigError(f"search.storage: the study in {quote(shown_url(storage))} has other objective directions")
     return study
 
 
@@ -192,17 +192,16 @@ def sqlalchemy_errors() -> type[Exception]:
 
 
 def check_storage(url: str | None, run_dir: Path | None = None) -> str | None:
-    """`search.storage` when it is an RDB URL whose database driver is installed and, for a SQLite file, whose
-    folder exists and is writable, or is the run folder `run_dir` about to be created (None: the default SQLite
-    file in the run folder). Raises ConfigError naming search.storage before any folder is created."""
+    """`search.storage` when it is an RDB URL whose database driver is installed (codesign.config.sweep.
+    check_storage_url, also the spec's validator) and, for a SQLite file, whose folder exists and is
+    writable, or is the run folder `run_dir` about to be created (None: the default SQLite file in the run
+    folder). Raises ConfigError naming search.storage before any folder is created."""
     if url is None:
         return None
-    import sqlalchemy.engine
     try:
-        sqlalchemy.engine.make_url(url).get_dialect()
-    except Exception as exc:  # sqlalchemy raises ArgumentError / NoSuchModuleError / ImportError
-        raise ConfigError(f"search.storage: {quote(url)} is not a usable database URL ({type(exc).__name__}); "
-                          "e.g. sqlite:////abs/path/study.db or postgresql://user@host/db") from None
+        check_storage_url(url)  # as the spec's validator does: a URL whose dialect and driver load
+    except ValueError as exc:
+        raise ConfigError(f"search.storage: {exc} (got {quote(shown_url(url))})") from None
     db = sqlite_file(url)
     if db is not None:
         folder = db.parent

@@ -81,6 +81,25 @@ def test_good_ranges_pass(rng):
     check_range("search.space.compression.ratio", Range(**rng))
 
 
+@pytest.mark.parametrize("rng, match", [
+    ("{low: 0, high: 0.5, foo: 1}", r"search\.space\.compression\.ratio: unknown key 'foo' in a range; accepted keys "
+                                   r"here: low, high, step, log, integer \(got"),
+    ("{low: 0}", r"search\.space\.compression\.ratio: a range needs high; accepted keys here: low, high, step"),
+    ("{low: a, high: 0.5}", r"search\.space\.compression\.ratio: low: Input should be a valid number"),
+    ("0.5", r"search\.space\.compression\.ratio: give a list of choices or a range \{low, high"),
+])
+def test_bad_range_keys_are_refused_by_the_spec_naming_the_key(tmp_path, rng, match):
+    """A mapping is a range, never the list branch of the union ('Input should be a valid list')."""
+    with pytest.raises(ConfigError, match=r"^sweep: " + match) as err:
+        _spec(tmp_path, f"search.space={{compression.ratio: {rng}}}")
+    assert "valid list" not in _one_line(err)
+
+
+def test_good_range_and_choices_pass_the_spec(tmp_path):
+    spec = _spec(tmp_path, "search.space={compression.ratio: {low: 0, high: 0.5, step: 0.1}, train.epochs: [1, 2]}")
+    assert spec.search.space == {"compression.ratio": Range(low=0, high=0.5, step=0.1), "train.epochs": [1, 2]}
+
+
 def test_space_errors_name_the_axis_of_an_invalid_design_point(tmp_path):
     with pytest.raises(ConfigError, match=r"search\.space\.compression\.ratio: 1\.5 gives an invalid design point: "
                                           r"config: compression\.ratios"):
@@ -103,6 +122,77 @@ def test_sqlite_storage_in_a_missing_folder_is_refused(tmp_path, monkeypatch):
     assert check_storage(url, Path("nonexistent-dir/x")) == url
     assert check_storage(f"sqlite:///{tmp_path}/study.db") == f"sqlite:///{tmp_path}/study.db"
     assert check_storage("sqlite://") == "sqlite://"
+
+
+def _no_driver(monkeypatch, module: str = "psycopg"):
+    """Make the postgresql dialect's driver import fail as when `module` is not installed (whether it is or not)."""
+    import sqlalchemy.engine
+
+    def missing(cls):
+        raise ModuleNotFoundError(f"No module named {module!r}", name=module)
+    dialect = sqlalchemy.engine.make_url("postgresql://").get_dialect()
+    monkeypatch.setattr(dialect, "import_dbapi", classmethod(missing))
+
+
+def test_storage_whose_driver_is_missing_is_refused_by_the_spec(tmp_path, monkeypatch):
+    """Was optuna's ImportError traceback, after the run folder was made."""
+    _no_driver(monkeypatch)
+    with pytest.raises(ConfigError, match=r"^sweep: search\.storage: the database driver of 'postgresql' is not "
+                                          r"installed \(no module 'psycopg'\); install it or use a SQLite file") as err:
+        _spec(tmp_path, "search.storage=postgresql://u@127.0.0.1/x")
+    _one_line(err)
+
+
+def test_a_storage_url_s_password_is_not_echoed(tmp_path, monkeypatch):
+    """A refused storage URL is shown with its password as *** (it may hold one: postgresql://user:pw@host/db)."""
+    _no_driver(monkeypatch)
+    with pytest.raises(ConfigError) as err:
+        _spec(tmp_path, "search.storage=postgresql://u:s3cret@127.0.0.1/x")
+    assert "s3cret" not in str(err.value) and "postgresql://u:***@127.0.0.1/x" in str(err.value)
+
+
+@pytest.mark.parametrize("url, match", [
+    ("notaurl", r"search\.storage: not a database URL; e\.g\. sqlite:////abs/path/study\.db"),
+    ("foo://u@h/x", r"search\.storage: unknown database or driver 'foo' \(sqlalchemy has no such dialect\)"),
+    ("postgresql+nodriver://u@h/x", r"search\.storage: unknown database or driver 'postgresql\+nodriver'"),
+])
+def test_storage_that_is_not_a_known_database_url_is_refused_by_the_spec(tmp_path, url, match):
+    with pytest.raises(ConfigError, match=match) as err:
+        _spec(tmp_path, f"search.storage={url}")
+    _one_line(err)
+
+
+def test_sqlite_storage_passes_the_spec(tmp_path):
+    url = f"sqlite:///{tmp_path}/study.db"
+    assert _spec(tmp_path, f"search.storage={url}").search.storage == url
+    assert _spec(tmp_path).search.storage is None
+
+
+#: (URL, its driver module): the CLI test takes the first whose driver is not installed
+DRIVERS = [("postgresql://u@127.0.0.1/x", "psycopg"), ("postgresql+psycopg2://u@127.0.0.1/x", "psycopg2"),
+           ("mysql://u@127.0.0.1/x", "MySQLdb"), ("oracle://u@127.0.0.1/x", "oracledb"),
+           ("mssql://u@127.0.0.1/x", "pyodbc")]
+
+
+def test_cli_storage_without_its_driver_exits_2_before_the_run_folder(tmp_path):
+    """`codesign search SPEC --workers 0` with a database URL whose driver is missing: one error line, exit 2, and
+    no run folder (was a 69-line traceback leaving reports/<run>/ with its lock and .incomplete)."""
+    import importlib.util
+    missing = [(url, module) for url, module in DRIVERS if importlib.util.find_spec(module) is None]
+    if not missing:
+        pytest.skip("every database driver tried is installed")
+    url, module = missing[0]
+    (tmp_path / "q.yaml").write_text("base: {data: {dataset: digits}}\noutput_dir: out\n"
+                                     "search: {n_trials: 1, space: {compression.ratio: [0.0]}}\n")
+    proc = subprocess.run([sys.executable, "-m", "codesign", "search", "q.yaml", "--workers", "0",
+                           "--set", f"search.storage={url}", "--set", "run_name=pg2"], cwd=tmp_path,
+                          env=dict(os.environ, PYTHONWARNINGS="ignore"), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: sweep: search.storage: the database driver of ") and \
+        f"is not installed (no module {module!r})" in lines[0], lines[0]
+    assert not (tmp_path / "out").exists()
 
 
 def _optuna_db(path: Path, directions=("maximize", "minimize", "minimize")) -> str:

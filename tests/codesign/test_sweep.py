@@ -130,3 +130,41 @@ def test_an_auto_named_sweep_resumes_by_its_folder_name(tmp_path):
     rows = _rows(folder)
     again = sweep(load_spec(path, [f"run_name={folder.name}"]), resume=True, log=lambda *a: None)
     assert again.run_dir == folder and _rows(folder) == rows  # resumed: nothing re-run, nothing added
+
+
+@pytest.mark.parametrize("workers", [100000, 257])
+def test_more_local_workers_than_the_bound_are_refused_by_the_spec(tmp_path, workers):
+    """Was no bound: --workers 100000 hung making dask scratch folders and left an incomplete run folder."""
+    from codesign.config.run import ConfigError
+    from codesign.config.sweep import MAX_WORKERS
+    assert MAX_WORKERS == 256
+    with pytest.raises(ConfigError, match=rf"^sweep: execution\.workers: at most 256 local worker processes \(0: "
+                                          rf"serial in this process; unset: one per core\).*\(got {workers}\)$") as err:
+        load_spec(_spec(tmp_path, "w", {}), [f"execution.workers={workers}"])
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("value", ["true", "false"])
+def test_a_boolean_workers_is_refused(tmp_path, value):
+    """true was taken as 1 worker."""
+    from codesign.config.run import ConfigError
+    with pytest.raises(ConfigError, match=r"^sweep: execution\.workers: must be an integer 0\.\.256 or unset, not "
+                                          r"true/false"):
+        load_spec(_spec(tmp_path, "w", {}), [f"execution.workers={value}"])
+
+
+@pytest.mark.parametrize("workers, expected", [("0", 0), ("256", 256), ("null", None)])
+def test_serial_bounded_and_per_core_workers_pass(tmp_path, workers, expected):
+    assert load_spec(_spec(tmp_path, "w", {}), [f"execution.workers={workers}"]).execution.workers == expected
+
+
+def test_cli_too_many_workers_exits_2_before_the_run_folder(tmp_path):
+    path = _spec(tmp_path, "w", {})
+    proc = subprocess.run([sys.executable, "-m", "codesign", "sweep", str(path), "--workers", "100000"],
+                          cwd=tmp_path, env=dict(os.environ, PYTHONWARNINGS="ignore"), capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert proc.stderr.splitlines() == [
+        "error: sweep: execution.workers: at most 256 local worker processes (0: serial in this process; unset: one "
+        "per core); for more, start a dask cluster and pass --scheduler (got 100000)"], proc.stderr
+    assert not (tmp_path / "reports").exists()
