@@ -7,7 +7,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass, field, fields, replace
-from typing import Callable, Optional
+from typing import Callable, Iterable, Optional
 
 import torch
 from spikingjelly.activation_based.neuron import BaseNode
@@ -273,11 +273,23 @@ _FIELD_TYPES = {"int": ((int,), "an integer"), "float": ((int, float), "a finite
                 "bool": ((bool,), "true or false"), "str": ((str,), "a string")}
 
 
-def check_fields(obj: object, checks: Callable[[], dict[str, bool]] | dict[str, bool]) -> None:
+#: one range check of `check_fields`: ok, or (ok, the accepted values as text, e.g. "0 <= q < 1")
+Check = bool | tuple[bool, str]
+
+
+def one_of(choices: Iterable[str]) -> str:
+    """The accepted-values text of a choice field, e.g. one_of(SPATIAL) -> "one of sum, mean" (order kept); pass
+    the constant the check itself uses, so the message never drifts from it."""
+    return "one of " + ", ".join(map(str, choices))
+
+
+def check_fields(obj: object, checks: Callable[[], dict[str, Check]] | dict[str, Check]) -> None:
     """Raise ValueError naming the first field of a config dataclass `obj` whose value is not of its annotated
-    type (int, float (finite), bool or str; None where the annotation is Optional) or whose check is False.
-    checks: {field: ok}, or a function giving it, called once the types hold (so a range check never compares
-    a string or a float epoch count)."""
+    type (int, float (finite), bool or str; None where the annotation is Optional) or whose check fails.
+    checks: {field: (ok, accepted)} (or {field: ok}, which omits the accepted text), or a function giving it,
+    called once the types hold (so a range check never compares a string or a float epoch count). A failed check
+    reads "<Config>.<field> out of range: <value> (accepted: <accepted>)", e.g. "SCAConfig.q out of range: 5.0
+    (accepted: 0 <= q < 1)"; use `one_of` for choice fields."""
     for f in fields(obj):
         kind = str(f.type).removeprefix("Optional[").removesuffix("]")
         value = getattr(obj, f.name)
@@ -289,9 +301,11 @@ def check_fields(obj: object, checks: Callable[[], dict[str, bool]] | dict[str, 
             bad = True
         if bad:
             raise ValueError(f"{type(obj).__name__}.{f.name} must be {what}, got {value!r}")
-    for name, ok in (checks() if callable(checks) else checks).items():
+    for name, check in (checks() if callable(checks) else checks).items():
+        ok, accepted = check if isinstance(check, tuple) else (check, None)
         if not ok:
-            raise ValueError(f"{type(obj).__name__}.{name} out of range: {getattr(obj, name)!r}")
+            hint = f" (accepted: {accepted})" if accepted else ""
+            raise ValueError(f"{type(obj).__name__}.{name} out of range: {getattr(obj, name)!r}{hint}")
 
 
 def finetune(model: nn.Module, x: torch.Tensor, y: torch.Tensor, train_cfg: TrainConfig, epochs: int, lr: float,

@@ -42,7 +42,7 @@ from spikingjelly.activation_based import functional
 from torch import nn
 from torch.nn.utils import parametrize
 
-from workloads.compression.base import CompressionResult
+from workloads.compression.base import Check, CompressionResult, one_of
 from workloads.compression.binary import BinaryAttention, BinaryConfig, binary_stage
 from workloads.compression.compose import QuantStage, quantize_then_prune
 from workloads.compression.magnitude import l1_filter_masks
@@ -81,9 +81,12 @@ class BestformerConfig(BinaryConfig):
     alpha: float = 0.5
     temperature: float = 1.0
 
-    def _checks(self) -> dict[str, bool]:
-        return {**super()._checks(), "distillation": self.distillation in DISTILLATIONS,
-                "alpha": 0.0 <= self.alpha <= 1.0, "temperature": self.temperature > 0}
+    def _checks(self) -> dict[str, Check]:
+        """BinaryConfig's checks plus distillation (a key of DISTILLATIONS), alpha and temperature."""
+        return {**super()._checks(),
+                "distillation": (self.distillation in DISTILLATIONS, one_of(DISTILLATIONS)),
+                "alpha": (0.0 <= self.alpha <= 1.0, "0 <= alpha <= 1"),
+                "temperature": (self.temperature > 0, "temperature > 0")}
 
 
 def distillation_loss(cls_logits: torch.Tensor, kd_logits: torch.Tensor, teacher_logits: torch.Tensor,

@@ -9,10 +9,10 @@ from typing import Optional
 import torch
 from torch import nn
 
-from workloads.compression.base import CompressionResult
+from workloads.compression.base import Check, CompressionResult, one_of
 from workloads.compression.compose import FineTuneConfig, QuantStage, quantize_then_prune
 from workloads.compression.magnitude import l1_filter_masks
-from workloads.compression.quant import SignQuant, attach, edge_hidden_plan
+from workloads.compression.quant import SIGN_SCALES, SignQuant, attach, edge_hidden_plan
 from workloads.data import Dataset
 from workloads.neurons import make_neuron
 from workloads.train import TrainConfig
@@ -29,8 +29,9 @@ class BinaryConfig(FineTuneConfig):
     scale: str = "l1"
     binary_attention: bool = True
 
-    def _checks(self) -> dict[str, bool]:
-        return {**super()._checks(), "scale": self.scale in ("l1", "pow2")}
+    def _checks(self) -> dict[str, Check]:
+        """FineTuneConfig's checks plus scale (a key of quant.SIGN_SCALES)."""
+        return {**super()._checks(), "scale": (self.scale in SIGN_SCALES, one_of(SIGN_SCALES))}
 
 
 class BinaryAttention(nn.Module):

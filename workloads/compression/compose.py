@@ -17,8 +17,8 @@ from typing import Callable, ContextManager, Optional
 import torch
 from torch import nn
 
-from workloads.compression.base import (CompressionResult, ConvUnit, check_fields, check_ratio, finetune,
-                                        find_conv_units, model_size_bits, remove_channels)
+from workloads.compression.base import (Check, CompressionResult, ConvUnit, check_fields, check_ratio, finetune,
+                                        find_conv_units, model_size_bits, one_of, remove_channels)
 from workloads.compression.quant import bake
 from workloads.compression.sca import round_half_up
 from workloads.data import Dataset
@@ -36,9 +36,10 @@ class FineTuneConfig:
     lr: float = 1e-3
     optimizer: str = "adam"
 
-    def _checks(self) -> dict[str, bool]:
-        return {"finetune_epochs": self.finetune_epochs >= 0, "lr": self.lr > 0,
-                "optimizer": self.optimizer in OPTIMIZERS}
+    def _checks(self) -> dict[str, Check]:
+        """{field: (ok, accepted values)} for `check_fields`; subclasses extend it."""
+        return {"finetune_epochs": (self.finetune_epochs >= 0, "finetune_epochs >= 0"),
+                "lr": (self.lr > 0, "lr > 0"), "optimizer": (self.optimizer in OPTIMIZERS, one_of(OPTIMIZERS))}
 
     def __post_init__(self) -> None:
         check_fields(self, self._checks)
@@ -174,7 +175,7 @@ class ComposeConfig:
     pre_epochs: int = 0
 
     def __post_init__(self) -> None:
-        check_fields(self, lambda: {"pre_epochs": self.pre_epochs >= 0})
+        check_fields(self, lambda: {"pre_epochs": (self.pre_epochs >= 0, "pre_epochs >= 0")})
 
 
 def compose_with(quantizer: str, pruner: str, quantizers: dict[str, tuple[Callable, type]],

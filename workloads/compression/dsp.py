@@ -14,7 +14,7 @@ import torch
 from spikingjelly.activation_based import layer
 from torch import nn
 
-from workloads.compression.base import CompressionResult, check_ratio, finetune, model_size_bits
+from workloads.compression.base import Check, CompressionResult, check_ratio, finetune, model_size_bits, one_of
 from workloads.compression.compose import FineTuneConfig
 from workloads.compression.quant import split_edges
 from workloads.data import Dataset
@@ -136,8 +136,9 @@ class DSPConfig(FineTuneConfig):
 
     targets: str = "hidden"
 
-    def _checks(self) -> dict[str, bool]:
-        return {**super()._checks(), "targets": self.targets in TARGETS}
+    def _checks(self) -> dict[str, Check]:
+        """FineTuneConfig's checks plus targets (a key of TARGETS)."""
+        return {**super()._checks(), "targets": (self.targets in TARGETS, one_of(TARGETS))}
 
 
 def target_layers(model: nn.Module, targets: str) -> dict[str, nn.Module]:

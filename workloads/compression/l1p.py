@@ -10,7 +10,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from workloads.compression.base import CompressionResult, check_ratio, finetune, model_size_bits
+from workloads.compression.base import Check, CompressionResult, check_ratio, finetune, model_size_bits, one_of
 from workloads.compression.compose import FineTuneConfig
 from workloads.compression.sca import add_l1_subgradient, round_half_up
 from workloads.data import Dataset
@@ -35,9 +35,12 @@ class L1PConfig(FineTuneConfig):
     l1_epochs: int = 1
     l1_lambda: float = 1e-4
 
-    def _checks(self) -> dict[str, bool]:
-        return {**super()._checks(), "scope": self.scope in SCOPES, "layers": self.layers in LAYER_SETS,
-                "l1_epochs": self.l1_epochs >= 0, "l1_lambda": self.l1_lambda >= 0}
+    def _checks(self) -> dict[str, Check]:
+        """FineTuneConfig's checks plus scope (SCOPES), layers (a key of LAYER_SETS), l1_epochs and l1_lambda."""
+        return {**super()._checks(), "scope": (self.scope in SCOPES, one_of(SCOPES)),
+                "layers": (self.layers in LAYER_SETS, one_of(LAYER_SETS)),
+                "l1_epochs": (self.l1_epochs >= 0, "l1_epochs >= 0"),
+                "l1_lambda": (self.l1_lambda >= 0, "l1_lambda >= 0")}
 
 
 def prunable_layers(model: nn.Module, layers: str = "all") -> dict[str, nn.Module]:

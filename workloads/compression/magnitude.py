@@ -8,7 +8,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from workloads.compression.base import CompressionResult, ConvUnit, latent_weight
+from workloads.compression.base import Check, CompressionResult, ConvUnit, latent_weight
 from workloads.compression.compose import FineTuneConfig, PruneContext, lowest_masks, quantize_then_prune
 from workloads.data import Dataset
 from workloads.train import TrainConfig
@@ -22,8 +22,10 @@ class ChannelPruneConfig(FineTuneConfig):
 
     layer_ratios: Optional[dict] = None
 
-    def _checks(self) -> dict[str, bool]:
-        return {**super()._checks(), "layer_ratios": self.layer_ratios is None or isinstance(self.layer_ratios, dict)}
+    def _checks(self) -> dict[str, Check]:
+        """FineTuneConfig's checks plus layer_ratios (a dict or None)."""
+        return {**super()._checks(), "layer_ratios": (self.layer_ratios is None or isinstance(self.layer_ratios, dict),
+                                                      "a {conv name: ratio} mapping, or None")}
 
 
 def l1_filter_scores(model: nn.Sequential, units: list[ConvUnit]) -> dict[str, torch.Tensor]:

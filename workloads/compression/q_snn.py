@@ -10,7 +10,7 @@ import torch
 from spikingjelly.activation_based.neuron import BaseNode
 from torch import nn
 
-from workloads.compression.base import CompressionResult
+from workloads.compression.base import Check, CompressionResult
 from workloads.compression.compose import FineTuneConfig, QuantStage, quantize_then_prune
 from workloads.compression.magnitude import l1_filter_masks
 from workloads.compression.quant import SignQuant, UniformQuant, attach, edge_hidden_plan
@@ -35,10 +35,13 @@ class QSNNConfig(FineTuneConfig):
     tau: float = 2.0
     pre_epochs: int = 0
 
-    def _checks(self) -> dict[str, bool]:
-        return {**super()._checks(), "state_bits": 2 <= self.state_bits <= 16, "edge_bits": 2 <= self.edge_bits <= 16,
-                "rate_lambda": self.rate_lambda >= 0, "target_rate": 0 <= self.target_rate <= 1,
-                "tau": self.tau > 1, "pre_epochs": self.pre_epochs >= 0}
+    def _checks(self) -> dict[str, Check]:
+        """FineTuneConfig's checks plus the Q-SNN fields' ranges."""
+        return {**super()._checks(), "state_bits": (2 <= self.state_bits <= 16, "2 <= state_bits <= 16"),
+                "edge_bits": (2 <= self.edge_bits <= 16, "2 <= edge_bits <= 16"),
+                "rate_lambda": (self.rate_lambda >= 0, "rate_lambda >= 0"),
+                "target_rate": (0 <= self.target_rate <= 1, "0 <= target_rate <= 1"),
+                "tau": (self.tau > 1, "tau > 1"), "pre_epochs": (self.pre_epochs >= 0, "pre_epochs >= 0")}
 
 
 class FiringRateRegulariser:

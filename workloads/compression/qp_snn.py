@@ -10,7 +10,7 @@ import torch
 from spikingjelly.activation_based import functional
 from torch import nn
 
-from workloads.compression.base import CompressionResult, ConvUnit
+from workloads.compression.base import Check, CompressionResult, ConvUnit
 from workloads.compression.compose import (FineTuneConfig, PruneContext, QuantStage, lowest_masks,
                                            quantize_then_prune)
 from workloads.compression.quant import ReScaW, attach, edge_hidden_plan
@@ -33,10 +33,14 @@ class QPSNNConfig(FineTuneConfig):
     sv_eps: float = 1e-6
     layer_ratios: Optional[dict] = None
 
-    def _checks(self) -> dict[str, bool]:
-        return {**super()._checks(), "bits": 1 <= self.bits <= 16, "pre_epochs": self.pre_epochs >= 0,
-                "score_batches": self.score_batches >= 1, "sv_eps": self.sv_eps > 0,
-                "layer_ratios": self.layer_ratios is None or isinstance(self.layer_ratios, dict)}
+    def _checks(self) -> dict[str, Check]:
+        """FineTuneConfig's checks plus the QP-SNN fields' ranges."""
+        return {**super()._checks(), "bits": (1 <= self.bits <= 16, "1 <= bits <= 16"),
+                "pre_epochs": (self.pre_epochs >= 0, "pre_epochs >= 0"),
+                "score_batches": (self.score_batches >= 1, "score_batches >= 1"),
+                "sv_eps": (self.sv_eps > 0, "sv_eps > 0"),
+                "layer_ratios": (self.layer_ratios is None or isinstance(self.layer_ratios, dict),
+                                 "a {conv name: ratio} mapping, or None")}
 
 
 def rescaw_stage(model: nn.Module, cfg: QPSNNConfig, train_cfg: TrainConfig) -> QuantStage:

@@ -25,7 +25,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from workloads.compression.base import CompressionResult
+from workloads.compression.base import Check, CompressionResult
 from workloads.compression.compose import FineTuneConfig, QuantStage, quantize_then_prune
 from workloads.compression.magnitude import l1_filter_masks
 from workloads.compression.q_snn import swap_neurons
@@ -52,11 +52,12 @@ class QTSNNConfig(FineTuneConfig):
     ternary_neurons: bool = False
     pre_epochs: int = 0
 
-    def _checks(self) -> dict[str, bool]:
-        return {**super()._checks(), "weight_bits": 1 <= self.weight_bits <= 16,
-                "edge_bits": 2 <= self.edge_bits <= 16, "state_bits": 2 <= self.state_bits <= 16,
-                "tau": self.tau > 1, "ternary_neurons": isinstance(self.ternary_neurons, bool),
-                "pre_epochs": self.pre_epochs >= 0}
+    def _checks(self) -> dict[str, Check]:
+        """FineTuneConfig's checks plus the QT-SNN fields' ranges (ternary_neurons is type-checked as a bool)."""
+        return {**super()._checks(), "weight_bits": (1 <= self.weight_bits <= 16, "1 <= weight_bits <= 16"),
+                "edge_bits": (2 <= self.edge_bits <= 16, "2 <= edge_bits <= 16"),
+                "state_bits": (2 <= self.state_bits <= 16, "2 <= state_bits <= 16"),
+                "tau": (self.tau > 1, "tau > 1"), "pre_epochs": (self.pre_epochs >= 0, "pre_epochs >= 0")}
 
 
 def hidden_quantizer(bits: int) -> nn.Module:

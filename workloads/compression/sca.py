@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from workloads.compression.base import (CompressionResult, ConvUnit, apply_channel_mask, check_fields, check_ratio,
-                                        find_conv_units, masked_params, remove_channels)
+                                        find_conv_units, masked_params, one_of, remove_channels)
 from workloads.data import Dataset
 from workloads.models import count_parameters
 from workloads.neurons import charge_sequence
@@ -53,9 +53,12 @@ class SCAConfig:
 
     def __post_init__(self) -> None:
         check_fields(self, lambda: {
-            "epochs": self.epochs >= 1, "finetune_epochs": self.finetune_epochs >= 0, "q": 0 <= self.q < 1,
-            "l1_lambda": self.l1_lambda >= 0, "lr": self.lr > 0, "optimizer": self.optimizer in OPTIMIZERS,
-            "finetune_lr": self.finetune_lr is None or self.finetune_lr > 0, "spatial": self.spatial in SPATIAL})
+            "epochs": (self.epochs >= 1, "epochs >= 1"),
+            "finetune_epochs": (self.finetune_epochs >= 0, "finetune_epochs >= 0"),
+            "q": (0 <= self.q < 1, "0 <= q < 1"), "l1_lambda": (self.l1_lambda >= 0, "l1_lambda >= 0"),
+            "lr": (self.lr > 0, "lr > 0"), "optimizer": (self.optimizer in OPTIMIZERS, one_of(OPTIMIZERS)),
+            "finetune_lr": (self.finetune_lr is None or self.finetune_lr > 0, "finetune_lr > 0, or None for lr"),
+            "spatial": (self.spatial in SPATIAL, one_of(SPATIAL))})
 
 
 def round_half_up(x: float) -> int:
