@@ -21,8 +21,9 @@ def write_atomic(path: str | os.PathLike, write: Callable[[str], None], mode: in
     mkstemp, so never a file or link planted there), give it the permission bits `mode` less the umask (0o666: as
     open() makes a file; mkstemp's own are 0600), then rename it to `path`; on any failure the temporary file is
     removed and the error raised. The folder must exist: OSError when it is missing or not writable, and whatever
-    `write` raises; an OSError of the file system (no permission, a full disk, a read-only folder) names `path`,
-    not the temporary file, as "cannot write '<path>': <reason>" with the original errno."""
+    `write` raises; an OSError of the file system on the temporary file (no permission, a full disk, a read-only
+    folder) names `path` instead, as "cannot write '<path>': <reason>" with the original errno (an OSError about
+    another file, e.g. one `write` reads, is raised as it is)."""
     path = Path(path)
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -36,7 +37,7 @@ def write_atomic(path: str | os.PathLike, write: Callable[[str], None], mode: in
     except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        if isinstance(exc, OSError) and exc.errno is not None:
+        if isinstance(exc, OSError) and exc.errno is not None and exc.filename in (None, tmp):  # not another file's
             raise write_error(exc, path) from None
         raise
 

@@ -161,7 +161,8 @@ def _row_numbers(payload: dict) -> tuple[float, int, int | None]:
 
 def load_lowered(folder: Path) -> tuple[hwmodels.NetworkGraph, hwmodels.EventTrace]:
     """(graph, trace) of a lowered entry folder: graph.npz and trace.npz loaded (workloads.exchange.load_graph:
-    a RecurrentGraph when its projections form a cycle, else NetworkGraph.load; EventTrace.load) and checked to belong together (hwmodels.trace_check.check_trace).
+    a RecurrentGraph when its projections form a cycle, else NetworkGraph.load; EventTrace.load) and checked to
+    belong together (hwmodels.trace_check.check_trace).
 
     Raises ValueError (one line naming the file) for content that does not load or does not match (an object
     array, a truncated archive, a zip bomb, a trace of another graph) and FileNotFoundError for a missing file;

@@ -40,3 +40,13 @@ def test_a_chip_file_that_cannot_be_written_is_named(tmp_path, monkeypatch):
         write_chip_file(tmp_path / "c.yaml", "name: x\n")
     assert str(err.value) == f"cannot write {str(tmp_path / 'c.yaml')!r}: Permission denied"
     assert err.value.errno == errno.EACCES and list(tmp_path.iterdir()) == []
+
+
+def test_an_error_about_another_file_is_raised_as_it_is(tmp_path):
+    """An OSError about a file `write` reads (not the temporary file) keeps its own message and file name."""
+    def copy_missing(tmp):
+        open(tmp_path / "missing.csv", encoding="utf-8").read()
+    with pytest.raises(FileNotFoundError) as err:
+        write_atomic(tmp_path / "r.json", copy_missing)
+    assert err.value.filename == str(tmp_path / "missing.csv") and "cannot write" not in str(err.value)
+    assert list(tmp_path.iterdir()) == []
