@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Optional
+from typing import Optional, get_args
 
 import typer
 from rich.console import Console
@@ -151,8 +151,15 @@ def hardware_sets(hardware: dict, items: list[str]) -> dict:
     return hardware
 
 
+def _default(field: str):
+    """The run config's default of hardware `field` (codesign.config.run.HardwareConfig), which simulate's
+    option for it shares."""
+    from codesign.config.run import HardwareConfig
+    return HardwareConfig.model_fields[field].default
+
+
 #: the defaults of simulate's --preset, --model, --placement and --semantics, by hardware field
-_FLAG_DEFAULTS = {"preset": "loihi", "latency_model": "des", "placement": "in_order", "semantics": "pipelined"}
+_FLAG_DEFAULTS = {field: _default(field) for field in ("preset", "latency_model", "placement", "semantics")}
 
 
 def simulate_config(preset: str, model: str, placement: str, semantics: str, items: list[str]):
@@ -160,10 +167,10 @@ def simulate_config(preset: str, model: str, placement: str, semantics: str, ite
     bootstrap intervals as a run's does): the options, then the --set items (hardware_sets). Raises ConfigError
     naming the flag for a --model or --semantics not accepted and for a --set that contradicts a flag given
     with a non-default value, and naming the field for a value the run config refuses."""
-    from codesign.config.run import ConfigError, quote, validate_config
+    from codesign.config.run import ConfigError, HardwareConfig, quote, validate_config
     given = {"preset": preset, "latency_model": model, "placement": placement, "semantics": semantics}
-    for flag, value, accepted in (("--model", model, ("des", "analytic")),
-                                  ("--semantics", semantics, ("pipelined", "layer_serial"))):
+    for flag, field in (("--model", "latency_model"), ("--semantics", "semantics")):
+        value, accepted = given[field], get_args(HardwareConfig.model_fields[field].annotation)  # its Literal
         if value not in accepted:
             raise ConfigError(f"{flag}: {quote(value)} is not one of {', '.join(accepted)}")
     hardware = hardware_sets(dict(given), items)

@@ -26,7 +26,7 @@ from codesign.execute.executor import check_scheduler
 from codesign.reporting.pareto import pareto_mask
 from codesign.execute.run import LEAD_COLUMNS, RunResult, run_folder
 from codesign.reporting.report import write_report
-from codesign.config.sweep import Range, SweepSpec, check_storage_url
+from codesign.config.sweep import Range, SweepSpec
 from codesign.store.provenance import write_provenance
 from codesign.store.runfolder import own_run_folder
 from codesign.execute.search_loop import run_trials
@@ -192,16 +192,12 @@ def sqlalchemy_errors() -> type[Exception]:
 
 
 def check_storage(url: str | None, run_dir: Path | None = None) -> str | None:
-    """`search.storage` when it is an RDB URL whose database driver is installed (codesign.config.sweep.
-    check_storage_url, also the spec's validator) and, for a SQLite file, whose folder exists and is
+    """`search.storage`, an RDB URL whose database driver the spec's validator found installed (codesign.config.
+    sweep.check_storage_url), when, for a SQLite file, whose folder exists and is
     writable, or is the run folder `run_dir` about to be created (None: the default SQLite file in the run
     folder). Raises ConfigError naming search.storage before any folder is created."""
     if url is None:
         return None
-    try:
-        check_storage_url(url)  # as the spec's validator does: a URL whose dialect and driver load
-    except ValueError as exc:
-        raise ConfigError(f"search.storage: {exc} (got {quote(shown_url(url))})") from None
     db = sqlite_file(url)
     if db is not None:
         folder = db.parent
