@@ -207,9 +207,40 @@ def test_avgpool_folds_into_hand_computed_geometry():
     np.testing.assert_array_equal(w[:, :, 0::2, 0::2], w[:, :, 0::2, 1::2])
 
 
+def _untiled_pool_net() -> nn.Sequential:
+    """Average pools whose window does not tile the map (torch drops the last row and column): 7x7 -> 3x3 before a
+    conv, 3x3 -> 1x1 before a Linear."""
+    net = nn.Sequential(
+        layer.Conv2d(2, 4, 3, step_mode="m"), neuron.IFNode(v_threshold=0.5, step_mode="m"),
+        layer.AvgPool2d(2, step_mode="m"), layer.Conv2d(4, 6, 1, step_mode="m"),
+        neuron.LIFNode(tau=2.0, v_threshold=0.3, step_mode="m"), layer.AvgPool2d(2, step_mode="m"),
+        layer.Flatten(step_mode="m"), layer.Linear(6, 3, step_mode="m"))
+    return _init(net, seed=13, gain=3.0)
+
+
 @pytest.mark.parametrize("make", [_fold_net, _default_net, _conv_net])
 def test_replaying_recorded_spikes_through_folded_weights_gives_model_currents(make):
-    net, x = make(), _poisson((T, N, 2, 8, 8), 0.4, seed=9)
+    _assert_replay_gives_model_currents(make(), _poisson((T, N, 2, 8, 8), 0.4, seed=9))
+
+
+def test_untiled_average_pools_fold_with_zero_weight_on_the_dropped_rows_and_replay_exactly():
+    net, x = _untiled_pool_net(), _poisson((T, N, 2, 9, 9), 0.5, seed=14)
+    graph = _assert_replay_gives_model_currents(net, x)
+    conv2, fc1 = (next(p for p in graph.projections if p.name == n) for n in ("conv2", "fc1"))
+    assert graph.populations[conv2.source].shape == (4, 7, 7) and conv2.stride == (2, 2)
+    w = fc1.weight.reshape(3, 6, 3, 3)  # lif2's 3x3 map pooled to 1x1: its last row and column weigh nothing
+    np.testing.assert_array_equal(w[:, :, :2, :2], np.repeat(net[7].weight.detach().numpy()[:, :, None], 4, 2)
+                                  .reshape(3, 6, 2, 2) / 4)
+    assert not w[:, :, 2, :].any() and not w[:, :, :, 2].any()
+    # a padded conv after the untiled pool would read the dropped row where torch reads padding: refused
+    bad = nn.Sequential(*list(net[:3]), layer.Conv2d(4, 6, 3, padding=1, step_mode="m"))
+    with pytest.raises(ValueError, match=r"layer 3 \(Conv2d\).*drops the last 1 of 7 rows.*not exact"):
+        lower(bad, x)
+
+
+def _assert_replay_gives_model_currents(net: nn.Sequential, x: torch.Tensor) -> NetworkGraph:
+    """Lower `net` on `x` and replay each projection's recorded source spikes through its folded weights: the
+    currents equal the model's neuron inputs (or its output). Returns the graph."""
     graph, trace = lower(net, x, batch_size=4)
     rec, y = _reference_run(net, x)
     _assert_shapes_consistent(graph)
@@ -224,6 +255,7 @@ def test_replaying_recorded_spikes_through_folded_weights_gives_model_currents(m
         cur = cur.reshape(T, N, -1) + (0.0 if proj.bias is None else torch.from_numpy(proj.bias).double())
         want = y if proj.target == "output" else rec["in", _module_index(graph, proj.target)]
         np.testing.assert_allclose(cur.numpy(), want.reshape(T, N, -1).double().numpy(), rtol=1e-5, atol=1e-5)
+    return graph
 
 
 def test_neuron_models_are_read_from_the_layers():
@@ -386,7 +418,11 @@ def _shared_neuron() -> nn.Sequential:
     (lambda: _m(layer.Conv2d(3, 4, 3, **CONV), neuron.IFNode(step_mode="m")), X8, r"layer 0 \(Conv2d\).*C=3"),
     (lambda: _m(layer.Flatten(**CONV), layer.Linear(100, 4, **CONV)), X8, r"layer 1 \(Linear\).*100"),
     (lambda: _m(layer.Conv2d(2, 4, 3, **CONV)), torch.zeros(2, 2, 8, 8), r"inputs: shape"),
-    (lambda: _m(layer.AvgPool2d(2, **CONV), layer.Conv2d(2, 4, 1, **CONV)), X5, r"AvgPool2d.*divisible"),
+    (lambda: _m(layer.AvgPool2d(2, **CONV), layer.Conv2d(2, 4, 3, padding=1, **CONV)), X5,
+     r"layer 1 \(Conv2d\).*drops the last 1 of 5 rows"),
+    (lambda: _m(layer.AvgPool2d(2, ceil_mode=True, **CONV), layer.Conv2d(2, 4, 1, **CONV)), X5,
+     r"AvgPool2d.*ceil_mode=True on input 5x5"),
+    (lambda: _m(layer.AvgPool2d(6, **CONV), layer.Conv2d(2, 4, 1, **CONV)), X5, r"AvgPool2d.*smaller than"),
     (lambda: _m(layer.AvgPool2d(3, 2, **CONV), layer.Conv2d(2, 4, 1, **CONV)), X8, r"AvgPool2d.*stride"),
     (lambda: _m(layer.AvgPool2d(2, **CONV)), X8, r"trailing average pooling"),
     (lambda: _m(layer.MaxPool2d(2, ceil_mode=True, **CONV)), X5, r"MaxPool2d.*ceil_mode"),

@@ -70,8 +70,8 @@ def conv_out(shape: tuple[int, ...], c_out: int, k: tuple[int, int], stride: tup
 def fold_pool_into_conv(w: torch.Tensor, stride: tuple[int, int], padding: tuple[int, int],
                         dilation: tuple[int, int], pool: tuple[int, int], where: str):
     """Conv after AvgPool2d(k, k) == conv on the un-pooled map with kernel kron(w, ones(k))/k^2, stride k*s,
-    padding k*p (exact when the pooled map tiles the input, checked by the pool rule; needs dilation 1).
-    Returns (w, stride, padding)."""
+    padding k*p (exact when no window of the result reads the rows and columns the pool drops (torch floors an
+    input the window does not tile), checked by check_pool_fold; needs dilation 1). Returns (w, stride, padding)."""
     if dilation != (1, 1):
         raise layer_error(where, f"cannot fold a preceding average pooling into a conv with dilation {dilation}")
     kh, kw = pool
@@ -79,13 +79,41 @@ def fold_pool_into_conv(w: torch.Tensor, stride: tuple[int, int], padding: tuple
     return w, (stride[0] * kh, stride[1] * kw), (padding[0] * kh, padding[1] * kw)
 
 
-def spread_pools(w: torch.Tensor, spatial: tuple[int, ...], pools: tuple[tuple[int, int], ...]) -> torch.Tensor:
-    """Dense weight w (out, prod(spatial)) read after average pools + Flatten, as a weight on the un-pooled map:
-    each pooled input spreads evenly over its window."""
-    out = int(w.shape[0])
-    w = w.reshape((out,) + tuple(spatial))
-    for kh, kw in reversed(pools):
+def pooled_sizes(shape: tuple[int, ...], pools: tuple[tuple[int, int], ...]) -> list[tuple[int, int]]:
+    """(H, W) of a (C, H, W) map before each of the average `pools` and after the last: torch floors an input the
+    window does not tile (its last rows and columns are dropped)."""
+    sizes = [tuple(int(x) for x in shape[1:3])]
+    for kh, kw in pools:
+        sizes.append((sizes[-1][0] // kh, sizes[-1][1] // kw))
+    return sizes
+
+
+def check_pool_fold(shape: tuple[int, ...], pools: tuple[tuple[int, int], ...], out: tuple[int, int, int],
+                    k: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int], where: str) -> None:
+    """ValueError naming `where` when the conv (kernel k, stride, padding) folded over `pools` onto the un-pooled
+    (C, H, W) `shape` would read a row or column the pools drop (a padded conv after pooling an untiled map):
+    the chip's conv would see those spikes where torch sees zero padding."""
+    sizes, span = pooled_sizes(shape, pools), (1, 1)
+    for kh, kw in pools:
+        span = (span[0] * kh, span[1] * kw)
+    for i in range(2):
+        kept, n = sizes[-1][i] * span[i], int(shape[1 + i])
+        starts = np.arange(out[1 + i]) * stride[i] - padding[i]
+        if kept < n and bool(((starts + k[i] - 1 >= kept) & (starts < n)).any()):
+            raise layer_error(where, f"the average pooling before it drops the last {n - kept} of {n} "
+                                     f"{'rows' if i == 0 else 'columns'} of {shape}, which its padding would read "
+                                     "once folded: not exact; pool a map the window tiles")
+
+
+def spread_pools(w: torch.Tensor, shape: tuple[int, ...], pools: tuple[tuple[int, int], ...]) -> torch.Tensor:
+    """Dense weight w (out, prod(pooled shape)) read after average pools + Flatten, as a weight on the un-pooled
+    (C, H, W) map `shape`: each pooled input spreads evenly over its window; the rows and columns a pool drops
+    (torch floors an input the window does not tile) get weight 0."""
+    out, sizes = int(w.shape[0]), pooled_sizes(shape, pools)
+    w = w.reshape((out, int(shape[0])) + sizes[-1])
+    for (kh, kw), (h, wd) in zip(reversed(pools), reversed(sizes[:-1])):
         w = w.repeat_interleave(kh, dim=2).repeat_interleave(kw, dim=3) / (kh * kw)
+        w = torch.nn.functional.pad(w, (0, wd - w.shape[3], 0, h - w.shape[2]))
     return w.reshape(out, -1)
 
 

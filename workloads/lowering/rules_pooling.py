@@ -57,7 +57,9 @@ def _padding_windows(n_in: int, n_out: int, k: int, s: int, p: int, d: int) -> b
 
 def _pending_pool(build: Build, m: nn.Module, name: str, value, kernel) -> Feed:
     """The spikes `value` with average-pool window `kernel` (a function of the (C, H, W) shape) pending; ValueError
-    when they are no (C, H, W) spikes or the window does not tile them (folding would not be exact)."""
+    when they are no (C, H, W) spikes, the map is smaller than the window, or the window does not tile it under
+    ceil_mode=True (a partial window averages fewer inputs). Otherwise a window that does not tile the map drops its
+    last rows and columns, as torch does (they get weight 0 in the layer it folds into)."""
     where = described(name, m)
     feed = spikes_of(value, tag(name, m), type(m).__name__)
     if feed.layout != "chw" or feed.flat or len(feed.shape) != 3:
@@ -67,9 +69,12 @@ def _pending_pool(build: Build, m: nn.Module, name: str, value, kernel) -> Feed:
     check_line(feed.shape, feed.line, where, isinstance(m, (nn.AvgPool1d, nn.AdaptiveAvgPool1d)))
     c, h, w = feed.shape
     kh, kw = kernel(feed)
-    if h % kh or w % kw:
-        raise layer_error(where, f"input {h}x{w} is not divisible by the pooling window {(kh, kw)}: folding would "
-                                 "not be exact")
+    if h < kh or w < kw:
+        raise layer_error(where, f"input {h}x{w} is smaller than the pooling window {(kh, kw)}")
+    if (h % kh or w % kw) and getattr(m, "ceil_mode", False):
+        raise layer_error(where, f"ceil_mode=True on input {h}x{w}, which the window {(kh, kw)} does not tile: its "
+                                 "partial windows average fewer inputs, which no folded weight expresses; use "
+                                 "ceil_mode=False")
     return Feed(feed.pop, "chw", feed.pools + ((kh, kw),), tags=feed.tags + (tag(name, m),), line=feed.line)
 
 

@@ -77,7 +77,7 @@ def _composed(build: Build, value, m: nn.Module, name: str, w: torch.Tensor, b: 
     before the container: w (W s + c) + b)."""
     t = tag(name, m)
     if isinstance(value, Feed):
-        w_in = spread_pools(w, value.chw, value.pools) if value.pools else w
+        w_in = spread_pools(w, value.pop.shape, value.pools) if value.pools else w
         stage = build.settings.stamp(Stage(value.pop.name, "dense", w_in, "Linear", list(value.tags) + [t]), name)
         return Current([stage], b, (int(w.shape[0]),), "flat", value.line)
     if len(value.stages) != 1 or value.stages[0].kind != "dense" or value.stages[0].gate is not None:

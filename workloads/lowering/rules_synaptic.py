@@ -14,8 +14,8 @@ from torch import nn
 from hwmodels.trace import NeuronModel, Population
 from workloads.compression.dsp import LowRankConv2d, LowRankLinear
 from workloads.lowering.build import Build, emit
-from workloads.lowering.geometry import (check_line, conv_out, conv_padding, fold_pool_into_conv, pair,
-                                         seen_shape, spread_pools)
+from workloads.lowering.geometry import (check_line, check_pool_fold, conv_out, conv_padding, fold_pool_into_conv,
+                                         pair, seen_shape, spread_pools)
 from workloads.lowering.naming import described, layer_error, tag
 from workloads.lowering.values import Current, Feed, Stage, layout_fn, spikes_of
 from workloads.models.spikformer import TokenBatchNorm
@@ -49,6 +49,8 @@ def conv_stage(build: Build, m: nn.modules.conv._ConvNd, name: str, feed: Feed) 
     out_shape = conv_out(shape, m.out_channels, tuple(w.shape[2:]), stride, padding, dilation, where)
     for pool in reversed(feed.pools):
         w, stride, padding = fold_pool_into_conv(w.double(), stride, padding, dilation, pool, where)
+    if feed.pools:
+        check_pool_fold(feed.pop.shape, feed.pools, out_shape, tuple(w.shape[2:]), stride, padding, where)
     stage = Stage(feed.pop.name, "conv", w, "Conv1d" if one_d else "Conv2d", list(feed.tags) + [tag(name, m)],
                   stride, padding, dilation, int(m.groups))
     return Current([build.settings.stamp(stage, name)], b, out_shape, "chw", line)
@@ -65,7 +67,7 @@ def linear_stage(build: Build, m: nn.Linear, name: str, feed: Feed) -> Current:
                                               f"shape {shape} (a Flatten is needed after a (C, H, W) layer)")
     w, b = _weights(m)
     if feed.pools:
-        w = spread_pools(w.double(), feed.chw, feed.pools)
+        w = spread_pools(w.double(), feed.pop.shape, feed.pools)
     stage = Stage(feed.pop.name, "dense", w, "Linear", list(feed.tags) + [tag(name, m)])
     return Current([build.settings.stamp(stage, name)], b, (int(w.shape[0]),), "flat", feed.line)
 
