@@ -119,14 +119,23 @@ def test_neuron_models_read_from_equations():
     model, _ = neuron_model(integ, dt)
     assert (model.kind, model.tau, model.threshold, model.v_reset) == ("IF", None, pytest.approx(1e-3), 0.0)
     soft = _group(LIF_EQS, "v > theta", "v -= theta", {"tau": 5 * ms, "theta": 1 * mV}, refractory=1 * ms)
-    model, _ = neuron_model(soft, dt)
+    model, note = neuron_model(soft, dt)
     assert (model.kind, model.tau, model.v_reset) == ("LIF", pytest.approx(50.0), None)
+    assert note == "the refractory period is not modelled (the chip's neurons have none)"
     cond = _group("dv/dt = (El - v + ge * (Ee - v)) / tau : volt\ndge/dt = -ge / (5*ms) : 1", "v > -50*mV",
                   "v = -60*mV", {"El": -70 * mV, "Ee": 0 * mV, "tau": 20 * ms})
     model, note = neuron_model(cond, dt)
     assert (model.tau, model.threshold, model.v_reset) == (pytest.approx(200.0), pytest.approx(0.02),
                                                           pytest.approx(0.01))
     assert "leaks to its reset" in note
+    assert (model.kind, model.tau_syn) == ("CubaLIF", pytest.approx(50.0)) and "conductance-based" in note
+    cuba = _group("dv/dt = (I - v) / (10*ms) : 1\ndI/dt = -I / tau_s : 1", "v > 0.5", "v = 0", {"tau_s": 5 * ms})
+    model, note = neuron_model(cuba, dt)  # a current-based synapse: two states, tau_syn = 5 ms / dt
+    assert (model.kind, model.tau, model.tau_syn, model.threshold, note) == (
+        "CubaLIF", pytest.approx(100.0), pytest.approx(50.0), pytest.approx(0.5), "")
+    driven = _group("dv/dt = (I - v) / (10*ms) : 1\ndI/dt = (v - I) / (5*ms) : 1", "v > 0.5", "v = 0", {})
+    model, note = neuron_model(driven, dt)  # the second state does not just decay: one state, said so
+    assert model.kind == "LIF" and "reads the state variable(s) I" in note
     izh = _group("dv/dt = (0.04/mV*v**2 + 5*v + 140*mV - u) / ms : volt\ndu/dt = 0.02*(0.2*v - u) / ms : volt",
                  "v > 30*mV", "v = -65*mV", {})
     model, note = neuron_model(izh, dt)
@@ -187,3 +196,19 @@ def test_bad_input_raises():
     partial = b2.SpikeMonitor(stim, record=[0])
     with pytest.raises(ValueError, match="record"):
         from_brian2([stim, cells, syns[0], partial], duration=4e-3)
+    with pytest.raises(ValueError, match="the monitors of 'cells' record 4 of its 6 neurons"):  # a only, b not
+        from_brian2([stim, cells, syns[0], b2.SpikeMonitor(stim), b2.SpikeMonitor(a)], duration=4e-3)
+
+
+def test_weights_given_as_expressions_are_evaluated_and_an_unrun_network_is_refused():
+    stim = b2.SpikeGeneratorGroup(2, [0, 1], [0, 1] * ms, dt=1 * ms, name="stim")
+    cells = b2.NeuronGroup(3, "dv/dt = -v / (4*ms) : 1", threshold="v > 1", reset="v = 0", dt=1 * ms, name="cells")
+    syn = b2.Synapses(stim, cells, "w = 0.25 * (i + 1) + j : 1", on_pre="v_post += w", dt=1 * ms, name="syn")
+    syn.connect()
+    net = b2.Network(stim, cells, syn, b2.SpikeMonitor(stim), b2.SpikeMonitor(cells))
+    with pytest.raises(ValueError, match="has not run yet"):
+        from_brian2(net)
+    net.run(3 * ms)
+    graph, _ = from_brian2(net)
+    want = np.array([[0.25 + j, 0.5 + j] for j in range(3)])  # weight[j, i] = 0.25 (i + 1) + j
+    np.testing.assert_allclose(graph.projections[0].weight, want)

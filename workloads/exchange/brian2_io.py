@@ -91,7 +91,9 @@ def _projection(syn, weight: str, weight_bits: int, storage: str, notes: dict) -
     pre = np.asarray(syn.variables["_presynaptic_idx"].get_value(), np.int64)
     post = np.asarray(syn.variables["_postsynaptic_idx"].get_value(), np.int64)
     said = []
-    if weight in syn.variables:
+    if isinstance(syn.variables.get(weight), brian2.core.variables.Subexpression):  # e.g. "w = 0.3*(i+1) : 1"
+        w = np.broadcast_to(np.asarray(getattr(syn, f"{weight}_")[:], np.float64), pre.shape)
+    elif weight in syn.variables:
         w = np.broadcast_to(np.asarray(syn.variables[weight].get_value(), np.float64), pre.shape)
     else:
         w = np.ones(pre.shape)
@@ -128,15 +130,32 @@ def _spike_rows(monitors: list, pops: list[Population], dt: float, n_steps: int)
     return key // width, key % width
 
 
+def _monitored(monitors: list) -> set[str]:
+    """Names of the groups the SpikeMonitors record; ValueError naming a group whose monitors (on Subgroups) leave
+    some of its neurons unrecorded, whose spikes and synaptic events would be missing."""
+    covered: dict[str, tuple[object, np.ndarray]] = {}
+    for mon in monitors:
+        root, offset = _parent(mon.source)
+        seen = covered.setdefault(root.name, (mon, np.zeros(len(root), bool)))[1]
+        seen[offset:offset + len(mon.source)] = True
+    for name, (mon, seen) in covered.items():
+        if not seen.all():
+            raise ValueError(f"SpikeMonitor {mon.name!r}: the monitors of {name!r} record {int(seen.sum())} of its "
+                             f"{seen.size} neurons; monitor the whole group (or Subgroups covering it)")
+    return set(covered)
+
+
 def _trace(monitors: list, pops: list[Population], projs: list[Projection], dt: float, duration_s: float,
            sample_duration: float | None) -> EventTrace:
     """EventTrace of the monitors' spikes, split into samples of `sample_duration` seconds (None: one sample)."""
+    if not duration_s > 0:
+        raise ValueError(f"duration: {duration_s} s; the network has not run yet (run it, then import it)")
     n_steps = int(round(duration_s / dt))
     n_t = n_steps if sample_duration is None else int(round(sample_duration / dt))
     if n_t < 1 or n_steps % n_t:
         raise ValueError(f"sample_duration: {sample_duration} s must divide the run time {duration_s} s into "
                          f"whole samples of >= 1 step (dt {dt} s)")
-    monitored = {_parent(m.source)[0].name for m in monitors}
+    monitored = _monitored(monitors)
     for proj in projs:
         if proj.source not in monitored:
             raise ValueError(f"population {proj.source!r}: feeds {proj.name!r} but has no SpikeMonitor; add one "
@@ -163,7 +182,8 @@ def from_brian2(source: brian2.Network | Iterable, *, namespace: dict | None = N
         sample when the network was run several times for several samples (None: one sample).
     Returns (graph, trace); graph.metadata: "source" "brian2", "dt_s", "synapses" {projection: count},
     "notes" {population/projection: what was approximated}. Raises ValueError for differing group dt, a source
-    population without a SpikeMonitor, a partial monitor, bad sample_duration, or a bad storage format.
+    population without a SpikeMonitor, a partial monitor (record= a subset, or monitors of Subgroups that leave
+    neurons of a group out), a network that has not run, bad sample_duration, or a bad storage format.
     """
     if storage not in STORAGE_FORMATS or storage == "conv":
         raise ValueError(f"storage: {storage!r} is not one of dense, sparse, bitmap")

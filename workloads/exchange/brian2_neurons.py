@@ -1,8 +1,12 @@
 """Read a discrete-time NeuronModel out of a Brian2 NeuronGroup's equations, threshold and reset.
 
 A group is LIF-like when the membrane equation is linear in the membrane variable v with a constant slope:
-dv/dt = a v + b (other differential variables, e.g. synaptic currents, set to 0; `unless refractory` ignored).
-a < 0 gives kind "LIF" with tau = -1 / (a dt) timesteps, a = 0 kind "IF". Potentials are shifted so the
+dv/dt = a v + b (other differential variables, e.g. synaptic currents, set to 0; a refractory period is noted and
+ignored).
+a < 0 gives kind "LIF" with tau = -1 / (a dt) timesteps, a = 0 kind "IF". A LIF whose membrane reads exactly one
+other differential variable I that decays on its own (dI/dt = c I, c < 0: a current-based synapse, e.g. on_pre
+"I += w") is kind "CubaLIF" with tau_syn = -1 / (c dt) (two states per neuron, which the chip charges for); a
+membrane that reads other state variables gets a note that they cost nothing. Potentials are shifted so the
 reference point is 0: the rest potential v_rest = -b / a for LIF, the reset value for IF; threshold and v_reset
 are given relative to it, in the membrane's SI unit (volt for a voltage). Synapses that jump v (on_pre "v += w")
 are SpikingJelly's decay_input=False. What cannot be read becomes a note; the hardware model uses only the kind.
@@ -96,6 +100,32 @@ def _slope(group, var: str, namespace: dict, notes: list[str]) -> tuple[float | 
     return float(a), float(b)
 
 
+def _synaptic_tau(group, var: str, dt: float, namespace: dict, notes: list[str]) -> float | None:
+    """tau_syn in timesteps when d`var`/dt reads exactly one other differential variable I with dI/dt = c I, c < 0
+    and -1 / (c dt) >= 1 (a decaying synaptic current); None otherwise, with a note when d`var`/dt reads other
+    state variables (read as 0: the neuron is costed as one state)."""
+    names = set(group.equations.diff_eq_names)
+    read = sorted({s.name for s in str_to_sympy(group.equations[var].expr.code).free_symbols} & (names - {var}))
+    if not read:
+        return None
+    if len(read) == 1:
+        expr = _strip_int(str_to_sympy(group.equations[read[0]].expr.code))
+        cur = next((s for s in expr.free_symbols if s.name == read[0]), sympy.Symbol(read[0]))
+        if not ({s.name for s in expr.free_symbols} & names) - {read[0]}:
+            c = _evaluate(group, sympy.diff(expr, cur), namespace, notes, set())
+            drive = _evaluate(group, expr.subs(cur, 0), namespace, notes, set())
+            if c.is_number and drive.is_number and float(drive) == 0.0 and float(c) < 0 and -1 / (float(c) * dt) >= 1:
+                membrane = _strip_int(str_to_sympy(group.equations[var].expr.code))
+                gain = sympy.diff(membrane, next(s for s in membrane.free_symbols if s.name == read[0]))
+                if var in {s.name for s in gain.free_symbols}:
+                    notes.append(f"{read[0]} scales with {var} (conductance-based): read as a current-based "
+                                 "CubaLIF, two states like it")
+                return -1.0 / (float(c) * dt)
+    notes.append(f"d{var}/dt reads the state variable(s) {', '.join(read)}, not one decaying synaptic current: "
+                 "read as 0, the neuron is costed as one state")
+    return None
+
+
 def neuron_model(group, dt: float, namespace: dict | None = None) -> tuple[NeuronModel, str]:
     """(NeuronModel, note) of a Brian2 NeuronGroup simulated with time step `dt` seconds.
 
@@ -104,6 +134,8 @@ def neuron_model(group, dt: float, namespace: dict | None = None) -> tuple[Neuro
     """
     notes: list[str] = []
     namespace = dict(namespace or {})
+    if "lastspike" in group.variables:  # Brian2 defines it for groups with a refractory period
+        notes.append("the refractory period is not modelled (the chip's neurons have none)")
     var, theta = _threshold(group, namespace, notes)
     if var is None:
         return NeuronModel("LIF", 1.0, None, 0.0, False), "; ".join(notes)
@@ -115,6 +147,9 @@ def neuron_model(group, dt: float, namespace: dict | None = None) -> tuple[Neuro
         ref = v_reset or 0.0
         return NeuronModel("LIF", theta - ref, None, None if v_reset is None else 0.0, False), "; ".join(notes)
     if a == 0:
+        if _synaptic_tau(group, var, dt, namespace, notes) is not None:
+            notes.append(f"d{var}/dt reads a decaying synaptic current, a second state that no IF kind has: costed "
+                         "as one state")
         ref = v_reset if v_reset is not None else 0.0
         return NeuronModel("IF", theta - ref, None, None if v_reset is None else 0.0, False), "; ".join(notes)
     tau = -1.0 / (a * dt)
@@ -123,5 +158,6 @@ def neuron_model(group, dt: float, namespace: dict | None = None) -> tuple[Neuro
     rest = -b / a
     if v_reset is not None and not np.isclose(v_reset, rest):
         notes.append(f"reset {v_reset:g} != rest {rest:g}: SpikingJelly's LIF leaks to its reset value")
-    return (NeuronModel("LIF", theta - rest, tau, None if v_reset is None else v_reset - rest, False),
-            "; ".join(notes))
+    tau_syn = _synaptic_tau(group, var, dt, namespace, notes)
+    return (NeuronModel("LIF" if tau_syn is None else "CubaLIF", theta - rest, tau,
+                        None if v_reset is None else v_reset - rest, False, tau_syn), "; ".join(notes))
