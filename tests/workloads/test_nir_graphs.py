@@ -118,3 +118,34 @@ def test_cubalif_without_synaptic_memory_imports_as_lif_and_with_it_as_a_two_sta
     graph, _ = nir_workload(nir.NIRGraph.from_list(nir.Input(np.array([6])), nir.Linear(np.ones((n, 6))), slow), x,
                             dt=dt)
     assert graph.populations["cubalif1"].neuron.kind == "CubaLIF" and graph.populations["cubalif1"].neuron.tau_syn == 3
+
+
+def _graph(nodes: dict, edges: list) -> nir.NIRGraph:
+    return nir.NIRGraph(nodes=nodes, edges=edges, type_check=False)
+
+
+def _chain_nodes(lif: nir.LIF | None = None, out: int = 3) -> dict:
+    return {"in": nir.Input(np.array([4])), "fc": nir.Linear(np.ones((3, 4))), "lif": lif or _lif(3, 1e-3),
+            "out": nir.Output(np.array([out]))}
+
+
+CHAIN = [("in", "fc"), ("fc", "lif"), ("lif", "out")]
+
+
+@pytest.mark.parametrize("nodes, edges, match", [
+    (_chain_nodes(_lif(5, 1e-3)), CHAIN, r"LIF node 'lif': tau holds 5 values for the 3 neurons"),
+    (_chain_nodes(out=9), CHAIN, r"Output node 'out': shape \[9\] does not hold the 3 values"),
+    ({**_chain_nodes(), "iso": _lif(3, 1e-3)}, CHAIN, r"node 'iso' is not connected \(no path from the Input"),
+    ({**_chain_nodes(), "dead": nir.Linear(np.ones((2, 3)))}, CHAIN + [("lif", "dead")],
+     r"node 'dead' is not connected \(it has no path to the Output"),
+    (_chain_nodes(), [("in", "fc")] + CHAIN, r"edge \('in', 'fc'\) is listed more than once"),
+    ({**_chain_nodes(), "fc": nir.Affine(np.ones((3, 4)), np.ones(7))}, CHAIN,
+     r"Affine node 'fc': bias of 7 values does not fit weight \(3, 4\)"),
+    (_chain_nodes(_lif(3, 1e-3, threshold=0.0)), CHAIN, r"LIF node 'lif': v_threshold 0 equals the reset potential"),
+    ({**_chain_nodes(nir.LIF(tau=np.full(3, 1e-3), r=np.full(3, 2.0), v_leak=np.zeros(3), v_threshold=np.ones(3),
+                             v_reset=np.zeros(3))), "fc2": nir.Linear(np.ones((3, 4)))},
+     CHAIN + [("in", "fc2"), ("fc2", "lif")], r"node 'lif': input gain 2 / offset 0 cannot be folded: it is fed by 2"),
+])
+def test_graphs_that_do_not_fit_are_refused_naming_the_node(nodes, edges, match):
+    with pytest.raises(ValueError, match=match):
+        nir_workload(_graph(nodes, edges), torch.ones(3, 2, 4))

@@ -94,10 +94,13 @@ def _put(key, value):
 NODES = "node/nodes/"
 CASES = {
     "tau_inf": (_put(NODES + "h/tau", np.full(4, np.inf)), "cannot be imported (OverflowError"),
-    "bias": (_put(NODES + "fc2/bias", np.zeros(3, np.float32)), "cannot be imported (RuntimeError"),
+    "bias": (_put(NODES + "fc2/bias", np.zeros(3, np.float32)),
+             "Affine node 'fc2': bias of 3 values does not fit weight (2, 4) (2 outputs)"),
     "edge": (_put("node/edges", np.array([[b"in", b"zz"], [b"in", b"fc"], [b"fc", b"h"], [b"h", b"fc2"],
                                           [b"fc2", b"o"], [b"o", b"o_out"]])), "cannot be imported (KeyError: 'zz')"),
     "missing_node": (lambda h: h.__delitem__(NODES + "h"), "cannot be imported (KeyError: 'h')"),
+    "edges_3_columns": (_put("node/edges", np.array([[b"in", b"fc", b"h"], [b"fc", b"h", b"fc2"]])),
+                        "not a readable NIR file (too many values to unpack"),
     "unknown_type": (_put(NODES + "h/type", "Foo"), "not a readable NIR file (AssertionError"),
     "complex": (_put(NODES + "fc/weight", np.full((4, 3), 1 + 1j, np.complex64)),
                 "node 'fc' field 'weight' is complex (complex64)"),
@@ -115,7 +118,7 @@ def test_malformed_nir_files_are_one_line_value_errors_naming_the_file(tmp_path,
     with pytest.raises(ValueError) as err:
         graph_from_nir(path)
     text = str(err.value)
-    assert needle in text and "\n" not in text and (str(path) in text or "node 'fc'" in text), text
+    assert needle in text and "\n" not in text and (str(path) in text or "node 'fc" in text), text
 
 
 @pytest.mark.parametrize("content", [b"", b"not hdf5 at all", None])

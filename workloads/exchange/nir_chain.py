@@ -3,6 +3,7 @@ exact folding of an input gain/offset into the preceding weight layer, and the c
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import nir
@@ -35,8 +36,8 @@ class NirModel:
 
 @dataclass
 class Chain:
-    """Walk state: layers so far, per-sample shape, pending sum-pool gain, the weight layer awaiting its neuron and
-    the input gain last folded into it (in_gain)."""
+    """Walk state: layers so far, per-sample shape, pending sum-pool gain, the weight layer awaiting its neuron, the
+    input gain last folded into it (in_gain) and how many nodes feed the current one (fed_by: > 1 at a merge)."""
 
     out: NirModel
     layers: list[nn.Module] = field(default_factory=list)
@@ -47,6 +48,7 @@ class Chain:
     maxpool: str | None = None
     readout: str | None = None
     in_gain: float = 1.0
+    fed_by: int = 1
 
     @property
     def index(self) -> str:
@@ -70,6 +72,28 @@ def scalar(node: nir.NIRNode, name: str, key: str) -> float:
     return float(a[0])
 
 
+#: fields of a NIR node that hold one value per neuron (or one for all)
+NEURON_FIELDS = ("tau", "tau_mem", "tau_syn", "r", "v_leak", "v_threshold", "v_reset", "w_in")
+
+
+def check_size(key: str, node: nir.NIRNode, shape: tuple[int, ...]) -> None:
+    """ValueError naming node `key` and the field when a per-neuron parameter of `node` (NEURON_FIELDS) holds
+    neither one value, one per channel (snnTorch's conv RLeaky) nor one per neuron of the per-sample `shape` it
+    receives, or when an Output's shape holds
+    another number of values (a leading batch axis allowed)."""
+    n = math.prod(shape)
+    for name in NEURON_FIELDS:
+        value = getattr(node, name, None)
+        if value is not None and np.size(value) not in (1, n, shape[0] if shape else 1):  # or one per channel
+            raise ValueError(f"{type(node).__name__} node {key!r}: {name} holds {np.size(value)} values for the "
+                             f"{n} neurons of its input shape {list(shape)}")
+    if isinstance(node, nir.Output) and node.output_type and "output" in node.output_type:
+        want = [int(v) for v in np.atleast_1d(node.output_type["output"])]
+        if want and math.prod(want) != n and not (len(want) == len(shape) + 1 and math.prod(want[1:]) == n):
+            raise ValueError(f"Output node {key!r}: shape {want} does not hold the {n} values of its input shape "
+                             f"{list(shape)}")
+
+
 def meta(node: nir.NIRNode, name: str, default=None):
     """node.metadata[name] as a plain Python value (HDF5 gives numpy scalars), or default."""
     v = (node.metadata or {}).get(name, default)
@@ -89,8 +113,11 @@ def fold(st: Chain, key: str, gain: float, offset: float) -> None:
     if gain == 1.0 and offset == 0.0:
         return
     target = st.last_weight
+    if target is None and st.fed_by > 1:
+        raise ValueError(f"node {key!r}: input gain {gain:g} / offset {offset:g} cannot be folded: it is fed by "
+                         f"{st.fed_by} nodes, not one weight layer")
     if target is None:
-        raise ValueError(f"node {key!r}: input gain {gain} / offset {offset} needs a weight layer before it")
+        raise ValueError(f"node {key!r}: input gain {gain:g} / offset {offset:g} needs a weight layer before it")
     target = getattr(target, "second", target)
     with torch.no_grad():
         target.weight.mul_(gain)

@@ -15,7 +15,7 @@ import nir
 import torch.fx as fx
 from torch import nn
 
-from workloads.exchange.nir_chain import Chain, NirModel
+from workloads.exchange.nir_chain import Chain, NirModel, check_size
 
 
 def topo_order(graph: nir.NIRGraph) -> list[str]:
@@ -39,7 +39,7 @@ class _Node:
 
 def build_dag(graph: nir.NIRGraph, out: NirModel, importers: dict) -> NirModel:
     """Fill `out` with an fx.GraphModule of `graph` (one Input, one Output). Raises ValueError for several Inputs
-    or Outputs, a cycle, a sum-pool or low-rank relay whose next layer is not its only successor, or an input
+    or Outputs, a node off the Input-to-Output paths, a cycle, a sum-pool or low-rank relay whose next layer is not its only successor, or an input
     gain/offset to fold into a node that is fed by more than one weight layer."""
     ins = [k for k, n in graph.nodes.items() if isinstance(n, nir.Input)]
     outs = [k for k, n in graph.nodes.items() if isinstance(n, nir.Output)]
@@ -48,6 +48,7 @@ def build_dag(graph: nir.NIRGraph, out: NirModel, importers: dict) -> NirModel:
     preds = {k: [] for k in graph.nodes}
     for a, b in graph.edges:
         preds[b].append(a)
+    _check_connected(graph, ins[0], outs[0])
     fxg, root, layers, state = fx.Graph(), nn.Module(), [], {}
     for key in topo_order(graph):
         node = graph.nodes[key]
@@ -59,6 +60,28 @@ def build_dag(graph: nir.NIRGraph, out: NirModel, importers: dict) -> NirModel:
     fxg.output(state[outs[0]].value)
     out.model = fx.GraphModule(root, fxg, class_name="NirDag")
     return out
+
+
+def _check_connected(graph: nir.NIRGraph, first: str, last: str) -> None:
+    """ValueError naming the first node (in graph order) that is not on a path from the Input `first` to the
+    Output `last`: it would compute nothing the model outputs, or read nothing."""
+    succ, pred = {k: set() for k in graph.nodes}, {k: set() for k in graph.nodes}
+    for a, b in graph.edges:
+        succ[a].add(b)
+        pred[b].add(a)
+
+    def reach(start: str, step: dict) -> set[str]:
+        seen, todo = {start}, [start]
+        while todo:
+            for nxt in step[todo.pop()] - seen:
+                seen.add(nxt)
+                todo.append(nxt)
+        return seen
+    fed, feeding = reach(first, succ), reach(last, pred)
+    for key in graph.nodes:
+        if key not in fed or key not in feeding:
+            where = "no path from the Input reaches it" if key not in fed else "it has no path to the Output"
+            raise ValueError(f"NIR graph: node {key!r} is not connected ({where})")
 
 
 def _merge(fxg: fx.Graph, key: str, inputs: list[_Node]):
@@ -75,13 +98,14 @@ def _merge(fxg: fx.Graph, key: str, inputs: list[_Node]):
 
 def _convert(fxg, root, layers, out, key, node, rule, inputs: list[_Node]) -> _Node:
     """Run the chain rule for one node on a walk state seeded from its inputs; emit its module(s) into fxg."""
-    st = Chain(out, layers=layers)
+    st = Chain(out, layers=layers, fed_by=len(inputs))
     if inputs:
         st.shape = inputs[0].shape
         st.last_weight = inputs[0].weight if len(inputs) == 1 else None
         st.maxpool = inputs[0].maxpool if len(inputs) == 1 else None
     first = len(layers)
     rule(st, key, node)
+    check_size(key, node, st.shape)
     if st.gain != 1.0 or st.relay:
         raise ValueError(f"node {key!r}: a sum-pool or low-rank relay is only imported in chain-shaped graphs")
     if st.readout is not None:

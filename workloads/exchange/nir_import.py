@@ -40,7 +40,7 @@ from torch import nn
 
 from hwmodels.trace import MAX_NEURONS
 from workloads.compression.dsp import LowRankConv2d, LowRankLinear
-from workloads.exchange.nir_chain import Chain, NirModel, chain_order, fold, meta, pair, scalar
+from workloads.exchange.nir_chain import Chain, NirModel, chain_order, check_size, fold, meta, pair, scalar
 from workloads.exchange.nir_export import DT_S
 from workloads.exchange.nir_dag import build_dag
 from workloads.exchange.nir_graph import normalise
@@ -99,7 +99,11 @@ def _linear(st: Chain, key: str, node: nir.NIRNode) -> None:
     with torch.no_grad():
         m.weight.copy_(w)
         if has_bias:
-            m.bias.copy_(torch.as_tensor(np.asarray(node.bias), dtype=torch.float32).reshape(-1))
+            bias = torch.as_tensor(np.asarray(node.bias), dtype=torch.float32).reshape(-1)
+            if bias.numel() != w.shape[0]:
+                raise ValueError(f"Affine node {key!r}: bias of {bias.numel()} values does not fit weight "
+                                 f"{tuple(w.shape)} ({w.shape[0]} outputs)")
+            m.bias.copy_(bias)
     st.shape = (int(w.shape[0]),)
     _weight(st, key, node, m)
 
@@ -241,12 +245,17 @@ def build_model(graph: nir.NIRGraph, dt: float | None = None) -> NirModel:
     Loops neuron -> Affine/Linear or Conv2d -> same neuron are recurrent projections (spikes of t act at t + 1).
     Raises ValueError for an unsupported node type (naming it and the supported ones), another cycle, a
     branching graph without one Output, a Delay, a CubaLIF with v_leak != v_reset, parameters that vary across
-    neurons, tau/dt <= 1, a dense loop on a non-flat neuron or a conv loop that does not keep its (C, H, W), or
-    nodes after a trailing LI/I readout.
+    neurons, tau/dt <= 1, a dense loop on a non-flat neuron or a conv loop that does not keep its (C, H, W), nodes
+    after a trailing LI/I readout, an edge listed twice, a node off the Input-to-Output paths, per-neuron
+    parameters or an Output shape that do not fit the shape the node receives, or an Affine bias that does not fit
+    its weight.
     """
     dt = float(dt if dt is not None else (graph.metadata or {}).get("dt", DT_S))
     if not dt > 0:
         raise ValueError(f"dt: {dt} must be > 0 seconds")
+    twice = sorted({tuple(e) for e in graph.edges if list(graph.edges).count(e) > 1})
+    if twice:
+        raise ValueError(f"NIR graph: edge {twice[0]} is listed more than once (an edge adds its source once)")
     graph, loops = split_loops(normalise(graph))
     try:
         order = chain_order(graph)
@@ -266,5 +275,6 @@ def build_model(graph: nir.NIRGraph, dt: float | None = None) -> NirModel:
         if st.readout is not None and not isinstance(node, nir.Output):
             raise ValueError(f"node {key!r}: only an Output may follow the readout {st.readout!r}")
         rule(st, key, node)
+        check_size(key, node, st.shape)
     st.out.model = nn.Sequential(*st.layers)
     return st.out

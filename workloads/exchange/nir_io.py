@@ -49,8 +49,11 @@ def load_nir(path: str | os.PathLike) -> nir.NIRGraph:
         raise FileNotFoundError(f"path: {path} does not exist")
     try:
         check_self_contained(path)
-        return nir.read(path, type_check=False)
     except _MALFORMED as exc:
+        raise ValueError(f"{file_name(path)}: not a readable NIR file ({one_line(exc)})") from None
+    try:
+        return nir.read(path, type_check=False)
+    except (*_MALFORMED, ValueError) as exc:  # nir's own ValueErrors too, e.g. an edges array of 3 columns
         raise ValueError(f"{file_name(path)}: not a readable NIR file ({one_line(exc)})") from None
 
 

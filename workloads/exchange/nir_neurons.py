@@ -25,6 +25,18 @@ def _reset(node: nir.NIRNode, key: str) -> float | None:
     return None if meta(node, "reset") == "subtract" else scalar(node, "v_reset", key)
 
 
+def _threshold(node: nir.NIRNode, key: str, base: float) -> float:
+    """v_threshold of `node`; ValueError when it equals the potential `base` a neuron starts and resets at (v_reset,
+    0 for a soft reset): NIR fires on v > theta, SpikingJelly on v >= theta, so the import would fire on every
+    step at rest where NIR never does."""
+    theta = scalar(node, "v_threshold", key)
+    if theta == base:
+        raise ValueError(f"{type(node).__name__} node {key!r}: v_threshold {theta:g} equals the reset potential "
+                         f"{base:g}; NIR fires on v > threshold, the imported neuron on v >= threshold, so it would "
+                         "fire on every step at rest")
+    return theta
+
+
 def _neuron_done(st: Chain, key: str, node: nir.NIRNode, module: nn.Module) -> None:
     """Append neuron `module` of node `key` (in a recurrent container when the node has a loop, the loop's weight
     bits and storage going to the container)."""
@@ -73,7 +85,7 @@ def lif(st: Chain, key: str, node: nir.LIF) -> None:
     decay_input = not np.isclose(r, tau, rtol=1e-6, atol=0.0) or np.isclose(r, 1.0, rtol=1e-9, atol=0.0)
     if never_leaks(tau) and not decay_input and v_leak == base and meta(node, "kind") in (None, "IF"):
         fold(st, key, 1.0, 0.0)
-        _neuron_done(st, key, node, neuron.IFNode(v_threshold=scalar(node, "v_threshold", key), v_reset=v_reset,
+        _neuron_done(st, key, node, neuron.IFNode(v_threshold=_threshold(node, key, base), v_reset=v_reset,
                                                   step_mode="m"))
         return
     if decay_input:
@@ -81,7 +93,7 @@ def lif(st: Chain, key: str, node: nir.LIF) -> None:
     else:
         fold(st, key, 1.0, (v_leak - base) / tau)
     _neuron_done(st, key, node, neuron.LIFNode(tau=tau, decay_input=bool(decay_input),
-                                               v_threshold=scalar(node, "v_threshold", key), v_reset=v_reset,
+                                               v_threshold=_threshold(node, key, base), v_reset=v_reset,
                                                step_mode="m"))
 
 
@@ -92,8 +104,9 @@ def if_(st: Chain, key: str, node: nir.IF) -> None:
         return
     r = scalar(node, "r", key)
     fold(st, key, 1.0 if np.isclose(r * st.out.dt, 1.0, rtol=1e-6, atol=0.0) else r, 0.0)
-    _neuron_done(st, key, node, neuron.IFNode(v_threshold=scalar(node, "v_threshold", key),
-                                              v_reset=_reset(node, key), step_mode="m"))
+    v_reset = _reset(node, key)
+    _neuron_done(st, key, node, neuron.IFNode(v_threshold=_threshold(node, key, 0.0 if v_reset is None else v_reset),
+                                              v_reset=v_reset, step_mode="m"))
 
 
 def cubalif(st: Chain, key: str, node: nir.CubaLIF) -> None:
@@ -120,7 +133,8 @@ def cubalif(st: Chain, key: str, node: nir.CubaLIF) -> None:
         raise ValueError(f"CubaLIF node {key!r}: v_leak {v_leak:g} != v_reset {v_reset}: a constant drive of the "
                          "membrane behind the synaptic current is not imported")
     fold(st, key, _unit_gain(scalar(node, "w_in", key), syn) * _unit_gain(scalar(node, "r", key), mem), 0.0)
-    _neuron_done(st, key, node, CubaLIFNode(syn, mem, scalar(node, "v_threshold", key), v_reset))
+    _neuron_done(st, key, node, CubaLIFNode(syn, mem, _threshold(node, key, 0.0 if v_reset is None else v_reset),
+                                            v_reset))
 
 
 def _unit_gain(factor: float, steps: float) -> float:
