@@ -118,7 +118,7 @@ def test_malformed_nir_files_are_one_line_value_errors_naming_the_file(tmp_path,
     with pytest.raises(ValueError) as err:
         graph_from_nir(path)
     text = str(err.value)
-    assert needle in text and "\n" not in text and (str(path) in text or "node 'fc" in text), text
+    assert needle in text and "\n" not in text and (path.name in text or "node 'fc" in text), text
 
 
 @pytest.mark.parametrize("content", [b"", b"not hdf5 at all", None])
