@@ -185,15 +185,17 @@ def _links_table(tot: _Totals, net: Network, link_s: float, n: int, latency_s: f
     return df.set_index("link")
 
 
-def _check_args(model: str, semantics: str, batch_samples: int) -> None:
-    """Raise ValueError for an unknown model/semantics or a batch size that is not an integer >= 1 (bools and
-    fractions refused)."""
+def _check_args(model: str, semantics: str, batch_samples: int, multicast: bool) -> None:
+    """Raise ValueError for an unknown model/semantics, a batch size that is not an integer >= 1 (bools and
+    fractions refused) or a multicast that is not a bool (numpy's too; a string such as "false" would be true)."""
     if not isinstance(model, str) or model not in MODELS:
         raise ValueError(f"model: {model!r} is not one of {', '.join(MODELS)}")
     if not isinstance(semantics, str) or semantics not in SEMANTICS:
         raise ValueError(f"semantics: {semantics!r} is not one of {', '.join(SEMANTICS)}")
     if not is_int(batch_samples) or batch_samples < 1:
         raise ValueError(f"batch_samples: {batch_samples!r} must be an integer >= 1")
+    if not isinstance(multicast, (bool, np.bool_)):
+        raise ValueError(f"multicast: {multicast!r} must be True or False")
 
 
 def _check_types(graph: object, trace: object, chip: object, mapping: object, cache: object) -> None:
@@ -290,13 +292,14 @@ def simulate(graph: NetworkGraph, trace: EventTrace, chip: ChipSpec, mapping: Ma
     Raises TypeError naming the argument when graph, trace, chip, mapping or cache is not of its type (a preset
     name for chip: load it with hwmodels.load_preset), and ValueError, before any event is counted (the graph
     fingerprint of the trace check is hashed beside the mapping check and the fan-out tables), for an unknown
-    model/semantics, a batch_samples that is not an integer >= 1, a trace that does not belong to the graph
+    model/semantics, a batch_samples that is not an integer >= 1, a multicast that is not a bool, a trace that does not belong to the graph
     (hwmodels.trace_check: no samples, another graph's fingerprint, other populations, sizes or timesteps), or a
     given mapping made for another chip, that does not cover the graph or breaks a core limit
     (hwmodels.mapping.check), and MappingError when the network does not fit.
     """
     _check_types(graph, trace, chip, mapping, cache)
-    _check_args(model, semantics, batch_samples)
+    _check_args(model, semantics, batch_samples, multicast)
+    multicast = bool(multicast)
     cache = SimCache(max_entries=0) if cache is None else cache
     with cache.checking(graph, trace):  # the fingerprint is hashed beside the fan-out tables
         mapping, tables, net = _inputs(graph, chip, mapping, multicast, cache)

@@ -82,7 +82,8 @@ class NeuronModel:
         workloads.neurons.CubaLIFNode); None for the one-state kinds, and then left out of the saved graph and
         the fingerprint, so graphs without a CubaLIF are stored and hashed as before.
     Raises ValueError for an unknown kind, a NaN or -inf threshold, a tau that is not a finite number >= 1, a
-    non-finite v_reset, or a tau_syn that is not a finite number >= 1 given exactly for kind "CubaLIF".
+    non-finite v_reset, a decay_input that is not a bool, or a tau_syn that is not a finite number >= 1 given
+    exactly for kind "CubaLIF".
     """
 
     kind: str = "IF"
@@ -105,6 +106,8 @@ class NeuronModel:
             raise ValueError(f"neuron.tau: {quote(self.tau)} must be a finite number >= 1 timestep or None")
         if self.v_reset is not None and not (_is_real(self.v_reset) and math.isfinite(self.v_reset)):
             raise ValueError(f"neuron.v_reset: {quote(self.v_reset)} must be a finite number or None (soft reset)")
+        if not isinstance(self.decay_input, (bool, np.bool_)):
+            raise ValueError(f"neuron.decay_input: {quote(self.decay_input)} must be True or False")
 
     @property
     def state_variables(self) -> int:
@@ -404,8 +407,7 @@ class NetworkGraph:
             name = file_name(path)
             meta = read_meta(z, name, "network graph", GRAPH_META)
             _check_version(meta, path, (GRAPH_FORMAT_VERSION,))
-            pops = [_pop_from_dict(_entry(d, POPULATION_KEYS, f"{name}: meta['populations'][{i}]"))
-                    for i, d in enumerate(meta["populations"])]
+            pops = [_pop_from_dict(d, f"{name}: meta['populations'][{i}]") for i, d in enumerate(meta["populations"])]
             projs = [_projection_from(z, name, i, d) for i, d in enumerate(meta["projections"])]
             return cls(pops, projs, name=meta["name"], metadata=meta["metadata"])
 
@@ -452,6 +454,9 @@ def _check_gate_population(proj: Projection, gate: Population | None, population
 #: keys (and JSON types) of a saved graph's meta, of each population entry and of each projection entry
 GRAPH_META = {"format_version": int, "name": str, "metadata": dict, "populations": list, "projections": list}
 POPULATION_KEYS = {"name": str, "shape": list, "neuron": dict, "state_bits": int, "graded": bool}
+#: keys (and JSON types) of a population's neuron entry; tau_syn (a number) is written for a CubaLIF only
+NEURON_KEYS = {"kind": str, "threshold": (int, float), "tau": (int, float, type(None)),
+               "v_reset": (int, float, type(None)), "decay_input": bool}
 PROJECTION_KEYS = {"name": str, "source": str, "target": str, "kind": str, "stride": list, "padding": list,
                    "dilation": list, "groups": int, "weight_bits": int, "storage": str, "has_bias": bool}
 
@@ -505,8 +510,17 @@ def _pop_to_dict(pop: Population) -> dict:
     return d
 
 
-def _pop_from_dict(d: dict) -> Population:
-    return Population(name=d["name"], shape=tuple(d["shape"]), neuron=NeuronModel(**d["neuron"]),
+def _pop_from_dict(d: object, where: str) -> Population:
+    """Population of a saved graph's meta entry `d`; ValueError naming `where` for a missing, mistyped or unknown
+    key of the entry or of its neuron (NEURON_KEYS, tau_syn for a CubaLIF)."""
+    d = _entry(d, POPULATION_KEYS, where)
+    neuron = _entry(d["neuron"], NEURON_KEYS, f"{where}['neuron']")
+    neuron_keys = {**NEURON_KEYS, "tau_syn": float}
+    for entry, keys, at in ((d, POPULATION_KEYS, where), (neuron, neuron_keys, f"{where}['neuron']")):
+        unknown = sorted(set(entry) - set(keys))
+        if unknown:
+            raise ValueError(f"{at}: unknown key {unknown[0]!r} (expected keys {', '.join(keys)})")
+    return Population(name=d["name"], shape=tuple(d["shape"]), neuron=NeuronModel(**neuron),
                       state_bits=d["state_bits"], graded=d["graded"])
 
 

@@ -50,14 +50,15 @@ def parse_overrides(items: list[str]) -> dict:
 def check_out_path(out: Optional[Path], force: bool = False) -> None:
     """Raise FileNotFoundError when --out's parent folder does not exist, IsADirectoryError when it is a folder,
     FileExistsError when something else is there already: a regular file without `force` (--force), anything
-    that is not a regular file (a device, a FIFO, a socket: never replaced) even with it."""
+    that is not a regular file (a symbolic link, dangling or not, a device, a FIFO, a socket: never replaced) even
+    with it."""
     if out is None:
         return
     if not out.parent.is_dir():
         raise FileNotFoundError(f"--out: folder '{out.parent}' of '{out}' does not exist")
     if out.is_dir():
         raise IsADirectoryError(f"--out: '{out}' is a folder; give a file name, e.g. '{out / 'sim.json'}'")
-    if out.exists() and not out.is_file():
+    if out.is_symlink() or (out.exists() and not out.is_file()):
         raise FileExistsError(f"--out: '{out}' exists and is not a regular file; give a new file name")
     if out.exists() and not force:
         raise FileExistsError(f"--out: '{out}' exists; pass --force to overwrite it")

@@ -134,12 +134,14 @@ def write_derived(path: str | os.PathLike, base: str, overrides: dict[str, Any],
     .yml), atomically, after checking that the written text loads back into the same chip; returns the tree.
 
     name: the chip's name (default: the file's stem). date: ISO date recorded in the provenance.
-    Raises ValueError for a path without a .yaml/.yml ending, an existing file without `force`, a name with a
-    control character, a missing folder, and everything `derive_tree` raises; OSError when writing fails.
+    Raises ValueError for a path without a .yaml/.yml ending, a symbolic link, an existing file without `force`, a
+    name with a control character, a missing folder, and everything `derive_tree` raises; OSError when writing fails.
     """
     p = Path(path)
     if not p.name.lower().endswith(CHIP_FILE_SUFFIXES):
         raise ValueError(f"{chip_file_label(p)}: must end .yaml or .yml (a chip file is YAML)")
+    if p.is_symlink():
+        raise ValueError(f"{chip_file_label(p)} is a symbolic link; refusing to replace it (give a new file name)")
     if p.exists() and not force:
         raise ValueError(f"{chip_file_label(p)} exists; refusing to overwrite it (force it with --force)")
     if not (name or p.stem).isprintable():

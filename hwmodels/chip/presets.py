@@ -20,7 +20,7 @@ from pydantic import BaseModel
 
 from hwmodels.chip.chipfile import CHIP_FILE_SUFFIXES, chip_file_label, read_chip_file
 from hwmodels.npzfile import quote
-from hwmodels.chip.spec import ChipSpec
+from hwmodels.chip.spec import CORE_TYPE_FIELDS, ChipSpec
 from hwmodels.yaml_strict import strict_load
 
 PRESET_DIR = Path(__file__).with_name("presets")
@@ -271,8 +271,9 @@ def apply_overrides(chip: ChipSpec, overrides: dict[str, Any] | None) -> ChipSpe
     """A new ChipSpec with dotted-key overrides applied and validated, e.g. {"core.synapse_memory_bits": 65536}
     (nested dicts too, {"core": {"synapse_memory_bits": 65536}}: flat_overrides).
 
-    Raises ValueError naming the key and listing the accepted keys for an unknown key, a one-line ValueError
-    naming the field and its bounds for a bad value, and TypeError when chip is not a ChipSpec or overrides is
+    Raises ValueError naming the key and listing the accepted keys for an unknown key, naming the key for a core
+    limit every core type of the chip sets for itself (it would change nothing), a one-line ValueError naming the
+    field and its bounds for a bad value, and TypeError when chip is not a ChipSpec or overrides is
     not a dict (or None).
     """
     if not isinstance(chip, ChipSpec):
@@ -285,12 +286,23 @@ def apply_overrides(chip: ChipSpec, overrides: dict[str, Any] | None) -> ChipSpe
     for key, value in flat_overrides(overrides or {}, accepted).items():
         if key not in accepted:
             raise ValueError(f"override key {quote(key)} is not one of {', '.join(accepted)}")
+        _check_typed_core_key(chip, key)
         *parents, leaf = key.split(".")
         node = data
         for part in parents:
             node = node[part]
         node[leaf] = value
     return ChipSpec(**data)
+
+
+def _check_typed_core_key(chip: ChipSpec, key: str) -> None:
+    """ValueError when `key` is a core limit (core.<CORE_TYPE_FIELDS>) that every core type of `chip` sets for
+    itself (CoreType.spec puts the type's value in place of the core's): the override would change nothing."""
+    field = key[len("core."):] if key.startswith("core.") else None
+    if chip.core_types and field in CORE_TYPE_FIELDS and all(getattr(t, field) is not None for t in chip.core_types):
+        raise ValueError(f"override key {quote(key)}: every core type of chip {quote(chip.name)} sets its own "
+                         f"{field}, so the core's value is not used; override 'core_types' (the list of types, "
+                         "each with its count and limits) instead")
 
 
 def chip_from_tree(raw: dict, where: str = "preset", strict: bool = True) -> ChipSpec:

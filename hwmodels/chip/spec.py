@@ -257,8 +257,8 @@ class CoreType(_Spec):
     ChipSpec.core (e.g. DYNAP-CNN/Speck cores 3-4 hold 32 Ki kernel entries, cores 0-2 16 Ki).
 
     name: a label for messages (default: "type <index>"); count: cores of this type on one chip.
-    neurons_per_core, synapse_memory_bits, neuron_memory_bits, max_fan_in, max_axons: as in CoreSpec; None = the
-        chip's core value (a type cannot lift a limit its core sets). Per-event costs are the core's.
+    neurons_per_core, synapse_memory_bits, neuron_memory_bits, max_fan_in, max_axons: as in CoreSpec, in place of
+        the core's value (which may be lower or higher); None = the core's value. Per-event costs are the core's.
     """
 
     name: str = ""

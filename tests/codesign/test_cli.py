@@ -286,6 +286,11 @@ def test_simulate_out_keeps_an_existing_file_unless_forced_and_never_replaces_a_
     assert result.exit_code == 2 and len(result.stderr.splitlines()) == 1
     assert result.stderr.startswith(f"error: --out: '{fifo}' exists and is not a regular file")
     assert fifo.is_fifo()
+    dangling = tmp_path / "link.json"
+    dangling.symlink_to(tmp_path / "nowhere.json")  # a link is never replaced, even one whose target is missing
+    result = _simulate(folder, "--out", str(dangling), "--force")
+    assert result.exit_code == 2 and result.stderr.startswith(f"error: --out: '{dangling}' exists and is not a")
+    assert dangling.is_symlink() and not (tmp_path / "nowhere.json").exists()
 
 
 @pytest.mark.parametrize("args, expected", [

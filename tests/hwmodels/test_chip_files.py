@@ -240,6 +240,12 @@ def test_derive_refuses_overwrites_and_bad_keys_writing_nothing(tmp_path):
     assert path.read_text() == before
     write_derived(path, "loihi", {"core.neurons_per_core": 8}, "2026-01-02", force=True)
     assert hwmodels.load_preset(str(path)).core.neurons_per_core == 8
+    (tmp_path / "links").mkdir()
+    link = tmp_path / "links" / "link.yaml"
+    link.symlink_to(tmp_path / "missing.yaml")  # never replaced, even with force
+    with pytest.raises(ValueError, match=r"chip file '.*link\.yaml' is a symbolic link; refusing to replace it"):
+        write_derived(link, "loihi", {}, "2026-01-02", force=True)
+    assert link.is_symlink() and not (tmp_path / "missing.yaml").exists()
     for overrides, needle in [({"core.neurons": 1}, "override key 'core.neurons' is not one of name, description, "
                                                     "mesh_width"),
                               ({"core.neurons_per_core": 0}, "ChipSpec.core.neurons_per_core: Input should be greater"),
@@ -252,7 +258,7 @@ def test_derive_refuses_overwrites_and_bad_keys_writing_nothing(tmp_path):
         write_derived(tmp_path / "no" / "d.yaml", "loihi", {}, "2026-01-02")
     with pytest.raises(ValueError, match=r"name: 'a\\x01b' holds a control character"):
         write_derived(tmp_path / "d.yaml", "loihi", {}, "2026-01-02", name="a\x01b")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml", "links"]
 
 
 def test_sanafe_prefix_loads_a_real_sanafe_architecture():

@@ -155,3 +155,11 @@ def test_speck_maps_a_linear_layer_of_32ki_entries_onto_a_big_core():
     assert m.core_synapse_bits.tolist() == [0, 2 * 16 * 8 * 8, 32768 * 8]
     assert m.core_state_bits.tolist() == [0, 8 * 16 * 16 * 16, 16 * 16]
     assert m.core_type.tolist()[2] in (1, 2) and 3 <= m.tile_xy[2, 1] * 3 + m.tile_xy[2, 0] <= 6
+
+
+def test_a_core_limit_every_type_sets_is_refused_as_an_override_and_one_some_leave_open_applies():
+    with pytest.raises(ValueError, match="override key 'core.neurons_per_core': every core type of chip 'speck' "
+                                         "sets its own neurons_per_core"):
+        load_preset("speck", {"core.neurons_per_core": 1})
+    chip = load_preset("speck", {"core.max_fan_in": 100})  # speck's types leave max_fan_in to the core
+    assert {c.max_fan_in for c in chip.core_specs} == {100}

@@ -116,6 +116,19 @@ def test_graph_meta_entries_with_missing_keys_or_wrong_types_are_refused(files):
     meta["populations"] = "in"
     _rewrite(src, files / "g3.npz", meta=_meta(meta))
     _refused(NetworkGraph.load, files / "g3.npz", "meta['populations'] is 'in', expected a JSON list")
+    for i, (edit, needle) in enumerate([
+            (lambda n: n.pop("kind"), "meta['populations'][1]['neuron']: lacks 'kind'"),
+            (lambda n: n.update(decay_input="no"), "meta['populations'][1]['neuron']['decay_input'] is 'no', expected "
+                                                   "true or false"),
+            (lambda n: n.update(leak=1.0), "meta['populations'][1]['neuron']: unknown key 'leak'")]):
+        meta = _read_meta(src)
+        edit(meta["populations"][1]["neuron"])
+        _rewrite(src, files / f"n{i}.npz", meta=_meta(meta))
+        _refused(NetworkGraph.load, files / f"n{i}.npz", needle)
+    meta = _read_meta(src)
+    meta["populations"][0]["colour"] = "red"
+    _rewrite(src, files / "g4.npz", meta=_meta(meta))
+    _refused(NetworkGraph.load, files / "g4.npz", "meta['populations'][0]: unknown key 'colour'")
 
 
 def test_graph_arrays_of_the_wrong_dtype_or_shape_or_not_finite_are_refused(files):

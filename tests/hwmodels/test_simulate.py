@@ -199,7 +199,9 @@ def test_bad_arguments_raise(nets):
     ({"batch_samples": "2"}, "batch_samples: '2' must be an integer >= 1"),
     ({"batch_samples": True}, "batch_samples: True must be an integer >= 1"),
     ({"model": ["des"]}, r"model: \['des'\] is not one of des, analytic"),
-    ({"semantics": ["pipelined"]}, r"semantics: \['pipelined'\] is not one of pipelined, layer_serial")])
+    ({"semantics": ["pipelined"]}, r"semantics: \['pipelined'\] is not one of pipelined, layer_serial"),
+    ({"multicast": "false"}, "multicast: 'false' must be True or False"),
+    ({"multicast": 1}, "multicast: 1 must be True or False")])
 def test_bad_argument_values_raise_one_line_value_errors(nets, kwargs, message):
     g, tr, chip = _one_spike(nets)
     with pytest.raises(ValueError, match=message):
