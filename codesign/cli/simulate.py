@@ -163,21 +163,24 @@ def _default(field: str):
 _FLAG_DEFAULTS = {field: _default(field) for field in ("preset", "latency_model", "placement", "semantics")}
 
 
-def simulate_config(preset: str, model: str, placement: str, semantics: str, items: list[str]):
+def simulate_config(preset: str | None, model: str | None, placement: str | None, semantics: str | None,
+                    items: list[str]):
     """The RunConfig a run with these hardware settings would have (defaults elsewhere; its seed seeds the
-    bootstrap intervals as a run's does): the options, then the --set items (hardware_sets). Raises ConfigError
-    naming the flag for a --model or --semantics not accepted and for a --set that contradicts a flag given
-    with a non-default value, and naming the field for a value the run config refuses."""
+    bootstrap intervals as a run's does): the options (None: not given, its _FLAG_DEFAULTS value), then the --set
+    items (hardware_sets). Raises ConfigError naming the flag for a --model or --semantics not accepted and for a
+    --set that contradicts a flag given on the command line, and naming the field for a value the run config
+    refuses."""
     from codesign.config.run import ConfigError, HardwareConfig, quote, validate_config
-    given = {"preset": preset, "latency_model": model, "placement": placement, "semantics": semantics}
+    flags = {"preset": preset, "latency_model": model, "placement": placement, "semantics": semantics}
+    given = {field: _FLAG_DEFAULTS[field] if value is None else value for field, value in flags.items()}
     for flag, field in (("--model", "latency_model"), ("--semantics", "semantics")):
         value, accepted = given[field], get_args(HardwareConfig.model_fields[field].annotation)  # its Literal
         if value not in accepted:
             raise ConfigError(f"{flag}: {quote(value)} is not one of {', '.join(accepted)}")
     hardware = hardware_sets(dict(given), items)
-    for field, value in given.items():  # a flag given (not its default) and a --set of its field that differs
+    for field, value in flags.items():  # a flag given on the command line and a --set of its field that differs
         flag = "--model" if field == "latency_model" else f"--{field}"
-        if hardware[field] != value and value != _FLAG_DEFAULTS[field]:
+        if value is not None and hardware[field] != value:
             raise ConfigError(f"--set: {field}={quote(hardware[field])} contradicts {flag} "
                               f"{quote(value)}; give one of them")
     try:
@@ -201,8 +204,8 @@ def simulate_chip(hardware):
         raise ValueError(f"--set: {exc}") from None
 
 
-def run_simulation(console: Console, graph: Path, trace: Path, preset: str, set_: list[str], model: str,
-                   placement: str, semantics: str, progress: bool):
+def run_simulation(console: Console, graph: Path, trace: Path, preset: str | None, set_: list[str],
+                   model: str | None, placement: str | None, semantics: str | None, progress: bool):
     """Load the preset, graph and trace, map and simulate through codesign.execute.evaluate.hardware_row (the evaluation
     a run makes of its lowered artifacts, every hardware key honoured); returns (SimResult, graph name, table
     title). Raises hwmodels.MappingError when the network does not fit."""
@@ -224,13 +227,17 @@ def run_simulation(console: Console, graph: Path, trace: Path, preset: str, set_
 
 def simulate(graph: Path = typer.Argument(..., help="lowered graph .npz (e.g. reports/<run>/artifacts/*.graph.npz)"),
              trace: Path = typer.Argument(..., help="event trace .npz or streamed trace folder"),
-             preset: str = typer.Option(_FLAG_DEFAULTS["preset"], help="chip preset (codesign presets list) or chip file path "
-                                                     "(.yaml, e.g. from codesign presets derive)"),
+             preset: Optional[str] = typer.Option(None, help="chip preset (codesign presets list) or chip file path "
+                                                            "(.yaml, e.g. from codesign presets derive; default: "
+                                                            f"{_FLAG_DEFAULTS['preset']})"),
              set_: list[str] = typer.Option([], "--set", help="chip override or hardware key of a run config, e.g. "
                                                              "--set core.neurons_per_core=256, --set multicast=true"),
-             model: str = typer.Option(_FLAG_DEFAULTS["latency_model"], help="des or analytic"),
-             placement: str = typer.Option(_FLAG_DEFAULTS["placement"], help="in_order, snake or comm_aware"),
-             semantics: str = typer.Option(_FLAG_DEFAULTS["semantics"], help="pipelined or layer_serial"),
+             model: Optional[str] = typer.Option(
+                 None, help=f"des or analytic (default: {_FLAG_DEFAULTS['latency_model']})"),
+             placement: Optional[str] = typer.Option(
+                 None, help=f"in_order, snake or comm_aware (default: {_FLAG_DEFAULTS['placement']})"),
+             semantics: Optional[str] = typer.Option(
+                 None, help=f"pipelined or layer_serial (default: {_FLAG_DEFAULTS['semantics']})"),
              as_json: bool = typer.Option(False, "--json", help="print one JSON object (base SI units) instead "
                                                                 "of tables"),
              out: Optional[Path] = typer.Option(None, "--out", help="also write that JSON object to this file "

@@ -377,7 +377,9 @@ def test_simulate_out_that_cannot_be_written_is_one_line_naming_out(saved_net, t
     (["--model", "analytic", "--set", "latency_model=des"],
      "error: --set: latency_model='des' contradicts --model 'analytic'; give one of them"),
     (["--placement", "snake", "--set", "placement=comm_aware"],
-     "error: --set: placement='comm_aware' contradicts --placement 'snake'; give one of them")])
+     "error: --set: placement='comm_aware' contradicts --placement 'snake'; give one of them"),
+    (["--set", "semantics=layer_serial", "--semantics", "pipelined"],  # a flag typed at its default value counts
+     "error: --set: semantics='layer_serial' contradicts --semantics 'pipelined'; give one of them")])
 def test_simulate_names_the_flag_of_a_bad_or_contradicted_option(saved_net, args, line):
     """A bad --model / --semantics names the flag (not hardware.latency_model); a --set that changes what a flag
     gave is refused instead of silently winning."""
