@@ -78,8 +78,9 @@ def _snntorch(g: nir.NIRGraph, x: torch.Tensor, names) -> dict[str, np.ndarray]:
         lambda m, a, o, n=n: rec[n].append((o[0] if isinstance(o, tuple) else o).detach().clone())) for n in names]
     with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):
         for s in range(x.shape[1]):
-            for n in names:
-                net.get_submodule(n).reset_hidden()
+            for m in net.modules():  # the neurons, also inside a recurrent node's subgraph
+                if hasattr(m, "reset_hidden"):
+                    m.reset_hidden()
             state = None
             for t in range(x.shape[0]):
                 _, state = net(x[t, s], state)
@@ -180,6 +181,21 @@ def test_conv_recurrent_loop_exports_and_runs_in_both_peers_with_our_spikes(tmp_
         for name in ("lif1", "lif2"):
             want = _ours(graph, trace, name).reshape(x.shape[0], x.shape[1], -1)
             np.testing.assert_array_equal(spikes[name], want, err_msg=f"{peer} {name}")
+
+
+def test_linear_recurrent_loop_exports_and_runs_in_spikingjelly_with_our_spikes(tmp_path):
+    """A LinearRecurrentContainer is written as a flat loop lif1 -> rec1 (Linear) -> lif1; SpikingJelly runs it
+    with our spikes. (snnTorch 1.0's import_from_nir wires a flat Linear loop as input -> rec1 -> lif1 and fails
+    on nir.read's name order: the README says so.)"""
+    loop = layer.LinearRecurrentContainer(neuron.LIFNode(tau=2.0, decay_input=False), 5, 5, **M)
+    net = _scaled(nn.Sequential(layer.Linear(6, 5, **M), loop, layer.Linear(5, 4, **M),
+                                neuron.LIFNode(tau=2.0, decay_input=False, v_threshold=0.5, **M)), 19, 1.2)
+    x = _spikes(20, (12, 3, 6))
+    graph, trace, g = _round_trip(net, x, tmp_path / "rec.nir", ("lif1", "lif2"))
+    assert graph.metadata["recurrent"] == {"rec1": 1} and isinstance(g.nodes["rec1"], nir.Linear)
+    spikes = _spikingjelly(g, x, ("lif1", "lif2"))
+    for name in ("lif1", "lif2"):
+        np.testing.assert_array_equal(spikes[name], _ours(graph, trace, name).reshape(x.shape[0], x.shape[1], -1))
 
 
 def test_spikingjelly_if_export_with_r_one_over_dt_imports_with_its_spikes():
