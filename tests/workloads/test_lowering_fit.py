@@ -93,6 +93,20 @@ def test_float_layers_widen_to_32_bits_with_one_warning(caplog):
     assert len(lines) == 1 and "conv1 8->32" in lines[0] and "fc2 8->32" in lines[0] and "maxpool1" not in lines[0]
 
 
+@pytest.mark.parametrize("bits", [12, 13, 16])
+def test_quantize_stores_the_bits_asked_for_also_above_what_the_fit_can_tell(bits):
+    """Grids finer than 12 bits cannot be told from float32 weights, but quantize made them: stored at `bits` (13
+    and 16 were stored as 32 before); 12 bits is still found by the grid search itself (levels given)."""
+    graph, _ = lower(_net(), X, weight_bits=bits, weight_fit="quantize")
+    fit = graph.metadata["weight_fit"]
+    assert {p.name: p.weight_bits for p in graph.projections} == {"conv1": bits, "maxpool1": 1, "fc1": bits,
+                                                                   "fc2": bits}
+    assert (fit["fc1"]["needed"], fit["fc1"]["stored"]) == (bits, bits)
+    assert (fit["fc1"]["levels"] is None) == (bits > 12)
+    graph, _ = lower(_net(), X, weight_bits=bits, weight_fit="widen")  # float weights, not quantized: 32
+    assert graph.metadata["weight_fit"]["fc1"]["stored"] == 32
+
+
 def test_error_policy_names_the_projection_and_the_bits():
     with pytest.raises(ValueError, match=r"weight_fit: projection 'conv1' declares weight_bits 8 but its weights "
                                          r"need 32 bits"):

@@ -10,8 +10,8 @@ workloads.lowering.grid). The bits a channel needs are ceil(log2(levels)), level
 grid through its values (1 bit at least); the projection needs the most any channel needs. A grid is only
 accepted while its step is >= 20 x the tolerance (MAX_INTERVALS steps over the range): finer grids cannot be told
 from float weights at float32 precision, so such weights (every float layer, and quantizations finer than 12 bits)
-need 32 bits. Max-pool and identity projections (weights 1) fit 1 bit; gated (attention) projections are exempt:
-their weights are spikes.
+need 32 bits, except a layer lower() itself quantized (weight_fit "quantize", fit_graph). Max-pool and identity
+projections (weights 1) fit 1 bit; gated (attention) projections are exempt: their weights are spikes.
 """
 from __future__ import annotations
 
@@ -34,6 +34,8 @@ from workloads.lowering.grid import (MAX_INTERVALS, bits_for_intervals, bits_for
 
 #: policies of lower(..., weight_fit=)
 FIT_POLICIES = ("widen", "error", "quantize")
+#: the finest symmetric grid the fit tells from float32 weights (2^b - 2 steps <= MAX_INTERVALS): 12 bits
+CHECKED_BITS = max(b for b in range(2, 33) if 2 ** b - 2 <= MAX_INTERVALS)
 _SPARSE = ("sparse", "bitmap")
 _LOG = logging.getLogger("workloads.lowering")
 
@@ -73,7 +75,9 @@ def fit_graph(graph: NetworkGraph, policy: str, errors: dict[str, float] | None 
     (grid levels, None for floats), "max_abs_error" (policy "quantize": the largest |w_q - w| of its layers'
     weights, before folding)}}. A projection whose weights need more bits than declared raises under "error"
     and stores the bits needed under "widen" and "quantize"; a one-line warning names the projections widened
-    or quantized.
+    or quantized. Under "quantize", a projection of one weight layer quantized to weight_bits > CHECKED_BITS
+    (finer than the fit can tell from float32 weights) is stored at its weight_bits, as quantize_rows made it
+    ("needed" = weight_bits, "levels" None); a projection composing two weight layers is checked as any other.
 
     errors: {module name: max |w_q - w|} of quantize_model, matched to projections by their layer tags.
     jobs: a workloads.lowering.jobs.Jobs whose threads fit the projections (the same report in projection order),
@@ -90,13 +94,16 @@ def fit_graph(graph: NetworkGraph, policy: str, errors: dict[str, float] | None 
             projections.append(proj)
             continue
         needed, levels = fits[proj.name]
+        tags = graph.metadata.get("layers", {}).get("projections", {}).get(proj.name, [])
+        if policy == "quantize" and needed > proj.weight_bits > CHECKED_BITS and \
+                sum(t.split(":")[0] in (errors or {}) for t in tags) == 1:
+            needed, levels = proj.weight_bits, None  # its one layer quantize_rows put on a weight_bits grid
         if policy == "error" and needed > proj.weight_bits:
             raise ValueError(f"weight_fit: projection {proj.name!r} declares weight_bits {proj.weight_bits} but its "
                              f"weights need {needed} bits; accepted policies: widen, quantize (or more weight_bits)")
         entry = {"declared": proj.weight_bits, "needed": needed, "stored": max(proj.weight_bits, needed),
                  "policy": policy, "levels": levels}
         if policy == "quantize":
-            tags = graph.metadata.get("layers", {}).get("projections", {}).get(proj.name, [])
             entry["max_abs_error"] = max((errors or {}).get(t.split(":")[0], 0.0) for t in tags) if tags else 0.0
         report[proj.name] = entry
         projections.append(proj if entry["stored"] == proj.weight_bits else replace(proj, weight_bits=entry["stored"]))
