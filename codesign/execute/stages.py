@@ -214,14 +214,32 @@ def encoded_test_inputs(dataset: data.Dataset, cfg: RunConfig, n: int) -> tuple[
 
 
 def check_fits(model, dataset, cfg: RunConfig, chip, device) -> None:
-    """Lower the untrained model on a couple of samples and map it, so a network that cannot fit the chip
-    fails before training (raises hwmodels.MappingError naming the population and the shortfall).
+    """Lower the untrained model on a couple of samples (at most hardware.n_samples) and map it, so a network that
+    cannot fit the chip fails before training (raises hwmodels.MappingError naming the population and the
+    shortfall); first check that the compression method can compress this model (compression.check_model).
 
-    Weights are fitted as hardware.weight_fit says, except that "error" is checked as "quantize": the untrained
-    float weights say nothing about the trained (possibly quantized) model, only its bits per weight matter here.
+    Weights are fitted as hardware.weight_fit says, except that "error" is checked as "quantize" for methods
+    that quantize (the untrained float weights say nothing about the trained quantized model, only its bits per
+    weight matter here); a method whose weights stay float (compression.FLOAT_METHODS) is checked with "error"
+    itself, which refuses them unless weight_bits is 32. Raises ConfigError naming compression or
+    hardware.weight_fit.
     """
-    x, _ = encoded_test_inputs(dataset, cfg, FIT_CHECK_SAMPLES)
-    fit = "quantize" if cfg.hardware.weight_fit == "error" else cfg.hardware.weight_fit
-    graph, _ = lowering.lower(copy.deepcopy(model), x, weight_bits=cfg.hardware.weight_bits, weight_fit=fit,
-                              device=device)
+    method = cfg.compression.method
+    try:
+        for ratio in cfg.compression.ratios:
+            compression.check_model(method, model, ratio, method_config(cfg))
+    except ValueError as exc:
+        raise ConfigError(f"compression: method {quote(method)}: {exc}") from None
+    x, _ = encoded_test_inputs(dataset, cfg, min(FIT_CHECK_SAMPLES, cfg.hardware.n_samples))
+    fit = cfg.hardware.weight_fit
+    if fit == "error" and method not in compression.FLOAT_METHODS:
+        fit = "quantize"
+    try:
+        graph, _ = lowering.lower(copy.deepcopy(model), x, weight_bits=cfg.hardware.weight_bits, weight_fit=fit,
+                                  device=device)
+    except ValueError as exc:
+        if not str(exc).startswith("weight_fit:"):
+            raise
+        raise ConfigError(f"hardware.weight_fit: 'error' refuses the float weights method {quote(method)} keeps "
+                          f"({str(exc).removeprefix('weight_fit: ')}); use quantize or widen") from None
     hwmodels.map_network(graph, chip, placement=cfg.hardware.placement)

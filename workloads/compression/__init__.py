@@ -11,10 +11,10 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
-from workloads.compression.base import CompressionResult, check_ratio, model_size_bits
+from workloads.compression.base import CompressionResult, check_ratio, find_conv_units, model_size_bits
 from workloads.compression.bestformer import BestformerConfig, bestformer
 from workloads.compression.binary import BinaryAttention, BinaryConfig, binary, binary_stage
-from workloads.compression.compose import ComposeConfig, FineTuneConfig, compose_with
+from workloads.compression.compose import ComposeConfig, FineTuneConfig, compose_with, layer_ratios
 from workloads.compression.dense import DenseConfig, dense
 from workloads.compression.dsp import DSPConfig, LowRankConv2d, LowRankLinear, dsp
 from workloads.compression.l1p import L1PConfig, l1p
@@ -70,6 +70,22 @@ PRUNERS: dict[str, tuple[Callable, type]] = {
 }
 
 
+#: methods whose compressed weights stay float (they prune channels or weights, or factorise; the others quantize)
+FLOAT_METHODS = ("dense", "sca", "magnitude_channel", "random", "l1p", "dsp")
+
+
+def check_model(method: str, model: nn.Module, ratio: float, cfg=None) -> None:
+    """Checks, made before any training, that `method` at `ratio` can compress `model` with its config `cfg`
+    (None: its defaults). Raises ValueError naming the model's type for SCA on a model SCA_PATHS does not cover,
+    and, for the channel pruners magnitude_channel and random at a ratio > 0, for a model that is not a flat
+    Sequential of convs (base.find_conv_units) or a cfg.layer_ratios key that names none of its convs
+    (compose.layer_ratios, which lists them)."""
+    if method == "sca" and not isinstance(model, tuple(SCA_PATHS)):
+        raise ValueError(f"model: SCA supports {[t.__name__ for t in SCA_PATHS]}, got {type(model).__name__}")
+    if method in ("magnitude_channel", "random") and ratio > 0:
+        layer_ratios(find_conv_units(model), ratio, getattr(cfg, "layer_ratios", None))
+
+
 def compose(quantizer: str, pruner: str) -> Callable[..., tuple[nn.Module, CompressionResult]]:
     """compose_with(quantizer, pruner, QUANTIZERS, PRUNERS) (workloads.compression.compose): quantize with the
     registered quantizer, then prune channels with the registered pruner, then fine-tune. Raises ValueError for
@@ -98,7 +114,8 @@ def compress(method: str, model: nn.Module, dataset: Dataset, ratio: float, cfg=
     return small, info
 
 
-__all__ = ["METHODS", "CONFIGS", "QUANTIZERS", "PRUNERS", "CompressionResult", "compress", "compose",
+__all__ = ["METHODS", "CONFIGS", "QUANTIZERS", "PRUNERS", "FLOAT_METHODS", "CompressionResult", "compress",
+           "compose", "check_model",
            "SCAConfig", "sca", "sca_prune", "sca_prune_resnet", "find_resnet_units", "ChannelUnit", "SCA_PATHS",
            "ChannelPruneConfig", "magnitude_channel", "random_channels", "L1PConfig", "l1p",
            "DSPConfig", "dsp", "LowRankLinear", "LowRankConv2d", "QPSNNConfig", "qp_snn", "QSNNConfig", "q_snn",
