@@ -73,7 +73,8 @@ class PointDetails:
                 return pd.read_csv(path)
             except pd.errors.EmptyDataError:
                 return pd.DataFrame()
-            except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+            except (pd.errors.ParserError, UnicodeDecodeError, ValueError, TypeError, IndexError) as exc:  # pandas' own
+        # TypeError/IndexError: a header it cannot index (e.g. "garbage,,," followed by binary bytes)
                 first = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
                 raise ValueError(f"'{str(path)[-120:]}' is not a {name} table: {first}") from None
         tables = {n: read(n) for n in DETAIL_TABLES}
@@ -111,7 +112,8 @@ def load_samples(folder: Path) -> pd.DataFrame | None:
         table = pd.read_csv(path, index_col="sample")
     except pd.errors.EmptyDataError:
         return None
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError, TypeError, IndexError) as exc:  # pandas' own
+        # TypeError/IndexError: a header it cannot index (e.g. "garbage,,," followed by binary bytes)
         first = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
         raise ValueError(f"'{str(path)[:120]}' is not a samples table: {first}") from None
     for col in (c for c in table.columns if c.endswith(("_j", "_s"))):  # energies (J) and times (s) per sample

@@ -151,7 +151,8 @@ def test_simulate_cli_prints_the_six_components(tmp_path):
     assert f"{sim.energy_j:.4g}" in proc.stdout and "energy_j_ci_low" in proc.stdout
 
 
-@pytest.mark.parametrize("content", [bytes([0x83, 0x8d, 0xff, 0x00]) * 64, b"a,b\n1,2\n", b'x\n"unclosed\n'])
+@pytest.mark.parametrize("content", [bytes([0x83, 0x8d, 0xff, 0x00]) * 64, b"a,b\n1,2\n", b'x\n"unclosed\n',
+                                     b"garbage,,,\\n\\x00\\x01\n"])  # the last: pandas raises TypeError
 def test_a_samples_file_that_is_not_a_table_is_one_line_naming_it(tmp_path, content):
     (tmp_path / "p").mkdir()
     (tmp_path / "p" / "samples.csv").write_bytes(content)
