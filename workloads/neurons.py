@@ -247,6 +247,8 @@ def make_neuron(name: str, tau: float = 2.0, v_threshold: float = 1.0, *, ternar
     if name not in NEURONS:
         raise ValueError(f"neuron must be one of {sorted(NEURONS)}, got {name!r}")
     build, accepted = NEURONS[name]
+    if not isinstance(ternary, bool):  # bool("false") would be True
+        raise ValueError(f"ternary must be true or false, got {ternary!r}")
     opts = NeuronOptions(bool(ternary), reset, bits, None if shape is None else tuple(int(s) for s in shape))
     for field in ("ternary", "bits", "shape"):
         if getattr(opts, field) != getattr(_DEFAULTS, field) and field not in accepted:

@@ -44,6 +44,15 @@ def quote(value: Any, limit: int = QUOTE_CHARS) -> str:
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, value, info):
+        """A YAML true/false where a number is wanted is refused (pydantic would read it as 1/0: epochs: true)."""
+        kind = cls.model_fields[info.field_name].annotation
+        if isinstance(value, bool) and kind in (int, float, int | None, float | None):
+            raise ValueError("a boolean is not a number")
+        return value
+
 
 class DataConfig(_Section):
     """Dataset and input encoding."""

@@ -46,6 +46,8 @@ def test_a_set_that_changes_the_method_drops_the_old_methods_params(tmp_path):
     (["hardware.weight_fit=round"],
      "config: hardware.weight_fit: Input should be 'quantize', 'widen' or 'error' (got 'round')"),
     (["nosep"], "--set: 'nosep' must look like section.key=value"),
+    (["train.epochs=true"], "config: train.epochs: a boolean is not a number (got True)"),  # pydantic read 1
+    (["hardware.n_samples=false"], "config: hardware.n_samples: a boolean is not a number (got False)"),
 ])
 def test_bad_values_give_one_line_errors(sets, expected):
     with pytest.raises(ConfigError) as info:
@@ -113,6 +115,8 @@ def test_the_old_key_hardware_model_is_read_as_latency_model(tmp_path):
     (["model.neuron_options.bitz=4"],
      "model.neuron_options: unknown key 'bitz'; accepted keys: ternary, reset, bits, shape"),
     (["model.neuron=LIF", "model.neuron_options.bits=4"], "model.neuron_options: "),  # a QLIF option on LIF
+    (["model.neuron_options.ternary='false'"],  # a quoted string: bool('false') turned ternary spikes on
+     "model.neuron_options: ternary must be true or false, got 'false'"),
     (["compression.method=dense", "compression.ratios=[0]", "compression.params={q: 1}"],
      "compression.params: unknown key 'q' for method 'dense'; accepted keys: (none)"),
 ])

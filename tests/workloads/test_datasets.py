@@ -220,6 +220,8 @@ def test_dvs_gesture_spikingjelly_and_tonic_layouts_agree(tmp_path):
         assert torch.equal(xa[order_a], xb[order_b])
     with pytest.raises(ValueError, match="size"):
         load_dataset("dvs_gesture", root=tmp_path / "sj", size=129)
+    with pytest.raises(ValueError, match="binary must be true or false, got 'false'"):  # bool('false') is true
+        load_dataset("dvs_gesture", root=tmp_path / "sj", binary="false")
     np.save(tmp_path / "tonic" / "DVSGesture" / "ibmGestureTest" / "user03_led" / "wave.npy", np.zeros((1, 4)))
     with pytest.raises(ValueError, match="wave.*integer"):
         load_dataset("dvs_gesture", root=tmp_path / "tonic")

@@ -94,7 +94,10 @@ def _split(lay: EventLayout, files: list[Path], labels: np.ndarray, seed: int) -
 
 def load_event_set(name: str, seed: int, root, n_frames: int, size: int, split_by: str, binary: bool,
                    n_train: Optional[int], n_test: Optional[int], class_names: tuple[str, ...]) -> Dataset:
-    """Find, split, subsample (seeded, stratified; only the kept files are read) and bin event set `name`."""
+    """Find, split, subsample (seeded, stratified; only the kept files are read) and bin event set `name`.
+    ValueError for a `binary` that is not a bool (the string "false" would be true) and what check_frames refuses."""
+    if not isinstance(binary, bool):
+        raise ValueError(f"binary must be true or false, got {binary!r}")
     check_frames(n_frames, SENSOR_HW, size, split_by)
     lay, files = find_event_files(name, data_root(root))
     labels = np.array([lay.label(f) for f in files], dtype=np.int64)
