@@ -107,6 +107,31 @@ def test_a_planted_cifar_pickle_is_refused_and_never_runs(cifar10_root):
         load_dataset("cifar10", root=cifar10_root)
 
 
+@pytest.mark.parametrize("content, needle", [
+    ({b"labels": [0] * 4}, "has no 'data' entry"),
+    ({b"data": _cifar_rows(4, 0)}, "has no 'labels' entry"),
+    ({b"data": _cifar_rows(4, 0).astype(np.float32) / 255, b"labels": [0] * 4},
+     "'data' is float32 (4, 3072); expected N rows of 3072 integers"),  # was cast to uint8: black images
+    ({b"data": _cifar_rows(4, 0).astype(np.int64) + 100, b"labels": [0] * 4}, "'data' holds 100..355; pixels are"),
+    ({b"data": _cifar_rows(4, 0)[:, :1000], b"labels": [0] * 4}, "'data' is uint8 (4, 1000)"),
+    ({b"data": _cifar_rows(4, 0), b"labels": [0, 1, 2]}, "'labels' is int64 (3,); expected 4 integers"),  # shifted
+    ({b"data": _cifar_rows(4, 0), b"labels": [0.5, 1, 2, 3]}, "'labels' is float64 (4,)"),
+    ({b"data": _cifar_rows(4, 0), b"labels": [0, 1, 2, 10]}, "'labels' holds 0..10; labels are 0..9"),
+])
+def test_cifar_files_with_wrong_content_are_refused_naming_file_and_key(cifar10_root, content, needle):
+    batch = cifar10_root / "cifar-10-batches-py" / "data_batch_3"
+    _pickle(batch, content)
+    with pytest.raises(ValueError, match=f"CIFAR file {re.escape(str(batch))}: {re.escape(needle)}") as err:
+        load_dataset("cifar10", root=cifar10_root)
+    assert "\n" not in str(err.value)
+
+
+def test_cifar_meta_must_name_every_class(cifar10_root):
+    _pickle(cifar10_root / "cifar-10-batches-py" / "batches.meta", {b"label_names": [b"a", b"b"]})
+    with pytest.raises(ValueError, match="'label_names' must list the 10 class names, got list of 2"):
+        load_dataset("cifar10", root=cifar10_root)
+
+
 def test_genuine_protocol_2_cifar_pickles_of_numpy_arrays_load(cifar10_root):
     folder = cifar10_root / "cifar-10-batches-py"
     for b in range(1, 6):  # as the original files: protocol 2, bytes keys, numpy uint8 rows and int labels

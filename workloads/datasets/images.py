@@ -127,12 +127,39 @@ def _unpickle(path: Path) -> dict:
     return {k.decode() if isinstance(k, bytes) else k: v for k, v in raw.items()}
 
 
-def _read_cifar_files(folder: Path, files: tuple[str, ...], label_key: str) -> tuple[np.ndarray, np.ndarray]:
+def _cifar_part(path: Path, label_key: str, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """(data (N, 3072) uint8, labels (N,) int64) of one CIFAR pickle. Raises ValueError naming the file and the key
+    for a missing key, data that is not N rows of 3,072 integers in 0..255, or labels that are not N integers in
+    [0, n_classes)."""
+    part = _unpickle(path)
+    for key in ("data", label_key):
+        if key not in part:
+            raise ValueError(f"CIFAR file {path}: has no {key!r} entry (keys: {', '.join(map(str, part))[:80]})")
+    try:
+        data, labels = np.asarray(part["data"]), np.asarray(part[label_key])
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"CIFAR file {path}: 'data' / {label_key!r} are not arrays ({exc})") from None
+    if data.dtype.kind not in "iu" or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+        raise ValueError(f"CIFAR file {path}: 'data' is {data.dtype} {data.shape}; expected N rows of 3072 "
+                         "integers (uint8)")
+    if data.size and (data.min() < 0 or data.max() > 255):
+        raise ValueError(f"CIFAR file {path}: 'data' holds {data.min()}..{data.max()}; pixels are 0..255")
+    if labels.dtype.kind not in "iu" or labels.shape != (len(data),):
+        raise ValueError(f"CIFAR file {path}: {label_key!r} is {labels.dtype} {labels.shape}; expected "
+                         f"{len(data)} integers, one per row of 'data'")
+    if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
+        raise ValueError(f"CIFAR file {path}: {label_key!r} holds {labels.min()}..{labels.max()}; labels are 0.."
+                         f"{n_classes - 1}")
+    return data.astype(np.uint8), labels.astype(np.int64)
+
+
+def _read_cifar_files(folder: Path, files: tuple[str, ...], label_key: str,
+                      n_classes: int) -> tuple[np.ndarray, np.ndarray]:
     """Images (N, 3, 32, 32) float32 in [0, 1] and labels (N,) int64 from CIFAR pickles (rows of 3,072 uint8:
-    1,024 red, 1,024 green, 1,024 blue values, each a row-major 32x32 plane)."""
-    parts = [_unpickle(folder / f) for f in files]
-    x = np.concatenate([np.asarray(p["data"], dtype=np.uint8) for p in parts]).reshape(-1, 3, 32, 32)
-    y = np.concatenate([np.asarray(p[label_key], dtype=np.int64) for p in parts])
+    1,024 red, 1,024 green, 1,024 blue values, each a row-major 32x32 plane); ValueError as _cifar_part."""
+    parts = [_cifar_part(folder / f, label_key, n_classes) for f in files]
+    x = np.concatenate([d for d, _ in parts]).reshape(-1, 3, 32, 32)
+    y = np.concatenate([lab for _, lab in parts])
     return x.astype(np.float32) / np.float32(255.0), y
 
 
@@ -143,9 +170,15 @@ def _load_cifar(name: str, seed: int, root, n_train: Optional[int], n_test: Opti
     needed = (*lay.train_files, *lay.test_files, lay.meta_file)
     if not all((folder / f).is_file() for f in needed):
         raise missing(name, folder, f"the python-pickle folder ({', '.join(needed)})", CIFAR_SOURCE)
-    names = [n.decode() if isinstance(n, bytes) else str(n) for n in _unpickle(folder / lay.meta_file)[lay.names_key]]
-    ds = make_dataset(name, _read_cifar_files(folder, lay.train_files, lay.label_key),
-                      _read_cifar_files(folder, lay.test_files, lay.label_key), lay.n_classes, class_names=names)
+    meta = _unpickle(folder / lay.meta_file)
+    names = meta.get(lay.names_key)
+    if not isinstance(names, (list, tuple)) or len(names) != lay.n_classes:
+        raise ValueError(f"CIFAR file {folder / lay.meta_file}: {lay.names_key!r} must list the {lay.n_classes} "
+                         f"class names, got {type(names).__name__} of {len(names) if hasattr(names, '__len__') else 0}")
+    names = [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+    ds = make_dataset(name, _read_cifar_files(folder, lay.train_files, lay.label_key, lay.n_classes),
+                      _read_cifar_files(folder, lay.test_files, lay.label_key, lay.n_classes), lay.n_classes,
+                      class_names=names)
     return subsample(ds, n_train, n_test, seed)
 
 
