@@ -203,6 +203,12 @@ def test_quantize_reaches_low_rank_factors_and_gated_attention_is_exempt():
     bits = {p.name: (p.weight_bits, graph.metadata["weight_fit"][p.name]["needed"]) for p in graph.projections}
     assert bits == {"fc1": (8, 8), "fc2_b": (2, 2), "fc2_a": (2, 2)}  # the factors take the low-rank layer's bits
     assert max(len(np.unique(r)) for r in graph.projections[1].weight) <= 3  # 2 bits symmetric: -1, 0, 1 steps
+    # a factor's own bits (a quantizer run after DSP keys them so: "3.first") win over the low-rank layer's
+    graph, _ = lower(net, X, compression={"weight_bits": {"3": 6, "3.first": 4, "3.second": 3}}, weight_fit="quantize")
+    fit = graph.metadata["weight_fit"]
+    assert [(fit[n]["declared"], fit[n]["stored"]) for n in ("fc2_b", "fc2_a")] == [(4, 4), (3, 3)]
+    graph, _ = lower(net, X, compression={"weight_bits": {"3": 6, "3.second": 3}}, weight_fit="widen")
+    assert [graph.metadata["weight_fit"][n]["declared"] for n in ("fc2_b", "fc2_a")] == [6, 3]
     spikformer = build_model("spikformer", (2, 8, 8), 3, seed=0, depth=1, dim=16, heads=2, pool_after=(2,))
     graph, _ = lower(spikformer.eval(), X[:, :2])
     gated = [p for p in graph.projections if p.gate is not None]

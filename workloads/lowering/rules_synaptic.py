@@ -104,7 +104,7 @@ def lowrank_rule(build: Build, m: nn.Module, name: str, at, args) -> Current:
     """DSP low-rank layer: "<base>_b" -> relay population "<base>_relay" (kind "relay", graded: it forwards the
     value B s every timestep; r neurons, or r channels x the output positions for a conv) -> "<base>_a", into
     which BN folds as usual; <base> is conv<k>/fc<k>. The layer's weight bits and storage (CompressionResult key:
-    the low-rank module's name) apply to both stages."""
+    the low-rank module's name) apply to both stages, unless a factor's own key ("<name>.first") sets them."""
     feed = spikes_of(args[0], tag(name, m), type(m).__name__)
     first = weight_stage(build, m.first, f"{name}.first", feed)
     base = build.next_name("conv" if isinstance(m, LowRankConv2d) else "fc")
@@ -116,10 +116,14 @@ def lowrank_rule(build: Build, m: nn.Module, name: str, at, args) -> Current:
 
 
 def _stamp(build: Build, cur: Current, key: str, name: str, origin: str) -> Current:
-    """Name the (single) stage of a low-rank factor and give it the bits/storage of the low-rank layer `key`."""
+    """Name the (single) stage of a low-rank factor and give it the bits/storage of the low-rank layer `key` where
+    the factor's own module ("<key>.first" / "<key>.second", e.g. a quantizer's per-factor bits) sets none, as
+    the weight_fit quantization reads them (workloads.lowering.fit._setting)."""
+    bits, storage = build.settings.layer_bits.get(key), build.settings.layer_storage.get(key)
     for t in cur.stages:
         t.name, t.origin = name, origin
-        build.settings.stamp(t, key)
+        t.bits = bits if t.bits is None else t.bits
+        t.storage = storage if t.storage is None else t.storage
     return cur
 
 
