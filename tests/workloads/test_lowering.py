@@ -10,6 +10,7 @@ from torch.nn.utils import parametrize, prune
 
 from hwmodels.mapping.connectivity import conv_output_shape, synaptic_events
 from hwmodels.trace import EventTrace, NetworkGraph
+from workloads.compression.dsp import LowRankLinear
 from workloads.lowering import lower
 from seeded import Wrap, seeded_init
 
@@ -406,6 +407,13 @@ def _m(*mods):
 CONV = dict(step_mode="m")
 
 
+def _twice_low_rank() -> nn.Module:
+    """A LowRankLinear whose first factor is low-rank again (no method builds it: DSP skips factors)."""
+    lr = LowRankLinear(128, 4, 2)
+    lr.first = LowRankLinear(128, 2, 1)
+    return lr
+
+
 def _shared_neuron() -> nn.Sequential:
     node = neuron.IFNode(step_mode="m")
     return _m(layer.Conv2d(2, 2, 3, padding=1, **CONV), node, layer.Conv2d(2, 2, 3, padding=1, **CONV), node)
@@ -425,6 +433,7 @@ def _shared_neuron() -> nn.Sequential:
     (lambda: _m(layer.AvgPool2d(6, **CONV), layer.Conv2d(2, 4, 1, **CONV)), X5, r"AvgPool2d.*smaller than"),
     (lambda: _m(layer.AvgPool2d(3, 2, **CONV), layer.Conv2d(2, 4, 1, **CONV)), X8, r"AvgPool2d.*stride"),
     (lambda: _m(layer.AvgPool2d(2, **CONV)), X8, r"trailing average pooling"),
+    (lambda: _m(layer.Flatten(**CONV), _twice_low_rank()), X8, r"\(LowRankLinear\): a LowRankLinear where a Conv1d"),
     (lambda: _m(layer.MaxPool2d(2, ceil_mode=True, **CONV)), X5, r"MaxPool2d.*ceil_mode"),
     (lambda: _m(layer.Conv2d(2, 4, 3, **CONV), layer.MaxPool2d(2, **CONV)), X8, r"MaxPool2d.*directly follow"),
     (lambda: _m(layer.MaxPool2d(2, **CONV)), X8 + 0.5, r"MaxPool2d.*graded"),

@@ -2,13 +2,15 @@
 (seeded), L1P reaches the exact sparsity globally and per matrix and keeps it through fine-tuning, DSP has the
 rank and parameter count of its ratio and starts from the best rank-r approximation (numpy SVD)."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from workloads.compression import CONFIGS, METHODS, compress
+from workloads.compression import CONFIGS, METHODS, compose, compress
 from workloads.compression.dsp import DSPConfig, LowRankConv2d, LowRankLinear, dsp, factorize, rank_for
 from workloads.compression.l1p import L1PConfig, l1p, magnitude_masks
 from workloads.compression.magnitude import ChannelPruneConfig, magnitude_channel
@@ -62,6 +64,12 @@ def test_per_layer_ratios_override_the_global_ratio(trained, small_ds):
     assert rnd.channels_after == info.channels_after
     with pytest.raises(ValueError, match="layer_ratios: '9' is not one of the convs"):
         magnitude_channel(trained, small_ds, 0.5, ChannelPruneConfig(layer_ratios={"9": 0.5}), FAST, progress=False)
+    _, zero = magnitude_channel(trained, small_ds, 0.0, cfg, FAST, progress=False)  # overrides apply at ratio 0
+    assert zero.channels_after == {"0": 12, "4": 8}  # (was an unchanged copy: the overrides were dropped)
+    for bad, shown in ((None, "None"), (1.0, "1.0"), ("0.5", "'0.5'")):
+        with pytest.raises(ValueError, match=f"layer_ratios: '4': {shown} is not a ratio in"):
+            magnitude_channel(trained, small_ds, 0.5, ChannelPruneConfig(layer_ratios={"4": bad}), FAST,
+                              progress=False)
 
 
 def test_channel_methods_at_ratio_zero_return_an_unchanged_copy(trained, small_ds):
@@ -70,6 +78,13 @@ def test_channel_methods_at_ratio_zero_return_an_unchanged_copy(trained, small_d
     assert all(torch.equal(p, q) for p, q in zip(small.parameters(), trained.parameters()))
     with pytest.raises(ValueError, match="ratio"):
         random_channels(trained, small_ds, 1.0, None, FAST, progress=False)
+    for bad in ("0.5", None, True):
+        with pytest.raises(ValueError, match=f"ratio must be a number in \\[0, 1\\), got {bad!r}"):
+            compress("magnitude_channel", trained, small_ds, bad)
+    with pytest.raises(ValueError, match="model: 0.weight is float64; compress float32 models"):
+        compress("magnitude_channel", copy.deepcopy(trained).double(), small_ds, 0.5)
+    with pytest.raises(ValueError, match="cfg: compose\\('q_snn', 'magnitude_channel'\\) takes a ComposeConfig"):
+        compose("q_snn", "magnitude_channel")(trained, small_ds, 0.5, CONFIGS["q_snn"]())
 
 
 def test_dense_method_is_the_unchanged_model_and_refuses_other_ratios(trained, small_ds):
@@ -152,3 +167,5 @@ def test_dsp_rank_and_parameter_count(trained, small_ds):
     assert not torch.allclose(small[4].second.weight, a) and not torch.allclose(small[4].first.weight, b)
     _, lin = dsp(trained, small_ds, 0.5, DSPConfig(targets="linear", finetune_epochs=0), FAST, progress=False)
     assert lin.ranks == {}  # mnist_conv's only Linear is the classifier
+    again, twice = dsp(small, small_ds, 0.5, DSPConfig(targets="all", finetune_epochs=0), FAST, progress=False)
+    assert twice.ranks == {} and isinstance(again[4].first, nn.Conv2d)  # factors are not factorized again

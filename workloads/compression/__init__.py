@@ -70,6 +70,15 @@ PRUNERS: dict[str, tuple[Callable, type]] = {
 }
 
 
+def _check_float32(model: nn.Module) -> None:
+    """ValueError naming the first floating-point parameter or buffer of `model` that is not float32 (methods
+    train and rebuild layers in float32, and lower records float32 models)."""
+    for name, t in (*model.named_parameters(), *model.named_buffers()):
+        if t.is_floating_point() and t.dtype != torch.float32:
+            raise ValueError(f"model: {name} is {str(t.dtype).replace('torch.', '')}; compress float32 models "
+                             "(call model.float() first)")
+
+
 #: methods whose compressed weights stay float (they prune channels or weights, or factorise; the others quantize)
 FLOAT_METHODS = ("dense", "sca", "magnitude_channel", "random", "l1p", "dsp")
 
@@ -77,13 +86,15 @@ FLOAT_METHODS = ("dense", "sca", "magnitude_channel", "random", "l1p", "dsp")
 def check_model(method: str, model: nn.Module, ratio: float, cfg=None) -> None:
     """Checks, made before any training, that `method` at `ratio` can compress `model` with its config `cfg`
     (None: its defaults). Raises ValueError naming the model's type for SCA on a model SCA_PATHS does not cover,
-    and, for the channel pruners magnitude_channel and random at a ratio > 0, for a model that is not a flat
+    and, for the channel pruners magnitude_channel and random at a ratio > 0 (or with layer_ratios), for a model
+    that is not a flat
     Sequential of convs (base.find_conv_units) or a cfg.layer_ratios key that names none of its convs
     (compose.layer_ratios, which lists them)."""
     if method == "sca" and not isinstance(model, tuple(SCA_PATHS)):
         raise ValueError(f"model: SCA supports {[t.__name__ for t in SCA_PATHS]}, got {type(model).__name__}")
-    if method in ("magnitude_channel", "random") and ratio > 0:
-        layer_ratios(find_conv_units(model), ratio, getattr(cfg, "layer_ratios", None))
+    overrides = getattr(cfg, "layer_ratios", None) or {}
+    if method in ("magnitude_channel", "random") and (ratio > 0 or overrides):
+        layer_ratios(find_conv_units(model), ratio, overrides)
 
 
 def compose(quantizer: str, pruner: str) -> Callable[..., tuple[nn.Module, CompressionResult]]:
@@ -100,12 +111,13 @@ def compress(method: str, model: nn.Module, dataset: Dataset, ratio: float, cfg=
     method's: channels, weights, rank; see each method's docstring).
 
     cfg: the method's config (CONFIGS[method]; None -> its defaults); train_cfg: batch size, T and encoding
-    (None -> TrainConfig()). Raises ValueError for an unknown method, a ratio outside [0, 1) or a cfg that is not
-    the method's config class.
+    (None -> TrainConfig()). Raises ValueError for an unknown method, a ratio outside [0, 1), a model with a
+    parameter that is not float32, or a cfg that is not the method's config class.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}")
     check_ratio(ratio)
+    _check_float32(model)
     if cfg is not None and method in CONFIGS and not isinstance(cfg, CONFIGS[method]):
         raise ValueError(f"cfg: method {method!r} takes a {CONFIGS[method].__name__}, got a {type(cfg).__name__}")
     small, info = METHODS[method](model, dataset, ratio, cfg, train_cfg, seed, device=device, progress=progress)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import math
+import numbers
 from dataclasses import dataclass, field, fields, replace
 from typing import Callable, Iterable, Optional
 
@@ -55,9 +56,10 @@ class CompressionResult:
 
 
 def check_ratio(ratio: float) -> float:
-    """Return ratio as float if it lies in [0, 1) (fraction of channels removed), else raise ValueError."""
-    if not 0.0 <= float(ratio) < 1.0:
-        raise ValueError(f"ratio must be in [0, 1), got {ratio!r}")
+    """Return ratio as float if it is a real number (not a bool or a string) in [0, 1) (fraction of channels
+    removed), else raise ValueError."""
+    if isinstance(ratio, (bool, str, bytes)) or not isinstance(ratio, numbers.Real) or not 0.0 <= float(ratio) < 1.0:
+        raise ValueError(f"ratio must be a number in [0, 1), got {ratio!r}")
     return float(ratio)
 
 

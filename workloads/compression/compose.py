@@ -102,7 +102,10 @@ def layer_ratios(units: list[ConvUnit], ratio: float, overrides: Optional[dict[s
     for name, r in (overrides or {}).items():
         if name not in out:
             raise ValueError(f"layer_ratios: {name!r} is not one of the convs {names}")
-        out[name] = check_ratio(r)
+        try:
+            out[name] = check_ratio(r)
+        except ValueError:
+            raise ValueError(f"layer_ratios: {name!r}: {r!r} is not a ratio in [0, 1)") from None
     if skip_last and names:
         out[names[-1]] = 0.0
     return out
@@ -123,9 +126,9 @@ def quantize_then_prune(model: nn.Module, dataset: Dataset, ratio: float, method
                         pre_epochs: int = 0, score_batches: int = 4,
                         objective: Optional[Objective] = None) -> tuple[nn.Module, CompressionResult]:
     """Compress a copy of `model`: quantizer (may be None), `pre_epochs` quantization-aware epochs, then, when
-    pruner is given and ratio > 0, remove per conv round_half_up(r * C_out) channels chosen by the pruner
-    (r = ratio, per-layer overrides, last conv spared when skip_last; needs a flat Sequential, see
-    base.find_conv_units), then cfg.finetune_epochs of fine-tuning, then bake the quantizers.
+    pruner is given and ratio > 0 (or a per-layer override > 0), remove per conv round_half_up(r * C_out) channels
+    chosen by the pruner (r = ratio, per-layer overrides, last conv spared when skip_last; needs a flat Sequential,
+    see base.find_conv_units), then cfg.finetune_epochs of fine-tuning, then bake the quantizers.
     Without a quantizer, ratio 0 returns an unchanged deep copy. The input model is not modified.
     objective: the training loss of both training phases (workloads.train.Objective; None: cross-entropy), e.g.
     BESTformer's distillation from a frozen teacher.
@@ -135,7 +138,8 @@ def quantize_then_prune(model: nn.Module, dataset: Dataset, ratio: float, method
     train_cfg, device = train_cfg or TrainConfig(), device or default_device()
     work = copy.deepcopy(model).to(device)
     params_before = count_parameters(work)
-    if quantizer is None and (pruner is None or p == 0.0):
+    prunes = pruner is not None and (p > 0.0 or any(check_ratio(r) > 0.0 for r in (overrides or {}).values()))
+    if quantizer is None and not prunes:
         return work, CompressionResult(method, p, params_before, params_before, notes="ratio 0: unchanged deep copy",
                                        size_bits=model_size_bits(work, {}), seconds=time.perf_counter() - start)
     stage = quantizer(work, cfg, train_cfg) if quantizer is not None else QuantStage({})
@@ -145,7 +149,7 @@ def quantize_then_prune(model: nn.Module, dataset: Dataset, ratio: float, method
     kept, before = {}, {}
     with torch_threads(train_cfg.num_threads):
         history = _train(work, x, y, cfg, train_cfg, pre_epochs, stage, generator, progress, "qat", objective)
-        if pruner is not None and p > 0.0:
+        if prunes:  # a ratio > 0, or a per-layer ratio > 0 at ratio 0
             units = find_conv_units(work)
             before = {u.conv: work.get_submodule(u.conv).out_channels for u in units}
             counts = removal_counts(work, units, layer_ratios(units, p, overrides, skip_last))
@@ -194,6 +198,9 @@ def compose_with(quantizer: str, pruner: str, quantizers: dict[str, tuple[Callab
     (quant_fn, quant_cfg), (prune_fn, prune_cfg) = quantizers[quantizer], pruners[pruner]
 
     def method(model, dataset, ratio, cfg=None, train_cfg=None, seed=0, device=None, progress=True):
+        if cfg is not None and not isinstance(cfg, ComposeConfig):
+            raise ValueError(f"cfg: compose({quantizer!r}, {pruner!r}) takes a ComposeConfig (its quantizer and "
+                             f"pruner configs inside), got a {type(cfg).__name__}")
         cfg = cfg or ComposeConfig()
         qcfg, pcfg = cfg.quantizer or quant_cfg(), cfg.pruner or prune_cfg()
         return quantize_then_prune(model, dataset, ratio, f"{quantizer}+{pruner}", pcfg, train_cfg, seed, device,

@@ -142,9 +142,12 @@ class DSPConfig(FineTuneConfig):
 
 
 def target_layers(model: nn.Module, targets: str) -> dict[str, nn.Module]:
-    """{name: module} DSP factorizes (TARGETS[targets]), in registration order."""
+    """{name: module} DSP factorizes (TARGETS[targets]), in registration order; the factors of a layer that is
+    already low-rank (DSP applied before) are not factorized again."""
     edge, _ = split_edges(model)
-    return {n: m for n, m in model.named_modules() if TARGETS[targets](n, m, edge)}
+    low_rank = {n for n, m in model.named_modules() if isinstance(m, (LowRankConv2d, LowRankLinear))}
+    return {n: m for n, m in model.named_modules()
+            if TARGETS[targets](n, m, edge) and n.rpartition(".")[0] not in low_rank}
 
 
 def dsp(model: nn.Module, dataset: Dataset, ratio: float, cfg: Optional[DSPConfig] = None,

@@ -87,11 +87,15 @@ def _token_linear(build: Build, m: nn.Linear, name: str, feed: Feed) -> Current:
 
 
 def weight_stage(build: Build, m: nn.Module, name: str, feed: Feed) -> Current:
-    """The Current of Conv1d, Conv2d or Linear `m` (module name `name`) on spikes `feed`."""
+    """The Current of Conv1d, Conv2d or Linear `m` (module name `name`) on spikes `feed`; ValueError naming the
+    layer for any other module (e.g. a low-rank factor factorised again: DSP applied twice)."""
     if isinstance(m, (nn.Conv1d, nn.Conv2d)):
         if feed.layout == "tokens":
             raise layer_error(tag(name, m), f"a {type(m).__name__} on tokens is not supported")
         return conv_stage(build, m, name, feed)
+    if not isinstance(m, nn.Linear):
+        raise layer_error(described(name, m), f"a {type(m).__name__} where a Conv1d, Conv2d or Linear weight layer "
+                                              "is expected (a low-rank factor must be a plain weight layer)")
     return linear_stage(build, m, name, feed)
 
 
