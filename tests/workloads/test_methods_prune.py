@@ -123,6 +123,16 @@ def test_l1p_exact_sparsity_kept_through_finetuning(trained, small_ds, scope):
     assert (small[1].weight != 0).all()  # BN untouched
 
 
+def test_l1p_says_when_its_global_threshold_empties_a_layer(trained, small_ds, caplog):
+    with torch.no_grad():  # conv1's weights far below the others: a global threshold takes all of them
+        small_first = copy.deepcopy(trained)
+        small_first[0].weight.mul_(1e-6)
+    with caplog.at_level("WARNING", logger="workloads.compression"):
+        small, info = l1p(small_first, small_ds, 0.1, L1PConfig(l1_epochs=0, finetune_epochs=0), FAST, progress=False)
+    assert not small[0].weight.any() and "layers ['0'] have no weight left" in info.notes
+    assert any("zeroes every weight of layers ['0']" in r.getMessage() for r in caplog.records)
+
+
 # ------------------------------------------------------------------------------------------------ DSP
 
 def test_rank_for_by_hand():

@@ -3,6 +3,7 @@ synapse pruning with synergistic learning-based compensation", arXiv 2508.01992)
 from __future__ import annotations
 
 import copy
+import logging
 import time
 from dataclasses import dataclass
 from typing import Optional
@@ -17,6 +18,7 @@ from workloads.data import Dataset
 from workloads.models import count_parameters
 from workloads.train import TrainConfig, default_device, torch_threads
 
+_LOG = logging.getLogger("workloads.compression")
 SCOPES = ("global", "per_matrix")
 #: which weight layers L1P prunes: every Conv1d/Conv2d/Linear, or the Linear layers only
 LAYER_SETS = {"all": (nn.Conv1d, nn.Conv2d, nn.Linear), "linear": (nn.Linear,)}
@@ -111,8 +113,13 @@ def l1p(model: nn.Module, dataset: Dataset, ratio: float, cfg: Optional[L1PConfi
         history += finetune(work, x, y, train_cfg, cfg.finetune_epochs, cfg.lr, cfg.optimizer, generator, progress,
                             "finetune", _mask_grads(layers, masks))
     pruned = sum(int((~m).sum()) for m in masks.values())
+    emptied = [n for n, m in masks.items() if not bool(m.any())]
     notes = (f"L1P {cfg.scope}: {pruned} of {sum(m.numel() for m in masks.values())} weights of "
-             f"{len(layers)} layers zeroed")
+             f"{len(layers)} layers zeroed" + (f"; layers {emptied} have no weight left: nothing passes them"
+                                                 if emptied else ""))
+    if emptied:
+        _LOG.warning("l1p: the %s threshold at ratio %g zeroes every weight of layers %s; nothing passes them (a "
+                     "per-matrix scope keeps some in each)", cfg.scope, p, emptied)
     return work, CompressionResult("l1p", p, params_before, params_before - pruned, history=history, notes=notes,
                                    seconds=time.perf_counter() - start, storage={n: "sparse" for n in layers},
                                    size_bits=model_size_bits(work, {}))
