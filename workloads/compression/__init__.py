@@ -117,9 +117,9 @@ def compress(method: str, model: nn.Module, dataset: Dataset, ratio: float, cfg=
     if method not in METHODS:
         raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}")
     check_ratio(ratio)
-    _check_float32(model)
     if cfg is not None and method in CONFIGS and not isinstance(cfg, CONFIGS[method]):
         raise ValueError(f"cfg: method {method!r} takes a {CONFIGS[method].__name__}, got a {type(cfg).__name__}")
+    _check_float32(model)
     small, info = METHODS[method](model, dataset, ratio, cfg, train_cfg, seed, device=device, progress=progress)
     if not info.size_bits:  # methods that do not fill it (sca)
         info.size_bits = model_size_bits(small, info.weight_bits)
