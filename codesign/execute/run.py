@@ -125,8 +125,9 @@ def run(cfg: RunConfig, progress: bool = True, log=print, resume: bool = False) 
     dataset = make_dataset(cfg)
     try:
         check_dataset(dataset, train_config(cfg))
-    except ValueError as exc:
-        raise ConfigError(f"data: {exc}") from None
+    except ValueError as exc:  # named by the run config's keys, not workloads' TrainConfig fields
+        message = str(exc).replace("TrainConfig.encoding", "data.encoding")
+        raise ConfigError(message.replace("TrainConfig.n_timesteps", "data.n_timesteps")) from None
     check_n_samples(dataset, cfg)
     check_fits(make_model(cfg, dataset), dataset, cfg, chip, resolve_device(cfg.device))
     with own_run_folder(out, resume, CONFIG_FILE, config_yaml):

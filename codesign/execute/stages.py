@@ -70,7 +70,8 @@ def resolve_device(name: str) -> torch.device:
 def dataset_options(cfg: RunConfig) -> dict:
     """The dataset's options from `data.options`, plus n_frames = T for event datasets that take it.
 
-    Raises ConfigError naming `data.options.<key>` for an option the dataset does not accept.
+    Raises ConfigError naming `data.options.<key>` for an option the dataset does not accept, and for an n_frames
+    other than data.n_timesteps.
     """
     accepted = data.dataset_options(cfg.data.dataset)
     for key in cfg.data.options:
@@ -80,6 +81,9 @@ def dataset_options(cfg: RunConfig) -> dict:
     opts = dict(cfg.data.options)
     if "n_frames" in accepted:
         opts.setdefault("n_frames", cfg.data.n_timesteps)
+        if opts["n_frames"] != cfg.data.n_timesteps:  # known before any event file is read
+            raise ConfigError(f"data.options.n_frames: {quote(opts['n_frames'])} differs from data.n_timesteps "
+                              f"{cfg.data.n_timesteps}; a sample's frames are its timesteps (leave n_frames out)")
     return opts
 
 

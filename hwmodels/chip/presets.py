@@ -151,10 +151,13 @@ def strip_sources(node: Any, sources: dict[str, str], path: str = "", where: str
     where: how messages start ('preset', or 'chip file <path>:'). strict: every number needs a leaf with a source
     (shipped presets); with strict False (user chip files) a bare number or a leaf without `source` is accepted.
     Raises ValueError (naming the YAML path) when a number has no source leaf (strict), when a given source key is
-    not in `sources`, when a leaf has keys other than value/source/note, or when a number is not finite.
+    not in `sources`, when a leaf has keys other than value/source/note or lacks its value, or when a number is
+    not finite.
     """
     if isinstance(node, dict) and "value" in node:
         return _leaf_value(node, sources, path, where, strict)
+    if isinstance(node, dict) and node and set(node) <= set(LEAF_KEYS):  # {source, note} without its value
+        raise ValueError(f"{where} {path}: a leaf needs keys value, source (optional note); got {sorted(node)}")
     if isinstance(node, dict):
         return {k: strip_sources(v, sources, f"{path}.{k}" if path else str(k), where, strict)
                 for k, v in node.items()}

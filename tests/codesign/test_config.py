@@ -119,6 +119,8 @@ def test_the_old_key_hardware_model_is_read_as_latency_model(tmp_path):
      "model.neuron_options: ternary must be true or false, got 'false'"),
     (["compression.method=dense", "compression.ratios=[0]", "compression.params={q: 1}"],
      "compression.params: unknown key 'q' for method 'dense'; accepted keys: (none)"),
+    (["data.dataset=dvs_gesture", "data.encoding=events", "data.n_timesteps=8", "data.options.n_frames=16"],
+     "data.options.n_frames: 16 differs from data.n_timesteps 8"),  # found before any event file is read
 ])
 def test_model_options_are_checked_by_name(sets, expected):
     from codesign.execute.stages import check_names

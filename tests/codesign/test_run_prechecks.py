@@ -26,6 +26,8 @@ def _cfg(tmp_path, **sections):
      "compression: method 'sca': model: SCA supports ['SpikingResNet', 'Sequential'], got SNNViT"),
     ({"compression": {"method": "magnitude_channel", "ratios": [0.5], "params": {"layer_ratios": {"convX": 0.5}}}},
      "compression: method 'magnitude_channel': layer_ratios: 'convX' is not one of the convs ['0', '4']"),
+    ({"data": {"dataset": "digits", "n_timesteps": 2, "encoding": "events"}},
+     "data.encoding 'events' does not fit dataset 'digits'"),  # named as the run config names it
     ({"compression": {"method": "sca", "ratios": [0.0]}, "hardware": {"n_samples": 4, "weight_fit": "error"}},
      "hardware.weight_fit: 'error' refuses the float weights method 'sca' keeps (projection 'conv1' declares "
      "weight_bits 8 but its weights need 32 bits"),

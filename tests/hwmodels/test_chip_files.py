@@ -136,6 +136,10 @@ def test_shipped_presets_stay_strict():
     with pytest.raises(ValueError, match=r"preset core\.x: a leaf needs keys value, source"):
         strip_sources({"core": {"x": {"value": 3}}}, {"a": "A"})
     assert strip_sources({"core": {"x": 3, "y": {"value": 4}}}, {}, strict=False) == {"core": {"x": 3, "y": 4}}
+    with pytest.raises(ValueError, match=r"chip file c.yaml: core\.x: a leaf needs keys value, source .*got "
+                                         r"\['note', 'source'\]"):  # was "Input should be a valid integer"
+        strip_sources({"core": {"x": {"source": "a", "note": "n"}}}, {"a": "A"}, where="chip file c.yaml:",
+                      strict=False)
     with pytest.raises(ValueError, match="'truenorth9' is not one of .*loihi.*or a chip file path"):
         hwmodels.load_preset("truenorth9")
 

@@ -12,7 +12,7 @@ import torch
 
 from workloads.data import DATASETS, ENV_ROOT, dataset_options, load_dataset, stream_seed
 from workloads.datasets.emulator import dvs_events, emulate_dvs, lin_log, render_video
-from workloads.datasets.event_io import Events, events_to_frames, read_aedat2_cifar10dvs
+from workloads.datasets.event_io import Events, events_to_frames, read_aedat2_cifar10dvs, read_npz_events
 from workloads.encoding import encode
 from workloads.train import TrainConfig, check_dataset
 
@@ -216,6 +216,27 @@ def test_aedat2_reader_decodes_dvs128_addresses_as_spikingjelly(tmp_path):
     assert ev.t.tolist() == [5, 9]
 
 
+def test_event_arrays_are_checked_put_in_time_order_and_errors_name_the_file(tmp_path):
+    good = {"t": np.array([30, 10, 20]), "x": np.array([1, 2, 3]), "y": np.array([4, 5, 6]), "p": np.array([1, 0, 1])}
+    np.savez(tmp_path / "g.npz", **good)
+    ev = read_npz_events(tmp_path / "g.npz")  # out of time order in the file: sorted by t
+    assert ev.t.tolist() == [10, 20, 30] and ev.x.tolist() == [2, 3, 1] and ev.p.tolist() == [0, 1, 1]
+    for i, (edit, needle) in enumerate([
+            ({"x": np.arange(5)}, "t, x, y, p must be 1-D arrays of one length"),
+            ({"t": np.array([0.0, np.nan, 2.0])}, "t holds values that are not finite whole numbers"),
+            ({"x": np.array(["a", "b", "c"])}, "x holds <U1 values, not numbers"),
+            ({"y": np.ones((3, 1))}, "must be 1-D arrays")]):
+        np.savez(tmp_path / f"b{i}.npz", **{**good, **edit})
+        with pytest.raises(ValueError, match=f"event file {re.escape(str(tmp_path / f'b{i}.npz'))}: .*{needle}"):
+            read_npz_events(tmp_path / f"b{i}.npz")
+    (tmp_path / "d.aedat").mkdir()  # a folder where a recording is expected
+    with pytest.raises(ValueError, match=f"event file {re.escape(str(tmp_path / 'd.aedat'))}: cannot be read"):
+        read_aedat2_cifar10dvs(tmp_path / "d.aedat")
+    huge = Events(t=np.array([0, 2 ** 62]), x=np.zeros(2, int), y=np.zeros(2, int), p=np.ones(2, int))
+    with pytest.raises(ValueError, match="too long to split into 4 frames by time"):
+        events_to_frames(huge, 4, (128, 128), 32, "time")
+
+
 def _gesture_events(i):
     """Recording i: 5 + i events, so a sample's total count identifies its file."""
     rng = np.random.default_rng(i)
@@ -245,6 +266,12 @@ def test_dvs_gesture_spikingjelly_and_tonic_layouts_agree(tmp_path):
         assert torch.equal(xa[order_a], xb[order_b])
     with pytest.raises(ValueError, match="size"):
         load_dataset("dvs_gesture", root=tmp_path / "sj", size=129)
+    sj_file = tmp_path / "sj" / "DVS128Gesture" / "events_np" / "test" / "4" / "user03_led_0.npz"
+    np.savez(sj_file, t=np.arange(3), x=np.array([0, 200, 0]), y=np.zeros(3, int), p=np.ones(3, int))
+    with pytest.raises(ValueError, match=f"event file {re.escape(str(sj_file))}: events: 1 events lie outside"):
+        load_dataset("dvs_gesture", root=tmp_path / "sj")
+    x, y, p, t = _gesture_events(3)
+    np.savez(sj_file, t=t, x=x, y=y, p=p)
     with pytest.raises(ValueError, match="binary must be true or false, got 'false'"):  # bool('false') is true
         load_dataset("dvs_gesture", root=tmp_path / "sj", binary="false")
     np.save(tmp_path / "tonic" / "DVSGesture" / "ibmGestureTest" / "user03_led" / "wave.npy", np.zeros((1, 4)))

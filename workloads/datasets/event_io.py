@@ -25,8 +25,25 @@ class Events(NamedTuple):
 
 
 def _events(t, x, y, p) -> Events:
-    as_int = [np.asarray(a).astype(np.int64).reshape(-1) for a in (t, x, y)]
-    return Events(*as_int, (np.asarray(p).reshape(-1) > 0).astype(np.int64))
+    """Events of four 1-D arrays of one length, in time order (a file out of order is sorted by t, stably): t, x, y
+    whole numbers (integers, or floats holding them), p any real numbers (> 0: ON). ValueError ("events: ...") for other shapes, lengths or kinds, or timestamps that
+    are not finite or do not fit int64 microseconds."""
+    arrays = {k: np.asarray(a) for k, a in zip("txyp", (t, x, y, p))}
+    shapes = {k: a.shape for k, a in arrays.items()}
+    if any(a.ndim != 1 for a in arrays.values()) or len({a.shape for a in arrays.values()}) != 1:
+        raise ValueError(f"events: t, x, y, p must be 1-D arrays of one length, got shapes {shapes}")
+    for k, a in arrays.items():
+        if a.dtype.kind not in "iubf":
+            raise ValueError(f"events: {k} holds {a.dtype} values, not numbers")
+        if a.dtype.kind == "f" and k != "p" and not (np.isfinite(a).all() and (a == np.rint(a)).all()
+                                                     and (np.abs(a) < 2.0 ** 62).all()):
+            raise ValueError(f"events: {k} holds values that are not finite whole numbers")
+    t, x, y = (arrays[k].astype(np.int64) for k in "txy")
+    p = (arrays["p"] > 0).astype(np.int64)
+    if len(t) > 1 and bool((t[1:] < t[:-1]).any()):  # a file not in time order: put it in time order (stable)
+        order = np.argsort(t, kind="stable")
+        t, x, y, p = t[order], x[order], y[order], p[order]
+    return Events(t, x, y, p)
 
 
 def names_the_file(reader: Callable[[Path], Events]) -> Callable[[Path], Events]:
@@ -66,6 +83,7 @@ def read_tonic_gesture_npy(path: Path) -> Events:
     return _events(np.rint(arr[:, 3].astype(np.float64) * 1000.0), arr[:, 0], arr[:, 1], arr[:, 2])
 
 
+@names_the_file
 def read_aedat2_cifar10dvs(path: Path) -> Events:
     """An original CIFAR10-DVS recording (Li et al. 2017, figshare): AEDAT 2.0 (jAER) — header lines starting
     with '#', then big-endian uint32 pairs (address, timestamp in us). DVS128 address bits: x_raw = bits 1-7,
@@ -95,7 +113,9 @@ def _bins_by_time(ev: Events, n_frames: int) -> np.ndarray:
     """Equal durations: frame floor(T * (t - t_first) / (t_last - t_first + 1)), t in integer us."""
     if len(ev.t) == 0:
         return np.zeros(0, dtype=np.int64)
-    t0, t1 = ev.t.min(), ev.t.max()
+    t0, t1 = int(ev.t.min()), int(ev.t.max())
+    if (t1 - t0 + 1) * n_frames >= 2 ** 63:
+        raise ValueError(f"events: timestamps span {t1 - t0} us, too long to split into {n_frames} frames by time")
     return (ev.t - t0) * n_frames // (t1 - t0 + 1)
 
 

@@ -113,7 +113,11 @@ def load_event_set(name: str, seed: int, root, n_frames: int, size: int, split_b
     def frames(idx: np.ndarray) -> np.ndarray:
         out = np.empty((len(idx), n_frames, 2, size, size), dtype=np.float32)  # filled in place: one copy in RAM
         for row, i in enumerate(idx):
-            out[row] = events_to_frames(lay.reader(files[i]), n_frames, SENSOR_HW, size, split_by, binary)
+            events = lay.reader(files[i])  # its errors name the file
+            try:
+                out[row] = events_to_frames(events, n_frames, SENSOR_HW, size, split_by, binary)
+            except ValueError as exc:
+                raise ValueError(f"event file {files[i]}: {exc}") from None
         return out
 
     return make_dataset(name, (frames(tr), labels[tr]), (frames(te), labels[te]), len(class_names),
