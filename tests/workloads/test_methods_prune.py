@@ -56,7 +56,7 @@ def test_random_keeps_the_same_counts_seeded(trained, small_ds):
     assert a.kept_channels != mag.kept_channels
 
 
-def test_per_layer_ratios_override_the_global_ratio(trained, small_ds):
+def test_per_layer_ratios_override_the_global_ratio(trained, small_ds, caplog):
     cfg = ChannelPruneConfig(finetune_epochs=0, layer_ratios={"0": 0.25, "4": 0.75})
     _, info = magnitude_channel(trained, small_ds, 0.5, cfg, FAST, progress=False)
     assert info.channels_after == {"0": 16 - 4, "4": 32 - 24}
@@ -64,6 +64,9 @@ def test_per_layer_ratios_override_the_global_ratio(trained, small_ds):
     assert rnd.channels_after == info.channels_after
     with pytest.raises(ValueError, match="layer_ratios: '9' is not one of the convs"):
         magnitude_channel(trained, small_ds, 0.5, ChannelPruneConfig(layer_ratios={"9": 0.5}), FAST, progress=False)
+    with caplog.at_level("WARNING", logger="workloads.compression"):  # 0.01 x 16 and x 32 round to 0 channels
+        magnitude_channel(trained, small_ds, 0.01, NO_FT, FAST, progress=False)
+    assert any("magnitude_channel: ratio 0.01 removes no conv channel" in r.getMessage() for r in caplog.records)
     _, zero = magnitude_channel(trained, small_ds, 0.0, cfg, FAST, progress=False)  # overrides apply at ratio 0
     assert zero.channels_after == {"0": 12, "4": 8}  # (was an unchanged copy: the overrides were dropped)
     for bad, shown in ((None, "None"), (1.0, "1.0"), ("0.5", "'0.5'")):
@@ -161,7 +164,7 @@ def test_factorize_is_the_best_rank_r_approximation_and_conv_stays_exact():
     torch.testing.assert_close(low(x), F.conv2d(x, w_r, conv.bias, stride=2, padding=1), rtol=1e-5, atol=1e-5)
 
 
-def test_dsp_rank_and_parameter_count(trained, small_ds):
+def test_dsp_rank_and_parameter_count(trained, small_ds, caplog):
     small, info = dsp(trained, small_ds, 0.5, DSPConfig(targets="all", finetune_epochs=1), FAST, progress=False)
     assert info.ranks == {"0": 2, "4": 13, "9": 4}  # 0: floor(0.5 * 144 / 25) = 2
     assert isinstance(small[4], LowRankConv2d) and isinstance(small[9], LowRankLinear)
@@ -175,7 +178,9 @@ def test_dsp_rank_and_parameter_count(trained, small_ds):
     a, b = factorize(trained[4], 13).second.weight, factorize(trained[4], 13).first.weight
     torch.testing.assert_close(init[4].second.weight, a)  # no fine-tuning: the SVD factors
     assert not torch.allclose(small[4].second.weight, a) and not torch.allclose(small[4].first.weight, b)
-    _, lin = dsp(trained, small_ds, 0.5, DSPConfig(targets="linear", finetune_epochs=0), FAST, progress=False)
-    assert lin.ranks == {}  # mnist_conv's only Linear is the classifier
+    with caplog.at_level("WARNING", logger="workloads.compression"):
+        _, lin = dsp(trained, small_ds, 0.5, DSPConfig(targets="linear", finetune_epochs=0), FAST, progress=False)
+    assert lin.ranks == {}  # mnist_conv's only Linear is the classifier: said, as the ratio asked for more
+    assert any("dsp: ratio 0.5 factorizes no layer (targets 'linear'" in r.getMessage() for r in caplog.records)
     again, twice = dsp(small, small_ds, 0.5, DSPConfig(targets="all", finetune_epochs=0), FAST, progress=False)
     assert twice.ranks == {} and isinstance(again[4].first, nn.Conv2d)  # factors are not factorized again

@@ -9,6 +9,7 @@ quantizers into plain weights (picklable; lowering reads the quantized levels).
 from __future__ import annotations
 
 import copy
+import logging
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -160,6 +161,10 @@ def quantize_then_prune(model: nn.Module, dataset: Dataset, ratio: float, method
                           objective)
     bake(work)
     removed = sum(before.values()) - sum(map(len, kept.values()))
+    if prunes and not removed:
+        logging.getLogger("workloads.compression").warning(
+            "%s: ratio %g removes no conv channel (round_half_up(ratio x channels) is 0 in every layer it prunes)",
+            method, p)
     parts = [stage.notes, f"{removed} of {sum(before.values())} conv channels removed" if kept else ""]
     notes = "; ".join(s for s in parts if s)
     return work, CompressionResult(method, p, params_before, count_parameters(work), kept, before,

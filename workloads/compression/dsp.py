@@ -5,6 +5,7 @@ On hardware a low-rank layer is two synaptic stages through r relay neurons (wor
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -186,6 +187,10 @@ def dsp(model: nn.Module, dataset: Dataset, ratio: float, cfg: Optional[DSPConfi
     with torch_threads(train_cfg.num_threads):
         history = finetune(work, x, y, train_cfg, cfg.finetune_epochs, cfg.lr, cfg.optimizer, generator, progress)
     notes = f"DSP: {len(ranks)} layers factorized, ranks {ranks}"
+    if not ranks:
+        logging.getLogger("workloads.compression").warning(
+            "dsp: ratio %g factorizes no layer (targets %r: none of this model's layers, or none whose rank would "
+            "save weights); the model is only fine-tuned", p, cfg.targets)
     return work, CompressionResult("dsp", p, params_before, count_parameters(work), history=history, notes=notes,
                                    seconds=time.perf_counter() - start, ranks=ranks,
                                    size_bits=model_size_bits(work, {}))
