@@ -585,6 +585,7 @@ class EventTrace:
         self.labels = None if labels is None else _int_array("trace.labels", labels, np.int64)
         self.predictions = None if predictions is None else _int_array("trace.predictions", predictions, np.int64)
         self._pop_index = {name: i for i, name in enumerate(self.populations)}
+        _check_names(self.populations)  # before sizes, whose message lists them
         self.sizes = _check_sizes(sizes, self.populations)
         self.graph_fingerprint = None if graph_fingerprint is None else str(graph_fingerprint)
         self._validate()
@@ -592,9 +593,6 @@ class EventTrace:
                                        self.sizes)
 
     def _validate(self) -> None:
-        names = self.populations
-        if not names or len(set(names)) != len(names) or not all(isinstance(n, str) and n for n in names):
-            raise ValueError(f"trace.populations: {quote(list(names))} must be non-empty, unique names")
         rows = self.n_samples * self.n_timesteps * len(self.populations)
         if self.offsets.shape != (rows + 1,):
             raise ValueError(f"trace.offsets: shape {self.offsets.shape} should be ({rows + 1},)")
@@ -809,6 +807,12 @@ def _count(field_name: str, value: object, low: int) -> int:
     if not _is_real(value) or not math.isfinite(value) or int(value) != value or value < low:
         raise ValueError(f"{field_name}: {quote(value)} must be an integer >= {low}")
     return int(value)
+
+
+def _check_names(names: tuple) -> None:
+    """ValueError unless `names` (a trace's populations) are non-empty, unique strings."""
+    if not names or len(set(names)) != len(names) or not all(isinstance(n, str) and n for n in names):
+        raise ValueError(f"trace.populations: {quote(list(names))} must be non-empty, unique names")
 
 
 def _check_sizes(sizes: dict | None, populations: tuple[str, ...]) -> dict[str, int] | None:

@@ -159,6 +159,8 @@ def test_activity_counts_per_core_equal_the_unpacked_bits():
     (lambda: NeuronModel("LIF", tau=2.0, decay_input="no"), "neuron.decay_input: 'no' must be True or False"),
     (lambda: EventTrace(["a"], -1, 1, np.zeros(1), np.zeros(0)), "trace.n_samples: -1 must be an integer >= 0"),
     (lambda: EventTrace(["a", "a"], 1, 1, np.zeros(3), np.zeros(0)), "trace.populations: \\['a', 'a'\\] must be"),
+    (lambda: EventTrace(["a", "a"], 1, 1, np.zeros(3), np.zeros(0), sizes={"b": 2}),  # named before the sizes
+     "trace.populations: \\['a', 'a'\\] must be"),
     (lambda: EventTrace(["a"], 1, 1, np.zeros(2), np.zeros(0), sizes={"b": 3}), "trace.sizes: population 'b'"),
 ])
 def test_non_finite_weights_thresholds_and_bad_trace_counts_are_refused(make, match):
