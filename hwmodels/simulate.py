@@ -292,10 +292,10 @@ def simulate(graph: NetworkGraph, trace: EventTrace, chip: ChipSpec, mapping: Ma
     Raises TypeError naming the argument when graph, trace, chip, mapping or cache is not of its type (a preset
     name for chip: load it with hwmodels.load_preset), and ValueError, before any event is counted (the graph
     fingerprint of the trace check is hashed beside the mapping check and the fan-out tables), for an unknown
-    model/semantics, a batch_samples that is not an integer >= 1, a multicast that is not a bool, a trace that does not belong to the graph
-    (hwmodels.trace_check: no samples, another graph's fingerprint, other populations, sizes or timesteps), or a
-    given mapping made for another chip, that does not cover the graph or breaks a core limit
-    (hwmodels.mapping.check), and MappingError when the network does not fit.
+    model/semantics, a batch_samples that is not an integer >= 1, a multicast that is not a bool, a trace that
+    does not belong to the graph (hwmodels.trace_check: no samples, another graph's fingerprint, other
+    populations, sizes or timesteps), or a given mapping made for another chip, that does not cover the graph or
+    breaks a core limit (hwmodels.mapping.check), and MappingError when the network does not fit.
     """
     _check_types(graph, trace, chip, mapping, cache)
     _check_args(model, semantics, batch_samples, multicast)

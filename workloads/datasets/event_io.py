@@ -26,8 +26,8 @@ class Events(NamedTuple):
 
 def _events(t, x, y, p) -> Events:
     """Events of four 1-D arrays of one length, in time order (a file out of order is sorted by t, stably): t, x, y
-    whole numbers (integers, or floats holding them), p any real numbers (> 0: ON). ValueError ("events: ...") for other shapes, lengths or kinds, or timestamps that
-    are not finite or do not fit int64 microseconds."""
+    whole numbers (integers, or floats holding them), p any real numbers (> 0: ON). ValueError ("events: ...")
+    for other shapes, lengths or kinds, or timestamps that are not finite or do not fit int64 microseconds."""
     arrays = {k: np.asarray(a) for k, a in zip("txyp", (t, x, y, p))}
     shapes = {k: a.shape for k, a in arrays.items()}
     if any(a.ndim != 1 for a in arrays.values()) or len({a.shape for a in arrays.values()}) != 1:

@@ -79,8 +79,7 @@ NEURON_FIELDS = ("tau", "tau_mem", "tau_syn", "r", "v_leak", "v_threshold", "v_r
 def check_size(key: str, node: nir.NIRNode, shape: tuple[int, ...]) -> None:
     """ValueError naming node `key` and the field when a per-neuron parameter of `node` (NEURON_FIELDS) holds
     neither one value, one per channel (snnTorch's conv RLeaky) nor one per neuron of the per-sample `shape` it
-    receives, or when an Output's shape holds
-    another number of values (a leading batch axis allowed)."""
+    receives, or when an Output's shape holds another number of values (a leading batch axis allowed)."""
     n = math.prod(shape)
     for name in NEURON_FIELDS:
         value = getattr(node, name, None)

@@ -39,8 +39,9 @@ class _Node:
 
 def build_dag(graph: nir.NIRGraph, out: NirModel, importers: dict) -> NirModel:
     """Fill `out` with an fx.GraphModule of `graph` (one Input, one Output). Raises ValueError for several Inputs
-    or Outputs, a node off the Input-to-Output paths, a cycle, a sum-pool or low-rank relay whose next layer is not its only successor, or an input
-    gain/offset to fold into a node that is fed by more than one weight layer."""
+    or Outputs, a node off the Input-to-Output paths, a cycle, a sum-pool or low-rank relay whose next layer is
+    not its only successor, or an input gain/offset to fold into a node that is fed by more than one weight
+    layer."""
     ins = [k for k, n in graph.nodes.items() if isinstance(n, nir.Input)]
     outs = [k for k, n in graph.nodes.items() if isinstance(n, nir.Output)]
     if len(ins) != 1 or len(outs) != 1:
