@@ -2,8 +2,7 @@
 
 A group is LIF-like when the membrane equation is linear in the membrane variable v with a constant slope:
 dv/dt = a v + b (other differential variables, e.g. synaptic currents, set to 0; a refractory period is noted and
-ignored).
-a < 0 gives kind "LIF" with tau = -1 / (a dt) timesteps, a = 0 kind "IF". A LIF whose membrane reads exactly one
+ignored). a < 0 gives kind "LIF" with tau = -1 / (a dt) timesteps, a = 0 kind "IF". A LIF whose membrane reads one
 other differential variable I that decays on its own (dI/dt = c I, c < 0: a current-based synapse, e.g. on_pre
 "I += w") is kind "CubaLIF" with tau_syn = -1 / (c dt) (two states per neuron, which the chip charges for); a
 membrane that reads other state variables gets a note that they cost nothing. Potentials are shifted so the
