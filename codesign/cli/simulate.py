@@ -167,14 +167,17 @@ def simulate_config(preset: str | None, model: str | None, placement: str | None
                     items: list[str]):
     """The RunConfig a run with these hardware settings would have (defaults elsewhere; its seed seeds the
     bootstrap intervals as a run's does): the options (None: not given, its _FLAG_DEFAULTS value), then the --set
-    items (hardware_sets). Raises ConfigError naming the flag for a --model or --semantics not accepted and for a
-    --set that contradicts a flag given on the command line, and naming the field for a value the run config
-    refuses."""
+    items (hardware_sets). Raises ConfigError naming the flag for a --model, --semantics or --placement not
+    accepted and for a --set that contradicts a flag given on the command line, and naming the field for a value
+    the run config refuses."""
     from codesign.config.run import ConfigError, HardwareConfig, quote, validate_config
     flags = {"preset": preset, "latency_model": model, "placement": placement, "semantics": semantics}
     given = {field: _FLAG_DEFAULTS[field] if value is None else value for field, value in flags.items()}
-    for flag, field in (("--model", "latency_model"), ("--semantics", "semantics")):
-        value, accepted = given[field], get_args(HardwareConfig.model_fields[field].annotation)  # its Literal
+    import hwmodels
+    for flag, field in (("--model", "latency_model"), ("--semantics", "semantics"), ("--placement", "placement")):
+        value = given[field]
+        accepted = hwmodels.PLACEMENTS if field == "placement" else \
+            get_args(HardwareConfig.model_fields[field].annotation)  # its Literal
         if value not in accepted:
             raise ConfigError(f"{flag}: {quote(value)} is not one of {', '.join(accepted)}")
     hardware = hardware_sets(dict(given), items)

@@ -138,8 +138,8 @@ def write_derived(path: str | os.PathLike, base: str, overrides: dict[str, Any],
     name with a control character, a missing folder, and everything `derive_tree` raises; OSError when writing fails.
     """
     p = Path(path)
-    if not p.name.lower().endswith(CHIP_FILE_SUFFIXES):
-        raise ValueError(f"{chip_file_label(p)}: must end .yaml or .yml (a chip file is YAML)")
+    if not p.name.lower().endswith(CHIP_FILE_SUFFIXES) or p.name.lower() in CHIP_FILE_SUFFIXES:
+        raise ValueError(f"{chip_file_label(p)}: must be a name ending .yaml or .yml (a chip file is YAML)")
     if p.is_symlink():
         raise ValueError(f"{chip_file_label(p)} is a symbolic link; refusing to replace it (give a new file name)")
     if p.exists() and not force:

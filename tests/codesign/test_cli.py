@@ -374,6 +374,7 @@ def test_simulate_out_that_cannot_be_written_is_one_line_naming_out(saved_net, t
 @pytest.mark.parametrize("args, line", [
     (["--model", "foo"], "error: --model: 'foo' is not one of des, analytic"),
     (["--semantics", "bar"], "error: --semantics: 'bar' is not one of pipelined, layer_serial"),
+    (["--placement", "foo"], "error: --placement: 'foo' is not one of in_order, snake, comm_aware"),
     (["--model", "analytic", "--set", "latency_model=des"],
      "error: --set: latency_model='des' contradicts --model 'analytic'; give one of them"),
     (["--placement", "snake", "--set", "placement=comm_aware"],

@@ -89,7 +89,8 @@ def test_derive_refuses_overwrite_unknown_keys_and_bad_values(tmp_path, monkeypa
         (["loihi", "--set", "core.neurons_per_core=-1", "-o", "d.yaml"], "error: ChipSpec.core.neurons_per_core: "
                                                                          "Input should be greater than 0"),
         (["nochip", "-o", "d.yaml"], "error: preset: 'nochip' is not one of generic-45nm"),
-        (["loihi", "-o", "d.txt"], "error: chip file 'd.txt': must end .yaml or .yml"),
+        (["loihi", "-o", "d.txt"], "error: chip file 'd.txt': must be a name ending .yaml or .yml"),
+        (["loihi", "-o", ".yaml"], "error: chip file '.yaml': must be a name ending .yaml or .yml"),  # no name
     ]:
         result = _derive(*args)
         assert result.exit_code == 2, (args, result.output)

@@ -256,8 +256,9 @@ def test_derive_refuses_overwrites_and_bad_keys_writing_nothing(tmp_path):
                               ({"name": "x"}, "override key 'name' cannot be set when deriving")]:
         with pytest.raises(ValueError, match=needle):
             write_derived(tmp_path / "d.yaml", "loihi", overrides, "2026-01-02")
-    with pytest.raises(ValueError, match="must end .yaml or .yml"):
-        write_derived(tmp_path / "d.txt", "loihi", {}, "2026-01-02")
+    for bad in ("d.txt", ".yaml"):
+        with pytest.raises(ValueError, match="must be a name ending .yaml or .yml"):
+            write_derived(tmp_path / bad, "loihi", {}, "2026-01-02")
     with pytest.raises(ValueError, match="folder .* does not exist"):
         write_derived(tmp_path / "no" / "d.yaml", "loihi", {}, "2026-01-02")
     with pytest.raises(ValueError, match=r"name: 'a\\x01b' holds a control character"):
