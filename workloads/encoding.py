@@ -69,13 +69,23 @@ def encode(x: torch.Tensor, n_timesteps: int, kind: str = "direct",
     """Encode images x (N, C, H, W) into a (T, N, C, H, W) sequence with encoder `kind` (a key of ENCODERS);
     with kind "events", x is event frames (N, T, C, H, W) with T = n_timesteps, returned as (T, N, C, H, W).
 
-    Raises ValueError for an unknown `kind`, n_timesteps < 1, "events" on x that is not 5-D with
-    x.shape[1] == n_timesteps, or a static encoder on 5-D x (event frames need "events").
+    Raises ValueError for an unknown `kind`, n_timesteps that is not an integer >= 1, x that is not a floating
+    tensor (poisson, ternary, tae: an integer image would wrap or be read unscaled; "direct" and "events" take
+    counts too) or holds NaN or infinite values, "events" on x that is not 5-D with x.shape[1] == n_timesteps, a
+    static encoder on 5-D x (event frames need "events"), or poisson probabilities outside [0, 1].
     """
     if kind not in ENCODERS:
         raise ValueError(f"encoding must be one of {sorted(ENCODERS)}, got {kind!r}")
-    if n_timesteps < 1:
-        raise ValueError(f"n_timesteps must be >= 1, got {n_timesteps}")
+    if isinstance(n_timesteps, bool) or not isinstance(n_timesteps, int) or n_timesteps < 1:
+        raise ValueError(f"n_timesteps must be an integer >= 1, got {n_timesteps!r}")
+    if kind in ("poisson", "ternary", "tae") and not x.is_floating_point():
+        raise ValueError(f"encoding {kind!r} takes float images in [0, 1], got {x.dtype}; convert, e.g. "
+                         "x.float() / 255")
+    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+        raise ValueError(f"x: {int((~torch.isfinite(x)).sum())} values are NaN or infinite")
+    if kind == "poisson" and x.numel() and not (0.0 <= float(x.min()) and float(x.max()) <= 1.0):
+        raise ValueError(f"encoding 'poisson' takes probabilities in [0, 1], got {float(x.min()):g}.."
+                         f"{float(x.max()):g}")
     if kind in TEMPORAL_ENCODERS and (x.dim() != 5 or x.shape[1] != n_timesteps):
         raise ValueError(f"encoding {kind!r} needs event frames (N, T={n_timesteps}, C, H, W), got shape "
                          f"{tuple(x.shape)}; set n_timesteps to the dataset's frame count")

@@ -103,7 +103,7 @@ def run_epoch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConf
     model.train()
     start, n, loss_sum, correct = time.perf_counter(), len(y), 0.0, 0
     order = torch.randperm(n, generator=generator, device=generator.device).to(x.device)
-    batches = order.split(cfg.batch_size)
+    batches = epoch_batches(order, cfg.batch_size)
     for idx in progress_bar(batches, desc, progress, leave=False):
         inputs = encode(x[idx], cfg.n_timesteps, cfg.encoding, generator)
         loss, logits = (objective or cross_entropy_objective)(model, inputs, y[idx])
@@ -120,6 +120,41 @@ def run_epoch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConf
     return {"loss": loss_sum / n, "train_acc": correct / n, "seconds": time.perf_counter() - start}
 
 
+def epoch_batches(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+    """`order` split into batches of batch_size, a last batch of one sample joined to the one before (BatchNorm
+    in training mode needs two values per channel: with T = 1 a batch of one has one)."""
+    batches = list(order.split(batch_size))
+    if len(batches) > 1 and len(batches[-1]) == 1:
+        batches[-2:] = [torch.cat(batches[-2:])]
+    return batches
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    """Optimizer steps of one epoch over n samples (run_epoch's batches: a last batch of one joins the one before)."""
+    return len(epoch_batches(torch.arange(n), batch_size))
+
+
+def check_model_fits(model: nn.Module, dataset: Dataset, cfg: TrainConfig, device: torch.device) -> None:
+    """ValueError naming the dataset when `model` cannot run its inputs (one sample, in eval mode, no gradient;
+    the model's mode is restored) or outputs another number of classes than it has."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            x = dataset.x_train[:1].to(device)
+            logits = _readout(model, x, cfg, torch.Generator(device=device).manual_seed(0))  # global RNG untouched
+    except (RuntimeError, IndexError, ValueError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"model: cannot run dataset {dataset.name!r}'s inputs (per-sample shape "
+                         f"{tuple(dataset.in_shape)}): {first}") from None
+    finally:
+        functional.reset_net(model)
+        model.train(was_training)
+    if logits.dim() != 2 or logits.shape[1] != dataset.n_classes:
+        raise ValueError(f"model: outputs {tuple(logits.shape[1:])} per sample, dataset {dataset.name!r} has "
+                         f"{dataset.n_classes} classes; build the model with n_classes={dataset.n_classes}")
+
+
 def train(model: nn.Module, dataset: Dataset, cfg: TrainConfig, seed: int, device: Optional[torch.device] = None,
           progress: bool = True) -> list[dict]:
     """Train `model` in place on dataset's train split for cfg.epochs; returns per-epoch history dicts
@@ -127,16 +162,17 @@ def train(model: nn.Module, dataset: Dataset, cfg: TrainConfig, seed: int, devic
 
     Reproducible: the shuffle and Poisson spikes come from torch.Generator(seed) on the device; the weights are
     whatever the caller built (build_model(..., seed=...)). device: default_device() when None.
-    Raises ValueError (`check_dataset`) when cfg's encoding or n_timesteps does not fit the dataset.
+    Raises ValueError (`check_dataset`) when cfg's encoding or n_timesteps does not fit the dataset, and
+    (`check_model_fits`) when the model cannot run its inputs or outputs another number of classes.
     """
     check_dataset(dataset, cfg)
     device = device or default_device()
     model.to(device)
+    check_model_fits(model, dataset, cfg, device)
     x, y = dataset.x_train.to(device), dataset.y_train.to(device)
     generator = torch.Generator(device=device).manual_seed(seed)
     optimizer = make_optimizer(model.parameters(), cfg)
-    steps_per_epoch = -(-len(y) // cfg.batch_size)
-    scheduler = make_scheduler(optimizer, cfg, cfg.epochs * steps_per_epoch)
+    scheduler = make_scheduler(optimizer, cfg, cfg.epochs * steps_per_epoch(len(y), cfg.batch_size))
     history = []
     with torch_threads(cfg.num_threads):
         bar = progress_bar(range(cfg.epochs), f"train {dataset.name}", progress)

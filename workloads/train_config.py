@@ -2,6 +2,7 @@
 sections take their defaults from here. Free of torch, so a config validates without importing it."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 from typing import Optional
 
@@ -15,7 +16,8 @@ LR_SCHEDULES = ("cosine", "constant")
 class TrainConfig:
     """Training hyper-parameters (validated at construction; ValueError names the field).
 
-    epochs >= 0; batch_size >= 1; lr > 0; optimizer in OPTIMIZER_NAMES ("adam", "sgd"); momentum (SGD only) in
+    Integers (epochs, batch_size, n_timesteps, eval_batch_size, num_threads) must be ints, lr, momentum and
+    weight_decay finite numbers. epochs >= 0; batch_size >= 1; lr > 0; optimizer in OPTIMIZER_NAMES ("adam", "sgd"); momentum (SGD only) in
     [0, 1); weight_decay >= 0; n_timesteps T >= 1; encoding in workloads.encoding.ENCODERS; lr_schedule "cosine"
     (per-step cosine annealing to 0 over the run) or "constant"; eval_batch_size >= 1; num_threads: if set,
     torch.set_num_threads for the duration of train/evaluate only (restored afterwards), else the torch default.
@@ -37,6 +39,15 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         from workloads.encoding import ENCODERS  # torch: only when a config is built, not when defaults are read
+        for field in ("epochs", "batch_size", "n_timesteps", "eval_batch_size", "num_threads"):
+            value = getattr(self, field)
+            if not (value is None and field == "num_threads") and (isinstance(value, bool) or not isinstance(
+                    value, int)):
+                raise ValueError(f"TrainConfig.{field} must be an integer, got {value!r}")
+        for field in ("lr", "momentum", "weight_decay"):
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"TrainConfig.{field} must be a finite number, got {value!r}")
         checks = {"epochs": self.epochs >= 0, "batch_size": self.batch_size >= 1, "lr": self.lr > 0,
                   "momentum": 0 <= self.momentum < 1, "weight_decay": self.weight_decay >= 0,
                   "n_timesteps": self.n_timesteps >= 1, "eval_batch_size": self.eval_batch_size >= 1,

@@ -96,3 +96,16 @@ def test_encoding_rejects_bad_kind_and_timesteps():
         encode(torch.zeros(1, 1, 2, 2), 4, "latency")
     with pytest.raises(ValueError, match="n_timesteps"):
         encode(torch.zeros(1, 1, 2, 2), 0)
+    with pytest.raises(ValueError, match="n_timesteps must be an integer >= 1, got 2.0"):
+        encode(torch.zeros(1, 1, 2, 2), 2.0)
+    pixels = torch.tensor([0, 100, 200, 255], dtype=torch.uint8).reshape(1, 1, 2, 2)
+    for kind in ("poisson", "ternary", "tae"):  # tae's -1 spikes wrapped to 255 on uint8
+        with pytest.raises(ValueError, match=f"encoding '{kind}' takes float images in \\[0, 1\\], got torch.uint8"):
+            encode(pixels, 4, kind)
+    nan = torch.rand(2, 1, 2, 2)
+    nan[1, 0, 0, 0] = float("nan")
+    for kind in ("direct", "poisson", "ternary", "tae"):  # ternary and tae silenced the whole sample
+        with pytest.raises(ValueError, match="x: 1 values are NaN or infinite"):
+            encode(nan, 4, kind)
+    with pytest.raises(ValueError, match="encoding 'poisson' takes probabilities in \\[0, 1\\], got 0..2"):
+        encode(torch.tensor([[[[0.0, 2.0]]]]), 4, "poisson")

@@ -4,7 +4,7 @@ import torch
 from spikingjelly.activation_based import layer
 
 from workloads.models import build_model, count_parameters
-from workloads.train import TrainConfig, evaluate, predict_logits, train
+from workloads.train import TrainConfig, epoch_batches, evaluate, predict_logits, steps_per_epoch, train
 
 
 @pytest.mark.parametrize("hw", [28, 8])
@@ -48,6 +48,11 @@ def test_bad_model_arguments():
 def test_train_config_validation():
     with pytest.raises(ValueError, match="optimizer"):
         TrainConfig(optimizer="rmsprop")
+    for field, bad in (("epochs", 1.5), ("batch_size", 32.0), ("n_timesteps", True), ("num_threads", "2")):
+        with pytest.raises(ValueError, match=f"TrainConfig.{field} must be an integer, got {bad!r}"):
+            TrainConfig(**{field: bad})  # floats failed deep inside training
+    with pytest.raises(ValueError, match="TrainConfig.lr must be a finite number, got inf"):
+        TrainConfig(lr=float("inf"))  # trained to NaN weights
     with pytest.raises(ValueError, match="lr"):
         TrainConfig(lr=0.0)
     with pytest.raises(ValueError, match="encoding"):
@@ -87,3 +92,19 @@ def test_same_seed_same_weights(digits_ds):
         runs.append(model.state_dict())
     assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
     assert not all(torch.equal(runs[0][k], runs[2][k]) for k in runs[0])  # other shuffle and spikes
+
+
+def test_train_refuses_a_model_that_does_not_fit_the_dataset_before_any_step(digits_ds, fast_train_cfg):
+    wrong_classes = build_model("mnist_conv", digits_ds.in_shape, 3, seed=0)
+    with pytest.raises(ValueError, match=r"model: outputs \(3,\) per sample, dataset 'digits' has 10 classes"):
+        train(wrong_classes, digits_ds, fast_train_cfg, seed=0, progress=False)
+    wrong_input = build_model("mnist_conv", (3, 8, 8), 10, seed=0)
+    with pytest.raises(ValueError, match=r"model: cannot run dataset 'digits'.s inputs \(per-sample shape "
+                                         r"\(1, 8, 8\)\)"):
+        train(wrong_input, digits_ds, fast_train_cfg, seed=0, progress=False)
+
+
+def test_a_last_batch_of_one_sample_joins_the_batch_before():
+    assert [len(b) for b in epoch_batches(torch.arange(33), 32)] == [33]  # BatchNorm at T=1 needs two values
+    assert [len(b) for b in epoch_batches(torch.arange(34), 32)] == [32, 2] and len(epoch_batches(torch.arange(1), 32)) == 1
+    assert steps_per_epoch(33, 32) == 1 and steps_per_epoch(64, 32) == 2

@@ -15,7 +15,7 @@ from spikingjelly.activation_based.neuron import BaseNode
 from torch import nn
 from torch.nn.utils import parametrize
 
-from workloads.train import Objective, TrainConfig, make_optimizer, make_scheduler, run_epoch
+from workloads.train import Objective, TrainConfig, make_optimizer, make_scheduler, run_epoch, steps_per_epoch
 
 # Layers that carry a conv's channels unchanged to the next weighted layer.
 CHANNEL_PRESERVING = (nn.BatchNorm2d, BaseNode, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Dropout,
@@ -321,7 +321,7 @@ def finetune(model: nn.Module, x: torch.Tensor, y: torch.Tensor, train_cfg: Trai
         return []
     cfg = replace(train_cfg, epochs=epochs, lr=lr, optimizer=optimizer, lr_schedule="cosine")
     opt = make_optimizer(model.parameters(), cfg)
-    sched = make_scheduler(opt, cfg, epochs * -(-len(y) // cfg.batch_size))
+    sched = make_scheduler(opt, cfg, epochs * steps_per_epoch(len(y), cfg.batch_size))
     return [{"phase": phase, "epoch": e, **run_epoch(model, x, y, cfg, opt, generator, sched, after_backward,
                                                       progress=progress, desc=f"{phase} {e}", objective=objective)}
             for e in range(epochs)]

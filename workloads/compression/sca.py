@@ -19,7 +19,7 @@ from workloads.data import Dataset
 from workloads.models import count_parameters
 from workloads.neurons import charge_sequence
 from workloads.train import (OPTIMIZERS, TrainConfig, default_device, make_optimizer, make_scheduler, run_epoch,
-                             torch_threads)
+                             steps_per_epoch, torch_threads)
 
 
 # Reduction of |H| over a channel's H x W map: "sum" is the paper's L1 norm.
@@ -250,7 +250,7 @@ def _finetune(model, x, y, cfg: SCAConfig, train_cfg: TrainConfig, generator, pr
     ft = replace(train_cfg, epochs=cfg.finetune_epochs, lr=cfg.finetune_lr or cfg.lr, optimizer=cfg.optimizer,
                  lr_schedule="cosine")
     optimizer = make_optimizer(model.parameters(), ft)
-    scheduler = make_scheduler(optimizer, ft, ft.epochs * -(-len(y) // ft.batch_size))
+    scheduler = make_scheduler(optimizer, ft, ft.epochs * steps_per_epoch(len(y), ft.batch_size))
     convs = all_convs(model)
 
     def after_backward() -> None:
