@@ -43,6 +43,11 @@ def test_bad_model_arguments():
         build_model("mnist_conv", (1, 28, 28), 10, neuron="Izhikevich")
     with pytest.raises(ValueError, match="in_shape"):
         build_model("mnist_conv", (1, 30, 30), 10)
+    with pytest.raises(ValueError, match="neuron_options: unknown key 'reset_mode'; accepted keys: ternary, reset, "
+                                         "bits, shape"):  # was make_neuron's TypeError
+        build_model("mnist_conv", (1, 8, 8), 10, neuron_options={"reset_mode": "soft"})
+    with pytest.raises(ValueError, match="mlp_ratio 0.01 leaves the MLP of dim 16 no hidden unit"):
+        build_model("spikformer", (3, 8, 8), 10, depth=1, dim=16, heads=2, mlp_ratio=0.01)
 
 
 def test_train_config_validation():

@@ -4,14 +4,14 @@ All layers are SpikingJelly `layer.*` modules in step_mode "m": they take and re
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Optional
 
 from spikingjelly.activation_based import layer
 from spikingjelly.activation_based.neuron import BaseNode
 from torch import nn
 
-from workloads.neurons import make_neuron
+from workloads.neurons import NeuronOptions, make_neuron
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,12 @@ class NeuronSpec:
         return make_neuron(self.kind, self.tau, theta, **self.options)
 
     def check(self) -> None:
-        """Build one node to validate kind and options now; raises ValueError from make_neuron."""
+        """Build one node to validate kind and options now; raises ValueError from make_neuron, and naming an
+        option that is none of NeuronOptions' fields (listing them)."""
+        known = [f.name for f in fields(NeuronOptions)]
+        unknown = sorted(set(self.options) - set(known))
+        if unknown:
+            raise ValueError(f"neuron_options: unknown key {unknown[0]!r}; accepted keys: {', '.join(known)}")
         self()
 
 

@@ -151,12 +151,15 @@ class Spikformer(nn.Module):
 
 
 def check_sizes(depth: int, dim: int, heads: int, mlp_ratio: float, pool_after: Sequence[int]) -> None:
-    """Raise ValueError unless depth, heads, mlp_ratio > 0, dim is a positive multiple of 8 and of heads, and
-    pool_after holds tokenizer conv indices in 0..3 (the message names the values)."""
+    """Raise ValueError unless depth, heads, mlp_ratio > 0, dim is a positive multiple of 8 and of heads, the MLP
+    keeps a hidden unit (int(dim * mlp_ratio) >= 1), and pool_after holds tokenizer conv indices in 0..3 (the message names the values)."""
     if depth < 1 or heads < 1 or mlp_ratio <= 0:
         raise ValueError(f"depth, heads and mlp_ratio must be positive, got {depth}, {heads}, {mlp_ratio}")
     if dim < 8 or dim % 8 or dim % heads:
         raise ValueError(f"dim must be a positive multiple of 8 and of heads={heads}, got {dim}")
+    if int(dim * mlp_ratio) < 1:
+        raise ValueError(f"mlp_ratio {mlp_ratio} leaves the MLP of dim {dim} no hidden unit (int(dim * mlp_ratio) "
+                         "must be >= 1)")
     if not set(pool_after) <= {0, 1, 2, 3}:
         raise ValueError(f"pool_after must hold tokenizer conv indices in 0..3, got {tuple(pool_after)}")
 
