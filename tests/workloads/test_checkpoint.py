@@ -5,6 +5,7 @@ import json
 import os
 import pickle
 import shlex
+import zipfile
 
 import pytest
 import torch
@@ -84,6 +85,15 @@ def test_version_1_checkpoints_and_damaged_files_are_refused(tmp_path):
     _one_line_refusal(tmp_path / "v3.pt", "version 3 is not 2")
     with pytest.raises(FileNotFoundError):
         checkpoint.load(tmp_path / "absent.pt")
+    with zipfile.ZipFile(tmp_path / "ok.pt") as archive:  # flip one byte inside the largest stored tensor
+        member = max(archive.infolist(), key=lambda m: m.file_size if "/data/" in m.filename else -1)
+    head = member.header_offset  # its local header: 30 bytes, then the name and extra fields, then the data
+    names, extra = (int.from_bytes(data[head + i:head + i + 2], "little") for i in (26, 28))
+    flipped = bytearray(data)
+    flipped[head + 30 + names + extra + 8] ^= 0x01
+    (tmp_path / "flip.pt").write_bytes(bytes(flipped))
+    _one_line_refusal(tmp_path / "flip.pt", "fails its CRC check")  # torch's reader loaded it with one weight off
+    _one_line_refusal(tmp_path, "is a folder, not a checkpoint file")
 
 
 @pytest.mark.parametrize("edit, match", [
