@@ -97,9 +97,12 @@ class TraceWriter:
         for name in ("labels", "predictions"):
             if getattr(self, name) and getattr(batch, name) is None:
                 raise ValueError(f"trace batch: {name} missing (the writer was opened with {name}=True)")
-        for name in self.activity:
+        for name, size in self.activity.items():
             if name not in batch.activity:
                 raise ValueError(f"trace batch: activity of {name!r} missing (the writer records it)")
+            if np.shape(batch.activity[name])[-1] != n_bytes(size):
+                raise ValueError(f"trace batch: activity rows of {name!r} are {np.shape(batch.activity[name])[-1]} "
+                                 f"bytes, the writer's {size} neurons pack into {n_bytes(size)}")
         self._adopt(batch)
         self._cols["offsets"].append(np.asarray(batch.offsets[1:]) + self._base)
         self._cols["indices"].append(batch.indices)
@@ -151,7 +154,10 @@ class TraceWriter:
 
 
 def write_trace(path: str | os.PathLike, trace: EventTrace, batch_samples: int = 256) -> None:
-    """Write a whole in-memory `trace` as a trace folder (TraceWriter), batch_samples samples at a time."""
+    """Write a whole in-memory `trace` as a trace folder (TraceWriter), batch_samples samples at a time (an integer
+    >= 1, else ValueError naming it)."""
+    if isinstance(batch_samples, bool) or not isinstance(batch_samples, (int, np.integer)) or batch_samples < 1:
+        raise ValueError(f"batch_samples: {batch_samples!r} must be an integer >= 1")
     sizes = {name: 8 * np.shape(a)[-1] for name, a in trace.activity.items()}  # row bytes are what is kept
     with TraceWriter(path, list(trace.populations), trace.n_timesteps, trace.values is not None,
                      trace.labels is not None, trace.predictions is not None, sizes, trace.graph_fingerprint,

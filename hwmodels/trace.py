@@ -645,9 +645,13 @@ class EventTrace:
         for s in range(self.n_samples):
             yield self.sample_view(s)
 
-    def select(self, samples: slice | np.ndarray) -> "EventTrace":
-        """A new trace with only the given samples (copies)."""
-        picked = np.arange(self.n_samples)[samples]
+    def select(self, samples: int | slice | np.ndarray) -> "EventTrace":
+        """A new trace with only the given samples (copies): an index, a slice, an index array or a bool mask over
+        the samples (numpy indexing: IndexError out of range). ValueError when nothing is selected (e.g. a mask
+        of no sample), naming how many samples the trace has."""
+        picked = np.atleast_1d(np.arange(self.n_samples)[samples])
+        if not picked.size:
+            raise ValueError(f"samples: the selection picks none of the trace's {self.n_samples} samples")
         return concat_traces([self.sample_view(int(s)) for s in picked])
 
     @classmethod

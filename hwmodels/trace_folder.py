@@ -52,7 +52,11 @@ def _folder_meta(path: Path) -> dict:
         raise ValueError(f"{file_name(meta_path)}: is a symlink; a trace folder's meta.json must be a file inside it")
     if not meta_path.is_file():
         raise FileNotFoundError(f"{file_name(meta_path)}: missing; {file_name(path)} is not a complete trace folder")
-    meta = decode_meta(meta_path.read_bytes(), file_name(meta_path), "event trace", TRACE_META)
+    try:
+        raw = meta_path.read_bytes()
+    except OSError as exc:  # e.g. not readable by this user
+        raise ValueError(f"{file_name(meta_path)}: cannot be read ({exc.strerror or type(exc).__name__})") from None
+    meta = decode_meta(raw, file_name(meta_path), "event trace", TRACE_META)
     if meta["format_version"] not in TRACE_VERSIONS_READ:
         raise ValueError(f"{file_name(meta_path)}: format_version {quote(meta['format_version'])} is not one of "
                          f"{', '.join(map(str, TRACE_VERSIONS_READ))}")

@@ -52,6 +52,15 @@ def test_writer_rejects_mismatched_batches_and_incomplete_folders(tmp_path, rng)
     w.close()
     with pytest.raises(FileExistsError):
         TraceWriter(tmp_path / "t", ["in", "h"], 4)
+    batch = _batch(rng, 2)
+    act = EventTrace.from_dense({n: rng.random((2, 4, k)) < 0.3 for n, k in (("in", 1024), ("h", 64), ("out", 10))},
+                                activity={"h": rng.random((2, 5, 64)) < 0.5})
+    w = TraceWriter(tmp_path / "a", ["in", "h", "out"], 4, activity={"h": 7})  # 7 neurons: 1-byte rows, not 8
+    with pytest.raises(ValueError, match="activity rows of 'h' are 8 bytes, the writer's 7 neurons pack into 1"):
+        w.append(act)  # it wrote a folder EventTrace.open refused
+    w.close()
+    with pytest.raises(ValueError, match="batch_samples: 0 must be an integer >= 1"):
+        write_trace(tmp_path / "b", batch, batch_samples=0)
 
 
 def test_writer_takes_the_graph_fingerprint_at_close(tmp_path, rng):
@@ -102,3 +111,16 @@ def test_ten_thousand_samples_stream_with_bounded_memory(tmp_path, rng):
     assert per_sample <= 16 * 8 * trace.n_samples and peak - per_sample < trace_bytes / 8
     assert a.energy_j == b.energy_j and a.latency_s == b.latency_s
     assert r.spikes == pytest.approx(trace.counts().sum() / 10_000, rel=1e-12)
+
+
+def test_an_unreadable_meta_json_is_a_one_line_error_naming_it(tmp_path, rng, monkeypatch):
+    write_trace(tmp_path / "t", _batch(rng, 2))
+    real = type(tmp_path).read_bytes
+
+    def refuse(self):
+        if self.name == "meta.json":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self)
+    monkeypatch.setattr(type(tmp_path), "read_bytes", refuse)  # as for a user who may not read it
+    with pytest.raises(ValueError, match=r"meta.json: cannot be read \(Permission denied\)"):
+        open_trace(tmp_path / "t")

@@ -270,3 +270,11 @@ def test_a_graph_that_saves_also_loads(tmp_path):
     g.metadata["bad"] = object()
     with pytest.raises(ValueError, match="graph.metadata: object of type object is not JSON serializable"):
         g.save(tmp_path / "g2.npz")
+
+
+def test_select_takes_an_index_and_names_an_empty_selection():
+    tr = EventTrace.from_dense({"a": np.eye(3, dtype=bool).reshape(3, 1, 3)}, labels=np.array([0, 1, 2]))
+    one = tr.select(1)  # an index: a one-sample trace (was "'numpy.int64' object is not iterable")
+    assert one.n_samples == 1 and one.labels.tolist() == [1] and one.spikes(0, 0, "a").indices.tolist() == [1]
+    with pytest.raises(ValueError, match="samples: the selection picks none of the trace's 3 samples"):
+        tr.select(tr.labels == 9)  # was "concat_traces: needs at least one trace"

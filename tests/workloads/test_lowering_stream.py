@@ -43,7 +43,12 @@ def test_out_is_checked_before_any_work(tmp_path):
         lower(net, x, out=tmp_path / "taken")
     with pytest.raises(ValueError, match="out: the parent folder of .* does not exist"):
         lower(net, x, out=tmp_path / "no" / "trace")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")  # failed at the final rename, after the recording
+    with pytest.raises(ValueError, match="out: .*dangling.* exists already"):
+        lower(net, x, out=tmp_path / "dangling")
+    with pytest.raises(ValueError, match=r"out: the name 'bbbb.*is too long \(240 bytes; at most 237 here\)"):
+        lower(net, x, out=tmp_path / ("b" * 240))  # a plain mkdir takes it; the temporary name did not fit
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dangling", "taken"]
 
 
 def test_a_failed_recording_leaves_no_folder(tmp_path):

@@ -18,14 +18,28 @@ from hwmodels.trace import EventTrace, NetworkGraph
 from workloads.lowering.events import join_arrays
 
 
+#: characters the temporary folder's name adds to the trace folder's (new_folder: "." + ".partial-" + 8 random)
+_PARTIAL_EXTRA = 1 + len(".partial-") + 8
+
+
 def check_out(out: str | os.PathLike) -> Path:
     """The trace folder `out` as a Path, checked before any work. Raises ValueError (one line) when it exists
-    already or its parent folder does not exist."""
+    already (a symbolic link too, even a dangling one), its parent folder does not exist or this user cannot
+    create folders in it, or its name is too long for the temporary folder it is written in first."""
     path = Path(out)
-    if path.exists():
+    if os.path.lexists(path):
         raise ValueError(f"out: {str(path)!r} exists already; give a new trace folder")
     if not path.parent.is_dir():
         raise ValueError(f"out: the parent folder of {str(path)!r} does not exist")
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise ValueError(f"out: cannot create a folder in {str(path.parent)!r} (not writable by this user)")
+    try:
+        limit = os.pathconf(path.parent, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = 255
+    if len(os.fsencode(path.name)) + _PARTIAL_EXTRA > limit:
+        raise ValueError(f"out: the name {path.name[:40]!r}... is too long ({len(os.fsencode(path.name))} bytes; at "
+                         f"most {limit - _PARTIAL_EXTRA} here)")
     return path
 
 
