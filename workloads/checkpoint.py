@@ -161,11 +161,26 @@ def load(path: str | os.PathLike) -> dict:
     return out
 
 
+def _check_modules(model: nn.Module, saved: nn.Module, path) -> None:
+    """ValueError naming the first module of `model` whose class or settings (extra_repr: a neuron's threshold,
+    tau, reset, a layer's stride ...) differ from the checkpoint's module `saved` at the same place."""
+    mine, theirs = list(model.named_modules()), list(saved.named_modules())
+    for (name, a), (_, b) in zip(mine, theirs):
+        if type(a) is not type(b) or a.extra_repr() != b.extra_repr():
+            raise ValueError(f"checkpoint {path}: architecture mismatch at module {name or '(the model)'!r}: "
+                             f"{type(a).__name__}({a.extra_repr()[:80]}), checkpoint {type(b).__name__}"
+                             f"({b.extra_repr()[:80]})")
+    if len(mine) != len(theirs):
+        raise ValueError(f"checkpoint {path}: architecture mismatch: model has {len(mine)} modules, checkpoint "
+                         f"{len(theirs)}")
+
+
 def load_into(model: nn.Module, path: str | os.PathLike) -> dict:
     """Copy a checkpoint's weights into `model` after checking that the architectures match.
 
     Raises ValueError naming the first parameter whose name or shape differs (e.g. a pruned checkpoint loaded
-    into the dense architecture), and what `load` raises. Returns the checkpoint payload (see `load`).
+    into the dense architecture), or the first module whose class or settings differ (a LIF checkpoint into an
+    IF model, another threshold or tau), and what `load` raises. Returns the checkpoint payload (see `load`).
     """
     payload = load(path)
     want, got = signature(model), payload["signature"]
@@ -176,5 +191,6 @@ def load_into(model: nn.Module, path: str | os.PathLike) -> dict:
     if len(want) != len(got):
         raise ValueError(f"checkpoint {path}: architecture mismatch: model has {len(want)} tensors, "
                          f"checkpoint {len(got)}")
+    _check_modules(model, payload["model"], path)
     model.load_state_dict(payload["model"].state_dict())
     return payload

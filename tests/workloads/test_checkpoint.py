@@ -37,6 +37,11 @@ def test_round_trip_and_mismatch(tmp_path):
     wrong = build_model("mnist_conv", (1, 28, 28), 10, seed=3)  # FC input 32*7*7 instead of 32*2*2
     with pytest.raises(ValueError, match="architecture mismatch at '.*weight'"):
         checkpoint.load_into(wrong, path)
+    for kwargs, where in (({"neuron": "IF"}, "'2': IFNode"),
+                          ({"v_threshold": 0.25}, "'2': LIFNode\\(v_threshold=0.25")):
+        other = build_model("mnist_conv", (1, 8, 8), 10, seed=3, **kwargs)  # same tensors, other neurons
+        with pytest.raises(ValueError, match=f"architecture mismatch at module {where}"):
+            checkpoint.load_into(other, path)  # loaded silently before
     assert not list(tmp_path.glob("*.tmp"))
 
 

@@ -111,5 +111,6 @@ def test_train_refuses_a_model_that_does_not_fit_the_dataset_before_any_step(dig
 
 def test_a_last_batch_of_one_sample_joins_the_batch_before():
     assert [len(b) for b in epoch_batches(torch.arange(33), 32)] == [33]  # BatchNorm at T=1 needs two values
-    assert [len(b) for b in epoch_batches(torch.arange(34), 32)] == [32, 2] and len(epoch_batches(torch.arange(1), 32)) == 1
+    assert [len(b) for b in epoch_batches(torch.arange(34), 32)] == [32, 2]
+    assert len(epoch_batches(torch.arange(1), 32)) == 1
     assert steps_per_epoch(33, 32) == 1 and steps_per_epoch(64, 32) == 2

@@ -152,7 +152,8 @@ class Spikformer(nn.Module):
 
 def check_sizes(depth: int, dim: int, heads: int, mlp_ratio: float, pool_after: Sequence[int]) -> None:
     """Raise ValueError unless depth, heads, mlp_ratio > 0, dim is a positive multiple of 8 and of heads, the MLP
-    keeps a hidden unit (int(dim * mlp_ratio) >= 1), and pool_after holds tokenizer conv indices in 0..3 (the message names the values)."""
+    keeps a hidden unit (int(dim * mlp_ratio) >= 1), and pool_after holds tokenizer conv indices in 0..3 (the
+    message names the values)."""
     if depth < 1 or heads < 1 or mlp_ratio <= 0:
         raise ValueError(f"depth, heads and mlp_ratio must be positive, got {depth}, {heads}, {mlp_ratio}")
     if dim < 8 or dim % 8 or dim % heads:
