@@ -18,9 +18,10 @@ class TrainConfig:
 
     Integers (epochs, batch_size, n_timesteps, eval_batch_size, num_threads) must be ints, lr, momentum and
     weight_decay finite numbers. epochs >= 0; batch_size >= 1; lr > 0; optimizer in OPTIMIZER_NAMES ("adam",
-    "sgd"); momentum (SGD only) in [0, 1); weight_decay >= 0; n_timesteps T >= 1; encoding in workloads.encoding.ENCODERS; lr_schedule "cosine"
-    (per-step cosine annealing to 0 over the run) or "constant"; eval_batch_size >= 1; num_threads: if set,
-    torch.set_num_threads for the duration of train/evaluate only (restored afterwards), else the torch default.
+    "sgd"); momentum (SGD only) in [0, 1); weight_decay >= 0; n_timesteps T >= 1; encoding in
+    workloads.encoding.ENCODERS; lr_schedule "cosine" (per-step cosine annealing to 0 over the run) or "constant";
+    eval_batch_size >= 1; num_threads: if set, torch.set_num_threads for the duration of train/evaluate only
+    (restored afterwards), else the torch default.
     Defaults (Adam 5e-3, batch 64, 8 epochs, T=4, direct) reach ~97 % on mnist5k with the default model in
     about 35 s of training on 2 idle CPU cores.
     """
