@@ -4,6 +4,7 @@ potential before reset H[t], which SCA pruning needs (SpikingJelly's fused kerne
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence, Union
 
@@ -255,12 +256,12 @@ def make_neuron(name: str, tau: float = 2.0, v_threshold: float = 1.0, *, ternar
             raise ValueError(f"{field}: not accepted by neuron {name!r} (accepts {', '.join(accepted) or 'none'})")
     if reset not in RESETS:
         raise ValueError(f"reset must be one of {list(RESETS)}, got {reset!r}")
-    if bits is not None and not 2 <= int(bits) <= 16:
-        raise ValueError(f"bits must be in 2..16, got {bits}")
-    if name != "IF" and not tau > 1.0:
-        raise ValueError(f"tau must be > 1 for {name}, got {tau}")
-    if not v_threshold > 0:
-        raise ValueError(f"v_threshold must be > 0, got {v_threshold}")
+    if bits is not None and (isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= 16):
+        raise ValueError(f"bits must be an integer in 2..16, got {bits!r}")  # 2.7 became 2 bits
+    if name != "IF" and not (tau > 1.0 and math.isfinite(tau)):
+        raise ValueError(f"tau must be a finite number > 1 for {name}, got {tau}")
+    if not (v_threshold > 0 and math.isfinite(v_threshold)):
+        raise ValueError(f"v_threshold must be a finite number > 0, got {v_threshold}")  # inf never fires
     return build(float(tau), float(v_threshold), opts)
 
 

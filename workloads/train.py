@@ -162,10 +162,15 @@ def train(model: nn.Module, dataset: Dataset, cfg: TrainConfig, seed: int, devic
 
     Reproducible: the shuffle and Poisson spikes come from torch.Generator(seed) on the device; the weights are
     whatever the caller built (build_model(..., seed=...)). device: default_device() when None.
-    Raises ValueError (`check_dataset`) when cfg's encoding or n_timesteps does not fit the dataset, and
-    (`check_model_fits`) when the model cannot run its inputs or outputs another number of classes.
+    Raises ValueError (`check_dataset`) when cfg's encoding or n_timesteps does not fit the dataset, for a seed
+    that is not an integer or a dataset without training samples, and (`check_model_fits`) when the model cannot
+    run its inputs or outputs another number of classes.
     """
     check_dataset(dataset, cfg)
+    if isinstance(seed, bool) or not hasattr(seed, "__index__"):  # an int or a numpy integer
+        raise ValueError(f"seed must be an integer, got {seed!r}")
+    if len(dataset.y_train) == 0:
+        raise ValueError(f"dataset {dataset.name!r} has no training samples")
     device = device or default_device()
     model.to(device)
     check_model_fits(model, dataset, cfg, device)

@@ -30,6 +30,9 @@ def test_factory_kinds_are_multi_step_nodes(kind, kwargs, cls):
     ("Izhikevich", {}, "neuron"), ("LIF", {"bits": 4}, "bits"), ("QLIF", {"shape": (3,)}, "shape"),
     ("PLIF", {"ternary": True}, "ternary"), ("LIF", {"reset": "zero"}, "reset"), ("QLIF", {"bits": 1}, "bits"),
     ("QLIF", {"bits": 17}, "bits"), ("sLIF", {"tau": 1.0}, "tau"), ("LIF", {"v_threshold": 0.0}, "v_threshold"),
+    ("QLIF", {"bits": 2.7}, "bits must be an integer in 2..16, got 2.7"),  # became 2 bits
+    ("QLIF", {"bits": "4"}, "bits must be an integer"), ("LIF", {"tau": float("inf")}, "tau must be a finite"),
+    ("IF", {"v_threshold": float("inf")}, "v_threshold must be a finite number > 0"),  # never fired
 ])
 def test_factory_rejects_bad_arguments(kind, kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -1,4 +1,6 @@
 """Models, training and evaluation: shapes, parameter count by hand, exact accuracy, learning and reproducibility."""
+import dataclasses
+
 import pytest
 import torch
 from spikingjelly.activation_based import layer
@@ -46,6 +48,12 @@ def test_bad_model_arguments():
     with pytest.raises(ValueError, match="neuron_options: unknown key 'reset_mode'; accepted keys: ternary, reset, "
                                          "bits, shape"):  # was make_neuron's TypeError
         build_model("mnist_conv", (1, 8, 8), 10, neuron_options={"reset_mode": "soft"})
+    with pytest.raises(ValueError, match="n_classes must be an integer >= 2, got 2.5"):
+        build_model("mnist_conv", (1, 8, 8), 2.5)
+    with pytest.raises(ValueError, match="in_shape must hold integers"):
+        build_model("mnist_conv", (1, 8.0, 8), 10)
+    with pytest.raises(ValueError, match="neuron_options: shape fixes one threshold shape for every layer"):
+        build_model("mnist_conv", (1, 8, 8), 10, neuron="sLIF", neuron_options={"shape": (16, 8, 8)})
     with pytest.raises(ValueError, match="mlp_ratio 0.01 leaves the MLP of dim 16 no hidden unit"):
         build_model("spikformer", (3, 8, 8), 10, depth=1, dim=16, heads=2, mlp_ratio=0.01)
 
@@ -107,6 +115,15 @@ def test_train_refuses_a_model_that_does_not_fit_the_dataset_before_any_step(dig
     with pytest.raises(ValueError, match=r"model: cannot run dataset 'digits'.s inputs \(per-sample shape "
                                          r"\(1, 8, 8\)\)"):
         train(wrong_input, digits_ds, fast_train_cfg, seed=0, progress=False)
+
+
+def test_train_names_a_seed_that_is_no_integer_and_an_empty_training_set(digits_ds, fast_train_cfg):
+    model = build_model("mnist_conv", digits_ds.in_shape, 10, seed=0)
+    with pytest.raises(ValueError, match="seed must be an integer, got None"):  # was torch's manual_seed error
+        train(model, digits_ds, fast_train_cfg, seed=None, progress=False)
+    empty = dataclasses.replace(digits_ds, x_train=digits_ds.x_train[:0], y_train=digits_ds.y_train[:0])
+    with pytest.raises(ValueError, match="dataset 'digits' has no training samples"):  # was a ZeroDivisionError
+        train(model, empty, fast_train_cfg, seed=0, progress=False)
 
 
 def test_a_last_batch_of_one_sample_joins_the_batch_before():

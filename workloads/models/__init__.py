@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 from typing import Callable, Optional, Sequence
 
+import numpy as np
 import torch
 from spikingjelly.activation_based import functional
 from torch import nn
@@ -50,8 +51,10 @@ def _check(name: str, in_shape: Sequence[int], n_classes: int, options: dict) ->
             raise ValueError(f"option {key!r} is not accepted by model {name!r}; accepted: {sorted(accepted)}")
     if len(in_shape) != 3 or min(in_shape) < 1:
         raise ValueError(f"in_shape must be (C, H, W) with positive sizes, got {tuple(in_shape)}")
-    if n_classes < 2:
-        raise ValueError(f"n_classes must be >= 2, got {n_classes}")
+    if any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) for v in in_shape):
+        raise ValueError(f"in_shape must hold integers, got {tuple(in_shape)}")
+    if isinstance(n_classes, bool) or not isinstance(n_classes, (int, np.integer)) or n_classes < 2:
+        raise ValueError(f"n_classes must be an integer >= 2, got {n_classes!r}")
 
 
 def build_model(name: str, in_shape: Sequence[int], n_classes: int, neuron: str = "LIF", tau: float = 2.0,
@@ -68,6 +71,9 @@ def build_model(name: str, in_shape: Sequence[int], n_classes: int, neuron: str 
     (each model states its spatial constraint) or n_classes < 2.
     """
     _check(name, in_shape, n_classes, options)
+    if (neuron_options or {}).get("shape") is not None:
+        raise ValueError("neuron_options: shape fixes one threshold shape for every layer; build_model sizes each "
+                         "sLIF layer's thresholds itself (leave shape out)")
     sn = NeuronSpec(neuron, float(tau), float(v_threshold), dict(neuron_options or {}))
     sn.check()
     if seed is None:
