@@ -64,6 +64,16 @@ def check_out_path(out: Optional[Path], force: bool = False) -> None:
         raise FileExistsError(f"--out: '{out}' exists; pass --force to overwrite it")
 
 
+def check_out_inputs(out: Optional[Path], graph: Path, trace: Path) -> None:
+    """ValueError when --out would write over the graph or trace file it reads, or into the trace folder (even with
+    --force: the inputs are never replaced)."""
+    if out is None:
+        return
+    target, inputs = out.resolve(), (graph.resolve(), trace.resolve())
+    if target in inputs or (trace.is_dir() and trace.resolve() in target.parents):
+        raise ValueError(f"--out: '{out}' is (or is inside) an input of this simulation; give another file name")
+
+
 def _plain(value):
     """A JSON-safe scalar: numpy numbers as Python numbers, NaN and inf as None."""
     value = value.item() if hasattr(value, "item") else value
@@ -261,6 +271,7 @@ def simulate(graph: Path = typer.Argument(..., help="lowered graph .npz (e.g. re
     console = make_console()
     try:
         check_out_path(out, force)
+        check_out_inputs(out, graph, trace)
         sim, name, title = run_simulation(console, graph, trace, preset, set_, model, placement, semantics,
                                           progress=not as_json)
     except (ValueError, OSError, KeyError) as exc:

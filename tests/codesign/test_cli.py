@@ -286,6 +286,9 @@ def test_simulate_out_keeps_an_existing_file_unless_forced_and_never_replaces_a_
     assert result.exit_code == 2 and len(result.stderr.splitlines()) == 1
     assert result.stderr.startswith(f"error: --out: '{fifo}' exists and is not a regular file")
     assert fifo.is_fifo()
+    for inside in (folder / "g.npz", folder / "t.npz"):  # the inputs are never replaced, even with --force
+        result = _simulate(folder, "--out", str(inside), "--force")
+        assert result.exit_code == 2 and "is (or is inside) an input of this simulation" in result.stderr
     dangling = tmp_path / "link.json"
     dangling.symlink_to(tmp_path / "nowhere.json")  # a link is never replaced, even one whose target is missing
     result = _simulate(folder, "--out", str(dangling), "--force")
