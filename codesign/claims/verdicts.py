@@ -106,7 +106,8 @@ def point_samples(run_dir: str | Path) -> SamplesOf:
 
 
 def select(df: pd.DataFrame, where: dict[str, Any]) -> pd.DataFrame:
-    """Rows whose columns equal the given values (a list value means any of them). Missing column -> no rows.
+    """Rows whose columns equal the given values (a list value means any of them; null matches an empty cell; a
+    quoted number matches a numeric column's number). Missing column -> no rows.
     A wanted value that is itself a list or mapping (a list-valued axis such as model.options.pool_after: [[0]]
     means the value [0]) matches the column's text, as results.csv stores it ("[0]")."""
     mask = pd.Series(True, index=df.index)
@@ -117,8 +118,21 @@ def select(df: pd.DataFrame, where: dict[str, Any]) -> pd.DataFrame:
         if any(isinstance(v, (list, dict)) for v in values):
             mask &= df[col].astype(str).isin([str(v) for v in values])
         else:
-            mask &= df[col].isin(values)
+            numeric = pd.api.types.is_numeric_dtype(df[col])
+            values = [_number_or_text(v) if numeric else v for v in values]
+            hit = df[col].isin([v for v in values if v is not None])
+            mask &= hit | df[col].isna() if None in values else hit  # null matches an empty (NaN) cell
     return df[mask]
+
+
+def _number_or_text(value: Any) -> Any:
+    """A selector value for a numeric column: a string holding a number (YAML '0.5' quoted) as that number."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 def pairs(a: pd.DataFrame, b: pd.DataFrame, claim: Claim) -> list[tuple[pd.DataFrame, pd.DataFrame]]:

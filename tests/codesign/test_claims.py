@@ -258,3 +258,14 @@ def test_select_matches_list_valued_axes_by_their_text():
     assert select(df, {"model.options.pool_after": [[0, 1]], "method": "dense"}).index.tolist() == [1]
     assert select(df, {"model.options.pool_after": [[0], [0, 1]]}).index.tolist() == [0, 1, 2]
     assert select(df, {"model.options.pool_after": [[1]]}).empty
+
+
+def test_select_reads_a_quoted_number_as_the_number_and_null_as_an_empty_cell():
+    """YAML `ratio: "0.5"` is a string; it matched nothing (an UNDECIDED claim). `error: null` selects the points
+    without an error (an empty cell), which matched nothing either."""
+    from codesign.claims.verdicts import select
+
+    df = pd.DataFrame({"ratio": [0.0, 0.5, 0.5], "error": [None, "does not fit", None], "method": ["sca"] * 3})
+    assert select(df, {"ratio": "0.5"}).index.tolist() == [1, 2]
+    assert select(df, {"ratio": ["0", 0.5], "error": None}).index.tolist() == [0, 2]
+    assert select(df, {"method": "0.5"}).empty  # a text column keeps text
