@@ -118,6 +118,7 @@ def sweep(spec: Optional[Path] = typer.Argument(None, help="YAML sweep spec (bas
           workers: Optional[int] = typer.Option(None, "--workers", help="local dask workers (0 = serial)"),
           scheduler: Optional[str] = typer.Option(None, "--scheduler", help="dask scheduler, e.g. tcp://host:8786"),
           resume: bool = typer.Option(False, "--resume", help="continue the run folder named by run_name"),
+          no_progress: bool = typer.Option(False, "--no-progress", help="hide the progress bar"),
           debug: bool = typer.Option(False, "--debug", help="show tracebacks")) -> None:
     """Evaluate every point of a grid over the spec's axes (methods, ratios, bits, chip presets and overrides).
 
@@ -133,7 +134,7 @@ def sweep(spec: Optional[Path] = typer.Argument(None, help="YAML sweep spec (bas
     extra = _execution_overrides(workers, scheduler)
     try:
         from codesign.execute.sweep import sweep as run_sweep
-        with progress_bar(console, "design points") as update:
+        with progress_bar(console, "design points", enabled=not no_progress) as update:
             result = run_sweep(load_spec(spec, [*set_, *extra]), resume=resume, log=text_log(console),
                                on_point=update)
     except (ValueError, OSError) as exc:
@@ -149,6 +150,7 @@ def search(spec: Optional[Path] = typer.Argument(None, help="YAML sweep spec wit
                                                  "(0 = serial)"),
            scheduler: Optional[str] = typer.Option(None, "--scheduler", help="dask scheduler, e.g. tcp://host:8786"),
            resume: bool = typer.Option(False, "--resume", help="continue the study of the run named by run_name"),
+           no_progress: bool = typer.Option(False, "--no-progress", help="hide the progress bar"),
            debug: bool = typer.Option(False, "--debug", help="show tracebacks")) -> None:
     """Multi-objective optuna search (NSGA-II or TPE) with the simulator in the loop; writes the Pareto front.
 
@@ -165,7 +167,7 @@ def search(spec: Optional[Path] = typer.Argument(None, help="YAML sweep spec wit
     set_ = [*set_, *_execution_overrides(workers, scheduler)]
     try:
         from codesign.execute.search import search as run_search
-        with progress_bar(console, "trials") as update:
+        with progress_bar(console, "trials", enabled=not no_progress) as update:
             result = run_search(load_spec(spec or default_search_path(), set_), resume=resume,
                                 log=text_log(console), on_trial=update)
     except (ValueError, OSError) as exc:

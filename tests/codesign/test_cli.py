@@ -146,6 +146,12 @@ def test_user_values_print_as_text_and_tables_whole_off_a_terminal(fake_pipeline
     assert "\u2026" not in result.stdout and "\x1b[" not in result.stdout
 
 
+@pytest.mark.parametrize("command", ["run", "sweep", "search"])
+def test_every_pipeline_takes_no_progress(fake_pipelines, command):
+    result = CliRunner().invoke(app, [command, "--no-progress"])  # sweep and search had no such option
+    assert result.exit_code == 0, result.output
+
+
 def test_error_line_keeps_brackets(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     runner = CliRunner()
