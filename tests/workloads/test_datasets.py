@@ -229,6 +229,9 @@ def test_event_arrays_are_checked_put_in_time_order_and_errors_name_the_file(tmp
         np.savez(tmp_path / f"b{i}.npz", **{**good, **edit})
         with pytest.raises(ValueError, match=f"event file {re.escape(str(tmp_path / f'b{i}.npz'))}: .*{needle}"):
             read_npz_events(tmp_path / f"b{i}.npz")
+    (tmp_path / "e.aedat").write_bytes(b"")  # an empty file: refused as the empty .npz is
+    with pytest.raises(ValueError, match="e.aedat: is empty"):
+        read_aedat2_cifar10dvs(tmp_path / "e.aedat")
     (tmp_path / "d.aedat").mkdir()  # a folder where a recording is expected
     with pytest.raises(ValueError, match=f"event file {re.escape(str(tmp_path / 'd.aedat'))}: cannot be read"):
         read_aedat2_cifar10dvs(tmp_path / "d.aedat")

@@ -91,6 +91,8 @@ def read_aedat2_cifar10dvs(path: Path) -> Events:
     x = 127 - y_raw, y = 127 - x_raw, p = 1 - p_raw, so these files and SpikingJelly's .npz of them agree.
     Raises ValueError naming the file when the body is not a whole number of 8-byte events."""
     data = Path(path).read_bytes()
+    if not data:
+        raise ValueError(f"event file {path}: is empty (an AEDAT 2.0 recording starts with its '#!AER-DAT' header)")
     pos = 0
     while data[pos:pos + 1] == b"#":
         end = data.find(b"\n", pos)
