@@ -371,12 +371,14 @@ def _unit_leaves(unit: Unit, fields: dict[str, str]) -> list[Leaf]:
 
 
 def _synapses(units: list[Unit], where: str, dropped: list[str]) -> list[Leaf]:
-    """synop_energy_j / synop_latency_s per storage format, from the synapse units by the format word in their
-    names (one unit: every format; an unnamed unit: the formats no unit names)."""
+    """synop_energy_j / synop_latency_s per storage format, from the synapse units by the format word their names
+    hold (case-insensitive, anywhere in the name: 'conv2d', 'DenseSynapse'; one unit: every format; a unit named
+    by no format word: dense, sparse or conv where no unit names them, and listed in `dropped` when all three are
+    named; bitmap without a unit of its own takes sparse's cost, ChipSpec's rule)."""
     by_format: dict[str, Unit] = {}
     rest = []
     for u in units:
-        words = set(re.split(r"[^a-z0-9]+", u.name.lower())) & set(FORMAT_WORDS)
+        words = {w for w in FORMAT_WORDS if w in u.name.lower()}
         if len(words) > 1 and len(units) > 1:
             raise ValueError(f"{u.where}: the name holds the format words {', '.join(sorted(words))}; name one")
         if len(words) == 1 and len(units) > 1:
@@ -392,6 +394,10 @@ def _synapses(units: list[Unit], where: str, dropped: list[str]) -> list[Leaf]:
         if fmt not in by_format and default is None:
             raise ValueError(f"{where}.synapse: no unit for storage format {fmt!r} (name one '..._{fmt}_...' or "
                              "add a unit named by no format word)")
+    if default is not None and all(fmt in by_format for fmt in ("dense", "sparse", "conv")):
+        dropped.append(f"synapse {default.name!r}: every storage format has a unit named for it (bitmap without "
+                       "one takes sparse's cost)")
+    for fmt in ("dense", "sparse", "conv"):
         by_format.setdefault(fmt, default)
     return [_leaf(f"core.synop_{field}.{fmt}", u.costs[attr], f"{u.where} {attr}")
             for field, attr in (("energy_j", "energy_process_spike"), ("latency_s", "latency_process_spike"))

@@ -204,6 +204,15 @@ def test_synapse_units_serve_storage_formats_by_name(tmp_path):
     assert chip.core.synop_energy_j.model_dump() == {"dense": 1e-12, "sparse": 4e-12, "conv": 2e-12,
                                                      "bitmap": 3e-12}
     assert chip.notes["core.synop_latency_s.sparse"].endswith("synapse 'default_syn' latency_process_spike")
+    units = _core(tree)["synapse"]  # names with the format word inside another word, in any case
+    units[0]["name"], units[1]["name"], units[2]["name"] = "DenseSynapse", "conv2d", "BitmapUnit"
+    assert from_sanafe(_write(tmp_path, tree)).core.synop_energy_j.model_dump() == {
+        "dense": 1e-12, "sparse": 4e-12, "conv": 2e-12, "bitmap": 3e-12}
+    units.insert(0, {"name": "x_sparse", "attributes": dict(units[3]["attributes"], energy_process_spike=5e-12)})
+    del units[3]  # no bitmap unit: it takes sparse's cost
+    chip = from_sanafe(_write(tmp_path, tree))  # every format named: the unnamed unit serves none, and says so
+    assert chip.core.synop_energy_j.model_dump() == {"dense": 1e-12, "sparse": 5e-12, "conv": 2e-12, "bitmap": None}
+    assert "synapse 'default_syn': every storage format has a unit named for it" in chip.notes["dropped"]
 
 
 def test_identical_core_entries_collapse_into_one_core_type(tmp_path):
