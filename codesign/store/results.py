@@ -100,10 +100,21 @@ class ResultStore:
         return df[lead + [c for c in df.columns if c not in lead]]
 
     def write_snapshots(self) -> None:
-        """results.csv and results.parquet from the log (atomic replace)."""
+        """results.csv and results.parquet from the log (atomic replace). A column holding mappings (an axis over
+        whole dicts such as hardware.overrides, `{}` included, which Parquet cannot store as a struct without
+        fields) goes to Parquet as their JSON text."""
         df = self.table()
         atomic_write(self.run_dir / "results.csv", lambda p: df.to_csv(p, index=False))
-        atomic_write(self.run_dir / "results.parquet", lambda p: df.to_parquet(p, index=False))
+        atomic_write(self.run_dir / "results.parquet", lambda p: _json_mappings(df).to_parquet(p, index=False))
+
+
+def _json_mappings(df: pd.DataFrame) -> pd.DataFrame:
+    """`df` with every dict in an object column replaced by its JSON text (sorted keys)."""
+    out = df.copy()
+    for col in out.columns:
+        if out[col].dtype == object and out[col].map(lambda v: isinstance(v, dict)).any():
+            out[col] = out[col].map(lambda v: json.dumps(v, sort_keys=True, default=str) if isinstance(v, dict) else v)
+    return out
 
 
 #: columns every results.csv written by run, sweep, search or allocate has

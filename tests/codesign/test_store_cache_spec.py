@@ -41,6 +41,11 @@ def test_store_is_durable_and_drops_a_torn_line(tmp_path):
     assert csv["point_id"].tolist() == ["p1", "p2", "p3"]
     assert pd.read_parquet(tmp_path / "results.parquet")["a"].tolist() == [1, 2, 3]
     assert list(store.table().columns[:2]) == ["b", "point_id"]
+    axis = ResultStore(tmp_path / "dicts")  # a sweep axis over whole dicts, {} its baseline (pyarrow refused it)
+    axis.append({"point_id": "q1", "hardware.overrides": {}})
+    axis.append({"point_id": "q2", "hardware.overrides": {"mesh_height": 1}})
+    assert pd.read_parquet(tmp_path / "dicts" / "results.parquet")["hardware.overrides"].tolist() == [
+        "{}", '{"mesh_height": 1}']
 
 
 def test_stage_cache_builds_once_and_leaves_nothing_on_failure(tmp_path):
