@@ -22,9 +22,8 @@ from codesign.execute.executor import run_points
 from codesign.reporting.report import write_report
 from codesign.store.runfolder import check_folder, own_run_folder
 from codesign.config.sweep import ExecutionConfig
-from codesign.execute.stages import (check_fits, check_n_samples, check_names, make_dataset, make_model, resolve_device,
-                             train_config)
-from workloads.train import check_dataset
+from codesign.execute.stages import (check_data_fits, check_fits, check_n_samples, check_names, make_dataset,
+                                     make_model, resolve_device)
 from codesign.reporting.pareto import pareto_mask
 from codesign.store.provenance import write_provenance
 from codesign.store.results import ResultStore, atomic_write
@@ -123,11 +122,7 @@ def run(cfg: RunConfig, progress: bool = True, log=print, resume: bool = False) 
     config_yaml = dump_config(cfg.model_copy(update={"run_name": name}))
     out = run_folder(cfg.output_dir, name, resume, CONFIG_FILE, yaml.safe_load(config_yaml))
     dataset = make_dataset(cfg)
-    try:
-        check_dataset(dataset, train_config(cfg))
-    except ValueError as exc:  # named by the run config's keys, not workloads' TrainConfig fields
-        message = str(exc).replace("TrainConfig.encoding", "data.encoding")
-        raise ConfigError(message.replace("TrainConfig.n_timesteps", "data.n_timesteps")) from None
+    check_data_fits(dataset, cfg)
     check_n_samples(dataset, cfg)
     check_fits(make_model(cfg, dataset), dataset, cfg, chip, resolve_device(cfg.device))
     with own_run_folder(out, resume, CONFIG_FILE, config_yaml):

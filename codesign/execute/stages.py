@@ -217,6 +217,16 @@ def encoded_test_inputs(dataset: data.Dataset, cfg: RunConfig, n: int) -> tuple[
     return encoding.encode(x, cfg.data.n_timesteps, cfg.data.encoding, generator=gen), dataset.y_test[:n]
 
 
+def check_data_fits(dataset: data.Dataset, cfg: RunConfig) -> None:
+    """ConfigError naming data.encoding / data.n_timesteps (the run config's keys) when they do not fit the
+    dataset (workloads.train.check_dataset: event frames need "events" and T = their frame count)."""
+    try:
+        train.check_dataset(dataset, train_config(cfg))
+    except ValueError as exc:
+        message = str(exc).replace("TrainConfig.encoding", "data.encoding")
+        raise ConfigError(message.replace("TrainConfig.n_timesteps", "data.n_timesteps")) from None
+
+
 def check_fits(model, dataset, cfg: RunConfig, chip, device) -> None:
     """Lower the untrained model on a couple of samples (at most hardware.n_samples) and map it, so a network that
     cannot fit the chip fails before training (raises hwmodels.MappingError naming the population and the

@@ -15,7 +15,8 @@ from codesign.execute.run import LEAD_COLUMNS, RunResult, default_name, run_fold
 from codesign.reporting.report import write_report
 from codesign.store.runfolder import own_run_folder
 from codesign.config.sweep import SweepSpec, base_tree, grid_points
-from codesign.execute.stages import check_method_ratios, check_n_samples, check_names, make_dataset
+from codesign.execute.stages import (check_data_fits, check_method_ratios, check_n_samples, check_names,
+                                     make_dataset)
 from codesign.store.provenance import write_provenance
 from codesign.store.results import ResultStore
 
@@ -38,11 +39,14 @@ def validate_points(points: list[tuple[dict, RunConfig]]) -> None:
     for values, cfg in points:
         try:
             check_method_ratios(cfg)
+            if len(cfg.compression.ratios) != 1:
+                raise ConfigError(f"compression.ratios: a design point needs exactly one ratio, got "
+                                  f"{cfg.compression.ratios} (sweep ratios with the axis compression.ratio)")
         except ConfigError as exc:
             raise ConfigError(f"{exc} (at axis values {quote(values)})") from None
-        key = (cfg.data.dataset, cfg.model.name, cfg.compression.method, cfg.hardware.preset,
-               str(sorted(cfg.hardware.overrides.items())), cfg.hardware.placement, str(cfg.compression.params),
-               str(cfg.model.options), str(cfg.model.neuron_options))
+        # every setting but the ratio (checked above for each point): points that differ only there share checks
+        key = cfg.model_copy(update={"compression": cfg.compression.model_copy(update={"ratios": [0.0]})}
+                             ).model_dump_json()
         if key in seen:
             continue
         seen.add(key)
@@ -63,11 +67,13 @@ def resolved_spec_yaml(spec: SweepSpec) -> str:
 
 
 def _check_samples(cfg: RunConfig, test_sizes: dict) -> None:
-    """hardware.n_samples fits the point's test set (datasets loaded once per distinct data section and seed)."""
+    """hardware.n_samples fits the point's test set and data.encoding / n_timesteps fit the dataset (datasets loaded
+    once per distinct data section and seed)."""
     key = (cfg.data.model_dump_json(), cfg.seed)
     if key not in test_sizes:
         test_sizes[key] = make_dataset(cfg)
     check_n_samples(test_sizes[key], cfg)
+    check_data_fits(test_sizes[key], cfg)
 
 
 def sweep(spec: SweepSpec, resume: bool = False, progress: bool = False, log=print,

@@ -168,3 +168,15 @@ def test_cli_too_many_workers_exits_2_before_the_run_folder(tmp_path):
         "error: sweep: execution.workers: at most 256 local worker processes (0: serial in this process; unset: one "
         "per core); for more, start a dask cluster and pass --scheduler (got 100000)"], proc.stderr
     assert not (tmp_path / "reports").exists()
+
+
+@pytest.mark.parametrize("axes, message", [
+    ({"model.neuron": ["IF", "XYZ"]}, "model.neuron: 'XYZ' is not one of"),  # found after the IF point had trained
+    ({"data.encoding": ["direct", "events"]}, "data.encoding 'events' does not fit dataset 'digits'"),
+    ({"compression.ratios": [[0.0, 0.5]]}, "compression.ratios: a design point needs exactly one ratio"),
+])
+def test_every_axis_value_is_checked_before_the_run_folder(tmp_path, axes, message):
+    from codesign.config.run import ConfigError
+    with pytest.raises(ConfigError, match=message):
+        sweep(load_spec(_spec(tmp_path, "bad", axes)), log=lambda *a: None)
+    assert not (tmp_path / "reports").exists()
