@@ -42,7 +42,8 @@ from codesign.store.provenance import write_provenance
 from codesign.reporting.report import write_report
 from codesign.store.runfolder import own_run_folder
 from codesign.store.results import atomic_write
-from codesign.execute.stages import check_n_samples, check_names, make_dataset, method_config, resolve_device, train_config
+from codesign.execute.stages import (check_data_fits, check_fits, check_n_samples, check_names, make_dataset,
+                                     make_model, method_config, resolve_device, train_config)
 from workloads import checkpoint, compression, models, train
 from workloads.compression.base import find_conv_units
 
@@ -263,7 +264,8 @@ def run_allocator(cfg: RunConfig, ratio: float, acfg: AllocatorConfig, log=print
     allocation.csv: the probe and the ratios; report.md/html).
 
     Raises ConfigError for a bad ratio, names or settings (a cache_dir that cannot be used included:
-    codesign.store.cache.check_cache_dir) before the run folder is created."""
+    codesign.store.cache.check_cache_dir) and hwmodels.MappingError when the dense network does not fit the chip,
+    before the run folder is created."""
     start = time.perf_counter()
     if not 0.0 < ratio < 1.0:
         raise ConfigError(f"--ratio: {ratio} must be in (0, 1)")
@@ -277,6 +279,8 @@ def run_allocator(cfg: RunConfig, ratio: float, acfg: AllocatorConfig, log=print
     device = resolve_device(cfg.device)
     dataset = make_dataset(cfg)
     check_n_samples(dataset, cfg, max(cfg.hardware.n_samples, acfg.probe_samples))
+    check_data_fits(dataset, cfg)
+    check_fits(make_model(cfg, dataset), dataset, cfg, chip, device)  # the dense network must fit the chip
     with own_run_folder(out, resume, "config.resolved.yaml", config_yaml):
         result, table = _allocate_into(out, cfg, ratio, acfg, chip, dataset, device, log, start, config_yaml)
     return result, table

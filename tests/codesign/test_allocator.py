@@ -101,3 +101,12 @@ def test_allocate_resume_of_a_missing_folder_is_one_line(tmp_path):
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
     assert "--resume: 'reports/gone' does not exist; set run_name to the run to continue" in proc.stderr
     assert not (tmp_path / "reports").exists() or not any((tmp_path / "reports").iterdir())
+
+
+def test_allocate_refuses_a_network_the_chip_cannot_hold_before_the_run_folder(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "codesign", "allocate", "--set", "data.dataset=digits", "--set",
+                           "compression.method=magnitude_channel", "--set", "hardware.overrides.mesh_width=1",
+                           "--set", "hardware.overrides.mesh_height=1", "--set", "hardware.overrides.cores_per_tile=1",
+                           "--ratio", "0.5"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "does not fit" in proc.stderr, proc.stderr  # it left an .incomplete folder
+    assert not (tmp_path / "reports").exists() or not any((tmp_path / "reports").iterdir())
