@@ -38,13 +38,18 @@ from codesign.execute.sweep import RESUME_FREE_KEYS, resolved_spec_yaml, validat
 STUDY_NAME = "codesign"
 
 
-def make_sampler(spec: SweepSpec) -> optuna.samplers.BaseSampler:
-    """NSGA-II or TPE, seeded; both read the constraints each trial sets (Trial.set_constraint, optuna >= 5)."""
+def make_sampler(spec: SweepSpec, trials_before: int = 0) -> optuna.samplers.BaseSampler:
+    """NSGA-II or TPE, seeded; both read the constraints each trial sets (Trial.set_constraint, optuna >= 5).
+    trials_before: trials a resumed study already holds; the seed is search.seed + trials_before, so a resumed
+    search does not draw its first trials again (with search.seed itself it repeated them: random startup
+    trials come from the seeded generator). A resumed search is reproducible, not the same as an uninterrupted
+    one."""
     s = spec.search
+    seed = s.seed + trials_before
     if s.sampler == "nsga2":
-        return optuna.samplers.NSGAIISampler(population_size=s.population_size, seed=s.seed)
+        return optuna.samplers.NSGAIISampler(population_size=s.population_size, seed=seed)
     # constant_liar: trials still running (parallel search) count as bad, so parallel asks spread out
-    return optuna.samplers.TPESampler(seed=s.seed, multivariate=True, constant_liar=True)
+    return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True)
 
 
 #: value types optuna can store as categorical choices
@@ -182,6 +187,8 @@ def _open_study(spec: SweepSpec, storage: str, resume: bool) -> optuna.Study:
     if list(study.directions) != [optuna.study.StudyDirection.MAXIMIZE if s == "max" else
                                   optuna.study.StudyDirection.MINIMIZE for s in spec.search.objectives.values()]:
         raise ConfigError(f"search.storage: the study in {quote(shown_url(storage))} has other objective directions")
+    if resume and study.trials:
+        study.sampler = make_sampler(spec, len(study.trials))
     return study
 
 

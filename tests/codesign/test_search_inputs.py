@@ -308,3 +308,18 @@ def test_cli_resume_over_a_foreign_study_db_exits_2_with_one_error_line(tmp_path
     assert len(lines) == 1 and lines[0].startswith("error: search.storage: "), proc.stderr
     assert "study.db' is not an optuna study database (no table studies; its tables: trials)" in lines[0]
     assert not (out / INCOMPLETE_NAME).exists()
+
+
+def test_a_resumed_search_seeds_its_sampler_past_the_trials_it_holds(tmp_path):
+    """With search.seed itself a resumed study drew its first (random startup) trials again: trial 3 of a resumed
+    3-trial study repeated trial 0. The sampler is seeded with seed + trials so far."""
+    import optuna
+    from codesign.execute.search import make_sampler
+    spec = _spec(tmp_path, "search.sampler=tpe", "search.seed=7")
+
+    def first_draws(trials_before):
+        study = optuna.create_study(sampler=make_sampler(spec, trials_before))
+        return [study.ask().suggest_float("x", 0.0, 1.0) for _ in range(3)]
+    fresh = first_draws(0)
+    assert first_draws(0) == fresh  # seeded: reproducible
+    assert first_draws(3)[0] not in fresh  # a study resumed after 3 trials does not draw them again
