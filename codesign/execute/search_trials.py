@@ -95,9 +95,12 @@ def tell_point(study: optuna.Study, spec: SweepSpec, asked: Asked, stored: dict,
     for name, value in constraint_values(spec, stored).items():
         asked.trial.set_constraint(name, value)
     study.tell(asked.trial, objective_values(spec, stored))
-    log(f"trial {asked.trial.number}: {asked.values} -> accuracy {stored['accuracy']:.2%}, "
-        f"energy {stored.get('energy_j', float('nan')) * 1e6:.3f} uJ, "
-        f"latency {stored.get('latency_s', float('nan')) * 1e6:.2f} us")
+    head = f"trial {asked.trial.number}: {asked.values} -> accuracy {stored['accuracy']:.2%}, "
+    if stored.get("error"):  # e.g. the network does not fit this trial's chip
+        log(f"{head}not simulated: {stored['error']}")
+    else:
+        log(f"{head}energy {stored.get('energy_j', float('nan')) * 1e6:.3f} µJ, "
+            f"latency {stored.get('latency_s', float('nan')) * 1e6:.2f} µs")
 
 
 def run_trial(study: optuna.Study, spec: SweepSpec, store: ResultStore, log) -> dict:

@@ -102,9 +102,12 @@ def sweep(spec: SweepSpec, resume: bool = False, progress: bool = False, log=pri
         def on_row(cfg: RunConfig, row: dict) -> None:
             if on_point is not None:
                 on_point(len(store.rows), len(points))
-            log(f"[{len(store.rows)}/{len(points)}] {row.get('series', row['method'])} ratio {row['ratio']:g}: "
-                f"accuracy {row['accuracy']:.2%}, energy {row['energy_j'] * 1e6:.3f} µJ, "
-                f"latency {row['latency_s'] * 1e6:.2f} µs")
+            head = f"[{len(store.rows)}/{len(points)}] {row.get('series', row['method'])} ratio {row['ratio']:g}: "
+            if row.get("error"):  # e.g. the network does not fit this point's chip
+                log(f"{head}accuracy {row['accuracy']:.2%}, not simulated: {row['error']}")
+            else:
+                log(f"{head}accuracy {row['accuracy']:.2%}, energy {row['energy_j'] * 1e6:.3f} µJ, "
+                    f"latency {row['latency_s'] * 1e6:.2f} µs")
 
         log(f"{len(points)} design points -> {out}")
         run_points([c for _, c in points], store, spec.cache_dir, spec.execution, progress, log, on_row, labels)

@@ -180,3 +180,14 @@ def test_every_axis_value_is_checked_before_the_run_folder(tmp_path, axes, messa
     with pytest.raises(ConfigError, match=message):
         sweep(load_spec(_spec(tmp_path, "bad", axes)), log=lambda *a: None)
     assert not (tmp_path / "reports").exists()
+
+
+@pytest.mark.slow
+def test_a_point_the_chip_cannot_hold_is_logged_with_its_reason(tmp_path):
+    base = {**BASE, "train": {"epochs": 1}, "compression": {**BASE["compression"], "ratios": [0.0]}}
+    lines = []
+    result = sweep(load_spec(_spec(tmp_path, "fit", {"hardware.overrides.core.neurons_per_core": [1024, 4]},
+                                   base=base)), log=lines.append)
+    assert sorted(result.table["fits"]) == [False, True]
+    failed = [ln for ln in lines if "not simulated:" in ln]  # was "energy nan µJ, latency nan µs", no reason
+    assert len(failed) == 1 and "not simulated: network does not fit chip 'loihi'" in failed[0]
