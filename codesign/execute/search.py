@@ -163,8 +163,10 @@ def search(spec: SweepSpec, resume: bool = False, log=print, on_trial=None) -> R
         df = store.table()
         df["pareto"] = feasible_front(spec, df)
         atomic_write(out / "pareto.csv", lambda p: df[df["pareto"]].to_csv(p, index=False))
-        summary = [f"{spec.search.sampler} search, {spec.search.n_trials} trials over {', '.join(spec.search.space)}",
-                   f"{int(df['pareto'].sum())} points on the feasible Pareto front "
+        done = sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)  # >= n_trials after a resume
+        fronts = int(df['pareto'].sum())
+        summary = [f"{spec.search.sampler} search, {done} trials over {', '.join(spec.search.space)}",
+                   f"{fronts} point{'s' if fronts != 1 else ''} on the feasible Pareto front "
                    f"({', '.join(f'{k} {v}' for k, v in spec.search.objectives.items())})",
                    f"search took {time.perf_counter() - start:.0f} s; study: {shown_url(storage)}"]
         write_report(out, df, "", summary, title=f"Search: {out.name}", config_file="search.yaml")

@@ -39,9 +39,6 @@ def validate_points(points: list[tuple[dict, RunConfig]]) -> None:
     for values, cfg in points:
         try:
             check_method_ratios(cfg)
-            if len(cfg.compression.ratios) != 1:
-                raise ConfigError(f"compression.ratios: a design point needs exactly one ratio, got "
-                                  f"{cfg.compression.ratios} (sweep ratios with the axis compression.ratio)")
         except ConfigError as exc:
             raise ConfigError(f"{exc} (at axis values {quote(values)})") from None
         # every setting but the ratio (checked above for each point): points that differ only there share checks
@@ -88,6 +85,11 @@ def sweep(spec: SweepSpec, resume: bool = False, progress: bool = False, log=pri
     start = time.perf_counter()
     points = grid_points(spec)
     check_cache_dir(spec.cache_dir)
+    for values, cfg in points:  # (a search sets its ratio per trial; a sweep's points carry theirs)
+        if len(cfg.compression.ratios) != 1:
+            raise ConfigError(f"compression.ratios: a design point needs exactly one ratio, got "
+                              f"{cfg.compression.ratios} (sweep ratios with the axis compression.ratio; at axis "
+                              f"values {quote(values)})")
     validate_points(points)
     check_scheduler(spec.execution)
     name = spec.run_name or default_name("sweep")
@@ -109,7 +111,7 @@ def sweep(spec: SweepSpec, resume: bool = False, progress: bool = False, log=pri
                 log(f"{head}accuracy {row['accuracy']:.2%}, energy {row['energy_j'] * 1e6:.3f} µJ, "
                     f"latency {row['latency_s'] * 1e6:.2f} µs")
 
-        log(f"{len(points)} design points -> {out}")
+        log(f"{len(points)} design point{'s' if len(points) != 1 else ''} -> {out}")
         run_points([c for _, c in points], store, spec.cache_dir, spec.execution, progress, log, on_row, labels)
         df = store.table()
         objectives = {"accuracy": "max", "energy_j": "min", "latency_s": "min"}

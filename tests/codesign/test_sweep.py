@@ -113,6 +113,9 @@ def test_search_reports_a_front_and_resumes(tmp_path, workers):
     assert len([t for t in study.trials if t.state.name == "COMPLETE"]) == 8
     again = _rows(run_dir)
     assert again[:len(rows)] == rows and len({r["point_id"] for r in again}) == len(again)
+    fewer = subprocess.run(cmd + ["--resume", "--set", "search.n_trials=2"], cwd=tmp_path, capture_output=True,
+                           text=True, timeout=300)  # nothing to run; the summary counts the study's trials
+    assert fewer.returncode == 0 and "nsga2 search, 8 trials over" in (run_dir / "report.md").read_text()
     # one trained model; one lowered model per ratio that was evaluated (no stage was made twice and left over)
     assert len(list((tmp_path / "cache" / "dense").iterdir())) == 1
     assert len(list((tmp_path / "cache" / "lowered").iterdir())) == len({r["ratio"] for r in again})
