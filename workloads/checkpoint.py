@@ -11,6 +11,7 @@ mismatching parameter. Version-1 checkpoints (whole pickled modules) are refused
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 import pickle
@@ -163,8 +164,11 @@ def load(path: str | os.PathLike) -> dict:
 
 def _check_modules(model: nn.Module, saved: nn.Module, path) -> None:
     """ValueError naming the first module of `model` whose class or settings (extra_repr: a neuron's threshold,
-    tau, reset, a layer's stride ...) differ from the checkpoint's module `saved` at the same place."""
-    mine, theirs = list(model.named_modules()), list(saved.named_modules())
+    tau, reset, a layer's stride ...) differ from the checkpoint's module `saved` at the same place. Compared on a
+    copy of `model` holding the checkpoint's tensors, so settings shown from learned values (PLIF's tau) agree."""
+    probe = copy.deepcopy(model)
+    probe.load_state_dict(saved.state_dict())
+    mine, theirs = list(probe.named_modules()), list(saved.named_modules())
     for (name, a), (_, b) in zip(mine, theirs):
         if type(a) is not type(b) or a.extra_repr() != b.extra_repr():
             raise ValueError(f"checkpoint {path}: architecture mismatch at module {name or '(the model)'!r}: "

@@ -37,6 +37,11 @@ def test_round_trip_and_mismatch(tmp_path):
     wrong = build_model("mnist_conv", (1, 28, 28), 10, seed=3)  # FC input 32*7*7 instead of 32*2*2
     with pytest.raises(ValueError, match="architecture mismatch at '.*weight'"):
         checkpoint.load_into(wrong, path)
+    plif = build_model("mnist_conv", (1, 8, 8), 10, neuron="PLIF", seed=3)
+    with torch.no_grad():
+        plif[2].w.add_(0.5)  # a learned tau, which PLIF's settings show
+    checkpoint.save(plif, tmp_path / "plif.pt")
+    checkpoint.load_into(build_model("mnist_conv", (1, 8, 8), 10, neuron="PLIF", seed=4), tmp_path / "plif.pt")
     for kwargs, where in (({"neuron": "IF"}, "'2': IFNode"),
                           ({"v_threshold": 0.25}, "'2': LIFNode\\(v_threshold=0.25")):
         other = build_model("mnist_conv", (1, 8, 8), 10, seed=3, **kwargs)  # same tensors, other neurons
