@@ -14,6 +14,7 @@ from codesign.execute.evaluate import evaluate_point, stage_keys
 from codesign.config.sweep import Range, SweepSpec, point_config
 from codesign.store.results import ResultStore
 from codesign.execute.sweep import series_label
+from codesign.reporting.units import point_outcome
 
 
 def suggest(trial: optuna.Trial, key: str, dist) -> object:
@@ -95,12 +96,7 @@ def tell_point(study: optuna.Study, spec: SweepSpec, asked: Asked, stored: dict,
     for name, value in constraint_values(spec, stored).items():
         asked.trial.set_constraint(name, value)
     study.tell(asked.trial, objective_values(spec, stored))
-    head = f"trial {asked.trial.number}: {asked.values} -> accuracy {stored['accuracy']:.2%}, "
-    if stored.get("error"):  # e.g. the network does not fit this trial's chip
-        log(f"{head}not simulated: {stored['error']}")
-    else:
-        log(f"{head}energy {stored.get('energy_j', float('nan')) * 1e6:.3f} µJ, "
-            f"latency {stored.get('latency_s', float('nan')) * 1e6:.2f} µs")
+    log(f"trial {asked.trial.number}: {asked.values} -> {point_outcome(stored)}")
 
 
 def run_trial(study: optuna.Study, spec: SweepSpec, store: ResultStore, log) -> dict:

@@ -13,6 +13,7 @@ from codesign.reporting.pareto import pareto_mask
 from codesign.execute.evaluate import load_chip
 from codesign.execute.run import LEAD_COLUMNS, RunResult, default_name, run_folder
 from codesign.reporting.report import write_report
+from codesign.reporting.units import point_outcome
 from codesign.store.runfolder import own_run_folder
 from codesign.config.sweep import SweepSpec, base_tree, grid_points
 from codesign.execute.stages import (check_data_fits, check_method_ratios, check_n_samples, check_names,
@@ -104,12 +105,8 @@ def sweep(spec: SweepSpec, resume: bool = False, progress: bool = False, log=pri
         def on_row(cfg: RunConfig, row: dict) -> None:
             if on_point is not None:
                 on_point(len(store.rows), len(points))
-            head = f"[{len(store.rows)}/{len(points)}] {row.get('series', row['method'])} ratio {row['ratio']:g}: "
-            if row.get("error"):  # e.g. the network does not fit this point's chip
-                log(f"{head}accuracy {row['accuracy']:.2%}, not simulated: {row['error']}")
-            else:
-                log(f"{head}accuracy {row['accuracy']:.2%}, energy {row['energy_j'] * 1e6:.3f} µJ, "
-                    f"latency {row['latency_s'] * 1e6:.2f} µs")
+            log(f"[{len(store.rows)}/{len(points)}] {row.get('series', row['method'])} ratio {row['ratio']:g}: "
+                f"{point_outcome(row)}")
 
         log(f"{len(points)} design point{'s' if len(points) != 1 else ''} -> {out}")
         run_points([c for _, c in points], store, spec.cache_dir, spec.execution, progress, log, on_row, labels)

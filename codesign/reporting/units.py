@@ -42,3 +42,13 @@ def si_scale(values: Iterable[float], unit: str) -> tuple[float, str]:
     finite = [abs(float(v)) for v in values if math.isfinite(float(v)) and float(v) != 0]
     factor, prefix = si_prefix(max(finite)) if finite else (1.0, "")
     return factor, f"{prefix}{unit}"
+
+
+def point_outcome(row: dict) -> str:
+    """A result row's log text: "accuracy 97.30%, energy 23.060 µJ, latency 240.10 µs", or "accuracy ..., not
+    simulated: <its error>" for a point that was not simulated (e.g. the network does not fit its chip)."""
+    head = f"accuracy {row['accuracy']:.2%}"
+    if row.get("error"):
+        return f"{head}, not simulated: {row['error']}"
+    return (f"{head}, energy {row.get('energy_j', math.nan) * 1e6:.3f} µJ, "
+            f"latency {row.get('latency_s', math.nan) * 1e6:.2f} µs")
