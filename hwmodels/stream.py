@@ -19,7 +19,7 @@ import numpy as np
 
 from hwmodels.activity import n_bytes
 from hwmodels.npzfile import quote
-from hwmodels.trace import EventTrace
+from hwmodels.trace import EventTrace, is_int
 from hwmodels.trace_meta import TRACE_FORMAT_VERSION
 
 _HEADER_BYTES = 128  # fixed .npy v1.0 header, rewritten with the final length on close
@@ -156,7 +156,7 @@ class TraceWriter:
 def write_trace(path: str | os.PathLike, trace: EventTrace, batch_samples: int = 256) -> None:
     """Write a whole in-memory `trace` as a trace folder (TraceWriter), batch_samples samples at a time (an integer
     >= 1, else ValueError naming it)."""
-    if isinstance(batch_samples, bool) or not isinstance(batch_samples, (int, np.integer)) or batch_samples < 1:
+    if not is_int(batch_samples) or batch_samples < 1:
         raise ValueError(f"batch_samples: {batch_samples!r} must be an integer >= 1")
     sizes = {name: 8 * np.shape(a)[-1] for name, a in trace.activity.items()}  # row bytes are what is kept
     with TraceWriter(path, list(trace.populations), trace.n_timesteps, trace.values is not None,

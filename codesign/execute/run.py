@@ -25,6 +25,7 @@ from codesign.config.sweep import ExecutionConfig
 from codesign.execute.stages import (check_data_fits, check_fits, check_n_samples, check_names, make_dataset,
                                      make_model, resolve_device)
 from codesign.reporting.pareto import pareto_mask
+from codesign.reporting.units import plural
 from codesign.store.provenance import write_provenance
 from codesign.store.results import ResultStore, atomic_write
 
@@ -141,7 +142,7 @@ def _run_points(cfg: RunConfig, chip, out: Path, log, progress: bool, start: flo
         log(f"{row['method']} at ratio {row['ratio']:g}: accuracy {row['accuracy']:.2%}, {row['params']:,} params, "
             f"{row['energy_j'] * 1e6:.3f} µJ, {row['latency_s'] * 1e6:.2f} µs per inference")
 
-    log(f"{len(points)} design point{'s' if len(points) != 1 else ''}; trained and compressed models are cached in {cfg.cache_dir}")
+    log(f"{plural(len(points), 'design point')}; trained and compressed models are cached in {cfg.cache_dir}")
     run_points(points, store, cfg.cache_dir, ExecutionConfig(workers=0), progress, log, on_row, chip=chip)
     copy_artifacts(points, StageCache(cfg.cache_dir), out)
     df = store.table().sort_values("ratio", kind="stable").reset_index(drop=True)

@@ -34,6 +34,7 @@ from codesign.execute.search_trials import point_for, recover
 from codesign.store.results import ResultStore, atomic_write
 from codesign.execute.run import default_name
 from codesign.execute.sweep import RESUME_FREE_KEYS, resolved_spec_yaml, validate_points
+from codesign.reporting.units import plural
 
 STUDY_NAME = "codesign"
 
@@ -164,9 +165,8 @@ def search(spec: SweepSpec, resume: bool = False, log=print, on_trial=None) -> R
         df["pareto"] = feasible_front(spec, df)
         atomic_write(out / "pareto.csv", lambda p: df[df["pareto"]].to_csv(p, index=False))
         done = sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)  # >= n_trials after a resume
-        fronts = int(df['pareto'].sum())
         summary = [f"{spec.search.sampler} search, {done} trials over {', '.join(spec.search.space)}",
-                   f"{fronts} point{'s' if fronts != 1 else ''} on the feasible Pareto front "
+                   f"{plural(int(df['pareto'].sum()), 'point')} on the feasible Pareto front "
                    f"({', '.join(f'{k} {v}' for k, v in spec.search.objectives.items())})",
                    f"search took {time.perf_counter() - start:.0f} s; study: {shown_url(storage)}"]
         write_report(out, df, "", summary, title=f"Search: {out.name}", config_file="search.yaml")

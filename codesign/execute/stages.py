@@ -238,10 +238,10 @@ def check_fits(model, dataset, cfg: RunConfig, chip, device) -> None:
     itself, which refuses them unless weight_bits is 32. Raises ConfigError naming compression or
     hardware.weight_fit.
     """
-    method = cfg.compression.method
+    method, params = cfg.compression.method, method_config(cfg)
     try:
         for ratio in cfg.compression.ratios:
-            compression.check_model(method, model, ratio, method_config(cfg))
+            compression.check_model(method, model, ratio, params)
     except ValueError as exc:
         raise ConfigError(f"compression: method {quote(method)}: {exc}") from None
     x, _ = encoded_test_inputs(dataset, cfg, min(FIT_CHECK_SAMPLES, cfg.hardware.n_samples))

@@ -52,3 +52,8 @@ def point_outcome(row: dict) -> str:
         return f"{head}, not simulated: {row['error']}"
     return (f"{head}, energy {row.get('energy_j', math.nan) * 1e6:.3f} µJ, "
             f"latency {row.get('latency_s', math.nan) * 1e6:.2f} µs")
+
+
+def plural(n: int, word: str) -> str:
+    """"1 design point", "4 design points": `n` and `word`, with an "s" unless n is 1."""
+    return f"{n} {word}{'' if n == 1 else 's'}"

@@ -26,6 +26,7 @@ from workloads.compression.random_prune import random_channels, random_masks
 from workloads.compression.sca import SCAConfig, sca_prune
 from workloads.compression.sca_resnet import ChannelUnit, find_resnet_units, sca_prune_resnet
 from workloads.data import Dataset
+from workloads.models import check_float32
 from workloads.models.resnet import SpikingResNet
 from workloads.train import TrainConfig
 
@@ -70,15 +71,6 @@ PRUNERS: dict[str, tuple[Callable, type]] = {
 }
 
 
-def _check_float32(model: nn.Module) -> None:
-    """ValueError naming the first floating-point parameter or buffer of `model` that is not float32 (methods
-    train and rebuild layers in float32, and lower records float32 models)."""
-    for name, t in (*model.named_parameters(), *model.named_buffers()):
-        if t.is_floating_point() and t.dtype != torch.float32:
-            raise ValueError(f"model: {name} is {str(t.dtype).replace('torch.', '')}; compress float32 models "
-                             "(call model.float() first)")
-
-
 #: methods whose compressed weights stay float (they prune channels or weights, or factorise; the others quantize)
 FLOAT_METHODS = ("dense", "sca", "magnitude_channel", "random", "l1p", "dsp")
 
@@ -119,7 +111,7 @@ def compress(method: str, model: nn.Module, dataset: Dataset, ratio: float, cfg=
     check_ratio(ratio)
     if cfg is not None and method in CONFIGS and not isinstance(cfg, CONFIGS[method]):
         raise ValueError(f"cfg: method {method!r} takes a {CONFIGS[method].__name__}, got a {type(cfg).__name__}")
-    _check_float32(model)
+    check_float32(model, "compress")  # methods train and rebuild layers in float32
     small, info = METHODS[method](model, dataset, ratio, cfg, train_cfg, seed, device=device, progress=progress)
     if not info.size_bits:  # methods that do not fill it (sca)
         info.size_bits = model_size_bits(small, info.weight_bits)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import operator
 from graphlib import CycleError, TopologicalSorter
 
+import networkx as nx
 import nir
 import torch.fx as fx
 from torch import nn
@@ -66,19 +67,9 @@ def build_dag(graph: nir.NIRGraph, out: NirModel, importers: dict) -> NirModel:
 def _check_connected(graph: nir.NIRGraph, first: str, last: str) -> None:
     """ValueError naming the first node (in graph order) that is not on a path from the Input `first` to the
     Output `last`: it would compute nothing the model outputs, or read nothing."""
-    succ, pred = {k: set() for k in graph.nodes}, {k: set() for k in graph.nodes}
-    for a, b in graph.edges:
-        succ[a].add(b)
-        pred[b].add(a)
-
-    def reach(start: str, step: dict) -> set[str]:
-        seen, todo = {start}, [start]
-        while todo:
-            for nxt in step[todo.pop()] - seen:
-                seen.add(nxt)
-                todo.append(nxt)
-        return seen
-    fed, feeding = reach(first, succ), reach(last, pred)
+    g = nx.DiGraph(list(graph.edges))
+    g.add_nodes_from(graph.nodes)
+    fed, feeding = nx.descendants(g, first) | {first}, nx.ancestors(g, last) | {last}
     for key in graph.nodes:
         if key not in fed or key not in feeding:
             where = "no path from the Input reaches it" if key not in fed else "it has no path to the Output"

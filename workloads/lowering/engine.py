@@ -21,6 +21,7 @@ from workloads.lowering.jobs import Jobs
 from workloads.lowering.recorder import Recorder, node_sources, record_trace
 from workloads.lowering.sink import check_out
 from workloads.lowering.values import layout_fn
+from workloads.models import check_float32
 
 
 def lower(model: nn.Module, inputs: torch.Tensor, *, labels=None, weight_bits: int = 8, weight_fit: str = "widen",
@@ -247,10 +248,7 @@ def _check_model_dtype(model: nn.Module) -> None:
     dtype"), and the graph holds float32 weights."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: got {type(model).__name__}, expected a torch.nn.Module")
-    for name, t in (*model.named_parameters(), *model.named_buffers()):
-        if t.is_floating_point() and t.dtype != torch.float32:
-            raise ValueError(f"model: {name} is {str(t.dtype).replace('torch.', '')}; lower records float32 models "
-                             "(call model.float() first)")
+    check_float32(model, "lower records")
 
 
 def _check_inputs(inputs, model: nn.Module) -> torch.Tensor:

@@ -98,6 +98,15 @@ def _materialize(model: nn.Module, in_shape: Sequence[int]) -> nn.Module:
     return model
 
 
+def check_float32(model: nn.Module, action: str) -> None:
+    """ValueError naming the first floating-point parameter or buffer of `model` that is not float32:
+    "model: <name> is <dtype>; <action> float32 models (call model.float() first)"."""
+    for name, t in (*model.named_parameters(), *model.named_buffers()):
+        if t.is_floating_point() and t.dtype != torch.float32:
+            raise ValueError(f"model: {name} is {str(t.dtype).replace('torch.', '')}; {action} float32 models "
+                             "(call model.float() first)")
+
+
 def count_parameters(model: nn.Module) -> int:
     """Number of scalar parameters (trainable or not; BN running statistics are buffers and are not counted).
 
