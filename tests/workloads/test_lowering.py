@@ -513,7 +513,19 @@ def test_labels_that_are_not_class_indices_are_refused(labels):
     # [0.5, 1.0] used to be stored as classes [0, 1]
     with pytest.raises(ValueError, match="labels: .* values must be integer class indices"):
         lower(_tiny(), torch.zeros(2, 2, 2), labels=labels)
-    assert lower(_tiny(), torch.zeros(2, 2, 2), labels=[0.0, 3.0])[1].labels.tolist() == [0, 3]
+    wide = nn.Sequential(layer.Linear(2, 4, step_mode="m"), neuron.IFNode(step_mode="m"))
+    assert lower(wide, torch.zeros(2, 2, 2), labels=[0.0, 3.0])[1].labels.tolist() == [0, 3]
+
+
+@pytest.mark.parametrize("labels, match", [([0, -1], "labels: class indices must be >= 0 \\(got -1\\)"),
+                                           ([0, 4], "labels: class index 4 is out of range for the model's 4 outputs "
+                                                    "\\(accepted: 0..3\\)")])
+def test_labels_outside_the_models_classes_are_refused_before_recording(tmp_path, labels, match):
+    # they used to be stored, and every such sample counted wrong against predictions that cannot equal them
+    wide = nn.Sequential(layer.Linear(2, 4, step_mode="m"), neuron.IFNode(step_mode="m"))
+    with pytest.raises(ValueError, match=match):
+        lower(wide, torch.zeros(2, 2, 2), labels=labels, out=tmp_path / "trace")
+    assert not list(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize("bad, match", [(float("nan"), "inputs: 1 value is NaN or infinite"),

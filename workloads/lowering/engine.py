@@ -52,7 +52,8 @@ def lower(model: nn.Module, inputs: torch.Tensor, *, labels=None, weight_bits: i
         populations of such signals have shape (C, 1, L), see workloads.lowering.geometry)
         or (T, N, F). The population "input" is graded (its trace events carry the values) when any value is
         not 0 or 1 (direct encoding).
-    labels: optional (N,) class labels stored in the trace.
+    labels: optional (N,) class labels stored in the trace: integers >= 0, below n_classes >= 2 when the model outputs
+        (T, N, n_classes) (checked on the first batch's output, before anything is written).
     weight_bits: bits per stored weight on every weight projection the compression does not set (max-pool and
         identity projections use 1), subject to weight_fit.
     weight_fit: what to do with a projection whose weights do not fit its bits (per output channel an affine grid
@@ -299,6 +300,8 @@ def _check_labels(labels, n_samples: int) -> np.ndarray | None:
         raise ValueError(f"labels: shape {arr.shape} should be ({n_samples},)")
     if arr.size and (arr.dtype.kind not in "iuf" or (arr.dtype.kind == "f" and not np.all(arr == np.round(arr)))):
         raise ValueError(f"labels: {arr.dtype} values must be integer class indices (got e.g. {arr[0]!r})")
+    if arr.size and arr.min() < 0:
+        raise ValueError(f"labels: class indices must be >= 0 (got {int(arr.min())})")
     return arr.astype(np.int64)
 
 

@@ -147,6 +147,8 @@ def record_trace(model: nn.Module, inputs: torch.Tensor, graph: NetworkGraph, pr
                 batch = _record_batch(model, inputs[:, lo:lo + batch_size].to(dev), graph, probes, cap, jobs)
                 if recorded is not None and lo + batch_size >= inputs.shape[1]:
                     recorded()  # after the last forward pass: beside the last write, never beside a forward
+                if lo == 0:
+                    check_label_range(labels, batch["classes"])
                 sink.add(lo, batch)
                 del batch  # a folder sink wrote it: its arrays go now, not at the next batch's assignment
         functional.reset_net(model)
@@ -191,14 +193,24 @@ class BatchRecord:
 
     def result(self, y, readout) -> dict:
         """{"csr": (counts, indices, values), "activity": {population: packed rows} in graph order, "predictions":
-        int64 (B,) or None} once the model output y is known (readout: layout of y as the readout's current)."""
+        int64 (B,) or None, "classes": n_classes of a (T, B, n_classes) output or None} once the model output y is known (readout: layout of y as the readout's current)."""
         output = self.graph.populations.get("output")
         if output is not None and readout is not None and "output" not in self.activity and not output.is_input:
             self.activity["output"] = packed_rows(output, readout_activity(readout(y, ())), self.n_t, self.n_b)
         return {"csr": merge_events(self.events, len(self.graph.populations), self.n_t, self.n_b,
                                     self.with_values),
                 "activity": {n: self.activity[n] for n in self.graph.populations if n in self.activity},
-                "predictions": predictions(y, self.n_t, self.n_b)}
+                "predictions": predictions(y, self.n_t, self.n_b),
+                "classes": int(y.shape[2]) if torch.is_tensor(y) and y.dim() == 3 else None}
+
+
+def check_label_range(labels: np.ndarray | None, n_classes: int | None) -> None:
+    """Refuse labels at or above the model's n_classes (its output (T, N, n_classes); None: no class output), a
+    class no prediction can equal. A single output (a detector, whose labels may be 0/1) is not checked. Raises
+    ValueError naming the range."""
+    if labels is not None and labels.size and (n_classes or 0) >= 2 and int(labels.max()) >= n_classes:
+        raise ValueError(f"labels: class index {int(labels.max())} is out of range for the model's "
+                         f"{n_classes} outputs (accepted: 0..{n_classes - 1})")
 
 
 def _record_batch(model: nn.Module, x: torch.Tensor, graph: NetworkGraph, probes: Probes, cap: Capture,
