@@ -35,7 +35,7 @@ def presets_list(debug: bool = typer.Option(False, "--debug", help="show traceba
 def presets_show(name: str = typer.Argument(..., help="a preset name (codesign presets list) or a chip file path"),
                  debug: bool = typer.Option(False, "--debug", help="show tracebacks")) -> None:
     """Show a preset or chip file: every number with its source and note (SI units), the numbers without a
-    source (allowed in chip files only), what is folded into what, the remaining assumptions and derived
+    source (allowed in chip files only), the numbers it leaves at ChipSpec's defaults, what is folded into what, the remaining assumptions and derived
     estimates, and the full citations.
 
     Examples:
@@ -43,7 +43,7 @@ def presets_show(name: str = typer.Argument(..., help="a preset name (codesign p
       codesign presets show mychip.yaml
     """
     import hwmodels
-    from hwmodels.chip.presets import preset_assumptions, preset_leaves, read_preset
+    from hwmodels.chip.presets import default_leaves, preset_assumptions, preset_leaves, read_preset
     console = make_console()
     try:
         chip = hwmodels.load_preset(name)
@@ -56,6 +56,9 @@ def presets_show(name: str = typer.Argument(..., help="a preset name (codesign p
     unsourced = [leaf["key"] for leaf in leaves if not leaf["source"]]
     if unsourced:
         console.print(escape(f"numbers without a source ({len(unsourced)}): {', '.join(unsourced)}"), soft_wrap=True)
+    defaults = ", ".join(f"{d['key']} = {d['value']}" for d in default_leaves(name, chip))
+    if defaults:
+        console.print(escape(f"left at ChipSpec defaults (not in the file): {defaults}"), soft_wrap=True)
     for line in _preset_notes(chip):
         console.print(escape(line), soft_wrap=True)
     console.print(f"[bold]Assumptions and derived estimates ({len(assumed)}):[/]")

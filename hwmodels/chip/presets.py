@@ -234,6 +234,25 @@ def preset_assumptions(name: str) -> list[dict]:
             if leaf["source"] in ASSUMPTION_SOURCES or any(m in leaf["note"] for m in ASSUMPTION_MARKS)]
 
 
+def default_leaves(name: str, chip: ChipSpec | None = None) -> list[dict]:
+    """The numbers of ChipSpec that preset or chip file `name` leaves out, so the loaded chip (`chip`, or
+    load_preset(name)) has ChipSpec's defaults there: [{"key": dotted override key, "value"}] in override_keys
+    order (numbers and None, i.e. no limit or unset, only; text, rules and records are left out). A key counts as set when the file has a
+    leaf with that key or under it (barrier_sync_s.1 sets barrier_sync_s). Raises ValueError as `load_preset`."""
+    chip = load_preset(name) if chip is None else chip
+    given = [leaf["key"] for leaf in preset_leaves(name)]
+    out = []
+    for key in override_keys():
+        if key in ("derived_from", "core_types") or any(g == key or g.startswith(key + ".") for g in given):
+            continue
+        value = chip
+        for part in key.split("."):
+            value = getattr(value, part)
+        if value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)):
+            out.append({"key": key, "value": value})
+    return out
+
+
 def override_keys(model: type[BaseModel] = ChipSpec, prefix: str = "") -> list[str]:
     """Dotted keys accepted by `load_preset(..., overrides)`: every leaf field of ChipSpec (nested records
     descended, e.g. 'core.synop_energy_j.dense'; 'barrier_sync_s' replaces the whole table)."""

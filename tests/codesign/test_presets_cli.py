@@ -18,7 +18,7 @@ from codesign.cli.main import app
 from codesign.config.run import ConfigError, load_config
 from codesign.execute.evaluate import NON_RESULT_FIELDS, stage_keys
 from codesign.execute.stages import check_names
-from hwmodels.chip.presets import PRESET_DIR, preset_leaves, strip_sources
+from hwmodels.chip.presets import PRESET_DIR, default_leaves, preset_leaves, strip_sources
 
 PROVENANCE = {"name", "description", "sources", "notes", "derived_from"}
 
@@ -45,6 +45,24 @@ def test_presets_list_and_show_a_name_still_work():
     assert shown.exit_code == 0 and "numbers without a source" not in shown.stdout
     assert any("core.synapse_memory_bits" in ln and "1048576" in ln and "davies2018" in ln
                for ln in shown.stdout.splitlines())
+
+
+def test_presets_show_lists_the_values_left_at_chipspec_defaults(tmp_path):
+    # speck sets no neuron access cost: the loaded chip charges 0 J there, which show used to leave unsaid
+    shown = _invoke("presets", "show", "speck")
+    line = next(ln for ln in shown.stdout.splitlines() if ln.startswith("left at ChipSpec defaults"))
+    assert "core.neuron_access_energy_j = 0.0" in line and "core.accumulator_bits = 0" in line
+    assert "core.synop_energy_j.dense" not in line and "barrier_sync_s" not in line  # set by the file
+    # every key listed is a number or None the file does not give, and equals the ChipSpec default
+    rows = default_leaves("speck")
+    given = [leaf["key"] for leaf in preset_leaves("speck")]
+    defaults = hwmodels.ChipSpec.model_fields
+    assert rows and all(r["key"] not in given for r in rows)
+    top = {r["key"]: r["value"] for r in rows if "." not in r["key"]}
+    assert top == {k: defaults[k].default for k in top} and top["n_chips"] == 1
+    chip = _bare_loihi(tmp_path / "bare.yaml") or hwmodels.load_preset(str(tmp_path / "bare.yaml"))
+    assert {r["key"] for r in default_leaves(str(tmp_path / "bare.yaml"), chip)} == \
+        {r["key"] for r in default_leaves("loihi")}
 
 
 def test_derive_show_load_round_trip(tmp_path, monkeypatch):
