@@ -45,9 +45,10 @@ SAMPLE_COLUMNS = ("latency_s", "synops", "spikes", "messages", "hops")
 @dataclass(frozen=True, eq=False)
 class _BatchSums:
     """What one timed batch adds to the totals at any energies: per-core sums over its samples of every action
-    count (`counts`, float (n_cores,)), of spikes and of busy time (s); per-sample columns `sample` (latency_s,
-    synops, spikes, messages, hops; float (n_samples,)); the reporting synop counts; step latencies summed over
-    its samples (s, (n_steps,)); and per-link ids, messages and held time (s)."""
+    count (`counts`, float (n_cores,)) and of spikes; busy time per sample and core (s, (n_samples, n_cores));
+    per-sample columns `sample` (latency_s, synops, spikes, messages, hops; float (n_samples,)); the reporting
+    synop counts; step latencies per sample (s, (n_samples, n_steps)); and per-link ids, messages and held
+    time (s)."""
 
     counts: dict[str, np.ndarray]
     spikes: np.ndarray
@@ -72,7 +73,7 @@ def _batch_sums(a: Actions, t: ActionTimes, counts: dict[str, np.ndarray], use: 
     ids, link_msgs = use.link_messages
     return _BatchSums({name: _core_sum(v) for name, v in counts.items()}, _core_sum(a.spikes.sum(axis=1)),
                       core_busy_s(a, t), sample, float(a.synops_structural.sum()), float(a.synops_nonzero.sum()),
-                      timing.step_s.sum(axis=0), ids, link_msgs, timing.link_held_s)
+                      timing.step_s, ids, link_msgs, timing.link_held_s)
 
 
 def _core_sum(per_sample_core: np.ndarray) -> np.ndarray:
@@ -97,6 +98,12 @@ class _Totals:
     def _add_core(self, name: str, total: np.ndarray) -> None:
         self.core[name] = self.core.get(name, np.zeros(self.n_cores)) + total
 
+    def _add_samples(self, name: str, per_sample: np.ndarray) -> None:
+        """Add float (n_samples, n_cores) values one sample after the other onto the running per-core total (numpy
+        reduces axis 0 of a C-ordered array row by row): the same bits whatever the batches' sizes."""
+        rows = np.asarray(per_sample, float).reshape(-1, self.n_cores)
+        self.core[name] = np.vstack([self.core.get(name, np.zeros(self.n_cores))[None], rows]).sum(axis=0)
+
     def add(self, a: Actions, counts: dict[str, np.ndarray], sums: _BatchSums) -> None:
         """Accumulate one batch (the next samples in order): its actions `a`, action counts
         (hwmodels.energy.costs.count) and what it adds at any energies (`sums`); its energies are costed here."""
@@ -108,15 +115,15 @@ class _Totals:
         for name, v in bits.items():
             self._add_core(name, _core_sum(v))
         for comp, v in joules.items():
-            self._add_core(f"{comp}_j", _core_sum(v))
+            self._add_samples(f"{comp}_j", v)
             self.sample[self.row[comp], rows] = v.sum(axis=1)
         self._add_core("spikes", sums.spikes)
-        self._add_core("busy_s", sums.busy_s)
+        self._add_samples("busy_s", sums.busy_s)
         for name, v in sums.sample.items():
             self.sample[self.row[name], rows] = v
         self.synops_structural += sums.synops_structural
         self.synops_nonzero += sums.synops_nonzero
-        self.step_latency += sums.step_s
+        self.step_latency = np.vstack([self.step_latency[None], sums.step_s]).sum(axis=0)  # sample by sample
         self._add_links(sums)
 
     def _add_links(self, sums: _BatchSums) -> None:
@@ -280,7 +287,9 @@ def simulate(graph: NetworkGraph, trace: EventTrace, chip: ChipSpec, mapping: Ma
     semantics: "pipelined" or "layer_serial" (hwmodels.events.actions.SEMANTICS). multicast: one message per spike,
     copied at the forks of its XY tree, instead of one message per destination core. batch_samples: samples
     counted at once; memory stays bounded by one group of batches (GROUP_SAMPLES samples or GROUP_NODES channel
-    nodes, whichever comes first; a memory-mapped trace, EventTrace.open, streams).
+    nodes, whichever comes first; a memory-mapped trace, EventTrace.open, streams). It changes no bit of the
+    results but the links table's hold times (summed per batch; the energies, busy times and step latencies are
+    added sample by sample).
     cache: a hwmodels.SimCache to reuse the mapping, fan-out tables, action counts, routes, timings and the
     energy-free per-batch sums of earlier calls on the same graph and trace objects (results are bit-identical; a cache keeps up to its
     max_entries batches, so a long streamed trace should not use one); None (default) recomputes everything
@@ -330,7 +339,9 @@ def _result(tot: _Totals, trace: EventTrace, mapping: Mapping, net: Network, chi
     cols = tot.sample_columns(trace)
     latency_s = float(np.mean(cols["latency_s"])) if trace.n_samples else 0.0
     k = {name: v / n for name, v in tot.core.items()}
-    breakdown = {c: float(np.sum(k[f"{c}_j"])) for c in ENERGY_COMPONENTS}
+    # from the per-sample values, in sample order: the same bits whatever batch_samples (per-core sums over batches
+    # are added in another order at another batch size), and equal to the samples table's mean
+    breakdown = {c: float(np.sum(tot.sample[tot.row[c]]) / n) for c in ENERGY_COMPONENTS}
 
     def build() -> dict[str, pd.DataFrame]:
         cores, pops, actions = _tables(tot, mapping, n, latency_s)

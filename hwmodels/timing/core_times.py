@@ -161,11 +161,11 @@ def step_latencies(done_s: np.ndarray, barrier_s: float) -> np.ndarray:
 
 
 def core_busy_s(actions: Actions, times: ActionTimes) -> np.ndarray:
-    """Busy time per core summed over the batch, (n_cores,): per step the longer of its send side (soma +
-    messages out) and its synapse unit's work (the two run in parallel, so busy <= step latency)."""
+    """Busy time per sample and core summed over the steps, (n_samples, n_cores): per step the longer of its send
+    side (soma + messages out) and its synapse unit's work (the two run in parallel, so busy <= step latency)."""
     recv = np.bincount(actions.deliv_keys, weights=times.deliv_work_s, minlength=times.send_done_s.size)
     busy = np.maximum(times.send_done_s.reshape(-1), recv).reshape(times.send_done_s.shape)
-    return busy.sum(axis=(0, 1))
+    return busy.sum(axis=1)
 
 
 def exactness(chip: ChipSpec, formats: tuple[str, ...]) -> dict[str, bool]:
