@@ -68,9 +68,11 @@ class SimResult:
     latency_s: latency of one inference (sum of its hardware-step latencies), s.
     latency_per_step_s: float array (hardware_steps,), mean over samples of each step's latency, s.
     synops: synaptic events the chip pays (per storage format's count); synops_structural / synops_nonzero: the
-        SpikingJelly-style structural and the NeuroBench-style non-zero counts.
+        SpikingJelly-style structural and the NeuroBench-style non-zero counts (for a gated projection the static
+        non-zero pattern of its stored weights, not the gate-fired count hwmodels.mapping.connectivity.gated_events
+        gives).
     spikes: neuron spikes (all populations, input included); messages: core-to-core spike messages;
-    hops: message-hops (messages x tile hops). cores_used / tiles_used: from the mapping.
+    hops: message-hops (messages x hops, a hop being a tile-to-tile link or a chip-to-chip link crossed). cores_used / tiles_used: from the mapping.
     n_samples: samples simulated; timesteps: algorithmic T; hardware_steps: steps per inference.
     tables: the ResultTables behind the five DataFrame properties below (built on first use).
     samples: DataFrame indexed by sample: energy_j, energy_<component>_j, latency_s, synops, spikes, messages,
@@ -146,7 +148,7 @@ class SimResult:
     @property
     def energy_dynamic_j(self) -> float:
         """Energy per inference without static energy, J (what event-count peers such as SANA-FE report)."""
-        return self.energy_j - float(self.energy_breakdown_j.get("static", 0.0))
+        return float(sum(v for k, v in self.energy_breakdown_j.items() if k != "static"))
 
     def latency_percentiles_s(self) -> dict[int, float]:
         """{q: q-th percentile of the per-sample latency} for q in PERCENTILES, s."""

@@ -185,7 +185,8 @@ class Projection:
         when it emitted nothing). The input a target receives is the usual sum over source spikes of value x
         effective weight. Synaptic events: "structural" = the static fan-out (a walk over the whole stored operand
         row, what the hardware model pays: storage must be "dense" or "conv", whose paid count is structural);
-        "nonzero" = only entries whose gate fired (hwmodels.mapping.connectivity.gated_events). The target depends on the
+        "nonzero" = only entries whose gate fired in hwmodels.mapping.connectivity.synaptic_events (gated_events;
+        SimResult.synops_nonzero counts the static non-zero pattern instead). The target depends on the
         gate as on the source (NetworkGraph.depth). Both None for an ordinary projection.
     """
 

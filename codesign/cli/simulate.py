@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from codesign.cli.console import escape, fail, make_console, progress_bar
-from codesign.reporting.units import MICRO, si
+from codesign.reporting.units import si
 from hwmodels.atomic import write_atomic
 
 #: base SI unit of a quantity by the suffix of its name
@@ -107,15 +107,16 @@ def quantity_table(sim, title: str) -> Table:
 
 
 def energy_split(sim) -> Table:
-    """Energy per inference by component (hwmodels.energy.costs.ENERGY_COMPONENTS) in µJ and % of the total."""
+    """Energy per inference by component (hwmodels.energy.costs.ENERGY_COMPONENTS), SI-prefixed (13.5 pJ, not
+    1.35e-05 µJ), and % of the total."""
     from hwmodels.energy.costs import ENERGY_COMPONENTS
     table = Table(title="Energy per inference by component")
-    for col in ("component", f"{MICRO}J", "% of total"):
+    for col in ("component", "energy", "% of total"):
         table.add_column(col, justify="left" if col == "component" else "right")
     for comp in ENERGY_COMPONENTS:
         joules = float(sim.energy_breakdown_j[comp])
-        table.add_row(comp, f"{joules * 1e6:.4g}", f"{100 * joules / sim.energy_j:.1f}" if sim.energy_j else "-")
-    table.add_row("total", f"{sim.energy_j * 1e6:.4g}", "100.0" if sim.energy_j else "-")
+        table.add_row(comp, si(joules, "J"), f"{100 * joules / sim.energy_j:.1f}" if sim.energy_j else "-")
+    table.add_row("total", si(sim.energy_j, "J"), "100.0" if sim.energy_j else "-")
     return table
 
 

@@ -235,15 +235,17 @@ def _flat(signature: object, prefix: str = "") -> dict[str, object]:
 
 def _check_chip(mapping: Mapping, chip: ChipSpec) -> None:
     """ValueError when map_network made `mapping` for a chip whose mapping-relevant fields differ from `chip`'s,
-    naming the first field that differs (a mapping made elsewhere and only checked is checked again instead)."""
+    naming the first field that differs and listing the others (a mapping made elsewhere and only checked is checked again instead)."""
     by_map_network = mapping.verified_for is not None and mapping.verified_for[2]
     if not by_map_network or mapping.verified_for[0] == mapping_signature(chip):
         return
     made, here = _flat(mapping.verified_for[0]), _flat(mapping_signature(chip))
-    key = next((k for k in sorted(set(made) | set(here)) if made.get(k) != here.get(k)), "?")
+    keys = [k for k in sorted(set(made) | set(here)) if made.get(k) != here.get(k)] or ["?"]
+    key = keys[0]
+    more = f" (also differs: {', '.join(keys[1:])})" if len(keys) > 1 else ""
     raise ValueError(f"mapping: made for chip {quote(mapping.chip_name)} with {key}={quote(made.get(key), 40)}, not "
-                     f"for chip {quote(chip.name)} with {key}={quote(here.get(key), 40)}; map the graph again with "
-                     "map_network(graph, chip)")
+                     f"for chip {quote(chip.name)} with {key}={quote(here.get(key), 40)}{more}; map the graph again "
+                     "with map_network(graph, chip)")
 
 
 def check_mapping(graph: NetworkGraph, mapping: Mapping, chip: ChipSpec,

@@ -242,7 +242,10 @@ def test_simulate_prints_si_prefixed_energies_and_latencies(saved_net):
     assert cells["o"][4] == si(pops.loc["o", "energy_j"], "J", 3)
     assert cells["latency_s"][0] == si(sim.latency_s, "s") and cells["latency_s"][0].endswith("\u00b5s")
     assert cells["energy_j"][0] == si(sim.energy_j, "J") and cells["energy_j"][0].endswith("nJ")
-    assert "\u00b5J" in result.stdout and "uJ" not in result.stdout
+    # by component: each with its own prefix too (13.5 pJ used to read 1.35e-05 under a µJ heading)
+    for comp, joules in sim.energy_breakdown_j.items():
+        assert cells[comp][0] == si(joules, "J"), comp
+    assert cells["total"][0] == si(sim.energy_j, "J") and "uJ" not in result.stdout
 
 
 def test_simulate_json_and_out_file(saved_net, tmp_path):

@@ -96,6 +96,10 @@ def test_a_mapping_made_for_another_chip_is_refused_naming_the_field():
         simulate(g, tr, chip, mapping=made)
     assert str(err.value) == ("mapping: made for chip 'loihi' with core.neurons_per_core=4, not for chip 'loihi' with "
                               "core.neurons_per_core=1024; map the graph again with map_network(graph, chip)")
+    both = map_network(g, load_preset("loihi", {"mesh_width": 9, "mesh_height": 5}))
+    with pytest.raises(ValueError, match=r"with mesh_height=5, not for chip 'loihi' with mesh_height=4 "
+                                         r"\(also differs: mesh_width\); map the graph again"):
+        simulate(g, tr, chip, mapping=both)
     cheaper = load_preset("loihi", {"core.synop_energy_j.dense": 1e-12})
     assert simulate(g, tr, cheaper, mapping=map_network(g, chip)).energy_j > 0
     checked = mapping_from_assignment(g, chip, {"in": np.zeros(8), "h": np.ones(6), "o": np.full(4, 2)},
