@@ -6,6 +6,7 @@ samples from the same distribution, so a claim can be judged on an interval, not
 """
 from __future__ import annotations
 
+import warnings
 from functools import lru_cache
 
 import numpy as np
@@ -113,8 +114,9 @@ def ratio_ci(a: np.ndarray, b: np.ndarray, paired: bool, level: float = 0.95, n_
 
     paired: a[i] and b[i] were measured on the same input i (resampled together, which removes the spread the
     two share); otherwise a and b are resampled independently. A group of one value is held fixed (a
-    deterministic quantity such as a parameter count). Raises ValueError when paired groups differ in length or
-    the level is outside (0, 1).
+    deterministic quantity such as a parameter count). Resamples whose b mean is 0 give inf ratios, kept as bounds
+    (an interval [2, inf] is above 1), and 0 / 0 resamples are left out (`quantile`). Raises ValueError when
+    paired groups differ in length or the level is outside (0, 1).
     """
     _check_level(level)
     a, b = np.asarray(a, float).ravel(), np.asarray(b, float).ravel()
@@ -126,16 +128,41 @@ def ratio_ci(a: np.ndarray, b: np.ndarray, paired: bool, level: float = 0.95, n_
     if (len(a) < 2 or np.all(a == a[0])) and (len(b) < 2 or np.all(b == b[0])):
         return ratio, ratio, ratio
     rng = np.random.default_rng(seed)
-    with np.errstate(divide="ignore", invalid="ignore"):  # a resample whose b mean is 0: ratio inf (or NaN)
+    tail = (1.0 - level) / 2.0
+    with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scipy's DegenerateDataWarning on inf / NaN resamples: handled below
         if paired:
             from scipy import stats  # see mean_ci
             res = stats.bootstrap((a, b), _ratio, paired=True, vectorized=True, confidence_level=level,
                                   n_resamples=n_resamples, method="percentile", random_state=rng)
-            return ratio, float(res.confidence_interval.low), float(res.confidence_interval.high)
-        draws = [_resampled_means(x, n_resamples, rng) for x in (a, b)]
-        ratios = draws[0] / draws[1]
-    tail = (1.0 - level) / 2.0
-    return ratio, float(np.quantile(ratios, tail)), float(np.quantile(ratios, 1.0 - tail))
+            low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
+            if np.isfinite(low) and np.isfinite(high):
+                return ratio, low, high
+            ratios = res.bootstrap_distribution
+        else:
+            draws = [_resampled_means(x, n_resamples, rng) for x in (a, b)]
+            ratios = draws[0] / draws[1]
+    return ratio, quantile(ratios, tail), quantile(ratios, 1.0 - tail)
+
+
+def quantile(x: np.ndarray, q: float) -> float:
+    """The q-quantile of resampled ratios x (numpy's linear interpolation) where some ratios are inf (a resample
+    whose b mean is 0) or NaN (0 / 0): NaN ratios are left out (they say nothing about the ratio), and a quantile
+    that lies at or interpolates towards +inf is +inf (numpy gives NaN for inf - inf), towards -inf -inf. NaN when
+    every ratio is NaN."""
+    x = np.asarray(x, float).ravel()
+    x = np.sort(x[~np.isnan(x)])
+    if not len(x):
+        return float("nan")
+    if np.all(np.isfinite(x)):
+        return float(np.quantile(x, q))
+    h = (len(x) - 1) * q
+    lo, hi = int(np.floor(h)), int(np.ceil(h))
+    if h == lo or x[lo] == x[hi]:
+        return float(x[lo])
+    if np.isinf(x[lo]) or np.isinf(x[hi]):
+        return float(x[hi] if np.isinf(x[hi]) and x[hi] > 0 else x[lo])
+    return float(x[lo] + (h - lo) * (x[hi] - x[lo]))
 
 
 def _resampled_means(x: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from hwmodels import load_preset, simulate
-from hwmodels.stats import mean_ci, ratio_ci
+from hwmodels.stats import mean_ci, quantile, ratio_ci
 
 
 def test_mean_ci_covers_the_mean_and_shrinks_with_more_samples():
@@ -83,3 +83,27 @@ def test_linear_quantiles_equal_scipy_quantile_bit_for_bit(n):
         got, want = linear_quantiles(x, p), stats.quantile(x, p, axis=-1)
         assert got.shape == want.shape and np.array_equal(got, want, equal_nan=True)
     assert np.isnan(linear_quantiles(x, np.array([0.5]))[3]).all()
+
+
+def test_resamples_whose_b_mean_is_zero_give_an_infinite_bound_paired_or_not():
+    # numpy's quantile interpolates inf - inf to NaN and scipy's percentile gives NaN once a resample is 0 / 0: a
+    # decidable claim came out UNDECIDED unpaired and PASS paired on the same numbers
+    a = np.array([4.0, 5, 6, 5, 4, 6, 5, 5, 4, 6])
+    b = np.array([0.0, 0, 0, 0, 0, 0, 0, 0, 1, 2])
+    for paired in (True, False):
+        ratio, low, high = ratio_ci(a, b, paired=paired)
+        assert ratio == pytest.approx(50 / 3) and 2 < low < ratio and high == np.inf, paired
+    # 0 / 0 resamples (a and b both 0 on the drawn inputs) are left out, not turned into NaN bounds
+    a0, b0 = np.array([0.0, 0, 0, 0, 3, 3]), np.array([0.0, 0, 0, 0, 0, 1])
+    ratio, low, high = ratio_ci(a0, b0, paired=True)
+    assert ratio == 6.0 and np.isfinite(low) and low > 0 and high == np.inf
+
+
+def test_quantile_of_ratios_with_inf_and_nan_by_hand():
+    inf, nan = np.inf, np.nan
+    assert quantile(np.array([1.0, 2, inf, inf]), 0.5) == inf  # between 2 and inf
+    assert quantile(np.array([1.0, 2, inf, inf]), 0.25) == 1.75  # 1 + 0.75 x (2 - 1), as numpy
+    assert quantile(np.array([-inf, 1.0, 2]), 0.25) == -inf and quantile(np.array([-inf, 1.0, 2]), 0.5) == 1.0
+    assert quantile(np.array([nan, 1.0, 2, 3]), 0.5) == 2.0 and np.isnan(quantile(np.array([nan, nan]), 0.5))
+    x = np.random.default_rng(0).standard_normal(101)
+    assert quantile(x, 0.975) == np.quantile(x, 0.975)  # finite ratios: numpy's value exactly
