@@ -29,6 +29,7 @@ seed's pairs separately.
 """
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -157,11 +158,13 @@ def pairs(a: pd.DataFrame, b: pd.DataFrame, claim: Claim) -> list[tuple[pd.DataF
 
 def seed_groups(df: pd.DataFrame) -> list[tuple[Any, pd.DataFrame]]:
     """(seed, rows of that seed) for every seed when the results have a `seed` column with several values,
-    else [(the single seed or None, df)]."""
+    else [(the single seed or None, df)]. Rows without a seed (a sweep grid without the seed axis, in folders
+    written before sweeps recorded the base seed there) join every seed's rows instead of none."""
     seeds = sorted(df["seed"].dropna().unique().tolist()) if "seed" in df.columns else []
     if len(seeds) <= 1:
         return [(seeds[0] if seeds else None, df)]
-    return [(s, df[df["seed"] == s]) for s in seeds]
+    unseeded = df["seed"].isna()
+    return [(s, df[(df["seed"] == s) | unseeded]) for s in seeds]
 
 
 def _design(rows: pd.DataFrame) -> tuple:
@@ -274,6 +277,16 @@ def _ci_span(pair_rows: list[dict]) -> str:
     if not ok.any():
         return "[nan, nan]"
     return f"[{low[ok].min():.3g}, {high[ok].max():.3g}]" + ("" if ok.all() else " and NaN")
+
+
+def results_digest(results: pd.DataFrame) -> str:
+    """A short digest of the design points a set of verdicts was judged on (the sorted point_id values of the
+    results table; "" without that column), recorded in claims.json so a report rebuilt after more points landed
+    (a resumed sweep) can say its verdicts are stale."""
+    if "point_id" not in results.columns:
+        return ""
+    ids = "\n".join(sorted(results["point_id"].astype(str)))
+    return hashlib.sha256(ids.encode()).hexdigest()[:16]
 
 
 def verdict_table(results: list[dict]) -> pd.DataFrame:

@@ -233,12 +233,13 @@ def validate(claims: Path = typer.Argument(..., help="claims YAML (e.g. codesign
     console = make_console()
     try:
         spec = load_claims(claims)
-        from codesign.claims.verdicts import check_metrics
+        from codesign.claims.verdicts import check_metrics, results_digest
         from codesign.store.results import KEY_COLUMN, atomic_write, read_results
         results = read_results(run_dir, required=(KEY_COLUMN,))
         check_metrics(results, spec)
         verdicts = judge(results, spec, point_samples(run_dir))
-        text = _verdicts_json(verdicts)
+        digest = results_digest(results)  # the points judged: a report rebuilt after more land says "stale"
+        text = _verdicts_json([{**v, "results_digest": digest, "results_points": len(results)} for v in verdicts])
         if (run_dir / "report_meta.json").exists():  # claims.json written once the report is rendered
             report = rebuild_report(run_dir, claims_json=text)
         else:

@@ -96,8 +96,9 @@ def sweep(spec: SweepSpec, resume: bool = False, progress: bool = False, log=pri
     name = spec.run_name or default_name("sweep")
     spec_yaml = resolved_spec_yaml(spec.model_copy(update={"run_name": name}))  # the folder's name on record
     out = run_folder(spec.output_dir, name, resume, "sweep.yaml", yaml.safe_load(spec_yaml), RESUME_FREE_KEYS)
-    labels = [{**{k: v for k, v in values.items() if k != "compression.ratio"},
-               "series": series_label(values, cfg)} for values, cfg in points]
+    seeded = any("seed" in values for values, _ in points)  # a grid without the seed axis ran the base seed: say so
+    labels = [{**{k: v for k, v in values.items() if k != "compression.ratio"}, **({"seed": cfg.seed} if seeded and
+               "seed" not in values else {}), "series": series_label(values, cfg)} for values, cfg in points]
     with own_run_folder(out, resume, "sweep.yaml", spec_yaml):
         store = ResultStore(out, LEAD_COLUMNS)
         write_provenance(out, points[0][1].seed)

@@ -269,17 +269,25 @@ def _read_tables(run_dir: Path, meta: ReportMeta) -> dict[str, pd.DataFrame]:
     return out
 
 
-def _claims_table(run_dir: Path, claims_json: str | None = None) -> dict[str, pd.DataFrame]:
-    """The "Claims" table of the verdicts in `claims_json` (text), else in the folder's claims.json (none: {})."""
+def _claims_table(run_dir: Path, df: pd.DataFrame, claims_json: str | None = None) -> dict[str, pd.DataFrame]:
+    """The "Claims" table of the verdicts in `claims_json` (text), else in the folder's claims.json (none: {});
+    titled stale when claims.json was judged on other design points than the results `df` now hold (a sweep
+    resumed after codesign validate)."""
     path = run_dir / "claims.json"
     verdicts = _read_json(path, None) if claims_json is None else json.loads(claims_json)
     if verdicts is None:
         return {}
-    from codesign.claims.verdicts import verdict_table
+    from codesign.claims.verdicts import results_digest, verdict_table
     try:
-        return {"Claims": verdict_table(verdicts)}
+        table = verdict_table(verdicts)
+        judged = {(v.get("results_digest"), v.get("results_points")) for v in verdicts if "results_digest" in v}
     except (KeyError, TypeError, AttributeError, ValueError):
         raise ValueError(f"report: '{_short(path)}' is not a verdicts file written by codesign validate") from None
+    stale = [n for digest, n in judged if digest != results_digest(df)]
+    if stale:
+        return {f"Claims (STALE: judged on {stale[0]} design points, the results now hold {len(df)}; run codesign "
+                "validate again)": table}
+    return {"Claims": table}
 
 
 def rebuild_report(run_dir: str | Path, claims_json: str | None = None) -> Path:
@@ -299,7 +307,7 @@ def rebuild_report(run_dir: str | Path, claims_json: str | None = None) -> Path:
     df = read_results(run_dir)  # first: it refuses a folder holding a symbolic link before any file is read
     meta_model = _read_meta(run_dir / META_NAME)
     meta = meta_model.model_dump()
-    tables = {**_read_tables(run_dir, meta_model), **derived_tables(df), **_claims_table(run_dir, claims_json)}
+    tables = {**_read_tables(run_dir, meta_model), **derived_tables(df), **_claims_table(run_dir, df, claims_json)}
     provenance = _read_json(run_dir / "provenance.json", {})
     if not isinstance(provenance, dict):
         raise ValueError(f"report: '{_short(run_dir / 'provenance.json')}' must hold a JSON object")
@@ -325,11 +333,11 @@ def rebuild_report(run_dir: str | Path, claims_json: str | None = None) -> Path:
 def write_report(run_dir: Path, df: pd.DataFrame, config_yaml: str, summary: list[str],
                  title: str = "Co-design run", tables: dict[str, pd.DataFrame] | None = None,
                  config_file: str = "config.resolved.yaml") -> Path:
-    """Store what the report shows (results.csv, report_meta.json, tables/*.csv, the config file when given as
+    """Store what the report shows (results.csv and results.parquet, report_meta.json, tables/*.csv, the config file when given as
     text) and build the page with `rebuild_report`. Returns the path of report.html."""
-    from codesign.store.results import atomic_write
+    from codesign.store.results import atomic_write, write_results
     run_dir = Path(run_dir)
-    atomic_write(run_dir / "results.csv", lambda tmp: df.to_csv(tmp, index=False))
+    write_results(run_dir, df)  # the final table (pareto column, report order) in both files
     if not (run_dir / config_file).exists():
         atomic_write(run_dir / config_file, lambda tmp: Path(tmp).write_text(config_yaml))
     names = {}

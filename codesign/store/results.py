@@ -103,9 +103,14 @@ class ResultStore:
         """results.csv and results.parquet from the log (atomic replace). A column holding mappings (an axis over
         whole dicts such as hardware.overrides, `{}` included, which Parquet cannot store as a struct without
         fields) goes to Parquet as their JSON text."""
-        df = self.table()
-        atomic_write(self.run_dir / "results.csv", lambda p: df.to_csv(p, index=False))
-        atomic_write(self.run_dir / "results.parquet", lambda p: _json_mappings(df).to_parquet(p, index=False))
+        write_results(self.run_dir, self.table())
+
+
+def write_results(run_dir: Path, df: pd.DataFrame) -> None:
+    """results.csv and results.parquet of `df`, the same rows in the same order (each replaced atomically); a
+    column holding mappings goes to Parquet as their JSON text."""
+    atomic_write(Path(run_dir) / "results.csv", lambda p: df.to_csv(p, index=False))
+    atomic_write(Path(run_dir) / "results.parquet", lambda p: _json_mappings(df).to_parquet(p, index=False))
 
 
 def _json_mappings(df: pd.DataFrame) -> pd.DataFrame:

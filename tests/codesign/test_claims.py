@@ -191,6 +191,17 @@ def test_seeds_pair_within_a_seed_and_pool_into_one_interval():
     assert (c0["ratio"], c0["ci_low"], c0["ci_high"]) == (0.5, 0.5, 0.5)  # one seed: zero width
 
 
+def test_a_row_without_a_seed_is_compared_within_every_seed():
+    # a sweep grid without the seed axis left the seed cell empty: its rows were in no seed's group, and a claim
+    # against them came out UNDECIDED "no design points match both groups" though they were in the table
+    df, tables = _points({"a0": ("a", 0, [1, 1], [0, 1]), "a1": ("a", 1, [3, 3], [0, 1]),
+                          "b": ("b", np.nan, [4, 4], [0, 1])})
+    per_seed = verdict(df, _energy_claim(factor=0.6, pool_seeds=False, match="none"), tables.get)
+    assert [(p["seeds"], p["ratio"], p["b_point"]) for p in per_seed["pairs"]] == [([0], 0.25, "b"),
+                                                                                  ([1], 0.75, "b")]
+    assert per_seed["verdict"] == "FAIL"
+
+
 def test_groups_compare_means_of_pooled_samples():
     # match none: a pools [1, 1] and [3, 3] (mean 2), b [4, 4] (mean 4): ratio 0.5; 4 vs 2 values: independent.
     # b's resampled mean is always 4; a's is 1 + k/2 with k ~ Binomial(4, 1/2), k = 0 or 4 with probability

@@ -134,6 +134,7 @@ def test_weight_fit_is_part_of_the_lowered_key_and_reaches_lower(tmp_path):
 
 
 def test_simulate_cli_prints_the_six_components(tmp_path):
+    from codesign.reporting.units import si
     graph, trace = _inputs(4)
     graph.save(tmp_path / "g.npz")
     trace.save(tmp_path / "t.npz")
@@ -143,11 +144,11 @@ def test_simulate_cli_prints_the_six_components(tmp_path):
     assert proc.returncode == 0, proc.stderr
     sim = _sim(4)
     rows = [[c.strip() for c in ln.strip().strip("│").split("│")] for ln in proc.stdout.splitlines()]
-    split = {r[0]: r[1:] for r in rows if len(r) == 3}  # the component | uJ | % of total table
+    split = {r[0]: r[1:] for r in rows if len(r) == 3}  # the component | energy | % of total table
     for comp in ENERGY_COMPONENTS:
         joules = sim.energy_breakdown_j[comp]
-        assert split[comp] == [f"{joules * 1e6:.4g}", f"{100 * joules / sim.energy_j:.1f}"]
-    assert split["total"] == [f"{sim.energy_j * 1e6:.4g}", "100.0"]
+        assert split[comp] == [si(joules, "J"), f"{100 * joules / sim.energy_j:.1f}"]
+    assert split["total"] == [si(sim.energy_j, "J"), "100.0"]
     assert f"{sim.energy_j:.4g}" in proc.stdout and "energy_j_ci_low" in proc.stdout
 
 

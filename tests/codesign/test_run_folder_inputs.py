@@ -158,3 +158,18 @@ def test_a_fifo_in_the_run_folder_is_refused_instead_of_blocking_report_and_vali
     (tmp_path / "c.yaml").write_text(CLAIM)
     result = CliRunner().invoke(app, ["validate", str(tmp_path / "c.yaml"), str(run)])
     assert result.exit_code == 2 and "is not a regular file or folder (a FIFO" in result.output, result.output
+
+
+def test_a_report_rebuilt_after_more_points_landed_marks_the_old_verdicts_stale(tmp_path):
+    # a sweep resumed after codesign validate rebuilt its report with the verdicts of the earlier points, unmarked
+    run = _run(tmp_path)
+    (tmp_path / "c.yaml").write_text(CLAIM)
+    assert _cli(tmp_path, "validate", "c.yaml", "run").returncode in (0, 1)
+    assert "## Claims\n" in (run / "report.md").read_text()
+    three = pd.concat([read_results(run), read_results(run).iloc[:1].assign(point_id="p2")], ignore_index=True)
+    write_report(run, three, "seed: 0\n", ["three points"], title="t")  # what a resumed sweep does
+    page = (run / "report.md").read_text()
+    assert "Claims (STALE: judged on 2 design points, the results now hold 3; run codesign validate again)" in page
+    assert pd.read_parquet(run / "results.parquet")["point_id"].tolist() == ["p0", "p1", "p2"]
+    assert _cli(tmp_path, "validate", "c.yaml", "run").returncode in (0, 1)
+    assert "## Claims\n" in (run / "report.md").read_text() and "STALE" not in (run / "report.md").read_text()
