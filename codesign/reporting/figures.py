@@ -82,6 +82,13 @@ def ci_errors(df: pd.DataFrame, column: str, scale: float = 1.0) -> np.ndarray |
     return np.clip(np.stack([below, above]), 0.0, None) * scale
 
 
+def legend(ax, **kw) -> None:
+    """ax.legend(**kw) when something on `ax` has a label (matplotlib warns "No artists with labels found" and
+    draws an empty box otherwise, e.g. when no point fitted the chip)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(**kw)
+
+
 def series_of(df: pd.DataFrame) -> pd.Series:
     """The curve each row belongs to: the `series` column of a sweep, else the method."""
     return df["series"] if "series" in df.columns else df["method"]
@@ -98,7 +105,7 @@ def line_figure(df: pd.DataFrame, column: str, scale: float, ylabel: str, title:
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    legend(ax, fontsize=7)
     return fig
 
 
@@ -133,9 +140,9 @@ def pareto_figure(df: pd.DataFrame):
     _label_front(ax, df[front].assign(tag=np.array(point_tags(df), dtype=object)[front.to_numpy()]), scale)
     ax.set_xlabel(f"energy per inference ({unit})")
     ax.set_ylabel("accuracy (%)")
-    ax.set_title("Accuracy vs energy (front over accuracy, energy, latency)", fontsize=9)
+    ax.set_title("Accuracy vs energy (Pareto front over the run's objectives)", fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    legend(ax, fontsize=7)
     return fig
 
 
@@ -156,7 +163,7 @@ def energy_figure(df: pd.DataFrame):
     ax.set_xticks(range(len(df)), labels, fontsize=6, rotation=90 if len(df) > 8 else 0)
     ax.set_ylabel(f"energy per inference ({unit})")
     ax.set_title("Energy per inference by component")
-    ax.legend(fontsize=8)
+    legend(ax, fontsize=8)
     ax.grid(alpha=0.3, axis="y")
     return fig
 
@@ -217,7 +224,7 @@ def hardware_figure(df: pd.DataFrame, key: str):
     for ax, metric in zip(axes[0], metrics):
         _metric_panel(ax, part, key, metric)
     if _curve_labels(part, key).nunique() <= MAX_LEGEND:
-        axes[0][-1].legend(fontsize=6)
+        legend(axes[0][-1], fontsize=6)
     fig.suptitle(f"Against {key}", fontsize=9)
     fig.tight_layout()
     return fig

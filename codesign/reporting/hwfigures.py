@@ -104,7 +104,8 @@ def check_figure_table(table: pd.DataFrame, columns: tuple[str, ...], path: Path
 def load_samples(folder: Path) -> pd.DataFrame | None:
     """The per-sample table of the point folder `folder` (indexed by sample), or None when it has none (an older
     run folder, or a point that did not fit the chip). Raises ValueError (one line naming the file) when the file
-    is not a samples table (binary, unparsable, or without a `sample` column)."""
+    is not a samples table (binary, unparsable, or without a `sample` column) or a column holds anything but
+    finite numbers >= 0 (an empty cell allowed outside the energies and times)."""
     path = Path(folder) / SAMPLES_FILE
     if not path.exists():
         return None
@@ -116,13 +117,18 @@ def load_samples(folder: Path) -> pd.DataFrame | None:
         # TypeError/IndexError: a header it cannot index (e.g. "garbage,,," followed by binary bytes)
         first = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
         raise ValueError(f"'{str(path)[:120]}' is not a samples table: {first}") from None
-    for col in (c for c in table.columns if c.endswith(("_j", "_s"))):  # energies (J) and times (s) per sample
+    for col in table.columns:  # energies (J), times (s), counts, labels and 0/1 correctness: numbers >= 0
         values = pd.to_numeric(table[col], errors="coerce")
-        bad = table[col][~(np.isfinite(values) & (values >= 0))]
+        bad = table[col][~((np.isfinite(values) & (values >= 0)) | (table[col].isna() & (not _timed(col))))]
         if len(bad):
-            raise ValueError(f"'{str(path)[:120]}': column {col!r} holds {str(bad.iloc[0])[:40]!r}; energies and "
-                             "times are finite numbers >= 0")
+            raise ValueError(f"'{str(path)[:120]}': column {col!r} holds {str(bad.iloc[0])[:40]!r}; "
+                             f"{'energies and times' if _timed(col) else 'its values'} are finite numbers >= 0")
     return table
+
+
+def _timed(col: str) -> bool:
+    """Energies (J) and times (s): every sample has one (other columns, e.g. prediction, may be left empty)."""
+    return col.endswith(("_j", "_s"))
 
 
 def core_map(cores: pd.DataFrame, ax) -> None:

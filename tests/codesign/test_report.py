@@ -11,7 +11,7 @@ from matplotlib.container import ErrorbarContainer
 
 from codesign.reporting.figures import energy_figure, hardware_figure, line_figure, pareto_figure, ci_errors, energy_components, result_figures
 from codesign.reporting.report import (ENERGY_TABLE, LATENCY_TABLE, derived_tables, display_table, markdown_table,
-                             rebuild_report, write_report)
+                             rebuild_report, result_figures, write_report)
 from hwmodels.energy.costs import ENERGY_COMPONENTS
 
 
@@ -242,3 +242,14 @@ def test_damaged_side_files_are_one_line_naming_them(tmp_path, name, content):
     with pytest.raises(ValueError, match=re.escape(name)) as err:
         rebuild_report(tmp_path)
     assert "\n" not in str(err.value)
+
+
+def test_a_run_where_no_point_fitted_draws_its_figures_without_warnings():
+    # every figure's legend had nothing to show: matplotlib printed "No artists with labels found" three times
+    import warnings
+    df = _table().assign(point_id=["p0", "p1"], error="network does not fit chip 'x'")
+    df[[c for c in df.columns if c.startswith(("energy", "latency", "accuracy_hw", "synops"))]] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        figures = result_figures(df)
+    assert len(figures) == 4

@@ -39,6 +39,7 @@ def _cli(tmp_path, *args):
     ("energy_j_ci_low", ["lo", "1e-6"], "column 'energy_j_ci_low' holds text ('lo')"),
     ("point_id", ["x/../../outside/pt", "p1"], "point_id 'x/../../outside/pt' is not a plain name"),
     ("point_id", ["p0", "p0"], "point_id 'p0' is listed twice"),
+    ("method", ["sca", ""], "column 'method' is empty in row 3 (line of the file)"),  # was an IndexError traceback
 ])
 def test_bad_columns_are_refused_in_one_line_and_nothing_is_rewritten(tmp_path, column, values, needle):
     run = _run(tmp_path)
@@ -127,6 +128,19 @@ def test_sample_energies_must_be_finite_numbers_at_least_zero(tmp_path, value, s
         load_samples(folder)
     (folder / "samples.csv").write_text("sample,energy_j,latency_s\n0,1e-6,2e-6\n1,0.0,2e-6\n")
     assert load_samples(folder)["energy_j"].tolist() == [1e-6, 0.0]
+
+
+@pytest.mark.parametrize("column", ["correct", "synops"])
+def test_text_in_a_count_column_of_samples_csv_is_named_with_its_file(tmp_path, column):
+    # validate said only "could not convert string to float: 'yes'"
+    from codesign.reporting.hwfigures import load_samples
+    folder = tmp_path / "p"
+    folder.mkdir()
+    (folder / "samples.csv").write_text(f"sample,energy_j,{column},prediction\n0,1e-6,1,3\n1,2e-6,yes,\n")
+    with pytest.raises(ValueError, match=f"samples.csv': column '{column}' holds 'yes'; its values are finite"):
+        load_samples(folder)
+    (folder / "samples.csv").write_text(f"sample,energy_j,{column},prediction\n0,1e-6,1,3\n1,2e-6,0,\n")
+    assert load_samples(folder)[column].tolist() == [1, 0]  # an empty prediction is allowed
 
 
 def test_validate_keeps_the_old_verdicts_when_the_report_cannot_be_rebuilt(tmp_path):
