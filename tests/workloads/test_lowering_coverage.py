@@ -265,6 +265,42 @@ def test_elementwise_recurrent_container_adds_a_scaled_identity_self_projection(
     assert synaptic_events(graph, trace, "nonzero")["rec1"] == int(s.sum())
 
 
+class _ResidualMLP(nn.Module):
+    """s1(fc1(y) + y) with y = s0(fc0(x)): a flat identity shortcut."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc0, self.s0 = layer.Linear(10, 6, **M), neuron.IFNode(v_threshold=0.5, **M)
+        self.fc1, self.s1 = layer.Linear(6, 6, **M), neuron.IFNode(v_threshold=0.5, **M)
+
+    def forward(self, x):
+        y = self.s0(self.fc0(x))
+        return self.s1(self.fc1(y) + y)
+
+
+def test_flat_identities_are_stored_sparse_with_fan_out_one():
+    # they were dense n x n matrices: the chip paid n synaptic events a spike and n^2 stored weights, where the
+    # same identity on a (C, H, W) map is a 1x1 depthwise conv of fan-out 1
+    from hwmodels import load_preset, simulate
+    x = _poisson((T, N, 10), 0.5, seed=10)
+    recurrent = nn.Sequential(layer.Linear(10, 6, **M), neuron.IFNode(v_threshold=0.5, **M),
+                              layer.ElementWiseRecurrentContainer(neuron.IFNode(v_threshold=0.5), lambda y, x: x + y,
+                                                                  **M))
+    for net, names in ((_ResidualMLP(), ["identity1"]), (recurrent, ["identity1", "rec1"])):
+        _init(net, seed=9)
+        graph, trace = lower(net, x)
+        spikes = {p: int(_dense(graph, trace, p).sum()) for p in graph.populations if p != "input"}
+        sim = simulate(graph, trace, load_preset("loihi"), model="analytic")
+        for name in names:
+            proj = next(p for p in graph.projections if p.name == name)
+            assert proj.storage == "sparse" and proj.nonzero_synapses == 6, name
+            assert synaptic_events(graph, trace, "nonzero")[name] == spikes[proj.source], name
+        paid = sum(synaptic_events(graph, trace, "nonzero").values())
+        assert sim.synops == pytest.approx(paid / N, rel=1e-12)  # every projection pays its non-zero synapses
+        dense = lower(net, x, storage="dense")[0]  # asked for: kept
+        assert all(p.storage == "dense" for p in dense.projections)
+
+
 def test_elementwise_recurrent_container_with_a_nonlinear_function_is_refused():
     net = nn.Sequential(layer.Linear(4, 4, **M),
                         layer.ElementWiseRecurrentContainer(neuron.IFNode(), lambda y, x: x * y, **M))

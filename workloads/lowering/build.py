@@ -41,8 +41,9 @@ class Settings:
         return wanted
 
     def stamp(self, stage: Stage, key: str) -> Stage:
-        """`stage` with the weight bits and storage of module `key` (None when the compression sets none)."""
-        stage.bits, stage.storage = self.layer_bits.get(key), self.layer_storage.get(key)
+        """`stage` with the weight bits and storage of module `key` (None when the compression sets none; the
+        stage's own storage, e.g. a diagonal's "sparse", when it sets no storage)."""
+        stage.bits, stage.storage = self.layer_bits.get(key), self.layer_storage.get(key, stage.storage)
         return stage
 
 

@@ -91,15 +91,18 @@ def _composed(build: Build, value, m: nn.Module, name: str, w: torch.Tensor, b: 
 
 
 def add_recurrent(build: Build, pop_name: str, m: nn.Module, name: str, kind: str, w: torch.Tensor,
-                  groups: int = 1, padding: tuple[int, int] = (0, 0), dilation: tuple[int, int] = (1, 1)) -> None:
+                  groups: int = 1, padding: tuple[int, int] = (0, 0), dilation: tuple[int, int] = (1, 1),
+                  storage: str | None = None) -> None:
     """The projection "rec<k>" from population `pop_name` to itself (weights w, float64, Projection geometry),
-    delay DELAY_STEPS, with the weight bits and storage of container `m` (module name `name`)."""
+    delay DELAY_STEPS, with the weight bits and storage of container `m` (module name `name`; `storage` when it
+    sets none, e.g. "sparse" for a flat diagonal)."""
     settings, proj_name = build.settings, build.next_name("rec")
     add_projection(build, Projection(
         name=proj_name, source=pop_name, target=pop_name, kind=kind, weight=w.numpy().astype(np.float32),
         padding=padding, dilation=dilation, groups=groups,
         weight_bits=settings.layer_bits.get(name) or settings.weight_bits,
-        storage=settings.storage_for(kind, settings.layer_storage.get(name))), type(m).__name__, [tag(name, m)])
+        storage=settings.storage_for(kind, settings.layer_storage.get(name, storage))), type(m).__name__,
+        [tag(name, m)])
     build.recurrent[proj_name] = DELAY_STEPS
 
 
@@ -157,8 +160,8 @@ def elementwise_recurrent_rule(build: Build, m: layer.ElementWiseRecurrentContai
 
     x: spikes of the source population (flat (n,) or (C, H, W)) or the current of the weight layer(s) before.
     Lowered: population "<kind><k>" of x's shape; the feed-forward current scaled by b (from spikes: "identity<k>",
-    b times a dense identity or a 1x1 depthwise conv of weight b); projection "rec<k>" from the population to
-    itself, a times the identity (dense for flat, 1x1 depthwise conv for (C, H, W)), delay 1 (none when a == 0).
+    b times the identity: a diagonal stored "sparse" for flat, a 1x1 depthwise conv for (C, H, W)); projection
+    "rec<k>" from the population to itself, a times the identity (the same forms), delay 1 (none when a == 0).
     """
     t, value = tag(name, m), args[0]
     node = stepped_neuron(m, m.sub_module, name)
@@ -180,7 +183,7 @@ def elementwise_recurrent_rule(build: Build, m: layer.ElementWiseRecurrentContai
     emit(build, current, pop, [t], at, layout_fn(layout))
     if a != 0.0:
         rec = diagonal_stage(pop.name, shape, a, "", [])
-        add_recurrent(build, pop.name, m, name, rec.kind, rec.w, rec.groups)
+        add_recurrent(build, pop.name, m, name, rec.kind, rec.w, rec.groups, storage=rec.storage)
     return Feed(pop, layout, line=value.line)
 
 

@@ -144,13 +144,16 @@ def spikes_of(value, tag: str, what: str) -> Feed:
 def diagonal_stage(source: str, shape: tuple[int, ...], scale: float, origin: str, tags: list[str],
                    bits: int | None = None, name: str | None = None) -> Stage:
     """`scale` times the identity on per-sample `shape` from population `source`: a 1x1 depthwise conv for
-    (C, H, W) (C stored weights, fan-out 1: exact and cheap), a dense matrix for a flat shape."""
+    (C, H, W) (C stored weights, fan-out 1: exact and cheap), for a flat shape an n x n diagonal matrix stored
+    "sparse" (n stored weights, fan-out 1, as the conv; "dense" would pay n synaptic events a spike and n^2
+    weights) unless lower's storage= or the layer's own asks for another."""
     if len(shape) == 3:
         c = shape[0]
         return Stage(source, "conv", torch.full((c, 1, 1, 1), scale, dtype=torch.float64), origin, tags, groups=c,
                      bits=bits, name=name)
     n = int(np.prod(shape))
-    return Stage(source, "dense", torch.eye(n, dtype=torch.float64) * scale, origin, tags, bits=bits, name=name)
+    return Stage(source, "dense", torch.eye(n, dtype=torch.float64) * scale, origin, tags, bits=bits,
+                 storage="sparse", name=name)
 
 
 def identity_stage(feed: Feed, tag: str) -> Stage:
@@ -158,9 +161,7 @@ def identity_stage(feed: Feed, tag: str) -> Stage:
     Raises ValueError when the feed is pooled/flattened/averaged."""
     if not feed.plain:
         raise ValueError(f"{tag}: a pooled, flattened or averaged tensor cannot be added to another")
-    if len(feed.pop.shape) == 3:
-        return diagonal_stage(feed.pop.name, feed.pop.shape, 1.0, "Identity", [tag], bits=1)
-    return Stage(feed.pop.name, "dense", torch.eye(feed.pop.size, dtype=torch.float64), "Identity", [tag], bits=1)
+    return diagonal_stage(feed.pop.name, feed.pop.shape, 1.0, "Identity", [tag], bits=1)
 
 
 def as_current(value, tag: str) -> Current:
