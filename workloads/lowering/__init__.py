@@ -17,7 +17,8 @@ Representation (every stage exact: replaying the recorded spikes gives the model
 - Residual add of currents before a neuron (ResNet-19's BasicBlock, sn2(bn2(conv2(.)) + shortcut(x))): the
   block's output population gets one projection per addend, "conv<k>" (main path, BN folded) and the shortcut,
   a 1x1 conv + BN "conv<k>" or, for an identity shortcut, "identity<k>": a 1x1 depthwise conv of weight 1 (C stored
-  weights, fan-out 1; on a flat layer an n x n diagonal stored "sparse": n stored weights, fan-out 1). Pre-activation blocks add currents that the next block's BN + neuron read: that neuron
+  weights, fan-out 1; on a flat layer an n x n diagonal stored "sparse": n stored weights, fan-out 1).
+  Pre-activation blocks add currents that the next block's BN + neuron read: that neuron
   layer gets one projection per addend with the BN folded into each (a current read by two layers is stored
   twice; no extra population or pipeline step).
 - Spikes + spikes (Spikformer's x + attn(x), tokenizer x + rpe(x)): a graded relay population "add<k>" (kind
