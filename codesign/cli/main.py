@@ -106,8 +106,16 @@ def run(config: Optional[Path] = typer.Argument(None, help="YAML run config; def
     _print_result(console, result)
 
 
-def _execution_overrides(workers: Optional[int], scheduler: Optional[str]) -> list[str]:
-    """--workers / --scheduler as spec overrides."""
+def _execution_overrides(workers: Optional[int], scheduler: Optional[str], sets: list[str]) -> list[str]:
+    """--workers / --scheduler as spec overrides. Raises ConfigError when a --set of the same key (`sets`) says
+    otherwise: which one was meant cannot be told (simulate refuses such a pair too)."""
+    from codesign.config.run import ConfigError, quote, safe_yaml
+    flags = {"execution.workers": ("--workers", workers), "execution.scheduler": ("--scheduler", scheduler or None)}
+    for item in sets:
+        key, _, raw = item.partition("=")
+        flag, value = flags.get(key.strip(), (None, None))
+        if value is not None and safe_yaml(raw, item, "--set") != value:
+            raise ConfigError(f"--set: {key.strip()}={quote(raw)} contradicts {flag} {value}; give one of them")
     return ([f"execution.workers={workers}"] if workers is not None else []) + \
         ([f"execution.scheduler={scheduler}"] if scheduler else [])
 
@@ -131,8 +139,8 @@ def sweep(spec: Optional[Path] = typer.Argument(None, help="YAML sweep spec (bas
     from codesign.config.sweep import load_spec
     _quiet_logs()
     console = make_console()
-    extra = _execution_overrides(workers, scheduler)
     try:
+        extra = _execution_overrides(workers, scheduler, set_)
         from codesign.execute.sweep import sweep as run_sweep
         with progress_bar(console, "design points", enabled=not no_progress) as update:
             result = run_sweep(load_spec(spec, [*set_, *extra]), resume=resume, log=text_log(console),
@@ -164,11 +172,11 @@ def search(spec: Optional[Path] = typer.Argument(None, help="YAML sweep spec wit
     from codesign.config.sweep import load_spec
     _quiet_logs()
     console = make_console()
-    set_ = [*set_, *_execution_overrides(workers, scheduler)]
     try:
+        set_ = [*set_, *_execution_overrides(workers, scheduler, set_)]
         from codesign.execute.search import search as run_search
         with progress_bar(console, "trials", enabled=not no_progress) as update:
-            result = run_search(load_spec(spec or default_search_path(), set_), resume=resume,
+            result = run_search(load_spec(spec or default_search_path(), set_, "search"), resume=resume,
                                 log=text_log(console), on_trial=update)
     except (ValueError, OSError) as exc:
         fail(exc, debug)
@@ -319,8 +327,9 @@ def main() -> None:
         print(f"error: {message}{where}", file=sys.stderr)
         sys.exit(getattr(exc, "exit_code", 2))
     if code == 130:
-        print("interrupted" + (": finished points are stored; rerun with --set run_name=<the run folder's name> "
-                               "--resume to go on" if sys.argv[1:2] and sys.argv[1] in _RESUMABLE else ""),
+        print("interrupted" + (": finished points are stored; rerun with --set run_name=<the folder named as the "
+                               "run started> --resume to go on" if sys.argv[1:2] and sys.argv[1] in _RESUMABLE
+                               else ""),
               file=sys.stderr)
     sys.exit(code if isinstance(code, int) else 0)
 

@@ -121,8 +121,9 @@ def presets_derive(base: str = typer.Argument(..., help="the base: a preset name
     console = make_console()
     try:
         tree = write_derived(out, base, parse_overrides(set_), date.today().isoformat(), name, force)
-    except OSError as exc:  # the write: "cannot write '<out>': <reason>"
-        fail(exc if debug else OSError(f"--out: {exc}"), debug)
+    except OSError as exc:  # the write: "cannot write '<out>': <reason>", not the name of its temporary file
+        reason = exc.strerror or str(exc)
+        fail(exc if debug else OSError(f"--out: cannot write '{out}': {reason}"), debug)
     except ValueError as exc:
         fail(exc, debug)
     changed = tree["derived_from"]["changed"]

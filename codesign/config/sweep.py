@@ -180,31 +180,32 @@ class SweepSpec(_Section):
         return list(dict.fromkeys(k for g in self.grids for k in g))
 
 
-def load_spec(path: str | Path | None, sets: list[str] | None = None) -> SweepSpec:
-    """Load and validate a sweep spec (None: the default config as base with no axes).
+def load_spec(path: str | Path | None, sets: list[str] | None = None, kind: str = "sweep") -> SweepSpec:
+    """Load and validate a sweep or search spec (None: the default config as base with no axes); `kind` ("sweep"
+    or "search") starts its error messages.
 
     Raises ConfigError with a one-line message naming the field.
     """
     tree: dict = {}
     if path is not None:
-        tree = read_tree(path, "sweep")
-        check_no_file_scheduler(tree, path)
+        tree = read_tree(path, kind)
+        check_no_file_scheduler(tree, path, kind)
         if isinstance(tree.get("base"), str):
             tree["base"] = str((Path(path).parent / tree["base"]).resolve())
     apply_sets(tree, sets)
     try:
         return SweepSpec.model_validate(tree)
     except ValidationError as err:
-        raise ConfigError(one_line_error(err, SweepSpec).replace("config:", "sweep:", 1)) from None
+        raise ConfigError(one_line_error(err, SweepSpec).replace("config:", f"{kind}:", 1)) from None
 
 
-def check_no_file_scheduler(tree: dict, path: str | Path) -> None:
+def check_no_file_scheduler(tree: dict, path: str | Path, kind: str = "sweep") -> None:
     """ConfigError when the spec file `path` (its tree) names a dask scheduler: a client loads the pickles its
     scheduler sends back, so a shared spec naming one would run that scheduler's code here. Only the command line
     names one (--scheduler, or --set execution.scheduler=...)."""
     execution = tree.get("execution")
     if isinstance(execution, dict) and execution.get("scheduler") is not None:
-        raise ConfigError(f"sweep: execution.scheduler: {quote(str(path))} names a dask scheduler, which a spec file "
+        raise ConfigError(f"{kind}: execution.scheduler: {quote(str(path))} names a dask scheduler, which a spec file "
                           "may not (a scheduler's replies are unpickled here); pass --scheduler URL instead")
 
 

@@ -40,7 +40,7 @@ from codesign.reporting.hwfigures import PointDetails
 from codesign.execute.run import RunResult, default_name, run_folder
 from codesign.store.provenance import write_provenance
 from codesign.reporting.report import write_report
-from codesign.store.runfolder import own_run_folder
+from codesign.store.runfolder import own_run_folder, resume_hint
 from codesign.store.results import atomic_write
 from codesign.execute.stages import (check_data_fits, check_fits, check_n_samples, check_names, make_dataset,
                                      make_model, method_config, resolve_device, train_config)
@@ -282,6 +282,7 @@ def run_allocator(cfg: RunConfig, ratio: float, acfg: AllocatorConfig, log=print
     check_data_fits(dataset, cfg)
     check_fits(make_model(cfg, dataset), dataset, cfg, chip, device)  # the dense network must fit the chip
     with own_run_folder(out, resume, "config.resolved.yaml", config_yaml):
+        log(f"allocation {resume_hint(out)}")
         result, table = _allocate_into(out, cfg, ratio, acfg, chip, dataset, device, log, start, config_yaml)
     return result, table
 

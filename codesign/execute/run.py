@@ -20,7 +20,7 @@ from codesign.config.run import ConfigError, RunConfig, dump_config
 from codesign.execute.evaluate import load_chip, model_row, stage_keys
 from codesign.execute.executor import run_points
 from codesign.reporting.report import write_report
-from codesign.store.runfolder import check_folder, own_run_folder
+from codesign.store.runfolder import check_folder, own_run_folder, resume_hint
 from codesign.config.sweep import ExecutionConfig
 from codesign.execute.stages import (check_data_fits, check_fits, check_n_samples, check_names, make_dataset,
                                      make_model, resolve_device)
@@ -142,7 +142,8 @@ def _run_points(cfg: RunConfig, chip, out: Path, log, progress: bool, start: flo
         log(f"{row['method']} at ratio {row['ratio']:g}: accuracy {row['accuracy']:.2%}, {row['params']:,} params, "
             f"{row['energy_j'] * 1e6:.3f} µJ, {row['latency_s'] * 1e6:.2f} µs per inference")
 
-    log(f"{plural(len(points), 'design point')}; trained and compressed models are cached in {cfg.cache_dir}")
+    log(f"{plural(len(points), 'design point')} {resume_hint(out)}; trained and compressed models are cached in "
+        f"{cfg.cache_dir}")
     run_points(points, store, cfg.cache_dir, ExecutionConfig(workers=0), progress, log, on_row, chip=chip)
     copy_artifacts(points, StageCache(cfg.cache_dir), out)
     df = store.table().sort_values("ratio", kind="stable").reset_index(drop=True)

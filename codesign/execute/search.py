@@ -28,7 +28,7 @@ from codesign.execute.run import LEAD_COLUMNS, RunResult, run_folder
 from codesign.reporting.report import write_report
 from codesign.config.sweep import Range, SweepSpec
 from codesign.store.provenance import write_provenance
-from codesign.store.runfolder import own_run_folder
+from codesign.store.runfolder import own_run_folder, resume_hint
 from codesign.execute.search_loop import run_trials
 from codesign.execute.search_trials import point_for, recover
 from codesign.store.results import ResultStore, atomic_write
@@ -152,6 +152,7 @@ def search(spec: SweepSpec, resume: bool = False, log=print, on_trial=None) -> R
     storage = storage_url or f"sqlite:///{Path(out).resolve() / 'study.db'}"
     check_study_db(storage, spec, resume)
     with own_run_folder(out, resume, "search.yaml", spec_yaml):
+        log(f"search of {spec.search.n_trials} trials {resume_hint(out)}")
         store = ResultStore(out, LEAD_COLUMNS)
         write_provenance(out, spec.search.seed)
         study = _open_study(spec, storage, resume)

@@ -14,7 +14,7 @@ from codesign.execute.evaluate import load_chip
 from codesign.execute.run import LEAD_COLUMNS, RunResult, default_name, run_folder
 from codesign.reporting.report import write_report
 from codesign.reporting.units import plural, point_outcome
-from codesign.store.runfolder import own_run_folder
+from codesign.store.runfolder import own_run_folder, resume_hint
 from codesign.config.sweep import SweepSpec, base_tree, grid_points
 from codesign.execute.stages import (check_data_fits, check_method_ratios, check_n_samples, check_names,
                                      make_dataset)
@@ -109,7 +109,7 @@ def sweep(spec: SweepSpec, resume: bool = False, progress: bool = False, log=pri
             log(f"[{len(store.rows)}/{len(points)}] {row.get('series', row['method'])} ratio {row['ratio']:g}: "
                 f"{point_outcome(row)}")
 
-        log(f"{plural(len(points), 'design point')} -> {out}")
+        log(f"{plural(len(points), 'design point')} {resume_hint(out)}")
         run_points([c for _, c in points], store, spec.cache_dir, spec.execution, progress, log, on_row, labels)
         df = store.table()
         objectives = {"accuracy": "max", "energy_j": "min", "latency_s": "min"}

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
 from codesign.reporting.figures import ENERGY_PREFIX, ENERGY_SUFFIX, Figure, energy_components, render, result_figures
 from codesign.reporting.hwfigures import PointDetails, detail_figures
 from codesign.reporting.units import MICRO
+from codesign.store.runfolder import INCOMPLETE_NAME
 
 META_NAME = "report_meta.json"
 #: columns shown in the report table, with the unit factor and label used for people
@@ -302,6 +303,10 @@ def rebuild_report(run_dir: str | Path, claims_json: str | None = None) -> Path:
     run_dir = Path(run_dir)
     for need in ("results.csv", META_NAME):
         if not (run_dir / need).exists():
+            if (run_dir / INCOMPLETE_NAME).exists():
+                raise FileNotFoundError(f"report: the run in '{run_dir}' has not finished ({need} is not written "
+                                        "yet): wait for it, or resume a stopped one with --set run_name="
+                                        f"{run_dir.name} --resume")
             raise FileNotFoundError(f"report: '{run_dir / need}' does not exist (is '{run_dir}' a run folder?)")
     from codesign.store.results import atomic_write, read_results
     df = read_results(run_dir)  # first: it refuses a folder holding a symbolic link before any file is read

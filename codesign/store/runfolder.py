@@ -45,6 +45,12 @@ def check_run_name(name: str) -> str:
     return name
 
 
+def resume_hint(out: Path) -> str:
+    """'-> <folder> (interrupted: resume with --set run_name=<name> --resume)': logged as a run starts, so a user who
+    stops it (Ctrl-C, a killed job) knows which folder to resume, the name of which may have been made for them."""
+    return f"-> {out} (interrupted: resume with --set run_name={Path(out).name} --resume)"
+
+
 def _flatten(tree, prefix: str = "") -> dict:
     """{"a.b": leaf} of a nested mapping (lists are leaves)."""
     if not isinstance(tree, dict) or not tree:

@@ -238,3 +238,17 @@ def test_presets_show_names_the_preset_of_a_bad_argument(tmp_path, monkeypatch, 
     monkeypatch.chdir(tmp_path)
     out = _invoke("presets", "show", name)
     assert out.exit_code == 2 and out.stderr.startswith(expected) and len(out.stderr.splitlines()) == 1
+
+
+def test_derive_into_a_folder_it_cannot_write_names_the_output_not_its_temporary_file(tmp_path, monkeypatch):
+    # it said "--out: [Errno 30] Read-only file system: 'rofs/.x.yaml.4af9da0821b7.tmp'"
+    import errno
+    import hwmodels.chip.derive as derive
+
+    def read_only(path, text, force):
+        raise OSError(errno.EROFS, "Read-only file system", str(path.parent / f".{path.name}.4af9da0821b7.tmp"))
+    monkeypatch.setattr(derive, "write_chip_file", read_only)
+    monkeypatch.chdir(tmp_path)
+    made = _derive("loihi", "-o", "x.yaml")
+    assert made.exit_code != 0 and "error: --out: cannot write 'x.yaml': Read-only file system" in made.output
+    assert ".tmp" not in made.output

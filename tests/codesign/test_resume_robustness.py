@@ -247,8 +247,8 @@ def test_ctrl_c_in_a_dask_sweep_prints_one_line_and_exits_130(tmp_path):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 130, (proc.returncode, err)
-    assert err.splitlines() == ["interrupted: finished points are stored; rerun with --set run_name=<the run "
-                                "folder's name> --resume to go on"]
+    assert err.splitlines() == ["interrupted: finished points are stored; rerun with --set run_name=<the folder "
+                                "named as the run started> --resume to go on"]
 
 
 def test_a_local_worker_drops_dask_records_once_it_closes_only():

@@ -190,7 +190,7 @@ def test_cli_storage_without_its_driver_exits_2_before_the_run_folder(tmp_path):
     assert proc.returncode == 2, (proc.stdout, proc.stderr)
     lines = proc.stderr.splitlines()
     assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith("error: sweep: search.storage: the database driver of ") and \
+    assert lines[0].startswith("error: search: search.storage: the database driver of ") and \
         f"is not installed (no module {module!r})" in lines[0], lines[0]
     assert not (tmp_path / "out").exists()
 

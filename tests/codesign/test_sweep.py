@@ -203,9 +203,25 @@ def test_a_grid_without_the_seed_axis_records_the_base_seed_and_both_result_file
     base = {**BASE, "train": {"epochs": 1}, "hardware": {"n_samples": 4, "model": "analytic"},
             "compression": {"method": "l1p", "ratios": [0.0], "params": {"finetune_epochs": 0}}}
     spec = load_spec(_spec(tmp_path, "seeds", axes, base=base, execution={"workers": 0}))
-    run = sweep(spec, log=lambda *a: None).run_dir
+    logs = []
+    run = sweep(spec, log=logs.append).run_dir
+    assert f"3 design points -> {run} (interrupted: resume with --set run_name=seeds --resume)" in logs
     csv = pd.read_csv(run / "results.csv", dtype={"point_id": str})
     assert sorted(csv["seed"].tolist()) == [0, 0, 1]
     assert csv.loc[csv["ratio"] == 0.5, "seed"].tolist() == [0]
     parquet = pd.read_parquet(run / "results.parquet")
     assert parquet["point_id"].tolist() == csv["point_id"].tolist() and "pareto" in parquet.columns
+
+
+@pytest.mark.parametrize("command", ["sweep", "search"])
+def test_a_set_that_contradicts_workers_is_refused_before_any_folder(tmp_path, command):
+    # sweep --workers 0 --set execution.workers=2 ran serially without a word
+    proc = subprocess.run([sys.executable, "-m", "codesign", command, "--workers", "0", "--set",
+                           "execution.workers=2", "--set", "output_dir=out"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.strip() == \
+        "error: --set: execution.workers='2' contradicts --workers 0; give one of them", proc.stderr
+    assert not (tmp_path / "out").exists()
+    same = subprocess.run([sys.executable, "-m", "codesign", command, "--workers", "0", "--set", "execution.workers=0",
+                           "--set", "run_name=x/y"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert same.returncode == 2 and "contradicts" not in same.stderr  # agreeing values pass (run_name is refused)
