@@ -187,3 +187,17 @@ def test_a_report_rebuilt_after_more_points_landed_marks_the_old_verdicts_stale(
     assert pd.read_parquet(run / "results.parquet")["point_id"].tolist() == ["p0", "p1", "p2"]
     assert _cli(tmp_path, "validate", "c.yaml", "run").returncode in (0, 1)
     assert "## Claims\n" in (run / "report.md").read_text() and "STALE" not in (run / "report.md").read_text()
+
+
+def test_report_on_a_run_that_has_not_finished_says_so(tmp_path):
+    # it asked "is '<folder>' a run folder?" of a folder a run was still writing
+    run = tmp_path / "r1"
+    run.mkdir()
+    (run / ".incomplete").touch()
+    with pytest.raises(FileNotFoundError, match=r"report: the run in '.*r1' has not finished \(results.csv is not "
+                                                r"written yet\): wait for it, or resume a stopped one with "
+                                                r"--set run_name=r1 --resume"):
+        rebuild_report(run)
+    (run / ".incomplete").unlink()
+    with pytest.raises(FileNotFoundError, match=r"is '.*r1' a run folder\?"):
+        rebuild_report(run)
