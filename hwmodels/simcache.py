@@ -34,18 +34,24 @@ class SimCache:
     """Least-recently-used store of simulation inputs keyed by the identity of the graph, trace and mapping
     objects and by the parameters they depend on; pass one to hwmodels.simulate(..., cache=...).
 
-    max_entries: entries kept (a mapping, a fan-out table, one batch's action counts, one batch's routes each
-    count one); older ones are dropped. 0 keeps nothing (every value is made on each use): hwmodels.simulate
-    runs through such a cache when it is given none, so there is one code path with and without reuse. The
-    cache holds references to the objects of its keys, so an id is never reused while its entry lives. It assumes graphs, traces, mappings and chips are not modified in place.
-    Results are bit-identical with and without a cache (tests/hwmodels/test_simcache.py).
+    max_entries: entries kept (a mapping, a fan-out table, and each batch's actions, times, routes, action counts
+    and sums: about 6 a batch, so the default 128 holds ~20 batches, ~640 samples at batch_samples 32); entries no
+    simulation has used since the current one began are dropped first, least recently used first. Scan
+    resistant: when every entry was used by the current simulation (a trace of more batches than the cache
+    holds), a new one is not stored, so the next simulation of the same trace still finds the first max_entries
+    (plain LRU would have dropped each just before its next use, and found none). 0 keeps nothing (every value
+    is made on each use): hwmodels.simulate runs through such a cache when it is given none, so there is one code
+    path with and without reuse. The cache holds references to the objects of its keys, so an id is never reused
+    while its entry lives. It assumes graphs, traces, mappings and chips are not modified in place. Results are
+    bit-identical with and without a cache (tests/hwmodels/test_simcache.py).
     """
 
     def __init__(self, max_entries: int = 128):
         if not is_int(max_entries) or max_entries < 0:
             raise ValueError(f"max_entries: {max_entries!r} must be >= 0 and an integer")
         self.max_entries = max_entries
-        self._store: OrderedDict = OrderedDict()
+        self._store: OrderedDict = OrderedDict()  # key -> (value, pins, the simulation that used it last)
+        self._pass = 0  # simulations begun (begin_pass)
         self._signatures: OrderedDict = OrderedDict()  # (kind, id(chip)) -> (signature, chip kept alive)
         self.hits = self.misses = 0
 
@@ -55,15 +61,24 @@ class SimCache:
         if key in self._store:
             self._store.move_to_end(key)
             self.hits += 1
-            return self._store[key][0]
+            value, pins, _ = self._store[key]
+            self._store[key] = (value, pins, self._pass)
+            return value
         self.misses += 1
         value = make()
         if not self.max_entries:
             return value
-        self._store[key] = (value, pins)
-        while len(self._store) > self.max_entries:
+        if len(self._store) >= self.max_entries:
+            if self._store[next(iter(self._store))][2] == self._pass:  # all in use by this simulation: keep them
+                return value
             self._store.popitem(last=False)
+        self._store[key] = (value, pins, self._pass)
         return value
+
+    def begin_pass(self) -> None:
+        """Mark the start of a simulation (hwmodels.simulate calls it): entries used from now on are protected
+        from eviction until the next one begins."""
+        self._pass += 1
 
     def signature(self, kind: str, chip: ChipSpec) -> tuple:
         """mapping_signature(chip) (kind "mapping") or timing_signature(chip) ("timing"), once per chip object (a

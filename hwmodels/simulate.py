@@ -291,9 +291,9 @@ def simulate(graph: NetworkGraph, trace: EventTrace, chip: ChipSpec, mapping: Ma
     results but the links table's hold times (summed per batch; the energies, busy times and step latencies are
     added sample by sample).
     cache: a hwmodels.SimCache to reuse the mapping, fan-out tables, action counts, routes, timings and the
-    energy-free per-batch sums of earlier calls on the same graph and trace objects (results are bit-identical; a cache keeps up to its
-    max_entries batches, so a long streamed trace should not use one); None (default) recomputes everything
-    (a SimCache(max_entries=0), which keeps nothing).
+    energy-free per-batch sums of earlier calls on the same graph and trace objects (results are bit-identical;
+    a cache keeps up to max_entries entries, about 6 a batch, and the first ones of a trace longer than that:
+    SimCache); None (default) recomputes everything (a SimCache(max_entries=0), which keeps nothing).
     on_progress: called as on_progress(samples done, total samples) after each group of samples is timed (e.g. to
     drive a progress bar; hwmodels itself draws none).
     Energy (J): action counts x the chip's energy table, by component (hwmodels.energy.costs): synapse compute and
@@ -310,6 +310,7 @@ def simulate(graph: NetworkGraph, trace: EventTrace, chip: ChipSpec, mapping: Ma
     _check_args(model, semantics, batch_samples, multicast)
     multicast = bool(multicast)
     cache = SimCache(max_entries=0) if cache is None else cache
+    cache.begin_pass()
     with cache.checking(graph, trace):  # the fingerprint is hashed beside the fan-out tables
         mapping, tables, net = _inputs(graph, chip, mapping, multicast, cache)
     n_steps = SEMANTICS[semantics](graph, trace.n_timesteps)[0]
