@@ -315,13 +315,17 @@ class StageCache:
         return (self.path(stage, key) / META_NAME).is_file()
 
     def verify(self, stage: str, key: str) -> dict:
-        """meta.json of the entry after checking that its files are exactly those it lists, with the same sha256.
-        Raises ValueError naming the first difference (or an entry of an older version without hashes) and
+        """meta.json of the entry after checking that it names this stage and key (an entry moved or copied under
+        another key holds another point's model) and that its files are exactly those it lists, with the same
+        sha256. Raises ValueError naming the first difference (or an entry of an older version without hashes) and
         OSError when a file cannot be read."""
         folder = self.path(stage, key)
         if folder.is_symlink() or not folder.is_dir():
             raise ValueError("the entry is not a folder")
         meta = json.loads((folder / META_NAME).read_text())
+        if isinstance(meta, dict) and (meta.get("stage"), meta.get("key")) != (stage, key):
+            raise ValueError(f"meta.json names the entry {meta.get('stage')!r}/{meta.get('key')!r}, not "
+                             f"{stage!r}/{key!r} (moved or copied from another key)")
         files = meta.get("files") if isinstance(meta, dict) else None
         if not isinstance(files, dict):
             raise ValueError("meta.json lists no file hashes (an entry of an older version)")
@@ -364,6 +368,13 @@ class StageCache:
             except ENTRY_ERRORS as exc:
                 self.discard(stage, key, f"{type(exc).__name__}: {exc}")
         self._make(stage, key, make, meta)
+        try:
+            self.verify(stage, key)
+            return final, load(final)
+        except FileNotFoundError:
+            if os.path.lexists(final):
+                raise
+        self._make(stage, key, make, meta)  # removed before it was read (a `cache clear` meanwhile): made once more
         self.verify(stage, key)
         return final, load(final)
 
@@ -415,8 +426,13 @@ class StageCache:
         """Remove every complete entry (of `stage`, or of all stages) and the stale temporary folders; folders
         of live processes are left. Returns the number of entries removed."""
         found = self.entries(stage)
-        for entry in found:
-            force_rmtree(entry.path)
+        for entry in found:  # moved aside first: a clear stopped midway leaves no entry without its meta.json
+            aside = entry.path.parent / f".{entry.path.name}.bad-{_owner()}-{secrets.token_hex(4)}"
+            try:
+                os.rename(entry.path, aside)
+            except FileNotFoundError:  # removed meanwhile (another clear, or a run discarding it)
+                continue
+            force_rmtree(aside)
         self.clean_stale()
         return len(found)
 

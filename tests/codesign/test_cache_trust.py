@@ -82,6 +82,35 @@ def test_a_damaged_entry_is_discarded_with_a_warning_and_made_again(tmp_path, ca
     assert sorted(p.name for p in (tmp_path / "c" / "s").iterdir()) == ["k"]  # nothing moved aside is left
 
 
+def test_an_entry_copied_under_another_key_is_not_used(tmp_path, caplog):
+    # its files matched its own hashes, so ratio 0's compressed model was used for ratio 0.75: wrong results
+    import shutil
+    cache = StageCache(tmp_path / "c")
+    calls = []
+    a, _ = cache.load_or_make("s", "a", _maker(calls, "model of a"), _read)
+    shutil.copytree(a, cache.path("s", "b"))
+    with pytest.raises(ValueError, match="meta.json names the entry 's'/'a', not 's'/'b'"):
+        cache.verify("s", "b")
+    with caplog.at_level(logging.WARNING, logger="codesign.store.cache"):
+        _, value = cache.load_or_make("s", "b", _maker(calls, "model of b"), _read)
+    assert value == "model of b" and len(calls) == 2 and "is unusable" in caplog.text
+
+
+def test_a_fresh_entry_removed_before_it_is_read_is_made_once_more(tmp_path):
+    # a `cache clear` between the entry's rename into place and its load failed the run (exit 2)
+    import shutil
+    cache = StageCache(tmp_path / "c")
+    calls, reads = [], []
+
+    def read_once_removed(folder):
+        reads.append(1)
+        if len(reads) == 1:
+            shutil.rmtree(folder)
+        return _read(folder)
+    _, value = cache.load_or_make("s", "k", _maker(calls), read_once_removed)
+    assert value == "hi" and len(calls) == 2
+
+
 def test_an_entry_that_fails_to_load_is_made_again(tmp_path, caplog):
     cache = StageCache(tmp_path)
     model = torch.nn.Linear(2, 2)
