@@ -72,7 +72,8 @@ class SimResult:
         non-zero pattern of its stored weights, not the gate-fired count hwmodels.mapping.connectivity.gated_events
         gives).
     spikes: neuron spikes (all populations, input included); messages: core-to-core spike messages;
-    hops: message-hops (messages x hops, a hop being a tile-to-tile link or a chip-to-chip link crossed). cores_used / tiles_used: from the mapping.
+    hops: message-hops (messages x hops, a hop being a tile-to-tile link or a chip-to-chip link crossed).
+    cores_used / tiles_used: from the mapping.
     n_samples: samples simulated; timesteps: algorithmic T; hardware_steps: steps per inference.
     tables: the ResultTables behind the five DataFrame properties below (built on first use).
     samples: DataFrame indexed by sample: energy_j, energy_<component>_j, latency_s, synops, spikes, messages,

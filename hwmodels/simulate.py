@@ -76,6 +76,12 @@ def _batch_sums(a: Actions, t: ActionTimes, counts: dict[str, np.ndarray], use: 
                       timing.step_s, ids, link_msgs, timing.link_held_s)
 
 
+def _add_rows(total: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """total (n,) + the float rows (k, n) added one after the other (numpy reduces axis 0 of a C-ordered array row
+    by row), so a sum over samples has the same bits whatever the batches' sizes."""
+    return np.vstack([total[None], np.asarray(rows, float).reshape(-1, len(total))]).sum(axis=0)
+
+
 def _core_sum(per_sample_core: np.ndarray) -> np.ndarray:
     """float (n_cores,): the sum over samples of a (n_samples, n_cores) array."""
     return np.asarray(per_sample_core, float).sum(axis=0)
@@ -99,10 +105,8 @@ class _Totals:
         self.core[name] = self.core.get(name, np.zeros(self.n_cores)) + total
 
     def _add_samples(self, name: str, per_sample: np.ndarray) -> None:
-        """Add float (n_samples, n_cores) values one sample after the other onto the running per-core total (numpy
-        reduces axis 0 of a C-ordered array row by row): the same bits whatever the batches' sizes."""
-        rows = np.asarray(per_sample, float).reshape(-1, self.n_cores)
-        self.core[name] = np.vstack([self.core.get(name, np.zeros(self.n_cores))[None], rows]).sum(axis=0)
+        """Add float (n_samples, n_cores) values onto the running per-core total, sample by sample (_add_rows)."""
+        self.core[name] = _add_rows(self.core.get(name, np.zeros(self.n_cores)), per_sample)
 
     def add(self, a: Actions, counts: dict[str, np.ndarray], sums: _BatchSums) -> None:
         """Accumulate one batch (the next samples in order): its actions `a`, action counts
@@ -123,7 +127,7 @@ class _Totals:
             self.sample[self.row[name], rows] = v
         self.synops_structural += sums.synops_structural
         self.synops_nonzero += sums.synops_nonzero
-        self.step_latency = np.vstack([self.step_latency[None], sums.step_s]).sum(axis=0)  # sample by sample
+        self.step_latency = _add_rows(self.step_latency, sums.step_s)
         self._add_links(sums)
 
     def _add_links(self, sums: _BatchSums) -> None:

@@ -35,8 +35,8 @@ def presets_list(debug: bool = typer.Option(False, "--debug", help="show traceba
 def presets_show(name: str = typer.Argument(..., help="a preset name (codesign presets list) or a chip file path"),
                  debug: bool = typer.Option(False, "--debug", help="show tracebacks")) -> None:
     """Show a preset or chip file: every number with its source and note (SI units), the numbers without a
-    source (allowed in chip files only), the numbers it leaves at ChipSpec's defaults, what is folded into what, the remaining assumptions and derived
-    estimates, and the full citations.
+    source (allowed in chip files only), the numbers it leaves at ChipSpec's defaults, what is folded into what,
+    the remaining assumptions and derived estimates, and the full citations.
 
     Examples:
       codesign presets show loihi

@@ -34,6 +34,15 @@ def series_label(values: dict, cfg: RunConfig) -> str:
     return " | ".join(parts)
 
 
+def _labels(values: dict, cfg: RunConfig, seeded: bool) -> dict:
+    """The columns a point's row gets from its axis values (the ratio has its own column) and its series; when
+    some grid sweeps the seed (`seeded`), a point of a grid without that axis records the base seed it ran."""
+    out = {k: v for k, v in values.items() if k != "compression.ratio"}
+    if seeded:
+        out.setdefault("seed", cfg.seed)
+    return {**out, "series": series_label(values, cfg)}
+
+
 def validate_points(points: list[tuple[dict, RunConfig]]) -> None:
     """Names and chip of every point exist (before any work). Raises ConfigError naming the axis value."""
     seen, test_sizes = set(), {}
@@ -96,9 +105,8 @@ def sweep(spec: SweepSpec, resume: bool = False, progress: bool = False, log=pri
     name = spec.run_name or default_name("sweep")
     spec_yaml = resolved_spec_yaml(spec.model_copy(update={"run_name": name}))  # the folder's name on record
     out = run_folder(spec.output_dir, name, resume, "sweep.yaml", yaml.safe_load(spec_yaml), RESUME_FREE_KEYS)
-    seeded = any("seed" in values for values, _ in points)  # a grid without the seed axis ran the base seed: say so
-    labels = [{**{k: v for k, v in values.items() if k != "compression.ratio"}, **({"seed": cfg.seed} if seeded and
-               "seed" not in values else {}), "series": series_label(values, cfg)} for values, cfg in points]
+    seeded = any("seed" in values for values, _ in points)
+    labels = [_labels(values, cfg, seeded) for values, cfg in points]
     with own_run_folder(out, resume, "sweep.yaml", spec_yaml):
         store = ResultStore(out, LEAD_COLUMNS)
         write_provenance(out, points[0][1].seed)

@@ -284,7 +284,8 @@ def _claims_table(run_dir: Path, df: pd.DataFrame, claims_json: str | None = Non
         judged = {(v.get("results_digest"), v.get("results_points")) for v in verdicts if "results_digest" in v}
     except (KeyError, TypeError, AttributeError, ValueError):
         raise ValueError(f"report: '{_short(path)}' is not a verdicts file written by codesign validate") from None
-    stale = [n for digest, n in judged if digest != results_digest(df)]
+    now = results_digest(df)
+    stale = [n for digest, n in judged if digest != now]
     if stale:
         return {f"Claims (STALE: judged on {stale[0]} design points, the results now hold {len(df)}; run codesign "
                 "validate again)": table}
@@ -338,8 +339,8 @@ def rebuild_report(run_dir: str | Path, claims_json: str | None = None) -> Path:
 def write_report(run_dir: Path, df: pd.DataFrame, config_yaml: str, summary: list[str],
                  title: str = "Co-design run", tables: dict[str, pd.DataFrame] | None = None,
                  config_file: str = "config.resolved.yaml") -> Path:
-    """Store what the report shows (results.csv and results.parquet, report_meta.json, tables/*.csv, the config file when given as
-    text) and build the page with `rebuild_report`. Returns the path of report.html."""
+    """Store what the report shows (results.csv and results.parquet, report_meta.json, tables/*.csv, the config
+    file when given as text) and build the page with `rebuild_report`. Returns the path of report.html."""
     from codesign.store.results import atomic_write, write_results
     run_dir = Path(run_dir)
     write_results(run_dir, df)  # the final table (pareto column, report order) in both files

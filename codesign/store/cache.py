@@ -342,14 +342,10 @@ class StageCache:
         moved, e.g. the stage folder is read-only."""
         final = self.path(stage, key)
         log.warning("cache entry %s is unusable (%s); discarding and recomputing it", final, reason)
-        aside = final.parent / f".{key}.bad-{_owner()}-{secrets.token_hex(4)}"
         try:
-            os.rename(final, aside)
-        except FileNotFoundError:
-            return
+            _remove_entry(final)
         except OSError as exc:
             raise OSError(f"cache entry {final} is unusable ({reason}) and cannot be moved aside: {exc}") from None
-        force_rmtree(aside)
 
     def load_or_make(self, stage: str, key: str, make: Callable[[Path], None], load: Callable[[Path], T],
                      meta: dict | None = None) -> tuple[Path, T]:
@@ -427,12 +423,7 @@ class StageCache:
         of live processes are left. Returns the number of entries removed."""
         found = self.entries(stage)
         for entry in found:  # moved aside first: a clear stopped midway leaves no entry without its meta.json
-            aside = entry.path.parent / f".{entry.path.name}.bad-{_owner()}-{secrets.token_hex(4)}"
-            try:
-                os.rename(entry.path, aside)
-            except FileNotFoundError:  # removed meanwhile (another clear, or a run discarding it)
-                continue
-            force_rmtree(aside)
+            _remove_entry(entry.path)
         self.clean_stale()
         return len(found)
 
@@ -446,6 +437,18 @@ class StageCache:
                         force_rmtree(folder)
                         removed.append(folder)
         return removed
+
+
+def _remove_entry(folder: Path) -> None:
+    """Move an entry folder aside (a scratch name clean_stale knows), then remove it, so no process ever sees a
+    half-removed entry under its key; nothing when it is gone already (removed meanwhile by another process).
+    Raises OSError when it cannot be moved, e.g. the stage folder is read-only."""
+    aside = folder.parent / f".{folder.name}.bad-{_owner()}-{secrets.token_hex(4)}"
+    try:
+        os.rename(folder, aside)
+    except FileNotFoundError:
+        return
+    force_rmtree(aside)
 
 
 def _entry(stage: str, folder: Path) -> CacheEntry:

@@ -12,7 +12,6 @@ import os
 import re
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from codesign.store.links import check_no_links
@@ -159,16 +158,15 @@ def read_results(run_dir: str | os.PathLike, required: tuple[str, ...] = REQUIRE
 
 def _check_columns(df: pd.DataFrame, name: str) -> None:
     """ValueError naming the file and column when a numeric column of NUMERIC_COLUMNS holds text, a method cell is
-    empty, or a point id
-    is not one plain path component (SAFE_POINT_ID: points/<id>/ is read and figures are named from it) or is
-    listed twice."""
+    empty, or a point id is not one plain path component (SAFE_POINT_ID: points/<id>/ is read and figures are
+    named from it) or is listed twice."""
     for col in df.columns:
         if (col in NUMERIC_COLUMNS or col.endswith(("_ci_low", "_ci_high"))) and \
                 not pd.api.types.is_numeric_dtype(df[col]):
             bad = next((v for v in df[col] if not _is_number(v)), None)
             raise ValueError(f"'{name}': column {col!r} holds text ({str(bad)[:40]!r}); it must hold numbers")
     if "method" in df.columns and df["method"].isna().any():
-        row = int(np.flatnonzero(df["method"].isna().to_numpy())[0])
+        row = int(df["method"].isna().to_numpy().argmax())
         raise ValueError(f"'{name}': column 'method' is empty in row {row + 2} (line of the file); every design "
                          "point names its method")
     if KEY_COLUMN in df.columns:

@@ -237,8 +237,9 @@ def preset_assumptions(name: str) -> list[dict]:
 def default_leaves(name: str, chip: ChipSpec | None = None) -> list[dict]:
     """The numbers of ChipSpec that preset or chip file `name` leaves out, so the loaded chip (`chip`, or
     load_preset(name)) has ChipSpec's defaults there: [{"key": dotted override key, "value"}] in override_keys
-    order (numbers and None, i.e. no limit or unset, only; text, rules and records are left out). A key counts as set when the file has a
-    leaf with that key or under it (barrier_sync_s.1 sets barrier_sync_s). Raises ValueError as `load_preset`."""
+    order (numbers and None, i.e. no limit or unset, only; text, rules and records are left out). A key counts as
+    set when the file has a leaf with that key or under it (barrier_sync_s.1 sets barrier_sync_s). Raises
+    ValueError as `load_preset`."""
     chip = load_preset(name) if chip is None else chip
     given = [leaf["key"] for leaf in preset_leaves(name)]
     out = []

@@ -235,7 +235,8 @@ def _flat(signature: object, prefix: str = "") -> dict[str, object]:
 
 def _check_chip(mapping: Mapping, chip: ChipSpec) -> None:
     """ValueError when map_network made `mapping` for a chip whose mapping-relevant fields differ from `chip`'s,
-    naming the first field that differs and listing the others (a mapping made elsewhere and only checked is checked again instead)."""
+    naming the first field that differs and listing the others (a mapping made elsewhere and only checked is
+    checked again instead)."""
     by_map_network = mapping.verified_for is not None and mapping.verified_for[2]
     if not by_map_network or mapping.verified_for[0] == mapping_signature(chip):
         return

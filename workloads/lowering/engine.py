@@ -110,7 +110,8 @@ def lower(model: nn.Module, inputs: torch.Tensor, *, labels=None, weight_bits: i
     SpikingJelly's SynOpCounter on the Conv1d/Conv2d/Linear projections for binary inputs; SpikingJelly counts
     nothing for max-pool (no convolution) and for graded inputs (only spike-driven operations), and also nothing
     for a layer after an average pooling (its pooled input is not binary; NeuroBench counts MACs on the pooled
-    values), whose folded projection here counts the un-pooled spikes; a weight layer whose output current (not yet spikes) reaches a population by two paths,
+    values), whose folded projection here counts the un-pooled spikes; a weight layer whose output current (not
+    yet spikes) reaches a population by two paths,
     e.g. a pre-activation residual block's conv read by both its BatchNorm-neuron branch and the shortcut sum,
     becomes one projection per path (currents fold into the projections that reach a population), so its input
     spikes are counted once per path where SynOpCounter counts the layer once. A recurrent projection's events are

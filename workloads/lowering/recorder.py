@@ -193,7 +193,8 @@ class BatchRecord:
 
     def result(self, y, readout) -> dict:
         """{"csr": (counts, indices, values), "activity": {population: packed rows} in graph order, "predictions":
-        int64 (B,) or None, "classes": n_classes of a (T, B, n_classes) output or None} once the model output y is known (readout: layout of y as the readout's current)."""
+        int64 (B,) or None, "classes": n_classes of a (T, B, n_classes) output or None} once the model output y
+        is known (readout: layout of y as the readout's current)."""
         output = self.graph.populations.get("output")
         if output is not None and readout is not None and "output" not in self.activity and not output.is_input:
             self.activity["output"] = packed_rows(output, readout_activity(readout(y, ())), self.n_t, self.n_b)
