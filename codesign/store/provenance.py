@@ -1,6 +1,7 @@
 """Provenance of a run: seed, package versions, git revision, machine and time, written beside the results."""
 from __future__ import annotations
 
+import functools
 import json
 import platform
 import subprocess
@@ -8,6 +9,10 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
+#: the sources a result row depends on (lowering, chip model, simulator, presets, evaluation and configs): their
+#: digest is the run's code version, which --resume compares (a row of other code never joins a run's rows)
+RESULT_SOURCES = (("workloads", "**/*.py"), ("hwmodels", "**/*.py"), ("hwmodels", "**/*.yaml"),
+                  ("codesign", "execute/*.py"), ("codesign", "config/*.py"))
 PACKAGES = ("snn-codesign", "torch", "spikingjelly", "numpy", "scipy", "simpy", "pandas", "pydantic", "optuna",
             "dask", "distributed", "nir", "brian2")
 
@@ -37,9 +42,19 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+@functools.cache
+def results_code_version() -> str:
+    """'<package version>+<12 hex chars>' of the sources in RESULT_SOURCES (codesign.store.cache.source_digest):
+    changes with any edit or upgrade of the code that makes a result row, and with nothing else (reports, CLI,
+    plots). Computed once per process."""
+    from codesign.store.cache import package_version, source_digest, source_files
+    return f"{package_version()}+{source_digest(source_files(RESULT_SOURCES))[:12]}"
+
+
 def provenance(seed: int | None) -> dict:
-    """Everything needed to say where a result came from."""
-    return {"seed": seed, "git_revision": git_revision(), "packages": package_versions(),
+    """Everything needed to say where a result came from (code_version: results_code_version())."""
+    return {"seed": seed, "code_version": results_code_version(), "git_revision": git_revision(),
+            "packages": package_versions(),
             "python": platform.python_version(), "machine": f"{platform.system()} {platform.machine()}",
             "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 

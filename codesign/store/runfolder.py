@@ -21,6 +21,7 @@ from pathlib import Path
 
 from codesign.config.run import ConfigError, quote, read_tree
 from codesign.store.links import check_no_links
+from codesign.store.provenance import read_provenance, results_code_version
 
 #: a run name is one path component of these characters, starting with a letter or digit
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=@\[\]-]*")
@@ -90,7 +91,9 @@ def check_folder(output_dir: str, name: str, resume: bool, config_file: str, con
 
     Raises ConfigError when the name is unsafe; when the folder exists without `resume` (saying how to resume an
     incomplete one); when `resume` is given and the folder is missing; when its stored config (`config_file`)
-    differs from `config_tree` in keys other than `ignore`; when another live process owns it.
+    differs from `config_tree` in keys other than `ignore`; when its finished points were made by other code
+    (provenance.json's code_version is not results_code_version(), or cannot be read); when another live process
+    owns it.
     """
     out = Path(output_dir) / check_run_name(name)
     _check_output_dir(Path(output_dir), resume)
@@ -107,6 +110,7 @@ def check_folder(output_dir: str, name: str, resume: bool, config_file: str, con
         if not os.access(out, os.W_OK | os.X_OK):
             raise ConfigError(f"--resume: {quote(str(out))} is not writable")
         _check_stored_config(out, config_file, config_tree, ignore)
+        _check_code_version(out)
         _check_not_owned(out)
     return out
 
@@ -147,6 +151,24 @@ def _check_stored_config(out: Path, config_file: str, tree: dict, ignore: tuple[
         shown = ", ".join(diff[:8]) + (f" and {len(diff) - 8} more" if len(diff) > 8 else "")
         raise ConfigError(f"--resume: the config differs from the one {quote(str(out))} was started with in "
                           f"{shown}; resume with the same config or start a new run_name")
+
+
+def _check_code_version(out: Path) -> None:
+    """Raise ConfigError when the folder holds finished points and its provenance.json does not name this code's
+    results_code_version(): resuming would mix rows of two versions of the chip model or the lowering under the same
+    point ids. A folder without results (a run killed as it started) takes this code."""
+    if not any((out / name).exists() for name in RESULT_FILES):
+        return
+    path = out / "provenance.json"
+    try:
+        stored = read_provenance(path).get("code_version") if path.exists() else None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"--resume: {exc}") from None
+    here = results_code_version()
+    if stored != here:
+        was = f"code {quote(str(stored))}" if stored else "code whose version is not recorded"
+        raise ConfigError(f"--resume: {quote(str(out))} was started by {was}, this is code {quote(here)}; its "
+                          "finished points would mix with rows of other code: start a new run_name")
 
 
 def _check_not_owned(out: Path) -> None:

@@ -335,3 +335,37 @@ def test_a_hostile_stored_config_is_refused_in_one_line_on_resume(tmp_path, cont
     with pytest.raises(ConfigError, match=needle) as err:
         check_folder(str(tmp_path / "out"), "r", True, "config.resolved.yaml", {})
     assert str(err.value).startswith("--resume: ") and "\n" not in str(err.value)
+
+
+def test_resume_refuses_points_made_by_other_code(tmp_path, monkeypatch):
+    """Finished points of other code (an upgrade or an edit of the chip model or the lowering between start and
+    resume) would join the new rows under the same point ids: --resume refuses them in one line."""
+    import json
+    from codesign.store import provenance, runfolder
+    from codesign.store.provenance import write_provenance
+    with own_run_folder(tmp_path / "r", False, "c.yaml", "a: 1\n") as out:
+        write_provenance(out, 0)
+        (out / "results.jsonl").write_text('{"point_id": "p"}\n')
+    assert json.loads((out / "provenance.json").read_text())["code_version"] == provenance.results_code_version()
+    assert check_folder(str(tmp_path), "r", True, "c.yaml", {"a": 1}) == out  # same code: resumes
+    monkeypatch.setattr(runfolder, "results_code_version", lambda: "0.1.0+000000000000")
+    with pytest.raises(ConfigError, match=r"^--resume: .* was started by code '0.1.0\+[0-9a-f]{12}', this is code "
+                                          r"'0.1.0\+000000000000'; its finished points would mix") as err:
+        check_folder(str(tmp_path), "r", True, "c.yaml", {"a": 1})
+    assert "\n" not in str(err.value)
+    info = json.loads((out / "provenance.json").read_text())
+    del info["code_version"]  # a folder of code from before the version was recorded
+    (out / "provenance.json").write_text(json.dumps(info))
+    with pytest.raises(ConfigError, match="was started by code whose version is not recorded"):
+        check_folder(str(tmp_path), "r", True, "c.yaml", {"a": 1})
+    (out / "results.jsonl").unlink()  # no finished point: nothing to mix, the folder takes this code
+    assert check_folder(str(tmp_path), "r", True, "c.yaml", {"a": 1}) == out
+
+
+def test_results_code_version_follows_the_chip_model_and_lowering_sources_only():
+    from codesign.store.provenance import RESULT_SOURCES
+    from codesign.store.cache import source_files
+    names = {name for name, _ in source_files(RESULT_SOURCES)}
+    assert {"hwmodels/simulate.py", "workloads/lowering/engine.py", "codesign/execute/evaluate.py"} <= names
+    assert any(n.startswith("hwmodels/") and n.endswith(".yaml") for n in names)  # presets change results too
+    assert not any(n.startswith(("codesign/reporting/", "codesign/cli/")) for n in names)
