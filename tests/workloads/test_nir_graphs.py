@@ -149,3 +149,31 @@ CHAIN = [("in", "fc"), ("fc", "lif"), ("lif", "out")]
 def test_graphs_that_do_not_fit_are_refused_naming_the_node(nodes, edges, match):
     with pytest.raises(ValueError, match=match):
         nir_workload(_graph(nodes, edges), torch.ones(3, 2, 4))
+
+
+def test_a_weight_node_read_by_neurons_of_different_gains_gives_each_its_own_gain():
+    """fc feeds LIF a (r = 2, v_leak 0.3) and LIF b (r = 1): each neuron scales only its own input (the fold of a's
+    gain into the shared fc used to reach b too, and a second gain to multiply the first)."""
+    rng = np.random.default_rng(3)
+    a = nir.LIF(tau=np.full(4, 4e-4), r=np.full(4, 2.0), v_leak=np.full(4, 0.3), v_threshold=np.ones(4),
+                v_reset=np.zeros(4))
+    for b in (_lif(4, 3e-4), nir.LIF(tau=np.full(4, 3e-4), r=np.full(4, 0.7), v_leak=np.zeros(4),
+                                      v_threshold=np.ones(4), v_reset=np.zeros(4))):
+        fc = nir.Affine(rng.normal(0.9, 1.0, (4, 5)), rng.normal(0, .1, 4))
+        nodes = {"in": nir.Input(np.array([5])), "fc": fc, "a": a, "b": b,
+                 "fa": nir.Linear(rng.normal(0.5, 1.0, (3, 4))), "fb": nir.Linear(rng.normal(0.5, 1.0, (3, 4))),
+                 "c": _lif(3, 2e-4, 0.8), "out": nir.Output(np.array([3]))}
+        edges = [("in", "fc"), ("fc", "a"), ("fc", "b"), ("a", "fa"), ("b", "fb"), ("fa", "c"), ("fb", "c"),
+                 ("c", "out")]
+        g = nir.NIRGraph(nodes=nodes, edges=edges)
+        x = _spikes(5, (25, 3, 5))
+        graph, trace = nir_workload(g, x, dt=1e-4)
+        ref = _reference(g, x.numpy(), 1e-4)
+        names = graph.metadata["nir"]["nodes"]
+        for pop in graph.populations.values():
+            if names.get(pop.name) in ref:
+                got = trace.to_dense(pop.name, pop.shape).swapaxes(0, 1)
+                np.testing.assert_array_equal(got, ref[names[pop.name]], err_msg=names[pop.name])
+        counts = {k: r.sum() for k, r in ref.items()}
+        assert counts["a"] != counts["b"] and min(counts.values()) >= 5, counts
+        assert len(graph.projections) == 4  # fc -> a, fc -> b (one projection each, as before), fa, fb

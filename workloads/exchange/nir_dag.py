@@ -8,11 +8,13 @@ and it knows none of our folding of gains, pools and metadata.
 """
 from __future__ import annotations
 
+import copy
 import operator
 from graphlib import CycleError, TopologicalSorter
 
 import networkx as nx
 import nir
+import torch
 import torch.fx as fx
 from torch import nn
 
@@ -32,10 +34,13 @@ def topo_order(graph: nir.NIRGraph) -> list[str]:
 
 
 class _Node:
-    """Per NIR node: its fx value, per-sample shape, weight module (for folding) and pending max-pool flag."""
+    """Per NIR node: its fx value, per-sample shape, weight module (for folding), the fx value its weight module
+    reads and that module's index (weight_input, weight_index), pending max-pool flag and its number of successors
+    (readers)."""
 
-    def __init__(self, value, shape, weight=None, maxpool=None):
+    def __init__(self, value, shape, weight=None, maxpool=None, weight_input=None, weight_index=None):
         self.value, self.shape, self.weight, self.maxpool = value, shape, weight, maxpool
+        self.weight_input, self.weight_index, self.readers = weight_input, weight_index, 1
 
 
 def build_dag(graph: nir.NIRGraph, out: NirModel, importers: dict) -> NirModel:
@@ -50,6 +55,7 @@ def build_dag(graph: nir.NIRGraph, out: NirModel, importers: dict) -> NirModel:
     preds = {k: [] for k in graph.nodes}
     for a, b in graph.edges:
         preds[b].append(a)
+    readers = {k: sum(a == k for a, _ in graph.edges) for k in graph.nodes}
     _check_connected(graph, ins[0], outs[0])
     fxg, root, layers, state = fx.Graph(), nn.Module(), [], {}
     for key in topo_order(graph):
@@ -59,8 +65,12 @@ def build_dag(graph: nir.NIRGraph, out: NirModel, importers: dict) -> NirModel:
             raise ValueError(f"node {key!r}: NIR type {type(node).__name__} is not supported; supported: "
                              f"{', '.join(sorted(t.__name__ for t in importers))}")
         state[key] = _convert(fxg, root, layers, out, key, node, rule, [state[p] for p in preds[key]])
+        state[key].readers = readers[key]
     fxg.output(state[outs[0]].value)
     out.model = fx.GraphModule(root, fxg, class_name="NirDag")
+    if out.model.graph.eliminate_dead_code():  # a weight module every reader of which has its own folded copy
+        out.model.delete_all_unused_submodules()
+        out.model.recompile()
     return out
 
 
@@ -91,10 +101,14 @@ def _merge(fxg: fx.Graph, key: str, inputs: list[_Node]):
 def _convert(fxg, root, layers, out, key, node, rule, inputs: list[_Node]) -> _Node:
     """Run the chain rule for one node on a walk state seeded from its inputs; emit its module(s) into fxg."""
     st = Chain(out, layers=layers, fed_by=len(inputs))
+    shared = own = None
     if inputs:
         st.shape = inputs[0].shape
         st.last_weight = inputs[0].weight if len(inputs) == 1 else None
         st.maxpool = inputs[0].maxpool if len(inputs) == 1 else None
+        if st.last_weight is not None and inputs[0].readers > 1:  # a fold must not reach the other readers
+            shared = st.last_weight
+            st.last_weight = own = copy.deepcopy(shared)
     first = len(layers)
     rule(st, key, node)
     check_size(key, node, st.shape)
@@ -105,9 +119,31 @@ def _convert(fxg, root, layers, out, key, node, rule, inputs: list[_Node]) -> _N
     if isinstance(node, nir.Input):
         return _Node(fxg.placeholder("x"), st.shape)
     value = _merge(fxg, key, inputs)
+    if shared is not None and _folded(shared, own):
+        value = _own_weight(fxg, root, out, inputs[0], own)
+    weight_input = weight_index = None
     for i in range(first, len(layers)):
         root.add_module(str(i), layers[i])
+        weight_input, weight_index = value, str(i)
         value = fxg.call_module(str(i), (value,))
     new = layers[first:]
     weight = new[-1] if new and hasattr(new[-1], "weight") else None
-    return _Node(value, st.shape, weight, st.maxpool)
+    return _Node(value, st.shape, weight, st.maxpool, weight_input, weight_index)
+
+
+def _folded(shared: nn.Module, own: nn.Module) -> bool:
+    """True when the neuron's input gain/offset was folded into `own`, its copy of the weight module `shared`."""
+    a, b = getattr(shared, "second", shared), getattr(own, "second", own)
+    same_bias = (a.bias is None) == (b.bias is None) and (a.bias is None or torch.equal(a.bias, b.bias))
+    return not (torch.equal(a.weight, b.weight) and same_bias)
+
+
+def _own_weight(fxg: fx.Graph, root: nn.Module, out: NirModel, reads: _Node, own: nn.Module):
+    """Emit `own` (a copy of the weight module of `reads`, with this neuron's gain/offset folded in) on the input of
+    that module, so a weight node read by several neurons gives each its own gain (NIR scales each neuron's input
+    by its own r; folding into the shared module applied every reader's gain to all of them). Returns its fx
+    value."""
+    index = f"{reads.weight_index}_{len(root._modules)}"
+    root.add_module(index, own)
+    out.nodes[index] = out.nodes[reads.weight_index]
+    return fxg.call_module(index, (reads.weight_input,))
