@@ -492,3 +492,49 @@ def test_other_neurons_get_a_one_line_refusal_naming_them(node, wrap):
 def test_input_shape_errors_name_the_layer_that_needs_the_shape(model, x, match):
     with pytest.raises(ValueError, match=match):
         lower(model(), x)
+
+
+class _SkipAroundRecurrent(nn.Module):
+    """fc1 -> n1 -> fc2 -> n2, then n1 + n2 -> fc3 -> n3 (a plain IF or a LinearRecurrentContainer) -> fc4 -> n4."""
+
+    def __init__(self, recurrent: bool):
+        super().__init__()
+        lin = lambda i, o: layer.Linear(i, o, bias=False, step_mode="m")  # noqa: E731
+        self.fc1, self.fc2, self.fc3, self.fc4 = lin(6, 5), lin(5, 5), lin(5, 5), lin(5, 3)
+        self.n1, self.n2, self.n4 = (neuron.IFNode(v_threshold=0.5, step_mode="m") for _ in range(3))
+        self.n3 = (layer.LinearRecurrentContainer(neuron.IFNode(v_threshold=0.5), 5, 5, bias=False, step_mode="m")
+                   if recurrent else neuron.IFNode(v_threshold=0.5, step_mode="m"))
+
+    def forward(self, x):
+        a = self.n1(self.fc1(x))
+        return self.n4(self.fc4(self.n3(self.fc3(a + self.n2(self.fc2(a))))))
+
+
+def test_a_skip_around_a_recurrent_population_keeps_the_longest_same_timestep_path():
+    """The recurrent projection carries the one-step delay, every other acts in its timestep: depths are the
+    feed-forward net's (the shortest path used to put the sum of n1 and n2 at depth 2, before n2's spikes)."""
+    x = _poisson((4, 2, 6), 0.5, 3)
+    depths = []
+    for recurrent in (False, True):
+        graph, _ = lower(_init(_SkipAroundRecurrent(recurrent), 1), x, weight_fit="widen")
+        assert isinstance(graph, RecurrentGraph) == recurrent
+        depths.append({p: graph.depth(p) for p in graph.populations})
+    assert depths[0] == depths[1] and max(depths[1].values()) == 5, depths
+    loop = [p for p in graph.projections if p.source == p.target]
+    assert len(loop) == 1 and graph.metadata["recurrent"] == {loop[0].name: 1}
+
+
+def test_self_projections_are_delayed_and_undeclared_loops_fall_back_to_shortest_paths():
+    """in -> a -> b -> c plus in -> c: a self-projection on c (which can only act a timestep later) keeps c at
+    depth 3; a loop c -> a of no declared delay leaves no acyclic same-timestep part: breadth-first depths."""
+    from hwmodels.trace import NeuronModel, Population, Projection
+    from workloads.exchange.recurrent import make_graph
+    pops = [Population("in", (2,), NeuronModel(kind="input"))] + [Population(n, (2,)) for n in "abc"]
+    eye = np.eye(2)
+    base = [Projection(s + t, s if s != "i" else "in", t, "dense", eye) for s, t in ("ia", "ab", "bc", "ic")]
+    loop = make_graph(pops, base + [Projection("cc", "c", "c", "dense", eye)])
+    assert isinstance(loop, RecurrentGraph) and [loop.depth(p) for p in "abc"] == [1, 2, 3]
+    back = make_graph(pops, base + [Projection("ca", "c", "a", "dense", eye)])
+    assert [back.depth(p) for p in "abc"] == [1, 2, 1]
+    declared = make_graph(pops, base + [Projection("ca", "c", "a", "dense", eye)], metadata={"recurrent": {"ca": 1}})
+    assert [declared.depth(p) for p in "abc"] == [1, 2, 3]

@@ -9,16 +9,29 @@ from hwmodels.trace import NetworkGraph, Population, Projection
 class RecurrentGraph(NetworkGraph):
     """A NetworkGraph that accepts cycles (self-projections included).
 
-    depth(p) is the shortest projection path from a population with no in-projection (an input) to p, found
-    breadth-first; populations reached from no input get depth 0. With the hardware model's pipelined semantics a
-    population at depth d acts at hardware step t + d, as in the feed-forward case; a recurrent projection's
-    spikes of timestep t act on their targets' timestep t + 1 in the recorded trace (the source simulator already
-    applied the one-step synaptic delay), so no extra pipeline stage is counted for it.
+    depth(p): when the projections that carry a one-timestep delay, those graph.metadata["recurrent"] names (lowered
+    SpikingJelly recurrent containers, NIR loops) and every self-projection (which can only act one timestep
+    later), leave the others acyclic, the longest path over those others
+    (NetworkGraph's rule: a population acts after every same-timestep input, so a skip or residual path around
+    a recurrent population does not shorten the pipeline); otherwise (Brian2 imports, whose every synapse acts
+    one step later in the recorded trace) the shortest projection path from a population with no in-projection
+    (an input), found breadth-first; populations reached from no input get depth 0. With the hardware model's
+    pipelined semantics a population at depth d acts at hardware step t + d, as in the feed-forward case; a
+    recurrent projection's spikes of timestep t act on their targets' timestep t + 1 in the recorded trace (the
+    source simulator already applied the one-step synaptic delay), so no extra pipeline stage is counted for it.
     Raises ValueError as NetworkGraph does, except for cycles. Save with `save`, read back with
     `RecurrentGraph.load` (NetworkGraph.load refuses the cycles).
     """
 
     def _compute_depth(self) -> dict[str, int]:
+        declared = self.metadata.get("recurrent") if isinstance(self.metadata, dict) else None
+        delayed = set(declared) if isinstance(declared, dict) else set()
+        same_step = [p for p in self.projections if p.name not in delayed and p.source != p.target]
+        if not has_cycle(list(self.populations), same_step):
+            return _longest_paths(list(self.populations), same_step)
+        return self._shortest_paths()
+
+    def _shortest_paths(self) -> dict[str, int]:
         links = edges(self.projections)
         incoming = {b for _, b in links}
         frontier = [name for name in self.populations if name not in incoming]
@@ -35,6 +48,19 @@ class RecurrentGraph(NetworkGraph):
                     nxt.append(b)
             frontier = nxt
         return depth
+
+
+def _longest_paths(population_names: list[str], projections: list[Projection]) -> dict[str, int]:
+    """Longest path (in projections, gates included) to each population over acyclic `projections`."""
+    depth = {name: 0 for name in population_names}
+    for _ in range(len(population_names) + 1):
+        changed = False
+        for a, b in edges(projections):
+            if depth[b] < depth[a] + 1:
+                depth[b], changed = depth[a] + 1, True
+        if not changed:
+            break
+    return depth
 
 
 def edges(projections: list[Projection]) -> list[tuple[str, str]]:
