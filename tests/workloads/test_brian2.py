@@ -212,3 +212,43 @@ def test_weights_given_as_expressions_are_evaluated_and_an_unrun_network_is_refu
     graph, _ = from_brian2(net)
     want = np.array([[0.25 + j, 0.5 + j] for j in range(3)])  # weight[j, i] = 0.25 (i + 1) + j
     np.testing.assert_allclose(graph.projections[0].weight, want)
+
+
+def test_gap_junctions_stdp_and_named_pathways():
+    """A gap junction (no on_pre: no spike events) is a note, not a projection; an on_post pathway (STDP) is noted
+    beside its projection; several on_pre pathways are refused in one line (each has its own events and delay)."""
+    stim = b2.SpikeGeneratorGroup(2, [0, 1], [0, 1] * ms, dt=1 * ms, name="stim")
+    cells = b2.NeuronGroup(2, "dv/dt = (-v + Igap) / (4*ms) : 1\nIgap : 1", threshold="v > 1", reset="v = 0",
+                           dt=1 * ms, name="cells")
+    syn = b2.Synapses(stim, cells, "w : 1", on_pre="v_post += w", on_post="w += 0.01", dt=1 * ms, name="syn")
+    syn.connect(j="i")
+    syn.w = 2.0
+    gap = b2.Synapses(cells, cells, "w : 1\nIgap_post = w * (v_pre - v_post) : 1 (summed)", dt=1 * ms, name="gap")
+    gap.connect(condition="i != j")
+    net = b2.Network(stim, cells, syn, gap, b2.SpikeMonitor(stim), b2.SpikeMonitor(cells))
+    net.run(3 * ms)
+    graph, _ = from_brian2(net)
+    assert [p.name for p in graph.projections] == ["syn"] and not isinstance(graph, RecurrentGraph)
+    assert "on_post" in graph.metadata["notes"]["syn"] and "no on_pre" in graph.metadata["notes"]["gap"]
+    stim = b2.SpikeGeneratorGroup(2, [0, 1], [0, 1] * ms, dt=1 * ms, name="stim2")
+    cells = b2.NeuronGroup(2, "dv/dt = -v / (4*ms) : 1", threshold="v > 1", reset="v = 0", dt=1 * ms, name="c2")
+    two = b2.Synapses(stim, cells, "w : 1", on_pre={"up": "v_post += w", "down": "v_post -= w"}, dt=1 * ms,
+                      name="two")
+    two.connect(j="i")
+    net = b2.Network(stim, cells, two, b2.SpikeMonitor(stim), b2.SpikeMonitor(cells))
+    net.run(2 * ms)
+    with pytest.raises(ValueError, match=r"^Synapses 'two': on_pre pathways \['up', 'down'\] are not supported"):
+        from_brian2(net)
+
+
+def test_a_constant_gone_with_the_run_scope_asks_for_the_namespace():
+    def run():
+        tau_m = 5 * ms  # noqa: F841 (read by Brian2 from this scope)
+        cells = b2.NeuronGroup(2, "dv/dt = -v / tau_m : 1", threshold="v > 1", reset="v = 0", dt=1 * ms)
+        net = b2.Network(cells, b2.SpikeMonitor(cells))
+        net.run(2 * ms)
+        return net
+    with pytest.raises(ValueError, match=r"identifier 'tau_m' cannot be resolved; pass the values the network ran "
+                                         r"with as from_brian2\(\.\.\., namespace=\{'tau_m': \.\.\.\}\)"):
+        from_brian2(run())
+    assert from_brian2(run(), namespace={"tau_m": 5 * ms})[0].populations

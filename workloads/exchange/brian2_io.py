@@ -83,6 +83,24 @@ def _population(group, dt: float, namespace: dict | None, notes: dict) -> Popula
     return Population(group.name, (len(group),), model)
 
 
+def _spike_pathway(syn, notes: dict) -> bool:
+    """True when Synapses `syn` has the one on_pre pathway a projection models (an on_post pathway, e.g. STDP,
+    is noted: its updates are not counted); False (with a note) when it has none (a gap junction or other
+    summed-variable coupling: no spike events, no projection). Raises ValueError naming it for several on_pre
+    pathways (named ones), whose events and delays differ per pathway."""
+    pre = [path.objname for path in syn._pathways if path.prepost == "pre"]
+    post = [path.objname for path in syn._pathways if path.prepost == "post"]
+    if len(pre) > 1:
+        raise ValueError(f"Synapses {syn.name!r}: on_pre pathways {pre} are not supported; a projection is one "
+                         "on_pre pathway (on_pre='...')")
+    if post:
+        notes[syn.name] = "its on_post pathway (e.g. plasticity) is not counted"
+    if not pre:
+        notes[syn.name] = ("no on_pre pathway (e.g. a gap junction or summed variable): it carries no spike "
+                           "events and is not a projection; the chip cost of its coupling is not counted")
+    return bool(pre)
+
+
 def _projection(syn, weight: str, weight_bits: int, storage: str, notes: dict) -> Projection:
     """Dense (n_target, n_source) weights of one Synapses object over the parent groups; duplicate (i, j) pairs
     add up, synapses with weight 0 vanish from the non-zero count (both noted)."""
@@ -107,7 +125,7 @@ def _projection(syn, weight: str, weight_bits: int, storage: str, notes: dict) -
     if np.any(np.asarray(syn.delay_) != 0):
         said.append("synaptic delays are ignored")
     if said:
-        notes[syn.name] = "; ".join(said)
+        notes[syn.name] = "; ".join([notes[syn.name]] * (syn.name in notes) + said)
     return Projection(syn.name, src.name, tgt.name, "dense", mat.astype(np.float32), weight_bits=weight_bits,
                       storage=storage)
 
@@ -180,10 +198,14 @@ def from_brian2(source: brian2.Network | Iterable, *, namespace: dict | None = N
         e.g. the dict of values you ran with). storage / weight_bits: of every projection.
     duration: seconds simulated (None: the Network's t, or the groups' clock time). sample_duration: seconds per
         sample when the network was run several times for several samples (None: one sample).
+    Synapses without an on_pre pathway (gap junctions) are noted and make no projection; several on_pre pathways
+    are refused; an on_post pathway is noted and not counted.
     Returns (graph, trace); graph.metadata: "source" "brian2", "dt_s", "synapses" {projection: count},
     "notes" {population/projection: what was approximated}. Raises ValueError for differing group dt, a source
-    population without a SpikeMonitor, a partial monitor (record= a subset, or monitors of Subgroups that leave
-    neurons of a group out), a network that has not run, bad sample_duration, or a bad storage format.
+    population without a SpikeMonitor, several on_pre pathways of one Synapses, a partial monitor (record= a
+    subset, or monitors of Subgroups that leave neurons of a group out), a network that has not run, bad
+    sample_duration, a bad storage format, or a constant of the equations that Brian2 cannot resolve any more
+    (pass namespace=).
     """
     if storage not in STORAGE_FORMATS or storage == "conv":
         raise ValueError(f"storage: {storage!r} is not one of dense, sparse, bitmap")
@@ -194,7 +216,8 @@ def from_brian2(source: brian2.Network | Iterable, *, namespace: dict | None = N
     dt, notes = _dt(groups), {}
     pops = [_population(g, dt, namespace, notes) for g in groups]
     syns = sorted((o for o in objs if isinstance(o, brian2.Synapses)), key=lambda s: _natural(s.name))
-    projs = [_projection(s, weight, weight_bits, storage, notes) for s in syns]
+    spiking = [s for s in syns if _spike_pathway(s, notes)]
+    projs = [_projection(s, weight, weight_bits, storage, notes) for s in spiking]
     for obj in objs:
         if isinstance(obj, brian2.PoissonInput):
             notes[obj.name] = "PoissonInput drive is not a population; its events are not counted"

@@ -34,7 +34,11 @@ def _value(group, name: str, namespace: dict, notes: list[str]) -> float:
         if a.size > 1 and np.any(a != a[0]):
             notes.append(f"{name} varies across neurons; its mean is used")
         return float(a.mean())
-    return float(np.asarray(group.resolve_all([name], namespace)[name].get_value()))
+    try:
+        return float(np.asarray(group.resolve_all([name], namespace)[name].get_value()))
+    except KeyError:  # a constant of the scope the network ran in, gone by now
+        raise ValueError(f"{type(group).__name__} {group.name!r}: identifier {name!r} cannot be resolved; pass the "
+                         f"values the network ran with as from_brian2(..., namespace={{{name!r}: ...}})") from None
 
 
 def _evaluate(group, expr: sympy.Expr, namespace: dict, notes: list[str], zero: set[str]) -> sympy.Expr:
