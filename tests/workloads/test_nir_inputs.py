@@ -86,7 +86,8 @@ def _variant(tmp_path, good, tag, edit):
 
 def _put(key, value):
     def edit(h):
-        del h[key]
+        if key in h:
+            del h[key]
         h[key] = value
     return edit
 
@@ -106,6 +107,10 @@ CASES = {
                 "node 'fc' field 'weight' is complex (complex64)"),
     "bits": (_put(NODES + "fc/metadata/weight_bits", 4.5),
              "node 'fc': metadata 'weight_bits' is 4.5, expected an integer"),
+    "state_bits": (_put(NODES + "h/metadata/state_bits", 2.7),  # was truncated to 2 bits
+                   "node 'h': metadata 'state_bits' is 2.7, expected an integer"),
+    "state_bits_text": (_put(NODES + "h/metadata/state_bits", "abc"),
+                        "node 'h': metadata 'state_bits' is 'abc', expected an integer"),
 }
 
 
@@ -118,7 +123,7 @@ def test_malformed_nir_files_are_one_line_value_errors_naming_the_file(tmp_path,
     with pytest.raises(ValueError) as err:
         graph_from_nir(path)
     text = str(err.value)
-    assert needle in text and "\n" not in text and (path.name in text or "node 'fc" in text), text
+    assert needle in text and "\n" not in text and (path.name in text or "node '" in text), text
 
 
 @pytest.mark.parametrize("content", [b"", b"not hdf5 at all", None])

@@ -99,6 +99,16 @@ def meta(node: nir.NIRNode, name: str, default=None):
     return v.item() if isinstance(v, np.generic) else v
 
 
+def typed_meta(node: nir.NIRNode, name: str, key: str, kind: type):
+    """meta(node, name) when it is absent (None) or of `kind` (int: not a bool, a float or a string); ValueError
+    naming the node and the field otherwise."""
+    value = meta(node, name)
+    if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+        want = "an integer" if kind is int else "a string"
+        raise ValueError(f"node {key!r}: metadata {name!r} is {value!r}, expected {want}")
+    return value
+
+
 def pair(v) -> tuple[int, int]:
     """(a, b) ints from a scalar or a 1- or 2-element array (NIR stores stride/padding/kernel either way)."""
     a = np.asarray(v).ravel()

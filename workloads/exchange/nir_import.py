@@ -40,7 +40,8 @@ from torch import nn
 
 from hwmodels.trace import MAX_NEURONS
 from workloads.compression.dsp import LowRankConv2d, LowRankLinear
-from workloads.exchange.nir_chain import Chain, NirModel, chain_order, check_size, fold, meta, pair, scalar
+from workloads.exchange.nir_chain import (Chain, NirModel, chain_order, check_size, fold, meta, pair, scalar,
+                                           typed_meta)
 from workloads.exchange.nir_export import DT_S
 from workloads.exchange.nir_dag import build_dag
 from workloads.exchange.nir_graph import normalise
@@ -65,10 +66,7 @@ def _weight(st: Chain, key: str, node: nir.NIRNode, module: nn.Module) -> None:
         st.relay = False
     index = st.add(key, module)
     for name, kind in (("weight_bits", int), ("storage", str)):
-        value = meta(node, name)
-        if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
-            want = "an integer" if kind is int else "a string"
-            raise ValueError(f"node {key!r}: metadata {name!r} is {value!r}, expected {want}")
+        value = typed_meta(node, name, key, kind)
         if value is not None and index not in st.out.compression[name]:
             st.out.compression[name][index] = value
     st.last_weight = module

@@ -9,7 +9,7 @@ import numpy as np
 from spikingjelly.activation_based import neuron
 from torch import nn
 
-from workloads.exchange.nir_chain import Chain, fold, meta, scalar
+from workloads.exchange.nir_chain import Chain, fold, meta, scalar, typed_meta
 from workloads.exchange.nir_recurrent import wrap
 from workloads.neurons import CubaLIFNode
 
@@ -44,11 +44,11 @@ def _neuron_done(st: Chain, key: str, node: nir.NIRNode, module: nn.Module) -> N
     if loop is not None:
         module = wrap(module, key, st.shape, loop, st.in_gain)
     index = st.add(key, module)
-    for name in ("weight_bits", "storage"):
-        if loop is not None and meta(loop[1], name) is not None:
+    for name, kind in (("weight_bits", int), ("storage", str)):
+        if loop is not None and typed_meta(loop[1], name, loop[0], kind) is not None:
             st.out.compression[name][index] = meta(loop[1], name)
-    if meta(node, "state_bits") is not None:
-        st.out.compression["state_bits"][index] = int(meta(node, "state_bits"))
+    if typed_meta(node, "state_bits", key, int) is not None:
+        st.out.compression["state_bits"][index] = meta(node, "state_bits")
     if meta(node, "kind") is not None:
         st.out.kinds[index] = str(meta(node, "kind"))
     st.last_weight = None
