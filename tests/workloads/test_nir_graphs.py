@@ -177,3 +177,23 @@ def test_a_weight_node_read_by_neurons_of_different_gains_gives_each_its_own_gai
         counts = {k: r.sum() for k, r in ref.items()}
         assert counts["a"] != counts["b"] and min(counts.values()) >= 5, counts
         assert len(graph.projections) == 4  # fc -> a, fc -> b (one projection each, as before), fa, fb
+
+
+@pytest.mark.parametrize("readout, exact", [
+    (nir.LI(tau=np.full(2, 2e-4), r=np.ones(2), v_leak=np.zeros(2)), False),
+    (nir.I(r=np.full(2, 3.0)), True), (nir.I(r=np.array([1.0, -1.0])), False)])
+def test_a_trailing_li_or_i_readout_says_how_predictions_read_it(readout, exact):
+    """Class 0 gets 6 early spikes, class 1 two late ones: predictions are the argmax of the readout's mean input
+    current (class 0), which is an I node's last potential under one positive r, not an LI's (0.06 vs 0.75 at the
+    last step: class 1), and metadata["nir"]["readout"] says which."""
+    nodes = {"in": nir.Input(np.array([2])), "ro": nir.Linear(np.eye(2)), "li": readout,
+             "out": nir.Output(np.array([2]))}
+    g = nir.NIRGraph(nodes=nodes, edges=[("in", "ro"), ("ro", "li"), ("li", "out")], type_check=False)
+    x = torch.zeros(10, 1, 2)
+    x[:6, 0, 0], x[8:, 0, 1] = 1.0, 1.0
+    graph, trace = nir_workload(g, x, labels=np.array([1]))
+    assert trace.predictions.tolist() == [0]
+    info = graph.metadata["nir"]["readout"]
+    assert (info["node"], info["type"]) == ("li", type(readout).__name__)
+    assert info["predictions"].startswith("argmax of its potential at the last" if exact else "argmax of its input "
+                                          "current averaged over the timesteps, not of its potential")

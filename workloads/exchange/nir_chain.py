@@ -20,7 +20,8 @@ class NirModel:
     "state_bits"} keyed by module index (the form `workloads.lower(..., compression=)` takes). kinds: neuron module
     index -> NeuronModel kind written by `to_nir` ("PLIF", "sLIF"); graded_input: the Input node's "graded" flag;
     nodes: module index -> NIR node key; dt: seconds per timestep used; loops: neuron node key -> (key, node) of the
-    Affine/Linear feeding its spikes back into it (workloads.exchange.nir_recurrent).
+    Affine/Linear feeding its spikes back into it (workloads.exchange.nir_recurrent); readout: a trailing LI / I
+    node's key, type and how predictions read it (None without one).
     """
 
     model: nn.Sequential
@@ -32,6 +33,7 @@ class NirModel:
     nodes: dict[str, str] = field(default_factory=dict)
     graded_input: bool = False
     loops: dict[str, tuple[str, nir.NIRNode]] = field(default_factory=dict)
+    readout: dict | None = None
 
 
 @dataclass

@@ -198,8 +198,19 @@ def _scale(st: Chain, key: str, node: nir.Scale) -> None:
 
 
 def _readout(st: Chain, key: str, node: nir.NIRNode) -> None:
-    """A trailing LI / I (non-spiking readout): the weight layer before it becomes lowering's "output"."""
+    """A trailing LI / I (non-spiking readout): the weight layer before it becomes lowering's "output", whose
+    synaptic events the chip counts; predictions are the argmax of its input current averaged over the timesteps
+    (workloads.lower). That is the argmax of an I node's potential at the last timestep when its r is one positive
+    value (v = r dt sum I), not of an LI's leaky potential nor under per-neuron or non-positive r: st.out.readout
+    says which (graph.metadata["nir"]["readout"])."""
     st.readout = key
+    r = np.asarray(node.r, np.float64).ravel()
+    exact = isinstance(node, nir.I) and r.size > 0 and bool(np.all(r == r[0])) and r[0] > 0
+    how = ("argmax of its potential at the last timestep (= of its summed input current)" if exact else
+           "argmax of its input current averaged over the timesteps, not of its potential: its "
+           + ("tau, r and v_leak are" if isinstance(node, nir.LI) else "per-neuron or non-positive r is")
+           + " not simulated")
+    st.out.readout = {"node": key, "type": type(node).__name__, "predictions": how}
 
 
 def _input(st: Chain, key: str, node: nir.Input) -> None:

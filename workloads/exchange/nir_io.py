@@ -115,7 +115,8 @@ def nir_workload(source: nir.NIRGraph | str | os.PathLike, inputs: torch.Tensor,
 
     inputs: (T, N, *input_shape) with input_shape the Input node's shape. weight_bits: bits of weight layers whose
     node metadata gives none. Per-layer weight bits, storage format and state bits written by to_nir are kept, and
-    so is the PLIF/sLIF kind. graph.metadata["nir"] = {"dt", "nodes": {population/projection: NIR node key}}.
+    so is the PLIF/sLIF kind. graph.metadata["nir"] = {"dt", "nodes": {population/projection: NIR node key},
+    "readout" (with a trailing LI / I node): {"node", "type", "predictions": how trace.predictions read it}}.
     A graph with recurrent loops gives a workloads.exchange.recurrent.RecurrentGraph whose "rec<k>" projections
     (graph.metadata["recurrent"]: delay 1 timestep) map to the loops' Affine/Linear/Conv2d nodes.
     Raises ValueError as from_nir and workloads.lower do.
@@ -197,5 +198,6 @@ def _restore(graph: NetworkGraph, res: NirModel, graded_input: bool | None) -> N
             nodes[proj.name] = res.loops[key][0] if proj.name in recurrent and key in res.loops else key
     layers = dict(graph.metadata.get("layers", {}))
     layers["populations"] = {renamed.get(k, k): v for k, v in layers.get("populations", {}).items()}
-    meta = dict(graph.metadata, layers=layers, nir={"dt": res.dt, "nodes": nodes})
+    nir_meta = {"dt": res.dt, "nodes": nodes} | ({"readout": res.readout} if res.readout else {})
+    meta = dict(graph.metadata, layers=layers, nir=nir_meta)
     return make_graph(pops, projs, name=graph.name, metadata=meta)
