@@ -80,11 +80,15 @@ def _plain(value):
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
-def result_json(sim, graph_name: str) -> dict:
-    """The result as one JSON-ready dict in base SI units: setup, totals (SimResult.as_row), energy_j,
-    energy_breakdown_j by component, latency_s and one record per population (layer)."""
+def result_json(sim, graph_name: str, hardware=None) -> dict:
+    """The result as one JSON-ready dict in base SI units: setup (with `hardware`, the run config's hardware
+    section the simulation used: its preset or chip file, multicast and chip overrides, so a saved result says
+    which chip made it), totals (SimResult.as_row), energy_j, energy_breakdown_j by component, latency_s and one
+    record per population (layer)."""
     pops = sim.populations.reset_index()
-    return {"graph": graph_name, "chip": sim.chip, "model": sim.model, "placement": sim.placement,
+    setup = {} if hardware is None else {"preset": hardware.preset, "multicast": hardware.multicast,
+                                         "overrides": hardware.overrides}
+    return {"graph": graph_name, "chip": sim.chip, **setup, "model": sim.model, "placement": sim.placement,
             "semantics": sim.semantics, "n_samples": sim.n_samples, "units": {"energy": "J", "latency": "s",
                                                                               "power": "W"},
             "totals": {k: _plain(v) for k, v in sim.as_row().items()},
@@ -221,8 +225,8 @@ def simulate_chip(hardware):
 def run_simulation(console: Console, graph: Path, trace: Path, preset: str | None, set_: list[str],
                    model: str | None, placement: str | None, semantics: str | None, progress: bool):
     """Load the preset, graph and trace, map and simulate through codesign.execute.evaluate.hardware_row (the evaluation
-    a run makes of its lowered artifacts, every hardware key honoured); returns (SimResult, graph name, table
-    title). Raises hwmodels.MappingError when the network does not fit."""
+    a run makes of its lowered artifacts, every hardware key honoured); returns (SimResult, the hardware config
+    section, graph name, table title). Raises hwmodels.MappingError when the network does not fit."""
     import hwmodels
     from codesign.execute.evaluate import hardware_row
     from workloads.exchange import load_graph
@@ -236,7 +240,7 @@ def run_simulation(console: Console, graph: Path, trace: Path, preset: str | Non
     if sim is None:
         raise hwmodels.MappingError(row["error"])
     setup = ", ".join([hw.latency_model, hw.semantics, *(["multicast"] if hw.multicast else [])])
-    return sim, g.name, f"{g.name} on {chip.name} ({setup}, {tr.n_samples} samples)"
+    return sim, hw, g.name, f"{g.name} on {chip.name} ({setup}, {tr.n_samples} samples)"
 
 
 def simulate(graph: Path = typer.Argument(..., help="lowered graph .npz (e.g. reports/<run>/artifacts/*.graph.npz)"),
@@ -273,11 +277,11 @@ def simulate(graph: Path = typer.Argument(..., help="lowered graph .npz (e.g. re
     try:
         check_out_path(out, force)
         check_out_inputs(out, graph, trace)
-        sim, name, title = run_simulation(console, graph, trace, preset, set_, model, placement, semantics,
+        sim, hw, name, title = run_simulation(console, graph, trace, preset, set_, model, placement, semantics,
                                           progress=not as_json)
     except (ValueError, OSError, KeyError) as exc:
         fail(exc, debug)
-    doc = json.dumps(result_json(sim, name), indent=1)
+    doc = json.dumps(result_json(sim, name, hw), indent=1)
     try:
         if out is not None:
             write_atomic(out, lambda tmp: Path(tmp).write_text(doc + "\n", encoding="utf-8"))

@@ -408,3 +408,14 @@ def test_simulate_set_of_a_flag_s_field_alone_applies(saved_net):
     result = _simulate(folder, "--set", "latency_model=analytic", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["model"] == "analytic"
+
+
+def test_simulate_json_records_multicast_and_the_chip_overrides(saved_net):
+    """Two runs that differ only in --set keys give JSON objects that say so (both used to read chip 'loihi')."""
+    import json
+    folder, _ = saved_net
+    docs = [json.loads(_simulate(folder, "--set", f"multicast={m}", "--set", "core.neurons_per_core=4",
+                                 "--json").stdout) for m in ("false", "true")]
+    assert [(d["preset"], d["multicast"], d["overrides"]) for d in docs] == [
+        ("loihi", False, {"core.neurons_per_core": 4}), ("loihi", True, {"core.neurons_per_core": 4})]
+    assert docs[0]["totals"]["messages"] > docs[1]["totals"]["messages"]
