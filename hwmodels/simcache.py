@@ -16,6 +16,7 @@ from collections import OrderedDict
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
+from hwmodels.footprint import footprint_bytes
 from hwmodels.events.actions import Actions, FanoutTables, build_fanout, count_actions
 from hwmodels.mapping.connectivity import FanoutStore
 from hwmodels.mapping.map import Mapping, MappingError, map_network, mapping_key
@@ -30,14 +31,22 @@ from hwmodels.trace import EventTrace, NetworkGraph
 from hwmodels.trace_check import start_check
 
 
+#: SimCache's default bound on the bytes its entries hold (2 GiB: a 2-worker sweep keeps 4 GiB of 24)
+DEFAULT_MAX_BYTES = 2 * 2**30
+
+
 class SimCache:
     """Least-recently-used store of simulation inputs keyed by the identity of the graph, trace and mapping
     objects and by the parameters they depend on; pass one to hwmodels.simulate(..., cache=...).
 
     max_entries: entries kept (a mapping, a fan-out table, and each batch's actions, times, routes, action counts
-    and sums: about 6 a batch, so the default 128 holds ~20 batches, ~640 samples at batch_samples 32); entries no
-    simulation has used since the current one began are dropped first, least recently used first. Scan
-    resistant: when every entry was used by the current simulation (a trace of more batches than the cache
+    and sums: about 6 a batch, so the default 128 holds ~20 batches, ~640 samples at batch_samples 32).
+    max_bytes: memory the entries may hold (hwmodels.footprint.footprint_bytes of each value, without the graph,
+    trace and chip; default DEFAULT_MAX_BYTES, 2 GiB; None: unbounded): the entries of a DES simulation of
+    VGG-11 on 16 samples hold ~25 MB, of Spikformer-4-384 on 8 chips on 4 samples ~270 MB (benchmarks'
+    workloads), so entries bound small nets and bytes paper-scale ones; a value larger than max_bytes is made
+    and not kept. Entries no simulation has used since the current one began are dropped first, least recently
+    used first. Scan resistant: when every entry was used by the current simulation (a trace of more batches than the cache
     holds), a new one is not stored, so the next simulation of the same trace still finds the first max_entries
     (plain LRU would have dropped each just before its next use, and found none). 0 keeps nothing (every value
     is made on each use): hwmodels.simulate runs through such a cache when it is given none, so there is one code
@@ -46,11 +55,15 @@ class SimCache:
     bit-identical with and without a cache (tests/hwmodels/test_simcache.py).
     """
 
-    def __init__(self, max_entries: int = 128):
+    def __init__(self, max_entries: int = 128, max_bytes: int | None = DEFAULT_MAX_BYTES):
         if not is_int(max_entries) or max_entries < 0:
             raise ValueError(f"max_entries: {max_entries!r} must be >= 0 and an integer")
+        if max_bytes is not None and (not is_int(max_bytes) or max_bytes < 0):
+            raise ValueError(f"max_bytes: {max_bytes!r} must be >= 0 and an integer (bytes), or None (unbounded)")
         self.max_entries = max_entries
-        self._store: OrderedDict = OrderedDict()  # key -> (value, pins, the simulation that used it last)
+        self.max_bytes = float("inf") if max_bytes is None else max_bytes
+        self.held_bytes = 0  # footprint_bytes of the stored values
+        self._store: OrderedDict = OrderedDict()  # key -> (value, pins, the simulation that used it last, bytes)
         self._pass = 0  # simulations begun (begin_pass)
         self._signatures: OrderedDict = OrderedDict()  # (kind, id(chip)) -> (signature, chip kept alive)
         self.hits = self.misses = 0
@@ -61,18 +74,22 @@ class SimCache:
         if key in self._store:
             self._store.move_to_end(key)
             self.hits += 1
-            value, pins, _ = self._store[key]
-            self._store[key] = (value, pins, self._pass)
+            value, pins, _, size = self._store[key]
+            self._store[key] = (value, pins, self._pass, size)
             return value
         self.misses += 1
         value = make()
         if not self.max_entries:
             return value
-        if len(self._store) >= self.max_entries:
+        size = footprint_bytes(value, pins)
+        if size > self.max_bytes:
+            return value
+        while len(self._store) >= self.max_entries or self.held_bytes + size > self.max_bytes:
             if self._store[next(iter(self._store))][2] == self._pass:  # all in use by this simulation: keep them
                 return value
-            self._store.popitem(last=False)
-        self._store[key] = (value, pins, self._pass)
+            self.held_bytes -= self._store.popitem(last=False)[1][3]
+        self._store[key] = (value, pins, self._pass, size)
+        self.held_bytes += size
         return value
 
     def begin_pass(self) -> None:

@@ -175,3 +175,41 @@ def test_a_cache_of_zero_entries_keeps_nothing(nets, rng):
     assert len(cache._store) == 0 and len(cache._signatures) == 0 and cache.hits == 0 and cache.misses > 0
     calls = []
     assert [cache.keep(("k",), lambda: calls.append(1) or len(calls)) for _ in range(2)] == [1, 2]
+
+
+def test_footprint_counts_array_buffers_once_and_skips_what_the_caller_holds(nets, rng):
+    import numpy as np
+    from hwmodels.footprint import footprint_bytes
+    a = np.zeros(10_000)  # 80,000 bytes
+    assert 80_000 <= footprint_bytes(a) < 80_200
+    both = footprint_bytes({"x": a, "view": a[::2], "again": [a]})  # one buffer, however many views
+    assert 80_000 <= both < 81_500
+    assert footprint_bytes([a, a.copy()]) >= 160_000
+    g = nets.mixed_graph(rng)
+    assert footprint_bytes((g, a)) < 80_200 and footprint_bytes((a,), skip=(a,)) < 100  # not the caller's
+    many = [np.zeros(100) for _ in range(1000)]  # 800 kB in 1,000 arrays: sampled, scaled to the length
+    assert 800_000 <= footprint_bytes(many) < 1_000_000
+
+
+def test_a_byte_bound_drops_entries_and_keeps_results(nets, rng):
+    from hwmodels.footprint import footprint_bytes
+    g = nets.mixed_graph(rng)
+    tr = nets.random_trace(g, rng, 6, 2, 0.3)
+    chip = load_preset("loihi")
+    free = SimCache(max_bytes=None)
+    want = simulate(g, tr, chip, batch_samples=2, cache=free)
+    held = free.held_bytes
+    assert held == sum(e[3] for e in free._store.values()) > 0  # each value's footprint_bytes when stored
+    assert held <= sum(footprint_bytes(v, pins) for v, pins, _, _ in free._store.values())  # (some grow after)
+    bounded = SimCache(max_bytes=held // 3)
+    for _ in range(2):
+        got = simulate(g, tr, chip, batch_samples=2, cache=bounded)
+        assert (got.energy_j, got.latency_s) == (want.energy_j, want.latency_s)
+        assert 0 < bounded.held_bytes <= held // 3 and len(bounded._store) < len(free._store)
+    big = max(free._store.values(), key=lambda e: e[3])[3]
+    tiny = SimCache(max_bytes=big - 1)  # the largest value alone does not fit: made, never kept
+    simulate(g, tr, chip, batch_samples=2, cache=tiny)
+    assert all(e[3] < big for e in tiny._store.values()) and tiny.held_bytes <= big - 1
+    for bad in (-1, 1.5, "8", True):
+        with pytest.raises(ValueError, match=f"max_bytes: {bad!r} must be >= 0 and an integer"):
+            SimCache(max_bytes=bad)
