@@ -44,14 +44,20 @@ class _Chan:
 class _Run:
     """One hardware step, message by message."""
 
-    def __init__(self, chip, tiles, depth):
-        self.env, self.chip, self.tiles, self.depth = simpy.Environment(), chip, tiles, depth
+    def __init__(self, chip, tiles, depth, mesh=None):
+        self.env, self.chip, self.tiles, self.depth, self.mesh = simpy.Environment(), chip, tiles, depth, mesh
         self.link_s = chip.router.link_time_s
         self.chans = defaultdict(_Chan)
         self.arrivals = defaultdict(list)  # dst core -> [(time, work)]
 
     def hop_s(self, link):
-        return self.chip.router.hop_latency_ew_s if link[3] == 0 else self.chip.router.hop_latency_ns_s
+        """A link from tile (x, y) by (dx, dy): the chip-to-chip link's latency when it leaves the mesh of one chip
+        (mesh: (width, height) of a chip, None on one chip), else the E-W or N-S hop's."""
+        x, y, dx, dy = link
+        w, h = self.mesh or (0, 0)
+        if self.mesh and (x // w != (x + dx) // w or y // h != (y + dy) // h):
+            return self.chip.router.chip_link_latency_s
+        return self.chip.router.hop_latency_ew_s if dy == 0 else self.chip.router.hop_latency_ns_s
 
     def request(self, link, key, ev):
         ch = self.chans[link]
@@ -197,7 +203,7 @@ def reference_core_done(graph, trace, mapping, chip, semantics="pipelined", mult
     out = np.zeros((trace.n_samples, n_steps, mapping.cores_used))
     for s in range(trace.n_samples):
         for h in range(n_steps):
-            run = _Run(chip, tiles, chip.router.buffer_depth)
+            run = _Run(chip, tiles, chip.router.buffer_depth, mapping.mesh_shape)
             update = np.zeros(mapping.cores_used)
             msgs = defaultdict(list)  # src core -> [(route, neuron, {dst: work})]
             for name, pop in graph.populations.items():

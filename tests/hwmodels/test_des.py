@@ -249,3 +249,21 @@ def test_serial_receive_mode_equals_reference_with_contention(seed):
     d, _, acts = _timings(g, tr, m, chip, seed == 1)
     assert exactness(chip, acts.formats) == {"receive": True, "buffers": True}
     assert np.array_equal(d.core_done_s, reference_core_done(g, tr, m, chip, "pipelined", seed == 1))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("multicast", [False, True])
+def test_flow_level_des_equals_the_reference_across_chip_links(seed, multicast):
+    """The random case on two 2 x 4 chips side by side (chip-to-chip links between tile columns 1 and 2, 7 U):
+    per-core finish times equal the message-level reference, which prices a link leaving a chip's mesh itself."""
+    g, tr, m, _ = _random_case(seed, None, multicast)
+    chip = _chip(2, 4, **{"n_chips": 2, "router.hop_latency_ew_s": 3, "core.message_out_latency_s": 2,
+                          "core.message_in_latency_s": 1, "core.neuron_active_latency_s": 1,
+                          "core.neuron_inactive_latency_s": 1, "router.chip_link_latency_s": 7,
+                          "router.chip_link_energy_j": 1e-11})
+    m = dataclasses.replace(m, mesh_shape=(2, 4))
+    d, _, _ = _timings(g, tr, m, chip, multicast)
+    ref = reference_core_done(g, tr, m, chip, "pipelined", multicast)
+    assert np.array_equal(d.core_done_s, ref)
+    crossing = [(x, y) for x, y in m.tile_xy.tolist() if x >= 2]
+    assert 0 < len(crossing) < m.cores_used  # cores on both chips: messages cross the chip link
