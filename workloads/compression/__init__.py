@@ -11,7 +11,7 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
-from workloads.compression.base import CompressionResult, check_ratio, find_conv_units, model_size_bits
+from workloads.compression.base import CompressionResult, channel_units, check_ratio, model_size_bits
 from workloads.compression.bestformer import BestformerConfig, bestformer
 from workloads.compression.binary import BinaryAttention, BinaryConfig, binary, binary_stage
 from workloads.compression.compose import ComposeConfig, FineTuneConfig, compose_with, layer_ratios
@@ -71,6 +71,8 @@ PRUNERS: dict[str, tuple[Callable, type]] = {
 }
 
 
+#: methods whose ratio removes conv channels (base.channel_units: Conv2d channels of a flat Sequential)
+CHANNEL_PRUNING = ("sca", "magnitude_channel", "random", "qp_snn", "q_snn", "binary", "qt_snn")
 #: methods whose compressed weights stay float (they prune channels or weights, or factorise; the others quantize)
 FLOAT_METHODS = ("dense", "sca", "magnitude_channel", "random", "l1p", "dsp")
 
@@ -80,13 +82,16 @@ def check_model(method: str, model: nn.Module, ratio: float, cfg=None) -> None:
     (None: its defaults). Raises ValueError naming the model's type for SCA on a model SCA_PATHS does not cover,
     and, for the channel pruners magnitude_channel and random at a ratio > 0 (or with layer_ratios), for a model
     that is not a flat
-    Sequential of convs (base.find_conv_units) or a cfg.layer_ratios key that names none of its convs
-    (compose.layer_ratios, which lists them)."""
+    Sequential of convs (base.channel_units: a Conv1d net has none) or a cfg.layer_ratios key that names none of
+    its convs (compose.layer_ratios, which lists them); for the other CHANNEL_PRUNING methods at a ratio > 0, for a
+    model without Conv2d channels to prune (spiking ResNets take SCA's own path)."""
     if method == "sca" and not isinstance(model, tuple(SCA_PATHS)):
         raise ValueError(f"model: SCA supports {[t.__name__ for t in SCA_PATHS]}, got {type(model).__name__}")
     overrides = getattr(cfg, "layer_ratios", None) or {}
     if method in ("magnitude_channel", "random") and (ratio > 0 or overrides):
-        layer_ratios(find_conv_units(model), ratio, overrides)
+        layer_ratios(channel_units(model), ratio, overrides)
+    elif method in CHANNEL_PRUNING and ratio > 0 and not isinstance(model, SpikingResNet):
+        channel_units(model)
 
 
 def compose(quantizer: str, pruner: str) -> Callable[..., tuple[nn.Module, CompressionResult]]:

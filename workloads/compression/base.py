@@ -112,6 +112,16 @@ def find_conv_units(model: nn.Sequential) -> list[ConvUnit]:
     return units
 
 
+def channel_units(model: nn.Sequential) -> list[ConvUnit]:
+    """find_conv_units(model), refusing a model without one: a channel pruner would prune nothing (a Conv1d or
+    linear-only net). Raises ValueError (one line, with the methods that do apply) or what find_conv_units raises."""
+    units = find_conv_units(model)
+    if not units:
+        raise ValueError("model: has no Conv2d layer whose output channels a channel pruner could remove (Conv1d "
+                         "and linear-only nets are not channel-pruned: use l1p or dsp, or a quantizer at ratio 0)")
+    return units
+
+
 @torch.no_grad()
 def apply_channel_mask(model: nn.Sequential, units: list[ConvUnit], masks: dict[str, torch.Tensor]) -> None:
     """Zero, in place, the filters (and conv bias) and the BN gamma and beta of every channel whose mask is False.

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from workloads.compression.base import (Check, CompressionResult, ConvUnit, check_fields, check_ratio, finetune,
-                                        find_conv_units, model_size_bits, one_of, remove_channels)
+                                        channel_units, model_size_bits, one_of, remove_channels)
 from workloads.compression.quant import bake
 from workloads.compression.sca import round_half_up
 from workloads.data import Dataset
@@ -151,7 +151,7 @@ def quantize_then_prune(model: nn.Module, dataset: Dataset, ratio: float, method
     with torch_threads(train_cfg.num_threads):
         history = _train(work, x, y, cfg, train_cfg, pre_epochs, stage, generator, progress, "qat", objective)
         if prunes:  # a ratio > 0, or a per-layer ratio > 0 at ratio 0
-            units = find_conv_units(work)
+            units = channel_units(work)
             before = {u.conv: work.get_submodule(u.conv).out_channels for u in units}
             counts = removal_counts(work, units, layer_ratios(units, p, overrides, skip_last))
             masks = pruner(work, units, counts, PruneContext(x, y, train_cfg, seed, score_batches))

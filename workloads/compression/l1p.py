@@ -14,26 +14,33 @@ from torch import nn
 from workloads.compression.base import Check, CompressionResult, check_ratio, finetune, model_size_bits, one_of
 from workloads.compression.compose import FineTuneConfig
 from workloads.compression.sca import add_l1_subgradient, round_half_up
+from workloads.compression.quant import split_edges
 from workloads.data import Dataset
 from workloads.models import count_parameters
+from workloads.models.snn_vit import SSSA
+from workloads.models.spikformer import MLP, SSA
 from workloads.train import TrainConfig, default_device, torch_threads
 
 _LOG = logging.getLogger("workloads.compression")
 SCOPES = ("global", "per_matrix")
-#: which weight layers L1P prunes: every Conv1d/Conv2d/Linear, or the Linear layers only
-LAYER_SETS = {"all": (nn.Conv1d, nn.Conv2d, nn.Linear), "linear": (nn.Linear,)}
+#: which weight layers L1P prunes (prunable_layers)
+LAYER_SETS = {"auto": "'blocks' on a spiking transformer (a model with attention or MLP blocks), else 'all'",
+              "blocks": "the Linear layers of the transformer blocks: Q, K, V, projection and MLP (the paper's)",
+              "linear": "the hidden Linear layers: not the first or last weight layer nor a readout head",
+              "all": "every Conv1d, Conv2d and Linear layer, first conv and classifier included"}
 
 
 @dataclass(frozen=True)
 class L1PConfig(FineTuneConfig):
     """L1P settings (ValueError names a field out of range): scope "global" (one magnitude threshold over all
-    pruned matrices) or "per_matrix" (each matrix loses the same fraction); layers "all" (every conv and linear
-    weight, default) or "linear"; l1_epochs >= 0 of training with the L1 term before pruning (1); l1_lambda >= 0
+    pruned matrices) or "per_matrix" (each matrix loses the same fraction, at most all but one weight); layers, a
+    key of LAYER_SETS ("auto", default: a spiking transformer's block linears, every conv and linear weight of
+    other nets); l1_epochs >= 0 of training with the L1 term before pruning (1); l1_lambda >= 0
     (1e-4, our choice: the paper's value is not in our summary); finetune_epochs (2), lr, optimizer as
     FineTuneConfig, with the pruning mask kept."""
 
     scope: str = "global"
-    layers: str = "all"
+    layers: str = "auto"
     l1_epochs: int = 1
     l1_lambda: float = 1e-4
 
@@ -45,15 +52,32 @@ class L1PConfig(FineTuneConfig):
                 "l1_lambda": (self.l1_lambda >= 0, "l1_lambda >= 0")}
 
 
-def prunable_layers(model: nn.Module, layers: str = "all") -> dict[str, nn.Module]:
-    """{name: module} of the weight layers L1P prunes (LAYER_SETS[layers]), in registration order."""
-    return {n: m for n, m in model.named_modules() if isinstance(m, LAYER_SETS[layers])}
+def prunable_layers(model: nn.Module, layers: str = "auto") -> dict[str, nn.Module]:
+    """{name: module} of the weight layers L1P prunes (`layers`, a key of LAYER_SETS), in registration order.
+    Raises ValueError for another key, and ("linear") for a model without weight layers."""
+    if layers not in LAYER_SETS:
+        raise ValueError(f"layers must be one of {list(LAYER_SETS)}, got {layers!r}")
+    blocks = _block_linears(model)
+    if layers == "blocks" or (layers == "auto" and blocks):
+        return blocks
+    if layers == "linear":
+        edge, _ = split_edges(model)
+        return {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear) and n not in edge}
+    return {n: m for n, m in model.named_modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear))}
+
+
+def _block_linears(model: nn.Module) -> dict[str, nn.Module]:
+    """The Linear layers inside a transformer block's attention (Spikformer's SSA, SNN-ViT's SSSA) or MLP."""
+    blocks = [n for n, m in model.named_modules() if isinstance(m, (SSA, SSSA, MLP))]
+    return {n: m for n, m in model.named_modules()
+            if isinstance(m, nn.Linear) and any(n.startswith(b + ".") for b in blocks)}
 
 
 def magnitude_masks(weights: dict[str, torch.Tensor], ratio: float, scope: str) -> dict[str, torch.Tensor]:
     """Keep-masks (bool, shaped like each weight) removing the smallest |w|: "global" removes exactly
     round_half_up(ratio * total) entries over all matrices together, "per_matrix" round_half_up(ratio * n) of each
-    matrix of n entries. Ties go to the earlier matrix and lower flat index. ValueError for an unknown scope."""
+    matrix of n entries, at most n - 1 (as the channel pruners keep one channel). Ties go to the earlier matrix
+    and lower flat index. ValueError for an unknown scope."""
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {list(SCOPES)}, got {scope!r}")
     groups = [list(weights)] if scope == "global" else [[n] for n in weights]
@@ -61,7 +85,10 @@ def magnitude_masks(weights: dict[str, torch.Tensor], ratio: float, scope: str) 
     for names in groups:
         flat = torch.cat([weights[n].detach().abs().flatten().double().cpu() for n in names])
         keep = torch.ones(len(flat), dtype=torch.bool)
-        keep[torch.argsort(flat, stable=True)[:round_half_up(ratio * len(flat))]] = False
+        removed = round_half_up(ratio * len(flat))
+        if scope == "per_matrix":  # all but one at most: a matrix of no weight passes nothing
+            removed = min(removed, len(flat) - 1)
+        keep[torch.argsort(flat, stable=True)[:removed]] = False
         for n, part in zip(names, keep.split([weights[n].numel() for n in names])):
             masks[n] = part.reshape(weights[n].shape).to(weights[n].device)
     return masks
@@ -84,9 +111,10 @@ def l1p(model: nn.Module, dataset: Dataset, ratio: float, cfg: Optional[L1PConfi
     zero the smallest-magnitude weights to sparsity `ratio` (cfg.scope global or per matrix), fine-tune
     cfg.finetune_epochs with the mask kept (pruned gradients zeroed; the weights stay exactly 0).
 
-    Layers: the paper prunes every transformer-block linear layer (Q, K, V, projection, MLP); on conv nets we
-    prune every Conv2d and Linear weight, first conv and classifier included (cfg.layers="linear" for Linear
-    only); biases, BN and thresholds are not pruned. Result: storage {layer: "sparse"} (the paper's compressed
+    Layers (cfg.layers, LAYER_SETS): the paper prunes every transformer-block linear layer (Q, K, V, projection,
+    MLP), not the tokenizer, position conv or head, and so does "auto" on a spiking transformer; on other nets
+    "auto" prunes every Conv1d, Conv2d and Linear weight, first conv and classifier included; biases, BN and
+    thresholds are not pruned. Result: storage {layer: "sparse"} (the paper's compressed
     sparse format on hardware), params_after = non-zero parameters (the zeros are still stored in the torch
     model). ratio 0 returns an unchanged deep copy. The input model is not modified.
     Raises ValueError for a ratio outside [0, 1) or a model without prunable layers.

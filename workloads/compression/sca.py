@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from workloads.compression.base import (CompressionResult, ConvUnit, apply_channel_mask, check_fields, check_ratio,
-                                        find_conv_units, masked_params, one_of, remove_channels)
+                                        channel_units, find_conv_units, masked_params, one_of, remove_channels)
 from workloads.data import Dataset
 from workloads.models import count_parameters
 from workloads.neurons import charge_sequence
@@ -319,7 +319,7 @@ def sca_prune(model: nn.Sequential, dataset: Dataset, ratio: float, cfg: Optiona
     p, cfg, train_cfg = check_ratio(ratio), cfg or SCAConfig(), train_cfg or TrainConfig()
     device = device or default_device()
     work = copy.deepcopy(model).to(device)
-    units = find_conv_units(work)
+    units = find_conv_units(work) if p == 0.0 else channel_units(work)
     before = {u.conv: work.get_submodule(u.conv).out_channels for u in units}
     params_before = count_parameters(work)
     if p == 0.0:
