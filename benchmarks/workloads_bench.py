@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from benchutil import calibrate_bn
+from codesign.execute.stages import hardware_samples
 from hwmodels import ChipSpec, EventTrace, NetworkGraph, load_preset
 from workloads.data import load_dataset
 from workloads.encoding import encode
@@ -39,13 +40,14 @@ def _lowered(name: str, model: nn.Module, x: torch.Tensor, chip: ChipSpec, descr
 
 
 def mnist_default(n_samples: int = 100, n_timesteps: int = 4) -> Workload:
-    """The default co-design net (mnist_conv 16C3-BN-LIF-MP2-32C3-BN-LIF-MP2-FC10, LIF tau 2) on the first
-    mnist5k test digits, direct encoding, on the `loihi` preset (codesign/configs/default.yaml)."""
+    """The default co-design net (mnist_conv 16C3-BN-LIF-MP2-32C3-BN-LIF-MP2-FC10, LIF tau 2) on the class-balanced
+    mnist5k test digits a run simulates (codesign.execute.stages.hardware_samples), direct encoding, on the
+    `loihi` preset (codesign/configs/default.yaml)."""
     ds = load_dataset("mnist5k", seed=0)
     model = build_model("mnist_conv", (1, 28, 28), 10, neuron="LIF", tau=2.0, seed=0)
-    x = encode(ds.x_test[:n_samples], n_timesteps, "direct")
+    x = encode(ds.x_test[hardware_samples(ds.y_test, n_samples)], n_timesteps, "direct")  # as codesign runs
     return _lowered("mnist_conv", model, x, load_preset("loihi"),
-                    f"mnist_conv (LIF), {n_samples} mnist5k test digits, T={n_timesteps}, direct encoding, "
+                    f"mnist_conv (LIF), {n_samples} class-balanced mnist5k test digits, T={n_timesteps}, direct encoding, "
                     "untrained with BN statistics calibrated on the samples, preset loihi")
 
 

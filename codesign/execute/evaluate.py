@@ -35,8 +35,9 @@ NON_RESULT_FIELDS = {"run_name", "output_dir", "cache_dir", "device"}
 #: existing run folders (and `--resume` of them) are unchanged
 LATER_FIELDS = {"model": {"options": {}, "neuron_options": {}}}
 #: version of the lowered stage's output, part of its key: 2 = traces of format 2 (neuron activity, predictions),
-#: lowered under hardware.weight_fit; entries of version 1 (format-1 traces) are never reused
-LOWERED_VERSION = 2
+#: lowered under hardware.weight_fit; 3 = the class-balanced test samples of stages.hardware_samples (the first
+#: n before); entries of older versions are never reused
+LOWERED_VERSION = 3
 
 
 @dataclasses.dataclass(frozen=True)

@@ -209,12 +209,31 @@ def check_n_samples(dataset: data.Dataset, cfg: RunConfig, n: int | None = None)
                           f"{cfg.data.dataset}; set hardware.n_samples <= {len(dataset.y_test)}")
 
 
+def hardware_samples(labels: torch.Tensor, n: int) -> torch.Tensor:
+    """Indices (int64, (n,)) of the `n` test samples a run lowers and simulates: the classes in turn (the first
+    sample of each class in label order, then the second of each, ...; a class that runs out is skipped), each
+    class's samples in test-split order. Deterministic and class-balanced whatever the split's order: test
+    splits sorted by label (mnist5k's, the DVS sets' folders) made the first 100 samples all zeros, so every
+    hardware number described one digit."""
+    y = torch.as_tensor(labels).flatten().long()
+    if not len(y):
+        return torch.zeros(0, dtype=torch.long)
+    order = torch.argsort(y, stable=True)  # class-major, test order within a class
+    counts = torch.bincount(y - y.min())
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.arange(len(y)) - torch.repeat_interleave(starts, counts)  # rank of each sorted sample in its class
+    turn = torch.argsort(rank * (len(counts) + 1) + (y[order] - y.min()), stable=True)  # k-th of every class, then k+1
+    return order[turn][:n]
+
+
 def encoded_test_inputs(dataset: data.Dataset, cfg: RunConfig, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first `n` test samples encoded over T (seeded Poisson draws), shape (T, n, C, H, W), and labels."""
+    """The `n` test samples of hardware_samples (class-balanced) encoded over T (seeded Poisson draws), shape
+    (T, n, C, H, W), and their labels."""
     check_n_samples(dataset, cfg, n)
     gen = torch.Generator().manual_seed(cfg.seed + 1)
-    x = dataset.x_test[:n]
-    return encoding.encode(x, cfg.data.n_timesteps, cfg.data.encoding, generator=gen), dataset.y_test[:n]
+    idx = hardware_samples(dataset.y_test, n)
+    x = dataset.x_test[idx]
+    return encoding.encode(x, cfg.data.n_timesteps, cfg.data.encoding, generator=gen), dataset.y_test[idx]
 
 
 def check_data_fits(dataset: data.Dataset, cfg: RunConfig) -> None:

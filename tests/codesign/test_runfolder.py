@@ -369,3 +369,21 @@ def test_results_code_version_follows_the_chip_model_and_lowering_sources_only()
     assert {"hwmodels/simulate.py", "workloads/lowering/engine.py", "codesign/execute/evaluate.py"} <= names
     assert any(n.startswith("hwmodels/") and n.endswith(".yaml") for n in names)  # presets change results too
     assert not any(n.startswith(("codesign/reporting/", "codesign/cli/")) for n in names)
+
+
+def test_hardware_samples_take_the_classes_in_turn_whatever_the_split_order():
+    """mnist5k's test split is sorted by label: its first 100 samples were all zeros, so every energy, latency and
+    on-chip accuracy of a run described the digit 0."""
+    import torch
+    from codesign.execute.stages import encoded_test_inputs, hardware_samples
+    y = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2, 2, 5])
+    assert hardware_samples(y, 10).tolist() == [0, 3, 5, 9, 1, 4, 6, 2, 7, 8]  # 0 1 2 5, 0 1 2, 0 2, 2
+    assert hardware_samples(y, 3).tolist() == [0, 3, 5] and hardware_samples(y[:0], 0).tolist() == []
+    cfg = load_config(None, ["hardware.n_samples=100"])
+    from workloads.data import load_dataset
+    ds = load_dataset("mnist5k", seed=cfg.seed)
+    assert ds.y_test[:100].unique().tolist() == [0]  # the split's own order
+    x, labels = encoded_test_inputs(ds, cfg, 100)
+    assert torch.bincount(labels).tolist() == [10] * 10 and x.shape[1] == 100
+    idx = hardware_samples(ds.y_test, 100)
+    assert torch.equal(x[0], ds.x_test[idx]) and torch.equal(labels, ds.y_test[idx])  # direct encoding
