@@ -76,8 +76,8 @@ def test_ten_thousand_sample_trace_streams(tmp_path):
     full = rows[-1]
     targets = [target_row("10k samples: simulator peak / trace size", full["peak_bytes"] / disk, 1.0, "x"),
                target_row("peak at 10k / peak at 1k samples", full["peak_bytes"] / rows[0]["peak_bytes"], 1.5, "x")]
-    notes = [w.description.replace("100 class-balanced mnist5k test digits", f"{N_SAMPLES:,} digits (mnist5k train + test, each "
-                                   "twice)"),
+    notes = [w.description.replace("100 class-balanced mnist5k test digits",
+                                   f"{N_SAMPLES:,} digits (mnist5k train + test, each twice)"),
              f"Lowering and writing the folder chunk by chunk ({CHUNK} samples per lower() call): {write_s:.1f} s; "
              f"folder size {disk / 1e6:.1f} MB (offsets, indices, values, labels as .npy).",
              f"peak_bytes: tracemalloc peak above the start of simulate(model='{MODEL}', batch_samples=32); the "
