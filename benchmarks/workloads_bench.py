@@ -47,8 +47,8 @@ def mnist_default(n_samples: int = 100, n_timesteps: int = 4) -> Workload:
     model = build_model("mnist_conv", (1, 28, 28), 10, neuron="LIF", tau=2.0, seed=0)
     x = encode(ds.x_test[hardware_samples(ds.y_test, n_samples)], n_timesteps, "direct")  # as codesign runs
     return _lowered("mnist_conv", model, x, load_preset("loihi"),
-                    f"mnist_conv (LIF), {n_samples} class-balanced mnist5k test digits, T={n_timesteps}, direct encoding, "
-                    "untrained with BN statistics calibrated on the samples, preset loihi")
+                    f"mnist_conv (LIF), {n_samples} class-balanced mnist5k test digits, T={n_timesteps}, direct "
+                    "encoding, untrained with BN statistics calibrated on the samples, preset loihi")
 
 
 def vgg11_32(n_samples: int = 16, n_timesteps: int = 4) -> Workload:
