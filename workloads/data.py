@@ -16,8 +16,8 @@ from workloads.datasets.emulator import load_mnist_dvs_emu
 from workloads.datasets.events import load_dvs_cifar10, load_dvs_gesture
 from workloads.datasets.images import load_cifar10, load_cifar100, load_digits, load_mnist5k
 
-__all__ = ["DATASETS", "DEFAULT_ROOT", "ENV_ROOT", "Dataset", "data_root", "dataset_options", "load_dataset",
-           "stratified_split", "stream_seed", "subsample"]
+__all__ = ["DATASETS", "DEFAULT_ROOT", "ENV_ROOT", "SHIPPED", "Dataset", "data_root", "data_source",
+           "dataset_options", "load_dataset", "stratified_split", "stream_seed", "subsample"]
 
 #: name -> loader(seed, root, *, options); the keyword-only parameters are the dataset's options
 DATASETS: dict[str, Callable[..., Dataset]] = {
@@ -25,6 +25,16 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
     "cifar10": load_cifar10, "cifar100": load_cifar100, "dvs_gesture": load_dvs_gesture,
     "dvs_cifar10": load_dvs_cifar10,
 }
+
+#: datasets that ship with the packages (no local files, `root` ignored)
+SHIPPED = ("mnist5k", "digits", "mnist_dvs_emu")
+
+
+def data_source(name: str, root: Optional[str | os.PathLike] = None) -> str | None:
+    """Where dataset `name` is read from: None for a SHIPPED set, else the absolute folder data_root(root)
+    resolves to now ($CODESIGN_DATA_DIR and the working directory included), so two runs with the same config
+    on different files can be told apart (codesign's model cache keys hold it)."""
+    return None if name in SHIPPED else str(data_root(root))
 
 
 def dataset_options(name: str) -> dict[str, object]:

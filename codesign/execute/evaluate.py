@@ -27,6 +27,7 @@ from codesign.execute.stages import (encoded_test_inputs, make_dataset, make_mod
 from hwmodels.chip.presets import chip_file_digest
 from hwmodels.trace_check import check_trace
 from workloads import checkpoint, compression, lowering, models, train
+from workloads.data import data_source
 from workloads.exchange.recurrent import load_graph
 
 #: config fields that do not change any result (excluded from keys)
@@ -60,9 +61,12 @@ def ratio_of(cfg: RunConfig) -> float:
 def stage_keys(cfg: RunConfig) -> StageKeys:
     """Hashes of exactly the fields each stage depends on. The dense key holds the code version
     (codesign.store.cache.code_version: package version + hash of the sources that make the entries) and every later
-    stage key holds the dense key, so no entry made by other code is ever reused. The point id does not."""
+    stage key holds the dense key, so no entry made by other code is ever reused. The point id does not. For a
+    dataset read from local files the dense key also holds the folder it resolves to (workloads.data.data_source:
+    $CODESIGN_DATA_DIR or the working directory may change it while the config stays the same)."""
+    source = data_source(cfg.data.dataset, cfg.data.root)  # None (shipped sets): keys as before
     dense = config_key("dense", code_version(), cfg.seed, cfg.data.model_dump(), cfg.model.model_dump(),
-                       cfg.train.model_dump())
+                       cfg.train.model_dump(), *([{"data_source": source}] if source else []))
     comp = config_key("compressed", dense, cfg.compression.method, ratio_of(cfg), cfg.compression.params)
     low = config_key("lowered", LOWERED_VERSION, comp, cfg.hardware.n_samples, cfg.hardware.weight_bits,
                      cfg.hardware.weight_fit)

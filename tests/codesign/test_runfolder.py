@@ -387,3 +387,20 @@ def test_hardware_samples_take_the_classes_in_turn_whatever_the_split_order():
     assert torch.bincount(labels).tolist() == [10] * 10 and x.shape[1] == 100
     idx = hardware_samples(ds.y_test, 100)
     assert torch.equal(x[0], ds.x_test[idx]) and torch.equal(labels, ds.y_test[idx])  # direct encoding
+
+
+def test_a_local_dataset_s_model_key_follows_the_folder_its_files_come_from(tmp_path, monkeypatch):
+    """cifar10 read from $CODESIGN_DATA_DIR: another folder (same config) is another trained model; shipped sets
+    ignore the root."""
+    from codesign.execute.evaluate import stage_keys
+    cfg = load_config(None, ["data.dataset=cifar10", "model.name=vgg11", "compression.ratios=[0.5]"])
+    keys = []
+    for folder in ("a", "b", "a"):
+        monkeypatch.setenv("CODESIGN_DATA_DIR", str(tmp_path / folder))
+        keys.append(stage_keys(cfg).dense)
+    assert keys[0] != keys[1] and keys[0] == keys[2]
+    shipped = load_config(None, ["compression.ratios=[0.5]"])
+    monkeypatch.setenv("CODESIGN_DATA_DIR", str(tmp_path / "b"))
+    other = stage_keys(shipped).dense
+    monkeypatch.setenv("CODESIGN_DATA_DIR", str(tmp_path / "a"))
+    assert stage_keys(shipped).dense == other
