@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import inspect
 import os
+import typing
 from typing import Callable, Optional
+
+from pydantic import TypeAdapter, ValidationError
 
 from workloads.datasets.base import (DEFAULT_ROOT, ENV_ROOT, Dataset, data_root, stratified_split, stream_seed,
                                      subsample)
@@ -53,10 +56,32 @@ def load_dataset(name: str, seed: int = 0, root: Optional[str | os.PathLike] = N
     stratified subsets, every dataset), n_frames / size / binary (event sets). Static sets give x (N, C, H, W)
     in [0, 1]; event sets (Dataset.temporal) give frames (N, T, 2, H, W), to be encoded with "events".
     Raises ValueError naming `dataset` and the accepted names for an unknown name, naming the option and the
-    accepted ones for an unknown option, and naming the expected path and format when local files are absent.
+    accepted ones for an unknown option, naming the option and its type for a value of another type, and naming the expected path and format when local files are absent.
     """
     accepted = dataset_options(name)
     for key in options:
         if key not in accepted:
             raise ValueError(f"option {key!r} is not accepted by dataset {name!r}; accepted: {sorted(accepted)}")
-    return DATASETS[name](seed, root, **options)
+    return DATASETS[name](seed, root, **_typed_options(name, options))
+
+
+def _typed_options(name: str, options: dict) -> dict:
+    """`options` checked against the loader's annotations, strictly (100.0 is not an int, "false" not a bool; an
+    int is taken as a float). Raises ValueError naming the option, its value and the expected type."""
+    hints = typing.get_type_hints(DATASETS[name])
+    out = {}
+    for key, value in options.items():
+        try:
+            out[key] = TypeAdapter(hints[key]).validate_python(value, strict=True)
+        except ValidationError:
+            raise ValueError(f"option {key!r} of dataset {name!r} is {value!r}; expected {_kind(hints[key])}"
+                             ) from None
+    return out
+
+
+def _kind(hint) -> str:
+    """'an integer', 'a number', 'true or false', 'a string', with ' or null' for Optional[...]."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+    text = names.get(args[0], getattr(args[0], "__name__", str(args[0])))
+    return text + (" or null" if type(None) in typing.get_args(hint) else "")

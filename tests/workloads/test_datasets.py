@@ -275,7 +275,7 @@ def test_dvs_gesture_spikingjelly_and_tonic_layouts_agree(tmp_path):
         load_dataset("dvs_gesture", root=tmp_path / "sj")
     x, y, p, t = _gesture_events(3)
     np.savez(sj_file, t=t, x=x, y=y, p=p)
-    with pytest.raises(ValueError, match="binary must be true or false, got 'false'"):  # bool('false') is true
+    with pytest.raises(ValueError, match="option 'binary' of dataset 'dvs_gesture' is 'false'; expected true or false"):  # bool('false') is true
         load_dataset("dvs_gesture", root=tmp_path / "sj", binary="false")
     np.save(tmp_path / "tonic" / "DVSGesture" / "ibmGestureTest" / "user03_led" / "wave.npy", np.zeros((1, 4)))
     with pytest.raises(ValueError, match="wave.*integer"):
@@ -400,3 +400,21 @@ def test_an_event_file_that_is_not_plain_arrays_is_refused_in_one_line_naming_it
     with pytest.raises(ValueError, match=f"event file {bad}: cannot be read") as err:
         load_dataset("dvs_gesture", root=tmp_path, n_frames=2, size=32)
     assert "\n" not in str(err.value) and not (tmp_path / "ran").exists()
+
+
+@pytest.mark.parametrize("name, option, value, want", [
+    ("digits", "n_train", 100.0, "an integer or null"), ("digits", "n_test", "50", "an integer or null"),
+    ("digits", "n_train", True, "an integer or null"), ("mnist_dvs_emu", "binary", "false", "true or false"),
+    ("mnist_dvs_emu", "size", 32.5, "an integer"), ("mnist_dvs_emu", "contrast_threshold", "0.2", "a number"),
+    ("dvs_gesture", "split_by", 3, "a string")])
+def test_dataset_options_of_another_type_are_one_line_errors(name, option, value, want):
+    """100.0 used to reach a slice (TypeError traceback), binary='false' gave binary frames (a truthy string)."""
+    from workloads.data import load_dataset
+    with pytest.raises(ValueError, match=f"^option '{option}' of dataset '{name}' is {value!r}; expected {want}$"):
+        load_dataset(name, seed=0, **{option: value})
+
+
+def test_an_integer_is_taken_for_a_float_option():
+    from workloads.data import load_dataset
+    ds = load_dataset("mnist_dvs_emu", seed=0, contrast_threshold=1, n_train=10, n_test=10)
+    assert ds.x_train.shape[0] == 10
