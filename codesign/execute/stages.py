@@ -122,7 +122,9 @@ def check_model_options(cfg: RunConfig) -> None:
         models.NeuronSpec(cfg.model.neuron, cfg.model.tau, cfg.model.v_threshold,
                           dict(cfg.model.neuron_options)).check()
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"model.neuron_options: {exc}") from None
+        text = str(exc)
+        field = next((f for f in ("tau", "v_threshold", "neuron") if text.startswith(f"{f} ")), "neuron_options")
+        raise ConfigError(f"model.{field}: {text}") from None
 
 
 def make_model(cfg: RunConfig, dataset: data.Dataset) -> torch.nn.Module:

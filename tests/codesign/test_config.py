@@ -117,6 +117,7 @@ def test_the_old_key_hardware_model_is_read_as_latency_model(tmp_path):
     (["model.neuron=LIF", "model.neuron_options.bits=4"], "model.neuron_options: "),  # a QLIF option on LIF
     (["model.neuron_options.ternary='false'"],  # a quoted string: bool('false') turned ternary spikes on
      "model.neuron_options: ternary must be true or false, got 'false'"),
+    (["model.tau=1"], "model.tau: tau must be a finite number > 1 for LIF, got 1.0"),  # was named neuron_options
     (["compression.method=dense", "compression.ratios=[0]", "compression.params={q: 1}"],
      "compression.params: unknown key 'q' for method 'dense'; accepted keys: (none)"),
     (["data.dataset=dvs_gesture", "data.encoding=events", "data.n_timesteps=8", "data.options.n_frames=16"],
