@@ -137,7 +137,8 @@ class HardwareConfig(_Section):
     semantics: Literal["pipelined", "layer_serial"] = Field("pipelined", description="timestep semantics: "
                                                             "layer-pipelined (as on Loihi) or layer-serial")
     multicast: bool = Field(False, description="send a spike as one multicast message along an XY tree")
-    n_samples: int = Field(100, ge=1, description="test samples lowered to event traces and simulated")
+    n_samples: int = Field(100, ge=1, description="test samples lowered to event traces and simulated: the classes in "
+                                               "turn (codesign.execute.stages.hardware_samples)")
     weight_bits: int = Field(8, ge=1, le=MAX_WEIGHT_BITS, description="bits per stored weight on the chip (layers a "
                              "compression method quantizes keep their own bits); 1..32 as lowering accepts")
     weight_fit: Literal["quantize", "widen", "error"] = Field(

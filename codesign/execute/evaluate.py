@@ -181,8 +181,9 @@ def load_lowered(folder: Path) -> tuple[hwmodels.NetworkGraph, hwmodels.EventTra
 
 def lower_model(model, dataset, cfg: RunConfig, device, compression: dict,
                 name: str = "network") -> tuple[hwmodels.NetworkGraph, hwmodels.EventTrace]:
-    """Config -> lowered artifacts: the first hardware.n_samples test samples of `dataset` encoded as the config
-    says (codesign.execute.stages.encoded_test_inputs) and `model` lowered on them with hardware.weight_bits and
+    """Config -> lowered artifacts: hardware.n_samples class-balanced test samples of `dataset` (the classes in
+    turn, codesign.execute.stages.hardware_samples) encoded as the config says
+    (codesign.execute.stages.encoded_test_inputs) and `model` lowered on them with hardware.weight_bits and
     hardware.weight_fit (workloads.lowering.lower; `compression`: the method's CompressionResult as a dict).
     The hardware keys that shape the lowered artifacts are applied here and only here; hardware_row applies
     the rest."""
