@@ -538,3 +538,55 @@ def test_self_projections_are_delayed_and_undeclared_loops_fall_back_to_shortest
     assert [back.depth(p) for p in "abc"] == [1, 2, 1]
     declared = make_graph(pops, base + [Projection("ca", "c", "a", "dense", eye)], metadata={"recurrent": {"ca": 1}})
     assert [declared.depth(p) for p in "abc"] == [1, 2, 3]
+
+
+class _FlatPixels(nn.Module):
+    """(T, N, 784) flat pixels viewed as images before the conv (declared after nothing it runs after)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = layer.Conv2d(1, 4, 3, padding=1, step_mode="m")
+        self.n1 = neuron.IFNode(v_threshold=0.5, step_mode="m")
+        self.fc = layer.Linear(4 * 28 * 28, 10, step_mode="m")
+        self.n2 = neuron.IFNode(v_threshold=0.5, step_mode="m")
+
+    def forward(self, x):
+        x = x.view(x.shape[0], x.shape[1], 1, 28, 28)
+        return self.n2(self.fc(self.n1(self.conv(x)).flatten(2)))
+
+
+def test_a_forward_that_views_flat_input_as_images_lowers():
+    """The input pre-check took the first declared conv of any model and wanted (T, N, C, H, W): a valid forward
+    that reshapes flat pixels first was refused. Input of the wrong size still fails in one line naming the view."""
+    x = _poisson((3, 2, 784), 0.3, 5)
+    graph, trace = lower(_init(_FlatPixels(), 2), x, weight_fit="widen")
+    assert graph.populations["input"].shape == (1, 28, 28) and trace.n_samples == 2
+    with pytest.raises(ValueError, match=r"^layer view:reshape: unflattened_size \(1, 28, 28\) does not hold 100"):
+        lower(_init(_FlatPixels(), 2), _poisson((3, 2, 100), 0.3, 5), weight_fit="widen")
+
+
+class _ConvPlusViewedLinear(nn.Module):
+    """n2(conv(a) + fc2(x).view(T, N, 2, 4, 4)), conv and fc2 with biases: a per-channel bias beside a per-feature
+    one."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = layer.Linear(20, 32, step_mode="m"), layer.Linear(20, 32, step_mode="m")
+        self.conv = layer.Conv2d(2, 2, 3, padding=1, step_mode="m")
+        self.n1, self.n2 = neuron.IFNode(v_threshold=0.5, step_mode="m"), neuron.IFNode(v_threshold=0.5, step_mode="m")
+
+    def forward(self, x):
+        t, n = x.shape[0], x.shape[1]
+        a = self.n1(self.fc1(x)).view(t, n, 2, 4, 4)
+        return self.n2(self.conv(a) + self.fc2(x).view(t, n, 2, 4, 4))
+
+
+def test_a_per_channel_bias_adds_to_a_per_feature_bias():
+    """Summing the two biases crashed with a torch size mismatch (2 vs 32); the replayed current of n2 from the
+    graph equals the model's."""
+    net, x = _init(_ConvPlusViewedLinear(), 4), _poisson((T, N, 20), 0.4, 9)
+    graph, trace = lower(net, x, weight_fit="widen")
+    rec, _ = _run(net, x, neuron.BaseNode)
+    want = rec[net.n2][0][0].double().reshape(T, N, -1)
+    assert _dense(graph, trace, "if2").sum() > 0 and graph.projections[1].bias.shape == (32,)  # conv1's, per feature
+    np.testing.assert_allclose(_replayed_current(graph, trace, x, "if2").numpy(), want.numpy(), atol=1e-5)

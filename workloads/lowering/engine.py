@@ -283,7 +283,11 @@ _INPUT_LAYOUTS = ((nn.Conv1d, lambda m: f"(T, N, C={m.in_channels}, L)"),
 
 def _first_shaped_layer(model: nn.Module) -> tuple[str, nn.Module, str] | None:
     """(name, module, needed input layout) of the first Conv1d/Conv2d/Linear of `model` in module order; None when
-    a Flatten or Unflatten comes first (the input's own shape is then free) or there is none."""
+    a Flatten or Unflatten comes first (the input's own shape is then free) or there is none, and for a model that
+    is not an nn.Sequential, whose forward may run its layers in another order than it declares them (or reshape
+    the input first: x.view(T, N, 1, 28, 28) before its first conv)."""
+    if not isinstance(model, nn.Sequential):
+        return None
     for name, m in model.named_modules():
         if isinstance(m, (nn.Flatten, nn.Unflatten)):
             return None

@@ -124,12 +124,20 @@ class Current:
 
 
 def add_currents(a: Current, b: Current, tag: str) -> Current:
-    """a + b: both stage lists, summed biases. Raises ValueError when the target shapes or layouts differ."""
+    """a + b: both stage lists, summed biases (per channel + per feature: per feature). Raises ValueError when the
+    target shapes or layouts differ."""
     if a.out_shape != b.out_shape or a.layout != b.layout:
         raise ValueError(f"{tag}: cannot add currents of shapes {a.out_shape} ({a.layout}) and {b.out_shape} "
                          f"({b.layout})")
-    bias = a.bias if b.bias is None else (b.bias if a.bias is None else a.bias + b.bias)
+    bias = a.bias if b.bias is None else (b.bias if a.bias is None else _per_feature(a.bias, b.bias) + _per_feature(
+        b.bias, a.bias))
     return Current(a.stages + b.stages, bias, a.out_shape, a.layout, a.line)
+
+
+def _per_feature(bias, other):
+    """`bias` as long as `other`: a per-channel bias (C,) beside a per-feature one (C*H*W,, a dense stage's output
+    unflattened, channel-major) repeats each channel's value over its positions, as Current.affine does."""
+    return bias.repeat_interleave(len(other) // len(bias)) if len(bias) < len(other) else bias
 
 
 def spikes_of(value, tag: str, what: str) -> Feed:
