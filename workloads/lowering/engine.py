@@ -255,15 +255,18 @@ def _check_model_dtype(model: nn.Module) -> None:
 
 def _check_inputs(inputs, model: nn.Module) -> torch.Tensor:
     """inputs as a float tensor. ValueError when they are empty, hold NaN or inf, or are not (T, N, C, H, W),
-    (T, N, C, L) or (T, N, F), or when the first Conv1d/Conv2d of `model` needs the other rank; the message names
-    the first layer that needs an input shape and that shape."""
+    (T, N, C, L) or (T, N, F), or when the first Conv1d/Conv2d of an nn.Sequential `model` needs the other rank;
+    the message names the first layer that needs an input shape and that shape."""
     x = torch.as_tensor(inputs)
     first = _first_shaped_layer(model)
     need = "" if first is None else f"; layer {first[0]} ({type(first[1]).__name__}) needs inputs {first[2]}"
     if x.dim() not in (3, 4, 5) or min(x.shape) == 0:
         raise ValueError(f"inputs: shape {tuple(x.shape)} must be non-empty (T, N, C, H, W), (T, N, C, L) or "
                          f"(T, N, F){need}")
-    if first is not None and isinstance(first[1], (nn.Conv1d, nn.Conv2d)):
+    # module order is run order only in an nn.Sequential: another forward may reshape the input first
+    # (x.view(T, N, 1, 28, 28) before its first conv) or run its layers in another order; the lowering names a
+    # layer whose input does not fit it itself
+    if first is not None and isinstance(first[1], (nn.Conv1d, nn.Conv2d)) and isinstance(model, nn.Sequential):
         rank = 4 if isinstance(first[1], nn.Conv1d) else 5
         if x.dim() != rank:
             raise ValueError(f"inputs: shape {tuple(x.shape)} does not fit the model{need}")
@@ -283,11 +286,7 @@ _INPUT_LAYOUTS = ((nn.Conv1d, lambda m: f"(T, N, C={m.in_channels}, L)"),
 
 def _first_shaped_layer(model: nn.Module) -> tuple[str, nn.Module, str] | None:
     """(name, module, needed input layout) of the first Conv1d/Conv2d/Linear of `model` in module order; None when
-    a Flatten or Unflatten comes first (the input's own shape is then free) or there is none, and for a model that
-    is not an nn.Sequential, whose forward may run its layers in another order than it declares them (or reshape
-    the input first: x.view(T, N, 1, 28, 28) before its first conv)."""
-    if not isinstance(model, nn.Sequential):
-        return None
+    a Flatten or Unflatten comes first (the input's own shape is then free) or there is none."""
     for name, m in model.named_modules():
         if isinstance(m, (nn.Flatten, nn.Unflatten)):
             return None
