@@ -229,6 +229,10 @@ def shown_url(url: str) -> str:
 RENAMED = {"hardware.model": "hardware.latency_model"}
 
 
+#: fields of a run config that say where and how a run works, not what a design point is (left out of point ids)
+NON_RESULT_FIELDS = {"run_name", "output_dir", "cache_dir", "device"}
+
+
 def current_key(dotted: str) -> str:
     """`dotted` with a renamed key (RENAMED) replaced by its current name."""
     for old, new in RENAMED.items():

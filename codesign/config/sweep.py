@@ -13,9 +13,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
-from codesign.config.run import (ConfigError, RunConfig, one_line_error, apply_sets, default_config_text, parse_tree, quote,
-                             check_folder_path, read_tree,
-                             rename_old_keys, set_dotted)
+from codesign.config.run import (NON_RESULT_FIELDS, ConfigError, RunConfig, one_line_error, apply_sets,
+                                 default_config_text, parse_tree, quote, check_folder_path, current_key, read_tree,
+                                 rename_old_keys, set_dotted)
 
 DICT_FIELDS = ("compression.params.", "hardware.overrides.")
 
@@ -124,7 +124,8 @@ class SearchConfig(_Section):
     seed: int = Field(0, ge=0)
     objectives: dict[str, Literal["max", "min"]] = Field(
         default_factory=lambda: {"accuracy": "max", "energy_j": "min", "latency_s": "min"})
-    min_accuracy: float | None = Field(None, ge=0.0, le=1.0, description="constraint: accuracy >= this")
+    min_accuracy: float | None = Field(None, ge=0.0, le=1.0, description="constraint: accuracy (the float "
+                                        "model's) >= this")
     max_chips: int | None = Field(None, ge=1, description="constraint: the network fits on this many chips")
     space: dict[str, Annotated[list[Any] | Range, BeforeValidator(_space_axis)]] = Field(
         default_factory=dict, description="axis -> choices (list) or a numeric range")
@@ -167,6 +168,7 @@ class SweepSpec(_Section):
             for key, values in grid.items():
                 if not values:
                     raise ValueError(f"axis '{key}' has no values")
+            check_axis_fields(list(grid))
         return axes
 
     @property
@@ -207,6 +209,30 @@ def check_no_file_scheduler(tree: dict, path: str | Path, kind: str = "sweep") -
     if isinstance(execution, dict) and execution.get("scheduler") is not None:
         raise ConfigError(f"{kind}: execution.scheduler: {quote(str(path))} names a dask scheduler, which a spec file "
                           "may not (a scheduler's replies are unpickled here); pass --scheduler URL instead")
+
+
+def axis_field(key: str) -> str:
+    """The config field an axis sets: compression.ratio -> compression.ratios, a renamed key -> its current name
+    (hardware.model -> hardware.latency_model), anything else itself (shorthands of DICT_FIELDS are paths)."""
+    return "compression.ratios" if key == "compression.ratio" else current_key(key)
+
+
+def check_axis_fields(keys: list[str]) -> None:
+    """ValueError (one line, naming the axes) when two axes of one grid set the same field or one inside the
+    other (hardware.overrides and hardware.overrides.core.neurons_per_core; compression.ratio and
+    compression.ratios; hardware.model and hardware.latency_model): the later would silently replace the earlier
+    while the rows were labelled with both. Also when an axis sets a field that is the run's, not the point's
+    (NON_RESULT_FIELDS: points that differ only there are one point)."""
+    fields = [axis_field(k) for k in keys]
+    for key, field in zip(keys, fields):
+        if field.split(".")[0] in NON_RESULT_FIELDS:
+            raise ValueError(f"axis '{key}': {', '.join(sorted(NON_RESULT_FIELDS))} say where and how a run works, not "
+                             "what a design point is; set it once (in base or with --set), not as an axis")
+    for i, (a, fa) in enumerate(zip(keys, fields)):
+        for b, fb in zip(keys[i + 1:], fields[i + 1:]):
+            if fa == fb or fa.startswith(fb + ".") or fb.startswith(fa + "."):
+                raise ValueError(f"axes '{a}' and '{b}' set the same field ({fa if len(fa) <= len(fb) else fb}); "
+                                 "give one of them")
 
 
 def base_tree(spec: SweepSpec) -> dict:

@@ -20,7 +20,7 @@ import numpy as np
 
 import hwmodels
 from codesign.store.cache import StageCache, code_version, config_key
-from codesign.config.run import ConfigError, RunConfig
+from codesign.config.run import NON_RESULT_FIELDS, ConfigError, RunConfig
 from codesign.reporting.hwfigures import PointDetails
 from codesign.execute.stages import (encoded_test_inputs, make_dataset, make_model, method_config, resolve_device,
                              train_config)
@@ -30,8 +30,6 @@ from workloads import checkpoint, compression, lowering, models, train
 from workloads.data import data_source
 from workloads.exchange.recurrent import load_graph
 
-#: config fields that do not change any result (excluded from keys)
-NON_RESULT_FIELDS = {"run_name", "output_dir", "cache_dir", "device"}
 #: fields added after run folders existed: left out of the point id while they hold their default, so the ids of
 #: existing run folders (and `--resume` of them) are unchanged
 LATER_FIELDS = {"model": {"options": {}, "neuron_options": {}}}

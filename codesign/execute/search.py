@@ -327,11 +327,13 @@ def _first_line(value: object, limit: int = 160) -> str:
 
 
 def objective_columns() -> set[str]:
-    """Numeric columns every results row has (codesign.execute.evaluate + hwmodels.SimResult.as_row)."""
+    """Numeric columns every results row has (codesign.execute.evaluate + hwmodels.SimResult.as_row): accuracy is
+    the compressed float model's on the test split, accuracy_hw the chip's (the b-bit model the hardware runs,
+    hardware.weight_fit, on the simulated samples): the one to search weight bits with."""
     from hwmodels.energy.costs import ENERGY_COMPONENTS
     from hwmodels.result import CI_METRICS, PERCENTILES
-    cols = {"accuracy", "params", "synops", "energy_j", "latency_s", "energy_dynamic_j", "synops_structural",
-            "synops_nonzero", "spikes", "messages", "hops", "cores_used", "tiles_used", "hardware_steps",
+    cols = {"accuracy", "accuracy_hw", "params", "synops", "energy_j", "latency_s", "energy_dynamic_j",
+            "synops_structural", "synops_nonzero", "spikes", "messages", "hops", "cores_used", "tiles_used", "hardware_steps",
             "static_power_w", "memory_bits", "model_bits"}
     cols |= {f"energy_{c}_j" for c in ENERGY_COMPONENTS} | {f"latency_p{q}_s" for q in PERCENTILES}
     cols |= {f"{m}_ci_{side}" for m in CI_METRICS for side in ("low", "high")}

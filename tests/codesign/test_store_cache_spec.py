@@ -1,5 +1,6 @@
 """Units of the co-design loop: Pareto masks, the durable results store, the stage cache and sweep specs."""
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -197,3 +198,23 @@ def test_store_refuses_a_damaged_line_before_finished_rows_instead_of_cutting_th
     with pytest.raises(ValueError, match=r"results.jsonl: line 2 is not a results row"):
         ResultStore(tmp_path)
     assert log.read_text() == text
+
+
+@pytest.mark.parametrize("axes, needle", [
+    ({"compression.ratio": [0.5], "compression.ratios": [[0.0]]},  # ran ratio 0, labelled 0.5
+     "axes 'compression.ratio' and 'compression.ratios' set the same field (compression.ratios)"),
+    ({"hardware.overrides.core.neurons_per_core": [256], "hardware.overrides": [{}]},  # labelled 256, ran 1024
+     "axes 'hardware.overrides.core.neurons_per_core' and 'hardware.overrides' set the same field "
+     "(hardware.overrides)"),
+    ({"hardware.model": ["analytic"], "hardware.latency_model": ["des"]},  # labelled analytic, ran des
+     "axes 'hardware.model' and 'hardware.latency_model' set the same field (hardware.latency_model)"),
+    ({"compression.ratio": [0.0], "device": ["cpu", "auto"]},  # one point id: 'already stored' after the folder
+     "axis 'device': cache_dir, device, output_dir, run_name say where and how a run works"),
+    ([{"run_name": ["a", "b"]}], "axis 'run_name': "),
+])
+def test_axes_that_set_one_field_twice_or_a_run_field_are_refused(axes, needle):
+    with pytest.raises(ConfigError, match=re.escape(needle)):
+        load_spec(None, [f"axes={json.dumps(axes)}"])
+    grids = {"compression.ratio": [0.5], "hardware.overrides.core.neurons_per_core": [256],
+             "compression.params.q": [0.2], "hardware.overrides.router.buffer_depth": [2]}
+    assert load_spec(None, [f"axes={json.dumps(grids)}"]).axis_names == list(grids)  # different fields: fine
