@@ -100,6 +100,9 @@ def check_folder(output_dir: str, name: str, resume: bool, config_file: str, con
     if out.exists() and not out.is_dir():
         raise ConfigError(f"run_name: {quote(str(out))} exists and is not a folder")
     if out.exists() and not resume:
+        if (out / INCOMPLETE_NAME).exists() and _in_use(out):
+            raise ConfigError(f"run_name: {quote(str(out))} is in use by {_owner_text(out)} (a run working there "
+                              "now); wait for it to finish or choose another run_name")
         state = " but is incomplete (a run stopped before it finished)" if (out / INCOMPLETE_NAME).exists() else ""
         raise ConfigError(f"run_name: {quote(str(out))} already exists{state}; pass --resume to continue it or "
                           "choose another run_name")
@@ -169,6 +172,18 @@ def _check_code_version(out: Path) -> None:
         was = f"code {quote(str(stored))}" if stored else "code whose version is not recorded"
         raise ConfigError(f"--resume: {quote(str(out))} was started by {was}, this is code {quote(here)}; its "
                           "finished points would mix with rows of other code: start a new run_name")
+
+
+def _in_use(out: Path) -> bool:
+    """True when a live process holds the folder's lock (False when it cannot be opened: the caller's message
+    stands)."""
+    try:
+        with _locked(out):
+            return False
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
 
 
 def _check_not_owned(out: Path) -> None:

@@ -43,6 +43,8 @@ def test_second_owner_is_refused_while_the_first_holds_the_folder(tmp_path):
                 pass
         with pytest.raises(ConfigError, match="in use by pid"):
             check_folder(str(tmp_path), "run1", True, "c.yaml", {"a": 1})
+        with pytest.raises(ConfigError, match=r"^run_name: .* is in use by pid \d+ .*\(a run working there now\)"):
+            check_folder(str(tmp_path), "run1", False, "c.yaml", {"a": 1})  # not "incomplete ... pass --resume"
     assert not (out / INCOMPLETE_NAME).exists()
     # released: a resume with the same config is accepted
     assert check_folder(str(tmp_path), "run1", True, "c.yaml", {"a": 1}) == out
