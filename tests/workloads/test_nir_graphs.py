@@ -62,16 +62,22 @@ def _residual_graph() -> nir.NIRGraph:
     return nir.NIRGraph(nodes=nodes, edges=edges)
 
 
-def test_residual_and_branching_graph_imports_with_reference_spikes():
-    g = _residual_graph()
-    x = _spikes(12, (20, 3, 6))
+def _imported_as_reference(g: nir.NIRGraph, x: torch.Tensor):
+    """(graph, trace, reference spikes, population -> NIR node) of nir_workload(g, x) at dt 1e-4, every neuron
+    node's recorded spikes asserted equal to _reference's."""
     graph, trace = nir_workload(g, x, dt=1e-4)
     ref = _reference(g, x.numpy(), 1e-4)
     nodes = graph.metadata["nir"]["nodes"]
     for pop in graph.populations.values():
         if nodes.get(pop.name) in ref:
             got = trace.to_dense(pop.name, pop.shape).swapaxes(0, 1)
-            np.testing.assert_array_equal(got, ref[nodes[pop.name]], err_msg=pop.name)
+            np.testing.assert_array_equal(got, ref[nodes[pop.name]], err_msg=nodes[pop.name])
+    return graph, trace, ref, nodes
+
+
+def test_residual_and_branching_graph_imports_with_reference_spikes():
+    g = _residual_graph()
+    graph, trace, ref, nodes = _imported_as_reference(g, _spikes(12, (20, 3, 6)))
     assert sorted(nodes[p.name] for p in graph.populations.values() if p.name in nodes) == ["lif1", "lif2", "lif3"]
     assert all(ref[k].sum() >= 5 for k in ref), {k: ref[k].sum() for k in ref}
     assert len(graph.in_projections(next(n for n, k in nodes.items() if k == "lif2"))) == 2  # residual add
@@ -165,15 +171,7 @@ def test_a_weight_node_read_by_neurons_of_different_gains_gives_each_its_own_gai
                  "c": _lif(3, 2e-4, 0.8), "out": nir.Output(np.array([3]))}
         edges = [("in", "fc"), ("fc", "a"), ("fc", "b"), ("a", "fa"), ("b", "fb"), ("fa", "c"), ("fb", "c"),
                  ("c", "out")]
-        g = nir.NIRGraph(nodes=nodes, edges=edges)
-        x = _spikes(5, (25, 3, 5))
-        graph, trace = nir_workload(g, x, dt=1e-4)
-        ref = _reference(g, x.numpy(), 1e-4)
-        names = graph.metadata["nir"]["nodes"]
-        for pop in graph.populations.values():
-            if names.get(pop.name) in ref:
-                got = trace.to_dense(pop.name, pop.shape).swapaxes(0, 1)
-                np.testing.assert_array_equal(got, ref[names[pop.name]], err_msg=names[pop.name])
+        graph, _, ref, _ = _imported_as_reference(nir.NIRGraph(nodes=nodes, edges=edges), _spikes(5, (25, 3, 5)))
         counts = {k: r.sum() for k, r in ref.items()}
         assert counts["a"] != counts["b"] and min(counts.values()) >= 5, counts
         assert len(graph.projections) == 4  # fc -> a, fc -> b (one projection each, as before), fa, fb
