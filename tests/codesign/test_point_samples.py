@@ -113,7 +113,7 @@ def test_weight_fit_is_part_of_the_lowered_key_and_reaches_lower(tmp_path):
     widen = cfg.model_copy(update={"hardware": cfg.hardware.model_copy(update={"weight_fit": "widen"})})
     keys, wkeys = stage_keys(cfg), stage_keys(widen)
     assert keys.lowered == config_key("lowered", LOWERED_VERSION, keys.compressed, 3, 8, "quantize")
-    assert LOWERED_VERSION == 2 and wkeys.compressed == keys.compressed and wkeys.lowered != keys.lowered
+    assert LOWERED_VERSION == 3 and wkeys.compressed == keys.compressed and wkeys.lowered != keys.lowered
     # a compressed stage holding the untrained float model, lowered for real under both policies
     from codesign.execute.stages import make_dataset, make_model
     from workloads import checkpoint, compression, models
