@@ -57,9 +57,10 @@ def prunable_layers(model: nn.Module, layers: str = "auto") -> dict[str, nn.Modu
     Raises ValueError for another key, and ("linear") for a model without weight layers."""
     if layers not in LAYER_SETS:
         raise ValueError(f"layers must be one of {list(LAYER_SETS)}, got {layers!r}")
-    blocks = _block_linears(model)
-    if layers == "blocks" or (layers == "auto" and blocks):
-        return blocks
+    if layers in ("blocks", "auto"):
+        blocks = _block_linears(model)
+        if layers == "blocks" or blocks:
+            return blocks
     if layers == "linear":
         edge, _ = split_edges(model)
         return {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear) and n not in edge}
