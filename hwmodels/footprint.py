@@ -4,6 +4,7 @@ value reaches, without the graph, trace and chip it was made from (the caller ho
 from __future__ import annotations
 
 import sys
+from functools import lru_cache
 
 import numpy as np
 from pydantic import BaseModel
@@ -16,6 +17,8 @@ SHARED_TYPES = (NetworkGraph, EventTrace, BaseModel)
 MAX_DEPTH = 8
 #: a dict, list, tuple or set of more items (keys and values) is counted from its first SAMPLE, scaled up
 SAMPLE = 32
+#: how _walk reads an object of a type (_kind_of)
+ARRAY, ATOM, SHARED, FRAME, MAPPING, SEQUENCE, OBJECT = range(7)
 
 
 def footprint_bytes(value, skip: tuple = ()) -> int:
@@ -28,39 +31,55 @@ def footprint_bytes(value, skip: tuple = ()) -> int:
     return _walk(value, seen, 0)
 
 
+@lru_cache(maxsize=256)
+def _kind_of(cls: type) -> tuple[int, tuple[str, ...]]:
+    """(how _walk reads an instance of `cls`, the names of its __slots__ along the MRO): memoised per type, so a
+    walk pays one dictionary lookup per object instead of a chain of isinstance and hasattr tests."""
+    if issubclass(cls, np.ndarray):
+        return ARRAY, ()
+    if issubclass(cls, (str, bytes, int, float, bool, complex, type(None))):
+        return ATOM, ()
+    if issubclass(cls, SHARED_TYPES):
+        return SHARED, ()
+    if hasattr(cls, "memory_usage") and hasattr(cls, "index"):  # pandas DataFrame / Series
+        return FRAME, ()
+    if issubclass(cls, dict):
+        return MAPPING, ()
+    if issubclass(cls, (list, tuple, set, frozenset)):
+        return SEQUENCE, ()
+    slots = tuple(name for c in cls.__mro__ for name in getattr(c, "__slots__", ()) if isinstance(name, str))
+    return OBJECT, slots
+
+
 def _walk(value, seen: set[int], depth: int) -> int:
-    if id(value) in seen or isinstance(value, SHARED_TYPES):
+    if id(value) in seen:
+        return 0
+    kind, slots = _kind_of(type(value))
+    if kind == SHARED:
         return 0
     seen.add(id(value))
-    if isinstance(value, np.ndarray):
+    if kind == ARRAY:
         base = value
         while isinstance(base.base, np.ndarray):
             base = base.base
         return int(value.nbytes) if base is value else _walk(base, seen, depth)
-    if isinstance(value, (str, bytes, int, float, bool, complex, type(None))):
+    if kind == ATOM:
         return sys.getsizeof(value)
-    if hasattr(value, "memory_usage") and hasattr(value, "index"):  # pandas DataFrame / Series
+    if kind == FRAME:
         usage = value.memory_usage(deep=False)
         return int(usage.sum() if hasattr(usage, "sum") else usage)
     size = sys.getsizeof(value)
     if depth >= MAX_DEPTH:
         return size
-    children = _children(value)
-    if len(children) > SAMPLE and isinstance(value, (dict, list, tuple, set, frozenset)):
+    if kind == MAPPING:
+        children = [obj for item in value.items() for obj in item]  # key, value, key, ...: a sample holds both
+    elif kind == SEQUENCE:
+        children = list(value)
+    else:
+        children = list(getattr(value, "__dict__", {}).values())
+        children += [getattr(value, name) for name in slots if hasattr(value, name)]
+        return size + sum(_walk(child, seen, depth + 1) for child in children)
+    if len(children) > SAMPLE:
         head = sum(_walk(child, seen, depth + 1) for child in children[:SAMPLE])
         return size + head * len(children) // SAMPLE
     return size + sum(_walk(child, seen, depth + 1) for child in children)
-
-
-def _children(value) -> list:
-    """The objects `value` refers to that a cache entry may own."""
-    if isinstance(value, dict):
-        return [obj for item in value.items() for obj in item]  # key, value, key, ...: a sample holds both
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return list(value)
-    out = list(getattr(value, "__dict__", {}).values())
-    for cls in type(value).__mro__:
-        for name in getattr(cls, "__slots__", ()):
-            if isinstance(name, str) and hasattr(value, name):
-                out.append(getattr(value, name))
-    return out

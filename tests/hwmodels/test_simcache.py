@@ -191,6 +191,30 @@ def test_footprint_counts_array_buffers_once_and_skips_what_the_caller_holds(net
     assert 800_000 <= footprint_bytes(many) < 1_000_000
 
 
+def test_footprint_walks_slots_attributes_and_frames():
+    import numpy as np
+    import pandas as pd
+    from hwmodels.footprint import footprint_bytes
+
+    class Slotted:
+        __slots__ = ("a", "unset")
+
+        def __init__(self, a):
+            self.a = a
+
+    class Child(Slotted):
+        __slots__ = ("b",)
+
+        def __init__(self, a, b):
+            super().__init__(a)
+            self.b = b
+    a, b = np.zeros(10_000), np.zeros(5_000)  # 80,000 and 40,000 bytes
+    assert 120_000 <= footprint_bytes(Child(a, b)) < 120_500  # slots of the class and of its base; unset ones skip
+    assert 80_000 <= footprint_bytes(Slotted(a)) < 80_500
+    frame = pd.DataFrame({"x": np.zeros(1_000), "y": np.zeros(1_000, np.int32)})
+    assert footprint_bytes(frame) == int(frame.memory_usage(deep=False).sum())
+
+
 def test_a_byte_bound_drops_entries_and_keeps_results(nets, rng):
     from hwmodels.footprint import footprint_bytes
     g = nets.mixed_graph(rng)
