@@ -268,13 +268,29 @@ def _group_ptr(group: np.ndarray, groups: int) -> np.ndarray:
     return np.concatenate([[0], np.cumsum(np.bincount(group, minlength=groups))]).astype(np.int64)
 
 
-def _column_classes(a: np.ndarray) -> np.ndarray:
-    """int64 (a.shape[1],): the same number for equal columns of the 2-D array `a`."""
-    if a.shape[0] == 0:
-        return np.zeros(a.shape[1], np.int64)
-    cols = np.ascontiguousarray(a.T)
-    keys = cols.view(np.dtype((np.void, cols.dtype.itemsize * cols.shape[1]))).reshape(-1)
+def _column_classes(*parts: np.ndarray) -> np.ndarray:
+    """int64 (n,): the same number for equal columns of the 2-D arrays `parts` (each (rows, n), any dtype) stacked
+    on each other."""
+    n = parts[0].shape[1]
+    cols = [np.ascontiguousarray(a.T).view(np.uint8).reshape(n, -1) for a in parts if a.shape[0]]
+    if not cols:
+        return np.zeros(n, np.int64)
+    cols = cols[0] if len(cols) == 1 else np.concatenate(cols, axis=1)
+    keys = cols.view(np.dtype((np.void, cols.shape[1]))).reshape(-1)
     return np.unique(keys, return_inverse=True)[1].reshape(-1).astype(np.int64)
+
+
+def _owner_ranks(tc: np.ndarray) -> np.ndarray:
+    """The owners `tc` (int, (channels, positions)) renumbered 1..k per row in increasing order (equal values
+    equal ranks), in the smallest unsigned type that holds them (the pattern of owners is all source_classes
+    reads)."""
+    order = np.argsort(tc, axis=1, kind="stable")
+    ranked = np.take_along_axis(tc, order, axis=1)
+    steps = np.concatenate([np.ones((len(tc), 1), np.int64), (np.diff(ranked, axis=1) != 0).astype(np.int64)], 1)
+    ranks = np.empty_like(steps)
+    np.put_along_axis(ranks, order, np.cumsum(steps, axis=1), axis=1)
+    top = int(ranks.max(initial=0))
+    return ranks.astype(np.uint8 if top < 2 ** 8 else np.uint16 if top < 2 ** 16 else np.uint32)
 
 
 def _refine(classes: np.ndarray, other: np.ndarray) -> np.ndarray:
@@ -297,14 +313,18 @@ def source_classes(proj: Projection, src_shape: tuple[int, ...], target_core: np
     hw_out = geom.ho * geom.wo
     tc = np.asarray(target_core, np.int64).reshape(geom.c_out, hw_out)
     whole = (tc == tc[:, :1]).all(axis=1)
-    # the input positions' columns of every cover map, packed to bits and stacked: equal stacked columns <=> the
-    # same column in every map (the counts' only dependence on the position)
+    # the input positions' columns of every cover map stacked: equal stacked columns <=> the same column in every
+    # map (the counts' only dependence on the position). The cover of the positions of a split channel o held by
+    # core g is (owner of the output position each tap reads == g), so the maps of o over all its cores are
+    # equal at two input positions exactly where the owners read through each tap are: the owners stand for them
     readers = geom.readers()
+    split = np.flatnonzero(~whole)
     maps = [np.packbits(readers >= 0, axis=0)]  # the cover of all output positions
-    for o in np.flatnonzero(~whole):
-        owners = geom.piece_owners(tc, o, readers)
-        maps += [np.packbits(owners == g, axis=0) for g in np.unique(tc[o])]  # == cover of o's positions at g
-    pat = _column_classes(np.concatenate(maps))
+    if split.size:
+        owners = _owner_ranks(tc[split])[:, np.maximum(readers, 0)]  # (split channels, taps, positions)
+        owners[:, readers < 0] = 0  # no reader: rank 0, below every owner's
+        maps.append(owners.reshape(-1, owners.shape[-1]))
+    pat = _column_classes(*maps)
     n_pat = int(pat.max(initial=-1)) + 1
     return (np.arange(geom.c_in, dtype=np.int64)[:, None] * n_pat + pat[None, :]).reshape(-1)
 
