@@ -81,6 +81,9 @@ class ActionTimes:
         events x (synop + dendrite), messages x message in); serial, their sum.
     out_s: one message out; in_s: delay of a delivery's head before its work starts (message in when it
         overlaps, 0 when serial); link_s: one message on a link (1 / link bandwidth); barrier_s: the barrier.
+    message_s: the least time a message occupies its synapse unit after its message in: one synaptic event of
+        the fastest storage format used + the dendrite (serial: + message in; every message carries >= 1 paid
+        synaptic event to its core).
     """
 
     update_s: np.ndarray
@@ -92,6 +95,7 @@ class ActionTimes:
     in_s: float
     link_s: float
     barrier_s: float
+    message_s: float = 0.0
 
 
 _group_starts = run_starts  # the first element of every run of equal keys
@@ -107,10 +111,13 @@ def action_times(actions: Actions, chip: ChipSpec, mapping: Mapping) -> ActionTi
     sent = a.messages_sent  # the counts of messages are the batch's (kept on it); only their durations change
     start = update.reshape(-1)[a.flow_src_key] + a.messages_before * out_s
     per_event = np.array([core.synop_latency_s.of(f) for f in a.formats]) + dendrite_costs(chip)[0]
-    work, head_in = RECEIVE_MODES[receive_mode(chip)](event_work(a.deliv_events, per_event), a.deliv_messages,
-                                                     core.message_in_latency_s)
+    mode = receive_mode(chip)
+    work, head_in = RECEIVE_MODES[mode](event_work(a.deliv_events, per_event), a.deliv_messages,
+                                        core.message_in_latency_s)
+    message_s = float(per_event.min(initial=np.inf)) + (core.message_in_latency_s if mode == "serial" else 0.0)
     return ActionTimes(update, update + sent * out_s, start + out_s, start + a.flow_messages * out_s, work,
-                       out_s, head_in, chip.router.link_time_s, chip.barrier_latency_s(mapping.tiles_used))
+                       out_s, head_in, chip.router.link_time_s, chip.barrier_latency_s(mapping.tiles_used),
+                       message_s if np.isfinite(message_s) else 0.0)
 
 
 def event_work(events: np.ndarray, per_event: np.ndarray) -> np.ndarray:
@@ -150,9 +157,33 @@ def core_done_s(actions: Actions, times: ActionTimes, head_arrival: np.ndarray) 
     a = actions
     dkeys, finish_s = destination_finish(a.deliv_keys, head_arrival + times.in_s, times.deliv_work_s,
                                          a.deliv_groups)
+    tails = train_tails_s(a, times, head_arrival)
+    if tails is not None:  # a train's messages come further apart than its unit serves them
+        order, bounds = a.deliv_groups[1:]
+        finish_s = np.maximum(finish_s, np.maximum.reduceat(tails[order], bounds[:-1]))
     done = times.send_done_s.copy().reshape(-1)
     done[dkeys] = np.maximum(done[dkeys], finish_s)  # dkeys are distinct
     return done.reshape(times.send_done_s.shape)
+
+
+def train_tails_s(actions: Actions, times: ActionTimes, head_arrival: np.ndarray) -> np.ndarray | None:
+    """The earliest its last message can be served, per delivery (n_deliv,) s, or None when the messages of a
+    train come no further apart than the least work of a message (times.message_s): the whole-flow makespan of
+    destination_finish is then never below it.
+
+    A train of m messages reaches its core at least max(message out, link time) apart (the source writes one
+    message per message out, a link carries one per link time: hwmodels.timing.des), so its last message is
+    served no earlier than head + (m - 1) x that spacing + the head's delay (in_s) + message_s.
+    destination_finish alone charges a delivery's work from its head (all of it there at once): exact when
+    every message's work is at least the spacing (exactness 'receive'), and otherwise below the
+    message-level finish, which the larger of the two approaches from below (equal for one train per
+    unit, e.g. 20 messages over a 1e6 messages/s link take 20 us, where the makespan alone gave one message's
+    time). Buffer back-pressure (B x link time < a hop latency) can space a train further; that is not added
+    (exactness 'buffers')."""
+    spacing = max(times.out_s, times.link_s)
+    if spacing <= times.message_s or not len(actions.deliv_messages):
+        return None
+    return head_arrival + (actions.deliv_messages - 1.0) * spacing + (times.in_s + times.message_s)
 
 
 def step_latencies(done_s: np.ndarray, barrier_s: float) -> np.ndarray:

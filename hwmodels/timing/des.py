@@ -50,7 +50,10 @@ Aggregation, one event chain per flow (O(channels) simpy events, never one per m
 Hence, under hwmodels.timing.core_times.exactness (max(i, O, L) <= min synop + dendrite latency, and B = None or
 B L >= every hop latency), the DES step latencies equal the message-by-message ones; the tests check this
 exactly on random traces with contention, finite buffers and multicast. Outside these conditions the DES is an
-approximation, and still never below the analytic latency.
+approximation, and still never below the analytic latency; when a train's messages come further apart than a
+message's least work (a slow link or message out), its last message's earliest service is a floor on its unit's
+finish (core_times.train_tails_s), so a single train per unit is exact again and contended ones approach the
+message-level finish from below.
 
 Engines (ENGINES): "simpy" (hwmodels.timing.des_simpy) plays each step's event chains as above on a simpy
 Environment; "event" (hwmodels.timing.des_events, hwmodels.kernels.event_queue) runs the same events in simpy's own

@@ -267,3 +267,22 @@ def test_flow_level_des_equals_the_reference_across_chip_links(seed, multicast):
     assert np.array_equal(d.core_done_s, ref)
     crossing = [(x, y) for x, y in m.tile_xy.tolist() if x >= 2]
     assert 0 < len(crossing) < m.cores_used  # cores on both chips: messages cross the chip link
+
+
+@pytest.mark.parametrize("link_time", [4, 16, 64])
+def test_a_slow_link_spaces_a_train_and_its_last_message_sets_the_finish(link_time):
+    """3 messages east over 2 hops, 1 sparse synop (5 U) each. They leave the source L apart (L = link time >=
+    message out 1 U): message k starts on the 2nd link at 5 + (k - 1) L and reaches the core 4 + L later; the
+    unit finishes the last one 5 U after it. L = 4: the unit paces the train (head 13 + 3 x 5 = 28); L = 16:
+    25 + 2 x 16 + 5 = 62; L = 64: 73 + 2 x 64 + 5 = 206. The analytic model has no contention here, so it
+    gives the same; both equal the message-level reference."""
+    pops = [Population("s", (3,), INPUT), Population("t", (1,))]
+    g = NetworkGraph(pops, [Projection("p", "s", "t", "dense", np.ones((1, 3)), storage="sparse")])
+    chip = _chip(3, 1, link_time=link_time)
+    m = _manual_mapping(g, {"s": [(0, 0)], "t": [(2, 0)]}, chip)
+    tr = EventTrace.from_dense({"s": np.ones((1, 1, 3)), "t": np.zeros((1, 1, 1))})
+    d, a, acts = _timings(g, tr, m, chip)
+    want = {4: 28, 16: 62, 64: 206}[link_time]
+    assert d.step_s[0, 0] == a.step_s[0, 0] == want * U
+    assert np.array_equal(d.step_s, reference_step_latencies(g, tr, m, chip))
+    assert exactness(chip, acts.formats)["receive"] is (link_time <= 5)
