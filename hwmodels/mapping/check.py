@@ -18,8 +18,8 @@ from hwmodels.mapping.partition import PORT_TYPE
 from hwmodels.npzfile import quote
 from hwmodels.chip.signatures import mapping_signature
 from hwmodels.chip.spec import ChipSpec, CoreSpec
-from hwmodels.mapping.storage import memory_terms, pow2ceil, state_bits_per_neuron
-from hwmodels.trace import NetworkGraph, conv_output_shape
+from hwmodels.mapping.storage import channel_bits, memory_terms, pow2ceil, state_bits_per_neuron
+from hwmodels.trace import NetworkGraph
 
 
 def _population_of_cores(graph: NetworkGraph, core_of: dict[str, np.ndarray], n_cores: int) -> list[str]:
@@ -47,11 +47,10 @@ def _synapse_bits(graph: NetworkGraph, name: str, cores: np.ndarray, core: CoreS
         terms = memory_terms(proj, src_shape, core)
         out += np.bincount(cores, weights=terms.per_neuron, minlength=n).astype(np.int64)
         if terms.per_channel:
-            plane = int(np.prod(conv_output_shape(proj, src_shape)[1:])) if proj.kind == "conv" else 1
+            plane = terms.channel_neurons
             pairs = np.unique(cores * (len(cores) // plane + 1) + np.arange(len(cores)) // plane)
             chans = np.bincount(pairs // (len(cores) // plane + 1), minlength=n)
-            chans = pow2ceil(chans) if core.memory_layout == "pow2" else chans
-            out += terms.per_channel * chans
+            out += channel_bits(terms.per_channel, chans, core.memory_layout)
     return out
 
 

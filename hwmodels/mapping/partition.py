@@ -5,8 +5,9 @@ Each population is cut, in graph order, into contiguous chunks of its C-order ne
 longest prefix that fits (every limit grows monotonically with the chunk). On a chip with several core types
 (ChipSpec.core_types) every population goes, whole, onto cores of one type it fits: an exact search over the
 populations (memoised on the cores of each type left) picks, population by population, the type needing the
-fewest cores, then the smallest one, that still lets the rest fit. A network that does not fit raises
-MappingError naming the population and the shortfall.
+fewest cores, then the smallest one, that still lets the rest fit, on one chip if it can, else on the fewest
+of chip.n_chips chips that can. A network that does not fit raises MappingError naming the population and the
+shortfall.
 """
 from __future__ import annotations
 
@@ -65,12 +66,14 @@ class Partition:
 
 @dataclass(frozen=True, eq=False)
 class _PopCosts:
-    """Per-population inputs of the chunker: cumulative synapse bits, per-channel bits, neurons per channel,
-    one input-axon counter per source population (fn(start, end) -> bool mask over its neurons), and whether
-    an in-projection has a bias (stored per channel in the core's bias memory, CoreSpec.max_bias_entries)."""
+    """Per-population inputs of the chunker: cumulative synapse bits, (per-channel bits, neurons per channel) of
+    every in-projection with per-channel bits (MemoryTerms), neurons per bias channel (a conv's output plane if an
+    in-projection is a conv, else 1), one input-axon counter per source population (fn(start, end) -> bool mask
+    over its neurons), and whether an in-projection has a bias (stored per channel in the core's bias memory,
+    CoreSpec.max_bias_entries)."""
 
     csum: np.ndarray
-    per_channel: int
+    channel_terms: list[tuple[int, int]]
     channel_neurons: int
     axon_sources: list[Callable[[int, int], np.ndarray]]
     has_bias: bool = False
@@ -88,7 +91,7 @@ def _pop_costs(graph: NetworkGraph, name: str, chip: ChipSpec, core: CoreSpec) -
     """Costs of population `name` from its in-projections on `core`. Raises MappingError when a neuron's fan-in
     (in the count its storage format stores) exceeds core.max_fan_in."""
     pop = graph.populations[name]
-    per_neuron, per_channel, channel_neurons = np.zeros(pop.size, np.int64), 0, 1
+    per_neuron, channel_terms, channel_neurons = np.zeros(pop.size, np.int64), [], 1
     paid_fan_in = np.zeros(pop.size, np.int64)
     by_source: dict[str, list[Callable]] = {}
     for proj in graph.in_projections(name):
@@ -98,14 +101,14 @@ def _pop_costs(graph: NetworkGraph, name: str, chip: ChipSpec, core: CoreSpec) -
             channel_neurons = out[1] * out[2]
         terms = memory_terms(proj, src_shape, core)
         per_neuron += terms.per_neuron
-        per_channel += terms.per_channel
+        channel_terms += [(terms.per_channel, terms.channel_neurons)] if terms.per_channel else []
         paid = PAID_COUNT[proj.storage]
         paid_fan_in += fan_in(proj, src_shape, paid)
         by_source.setdefault(proj.source, []).append(range_counter(proj, src_shape, paid))
     if core.max_fan_in is not None and pop.size and paid_fan_in.max() > core.max_fan_in:
         raise MappingError(f"network does not fit chip {chip.name!r}: population {name!r} neuron has fan-in "
                            f"{int(paid_fan_in.max()):,} but a core accepts at most {core.max_fan_in:,}")
-    return _PopCosts(np.concatenate([[0], np.cumsum(per_neuron)]), per_channel, channel_neurons,
+    return _PopCosts(np.concatenate([[0], np.cumsum(per_neuron)]), channel_terms, channel_neurons,
                      [_union(c) for c in by_source.values()],
                      any(p.bias is not None for p in graph.in_projections(name)))
 
@@ -122,7 +125,7 @@ def _memory_fit(name: str, costs: _PopCosts, chip: ChipSpec, core: CoreSpec, gra
     """(candidate ends, synapse bits, state bits, how many leading ends fit both memories) for a chunk at start."""
     pop = graph.populations[name]
     ends = np.arange(start + 1, min(start + core.neurons_per_core, pop.size) + 1)
-    syn = chunk_synapse_bits(costs.csum, costs.per_channel, start, ends, costs.channel_neurons, core.memory_layout)
+    syn = chunk_synapse_bits(costs.csum, costs.channel_terms, start, ends, core.memory_layout)
     state = chunk_state_bits(pop, core, start, ends)
     ok = syn <= core.synapse_memory_bits
     if core.neuron_memory_bits is not None:
@@ -188,10 +191,8 @@ def _type_options(graph: NetworkGraph, name: str, chip: ChipSpec) -> dict[int, l
         except MappingError as err:
             reasons[t] = str(err).split(": ", 1)[1]
             continue
-        limit = chip.max_cores_per_population
-        if limit is not None and len(chunks) > limit:
-            reasons[t] = (f"population {name!r} needs {len(chunks)} cores but the chip holds a population on at "
-                          f"most {limit}")
+        if chip.max_cores_per_population is not None and len(chunks) > chip.max_cores_per_population:
+            reasons[t] = _too_many_cores(graph, name, chip, core, len(chunks))
             continue
         options[t] = chunks
     if not options:
@@ -203,6 +204,26 @@ def _type_options(graph: NetworkGraph, name: str, chip: ChipSpec) -> dict[int, l
     return options
 
 
+def _bias_channels(graph: NetworkGraph, name: str) -> int:
+    """Bias-memory entries population `name` needs in all (one per output channel, or neuron of a population with
+    no conv in-projection; as hwmodels.mapping.check counts them); 0 when no in-projection has a bias."""
+    projs, pop = graph.in_projections(name), graph.populations[name]
+    if not any(p.bias is not None for p in projs):
+        return 0
+    return pop.shape[0] if any(p.kind == "conv" for p in projs) else pop.size
+
+
+def _too_many_cores(graph: NetworkGraph, name: str, chip: ChipSpec, core: CoreSpec, n: int) -> str:
+    """Why population `name`, cut into n chunks on cores `core`, exceeds chip.max_cores_per_population: its bias
+    memory when its bias entries alone need more cores than that, else the count of cores."""
+    limit, entries = chip.max_cores_per_population, _bias_channels(graph, name)
+    if core.max_bias_entries is not None and entries > limit * core.max_bias_entries:
+        spread = f" (its {entries:,} on at most {limit} cores)" if limit > 1 else ""
+        return (f"population {name!r} needs {-(-entries // limit):,} bias entries per core{spread} but a core "
+                f"holds {core.max_bias_entries:,}")
+    return f"population {name!r} needs {n} cores but the chip holds a population on at most {limit}"
+
+
 def _describe(core: CoreSpec) -> str:
     """The capacity of a core type in one phrase."""
     state = f", {core.neuron_memory_bits:,} neuron-memory bits" if core.neuron_memory_bits is not None else ""
@@ -210,23 +231,44 @@ def _describe(core: CoreSpec) -> str:
 
 
 def _assign_types(names: list[str], options: list[dict[int, list]], chip: ChipSpec) -> list[int]:
-    """A core type per population such that no type is used by more cores than all chips have of it: depth-first
-    in graph order, each population's types tried by (cores needed, memory size, index), failures memoised on
-    (population, cores of each type left). Raises MappingError naming the furthest population that could not
-    be given cores."""
+    """A core type per population such that no type is used by more cores than k chips have of it, for the
+    smallest k in 1..chip.n_chips that allows one (`_search_types`), so that placement, which fills a type's
+    slots chip by chip, spills to a later chip only when the earlier chips cannot hold the network. Raises
+    MappingError naming the furthest population that could not be given cores on all chip.n_chips chips."""
     specs = chip.core_specs
     size = [s.synapse_memory_bits + (s.neuron_memory_bits or 0) + s.neurons_per_core for s in specs]
     order = [sorted(o, key=lambda t: (len(o[t]), size[t], t)) for o in options]
+    for chips in range(1, chip.n_chips + 1):
+        found, furthest = _search_types(options, order, chip.core_type_counts, chips)
+        if found is not None:
+            return found
+    i = min(furthest, len(names) - 1)
+    wants = ", ".join(f"{len(options[i][t])} x {chip.core_type_names[t]!r}" for t in order[i])
+    has = ", ".join(f"{c} x {n!r}" for c, n in zip(chip.core_type_counts, chip.core_type_names))
+    raise MappingError(f"network does not fit chip {chip.name!r} x {chip.n_chips}: population {names[i]!r} "
+                       f"needs cores of a type it fits ({wants}) but the populations before it leave too few "
+                       f"(the chip has {has})")
+
+
+def _search_types(options: list[dict[int, list]], order: list[list[int]], counts: tuple, chips: int) -> tuple:
+    """(a core type per population with no type used by more cores than `chips` chips of `counts` cores of each
+    type have, or None; the furthest population reached): depth-first in graph order, each population's types
+    tried by cores needed, then the chip its last core lands on (a type's cores fill chip 0, then chip 1, ...,
+    as placement fills them), then `order` (cores needed, memory size, index); failures memoised on
+    (population, cores of each type left)."""
     failed: set = set()
     furthest = [0]
 
+    def chip_of_last(t: int, need: int, left: tuple) -> int:
+        return (counts[t] * chips - left[t] + need - 1) // counts[t]
+
     def place(i: int, left: tuple) -> list[int] | None:
         furthest[0] = max(furthest[0], i)
-        if i == len(names):
+        if i == len(options):
             return []
         if (i, left) in failed:
             return None
-        for t in order[i]:
+        for t in sorted(order[i], key=lambda t: (len(options[i][t]), chip_of_last(t, len(options[i][t]), left))):
             need = len(options[i][t])
             if need <= left[t]:
                 rest = place(i + 1, left[:t] + (left[t] - need,) + left[t + 1:])
@@ -235,15 +277,7 @@ def _assign_types(names: list[str], options: list[dict[int, list]], chip: ChipSp
         failed.add((i, left))
         return None
 
-    found = place(0, tuple(c * chip.n_chips for c in chip.core_type_counts))
-    if found is None:
-        i = min(furthest[0], len(names) - 1)
-        wants = ", ".join(f"{len(options[i][t])} x {chip.core_type_names[t]!r}" for t in order[i])
-        has = ", ".join(f"{c} x {n!r}" for c, n in zip(chip.core_type_counts, chip.core_type_names))
-        raise MappingError(f"network does not fit chip {chip.name!r} x {chip.n_chips}: population {names[i]!r} "
-                           f"needs cores of a type it fits ({wants}) but the populations before it leave too few "
-                           f"(the chip has {has})")
-    return found
+    return place(0, tuple(c * chips for c in counts)), furthest[0]
 
 
 def _typed_chunks(graph: NetworkGraph, chip: ChipSpec, names: list[str]) -> tuple[dict[str, list], dict[str, int]]:
@@ -253,12 +287,13 @@ def _typed_chunks(graph: NetworkGraph, chip: ChipSpec, names: list[str]) -> tupl
     return {n: o[t] for n, o, t in zip(names, options, types)}, dict(zip(names, types))
 
 
-def _check_room(chip: ChipSpec, name: str, n: int, left: int, needed: int) -> None:
-    """MappingError when population `name` needs more than chip.max_cores_per_population cores or more than the
-    `left` free cores (of chip.n_cores_total; the whole network needs `needed`)."""
+def _check_room(graph: NetworkGraph, chip: ChipSpec, name: str, n: int, left: int, needed: int) -> None:
+    """MappingError when population `name` needs more than chip.max_cores_per_population cores (naming its bias
+    memory when that is why, `_too_many_cores`) or more than the `left` free cores (of chip.n_cores_total; the
+    whole network needs `needed`)."""
     if chip.max_cores_per_population is not None and n > chip.max_cores_per_population:
-        raise MappingError(f"network does not fit chip {chip.name!r}: population {name!r} needs {n} "
-                           f"cores but the chip holds a population on at most {chip.max_cores_per_population}")
+        raise MappingError(f"network does not fit chip {chip.name!r}: "
+                           f"{_too_many_cores(graph, name, chip, chip.core, n)}")
     if n > left:
         raise MappingError(f"network does not fit chip {chip.name!r} x {chip.n_chips}: population {name!r} needs "
                            f"{n} cores but only {left} of {chip.n_cores_total} are left (the network needs "
@@ -277,11 +312,12 @@ def partition(graph: NetworkGraph, chip: ChipSpec, keep: Keep = make_now) -> Par
 
     The cores of all chip.n_chips chips are available. Raises MappingError naming the population when a neuron
     does not fit a core (memory, fan-in or axons), when a population needs more than
-    chip.max_cores_per_population cores, or when the chips run out of cores ("population 'lif2' needs
-    40 cores but only 12 of 128 are left ...", with the number of chips that would hold the network). On a chip
-    with core_types, a population that fits no type is refused naming the largest type, and one left without
-    cores of a type it fits names the types it would take (module docstring). On a chip whose input_location is
-    "port", every input population is one port pseudo-core (core_type PORT_TYPE) outside these limits.
+    chip.max_cores_per_population cores (naming the bias memory when its bias entries are why), or when the
+    chips run out of cores ("population 'lif2' needs 40 cores but only 12 of 128 are left ...", with the number
+    of chips that would hold the network). On a chip with core_types, a population that fits no type is refused
+    naming the largest type, and one left without cores of a type it fits names the types it would take (module
+    docstring); the types are those of the fewest chips that hold the network. On a chip whose input_location
+    is "port", every input population is one port pseudo-core (core_type PORT_TYPE) outside these limits.
     keep: where the chunks are kept, by graph and hwmodels.chip.signatures.partition_signature
     (hwmodels.SimCache.keep: chips that differ only in mesh, cores per tile or chips share them).
     """
@@ -298,7 +334,7 @@ def partition(graph: NetworkGraph, chip: ChipSpec, keep: Keep = make_now) -> Par
     pops, core_of, rows, types = [], {}, [], []
     for name, chunks in all_chunks.items():
         if name not in ports:
-            _check_room(chip, name, len(chunks), total - sum(t != PORT_TYPE for t in types), needed)
+            _check_room(graph, chip, name, len(chunks), total - sum(t != PORT_TYPE for t in types), needed)
         sizes = [e - s for s, e, *_ in chunks]
         core_of[name] = np.repeat(np.arange(len(pops), len(pops) + len(chunks)), sizes).astype(np.int64)
         pops += [name] * len(chunks)

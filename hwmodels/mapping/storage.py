@@ -43,10 +43,13 @@ from hwmodels.trace import NeuronModel, Population, Projection, conv_output_shap
 @dataclass(frozen=True)
 class MemoryTerms:
     """Synapse memory of one projection's targets: per_neuron int64 (n_target,) bits that grow with every target
-    neuron on a core; per_channel bits stored once per output channel that has neurons on a core."""
+    neuron on a core; per_channel bits stored once per output channel that has neurons on a core, an output
+    channel being channel_neurons consecutive C-order target neurons (a conv's output plane; 1 for a dense
+    projection, whose every target neuron is a channel of the pow2 layout)."""
 
     per_neuron: np.ndarray
     per_channel: int
+    channel_neurons: int = 1
 
 
 @dataclass(frozen=True)
@@ -110,8 +113,9 @@ def _bitmap(proj: Projection, src_shape: tuple, core: CoreSpec) -> MemoryTerms:
 def _conv(proj: Projection, src_shape: tuple, core: CoreSpec) -> MemoryTerms:
     _, c_in_g, kh, kw = proj.weight.shape
     taps = int(pow2ceil(kh * kw)) if core.memory_layout == "pow2" else kh * kw
-    n_target = int(np.prod(conv_output_shape(proj, src_shape)))
-    return MemoryTerms(np.zeros(n_target, np.int64), c_in_g * taps * stored_weight_bits(proj, core))
+    out = conv_output_shape(proj, src_shape)
+    return MemoryTerms(np.zeros(int(np.prod(out)), np.int64), c_in_g * taps * stored_weight_bits(proj, core),
+                       int(np.prod(out[1:])))
 
 
 def _read_entries(proj: Projection, src_shape: tuple, core: CoreSpec) -> tuple[int, int]:
@@ -156,14 +160,22 @@ def channels_touched(start: int, ends: np.ndarray, per_channel_neurons: int) -> 
     return (np.asarray(ends) - 1) // per_channel_neurons - start // per_channel_neurons + 1
 
 
-def chunk_synapse_bits(csum: np.ndarray, per_channel: int, start: int, ends: np.ndarray, per_channel_neurons: int,
+def channel_bits(per_channel: int, chans: np.ndarray, layout: str) -> np.ndarray:
+    """Bits of one projection's per-channel terms on cores holding `chans` of its output channels: per_channel x
+    channels held, the channels rounded up to a power of two for layout "pow2" (each projection its own kernel
+    memory, as sinabs lays out a layer's kernel)."""
+    return per_channel * (pow2ceil(chans) if layout == "pow2" else np.asarray(chans, np.int64))
+
+
+def chunk_synapse_bits(csum: np.ndarray, channel_terms: list[tuple[int, int]], start: int, ends: np.ndarray,
                        layout: str) -> np.ndarray:
     """Synapse memory bits of the chunks [start, end) for every end: sum of per-neuron bits (csum = cumulative
-    sum with a leading 0) + per_channel x channels held (rounded up to a power of two for layout "pow2")."""
-    chans = channels_touched(start, ends, per_channel_neurons)
-    if layout == "pow2":
-        chans = pow2ceil(chans)
-    return csum[ends] - csum[start] + per_channel * chans
+    sum with a leading 0) + `channel_bits` of every (per_channel, channel_neurons) of channel_terms (one per
+    in-projection, MemoryTerms) over the channels the chunk touches."""
+    out = csum[ends] - csum[start]
+    for per_channel, neurons in channel_terms:
+        out = out + channel_bits(per_channel, channels_touched(start, ends, neurons), layout)
+    return out
 
 
 def state_bits_per_neuron(pop: Population, core: CoreSpec) -> int:
