@@ -191,3 +191,17 @@ def test_a_nir_file_that_reads_another_file_is_refused(tmp_path, kind):
     with pytest.raises(ValueError, match=f"{path}: not a self-contained NIR file") as err:
         load_nir(path)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("field", ["v_threshold", "tau", "r"])
+def test_a_nan_neuron_parameter_is_named_as_nan(field):
+    import nir
+
+    from workloads.exchange.nir_io import from_nir
+    params = {"tau": np.full(3, 2e-3), "r": np.ones(3), "v_leak": np.zeros(3), "v_threshold": np.ones(3),
+              "v_reset": np.zeros(3)}
+    params[field] = np.full(3, np.nan)
+    g = nir.NIRGraph.from_list(nir.Input(np.array([2])), nir.Linear(np.ones((3, 2))), nir.LIF(**params),
+                               nir.Output(np.array([3])))
+    with pytest.raises(ValueError, match=rf"{field} holds NaN; it must be a number"):
+        from_nir(g)

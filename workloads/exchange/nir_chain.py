@@ -66,8 +66,10 @@ class Chain:
 
 
 def scalar(node: nir.NIRNode, name: str, key: str) -> float:
-    """The one value of a per-neuron parameter; ValueError when it varies across neurons or is empty."""
+    """The one value of a per-neuron parameter; ValueError when it is NaN, varies across neurons or is empty."""
     a = np.asarray(getattr(node, name), np.float64).ravel()
+    if np.isnan(a).any():
+        raise ValueError(f"{type(node).__name__} node {key!r}: {name} holds NaN; it must be a number")
     if a.size == 0 or np.any(a != a[0]):
         raise ValueError(f"{type(node).__name__} node {key!r}: {name} must be one value for all neurons "
                          f"(SpikingJelly nodes take a scalar), got {np.unique(a)[:5]}")
