@@ -175,7 +175,8 @@ class Projection:
     fan-out (all in-bounds kernel positions / all matrix entries) is what a dense storage format walks.
     weight_bits: bits per stored weight (1..32). storage: one of STORAGE_FORMATS; decides memory and which
     synaptic events the chip pays (see hwmodels.mapping.connectivity).
-    bias: optional per-target-neuron constant input (shape (n_target,)), e.g. a folded BatchNorm shift.
+    bias: optional per-target-neuron constant input (shape (n_target,)), e.g. a folded BatchNorm shift; held as
+        float32 (as the weight).
     Weights and bias must be real and finite; stride, padding and dilation are two ints (one int: both sides),
     groups an int >= 1, weight_bits an int in 1..32 (bools and fractions refused; ValueError naming the field).
     gate, gate_index: a gated ("dynamic") projection, whose weights change every timestep because they are
@@ -221,8 +222,11 @@ class Projection:
             raise ValueError(f"projection.weight: {self.kind} needs {want_ndim} dims, got shape {w.shape}")
         _check_finite("projection.weight", self.name, w)
         object.__setattr__(self, "weight", w)
-        if self.bias is not None:
-            _check_finite("projection.bias", self.name, np.asarray(self.bias, dtype=np.float64))
+        if self.bias is not None:  # held as float32, as it is saved and fingerprinted
+            b = np.asarray(self.bias, dtype=np.float64)
+            _check_finite("projection.bias", self.name, b)
+            _check_finite("projection.bias", self.name, b.astype(np.float32))
+            object.__setattr__(self, "bias", b.astype(np.float32))
         for name, low in (("stride", 1), ("padding", 0), ("dilation", 1)):
             given = getattr(self, name)
             values = tuple(given) if isinstance(given, (tuple, list, np.ndarray)) else (given, given)  # 2: (2, 2)

@@ -278,3 +278,14 @@ def test_select_takes_an_index_and_names_an_empty_selection():
     assert one.n_samples == 1 and one.labels.tolist() == [1] and one.spikes(0, 0, "a").indices.tolist() == [1]
     with pytest.raises(ValueError, match="samples: the selection picks none of the trace's 3 samples"):
         tr.select(tr.labels == 9)  # was "concat_traces: needs at least one trace"
+
+
+def test_a_float64_bias_is_held_as_float32_so_a_saved_graph_reloads_equal(tmp_path):
+    g = NetworkGraph([Population("i", (2,), NeuronModel("input")), Population("o", (2,))],
+                     [Projection("p", "i", "o", "dense", np.ones((2, 2)), bias=np.array([0.1, 0.2]))])
+    assert g.projections[0].bias.dtype == np.float32
+    g.save(tmp_path / "g.npz")
+    h = NetworkGraph.load(tmp_path / "g.npz")
+    assert np.array_equal(g.projections[0].bias, h.projections[0].bias) and g.fingerprint() == h.fingerprint()
+    with pytest.raises(ValueError, match="projection.bias: 'p' has 1 non-finite value"):
+        Projection("p", "i", "o", "dense", np.ones((2, 2)), bias=np.array([1e300, 0.0]))  # beyond float32
