@@ -184,3 +184,14 @@ def test_dsp_rank_and_parameter_count(trained, small_ds, caplog):
     assert any("dsp: ratio 0.5 factorizes no layer (targets 'linear'" in r.getMessage() for r in caplog.records)
     again, twice = dsp(small, small_ds, 0.5, DSPConfig(targets="all", finetune_epochs=0), FAST, progress=False)
     assert twice.ranks == {} and isinstance(again[4].first, nn.Conv2d)  # factors are not factorized again
+
+
+def test_a_ratio_for_the_last_conv_of_a_method_that_spares_it_is_refused():
+    from types import SimpleNamespace
+
+    from workloads.compression.compose import layer_ratios
+    units = [SimpleNamespace(conv="0"), SimpleNamespace(conv="4")]
+    assert layer_ratios(units, 0.5, {"0": 0.25, "4": 0.0}, skip_last=True) == {"0": 0.25, "4": 0.0}
+    assert layer_ratios(units, 0.5, {"4": 0.75}) == {"0": 0.5, "4": 0.75}  # a method that prunes the last conv
+    with pytest.raises(ValueError, match=r"layer_ratios: '4' is the last conv, which this method never prunes"):
+        layer_ratios(units, 0.0, {"4": 0.5}, skip_last=True)  # QP-SNN used to drop it, warning about rounding

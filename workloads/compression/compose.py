@@ -97,7 +97,8 @@ def lowest_masks(scores: dict[str, torch.Tensor], counts: dict[str, int]) -> dic
 def layer_ratios(units: list[ConvUnit], ratio: float, overrides: Optional[dict[str, float]] = None,
                  skip_last: bool = False) -> dict[str, float]:
     """Pruning ratio per conv: `ratio`, or overrides[name] when given; the last conv gets 0 when skip_last.
-    Raises ValueError for an override naming no conv or outside [0, 1)."""
+    Raises ValueError for an override naming no conv, outside [0, 1), or, when skip_last, naming the last conv
+    with a ratio > 0 (the method never prunes it)."""
     names = [u.conv for u in units]
     out = {n: ratio for n in names}
     for name, r in (overrides or {}).items():
@@ -107,6 +108,9 @@ def layer_ratios(units: list[ConvUnit], ratio: float, overrides: Optional[dict[s
             out[name] = check_ratio(r)
         except ValueError:
             raise ValueError(f"layer_ratios: {name!r}: {r!r} is not a ratio in [0, 1)") from None
+        if skip_last and name == names[-1] and out[name] > 0:
+            raise ValueError(f"layer_ratios: {name!r} is the last conv, which this method never prunes (it feeds "
+                             f"the classifier); name one of {names[:-1]}")
     if skip_last and names:
         out[names[-1]] = 0.0
     return out
