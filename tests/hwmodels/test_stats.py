@@ -107,3 +107,19 @@ def test_quantile_of_ratios_with_inf_and_nan_by_hand():
     assert quantile(np.array([nan, 1.0, 2, 3]), 0.5) == 2.0 and np.isnan(quantile(np.array([nan, nan]), 0.5))
     x = np.random.default_rng(0).standard_normal(101)
     assert quantile(x, 0.975) == np.quantile(x, 0.975)  # finite ratios: numpy's value exactly
+
+
+def test_the_energy_interval_holds_the_reported_energy_of_identical_samples():
+    """3 silent samples on generic-45nm: each sample's total is the same value; energy_j (the sum of the
+    components' means) lay 1 ulp outside the zero-width interval of the totals."""
+    from hwmodels import load_preset, simulate
+    from hwmodels.trace import EventTrace, NetworkGraph, NeuronModel, Population, Projection
+    g = NetworkGraph([Population("in", (4,), NeuronModel(kind="input")), Population("h", (3,))],
+                     [Projection("p", "in", "h", "dense", np.ones((3, 4)))])
+    tr = EventTrace.from_dense({"in": np.zeros((3, 2, 4)), "h": np.zeros((3, 2, 3))})
+    for model in ("analytic", "des"):
+        r = simulate(g, tr, load_preset("generic-45nm"), model=model)
+        lo, hi = r.confidence_intervals()["energy_j"]
+        assert lo <= r.energy_j <= hi and hi - lo <= 1e-12 * r.energy_j
+        row = r.as_row()
+        assert row["energy_j_ci_low"] <= row["energy_j"] <= row["energy_j_ci_high"]
