@@ -361,4 +361,11 @@ def _result(tot: _Totals, trace: EventTrace, mapping: Mapping, net: Network, chi
         hops=float(np.mean(cols["hops"])) if trace.n_samples else 0.0,
         cores_used=mapping.chip_cores_used, tiles_used=mapping.tiles_used, n_samples=trace.n_samples,
         timesteps=trace.n_timesteps, hardware_steps=n_steps, tables=ResultTables(build, cols),
-        energy_table=tot.table.as_dict(), static_power_w=float(tot.table.static_w.sum()), **names)
+        energy_table=tot.table.as_dict(k.get("synapse_bits_read"), _state_bits(k)),
+        static_power_w=float(tot.table.static_w.sum()), **names)
+
+
+def _state_bits(per_core: dict[str, np.ndarray]) -> np.ndarray | None:
+    """State and accumulator bits read and written per core (the neuron memory's bits), None when not counted."""
+    parts = [per_core[k] for k in ("state_bits_rw", "accumulator_bits_rw") if k in per_core]
+    return sum(parts) if parts else None

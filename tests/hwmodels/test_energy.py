@@ -222,3 +222,23 @@ def test_dynamic_energy_is_the_sum_of_the_dynamic_groups_and_the_same_under_both
     dynamic = [c for c in ENERGY_COMPONENTS if c != "static"]
     assert [a.energy_breakdown_j[c] for c in dynamic] == [d.energy_breakdown_j[c] for c in dynamic]
     assert a.energy_dynamic_j == d.energy_dynamic_j == sum(a.energy_breakdown_j[c] for c in dynamic)
+
+
+@pytest.mark.parametrize("preset", ["lemaire-45nm", "generic-45nm"])
+def test_the_energy_tables_memory_prices_times_the_counted_bits_give_the_memory_energy(preset):
+    """lemaire-45nm prices a bit by each core's memory size, so its per-core prices differ (the input core's is
+    0 J): the table's price is the mean weighted by each core's bits, which a plain mean over cores missed by
+    ~40 %."""
+    g = NetworkGraph([Population("in", (4,), NeuronModel(kind="input")), Population("h", (3,)), Population("o", (2,))],
+                     [Projection("p", "in", "h", "dense", np.ones((3, 4))),
+                      Projection("q", "h", "o", "dense", np.ones((2, 3)))])
+    rng = np.random.default_rng(0)
+    tr = EventTrace.from_dense({"in": rng.random((2, 3, 4)) < 0.6, "h": rng.random((2, 3, 3)) < 0.5,
+                                "o": np.zeros((2, 3, 2))})
+    r = simulate(g, tr, load_preset(preset), model="analytic")
+    a, t = r.action_counts.sum(), r.energy_table
+    assert r.energy_breakdown_j["synapse_memory"] > 0
+    assert a["synapse_bits_read"] * t["synapse_read_j_per_bit"] == pytest.approx(
+        r.energy_breakdown_j["synapse_memory"], rel=1e-12)
+    assert (a["state_bits_rw"] + a["accumulator_bits_rw"]) * t["state_rw_j_per_bit"] / 2 == pytest.approx(
+        r.energy_breakdown_j["neuron_memory"], rel=1e-12)  # state_rw_j_per_bit: a read and a write
