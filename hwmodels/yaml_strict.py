@@ -4,19 +4,45 @@ config, sweep spec, claims file or chip file with `seed: 1` ... `seed: 2` then f
 silently running with seed 2."""
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import yaml
 
 _MERGE = "tag:yaml.org,2002:merge"
+#: YAML 1.2's float (core schema, spec section 10.3.2): PyYAML's YAML 1.1 resolver needs a '.', so it reads 5e-11
+#: or 1E9 as strings, which a chip file or config then refuses as "not a number"
+FLOAT_12 = re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)[eE][-+]?[0-9]+$")
+
+
+class StrictLoader(yaml.SafeLoader):
+    """yaml.SafeLoader (no code runs) that also reads YAML 1.2 exponent floats without a '.' (FLOAT_12)."""
+
+
+StrictLoader.add_implicit_resolver("tag:yaml.org,2002:float", FLOAT_12, list("-+0123456789."))
 
 
 def strict_load(stream) -> Any:
-    """yaml.safe_load of a str, bytes or open file, after check_unique_keys on its node tree (yaml.compose with
-    the SafeLoader: nodes only, nothing constructed). Raises yaml.YAMLError (a repeated key included)."""
+    """yaml.safe_load of a str, bytes or open file, after check_unique_keys on its node tree (yaml.compose: nodes
+    only, nothing constructed), with YAML 1.2's exponent floats (StrictLoader: 5e-11 is a number, as YAML 1.2
+    and JSON read it). Raises yaml.YAMLError (a repeated key included)."""
     text = stream.read() if hasattr(stream, "read") else stream
-    check_unique_keys(yaml.compose(text, Loader=yaml.SafeLoader))
-    return yaml.safe_load(text)
+    tree = yaml.compose(text, Loader=StrictLoader)
+    check_unique_keys(tree)
+    return yaml.load(text, Loader=StrictLoader)  # noqa: S506 - a SafeLoader subclass: safe_load's constructor
+
+
+def error_line(exc: yaml.YAMLError) -> str:
+    """One line of a PyYAML error: what is wrong and where (line, column), with its context, without the quoted
+    source lines and carets PyYAML adds."""
+    if not isinstance(exc, yaml.MarkedYAMLError):
+        return " ".join(str(exc).split())
+    parts = []
+    for text, mark in ((exc.context, exc.context_mark), (exc.problem, exc.problem_mark)):
+        if text:
+            at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+            parts.append(f"{text}{at}")
+    return "; ".join(parts) or " ".join(str(exc).split())
 
 
 def check_unique_keys(root: yaml.Node | None) -> None:

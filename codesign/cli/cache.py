@@ -143,7 +143,7 @@ def clear(cache_dir: Path = typer.Option(DEFAULT_CACHE_DIR, "--cache-dir", help=
     if not yes:
         try:
             confirmed = typer.confirm(f"remove {what} from {printable(where)}?", default=False)
-        except click.exceptions.Abort:
+        except (click.exceptions.Abort, typer.Abort):  # typer vendors its own click: its Abort is another class
             confirmed = False
         if not confirmed:
             console.print("nothing removed (pass --yes to remove without asking)", highlight=False)

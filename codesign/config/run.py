@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from hwmodels.trace import MAX_WEIGHT_BITS
-from hwmodels.yaml_strict import strict_load
+from hwmodels.yaml_strict import error_line, strict_load
 from workloads.train_config import LR_SCHEDULES, OPTIMIZER_NAMES, train_defaults
 
 
@@ -311,7 +311,7 @@ def safe_yaml(text: str, name: str, what: str = "config") -> Any:
     try:
         tree = strict_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{what}: {quote(name)} is not valid YAML: {str(exc).splitlines()[0][:200]}") from None
+        raise ConfigError(f"{what}: {quote(name)} is not valid YAML: {error_line(exc)[:200]}") from None
     except RecursionError:
         raise ConfigError(f"{what}: {quote(name)} nests too deeply") from None
     except (ValueError, OverflowError) as exc:  # e.g. an integer of more than 4,300 digits

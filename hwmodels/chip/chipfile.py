@@ -17,7 +17,7 @@ import yaml
 
 from hwmodels.atomic import write_error
 from hwmodels.npzfile import file_name, quote
-from hwmodels.yaml_strict import strict_load
+from hwmodels.yaml_strict import error_line, strict_load
 
 #: largest chip file read, bytes
 CHIP_FILE_MAX_BYTES = 1_000_000
@@ -40,7 +40,7 @@ def _parse(text: str, label: str) -> Any:
     try:
         return strict_load(text)
     except yaml.YAMLError as exc:
-        raise ValueError(f"{label}: not valid YAML: {' '.join(str(exc).split())[:200]}") from None
+        raise ValueError(f"{label}: not valid YAML: {error_line(exc)[:200]}") from None
     except RecursionError:
         raise ValueError(f"{label}: nests too deeply") from None
     except (ValueError, OverflowError) as exc:  # e.g. an integer of more than 4,300 digits

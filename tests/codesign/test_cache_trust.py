@@ -262,6 +262,8 @@ def test_cache_clear_removes_a_stage_or_everything_and_errors_exit_2(tmp_path):
     assert "stages: dense, lowered" in bad.output and len(bad.output.strip().splitlines()) == 1
     declined = CliRunner().invoke(cache_app, ["clear", "--cache-dir", str(tmp_path)], input="n\n")
     assert declined.exit_code == 1 and "nothing removed" in declined.output
+    closed = CliRunner().invoke(cache_app, ["clear", "--cache-dir", str(tmp_path)])  # no answer: stdin at its end
+    assert closed.exit_code == 1 and "nothing removed (pass --yes" in closed.output  # (typer's Abort printed "aborted")
     live = tmp_path / "lowered" / f".bbbb.tmp-{HOST}-{os.getpid()}-abcd1234"
     live.mkdir()
     done = CliRunner().invoke(cache_app, ["clear", "--cache-dir", str(tmp_path), "--stage", "lowered", "--yes"])
