@@ -214,3 +214,26 @@ def test_quantize_reaches_low_rank_factors_and_gated_attention_is_exempt():
     gated = [p for p in graph.projections if p.gate is not None]
     assert len(gated) == 2 and not any(p.name in graph.metadata["weight_fit"] for p in gated)
     assert {p.weight_bits for p in gated} == {1, 5}  # binary operands: 1 bit (K^T V stage), log2(16 + 1) bits
+
+
+def test_short_float_channels_are_floats_and_short_quantized_ones_keep_their_bits():
+    """A channel of 3 or 4 float weights lies within GRID_TOL of some grid of a few thousand steps (the float
+    second factor of a rank-4 DSP layer was called 11-12-bit); a quantized one lies on its grid to float32's
+    resolution, which random values do not (workloads.lowering.grid.chance_of_grid)."""
+    from workloads.lowering.fit import weight_grid
+    from workloads.lowering.grid import bits_for_intervals
+    floats = [bits_for_intervals(weight_grid(np.random.default_rng(s).standard_normal((10, k)).astype(np.float32),
+                                             False)) for s in range(10) for k in (3, 4)]
+    assert floats == [32] * 20
+    for bits, k in ((2, 3), (4, 4), (8, 3), (8, 4)):
+        rng = np.random.default_rng(bits * 10 + k)
+        half = (2 ** bits - 1) // 2
+        q = rng.integers(-half, half + 1, size=(10, k)).astype(np.float32)
+        q[:, 0], q[:, 1] = -half, half  # every channel spans the whole grid: 2^b - 1 steps
+        scaled = q * rng.uniform(0.01, 0.1, size=(10, 1)).astype(np.float32)
+        assert bits_for_intervals(weight_grid(scaled, False)) == bits
+    sparse = np.random.default_rng(1).standard_normal((8, 40)).astype(np.float32)
+    sparse[np.abs(sparse) < 1.8] = 0  # a few non-zeros a channel, stored sparse: was 11 bits
+    assert bits_for_intervals(weight_grid(sparse, True)) == 32
+    on_grid = np.round(sparse / np.abs(sparse).max() * 7) * np.float32(0.03)
+    assert bits_for_intervals(weight_grid(on_grid.astype(np.float32), True)) == 4

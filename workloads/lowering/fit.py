@@ -10,7 +10,10 @@ workloads.lowering.grid). The bits a channel needs are ceil(log2(levels)), level
 grid through its values (1 bit at least); the projection needs the most any channel needs. A grid is only
 accepted while its step is >= 20 x the tolerance (MAX_INTERVALS steps over the range): finer grids cannot be told
 from float weights at float32 precision, so such weights (every float layer, and quantizations finer than 12 bits)
-need 32 bits, except a layer lower() itself quantized (weight_fit "quantize", fit_graph). Max-pool and identity
+need 32 bits, except a layer lower() itself quantized (weight_fit "quantize", fit_graph). Channels of fewer than
+grid.SHORT_ROW values lie within the tolerance of some grid by chance (3 float values fit one of a few thousand
+steps), so a weight made only of them keeps its grid only when its channels lie on it as closely as quantized
+values do (grid.chance_of_grid <= grid.CHANCE_MAX), else it is float. Max-pool and identity
 projections (weights 1) fit 1 bit; gated (attention) projections are exempt: their weights are spikes.
 """
 from __future__ import annotations
@@ -29,8 +32,8 @@ from hwmodels.trace import NetworkGraph, Projection
 from workloads.compression.quant import weight_layers
 from workloads.lowering.fit_kernel import uniform_rows
 from workloads.lowering.jobs import Jobs
-from workloads.lowering.grid import (MAX_INTERVALS, bits_for_intervals, bits_for_steps, grid_intervals,
-                                     row_steps)
+from workloads.lowering.grid import (CHANCE_MAX, MAX_INTERVALS, SHORT_ROW, bits_for_intervals, bits_for_steps,
+                                     chance_of_grid, grid_intervals, row_steps)
 
 #: policies of lower(..., weight_fit=)
 FIT_POLICIES = ("widen", "error", "quantize")
@@ -57,9 +60,32 @@ def channel_grids(weight: np.ndarray, nonzero_only: bool, limit: int = MAX_INTER
 
 
 def weight_grid(weight: np.ndarray, nonzero_only: bool) -> int | None:
-    """Steps of the coarsest per-channel grid a weight (C_out, ...) needs (max over channels; None: no grid)."""
+    """Steps of the coarsest per-channel grid a weight (C_out, ...) needs (max over channels; None: no grid, or a
+    grid its short channels would lie on by chance, _by_chance)."""
     steps = channel_grids(weight, nonzero_only)
-    return None if (steps < 0).any() else int(steps.max(initial=0))
+    if (steps < 0).any():
+        return None
+    m = int(steps.max(initial=0))
+    return None if m >= 2 and _by_chance(weight, nonzero_only, steps) else m
+
+
+def _by_chance(weight: np.ndarray, nonzero_only: bool, steps: np.ndarray) -> bool:
+    """Whether every channel holds fewer than grid.SHORT_ROW stored values and random values would lie on grids of
+    `steps` as closely with a chance above grid.CHANCE_MAX (grid.chance_of_grid): e.g. the float second factor of
+    a rank-4 DSP layer, 4 weights a channel, fits a 12-bit grid within GRID_TOL (the fit called it 12-bit weights,
+    not 32-bit ones), where a quantized channel lies on its grid to float32's resolution."""
+    rows = np.asarray(weight).reshape(len(weight), -1)
+    if not len(rows) or (rows.shape[1] >= SHORT_ROW and not nonzero_only):
+        return False
+    if nonzero_only:
+        kept = channel_rows(weight, True)
+        if max(len(r) for r in kept) >= SHORT_ROW:
+            return False
+        keep = np.array([len(r) > 0 for r in kept])  # a channel of zeros only has no stored value
+        width = max(len(r) for r in kept)
+        rows = np.array([np.resize(r, width) for r in kept if len(r)]).reshape(-1, max(width, 1))
+        steps = np.asarray(steps)[keep]
+    return chance_of_grid(rows, steps) > CHANCE_MAX
 
 
 def projection_fit(proj: Projection) -> tuple[int, int | None]:

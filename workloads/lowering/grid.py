@@ -40,6 +40,36 @@ _FEW = 512
 _CHUNK_ELEMENTS = 1 << 22
 
 
+#: a channel of fewer stored values than this may lie on a grid of many steps by chance (3 or 4 float weights fit
+#: one of a few thousand steps within GRID_TOL), so such channels count as a grid only on evidence (chance_of_grid)
+SHORT_ROW = 16
+#: the largest typical chance (chance_of_grid) that a channel lies on its grid by accident for the grid to be believed
+CHANCE_MAX = 1e-2
+
+
+def chance_of_grid(rows: np.ndarray, steps: np.ndarray) -> float:
+    """Chance that random values would lie on the channels' grids as closely as `rows` (float, (C, n): each
+    channel's values, repeats allowed) lie on theirs of `steps` (int (C,)): per channel of k distinct values, m
+    steps and largest deviation d (as a fraction of its range, at least 2^-24: float32's resolution), the
+    chance that its k - 2 inner values come within d of one of the j + 1 points of some grid of j <= m steps
+    (its two ends always are), sum_j (2 d j)^(k - 2) <= (2 d)^(k - 2) (m + 1)^(k - 1) / (k - 1), capped at 1;
+    returns the geometric mean over the channels: a quantized weight's channels all lie on their grids to float32's
+    resolution, a float weight's few that fit a small grid by accident are outweighed by the rest. Channels of 2
+    values or fewer, or of m < 2, are left out (1.0 when none is left)."""
+    v = np.asarray(rows, np.float64)
+    lo, span = v.min(axis=1), np.ptp(v, axis=1)
+    m = np.asarray(steps, np.float64)
+    k = 1 + np.count_nonzero(np.diff(np.sort(v, axis=1), axis=1), axis=1)
+    use = (k > 2) & (m >= 2) & (span > 0)
+    if not use.any():
+        return 1.0
+    v, lo, span, m, k = v[use], lo[use], span[use], m[use], k[use].astype(np.float64)
+    scaled = (v - lo[:, None]) / span[:, None] * m[:, None]
+    d = np.maximum(np.abs(scaled - np.round(scaled)).max(axis=1) / m, 2.0 ** -24)
+    log_p = (k - 2) * np.log(2 * d) + (k - 1) * np.log(m + 1) - np.log(k - 1)
+    return float(np.exp(np.minimum(log_p, 0.0).mean()))
+
+
 def bits_for_intervals(m: int | None) -> int:
     """Bits of a grid of m steps (m + 1 levels): ceil(log2(m + 1)), at least 1; FLOAT_BITS for None."""
     return FLOAT_BITS if m is None else max(1, int(m).bit_length())
