@@ -283,7 +283,7 @@ def point_config(spec: SweepSpec, values: dict[str, Any]) -> RunConfig:
     try:
         cfg = RunConfig.model_validate(tree)
     except ValidationError as err:
-        raise ConfigError(one_line_error(err)) from None
+        raise ConfigError(f"{one_line_error(err)} (at axis values {quote(values)})") from None
     return cfg
 
 

@@ -406,3 +406,11 @@ def test_a_local_dataset_s_model_key_follows_the_folder_its_files_come_from(tmp_
     other = stage_keys(shipped).dense
     monkeypatch.setenv("CODESIGN_DATA_DIR", str(tmp_path / "a"))
     assert stage_keys(shipped).dense == other
+
+
+def test_a_bad_value_on_an_axis_names_the_axis_values():
+    from codesign.config.sweep import grid_points, load_spec
+    with pytest.raises(ConfigError) as err:
+        grid_points(load_spec(None, ["axes={compression.ratio: [0.5, 1.5]}"]))
+    assert str(err.value) == ("config: compression.ratios: 1.5 is outside [0, 1) (got [1.5]) (at axis values "
+                              "{'compression.ratio': 1.5})")
