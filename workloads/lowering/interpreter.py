@@ -26,13 +26,17 @@ from workloads.lowering.rules_neurons import NEURON_MODELS, neuron_refusal
 from workloads.lowering.values import Current, Feed, add_currents, as_current
 
 _ADDS = (operator.add, torch.add)
+#: SpikingJelly containers whose layers run on every timestep alike: SeqToANNContainer on the (T*N, ...) batch,
+#: MultiStepContainer one timestep after another (the same outputs for layers without state)
+_CONTAINERS = (layer.SeqToANNContainer, layer.MultiStepContainer)
 #: plain torch layers that behave the same on (T, N, ...) tensors as on (N, ...) ones
 _TIME_AGNOSTIC = (nn.Linear, nn.Dropout, nn.Dropout2d, nn.Identity)
 
 
 class _Tracer(fx.Tracer):
-    """Stops at every module with a rule, every spiking neuron and every SeqToANNContainer; traces through other
-    containers and blocks. A module object reached under several names gets its k-th name at its k-th call."""
+    """Stops at every module with a rule, every spiking neuron and every SeqToANNContainer or MultiStepContainer;
+    traces through other containers and blocks. A module object reached under several names gets its k-th name at
+    its k-th call."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
@@ -43,7 +47,7 @@ class _Tracer(fx.Tracer):
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         """True for a module the interpreter calls as one (see the class docstring)."""
-        return (find_rule(m) is not None or isinstance(m, neuron.BaseNode) or type(m) is layer.SeqToANNContainer
+        return (find_rule(m) is not None or isinstance(m, neuron.BaseNode) or type(m) in _CONTAINERS
                 or not any(True for _ in m.children()))
 
     def path_of_module(self, mod: nn.Module) -> str:
@@ -80,6 +84,9 @@ def _interpret(build: Build, model: nn.Module, node: fx.Node, env: dict, used: s
             raise ValueError(f"model: forward takes more than one input ({node.name})")
         return Feed(input_pop, "chw" if len(input_pop.shape) == 3 else "flat", line=build.settings.line)
     if node.op == "output":
+        if isinstance(node.args[0], (tuple, list, dict)):  # env is keyed by fx nodes: a container is none
+            raise ValueError(f"model: the forward must return one tensor (the readout), got a "
+                             f"{type(node.args[0]).__name__} of {len(node.args[0])}; return the head to lower")
         return finish(build, env.get(node.args[0]), node)
     reshape = find_reshape_rule(node)
     if reshape is not None:  # x.flatten(2), x.view(...), x.shape[0], ...: layout only (workloads.lowering.reshape)
@@ -99,7 +106,7 @@ def _interpret(build: Build, model: nn.Module, node: fx.Node, env: dict, used: s
         raise ValueError(f"layer {node.target}: the same module object is called twice ({tag(node.target, mod)} "
                          "used twice: its state and recorded spikes would mix)")
     used.add(id(mod))
-    if type(mod) is layer.SeqToANNContainer:
+    if type(mod) in _CONTAINERS:
         return _container(build, mod, node.target, args)
     return _call(build, mod, node.target, node.name, args, in_container=False)
 
@@ -117,9 +124,18 @@ def _call(build: Build, m: nn.Module, name: str, at, args: list, in_container: b
 
 
 def _container(build: Build, m: nn.Module, name: str, args: list):
-    """A SeqToANNContainer: its layers in order (nested containers opened), each captured by its own module."""
+    """A SeqToANNContainer or MultiStepContainer: its layers in order (nested containers opened), each captured by
+    its own module. ValueError naming the container when a MultiStepContainer holds a spiking neuron (stepped one
+    timestep at a time in single-step mode, which the lowering does not follow: use a step_mode='m' neuron after
+    the container)."""
     value = args[0]
-    for child_name, child in _layers(m, name):
+    layers = list(_layers(m, name))
+    if type(m) is layer.MultiStepContainer:
+        for child_name, child in layers:
+            if isinstance(child, neuron.BaseNode):
+                raise ValueError(f"layer {name} (MultiStepContainer): holds the spiking neuron {child_name}; put "
+                                 "stateless layers in the container and a step_mode='m' neuron after it")
+    for child_name, child in layers:
         value = _call(build, child, child_name, child, [value], in_container=True)
     return value
 
@@ -127,7 +143,7 @@ def _container(build: Build, m: nn.Module, name: str, args: list):
 def _layers(m: nn.Module, prefix: str):
     """(name, module) of the leaf layers of a container, nested nn.Sequential and SeqToANNContainer opened."""
     for i, child in enumerate(m):
-        if type(child) in (nn.Sequential, layer.SeqToANNContainer):
+        if type(child) in (nn.Sequential, *_CONTAINERS):
             yield from _layers(child, f"{prefix}.{i}")
         else:
             yield f"{prefix}.{i}", child

@@ -164,6 +164,10 @@ def elementwise_recurrent_rule(build: Build, m: layer.ElementWiseRecurrentContai
     "rec<k>" from the population to itself, a times the identity (the same forms), delay 1 (none when a == 0).
     """
     t, value = tag(name, m), args[0]
+    if not isinstance(m.sub_module, neuron.BaseNode):  # e.g. nn.Sequential(Linear, node): a weight inside the loop
+        raise layer_error(described(name, m), f"sub_module must be a spiking node (the container feeds it "
+                                              f"f(y[t-1], x[t]) itself), got {type(m.sub_module).__name__}; put "
+                                              "weight layers before the container, or use LinearRecurrentContainer")
     node = stepped_neuron(m, m.sub_module, name)
     a, b = linear_coefficients(m.element_wise_function, t)
     if isinstance(value, Feed):
