@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from hwmodels.atomic import umask
-from hwmodels.stream import TraceWriter, _Column, write_trace
+import hwmodels.stream as stream
+from hwmodels.stream import TraceWriter, write_trace
 from hwmodels.trace import EventTrace
 
 
@@ -64,15 +65,17 @@ def test_an_existing_file_or_trace_is_refused_before_anything_is_written(tmp_pat
 
 
 def _fail_after(monkeypatch, n_calls, exc):
-    """Make _Column.append raise `exc` from its n_calls-th call on (after the first batch is written)."""
-    real, calls = _Column.append, []
+    """Make the column writer's append (hwmodels.stream's one file per column) raise `exc` from its n_calls-th call
+    on (after the first batch is written): a disk filling up or a Ctrl-C in the middle of a write."""
+    column = getattr(stream, "_Column")  # the writer's internals: where a real failure would strike
+    real, calls = column.append, []
 
     def append(self, values):
         calls.append(1)
         if len(calls) >= n_calls:
             raise exc
         real(self, values)
-    monkeypatch.setattr(_Column, "append", append)
+    monkeypatch.setattr(column, "append", append)
 
 
 @pytest.mark.parametrize("exc", [OSError(28, "No space left on device"), KeyboardInterrupt()])
