@@ -122,7 +122,7 @@ def probe(dense, dataset, cfg: RunConfig, chip, acfg: AllocatorConfig, device) -
     info = compression.CompressionResult("dense", 0.0, 0, _n_params(dense))
     pcfg = probe_config(cfg, acfg)
     base = measure(dense, info, dataset, pcfg, chip, device)
-    units = [u.conv for u in find_conv_units(dense)]
+    units = prunable_convs(dense, cfg.compression.method)
     rows = []
     for layer in units:
         for ratio in acfg.probe_ratios:
@@ -135,6 +135,12 @@ def probe(dense, dataset, cfg: RunConfig, chip, acfg: AllocatorConfig, device) -
                          "d_energy_frac": 1 - m["energy_j"] / base["energy_j"],
                          "d_latency_frac": 1 - m["latency_s"] / base["latency_s"]})
     return pd.DataFrame(rows)
+
+
+def prunable_convs(model, method: str) -> list[str]:
+    """The convs `method` prunes in `model` (all of them, but the last for compression.SPARES_LAST_CONV)."""
+    units = [u.conv for u in find_conv_units(model)]
+    return units[:-1] if method in compression.SPARES_LAST_CONV else units
 
 
 def _n_params(model) -> int:
@@ -293,7 +299,8 @@ def _allocate_into(out: Path, cfg: RunConfig, ratio: float, acfg: AllocatorConfi
     point = cfg.model_copy(update={"compression": cfg.compression.model_copy(update={"ratios": [0.0]})})
     dense_dir = dense_stage(point, StageCache(cfg.cache_dir), stage_keys(point).dense, dataset, device, False)
     dense = checkpoint.load(dense_dir / "model.pt")["model"]
-    log(f"probing {len(find_conv_units(dense))} conv layers at ratio {ratio:g} on {chip.name}")
+    probed = prunable_convs(dense, cfg.compression.method)
+    log(f"probing {len(probed)} conv layers at ratio {ratio:g} on {chip.name}")
     df, cand_df, table, sims = compare(dense, dataset, cfg, chip, ratio, acfg, device)
     for pid, sim in sims.items():
         PointDetails.from_sim(sim, chip).save(out / "points" / pid)

@@ -110,3 +110,17 @@ def test_allocate_refuses_a_network_the_chip_cannot_hold_before_the_run_folder(t
                            "--ratio", "0.5"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "does not fit" in proc.stderr, proc.stderr  # it left an .incomplete folder
     assert not (tmp_path / "reports").exists() or not any((tmp_path / "reports").iterdir())
+
+
+def test_the_allocator_probes_only_the_convs_a_method_prunes():
+    """QP-SNN never prunes the last conv: probing it (a per-layer ratio there) is refused by the method, and was
+    a flat, meaningless curve before."""
+    from spikingjelly.activation_based import layer, neuron
+    from torch import nn
+
+    from codesign.execute.allocate import prunable_convs
+    net = nn.Sequential(layer.Conv2d(1, 4, 3, step_mode="m"), neuron.IFNode(step_mode="m"),
+                        layer.Conv2d(4, 8, 3, step_mode="m"), neuron.IFNode(step_mode="m"),
+                        layer.Flatten(step_mode="m"), layer.Linear(8 * 4 * 4, 10, step_mode="m"))
+    assert prunable_convs(net, "magnitude_channel") == ["0", "2"]
+    assert prunable_convs(net, "qp_snn") == ["0"]

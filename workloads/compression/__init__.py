@@ -73,6 +73,9 @@ PRUNERS: dict[str, tuple[Callable, type]] = {
 
 #: methods whose ratio removes conv channels (base.channel_units: Conv2d channels of a flat Sequential)
 CHANNEL_PRUNING = ("sca", "magnitude_channel", "random", "qp_snn", "q_snn", "binary", "qt_snn")
+#: methods that never prune the last conv (it feeds the classifier; qp_snn.qp_snn passes skip_last): a
+#: layer_ratios entry > 0 for it is refused (compose.layer_ratios)
+SPARES_LAST_CONV = ("qp_snn",)
 #: methods whose compressed weights stay float (they prune channels or weights, or factorise; the others quantize)
 FLOAT_METHODS = ("dense", "sca", "magnitude_channel", "random", "l1p", "dsp")
 
