@@ -23,7 +23,7 @@ import yaml
 from codesign.store.cache import check_cache_dir
 from codesign.config.run import ConfigError, quote, shown_url
 from codesign.execute.executor import check_scheduler
-from codesign.reporting.pareto import pareto_mask
+from codesign.reporting.pareto import PARETO_ON, pareto_mask
 from codesign.execute.run import LEAD_COLUMNS, RunResult, run_folder
 from codesign.reporting.report import write_report
 from codesign.config.sweep import Range, SweepSpec
@@ -163,7 +163,7 @@ def search(spec: SweepSpec, resume: bool = False, log=print, on_trial=None) -> R
                               f"{_first_line(exc)}") from None
         run_trials(study, spec, store, log, on_trial)
         df = store.table()
-        df["pareto"] = feasible_front(spec, df)
+        df["pareto"], df[PARETO_ON] = feasible_front(spec, df), ",".join(dict(spec.search.objectives))
         atomic_write(out / "pareto.csv", lambda p: df[df["pareto"]].to_csv(p, index=False))
         done = sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)  # >= n_trials after a resume
         summary = [f"{spec.search.sampler} search, {done} trials over {', '.join(spec.search.space)}",

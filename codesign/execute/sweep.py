@@ -9,7 +9,7 @@ import yaml
 from codesign.store.cache import check_cache_dir
 from codesign.config.run import ConfigError, RunConfig, quote
 from codesign.execute.executor import check_scheduler, run_points
-from codesign.reporting.pareto import pareto_mask
+from codesign.reporting.pareto import CHIP_MODEL_AXES, PARETO_ON, pareto_mask
 from codesign.execute.evaluate import load_chip
 from codesign.execute.run import LEAD_COLUMNS, RunResult, default_name, run_folder
 from codesign.reporting.report import write_report
@@ -83,6 +83,14 @@ def _check_samples(cfg: RunConfig, test_sizes: dict) -> None:
     check_data_fits(test_sizes[key], cfg)
 
 
+def sweep_front_accuracy(spec: SweepSpec, df) -> str:
+    """The accuracy a sweep's Pareto front is chosen on: accuracy_hw (the b-bit model on the chip's samples) when an
+    axis changes only the model the chip runs (CHIP_MODEL_AXES: every weight_bits point has the float model's
+    accuracy) and every point has it, else accuracy (the float model's, on the whole test split)."""
+    hw = "accuracy_hw" in df and df["accuracy_hw"].notna().all()
+    return "accuracy_hw" if hw and set(spec.axis_names) & set(CHIP_MODEL_AXES) else "accuracy"
+
+
 def sweep(spec: SweepSpec, resume: bool = False, progress: bool = False, log=print,
           on_point=None) -> RunResult:
     """Evaluate every grid point of `spec` into `<output_dir>/<run_name>/` and write its report.
@@ -120,10 +128,11 @@ def sweep(spec: SweepSpec, resume: bool = False, progress: bool = False, log=pri
         log(f"{plural(len(points), 'design point')} {resume_hint(out)}")
         run_points([c for _, c in points], store, spec.cache_dir, spec.execution, progress, log, on_row, labels)
         df = store.table()
-        objectives = {"accuracy": "max", "energy_j": "min", "latency_s": "min"}
-        df["pareto"] = pareto_mask(df, objectives)
+        accuracy = sweep_front_accuracy(spec, df)
+        objectives = {accuracy: "max", "energy_j": "min", "latency_s": "min"}
+        df["pareto"], df[PARETO_ON] = pareto_mask(df, objectives), ",".join(objectives)
         summary = [f"{len(df)} design points over axes: {', '.join(spec.axis_names) or 'ratio only'}",
-                   f"{int(df['pareto'].sum())} on the accuracy / energy / latency Pareto front",
+                   f"{int(df['pareto'].sum())} on the {accuracy} / energy / latency Pareto front",
                    f"sweep took {time.perf_counter() - start:.0f} s"]
         write_report(out, df, "", summary, title=f"Sweep: {out.name}", config_file="sweep.yaml")
     return RunResult(df, Path(out), time.perf_counter() - start, summary)

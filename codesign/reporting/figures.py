@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from codesign.reporting.pareto import front_accuracy  # noqa: E402
 from codesign.reporting.units import si_scale  # noqa: E402
 from hwmodels.energy.costs import ENERGY_COMPONENTS  # noqa: E402
 
@@ -121,7 +122,7 @@ def _label_front(ax, front: pd.DataFrame, scale: float) -> None:
     MAX_DIRECT_LABELS, else with a number and a key '<n>: <tag>' to the right of the plot."""
     front = front.sort_values("energy_j")
     direct = len(front) <= MAX_DIRECT_LABELS
-    for k, (tag, x, y) in enumerate(zip(front["tag"], front["energy_j"], front["accuracy"]), 1):
+    for k, (tag, x, y) in enumerate(zip(front["tag"], front["energy_j"], front[front_accuracy(front)]), 1):
         ax.annotate(tag if direct else str(k), (x * scale, y * 100), xytext=(3, 3 + 7 * (k % 2) * direct),
                     textcoords="offset points", fontsize=6)
     if not direct:
@@ -130,16 +131,17 @@ def _label_front(ax, front: pd.DataFrame, scale: float) -> None:
 
 
 def pareto_figure(df: pd.DataFrame):
-    """Accuracy against energy; front points in colour, each labelled with `point_tags`."""
+    """Accuracy against energy; front points in colour, each labelled with `point_tags`. The accuracy is the one
+    the front was chosen on (pareto.front_accuracy: the chip's, accuracy_hw, when the table says so)."""
     fig, ax = plt.subplots(figsize=(4.6, 3.2))
     scale, unit = si_scale(df["energy_j"], "J")
-    front = df["pareto"].astype(bool)
+    front, accuracy = df["pareto"].astype(bool), front_accuracy(df)
     for part, color, size, label in ((df[~front], "#999", 4, "point"), (df[front], "C3", 5, "on the Pareto front")):
-        ax.errorbar(part["energy_j"] * scale, part["accuracy"] * 100, xerr=ci_errors(part, "energy_j", scale),
+        ax.errorbar(part["energy_j"] * scale, part[accuracy] * 100, xerr=ci_errors(part, "energy_j", scale),
                     fmt="o", color=color, markersize=size, elinewidth=0.8, capsize=2, label=label)
     _label_front(ax, df[front].assign(tag=np.array(point_tags(df), dtype=object)[front.to_numpy()]), scale)
     ax.set_xlabel(f"energy per inference ({unit})")
-    ax.set_ylabel("accuracy (%)")
+    ax.set_ylabel("accuracy on the chip's samples (%)" if accuracy == "accuracy_hw" else "accuracy (%)")
     ax.set_title("Accuracy vs energy (Pareto front over the run's objectives)", fontsize=9)
     ax.grid(alpha=0.3)
     legend(ax, fontsize=7)

@@ -5,6 +5,19 @@ import numpy as np
 import pandas as pd
 
 SENSES = ("max", "min")
+#: column of a results table naming the objectives its Pareto front was chosen on, comma-separated, so a report
+#: drawn from the table later plots the accuracy the front used
+PARETO_ON = "pareto_on"
+#: sweep axes that change the model the chip runs but not the float model: a front over them is chosen on the
+#: chip's accuracy (accuracy_hw), which they change, not on the float model's (accuracy), which they do not
+CHIP_MODEL_AXES = ("hardware.weight_bits", "hardware.weight_fit")
+
+
+def front_accuracy(df: pd.DataFrame) -> str:
+    """The accuracy column the table's Pareto front was chosen on: 'accuracy_hw' when its PARETO_ON names it,
+    else 'accuracy'."""
+    named = str(df[PARETO_ON].dropna().iloc[0]) if PARETO_ON in df and df[PARETO_ON].notna().any() else ""
+    return "accuracy_hw" if "accuracy_hw" in named.split(",") and "accuracy_hw" in df else "accuracy"
 
 
 def pareto_mask(df: pd.DataFrame, objectives: dict[str, str]) -> np.ndarray:

@@ -253,3 +253,22 @@ def test_a_run_where_no_point_fitted_draws_its_figures_without_warnings():
         warnings.simplefilter("error")
         figures = result_figures(df)
     assert len(figures) == 4
+
+
+def test_a_front_chosen_on_the_chips_accuracy_is_plotted_on_it():
+    from codesign.reporting.pareto import PARETO_ON, front_accuracy
+    df = _table().assign(pareto=[True, True], accuracy_hw=[0.5, 0.4])
+    assert front_accuracy(df) == "accuracy"  # no record: the float model's
+    chip = df.assign(**{PARETO_ON: "accuracy_hw,energy_j,latency_s"})
+    assert front_accuracy(chip) == "accuracy_hw"
+    ys = sorted(y for line in pareto_figure(chip).axes[0].lines for y in line.get_ydata())
+    assert set(np.round(ys, 6)) == {40.0, 50.0}  # the chip accuracies, not the float ones (97.5, 96)
+    assert pareto_figure(chip).axes[0].get_ylabel().startswith("accuracy on")
+
+
+def test_a_sweep_over_weight_bits_chooses_its_front_on_the_chips_accuracy():
+    from codesign.config.sweep import load_spec
+    from codesign.execute.sweep import sweep_front_accuracy
+    df = pd.DataFrame({"accuracy": [0.9, 0.9], "accuracy_hw": [0.9, 0.2]})  # 2-bit weights lose on the chip only
+    assert sweep_front_accuracy(load_spec(None, ["axes={hardware.weight_bits: [2, 8]}"]), df) == "accuracy_hw"
+    assert sweep_front_accuracy(load_spec(None, ["axes={compression.ratio: [0.5]}"]), df) == "accuracy"
