@@ -11,6 +11,7 @@ import os
 import typing
 from typing import Callable, Optional
 
+import numpy as np
 from pydantic import TypeAdapter, ValidationError
 
 from workloads.datasets.base import (DEFAULT_ROOT, ENV_ROOT, Dataset, data_root, stratified_split, stream_seed,
@@ -56,8 +57,11 @@ def load_dataset(name: str, seed: int = 0, root: Optional[str | os.PathLike] = N
     stratified subsets, every dataset), n_frames / size / binary (event sets). Static sets give x (N, C, H, W)
     in [0, 1]; event sets (Dataset.temporal) give frames (N, T, 2, H, W), to be encoded with "events".
     Raises ValueError naming `dataset` and the accepted names for an unknown name, naming the option and the
-    accepted ones for an unknown option, naming the option and its type for a value of another type, and naming the expected path and format when local files are absent.
+    accepted ones for an unknown option, naming the option and its type for a value of another type, naming
+    `seed` when it is not an integer >= 0, and naming the expected path and format when local files are absent.
     """
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed: {seed!r} must be an integer >= 0")
     accepted = dataset_options(name)
     for key in options:
         if key not in accepted:

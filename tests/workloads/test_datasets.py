@@ -418,3 +418,18 @@ def test_an_integer_is_taken_for_a_float_option():
     from workloads.data import load_dataset
     ds = load_dataset("mnist_dvs_emu", seed=0, contrast_threshold=1, n_train=10, n_test=10)
     assert ds.x_train.shape[0] == 10
+
+
+def test_one_cifar10dvs_recording_names_the_file_counts(tmp_path):
+    folder = tmp_path / "CIFAR10DVS" / "events_np" / "cat"
+    folder.mkdir(parents=True)
+    x = np.arange(5)
+    np.savez(folder / "0.npz", t=np.arange(5), x=x, y=x, p=x % 2)
+    with pytest.raises(ValueError, match=r"dataset dvs_cifar10: found 1 train and 0 test files; both must be > 0"):
+        load_dataset("dvs_cifar10", root=tmp_path)  # was "n_test must be in [1, 1), got 1", an option never given
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, True, "0"])
+def test_a_bad_seed_is_named(seed):
+    with pytest.raises(ValueError, match=rf"seed: {re.escape(repr(seed))} must be an integer >= 0"):
+        load_dataset("digits", seed=seed)

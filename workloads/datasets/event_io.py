@@ -121,7 +121,10 @@ def _bins_by_time(ev: Events, n_frames: int) -> np.ndarray:
     return (ev.t - t0) * n_frames // (t1 - t0 + 1)
 
 
-#: split_by -> frame index of every event (SpikingJelly's integrate_events_by_fixed_frames_number modes)
+#: split_by -> frame index of every event, after the two modes of SpikingJelly's
+#: integrate_events_by_fixed_frames_number: equal event counts (_bins_by_number: counts differ by at most 1) or
+#: equal durations (_bins_by_time); SpikingJelly gives the remainder of N / T to its last frame, so frames made
+#: from the same events differ from its own in the last few events of some frames
 FRAME_SPLITS: dict[str, Callable[[Events, int], np.ndarray]] = {"number": _bins_by_number, "time": _bins_by_time}
 
 

@@ -84,10 +84,13 @@ def find_event_files(name: str, root: Path) -> tuple[EventLayout, list[Path]]:
 
 
 def _split(lay: EventLayout, files: list[Path], labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Train and test file indices: the layout's own split, else a seeded stratified 10 % test split."""
+    """Train and test file indices: the layout's own split, else a seeded stratified 10 % test split (none of
+    either when there are fewer than 2 files: load_event_set then names the counts)."""
     if lay.split is not None:
         parts = np.array([lay.split(f) for f in files])
         return np.flatnonzero(parts == "train"), np.flatnonzero(parts == "test")
+    if len(files) < 2:
+        return np.arange(len(files)), np.zeros(0, np.int64)
     n_test = max(1, round(CIFAR10DVS_TEST_FRACTION * len(files)))
     return stratified_split(labels, n_test, stream_seed(seed, "split"))
 
