@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Annotated
 
 import matplotlib
+import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
 
@@ -108,7 +109,10 @@ def derived_tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
 
 
 def format_value(v) -> str:
-    """A cell for people: floats to 4 significant digits (thousands separated), ints with separators."""
+    """A cell for people: booleans as yes / no (e.g. fits, Pareto), floats to 4 significant digits (thousands
+    separated), ints with separators."""
+    if isinstance(v, (bool, np.bool_)):  # a bool is an int: it read 1 / 0
+        return "yes" if v else "no"
     if isinstance(v, float):
         return f"{v:,.4g}" if abs(v) < 1e4 else f"{v:,.0f}"
     if isinstance(v, int):

@@ -272,3 +272,9 @@ def test_a_sweep_over_weight_bits_chooses_its_front_on_the_chips_accuracy():
     df = pd.DataFrame({"accuracy": [0.9, 0.9], "accuracy_hw": [0.9, 0.2]})  # 2-bit weights lose on the chip only
     assert sweep_front_accuracy(load_spec(None, ["axes={hardware.weight_bits: [2, 8]}"]), df) == "accuracy_hw"
     assert sweep_front_accuracy(load_spec(None, ["axes={compression.ratio: [0.5]}"]), df) == "accuracy"
+
+
+def test_boolean_cells_read_yes_and_no():
+    from codesign.reporting.report import format_value
+    assert [format_value(v) for v in (True, False, np.bool_(True), 1, 1234.5, 0.5)] == \
+        ["yes", "no", "yes", "1", "1,234", "0.5"]
