@@ -16,20 +16,26 @@ FLOAT_12 = re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)[eE][-+]?[0-9]+$")
 
 
 class StrictLoader(yaml.SafeLoader):
-    """yaml.SafeLoader (no code runs) that also reads YAML 1.2 exponent floats without a '.' (FLOAT_12)."""
+    """yaml.SafeLoader (its SafeConstructor: no code runs) that also reads YAML 1.2 exponent floats without a '.'
+    (FLOAT_12)."""
 
 
 StrictLoader.add_implicit_resolver("tag:yaml.org,2002:float", FLOAT_12, list("-+0123456789."))
 
 
 def strict_load(stream) -> Any:
-    """yaml.safe_load of a str, bytes or open file, after check_unique_keys on its node tree (yaml.compose: nodes
-    only, nothing constructed), with YAML 1.2's exponent floats (StrictLoader: 5e-11 is a number, as YAML 1.2
-    and JSON read it). Raises yaml.YAMLError (a repeated key included)."""
+    """What yaml.safe_load gives for a str, bytes or open file, with YAML 1.2's exponent floats (StrictLoader:
+    5e-11 is a number, as YAML 1.2 and JSON read it), parsed once: the node tree is composed (nodes only, nothing
+    constructed), checked by check_unique_keys, then built by the SafeLoader's constructor (plain types only, no
+    code runs). Raises yaml.YAMLError (a repeated key included)."""
     text = stream.read() if hasattr(stream, "read") else stream
-    tree = yaml.compose(text, Loader=StrictLoader)
-    check_unique_keys(tree)
-    return yaml.load(text, Loader=StrictLoader)  # noqa: S506 - a SafeLoader subclass: safe_load's constructor
+    loader = StrictLoader(text)
+    try:
+        tree = loader.get_single_node()
+        check_unique_keys(tree)
+        return None if tree is None else loader.construct_document(tree)
+    finally:
+        loader.dispose()
 
 
 def error_line(exc: yaml.YAMLError) -> str:
