@@ -18,7 +18,8 @@ from hwmodels.mapping.partition import PORT_TYPE
 from hwmodels.npzfile import quote
 from hwmodels.chip.signatures import mapping_signature
 from hwmodels.chip.spec import ChipSpec, CoreSpec
-from hwmodels.mapping.storage import channel_bits, memory_terms, pow2ceil, state_bits_per_neuron
+from hwmodels.mapping.storage import (bias_channel_neurons, channel_bits, memory_terms, pow2ceil,
+                                     state_bits_per_neuron)
 from hwmodels.trace import NetworkGraph
 
 
@@ -106,11 +107,9 @@ def core_tables(graph: NetworkGraph, chip: ChipSpec, core_of: dict[str, np.ndarr
 def _bias_entries(graph: NetworkGraph, name: str, cores: np.ndarray, n: int) -> np.ndarray:
     """Bias-memory entries per core of population `name` (one per output channel, or neuron of a dense population,
     it holds when an in-projection has a bias; CoreSpec.max_bias_entries), int64 (n,)."""
-    projs = graph.in_projections(name)
-    if not any(p.bias is not None for p in projs):
+    per_channel = bias_channel_neurons(graph.in_projections(name), graph.populations[name])
+    if per_channel is None:
         return np.zeros(n, np.int64)
-    shape = graph.populations[name].shape
-    per_channel = int(np.prod(shape[1:])) if any(p.kind == "conv" for p in projs) else 1
     pairs = np.unique(cores * (graph.populations[name].size + 1) + np.arange(len(cores)) // per_channel)
     return np.bincount(pairs // (graph.populations[name].size + 1), minlength=n).astype(np.int64)
 

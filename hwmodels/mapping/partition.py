@@ -19,7 +19,7 @@ import numpy as np
 from hwmodels.mapping.connectivity import PAID_COUNT, axons_per_core, fan_in, range_counter
 from hwmodels.chip.signatures import partition_signature
 from hwmodels.chip.spec import ChipSpec, CoreSpec
-from hwmodels.mapping.storage import chunk_state_bits, chunk_synapse_bits, memory_terms
+from hwmodels.mapping.storage import bias_channel_neurons, chunk_state_bits, chunk_synapse_bits, memory_terms
 from hwmodels.trace import NetworkGraph, conv_output_shape
 
 
@@ -207,10 +207,9 @@ def _type_options(graph: NetworkGraph, name: str, chip: ChipSpec) -> dict[int, l
 def _bias_channels(graph: NetworkGraph, name: str) -> int:
     """Bias-memory entries population `name` needs in all (one per output channel, or neuron of a population with
     no conv in-projection; as hwmodels.mapping.check counts them); 0 when no in-projection has a bias."""
-    projs, pop = graph.in_projections(name), graph.populations[name]
-    if not any(p.bias is not None for p in projs):
-        return 0
-    return pop.shape[0] if any(p.kind == "conv" for p in projs) else pop.size
+    pop = graph.populations[name]
+    per_entry = bias_channel_neurons(graph.in_projections(name), pop)
+    return 0 if per_entry is None else pop.size // per_entry
 
 
 def _too_many_cores(graph: NetworkGraph, name: str, chip: ChipSpec, core: CoreSpec, n: int) -> str:

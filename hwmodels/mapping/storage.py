@@ -160,6 +160,15 @@ def channels_touched(start: int, ends: np.ndarray, per_channel_neurons: int) -> 
     return (np.asarray(ends) - 1) // per_channel_neurons - start // per_channel_neurons + 1
 
 
+def bias_channel_neurons(projs: list[Projection], pop: Population) -> int | None:
+    """Target neurons of population `pop` sharing one bias-memory entry (CoreSpec.max_bias_entries), given its
+    in-projections `projs`: a conv output plane when one of them is a conv, else 1 (one entry per neuron); None
+    when none of them has a bias (no bias memory used)."""
+    if not any(p.bias is not None for p in projs):
+        return None
+    return int(np.prod(pop.shape[1:])) if any(p.kind == "conv" for p in projs) else 1
+
+
 def channel_bits(per_channel: int, chans: np.ndarray, layout: str) -> np.ndarray:
     """Bits of one projection's per-channel terms on cores holding `chans` of its output channels: per_channel x
     channels held, the channels rounded up to a power of two for layout "pow2" (each projection its own kernel
