@@ -65,6 +65,13 @@ def quote(value: object, limit: int = MAX_QUOTE) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
+def quote_path(path: str | os.PathLike, limit: int = MAX_QUOTE) -> str:
+    """repr of a path for a one-line message, cut at its start to `limit` characters ('...' after the opening
+    quote marks the cut), so a long path keeps its file name: quote(file_name(p)) or quote(str(p)) cut its end."""
+    text = repr(str(path))
+    return text if len(text) <= limit else text[0] + "..." + text[-(limit - 4):]
+
+
 def file_name(path: str | os.PathLike, limit: int = MAX_QUOTE) -> str:
     """A path for a message, cut to its last `limit` characters ('...' marks the cut)."""
     text = str(path)

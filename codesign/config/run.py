@@ -13,6 +13,7 @@ from typing import Any, Literal, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from hwmodels.npzfile import quote_path
 from hwmodels.trace import MAX_WEIGHT_BITS
 from hwmodels.yaml_strict import error_line, strict_load
 from workloads.train_config import LR_SCHEDULES, OPTIMIZER_NAMES, train_defaults
@@ -278,15 +279,16 @@ def read_tree(path: str | Path, what: str = "config") -> dict:
     YAML_MAX_BYTES) or non-UTF-8 file, bad YAML or a non-mapping."""
     p = Path(path)
     if p.is_dir():
-        raise ConfigError(f"{what}: {quote(str(p))} is a folder; give a YAML file")
+        raise ConfigError(f"{what}: {quote_path(p)} is a folder; give a YAML file")
     if not p.is_file():
-        raise ConfigError(f"{what}: file {quote(str(p))} does not exist")
+        raise ConfigError(f"{what}: file {quote_path(p)} does not exist")
     if p.stat().st_size > YAML_MAX_BYTES:
-        raise ConfigError(f"{what}: {quote(str(p))} is {p.stat().st_size:,} bytes; at most {YAML_MAX_BYTES:,}")
+        raise ConfigError(f"{what}: {quote_path(p)} is {p.stat().st_size:,} bytes; at most {YAML_MAX_BYTES:,}")
     try:
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{what}: cannot read {quote(str(p))}: {str(exc).splitlines()[0][:QUOTE_CHARS]}") from None
+        reason = str(exc).splitlines()[0][:QUOTE_CHARS]
+        raise ConfigError(f"{what}: cannot read {quote_path(p)}: {reason}") from None
     return parse_tree(text, str(p), what)
 
 
@@ -311,13 +313,13 @@ def safe_yaml(text: str, name: str, what: str = "config") -> Any:
     try:
         tree = strict_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{what}: {quote(name)} is not valid YAML: {error_line(exc)[:200]}") from None
+        raise ConfigError(f"{what}: {quote_path(name)} is not valid YAML: {error_line(exc)[:200]}") from None
     except RecursionError:
-        raise ConfigError(f"{what}: {quote(name)} nests too deeply") from None
+        raise ConfigError(f"{what}: {quote_path(name)} nests too deeply") from None
     except (ValueError, OverflowError) as exc:  # e.g. an integer of more than 4,300 digits
-        raise ConfigError(f"{what}: {quote(name)} holds a value YAML cannot read: {str(exc)[:120]}") from None
+        raise ConfigError(f"{what}: {quote_path(name)} holds a value YAML cannot read: {str(exc)[:120]}") from None
     if _count_values(tree, YAML_MAX_VALUES) > YAML_MAX_VALUES:
-        raise ConfigError(f"{what}: {quote(name)} expands to more than {YAML_MAX_VALUES:,} values (YAML aliases); "
+        raise ConfigError(f"{what}: {quote_path(name)} expands to more than {YAML_MAX_VALUES:,} values (YAML aliases); "
                           "write the values out or use fewer aliases")
     return tree
 
@@ -327,7 +329,7 @@ def parse_tree(text: str, name: str, what: str = "config") -> dict:
     ConfigError for bad YAML, an alias bomb or a non-mapping."""
     tree = safe_yaml(text, name, what) or {}
     if not isinstance(tree, dict):
-        raise ConfigError(f"{what}: {quote(name)} must hold a mapping of sections, got {type(tree).__name__}")
+        raise ConfigError(f"{what}: {quote_path(name)} must hold a mapping of sections, got {type(tree).__name__}")
     return rename_old_keys(tree)
 
 

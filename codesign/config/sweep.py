@@ -16,6 +16,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from codesign.config.run import (NON_RESULT_FIELDS, ConfigError, RunConfig, one_line_error, apply_sets,
                                  default_config_text, parse_tree, quote, check_folder_path, current_key, read_tree,
                                  rename_old_keys, set_dotted)
+from hwmodels.npzfile import quote_path
 
 DICT_FIELDS = ("compression.params.", "hardware.overrides.")
 
@@ -207,7 +208,7 @@ def check_no_file_scheduler(tree: dict, path: str | Path, kind: str = "sweep") -
     names one (--scheduler, or --set execution.scheduler=...)."""
     execution = tree.get("execution")
     if isinstance(execution, dict) and execution.get("scheduler") is not None:
-        raise ConfigError(f"{kind}: execution.scheduler: {quote(str(path))} names a dask scheduler, which a spec file "
+        raise ConfigError(f"{kind}: execution.scheduler: {quote_path(path)} names a dask scheduler, which a spec file "
                           "may not (a scheduler's replies are unpickled here); pass --scheduler URL instead")
 
 

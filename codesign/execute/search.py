@@ -22,6 +22,7 @@ import yaml
 
 from codesign.store.cache import check_cache_dir
 from codesign.config.run import ConfigError, quote, shown_url
+from hwmodels.npzfile import quote_path
 from codesign.execute.executor import check_scheduler
 from codesign.reporting.pareto import PARETO_ON, pareto_mask
 from codesign.execute.run import LEAD_COLUMNS, RunResult, run_folder
@@ -215,10 +216,10 @@ def check_storage(url: str | None, run_dir: Path | None = None) -> str | None:
             return url  # the run folder itself, made before the study is opened
         if not folder.is_dir():
             what = "is not a folder" if folder.exists() else "does not exist"
-            raise ConfigError(f"search.storage: the folder {quote(str(folder))} of {quote(url)} {what}; create it "
+            raise ConfigError(f"search.storage: the folder {quote_path(folder)} of {quote(url)} {what}; create it "
                               "or give a SQLite file in an existing folder, e.g. sqlite:////abs/path/study.db")
         if not os.access(folder, os.W_OK | os.X_OK):
-            raise ConfigError(f"search.storage: the folder {quote(str(folder))} of {quote(url)} is not writable "
+            raise ConfigError(f"search.storage: the folder {quote_path(folder)} of {quote(url)} is not writable "
                               "(SQLite writes its journal beside the database); choose a writable folder")
     return url
 
@@ -266,7 +267,7 @@ def check_study_db(storage: str, spec: SweepSpec, resume: bool) -> None:
     db = sqlite_file(storage)
     if db is None or not os.path.lexists(db):
         return
-    where = f"search.storage: {quote(str(db))}"
+    where = f"search.storage: {quote_path(db)}"
     if db.is_dir():
         raise ConfigError(f"{where} is a folder, not a SQLite database file; remove it or set search.storage to "
                           "another file")
@@ -304,14 +305,14 @@ def check_study_db(storage: str, spec: SweepSpec, resume: bool) -> None:
         if row is None:
             return
         if not resume:
-            raise ConfigError(f"search.storage: a study named {STUDY_NAME!r} already exists in {quote(str(db))}; "
+            raise ConfigError(f"search.storage: a study named {STUDY_NAME!r} already exists in {quote_path(db)}; "
                               "pass --resume or use another storage")
         if "study_directions" in tables:
             stored = [r[0] for r in con.execute(
                 "SELECT direction FROM study_directions WHERE study_id = ? ORDER BY objective", row)]
             wanted = ["MAXIMIZE" if v == "max" else "MINIMIZE" for v in spec.search.objectives.values()]
             if stored and stored != wanted:
-                raise ConfigError(f"search.storage: the study in {quote(str(db))} has the objective directions "
+                raise ConfigError(f"search.storage: the study in {quote_path(db)} has the objective directions "
                                   f"{', '.join(d.lower() for d in stored)}, not "
                                   f"{', '.join(d.lower() for d in wanted)} of search.objectives")
     except sqlite3.Error as exc:

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from codesign.config.run import ConfigError, quote, read_tree
+from hwmodels.npzfile import quote_path
 from codesign.store.links import check_no_links
 from codesign.store.provenance import read_provenance, results_code_version
 
@@ -98,20 +99,20 @@ def check_folder(output_dir: str, name: str, resume: bool, config_file: str, con
     out = Path(output_dir) / check_run_name(name)
     _check_output_dir(Path(output_dir), resume)
     if out.exists() and not out.is_dir():
-        raise ConfigError(f"run_name: {quote(str(out))} exists and is not a folder")
+        raise ConfigError(f"run_name: {quote_path(out)} exists and is not a folder")
     if out.exists() and not resume:
         if (out / INCOMPLETE_NAME).exists() and _in_use(out):
-            raise ConfigError(f"run_name: {quote(str(out))} is in use by {_owner_text(out)} (a run working there "
+            raise ConfigError(f"run_name: {quote_path(out)} is in use by {_owner_text(out)} (a run working there "
                               "now); wait for it to finish or choose another run_name")
         state = " but is incomplete (a run stopped before it finished)" if (out / INCOMPLETE_NAME).exists() else ""
-        raise ConfigError(f"run_name: {quote(str(out))} already exists{state}; pass --resume to continue it or "
+        raise ConfigError(f"run_name: {quote_path(out)} already exists{state}; pass --resume to continue it or "
                           "choose another run_name")
     if resume and not out.is_dir():
-        raise ConfigError(f"--resume: {quote(str(out))} does not exist; set run_name to the run to continue")
+        raise ConfigError(f"--resume: {quote_path(out)} does not exist; set run_name to the run to continue")
     if resume:
         check_no_links(out)
         if not os.access(out, os.W_OK | os.X_OK):
-            raise ConfigError(f"--resume: {quote(str(out))} is not writable")
+            raise ConfigError(f"--resume: {quote_path(out)} is not writable")
         _check_stored_config(out, config_file, config_tree, ignore)
         _check_code_version(out)
         _check_not_owned(out)
@@ -128,14 +129,14 @@ def _check_output_dir(output_dir: Path, resume: bool) -> None:
     try:
         probe.stat()
     except OSError as exc:
-        raise ConfigError(f"output_dir: {quote(str(probe))}: {exc.strerror}") from None
+        raise ConfigError(f"output_dir: {quote_path(probe)}: {exc.strerror}") from None
     if not probe.is_dir():
         what = ("exists and is not a folder" if probe == output_dir
-                else f"cannot be made: {quote(str(probe))} is a file")
-        raise ConfigError(f"output_dir: {quote(str(output_dir))} {what}")
+                else f"cannot be made: {quote_path(probe)} is a file")
+        raise ConfigError(f"output_dir: {quote_path(output_dir)} {what}")
     if not resume and not os.access(probe, os.W_OK | os.X_OK):
-        where = "" if probe == output_dir else f" (its nearest existing folder {quote(str(probe))})"
-        raise ConfigError(f"output_dir: {quote(str(output_dir))}{where} is not writable")
+        where = "" if probe == output_dir else f" (its nearest existing folder {quote_path(probe)})"
+        raise ConfigError(f"output_dir: {quote_path(output_dir)}{where} is not writable")
 
 
 def _check_stored_config(out: Path, config_file: str, tree: dict, ignore: tuple[str, ...]) -> None:
@@ -145,14 +146,14 @@ def _check_stored_config(out: Path, config_file: str, tree: dict, ignore: tuple[
     path = out / config_file
     if not path.is_file():
         if any((out / name).exists() for name in RESULT_FILES):
-            raise ConfigError(f"--resume: {quote(str(path))} is missing, so the config of the results in "
-                              f"{quote(str(out))} cannot be checked; restore it or start a new run_name")
+            raise ConfigError(f"--resume: {quote_path(path)} is missing, so the config of the results in "
+                              f"{quote_path(out)} cannot be checked; restore it or start a new run_name")
         return
     stored = read_tree(path, "--resume")  # capped, alias bombs and deep nesting refused in one line
     diff = changed_keys(stored, tree, ignore)
     if diff:
         shown = ", ".join(diff[:8]) + (f" and {len(diff) - 8} more" if len(diff) > 8 else "")
-        raise ConfigError(f"--resume: the config differs from the one {quote(str(out))} was started with in "
+        raise ConfigError(f"--resume: the config differs from the one {quote_path(out)} was started with in "
                           f"{shown}; resume with the same config or start a new run_name")
 
 
@@ -170,7 +171,7 @@ def _check_code_version(out: Path) -> None:
     here = results_code_version()
     if stored != here:
         was = f"code {quote(str(stored))}" if stored else "code whose version is not recorded"
-        raise ConfigError(f"--resume: {quote(str(out))} was started by {was}, this is code {quote(here)}; its "
+        raise ConfigError(f"--resume: {quote_path(out)} was started by {was}, this is code {quote(here)}; its "
                           "finished points would mix with rows of other code: start a new run_name")
 
 
@@ -192,10 +193,10 @@ def _check_not_owned(out: Path) -> None:
         with _locked(out):
             return
     except BlockingIOError:
-        raise ConfigError(f"--resume: {quote(str(out))} is in use by {_owner_text(out)}; wait for it to finish"
+        raise ConfigError(f"--resume: {quote_path(out)} is in use by {_owner_text(out)}; wait for it to finish"
                           ) from None
     except OSError as exc:
-        raise ConfigError(f"--resume: cannot open {quote(str(out / LOCK_NAME))}: {exc.strerror}") from None
+        raise ConfigError(f"--resume: cannot open {quote_path(out / LOCK_NAME)}: {exc.strerror}") from None
 
 
 @contextlib.contextmanager
@@ -236,10 +237,10 @@ def _create(out: Path, resume: bool) -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
         os.mkdir(out)
     except FileExistsError:
-        raise ConfigError(f"run_name: {quote(str(out))} already exists (another run created it just now); "
+        raise ConfigError(f"run_name: {quote_path(out)} already exists (another run created it just now); "
                           "choose another run_name") from None
     except OSError as exc:
-        raise ConfigError(f"output_dir: cannot create {quote(str(out))}: "
+        raise ConfigError(f"output_dir: cannot create {quote_path(out)}: "
                           f"{os.strerror(exc.errno or errno.EIO)}") from None
 
 
@@ -257,9 +258,9 @@ def own_run_folder(out: Path, resume: bool, config_file: str, config_text: str) 
         lock = _locked(out)
         fd = lock.__enter__()
     except BlockingIOError:
-        raise ConfigError(f"run_name: {quote(str(out))} is in use by {_owner_text(out)}") from None
+        raise ConfigError(f"run_name: {quote_path(out)} is in use by {_owner_text(out)}") from None
     except OSError as exc:
-        raise ConfigError(f"output_dir: cannot write {quote(str(out / LOCK_NAME))}: {exc.strerror}") from None
+        raise ConfigError(f"output_dir: cannot write {quote_path(out / LOCK_NAME)}: {exc.strerror}") from None
     try:
         _write_owner(fd)
         clean_leftovers(out)

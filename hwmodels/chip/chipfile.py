@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from hwmodels.atomic import write_error
-from hwmodels.npzfile import file_name, quote
+from hwmodels.npzfile import quote_path
 from hwmodels.yaml_strict import error_line, strict_load
 
 #: largest chip file read, bytes
@@ -31,7 +31,7 @@ CHIP_FILE_SUFFIXES = (".yaml", ".yml")
 
 def chip_file_label(path: str | os.PathLike) -> str:
     """'chip file <quoted path>', how every message about a chip file names it (long paths keep their tail)."""
-    return f"chip file {quote(file_name(path))}"
+    return f"chip file {quote_path(path)}"
 
 
 def _parse(text: str, label: str) -> Any:
@@ -123,7 +123,7 @@ def write_chip_file(path: str | os.PathLike, text: str, force: bool = False) -> 
     """
     p, label = Path(path), chip_file_label(path)
     if not p.parent.is_dir():
-        raise ValueError(f"{label}: folder {quote(file_name(p.parent))} does not exist")
+        raise ValueError(f"{label}: folder {quote_path(p.parent)} does not exist")
     if p.is_dir():
         raise ValueError(f"{label} is a directory; give a file name ending .yaml")
     if p.exists() and not force:

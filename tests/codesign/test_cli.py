@@ -88,6 +88,10 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, args, expe
 def test_missing_config_file_and_presets_commands(tmp_path):
     proc = _codesign(tmp_path, "run", "nope.yaml")
     assert proc.returncode == 2 and "config: file 'nope.yaml' does not exist" in proc.stderr
+    deep = tmp_path / ("long-folder-name-" * 6) / "my-config.yaml"  # a path longer than a message quotes
+    proc = _codesign(tmp_path, "run", str(deep))
+    assert proc.returncode == 2 and "file '..." in proc.stderr, proc.stderr
+    assert "-long-folder-name-/my-config.yaml' does not exist" in proc.stderr, proc.stderr
     listing = _codesign(tmp_path, "presets", "list")
     assert listing.returncode == 0 and "loihi" in listing.stdout.split()
     shown = _codesign(tmp_path, "presets", "show", "loihi")

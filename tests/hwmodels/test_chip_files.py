@@ -127,7 +127,8 @@ def test_bad_chip_files_are_refused_on_one_line_naming_the_file(tmp_path, monkey
         with pytest.raises(ValueError) as err:
             hwmodels.load_preset(name)
         text = str(err.value)
-        assert needle.format(p=name) in text and "\n" not in text, text
+        shown = name if len(name) <= 78 else "..." + name[-75:]  # 80 characters quoted, a long path's tail kept
+        assert needle.format(p=shown) in text and "\n" not in text, text
 
 
 def test_shipped_presets_stay_strict():
@@ -298,3 +299,16 @@ def test_a_sanafe_architecture_that_expands_past_the_value_cap_is_refused(tmp_pa
     path.write_text("\n".join(lines) + "\narchitecture: {name: x, attributes: {}, tile: *l5}\n")
     with pytest.raises(ValueError, match="sanafe arch .*: content: expands to more than 100,000 values"):
         hwmodels.load_preset(f"sanafe:{path}")
+
+
+def test_a_long_chip_file_path_keeps_its_file_name_in_the_message(tmp_path):
+    deep = tmp_path / ("a-long-folder-name-" * 6)
+    deep.mkdir()
+    path = deep / "my-chip.yaml"
+    with pytest.raises(ValueError) as err:
+        hwmodels.load_preset(str(path))
+    text = str(err.value)
+    assert text.startswith("chip file '...") and text.endswith("a-long-folder-name-/my-chip.yaml' does not exist"), text
+    with pytest.raises(ValueError) as err:
+        hwmodels.load_preset(str(deep / "gone" / "my-chip.yaml"))
+    assert str(err.value).endswith("/gone/my-chip.yaml' does not exist"), str(err.value)
