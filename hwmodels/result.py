@@ -78,11 +78,13 @@ class SimResult:
     tables: the ResultTables behind the five DataFrame properties below (built on first use).
     samples: DataFrame indexed by sample: energy_j, energy_<component>_j, latency_s, synops, spikes, messages,
         and label / prediction / correct when the trace records them.
-    populations: DataFrame indexed by population: cores, neurons, spikes, synops (events processed on its cores),
-        energy_j and one energy_<component>_j column per component.
+    populations: DataFrame indexed by population: cores (chip cores: they sum to cores_used; an input population
+        fed through the chip's input port, ChipSpec.input_location, has 0), neurons, spikes, synops (events
+        processed on its cores), energy_j and one energy_<component>_j column per component.
     cores: DataFrame indexed by core: population, tile_x, tile_y, neurons, synapse_bits, spikes, synops,
         messages_out, messages_in, busy_s (serial work: updates + sends + incoming flows), utilization
-        (busy_s / latency_s), energy_j and energy_<component>_j. busy_s per step is the longer of the core's send
+        (busy_s / latency_s), energy_j and energy_<component>_j, and port (True for an input port's pseudo-core,
+        which is not a chip core: the rows with port False are the cores_used chip cores). busy_s per step is the longer of the core's send
         side (soma + messages out) and its synapse unit's work, which run in parallel
         (hwmodels.timing.core_times.core_busy_s).
     action_counts: DataFrame indexed by core, the action counts per inference that the energy model costs

@@ -172,10 +172,11 @@ def _tables(tot: _Totals, mapping: Mapping, n: int, latency_s: float) -> tuple:
     cols["utilization"] = k["busy_s"] / latency_s if latency_s > 0 else np.zeros(mapping.cores_used)
     cols.update({f"energy_{comp}_j": k[f"{comp}_j"] for comp in ENERGY_COMPONENTS})
     cols["energy_j"] = sum(k[f"{comp}_j"] for comp in ENERGY_COMPONENTS)
+    cols["port"] = mapping.is_port
     cores = pd.DataFrame(cols, index=idx)
     cols = ["neurons", "spikes", "synops", "energy_j"] + [f"energy_{c}_j" for c in ENERGY_COMPONENTS]
     pops = cores.groupby("population", sort=False)[cols].sum()
-    pops.insert(0, "cores", cores.groupby("population", sort=False).size())
+    pops.insert(0, "cores", (~cores["port"]).groupby(cores["population"], sort=False).sum().astype(np.int64))
     names = [c for c in k if c.startswith("synops_")] + list(energy.ACTIONS) + ["busy_s"]
     actions = pd.DataFrame({c: k[c] for c in names if c in k}, index=idx)
     actions["idle_s"] = np.maximum(latency_s - actions["busy_s"], 0.0)

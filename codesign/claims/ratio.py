@@ -70,12 +70,27 @@ def side(rows: pd.DataFrame, metric: str, seed: Any, samples: SamplesOf | None) 
     pids = tuple(str(p) for p in rows["point_id"]) if "point_id" in rows.columns else ()
     params = float(rows["params"].mean()) if "params" in rows.columns else float("nan")
     tables = [samples(p) for p in pids] if samples is not None and per_sample(metric) else []
+    _check_counts(rows, pids, tables)
     cols = [sample_values(t, metric) for t in tables]
     if tables and len(pids) == len(rows) and all(c is not None for c in cols):
         labels = [_labels(t) for t in tables]
         units = None if any(lab is None for lab in labels) else tuple((seed, x) for lab in labels for x in lab)
         return Side(np.concatenate(cols), units, True, pids, params)
     return Side(np.array([float(rows[metric].mean())]), ((seed,),), False, pids, params)
+
+
+def _check_counts(rows: pd.DataFrame, pids: tuple[str, ...], tables: list) -> None:
+    """Raise ValueError naming the file when a point's samples table does not hold the n_samples rows its results
+    row says were simulated (a cut, emptied or edited points/<id>/samples.csv would otherwise be judged on the
+    samples left in it)."""
+    if not tables or "n_samples" not in rows.columns:
+        return
+    for pid, table, n in zip(pids, tables, rows["n_samples"].tolist()):
+        n = pd.to_numeric(n, errors="coerce")
+        if table is not None and np.isfinite(n) and len(table) != int(n):
+            raise ValueError(f"points/{pid}/samples.csv holds {len(table)} sample{'s' if len(table) != 1 else ''} but "
+                             f"results.csv gives the point n_samples {int(n)}: a cut or edited file; restore it "
+                             "or re-run the point")
 
 
 def pool(sides: Sequence[Side]) -> Side:
@@ -106,14 +121,24 @@ def outcome(low: float, high: float, relation: str, factor: float, margin: float
 
 def compare(a: Side, b: Side, level: float, seed: int) -> dict:
     """mean(a) / mean(b) with its bootstrap CI at `level` (paired resampling when `paired(a, b)`, else
-    independent; a one-value side is held fixed, so two of them give a zero-width interval), and the numbers
+    independent; a one-value side of point values is held fixed, so two of them give a zero-width interval; a side
+    of one simulated sample gives no interval, one_sample), and the numbers
     behind it: a_value, b_value (means), ratio, ci_low, ci_high, n_a, n_b, paired, values ('samples', 'points'
-    or 'mixed'). Raises ValueError for a level outside (0, 1)."""
+    or 'mixed'), one_sample. Raises ValueError for a level outside (0, 1)."""
     pair = paired(a, b)
     ratio, low, high = ratio_ci(a.values, b.values, pair, level, seed=seed)
+    single = one_sample(a) or one_sample(b)
+    if single:  # one measured input bounds nothing: no interval (results give NaN CIs for one sample too)
+        low = high = float("nan")
     return {"a_value": float(np.mean(a.values)), "b_value": float(np.mean(b.values)), "ratio": ratio,
             "ci_low": low, "ci_high": high, "n_a": len(a.values), "n_b": len(b.values), "paired": pair,
-            "values": _source(a, b)}
+            "values": _source(a, b), "one_sample": single}
+
+
+def one_sample(s: Side) -> bool:
+    """The side holds the values of a single simulated sample (per-sample values, one of them): its spread over
+    inputs is unknown, so no confidence interval is given (UNDECIDED), as hwmodels.stats.mean_ci gives none."""
+    return s.from_samples and len(s.values) < 2
 
 
 def _source(a: Side, b: Side) -> str:

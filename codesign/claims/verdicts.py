@@ -222,10 +222,13 @@ def _overall(rows: list[dict], claim: Claim) -> tuple[str, str]:
 
 def _open_reason(open_: list[dict], claim: Claim, level: str) -> str:
     """Why the undecided pairs are: a CI across (or ending within the margin of) the factor, or no finite ratio."""
-    no_ratio = sum(bool(np.isnan([r["ci_low"], r["ci_high"]]).any()) for r in open_)
-    parts = [f"{len(open_) - no_ratio} with a {level} across {claim.factor:g}"
+    single = sum(bool(r.get("one_sample")) for r in open_)
+    no_ratio = sum(bool(np.isnan([r["ci_low"], r["ci_high"]]).any()) and not r.get("one_sample") for r in open_)
+    parts = [f"{len(open_) - no_ratio - single} with a {level} across {claim.factor:g}"
              + (f" or ending within {claim.margin:g} x {claim.factor:g} of it" if claim.margin else "")]
     parts += [f"{no_ratio} without a finite ratio (mean of b is 0 or NaN)"] if no_ratio else []
+    parts += [f"{single} with one simulated sample on a side (no interval; simulate 2 or more samples)"] \
+        if single else []
     return ", ".join(p for p in parts if not p.startswith("0 "))
 
 

@@ -17,6 +17,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.collections import LineCollection  # noqa: E402
 
 from codesign.reporting.units import si_scale  # noqa: E402
+from hwmodels.npzfile import quote_path  # noqa: E402
 
 DETAIL_TABLES = ("populations", "cores", "links", "steps", "samples")
 #: columns the figures read from each detail table (every other one a number); links may be empty (no traffic)
@@ -116,12 +117,12 @@ def load_samples(folder: Path) -> pd.DataFrame | None:
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError, TypeError, IndexError) as exc:  # pandas' own
         # TypeError/IndexError: a header it cannot index (e.g. "garbage,,," followed by binary bytes)
         first = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
-        raise ValueError(f"'{str(path)[:120]}' is not a samples table: {first}") from None
+        raise ValueError(f"{quote_path(path)} is not a samples table: {first}") from None
     for col in table.columns:  # energies (J), times (s), counts, labels and 0/1 correctness: numbers >= 0
         values = pd.to_numeric(table[col], errors="coerce")
         bad = table[col][~((np.isfinite(values) & (values >= 0)) | (table[col].isna() & (not _timed(col))))]
         if len(bad):
-            raise ValueError(f"'{str(path)[:120]}': column {col!r} holds {str(bad.iloc[0])[:40]!r}; "
+            raise ValueError(f"{quote_path(path)}: column {col!r} holds {str(bad.iloc[0])[:40]!r}; "
                              f"{'energies and times' if _timed(col) else 'its values'} are finite numbers >= 0")
     return table
 
@@ -132,10 +133,13 @@ def _timed(col: str) -> bool:
 
 
 def core_map(cores: pd.DataFrame, ax) -> None:
-    """Mesh heatmap: neurons mapped per tile, annotated with cores used per tile (whole mesh when known)."""
+    """Mesh heatmap: neurons mapped per tile, annotated with cores used per tile (whole mesh when known); an input
+    port's pseudo-core (column port, hwmodels.SimResult.cores) is not a core of its tile and is left out."""
     w, h = int(cores["tile_x"].max()) + 1, int(cores["tile_y"].max()) + 1
     if "mesh_width" in cores.columns:
         w, h = max(w, int(cores["mesh_width"].iloc[0])), max(h, int(cores["mesh_height"].iloc[0]))
+    if "port" in cores.columns:
+        cores = cores[~cores["port"].astype(bool)]
     grid = np.zeros((h, w))
     count = np.zeros((h, w), int)
     for _, c in cores.iterrows():

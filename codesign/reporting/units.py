@@ -3,6 +3,7 @@ one shared prefix for a whole axis or column. Units are written with µ (MICRO).
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable
 
 MICRO = "\u00b5"
@@ -45,9 +46,13 @@ def si_scale(values: Iterable[float], unit: str) -> tuple[float, str]:
 
 
 def point_outcome(row: dict) -> str:
-    """A result row's log text: "accuracy 97.30%, energy 23.060 µJ, latency 240.10 µs", or "accuracy ..., not
-    simulated: <its error>" for a point that was not simulated (e.g. the network does not fit its chip)."""
+    """A result row's log text: "accuracy 97.30% (on chip 96.00%), energy 23.060 µJ, latency 240.10 µs" (on chip:
+    accuracy_hw, the chip's own predictions on the simulated samples, when the row has it), or "accuracy ...,
+    not simulated: <its error>" for a point that was not simulated (e.g. the network does not fit its chip)."""
     head = f"accuracy {row['accuracy']:.2%}"
+    on_chip = row.get("accuracy_hw")
+    if isinstance(on_chip, numbers.Real) and not isinstance(on_chip, bool) and math.isfinite(on_chip):
+        head += f" (on chip {on_chip:.2%})"
     if row.get("error"):
         return f"{head}, not simulated: {row['error']}"
     return (f"{head}, energy {row.get('energy_j', math.nan) * 1e6:.3f} µJ, "

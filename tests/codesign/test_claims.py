@@ -149,6 +149,22 @@ def test_paired_samples_give_the_ratio_of_means_and_its_interval():
     assert old["pairs"][0]["values"] == "points" and old["pairs"][0]["n_a"] == 1 and old["verdict"] == "PASS"
 
 
+def test_one_simulated_sample_gives_no_interval_and_leaves_the_claim_undecided():
+    # 0.5 / 1.0 would pass < 0.6 on points, but one simulated input bounds nothing (results' CIs are NaN too)
+    df, tables = _points({"pa": ("a", 0, [0.5], [3]), "pb": ("b", 0, [1.0], [3])})
+    v = verdict(df, _energy_claim(), tables.get)
+    (p,) = v["pairs"]
+    assert p["ratio"] == 0.5 and np.isnan(p["ci_low"]) and np.isnan(p["ci_high"]) and p["one_sample"]
+    assert v["verdict"] == "UNDECIDED"
+    assert v["reason"] == "1 of 1 pair undecided: 1 with one simulated sample on a side (no interval; simulate 2 " \
+        "or more samples)"
+    # two seeds of one sample each pool into two values: an interval again
+    df, tables = _points({"pa": ("a", 0, [0.5], [3]), "pb": ("b", 0, [1.0], [3]),
+                          "qa": ("a", 1, [0.5], [3]), "qb": ("b", 1, [1.0], [3])})
+    pooled = verdict(df, _energy_claim(), tables.get)
+    assert not pooled["pairs"][0]["one_sample"] and pooled["verdict"] == "PASS"
+
+
 def test_other_inputs_are_resampled_independently_and_can_leave_the_claim_undecided():
     a = [0.5, 1.0, 1.5, 2.0]
     df, tables = _points({"pa": ("a", 0, a, [0, 1, 2, 3]), "pb": ("b", 0, B, [3, 2, 1, 0])})

@@ -107,6 +107,22 @@ def test_validate_judges_on_the_samples_and_exits_1_on_a_fail(tmp_path):
     assert report.returncode == 0, report.stderr
 
 
+@pytest.mark.parametrize("keep", [2, 0])  # rows cut from the file; 0: the header line alone
+def test_validate_refuses_a_samples_file_with_fewer_rows_than_the_point_simulated(tmp_path, keep):
+    _run_folder(tmp_path)
+    claims = tmp_path / "claims.yaml"
+    claims.write_text(CLAIMS)
+    path = tmp_path / "points" / "small" / "samples.csv"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[:1 + keep]) + "\n")
+    proc = subprocess.run([sys.executable, "-m", "codesign", "validate", str(claims), str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and f"points/small/samples.csv holds {keep} samples but results.csv gives the point " \
+        f"n_samples {len(lines) - 1}" in errors[0], proc.stderr
+
+
 def test_weight_fit_is_part_of_the_lowered_key_and_reaches_lower(tmp_path):
     cfg = load_config(sets=["data.dataset=digits", "compression.ratios=[0.0]", "hardware.n_samples=3",
                             f"cache_dir={tmp_path}"])

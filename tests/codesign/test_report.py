@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from matplotlib.container import ErrorbarContainer
 
+from codesign.reporting.units import point_outcome
 from codesign.reporting.figures import energy_figure, hardware_figure, line_figure, pareto_figure, ci_errors, energy_components, result_figures
 from codesign.reporting.report import (ENERGY_TABLE, LATENCY_TABLE, derived_tables, display_table, markdown_table,
                              rebuild_report, result_figures, write_report)
@@ -49,6 +50,14 @@ def test_energy_components_and_units():
     assert shown["energy / inf. (\u00b5J)"].tolist() == [3.0, 1.5]
     assert shown["latency / inf. (\u00b5s)"].tolist() == [20.0, 12.0]
     assert shown["accuracy (%)"].tolist() == [97.5, 96.0]
+    assert "accuracy on chip (%)" not in display_table(df.drop(columns="accuracy_hw"))
+    # the chip's accuracy, which weight-bit sweeps and searches rank on, is shown beside the float model's
+    chip = display_table(df.assign(accuracy_hw=[0.5, 0.25]))
+    assert chip["accuracy on chip (%)"].tolist() == [50.0, 25.0]
+    assert list(chip.columns).index("accuracy on chip (%)") == list(chip.columns).index("accuracy (%)") + 1
+    row = df.assign(accuracy_hw=[0.5, 0.25]).iloc[1].to_dict()
+    assert point_outcome(row) == "accuracy 96.00% (on chip 25.00%), energy 1.500 \u00b5J, latency 12.00 \u00b5s"
+    assert point_outcome(df.drop(columns="accuracy_hw").iloc[1].to_dict()) == "accuracy 96.00%, energy 1.500 \u00b5J, latency 12.00 \u00b5s"
 
 
 def test_markdown_table_shape():

@@ -61,6 +61,10 @@ def test_port_events_pay_hops_from_tile_0_0_and_the_port_leaks_nothing():
     assert sim.cores_used == 2 and sim.static_power_w == pytest.approx(2 * 1e-3)
     assert sim.energy_breakdown_j["static"] == pytest.approx(2e-3 * sim.latency_s)
     assert sim.cores.loc[0, "energy_static_j"] == 0.0
+    # the tables count chip cores as cores_used does: the port's pseudo-core is a row marked port, not a core
+    assert sim.cores["port"].tolist() == [True, False, False]
+    assert sim.populations["cores"].to_dict() == {"in": 0, "a": 1, "b": 1}
+    assert int(sim.populations["cores"].sum()) == int((~sim.cores["port"]).sum()) == sim.cores_used
 
 
 def test_default_keeps_the_input_on_a_core_and_the_chip_dump_unchanged():
