@@ -84,8 +84,8 @@ class SimResult:
     cores: DataFrame indexed by core: population, tile_x, tile_y, neurons, synapse_bits, spikes, synops,
         messages_out, messages_in, busy_s (serial work: updates + sends + incoming flows), utilization
         (busy_s / latency_s), energy_j and energy_<component>_j, and port (True for an input port's pseudo-core,
-        which is not a chip core: the rows with port False are the cores_used chip cores). busy_s per step is the longer of the core's send
-        side (soma + messages out) and its synapse unit's work, which run in parallel
+        which is not a chip core: the rows with port False are the cores_used chip cores). busy_s per step is the
+        longer of the core's send side (soma + messages out) and its synapse unit's work, which run in parallel
         (hwmodels.timing.core_times.core_busy_s).
     action_counts: DataFrame indexed by core, the action counts per inference that the energy model costs
         (synops_<format>, hwmodels.energy.costs.ACTIONS, busy_s, idle_s); energy_table: {action: J per action}

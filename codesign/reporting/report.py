@@ -29,7 +29,8 @@ META_NAME = "report_meta.json"
 #: columns shown in the report table, with the unit factor and label used for people
 DISPLAY_COLUMNS = {
     "series": (None, "series"), "method": (None, "method"), "ratio": (None, "ratio"),
-    "accuracy": (100.0, "accuracy (%)"), "accuracy_hw": (100.0, "accuracy on chip (%)"), "params": (None, "params"), "synops": (None, "SynOps / inf."),
+    "accuracy": (100.0, "accuracy (%)"), "accuracy_hw": (100.0, "accuracy on chip (%)"), "params": (None, "params"),
+    "synops": (None, "SynOps / inf."),
     "spikes": (None, "spikes / inf."), "cores_used": (None, "cores"), "model_bits": (1 / 8192, "model (KiB)"),
     "memory_bits": (1 / 8192, "synapse mem. (KiB)"), "energy_j": (1e6, f"energy / inf. ({MICRO}J)"),
     "latency_s": (1e6, f"latency / inf. ({MICRO}s)"), "fits": (None, "fits"), "pareto": (None, "Pareto"),
