@@ -433,6 +433,24 @@ def test_unsqueeze_reshapes_a_flat_population():
     assert trace.counts().sum() > 0
 
 
+class _UnsqueezedSignal(nn.Module):
+    """(T, N, L) -> x.unsqueeze(2): a (1, L) per-sample signal for a Conv1d inside the model's own forward."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.sn = layer.Conv1d(1, 3, 3, **M), neuron.IFNode(**M)
+
+    def forward(self, x):
+        return self.sn(self.conv(x.unsqueeze(2)))
+
+
+def test_a_conv1d_on_a_signal_reshaped_inside_the_model_is_refused_saying_why():
+    # was "expects input (C=1, L), got per-sample shape (1, 16)": the shape it expects, refused
+    with pytest.raises(ValueError, match=r"reads 1-D signals only as the model's own inputs \(T, N, C, L\); here its "
+                                         r"\(C, L\) = \(1, 16\) comes from a reshape inside the model"):
+        lower(_UnsqueezedSignal(), torch.zeros(2, 1, 16))
+
+
 class _MergesBatch(nn.Module):
     def __init__(self):
         super().__init__()

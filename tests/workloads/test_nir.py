@@ -17,6 +17,7 @@ from workloads.compression.dsp import LowRankLinear
 from workloads.exchange.nir_chain import chain_order
 from workloads.exchange.nir_io import from_nir, graph_from_nir, load_nir, nir_workload, save_nir, to_nir
 from workloads.lowering import lower
+from workloads.neurons import QLIFNode, make_neuron
 
 
 def _scaled(model: nn.Module, factor: float, seed: int = 0) -> nn.Module:
@@ -133,6 +134,43 @@ def test_non_square_kernels_and_conv1d_nets_export_to_nir(tmp_path, first, x):
     graph2, trace2 = nir_workload(tmp_path / "c.nir", x if x.dim() == 5 else x[:, :, :, None, :])
     np.testing.assert_array_equal(trace.indices, trace2.indices)
     assert graph2.fingerprint() == graph.fingerprint()
+
+
+def test_a_maxpool1d_net_round_trips_through_nir_as_a_max_pool(tmp_path):
+    """A MaxPool1d was written as a 1-bit grouped conv and a plain IF (only MaxPool2d took the AvgPool2d + OR
+    neuron form): its pool came back as "conv2" -> "if2", another fingerprint, and snnTorch refused the file."""
+    model = _scaled(nn.Sequential(layer.Conv1d(2, 4, 3, padding=1, step_mode="m"), neuron.IFNode(step_mode="m"),
+                                  layer.MaxPool1d(2, step_mode="m"), layer.Flatten(step_mode="m"),
+                                  layer.Linear(32, 5, step_mode="m"), neuron.IFNode(step_mode="m")), 3.0)
+    x = _spikes(3, (3, 3, 2, 16))
+    graph, trace = lower(model, x)
+    assert isinstance(to_nir(graph).nodes["maxpool1"], nir.AvgPool2d)
+    save_nir(graph, tmp_path / "p.nir")
+    graph2, trace2 = nir_workload(tmp_path / "p.nir", x[:, :, :, None, :])
+    assert list(graph2.populations) == list(graph.populations) == ["input", "if1", "pool1", "if2"]
+    assert graph2.fingerprint() == graph.fingerprint()
+    np.testing.assert_array_equal(trace.indices, trace2.indices)
+
+
+def test_a_qlif_net_round_trips_through_nir_with_its_state_quantizer(tmp_path):
+    """A QLIF (Q-SNN) population lowers to a LIF with state_bits; its NIR node came back as a float LIF without the
+    V <- Q_b(tanh V) after each reset: other spikes under the same fingerprint (366 against 403 on a 4-bit net).
+    A peer cannot run it, so the portable export refuses it."""
+    model = _scaled(nn.Sequential(layer.Conv2d(1, 4, 3, padding=1, step_mode="m"), make_neuron("QLIF", 2.0, 1.0,
+                                                                                                  bits=4),
+                                  layer.Flatten(step_mode="m"), layer.Linear(256, 5, step_mode="m"),
+                                  make_neuron("QLIF", 2.0, 1.0, bits=4)), 2.0)
+    x = torch.rand(6, 4, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    graph, trace = lower(model, x)
+    save_nir(graph, tmp_path / "q.nir")
+    rebuilt = from_nir(tmp_path / "q.nir").model
+    assert [m.bits for m in rebuilt.modules() if isinstance(m, QLIFNode)] == [4, 4]
+    graph2, trace2 = nir_workload(tmp_path / "q.nir", x)
+    assert graph2.fingerprint() == graph.fingerprint() and len(trace.indices) > 0
+    np.testing.assert_array_equal(trace.indices, trace2.indices)
+    np.testing.assert_array_equal(trace.counts(), trace2.counts())
+    with pytest.raises(ValueError, match="population 'lif1': a QLIF neuron .* not portable"):
+        to_nir(graph, portable=True)
 
 
 def test_to_nir_takes_numpy_scalars_as_dt_and_refuses_a_bool():

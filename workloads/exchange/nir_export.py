@@ -138,6 +138,9 @@ def _avgpool(proj: Projection, src_shape: tuple[int, ...]) -> nir.NIRNode:
                          padding=np.array(proj.padding), metadata={"origin": "MaxPool2d"})
 
 
+#: lowering origins of max-pool projections: a MaxPool1d's (1, k) window on its (C, 1, L) population is written as
+#: the same nir.AvgPool2d + OR neuron as a MaxPool2d's
+MAXPOOL_ORIGINS = ("MaxPool1d", "MaxPool2d")
 #: Projection.kind -> fn(projection, source shape) -> NIR node
 WEIGHT_EXPORT: dict[str, Callable[[Projection, tuple[int, ...]], nir.NIRNode]] = {"dense": _dense, "conv": _conv}
 
@@ -150,7 +153,7 @@ def _is_readout(graph: NetworkGraph, pop: Population) -> bool:
 def _maxpool_in(graph: NetworkGraph, pop: Population) -> Projection | None:
     """The max-pool projection feeding `pop` (lowering's OR population), else None."""
     origin = graph.metadata.get("origin", {})
-    ins = [p for p in graph.in_projections(pop.name) if origin.get(p.name) == "MaxPool2d"]
+    ins = [p for p in graph.in_projections(pop.name) if origin.get(p.name) in MAXPOOL_ORIGINS]
     return ins[0] if ins else None
 
 
@@ -192,11 +195,24 @@ def _population_node(graph: NetworkGraph, pop: Population, dt: float, portable: 
     if pop.neuron.kind not in NEURON_EXPORT:
         raise ValueError(f"population {pop.name!r}: neuron kind {pop.neuron.kind!r} is not one of "
                          f"{', '.join(NEURON_EXPORT)}")
+    qlif = _is_qlif(graph, pop)
     if portable and pop.neuron.kind != "relay":
         _check_portable(pop)
+        if qlif:
+            raise ValueError(f"population {pop.name!r}: a QLIF neuron (its potential set to Q_b(tanh V) after every "
+                             "reset) has no NIR form a peer runs; not portable")
     node = NEURON_EXPORT[pop.neuron.kind](pop, dt)
     node.metadata["state_bits"] = int(pop.state_bits)
+    if qlif:  # nir_workload rebuilds the QLIFNode from it; NIR's LIF alone would run without the state quantizer
+        node.metadata["qlif_bits"] = int(pop.state_bits)
     return node
+
+
+def _is_qlif(graph: NetworkGraph, pop: Population) -> bool:
+    """True when lowering recorded `pop` as made by a workloads.neurons.QLIFNode (Q-SNN; its layer tags
+    "<index>:QLIFNode"), whose NeuronModel is a LIF with state_bits = the node's bits."""
+    tags = graph.metadata.get("layers", {}).get("populations", {}).get(pop.name) or []
+    return pop.neuron.kind == "LIF" and any(str(t).endswith(":QLIFNode") for t in tags)
 
 
 def _projection_nodes(graph: NetworkGraph, proj: Projection,
@@ -207,11 +223,11 @@ def _projection_nodes(graph: NetworkGraph, proj: Projection,
     if getattr(proj, "gate", None) is not None:
         raise ValueError(f"projection {proj.name!r}: gated (spike-valued, e.g. attention) weights have no NIR "
                          "equivalent")
-    maxpool = graph.metadata.get("origin", {}).get(proj.name) == "MaxPool2d"
+    origin = graph.metadata.get("origin", {}).get(proj.name)
+    maxpool = origin in MAXPOOL_ORIGINS
     node = _avgpool(proj, src.shape) if maxpool else WEIGHT_EXPORT[proj.kind](proj, src.shape)
     node.metadata.update({"weight_bits": int(proj.weight_bits), "storage": proj.storage})
-    origin = graph.metadata.get("origin", {}).get(proj.name)
-    if origin:
+    if origin and not maxpool:  # a MaxPool1d's pool is the AvgPool2d of its (C, 1, L) population: "MaxPool2d"
         node.metadata["origin"] = str(origin)
     nodes, head = {proj.name: node}, proj.source
     if proj.kind == "dense" and len(src.shape) > 1:

@@ -11,7 +11,7 @@ from torch import nn
 
 from workloads.exchange.nir_chain import Chain, fold, meta, scalar, typed_meta
 from workloads.exchange.nir_recurrent import wrap
-from workloads.neurons import CubaLIFNode
+from workloads.neurons import CubaLIFNode, NeuronOptions, QLIFNode
 
 
 def never_leaks(tau_steps: float) -> bool:
@@ -92,9 +92,24 @@ def lif(st: Chain, key: str, node: nir.LIF) -> None:
         fold(st, key, r, v_leak - base)
     else:
         fold(st, key, 1.0, (v_leak - base) / tau)
+    bits = typed_meta(node, "qlif_bits", key, int)
+    if bits is not None:
+        _neuron_done(st, key, node, _qlif(node, key, tau, bool(decay_input), v_reset, bits))
+        return
     _neuron_done(st, key, node, neuron.LIFNode(tau=tau, decay_input=bool(decay_input),
                                                v_threshold=_threshold(node, key, base), v_reset=v_reset,
                                                step_mode="m"))
+
+
+def _qlif(node: nir.LIF, key: str, tau: float, decay_input: bool, v_reset: float | None, bits: int) -> nn.Module:
+    """The workloads.neurons.QLIFNode that to_nir marked (metadata qlif_bits: its state bits): H = (1 - 1/tau) V +
+    X, the potential set to Q_b(tanh V) after every reset, as the LIF node alone would not. ValueError when the
+    node is not a QLIF's form (input decay, or a hard reset to a potential other than 0)."""
+    if decay_input or v_reset not in (None, 0.0) or not 1 <= bits <= 32:
+        raise ValueError(f"LIF node {key!r}: metadata qlif_bits {bits} marks a QLIF neuron, which has no input decay "
+                         "(r = tau/dt), resets to 0 or softly, and holds 1-32 state bits")
+    options = NeuronOptions(reset="soft" if v_reset is None else "hard", bits=bits)
+    return QLIFNode(tau, _threshold(node, key, 0.0), options)
 
 
 def if_(st: Chain, key: str, node: nir.IF) -> None:

@@ -44,6 +44,10 @@ def conv_stage(build: Build, m: nn.modules.conv._ConvNd, name: str, feed: Feed) 
         stride, padding, dilation = pair(m.stride), conv_padding(m, where), pair(m.dilation)
         wants = f"(C={m.in_channels}, H, W)"
     shape = feed.shape
+    if one_d and not line and len(shape) == 2:  # e.g. x.unsqueeze(2) of a (T, N, L) input: the layout is 2-D
+        raise layer_error(where, f"reads 1-D signals only as the model's own inputs (T, N, C, L); here its (C, L) = "
+                                 f"{tuple(shape)} comes from a reshape inside the model, which is not supported: "
+                                 "reshape the inputs instead and pass (T, N, C, L) to lower")
     if len(shape) != 3 or shape[0] != m.in_channels:
         raise layer_error(where, f"expects input {wants}, got per-sample shape {seen_shape(shape, line)}")
     out_shape = conv_out(shape, m.out_channels, tuple(w.shape[2:]), stride, padding, dilation, where)
