@@ -173,6 +173,33 @@ def test_a_qlif_net_round_trips_through_nir_with_its_state_quantizer(tmp_path):
         to_nir(graph, portable=True)
 
 
+class _Residual(nn.Module):
+    """conv1 -> if1 -> conv2 (+ if1's spikes, an identity shortcut) -> if2."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.sn1 = layer.Conv2d(1, 4, 3, padding=1, step_mode="m"), neuron.IFNode(step_mode="m")
+        self.conv2, self.sn2 = layer.Conv2d(4, 4, 3, padding=1, step_mode="m"), neuron.IFNode(step_mode="m")
+
+    def forward(self, x):
+        a = self.sn1(self.conv1(x))
+        return self.sn2(self.conv2(a) + a)
+
+
+def test_a_residual_net_round_trips_through_nir_with_its_projection_names(tmp_path):
+    """The identity shortcut, written as a Conv2d node "identity1", came back as "conv3": another fingerprint, so
+    the trace of the exported graph was refused with the imported one."""
+    graph, trace = lower(_scaled(_Residual(), 3.0), _spikes(4, (4, 3, 1, 8, 8)))
+    save_nir(graph, tmp_path / "r.nir")
+    back = graph_from_nir(tmp_path / "r.nir")
+    assert [p.name for p in back.projections] == [p.name for p in graph.projections] == ["conv1", "conv2",
+                                                                                        "identity1"]
+    assert back.metadata["origin"]["identity1"] == "Identity" and back.fingerprint() == graph.fingerprint()
+    graph2, trace2 = nir_workload(tmp_path / "r.nir", _spikes(4, (4, 3, 1, 8, 8)))
+    assert trace2.graph_fingerprint == graph.fingerprint()
+    np.testing.assert_array_equal(trace.indices, trace2.indices)
+
+
 def test_to_nir_takes_numpy_scalars_as_dt_and_refuses_a_bool():
     # np.float32(1e-3) used to be refused as "must be a finite number of seconds > 0", True taken as 1 s
     graph, _ = lower(_conv_net(), _spikes(0, (2, 1, 1, 8, 8)))

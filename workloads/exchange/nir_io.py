@@ -5,6 +5,7 @@ SpikingJelly model that `workloads.lower` turns into a NetworkGraph + EventTrace
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import replace
 
 import h5py
@@ -108,6 +109,9 @@ def _check_real(graph: nir.NIRGraph, where: str) -> None:
                                  "parameters must be real")
 
 
+#: the names lowering gives weight and max-pool projections (workloads.lower), which to_nir's nodes keep
+PROJECTION_NAME = re.compile(r"(conv|fc|maxpool|identity)[0-9]+")
+
 def nir_workload(source: nir.NIRGraph | str | os.PathLike, inputs: torch.Tensor, *, dt: float | None = None,
                  labels=None, weight_bits: int = 8, batch_size: int = 128,
                  device=None) -> tuple[NetworkGraph, EventTrace]:
@@ -188,16 +192,36 @@ def _restore(graph: NetworkGraph, res: NirModel, graded_input: bool | None) -> N
         pops.append(pop)
         if index is not None and index in res.nodes:
             nodes[pop.name] = res.nodes[index]
-    projs = [replace(p, source=renamed.get(p.source, p.source), target=renamed.get(p.target, p.target))
-             for p in graph.projections]
+    identities = _projection_names(graph, res)
+    projs = [replace(p, name=identities.get(p.name, p.name), source=renamed.get(p.source, p.source),
+                     target=renamed.get(p.target, p.target)) for p in graph.projections]
     recurrent = graph.metadata.get("recurrent", {})
-    for proj in projs:
-        index = _index(graph, "projections", proj.name)
+    for old, proj in zip(graph.projections, projs):
+        index = _index(graph, "projections", old.name)
         if index is not None and index in res.nodes:
             key = res.nodes[index]
             nodes[proj.name] = res.loops[key][0] if proj.name in recurrent and key in res.loops else key
     layers = dict(graph.metadata.get("layers", {}))
     layers["populations"] = {renamed.get(k, k): v for k, v in layers.get("populations", {}).items()}
+    layers["projections"] = {identities.get(k, k): v for k, v in layers.get("projections", {}).items()}
+    origin = {identities.get(k, k): ("Identity" if identities.get(k, "").startswith("identity") else v)
+              for k, v in graph.metadata.get("origin", {}).items()}
     nir_meta = {"dt": res.dt, "nodes": nodes} | ({"readout": res.readout} if res.readout else {})
-    meta = dict(graph.metadata, layers=layers, nir=nir_meta)
+    meta = dict(graph.metadata, layers=layers, origin=origin, nir=nir_meta)
     return make_graph(pops, projs, name=graph.name, metadata=meta)
+
+
+def _projection_names(graph: NetworkGraph, res: NirModel) -> dict[str, str]:
+    """{lowered projection name: NIR node key} that gives projections back the names to_nir wrote: its weight
+    nodes are named like the projections ("conv<k>", "fc<k>", "maxpool<k>", "identity<k>"), and a residual
+    identity, written as a Conv2d node, comes back as a conv module that lowering numbers among the convs
+    ("identity1" -> "conv3", the convs after it shifted). Only when every such key is distinct from the names it
+    does not replace; other keys (a peer's "0", "fc") leave the lowered names."""
+    out = {}
+    for proj in graph.projections:
+        index = _index(graph, "projections", proj.name)
+        key = res.nodes.get(index) if index is not None else None
+        if key is not None and key != proj.name and PROJECTION_NAME.fullmatch(key):
+            out[proj.name] = key
+    names = [out.get(p.name, p.name) for p in graph.projections]
+    return out if len(set(names)) == len(names) else {}
