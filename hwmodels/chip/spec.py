@@ -248,6 +248,9 @@ class CoreSpec(_Spec):
     sram_static_w_per_bit: float = Field(default=0.0, ge=0.0)
 
 
+#: most core slots a ChipSpec may have over all its chips (2^31 - 1; Intel's Hala Point, 1,152 Loihi 2 chips of
+#: 128 cores, has ~147,000)
+MAX_CORES_TOTAL = 2**31 - 1
 #: CoreSpec fields a CoreType may override (the capacity limits; every per-event cost stays the chip's core's)
 CORE_TYPE_FIELDS = ("neurons_per_core", "synapse_memory_bits", "neuron_memory_bits", "max_fan_in", "max_axons")
 
@@ -388,6 +391,18 @@ class ChipSpec(_Spec):
                     raise SpecError("ChipSpec", ("router", name),
                                     f"required when n_chips > 1 (n_chips={self.n_chips}); no shipped preset "
                                     "publishes a chip-to-chip cost, give it as an override")
+        return self
+
+    @model_validator(mode="after")
+    def _check_core_count(self) -> "ChipSpec":
+        """At most MAX_CORES_TOTAL core slots over all chips (mesh_width x mesh_height x cores_per_tile x
+        n_chips): the mapping numbers slots and tiles in int64 arrays and divides them by these products, which a
+        mesh_width of 2^63 overflowed with a numpy traceback."""
+        total = self.mesh_width * self.mesh_height * self.cores_per_tile * self.n_chips
+        if total > MAX_CORES_TOTAL:
+            raise SpecError("ChipSpec", ("mesh_width",),
+                            f"mesh_width x mesh_height x cores_per_tile x n_chips = {total:.3g} core slots; at most "
+                            f"{MAX_CORES_TOTAL:,} (2^31 - 1)")
         return self
 
     @model_validator(mode="after")

@@ -312,3 +312,13 @@ def test_a_long_chip_file_path_keeps_its_file_name_in_the_message(tmp_path):
     with pytest.raises(ValueError) as err:
         hwmodels.load_preset(str(deep / "gone" / "my-chip.yaml"))
     assert str(err.value).endswith("/gone/my-chip.yaml' does not exist"), str(err.value)
+
+
+@pytest.mark.parametrize("overrides", [{"mesh_width": 2**63}, {"mesh_width": 10**18},
+                                       {"mesh_width": 40_000, "mesh_height": 40_000, "cores_per_tile": 2}])
+def test_a_chip_of_more_core_slots_than_the_mapping_numbers_is_refused_in_one_line(overrides):
+    # mesh_width 2^63 was accepted and crashed the mapping with numpy's OverflowError traceback
+    with pytest.raises(ValueError, match=r"^ChipSpec.mesh_width: mesh_width x mesh_height x cores_per_tile x n_chips "
+                                         r"= .* core slots; at most 2,147,483,647 \(2\^31 - 1\)$"):
+        hwmodels.load_preset("loihi", overrides)
+    assert hwmodels.load_preset("loihi", {"mesh_width": 1000}).n_cores_total == 1000 * 4 * 4

@@ -402,6 +402,59 @@ def test_an_event_file_that_is_not_plain_arrays_is_refused_in_one_line_naming_it
     assert "\n" not in str(err.value) and not (tmp_path / "ran").exists()
 
 
+@pytest.mark.parametrize("kind", ["npy named npz", "label ²"])
+def test_a_gesture_file_of_the_other_format_or_a_non_ascii_label_is_one_line_naming_it(tmp_path, kind):
+    # were a TypeError traceback (np.load of a .npy used as a context manager) and int('²') without the file
+    folders = [tmp_path / "DVS128Gesture" / "events_np" / part / "0" for part in ("train", "test")]
+    x = np.zeros(5, np.int64)
+    for folder in folders:
+        folder.mkdir(parents=True)
+        np.savez(folder / "a.npz", t=np.arange(5), x=x, y=x, p=x)
+    bad = folders[1] / "a.npz"
+    if kind == "npy named npz":
+        with open(bad, "wb") as f:
+            np.save(f, np.zeros((5, 4), np.int64))
+        want = f"event file {bad}: holds one ndarray (a .npy), not an .npz archive of arrays t, x, y, p"
+    else:
+        bad = folders[1].parent / "\u00b2" / "a.npz"
+        bad.parent.mkdir()
+        np.savez(bad, t=np.arange(5), x=x, y=x, p=x)
+        want = f"event file {bad}: label '\u00b2' (from its path) must be an integer"
+    with pytest.raises(ValueError, match=re.escape(want)):
+        load_dataset("dvs_gesture", root=tmp_path, n_frames=2, size=32)
+
+
+def test_a_tonic_npy_that_is_an_npz_archive_is_one_line_naming_it(tmp_path):
+    from workloads.datasets.event_io import read_tonic_gesture_npy
+    path = tmp_path / "1.npy"
+    with open(path, "wb") as f:
+        np.savez(f, a=np.zeros(3))
+    with pytest.raises(ValueError, match=re.escape(f"event file {path}: is an .npz archive, not one .npy array")):
+        read_tonic_gesture_npy(path)
+
+
+def test_cifar_empty_bytes_of_protocol_2_load_and_bytes_with_an_argument_is_refused(cifar10_root):
+    folder = cifar10_root / "cifar-10-batches-py"
+    with open(folder / "data_batch_1", "wb") as f:  # Python 3 writes b"" as bytes() under protocol 2
+        pickle.dump({b"batch_label": b"", b"data": _cifar_rows(4, 0), b"labels": [0, 1, 2, 3],
+                     b"filenames": [b""] * 4}, f, protocol=2)
+    assert load_dataset("cifar10", root=cifar10_root).x_train.shape == (20, 3, 32, 32)
+
+    class Huge:
+        def __reduce__(self):
+            return bytes, (10**12,)  # a terabyte of zeros
+    _pickle(folder / "data_batch_2", {b"data": Huge()})
+    with pytest.raises(ValueError, match=r"data_batch_2: not a CIFAR python pickle \(bytes called with 1 argument"):
+        load_dataset("cifar10", root=cifar10_root)
+
+
+def test_a_cifar_class_name_that_is_not_utf8_is_named_with_its_file(cifar10_root):
+    meta = cifar10_root / "cifar-10-batches-py" / "batches.meta"
+    _pickle(meta, {b"label_names": [b"\xff\xfe"] + [f"c{i}".encode() for i in range(9)]})
+    with pytest.raises(ValueError, match=re.escape(f"CIFAR file {meta}: a class name b'\\xff\\xfe' is not UTF-8")):
+        load_dataset("cifar10", root=cifar10_root)
+
+
 @pytest.mark.parametrize("name, option, value, want", [
     ("digits", "n_train", 100.0, "an integer or null"), ("digits", "n_test", "50", "an integer or null"),
     ("digits", "n_train", True, "an integer or null"), ("mnist_dvs_emu", "binary", "false", "true or false"),

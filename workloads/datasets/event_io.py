@@ -65,7 +65,11 @@ def names_the_file(reader: Callable[[Path], Events]) -> Callable[[Path], Events]
 def read_npz_events(path: Path) -> Events:
     """SpikingJelly's event file (`spikingjelly.datasets` "events_np" folders): an .npz with 1-D arrays t (us),
     x, y, p (0/1). Raises ValueError naming the file and the missing keys."""
-    with np.load(path) as f:
+    loaded = np.load(path)
+    if not isinstance(loaded, np.lib.npyio.NpzFile):  # a plain .npy array saved under an .npz name
+        raise ValueError(f"event file {path}: holds one {type(loaded).__name__} (a .npy), not an .npz archive of "
+                         "arrays t, x, y, p")
+    with loaded as f:
         absent = [k for k in "txyp" if k not in f.files]
         if absent:
             raise ValueError(f"event file {path}: npz must hold arrays t, x, y, p; missing {absent}")
@@ -78,6 +82,9 @@ def read_tonic_gesture_npy(path: Path) -> Events:
     (n, 4) with columns x, y, p, t where t is in ms (tonic multiplies it by 1000; so do we, rounding to us).
     Raises ValueError naming the file when the array is not (n, 4)."""
     arr = np.load(path)
+    if not isinstance(arr, np.ndarray):  # an .npz archive saved under a .npy name
+        arr.close()
+        raise ValueError(f"event file {path}: is an .npz archive, not one .npy array (n, 4) of x, y, p, t")
     if arr.ndim != 2 or arr.shape[1] != 4:
         raise ValueError(f"event file {path}: expected an (n, 4) array of x, y, p, t, got shape {arr.shape}")
     return _events(np.rint(arr[:, 3].astype(np.float64) * 1000.0), arr[:, 0], arr[:, 1], arr[:, 2])

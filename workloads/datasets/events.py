@@ -43,7 +43,7 @@ def _cifar_label(path: Path) -> int:
 
 
 def _int_label(text: str, path: Path) -> int:
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):  # str.isdigit() also takes '²', which int() refuses
         raise ValueError(f"event file {path}: label {text!r} (from its path) must be an integer")
     return int(text)
 

@@ -86,6 +86,14 @@ def _latin1(text: str, encoding: str) -> bytes:
     return codecs.encode(text, "latin1")
 
 
+def _empty_bytes(*args) -> bytes:
+    """`bytes()` as a Python 3 protocol-2 pickle writes an empty bytes value (b"": a filename or batch_label);
+    any argument is refused (bytes(n) would allocate n zero bytes)."""
+    if args:
+        raise pickle.UnpicklingError(f"bytes called with {len(args)} argument(s); only bytes() is read")
+    return b""
+
+
 def _numpy_globals() -> dict[tuple[str, str], Callable]:
     """The numpy globals an array pickle names, under numpy 2's (numpy._core) and numpy 1's (numpy.core) names."""
     core = importlib.import_module("numpy._core" if hasattr(np, "_core") else "numpy.core")
@@ -98,12 +106,14 @@ def _numpy_globals() -> dict[tuple[str, str], Callable]:
 class CifarUnpickler(pickle.Unpickler):
     """An unpickler that builds only what a CIFAR file holds: dicts, lists, bytes, str and int (pickle opcodes,
     no global needed), and numpy arrays (numpy's _reconstruct / _frombuffer, ndarray and dtype, plus latin-1
-    `_codecs.encode`, which protocol-2 pickles written by Python 3 use for bytes). Any other global is refused:
+    `_codecs.encode` and an argument-free `bytes()`, which protocol-2 pickles written by Python 3 use for bytes
+    and empty bytes). Any other global is refused:
     loading never runs code from the file. Arguments as pickle.Unpickler."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.allowed = {**_numpy_globals(), ("_codecs", "encode"): _latin1}
+        self.allowed = {**_numpy_globals(), ("_codecs", "encode"): _latin1,
+                        **{(mod, "bytes"): _empty_bytes for mod in ("__builtin__", "builtins")}}
 
     def find_class(self, module: str, name: str):
         """The allowed global (module, name); raises pickle.UnpicklingError naming any other."""
@@ -124,7 +134,16 @@ def _unpickle(path: Path) -> dict:
         raise ValueError(f"CIFAR file {path}: not a CIFAR python pickle ({msg})") from None
     if not isinstance(raw, dict):
         raise ValueError(f"CIFAR file {path}: holds a {type(raw).__name__}, not a dict")
-    return {k.decode() if isinstance(k, bytes) else k: v for k, v in raw.items()}
+    return {_text(k, path, "a key") if isinstance(k, bytes) else k: v for k, v in raw.items()}
+
+
+def _text(b: bytes, path: Path, what: str) -> str:
+    """`b` decoded as UTF-8 (CIFAR's keys and class names are ASCII); ValueError naming the file and `what` for
+    other bytes."""
+    try:
+        return b.decode()
+    except UnicodeDecodeError:
+        raise ValueError(f"CIFAR file {path}: {what} {b[:40]!r} is not UTF-8 text") from None
 
 
 def _cifar_part(path: Path, label_key: str, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -175,7 +194,7 @@ def _load_cifar(name: str, seed: int, root, n_train: Optional[int], n_test: Opti
     if not isinstance(names, (list, tuple)) or len(names) != lay.n_classes:
         raise ValueError(f"CIFAR file {folder / lay.meta_file}: {lay.names_key!r} must list the {lay.n_classes} "
                          f"class names, got {type(names).__name__} of {len(names) if hasattr(names, '__len__') else 0}")
-    names = [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+    names = [_text(n, folder / lay.meta_file, "a class name") if isinstance(n, bytes) else str(n) for n in names]
     ds = make_dataset(name, _read_cifar_files(folder, lay.train_files, lay.label_key, lay.n_classes),
                       _read_cifar_files(folder, lay.test_files, lay.label_key, lay.n_classes), lay.n_classes,
                       class_names=names)
