@@ -75,11 +75,26 @@ def stage_keys(cfg: RunConfig) -> StageKeys:
 def point_tree(cfg: RunConfig) -> dict:
     """What a point id hashes: the config without NON_RESULT_FIELDS and without LATER_FIELDS at their defaults."""
     tree = cfg.model_dump(mode="json", exclude=NON_RESULT_FIELDS)
+    # {core: {neurons_per_core: 256}} and {core.neurons_per_core: 256} make the same chip: one point id
+    tree["hardware"]["overrides"] = dotted_overrides(tree["hardware"].get("overrides") or {})
     for section, fields in LATER_FIELDS.items():
         for name, default in fields.items():
             if tree[section].get(name) == default:
                 del tree[section][name]
     return tree
+
+
+def dotted_overrides(overrides: dict, prefix: str = "") -> dict:
+    """hardware.overrides with nested chip sections written as dotted keys ({"core": {"neurons_per_core": 256}}
+    -> {"core.neurons_per_core": 256}, as hwmodels.load_preset reads both); an empty mapping stays a value."""
+    out = {}
+    for key, value in overrides.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(dotted_overrides(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
 
 
 def chip_file_part(cfg: RunConfig) -> tuple[dict, ...]:

@@ -10,7 +10,7 @@ from codesign.store.cache import check_cache_dir
 from codesign.config.run import ConfigError, RunConfig, quote
 from codesign.execute.executor import check_scheduler, run_points
 from codesign.reporting.pareto import CHIP_MODEL_AXES, PARETO_ON, pareto_mask
-from codesign.execute.evaluate import load_chip
+from codesign.execute.evaluate import load_chip, stage_keys
 from codesign.execute.run import LEAD_COLUMNS, RunResult, default_name, run_folder
 from codesign.reporting.report import write_report
 from codesign.reporting.units import plural, point_outcome
@@ -127,7 +127,7 @@ def sweep(spec: SweepSpec, resume: bool = False, progress: bool = False, log=pri
 
         log(f"{plural(len(points), 'design point')} {resume_hint(out)}")
         run_points([c for _, c in points], store, spec.cache_dir, spec.execution, progress, log, on_row, labels)
-        df = store.table()
+        df = grid_order(store.table(), [cfg for _, cfg in points])
         accuracy = sweep_front_accuracy(spec, df)
         objectives = {accuracy: "max", "energy_j": "min", "latency_s": "min"}
         df["pareto"], df[PARETO_ON] = pareto_mask(df, objectives), ",".join(objectives)
@@ -136,3 +136,16 @@ def sweep(spec: SweepSpec, resume: bool = False, progress: bool = False, log=pri
                    f"sweep took {time.perf_counter() - start:.0f} s"]
         write_report(out, df, "", summary, title=f"Sweep: {out.name}", config_file="sweep.yaml")
     return RunResult(df, Path(out), time.perf_counter() - start, summary)
+
+
+def grid_order(df, cfgs: list[RunConfig]):
+    """The results `df` with its rows in the order of the grid points `cfgs` (by point id), whatever order they
+    finished in: a dask sweep stores rows as its workers finish them, and its results.csv and report (whose
+    highlighted points follow row order) must equal the serial run's. Rows of no grid point go last."""
+    if df.empty or "point_id" not in df.columns:
+        return df
+    order: dict[str, int] = {}
+    for i, cfg in enumerate(cfgs):
+        order.setdefault(stage_keys(cfg).point, i)
+    rank = df["point_id"].map(order).fillna(len(order))
+    return df.iloc[rank.argsort(kind="stable")].reset_index(drop=True)

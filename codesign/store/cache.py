@@ -419,13 +419,26 @@ class StageCache:
         return out
 
     def remove(self, stage: str | None = None) -> int:
-        """Remove every complete entry (of `stage`, or of all stages) and the stale temporary folders; folders
-        of live processes are left. Returns the number of entries removed."""
-        found = self.entries(stage)
-        for entry in found:  # moved aside first: a clear stopped midway leaves no entry without its meta.json
-            _remove_entry(entry.path)
+        """Remove every entry (of `stage`, or of all stages): the complete ones and the damaged ones, entry
+        folders that lost their meta.json (an entry appears complete, by rename, so no process is still filling
+        one), then the stale temporary folders; folders of live processes are left. Returns the number of entry
+        folders removed."""
+        found = [entry.path for entry in self.entries(stage)] + self.damaged(stage)
+        for path in found:  # moved aside first: a clear stopped midway leaves no entry without its meta.json
+            _remove_entry(path)
         self.clean_stale()
         return len(found)
+
+    def damaged(self, stage: str | None = None) -> list[Path]:
+        """Entry folders (of `stage`, or of all stages) without a meta.json file: damaged (a run remakes them,
+        `remove` removes them); sorted. Symbolic links are left out, as in `stages`."""
+        out = []
+        for name in [stage] if stage is not None else self.stages():
+            for entry in sorted((self.root / name).iterdir()) if name in self.stages() else []:
+                if not entry.name.startswith(".") and entry.is_dir() and not entry.is_symlink() \
+                        and not (entry / META_NAME).is_file():
+                    out.append(entry)
+        return out
 
     def clean_stale(self) -> list[Path]:
         """Remove the temporary and moved-aside folders that `is_stale` calls stale; returns them."""

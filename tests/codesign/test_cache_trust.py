@@ -277,6 +277,18 @@ def test_cache_clear_removes_a_stage_or_everything_and_errors_exit_2(tmp_path):
     assert not_dir.exit_code == 2 and "is not a folder" in not_dir.output
 
 
+def test_cache_clear_also_removes_an_entry_that_lost_its_meta(tmp_path):
+    # was left behind ("removed 4 entries" and the folder still there): clear skipped folders without meta.json
+    _filled(tmp_path)
+    damaged = tmp_path / "dense" / "dddd"
+    damaged.mkdir()
+    (damaged / "model.pt").write_bytes(b"half")
+    assert StageCache(tmp_path).damaged() == [damaged]
+    done = CliRunner().invoke(cache_app, ["clear", "--cache-dir", str(tmp_path), "--stage", "dense", "--yes"])
+    assert done.exit_code == 0 and "removed 2 entries" in done.output and not damaged.exists()
+    assert not (tmp_path / "dense" / "aaaa").exists() and StageCache(tmp_path).damaged() == []
+
+
 def test_a_missing_cache_folder_is_an_error_unless_it_is_the_default(tmp_path, monkeypatch):
     for command in (["list"], ["clear", "--yes"]):
         missing = CliRunner().invoke(cache_app, [*command, "--cache-dir", str(tmp_path / "typo")])

@@ -169,3 +169,23 @@ def test_allocator_and_run_give_the_same_row(tmp_path, monkeypatch):
                                              "hardware.multicast=false"]), progress=False, log=quiet).run_dir)
     assert default["accuracy"] == ran["accuracy"]
     assert default["messages"] > ran["messages"] and default["hardware_steps"] != ran["hardware_steps"]
+
+
+def test_nested_and_dotted_overrides_of_one_chip_are_one_point():
+    # {core: {neurons_per_core: 256}} (what --set stores) and {core.neurons_per_core: 256} (a sweep axis) were two
+    # point ids: the sweep evaluated the point twice and counted it twice on its front
+    nested = load_config(sets=["hardware.overrides.core.neurons_per_core=256", "compression.ratios=[0.5]"])
+    assert nested.hardware.overrides == {"core": {"neurons_per_core": 256}}
+    dotted = nested.model_copy(update={"hardware": nested.hardware.model_copy(
+        update={"overrides": {"core.neurons_per_core": 256}})})
+    other = dotted.model_copy(update={"hardware": nested.hardware.model_copy(
+        update={"overrides": {"core.neurons_per_core": 512}})})
+    assert stage_keys(nested).point == stage_keys(dotted).point != stage_keys(other).point
+
+
+def test_sweep_rows_are_put_in_grid_order_whatever_order_they_finished_in():
+    from codesign.execute.sweep import grid_order
+    cfgs = [load_config(sets=[f"compression.ratios=[{r}]"]) for r in (0.0, 0.5, 0.25)]
+    ids = [stage_keys(c).point for c in cfgs]
+    finished = pd.DataFrame({"point_id": [ids[2], "elsewhere", ids[0], ids[1]], "x": [2, 9, 0, 1]})
+    assert grid_order(finished, cfgs)["x"].tolist() == [0, 1, 2, 9]
