@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from codesign.config.sweep import load_spec
+from codesign.config.sweep import grid_points, load_spec
+from codesign.execute.evaluate import stage_keys
 from codesign.execute.sweep import sweep
 
 BASE = {"data": {"dataset": "digits"}, "train": {"epochs": 2},
@@ -57,7 +58,10 @@ def test_sigkill_and_resume_lose_and_repeat_nothing(tmp_path, kill_after_rows):
     after = _rows(run_dir)
     assert len(after) == 6 and len({r["point_id"] for r in after}) == 6
     assert after[:len(before)] == before  # finished points kept as they were, not re-run
-    assert pd.read_csv(run_dir / "results.csv")["point_id"].tolist() == [r["point_id"] for r in after]
+    # results.jsonl logs rows as they finish (on dask, in any order); results.csv holds them in grid order
+    grid = [stage_keys(cfg).point for _, cfg in grid_points(load_spec(path))]
+    assert sorted(grid) == sorted(r["point_id"] for r in after)
+    assert pd.read_csv(run_dir / "results.csv")["point_id"].tolist() == grid
 
 
 @pytest.mark.slow
@@ -70,6 +74,10 @@ def test_local_dask_cluster_equals_serial_run(tmp_path):
     assert seen == [(i, 8) for i in range(1, 9)]
     dask = sweep(load_spec(_spec(tmp_path, "dask", axes, cache="c2", execution={"workers": 2})),
                  log=lambda _: None)
+    # rows in grid order on both paths (dask stores them as they finish): the same results.csv order and report
+    assert serial.table["point_id"].tolist() == dask.table["point_id"].tolist()
+    csv = [pd.read_csv(tmp_path / "reports" / r / "results.csv")["point_id"].tolist() for r in ("serial", "dask")]
+    assert csv[0] == csv[1] == serial.table["point_id"].tolist()
     a = serial.table.set_index("point_id").sort_index()
     b = dask.table.set_index("point_id").sort_index()
     assert len(a) == 8 and list(a.index) == list(b.index)
