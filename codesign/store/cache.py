@@ -409,14 +409,13 @@ class StageCache:
 
     def entries(self, stage: str | None = None) -> list[CacheEntry]:
         """Every complete entry (of `stage`, or of all stages), sorted by stage then key."""
-        out = []
-        for name in [stage] if stage is not None else self.stages():
-            folder = self.root / name
-            for entry in sorted(folder.iterdir()) if name in self.stages() else []:
-                if entry.name.startswith(".") or not (entry / META_NAME).is_file():
-                    continue
-                out.append(_entry(name, entry))
-        return out
+        return [_entry(name, entry) for name, entry in self._entry_folders(stage) if (entry / META_NAME).is_file()]
+
+    def _entry_folders(self, stage: str | None) -> list[tuple[str, Path]]:
+        """(stage, folder) of every non-hidden name in the stage folders (of `stage`, or of all), sorted."""
+        stages = self.stages()
+        return [(name, entry) for name in ([stage] if stage is not None else stages) if name in stages
+                for entry in sorted((self.root / name).iterdir()) if not entry.name.startswith(".")]
 
     def remove(self, stage: str | None = None) -> int:
         """Remove every entry (of `stage`, or of all stages): the complete ones and the damaged ones, entry
@@ -432,13 +431,8 @@ class StageCache:
     def damaged(self, stage: str | None = None) -> list[Path]:
         """Entry folders (of `stage`, or of all stages) without a meta.json file: damaged (a run remakes them,
         `remove` removes them); sorted. Symbolic links are left out, as in `stages`."""
-        out = []
-        for name in [stage] if stage is not None else self.stages():
-            for entry in sorted((self.root / name).iterdir()) if name in self.stages() else []:
-                if not entry.name.startswith(".") and entry.is_dir() and not entry.is_symlink() \
-                        and not (entry / META_NAME).is_file():
-                    out.append(entry)
-        return out
+        return [entry for _, entry in self._entry_folders(stage)
+                if entry.is_dir() and not entry.is_symlink() and not (entry / META_NAME).is_file()]
 
     def clean_stale(self) -> list[Path]:
         """Remove the temporary and moved-aside folders that `is_stale` calls stale; returns them."""

@@ -112,6 +112,7 @@ def _check_real(graph: nir.NIRGraph, where: str) -> None:
 #: the names lowering gives weight and max-pool projections (workloads.lower), which to_nir's nodes keep
 PROJECTION_NAME = re.compile(r"(conv|fc|maxpool|identity)[0-9]+")
 
+
 def nir_workload(source: nir.NIRGraph | str | os.PathLike, inputs: torch.Tensor, *, dt: float | None = None,
                  labels=None, weight_bits: int = 8, batch_size: int = 128,
                  device=None) -> tuple[NetworkGraph, EventTrace]:
@@ -192,8 +193,8 @@ def _restore(graph: NetworkGraph, res: NirModel, graded_input: bool | None) -> N
         pops.append(pop)
         if index is not None and index in res.nodes:
             nodes[pop.name] = res.nodes[index]
-    identities = _projection_names(graph, res)
-    projs = [replace(p, name=identities.get(p.name, p.name), source=renamed.get(p.source, p.source),
+    names = _projection_names(graph, res)
+    projs = [replace(p, name=names.get(p.name, p.name), source=renamed.get(p.source, p.source),
                      target=renamed.get(p.target, p.target)) for p in graph.projections]
     recurrent = graph.metadata.get("recurrent", {})
     for old, proj in zip(graph.projections, projs):
@@ -203,8 +204,8 @@ def _restore(graph: NetworkGraph, res: NirModel, graded_input: bool | None) -> N
             nodes[proj.name] = res.loops[key][0] if proj.name in recurrent and key in res.loops else key
     layers = dict(graph.metadata.get("layers", {}))
     layers["populations"] = {renamed.get(k, k): v for k, v in layers.get("populations", {}).items()}
-    layers["projections"] = {identities.get(k, k): v for k, v in layers.get("projections", {}).items()}
-    origin = {identities.get(k, k): ("Identity" if identities.get(k, "").startswith("identity") else v)
+    layers["projections"] = {names.get(k, k): v for k, v in layers.get("projections", {}).items()}
+    origin = {names.get(k, k): ("Identity" if names.get(k, "").startswith("identity") else v)
               for k, v in graph.metadata.get("origin", {}).items()}
     nir_meta = {"dt": res.dt, "nodes": nodes} | ({"readout": res.readout} if res.readout else {})
     meta = dict(graph.metadata, layers=layers, origin=origin, nir=nir_meta)
